@@ -1,0 +1,232 @@
+//! `/channels` and `/sessions/{id}`: what the customer's service server calls.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{JsonBody, OptionalJsonBody, PathId};
+use crate::domain::ids::{ChannelId, SessionId};
+use crate::domain::model::ChannelRecord;
+use crate::state::AppState;
+
+/// Body of `POST /channels` (may be empty).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateChannelRequest {
+    /// Route media through an SFU node instead of a mesh.
+    #[serde(default)]
+    pub sfu_enabled: Option<bool>,
+}
+
+/// A channel.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelResponse {
+    /// Channel id (UUID).
+    pub id: String,
+    /// The SFU node hosting it, once placed.
+    pub sfu_server_id: Option<u64>,
+    /// Media goes through an SFU.
+    pub sfu_enabled: bool,
+}
+
+/// A channel in a listing.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelListItem {
+    /// Channel id (UUID).
+    pub id: String,
+    /// The SFU node hosting it, once placed.
+    pub sfu_server_id: Option<u64>,
+    /// Media goes through an SFU.
+    pub sfu_enabled: bool,
+    /// Sessions in the channel.
+    pub session_count: usize,
+}
+
+/// A member of a channel.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelSession {
+    /// The member's session id.
+    pub session_id: String,
+    /// The user integrated with it.
+    pub user: Value,
+}
+
+/// A channel with its members.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelDetailResponse {
+    /// Channel id (UUID).
+    pub id: String,
+    /// The SFU node hosting it, once placed.
+    pub sfu_server_id: Option<u64>,
+    /// Media goes through an SFU.
+    pub sfu_enabled: bool,
+    /// Live members.
+    pub channel_sessions: Vec<ChannelSession>,
+}
+
+/// Body of `POST /channels/bulk-delete`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct BulkDeleteRequest {
+    /// Channel ids to delete (1 to 1000).
+    pub ids: Vec<String>,
+}
+
+/// Result of `POST /channels/bulk-delete`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkDeleteResponse {
+    /// Deleted channels.
+    pub deleted: Vec<String>,
+    /// Ids that matched no channel.
+    pub not_found: Vec<String>,
+}
+
+/// Result of `POST /sessions/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrateResponse {
+    /// The session.
+    pub session_id: String,
+    /// The user now bound to it.
+    pub user: Value,
+}
+
+impl From<&ChannelRecord> for ChannelResponse {
+    fn from(c: &ChannelRecord) -> Self {
+        Self {
+            id: c.id.0.clone(),
+            sfu_server_id: c.sfu_server_id.map(|id| id.0),
+            sfu_enabled: c.sfu_enabled,
+        }
+    }
+}
+
+const MAX_BULK_IDS: usize = 1000;
+const MAX_USER_ID_LEN: usize = 256;
+
+/// Create a channel.
+#[utoipa::path(post, path = "/channels", tag = "channels", security(("api_key" = [])),
+    request_body(content = Option<CreateChannelRequest>, description = "May be empty"),
+    responses((status = 200, body = ChannelResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn create_channel(
+    State(state): State<AppState>,
+    OptionalJsonBody(body): OptionalJsonBody<CreateChannelRequest>,
+) -> Result<Json<ChannelResponse>, ApiError> {
+    let channel = state
+        .signaling
+        .create_channel(body.sfu_enabled.unwrap_or(false))
+        .await?;
+    Ok(Json((&channel).into()))
+}
+
+/// List every channel with its session count.
+#[utoipa::path(get, path = "/channels", tag = "channels", security(("api_key" = [])),
+    responses((status = 200, body = [ChannelListItem]), (status = 401, body = ErrorBody)))]
+pub async fn list_channels(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ChannelListItem>>, ApiError> {
+    let list = state.signaling.list_channels().await?;
+    Ok(Json(
+        list.into_iter()
+            .map(|s| ChannelListItem {
+                id: s.channel.id.0,
+                sfu_server_id: s.channel.sfu_server_id.map(|id| id.0),
+                sfu_enabled: s.channel.sfu_enabled,
+                session_count: s.session_count,
+            })
+            .collect(),
+    ))
+}
+
+/// A channel with its sessions.
+#[utoipa::path(get, path = "/channels/{id}", tag = "channels", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Channel id")),
+    responses((status = 200, body = ChannelDetailResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn get_channel(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<Json<ChannelDetailResponse>, ApiError> {
+    let detail = state.signaling.channel_detail(&ChannelId(id)).await?;
+    let channel = ChannelResponse::from(&detail.channel);
+    Ok(Json(ChannelDetailResponse {
+        id: channel.id,
+        sfu_server_id: channel.sfu_server_id,
+        sfu_enabled: channel.sfu_enabled,
+        channel_sessions: detail
+            .sessions
+            .into_iter()
+            .map(|(session, user)| ChannelSession {
+                session_id: session.0,
+                user,
+            })
+            .collect(),
+    }))
+}
+
+/// Delete a channel; its members receive `channelClosed`.
+#[utoipa::path(delete, path = "/channels/{id}", tag = "channels", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Channel id")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn delete_channel(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<StatusCode, ApiError> {
+    state.signaling.delete_channel(&ChannelId(id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete several channels.
+#[utoipa::path(post, path = "/channels/bulk-delete", tag = "channels", security(("api_key" = [])),
+    request_body = BulkDeleteRequest,
+    responses((status = 200, body = BulkDeleteResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn bulk_delete_channels(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<BulkDeleteRequest>,
+) -> Result<Json<BulkDeleteResponse>, ApiError> {
+    if body.ids.is_empty() || body.ids.len() > MAX_BULK_IDS {
+        return Err(ApiError::bad_request(format!(
+            "`ids` must hold 1 to {MAX_BULK_IDS} channel ids"
+        )));
+    }
+    let ids = body.ids.into_iter().map(ChannelId).collect();
+    let outcome = state.signaling.bulk_delete_channels(ids).await?;
+    Ok(Json(BulkDeleteResponse {
+        deleted: outcome.deleted.into_iter().map(|c| c.0).collect(),
+        not_found: outcome.not_found.into_iter().map(|c| c.0).collect(),
+    }))
+}
+
+/// Bind a user to a live session (integrateUser). Re-integrating replaces the user.
+#[utoipa::path(post, path = "/sessions/{id}", tag = "sessions", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Session id (from the client's `connected` message)")),
+    request_body(content = Object, description = "The user object; must have a string `id`"),
+    responses((status = 200, body = IntegrateResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn integrate_user(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    JsonBody(user): JsonBody<Value>,
+) -> Result<Json<IntegrateResponse>, ApiError> {
+    let valid_id = user
+        .get("id")
+        .and_then(Value::as_str)
+        .is_some_and(|id| !id.is_empty() && id.len() <= MAX_USER_ID_LEN);
+    if !user.is_object() || !valid_id {
+        return Err(ApiError::bad_request(format!(
+            "the body must be a user object with a non-empty string `id` of at most {MAX_USER_ID_LEN} characters"
+        )));
+    }
+    let session = SessionId(id);
+    let user = state.signaling.integrate_user(&session, user).await?;
+    Ok(Json(IntegrateResponse {
+        session_id: session.0,
+        user,
+    }))
+}

@@ -1,0 +1,188 @@
+//! `/sfu-servers`: the SFU fleet registry.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{JsonBody, PathId};
+use crate::domain::ids::SfuServerId;
+use crate::domain::{SfuServerPatch, SfuServerView};
+use crate::state::AppState;
+
+/// Body of `POST /sfu-servers`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateSfuServerRequest {
+    /// The node's QUIC control address, `host:port`.
+    pub address: String,
+    /// SHA-256 fingerprint of the node's certificate (printed by `mooyaho sfu`).
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+/// Body of `PATCH /sfu-servers/{id}`; absent fields are unchanged.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct PatchSfuServerRequest {
+    /// New control address.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// New certificate fingerprint.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// Exclude the node from new placements.
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    /// Draining: no new rooms; existing ones finish.
+    #[serde(default)]
+    pub draining: Option<bool>,
+}
+
+/// Query of `DELETE /sfu-servers/{id}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct DeleteQuery {
+    /// Delete even while channels are placed on the node (they are re-placed on next join).
+    #[serde(default)]
+    pub force: Option<bool>,
+}
+
+/// A registered SFU node with its load.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SfuServerResponse {
+    /// Node id.
+    pub id: u64,
+    /// QUIC control address.
+    pub address: String,
+    /// Pinned certificate fingerprint.
+    pub fingerprint: Option<String>,
+    /// Excluded from new placements.
+    pub disabled: bool,
+    /// No new rooms; existing ones finish.
+    pub draining: bool,
+    /// `unknown` until a control connection reports on the node.
+    pub health: String,
+    /// Channels placed on the node.
+    pub rooms: usize,
+    /// Sessions in those channels.
+    pub sessions: usize,
+}
+
+impl From<SfuServerView> for SfuServerResponse {
+    fn from(view: SfuServerView) -> Self {
+        Self {
+            id: view.record.id.0,
+            address: view.record.address,
+            fingerprint: view.record.fingerprint,
+            disabled: view.record.disabled,
+            draining: view.record.draining,
+            health: "unknown".to_owned(),
+            rooms: view.rooms,
+            sessions: view.sessions,
+        }
+    }
+}
+
+fn parse_id(id: &str) -> Result<SfuServerId, ApiError> {
+    id.parse()
+        .map(SfuServerId)
+        .map_err(|_| ApiError::not_found("SFU server is not found"))
+}
+
+/// Register an SFU node.
+#[utoipa::path(post, path = "/sfu-servers", tag = "sfu-servers", security(("api_key" = [])),
+    request_body = CreateSfuServerRequest,
+    responses((status = 200, body = SfuServerResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn create_sfu_server(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<CreateSfuServerRequest>,
+) -> Result<Json<SfuServerResponse>, ApiError> {
+    let view = state
+        .signaling
+        .register_sfu_server(body.address, body.fingerprint)
+        .await?;
+    Ok(Json(view.into()))
+}
+
+/// List SFU nodes, least loaded first.
+#[utoipa::path(get, path = "/sfu-servers", tag = "sfu-servers", security(("api_key" = [])),
+    responses((status = 200, body = [SfuServerResponse]), (status = 401, body = ErrorBody)))]
+pub async fn list_sfu_servers(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<SfuServerResponse>>, ApiError> {
+    let views = state.signaling.sfu_servers().await?;
+    Ok(Json(views.into_iter().map(Into::into).collect()))
+}
+
+/// One SFU node.
+#[utoipa::path(get, path = "/sfu-servers/{id}", tag = "sfu-servers", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Node id")),
+    responses((status = 200, body = SfuServerResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn get_sfu_server(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<Json<SfuServerResponse>, ApiError> {
+    let view = state.signaling.sfu_server(parse_id(&id)?).await?;
+    Ok(Json(view.into()))
+}
+
+/// Change a node (address, fingerprint, disabled, draining).
+#[utoipa::path(patch, path = "/sfu-servers/{id}", tag = "sfu-servers", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Node id")),
+    request_body = PatchSfuServerRequest,
+    responses((status = 200, body = SfuServerResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn patch_sfu_server(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    JsonBody(body): JsonBody<PatchSfuServerRequest>,
+) -> Result<Json<SfuServerResponse>, ApiError> {
+    let patch = SfuServerPatch {
+        address: body.address,
+        fingerprint: body.fingerprint,
+        disabled: body.disabled,
+        draining: body.draining,
+    };
+    let view = state
+        .signaling
+        .update_sfu_server(parse_id(&id)?, patch)
+        .await?;
+    Ok(Json(view.into()))
+}
+
+/// Start draining a node: no new rooms are placed on it; existing rooms finish.
+#[utoipa::path(post, path = "/sfu-servers/{id}/drain", tag = "sfu-servers", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Node id")),
+    responses((status = 200, body = SfuServerResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn drain_sfu_server(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+) -> Result<Json<SfuServerResponse>, ApiError> {
+    let patch = SfuServerPatch {
+        draining: Some(true),
+        ..SfuServerPatch::default()
+    };
+    let view = state
+        .signaling
+        .update_sfu_server(parse_id(&id)?, patch)
+        .await?;
+    Ok(Json(view.into()))
+}
+
+/// Remove a node. 409 while channels are placed on it, unless `force=true`.
+#[utoipa::path(delete, path = "/sfu-servers/{id}", tag = "sfu-servers", security(("api_key" = [])),
+    params(("id" = String, Path, description = "Node id"),
+        ("force" = Option<bool>, Query, description = "Delete even while channels are placed on the node")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn delete_sfu_server(
+    State(state): State<AppState>,
+    PathId(id): PathId,
+    query: Result<Query<DeleteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    state
+        .signaling
+        .delete_sfu_server(parse_id(&id)?, query.force.unwrap_or(false))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

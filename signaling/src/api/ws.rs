@@ -1,0 +1,258 @@
+//! `GET /websocket`: upgrades, then pumps frames between the socket and the domain. Every bad
+//! frame gets an `error` reply and the socket stays open; only a dead or kicked socket closes.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::domain::hub::Outgoing;
+use crate::domain::{ConnectOptions, Signaling};
+use crate::protocol::{ClientFrame, ErrorCode, ServerMessage, SignalError};
+use crate::state::AppState;
+
+/// Query parameters of `/websocket`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectQuery {
+    /// Accept direct calls from sessions outside this client's channel.
+    #[serde(default)]
+    pub allow_direct_call: Option<bool>,
+}
+
+/// Messages queued for one socket before it counts as too slow.
+const OUTBOX_DEPTH: usize = 1024;
+/// Hard cap on a frame; between the configured limit and this, frames get an error reply.
+const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+
+/// Accepts the upgrade.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    query: Result<Query<ConnectQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let options = ConnectOptions {
+        allow_direct_call: query
+            .ok()
+            .and_then(|Query(q)| q.allow_direct_call)
+            .unwrap_or(false),
+    };
+    upgrade
+        .max_message_size(HARD_FRAME_LIMIT)
+        .max_frame_size(HARD_FRAME_LIMIT)
+        .on_upgrade(move |socket: WebSocket| {
+            let (sink, stream) = socket.split();
+            pump(state.signaling, options, sink, stream)
+        })
+}
+
+/// Runs one connection until the socket closes, dies or is kicked.
+pub async fn pump<S, R>(
+    signaling: Arc<Signaling>,
+    options: ConnectOptions,
+    mut sink: S,
+    mut stream: R,
+) where
+    S: Sink<Message> + Unpin,
+    R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let (outbox, mut outgoing) = mpsc::channel(OUTBOX_DEPTH);
+    let (mut connection, connected) = match signaling.connect(options, outbox).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = sink.send(error_frame(None, &e)).await;
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: 1013,
+                    reason: "try again later".into(),
+                })))
+                .await;
+            return;
+        }
+    };
+    let config = signaling.config().clone();
+    let mut limiter = RateLimiter::new(config.messages_per_second, config.message_burst);
+    let mut last_seen = Instant::now();
+    let mut ping = tokio::time::interval(config.ping_interval);
+    ping.tick().await;
+    if sink.send(text(connected.encode(None))).await.is_err() {
+        signaling.disconnect(connection).await;
+        return;
+    }
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { break };
+                last_seen = Instant::now();
+                let reply = match frame {
+                    Message::Text(body) => {
+                        if !limiter.allow(Instant::now()) {
+                            Some(error_frame(None, &SignalError::new(ErrorCode::RateLimited, "too many messages; slow down")))
+                        } else if body.len() > config.max_frame_bytes {
+                            Some(error_frame(None, &SignalError::new(ErrorCode::FrameTooLarge, format!("frames are limited to {} bytes", config.max_frame_bytes))))
+                        } else {
+                            handle_text(&signaling, &mut connection, body.as_str()).await
+                        }
+                    }
+                    Message::Binary(_) => Some(error_frame(None, &SignalError::new(ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text"))),
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => None,
+                };
+                if let Some(reply) = reply {
+                    if sink.send(reply).await.is_err() { break; }
+                }
+            }
+            queued = outgoing.recv() => {
+                // None: the hub dropped this connection (kicked by a resume, or too slow).
+                let Some(Outgoing::Text(body)) = queued else { break };
+                if sink.send(Message::Text(body.as_ref().into())).await.is_err() { break; }
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() > config.ping_interval * 2 {
+                    signaling.metrics().ws_reaped.inc();
+                    tracing::debug!(session = %connection.session, "reaping silent socket");
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() { break; }
+            }
+        }
+    }
+    let _ = sink.close().await;
+    signaling.disconnect(connection).await;
+}
+
+async fn handle_text(
+    signaling: &Signaling,
+    connection: &mut crate::domain::Connection,
+    body: &str,
+) -> Option<Message> {
+    let frame = ClientFrame::decode(body);
+    let request_id = frame.request_id.as_ref();
+    let message = match frame.message {
+        Ok(message) => message,
+        Err(e) => {
+            signaling.metrics().error(error_code_name(e.code));
+            return Some(error_frame(request_id, &e));
+        }
+    };
+    signaling.metrics().message(message_name(&message));
+    match signaling.handle(connection, message).await {
+        Ok(Some(reply)) => Some(text(reply.encode(request_id))),
+        Ok(None) => request_id.map(|id| text(ServerMessage::Ack.encode(Some(id)))),
+        Err(e) => {
+            signaling.metrics().error(error_code_name(e.code));
+            Some(error_frame(request_id, &e))
+        }
+    }
+}
+
+fn text(body: String) -> Message {
+    Message::Text(body.into())
+}
+
+fn error_frame(request_id: Option<&serde_json::Value>, e: &SignalError) -> Message {
+    let error = ServerMessage::Error {
+        code: e.code,
+        message: e.message.clone(),
+    };
+    text(error.encode(request_id))
+}
+
+fn message_name(message: &crate::protocol::ClientMessage) -> &'static str {
+    use crate::protocol::ClientMessage as M;
+    match message {
+        M::GetId => "getId",
+        M::ReuseId { .. } => "reuseId",
+        M::Enter { .. } => "enter",
+        M::Leave => "leave",
+        M::Message { .. } => "message",
+        M::ListSessions => "listSessions",
+        M::Call { .. } => "call",
+        M::Answer { .. } => "answer",
+        M::Candidate { .. } => "candidate",
+        M::Reject { .. } => "reject",
+        M::IntegrateUser { .. } => "integrateUser",
+        M::UpdateMediaState { .. } => "updateMediaState",
+        M::Ping => "ping",
+    }
+}
+
+fn error_code_name(code: ErrorCode) -> &'static str {
+    match serde_json::to_value(code) {
+        Ok(serde_json::Value::String(s)) => match s.as_str() {
+            // Map to 'static names without allocating per error.
+            "invalid_json" => "invalid_json",
+            "invalid_message" => "invalid_message",
+            "unknown_type" => "unknown_type",
+            "unsupported_frame" => "unsupported_frame",
+            "frame_too_large" => "frame_too_large",
+            "rate_limited" => "rate_limited",
+            "not_integrated" => "not_integrated",
+            "channel_not_found" => "channel_not_found",
+            "not_in_channel" => "not_in_channel",
+            "session_not_found" => "session_not_found",
+            "forbidden" => "forbidden",
+            "no_pending_call" => "no_pending_call",
+            "invalid_token" => "invalid_token",
+            "sfu_unavailable" => "sfu_unavailable",
+            "unavailable" => "unavailable",
+            _ => "other",
+        },
+        _ => "other",
+    }
+}
+
+/// Token bucket: `rate` messages per second sustained, `burst` at once.
+#[derive(Debug)]
+struct RateLimiter {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rate_limiter_allows_burst_then_sustained_rate() {
+        let start = Instant::now();
+        let mut limiter = RateLimiter::new(10, 5);
+        limiter.last = start;
+        assert!((0..5).all(|_| limiter.allow(start)));
+        assert!(!limiter.allow(start));
+        assert!(limiter.allow(start + Duration::from_millis(100)));
+        assert!(!limiter.allow(start + Duration::from_millis(100)));
+    }
+}

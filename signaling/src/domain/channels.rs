@@ -1,0 +1,144 @@
+//! Channel administration for the service server (REST): create, list, inspect, delete, and
+//! binding users to sessions.
+
+use serde_json::Value;
+
+use super::ids::{ChannelId, SessionId};
+use super::model::{ChannelRecord, SessionUpdate, now_ms};
+use super::{DomainError, Signaling};
+use crate::protocol::ServerMessage;
+
+/// A channel with its member count.
+#[derive(Clone, Debug)]
+pub struct ChannelSummary {
+    /// The channel.
+    pub channel: ChannelRecord,
+    /// Sessions in it.
+    pub session_count: usize,
+}
+
+/// A channel with its members.
+#[derive(Clone, Debug)]
+pub struct ChannelDetail {
+    /// The channel.
+    pub channel: ChannelRecord,
+    /// Live member sessions and their users.
+    pub sessions: Vec<(SessionId, Value)>,
+}
+
+/// Result of a bulk delete.
+#[derive(Clone, Debug, Default)]
+pub struct BulkDeleteOutcome {
+    /// Channels that existed and were deleted.
+    pub deleted: Vec<ChannelId>,
+    /// Ids that matched no channel.
+    pub not_found: Vec<ChannelId>,
+}
+
+impl Signaling {
+    /// Creates a channel. SFU channels are placed on a node when the first member publishes.
+    pub async fn create_channel(&self, sfu_enabled: bool) -> Result<ChannelRecord, DomainError> {
+        let channel = ChannelRecord {
+            id: ChannelId::random(),
+            sfu_enabled,
+            sfu_server_id: None,
+            created_at_ms: now_ms(),
+        };
+        self.store.create_channel(&channel).await?;
+        Ok(channel)
+    }
+
+    /// Every channel with its member count.
+    pub async fn list_channels(&self) -> Result<Vec<ChannelSummary>, DomainError> {
+        let channels = self.store.channels().await?;
+        let mut summaries = Vec::with_capacity(channels.len());
+        for channel in channels {
+            let session_count = self.store.members(&channel.id).await?.len();
+            summaries.push(ChannelSummary {
+                channel,
+                session_count,
+            });
+        }
+        Ok(summaries)
+    }
+
+    /// One channel with its live members.
+    pub async fn channel_detail(&self, id: &ChannelId) -> Result<ChannelDetail, DomainError> {
+        let channel = self
+            .store
+            .channel(id)
+            .await?
+            .ok_or(DomainError::NotFound("Channel is not found"))?;
+        let sessions = self
+            .live_members(id)
+            .await?
+            .into_iter()
+            .map(|s| (s.id, s.user.unwrap_or(Value::Null)))
+            .collect();
+        Ok(ChannelDetail { channel, sessions })
+    }
+
+    /// Deletes a channel; its members get `channelClosed` and are no longer in it.
+    pub async fn delete_channel(&self, id: &ChannelId) -> Result<(), DomainError> {
+        let members = self
+            .store
+            .delete_channel(id)
+            .await?
+            .ok_or(DomainError::NotFound("Channel is not found"))?;
+        let records = self.store.sessions(&members).await?;
+        let mut targets = Vec::new();
+        for record in records.into_iter().flatten() {
+            if record.channel.as_ref() != Some(id) {
+                continue;
+            }
+            let update = SessionUpdate {
+                channel: Some(None),
+                ..SessionUpdate::default()
+            };
+            self.store.update_session(&record.id, &update).await?;
+            targets.push(record);
+        }
+        let closed = ServerMessage::ChannelClosed {
+            channel: id.clone(),
+        };
+        self.deliver(&targets.iter().collect::<Vec<_>>(), &closed)
+            .await;
+        Ok(())
+    }
+
+    /// Deletes several channels; unknown ids are reported, not fatal.
+    pub async fn bulk_delete_channels(
+        &self,
+        ids: Vec<ChannelId>,
+    ) -> Result<BulkDeleteOutcome, DomainError> {
+        let mut outcome = BulkDeleteOutcome::default();
+        for id in ids {
+            match self.delete_channel(&id).await {
+                Ok(()) => outcome.deleted.push(id),
+                Err(DomainError::NotFound(_)) => outcome.not_found.push(id),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Binds `user` to a live session (re-binding replaces the previous user) and tells its socket.
+    pub async fn integrate_user(
+        &self,
+        session: &SessionId,
+        user: Value,
+    ) -> Result<Value, DomainError> {
+        let update = SessionUpdate {
+            user: Some(user.clone()),
+            ..SessionUpdate::default()
+        };
+        if !self.store.update_session(session, &update).await? {
+            return Err(DomainError::NotFound("Session is not found"));
+        }
+        if let Some(record) = self.store.session(session).await? {
+            let integrated = ServerMessage::Integrated { user: user.clone() };
+            self.deliver(&[&record], &integrated).await;
+        }
+        Ok(user)
+    }
+}

@@ -1,0 +1,214 @@
+//! The SFU fleet registry as the service server manages it. Placement of rooms and live load come
+//! from the QUIC control plane; until a control connection reports, a node's health is `unknown`.
+
+use std::collections::HashMap;
+
+use super::ids::SfuServerId;
+use super::model::{NewSfuServer, SfuServerRecord};
+use super::{DomainError, Signaling};
+
+/// A node with the load this instance can derive from the store.
+#[derive(Clone, Debug)]
+pub struct SfuServerView {
+    /// The stored record.
+    pub record: SfuServerRecord,
+    /// Channels placed on the node.
+    pub rooms: usize,
+    /// Sessions in those channels.
+    pub sessions: usize,
+}
+
+/// Changes to a node; `None` keeps a field.
+#[derive(Clone, Debug, Default)]
+pub struct SfuServerPatch {
+    /// New control address.
+    pub address: Option<String>,
+    /// New certificate fingerprint.
+    pub fingerprint: Option<String>,
+    /// Exclude from (or re-include in) placement.
+    pub disabled: Option<bool>,
+    /// Start or stop draining.
+    pub draining: Option<bool>,
+}
+
+impl Signaling {
+    /// Registers a node.
+    pub async fn register_sfu_server(
+        &self,
+        address: String,
+        fingerprint: Option<String>,
+    ) -> Result<SfuServerView, DomainError> {
+        validate_address(&address)?;
+        let fingerprint = fingerprint.map(|f| normalize_fingerprint(&f)).transpose()?;
+        let record = self
+            .store
+            .create_sfu_server(&NewSfuServer {
+                address,
+                fingerprint,
+            })
+            .await?;
+        Ok(SfuServerView {
+            record,
+            rooms: 0,
+            sessions: 0,
+        })
+    }
+
+    /// Every node with its derived load, least loaded first (ties by id).
+    pub async fn sfu_servers(&self) -> Result<Vec<SfuServerView>, DomainError> {
+        let records = self.store.sfu_servers().await?;
+        let mut load: HashMap<SfuServerId, (usize, usize)> = HashMap::new();
+        for channel in self.store.channels().await? {
+            if let Some(id) = channel.sfu_server_id {
+                let members = self.store.members(&channel.id).await?.len();
+                let entry = load.entry(id).or_default();
+                entry.0 += 1;
+                entry.1 += members;
+            }
+        }
+        let mut views: Vec<_> = records
+            .into_iter()
+            .map(|record| {
+                let (rooms, sessions) = load.get(&record.id).copied().unwrap_or_default();
+                SfuServerView {
+                    record,
+                    rooms,
+                    sessions,
+                }
+            })
+            .collect();
+        views.sort_by_key(|v| (v.sessions, v.record.id));
+        Ok(views)
+    }
+
+    /// One node.
+    pub async fn sfu_server(&self, id: SfuServerId) -> Result<SfuServerView, DomainError> {
+        self.sfu_servers()
+            .await?
+            .into_iter()
+            .find(|v| v.record.id == id)
+            .ok_or(DomainError::NotFound("SFU server is not found"))
+    }
+
+    /// Applies a patch.
+    pub async fn update_sfu_server(
+        &self,
+        id: SfuServerId,
+        patch: SfuServerPatch,
+    ) -> Result<SfuServerView, DomainError> {
+        let mut view = self.sfu_server(id).await?;
+        if let Some(address) = patch.address {
+            validate_address(&address)?;
+            view.record.address = address;
+        }
+        if let Some(fingerprint) = patch.fingerprint {
+            view.record.fingerprint = Some(normalize_fingerprint(&fingerprint)?);
+        }
+        if let Some(disabled) = patch.disabled {
+            view.record.disabled = disabled;
+        }
+        if let Some(draining) = patch.draining {
+            view.record.draining = draining;
+        }
+        if !self.store.update_sfu_server(&view.record).await? {
+            return Err(DomainError::NotFound("SFU server is not found"));
+        }
+        Ok(view)
+    }
+
+    /// Removes a node. Refused while channels are placed on it, unless `force`, which unplaces
+    /// them (they are placed again at their next SFU join).
+    pub async fn delete_sfu_server(&self, id: SfuServerId, force: bool) -> Result<(), DomainError> {
+        let view = self.sfu_server(id).await?;
+        if view.rooms > 0 && !force {
+            return Err(DomainError::Conflict(format!(
+                "SFU server {id} hosts {} channel(s); drain it or delete with ?force=true",
+                view.rooms
+            )));
+        }
+        for mut channel in self.store.channels().await? {
+            if channel.sfu_server_id == Some(id) {
+                channel.sfu_server_id = None;
+                self.store.create_channel(&channel).await?;
+            }
+        }
+        if !self.store.delete_sfu_server(id).await? {
+            return Err(DomainError::NotFound("SFU server is not found"));
+        }
+        Ok(())
+    }
+}
+
+/// `host:port` with a non-empty host and a port in 1..=65535.
+fn validate_address(address: &str) -> Result<(), DomainError> {
+    let invalid = || DomainError::Invalid(format!("`address` must be host:port, got {address:?}"));
+    let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
+    if port == 0 || !host_ok {
+        return Err(invalid());
+    }
+    Ok(())
+}
+
+/// A SHA-256 fingerprint as 32 colon-separated upper-case hex bytes (the SDP `a=fingerprint` form).
+fn normalize_fingerprint(text: &str) -> Result<String, DomainError> {
+    let text = text.trim();
+    let text = text
+        .strip_prefix("sha-256 ")
+        .or_else(|| text.strip_prefix("SHA-256 "))
+        .unwrap_or(text);
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(DomainError::Invalid(
+            "`fingerprint` must be a SHA-256 fingerprint (32 hex bytes, colon-separated)".into(),
+        ));
+    }
+    let upper = hex.to_ascii_uppercase();
+    Ok(upper
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| std::str::from_utf8(pair).expect("ascii hex"))
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_validated() {
+        assert!(validate_address("127.0.0.1:4433").is_ok());
+        assert!(validate_address("sfu-1.example.com:4433").is_ok());
+        assert!(validate_address("[::1]:4433").is_ok());
+        for bad in [
+            "",
+            "host",
+            "host:0",
+            "host:70000",
+            ":4433",
+            "a b:1",
+            "host:port",
+        ] {
+            assert!(validate_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_normalized() {
+        let hex = "ab".repeat(32);
+        let expected = vec!["AB"; 32].join(":");
+        assert_eq!(normalize_fingerprint(&hex).unwrap(), expected);
+        assert_eq!(
+            normalize_fingerprint(&format!("sha-256 {expected}")).unwrap(),
+            expected
+        );
+        assert!(normalize_fingerprint("zz").is_err());
+    }
+}

@@ -1,0 +1,231 @@
+//! The signaling domain: sessions, channels, relay rules and SFU fleet records. It sees the
+//! outside world only through [`ports::Store`], [`ports::Bus`] and the local [`hub::Hub`].
+
+pub mod hub;
+pub mod ids;
+pub mod model;
+pub mod ports;
+
+mod channels;
+mod fleet;
+mod relay;
+mod session;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::metrics::Metrics;
+use crate::protocol::ServerMessage;
+use hub::{Delivery, Hub};
+use ids::{InstanceId, SessionId};
+use model::SessionRecord;
+use ports::{Bus, Envelope, Store, StoreError};
+
+pub use channels::{BulkDeleteOutcome, ChannelDetail, ChannelSummary};
+pub use fleet::{SfuServerPatch, SfuServerView};
+pub use session::{ConnectOptions, Connection};
+
+/// Behaviour settings of the signaling domain and its WebSocket edge.
+#[derive(Clone, Debug)]
+pub struct SignalingConfig {
+    /// REST bearer key.
+    pub api_key: String,
+    /// Clients may `integrateUser` themselves.
+    pub allow_anonymous: bool,
+    /// Interval of server pings; a socket silent for two intervals is reaped.
+    pub ping_interval: Duration,
+    /// How long a disconnected session stays resumable (and in its channel).
+    pub resume_grace: Duration,
+    /// Largest accepted text frame, bytes.
+    pub max_frame_bytes: usize,
+    /// Sustained client messages per second per connection.
+    pub messages_per_second: u32,
+    /// Burst of client messages allowed above the sustained rate.
+    pub message_burst: u32,
+    /// Largest accepted REST body, bytes.
+    pub max_body_bytes: usize,
+    /// Origins allowed by CORS; empty = CORS off.
+    pub cors_origins: Vec<String>,
+}
+
+impl SignalingConfig {
+    /// Defaults for everything but the API key.
+    pub fn new(api_key: impl Into<String>) -> Self {
+        Self {
+            api_key: api_key.into(),
+            allow_anonymous: false,
+            ping_interval: Duration::from_secs(15),
+            resume_grace: Duration::from_secs(15),
+            max_frame_bytes: 64 * 1024,
+            messages_per_second: 50,
+            message_burst: 200,
+            max_body_bytes: 64 * 1024,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+/// One signaling instance's domain service, shared by every request and socket.
+pub struct Signaling {
+    config: SignalingConfig,
+    instance: InstanceId,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    hub: Hub,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Signaling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signaling")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often the sessions held here are refreshed in the store.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
+/// Depth of the bus inbox.
+const INBOX_DEPTH: usize = 4096;
+
+impl Signaling {
+    /// Builds the service and starts its background tasks (bus inbox, presence refresh).
+    pub fn start(
+        config: SignalingConfig,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        let signaling = Arc::new(Self {
+            config,
+            instance: InstanceId::random(),
+            store,
+            bus: bus.clone(),
+            hub: Hub::default(),
+            metrics,
+        });
+        let (inbox_tx, mut inbox) = mpsc::channel(INBOX_DEPTH);
+        bus.subscribe(signaling.instance.clone(), inbox_tx);
+        let weak = Arc::downgrade(&signaling);
+        tokio::spawn(async move {
+            while let Some(envelope) = inbox.recv().await {
+                let Some(signaling) = weak.upgrade() else {
+                    break;
+                };
+                signaling.receive(envelope);
+            }
+        });
+        let weak = Arc::downgrade(&signaling);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PRESENCE_REFRESH);
+            loop {
+                tick.tick().await;
+                let Some(signaling) = weak.upgrade() else {
+                    break;
+                };
+                let held = signaling.hub.sessions();
+                if let Err(e) = signaling.store.touch_sessions(&held).await {
+                    tracing::warn!(error = %e, "presence refresh failed");
+                }
+            }
+        });
+        signaling
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &SignalingConfig {
+        &self.config
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// This instance's id.
+    pub fn instance(&self) -> &InstanceId {
+        &self.instance
+    }
+
+    /// WebSocket connections held by this instance.
+    pub fn connections(&self) -> usize {
+        self.hub.len()
+    }
+
+    /// Checks that the store answers (`/health`).
+    pub async fn check_store(&self) -> Result<(), StoreError> {
+        self.store.channels().await.map(drop)
+    }
+
+    /// Handles an envelope from the bus.
+    fn receive(&self, envelope: Envelope) {
+        match envelope {
+            Envelope::Deliver { to, text } => {
+                let text: Arc<str> = text.into();
+                for session in &to {
+                    self.push_local(session, &text);
+                }
+            }
+            Envelope::Kick { session, except } => self.hub.kick(&session, &except),
+        }
+    }
+
+    fn push_local(&self, session: &SessionId, text: &Arc<str>) {
+        if self.hub.send(session, text) == Delivery::Dropped {
+            tracing::info!(%session, "slow WebSocket consumer dropped");
+            self.metrics.ws_slow_consumers.inc();
+        }
+    }
+
+    /// Sends `message` to each target's socket, wherever it is held. Encodes once.
+    async fn deliver(&self, targets: &[&SessionRecord], message: &ServerMessage) {
+        if targets.is_empty() {
+            return;
+        }
+        let text: Arc<str> = message.encode(None).into();
+        let mut remote: HashMap<&InstanceId, Vec<SessionId>> = HashMap::new();
+        for target in targets {
+            if target.instance == self.instance {
+                self.push_local(&target.id, &text);
+            } else {
+                remote
+                    .entry(&target.instance)
+                    .or_default()
+                    .push(target.id.clone());
+            }
+        }
+        for (instance, to) in remote {
+            let envelope = Envelope::Deliver {
+                to,
+                text: text.to_string(),
+            };
+            self.metrics.bus_published.inc();
+            // Losing a message to a broken bus is logged; the sender's request already succeeded
+            // as far as this instance can tell, like any network send.
+            if let Err(e) = self.bus.publish(instance, &envelope).await {
+                tracing::warn!(error = %e, %instance, "bus publish failed");
+            }
+        }
+    }
+}
+
+/// Why a REST-facing domain operation failed. The API maps each variant to one status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DomainError {
+    /// The addressed resource does not exist (404).
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// The request's content is invalid (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The request conflicts with the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Shared state is unavailable (503) or corrupt (500).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,141 @@
+//! Records the store keeps: channels, sessions and SFU nodes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ids::{ChannelId, ConnectionId, InstanceId, SessionId, SfuServerId};
+
+/// A channel: a room that sessions enter. Mesh unless `sfu_enabled`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelRecord {
+    /// The channel's id.
+    pub id: ChannelId,
+    /// Media goes through an SFU node rather than a mesh.
+    pub sfu_enabled: bool,
+    /// The node hosting the channel's room, once placed (placement happens at the first SFU join).
+    pub sfu_server_id: Option<SfuServerId>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+/// Microphone/camera state a session announces to its channel (`updateMediaState`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaState {
+    /// The microphone is muted.
+    pub muted: bool,
+    /// The camera is off.
+    pub video_off: bool,
+}
+
+/// The keys of [`MediaState`] a client may update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MediaKey {
+    /// `muted`
+    #[serde(rename = "muted")]
+    Muted,
+    /// `videoOff`
+    #[serde(rename = "videoOff")]
+    VideoOff,
+}
+
+impl MediaState {
+    /// Sets one key.
+    pub fn set(&mut self, key: MediaKey, value: bool) {
+        match key {
+            MediaKey::Muted => self.muted = value,
+            MediaKey::VideoOff => self.video_off = value,
+        }
+    }
+}
+
+/// Where a direct (channel-less) call between two sessions stands, seen from one side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CallState {
+    /// This session offered; the peer has not answered.
+    Outgoing,
+    /// The peer offered; this session has not accepted or rejected.
+    Incoming,
+    /// Both sides may signal each other.
+    Accepted,
+}
+
+/// A session as the store keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The session's id.
+    pub id: SessionId,
+    /// The signaling instance whose socket holds the session.
+    pub instance: InstanceId,
+    /// The connection currently holding it (changes on resume).
+    pub connection: ConnectionId,
+    /// The integrated user object (`None` until `integrateUser`).
+    pub user: Option<Value>,
+    /// Announced microphone/camera state.
+    pub state: MediaState,
+    /// The channel the session is in.
+    pub channel: Option<ChannelId>,
+    /// The client accepts direct calls (a connect-time option).
+    pub allow_direct_call: bool,
+    /// Secret that lets a new connection resume this session; single-use.
+    pub resume_token: String,
+    /// A socket holds the session now (false during the resume grace window).
+    pub connected: bool,
+    /// Direct-call relations with other sessions.
+    pub calls: BTreeMap<SessionId, CallState>,
+}
+
+/// A change to some fields of a session; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SessionUpdate {
+    /// New holder instance.
+    pub instance: Option<InstanceId>,
+    /// New holder connection.
+    pub connection: Option<ConnectionId>,
+    /// New user object.
+    pub user: Option<Value>,
+    /// New media state.
+    pub state: Option<MediaState>,
+    /// New channel (`Some(None)` clears it).
+    pub channel: Option<Option<ChannelId>>,
+    /// New resume token.
+    pub resume_token: Option<String>,
+    /// Connected flag.
+    pub connected: Option<bool>,
+}
+
+/// A registered SFU node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SfuServerRecord {
+    /// The node's id.
+    pub id: SfuServerId,
+    /// The node's QUIC control address, `host:port`.
+    pub address: String,
+    /// SHA-256 fingerprint of the node's certificate, pinned for the control connection.
+    pub fingerprint: Option<String>,
+    /// Excluded from new placements.
+    pub disabled: bool,
+    /// Draining: no new rooms, existing ones finish.
+    pub draining: bool,
+    /// Registration time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+/// What a caller gives to register an SFU node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewSfuServer {
+    /// The node's QUIC control address, `host:port`.
+    pub address: String,
+    /// SHA-256 fingerprint of the node's certificate.
+    pub fingerprint: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch (the store's timestamps; not used for protocol timing).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,123 @@
+//! The seams the domain needs from the outside world: a [`Store`] for shared state and a [`Bus`]
+//! that carries messages to sessions held by other instances. Both are chosen once, in
+//! `state.rs`; the domain never sees Redis or files.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::ids::{ChannelId, ConnectionId, InstanceId, SessionId, SfuServerId};
+use super::model::{
+    CallState, ChannelRecord, NewSfuServer, SessionRecord, SessionUpdate, SfuServerRecord,
+};
+
+/// A failure of the store or the bus.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backing service cannot be reached now; the request may succeed later.
+    #[error("state store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded (a bug or a foreign writer).
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// Channels and their memberships.
+#[async_trait]
+pub trait ChannelStore: Send + Sync {
+    /// Stores a new channel.
+    async fn create_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError>;
+    /// One channel.
+    async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, StoreError>;
+    /// Every channel, oldest first.
+    async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
+    /// Deletes a channel and its memberships; returns the members it had, or `None` if unknown.
+    async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError>;
+    /// Adds or removes a member.
+    async fn set_member(
+        &self,
+        channel: &ChannelId,
+        session: &SessionId,
+        member: bool,
+    ) -> Result<(), StoreError>;
+    /// The channel's member sessions (possibly including sessions whose presence expired).
+    async fn members(&self, channel: &ChannelId) -> Result<Vec<SessionId>, StoreError>;
+}
+
+/// Sessions, with presence.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session.
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError>;
+    /// One live session.
+    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
+    /// Several sessions, in order; missing ones are `None`.
+    async fn sessions(&self, ids: &[SessionId]) -> Result<Vec<Option<SessionRecord>>, StoreError>;
+    /// Changes some fields; returns false if the session does not exist.
+    async fn update_session(
+        &self,
+        id: &SessionId,
+        update: &SessionUpdate,
+    ) -> Result<bool, StoreError>;
+    /// Sets (or with `None` removes) the call relation `session` → `peer`.
+    async fn set_call(
+        &self,
+        session: &SessionId,
+        peer: &SessionId,
+        state: Option<CallState>,
+    ) -> Result<(), StoreError>;
+    /// Deletes a session.
+    async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError>;
+    /// Refreshes the presence of sessions held by this instance (Redis keys expire otherwise).
+    async fn touch_sessions(&self, ids: &[SessionId]) -> Result<(), StoreError>;
+}
+
+/// The SFU fleet registry.
+#[async_trait]
+pub trait SfuRegistry: Send + Sync {
+    /// Registers a node and assigns its id.
+    async fn create_sfu_server(&self, new: &NewSfuServer) -> Result<SfuServerRecord, StoreError>;
+    /// Every node, by id.
+    async fn sfu_servers(&self) -> Result<Vec<SfuServerRecord>, StoreError>;
+    /// Replaces a node's record; returns false if unknown.
+    async fn update_sfu_server(&self, record: &SfuServerRecord) -> Result<bool, StoreError>;
+    /// Removes a node; returns false if unknown.
+    async fn delete_sfu_server(&self, id: SfuServerId) -> Result<bool, StoreError>;
+}
+
+/// All the state a signaling instance shares with its peers.
+pub trait Store: ChannelStore + SessionStore + SfuRegistry {}
+impl<T: ChannelStore + SessionStore + SfuRegistry> Store for T {}
+
+/// What one instance sends another over the bus.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Envelope {
+    /// Deliver an already-encoded server message to these sessions' sockets.
+    Deliver {
+        /// Target sessions held by the receiving instance.
+        to: Vec<SessionId>,
+        /// The JSON text frame.
+        text: String,
+    },
+    /// Close the connection that holds `session`, unless it is `except` (the resuming one).
+    Kick {
+        /// The session that moved.
+        session: SessionId,
+        /// The connection that now holds it.
+        except: ConnectionId,
+    },
+}
+
+/// Carries envelopes between instances.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Sends an envelope to one instance's inbox (its own included).
+    async fn publish(&self, to: &InstanceId, envelope: &Envelope) -> Result<(), StoreError>;
+    /// Starts delivering this instance's inbox to `sink`. Called once at start-up; the bus keeps
+    /// (re)subscribing in the background until the sink closes.
+    fn subscribe(self: Arc<Self>, instance: InstanceId, sink: mpsc::Sender<Envelope>);
+}

@@ -1,0 +1,25 @@
+//! The Mooyaho signaling server: the REST API for service servers, the WebSocket API for
+//! browsers, sessions and channels, a store (embedded or Redis) and a bus (in-process or Redis).
+//!
+//! ```text
+//! api (axum: REST, WebSocket) → domain (Signaling: rules) → ports: Store, Bus
+//!                                                            ├─ store: embedded | redis
+//!                                                            └─ bus:   in-process | redis
+//! ```
+//! [`app`] builds the router; `state.rs` is the only place that picks implementations.
+
+pub mod api;
+pub mod bus;
+pub mod domain;
+pub mod metrics;
+pub mod protocol;
+pub mod state;
+pub mod store;
+
+pub use domain::SignalingConfig;
+pub use state::AppState;
+
+/// The HTTP application (tests call it with `oneshot` or serve it on a loopback port).
+pub fn app(state: AppState) -> axum::Router {
+    api::router(state)
+}

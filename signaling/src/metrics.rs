@@ -1,0 +1,143 @@
+//! Prometheus metrics of one signaling instance (`GET /metrics`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Counters and gauges; cheap to clone (every metric is an `Arc` inside).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Open WebSocket connections.
+    pub ws_connections: Gauge,
+    /// WebSocket connections accepted since start.
+    pub ws_connections_total: Counter,
+    /// Client messages received, by type.
+    pub ws_messages: Family<Labels, Counter>,
+    /// Error replies sent, by code.
+    pub ws_errors: Family<Labels, Counter>,
+    /// Connections closed because they stopped answering pings.
+    pub ws_reaped: Counter,
+    /// Connections closed because they could not keep up with their messages.
+    pub ws_slow_consumers: Counter,
+    /// Sessions that ended (grace window expired or channel gone).
+    pub sessions_ended: Counter,
+    /// Sessions resumed with `reuseId`.
+    pub sessions_resumed: Counter,
+    /// REST responses, by status code.
+    pub http_responses: Family<Labels, Counter>,
+    /// Envelopes sent to other instances over the bus.
+    pub bus_published: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mooyaho");
+        let metrics = Self {
+            ws_connections: Gauge::default(),
+            ws_connections_total: Counter::default(),
+            ws_messages: Family::default(),
+            ws_errors: Family::default(),
+            ws_reaped: Counter::default(),
+            ws_slow_consumers: Counter::default(),
+            sessions_ended: Counter::default(),
+            sessions_resumed: Counter::default(),
+            http_responses: Family::default(),
+            bus_published: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "ws_connections",
+            "Open WebSocket connections",
+            metrics.ws_connections.clone(),
+        );
+        registry.register(
+            "ws_connections_accepted",
+            "WebSocket connections accepted",
+            metrics.ws_connections_total.clone(),
+        );
+        registry.register(
+            "ws_messages",
+            "Client messages received by type",
+            metrics.ws_messages.clone(),
+        );
+        registry.register(
+            "ws_errors",
+            "Error replies sent by code",
+            metrics.ws_errors.clone(),
+        );
+        registry.register(
+            "ws_reaped",
+            "Connections closed for missing heartbeats",
+            metrics.ws_reaped.clone(),
+        );
+        registry.register(
+            "ws_slow_consumers",
+            "Connections closed because their send queue was full",
+            metrics.ws_slow_consumers.clone(),
+        );
+        registry.register(
+            "sessions_ended",
+            "Sessions ended",
+            metrics.sessions_ended.clone(),
+        );
+        registry.register(
+            "sessions_resumed",
+            "Sessions resumed with reuseId",
+            metrics.sessions_resumed.clone(),
+        );
+        registry.register(
+            "http_responses",
+            "REST responses by status",
+            metrics.http_responses.clone(),
+        );
+        registry.register(
+            "bus_published",
+            "Envelopes published to other instances",
+            metrics.bus_published.clone(),
+        );
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    /// Counts one message of `kind`.
+    pub fn message(&self, kind: &str) {
+        self.ws_messages
+            .get_or_create(&vec![("type", kind.to_owned())])
+            .inc();
+    }
+
+    /// Counts one error reply.
+    pub fn error(&self, code: &str) {
+        self.ws_errors
+            .get_or_create(&vec![("code", code.to_owned())])
+            .inc();
+    }
+
+    /// Counts one REST response.
+    pub fn http_response(&self, status: u16) {
+        self.http_responses
+            .get_or_create(&vec![("status", status.to_string())])
+            .inc();
+    }
+}

@@ -1,0 +1,485 @@
+//! The WebSocket wire contract: every frame is a JSON object with a `type`. Names follow the
+//! original Mooyaho protocol; `requestId`, `error`, `reject`/`rejected`, `ping`/`pong` and `ack`
+//! are additions (see `docs/websocket.md`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::ids::{ChannelId, SessionId};
+use crate::domain::model::{MediaKey, MediaState};
+
+/// A message from a browser.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ClientMessage {
+    /// Asks for the session id (`getIdSuccess`).
+    GetId,
+    /// Resumes an earlier session on this connection (`reuseIdSuccess`).
+    ReuseId {
+        /// The earlier session's id.
+        id: SessionId,
+        /// Its resume token (from `connected` or the last `reuseIdSuccess`).
+        token: String,
+    },
+    /// Enters a channel (`enterSuccess`, then `entered` to every member).
+    Enter {
+        /// The channel to enter.
+        channel: ChannelId,
+    },
+    /// Leaves the current channel (`left` to the remaining members).
+    Leave,
+    /// Chat to the current channel (`messaged` to every member).
+    Message {
+        /// The chat message.
+        message: ChatMessage,
+    },
+    /// Lists the current channel's sessions (`listSessionsSuccess`).
+    ListSessions,
+    /// An SDP offer: to a channel peer or a direct-call callee, or with `isSFU` to the SFU.
+    Call {
+        /// Target session (absent for the SFU).
+        #[serde(default)]
+        to: Option<SessionId>,
+        /// The offer SDP.
+        sdp: String,
+        /// Addressed to the SFU.
+        #[serde(default, rename = "isSFU")]
+        is_sfu: bool,
+    },
+    /// An SDP answer.
+    Answer {
+        /// Target session: the caller (or, with `isSFU`, the SFU offer's session).
+        #[serde(default)]
+        to: Option<SessionId>,
+        /// The answer SDP.
+        sdp: String,
+        /// Addressed to the SFU.
+        #[serde(default, rename = "isSFU")]
+        is_sfu: bool,
+    },
+    /// A trickled ICE candidate (`null` = end of candidates).
+    Candidate {
+        /// Target session.
+        #[serde(default)]
+        to: Option<SessionId>,
+        /// The `RTCIceCandidateInit` object, or null.
+        candidate: Value,
+        /// Addressed to the SFU.
+        #[serde(default, rename = "isSFU")]
+        is_sfu: bool,
+    },
+    /// Declines an incoming direct call (`rejected` to the caller).
+    Reject {
+        /// The caller.
+        to: SessionId,
+        /// Optional reason shown to the caller.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Binds a user to this session (anonymous mode only; `integrated`).
+    IntegrateUser {
+        /// The user object.
+        user: Value,
+    },
+    /// Announces a microphone/camera change (`updatedMediaState` to every member).
+    UpdateMediaState {
+        /// `muted` or `videoOff`.
+        key: MediaKey,
+        /// The new value.
+        value: bool,
+    },
+    /// Application-level heartbeat (`pong`); browsers cannot see WebSocket pings.
+    Ping,
+}
+
+/// A chat message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ChatMessage {
+    /// Plain text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// Application data.
+    Custom {
+        /// Any JSON.
+        data: Value,
+    },
+}
+
+/// One entry of `listSessionsSuccess`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionInfo {
+    /// The session id.
+    pub id: SessionId,
+    /// Its user.
+    pub user: Value,
+    /// Its media state.
+    pub state: MediaState,
+}
+
+/// A message to a browser.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ServerMessage {
+    /// Sent once when the socket opens.
+    Connected {
+        /// The new session's id.
+        id: SessionId,
+        /// Resume token for `reuseId`.
+        token: String,
+    },
+    /// Reply to `getId`.
+    GetIdSuccess {
+        /// The session id.
+        id: SessionId,
+    },
+    /// Reply to `reuseId`: this connection now holds the earlier session.
+    ReuseIdSuccess {
+        /// The resumed session's id.
+        id: SessionId,
+        /// Its user (or null).
+        user: Value,
+        /// The channel it is still in.
+        channel: Option<ChannelId>,
+        /// The next resume token (tokens are single-use).
+        token: String,
+    },
+    /// Reply to `listSessions`.
+    ListSessionsSuccess {
+        /// The channel's sessions, the caller included.
+        sessions: Vec<SessionInfo>,
+    },
+    /// Reply to `enter`.
+    EnterSuccess {
+        /// The channel entered.
+        channel: ChannelId,
+        /// Media goes through the SFU.
+        sfu_enabled: bool,
+    },
+    /// A session entered the channel (sent to every member, the newcomer included).
+    Entered {
+        /// Who entered.
+        session_id: SessionId,
+        /// Their user.
+        user: Value,
+    },
+    /// A session left the channel.
+    Left {
+        /// Who left.
+        session_id: SessionId,
+    },
+    /// Chat in the channel.
+    Messaged {
+        /// The sender.
+        session_id: SessionId,
+        /// The message.
+        message: ChatMessage,
+    },
+    /// An incoming offer.
+    Called {
+        /// The caller (for the SFU: the session whose media the offer carries).
+        from: Option<SessionId>,
+        /// The offer SDP.
+        sdp: String,
+        /// From the SFU.
+        #[serde(rename = "isSFU")]
+        is_sfu: bool,
+    },
+    /// An incoming answer.
+    Answered {
+        /// The answering peer (absent for the SFU).
+        from: Option<SessionId>,
+        /// The answer SDP.
+        sdp: String,
+        /// From the SFU.
+        #[serde(rename = "isSFU")]
+        is_sfu: bool,
+    },
+    /// An incoming ICE candidate.
+    Candidated {
+        /// The peer that sent it.
+        from: Option<SessionId>,
+        /// The candidate, or null.
+        candidate: Value,
+        /// From the SFU.
+        #[serde(rename = "isSFU")]
+        is_sfu: bool,
+    },
+    /// The callee declined a direct call.
+    Rejected {
+        /// The callee.
+        from: SessionId,
+        /// Their reason, if any.
+        reason: Option<String>,
+    },
+    /// A user was bound to this session.
+    Integrated {
+        /// The user.
+        user: Value,
+    },
+    /// The channel was deleted; the session is no longer in it.
+    ChannelClosed {
+        /// The deleted channel.
+        channel: ChannelId,
+    },
+    /// A member's media state changed.
+    UpdatedMediaState {
+        /// Whose.
+        session_id: SessionId,
+        /// Which key.
+        key: MediaKey,
+        /// The new value.
+        value: bool,
+    },
+    /// Reply to `ping`.
+    Pong,
+    /// Success of a request that has no other reply, when it carried a `requestId`.
+    Ack,
+    /// A refused or malformed request. The connection stays open.
+    Error {
+        /// Machine-readable reason.
+        code: ErrorCode,
+        /// Human-readable explanation.
+        message: String,
+    },
+}
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not JSON.
+    InvalidJson,
+    /// The JSON does not match the message's schema.
+    InvalidMessage,
+    /// No such message type.
+    UnknownType,
+    /// Binary frames are not part of the protocol.
+    UnsupportedFrame,
+    /// Larger than the frame size limit.
+    FrameTooLarge,
+    /// More messages than the per-connection rate allows.
+    RateLimited,
+    /// The session has no user (integrate it first).
+    NotIntegrated,
+    /// No such channel.
+    ChannelNotFound,
+    /// The request needs a channel and the session is in none.
+    NotInChannel,
+    /// No such (live) session.
+    SessionNotFound,
+    /// The session may not do this (e.g. signal a session outside its channel).
+    Forbidden,
+    /// There is no pending call from that session.
+    NoPendingCall,
+    /// Unknown, expired or already-used resume token.
+    InvalidToken,
+    /// SFU media is not available for this request.
+    SfuUnavailable,
+    /// Shared state is unreachable; retry later.
+    Unavailable,
+}
+
+/// A refused request: its code and explanation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code:?}: {message}")]
+pub struct SignalError {
+    /// Machine-readable reason.
+    pub code: ErrorCode,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl SignalError {
+    /// An error with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<crate::domain::ports::StoreError> for SignalError {
+    fn from(e: crate::domain::ports::StoreError) -> Self {
+        tracing::warn!(error = %e, "store failure during a WebSocket request");
+        Self::new(
+            ErrorCode::Unavailable,
+            "shared state is unavailable; retry later",
+        )
+    }
+}
+
+/// A decoded client frame: its optional request id and the message (or why it is invalid).
+#[derive(Debug)]
+pub struct ClientFrame {
+    /// The `requestId` to echo in the reply.
+    pub request_id: Option<Value>,
+    /// The message, or the error to reply with.
+    pub message: Result<ClientMessage, SignalError>,
+}
+
+const KNOWN_TYPES: &[&str] = &[
+    "getId",
+    "reuseId",
+    "enter",
+    "leave",
+    "message",
+    "listSessions",
+    "call",
+    "answer",
+    "candidate",
+    "reject",
+    "integrateUser",
+    "updateMediaState",
+    "ping",
+];
+
+/// Longest accepted `requestId` (as a string or number).
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+impl ClientFrame {
+    /// Decodes a text frame. Never fails: a bad frame yields an error to reply with.
+    pub fn decode(text: &str) -> Self {
+        let value: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(e) => {
+                return Self::invalid(None, ErrorCode::InvalidJson, format!("invalid JSON: {e}"));
+            }
+        };
+        let request_id = value
+            .get("requestId")
+            .filter(|id| match id {
+                Value::String(s) => s.len() <= MAX_REQUEST_ID_LEN,
+                Value::Number(_) => true,
+                _ => false,
+            })
+            .cloned();
+        let Some(kind) = value.get("type").and_then(Value::as_str) else {
+            return Self::invalid(
+                request_id,
+                ErrorCode::InvalidMessage,
+                "a message must be a JSON object with a string `type`",
+            );
+        };
+        let kind: String = kind.chars().take(40).collect();
+        if !KNOWN_TYPES.contains(&kind.as_str()) {
+            return Self::invalid(
+                request_id,
+                ErrorCode::UnknownType,
+                format!("unknown message type `{kind}`"),
+            );
+        }
+        let message = serde_json::from_value::<ClientMessage>(value).map_err(|e| {
+            SignalError::new(ErrorCode::InvalidMessage, format!("invalid `{kind}`: {e}"))
+        });
+        Self {
+            request_id,
+            message,
+        }
+    }
+
+    fn invalid(request_id: Option<Value>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            request_id,
+            message: Err(SignalError::new(code, message)),
+        }
+    }
+}
+
+impl ServerMessage {
+    /// Encodes the message, adding `requestId` when the reply answers a request that had one.
+    pub fn encode(&self, request_id: Option<&Value>) -> String {
+        let mut value = serde_json::to_value(self).expect("server messages always serialize");
+        if let (Some(id), Value::Object(map)) = (request_id, &mut value) {
+            map.insert("requestId".to_owned(), id.clone());
+        }
+        value.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_original_mooyaho_messages() {
+        let frame = ClientFrame::decode(r#"{"type":"enter","channel":"c1"}"#);
+        assert_eq!(
+            frame.message.unwrap(),
+            ClientMessage::Enter {
+                channel: ChannelId::from("c1")
+            }
+        );
+        let frame = ClientFrame::decode(
+            r#"{"type":"candidate","to":"s2","candidate":{"candidate":"x"},"isSFU":false,"requestId":7}"#,
+        );
+        assert_eq!(frame.request_id, Some(serde_json::json!(7)));
+        assert!(matches!(
+            frame.message.unwrap(),
+            ClientMessage::Candidate { is_sfu: false, .. }
+        ));
+        let frame =
+            ClientFrame::decode(r#"{"type":"updateMediaState","key":"videoOff","value":true}"#);
+        assert_eq!(
+            frame.message.unwrap(),
+            ClientMessage::UpdateMediaState {
+                key: MediaKey::VideoOff,
+                value: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_frames_decode_to_errors() {
+        let code = |text: &str| ClientFrame::decode(text).message.unwrap_err().code;
+        assert_eq!(code("{"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"type":5}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"subscribe","key":"x"}"#),
+            ErrorCode::UnknownType
+        );
+        assert_eq!(code(r#"{"type":"enter"}"#), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(r#"{"type":"updateMediaState","key":"admin","value":true}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(r#"{"type":"message","message":{"type":"html","x":1}}"#),
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn replies_echo_request_id() {
+        let text = ServerMessage::GetIdSuccess {
+            id: SessionId::from("s"),
+        }
+        .encode(Some(&serde_json::json!("r1")));
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["type"], "getIdSuccess");
+        assert_eq!(value["requestId"], "r1");
+        let text = ServerMessage::Called {
+            from: Some(SessionId::from("a")),
+            sdp: "v=0".into(),
+            is_sfu: false,
+        }
+        .encode(None);
+        assert_eq!(
+            text,
+            r#"{"type":"called","from":"a","sdp":"v=0","isSFU":false}"#
+        );
+    }
+}

@@ -1,0 +1,354 @@
+//! The embedded store: everything in memory; channels and the SFU registry are also written to a
+//! JSON snapshot (write to a temporary file, fsync, rename) so a restart keeps them. Sessions and
+//! memberships are not persisted: after a restart no socket holds them any more.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::ids::{ChannelId, SessionId, SfuServerId};
+use crate::domain::model::{
+    CallState, ChannelRecord, NewSfuServer, SessionRecord, SessionUpdate, SfuServerRecord, now_ms,
+};
+use crate::domain::ports::{ChannelStore, SessionStore, SfuRegistry, StoreError};
+
+/// In-memory store with an optional on-disk snapshot.
+#[derive(Debug)]
+pub struct EmbeddedStore {
+    path: Option<PathBuf>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    persistent: Snapshot,
+    members: HashMap<ChannelId, HashSet<SessionId>>,
+    sessions: HashMap<SessionId, SessionRecord>,
+}
+
+/// The part that survives restarts.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Snapshot {
+    channels: BTreeMap<ChannelId, ChannelRecord>,
+    sfu_servers: BTreeMap<SfuServerId, SfuServerRecord>,
+    next_sfu_id: u64,
+}
+
+impl EmbeddedStore {
+    /// A store that forgets everything on exit (tests).
+    pub fn in_memory() -> Self {
+        Self {
+            path: None,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// A store persisted under `dir` (created if missing).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("create {}: {e}", dir.display())))?;
+        let path = dir.join("state.json");
+        let persistent = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Snapshot::default(),
+            Err(e) => return Err(StoreError::Unavailable(format!("{}: {e}", path.display()))),
+        };
+        Ok(Self {
+            path: Some(path),
+            inner: Mutex::new(Inner {
+                persistent,
+                ..Inner::default()
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock is a bug elsewhere; the data itself stays consistent
+        // because every mutation below completes before any fallible step.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the snapshot atomically. Called with the lock held so writes are ordered.
+    fn persist(&self, inner: &Inner) -> Result<(), StoreError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let bytes = serde_json::to_vec_pretty(&inner.persistent)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let tmp = path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, path)
+        };
+        write().map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))
+    }
+}
+
+#[async_trait]
+impl ChannelStore for EmbeddedStore {
+    async fn create_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner
+            .persistent
+            .channels
+            .insert(channel.id.clone(), channel.clone());
+        self.persist(&inner)
+    }
+
+    async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
+        Ok(self.lock().persistent.channels.get(id).cloned())
+    }
+
+    async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        let mut all: Vec<_> = self.lock().persistent.channels.values().cloned().collect();
+        all.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        Ok(all)
+    }
+
+    async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError> {
+        let mut inner = self.lock();
+        if inner.persistent.channels.remove(id).is_none() {
+            return Ok(None);
+        }
+        let members = inner.members.remove(id).unwrap_or_default();
+        self.persist(&inner)?;
+        Ok(Some(members.into_iter().collect()))
+    }
+
+    async fn set_member(
+        &self,
+        channel: &ChannelId,
+        session: &SessionId,
+        member: bool,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if member {
+            inner
+                .members
+                .entry(channel.clone())
+                .or_default()
+                .insert(session.clone());
+        } else if let Some(set) = inner.members.get_mut(channel) {
+            set.remove(session);
+            if set.is_empty() {
+                inner.members.remove(channel);
+            }
+        }
+        Ok(())
+    }
+
+    async fn members(&self, channel: &ChannelId) -> Result<Vec<SessionId>, StoreError> {
+        let inner = self.lock();
+        let mut members: Vec<_> = inner
+            .members
+            .get(channel)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
+        members.sort();
+        Ok(members)
+    }
+}
+
+#[async_trait]
+impl SessionStore for EmbeddedStore {
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.lock()
+            .sessions
+            .insert(session.id.clone(), session.clone());
+        Ok(())
+    }
+
+    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self.lock().sessions.get(id).cloned())
+    }
+
+    async fn sessions(&self, ids: &[SessionId]) -> Result<Vec<Option<SessionRecord>>, StoreError> {
+        let inner = self.lock();
+        Ok(ids
+            .iter()
+            .map(|id| inner.sessions.get(id).cloned())
+            .collect())
+    }
+
+    async fn update_session(
+        &self,
+        id: &SessionId,
+        update: &SessionUpdate,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let Some(session) = inner.sessions.get_mut(id) else {
+            return Ok(false);
+        };
+        apply_update(session, update);
+        Ok(true)
+    }
+
+    async fn set_call(
+        &self,
+        session: &SessionId,
+        peer: &SessionId,
+        state: Option<CallState>,
+    ) -> Result<(), StoreError> {
+        if let Some(record) = self.lock().sessions.get_mut(session) {
+            match state {
+                Some(state) => record.calls.insert(peer.clone(), state),
+                None => record.calls.remove(peer),
+            };
+        }
+        Ok(())
+    }
+
+    async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.lock().sessions.remove(id);
+        Ok(())
+    }
+
+    async fn touch_sessions(&self, _ids: &[SessionId]) -> Result<(), StoreError> {
+        // Presence never expires in memory: the only instance reaps its own sessions.
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SfuRegistry for EmbeddedStore {
+    async fn create_sfu_server(&self, new: &NewSfuServer) -> Result<SfuServerRecord, StoreError> {
+        let mut inner = self.lock();
+        inner.persistent.next_sfu_id += 1;
+        let record = SfuServerRecord {
+            id: SfuServerId(inner.persistent.next_sfu_id),
+            address: new.address.clone(),
+            fingerprint: new.fingerprint.clone(),
+            disabled: false,
+            draining: false,
+            created_at_ms: now_ms(),
+        };
+        inner
+            .persistent
+            .sfu_servers
+            .insert(record.id, record.clone());
+        self.persist(&inner)?;
+        Ok(record)
+    }
+
+    async fn sfu_servers(&self) -> Result<Vec<SfuServerRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .persistent
+            .sfu_servers
+            .values()
+            .cloned()
+            .collect())
+    }
+
+    async fn update_sfu_server(&self, record: &SfuServerRecord) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let Some(slot) = inner.persistent.sfu_servers.get_mut(&record.id) else {
+            return Ok(false);
+        };
+        *slot = record.clone();
+        self.persist(&inner)?;
+        Ok(true)
+    }
+
+    async fn delete_sfu_server(&self, id: SfuServerId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.persistent.sfu_servers.remove(&id).is_none() {
+            return Ok(false);
+        }
+        self.persist(&inner)?;
+        Ok(true)
+    }
+}
+
+/// Applies the set fields of `update` to `session`; shared by every store.
+pub(crate) fn apply_update(session: &mut SessionRecord, update: &SessionUpdate) {
+    if let Some(instance) = &update.instance {
+        session.instance = instance.clone();
+    }
+    if let Some(connection) = &update.connection {
+        session.connection = connection.clone();
+    }
+    if let Some(user) = &update.user {
+        session.user = Some(user.clone());
+    }
+    if let Some(state) = update.state {
+        session.state = state;
+    }
+    if let Some(channel) = &update.channel {
+        session.channel = channel.clone();
+    }
+    if let Some(token) = &update.resume_token {
+        session.resume_token = token.clone();
+    }
+    if let Some(connected) = update.connected {
+        session.connected = connected;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(id: &str) -> ChannelRecord {
+        ChannelRecord {
+            id: ChannelId::from(id),
+            sfu_enabled: false,
+            sfu_server_id: None,
+            created_at_ms: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn channels_and_sfu_servers_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store.create_channel(&channel("a")).await.unwrap();
+            store.create_channel(&channel("b")).await.unwrap();
+            store.delete_channel(&ChannelId::from("b")).await.unwrap();
+            let new = NewSfuServer {
+                address: "127.0.0.1:4000".into(),
+                fingerprint: None,
+            };
+            assert_eq!(
+                store.create_sfu_server(&new).await.unwrap().id,
+                SfuServerId(1)
+            );
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let ids: Vec<_> = store
+            .channels()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, vec![ChannelId::from("a")]);
+        let new = NewSfuServer {
+            address: "127.0.0.1:4001".into(),
+            fingerprint: None,
+        };
+        // Ids keep counting after a restart: a deleted node's id is never handed out again.
+        assert_eq!(
+            store.create_sfu_server(&new).await.unwrap().id,
+            SfuServerId(2)
+        );
+    }
+
+    #[tokio::test]
+    async fn corrupt_snapshot_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("state.json"), b"{not json").unwrap();
+        assert!(matches!(
+            EmbeddedStore::open(dir.path()),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}

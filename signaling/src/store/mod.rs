@@ -1,0 +1,8 @@
+//! [`Store`](crate::domain::ports::Store) implementations: an embedded one (memory + an on-disk
+//! snapshot of channels and SFU nodes) for single-instance deployments, and Redis for many.
+
+mod embedded;
+mod redis;
+
+pub use embedded::EmbeddedStore;
+pub use redis::RedisStore;

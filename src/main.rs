@@ -1,0 +1,205 @@
+//! The `mooyaho` command: `dev` (everything in one process) and `server` (one signaling instance).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use mooyaho_signaling::{AppState, SignalingConfig};
+use rand::RngCore;
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Mooyaho: WebRTC video rooms on your own servers.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Everything in one process with embedded defaults (prints its URLs and API key).
+    Dev(Options),
+    /// One signaling instance; many can share state through `--redis-url`.
+    Server(Options),
+}
+
+/// Options of `dev` and `server`. Precedence: flag, then `MOOYAHO_*` environment, then the TOML
+/// file given by `--config`, then the default.
+#[derive(Debug, Args)]
+struct Options {
+    /// TOML file with any of the options below (snake_case keys).
+    #[arg(long, env = "MOOYAHO_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP/WebSocket listen address.
+    #[arg(long, env = "MOOYAHO_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// REST bearer key (`dev` generates and keeps one in its data dir when unset).
+    #[arg(long, env = "MOOYAHO_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Embedded store location.
+    #[arg(long, env = "MOOYAHO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Redis URL for shared state and fan-out across instances (`server`).
+    #[arg(long, env = "MOOYAHO_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// Let clients integrate themselves (`integrateUser` over the WebSocket). Insecure.
+    #[arg(long, env = "MOOYAHO_ALLOW_ANONYMOUS")]
+    allow_anonymous: bool,
+    /// Origins allowed by CORS (repeat or comma-separate); CORS is off without any.
+    #[arg(long, env = "MOOYAHO_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origin: Vec<String>,
+    /// Server ping interval, milliseconds (a socket silent for two intervals is closed).
+    #[arg(long, env = "MOOYAHO_PING_INTERVAL_MS")]
+    ping_interval_ms: Option<u64>,
+    /// How long a dropped session stays resumable, milliseconds.
+    #[arg(long, env = "MOOYAHO_RESUME_GRACE_MS")]
+    resume_grace_ms: Option<u64>,
+}
+
+/// The TOML file's shape.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOptions {
+    listen: Option<SocketAddr>,
+    api_key: Option<String>,
+    data_dir: Option<PathBuf>,
+    redis_url: Option<String>,
+    allow_anonymous: Option<bool>,
+    cors_origins: Option<Vec<String>>,
+    ping_interval_ms: Option<u64>,
+    resume_grace_ms: Option<u64>,
+}
+
+/// Longest resume grace: Redis presence must outlive it (30 s TTL, refreshed every 10 s).
+const MAX_RESUME_GRACE: Duration = Duration::from_secs(20);
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Dev(options) => runtime.block_on(run(options, true)),
+        Command::Server(options) => runtime.block_on(run(options, false)),
+    }
+}
+
+async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
+    let file = match &options.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => FileOptions::default(),
+    };
+    let listen = options
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let redis_url = options.redis_url.or(file.redis_url);
+    let data_dir = options.data_dir.or(file.data_dir).or_else(|| {
+        // `dev` always persists; `server` persists only when asked (or uses Redis).
+        (dev && redis_url.is_none()).then(|| PathBuf::from("mooyaho-data"))
+    });
+    let api_key = match options.api_key.or(file.api_key) {
+        Some(key) if key.len() < 16 => bail!("the API key must be at least 16 characters"),
+        Some(key) => key,
+        None if dev => dev_api_key(data_dir.as_deref())?,
+        None => bail!("`mooyaho server` needs --api-key (or MOOYAHO_API_KEY)"),
+    };
+    let mut config = SignalingConfig::new(api_key);
+    config.allow_anonymous = options.allow_anonymous || file.allow_anonymous.unwrap_or(false);
+    config.cors_origins = if options.cors_origin.is_empty() {
+        file.cors_origins.unwrap_or_default()
+    } else {
+        options.cors_origin
+    };
+    if let Some(ms) = options.ping_interval_ms.or(file.ping_interval_ms) {
+        config.ping_interval = Duration::from_millis(ms.max(100));
+    }
+    if let Some(ms) = options.resume_grace_ms.or(file.resume_grace_ms) {
+        config.resume_grace = Duration::from_millis(ms).min(MAX_RESUME_GRACE);
+    }
+
+    let state = match &redis_url {
+        Some(url) => AppState::redis(config.clone(), url)
+            .await
+            .context("connecting to Redis")?,
+        None => AppState::embedded(config.clone(), data_dir.as_deref())?,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let local = listener.local_addr()?;
+    let store = match (&redis_url, &data_dir) {
+        (Some(_), _) => "redis".to_owned(),
+        (None, Some(dir)) => format!("embedded ({})", dir.display()),
+        (None, None) => "in memory".to_owned(),
+    };
+    tracing::info!(%local, %store, instance = %state.signaling.instance(), "signaling listening");
+    // Scripts and tests read this line to learn the bound port.
+    println!("mooyaho listening on http://{local}");
+    println!("  REST API:  http://{local}/channels   (Authorization: Bearer <API key>)");
+    println!("  WebSocket: ws://{local}/websocket");
+    if dev {
+        println!("  API key:   {}", config.api_key);
+    }
+    axum::serve(listener, mooyaho_signaling::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// `dev`'s key: generated once and kept in the data dir, so restarts keep working with it.
+fn dev_api_key(data_dir: Option<&Path>) -> anyhow::Result<String> {
+    let generate = || {
+        let mut bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let Some(dir) = data_dir else {
+        return Ok(generate());
+    };
+    let path = dir.join("api-key");
+    match std::fs::read_to_string(&path) {
+        Ok(key) if key.trim().len() >= 16 => Ok(key.trim().to_owned()),
+        _ => {
+            std::fs::create_dir_all(dir)?;
+            let key = generate();
+            std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+            Ok(key)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(term) => {
+                    term.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
