@@ -1,0 +1,47 @@
+//! Worker configuration.
+
+use std::time::Duration;
+
+use crate::{Bitrate, Ssrc};
+
+/// Tunables of a [`Worker`](crate::Worker). `Default` gives the values the docs and tests
+/// assume.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Packets kept per track for NACK answers (rounded up to a power of two).
+    pub retransmit_capacity: usize,
+    /// Oldest packet worth resending: after ~1 s a receiver's jitter buffer has moved on.
+    pub retransmit_max_age: Duration,
+    /// At most one keyframe request per track per this window.
+    pub keyframe_window: Duration,
+    /// NACK retry spacing toward a publisher (about one RTT).
+    pub nack_retry_interval: Duration,
+    /// Receiver report + REMB period toward publishers (RFC 3550 suggests ~5 s; browsers send
+    /// theirs every second, and REMB should be about as frequent).
+    pub report_interval: Duration,
+    /// Transport-wide CC feedback period (libwebrtc uses 50–250 ms; 100 ms here).
+    pub twcc_interval: Duration,
+    /// Granularity of the worker's single timer: all periodic work runs on this tick.
+    pub tick: Duration,
+    /// Bitrate announced to publishers in REMB, so their encoders ramp up instead of staying at
+    /// the WebRTC start rate. `None` disables REMB.
+    pub remb_bitrate: Option<Bitrate>,
+    /// SSRC the worker uses as the sender of its own RTCP (RR, NACK, PLI, REMB, TWCC).
+    pub rtcp_ssrc: Ssrc,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            retransmit_capacity: 512,
+            retransmit_max_age: Duration::from_secs(1),
+            keyframe_window: Duration::from_millis(500),
+            nack_retry_interval: Duration::from_millis(100),
+            report_interval: Duration::from_secs(1),
+            twcc_interval: Duration::from_millis(100),
+            tick: Duration::from_millis(20),
+            remb_bitrate: Some(Bitrate(2_500_000)),
+            rtcp_ssrc: Ssrc(0x5f5f_5f5f),
+        }
+    }
+}

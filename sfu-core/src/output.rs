@@ -1,0 +1,83 @@
+//! What a [`Worker`](crate::Worker) asks the media layer to do.
+
+use bytes::{Bytes, BytesMut};
+
+use crate::rtp::{BufferTooSmall, RtpHeader};
+use crate::{RoomId, SubscriptionId, TrackId, TransportId};
+
+/// One datagram to send on a transport (before SRTP/SRTCP protection).
+#[derive(Clone, Debug)]
+pub struct Transmit {
+    /// The transport to send on.
+    pub to: TransportId,
+    /// What to send.
+    pub packet: OutPacket,
+}
+
+/// The content of a [`Transmit`].
+#[derive(Clone, Debug)]
+pub enum OutPacket {
+    /// RTP: a rewritten header plus the publisher's payload, shared (not copied).
+    Rtp {
+        /// The subscriber-specific header.
+        header: RtpHeader,
+        /// The payload, a slice of the received packet's allocation.
+        payload: Bytes,
+    },
+    /// A complete (compound) RTCP packet.
+    Rtcp(Bytes),
+}
+
+impl OutPacket {
+    /// Serialises into `out` (a scratch buffer of at least MTU size) and returns the length; the
+    /// media layer then protects `out[..len]` in place.
+    pub fn write(&self, out: &mut [u8]) -> Result<usize, BufferTooSmall> {
+        match self {
+            Self::Rtp { header, payload } => header.write(payload, out),
+            Self::Rtcp(bytes) => {
+                let Some(dst) = out.get_mut(..bytes.len()) else {
+                    return Err(BufferTooSmall {
+                        need: bytes.len(),
+                        have: out.len(),
+                    });
+                };
+                dst.copy_from_slice(bytes);
+                Ok(bytes.len())
+            }
+        }
+    }
+
+    /// Serialises appending to `buf` (which keeps its capacity between packets).
+    pub fn write_to(&self, buf: &mut BytesMut) {
+        match self {
+            Self::Rtp { header, payload } => header.write_to(payload, buf),
+            Self::Rtcp(bytes) => buf.extend_from_slice(bytes),
+        }
+    }
+}
+
+/// Something the control plane should know about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A subscription forwarded its first packet (for video: the keyframe it waited for).
+    SubscriptionStarted {
+        /// The subscription.
+        subscription: SubscriptionId,
+    },
+    /// A subscription ended (unsubscribed, its track closed, or its transport removed): the
+    /// subscriber's transport needs renegotiation.
+    SubscriptionClosed {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The subscriber's transport.
+        transport: TransportId,
+    },
+    /// A published track ended (unpublished or its transport removed).
+    TrackClosed {
+        /// The track.
+        track: TrackId,
+        /// Its room.
+        room: RoomId,
+    },
+}

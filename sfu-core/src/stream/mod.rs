@@ -1,0 +1,11 @@
+//! Per-stream mechanisms, one small type each (mediasoup's one-class-per-mechanism).
+
+mod inbound;
+mod keyframe_requester;
+mod nack_generator;
+mod retransmit_buffer;
+
+pub use inbound::{InboundRtp, Received};
+pub use keyframe_requester::KeyframeRequester;
+pub use nack_generator::{NackGenerator, NackOutcome};
+pub use retransmit_buffer::RetransmitBuffer;

@@ -1,0 +1,139 @@
+//! One track delivered to one subscriber transport: rewriting, keyframe wait and send-side
+//! statistics.
+
+use std::time::Instant;
+
+use crate::rtcp::ReportBlock;
+use crate::rtp::{OutExtensions, Rewriter, RtpHeader, RtpPacket};
+use crate::track::{Forward, Rtx};
+use crate::{ClockRate, Mid, Pt, SeqNo, Ssrc, TrackId, TransportId};
+
+/// What the subscriber's transport negotiated for this track.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubscriptionConfig {
+    /// SSRC the subscriber will see (announced in the subscriber's SDP).
+    pub ssrc: Ssrc,
+    /// Payload type the subscriber negotiated for the track's codec.
+    pub pt: Pt,
+    /// RTX toward the subscriber, if negotiated; NACKs are then answered on this stream.
+    pub rtx: Option<Rtx>,
+    /// The subscriber-side mid (written into the mid header extension).
+    pub mid: Option<Mid>,
+}
+
+/// Delivery state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Video joined mid-stream: nothing is forwarded until a keyframe starts.
+    WaitingForKeyframe,
+    /// Forwarding.
+    Active,
+}
+
+/// Send-side statistics of one subscription.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscriptionStats {
+    /// Media packets forwarded (retransmissions excluded).
+    pub packets_sent: u64,
+    /// Payload octets forwarded.
+    pub octets_sent: u64,
+    /// Retransmissions sent in answer to NACKs.
+    pub retransmits_sent: u64,
+    /// Whether the subscription is past its keyframe wait.
+    pub active: bool,
+    /// The subscriber's latest reception report about this stream.
+    pub last_report: Option<ReportBlock>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Subscription {
+    pub(crate) track: TrackId,
+    pub(crate) transport: TransportId,
+    pub(crate) config: SubscriptionConfig,
+    pub(crate) rewriter: Rewriter,
+    pub(crate) delivery: Delivery,
+    /// Next sequence number of the RTX stream (its own numbering, RFC 4588 §4).
+    rtx_seq: SeqNo,
+    pub(crate) stats: SubscriptionStats,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        track: TrackId,
+        transport: TransportId,
+        config: SubscriptionConfig,
+        clock_rate: ClockRate,
+        wait_for_keyframe: bool,
+    ) -> Self {
+        Self {
+            track,
+            transport,
+            config,
+            rewriter: Rewriter::new(clock_rate),
+            delivery: if wait_for_keyframe {
+                Delivery::WaitingForKeyframe
+            } else {
+                Delivery::Active
+            },
+            rtx_seq: SeqNo(u64::from(config.ssrc.0 as u16)),
+            stats: SubscriptionStats::default(),
+        }
+    }
+
+    /// The header for forwarding `packet`, or `None` while waiting for a keyframe or for a
+    /// packet older than the current rewriting epoch. Extensions are filled in by the caller.
+    pub(crate) fn forward(
+        &mut self,
+        now: Instant,
+        packet: &RtpPacket,
+        forward: &Forward,
+    ) -> Option<RtpHeader> {
+        if self.delivery == Delivery::WaitingForKeyframe {
+            if !forward.keyframe {
+                return None;
+            }
+            // Start a fresh epoch at the keyframe so the subscriber's first packet is decodable
+            // and numbering continues from whatever it saw before (if anything).
+            self.delivery = Delivery::Active;
+            self.rewriter.resync();
+        } else if forward.restarted {
+            self.rewriter.resync();
+        }
+        let out = self.rewriter.rewrite(now, forward.seq, forward.timestamp)?;
+        self.stats.packets_sent += 1;
+        self.stats.octets_sent += packet.payload().len() as u64;
+        Some(RtpHeader {
+            ssrc: self.config.ssrc,
+            pt: self.config.pt,
+            seq: out.seq,
+            timestamp: out.timestamp,
+            marker: packet.marker(),
+            extensions: OutExtensions::EMPTY,
+            rtx_osn: None,
+        })
+    }
+
+    /// The header for resending `packet` (stored under output sequence number `out_seq`): on the
+    /// RTX stream when negotiated, otherwise as a copy of the original.
+    pub(crate) fn retransmit(&mut self, packet: &RtpPacket, out_seq: SeqNo) -> RtpHeader {
+        self.stats.retransmits_sent += 1;
+        let timestamp = self.rewriter.output_timestamp(packet.timestamp());
+        let (ssrc, pt, seq, rtx_osn) = match self.config.rtx {
+            Some(rtx) => {
+                let seq = self.rtx_seq;
+                self.rtx_seq.0 += 1;
+                (rtx.ssrc, rtx.pt, seq, Some(out_seq))
+            }
+            None => (self.config.ssrc, self.config.pt, out_seq, None),
+        };
+        RtpHeader {
+            ssrc,
+            pt,
+            seq,
+            timestamp,
+            marker: packet.marker(),
+            extensions: OutExtensions::EMPTY,
+            rtx_osn,
+        }
+    }
+}

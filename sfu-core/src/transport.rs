@@ -1,0 +1,77 @@
+//! A transport: the publish or subscribe side of one PeerConnection, as far as routing cares
+//! (security and sockets live in the media layer).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::rtcp::TwccRecorder;
+use crate::rtp::{ExtensionKind, ExtensionMap};
+use crate::{Bitrate, RoomId, Ssrc, SubscriptionId, TrackId};
+
+/// Which way media flows on a transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The peer sends media to the SFU (its publish PeerConnection).
+    Publish,
+    /// The SFU sends media to the peer (its subscribe PeerConnection).
+    Subscribe,
+}
+
+/// What a transport negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// Publish or subscribe.
+    pub direction: Direction,
+    /// Negotiated header extension ids.
+    pub extensions: ExtensionMap,
+}
+
+/// Where packets carrying an SSRC go on this transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Media of a published track.
+    Track(TrackId),
+    /// RTX of a published track.
+    TrackRtx(TrackId),
+    /// A subscription's outgoing SSRC (or its RTX SSRC): RTCP about it comes back with it.
+    Subscription(SubscriptionId),
+}
+
+#[derive(Debug)]
+pub(crate) struct Transport {
+    pub(crate) room: RoomId,
+    pub(crate) config: TransportConfig,
+    /// SSRC → route. SSRCs are chosen by remote peers, so the map keeps std's SipHash (keyed
+    /// per process) rather than a fast hasher an attacker could collide.
+    pub(crate) routes: HashMap<Ssrc, Route>,
+    pub(crate) tracks: Vec<TrackId>,
+    pub(crate) subscriptions: Vec<SubscriptionId>,
+    /// Publish side: arrival times for transport-wide CC feedback, when negotiated.
+    pub(crate) twcc: Option<TwccRecorder>,
+    /// Subscribe side: next transport-wide sequence number we stamp.
+    pub(crate) twcc_seq: u16,
+    /// Subscribe side: the peer's latest REMB estimate.
+    pub(crate) remb: Option<Bitrate>,
+    pub(crate) next_report: Instant,
+    pub(crate) next_twcc: Instant,
+}
+
+impl Transport {
+    pub(crate) fn new(now: Instant, room: RoomId, config: TransportConfig) -> Self {
+        let twcc = (config.direction == Direction::Publish
+            && config.extensions.id(ExtensionKind::TransportCc).is_some())
+        .then(|| TwccRecorder::new(now));
+        Self {
+            room,
+            config,
+            routes: HashMap::new(),
+            tracks: Vec::new(),
+            subscriptions: Vec::new(),
+            twcc,
+            twcc_seq: 0,
+            remb: None,
+            next_report: now,
+            next_twcc: now,
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The command tier: creating and removing rooms, transports, tracks and subscriptions. Every
+//! command either fully applies or returns `Err` with the worker unchanged.
+
+use std::time::Instant;
+
+use super::Worker;
+use super::rtcp::request_keyframe;
+use crate::error::CommandError;
+use crate::output::Event;
+use crate::room::Room;
+use crate::stats::Stats;
+use crate::subscription::{Subscription, SubscriptionConfig};
+use crate::track::{MediaKind, Track, TrackConfig};
+use crate::transport::{Direction, Route, Transport, TransportConfig};
+use crate::{RoomId, SubscriptionId, TrackId, TransportId};
+
+/// A command as a value, for callers that queue or serialise them (the control plane, the
+/// fuzzer). Each variant mirrors one `Worker` method.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Command {
+    /// [`Worker::create_room`].
+    CreateRoom,
+    /// [`Worker::close_room`].
+    CloseRoom(RoomId),
+    /// [`Worker::add_transport`].
+    AddTransport {
+        /// Room to join.
+        room: RoomId,
+        /// What it negotiated.
+        config: TransportConfig,
+    },
+    /// [`Worker::remove_transport`].
+    RemoveTransport(TransportId),
+    /// [`Worker::publish_track`].
+    PublishTrack {
+        /// Publish transport.
+        transport: TransportId,
+        /// What it negotiated.
+        config: TrackConfig,
+    },
+    /// [`Worker::unpublish_track`].
+    UnpublishTrack(TrackId),
+    /// [`Worker::subscribe`].
+    Subscribe {
+        /// Subscribe transport.
+        transport: TransportId,
+        /// Track to receive.
+        track: TrackId,
+        /// What the subscriber negotiated.
+        config: SubscriptionConfig,
+    },
+    /// [`Worker::unsubscribe`].
+    Unsubscribe(SubscriptionId),
+    /// [`Worker::stats`].
+    Stats,
+}
+
+/// The successful result of a [`Command`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Response {
+    /// A room was created.
+    Room(RoomId),
+    /// A transport was added.
+    Transport(TransportId),
+    /// A track was published.
+    Track(TrackId),
+    /// A subscription was created.
+    Subscription(SubscriptionId),
+    /// A removal succeeded.
+    Done,
+    /// Current statistics.
+    Stats(Stats),
+}
+
+impl Worker {
+    /// Applies a [`Command`].
+    pub fn handle_command(
+        &mut self,
+        now: Instant,
+        command: Command,
+    ) -> Result<Response, CommandError> {
+        self.arm(now);
+        Ok(match command {
+            Command::CreateRoom => Response::Room(self.create_room()?),
+            Command::CloseRoom(room) => self.close_room(room).map(|()| Response::Done)?,
+            Command::AddTransport { room, config } => {
+                Response::Transport(self.add_transport(now, room, config)?)
+            }
+            Command::RemoveTransport(t) => self.remove_transport(t).map(|()| Response::Done)?,
+            Command::PublishTrack { transport, config } => {
+                Response::Track(self.publish_track(now, transport, config)?)
+            }
+            Command::UnpublishTrack(track) => {
+                self.unpublish_track(track).map(|()| Response::Done)?
+            }
+            Command::Subscribe {
+                transport,
+                track,
+                config,
+            } => Response::Subscription(self.subscribe(now, transport, track, config)?),
+            Command::Unsubscribe(s) => self.unsubscribe(s).map(|()| Response::Done)?,
+            Command::Stats => Response::Stats(self.stats()),
+        })
+    }
+
+    /// Opens a room.
+    pub fn create_room(&mut self) -> Result<RoomId, CommandError> {
+        let generation = self.next_generation();
+        Ok(self.rooms.insert_with(generation, |_| Room::default()))
+    }
+
+    /// Closes a room, removing every transport in it (with their tracks and subscriptions).
+    pub fn close_room(&mut self, room: RoomId) -> Result<(), CommandError> {
+        let transports = self
+            .rooms
+            .get(room)
+            .ok_or(CommandError::UnknownRoom(room))?
+            .transports
+            .clone();
+        for transport in transports {
+            self.remove_transport(transport)
+                .expect("a room lists only live transports");
+        }
+        self.rooms.remove(room);
+        Ok(())
+    }
+
+    /// Adds the publish or subscribe side of a peer's PeerConnection to a room.
+    pub fn add_transport(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        config: TransportConfig,
+    ) -> Result<TransportId, CommandError> {
+        self.rooms
+            .get(room)
+            .ok_or(CommandError::UnknownRoom(room))?;
+        let generation = self.next_generation();
+        let id = self
+            .transports
+            .insert_with(generation, |_| Transport::new(now, room, config));
+        self.rooms
+            .get_mut(room)
+            .expect("checked above")
+            .transports
+            .push(id);
+        Ok(id)
+    }
+
+    /// Removes a transport: its tracks end (and their subscriptions everywhere), and its own
+    /// subscriptions end.
+    pub fn remove_transport(&mut self, transport: TransportId) -> Result<(), CommandError> {
+        let t = self
+            .transports
+            .get(transport)
+            .ok_or(CommandError::UnknownTransport(transport))?;
+        let (room, tracks, subscriptions) = (t.room, t.tracks.clone(), t.subscriptions.clone());
+        for track in tracks {
+            self.unpublish_track(track)
+                .expect("a transport lists only live tracks");
+        }
+        for subscription in subscriptions {
+            self.unsubscribe(subscription)
+                .expect("a transport lists only live subscriptions");
+        }
+        self.transports.remove(transport);
+        if let Some(room) = self.rooms.get_mut(room) {
+            room.transports.retain(|&t| t != transport);
+        }
+        Ok(())
+    }
+
+    /// Publishes a track received on a publish transport.
+    pub fn publish_track(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        config: TrackConfig,
+    ) -> Result<TrackId, CommandError> {
+        let t = self
+            .transports
+            .get(transport)
+            .ok_or(CommandError::UnknownTransport(transport))?;
+        if t.config.direction != Direction::Publish {
+            return Err(CommandError::WrongDirection(transport));
+        }
+        let ssrcs = [Some(config.ssrc), config.rtx.map(|r| r.ssrc)];
+        if let Some(ssrc) = ssrcs
+            .into_iter()
+            .flatten()
+            .find(|s| t.routes.contains_key(s))
+        {
+            return Err(CommandError::SsrcInUse(ssrc));
+        }
+        if config.rtx.is_some_and(|r| r.ssrc == config.ssrc) {
+            return Err(CommandError::SsrcInUse(config.ssrc));
+        }
+        let room = t.room;
+        let generation = self.next_generation();
+        let id = self.tracks.insert_with(generation, |_| {
+            Track::new(now, room, transport, config, &self.config)
+        });
+        let t = self.transports.get_mut(transport).expect("checked above");
+        t.tracks.push(id);
+        t.routes.insert(config.ssrc, Route::Track(id));
+        if let Some(rtx) = config.rtx {
+            t.routes.insert(rtx.ssrc, Route::TrackRtx(id));
+        }
+        self.rooms
+            .get_mut(room)
+            .expect("a transport's room is live")
+            .tracks
+            .push(id);
+        Ok(id)
+    }
+
+    /// Ends a track and every subscription to it.
+    pub fn unpublish_track(&mut self, track: TrackId) -> Result<(), CommandError> {
+        let t = self
+            .tracks
+            .get(track)
+            .ok_or(CommandError::UnknownTrack(track))?;
+        for subscription in t.subscriptions.clone() {
+            self.unsubscribe(subscription)
+                .expect("a track lists only live subscriptions");
+        }
+        let t = self.tracks.remove(track).expect("checked above");
+        if let Some(transport) = self.transports.get_mut(t.transport) {
+            transport.tracks.retain(|&x| x != track);
+            transport
+                .routes
+                .retain(|_, r| !matches!(r, Route::Track(x) | Route::TrackRtx(x) if *x == track));
+        }
+        if let Some(room) = self.rooms.get_mut(t.room) {
+            room.tracks.retain(|&x| x != track);
+        }
+        self.events.push_back(Event::TrackClosed {
+            track,
+            room: t.room,
+        });
+        Ok(())
+    }
+
+    /// Delivers a track to a subscribe transport in the same room. A video subscription waits
+    /// for a keyframe, and one is requested from the publisher (throttled).
+    pub fn subscribe(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        track: TrackId,
+        config: SubscriptionConfig,
+    ) -> Result<SubscriptionId, CommandError> {
+        let t = self
+            .transports
+            .get(transport)
+            .ok_or(CommandError::UnknownTransport(transport))?;
+        let tr = self
+            .tracks
+            .get(track)
+            .ok_or(CommandError::UnknownTrack(track))?;
+        if t.config.direction != Direction::Subscribe {
+            return Err(CommandError::WrongDirection(transport));
+        }
+        if t.room != tr.room {
+            return Err(CommandError::DifferentRoom { track, transport });
+        }
+        if t.subscriptions
+            .iter()
+            .any(|s| self.subscriptions.get(*s).is_some_and(|s| s.track == track))
+        {
+            return Err(CommandError::AlreadySubscribed(track));
+        }
+        let ssrcs = [Some(config.ssrc), config.rtx.map(|r| r.ssrc)];
+        if let Some(ssrc) = ssrcs
+            .into_iter()
+            .flatten()
+            .find(|s| t.routes.contains_key(s))
+        {
+            return Err(CommandError::SsrcInUse(ssrc));
+        }
+        if config.rtx.is_some_and(|r| r.ssrc == config.ssrc) {
+            return Err(CommandError::SsrcInUse(config.ssrc));
+        }
+        let wait = tr.config.kind == MediaKind::Video && tr.config.codec.needs_keyframe();
+        let clock_rate = tr.config.clock_rate;
+        let generation = self.next_generation();
+        let id = self.subscriptions.insert_with(generation, |_| {
+            Subscription::new(track, transport, config, clock_rate, wait)
+        });
+        let t = self.transports.get_mut(transport).expect("checked above");
+        t.subscriptions.push(id);
+        t.routes.insert(config.ssrc, Route::Subscription(id));
+        if let Some(rtx) = config.rtx {
+            t.routes.insert(rtx.ssrc, Route::Subscription(id));
+        }
+        let tr = self.tracks.get_mut(track).expect("checked above");
+        tr.subscriptions.push(id);
+        if wait {
+            request_keyframe(tr, now, &self.config, &mut self.outbox, &mut self.counters);
+        }
+        Ok(id)
+    }
+
+    /// Ends a subscription.
+    pub fn unsubscribe(&mut self, subscription: SubscriptionId) -> Result<(), CommandError> {
+        let s = self
+            .subscriptions
+            .remove(subscription)
+            .ok_or(CommandError::UnknownSubscription(subscription))?;
+        if let Some(track) = self.tracks.get_mut(s.track) {
+            track.subscriptions.retain(|&x| x != subscription);
+        }
+        if let Some(transport) = self.transports.get_mut(s.transport) {
+            transport.subscriptions.retain(|&x| x != subscription);
+            transport
+                .routes
+                .retain(|_, r| *r != Route::Subscription(subscription));
+        }
+        self.events.push_back(Event::SubscriptionClosed {
+            subscription,
+            transport: s.transport,
+        });
+        Ok(())
+    }
+}

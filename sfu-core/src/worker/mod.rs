@@ -1,0 +1,158 @@
+//! The [`Worker`]: one core's share of the SFU.
+
+mod command;
+mod rtcp;
+mod rtp;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+pub use command::{Command, Response};
+
+use crate::arena::Arena;
+use crate::config::Config;
+use crate::output::{Event, Transmit};
+use crate::room::Room;
+use crate::stats::{Counters, Stats};
+use crate::subscription::{Subscription, SubscriptionStats};
+use crate::track::Track;
+use crate::transport::Transport;
+use crate::{RoomId, SeqNo, SubscriptionId, TrackId, TransportId};
+
+/// One core's share of the SFU: owns rooms, transports, tracks and subscriptions, and turns
+/// received packets and commands into transmits and events. Performs no I/O and reads no
+/// clock; see the [crate docs](crate) for the drain contract.
+#[derive(Debug)]
+pub struct Worker {
+    config: Config,
+    /// Bumped on every insert so ids of removed entities never match a slot's new occupant.
+    generation: u32,
+    rooms: Arena<RoomId, Room>,
+    transports: Arena<TransportId, Transport>,
+    tracks: Arena<TrackId, Track>,
+    subscriptions: Arena<SubscriptionId, Subscription>,
+    /// Reused between inputs: after warm-up, queuing a transmit does not allocate.
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    counters: Counters,
+    next_tick: Option<Instant>,
+    /// Reused list of sequence numbers for NACK building.
+    scratch_seqs: Vec<SeqNo>,
+}
+
+/// Receive-side statistics of one track.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrackStats {
+    /// Packets accepted (duplicates and probation excluded).
+    pub packets_received: u64,
+    /// Payload octets accepted.
+    pub octets_received: u64,
+    /// Packets currently missing and being NACKed.
+    pub missing: usize,
+    /// Live subscriptions.
+    pub subscriptions: usize,
+}
+
+impl Worker {
+    /// An empty worker.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            generation: 0,
+            rooms: Arena::new(),
+            transports: Arena::new(),
+            tracks: Arena::new(),
+            subscriptions: Arena::new(),
+            outbox: VecDeque::with_capacity(1024),
+            events: VecDeque::new(),
+            counters: Counters::default(),
+            next_tick: None,
+            scratch_seqs: Vec::new(),
+        }
+    }
+
+    /// The configuration the worker runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Runs the periodic work (NACK retries, throttled keyframe requests, receiver reports,
+    /// REMB, transport-wide CC feedback) if its deadline has passed. Calling it early is
+    /// harmless.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.arm(now);
+        if self.next_tick.is_some_and(|t| now >= t) {
+            self.tick(now);
+            self.next_tick = Some(now + self.config.tick);
+        }
+    }
+
+    /// The next datagram to send. Drain until `None` after every `handle_*` call.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    /// The next event for the control plane. Drain after the transmits.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next; `None` while the
+    /// worker has no transports (nothing periodic to do).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.transports.len() == 0 {
+            None
+        } else {
+            self.next_tick
+        }
+    }
+
+    /// Entity counts and counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            rooms: self.rooms.len(),
+            transports: self.transports.len(),
+            tracks: self.tracks.len(),
+            subscriptions: self.subscriptions.len(),
+            counters: self.counters,
+        }
+    }
+
+    /// Statistics of one track.
+    pub fn track_stats(&self, track: TrackId) -> Option<TrackStats> {
+        let t = self.tracks.get(track)?;
+        Some(TrackStats {
+            packets_received: t.packets_received,
+            octets_received: t.octets_received,
+            missing: t.nack.missing(),
+            subscriptions: t.subscriptions.len(),
+        })
+    }
+
+    /// Statistics of one subscription.
+    pub fn subscription_stats(&self, subscription: SubscriptionId) -> Option<SubscriptionStats> {
+        let s = self.subscriptions.get(subscription)?;
+        Some(SubscriptionStats {
+            active: s.delivery == crate::subscription::Delivery::Active,
+            ..s.stats
+        })
+    }
+
+    /// The latest REMB estimate a subscriber transport reported.
+    pub fn remb_estimate(&self, transport: TransportId) -> Option<crate::Bitrate> {
+        self.transports.get(transport)?.remb
+    }
+
+    /// The first input after an idle period starts the timer.
+    fn arm(&mut self, now: Instant) {
+        if self.next_tick.is_none() {
+            self.next_tick = Some(now + self.config.tick);
+        }
+    }
+
+    fn next_generation(&mut self) -> u32 {
+        self.generation = self.generation.wrapping_add(1);
+        self.generation
+    }
+}

@@ -1,0 +1,340 @@
+//! RTCP policy: what the worker consumes, generates, forwards and ignores. This file is the
+//! code form of `docs/rtcp.md`; the `match` in [`Worker::handle_rtcp`] has one arm per row.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::Worker;
+use super::rtp::CopiedExtensions;
+use crate::config::Config;
+use crate::output::{OutPacket, Transmit};
+use crate::rtcp::{
+    Compound, Nack, ReportBlock, RtcpPacket, SenderReport, write_nack, write_pli, write_remb,
+    write_rr, write_sr,
+};
+use crate::stats::Counters;
+use crate::subscription::Delivery;
+use crate::track::{MediaKind, Track};
+use crate::transport::{Direction, Route};
+use crate::{Bitrate, SeqNo, Ssrc, SubscriptionId, TransportId};
+
+impl Worker {
+    /// A decrypted (compound) RTCP packet arrived on transport `from`. Never fails: malformed
+    /// or unroutable messages are dropped and counted.
+    pub fn handle_rtcp(&mut self, now: Instant, from: TransportId, packet: Bytes) {
+        self.arm(now);
+        self.counters.rtcp_received += 1;
+        let Some(direction) = self.transports.get(from).map(|t| t.config.direction) else {
+            self.counters.rtcp_unknown_transport += 1;
+            return;
+        };
+        for message in Compound::new(&packet) {
+            let Ok(message) = message else {
+                self.counters.rtcp_malformed += 1;
+                break;
+            };
+            use Direction::{Publish, Subscribe};
+            match (direction, message) {
+                (Publish, RtcpPacket::SenderReport(sr)) => {
+                    self.forward_sender_report(now, from, &sr)
+                }
+                (Subscribe, RtcpPacket::SenderReport(sr)) => {
+                    sr.blocks().for_each(|b| self.consume_report_block(from, b))
+                }
+                (Publish, RtcpPacket::ReceiverReport(_)) => {}
+                (Subscribe, RtcpPacket::ReceiverReport(rr)) => {
+                    rr.blocks().for_each(|b| self.consume_report_block(from, b))
+                }
+                (_, RtcpPacket::SourceDescription) => {}
+                (_, RtcpPacket::Goodbye) => {} // transport lifetime belongs to signaling
+                (_, RtcpPacket::App) => {}
+                (_, RtcpPacket::ExtendedReport) => {}
+                (Publish, RtcpPacket::Nack(_)) => {} // we send no media to publishers
+                (Subscribe, RtcpPacket::Nack(nack)) => self.serve_nack(now, from, &nack),
+                (_, RtcpPacket::TransportCc { .. }) => {} // no send-side estimator yet
+                (Publish, RtcpPacket::Pli { .. } | RtcpPacket::Fir(_)) => {}
+                (Subscribe, RtcpPacket::Pli { media, .. }) => {
+                    self.forward_keyframe_request(now, from, media)
+                }
+                (Subscribe, RtcpPacket::Fir(fir)) => fir
+                    .entries()
+                    .for_each(|(media, _)| self.forward_keyframe_request(now, from, media)),
+                (Publish, RtcpPacket::Remb { .. }) => {}
+                (Subscribe, RtcpPacket::Remb { bitrate, .. }) => self.consume_remb(from, bitrate),
+                (_, RtcpPacket::OtherFeedback { .. }) => {}
+                (_, RtcpPacket::Unknown { .. }) => {}
+            }
+        }
+    }
+
+    fn subscription_for(&mut self, transport: TransportId, ssrc: Ssrc) -> Option<SubscriptionId> {
+        let route = self.transports.get(transport)?.routes.get(&ssrc).copied();
+        match route {
+            Some(Route::Subscription(id)) => Some(id),
+            _ => {
+                self.counters.rtcp_unknown_ssrc += 1;
+                None
+            }
+        }
+    }
+
+    /// Publisher SR: remembered for our RR's LSR/DLSR, and forwarded to every active
+    /// subscription with its SSRC, timestamp and counts, so subscribers keep lip sync.
+    fn forward_sender_report(&mut self, now: Instant, from: TransportId, sr: &SenderReport<'_>) {
+        let Some(&Route::Track(track_id)) = self
+            .transports
+            .get(from)
+            .and_then(|t| t.routes.get(&sr.sender))
+        else {
+            self.counters.rtcp_unknown_ssrc += 1;
+            return;
+        };
+        let track = self
+            .tracks
+            .get_mut(track_id)
+            .expect("routes name only live tracks");
+        track.inbound.sender_report(now, sr.info.ntp);
+        for &id in &track.subscriptions {
+            let s = self
+                .subscriptions
+                .get(id)
+                .expect("a track lists only live subscriptions");
+            if s.delivery != Delivery::Active || s.rewriter.highest_seq().is_none() {
+                continue;
+            }
+            let mut info = sr.info;
+            info.rtp_time = s.rewriter.output_timestamp(sr.info.rtp_time).wire();
+            info.packet_count = s.stats.packets_sent as u32;
+            info.octet_count = s.stats.octets_sent as u32;
+            let mut buf = BytesMut::with_capacity(28);
+            write_sr(&mut buf, s.config.ssrc, info, &[]);
+            self.outbox.push_back(Transmit {
+                to: s.transport,
+                packet: OutPacket::Rtcp(buf.freeze()),
+            });
+            self.counters.sr_forwarded += 1;
+        }
+    }
+
+    fn consume_report_block(&mut self, from: TransportId, block: ReportBlock) {
+        if let Some(id) = self.subscription_for(from, block.ssrc) {
+            self.subscriptions
+                .get_mut(id)
+                .expect("routes name only live subscriptions")
+                .stats
+                .last_report = Some(block);
+        }
+    }
+
+    fn consume_remb(&mut self, from: TransportId, bitrate: Bitrate) {
+        if let Some(t) = self.transports.get_mut(from) {
+            t.remb = Some(bitrate);
+        }
+    }
+
+    /// NACK from a subscriber: map each output sequence number back to the track's and resend
+    /// from the retransmit buffer (on the RTX stream when negotiated).
+    fn serve_nack(&mut self, now: Instant, from: TransportId, nack: &Nack<'_>) {
+        let Some(id) = self.subscription_for(from, nack.media) else {
+            return;
+        };
+        let Self {
+            transports,
+            tracks,
+            subscriptions,
+            outbox,
+            counters,
+            ..
+        } = self;
+        let s = subscriptions
+            .get_mut(id)
+            .expect("routes name only live subscriptions");
+        let track = tracks
+            .get(s.track)
+            .expect("a subscription's track outlives it");
+        let publisher_map = transports
+            .get(track.transport)
+            .expect("a track's transport outlives it")
+            .config
+            .extensions;
+        for wire in nack.lost() {
+            counters.nack_received += 1;
+            let stored = s
+                .rewriter
+                .extend_output_seq(wire)
+                .and_then(|out| Some((out, s.rewriter.input_seq(out)?)));
+            let Some(packet) = stored.and_then(|(_, input)| track.buffer.get(now, input)) else {
+                counters.retransmit_misses += 1;
+                continue;
+            };
+            let (out_seq, _) = stored.expect("packet found implies mapping");
+            let mut header = s.retransmit(packet, out_seq);
+            let transport = transports
+                .get_mut(s.transport)
+                .expect("a subscription's transport outlives it");
+            header.extensions = CopiedExtensions::new(packet, &publisher_map)
+                .for_subscriber(transport, s.config.mid);
+            outbox.push_back(Transmit {
+                to: s.transport,
+                packet: OutPacket::Rtp {
+                    header,
+                    payload: packet.payload().clone(),
+                },
+            });
+            counters.retransmits_sent += 1;
+        }
+    }
+
+    fn forward_keyframe_request(&mut self, now: Instant, from: TransportId, media: Ssrc) {
+        self.counters.keyframe_requests_received += 1;
+        let Some(id) = self.subscription_for(from, media) else {
+            return;
+        };
+        let track_id = self
+            .subscriptions
+            .get(id)
+            .expect("routes name only live subscriptions")
+            .track;
+        let track = self
+            .tracks
+            .get_mut(track_id)
+            .expect("a subscription's track outlives it");
+        request_keyframe(
+            track,
+            now,
+            &self.config,
+            &mut self.outbox,
+            &mut self.counters,
+        );
+    }
+
+    /// Periodic work: NACK retries, pending keyframe requests, RR + REMB, TWCC feedback.
+    pub(super) fn tick(&mut self, now: Instant) {
+        let Self {
+            config,
+            transports,
+            tracks,
+            outbox,
+            counters,
+            scratch_seqs,
+            ..
+        } = self;
+        for (_, track) in tracks.iter_mut() {
+            nack_upstream(track, now, config, scratch_seqs, outbox, counters);
+            if track.keyframes.poll(now) {
+                send_pli(track, config, outbox, counters);
+            }
+        }
+        for (id, transport) in transports.iter_mut() {
+            if transport.config.direction != Direction::Publish || transport.tracks.is_empty() {
+                continue;
+            }
+            if now >= transport.next_report {
+                transport.next_report = now + config.report_interval;
+                let mut blocks = Vec::with_capacity(transport.tracks.len());
+                let mut video = Vec::new();
+                for &t in &transport.tracks {
+                    let track = tracks
+                        .get_mut(t)
+                        .expect("a transport lists only live tracks");
+                    blocks.extend(track.inbound.report_block(now));
+                    if track.config.kind == MediaKind::Video {
+                        video.push(track.config.ssrc);
+                    }
+                }
+                let mut buf = BytesMut::new();
+                write_rr(&mut buf, config.rtcp_ssrc, &blocks);
+                counters.rr_sent += 1;
+                if let Some(bitrate) = config.remb_bitrate.filter(|_| !video.is_empty()) {
+                    write_remb(&mut buf, config.rtcp_ssrc, bitrate, &video);
+                    counters.remb_sent += 1;
+                }
+                outbox.push_back(Transmit {
+                    to: id,
+                    packet: OutPacket::Rtcp(buf.freeze()),
+                });
+            }
+            let Some(twcc) = transport
+                .twcc
+                .as_mut()
+                .filter(|t| t.has_pending() && now >= transport.next_twcc)
+            else {
+                continue;
+            };
+            transport.next_twcc = now + config.twcc_interval;
+            let media = transport
+                .tracks
+                .first()
+                .and_then(|&t| tracks.get(t))
+                .map_or(Ssrc(0), |t| t.config.ssrc);
+            let mut buf = BytesMut::new();
+            twcc.write_feedback(&mut buf, config.rtcp_ssrc, media);
+            outbox.push_back(Transmit {
+                to: id,
+                packet: OutPacket::Rtcp(buf.freeze()),
+            });
+            counters.twcc_sent += 1;
+        }
+    }
+}
+
+/// Sends a NACK upstream for every missing packet of `track` that is due.
+pub(super) fn nack_upstream(
+    track: &mut Track,
+    now: Instant,
+    config: &Config,
+    scratch: &mut Vec<SeqNo>,
+    outbox: &mut VecDeque<Transmit>,
+    counters: &mut Counters,
+) {
+    scratch.clear();
+    track.nack.due(now, scratch);
+    if scratch.is_empty() {
+        return;
+    }
+    // One NACK message holds any number of pairs; 1200 bytes keeps it under an MTU.
+    for chunk in scratch.chunks(280) {
+        let mut buf = BytesMut::with_capacity(12 + 4 * chunk.len());
+        write_nack(
+            &mut buf,
+            config.rtcp_ssrc,
+            track.config.ssrc,
+            chunk.iter().map(|s| s.wire()),
+        );
+        outbox.push_back(Transmit {
+            to: track.transport,
+            packet: OutPacket::Rtcp(buf.freeze()),
+        });
+    }
+    counters.nack_sent += scratch.len() as u64;
+}
+
+/// Asks the publisher of `track` for a keyframe, unless the throttle window is still open.
+pub(super) fn request_keyframe(
+    track: &mut Track,
+    now: Instant,
+    config: &Config,
+    outbox: &mut VecDeque<Transmit>,
+    counters: &mut Counters,
+) {
+    if track.keyframes.request(now) {
+        send_pli(track, config, outbox, counters);
+    }
+}
+
+fn send_pli(
+    track: &Track,
+    config: &Config,
+    outbox: &mut VecDeque<Transmit>,
+    counters: &mut Counters,
+) {
+    let mut buf = BytesMut::with_capacity(12);
+    write_pli(&mut buf, config.rtcp_ssrc, track.config.ssrc);
+    outbox.push_back(Transmit {
+        to: track.transport,
+        packet: OutPacket::Rtcp(buf.freeze()),
+    });
+    counters.pli_sent += 1;
+}

@@ -1,0 +1,177 @@
+//! The forwarding hot path: one received RTP packet → its track → every subscription.
+//!
+//! Per packet and subscriber this does one arena lookup for the subscription, one for its
+//! transport (extension ids, transport-wide sequence number), the rewrite, and one `push_back`
+//! into the reused outbox. The payload is a `Bytes` clone (a reference count increment).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::Worker;
+use super::rtcp::{nack_upstream, request_keyframe};
+use crate::output::{Event, OutPacket, Transmit};
+use crate::rtp::{ExtensionKind, ExtensionMap, OutExtensions, RtpPacket};
+use crate::stream::NackOutcome;
+use crate::track::Dropped;
+use crate::transport::{Direction, Route, Transport};
+use crate::{Mid, TransportId};
+
+/// End-to-end extension elements of the received packet (abs-send-time, audio level, video
+/// orientation, playout delay), resolved once per packet and written per subscriber under the
+/// subscriber's ids.
+#[derive(Clone, Copy, Default)]
+pub(super) struct CopiedExtensions<'a> {
+    len: usize,
+    elements: [(Option<ExtensionKind>, &'a [u8]); 4],
+}
+
+impl<'a> CopiedExtensions<'a> {
+    pub(super) fn new(packet: &'a RtpPacket, map: &ExtensionMap) -> Self {
+        let mut copied = Self::default();
+        for (id, data) in packet.extensions() {
+            let Some(kind) = map.kind(id).filter(|k| k.is_copied()) else {
+                continue;
+            };
+            if copied.len < copied.elements.len() {
+                copied.elements[copied.len] = (Some(kind), data);
+                copied.len += 1;
+            }
+        }
+        copied
+    }
+
+    /// The elements for one subscriber transport: its mid, the copied elements, and a fresh
+    /// transport-wide sequence number.
+    pub(super) fn for_subscriber(
+        &self,
+        transport: &mut Transport,
+        mid: Option<Mid>,
+    ) -> OutExtensions {
+        let map = &transport.config.extensions;
+        let mut out = OutExtensions::EMPTY;
+        if let (Some(id), Some(mid)) = (map.id(ExtensionKind::Mid), mid) {
+            out.push(id, mid.as_bytes());
+        }
+        for &(kind, data) in &self.elements[..self.len] {
+            if let Some(id) = kind.and_then(|k| map.id(k)) {
+                out.push(id, data);
+            }
+        }
+        if let Some(id) = map.id(ExtensionKind::TransportCc) {
+            out.push(id, &transport.twcc_seq.to_be_bytes());
+            transport.twcc_seq = transport.twcc_seq.wrapping_add(1);
+        }
+        out
+    }
+}
+
+impl Worker {
+    /// A decrypted RTP packet arrived on transport `from`. Never fails: packets that cannot be
+    /// routed are dropped and counted in [`Counters`](crate::Counters).
+    pub fn handle_rtp(&mut self, now: Instant, from: TransportId, packet: Bytes) {
+        self.arm(now);
+        self.counters.rtp_received += 1;
+        let Ok(packet) = RtpPacket::parse(packet) else {
+            self.counters.rtp_malformed += 1;
+            return;
+        };
+        let Self {
+            config,
+            transports,
+            tracks,
+            subscriptions,
+            outbox,
+            events,
+            counters,
+            scratch_seqs,
+            ..
+        } = self;
+        let Some(transport) = transports
+            .get_mut(from)
+            .filter(|t| t.config.direction == Direction::Publish)
+        else {
+            counters.rtp_unknown_transport += 1;
+            return;
+        };
+        if let Some(twcc) = &mut transport.twcc {
+            let map = &transport.config.extensions;
+            if let Some((_, data)) = packet.extensions().find(|&(id, data)| {
+                map.kind(id) == Some(ExtensionKind::TransportCc) && data.len() == 2
+            }) {
+                twcc.record(now, u16::from_be_bytes([data[0], data[1]]));
+            }
+        }
+        let (track_id, packet) = match transport.routes.get(&packet.ssrc()) {
+            Some(&Route::Track(id)) => (id, packet),
+            Some(&Route::TrackRtx(id)) => {
+                let track = tracks.get(id).expect("routes name only live tracks");
+                let rtx = track
+                    .config
+                    .rtx
+                    .expect("an RTX route implies an RTX config");
+                let unwrapped = (packet.pt() == rtx.pt)
+                    .then(|| packet.unwrap_rtx(track.config.ssrc, track.config.pt))
+                    .flatten();
+                let Some(packet) = unwrapped else {
+                    counters.rtp_unknown_pt += 1;
+                    return;
+                };
+                (id, packet)
+            }
+            Some(Route::Subscription(_)) | None => {
+                counters.rtp_unknown_ssrc += 1;
+                return;
+            }
+        };
+        let copied = CopiedExtensions::new(&packet, &transport.config.extensions);
+        let track = tracks
+            .get_mut(track_id)
+            .expect("routes name only live tracks");
+        if packet.pt() != track.config.pt {
+            counters.rtp_unknown_pt += 1;
+            return;
+        }
+        let forward = match track.receive(now, &packet) {
+            Ok(forward) => forward,
+            Err(Dropped::Duplicate) => {
+                counters.rtp_duplicate += 1;
+                return;
+            }
+            Err(Dropped::Probation) => {
+                counters.rtp_probation += 1;
+                return;
+            }
+        };
+        match forward.nack {
+            NackOutcome::Nothing => {}
+            NackOutcome::Gap => nack_upstream(track, now, config, scratch_seqs, outbox, counters),
+            NackOutcome::KeyframeNeeded => request_keyframe(track, now, config, outbox, counters),
+        }
+        for &id in &track.subscriptions {
+            let subscription = subscriptions
+                .get_mut(id)
+                .expect("a track lists only live subscriptions");
+            let Some(mut header) = subscription.forward(now, &packet, &forward) else {
+                counters.rtp_waiting_for_keyframe += 1;
+                continue;
+            };
+            if subscription.stats.packets_sent == 1 {
+                events.push_back(Event::SubscriptionStarted { subscription: id });
+            }
+            let to = subscription.transport;
+            let transport = transports
+                .get_mut(to)
+                .expect("a subscription's transport outlives it");
+            header.extensions = copied.for_subscriber(transport, subscription.config.mid);
+            outbox.push_back(Transmit {
+                to,
+                packet: OutPacket::Rtp {
+                    header,
+                    payload: packet.payload().clone(),
+                },
+            });
+            counters.rtp_forwarded += 1;
+        }
+    }
+}
