@@ -1,0 +1,442 @@
+//! Shared test harness: real `mooyaho` processes, a real `redis-server`, WebSocket and REST clients.
+//! Every process is started on a free loopback port and killed by PID when its guard drops.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const API_KEY: &str = "test-api-key-0123456789";
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A running `mooyaho` process.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub api_key: String,
+    pub stdout_lines: Vec<String>,
+}
+
+impl Server {
+    /// `mooyaho server` on a free port with the test key and extra arguments.
+    pub fn start(extra: &[&str]) -> Self {
+        let mut args = vec!["server", "--listen", "127.0.0.1:0", "--api-key", API_KEY];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, None, API_KEY)
+    }
+
+    /// `mooyaho <args>` in `cwd`; `api_key` is what REST calls will use.
+    pub fn spawn(args: &[&str], cwd: Option<&Path>, api_key: &str) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mooyaho"));
+        command
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command.spawn().expect("spawn mooyaho");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut lines = Vec::new();
+        let mut addr = None;
+        // The binary prints its URLs right after binding; read until the key line (dev) or the
+        // WebSocket line (server).
+        for _ in 0..8 {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            let line = line.trim_end().to_owned();
+            if let Some(rest) = line.strip_prefix("mooyaho listening on http://") {
+                addr = Some(rest.parse().expect("listen address"));
+            }
+            let done =
+                line.contains("WebSocket:") && !args.contains(&"dev") || line.contains("API key:");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        let addr = addr.unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("mooyaho did not start: {lines:?}")
+        });
+        Self {
+            child,
+            addr,
+            api_key: api_key.to_owned(),
+            stdout_lines: lines,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/websocket", self.addr)
+    }
+
+    pub fn rest(&self) -> Rest {
+        Rest {
+            http: reqwest::Client::new(),
+            base: format!("http://{}", self.addr),
+            key: self.api_key.clone(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills the process (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A REST client with the API key.
+#[derive(Clone)]
+pub struct Rest {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub key: String,
+}
+
+impl Rest {
+    /// Sends a request with the key; returns status and parsed JSON body (Null when empty).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_raw(method, path, body.map(|b| b.to_string()), Some(&self.key))
+            .await
+    }
+
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        key: Option<&str>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+
+    pub async fn create_channel(&self, sfu: bool) -> String {
+        let (status, body) = self
+            .call("POST", "/channels", Some(json!({ "sfuEnabled": sfu })))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn integrate(&self, session: &str, user: Value) {
+        let (status, body) = self
+            .call("POST", &format!("/sessions/{session}"), Some(user))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
+/// A browser-like WebSocket client.
+pub struct Ws {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub id: String,
+    pub token: String,
+}
+
+impl Ws {
+    /// Connects and reads `connected`.
+    pub async fn connect(url: &str) -> Self {
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
+        let mut ws = Self {
+            stream,
+            id: String::new(),
+            token: String::new(),
+        };
+        let connected = ws.expect("connected").await;
+        ws.id = connected["id"].as_str().unwrap().to_owned();
+        ws.token = connected["token"].as_str().unwrap().to_owned();
+        ws
+    }
+
+    /// Connects, gets integrated through REST as `name`, and enters `channel`.
+    pub async fn join(url: &str, rest: &Rest, channel: &str, name: &str) -> Self {
+        let mut ws = Self::connect(url).await;
+        rest.integrate(&ws.id, json!({ "id": name, "name": name }))
+            .await;
+        ws.expect("integrated").await;
+        ws.send(json!({ "type": "enter", "channel": channel }))
+            .await;
+        let success = ws.expect("enterSuccess").await;
+        assert_eq!(success["channel"], channel);
+        let me = Value::String(ws.id.clone());
+        ws.expect_where("entered", |m| m["sessionId"] == me).await;
+        ws
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(message.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        self.stream
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.stream.send(message).await.expect("send");
+    }
+
+    /// The next JSON message (panics after 5 s or on close).
+    pub async fn next(&mut self) -> Value {
+        loop {
+            let frame = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("timed out waiting for a message")
+                .expect("socket closed")
+                .expect("socket error");
+            match frame {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Skips messages until one of `kind` arrives.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        self.expect_where(kind, |_| true).await
+    }
+
+    /// Skips messages until one of `kind` that satisfies `pred` arrives.
+    pub async fn expect_where(&mut self, kind: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut seen = Vec::new();
+        loop {
+            let message = tokio::time::timeout(WAIT, self.next())
+                .await
+                .unwrap_or_else(|_| panic!("no `{kind}`; saw {seen:?}"));
+            if message["type"] == kind && pred(&message) {
+                return message;
+            }
+            seen.push(message);
+        }
+    }
+
+    /// Sends a request with a `requestId` and returns the reply carrying that id.
+    pub async fn request(&mut self, mut message: Value) -> Value {
+        let id = format!("r{}", rand_id());
+        message["requestId"] = json!(id);
+        self.send(message).await;
+        let mut seen = Vec::new();
+        loop {
+            let reply = self.next().await;
+            if reply["requestId"] == json!(id) {
+                return reply;
+            }
+            seen.push(reply);
+            assert!(seen.len() < 50, "no reply to {id}: {seen:?}");
+        }
+    }
+
+    /// Asserts that the request is refused with `code`.
+    pub async fn expect_error(&mut self, message: Value, code: &str) -> Value {
+        let reply = self.request(message).await;
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert_eq!(reply["code"], code, "{reply}");
+        assert!(reply["message"].as_str().is_some_and(|m| !m.is_empty()));
+        reply
+    }
+
+    /// Asserts that nothing but pings arrives for `duration`.
+    pub async fn expect_silence(&mut self, duration: Duration) {
+        let deadline = tokio::time::Instant::now() + duration;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return,
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("expected silence, got {other:?}"),
+            }
+        }
+    }
+
+    /// True once the server has closed the socket (within 5 s).
+    pub async fn closed_by_server(&mut self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return false,
+                Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Drops the TCP connection without a close handshake (a network failure).
+    pub fn abort(self) {
+        drop(self.stream);
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.stream.close(None).await;
+    }
+}
+
+fn rand_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A free loopback TCP port (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real `redis-server` on a free loopback port with append-only persistence in a temp dir.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut redis = Self {
+            child: None,
+            port: free_port(),
+            dir: tmp.path().to_owned(),
+            _tmp: tmp,
+        };
+        redis.launch();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn launch(&mut self) {
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&binary)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary} (the test script installs it): {e}"));
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::time::Instant::now() < deadline {
+            if ping(self.port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not answer PING on {}", self.port);
+    }
+
+    /// Kills the server (SIGKILL: no graceful save; the AOF is fsynced per write).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and data dir.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// Polls `check` every 50 ms until it returns true or `within` passes.
+pub async fn eventually<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
