@@ -3,6 +3,8 @@
 mod command;
 mod rtcp;
 mod rtp;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -142,6 +144,60 @@ impl Worker {
     /// The latest REMB estimate a subscriber transport reported.
     pub fn remb_estimate(&self, transport: TransportId) -> Option<crate::Bitrate> {
         self.transports.get(transport)?.remb
+    }
+
+    /// Panics if the arenas disagree about who owns whom. For tests and the fuzzer: every
+    /// command sequence must leave these links intact.
+    pub fn check_invariants(&self) {
+        let mut transports = 0;
+        let mut tracks = 0;
+        for (room_id, room) in self.rooms.iter() {
+            for &t in &room.transports {
+                let transport = self.transports.get(t).expect("room lists a dead transport");
+                assert_eq!(transport.room, room_id, "transport in two rooms");
+                transports += 1;
+            }
+            for &t in &room.tracks {
+                assert_eq!(
+                    self.tracks.get(t).expect("room lists a dead track").room,
+                    room_id
+                );
+                tracks += 1;
+            }
+        }
+        assert_eq!(
+            transports,
+            self.transports.len(),
+            "transport outside any room"
+        );
+        assert_eq!(tracks, self.tracks.len(), "track outside any room");
+        let mut subscriptions = 0;
+        for (track_id, track) in self.tracks.iter() {
+            let transport = self
+                .transports
+                .get(track.transport)
+                .expect("track on a dead transport");
+            assert!(transport.tracks.contains(&track_id));
+            for &s in &track.subscriptions {
+                let sub = self
+                    .subscriptions
+                    .get(s)
+                    .expect("track lists a dead subscription");
+                assert_eq!(sub.track, track_id);
+                let t = self
+                    .transports
+                    .get(sub.transport)
+                    .expect("subscription on a dead transport");
+                assert!(t.subscriptions.contains(&s));
+                assert_eq!(t.room, track.room, "subscription across rooms");
+                subscriptions += 1;
+            }
+        }
+        assert_eq!(
+            subscriptions,
+            self.subscriptions.len(),
+            "subscription not listed by its track"
+        );
     }
 
     /// The first input after an idle period starts the timer.
