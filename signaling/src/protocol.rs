@@ -255,8 +255,7 @@ pub enum ServerMessage {
 }
 
 /// Why a request was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorCode {
     /// The frame is not JSON.
@@ -289,6 +288,35 @@ pub enum ErrorCode {
     SfuUnavailable,
     /// Shared state is unreachable; retry later.
     Unavailable,
+}
+
+impl ErrorCode {
+    /// The wire name (`snake_case`), also the metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidJson => "invalid_json",
+            Self::InvalidMessage => "invalid_message",
+            Self::UnknownType => "unknown_type",
+            Self::UnsupportedFrame => "unsupported_frame",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::RateLimited => "rate_limited",
+            Self::NotIntegrated => "not_integrated",
+            Self::ChannelNotFound => "channel_not_found",
+            Self::NotInChannel => "not_in_channel",
+            Self::SessionNotFound => "session_not_found",
+            Self::Forbidden => "forbidden",
+            Self::NoPendingCall => "no_pending_call",
+            Self::InvalidToken => "invalid_token",
+            Self::SfuUnavailable => "sfu_unavailable",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 /// A refused request: its code and explanation.
@@ -401,8 +429,11 @@ impl ClientFrame {
 impl ServerMessage {
     /// Encodes the message, adding `requestId` when the reply answers a request that had one.
     pub fn encode(&self, request_id: Option<&Value>) -> String {
+        let Some(id) = request_id else {
+            return serde_json::to_string(self).expect("server messages always serialize");
+        };
         let mut value = serde_json::to_value(self).expect("server messages always serialize");
-        if let (Some(id), Value::Object(map)) = (request_id, &mut value) {
+        if let Value::Object(map) = &mut value {
             map.insert("requestId".to_owned(), id.clone());
         }
         value.to_string()

@@ -91,26 +91,28 @@ pub async fn pump<S, R>(
                 last_seen = Instant::now();
                 let reply = match frame {
                     Message::Text(body) => {
-                        if !limiter.allow(Instant::now()) {
-                            Some(error_frame(None, &SignalError::new(ErrorCode::RateLimited, "too many messages; slow down")))
-                        } else if body.len() > config.max_frame_bytes {
-                            Some(error_frame(None, &SignalError::new(ErrorCode::FrameTooLarge, format!("frames are limited to {} bytes", config.max_frame_bytes))))
-                        } else {
-                            handle_text(&signaling, &mut connection, body.as_str()).await
-                        }
+                        let allowed = limiter.allow(Instant::now());
+                        on_text(&signaling, &mut connection, body.as_str(), allowed).await
                     }
-                    Message::Binary(_) => Some(error_frame(None, &SignalError::new(ErrorCode::UnsupportedFrame, "binary frames are not supported; send JSON text"))),
+                    Message::Binary(_) => Some(error_frame(None, &SignalError::new(
+                        ErrorCode::UnsupportedFrame,
+                        "binary frames are not supported; send JSON text",
+                    ))),
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => None,
                 };
-                if let Some(reply) = reply {
-                    if sink.send(reply).await.is_err() { break; }
+                if let Some(reply) = reply
+                    && sink.send(reply).await.is_err()
+                {
+                    break;
                 }
             }
             queued = outgoing.recv() => {
                 // None: the hub dropped this connection (kicked by a resume, or too slow).
                 let Some(Outgoing::Text(body)) = queued else { break };
-                if sink.send(Message::Text(body.as_ref().into())).await.is_err() { break; }
+                if sink.send(Message::Text(body.as_ref().into())).await.is_err() {
+                    break;
+                }
             }
             _ = ping.tick() => {
                 if last_seen.elapsed() > config.ping_interval * 2 {
@@ -118,7 +120,9 @@ pub async fn pump<S, R>(
                     tracing::debug!(session = %connection.session, "reaping silent socket");
                     break;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() { break; }
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
             }
         }
     }
@@ -126,17 +130,37 @@ pub async fn pump<S, R>(
     signaling.disconnect(connection).await;
 }
 
-async fn handle_text(
+/// Applies a text frame; returns the reply for this socket.
+async fn on_text(
     signaling: &Signaling,
     connection: &mut crate::domain::Connection,
     body: &str,
+    allowed: bool,
 ) -> Option<Message> {
+    let max = signaling.config().max_frame_bytes;
+    let refusal = if !allowed {
+        Some(SignalError::new(
+            ErrorCode::RateLimited,
+            "too many messages; slow down",
+        ))
+    } else if body.len() > max {
+        Some(SignalError::new(
+            ErrorCode::FrameTooLarge,
+            format!("frames are limited to {max} bytes"),
+        ))
+    } else {
+        None
+    };
+    if let Some(e) = refusal {
+        signaling.metrics().error(e.code.as_str());
+        return Some(error_frame(None, &e));
+    }
     let frame = ClientFrame::decode(body);
     let request_id = frame.request_id.as_ref();
     let message = match frame.message {
         Ok(message) => message,
         Err(e) => {
-            signaling.metrics().error(error_code_name(e.code));
+            signaling.metrics().error(e.code.as_str());
             return Some(error_frame(request_id, &e));
         }
     };
@@ -145,7 +169,7 @@ async fn handle_text(
         Ok(Some(reply)) => Some(text(reply.encode(request_id))),
         Ok(None) => request_id.map(|id| text(ServerMessage::Ack.encode(Some(id)))),
         Err(e) => {
-            signaling.metrics().error(error_code_name(e.code));
+            signaling.metrics().error(e.code.as_str());
             Some(error_frame(request_id, &e))
         }
     }
@@ -179,31 +203,6 @@ fn message_name(message: &crate::protocol::ClientMessage) -> &'static str {
         M::IntegrateUser { .. } => "integrateUser",
         M::UpdateMediaState { .. } => "updateMediaState",
         M::Ping => "ping",
-    }
-}
-
-fn error_code_name(code: ErrorCode) -> &'static str {
-    match serde_json::to_value(code) {
-        Ok(serde_json::Value::String(s)) => match s.as_str() {
-            // Map to 'static names without allocating per error.
-            "invalid_json" => "invalid_json",
-            "invalid_message" => "invalid_message",
-            "unknown_type" => "unknown_type",
-            "unsupported_frame" => "unsupported_frame",
-            "frame_too_large" => "frame_too_large",
-            "rate_limited" => "rate_limited",
-            "not_integrated" => "not_integrated",
-            "channel_not_found" => "channel_not_found",
-            "not_in_channel" => "not_in_channel",
-            "session_not_found" => "session_not_found",
-            "forbidden" => "forbidden",
-            "no_pending_call" => "no_pending_call",
-            "invalid_token" => "invalid_token",
-            "sfu_unavailable" => "sfu_unavailable",
-            "unavailable" => "unavailable",
-            _ => "other",
-        },
-        _ => "other",
     }
 }
 
