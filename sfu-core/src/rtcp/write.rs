@@ -108,7 +108,7 @@ pub fn write_remb(buf: &mut BytesMut, sender: Ssrc, bitrate: Bitrate, ssrcs: &[S
 
 /// Fixes the length field of the packet that starts at `start`, padding to a word boundary.
 pub(super) fn patch_length(buf: &mut BytesMut, start: usize) {
-    while (buf.len() - start) % 4 != 0 {
+    while !(buf.len() - start).is_multiple_of(4) {
         buf.put_u8(0);
     }
     let words = ((buf.len() - start) / 4 - 1) as u16;

@@ -152,6 +152,17 @@ impl ExtensionKind {
         self as usize
     }
 
+    const ALL: [Self; KINDS] = [
+        Self::Mid,
+        Self::Rid,
+        Self::RepairedRid,
+        Self::AbsSendTime,
+        Self::TransportCc,
+        Self::AudioLevel,
+        Self::VideoOrientation,
+        Self::PlayoutDelay,
+    ];
+
     /// Whether the element is end-to-end data the subscriber should see unchanged.
     pub fn is_copied(self) -> bool {
         matches!(
@@ -162,10 +173,10 @@ impl ExtensionKind {
 }
 
 /// Negotiated extension ids of one transport, both ways: id → kind for parsing, kind → id for
-/// writing. Only one-byte ids 1..=14 are writable.
+/// writing. Only one-byte ids 1..=14 are writable. Eight bytes: resolving an id scans them,
+/// which is cheaper than a 256-entry table is to copy around.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExtensionMap {
-    by_id: [Option<ExtensionKind>; 256],
     by_kind: [u8; KINDS],
 }
 
@@ -179,14 +190,12 @@ impl ExtensionMap {
     /// A map with the given `(id, kind)` pairs; ids 0 and 15 (reserved in one-byte form) ignored.
     pub fn new(pairs: &[(u8, ExtensionKind)]) -> Self {
         let mut map = Self {
-            by_id: [None; 256],
             by_kind: [0; KINDS],
         };
         for &(id, kind) in pairs {
             if id == 0 || id == 15 {
                 continue;
             }
-            map.by_id[usize::from(id)] = Some(kind);
             map.by_kind[kind.slot()] = id;
         }
         map
@@ -194,7 +203,11 @@ impl ExtensionMap {
 
     /// The kind negotiated under `id`.
     pub fn kind(&self, id: u8) -> Option<ExtensionKind> {
-        self.by_id[usize::from(id)]
+        if id == 0 {
+            return None;
+        }
+        let slot = self.by_kind.iter().position(|&k| k == id)?;
+        Some(ExtensionKind::ALL[slot])
     }
 
     /// The id negotiated for `kind`, if it is writable in one-byte form.

@@ -57,7 +57,7 @@ pub enum Command {
 }
 
 /// The successful result of a [`Command`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Response {
     /// A room was created.
@@ -70,8 +70,8 @@ pub enum Response {
     Subscription(SubscriptionId),
     /// A removal succeeded.
     Done,
-    /// Current statistics.
-    Stats(Stats),
+    /// Current statistics (boxed: the counters dwarf the other variants).
+    Stats(Box<Stats>),
 }
 
 impl Worker {
@@ -101,7 +101,7 @@ impl Worker {
                 config,
             } => Response::Subscription(self.subscribe(now, transport, track, config)?),
             Command::Unsubscribe(s) => self.unsubscribe(s).map(|()| Response::Done)?,
-            Command::Stats => Response::Stats(self.stats()),
+            Command::Stats => Response::Stats(Box::new(self.stats())),
         })
     }
 
