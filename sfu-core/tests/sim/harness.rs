@@ -1,6 +1,4 @@
-//! Simulation harness (str0m's netem idea): a virtual clock, fake publishers emitting RTP on a
-//! synthetic timeline, fake subscribers answering with NACK/PLI, and lossy links with latency.
-//! Everything is deterministic: seeded loss, no sleeps, no wall clock.
+//! The harness: virtual clock, fake peers, lossy links.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -11,87 +9,87 @@ use sfu_core::rtp::{Codec, ExtensionKind, ExtensionMap, OutExtensions, RtpHeader
 use sfu_core::time::extend_u16;
 use sfu_core::*;
 
-const MS: Duration = Duration::from_millis(1);
+pub(crate) const MS: Duration = Duration::from_millis(1);
 
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn chance(&mut self, p: f64) -> bool {
+    pub(crate) fn chance(&mut self, p: f64) -> bool {
         (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
     }
 }
 
 /// One direction of a network path.
 #[derive(Default)]
-struct Link {
-    latency: Duration,
-    loss: f64,
+pub(crate) struct Link {
+    pub(crate) latency: Duration,
+    pub(crate) loss: f64,
     /// Indices (0-based, counting RTP packets through this link) that are always dropped.
-    drop: BTreeSet<u64>,
-    rtp_count: u64,
+    pub(crate) drop: BTreeSet<u64>,
+    pub(crate) rtp_count: u64,
 }
 
 impl Link {
-    fn new(latency_ms: u64) -> Self {
+    pub(crate) fn new(latency_ms: u64) -> Self {
         Self {
             latency: Duration::from_millis(latency_ms),
             ..Self::default()
         }
     }
 
-    fn passes_rtp(&mut self, rng: &mut Rng) -> bool {
+    pub(crate) fn passes_rtp(&mut self, rng: &mut Rng) -> bool {
         let index = self.rtp_count;
         self.rtp_count += 1;
         !self.drop.contains(&index) && !rng.chance(self.loss)
     }
 }
 
-struct Publisher {
-    transport: TransportId,
-    track: TrackId,
-    kind: MediaKind,
-    ssrc: u32,
-    pt: u8,
-    rtx: Option<(u32, u8)>,
-    seq: u16,
-    rtx_seq: u16,
-    ts: u32,
-    frame: Duration,
-    packets_per_frame: usize,
-    next_frame: Instant,
-    keyframe_pending: bool,
-    history: HashMap<u16, Bytes>,
-    sent: u64,
-    plis: usize,
-    nacked: Vec<u16>,
-    remb: Option<Bitrate>,
-    rrs: usize,
-    twcc: usize,
-    twcc_seq: u16,
-    uplink: Link,
-    downlink: Link,
+pub(crate) struct Publisher {
+    pub(crate) transport: TransportId,
+    pub(crate) track: TrackId,
+    pub(crate) kind: MediaKind,
+    pub(crate) ssrc: u32,
+    pub(crate) pt: u8,
+    pub(crate) rtx: Option<(u32, u8)>,
+    pub(crate) seq: u16,
+    pub(crate) rtx_seq: u16,
+    pub(crate) ts: u32,
+    pub(crate) frame: Duration,
+    pub(crate) packets_per_frame: usize,
+    pub(crate) next_frame: Instant,
+    pub(crate) keyframe_pending: bool,
+    pub(crate) history: HashMap<u16, Bytes>,
+    pub(crate) sent: u64,
+    pub(crate) plis: usize,
+    pub(crate) nacked: Vec<u16>,
+    pub(crate) remb: Option<Bitrate>,
+    pub(crate) rrs: usize,
+    pub(crate) twcc: usize,
+    pub(crate) twcc_seq: u16,
+    pub(crate) uplink: Link,
+    pub(crate) downlink: Link,
 }
 
 #[derive(Default)]
-struct Stream {
-    highest: Option<SeqNo>,
+pub(crate) struct Stream {
+    pub(crate) highest: Option<SeqNo>,
     /// Extended seq → (timestamp, payload, arrival time).
-    received: BTreeMap<u64, (u32, Bytes, Instant)>,
+    pub(crate) received: BTreeMap<u64, (u32, Bytes, Instant)>,
     /// Seqs in arrival order (duplicates included).
-    arrivals: Vec<u64>,
-    nacks: HashMap<u64, (u8, Instant)>,
+    pub(crate) arrivals: Vec<u64>,
+    pub(crate) nacks: HashMap<u64, (u8, Instant)>,
 }
 
 impl Stream {
     /// Sequence numbers missing between the first and last received, ignoring the newest
     /// `recent` (still being recovered).
-    fn missing(&self, recent: Duration, now: Instant) -> Vec<u64> {
+    pub(crate) fn missing(&self, recent: Duration, now: Instant) -> Vec<u64> {
         let (Some(&first), Some(_)) = (self.received.keys().next(), self.received.keys().last())
         else {
             return vec![];
@@ -109,42 +107,42 @@ impl Stream {
     }
 }
 
-struct Subscriber {
-    transport: TransportId,
-    subscriptions: Vec<(SubscriptionId, u32)>,
-    rtx: HashMap<u32, (u32, u8)>,
-    streams: HashMap<u32, Stream>,
-    send_nacks: bool,
-    srs: usize,
-    uplink: Link,
-    downlink: Link,
+pub(crate) struct Subscriber {
+    pub(crate) transport: TransportId,
+    pub(crate) subscriptions: Vec<(SubscriptionId, u32)>,
+    pub(crate) rtx: HashMap<u32, (u32, u8)>,
+    pub(crate) streams: HashMap<u32, Stream>,
+    pub(crate) send_nacks: bool,
+    pub(crate) srs: usize,
+    pub(crate) uplink: Link,
+    pub(crate) downlink: Link,
 }
 
-enum Delivery {
+pub(crate) enum Delivery {
     Rtp(TransportId, Bytes),
     Rtcp(TransportId, Bytes),
     ToPublisher(usize, Bytes),
     ToSubscriber(usize, Bytes, bool),
 }
 
-struct Sim {
-    rng: Rng,
-    now: Instant,
-    worker: Worker,
-    room: RoomId,
-    publishers: Vec<Publisher>,
-    subscribers: Vec<Subscriber>,
-    in_flight: Vec<(Instant, u64, Delivery)>,
-    order: u64,
-    events: Vec<Event>,
+pub(crate) struct Sim {
+    pub(crate) rng: Rng,
+    pub(crate) now: Instant,
+    pub(crate) worker: Worker,
+    pub(crate) room: RoomId,
+    pub(crate) publishers: Vec<Publisher>,
+    pub(crate) subscribers: Vec<Subscriber>,
+    pub(crate) in_flight: Vec<(Instant, u64, Delivery)>,
+    pub(crate) order: u64,
+    pub(crate) events: Vec<Event>,
 }
 
-fn payload_type(kind: MediaKind) -> u8 {
+pub(crate) fn payload_type(kind: MediaKind) -> u8 {
     if kind == MediaKind::Video { 96 } else { 111 }
 }
 
 impl Sim {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         let now = Instant::now();
         let mut worker = Worker::new(Config::default());
         let room = worker.create_room().unwrap();
@@ -161,7 +159,7 @@ impl Sim {
         }
     }
 
-    fn add_publisher(&mut self, kind: MediaKind, rtx: bool) -> usize {
+    pub(crate) fn add_publisher(&mut self, kind: MediaKind, rtx: bool) -> usize {
         let extensions = ExtensionMap::new(&[(3, ExtensionKind::TransportCc)]);
         let transport = self
             .worker
@@ -220,7 +218,7 @@ impl Sim {
         self.publishers.len() - 1
     }
 
-    fn add_subscriber(&mut self, rtx: bool) -> usize {
+    pub(crate) fn add_subscriber(&mut self, rtx: bool) -> usize {
         let extensions =
             ExtensionMap::new(&[(1, ExtensionKind::Mid), (3, ExtensionKind::TransportCc)]);
         let transport = self
@@ -251,7 +249,7 @@ impl Sim {
         index
     }
 
-    fn subscribe(&mut self, s: usize, p: usize, rtx: bool) -> u32 {
+    pub(crate) fn subscribe(&mut self, s: usize, p: usize, rtx: bool) -> u32 {
         let ssrc = 50_000 + (s as u32) * 100 + p as u32 * 2;
         let pt = payload_type(self.publishers[p].kind);
         let config = SubscriptionConfig {
@@ -281,13 +279,13 @@ impl Sim {
         ssrc
     }
 
-    fn send(&mut self, at: Instant, delivery: Delivery) {
+    pub(crate) fn send(&mut self, at: Instant, delivery: Delivery) {
         self.order += 1;
         self.in_flight.push((at, self.order, delivery));
     }
 
     /// Moves everything the worker produced onto the links.
-    fn drain(&mut self) {
+    pub(crate) fn drain(&mut self) {
         while let Some(tx) = self.worker.poll_transmit() {
             let mut buf = BytesMut::new();
             tx.packet.write_to(&mut buf);
@@ -309,7 +307,7 @@ impl Sim {
             .extend(std::iter::from_fn(|| self.worker.poll_event()));
     }
 
-    fn run_for(&mut self, duration: Duration) {
+    pub(crate) fn run_for(&mut self, duration: Duration) {
         let end = self.now + duration;
         loop {
             let frames = self.publishers.iter().map(|p| p.next_frame);
@@ -343,7 +341,7 @@ impl Sim {
         self.now = end;
     }
 
-    fn deliver(&mut self, delivery: Delivery) {
+    pub(crate) fn deliver(&mut self, delivery: Delivery) {
         match delivery {
             Delivery::Rtp(t, b) => self.worker.handle_rtp(self.now, t, b),
             Delivery::Rtcp(t, b) => self.worker.handle_rtcp(self.now, t, b),
@@ -358,7 +356,7 @@ impl Sim {
         self.drain();
     }
 
-    fn emit_frame(&mut self, p: usize) {
+    pub(crate) fn emit_frame(&mut self, p: usize) {
         let now = self.now;
         let publisher = &mut self.publishers[p];
         publisher.next_frame = now + publisher.frame;
@@ -410,7 +408,7 @@ impl Sim {
 
     /// The publisher's reaction to our RTCP: resend NACKed packets (on RTX when negotiated),
     /// make the next frame a keyframe on PLI, and count reports.
-    fn publisher_rtcp(&mut self, p: usize, bytes: &Bytes) {
+    pub(crate) fn publisher_rtcp(&mut self, p: usize, bytes: &Bytes) {
         let mut resend = Vec::new();
         let publisher = &mut self.publishers[p];
         for message in Compound::new(bytes) {
@@ -459,7 +457,7 @@ impl Sim {
         }
     }
 
-    fn subscriber_rtp(&mut self, s: usize, bytes: Bytes) {
+    pub(crate) fn subscriber_rtp(&mut self, s: usize, bytes: Bytes) {
         let now = self.now;
         let sub = &mut self.subscribers[s];
         let mut packet = RtpPacket::parse(bytes).expect("worker RTP must parse");
@@ -504,7 +502,7 @@ impl Sim {
         }
     }
 
-    fn subscriber_pli(&mut self, s: usize, media: u32) {
+    pub(crate) fn subscriber_pli(&mut self, s: usize, media: u32) {
         let mut buf = BytesMut::new();
         write_pli(&mut buf, Ssrc(9), Ssrc(media));
         let (at, transport) = (
@@ -514,7 +512,7 @@ impl Sim {
         self.send(at, Delivery::Rtcp(transport, buf.freeze()));
     }
 
-    fn stream(&self, s: usize, ssrc: u32) -> &Stream {
+    pub(crate) fn stream(&self, s: usize, ssrc: u32) -> &Stream {
         self.subscribers[s]
             .streams
             .get(&ssrc)
@@ -522,224 +520,3 @@ impl Sim {
     }
 }
 
-fn is_vp8_keyframe_start(payload: &[u8]) -> bool {
-    payload[0] == 0x10 && payload[1] & 1 == 0
-}
-
-#[test]
-fn nack_recovers_single_loss() {
-    let mut sim = Sim::new(1);
-    sim.add_publisher(MediaKind::Video, true);
-    let s = sim.add_subscriber(true);
-    sim.subscribers[s].downlink.drop.insert(30);
-    sim.run_for(Duration::from_secs(2));
-    let stream = sim.stream(s, 50_000);
-    assert_eq!(stream.missing(200 * MS, sim.now), Vec::<u64>::new());
-    let c = sim.worker.stats().counters;
-    assert_eq!(c.retransmits_sent, 1, "{c:?}");
-    assert_eq!(c.retransmit_misses, 0);
-    assert_eq!(
-        stream.received.len() as u64,
-        c.rtp_forwarded,
-        "every forwarded packet arrived once"
-    );
-}
-
-#[test]
-fn nack_recovers_uplink_loss_through_publisher_rtx() {
-    let mut sim = Sim::new(2);
-    let p = sim.add_publisher(MediaKind::Video, true);
-    let s = sim.add_subscriber(false);
-    sim.publishers[p].uplink.drop.insert(20);
-    sim.run_for(Duration::from_secs(2));
-    assert_eq!(
-        sim.publishers[p].nacked.len(),
-        1,
-        "the gap is NACKed once and recovered"
-    );
-    assert!(sim.stream(s, 50_000).missing(200 * MS, sim.now).is_empty());
-    assert_eq!(
-        sim.worker
-            .track_stats(sim.publishers[p].track)
-            .unwrap()
-            .missing,
-        0
-    );
-}
-
-#[test]
-fn random_loss_on_both_links_is_recovered() {
-    let mut sim = Sim::new(3);
-    let p = sim.add_publisher(MediaKind::Video, true);
-    let s = sim.add_subscriber(true);
-    sim.publishers[p].uplink.loss = 0.05;
-    sim.subscribers[s].downlink.loss = 0.05;
-    sim.run_for(Duration::from_secs(5));
-    let stream = sim.stream(s, 50_000);
-    assert!(stream.received.len() > 400);
-    assert_eq!(
-        stream.missing(Duration::from_millis(600), sim.now),
-        Vec::<u64>::new()
-    );
-}
-
-#[test]
-fn pli_is_throttled_across_subscribers() {
-    let mut sim = Sim::new(4);
-    let p = sim.add_publisher(MediaKind::Video, false);
-    let subs: Vec<_> = (0..10).map(|_| sim.add_subscriber(false)).collect();
-    sim.run_for(Duration::from_millis(200));
-    let before = sim.publishers[p].plis;
-    for _ in 0..40 {
-        for &s in &subs {
-            let media = sim.subscribers[s].subscriptions[0].1;
-            sim.subscriber_pli(s, media);
-        }
-        sim.run_for(50 * MS);
-    }
-    let upstream = sim.publishers[p].plis - before;
-    // 2 s of requests from 10 subscribers every 50 ms (400 PLIs) → one per 500 ms window.
-    assert!(
-        (4..=5).contains(&upstream),
-        "{upstream} PLIs reached the publisher"
-    );
-    assert_eq!(sim.worker.stats().counters.keyframe_requests_received, 400);
-}
-
-#[test]
-fn late_joiner_waits_for_keyframe() {
-    let mut sim = Sim::new(5);
-    let p = sim.add_publisher(MediaKind::Video, false);
-    let early = sim.add_subscriber(false);
-    // The PLI takes 100 ms to reach the publisher, so a few delta frames arrive first.
-    sim.publishers[p].downlink.latency = 100 * MS;
-    sim.run_for(Duration::from_secs(1));
-    let plis = sim.publishers[p].plis;
-    let late = sim.add_subscriber(false);
-    sim.run_for(Duration::from_secs(1));
-    assert_eq!(
-        sim.publishers[p].plis,
-        plis + 1,
-        "joining asks the publisher for one keyframe"
-    );
-    let stream = sim.stream(late, 50_100);
-    let first = stream.arrivals[0];
-    assert!(
-        is_vp8_keyframe_start(&stream.received[&first].1),
-        "first packet a late joiner sees starts a keyframe"
-    );
-    assert!(stream.missing(Duration::ZERO, sim.now).is_empty());
-    assert!(
-        sim.worker.stats().counters.rtp_waiting_for_keyframe > 0,
-        "packets before the keyframe were held back"
-    );
-    assert!(sim.events.contains(&Event::SubscriptionStarted {
-        subscription: sim.subscribers[late].subscriptions[0].0
-    }));
-    // The early subscriber saw an uninterrupted stream meanwhile.
-    assert!(
-        sim.stream(early, 50_000)
-            .missing(Duration::ZERO, sim.now)
-            .is_empty()
-    );
-}
-
-#[test]
-fn room_teardown_frees_state() {
-    let mut sim = Sim::new(6);
-    for _ in 0..3 {
-        sim.add_publisher(MediaKind::Video, true);
-        sim.add_publisher(MediaKind::Audio, false);
-    }
-    for _ in 0..5 {
-        sim.add_subscriber(true);
-    }
-    sim.run_for(Duration::from_secs(1));
-    let s = sim.worker.stats();
-    assert_eq!(
-        (s.rooms, s.transports, s.tracks, s.subscriptions),
-        (1, 11, 6, 30)
-    );
-    sim.worker.close_room(sim.room).unwrap();
-    sim.drain();
-    let s = sim.worker.stats();
-    assert_eq!(
-        (s.rooms, s.transports, s.tracks, s.subscriptions),
-        (0, 0, 0, 0)
-    );
-    assert_eq!(
-        sim.events
-            .iter()
-            .filter(|e| matches!(e, Event::SubscriptionClosed { .. }))
-            .count(),
-        30
-    );
-    assert_eq!(
-        sim.events
-            .iter()
-            .filter(|e| matches!(e, Event::TrackClosed { .. }))
-            .count(),
-        6
-    );
-    // In-flight packets to the closed transports are dropped and counted, not a panic.
-    let before = sim.worker.stats().counters.rtp_unknown_transport;
-    sim.publishers
-        .iter_mut()
-        .for_each(|p| p.next_frame = sim.now + Duration::from_secs(3600));
-    sim.run_for(Duration::from_millis(100));
-    assert!(sim.worker.stats().counters.rtp_unknown_transport > before);
-    assert_eq!(
-        sim.worker.poll_timeout(),
-        None,
-        "an empty worker has no timer"
-    );
-    sim.worker.check_invariants();
-}
-
-#[test]
-fn rewriting_keeps_seq_contiguous_across_publisher_restart() {
-    let mut sim = Sim::new(7);
-    let p = sim.add_publisher(MediaKind::Audio, false);
-    let s = sim.add_subscriber(false);
-    sim.subscribers[s].send_nacks = false;
-    for _ in 0..3 {
-        sim.run_for(Duration::from_millis(700));
-        // Encoder restart: unrelated sequence number and timestamp.
-        let publisher = &mut sim.publishers[p];
-        publisher.seq = sim.rng.next() as u16;
-        publisher.ts = sim.rng.next() as u32;
-    }
-    sim.run_for(Duration::from_millis(700));
-    let stream = sim.stream(s, 50_000);
-    let seqs: Vec<u64> = stream.arrivals.clone();
-    assert!(
-        seqs.windows(2).all(|w| w[1] == w[0] + 1),
-        "output seq must be contiguous: {seqs:?}"
-    );
-    let ts: Vec<u32> = seqs.iter().map(|s| stream.received[s].0).collect();
-    assert!(
-        ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) as i32 > 0),
-        "timestamps move forward"
-    );
-    assert_eq!(
-        sim.worker.stats().counters.rtp_probation,
-        3,
-        "each restart costs one probation packet"
-    );
-}
-
-#[test]
-fn publisher_gets_receiver_reports_remb_and_twcc_feedback() {
-    let mut sim = Sim::new(8);
-    let p = sim.add_publisher(MediaKind::Video, false);
-    sim.add_subscriber(false);
-    sim.run_for(Duration::from_secs(3));
-    let publisher = &sim.publishers[p];
-    assert!((3..=4).contains(&publisher.rrs), "{}", publisher.rrs);
-    assert_eq!(publisher.remb, Some(Bitrate(2_500_000)));
-    assert!(
-        publisher.twcc >= 25,
-        "TWCC feedback every ~100 ms, got {}",
-        publisher.twcc
-    );
-}

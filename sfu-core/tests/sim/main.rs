@@ -1,0 +1,232 @@
+//! Simulation harness (str0m's netem idea): a virtual clock, fake publishers emitting RTP on a
+//! synthetic timeline, fake subscribers answering with NACK/PLI, and lossy links with latency.
+//! Everything is deterministic: seeded loss, no sleeps, no wall clock.
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{MS, Sim};
+use sfu_core::{Bitrate, Event, MediaKind};
+
+fn is_vp8_keyframe_start(payload: &[u8]) -> bool {
+    payload[0] == 0x10 && payload[1] & 1 == 0
+}
+
+#[test]
+fn nack_recovers_single_loss() {
+    let mut sim = Sim::new(1);
+    sim.add_publisher(MediaKind::Video, true);
+    let s = sim.add_subscriber(true);
+    sim.subscribers[s].downlink.drop.insert(30);
+    sim.run_for(Duration::from_secs(2));
+    let stream = sim.stream(s, 50_000);
+    assert_eq!(stream.missing(200 * MS, sim.now), Vec::<u64>::new());
+    let c = sim.worker.stats().counters;
+    assert_eq!(c.retransmits_sent, 1, "{c:?}");
+    assert_eq!(c.retransmit_misses, 0);
+    assert_eq!(
+        stream.received.len() as u64,
+        c.rtp_forwarded,
+        "every forwarded packet arrived once"
+    );
+}
+
+#[test]
+fn nack_recovers_uplink_loss_through_publisher_rtx() {
+    let mut sim = Sim::new(2);
+    let p = sim.add_publisher(MediaKind::Video, true);
+    let s = sim.add_subscriber(false);
+    sim.publishers[p].uplink.drop.insert(20);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(
+        sim.publishers[p].nacked.len(),
+        1,
+        "the gap is NACKed once and recovered"
+    );
+    assert!(sim.stream(s, 50_000).missing(200 * MS, sim.now).is_empty());
+    assert_eq!(
+        sim.worker
+            .track_stats(sim.publishers[p].track)
+            .unwrap()
+            .missing,
+        0
+    );
+}
+
+#[test]
+fn random_loss_on_both_links_is_recovered() {
+    let mut sim = Sim::new(3);
+    let p = sim.add_publisher(MediaKind::Video, true);
+    let s = sim.add_subscriber(true);
+    sim.publishers[p].uplink.loss = 0.05;
+    sim.subscribers[s].downlink.loss = 0.05;
+    sim.run_for(Duration::from_secs(5));
+    let stream = sim.stream(s, 50_000);
+    assert!(stream.received.len() > 400);
+    assert_eq!(
+        stream.missing(Duration::from_millis(600), sim.now),
+        Vec::<u64>::new()
+    );
+}
+
+#[test]
+fn pli_is_throttled_across_subscribers() {
+    let mut sim = Sim::new(4);
+    let p = sim.add_publisher(MediaKind::Video, false);
+    let subs: Vec<_> = (0..10).map(|_| sim.add_subscriber(false)).collect();
+    sim.run_for(Duration::from_millis(200));
+    let before = sim.publishers[p].plis;
+    for _ in 0..40 {
+        for &s in &subs {
+            let media = sim.subscribers[s].subscriptions[0].1;
+            sim.subscriber_pli(s, media);
+        }
+        sim.run_for(50 * MS);
+    }
+    let upstream = sim.publishers[p].plis - before;
+    // 2 s of requests from 10 subscribers every 50 ms (400 PLIs) → one per 500 ms window.
+    assert!(
+        (4..=5).contains(&upstream),
+        "{upstream} PLIs reached the publisher"
+    );
+    assert_eq!(sim.worker.stats().counters.keyframe_requests_received, 400);
+}
+
+#[test]
+fn late_joiner_waits_for_keyframe() {
+    let mut sim = Sim::new(5);
+    let p = sim.add_publisher(MediaKind::Video, false);
+    let early = sim.add_subscriber(false);
+    // The PLI takes 100 ms to reach the publisher, so a few delta frames arrive first.
+    sim.publishers[p].downlink.latency = 100 * MS;
+    sim.run_for(Duration::from_secs(1));
+    let plis = sim.publishers[p].plis;
+    let late = sim.add_subscriber(false);
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        sim.publishers[p].plis,
+        plis + 1,
+        "joining asks the publisher for one keyframe"
+    );
+    let stream = sim.stream(late, 50_100);
+    let first = stream.arrivals[0];
+    assert!(
+        is_vp8_keyframe_start(&stream.received[&first].1),
+        "first packet a late joiner sees starts a keyframe"
+    );
+    assert!(stream.missing(Duration::ZERO, sim.now).is_empty());
+    assert!(
+        sim.worker.stats().counters.rtp_waiting_for_keyframe > 0,
+        "packets before the keyframe were held back"
+    );
+    assert!(sim.events.contains(&Event::SubscriptionStarted {
+        subscription: sim.subscribers[late].subscriptions[0].0
+    }));
+    // The early subscriber saw an uninterrupted stream meanwhile.
+    assert!(
+        sim.stream(early, 50_000)
+            .missing(Duration::ZERO, sim.now)
+            .is_empty()
+    );
+}
+
+#[test]
+fn room_teardown_frees_state() {
+    let mut sim = Sim::new(6);
+    for _ in 0..3 {
+        sim.add_publisher(MediaKind::Video, true);
+        sim.add_publisher(MediaKind::Audio, false);
+    }
+    for _ in 0..5 {
+        sim.add_subscriber(true);
+    }
+    sim.run_for(Duration::from_secs(1));
+    let s = sim.worker.stats();
+    assert_eq!(
+        (s.rooms, s.transports, s.tracks, s.subscriptions),
+        (1, 11, 6, 30)
+    );
+    sim.worker.close_room(sim.room).unwrap();
+    sim.drain();
+    let s = sim.worker.stats();
+    assert_eq!(
+        (s.rooms, s.transports, s.tracks, s.subscriptions),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(
+        sim.events
+            .iter()
+            .filter(|e| matches!(e, Event::SubscriptionClosed { .. }))
+            .count(),
+        30
+    );
+    assert_eq!(
+        sim.events
+            .iter()
+            .filter(|e| matches!(e, Event::TrackClosed { .. }))
+            .count(),
+        6
+    );
+    // In-flight packets to the closed transports are dropped and counted, not a panic.
+    let before = sim.worker.stats().counters.rtp_unknown_transport;
+    sim.publishers
+        .iter_mut()
+        .for_each(|p| p.next_frame = sim.now + Duration::from_secs(3600));
+    sim.run_for(Duration::from_millis(100));
+    assert!(sim.worker.stats().counters.rtp_unknown_transport > before);
+    assert_eq!(
+        sim.worker.poll_timeout(),
+        None,
+        "an empty worker has no timer"
+    );
+    sim.worker.check_invariants();
+}
+
+#[test]
+fn rewriting_keeps_seq_contiguous_across_publisher_restart() {
+    let mut sim = Sim::new(7);
+    let p = sim.add_publisher(MediaKind::Audio, false);
+    let s = sim.add_subscriber(false);
+    sim.subscribers[s].send_nacks = false;
+    for _ in 0..3 {
+        sim.run_for(Duration::from_millis(700));
+        // Encoder restart: unrelated sequence number and timestamp.
+        let publisher = &mut sim.publishers[p];
+        publisher.seq = sim.rng.next() as u16;
+        publisher.ts = sim.rng.next() as u32;
+    }
+    sim.run_for(Duration::from_millis(700));
+    let stream = sim.stream(s, 50_000);
+    let seqs: Vec<u64> = stream.arrivals.clone();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "output seq must be contiguous: {seqs:?}"
+    );
+    let ts: Vec<u32> = seqs.iter().map(|s| stream.received[s].0).collect();
+    assert!(
+        ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) as i32 > 0),
+        "timestamps move forward"
+    );
+    assert_eq!(
+        sim.worker.stats().counters.rtp_probation,
+        3,
+        "each restart costs one probation packet"
+    );
+}
+
+#[test]
+fn publisher_gets_receiver_reports_remb_and_twcc_feedback() {
+    let mut sim = Sim::new(8);
+    let p = sim.add_publisher(MediaKind::Video, false);
+    sim.add_subscriber(false);
+    sim.run_for(Duration::from_secs(3));
+    let publisher = &sim.publishers[p];
+    assert!((3..=4).contains(&publisher.rrs), "{}", publisher.rrs);
+    assert_eq!(publisher.remb, Some(Bitrate(2_500_000)));
+    assert!(
+        publisher.twcc >= 25,
+        "TWCC feedback every ~100 ms, got {}",
+        publisher.twcc
+    );
+}
