@@ -1,1 +1,96 @@
-//! Criterion benchmarks live in `benches/`; this library is empty.
+//! Shared fixtures for Mooyaho's criterion benchmarks and the allocation-count test.
+//!
+//! The benches live in `benches/`; this library builds the worker setups they measure, so the
+//! benchmark and the test that guards "no allocation per forwarded packet" measure the same
+//! thing.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use sfu_core::rtp::{Codec, ExtensionKind, ExtensionMap, OutExtensions, RtpHeader};
+use sfu_core::{
+    ClockRate, Config, Direction, MediaKind, Mid, Pt, RtpTime, Rtx, SeqNo, Ssrc,
+    SubscriptionConfig, TrackConfig, TransportConfig, TransportId, Worker,
+};
+
+/// Publisher SSRC of the fixture's video track.
+pub const PUBLISHER_SSRC: Ssrc = Ssrc(0x1000);
+
+/// A worker with one room, one publisher of a VP8 track and `subscribers` subscriber
+/// transports, each subscribed with RTX, mid and transport-cc negotiated (the browser case).
+pub fn fanout_worker(now: Instant, subscribers: usize) -> (Worker, TransportId) {
+    let mut worker = Worker::new(Config::default());
+    let room = worker.create_room().expect("room");
+    let publish = TransportConfig {
+        direction: Direction::Publish,
+        extensions: ExtensionMap::new(&[
+            (1, ExtensionKind::AbsSendTime),
+            (3, ExtensionKind::TransportCc),
+        ]),
+    };
+    let publisher = worker.add_transport(now, room, publish).expect("publisher");
+    let track = TrackConfig {
+        kind: MediaKind::Video,
+        codec: Codec::Vp8,
+        ssrc: PUBLISHER_SSRC,
+        pt: Pt(96),
+        clock_rate: ClockRate(90_000),
+        rtx: Some(Rtx {
+            ssrc: Ssrc(0x1001),
+            pt: Pt(97),
+        }),
+        mid: Mid::new(b"0"),
+    };
+    let track = worker.publish_track(now, publisher, track).expect("track");
+    let subscribe = TransportConfig {
+        direction: Direction::Subscribe,
+        extensions: ExtensionMap::new(&[
+            (1, ExtensionKind::AbsSendTime),
+            (3, ExtensionKind::TransportCc),
+            (4, ExtensionKind::Mid),
+        ]),
+    };
+    for i in 0..subscribers as u32 {
+        let transport = worker
+            .add_transport(now, room, subscribe)
+            .expect("subscriber");
+        let config = SubscriptionConfig {
+            ssrc: Ssrc(0x10_0000 + 2 * i),
+            pt: Pt(96),
+            rtx: Some(Rtx {
+                ssrc: Ssrc(0x10_0001 + 2 * i),
+                pt: Pt(97),
+            }),
+            mid: Mid::new(b"0"),
+        };
+        worker
+            .subscribe(now, transport, track, config)
+            .expect("subscription");
+    }
+    while worker.poll_transmit().is_some() {}
+    while worker.poll_event().is_some() {}
+    (worker, publisher)
+}
+
+/// A VP8 RTP packet as a publisher sends it: abs-send-time and transport-cc extensions and a
+/// `payload_len`-byte payload; `keyframe` marks the first packet of a key frame.
+pub fn video_packet(seq: u16, timestamp: u32, payload_len: usize, keyframe: bool) -> Bytes {
+    let mut extensions = OutExtensions::EMPTY;
+    extensions.push(1, &[0x12, 0x34, 0x56]);
+    extensions.push(3, &seq.to_be_bytes());
+    let header = RtpHeader {
+        ssrc: PUBLISHER_SSRC,
+        pt: Pt(96),
+        seq: SeqNo(u64::from(seq)),
+        timestamp: RtpTime(u64::from(timestamp)),
+        marker: false,
+        extensions,
+        rtx_osn: None,
+    };
+    let mut payload = vec![0xab; payload_len];
+    payload[0] = 0x10;
+    payload[1] = if keyframe { 0x00 } else { 0x01 };
+    let mut buf = BytesMut::with_capacity(1500);
+    header.write_to(&payload, &mut buf);
+    buf.freeze()
+}

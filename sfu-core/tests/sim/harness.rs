@@ -519,4 +519,3 @@ impl Sim {
             .expect("subscriber received the stream")
     }
 }
-
