@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sfu_core::fuzzing::rtcp_compound(std::time::Instant::now(), data));
