@@ -1,0 +1,191 @@
+//! ICE-lite (RFC 8445 §2.5): the SFU only answers connectivity checks. A binding request is
+//! accepted only when its USERNAME names a transport we created, its MESSAGE-INTEGRITY verifies
+//! with that transport's password and its FINGERPRINT is correct; only then does its source
+//! address become (or stay) a valid path for media.
+
+use std::net::SocketAddr;
+
+use stun::attributes::{ATTR_USE_CANDIDATE, ATTR_USERNAME};
+use stun::fingerprint::FINGERPRINT;
+use stun::integrity::MessageIntegrity;
+use stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter};
+use stun::xoraddr::XorMappedAddress;
+
+/// Why a STUN datagram was dropped.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StunError {
+    /// Not a well-formed STUN message.
+    #[error("malformed STUN message")]
+    Malformed,
+    /// Not a binding request (ICE-lite answers nothing else).
+    #[error("not a binding request")]
+    NotBindingRequest,
+    /// No USERNAME, or not `local:remote`.
+    #[error("missing or malformed USERNAME")]
+    BadUsername,
+    /// FINGERPRINT missing or wrong.
+    #[error("bad FINGERPRINT")]
+    BadFingerprint,
+    /// MESSAGE-INTEGRITY missing or wrong for the named transport.
+    #[error("bad MESSAGE-INTEGRITY")]
+    BadIntegrity,
+}
+
+/// A parsed binding request, not yet authenticated.
+#[derive(Debug)]
+pub struct BindingRequest {
+    message: Message,
+    /// The local ufrag the request is addressed to (first half of USERNAME).
+    pub local_ufrag: String,
+    /// The remote ufrag (second half of USERNAME).
+    pub remote_ufrag: String,
+    /// USE-CANDIDATE is present: the controlling agent nominates this pair.
+    pub use_candidate: bool,
+}
+
+impl BindingRequest {
+    /// Parses a datagram classified as STUN.
+    pub fn parse(datagram: &[u8]) -> Result<Self, StunError> {
+        let mut message = Message::new();
+        message
+            .unmarshal_binary(datagram)
+            .map_err(|_| StunError::Malformed)?;
+        if message.typ != BINDING_REQUEST {
+            return Err(StunError::NotBindingRequest);
+        }
+        let username = message
+            .get(ATTR_USERNAME)
+            .map_err(|_| StunError::BadUsername)?;
+        let username = String::from_utf8(username).map_err(|_| StunError::BadUsername)?;
+        let (local, remote) = username.split_once(':').ok_or(StunError::BadUsername)?;
+        if local.is_empty() || remote.is_empty() {
+            return Err(StunError::BadUsername);
+        }
+        Ok(Self {
+            local_ufrag: local.to_owned(),
+            remote_ufrag: remote.to_owned(),
+            use_candidate: message.contains(ATTR_USE_CANDIDATE),
+            message,
+        })
+    }
+
+    /// Verifies FINGERPRINT and MESSAGE-INTEGRITY (short-term credential: the local password).
+    pub fn authenticate(&mut self, local_pwd: &str) -> Result<(), StunError> {
+        FINGERPRINT
+            .check(&self.message)
+            .map_err(|_| StunError::BadFingerprint)?;
+        MessageIntegrity::new_short_term_integrity(local_pwd.to_owned())
+            .check(&mut self.message)
+            .map_err(|_| StunError::BadIntegrity)
+    }
+
+    /// The binding success response to send back to `from`, signed with `local_pwd`.
+    pub fn success(&self, from: SocketAddr, local_pwd: &str) -> Vec<u8> {
+        let mut response = Message::new();
+        response.typ = BINDING_SUCCESS;
+        response.transaction_id = self.message.transaction_id;
+        response.write_header();
+        let setters: [&dyn Setter; 3] = [
+            &XorMappedAddress {
+                ip: from.ip(),
+                port: from.port(),
+            },
+            &MessageIntegrity::new_short_term_integrity(local_pwd.to_owned()),
+            &FINGERPRINT,
+        ];
+        for setter in setters {
+            setter
+                .add_to(&mut response)
+                .expect("adding attributes to a fresh response cannot fail");
+        }
+        response.raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stun::message::Getter;
+
+    use super::*;
+
+    fn request(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
+        let mut m = Message::new();
+        m.typ = BINDING_REQUEST;
+        m.new_transaction_id().unwrap();
+        m.write_header();
+        m.add(ATTR_USERNAME, username.as_bytes());
+        if use_candidate {
+            m.add(ATTR_USE_CANDIDATE, &[]);
+        }
+        MessageIntegrity::new_short_term_integrity(pwd.to_owned())
+            .add_to(&mut m)
+            .unwrap();
+        FINGERPRINT.add_to(&mut m).unwrap();
+        m.raw
+    }
+
+    #[test]
+    fn authenticated_request_gets_a_signed_success() {
+        let raw = request("local:remote", "secret-password", true);
+        let mut req = BindingRequest::parse(&raw).unwrap();
+        assert_eq!(
+            (req.local_ufrag.as_str(), req.remote_ufrag.as_str()),
+            ("local", "remote")
+        );
+        assert!(req.use_candidate);
+        req.authenticate("secret-password").unwrap();
+        let from: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let response = req.success(from, "secret-password");
+        let mut parsed = Message::new();
+        parsed.unmarshal_binary(&response).unwrap();
+        assert_eq!(parsed.typ, BINDING_SUCCESS);
+        FINGERPRINT.check(&parsed).unwrap();
+        MessageIntegrity::new_short_term_integrity("secret-password".into())
+            .check(&mut parsed)
+            .unwrap();
+        let mut mapped = XorMappedAddress::default();
+        mapped.get_from(&parsed).unwrap();
+        assert_eq!(SocketAddr::new(mapped.ip, mapped.port), from);
+    }
+
+    #[test]
+    fn wrong_password_and_tampering_are_refused() {
+        let raw = request("local:remote", "secret-password", false);
+        let mut req = BindingRequest::parse(&raw).unwrap();
+        assert_eq!(
+            req.authenticate("other-password"),
+            Err(StunError::BadIntegrity)
+        );
+        let mut tampered = raw.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        let mut req = BindingRequest::parse(&tampered).unwrap();
+        assert_eq!(
+            req.authenticate("secret-password"),
+            Err(StunError::BadFingerprint)
+        );
+    }
+
+    #[test]
+    fn malformed_requests_are_typed_errors() {
+        assert_eq!(
+            BindingRequest::parse(&[0, 1, 0]).unwrap_err(),
+            StunError::Malformed
+        );
+        let raw = request("nocolon", "pwd", false);
+        assert_eq!(
+            BindingRequest::parse(&raw).unwrap_err(),
+            StunError::BadUsername
+        );
+        let raw = request(":remote", "pwd", false);
+        assert_eq!(
+            BindingRequest::parse(&raw).unwrap_err(),
+            StunError::BadUsername
+        );
+        // Truncations of a valid request never panic.
+        let raw = request("local:remote", "pwd", true);
+        for n in 0..raw.len() {
+            let _ = BindingRequest::parse(&raw[..n]);
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! SDP for the SFU's two kinds of transport: it answers a client's publish offer, and it offers
+//! the client a subscribe PeerConnection carrying every forwarded track. Input SDP is untrusted
+//! text: parsing never panics and every rejection is a typed [`SdpError`].
+//!
+//! The SFU is ICE-lite (`a=ice-lite`), always the DTLS server (`a=setup:passive` in answers,
+//! `a=setup:actpass` in offers, which browsers answer with `active`), BUNDLE-only with rtcp-mux.
+
+use std::net::SocketAddr;
+
+/// Why an SDP was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SdpError {
+    /// Not parseable as SDP.
+    #[error("malformed SDP: {0}")]
+    Malformed(String),
+    /// A required attribute is missing (`what` names it).
+    #[error("SDP lacks {0}")]
+    Missing(&'static str),
+    /// Something present but unsupported (e.g. no BUNDLE, no rtcp-mux, non-sha-256 fingerprint).
+    #[error("unsupported SDP: {0}")]
+    Unsupported(String),
+}
+
+/// ICE credentials (`a=ice-ufrag` / `a=ice-pwd`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IceCredentials {
+    /// Username fragment.
+    pub ufrag: String,
+    /// Password.
+    pub pwd: String,
+}
+
+/// A SHA-256 certificate fingerprint as 32 upper-case hex bytes separated by `:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fingerprint(pub String);
+
+/// What the SFU puts in its own side of every SDP.
+#[derive(Clone, Debug)]
+pub struct LocalDescription {
+    /// The transport's ICE credentials.
+    pub ice: IceCredentials,
+    /// The node's DTLS certificate fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The worker's UDP address announced as the single host candidate.
+    pub candidate: SocketAddr,
+}
+
+/// Audio or video.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `m=audio`.
+    Audio,
+    /// `m=video`.
+    Video,
+}
+
+/// One negotiated codec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Codec {
+    /// Encoding name as in `a=rtpmap` (`opus`, `VP8`, `VP9`, `H264`, `AV1`).
+    pub name: String,
+    /// Payload type.
+    pub pt: u8,
+    /// Clock rate.
+    pub clock_rate: u32,
+    /// Channels (2 for opus), if given.
+    pub channels: Option<u16>,
+    /// The `a=fmtp` parameters, verbatim.
+    pub fmtp: Option<String>,
+    /// `a=rtcp-fb` values for this payload type (`nack`, `nack pli`, `ccm fir`, `goog-remb`, `transport-cc`).
+    pub rtcp_fb: Vec<String>,
+    /// The RTX payload type associated with this codec (`a=fmtp:<rtx> apt=<pt>`), if offered.
+    pub rtx_pt: Option<u8>,
+}
+
+/// A negotiated RTP header extension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Extension {
+    /// Local id (1–14 one-byte, up to 255 two-byte).
+    pub id: u8,
+    /// URI.
+    pub uri: String,
+}
+
+/// One track the client publishes, as accepted in the answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedTrack {
+    /// The m-line's mid.
+    pub mid: String,
+    /// Audio or video.
+    pub kind: Kind,
+    /// The single codec the SFU accepted (first supported one in the client's order).
+    pub codec: Codec,
+    /// Media SSRC (`a=ssrc`, the first SSRC of an `a=ssrc-group:FID` when present).
+    pub ssrc: u32,
+    /// RTX SSRC (second SSRC of `a=ssrc-group:FID`), if any.
+    pub rtx_ssrc: Option<u32>,
+    /// The client's `a=msid` stream and track ids, if present.
+    pub msid: Option<(String, String)>,
+}
+
+/// A parsed publish offer with the SFU's answer to it.
+#[derive(Clone, Debug)]
+pub struct PublishNegotiation {
+    /// The answer SDP to send back.
+    pub answer: String,
+    /// The client's ICE credentials.
+    pub remote_ice: IceCredentials,
+    /// The client's certificate fingerprint (verified during the DTLS handshake).
+    pub remote_fingerprint: Fingerprint,
+    /// Header extensions accepted (ids as the client chose them).
+    pub extensions: Vec<Extension>,
+    /// Tracks accepted. m-lines the SFU cannot use (no supported codec, `inactive`, data
+    /// channels) are rejected in the answer with port 0 and do not appear here.
+    pub tracks: Vec<PublishedTrack>,
+}
+
+/// One track the SFU forwards to a subscriber.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardedTrack {
+    /// The m-line's mid in the subscribe session (stable across re-offers).
+    pub mid: String,
+    /// Audio or video.
+    pub kind: Kind,
+    /// The publisher's codec (same payload type and fmtp; the SFU does not transcode).
+    pub codec: Codec,
+    /// The SSRC the subscriber will receive.
+    pub ssrc: u32,
+    /// The RTX SSRC the subscriber will receive, when the codec has RTX.
+    pub rtx_ssrc: Option<u32>,
+    /// `a=msid` stream id: the publishing session's id, so the client can tell whose it is.
+    pub stream_id: String,
+    /// `a=msid` track id.
+    pub track_id: String,
+    /// False once the track ended: the m-line stays (mids are never reused) as `inactive`
+    /// with port 0... kept as `a=inactive` so the client removes the receiver.
+    pub active: bool,
+}
+
+/// The subscriber's answer to an SFU offer.
+#[derive(Clone, Debug)]
+pub struct SubscribeAnswer {
+    /// The client's ICE credentials.
+    pub remote_ice: IceCredentials,
+    /// The client's certificate fingerprint.
+    pub remote_fingerprint: Fingerprint,
+    /// Header extensions the client accepted (a subset of those offered, same ids).
+    pub extensions: Vec<Extension>,
+    /// Mids the client accepted to receive (`recvonly`, port ≠ 0).
+    pub accepted_mids: Vec<String>,
+}
