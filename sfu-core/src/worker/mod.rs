@@ -141,6 +141,12 @@ impl Worker {
         })
     }
 
+    /// The direction of a live transport; `None` once it is removed (a transmit still queued for
+    /// a removed transport is simply dropped by the media layer).
+    pub fn transport_direction(&self, transport: TransportId) -> Option<crate::Direction> {
+        Some(self.transports.get(transport)?.config.direction)
+    }
+
     /// The latest REMB estimate a subscriber transport reported.
     pub fn remb_estimate(&self, transport: TransportId) -> Option<crate::Bitrate> {
         self.transports.get(transport)?.remb
