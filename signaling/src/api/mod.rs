@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod sfu_servers;
+pub mod web;
 pub mod ws;
 
 use axum::Router;
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .route("/health", get(health::health))
         .route("/websocket", get(ws::upgrade))
+        .merge(web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,0 +1,875 @@
+// src/events.ts
+var Emitter = class {
+  #listeners = /* @__PURE__ */ new Map();
+  addEventListener(type, listener) {
+    let set = this.#listeners.get(type);
+    if (!set) {
+      set = /* @__PURE__ */ new Set();
+      this.#listeners.set(type, set);
+    }
+    set.add(listener);
+  }
+  removeEventListener(type, listener) {
+    this.#listeners.get(type)?.delete(listener);
+  }
+  emit(type, payload) {
+    for (const listener of [...this.#listeners.get(type) ?? []]) {
+      try {
+        listener(payload);
+      } catch (e) {
+        console.error(`mooyaho: "${type}" listener threw`, e);
+      }
+    }
+  }
+  removeAllListeners() {
+    this.#listeners.clear();
+  }
+};
+
+// src/mesh.ts
+var PeerLink = class {
+  constructor(sessionId, config, io) {
+    this.sessionId = sessionId;
+    this.pc = new RTCPeerConnection(config);
+    this.pc.onicecandidate = (e) => {
+      io.send({ type: "candidate", to: sessionId, candidate: e.candidate ? e.candidate.toJSON() : null });
+    };
+    this.pc.ontrack = (e) => io.onTrack(sessionId, e.track);
+    this.pc.onconnectionstatechange = () => {
+      const state = this.pc.connectionState;
+      if (state === "connected") io.onConnected(sessionId, this.pc);
+      if (state === "failed" && !this.#closed) io.onFailed(sessionId);
+    };
+  }
+  sessionId;
+  pc;
+  #queued = [];
+  #closed = false;
+  /** Offerer side: one transceiver per kind, sending what we have and receiving either way. */
+  async createOffer(local) {
+    for (const kind of ["audio", "video"]) {
+      const track = local?.getTracks().find((t) => t.kind === kind);
+      if (track && local) this.pc.addTransceiver(track, { direction: "sendrecv", streams: [local] });
+      else this.pc.addTransceiver(kind, { direction: "recvonly" });
+    }
+    const offer = await this.pc.createOffer();
+    await this.pc.setLocalDescription(offer);
+    return this.pc.localDescription?.sdp ?? "";
+  }
+  /** Answerer side: attaches local tracks to the offered transceivers. */
+  async answerOffer(sdp, local) {
+    await this.pc.setRemoteDescription({ type: "offer", sdp });
+    for (const transceiver of this.pc.getTransceivers()) {
+      const kind = transceiver.receiver.track.kind;
+      const track = local?.getTracks().find((t) => t.kind === kind);
+      if (track && local) {
+        await transceiver.sender.replaceTrack(track);
+        transceiver.sender.setStreams(local);
+        transceiver.direction = "sendrecv";
+      } else {
+        transceiver.direction = "recvonly";
+      }
+    }
+    const answer = await this.pc.createAnswer();
+    await this.pc.setLocalDescription(answer);
+    await this.#flush();
+    return this.pc.localDescription?.sdp ?? "";
+  }
+  async acceptAnswer(sdp) {
+    if (this.pc.signalingState !== "have-local-offer") return;
+    await this.pc.setRemoteDescription({ type: "answer", sdp });
+    await this.#flush();
+  }
+  async addCandidate(candidate) {
+    if (!this.pc.remoteDescription) {
+      this.#queued.push(candidate);
+      return;
+    }
+    await this.#apply(candidate);
+  }
+  close() {
+    this.#closed = true;
+    this.#queued = [];
+    this.pc.onicecandidate = this.pc.ontrack = this.pc.onconnectionstatechange = null;
+    this.pc.close();
+  }
+  async #flush() {
+    const queued = this.#queued;
+    this.#queued = [];
+    for (const candidate of queued) await this.#apply(candidate);
+  }
+  async #apply(candidate) {
+    if (this.#closed) return;
+    try {
+      await (candidate ? this.pc.addIceCandidate(candidate) : this.pc.addIceCandidate());
+    } catch (e) {
+      console.warn("mooyaho: ignoring ICE candidate", e);
+    }
+  }
+};
+var Mesh = class {
+  constructor(config, io) {
+    this.config = config;
+    this.io = io;
+  }
+  config;
+  io;
+  peers = /* @__PURE__ */ new Map();
+  /** Candidates from sessions we have no link with yet. */
+  #early = /* @__PURE__ */ new Map();
+  /** Offers to `to` (mesh: to a newcomer; direct call: the callee). Rejects if the server refuses. */
+  async offer(to, local) {
+    this.close(to);
+    const link = this.#link(to);
+    const sdp = await link.createOffer(local);
+    await this.io.request({ type: "call", to, sdp });
+  }
+  /** Answers an offer from `from` (mesh member, or an accepted direct call). */
+  async answer(from, sdp, local) {
+    this.close(from, { keepEarly: true });
+    const link = this.#link(from);
+    const early = this.#early.get(from) ?? [];
+    this.#early.delete(from);
+    for (const candidate of early) await link.addCandidate(candidate);
+    const answer = await link.answerOffer(sdp, local);
+    await this.io.request({ type: "answer", to: from, sdp: answer });
+  }
+  async answered(from, sdp) {
+    await this.peers.get(from)?.acceptAnswer(sdp);
+  }
+  async candidate(from, candidate) {
+    const link = this.peers.get(from);
+    if (link) {
+      await link.addCandidate(candidate);
+      return;
+    }
+    const early = this.#early.get(from) ?? [];
+    if (early.length < 200) early.push(candidate);
+    this.#early.set(from, early);
+  }
+  /** Closes the link with `sessionId`; true if there was one. */
+  close(sessionId, options = {}) {
+    if (!options.keepEarly) this.#early.delete(sessionId);
+    const link = this.peers.get(sessionId);
+    if (!link) return false;
+    this.peers.delete(sessionId);
+    link.close();
+    return true;
+  }
+  closeAll() {
+    for (const id of [...this.peers.keys()]) this.close(id);
+    this.#early.clear();
+  }
+  #link(sessionId) {
+    const link = new PeerLink(sessionId, this.config, this.io);
+    this.peers.set(sessionId, link);
+    return link;
+  }
+};
+
+// src/sfu.ts
+var Sfu = class {
+  constructor(config, io) {
+    this.config = config;
+    this.io = io;
+  }
+  config;
+  io;
+  publisher = null;
+  subscriber = null;
+  /** Re-offers are applied one at a time, in arrival order. */
+  #subscribeChain = Promise.resolve();
+  /** Our publish candidates, held until the SFU accepted the publish offer. */
+  #outgoing = [];
+  /** Which session each received track belongs to (from its stream id). */
+  #trackSession = /* @__PURE__ */ new Map();
+  #closed = false;
+  /** Publishes the local tracks. Rejects with the server's error (e.g. `sfu_unavailable`). */
+  async publish(local) {
+    const pc = new RTCPeerConnection(this.config);
+    this.publisher = pc;
+    for (const track of local.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [local] });
+    pc.onicecandidate = (e) => {
+      const candidate = e.candidate ? e.candidate.toJSON() : null;
+      if (this.#outgoing) this.#outgoing.push(candidate);
+      else this.io.send({ type: "candidate", isSFU: true, candidate });
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "connected") this.io.onPublishConnected(pc);
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    const reply = await this.io.request({ type: "call", isSFU: true, sdp: pc.localDescription?.sdp ?? "" });
+    if (reply.type === "answered") await this.answered(String(reply["sdp"]));
+    const held = this.#outgoing ?? [];
+    this.#outgoing = null;
+    for (const candidate of held) this.io.send({ type: "candidate", isSFU: true, candidate });
+  }
+  async answered(sdp) {
+    if (this.publisher?.signalingState === "have-local-offer") {
+      await this.publisher.setRemoteDescription({ type: "answer", sdp });
+    }
+  }
+  /** A (re-)offer of the subscribe PeerConnection. */
+  offered(sdp) {
+    this.#subscribeChain = this.#subscribeChain.then(() => this.#answer(sdp)).catch((e) => {
+      console.error("mooyaho: SFU re-offer failed", e);
+    });
+    return this.#subscribeChain;
+  }
+  /** SFU candidates carry no session; route them by ICE username fragment. */
+  async candidate(candidate) {
+    const ufrag = candidate?.usernameFragment;
+    const pcs = [this.publisher, this.subscriber].filter((pc) => pc !== null);
+    const target = pcs.find((pc) => ufrag && pc.remoteDescription?.sdp.includes(`a=ice-ufrag:${ufrag}`)) ?? this.publisher;
+    if (!target?.remoteDescription) return;
+    await (candidate ? target.addIceCandidate(candidate) : target.addIceCandidate()).catch(() => void 0);
+  }
+  close() {
+    this.#closed = true;
+    for (const pc of [this.publisher, this.subscriber]) {
+      if (!pc) continue;
+      pc.onicecandidate = pc.ontrack = pc.onconnectionstatechange = null;
+      pc.close();
+    }
+    this.publisher = this.subscriber = null;
+    this.#trackSession.clear();
+  }
+  async #answer(sdp) {
+    if (this.#closed) return;
+    const pc = this.subscriber ?? this.#createSubscriber();
+    await pc.setRemoteDescription({ type: "offer", sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await this.io.request({ type: "answer", isSFU: true, sdp: pc.localDescription?.sdp ?? "" });
+    for (const transceiver of pc.getTransceivers()) {
+      const track = transceiver.receiver.track;
+      const session = this.#trackSession.get(track);
+      const receiving = transceiver.currentDirection === "recvonly" || transceiver.currentDirection === "sendrecv";
+      if (session && !receiving) {
+        this.#trackSession.delete(track);
+        this.io.onTrackEnded(session, track);
+      }
+    }
+  }
+  #createSubscriber() {
+    const pc = new RTCPeerConnection(this.config);
+    this.subscriber = pc;
+    pc.onicecandidate = (e) => {
+      this.io.send({ type: "candidate", isSFU: true, candidate: e.candidate ? e.candidate.toJSON() : null });
+    };
+    pc.ontrack = (e) => {
+      const session = e.streams[0]?.id;
+      if (!session) return;
+      this.#trackSession.set(e.track, session);
+      this.io.onTrack(session, e.track);
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "connected") this.io.onSubscribeConnected(pc);
+    };
+    return pc;
+  }
+};
+
+// src/types.ts
+var MooyahoError = class extends Error {
+  code;
+  /** The request type that failed, when there was one. */
+  request;
+  constructor(code, message, request) {
+    super(message);
+    this.name = "MooyahoError";
+    this.code = code;
+    this.request = request;
+  }
+};
+
+// src/socket.ts
+var MAX_BACKOFF_MS = 1e4;
+var SignalingSocket = class {
+  constructor(url, handlers, options) {
+    this.url = url;
+    this.handlers = handlers;
+    this.options = options;
+  }
+  url;
+  handlers;
+  options;
+  /** The live WebSocket (null while disconnected). Public so tests can drop it. */
+  ws = null;
+  /** The session this client holds; unchanged across successful resumes. */
+  sessionId = null;
+  #token = null;
+  #pending = /* @__PURE__ */ new Map();
+  #nextRequestId = 1;
+  #heartbeat = null;
+  #reconnecting = false;
+  #disposed = false;
+  #connecting = null;
+  get connected() {
+    return this.ws !== null && this.ws.readyState === WebSocket.OPEN && this.sessionId !== null;
+  }
+  /** Opens the first connection; resolves the new session id, rejects on failure or timeout. */
+  connect() {
+    if (this.#disposed) return Promise.reject(new MooyahoError("invalid_state", "disposed"));
+    if (this.sessionId !== null && this.connected) return Promise.resolve(this.sessionId);
+    this.#connecting ??= this.#open().then(
+      ({ id, token }) => {
+        this.sessionId = id;
+        this.#token = token;
+        this.#connecting = null;
+        return id;
+      },
+      (e) => {
+        this.#connecting = null;
+        throw e;
+      }
+    );
+    return this.#connecting;
+  }
+  /** Sends a request and resolves its reply (`ack` for requests with no natural reply). */
+  request(message, timeoutMs = this.options.requestTimeoutMs) {
+    const type = String(message["type"]);
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      return Promise.reject(new MooyahoError("disconnected", `cannot send ${type}: not connected`, type));
+    }
+    const requestId = this.#nextRequestId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(requestId);
+        reject(new MooyahoError("timeout", `no reply to ${type} within ${timeoutMs} ms`, type));
+      }, timeoutMs);
+      this.#pending.set(requestId, { type, resolve, reject, timer });
+      ws.send(JSON.stringify({ ...message, requestId }));
+    });
+  }
+  /** Fire-and-forget: a refusal is still reported, through `onError`. */
+  send(message) {
+    this.request(message).catch((e) => this.handlers.onError(e));
+  }
+  /** Closes the socket as if the network dropped it; the client reconnects and resumes. */
+  drop() {
+    this.ws?.close();
+  }
+  /** Closes for good: no reconnect. */
+  dispose() {
+    this.#disposed = true;
+    const ws = this.ws;
+    this.#detach(new MooyahoError("disconnected", "disposed"));
+    ws?.close();
+  }
+  /** One WebSocket up to its `connected` frame. */
+  #open() {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (e) {
+        reject(new MooyahoError("disconnected", `cannot open ${this.url}: ${String(e)}`));
+        return;
+      }
+      const fail = (error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        ws.onmessage = ws.onclose = ws.onerror = null;
+        ws.close();
+        reject(error);
+      };
+      const timer = setTimeout(
+        () => fail(new MooyahoError("timeout", `no "connected" within ${this.options.requestTimeoutMs} ms`)),
+        this.options.requestTimeoutMs
+      );
+      ws.onerror = () => fail(new MooyahoError("disconnected", `WebSocket to ${this.url} failed`));
+      ws.onclose = () => fail(new MooyahoError("disconnected", `WebSocket to ${this.url} closed`));
+      ws.onmessage = (event) => {
+        const frame = parse(event.data);
+        if (!frame) return;
+        if (frame.type === "error") {
+          fail(new MooyahoError(String(frame["code"]), String(frame["message"])));
+          return;
+        }
+        if (frame.type !== "connected" || settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.#attach(ws);
+        resolve({ id: String(frame["id"]), token: String(frame["token"]) });
+      };
+    });
+  }
+  #attach(ws) {
+    this.ws = ws;
+    ws.onmessage = (event) => {
+      const frame = parse(event.data);
+      if (frame) this.#dispatch(frame);
+    };
+    ws.onerror = null;
+    ws.onclose = () => {
+      if (this.ws === ws) this.#lost();
+    };
+    this.#heartbeat = setInterval(() => {
+      this.request({ type: "ping" }, this.options.heartbeatMs).catch(() => {
+        if (this.ws === ws) {
+          this.#lost();
+          ws.close();
+        }
+      });
+    }, this.options.heartbeatMs);
+  }
+  #dispatch(frame) {
+    const id = frame.requestId;
+    const pending = typeof id === "number" ? this.#pending.get(id) : void 0;
+    if (pending && typeof id === "number") {
+      this.#pending.delete(id);
+      clearTimeout(pending.timer);
+      if (frame.type === "error") {
+        pending.reject(new MooyahoError(String(frame["code"]), String(frame["message"]), pending.type));
+      } else {
+        pending.resolve(frame);
+      }
+      return;
+    }
+    if (frame.type === "error") {
+      this.handlers.onError(new MooyahoError(String(frame["code"]), String(frame["message"])));
+      return;
+    }
+    if (frame.type === "pong" || frame.type === "ack") return;
+    this.handlers.onEvent(frame);
+  }
+  /** Forgets the current socket: pending requests fail now rather than at their timeouts. */
+  #detach(error) {
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = null;
+    if (this.ws) this.ws.onmessage = this.ws.onclose = this.ws.onerror = null;
+    this.ws = null;
+    for (const pending of this.#pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(error);
+    }
+    this.#pending.clear();
+  }
+  #lost() {
+    this.#detach(new MooyahoError("disconnected", "the signaling socket closed"));
+    if (!this.#disposed && !this.#reconnecting && this.sessionId !== null) void this.#reconnect();
+  }
+  async #reconnect() {
+    this.#reconnecting = true;
+    try {
+      for (let attempt = 0; !this.#disposed; attempt++) {
+        const base = Math.min(MAX_BACKOFF_MS, 250 * 2 ** attempt);
+        await sleep(base / 2 + Math.random() * (base / 2));
+        if (this.#disposed) return;
+        let fresh;
+        try {
+          fresh = await this.#open();
+        } catch {
+          continue;
+        }
+        if (this.#disposed) {
+          this.ws?.close();
+          return;
+        }
+        const previous = this.sessionId;
+        try {
+          const reply = await this.request({ type: "reuseId", id: previous, token: this.#token });
+          this.#token = String(reply["token"]);
+          this.handlers.onResumed(String(reply["id"]), reply);
+          return;
+        } catch (e) {
+          const error = e;
+          if (error.code === "disconnected" || error.code === "timeout") continue;
+          this.sessionId = fresh.id;
+          this.#token = fresh.token;
+          this.handlers.onResumeFailed(fresh.id, error);
+          return;
+        }
+      }
+    } finally {
+      this.#reconnecting = false;
+    }
+  }
+};
+function parse(data) {
+  if (typeof data !== "string") return null;
+  try {
+    const frame = JSON.parse(data);
+    if (frame && typeof frame === "object" && typeof frame.type === "string") {
+      return frame;
+    }
+  } catch {
+  }
+  return null;
+}
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// src/Mooyaho.ts
+var CALL_TIMEOUT_MS = 6e4;
+var Mooyaho = class extends Emitter {
+  config;
+  /** The current channel id, or '' outside a channel (the original's convention). */
+  channelId = "";
+  sfuEnabled = false;
+  /** Members of the current channel, this client included. */
+  sessions = /* @__PURE__ */ new Map();
+  /** One stream per remote session, owned by the SDK (tracks are added and removed in place). */
+  remoteStreams = /* @__PURE__ */ new Map();
+  #socket;
+  #rtc;
+  #local = null;
+  #mesh;
+  #sfu = null;
+  /** Settles once `enter` has finished and the member list is loaded. */
+  #entering = null;
+  #calls = /* @__PURE__ */ new Map();
+  /** Direct calls ringing here, so a second offer from the same caller replaces the first. */
+  #incoming = /* @__PURE__ */ new Map();
+  constructor(config) {
+    super();
+    this.config = { ...config };
+    this.#rtc = { iceServers: config.iceServers ?? [] };
+    const base = config.url.replace(/^http/, "ws").replace(/\/+$/, "");
+    const url = `${base}/websocket?allowDirectCall=${config.allowDirectCall ? "true" : "false"}`;
+    this.#socket = new SignalingSocket(
+      url,
+      {
+        onEvent: (frame) => void this.#onEvent(frame).catch((e) => this.#fail(e)),
+        onResumed: (sessionId) => void this.#onResumed(sessionId),
+        onResumeFailed: (sessionId, error) => this.#onResumeFailed(sessionId, error),
+        onError: (error) => this.emit("error", error)
+      },
+      { requestTimeoutMs: config.requestTimeoutMs ?? 1e4, heartbeatMs: config.heartbeatMs ?? 5e3 }
+    );
+    this.#mesh = new Mesh(this.#rtc, {
+      request: (m) => this.#socket.request(m),
+      send: (m) => this.#socket.send(m),
+      onTrack: (id, track) => this.#addRemoteTrack(id, track),
+      onConnected: (sessionId, peer) => this.emit("peerConnected", { sessionId, peer }),
+      onFailed: (sessionId) => this.hangUp(sessionId)
+    });
+  }
+  /** The signaling socket (tests use `socket.drop()` to simulate a network drop). */
+  get socket() {
+    return this.#socket;
+  }
+  get sessionId() {
+    return this.#socket.sessionId;
+  }
+  /** Peer-to-peer PeerConnections by remote session id. */
+  get peers() {
+    return new Map([...this.#mesh.peers].map(([id, link]) => [id, link.pc]));
+  }
+  /** The SFU PeerConnections, when in an SFU channel. */
+  get sfuPeers() {
+    return { publisher: this.#sfu?.publisher ?? null, subscriber: this.#sfu?.subscriber ?? null };
+  }
+  get sessionsArray() {
+    return [...this.sessions.values()];
+  }
+  /** Opens the socket; resolves the session id. Rejects on failure or timeout. */
+  async connect() {
+    const id = await this.#socket.connect();
+    this.emit("connected", { sessionId: id });
+    return id;
+  }
+  /** Camera/microphone, cached. Call before `enter`/`directCall`: tracks go into PCs created later. */
+  async createUserMedia(constraints = { audio: true, video: true }) {
+    this.#local ??= await navigator.mediaDevices.getUserMedia(constraints);
+    return this.#local;
+  }
+  getMyStream() {
+    return this.#local;
+  }
+  getRemoteStreamById(sessionId) {
+    return this.remoteStreams.get(sessionId) ?? null;
+  }
+  /** Binds a user to this session (only when the server runs with anonymous mode on). */
+  async integrateUser(user) {
+    const reply = await this.#socket.request({ type: "integrateUser", user });
+    return reply["user"];
+  }
+  /** Enters a channel. Resolves once entered and the member list is loaded; rejects with the server's error. */
+  enter(channelId) {
+    const entering = (async () => {
+      if (this.channelId && this.channelId !== channelId) this.#reset();
+      const reply = await this.#socket.request({ type: "enter", channel: channelId });
+      this.channelId = String(reply["channel"]);
+      this.sfuEnabled = reply["sfuEnabled"] === true;
+      await this.#loadSessions();
+      this.emit("enterSuccess", { channel: this.channelId, sfuEnabled: this.sfuEnabled });
+      if (this.sfuEnabled) this.#startSfu();
+    })();
+    this.#entering = entering.catch(() => void 0);
+    return entering;
+  }
+  /** Leaves the channel and releases everything tied to it. */
+  async leave() {
+    const wasIn = this.channelId !== "";
+    this.#reset();
+    if (wasIn) await this.#socket.request({ type: "leave" });
+  }
+  /** Calls a session outside any shared channel. Resolves when it accepts, rejects when it declines. */
+  async directCall(sessionId) {
+    if (!this.config.allowDirectCall) {
+      throw new MooyahoError("invalid_state", "direct calls need `allowDirectCall: true`", "call");
+    }
+    this.#settleCall(sessionId, new MooyahoError("invalid_state", "superseded by a new call"));
+    const answered = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#calls.delete(sessionId);
+        this.hangUp(sessionId);
+        reject(new MooyahoError("timeout", "the call was not answered", "call"));
+      }, CALL_TIMEOUT_MS);
+      this.#calls.set(sessionId, { resolve, reject, timer });
+    });
+    try {
+      await this.#mesh.offer(sessionId, this.#local);
+    } catch (e) {
+      this.#settleCall(sessionId, e);
+      this.#mesh.close(sessionId);
+    }
+    return answered;
+  }
+  /** Ends a peer-to-peer connection (a direct call, typically) and drops that session's stream. */
+  hangUp(sessionId) {
+    const had = this.#mesh.close(sessionId);
+    this.#dropStream(sessionId);
+    if (had) this.emit("peerDisconnected", { sessionId });
+  }
+  /** Announces a mute/camera change and applies it to the local tracks. */
+  async updateMediaState(key, value) {
+    const kind = key === "muted" ? "audio" : "video";
+    for (const track of this.#local?.getTracks() ?? []) if (track.kind === kind) track.enabled = !value;
+    if (this.channelId) await this.#socket.request({ type: "updateMediaState", key, value });
+  }
+  /** Chat to the channel: a string is sent as text, anything else as custom data. */
+  async sendMessage(message) {
+    const body = typeof message === "string" ? { type: "text", text: message } : { type: "custom", data: message };
+    await this.#socket.request({ type: "message", message: body });
+  }
+  /** The channel's members, fresh from the server. */
+  async getSessions() {
+    const reply = await this.#socket.request({ type: "listSessions" });
+    return reply["sessions"] ?? [];
+  }
+  /** Simulates a network drop (the original's name): the client reconnects and resumes. */
+  manuallyDisconnect() {
+    this.#socket.drop();
+  }
+  /** Closes everything; the instance cannot be used again. */
+  dispose() {
+    this.#reset();
+    for (const id of [...this.#calls.keys()]) this.#settleCall(id, new MooyahoError("invalid_state", "disposed"));
+    this.#socket.dispose();
+    this.#local?.getTracks().forEach((t) => t.stop());
+    this.#local = null;
+    this.removeAllListeners();
+  }
+  // ---- server events ------------------------------------------------------------------------
+  async #onEvent(frame) {
+    const from = typeof frame["from"] === "string" ? frame["from"] : null;
+    const sessionId = String(frame["sessionId"] ?? "");
+    switch (frame.type) {
+      case "entered": {
+        const isSelf = sessionId === this.sessionId;
+        const known = this.sessions.has(sessionId);
+        this.sessions.set(sessionId, {
+          id: sessionId,
+          user: frame["user"],
+          state: this.sessions.get(sessionId)?.state ?? { muted: false, videoOff: false }
+        });
+        this.emit("entered", { sessionId, user: frame["user"], isSelf });
+        if (isSelf || known) return;
+        if (this.#entering) await this.#entering;
+        if (!this.sfuEnabled && this.channelId && this.sessions.has(sessionId)) {
+          await this.#mesh.offer(sessionId, this.#local);
+        }
+        return;
+      }
+      case "left":
+        this.#removeMember(sessionId);
+        return;
+      case "called":
+        if (frame["isSFU"] === true) await this.#sfu?.offered(String(frame["sdp"]));
+        else if (from) await this.#onCalled(from, String(frame["sdp"]));
+        return;
+      case "answered":
+        if (frame["isSFU"] === true) await this.#sfu?.answered(String(frame["sdp"]));
+        else if (from) {
+          await this.#mesh.answered(from, String(frame["sdp"]));
+          this.#settleCall(from);
+        }
+        return;
+      case "candidated": {
+        const candidate = frame["candidate"] ?? null;
+        if (frame["isSFU"] === true) await this.#sfu?.candidate(candidate);
+        else if (from) await this.#mesh.candidate(from, candidate);
+        return;
+      }
+      case "rejected": {
+        const reason = typeof frame["reason"] === "string" ? frame["reason"] : null;
+        if (!from) return;
+        this.hangUp(from);
+        this.#settleCall(from, new MooyahoError("rejected", reason ?? "the call was declined", "call"));
+        this.emit("callRejected", { sessionId: from, reason });
+        return;
+      }
+      case "messaged":
+        this.emit("messaged", {
+          sessionId,
+          message: frame["message"],
+          isSelf: sessionId === this.sessionId
+        });
+        return;
+      case "updatedMediaState": {
+        const key = frame["key"];
+        const value = frame["value"] === true;
+        const member = this.sessions.get(sessionId);
+        if (member) member.state[key] = value;
+        this.emit("updatedMediaState", { sessionId, key, value, isSelf: sessionId === this.sessionId });
+        return;
+      }
+      case "channelClosed": {
+        const channel = String(frame["channel"]);
+        if (channel === this.channelId) this.#reset();
+        this.emit("channelClosed", { channel });
+        return;
+      }
+      case "integrated":
+        this.emit("integrated", { user: frame["user"] });
+        return;
+      default:
+        return;
+    }
+  }
+  async #onCalled(from, sdp) {
+    if (this.#entering) await this.#entering;
+    if (this.channelId && !this.sfuEnabled && this.sessions.has(from)) {
+      await this.#mesh.answer(from, sdp, this.#local);
+      return;
+    }
+    if (this.#mesh.peers.has(from)) {
+      await this.#mesh.answer(from, sdp, this.#local);
+      return;
+    }
+    if (!this.config.allowDirectCall) return;
+    this.#incoming.set(from, sdp);
+    let settled = false;
+    const call = {
+      sessionId: from,
+      accept: async () => {
+        if (settled) throw new MooyahoError("invalid_state", "this call was already answered or declined");
+        settled = true;
+        const offer = this.#incoming.get(from) ?? sdp;
+        this.#incoming.delete(from);
+        await this.#mesh.answer(from, offer, this.#local);
+      },
+      reject: (reason) => {
+        if (settled) return;
+        settled = true;
+        this.#incoming.delete(from);
+        this.#mesh.close(from);
+        this.#socket.send(reason === void 0 ? { type: "reject", to: from } : { type: "reject", to: from, reason });
+      }
+    };
+    this.emit("incomingCall", call);
+  }
+  async #onResumed(sessionId) {
+    this.emit("reconnected", { sessionId });
+    if (!this.channelId) return;
+    try {
+      const current = await this.getSessions();
+      const ids = new Set(current.map((s) => s.id));
+      for (const id of [...this.sessions.keys()]) if (!ids.has(id)) this.#removeMember(id);
+      for (const member of current) {
+        if (this.sessions.has(member.id)) continue;
+        this.sessions.set(member.id, member);
+        this.emit("entered", { sessionId: member.id, user: member.user, isSelf: false });
+        if (!this.sfuEnabled) await this.#mesh.offer(member.id, this.#local);
+      }
+    } catch (e) {
+      this.#fail(e);
+    }
+  }
+  #onResumeFailed(sessionId, error) {
+    const channel = this.channelId;
+    this.#reset();
+    this.emit("error", error);
+    if (channel) this.emit("channelClosed", { channel });
+    this.emit("connected", { sessionId });
+  }
+  // ---- internals --------------------------------------------------------------------------
+  async #loadSessions() {
+    const sessions = await this.getSessions();
+    this.sessions.clear();
+    for (const session of sessions) this.sessions.set(session.id, session);
+  }
+  #startSfu() {
+    const sfu = new Sfu(this.#rtc, {
+      request: (m) => this.#socket.request(m),
+      send: (m) => this.#socket.send(m),
+      onTrack: (id, track) => this.#addRemoteTrack(id, track),
+      onTrackEnded: (id, track) => this.#removeRemoteTrack(id, track),
+      onPublishConnected: (peer) => this.emit("sfuPeerConnected", { peer }),
+      onSubscribeConnected: (peer) => this.emit("peerConnected", { sessionId: null, peer })
+    });
+    this.#sfu = sfu;
+    if (this.#local) sfu.publish(this.#local).catch((e) => this.#fail(e));
+  }
+  #removeMember(sessionId) {
+    if (!this.sessions.delete(sessionId)) return;
+    this.#mesh.close(sessionId);
+    this.#dropStream(sessionId);
+    this.emit("left", { sessionId });
+  }
+  #addRemoteTrack(sessionId, track) {
+    let stream = this.remoteStreams.get(sessionId);
+    if (!stream) {
+      stream = new MediaStream();
+      this.remoteStreams.set(sessionId, stream);
+    }
+    for (const old of stream.getTracks()) if (old.kind === track.kind && old !== track) stream.removeTrack(old);
+    if (!stream.getTracks().includes(track)) stream.addTrack(track);
+    this.emit("remoteStreamChanged", { sessionId });
+  }
+  #removeRemoteTrack(sessionId, track) {
+    const stream = this.remoteStreams.get(sessionId);
+    if (!stream) return;
+    stream.removeTrack(track);
+    if (stream.getTracks().length === 0) this.remoteStreams.delete(sessionId);
+    this.emit("remoteStreamChanged", { sessionId });
+  }
+  #dropStream(sessionId) {
+    if (this.remoteStreams.delete(sessionId)) this.emit("remoteStreamChanged", { sessionId });
+  }
+  /** Forgets everything tied to the channel: peers, SFU, streams, members (bug 12). */
+  #reset() {
+    this.#mesh.closeAll();
+    this.#sfu?.close();
+    this.#sfu = null;
+    const streams = [...this.remoteStreams.keys()];
+    this.remoteStreams.clear();
+    for (const sessionId of streams) this.emit("remoteStreamChanged", { sessionId });
+    this.sessions.clear();
+    this.#incoming.clear();
+    this.channelId = "";
+    this.sfuEnabled = false;
+    this.#entering = null;
+  }
+  #settleCall(sessionId, error) {
+    const call = this.#calls.get(sessionId);
+    if (!call) return;
+    this.#calls.delete(sessionId);
+    clearTimeout(call.timer);
+    if (error) call.reject(error);
+    else call.resolve();
+  }
+  #fail(e) {
+    this.emit("error", e instanceof MooyahoError ? e : new MooyahoError("webrtc", String(e)));
+  }
+};
+export {
+  Mooyaho,
+  MooyahoError
+};

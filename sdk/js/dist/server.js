@@ -1,0 +1,95 @@
+// src/server.ts
+var MooyahoApiError = class extends Error {
+  status;
+  /** The server's short error name (`Not Found`, ...), when it sent one. */
+  error;
+  constructor(status, message, error) {
+    super(message);
+    this.name = "MooyahoApiError";
+    this.status = status;
+    this.error = error;
+  }
+};
+var MooyahoServer = class {
+  baseUrl;
+  #apiKey;
+  #timeoutMs;
+  constructor(config) {
+    const baseUrl = config.baseUrl.replace(/\/+$/, "");
+    if (!/^https?:\/\//.test(baseUrl)) throw new TypeError(`baseUrl must be http(s): ${config.baseUrl}`);
+    this.baseUrl = baseUrl;
+    this.#apiKey = config.apiKey;
+    this.#timeoutMs = config.timeoutMs ?? 1e4;
+  }
+  createChannel(sfuEnabled = false) {
+    return this.#call("POST", "/channels", { sfuEnabled });
+  }
+  getChannel(id) {
+    return this.#call("GET", `/channels/${encodeURIComponent(id)}`);
+  }
+  listChannels() {
+    return this.#call("GET", "/channels");
+  }
+  async deleteChannel(id) {
+    await this.#call("DELETE", `/channels/${encodeURIComponent(id)}`);
+  }
+  bulkDeleteChannels(ids) {
+    return this.#call("POST", "/channels/bulk-delete", { ids });
+  }
+  /** Binds a user (an object with a non-empty string `id`) to a browser's session. */
+  integrateUser(sessionId, user) {
+    return this.#call("POST", `/sessions/${encodeURIComponent(sessionId)}`, user);
+  }
+  createSfuServer(address, fingerprint) {
+    return this.#call("POST", "/sfu-servers", fingerprint === void 0 ? { address } : { address, fingerprint });
+  }
+  listSfuServers() {
+    return this.#call("GET", "/sfu-servers");
+  }
+  getSfuServer(id) {
+    return this.#call("GET", `/sfu-servers/${id}`);
+  }
+  updateSfuServer(id, patch) {
+    return this.#call("PATCH", `/sfu-servers/${id}`, patch);
+  }
+  drainSfuServer(id) {
+    return this.#call("POST", `/sfu-servers/${id}/drain`);
+  }
+  /** `force` deletes even while channels are placed on the node (otherwise 409). */
+  async deleteSfuServer(id, force = false) {
+    await this.#call("DELETE", `/sfu-servers/${id}?force=${force}`);
+  }
+  async #call(method, path, body) {
+    let response;
+    try {
+      response = await fetch(this.baseUrl + path, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.#apiKey}`,
+          ...body === void 0 ? {} : { "content-type": "application/json" }
+        },
+        body: body === void 0 ? null : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.#timeoutMs)
+      });
+    } catch (e) {
+      throw new MooyahoApiError(0, `${method} ${path}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+    const text = await response.text();
+    if (!response.ok) {
+      let message = text || response.statusText;
+      let error;
+      try {
+        const parsed = JSON.parse(text);
+        if (typeof parsed.message === "string") message = parsed.message;
+        if (typeof parsed.error === "string") error = parsed.error;
+      } catch {
+      }
+      throw new MooyahoApiError(response.status, message, error);
+    }
+    return text ? JSON.parse(text) : void 0;
+  }
+};
+export {
+  MooyahoApiError,
+  MooyahoServer
+};

@@ -1,0 +1,52 @@
+import { Emitter } from './events.js';
+import { SignalingSocket } from './socket.js';
+import { type MediaKey, type MooyahoConfig, type SessionInfo } from './types.js';
+export declare class Mooyaho extends Emitter {
+    #private;
+    readonly config: Readonly<MooyahoConfig>;
+    /** The current channel id, or '' outside a channel (the original's convention). */
+    channelId: string;
+    sfuEnabled: boolean;
+    /** Members of the current channel, this client included. */
+    readonly sessions: Map<string, SessionInfo>;
+    /** One stream per remote session, owned by the SDK (tracks are added and removed in place). */
+    readonly remoteStreams: Map<string, MediaStream>;
+    constructor(config: MooyahoConfig);
+    /** The signaling socket (tests use `socket.drop()` to simulate a network drop). */
+    get socket(): SignalingSocket;
+    get sessionId(): string | null;
+    /** Peer-to-peer PeerConnections by remote session id. */
+    get peers(): Map<string, RTCPeerConnection>;
+    /** The SFU PeerConnections, when in an SFU channel. */
+    get sfuPeers(): {
+        publisher: RTCPeerConnection | null;
+        subscriber: RTCPeerConnection | null;
+    };
+    get sessionsArray(): SessionInfo[];
+    /** Opens the socket; resolves the session id. Rejects on failure or timeout. */
+    connect(): Promise<string>;
+    /** Camera/microphone, cached. Call before `enter`/`directCall`: tracks go into PCs created later. */
+    createUserMedia(constraints?: MediaStreamConstraints): Promise<MediaStream>;
+    getMyStream(): MediaStream | null;
+    getRemoteStreamById(sessionId: string): MediaStream | null;
+    /** Binds a user to this session (only when the server runs with anonymous mode on). */
+    integrateUser(user: Record<string, unknown>): Promise<unknown>;
+    /** Enters a channel. Resolves once entered and the member list is loaded; rejects with the server's error. */
+    enter(channelId: string): Promise<void>;
+    /** Leaves the channel and releases everything tied to it. */
+    leave(): Promise<void>;
+    /** Calls a session outside any shared channel. Resolves when it accepts, rejects when it declines. */
+    directCall(sessionId: string): Promise<void>;
+    /** Ends a peer-to-peer connection (a direct call, typically) and drops that session's stream. */
+    hangUp(sessionId: string): void;
+    /** Announces a mute/camera change and applies it to the local tracks. */
+    updateMediaState(key: MediaKey, value: boolean): Promise<void>;
+    /** Chat to the channel: a string is sent as text, anything else as custom data. */
+    sendMessage(message: string | unknown): Promise<void>;
+    /** The channel's members, fresh from the server. */
+    getSessions(): Promise<SessionInfo[]>;
+    /** Simulates a network drop (the original's name): the client reconnects and resumes. */
+    manuallyDisconnect(): void;
+    /** Closes everything; the instance cannot be used again. */
+    dispose(): void;
+}

@@ -1,0 +1,78 @@
+export interface MooyahoServerConfig {
+    /** e.g. `http://127.0.0.1:8080` */
+    baseUrl: string;
+    /** The REST API key (`Authorization: Bearer`). Keep it on the server; never ship it to a browser. */
+    apiKey: string;
+    /** Per-request timeout in ms (default 10000). */
+    timeoutMs?: number;
+}
+export interface Channel {
+    id: string;
+    sfuServerId: number | null;
+    sfuEnabled: boolean;
+    /** Member count (listings only). */
+    sessionCount?: number;
+}
+export interface ChannelSession {
+    sessionId: string;
+    user: unknown;
+}
+export interface ChannelWithSessions {
+    id: string;
+    sfuServerId: number | null;
+    sfuEnabled: boolean;
+    channelSessions: ChannelSession[];
+}
+export interface BulkDeleteResult {
+    deleted: string[];
+    notFound: string[];
+}
+export interface IntegratedSession {
+    sessionId: string;
+    user: unknown;
+}
+export interface SfuServer {
+    id: number;
+    address: string;
+    fingerprint: string | null;
+    disabled: boolean;
+    draining: boolean;
+    health: string;
+    rooms: number;
+    sessions: number;
+}
+export interface SfuServerPatch {
+    address?: string;
+    fingerprint?: string;
+    disabled?: boolean;
+    draining?: boolean;
+}
+/** The server answered with an error status (its JSON body's `message`), or could not be reached (`status` 0). */
+export declare class MooyahoApiError extends Error {
+    readonly status: number;
+    /** The server's short error name (`Not Found`, ...), when it sent one. */
+    readonly error: string | undefined;
+    constructor(status: number, message: string, error?: string);
+}
+export declare class MooyahoServer {
+    #private;
+    readonly baseUrl: string;
+    constructor(config: MooyahoServerConfig);
+    createChannel(sfuEnabled?: boolean): Promise<Channel>;
+    getChannel(id: string): Promise<ChannelWithSessions>;
+    listChannels(): Promise<Channel[]>;
+    deleteChannel(id: string): Promise<void>;
+    bulkDeleteChannels(ids: string[]): Promise<BulkDeleteResult>;
+    /** Binds a user (an object with a non-empty string `id`) to a browser's session. */
+    integrateUser(sessionId: string, user: {
+        id: string;
+        [field: string]: unknown;
+    }): Promise<IntegratedSession>;
+    createSfuServer(address: string, fingerprint?: string): Promise<SfuServer>;
+    listSfuServers(): Promise<SfuServer[]>;
+    getSfuServer(id: number): Promise<SfuServer>;
+    updateSfuServer(id: number, patch: SfuServerPatch): Promise<SfuServer>;
+    drainSfuServer(id: number): Promise<SfuServer>;
+    /** `force` deletes even while channels are placed on the node (otherwise 409). */
+    deleteSfuServer(id: number, force?: boolean): Promise<void>;
+}

@@ -1,0 +1,27 @@
+import type { ServerFrame } from './types.js';
+export interface SfuIo {
+    request(message: Record<string, unknown>): Promise<ServerFrame>;
+    send(message: Record<string, unknown>): void;
+    onTrack(sessionId: string, track: MediaStreamTrack): void;
+    onTrackEnded(sessionId: string, track: MediaStreamTrack): void;
+    onPublishConnected(pc: RTCPeerConnection): void;
+    onSubscribeConnected(pc: RTCPeerConnection): void;
+}
+type Candidate = RTCIceCandidateInit | null;
+export declare class Sfu {
+    #private;
+    private readonly config;
+    private readonly io;
+    publisher: RTCPeerConnection | null;
+    subscriber: RTCPeerConnection | null;
+    constructor(config: RTCConfiguration, io: SfuIo);
+    /** Publishes the local tracks. Rejects with the server's error (e.g. `sfu_unavailable`). */
+    publish(local: MediaStream): Promise<void>;
+    answered(sdp: string): Promise<void>;
+    /** A (re-)offer of the subscribe PeerConnection. */
+    offered(sdp: string): Promise<void>;
+    /** SFU candidates carry no session; route them by ICE username fragment. */
+    candidate(candidate: Candidate): Promise<void>;
+    close(): void;
+}
+export {};

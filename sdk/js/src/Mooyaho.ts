@@ -1,0 +1,428 @@
+// The browser client: one signaling socket, the channel's member list, and either the
+// peer-to-peer mesh (mesh channels and direct calls) or the SFU PeerConnections.
+
+import { Emitter, type IncomingCall } from './events.js';
+import { Mesh } from './mesh.js';
+import { Sfu } from './sfu.js';
+import { SignalingSocket } from './socket.js';
+import {
+  MooyahoError,
+  type ChatMessage,
+  type MediaKey,
+  type MooyahoConfig,
+  type ServerFrame,
+  type SessionInfo,
+} from './types.js';
+
+/** How long a direct call rings before `directCall` gives up. */
+const CALL_TIMEOUT_MS = 60_000;
+
+interface PendingCall {
+  resolve(): void;
+  reject(error: MooyahoError): void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+export class Mooyaho extends Emitter {
+  readonly config: Readonly<MooyahoConfig>;
+  /** The current channel id, or '' outside a channel (the original's convention). */
+  channelId = '';
+  sfuEnabled = false;
+  /** Members of the current channel, this client included. */
+  readonly sessions = new Map<string, SessionInfo>();
+  /** One stream per remote session, owned by the SDK (tracks are added and removed in place). */
+  readonly remoteStreams = new Map<string, MediaStream>();
+
+  #socket: SignalingSocket;
+  #rtc: RTCConfiguration;
+  #local: MediaStream | null = null;
+  #mesh: Mesh;
+  #sfu: Sfu | null = null;
+  /** Settles once `enter` has finished and the member list is loaded. */
+  #entering: Promise<void> | null = null;
+  #calls = new Map<string, PendingCall>();
+  /** Direct calls ringing here, so a second offer from the same caller replaces the first. */
+  #incoming = new Map<string, string>();
+
+  constructor(config: MooyahoConfig) {
+    super();
+    this.config = { ...config };
+    this.#rtc = { iceServers: config.iceServers ?? [] };
+    const base = config.url.replace(/^http/, 'ws').replace(/\/+$/, '');
+    const url = `${base}/websocket?allowDirectCall=${config.allowDirectCall ? 'true' : 'false'}`;
+    this.#socket = new SignalingSocket(
+      url,
+      {
+        onEvent: (frame) => void this.#onEvent(frame).catch((e: unknown) => this.#fail(e)),
+        onResumed: (sessionId) => void this.#onResumed(sessionId),
+        onResumeFailed: (sessionId, error) => this.#onResumeFailed(sessionId, error),
+        onError: (error) => this.emit('error', error),
+      },
+      { requestTimeoutMs: config.requestTimeoutMs ?? 10_000, heartbeatMs: config.heartbeatMs ?? 5_000 },
+    );
+    this.#mesh = new Mesh(this.#rtc, {
+      request: (m) => this.#socket.request(m),
+      send: (m) => this.#socket.send(m),
+      onTrack: (id, track) => this.#addRemoteTrack(id, track),
+      onConnected: (sessionId, peer) => this.emit('peerConnected', { sessionId, peer }),
+      onFailed: (sessionId) => this.hangUp(sessionId),
+    });
+  }
+
+  /** The signaling socket (tests use `socket.drop()` to simulate a network drop). */
+  get socket(): SignalingSocket {
+    return this.#socket;
+  }
+  get sessionId(): string | null {
+    return this.#socket.sessionId;
+  }
+  /** Peer-to-peer PeerConnections by remote session id. */
+  get peers(): Map<string, RTCPeerConnection> {
+    return new Map([...this.#mesh.peers].map(([id, link]) => [id, link.pc]));
+  }
+  /** The SFU PeerConnections, when in an SFU channel. */
+  get sfuPeers(): { publisher: RTCPeerConnection | null; subscriber: RTCPeerConnection | null } {
+    return { publisher: this.#sfu?.publisher ?? null, subscriber: this.#sfu?.subscriber ?? null };
+  }
+  get sessionsArray(): SessionInfo[] {
+    return [...this.sessions.values()];
+  }
+
+  /** Opens the socket; resolves the session id. Rejects on failure or timeout. */
+  async connect(): Promise<string> {
+    const id = await this.#socket.connect();
+    this.emit('connected', { sessionId: id });
+    return id;
+  }
+
+  /** Camera/microphone, cached. Call before `enter`/`directCall`: tracks go into PCs created later. */
+  async createUserMedia(constraints: MediaStreamConstraints = { audio: true, video: true }): Promise<MediaStream> {
+    this.#local ??= await navigator.mediaDevices.getUserMedia(constraints);
+    return this.#local;
+  }
+
+  getMyStream(): MediaStream | null {
+    return this.#local;
+  }
+
+  getRemoteStreamById(sessionId: string): MediaStream | null {
+    return this.remoteStreams.get(sessionId) ?? null;
+  }
+
+  /** Binds a user to this session (only when the server runs with anonymous mode on). */
+  async integrateUser(user: Record<string, unknown>): Promise<unknown> {
+    const reply = await this.#socket.request({ type: 'integrateUser', user });
+    return reply['user'];
+  }
+
+  /** Enters a channel. Resolves once entered and the member list is loaded; rejects with the server's error. */
+  enter(channelId: string): Promise<void> {
+    const entering = (async () => {
+      if (this.channelId && this.channelId !== channelId) this.#reset();
+      const reply = await this.#socket.request({ type: 'enter', channel: channelId });
+      this.channelId = String(reply['channel']);
+      this.sfuEnabled = reply['sfuEnabled'] === true;
+      await this.#loadSessions();
+      this.emit('enterSuccess', { channel: this.channelId, sfuEnabled: this.sfuEnabled });
+      if (this.sfuEnabled) this.#startSfu();
+    })();
+    this.#entering = entering.catch(() => undefined);
+    return entering;
+  }
+
+  /** Leaves the channel and releases everything tied to it. */
+  async leave(): Promise<void> {
+    const wasIn = this.channelId !== '';
+    this.#reset();
+    if (wasIn) await this.#socket.request({ type: 'leave' });
+  }
+
+  /** Calls a session outside any shared channel. Resolves when it accepts, rejects when it declines. */
+  async directCall(sessionId: string): Promise<void> {
+    if (!this.config.allowDirectCall) {
+      throw new MooyahoError('invalid_state', 'direct calls need `allowDirectCall: true`', 'call');
+    }
+    this.#settleCall(sessionId, new MooyahoError('invalid_state', 'superseded by a new call'));
+    const answered = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#calls.delete(sessionId);
+        this.hangUp(sessionId);
+        reject(new MooyahoError('timeout', 'the call was not answered', 'call'));
+      }, CALL_TIMEOUT_MS);
+      this.#calls.set(sessionId, { resolve, reject, timer });
+    });
+    try {
+      await this.#mesh.offer(sessionId, this.#local);
+    } catch (e) {
+      this.#settleCall(sessionId, e as MooyahoError);
+      this.#mesh.close(sessionId);
+    }
+    return answered;
+  }
+
+  /** Ends a peer-to-peer connection (a direct call, typically) and drops that session's stream. */
+  hangUp(sessionId: string): void {
+    const had = this.#mesh.close(sessionId);
+    this.#dropStream(sessionId);
+    if (had) this.emit('peerDisconnected', { sessionId });
+  }
+
+  /** Announces a mute/camera change and applies it to the local tracks. */
+  async updateMediaState(key: MediaKey, value: boolean): Promise<void> {
+    const kind = key === 'muted' ? 'audio' : 'video';
+    for (const track of this.#local?.getTracks() ?? []) if (track.kind === kind) track.enabled = !value;
+    if (this.channelId) await this.#socket.request({ type: 'updateMediaState', key, value });
+  }
+
+  /** Chat to the channel: a string is sent as text, anything else as custom data. */
+  async sendMessage(message: string | unknown): Promise<void> {
+    const body: ChatMessage = typeof message === 'string' ? { type: 'text', text: message } : { type: 'custom', data: message };
+    await this.#socket.request({ type: 'message', message: body });
+  }
+
+  /** The channel's members, fresh from the server. */
+  async getSessions(): Promise<SessionInfo[]> {
+    const reply = await this.#socket.request({ type: 'listSessions' });
+    return (reply['sessions'] as SessionInfo[] | undefined) ?? [];
+  }
+
+  /** Simulates a network drop (the original's name): the client reconnects and resumes. */
+  manuallyDisconnect(): void {
+    this.#socket.drop();
+  }
+
+  /** Closes everything; the instance cannot be used again. */
+  dispose(): void {
+    this.#reset();
+    for (const id of [...this.#calls.keys()]) this.#settleCall(id, new MooyahoError('invalid_state', 'disposed'));
+    this.#socket.dispose();
+    this.#local?.getTracks().forEach((t) => t.stop());
+    this.#local = null;
+    this.removeAllListeners();
+  }
+
+  // ---- server events ------------------------------------------------------------------------
+
+  async #onEvent(frame: ServerFrame): Promise<void> {
+    const from = typeof frame['from'] === 'string' ? frame['from'] : null;
+    const sessionId = String(frame['sessionId'] ?? '');
+    switch (frame.type) {
+      case 'entered': {
+        const isSelf = sessionId === this.sessionId;
+        const known = this.sessions.has(sessionId);
+        this.sessions.set(sessionId, {
+          id: sessionId,
+          user: frame['user'],
+          state: this.sessions.get(sessionId)?.state ?? { muted: false, videoOff: false },
+        });
+        this.emit('entered', { sessionId, user: frame['user'], isSelf });
+        if (isSelf || known) return;
+        // If our own `enter` is still in flight we do not know the channel's kind yet.
+        if (this.#entering) await this.#entering;
+        // Mesh rule: existing members offer to the newcomer, the newcomer answers.
+        if (!this.sfuEnabled && this.channelId && this.sessions.has(sessionId)) {
+          await this.#mesh.offer(sessionId, this.#local);
+        }
+        return;
+      }
+      case 'left':
+        this.#removeMember(sessionId);
+        return;
+      case 'called':
+        if (frame['isSFU'] === true) await this.#sfu?.offered(String(frame['sdp']));
+        else if (from) await this.#onCalled(from, String(frame['sdp']));
+        return;
+      case 'answered':
+        if (frame['isSFU'] === true) await this.#sfu?.answered(String(frame['sdp']));
+        else if (from) {
+          await this.#mesh.answered(from, String(frame['sdp']));
+          this.#settleCall(from);
+        }
+        return;
+      case 'candidated': {
+        const candidate = (frame['candidate'] ?? null) as RTCIceCandidateInit | null;
+        if (frame['isSFU'] === true) await this.#sfu?.candidate(candidate);
+        else if (from) await this.#mesh.candidate(from, candidate);
+        return;
+      }
+      case 'rejected': {
+        const reason = typeof frame['reason'] === 'string' ? frame['reason'] : null;
+        if (!from) return;
+        this.hangUp(from);
+        this.#settleCall(from, new MooyahoError('rejected', reason ?? 'the call was declined', 'call'));
+        this.emit('callRejected', { sessionId: from, reason });
+        return;
+      }
+      case 'messaged':
+        this.emit('messaged', {
+          sessionId,
+          message: frame['message'] as ChatMessage,
+          isSelf: sessionId === this.sessionId,
+        });
+        return;
+      case 'updatedMediaState': {
+        const key = frame['key'] as MediaKey;
+        const value = frame['value'] === true;
+        const member = this.sessions.get(sessionId);
+        if (member) member.state[key] = value;
+        this.emit('updatedMediaState', { sessionId, key, value, isSelf: sessionId === this.sessionId });
+        return;
+      }
+      case 'channelClosed': {
+        const channel = String(frame['channel']);
+        if (channel === this.channelId) this.#reset();
+        this.emit('channelClosed', { channel });
+        return;
+      }
+      case 'integrated':
+        this.emit('integrated', { user: frame['user'] });
+        return;
+      default:
+        return; // unknown events from a newer server are ignored, not fatal
+    }
+  }
+
+  async #onCalled(from: string, sdp: string): Promise<void> {
+    // An offer can overtake our member list right after `enter`; decide once it is loaded.
+    if (this.#entering) await this.#entering;
+    if (this.channelId && !this.sfuEnabled && this.sessions.has(from)) {
+      await this.#mesh.answer(from, sdp, this.#local); // entering a mesh channel is the consent
+      return;
+    }
+    if (this.#mesh.peers.has(from)) {
+      // Renegotiation within an accepted direct call.
+      await this.#mesh.answer(from, sdp, this.#local);
+      return;
+    }
+    if (!this.config.allowDirectCall) return; // the server does not deliver these anyway
+    this.#incoming.set(from, sdp);
+    let settled = false;
+    const call: IncomingCall = {
+      sessionId: from,
+      accept: async () => {
+        if (settled) throw new MooyahoError('invalid_state', 'this call was already answered or declined');
+        settled = true;
+        const offer = this.#incoming.get(from) ?? sdp;
+        this.#incoming.delete(from);
+        await this.#mesh.answer(from, offer, this.#local);
+      },
+      reject: (reason?: string) => {
+        if (settled) return;
+        settled = true;
+        this.#incoming.delete(from);
+        this.#mesh.close(from); // forget the caller's early candidates
+        this.#socket.send(reason === undefined ? { type: 'reject', to: from } : { type: 'reject', to: from, reason });
+      },
+    };
+    this.emit('incomingCall', call);
+  }
+
+  async #onResumed(sessionId: string): Promise<void> {
+    this.emit('reconnected', { sessionId });
+    // Events sent while the socket was down are lost: reconcile the member list. Newcomers we
+    // missed get our offer (they wait for existing members), departed members are dropped.
+    if (!this.channelId) return;
+    try {
+      const current = await this.getSessions();
+      const ids = new Set(current.map((s) => s.id));
+      for (const id of [...this.sessions.keys()]) if (!ids.has(id)) this.#removeMember(id);
+      for (const member of current) {
+        if (this.sessions.has(member.id)) continue;
+        this.sessions.set(member.id, member);
+        this.emit('entered', { sessionId: member.id, user: member.user, isSelf: false });
+        if (!this.sfuEnabled) await this.#mesh.offer(member.id, this.#local);
+      }
+    } catch (e) {
+      this.#fail(e);
+    }
+  }
+
+  #onResumeFailed(sessionId: string, error: MooyahoError): void {
+    // The old session is gone (and with it our channel membership): start clean.
+    const channel = this.channelId;
+    this.#reset();
+    this.emit('error', error);
+    if (channel) this.emit('channelClosed', { channel });
+    this.emit('connected', { sessionId });
+  }
+
+  // ---- internals --------------------------------------------------------------------------
+
+  async #loadSessions(): Promise<void> {
+    const sessions = await this.getSessions();
+    this.sessions.clear();
+    for (const session of sessions) this.sessions.set(session.id, session);
+  }
+
+  #startSfu(): void {
+    const sfu = new Sfu(this.#rtc, {
+      request: (m) => this.#socket.request(m),
+      send: (m) => this.#socket.send(m),
+      onTrack: (id, track) => this.#addRemoteTrack(id, track),
+      onTrackEnded: (id, track) => this.#removeRemoteTrack(id, track),
+      onPublishConnected: (peer) => this.emit('sfuPeerConnected', { peer }),
+      onSubscribeConnected: (peer) => this.emit('peerConnected', { sessionId: null, peer }),
+    });
+    this.#sfu = sfu;
+    if (this.#local) sfu.publish(this.#local).catch((e: unknown) => this.#fail(e));
+  }
+
+  #removeMember(sessionId: string): void {
+    if (!this.sessions.delete(sessionId)) return;
+    this.#mesh.close(sessionId);
+    this.#dropStream(sessionId);
+    this.emit('left', { sessionId });
+  }
+
+  #addRemoteTrack(sessionId: string, track: MediaStreamTrack): void {
+    let stream = this.remoteStreams.get(sessionId);
+    if (!stream) {
+      stream = new MediaStream();
+      this.remoteStreams.set(sessionId, stream);
+    }
+    // One track per kind: a renegotiated track replaces the old one.
+    for (const old of stream.getTracks()) if (old.kind === track.kind && old !== track) stream.removeTrack(old);
+    if (!stream.getTracks().includes(track)) stream.addTrack(track);
+    this.emit('remoteStreamChanged', { sessionId });
+  }
+
+  #removeRemoteTrack(sessionId: string, track: MediaStreamTrack): void {
+    const stream = this.remoteStreams.get(sessionId);
+    if (!stream) return;
+    stream.removeTrack(track);
+    if (stream.getTracks().length === 0) this.remoteStreams.delete(sessionId);
+    this.emit('remoteStreamChanged', { sessionId });
+  }
+
+  #dropStream(sessionId: string): void {
+    if (this.remoteStreams.delete(sessionId)) this.emit('remoteStreamChanged', { sessionId });
+  }
+
+  /** Forgets everything tied to the channel: peers, SFU, streams, members (bug 12). */
+  #reset(): void {
+    this.#mesh.closeAll();
+    this.#sfu?.close();
+    this.#sfu = null;
+    const streams = [...this.remoteStreams.keys()];
+    this.remoteStreams.clear();
+    for (const sessionId of streams) this.emit('remoteStreamChanged', { sessionId });
+    this.sessions.clear();
+    this.#incoming.clear();
+    this.channelId = '';
+    this.sfuEnabled = false;
+    this.#entering = null;
+  }
+
+  #settleCall(sessionId: string, error?: MooyahoError): void {
+    const call = this.#calls.get(sessionId);
+    if (!call) return;
+    this.#calls.delete(sessionId);
+    clearTimeout(call.timer);
+    if (error) call.reject(error);
+    else call.resolve();
+  }
+
+  #fail(e: unknown): void {
+    this.emit('error', e instanceof MooyahoError ? e : new MooyahoError('webrtc', String(e)));
+  }
+}

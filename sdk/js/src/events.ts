@@ -1,0 +1,73 @@
+// Typed events of the client SDK. A tiny emitter instead of eventemitter3 (the original's
+// dependency) keeps the browser bundle dependency-free.
+
+import type { ChatMessage, MediaKey, MooyahoError, SessionInfo } from './types.js';
+
+/** What one side of an incoming direct call can do with it. Nothing is auto-answered. */
+export interface IncomingCall {
+  /** The caller's session id. */
+  sessionId: string;
+  /** Answers with the local stream (if any) and connects. */
+  accept(): Promise<void>;
+  /** Declines; the caller's `directCall` promise rejects with `reason`. */
+  reject(reason?: string): void;
+}
+
+export interface EventMap {
+  connected: { sessionId: string };
+  enterSuccess: { channel: string; sfuEnabled: boolean };
+  entered: { sessionId: string; user: unknown; isSelf: boolean };
+  left: { sessionId: string };
+  remoteStreamChanged: { sessionId: string };
+  /** A peer-to-peer PeerConnection (mesh or direct call) or the SFU subscribe PC (sessionId null) connected. */
+  peerConnected: { sessionId: string | null; peer: RTCPeerConnection };
+  /** The SFU publish PeerConnection connected. */
+  sfuPeerConnected: { peer: RTCPeerConnection };
+  /** The socket dropped and the same session was resumed. */
+  reconnected: { sessionId: string };
+  updatedMediaState: { sessionId: string; key: MediaKey; value: boolean; isSelf: boolean };
+  messaged: { sessionId: string; message: ChatMessage; isSelf: boolean };
+  channelClosed: { channel: string };
+  integrated: { user: unknown };
+  incomingCall: IncomingCall;
+  callRejected: { sessionId: string; reason: string | null };
+  /** A peer-to-peer connection ended (hang-up, failure, or the peer left). */
+  peerDisconnected: { sessionId: string };
+  /** Anything that went wrong outside a promise the application is awaiting. */
+  error: MooyahoError;
+}
+
+export type EventType = keyof EventMap;
+export type Listener<K extends EventType> = (payload: EventMap[K]) => void;
+
+export class Emitter {
+  #listeners = new Map<EventType, Set<Listener<never>>>();
+
+  addEventListener<K extends EventType>(type: K, listener: Listener<K>): void {
+    let set = this.#listeners.get(type);
+    if (!set) {
+      set = new Set();
+      this.#listeners.set(type, set);
+    }
+    set.add(listener as Listener<never>);
+  }
+
+  removeEventListener<K extends EventType>(type: K, listener: Listener<K>): void {
+    this.#listeners.get(type)?.delete(listener as Listener<never>);
+  }
+
+  protected emit<K extends EventType>(type: K, payload: EventMap[K]): void {
+    for (const listener of [...(this.#listeners.get(type) ?? [])]) {
+      // One throwing listener must not stop the SDK's own state machine.
+      try {
+        (listener as Listener<K>)(payload);
+      } catch (e) {
+        console.error(`mooyaho: "${type}" listener threw`, e);
+      }
+    }
+  }
+
+  protected removeAllListeners(): void {
+    this.#listeners.clear();
+  }
+}

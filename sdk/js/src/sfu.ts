@@ -1,0 +1,127 @@
+// SFU media (DESIGN §3): one publish PeerConnection that we offer (`call {isSFU}` →
+// `answered {isSFU}`) and one subscribe PeerConnection that the SFU offers (`called {isSFU}`),
+// re-offered whenever publishers come and go. Each remote stream's id names the publishing
+// session. No mesh PeerConnection is ever made in an SFU channel (the original's bug 7).
+
+import type { ServerFrame } from './types.js';
+
+export interface SfuIo {
+  request(message: Record<string, unknown>): Promise<ServerFrame>;
+  send(message: Record<string, unknown>): void;
+  onTrack(sessionId: string, track: MediaStreamTrack): void;
+  onTrackEnded(sessionId: string, track: MediaStreamTrack): void;
+  onPublishConnected(pc: RTCPeerConnection): void;
+  onSubscribeConnected(pc: RTCPeerConnection): void;
+}
+
+type Candidate = RTCIceCandidateInit | null;
+
+export class Sfu {
+  publisher: RTCPeerConnection | null = null;
+  subscriber: RTCPeerConnection | null = null;
+  /** Re-offers are applied one at a time, in arrival order. */
+  #subscribeChain: Promise<void> = Promise.resolve();
+  /** Our publish candidates, held until the SFU accepted the publish offer. */
+  #outgoing: Candidate[] | null = [];
+  /** Which session each received track belongs to (from its stream id). */
+  #trackSession = new Map<MediaStreamTrack, string>();
+  #closed = false;
+
+  constructor(
+    private readonly config: RTCConfiguration,
+    private readonly io: SfuIo,
+  ) {}
+
+  /** Publishes the local tracks. Rejects with the server's error (e.g. `sfu_unavailable`). */
+  async publish(local: MediaStream): Promise<void> {
+    const pc = new RTCPeerConnection(this.config);
+    this.publisher = pc;
+    for (const track of local.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [local] });
+    pc.onicecandidate = (e) => {
+      const candidate = e.candidate ? e.candidate.toJSON() : null;
+      if (this.#outgoing) this.#outgoing.push(candidate);
+      else this.io.send({ type: 'candidate', isSFU: true, candidate });
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'connected') this.io.onPublishConnected(pc);
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    const reply = await this.io.request({ type: 'call', isSFU: true, sdp: pc.localDescription?.sdp ?? '' });
+    // The answer may come as the reply itself or, after an `ack`, as an `answered` event.
+    if (reply.type === 'answered') await this.answered(String(reply['sdp']));
+    const held = this.#outgoing ?? [];
+    this.#outgoing = null;
+    for (const candidate of held) this.io.send({ type: 'candidate', isSFU: true, candidate });
+  }
+
+  async answered(sdp: string): Promise<void> {
+    if (this.publisher?.signalingState === 'have-local-offer') {
+      await this.publisher.setRemoteDescription({ type: 'answer', sdp });
+    }
+  }
+
+  /** A (re-)offer of the subscribe PeerConnection. */
+  offered(sdp: string): Promise<void> {
+    this.#subscribeChain = this.#subscribeChain.then(() => this.#answer(sdp)).catch((e) => {
+      console.error('mooyaho: SFU re-offer failed', e);
+    });
+    return this.#subscribeChain;
+  }
+
+  /** SFU candidates carry no session; route them by ICE username fragment. */
+  async candidate(candidate: Candidate): Promise<void> {
+    const ufrag = candidate?.usernameFragment;
+    const pcs = [this.publisher, this.subscriber].filter((pc): pc is RTCPeerConnection => pc !== null);
+    const target =
+      pcs.find((pc) => ufrag && pc.remoteDescription?.sdp.includes(`a=ice-ufrag:${ufrag}`)) ?? this.publisher;
+    if (!target?.remoteDescription) return; // the SFU is ICE-lite in practice; late trickle is optional
+    await (candidate ? target.addIceCandidate(candidate) : target.addIceCandidate()).catch(() => undefined);
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const pc of [this.publisher, this.subscriber]) {
+      if (!pc) continue;
+      pc.onicecandidate = pc.ontrack = pc.onconnectionstatechange = null;
+      pc.close();
+    }
+    this.publisher = this.subscriber = null;
+    this.#trackSession.clear();
+  }
+
+  async #answer(sdp: string): Promise<void> {
+    if (this.#closed) return;
+    const pc = this.subscriber ?? this.#createSubscriber();
+    await pc.setRemoteDescription({ type: 'offer', sdp });
+    await pc.setLocalDescription(await pc.createAnswer());
+    await this.io.request({ type: 'answer', isSFU: true, sdp: pc.localDescription?.sdp ?? '' });
+    // A publisher that left is re-offered as an inactive m-line: drop its track.
+    for (const transceiver of pc.getTransceivers()) {
+      const track = transceiver.receiver.track;
+      const session = this.#trackSession.get(track);
+      const receiving = transceiver.currentDirection === 'recvonly' || transceiver.currentDirection === 'sendrecv';
+      if (session && !receiving) {
+        this.#trackSession.delete(track);
+        this.io.onTrackEnded(session, track);
+      }
+    }
+  }
+
+  #createSubscriber(): RTCPeerConnection {
+    const pc = new RTCPeerConnection(this.config);
+    this.subscriber = pc;
+    pc.onicecandidate = (e) => {
+      this.io.send({ type: 'candidate', isSFU: true, candidate: e.candidate ? e.candidate.toJSON() : null });
+    };
+    pc.ontrack = (e) => {
+      const session = e.streams[0]?.id;
+      if (!session) return;
+      this.#trackSession.set(e.track, session);
+      this.io.onTrack(session, e.track);
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'connected') this.io.onSubscribeConnected(pc);
+    };
+    return pc;
+  }
+}

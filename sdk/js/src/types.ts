@@ -1,0 +1,53 @@
+// Shapes shared by the SDK modules: configuration, wire messages, errors.
+
+export type MediaKey = 'muted' | 'videoOff';
+
+export type ChatMessage = { type: 'text'; text: string } | { type: 'custom'; data: unknown };
+
+export interface MediaState {
+  muted: boolean;
+  videoOff: boolean;
+}
+
+export interface SessionInfo {
+  id: string;
+  user: unknown;
+  state: MediaState;
+}
+
+export interface MooyahoConfig {
+  /** Base URL of the signaling server: http(s)://host:port or ws(s)://host:port. */
+  url: string;
+  /** Accept direct calls from sessions outside this client's channel (default false). */
+  allowDirectCall?: boolean;
+  /** STUN/TURN servers for every PeerConnection (the original hard-coded none). */
+  iceServers?: RTCIceServer[];
+  /** How long `connect()` and each request wait for the server (ms, default 10000). */
+  requestTimeoutMs?: number;
+  /** Interval of the app-level ping that detects dead sockets (ms, default 5000). */
+  heartbeatMs?: number;
+}
+
+/** A server frame: `type` plus whatever fields that type carries. */
+export interface ServerFrame {
+  type: string;
+  requestId?: string | number;
+  [field: string]: unknown;
+}
+
+/**
+ * Every failure the SDK reports: server `error` replies keep the server's `code`
+ * (`forbidden`, `channel_not_found`, `sfu_unavailable`, ...); SDK-side failures use
+ * `timeout`, `disconnected`, `rejected`, `invalid_state`, `webrtc`.
+ */
+export class MooyahoError extends Error {
+  readonly code: string;
+  /** The request type that failed, when there was one. */
+  readonly request: string | undefined;
+  constructor(code: string, message: string, request?: string) {
+    super(message);
+    this.name = 'MooyahoError';
+    this.code = code;
+    this.request = request;
+  }
+}
