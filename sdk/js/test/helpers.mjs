@@ -1,0 +1,159 @@
+// Shared fixtures for the browser tests: a real `mooyaho dev --allow-anonymous` process and a
+// headless Debian Chromium with fake camera/microphone, both torn down by the test.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { MooyahoServer } from '../dist/server.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = resolve(here, '../../..');
+export const artifactsDir = join(repoRoot, 'test-artifacts');
+
+/** Starts the binary on a free loopback port; resolves once it printed its URL and API key. */
+export async function startServer(extraArgs = []) {
+  const binary = process.env.MOOYAHO_BIN ?? join(repoRoot, 'target/debug/mooyaho');
+  const dataDir = mkdtempSync(join(tmpdir(), 'mooyaho-js-test-'));
+  const child = spawn(binary, ['dev', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--allow-anonymous', ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const { url, apiKey } = await new Promise((resolvePromise, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}\n${stderr}`)), 20_000);
+    child.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${out}\n${stderr}`)));
+    child.stdout.on('data', (d) => {
+      out += d;
+      const url = /mooyaho listening on (http:\/\/\S+)/.exec(out)?.[1];
+      const apiKey = /API key:\s+(\S+)/.exec(out)?.[1];
+      if (url && apiKey) {
+        clearTimeout(timer);
+        resolvePromise({ url, apiKey });
+      }
+    });
+  });
+  return {
+    url,
+    apiKey,
+    api: new MooyahoServer({ baseUrl: url, apiKey }),
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        process.kill(child.pid, 'SIGTERM');
+        await Promise.race([exited, sleep(3000)]);
+        if (child.exitCode === null) process.kill(child.pid, 'SIGKILL');
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Headless Chromium with a fake camera and microphone (environment-notes §6). */
+export async function launchBrowser() {
+  const profile = mkdtempSync(join(tmpdir(), 'mooyaho-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    viewport: { width: 1280, height: 800 },
+    args: [
+      '--headless', '--no-sandbox', '--disable-gpu',
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--allow-loopback-in-peer-connection',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
+      // Background tabs must keep decoding: every page of a test is "visible" at once.
+      '--disable-background-timer-throttling', '--disable-renderer-backgrounding', '--disable-backgrounding-occluded-windows',
+    ],
+  });
+  return {
+    context,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A page that has loaded the SDK from the server (the test page), with its console forwarded on failure. */
+export async function sdkPage(browser, server) {
+  const page = await browser.context.newPage();
+  page.on('pageerror', (e) => console.error('[page error]', e.message));
+  await page.goto(`${server.url}/demo/test.html`);
+  await page.waitForFunction(() => window.sdkReady === true);
+  return page;
+}
+
+/** Connects a `Mooyaho` in `page` as `window.mooyaho`, with camera, and records its events in `window.events`. */
+export async function connectClient(page, server, { allowDirectCall = false, name } = {}) {
+  return page.evaluate(async ({ url, allowDirectCall, name }) => {
+    const mooyaho = new window.Mooyaho({ url, allowDirectCall });
+    window.mooyaho = mooyaho;
+    window.events = [];
+    for (const type of ['connected', 'enterSuccess', 'entered', 'left', 'remoteStreamChanged', 'peerConnected',
+      'reconnected', 'updatedMediaState', 'messaged', 'channelClosed', 'integrated', 'callRejected', 'peerDisconnected']) {
+      mooyaho.addEventListener(type, (p) => window.events.push({ type, sessionId: p.sessionId ?? null, reason: p.reason, message: p.message }));
+    }
+    mooyaho.addEventListener('error', (e) => window.events.push({ type: 'error', code: e.code, message: e.message }));
+    const id = await mooyaho.connect();
+    await mooyaho.createUserMedia({ audio: true, video: { width: 320, height: 240 } });
+    if (name) await mooyaho.integrateUser({ id, name });
+    return id;
+  }, { url: server.url, allowDirectCall, name });
+}
+
+/** framesDecoded of inbound video per remote session, from each peer PeerConnection's getStats(). */
+export function frames(page) {
+  return page.evaluate(async () => {
+    const out = {};
+    for (const [id, pc] of window.mooyaho.peers) {
+      let n = 0;
+      (await pc.getStats()).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded ?? 0; });
+      out[id] = n;
+    }
+    return out;
+  });
+}
+
+/**
+ * Waits until `page` decodes video from every session in `from`, then checks that the count
+ * keeps growing (a frozen or black-holed track would stall). Returns the last counts.
+ */
+export async function assertDecodingFrom(page, from, label = '') {
+  const deadline = Date.now() + 20_000;
+  let first;
+  for (;;) {
+    first = await frames(page);
+    if (from.every((id) => (first[id] ?? 0) > 0)) break;
+    if (Date.now() > deadline) throw new Error(`${label}: no decoded frames from all of ${from.join(', ')}: ${JSON.stringify(first)}`);
+    await sleep(250);
+  }
+  const growDeadline = Date.now() + 10_000;
+  for (;;) {
+    await sleep(500);
+    const now = await frames(page);
+    if (from.every((id) => (now[id] ?? 0) > (first[id] ?? 0) + 5)) return now;
+    if (Date.now() > growDeadline) throw new Error(`${label}: frames stopped growing: ${JSON.stringify(first)} -> ${JSON.stringify(now)}`);
+  }
+}
+
+export async function waitFor(fn, what, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+export function artifactPath(name) {
+  mkdirSync(artifactsDir, { recursive: true });
+  return join(artifactsDir, name);
+}
+
+export function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
