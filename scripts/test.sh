@@ -8,6 +8,9 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 # System packages the tests start as real processes.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The JS SDK's browser tests drive Debian's Chromium (playwright-core downloads no browser).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
@@ -27,3 +30,25 @@ if [ -f fuzz/Cargo.toml ]; then
   echo "== fuzz targets compile"
   RUSTC_BOOTSTRAP=1 cargo check --manifest-path fuzz/Cargo.toml --quiet
 fi
+
+echo "== JS SDK (sdk/js): install, build, freshness of the committed bundle, browser tests"
+(
+  cd sdk/js
+  # npm ci only when node_modules is missing or was installed from another lockfile.
+  lock_sum=$(sha256sum package-lock.json | cut -d' ' -f1)
+  if [ "$(cat node_modules/.mooyaho-lock-sha256 2>/dev/null)" != "$lock_sum" ]; then
+    npm ci --no-audit --no-fund
+    echo "$lock_sum" > node_modules/.mooyaho-lock-sha256
+  fi
+  npm run --silent typecheck
+  npm run --silent build
+  # The binary embeds dist/mooyaho.js (include_str!) so cargo builds without node; a source
+  # change must come with its rebuilt, committed bundle.
+  if [ -n "$(git status --porcelain -- dist)" ]; then
+    git status --short -- dist
+    echo "sdk/js/dist is stale: run 'npm run build' in sdk/js and commit dist/" >&2
+    exit 1
+  fi
+)
+cargo build --bin mooyaho
+(cd sdk/js && node --test --test-concurrency=1 test/*.test.mjs)
