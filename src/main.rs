@@ -58,9 +58,13 @@ struct Options {
     /// Server ping interval, milliseconds (a socket silent for two intervals is closed).
     #[arg(long, env = "MOOYAHO_PING_INTERVAL_MS")]
     ping_interval_ms: Option<u64>,
-    /// How long a dropped session stays resumable, milliseconds.
+    /// How long a dropped session stays resumable, milliseconds (at most half the presence TTL).
     #[arg(long, env = "MOOYAHO_RESUME_GRACE_MS")]
     resume_grace_ms: Option<u64>,
+    /// With Redis: how long a session's presence outlives its instance, milliseconds (refreshed
+    /// every third of it). Sessions of a dead instance leave their channels after this.
+    #[arg(long, env = "MOOYAHO_PRESENCE_TTL_MS")]
+    presence_ttl_ms: Option<u64>,
 }
 
 /// The TOML file's shape.
@@ -75,10 +79,11 @@ struct FileOptions {
     cors_origins: Option<Vec<String>>,
     ping_interval_ms: Option<u64>,
     resume_grace_ms: Option<u64>,
+    presence_ttl_ms: Option<u64>,
 }
 
-/// Longest resume grace: Redis presence must outlive it (30 s TTL, refreshed every 10 s).
-const MAX_RESUME_GRACE: Duration = Duration::from_secs(20);
+/// Shortest presence TTL (its refresh runs every third of it).
+const MIN_PRESENCE_TTL: Duration = Duration::from_millis(300);
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -128,9 +133,14 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     if let Some(ms) = options.ping_interval_ms.or(file.ping_interval_ms) {
         config.ping_interval = Duration::from_millis(ms.max(100));
     }
-    if let Some(ms) = options.resume_grace_ms.or(file.resume_grace_ms) {
-        config.resume_grace = Duration::from_millis(ms).min(MAX_RESUME_GRACE);
+    if let Some(ms) = options.presence_ttl_ms.or(file.presence_ttl_ms) {
+        config.presence_ttl = Duration::from_millis(ms).max(MIN_PRESENCE_TTL);
     }
+    if let Some(ms) = options.resume_grace_ms.or(file.resume_grace_ms) {
+        config.resume_grace = Duration::from_millis(ms);
+    }
+    // A dropped session's presence is no longer refreshed: it must outlive the resume grace.
+    config.resume_grace = config.resume_grace.min(config.presence_ttl / 2);
 
     let state = match &redis_url {
         Some(url) => AppState::redis(config.clone(), url)

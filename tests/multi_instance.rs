@@ -401,3 +401,62 @@ async fn a_redis_outage_gives_503_and_unavailable_and_both_instances_recover() {
     let reply = d.request(json!({"type": "listSessions"})).await;
     assert_eq!(listed_ids(&reply), ids(&[&a, &b, &c, &d]));
 }
+
+#[tokio::test]
+async fn sessions_of_a_killed_instance_leave_once_their_presence_expires() {
+    const TTL: Duration = Duration::from_millis(1500);
+    let redis = Redis::start();
+    let (one, mut two) = two_instances(&redis, &["--presence-ttl-ms", "1500"]);
+    let rest = one.rest();
+    let channel = rest.create_channel(false).await;
+    let mut a = Ws::join(&one.ws_url(), &rest, &channel, "alice").await;
+    let b = Ws::join(&two.ws_url(), &rest, &channel, "bob").await;
+    let c = Ws::join(&two.ws_url(), &rest, &channel, "carol").await;
+    for other in [&b, &c] {
+        let id = json!(other.id);
+        a.expect_where("entered", |m| m["sessionId"] == id).await;
+    }
+
+    two.kill();
+    let members = |detail: &Value| -> BTreeSet<String> {
+        detail["channelSessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["sessionId"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Until the presence TTL passes, the dead instance's sessions still count as members.
+    let (status, detail) = rest
+        .call("GET", &format!("/channels/{channel}"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(members(&detail), ids(&[&a, &b, &c]));
+
+    let expired = eventually(TTL * 4, || async {
+        let (_, detail) = rest
+            .call("GET", &format!("/channels/{channel}"), None)
+            .await;
+        members(&detail) == ids(&[&a])
+    })
+    .await;
+    assert!(expired, "the killed instance's sessions are still members");
+    // The survivor is told they left.
+    let mut gone: BTreeSet<String> = BTreeSet::new();
+    for _ in 0..2 {
+        let left = a.expect("left").await;
+        gone.insert(left["sessionId"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(gone, ids(&[&b, &c]));
+    let (_, list) = rest.call("GET", "/channels", None).await;
+    assert_eq!(list[0]["sessionCount"], 1, "{list}");
+
+    // The survivor's own presence is kept alive by its instance well past the TTL.
+    tokio::time::sleep(TTL * 2).await;
+    let mut d = Ws::join(&one.ws_url(), &rest, &channel, "dave").await;
+    a.expect_where("entered", |m| m["sessionId"] == json!(d.id))
+        .await;
+    exchange(&mut a, &mut d, "survivors").await;
+    let reply = a.request(json!({"type": "listSessions"})).await;
+    assert_eq!(listed_ids(&reply), ids(&[&a, &d]));
+}

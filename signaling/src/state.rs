@@ -36,7 +36,7 @@ impl AppState {
     pub async fn redis(config: SignalingConfig, url: &str) -> Result<Self, StoreError> {
         let client =
             redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let store = RedisStore::connect(client.clone()).await?;
+        let store = RedisStore::connect(client.clone(), config.presence_ttl).await?;
         let bus = RedisBus::new(client, store.connection());
         let signaling = Signaling::start(
             config,

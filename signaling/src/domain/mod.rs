@@ -37,8 +37,13 @@ pub struct SignalingConfig {
     pub allow_anonymous: bool,
     /// Interval of server pings; a socket silent for two intervals is reaped.
     pub ping_interval: Duration,
-    /// How long a disconnected session stays resumable (and in its channel).
+    /// How long a disconnected session stays resumable (and in its channel). Keep it at most
+    /// half of `presence_ttl`: a dropped session's presence is no longer refreshed.
     pub resume_grace: Duration,
+    /// How long a session's presence lasts in a shared store (Redis) without a refresh from its
+    /// instance; the holding instance refreshes it every third of this. When an instance dies,
+    /// its sessions leave their channels once this has passed.
+    pub presence_ttl: Duration,
     /// Largest accepted text frame, bytes.
     pub max_frame_bytes: usize,
     /// Sustained client messages per second per connection.
@@ -59,6 +64,7 @@ impl SignalingConfig {
             allow_anonymous: false,
             ping_interval: Duration::from_secs(15),
             resume_grace: Duration::from_secs(15),
+            presence_ttl: Duration::from_secs(30),
             max_frame_bytes: 64 * 1024,
             messages_per_second: 50,
             message_burst: 200,
@@ -86,8 +92,6 @@ impl std::fmt::Debug for Signaling {
     }
 }
 
-/// How often the sessions held here are refreshed in the store.
-const PRESENCE_REFRESH: Duration = Duration::from_secs(10);
 /// Depth of the bus inbox.
 const INBOX_DEPTH: usize = 4096;
 
@@ -119,8 +123,10 @@ impl Signaling {
             }
         });
         let weak = Arc::downgrade(&signaling);
+        // The sessions held here are refreshed three times per presence TTL.
+        let refresh = signaling.config.presence_ttl / 3;
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PRESENCE_REFRESH);
+            let mut tick = tokio::time::interval(refresh);
             loop {
                 tick.tick().await;
                 let Some(signaling) = weak.upgrade() else {

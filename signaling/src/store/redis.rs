@@ -23,13 +23,12 @@ use crate::domain::model::{
 };
 use crate::domain::ports::{ChannelStore, SessionStore, SfuRegistry, StoreError};
 
-/// How long a session's presence lasts without a refresh from its instance.
-const SESSION_TTL: Duration = Duration::from_secs(30);
-
 /// Redis-backed shared store.
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
+    /// How long a session's presence lasts without a refresh from its instance, milliseconds.
+    session_ttl_ms: i64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -39,8 +38,9 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Connects (the manager reconnects by itself after Redis comes back).
-    pub async fn connect(client: redis::Client) -> Result<Self, StoreError> {
+    /// Connects (the manager reconnects by itself after Redis comes back). Session presence
+    /// expires `session_ttl` after its last refresh.
+    pub async fn connect(client: redis::Client, session_ttl: Duration) -> Result<Self, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -48,7 +48,12 @@ impl RedisStore {
         let connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(unavailable)?;
-        Ok(Self { connection })
+        Ok(Self {
+            connection,
+            session_ttl_ms: i64::try_from(session_ttl.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1),
+        })
     }
 
     /// A handle on the shared connection (for the bus's publisher).
@@ -194,7 +199,7 @@ impl SessionStore for RedisStore {
             .ignore()
             .hset_multiple(&key, &fields)
             .ignore()
-            .pexpire(&key, SESSION_TTL.as_millis() as i64)
+            .pexpire(&key, self.session_ttl_ms)
             .ignore()
             .query_async::<()>(&mut self.conn())
             .await
@@ -320,8 +325,7 @@ impl SessionStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.pexpire(session_key(id), SESSION_TTL.as_millis() as i64)
-                .ignore();
+            pipe.pexpire(session_key(id), self.session_ttl_ms).ignore();
         }
         pipe.query_async::<()>(&mut self.conn())
             .await
