@@ -78,8 +78,9 @@ export async function launchBrowser() {
 }
 
 /** A page that has loaded the SDK from the server (the test page), with its console forwarded on failure. */
-export async function sdkPage(browser, server) {
+export async function sdkPage(browser, server, { beforeLoad } = {}) {
   const page = await browser.context.newPage();
+  if (beforeLoad) await beforeLoad(page);
   page.on('pageerror', (e) => console.error('[page error]', e.message));
   await page.goto(`${server.url}/demo/test.html`);
   await page.waitForFunction(() => window.sdkReady === true);
@@ -87,9 +88,9 @@ export async function sdkPage(browser, server) {
 }
 
 /** Connects a `Mooyaho` in `page` as `window.mooyaho`, with camera, and records its events in `window.events`. */
-export async function connectClient(page, server, { allowDirectCall = false, name } = {}) {
-  return page.evaluate(async ({ url, allowDirectCall, name }) => {
-    const mooyaho = new window.Mooyaho({ url, allowDirectCall });
+export async function connectClient(page, server, { allowDirectCall = false, name, heartbeatMs } = {}) {
+  return page.evaluate(async ({ url, allowDirectCall, name, heartbeatMs }) => {
+    const mooyaho = new window.Mooyaho({ url, allowDirectCall, ...(heartbeatMs ? { heartbeatMs } : {}) });
     window.mooyaho = mooyaho;
     window.events = [];
     for (const type of ['connected', 'enterSuccess', 'entered', 'left', 'remoteStreamChanged', 'peerConnected',
@@ -101,7 +102,7 @@ export async function connectClient(page, server, { allowDirectCall = false, nam
     await mooyaho.createUserMedia({ audio: true, video: { width: 320, height: 240 } });
     if (name) await mooyaho.integrateUser({ id, name });
     return id;
-  }, { url: server.url, allowDirectCall, name });
+  }, { url: server.url, allowDirectCall, name, heartbeatMs });
 }
 
 /** framesDecoded of inbound video per remote session, from each peer PeerConnection's getStats(). */

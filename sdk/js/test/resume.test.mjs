@@ -56,3 +56,85 @@ test('a dropped socket is resumed: same session, same channel, media and signali
   await assertDecodingFrom(ada, [bobId, cyId], 'Ada after Cy joined');
   for (const p of [ada, bob, cy]) await p.close();
 });
+
+/**
+ * Puts the page's WebSockets through a proxy the test controls: `block` refuses new sockets,
+ * `dead = last` silences the current one in both directions (a half-open connection that TCP
+ * has not noticed: only the app-level heartbeat can tell).
+ */
+async function proxied(page, ctl) {
+  await page.routeWebSocket(/\/websocket/, (ws) => {
+    if (ctl.block) {
+      ws.close();
+      return;
+    }
+    const server = ws.connectToServer();
+    const conn = {};
+    ctl.last = conn;
+    ws.onMessage((m) => { if (ctl.dead !== conn) server.send(m); });
+    server.onMessage((m) => { if (ctl.dead !== conn) ws.send(m); });
+  });
+}
+
+test('a silent socket is detected by the heartbeat and resumed', async () => {
+  const channel = await server.api.createChannel(false);
+  const ctl = { block: false, dead: null, last: null };
+  const ada = await sdkPage(browser, server, { beforeLoad: (p) => proxied(p, ctl) });
+  const bob = await sdkPage(browser, server);
+  const adaId = await connectClient(ada, server, { name: 'Ada', heartbeatMs: 1000 });
+  const bobId = await connectClient(bob, server, { name: 'Bob' });
+  await enter(ada, channel.id);
+  await enter(bob, channel.id);
+  await assertDecodingFrom(ada, [bobId], 'Ada');
+
+  const silencedAt = Date.now();
+  ctl.dead = ctl.last; // no close frame, no error: the socket just goes quiet
+  await waitFor(async () => (await events(ada, 'reconnected')).length === 1, 'heartbeat-driven resume', 10_000);
+  assert.ok(Date.now() - silencedAt < 6000, `detected within a few heartbeats (${Date.now() - silencedAt} ms)`);
+  assert.equal(await ada.evaluate(() => window.mooyaho.sessionId), adaId);
+  await bob.evaluate(() => window.mooyaho.sendMessage('after the silence'));
+  await waitFor(async () => (await events(ada, 'messaged')).length === 1, 'chat on the resumed socket');
+  await assertDecodingFrom(ada, [bobId], 'Ada after resume');
+  await ada.close();
+  await bob.close();
+});
+
+test('after the grace window the SDK starts a fresh session and releases the old channel', async () => {
+  const shortGrace = await startServer(['--resume-grace-ms', '300']);
+  try {
+    const channel = await shortGrace.api.createChannel(false);
+    const ctl = { block: false, dead: null, last: null };
+    const ada = await sdkPage(browser, shortGrace, { beforeLoad: (p) => proxied(p, ctl) });
+    const bob = await sdkPage(browser, shortGrace);
+    const adaId = await connectClient(ada, shortGrace, { name: 'Ada' });
+    const bobId = await connectClient(bob, shortGrace, { name: 'Bob' });
+    await enter(ada, channel.id);
+    await enter(bob, channel.id);
+    await assertDecodingFrom(ada, [bobId], 'Ada');
+
+    ctl.block = true; // reconnect attempts fail until the grace window is over
+    await ada.evaluate(() => window.mooyaho.socket.ws.close());
+    await waitFor(async () => (await events(bob, 'left')).some((e) => e.sessionId === adaId), 'Bob to see Ada leave');
+    ctl.block = false;
+    await waitFor(async () => (await events(ada, 'connected')).length === 2, 'a fresh session', 20_000);
+    const after = await ada.evaluate(() => ({
+      id: window.mooyaho.sessionId, channel: window.mooyaho.channelId, peers: window.mooyaho.peers.size,
+      streams: window.mooyaho.remoteStreams.size, sessions: window.mooyaho.sessions.size,
+      errors: window.events.filter((e) => e.type === 'error').map((e) => e.code),
+      closed: window.events.filter((e) => e.type === 'channelClosed').length,
+    }));
+    assert.notEqual(after.id, adaId);
+    assert.deepEqual({ ...after, id: undefined }, {
+      id: undefined, channel: '', peers: 0, streams: 0, sessions: 0, errors: ['invalid_token'], closed: 1,
+    });
+    assert.equal(await bob.evaluate(() => window.mooyaho.peers.size), 0);
+    // The fresh session is fully usable: integrate and enter again, media flows.
+    await ada.evaluate((id) => window.mooyaho.integrateUser({ id, name: 'Ada again' }), after.id);
+    await enter(ada, channel.id);
+    await assertDecodingFrom(bob, [after.id], 'Bob sees the fresh Ada');
+    await ada.close();
+    await bob.close();
+  } finally {
+    await shortGrace.stop();
+  }
+});
