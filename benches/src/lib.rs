@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use sfu_core::rtp::{Codec, ExtensionKind, ExtensionMap, OutExtensions, RtpHeader};
 use sfu_core::{
-    ClockRate, Config, Direction, MediaKind, Mid, Pt, RtpTime, Rtx, SeqNo, Ssrc,
+    ClockRate, Config, Direction, Encodings, MediaKind, Mid, Pt, RtpTime, Rtx, SeqNo, Ssrc,
     SubscriptionConfig, TrackConfig, TransportConfig, TransportId, Worker,
 };
 
@@ -32,14 +32,11 @@ pub fn fanout_worker(now: Instant, subscribers: usize) -> (Worker, TransportId) 
     let track = TrackConfig {
         kind: MediaKind::Video,
         codec: Codec::Vp8,
-        ssrc: PUBLISHER_SSRC,
         pt: Pt(96),
         clock_rate: ClockRate(90_000),
-        rtx: Some(Rtx {
-            ssrc: Ssrc(0x1001),
-            pt: Pt(97),
-        }),
+        rtx_pt: Some(Pt(97)),
         mid: Mid::new(b"0"),
+        encodings: Encodings::single(PUBLISHER_SSRC, Some(Ssrc(0x1001))),
     };
     let track = worker.publish_track(now, publisher, track).expect("track");
     let subscribe = TransportConfig {

@@ -33,6 +33,18 @@ pub enum CommandError {
     /// The SSRC is already used on that transport.
     #[error("SSRC {0:?} already in use on the transport")]
     SsrcInUse(Ssrc),
+    /// A track's encodings are unusable: a layer without SSRC or rid, or an RTX SSRC without
+    /// an RTX payload type.
+    #[error("invalid track encodings")]
+    InvalidEncodings,
+    /// The track has no such simulcast layer.
+    #[error("track {track:?} has no layer {layer}")]
+    UnknownLayer {
+        /// The track.
+        track: TrackId,
+        /// The requested layer.
+        layer: u8,
+    },
     /// The transport already subscribes to that track.
     #[error("track {0:?} is already subscribed on this transport")]
     AlreadySubscribed(TrackId),

@@ -13,8 +13,9 @@ use bytes::{Bytes, BytesMut};
 use crate::rtcp::{Compound, RtcpPacket, write_nack, write_pli};
 use crate::rtp::{Codec, ExtensionKind, ExtensionMap, OutExtensions, RtpHeader, RtpPacket};
 use crate::{
-    ClockRate, Config, Direction, MediaKind, OutPacket, Pt, RoomId, RtpTime, Rtx, SeqNo, Ssrc,
-    SubscriptionConfig, SubscriptionId, TrackConfig, TrackId, TransportConfig, TransportId, Worker,
+    ClockRate, Config, Direction, Encoding, Encodings, MediaKind, Mid, OutPacket, Pt, Rid, RoomId,
+    RtpTime, Rtx, SeqNo, Ssrc, SubscriptionConfig, SubscriptionId, TrackConfig, TrackId,
+    TransportConfig, TransportId, Worker,
 };
 
 /// `rtp_packet` target: parse arbitrary bytes; what parses must survive a write/parse round trip.
@@ -93,6 +94,7 @@ pub fn rtcp_compound(start: Instant, data: &[u8]) {
         video: true,
         ssrc: 1,
         rtx: true,
+        simulcast: false,
     });
     ops.apply(&Op::Subscribe {
         transport: 1,
@@ -107,6 +109,7 @@ pub fn rtcp_compound(start: Instant, data: &[u8]) {
         timestamp: 0,
         keyframe: true,
         payload_len: 10,
+        rid: 0,
     });
     for &transport in &ops.transports.clone() {
         ops.worker.handle_rtcp(start, transport, bytes.clone());
@@ -133,6 +136,7 @@ pub enum Op {
         video: bool,
         ssrc: u8,
         rtx: bool,
+        simulcast: bool,
     },
     Unpublish(u8),
     Subscribe {
@@ -142,6 +146,7 @@ pub enum Op {
         rtx: bool,
     },
     Unsubscribe(u8),
+    /// `rid`: 1–3 rid "l"/"m"/"h", 4–6 repaired-rid of those, anything else none.
     Rtp {
         transport: u8,
         ssrc: u8,
@@ -149,6 +154,11 @@ pub enum Op {
         timestamp: u32,
         keyframe: bool,
         payload_len: u8,
+        rid: u8,
+    },
+    SetLayer {
+        subscription: u8,
+        layer: u8,
     },
     RawRtp {
         transport: u8,
@@ -248,6 +258,8 @@ impl Fixture {
                 let pairs = [
                     (1, ExtensionKind::Mid),
                     (2, ExtensionKind::AudioLevel),
+                    (4, ExtensionKind::Rid),
+                    (5, ExtensionKind::RepairedRid),
                     (
                         3,
                         if *twcc {
@@ -278,6 +290,7 @@ impl Fixture {
                 video,
                 ssrc,
                 rtx,
+                simulcast,
             } => {
                 let Some(transport) = pick(&self.transports, *transport) else {
                     return;
@@ -289,14 +302,22 @@ impl Fixture {
                         MediaKind::Audio
                     },
                     codec: if *video { Codec::Vp8 } else { Codec::Opus },
-                    ssrc: Ssrc(u32::from(*ssrc)),
                     pt: Pt(96),
                     clock_rate: ClockRate(90_000),
-                    rtx: rtx.then_some(Rtx {
-                        ssrc: Ssrc(u32::from(*ssrc) + 256),
-                        pt: Pt(97),
-                    }),
-                    mid: None,
+                    rtx_pt: rtx.then_some(Pt(97)),
+                    mid: Mid::new(b"v"),
+                    encodings: if *simulcast {
+                        let layer = |rid: &[u8]| Encoding {
+                            rid: Rid::new(rid),
+                            ssrc: None,
+                            rtx_ssrc: None,
+                        };
+                        Encodings::simulcast(&[layer(b"l"), layer(b"m"), layer(b"h")])
+                            .expect("three layers")
+                    } else {
+                        let rtx_ssrc = rtx.then_some(Ssrc(u32::from(*ssrc) + 256));
+                        Encodings::single(Ssrc(u32::from(*ssrc)), rtx_ssrc)
+                    },
                 };
                 if let Ok(t) = w.publish_track(now, transport, config) {
                     self.tracks.push(t);
@@ -344,6 +365,7 @@ impl Fixture {
                 timestamp,
                 keyframe,
                 payload_len,
+                rid,
             } => {
                 let Some(transport) = pick(&self.transports, *transport) else {
                     return;
@@ -357,12 +379,30 @@ impl Fixture {
                     seq: SeqNo(u64::from(*seq)),
                     timestamp: RtpTime(u64::from(*timestamp)),
                     marker: false,
-                    extensions: OutExtensions::EMPTY,
+                    extensions: {
+                        let mut ext = OutExtensions::EMPTY;
+                        ext.push(1, b"v");
+                        if let Some(name) = [b"l", b"m", b"h"]
+                            .get(usize::from(rid % 3))
+                            .filter(|_| (1..=6).contains(rid))
+                        {
+                            ext.push(if *rid <= 3 { 4 } else { 5 }, &name[..]);
+                        }
+                        ext
+                    },
                     rtx_osn: None,
                 };
                 let mut buf = BytesMut::new();
                 header.write_to(&payload, &mut buf);
                 w.handle_rtp(now, transport, buf.freeze());
+            }
+            Op::SetLayer {
+                subscription,
+                layer,
+            } => {
+                if let Some(s) = pick(&self.subscriptions, *subscription) {
+                    let _ = w.set_preferred_layer(now, s, layer % 4);
+                }
             }
             Op::RawRtp { transport, data } => {
                 let Some(transport) = pick(&self.transports, *transport) else {
@@ -459,7 +499,7 @@ mod tests {
             let mut rng = Rng::new(seed);
             let mut b = || rng.next() as u8;
             let ops: Vec<Op> = (0..200)
-                .map(|_| match b() % 14 {
+                .map(|_| match b() % 15 {
                     0 => Op::CreateRoom,
                     1 => Op::CloseRoom(b()),
                     2 | 3 => Op::AddTransport {
@@ -473,6 +513,7 @@ mod tests {
                         video: b() % 2 == 0,
                         ssrc: b() % 8,
                         rtx: b() % 2 == 0,
+                        simulcast: b() % 3 == 0,
                     },
                     6 => Op::Unpublish(b()),
                     7 => Op::Subscribe {
@@ -489,11 +530,16 @@ mod tests {
                         timestamp: u32::from(b()) * 3000,
                         keyframe: b() % 4 == 0,
                         payload_len: b(),
+                        rid: b() % 8,
                     },
                     11 => Op::Nack {
                         transport: b(),
                         ssrc: b() % 8,
                         seqs: (0..b() % 5).map(|_| u16::from(b())).collect(),
+                    },
+                    13 => Op::SetLayer {
+                        subscription: b(),
+                        layer: b(),
                     },
                     12 => Op::Pli {
                         transport: b(),

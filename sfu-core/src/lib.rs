@@ -94,7 +94,7 @@ pub use id::{
 pub use output::{Event, OutPacket, Transmit};
 pub use stats::{Counters, Stats};
 pub use subscription::{SubscriptionConfig, SubscriptionStats};
-pub use track::{MediaKind, Rtx, TrackConfig};
+pub use track::{Encoding, Encodings, MediaKind, Rtx, TrackConfig};
 pub use transport::{Direction, TransportConfig};
 pub use worker::{Command, Response, TrackStats, Worker};
 

@@ -65,6 +65,13 @@ pub enum Event {
         /// The subscription.
         subscription: SubscriptionId,
     },
+    /// A subscription switched simulcast layer (at a keyframe of the new layer).
+    LayerSwitched {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// The layer now forwarded (0 = lowest).
+        layer: u8,
+    },
     /// A subscription ended (unsubscribed, its track closed, or its transport removed): the
     /// subscriber's transport needs renegotiation.
     SubscriptionClosed {

@@ -21,13 +21,17 @@ pub struct SubscriptionConfig {
     pub mid: Option<Mid>,
 }
 
-/// Delivery state.
+/// Which encoding of the track the subscription forwards (LayerSelector): `target` is what
+/// the control plane asked for; `current` is what is being forwarded. A switch happens only at
+/// a keyframe of the target layer (for video), so the subscriber's decoder never sees a layer
+/// start mid-picture; until then the current layer keeps flowing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Delivery {
-    /// Video joined mid-stream: nothing is forwarded until a keyframe starts.
-    WaitingForKeyframe,
-    /// Forwarding.
-    Active,
+pub(crate) struct LayerSelection {
+    pub(crate) target: u8,
+    /// `None` until the first packet is forwarded (a video joiner waits for a keyframe).
+    pub(crate) current: Option<u8>,
+    /// Video: switches and the start wait for a keyframe; audio: any packet will do.
+    pub(crate) needs_keyframe: bool,
 }
 
 /// Send-side statistics of one subscription.
@@ -41,6 +45,10 @@ pub struct SubscriptionStats {
     pub retransmits_sent: u64,
     /// Whether the subscription is past its keyframe wait.
     pub active: bool,
+    /// The layer being forwarded (`None` while waiting for the first keyframe).
+    pub current_layer: Option<u8>,
+    /// The layer asked for.
+    pub target_layer: u8,
     /// The subscriber's latest reception report about this stream.
     pub last_report: Option<ReportBlock>,
 }
@@ -51,7 +59,7 @@ pub(crate) struct Subscription {
     pub(crate) transport: TransportId,
     pub(crate) config: SubscriptionConfig,
     pub(crate) rewriter: Rewriter,
-    pub(crate) delivery: Delivery,
+    pub(crate) layers: LayerSelection,
     /// Next sequence number of the RTX stream (its own numbering, RFC 4588 §4).
     rtx_seq: SeqNo,
     pub(crate) stats: SubscriptionStats,
@@ -63,41 +71,48 @@ impl Subscription {
         transport: TransportId,
         config: SubscriptionConfig,
         clock_rate: ClockRate,
-        wait_for_keyframe: bool,
+        target_layer: u8,
+        needs_keyframe: bool,
     ) -> Self {
         Self {
             track,
             transport,
             config,
             rewriter: Rewriter::new(clock_rate),
-            delivery: if wait_for_keyframe {
-                Delivery::WaitingForKeyframe
-            } else {
-                Delivery::Active
+            layers: LayerSelection {
+                target: target_layer,
+                current: None,
+                needs_keyframe,
             },
             rtx_seq: SeqNo(u64::from(config.ssrc.0 as u16)),
             stats: SubscriptionStats::default(),
         }
     }
 
-    /// The header for forwarding `packet`, or `None` while waiting for a keyframe or for a
-    /// packet older than the current rewriting epoch. Extensions are filled in by the caller.
+    /// The header for forwarding `packet`, or `None` when it is not for this subscriber: another
+    /// layer, a delta frame while waiting for a keyframe, or a packet older than the current
+    /// rewriting epoch. Extensions are filled in by the caller.
     pub(crate) fn forward(
         &mut self,
         now: Instant,
         packet: &RtpPacket,
         forward: &Forward,
     ) -> Option<RtpHeader> {
-        if self.delivery == Delivery::WaitingForKeyframe {
-            if !forward.keyframe {
-                return None;
+        let l = &mut self.layers;
+        let can_start = forward.layer == l.target && (forward.keyframe || !l.needs_keyframe);
+        match l.current {
+            // Start or switch: a fresh rewriting epoch at a decodable packet, numbering
+            // continuing from whatever the subscriber saw before (if anything).
+            None | Some(_) if can_start && l.current != Some(l.target) => {
+                l.current = Some(l.target);
+                self.rewriter.resync();
             }
-            // Start a fresh epoch at the keyframe so the subscriber's first packet is decodable
-            // and numbering continues from whatever it saw before (if anything).
-            self.delivery = Delivery::Active;
-            self.rewriter.resync();
-        } else if forward.restarted {
-            self.rewriter.resync();
+            Some(current) if current == forward.layer => {
+                if forward.restarted {
+                    self.rewriter.resync();
+                }
+            }
+            _ => return None,
         }
         let out = self.rewriter.rewrite(now, forward.seq, forward.timestamp)?;
         self.stats.packets_sent += 1;

@@ -1,12 +1,13 @@
-//! A published track: one source stream with its receive state, retransmission buffer, loss
-//! detection and keyframe throttle, and the list of its subscriptions.
+//! A published track: one source with one or (simulcast) up to three encodings, each with its
+//! receive state, retransmission buffer, loss detection and keyframe throttle, and the list of
+//! the track's subscriptions.
 
 use std::time::Instant;
 
 use crate::config::Config;
 use crate::rtp::{Codec, RtpPacket, is_keyframe};
 use crate::stream::{InboundRtp, KeyframeRequester, NackGenerator, NackOutcome, RetransmitBuffer};
-use crate::{ClockRate, Mid, Pt, RoomId, RtpTime, SeqNo, Ssrc, SubscriptionId, TransportId};
+use crate::{ClockRate, Mid, Pt, Rid, RoomId, RtpTime, SeqNo, Ssrc, SubscriptionId, TransportId};
 
 /// Audio or video.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,6 +27,55 @@ pub struct Rtx {
     pub pt: Pt,
 }
 
+/// One encoding of a track: the only one of a plain track, or one simulcast layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encoding {
+    /// `a=rid` of the layer. With a rid and no SSRC, the SSRC is learned from the first packet
+    /// carrying the rid header extension (what browsers do for simulcast).
+    pub rid: Option<Rid>,
+    /// Media SSRC, when signalled (`a=ssrc`).
+    pub ssrc: Option<Ssrc>,
+    /// RTX SSRC, when signalled (`a=ssrc-group:FID`); otherwise learned from repaired-rid.
+    pub rtx_ssrc: Option<Ssrc>,
+}
+
+/// The encodings of a track, lowest quality first: one for a plain track, up to three layers
+/// for simulcast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Encodings([Option<Encoding>; 3]);
+
+impl Encodings {
+    /// A plain (non-simulcast) track with signalled SSRCs.
+    pub fn single(ssrc: Ssrc, rtx_ssrc: Option<Ssrc>) -> Self {
+        Self([
+            Some(Encoding {
+                rid: None,
+                ssrc: Some(ssrc),
+                rtx_ssrc,
+            }),
+            None,
+            None,
+        ])
+    }
+
+    /// Simulcast layers, lowest quality first; `None` unless there are one to three.
+    pub fn simulcast(layers: &[Encoding]) -> Option<Self> {
+        if layers.is_empty() || layers.len() > 3 {
+            return None;
+        }
+        let mut encodings = [None; 3];
+        for (slot, layer) in encodings.iter_mut().zip(layers) {
+            *slot = Some(*layer);
+        }
+        Some(Self(encodings))
+    }
+
+    /// The encodings in layer order.
+    pub fn iter(&self) -> impl Iterator<Item = Encoding> + '_ {
+        self.0.iter().map_while(|e| *e)
+    }
+}
+
 /// What the publisher negotiated for one track.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TrackConfig {
@@ -33,21 +83,22 @@ pub struct TrackConfig {
     pub kind: MediaKind,
     /// Codec, for keyframe detection.
     pub codec: Codec,
-    /// Media SSRC the publisher sends.
-    pub ssrc: Ssrc,
     /// Media payload type the publisher sends.
     pub pt: Pt,
     /// Media clock rate.
     pub clock_rate: ClockRate,
-    /// The publisher's RTX stream, if negotiated.
-    pub rtx: Option<Rtx>,
-    /// The publisher's mid for this track.
+    /// The publisher's RTX payload type, if RTX is negotiated.
+    pub rtx_pt: Option<Pt>,
+    /// The publisher's mid for this track (needed to learn simulcast SSRCs by rid).
     pub mid: Option<Mid>,
+    /// SSRCs and rids.
+    pub encodings: Encodings,
 }
 
 /// What one received packet means for the fan-out.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Forward {
+    pub(crate) layer: u8,
     pub(crate) seq: SeqNo,
     pub(crate) timestamp: RtpTime,
     pub(crate) restarted: bool,
@@ -64,15 +115,25 @@ pub(crate) enum Dropped {
     Duplicate,
 }
 
+/// Receive state of one encoding: each simulcast layer has its own sequence space, losses,
+/// retransmission buffer and keyframes.
+#[derive(Debug)]
+pub(crate) struct Layer {
+    /// SSRCs filled in as they are learned.
+    pub(crate) encoding: Encoding,
+    pub(crate) inbound: InboundRtp,
+    pub(crate) nack: NackGenerator,
+    pub(crate) buffer: RetransmitBuffer,
+    pub(crate) keyframes: KeyframeRequester,
+}
+
 #[derive(Debug)]
 pub(crate) struct Track {
     pub(crate) room: RoomId,
     pub(crate) transport: TransportId,
     pub(crate) config: TrackConfig,
-    pub(crate) inbound: InboundRtp,
-    pub(crate) nack: NackGenerator,
-    pub(crate) buffer: RetransmitBuffer,
-    pub(crate) keyframes: KeyframeRequester,
+    /// One per encoding, lowest quality first; never empty.
+    pub(crate) layers: Vec<Layer>,
     /// Subscriptions in join order; the fan-out loop walks this list.
     pub(crate) subscriptions: Vec<SubscriptionId>,
     pub(crate) packets_received: u64,
@@ -87,42 +148,67 @@ impl Track {
         config: TrackConfig,
         worker: &Config,
     ) -> Self {
+        let layers = config
+            .encodings
+            .iter()
+            .map(|encoding| Layer {
+                encoding,
+                inbound: InboundRtp::new(encoding.ssrc.unwrap_or_default(), config.clock_rate, now),
+                nack: NackGenerator::new(worker.nack_retry_interval),
+                buffer: RetransmitBuffer::new(
+                    worker.retransmit_capacity,
+                    worker.retransmit_max_age,
+                ),
+                keyframes: KeyframeRequester::new(worker.keyframe_window),
+            })
+            .collect();
         Self {
             room,
             transport,
             config,
-            inbound: InboundRtp::new(config.ssrc, config.clock_rate, now),
-            nack: NackGenerator::new(worker.nack_retry_interval),
-            buffer: RetransmitBuffer::new(worker.retransmit_capacity, worker.retransmit_max_age),
-            keyframes: KeyframeRequester::new(worker.keyframe_window),
+            layers,
             subscriptions: Vec::new(),
             packets_received: 0,
             octets_received: 0,
         }
     }
 
-    /// Accounts one media packet (original or unwrapped RTX) and decides whether it fans out.
-    pub(crate) fn receive(&mut self, now: Instant, packet: &RtpPacket) -> Result<Forward, Dropped> {
-        let received = self
+    /// The highest layer index.
+    pub(crate) fn top_layer(&self) -> u8 {
+        (self.layers.len() - 1) as u8
+    }
+
+    /// Accounts one media packet (original or unwrapped RTX) of `layer` and decides whether it
+    /// fans out.
+    pub(crate) fn receive(
+        &mut self,
+        now: Instant,
+        layer: u8,
+        packet: &RtpPacket,
+    ) -> Result<Forward, Dropped> {
+        let kind = self.config.kind;
+        let codec = self.config.codec;
+        let l = &mut self.layers[usize::from(layer)];
+        let received = l
             .inbound
             .receive(now, packet.seq(), packet.timestamp())
             .ok_or(Dropped::Probation)?;
         if received.restarted {
-            self.nack.reset();
-            self.buffer.clear();
+            l.nack.reset();
+            l.buffer.clear();
         }
-        if !self.buffer.insert(now, received.seq, packet) {
+        if !l.buffer.insert(now, received.seq, packet) {
             return Err(Dropped::Duplicate);
         }
         self.packets_received += 1;
         self.octets_received += packet.payload().len() as u64;
-        let nack = self.nack.receive(now, received.seq);
-        let keyframe = self.config.kind == MediaKind::Video
-            && is_keyframe(self.config.codec, packet.payload());
+        let nack = l.nack.receive(now, received.seq);
+        let keyframe = kind == MediaKind::Video && is_keyframe(codec, packet.payload());
         if keyframe {
-            self.keyframes.keyframe_received();
+            l.keyframes.keyframe_received();
         }
         Ok(Forward {
+            layer,
             seq: received.seq,
             timestamp: received.timestamp,
             restarted: received.restarted,

@@ -29,10 +29,10 @@ pub struct TransportConfig {
 /// Where packets carrying an SSRC go on this transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
-    /// Media of a published track.
-    Track(TrackId),
-    /// RTX of a published track.
-    TrackRtx(TrackId),
+    /// Media of one encoding (layer) of a published track.
+    Track { track: TrackId, layer: u8 },
+    /// RTX of one encoding of a published track.
+    TrackRtx { track: TrackId, layer: u8 },
     /// A subscription's outgoing SSRC (or its RTX SSRC): RTCP about it comes back with it.
     Subscription(SubscriptionId),
 }

@@ -64,6 +64,11 @@ impl InboundRtp {
         }
     }
 
+    /// Sets the SSRC once it is learned (simulcast layers announced by rid only).
+    pub(crate) fn bind(&mut self, ssrc: Ssrc) {
+        self.ssrc = ssrc;
+    }
+
     /// Accounts one packet. `None` when it is the first packet of a suspected restart (held in
     /// probation until the next one confirms it).
     pub fn receive(&mut self, now: Instant, wire_seq: u16, wire_ts: u32) -> Option<Received> {

@@ -52,6 +52,13 @@ pub enum Command {
     },
     /// [`Worker::unsubscribe`].
     Unsubscribe(SubscriptionId),
+    /// [`Worker::set_preferred_layer`].
+    SetPreferredLayer {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// Layer index, 0 = lowest.
+        layer: u8,
+    },
     /// [`Worker::stats`].
     Stats,
 }
@@ -101,6 +108,12 @@ impl Worker {
                 config,
             } => Response::Subscription(self.subscribe(now, transport, track, config)?),
             Command::Unsubscribe(s) => self.unsubscribe(s).map(|()| Response::Done)?,
+            Command::SetPreferredLayer {
+                subscription,
+                layer,
+            } => self
+                .set_preferred_layer(now, subscription, layer)
+                .map(|()| Response::Done)?,
             Command::Stats => Response::Stats(Box::new(self.stats())),
         })
     }
@@ -186,16 +199,20 @@ impl Worker {
         if t.config.direction != Direction::Publish {
             return Err(CommandError::WrongDirection(transport));
         }
-        let ssrcs = [Some(config.ssrc), config.rtx.map(|r| r.ssrc)];
-        if let Some(ssrc) = ssrcs
-            .into_iter()
-            .flatten()
-            .find(|s| t.routes.contains_key(s))
-        {
-            return Err(CommandError::SsrcInUse(ssrc));
+        let mut ssrcs = Vec::new();
+        for e in config.encodings.iter() {
+            // A layer must be nameable (by SSRC or rid); RTX needs a payload type.
+            if (e.ssrc.is_none() && e.rid.is_none())
+                || (e.rtx_ssrc.is_some() && config.rtx_pt.is_none())
+            {
+                return Err(CommandError::InvalidEncodings);
+            }
+            ssrcs.extend(e.ssrc.into_iter().chain(e.rtx_ssrc));
         }
-        if config.rtx.is_some_and(|r| r.ssrc == config.ssrc) {
-            return Err(CommandError::SsrcInUse(config.ssrc));
+        for (i, ssrc) in ssrcs.iter().enumerate() {
+            if t.routes.contains_key(ssrc) || ssrcs[..i].contains(ssrc) {
+                return Err(CommandError::SsrcInUse(*ssrc));
+            }
         }
         let room = t.room;
         let generation = self.next_generation();
@@ -204,9 +221,14 @@ impl Worker {
         });
         let t = self.transports.get_mut(transport).expect("checked above");
         t.tracks.push(id);
-        t.routes.insert(config.ssrc, Route::Track(id));
-        if let Some(rtx) = config.rtx {
-            t.routes.insert(rtx.ssrc, Route::TrackRtx(id));
+        for (layer, e) in config.encodings.iter().enumerate() {
+            let layer = layer as u8;
+            if let Some(ssrc) = e.ssrc {
+                t.routes.insert(ssrc, Route::Track { track: id, layer });
+            }
+            if let Some(ssrc) = e.rtx_ssrc {
+                t.routes.insert(ssrc, Route::TrackRtx { track: id, layer });
+            }
         }
         self.rooms
             .get_mut(room)
@@ -231,7 +253,7 @@ impl Worker {
             transport.tracks.retain(|&x| x != track);
             transport
                 .routes
-                .retain(|_, r| !matches!(r, Route::Track(x) | Route::TrackRtx(x) if *x == track));
+                .retain(|_, r| !matches!(r, Route::Track { track: x, .. } | Route::TrackRtx { track: x, .. } if *x == track));
         }
         if let Some(room) = self.rooms.get_mut(t.room) {
             room.tracks.retain(|&x| x != track);
@@ -243,8 +265,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Delivers a track to a subscribe transport in the same room. A video subscription waits
-    /// for a keyframe, and one is requested from the publisher (throttled).
+    /// Delivers a track to a subscribe transport in the same room, starting with its highest
+    /// layer. A video subscription waits for a keyframe, and one is requested from the publisher
+    /// (throttled).
     pub fn subscribe(
         &mut self,
         now: Instant,
@@ -284,10 +307,10 @@ impl Worker {
             return Err(CommandError::SsrcInUse(config.ssrc));
         }
         let wait = tr.config.kind == MediaKind::Video && tr.config.codec.needs_keyframe();
-        let clock_rate = tr.config.clock_rate;
+        let (clock_rate, layer) = (tr.config.clock_rate, tr.top_layer());
         let generation = self.next_generation();
         let id = self.subscriptions.insert_with(generation, |_| {
-            Subscription::new(track, transport, config, clock_rate, wait)
+            Subscription::new(track, transport, config, clock_rate, layer, wait)
         });
         let t = self.transports.get_mut(transport).expect("checked above");
         t.subscriptions.push(id);
@@ -298,9 +321,53 @@ impl Worker {
         let tr = self.tracks.get_mut(track).expect("checked above");
         tr.subscriptions.push(id);
         if wait {
-            request_keyframe(tr, now, &self.config, &mut self.outbox, &mut self.counters);
+            request_keyframe(
+                tr,
+                layer,
+                now,
+                &self.config,
+                &mut self.outbox,
+                &mut self.counters,
+            );
         }
         Ok(id)
+    }
+
+    /// Chooses the simulcast layer a subscription should receive (0 = lowest). The switch
+    /// happens at the next keyframe of that layer, which is requested now; until then the
+    /// current layer keeps flowing.
+    pub fn set_preferred_layer(
+        &mut self,
+        now: Instant,
+        subscription: SubscriptionId,
+        layer: u8,
+    ) -> Result<(), CommandError> {
+        let s = self
+            .subscriptions
+            .get_mut(subscription)
+            .ok_or(CommandError::UnknownSubscription(subscription))?;
+        let track = self
+            .tracks
+            .get_mut(s.track)
+            .expect("a subscription's track outlives it");
+        if layer > track.top_layer() {
+            return Err(CommandError::UnknownLayer {
+                track: s.track,
+                layer,
+            });
+        }
+        s.layers.target = layer;
+        if s.layers.needs_keyframe && s.layers.current != Some(layer) {
+            request_keyframe(
+                track,
+                layer,
+                now,
+                &self.config,
+                &mut self.outbox,
+                &mut self.counters,
+            );
+        }
+        Ok(())
     }
 
     /// Ends a subscription.

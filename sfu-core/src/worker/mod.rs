@@ -127,7 +127,7 @@ impl Worker {
         Some(TrackStats {
             packets_received: t.packets_received,
             octets_received: t.octets_received,
-            missing: t.nack.missing(),
+            missing: t.layers.iter().map(|l| l.nack.missing()).sum(),
             subscriptions: t.subscriptions.len(),
         })
     }
@@ -136,7 +136,9 @@ impl Worker {
     pub fn subscription_stats(&self, subscription: SubscriptionId) -> Option<SubscriptionStats> {
         let s = self.subscriptions.get(subscription)?;
         Some(SubscriptionStats {
-            active: s.delivery == crate::subscription::Delivery::Active,
+            active: s.layers.current.is_some(),
+            current_layer: s.layers.current,
+            target_layer: s.layers.target,
             ..s.stats
         })
     }

@@ -15,7 +15,6 @@ use crate::rtcp::{
     write_rr, write_sr,
 };
 use crate::stats::Counters;
-use crate::subscription::Delivery;
 use crate::track::{MediaKind, Track};
 use crate::transport::{Direction, Route};
 use crate::{Bitrate, SeqNo, Ssrc, SubscriptionId, TransportId};
@@ -83,7 +82,10 @@ impl Worker {
     /// Publisher SR: remembered for our RR's LSR/DLSR, and forwarded to every active
     /// subscription with its SSRC, timestamp and counts, so subscribers keep lip sync.
     fn forward_sender_report(&mut self, now: Instant, from: TransportId, sr: &SenderReport<'_>) {
-        let Some(&Route::Track(track_id)) = self
+        let Some(&Route::Track {
+            track: track_id,
+            layer,
+        }) = self
             .transports
             .get(from)
             .and_then(|t| t.routes.get(&sr.sender))
@@ -95,13 +97,16 @@ impl Worker {
             .tracks
             .get_mut(track_id)
             .expect("routes name only live tracks");
-        track.inbound.sender_report(now, sr.info.ntp);
+        track.layers[usize::from(layer)]
+            .inbound
+            .sender_report(now, sr.info.ntp);
         for &id in &track.subscriptions {
             let s = self
                 .subscriptions
                 .get(id)
                 .expect("a track lists only live subscriptions");
-            if s.delivery != Delivery::Active || s.rewriter.highest_seq().is_none() {
+            // Only the layer a subscriber receives maps onto its timeline.
+            if s.layers.current != Some(layer) || s.rewriter.highest_seq().is_none() {
                 continue;
             }
             let mut info = sr.info;
@@ -159,13 +164,18 @@ impl Worker {
             .expect("a track's transport outlives it")
             .config
             .extensions;
+        // The rewriting epoch belongs to the layer being forwarded; older epochs cannot be served.
+        let Some(layer) = s.layers.current.map(|l| &track.layers[usize::from(l)]) else {
+            counters.retransmit_misses += nack.lost().count() as u64;
+            return;
+        };
         for wire in nack.lost() {
             counters.nack_received += 1;
             let stored = s
                 .rewriter
                 .extend_output_seq(wire)
                 .and_then(|out| Some((out, s.rewriter.input_seq(out)?)));
-            let Some(packet) = stored.and_then(|(_, input)| track.buffer.get(now, input)) else {
+            let Some(packet) = stored.and_then(|(_, input)| layer.buffer.get(now, input)) else {
                 counters.retransmit_misses += 1;
                 continue;
             };
@@ -192,17 +202,18 @@ impl Worker {
         let Some(id) = self.subscription_for(from, media) else {
             return;
         };
-        let track_id = self
+        let s = self
             .subscriptions
             .get(id)
-            .expect("routes name only live subscriptions")
-            .track;
+            .expect("routes name only live subscriptions");
+        let (track_id, layer) = (s.track, s.layers.target);
         let track = self
             .tracks
             .get_mut(track_id)
             .expect("a subscription's track outlives it");
         request_keyframe(
             track,
+            layer,
             now,
             &self.config,
             &mut self.outbox,
@@ -223,8 +234,10 @@ impl Worker {
         } = self;
         for (_, track) in tracks.iter_mut() {
             nack_upstream(track, now, config, scratch_seqs, outbox, counters);
-            if track.keyframes.poll(now) {
-                send_pli(track, config, outbox, counters);
+            for layer in 0..track.layers.len() as u8 {
+                if track.layers[usize::from(layer)].keyframes.poll(now) {
+                    send_pli(track, layer, config, outbox, counters);
+                }
             }
         }
         for (id, transport) in transports.iter_mut() {
@@ -239,9 +252,15 @@ impl Worker {
                     let track = tracks
                         .get_mut(t)
                         .expect("a transport lists only live tracks");
-                    blocks.extend(track.inbound.report_block(now));
-                    if track.config.kind == MediaKind::Video {
-                        video.push(track.config.ssrc);
+                    for layer in track
+                        .layers
+                        .iter_mut()
+                        .filter(|l| l.encoding.ssrc.is_some())
+                    {
+                        blocks.extend(layer.inbound.report_block(now));
+                        if track.config.kind == MediaKind::Video {
+                            video.extend(layer.encoding.ssrc);
+                        }
                     }
                 }
                 let mut buf = BytesMut::new();
@@ -267,8 +286,8 @@ impl Worker {
             let media = transport
                 .tracks
                 .first()
-                .and_then(|&t| tracks.get(t))
-                .map_or(Ssrc(0), |t| t.config.ssrc);
+                .and_then(|&t| tracks.get(t)?.layers[0].encoding.ssrc)
+                .unwrap_or_default();
             let mut buf = BytesMut::new();
             twcc.write_feedback(&mut buf, config.rtcp_ssrc, media);
             outbox.push_back(Transmit {
@@ -280,7 +299,7 @@ impl Worker {
     }
 }
 
-/// Sends a NACK upstream for every missing packet of `track` that is due.
+/// Sends a NACK upstream for every missing packet of every layer of `track` that is due.
 pub(super) fn nack_upstream(
     track: &mut Track,
     now: Instant,
@@ -289,49 +308,58 @@ pub(super) fn nack_upstream(
     outbox: &mut VecDeque<Transmit>,
     counters: &mut Counters,
 ) {
-    scratch.clear();
-    track.nack.due(now, scratch);
-    if scratch.is_empty() {
-        return;
+    for layer in &mut track.layers {
+        let Some(media) = layer.encoding.ssrc else {
+            continue;
+        };
+        scratch.clear();
+        layer.nack.due(now, scratch);
+        // One NACK message holds any number of pairs; 280 keeps it under an MTU.
+        for chunk in scratch.chunks(280) {
+            let mut buf = BytesMut::with_capacity(12 + 4 * chunk.len());
+            write_nack(
+                &mut buf,
+                config.rtcp_ssrc,
+                media,
+                chunk.iter().map(|s| s.wire()),
+            );
+            outbox.push_back(Transmit {
+                to: track.transport,
+                packet: OutPacket::Rtcp(buf.freeze()),
+            });
+        }
+        counters.nack_sent += scratch.len() as u64;
     }
-    // One NACK message holds any number of pairs; 1200 bytes keeps it under an MTU.
-    for chunk in scratch.chunks(280) {
-        let mut buf = BytesMut::with_capacity(12 + 4 * chunk.len());
-        write_nack(
-            &mut buf,
-            config.rtcp_ssrc,
-            track.config.ssrc,
-            chunk.iter().map(|s| s.wire()),
-        );
-        outbox.push_back(Transmit {
-            to: track.transport,
-            packet: OutPacket::Rtcp(buf.freeze()),
-        });
-    }
-    counters.nack_sent += scratch.len() as u64;
 }
 
-/// Asks the publisher of `track` for a keyframe, unless the throttle window is still open.
+/// Asks the publisher of `track` for a keyframe on `layer`, unless its throttle window is open.
 pub(super) fn request_keyframe(
     track: &mut Track,
+    layer: u8,
     now: Instant,
     config: &Config,
     outbox: &mut VecDeque<Transmit>,
     counters: &mut Counters,
 ) {
-    if track.keyframes.request(now) {
-        send_pli(track, config, outbox, counters);
+    if track.layers[usize::from(layer)].keyframes.request(now) {
+        send_pli(track, layer, config, outbox, counters);
     }
 }
 
 fn send_pli(
     track: &Track,
+    layer: u8,
     config: &Config,
     outbox: &mut VecDeque<Transmit>,
     counters: &mut Counters,
 ) {
+    // A simulcast layer whose SSRC is not learned yet cannot be named; the request stays
+    // pending in its KeyframeRequester and is retried on the next window.
+    let Some(media) = track.layers[usize::from(layer)].encoding.ssrc else {
+        return;
+    };
     let mut buf = BytesMut::with_capacity(12);
-    write_pli(&mut buf, config.rtcp_ssrc, track.config.ssrc);
+    write_pli(&mut buf, config.rtcp_ssrc, media);
     outbox.push_back(Transmit {
         to: track.transport,
         packet: OutPacket::Rtcp(buf.freeze()),

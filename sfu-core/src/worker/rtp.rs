@@ -10,12 +10,14 @@ use bytes::Bytes;
 
 use super::Worker;
 use super::rtcp::{nack_upstream, request_keyframe};
+use crate::arena::Arena;
 use crate::output::{Event, OutPacket, Transmit};
 use crate::rtp::{ExtensionKind, ExtensionMap, OutExtensions, RtpPacket};
 use crate::stream::NackOutcome;
 use crate::track::Dropped;
+use crate::track::Track;
 use crate::transport::{Direction, Route, Transport};
-use crate::{Mid, TransportId};
+use crate::{Mid, Rid, TrackId, TransportId};
 
 /// End-to-end extension elements of the received packet (abs-send-time, audio level, video
 /// orientation, playout delay), resolved once per packet and written per subscriber under the
@@ -102,22 +104,24 @@ impl Worker {
                 twcc.record(now, u16::from_be_bytes([data[0], data[1]]));
             }
         }
-        let (track_id, packet) = match transport.routes.get(&packet.ssrc()) {
-            Some(&Route::Track(id)) => (id, packet),
-            Some(&Route::TrackRtx(id)) => {
+        let route = match transport.routes.get(&packet.ssrc()) {
+            Some(&route) => Some(route),
+            None => learn_ssrc(transport, tracks, &packet),
+        };
+        let (track_id, layer, packet) = match route {
+            Some(Route::Track { track, layer }) => (track, layer, packet),
+            Some(Route::TrackRtx { track: id, layer }) => {
                 let track = tracks.get(id).expect("routes name only live tracks");
-                let rtx = track
-                    .config
-                    .rtx
-                    .expect("an RTX route implies an RTX config");
-                let unwrapped = (packet.pt() == rtx.pt)
-                    .then(|| packet.unwrap_rtx(track.config.ssrc, track.config.pt))
-                    .flatten();
+                let media = track.layers[usize::from(layer)].encoding.ssrc;
+                let unwrapped = (Some(packet.pt()) == track.config.rtx_pt)
+                    .then_some(media)
+                    .flatten()
+                    .and_then(|media| packet.unwrap_rtx(media, track.config.pt));
                 let Some(packet) = unwrapped else {
                     counters.rtp_unknown_pt += 1;
                     return;
                 };
-                (id, packet)
+                (id, layer, packet)
             }
             Some(Route::Subscription(_)) | None => {
                 counters.rtp_unknown_ssrc += 1;
@@ -132,7 +136,7 @@ impl Worker {
             counters.rtp_unknown_pt += 1;
             return;
         }
-        let forward = match track.receive(now, &packet) {
+        let forward = match track.receive(now, layer, &packet) {
             Ok(forward) => forward,
             Err(Dropped::Duplicate) => {
                 counters.rtp_duplicate += 1;
@@ -146,18 +150,26 @@ impl Worker {
         match forward.nack {
             NackOutcome::Nothing => {}
             NackOutcome::Gap => nack_upstream(track, now, config, scratch_seqs, outbox, counters),
-            NackOutcome::KeyframeNeeded => request_keyframe(track, now, config, outbox, counters),
+            NackOutcome::KeyframeNeeded => {
+                request_keyframe(track, layer, now, config, outbox, counters)
+            }
         }
         for &id in &track.subscriptions {
             let subscription = subscriptions
                 .get_mut(id)
                 .expect("a track lists only live subscriptions");
+            let before = subscription.layers.current;
             let Some(mut header) = subscription.forward(now, &packet, &forward) else {
                 counters.rtp_waiting_for_keyframe += 1;
                 continue;
             };
             if subscription.stats.packets_sent == 1 {
                 events.push_back(Event::SubscriptionStarted { subscription: id });
+            } else if before != subscription.layers.current {
+                events.push_back(Event::LayerSwitched {
+                    subscription: id,
+                    layer,
+                });
             }
             let to = subscription.transport;
             let transport = transports
@@ -174,4 +186,74 @@ impl Worker {
             counters.rtp_forwarded += 1;
         }
     }
+}
+
+/// Binds an unknown SSRC to a simulcast layer announced by rid (RFC 8852): browsers do not
+/// signal simulcast SSRCs, so the first packet carrying the mid and rid (or repaired-rid, for
+/// RTX) header extensions names its layer. Each layer binds once, so a peer cannot grow the
+/// route table by spraying SSRCs.
+fn learn_ssrc(
+    transport: &mut Transport,
+    tracks: &mut Arena<TrackId, Track>,
+    packet: &RtpPacket,
+) -> Option<Route> {
+    let map = transport.config.extensions;
+    let (mut mid, mut rid, mut repaired) = (None, None, None);
+    for (id, data) in packet.extensions() {
+        match map.kind(id) {
+            Some(ExtensionKind::Mid) => mid = Mid::new(data),
+            Some(ExtensionKind::Rid) => rid = Rid::new(data),
+            Some(ExtensionKind::RepairedRid) => repaired = Rid::new(data),
+            _ => {}
+        }
+    }
+    let (name, is_rtx) = match (rid, repaired) {
+        (Some(rid), _) => (rid, false),
+        (None, Some(rid)) => (rid, true),
+        (None, None) => return None,
+    };
+    let ssrc = packet.ssrc();
+    for &track_id in &transport.tracks {
+        let track = tracks
+            .get_mut(track_id)
+            .expect("a transport lists only live tracks");
+        if mid.is_some_and(|m| track.config.mid != Some(m))
+            || (is_rtx && track.config.rtx_pt.is_none())
+        {
+            continue;
+        }
+        let Some(layer) = track
+            .layers
+            .iter()
+            .position(|l| l.encoding.rid == Some(name))
+        else {
+            continue;
+        };
+        let l = &mut track.layers[layer];
+        let slot = if is_rtx {
+            &mut l.encoding.rtx_ssrc
+        } else {
+            &mut l.encoding.ssrc
+        };
+        if slot.is_some() {
+            return None;
+        }
+        *slot = Some(ssrc);
+        let layer = layer as u8;
+        let route = if is_rtx {
+            Route::TrackRtx {
+                track: track_id,
+                layer,
+            }
+        } else {
+            l.inbound.bind(ssrc);
+            Route::Track {
+                track: track_id,
+                layer,
+            }
+        };
+        transport.routes.insert(ssrc, route);
+        return Some(route);
+    }
+    None
 }

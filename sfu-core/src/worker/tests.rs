@@ -23,11 +23,11 @@ fn audio_track() -> TrackConfig {
     TrackConfig {
         kind: MediaKind::Audio,
         codec: Codec::Opus,
-        ssrc: Ssrc(PUB_SSRC),
         pt: Pt(111),
         clock_rate: ClockRate(48_000),
-        rtx: None,
+        rtx_pt: None,
         mid: None,
+        encodings: Encodings::single(Ssrc(PUB_SSRC), None),
     }
 }
 
@@ -449,11 +449,11 @@ fn receiver_report_and_remb_go_to_publisher_every_report_interval() {
     let video = TrackConfig {
         kind: MediaKind::Video,
         codec: Codec::Vp8,
-        ssrc: Ssrc(PUB_SSRC),
         pt: Pt(96),
         clock_rate: ClockRate(90_000),
-        rtx: None,
+        rtx_pt: None,
         mid: None,
+        encodings: Encodings::single(Ssrc(PUB_SSRC), None),
     };
     let mut f = Fixture::new(video);
     f.worker.handle_rtp(

@@ -72,6 +72,8 @@ pub(crate) struct Publisher {
     pub(crate) rrs: usize,
     pub(crate) twcc: usize,
     pub(crate) twcc_seq: u16,
+    /// Simulcast: this entry is one layer, sending mid + rid header extensions.
+    pub(crate) rid: Option<&'static [u8]>,
     pub(crate) uplink: Link,
     pub(crate) downlink: Link,
 }
@@ -177,14 +179,11 @@ impl Sim {
         let config = TrackConfig {
             kind,
             codec: if video { Codec::Vp8 } else { Codec::Opus },
-            ssrc: Ssrc(ssrc),
             pt: Pt(payload_type(kind)),
             clock_rate: ClockRate(if video { 90_000 } else { 48_000 }),
-            rtx: rtx.then_some(Rtx {
-                ssrc: Ssrc(ssrc + 1),
-                pt: Pt(97),
-            }),
+            rtx_pt: rtx.then_some(Pt(97)),
             mid: None,
+            encodings: Encodings::single(Ssrc(ssrc), rtx.then_some(Ssrc(ssrc + 1))),
         };
         let track = self
             .worker
@@ -212,10 +211,81 @@ impl Sim {
             rrs: 0,
             twcc: 0,
             twcc_seq: 0,
+            rid: None,
             uplink: Link::new(10),
             downlink: Link::new(10),
         });
         self.publishers.len() - 1
+    }
+
+    /// A VP8 simulcast track with three layers announced by rid only (the browser case): the
+    /// worker learns their SSRCs from the first packets. Returns the publisher entries, one per
+    /// layer, lowest first.
+    pub(crate) fn add_simulcast_publisher(&mut self) -> Vec<usize> {
+        let extensions = ExtensionMap::new(&[
+            (1, ExtensionKind::Mid),
+            (2, ExtensionKind::Rid),
+            (3, ExtensionKind::TransportCc),
+        ]);
+        let config = TransportConfig {
+            direction: Direction::Publish,
+            extensions,
+        };
+        let transport = self
+            .worker
+            .add_transport(self.now, self.room, config)
+            .unwrap();
+        let rids: [&'static [u8]; 3] = [b"q", b"h", b"f"];
+        let layer = |rid: &[u8]| Encoding {
+            rid: Rid::new(rid),
+            ssrc: None,
+            rtx_ssrc: None,
+        };
+        let config = TrackConfig {
+            kind: MediaKind::Video,
+            codec: Codec::Vp8,
+            pt: Pt(96),
+            clock_rate: ClockRate(90_000),
+            rtx_pt: None,
+            mid: Mid::new(b"v"),
+            encodings: Encodings::simulcast(&rids.map(layer)).unwrap(),
+        };
+        let track = self
+            .worker
+            .publish_track(self.now, transport, config)
+            .unwrap();
+        rids.iter()
+            .enumerate()
+            .map(|(i, rid)| {
+                self.publishers.push(Publisher {
+                    transport,
+                    track,
+                    kind: MediaKind::Video,
+                    ssrc: 2000 + 10 * i as u32,
+                    pt: 96,
+                    rtx: None,
+                    seq: self.rng.next() as u16,
+                    rtx_seq: 0,
+                    ts: self.rng.next() as u32,
+                    frame: 33 * MS,
+                    packets_per_frame: 1 + i,
+                    next_frame: self.now,
+                    keyframe_pending: true,
+                    history: HashMap::new(),
+                    sent: 0,
+                    plis: 0,
+                    nacked: vec![],
+                    remb: None,
+                    rrs: 0,
+                    twcc: 0,
+                    twcc_seq: 0,
+                    rid: Some(rid),
+                    uplink: Link::new(10),
+                    downlink: Link::new(10),
+                });
+                self.publishers.len() - 1
+            })
+            .collect()
     }
 
     pub(crate) fn add_subscriber(&mut self, rtx: bool) -> usize {
@@ -244,7 +314,13 @@ impl Sim {
         });
         let index = self.subscribers.len() - 1;
         for p in 0..self.publishers.len() {
-            self.subscribe(index, p, rtx);
+            // Simulcast layers share one track: subscribe once, through the first layer.
+            if !self.publishers[..p]
+                .iter()
+                .any(|q| q.track == self.publishers[p].track)
+            {
+                self.subscribe(index, p, rtx);
+            }
         }
         index
     }
@@ -291,9 +367,13 @@ impl Sim {
             tx.packet.write_to(&mut buf);
             let bytes = buf.freeze();
             let is_rtp = matches!(tx.packet, OutPacket::Rtp { .. });
-            if let Some(p) = self.publishers.iter().position(|p| p.transport == tx.to) {
-                let at = self.now + self.publishers[p].downlink.latency;
-                self.send(at, Delivery::ToPublisher(p, bytes));
+            if self.publishers.iter().any(|p| p.transport == tx.to) {
+                for p in 0..self.publishers.len() {
+                    if self.publishers[p].transport == tx.to {
+                        let at = self.now + self.publishers[p].downlink.latency;
+                        self.send(at, Delivery::ToPublisher(p, bytes.clone()));
+                    }
+                }
             } else if let Some(s) = self.subscribers.iter().position(|s| s.transport == tx.to) {
                 let link = &mut self.subscribers[s].downlink;
                 if is_rtp && !link.passes_rtp(&mut self.rng) {
@@ -385,6 +465,10 @@ impl Sim {
                 extensions: {
                     let mut ext = OutExtensions::EMPTY;
                     ext.push(3, &publisher.twcc_seq.to_be_bytes());
+                    if let Some(rid) = publisher.rid {
+                        ext.push(1, b"v");
+                        ext.push(2, rid);
+                    }
                     ext
                 },
                 rtx_osn: None,
@@ -413,7 +497,7 @@ impl Sim {
         let publisher = &mut self.publishers[p];
         for message in Compound::new(bytes) {
             match message.expect("worker RTCP must parse") {
-                RtcpPacket::Nack(n) => {
+                RtcpPacket::Nack(n) if n.media.0 == publisher.ssrc => {
                     for seq in n.lost() {
                         publisher.nacked.push(seq);
                         let Some(original) = publisher.history.get(&seq) else {
@@ -441,7 +525,7 @@ impl Sim {
                         resend.push(packet);
                     }
                 }
-                RtcpPacket::Pli { .. } => {
+                RtcpPacket::Pli { media, .. } if media.0 == publisher.ssrc => {
                     publisher.plis += 1;
                     publisher.keyframe_pending = true;
                 }
