@@ -43,7 +43,7 @@ function makeTile(container, id, name, stream, { self = false } = {}) {
   const video = tile.querySelector('video');
   video.muted = self; // never play our own microphone back
   if (stream && video.srcObject !== stream) video.srcObject = stream;
-  tile.querySelector('.name').textContent = self ? `${name} (you)` : name;
+  tile.querySelector('.name').textContent = name;
   return tile;
 }
 
@@ -139,7 +139,7 @@ async function join(channelId, name) {
   show('join', false);
   show('room');
   $('room-name').textContent = `${mooyaho.sfuEnabled ? 'SFU' : 'Mesh'} channel ${channelId}`;
-  makeTile(tiles, sessionId, name, local, { self: true });
+  makeTile(tiles, sessionId, `${name} (you)`, local, { self: true });
   for (const member of mooyaho.sessionsArray) {
     if (member.id === sessionId) continue;
     setFlags(makeTile(tiles, member.id, member.user?.name ?? member.id.slice(0, 8), mooyaho.getRemoteStreamById(member.id)), member.state);

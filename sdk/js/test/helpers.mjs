@@ -13,10 +13,10 @@ export const repoRoot = resolve(here, '../../..');
 export const artifactsDir = join(repoRoot, 'test-artifacts');
 
 /** Starts the binary on a free loopback port; resolves once it printed its URL and API key. */
-export async function startServer(extraArgs = []) {
+export async function startServer(extraArgs = [], { anonymous = true } = {}) {
   const binary = process.env.MOOYAHO_BIN ?? join(repoRoot, 'target/debug/mooyaho');
   const dataDir = mkdtempSync(join(tmpdir(), 'mooyaho-js-test-'));
-  const child = spawn(binary, ['dev', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--allow-anonymous', ...extraArgs], {
+  const child = spawn(binary, ['dev', '--listen', '127.0.0.1:0', '--data-dir', dataDir, ...(anonymous ? ['--allow-anonymous'] : []), ...extraArgs], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
