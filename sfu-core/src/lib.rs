@@ -28,6 +28,8 @@
 //! | [`stream::RetransmitBuffer`] | extended seq → packet ring, per track | RtpRetransmissionBuffer | buffer.Buffer | rtx_cache |
 //! | [`stream::NackGenerator`] | detects ingress gaps, NACKs the publisher | NackGenerator | (pion interceptor) | register_nack |
 //! | [`stream::KeyframeRequester`] | aggregates and throttles PLI/FIR toward a publisher | KeyFrameRequestManager | (PLI throttle) | — |
+//! | LayerSelector ([`Worker::set_preferred_layer`]) | per-subscription simulcast layer choice, switching at keyframes | SimulcastConsumer | VideoLayerSelector | — |
+//! | [`Encoding`] | one simulcast layer of a track (rid and/or SSRC) | RtpEncodingParameters | (layer) | — |
 //!
 //! # Drain contract
 //!

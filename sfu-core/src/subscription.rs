@@ -26,7 +26,7 @@ pub struct SubscriptionConfig {
 /// a keyframe of the target layer (for video), so the subscriber's decoder never sees a layer
 /// start mid-picture; until then the current layer keeps flowing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LayerSelection {
+pub(crate) struct LayerSelector {
     pub(crate) target: u8,
     /// `None` until the first packet is forwarded (a video joiner waits for a keyframe).
     pub(crate) current: Option<u8>,
@@ -59,7 +59,7 @@ pub(crate) struct Subscription {
     pub(crate) transport: TransportId,
     pub(crate) config: SubscriptionConfig,
     pub(crate) rewriter: Rewriter,
-    pub(crate) layers: LayerSelection,
+    pub(crate) layers: LayerSelector,
     /// Next sequence number of the RTX stream (its own numbering, RFC 4588 §4).
     rtx_seq: SeqNo,
     pub(crate) stats: SubscriptionStats,
@@ -79,7 +79,7 @@ impl Subscription {
             transport,
             config,
             rewriter: Rewriter::new(clock_rate),
-            layers: LayerSelection {
+            layers: LayerSelector {
                 target: target_layer,
                 current: None,
                 needs_keyframe,

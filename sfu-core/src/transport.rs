@@ -33,8 +33,11 @@ pub(crate) enum Route {
     Track { track: TrackId, layer: u8 },
     /// RTX of one encoding of a published track.
     TrackRtx { track: TrackId, layer: u8 },
-    /// A subscription's outgoing SSRC (or its RTX SSRC): RTCP about it comes back with it.
+    /// A subscription's outgoing SSRC: RTCP about it (RR, NACK, PLI) comes back with it.
     Subscription(SubscriptionId),
+    /// A subscription's RTX SSRC: reserved so nothing else claims it; RTCP about it is ignored
+    /// (NACKs and reports name the media SSRC).
+    SubscriptionRtx(SubscriptionId),
 }
 
 #[derive(Debug)]

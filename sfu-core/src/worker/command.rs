@@ -316,7 +316,7 @@ impl Worker {
         t.subscriptions.push(id);
         t.routes.insert(config.ssrc, Route::Subscription(id));
         if let Some(rtx) = config.rtx {
-            t.routes.insert(rtx.ssrc, Route::Subscription(id));
+            t.routes.insert(rtx.ssrc, Route::SubscriptionRtx(id));
         }
         let tr = self.tracks.get_mut(track).expect("checked above");
         tr.subscriptions.push(id);
@@ -383,7 +383,7 @@ impl Worker {
             transport.subscriptions.retain(|&x| x != subscription);
             transport
                 .routes
-                .retain(|_, r| *r != Route::Subscription(subscription));
+                .retain(|_, r| !matches!(r, Route::Subscription(x) | Route::SubscriptionRtx(x) if *x == subscription));
         }
         self.events.push_back(Event::SubscriptionClosed {
             subscription,

@@ -123,7 +123,7 @@ impl Worker {
                 };
                 (id, layer, packet)
             }
-            Some(Route::Subscription(_)) | None => {
+            Some(Route::Subscription(_) | Route::SubscriptionRtx(_)) | None => {
                 counters.rtp_unknown_ssrc += 1;
                 return;
             }
