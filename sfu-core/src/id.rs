@@ -47,7 +47,7 @@ macro_rules! arena_id {
 }
 
 arena_id!(
-    /// A [`Room`](crate::room::Room): the routing domain tracks fan out in.
+    /// A room: the routing domain tracks fan out in (closing it frees everything inside).
     RoomId
 );
 arena_id!(

@@ -12,7 +12,7 @@
 //! The worker performs no I/O, spawns no threads and reads no clock: the media layer decrypts a
 //! datagram, hands it in with the current time, then drains what the worker wants sent. Time
 //! only moves when the caller says so, which makes every behaviour testable with a virtual
-//! clock (see `tests/sim.rs`).
+//! clock (see `tests/sim/`).
 //!
 //! # Vocabulary
 //!

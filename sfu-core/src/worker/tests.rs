@@ -487,3 +487,108 @@ fn receiver_report_and_remb_go_to_publisher_every_report_interval() {
         "one packet, one feedback"
     );
 }
+
+#[test]
+fn handle_command_mirrors_the_methods() {
+    let now = Instant::now();
+    let mut w = Worker::new(Config::default());
+    let Ok(Response::Room(room)) = w.handle_command(now, Command::CreateRoom) else {
+        panic!()
+    };
+    let config = transport(Direction::Publish, &[]);
+    let Ok(Response::Transport(p)) = w.handle_command(now, Command::AddTransport { room, config })
+    else {
+        panic!()
+    };
+    let config = audio_track();
+    let Ok(Response::Track(track)) = w.handle_command(
+        now,
+        Command::PublishTrack {
+            transport: p,
+            config,
+        },
+    ) else {
+        panic!()
+    };
+    let config = transport(Direction::Subscribe, &[]);
+    let Ok(Response::Transport(s)) = w.handle_command(now, Command::AddTransport { room, config })
+    else {
+        panic!()
+    };
+    let config = subscription(5);
+    let Ok(Response::Subscription(sub)) = w.handle_command(
+        now,
+        Command::Subscribe {
+            transport: s,
+            track,
+            config,
+        },
+    ) else {
+        panic!()
+    };
+    let layer = Command::SetPreferredLayer {
+        subscription: sub,
+        layer: 1,
+    };
+    assert_eq!(
+        w.handle_command(now, layer),
+        Err(CommandError::UnknownLayer { track, layer: 1 })
+    );
+    let Ok(Response::Stats(stats)) = w.handle_command(now, Command::Stats) else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            stats.rooms,
+            stats.transports,
+            stats.tracks,
+            stats.subscriptions
+        ),
+        (1, 2, 1, 1)
+    );
+    assert_eq!(
+        w.handle_command(now, Command::CloseRoom(room)),
+        Ok(Response::Done)
+    );
+    assert_eq!(
+        w.handle_command(now, Command::Unsubscribe(sub)),
+        Err(CommandError::UnknownSubscription(sub))
+    );
+}
+
+#[test]
+fn unusable_encodings_are_refused() {
+    let mut f = Fixture::new(audio_track());
+    let nameless = Encoding {
+        rid: None,
+        ssrc: None,
+        rtx_ssrc: None,
+    };
+    let config = TrackConfig {
+        encodings: Encodings::simulcast(&[nameless]).unwrap(),
+        ..audio_track()
+    };
+    assert_eq!(
+        f.worker.publish_track(f.now, f.publisher, config),
+        Err(CommandError::InvalidEncodings)
+    );
+    let rtx_without_pt = TrackConfig {
+        encodings: Encodings::single(Ssrc(1), Some(Ssrc(2))),
+        ..audio_track()
+    };
+    assert_eq!(
+        f.worker.publish_track(f.now, f.publisher, rtx_without_pt),
+        Err(CommandError::InvalidEncodings)
+    );
+    let same = TrackConfig {
+        rtx_pt: Some(Pt(97)),
+        encodings: Encodings::single(Ssrc(3), Some(Ssrc(3))),
+        ..audio_track()
+    };
+    assert_eq!(
+        f.worker.publish_track(f.now, f.publisher, same),
+        Err(CommandError::SsrcInUse(Ssrc(3)))
+    );
+    assert_eq!(Encodings::simulcast(&[]), None);
+    assert_eq!(f.worker.stats().tracks, 1);
+}
