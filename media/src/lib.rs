@@ -1,4 +1,19 @@
-//! The Mooyaho SFU node (work in progress): SDP negotiation and per-transport security.
+//! The Mooyaho SFU node: per-core worker threads, each owning one UDP socket (ICE-lite demux by
+//! STUN username, then by validated 5-tuple), the DTLS and SRTP state of its transports and one
+//! sans-IO [`sfu_core::Worker`] shard. [`Node`] is the library API the control plane drives.
+//!
+//! ```text
+//! recvmmsg → classify (RFC 7983) → STUN: ICE-lite check → binding success
+//!                                → DTLS: handshake → SRTP keys
+//!                                → SRTP: unprotect → sfu_core::Worker::handle_rtp/rtcp
+//! sfu_core::Worker::poll_transmit → write header+payload into scratch → SRTP protect → sendmmsg
+//! ```
 
 pub mod connection;
+pub mod node;
 pub mod sdp;
+pub mod udp;
+pub mod worker;
+
+pub use node::{Node, NodeConfig, NodeStats, RoomKey};
+pub use worker::{MediaError, NodeEvent, Side, WorkerCounters, WorkerStats};

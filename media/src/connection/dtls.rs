@@ -1,6 +1,6 @@
-//! The DTLS server side of one transport (the SFU is always the DTLS server: `a=setup:passive`
-//! in answers, `actpass` in offers). The client's certificate must match the fingerprint from
-//! its SDP; the handshake ends with SRTP keys.
+//! The DTLS side of one transport. The SFU is the DTLS server toward publishers (`a=setup:passive`
+//! in its answers) and whichever role the subscriber leaves it after our `actpass` offer. The
+//! peer's certificate must match the fingerprint from its SDP; the handshake ends with SRTP keys.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,17 +77,32 @@ pub fn fingerprint_of(provider: &dyn RTCCryptoProvider, der: &[u8]) -> Result<St
         .join(":"))
 }
 
-/// One transport's DTLS server.
-pub struct DtlsServer {
+/// Which side of the DTLS handshake the SFU takes (RFC 5763 §5: the `a=setup` negotiation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DtlsRole {
+    /// The SFU waits for the client's ClientHello (`a=setup:passive` on our side). Browsers
+    /// always choose this when answering our `actpass` offers.
+    Server,
+    /// The SFU sends the ClientHello once ICE has validated the client's address (the client
+    /// answered `a=setup:passive`, as Pion and webrtc-rs do toward an ICE-lite offerer).
+    Client,
+}
+
+/// One transport's DTLS association (one remote address at a time).
+pub struct DtlsTransport {
     endpoint: Endpoint,
+    role: DtlsRole,
+    /// The handshake configuration, kept until a client-role handshake starts.
+    client_config: Option<Arc<HandshakeConfig>>,
     provider: Arc<dyn RTCCryptoProvider>,
     remote: Option<SocketAddr>,
     connected: bool,
 }
 
-impl std::fmt::Debug for DtlsServer {
+impl std::fmt::Debug for DtlsTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DtlsServer")
+        f.debug_struct("DtlsTransport")
+            .field("role", &self.role)
             .field("remote", &self.remote)
             .field("connected", &self.connected)
             .finish_non_exhaustive()
@@ -105,9 +120,13 @@ pub enum DtlsOutcome {
     Closed,
 }
 
-impl DtlsServer {
-    /// A server that only accepts a client whose certificate hashes to `remote_fingerprint`.
-    pub fn new(identity: &DtlsIdentity, remote_fingerprint: &str) -> Result<Self, DtlsError> {
+impl DtlsTransport {
+    /// An association that only accepts a peer whose certificate hashes to `remote_fingerprint`.
+    pub fn new(
+        identity: &DtlsIdentity,
+        remote_fingerprint: &str,
+        role: DtlsRole,
+    ) -> Result<Self, DtlsError> {
         let expected = remote_fingerprint.to_ascii_uppercase();
         let provider = identity.provider.clone();
         let verify_provider = provider.clone();
@@ -127,7 +146,7 @@ impl DtlsServer {
                 }
             },
         );
-        let config: HandshakeConfig = ConfigBuilder::default()
+        let config = ConfigBuilder::default()
             .with_crypto_provider(provider.clone())
             .with_certificates(vec![identity.certificate.clone()])
             .with_srtp_protection_profiles(vec![
@@ -139,15 +158,34 @@ impl DtlsServer {
             .with_insecure_skip_verify(true)
             .with_verify_peer_certificate(Some(verify))
             .with_extended_master_secret(ExtendedMasterSecretType::Require)
-            .build(false, None)
+            .build(role == DtlsRole::Client, None)
             .map_err(|e| DtlsError(e.to_string()))?;
+        let config = Arc::new(config);
         let unspecified: SocketAddr = ([0, 0, 0, 0], 0).into();
+        let (server_config, client_config) = match role {
+            DtlsRole::Server => (Some(config), None),
+            DtlsRole::Client => (None, Some(config)),
+        };
         Ok(Self {
-            endpoint: Endpoint::new(unspecified, Default::default(), Some(Arc::new(config))),
+            endpoint: Endpoint::new(unspecified, Default::default(), server_config),
+            role,
+            client_config,
             provider,
             remote: None,
             connected: false,
         })
+    }
+
+    /// Client role: starts the handshake toward `remote` (the first ICE-validated address).
+    /// Does nothing in the server role or once started.
+    pub fn start(&mut self, now: Instant, remote: SocketAddr) -> Result<(), DtlsError> {
+        let Some(config) = self.client_config.take() else {
+            return Ok(());
+        };
+        self.remote = Some(remote);
+        self.endpoint
+            .connect(now, remote, config, None)
+            .map_err(|e| DtlsError(e.to_string()))
     }
 
     /// Feeds a DTLS datagram from `from` (an ICE-validated address).
@@ -157,13 +195,19 @@ impl DtlsServer {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<DtlsOutcome, DtlsError> {
-        // One association per transport: a second address is the same peer after an ICE path
-        // change only if the handshake has not started from another address.
-        if let Some(remote) = self.remote
-            && remote != from
-            && self.connected
-        {
-            return Err(DtlsError("DTLS from a second address".into()));
+        match (self.role, self.remote) {
+            // A client talks only to the address it connected to.
+            (DtlsRole::Client, Some(remote)) if remote != from => {
+                return Err(DtlsError(
+                    "DTLS from an address we did not connect to".into(),
+                ));
+            }
+            (DtlsRole::Client, None) => return Err(DtlsError("DTLS before our handshake".into())),
+            // One association per transport: once connected, the peer stays on its address.
+            (DtlsRole::Server, Some(remote)) if remote != from && self.connected => {
+                return Err(DtlsError("DTLS from a second address".into()));
+            }
+            _ => {}
         }
         self.remote = Some(from);
         let events = self
@@ -257,7 +301,7 @@ mod tests {
 
     /// Runs the handshake; returns the server outcome and the client's SRTP session.
     fn handshake(
-        server: &mut DtlsServer,
+        server: &mut DtlsTransport,
         client: &mut Client,
     ) -> (Result<bool, DtlsError>, Option<SrtpSession>) {
         let mut now = Instant::now();
@@ -314,7 +358,8 @@ mod tests {
     fn handshake_with_matching_fingerprint_yields_working_srtp() {
         let identity = DtlsIdentity::generate().unwrap();
         let mut client = Client::new(Instant::now());
-        let mut server = DtlsServer::new(&identity, &client.identity.fingerprint).unwrap();
+        let mut server =
+            DtlsTransport::new(&identity, &client.identity.fingerprint, DtlsRole::Server).unwrap();
         let (connected, client_srtp) = handshake(&mut server, &mut client);
         assert!(connected.unwrap());
         let mut client_srtp = client_srtp.expect("client completed");
@@ -351,7 +396,7 @@ mod tests {
         let identity = DtlsIdentity::generate().unwrap();
         let mut client = Client::new(Instant::now());
         let wrong = DtlsIdentity::generate().unwrap().fingerprint;
-        let mut server = DtlsServer::new(&identity, &wrong).unwrap();
+        let mut server = DtlsTransport::new(&identity, &wrong, DtlsRole::Server).unwrap();
         let (outcome, _) = handshake(&mut server, &mut client);
         assert!(!matches!(outcome, Ok(true)), "handshake must not complete");
         assert!(!server.is_connected());
@@ -360,7 +405,8 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let identity = DtlsIdentity::generate().unwrap();
-        let mut server = DtlsServer::new(&identity, &identity.fingerprint).unwrap();
+        let mut server =
+            DtlsTransport::new(&identity, &identity.fingerprint, DtlsRole::Server).unwrap();
         let now = Instant::now();
         for datagram in [
             &[22u8][..],
@@ -370,5 +416,63 @@ mod tests {
             let _ = server.handle(now, CLIENT, datagram);
         }
         assert!(!server.is_connected());
+    }
+}
+
+#[cfg(test)]
+mod role_tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use super::*;
+
+    const A: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7000);
+    const B: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7001);
+
+    #[test]
+    fn client_role_handshakes_with_a_server() {
+        let (server_id, client_id) = (
+            DtlsIdentity::generate().unwrap(),
+            DtlsIdentity::generate().unwrap(),
+        );
+        let mut server =
+            DtlsTransport::new(&server_id, &client_id.fingerprint, DtlsRole::Server).unwrap();
+        let mut client =
+            DtlsTransport::new(&client_id, &server_id.fingerprint, DtlsRole::Client).unwrap();
+        let mut now = Instant::now();
+        // Before `start`, a client refuses datagrams.
+        assert!(client.handle(now, A, &[22, 254, 253]).is_err());
+        client.start(now, A).unwrap();
+        let (mut server_srtp, mut client_srtp) = (None, None);
+        for _ in 0..40 {
+            while let Some((to, datagram)) = client.poll_transmit() {
+                assert_eq!(to, A);
+                if let Ok(DtlsOutcome::Connected(s)) = server.handle(now, B, &datagram) {
+                    server_srtp = Some(s);
+                }
+            }
+            while let Some((to, datagram)) = server.poll_transmit() {
+                assert_eq!(to, B);
+                if let Ok(DtlsOutcome::Connected(s)) = client.handle(now, A, &datagram) {
+                    client_srtp = Some(s);
+                }
+            }
+            if server_srtp.is_some() && client_srtp.is_some() {
+                break;
+            }
+            now += Duration::from_millis(100);
+            let _ = client.handle_timeout(now);
+            let _ = server.handle_timeout(now);
+        }
+        let (mut server_srtp, mut client_srtp) = (server_srtp.unwrap(), client_srtp.unwrap());
+        let packet = [0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 1, 2, 3, 4];
+        let protected = server_srtp.protect_rtp(&packet).unwrap();
+        assert_eq!(&client_srtp.unprotect_rtp(&protected).unwrap()[..], &packet);
+        // A client ignores other addresses.
+        assert!(
+            client
+                .handle(now, SocketAddr::from(([127, 0, 0, 1], 9)), &[22])
+                .is_err()
+        );
     }
 }

@@ -4,8 +4,25 @@
 //!
 //! The SFU is ICE-lite (`a=ice-lite`), always the DTLS server (`a=setup:passive` in answers,
 //! `a=setup:actpass` in offers, which browsers answer with `active`), BUNDLE-only with rtcp-mux.
+//!
+//! - [`negotiate_publish`]: a client's publish offer → the SFU's answer and what it accepted.
+//! - [`subscribe_offer`] / [`parse_subscribe_answer`]: the SFU-initiated subscribe session,
+//!   re-offered with a higher `version` whenever forwarded tracks come or go.
+//! - [`random_ice_credentials`] and [`Fingerprint::of_der`] build a [`LocalDescription`].
+
+mod credentials;
+mod parse;
+mod publish;
+mod subscribe;
+#[cfg(test)]
+mod test_support;
+mod write;
 
 use std::net::SocketAddr;
+
+pub use credentials::random_ice_credentials;
+pub use publish::negotiate_publish;
+pub use subscribe::{parse_subscribe_answer, subscribe_offer};
 
 /// Why an SDP was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -133,9 +150,19 @@ pub struct ForwardedTrack {
     pub stream_id: String,
     /// `a=msid` track id.
     pub track_id: String,
-    /// False once the track ended: the m-line stays (mids are never reused) as `inactive`
-    /// with port 0... kept as `a=inactive` so the client removes the receiver.
+    /// False once the track ended: the m-line stays in place with its mid (mids are never
+    /// reused, RFC 8829 §5.2.2) and in the BUNDLE group, but as `a=inactive`, which makes the
+    /// client remove the track from its stream and mute it.
     pub active: bool,
+}
+
+/// The DTLS role a client takes in its answer (RFC 5763 §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// `a=setup:active`: the client sends the ClientHello; the SFU serves.
+    Active,
+    /// `a=setup:passive`: the SFU sends the ClientHello.
+    Passive,
 }
 
 /// The subscriber's answer to an SFU offer.
@@ -145,8 +172,85 @@ pub struct SubscribeAnswer {
     pub remote_ice: IceCredentials,
     /// The client's certificate fingerprint.
     pub remote_fingerprint: Fingerprint,
+    /// The DTLS role the client took (`a=setup`).
+    pub remote_setup: Setup,
     /// Header extensions the client accepted (a subset of those offered, same ids).
     pub extensions: Vec<Extension>,
     /// Mids the client accepted to receive (`recvonly`, port ≠ 0).
     pub accepted_mids: Vec<String>,
+}
+
+/// `urn:ietf:params:rtp-hdrext:sdes:mid` (RFC 8843 §15.2): lets a receiver map an SSRC it has
+/// not seen in the SDP to its m-line.
+pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+/// `abs-send-time`: the send-side timestamps REMB bandwidth estimation needs.
+pub const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+/// Transport-wide sequence numbers for transport-cc (TWCC) feedback.
+pub const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+/// Client-to-mixer audio level (RFC 6464), for active-speaker detection.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// The only header extensions the SFU accepts from publishers; any other `a=extmap` in an offer
+/// is left out of the answer, so clients do not spend bytes on extensions nobody reads.
+pub const SUPPORTED_EXTENSIONS: &[&str] = &[
+    MID_URI,
+    ABS_SEND_TIME_URI,
+    TRANSPORT_CC_URI,
+    AUDIO_LEVEL_URI,
+];
+
+/// The header extensions, with their fixed ids, every subscribe offer declares. Ids 1–4 fit the
+/// one-byte header form (RFC 8285 §4.2), so `a=extmap-allow-mixed` is never needed. Audio
+/// m-lines omit abs-send-time (REMB only estimates video) and video m-lines omit audio level.
+pub const SUBSCRIBE_EXTENSIONS: &[(u8, &str)] = &[
+    (1, MID_URI),
+    (2, ABS_SEND_TIME_URI),
+    (3, TRANSPORT_CC_URI),
+    (4, AUDIO_LEVEL_URI),
+];
+
+/// The `a=rtcp-fb` values the SFU implements; others are dropped from answers and offers.
+pub const SUPPORTED_RTCP_FB: &[&str] =
+    &["nack", "nack pli", "ccm fir", "goog-remb", "transport-cc"];
+
+/// Fuzz target body for `fuzz/fuzz_targets/sdp_offer.rs`: arbitrary bytes as a publish offer and
+/// as a subscribe answer. Nothing may panic, and an accepted offer's answer must parse back.
+pub fn fuzz_sdp(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let local = LocalDescription {
+        ice: IceCredentials {
+            ufrag: "fuzzUfrg".to_owned(),
+            pwd: "fuzzPasswordFuzzPassword".to_owned(),
+        },
+        fingerprint: Fingerprint::of_der(b"fuzz"),
+        candidate: SocketAddr::from(([192, 0, 2, 1], 3478)),
+    };
+    if let Ok(negotiation) = negotiate_publish(text, &local) {
+        assert!(
+            parse::session(&negotiation.answer).is_ok(),
+            "our answer must parse"
+        );
+    }
+    let offered = [ForwardedTrack {
+        mid: "0".to_owned(),
+        kind: Kind::Audio,
+        codec: Codec {
+            name: "opus".to_owned(),
+            pt: 111,
+            clock_rate: 48_000,
+            channels: Some(2),
+            fmtp: None,
+            rtcp_fb: Vec::new(),
+            rtx_pt: None,
+        },
+        ssrc: 1,
+        rtx_ssrc: None,
+        stream_id: "s".to_owned(),
+        track_id: "t".to_owned(),
+        active: true,
+    }];
+    let _ = parse_subscribe_answer(text, &offered);
 }

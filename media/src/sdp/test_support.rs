@@ -1,0 +1,139 @@
+//! Fixtures and helpers shared by the sdp tests.
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+
+use sdp::description::session::SessionDescription;
+
+use super::{Fingerprint, IceCredentials, LocalDescription};
+
+pub(super) const CHROME: &str = include_str!("../../tests/sdp_offers/chrome.sdp");
+pub(super) const FIREFOX: &str = include_str!("../../tests/sdp_offers/firefox.sdp");
+pub(super) const SAFARI: &str = include_str!("../../tests/sdp_offers/safari.sdp");
+pub(super) const AIORTC: &str = include_str!("../../tests/sdp_offers/aiortc.sdp");
+pub(super) const WEBRTC_RS: &str = include_str!("../../tests/sdp_offers/webrtc_rs.sdp");
+pub(super) const ALL: &[&str] = &[CHROME, FIREFOX, SAFARI, AIORTC, WEBRTC_RS];
+
+pub(super) fn local() -> LocalDescription {
+    LocalDescription {
+        ice: IceCredentials {
+            ufrag: "SfuUfrag".to_owned(),
+            pwd: "SfuPasswordSfuPassword24".to_owned(),
+        },
+        fingerprint: Fingerprint::of_der(b"mooyaho test certificate"),
+        candidate: SocketAddr::from(([203, 0, 113, 7], 40000)),
+    }
+}
+
+/// Real clients send CRLF; the fixtures are stored with LF.
+pub(super) fn crlf(sdp: &str) -> String {
+    sdp.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+/// Parses our own output with the `sdp` crate, as a client's stack would.
+pub(super) fn reparse(sdp: &str) -> SessionDescription {
+    assert!(
+        sdp.ends_with("\r\n") && !sdp.replace("\r\n", "").contains('\n'),
+        "CRLF only"
+    );
+    SessionDescription::unmarshal(&mut Cursor::new(sdp.as_bytes())).expect("our SDP parses")
+}
+
+/// The value of `key` on m-line `index` (`None` if absent).
+pub(super) fn media_attr<'a>(
+    sdp: &'a SessionDescription,
+    index: usize,
+    key: &str,
+) -> Option<&'a str> {
+    sdp.media_descriptions[index]
+        .attributes
+        .iter()
+        .find(|a| a.key == key)
+        .map(|a| a.value.as_deref().unwrap_or(""))
+}
+
+pub(super) fn media_attrs<'a>(
+    sdp: &'a SessionDescription,
+    index: usize,
+    key: &str,
+) -> Vec<&'a str> {
+    sdp.media_descriptions[index]
+        .attributes
+        .iter()
+        .filter(|a| a.key == key)
+        .map(|a| a.value.as_deref().unwrap_or(""))
+        .collect()
+}
+
+pub(super) fn session_attr<'a>(sdp: &'a SessionDescription, key: &str) -> Option<&'a str> {
+    sdp.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .map(|a| a.value.as_deref().unwrap_or(""))
+}
+
+/// Deterministic xorshift64 for the mutation loops (seeded, so failures reproduce).
+pub(super) struct XorShift(pub(super) u64);
+
+impl XorShift {
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub(super) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// A mutated copy of `sdp`: truncated, byte-flipped, a line dropped or duplicated, or a number
+/// replaced by an extreme one.
+pub(super) fn mutate(sdp: &str, rng: &mut XorShift) -> String {
+    let mut lines: Vec<String> = sdp.lines().map(str::to_owned).collect();
+    match rng.below(6) {
+        0 => return String::from_utf8_lossy(&sdp.as_bytes()[..rng.below(sdp.len())]).into_owned(),
+        1 => {
+            let mut bytes = sdp.as_bytes().to_vec();
+            for _ in 0..1 + rng.below(4) {
+                let i = rng.below(bytes.len());
+                bytes[i] = rng.next() as u8;
+            }
+            return String::from_utf8_lossy(&bytes).into_owned();
+        }
+        2 => {
+            let i = rng.below(lines.len());
+            lines.remove(i);
+        }
+        3 => {
+            let i = rng.below(lines.len());
+            let line = lines[i].clone();
+            lines.insert(rng.below(lines.len()), line);
+        }
+        _ => {
+            let i = rng.below(lines.len());
+            let extreme = [
+                "0",
+                "15",
+                "128",
+                "255",
+                "256",
+                "65536",
+                "4294967296",
+                "-1",
+                "+1",
+                "99999999999999999999",
+            ];
+            let replacement = extreme[rng.below(extreme.len())];
+            let line = &lines[i];
+            if let Some(start) = line.find(|c: char| c.is_ascii_digit()) {
+                let end = line[start..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map_or(line.len(), |e| start + e);
+                lines[i] = format!("{}{replacement}{}", &line[..start], &line[end..]);
+            }
+        }
+    }
+    lines.join("\r\n") + "\r\n"
+}

@@ -1,0 +1,357 @@
+//! The only file that touches a file descriptor: a non-blocking UDP socket with batched
+//! `recvmmsg`/`sendmmsg` (Linux), plus `poll` on the socket and the worker's wake-up eventfd.
+
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Datagrams per batched syscall.
+pub const BATCH: usize = 32;
+/// Largest datagram handled (above any WebRTC MTU).
+pub const MAX_DATAGRAM: usize = 1500;
+
+/// A batch of received datagrams.
+pub struct RecvBatch {
+    buffers: Vec<[u8; MAX_DATAGRAM]>,
+    lengths: [usize; BATCH],
+    sources: [SocketAddr; BATCH],
+    count: usize,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        Self {
+            buffers: vec![[0; MAX_DATAGRAM]; BATCH],
+            lengths: [0; BATCH],
+            sources: [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
+            count: 0,
+        }
+    }
+}
+
+impl RecvBatch {
+    /// The datagrams of the last receive, with their sources.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        (0..self.count).map(|i| (self.sources[i], &self.buffers[i][..self.lengths[i]]))
+    }
+}
+
+/// Datagrams queued for one `sendmmsg`.
+#[derive(Default)]
+pub struct SendBatch {
+    items: Vec<(SocketAddr, bytes::BytesMut)>,
+}
+
+impl SendBatch {
+    /// Queues a datagram.
+    pub fn push(&mut self, to: SocketAddr, datagram: bytes::BytesMut) {
+        self.items.push((to, datagram));
+    }
+
+    /// Datagrams queued.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Nothing queued.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// A worker's UDP socket.
+#[derive(Debug)]
+pub struct Socket {
+    socket: UdpSocket,
+}
+
+impl Socket {
+    /// Binds non-blocking with large buffers (bursts of video keyframes to many subscribers).
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let socket = UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        for option in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+            let size: libc::c_int = 8 * 1024 * 1024;
+            // Best effort: the kernel caps it at rmem_max/wmem_max.
+            // SAFETY: valid fd, option value is a c_int of the stated size.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&raw const size).cast(),
+                    size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+        Ok(Self { socket })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Receives up to [`BATCH`] datagrams without blocking; 0 when none are waiting.
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        // SAFETY: all-zero is a valid bit pattern for these C structs.
+        let mut storage: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..BATCH {
+            iovecs[i] = libc::iovec {
+                iov_base: batch.buffers[i].as_mut_ptr().cast(),
+                iov_len: MAX_DATAGRAM,
+            };
+            headers[i].msg_hdr.msg_name = (&raw mut storage[i]).cast();
+            headers[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+            headers[i].msg_hdr.msg_iov = &raw mut iovecs[i];
+            headers[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at live buffers/storage sized as declared.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            let error = io::Error::last_os_error();
+            batch.count = 0;
+            return match error.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(error),
+            };
+        }
+        let n = n as usize;
+        let mut kept = 0;
+        for i in 0..n {
+            // Truncated datagrams (larger than any WebRTC packet) are dropped.
+            if headers[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                continue;
+            }
+            let Some(source) = to_socket_addr(&storage[i]) else {
+                continue;
+            };
+            if kept != i {
+                batch.buffers.swap(kept, i);
+            }
+            batch.lengths[kept] = headers[i].msg_len as usize;
+            batch.sources[kept] = source;
+            kept += 1;
+        }
+        batch.count = kept;
+        Ok(kept)
+    }
+
+    /// Sends every queued datagram with `sendmmsg`, [`BATCH`] per call. Datagrams the kernel
+    /// refuses (full buffer) are dropped and counted in the return value's second field.
+    pub fn send_batch(&self, batch: &mut SendBatch) -> (usize, usize) {
+        let (mut sent, mut dropped) = (0, 0);
+        for chunk in batch.items.chunks(BATCH) {
+            // SAFETY: all-zero is a valid bit pattern for these C structs.
+            let mut storage: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+            let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+            let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for (i, (to, datagram)) in chunk.iter().enumerate() {
+                let len = write_socket_addr(*to, &mut storage[i]);
+                iovecs[i] = libc::iovec {
+                    iov_base: datagram.as_ptr() as *mut libc::c_void,
+                    iov_len: datagram.len(),
+                };
+                headers[i].msg_hdr.msg_name = (&raw mut storage[i]).cast();
+                headers[i].msg_hdr.msg_namelen = len;
+                headers[i].msg_hdr.msg_iov = &raw mut iovecs[i];
+                headers[i].msg_hdr.msg_iovlen = 1;
+            }
+            let mut offset = 0;
+            while offset < chunk.len() {
+                // SAFETY: headers[offset..len] point at live storage and datagrams.
+                let n = unsafe {
+                    libc::sendmmsg(
+                        self.socket.as_raw_fd(),
+                        headers[offset..].as_mut_ptr(),
+                        (chunk.len() - offset) as u32,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                if n <= 0 {
+                    let error = io::Error::last_os_error();
+                    if error.kind() == io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    // Skip the datagram the kernel refused (full buffer, unreachable peer)
+                    // and keep going: one bad destination must not stall the others.
+                    dropped += 1;
+                    offset += 1;
+                    continue;
+                }
+                sent += n as usize;
+                offset += n as usize;
+            }
+        }
+        batch.items.clear();
+        (sent, dropped)
+    }
+
+    /// Waits until the socket or `wake` is readable, or `timeout` passes.
+    pub fn wait(&self, wake: &Wake, timeout: Duration) {
+        let mut fds = [
+            libc::pollfd {
+                fd: self.socket.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = timeout.as_millis().clamp(0, 1000) as libc::c_int;
+        // SAFETY: two valid pollfd entries.
+        unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        if fds[1].revents & libc::POLLIN != 0 {
+            wake.drain();
+        }
+    }
+}
+
+/// An eventfd that lets other threads wake a worker blocked in [`Socket::wait`].
+#[derive(Debug)]
+pub struct Wake {
+    fd: OwnedFd,
+}
+
+impl Wake {
+    /// A fresh eventfd.
+    pub fn new() -> io::Result<Self> {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Wakes the waiting worker.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writing 8 bytes from a live u64 to an eventfd.
+        unsafe { libc::write(self.raw(), (&raw const one).cast(), 8) };
+    }
+
+    fn drain(&self) {
+        let mut value: u64 = 0;
+        // SAFETY: reading 8 bytes into a live u64.
+        unsafe { libc::read(self.raw(), (&raw mut value).cast(), 8) };
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let addr: &libc::sockaddr_in = unsafe { &*(storage as *const _ as *const _) };
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                u32::from_be(addr.sin_addr.s_addr).into(),
+                u16::from_be(addr.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let addr: &libc::sockaddr_in6 = unsafe { &*(storage as *const _ as *const _) };
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                addr.sin6_addr.s6_addr.into(),
+                u16::from_be(addr.sin6_port),
+                addr.sin6_flowinfo,
+                addr.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn write_socket_addr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
+            let out: &mut libc::sockaddr_in = unsafe { &mut *(storage as *mut _ as *mut _) };
+            out.sin_family = libc::AF_INET as libc::sa_family_t;
+            out.sin_port = v4.port().to_be();
+            out.sin_addr.s_addr = u32::from(*v4.ip()).to_be();
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let out: &mut libc::sockaddr_in6 = unsafe { &mut *(storage as *mut _ as *mut _) };
+            out.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            out.sin6_port = v6.port().to_be();
+            out.sin6_addr.s6_addr = v6.ip().octets();
+            out.sin6_flowinfo = v6.flowinfo();
+            out.sin6_scope_id = v6.scope_id();
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip_over_loopback() {
+        let a = Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = b.local_addr().unwrap();
+        let mut out = SendBatch::default();
+        for i in 0..40u8 {
+            out.push(to, bytes::BytesMut::from(&[i; 100][..]));
+        }
+        assert_eq!(a.send_batch(&mut out), (40, 0));
+        assert!(out.is_empty());
+        let wake = Wake::new().unwrap();
+        let mut received = Vec::new();
+        let mut batch = RecvBatch::default();
+        while received.len() < 40 {
+            b.wait(&wake, Duration::from_millis(500));
+            let n = b.recv_batch(&mut batch).unwrap();
+            assert!(n <= BATCH);
+            for (from, data) in batch.iter() {
+                assert_eq!(from, a.local_addr().unwrap());
+                received.push(data.to_vec());
+            }
+        }
+        let firsts: Vec<u8> = received.iter().map(|d| d[0]).collect();
+        assert_eq!(firsts, (0..40).collect::<Vec<_>>());
+        assert!(received.iter().all(|d| d.len() == 100));
+        // Nothing more: a non-blocking receive returns 0.
+        assert_eq!(b.recv_batch(&mut batch).unwrap(), 0);
+    }
+
+    #[test]
+    fn wake_interrupts_wait() {
+        let socket = Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let wake = std::sync::Arc::new(Wake::new().unwrap());
+        let waker = wake.clone();
+        let started = std::time::Instant::now();
+        let handle = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            waker.wake();
+        });
+        socket.wait(&wake, Duration::from_secs(1));
+        handle.join().unwrap();
+        assert!(started.elapsed() < Duration::from_millis(900));
+    }
+}

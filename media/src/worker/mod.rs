@@ -1,0 +1,191 @@
+//! A worker: one thread owning one UDP socket and one `sfu_core::Worker`, with every transport
+//! of the rooms it hosts. The packet path (socket → SRTP → sfu-core → SRTP → socket) runs on this
+//! thread alone: no lock, no queue between stages.
+
+mod negotiate;
+mod peer;
+mod shard;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use sfu_core::{CommandError, RoomId, TransportId};
+use tokio::sync::{mpsc as async_mpsc, oneshot};
+
+pub use peer::Side;
+pub use shard::{WorkerCounters, WorkerStats};
+
+use crate::connection::dtls::DtlsIdentity;
+use crate::sdp::SdpError;
+use crate::udp::{Socket, Wake};
+
+/// Why a request to the media node failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// The client's SDP was refused.
+    #[error(transparent)]
+    Sdp(#[from] SdpError),
+    /// sfu-core refused the command.
+    #[error("sfu-core: {0}")]
+    Core(#[from] CommandError),
+    /// No such room on this node.
+    #[error("unknown room")]
+    UnknownRoom,
+    /// The session has no transport of that kind in the room.
+    #[error("the session has no {0} transport in this room")]
+    NoTransport(&'static str),
+    /// The answer changed the client's DTLS fingerprint mid-session.
+    #[error("the client's DTLS fingerprint changed")]
+    FingerprintChanged,
+    /// DTLS setup failed.
+    #[error("dtls: {0}")]
+    Dtls(String),
+    /// The worker thread is gone (node shutting down).
+    #[error("media worker stopped")]
+    WorkerGone,
+}
+
+/// Something the control plane must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// The session's subscribe PeerConnection needs a (re-)offer: tracks came or went.
+    RenegotiationNeeded {
+        /// Worker index.
+        worker: usize,
+        /// Room.
+        room: RoomId,
+        /// The subscribing session.
+        session: String,
+    },
+    /// A transport completed ICE and DTLS.
+    TransportConnected {
+        /// Worker index.
+        worker: usize,
+        /// Room.
+        room: RoomId,
+        /// Its session.
+        session: String,
+        /// Which PeerConnection.
+        side: Side,
+    },
+    /// A transport was closed by the node (consent expired, never connected, DTLS closed).
+    TransportClosed {
+        /// Worker index.
+        worker: usize,
+        /// Room.
+        room: RoomId,
+        /// Its session.
+        session: String,
+        /// Which PeerConnection.
+        side: Side,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// A request to a worker.
+#[derive(Debug)]
+pub(crate) enum Command {
+    CreateRoom,
+    CloseRoom(RoomId),
+    Publish {
+        room: RoomId,
+        session: String,
+        offer: String,
+    },
+    SubscribeOffer {
+        room: RoomId,
+        session: String,
+    },
+    SubscribeAnswer {
+        room: RoomId,
+        session: String,
+        answer: String,
+    },
+    CloseSession {
+        room: RoomId,
+        session: String,
+    },
+    Stats,
+}
+
+/// A worker's successful reply.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Room(RoomId),
+    Published {
+        transport: TransportId,
+        answer: String,
+    },
+    Offer(Option<String>),
+    Done,
+    Stats(Box<WorkerStats>),
+}
+
+pub(crate) struct Request {
+    pub(crate) command: Command,
+    pub(crate) reply: oneshot::Sender<Result<Reply, MediaError>>,
+}
+
+/// The node's handle on one worker thread.
+#[derive(Debug)]
+pub(crate) struct WorkerHandle {
+    requests: mpsc::Sender<Request>,
+    wake: Arc<Wake>,
+    thread: Option<JoinHandle<()>>,
+    pub(crate) local_addr: SocketAddr,
+}
+
+impl WorkerHandle {
+    /// Starts worker `index` on `socket`; `announced` is the address put in SDP candidates.
+    pub(crate) fn spawn(
+        index: usize,
+        socket: Socket,
+        announced: SocketAddr,
+        identity: DtlsIdentity,
+        events: async_mpsc::UnboundedSender<NodeEvent>,
+    ) -> std::io::Result<Self> {
+        let local_addr = socket.local_addr()?;
+        let wake = Arc::new(Wake::new()?);
+        let (requests, inbox) = mpsc::channel();
+        let thread_wake = wake.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("mooyaho-worker-{index}"))
+            .spawn(move || {
+                let mut shard = shard::Shard::new(index, socket, announced, identity, events);
+                shard.run(&inbox, &thread_wake);
+            })?;
+        Ok(Self {
+            requests,
+            wake,
+            thread: Some(thread),
+            local_addr,
+        })
+    }
+
+    /// Sends a command and waits for the reply.
+    pub(crate) async fn call(&self, command: Command) -> Result<Reply, MediaError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { command, reply })
+            .map_err(|_| MediaError::WorkerGone)?;
+        self.wake.wake();
+        answer.await.map_err(|_| MediaError::WorkerGone)?
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        // Closing the request channel tells the loop to stop.
+        let (closed, _) = mpsc::channel();
+        self.requests = closed;
+        self.wake.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,468 @@
+//! The worker's command side: publish and subscribe negotiation per session, and keeping each
+//! subscriber's track list (and so its SDP) in step with what the room publishes.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use sfu_core::rtp::{Codec, ExtensionKind, ExtensionMap};
+use sfu_core::{
+    ClockRate, Direction, Encodings, Event, MediaKind, Mid, Pt, RoomId, Rtx, Ssrc,
+    SubscriptionConfig, SubscriptionId, TrackConfig, TrackId, TransportConfig, TransportId,
+};
+
+use super::peer::{Peer, Side};
+use super::shard::Shard;
+use super::{MediaError, NodeEvent};
+use crate::connection::dtls::{DtlsRole, DtlsTransport};
+use crate::sdp::{
+    self, ForwardedTrack, Kind, LocalDescription, PublishedTrack, SUBSCRIBE_EXTENSIONS,
+};
+
+/// The media side of a room: per session, its publish and subscribe transports.
+#[derive(Debug, Default)]
+pub(crate) struct RoomMedia {
+    sessions: BTreeMap<String, SessionMedia>,
+}
+
+#[derive(Debug, Default)]
+struct SessionMedia {
+    publish: Option<Publishing>,
+    subscribe: Option<Subscribing>,
+}
+
+#[derive(Debug)]
+struct Publishing {
+    transport: TransportId,
+    tracks: Vec<(TrackId, PublishedTrack)>,
+}
+
+#[derive(Debug)]
+struct Subscribing {
+    transport: TransportId,
+    /// SDP session version, bumped on every offer.
+    version: u64,
+    /// Every track ever offered, in m-line order (mids are never reused).
+    forwarded: Vec<Forwarded>,
+    next_mid: u32,
+}
+
+#[derive(Debug)]
+struct Forwarded {
+    track: TrackId,
+    sdp: ForwardedTrack,
+    subscription: Option<SubscriptionId>,
+}
+
+impl RoomMedia {
+    /// Every transport in the room.
+    pub(crate) fn transports(&self) -> Vec<TransportId> {
+        self.sessions
+            .values()
+            .flat_map(|s| {
+                let publish = s.publish.as_ref().map(|p| p.transport);
+                let subscribe = s.subscribe.as_ref().map(|p| p.transport);
+                publish.into_iter().chain(subscribe)
+            })
+            .collect()
+    }
+
+    /// Forgets a transport the worker already removed.
+    pub(crate) fn forget_transport(&mut self, session: &str, side: Side) {
+        if let Some(media) = self.sessions.get_mut(session) {
+            match side {
+                Side::Publish => media.publish = None,
+                Side::Subscribe => media.subscribe = None,
+            }
+        }
+    }
+
+    /// Published tracks of everyone but `session`, in a stable order.
+    fn tracks_for(&self, session: &str) -> Vec<(String, TrackId, PublishedTrack)> {
+        self.sessions
+            .iter()
+            .filter(|(id, _)| id.as_str() != session)
+            .filter_map(|(id, s)| s.publish.as_ref().map(|p| (id, p)))
+            .flat_map(|(id, p)| {
+                p.tracks
+                    .iter()
+                    .map(move |(t, sdp)| (id.clone(), *t, sdp.clone()))
+            })
+            .collect()
+    }
+
+    /// Sessions that subscribe (or could): everyone but `publisher`.
+    fn others(&self, publisher: &str) -> Vec<String> {
+        self.sessions
+            .keys()
+            .filter(|id| id.as_str() != publisher)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Shard {
+    pub(super) fn create_room(&mut self) -> Result<RoomId, MediaError> {
+        let room = self.core.create_room()?;
+        self.rooms.insert(room, RoomMedia::default());
+        Ok(room)
+    }
+
+    fn local_description(&self, ice: &sdp::IceCredentials) -> LocalDescription {
+        LocalDescription {
+            ice: ice.clone(),
+            fingerprint: sdp::Fingerprint(self.identity.fingerprint.clone()),
+            candidate: self.announced,
+        }
+    }
+
+    /// Answers a publish offer. A session that publishes again replaces its publish transport.
+    pub(super) fn publish(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        session: String,
+        offer: &str,
+    ) -> Result<(TransportId, String), MediaError> {
+        if !self.rooms.contains_key(&room) {
+            return Err(MediaError::UnknownRoom);
+        }
+        let ice = sdp::random_ice_credentials();
+        let negotiation = sdp::negotiate_publish(offer, &self.local_description(&ice))?;
+        let dtls = DtlsTransport::new(
+            &self.identity,
+            &negotiation.remote_fingerprint.0,
+            DtlsRole::Server,
+        )
+        .map_err(|e| MediaError::Dtls(e.0))?;
+        let extensions = extension_map(
+            negotiation
+                .extensions
+                .iter()
+                .map(|e| (e.id, e.uri.as_str())),
+        );
+        let transport = self.core.add_transport(
+            now,
+            room,
+            TransportConfig {
+                direction: Direction::Publish,
+                extensions,
+            },
+        )?;
+        let mut tracks = Vec::with_capacity(negotiation.tracks.len());
+        for track in &negotiation.tracks {
+            match self.core.publish_track(now, transport, track_config(track)) {
+                Ok(id) => tracks.push((id, track.clone())),
+                Err(e) => {
+                    let _ = self.core.remove_transport(transport);
+                    return Err(e.into());
+                }
+            }
+        }
+        let mut peer = Peer::new(now, room, session.clone(), Side::Publish, ice);
+        peer.remote_ice = Some(negotiation.remote_ice.clone());
+        peer.dtls = Some(dtls);
+        self.add_peer(transport, peer);
+
+        let media = self.rooms.get_mut(&room).expect("checked above");
+        let previous = media
+            .sessions
+            .entry(session.clone())
+            .or_default()
+            .publish
+            .replace(Publishing { transport, tracks });
+        if let Some(previous) = previous {
+            self.remove_transport(previous.transport);
+        }
+        self.renegotiate_others(room, &session);
+        Ok((transport, negotiation.answer))
+    }
+
+    /// Offers (or re-offers) the session's subscribe transport with every other publisher's
+    /// tracks. `None` when there is nothing to receive and no transport yet.
+    pub(super) fn subscribe_offer(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        session: &str,
+    ) -> Result<Option<String>, MediaError> {
+        let media = self.rooms.get_mut(&room).ok_or(MediaError::UnknownRoom)?;
+        let available = media.tracks_for(session);
+        let entry = media.sessions.entry(session.to_owned()).or_default();
+        if entry.subscribe.is_none() && available.is_empty() {
+            return Ok(None);
+        }
+        if entry.subscribe.is_none() {
+            let ice = sdp::random_ice_credentials();
+            let extensions =
+                extension_map(SUBSCRIBE_EXTENSIONS.iter().map(|(id, uri)| (*id, *uri)));
+            let transport = self.core.add_transport(
+                now,
+                room,
+                TransportConfig {
+                    direction: Direction::Subscribe,
+                    extensions,
+                },
+            )?;
+            let peer = Peer::new(now, room, session.to_owned(), Side::Subscribe, ice);
+            self.add_peer(transport, peer);
+            let media = self.rooms.get_mut(&room).expect("checked above");
+            media
+                .sessions
+                .get_mut(session)
+                .expect("inserted above")
+                .subscribe = Some(Subscribing {
+                transport,
+                version: 0,
+                forwarded: Vec::new(),
+                next_mid: 0,
+            });
+        }
+        let media = self.rooms.get_mut(&room).expect("checked above");
+        let subscribing = media
+            .sessions
+            .get_mut(session)
+            .and_then(|s| s.subscribe.as_mut())
+            .expect("created above");
+        for forwarded in &mut subscribing.forwarded {
+            if !available.iter().any(|(_, t, _)| *t == forwarded.track) {
+                forwarded.sdp.active = false;
+            }
+        }
+        for (publisher, track, published) in available {
+            if subscribing.forwarded.iter().any(|f| f.track == track) {
+                continue;
+            }
+            let mid = subscribing.next_mid.to_string();
+            subscribing.next_mid += 1;
+            subscribing.forwarded.push(Forwarded {
+                track,
+                sdp: ForwardedTrack {
+                    mid,
+                    kind: published.kind,
+                    codec: published.codec.clone(),
+                    ssrc: rand::random(),
+                    rtx_ssrc: published.rtx_ssrc.map(|_| rand::random()),
+                    stream_id: publisher,
+                    track_id: published
+                        .msid
+                        .as_ref()
+                        .map_or_else(|| published.mid.clone(), |(_, track)| track.clone()),
+                    active: true,
+                },
+                subscription: None,
+            });
+        }
+        subscribing.version += 1;
+        let tracks: Vec<_> = subscribing
+            .forwarded
+            .iter()
+            .map(|f| f.sdp.clone())
+            .collect();
+        let (transport, version) = (subscribing.transport, subscribing.version);
+        let ice = self.peers[&transport].local_ice.clone();
+        let offer = sdp::subscribe_offer(&self.local_description(&ice), version, &tracks)?;
+        Ok(Some(offer))
+    }
+
+    /// Applies the client's answer to our latest subscribe offer.
+    pub(super) fn subscribe_answer(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        session: &str,
+        answer: &str,
+    ) -> Result<(), MediaError> {
+        let media = self.rooms.get_mut(&room).ok_or(MediaError::UnknownRoom)?;
+        let subscribing = media
+            .sessions
+            .get_mut(session)
+            .and_then(|s| s.subscribe.as_mut())
+            .ok_or(MediaError::NoTransport("subscribe"))?;
+        let offered: Vec<_> = subscribing
+            .forwarded
+            .iter()
+            .map(|f| f.sdp.clone())
+            .collect();
+        let parsed = sdp::parse_subscribe_answer(answer, &offered)?;
+        let transport = subscribing.transport;
+        let peer = self
+            .peers
+            .get_mut(&transport)
+            .expect("subscribe transport has a peer");
+        match &peer.dtls {
+            None => {
+                // Browsers answer `active` (we serve); Pion and webrtc-rs answer `passive`
+                // toward an ICE-lite offerer (we connect).
+                let role = match parsed.remote_setup {
+                    sdp::Setup::Active => DtlsRole::Server,
+                    sdp::Setup::Passive => DtlsRole::Client,
+                };
+                let mut dtls =
+                    DtlsTransport::new(&self.identity, &parsed.remote_fingerprint.0, role)
+                        .map_err(|e| MediaError::Dtls(e.0))?;
+                if let Some(remote) = peer.selected {
+                    dtls.start(now, remote).map_err(|e| MediaError::Dtls(e.0))?;
+                }
+                peer.dtls = Some(dtls);
+                peer.remote_ice = Some(parsed.remote_ice.clone());
+            }
+            Some(_) if peer.remote_ice.as_ref() != Some(&parsed.remote_ice) => {
+                // An ICE restart is not supported on the subscribe side yet.
+                tracing::debug!("subscriber changed ICE credentials; keeping the first ones");
+            }
+            Some(_) => {}
+        }
+        let mut changes = Vec::new();
+        for forwarded in &subscribing.forwarded {
+            let accepted = parsed.accepted_mids.contains(&forwarded.sdp.mid);
+            match (forwarded.sdp.active && accepted, forwarded.subscription) {
+                (true, None) => changes.push((forwarded.sdp.mid.clone(), forwarded.track, true)),
+                (false, Some(_)) => {
+                    changes.push((forwarded.sdp.mid.clone(), forwarded.track, false))
+                }
+                _ => {}
+            }
+        }
+        for (mid, track, subscribe) in changes {
+            let media = self.rooms.get_mut(&room).expect("checked above");
+            let subscribing = media
+                .sessions
+                .get_mut(session)
+                .and_then(|s| s.subscribe.as_mut())
+                .expect("checked above");
+            let forwarded = subscribing
+                .forwarded
+                .iter_mut()
+                .find(|f| f.sdp.mid == mid)
+                .expect("collected above");
+            if subscribe {
+                let config = subscription_config(&forwarded.sdp);
+                forwarded.subscription = Some(self.core.subscribe(now, transport, track, config)?);
+            } else if let Some(subscription) = forwarded.subscription.take() {
+                // The core may already have closed it with its track.
+                let _ = self.core.unsubscribe(subscription);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a session's transports; the others are told to renegotiate.
+    pub(super) fn close_session(&mut self, room: RoomId, session: &str) -> Result<(), MediaError> {
+        let media = self.rooms.get_mut(&room).ok_or(MediaError::UnknownRoom)?;
+        let Some(removed) = media.sessions.remove(session) else {
+            return Ok(());
+        };
+        let had_tracks = removed
+            .publish
+            .as_ref()
+            .is_some_and(|p| !p.tracks.is_empty());
+        for transport in [
+            removed.publish.map(|p| p.transport),
+            removed.subscribe.map(|s| s.transport),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.remove_transport(transport);
+        }
+        if had_tracks {
+            self.renegotiate_others(room, session);
+        }
+        Ok(())
+    }
+
+    /// Every other session in the room must re-offer its subscribe side.
+    fn renegotiate_others(&self, room: RoomId, publisher: &str) {
+        let Some(media) = self.rooms.get(&room) else {
+            return;
+        };
+        for session in media.others(publisher) {
+            self.emit(NodeEvent::RenegotiationNeeded {
+                worker: self.index,
+                room,
+                session,
+            });
+        }
+    }
+
+    pub(super) fn handle_core_event(&mut self, event: Event) {
+        let Event::SubscriptionClosed {
+            subscription,
+            transport,
+        } = event
+        else {
+            return;
+        };
+        if self.side_of(transport) != Some(Side::Subscribe) {
+            return;
+        }
+        let Some(peer) = self.peers.get(&transport) else {
+            return;
+        };
+        let (room, session) = (peer.room, peer.session.clone());
+        let Some(subscribing) = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|m| m.sessions.get_mut(&session))
+            .and_then(|s| s.subscribe.as_mut())
+        else {
+            return;
+        };
+        if let Some(forwarded) = subscribing
+            .forwarded
+            .iter_mut()
+            .find(|f| f.subscription == Some(subscription))
+        {
+            forwarded.subscription = None;
+            forwarded.sdp.active = false;
+        }
+    }
+}
+
+fn extension_map<'a>(pairs: impl Iterator<Item = (u8, &'a str)>) -> ExtensionMap {
+    let pairs: Vec<(u8, ExtensionKind)> = pairs
+        .filter_map(|(id, uri)| ExtensionKind::from_uri(uri).map(|kind| (id, kind)))
+        .collect();
+    ExtensionMap::new(&pairs)
+}
+
+fn codec(name: &str) -> Codec {
+    match name.to_ascii_lowercase().as_str() {
+        "opus" => Codec::Opus,
+        "vp8" => Codec::Vp8,
+        "vp9" => Codec::Vp9,
+        "h264" => Codec::H264,
+        "av1" => Codec::Av1,
+        _ => Codec::Other,
+    }
+}
+
+fn track_config(track: &PublishedTrack) -> TrackConfig {
+    TrackConfig {
+        kind: match track.kind {
+            Kind::Audio => MediaKind::Audio,
+            Kind::Video => MediaKind::Video,
+        },
+        codec: codec(&track.codec.name),
+        pt: Pt(track.codec.pt),
+        clock_rate: ClockRate(track.codec.clock_rate),
+        rtx_pt: track.codec.rtx_pt.map(Pt),
+        mid: Mid::new(track.mid.as_bytes()),
+        encodings: Encodings::single(Ssrc(track.ssrc), track.rtx_ssrc.map(Ssrc)),
+    }
+}
+
+fn subscription_config(track: &ForwardedTrack) -> SubscriptionConfig {
+    SubscriptionConfig {
+        ssrc: Ssrc(track.ssrc),
+        pt: Pt(track.codec.pt),
+        rtx: match (track.rtx_ssrc, track.codec.rtx_pt) {
+            (Some(ssrc), Some(pt)) => Some(Rtx {
+                ssrc: Ssrc(ssrc),
+                pt: Pt(pt),
+            }),
+            _ => None,
+        },
+        mid: Mid::new(track.mid.as_bytes()),
+    }
+}

@@ -1,0 +1,472 @@
+//! The worker thread's state and loop: receive a batch, demultiplex, run each datagram through
+//! its transport's security layer into `sfu_core`, drain the core's transmits through SRTP into
+//! one `sendmmsg` batch, and keep the timers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use sfu_core::{OutPacket, RoomId, TransportId};
+use tokio::sync::mpsc as async_mpsc;
+
+use super::negotiate::RoomMedia;
+use super::peer::{Peer, PeerState, Side};
+use super::{Command, MediaError, NodeEvent, Reply, Request};
+use crate::connection::PacketClass;
+use crate::connection::dtls::{DtlsIdentity, DtlsOutcome};
+use crate::connection::ice::BindingRequest;
+use crate::udp::{MAX_DATAGRAM, RecvBatch, SendBatch, Socket, Wake};
+
+/// Drop and error counters of one worker (every dropped packet is counted somewhere here).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerCounters {
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Datagrams the kernel refused to send.
+    pub send_errors: u64,
+    /// STUN messages dropped: malformed, unknown ufrag, bad integrity or fingerprint.
+    pub stun_rejected: u64,
+    /// DTLS datagrams from addresses that never passed ICE.
+    pub dtls_unauthenticated: u64,
+    /// DTLS handshakes or records that failed (including fingerprint mismatches).
+    pub dtls_failures: u64,
+    /// RTP/RTCP from addresses that never passed ICE, or before DTLS completed.
+    pub media_unauthenticated: u64,
+    /// SRTP/SRTCP packets that failed authentication.
+    pub srtp_auth_failures: u64,
+    /// SRTP/SRTCP packets refused as replays.
+    pub srtp_replays: u64,
+    /// Datagrams of no known protocol.
+    pub unknown_datagrams: u64,
+}
+
+/// Snapshot of a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerStats {
+    /// Worker index.
+    pub worker: usize,
+    /// Rooms hosted.
+    pub rooms: usize,
+    /// Transports (publish + subscribe).
+    pub transports: usize,
+    /// Connected transports.
+    pub connected: usize,
+    /// Counters.
+    pub counters: WorkerCounters,
+    /// sfu-core statistics.
+    pub core: sfu_core::Stats,
+}
+
+pub(super) struct Shard {
+    pub(super) index: usize,
+    socket: Socket,
+    pub(super) announced: SocketAddr,
+    pub(super) identity: DtlsIdentity,
+    pub(super) events: async_mpsc::UnboundedSender<NodeEvent>,
+    pub(super) core: sfu_core::Worker,
+    pub(super) rooms: HashMap<RoomId, RoomMedia>,
+    /// Transport network state. Keys are ids we allocate.
+    pub(super) peers: HashMap<TransportId, Peer>,
+    /// Local ufrag → transport. Keys come from the network (attacker-chosen): default SipHash.
+    pub(super) by_ufrag: HashMap<String, TransportId>,
+    /// Validated remote address → transport. Attacker-influenced keys: default SipHash.
+    pub(super) by_addr: HashMap<SocketAddr, TransportId>,
+    pub(super) counters: WorkerCounters,
+    recv: RecvBatch,
+    send: SendBatch,
+    scratch: Vec<u8>,
+    next_housekeeping: Instant,
+}
+
+/// How often consent and connect timeouts are checked.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+impl Shard {
+    pub(super) fn new(
+        index: usize,
+        socket: Socket,
+        announced: SocketAddr,
+        identity: DtlsIdentity,
+        events: async_mpsc::UnboundedSender<NodeEvent>,
+    ) -> Self {
+        Self {
+            index,
+            socket,
+            announced,
+            identity,
+            events,
+            core: sfu_core::Worker::new(sfu_core::Config::default()),
+            rooms: HashMap::new(),
+            peers: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            counters: WorkerCounters::default(),
+            recv: RecvBatch::default(),
+            send: SendBatch::default(),
+            scratch: vec![0; MAX_DATAGRAM],
+            next_housekeeping: Instant::now() + HOUSEKEEPING,
+        }
+    }
+
+    /// Runs until the request channel closes.
+    pub(super) fn run(&mut self, inbox: &mpsc::Receiver<Request>, wake: &Wake) {
+        loop {
+            loop {
+                match inbox.try_recv() {
+                    Ok(request) => self.handle_request(request),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            let now = Instant::now();
+            self.handle_timers(now);
+            // Read every waiting datagram before sleeping: under load the loop never blocks.
+            let mut received = 0;
+            loop {
+                match self.socket.recv_batch(&mut self.recv) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        received += n;
+                        self.handle_batch(Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "recvmmsg failed");
+                        break;
+                    }
+                }
+                if received > 4096 {
+                    break; // let commands and timers in under sustained load
+                }
+            }
+            if received == 0 {
+                let timeout = self
+                    .next_deadline()
+                    .saturating_duration_since(Instant::now());
+                self.socket
+                    .wait(wake, timeout.max(Duration::from_micros(100)));
+            }
+        }
+    }
+
+    fn handle_request(&mut self, request: Request) {
+        let now = Instant::now();
+        let result = match request.command {
+            Command::CreateRoom => self.create_room().map(Reply::Room),
+            Command::CloseRoom(room) => self.close_room(room).map(|()| Reply::Done),
+            Command::Publish {
+                room,
+                session,
+                offer,
+            } => self
+                .publish(now, room, session, &offer)
+                .map(|(transport, answer)| Reply::Published { transport, answer }),
+            Command::SubscribeOffer { room, session } => {
+                self.subscribe_offer(now, room, &session).map(Reply::Offer)
+            }
+            Command::SubscribeAnswer {
+                room,
+                session,
+                answer,
+            } => self
+                .subscribe_answer(now, room, &session, &answer)
+                .map(|()| Reply::Done),
+            Command::CloseSession { room, session } => {
+                self.close_session(room, &session).map(|()| Reply::Done)
+            }
+            Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
+        };
+        self.drain();
+        let _ = request.reply.send(result);
+    }
+
+    fn stats(&self) -> WorkerStats {
+        WorkerStats {
+            worker: self.index,
+            rooms: self.rooms.len(),
+            transports: self.peers.len(),
+            connected: self
+                .peers
+                .values()
+                .filter(|p| p.state == PeerState::Connected)
+                .count(),
+            counters: self.counters,
+            core: self.core.stats(),
+        }
+    }
+
+    fn handle_batch(&mut self, now: Instant) {
+        // Move the batch out so the datagrams can be borrowed while `self` is mutated.
+        let batch = std::mem::take(&mut self.recv);
+        for (from, datagram) in batch.iter() {
+            self.counters.datagrams_in += 1;
+            match PacketClass::of(datagram) {
+                PacketClass::Stun => self.handle_stun(now, from, datagram),
+                PacketClass::Dtls => self.handle_dtls(now, from, datagram),
+                PacketClass::Rtp => self.handle_media(now, from, datagram, false),
+                PacketClass::Rtcp => self.handle_media(now, from, datagram, true),
+                PacketClass::Unknown => self.counters.unknown_datagrams += 1,
+            }
+        }
+        self.recv = batch;
+        self.drain();
+    }
+
+    fn handle_stun(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Ok(mut request) = BindingRequest::parse(datagram) else {
+            self.counters.stun_rejected += 1;
+            return;
+        };
+        let Some(&transport) = self.by_ufrag.get(&request.local_ufrag) else {
+            self.counters.stun_rejected += 1;
+            return;
+        };
+        let peer = self
+            .peers
+            .get_mut(&transport)
+            .expect("by_ufrag only names live peers");
+        let remote_matches = peer
+            .remote_ice
+            .as_ref()
+            .is_none_or(|ice| ice.ufrag == request.remote_ufrag);
+        if !remote_matches || request.authenticate(&peer.local_ice.pwd).is_err() {
+            self.counters.stun_rejected += 1;
+            tracing::debug!(%from, "STUN check failed authentication");
+            return;
+        }
+        if peer.validate(now, from, request.use_candidate) {
+            self.by_addr.insert(from, transport);
+        }
+        let response = request.success(from, &peer.local_ice.pwd);
+        self.send.push(from, BytesMut::from(&response[..]));
+        // In the client role, the handshake starts once the path is validated.
+        if let Some(dtls) = peer.dtls.as_mut() {
+            if let Err(e) = dtls.start(now, from) {
+                self.counters.dtls_failures += 1;
+                tracing::debug!(error = %e, "DTLS client start failed");
+            }
+            while let Some((to, datagram)) = dtls.poll_transmit() {
+                self.send.push(to, datagram);
+            }
+        }
+    }
+
+    fn handle_dtls(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Some(&transport) = self.by_addr.get(&from) else {
+            self.counters.dtls_unauthenticated += 1;
+            return;
+        };
+        let peer = self
+            .peers
+            .get_mut(&transport)
+            .expect("by_addr only names live peers");
+        let Some(dtls) = peer.dtls.as_mut() else {
+            // The client answered our offer in DTLS before its SDP answer reached us.
+            self.counters.dtls_unauthenticated += 1;
+            return;
+        };
+        let outcome = dtls.handle(now, from, datagram);
+        while let Some((to, datagram)) = dtls.poll_transmit() {
+            self.send.push(to, datagram);
+        }
+        match outcome {
+            Ok(DtlsOutcome::Pending) => {}
+            Ok(DtlsOutcome::Connected(srtp)) => {
+                peer.srtp = Some(*srtp);
+                peer.state = PeerState::Connected;
+                peer.selected = Some(from);
+                tracing::debug!(session = %peer.session, side = ?peer.side, "transport connected");
+                let _ = self.events.send(NodeEvent::TransportConnected {
+                    worker: self.index,
+                    room: peer.room,
+                    session: peer.session.clone(),
+                    side: peer.side,
+                });
+            }
+            Ok(DtlsOutcome::Closed) => self.fail_transport(transport, "DTLS closed by the client"),
+            Err(e) => {
+                self.counters.dtls_failures += 1;
+                tracing::debug!(error = %e, %from, "DTLS failure");
+            }
+        }
+    }
+
+    fn handle_media(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], rtcp: bool) {
+        let Some(&transport) = self.by_addr.get(&from) else {
+            self.counters.media_unauthenticated += 1;
+            return;
+        };
+        let peer = self
+            .peers
+            .get_mut(&transport)
+            .expect("by_addr only names live peers");
+        let Some(srtp) = peer.srtp.as_mut() else {
+            self.counters.media_unauthenticated += 1;
+            return;
+        };
+        let result = if rtcp {
+            srtp.unprotect_rtcp(datagram)
+        } else {
+            srtp.unprotect_rtp(datagram)
+        };
+        let packet = match result {
+            Ok(packet) => packet.freeze(),
+            Err(e) if e.is_replay() => {
+                self.counters.srtp_replays += 1;
+                return;
+            }
+            Err(_) => {
+                self.counters.srtp_auth_failures += 1;
+                return;
+            }
+        };
+        if rtcp {
+            self.core.handle_rtcp(now, transport, packet);
+        } else {
+            self.core.handle_rtp(now, transport, packet);
+        }
+    }
+
+    /// Drains sfu-core: transmits through SRTP into the send batch, events to the control plane,
+    /// then flushes the batch.
+    pub(super) fn drain(&mut self) {
+        while let Some(transmit) = self.core.poll_transmit() {
+            let Some(peer) = self.peers.get_mut(&transmit.to) else {
+                continue;
+            };
+            let (Some(srtp), Some(to)) = (peer.srtp.as_mut(), peer.selected) else {
+                continue; // not connected yet: the subscriber catches up with a keyframe
+            };
+            let Ok(len) = transmit.packet.write(&mut self.scratch) else {
+                continue;
+            };
+            let plain = &self.scratch[..len];
+            let protected = match &transmit.packet {
+                OutPacket::Rtp { .. } => srtp.protect_rtp(plain),
+                OutPacket::Rtcp(_) => srtp.protect_rtcp(plain),
+            };
+            match protected {
+                Ok(datagram) => self.send.push(to, datagram),
+                Err(e) => tracing::debug!(error = %e, "SRTP protect failed"),
+            }
+        }
+        while let Some(event) = self.core.poll_event() {
+            self.handle_core_event(event);
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if self.send.is_empty() {
+            return;
+        }
+        let (sent, dropped) = self.socket.send_batch(&mut self.send);
+        self.counters.datagrams_out += sent as u64;
+        self.counters.send_errors += dropped as u64;
+    }
+
+    fn handle_timers(&mut self, now: Instant) {
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now);
+        }
+        for peer in self.peers.values_mut() {
+            if let Some(dtls) = peer.dtls.as_mut()
+                && dtls.poll_timeout().is_some_and(|t| t <= now)
+            {
+                let _ = dtls.handle_timeout(now);
+                while let Some((to, datagram)) = dtls.poll_transmit() {
+                    self.send.push(to, datagram);
+                }
+            }
+        }
+        if now >= self.next_housekeeping {
+            self.next_housekeeping = now + HOUSEKEEPING;
+            let expired: Vec<_> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.expired(now))
+                .map(|(id, p)| (*id, p.state))
+                .collect();
+            for (transport, state) in expired {
+                let reason = match state {
+                    PeerState::Connecting => "never connected",
+                    PeerState::Connected => "consent expired",
+                };
+                self.fail_transport(transport, reason);
+            }
+        }
+        self.drain();
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let mut deadline = self.next_housekeeping;
+        if let Some(t) = self.core.poll_timeout() {
+            deadline = deadline.min(t);
+        }
+        for peer in self.peers.values() {
+            if let Some(t) = peer.dtls.as_ref().and_then(|d| d.poll_timeout()) {
+                deadline = deadline.min(t);
+            }
+        }
+        deadline
+    }
+
+    /// Removes a transport the network gave up on and tells the control plane.
+    fn fail_transport(&mut self, transport: TransportId, reason: &'static str) {
+        let Some(peer) = self.peers.get(&transport) else {
+            return;
+        };
+        let (room, session, side) = (peer.room, peer.session.clone(), peer.side);
+        tracing::info!(%session, ?side, reason, "closing transport");
+        self.remove_transport(transport);
+        if let Some(media) = self.rooms.get_mut(&room) {
+            media.forget_transport(&session, side);
+        }
+        let _ = self.events.send(NodeEvent::TransportClosed {
+            worker: self.index,
+            room,
+            session,
+            side,
+            reason,
+        });
+    }
+
+    /// Removes a transport from sfu-core and the demux tables.
+    pub(super) fn remove_transport(&mut self, transport: TransportId) {
+        if let Some(peer) = self.peers.remove(&transport) {
+            self.by_ufrag.remove(&peer.local_ice.ufrag);
+            for addr in &peer.validated {
+                self.by_addr.remove(addr);
+            }
+        }
+        // The core may already have dropped it with its room.
+        let _ = self.core.remove_transport(transport);
+    }
+
+    /// Registers a new transport's network state.
+    pub(super) fn add_peer(&mut self, transport: TransportId, peer: Peer) {
+        self.by_ufrag
+            .insert(peer.local_ice.ufrag.clone(), transport);
+        self.peers.insert(transport, peer);
+    }
+
+    pub(super) fn emit(&self, event: NodeEvent) {
+        let _ = self.events.send(event);
+    }
+
+    pub(super) fn side_of(&self, transport: TransportId) -> Option<Side> {
+        self.peers.get(&transport).map(|p| p.side)
+    }
+
+    pub(super) fn close_room(&mut self, room: RoomId) -> Result<(), MediaError> {
+        let media = self.rooms.remove(&room).ok_or(MediaError::UnknownRoom)?;
+        for transport in media.transports() {
+            self.remove_transport(transport);
+        }
+        self.core.close_room(room)?;
+        Ok(())
+    }
+}
