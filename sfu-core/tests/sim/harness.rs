@@ -563,7 +563,8 @@ impl Sim {
         }
         // NACK every gap at once, then re-NACK every 60 ms, at most 10 times (libwebrtc-like).
         let highest = stream.highest.unwrap().0;
-        let first = *stream.received.keys().next().unwrap();
+        // Only the recent window is worth asking for (the SFU keeps ~512 packets).
+        let first = (*stream.received.keys().next().unwrap()).max(highest.saturating_sub(600));
         let mut lost = Vec::new();
         for missing in first..highest {
             if stream.received.contains_key(&missing) {

@@ -288,3 +288,26 @@ fn simulcast_switch_keeps_seq_contiguous() {
     let last_frame = ts.iter().filter(|&&t| t == *ts.last().unwrap()).count();
     assert_eq!(last_frame, 2, "layer 1 is being forwarded at the end");
 }
+
+#[test]
+fn nack_recovers_uplink_burst_at_high_packet_rate() {
+    // ~900 packets/s and 80 ms each way: recovered packets arrive ~150 sequence numbers behind
+    // the newest, further than RFC 3550's MAX_MISORDER, and must not look like a restart.
+    let mut sim = Sim::new(10);
+    let p = sim.add_publisher(MediaKind::Video, true);
+    let s = sim.add_subscriber(false);
+    sim.publishers[p].packets_per_frame = 30;
+    sim.publishers[p].uplink.latency = 80 * MS;
+    sim.publishers[p].downlink.latency = 80 * MS;
+    sim.publishers[p].uplink.drop.extend(300..310);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.worker.stats().counters.rtp_probation, 0);
+    assert!(sim.stream(s, 50_000).missing(300 * MS, sim.now).is_empty());
+    assert_eq!(
+        sim.worker
+            .track_stats(sim.publishers[p].track)
+            .unwrap()
+            .missing,
+        0
+    );
+}
