@@ -592,8 +592,8 @@ var Mooyaho = class extends Emitter {
   /** Enters a channel. Resolves once entered and the member list is loaded; rejects with the server's error. */
   enter(channelId) {
     const entering = (async () => {
-      if (this.channelId && this.channelId !== channelId) this.#reset();
       const reply = await this.#socket.request({ type: "enter", channel: channelId });
+      if (this.channelId && this.channelId !== channelId) this.#reset();
       this.channelId = String(reply["channel"]);
       this.sfuEnabled = reply["sfuEnabled"] === true;
       await this.#loadSessions();

@@ -118,8 +118,9 @@ export class Mooyaho extends Emitter {
   /** Enters a channel. Resolves once entered and the member list is loaded; rejects with the server's error. */
   enter(channelId: string): Promise<void> {
     const entering = (async () => {
-      if (this.channelId && this.channelId !== channelId) this.#reset();
       const reply = await this.#socket.request({ type: 'enter', channel: channelId });
+      // The server moved us out of the previous channel; a refused enter leaves us where we were.
+      if (this.channelId && this.channelId !== channelId) this.#reset();
       this.channelId = String(reply['channel']);
       this.sfuEnabled = reply['sfuEnabled'] === true;
       await this.#loadSessions();
