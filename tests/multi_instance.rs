@@ -100,6 +100,28 @@ async fn call_arrives(from: &mut Ws, to: &mut Ws, within: Duration) -> bool {
     false
 }
 
+/// `Ws::join`, but integrates again until `integrated` arrives: right after Redis comes back, the
+/// socket's instance may still be resubscribing to the bus (publishes in that window are lost).
+async fn join_retrying(url: &str, rest: &Rest, channel: &str, name: &str) -> Ws {
+    let mut ws = Ws::connect(url).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "never integrated");
+        rest.integrate(&ws.id, json!({ "id": name, "name": name }))
+            .await;
+        let integrated =
+            tokio::time::timeout(Duration::from_millis(500), ws.expect("integrated")).await;
+        if integrated.is_ok() {
+            break;
+        }
+    }
+    let reply = ws
+        .request(json!({"type": "enter", "channel": channel}))
+        .await;
+    assert_eq!(reply["type"], "enterSuccess", "{reply}");
+    ws
+}
+
 async fn channel_ids(rest: &Rest) -> BTreeSet<String> {
     let (status, body) = rest.call("GET", "/channels", None).await;
     assert_eq!(status, 200, "{body}");
@@ -459,4 +481,166 @@ async fn sessions_of_a_killed_instance_leave_once_their_presence_expires() {
     exchange(&mut a, &mut d, "survivors").await;
     let reply = a.request(json!({"type": "listSessions"})).await;
     assert_eq!(listed_ids(&reply), ids(&[&a, &d]));
+}
+
+#[tokio::test]
+async fn resuming_on_another_instance_closes_the_old_socket_there() {
+    let redis = Redis::start();
+    let (one, two) = two_instances(&redis, &[]);
+    let rest = two.rest();
+    let channel = rest.create_channel(false).await;
+    let mut old = Ws::join(&one.ws_url(), &rest, &channel, "alice").await;
+    let mut b = Ws::join(&two.ws_url(), &rest, &channel, "bob").await;
+
+    // The old socket is still open (say, a half-dead mobile network) when the client resumes.
+    let mut resumed = Ws::connect(&two.ws_url()).await;
+    let reply = resumed
+        .request(json!({"type": "reuseId", "id": old.id, "token": old.token}))
+        .await;
+    assert_eq!(reply["type"], "reuseIdSuccess", "{reply}");
+    resumed.id = old.id.clone();
+    assert!(
+        old.closed_by_server(Duration::from_secs(5)).await,
+        "instance 1 kept the superseded socket open"
+    );
+    // Relays go to the new socket only, and the session stays in its channel.
+    exchange(&mut b, &mut resumed, "after-kick").await;
+    let reply = b.request(json!({"type": "listSessions"})).await;
+    assert_eq!(listed_ids(&reply), ids(&[&resumed, &b]));
+}
+
+#[tokio::test]
+async fn channel_events_and_direct_calls_cross_instances() {
+    let redis = Redis::start();
+    let (one, two) = two_instances(&redis, &[]);
+    let (rest1, rest2) = (one.rest(), two.rest());
+    let channel = rest1.create_channel(false).await;
+    let mut a = Ws::join(&one.ws_url(), &rest1, &channel, "alice").await;
+    let mut b = Ws::join(&two.ws_url(), &rest2, &channel, "bob").await;
+    a.expect_where("entered", |m| m["sessionId"] == json!(b.id))
+        .await;
+
+    // Media state changes reach the member on the other instance.
+    a.send(json!({"type": "updateMediaState", "key": "muted", "value": true}))
+        .await;
+    let updated = b.expect("updatedMediaState").await;
+    assert_eq!(
+        (&updated["sessionId"], &updated["key"], &updated["value"]),
+        (&json!(a.id), &json!("muted"), &json!(true))
+    );
+    let reply = b.request(json!({"type": "listSessions"})).await;
+    let alice = reply["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == json!(a.id))
+        .unwrap()
+        .clone();
+    assert_eq!(alice["state"]["muted"], true, "{alice}");
+
+    // Deleting the channel through instance 2 closes it for members on both instances.
+    let (status, _) = rest2
+        .call("DELETE", &format!("/channels/{channel}"), None)
+        .await;
+    assert_eq!(status, 204);
+    for member in [&mut a, &mut b] {
+        let closed = member.expect("channelClosed").await;
+        assert_eq!(closed["channel"], json!(channel));
+        member
+            .expect_error(json!({"type": "listSessions"}), "not_in_channel")
+            .await;
+    }
+
+    // Direct calls between instances: only when both allowed them; accept and decline.
+    let direct1 = format!("{}?allowDirectCall=true", one.ws_url());
+    let direct2 = format!("{}?allowDirectCall=true", two.ws_url());
+    let mut caller = Ws::connect(&direct1).await;
+    let mut callee = Ws::connect(&direct2).await;
+    caller
+        .expect_error(
+            json!({"type": "call", "to": b.id, "sdp": "v=0 not allowed"}),
+            "forbidden",
+        )
+        .await;
+    caller
+        .send(json!({"type": "call", "to": callee.id, "sdp": "v=0 direct"}))
+        .await;
+    let called = callee.expect("called").await;
+    assert_eq!(
+        (&called["from"], &called["sdp"]),
+        (&json!(caller.id), &json!("v=0 direct"))
+    );
+    callee
+        .send(json!({"type": "reject", "to": caller.id, "reason": "busy"}))
+        .await;
+    let rejected = caller.expect("rejected").await;
+    assert_eq!(
+        (&rejected["from"], &rejected["reason"]),
+        (&json!(callee.id), &json!("busy"))
+    );
+    callee
+        .expect_error(
+            json!({"type": "answer", "to": caller.id, "sdp": "v=0 too late"}),
+            "no_pending_call",
+        )
+        .await;
+
+    caller
+        .send(json!({"type": "call", "to": callee.id, "sdp": "v=0 again"}))
+        .await;
+    callee
+        .expect_where("called", |m| m["sdp"] == "v=0 again")
+        .await;
+    callee
+        .send(json!({"type": "answer", "to": caller.id, "sdp": "v=0 accepted"}))
+        .await;
+    let answered = caller.expect("answered").await;
+    assert_eq!(
+        (&answered["from"], &answered["sdp"]),
+        (&json!(callee.id), &json!("v=0 accepted"))
+    );
+    callee
+        .send(json!({"type": "candidate", "to": caller.id, "candidate": {"candidate": "c1"}}))
+        .await;
+    let candidated = caller.expect("candidated").await;
+    assert_eq!(candidated["candidate"], json!({"candidate": "c1"}));
+}
+
+#[tokio::test]
+async fn sessions_lost_in_a_redis_outage_longer_than_the_presence_ttl_are_closed_and_rejoin() {
+    let mut redis = Redis::start();
+    let (one, two) = two_instances(&redis, &["--presence-ttl-ms", "900"]);
+    let (rest1, rest2) = (one.rest(), two.rest());
+    let channel = rest1.create_channel(false).await;
+    let mut a = Ws::join(&one.ws_url(), &rest1, &channel, "alice").await;
+    let mut b = Ws::join(&two.ws_url(), &rest2, &channel, "bob").await;
+    a.expect_where("entered", |m| m["sessionId"] == json!(b.id))
+        .await;
+
+    redis.kill();
+    // Longer than the presence TTL: the persisted presence has expired when Redis is back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    redis.restart();
+    let recovered = eventually(Duration::from_secs(10), || async {
+        rest1.call("GET", "/channels", None).await.0 == 200
+            && rest2.call("GET", "/channels", None).await.0 == 200
+    })
+    .await;
+    assert!(recovered);
+
+    // The sockets of the lost sessions are told and closed instead of lingering unusable.
+    for lost in [&mut a, &mut b] {
+        let error = lost.expect("error").await;
+        assert_eq!(error["code"], "session_not_found", "{error}");
+        assert!(lost.closed_by_server(Duration::from_secs(5)).await);
+    }
+
+    // The clients start over in the channel that survived; the lost sessions are gone from it.
+    let mut c = join_retrying(&one.ws_url(), &rest2, &channel, "alice").await;
+    let mut d = join_retrying(&two.ws_url(), &rest1, &channel, "bob").await;
+    c.expect_where("entered", |m| m["sessionId"] == json!(d.id))
+        .await;
+    exchange(&mut c, &mut d, "rejoined").await;
+    let reply = d.request(json!({"type": "listSessions"})).await;
+    assert_eq!(listed_ids(&reply), ids(&[&c, &d]));
 }

@@ -89,6 +89,11 @@ impl Hub {
         }
     }
 
+    /// Closes the connection holding `session`, if any, once its queued frames are sent.
+    pub fn close(&self, session: &SessionId) {
+        self.lock().remove(session);
+    }
+
     /// Queues a frame for `session`'s socket without waiting.
     pub fn send(&self, session: &SessionId, text: &Arc<str>) -> Delivery {
         let mut entries = self.lock();

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
-use crate::protocol::ServerMessage;
+use crate::protocol::{ErrorCode, ServerMessage};
 use hub::{Delivery, Hub};
 use ids::{InstanceId, SessionId};
 use model::SessionRecord;
@@ -133,8 +133,9 @@ impl Signaling {
                     break;
                 };
                 let held = signaling.hub.sessions();
-                if let Err(e) = signaling.store.touch_sessions(&held).await {
-                    tracing::warn!(error = %e, "presence refresh failed");
+                match signaling.store.touch_sessions(&held).await {
+                    Ok(lost) => signaling.close_lost(&lost),
+                    Err(e) => tracing::warn!(error = %e, "presence refresh failed"),
                 }
             }
         });
@@ -164,6 +165,26 @@ impl Signaling {
     /// Checks that the store answers (`/health`).
     pub async fn check_store(&self) -> Result<(), StoreError> {
         self.store.channels().await.map(drop)
+    }
+
+    /// Closes the sockets whose sessions vanished from the store (their presence expired during
+    /// a store outage longer than the TTL): they cannot be served any more, and a client that
+    /// reconnects starts a fresh session. Their channels drop them at the next broadcast.
+    fn close_lost(&self, lost: &[SessionId]) {
+        if lost.is_empty() {
+            return;
+        }
+        let error: Arc<str> = ServerMessage::Error {
+            code: ErrorCode::SessionNotFound,
+            message: "this session was lost while shared state was unavailable; reconnect".into(),
+        }
+        .encode(None)
+        .into();
+        for session in lost {
+            tracing::warn!(%session, "session lost from the store; closing its socket");
+            self.push_local(session, &error);
+            self.hub.close(session);
+        }
     }
 
     /// Handles an envelope from the bus.

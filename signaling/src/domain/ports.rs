@@ -72,7 +72,8 @@ pub trait SessionStore: Send + Sync {
     /// Deletes a session.
     async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError>;
     /// Refreshes the presence of sessions held by this instance (Redis keys expire otherwise).
-    async fn touch_sessions(&self, ids: &[SessionId]) -> Result<(), StoreError>;
+    /// Returns the ids that no longer exist (lost, e.g. expired during a store outage).
+    async fn touch_sessions(&self, ids: &[SessionId]) -> Result<Vec<SessionId>, StoreError>;
 }
 
 /// The SFU fleet registry.

@@ -210,9 +210,14 @@ impl SessionStore for EmbeddedStore {
         Ok(())
     }
 
-    async fn touch_sessions(&self, _ids: &[SessionId]) -> Result<(), StoreError> {
+    async fn touch_sessions(&self, ids: &[SessionId]) -> Result<Vec<SessionId>, StoreError> {
         // Presence never expires in memory: the only instance reaps its own sessions.
-        Ok(())
+        let inner = self.lock();
+        Ok(ids
+            .iter()
+            .filter(|id| !inner.sessions.contains_key(*id))
+            .cloned()
+            .collect())
     }
 }
 

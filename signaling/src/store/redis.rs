@@ -319,17 +319,25 @@ impl SessionStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn touch_sessions(&self, ids: &[SessionId]) -> Result<(), StoreError> {
+    async fn touch_sessions(&self, ids: &[SessionId]) -> Result<Vec<SessionId>, StoreError> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.pexpire(session_key(id), self.session_ttl_ms).ignore();
+            pipe.pexpire(session_key(id), self.session_ttl_ms);
         }
-        pipe.query_async::<()>(&mut self.conn())
+        // PEXPIRE answers 0 for a key that no longer exists.
+        let refreshed: Vec<i64> = pipe
+            .query_async(&mut self.conn())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        Ok(ids
+            .iter()
+            .zip(refreshed)
+            .filter(|(_, refreshed)| *refreshed == 0)
+            .map(|(id, _)| id.clone())
+            .collect())
     }
 }
 
