@@ -198,7 +198,15 @@ var Sfu = class {
       if (pc.connectionState === "connected") this.io.onPublishConnected(pc);
     };
     await pc.setLocalDescription(await pc.createOffer());
-    const reply = await this.io.request({ type: "call", isSFU: true, sdp: pc.localDescription?.sdp ?? "" });
+    let reply;
+    try {
+      reply = await this.io.request({ type: "call", isSFU: true, sdp: pc.localDescription?.sdp ?? "" });
+    } catch (e) {
+      pc.onicecandidate = pc.onconnectionstatechange = null;
+      pc.close();
+      if (this.publisher === pc) this.publisher = null;
+      throw e;
+    }
     if (reply.type === "answered") await this.answered(String(reply["sdp"]));
     const held = this.#outgoing ?? [];
     this.#outgoing = null;
@@ -284,6 +292,7 @@ var MooyahoError = class extends Error {
 
 // src/socket.ts
 var MAX_BACKOFF_MS = 1e4;
+var RETRYABLE = /* @__PURE__ */ new Set(["disconnected", "timeout", "unavailable", "rate_limited"]);
 var SignalingSocket = class {
   constructor(url, handlers, options) {
     this.url = url;
@@ -477,7 +486,12 @@ var SignalingSocket = class {
           return;
         } catch (e) {
           const error = e;
-          if (error.code === "disconnected" || error.code === "timeout") continue;
+          if (RETRYABLE.has(error.code)) {
+            const ws = this.ws;
+            this.#detach(error);
+            ws?.close();
+            continue;
+          }
           this.sessionId = fresh.id;
           this.#token = fresh.token;
           this.handlers.onResumeFailed(fresh.id, error);

@@ -46,7 +46,16 @@ export class Sfu {
       if (pc.connectionState === 'connected') this.io.onPublishConnected(pc);
     };
     await pc.setLocalDescription(await pc.createOffer());
-    const reply = await this.io.request({ type: 'call', isSFU: true, sdp: pc.localDescription?.sdp ?? '' });
+    let reply;
+    try {
+      reply = await this.io.request({ type: 'call', isSFU: true, sdp: pc.localDescription?.sdp ?? '' });
+    } catch (e) {
+      // Refused (e.g. `sfu_unavailable`): don't keep a PeerConnection gathering for nobody.
+      pc.onicecandidate = pc.onconnectionstatechange = null;
+      pc.close();
+      if (this.publisher === pc) this.publisher = null;
+      throw e;
+    }
     // The answer may come as the reply itself or, after an `ack`, as an `answered` event.
     if (reply.type === 'answered') await this.answered(String(reply['sdp']));
     const held = this.#outgoing ?? [];

@@ -28,6 +28,8 @@ interface Pending {
 }
 
 const MAX_BACKOFF_MS = 10_000;
+/** Resume failures worth another attempt; anything else means the old session is gone. */
+const RETRYABLE = new Set(['disconnected', 'timeout', 'unavailable', 'rate_limited']);
 
 export class SignalingSocket {
   /** The live WebSocket (null while disconnected). Public so tests can drop it. */
@@ -236,7 +238,14 @@ export class SignalingSocket {
           return;
         } catch (e) {
           const error = e as MooyahoError;
-          if (error.code === 'disconnected' || error.code === 'timeout') continue;
+          if (RETRYABLE.has(error.code)) {
+            // Transient (socket died, no reply, store briefly down): the token is still
+            // unused, so drop this socket and try again after the next backoff step.
+            const ws = this.ws;
+            this.#detach(error);
+            ws?.close();
+            continue;
+          }
           // The server refused the resume (grace window over, token used): the fresh session
           // this socket opened with is the one we hold now.
           this.sessionId = fresh.id;

@@ -34,6 +34,8 @@ test('SFU channel: no mesh, sfu_unavailable reported as an error event', async (
   for (const page of pages) {
     assert.equal(await page.evaluate(() => window.mooyaho.peers.size), 0, 'no mesh PeerConnection in an SFU channel');
     assert.equal(await page.evaluate(() => window.mooyaho.sessions.size), 2);
+    // The refused publish PeerConnection was closed, not left gathering.
+    assert.equal(await page.evaluate(() => window.mooyaho.sfuPeers.publisher), null);
   }
   // Leaving releases the (failed) publish PeerConnection too.
   await pages[0].evaluate(() => window.mooyaho.leave());
