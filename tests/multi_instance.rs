@@ -644,3 +644,50 @@ async fn sessions_lost_in_a_redis_outage_longer_than_the_presence_ttl_are_closed
     let reply = d.request(json!({"type": "listSessions"})).await;
     assert_eq!(listed_ids(&reply), ids(&[&c, &d]));
 }
+
+#[tokio::test]
+async fn a_channel_whose_members_all_died_lists_no_sessions_after_the_ttl() {
+    const TTL: Duration = Duration::from_millis(900);
+    let redis = Redis::start();
+    let (one, mut two) = two_instances(&redis, &["--presence-ttl-ms", "900"]);
+    let rest = one.rest();
+    let deserted = rest.create_channel(false).await;
+    let _a = Ws::join(&two.ws_url(), &rest, &deserted, "alice").await;
+    let _b = Ws::join(&two.ws_url(), &rest, &deserted, "bob").await;
+    let count = |list: &Value| list[0]["sessionCount"].as_u64().unwrap();
+    let (_, list) = rest.call("GET", "/channels", None).await;
+    assert_eq!(count(&list), 2, "{list}");
+
+    two.kill();
+    // Nobody is left to broadcast in the channel; listing alone must notice the dead members.
+    let emptied = eventually(TTL * 5, || async {
+        let (status, list) = rest.call("GET", "/channels", None).await;
+        status == 200 && count(&list) == 0
+    })
+    .await;
+    assert!(emptied, "the dead instance's sessions are still counted");
+}
+
+#[tokio::test]
+async fn a_dropped_session_leaves_after_the_grace_for_members_on_the_other_instance() {
+    let redis = Redis::start();
+    let (one, two) = two_instances(&redis, &["--resume-grace-ms", "300"]);
+    let rest = one.rest();
+    let channel = rest.create_channel(false).await;
+    let a = Ws::join(&one.ws_url(), &rest, &channel, "alice").await;
+    let mut b = Ws::join(&two.ws_url(), &rest, &channel, "bob").await;
+    let (id, token) = (a.id.clone(), a.token.clone());
+    a.abort();
+
+    let left = b.expect("left").await;
+    assert_eq!(left["sessionId"], json!(id));
+    let reply = b.request(json!({"type": "listSessions"})).await;
+    assert_eq!(listed_ids(&reply), ids(&[&b]));
+    // Once ended, the session cannot be resumed on either instance.
+    let mut late = Ws::connect(&two.ws_url()).await;
+    late.expect_error(
+        json!({"type": "reuseId", "id": id, "token": token}),
+        "invalid_token",
+    )
+    .await;
+}

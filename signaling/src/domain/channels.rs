@@ -48,12 +48,12 @@ impl Signaling {
         Ok(channel)
     }
 
-    /// Every channel with its member count.
+    /// Every channel with its live member count (members whose presence expired are dropped).
     pub async fn list_channels(&self) -> Result<Vec<ChannelSummary>, DomainError> {
         let channels = self.store.channels().await?;
         let mut summaries = Vec::with_capacity(channels.len());
         for channel in channels {
-            let session_count = self.store.members(&channel.id).await?.len();
+            let session_count = self.live_members(&channel.id).await?.len();
             summaries.push(ChannelSummary {
                 channel,
                 session_count,
