@@ -2,8 +2,10 @@
 //! the client a subscribe PeerConnection carrying every forwarded track. Input SDP is untrusted
 //! text: parsing never panics and every rejection is a typed [`SdpError`].
 //!
-//! The SFU is ICE-lite (`a=ice-lite`), always the DTLS server (`a=setup:passive` in answers,
-//! `a=setup:actpass` in offers, which browsers answer with `active`), BUNDLE-only with rtcp-mux.
+//! The SFU is ICE-lite (`a=ice-lite`) and BUNDLE-only with rtcp-mux. On publish transports it is
+//! the DTLS server (`a=setup:passive` in answers); on subscribe transports it offers
+//! `a=setup:actpass`, which browsers answer with `active` (the SFU serves) and Pion/webrtc-rs
+//! answer with `passive` toward an ICE-lite offerer (the SFU connects) — see [`Setup`].
 //!
 //! - [`negotiate_publish`]: a client's publish offer → the SFU's answer and what it accepted.
 //! - [`subscribe_offer`] / [`parse_subscribe_answer`]: the SFU-initiated subscribe session,
@@ -85,7 +87,7 @@ pub struct Codec {
     pub channels: Option<u16>,
     /// The `a=fmtp` parameters, verbatim.
     pub fmtp: Option<String>,
-    /// `a=rtcp-fb` values for this payload type (`nack`, `nack pli`, `ccm fir`, `goog-remb`, `transport-cc`).
+    /// `a=rtcp-fb` values for this payload type, among [`SUPPORTED_RTCP_FB`].
     pub rtcp_fb: Vec<String>,
     /// The RTX payload type associated with this codec (`a=fmtp:<rtx> apt=<pt>`), if offered.
     pub rtx_pt: Option<u8>,

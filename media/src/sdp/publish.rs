@@ -11,8 +11,8 @@ use super::{
 /// Parses a client's publish offer and writes the SFU's answer (RFC 8829 §5.3).
 ///
 /// Every m-line is answered in order with its mid. An m-line is accepted when it is audio or
-/// video over `UDP/TLS/RTP/SAVPF`, in the BUNDLE group, `sendonly`/`sendrecv` and offers a supported
-/// codec (audio: `opus/48000/2`; video: the client's first of VP8, VP9, H264 with
+/// video over `UDP/TLS/RTP/SAVPF`, in the BUNDLE group, `sendonly`/`sendrecv` and offers a
+/// supported codec (audio: `opus/48000/2`; video: the client's first of VP8, VP9, H264 with
 /// `packetization-mode=1`, AV1); it is answered `recvonly` with that single codec and its RTX.
 /// Other m-lines (data channels, `inactive`/`recvonly`, unknown codecs) are rejected with port 0.
 ///
@@ -167,7 +167,8 @@ fn choose_codec(m: &Media<'_>, kind: Kind) -> Option<Codec> {
                 && VIDEO_CODECS.iter().any(|name| map.name.eq_ignore_ascii_case(name))
                 // RFC 6184 §6.2: mode 0 (the default) allows single NAL units only, which
                 // browsers do not send at useful resolutions.
-                && (!map.name.eq_ignore_ascii_case("H264") || m.fmtp_param(map.pt, "packetization-mode") == Some("1"))
+                && (!map.name.eq_ignore_ascii_case("H264")
+                    || m.fmtp_param(map.pt, "packetization-mode") == Some("1"))
         }
     };
     let candidates = || {
@@ -300,3 +301,585 @@ fn write_rejected(out: &mut String, m: &Media<'_>) -> Result<(), SdpError> {
 }
 
 const VIDEO_CODECS: &[&str] = &["VP8", "VP9", "H264", "AV1"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdp::test_support::*;
+    use crate::sdp::{
+        ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, Fingerprint, IceCredentials, MID_URI, TRANSPORT_CC_URI,
+    };
+
+    fn ext(id: u8, uri: &str) -> Extension {
+        Extension {
+            id,
+            uri: uri.to_owned(),
+        }
+    }
+
+    fn negotiate(offer: &str) -> PublishNegotiation {
+        let negotiation = negotiate_publish(&crlf(offer), &local()).expect("offer accepted");
+        // LF-only input (hand-written SDP, some test tools) gives the same result.
+        assert_eq!(
+            negotiate_publish(offer, &local())
+                .expect("LF offer accepted")
+                .answer,
+            negotiation.answer
+        );
+        negotiation
+    }
+
+    /// The checks every answer must pass: parses with the `sdp` crate; same mids and media in
+    /// the offer's order; BUNDLE lists exactly the accepted mids; session-level ICE-lite;
+    /// accepted m-lines are `recvonly`, `setup:passive`, rtcp-mux, with our credentials and one
+    /// host candidate; rejected ones have port 0.
+    fn check_answer(offer: &str, negotiation: &PublishNegotiation) {
+        let offer = reparse(&crlf(offer));
+        let answer = reparse(&negotiation.answer);
+        let local = local();
+        assert_eq!(answer.origin.username, "mooyaho");
+        assert!(answer.attributes.iter().any(|a| a.key == "ice-lite"));
+        assert_eq!(session_attr(&answer, "msid-semantic"), Some(" WMS"));
+        let accepted: Vec<&str> = negotiation.tracks.iter().map(|t| t.mid.as_str()).collect();
+        assert_eq!(
+            session_attr(&answer, "group"),
+            Some(format!("BUNDLE {}", accepted.join(" ")).as_str())
+        );
+        assert_eq!(
+            answer.media_descriptions.len(),
+            offer.media_descriptions.len()
+        );
+        for (i, offered) in offer.media_descriptions.iter().enumerate() {
+            let answered = &answer.media_descriptions[i];
+            let mid = media_attr(&answer, i, "mid").expect("mid");
+            assert_eq!(Some(mid), media_attr(&offer, i, "mid"));
+            assert_eq!(answered.media_name.media, offered.media_name.media);
+            let Some(track) = negotiation.tracks.iter().find(|t| t.mid == mid) else {
+                assert_eq!(answered.media_name.port.value, 0, "rejected m-line {mid}");
+                assert_eq!(answered.media_name.formats.len(), 1);
+                continue;
+            };
+            assert_eq!(answered.media_name.port.value, 9);
+            assert_eq!(answered.media_name.protos, ["UDP", "TLS", "RTP", "SAVPF"]);
+            let pts: Vec<String> = std::iter::once(track.codec.pt)
+                .chain(track.codec.rtx_pt)
+                .map(|p| p.to_string())
+                .collect();
+            assert_eq!(answered.media_name.formats, pts);
+            for key in ["recvonly", "rtcp-mux", "end-of-candidates"] {
+                assert_eq!(media_attr(&answer, i, key), Some(""), "{key} on {mid}");
+            }
+            assert_eq!(media_attr(&answer, i, "sendonly"), None);
+            assert_eq!(media_attr(&answer, i, "setup"), Some("passive"));
+            assert_eq!(
+                media_attr(&answer, i, "ice-ufrag"),
+                Some(local.ice.ufrag.as_str())
+            );
+            assert_eq!(
+                media_attr(&answer, i, "ice-pwd"),
+                Some(local.ice.pwd.as_str())
+            );
+            assert_eq!(
+                media_attr(&answer, i, "fingerprint"),
+                Some(format!("sha-256 {}", local.fingerprint.0).as_str())
+            );
+            assert_eq!(
+                media_attrs(&answer, i, "candidate"),
+                ["1 1 udp 2130706431 203.0.113.7 40000 typ host"]
+            );
+            let extmaps = media_attrs(&answer, i, "extmap");
+            assert!(extmaps.iter().all(|e| {
+                negotiation
+                    .extensions
+                    .iter()
+                    .any(|x| *e == format!("{} {}", x.id, x.uri))
+            }));
+            let fbs = media_attrs(&answer, i, "rtcp-fb");
+            assert_eq!(fbs.len(), track.codec.rtcp_fb.len());
+        }
+    }
+
+    #[test]
+    fn chrome_offer_accepts_opus_and_vp8_with_rtx_and_rejects_the_data_channel() {
+        let negotiation = negotiate(CHROME);
+        check_answer(CHROME, &negotiation);
+        assert_eq!(
+            negotiation.remote_ice,
+            IceCredentials {
+                ufrag: "x9Qe".to_owned(),
+                pwd: "Yc3bV8mK2pL7nR4tW6sZ1qA9".to_owned()
+            }
+        );
+        assert_eq!(
+            negotiation.remote_fingerprint,
+            Fingerprint("3F:8A:1C:7E:55:D2:90:4B:AE:61:0F:C3:28:9D:B7:14:E6:72:05:5A:C8:3B:9F:21:D4:66:80:1E:BA:47:0C:93".to_owned())
+        );
+        assert_eq!(
+            negotiation.extensions,
+            [
+                ext(1, AUDIO_LEVEL_URI),
+                ext(2, ABS_SEND_TIME_URI),
+                ext(3, TRANSPORT_CC_URI),
+                ext(4, MID_URI)
+            ]
+        );
+        let [audio, video] = &negotiation.tracks[..] else {
+            panic!("two tracks: {:?}", negotiation.tracks)
+        };
+        assert_eq!(
+            (audio.mid.as_str(), audio.kind, audio.ssrc, audio.rtx_ssrc),
+            ("0", Kind::Audio, 1_583_420_916, None)
+        );
+        assert_eq!(
+            audio.codec,
+            Codec {
+                name: "opus".to_owned(),
+                pt: 111,
+                clock_rate: 48_000,
+                channels: Some(2),
+                fmtp: Some("minptime=10;useinbandfec=1".to_owned()),
+                rtcp_fb: vec!["transport-cc".to_owned()],
+                rtx_pt: None,
+            }
+        );
+        assert_eq!(
+            audio.msid,
+            Some((
+                "6f8f4e2b-7f2c-4d7e-9a41-3c1b5e0d2a77".to_owned(),
+                "0d9c1f7a-3b2e-4c5d-8e6f-7a8b9c0d1e2f".to_owned()
+            ))
+        );
+        assert_eq!((video.mid.as_str(), video.kind), ("1", Kind::Video));
+        assert_eq!(
+            (
+                video.codec.name.as_str(),
+                video.codec.pt,
+                video.codec.rtx_pt
+            ),
+            ("VP8", 96, Some(97))
+        );
+        assert_eq!(
+            video.codec.rtcp_fb,
+            ["goog-remb", "transport-cc", "ccm fir", "nack", "nack pli"]
+        );
+        assert_eq!(
+            (video.ssrc, video.rtx_ssrc),
+            (2_921_764_371, Some(1_290_233_214))
+        );
+        assert!(
+            negotiation
+                .answer
+                .contains("\r\nm=application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n")
+        );
+        assert!(
+            negotiation
+                .answer
+                .contains("\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n")
+        );
+        // Video offered ids 2, 3, 4 of ours (toffset, orientation... dropped).
+        let answer = reparse(&negotiation.answer);
+        assert_eq!(
+            media_attrs(&answer, 1, "extmap"),
+            [
+                format!("2 {ABS_SEND_TIME_URI}"),
+                format!("3 {TRANSPORT_CC_URI}"),
+                format!("4 {MID_URI}")
+            ]
+        );
+    }
+
+    #[test]
+    fn firefox_offer_uses_session_fingerprint_and_media_ice() {
+        let negotiation = negotiate(FIREFOX);
+        check_answer(FIREFOX, &negotiation);
+        assert_eq!(negotiation.remote_ice.ufrag, "3e4f5a6b");
+        assert_eq!(
+            negotiation.remote_ice.pwd,
+            "6b2c1f0e9d8a7b6c5d4e3f2a1b0c9d8e"
+        );
+        // Lower-case hex in the offer is normalised.
+        assert_eq!(
+            negotiation.remote_fingerprint.0,
+            "A1:B2:C3:D4:E5:F6:07:18:29:3A:4B:5C:6D:7E:8F:90:A1:B2:C3:D4:E5:F6:07:18:29:3A:4B:5C:6D:7E:8F:90"
+        );
+        // csrc-audio-level (unsupported) and playout-delay (recvonly) are not accepted.
+        assert_eq!(
+            negotiation.extensions,
+            [
+                ext(1, AUDIO_LEVEL_URI),
+                ext(3, MID_URI),
+                ext(4, ABS_SEND_TIME_URI),
+                ext(7, TRANSPORT_CC_URI)
+            ]
+        );
+        let [audio, video] = &negotiation.tracks[..] else {
+            panic!("two tracks")
+        };
+        assert_eq!((audio.codec.pt, audio.ssrc), (109, 2_791_247_043));
+        assert_eq!(
+            audio.codec.fmtp.as_deref(),
+            Some("maxplaybackrate=48000;stereo=1;useinbandfec=1")
+        );
+        assert_eq!(
+            audio.msid,
+            Some((
+                "{8c0a4d5e-1f2b-4c3d-9e8f-7a6b5c4d3e2f}".to_owned(),
+                "{1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d}".to_owned()
+            ))
+        );
+        assert_eq!(
+            (
+                video.codec.name.as_str(),
+                video.codec.pt,
+                video.codec.rtx_pt
+            ),
+            ("VP8", 120, Some(124))
+        );
+        assert_eq!(video.codec.fmtp.as_deref(), Some("max-fs=12288;max-fr=60"));
+        assert_eq!(
+            (video.ssrc, video.rtx_ssrc),
+            (1_146_591_536, Some(2_547_219_562))
+        );
+    }
+
+    #[test]
+    fn safari_offer_prefers_constrained_baseline_h264_over_high() {
+        let negotiation = negotiate(SAFARI);
+        check_answer(SAFARI, &negotiation);
+        let video = &negotiation.tracks[1];
+        assert_eq!(
+            (
+                video.codec.name.as_str(),
+                video.codec.pt,
+                video.codec.rtx_pt
+            ),
+            ("H264", 98, Some(99))
+        );
+        assert_eq!(
+            video.codec.fmtp.as_deref(),
+            Some("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f")
+        );
+        assert_eq!(
+            (video.ssrc, video.rtx_ssrc),
+            (3_105_288_512, Some(1_764_034_711))
+        );
+    }
+
+    #[test]
+    fn aiortc_offer_accepts_vp8_and_its_extension_ids() {
+        let negotiation = negotiate(AIORTC);
+        check_answer(AIORTC, &negotiation);
+        assert_eq!(
+            negotiation.remote_ice,
+            IceCredentials {
+                ufrag: "Hq7T".to_owned(),
+                pwd: "Kx2bW9vN4mQ7rT1yU5iO3p".to_owned()
+            }
+        );
+        assert_eq!(
+            negotiation.extensions,
+            [
+                ext(1, MID_URI),
+                ext(2, AUDIO_LEVEL_URI),
+                ext(3, ABS_SEND_TIME_URI)
+            ]
+        );
+        let [audio, video] = &negotiation.tracks[..] else {
+            panic!("two tracks")
+        };
+        assert_eq!(
+            (audio.codec.pt, audio.codec.fmtp.as_deref(), audio.ssrc),
+            (111, None, 3_732_219_051)
+        );
+        assert_eq!(
+            (
+                video.codec.name.as_str(),
+                video.codec.pt,
+                video.codec.rtx_pt
+            ),
+            ("VP8", 97, Some(98))
+        );
+        assert_eq!(video.codec.rtcp_fb, ["nack", "nack pli", "goog-remb"]);
+        assert_eq!(
+            (video.ssrc, video.rtx_ssrc),
+            (1_895_712_361, Some(2_419_861_372))
+        );
+        assert_eq!(
+            video.msid.as_ref().map(|(s, _)| s.as_str()),
+            Some("0e5c8a3f-6b1d-4f2a-9c7e-2d4b6a8c0e1f")
+        );
+    }
+
+    #[test]
+    fn webrtc_rs_offer_sendrecv_is_answered_recvonly() {
+        let negotiation = negotiate(WEBRTC_RS);
+        check_answer(WEBRTC_RS, &negotiation);
+        assert_eq!(negotiation.remote_ice.ufrag, "qWlFJhYrAbNzXcTe");
+        assert_eq!(negotiation.remote_fingerprint.0.len(), 95);
+        assert_eq!(
+            negotiation.extensions,
+            [ext(1, MID_URI), ext(2, TRANSPORT_CC_URI)]
+        );
+        let [audio, video] = &negotiation.tracks[..] else {
+            panic!("two tracks")
+        };
+        assert_eq!((audio.codec.pt, audio.ssrc), (111, 3_355_343_711));
+        assert_eq!(
+            audio.msid,
+            Some(("webrtc-rs".to_owned(), "audio".to_owned()))
+        );
+        assert_eq!((video.codec.pt, video.codec.rtx_pt), (96, Some(97)));
+        assert_eq!(
+            (video.ssrc, video.rtx_ssrc),
+            (2_196_479_312, Some(4_017_362_595))
+        );
+        assert_eq!(
+            video.msid,
+            Some(("webrtc-rs".to_owned(), "video".to_owned()))
+        );
+    }
+
+    /// Chrome's video m-line with its format list replaced by `formats`.
+    fn chrome_video_formats(formats: &str) -> String {
+        let original = "m=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99 100 101 102 103 104 105 106 107 108 109 127 125 39 40 45 46 112 113 116 117 118";
+        assert!(CHROME.contains(original));
+        CHROME.replace(original, &format!("m=video 9 UDP/TLS/RTP/SAVPF {formats}"))
+    }
+
+    #[test]
+    fn video_codec_follows_client_preference_then_the_most_decodable_profile() {
+        let cases = [
+            // H264 Main first: H264 is the client's choice, baseline 42001f (the first of the
+            // two baselines) is the profile.
+            ("127 125 106 107 102 103 96 97", "H264", 106, Some(107)),
+            ("127 125 102 103 106 107", "H264", 102, Some(103)),
+            // Only packetization-mode=0 H264 → skipped.
+            ("104 105 108 96 97", "VP8", 96, Some(97)),
+            // VP9 profile 2 listed first → profile 0.
+            ("100 101 98 99", "VP9", 98, Some(99)),
+            ("45 46", "AV1", 45, Some(46)),
+            // RTX not in the format list is not offered.
+            ("96", "VP8", 96, None),
+        ];
+        for (formats, name, pt, rtx_pt) in cases {
+            let offer = chrome_video_formats(formats);
+            let negotiation = negotiate(&offer);
+            check_answer(&offer, &negotiation);
+            let video = &negotiation.tracks[1].codec;
+            assert_eq!(
+                (video.name.as_str(), video.pt, video.rtx_pt),
+                (name, pt, rtx_pt),
+                "formats {formats}"
+            );
+            // Without RTX in the answer the FID SSRC is not reported either.
+            assert_eq!(negotiation.tracks[1].rtx_ssrc.is_some(), rtx_pt.is_some());
+        }
+        // High-profile H264 only: accepted as offered.
+        let negotiation = negotiate(&chrome_video_formats("112 113"));
+        assert_eq!(negotiation.tracks[1].codec.pt, 112);
+        // Only unsupported codecs (red, ulpfec, mode-0 H264): video rejected, audio kept.
+        let offer = chrome_video_formats("116 117 118 104");
+        let negotiation = negotiate(&offer);
+        check_answer(&offer, &negotiation);
+        assert_eq!(negotiation.tracks.len(), 1);
+        assert!(
+            negotiation
+                .answer
+                .contains("\r\nm=video 0 UDP/TLS/RTP/SAVPF 116\r\n")
+        );
+    }
+
+    #[test]
+    fn inactive_and_recvonly_m_lines_are_rejected_not_refused() {
+        let offer =
+            CHROME
+                .replacen("a=sendonly", "a=recvonly", 1)
+                .replacen("a=sendonly", "a=inactive", 1);
+        assert_eq!(
+            negotiate_publish(&offer, &local()).map(|n| n.tracks.len()),
+            Err(SdpError::Unsupported(
+                "no m-line with a supported codec, direction and transport to receive".to_owned()
+            ))
+        );
+        let offer = CHROME.replacen("a=sendonly", "a=inactive", 1);
+        let negotiation = negotiate(&offer);
+        check_answer(&offer, &negotiation);
+        assert_eq!(
+            negotiation
+                .tracks
+                .iter()
+                .map(|t| t.mid.as_str())
+                .collect::<Vec<_>>(),
+            ["1"]
+        );
+        // The BUNDLE tag (mid 0) is rejected: transport attributes still come from it, and the
+        // answer's group starts with the first accepted mid (RFC 8843 §7.3.1).
+        assert!(negotiation.answer.contains("a=group:BUNDLE 1\r\n"));
+        assert!(
+            negotiation
+                .answer
+                .contains("\r\nm=audio 0 UDP/TLS/RTP/SAVPF 111\r\n")
+        );
+    }
+
+    #[test]
+    fn bad_offers_are_typed_errors() {
+        let edit = |from: &str, to: &str| {
+            assert!(CHROME.contains(from), "{from}");
+            CHROME.replace(from, to)
+        };
+        let fingerprint = CHROME
+            .lines()
+            .find(|l| l.starts_with("a=fingerprint"))
+            .expect("fp");
+        let sha1 =
+            "a=fingerprint:sha-1 3F:8A:1C:7E:55:D2:90:4B:AE:61:0F:C3:28:9D:B7:14:E6:72:05:5A";
+        let rid = "a=rid:h send\na=rid:l send\na=simulcast:send h;l\na=rtpmap:96";
+        let minimal = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
+        let cases: Vec<(String, Expect)> = vec![
+            (String::new(), Expect::Malformed),
+            ("\r\n \r\n".to_owned(), Expect::Malformed),
+            ("hello world".to_owned(), Expect::Malformed),
+            ("v=0\r\n".to_owned(), Expect::Malformed),
+            (minimal.to_owned(), Expect::Unsupported("BUNDLE")),
+            (
+                edit(&format!("{fingerprint}\n"), ""),
+                Expect::Missing("fingerprint"),
+            ),
+            (edit(fingerprint, sha1), Expect::Unsupported("sha-1")),
+            (edit(":0C:93\n", ":0C\n"), Expect::Malformed),
+            (
+                edit("a=group:BUNDLE 0 1 2\n", ""),
+                Expect::Unsupported("BUNDLE"),
+            ),
+            (
+                edit("a=group:BUNDLE 0 1 2\n", "a=group:BUNDLE\n"),
+                Expect::Unsupported("BUNDLE"),
+            ),
+            (
+                edit("a=group:BUNDLE 0 1 2\n", "a=group:BUNDLE 7\n"),
+                Expect::Malformed,
+            ),
+            (edit("a=rtcp-mux\n", ""), Expect::Unsupported("rtcp-mux")),
+            (edit("a=ice-ufrag:x9Qe\n", ""), Expect::Missing("ice-ufrag")),
+            (
+                edit("a=ice-pwd:Yc3bV8mK2pL7nR4tW6sZ1qA9\n", ""),
+                Expect::Missing("ice-pwd"),
+            ),
+            (
+                edit("a=ice-ufrag:x9Qe", "a=ice-ufrag:x9Q"),
+                Expect::Malformed,
+            ),
+            (
+                edit("a=ice-ufrag:x9Qe", "a=ice-ufrag:x9Q:e"),
+                Expect::Malformed,
+            ),
+            (
+                edit("a=rtpmap:111 opus", "a=rtpmap:300 opus"),
+                Expect::Malformed,
+            ),
+            (
+                edit("a=rtpmap:111 opus", "a=rtpmap:-1 opus"),
+                Expect::Malformed,
+            ),
+            (
+                edit("opus/48000/2", "opus/99999999999/2"),
+                Expect::Malformed,
+            ),
+            (edit("opus/48000/2", "opus/48000/2/1"), Expect::Malformed),
+            (edit("SAVPF 111 63", "SAVPF 111 abc"), Expect::Malformed),
+            (edit("SAVPF 111 63", "SAVPF 111 128"), Expect::Malformed),
+            (
+                edit("a=ssrc:1583420916 cname", "a=ssrc:4294967296 cname"),
+                Expect::Malformed,
+            ),
+            (
+                edit("a=ssrc:1583420916 cname", "a=ssrc:+1583420916 cname"),
+                Expect::Malformed,
+            ),
+            (
+                edit("FID 2921764371 1290233214", "FID 2921764371"),
+                Expect::Malformed,
+            ),
+            (edit("a=extmap:4 urn", "a=extmap:15 urn"), Expect::Malformed),
+            (
+                edit("a=extmap:4 urn", "a=extmap:256 urn"),
+                Expect::Malformed,
+            ),
+            (
+                edit("a=extmap:1 urn", "a=extmap:3 urn"),
+                Expect::Unsupported("extmap id"),
+            ),
+            (edit("a=mid:1", "a=mid:0"), Expect::Malformed),
+            (
+                edit("a=mid:1", "a=mid:this-mid-is-far-too-long"),
+                Expect::Malformed,
+            ),
+            (edit("a=mid:2\n", ""), Expect::Missing("mid")),
+            (edit("2921764371", "1583420916"), Expect::Malformed),
+            (edit("m=video 9 ", "m=video 99999 "), Expect::Malformed),
+            (chrome_video_formats(""), Expect::Malformed),
+            (strip_ssrc_lines(CHROME), Expect::Missing("ssrc")),
+            (
+                strip_video_ssrc_lines(CHROME).replace("a=rtpmap:96", rid),
+                Expect::Unsupported("simulcast (rid) publishing is not supported yet"),
+            ),
+            (
+                edit(
+                    "a=ssrc-group:FID",
+                    "a=ssrc-group:SIM 1 2 3\na=ssrc-group:FID",
+                ),
+                Expect::Unsupported("simulcast (ssrc-group:SIM)"),
+            ),
+            (
+                format!("{CHROME}{}", "a=x:y\n".repeat(50_000)),
+                Expect::Unsupported("exceeds"),
+            ),
+        ];
+        for (i, (offer, expected)) in cases.iter().enumerate() {
+            let result = negotiate_publish(offer, &local());
+            let error = result
+                .as_ref()
+                .err()
+                .unwrap_or_else(|| panic!("case {i} accepted"));
+            assert!(
+                expected.matches(error),
+                "case {i}: {error:?}, expected {expected:?}"
+            );
+            assert!(
+                error.to_string().len() < 200,
+                "case {i}: error text stays short"
+            );
+        }
+    }
+
+    fn strip_ssrc_lines(sdp: &str) -> String {
+        sdp.lines()
+            .filter(|l| !l.starts_with("a=ssrc"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    fn strip_video_ssrc_lines(sdp: &str) -> String {
+        let (audio, video) = sdp.split_at(sdp.find("m=video").expect("video m-line"));
+        audio.to_owned() + &strip_ssrc_lines(video)
+    }
+
+    #[test]
+    fn mutated_offers_never_panic_and_accepted_ones_answer_validly() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut accepted = 0;
+        for fixture in ALL {
+            for _ in 0..400 {
+                let offer = mutate(fixture, &mut rng);
+                if let Ok(negotiation) = negotiate_publish(&offer, &local()) {
+                    reparse(&negotiation.answer);
+                    accepted += 1;
+                }
+                crate::sdp::fuzz_sdp(offer.as_bytes());
+            }
+        }
+        // Most single mutations hit an attribute we ignore; the loop must exercise both paths.
+        assert!(accepted > 200, "only {accepted} mutated offers accepted");
+    }
+}

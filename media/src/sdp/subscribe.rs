@@ -37,7 +37,8 @@ pub fn subscribe_offer(
 /// Parses the client's answer to [`subscribe_offer`]`(.., offered)`.
 ///
 /// The answer must list the offer's mids in the same order and kinds (RFC 3264 §6), bundle and
-/// rtcp-mux every accepted m-line, and leave the SFU the DTLS server role (`a=setup:active`).
+/// rtcp-mux every accepted m-line, and pick a DTLS role: `active` (or none) or `passive`,
+/// returned as [`SubscribeAnswer::remote_setup`](super::SubscribeAnswer::remote_setup).
 /// A mid is accepted when its port is not 0, the answer direction is `recvonly` (or `sendrecv`)
 /// and the offered track is active. Extensions are kept only with the id the SFU offered.
 pub fn parse_subscribe_answer(
@@ -237,4 +238,403 @@ fn subscribe_extensions(kind: Kind) -> impl Iterator<Item = &'static (u8, &'stat
             Kind::Audio => *uri != super::ABS_SEND_TIME_URI,
             Kind::Video => *uri != super::AUDIO_LEVEL_URI,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdp::test_support::*;
+    use crate::sdp::{ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI, Setup, TRANSPORT_CC_URI};
+
+    fn opus() -> Codec {
+        Codec {
+            name: "opus".to_owned(),
+            pt: 111,
+            clock_rate: 48_000,
+            channels: Some(2),
+            fmtp: Some("minptime=10;useinbandfec=1".to_owned()),
+            rtcp_fb: vec!["transport-cc".to_owned()],
+            rtx_pt: None,
+        }
+    }
+
+    fn vp8() -> Codec {
+        Codec {
+            name: "VP8".to_owned(),
+            pt: 96,
+            clock_rate: 90_000,
+            channels: None,
+            fmtp: None,
+            // "goog-lntf" is not ours: it must not be offered.
+            rtcp_fb: [
+                "goog-remb",
+                "transport-cc",
+                "ccm fir",
+                "nack",
+                "nack pli",
+                "goog-lntf",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            rtx_pt: Some(97),
+        }
+    }
+
+    fn track(mid: &str, kind: Kind, ssrc: u32, stream_id: &str) -> ForwardedTrack {
+        let (codec, rtx_ssrc) = match kind {
+            Kind::Audio => (opus(), None),
+            Kind::Video => (vp8(), Some(ssrc + 1)),
+        };
+        ForwardedTrack {
+            mid: mid.to_owned(),
+            kind,
+            codec,
+            ssrc,
+            rtx_ssrc,
+            stream_id: stream_id.to_owned(),
+            track_id: format!("{stream_id}-{mid}"),
+            active: true,
+        }
+    }
+
+    /// Alice's and Bob's audio and video.
+    fn four_tracks() -> Vec<ForwardedTrack> {
+        vec![
+            track("0", Kind::Audio, 1000, "alice"),
+            track("1", Kind::Video, 2000, "alice"),
+            track("2", Kind::Audio, 3000, "bob"),
+            track("3", Kind::Video, 4000, "bob"),
+        ]
+    }
+
+    /// A browser-style answer (Chrome's layout): `directions[i]` per m-line, port 0 for
+    /// `"rejected"`; it answers mid with id 1, transport-cc with 3, audio level with 4, and
+    /// abs-send-time with a different id (9) than offered.
+    fn browser_answer(tracks: &[ForwardedTrack], directions: &[&str]) -> String {
+        let mids: Vec<&str> = tracks
+            .iter()
+            .zip(directions)
+            .filter(|(_, d)| **d != "rejected")
+            .map(|(t, _)| t.mid.as_str())
+            .collect();
+        let mut out = format!(
+            "v=0\no=- 8011929430712297457 2 IN IP4 127.0.0.1\ns=-\nt=0 0\na=group:BUNDLE {}\na=msid-semantic: WMS\n",
+            mids.join(" ")
+        );
+        for (track, direction) in tracks.iter().zip(directions) {
+            let (media, pt) = match track.kind {
+                Kind::Audio => ("audio", track.codec.pt),
+                Kind::Video => ("video", track.codec.pt),
+            };
+            let port = if *direction == "rejected" { 0 } else { 9 };
+            out += &format!(
+                "m={media} {port} UDP/TLS/RTP/SAVPF {pt}\nc=IN IP4 0.0.0.0\na=rtcp:9 IN IP4 0.0.0.0\n"
+            );
+            out += "a=ice-ufrag:Bv7k\na=ice-pwd:c2Xq9Lm4Np7Rs1Tu6Vw3Yz8A\na=ice-options:trickle\n";
+            out += "a=fingerprint:sha-256 7E:21:9C:04:B8:53:FA:6D:10:E7:A2:3F:C9:58:0B:D4:61:9A:2E:F3:87:1C:B5:40:DE:6A:93:27:C8:05:7F:B1\n";
+            out += &format!("a=setup:active\na=mid:{}\n", track.mid);
+            out += &format!("a=extmap:1 {MID_URI}\na=extmap:3 {TRANSPORT_CC_URI}\n");
+            out += &match track.kind {
+                Kind::Audio => format!("a=extmap:4 {AUDIO_LEVEL_URI}\n"),
+                Kind::Video => format!("a=extmap:9 {ABS_SEND_TIME_URI}\n"),
+            };
+            let direction = if *direction == "rejected" {
+                "inactive"
+            } else {
+                direction
+            };
+            out += &format!(
+                "a={direction}\na=rtcp-mux\na=rtpmap:{pt} {}/{}\n",
+                track.codec.name, track.codec.clock_rate
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn offer_has_one_sendonly_m_line_per_track_with_ssrcs_msid_and_rtx() {
+        let tracks = four_tracks();
+        let offer = subscribe_offer(&local(), 1, &tracks).expect("offer");
+        let sdp = reparse(&offer);
+        assert_eq!(sdp.origin.session_version, 1);
+        assert_eq!(session_attr(&sdp, "group"), Some("BUNDLE 0 1 2 3"));
+        assert_eq!(session_attr(&sdp, "ice-lite"), Some(""));
+        assert_eq!(sdp.media_descriptions.len(), 4);
+        for (i, track) in tracks.iter().enumerate() {
+            let m = &sdp.media_descriptions[i];
+            assert_eq!(media_attr(&sdp, i, "mid"), Some(track.mid.as_str()));
+            assert_eq!(media_attr(&sdp, i, "sendonly"), Some(""));
+            assert_eq!(media_attr(&sdp, i, "setup"), Some("actpass"));
+            assert_eq!(media_attr(&sdp, i, "rtcp-mux"), Some(""));
+            assert_eq!(media_attr(&sdp, i, "ice-ufrag"), Some("SfuUfrag"));
+            assert_eq!(
+                media_attr(&sdp, i, "candidate"),
+                Some("1 1 udp 2130706431 203.0.113.7 40000 typ host")
+            );
+            let msid = format!("{} {}", track.stream_id, track.track_id);
+            assert_eq!(media_attr(&sdp, i, "msid"), Some(msid.as_str()));
+            let ssrc = track.ssrc;
+            match track.kind {
+                Kind::Audio => {
+                    assert_eq!(m.media_name.formats, ["111"]);
+                    assert_eq!(media_attrs(&sdp, i, "rtcp-fb"), ["111 transport-cc"]);
+                    assert_eq!(
+                        media_attr(&sdp, i, "fmtp"),
+                        Some("111 minptime=10;useinbandfec=1")
+                    );
+                    assert_eq!(
+                        media_attrs(&sdp, i, "extmap"),
+                        [
+                            format!("1 {MID_URI}"),
+                            format!("3 {TRANSPORT_CC_URI}"),
+                            format!("4 {AUDIO_LEVEL_URI}")
+                        ]
+                    );
+                    assert_eq!(
+                        media_attrs(&sdp, i, "ssrc"),
+                        [
+                            format!("{ssrc} cname:mooyaho"),
+                            format!("{ssrc} msid:{msid}")
+                        ]
+                    );
+                    assert_eq!(media_attr(&sdp, i, "ssrc-group"), None);
+                }
+                Kind::Video => {
+                    let rtx = ssrc + 1;
+                    assert_eq!(m.media_name.formats, ["96", "97"]);
+                    assert_eq!(
+                        media_attrs(&sdp, i, "rtcp-fb").len(),
+                        5,
+                        "goog-lntf dropped"
+                    );
+                    assert_eq!(
+                        media_attrs(&sdp, i, "rtpmap"),
+                        ["96 VP8/90000", "97 rtx/90000"]
+                    );
+                    assert_eq!(media_attr(&sdp, i, "fmtp"), Some("97 apt=96"));
+                    assert_eq!(
+                        media_attrs(&sdp, i, "extmap"),
+                        [
+                            format!("1 {MID_URI}"),
+                            format!("2 {ABS_SEND_TIME_URI}"),
+                            format!("3 {TRANSPORT_CC_URI}")
+                        ]
+                    );
+                    assert_eq!(
+                        media_attr(&sdp, i, "ssrc-group"),
+                        Some(format!("FID {ssrc} {rtx}").as_str())
+                    );
+                    assert_eq!(
+                        media_attrs(&sdp, i, "ssrc"),
+                        [
+                            format!("{ssrc} cname:mooyaho"),
+                            format!("{ssrc} msid:{msid}"),
+                            format!("{rtx} cname:mooyaho"),
+                            format!("{rtx} msid:{msid}")
+                        ]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn re_offer_keeps_mids_and_session_id_and_marks_ended_tracks_inactive() {
+        let mut tracks = four_tracks();
+        let first = reparse(&subscribe_offer(&local(), 1, &tracks).expect("offer"));
+        tracks[1].active = false;
+        let second = reparse(&subscribe_offer(&local(), 2, &tracks).expect("re-offer"));
+        assert_eq!(second.origin.session_id, first.origin.session_id);
+        assert_eq!(second.origin.session_version, 2);
+        assert_eq!(session_attr(&second, "group"), Some("BUNDLE 0 1 2 3"));
+        let mids = |sdp: &sdp::description::session::SessionDescription| -> Vec<String> {
+            (0..sdp.media_descriptions.len())
+                .map(|i| media_attr(sdp, i, "mid").unwrap_or("").to_owned())
+                .collect()
+        };
+        assert_eq!(mids(&second), mids(&first));
+        assert_eq!(media_attr(&second, 1, "inactive"), Some(""));
+        assert_eq!(media_attr(&second, 1, "sendonly"), None);
+        assert!(
+            media_attrs(&second, 1, "ssrc").is_empty() && media_attr(&second, 1, "msid").is_none()
+        );
+        assert_eq!(
+            second.media_descriptions[1].media_name.port.value, 9,
+            "stays bundled"
+        );
+        for i in [0, 2, 3] {
+            assert_eq!(media_attr(&second, i, "sendonly"), Some(""));
+        }
+    }
+
+    #[test]
+    fn browser_answer_round_trips() {
+        let tracks = four_tracks();
+        let answer = browser_answer(&tracks, &["recvonly"; 4]);
+        let parsed = parse_subscribe_answer(&crlf(&answer), &tracks).expect("answer");
+        assert_eq!(parsed.accepted_mids, ["0", "1", "2", "3"]);
+        assert_eq!(parsed.remote_ice.ufrag, "Bv7k");
+        assert_eq!(parsed.remote_ice.pwd, "c2Xq9Lm4Np7Rs1Tu6Vw3Yz8A");
+        assert!(parsed.remote_fingerprint.0.starts_with("7E:21:9C"));
+        assert_eq!(parsed.remote_setup, Setup::Active);
+        // abs-send-time came back with id 9 instead of 2: dropped.
+        assert_eq!(
+            parsed.extensions,
+            [
+                Extension {
+                    id: 1,
+                    uri: MID_URI.to_owned()
+                },
+                Extension {
+                    id: 3,
+                    uri: TRANSPORT_CC_URI.to_owned()
+                },
+                Extension {
+                    id: 4,
+                    uri: AUDIO_LEVEL_URI.to_owned()
+                },
+            ]
+        );
+        // Pion / webrtc-rs answer an ICE-lite offerer with `passive`: the SFU becomes the DTLS
+        // client. No `a=setup` at all means `active` (RFC 4145 §4 default for the answerer).
+        let passive = answer.replace("a=setup:active", "a=setup:passive");
+        assert_eq!(
+            parse_subscribe_answer(&passive, &tracks).map(|a| a.remote_setup),
+            Ok(Setup::Passive)
+        );
+        let absent = answer.replace("a=setup:active\n", "");
+        assert_eq!(
+            parse_subscribe_answer(&absent, &tracks).map(|a| a.remote_setup),
+            Ok(Setup::Active)
+        );
+        // Answer to the re-offer: the ended track is answered inactive, one is rejected.
+        let mut tracks = tracks;
+        tracks[1].active = false;
+        let answer = browser_answer(&tracks, &["recvonly", "inactive", "rejected", "recvonly"]);
+        let parsed = parse_subscribe_answer(&answer, &tracks).expect("answer");
+        assert_eq!(parsed.accepted_mids, ["0", "3"]);
+        // An ended track answered recvonly is still not accepted.
+        let answer = browser_answer(&tracks, &["recvonly"; 4]);
+        assert_eq!(
+            parse_subscribe_answer(&answer, &tracks)
+                .expect("answer")
+                .accepted_mids,
+            ["0", "2", "3"]
+        );
+    }
+
+    #[test]
+    fn bad_answers_are_typed_errors() {
+        let tracks = four_tracks();
+        let good = browser_answer(&tracks, &["recvonly"; 4]);
+        let cases: Vec<(String, Expect)> = vec![
+            (String::new(), Expect::Malformed),
+            (good.replace("a=mid:3", "a=mid:4"), Expect::Unsupported("")),
+            (
+                good.replace("a=mid:1", "a=mid:x")
+                    .replace("a=mid:2", "a=mid:1")
+                    .replace("a=mid:x", "a=mid:2"),
+                Expect::Unsupported(""),
+            ),
+            (
+                good.replace(
+                    "m=video 9 UDP/TLS/RTP/SAVPF 96",
+                    "m=audio 9 UDP/TLS/RTP/SAVPF 96",
+                ),
+                Expect::Unsupported(""),
+            ),
+            (
+                good[..good.rfind("m=video").expect("video")].to_owned(),
+                Expect::Unsupported(""),
+            ),
+            (
+                good.replace("a=setup:active", "a=setup:actpass"),
+                Expect::Unsupported(""),
+            ),
+            (
+                good.replace("a=setup:active", "a=setup:holdconn"),
+                Expect::Unsupported(""),
+            ),
+            (
+                good.replace("a=group:BUNDLE 0 1 2 3", "a=group:BUNDLE 0 1 2"),
+                Expect::Unsupported(""),
+            ),
+            (good.replace("a=rtcp-mux\n", ""), Expect::Unsupported("")),
+            (
+                good.replace("a=ice-ufrag:Bv7k\n", ""),
+                Expect::Missing("ice-ufrag"),
+            ),
+            (
+                good.replace("sha-256 7E", "sha-1 7E"),
+                Expect::Unsupported(""),
+            ),
+            (good.replace("a=mid:1", "a=mid:0"), Expect::Malformed),
+        ];
+        for (i, (answer, expected)) in cases.iter().enumerate() {
+            let error = parse_subscribe_answer(answer, &tracks)
+                .err()
+                .unwrap_or_else(|| panic!("case {i} accepted: {answer}"));
+            assert!(
+                expected.matches(&error),
+                "case {i}: {error:?}, expected {expected:?}"
+            );
+        }
+        assert_eq!(
+            parse_subscribe_answer(&good, &[]).err(),
+            Some(SdpError::Missing("tracks"))
+        );
+    }
+
+    #[test]
+    fn offer_refuses_tracks_it_cannot_write() {
+        assert_eq!(
+            subscribe_offer(&local(), 1, &[]),
+            Err(SdpError::Missing("tracks"))
+        );
+        let refuse = |edit: &dyn Fn(&mut Vec<ForwardedTrack>)| {
+            let mut tracks = four_tracks();
+            edit(&mut tracks);
+            subscribe_offer(&local(), 1, &tracks)
+        };
+        let unsupported = |result: Result<String, SdpError>, needle: &str| {
+            matches!(&result, Err(SdpError::Unsupported(m)) if m.contains(needle))
+                || panic!("{needle}: {result:?}")
+        };
+        unsupported(refuse(&|t| t[1].mid = "0".to_owned()), "duplicate mid");
+        unsupported(refuse(&|t| t[1].mid = "a b".to_owned()), "mid");
+        unsupported(
+            refuse(&|t| t[1].track_id = "x\r\na=evil".to_owned()),
+            "msid",
+        );
+        unsupported(
+            refuse(&|t| t[1].codec.fmtp = Some("a\r\nb".to_owned())),
+            "fmtp",
+        );
+        unsupported(refuse(&|t| t[0].rtx_ssrc = Some(7)), "rtx_ssrc");
+        unsupported(refuse(&|t| t[1].codec.pt = 200), "exceeds 127");
+        // Bob's H264 on Alice's VP8 payload type / RTX payload type: one BUNDLE, two codecs.
+        unsupported(
+            refuse(&|t| t[3].codec.name = "H264".to_owned()),
+            "payload type 96",
+        );
+        unsupported(refuse(&|t| t[3].codec.pt = 97), "payload type 97");
+        // Same codec on the same payload type is fine, and RTX without an RTX SSRC is not offered.
+        let mut tracks = four_tracks();
+        tracks[3].rtx_ssrc = None;
+        let offer = reparse(&subscribe_offer(&local(), 1, &tracks).expect("offer"));
+        assert_eq!(offer.media_descriptions[3].media_name.formats, ["96"]);
+    }
+
+    #[test]
+    fn mutated_answers_never_panic() {
+        let tracks = four_tracks();
+        let good = crlf(&browser_answer(&tracks, &["recvonly"; 4]));
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let mut accepted = 0;
+        for _ in 0..1000 {
+            let answer = mutate(&good, &mut rng);
+            accepted += usize::from(parse_subscribe_answer(&answer, &tracks).is_ok());
+        }
+        assert!(accepted > 100, "only {accepted} mutated answers accepted");
+    }
 }

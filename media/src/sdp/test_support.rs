@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use sdp::description::session::SessionDescription;
 
-use super::{Fingerprint, IceCredentials, LocalDescription};
+use super::{Fingerprint, IceCredentials, LocalDescription, SdpError};
 
 pub(super) const CHROME: &str = include_str!("../../tests/sdp_offers/chrome.sdp");
 pub(super) const FIREFOX: &str = include_str!("../../tests/sdp_offers/firefox.sdp");
@@ -136,4 +136,24 @@ pub(super) fn mutate(sdp: &str, rng: &mut XorShift) -> String {
         }
     }
     lines.join("\r\n") + "\r\n"
+}
+
+/// What a refused SDP must be refused with.
+#[derive(Debug)]
+pub(super) enum Expect {
+    Malformed,
+    Missing(&'static str),
+    /// `Unsupported` whose message contains the text.
+    Unsupported(&'static str),
+}
+
+impl Expect {
+    pub(super) fn matches(&self, error: &SdpError) -> bool {
+        match (self, error) {
+            (Self::Malformed, SdpError::Malformed(_)) => true,
+            (Self::Missing(what), SdpError::Missing(missing)) => what == missing,
+            (Self::Unsupported(needle), SdpError::Unsupported(message)) => message.contains(needle),
+            _ => false,
+        }
+    }
 }

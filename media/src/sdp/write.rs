@@ -91,7 +91,8 @@ pub(super) fn codec_lines(out: &mut String, codec: &Codec) {
 /// server never trickles.
 pub(super) fn candidate_lines(out: &mut String, local: &LocalDescription) {
     let address = local.candidate;
-    // Priority 2130706431 = (126 << 24) + (65535 << 8) + 255: host type preference, RFC 8445 §5.1.2.
+    // Priority 2130706431 = (126 << 24) + (65535 << 8) + 255: host type preference
+    // (RFC 8445 §5.1.2.1), component 1.
     sdp_line!(
         out,
         "a=candidate:1 1 udp 2130706431 {} {} typ host",
