@@ -7,6 +7,7 @@ mod peer;
 use std::time::Duration;
 
 use mooyaho_media::{Node, NodeConfig};
+use peer::relay::{Policy, Relay};
 use peer::{Publisher, Subscriber, payloads};
 
 const PACKETS: usize = 150;
@@ -62,4 +63,163 @@ async fn webrtc_crate_publisher_reaches_three_subscribers_intact() -> anyhow::Re
     let stats = node.stats().await?;
     assert_eq!((stats.rooms(), stats.transports()), (0, 0));
     Ok(())
+}
+
+/// The webrtc-crate subscriber NACKs what the relay drops; the SFU answers from its
+/// retransmission buffer, so the lossy subscriber still gets every video payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_recovers_five_percent_loss_toward_one_subscriber() -> anyhow::Result<()> {
+    let (node, _events) = Node::start(&NodeConfig::loopback(1))?;
+    let sfu = node.addresses()[0];
+    let room = node.create_room().await?;
+    let publisher = Publisher::connect(&node, room, "publisher").await?;
+    let clean = Subscriber::connect(&node, room, "clean").await?;
+    let relay = Relay::start(sfu, Policy::DropRtpToClient { one_in: 20 }).await;
+    let lossy =
+        Subscriber::connect_with(&node, room, "lossy", |sdp| relay.rewrite(&sdp, sfu)).await?;
+    publisher.wait_connected().await?;
+    clean.wait_connected().await?;
+    lossy.wait_connected().await?;
+
+    let (audio, video) = payloads(300);
+    publisher
+        .send(&audio, &video, Duration::from_millis(4))
+        .await?;
+
+    let got = clean.wait_for(300, 300, Duration::from_secs(10)).await?;
+    assert_eq!(got.video, video);
+    // Every video payload arrives at the lossy subscriber exactly once (retransmissions come
+    // late, so compare as sets).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let lossy_video = loop {
+        let mut got = lossy.received().await.video;
+        got.sort();
+        got.dedup();
+        if got.len() == video.len() || tokio::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let dropped = relay.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(dropped >= 15, "relay dropped only {dropped} packets");
+    let mut expected = video.clone();
+    expected.sort();
+    assert_eq!(
+        lossy_video.len(),
+        expected.len(),
+        "{} of {} video payloads recovered",
+        lossy_video.len(),
+        expected.len()
+    );
+    assert_eq!(lossy_video, expected);
+    let core = node.stats().await?.workers[0].core.counters;
+    assert!(
+        core.nack_received > 0 && core.retransmits_sent > 0,
+        "{core:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stun_checks_with_a_wrong_password_are_rejected_and_counted() -> anyhow::Result<()> {
+    let (node, _events) = Node::start(&NodeConfig::loopback(1))?;
+    let room = node.create_room().await?;
+    // The client signs its checks with the password it was given: give it the wrong one.
+    let publisher = Publisher::connect_with(&node, room, "publisher", |sdp| {
+        if !sdp.contains("a=ice-lite") {
+            return sdp; // the client's offer stays intact
+        }
+        sdp.lines()
+            .map(|l| {
+                if l.starts_with("a=ice-pwd:") {
+                    "a=ice-pwd:wrongwrongwrongwrongwrong"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+            + "\r\n"
+    })
+    .await?;
+    let stats = wait_stats(&node, |s| s.counters.stun_rejected > 0).await?;
+    assert_eq!(stats.connected, 0);
+    assert_eq!(stats.counters.dtls_failures, 0);
+    drop(publisher);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtls_with_a_mismatched_fingerprint_is_rejected_and_counted() -> anyhow::Result<()> {
+    let (node, _events) = Node::start(&NodeConfig::loopback(1))?;
+    let room = node.create_room().await?;
+    let forged = format!("a=fingerprint:sha-256 {}", vec!["AB"; 32].join(":"));
+    let _publisher = Publisher::connect_with(&node, room, "publisher", |sdp| {
+        if sdp.contains("a=ice-lite") {
+            return sdp; // the node's answer stays intact
+        }
+        sdp.lines()
+            .map(|l| {
+                if l.starts_with("a=fingerprint:") {
+                    forged.clone()
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n")
+            + "\r\n"
+    })
+    .await?;
+    let stats = wait_stats(&node, |s| s.counters.dtls_failures > 0).await?;
+    assert_eq!(stats.connected, 0);
+    assert_eq!(stats.core.counters.rtp_received, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_srtp_is_dropped_and_counted() -> anyhow::Result<()> {
+    let (node, _events) = Node::start(&NodeConfig::loopback(1))?;
+    let sfu = node.addresses()[0];
+    let room = node.create_room().await?;
+    let relay = Relay::start(sfu, Policy::ReplayRtpToSfu { nth: 40 }).await;
+    let publisher =
+        Publisher::connect_with(&node, room, "publisher", |sdp| relay.rewrite(&sdp, sfu)).await?;
+    let subscriber = Subscriber::connect(&node, room, "subscriber").await?;
+    publisher.wait_connected().await?;
+    subscriber.wait_connected().await?;
+    let (audio, video) = payloads(100);
+    publisher
+        .send(&audio, &video, Duration::from_millis(4))
+        .await?;
+    let got = subscriber
+        .wait_for(100, 100, Duration::from_secs(10))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let got_after = subscriber.received().await;
+    assert_eq!(relay.replayed.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // Nothing forwarded twice.
+    assert_eq!((got.audio, got.video), (audio.clone(), video.clone()));
+    assert_eq!((got_after.audio, got_after.video), (audio, video));
+    let stats = node.stats().await?;
+    assert_eq!(stats.workers[0].counters.srtp_replays, 1);
+    Ok(())
+}
+
+/// Polls the single worker's stats until `check` holds (10 s at most).
+async fn wait_stats(
+    node: &Node,
+    check: impl Fn(&mooyaho_media::WorkerStats) -> bool,
+) -> anyhow::Result<mooyaho_media::WorkerStats> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = node.stats().await?.workers.remove(0);
+        if check(&stats) {
+            return Ok(stats);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("condition never held: {stats:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -4,11 +4,15 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod relay;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use mooyaho_media::{Node, RoomKey};
+use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -94,11 +98,14 @@ async fn peer_connection() -> anyhow::Result<Pc> {
     let runtime = default_runtime().expect("tokio runtime feature");
     let mut media = MediaEngine::default();
     media.register_default_codecs()?;
+    // The default interceptors make this a realistic receiver: NACK, RTCP reports, TWCC.
+    let registry = register_default_interceptors(Registry::new(), &mut media)?;
     let (gathered_tx, gathered) = watch::channel(false);
     let (connected_tx, connected) = watch::channel(false);
     let received = Arc::new(Mutex::new(Received::default()));
     let pc = PeerConnectionBuilder::new()
         .with_media_engine(media)
+        .with_interceptor_registry(registry)
         .with_handler(Arc::new(Handler {
             runtime: runtime.clone(),
             gathered: gathered_tx,
@@ -167,6 +174,17 @@ pub struct Publisher {
 impl Publisher {
     /// Offers Opus + VP8 to the node and applies its answer.
     pub async fn connect(node: &Node, room: RoomKey, session: &str) -> anyhow::Result<Self> {
+        Self::connect_with(node, room, session, |sdp| sdp).await
+    }
+
+    /// Like [`Self::connect`], passing each SDP through `edit` on its way (offer to the node,
+    /// answer to the client) — how tests tamper with signaling or insert a relay.
+    pub async fn connect_with(
+        node: &Node,
+        room: RoomKey,
+        session: &str,
+        edit: impl Fn(String) -> String,
+    ) -> anyhow::Result<Self> {
         let mut pc = peer_connection().await?;
         let (audio_ssrc, video_ssrc) = (rand::random(), rand::random());
         let audio = local_track(RtpCodecKind::Audio, MIME_TYPE_OPUS, 48000, 2, audio_ssrc);
@@ -188,7 +206,7 @@ impl Publisher {
             .sdp;
         let audio_pt = payload_type(&offer, "opus");
         let video_pt = payload_type(&offer, "VP8");
-        let answer = node.publish(room, session, &offer).await?;
+        let answer = edit(node.publish(room, session, &edit(offer)).await?);
         pc.pc
             .set_remote_description(RTCSessionDescription::answer(answer)?)
             .await?;
@@ -258,13 +276,23 @@ pub struct Subscriber {
 impl Subscriber {
     /// Takes the node's subscribe offer and answers it.
     pub async fn connect(node: &Node, room: RoomKey, session: &str) -> anyhow::Result<Self> {
+        Self::connect_with(node, room, session, |sdp| sdp).await
+    }
+
+    /// Like [`Self::connect`], passing each SDP through `edit`.
+    pub async fn connect_with(
+        node: &Node,
+        room: RoomKey,
+        session: &str,
+        edit: impl Fn(String) -> String,
+    ) -> anyhow::Result<Self> {
         let mut pc = peer_connection().await?;
         let offer = node
             .subscribe_offer(room, session)
             .await?
             .ok_or_else(|| anyhow::anyhow!("nothing to subscribe to"))?;
         pc.pc
-            .set_remote_description(RTCSessionDescription::offer(offer)?)
+            .set_remote_description(RTCSessionDescription::offer(edit(offer))?)
             .await?;
         let answer = pc.pc.create_answer(None).await?;
         pc.pc.set_local_description(answer).await?;
@@ -275,7 +303,7 @@ impl Subscriber {
             .await
             .expect("local description")
             .sdp;
-        node.subscribe_answer(room, session, &answer).await?;
+        node.subscribe_answer(room, session, &edit(answer)).await?;
         Ok(Self {
             pc,
             name: session.to_owned(),
@@ -358,8 +386,13 @@ fn payload_type(sdp: &str, codec: &str) -> u8 {
 
 /// Distinct audio payloads and VP8 payloads (the first a keyframe, every packet a frame start).
 pub fn payloads(n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    // Each payload carries its index, so no two are alike however many there are.
     let audio = (0..n)
-        .map(|i| (0..120).map(|j| (i * 7 + j) as u8).collect())
+        .map(|i| {
+            let mut p = (i as u32).to_be_bytes().to_vec();
+            p.extend((0..120).map(|j| (i * 7 + j) as u8));
+            p
+        })
         .collect();
     let video = (0..n)
         .map(|i| {
@@ -368,6 +401,7 @@ pub fn payloads(n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
             if i == 0 {
                 p.extend_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);
             }
+            p.extend_from_slice(&(i as u32).to_be_bytes());
             p.extend((0..900).map(|j| (i * 13 + j) as u8));
             p
         })
