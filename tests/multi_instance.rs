@@ -7,6 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use support::{Redis, Rest, Server, Ws, eventually};
 
@@ -291,7 +292,7 @@ async fn mesh_exchange_completes_between_sessions_on_different_instances() {
 #[tokio::test]
 async fn a_session_resumes_on_another_instance_and_still_receives_relays() {
     let redis = Redis::start();
-    let (one, two) = two_instances(&redis, &["--resume-grace-ms", "300"]);
+    let (one, two) = two_instances(&redis, &["--resume-grace-ms", "1000"]);
     let rest = one.rest();
     let channel = rest.create_channel(false).await;
 
@@ -345,7 +346,7 @@ async fn a_session_resumes_on_another_instance_and_still_receives_relays() {
         .await;
 
     // Outliving the grace window of instance 1's dropped socket does not end the moved session.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     let reply = b.request(json!({"type": "listSessions"})).await;
     assert!(listed_ids(&reply).contains(&id));
 }
@@ -384,6 +385,21 @@ async fn a_redis_outage_gives_503_and_unavailable_and_both_instances_recover() {
         "unavailable",
     )
     .await;
+    // A socket opened during the outage is told why it cannot get a session.
+    let (mut fresh, _) = tokio_tungstenite::connect_async(two.ws_url())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), fresh.next())
+        .await
+        .expect("no frame on a socket opened during the outage")
+        .unwrap()
+        .unwrap();
+    let first: Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    assert_eq!(
+        (&first["type"], &first["code"]),
+        (&json!("error"), &json!("unavailable")),
+        "{first}"
+    );
     // The sockets stay open.
     assert_eq!(a.request(json!({"type": "ping"})).await["type"], "pong");
     assert_eq!(b.request(json!({"type": "ping"})).await["type"], "pong");
