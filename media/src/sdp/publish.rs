@@ -18,8 +18,8 @@ use super::{
 ///
 /// Errors: [`SdpError::Malformed`] for unparseable text, numbers out of range or duplicate
 /// mids/SSRCs; [`SdpError::Missing`] for absent mid, ICE credentials, fingerprint or SSRC;
-/// [`SdpError::Unsupported`] without BUNDLE or rtcp-mux, for a non-sha-256 fingerprint, for
-/// simulcast, for conflicting extension ids, or when no m-line can be accepted.
+/// [`SdpError::Unsupported`] without BUNDLE or rtcp-mux, for a non-sha-256 fingerprint or an
+/// `a=setup` other than `actpass`/`active`, for simulcast, for conflicting extension ids, or when no m-line can be accepted.
 pub fn negotiate_publish(
     offer: &str,
     local: &LocalDescription,
@@ -45,8 +45,17 @@ pub fn negotiate_publish(
                 parse::shorten(bundle[0])
             ))
         })?;
-    let (remote_ice, remote_fingerprint) =
-        parse::transport(&session, &session.media_descriptions[tagged])?;
+    let tagged = &session.media_descriptions[tagged];
+    let (remote_ice, remote_fingerprint) = parse::transport(&session, tagged)?;
+    // RFC 5763 §5: the offerer says `actpass` (or `active`); one that insists on being the DTLS
+    // server leaves no role for the SFU's `passive` answer.
+    let setup = parse::value(&tagged.attributes, "setup")
+        .or_else(|| parse::value(&session.attributes, "setup"));
+    if setup.is_some_and(|setup| setup != "actpass" && setup != "active") {
+        return Err(SdpError::Unsupported(
+            "offer must take a=setup:actpass or active: the SFU answers passive".to_owned(),
+        ));
+    }
 
     let accepted = media
         .iter()
@@ -742,6 +751,10 @@ mod tests {
             ("hello world".to_owned(), Expect::Malformed),
             ("v=0\r\n".to_owned(), Expect::Malformed),
             (minimal.to_owned(), Expect::Unsupported("BUNDLE")),
+            (
+                CHROME.replace("a=setup:actpass", "a=setup:passive"),
+                Expect::Unsupported("setup"),
+            ),
             (
                 edit(&format!("{fingerprint}\n"), ""),
                 Expect::Missing("fingerprint"),
