@@ -10,10 +10,12 @@
 //! ```
 
 pub mod connection;
+pub mod control;
 pub mod node;
 pub mod sdp;
 pub mod udp;
 pub mod worker;
 
+pub use control::{ControlConfig, ControlServer};
 pub use node::{Node, NodeConfig, NodeStats, RoomKey};
 pub use worker::{MediaError, NodeEvent, Side, WorkerCounters, WorkerStats};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use sfu_core::{CommandError, RoomId, TransportId};
+use sfu_core::{CommandError, RoomId};
 use tokio::sync::{mpsc as async_mpsc, oneshot};
 
 pub use peer::Side;
@@ -117,10 +117,7 @@ pub(crate) enum Command {
 #[derive(Debug)]
 pub(crate) enum Reply {
     Room(RoomId),
-    Published {
-        transport: TransportId,
-        answer: String,
-    },
+    Published { answer: String },
     Offer(Option<String>),
     Done,
     Stats(Box<WorkerStats>),

@@ -10,7 +10,7 @@ use sfu_core::{
     SubscriptionConfig, SubscriptionId, TrackConfig, TrackId, TransportConfig, TransportId,
 };
 
-use super::peer::{Peer, Side};
+use super::peer::{Peer, PeerState, Side};
 use super::shard::Shard;
 use super::{MediaError, NodeEvent};
 use crate::connection::dtls::{DtlsRole, DtlsTransport};
@@ -50,6 +50,8 @@ struct Subscribing {
 struct Forwarded {
     track: TrackId,
     sdp: ForwardedTrack,
+    /// Whether the client's latest answer accepted this m-line.
+    accepted: bool,
     subscription: Option<SubscriptionId>,
 }
 
@@ -64,6 +66,14 @@ impl RoomMedia {
                 publish.into_iter().chain(subscribe)
             })
             .collect()
+    }
+
+    /// Sessions with any transport here.
+    pub(crate) fn sessions(&self) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.publish.is_some() || s.subscribe.is_some())
+            .count()
     }
 
     /// Forgets a transport the worker already removed.
@@ -249,6 +259,7 @@ impl Shard {
                         .map_or_else(|| published.mid.clone(), |(_, track)| track.clone()),
                     active: true,
                 },
+                accepted: false,
                 subscription: None,
             });
         }
@@ -312,11 +323,48 @@ impl Shard {
             }
             Some(_) => {}
         }
+        let media = self.rooms.get_mut(&room).expect("checked above");
+        let subscribing = media
+            .sessions
+            .get_mut(session)
+            .and_then(|s| s.subscribe.as_mut())
+            .expect("checked above");
+        for forwarded in &mut subscribing.forwarded {
+            forwarded.accepted = parsed.accepted_mids.contains(&forwarded.sdp.mid);
+        }
+        self.sync_subscriptions(now, room, session)
+    }
+
+    /// Makes the core's subscriptions for a session's subscribe transport match the active,
+    /// accepted m-lines. Subscriptions start only once the transport is connected: started
+    /// earlier, a video subscription would spend its keyframe on a transport that cannot send
+    /// yet, and the client would start mid-stream with undecodable delta frames.
+    pub(super) fn sync_subscriptions(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        session: &str,
+    ) -> Result<(), MediaError> {
+        let Some(subscribing) = self
+            .rooms
+            .get(&room)
+            .and_then(|m| m.sessions.get(session))
+            .and_then(|s| s.subscribe.as_ref())
+        else {
+            return Ok(());
+        };
+        let transport = subscribing.transport;
+        let connected = self
+            .peers
+            .get(&transport)
+            .is_some_and(|p| p.state == PeerState::Connected);
         let mut changes = Vec::new();
         for forwarded in &subscribing.forwarded {
-            let accepted = parsed.accepted_mids.contains(&forwarded.sdp.mid);
-            match (forwarded.sdp.active && accepted, forwarded.subscription) {
-                (true, None) => changes.push((forwarded.sdp.mid.clone(), forwarded.track, true)),
+            let wanted = forwarded.sdp.active && forwarded.accepted;
+            match (wanted, forwarded.subscription) {
+                (true, None) if connected => {
+                    changes.push((forwarded.sdp.mid.clone(), forwarded.track, true))
+                }
                 (false, Some(_)) => {
                     changes.push((forwarded.sdp.mid.clone(), forwarded.track, false))
                 }

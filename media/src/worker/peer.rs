@@ -21,7 +21,7 @@ pub enum Side {
 
 /// Connection state of a transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PeerState {
+pub(super) enum PeerState {
     /// Waiting for ICE and DTLS.
     Connecting,
     /// DTLS done; SRTP flowing.
@@ -30,41 +30,41 @@ pub enum PeerState {
 
 /// A transport's network state.
 #[derive(Debug)]
-pub struct Peer {
+pub(super) struct Peer {
     /// Room it belongs to.
-    pub room: RoomId,
+    pub(super) room: RoomId,
     /// The signaling session it belongs to.
-    pub session: String,
+    pub(super) session: String,
     /// Publish or subscribe.
-    pub side: Side,
+    pub(super) side: Side,
     /// Our credentials (the USERNAME of valid checks starts with our ufrag).
-    pub local_ice: IceCredentials,
+    pub(super) local_ice: IceCredentials,
     /// The client's credentials, once its SDP is known.
-    pub remote_ice: Option<IceCredentials>,
+    pub(super) remote_ice: Option<IceCredentials>,
     /// DTLS server, once the client's fingerprint is known.
-    pub dtls: Option<DtlsTransport>,
+    pub(super) dtls: Option<DtlsTransport>,
     /// SRTP, once DTLS completed.
-    pub srtp: Option<SrtpSession>,
+    pub(super) srtp: Option<SrtpSession>,
     /// The address media is sent to: the nominated (or latest validated) pair.
-    pub selected: Option<SocketAddr>,
+    pub(super) selected: Option<SocketAddr>,
     /// Every address that passed a connectivity check (media is accepted only from these).
-    pub validated: Vec<SocketAddr>,
+    pub(super) validated: Vec<SocketAddr>,
     /// Last authenticated connectivity check (consent freshness, RFC 7675).
-    pub last_consent: Instant,
+    pub(super) last_consent: Instant,
     /// Connection state.
-    pub state: PeerState,
+    pub(super) state: PeerState,
 }
 
 /// Without a check for this long, consent has expired (RFC 7675 §5.1: 30 s).
-pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A transport that never connects is given up after this long.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// At most this many validated addresses per transport (candidates of one client).
 const MAX_VALIDATED: usize = 8;
 
 impl Peer {
     /// A new transport waiting for the client.
-    pub fn new(
+    pub(super) fn new(
         now: Instant,
         room: RoomId,
         session: String,
@@ -87,7 +87,7 @@ impl Peer {
     }
 
     /// Records an authenticated check from `from`; returns true if the address is new.
-    pub fn validate(&mut self, now: Instant, from: SocketAddr, nominated: bool) -> bool {
+    pub(super) fn validate(&mut self, now: Instant, from: SocketAddr, nominated: bool) -> bool {
         self.last_consent = now;
         let new = !self.validated.contains(&from);
         if new {
@@ -103,7 +103,7 @@ impl Peer {
     }
 
     /// Consent expired or the transport never connected in time.
-    pub fn expired(&self, now: Instant) -> bool {
+    pub(super) fn expired(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.last_consent)
             > match self.state {
                 PeerState::Connecting => CONNECT_TIMEOUT,

@@ -51,6 +51,8 @@ pub struct WorkerStats {
     pub worker: usize,
     /// Rooms hosted.
     pub rooms: usize,
+    /// Sessions with a transport in those rooms.
+    pub sessions: usize,
     /// Transports (publish + subscribe).
     pub transports: usize,
     /// Connected transports.
@@ -163,7 +165,7 @@ impl Shard {
                 offer,
             } => self
                 .publish(now, room, session, &offer)
-                .map(|(transport, answer)| Reply::Published { transport, answer }),
+                .map(|(_, answer)| Reply::Published { answer }),
             Command::SubscribeOffer { room, session } => {
                 self.subscribe_offer(now, room, &session).map(Reply::Offer)
             }
@@ -187,6 +189,7 @@ impl Shard {
         WorkerStats {
             worker: self.index,
             rooms: self.rooms.len(),
+            sessions: self.rooms.values().map(RoomMedia::sessions).sum(),
             transports: self.peers.len(),
             connected: self
                 .peers
@@ -279,11 +282,18 @@ impl Shard {
                 peer.state = PeerState::Connected;
                 peer.selected = Some(from);
                 tracing::debug!(session = %peer.session, side = ?peer.side, "transport connected");
+                let (room, session, side) = (peer.room, peer.session.clone(), peer.side);
+                if side == Side::Subscribe {
+                    // Forwarding starts now, at a keyframe requested now.
+                    if let Err(e) = self.sync_subscriptions(now, room, &session) {
+                        tracing::warn!(error = %e, %session, "starting subscriptions failed");
+                    }
+                }
                 let _ = self.events.send(NodeEvent::TransportConnected {
                     worker: self.index,
-                    room: peer.room,
-                    session: peer.session.clone(),
-                    side: peer.side,
+                    room,
+                    session,
+                    side,
                 });
             }
             Ok(DtlsOutcome::Closed) => self.fail_transport(transport, "DTLS closed by the client"),
