@@ -93,7 +93,7 @@ export async function connectClient(page, server, { allowDirectCall = false, nam
     const mooyaho = new window.Mooyaho({ url, allowDirectCall, ...(heartbeatMs ? { heartbeatMs } : {}) });
     window.mooyaho = mooyaho;
     window.events = [];
-    for (const type of ['connected', 'enterSuccess', 'entered', 'left', 'remoteStreamChanged', 'peerConnected',
+    for (const type of ['connected', 'enterSuccess', 'entered', 'left', 'remoteStreamChanged', 'peerConnected', 'sfuPeerConnected',
       'reconnected', 'updatedMediaState', 'messaged', 'channelClosed', 'integrated', 'callRejected', 'peerDisconnected']) {
       mooyaho.addEventListener(type, (p) => window.events.push({ type, sessionId: p.sessionId ?? null, reason: p.reason, message: p.message }));
     }
@@ -118,15 +118,32 @@ export function frames(page) {
   });
 }
 
+/** framesDecoded per publishing session over the SFU subscribe PeerConnection (one track each). */
+export function sfuFrames(page) {
+  return page.evaluate(async () => {
+    const pc = window.mooyaho.sfuPeers.subscriber;
+    const out = {};
+    if (!pc) return out;
+    for (const [id, stream] of window.mooyaho.remoteStreams) {
+      const track = stream.getVideoTracks()[0];
+      if (!track) continue;
+      let n = 0;
+      (await pc.getStats(track)).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded ?? 0; });
+      out[id] = n;
+    }
+    return out;
+  });
+}
+
 /**
  * Waits until `page` decodes video from every session in `from`, then checks that the count
  * keeps growing (a frozen or black-holed track would stall). Returns the last counts.
  */
-export async function assertDecodingFrom(page, from, label = '') {
+export async function assertDecodingFrom(page, from, label = '', read = frames) {
   const deadline = Date.now() + 20_000;
   let first;
   for (;;) {
-    first = await frames(page);
+    first = await read(page);
     if (from.every((id) => (first[id] ?? 0) > 0)) break;
     if (Date.now() > deadline) throw new Error(`${label}: no decoded frames from all of ${from.join(', ')}: ${JSON.stringify(first)}`);
     await sleep(250);
@@ -134,7 +151,7 @@ export async function assertDecodingFrom(page, from, label = '') {
   const growDeadline = Date.now() + 10_000;
   for (;;) {
     await sleep(500);
-    const now = await frames(page);
+    const now = await read(page);
     if (from.every((id) => (now[id] ?? 0) > (first[id] ?? 0) + 5)) return now;
     if (Date.now() > growDeadline) throw new Error(`${label}: frames stopped growing: ${JSON.stringify(first)} -> ${JSON.stringify(now)}`);
   }
