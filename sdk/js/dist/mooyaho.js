@@ -37,7 +37,15 @@ var PeerLink = class {
     this.pc.ontrack = (e) => io.onTrack(sessionId, e.track);
     this.pc.onconnectionstatechange = () => {
       const state = this.pc.connectionState;
-      if (state === "connected") io.onConnected(sessionId, this.pc);
+      if (state === "connected") {
+        io.onConnected(sessionId, this.pc);
+        const dtls = this.pc.getReceivers()[0]?.transport;
+        if (dtls) {
+          dtls.onstatechange = () => {
+            if ((dtls.state === "closed" || dtls.state === "failed") && !this.#closed) io.onFailed(sessionId);
+          };
+        }
+      }
       if (state === "failed" && !this.#closed) io.onFailed(sessionId);
     };
   }

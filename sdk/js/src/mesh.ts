@@ -10,7 +10,7 @@ export interface MeshIo {
   send(message: Record<string, unknown>): void;
   onTrack(sessionId: string, track: MediaStreamTrack): void;
   onConnected(sessionId: string, pc: RTCPeerConnection): void;
-  /** The connection failed or was closed by the other side. */
+  /** The connection failed, or the other side closed it (hung up). */
   onFailed(sessionId: string): void;
 }
 
@@ -33,7 +33,18 @@ export class PeerLink {
     this.pc.ontrack = (e) => io.onTrack(sessionId, e.track);
     this.pc.onconnectionstatechange = () => {
       const state = this.pc.connectionState;
-      if (state === 'connected') io.onConnected(sessionId, this.pc);
+      if (state === 'connected') {
+        io.onConnected(sessionId, this.pc);
+        // The protocol has no hang-up message, but a peer that closes its PeerConnection sends a
+        // DTLS close_notify: our DTLS transport turns `closed` at once, while ICE would take
+        // seconds to notice. That is the direct-call hang-up signal.
+        const dtls = this.pc.getReceivers()[0]?.transport;
+        if (dtls) {
+          dtls.onstatechange = () => {
+            if ((dtls.state === 'closed' || dtls.state === 'failed') && !this.#closed) io.onFailed(sessionId);
+          };
+        }
+      }
       if (state === 'failed' && !this.#closed) io.onFailed(sessionId);
     };
   }

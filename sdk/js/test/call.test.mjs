@@ -47,9 +47,13 @@ test('accepted direct call: both sides decode video, only after accept', async (
   assert.ok(atCaller[calleeId] > 5 && atCallee[callerId] > 5);
   assert.deepEqual(await connectedPeers(caller), [calleeId]);
 
-  // Hang-up releases the PeerConnection and the stream.
+  // Hang-up releases the PeerConnection and the stream, and the other side notices promptly.
   await caller.evaluate((id) => window.mooyaho.hangUp(id), calleeId);
   assert.deepEqual(await caller.evaluate(() => [window.mooyaho.peers.size, window.mooyaho.remoteStreams.size]), [0, 0]);
+  const hungUpAt = Date.now();
+  await waitFor(() => callee.evaluate((id) => window.events.some((e) => e.type === 'peerDisconnected' && e.sessionId === id), callerId), 'callee to see the hang-up', 4000);
+  assert.ok(Date.now() - hungUpAt < 3000, `hang-up seen in ${Date.now() - hungUpAt} ms`);
+  assert.deepEqual(await callee.evaluate(() => [window.mooyaho.peers.size, window.mooyaho.remoteStreams.size]), [0, 0]);
   await caller.close();
   await callee.close();
 });

@@ -4,7 +4,7 @@ export interface MeshIo {
     send(message: Record<string, unknown>): void;
     onTrack(sessionId: string, track: MediaStreamTrack): void;
     onConnected(sessionId: string, pc: RTCPeerConnection): void;
-    /** The connection failed or was closed by the other side. */
+    /** The connection failed, or the other side closed it (hung up). */
     onFailed(sessionId: string): void;
 }
 type Candidate = RTCIceCandidateInit | null;
