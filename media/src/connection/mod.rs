@@ -9,6 +9,7 @@
 pub mod dtls;
 pub mod ice;
 pub mod srtp;
+pub mod srtp_fast;
 
 /// First-byte classification of a datagram on a shared port (RFC 7983 §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
