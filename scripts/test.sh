@@ -11,6 +11,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The JS SDK's browser tests drive Debian's Chromium (playwright-core downloads no browser).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
+# The aiortc interop test's venv needs venv + pip.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   as_root apt-get update -qq
@@ -22,6 +24,13 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+
+# aiortc (PyPI) peers for media/tests/interop_aiortc.rs, in the gitignored .venv.
+if ! .venv/bin/python -c 'import aiortc' >/dev/null 2>&1; then
+  echo "== creating .venv with aiortc"
+  python3 -m venv .venv
+  .venv/bin/pip install -q -r media/tests/aiortc/requirements.txt
+fi
 
 echo "== cargo test"
 cargo test --workspace
