@@ -14,13 +14,14 @@ pub struct Counters {
     pub rtp_unknown_transport: u64,
     /// SSRC not published on the transport.
     pub rtp_unknown_ssrc: u64,
-    /// Payload type other than the track's (or RTX without an original sequence number).
+    /// Payload type other than the track's, or RTX without an original sequence number
+    /// (padding-only bandwidth probes).
     pub rtp_unknown_pt: u64,
     /// Duplicates (including RTX for packets already received).
     pub rtp_duplicate: u64,
     /// First packets of suspected stream restarts, held back until confirmed.
     pub rtp_probation: u64,
-    /// Copies not sent because the subscription waits for a keyframe.
+    /// Copies not sent because the subscription waits for its first keyframe.
     pub rtp_waiting_for_keyframe: u64,
     /// RTCP packets handed to `handle_rtcp`.
     pub rtcp_received: u64,

@@ -13,6 +13,7 @@ use super::rtcp::{nack_upstream, request_keyframe};
 use crate::arena::Arena;
 use crate::output::{Event, OutPacket, Transmit};
 use crate::rtp::{ExtensionKind, ExtensionMap, OutExtensions, RtpPacket};
+use crate::stats::Counters;
 use crate::stream::NackOutcome;
 use crate::track::Dropped;
 use crate::track::Track;
@@ -104,29 +105,8 @@ impl Worker {
                 twcc.record(now, u16::from_be_bytes([data[0], data[1]]));
             }
         }
-        let route = match transport.routes.get(&packet.ssrc()) {
-            Some(&route) => Some(route),
-            None => learn_ssrc(transport, tracks, &packet),
-        };
-        let (track_id, layer, packet) = match route {
-            Some(Route::Track { track, layer }) => (track, layer, packet),
-            Some(Route::TrackRtx { track: id, layer }) => {
-                let track = tracks.get(id).expect("routes name only live tracks");
-                let media = track.layers[usize::from(layer)].encoding.ssrc;
-                let unwrapped = (Some(packet.pt()) == track.config.rtx_pt)
-                    .then_some(media)
-                    .flatten()
-                    .and_then(|media| packet.unwrap_rtx(media, track.config.pt));
-                let Some(packet) = unwrapped else {
-                    counters.rtp_unknown_pt += 1;
-                    return;
-                };
-                (id, layer, packet)
-            }
-            Some(Route::Subscription(_) | Route::SubscriptionRtx(_)) | None => {
-                counters.rtp_unknown_ssrc += 1;
-                return;
-            }
+        let Some((track_id, layer, packet)) = resolve(transport, tracks, packet, counters) else {
+            return;
         };
         let copied = CopiedExtensions::new(&packet, &transport.config.extensions);
         let track = tracks
@@ -160,7 +140,10 @@ impl Worker {
                 .expect("a track lists only live subscriptions");
             let before = subscription.layers.current;
             let Some(mut header) = subscription.forward(now, &packet, &forward) else {
-                counters.rtp_waiting_for_keyframe += 1;
+                // Other simulcast layers are skipped silently; only a start wait is news.
+                if subscription.layers.current.is_none() {
+                    counters.rtp_waiting_for_keyframe += 1;
+                }
                 continue;
             };
             if subscription.stats.packets_sent == 1 {
@@ -184,6 +167,39 @@ impl Worker {
                 },
             });
             counters.rtp_forwarded += 1;
+        }
+    }
+}
+
+/// The track and layer a packet belongs to, with RTX unwrapped into the original packet.
+fn resolve(
+    transport: &mut Transport,
+    tracks: &mut Arena<TrackId, Track>,
+    packet: RtpPacket,
+    counters: &mut Counters,
+) -> Option<(TrackId, u8, RtpPacket)> {
+    let route = match transport.routes.get(&packet.ssrc()) {
+        Some(&route) => Some(route),
+        None => learn_ssrc(transport, tracks, &packet),
+    };
+    match route {
+        Some(Route::Track { track, layer }) => Some((track, layer, packet)),
+        Some(Route::TrackRtx { track: id, layer }) => {
+            let track = tracks.get(id).expect("routes name only live tracks");
+            let media = track.layers[usize::from(layer)].encoding.ssrc;
+            let unwrapped = (Some(packet.pt()) == track.config.rtx_pt)
+                .then_some(media)
+                .flatten()
+                // Padding-only RTX (bandwidth probes) carries no OSN and ends here too.
+                .and_then(|media| packet.unwrap_rtx(media, track.config.pt));
+            if unwrapped.is_none() {
+                counters.rtp_unknown_pt += 1;
+            }
+            Some((id, layer, unwrapped?))
+        }
+        Some(Route::Subscription(_) | Route::SubscriptionRtx(_)) | None => {
+            counters.rtp_unknown_ssrc += 1;
+            None
         }
     }
 }
