@@ -103,7 +103,7 @@ impl Subscription {
         match l.current {
             // Start or switch: a fresh rewriting epoch at a decodable packet, numbering
             // continuing from whatever the subscriber saw before (if anything).
-            None | Some(_) if can_start && l.current != Some(l.target) => {
+            _ if can_start && l.current != Some(l.target) => {
                 l.current = Some(l.target);
                 self.rewriter.resync();
             }
