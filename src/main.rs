@@ -11,6 +11,8 @@ use rand::RngCore;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
+mod sfu;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -28,6 +30,8 @@ enum Command {
     Dev(Options),
     /// One signaling instance; many can share state through `--redis-url`.
     Server(Options),
+    /// One SFU media node: UDP media workers and a QUIC control endpoint.
+    Sfu(sfu::SfuOptions),
 }
 
 /// Options of `dev` and `server`. Precedence: flag, then `MOOYAHO_*` environment, then the TOML
@@ -65,6 +69,12 @@ struct Options {
     /// every third of it). Sessions of a dead instance leave their channels after this.
     #[arg(long, env = "MOOYAHO_PRESENCE_TTL_MS")]
     presence_ttl_ms: Option<u64>,
+    /// Secret shared with the SFU nodes (`server`; `dev` generates one for its own node).
+    #[arg(long, env = "MOOYAHO_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// Worker threads of `dev`'s embedded SFU node (default: one per core).
+    #[arg(long, env = "MOOYAHO_WORKERS")]
+    workers: Option<usize>,
 }
 
 /// The TOML file's shape.
@@ -80,6 +90,7 @@ struct FileOptions {
     ping_interval_ms: Option<u64>,
     resume_grace_ms: Option<u64>,
     presence_ttl_ms: Option<u64>,
+    cluster_secret: Option<String>,
 }
 
 /// Shortest presence TTL (its refresh runs every third of it).
@@ -96,6 +107,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(options) => runtime.block_on(run(options, true)),
         Command::Server(options) => runtime.block_on(run(options, false)),
+        Command::Sfu(options) => runtime.block_on(sfu::run(options)),
     }
 }
 
@@ -142,6 +154,23 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     // A dropped session's presence is no longer refreshed: it must outlive the resume grace.
     config.resume_grace = config.resume_grace.min(config.presence_ttl / 2);
 
+    config.cluster_secret = options.cluster_secret.or(file.cluster_secret);
+    // `dev` runs its own SFU node, reached over loopback QUIC like any other node.
+    let embedded_node = if dev {
+        let secret = config.cluster_secret.get_or_insert_with(random_hex).clone();
+        let workers = options
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let node_config = mooyaho_media::NodeConfig::loopback(workers);
+        Some(sfu::start_node(
+            &node_config,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            secret,
+        )?)
+    } else {
+        None
+    };
+
     let state = match &redis_url {
         Some(url) => AppState::redis(config.clone(), url)
             .await
@@ -165,19 +194,72 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     if dev {
         println!("  API key:   {}", config.api_key);
     }
+    if let Some(running) = &embedded_node {
+        let id = register_dev_node(&state, running, data_dir.as_deref()).await?;
+        println!(
+            "  SFU node:  {} (id {id}, media {:?})",
+            running.control.local_addr()?,
+            running.node.addresses()
+        );
+    }
     axum::serve(listener, mooyaho_signaling::app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
 }
 
+/// `dev`'s node registers itself; its record (kept across restarts by id in the data dir) gets
+/// the new address and fingerprint each start.
+async fn register_dev_node(
+    state: &AppState,
+    running: &sfu::RunningNode,
+    data_dir: Option<&Path>,
+) -> anyhow::Result<u64> {
+    let address = running.control.local_addr()?.to_string();
+    let fingerprint = running.control.fingerprint().to_owned();
+    let id_file = data_dir.map(|d| d.join("dev-sfu-node"));
+    let previous = id_file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|id| id.trim().parse().ok())
+        .map(mooyaho_signaling::domain::ids::SfuServerId);
+    let patch = mooyaho_signaling::domain::SfuServerPatch {
+        address: Some(address.clone()),
+        fingerprint: Some(fingerprint.clone()),
+        ..Default::default()
+    };
+    let signaling = &state.signaling;
+    let view = match previous {
+        Some(id) => match signaling.update_sfu_server(id, patch).await {
+            Ok(view) => view,
+            Err(_) => {
+                signaling
+                    .register_sfu_server(address, Some(fingerprint))
+                    .await?
+            }
+        },
+        None => {
+            signaling
+                .register_sfu_server(address, Some(fingerprint))
+                .await?
+        }
+    };
+    if let Some(file) = id_file {
+        std::fs::write(&file, view.record.id.0.to_string())
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    Ok(view.record.id.0)
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// `dev`'s key: generated once and kept in the data dir, so restarts keep working with it.
 fn dev_api_key(data_dir: Option<&Path>) -> anyhow::Result<String> {
-    let generate = || {
-        let mut bytes = [0u8; 24];
-        rand::rng().fill_bytes(&mut bytes);
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    };
+    let generate = random_hex;
     let Some(dir) = data_dir else {
         return Ok(generate());
     };
@@ -193,7 +275,7 @@ fn dev_api_key(data_dir: Option<&Path>) -> anyhow::Result<String> {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -13,6 +13,7 @@ pub mod bus;
 pub mod domain;
 pub mod metrics;
 pub mod protocol;
+pub mod sfu;
 pub mod state;
 pub mod store;
 

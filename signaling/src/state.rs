@@ -4,9 +4,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::bus::{InProcessBus, RedisBus};
-use crate::domain::ports::StoreError;
+use crate::domain::ports::{Store, StoreError};
 use crate::domain::{Signaling, SignalingConfig};
 use crate::metrics::Metrics;
+use crate::sfu::Fleet;
 use crate::store::{EmbeddedStore, RedisStore};
 
 /// Shared state of every handler.
@@ -23,12 +24,15 @@ impl AppState {
             Some(dir) => EmbeddedStore::open(dir)?,
             None => EmbeddedStore::in_memory(),
         };
+        let store: Arc<dyn Store> = Arc::new(store);
+        let secret = config.cluster_secret.clone();
         let signaling = Signaling::start(
             config,
-            Arc::new(store),
+            store.clone(),
             Arc::new(InProcessBus::new()),
             Arc::new(Metrics::new()),
         );
+        attach_fleet(&signaling, store, secret)?;
         Ok(Self { signaling })
     }
 
@@ -38,12 +42,30 @@ impl AppState {
             redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let store = RedisStore::connect(client.clone(), config.presence_ttl).await?;
         let bus = RedisBus::new(client, store.connection());
+        let store: Arc<dyn Store> = Arc::new(store);
+        let secret = config.cluster_secret.clone();
         let signaling = Signaling::start(
             config,
-            Arc::new(store),
+            store.clone(),
             Arc::new(bus),
             Arc::new(Metrics::new()),
         );
+        attach_fleet(&signaling, store, secret)?;
         Ok(Self { signaling })
     }
+}
+
+/// Connects this instance to the SFU fleet when it has the cluster secret.
+fn attach_fleet(
+    signaling: &Arc<Signaling>,
+    store: Arc<dyn Store>,
+    secret: Option<String>,
+) -> Result<(), StoreError> {
+    let Some(secret) = secret else {
+        return Ok(());
+    };
+    let (fleet, events) = Fleet::start(store, signaling.instance().clone(), secret)
+        .map_err(|e| StoreError::Unavailable(format!("QUIC endpoint: {e}")))?;
+    signaling.attach_sfu(fleet, events);
+    Ok(())
 }

@@ -61,23 +61,69 @@ pub struct SfuServerResponse {
     pub disabled: bool,
     /// No new rooms; existing ones finish.
     pub draining: bool,
-    /// `unknown` until a control connection reports on the node.
+    /// `healthy` (connected and reporting load), `unhealthy` (no load report for 3 s),
+    /// `unreachable` (no control connection), or `unknown` (this instance has no cluster secret).
     pub health: String,
+    /// Why the last control connection attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// The node's last load report.
+    pub load: Option<NodeLoad>,
     /// Channels placed on the node.
     pub rooms: usize,
     /// Sessions in those channels.
     pub sessions: usize,
 }
 
+/// A node's live load, as last reported over the control connection.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeLoad {
+    /// Rooms hosted.
+    pub rooms: u64,
+    /// Sessions with a transport.
+    pub sessions: u64,
+    /// Transports.
+    pub transports: u64,
+    /// Datagrams received per second.
+    pub packets_in_per_sec: u64,
+    /// Datagrams sent per second.
+    pub packets_out_per_sec: u64,
+    /// CPU use, percent of one core.
+    pub cpu_percent: u64,
+    /// Packets dropped by the security layer since the node started.
+    pub security_drops: u64,
+}
+
 impl From<SfuServerView> for SfuServerResponse {
     fn from(view: SfuServerView) -> Self {
+        let health = match &view.status {
+            None => "unknown",
+            Some(s) if s.healthy => "healthy",
+            Some(s) if s.connected => "unhealthy",
+            Some(_) => "unreachable",
+        };
+        let load = view
+            .status
+            .as_ref()
+            .and_then(|s| s.load.as_ref())
+            .map(|l| NodeLoad {
+                rooms: l.rooms,
+                sessions: l.sessions,
+                transports: l.transports,
+                packets_in_per_sec: l.packets_in_per_sec,
+                packets_out_per_sec: l.packets_out_per_sec,
+                cpu_percent: l.cpu_percent,
+                security_drops: l.security_drops,
+            });
         Self {
+            last_error: view.status.as_ref().and_then(|s| s.last_error.clone()),
+            load,
             id: view.record.id.0,
             address: view.record.address,
             fingerprint: view.record.fingerprint,
             disabled: view.record.disabled,
             draining: view.record.draining,
-            health: "unknown".to_owned(),
+            health: health.to_owned(),
             rooms: view.rooms,
             sessions: view.sessions,
         }

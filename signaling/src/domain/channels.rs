@@ -42,6 +42,7 @@ impl Signaling {
             id: ChannelId::random(),
             sfu_enabled,
             sfu_server_id: None,
+            sfu_room: None,
             created_at_ms: now_ms(),
         };
         self.store.create_channel(&channel).await?;
@@ -80,6 +81,7 @@ impl Signaling {
 
     /// Deletes a channel; its members get `channelClosed` and are no longer in it.
     pub async fn delete_channel(&self, id: &ChannelId) -> Result<(), DomainError> {
+        let placed = self.store.channel(id).await?;
         let members = self
             .store
             .delete_channel(id)
@@ -103,6 +105,9 @@ impl Signaling {
         };
         self.deliver(&targets.iter().collect::<Vec<_>>(), &closed)
             .await;
+        if let Some(channel) = placed {
+            self.sfu_close_room(&channel).await;
+        }
         Ok(())
     }
 

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use super::ids::SfuServerId;
 use super::model::{NewSfuServer, SfuServerRecord};
+use super::ports::NodeStatus;
 use super::{DomainError, Signaling};
 
 /// A node with the load this instance can derive from the store.
@@ -16,6 +17,8 @@ pub struct SfuServerView {
     pub rooms: usize,
     /// Sessions in those channels.
     pub sessions: usize,
+    /// Live state from the control connection (`None` when this instance uses no SFU).
+    pub status: Option<NodeStatus>,
 }
 
 /// Changes to a node; `None` keeps a field.
@@ -48,6 +51,7 @@ impl Signaling {
             })
             .await?;
         Ok(SfuServerView {
+            status: self.sfu_nodes().map(|n| n.status(record.id)),
             record,
             rooms: 0,
             sessions: 0,
@@ -71,6 +75,7 @@ impl Signaling {
             .map(|record| {
                 let (rooms, sessions) = load.get(&record.id).copied().unwrap_or_default();
                 SfuServerView {
+                    status: self.sfu_nodes().map(|n| n.status(record.id)),
                     record,
                     rooms,
                     sessions,
@@ -129,6 +134,7 @@ impl Signaling {
         for mut channel in self.store.channels().await? {
             if channel.sfu_server_id == Some(id) {
                 channel.sfu_server_id = None;
+                channel.sfu_room = None;
                 self.store.create_channel(&channel).await?;
             }
         }

@@ -10,9 +10,10 @@ mod channels;
 mod fleet;
 mod relay;
 mod session;
+mod sfu;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -22,7 +23,7 @@ use crate::protocol::{ErrorCode, ServerMessage};
 use hub::{Delivery, Hub};
 use ids::{InstanceId, SessionId};
 use model::SessionRecord;
-use ports::{Bus, Envelope, Store, StoreError};
+use ports::{Bus, Envelope, SfuNodes, Store, StoreError};
 
 pub use channels::{BulkDeleteOutcome, ChannelDetail, ChannelSummary};
 pub use fleet::{SfuServerPatch, SfuServerView};
@@ -54,6 +55,8 @@ pub struct SignalingConfig {
     pub max_body_bytes: usize,
     /// Origins allowed by CORS; empty = CORS off.
     pub cors_origins: Vec<String>,
+    /// Secret shared with the SFU nodes; without it this instance uses no SFU.
+    pub cluster_secret: Option<String>,
 }
 
 impl SignalingConfig {
@@ -70,6 +73,7 @@ impl SignalingConfig {
             message_burst: 200,
             max_body_bytes: 64 * 1024,
             cors_origins: Vec::new(),
+            cluster_secret: None,
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct Signaling {
     bus: Arc<dyn Bus>,
     hub: Hub,
     metrics: Arc<Metrics>,
+    /// The SFU fleet, once attached (see [`Signaling::attach_sfu`]).
+    sfu: OnceLock<Arc<dyn SfuNodes>>,
 }
 
 impl std::fmt::Debug for Signaling {
@@ -109,6 +115,7 @@ impl Signaling {
             store,
             bus: bus.clone(),
             hub: Hub::default(),
+            sfu: OnceLock::new(),
             metrics,
         });
         let (inbox_tx, mut inbox) = mpsc::channel(INBOX_DEPTH);

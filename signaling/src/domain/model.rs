@@ -16,6 +16,9 @@ pub struct ChannelRecord {
     pub sfu_enabled: bool,
     /// The node hosting the channel's room, once placed (placement happens at the first SFU join).
     pub sfu_server_id: Option<SfuServerId>,
+    /// The room's id on that node.
+    #[serde(default)]
+    pub sfu_room: Option<String>,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
 }

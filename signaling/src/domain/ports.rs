@@ -34,6 +34,16 @@ pub trait ChannelStore: Send + Sync {
     async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, StoreError>;
     /// Every channel, oldest first.
     async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError>;
+    /// Places an unplaced channel on `server`'s `room`, atomically. Returns the channel as it
+    /// now is (placed by this call or by a concurrent one), or `None` if it does not exist.
+    async fn place_channel(
+        &self,
+        id: &ChannelId,
+        server: SfuServerId,
+        room: &str,
+    ) -> Result<Option<ChannelRecord>, StoreError>;
+    /// Clears the placement if the channel is still on `room` (its node lost it).
+    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError>;
     /// Deletes a channel and its memberships; returns the members it had, or `None` if unknown.
     async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError>;
     /// Adds or removes a member.
@@ -121,4 +131,42 @@ pub trait Bus: Send + Sync {
     /// Starts delivering this instance's inbox to `sink`. Called once at start-up; the bus keeps
     /// (re)subscribing in the background until the sink closes.
     fn subscribe(self: Arc<Self>, instance: InstanceId, sink: mpsc::Sender<Envelope>);
+}
+
+/// A failure talking to an SFU node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SfuError {
+    /// No live control connection to the node.
+    #[error("SFU node unreachable")]
+    Unreachable,
+    /// The exchange failed.
+    #[error("SFU control request failed: {0}")]
+    Failed(String),
+}
+
+/// What this instance knows of a node's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// A control connection is up.
+    pub connected: bool,
+    /// Connected and reporting load.
+    pub healthy: bool,
+    /// The last load report.
+    pub load: Option<mooyaho_control::Load>,
+    /// Why the last connection attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// The SFU nodes, as the domain uses them.
+#[async_trait]
+pub trait SfuNodes: Send + Sync {
+    /// Sends a request to a node and waits for its reply.
+    async fn call(
+        &self,
+        node: SfuServerId,
+        request: mooyaho_control::Request,
+    ) -> Result<mooyaho_control::Response, SfuError>;
+    /// The node's state as of now.
+    fn status(&self, node: SfuServerId) -> NodeStatus;
 }

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::Signaling;
 use super::ids::SessionId;
 use super::model::{CallState, SessionRecord};
-use super::session::{Connection, in_channel};
+use super::session::Connection;
 use crate::protocol::{ErrorCode, ServerMessage, SignalError};
 
 type Reply = Result<Option<ServerMessage>, SignalError>;
@@ -22,7 +22,7 @@ impl Signaling {
     ) -> Reply {
         let me = self.me(connection).await?;
         if is_sfu {
-            return Err(self.sfu_refusal(&me).await?);
+            return self.sfu_publish(&me, sdp).await;
         }
         let target = self.target(&me, to).await?;
         if !shares_channel(&me, &target) && me.calls.get(&target.id) != Some(&CallState::Accepted) {
@@ -54,7 +54,7 @@ impl Signaling {
     ) -> Reply {
         let me = self.me(connection).await?;
         if is_sfu {
-            return Err(self.sfu_refusal(&me).await?);
+            return self.sfu_answer(&me, sdp).await;
         }
         let target = self.target(&me, to).await?;
         if !shares_channel(&me, &target) {
@@ -94,7 +94,7 @@ impl Signaling {
         }
         let me = self.me(connection).await?;
         if is_sfu {
-            return Err(self.sfu_refusal(&me).await?);
+            return self.sfu_candidate(&me).await;
         }
         let target = self.target(&me, to).await?;
         let allowed = shares_channel(&me, &target)
@@ -158,25 +158,6 @@ impl Signaling {
             .session(&to)
             .await?
             .ok_or_else(|| SignalError::new(ErrorCode::SessionNotFound, "no such session"))
-    }
-
-    /// Why an `isSFU` request cannot be served. SFU media is routed by the control plane; until a
-    /// node serves the channel, requests are refused with a reason the client can show.
-    async fn sfu_refusal(&self, me: &SessionRecord) -> Result<SignalError, SignalError> {
-        let channel = in_channel(me)?;
-        let sfu_enabled = self
-            .store
-            .channel(channel)
-            .await?
-            .is_some_and(|c| c.sfu_enabled);
-        Ok(if sfu_enabled {
-            SignalError::new(
-                ErrorCode::SfuUnavailable,
-                "no SFU node is connected to serve this channel",
-            )
-        } else {
-            SignalError::new(ErrorCode::InvalidMessage, "this channel is not SFU-enabled")
-        })
     }
 }
 

@@ -279,6 +279,9 @@ impl Signaling {
             user,
         };
         self.broadcast(&channel.id, &entered).await?;
+        if channel.sfu_enabled {
+            self.sfu_entered(&me, &channel).await;
+        }
         Ok(Some(success))
     }
 
@@ -304,7 +307,9 @@ impl Signaling {
         let left = ServerMessage::Left {
             session_id: me.id.clone(),
         };
-        self.broadcast(channel, &left).await
+        self.broadcast(channel, &left).await?;
+        self.sfu_release(&me.id, channel).await;
+        Ok(())
     }
 
     async fn integrate_self(&self, connection: &Connection, user: Value) -> Reply {

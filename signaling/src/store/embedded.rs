@@ -112,6 +112,37 @@ impl ChannelStore for EmbeddedStore {
         Ok(all)
     }
 
+    async fn place_channel(
+        &self,
+        id: &ChannelId,
+        server: SfuServerId,
+        room: &str,
+    ) -> Result<Option<ChannelRecord>, StoreError> {
+        let mut inner = self.lock();
+        let Some(channel) = inner.persistent.channels.get_mut(id) else {
+            return Ok(None);
+        };
+        if channel.sfu_server_id.is_none() {
+            channel.sfu_server_id = Some(server);
+            channel.sfu_room = Some(room.to_owned());
+        }
+        let placed = channel.clone();
+        self.persist(&inner)?;
+        Ok(Some(placed))
+    }
+
+    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(channel) = inner.persistent.channels.get_mut(id)
+            && channel.sfu_room.as_deref() == Some(room)
+        {
+            channel.sfu_server_id = None;
+            channel.sfu_room = None;
+            self.persist(&inner)?;
+        }
+        Ok(())
+    }
+
     async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError> {
         let mut inner = self.lock();
         if inner.persistent.channels.remove(id).is_none() {
@@ -306,6 +337,7 @@ mod tests {
             id: ChannelId::from(id),
             sfu_enabled: false,
             sfu_server_id: None,
+            sfu_room: None,
             created_at_ms: 1,
         }
     }

@@ -103,6 +103,30 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return 0";
 
+/// Places a channel unless already placed; returns the channel JSON as it now is (nil if absent).
+/// Runs inside Redis so two instances placing at once agree on one room.
+const PLACE_CHANNEL: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local c = cjson.decode(v)
+if c.sfu_server_id ~= nil and c.sfu_server_id ~= cjson.null then return v end
+c.sfu_server_id = tonumber(ARGV[1])
+c.sfu_room = ARGV[2]
+local n = cjson.encode(c)
+redis.call('SET', KEYS[1], n)
+return n";
+
+/// Clears a channel's placement if it is still on room ARGV[1].
+const UNPLACE_CHANNEL: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local c = cjson.decode(v)
+if c.sfu_room ~= ARGV[1] then return 0 end
+c.sfu_server_id = cjson.null
+c.sfu_room = cjson.null
+redis.call('SET', KEYS[1], cjson.encode(c))
+return 1";
+
 #[async_trait]
 impl ChannelStore for RedisStore {
     async fn create_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
@@ -144,6 +168,33 @@ impl ChannelStore for RedisStore {
             .collect::<Result<Vec<_>, _>>()?;
         all.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
         Ok(all)
+    }
+
+    async fn place_channel(
+        &self,
+        id: &ChannelId,
+        server: SfuServerId,
+        room: &str,
+    ) -> Result<Option<ChannelRecord>, StoreError> {
+        let json: Option<String> = redis::Script::new(PLACE_CHANNEL)
+            .key(channel_key(id))
+            .arg(server.0)
+            .arg(room)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        json.map(|j| serde_json::from_str(&j).map_err(corrupt))
+            .transpose()
+    }
+
+    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError> {
+        redis::Script::new(UNPLACE_CHANNEL)
+            .key(channel_key(id))
+            .arg(room)
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map(drop)
+            .map_err(unavailable)
     }
 
     async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError> {

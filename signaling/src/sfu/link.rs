@@ -1,0 +1,178 @@
+//! One node's control connection: connect, hello, read events, reconnect with backoff.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mooyaho_control::{ALPN, Event, Request, Response};
+use tokio::sync::{mpsc, watch};
+
+use super::LinkShared;
+use super::verifier::PinnedFingerprint;
+use crate::domain::ids::{InstanceId, SfuServerId};
+use crate::domain::ports::SfuError;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
+const KEEP_ALIVE: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub(super) struct LinkTask {
+    pub(super) node: SfuServerId,
+    pub(super) address: String,
+    pub(super) fingerprint: Option<String>,
+    pub(super) endpoint: quinn::Endpoint,
+    pub(super) instance: InstanceId,
+    pub(super) secret: String,
+    pub(super) shared: Arc<Mutex<LinkShared>>,
+    pub(super) events: mpsc::Sender<(SfuServerId, Event)>,
+    pub(super) stopped: watch::Receiver<bool>,
+}
+
+impl LinkTask {
+    pub(super) async fn run(mut self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            if *self.stopped.borrow() {
+                return;
+            }
+            match self.session().await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::debug!(node = %self.node, error = %e, "SFU control link down");
+                    self.set(|s| s.last_error = Some(e));
+                }
+            }
+            self.set(|s| s.connection = None);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.stopped.changed() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut LinkShared)) {
+        f(&mut self.shared.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// One connection's life: returns when it ends.
+    async fn session(&mut self) -> Result<(), String> {
+        let fingerprint = self
+            .fingerprint
+            .clone()
+            .ok_or("no fingerprint registered: refusing to connect unpinned")?;
+        let remote = resolve(&self.address).await?;
+        let config = client_config(&fingerprint)?;
+        let connecting = self
+            .endpoint
+            .connect_with(config, remote, "mooyaho-sfu")
+            .map_err(|e| e.to_string())?;
+        let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let hello = Request::Hello {
+            secret: self.secret.clone(),
+            instance: self.instance.0.clone(),
+        };
+        match call(&connection, &hello).await.map_err(|e| e.to_string())? {
+            Response::Welcome { .. } => {}
+            Response::Error { message, .. } => return Err(format!("refused: {message}")),
+            other => return Err(format!("unexpected hello reply {other:?}")),
+        }
+        tracing::info!(node = %self.node, address = %self.address, "SFU control link up");
+        self.set(|s| {
+            s.connection = Some(connection.clone());
+            s.last_error = None;
+        });
+        let mut events = tokio::select! {
+            uni = connection.accept_uni() => uni.map_err(|e| e.to_string())?,
+            _ = self.stopped.changed() => return Ok(()),
+        };
+        loop {
+            let event = tokio::select! {
+                event = read_frame::<Event>(&mut events) => event?,
+                _ = self.stopped.changed() => {
+                    connection.close(0u32.into(), b"node removed");
+                    return Ok(());
+                }
+            };
+            if let Event::Load(load) = &event {
+                let load = load.clone();
+                self.set(|s| s.last_load = Some((Instant::now(), load)));
+                continue;
+            }
+            if self.events.send((self.node, event)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn resolve(address: &str) -> Result<SocketAddr, String> {
+    tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("resolving {address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address} resolves to nothing"))
+}
+
+fn client_config(fingerprint: &str) -> Result<quinn::ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedFingerprint::new(fingerprint, provider)))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("small duration")))
+        .keep_alive_interval(Some(KEEP_ALIVE));
+    config.transport_config(Arc::new(transport));
+    Ok(config)
+}
+
+/// One request on a fresh bidirectional stream.
+pub(super) async fn call(
+    connection: &quinn::Connection,
+    request: &Request,
+) -> Result<Response, SfuError> {
+    let exchange = async {
+        let (mut send, mut recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| SfuError::Failed(e.to_string()))?;
+        send.write_all(&mooyaho_control::encode(request))
+            .await
+            .map_err(|e| SfuError::Failed(e.to_string()))?;
+        let _ = send.finish();
+        read_frame::<Response>(&mut recv)
+            .await
+            .map_err(SfuError::Failed)
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .map_err(|_| SfuError::Failed("SFU node did not answer in time".into()))?
+}
+
+async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
+    recv: &mut quinn::RecvStream,
+) -> Result<T, String> {
+    let mut header = [0u8; 4];
+    recv.read_exact(&mut header)
+        .await
+        .map_err(|e| e.to_string())?;
+    let len = mooyaho_control::frame_len(header).map_err(|e| e.to_string())?;
+    let mut rest = vec![0u8; len];
+    recv.read_exact(&mut rest)
+        .await
+        .map_err(|e| e.to_string())?;
+    mooyaho_control::decode(&rest).map_err(|e| e.to_string())
+}

@@ -1,0 +1,140 @@
+//! `mooyaho sfu`: one SFU media node (UDP workers + QUIC control server), and the same node
+//! embedded in `mooyaho dev`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use mooyaho_media::{ControlConfig, ControlServer, Node, NodeConfig};
+
+/// Options of `mooyaho sfu`.
+#[derive(Debug, Args)]
+pub(crate) struct SfuOptions {
+    /// QUIC control address signaling instances connect to.
+    #[arg(long, env = "MOOYAHO_CONTROL_LISTEN", default_value = "127.0.0.1:4433")]
+    control_listen: SocketAddr,
+    /// Address the media (UDP) sockets bind to.
+    #[arg(long, env = "MOOYAHO_RTC_BIND", default_value = "127.0.0.1")]
+    rtc_bind: IpAddr,
+    /// Address announced to clients in SDP (defaults to --rtc-bind; set it when binding 0.0.0.0).
+    #[arg(long, env = "MOOYAHO_ANNOUNCE_IP")]
+    announce_ip: Option<IpAddr>,
+    /// UDP ports, one per worker: `40000-40001`, `40000,40001`, or `0` for any free ports.
+    #[arg(long, env = "MOOYAHO_RTC_PORTS", default_value = "0")]
+    rtc_ports: String,
+    /// Worker threads (default: one per core).
+    #[arg(long, env = "MOOYAHO_WORKERS")]
+    workers: Option<usize>,
+    /// Secret shared with the signaling instances.
+    #[arg(long, env = "MOOYAHO_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: String,
+    /// Register this node with a signaling server at start (`http://host:port`).
+    #[arg(long, env = "MOOYAHO_REGISTER_URL")]
+    register_url: Option<String>,
+    /// The signaling REST API key, for --register-url.
+    #[arg(long, env = "MOOYAHO_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+/// A running node with its control server.
+pub(crate) struct RunningNode {
+    pub(crate) control: ControlServer,
+    pub(crate) node: Arc<Node>,
+}
+
+/// Starts a node and its control server (inside a tokio runtime).
+pub(crate) fn start_node(
+    config: &NodeConfig,
+    control_listen: SocketAddr,
+    secret: String,
+) -> anyhow::Result<RunningNode> {
+    let (node, events) = Node::start(config).context("starting media workers")?;
+    let node = Arc::new(node);
+    let control = ControlServer::start(
+        node.clone(),
+        events,
+        ControlConfig {
+            listen: control_listen,
+            secret,
+        },
+    )
+    .context("starting the QUIC control server")?;
+    Ok(RunningNode { control, node })
+}
+
+pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
+    if options.cluster_secret.len() < 16 {
+        bail!("the cluster secret must be at least 16 characters");
+    }
+    let workers = options
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let ports = parse_ports(&options.rtc_ports, workers)?;
+    let config = NodeConfig {
+        bind_ip: options.rtc_bind,
+        ports,
+        announced_ip: options.announce_ip,
+    };
+    let running = start_node(&config, options.control_listen, options.cluster_secret)?;
+    let control = running.control.local_addr()?;
+    let fingerprint = running.control.fingerprint().to_owned();
+    // Scripts and tests read these lines.
+    println!("mooyaho sfu control on {control}");
+    println!("  fingerprint: {fingerprint}");
+    for addr in running.node.addresses() {
+        println!("  media:       udp {addr}");
+    }
+    if let Some(url) = &options.register_url {
+        let key = options
+            .api_key
+            .as_deref()
+            .context("--register-url needs --api-key")?;
+        let announced =
+            SocketAddr::new(options.announce_ip.unwrap_or(control.ip()), control.port());
+        let client = mooyaho_server_sdk::Mooyaho::new(url.as_str(), key)?;
+        let registered = client
+            .create_sfu_server(&announced.to_string(), Some(&fingerprint))
+            .await
+            .context("registering with the signaling server")?;
+        println!("  registered:  id {}", registered.id);
+    }
+    crate::shutdown_signal().await;
+    drop(running);
+    Ok(())
+}
+
+/// `a-b`, `a,b,…` or `0`: one port per worker.
+fn parse_ports(text: &str, workers: usize) -> anyhow::Result<Vec<u16>> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(vec![0; workers]);
+    }
+    let ports: Vec<u16> = if let Some((start, end)) = text.split_once('-') {
+        let (start, end): (u16, u16) = (start.trim().parse()?, end.trim().parse()?);
+        (start..=end).collect()
+    } else {
+        text.split(',')
+            .map(|p| p.trim().parse())
+            .collect::<Result<_, _>>()?
+    };
+    if ports.len() < workers || ports.contains(&0) {
+        bail!("--rtc-ports must give one non-zero port per worker ({workers}), or be 0");
+    }
+    Ok(ports[..workers].to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ports;
+
+    #[test]
+    fn ports_parse() {
+        assert_eq!(parse_ports("0", 2).unwrap(), vec![0, 0]);
+        assert_eq!(parse_ports("40000-40003", 2).unwrap(), vec![40000, 40001]);
+        assert_eq!(parse_ports("5,6", 2).unwrap(), vec![5, 6]);
+        assert!(parse_ports("5", 2).is_err());
+        assert!(parse_ports("x", 1).is_err());
+    }
+}
