@@ -595,10 +595,13 @@ var Mooyaho = class extends Emitter {
     this.emit("connected", { sessionId: id });
     return id;
   }
-  /** Camera/microphone, cached. Call before `enter`/`directCall`: tracks go into PCs created later. */
+  /** Camera/microphone, cached. Call before `enter`/`directCall`: mesh tracks go into PCs created later. */
   async createUserMedia(constraints = { audio: true, video: true }) {
-    this.#local ??= await navigator.mediaDevices.getUserMedia(constraints);
-    return this.#local;
+    if (this.#local) return this.#local;
+    const local = await navigator.mediaDevices.getUserMedia(constraints);
+    this.#local = local;
+    if (this.#sfu && !this.#sfu.publisher) this.#sfu.publish(local).catch((e) => this.#fail(e));
+    return local;
   }
   getMyStream() {
     return this.#local;
@@ -620,7 +623,7 @@ var Mooyaho = class extends Emitter {
       this.sfuEnabled = reply["sfuEnabled"] === true;
       await this.#loadSessions();
       this.emit("enterSuccess", { channel: this.channelId, sfuEnabled: this.sfuEnabled });
-      if (this.sfuEnabled) this.#startSfu();
+      if (this.sfuEnabled && !this.#sfu) this.#startSfu();
     })();
     this.#entering = entering.catch(() => void 0);
     return entering;

@@ -95,10 +95,15 @@ export class Mooyaho extends Emitter {
     return id;
   }
 
-  /** Camera/microphone, cached. Call before `enter`/`directCall`: tracks go into PCs created later. */
+  /** Camera/microphone, cached. Call before `enter`/`directCall`: mesh tracks go into PCs created later. */
   async createUserMedia(constraints: MediaStreamConstraints = { audio: true, video: true }): Promise<MediaStream> {
-    this.#local ??= await navigator.mediaDevices.getUserMedia(constraints);
-    return this.#local;
+    if (this.#local) return this.#local;
+    const local = await navigator.mediaDevices.getUserMedia(constraints);
+    this.#local = local;
+    // In an SFU channel entered without a camera, start publishing now (publishing is its own
+    // PeerConnection, so nothing needs renegotiating). Mesh links made earlier stay receive-only.
+    if (this.#sfu && !this.#sfu.publisher) this.#sfu.publish(local).catch((e: unknown) => this.#fail(e));
+    return local;
   }
 
   getMyStream(): MediaStream | null {
@@ -125,7 +130,8 @@ export class Mooyaho extends Emitter {
       this.sfuEnabled = reply['sfuEnabled'] === true;
       await this.#loadSessions();
       this.emit('enterSuccess', { channel: this.channelId, sfuEnabled: this.sfuEnabled });
-      if (this.sfuEnabled) this.#startSfu();
+      // Re-entering the same channel is a no-op on the server: keep the running SFU session.
+      if (this.sfuEnabled && !this.#sfu) this.#startSfu();
     })();
     this.#entering = entering.catch(() => undefined);
     return entering;

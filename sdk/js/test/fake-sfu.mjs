@@ -24,11 +24,15 @@ const SFU_PAGE_CODE = () => {
       await pc.setRemoteDescription({ type: 'offer', sdp });
       await pc.setLocalDescription(await pc.createAnswer());
       await gathered(pc);
-      if (!this.subs.has(clientId)) {
-        this.subs.set(clientId, { pc: new RTCPeerConnection(), sent: new Map(), chain: Promise.resolve(), onAnswer: null });
-      }
+      this.join(clientId);
       for (const id of this.subs.keys()) this.renegotiate(id);
       return pc.localDescription.sdp;
+    },
+    /** A member entered the SFU channel: it gets a subscribe PC whether or not it publishes. */
+    join(clientId) {
+      if (this.subs.has(clientId)) return;
+      this.subs.set(clientId, { pc: new RTCPeerConnection(), sent: new Map(), chain: Promise.resolve(), onAnswer: null });
+      this.renegotiate(clientId);
     },
     renegotiate(clientId) {
       const sub = this.subs.get(clientId);
@@ -117,6 +121,8 @@ export async function startFakeSfu(browser, server) {
             clients.set(sessionId, ws);
           }
           ws.send(m);
+          // The real server tells its SFU node about members; here the proxy sees `enterSuccess`.
+          if (frame.type === 'enterSuccess' && frame.sfuEnabled) void page.evaluate((id) => window.sfu.join(id), sessionId);
         });
         ws.onMessage(async (m) => {
           const frame = JSON.parse(String(m));

@@ -76,5 +76,25 @@ test('SFU channel: publish + one re-offered subscribe PC per client, late joiner
     await waitFor(async () => JSON.stringify(await streams(me)) === JSON.stringify(others), `${me.name} to drop the unpublished stream`);
     assert.ok(await me.page.evaluate((id) => window.mooyaho.sessions.has(id), unpublished.id), 'still a member');
   }
-  for (const c of [...clients, leaver]) await c.page.close();
+
+  // A viewer enters without a camera (subscribe only), then turns it on: it starts publishing
+  // and the others receive it, with no re-enter.
+  const senders = rest;
+  const viewerPage = await browser.context.newPage();
+  await sfu.attach(viewerPage);
+  await viewerPage.goto(`${server.url}/demo/test.html`);
+  await viewerPage.waitForFunction(() => window.sdkReady === true);
+  const viewerId = await viewerPage.evaluate(async ({ url, channel }) => {
+    window.mooyaho = new window.Mooyaho({ url });
+    const id = await window.mooyaho.connect();
+    await window.mooyaho.integrateUser({ id, name: 'Viewer' });
+    await window.mooyaho.enter(channel);
+    return id;
+  }, { url: server.url, channel: channel.id });
+  const viewer = { page: viewerPage, id: viewerId, name: 'Viewer' };
+  await assertDecodingFrom(viewerPage, senders.map((c) => c.id), 'viewer (subscribe only)', sfuFrames);
+  assert.equal(await viewerPage.evaluate(() => window.mooyaho.sfuPeers.publisher), null);
+  await viewerPage.evaluate(() => window.mooyaho.createUserMedia({ video: { width: 320, height: 240 }, audio: true }));
+  for (const me of senders) await assertDecodingFrom(me.page, [viewerId], `${me.name} sees the late publisher`, sfuFrames);
+  for (const c of [...clients, leaver, viewer]) await c.page.close();
 });

@@ -25,7 +25,7 @@ export declare class Mooyaho extends Emitter {
     get sessionsArray(): SessionInfo[];
     /** Opens the socket; resolves the session id. Rejects on failure or timeout. */
     connect(): Promise<string>;
-    /** Camera/microphone, cached. Call before `enter`/`directCall`: tracks go into PCs created later. */
+    /** Camera/microphone, cached. Call before `enter`/`directCall`: mesh tracks go into PCs created later. */
     createUserMedia(constraints?: MediaStreamConstraints): Promise<MediaStream>;
     getMyStream(): MediaStream | null;
     getRemoteStreamById(sessionId: string): MediaStream | null;
