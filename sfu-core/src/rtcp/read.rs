@@ -343,3 +343,188 @@ impl Fir<'_> {
         self.entries.chunks_exact(8).map(|e| (ssrc_at(e, 0), e[4]))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use rtcp::goodbye::Goodbye;
+    use rtcp::packet::Packet;
+    use rtcp::payload_feedbacks::full_intra_request::{FirEntry, FullIntraRequest};
+    use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    use rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+    use rtcp::receiver_report::ReceiverReport as TheirRr;
+    use rtcp::reception_report::ReceptionReport;
+    use rtcp::sender_report::SenderReport as TheirSr;
+    use rtcp::source_description::{
+        SdesType, SourceDescription, SourceDescriptionChunk, SourceDescriptionItem,
+    };
+    use rtcp::transport_feedbacks::transport_layer_nack::{
+        TransportLayerNack, nack_pairs_from_sequence_numbers,
+    };
+
+    use super::*;
+
+    fn report(ssrc: u32) -> ReceptionReport {
+        ReceptionReport {
+            ssrc,
+            fraction_lost: 12,
+            total_lost: 0xff_fffe, // -2 in 24-bit two's complement
+            last_sequence_number: 0x0001_0005,
+            jitter: 77,
+            last_sender_report: 0xdead_beef,
+            delay: 65_536,
+        }
+    }
+
+    /// Compound packets marshalled by the `rtcp` crate (0.17.2) read the same with our reader.
+    #[test]
+    fn reader_agrees_with_rtcp_crate() {
+        let nacked: Vec<u16> = vec![65_530, 65_535, 2, 100];
+        let packets: Vec<Box<dyn Packet + Send + Sync>> = vec![
+            Box::new(TheirSr {
+                ssrc: 1,
+                ntp_time: 0x1122_3344_5566_7788,
+                rtp_time: 99,
+                packet_count: 5,
+                octet_count: 500,
+                reports: vec![report(10), report(11)],
+                profile_extensions: Bytes::new(),
+            }),
+            Box::new(TheirRr {
+                ssrc: 2,
+                reports: vec![report(12)],
+                profile_extensions: Bytes::new(),
+            }),
+            Box::new(SourceDescription {
+                chunks: vec![SourceDescriptionChunk {
+                    source: 1,
+                    items: vec![SourceDescriptionItem {
+                        sdes_type: SdesType::SdesCname,
+                        text: Bytes::from_static(b"cname"),
+                    }],
+                }],
+            }),
+            Box::new(TransportLayerNack {
+                sender_ssrc: 3,
+                media_ssrc: 4,
+                nacks: nack_pairs_from_sequence_numbers(&nacked),
+            }),
+            Box::new(PictureLossIndication {
+                sender_ssrc: 5,
+                media_ssrc: 6,
+            }),
+            Box::new(FullIntraRequest {
+                sender_ssrc: 7,
+                media_ssrc: 0,
+                fir: vec![
+                    FirEntry {
+                        ssrc: 8,
+                        sequence_number: 3,
+                    },
+                    FirEntry {
+                        ssrc: 9,
+                        sequence_number: 4,
+                    },
+                ],
+            }),
+            Box::new(ReceiverEstimatedMaximumBitrate {
+                sender_ssrc: 10,
+                bitrate: 1_000_000.0,
+                ssrcs: vec![6],
+            }),
+            Box::new(Goodbye {
+                sources: vec![1],
+                reason: Bytes::from_static(b"bye"),
+            }),
+        ];
+        let raw = rtcp::packet::marshal(&packets).expect("marshal");
+        let ours: Vec<RtcpPacket<'_>> = Compound::new(&raw)
+            .collect::<Result<_, _>>()
+            .expect("we read it");
+        assert_eq!(ours.len(), 8);
+        let RtcpPacket::SenderReport(sr) = ours[0] else {
+            panic!("{:?}", ours[0])
+        };
+        assert_eq!(
+            (
+                sr.sender,
+                sr.info.ntp,
+                sr.info.rtp_time,
+                sr.info.packet_count,
+                sr.info.octet_count
+            ),
+            (Ssrc(1), 0x1122_3344_5566_7788, 99, 5, 500)
+        );
+        let blocks: Vec<ReportBlock> = sr.blocks().collect();
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(
+            blocks[1],
+            ReportBlock {
+                ssrc: Ssrc(11),
+                fraction_lost: 12,
+                cumulative_lost: -2,
+                highest_seq: 0x0001_0005,
+                jitter: 77,
+                last_sr: 0xdead_beef,
+                delay_since_last_sr: 65_536
+            }
+        );
+        let RtcpPacket::ReceiverReport(rr) = ours[1] else {
+            panic!()
+        };
+        assert_eq!((rr.sender, rr.blocks().count()), (Ssrc(2), 1));
+        assert!(matches!(ours[2], RtcpPacket::SourceDescription));
+        let RtcpPacket::Nack(nack) = ours[3] else {
+            panic!()
+        };
+        assert_eq!((nack.sender, nack.media), (Ssrc(3), Ssrc(4)));
+        assert_eq!(nack.lost().collect::<Vec<_>>(), nacked);
+        assert!(matches!(
+            ours[4],
+            RtcpPacket::Pli {
+                sender: Ssrc(5),
+                media: Ssrc(6)
+            }
+        ));
+        let RtcpPacket::Fir(fir) = ours[5] else {
+            panic!()
+        };
+        assert_eq!(
+            fir.entries().collect::<Vec<_>>(),
+            vec![(Ssrc(8), 3), (Ssrc(9), 4)]
+        );
+        assert!(
+            matches!(ours[6], RtcpPacket::Remb { sender: Ssrc(10), bitrate: Bitrate(b) } if b.abs_diff(1_000_000) < 8)
+        );
+        assert!(matches!(ours[7], RtcpPacket::Goodbye));
+    }
+
+    #[test]
+    fn truncated_or_inconsistent_compounds_stop_with_one_error() {
+        let rr = rtcp::packet::marshal(&[Box::new(TheirRr {
+            ssrc: 2,
+            reports: vec![report(1)],
+            profile_extensions: Bytes::new(),
+        }) as Box<dyn Packet + Send + Sync>])
+        .unwrap();
+        for cut in 0..rr.len() {
+            let items: Vec<_> = Compound::new(&rr[..cut]).collect();
+            assert!(
+                cut == 0 || (items.len() == 1 && items[0].is_err()),
+                "cut {cut}: {items:?}"
+            );
+        }
+        // Claims two report blocks but carries one.
+        let mut lying = rr.to_vec();
+        lying[0] = (lying[0] & !0x1f) | 2;
+        assert_eq!(
+            Compound::new(&lying).next().unwrap().unwrap_err(),
+            RtcpError::Body
+        );
+        lying[0] = 0x40 | 1;
+        assert_eq!(
+            Compound::new(&lying).next().unwrap().unwrap_err(),
+            RtcpError::Version
+        );
+    }
+}
