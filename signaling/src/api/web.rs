@@ -42,3 +42,49 @@ fn file(content_type: &'static str, body: &'static str) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::SignalingConfig;
+
+    async fn get(path: &str) -> (StatusCode, String, String) {
+        let state = AppState::embedded(SignalingConfig::new("k".repeat(32)), None).unwrap();
+        let response = crate::app(state)
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn serves_the_sdk_and_the_demo_without_a_key() {
+        let (status, content_type, body) = get("/sdk/mooyaho.js").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("text/javascript"));
+        assert!(body.contains("Mooyaho"));
+        let (status, content_type, body) = get("/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(content_type.starts_with("text/html"));
+        assert!(body.contains("/demo/demo.js"));
+        for path in ["/demo/demo.js", "/demo/demo.css", "/demo/test.html"] {
+            assert_eq!(get(path).await.0, StatusCode::OK, "{path}");
+        }
+        assert_eq!(get("/demo/missing.js").await.0, StatusCode::NOT_FOUND);
+    }
+}
