@@ -235,6 +235,28 @@ pub fn fuzz_sdp(data: &[u8]) {
             parse::session(&negotiation.answer).is_ok(),
             "our answer must parse"
         );
+        // What a publisher negotiated is forwarded verbatim: it must be writable into a
+        // subscribe offer. Only a payload type reused across its m-lines may clash there.
+        let forwarded: Vec<ForwardedTrack> = negotiation
+            .tracks
+            .iter()
+            .enumerate()
+            .map(|(i, track)| ForwardedTrack {
+                mid: i.to_string(),
+                kind: track.kind,
+                codec: track.codec.clone(),
+                ssrc: track.ssrc,
+                rtx_ssrc: track.rtx_ssrc,
+                stream_id: "publisher".to_owned(),
+                track_id: format!("track{i}"),
+                active: true,
+            })
+            .collect();
+        match subscribe_offer(&local, 1, &forwarded) {
+            Ok(offer) => assert!(parse::session(&offer).is_ok(), "our offer must parse"),
+            Err(SdpError::Unsupported(why)) if why.contains("payload type") => {}
+            Err(other) => panic!("negotiated tracks cannot be re-offered: {other:?}"),
+        }
     }
     let offered = [ForwardedTrack {
         mid: "0".to_owned(),

@@ -22,6 +22,19 @@ pub(super) fn session(text: &str) -> Result<SessionDescription, SdpError> {
     if text.trim().is_empty() {
         return Err(SdpError::Malformed("empty SDP".to_owned()));
     }
+    // RFC 8866 §5: no NUL, CR or LF inside a line. The `sdp` crate splits on LF only, so a bare
+    // CR or other control byte would survive into values we copy (fmtp) and break the
+    // client's parser on the way back.
+    let bytes = text.as_bytes();
+    let bad_byte = bytes.iter().enumerate().any(|(i, &b)| {
+        let bare_cr = b == b'\r' && bytes.get(i + 1) != Some(&b'\n');
+        bare_cr || b == 0x7f || (b < 0x20 && !matches!(b, b'\r' | b'\n' | b'\t'))
+    });
+    if bad_byte {
+        return Err(SdpError::Malformed(
+            "control character inside a line".to_owned(),
+        ));
+    }
     SessionDescription::unmarshal(&mut Cursor::new(text.as_bytes()))
         .map_err(|e| SdpError::Malformed(shorten(&e.to_string())))
 }

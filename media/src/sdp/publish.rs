@@ -751,6 +751,8 @@ mod tests {
             ("hello world".to_owned(), Expect::Malformed),
             ("v=0\r\n".to_owned(), Expect::Malformed),
             (minimal.to_owned(), Expect::Unsupported("BUNDLE")),
+            (edit("minptime=10;", "minptime=10\r;"), Expect::Malformed),
+            (edit("minptime=10;", "minptime=10\0;"), Expect::Malformed),
             (
                 CHROME.replace("a=setup:actpass", "a=setup:passive"),
                 Expect::Unsupported("setup"),
