@@ -105,6 +105,13 @@ async fn aiortc_publisher_reaches_two_aiortc_subscribers_intact() -> anyhow::Res
     let counters = stats.workers[0].counters;
     assert_eq!(counters.srtp_auth_failures, 0, "{counters:?}");
     assert_eq!(counters.media_unauthenticated, 0, "{counters:?}");
+    // Every RTP packet aiortc sent was understood (negotiated SSRCs and payload types).
+    let core = stats.workers[0].core.counters;
+    assert_eq!(
+        (core.rtp_unknown_ssrc, core.rtp_unknown_pt),
+        (0, 0),
+        "{core:?}"
+    );
 
     node.close_room(room).await?;
     let stats = node.stats().await?;
