@@ -91,8 +91,10 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
             .api_key
             .as_deref()
             .context("--register-url needs --api-key")?;
-        let announced =
-            SocketAddr::new(options.announce_ip.unwrap_or(control.ip()), control.port());
+        let announced = SocketAddr::new(
+            options.announce_ip.unwrap_or_else(|| control.ip()),
+            control.port(),
+        );
         let client = mooyaho_server_sdk::Mooyaho::new(url.as_str(), key)?;
         let registered = client
             .create_sfu_server(&announced.to_string(), Some(&fingerprint))

@@ -101,8 +101,10 @@ impl Node {
         for (index, port) in config.ports.iter().enumerate() {
             let socket = Socket::bind(SocketAddr::new(config.bind_ip, *port))?;
             let local = socket.local_addr()?;
-            let announced =
-                SocketAddr::new(config.announced_ip.unwrap_or(local.ip()), local.port());
+            let announced = SocketAddr::new(
+                config.announced_ip.unwrap_or_else(|| local.ip()),
+                local.port(),
+            );
             workers.push(WorkerHandle::spawn(
                 index,
                 socket,

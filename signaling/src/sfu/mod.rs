@@ -22,6 +22,9 @@ const HEALTH_WINDOW: Duration = Duration::from_secs(3);
 /// How often the registry is re-read to connect new nodes and drop removed ones.
 const RECONCILE: Duration = Duration::from_secs(1);
 
+/// Node events, tagged with the node that sent them.
+pub type FleetEvents = mpsc::Receiver<(SfuServerId, Event)>;
+
 /// Connections to every registered node.
 pub struct Fleet {
     endpoint: quinn::Endpoint,
@@ -59,7 +62,7 @@ impl Fleet {
         store: Arc<dyn Store>,
         instance: InstanceId,
         secret: String,
-    ) -> std::io::Result<(Arc<Self>, mpsc::Receiver<(SfuServerId, Event)>)> {
+    ) -> std::io::Result<(Arc<Self>, FleetEvents)> {
         let endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().expect("valid address"))?;
         let (events, receiver) = mpsc::channel(1024);
         let fleet = Arc::new(Self {
