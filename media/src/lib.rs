@@ -5,8 +5,10 @@
 //! ```text
 //! recvmmsg → classify (RFC 7983) → STUN: ICE-lite check → binding success
 //!                                → DTLS: handshake → SRTP keys
-//!                                → SRTP: unprotect → sfu_core::Worker::handle_rtp/rtcp
-//! sfu_core::Worker::poll_transmit → write header+payload into scratch → SRTP protect → sendmmsg
+//!                                → SRTP: unprotect in place → one copy into a pooled chunk
+//!                                        → sfu_core::Worker::handle_rtp/rtcp
+//! sfu_core::Worker::poll_transmit → write header+payload into the send arena
+//!                                 → SRTP protect in place → sendmmsg
 //! ```
 
 pub mod connection;

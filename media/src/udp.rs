@@ -31,22 +31,72 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
+    /// A batch without buffers, to stand in (without allocating) while the real one is moved
+    /// out for processing. Receiving into it is a bug.
+    pub fn detached() -> Self {
+        Self {
+            buffers: Vec::new(),
+            lengths: [0; BATCH],
+            sources: [SocketAddr::from(([0, 0, 0, 0], 0)); BATCH],
+            count: 0,
+        }
+    }
+
     /// The datagrams of the last receive, with their sources.
     pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
         (0..self.count).map(|i| (self.sources[i], &self.buffers[i][..self.lengths[i]]))
     }
+
+    /// The datagrams of the last receive, writable: SRTP decrypts in place here.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (SocketAddr, &mut [u8])> {
+        let sources = &self.sources;
+        let lengths = &self.lengths;
+        self.buffers[..self.count]
+            .iter_mut()
+            .enumerate()
+            .map(|(i, buffer)| (sources[i], &mut buffer[..lengths[i]]))
+    }
 }
 
-/// Datagrams queued for one `sendmmsg`.
+/// Datagrams queued for `sendmmsg`, stored back to back in one arena that is reused from flush
+/// to flush: once it has grown to the largest burst, queueing a datagram never allocates
+/// (DESIGN §4).
 #[derive(Default)]
 pub struct SendBatch {
-    items: Vec<(SocketAddr, bytes::BytesMut)>,
+    /// Destination, offset in `arena` and length of each datagram.
+    items: Vec<(SocketAddr, usize, usize)>,
+    /// Datagram bytes; its length is a high-water mark, only `used` bytes are queued.
+    arena: Vec<u8>,
+    used: usize,
 }
 
 impl SendBatch {
-    /// Queues a datagram.
-    pub fn push(&mut self, to: SocketAddr, datagram: bytes::BytesMut) {
-        self.items.push((to, datagram));
+    /// Queues a copy of `datagram`.
+    pub fn push(&mut self, to: SocketAddr, datagram: &[u8]) {
+        self.push_with(to, datagram.len(), |slot| {
+            slot.copy_from_slice(datagram);
+            Some(datagram.len())
+        });
+    }
+
+    /// Queues a datagram written in place: `write` gets a `room`-byte slot of the arena and
+    /// returns the length it wrote, or `None` to queue nothing.
+    pub fn push_with(
+        &mut self,
+        to: SocketAddr,
+        room: usize,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) {
+        let start = self.used;
+        if self.arena.len() < start + room {
+            self.arena.resize(start + room, 0);
+        }
+        let Some(len) = write(&mut self.arena[start..start + room]) else {
+            return;
+        };
+        let len = len.min(room);
+        self.items.push((to, start, len));
+        self.used += len;
     }
 
     /// Datagrams queued.
@@ -57,6 +107,11 @@ impl SendBatch {
     /// Nothing queued.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.used = 0;
     }
 }
 
@@ -157,8 +212,9 @@ impl Socket {
             let mut storage: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
             let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
             let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for (i, (to, datagram)) in chunk.iter().enumerate() {
-                let len = write_socket_addr(*to, &mut storage[i]);
+            for (i, &(to, offset, len)) in chunk.iter().enumerate() {
+                let datagram = &batch.arena[offset..offset + len];
+                let len = write_socket_addr(to, &mut storage[i]);
                 iovecs[i] = libc::iovec {
                     iov_base: datagram.as_ptr() as *mut libc::c_void,
                     iov_len: datagram.len(),
@@ -194,7 +250,7 @@ impl Socket {
                 offset += n as usize;
             }
         }
-        batch.items.clear();
+        batch.clear();
         (sent, dropped)
     }
 
@@ -317,7 +373,7 @@ mod tests {
         let to = b.local_addr().unwrap();
         let mut out = SendBatch::default();
         for i in 0..40u8 {
-            out.push(to, bytes::BytesMut::from(&[i; 100][..]));
+            out.push(to, &[i; 100]);
         }
         assert_eq!(a.send_batch(&mut out), (40, 0));
         assert!(out.is_empty());
@@ -338,6 +394,28 @@ mod tests {
         assert!(received.iter().all(|d| d.len() == 100));
         // Nothing more: a non-blocking receive returns 0.
         assert_eq!(b.recv_batch(&mut batch).unwrap(), 0);
+    }
+
+    #[test]
+    fn send_arena_is_reused_across_flushes() {
+        let a = Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = a.local_addr().unwrap();
+        let mut out = SendBatch::default();
+        let mut grown = None;
+        for _ in 0..3 {
+            for i in 0..10u8 {
+                out.push_with(to, 64, |slot| {
+                    slot[..10].fill(i);
+                    (i % 2 == 0).then_some(10)
+                });
+            }
+            assert_eq!(out.len(), 5, "`None` queues nothing");
+            assert_eq!(out.used, 50);
+            let arena = *grown.get_or_insert(out.arena.as_ptr());
+            assert_eq!(out.arena.as_ptr(), arena, "no reallocation once grown");
+            assert_eq!(a.send_batch(&mut out), (5, 0));
+            assert!(out.is_empty());
+        }
     }
 
     #[test]

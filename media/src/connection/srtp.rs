@@ -1,25 +1,25 @@
 //! SRTP/SRTCP contexts of one transport, keyed from the DTLS exporter (RFC 5764 §4.2).
 //! Inbound contexts keep replay protection on (a replayed packet is dropped and counted).
+//!
+//! The DTLS exporter plumbing (`rtc_srtp::config::Config`) comes from `rtc-srtp`; the packet
+//! work is [`super::srtp_fast`], which protects and unprotects in place with no allocation per
+//! packet and is tested byte-identical to `rtc-srtp` (see `BENCHMARKS.md` for the speed-up).
 
 use bytes::BytesMut;
 use rtc_crypto::RTCCryptoProvider;
 use rtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc_dtls::state::State;
 use rtc_srtp::config::Config;
-use rtc_srtp::context::Context;
-use rtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use rtc_srtp::protection_profile::ProtectionProfile;
 
 use super::dtls::DtlsError;
-
-/// Replay windows (packets): wide enough for video bursts reordered on a real network.
-const SRTP_REPLAY_WINDOW: usize = 1024;
-const SRTCP_REPLAY_WINDOW: usize = 128;
+pub use super::srtp_fast::SrtpError;
+use super::srtp_fast::{SrtpContext, SrtpProfile};
 
 /// The two directions of one transport's SRTP.
 pub struct SrtpSession {
-    inbound: Context,
-    outbound: Context,
+    inbound: SrtpContext,
+    outbound: SrtpContext,
     /// The negotiated profile.
     pub profile: ProtectionProfile,
 }
@@ -32,21 +32,9 @@ impl std::fmt::Debug for SrtpSession {
     }
 }
 
-/// An SRTP failure: authentication, replay, or a malformed packet.
-#[derive(Debug, thiserror::Error)]
-#[error("srtp: {0}")]
-pub struct SrtpError(pub String);
-
-impl SrtpError {
-    /// The packet was a replay (counted apart from authentication failures).
-    pub fn is_replay(&self) -> bool {
-        let text = self.0.to_ascii_lowercase();
-        text.contains("replay") || text.contains("duplicated")
-    }
-}
-
 impl SrtpSession {
-    /// Derives both contexts from a completed handshake.
+    /// Derives both contexts from a completed handshake. `provider` is unused since the packet
+    /// work moved to [`super::srtp_fast`]; it stays so the DTLS layer's calls are unchanged.
     pub fn from_dtls(state: &State, provider: &dyn RTCCryptoProvider) -> Result<Self, DtlsError> {
         let profile = match state.srtp_protection_profile() {
             SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm => ProtectionProfile::AeadAes128Gcm,
@@ -69,62 +57,88 @@ impl SrtpSession {
         config
             .set_session_keys_from_keying_material(material.as_ref(), state.is_client())
             .map_err(|e| DtlsError(e.to_string()))?;
-        Self::from_keys(&config, provider).map_err(|e| DtlsError(e.0))
+        Self::from_keys(&config, provider).map_err(|e| DtlsError(e.to_string()))
     }
 
-    /// Builds the contexts from explicit keys (tests and benches).
-    pub fn from_keys(config: &Config, provider: &dyn RTCCryptoProvider) -> Result<Self, SrtpError> {
+    /// Builds the contexts from explicit keys (tests and benches). `provider` is unused, as in
+    /// [`Self::from_dtls`].
+    pub fn from_keys(
+        config: &Config,
+        _provider: &dyn RTCCryptoProvider,
+    ) -> Result<Self, SrtpError> {
+        let profile = match config.profile {
+            ProtectionProfile::Aes128CmHmacSha1_80 => SrtpProfile::AesCm128HmacSha1_80,
+            ProtectionProfile::AeadAes128Gcm => SrtpProfile::AeadAes128Gcm,
+            _ => return Err(SrtpError::Key("unsupported SRTP profile")),
+        };
         let keys = &config.keys;
-        let outbound = Context::new(
-            &keys.local_master_key,
-            &keys.local_master_salt,
-            config.profile,
-            None,
-            None,
-            provider.crypto(),
-        )
-        .map_err(|e| SrtpError(e.to_string()))?;
-        let inbound = Context::new(
-            &keys.remote_master_key,
-            &keys.remote_master_salt,
-            config.profile,
-            Some(srtp_replay_protection(SRTP_REPLAY_WINDOW)),
-            Some(srtcp_replay_protection(SRTCP_REPLAY_WINDOW)),
-            provider.crypto(),
-        )
-        .map_err(|e| SrtpError(e.to_string()))?;
         Ok(Self {
-            inbound,
-            outbound,
+            inbound: SrtpContext::new(profile, &keys.remote_master_key, &keys.remote_master_salt)?,
+            outbound: SrtpContext::new(profile, &keys.local_master_key, &keys.local_master_salt)?,
             profile: config.profile,
         })
     }
 
-    /// Decrypts and authenticates an SRTP packet.
+    /// Decrypts and authenticates an SRTP packet `buf` in place; returns the plaintext length.
+    /// The worker's receive path.
+    pub fn unprotect_rtp_in_place(&mut self, buf: &mut [u8]) -> Result<usize, SrtpError> {
+        self.inbound.unprotect_rtp(buf)
+    }
+
+    /// Decrypts and authenticates an SRTCP packet `buf` in place; returns the RTCP length.
+    pub fn unprotect_rtcp_in_place(&mut self, buf: &mut [u8]) -> Result<usize, SrtpError> {
+        self.inbound.unprotect_rtcp(buf)
+    }
+
+    /// Encrypts the RTP packet in `buf[..len]` in place and appends the tag; returns the
+    /// protected length. `buf` needs `len + 16` bytes at most. The worker's send path.
+    pub fn protect_rtp_in_place(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.outbound.protect_rtp(buf, len)
+    }
+
+    /// Encrypts the RTCP packet in `buf[..len]` in place and appends the SRTCP trailer;
+    /// returns the protected length. `buf` needs `len + 20` bytes at most.
+    pub fn protect_rtcp_in_place(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+    ) -> Result<usize, SrtpError> {
+        self.outbound.protect_rtcp(buf, len)
+    }
+
+    /// Decrypts and authenticates an SRTP packet into a new buffer (tests, cold paths).
     pub fn unprotect_rtp(&mut self, packet: &[u8]) -> Result<BytesMut, SrtpError> {
-        self.inbound
-            .decrypt_rtp(packet)
-            .map_err(|e| SrtpError(e.to_string()))
+        let mut buf = BytesMut::from(packet);
+        let len = self.inbound.unprotect_rtp(&mut buf)?;
+        buf.truncate(len);
+        Ok(buf)
     }
 
-    /// Decrypts and authenticates an SRTCP packet.
+    /// Decrypts and authenticates an SRTCP packet into a new buffer.
     pub fn unprotect_rtcp(&mut self, packet: &[u8]) -> Result<BytesMut, SrtpError> {
-        self.inbound
-            .decrypt_rtcp(packet)
-            .map_err(|e| SrtpError(e.to_string()))
+        let mut buf = BytesMut::from(packet);
+        let len = self.inbound.unprotect_rtcp(&mut buf)?;
+        buf.truncate(len);
+        Ok(buf)
     }
 
-    /// Encrypts an RTP packet.
+    /// Encrypts an RTP packet into a new buffer.
     pub fn protect_rtp(&mut self, packet: &[u8]) -> Result<BytesMut, SrtpError> {
-        self.outbound
-            .encrypt_rtp(packet)
-            .map_err(|e| SrtpError(e.to_string()))
+        let overhead = self.outbound.profile().rtp_overhead();
+        let mut buf = BytesMut::zeroed(packet.len() + overhead);
+        buf[..packet.len()].copy_from_slice(packet);
+        let len = self.outbound.protect_rtp(&mut buf, packet.len())?;
+        buf.truncate(len);
+        Ok(buf)
     }
 
-    /// Encrypts an RTCP packet.
+    /// Encrypts an RTCP packet into a new buffer.
     pub fn protect_rtcp(&mut self, packet: &[u8]) -> Result<BytesMut, SrtpError> {
-        self.outbound
-            .encrypt_rtcp(packet)
-            .map_err(|e| SrtpError(e.to_string()))
+        let overhead = self.outbound.profile().rtcp_overhead();
+        let mut buf = BytesMut::zeroed(packet.len() + overhead);
+        buf[..packet.len()].copy_from_slice(packet);
+        let len = self.outbound.protect_rtcp(&mut buf, packet.len())?;
+        buf.truncate(len);
+        Ok(buf)
     }
 }

@@ -170,8 +170,8 @@ impl SrtpContext {
         if buf.len() < out_len {
             return Err(SrtpError::BufferTooSmall);
         }
-        let stream = self.rtp_streams.entry(ssrc).or_insert(RtpStream {
-            // RFC 3711 §3.3.1: the sender starts with ROC 0 and the first sequence number.
+        // RFC 3711 §3.3.1: the sender starts with ROC 0 and the first sequence number.
+        let stream = self.rtp_streams.entry(ssrc).or_insert_with(|| RtpStream {
             highest: u64::from(seq),
             replay: ReplayWindow::default(),
         });
@@ -213,7 +213,7 @@ impl SrtpContext {
         let (ssrc, seq) = rtp_ssrc_seq(buf);
         let stream = self.rtp_streams.get(&ssrc);
         // RFC 3711 §3.3.1: an unknown SSRC starts at ROC 0.
-        let index = stream.map_or(u64::from(seq), |s| estimate_index(s.highest, seq));
+        let index = stream.map_or_else(|| u64::from(seq), |s| estimate_index(s.highest, seq));
         if let Some(stream) = stream {
             stream.replay.check(ssrc, index)?;
         }
@@ -236,7 +236,7 @@ impl SrtpContext {
             }
         }
         // Authenticated: only now may the packet move the rollover and replay state.
-        let stream = self.rtp_streams.entry(ssrc).or_insert(RtpStream {
+        let stream = self.rtp_streams.entry(ssrc).or_insert_with(|| RtpStream {
             highest: index,
             replay: ReplayWindow::default(),
         });
@@ -365,6 +365,11 @@ struct SessionKeys {
 }
 
 /// A keyed cipher, built once per context: nothing is keyed per packet.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "two per context, built once and never moved per packet; a Box would add a \
+              pointer chase to every packet"
+)]
 enum Cipher {
     Cm {
         aes: Aes128Enc,
