@@ -65,6 +65,17 @@
 //! the subscriber's send buffer, which SRTP encryption needs anyway.
 //!
 //! RTCP behaviour per message type is documented in `docs/rtcp.md`.
+//!
+//! # Not here yet
+//!
+//! - Send-side bandwidth estimation: subscribers' TWCC feedback is ignored and their REMB is
+//!   only stored ([`Worker::remb_estimate`]); simulcast layers change only through
+//!   [`Worker::set_preferred_layer`], never automatically.
+//! - `Pipe` (relaying a track to another worker's room), SVC (VP9/AV1 spatial layers) and the
+//!   dependency-descriptor extension.
+//! - Our own sender reports when a publisher sends none (SRs are forwarded, not generated).
+//! - Padding-only packets on a media SSRC are forwarded with an empty payload (keeping the
+//!   sequence contiguous) rather than dropped with a sequence-number hole as mediasoup does.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
