@@ -26,6 +26,9 @@ pub(crate) struct SfuOptions {
     /// Worker threads (default: one per core).
     #[arg(long, env = "MOOYAHO_WORKERS")]
     workers: Option<usize>,
+    /// Subscribers a room keeps on its home worker before spreading over the others.
+    #[arg(long, env = "MOOYAHO_SPILL_AFTER", default_value_t = mooyaho_media::node::DEFAULT_SPILL_AFTER)]
+    spill_after: usize,
     /// Secret shared with the signaling instances.
     #[arg(long, env = "MOOYAHO_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: String,
@@ -76,6 +79,7 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
         bind_ip: options.rtc_bind,
         ports,
         announced_ip: options.announce_ip,
+        spill_after: options.spill_after,
     };
     let running = start_node(&config, options.control_listen, options.cluster_secret)?;
     let control = running.control.local_addr()?;

@@ -83,7 +83,7 @@ impl ControlServer {
         let endpoint =
             Endpoint::server(server, config.listen).map_err(|e| ControlError(e.to_string()))?;
         let clients = Arc::new(Mutex::new(Clients::default()));
-        tokio::spawn(route_events(events, clients.clone()));
+        tokio::spawn(route_events(events, clients.clone(), node.clone()));
         tokio::spawn(report_load(node.clone(), clients.clone()));
         let accept = endpoint.clone();
         let secret = Arc::new(config.secret);
@@ -314,6 +314,7 @@ async fn handle(node: &Node, request: Request) -> Response {
 async fn route_events(
     mut events: mpsc::UnboundedReceiver<NodeEvent>,
     clients: Arc<Mutex<Clients>>,
+    node: Arc<Node>,
 ) {
     while let Some(event) = events.recv().await {
         let (room, session, event) = match event {
@@ -322,7 +323,7 @@ async fn route_events(
                 room,
                 session,
             } => {
-                let room = RoomKey { worker, room }.to_string();
+                let room = node.room_of(worker, room).to_string();
                 let event = Event::RenegotiationNeeded {
                     room: room.clone(),
                     session: session.clone(),
@@ -335,7 +336,7 @@ async fn route_events(
                 session,
                 side,
             } => {
-                let room = RoomKey { worker, room }.to_string();
+                let room = node.room_of(worker, room).to_string();
                 let event = Event::TransportConnected {
                     room: room.clone(),
                     session: session.clone(),
@@ -350,7 +351,7 @@ async fn route_events(
                 side,
                 reason,
             } => {
-                let room = RoomKey { worker, room }.to_string();
+                let room = node.room_of(worker, room).to_string();
                 let event = Event::TransportClosed {
                     room: room.clone(),
                     session: session.clone(),

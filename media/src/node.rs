@@ -1,17 +1,21 @@
 //! The SFU node as a library: per-core workers plus the API the control plane calls (create a
 //! room, answer a publish offer, offer and finish a subscribe transport, close, stats).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sfu_core::RoomId;
 use tokio::sync::mpsc;
 
 use crate::connection::dtls::DtlsIdentity;
-use crate::udp::Socket;
-use crate::worker::{Command, MediaError, NodeEvent, Reply, WorkerHandle, WorkerStats};
+use crate::udp::{Socket, Wake};
+use crate::worker::{
+    Command, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, Reply, WorkerHandle, WorkerStats,
+};
 
 /// How to run a node.
 #[derive(Clone, Debug)]
@@ -22,6 +26,9 @@ pub struct NodeConfig {
     pub ports: Vec<u16>,
     /// Address announced in SDP candidates (defaults to `bind_ip`; must be reachable by clients).
     pub announced_ip: Option<IpAddr>,
+    /// Subscribe transports a room keeps on its home worker before new subscribers go to the
+    /// least-loaded worker (the room then spans workers through pipes).
+    pub spill_after: usize,
 }
 
 impl NodeConfig {
@@ -31,9 +38,14 @@ impl NodeConfig {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             ports: vec![0; workers.max(1)],
             announced_ip: None,
+            spill_after: DEFAULT_SPILL_AFTER,
         }
     }
 }
+
+/// One core forwards to a few hundred subscribers comfortably (DESIGN §4: single-threaded rooms
+/// stall at ~100–300); past that a room borrows other cores.
+pub const DEFAULT_SPILL_AFTER: usize = 150;
 
 /// A room's address on the node: the worker hosting it and its id there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,6 +99,28 @@ pub struct Node {
     workers: Vec<WorkerHandle>,
     identity: DtlsIdentity,
     next_worker: AtomicUsize,
+    spill_after: usize,
+    spans: Mutex<Spans>,
+    /// Serialises pipe setup, so two subscribers cannot open the same pipe twice.
+    setup: tokio::sync::Mutex<()>,
+}
+
+/// Which workers each room uses. Touched by control requests only, never by the packet path.
+#[derive(Debug, Default)]
+struct Spans {
+    rooms: HashMap<RoomKey, Span>,
+    /// A remote part of a room → the room as the control plane knows it.
+    aliases: HashMap<RoomKey, RoomKey>,
+    /// Subscribe transports per worker, across rooms (placement weight).
+    load: Vec<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Span {
+    /// Worker → this room's part there (the home worker's is the room itself).
+    parts: HashMap<usize, RoomId>,
+    /// Session → worker holding its subscribe transport.
+    subscribers: HashMap<String, usize>,
 }
 
 impl Node {
@@ -97,8 +131,17 @@ impl Node {
     ) -> std::io::Result<(Self, mpsc::UnboundedReceiver<NodeEvent>)> {
         let identity = DtlsIdentity::generate().map_err(std::io::Error::other)?;
         let (events, receiver) = mpsc::unbounded_channel();
-        let mut workers = Vec::with_capacity(config.ports.len());
-        for (index, port) in config.ports.iter().enumerate() {
+        let count = config.ports.len().max(1);
+        let mut inboxes = Vec::with_capacity(count);
+        let mut peers = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (queue, inbox) = std::sync::mpsc::sync_channel(PIPE_DEPTH);
+            let wake = Arc::new(Wake::new()?);
+            peers.push(PipeSender { queue, wake });
+            inboxes.push(inbox);
+        }
+        let mut workers = Vec::with_capacity(count);
+        for ((index, port), inbox) in config.ports.iter().enumerate().zip(inboxes) {
             let socket = Socket::bind(SocketAddr::new(config.bind_ip, *port))?;
             let local = socket.local_addr()?;
             let announced = SocketAddr::new(
@@ -111,13 +154,22 @@ impl Node {
                 announced,
                 identity.clone(),
                 events.clone(),
+                peers[index].wake.clone(),
+                inbox,
+                peers.clone(),
             )?);
         }
         Ok((
             Self {
+                spans: Mutex::new(Spans {
+                    load: vec![0; workers.len()],
+                    ..Spans::default()
+                }),
                 workers,
                 identity,
                 next_worker: AtomicUsize::new(0),
+                spill_after: config.spill_after.max(1),
+                setup: tokio::sync::Mutex::new(()),
             },
             receiver,
         ))
@@ -137,22 +189,39 @@ impl Node {
         self.workers.get(index).ok_or(MediaError::UnknownRoom)
     }
 
+    fn spans(&self) -> std::sync::MutexGuard<'_, Spans> {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The room (as the control plane names it) that a worker's part of a room belongs to.
+    pub fn room_of(&self, worker: usize, room: RoomId) -> RoomKey {
+        let part = RoomKey { worker, room };
+        self.spans().aliases.get(&part).copied().unwrap_or(part)
+    }
+
     /// Opens a room on the next worker (round robin).
     pub async fn create_room(&self) -> Result<RoomKey, MediaError> {
         let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         match self.worker(worker)?.call(Command::CreateRoom).await? {
-            Reply::Room(room) => Ok(RoomKey { worker, room }),
+            Reply::Room(room) => {
+                let key = RoomKey { worker, room };
+                let mut span = Span::default();
+                span.parts.insert(worker, room);
+                self.spans().rooms.insert(key, span);
+                Ok(key)
+            }
             other => unreachable!("CreateRoom answered {other:?}"),
         }
     }
 
-    /// Answers `session`'s publish offer.
+    /// Answers `session`'s publish offer (publishers always connect to the room's home worker).
     pub async fn publish(
         &self,
         room: RoomKey,
         session: &str,
         offer: &str,
     ) -> Result<String, MediaError> {
+        self.known(room)?;
         let command = Command::Publish {
             room: room.room,
             session: session.to_owned(),
@@ -164,18 +233,33 @@ impl Node {
         }
     }
 
-    /// The (re-)offer for `session`'s subscribe transport; `None` while nobody publishes.
+    /// The (re-)offer for `session`'s subscribe transport; `None` while nobody publishes. A new
+    /// subscriber of a room that fills its home worker is placed on the least-loaded worker.
     pub async fn subscribe_offer(
         &self,
         room: RoomKey,
         session: &str,
     ) -> Result<Option<String>, MediaError> {
+        let (worker, part) = self.subscriber_part(room, session).await?;
         let command = Command::SubscribeOffer {
-            room: room.room,
+            room: part,
             session: session.to_owned(),
         };
-        match self.worker(room.worker)?.call(command).await? {
-            Reply::Offer(offer) => Ok(offer),
+        match self.worker(worker)?.call(command).await? {
+            Reply::Offer(offer) => {
+                if offer.is_some() {
+                    let mut spans = self.spans();
+                    let placed = spans
+                        .rooms
+                        .get_mut(&room)
+                        .and_then(|s| s.subscribers.insert(session.to_owned(), worker))
+                        .is_none();
+                    if placed && let Some(load) = spans.load.get_mut(worker) {
+                        *load += 1;
+                    }
+                }
+                Ok(offer)
+            }
             other => unreachable!("SubscribeOffer answered {other:?}"),
         }
     }
@@ -187,29 +271,140 @@ impl Node {
         session: &str,
         answer: &str,
     ) -> Result<(), MediaError> {
+        let (worker, part) = {
+            let spans = self.spans();
+            let span = spans.rooms.get(&room).ok_or(MediaError::UnknownRoom)?;
+            let worker = *span
+                .subscribers
+                .get(session)
+                .ok_or(MediaError::NoTransport("subscribe"))?;
+            (worker, span.parts[&worker])
+        };
         let command = Command::SubscribeAnswer {
-            room: room.room,
+            room: part,
             session: session.to_owned(),
             answer: answer.to_owned(),
         };
-        self.worker(room.worker)?.call(command).await.map(drop)
+        self.worker(worker)?.call(command).await.map(drop)
     }
 
     /// Removes a session's transports (others are told to renegotiate).
     pub async fn close_session(&self, room: RoomKey, session: &str) -> Result<(), MediaError> {
-        let command = Command::CloseSession {
-            room: room.room,
-            session: session.to_owned(),
+        let subscriber = {
+            let mut spans = self.spans();
+            let span = spans.rooms.get_mut(&room).ok_or(MediaError::UnknownRoom)?;
+            let worker = span.subscribers.remove(session);
+            let part = worker.map(|w| (w, span.parts[&w]));
+            if let Some((w, _)) = part
+                && let Some(load) = spans.load.get_mut(w)
+            {
+                *load = load.saturating_sub(1);
+            }
+            part
         };
-        self.worker(room.worker)?.call(command).await.map(drop)
+        let mut targets = vec![(room.worker, room.room)];
+        if let Some(part) = subscriber.filter(|(w, _)| *w != room.worker) {
+            targets.push(part);
+        }
+        for (worker, part) in targets {
+            let command = Command::CloseSession {
+                room: part,
+                session: session.to_owned(),
+            };
+            self.worker(worker)?.call(command).await?;
+        }
+        Ok(())
     }
 
-    /// Closes a room and every transport in it.
+    /// Closes a room and every transport in it, on every worker it spans.
     pub async fn close_room(&self, room: RoomKey) -> Result<(), MediaError> {
-        self.worker(room.worker)?
-            .call(Command::CloseRoom(room.room))
-            .await
-            .map(drop)
+        let span = {
+            let mut spans = self.spans();
+            let span = spans.rooms.remove(&room).ok_or(MediaError::UnknownRoom)?;
+            for (worker, part) in &span.parts {
+                spans.aliases.remove(&RoomKey {
+                    worker: *worker,
+                    room: *part,
+                });
+            }
+            for worker in span.subscribers.values() {
+                if let Some(load) = spans.load.get_mut(*worker) {
+                    *load = load.saturating_sub(1);
+                }
+            }
+            span
+        };
+        // Remote parts first, so no pipe outlives its home.
+        let mut parts: Vec<_> = span.parts.into_iter().collect();
+        parts.sort_by_key(|(worker, _)| *worker == room.worker);
+        for (worker, part) in parts {
+            self.worker(worker)?.call(Command::CloseRoom(part)).await?;
+        }
+        Ok(())
+    }
+
+    fn known(&self, room: RoomKey) -> Result<(), MediaError> {
+        if self.spans().rooms.contains_key(&room) {
+            Ok(())
+        } else {
+            Err(MediaError::UnknownRoom)
+        }
+    }
+
+    /// The worker (and the room's part there) for `session`'s subscribe transport, opening a
+    /// pipe to that worker first if the room does not span it yet.
+    async fn subscriber_part(
+        &self,
+        room: RoomKey,
+        session: &str,
+    ) -> Result<(usize, RoomId), MediaError> {
+        let _setup = self.setup.lock().await;
+        let worker = {
+            let spans = self.spans();
+            let span = spans.rooms.get(&room).ok_or(MediaError::UnknownRoom)?;
+            if let Some(worker) = span.subscribers.get(session) {
+                return Ok((*worker, span.parts[worker]));
+            }
+            let at_home = span
+                .subscribers
+                .values()
+                .filter(|w| **w == room.worker)
+                .count();
+            if at_home < self.spill_after {
+                room.worker
+            } else {
+                (0..self.workers.len())
+                    .min_by_key(|w| (spans.load[*w], *w != room.worker))
+                    .unwrap_or(room.worker)
+            }
+        };
+        if let Some(part) = self.spans().rooms[&room].parts.get(&worker) {
+            return Ok((worker, *part));
+        }
+        let (part, transport) = match self
+            .worker(worker)?
+            .call(Command::AcceptPipe { home: room.worker })
+            .await?
+        {
+            Reply::Pipe { room, transport } => (room, transport),
+            other => unreachable!("AcceptPipe answered {other:?}"),
+        };
+        {
+            let mut spans = self.spans();
+            spans.aliases.insert(RoomKey { worker, room: part }, room);
+            if let Some(span) = spans.rooms.get_mut(&room) {
+                span.parts.insert(worker, part);
+            }
+        }
+        let open = Command::OpenPipe {
+            room: room.room,
+            worker,
+            remote_room: part,
+            remote_transport: transport,
+        };
+        self.worker(room.worker)?.call(open).await?;
+        tracing::info!(%room, worker, "room now spans another worker");
+        Ok((worker, part))
     }
 
     /// Statistics of every worker.

@@ -12,8 +12,14 @@ use peer::{Publisher, Subscriber, payloads};
 
 const PACKETS: usize = 150;
 
+/// These tests run real peers with their own runtimes; on a 2-core machine several at once starve
+/// each other's timers (a NACK answered after its packet left the 1 s retransmission window is
+/// lost for good). Run them one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webrtc_crate_publisher_reaches_three_subscribers_intact() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let (node, _events) = Node::start(&NodeConfig::loopback(1))?;
     let room = node.create_room().await?;
 
@@ -69,6 +75,7 @@ async fn webrtc_crate_publisher_reaches_three_subscribers_intact() -> anyhow::Re
 /// retransmission buffer, so the lossy subscriber still gets every video payload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nack_recovers_five_percent_loss_toward_one_subscriber() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let (node, _events) = Node::start(&NodeConfig::loopback(1))?;
     let sfu = node.addresses()[0];
     let room = node.create_room().await?;
@@ -122,6 +129,7 @@ async fn nack_recovers_five_percent_loss_toward_one_subscriber() -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stun_checks_with_a_wrong_password_are_rejected_and_counted() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let (node, _events) = Node::start(&NodeConfig::loopback(1))?;
     let room = node.create_room().await?;
     // The client signs its checks with the password it was given: give it the wrong one.
@@ -151,6 +159,7 @@ async fn stun_checks_with_a_wrong_password_are_rejected_and_counted() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtls_with_a_mismatched_fingerprint_is_rejected_and_counted() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let (node, _events) = Node::start(&NodeConfig::loopback(1))?;
     let room = node.create_room().await?;
     let forged = format!("a=fingerprint:sha-256 {}", vec!["AB"; 32].join(":"));
@@ -179,6 +188,7 @@ async fn dtls_with_a_mismatched_fingerprint_is_rejected_and_counted() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_srtp_is_dropped_and_counted() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let (node, _events) = Node::start(&NodeConfig::loopback(1))?;
     let sfu = node.addresses()[0];
     let room = node.create_room().await?;
@@ -222,4 +232,62 @@ async fn wait_stats(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A room whose home worker is "full" spreads its subscribers over the other worker: packets
+/// reach them through the pipe, intact and in order, and closing the room clears both workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spans_workers_once_its_home_fills() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mut config = NodeConfig::loopback(2);
+    config.spill_after = 1;
+    let (node, _events) = Node::start(&config)?;
+    let room = node.create_room().await?;
+    let publisher = Publisher::connect(&node, room, "publisher").await?;
+    let mut subscribers = Vec::new();
+    for i in 0..3 {
+        subscribers.push(Subscriber::connect(&node, room, &format!("subscriber-{i}")).await?);
+    }
+    publisher.wait_connected().await?;
+    for subscriber in &subscribers {
+        subscriber.wait_connected().await?;
+    }
+    let stats = node.stats().await?;
+    assert!(
+        stats.workers.iter().all(|w| w.transports > 0),
+        "the room should use both workers: {:?}",
+        stats
+            .workers
+            .iter()
+            .map(|w| w.transports)
+            .collect::<Vec<_>>()
+    );
+
+    let (audio, video) = payloads(PACKETS);
+    publisher
+        .send(&audio, &video, Duration::from_millis(5))
+        .await?;
+    for subscriber in &subscribers {
+        let received = subscriber
+            .wait_for(PACKETS, PACKETS, Duration::from_secs(10))
+            .await?;
+        assert_eq!(
+            received.audio, audio,
+            "audio differs for {}",
+            subscriber.name
+        );
+        assert_eq!(
+            received.video, video,
+            "video differs for {}",
+            subscriber.name
+        );
+        assert_eq!(received.stream_ids, vec!["publisher".to_owned(); 2]);
+    }
+    let stats = node.stats().await?;
+    assert!(stats.workers.iter().all(|w| w.counters.pipe_drops == 0));
+
+    node.close_room(room).await?;
+    let stats = node.stats().await?;
+    assert_eq!((stats.rooms(), stats.transports()), (0, 0));
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod negotiate;
 mod peer;
+mod pipe;
 mod shard;
 
 use std::net::SocketAddr;
@@ -11,10 +12,11 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use sfu_core::{CommandError, RoomId};
+use sfu_core::{CommandError, RoomId, TransportId};
 use tokio::sync::{mpsc as async_mpsc, oneshot};
 
 pub use peer::Side;
+pub(crate) use pipe::{PIPE_DEPTH, PipeMessage, PipeSender};
 pub use shard::{WorkerCounters, WorkerStats};
 
 use crate::connection::dtls::DtlsIdentity;
@@ -111,16 +113,33 @@ pub(crate) enum Command {
         session: String,
     },
     Stats,
+    /// Remote side of a spanning room: open a mirror room and its pipe transport.
+    AcceptPipe {
+        home: usize,
+    },
+    /// Home side: pipe every track of `room` to `worker`'s pipe transport.
+    OpenPipe {
+        room: RoomId,
+        worker: usize,
+        remote_room: RoomId,
+        remote_transport: TransportId,
+    },
 }
 
 /// A worker's successful reply.
 #[derive(Debug)]
 pub(crate) enum Reply {
     Room(RoomId),
-    Published { answer: String },
+    Published {
+        answer: String,
+    },
     Offer(Option<String>),
     Done,
     Stats(Box<WorkerStats>),
+    Pipe {
+        room: RoomId,
+        transport: TransportId,
+    },
 }
 
 pub(crate) struct Request {
@@ -139,21 +158,27 @@ pub(crate) struct WorkerHandle {
 
 impl WorkerHandle {
     /// Starts worker `index` on `socket`; `announced` is the address put in SDP candidates.
+    /// `wake` and `pipe_inbox` are this worker's; `pipe_peers` reach every worker.
+    #[allow(clippy::too_many_arguments)] // one call site, in Node::start
     pub(crate) fn spawn(
         index: usize,
         socket: Socket,
         announced: SocketAddr,
         identity: DtlsIdentity,
         events: async_mpsc::UnboundedSender<NodeEvent>,
+        wake: Arc<Wake>,
+        pipe_inbox: mpsc::Receiver<PipeMessage>,
+        pipe_peers: Vec<PipeSender>,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
-        let wake = Arc::new(Wake::new()?);
         let (requests, inbox) = mpsc::channel();
         let thread_wake = wake.clone();
         let thread = std::thread::Builder::new()
             .name(format!("mooyaho-worker-{index}"))
             .spawn(move || {
-                let mut shard = shard::Shard::new(index, socket, announced, identity, events);
+                let mut shard = shard::Shard::new(
+                    index, socket, announced, identity, events, pipe_peers, pipe_inbox,
+                );
                 shard.run(&inbox, &thread_wake);
             })?;
         Ok(Self {

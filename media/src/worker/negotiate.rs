@@ -68,6 +68,53 @@ impl RoomMedia {
             .collect()
     }
 
+    /// Every published track with its session, in a stable order.
+    pub(crate) fn published(&self) -> Vec<(String, TrackId, PublishedTrack)> {
+        self.sessions
+            .iter()
+            .filter_map(|(id, s)| s.publish.as_ref().map(|p| (id, p)))
+            .flat_map(|(id, p)| {
+                p.tracks
+                    .iter()
+                    .map(move |(t, sdp)| (id.clone(), *t, sdp.clone()))
+            })
+            .collect()
+    }
+
+    /// Remote side of a pipe: a home session's track now published here.
+    pub(crate) fn add_piped_track(
+        &mut self,
+        session: &str,
+        transport: TransportId,
+        track: TrackId,
+        sdp: PublishedTrack,
+    ) {
+        let entry = self.sessions.entry(session.to_owned()).or_default();
+        entry
+            .publish
+            .get_or_insert_with(|| Publishing {
+                transport,
+                tracks: Vec::new(),
+            })
+            .tracks
+            .push((track, sdp));
+    }
+
+    /// Remote side of a pipe: a home session's track ended; returns the local track.
+    pub(crate) fn remove_piped_track(&mut self, session: &str, ssrc: u32) -> Option<TrackId> {
+        let media = self.sessions.get_mut(session)?;
+        let publishing = media.publish.as_mut()?;
+        let index = publishing.tracks.iter().position(|(_, t)| t.ssrc == ssrc)?;
+        let (track, _) = publishing.tracks.remove(index);
+        if publishing.tracks.is_empty() {
+            media.publish = None;
+        }
+        if media.publish.is_none() && media.subscribe.is_none() {
+            self.sessions.remove(session);
+        }
+        Some(track)
+    }
+
     /// Sessions with any transport here.
     pub(crate) fn sessions(&self) -> usize {
         self.sessions
@@ -179,10 +226,14 @@ impl Shard {
             .entry(session.clone())
             .or_default()
             .publish
-            .replace(Publishing { transport, tracks });
+            .replace(Publishing {
+                transport,
+                tracks: tracks.clone(),
+            });
         if let Some(previous) = previous {
             self.remove_transport(previous.transport);
         }
+        self.pipe_new_tracks(now, room, &session, &tracks);
         self.renegotiate_others(room, &session);
         Ok((transport, negotiation.answer))
     }
@@ -420,7 +471,7 @@ impl Shard {
     }
 
     /// Every other session in the room must re-offer its subscribe side.
-    fn renegotiate_others(&self, room: RoomId, publisher: &str) {
+    pub(super) fn renegotiate_others(&self, room: RoomId, publisher: &str) {
         let Some(media) = self.rooms.get(&room) else {
             return;
         };
@@ -441,6 +492,7 @@ impl Shard {
         else {
             return;
         };
+        self.pipe_subscription_closed(transport, subscription);
         if self.side_of(transport) != Some(Side::Subscribe) {
             return;
         }
@@ -467,7 +519,7 @@ impl Shard {
     }
 }
 
-fn extension_map<'a>(pairs: impl Iterator<Item = (u8, &'a str)>) -> ExtensionMap {
+pub(super) fn extension_map<'a>(pairs: impl Iterator<Item = (u8, &'a str)>) -> ExtensionMap {
     let pairs: Vec<(u8, ExtensionKind)> = pairs
         .filter_map(|(id, uri)| ExtensionKind::from_uri(uri).map(|kind| (id, kind)))
         .collect();
@@ -485,7 +537,7 @@ fn codec(name: &str) -> Codec {
     }
 }
 
-fn track_config(track: &PublishedTrack) -> TrackConfig {
+pub(super) fn track_config(track: &PublishedTrack) -> TrackConfig {
     TrackConfig {
         kind: match track.kind {
             Kind::Audio => MediaKind::Audio,

@@ -13,6 +13,7 @@ use tokio::sync::mpsc as async_mpsc;
 
 use super::negotiate::RoomMedia;
 use super::peer::{Peer, PeerState, Side};
+use super::pipe::{PipeMessage, PipeSender, Pipes};
 use super::{Command, MediaError, NodeEvent, Reply, Request};
 use crate::connection::PacketClass;
 use crate::connection::dtls::{DtlsIdentity, DtlsOutcome};
@@ -42,6 +43,8 @@ pub struct WorkerCounters {
     pub srtp_replays: u64,
     /// Datagrams of no known protocol.
     pub unknown_datagrams: u64,
+    /// Packets dropped because another worker's pipe queue was full.
+    pub pipe_drops: u64,
 }
 
 /// Snapshot of a worker.
@@ -85,6 +88,12 @@ pub(super) struct Shard {
     /// dozens of packets. A chunk lives while any packet cut from it is still referenced.
     received: BytesMut,
     next_housekeeping: Instant,
+    /// Pipes of rooms that span workers.
+    pub(super) pipes: Pipes,
+    /// Every worker's pipe queue, by worker index (ours included, unused).
+    pub(super) pipe_peers: Vec<PipeSender>,
+    /// Messages from other workers' pipes.
+    pipe_inbox: mpsc::Receiver<PipeMessage>,
 }
 
 /// How often consent and connect timeouts are checked.
@@ -101,6 +110,8 @@ impl Shard {
         announced: SocketAddr,
         identity: DtlsIdentity,
         events: async_mpsc::UnboundedSender<NodeEvent>,
+        pipe_peers: Vec<PipeSender>,
+        pipe_inbox: mpsc::Receiver<PipeMessage>,
     ) -> Self {
         Self {
             index,
@@ -118,6 +129,9 @@ impl Shard {
             send: SendBatch::default(),
             received: BytesMut::new(),
             next_housekeeping: Instant::now() + HOUSEKEEPING,
+            pipes: Pipes::default(),
+            pipe_peers,
+            pipe_inbox,
         }
     }
 
@@ -131,6 +145,7 @@ impl Shard {
                     Err(mpsc::TryRecvError::Disconnected) => return,
                 }
             }
+            let piped = self.handle_pipe_inbox();
             let now = Instant::now();
             self.handle_timers(now);
             // Read every waiting datagram before sleeping: under load the loop never blocks.
@@ -151,7 +166,7 @@ impl Shard {
                     break; // let commands and timers in under sustained load
                 }
             }
-            if received == 0 {
+            if received == 0 && piped == 0 {
                 let timeout = self
                     .next_deadline()
                     .saturating_duration_since(Instant::now());
@@ -161,7 +176,26 @@ impl Shard {
         }
     }
 
+    /// Applies every queued pipe message; returns how many.
+    fn handle_pipe_inbox(&mut self) -> usize {
+        let mut piped = 0;
+        while let Ok(message) = self.pipe_inbox.try_recv() {
+            self.handle_pipe_message(Instant::now(), message);
+            piped += 1;
+            if piped % 256 == 0 {
+                self.drain(); // keep fan-out latency low under a burst
+            }
+        }
+        if piped > 0 {
+            self.drain();
+        }
+        piped
+    }
+
     fn handle_request(&mut self, request: Request) {
+        // A command may depend on pipe messages queued before it was sent (a subscriber placed
+        // here right after its room's pipe opened must see the piped tracks).
+        self.handle_pipe_inbox();
         let now = Instant::now();
         let result = match request.command {
             Command::CreateRoom => self.create_room().map(Reply::Room),
@@ -187,6 +221,17 @@ impl Shard {
                 self.close_session(room, &session).map(|()| Reply::Done)
             }
             Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
+            Command::AcceptPipe { home } => self
+                .accept_pipe(now, home)
+                .map(|(room, transport)| Reply::Pipe { room, transport }),
+            Command::OpenPipe {
+                room,
+                worker,
+                remote_room,
+                remote_transport,
+            } => self
+                .open_pipe(now, room, worker, remote_room, remote_transport)
+                .map(|()| Reply::Done),
         };
         self.drain();
         let _ = request.reply.send(result);
@@ -353,6 +398,7 @@ impl Shard {
     pub(super) fn drain(&mut self) {
         while let Some(transmit) = self.core.poll_transmit() {
             let Some(peer) = self.peers.get_mut(&transmit.to) else {
+                self.pipe_transmit(transmit.to, &transmit.packet);
                 continue;
             };
             let (Some(srtp), Some(to)) = (peer.srtp.as_mut(), peer.selected) else {
@@ -375,6 +421,7 @@ impl Shard {
             self.handle_core_event(event);
         }
         self.flush();
+        self.pipe_wake();
     }
 
     /// A shared copy of a decrypted packet, cut from the pooled chunk.
@@ -493,6 +540,7 @@ impl Shard {
         for transport in media.transports() {
             self.remove_transport(transport);
         }
+        self.drop_pipes(room, &media);
         self.core.close_room(room)?;
         Ok(())
     }

@@ -1,0 +1,379 @@
+//! Pipes: how one room spans several workers. The room's home worker (where publishers connect)
+//! subscribes a virtual *pipe transport* to every track and, instead of encrypting, hands each
+//! forwarded packet (`Bytes`) to the other worker over a bounded lock-free queue. There a virtual
+//! publish transport feeds it into that worker's own `sfu_core` shard, which fans it out to the
+//! local subscribers with their own rewriting, retransmission buffer and keyframe gating.
+//! RTCP the remote core addresses to its "publisher" (keyframe requests, NACKs) travels back the
+//! same way and enters the home core as if a subscriber sent it, so throttling stays in one place.
+//!
+//! Cost: one copy of each packet per remote worker (not per subscriber), no lock, and one eventfd
+//! wake per drain that queued anything.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use sfu_core::{
+    Direction, OutPacket, Pt, RoomId, Ssrc, SubscriptionConfig, SubscriptionId, TrackId,
+    TransportConfig, TransportId,
+};
+
+use super::MediaError;
+use super::negotiate::{RoomMedia, extension_map, track_config};
+use super::shard::Shard;
+use crate::sdp::{PublishedTrack, SUBSCRIBE_EXTENSIONS};
+use crate::udp::Wake;
+
+/// Packets queued toward one worker before the pipe drops (and counts) the excess.
+pub(crate) const PIPE_DEPTH: usize = 16 * 1024;
+
+/// A message between workers.
+#[derive(Debug)]
+pub(crate) enum PipeMessage {
+    /// A home track now flows through the pipe: publish it on the remote side.
+    TrackAdded {
+        /// Remote room.
+        room: RoomId,
+        /// Remote pipe (publish) transport.
+        transport: TransportId,
+        /// Home pipe (subscribe) transport, where RTCP goes back.
+        home_transport: TransportId,
+        /// Publishing session.
+        session: String,
+        /// What it publishes.
+        track: PublishedTrack,
+    },
+    /// A home track ended.
+    TrackRemoved {
+        /// Remote room.
+        room: RoomId,
+        /// Publishing session.
+        session: String,
+        /// The track's SSRC.
+        ssrc: u32,
+    },
+    /// A forwarded RTP (or RTCP, e.g. sender reports) packet for the remote pipe transport.
+    Media {
+        /// Remote pipe transport.
+        transport: TransportId,
+        /// RTCP rather than RTP.
+        rtcp: bool,
+        /// The plain packet.
+        packet: Bytes,
+    },
+    /// RTCP from the remote core back to the home pipe transport.
+    Feedback {
+        /// Home pipe transport.
+        transport: TransportId,
+        /// The plain RTCP packet.
+        packet: Bytes,
+    },
+}
+
+/// Where a worker can send pipe messages: another worker's queue and wake-up.
+#[derive(Clone, Debug)]
+pub(crate) struct PipeSender {
+    pub(crate) queue: mpsc::SyncSender<PipeMessage>,
+    pub(crate) wake: Arc<Wake>,
+}
+
+/// Home side of a pipe: the virtual subscriber standing for a remote worker.
+#[derive(Debug)]
+pub(super) struct PipeOut {
+    room: RoomId,
+    worker: usize,
+    remote_room: RoomId,
+    remote_transport: TransportId,
+    /// Home track → (its subscription on the pipe, the session that publishes it, its SSRC).
+    tracks: HashMap<TrackId, (SubscriptionId, String, u32)>,
+}
+
+/// Remote side of a pipe: the virtual publisher standing for the home worker.
+#[derive(Debug)]
+pub(super) struct PipeIn {
+    worker: usize,
+    home_transport: Option<TransportId>,
+}
+
+/// A worker's pipes, both directions.
+#[derive(Debug, Default)]
+pub(super) struct Pipes {
+    /// Home pipe transports (keys are ids we allocate).
+    pub(super) outgoing: HashMap<TransportId, PipeOut>,
+    /// Remote pipe transports.
+    pub(super) incoming: HashMap<TransportId, PipeIn>,
+    /// Workers that were sent something since the last wake-up.
+    pending_wakes: HashSet<usize>,
+}
+
+impl Shard {
+    /// Remote side: opens a room mirroring `home`'s and its pipe transport.
+    pub(super) fn accept_pipe(
+        &mut self,
+        now: Instant,
+        home: usize,
+    ) -> Result<(RoomId, TransportId), MediaError> {
+        let room = self.create_room()?;
+        let transport = self.core.add_transport(
+            now,
+            room,
+            TransportConfig {
+                direction: Direction::Publish,
+                extensions: pipe_extensions(),
+            },
+        )?;
+        self.pipes.incoming.insert(
+            transport,
+            PipeIn {
+                worker: home,
+                home_transport: None,
+            },
+        );
+        Ok((room, transport))
+    }
+
+    /// Home side: subscribes a pipe transport toward `worker` to every track of `room`.
+    pub(super) fn open_pipe(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        worker: usize,
+        remote_room: RoomId,
+        remote_transport: TransportId,
+    ) -> Result<(), MediaError> {
+        let media = self.rooms.get(&room).ok_or(MediaError::UnknownRoom)?;
+        let published = media.published();
+        let transport = self.core.add_transport(
+            now,
+            room,
+            TransportConfig {
+                direction: Direction::Subscribe,
+                extensions: pipe_extensions(),
+            },
+        )?;
+        self.pipes.outgoing.insert(
+            transport,
+            PipeOut {
+                room,
+                worker,
+                remote_room,
+                remote_transport,
+                tracks: HashMap::new(),
+            },
+        );
+        for (session, track, sdp) in published {
+            self.pipe_track(now, transport, session, track, sdp)?;
+        }
+        Ok(())
+    }
+
+    /// Home side: a track was published in a room with pipes: send it through each.
+    pub(super) fn pipe_new_tracks(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        session: &str,
+        tracks: &[(TrackId, PublishedTrack)],
+    ) {
+        let pipes: Vec<TransportId> = self
+            .pipes
+            .outgoing
+            .iter()
+            .filter(|(_, p)| p.room == room)
+            .map(|(t, _)| *t)
+            .collect();
+        for pipe in pipes {
+            for (track, sdp) in tracks {
+                if let Err(e) = self.pipe_track(now, pipe, session.to_owned(), *track, sdp.clone())
+                {
+                    tracing::warn!(error = %e, "piping a new track failed");
+                }
+            }
+        }
+    }
+
+    fn pipe_track(
+        &mut self,
+        now: Instant,
+        pipe: TransportId,
+        session: String,
+        track: TrackId,
+        sdp: PublishedTrack,
+    ) -> Result<(), MediaError> {
+        // The remote side sees the publisher's own SSRC and payload type; our rewriting keeps the
+        // sequence continuous across publisher restarts, as for any subscriber.
+        let config = SubscriptionConfig {
+            ssrc: Ssrc(sdp.ssrc),
+            pt: Pt(sdp.codec.pt),
+            rtx: None,
+            mid: None,
+        };
+        let subscription = self.core.subscribe(now, pipe, track, config)?;
+        let out = self.pipes.outgoing.get_mut(&pipe).expect("caller checked");
+        out.tracks
+            .insert(track, (subscription, session.clone(), sdp.ssrc));
+        let message = PipeMessage::TrackAdded {
+            room: out.remote_room,
+            transport: out.remote_transport,
+            home_transport: pipe,
+            session,
+            track: PublishedTrack {
+                rtx_ssrc: None,
+                ..sdp
+            },
+        };
+        let worker = out.worker;
+        self.pipe_send(worker, message);
+        Ok(())
+    }
+
+    /// Sends a message to another worker (dropped and counted when its queue is full).
+    fn pipe_send(&mut self, worker: usize, message: PipeMessage) {
+        let Some(peer) = self.pipe_peers.get(worker) else {
+            return;
+        };
+        match peer.queue.try_send(message) {
+            Ok(()) => {
+                self.pipes.pending_wakes.insert(worker);
+            }
+            Err(_) => self.counters.pipe_drops += 1,
+        }
+    }
+
+    /// Wakes every worker that was sent something (once per drain).
+    pub(super) fn pipe_wake(&mut self) {
+        for worker in self.pipes.pending_wakes.drain() {
+            if let Some(peer) = self.pipe_peers.get(worker) {
+                peer.wake.wake();
+            }
+        }
+    }
+
+    /// Drain hook: a transmit addressed to a pipe transport goes to the other worker instead of
+    /// the network. Returns false if `to` is not a pipe.
+    pub(super) fn pipe_transmit(&mut self, to: TransportId, packet: &OutPacket) -> bool {
+        let (worker, message) = if let Some(out) = self.pipes.outgoing.get(&to) {
+            let mut buf = BytesMut::with_capacity(1500);
+            packet.write_to(&mut buf);
+            let message = PipeMessage::Media {
+                transport: out.remote_transport,
+                rtcp: matches!(packet, OutPacket::Rtcp(_)),
+                packet: buf.freeze(),
+            };
+            (out.worker, message)
+        } else if let Some(incoming) = self.pipes.incoming.get(&to) {
+            let (OutPacket::Rtcp(rtcp), Some(home_transport)) = (packet, incoming.home_transport)
+            else {
+                return true; // nothing else flows back
+            };
+            let message = PipeMessage::Feedback {
+                transport: home_transport,
+                packet: rtcp.clone(),
+            };
+            (incoming.worker, message)
+        } else {
+            return false;
+        };
+        self.pipe_send(worker, message);
+        true
+    }
+
+    /// Applies a message from another worker.
+    pub(super) fn handle_pipe_message(&mut self, now: Instant, message: PipeMessage) {
+        match message {
+            PipeMessage::Media {
+                transport,
+                rtcp,
+                packet,
+            } => {
+                if rtcp {
+                    self.core.handle_rtcp(now, transport, packet);
+                } else {
+                    self.core.handle_rtp(now, transport, packet);
+                }
+            }
+            PipeMessage::Feedback { transport, packet } => {
+                self.core.handle_rtcp(now, transport, packet);
+            }
+            PipeMessage::TrackAdded {
+                room,
+                transport,
+                home_transport,
+                session,
+                track,
+            } => {
+                if let Some(incoming) = self.pipes.incoming.get_mut(&transport) {
+                    incoming.home_transport = Some(home_transport);
+                }
+                match self
+                    .core
+                    .publish_track(now, transport, track_config(&track))
+                {
+                    Ok(id) => {
+                        if let Some(media) = self.rooms.get_mut(&room) {
+                            media.add_piped_track(&session, transport, id, track);
+                        }
+                        self.renegotiate_others(room, &session);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pipe track refused"),
+                }
+            }
+            PipeMessage::TrackRemoved {
+                room,
+                session,
+                ssrc,
+            } => {
+                let removed = self
+                    .rooms
+                    .get_mut(&room)
+                    .and_then(|m| m.remove_piped_track(&session, ssrc));
+                if let Some(track) = removed {
+                    let _ = self.core.unpublish_track(track);
+                    self.renegotiate_others(room, &session);
+                }
+            }
+        }
+    }
+
+    /// Core event hook (home side): a piped track ended; tell the remote worker.
+    pub(super) fn pipe_subscription_closed(
+        &mut self,
+        transport: TransportId,
+        subscription: SubscriptionId,
+    ) {
+        let Some(out) = self.pipes.outgoing.get_mut(&transport) else {
+            return;
+        };
+        let Some(track) = out
+            .tracks
+            .iter()
+            .find(|(_, (s, _, _))| *s == subscription)
+            .map(|(t, _)| *t)
+        else {
+            return;
+        };
+        let (_, session, ssrc) = out.tracks.remove(&track).expect("found above");
+        let message = PipeMessage::TrackRemoved {
+            room: out.remote_room,
+            session,
+            ssrc,
+        };
+        let worker = out.worker;
+        self.pipe_send(worker, message);
+    }
+
+    /// Forgets the pipes of a closed room.
+    pub(super) fn drop_pipes(&mut self, room: RoomId, media: &RoomMedia) {
+        self.pipes.outgoing.retain(|_, p| p.room != room);
+        for transport in media.transports() {
+            self.pipes.incoming.remove(&transport);
+        }
+    }
+}
+
+/// Both pipe ends parse and write the same header extensions.
+fn pipe_extensions() -> sfu_core::rtp::ExtensionMap {
+    extension_map(SUBSCRIBE_EXTENSIONS.iter().map(|(id, uri)| (*id, *uri)))
+}
