@@ -115,6 +115,116 @@ impl Drop for Server {
     }
 }
 
+/// A running `mooyaho sfu` node (killed by PID on drop).
+pub struct SfuNode {
+    child: Child,
+    /// QUIC control address.
+    pub control: SocketAddr,
+    /// Control certificate fingerprint, as printed.
+    pub fingerprint: String,
+    /// Media UDP addresses.
+    pub media: Vec<SocketAddr>,
+    /// Registry id, when started with `--register-url`.
+    pub id: Option<u64>,
+}
+
+impl SfuNode {
+    /// `mooyaho sfu` on free loopback ports with one worker; registers itself with `register`
+    /// (a signaling server) when given.
+    pub fn start(secret: &str, register: Option<&Server>) -> Self {
+        let mut args: Vec<String> = [
+            "sfu",
+            "--control-listen",
+            "127.0.0.1:0",
+            "--cluster-secret",
+            secret,
+            "--workers",
+            "1",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        if let Some(server) = register {
+            args.extend([
+                "--register-url".to_owned(),
+                format!("http://{}", server.addr),
+                "--api-key".to_owned(),
+                server.api_key.clone(),
+            ]);
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn mooyaho sfu");
+        let mut reader = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let (mut control, mut fingerprint, mut media, mut id) = (None, None, Vec::new(), None);
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            let line = line.trim().to_owned();
+            if let Some(rest) = line.strip_prefix("mooyaho sfu control on ") {
+                control = rest.parse().ok();
+            } else if let Some(rest) = line.strip_prefix("fingerprint:") {
+                fingerprint = Some(rest.trim().to_owned());
+            } else if let Some(rest) = line.strip_prefix("media:") {
+                media.extend(
+                    rest.trim()
+                        .strip_prefix("udp ")
+                        .and_then(|a| a.parse::<SocketAddr>().ok()),
+                );
+            } else if let Some(rest) = line.strip_prefix("registered:") {
+                id = rest.trim().strip_prefix("id ").and_then(|n| n.parse().ok());
+            }
+            lines.push(line);
+            let done = !media.is_empty() && (register.is_none() || id.is_some());
+            if done || lines.len() > 16 {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in reader.lines() {});
+        match (control, fingerprint) {
+            (Some(control), Some(fingerprint))
+                if !media.is_empty() && (register.is_none() || id.is_some()) =>
+            {
+                Self {
+                    child,
+                    control,
+                    fingerprint,
+                    media,
+                    id,
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("mooyaho sfu did not start: {lines:?}")
+            }
+        }
+    }
+
+    /// The registry id (the node must have been started with a register server).
+    pub fn id(&self) -> u64 {
+        self.id.expect("node registered itself")
+    }
+
+    /// Kills the node (SIGKILL) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SfuNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A REST client with the API key.
 #[derive(Clone)]
 pub struct Rest {
@@ -310,6 +420,11 @@ impl Ws {
                 Ok(Some(Ok(_))) => continue,
             }
         }
+    }
+
+    /// The underlying stream (for clients that run their own reader).
+    pub fn into_stream(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.stream
     }
 
     /// Drops the TCP connection without a close handshake (a network failure).

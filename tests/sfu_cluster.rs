@@ -1,0 +1,486 @@
+//! The control plane end to end, with real processes on loopback: two `mooyaho server` instances
+//! sharing a real `redis-server`, two `mooyaho sfu` nodes reached over QUIC, and clients built
+//! with the independent `webrtc` crate speaking the WebSocket API.
+
+#[path = "support/sfu_client.rs"]
+mod sfu_client;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sfu_client::{SfuClient, payloads};
+use support::{Redis, Rest, Server, SfuNode, eventually};
+
+const SECRET: &str = "cluster-secret-0123456789abcdef";
+/// Payloads each publisher sends per kind.
+const PACKETS: usize = 120;
+
+/// Redis + 2 signaling instances + 2 SFU nodes (registered through the first instance), with
+/// both nodes healthy as seen by both instances.
+struct Cluster {
+    servers: Vec<Server>,
+    nodes: Vec<SfuNode>,
+    _redis: Redis,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let redis = Redis::start();
+        let url = redis.url();
+        let servers: Vec<_> = (0..2)
+            .map(|_| {
+                Server::start(&[
+                    "--redis-url",
+                    &url,
+                    "--cluster-secret",
+                    SECRET,
+                    "--resume-grace-ms",
+                    "300",
+                ])
+            })
+            .collect();
+        let nodes: Vec<_> = (0..2)
+            .map(|_| SfuNode::start(SECRET, Some(&servers[0])))
+            .collect();
+        for server in &servers {
+            for node in &nodes {
+                wait_health(&server.rest(), node.id(), "healthy").await;
+            }
+        }
+        Self {
+            servers,
+            nodes,
+            _redis: redis,
+        }
+    }
+
+    fn rest(&self, server: usize) -> Rest {
+        self.servers[server].rest()
+    }
+}
+
+async fn sfu_server(rest: &Rest, id: u64) -> Value {
+    let (status, body) = rest.call("GET", &format!("/sfu-servers/{id}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+async fn wait_health(rest: &Rest, id: u64, health: &str) {
+    let ok = eventually(Duration::from_secs(10), || async {
+        sfu_server(rest, id).await["health"] == health
+    })
+    .await;
+    assert!(
+        ok,
+        "node {id} never {health}: {}",
+        sfu_server(rest, id).await
+    );
+}
+
+/// The node a channel is placed on.
+async fn placed_on(rest: &Rest, channel: &str) -> Option<u64> {
+    let (status, body) = rest
+        .call("GET", &format!("/channels/{channel}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["sfuServerId"].as_u64()
+}
+
+/// A new SFU channel with one publishing client (placement happens at the first publish);
+/// returns the channel, its node and the client.
+async fn place(server: &Server, name: &str) -> (String, u64, SfuClient) {
+    let rest = server.rest();
+    let channel = rest.create_channel(true).await;
+    assert_eq!(
+        placed_on(&rest, &channel).await,
+        None,
+        "placed before any publish"
+    );
+    let mut client = SfuClient::join(&server.ws_url(), &rest, &channel, name).await;
+    client.publish().await;
+    let node = placed_on(&rest, &channel)
+        .await
+        .unwrap_or_else(|| panic!("channel {channel} not placed after a publish"));
+    (channel, node, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_webrtc_clients_on_two_instances_receive_each_others_media_and_a_second_channel_uses_the_other_node()
+ {
+    let cluster = Cluster::start().await;
+    let channel = cluster.rest(0).create_channel(true).await;
+
+    // Clients on instance 0, 1, 0: media events for sessions on instance 1 cross the bus.
+    let mut clients = Vec::new();
+    for (i, server) in [0usize, 1, 0].into_iter().enumerate() {
+        let s = &cluster.servers[server];
+        clients.push(SfuClient::join(&s.ws_url(), &s.rest(), &channel, &format!("user-{i}")).await);
+    }
+    for client in &mut clients {
+        client.publish().await;
+    }
+    let node = placed_on(&cluster.rest(1), &channel).await.expect("placed");
+    assert!(
+        cluster.nodes.iter().any(|n| n.id() == node),
+        "placed on unknown node {node}"
+    );
+
+    let ids: Vec<String> = clients.iter().map(|c| c.id.clone()).collect();
+    let others = |i: usize| -> Vec<&str> {
+        ids.iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, id)| id.as_str())
+            .collect()
+    };
+    for (i, client) in clients.iter().enumerate() {
+        client.publish_connected().await;
+        client.subscribed_to(&others(i)).await;
+    }
+
+    let sent: Vec<_> = (0..clients.len())
+        .map(|i| payloads(0xA0 + i as u8, PACKETS))
+        .collect();
+    futures_util::future::join_all(
+        clients
+            .iter()
+            .zip(&sent)
+            .map(|(c, (audio, video))| c.send_media(audio, video, Duration::from_millis(5))),
+    )
+    .await;
+
+    for (i, client) in clients.iter().enumerate() {
+        let received = client
+            .wait_for(&others(i), PACKETS, Duration::from_secs(15))
+            .await;
+        for (j, id) in ids.iter().enumerate() {
+            if i == j {
+                let own = received.get(id).map(|m| m.audio.len() + m.video.len());
+                assert!(
+                    own.unwrap_or(0) == 0,
+                    "{} got its own media back",
+                    client.name
+                );
+                continue;
+            }
+            let got = &received[id];
+            assert_eq!(
+                got.audio.len(),
+                PACKETS,
+                "{} ← {id}: audio count",
+                client.name
+            );
+            assert_eq!(
+                got.video.len(),
+                PACKETS,
+                "{} ← {id}: video count",
+                client.name
+            );
+            assert!(
+                got.audio == sent[j].0,
+                "{} ← {id}: audio payloads differ",
+                client.name
+            );
+            assert!(
+                got.video == sent[j].1,
+                "{} ← {id}: video payloads differ",
+                client.name
+            );
+        }
+    }
+
+    // The first node now reports three sessions; a second channel goes to the idle node.
+    let rest = cluster.rest(1);
+    let reported = eventually(Duration::from_secs(5), || async {
+        sfu_server(&rest, node).await["load"]["sessions"].as_u64() >= Some(3)
+    })
+    .await;
+    assert!(reported, "{}", sfu_server(&rest, node).await);
+    let (second, second_node, _client) = place(&cluster.servers[1], "user-second").await;
+    assert_ne!(second, channel);
+    assert_ne!(
+        second_node, node,
+        "second channel placed on the busy node too"
+    );
+    assert_eq!(placed_on(&cluster.rest(0), &channel).await, Some(node));
+}
+
+/// Flips the first byte of a fingerprint.
+fn wrong_fingerprint(fingerprint: &str) -> String {
+    let replacement = if fingerprint.starts_with("00") {
+        "11"
+    } else {
+        "00"
+    };
+    format!("{replacement}{}", &fingerprint[2..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_fingerprint_or_cluster_secret_is_refused() {
+    let redis = Redis::start();
+    let good_instance = Server::start(&["--redis-url", &redis.url(), "--cluster-secret", SECRET]);
+    let bad_instance = Server::start(&[
+        "--redis-url",
+        &redis.url(),
+        "--cluster-secret",
+        "not-the-cluster-secret-at-all",
+    ]);
+    let good = SfuNode::start(SECRET, Some(&good_instance));
+    let impostor = SfuNode::start(SECRET, None);
+    let rest = good_instance.rest();
+    let (status, body) = rest
+        .call(
+            "POST",
+            "/sfu-servers",
+            Some(json!({
+                "address": impostor.control.to_string(),
+                "fingerprint": wrong_fingerprint(&impostor.fingerprint),
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let impostor_id = body["id"].as_u64().expect("id");
+
+    // Control: the right fingerprint and secret give a healthy node.
+    wait_health(&rest, good.id(), "healthy").await;
+
+    // The pinned fingerprint does not match: never connected, and the reason is given.
+    let refused = eventually(Duration::from_secs(5), || async {
+        let view = sfu_server(&rest, impostor_id).await;
+        view["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("fingerprint"))
+    })
+    .await;
+    let view = sfu_server(&rest, impostor_id).await;
+    assert!(refused, "no fingerprint error: {view}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let view = sfu_server(&rest, impostor_id).await;
+        assert_eq!(view["health"], "unreachable", "{view}");
+        assert!(
+            view["load"].is_null(),
+            "an unpinned node reported load: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The instance with the wrong secret is refused by the node.
+    let bad_rest = bad_instance.rest();
+    let refused = eventually(Duration::from_secs(5), || async {
+        let view = sfu_server(&bad_rest, good.id()).await;
+        view["lastError"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused"))
+    })
+    .await;
+    let view = sfu_server(&bad_rest, good.id()).await;
+    assert!(
+        refused,
+        "no refusal seen by the wrong-secret instance: {view}"
+    );
+    assert_ne!(view["health"], "healthy", "{view}");
+    // …so it cannot place a room anywhere.
+    let channel = bad_rest.create_channel(true).await;
+    let mut client = SfuClient::join(&bad_instance.ws_url(), &bad_rest, &channel, "nobody").await;
+    let reply = client
+        .request(json!({ "type": "call", "isSFU": true, "sdp": "v=0\r\n" }))
+        .await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "sfu_unavailable", "{reply}");
+    assert_eq!(placed_on(&bad_rest, &channel).await, None);
+
+    // Rooms only ever go to the node whose identity checks out.
+    for i in 0..3 {
+        let (_, node, _client) = place(&good_instance, &format!("user-{i}")).await;
+        assert_eq!(node, good.id());
+    }
+    assert_eq!(
+        sfu_server(&rest, impostor_id).await["health"],
+        "unreachable"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_and_disable_steer_new_rooms_and_undrain_restores_eligibility() {
+    let cluster = Cluster::start().await;
+    let rest = cluster.rest(0);
+    let (a, b) = (cluster.nodes[0].id(), cluster.nodes[1].id());
+    let server = &cluster.servers[1];
+
+    let (status, body) = rest
+        .call("POST", &format!("/sfu-servers/{a}/drain"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(sfu_server(&cluster.rest(1), a).await["draining"], true);
+    let mut keep = Vec::new();
+    for i in 0..2 {
+        let (_, node, client) = place(server, &format!("drained-{i}")).await;
+        assert_eq!(node, b, "a room was placed on the draining node");
+        keep.push(client);
+    }
+
+    // Undrain A and disable B: A is eligible again, and B is not.
+    let (status, body) = rest
+        .call(
+            "PATCH",
+            &format!("/sfu-servers/{a}"),
+            Some(json!({ "draining": false })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest
+        .call(
+            "PATCH",
+            &format!("/sfu-servers/{b}"),
+            Some(json!({ "disabled": true })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["disabled"], true, "{body}");
+    for i in 0..2 {
+        let (_, node, client) = place(server, &format!("disabled-{i}")).await;
+        assert_eq!(node, a, "a room was placed on the disabled node");
+        keep.push(client);
+    }
+
+    // Re-enable B, disable A: placement follows.
+    for (id, disabled) in [(b, false), (a, true)] {
+        let (status, body) = rest
+            .call(
+                "PATCH",
+                &format!("/sfu-servers/{id}"),
+                Some(json!({ "disabled": disabled })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, node, _client) = place(server, "enabled").await;
+    assert_eq!(node, b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_node_is_unhealthy_within_three_seconds_and_new_rooms_avoid_it() {
+    let mut cluster = Cluster::start().await;
+    let (a, b) = (cluster.nodes[0].id(), cluster.nodes[1].id());
+    let rest = cluster.rest(1);
+    // A hosts a room when it dies.
+    let disable = |id: u64, disabled: bool| {
+        let rest = rest.clone();
+        async move {
+            let path = format!("/sfu-servers/{id}");
+            let (status, body) = rest
+                .call("PATCH", &path, Some(json!({ "disabled": disabled })))
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+    disable(b, true).await;
+    let (channel, node, _client) = place(&cluster.servers[0], "victim").await;
+    assert_eq!(node, a);
+    disable(b, false).await;
+
+    cluster.nodes[0].kill();
+    let killed = Instant::now();
+    let mut last = Value::Null;
+    while killed.elapsed() < Duration::from_millis(3500) {
+        last = sfu_server(&rest, a).await;
+        if last["health"] != "healthy" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = killed.elapsed();
+    assert!(
+        last["health"] == "unhealthy" || last["health"] == "unreachable",
+        "still {last} {took:?} after the kill"
+    );
+    // The other instance sees it too.
+    let other = cluster.rest(0);
+    assert_ne!(sfu_server(&other, a).await["health"], "healthy");
+
+    for i in 0..3 {
+        let (_, node, _client) = place(&cluster.servers[i % 2], &format!("after-{i}")).await;
+        assert_eq!(node, b, "a new room was placed on the dead node");
+    }
+    assert_eq!(placed_on(&rest, &channel).await, Some(a));
+}
+
+/// The node's reported (rooms, transports).
+async fn node_usage(rest: &Rest, id: u64) -> (u64, u64) {
+    let view = sfu_server(rest, id).await;
+    let load = &view["load"];
+    (
+        load["rooms"].as_u64().unwrap_or(u64::MAX),
+        load["transports"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+async fn wait_usage(rest: &Rest, id: u64, want: (u64, u64), after: &str) {
+    let ok = eventually(Duration::from_secs(8), || async {
+        node_usage(rest, id).await == want
+    })
+    .await;
+    let now = node_usage(rest, id).await;
+    assert!(
+        ok,
+        "after {after}: node {id} has (rooms, transports) {now:?}, want {want:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leaving_disconnecting_and_deleting_the_channel_release_transports_and_rooms() {
+    let cluster = Cluster::start().await;
+    let rest = cluster.rest(0);
+
+    // Two members, one on each instance, each publishing and subscribing: 4 transports.
+    let channel = rest.create_channel(true).await;
+    let mut a = SfuClient::join(&cluster.servers[0].ws_url(), &rest, &channel, "a").await;
+    let mut b = SfuClient::join(
+        &cluster.servers[1].ws_url(),
+        &cluster.rest(1),
+        &channel,
+        "b",
+    )
+    .await;
+    a.publish().await;
+    b.publish().await;
+    let (a_id, b_id) = (a.id.clone(), b.id.clone());
+    a.subscribed_to(&[&b_id]).await;
+    b.subscribed_to(&[&a_id]).await;
+    a.publish_connected().await;
+    b.publish_connected().await;
+    let node = placed_on(&rest, &channel).await.expect("placed");
+    wait_usage(&rest, node, (1, 4), "two members publish and subscribe").await;
+
+    // `leave`: a's publish and subscribe transports go (its PeerConnections stay open).
+    let reply = a.request(json!({ "type": "leave" })).await;
+    assert_ne!(reply["type"], "error", "{reply}");
+    wait_usage(&rest, node, (1, 2), "leave").await;
+
+    // b's socket drops; once the resume grace (300 ms) passes, its transports go.
+    b.drop_socket();
+    wait_usage(&rest, node, (1, 0), "disconnect").await;
+
+    // A member that is still in the channel when it is deleted: the room and its transports go.
+    let c_server = &cluster.servers[1];
+    let mut c = SfuClient::join(&c_server.ws_url(), &c_server.rest(), &channel, "c").await;
+    c.publish().await;
+    c.publish_connected().await;
+    assert_eq!(
+        placed_on(&rest, &channel).await,
+        Some(node),
+        "the room moved"
+    );
+    wait_usage(&rest, node, (1, 1), "a new publisher").await;
+    let (status, body) = rest
+        .call("DELETE", &format!("/channels/{channel}"), None)
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    wait_usage(&rest, node, (0, 0), "deleting the channel").await;
+    for other in &cluster.nodes {
+        wait_usage(&rest, other.id(), (0, 0), "everything").await;
+    }
+    drop((a, b, c));
+}
