@@ -119,6 +119,8 @@ impl SendBatch {
 #[derive(Debug)]
 pub struct Socket {
     socket: UdpSocket,
+    /// Segmentation offload works on this socket (cleared at the first refusal).
+    gso: std::cell::Cell<bool>,
 }
 
 impl Socket {
@@ -140,7 +142,10 @@ impl Socket {
                 );
             }
         }
-        Ok(Self { socket })
+        Ok(Self {
+            socket,
+            gso: std::cell::Cell::new(true),
+        })
     }
 
     /// The bound address.
@@ -203,35 +208,44 @@ impl Socket {
         Ok(kept)
     }
 
-    /// Sends every queued datagram with `sendmmsg`, [`BATCH`] per call. Datagrams the kernel
-    /// refuses (full buffer) are dropped and counted in the return value's second field.
+    /// Sends every queued datagram with `sendmmsg`, [`BATCH`] messages per call. Consecutive
+    /// datagrams to one destination of equal size (the last may be shorter) leave as one GSO
+    /// message (`UDP_SEGMENT`, Linux ≥ 4.18): the kernel segments them, one syscall and one
+    /// route lookup for the run. Datagrams the kernel refuses are dropped and counted in the
+    /// return value's second field; the first is the number of datagrams sent.
     pub fn send_batch(&self, batch: &mut SendBatch) -> (usize, usize) {
+        let runs = gso_runs(&batch.items, self.gso.get());
         let (mut sent, mut dropped) = (0, 0);
-        for chunk in batch.items.chunks(BATCH) {
+        for chunk in runs.chunks(BATCH) {
             // SAFETY: all-zero is a valid bit pattern for these C structs.
             let mut storage: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
             let mut iovecs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
             let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for (i, &(to, offset, len)) in chunk.iter().enumerate() {
-                let datagram = &batch.arena[offset..offset + len];
-                let len = write_socket_addr(to, &mut storage[i]);
+            let mut control = [[0u64; CMSG_WORDS]; BATCH];
+            for (i, run) in chunk.iter().enumerate() {
+                let datagram = &batch.arena[run.offset..run.offset + run.len];
+                let name_len = write_socket_addr(run.to, &mut storage[i]);
                 iovecs[i] = libc::iovec {
                     iov_base: datagram.as_ptr() as *mut libc::c_void,
                     iov_len: datagram.len(),
                 };
-                headers[i].msg_hdr.msg_name = (&raw mut storage[i]).cast();
-                headers[i].msg_hdr.msg_namelen = len;
-                headers[i].msg_hdr.msg_iov = &raw mut iovecs[i];
-                headers[i].msg_hdr.msg_iovlen = 1;
+                let header = &mut headers[i].msg_hdr;
+                header.msg_name = (&raw mut storage[i]).cast();
+                header.msg_namelen = name_len;
+                header.msg_iov = &raw mut iovecs[i];
+                header.msg_iovlen = 1;
+                if run.segments > 1 {
+                    set_segment_size(header, &mut control[i], run.segment);
+                }
             }
-            let mut offset = 0;
-            while offset < chunk.len() {
-                // SAFETY: headers[offset..len] point at live storage and datagrams.
+            let mut at = 0;
+            while at < chunk.len() {
+                // SAFETY: headers[at..] point at live storage, control buffers and datagrams.
                 let n = unsafe {
                     libc::sendmmsg(
                         self.socket.as_raw_fd(),
-                        headers[offset..].as_mut_ptr(),
-                        (chunk.len() - offset) as u32,
+                        headers[at..].as_mut_ptr(),
+                        (chunk.len() - at) as u32,
                         libc::MSG_DONTWAIT,
                     )
                 };
@@ -240,18 +254,49 @@ impl Socket {
                     if error.kind() == io::ErrorKind::Interrupted {
                         continue;
                     }
-                    // Skip the datagram the kernel refused (full buffer, unreachable peer)
-                    // and keep going: one bad destination must not stall the others.
-                    dropped += 1;
-                    offset += 1;
+                    let run = &chunk[at];
+                    if run.segments > 1
+                        && matches!(error.raw_os_error(), Some(libc::EIO | libc::EINVAL))
+                    {
+                        // The device cannot segment: stop using GSO and send this run one by one.
+                        self.gso.set(false);
+                        sent += self.send_run_plain(batch, run);
+                    } else {
+                        // Skip what the kernel refused (full buffer, unreachable peer) and keep
+                        // going: one bad destination must not stall the others.
+                        dropped += run.segments;
+                    }
+                    at += 1;
                     continue;
                 }
-                sent += n as usize;
-                offset += n as usize;
+                sent += chunk[at..at + n as usize]
+                    .iter()
+                    .map(|r| r.segments)
+                    .sum::<usize>();
+                at += n as usize;
             }
         }
         batch.clear();
         (sent, dropped)
+    }
+
+    /// Sends a run as separate datagrams (GSO fallback).
+    fn send_run_plain(&self, batch: &SendBatch, run: &Run) -> usize {
+        let mut sent = 0;
+        let mut offset = run.offset;
+        let end = run.offset + run.len;
+        while offset < end {
+            let len = run.segment.min(end - offset);
+            if self
+                .socket
+                .send_to(&batch.arena[offset..offset + len], run.to)
+                .is_ok()
+            {
+                sent += 1;
+            }
+            offset += len;
+        }
+        sent
     }
 
     /// Waits until the socket or `wake` is readable, or `timeout` passes.
@@ -362,6 +407,72 @@ fn write_socket_addr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> 
     }
 }
 
+/// `SOL_UDP` option carrying the GSO segment size (linux/udp.h).
+const UDP_SEGMENT: libc::c_int = 103;
+/// Most segments one GSO message may carry (`UDP_MAX_SEGMENTS`).
+const MAX_SEGMENTS: usize = 64;
+/// Largest GSO message (an IP datagram's 64 KiB, minus headers).
+const MAX_GSO_BYTES: usize = 65_000;
+/// Control buffer for one `cmsghdr` with a `u16`, in `u64` words for alignment.
+const CMSG_WORDS: usize = 4;
+
+/// One message of a `sendmmsg`: `segments` datagrams of `segment` bytes (the last may be
+/// shorter), contiguous in the batch's arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    to: SocketAddr,
+    offset: usize,
+    len: usize,
+    segment: usize,
+    segments: usize,
+}
+
+/// Groups queued datagrams into GSO runs (or one run per datagram without GSO).
+fn gso_runs(items: &[(SocketAddr, usize, usize)], gso: bool) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::with_capacity(items.len());
+    for &(to, offset, len) in items {
+        if gso && let Some(run) = runs.last_mut() {
+            // Same destination, contiguous, same size as the run's segments, and the run has
+            // not yet taken its (possibly shorter) last segment.
+            let extends = run.to == to
+                && run.offset + run.len == offset
+                && len <= run.segment
+                && run.len == run.segment * run.segments
+                && run.segments < MAX_SEGMENTS
+                && run.len + len <= MAX_GSO_BYTES;
+            if extends {
+                run.len += len;
+                run.segments += 1;
+                continue;
+            }
+        }
+        runs.push(Run {
+            to,
+            offset,
+            len,
+            segment: len,
+            segments: 1,
+        });
+    }
+    runs
+}
+
+/// Attaches a `UDP_SEGMENT` control message to `header`.
+fn set_segment_size(header: &mut libc::msghdr, control: &mut [u64; CMSG_WORDS], segment: usize) {
+    let size = segment as u16;
+    header.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE of a u16 (24 bytes on 64-bit) fits the 32-byte buffer.
+    header.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as _;
+    // SAFETY: msg_control points at a zeroed buffer large enough for one cmsghdr + u16.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(header);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), size);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +527,78 @@ mod tests {
             assert_eq!(a.send_batch(&mut out), (5, 0));
             assert!(out.is_empty());
         }
+    }
+
+    #[test]
+    fn runs_group_equal_datagrams_to_one_destination() {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let items = [
+            (a, 0, 100),
+            (a, 100, 100),
+            (a, 200, 60), // shorter last segment closes the run
+            (a, 260, 60),
+            (b, 320, 60),
+            (b, 380, 100), // larger than the run's segment: new run
+        ];
+        let runs = gso_runs(&items, true);
+        let shape: Vec<_> = runs
+            .iter()
+            .map(|r| (r.to, r.segments, r.segment, r.len))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (a, 3, 100, 260),
+                (a, 1, 60, 60),
+                (b, 1, 60, 60),
+                (b, 1, 100, 100)
+            ]
+        );
+        assert_eq!(gso_runs(&items, false).len(), items.len());
+    }
+
+    #[test]
+    fn gso_runs_arrive_as_separate_datagrams() {
+        let a = Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let b = Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let c = Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let (to_b, to_c) = (b.local_addr().unwrap(), c.local_addr().unwrap());
+        let mut out = SendBatch::default();
+        // 30 equal video-sized packets to b (one GSO run), a short tail, then interleaved c.
+        for i in 0..30u8 {
+            out.push(to_b, &[i; 1200]);
+        }
+        out.push(to_b, &[200; 300]);
+        for i in 0..5u8 {
+            out.push(to_c, &[i; 500]);
+            out.push(to_b, &[100 + i; 700]);
+        }
+        assert_eq!(a.send_batch(&mut out), (41, 0));
+        assert!(
+            a.gso.get(),
+            "loopback on Linux segments: GSO must not have been given up"
+        );
+        let wake = Wake::new().unwrap();
+        let mut batch = RecvBatch::default();
+        let mut receive = |socket: &Socket, n: usize| {
+            let mut got = Vec::new();
+            while got.len() < n {
+                socket.wait(&wake, Duration::from_millis(500));
+                socket.recv_batch(&mut batch).unwrap();
+                got.extend(batch.iter().map(|(_, d)| d.to_vec()));
+            }
+            got
+        };
+        let at_b = receive(&b, 36);
+        let at_c = receive(&c, 5);
+        let expected_b: Vec<Vec<u8>> = (0..30u8)
+            .map(|i| vec![i; 1200])
+            .chain([vec![200; 300]])
+            .chain((0..5u8).map(|i| vec![100 + i; 700]))
+            .collect();
+        assert_eq!(at_b, expected_b);
+        assert_eq!(at_c, (0..5u8).map(|i| vec![i; 500]).collect::<Vec<_>>());
     }
 
     #[test]
