@@ -87,6 +87,11 @@ pub enum Request {
     },
     /// Current load and counters.
     Stats,
+    /// Starts (or stops) draining: the node refuses new rooms; existing rooms go on.
+    Drain {
+        /// Draining from now on.
+        draining: bool,
+    },
 }
 
 /// The reply to a [`Request`].

@@ -292,6 +292,11 @@ async fn handle(node: &Node, request: Request) -> Response {
             Err(e) => Err(e),
         },
         Request::Stats => return Response::Stats(load(node, &mut LoadMeter::default()).await),
+        Request::Drain { draining } => {
+            node.set_draining(draining);
+            tracing::info!(draining, "drain state changed by the control plane");
+            return Response::Done;
+        }
         _ => {
             return Response::Error {
                 code: ErrorCode::BadRequest,
@@ -304,7 +309,7 @@ async fn handle(node: &Node, request: Request) -> Response {
             MediaError::UnknownRoom => ErrorCode::UnknownRoom,
             MediaError::Sdp(_) | MediaError::FingerprintChanged => ErrorCode::BadSdp,
             MediaError::NoTransport(_) | MediaError::Core(_) => ErrorCode::BadRequest,
-            MediaError::WorkerGone => ErrorCode::Unavailable,
+            MediaError::WorkerGone | MediaError::Draining => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         },
         message: e.to_string(),
@@ -422,6 +427,7 @@ async fn load(node: &Node, meter: &mut LoadMeter) -> Load {
         transports: stats.transports() as u64,
         sessions: stats.workers.iter().map(|w| w.sessions as u64).sum(),
         security_drops: drops,
+        draining: node.is_draining(),
         ..Load::default()
     };
     if let Some((then, last_in, last_out, last_cpu)) = meter.last {

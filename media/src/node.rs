@@ -103,6 +103,8 @@ pub struct Node {
     spans: Mutex<Spans>,
     /// Serialises pipe setup, so two subscribers cannot open the same pipe twice.
     setup: tokio::sync::Mutex<()>,
+    /// No new rooms (existing rooms finish).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Which workers each room uses. Touched by control requests only, never by the packet path.
@@ -170,6 +172,7 @@ impl Node {
                 next_worker: AtomicUsize::new(0),
                 spill_after: config.spill_after.max(1),
                 setup: tokio::sync::Mutex::new(()),
+                draining: std::sync::atomic::AtomicBool::new(false),
             },
             receiver,
         ))
@@ -199,8 +202,22 @@ impl Node {
         self.spans().aliases.get(&part).copied().unwrap_or(part)
     }
 
+    /// Starts or stops draining: while draining, [`Node::create_room`] fails with
+    /// [`MediaError::Draining`]; existing rooms keep working.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// The node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
     /// Opens a room on the next worker (round robin).
     pub async fn create_room(&self) -> Result<RoomKey, MediaError> {
+        if self.is_draining() {
+            return Err(MediaError::Draining);
+        }
         let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         match self.worker(worker)?.call(Command::CreateRoom).await? {
             Reply::Room(room) => {
@@ -417,5 +434,37 @@ impl Node {
             }
         }
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_draining_node_refuses_new_rooms_but_keeps_old_ones() {
+        let (node, _events) = Node::start(&NodeConfig::loopback(1)).unwrap();
+        let room = node.create_room().await.unwrap();
+        node.set_draining(true);
+        assert!(matches!(
+            node.create_room().await,
+            Err(MediaError::Draining)
+        ));
+        assert_eq!(node.stats().await.unwrap().rooms(), 1);
+        node.close_room(room).await.unwrap();
+        node.set_draining(false);
+        node.create_room().await.unwrap();
+    }
+
+    #[test]
+    fn room_keys_round_trip_and_reject_garbage() {
+        let key = RoomKey {
+            worker: 1,
+            room: RoomId::from_u64(42),
+        };
+        assert_eq!(key.to_string().parse::<RoomKey>().unwrap(), key);
+        for bad in ["", "1", "x.2", "1.y", "1.2.3"] {
+            assert!(bad.parse::<RoomKey>().is_err(), "{bad}");
+        }
     }
 }

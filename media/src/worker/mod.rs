@@ -45,6 +45,9 @@ pub enum MediaError {
     /// DTLS setup failed.
     #[error("dtls: {0}")]
     Dtls(String),
+    /// The node is draining: no new rooms.
+    #[error("the node is draining")]
+    Draining,
     /// The worker thread is gone (node shutting down).
     #[error("media worker stopped")]
     WorkerGone,

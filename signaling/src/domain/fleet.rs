@@ -115,14 +115,20 @@ impl Signaling {
         if let Some(draining) = patch.draining {
             view.record.draining = draining;
         }
+        let drain_changed = patch.draining.is_some();
         if !self.store.update_sfu_server(&view.record).await? {
             return Err(DomainError::NotFound("SFU server is not found"));
+        }
+        if drain_changed {
+            // The node learns it too, so it refuses new rooms from any signaling instance.
+            self.tell_node_draining(id, view.record.draining).await;
         }
         Ok(view)
     }
 
-    /// Removes a node. Refused while channels are placed on it, unless `force`, which unplaces
-    /// them (they are placed again at their next SFU join).
+    /// Removes a node. Refused while channels are placed on it, unless `force`, which closes
+    /// their rooms on the node (best effort: it may be gone) and unplaces them (they are placed
+    /// again at their next SFU join).
     pub async fn delete_sfu_server(&self, id: SfuServerId, force: bool) -> Result<(), DomainError> {
         let view = self.sfu_server(id).await?;
         if view.rooms > 0 && !force {
@@ -133,6 +139,9 @@ impl Signaling {
         }
         for mut channel in self.store.channels().await? {
             if channel.sfu_server_id == Some(id) {
+                // Once unregistered the node is out of reach, and rooms left on it would keep
+                // forwarding media and holding transports until it restarts.
+                self.sfu_close_room(&channel).await;
                 channel.sfu_server_id = None;
                 channel.sfu_room = None;
                 self.store.create_channel(&channel).await?;

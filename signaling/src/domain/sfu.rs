@@ -153,6 +153,16 @@ impl Signaling {
         }
     }
 
+    /// Tells a node its drain state (best effort: an unreachable node is not placed on anyway).
+    pub(super) async fn tell_node_draining(&self, node: SfuServerId, draining: bool) {
+        if self.sfu_nodes().is_none() {
+            return;
+        }
+        if let Err(e) = self.node_call(node, Request::Drain { draining }).await {
+            tracing::warn!(%node, error = %e.message, "could not tell the node its drain state");
+        }
+    }
+
     /// The channel was deleted: its room goes.
     pub(super) async fn sfu_close_room(&self, channel: &ChannelRecord) {
         let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room.clone()) else {
