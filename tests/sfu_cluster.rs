@@ -358,6 +358,40 @@ async fn drain_and_disable_steer_new_rooms_and_undrain_restores_eligibility() {
     }
     let (_, node, _client) = place(server, "enabled").await;
     assert_eq!(node, b);
+
+    // B hosts live rooms: deleting it is refused unless forced, which unplaces its channels.
+    let (status, body) = rest
+        .call("DELETE", &format!("/sfu-servers/{b}"), None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = rest
+        .call("DELETE", &format!("/sfu-servers/{b}?force=true"), None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = rest.call("GET", &format!("/sfu-servers/{b}"), None).await;
+    assert_eq!(status, 404);
+    let (_, channels) = rest.call("GET", "/channels", None).await;
+    let channels = channels.as_array().expect("channel list").clone();
+    assert!(channels.len() >= 5, "{channels:?}");
+    for channel in channels {
+        assert_ne!(channel["sfuServerId"].as_u64(), Some(b), "{channel}");
+    }
+    // …and closes the rooms it hosted: registered again, the node reports none.
+    let node_b = &cluster.nodes[1];
+    let (status, body) = rest
+        .call(
+            "POST",
+            "/sfu-servers",
+            Some(
+                json!({ "address": node_b.control.to_string(), "fingerprint": node_b.fingerprint }),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let again = body["id"].as_u64().expect("id");
+    wait_health(&rest, again, "healthy").await;
+    wait_usage(&rest, again, (0, 0), "a forced delete").await;
+    drop(keep);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -458,6 +492,8 @@ async fn leaving_disconnecting_and_deleting_the_channel_release_transports_and_r
     let reply = a.request(json!({ "type": "leave" })).await;
     assert_ne!(reply["type"], "error", "{reply}");
     wait_usage(&rest, node, (1, 2), "leave").await;
+    // b is re-offered without a's tracks.
+    b.subscribed_exactly(&[]).await;
 
     // b's socket drops; once the resume grace (300 ms) passes, its transports go.
     b.drop_socket();

@@ -465,6 +465,21 @@ impl SfuClient {
         wait_connected(&self.subscribe.state, &format!("{} subscribe", self.name)).await;
     }
 
+    /// Waits until the node acknowledged an answer to an offer carrying exactly `streams`.
+    pub async fn subscribed_exactly(&self, streams: &[&str]) {
+        let mut state = self.sub_state.clone();
+        let wanted: BTreeSet<String> = streams.iter().map(|s| (*s).to_owned()).collect();
+        let done = tokio::time::timeout(WAIT, state.wait_for(|s| s.acked_streams == wanted))
+            .await
+            .is_ok();
+        let state = self.sub_state.borrow().clone();
+        assert!(
+            done,
+            "{}: no acknowledged offer with exactly {wanted:?}: {state:?}",
+            self.name
+        );
+    }
+
     /// Sends the payloads as RTP, one audio and one video packet per `interval`.
     pub async fn send_media(&self, audio: &[Vec<u8>], video: &[Vec<u8>], interval: Duration) {
         let p = self.publish.as_ref().expect("published");
