@@ -716,8 +716,10 @@ var Mooyaho = class extends Emitter {
         this.#removeMember(sessionId);
         return;
       case "called":
-        if (frame["isSFU"] === true) await this.#sfu?.offered(String(frame["sdp"]));
-        else if (from) await this.#onCalled(from, String(frame["sdp"]));
+        if (frame["isSFU"] === true) {
+          if (this.#entering) await this.#entering;
+          await this.#sfu?.offered(String(frame["sdp"]));
+        } else if (from) await this.#onCalled(from, String(frame["sdp"]));
         return;
       case "answered":
         if (frame["isSFU"] === true) await this.#sfu?.answered(String(frame["sdp"]));

@@ -236,8 +236,12 @@ export class Mooyaho extends Emitter {
         this.#removeMember(sessionId);
         return;
       case 'called':
-        if (frame['isSFU'] === true) await this.#sfu?.offered(String(frame['sdp']));
-        else if (from) await this.#onCalled(from, String(frame['sdp']));
+        if (frame['isSFU'] === true) {
+          // The node offers to a receive-only member while the server is still handling our
+          // `enter`, so this can overtake `enterSuccess`: wait until the SFU session exists.
+          if (this.#entering) await this.#entering;
+          await this.#sfu?.offered(String(frame['sdp']));
+        } else if (from) await this.#onCalled(from, String(frame['sdp']));
         return;
       case 'answered':
         if (frame['isSFU'] === true) await this.#sfu?.answered(String(frame['sdp']));

@@ -40,6 +40,8 @@ export async function startServer(extraArgs = [], { anonymous = true } = {}) {
     url,
     apiKey,
     api: new MooyahoServer({ baseUrl: url, apiKey }),
+    /** The server's log so far (stderr; `RUST_LOG` selects the level, default warn). */
+    logs: () => stderr,
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
