@@ -25,7 +25,7 @@ function explain(error) {
       + '(In production your service server binds users with POST /sessions/:id instead.)';
   }
   if (code === 'channel_not_found') return 'No such channel. Create one with the curl command below and use its id.';
-  if (code === 'sfu_unavailable') return 'This is an SFU channel, but no SFU node serves it yet, so no media can flow. Use a mesh channel (sfuEnabled: false).';
+  if (code === 'sfu_unavailable') return `This is an SFU channel, but no SFU node serves it yet, so no media can flow (${error.message}). Check GET /sfu-servers, or use a mesh channel (sfuEnabled: false).`;
   if (code === 'rejected') return `The call was declined${error.message ? `: ${error.message}` : ''}.`;
   if (code === 'disconnected' || code === 'timeout') return `Cannot reach the server (${error.message}).`;
   return `${code ? `[${code}] ` : ''}${error && error.message ? error.message : String(error)}`;

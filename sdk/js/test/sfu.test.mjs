@@ -106,7 +106,7 @@ test('demo page in an SFU channel: three participants with video tiles, a viewer
   const playing = (page) => page.$$eval('#tiles .tile video', (videos) => videos.filter((v) => v.readyState >= 2 && v.videoWidth > 0).length);
   for (const page of pages) await waitFor(async () => (await playing(page)) === 3, 'three playing tiles', 20_000);
   assert.match(await pages[0].textContent('#room-name'), /^SFU channel/);
-  await pages[0].waitForTimeout(300);
+  await pages[0].waitForTimeout(1000);
   await pages[0].screenshot({ path: artifactPath('demo-sfu-3-participants.png') });
 
   // A subscribe-only viewer (no camera yet) receives everyone, then publishes when it turns the camera on.
