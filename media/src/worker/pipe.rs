@@ -106,7 +106,13 @@ pub(super) struct Pipes {
     pub(super) incoming: HashMap<TransportId, PipeIn>,
     /// Workers that were sent something since the last wake-up.
     pending_wakes: HashSet<usize>,
+    /// Piped packets are cut from this chunk, so a copy per remote worker costs no allocation
+    /// per packet (a fresh chunk every ~50 video packets).
+    chunk: BytesMut,
 }
+
+/// Size of a pipe chunk.
+const PIPE_CHUNK: usize = 64 * 1024;
 
 impl Shard {
     /// Remote side: opens a room mirroring `home`'s and its pipe transport.
@@ -255,12 +261,15 @@ impl Shard {
     /// the network. Returns false if `to` is not a pipe.
     pub(super) fn pipe_transmit(&mut self, to: TransportId, packet: &OutPacket) -> bool {
         let (worker, message) = if let Some(out) = self.pipes.outgoing.get(&to) {
-            let mut buf = BytesMut::with_capacity(1500);
-            packet.write_to(&mut buf);
+            let chunk = &mut self.pipes.chunk;
+            if chunk.capacity() < crate::udp::MAX_DATAGRAM {
+                *chunk = BytesMut::with_capacity(PIPE_CHUNK);
+            }
+            packet.write_to(chunk);
             let message = PipeMessage::Media {
                 transport: out.remote_transport,
                 rtcp: matches!(packet, OutPacket::Rtcp(_)),
-                packet: buf.freeze(),
+                packet: chunk.split().freeze(),
             };
             (out.worker, message)
         } else if let Some(incoming) = self.pipes.incoming.get(&to) {
