@@ -151,9 +151,9 @@ fn local_track(
 ) -> Arc<TrackLocalStaticRTP> {
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         "local-stream".to_owned(),
-        // Unique like a browser's (the webrtc crate mixes up same-id tracks of different
-        // streams on one connection).
-        format!("{kind}-{ssrc:08x}"),
+        // The same ids for every publisher, as many non-browser clients do: the SFU must keep
+        // the forwarded tracks apart.
+        format!("{kind}-track"),
         format!("{kind}-label"),
         kind,
         vec![RTCRtpEncodingParameters {

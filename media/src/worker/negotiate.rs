@@ -295,6 +295,14 @@ impl Shard {
             }
             let mid = subscribing.next_mid.to_string();
             subscribing.next_mid += 1;
+            let track_id = unique_track_id(
+                published
+                    .msid
+                    .as_ref()
+                    .map_or_else(|| published.mid.clone(), |(_, track)| track.clone()),
+                &mid,
+                &subscribing.forwarded,
+            );
             subscribing.forwarded.push(Forwarded {
                 track,
                 sdp: ForwardedTrack {
@@ -304,10 +312,7 @@ impl Shard {
                     ssrc: rand::random(),
                     rtx_ssrc: published.rtx_ssrc.map(|_| rand::random()),
                     stream_id: publisher,
-                    track_id: published
-                        .msid
-                        .as_ref()
-                        .map_or_else(|| published.mid.clone(), |(_, track)| track.clone()),
+                    track_id,
                     active: true,
                 },
                 accepted: false,
@@ -517,6 +522,19 @@ impl Shard {
             forwarded.sdp.active = false;
         }
     }
+}
+
+/// The publisher's track id, unless another track on this subscribe transport already carries
+/// it (publishers choose ids freely, and many non-browser clients use `audio`/`video`): then it
+/// gets the m-line's mid appended. Receivers such as the `webrtc` crate tell remote tracks apart
+/// by track id and would merge two publishers' media into one track.
+fn unique_track_id(track_id: String, mid: &str, forwarded: &[Forwarded]) -> String {
+    if !forwarded.iter().any(|f| f.sdp.track_id == track_id) {
+        return track_id;
+    }
+    // Within the 64-character limit of subscribe offers; the mid alone keeps it unique.
+    let prefix: String = track_id.chars().take(64 - mid.len() - 1).collect();
+    format!("{prefix}-{mid}")
 }
 
 pub(super) fn extension_map<'a>(pairs: impl Iterator<Item = (u8, &'a str)>) -> ExtensionMap {
