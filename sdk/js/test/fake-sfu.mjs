@@ -30,13 +30,16 @@ const SFU_PAGE_CODE = () => {
     },
     /** A member entered the SFU channel: it gets a subscribe PC whether or not it publishes. */
     join(clientId) {
-      if (this.subs.has(clientId)) return;
+      if (this.subs.has(clientId)) return Promise.resolve();
       this.subs.set(clientId, { pc: new RTCPeerConnection(), sent: new Map(), chain: Promise.resolve(), onAnswer: null });
-      this.renegotiate(clientId);
+      return this.renegotiate(clientId);
     },
+    /** Queues a re-offer; resolves once it was sent (or found unnecessary), not when answered. */
     renegotiate(clientId) {
       const sub = this.subs.get(clientId);
-      if (!sub) return;
+      if (!sub) return Promise.resolve();
+      let sent;
+      const offered = new Promise((resolve) => { sent = resolve; });
       sub.chain = sub.chain.then(async () => {
         let changed = false;
         for (const [from, pub] of this.pubs) {
@@ -53,7 +56,7 @@ const SFU_PAGE_CODE = () => {
           sub.sent.delete(track);
           changed = true;
         }
-        if (!changed || sub.pc.signalingState === 'closed') return;
+        if (!changed || sub.pc.signalingState === 'closed') return sent();
         await sub.pc.setLocalDescription(await sub.pc.createOffer());
         await gathered(sub.pc);
         let sdp = sub.pc.localDescription.sdp;
@@ -62,8 +65,10 @@ const SFU_PAGE_CODE = () => {
         const answered = new Promise((resolve) => { sub.onAnswer = resolve; });
         this.offers++;
         await window.toClient(clientId, { type: 'called', isSFU: true, from: null, sdp });
+        sent();
         await sub.pc.setRemoteDescription({ type: 'answer', sdp: await answered });
-      }).catch((e) => console.error('fake SFU renegotiation', e));
+      }).catch((e) => { sent(); console.error('fake SFU renegotiation', e); });
+      return offered;
     },
     answer(clientId, sdp) {
       this.subs.get(clientId)?.onAnswer?.(sdp);
@@ -114,15 +119,20 @@ export async function startFakeSfu(browser, server) {
       await clientPage.routeWebSocket(/\/websocket/, (ws) => {
         const upstream = ws.connectToServer();
         let sessionId = null;
+        // Frames are relayed in order even though handling one may wait for the fake SFU.
+        let relay = Promise.resolve();
         upstream.onMessage((m) => {
-          const frame = JSON.parse(String(m));
-          if (frame.type === 'connected' || frame.type === 'reuseIdSuccess') {
-            sessionId = frame.id;
-            clients.set(sessionId, ws);
-          }
-          ws.send(m);
-          // The real server tells its SFU node about members; here the proxy sees `enterSuccess`.
-          if (frame.type === 'enterSuccess' && frame.sfuEnabled) void page.evaluate((id) => window.sfu.join(id), sessionId);
+          relay = relay.then(async () => {
+            const frame = JSON.parse(String(m));
+            if (frame.type === 'connected' || frame.type === 'reuseIdSuccess') {
+              sessionId = frame.id;
+              clients.set(sessionId, ws);
+            }
+            // Like the real server, which asks its node for an offer while handling `enter`: the
+            // first subscribe offer reaches the client before `enterSuccess`.
+            if (frame.type === 'enterSuccess' && frame.sfuEnabled) await page.evaluate((id) => window.sfu.join(id), sessionId);
+            ws.send(m);
+          });
         });
         ws.onMessage(async (m) => {
           const frame = JSON.parse(String(m));
