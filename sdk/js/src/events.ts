@@ -1,7 +1,7 @@
 // Typed events of the client SDK. A tiny emitter instead of eventemitter3 (the original's
 // dependency) keeps the browser bundle dependency-free.
 
-import type { ChatMessage, MediaKey, MooyahoError, SessionInfo } from './types.js';
+import type { ChatMessage, MediaKey, MooyahoError } from './types.js';
 
 /** What one side of an incoming direct call can do with it. Nothing is auto-answered. */
 export interface IncomingCall {
