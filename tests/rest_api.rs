@@ -68,9 +68,11 @@ async fn channels_crud_and_bad_inputs() {
     // a reset is the oversize being refused too, so retry until the 413 itself is read.
     let huge = format!(r#"{{"sfuEnabled":true,"pad":"{}"}}"#, "x".repeat(200_000));
     let mut refused = None;
+    // A client of its own: the server closes the connection after the 413, and a pooled
+    // connection reused by the next request would then fail as an incomplete message.
+    let oversize_client = reqwest::Client::new();
     for _ in 0..10 {
-        let sent = rest
-            .http
+        let sent = oversize_client
             .post(format!("{}/channels", rest.base))
             .bearer_auth(&rest.key)
             .body(huge.clone())
@@ -357,4 +359,73 @@ async fn operations_routes() {
     assert_eq!((status, body["statusCode"].clone()), (404, json!(404)));
     let (status, body) = rest.call("PUT", "/channels", None).await;
     assert_eq!((status, body["statusCode"].clone()), (405, json!(405)));
+}
+
+/// What schemathesis (scripts/schemathesis.sh) found: the code accepts exactly what
+/// `/openapi.json` publishes.
+#[tokio::test]
+async fn bodies_accept_exactly_what_the_schema_publishes() {
+    let server = Server::start(&[]);
+    let rest = server.rest();
+    let key = Some(rest.key.as_str());
+
+    // `POST /channels`: the body may be empty or `null`; an array is no object.
+    let (status, body) = rest
+        .call_raw("POST", "/channels", Some("null".into()), key)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest
+        .call_raw("POST", "/channels", Some("[]".into()), key)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = rest
+        .call_raw(
+            "POST",
+            "/channels/bulk-delete",
+            Some(r#"[["x"]]"#.into()),
+            key,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    // `POST /sessions/{id}`: `id` is counted in characters (JSON Schema's maxLength).
+    let ws = Ws::connect(&server.ws_url()).await;
+    let (status, body) = rest
+        .call(
+            "POST",
+            &format!("/sessions/{}", ws.id),
+            Some(json!({ "id": "é".repeat(256), "extra": [1, 2] })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // SFU addresses and fingerprints follow the published patterns exactly.
+    let spec = rest.call("GET", "/openapi.json", None).await.1;
+    let schema = &spec["components"]["schemas"]["CreateSfuServerRequest"]["properties"];
+    assert!(schema["address"]["pattern"].is_string(), "{schema}");
+    assert!(schema["fingerprint"]["pattern"].is_string(), "{schema}");
+    let fingerprint = vec!["AB"; 32].join(":");
+    for (address, fingerprint, expected) in [
+        ("[::1]:4433", Some(fingerprint.clone()), 200),
+        ("sfu_1.example:65535", Some("ab".repeat(32)), 200),
+        ("", None, 400),
+        ("host:+80", None, 400),
+        ("host:080", None, 400),
+        ("host:65536", None, 400),
+        ("::1:4433", None, 400),
+        ("host:1\n", None, 400),
+        ("host:1", Some(format!(" {fingerprint}")), 400),
+        ("host:1", Some("a:b".repeat(32)), 400),
+    ] {
+        let (status, body) = rest
+            .call(
+                "POST",
+                "/sfu-servers",
+                Some(json!({ "address": address, "fingerprint": fingerprint })),
+            )
+            .await;
+        assert_eq!(status, expected, "{address:?} {fingerprint:?}: {body}");
+    }
+    let links = &spec["paths"]["/sfu-servers"]["post"]["responses"]["200"]["links"];
+    assert_eq!(links["get_sfu_server"]["operationId"], "get_sfu_server");
 }

@@ -76,7 +76,17 @@ pub struct ChannelDetailResponse {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BulkDeleteRequest {
     /// Channel ids to delete (1 to 1000).
+    #[schema(min_items = 1, max_items = 1000)]
     pub ids: Vec<String>,
+}
+
+/// Body of `POST /sessions/{id}`: the user, any JSON object with a non-empty string `id` of at
+/// most 256 characters; every other property is kept as given.
+#[derive(Debug, ToSchema)]
+pub struct UserObject {
+    /// The user's id in the customer's service.
+    #[schema(min_length = 1, max_length = 256)]
+    pub id: String,
 }
 
 /// Result of `POST /channels/bulk-delete`.
@@ -114,8 +124,9 @@ const MAX_USER_ID_LEN: usize = 256;
 
 /// Create a channel.
 #[utoipa::path(post, path = "/channels", tag = "channels", security(("api_key" = [])),
-    request_body(content = Option<CreateChannelRequest>, description = "May be empty"),
-    responses((status = 200, body = ChannelResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    request_body(content = Option<CreateChannelRequest>, description = "May be empty or `null`"),
+    responses((status = 200, body = ChannelResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create_channel(
     State(state): State<AppState>,
     OptionalJsonBody(body): OptionalJsonBody<CreateChannelRequest>,
@@ -129,7 +140,7 @@ pub async fn create_channel(
 
 /// List every channel with its session count.
 #[utoipa::path(get, path = "/channels", tag = "channels", security(("api_key" = [])),
-    responses((status = 200, body = [ChannelListItem]), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = [ChannelListItem]), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list_channels(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ChannelListItem>>, ApiError> {
@@ -149,7 +160,8 @@ pub async fn list_channels(
 /// A channel with its sessions.
 #[utoipa::path(get, path = "/channels/{id}", tag = "channels", security(("api_key" = [])),
     params(("id" = String, Path, description = "Channel id")),
-    responses((status = 200, body = ChannelDetailResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = ChannelDetailResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get_channel(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -174,7 +186,8 @@ pub async fn get_channel(
 /// Delete a channel; its members receive `channelClosed`.
 #[utoipa::path(delete, path = "/channels/{id}", tag = "channels", security(("api_key" = [])),
     params(("id" = String, Path, description = "Channel id")),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_channel(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -186,7 +199,8 @@ pub async fn delete_channel(
 /// Delete several channels.
 #[utoipa::path(post, path = "/channels/bulk-delete", tag = "channels", security(("api_key" = [])),
     request_body = BulkDeleteRequest,
-    responses((status = 200, body = BulkDeleteResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = BulkDeleteResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn bulk_delete_channels(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<BulkDeleteRequest>,
@@ -207,8 +221,9 @@ pub async fn bulk_delete_channels(
 /// Bind a user to a live session (integrateUser). Re-integrating replaces the user.
 #[utoipa::path(post, path = "/sessions/{id}", tag = "sessions", security(("api_key" = [])),
     params(("id" = String, Path, description = "Session id (from the client's `connected` message)")),
-    request_body(content = Object, description = "The user object; must have a string `id`"),
-    responses((status = 200, body = IntegrateResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    request_body(content = UserObject, description = "The user object; must have a non-empty string `id`"),
+    responses((status = 200, body = IntegrateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn integrate_user(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -217,7 +232,7 @@ pub async fn integrate_user(
     let valid_id = user
         .get("id")
         .and_then(Value::as_str)
-        .is_some_and(|id| !id.is_empty() && id.len() <= MAX_USER_ID_LEN);
+        .is_some_and(|id| !id.is_empty() && id.chars().count() <= MAX_USER_ID_LEN);
     if !user.is_object() || !valid_id {
         return Err(ApiError::bad_request(format!(
             "the body must be a user object with a non-empty string `id` of at most {MAX_USER_ID_LEN} characters"

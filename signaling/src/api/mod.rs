@@ -34,9 +34,91 @@ use error::ApiError;
         sfu_servers::patch_sfu_server, sfu_servers::drain_sfu_server, sfu_servers::delete_sfu_server,
         health::health, health::metrics, health::openapi,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &Links)
 )]
 pub struct ApiDoc;
+
+/// OpenAPI links from the operations that create (or list) a resource to the ones that take its
+/// id, so stateful clients (schemathesis) reach `/channels/{id}` and `/sfu-servers/{id}`.
+struct Links;
+
+impl Modify for Links {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        const CHANNEL: &[&str] = &["get_channel", "delete_channel"];
+        const SFU: &[&str] = &[
+            "get_sfu_server",
+            "patch_sfu_server",
+            "drain_sfu_server",
+            "delete_sfu_server",
+        ];
+        let paths = &mut openapi.paths.paths;
+        if let Some(item) = paths.get_mut("/channels") {
+            add_links(item.post.as_mut(), CHANNEL, "$response.body#/id");
+            add_links(item.get.as_mut(), CHANNEL, "$response.body#/0/id");
+        }
+        if let Some(item) = paths.get_mut("/sfu-servers") {
+            add_links(item.post.as_mut(), SFU, "$response.body#/id");
+            add_links(item.get.as_mut(), SFU, "$response.body#/0/id");
+        }
+    }
+}
+
+/// The OpenAPI document as served: [`ApiDoc`] with its link objects' keys in the camelCase of the
+/// specification (utoipa 5 serializes them as `operation_id`/`operation_ref`/`request_body`).
+pub fn openapi_json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let paths = doc
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut);
+    for item in paths.into_iter().flat_map(|p| p.values_mut()) {
+        let operations = item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut());
+        for operation in operations {
+            let responses = operation
+                .get_mut("responses")
+                .and_then(serde_json::Value::as_object_mut);
+            for response in responses.into_iter().flat_map(|r| r.values_mut()) {
+                let links = response
+                    .get_mut("links")
+                    .and_then(serde_json::Value::as_object_mut);
+                for link in links.into_iter().flat_map(|l| l.values_mut()) {
+                    let Some(link) = link.as_object_mut() else {
+                        continue;
+                    };
+                    for (snake, camel) in [
+                        ("operation_id", "operationId"),
+                        ("operation_ref", "operationRef"),
+                        ("request_body", "requestBody"),
+                    ] {
+                        if let Some(value) = link.remove(snake) {
+                            link.insert(camel.to_owned(), value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    doc
+}
+
+/// Adds to `operation`'s 200 response a link to each of `targets` with `id` taken from `id`.
+fn add_links(operation: Option<&mut utoipa::openapi::path::Operation>, targets: &[&str], id: &str) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+    let Some(operation) = operation else { return };
+    let Some(RefOr::T(response)) = operation.responses.responses.get_mut("200") else {
+        return;
+    };
+    for target in targets {
+        let link = LinkBuilder::new()
+            .operation_id(*target)
+            .parameter("id", id)
+            .build();
+        response.links.insert((*target).to_owned(), RefOr::T(link));
+    }
+}
 
 struct BearerAuth;
 
@@ -145,4 +227,39 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 axum::http::header::CONTENT_TYPE,
             ]),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_patterns_are_the_validators_patterns() {
+        let doc = openapi_json();
+        for schema in ["CreateSfuServerRequest", "PatchSfuServerRequest"] {
+            let properties = &doc["components"]["schemas"][schema]["properties"];
+            assert_eq!(
+                properties["address"]["pattern"],
+                crate::domain::ADDRESS_PATTERN,
+                "{schema}"
+            );
+            assert_eq!(
+                properties["fingerprint"]["pattern"],
+                crate::domain::FINGERPRINT_PATTERN,
+                "{schema}"
+            );
+        }
+    }
+
+    #[test]
+    fn links_use_the_specifications_keys() {
+        let doc = openapi_json();
+        let links = &doc["paths"]["/sfu-servers"]["post"]["responses"]["200"]["links"];
+        let link = &links["get_sfu_server"];
+        assert_eq!(link["operationId"], "get_sfu_server");
+        assert_eq!(link["parameters"]["id"], "$response.body#/id");
+        assert!(link.get("operation_id").is_none());
+        let channel = &doc["paths"]["/channels"]["post"]["responses"]["200"]["links"];
+        assert_eq!(channel["get_channel"]["operationId"], "get_channel");
+    }
 }

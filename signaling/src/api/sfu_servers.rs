@@ -15,10 +15,17 @@ use crate::state::AppState;
 /// Body of `POST /sfu-servers`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateSfuServerRequest {
-    /// The node's QUIC control address, `host:port`.
+    /// The node's QUIC control address, `host:port` (IPv6 hosts in brackets).
+    #[schema(
+        pattern = r"^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9._-]{1,253}):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$",
+        example = "127.0.0.1:4433"
+    )]
     pub address: String,
     /// SHA-256 fingerprint of the node's certificate (printed by `mooyaho sfu`).
     #[serde(default)]
+    #[schema(
+        pattern = r"^((sha|SHA)-256 )?([0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){31})$"
+    )]
     pub fingerprint: Option<String>,
 }
 
@@ -27,9 +34,16 @@ pub struct CreateSfuServerRequest {
 pub struct PatchSfuServerRequest {
     /// New control address.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9._-]{1,253}):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$",
+        example = "127.0.0.1:4433"
+    )]
     pub address: Option<String>,
     /// New certificate fingerprint.
     #[serde(default)]
+    #[schema(
+        pattern = r"^((sha|SHA)-256 )?([0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){31})$"
+    )]
     pub fingerprint: Option<String>,
     /// Exclude the node from new placements.
     #[serde(default)]
@@ -139,7 +153,8 @@ fn parse_id(id: &str) -> Result<SfuServerId, ApiError> {
 /// Register an SFU node.
 #[utoipa::path(post, path = "/sfu-servers", tag = "sfu-servers", security(("api_key" = [])),
     request_body = CreateSfuServerRequest,
-    responses((status = 200, body = SfuServerResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SfuServerResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create_sfu_server(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateSfuServerRequest>,
@@ -153,7 +168,7 @@ pub async fn create_sfu_server(
 
 /// List SFU nodes, least loaded first.
 #[utoipa::path(get, path = "/sfu-servers", tag = "sfu-servers", security(("api_key" = [])),
-    responses((status = 200, body = [SfuServerResponse]), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = [SfuServerResponse]), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn list_sfu_servers(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<SfuServerResponse>>, ApiError> {
@@ -164,7 +179,8 @@ pub async fn list_sfu_servers(
 /// One SFU node.
 #[utoipa::path(get, path = "/sfu-servers/{id}", tag = "sfu-servers", security(("api_key" = [])),
     params(("id" = String, Path, description = "Node id")),
-    responses((status = 200, body = SfuServerResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SfuServerResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get_sfu_server(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -177,7 +193,8 @@ pub async fn get_sfu_server(
 #[utoipa::path(patch, path = "/sfu-servers/{id}", tag = "sfu-servers", security(("api_key" = [])),
     params(("id" = String, Path, description = "Node id")),
     request_body = PatchSfuServerRequest,
-    responses((status = 200, body = SfuServerResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SfuServerResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn patch_sfu_server(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -199,7 +216,8 @@ pub async fn patch_sfu_server(
 /// Start draining a node: no new rooms are placed on it; existing rooms finish.
 #[utoipa::path(post, path = "/sfu-servers/{id}/drain", tag = "sfu-servers", security(("api_key" = [])),
     params(("id" = String, Path, description = "Node id")),
-    responses((status = 200, body = SfuServerResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SfuServerResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn drain_sfu_server(
     State(state): State<AppState>,
     PathId(id): PathId,
@@ -219,7 +237,8 @@ pub async fn drain_sfu_server(
 #[utoipa::path(delete, path = "/sfu-servers/{id}", tag = "sfu-servers", security(("api_key" = [])),
     params(("id" = String, Path, description = "Node id"),
         ("force" = Option<bool>, Query, description = "Delete even while channels are placed on the node")),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_sfu_server(
     State(state): State<AppState>,
     PathId(id): PathId,

@@ -154,36 +154,69 @@ impl Signaling {
     }
 }
 
-/// `host:port` with a non-empty host and a port in 1..=65535.
+/// JSON-Schema pattern of a node's control address; [`validate_address`] accepts exactly these.
+pub const ADDRESS_PATTERN: &str = r"^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9._-]{1,253}):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$";
+
+/// JSON-Schema pattern of a certificate fingerprint; [`normalize_fingerprint`] accepts exactly
+/// these.
+pub const FINGERPRINT_PATTERN: &str =
+    r"^((sha|SHA)-256 )?([0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){31})$";
+
+/// `host:port`: a bracketed IPv6 address or a name / IPv4 address of `[A-Za-z0-9._-]` (at most
+/// 253 characters), and a port in 1..=65535 without sign or leading zeros ([`ADDRESS_PATTERN`]).
 fn validate_address(address: &str) -> Result<(), DomainError> {
     let invalid = || DomainError::Invalid(format!("`address` must be host:port, got {address:?}"));
     let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port: u16 = port.parse().map_err(|_| invalid())?;
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'));
-    if port == 0 || !host_ok {
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => {
+            (2..=45).contains(&v6.len())
+                && v6
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'))
+        }
+        None => {
+            (1..=253).contains(&host.len())
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        }
+    };
+    let port_ok = (1..=5).contains(&port.len())
+        && !port.starts_with('0')
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok();
+    if !host_ok || !port_ok {
         return Err(invalid());
     }
     Ok(())
 }
 
-/// A SHA-256 fingerprint as 32 colon-separated upper-case hex bytes (the SDP `a=fingerprint` form).
+/// A SHA-256 fingerprint, 64 hex digits bare or as 32 colon-separated bytes, optionally after
+/// `sha-256 ` ([`FINGERPRINT_PATTERN`]), normalized to colon-separated upper-case hex (the SDP
+/// `a=fingerprint` form).
 fn normalize_fingerprint(text: &str) -> Result<String, DomainError> {
-    let text = text.trim();
     let text = text
         .strip_prefix("sha-256 ")
         .or_else(|| text.strip_prefix("SHA-256 "))
         .unwrap_or(text);
-    let hex: String = text.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+    let bytes = text.as_bytes();
+    let well_formed = match bytes.len() {
+        64 => bytes.iter().all(u8::is_ascii_hexdigit),
+        95 => bytes.iter().enumerate().all(|(i, b)| {
+            if i % 3 == 2 {
+                *b == b':'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        }),
+        _ => false,
+    };
+    if !well_formed {
         return Err(DomainError::Invalid(
             "`fingerprint` must be a SHA-256 fingerprint (32 hex bytes, colon-separated)".into(),
         ));
     }
+    let hex: String = text.chars().filter(|c| *c != ':').collect();
     let upper = hex.to_ascii_uppercase();
     Ok(upper
         .as_bytes()
@@ -210,6 +243,11 @@ mod tests {
             ":4433",
             "a b:1",
             "host:port",
+            "host:+80",
+            "host:080",
+            "::1:4433",
+            "[::1]]:4433",
+            "host:1\n",
         ] {
             assert!(validate_address(bad).is_err(), "{bad}");
         }
@@ -225,5 +263,8 @@ mod tests {
             expected
         );
         assert!(normalize_fingerprint("zz").is_err());
+        assert!(normalize_fingerprint(&format!(" {expected}")).is_err());
+        assert!(normalize_fingerprint(&format!("{hex}:")).is_err());
+        assert!(normalize_fingerprint(&"a:b".repeat(32)).is_err());
     }
 }

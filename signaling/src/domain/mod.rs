@@ -26,7 +26,7 @@ use model::SessionRecord;
 use ports::{Bus, Envelope, SfuNodes, Store, StoreError};
 
 pub use channels::{BulkDeleteOutcome, ChannelDetail, ChannelSummary};
-pub use fleet::{SfuServerPatch, SfuServerView};
+pub use fleet::{ADDRESS_PATTERN, FINGERPRINT_PATTERN, SfuServerPatch, SfuServerView};
 pub use session::{ConnectOptions, Connection};
 
 /// Behaviour settings of the signaling domain and its WebSocket edge.
