@@ -11,6 +11,7 @@ use rand::RngCore;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
 
+mod loadgen;
 mod sfu;
 
 #[global_allocator]
@@ -32,6 +33,8 @@ enum Command {
     Server(Options),
     /// One SFU media node: UDP media workers and a QUIC control endpoint.
     Sfu(sfu::SfuOptions),
+    /// Load generator: simulated participants with real ICE/DTLS/SRTP against a deployment.
+    Loadgen(loadgen::LoadgenOptions),
 }
 
 /// Options of `dev` and `server`. Precedence: flag, then `MOOYAHO_*` environment, then the TOML
@@ -108,6 +111,7 @@ fn main() -> anyhow::Result<()> {
         Command::Dev(options) => runtime.block_on(run(options, true)),
         Command::Server(options) => runtime.block_on(run(options, false)),
         Command::Sfu(options) => runtime.block_on(sfu::run(options)),
+        Command::Loadgen(options) => runtime.block_on(loadgen::run(options)),
     }
 }
 
@@ -187,6 +191,16 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         (None, None) => "in memory".to_owned(),
     };
     tracing::info!(%local, %store, instance = %state.signaling.instance(), "signaling listening");
+    // `dev` announces itself once its own SFU node is registered and connected, so the SFU
+    // scenario works from the first request.
+    let dev_node = match embedded_node {
+        Some(running) => {
+            let id = register_dev_node(&state, &running, data_dir.as_deref()).await?;
+            wait_until_healthy(&state, id).await;
+            Some((running, id))
+        }
+        None => None,
+    };
     // Scripts and tests read this line to learn the bound port.
     println!("mooyaho listening on http://{local}");
     println!("  REST API:  http://{local}/channels   (Authorization: Bearer <API key>)");
@@ -194,8 +208,7 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     if dev {
         println!("  API key:   {}", config.api_key);
     }
-    if let Some(running) = &embedded_node {
-        let id = register_dev_node(&state, running, data_dir.as_deref()).await?;
+    if let Some((running, id)) = &dev_node {
         println!(
             "  SFU node:  {} (id {id}, media {:?})",
             running.control.local_addr()?,
@@ -249,6 +262,25 @@ async fn register_dev_node(
             .with_context(|| format!("writing {}", file.display()))?;
     }
     Ok(view.record.id.0)
+}
+
+/// Waits (up to 10 s) until this instance sees the node healthy; logs if it never does.
+async fn wait_until_healthy(state: &AppState, id: u64) {
+    let node = mooyaho_signaling::domain::ids::SfuServerId(id);
+    for _ in 0..100 {
+        let healthy = state
+            .signaling
+            .sfu_server(node)
+            .await
+            .ok()
+            .and_then(|v| v.status)
+            .is_some_and(|s| s.healthy);
+        if healthy {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("the embedded SFU node did not report healthy within 10 s");
 }
 
 fn random_hex() -> String {

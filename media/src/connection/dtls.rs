@@ -77,6 +77,12 @@ pub fn fingerprint_of(provider: &dyn RTCCryptoProvider, der: &[u8]) -> Result<St
         .join(":"))
 }
 
+/// The endpoint's key for the transport's single association (see [`DtlsTransport::handle`]).
+const ASSOCIATION: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+    9,
+);
+
 /// Which side of the DTLS handshake the SFU takes (RFC 5763 §5: the `a=setup` negotiation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DtlsRole {
@@ -184,35 +190,29 @@ impl DtlsTransport {
         };
         self.remote = Some(remote);
         self.endpoint
-            .connect(now, remote, config, None)
+            .connect(now, ASSOCIATION, config, None)
             .map_err(|e| DtlsError(e.to_string()))
     }
 
     /// Feeds a DTLS datagram from `from` (an ICE-validated address).
+    ///
+    /// The association belongs to the transport, not to an address: ICE may move the client to
+    /// another validated pair mid-handshake (browsers nominate a later pair), and the
+    /// handshake must carry on there. So every datagram feeds one association (keyed by a fixed
+    /// placeholder inside the endpoint), and replies go to the address heard from last.
     pub fn handle(
         &mut self,
         now: Instant,
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<DtlsOutcome, DtlsError> {
-        match (self.role, self.remote) {
-            // A client talks only to the address it connected to.
-            (DtlsRole::Client, Some(remote)) if remote != from => {
-                return Err(DtlsError(
-                    "DTLS from an address we did not connect to".into(),
-                ));
-            }
-            (DtlsRole::Client, None) => return Err(DtlsError("DTLS before our handshake".into())),
-            // One association per transport: once connected, the peer stays on its address.
-            (DtlsRole::Server, Some(remote)) if remote != from && self.connected => {
-                return Err(DtlsError("DTLS from a second address".into()));
-            }
-            _ => {}
+        if self.role == DtlsRole::Client && self.remote.is_none() {
+            return Err(DtlsError("DTLS before our handshake".into()));
         }
         self.remote = Some(from);
         let events = self
             .endpoint
-            .read(now, from, None, BytesMut::from(datagram))
+            .read(now, ASSOCIATION, None, BytesMut::from(datagram))
             .map_err(|e| DtlsError(e.to_string()))?;
         let mut outcome = DtlsOutcome::Pending;
         for event in events {
@@ -220,7 +220,7 @@ impl DtlsTransport {
                 EndpointEvent::HandshakeComplete => {
                     let state = self
                         .endpoint
-                        .get_connection_state(from)
+                        .get_connection_state(ASSOCIATION)
                         .ok_or_else(|| DtlsError("handshake state missing".into()))?;
                     let session = SrtpSession::from_dtls(state, self.provider.as_ref())?;
                     self.connected = true;
@@ -234,24 +234,24 @@ impl DtlsTransport {
         Ok(outcome)
     }
 
-    /// The next datagram to send, with its destination.
+    /// The next datagram to send, with its destination (the address heard from last).
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
-        self.endpoint
-            .poll_transmit()
-            .map(|t| (t.transport.peer_addr, t.message))
+        let remote = self.remote?;
+        self.endpoint.poll_transmit().map(|t| (remote, t.message))
     }
 
     /// When [`Self::handle_timeout`] must be called (handshake retransmission).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.remote.and_then(|r| self.endpoint.poll_timeout(&r))
+        self.remote
+            .and_then(|_| self.endpoint.poll_timeout(&ASSOCIATION))
     }
 
     /// Retransmits the current flight if its timer expired.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsError> {
         match self.remote {
-            Some(remote) => self
+            Some(_) => self
                 .endpoint
-                .handle_timeout(remote, now)
+                .handle_timeout(ASSOCIATION, now)
                 .map_err(|e| DtlsError(e.to_string())),
             None => Ok(()),
         }
@@ -370,7 +370,7 @@ mod tests {
 
         // Re-run to get the server's session: the outcome was consumed in `handshake`, so derive
         // it again from the connection state.
-        let state = server.endpoint.get_connection_state(CLIENT).unwrap();
+        let state = server.endpoint.get_connection_state(ASSOCIATION).unwrap();
         let mut server_srtp = SrtpSession::from_dtls(state, identity.provider.as_ref()).unwrap();
         let protected = client_srtp.protect_rtp(&rtp(1)).unwrap();
         assert_ne!(&protected[12..], &rtp(1)[12..]);
@@ -473,6 +473,64 @@ mod role_tests {
             client
                 .handle(now, SocketAddr::from(([127, 0, 0, 1], 9)), &[22])
                 .is_err()
+        );
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A browser may switch to a later-nominated candidate pair in the middle of the handshake;
+    /// the server must finish it on the new path and answer there.
+    #[test]
+    fn handshake_survives_a_path_change() {
+        let (server_id, client_id) = (
+            DtlsIdentity::generate().unwrap(),
+            DtlsIdentity::generate().unwrap(),
+        );
+        let mut server =
+            DtlsTransport::new(&server_id, &client_id.fingerprint, DtlsRole::Server).unwrap();
+        let mut client =
+            DtlsTransport::new(&client_id, &server_id.fingerprint, DtlsRole::Client).unwrap();
+        let first = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7100);
+        let second = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 7101);
+        let server_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7200);
+        let mut now = Instant::now();
+        client.start(now, server_addr).unwrap();
+        let mut flights = 0;
+        let (mut server_done, mut client_done) = (false, false);
+        for _ in 0..40 {
+            while let Some((_, datagram)) = client.poll_transmit() {
+                // The first flight (ClientHello) arrives on one pair, the rest on another.
+                let path = if flights == 0 { first } else { second };
+                if let Ok(DtlsOutcome::Connected(_)) = server.handle(now, path, &datagram) {
+                    server_done = true;
+                }
+            }
+            flights += 1;
+            while let Some((to, datagram)) = server.poll_transmit() {
+                assert!(to == first || to == second);
+                if flights > 1 {
+                    assert_eq!(to, second, "replies follow the latest path");
+                }
+                if let Ok(DtlsOutcome::Connected(_)) = client.handle(now, server_addr, &datagram) {
+                    client_done = true;
+                }
+            }
+            if server_done && client_done {
+                break;
+            }
+            now += Duration::from_millis(100);
+            let _ = client.handle_timeout(now);
+            let _ = server.handle_timeout(now);
+        }
+        assert!(
+            server_done && client_done,
+            "handshake did not finish across the path change"
         );
     }
 }

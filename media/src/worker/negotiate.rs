@@ -345,9 +345,14 @@ impl Shard {
             .get_mut(session)
             .and_then(|s| s.subscribe.as_mut())
             .ok_or(MediaError::NoTransport("subscribe"))?;
+        // m-lines are only ever appended, so an answer to an earlier offer (the client had not
+        // seen our latest re-offer yet) covers a prefix of the current list; the rest waits
+        // for the answer to the latest offer.
+        let answered = answer.lines().filter(|l| l.starts_with("m=")).count();
         let offered: Vec<_> = subscribing
             .forwarded
             .iter()
+            .take(answered.max(1))
             .map(|f| f.sdp.clone())
             .collect();
         let parsed = sdp::parse_subscribe_answer(answer, &offered)?;
@@ -385,7 +390,7 @@ impl Shard {
             .get_mut(session)
             .and_then(|s| s.subscribe.as_mut())
             .expect("checked above");
-        for forwarded in &mut subscribing.forwarded {
+        for forwarded in subscribing.forwarded.iter_mut().take(offered.len()) {
             forwarded.accepted = parsed.accepted_mids.contains(&forwarded.sdp.mid);
         }
         self.sync_subscriptions(now, room, session)

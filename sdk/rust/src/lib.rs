@@ -135,12 +135,39 @@ pub struct SfuServer {
     pub disabled: bool,
     /// Draining.
     pub draining: bool,
-    /// Health as last reported by the control plane.
+    /// Health as this signaling instance sees it: `healthy`, `unhealthy`, `unreachable`, or
+    /// `unknown` (the instance has no cluster secret).
     pub health: String,
+    /// Why the last control connection attempt failed.
+    #[serde(default)]
+    pub last_error: Option<String>,
+    /// The node's last load report.
+    #[serde(default)]
+    pub load: Option<SfuLoad>,
     /// Channels placed on the node.
     pub rooms: usize,
     /// Sessions in those channels.
     pub sessions: usize,
+}
+
+/// A node's live load.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SfuLoad {
+    /// Rooms hosted.
+    pub rooms: u64,
+    /// Sessions with a transport.
+    pub sessions: u64,
+    /// Transports.
+    pub transports: u64,
+    /// Datagrams received per second.
+    pub packets_in_per_sec: u64,
+    /// Datagrams sent per second.
+    pub packets_out_per_sec: u64,
+    /// CPU use, percent of one core.
+    pub cpu_percent: u64,
+    /// Packets dropped by the security layer since the node started.
+    pub security_drops: u64,
 }
 
 /// Changes to an SFU node; `None` keeps a field.

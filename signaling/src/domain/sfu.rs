@@ -51,7 +51,7 @@ impl Signaling {
         let channel = self.sfu_channel(me).await?;
         let mut retried = false;
         loop {
-            let (node, room) = self.room_for(&channel.id).await?;
+            let (node, room, placed_now) = self.room_for(&channel.id).await?;
             let request = Request::Publish {
                 room: room.clone(),
                 session: me.id.0.clone(),
@@ -61,6 +61,12 @@ impl Signaling {
                 Response::Sdp { sdp: Some(answer) } => {
                     // Whatever the others already publish, this session can receive now.
                     self.sfu_offer(node, &room, me).await;
+                    if placed_now {
+                        // Members that entered before the channel had a room are unknown to the
+                        // node, so its renegotiation events cannot reach them: offer directly.
+                        self.sfu_offer_members(node, &room, &channel.id, &me.id)
+                            .await;
+                    }
                     return Ok(Some(ServerMessage::Answered {
                         from: None,
                         sdp: answer,
@@ -129,10 +135,33 @@ impl Signaling {
         }
     }
 
-    /// After `enter`: a receive-only member gets an offer as soon as anyone publishes.
+    /// After `enter`: a receive-only member gets an offer as soon as anyone publishes. The
+    /// channel is read again after the membership was written, so a concurrent first publish
+    /// either sees this member or this member sees its placement.
     pub(super) async fn sfu_entered(&self, me: &SessionRecord, channel: &ChannelRecord) {
+        let Ok(Some(channel)) = self.store.channel(&channel.id).await else {
+            return;
+        };
         if let (Some(node), Some(room)) = (channel.sfu_server_id, &channel.sfu_room) {
             self.sfu_offer(node, room, me).await;
+        }
+    }
+
+    /// Offers to every live member of `channel` but `except`.
+    async fn sfu_offer_members(
+        &self,
+        node: SfuServerId,
+        room: &str,
+        channel: &ChannelId,
+        except: &SessionId,
+    ) {
+        match self.live_members(channel).await {
+            Ok(members) => {
+                for member in members.iter().filter(|m| &m.id != except) {
+                    self.sfu_offer(node, room, member).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "listing members for SFU offers failed"),
         }
     }
 
@@ -211,15 +240,19 @@ impl Signaling {
         Ok(channel)
     }
 
-    /// The channel's node and room, placing it on the least-loaded healthy node if needed.
-    async fn room_for(&self, channel: &ChannelId) -> Result<(SfuServerId, String), SignalError> {
+    /// The channel's node and room, placing it on the least-loaded healthy node if needed
+    /// (`true` when this call placed it).
+    async fn room_for(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<(SfuServerId, String, bool), SignalError> {
         let record = self
             .store
             .channel(channel)
             .await?
             .ok_or_else(|| SignalError::new(ErrorCode::ChannelNotFound, "no such channel"))?;
         if let (Some(node), Some(room)) = (record.sfu_server_id, record.sfu_room) {
-            return Ok((node, room));
+            return Ok((node, room, false));
         }
         let node = self.pick_node().await?;
         let room = match self.node_call(node, Request::CreateRoom).await? {
@@ -234,12 +267,12 @@ impl Signaling {
         match (placed.sfu_server_id, placed.sfu_room) {
             (Some(winner), Some(winner_room)) if winner == node && winner_room == room => {
                 tracing::info!(%channel, %node, %room, "channel placed");
-                Ok((node, room))
+                Ok((node, room, true))
             }
             (Some(winner), Some(winner_room)) => {
                 // Another instance placed it first: use its room, drop ours.
                 let _ = self.node_call(node, Request::CloseRoom { room }).await;
-                Ok((winner, winner_room))
+                Ok((winner, winner_room, false))
             }
             _ => Err(SignalError::new(
                 ErrorCode::SfuUnavailable,

@@ -1,0 +1,575 @@
+//! `mooyaho loadgen`: simulated participants with real ICE, DTLS and SRTP that join a Mooyaho
+//! deployment through its public REST and WebSocket APIs, publish synthetic media and measure
+//! what comes back: packets per second out of the SFU, loss, one-way latency (a send timestamp
+//! in every payload), join time, and CPU of the SFU and of the generator itself, so a saturated
+//! generator is never mistaken for a slow SFU.
+//!
+//! Scenarios (after LiveKit's published ones): `audio` (P Opus-sized publishers × S listeners at
+//! 50 pps), `meeting` (N participants each publishing video and receiving everyone),
+//! `livestream` (one ~1.5 Mbps video publisher with keyframe bursts × S viewers) and `fanout`
+//! (one publisher at a fixed packet rate and size × S viewers).
+
+mod peer;
+mod report;
+mod sdp;
+mod signal;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mooyaho_media::connection::dtls::DtlsIdentity;
+
+pub use report::Report;
+
+/// What to simulate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Audio publishers and listeners.
+    Audio,
+    /// Everyone publishes video and receives everyone.
+    Meeting,
+    /// One video publisher with keyframe bursts, many viewers.
+    Livestream,
+    /// One publisher at a fixed rate and size, many viewers.
+    Fanout,
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "audio" => Ok(Self::Audio),
+            "meeting" => Ok(Self::Meeting),
+            "livestream" => Ok(Self::Livestream),
+            "fanout" => Ok(Self::Fanout),
+            other => Err(format!(
+                "unknown scenario {other:?} (audio, meeting, livestream, fanout)"
+            )),
+        }
+    }
+}
+
+/// A load run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LoadConfig {
+    /// Signaling base URL, `http://host:port`.
+    pub url: String,
+    /// REST API key (to create the channel and integrate the simulated users).
+    #[serde(skip)]
+    pub api_key: String,
+    /// The scenario.
+    pub scenario: Scenario,
+    /// Publishers (`meeting`: participants).
+    pub publishers: usize,
+    /// Subscribers (ignored by `meeting`).
+    pub subscribers: usize,
+    /// Measurement window, after everyone joined.
+    pub duration: Duration,
+    /// Joins per second.
+    pub join_rate: f64,
+    /// Packets per second per publisher.
+    pub pps: u32,
+    /// RTP packet size in bytes (before SRTP).
+    pub size: usize,
+    /// The SFU process to measure (CPU, RSS); otherwise its load reports are used.
+    pub sfu_pid: Option<u32>,
+}
+
+impl LoadConfig {
+    /// Defaults of a scenario, with the given endpoint.
+    pub fn new(url: impl Into<String>, api_key: impl Into<String>, scenario: Scenario) -> Self {
+        let (publishers, subscribers, pps, size) = match scenario {
+            Scenario::Audio => (2, 20, 50, 120),
+            Scenario::Meeting => (4, 0, 100, 1000),
+            // ~1.5 Mbps of 1200-byte packets.
+            Scenario::Livestream => (1, 50, 160, 1200),
+            Scenario::Fanout => (1, 50, 500, 1200),
+        };
+        Self {
+            url: url.into(),
+            api_key: api_key.into(),
+            scenario,
+            publishers,
+            subscribers,
+            duration: Duration::from_secs(10),
+            join_rate: 50.0,
+            pps,
+            size,
+            sfu_pid: None,
+        }
+    }
+}
+
+/// Counters shared by every simulated participant.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+    pub(crate) received_in_window: AtomicU64,
+    pub(crate) expected: AtomicU64,
+    pub(crate) lost: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
+    pub(crate) joined: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) latency_us: Mutex<Vec<u32>>,
+    pub(crate) join_ms: Mutex<Vec<u32>>,
+    pub(crate) errors: Mutex<Vec<String>>,
+    /// Set while the measurement window is open.
+    pub(crate) measuring: std::sync::atomic::AtomicBool,
+}
+
+/// Process-wide clock origin for payload timestamps (sender and receiver share the process).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Runs the scenario and returns its report. `progress` prints a line per second.
+pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
+    let rest = mooyaho_server_sdk::Mooyaho::new(config.url.as_str(), config.api_key.as_str())?;
+    let channel = rest
+        .create_channel(true)
+        .await
+        .context("creating the SFU channel")?;
+    let ws_url = format!("{}/websocket", config.url.replacen("http", "ws", 1));
+    let identity = Arc::new(DtlsIdentity::generate().map_err(|e| anyhow::anyhow!(e.0))?);
+    let totals = Arc::new(Totals::default());
+    let stop = Instant::now() + Duration::from_secs(3600);
+    let stop_at = Arc::new(Mutex::new(stop));
+    let _ = epoch();
+
+    let (publishers, subscribers, subscribe_too) = match config.scenario {
+        Scenario::Meeting => (config.publishers, 0, true),
+        _ => (config.publishers, config.subscribers, false),
+    };
+    let join_gap = Duration::from_secs_f64(1.0 / config.join_rate.max(0.1));
+    let mut tasks = Vec::new();
+    let generator_cpu_start = report::process_cpu_seconds(None);
+    let join_started = Instant::now();
+    for i in 0..publishers + subscribers {
+        let publish = i < publishers;
+        let role = peer_role(publish, !publish || subscribe_too);
+        let (rest, ws_url, channel) = (rest.clone(), ws_url.clone(), channel.id.clone());
+        let (identity, totals, stop_at, config) = (
+            identity.clone(),
+            totals.clone(),
+            stop_at.clone(),
+            config.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let name = format!("load-{i}");
+            let result = participant::run(
+                &config, &rest, &ws_url, &channel, &name, role, &identity, &totals, &stop_at,
+            )
+            .await;
+            if let Err(e) = result {
+                totals.failed.fetch_add(1, Ordering::Relaxed);
+                let mut errors = totals.errors.lock().expect("lock");
+                if errors.len() < 10 {
+                    errors.push(format!("{name}: {e:#}"));
+                }
+            }
+        }));
+        tokio::time::sleep(join_gap).await;
+    }
+    // Wait until everyone joined (or failed), then measure.
+    let everyone = (publishers + subscribers) as u64;
+    let join_deadline = Instant::now() + Duration::from_secs(30);
+    while totals.joined.load(Ordering::Relaxed) + totals.failed.load(Ordering::Relaxed) < everyone
+        && Instant::now() < join_deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let joined_in = join_started.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await; // let keyframe waits settle
+    let sfu_cpu_start = report::process_cpu_seconds(config.sfu_pid);
+    let generator_window_start = report::process_cpu_seconds(None);
+    let window_start = Instant::now();
+    totals.measuring.store(true, Ordering::Relaxed);
+    let mut sfu_loads = Vec::new();
+    while window_start.elapsed() < config.duration {
+        tokio::time::sleep(Duration::from_secs(1).min(config.duration)).await;
+        if let Some(load) = report::sfu_load(&rest).await {
+            sfu_loads.push(load);
+        }
+        if progress {
+            eprintln!(
+                "[{:>4.1}s] joined {}/{} failed {} sent {} received {}",
+                window_start.elapsed().as_secs_f64(),
+                totals.joined.load(Ordering::Relaxed),
+                everyone,
+                totals.failed.load(Ordering::Relaxed),
+                totals.sent.load(Ordering::Relaxed),
+                totals.received.load(Ordering::Relaxed),
+            );
+        }
+    }
+    totals.measuring.store(false, Ordering::Relaxed);
+    let window = window_start.elapsed();
+    let sfu_cpu = report::process_cpu_seconds(config.sfu_pid)
+        .zip(sfu_cpu_start)
+        .map(|(b, a)| b - a);
+    let generator_window_cpu = report::process_cpu_seconds(None)
+        .zip(generator_window_start)
+        .map(|(b, a)| b - a);
+    *stop_at.lock().expect("lock") = Instant::now();
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    let _ = rest.delete_channel(&channel.id).await;
+    let generator_cpu = report::process_cpu_seconds(None)
+        .zip(generator_cpu_start)
+        .map(|(b, a)| b - a);
+    Ok(Report::build(
+        &config,
+        &totals,
+        window,
+        joined_in,
+        sfu_cpu,
+        generator_window_cpu,
+        generator_cpu,
+        &sfu_loads,
+    ))
+}
+
+/// What one participant does.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Role {
+    pub(crate) publish: bool,
+    pub(crate) subscribe: bool,
+}
+
+fn peer_role(publish: bool, subscribe: bool) -> Role {
+    Role { publish, subscribe }
+}
+
+mod participant {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use anyhow::Context;
+    use mooyaho_media::connection::dtls::DtlsIdentity;
+    use serde_json::json;
+
+    use super::peer::{self, LocalIce};
+    use super::sdp::{self, Local};
+    use super::signal::Signal;
+    use super::{LoadConfig, Role, Scenario, Totals, epoch};
+
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+    pub(super) async fn run(
+        config: &LoadConfig,
+        rest: &mooyaho_server_sdk::Mooyaho,
+        ws_url: &str,
+        channel: &str,
+        name: &str,
+        role: Role,
+        identity: &DtlsIdentity,
+        totals: &Arc<Totals>,
+        stop_at: &Arc<Mutex<Instant>>,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut signal = Signal::join(ws_url, rest, channel, name).await?;
+        let publish_ice = LocalIce::random();
+        let subscribe_ice = LocalIce::random();
+        let mut tasks = Vec::new();
+        if role.publish {
+            let audio = config.scenario == Scenario::Audio;
+            let ssrc: u32 = rand::random();
+            let offer = sdp::publish_offer(
+                &Local {
+                    ufrag: &publish_ice.ufrag,
+                    pwd: &publish_ice.pwd,
+                    fingerprint: &identity.fingerprint,
+                },
+                audio,
+                ssrc,
+            );
+            let reply = signal
+                .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
+                .await?;
+            let answer = reply["sdp"]
+                .as_str()
+                .with_context(|| format!("publish refused: {reply}"))?;
+            let remote = sdp::parse_remote(answer);
+            let connected = peer::connect(identity, &publish_ice, &remote).await?;
+            let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
+            tasks.push(tokio::spawn(async move {
+                send_media(connected, &config, audio, ssrc, &totals, &stop_at).await
+            }));
+        }
+        if role.subscribe {
+            let offer = tokio::time::timeout(Duration::from_secs(20), signal.next_offer())
+                .await
+                .context("no subscribe offer within 20 s")??;
+            let local = Local {
+                ufrag: &subscribe_ice.ufrag,
+                pwd: &subscribe_ice.pwd,
+                fingerprint: &identity.fingerprint,
+            };
+            let answer = sdp::subscribe_answer(&local, &offer);
+            // Wait for the ack: the node must know our fingerprint before our ClientHello.
+            let ack = signal
+                .request(json!({ "type": "answer", "isSFU": true, "sdp": answer }))
+                .await?;
+            anyhow::ensure!(ack["type"] == "ack", "subscribe answer refused: {ack}");
+            let remote = sdp::parse_remote(&offer);
+            let connected = peer::connect(identity, &subscribe_ice, &remote).await?;
+            let (totals, stop_at) = (totals.clone(), stop_at.clone());
+            tasks.push(tokio::spawn(async move {
+                receive_media(connected, &totals, &stop_at).await
+            }));
+        }
+        totals
+            .join_ms
+            .lock()
+            .expect("lock")
+            .push(started.elapsed().as_millis() as u32);
+        totals.joined.fetch_add(1, Ordering::Relaxed);
+        // Keep answering re-offers (publishers joining later) until the run ends.
+        let fingerprint = identity.fingerprint.clone();
+        loop {
+            let stop = *stop_at.lock().expect("lock");
+            let remaining = stop.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(
+                remaining.min(Duration::from_millis(500)),
+                signal.next_offer(),
+            )
+            .await
+            {
+                Ok(Ok(offer)) if role.subscribe => {
+                    let local = Local {
+                        ufrag: &subscribe_ice.ufrag,
+                        pwd: &subscribe_ice.pwd,
+                        fingerprint: &fingerprint,
+                    };
+                    let answer = sdp::subscribe_answer(&local, &offer);
+                    signal
+                        .send(&json!({ "type": "answer", "isSFU": true, "sdp": answer }))
+                        .await?;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {}
+            }
+        }
+        for task in tasks {
+            task.await??;
+        }
+        signal.close().await;
+        Ok(())
+    }
+
+    async fn send_media(
+        connected: peer::Connected,
+        config: &LoadConfig,
+        audio: bool,
+        ssrc: u32,
+        totals: &Totals,
+        stop_at: &Mutex<Instant>,
+    ) -> anyhow::Result<()> {
+        let peer::Connected {
+            socket,
+            remote,
+            mut srtp,
+            check,
+        } = connected;
+        let interval = Duration::from_secs_f64(1.0 / f64::from(config.pps.max(1)));
+        let keyframe_every = (config.pps as u64 * 2).max(1); // a keyframe every ~2 s
+        let burst = if config.scenario == Scenario::Livestream {
+            15
+        } else {
+            1
+        };
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut seq: u16 = rand::random();
+        let mut packet = vec![0u8; config.size.max(32) + 32];
+        let mut tick: u64 = 0;
+        let mut next_consent = Instant::now();
+        loop {
+            ticker.tick().await;
+            if Instant::now() >= *stop_at.lock().expect("lock") {
+                return Ok(());
+            }
+            let keyframe = tick.is_multiple_of(keyframe_every);
+            let count = if keyframe { burst } else { 1 };
+            for i in 0..count {
+                let len = write_rtp(
+                    &mut packet,
+                    audio,
+                    ssrc,
+                    seq,
+                    tick,
+                    keyframe && i == 0,
+                    config.size,
+                );
+                seq = seq.wrapping_add(1);
+                let len = srtp
+                    .protect_rtp_in_place(&mut packet, len)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                socket.send_to(&packet[..len], remote).await?;
+                totals.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            tick += 1;
+            if Instant::now() >= next_consent {
+                socket.send_to(&check, remote).await?; // consent freshness (RFC 7675)
+                next_consent = Instant::now() + Duration::from_secs(2);
+            }
+        }
+    }
+
+    fn write_rtp(
+        buf: &mut [u8],
+        audio: bool,
+        ssrc: u32,
+        seq: u16,
+        tick: u64,
+        keyframe: bool,
+        size: usize,
+    ) -> usize {
+        let (pt, ts) = if audio {
+            (111u8, (tick * 960) as u32)
+        } else {
+            (96u8, (tick * 3000) as u32)
+        };
+        buf[0] = 0x80;
+        buf[1] = pt | 0x80; // marker: every packet ends a frame
+        buf[2..4].copy_from_slice(&seq.to_be_bytes());
+        buf[4..8].copy_from_slice(&ts.to_be_bytes());
+        buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+        let mut at = 12;
+        if !audio {
+            // VP8 descriptor (S=1, PID 0) and frame tag: P bit 0 on keyframes (RFC 7741).
+            buf[at..at + 4].copy_from_slice(&[0x10, if keyframe { 0x00 } else { 0x01 }, 0, 0]);
+            at += 4;
+        }
+        let sent_at = epoch().elapsed().as_nanos() as u64;
+        buf[at..at + 8].copy_from_slice(&sent_at.to_be_bytes());
+        let len = size.max(at + 8);
+        buf[at + 8..len].fill(0x5a);
+        len
+    }
+
+    async fn receive_media(
+        connected: peer::Connected,
+        totals: &Totals,
+        stop_at: &Mutex<Instant>,
+    ) -> anyhow::Result<()> {
+        let peer::Connected {
+            socket,
+            remote,
+            mut srtp,
+            check,
+        } = connected;
+        let mut buf = vec![0u8; 2048];
+        let mut streams: std::collections::HashMap<u32, (u64, u64, u64)> = Default::default();
+        let mut samples = Vec::new();
+        let mut next_consent = Instant::now();
+        loop {
+            let stop = *stop_at.lock().expect("lock");
+            let remaining = stop.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            if Instant::now() >= next_consent {
+                socket.send_to(&check, remote).await?;
+                next_consent = Instant::now() + Duration::from_secs(2);
+            }
+            let Ok(Ok((n, _))) = tokio::time::timeout(
+                remaining.min(Duration::from_millis(200)),
+                socket.recv_from(&mut buf),
+            )
+            .await
+            else {
+                continue;
+            };
+            if !matches!(buf[0], 128..=191) || (192..=223).contains(&buf[1]) {
+                continue; // STUN responses, RTCP
+            }
+            let Ok(len) = srtp.unprotect_rtp_in_place(&mut buf[..n]) else {
+                totals.auth_failures.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let packet = &buf[..len];
+            let Some((ssrc, seq, payload_at, audio)) = parse_rtp(packet) else {
+                continue;
+            };
+            totals.received.fetch_add(1, Ordering::Relaxed);
+            let measuring = totals.measuring.load(Ordering::Relaxed);
+            if measuring {
+                totals.received_in_window.fetch_add(1, Ordering::Relaxed);
+            }
+            // Loss per stream from sequence gaps (extended across wraparound).
+            let entry = streams
+                .entry(ssrc)
+                .or_insert_with(|| (u64::from(seq), u64::from(seq), 0));
+            let ext = extend(entry.1, seq);
+            entry.1 = entry.1.max(ext);
+            entry.2 += 1;
+            let at = payload_at + if audio { 0 } else { 4 };
+            if measuring && let Some(stamp) = packet.get(at..at + 8) {
+                let sent = u64::from_be_bytes(stamp.try_into().expect("8 bytes"));
+                let now = epoch().elapsed().as_nanos() as u64;
+                samples.push((now.saturating_sub(sent) / 1000) as u32);
+            }
+        }
+        for (first, last, received) in streams.values() {
+            let expected = last - first + 1;
+            totals.expected.fetch_add(expected, Ordering::Relaxed);
+            totals
+                .lost
+                .fetch_add(expected.saturating_sub(*received), Ordering::Relaxed);
+        }
+        totals.latency_us.lock().expect("lock").extend(samples);
+        Ok(())
+    }
+
+    /// `(ssrc, seq, payload offset, audio)` of a plain RTP packet.
+    fn parse_rtp(p: &[u8]) -> Option<(u32, u16, usize, bool)> {
+        if p.len() < 12 {
+            return None;
+        }
+        let cc = usize::from(p[0] & 0x0f);
+        let mut at = 12 + cc * 4;
+        if p[0] & 0x10 != 0 {
+            let words = usize::from(u16::from_be_bytes([*p.get(at + 2)?, *p.get(at + 3)?]));
+            at += 4 + words * 4;
+        }
+        let seq = u16::from_be_bytes([p[2], p[3]]);
+        let ssrc = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+        Some((ssrc, seq, at, p[1] & 0x7f == 111))
+    }
+
+    fn extend(highest: u64, seq: u16) -> u64 {
+        let candidate = (highest & !0xffff) | u64::from(seq);
+        if candidate + 0x8000 < highest {
+            candidate + 0x1_0000
+        } else if candidate > highest + 0x8000 && candidate >= 0x1_0000 {
+            candidate - 0x1_0000
+        } else {
+            candidate
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_parse() {
+        assert_eq!("fanout".parse::<Scenario>().unwrap(), Scenario::Fanout);
+        assert!("x".parse::<Scenario>().is_err());
+        let config = LoadConfig::new("http://x", "k", Scenario::Livestream);
+        assert_eq!((config.publishers, config.size), (1, 1200));
+    }
+}

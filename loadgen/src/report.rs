@@ -1,0 +1,204 @@
+//! The load report: JSON for scripts, a summary for people.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{LoadConfig, Totals};
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The run's parameters.
+    pub config: LoadConfig,
+    /// Participants that joined, and that failed (with the first errors).
+    pub joined: u64,
+    /// Participants that failed to join or dropped.
+    pub failed: u64,
+    /// The first errors, if any.
+    pub errors: Vec<String>,
+    /// Seconds until every participant joined.
+    pub join_all_seconds: f64,
+    /// Join time (WebSocket open → media flowing), milliseconds.
+    pub join_ms: Percentiles,
+    /// Measurement window, seconds.
+    pub window_seconds: f64,
+    /// RTP packets the publishers sent (whole run).
+    pub packets_sent: u64,
+    /// RTP packets the subscribers received (whole run).
+    pub packets_received: u64,
+    /// Packets per second out of the SFU to our subscribers, in the window.
+    pub out_packets_per_second: f64,
+    /// Loss seen by subscribers (sequence gaps), percent.
+    pub loss_percent: f64,
+    /// SRTP packets that failed authentication at our subscribers.
+    pub srtp_auth_failures: u64,
+    /// One-way latency publisher → SFU → subscriber, milliseconds.
+    pub latency_ms: Percentiles,
+    /// SFU CPU seconds in the window (from `/proc` with `--sfu-pid`, else its load reports).
+    pub sfu_cpu_seconds: Option<f64>,
+    /// The headline: packets the SFU sent per CPU-second it used.
+    pub out_packets_per_sfu_cpu_second: Option<f64>,
+    /// SFU resident memory at the end, MiB (with `--sfu-pid`).
+    pub sfu_rss_mib: Option<f64>,
+    /// The SFU's own count of packets sent per second (its load reports, averaged).
+    pub sfu_reported_out_pps: Option<f64>,
+    /// Generator CPU seconds in the window: near `window × cores` means the generator, not the
+    /// SFU, was the limit.
+    pub generator_cpu_seconds: Option<f64>,
+    /// Generator CPU seconds for the whole run.
+    pub generator_total_cpu_seconds: Option<f64>,
+}
+
+/// p50 and p99 of a sample.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Samples.
+    pub samples: usize,
+}
+
+impl Percentiles {
+    fn of(mut values: Vec<u32>, scale: f64) -> Self {
+        if values.is_empty() {
+            return Self::default();
+        }
+        values.sort_unstable();
+        let at =
+            |q: f64| f64::from(values[((values.len() - 1) as f64 * q).round() as usize]) * scale;
+        Self {
+            p50: at(0.5),
+            p99: at(0.99),
+            samples: values.len(),
+        }
+    }
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)] // one call site, at the end of a run
+    pub(crate) fn build(
+        config: &LoadConfig,
+        totals: &Totals,
+        window: Duration,
+        joined_in: Duration,
+        sfu_cpu: Option<f64>,
+        generator_window_cpu: Option<f64>,
+        generator_cpu: Option<f64>,
+        sfu_loads: &[mooyaho_server_sdk::SfuLoad],
+    ) -> Self {
+        let window_s = window.as_secs_f64().max(1e-3);
+        let in_window = totals.received_in_window.load(Ordering::Relaxed) as f64;
+        let reported_cpu = (!sfu_loads.is_empty()).then(|| {
+            sfu_loads.iter().map(|l| l.cpu_percent as f64).sum::<f64>()
+                / sfu_loads.len() as f64
+                / 100.0
+                * window_s
+        });
+        let sfu_cpu_seconds = sfu_cpu.or(reported_cpu);
+        let expected = totals.expected.load(Ordering::Relaxed);
+        let lost = totals.lost.load(Ordering::Relaxed);
+        let reported_out = (!sfu_loads.is_empty()).then(|| {
+            sfu_loads
+                .iter()
+                .map(|l| l.packets_out_per_sec as f64)
+                .sum::<f64>()
+                / sfu_loads.len() as f64
+        });
+        Self {
+            config: config.clone(),
+            joined: totals.joined.load(Ordering::Relaxed),
+            failed: totals.failed.load(Ordering::Relaxed),
+            errors: totals.errors.lock().expect("lock").clone(),
+            join_all_seconds: joined_in.as_secs_f64(),
+            join_ms: Percentiles::of(totals.join_ms.lock().expect("lock").clone(), 1.0),
+            window_seconds: window_s,
+            packets_sent: totals.sent.load(Ordering::Relaxed),
+            packets_received: totals.received.load(Ordering::Relaxed),
+            out_packets_per_second: in_window / window_s,
+            loss_percent: if expected == 0 {
+                0.0
+            } else {
+                lost as f64 * 100.0 / expected as f64
+            },
+            srtp_auth_failures: totals.auth_failures.load(Ordering::Relaxed),
+            latency_ms: Percentiles::of(totals.latency_us.lock().expect("lock").clone(), 1e-3),
+            sfu_cpu_seconds,
+            out_packets_per_sfu_cpu_second: sfu_cpu_seconds
+                .filter(|c| *c > 0.0)
+                .map(|c| in_window / c),
+            sfu_rss_mib: config.sfu_pid.and_then(rss_mib),
+            sfu_reported_out_pps: reported_out,
+            generator_cpu_seconds: generator_window_cpu,
+            generator_total_cpu_seconds: generator_cpu,
+        }
+    }
+
+    /// A few lines for a terminal.
+    pub fn summary(&self) -> String {
+        let per_cpu = self
+            .out_packets_per_sfu_cpu_second
+            .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"));
+        format!(
+            "{:?}: joined {} (failed {}), out {:.0} pkt/s, loss {:.2} %, latency p50 {:.2} ms p99 {:.2} ms, \
+             join p50 {:.0} ms p99 {:.0} ms, SFU CPU {:?} s → {per_cpu} out-pkt per CPU-s, generator CPU {:?} s",
+            self.config.scenario,
+            self.joined,
+            self.failed,
+            self.out_packets_per_second,
+            self.loss_percent,
+            self.latency_ms.p50,
+            self.latency_ms.p99,
+            self.join_ms.p50,
+            self.join_ms.p99,
+            self.sfu_cpu_seconds.map(|c| (c * 100.0).round() / 100.0),
+            self.generator_cpu_seconds
+                .map(|c| (c * 100.0).round() / 100.0),
+        )
+    }
+}
+
+/// utime + stime of a process (ours when `pid` is `None`), in seconds.
+pub(crate) fn process_cpu_seconds(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_owned(),
+        |p| format!("/proc/{p}/stat"),
+    );
+    let stat = std::fs::read_to_string(path).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks as f64 / hz)
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The SFU nodes' load as the signaling server reports it (first node with a report).
+pub(crate) async fn sfu_load(
+    rest: &mooyaho_server_sdk::Mooyaho,
+) -> Option<mooyaho_server_sdk::SfuLoad> {
+    let nodes = rest.list_sfu_servers().await.ok()?;
+    let mut loads = nodes.into_iter().filter_map(|n| n.load);
+    let first = loads.next()?;
+    Some(loads.fold(first, |mut a, b| {
+        a.packets_out_per_sec += b.packets_out_per_sec;
+        a.cpu_percent += b.cpu_percent;
+        a
+    }))
+}

@@ -1,0 +1,80 @@
+//! `mooyaho loadgen`: drives a running deployment with simulated participants and reports.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use mooyaho_loadgen::{LoadConfig, Scenario};
+
+/// Options of `mooyaho loadgen`.
+#[derive(Debug, Args)]
+pub(crate) struct LoadgenOptions {
+    /// Signaling base URL.
+    #[arg(long, env = "MOOYAHO_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// REST API key of that deployment.
+    #[arg(long, env = "MOOYAHO_API_KEY", hide_env_values = true)]
+    api_key: String,
+    /// audio | meeting | livestream | fanout.
+    #[arg(long, default_value = "fanout")]
+    scenario: Scenario,
+    /// Publishers (`meeting`: participants); default per scenario.
+    #[arg(long)]
+    publishers: Option<usize>,
+    /// Subscribers; default per scenario.
+    #[arg(long)]
+    subscribers: Option<usize>,
+    /// Measurement window, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Joins per second.
+    #[arg(long)]
+    join_rate: Option<f64>,
+    /// Packets per second per publisher; default per scenario.
+    #[arg(long)]
+    pps: Option<u32>,
+    /// RTP packet size, bytes; default per scenario.
+    #[arg(long)]
+    size: Option<usize>,
+    /// PID of the SFU process, to measure its CPU and memory from /proc.
+    #[arg(long)]
+    sfu_pid: Option<u32>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
+    let mut config = LoadConfig::new(options.url, options.api_key, options.scenario);
+    if let Some(n) = options.publishers {
+        config.publishers = n;
+    }
+    if let Some(n) = options.subscribers {
+        config.subscribers = n;
+    }
+    if let Some(rate) = options.join_rate {
+        config.join_rate = rate;
+    }
+    if let Some(pps) = options.pps {
+        config.pps = pps;
+    }
+    if let Some(size) = options.size {
+        config.size = size.clamp(32, 1400);
+    }
+    config.duration = Duration::from_secs_f64(options.duration.max(0.5));
+    config.sfu_pid = options.sfu_pid;
+    let report = mooyaho_loadgen::run(config, !options.quiet).await?;
+    println!("{}", report.summary());
+    let json = serde_json::to_string_pretty(&report)?;
+    match &options.report {
+        Some(path) => {
+            std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => println!("{json}"),
+    }
+    Ok(())
+}

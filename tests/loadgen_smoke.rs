@@ -1,0 +1,153 @@
+//! `mooyaho loadgen` against `mooyaho dev` (embedded SFU node): every scenario briefly, asserting
+//! that packets flow end to end through real ICE/DTLS/SRTP and that the report is complete. Never
+//! a speed threshold: performance numbers live in BENCHMARKS.md.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::Server;
+
+fn dev() -> (Server, tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::spawn(
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--data-dir",
+            "data",
+        ],
+        Some(dir.path()),
+        "",
+    );
+    let key = server
+        .stdout_lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("API key:"))
+        .expect("dev prints its key")
+        .trim()
+        .to_owned();
+    (server, dir, key)
+}
+
+fn loadgen(server: &Server, key: &str, dir: &std::path::Path, args: &[&str]) -> Value {
+    let report = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args([
+            "loadgen",
+            "--quiet",
+            "--url",
+            &server.url(""),
+            "--api-key",
+            key,
+        ])
+        .args(["--sfu-pid", &server.pid().to_string(), "--duration", "1.5"])
+        .arg("--report")
+        .arg(&report)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run loadgen");
+    assert!(
+        output.status.success(),
+        "loadgen failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
+}
+
+fn assert_flowed(report: &Value, participants: u64) {
+    assert_eq!(report["joined"], participants, "{report:#}");
+    assert_eq!(report["failed"], 0, "{report:#}");
+    assert!(report["packetsSent"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(
+        report["packetsReceived"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    assert!(
+        report["outPacketsPerSecond"].as_f64().unwrap() > 0.0,
+        "{report:#}"
+    );
+    assert!(report["lossPercent"].as_f64().is_some(), "{report:#}");
+    assert!(
+        report["latencyMs"]["samples"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    assert!(
+        report["latencyMs"]["p99"].as_f64().unwrap()
+            >= report["latencyMs"]["p50"].as_f64().unwrap()
+    );
+    assert_eq!(report["srtpAuthFailures"], 0, "{report:#}");
+    // The SFU's CPU came from /proc (--sfu-pid), and the generator measured its own.
+    assert!(report["sfuCpuSeconds"].as_f64().is_some(), "{report:#}");
+    assert!(
+        report["generatorCpuSeconds"].as_f64().is_some(),
+        "{report:#}"
+    );
+    assert!(report["sfuRssMib"].as_f64().unwrap() > 1.0, "{report:#}");
+}
+
+#[test]
+fn every_scenario_moves_media_through_the_sfu_and_reports() {
+    let (server, dir, key) = dev();
+    let fanout = loadgen(
+        &server,
+        &key,
+        dir.path(),
+        &["--scenario", "fanout", "--subscribers", "4", "--pps", "200"],
+    );
+    assert_flowed(&fanout, 5);
+    assert_eq!(fanout["config"]["scenario"], "fanout");
+
+    let audio = loadgen(
+        &server,
+        &key,
+        dir.path(),
+        &[
+            "--scenario",
+            "audio",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "3",
+        ],
+    );
+    assert_flowed(&audio, 5);
+
+    let livestream = loadgen(
+        &server,
+        &key,
+        dir.path(),
+        &["--scenario", "livestream", "--subscribers", "3"],
+    );
+    assert_flowed(&livestream, 4);
+
+    let meeting = loadgen(
+        &server,
+        &key,
+        dir.path(),
+        &["--scenario", "meeting", "--publishers", "3", "--pps", "50"],
+    );
+    assert_flowed(&meeting, 3);
+
+    // The channels the generator created are deleted: the node ends with no rooms.
+    let mut rest = server.rest();
+    rest.key = key.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut rooms = None;
+    while std::time::Instant::now() < deadline {
+        let nodes = rt.block_on(rest.call("GET", "/sfu-servers", None)).1;
+        rooms = nodes[0]["load"]["rooms"].as_u64();
+        if rooms == Some(0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(rooms, Some(0));
+}
