@@ -33,7 +33,7 @@ if ! .venv/bin/python -c 'import aiortc' >/dev/null 2>&1; then
 fi
 
 echo "== cargo test"
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 
 # Schema fuzzing of the REST API (issue 7): schemathesis (pinned) against a real `mooyaho server`,
 # with and without the API key; zero failures allowed.
