@@ -48,7 +48,8 @@ scripts/schemathesis.sh
 
 if [ -f fuzz/Cargo.toml ]; then
   echo "== fuzz targets compile"
-  RUSTC_BOOTSTRAP=1 cargo check --manifest-path fuzz/Cargo.toml --quiet
+  # Shares the workspace target dir: the fuzz crate only adds libfuzzer-sys on top.
+  RUSTC_BOOTSTRAP=1 cargo check --manifest-path fuzz/Cargo.toml --target-dir target --quiet
 fi
 
 echo "== JS SDK (sdk/js): install, build, freshness of the committed bundle, browser tests"

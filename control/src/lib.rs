@@ -303,6 +303,14 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_body_round_trips_what_decodes() {
+        fuzz_frame(&encode(&Request::CreateRoom));
+        fuzz_frame(&encode(&Event::Load(Load::default())));
+        fuzz_frame(&[0, 0, 0, 3, 1, b'{', b'}']);
+        fuzz_frame(b"garbage");
+    }
+
+    #[test]
     fn bad_frames_are_errors() {
         assert_eq!(decode_frame::<Request>(&[]), Err(FrameError::Truncated));
         assert_eq!(
@@ -324,5 +332,25 @@ mod tests {
         for n in 0..frame.len() {
             let _ = decode_frame::<Request>(&frame[..n]);
         }
+    }
+}
+
+/// Fuzz body: any bytes decode to a message or a typed error, and every decoded message
+/// re-encodes to a frame that decodes to the same message.
+pub fn fuzz_frame(data: &[u8]) {
+    if let Ok(request) = decode_frame::<Request>(data) {
+        assert_eq!(
+            decode_frame::<Request>(&encode(&request)).ok(),
+            Some(request)
+        );
+    }
+    if let Ok(response) = decode_frame::<Response>(data) {
+        assert_eq!(
+            decode_frame::<Response>(&encode(&response)).ok(),
+            Some(response)
+        );
+    }
+    if let Ok(event) = decode_frame::<Event>(data) {
+        assert_eq!(decode_frame::<Event>(&encode(&event)).ok(), Some(event));
     }
 }

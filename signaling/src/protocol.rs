@@ -494,6 +494,20 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_body_handles_valid_and_hostile_text() {
+        for text in [
+            r#"{"type":"enter","channel":"c","requestId":"r"}"#,
+            r#"{"type":"call","to":5}"#,
+            r#"{"requestId":{"deep":[1,2]},"type":"x"}"#,
+            "\u{0}\u{ffff}",
+            "[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]",
+        ] {
+            fuzz_client_frame(text.as_bytes());
+        }
+        fuzz_client_frame(&[0xff, 0xfe]);
+    }
+
+    #[test]
     fn replies_echo_request_id() {
         let text = ServerMessage::GetIdSuccess {
             id: SessionId::from("s"),
@@ -512,5 +526,21 @@ mod tests {
             text,
             r#"{"type":"called","from":"a","sdp":"v=0","isSFU":false}"#
         );
+    }
+}
+
+/// Fuzz body: any text decodes to a message or to an error reply, and every reply encodes.
+pub fn fuzz_client_frame(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let frame = ClientFrame::decode(text);
+    if let Err(e) = &frame.message {
+        let reply = ServerMessage::Error {
+            code: e.code,
+            message: e.message.clone(),
+        };
+        let encoded = reply.encode(frame.request_id.as_ref());
+        assert!(serde_json::from_str::<Value>(&encoded).is_ok());
     }
 }

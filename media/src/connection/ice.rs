@@ -167,6 +167,14 @@ mod tests {
     }
 
     #[test]
+    fn fuzz_body_accepts_valid_and_garbage_input() {
+        fuzz_stun(&request("local:remote", "fuzz-password-0123456789", true));
+        fuzz_stun(&request("local:remote", "other", false));
+        fuzz_stun(&[0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42]);
+        fuzz_stun(&[]);
+    }
+
+    #[test]
     fn malformed_requests_are_typed_errors() {
         assert_eq!(
             BindingRequest::parse(&[0, 1, 0]).unwrap_err(),
@@ -187,5 +195,22 @@ mod tests {
         for n in 0..raw.len() {
             let _ = BindingRequest::parse(&raw[..n]);
         }
+    }
+}
+
+/// Fuzz body: any datagram through STUN parsing and authentication never panics, and whatever
+/// authenticates with the fixed password yields a response that parses as a binding success.
+pub fn fuzz_stun(data: &[u8]) {
+    let Ok(mut request) = BindingRequest::parse(data) else {
+        return;
+    };
+    if request.authenticate("fuzz-password-0123456789").is_ok() {
+        let from = SocketAddr::from(([127, 0, 0, 1], 9));
+        let response = request.success(from, "fuzz-password-0123456789");
+        let mut parsed = Message::new();
+        parsed
+            .unmarshal_binary(&response)
+            .expect("our own response parses");
+        assert_eq!(parsed.typ, BINDING_SUCCESS);
     }
 }
