@@ -75,6 +75,9 @@ struct Options {
     /// Secret shared with the SFU nodes (`server`; `dev` generates one for its own node).
     #[arg(long, env = "MOOYAHO_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
+    /// Open WebSocket connections allowed from one IP address (default 64; 0 = no limit).
+    #[arg(long, env = "MOOYAHO_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
     /// Worker threads of `dev`'s embedded SFU node (default: one per core).
     #[arg(long, env = "MOOYAHO_WORKERS")]
     workers: Option<usize>,
@@ -94,6 +97,7 @@ struct FileOptions {
     resume_grace_ms: Option<u64>,
     presence_ttl_ms: Option<u64>,
     cluster_secret: Option<String>,
+    max_connections_per_ip: Option<usize>,
 }
 
 /// Shortest presence TTL (its refresh runs every third of it).
@@ -159,6 +163,12 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     config.resume_grace = config.resume_grace.min(config.presence_ttl / 2);
 
     config.cluster_secret = options.cluster_secret.or(file.cluster_secret);
+    if let Some(max) = options
+        .max_connections_per_ip
+        .or(file.max_connections_per_ip)
+    {
+        config.max_connections_per_ip = max;
+    }
     // `dev` runs its own SFU node, reached over loopback QUIC like any other node.
     let embedded_node = if dev {
         let secret = config.cluster_secret.get_or_insert_with(random_hex).clone();
@@ -215,7 +225,9 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
             running.node.addresses()
         );
     }
-    axum::serve(listener, mooyaho_signaling::app(state))
+    // Peer addresses reach the handlers (the WebSocket per-IP connection limit).
+    let app = mooyaho_signaling::app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())

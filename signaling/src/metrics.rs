@@ -20,6 +20,8 @@ pub struct Metrics {
     pub ws_messages: Family<Labels, Counter>,
     /// Error replies sent, by code.
     pub ws_errors: Family<Labels, Counter>,
+    /// WebSocket upgrades refused, by reason.
+    pub ws_refused: Family<Labels, Counter>,
     /// Connections closed because they stopped answering pings.
     pub ws_reaped: Counter,
     /// Connections closed because they could not keep up with their messages.
@@ -49,6 +51,7 @@ impl Metrics {
             ws_connections_total: Counter::default(),
             ws_messages: Family::default(),
             ws_errors: Family::default(),
+            ws_refused: Family::default(),
             ws_reaped: Counter::default(),
             ws_slow_consumers: Counter::default(),
             sessions_ended: Counter::default(),
@@ -76,6 +79,11 @@ impl Metrics {
             "ws_errors",
             "Error replies sent by code",
             metrics.ws_errors.clone(),
+        );
+        registry.register(
+            "ws_connections_refused",
+            "WebSocket upgrades refused by reason",
+            metrics.ws_refused.clone(),
         );
         registry.register(
             "ws_reaped",
@@ -131,6 +139,13 @@ impl Metrics {
     pub fn error(&self, code: &str) {
         self.ws_errors
             .get_or_create(&vec![("code", code.to_owned())])
+            .inc();
+    }
+
+    /// Counts one refused WebSocket upgrade.
+    pub fn ws_refused(&self, reason: &str) {
+        self.ws_refused
+            .get_or_create(&vec![("reason", reason.to_owned())])
             .inc();
     }
 

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::api::ws::PerIpConnections;
 use crate::bus::{InProcessBus, RedisBus};
 use crate::domain::ports::{Store, StoreError};
 use crate::domain::{Signaling, SignalingConfig};
@@ -15,9 +16,19 @@ use crate::store::{EmbeddedStore, RedisStore};
 pub struct AppState {
     /// The domain service.
     pub signaling: Arc<Signaling>,
+    /// Open WebSocket connections per client IP address.
+    pub ws_per_ip: Arc<PerIpConnections>,
 }
 
 impl AppState {
+    /// State around an already composed domain service.
+    pub fn new(signaling: Arc<Signaling>) -> Self {
+        Self {
+            signaling,
+            ws_per_ip: Arc::default(),
+        }
+    }
+
     /// Single instance: embedded store (persisted under `data_dir` when given) and in-process bus.
     pub fn embedded(config: SignalingConfig, data_dir: Option<&Path>) -> Result<Self, StoreError> {
         let store = match data_dir {
@@ -33,7 +44,7 @@ impl AppState {
             Arc::new(Metrics::new()),
         );
         attach_fleet(&signaling, store, secret)?;
-        Ok(Self { signaling })
+        Ok(Self::new(signaling))
     }
 
     /// One of many instances sharing state and fan-out through Redis at `url`.
@@ -51,7 +62,7 @@ impl AppState {
             Arc::new(Metrics::new()),
         );
         attach_fleet(&signaling, store, secret)?;
-        Ok(Self { signaling })
+        Ok(Self::new(signaling))
     }
 }
 

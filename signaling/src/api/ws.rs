@@ -1,16 +1,20 @@
 //! `GET /websocket`: upgrades, then pumps frames between the socket and the domain. Every bad
 //! frame gets an `error` reply and the socket stays open; only a dead or kicked socket closes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{Extensions, StatusCode};
+use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::error::ApiError;
 use crate::domain::hub::Outgoing;
 use crate::domain::{ConnectOptions, Signaling};
 use crate::protocol::{ClientFrame, ErrorCode, ServerMessage, SignalError};
@@ -30,12 +34,86 @@ const OUTBOX_DEPTH: usize = 1024;
 /// Hard cap on a frame; between the configured limit and this, frames get an error reply.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 
-/// Accepts the upgrade.
+/// Open WebSocket connections per client IP address, for `max_connections_per_ip`.
+#[derive(Debug, Default)]
+pub struct PerIpConnections {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIpConnections {
+    /// A slot for one more connection from `ip`, or `None` when it already holds `limit`
+    /// (0 = no limit). The slot is given back when dropped.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if limit > 0 && *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            owner: Arc::clone(self),
+            ip,
+        })
+    }
+
+    /// Connections open from `ip`.
+    pub fn open(&self, ip: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(&ip.to_canonical()).copied().unwrap_or(0)
+    }
+}
+
+/// One connection's place in its IP address's count.
+#[derive(Debug)]
+pub struct IpSlot {
+    owner: Arc<PerIpConnections>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Accepts the upgrade, unless the client's IP address already holds its share of connections
+/// (429, JSON error body). Without connection info (the router served without
+/// `into_make_service_with_connect_info`), no per-IP limit applies.
 pub async fn upgrade(
     State(state): State<AppState>,
+    extensions: Extensions,
     query: Result<Query<ConnectQuery>, axum::extract::rejection::QueryRejection>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(e) => return ApiError::new(e.status(), e.body_text()).into_response(),
+    };
+    let slot = match extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(peer)) => {
+            let limit = state.signaling.config().max_connections_per_ip;
+            match state.ws_per_ip.acquire(peer.ip(), limit) {
+                Some(slot) => Some(slot),
+                None => {
+                    state.signaling.metrics().ws_refused("per_ip_limit");
+                    tracing::debug!(ip = %peer.ip(), "WebSocket refused: per-IP connection limit");
+                    return ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!("too many WebSocket connections from this address (limit {limit})"),
+                    )
+                    .into_response();
+                }
+            }
+        }
+        None => None,
+    };
     let options = ConnectOptions {
         allow_direct_call: query
             .ok()
@@ -45,9 +123,10 @@ pub async fn upgrade(
     upgrade
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
-        .on_upgrade(move |socket: WebSocket| {
+        .on_upgrade(move |socket: WebSocket| async move {
             let (sink, stream) = socket.split();
-            pump(state.signaling, options, sink, stream)
+            pump(state.signaling, options, sink, stream).await;
+            drop(slot);
         })
 }
 
@@ -243,6 +322,23 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn per_ip_slots_are_counted_and_given_back() {
+        let counts = Arc::new(PerIpConnections::default());
+        let v4: IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let a = counts.acquire(v4, 2).unwrap();
+        let b = counts.acquire(mapped, 2).unwrap();
+        assert!(counts.acquire(v4, 2).is_none(), "v4-mapped counts as v4");
+        assert!(counts.acquire("10.0.0.2".parse().unwrap(), 2).is_some());
+        assert!(counts.acquire(v4, 0).is_some(), "0 = no limit");
+        drop(a);
+        assert_eq!(counts.open(v4), 1);
+        drop(b);
+        assert_eq!(counts.open(v4), 0);
+        assert!(counts.open.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn rate_limiter_allows_burst_then_sustained_rate() {

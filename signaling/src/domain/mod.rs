@@ -57,6 +57,9 @@ pub struct SignalingConfig {
     pub cors_origins: Vec<String>,
     /// Secret shared with the SFU nodes; without it this instance uses no SFU.
     pub cluster_secret: Option<String>,
+    /// Open WebSocket connections allowed from one IP address (0 = no limit); the next upgrade
+    /// is refused with 429.
+    pub max_connections_per_ip: usize,
 }
 
 impl SignalingConfig {
@@ -74,6 +77,7 @@ impl SignalingConfig {
             max_body_bytes: 64 * 1024,
             cors_origins: Vec::new(),
             cluster_secret: None,
+            max_connections_per_ip: 64,
         }
     }
 }

@@ -1,0 +1,208 @@
+//! Security hardening of the signaling edge against the real binary (issue 7; `docs/security.md`):
+//! per-IP WebSocket connection limit, secrets kept out of logs, CORS only for configured origins.
+//! The REST body limit is in `rest_api.rs`, resume tokens and channel/call scoping in
+//! `websocket.rs`.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Rest, Server, SfuNode, Ws, eventually};
+use tokio_tungstenite::tungstenite;
+
+/// Connects a WebSocket and expects the upgrade to be refused: returns status and JSON body.
+async fn refused_upgrade(url: &str) -> (u16, Value) {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => panic!("the upgrade was accepted"),
+        Err(tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            (response.status().as_u16(), body)
+        }
+        Err(other) => panic!("unexpected failure: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn websocket_connections_are_limited_per_ip() {
+    let server = Server::start(&["--max-connections-per-ip", "3"]);
+    let rest = server.rest();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(Ws::connect(&server.ws_url()).await);
+    }
+    let (status, body) = refused_upgrade(&server.ws_url()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["statusCode"], 429);
+    assert_eq!(body["error"], "Too Many Requests");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+
+    // The open ones keep working.
+    let reply = open[0].request(json!({ "type": "ping" })).await;
+    assert_eq!(reply["type"], "pong", "{reply}");
+
+    let (_, metrics) = rest.call("GET", "/metrics", None).await;
+    let text = metrics.as_str().unwrap();
+    assert!(
+        text.contains(r#"mooyaho_ws_connections_refused_total{reason="per_ip_limit"} 1"#),
+        "{text}"
+    );
+
+    // A closed connection gives its slot back.
+    open.pop().unwrap().close().await;
+    let url = server.ws_url();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let url = url.clone();
+            async move { tokio_tungstenite::connect_async(&url).await.is_ok() }
+        })
+        .await,
+        "the slot of the closed connection was not given back"
+    );
+}
+
+#[tokio::test]
+async fn the_default_per_ip_limit_allows_ordinary_use() {
+    let server = Server::start(&[]);
+    let mut open = Vec::new();
+    for _ in 0..10 {
+        open.push(Ws::connect(&server.ws_url()).await);
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_never_logged() {
+    const KEY: &str = "api-key-SECRET-7f3a9c1e5b";
+    const CLUSTER: &str = "cluster-SECRET-4d8e2b6a0f";
+    const GUESS: &str = "guessed-key-SECRET-0c9d8e7f";
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args(["server", "--listen", "127.0.0.1:0", "--api-key", KEY])
+        .args(["--cluster-secret", CLUSTER])
+        .env("RUST_LOG", "trace")
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("spawn mooyaho");
+    let mut addr = None;
+    for _ in 0..100 {
+        let out = std::fs::read_to_string(&out_path).unwrap_or_default();
+        addr = BufReader::new(out.as_bytes()).lines().find_map(|l| {
+            l.ok()?
+                .strip_prefix("mooyaho listening on http://")
+                .map(str::to_owned)
+        });
+        if addr.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        panic!("mooyaho did not start");
+    };
+    let rest = Rest {
+        http: reqwest::Client::new(),
+        base: format!("http://{addr}"),
+        key: KEY.to_owned(),
+    };
+
+    // A wrong key, the right key, a node the fleet tries to reach with the cluster secret.
+    let (status, _) = rest.call_raw("GET", "/channels", None, Some(GUESS)).await;
+    assert_eq!(status, 401);
+    let (status, _) = rest
+        .call_raw("GET", "/channels", None, Some(&format!("{KEY}x")))
+        .await;
+    assert_eq!(status, 401);
+    let channel = rest.create_channel(false).await;
+    // A real node: the control link authenticates with the cluster secret.
+    let node = SfuNode::start(CLUSTER, None);
+    let (status, body) = rest
+        .call(
+            "POST",
+            "/sfu-servers",
+            Some(json!({ "address": node.control.to_string(), "fingerprint": node.fingerprint })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let node_path = format!("/sfu-servers/{}", body["id"]);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (rest, path) = (rest.clone(), node_path.clone());
+            async move { rest.call("GET", &path, None).await.1["health"] == "healthy" }
+        })
+        .await,
+        "the node never became healthy"
+    );
+    let mut ws = Ws::join(&format!("ws://{addr}/websocket"), &rest, &channel, "ada").await;
+    ws.send(json!({ "type": "message", "message": { "type": "text", "text": "hi" } }))
+        .await;
+    let _ = ws.request(json!({ "type": "ping" })).await;
+    let resumed = Ws::connect(&format!("ws://{addr}/websocket")).await;
+    drop(resumed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    // The log goes to stdout (tracing-subscriber's default), panics to stderr.
+    assert!(
+        out.contains("TRACE") && out.contains("DEBUG"),
+        "trace logging was not on: {out:.2000}"
+    );
+    for secret in [KEY, CLUSTER, GUESS] {
+        assert!(!out.contains(secret), "{secret} in stdout");
+        assert!(!err.contains(secret), "{secret} in stderr");
+    }
+}
+
+/// Sends a request with `Origin: origin` and returns its `access-control-allow-origin`.
+async fn allowed_origin(server: &Server, method: &str, origin: &str) -> Option<String> {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let response = reqwest::Client::new()
+        .request(method, server.url("/channels"))
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .bearer_auth(&server.api_key)
+        .send()
+        .await
+        .unwrap();
+    response
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn cors_is_off_unless_origins_are_configured() {
+    let server = Server::start(&[]);
+    for method in ["GET", "OPTIONS"] {
+        for origin in ["http://a.example", "http://b.example"] {
+            assert_eq!(allowed_origin(&server, method, origin).await, None);
+        }
+    }
+
+    let server = Server::start(&["--cors-origin", "http://a.example"]);
+    for method in ["GET", "OPTIONS"] {
+        assert_eq!(
+            allowed_origin(&server, method, "http://a.example")
+                .await
+                .as_deref(),
+            Some("http://a.example"),
+            "{method}"
+        );
+        for other in ["http://b.example", "null", "http://a.example.evil"] {
+            assert_eq!(
+                allowed_origin(&server, method, other).await,
+                None,
+                "{method} {other}"
+            );
+        }
+    }
+}
