@@ -75,7 +75,8 @@ struct Options {
     /// Secret shared with the SFU nodes (`server`; `dev` generates one for its own node).
     #[arg(long, env = "MOOYAHO_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
-    /// Open WebSocket connections allowed from one IP address (default 64; 0 = no limit).
+    /// Open WebSocket connections allowed from one IP address (0 = no limit; default 64 for
+    /// `server`, no limit for `dev`).
     #[arg(long, env = "MOOYAHO_MAX_CONNECTIONS_PER_IP")]
     max_connections_per_ip: Option<usize>,
     /// Worker threads of `dev`'s embedded SFU node (default: one per core).
@@ -163,12 +164,15 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     config.resume_grace = config.resume_grace.min(config.presence_ttl / 2);
 
     config.cluster_secret = options.cluster_secret.or(file.cluster_secret);
-    if let Some(max) = options
+    // `dev` is a loopback tool that load generators drive with many sockets from one address.
+    config.max_connections_per_ip = options
         .max_connections_per_ip
         .or(file.max_connections_per_ip)
-    {
-        config.max_connections_per_ip = max;
-    }
+        .unwrap_or(if dev {
+            0
+        } else {
+            config.max_connections_per_ip
+        });
     // `dev` runs its own SFU node, reached over loopback QUIC like any other node.
     let embedded_node = if dev {
         let secret = config.cluster_secret.get_or_insert_with(random_hex).clone();
