@@ -429,3 +429,68 @@ async fn bodies_accept_exactly_what_the_schema_publishes() {
     let links = &spec["paths"]["/sfu-servers"]["post"]["responses"]["200"]["links"];
     assert_eq!(links["get_sfu_server"]["operationId"], "get_sfu_server");
 }
+
+/// `/metrics` shows each SFU node's health and security drops as this instance sees them, and the
+/// WebSocket error counters by code.
+#[tokio::test]
+async fn metrics_show_sfu_nodes_and_websocket_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::spawn(
+        &["dev", "--listen", "127.0.0.1:0", "--workers", "1"],
+        Some(dir.path()),
+        "",
+    );
+    server.api_key = server
+        .stdout_lines
+        .iter()
+        .find_map(|line| line.split_once("API key:").map(|(_, key)| key.trim()))
+        .unwrap_or_else(|| panic!("no API key line in {:?}", server.stdout_lines))
+        .to_owned();
+    let rest = server.rest();
+
+    let healthy = support::eventually(std::time::Duration::from_secs(10), || {
+        let rest = rest.clone();
+        async move {
+            let (_, metrics) = rest.call("GET", "/metrics", None).await;
+            metrics
+                .as_str()
+                .is_some_and(|t| t.contains(r#"mooyaho_sfu_healthy{node="1"} 1"#))
+        }
+    })
+    .await;
+    let (status, metrics) = rest.call("GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap().to_owned();
+    assert!(healthy, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r#"mooyaho_sfu_security_drops{node="1"} "#)),
+        "{text}"
+    );
+
+    // A node that is registered but unreachable is there with health 0.
+    let (status, body) = rest
+        .call(
+            "POST",
+            "/sfu-servers",
+            Some(json!({ "address": "127.0.0.1:9", "fingerprint": "AB".repeat(32) })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, metrics) = rest.call("GET", "/metrics", None).await;
+    let text = metrics.as_str().unwrap();
+    let unreachable = format!("mooyaho_sfu_healthy{{node=\"{}\"}} 0", body["id"]);
+    assert!(text.contains(&unreachable), "{text}");
+
+    // WebSocket errors are counted by code.
+    let mut ws = Ws::connect(&server.ws_url()).await;
+    ws.send_text("{not json".into()).await;
+    ws.expect("error").await;
+    let (_, metrics) = rest.call("GET", "/metrics", None).await;
+    let text = metrics.as_str().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("mooyaho_ws_errors_total{code=") && !l.ends_with(" 0")),
+        "{text}"
+    );
+}

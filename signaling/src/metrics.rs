@@ -34,6 +34,23 @@ pub struct Metrics {
     pub http_responses: Family<Labels, Counter>,
     /// Envelopes sent to other instances over the bus.
     pub bus_published: Counter,
+    /// Per SFU node: packets its security layer dropped (failed STUN/DTLS/SRTP, media from a
+    /// 5-tuple that did not pass ICE), as last reported to this instance.
+    pub sfu_security_drops: Family<Labels, Gauge>,
+    /// Per SFU node: 1 when this instance sees it healthy (control link up, load reported
+    /// within 3 s), else 0.
+    pub sfu_healthy: Family<Labels, Gauge>,
+}
+
+/// One SFU node as `/metrics` shows it.
+#[derive(Clone, Copy, Debug)]
+pub struct SfuNodeSample {
+    /// Node id.
+    pub node: u64,
+    /// Healthy as this instance sees it.
+    pub healthy: bool,
+    /// Security drops from its last load report, if it reported.
+    pub security_drops: Option<u64>,
 }
 
 impl Default for Metrics {
@@ -58,6 +75,8 @@ impl Metrics {
             sessions_resumed: Counter::default(),
             http_responses: Family::default(),
             bus_published: Counter::default(),
+            sfu_security_drops: Family::default(),
+            sfu_healthy: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -115,6 +134,16 @@ impl Metrics {
             "Envelopes published to other instances",
             metrics.bus_published.clone(),
         );
+        registry.register(
+            "sfu_security_drops",
+            "Packets dropped by an SFU node's security layer, as last reported",
+            metrics.sfu_security_drops.clone(),
+        );
+        registry.register(
+            "sfu_healthy",
+            "1 when this instance sees the SFU node healthy",
+            metrics.sfu_healthy.clone(),
+        );
         Self {
             registry,
             ..metrics
@@ -147,6 +176,23 @@ impl Metrics {
         self.ws_refused
             .get_or_create(&vec![("reason", reason.to_owned())])
             .inc();
+    }
+
+    /// Replaces the per-node SFU gauges (nodes no longer registered disappear).
+    pub fn set_sfu_nodes(&self, nodes: &[SfuNodeSample]) {
+        self.sfu_healthy.clear();
+        self.sfu_security_drops.clear();
+        for sample in nodes {
+            let labels = vec![("node", sample.node.to_string())];
+            self.sfu_healthy
+                .get_or_create(&labels)
+                .set(i64::from(sample.healthy));
+            if let Some(drops) = sample.security_drops {
+                self.sfu_security_drops
+                    .get_or_create(&labels)
+                    .set(i64::try_from(drops).unwrap_or(i64::MAX));
+            }
+        }
     }
 
     /// Counts one REST response.

@@ -8,6 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::ErrorBody;
+use crate::metrics::SfuNodeSample;
 use crate::state::AppState;
 
 /// Health of this instance.
@@ -43,12 +44,30 @@ pub async fn health(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(("api_key" = [])),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, body = ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    let metrics = state.signaling.metrics();
+    // The per-node SFU gauges are refreshed from the fleet's live status at each scrape; when
+    // the store does not answer they keep their last values.
+    if let Ok(views) = state.signaling.sfu_servers().await {
+        let samples: Vec<SfuNodeSample> = views
+            .iter()
+            .map(|view| SfuNodeSample {
+                node: view.record.id.0,
+                healthy: view.status.as_ref().is_some_and(|s| s.healthy),
+                security_drops: view
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.load.as_ref())
+                    .map(|load| load.security_drops),
+            })
+            .collect();
+        metrics.set_sfu_nodes(&samples);
+    }
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.signaling.metrics().render(),
+        metrics.render(),
     )
         .into_response()
 }
