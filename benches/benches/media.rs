@@ -72,6 +72,21 @@ fn rtp_packet(size: usize) -> Vec<u8> {
     p
 }
 
+/// Protected packets of `size` bytes with consecutive sequence numbers.
+fn sender(profile: SrtpProfile, size: usize) -> impl FnMut() -> Vec<u8> {
+    let mut context = ours(profile);
+    let mut plain = rtp_packet(size);
+    let mut seq = 0u16;
+    move || {
+        seq = seq.wrapping_add(1);
+        set_seq(&mut plain, seq);
+        let mut buf = plain.clone();
+        buf.resize(size + profile.rtp_overhead(), 0);
+        context.protect_rtp(&mut buf, size).expect("protect");
+        buf
+    }
+}
+
 fn set_seq(packet: &mut [u8], seq: u16) {
     packet[2..4].copy_from_slice(&seq.to_be_bytes());
 }
@@ -116,19 +131,10 @@ fn srtp_unprotect(c: &mut Criterion<ThreadCpuTime>) {
     for (name, ours_profile, reference_profile) in PROFILES {
         for size in SIZES {
             let id = format!("{name}_{size}");
-            let mut plain = rtp_packet(size);
             // Each iteration gets a fresh packet (setup, not timed): replay protection is on in
-            // both implementations, as in the node.
-            let mut sender = ours(ours_profile);
-            let mut seq = 0u16;
-            let mut fresh = || {
-                seq = seq.wrapping_add(1);
-                set_seq(&mut plain, seq);
-                let mut buf = plain.clone();
-                buf.resize(size + ours_profile.rtp_overhead(), 0);
-                sender.protect_rtp(&mut buf, size).expect("protect");
-                buf
-            };
+            // both implementations, as in the node. One sender per receiver, both starting at
+            // ROC 0.
+            let mut fresh = sender(ours_profile, size);
             let mut context = ours(ours_profile);
             group.bench_function(BenchmarkId::new("ours", &id), |b| {
                 b.iter_batched(
@@ -142,6 +148,7 @@ fn srtp_unprotect(c: &mut Criterion<ThreadCpuTime>) {
                 )
             });
             let mut context = reference(reference_profile, true);
+            let mut fresh = sender(ours_profile, size);
             group.bench_function(BenchmarkId::new("rtc-srtp", &id), |b| {
                 b.iter_batched(
                     &mut fresh,

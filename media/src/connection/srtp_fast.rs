@@ -5,8 +5,10 @@
 //! per packet (allocate + copy), and DESIGN §4 allows no heap allocation per packet. Here every
 //! operation works on the caller's buffer: protect appends the tag after the plaintext, unprotect
 //! verifies and decrypts where the packet lies. The keyed cipher objects are built once per
-//! context. `rtc-srtp` stays the reference: `tests/srtp_interop.rs`-style tests in this module
-//! check byte-identical output in both directions.
+//! context. `rtc-srtp` stays the reference: the tests in `srtp_fast/tests.rs` check byte-identical
+//! output in both directions, and `benches/benches/media.rs` measures both (`BENCHMARKS.md`).
+//! One file for both profiles: they share all RTP/RTCP framing, index and replay logic and
+//! differ only in the two `Cipher` arms.
 //!
 //! Crypto: ring's AES-128-GCM (AES-NI + CLMUL) for GCM; RustCrypto `aes` + `ctr` for AES-CM and
 //! RustCrypto `hmac` + `sha1` for the HMAC-SHA1 tag. ring has no public AES-CTR, and its SHA-1 is
@@ -316,7 +318,8 @@ impl SrtpContext {
         }
         match &self.rtcp.cipher {
             Cipher::Cm { aes, mac } => {
-                // RFC 3711 §3.4: authentication is mandatory whatever the E flag says.
+                // RFC 3711 §3.4: authentication is mandatory whatever the E flag says
+                // (`rtc-srtp` 0.21 returns E = 0 packets without checking the tag).
                 let mut mac = mac.clone();
                 mac.update(&buf[..len + SRTCP_INDEX_LEN]);
                 mac.verify_truncated_left(&buf[len + SRTCP_INDEX_LEN..])
