@@ -206,3 +206,15 @@ async fn cors_is_off_unless_origins_are_configured() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_bad_websocket_upgrade_gets_the_json_error_body() {
+    let server = Server::start(&[]);
+    let response = reqwest::get(server.ws_url().replace("ws://", "http://"))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["statusCode"], 400, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
