@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Schema fuzzing of the REST API (issue 7): schemathesis against a real `mooyaho server`.
 #   1. with the API key, every check (`--checks all`): zero failures;
-#   2. without the key: zero 5xx, and every protected route answers 401 with the JSON error body.
+#   2. without the key, also `--checks all`: zero failures (so zero 5xx and every response, 401s
+#      included, as documented), then a sweep asserting every protected operation answers 401 with
+#      the JSON error body.
 # Needs target/debug/mooyaho (cargo build --bin mooyaho) and schemathesis (scripts/test.sh installs
 # scripts/requirements-test.txt into .venv). Env: SCHEMATHESIS (the CLI), ST_MAX_EXAMPLES, ST_SEED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-st=${SCHEMATHESIS:-.venv/bin/schemathesis}
+st=${SCHEMATHESIS:-$PWD/.venv/bin/schemathesis}
 bin=target/debug/mooyaho
 max_examples=${ST_MAX_EXAMPLES:-30}
 seed=${ST_SEED:-20261128}
@@ -36,7 +38,13 @@ for _ in $(seq 100); do
 done
 [ -n "$base" ] || { echo "mooyaho server did not start" >&2; exit 1; }
 
-curl -fsS -H "Authorization: Bearer $key" "$base/openapi.json" -o "$tmp/openapi.json"
+python3 - "$base/openapi.json" "$key" "$tmp/openapi.json" <<'PY'
+import sys, urllib.request
+url, key, out = sys.argv[1:]
+request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+with urllib.request.urlopen(request, timeout=10) as response, open(out, "wb") as f:
+    f.write(response.read())
+PY
 
 common=(--url "$base" --seed "$seed" --max-examples "$max_examples" --workers 1
   --request-timeout 10 --no-color --suppress-health-check all --generation-database none
@@ -44,14 +52,12 @@ common=(--url "$base" --seed "$seed" --max-examples "$max_examples" --workers 1
 
 status=0
 echo "== schemathesis with the API key (--checks all)"
-"$st" run "$tmp/openapi.json" "${common[@]}" --checks all \
-  -H "Authorization: Bearer $key" || status=1
+# Run from the temp dir: schemathesis keeps a `.schemathesis/` cache in its working directory.
+(cd "$tmp" && "$st" run openapi.json "${common[@]}" --checks all \
+  -H "Authorization: Bearer $key") || status=1
 
-echo "== schemathesis without the API key (no 5xx; 401 with the JSON error body)"
-# Auth-related checks are meaningless without a key; conformance of the 401 bodies is kept.
-"$st" run "$tmp/openapi.json" "${common[@]}" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --mode positive --phases examples,coverage,fuzzing || status=1
+echo "== schemathesis without the API key (--checks all: no 5xx; documented 401 bodies)"
+(cd "$tmp" && "$st" run openapi.json "${common[@]}" --checks all) || status=1
 
 # Every protected operation without a key: 401 and the JSON error body.
 python3 - "$tmp/openapi.json" "$base" <<'PY' || status=1
