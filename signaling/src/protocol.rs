@@ -440,6 +440,22 @@ impl ServerMessage {
     }
 }
 
+/// Fuzz body: any text decodes to a message or to an error reply, and every reply encodes.
+pub fn fuzz_client_frame(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let frame = ClientFrame::decode(text);
+    if let Err(e) = &frame.message {
+        let reply = ServerMessage::Error {
+            code: e.code,
+            message: e.message.clone(),
+        };
+        let encoded = reply.encode(frame.request_id.as_ref());
+        assert!(serde_json::from_str::<Value>(&encoded).is_ok());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,21 +542,5 @@ mod tests {
             text,
             r#"{"type":"called","from":"a","sdp":"v=0","isSFU":false}"#
         );
-    }
-}
-
-/// Fuzz body: any text decodes to a message or to an error reply, and every reply encodes.
-pub fn fuzz_client_frame(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let frame = ClientFrame::decode(text);
-    if let Err(e) = &frame.message {
-        let reply = ServerMessage::Error {
-            code: e.code,
-            message: e.message.clone(),
-        };
-        let encoded = reply.encode(frame.request_id.as_ref());
-        assert!(serde_json::from_str::<Value>(&encoded).is_ok());
     }
 }
