@@ -136,7 +136,10 @@ async fn dev_restart_keeps_channels_sfu_servers_and_the_generated_key() {
     };
     let nodes = nodes.as_array().unwrap();
     assert_eq!(nodes.len(), 2, "{nodes:?}");
-    let manual = nodes.iter().find(|n| n["id"] == node["id"]).expect("registered node kept");
+    let manual = nodes
+        .iter()
+        .find(|n| n["id"] == node["id"])
+        .expect("registered node kept");
     assert_eq!(stable(manual), stable(&node));
     let own = nodes.iter().find(|n| n["id"] != node["id"]).unwrap();
     assert_eq!(own["health"], "healthy", "dev's embedded node: {own}");
