@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 st=${SCHEMATHESIS:-$PWD/.venv/bin/schemathesis}
 bin=target/debug/mooyaho
+config=$PWD/scripts/schemathesis.toml
 max_examples=${ST_MAX_EXAMPLES:-30}
 seed=${ST_SEED:-20261128}
 key="schemathesis-key-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
@@ -53,11 +54,11 @@ common=(--url "$base" --seed "$seed" --max-examples "$max_examples" --workers 1
 status=0
 echo "== schemathesis with the API key (--checks all)"
 # Run from the temp dir: schemathesis keeps a `.schemathesis/` cache in its working directory.
-(cd "$tmp" && "$st" run openapi.json "${common[@]}" --checks all \
+(cd "$tmp" && "$st" --config-file "$config" run openapi.json "${common[@]}" --checks all \
   -H "Authorization: Bearer $key") || status=1
 
 echo "== schemathesis without the API key (--checks all: no 5xx; documented 401 bodies)"
-(cd "$tmp" && "$st" run openapi.json "${common[@]}" --checks all) || status=1
+(cd "$tmp" && "$st" --config-file "$config" run openapi.json "${common[@]}" --checks all) || status=1
 
 # Every protected operation without a key: 401 and the JSON error body.
 python3 - "$tmp/openapi.json" "$base" <<'PY' || status=1
