@@ -274,6 +274,26 @@ pub fn decode_frame<T: for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<T, Fra
     decode(rest)
 }
 
+/// Fuzz body: any bytes decode to a message or a typed error, and every decoded message
+/// re-encodes to a frame that decodes to the same message.
+pub fn fuzz_frame(data: &[u8]) {
+    if let Ok(request) = decode_frame::<Request>(data) {
+        assert_eq!(
+            decode_frame::<Request>(&encode(&request)).ok(),
+            Some(request)
+        );
+    }
+    if let Ok(response) = decode_frame::<Response>(data) {
+        assert_eq!(
+            decode_frame::<Response>(&encode(&response)).ok(),
+            Some(response)
+        );
+    }
+    if let Ok(event) = decode_frame::<Event>(data) {
+        assert_eq!(decode_frame::<Event>(&encode(&event)).ok(), Some(event));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,25 +352,5 @@ mod tests {
         for n in 0..frame.len() {
             let _ = decode_frame::<Request>(&frame[..n]);
         }
-    }
-}
-
-/// Fuzz body: any bytes decode to a message or a typed error, and every decoded message
-/// re-encodes to a frame that decodes to the same message.
-pub fn fuzz_frame(data: &[u8]) {
-    if let Ok(request) = decode_frame::<Request>(data) {
-        assert_eq!(
-            decode_frame::<Request>(&encode(&request)).ok(),
-            Some(request)
-        );
-    }
-    if let Ok(response) = decode_frame::<Response>(data) {
-        assert_eq!(
-            decode_frame::<Response>(&encode(&response)).ok(),
-            Some(response)
-        );
-    }
-    if let Ok(event) = decode_frame::<Event>(data) {
-        assert_eq!(decode_frame::<Event>(&encode(&event)).ok(), Some(event));
     }
 }

@@ -263,6 +263,24 @@ impl DtlsTransport {
     }
 }
 
+/// Fuzz body: arbitrary datagrams into a DTLS server (as a validated peer would send them) never
+/// panic and never complete a handshake without the client's private key.
+pub fn fuzz_dtls(data: &[u8]) {
+    use std::sync::OnceLock;
+    static IDENTITY: OnceLock<DtlsIdentity> = OnceLock::new();
+    let identity = IDENTITY.get_or_init(|| DtlsIdentity::generate().expect("certificate"));
+    let mut server = DtlsTransport::new(identity, &identity.fingerprint, DtlsRole::Server)
+        .expect("server config");
+    let now = Instant::now();
+    let from = SocketAddr::from(([127, 0, 0, 1], 5000));
+    // Several records per input: split on a marker byte so one input can be a whole flight.
+    for datagram in data.split(|b| *b == 0xff) {
+        let outcome = server.handle(now, from, datagram);
+        assert!(!matches!(outcome, Ok(DtlsOutcome::Connected(_))));
+        while server.poll_transmit().is_some() {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -540,23 +558,5 @@ mod path_tests {
             server_done && client_done,
             "handshake did not finish across the path change"
         );
-    }
-}
-
-/// Fuzz body: arbitrary datagrams into a DTLS server (as a validated peer would send them) never
-/// panic and never complete a handshake without the client's private key.
-pub fn fuzz_dtls(data: &[u8]) {
-    use std::sync::OnceLock;
-    static IDENTITY: OnceLock<DtlsIdentity> = OnceLock::new();
-    let identity = IDENTITY.get_or_init(|| DtlsIdentity::generate().expect("certificate"));
-    let mut server = DtlsTransport::new(identity, &identity.fingerprint, DtlsRole::Server)
-        .expect("server config");
-    let now = Instant::now();
-    let from = SocketAddr::from(([127, 0, 0, 1], 5000));
-    // Several records per input: split on a marker byte so one input can be a whole flight.
-    for datagram in data.split(|b| *b == 0xff) {
-        let outcome = server.handle(now, from, datagram);
-        assert!(!matches!(outcome, Ok(DtlsOutcome::Connected(_))));
-        while server.poll_transmit().is_some() {}
     }
 }

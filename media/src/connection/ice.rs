@@ -102,6 +102,23 @@ impl BindingRequest {
     }
 }
 
+/// Fuzz body: any datagram through STUN parsing and authentication never panics, and whatever
+/// authenticates with the fixed password yields a response that parses as a binding success.
+pub fn fuzz_stun(data: &[u8]) {
+    let Ok(mut request) = BindingRequest::parse(data) else {
+        return;
+    };
+    if request.authenticate("fuzz-password-0123456789").is_ok() {
+        let from = SocketAddr::from(([127, 0, 0, 1], 9));
+        let response = request.success(from, "fuzz-password-0123456789");
+        let mut parsed = Message::new();
+        parsed
+            .unmarshal_binary(&response)
+            .expect("our own response parses");
+        assert_eq!(parsed.typ, BINDING_SUCCESS);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use stun::message::Getter;
@@ -195,22 +212,5 @@ mod tests {
         for n in 0..raw.len() {
             let _ = BindingRequest::parse(&raw[..n]);
         }
-    }
-}
-
-/// Fuzz body: any datagram through STUN parsing and authentication never panics, and whatever
-/// authenticates with the fixed password yields a response that parses as a binding success.
-pub fn fuzz_stun(data: &[u8]) {
-    let Ok(mut request) = BindingRequest::parse(data) else {
-        return;
-    };
-    if request.authenticate("fuzz-password-0123456789").is_ok() {
-        let from = SocketAddr::from(([127, 0, 0, 1], 9));
-        let response = request.success(from, "fuzz-password-0123456789");
-        let mut parsed = Message::new();
-        parsed
-            .unmarshal_binary(&response)
-            .expect("our own response parses");
-        assert_eq!(parsed.typ, BINDING_SUCCESS);
     }
 }
