@@ -221,6 +221,12 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     println!("  WebSocket: ws://{local}/websocket");
     if dev {
         println!("  API key:   {}", config.api_key);
+        let anonymous = if config.allow_anonymous {
+            ""
+        } else {
+            "   (browsers join it when started with --allow-anonymous)"
+        };
+        println!("  Demo:      http://{local}/?channel=<id>{anonymous}");
     }
     if let Some((running, id)) = &dev_node {
         println!(
