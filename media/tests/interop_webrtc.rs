@@ -291,3 +291,50 @@ async fn a_room_spans_workers_once_its_home_fills() -> anyhow::Result<()> {
     assert_eq!((stats.rooms(), stats.transports()), (0, 0));
     Ok(())
 }
+
+/// Media (and DTLS) from an address that never passed an ICE check is dropped and counted, even
+/// while a room is live on that worker: nothing reaches the subscribers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datagrams_from_unvalidated_addresses_are_dropped_and_counted() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let (node, _events) = Node::start(&NodeConfig::loopback(1))?;
+    let sfu = node.addresses()[0];
+    let room = node.create_room().await?;
+    let publisher = Publisher::connect(&node, room, "publisher").await?;
+    let subscriber = Subscriber::connect(&node, room, "subscriber").await?;
+    publisher.wait_connected().await?;
+    subscriber.wait_connected().await?;
+
+    let rogue = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    for seq in 0..20u8 {
+        // RTP-shaped (first byte 0x80), then DTLS-shaped (22 = handshake record).
+        rogue
+            .send_to(&[0x80, 96, 0, seq, 0, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9], sfu)
+            .await?;
+        rogue
+            .send_to(&[22, 254, 253, 0, 0, 0, 0, 0, 0, 0, seq, 0, 1, 1], sfu)
+            .await?;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let counters = loop {
+        let counters = node.stats().await?.workers[0].counters;
+        if counters.media_unauthenticated >= 20 && counters.dtls_unauthenticated >= 20 {
+            break counters;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "not counted: {counters:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        counters.srtp_auth_failures, 0,
+        "never reached SRTP: {counters:?}"
+    );
+    let received = subscriber.received().await;
+    assert!(
+        received.audio.is_empty() && received.video.is_empty(),
+        "{received:?}"
+    );
+    Ok(())
+}
