@@ -231,6 +231,18 @@ pub enum FrameError {
     Invalid(String),
 }
 
+/// SHA-256 fingerprint of a DER certificate, as upper-case colon-separated hex (the SDP
+/// `a=fingerprint:sha-256` form). Both ends of the control plane pin node certificates by it,
+/// and the media plane compares DTLS certificates with it.
+pub fn fingerprint(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Encodes a message as one frame.
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     let body = serde_json::to_vec(message).expect("control messages always serialize");
@@ -297,6 +309,15 @@ pub fn fuzz_frame(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fingerprint_is_upper_case_colon_hex_sha256() {
+        // SHA-256("abc"), FIPS 180-2 appendix B.1.
+        assert_eq!(
+            fingerprint(b"abc"),
+            "BA:78:16:BF:8F:01:CF:EA:41:41:40:DE:5D:AE:22:23:B0:03:61:A3:96:17:7A:9C:B4:10:FF:61:F2:00:15:AD"
+        );
+    }
 
     #[test]
     fn frames_round_trip() {

@@ -61,7 +61,7 @@ impl ControlServer {
         let certified = rcgen::generate_simple_self_signed(vec!["mooyaho-sfu".to_owned()])
             .map_err(|e| ControlError(e.to_string()))?;
         let der = certified.cert.der().clone();
-        let fingerprint = fingerprint(der.as_ref());
+        let fingerprint = mooyaho_control::fingerprint(der.as_ref());
         let key =
             rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -119,16 +119,6 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         self.endpoint.close(0u32.into(), b"node stopping");
     }
-}
-
-/// SHA-256 of a DER certificate as upper-case colon-separated hex.
-pub fn fingerprint(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
 
 fn lock(clients: &Mutex<Clients>) -> std::sync::MutexGuard<'_, Clients> {

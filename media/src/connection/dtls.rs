@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use rtc_crypto::{HashAlgorithm, RTCCryptoProvider};
+use rtc_crypto::RTCCryptoProvider;
 use rtc_dtls::config::{ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig};
 use rtc_dtls::crypto::Certificate;
 use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
@@ -50,7 +50,7 @@ impl DtlsIdentity {
             .certificate
             .first()
             .expect("a generated certificate has one DER entry");
-        let fingerprint = fingerprint_of(provider.as_ref(), der.as_ref())?;
+        let fingerprint = mooyaho_control::fingerprint(der.as_ref());
         Ok(Self {
             certificate,
             provider,
@@ -62,19 +62,6 @@ impl DtlsIdentity {
     pub fn provider(&self) -> &Arc<dyn RTCCryptoProvider> {
         &self.provider
     }
-}
-
-/// SHA-256 of a DER certificate as upper-case colon-separated hex.
-pub fn fingerprint_of(provider: &dyn RTCCryptoProvider, der: &[u8]) -> Result<String, DtlsError> {
-    let hash = provider
-        .crypto()
-        .hash(HashAlgorithm::Sha256, der)
-        .map_err(|e| DtlsError(e.to_string()))?;
-    Ok(hash
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":"))
 }
 
 /// The endpoint's key for the transport's single association (see [`DtlsTransport::handle`]).
@@ -135,14 +122,12 @@ impl DtlsTransport {
     ) -> Result<Self, DtlsError> {
         let expected = remote_fingerprint.to_ascii_uppercase();
         let provider = identity.provider.clone();
-        let verify_provider = provider.clone();
         let verify = Arc::new(
             move |certs: &[Vec<u8>], _: &[rustls_pki_types::CertificateDer<'static>]| {
                 let Some(leaf) = certs.first() else {
                     return Err(rtc_shared::error::Error::ErrNoCertificates);
                 };
-                let actual = fingerprint_of(verify_provider.as_ref(), leaf)
-                    .map_err(|e| rtc_shared::error::Error::Other(e.0))?;
+                let actual = mooyaho_control::fingerprint(leaf);
                 if actual == expected {
                     Ok(())
                 } else {

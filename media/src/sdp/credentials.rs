@@ -23,8 +23,7 @@ pub fn random_ice_credentials() -> IceCredentials {
 impl Fingerprint {
     /// The `sha-256` fingerprint (RFC 8122 §5) of a DER-encoded certificate.
     pub fn of_der(der: &[u8]) -> Self {
-        let digest = ring::digest::digest(&ring::digest::SHA256, der);
-        Self(colon_hex(digest.as_ref()))
+        Self(mooyaho_control::fingerprint(der))
     }
 
     /// Parses the value of an `a=fingerprint:sha-256` attribute, normalising to upper case so
@@ -68,21 +67,8 @@ impl IceCredentials {
     }
 }
 
-fn colon_hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for (i, byte) in bytes.iter().enumerate() {
-        if i > 0 {
-            out.push(':');
-        }
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    out
-}
-
 /// `ice-char = ALPHA / DIGIT / "+" / "/"` (RFC 8839 §5.4).
 const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
 
 #[cfg(test)]
 mod tests {

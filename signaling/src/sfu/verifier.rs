@@ -24,16 +24,6 @@ impl PinnedFingerprint {
     }
 }
 
-/// SHA-256 of a DER certificate as upper-case colon-separated hex.
-pub(super) fn fingerprint(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 impl ServerCertVerifier for PinnedFingerprint {
     fn verify_server_cert(
         &self,
@@ -43,7 +33,7 @@ impl ServerCertVerifier for PinnedFingerprint {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        if fingerprint(end_entity.as_ref()) == self.fingerprint {
+        if mooyaho_control::fingerprint(end_entity.as_ref()) == self.fingerprint {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(Error::General(
