@@ -65,6 +65,8 @@ impl RecvBatch {
 pub struct SendBatch {
     /// Destination, offset in `arena` and length of each datagram.
     items: Vec<(SocketAddr, usize, usize)>,
+    /// GSO runs of the last flush (kept for its capacity).
+    runs: Vec<Run>,
     /// Datagram bytes; its length is a high-water mark, only `used` bytes are queued.
     arena: Vec<u8>,
     used: usize,
@@ -214,7 +216,8 @@ impl Socket {
     /// route lookup for the run. Datagrams the kernel refuses are dropped and counted in the
     /// return value's second field; the first is the number of datagrams sent.
     pub fn send_batch(&self, batch: &mut SendBatch) -> (usize, usize) {
-        let runs = gso_runs(&batch.items, self.gso.get());
+        let mut runs = std::mem::take(&mut batch.runs);
+        gso_runs(&batch.items, self.gso.get(), &mut runs);
         let (mut sent, mut dropped) = (0, 0);
         for chunk in runs.chunks(BATCH) {
             // SAFETY: all-zero is a valid bit pattern for these C structs.
@@ -276,6 +279,7 @@ impl Socket {
                 at += n as usize;
             }
         }
+        batch.runs = runs;
         batch.clear();
         (sent, dropped)
     }
@@ -428,8 +432,8 @@ struct Run {
 }
 
 /// Groups queued datagrams into GSO runs (or one run per datagram without GSO).
-fn gso_runs(items: &[(SocketAddr, usize, usize)], gso: bool) -> Vec<Run> {
-    let mut runs: Vec<Run> = Vec::with_capacity(items.len());
+fn gso_runs(items: &[(SocketAddr, usize, usize)], gso: bool, runs: &mut Vec<Run>) {
+    runs.clear();
     for &(to, offset, len) in items {
         if gso && let Some(run) = runs.last_mut() {
             // Same destination, contiguous, same size as the run's segments, and the run has
@@ -454,7 +458,6 @@ fn gso_runs(items: &[(SocketAddr, usize, usize)], gso: bool) -> Vec<Run> {
             segments: 1,
         });
     }
-    runs
 }
 
 /// Attaches a `UDP_SEGMENT` control message to `header`.
@@ -541,7 +544,8 @@ mod tests {
             (b, 320, 60),
             (b, 380, 100), // larger than the run's segment: new run
         ];
-        let runs = gso_runs(&items, true);
+        let mut runs = Vec::new();
+        gso_runs(&items, true, &mut runs);
         let shape: Vec<_> = runs
             .iter()
             .map(|r| (r.to, r.segments, r.segment, r.len))
@@ -555,7 +559,8 @@ mod tests {
                 (b, 1, 100, 100)
             ]
         );
-        assert_eq!(gso_runs(&items, false).len(), items.len());
+        gso_runs(&items, false, &mut runs);
+        assert_eq!(runs.len(), items.len());
     }
 
     #[test]
