@@ -24,6 +24,7 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p sfu-core --features arbitrary --all-targets -- -D warnings
 
 # aiortc (PyPI) peers for media/tests/interop_aiortc.rs, in the gitignored .venv.
 if ! .venv/bin/python -c 'import aiortc' >/dev/null 2>&1; then
@@ -46,10 +47,15 @@ echo "== schemathesis (REST API)"
 cargo build --bin mooyaho
 scripts/schemathesis.sh
 
-if [ -f fuzz/Cargo.toml ]; then
-  echo "== fuzz targets compile"
-  # Shares the workspace target dir: the fuzz crate only adds libfuzzer-sys on top.
-  RUSTC_BOOTSTRAP=1 cargo check --manifest-path fuzz/Cargo.toml --target-dir target --quiet
+echo "== fuzz: structured worker_ops inputs replay"
+cargo test -p sfu-core --features arbitrary --test fuzz_regressions --quiet
+
+# Every cargo-fuzz target for a short budget (MOOYAHO_FUZZ_SECONDS, default 30; 0 skips):
+# catches a regression the seeds do not. Hours-long runs are by hand (docs/fuzzing.md).
+fuzz_seconds="${MOOYAHO_FUZZ_SECONDS:-30}"
+if [ "$fuzz_seconds" != 0 ]; then
+  echo "== fuzz: every target for ${fuzz_seconds}s"
+  scripts/fuzz.sh -t "$fuzz_seconds"
 fi
 
 echo "== JS SDK (sdk/js): install, build, freshness of the committed bundle, browser tests"

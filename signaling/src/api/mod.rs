@@ -5,6 +5,7 @@ pub mod auth;
 pub mod channels;
 pub mod error;
 pub mod extract;
+pub mod fuzzing;
 pub mod health;
 pub mod sfu_servers;
 pub mod web;

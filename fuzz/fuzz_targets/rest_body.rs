@@ -1,0 +1,3 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mooyaho_signaling::api::fuzzing::fuzz_rest_body(data));

@@ -1,0 +1,5 @@
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    sfu_core::fuzzing::rtp_extensions(std::time::Instant::now(), data);
+});
