@@ -43,12 +43,42 @@ pub(crate) struct LoadgenOptions {
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Measure this machine's ceiling first (SRTP encrypt + batched UDP send per core, for the
+    /// scenario's packet size) and report the SFU as a fraction of it.
+    #[arg(long)]
+    ceiling: bool,
+    /// Write SVG charts: the run's packet rates and latency curve, or with `--chart-from`, the
+    /// sweep chart of those reports.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Do not run: read these JSON reports and draw out-packets per SFU CPU-second and latency
+    /// p99 against subscriber count into `--plot` (one line per target and scenario).
+    #[arg(long, num_args = 1.., requires = "plot")]
+    chart_from: Vec<PathBuf>,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
 }
 
 pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
+    if !options.chart_from.is_empty() {
+        let reports = options
+            .chart_from
+            .iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+            })
+            .collect::<anyhow::Result<Vec<serde_json::Value>>>()?;
+        let plot = options
+            .plot
+            .as_deref()
+            .context("--chart-from needs --plot")?;
+        mooyaho_loadgen::plot::sweep_chart(&reports, plot)?;
+        println!("wrote {}", plot.display());
+        return Ok(());
+    }
     let mut config = LoadConfig::new(options.url, options.api_key, options.scenario);
     if let Some(n) = options.publishers {
         config.publishers = n;
@@ -67,8 +97,13 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
     }
     config.duration = Duration::from_secs_f64(options.duration.max(0.5));
     config.sfu_pid = options.sfu_pid;
+    config.ceiling = options.ceiling;
     let report = mooyaho_loadgen::run(config, !options.quiet).await?;
     println!("{}", report.summary());
+    if let Some(plot) = &options.plot {
+        mooyaho_loadgen::plot::run_chart(&report, plot)?;
+        println!("wrote {}", plot.display());
+    }
     let json = serde_json::to_string_pretty(&report)?;
     match &options.report {
         Some(path) => {

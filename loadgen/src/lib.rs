@@ -9,7 +9,9 @@
 //! `livestream` (one ~1.5 Mbps video publisher with keyframe bursts × S viewers) and `fanout`
 //! (one publisher at a fixed packet rate and size × S viewers).
 
+pub mod ceiling;
 mod peer;
+pub mod plot;
 mod report;
 mod sdp;
 mod signal;
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use mooyaho_media::connection::dtls::DtlsIdentity;
 
-pub use report::Report;
+pub use report::{Report, Sample};
 
 /// What to simulate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -77,6 +79,8 @@ pub struct LoadConfig {
     pub size: usize,
     /// The SFU process to measure (CPU, RSS); otherwise its load reports are used.
     pub sfu_pid: Option<u32>,
+    /// Measure this machine's ceiling (SRTP + batched UDP per core) before the run.
+    pub ceiling: bool,
 }
 
 impl LoadConfig {
@@ -100,6 +104,7 @@ impl LoadConfig {
             pps,
             size,
             sfu_pid: None,
+            ceiling: false,
         }
     }
 }
@@ -146,6 +151,26 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
         Scenario::Meeting => (config.publishers, 0, true),
         _ => (config.publishers, config.subscribers, false),
     };
+    let ceiling = if config.ceiling {
+        let (size, receivers) = (config.size, config.subscribers.max(1));
+        let measured = tokio::task::spawn_blocking(move || {
+            ceiling::measure(size, receivers, Duration::from_millis(1500))
+        })
+        .await
+        .context("ceiling measurement")?
+        .context("ceiling measurement")?;
+        if progress {
+            eprintln!(
+                "ceiling: SRTP {:.0}/CPU-s, UDP {:.0}/CPU-s, both {:.0} out-pkt/CPU-s",
+                measured.srtp_packets_per_cpu_second,
+                measured.udp_packets_per_cpu_second,
+                measured.out_packets_per_cpu_second
+            );
+        }
+        Some(measured)
+    } else {
+        None
+    };
     let join_gap = Duration::from_secs_f64(1.0 / config.join_rate.max(0.1));
     let mut tasks = Vec::new();
     let generator_cpu_start = report::process_cpu_seconds(None);
@@ -191,11 +216,23 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     let window_start = Instant::now();
     totals.measuring.store(true, Ordering::Relaxed);
     let mut sfu_loads = Vec::new();
+    let mut timeline = Vec::new();
+    let (mut last_at, mut last_received) = (0.0, 0);
+    let mut last_sent = totals.sent.load(Ordering::Relaxed);
     while window_start.elapsed() < config.duration {
         tokio::time::sleep(Duration::from_secs(1).min(config.duration)).await;
         if let Some(load) = report::sfu_load(&rest).await {
             sfu_loads.push(load);
         }
+        let at = window_start.elapsed().as_secs_f64();
+        let received = totals.received_in_window.load(Ordering::Relaxed);
+        let sent = totals.sent.load(Ordering::Relaxed);
+        timeline.push(Sample {
+            seconds: at,
+            out_packets_per_second: (received - last_received) as f64 / (at - last_at),
+            sent_packets_per_second: (sent - last_sent) as f64 / (at - last_at),
+        });
+        (last_at, last_received, last_sent) = (at, received, sent);
         if progress {
             eprintln!(
                 "[{:>4.1}s] joined {}/{} failed {} sent {} received {}",
@@ -233,6 +270,8 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
         generator_window_cpu,
         generator_cpu,
         &sfu_loads,
+        timeline,
+        ceiling,
     ))
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{LoadConfig, Totals};
+use crate::ceiling::Ceiling;
 
 /// Everything one run measured.
 #[derive(Clone, Debug, Serialize)]
@@ -50,6 +51,27 @@ pub struct Report {
     pub generator_cpu_seconds: Option<f64>,
     /// Generator CPU seconds for the whole run.
     pub generator_total_cpu_seconds: Option<f64>,
+    /// This machine's ceiling for the scenario's packet size (`--ceiling`).
+    pub ceiling: Option<Ceiling>,
+    /// `outPacketsPerSfuCpuSecond` as a fraction of the ceiling's out-packets per CPU-second.
+    pub fraction_of_ceiling: Option<f64>,
+    /// Per-second rates in the measurement window.
+    pub timeline: Vec<Sample>,
+    /// Every latency sample's percentile curve: `(percent, milliseconds)` at 0, 1, …, 100 and
+    /// 99.9 (for the CDF chart).
+    pub latency_cdf_ms: Vec<(f64, f64)>,
+}
+
+/// One second of the measurement window.
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sample {
+    /// Seconds since the window opened.
+    pub seconds: f64,
+    /// Packets our subscribers received per second.
+    pub out_packets_per_second: f64,
+    /// Packets our publishers sent per second.
+    pub sent_packets_per_second: f64,
 }
 
 /// p50 and p99 of a sample.
@@ -90,7 +112,10 @@ impl Report {
         generator_window_cpu: Option<f64>,
         generator_cpu: Option<f64>,
         sfu_loads: &[mooyaho_server_sdk::SfuLoad],
+        timeline: Vec<Sample>,
+        ceiling: Option<Ceiling>,
     ) -> Self {
+        let latencies = totals.latency_us.lock().expect("lock").clone();
         let window_s = window.as_secs_f64().max(1e-3);
         let in_window = totals.received_in_window.load(Ordering::Relaxed) as f64;
         let reported_cpu = (!sfu_loads.is_empty()).then(|| {
@@ -100,6 +125,7 @@ impl Report {
                 * window_s
         });
         let sfu_cpu_seconds = sfu_cpu.or(reported_cpu);
+        let per_cpu = sfu_cpu_seconds.filter(|c| *c > 0.0).map(|c| in_window / c);
         let expected = totals.expected.load(Ordering::Relaxed);
         let lost = totals.lost.load(Ordering::Relaxed);
         let reported_out = (!sfu_loads.is_empty()).then(|| {
@@ -126,11 +152,15 @@ impl Report {
                 lost as f64 * 100.0 / expected as f64
             },
             srtp_auth_failures: totals.auth_failures.load(Ordering::Relaxed),
-            latency_ms: Percentiles::of(totals.latency_us.lock().expect("lock").clone(), 1e-3),
+            latency_cdf_ms: cdf(latencies.clone(), 1e-3),
+            latency_ms: Percentiles::of(latencies, 1e-3),
             sfu_cpu_seconds,
-            out_packets_per_sfu_cpu_second: sfu_cpu_seconds
-                .filter(|c| *c > 0.0)
-                .map(|c| in_window / c),
+            out_packets_per_sfu_cpu_second: per_cpu,
+            fraction_of_ceiling: per_cpu
+                .zip(ceiling.as_ref())
+                .map(|(ours, c)| ours / c.out_packets_per_cpu_second),
+            ceiling,
+            timeline,
             sfu_rss_mib: config.sfu_pid.and_then(rss_mib),
             sfu_reported_out_pps: reported_out,
             generator_cpu_seconds: generator_window_cpu,
@@ -158,8 +188,33 @@ impl Report {
             self.sfu_cpu_seconds.map(|c| (c * 100.0).round() / 100.0),
             self.generator_cpu_seconds
                 .map(|c| (c * 100.0).round() / 100.0),
-        )
+        ) + &self.ceiling.as_ref().map_or_else(String::new, |c| {
+            format!(
+                "\nceiling ({} B, {} receivers): SRTP {:.0}/CPU-s, UDP {:.0}/CPU-s, both {:.0} \
+                 out-pkt/CPU-s → SFU at {:.0} % of the ceiling",
+                c.packet_size,
+                c.receivers,
+                c.srtp_packets_per_cpu_second,
+                c.udp_packets_per_cpu_second,
+                c.out_packets_per_cpu_second,
+                self.fraction_of_ceiling.unwrap_or(0.0) * 100.0
+            )
+        })
     }
+}
+
+/// The percentile curve of `values` (scaled): every whole percent, plus 99.9.
+fn cdf(mut values: Vec<u32>, scale: f64) -> Vec<(f64, f64)> {
+    if values.is_empty() {
+        return Vec::new();
+    }
+    values.sort_unstable();
+    let at = |q: f64| f64::from(values[((values.len() - 1) as f64 * q).round() as usize]) * scale;
+    let mut curve: Vec<(f64, f64)> = (0..=100)
+        .map(|p| (f64::from(p), at(f64::from(p) / 100.0)))
+        .collect();
+    curve.insert(100, (99.9, at(0.999)));
+    curve
 }
 
 /// utime + stime of a process (ours when `pid` is `None`), in seconds.
