@@ -187,13 +187,16 @@ impl Default for ExtensionMap {
 }
 
 impl ExtensionMap {
-    /// A map with the given `(id, kind)` pairs; ids 0 and 15 (reserved in one-byte form) ignored.
+    /// A map with the given `(id, kind)` pairs; ids 0 and 15 (reserved in one-byte form) are
+    /// ignored, and so is a pair whose id or kind an earlier pair already took: one id names one
+    /// meaning (RFC 8285 §6), so a peer that offers an id twice cannot make us write one kind's
+    /// bytes under another's id.
     pub fn new(pairs: &[(u8, ExtensionKind)]) -> Self {
         let mut map = Self {
             by_kind: [0; KINDS],
         };
         for &(id, kind) in pairs {
-            if id == 0 || id == 15 {
+            if id == 0 || id == 15 || map.by_kind.contains(&id) || map.by_kind[kind.slot()] != 0 {
                 continue;
             }
             map.by_kind[kind.slot()] = id;
@@ -289,6 +292,20 @@ mod tests {
         let block = [0x10, 0xaa, 0x00, 0x00, 0x21, 1, 2, 0xf0, 0x30, 9];
         let got: Vec<_> = Extensions::new(ONE_BYTE_PROFILE, &block).collect();
         assert_eq!(got, vec![(1, &[0xaa][..]), (2, &[1, 2][..])]);
+    }
+
+    #[test]
+    fn an_id_names_one_kind_and_a_kind_has_one_id() {
+        let map = ExtensionMap::new(&[
+            (1, ExtensionKind::TransportCc),
+            (1, ExtensionKind::AbsSendTime),
+            (2, ExtensionKind::Mid),
+            (3, ExtensionKind::Mid),
+        ]);
+        assert_eq!(map.kind(1), Some(ExtensionKind::TransportCc));
+        assert_eq!(map.id(ExtensionKind::AbsSendTime), None);
+        assert_eq!(map.id(ExtensionKind::Mid), Some(2));
+        assert_eq!(map.kind(3), None);
     }
 
     #[test]
