@@ -5,7 +5,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use mooyaho_loadgen::{LoadConfig, Scenario};
+use mooyaho_loadgen::{LoadConfig, Scenario, Target};
+
+/// `--target`: the server under load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TargetKind {
+    /// A Mooyaho deployment (`--url`, `--api-key`).
+    Mooyaho,
+    /// A Janus VideoRoom over its HTTP API (`--janus-url`), for comparison.
+    Janus,
+}
 
 /// Options of `mooyaho loadgen`.
 #[derive(Debug, Args)]
@@ -13,9 +22,15 @@ pub(crate) struct LoadgenOptions {
     /// Signaling base URL.
     #[arg(long, env = "MOOYAHO_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// REST API key of that deployment.
+    /// REST API key of that deployment (the mooyaho target only).
     #[arg(long, env = "MOOYAHO_API_KEY", hide_env_values = true)]
-    api_key: String,
+    api_key: Option<String>,
+    /// The server under load: mooyaho, or janus (Janus VideoRoom, same scenario and measurement).
+    #[arg(long, value_enum, default_value = "mooyaho")]
+    target: TargetKind,
+    /// Janus HTTP API URL (with `--target janus`).
+    #[arg(long, default_value = "http://127.0.0.1:8088/janus")]
+    janus_url: String,
     /// audio | meeting | livestream | fanout.
     #[arg(long, default_value = "fanout")]
     scenario: Scenario,
@@ -79,7 +94,21 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
         println!("wrote {}", plot.display());
         return Ok(());
     }
-    let mut config = LoadConfig::new(options.url, options.api_key, options.scenario);
+    let mut config = match options.target {
+        TargetKind::Mooyaho => {
+            let key = options
+                .api_key
+                .context("--api-key (or MOOYAHO_API_KEY) is required with --target mooyaho")?;
+            LoadConfig::new(options.url, key, options.scenario)
+        }
+        TargetKind::Janus => {
+            let mut config = LoadConfig::new(options.janus_url.clone(), "", options.scenario);
+            config.target = Target::Janus {
+                url: options.janus_url,
+            };
+            config
+        }
+    };
     if let Some(n) = options.publishers {
         config.publishers = n;
     }
@@ -99,7 +128,7 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
     config.sfu_pid = options.sfu_pid;
     config.ceiling = options.ceiling;
     let report = mooyaho_loadgen::run(config, !options.quiet).await?;
-    println!("{}", report.summary());
+    println!("{} {}", report.config.target.name(), report.summary());
     if let Some(plot) = &options.plot {
         mooyaho_loadgen::plot::run_chart(&report, plot)?;
         println!("wrote {}", plot.display());

@@ -10,6 +10,7 @@
 //! (one publisher at a fixed packet rate and size × S viewers).
 
 pub mod ceiling;
+mod janus;
 mod peer;
 pub mod plot;
 mod report;
@@ -55,12 +56,44 @@ impl std::str::FromStr for Scenario {
     }
 }
 
+/// The server under load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A Mooyaho deployment: REST + WebSocket signaling, its SFU nodes.
+    Mooyaho,
+    /// A Janus server with the VideoRoom plugin, driven over its HTTP API at `url` (e.g.
+    /// `http://127.0.0.1:8088/janus`), for a side-by-side comparison on the same machine.
+    Janus {
+        /// The Janus API endpoint.
+        url: String,
+    },
+}
+
+impl Target {
+    /// `mooyaho` or `janus`, as the report and the charts name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Mooyaho => "mooyaho",
+            Self::Janus { .. } => "janus",
+        }
+    }
+}
+
+/// Reports carry the name; the endpoint is the config's `url`.
+impl serde::Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 /// A load run.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LoadConfig {
-    /// Signaling base URL, `http://host:port`.
+    /// What is measured: Mooyaho or Janus.
+    pub target: Target,
+    /// The endpoint: Mooyaho's signaling base URL (`http://host:port`), or Janus's API URL.
     pub url: String,
-    /// REST API key (to create the channel and integrate the simulated users).
+    /// REST API key (to create the channel and integrate the simulated users; Mooyaho only).
     #[serde(skip)]
     pub api_key: String,
     /// The scenario.
@@ -94,6 +127,7 @@ impl LoadConfig {
             Scenario::Fanout => (1, 50, 500, 1200),
         };
         Self {
+            target: Target::Mooyaho,
             url: url.into(),
             api_key: api_key.into(),
             scenario,
@@ -135,12 +169,7 @@ fn epoch() -> Instant {
 
 /// Runs the scenario and returns its report. `progress` prints a line per second.
 pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
-    let rest = mooyaho_server_sdk::Mooyaho::new(config.url.as_str(), config.api_key.as_str())?;
-    let channel = rest
-        .create_channel(true)
-        .await
-        .context("creating the SFU channel")?;
-    let ws_url = format!("{}/websocket", config.url.replacen("http", "ws", 1));
+    let backend = participant::Backend::open(&config).await?;
     let identity = Arc::new(DtlsIdentity::generate().map_err(|e| anyhow::anyhow!(e.0))?);
     let totals = Arc::new(Totals::default());
     let stop = Instant::now() + Duration::from_secs(3600);
@@ -178,7 +207,7 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     for i in 0..publishers + subscribers {
         let publish = i < publishers;
         let role = peer_role(publish, !publish || subscribe_too);
-        let (rest, ws_url, channel) = (rest.clone(), ws_url.clone(), channel.id.clone());
+        let backend = backend.clone();
         let (identity, totals, stop_at, config) = (
             identity.clone(),
             totals.clone(),
@@ -187,10 +216,9 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
         );
         tasks.push(tokio::spawn(async move {
             let name = format!("load-{i}");
-            let result = participant::run(
-                &config, &rest, &ws_url, &channel, &name, role, &identity, &totals, &stop_at,
-            )
-            .await;
+            let result =
+                participant::run(&config, &backend, &name, role, &identity, &totals, &stop_at)
+                    .await;
             if let Err(e) = result {
                 totals.failed.fetch_add(1, Ordering::Relaxed);
                 let mut errors = totals.errors.lock().expect("lock");
@@ -221,7 +249,9 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     let mut last_sent = totals.sent.load(Ordering::Relaxed);
     while window_start.elapsed() < config.duration {
         tokio::time::sleep(Duration::from_secs(1).min(config.duration)).await;
-        if let Some(load) = report::sfu_load(&rest).await {
+        if let Some(rest) = backend.rest()
+            && let Some(load) = report::sfu_load(rest).await
+        {
             sfu_loads.push(load);
         }
         let at = window_start.elapsed().as_secs_f64();
@@ -257,7 +287,7 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
-    let _ = rest.delete_channel(&channel.id).await;
+    backend.close().await;
     let generator_cpu = report::process_cpu_seconds(None)
         .zip(generator_cpu_start)
         .map(|(b, a)| b - a);
@@ -287,21 +317,137 @@ fn peer_role(publish: bool, subscribe: bool) -> Role {
 }
 
 mod participant {
+    use std::net::SocketAddr;
     use std::sync::atomic::Ordering;
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     use anyhow::Context;
+    use mooyaho_media::connection::PacketClass;
     use mooyaho_media::connection::dtls::DtlsIdentity;
     use serde_json::json;
+    use tokio::net::UdpSocket;
 
-    use super::peer::{self, LocalIce};
+    use super::janus::{self, Janus};
+    use super::peer::{self, ConnectOptions, LocalIce};
     use super::sdp::{self, Local};
     use super::signal::Signal;
-    use super::{LoadConfig, Role, Scenario, Totals, epoch};
+    use super::{LoadConfig, Role, Scenario, Target, Totals, epoch};
+
+    /// The server side of a run, set up once: a Mooyaho SFU channel, or a Janus VideoRoom.
+    #[derive(Clone)]
+    pub(super) enum Backend {
+        Mooyaho {
+            rest: mooyaho_server_sdk::Mooyaho,
+            ws_url: String,
+            channel: String,
+        },
+        Janus {
+            janus: Janus,
+            room: u64,
+        },
+    }
+
+    impl Backend {
+        /// Creates the channel (Mooyaho) or the room (Janus) everyone joins.
+        pub(super) async fn open(config: &LoadConfig) -> anyhow::Result<Self> {
+            match &config.target {
+                Target::Mooyaho => {
+                    anyhow::ensure!(
+                        !config.api_key.is_empty(),
+                        "the mooyaho target needs the deployment's REST API key"
+                    );
+                    let rest = mooyaho_server_sdk::Mooyaho::new(
+                        config.url.as_str(),
+                        config.api_key.as_str(),
+                    )?;
+                    let channel = rest
+                        .create_channel(true)
+                        .await
+                        .context("creating the SFU channel")?;
+                    let ws_url = format!("{}/websocket", config.url.replacen("http", "ws", 1));
+                    Ok(Self::Mooyaho {
+                        rest,
+                        ws_url,
+                        channel: channel.id,
+                    })
+                }
+                Target::Janus { url } => {
+                    let janus = Janus::new(url)?;
+                    janus
+                        .info()
+                        .await
+                        .with_context(|| format!("reaching Janus at {url}"))?;
+                    let session = janus.session().await?;
+                    let handle = session.attach().await?;
+                    let created = session
+                        .request(handle, janus::create_room_body(config.publishers))
+                        .await;
+                    // The room outlives this session; the session is only needed to create it.
+                    let _ = session.destroy().await;
+                    let room = janus::created_room(&created?)?;
+                    Ok(Self::Janus { janus, room })
+                }
+            }
+        }
+
+        /// The Mooyaho REST client (for the nodes' load reports).
+        pub(super) fn rest(&self) -> Option<&mooyaho_server_sdk::Mooyaho> {
+            match self {
+                Self::Mooyaho { rest, .. } => Some(rest),
+                Self::Janus { .. } => None,
+            }
+        }
+
+        /// Deletes the channel or destroys the room (best effort: the run's numbers are in).
+        pub(super) async fn close(&self) {
+            match self {
+                Self::Mooyaho { rest, channel, .. } => {
+                    let _ = rest.delete_channel(channel).await;
+                }
+                Self::Janus { janus, room } => {
+                    if let Ok(session) = janus.session().await {
+                        if let Ok(handle) = session.attach().await {
+                            let _ = session
+                                .request(handle, janus::destroy_room_body(*room))
+                                .await;
+                        }
+                        let _ = session.destroy().await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Joins, publishes and/or subscribes, then keeps the session alive until the run ends.
+    pub(super) async fn run(
+        config: &LoadConfig,
+        backend: &Backend,
+        name: &str,
+        role: Role,
+        identity: &DtlsIdentity,
+        totals: &Arc<Totals>,
+        stop_at: &Arc<Mutex<Instant>>,
+    ) -> anyhow::Result<()> {
+        match backend {
+            Backend::Mooyaho {
+                rest,
+                ws_url,
+                channel,
+            } => {
+                run_mooyaho(
+                    config, rest, ws_url, channel, name, role, identity, totals, stop_at,
+                )
+                .await
+            }
+            Backend::Janus { janus, room } => {
+                run_janus(config, janus, *room, name, role, identity, totals, stop_at).await
+            }
+        }
+    }
 
     #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
-    pub(super) async fn run(
+    async fn run_mooyaho(
         config: &LoadConfig,
         rest: &mooyaho_server_sdk::Mooyaho,
         ws_url: &str,
@@ -325,6 +471,7 @@ mod participant {
                     ufrag: &publish_ice.ufrag,
                     pwd: &publish_ice.pwd,
                     fingerprint: &identity.fingerprint,
+                    candidate: None,
                 },
                 audio,
                 ssrc,
@@ -350,6 +497,7 @@ mod participant {
                 ufrag: &subscribe_ice.ufrag,
                 pwd: &subscribe_ice.pwd,
                 fingerprint: &identity.fingerprint,
+                candidate: None,
             };
             let answer = sdp::subscribe_answer(&local, &offer);
             // Wait for the ack: the node must know our fingerprint before our ClientHello.
@@ -364,12 +512,7 @@ mod participant {
                 receive_media(connected, &totals, &stop_at).await
             }));
         }
-        totals
-            .join_ms
-            .lock()
-            .expect("lock")
-            .push(started.elapsed().as_millis() as u32);
-        totals.joined.fetch_add(1, Ordering::Relaxed);
+        joined(totals, started);
         // Keep answering re-offers (publishers joining later) until the run ends.
         let fingerprint = identity.fingerprint.clone();
         loop {
@@ -389,6 +532,7 @@ mod participant {
                         ufrag: &subscribe_ice.ufrag,
                         pwd: &subscribe_ice.pwd,
                         fingerprint: &fingerprint,
+                        candidate: None,
                     };
                     let answer = sdp::subscribe_answer(&local, &offer);
                     signal
@@ -407,6 +551,200 @@ mod participant {
         Ok(())
     }
 
+    fn joined(totals: &Totals, started: Instant) {
+        totals
+            .join_ms
+            .lock()
+            .expect("lock")
+            .push(started.elapsed().as_millis() as u32);
+        totals.joined.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The same participant against Janus's VideoRoom: a session per participant, a publisher
+    /// handle (our offer, Janus's answer, our candidate trickled) and a subscriber handle (Janus's
+    /// offer for every publisher's streams, our answer with our candidate). Janus does not push
+    /// re-offers as publishers arrive, so a subscriber waits until the run's publishers publish
+    /// and subscribes to all of them at once.
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+    async fn run_janus(
+        config: &LoadConfig,
+        janus: &Janus,
+        room: u64,
+        name: &str,
+        role: Role,
+        identity: &DtlsIdentity,
+        totals: &Arc<Totals>,
+        stop_at: &Arc<Mutex<Instant>>,
+    ) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let session = janus.session().await?;
+        let mut tasks = Vec::new();
+        let mut own_feed = None;
+        if role.publish {
+            let ice = LocalIce::random();
+            let handle = session.attach().await?;
+            let audio = config.scenario == Scenario::Audio;
+            let ssrc: u32 = rand::random();
+            // No candidate yet: ours is on the address family and interface of Janus's, which
+            // only its answer tells; it is trickled right after.
+            let offer = sdp::publish_offer(
+                &Local {
+                    ufrag: &ice.ufrag,
+                    pwd: &ice.pwd,
+                    fingerprint: &identity.fingerprint,
+                    candidate: None,
+                },
+                audio,
+                ssrc,
+            );
+            let joined = session
+                .message(
+                    handle,
+                    janus::publish_body(room, name),
+                    Some(janus::jsep("offer", &offer)),
+                )
+                .await
+                .context("publishing")?;
+            own_feed = Some(janus::joined_id(&joined.data)?);
+            let answer = joined.sdp.context("Janus joined without a JSEP answer")?;
+            let remote = sdp::parse_remote(&answer);
+            let socket = bind_toward(&remote).await?;
+            session.trickle(handle, socket.local_addr()?).await?;
+            let options = ConnectOptions::full_agent(true);
+            let connected = peer::connect_on(identity, &ice, &remote, socket, options)
+                .await
+                .context("publisher transport to Janus")?;
+            let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
+            tasks.push(tokio::spawn(async move {
+                send_media(connected, &config, audio, ssrc, &totals, &stop_at).await
+            }));
+        }
+        // Everyone else who publishes in this run (meeting: the other participants).
+        let expected = config.publishers - usize::from(own_feed.is_some());
+        if role.subscribe && expected > 0 {
+            let feeds = wait_for_publishers(&session, room, expected, own_feed).await?;
+            let ice = LocalIce::random();
+            let handle = session.attach().await?;
+            let attached = session
+                .message(handle, janus::subscribe_body(room, &feeds), None)
+                .await
+                .context("subscribing")?;
+            let offer = attached
+                .sdp
+                .context("Janus attached without a JSEP offer")?;
+            let remote = sdp::parse_remote(&offer);
+            let socket = bind_toward(&remote).await?;
+            let answer = sdp::subscribe_answer(
+                &Local {
+                    ufrag: &ice.ufrag,
+                    pwd: &ice.pwd,
+                    fingerprint: &identity.fingerprint,
+                    candidate: Some(socket.local_addr()?),
+                },
+                &offer,
+            );
+            session
+                .message(
+                    handle,
+                    janus::start_body(),
+                    Some(janus::jsep("answer", &answer)),
+                )
+                .await
+                .context("starting the subscription")?;
+            let options = ConnectOptions::full_agent(false);
+            let connected = peer::connect_on(identity, &ice, &remote, socket, options)
+                .await
+                .context("subscriber transport to Janus")?;
+            let (totals, stop_at) = (totals.clone(), stop_at.clone());
+            tasks.push(tokio::spawn(async move {
+                receive_media(connected, &totals, &stop_at).await
+            }));
+        }
+        joined(totals, started);
+        // Janus drops sessions without traffic for its session_timeout (60 s by default).
+        let mut next_keepalive = Instant::now() + Duration::from_secs(15);
+        loop {
+            let stop = *stop_at.lock().expect("lock");
+            let remaining = stop.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            tokio::time::sleep(remaining.min(Duration::from_millis(500))).await;
+            if Instant::now() >= next_keepalive {
+                session.keepalive().await?;
+                next_keepalive = Instant::now() + Duration::from_secs(15);
+            }
+        }
+        for task in tasks {
+            task.await??;
+        }
+        session.destroy().await?;
+        Ok(())
+    }
+
+    /// A UDP socket on the local address family and interface of the remote's candidate.
+    async fn bind_toward(remote: &sdp::Remote) -> anyhow::Result<Arc<UdpSocket>> {
+        let target = remote
+            .candidate
+            .context("Janus SDP has no usable candidate")?;
+        let socket = UdpSocket::bind(SocketAddr::new(target.ip(), 0))
+            .await
+            .with_context(|| format!("binding a UDP socket toward {target}"))?;
+        Ok(Arc::new(socket))
+    }
+
+    /// Polls the room until `expected` participants other than `own` publish (30 s at most, as
+    /// long as the run waits for joins).
+    async fn wait_for_publishers(
+        session: &janus::Session,
+        room: u64,
+        expected: usize,
+        own: Option<u64>,
+    ) -> anyhow::Result<Vec<u64>> {
+        let handle = session.attach().await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let list = session
+                .request(handle, janus::list_participants_body(room))
+                .await?;
+            let feeds: Vec<u64> = janus::publishing(&list)?
+                .into_iter()
+                .filter(|id| Some(*id) != own)
+                .collect();
+            if feeds.len() >= expected {
+                return Ok(feeds);
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {expected} publishers in the Janus room after 30 s",
+                feeds.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Answers the remote's connectivity checks waiting on a publisher's socket, which otherwise
+    /// only sends (Janus, a full ICE agent, checks for consent).
+    fn answer_pending_checks(
+        socket: &UdpSocket,
+        local: &LocalIce,
+        buf: &mut [u8],
+    ) -> anyhow::Result<()> {
+        loop {
+            match socket.try_recv_from(buf) {
+                Ok((n, from)) => {
+                    if PacketClass::of(&buf[..n]) == PacketClass::Stun
+                        && let Some(response) = peer::answer_check(&buf[..n], from, local)
+                    {
+                        let _ = socket.try_send_to(&response, from);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     async fn send_media(
         connected: peer::Connected,
         config: &LoadConfig,
@@ -420,7 +758,9 @@ mod participant {
             remote,
             mut srtp,
             check,
+            answer_checks,
         } = connected;
+        let (mut inbound, mut next_drain) = (vec![0u8; 2048], Instant::now());
         let interval = Duration::from_secs_f64(1.0 / f64::from(config.pps.max(1)));
         let keyframe_every = (config.pps as u64 * 2).max(1); // a keyframe every ~2 s
         let burst = if config.scenario == Scenario::Livestream {
@@ -462,6 +802,13 @@ mod participant {
             if Instant::now() >= next_consent {
                 socket.send_to(&check, remote).await?; // consent freshness (RFC 7675)
                 next_consent = Instant::now() + Duration::from_secs(2);
+            }
+            // Every 50 ms, not every packet: cheap, and well within a check's retransmit time.
+            if let Some(local) = &answer_checks
+                && Instant::now() >= next_drain
+            {
+                answer_pending_checks(&socket, local, &mut inbound)?;
+                next_drain = Instant::now() + Duration::from_millis(50);
             }
         }
     }
@@ -508,6 +855,7 @@ mod participant {
             remote,
             mut srtp,
             check,
+            answer_checks,
         } = connected;
         let mut buf = vec![0u8; 2048];
         let mut streams: std::collections::HashMap<u32, (u64, u64, u64)> = Default::default();
@@ -523,7 +871,7 @@ mod participant {
                 socket.send_to(&check, remote).await?;
                 next_consent = Instant::now() + Duration::from_secs(2);
             }
-            let Ok(Ok((n, _))) = tokio::time::timeout(
+            let Ok(Ok((n, from))) = tokio::time::timeout(
                 remaining.min(Duration::from_millis(200)),
                 socket.recv_from(&mut buf),
             )
@@ -531,6 +879,14 @@ mod participant {
             else {
                 continue;
             };
+            if let Some(local) = &answer_checks
+                && PacketClass::of(&buf[..n]) == PacketClass::Stun
+            {
+                if let Some(response) = peer::answer_check(&buf[..n], from, local) {
+                    socket.send_to(&response, from).await?;
+                }
+                continue;
+            }
             if !matches!(buf[0], 128..=191) || (192..=223).contains(&buf[1]) {
                 continue; // STUN responses, RTCP
             }

@@ -1,6 +1,11 @@
-//! One simulated PeerConnection: a UDP socket, ICE (controlling, toward the ICE-lite SFU), a DTLS
-//! client and SRTP — built from the same pieces as the SFU, so the load is real crypto and real
-//! syscalls, without a full WebRTC stack per participant.
+//! One simulated PeerConnection: a UDP socket, ICE, DTLS and SRTP — built from the same pieces as
+//! the SFU, so the load is real crypto and real syscalls, without a full WebRTC stack per
+//! participant.
+//!
+//! Toward Mooyaho's ICE-lite node we are the controlling agent and the DTLS client. Toward Janus
+//! (a full ICE agent, libnice) we also answer its connectivity checks, take the ICE role our side
+//! of the offer/answer gives us, and take the DTLS role its `a=setup` leaves us: Janus answers our
+//! publish offer with `a=setup:active`, so there we are the DTLS server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,11 +14,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use mooyaho_media::connection::PacketClass;
 use mooyaho_media::connection::dtls::{DtlsIdentity, DtlsOutcome, DtlsRole, DtlsTransport};
+use mooyaho_media::connection::ice::BindingRequest;
 use mooyaho_media::connection::srtp::SrtpSession;
-use stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME};
+use stun::attributes::{
+    ATTR_ICE_CONTROLLED, ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME,
+};
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
-use stun::message::{BINDING_REQUEST, Message, Setter};
+use stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter};
 use tokio::net::UdpSocket;
 
 use crate::sdp::Remote;
@@ -24,9 +32,13 @@ pub(crate) struct Connected {
     pub(crate) remote: SocketAddr,
     pub(crate) srtp: SrtpSession,
     pub(crate) check: Vec<u8>,
+    /// Our ICE credentials, to keep answering the remote's checks (a full ICE agent sends them
+    /// for consent and keepalive); `None` toward an ICE-lite SFU, which never checks.
+    pub(crate) answer_checks: Option<LocalIce>,
 }
 
 /// ICE credentials of a simulated client.
+#[derive(Clone, Debug)]
 pub(crate) struct LocalIce {
     pub(crate) ufrag: String,
     pub(crate) pwd: String,
@@ -42,8 +54,42 @@ impl LocalIce {
     }
 }
 
-/// A connectivity check toward the SFU (we are the controlling agent and nominate at once).
-pub(crate) fn binding_request(local: &LocalIce, remote: &Remote) -> Vec<u8> {
+/// How a transport connects: what differs between an ICE-lite SFU and a full ICE agent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConnectOptions {
+    /// We are the controlling ICE agent (we offered) and nominate with USE-CANDIDATE.
+    pub(crate) controlling: bool,
+    /// Answer the remote's binding requests (it is a full ICE agent).
+    pub(crate) answer_checks: bool,
+}
+
+impl ConnectOptions {
+    /// Toward Mooyaho's ICE-lite node: controlling, nothing to answer.
+    pub(crate) const ICE_LITE_SFU: Self = Self {
+        controlling: true,
+        answer_checks: false,
+    };
+
+    /// Toward a full ICE agent; `offerer` is whether we wrote the offer.
+    pub(crate) fn full_agent(offerer: bool) -> Self {
+        Self {
+            controlling: offerer,
+            answer_checks: true,
+        }
+    }
+}
+
+/// Our DTLS role from the remote's `a=setup` (RFC 5763 §5): it serves unless it said `active`.
+/// When the remote offered `actpass`, our answers say `active`, so we are the client then too.
+pub(crate) fn dtls_role(remote: &Remote) -> DtlsRole {
+    match remote.setup.as_deref() {
+        Some("active") => DtlsRole::Server,
+        _ => DtlsRole::Client,
+    }
+}
+
+/// A connectivity check toward the SFU; as the controlling agent we nominate at once.
+pub(crate) fn binding_request(local: &LocalIce, remote: &Remote, controlling: bool) -> Vec<u8> {
     let mut m = Message::new();
     m.typ = BINDING_REQUEST;
     m.new_transaction_id().expect("random transaction id");
@@ -53,8 +99,13 @@ pub(crate) fn binding_request(local: &LocalIce, remote: &Remote) -> Vec<u8> {
         format!("{}:{}", remote.ufrag, local.ufrag).as_bytes(),
     );
     m.add(ATTR_PRIORITY, &2_130_706_431u32.to_be_bytes());
-    m.add(ATTR_ICE_CONTROLLING, &rand::random::<u64>().to_be_bytes());
-    m.add(ATTR_USE_CANDIDATE, &[]);
+    let tie_breaker = rand::random::<u64>().to_be_bytes();
+    if controlling {
+        m.add(ATTR_ICE_CONTROLLING, &tie_breaker);
+        m.add(ATTR_USE_CANDIDATE, &[]);
+    } else {
+        m.add(ATTR_ICE_CONTROLLED, &tie_breaker);
+    }
     MessageIntegrity::new_short_term_integrity(remote.pwd.clone())
         .add_to(&mut m)
         .expect("integrity on a fresh message");
@@ -64,8 +115,26 @@ pub(crate) fn binding_request(local: &LocalIce, remote: &Remote) -> Vec<u8> {
     m.raw
 }
 
-/// Runs ICE and the DTLS handshake (we are the DTLS client: the SFU answered or offered so that
-/// it serves) until SRTP is ready.
+/// The signed success response to a remote agent's binding request addressed to us, or `None`
+/// when it is not a binding request, names another ufrag, or fails MESSAGE-INTEGRITY (our
+/// password) or FINGERPRINT: an unauthenticated check must not validate a path.
+pub(crate) fn answer_check(datagram: &[u8], from: SocketAddr, local: &LocalIce) -> Option<Vec<u8>> {
+    let mut request = BindingRequest::parse(datagram).ok()?;
+    if request.local_ufrag != local.ufrag {
+        return None;
+    }
+    request.authenticate(&local.pwd).ok()?;
+    Some(request.success(from, &local.pwd))
+}
+
+/// Whether a STUN datagram is a binding success response (to one of our checks).
+fn is_binding_success(datagram: &[u8]) -> bool {
+    let mut m = Message::new();
+    m.unmarshal_binary(datagram).is_ok() && m.typ == BINDING_SUCCESS
+}
+
+/// Runs ICE and the DTLS handshake toward Mooyaho's ICE-lite node (we are the DTLS client: it
+/// answered or offered so that it serves) until SRTP is ready.
 pub(crate) async fn connect(
     identity: &DtlsIdentity,
     local: &LocalIce,
@@ -73,9 +142,29 @@ pub(crate) async fn connect(
 ) -> anyhow::Result<Connected> {
     let target = remote.candidate.context("SFU SDP has no candidate")?;
     let socket = Arc::new(UdpSocket::bind(SocketAddr::new(target.ip(), 0)).await?);
-    let mut dtls = DtlsTransport::new(identity, &remote.fingerprint, DtlsRole::Client)
+    connect_on(
+        identity,
+        local,
+        remote,
+        socket,
+        ConnectOptions::ICE_LITE_SFU,
+    )
+    .await
+}
+
+/// Runs ICE and DTLS on an already bound socket (its address may be in our SDP already).
+pub(crate) async fn connect_on(
+    identity: &DtlsIdentity,
+    local: &LocalIce,
+    remote: &Remote,
+    socket: Arc<UdpSocket>,
+    options: ConnectOptions,
+) -> anyhow::Result<Connected> {
+    let target = remote.candidate.context("SFU SDP has no candidate")?;
+    let role = dtls_role(remote);
+    let mut dtls = DtlsTransport::new(identity, &remote.fingerprint, role)
         .map_err(|e| anyhow::anyhow!(e.0))?;
-    let check = binding_request(local, remote);
+    let check = binding_request(local, remote, options.controlling);
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut started = false;
     let mut buf = vec![0u8; 2048];
@@ -100,11 +189,20 @@ pub(crate) async fn connect(
             continue;
         }
         match PacketClass::of(&buf[..n]) {
-            PacketClass::Stun if !started => {
-                // The SFU answered our check: the path is valid, start DTLS.
-                dtls.start(Instant::now(), target)
-                    .map_err(|e| anyhow::anyhow!(e.0))?;
-                started = true;
+            PacketClass::Stun => {
+                if options.answer_checks
+                    && let Some(response) = answer_check(&buf[..n], from, local)
+                {
+                    socket.send_to(&response, from).await?;
+                    continue;
+                }
+                // The SFU answered our check: the path is valid, start DTLS (a no-op when we
+                // are the DTLS server and wait for its ClientHello).
+                if !started && (!options.answer_checks || is_binding_success(&buf[..n])) {
+                    dtls.start(Instant::now(), target)
+                        .map_err(|e| anyhow::anyhow!(e.0))?;
+                    started = true;
+                }
             }
             PacketClass::Dtls => {
                 if let Ok(DtlsOutcome::Connected(srtp)) =
@@ -118,11 +216,116 @@ pub(crate) async fn connect(
                         remote: target,
                         srtp: *srtp,
                         check,
+                        answer_checks: options.answer_checks.then(|| local.clone()),
                     });
                 }
             }
             _ => {}
         }
     }
-    bail!("ICE/DTLS did not complete within 15 s")
+    bail!(
+        "ICE/DTLS toward {target} did not complete within 15 s (DTLS {role:?}, ICE {})",
+        if options.controlling {
+            "controlling"
+        } else {
+            "controlled"
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> LocalIce {
+        LocalIce {
+            ufrag: "ours".into(),
+            pwd: "our-password-0123456789".into(),
+        }
+    }
+
+    /// A check as the remote agent sends it to us: `USERNAME = ours:theirs`, signed with `pwd`.
+    fn check_from_remote(username_for: &str, pwd: &str) -> Vec<u8> {
+        let remote = Remote {
+            ufrag: username_for.into(),
+            pwd: pwd.into(),
+            ..Remote::default()
+        };
+        let theirs = LocalIce {
+            ufrag: "theirs".into(),
+            pwd: "unused".into(),
+        };
+        binding_request(&theirs, &remote, true)
+    }
+
+    #[test]
+    fn authenticated_checks_get_a_signed_success() {
+        let from: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let response = answer_check(
+            &check_from_remote("ours", "our-password-0123456789"),
+            from,
+            &local(),
+        )
+        .expect("answered");
+        assert!(is_binding_success(&response));
+        let mut parsed = Message::new();
+        parsed.unmarshal_binary(&response).unwrap();
+        FINGERPRINT.check(&parsed).unwrap();
+        MessageIntegrity::new_short_term_integrity("our-password-0123456789".into())
+            .check(&mut parsed)
+            .unwrap();
+        let mut mapped = stun::xoraddr::XorMappedAddress::default();
+        stun::message::Getter::get_from(&mut mapped, &parsed).unwrap();
+        assert_eq!(SocketAddr::new(mapped.ip, mapped.port), from);
+    }
+
+    #[test]
+    fn wrong_username_integrity_or_garbage_get_no_response() {
+        let from: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let other_ufrag = check_from_remote("someone-else", "our-password-0123456789");
+        assert!(answer_check(&other_ufrag, from, &local()).is_none());
+        let wrong_pwd = check_from_remote("ours", "not-our-password");
+        assert!(answer_check(&wrong_pwd, from, &local()).is_none());
+        let mut tampered = check_from_remote("ours", "our-password-0123456789");
+        tampered[43] ^= 1; // inside PRIORITY: integrity and fingerprint break
+        assert!(answer_check(&tampered, from, &local()).is_none());
+        assert!(answer_check(&[0, 1, 0, 0], from, &local()).is_none());
+        // A success response is not a request: nothing to answer.
+        let response = answer_check(
+            &check_from_remote("ours", "our-password-0123456789"),
+            from,
+            &local(),
+        )
+        .unwrap();
+        assert!(answer_check(&response, from, &local()).is_none());
+    }
+
+    #[test]
+    fn ice_role_attributes_follow_the_offer() {
+        let remote = Remote {
+            ufrag: "r".into(),
+            pwd: "remote-password".into(),
+            ..Remote::default()
+        };
+        let mut m = Message::new();
+        m.unmarshal_binary(&binding_request(&local(), &remote, false))
+            .unwrap();
+        assert!(m.contains(ATTR_ICE_CONTROLLED));
+        assert!(!m.contains(ATTR_USE_CANDIDATE));
+        m.unmarshal_binary(&binding_request(&local(), &remote, true))
+            .unwrap();
+        assert!(m.contains(ATTR_ICE_CONTROLLING) && m.contains(ATTR_USE_CANDIDATE));
+    }
+
+    #[test]
+    fn dtls_role_follows_the_remote_setup() {
+        let with = |setup: Option<&str>| Remote {
+            setup: setup.map(str::to_owned),
+            ..Remote::default()
+        };
+        assert_eq!(dtls_role(&with(Some("active"))), DtlsRole::Server);
+        assert_eq!(dtls_role(&with(Some("passive"))), DtlsRole::Client);
+        assert_eq!(dtls_role(&with(Some("actpass"))), DtlsRole::Client);
+        assert_eq!(dtls_role(&with(None)), DtlsRole::Client);
+    }
 }

@@ -1,6 +1,7 @@
 //! The SDP a simulated participant writes: a publish offer (one Opus or VP8 track) and an answer
-//! to the SFU's subscribe offer. Only what an ICE-lite SFU needs; parsing of the SFU's SDP takes
-//! the few attributes a client must know.
+//! to the SFU's subscribe offer. Only what an SFU needs (Mooyaho's ICE-lite node, or Janus, a full
+//! ICE agent that also wants our host candidate); parsing of the SFU's SDP takes the few
+//! attributes a client must know.
 
 use std::net::SocketAddr;
 
@@ -10,7 +11,10 @@ pub(crate) struct Remote {
     pub(crate) ufrag: String,
     pub(crate) pwd: String,
     pub(crate) fingerprint: String,
+    /// The first IPv4 UDP candidate (else the first candidate).
     pub(crate) candidate: Option<SocketAddr>,
+    /// The session's `a=setup` (`active`, `passive` or `actpass`), which decides our DTLS role.
+    pub(crate) setup: Option<String>,
     /// `(mid, m-line kind, first payload type, a=ssrc of the line)` per m-line.
     pub(crate) media: Vec<(String, String, String, Option<u32>)>,
 }
@@ -42,10 +46,23 @@ pub(crate) fn parse_remote(sdp: &str) -> Remote {
             v.clone_into(&mut remote.pwd);
         } else if let Some(v) = line.strip_prefix("a=fingerprint:sha-256 ") {
             v.clone_into(&mut remote.fingerprint);
+        } else if let Some(v) = line.strip_prefix("a=setup:") {
+            if remote.setup.is_none() {
+                remote.setup = Some(v.to_owned());
+            }
         } else if let Some(c) = line.strip_prefix("a=candidate:") {
             let f: Vec<&str> = c.split_whitespace().collect();
-            if f.len() >= 6 && remote.candidate.is_none() {
-                remote.candidate = format!("{}:{}", f[4], f[5]).parse().ok();
+            let Some(addr) = f
+                .get(4..6)
+                .and_then(|f| format!("{}:{}", f[0], f[1]).parse::<SocketAddr>().ok())
+            else {
+                continue;
+            };
+            // We bind one IPv4 UDP socket: prefer a candidate it can reach.
+            let usable = f[2].eq_ignore_ascii_case("udp") && addr.is_ipv4();
+            let have_usable = remote.candidate.is_some_and(|c| c.is_ipv4());
+            if remote.candidate.is_none() || (usable && !have_usable) {
+                remote.candidate = Some(addr);
             }
         }
     }
@@ -57,6 +74,25 @@ pub(crate) struct Local<'a> {
     pub(crate) ufrag: &'a str,
     pub(crate) pwd: &'a str,
     pub(crate) fingerprint: &'a str,
+    /// Our host candidate, for a full ICE agent (Janus) that checks toward us; the ICE-lite
+    /// Mooyaho node learns our address from our checks instead.
+    pub(crate) candidate: Option<SocketAddr>,
+}
+
+/// The candidate lines of one m-section (none without a candidate).
+fn candidate_lines(local: &Local<'_>) -> String {
+    local.candidate.map_or_else(String::new, |c| {
+        format!("{}\r\na=end-of-candidates\r\n", candidate_attribute(c))
+    })
+}
+
+/// `a=candidate:…` of a host candidate (also what Janus's trickle request carries, minus `a=`).
+pub(crate) fn candidate_attribute(addr: SocketAddr) -> String {
+    format!(
+        "a=candidate:1 1 udp 2130706431 {} {} typ host",
+        addr.ip(),
+        addr.port()
+    )
 }
 
 fn header(local: &Local<'_>, mids: &[String]) -> String {
@@ -84,6 +120,7 @@ pub(crate) fn publish_offer(local: &Local<'_>, audio: bool, ssrc: u32) -> String
     sdp += &format!(
         "a=setup:actpass\r\na=mid:{mid}\r\na=sendonly\r\na=rtcp-mux\r\na=msid:load track\r\na=ssrc:{ssrc} cname:load\r\n"
     );
+    sdp += &candidate_lines(local);
     sdp
 }
 
@@ -133,10 +170,44 @@ pub(crate) fn subscribe_answer(local: &Local<'_>, offer: &str) -> String {
         lines.push(format!(
             "a=setup:active\r\na=mid:{mid}\r\na={direction}\r\na=rtcp-mux\r\n"
         ));
+        lines.push(candidate_lines(local));
     }
     let mut sdp = header(local, &mids);
     for l in lines {
         sdp += &l;
     }
     sdp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_setup_and_a_reachable_candidate_are_parsed() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=setup:active\r\na=mid:0\r\n\
+                   a=candidate:2 1 udp 2015363583 fd00::2 20086 typ host\r\n\
+                   a=candidate:1 1 udp 2015363327 192.0.2.2 20304 typ host\r\n\
+                   a=candidate:3 1 udp 2015363327 192.0.2.3 20305 typ host\r\n";
+        let remote = parse_remote(sdp);
+        assert_eq!(remote.setup.as_deref(), Some("active"));
+        assert_eq!(remote.candidate, Some("192.0.2.2:20304".parse().unwrap()));
+    }
+
+    #[test]
+    fn our_candidate_is_written_only_when_we_have_one() {
+        let mut local = Local {
+            ufrag: "u",
+            pwd: "p",
+            fingerprint: "AA",
+            candidate: None,
+        };
+        assert!(!publish_offer(&local, false, 1).contains("a=candidate"));
+        local.candidate = Some("192.0.2.2:5000".parse().unwrap());
+        let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\na=mid:0\r\n";
+        let answer = subscribe_answer(&local, offer);
+        assert!(answer.contains(
+            "a=candidate:1 1 udp 2130706431 192.0.2.2 5000 typ host\r\na=end-of-candidates\r\n"
+        ));
+    }
 }
