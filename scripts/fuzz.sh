@@ -4,6 +4,7 @@
 #   scripts/fuzz.sh                   every target, 30 s each (what the test command runs)
 #   scripts/fuzz.sh -t 3600 stun_binding sdp_offer
 #   scripts/fuzz.sh -t 600 --grow     add what the runs discover to the committed corpora
+#   scripts/fuzz.sh -n 10000000 -t 7200   stop each target at 10 M executions (or 2 h)
 #   scripts/fuzz.sh --cmin            minimise the committed corpora (fuzz/corpus/<target>)
 #
 # Each run starts from the committed seeds in fuzz/corpus/<target> and, unless --grow, writes
@@ -16,15 +17,17 @@
 set -euo pipefail
 
 seconds=30
+runs_limit=-1
 grow=0
 cmin=0
 targets=()
 while (($#)); do
     case "$1" in
     -t | --time) seconds="$2"; shift 2 ;;
+    -n | --runs) runs_limit="$2"; shift 2 ;;
     --grow) grow=1; shift ;;
     --cmin) cmin=1; shift ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
     esac
@@ -71,7 +74,7 @@ for target in "${targets[@]}"; do
     log="$scratch/$target.log"
     status=0
     cargo fuzz run "${flags[@]}" "$target" "${dirs[@]}" -- \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+        -max_total_time="$seconds" -runs="$runs_limit" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
         -artifact_prefix="$scratch/artifacts/$target/" $(options "$target") >"$log" 2>&1 || status=$?
     runs=$(grep -oE '^stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo 0)
     took=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | grep -oE '[0-9]+ second' | grep -oE '[0-9]+' || echo "$seconds")

@@ -90,6 +90,10 @@ pub struct DtlsTransport {
     provider: Arc<dyn RTCCryptoProvider>,
     remote: Option<SocketAddr>,
     connected: bool,
+    /// The endpoint's retransmission deadline, refreshed after every call that can move it:
+    /// a worker asks every transport for it on each loop turn, and the endpoint's own answer
+    /// costs a map lookup and state walk (5 % of a fan-out profile with 250 subscribers).
+    deadline: Option<Instant>,
 }
 
 impl std::fmt::Debug for DtlsTransport {
@@ -164,7 +168,14 @@ impl DtlsTransport {
             provider,
             remote: None,
             connected: false,
+            deadline: None,
         })
+    }
+
+    fn refresh_deadline(&mut self) {
+        self.deadline = self
+            .remote
+            .and_then(|_| self.endpoint.poll_timeout(&ASSOCIATION));
     }
 
     /// Client role: starts the handshake toward `remote` (the first ICE-validated address).
@@ -174,9 +185,12 @@ impl DtlsTransport {
             return Ok(());
         };
         self.remote = Some(remote);
-        self.endpoint
+        let result = self
+            .endpoint
             .connect(now, ASSOCIATION, config, None)
-            .map_err(|e| DtlsError(e.to_string()))
+            .map_err(|e| DtlsError(e.to_string()));
+        self.refresh_deadline();
+        result
     }
 
     /// Feeds a DTLS datagram from `from` (an ICE-validated address).
@@ -197,8 +211,9 @@ impl DtlsTransport {
         self.remote = Some(from);
         let events = self
             .endpoint
-            .read(now, ASSOCIATION, None, BytesMut::from(datagram))
-            .map_err(|e| DtlsError(e.to_string()))?;
+            .read(now, ASSOCIATION, None, BytesMut::from(datagram));
+        self.refresh_deadline();
+        let events = events.map_err(|e| DtlsError(e.to_string()))?;
         let mut outcome = DtlsOutcome::Pending;
         for event in events {
             match event {
@@ -222,24 +237,29 @@ impl DtlsTransport {
     /// The next datagram to send, with its destination (the address heard from last).
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
         let remote = self.remote?;
-        self.endpoint.poll_transmit().map(|t| (remote, t.message))
+        let transmit = self.endpoint.poll_transmit();
+        if transmit.is_none() {
+            self.refresh_deadline();
+        }
+        transmit.map(|t| (remote, t.message))
     }
 
     /// When [`Self::handle_timeout`] must be called (handshake retransmission).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.remote
-            .and_then(|_| self.endpoint.poll_timeout(&ASSOCIATION))
+        self.deadline
     }
 
     /// Retransmits the current flight if its timer expired.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsError> {
-        match self.remote {
+        let result = match self.remote {
             Some(_) => self
                 .endpoint
                 .handle_timeout(ASSOCIATION, now)
                 .map_err(|e| DtlsError(e.to_string())),
             None => Ok(()),
-        }
+        };
+        self.refresh_deadline();
+        result
     }
 
     /// The handshake completed.
@@ -439,6 +459,54 @@ mod role_tests {
 
     const A: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7000);
     const B: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7001);
+
+    /// The first flight each side sends is lost: only the retransmission timers (as
+    /// `poll_timeout` reports them) can finish the handshake.
+    #[test]
+    fn handshake_completes_through_retransmissions_when_flights_are_lost() {
+        let (server_id, client_id) = (
+            DtlsIdentity::generate().unwrap(),
+            DtlsIdentity::generate().unwrap(),
+        );
+        let mut server =
+            DtlsTransport::new(&server_id, &client_id.fingerprint, DtlsRole::Server).unwrap();
+        let mut client =
+            DtlsTransport::new(&client_id, &server_id.fingerprint, DtlsRole::Client).unwrap();
+        assert_eq!(client.poll_timeout(), None, "no timer before the handshake");
+        let mut now = Instant::now();
+        client.start(now, A).unwrap();
+        let (mut client_lost, mut server_lost) = (false, false);
+        for _ in 0..20 {
+            let mut sent = false;
+            while let Some((_, datagram)) = client.poll_transmit() {
+                sent = true;
+                if client_lost {
+                    let _ = server.handle(now, B, &datagram);
+                }
+            }
+            client_lost |= sent;
+            let mut sent = false;
+            while let Some((_, datagram)) = server.poll_transmit() {
+                sent = true;
+                if server_lost {
+                    let _ = client.handle(now, A, &datagram);
+                }
+            }
+            server_lost |= sent;
+            if server.is_connected() && client.is_connected() {
+                return;
+            }
+            now = client
+                .poll_timeout()
+                .into_iter()
+                .chain(server.poll_timeout())
+                .min()
+                .expect("a pending handshake has a retransmission timer");
+            let _ = client.handle_timeout(now);
+            let _ = server.handle_timeout(now);
+        }
+        panic!("handshake did not complete through retransmissions");
+    }
 
     #[test]
     fn client_role_handshakes_with_a_server() {

@@ -15,7 +15,7 @@
 //! a portable implementation that webrtc-rs measured 3.3× slower than RustCrypto's (the reason
 //! `rtc-crypto`'s ring provider also uses RustCrypto for HMAC-SHA1).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use aes::Aes128Enc;
 use aes::cipher::{BlockEncrypt, InnerIvInit, KeyInit, StreamCipher};
@@ -115,12 +115,13 @@ pub struct SrtpContext {
     profile: SrtpProfile,
     rtp: SessionKeys,
     rtcp: SessionKeys,
-    /// Per-SSRC rollover state. Keys come from the network (SSRCs): default SipHash. Inbound
-    /// entries are created only once a packet of that SSRC authenticated, so unauthenticated
-    /// traffic cannot grow the map.
-    rtp_streams: HashMap<u32, RtpStream>,
+    /// Per-SSRC rollover state. Inbound entries are created only once a packet of that SSRC
+    /// authenticated, so only the holder of the session keys — the peer itself — chooses keys:
+    /// colliding SSRCs could only slow its own context. Hence FxHash, not SipHash, which cost
+    /// 4 % of a fan-out profile (one lookup per protected packet).
+    rtp_streams: FxHashMap<u32, RtpStream>,
     /// Per-SSRC SRTCP index state, same rules as `rtp_streams`.
-    rtcp_streams: HashMap<u32, RtcpStream>,
+    rtcp_streams: FxHashMap<u32, RtcpStream>,
 }
 
 impl std::fmt::Debug for SrtpContext {
@@ -152,8 +153,8 @@ impl SrtpContext {
             profile,
             rtp: SessionKeys::derive(profile, &prf, master_salt, LABEL_SRTP_ENCRYPTION),
             rtcp: SessionKeys::derive(profile, &prf, master_salt, LABEL_SRTCP_ENCRYPTION),
-            rtp_streams: HashMap::new(),
-            rtcp_streams: HashMap::new(),
+            rtp_streams: FxHashMap::default(),
+            rtcp_streams: FxHashMap::default(),
         })
     }
 

@@ -3,6 +3,8 @@
 //! one `sendmmsg` batch, and keep the timers.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -74,8 +76,9 @@ pub(super) struct Shard {
     pub(super) events: async_mpsc::UnboundedSender<NodeEvent>,
     pub(super) core: sfu_core::Worker,
     pub(super) rooms: HashMap<RoomId, RoomMedia>,
-    /// Transport network state. Keys are ids we allocate.
-    pub(super) peers: HashMap<TransportId, Peer>,
+    /// Transport network state. Keys are ids we allocate, looked up once per sent packet:
+    /// FxHash (no attacker chooses them).
+    pub(super) peers: FxHashMap<TransportId, Peer>,
     /// Local ufrag → transport. Keys come from the network (attacker-chosen): default SipHash.
     pub(super) by_ufrag: HashMap<String, TransportId>,
     /// Validated remote address → transport. Attacker-influenced keys: default SipHash.
@@ -121,7 +124,7 @@ impl Shard {
             events,
             core: sfu_core::Worker::new(sfu_core::Config::default()),
             rooms: HashMap::new(),
-            peers: HashMap::new(),
+            peers: FxHashMap::default(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             counters: WorkerCounters::default(),
