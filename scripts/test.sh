@@ -10,6 +10,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The JS SDK's browser tests drive Debian's Chromium (playwright-core downloads no browser).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# tests/loadgen_smoke.rs runs `mooyaho loadgen --target janus` against a real Janus VideoRoom.
+command -v janus >/dev/null 2>&1 || missing+=(janus)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 # The aiortc interop test's venv needs venv + pip.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)

@@ -1,6 +1,7 @@
 //! `mooyaho loadgen` against `mooyaho dev` (embedded SFU node): every scenario briefly, asserting
-//! that packets flow end to end through real ICE/DTLS/SRTP and that the report is complete. Never
-//! a speed threshold: performance numbers live in BENCHMARKS.md.
+//! that packets flow end to end through real ICE/DTLS/SRTP and that the report is complete; and
+//! `--target janus` against a real Janus VideoRoom (`benches/janus/start.sh`). Never a speed
+//! threshold: performance numbers live in BENCHMARKS.md.
 
 mod support;
 
@@ -150,4 +151,130 @@ fn every_scenario_moves_media_through_the_sfu_and_reports() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     assert_eq!(rooms, Some(0));
+}
+
+/// A Janus started by `benches/janus/start.sh`, stopped by PID (and its config dir removed) when
+/// dropped, also when the test fails.
+struct Janus {
+    pid: u32,
+    dir: Option<std::path::PathBuf>,
+    url: String,
+}
+
+impl Janus {
+    fn start() -> Self {
+        // `janus --version` prints the version but exits 1: only whether it runs matters.
+        let installed = Command::new("janus").arg("--help").output();
+        assert!(
+            installed.is_ok(),
+            "janus is not installed: `apt-get install -y janus` (scripts/test.sh installs it)"
+        );
+        // A free loopback port for the HTTP API (released just before Janus binds it).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/janus/start.sh");
+        let output = Command::new(script)
+            .arg(port.to_string())
+            .output()
+            .expect("run benches/janus/start.sh");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "start.sh failed: {stderr}");
+        let pid = String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("start.sh printed no PID: {stderr}"));
+        let dir = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("janus config and log: "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(std::path::PathBuf::from);
+        Self {
+            pid,
+            dir,
+            url: format!("http://127.0.0.1:{port}/janus"),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join("janus.log")).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Janus {
+    fn drop(&mut self) {
+        let pid = self.pid.to_string();
+        let _ = Command::new("kill").arg(&pid).status();
+        let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while proc.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if proc.exists() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+#[test]
+fn janus_target_moves_media_through_a_real_janus_videoroom() {
+    let janus = Janus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args(["loadgen", "--quiet", "--target", "janus", "--janus-url"])
+        .arg(&janus.url)
+        .args(["--scenario", "fanout", "--subscribers", "3", "--pps", "200"])
+        .args(["--duration", "1.5", "--sfu-pid", &janus.pid.to_string()])
+        .arg("--report")
+        .arg(&report)
+        // No API key: the janus target does not need one.
+        .env_remove("MOOYAHO_API_KEY")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run loadgen");
+    assert!(
+        output.status.success(),
+        "loadgen failed: {}\n{}\njanus log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        janus.log()
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    assert_eq!(report["config"]["target"], "janus", "{report:#}");
+    assert_eq!(report["config"]["url"], janus.url.as_str(), "{report:#}");
+    assert_flowed(&report, 4);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("janus Fanout"),
+        "the summary names the target"
+    );
+}
+
+#[test]
+fn mooyaho_target_still_requires_an_api_key() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args([
+            "loadgen",
+            "--url",
+            "http://127.0.0.1:9",
+            "--duration",
+            "0.5",
+        ])
+        .env_remove("MOOYAHO_API_KEY")
+        .output()
+        .expect("run loadgen");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--api-key"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
