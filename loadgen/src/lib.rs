@@ -499,7 +499,11 @@ mod participant {
                 fingerprint: &identity.fingerprint,
                 candidate: None,
             };
-            let answer = sdp::subscribe_answer(&local, &offer);
+            let answer = sdp::subscribe_answer(
+                &local,
+                &offer,
+                ConnectOptions::ICE_LITE_SFU.answer_setup.attribute(),
+            );
             // Wait for the ack: the node must know our fingerprint before our ClientHello.
             let ack = signal
                 .request(json!({ "type": "answer", "isSFU": true, "sdp": answer }))
@@ -534,7 +538,11 @@ mod participant {
                         fingerprint: &fingerprint,
                         candidate: None,
                     };
-                    let answer = sdp::subscribe_answer(&local, &offer);
+                    let answer = sdp::subscribe_answer(
+                        &local,
+                        &offer,
+                        ConnectOptions::ICE_LITE_SFU.answer_setup.attribute(),
+                    );
                     signal
                         .send(&json!({ "type": "answer", "isSFU": true, "sdp": answer }))
                         .await?;
@@ -634,6 +642,7 @@ mod participant {
                 .context("Janus attached without a JSEP offer")?;
             let remote = sdp::parse_remote(&offer);
             let socket = bind_toward(&remote).await?;
+            let options = ConnectOptions::full_agent(false);
             let answer = sdp::subscribe_answer(
                 &Local {
                     ufrag: &ice.ufrag,
@@ -642,6 +651,7 @@ mod participant {
                     candidate: Some(socket.local_addr()?),
                 },
                 &offer,
+                options.answer_setup.attribute(),
             );
             session
                 .message(
@@ -651,7 +661,6 @@ mod participant {
                 )
                 .await
                 .context("starting the subscription")?;
-            let options = ConnectOptions::full_agent(false);
             let connected = peer::connect_on(identity, &ice, &remote, socket, options)
                 .await
                 .context("subscriber transport to Janus")?;

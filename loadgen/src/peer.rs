@@ -4,8 +4,8 @@
 //!
 //! Toward Mooyaho's ICE-lite node we are the controlling agent and the DTLS client. Toward Janus
 //! (a full ICE agent, libnice) we also answer its connectivity checks, take the ICE role our side
-//! of the offer/answer gives us, and take the DTLS role its `a=setup` leaves us: Janus answers our
-//! publish offer with `a=setup:active`, so there we are the DTLS server.
+//! of the offer/answer gives us, and take the DTLS server role: Janus answers our publish offer
+//! with `a=setup:active`, and we answer its subscribe offers (`actpass`) with `passive`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,6 +61,29 @@ pub(crate) struct ConnectOptions {
     pub(crate) controlling: bool,
     /// Answer the remote's binding requests (it is a full ICE agent).
     pub(crate) answer_checks: bool,
+    /// The `a=setup` our answer gave to the remote's `actpass` offer.
+    pub(crate) answer_setup: Setup,
+}
+
+/// Our side of the DTLS role negotiation when we answer an `actpass` offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Setup {
+    /// `a=setup:active`: we send the ClientHello (toward Mooyaho, which must have our answer's
+    /// fingerprint before it).
+    Active,
+    /// `a=setup:passive`: the remote sends it once its own ICE is connected (toward Janus: a
+    /// ClientHello we send first can reach libnice before it selected the pair, and DTLS would
+    /// only retry after its 1 s timer — a join-time artefact of the client, not of the server).
+    Passive,
+}
+
+impl Setup {
+    pub(crate) fn attribute(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Passive => "passive",
+        }
+    }
 }
 
 impl ConnectOptions {
@@ -68,6 +91,7 @@ impl ConnectOptions {
     pub(crate) const ICE_LITE_SFU: Self = Self {
         controlling: true,
         answer_checks: false,
+        answer_setup: Setup::Active,
     };
 
     /// Toward a full ICE agent; `offerer` is whether we wrote the offer.
@@ -75,15 +99,16 @@ impl ConnectOptions {
         Self {
             controlling: offerer,
             answer_checks: true,
+            answer_setup: Setup::Passive,
         }
     }
 }
 
-/// Our DTLS role from the remote's `a=setup` (RFC 5763 §5): it serves unless it said `active`.
-/// When the remote offered `actpass`, our answers say `active`, so we are the client then too.
-pub(crate) fn dtls_role(remote: &Remote) -> DtlsRole {
-    match remote.setup.as_deref() {
-        Some("active") => DtlsRole::Server,
+/// Our DTLS role from the remote's `a=setup` (RFC 5763 §5), and from our answer's when the
+/// remote offered `actpass`.
+pub(crate) fn dtls_role(remote: &Remote, answer_setup: Setup) -> DtlsRole {
+    match (remote.setup.as_deref(), answer_setup) {
+        (Some("active"), _) | (Some("actpass"), Setup::Passive) => DtlsRole::Server,
         _ => DtlsRole::Client,
     }
 }
@@ -161,7 +186,7 @@ pub(crate) async fn connect_on(
     options: ConnectOptions,
 ) -> anyhow::Result<Connected> {
     let target = remote.candidate.context("SFU SDP has no candidate")?;
-    let role = dtls_role(remote);
+    let role = dtls_role(remote, options.answer_setup);
     let mut dtls = DtlsTransport::new(identity, &remote.fingerprint, role)
         .map_err(|e| anyhow::anyhow!(e.0))?;
     let check = binding_request(local, remote, options.controlling);
@@ -323,9 +348,11 @@ mod tests {
             setup: setup.map(str::to_owned),
             ..Remote::default()
         };
-        assert_eq!(dtls_role(&with(Some("active"))), DtlsRole::Server);
-        assert_eq!(dtls_role(&with(Some("passive"))), DtlsRole::Client);
-        assert_eq!(dtls_role(&with(Some("actpass"))), DtlsRole::Client);
-        assert_eq!(dtls_role(&with(None)), DtlsRole::Client);
+        use Setup::{Active, Passive};
+        assert_eq!(dtls_role(&with(Some("active")), Active), DtlsRole::Server);
+        assert_eq!(dtls_role(&with(Some("passive")), Passive), DtlsRole::Client);
+        assert_eq!(dtls_role(&with(Some("actpass")), Active), DtlsRole::Client);
+        assert_eq!(dtls_role(&with(Some("actpass")), Passive), DtlsRole::Server);
+        assert_eq!(dtls_role(&with(None), Active), DtlsRole::Client);
     }
 }

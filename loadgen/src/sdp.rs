@@ -124,8 +124,9 @@ pub(crate) fn publish_offer(local: &Local<'_>, audio: bool, ssrc: u32) -> String
     sdp
 }
 
-/// The answer to the SFU's subscribe offer: receive every m-line with its first codec.
-pub(crate) fn subscribe_answer(local: &Local<'_>, offer: &str) -> String {
+/// The answer to the SFU's subscribe offer: receive every m-line with its first codec; `setup`
+/// is our DTLS side (`active` or `passive`).
+pub(crate) fn subscribe_answer(local: &Local<'_>, offer: &str, setup: &str) -> String {
     let mut mids = Vec::new();
     let mut lines = Vec::new();
     let mut section: Vec<&str> = Vec::new();
@@ -168,7 +169,7 @@ pub(crate) fn subscribe_answer(local: &Local<'_>, offer: &str) -> String {
             "recvonly"
         };
         lines.push(format!(
-            "a=setup:active\r\na=mid:{mid}\r\na={direction}\r\na=rtcp-mux\r\n"
+            "a=setup:{setup}\r\na=mid:{mid}\r\na={direction}\r\na=rtcp-mux\r\n"
         ));
         lines.push(candidate_lines(local));
     }
@@ -205,9 +206,10 @@ mod tests {
         assert!(!publish_offer(&local, false, 1).contains("a=candidate"));
         local.candidate = Some("192.0.2.2:5000".parse().unwrap());
         let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\na=mid:0\r\n";
-        let answer = subscribe_answer(&local, offer);
+        let answer = subscribe_answer(&local, offer, "passive");
         assert!(answer.contains(
             "a=candidate:1 1 udp 2130706431 192.0.2.2 5000 typ host\r\na=end-of-candidates\r\n"
         ));
+        assert!(answer.contains("a=setup:passive\r\n"));
     }
 }
