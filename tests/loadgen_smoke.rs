@@ -96,14 +96,57 @@ fn assert_flowed(report: &Value, participants: u64) {
 #[test]
 fn every_scenario_moves_media_through_the_sfu_and_reports() {
     let (server, dir, key) = dev();
+    let chart = dir.path().join("fanout.svg");
     let fanout = loadgen(
         &server,
         &key,
         dir.path(),
-        &["--scenario", "fanout", "--subscribers", "4", "--pps", "200"],
+        &[
+            "--scenario",
+            "fanout",
+            "--subscribers",
+            "4",
+            "--pps",
+            "200",
+            "--ceiling",
+            "--plot",
+            chart.to_str().unwrap(),
+        ],
     );
     assert_flowed(&fanout, 5);
     assert_eq!(fanout["config"]["scenario"], "fanout");
+    // --ceiling: this machine's reference in the same run, and the SFU as a fraction of it.
+    let ceiling = &fanout["ceiling"];
+    assert_eq!(ceiling["packetSize"], 1200, "{fanout:#}");
+    for rate in [
+        "srtpPacketsPerCpuSecond",
+        "udpPacketsPerCpuSecond",
+        "outPacketsPerCpuSecond",
+    ] {
+        assert!(ceiling[rate].as_f64().unwrap() > 0.0, "{rate}: {fanout:#}");
+    }
+    assert!(fanout["fractionOfCeiling"].as_f64().unwrap() > 0.0);
+    assert!(!fanout["timeline"].as_array().unwrap().is_empty());
+    assert!(fanout["latencyCdfMs"].as_array().unwrap().len() > 100);
+    // --plot: the run's chart.
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("one-way latency"));
+    // --chart-from: the sweep chart of reports already written.
+    let report = dir.path().join("report.json");
+    let sweep = dir.path().join("sweep.svg");
+    let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args(["loadgen", "--chart-from"])
+        .arg(&report)
+        .arg("--plot")
+        .arg(&sweep)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        std::fs::read_to_string(&sweep)
+            .unwrap()
+            .contains("mooyaho fanout")
+    );
 
     let audio = loadgen(
         &server,

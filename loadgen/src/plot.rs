@@ -118,10 +118,15 @@ fn sweep_series(reports: &[Value]) -> BTreeMap<String, Vec<Point>> {
             .or_else(|| config["target"]["kind"].as_str())
             .unwrap_or("mooyaho");
         let scenario = config["scenario"].as_str().unwrap_or("?");
-        let (Some(subscribers), Some(per_cpu)) = (
-            config["subscribers"].as_f64(),
-            report["outPacketsPerSfuCpuSecond"].as_f64(),
-        ) else {
+        // A meeting's size is its participant count (everyone publishes and subscribes).
+        let size = if scenario == "meeting" {
+            &config["publishers"]
+        } else {
+            &config["subscribers"]
+        };
+        let (Some(subscribers), Some(per_cpu)) =
+            (size.as_f64(), report["outPacketsPerSfuCpuSecond"].as_f64())
+        else {
             continue;
         };
         let p99_ms = report["latencyMs"]["p99"].as_f64().unwrap_or(0.0);
@@ -174,7 +179,7 @@ pub fn sweep_chart(reports: &[Value], path: &Path) -> anyhow::Result<()> {
             .build_cartesian_2d(0.0..x_max, 0.0..y_max)?;
         chart
             .configure_mesh()
-            .x_desc("subscribers")
+            .x_desc("subscribers (meeting: participants)")
             .y_desc(y_desc)
             .draw()?;
         for (i, (label, points)) in series.iter().enumerate() {
@@ -224,9 +229,14 @@ mod tests {
             report("janus", 100, 1.0),
             report("mooyaho", 100, 2.0),
             json!({ "config": {} }),
+            json!({
+                "config": { "target": "mooyaho", "scenario": "meeting", "publishers": 10, "subscribers": 0 },
+                "outPacketsPerSfuCpuSecond": 5.0,
+            }),
         ];
         let series = sweep_series(&reports);
-        assert_eq!(series.len(), 2);
+        assert_eq!(series.len(), 3);
+        assert_eq!(series["mooyaho meeting"][0].subscribers, 10.0);
         let ours: Vec<f64> = series["mooyaho fanout"]
             .iter()
             .map(|p| p.subscribers)

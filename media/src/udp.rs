@@ -364,7 +364,9 @@ impl Wake {
     }
 }
 
-fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+/// The address in a `sockaddr_storage` filled by the kernel (`recvmsg`, `recvmmsg`); `None`
+/// for families other than IPv4 and IPv6.
+pub fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match i32::from(storage.ss_family) {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.

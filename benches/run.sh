@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The standard benchmark set behind BENCHMARKS.md: every scenario against `mooyaho dev` (one
+# worker, pinned to CPU 0 with taskset) and the comparable ones against Janus (pinned the same
+# way), with `mooyaho loadgen` pinned to CPU 1. Writes one JSON report per run into
+# benches/results/, SVG charts into docs/bench/, and regenerates the generated part of
+# BENCHMARKS.md (benches/render.py).
+#
+#   benches/run.sh              the standard set (~15 min)
+#   benches/run.sh --quick      a few small runs (~3 min), e.g. to try the pipeline
+#   benches/run.sh --no-janus   skip Janus
+#   DURATION=20 benches/run.sh  longer measurement windows (default 8 s)
+#
+# Needs 2 CPUs (taskset -c 0 and -c 1); Janus from Debian (`apt-get install -y janus`).
+set -euo pipefail
+
+quick=0
+janus=1
+for arg in "$@"; do
+    case "$arg" in
+    --quick) quick=1 ;;
+    --no-janus) janus=0 ;;
+    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown option $arg" >&2; exit 2 ;;
+    esac
+done
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+duration=${DURATION:-8}
+results=benches/results
+mkdir -p "$results" docs/bench
+((janus)) && ! command -v janus >/dev/null && { echo "janus missing: apt-get install -y janus, or --no-janus" >&2; exit 1; }
+
+echo "== cargo build --release --bin mooyaho"
+cargo build --release --bin mooyaho --quiet
+bin="$root/target/release/mooyaho"
+scratch=$(mktemp -d)
+server_pid=""
+stop_server() {
+    if [[ -n "$server_pid" ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=""
+    fi
+}
+trap 'stop_server; rm -rf "$scratch"' EXIT
+port=18400
+
+# One measured run: `run <name> <target> <loadgen args…>`. A fresh server per run, so no run
+# inherits another's state.
+run() {
+    local name=$1 target=$2
+    shift 2
+    stop_server
+    port=$((port + 1))
+    local args=(--target "$target" --duration "$duration" --ceiling --report "$results/$name.json" --quiet)
+    if [[ "$target" == mooyaho ]]; then
+        mkdir -p "$scratch/$name"
+        taskset -c 0 "$bin" dev --listen "127.0.0.1:$port" --workers 1 --data-dir "$scratch/$name" \
+            >"$scratch/$name.log" 2>&1 &
+        server_pid=$!
+        for _ in $(seq 100); do grep -q "API key:" "$scratch/$name.log" 2>/dev/null && break; sleep 0.1; done
+        local key
+        key=$(sed -n 's/.*API key: *//p' "$scratch/$name.log")
+        [[ -n "$key" ]] || { cat "$scratch/$name.log"; echo "mooyaho dev did not start" >&2; exit 1; }
+        args+=(--url "http://127.0.0.1:$port" --api-key "$key" --sfu-pid "$server_pid")
+    else
+        server_pid=$(taskset -c 0 benches/janus/start.sh "$port" 20000-29999 2>"$scratch/$name.janus")
+        args+=(--janus-url "http://127.0.0.1:$port/janus" --sfu-pid "$server_pid")
+    fi
+    echo "== $name"
+    taskset -c 1 "$bin" loadgen "${args[@]}" "$@" | grep -v '^wrote' || echo "!! $name failed"
+    stop_server
+}
+
+if ((quick)); then
+    run fanout-mooyaho-50 mooyaho --scenario fanout --subscribers 50 --pps 500 --size 1200 --join-rate 200
+    ((janus)) && run fanout-janus-50 janus --scenario fanout --subscribers 50 --pps 500 --size 1200 --join-rate 50
+    run audio-mooyaho-100 mooyaho --scenario audio --publishers 2 --subscribers 100 --join-rate 200
+else
+    for n in 50 100 250 500; do
+        run "fanout-mooyaho-$n" mooyaho --scenario fanout --subscribers "$n" --pps 500 --size 1200 --join-rate 200
+        ((janus)) && run "fanout-janus-$n" janus --scenario fanout --subscribers "$n" --pps 500 --size 1200 --join-rate 50
+    done
+    for n in 250 500 1000; do
+        run "livestream-mooyaho-$n" mooyaho --scenario livestream --subscribers "$n" --join-rate 200
+    done
+    ((janus)) && run livestream-janus-250 janus --scenario livestream --subscribers 250 --join-rate 50
+    for n in 100 250 500; do
+        run "audio-mooyaho-$n" mooyaho --scenario audio --publishers 2 --subscribers "$n" --join-rate 200
+        ((janus)) && run "audio-janus-$n" janus --scenario audio --publishers 2 --subscribers "$n" --join-rate 50
+    done
+    for n in 5 10 20; do
+        run "meeting-mooyaho-$n" mooyaho --scenario meeting --publishers "$n" --pps 100 --size 1000 --join-rate 50
+    done
+fi
+
+echo "== charts"
+for scenario in fanout livestream audio meeting; do
+    reports=("$results/$scenario"-*.json)
+    [[ -e "${reports[0]}" ]] || continue
+    "$bin" loadgen --chart-from "${reports[@]}" --plot "docs/bench/$scenario.svg" >/dev/null
+done
+python3 benches/render.py "$results" BENCHMARKS.md
+echo "== BENCHMARKS.md regenerated from $results"

@@ -1,0 +1,664 @@
+//! One simulated participant: joins through the target's signaling, publishes and/or
+//! subscribes over real ICE/DTLS/SRTP, and counts what it sends and receives.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mooyaho_media::connection::PacketClass;
+use mooyaho_media::connection::dtls::DtlsIdentity;
+use serde_json::json;
+use tokio::net::UdpSocket;
+
+use super::janus::{self, Janus};
+use super::peer::{self, ConnectOptions, LocalIce};
+use super::sdp::{self, Local};
+use super::signal::Signal;
+use super::{LoadConfig, Role, Scenario, Target, Totals, wire};
+
+/// The server side of a run, set up once: a Mooyaho SFU channel, or a Janus VideoRoom.
+#[derive(Clone)]
+pub(super) enum Backend {
+    Mooyaho {
+        rest: mooyaho_server_sdk::Mooyaho,
+        ws_url: String,
+        channel: String,
+    },
+    Janus {
+        janus: Janus,
+        room: u64,
+    },
+}
+
+impl Backend {
+    /// Creates the channel (Mooyaho) or the room (Janus) everyone joins.
+    pub(super) async fn open(config: &LoadConfig) -> anyhow::Result<Self> {
+        match &config.target {
+            Target::Mooyaho => {
+                anyhow::ensure!(
+                    !config.api_key.is_empty(),
+                    "the mooyaho target needs the deployment's REST API key"
+                );
+                let rest =
+                    mooyaho_server_sdk::Mooyaho::new(config.url.as_str(), config.api_key.as_str())?;
+                let channel = rest
+                    .create_channel(true)
+                    .await
+                    .context("creating the SFU channel")?;
+                let ws_url = format!("{}/websocket", config.url.replacen("http", "ws", 1));
+                Ok(Self::Mooyaho {
+                    rest,
+                    ws_url,
+                    channel: channel.id,
+                })
+            }
+            Target::Janus { url } => {
+                let janus = Janus::new(url)?;
+                janus
+                    .info()
+                    .await
+                    .with_context(|| format!("reaching Janus at {url}"))?;
+                let session = janus.session().await?;
+                let handle = session.attach().await?;
+                let created = session
+                    .request(handle, janus::create_room_body(config.publishers))
+                    .await;
+                // The room outlives this session; the session is only needed to create it.
+                let _ = session.destroy().await;
+                let room = janus::created_room(&created?)?;
+                Ok(Self::Janus { janus, room })
+            }
+        }
+    }
+
+    /// The Mooyaho REST client (for the nodes' load reports).
+    pub(super) fn rest(&self) -> Option<&mooyaho_server_sdk::Mooyaho> {
+        match self {
+            Self::Mooyaho { rest, .. } => Some(rest),
+            Self::Janus { .. } => None,
+        }
+    }
+
+    /// Deletes the channel or destroys the room (best effort: the run's numbers are in).
+    pub(super) async fn close(&self) {
+        match self {
+            Self::Mooyaho { rest, channel, .. } => {
+                let _ = rest.delete_channel(channel).await;
+            }
+            Self::Janus { janus, room } => {
+                if let Ok(session) = janus.session().await {
+                    if let Ok(handle) = session.attach().await {
+                        let _ = session
+                            .request(handle, janus::destroy_room_body(*room))
+                            .await;
+                    }
+                    let _ = session.destroy().await;
+                }
+            }
+        }
+    }
+}
+
+/// Joins, publishes and/or subscribes, then keeps the session alive until the run ends.
+pub(super) async fn run(
+    config: &LoadConfig,
+    backend: &Backend,
+    name: &str,
+    role: Role,
+    identity: &DtlsIdentity,
+    totals: &Arc<Totals>,
+    stop_at: &Arc<Mutex<Instant>>,
+) -> anyhow::Result<()> {
+    match backend {
+        Backend::Mooyaho {
+            rest,
+            ws_url,
+            channel,
+        } => {
+            run_mooyaho(
+                config, rest, ws_url, channel, name, role, identity, totals, stop_at,
+            )
+            .await
+        }
+        Backend::Janus { janus, room } => {
+            run_janus(config, janus, *room, name, role, identity, totals, stop_at).await
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+async fn run_mooyaho(
+    config: &LoadConfig,
+    rest: &mooyaho_server_sdk::Mooyaho,
+    ws_url: &str,
+    channel: &str,
+    name: &str,
+    role: Role,
+    identity: &DtlsIdentity,
+    totals: &Arc<Totals>,
+    stop_at: &Arc<Mutex<Instant>>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut signal = Signal::join(ws_url, rest, channel, name).await?;
+    let publish_ice = LocalIce::random();
+    let subscribe_ice = LocalIce::random();
+    let mut tasks = Vec::new();
+    if role.publish {
+        let audio = config.scenario == Scenario::Audio;
+        let ssrc: u32 = rand::random();
+        let offer = sdp::publish_offer(
+            &Local {
+                ufrag: &publish_ice.ufrag,
+                pwd: &publish_ice.pwd,
+                fingerprint: &identity.fingerprint,
+                candidate: None,
+            },
+            audio,
+            ssrc,
+        );
+        let reply = signal
+            .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
+            .await?;
+        let answer = reply["sdp"]
+            .as_str()
+            .with_context(|| format!("publish refused: {reply}"))?;
+        let remote = sdp::parse_remote(answer);
+        let connected = peer::connect(identity, &publish_ice, &remote).await?;
+        let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
+        tasks.push(tokio::spawn(async move {
+            send_media(connected, &config, audio, ssrc, &totals, &stop_at).await
+        }));
+    }
+    if role.subscribe {
+        let offer = tokio::time::timeout(Duration::from_secs(20), signal.next_offer())
+            .await
+            .context("no subscribe offer within 20 s")??;
+        let local = Local {
+            ufrag: &subscribe_ice.ufrag,
+            pwd: &subscribe_ice.pwd,
+            fingerprint: &identity.fingerprint,
+            candidate: None,
+        };
+        let answer = sdp::subscribe_answer(
+            &local,
+            &offer,
+            ConnectOptions::ICE_LITE_SFU.answer_setup.attribute(),
+        );
+        // Wait for the ack: the node must know our fingerprint before our ClientHello.
+        let ack = signal
+            .request(json!({ "type": "answer", "isSFU": true, "sdp": answer }))
+            .await?;
+        anyhow::ensure!(ack["type"] == "ack", "subscribe answer refused: {ack}");
+        let remote = sdp::parse_remote(&offer);
+        let connected = peer::connect(identity, &subscribe_ice, &remote).await?;
+        let (totals, stop_at) = (totals.clone(), stop_at.clone());
+        tasks.push(tokio::spawn(async move {
+            receive_media(connected, &totals, &stop_at).await
+        }));
+    }
+    joined(totals, started);
+    // Keep answering re-offers (publishers joining later) until the run ends.
+    let fingerprint = identity.fingerprint.clone();
+    loop {
+        let stop = *stop_at.lock().expect("lock");
+        let remaining = stop.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(
+            remaining.min(Duration::from_millis(500)),
+            signal.next_offer(),
+        )
+        .await
+        {
+            Ok(Ok(offer)) if role.subscribe => {
+                let local = Local {
+                    ufrag: &subscribe_ice.ufrag,
+                    pwd: &subscribe_ice.pwd,
+                    fingerprint: &fingerprint,
+                    candidate: None,
+                };
+                let answer = sdp::subscribe_answer(
+                    &local,
+                    &offer,
+                    ConnectOptions::ICE_LITE_SFU.answer_setup.attribute(),
+                );
+                signal
+                    .send(&json!({ "type": "answer", "isSFU": true, "sdp": answer }))
+                    .await?;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {}
+        }
+    }
+    for task in tasks {
+        task.await??;
+    }
+    signal.close().await;
+    Ok(())
+}
+
+fn joined(totals: &Totals, started: Instant) {
+    totals
+        .join_ms
+        .lock()
+        .expect("lock")
+        .push(started.elapsed().as_millis() as u32);
+    totals.joined.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The same participant against Janus's VideoRoom: a session per participant, a publisher
+/// handle (our offer, Janus's answer, our candidate trickled) and a subscriber handle (Janus's
+/// offer for every publisher's streams, our answer with our candidate). Janus does not push
+/// re-offers as publishers arrive, so a subscriber waits until the run's publishers publish
+/// and subscribes to all of them at once.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+async fn run_janus(
+    config: &LoadConfig,
+    janus: &Janus,
+    room: u64,
+    name: &str,
+    role: Role,
+    identity: &DtlsIdentity,
+    totals: &Arc<Totals>,
+    stop_at: &Arc<Mutex<Instant>>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let session = janus.session().await?;
+    let mut tasks = Vec::new();
+    let mut own_feed = None;
+    if role.publish {
+        let ice = LocalIce::random();
+        let handle = session.attach().await?;
+        let audio = config.scenario == Scenario::Audio;
+        let ssrc: u32 = rand::random();
+        // No candidate yet: ours is on the address family and interface of Janus's, which
+        // only its answer tells; it is trickled right after.
+        let offer = sdp::publish_offer(
+            &Local {
+                ufrag: &ice.ufrag,
+                pwd: &ice.pwd,
+                fingerprint: &identity.fingerprint,
+                candidate: None,
+            },
+            audio,
+            ssrc,
+        );
+        let joined = session
+            .message(
+                handle,
+                janus::publish_body(room, name),
+                Some(janus::jsep("offer", &offer)),
+            )
+            .await
+            .context("publishing")?;
+        own_feed = Some(janus::joined_id(&joined.data)?);
+        let answer = joined.sdp.context("Janus joined without a JSEP answer")?;
+        let remote = sdp::parse_remote(&answer);
+        let socket = bind_toward(&remote).await?;
+        session.trickle(handle, socket.local_addr()?).await?;
+        let options = ConnectOptions::full_agent(true);
+        let connected = peer::connect_on(identity, &ice, &remote, socket, options)
+            .await
+            .context("publisher transport to Janus")?;
+        let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
+        tasks.push(tokio::spawn(async move {
+            send_media(connected, &config, audio, ssrc, &totals, &stop_at).await
+        }));
+    }
+    // Everyone else who publishes in this run (meeting: the other participants).
+    let expected = config.publishers - usize::from(own_feed.is_some());
+    if role.subscribe && expected > 0 {
+        let feeds = wait_for_publishers(&session, room, expected, own_feed).await?;
+        let ice = LocalIce::random();
+        let handle = session.attach().await?;
+        let attached = session
+            .message(handle, janus::subscribe_body(room, &feeds), None)
+            .await
+            .context("subscribing")?;
+        let offer = attached
+            .sdp
+            .context("Janus attached without a JSEP offer")?;
+        let remote = sdp::parse_remote(&offer);
+        let socket = bind_toward(&remote).await?;
+        let options = ConnectOptions::full_agent(false);
+        let answer = sdp::subscribe_answer(
+            &Local {
+                ufrag: &ice.ufrag,
+                pwd: &ice.pwd,
+                fingerprint: &identity.fingerprint,
+                candidate: Some(socket.local_addr()?),
+            },
+            &offer,
+            options.answer_setup.attribute(),
+        );
+        session
+            .message(
+                handle,
+                janus::start_body(),
+                Some(janus::jsep("answer", &answer)),
+            )
+            .await
+            .context("starting the subscription")?;
+        let connected = peer::connect_on(identity, &ice, &remote, socket, options)
+            .await
+            .context("subscriber transport to Janus")?;
+        let (totals, stop_at) = (totals.clone(), stop_at.clone());
+        tasks.push(tokio::spawn(async move {
+            receive_media(connected, &totals, &stop_at).await
+        }));
+    }
+    joined(totals, started);
+    // Janus drops sessions without traffic for its session_timeout (60 s by default).
+    let mut next_keepalive = Instant::now() + Duration::from_secs(15);
+    loop {
+        let stop = *stop_at.lock().expect("lock");
+        let remaining = stop.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        tokio::time::sleep(remaining.min(Duration::from_millis(500))).await;
+        if Instant::now() >= next_keepalive {
+            session.keepalive().await?;
+            next_keepalive = Instant::now() + Duration::from_secs(15);
+        }
+    }
+    for task in tasks {
+        task.await??;
+    }
+    session.destroy().await?;
+    Ok(())
+}
+
+/// A UDP socket on the local address family and interface of the remote's candidate.
+async fn bind_toward(remote: &sdp::Remote) -> anyhow::Result<Arc<UdpSocket>> {
+    let target = remote
+        .candidate
+        .context("Janus SDP has no usable candidate")?;
+    let socket = UdpSocket::bind(SocketAddr::new(target.ip(), 0))
+        .await
+        .with_context(|| format!("binding a UDP socket toward {target}"))?;
+    Ok(Arc::new(socket))
+}
+
+/// Polls the room until `expected` participants other than `own` publish (30 s at most, as
+/// long as the run waits for joins).
+async fn wait_for_publishers(
+    session: &janus::Session,
+    room: u64,
+    expected: usize,
+    own: Option<u64>,
+) -> anyhow::Result<Vec<u64>> {
+    let handle = session.attach().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = session
+            .request(handle, janus::list_participants_body(room))
+            .await?;
+        let feeds: Vec<u64> = janus::publishing(&list)?
+            .into_iter()
+            .filter(|id| Some(*id) != own)
+            .collect();
+        if feeds.len() >= expected {
+            return Ok(feeds);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {expected} publishers in the Janus room after 30 s",
+            feeds.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads what the server sent to a publisher, without blocking: answers ICE checks (Janus, a
+/// full ICE agent, checks for consent) and reports whether its RTCP asked for a keyframe
+/// (PLI/FIR), as a browser's encoder would honour it.
+fn drain_inbound(
+    socket: &UdpSocket,
+    answer_checks: Option<&LocalIce>,
+    srtp: &mut mooyaho_media::connection::srtp::SrtpSession,
+    buf: &mut [u8],
+) -> anyhow::Result<bool> {
+    let mut keyframe_requested = false;
+    loop {
+        let (n, from) = match socket.try_recv_from(buf) {
+            Ok(received) => received,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(keyframe_requested),
+            Err(e) => return Err(e.into()),
+        };
+        match PacketClass::of(&buf[..n]) {
+            PacketClass::Stun => {
+                if let Some(response) =
+                    answer_checks.and_then(|local| peer::answer_check(&buf[..n], from, local))
+                {
+                    let _ = socket.try_send_to(&response, from);
+                }
+            }
+            PacketClass::Rtcp => {
+                if let Ok(len) = srtp.unprotect_rtcp_in_place(&mut buf[..n]) {
+                    keyframe_requested |= wire::requests_keyframe(&buf[..len]);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn send_media(
+    connected: peer::Connected,
+    config: &LoadConfig,
+    audio: bool,
+    ssrc: u32,
+    totals: &Totals,
+    stop_at: &Mutex<Instant>,
+) -> anyhow::Result<()> {
+    let peer::Connected {
+        socket,
+        remote,
+        mut srtp,
+        check,
+        answer_checks,
+    } = connected;
+    let mut inbound = vec![0u8; 2048];
+    let mut keyframe_requested = false;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(config.pps.max(1)));
+    let keyframe_every = (config.pps as u64 * 2).max(1); // a keyframe every ~2 s
+    let burst = if config.scenario == Scenario::Livestream {
+        15
+    } else {
+        1
+    };
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut seq: u16 = rand::random();
+    let mut packet = vec![0u8; config.size.max(32) + 32];
+    let mut tick: u64 = 0;
+    let mut next_consent = Instant::now();
+    loop {
+        ticker.tick().await;
+        if Instant::now() >= *stop_at.lock().expect("lock") {
+            return Ok(());
+        }
+        // Periodic keyframes, and one at the next tick whenever the server asks (a new
+        // subscriber's PLI), so joins do not wait for the period.
+        let keyframe = keyframe_requested || tick.is_multiple_of(keyframe_every);
+        let count = if keyframe { burst } else { 1 };
+        for i in 0..count {
+            let len = write_rtp(
+                &mut packet,
+                audio,
+                ssrc,
+                seq,
+                tick,
+                keyframe && i == 0,
+                config.size,
+            );
+            seq = seq.wrapping_add(1);
+            let len = srtp
+                .protect_rtp_in_place(&mut packet, len)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            socket.send_to(&packet[..len], remote).await?;
+            totals.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        tick += 1;
+        if Instant::now() >= next_consent {
+            socket.send_to(&check, remote).await?; // consent freshness (RFC 7675)
+            next_consent = Instant::now() + Duration::from_secs(2);
+        }
+        keyframe_requested =
+            drain_inbound(&socket, answer_checks.as_ref(), &mut srtp, &mut inbound)?;
+    }
+}
+
+fn write_rtp(
+    buf: &mut [u8],
+    audio: bool,
+    ssrc: u32,
+    seq: u16,
+    tick: u64,
+    keyframe: bool,
+    size: usize,
+) -> usize {
+    let (pt, ts) = if audio {
+        (111u8, (tick * 960) as u32)
+    } else {
+        (96u8, (tick * 3000) as u32)
+    };
+    buf[0] = 0x80;
+    buf[1] = pt | 0x80; // marker: every packet ends a frame
+    buf[2..4].copy_from_slice(&seq.to_be_bytes());
+    buf[4..8].copy_from_slice(&ts.to_be_bytes());
+    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    let mut at = 12;
+    if !audio {
+        // VP8 descriptor (S=1, PID 0) and frame tag: P bit 0 on keyframes (RFC 7741).
+        buf[at..at + 4].copy_from_slice(&[0x10, if keyframe { 0x00 } else { 0x01 }, 0, 0]);
+        at += 4;
+    }
+    let sent_at = wire::now_ns();
+    buf[at..at + 8].copy_from_slice(&sent_at.to_be_bytes());
+    let len = size.max(at + 8);
+    buf[at + 8..len].fill(0x5a);
+    len
+}
+
+async fn receive_media(
+    connected: peer::Connected,
+    totals: &Totals,
+    stop_at: &Mutex<Instant>,
+) -> anyhow::Result<()> {
+    let peer::Connected {
+        socket,
+        remote,
+        mut srtp,
+        check,
+        answer_checks,
+    } = connected;
+    wire::enable_receive_timestamps(&socket)?;
+    let mut buf = vec![0u8; 2048];
+    let mut streams: std::collections::HashMap<u32, (u64, u64, u64)> = Default::default();
+    let mut samples = Vec::new();
+    let mut next_consent = Instant::now();
+    loop {
+        let stop = *stop_at.lock().expect("lock");
+        let remaining = stop.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        if Instant::now() >= next_consent {
+            socket.send_to(&check, remote).await?;
+            next_consent = Instant::now() + Duration::from_secs(2);
+        }
+        match tokio::time::timeout(remaining.min(Duration::from_millis(200)), socket.readable())
+            .await
+        {
+            Ok(ready) => ready?,
+            Err(_) => continue,
+        }
+        // Everything waiting, in one wake-up: under load the queue batches by itself.
+        loop {
+            let (n, from, arrived) = match wire::try_recv_stamped(&socket, &mut buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(local) = &answer_checks
+                && PacketClass::of(&buf[..n]) == PacketClass::Stun
+            {
+                if let Some(response) = peer::answer_check(&buf[..n], from, local) {
+                    socket.send_to(&response, from).await?;
+                }
+                continue;
+            }
+            if PacketClass::of(&buf[..n]) != PacketClass::Rtp {
+                continue; // STUN responses, RTCP
+            }
+            let Ok(len) = srtp.unprotect_rtp_in_place(&mut buf[..n]) else {
+                totals.auth_failures.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let packet = &buf[..len];
+            let Some((ssrc, seq, payload_at, audio)) = parse_rtp(packet) else {
+                continue;
+            };
+            totals.received.fetch_add(1, Ordering::Relaxed);
+            let measuring = totals.measuring.load(Ordering::Relaxed);
+            if measuring {
+                totals.received_in_window.fetch_add(1, Ordering::Relaxed);
+            }
+            // Loss per stream from sequence gaps (extended across wraparound).
+            let entry = streams
+                .entry(ssrc)
+                .or_insert_with(|| (u64::from(seq), u64::from(seq), 0));
+            let ext = extend(entry.1, seq);
+            entry.1 = entry.1.max(ext);
+            entry.2 += 1;
+            let at = payload_at + if audio { 0 } else { 4 };
+            if measuring && let Some(stamp) = packet.get(at..at + 8) {
+                let sent = u64::from_be_bytes(stamp.try_into().expect("8 bytes"));
+                let now = arrived.unwrap_or_else(wire::now_ns);
+                samples.push((now.saturating_sub(sent) / 1000) as u32);
+            }
+        }
+    }
+    for (first, last, received) in streams.values() {
+        let expected = last - first + 1;
+        totals.expected.fetch_add(expected, Ordering::Relaxed);
+        totals
+            .lost
+            .fetch_add(expected.saturating_sub(*received), Ordering::Relaxed);
+    }
+    totals.latency_us.lock().expect("lock").extend(samples);
+    Ok(())
+}
+
+/// `(ssrc, seq, payload offset, audio)` of a plain RTP packet.
+fn parse_rtp(p: &[u8]) -> Option<(u32, u16, usize, bool)> {
+    if p.len() < 12 {
+        return None;
+    }
+    let cc = usize::from(p[0] & 0x0f);
+    let mut at = 12 + cc * 4;
+    if p[0] & 0x10 != 0 {
+        let words = usize::from(u16::from_be_bytes([*p.get(at + 2)?, *p.get(at + 3)?]));
+        at += 4 + words * 4;
+    }
+    let seq = u16::from_be_bytes([p[2], p[3]]);
+    let ssrc = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+    Some((ssrc, seq, at, p[1] & 0x7f == 111))
+}
+
+fn extend(highest: u64, seq: u16) -> u64 {
+    let candidate = (highest & !0xffff) | u64::from(seq);
+    if candidate + 0x8000 < highest {
+        candidate + 0x1_0000
+    } else if candidate > highest + 0x8000 && candidate >= 0x1_0000 {
+        candidate - 0x1_0000
+    } else {
+        candidate
+    }
+}
