@@ -374,6 +374,9 @@ impl Shard {
                         .map_err(|e| MediaError::Dtls(e.0))?;
                 if let Some(remote) = peer.selected {
                     dtls.start(now, remote).map_err(|e| MediaError::Dtls(e.0))?;
+                    while let Some((to, datagram)) = dtls.poll_transmit() {
+                        self.send.push(to, &datagram);
+                    }
                 }
                 peer.dtls = Some(dtls);
                 peer.remote_ice = Some(parsed.remote_ice.clone());
@@ -384,6 +387,7 @@ impl Shard {
             }
             Some(_) => {}
         }
+        self.track_dtls_timer(transport);
         let media = self.rooms.get_mut(&room).expect("checked above");
         let subscribing = media
             .sessions
