@@ -9,20 +9,25 @@
 #   benches/run.sh --quick      a few small runs (~3 min), e.g. to try the pipeline
 #   benches/run.sh --no-janus   skip Janus
 #   DURATION=20 benches/run.sh  longer measurement windows (default 8 s)
+#   benches/run.sh meeting      only the named scenarios (others' reports are kept)
 #
 # Needs 2 CPUs (taskset -c 0 and -c 1); Janus from Debian (`apt-get install -y janus`).
 set -euo pipefail
 
 quick=0
 janus=1
+only=()
 for arg in "$@"; do
     case "$arg" in
     --quick) quick=1 ;;
     --no-janus) janus=0 ;;
-    -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    fanout | livestream | audio | meeting) only+=("$arg") ;;
     *) echo "run.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
+# Whether a scenario is in this run (all of them unless some were named).
+wanted() { ((${#only[@]} == 0)) || [[ " ${only[*]} " == *" $1 "* ]]; }
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 duration=${DURATION:-8}
@@ -74,22 +79,22 @@ run() {
 
 if ((quick)); then
     run fanout-mooyaho-50 mooyaho --scenario fanout --subscribers 50 --pps 500 --size 1200 --join-rate 200
-    ((janus)) && run fanout-janus-50 janus --scenario fanout --subscribers 50 --pps 500 --size 1200 --join-rate 50
+    if ((janus)); then run fanout-janus-50 janus --scenario fanout --subscribers 50 --pps 500 --size 1200 --join-rate 50; fi
     run audio-mooyaho-100 mooyaho --scenario audio --publishers 2 --subscribers 100 --join-rate 200
 else
-    for n in 50 100 250 500; do
+    wanted fanout && for n in 50 100 250 500; do
         run "fanout-mooyaho-$n" mooyaho --scenario fanout --subscribers "$n" --pps 500 --size 1200 --join-rate 200
-        ((janus)) && run "fanout-janus-$n" janus --scenario fanout --subscribers "$n" --pps 500 --size 1200 --join-rate 50
+        if ((janus)); then run "fanout-janus-$n" janus --scenario fanout --subscribers "$n" --pps 500 --size 1200 --join-rate 50; fi
     done
-    for n in 250 500 1000; do
+    wanted livestream && for n in 250 500 1000; do
         run "livestream-mooyaho-$n" mooyaho --scenario livestream --subscribers "$n" --join-rate 200
     done
-    ((janus)) && run livestream-janus-250 janus --scenario livestream --subscribers 250 --join-rate 50
-    for n in 100 250 500; do
+    if wanted livestream && ((janus)); then run livestream-janus-250 janus --scenario livestream --subscribers 250 --join-rate 50; fi
+    wanted audio && for n in 100 250 500; do
         run "audio-mooyaho-$n" mooyaho --scenario audio --publishers 2 --subscribers "$n" --join-rate 200
-        ((janus)) && run "audio-janus-$n" janus --scenario audio --publishers 2 --subscribers "$n" --join-rate 50
+        if ((janus)); then run "audio-janus-$n" janus --scenario audio --publishers 2 --subscribers "$n" --join-rate 50; fi
     done
-    for n in 5 10 20; do
+    wanted meeting && for n in 5 10 20; do
         run "meeting-mooyaho-$n" mooyaho --scenario meeting --publishers "$n" --pps 100 --size 1000 --join-rate 50
     done
 fi

@@ -37,7 +37,7 @@ const FLUSH: usize = 256;
 /// Measures for about `3 × budget`: SRTP alone, UDP alone, then both.
 pub fn measure(packet_size: usize, receivers: usize, budget: Duration) -> std::io::Result<Ceiling> {
     let packet_size = packet_size.clamp(32, 1400);
-    let receivers = receivers.clamp(1, 512);
+    let receivers = receivers.clamp(2, 512);
     let sinks = (0..receivers)
         .map(|_| Socket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))))
         .collect::<std::io::Result<Vec<_>>>()?;

@@ -176,7 +176,13 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
         _ => (config.publishers, config.subscribers, false),
     };
     let ceiling = if config.ceiling {
-        let (size, receivers) = (config.size, config.subscribers.max(1));
+        // As many receivers as the server sends to (a meeting's participants all receive);
+        // never one, or consecutive datagrams would share a destination and merge under GSO.
+        let receivers = match config.scenario {
+            Scenario::Meeting => config.publishers,
+            _ => config.subscribers,
+        };
+        let (size, receivers) = (config.size, receivers.max(2));
         let measured = tokio::task::spawn_blocking(move || {
             ceiling::measure(size, receivers, Duration::from_millis(1500))
         })
