@@ -51,7 +51,8 @@ def row(report):
         f"| {fmt(report.get('sfuCpuSeconds'), 2)} | **{fmt(report.get('outPacketsPerSfuCpuSecond'))}** "
         f"| {fmt(ceiling and ceiling['outPacketsPerCpuSecond'])} "
         f"| {fmt(report.get('fractionOfCeiling'), 0, 100)} % "
-        f"| {fmt(report.get('sfuRssMib'), 0)} | {fmt(report.get('generatorCpuSeconds'), 2)} "
+        f"| {fmt(report.get('sfuRssMib'), 0)} | {fmt(report.get('sfuRssPerParticipantKib'), 0)} "
+        f"| {fmt(report.get('generatorCpuSeconds'), 2)} "
         f"| {report['failed']} |"
     )
 
@@ -104,8 +105,8 @@ def render(reports):
         out += ["", f"### {scenario}", ""]
         out.append("| target | pub × sub | packets | out pkt/s | loss % | latency p50 / p99 ms "
                    "| join p50 / p99 ms | SFU CPU-s | out per CPU-s | ceiling | of ceiling | RSS MiB "
-                   "| generator CPU-s | failed |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+                   "| KiB per participant | generator CPU-s | failed |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         out += [row(r) for r in runs]
         out.append("")
         ratios = []

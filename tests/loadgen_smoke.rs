@@ -91,6 +91,10 @@ fn assert_flowed(report: &Value, participants: u64) {
         "{report:#}"
     );
     assert!(report["sfuRssMib"].as_f64().unwrap() > 1.0, "{report:#}");
+    assert!(
+        report["sfuRssPerParticipantKib"].as_f64().is_some(),
+        "{report:#}"
+    );
 }
 
 #[test]

@@ -204,6 +204,7 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     let join_gap = Duration::from_secs_f64(1.0 / config.join_rate.max(0.1));
     let mut tasks = Vec::new();
     let generator_cpu_start = report::process_cpu_seconds(None);
+    let sfu_rss_idle_mib = config.sfu_pid.and_then(report::rss_mib);
     let join_started = Instant::now();
     for i in 0..publishers + subscribers {
         let publish = i < publishers;
@@ -278,6 +279,7 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     }
     totals.measuring.store(false, Ordering::Relaxed);
     let window = window_start.elapsed();
+    let sfu_rss_loaded_mib = config.sfu_pid.and_then(report::rss_mib);
     let sfu_cpu = report::process_cpu_seconds(config.sfu_pid)
         .zip(sfu_cpu_start)
         .map(|(b, a)| b - a);
@@ -295,14 +297,18 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     Ok(Report::build(
         &config,
         &totals,
-        window,
-        joined_in,
-        sfu_cpu,
-        generator_window_cpu,
-        generator_cpu,
-        &sfu_loads,
-        timeline,
-        ceiling,
+        report::Measurements {
+            window,
+            joined_in,
+            sfu_cpu,
+            generator_window_cpu,
+            generator_cpu,
+            sfu_loads,
+            timeline,
+            ceiling,
+            sfu_rss_idle_mib,
+            sfu_rss_loaded_mib,
+        },
     ))
 }
 

@@ -42,8 +42,11 @@ pub struct Report {
     pub sfu_cpu_seconds: Option<f64>,
     /// The headline: packets the SFU sent per CPU-second it used.
     pub out_packets_per_sfu_cpu_second: Option<f64>,
-    /// SFU resident memory at the end, MiB (with `--sfu-pid`).
+    /// SFU resident memory at the end of the window, MiB (with `--sfu-pid`).
     pub sfu_rss_mib: Option<f64>,
+    /// SFU memory per participant: resident growth from before the joins to the end of the
+    /// window, divided by the participants that joined, KiB.
+    pub sfu_rss_per_participant_kib: Option<f64>,
     /// The SFU's own count of packets sent per second (its load reports, averaged).
     pub sfu_reported_out_pps: Option<f64>,
     /// Generator CPU seconds in the window: near `window × cores` means the generator, not the
@@ -60,6 +63,21 @@ pub struct Report {
     /// Every latency sample's percentile curve: `(percent, milliseconds)` at 0, 1, …, 100 and
     /// 99.9 (for the CDF chart).
     pub latency_cdf_ms: Vec<(f64, f64)>,
+}
+
+/// What [`crate::run`] measured besides the participants' shared counters.
+pub(crate) struct Measurements {
+    pub(crate) window: Duration,
+    pub(crate) joined_in: Duration,
+    pub(crate) sfu_cpu: Option<f64>,
+    pub(crate) generator_window_cpu: Option<f64>,
+    pub(crate) generator_cpu: Option<f64>,
+    pub(crate) sfu_loads: Vec<mooyaho_server_sdk::SfuLoad>,
+    pub(crate) timeline: Vec<Sample>,
+    pub(crate) ceiling: Option<Ceiling>,
+    /// SFU resident memory before anyone joined, and at the end of the window, MiB.
+    pub(crate) sfu_rss_idle_mib: Option<f64>,
+    pub(crate) sfu_rss_loaded_mib: Option<f64>,
 }
 
 /// One second of the measurement window.
@@ -102,19 +120,19 @@ impl Percentiles {
 }
 
 impl Report {
-    #[allow(clippy::too_many_arguments)] // one call site, at the end of a run
-    pub(crate) fn build(
-        config: &LoadConfig,
-        totals: &Totals,
-        window: Duration,
-        joined_in: Duration,
-        sfu_cpu: Option<f64>,
-        generator_window_cpu: Option<f64>,
-        generator_cpu: Option<f64>,
-        sfu_loads: &[mooyaho_server_sdk::SfuLoad],
-        timeline: Vec<Sample>,
-        ceiling: Option<Ceiling>,
-    ) -> Self {
+    pub(crate) fn build(config: &LoadConfig, totals: &Totals, measured: Measurements) -> Self {
+        let Measurements {
+            window,
+            joined_in,
+            sfu_cpu,
+            generator_window_cpu,
+            generator_cpu,
+            sfu_loads,
+            timeline,
+            ceiling,
+            sfu_rss_idle_mib,
+            sfu_rss_loaded_mib,
+        } = measured;
         let latencies = totals.latency_us.lock().expect("lock").clone();
         let window_s = window.as_secs_f64().max(1e-3);
         let in_window = totals.received_in_window.load(Ordering::Relaxed) as f64;
@@ -161,7 +179,13 @@ impl Report {
                 .map(|(ours, c)| ours / c.out_packets_per_cpu_second),
             ceiling,
             timeline,
-            sfu_rss_mib: config.sfu_pid.and_then(rss_mib),
+            sfu_rss_mib: sfu_rss_loaded_mib,
+            sfu_rss_per_participant_kib: sfu_rss_loaded_mib
+                .zip(sfu_rss_idle_mib)
+                .filter(|_| totals.joined.load(Ordering::Relaxed) > 0)
+                .map(|(loaded, idle)| {
+                    (loaded - idle) * 1024.0 / totals.joined.load(Ordering::Relaxed) as f64
+                }),
             sfu_reported_out_pps: reported_out,
             generator_cpu_seconds: generator_window_cpu,
             generator_total_cpu_seconds: generator_cpu,
@@ -232,7 +256,7 @@ pub(crate) fn process_cpu_seconds(pid: Option<u32>) -> Option<f64> {
     Some(ticks as f64 / hz)
 }
 
-fn rss_mib(pid: u32) -> Option<f64> {
+pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status
         .lines()
