@@ -104,6 +104,7 @@ pub fn run_chart(report: &Report, path: &Path) -> anyhow::Result<()> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Point {
     subscribers: f64,
+    out_pps: f64,
     per_cpu: f64,
     p99_ms: f64,
 }
@@ -130,11 +131,13 @@ fn sweep_series(reports: &[Value]) -> BTreeMap<String, Vec<Point>> {
             continue;
         };
         let p99_ms = report["latencyMs"]["p99"].as_f64().unwrap_or(0.0);
+        let out_pps = report["outPacketsPerSecond"].as_f64().unwrap_or(0.0);
         series
             .entry(format!("{target} {scenario}"))
             .or_default()
             .push(Point {
                 subscribers,
+                out_pps,
                 per_cpu,
                 p99_ms,
             });
@@ -145,7 +148,8 @@ fn sweep_series(reports: &[Value]) -> BTreeMap<String, Vec<Point>> {
     series
 }
 
-/// Out-packets per SFU CPU-second (left) and latency p99 (right) against subscriber count.
+/// Out-packets per second, out-packets per SFU CPU-second and latency p99 against subscriber
+/// count.
 pub fn sweep_chart(reports: &[Value], path: &Path) -> anyhow::Result<()> {
     let series = sweep_series(reports);
     anyhow::ensure!(
@@ -154,22 +158,21 @@ pub fn sweep_chart(reports: &[Value], path: &Path) -> anyhow::Result<()> {
     );
     let points = || series.values().flatten();
     let x_max = points().map(|p| p.subscribers).fold(1.0, f64::max) * 1.05;
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    let root = SVGBackend::new(path, (SIZE.0 * 3 / 2, SIZE.1)).into_drawing_area();
     root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(SIZE.0 / 2);
-    let panels: [(_, &str, Series<Point>); 2] = [
+    let areas = root.split_evenly((1, 3));
+    let panels: [(&str, Series<Point>); 3] = [
         (
-            &left,
+            "out-packets per second",
+            ("packets/s", PALETTE[0], |p| p.out_pps),
+        ),
+        (
             "out-packets per SFU CPU-second",
             ("packets per CPU-s", PALETTE[0], |p| p.per_cpu),
         ),
-        (
-            &right,
-            "latency p99",
-            ("milliseconds", PALETTE[0], |p| p.p99_ms),
-        ),
+        ("latency p99", ("milliseconds", PALETTE[0], |p| p.p99_ms)),
     ];
-    for (area, caption, (y_desc, _, value)) in panels {
+    for (area, (caption, (y_desc, _, value))) in areas.iter().zip(panels) {
         let y_max = points().map(value).fold(0.1, f64::max) * 1.15;
         let mut chart = ChartBuilder::on(area)
             .caption(caption, ("sans-serif", 18))
