@@ -61,6 +61,7 @@ pub fn fuzz_rest_body(data: &[u8]) {
             )
         }
     };
+    let head = method == Method::HEAD;
     let mut request = Request::builder().method(method).uri(path);
     match credentials % 3 {
         0 => request = request.header(header::AUTHORIZATION, format!("Bearer {KEY}")),
@@ -94,7 +95,10 @@ pub fn fuzz_rest_body(data: &[u8]) {
                 .await
                 .expect("a buffered body");
             assert!(!status.is_server_error(), "{status} for a client's request");
-            if status.is_client_error() {
+            if head {
+                // HTTP: a HEAD answer has the GET answer's headers and no body.
+                assert!(bytes.is_empty(), "HEAD answered with a body");
+            } else if status.is_client_error() {
                 let error: Value = serde_json::from_slice(&bytes).expect("errors are JSON");
                 assert_eq!(error["statusCode"], status.as_u16(), "{error}");
                 assert!(error["error"].is_string() && error["message"].is_string());
@@ -132,6 +136,9 @@ mod tests {
             b"\x06\x02GET /metrics\n",
             b"\x06\x00GET /openapi.json\n",
             b"\x00\x00\xff\xfe{",
+            b"\x06\x2cHEAD (",
+            b"\x06\x2cGET (",
+            b"\x06\x00HEAD /channels\n",
         ];
         for seed in seeds {
             fuzz_rest_body(seed);
