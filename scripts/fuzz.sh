@@ -73,11 +73,12 @@ for target in "${targets[@]}"; do
     echo "== $target for ${seconds}s"
     log="$scratch/$target.log"
     status=0
+    started=$(date +%s)
     cargo fuzz run "${flags[@]}" "$target" "${dirs[@]}" -- \
         -max_total_time="$seconds" -runs="$runs_limit" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
         -artifact_prefix="$scratch/artifacts/$target/" $(options "$target") >"$log" 2>&1 || status=$?
     runs=$(grep -oE '^stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo 0)
-    took=$(grep -oE 'Done [0-9]+ runs in [0-9]+ second' "$log" | grep -oE '[0-9]+ second' | grep -oE '[0-9]+' || echo "$seconds")
+    took=$(($(date +%s) - started))
     corpus=$(find "${dirs[@]}" -type f | wc -l)
     rate=$((runs / (took > 0 ? took : 1)))
     printf '| `%s` | %s | %s | %s | %s |\n' "$target" "$took" "$runs" "$rate" "$corpus" >>"$scratch/summary"
