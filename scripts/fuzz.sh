@@ -5,7 +5,9 @@
 #   scripts/fuzz.sh -t 3600 stun_binding sdp_offer
 #   scripts/fuzz.sh -t 600 --grow     add what the runs discover to the committed corpora
 #   scripts/fuzz.sh -n 10000000 -t 7200   stop each target at 10 M executions (or 2 h)
-#   scripts/fuzz.sh --cmin            minimise the committed corpora (fuzz/corpus/<target>)
+#   scripts/fuzz.sh --cmin            minimise the committed corpora (fuzz/corpus/<target>):
+#                                     libFuzzer's merge, then the smallest inputs up to 300 kB;
+#                                     hand-named seeds (not a 40-hex libFuzzer name) always stay
 #
 # Each run starts from the committed seeds in fuzz/corpus/<target> and, unless --grow, writes
 # new inputs to a scratch directory so the tree stays clean. A crash is minimised with
@@ -27,7 +29,7 @@ while (($#)); do
     -n | --runs) runs_limit="$2"; shift 2 ;;
     --grow) grow=1; shift ;;
     --cmin) cmin=1; shift ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     -*) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
     *) targets+=("$1"); shift ;;
     esac
@@ -59,6 +61,26 @@ options() {
 
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
+budget=300000
+
+# The committed corpus of one target: the smallest set with the same coverage, then its
+# smallest inputs up to $budget bytes, plus every hand-written seed.
+minimise() {
+    local target=$1 seeds="corpus/$1" merged="$scratch/merged-$1" kept="$scratch/kept-$1"
+    mkdir -p "$merged" "$kept"
+    cargo fuzz run "${flags[@]}" "$target" "$merged" "$seeds" -- -merge=1 $(options "$target") \
+        >"$scratch/merge-$target.log" 2>&1 || { tail -n 20 "$scratch/merge-$target.log"; return 1; }
+    find "$seeds" -type f -regextype posix-extended ! -regex '.*/[0-9a-f]{40}' -exec cp {} "$kept/" \;
+    local total=0 size path
+    while read -r size path; do
+        ((total + size > budget)) && break
+        cp "$path" "$kept/"
+        total=$((total + size))
+    done < <(find "$merged" -type f -printf '%s %p\n' | sort -n)
+    rm -rf "$seeds"
+    mv "$kept" "$seeds"
+    echo "   $target: $(find "$seeds" -type f | wc -l) inputs, $(du -sb "$seeds" | cut -f1) bytes"
+}
 failed=()
 printf '\n| target | seconds | executions | exec/s | corpus |\n|---|---|---|---|---|\n' >"$scratch/summary"
 for target in "${targets[@]}"; do
@@ -66,7 +88,7 @@ for target in "${targets[@]}"; do
     mkdir -p "$seeds" "$scratch/$target" "$scratch/artifacts/$target"
     if ((cmin)); then
         echo "== minimising $seeds"
-        cargo fuzz cmin "${flags[@]}" "$target" "$seeds" -- $(options "$target") 2>&1 | tail -n 2
+        minimise "$target" || failed+=("$target")
         continue
     fi
     if ((grow)); then dirs=("$seeds"); else dirs=("$scratch/$target" "$seeds"); fi
@@ -100,8 +122,7 @@ for target in "${targets[@]}"; do
         echo "   $runs executions, no crash"
     fi
 done
-((cmin)) && exit 0
-cat "$scratch/summary"
+if ((cmin == 0)); then cat "$scratch/summary"; fi
 if ((${#failed[@]})); then
     echo "fuzz.sh: failures in ${failed[*]}" >&2
     exit 1
