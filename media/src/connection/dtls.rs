@@ -462,18 +462,23 @@ mod role_tests {
     const A: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7000);
     const B: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7001);
 
-    /// The first flight each side sends is lost: only the retransmission timers (as
-    /// `poll_timeout` reports them) can finish the handshake.
-    #[test]
-    fn handshake_completes_through_retransmissions_when_flights_are_lost() {
+    /// A server and a client that trust each other's fingerprint.
+    pub(super) fn server_and_client() -> (DtlsTransport, DtlsTransport) {
         let (server_id, client_id) = (
             DtlsIdentity::generate().unwrap(),
             DtlsIdentity::generate().unwrap(),
         );
-        let mut server =
-            DtlsTransport::new(&server_id, &client_id.fingerprint, DtlsRole::Server).unwrap();
-        let mut client =
-            DtlsTransport::new(&client_id, &server_id.fingerprint, DtlsRole::Client).unwrap();
+        (
+            DtlsTransport::new(&server_id, &client_id.fingerprint, DtlsRole::Server).unwrap(),
+            DtlsTransport::new(&client_id, &server_id.fingerprint, DtlsRole::Client).unwrap(),
+        )
+    }
+
+    /// The first flight each side sends is lost: only the retransmission timers (as
+    /// `poll_timeout` reports them) can finish the handshake.
+    #[test]
+    fn handshake_completes_through_retransmissions_when_flights_are_lost() {
+        let (mut server, mut client) = server_and_client();
         assert_eq!(client.poll_timeout(), None, "no timer before the handshake");
         let mut now = Instant::now();
         client.start(now, A).unwrap();
@@ -512,14 +517,7 @@ mod role_tests {
 
     #[test]
     fn client_role_handshakes_with_a_server() {
-        let (server_id, client_id) = (
-            DtlsIdentity::generate().unwrap(),
-            DtlsIdentity::generate().unwrap(),
-        );
-        let mut server =
-            DtlsTransport::new(&server_id, &client_id.fingerprint, DtlsRole::Server).unwrap();
-        let mut client =
-            DtlsTransport::new(&client_id, &server_id.fingerprint, DtlsRole::Client).unwrap();
+        let (mut server, mut client) = server_and_client();
         let mut now = Instant::now();
         // Before `start`, a client refuses datagrams.
         assert!(client.handle(now, A, &[22, 254, 253]).is_err());
@@ -569,14 +567,7 @@ mod path_tests {
     /// the server must finish it on the new path and answer there.
     #[test]
     fn handshake_survives_a_path_change() {
-        let (server_id, client_id) = (
-            DtlsIdentity::generate().unwrap(),
-            DtlsIdentity::generate().unwrap(),
-        );
-        let mut server =
-            DtlsTransport::new(&server_id, &client_id.fingerprint, DtlsRole::Server).unwrap();
-        let mut client =
-            DtlsTransport::new(&client_id, &server_id.fingerprint, DtlsRole::Client).unwrap();
+        let (mut server, mut client) = role_tests::server_and_client();
         let first = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7100);
         let second = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)), 7101);
         let server_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 7200);
