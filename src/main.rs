@@ -1,5 +1,7 @@
 //! The `mooyaho` command: `dev` (everything in one process) and `server` (one signaling instance).
 
+#![deny(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -195,13 +195,7 @@ struct ThreadCpuTime;
 
 impl ThreadCpuTime {
     fn now() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant Linux supports.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        assert_eq!(rc, 0, "CLOCK_THREAD_CPUTIME_ID is available on Linux");
+        let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 }

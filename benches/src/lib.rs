@@ -4,6 +4,8 @@
 //! benchmark and the test that guards "no allocation per forwarded packet" measure the same
 //! thing.
 
+#![deny(unsafe_code)]
+
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};

@@ -1,3 +1,4 @@
 #![no_main]
+#![deny(unsafe_code)]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| sfu_core::fuzzing::rtcp_compound(std::time::Instant::now(), data));

@@ -1,4 +1,5 @@
 #![no_main]
+#![deny(unsafe_code)]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     sfu_core::fuzzing::rtp_extensions(std::time::Instant::now(), data);

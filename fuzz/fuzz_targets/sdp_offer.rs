@@ -1,3 +1,4 @@
 #![no_main]
+#![deny(unsafe_code)]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| mooyaho_media::sdp::fuzz_sdp(data));

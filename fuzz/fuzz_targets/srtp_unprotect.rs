@@ -1,4 +1,5 @@
 #![no_main]
+#![deny(unsafe_code)]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     mooyaho_media::connection::srtp_fast::fuzz_srtp(data)

@@ -1,4 +1,5 @@
 #![no_main]
+#![deny(unsafe_code)]
 
 use sfu_core::fuzzing::{Op, worker_ops};
 

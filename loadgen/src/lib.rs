@@ -9,6 +9,8 @@
 //! `livestream` (one ~1.5 Mbps video publisher with keyframe bursts × S viewers) and `fanout`
 //! (one publisher at a fixed packet rate and size × S viewers).
 
+#![deny(unsafe_code)]
+
 pub mod ceiling;
 mod janus;
 mod participant;
@@ -17,6 +19,11 @@ pub mod plot;
 mod report;
 mod sdp;
 mod signal;
+// FFI: `setsockopt(SO_TIMESTAMPNS)` and `recvmsg` with control messages through libc, to read
+// kernel receive timestamps. Sound because every pointer handed to the kernel refers to a live,
+// correctly sized local buffer for the duration of the call and the CMSG macros walk only the
+// `msg_controllen` bytes the kernel filled. Each `unsafe` block carries its own SAFETY note.
+#[allow(unsafe_code)]
 mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};

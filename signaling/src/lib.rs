@@ -8,6 +8,8 @@
 //! ```
 //! [`app`] builds the router; `state.rs` is the only place that picks implementations.
 
+#![deny(unsafe_code)]
+
 pub mod api;
 pub mod bus;
 pub mod domain;

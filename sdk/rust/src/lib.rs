@@ -17,6 +17,8 @@
 //! Each [`Mooyaho`] value carries its own base URL and key (the original SDK shared one global
 //! HTTP client, so a second instance overwrote the first).
 
+#![deny(unsafe_code)]
+
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
