@@ -16,6 +16,7 @@ mod janus;
 mod participant;
 mod peer;
 pub mod plot;
+pub mod raw;
 mod report;
 mod sdp;
 mod signal;

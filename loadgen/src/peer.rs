@@ -2,8 +2,9 @@
 //! the SFU, so the load is real crypto and real syscalls, without a full WebRTC stack per
 //! participant.
 //!
-//! Toward Mooyaho's ICE-lite node we are the controlling agent and the DTLS client. Toward Janus
-//! (a full ICE agent, libnice) we also answer its connectivity checks, take the ICE role our side
+//! Toward Mooyaho's ICE-lite node we are the controlling agent and the DTLS client, and answer
+//! its consent checks (RFC 7675) as a browser does. Toward Janus (a full ICE agent, libnice) we
+//! also answer its connectivity checks, take the ICE role our side
 //! of the offer/answer gives us, and take the DTLS server role: Janus answers our publish offer
 //! with `a=setup:active`, and we answer its subscribe offers (`actpass`) with `passive`.
 
@@ -32,8 +33,9 @@ pub(crate) struct Connected {
     pub(crate) remote: SocketAddr,
     pub(crate) srtp: SrtpSession,
     pub(crate) check: Vec<u8>,
-    /// Our ICE credentials, to keep answering the remote's checks (a full ICE agent sends them
-    /// for consent and keepalive); `None` toward an ICE-lite SFU, which never checks.
+    /// Our ICE credentials, to keep answering the remote's checks: a full ICE agent sends them
+    /// for consent and keepalive, and Mooyaho's node checks consent (RFC 7675) on a candidate
+    /// address before it sends media there.
     pub(crate) answer_checks: Option<LocalIce>,
 }
 
@@ -59,7 +61,8 @@ impl LocalIce {
 pub(crate) struct ConnectOptions {
     /// We are the controlling ICE agent (we offered) and nominate with USE-CANDIDATE.
     pub(crate) controlling: bool,
-    /// Answer the remote's binding requests (it is a full ICE agent).
+    /// Answer the remote's authenticated binding requests (a full ICE agent's checks, the
+    /// node's consent checks), and start DTLS only once our own check succeeded.
     pub(crate) answer_checks: bool,
     /// The `a=setup` our answer gave to the remote's `actpass` offer.
     pub(crate) answer_setup: Setup,
@@ -87,10 +90,10 @@ impl Setup {
 }
 
 impl ConnectOptions {
-    /// Toward Mooyaho's ICE-lite node: controlling, nothing to answer.
+    /// Toward Mooyaho's ICE-lite node: controlling; its consent checks are answered.
     pub(crate) const ICE_LITE_SFU: Self = Self {
         controlling: true,
-        answer_checks: false,
+        answer_checks: true,
         answer_setup: Setup::Active,
     };
 
@@ -115,23 +118,43 @@ pub(crate) fn dtls_role(remote: &Remote, answer_setup: Setup) -> DtlsRole {
 
 /// A connectivity check toward the SFU; as the controlling agent we nominate at once.
 pub(crate) fn binding_request(local: &LocalIce, remote: &Remote, controlling: bool) -> Vec<u8> {
+    binding_request_with(
+        &local.ufrag,
+        &remote.ufrag,
+        &remote.pwd,
+        controlling,
+        controlling,
+    )
+}
+
+/// A binding request from `local_ufrag` to the agent `remote_ufrag`, signed with its
+/// `remote_pwd`, with a fresh transaction id; USE-CANDIDATE only from the controlling side.
+pub(crate) fn binding_request_with(
+    local_ufrag: &str,
+    remote_ufrag: &str,
+    remote_pwd: &str,
+    controlling: bool,
+    use_candidate: bool,
+) -> Vec<u8> {
     let mut m = Message::new();
     m.typ = BINDING_REQUEST;
     m.new_transaction_id().expect("random transaction id");
     m.write_header();
     m.add(
         ATTR_USERNAME,
-        format!("{}:{}", remote.ufrag, local.ufrag).as_bytes(),
+        format!("{remote_ufrag}:{local_ufrag}").as_bytes(),
     );
     m.add(ATTR_PRIORITY, &2_130_706_431u32.to_be_bytes());
     let tie_breaker = rand::random::<u64>().to_be_bytes();
     if controlling {
         m.add(ATTR_ICE_CONTROLLING, &tie_breaker);
-        m.add(ATTR_USE_CANDIDATE, &[]);
+        if use_candidate {
+            m.add(ATTR_USE_CANDIDATE, &[]);
+        }
     } else {
         m.add(ATTR_ICE_CONTROLLED, &tie_breaker);
     }
-    MessageIntegrity::new_short_term_integrity(remote.pwd.clone())
+    MessageIntegrity::new_short_term_integrity(remote_pwd.to_owned())
         .add_to(&mut m)
         .expect("integrity on a fresh message");
     FINGERPRINT

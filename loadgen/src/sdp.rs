@@ -108,19 +108,27 @@ fn header(local: &Local<'_>, mids: &[String]) -> String {
 
 /// A publish offer with one track: Opus (`audio`) or VP8.
 pub(crate) fn publish_offer(local: &Local<'_>, audio: bool, ssrc: u32) -> String {
-    let mid = "0".to_owned();
-    let mut sdp = header(local, std::slice::from_ref(&mid));
-    if audio {
-        sdp += "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n";
-        sdp += "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n";
-    } else {
-        sdp += "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n";
-        sdp += "a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n";
+    publish_offer_tracks(local, &[(audio, ssrc)])
+}
+
+/// A publish offer with one m-line per `(audio, ssrc)` track, in order (mids `0`, `1`, …): Opus
+/// for audio, VP8 with NACK and PLI feedback for video, each declaring its one SSRC.
+pub(crate) fn publish_offer_tracks(local: &Local<'_>, tracks: &[(bool, u32)]) -> String {
+    let mids: Vec<String> = (0..tracks.len()).map(|i| i.to_string()).collect();
+    let mut sdp = header(local, &mids);
+    for (mid, &(audio, ssrc)) in mids.iter().zip(tracks) {
+        if audio {
+            sdp += "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n";
+            sdp += "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n";
+        } else {
+            sdp += "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n";
+            sdp += "a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n";
+        }
+        sdp += &format!(
+            "a=setup:actpass\r\na=mid:{mid}\r\na=sendonly\r\na=rtcp-mux\r\na=msid:load track{mid}\r\na=ssrc:{ssrc} cname:load\r\n"
+        );
+        sdp += &candidate_lines(local);
     }
-    sdp += &format!(
-        "a=setup:actpass\r\na=mid:{mid}\r\na=sendonly\r\na=rtcp-mux\r\na=msid:load track\r\na=ssrc:{ssrc} cname:load\r\n"
-    );
-    sdp += &candidate_lines(local);
     sdp
 }
 
@@ -211,5 +219,31 @@ mod tests {
             "a=candidate:1 1 udp 2130706431 192.0.2.2 5000 typ host\r\na=end-of-candidates\r\n"
         ));
         assert!(answer.contains("a=setup:passive\r\n"));
+    }
+
+    #[test]
+    fn a_publish_offer_declares_every_track_and_its_ssrc() {
+        let local = Local {
+            ufrag: "u",
+            pwd: "p",
+            fingerprint: "AA",
+            candidate: None,
+        };
+        let offer = publish_offer_tracks(&local, &[(true, 11), (false, 22)]);
+        assert!(offer.contains("a=group:BUNDLE 0 1\r\n"));
+        let audio = offer.find("m=audio").unwrap();
+        let video = offer.find("m=video").unwrap();
+        assert!(audio < video);
+        assert!(
+            offer[audio..video].contains("a=mid:0\r\n")
+                && offer[audio..video].contains("a=ssrc:11 ")
+        );
+        assert!(offer[video..].contains("a=mid:1\r\n") && offer[video..].contains("a=ssrc:22 "));
+        let remote = parse_remote(&offer);
+        assert_eq!(remote.media.len(), 2);
+        assert_eq!(
+            remote.media[1],
+            ("1".into(), "video".into(), "96".into(), Some(22))
+        );
     }
 }

@@ -555,3 +555,27 @@ where
     }
     false
 }
+
+/// The hostile client of attack tests: a participant with real keys and raw control of every
+/// datagram (`mooyaho_loadgen::raw`).
+pub use mooyaho_loadgen::raw;
+
+impl Server {
+    /// `mooyaho dev` (embedded SFU node) in `dir` on a free port, `--workers 1` unless `extra`
+    /// says otherwise; `api_key` is the key it generated.
+    pub fn dev(dir: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["dev", "--listen", "127.0.0.1:0"];
+        if !extra.contains(&"--workers") {
+            args.extend_from_slice(&["--workers", "1"]);
+        }
+        args.extend_from_slice(extra);
+        let mut server = Self::spawn(&args, Some(dir), "");
+        server.api_key = server
+            .stdout_lines
+            .iter()
+            .find_map(|line| line.split_once("API key:").map(|(_, key)| key.trim()))
+            .unwrap_or_else(|| panic!("no API key line in {:?}", server.stdout_lines))
+            .to_owned();
+        server
+    }
+}
