@@ -557,7 +557,8 @@ where
 }
 
 /// The hostile client of attack tests: a participant with real keys and raw control of every
-/// datagram (`mooyaho_loadgen::raw`).
+/// datagram (`mooyaho_loadgen::raw`). Not every test binary that includes this module uses it.
+#[allow(unused_imports)]
 pub use mooyaho_loadgen::raw;
 
 impl Server {
