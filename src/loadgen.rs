@@ -70,6 +70,14 @@ pub(crate) struct LoadgenOptions {
     /// p99 against subscriber count into `--plot` (one line per target and scenario).
     #[arg(long, num_args = 1.., requires = "plot")]
     chart_from: Vec<PathBuf>,
+    /// Add one hostile participant to the channel for the whole window: a NACK storm, address
+    /// churn (signed checks with USE-CANDIDATE from fresh addresses) and an SSRC flood; the
+    /// report counts what it sent next to the honest participants' loss and latency.
+    #[arg(long)]
+    hostile: bool,
+    /// The hostile participant's packets per second of each kind.
+    #[arg(long, default_value_t = 200, requires = "hostile")]
+    hostile_pps: u32,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -127,6 +135,12 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
     config.duration = Duration::from_secs_f64(options.duration.max(0.5));
     config.sfu_pid = options.sfu_pid;
     config.ceiling = options.ceiling;
+    anyhow::ensure!(
+        !options.hostile || options.target == TargetKind::Mooyaho,
+        "--hostile needs --target mooyaho"
+    );
+    config.hostile = options.hostile;
+    config.hostile_pps = options.hostile_pps.max(1);
     let report = mooyaho_loadgen::run(config, !options.quiet).await?;
     println!("{} {}", report.config.target.name(), report.summary());
     if let Some(plot) = &options.plot {

@@ -325,3 +325,92 @@ fn mooyaho_target_still_requires_an_api_key() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `--hostile`: one participant with real keys sends a NACK storm, address churn and an SSRC
+/// flood for the whole window; the report counts each kind, the honest subscribers still got
+/// media, and the node still serves a fresh run afterwards. No rate or loss threshold: the
+/// release-build run and its numbers are in docs/security.md.
+#[test]
+fn hostile_run_sends_every_kind_of_attack_and_the_node_keeps_serving() {
+    let (server, dir, key) = dev();
+    let report = loadgen(
+        &server,
+        &key,
+        dir.path(),
+        &[
+            "--scenario",
+            "fanout",
+            "--subscribers",
+            "3",
+            "--pps",
+            "200",
+            "--hostile",
+            "--hostile-pps",
+            "100",
+        ],
+    );
+    assert_flowed(&report, 4);
+    let hostile = &report["hostile"];
+    assert!(hostile["error"].is_null(), "{hostile:#}");
+    assert_eq!(hostile["targetPps"], 100);
+    let count = |field: &str| {
+        hostile[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field}: {hostile:#}"))
+    };
+    assert!(count("nackPackets") > 0, "{hostile:#}");
+    assert_eq!(
+        count("nackEntries"),
+        count("nackPackets") * 128,
+        "{hostile:#}"
+    );
+    assert!(count("churnChecks") > 0, "{hostile:#}");
+    assert_eq!(
+        count("churnSourceAddresses"),
+        count("churnChecks"),
+        "a fresh source address per check: {hostile:#}"
+    );
+    assert!(count("floodPackets") > 0, "{hostile:#}");
+    assert!(count("floodSsrcs") > 0, "{hostile:#}");
+    assert!(
+        count("mediaReceived") > 0,
+        "the NACKs named real packets: {hostile:#}"
+    );
+    for rate in [
+        "nackPacketsPerSecond",
+        "churnChecksPerSecond",
+        "floodPacketsPerSecond",
+    ] {
+        assert!(hostile[rate].as_f64().unwrap() > 0.0, "{rate}: {hostile:#}");
+    }
+    // The node survived: a fresh honest run through it moves media.
+    let after = loadgen(
+        &server,
+        &key,
+        dir.path(),
+        &["--scenario", "fanout", "--subscribers", "2"],
+    );
+    assert_flowed(&after, 3);
+    assert!(after.get("hostile").is_none(), "{after:#}");
+}
+
+#[test]
+fn hostile_needs_the_mooyaho_target() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args([
+            "loadgen",
+            "--target",
+            "janus",
+            "--duration",
+            "0.5",
+            "--hostile",
+        ])
+        .output()
+        .expect("run loadgen");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--hostile needs --target mooyaho"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

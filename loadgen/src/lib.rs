@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod ceiling;
+mod hostile;
 mod janus;
 mod participant;
 mod peer;
@@ -34,6 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use mooyaho_media::connection::dtls::DtlsIdentity;
 
+pub use hostile::HostileReport;
 pub use report::{Report, Sample};
 
 /// What to simulate.
@@ -124,6 +126,11 @@ pub struct LoadConfig {
     pub sfu_pid: Option<u32>,
     /// Measure this machine's ceiling (SRTP + batched UDP per core) before the run.
     pub ceiling: bool,
+    /// Add one hostile participant to the channel for the whole window (Mooyaho only): NACK
+    /// storm, address churn and SSRC flood, `hostile_pps` packets per second of each.
+    pub hostile: bool,
+    /// The hostile participant's packets per second of each kind.
+    pub hostile_pps: u32,
 }
 
 impl LoadConfig {
@@ -149,6 +156,8 @@ impl LoadConfig {
             size,
             sfu_pid: None,
             ceiling: false,
+            hostile: false,
+            hostile_pps: 200,
         }
     }
 }
@@ -248,11 +257,37 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let joined_in = join_started.elapsed();
+    let hostile = match (config.hostile, &backend) {
+        (false, _) => None,
+        (true, participant::Backend::Mooyaho { channel, .. }) => Some(
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                hostile::Hostile::join(&config, channel),
+            )
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("did not join within 30 s"))),
+        ),
+        (true, participant::Backend::Janus { .. }) => {
+            anyhow::bail!("--hostile needs the mooyaho target")
+        }
+    };
     tokio::time::sleep(Duration::from_millis(500)).await; // let keyframe waits settle
     let sfu_cpu_start = report::process_cpu_seconds(config.sfu_pid);
     let generator_window_start = report::process_cpu_seconds(None);
     let window_start = Instant::now();
     totals.measuring.store(true, Ordering::Relaxed);
+    let hostile = hostile.map(|joined| match joined {
+        Ok(hostile) => tokio::spawn(hostile.attack(totals.clone())),
+        Err(e) => {
+            let error = format!("{e:#}");
+            tokio::spawn(async move {
+                HostileReport {
+                    error: Some(error),
+                    ..HostileReport::default()
+                }
+            })
+        }
+    });
     let mut sfu_loads = Vec::new();
     let mut timeline = Vec::new();
     let (mut last_at, mut last_received) = (0.0, 0);
@@ -287,6 +322,22 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     }
     totals.measuring.store(false, Ordering::Relaxed);
     let window = window_start.elapsed();
+    let hostile = match hostile {
+        Some(task) => Some(
+            match tokio::time::timeout(Duration::from_secs(10), task).await {
+                Ok(Ok(report)) => report,
+                Ok(Err(e)) => HostileReport {
+                    error: Some(format!("hostile task: {e}")),
+                    ..HostileReport::default()
+                },
+                Err(_) => HostileReport {
+                    error: Some("hostile participant did not stop within 10 s".into()),
+                    ..HostileReport::default()
+                },
+            },
+        ),
+        None => None,
+    };
     let sfu_rss_loaded_mib = config.sfu_pid.and_then(report::rss_mib);
     let sfu_cpu = report::process_cpu_seconds(config.sfu_pid)
         .zip(sfu_cpu_start)
@@ -316,6 +367,7 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
             ceiling,
             sfu_rss_idle_mib,
             sfu_rss_loaded_mib,
+            hostile,
         },
     ))
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{LoadConfig, Totals};
 use crate::ceiling::Ceiling;
+use crate::hostile::HostileReport;
 
 /// Everything one run measured.
 #[derive(Clone, Debug, Serialize)]
@@ -63,6 +64,9 @@ pub struct Report {
     /// Every latency sample's percentile curve: `(percent, milliseconds)` at 0, 1, …, 100 and
     /// 99.9 (for the CDF chart).
     pub latency_cdf_ms: Vec<(f64, f64)>,
+    /// What the hostile participant sent (`--hostile`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostile: Option<HostileReport>,
 }
 
 /// What [`crate::run`] measured besides the participants' shared counters.
@@ -78,6 +82,7 @@ pub(crate) struct Measurements {
     /// SFU resident memory before anyone joined, and at the end of the window, MiB.
     pub(crate) sfu_rss_idle_mib: Option<f64>,
     pub(crate) sfu_rss_loaded_mib: Option<f64>,
+    pub(crate) hostile: Option<HostileReport>,
 }
 
 /// One second of the measurement window.
@@ -132,6 +137,7 @@ impl Report {
             ceiling,
             sfu_rss_idle_mib,
             sfu_rss_loaded_mib,
+            hostile,
         } = measured;
         let latencies = totals.latency_us.lock().expect("lock").clone();
         let window_s = window.as_secs_f64().max(1e-3);
@@ -189,6 +195,7 @@ impl Report {
             sfu_reported_out_pps: reported_out,
             generator_cpu_seconds: generator_window_cpu,
             generator_total_cpu_seconds: generator_cpu,
+            hostile,
         }
     }
 
@@ -223,7 +230,10 @@ impl Report {
                 c.out_packets_per_cpu_second,
                 self.fraction_of_ceiling.unwrap_or(0.0) * 100.0
             )
-        })
+        }) + &self
+            .hostile
+            .as_ref()
+            .map_or_else(String::new, |h| format!("\n{}", h.summary()))
     }
 }
 
