@@ -239,10 +239,18 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     }
     // Peer addresses reach the handlers (the WebSocket per-IP connection limit).
     let app = mooyaho_signaling::app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    Ok(())
+    // `dev`'s node exits the process when one of its workers dies, like `mooyaho sfu`.
+    let worker_failed = async {
+        match &dev_node {
+            Some((running, _)) => running.node.worker_failed().await,
+            None => std::future::pending().await,
+        }
+    };
+    let serve = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    tokio::select! {
+        served = serve.into_future() => Ok(served?),
+        failure = worker_failed => Err(sfu::worker_died(&failure)),
+    }
 }
 
 /// `dev`'s node registers itself; its record (kept across restarts by id in the data dir) gets

@@ -106,9 +106,32 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
             .context("registering with the signaling server")?;
         println!("  registered:  id {}", registered.id);
     }
-    crate::shutdown_signal().await;
+    let failure = tokio::select! {
+        () = crate::shutdown_signal() => None,
+        failure = running.node.worker_failed() => Some(failure),
+    };
     drop(running);
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(failure) => Err(worker_died(&failure)),
+    }
+}
+
+/// A dead worker lost its rooms and the node cannot serve them: the process exits non-zero so
+/// its supervisor restarts it and the signaling servers, seeing the node gone, re-place rooms on
+/// healthy nodes. Restarting the worker in place would leave clients of its rooms on transports
+/// that no longer exist, with a node that still looks healthy.
+pub(crate) fn worker_died(failure: &mooyaho_media::WorkerFailure) -> anyhow::Error {
+    tracing::error!(
+        worker = failure.worker,
+        reason = %failure.reason,
+        "media worker died: exiting so the fleet re-places its rooms"
+    );
+    anyhow::anyhow!(
+        "media worker {} died ({}): exiting so the fleet re-places its rooms",
+        failure.worker,
+        failure.reason
+    )
 }
 
 /// `a-b`, `a,b,…` or `0`: one port per worker.

@@ -281,7 +281,10 @@ async fn handle(node: &Node, request: Request) -> Response {
             Ok(room) => node.close_room(room).await.map(|()| Response::Done),
             Err(e) => Err(e),
         },
-        Request::Stats => return Response::Stats(load(node, &mut LoadMeter::default()).await),
+        Request::Stats => match load(node, &mut LoadMeter::default()).await {
+            Some(load) => return Response::Stats(load),
+            None => Err(MediaError::WorkerGone),
+        },
         Request::Drain { draining } => {
             node.set_draining(draining);
             tracing::info!(draining, "drain state changed by the control plane");
@@ -388,17 +391,21 @@ async fn report_load(node: Arc<Node>, clients: Arc<Mutex<Clients>>) {
     let mut tick = tokio::time::interval(LOAD_INTERVAL);
     loop {
         tick.tick().await;
-        let load = load(&node, &mut meter).await;
+        // A node whose worker stats cannot be read sends no load: its controllers' view goes
+        // stale and they mark it unhealthy (a default "empty" load would look healthy and idle).
+        let Some(load) = load(&node, &mut meter).await else {
+            tracing::error!("worker stats unreadable: not reporting load (node unhealthy)");
+            continue;
+        };
         for sender in lock(&clients).senders.values() {
             let _ = sender.send(Event::Load(load.clone()));
         }
     }
 }
 
-async fn load(node: &Node, meter: &mut LoadMeter) -> Load {
-    let Ok(stats) = node.stats().await else {
-        return Load::default();
-    };
+/// The node's load, or `None` when a worker's stats cannot be read (the worker died).
+async fn load(node: &Node, meter: &mut LoadMeter) -> Option<Load> {
+    let stats = node.stats().await.ok()?;
     let (mut packets_in, mut packets_out, mut drops) = (0, 0, 0);
     for w in &stats.workers {
         packets_in += w.counters.datagrams_in;
@@ -408,7 +415,8 @@ async fn load(node: &Node, meter: &mut LoadMeter) -> Load {
             + w.counters.dtls_unauthenticated
             + w.counters.media_unauthenticated
             + w.counters.srtp_auth_failures
-            + w.counters.srtp_replays;
+            + w.counters.srtp_replays
+            + w.counters.stale_routes;
     }
     let now = Instant::now();
     let cpu = process_cpu_ticks();
@@ -428,7 +436,7 @@ async fn load(node: &Node, meter: &mut LoadMeter) -> Load {
             ((cpu.saturating_sub(last_cpu)) as f64 / ticks_per_second() / secs * 100.0) as u64;
     }
     meter.last = Some((now, packets_in, packets_out, cpu));
-    load
+    Some(load)
 }
 
 /// utime + stime of this process, in clock ticks (`/proc/self/stat` fields 14 and 15).

@@ -14,7 +14,8 @@ use tokio::sync::mpsc;
 use crate::connection::dtls::DtlsIdentity;
 use crate::udp::{Socket, Wake};
 use crate::worker::{
-    Command, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, Reply, WorkerHandle, WorkerStats,
+    Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, Reply, WorkerFailure,
+    WorkerHandle, WorkerStats,
 };
 
 /// How to run a node.
@@ -105,6 +106,8 @@ pub struct Node {
     setup: tokio::sync::Mutex<()>,
     /// No new rooms (existing rooms finish).
     draining: std::sync::atomic::AtomicBool,
+    /// The first worker that died, if any (kept here so the channel never closes).
+    failures: FailureSender,
 }
 
 /// Which workers each room uses. Touched by control requests only, never by the packet path.
@@ -142,6 +145,7 @@ impl Node {
             peers.push(PipeSender { queue, wake });
             inboxes.push(inbox);
         }
+        let failures: FailureSender = Arc::new(tokio::sync::watch::channel(None).0);
         let mut workers = Vec::with_capacity(count);
         for ((index, port), inbox) in config.ports.iter().enumerate().zip(inboxes) {
             let socket = Socket::bind(SocketAddr::new(config.bind_ip, *port))?;
@@ -159,6 +163,7 @@ impl Node {
                 peers[index].wake.clone(),
                 inbox,
                 peers.clone(),
+                failures.clone(),
             )?);
         }
         Ok((
@@ -173,6 +178,7 @@ impl Node {
                 spill_after: config.spill_after.max(1),
                 setup: tokio::sync::Mutex::new(()),
                 draining: std::sync::atomic::AtomicBool::new(false),
+                failures,
             },
             receiver,
         ))
@@ -422,6 +428,25 @@ impl Node {
         self.worker(room.worker)?.call(open).await?;
         tracing::info!(%room, worker, "room now spans another worker");
         Ok((worker, part))
+    }
+
+    /// The first worker that died, if one did: the node is then unhealthy (its rooms on that
+    /// worker are gone) and should exit so the fleet places new rooms elsewhere.
+    pub fn worker_failure(&self) -> Option<WorkerFailure> {
+        self.failures.borrow().clone()
+    }
+
+    /// Waits until a worker dies (never returns while all are running).
+    pub async fn worker_failed(&self) -> WorkerFailure {
+        let mut failures = self.failures.subscribe();
+        loop {
+            if let Some(failure) = failures.borrow_and_update().clone() {
+                return failure;
+            }
+            if failures.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Statistics of every worker.

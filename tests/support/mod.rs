@@ -36,9 +36,20 @@ impl Server {
 
     /// `mooyaho <args>` in `cwd`; `api_key` is what REST calls will use.
     pub fn spawn(args: &[&str], cwd: Option<&Path>, api_key: &str) -> Self {
+        Self::spawn_with_env(args, cwd, api_key, &[])
+    }
+
+    /// [`Self::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        args: &[&str],
+        cwd: Option<&Path>,
+        api_key: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mooyaho"));
         command
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -106,6 +117,36 @@ impl Server {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The exit status once the process has exited by itself (within `within`), else `None`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// `mooyaho dev` on a free port in `dir` with `--workers <workers>` and extra environment
+    /// variables; the API key is read from its output.
+    pub fn dev_with_env(dir: &Path, workers: &str, env: &[(&str, &str)]) -> Self {
+        let mut server = Self::spawn_with_env(
+            &["dev", "--listen", "127.0.0.1:0", "--workers", workers],
+            Some(dir),
+            "",
+            env,
+        );
+        server.api_key = server
+            .stdout_lines
+            .iter()
+            .find_map(|line| line.split_once("API key:").map(|(_, key)| key.trim()))
+            .unwrap_or_else(|| panic!("no API key line in {:?}", server.stdout_lines))
+            .to_owned();
+        server
     }
 }
 

@@ -482,9 +482,22 @@ impl SfuClient {
 
     /// Sends the payloads as RTP, one audio and one video packet per `interval`.
     pub async fn send_media(&self, audio: &[Vec<u8>], video: &[Vec<u8>], interval: Duration) {
+        self.send_media_from(0, audio, video, interval).await;
+    }
+
+    /// [`Self::send_media`] with sequence numbers from `first` (a later round of the same
+    /// streams continues their numbering).
+    pub async fn send_media_from(
+        &self,
+        first: usize,
+        audio: &[Vec<u8>],
+        video: &[Vec<u8>],
+        interval: Duration,
+    ) {
         let p = self.publish.as_ref().expect("published");
-        for i in 0..audio.len().max(video.len()) {
-            if let Some(payload) = audio.get(i) {
+        for n in 0..audio.len().max(video.len()) {
+            let (i, n) = (first + n, n);
+            if let Some(payload) = audio.get(n) {
                 p.audio
                     .write_rtp(packet(
                         p.audio_pt,
@@ -497,7 +510,7 @@ impl SfuClient {
                     .await
                     .unwrap();
             }
-            if let Some(payload) = video.get(i) {
+            if let Some(payload) = video.get(n) {
                 p.video
                     .write_rtp(packet(
                         p.video_pt,

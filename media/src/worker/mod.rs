@@ -92,6 +92,19 @@ pub enum NodeEvent {
     },
 }
 
+/// A worker thread that died (a bug: packets and commands are handled without panicking). Its
+/// rooms are gone; the node must not look healthy after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerFailure {
+    /// Worker index.
+    pub worker: usize,
+    /// The panic message.
+    pub reason: String,
+}
+
+/// Where worker threads report their death: the node watches it.
+pub(crate) type FailureSender = Arc<tokio::sync::watch::Sender<Option<WorkerFailure>>>;
+
 /// A request to a worker.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -172,6 +185,7 @@ impl WorkerHandle {
         wake: Arc<Wake>,
         pipe_inbox: mpsc::Receiver<PipeMessage>,
         pipe_peers: Vec<PipeSender>,
+        failures: FailureSender,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
         let (requests, inbox) = mpsc::channel();
@@ -179,10 +193,25 @@ impl WorkerHandle {
         let thread = std::thread::Builder::new()
             .name(format!("mooyaho-worker-{index}"))
             .spawn(move || {
-                let mut shard = shard::Shard::new(
-                    index, socket, announced, identity, events, pipe_peers, pipe_inbox,
-                );
-                shard.run(&inbox, &thread_wake);
+                // The shard is dropped with the panic: nothing observes it half-updated.
+                let run = std::panic::AssertUnwindSafe(|| {
+                    let mut shard = shard::Shard::new(
+                        index, socket, announced, identity, events, pipe_peers, pipe_inbox,
+                    );
+                    shard.run(&inbox, &thread_wake);
+                });
+                if let Err(panic) = std::panic::catch_unwind(run) {
+                    let reason = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic".to_owned());
+                    tracing::error!(worker = index, %reason, "media worker died; its rooms are lost");
+                    failures.send_replace(Some(WorkerFailure {
+                        worker: index,
+                        reason,
+                    }));
+                }
             })?;
         Ok(Self {
             requests,

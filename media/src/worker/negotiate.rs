@@ -360,7 +360,7 @@ impl Shard {
         let peer = self
             .peers
             .get_mut(&transport)
-            .expect("subscribe transport has a peer");
+            .ok_or(MediaError::NoTransport("subscribe"))?;
         match &peer.dtls {
             None => {
                 // Browsers answer `active` (we serve); Pion and webrtc-rs answer `passive`

@@ -60,7 +60,16 @@ pub(super) const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A transport that never connects is given up after this long.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// At most this many validated addresses per transport (candidates of one client).
-const MAX_VALIDATED: usize = 8;
+pub(crate) const MAX_VALIDATED: usize = 8;
+
+/// How a check changed a transport's validated addresses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct AddressChange {
+    /// A new address media is now accepted from.
+    pub(super) added: Option<SocketAddr>,
+    /// The oldest address, dropped to make room.
+    pub(super) evicted: Option<SocketAddr>,
+}
 
 impl Peer {
     /// A new transport waiting for the client.
@@ -86,20 +95,41 @@ impl Peer {
         }
     }
 
-    /// Records an authenticated check from `from`; returns true if the address is new.
-    pub(super) fn validate(&mut self, now: Instant, from: SocketAddr, nominated: bool) -> bool {
+    /// Records an authenticated check from `from`. The caller mirrors the returned change in
+    /// the worker's address table ([`super::shard::Shard`] does it in one place).
+    pub(super) fn validate(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        nominated: bool,
+    ) -> AddressChange {
         self.last_consent = now;
-        let new = !self.validated.contains(&from);
-        if new {
+        let mut change = AddressChange::default();
+        if !self.validated.contains(&from) {
             if self.validated.len() == MAX_VALIDATED {
-                self.validated.remove(0);
+                let evicted = self.validated.remove(0);
+                if self.selected == Some(evicted) {
+                    self.selected = None;
+                }
+                change.evicted = Some(evicted);
             }
             self.validated.push(from);
+            change.added = Some(from);
         }
         if nominated || self.selected.is_none() {
             self.selected = Some(from);
         }
-        new
+        change
+    }
+
+    /// Forgets `addr` (another transport validated it since); returns whether it was ours.
+    pub(super) fn forget(&mut self, addr: SocketAddr) -> bool {
+        let before = self.validated.len();
+        self.validated.retain(|a| *a != addr);
+        if self.selected == Some(addr) {
+            self.selected = None;
+        }
+        self.validated.len() != before
     }
 
     /// Consent expired or the transport never connected in time.
@@ -109,5 +139,38 @@ impl Peer {
                 PeerState::Connecting => CONNECT_TIMEOUT,
                 PeerState::Connected => CONSENT_TIMEOUT,
             }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(now: Instant) -> Peer {
+        let ice = IceCredentials {
+            ufrag: "local".into(),
+            pwd: "local-password-0123456789".into(),
+        };
+        Peer::new(now, RoomId::from_u64(1), "s".into(), Side::Publish, ice)
+    }
+
+    #[test]
+    fn the_ninth_address_evicts_the_oldest_and_says_so() {
+        let now = Instant::now();
+        let mut peer = peer(now);
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        for port in 1..=8 {
+            let change = peer.validate(now, addr(port), false);
+            assert_eq!(change.added, Some(addr(port)));
+            assert_eq!(change.evicted, None);
+        }
+        assert_eq!(peer.validate(now, addr(3), true), AddressChange::default());
+        let change = peer.validate(now, addr(9), false);
+        assert_eq!(change.added, Some(addr(9)));
+        assert_eq!(change.evicted, Some(addr(1)));
+        assert_eq!(peer.validated.len(), MAX_VALIDATED);
+        assert!(peer.forget(addr(3)));
+        assert_eq!(peer.selected, None, "the forgotten address was selected");
+        assert!(!peer.forget(addr(3)));
     }
 }

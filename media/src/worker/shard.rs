@@ -14,7 +14,7 @@ use sfu_core::{OutPacket, RoomId, TransportId};
 use tokio::sync::mpsc as async_mpsc;
 
 use super::negotiate::RoomMedia;
-use super::peer::{Peer, PeerState, Side};
+use super::peer::{AddressChange, Peer, PeerState, Side};
 use super::pipe::{PipeMessage, PipeSender, Pipes};
 use super::{Command, MediaError, NodeEvent, Reply, Request};
 use crate::connection::PacketClass;
@@ -47,6 +47,9 @@ pub struct WorkerCounters {
     pub unknown_datagrams: u64,
     /// Packets dropped because another worker's pipe queue was full.
     pub pipe_drops: u64,
+    /// Datagrams whose ufrag or source address led to a transport that no longer exists. The
+    /// tables are kept consistent, so this stays 0; a packet must never crash the worker.
+    pub stale_routes: u64,
 }
 
 /// Snapshot of a worker.
@@ -101,6 +104,10 @@ pub(super) struct Shard {
     pub(super) pipe_peers: Vec<PipeSender>,
     /// Messages from other workers' pipes.
     pipe_inbox: mpsc::Receiver<PipeMessage>,
+    /// Test hook, debug builds only: panic on `CreateRoom` (`MOOYAHO_DEBUG_WORKER_PANIC=create-room`),
+    /// so tests can prove a dead worker takes the node down instead of leaving it looking healthy.
+    #[cfg(debug_assertions)]
+    panic_on_create_room: bool,
 }
 
 /// How often consent and connect timeouts are checked.
@@ -140,6 +147,9 @@ impl Shard {
             pipes: Pipes::default(),
             pipe_peers,
             pipe_inbox,
+            #[cfg(debug_assertions)]
+            panic_on_create_room: std::env::var("MOOYAHO_DEBUG_WORKER_PANIC")
+                .is_ok_and(|v| v == "create-room"),
         }
     }
 
@@ -205,6 +215,13 @@ impl Shard {
         // here right after its room's pipe opened must see the piped tracks).
         self.handle_pipe_inbox();
         let now = Instant::now();
+        #[cfg(debug_assertions)]
+        if self.panic_on_create_room && matches!(request.command, Command::CreateRoom) {
+            panic!(
+                "MOOYAHO_DEBUG_WORKER_PANIC: worker {} panics on CreateRoom",
+                self.index
+            );
+        }
         let result = match request.command {
             Command::CreateRoom => self.create_room().map(Reply::Room),
             Command::CloseRoom(room) => self.close_room(room).map(|()| Reply::Done),
@@ -287,10 +304,10 @@ impl Shard {
             self.counters.stun_rejected += 1;
             return;
         };
-        let peer = self
-            .peers
-            .get_mut(&transport)
-            .expect("by_ufrag only names live peers");
+        let Some(peer) = self.peers.get_mut(&transport) else {
+            self.counters.stale_routes += 1;
+            return;
+        };
         let remote_matches = peer
             .remote_ice
             .as_ref()
@@ -300,11 +317,13 @@ impl Shard {
             tracing::debug!(%from, "STUN check failed authentication");
             return;
         }
-        if peer.validate(now, from, request.use_candidate) {
-            self.by_addr.insert(from, transport);
-        }
+        let change = peer.validate(now, from, request.use_candidate);
         let response = request.success(from, &peer.local_ice.pwd);
         self.send.push(from, &response);
+        self.apply_address_change(transport, change);
+        let Some(peer) = self.peers.get_mut(&transport) else {
+            return;
+        };
         // In the client role, the handshake starts once the path is validated.
         if let Some(dtls) = peer.dtls.as_mut() {
             if let Err(e) = dtls.start(now, from) {
@@ -338,10 +357,10 @@ impl Shard {
             self.counters.dtls_unauthenticated += 1;
             return;
         };
-        let peer = self
-            .peers
-            .get_mut(&transport)
-            .expect("by_addr only names live peers");
+        let Some(peer) = self.peers.get_mut(&transport) else {
+            self.counters.stale_routes += 1;
+            return;
+        };
         let Some(dtls) = peer.dtls.as_mut() else {
             // The client answered our offer in DTLS before its SDP answer reached us.
             self.counters.dtls_unauthenticated += 1;
@@ -352,10 +371,9 @@ impl Shard {
             self.send.push(to, &datagram);
         }
         self.track_dtls_timer(transport);
-        let peer = self
-            .peers
-            .get_mut(&transport)
-            .expect("by_addr only names live peers");
+        let Some(peer) = self.peers.get_mut(&transport) else {
+            return; // unreachable: nothing above removes it
+        };
         match outcome {
             Ok(DtlsOutcome::Pending) => {}
             Ok(DtlsOutcome::Connected(srtp)) => {
@@ -390,10 +408,10 @@ impl Shard {
             self.counters.media_unauthenticated += 1;
             return;
         };
-        let peer = self
-            .peers
-            .get_mut(&transport)
-            .expect("by_addr only names live peers");
+        let Some(peer) = self.peers.get_mut(&transport) else {
+            self.counters.stale_routes += 1;
+            return;
+        };
         let Some(srtp) = peer.srtp.as_mut() else {
             self.counters.media_unauthenticated += 1;
             return;
@@ -557,13 +575,39 @@ impl Shard {
     pub(super) fn remove_transport(&mut self, transport: TransportId) {
         self.dtls_timers.remove(&transport);
         if let Some(peer) = self.peers.remove(&transport) {
-            self.by_ufrag.remove(&peer.local_ice.ufrag);
+            if self.by_ufrag.get(&peer.local_ice.ufrag) == Some(&transport) {
+                self.by_ufrag.remove(&peer.local_ice.ufrag);
+            }
             for addr in &peer.validated {
-                self.by_addr.remove(addr);
+                self.release_address(transport, *addr);
             }
         }
         // The core may already have dropped it with its room.
         let _ = self.core.remove_transport(transport);
+    }
+
+    /// Mirrors a change of `transport`'s validated addresses in [`Self::by_addr`]. With
+    /// [`Self::release_address`] the only code that writes the table, so it always holds
+    /// exactly the addresses in live transports' lists: an address one transport validates is
+    /// taken from any other transport that had it (both lists cannot name it).
+    fn apply_address_change(&mut self, transport: TransportId, change: AddressChange) {
+        if let Some(evicted) = change.evicted {
+            self.release_address(transport, evicted);
+        }
+        if let Some(added) = change.added
+            && let Some(previous) = self.by_addr.insert(added, transport)
+            && previous != transport
+            && let Some(other) = self.peers.get_mut(&previous)
+        {
+            other.forget(added);
+        }
+    }
+
+    /// Removes `addr` from the address table if `transport` owns it there.
+    fn release_address(&mut self, transport: TransportId, addr: SocketAddr) {
+        if self.by_addr.get(&addr) == Some(&transport) {
+            self.by_addr.remove(&addr);
+        }
     }
 
     /// Registers a new transport's network state.

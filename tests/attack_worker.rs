@@ -1,0 +1,221 @@
+//! Attacks on a media worker itself, against real `mooyaho dev` processes.
+//!
+//! - Address churn: one transport validated from more than 8 source addresses evicts the oldest;
+//!   after the transport leaves, a datagram from the evicted address used to find a stale entry
+//!   in the worker's address table and panic the worker thread (every room on it lost). Now the
+//!   packet is dropped and counted, and an honest room on the same worker keeps its media.
+//! - A worker that dies anyway takes the node down (exit non-zero) instead of leaving it looking
+//!   healthy with its rooms gone.
+
+#[path = "support/raw_peer.rs"]
+mod raw_peer;
+#[path = "support/sfu_client.rs"]
+mod sfu_client;
+mod support;
+
+use std::time::Duration;
+
+use raw_peer::{RawPublisher, check, check_until_answered, is_success};
+use sfu_client::{SfuClient, payloads};
+use support::{Rest, Server, eventually};
+use tokio::net::UdpSocket;
+
+const PACKETS: usize = 60;
+
+/// The embedded node's registry id once it is healthy.
+async fn healthy_node(rest: &Rest) -> u64 {
+    let healthy = eventually(Duration::from_secs(10), || async {
+        let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
+        nodes
+            .as_array()
+            .is_some_and(|n| n.len() == 1 && n[0]["health"] == "healthy")
+    })
+    .await;
+    let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
+    assert!(healthy, "{nodes}");
+    nodes[0]["id"].as_u64().unwrap()
+}
+
+async fn security_drops(rest: &Rest, node: u64) -> u64 {
+    let (_, view) = rest
+        .call("GET", &format!("/sfu-servers/{node}"), None)
+        .await;
+    view["load"]["securityDrops"].as_u64().unwrap_or(0)
+}
+
+/// Two `webrtc`-crate clients publishing to each other in a new SFU channel.
+async fn honest_room(server: &Server, rest: &Rest) -> (SfuClient, SfuClient) {
+    let channel = rest.create_channel(true).await;
+    let mut a = SfuClient::join(&server.ws_url(), rest, &channel, "honest-a").await;
+    let mut b = SfuClient::join(&server.ws_url(), rest, &channel, "honest-b").await;
+    a.publish().await;
+    b.publish().await;
+    let (a_id, b_id) = (a.id.clone(), b.id.clone());
+    for (client, other) in [(&a, &b_id), (&b, &a_id)] {
+        client.publish_connected().await;
+        client.subscribed_to(&[other]).await;
+    }
+    (a, b)
+}
+
+/// Both honest clients receive every packet the other sends in round `round` (0, 1, …).
+async fn assert_media_flows(a: &SfuClient, b: &SfuClient, round: usize) {
+    let tag = 0x10 * (round as u8 + 1);
+    let sent_a = payloads(tag, PACKETS);
+    let sent_b = payloads(tag.wrapping_add(1), PACKETS);
+    tokio::join!(
+        a.send_media_from(
+            round * PACKETS,
+            &sent_a.0,
+            &sent_a.1,
+            Duration::from_millis(5)
+        ),
+        b.send_media_from(
+            round * PACKETS,
+            &sent_b.0,
+            &sent_b.1,
+            Duration::from_millis(5)
+        ),
+    );
+    for (client, other, sent) in [(a, &b.id, &sent_b), (b, &a.id, &sent_a)] {
+        // Every payload of this round arrives (earlier rounds' are in the same lists).
+        let all_arrived = eventually(Duration::from_secs(15), || async {
+            let received = client.received().await;
+            received.get(other.as_str()).is_some_and(|got| {
+                sent.0.iter().all(|p| got.audio.contains(p))
+                    && sent.1.iter().all(|p| got.video.contains(p))
+            })
+        })
+        .await;
+        let counts: Vec<_> = client
+            .received()
+            .await
+            .iter()
+            .map(|(s, m)| (s.clone(), m.audio.len(), m.video.len()))
+            .collect();
+        assert!(
+            all_arrived,
+            "{}: payloads lost (round {round}): {counts:?}",
+            client.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn address_churn_then_a_packet_from_an_evicted_address_is_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    // One worker: the attacker's transport and the honest room share it.
+    let server = Server::dev(dir.path(), &[]);
+    let rest = server.rest();
+    let node = healthy_node(&rest).await;
+    let (a, b) = honest_room(&server, &rest).await;
+    assert_media_flows(&a, &b, 0).await;
+
+    // The attacker validates its publish transport from 10 source addresses (the node keeps 8).
+    let channel = rest.create_channel(true).await;
+    let mut attacker = RawPublisher::join(&server.ws_url(), &rest, &channel, "churn").await;
+    let mut sockets = Vec::new();
+    for _ in 0..10 {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let answered = check_until_answered(
+            &socket,
+            &attacker.local,
+            &attacker.node,
+            true,
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(answered, "the node must answer an authenticated check");
+        sockets.push(socket);
+    }
+
+    // It leaves: the transport goes (a check from its latest address is no longer answered).
+    attacker
+        .ws
+        .send(serde_json::json!({ "type": "leave" }))
+        .await;
+    let latest = sockets.last().unwrap();
+    let gone = eventually(Duration::from_secs(10), || async {
+        let request = check(&attacker.local, &attacker.node.ice, true);
+        latest
+            .send_to(&request, attacker.node.candidate)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1500];
+        let reply =
+            tokio::time::timeout(Duration::from_millis(300), latest.recv_from(&mut buf)).await;
+        !matches!(reply, Ok(Ok((n, _))) if is_success(&buf[..n]))
+    })
+    .await;
+    assert!(gone, "the attacker's transport was not removed after leave");
+
+    // From the evicted (first) address: RTP-, RTCP- and DTLS-shaped datagrams.
+    let before = security_drops(&rest, node).await;
+    let evicted = &sockets[0];
+    let mut rtp = vec![0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 7];
+    rtp.extend_from_slice(&[0xAB; 40]);
+    let rtcp = [0x81, 201, 0, 1, 0, 0, 0, 7, 0, 0, 0, 0];
+    let dtls = [22, 254, 253, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    for datagram in [&rtp[..], &rtcp[..], &dtls[..]] {
+        evicted
+            .send_to(datagram, attacker.node.candidate)
+            .await
+            .unwrap();
+    }
+    let counted = eventually(Duration::from_secs(10), || async {
+        security_drops(&rest, node).await >= before + 3
+    })
+    .await;
+    assert!(
+        counted,
+        "the three datagrams were not counted as security drops ({before} before)"
+    );
+
+    // The node is up, healthy, and the honest room on the same worker still carries media.
+    assert_eq!(healthy_node(&rest).await, node);
+    assert_media_flows(&a, &b, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_that_panics_takes_the_dev_node_down_instead_of_looking_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    // Debug-build test hook: the worker panics when asked to create a room.
+    let mut server = Server::dev_with_env(
+        dir.path(),
+        "1",
+        &[("MOOYAHO_DEBUG_WORKER_PANIC", "create-room")],
+    );
+    let rest = server.rest();
+    healthy_node(&rest).await;
+    assert!(server.wait_exit(Duration::from_millis(500)).is_none());
+
+    // The first publish in an SFU channel creates its room on the node: the worker dies.
+    let channel = rest.create_channel(true).await;
+    let url = server.ws_url();
+    let join = tokio::spawn({
+        let rest = rest.clone();
+        async move {
+            let mut ws = support::Ws::join(&url, &rest, &channel, "x").await;
+            let local = raw_peer::Ice::random();
+            let identity = mooyaho_media::connection::dtls::DtlsIdentity::generate().unwrap();
+            let offer = raw_peer::publish_offer(&local, &identity.fingerprint, 1);
+            ws.send(serde_json::json!({ "type": "call", "isSFU": true, "sdp": offer }))
+                .await;
+            // The reply (if any) does not matter: the process is about to exit.
+            let _ = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+        }
+    });
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.wait_exit(Duration::from_secs(15));
+        (status, server)
+    })
+    .await
+    .unwrap();
+    join.abort();
+    let (status, _server) = status;
+    let status = status.expect("the node kept running with a dead worker");
+    assert!(
+        !status.success(),
+        "a dead worker must exit non-zero: {status}"
+    );
+}
