@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use mooyaho_signaling::{AppState, SignalingConfig};
+use mooyaho_signaling::{AppState, RedisOptions, SignalingConfig};
 use rand::RngCore;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
@@ -55,9 +55,26 @@ struct Options {
     /// Embedded store location.
     #[arg(long, env = "MOOYAHO_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Redis URL for shared state and fan-out across instances (`server`).
+    /// Redis URL for shared state and fan-out across instances (`server`):
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS.
     #[arg(long, env = "MOOYAHO_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// Prefix of every Redis key and pub/sub channel, so deployments can share one Redis
+    /// (default `mooyaho`; letters, digits, `-`, `_`, `.`).
+    #[arg(long, env = "MOOYAHO_REDIS_PREFIX")]
+    redis_prefix: Option<String>,
+    /// PEM file of the root certificates that verify a `rediss://` server (default: the
+    /// platform's trust store).
+    #[arg(long, env = "MOOYAHO_REDIS_CA_FILE")]
+    redis_ca_file: Option<PathBuf>,
+    /// Reverse proxies (CIDR or address; repeat or comma-separate) whose `X-Forwarded-For` gives
+    /// the client address for per-IP limits. Without any, the header is ignored.
+    #[arg(long, env = "MOOYAHO_TRUSTED_PROXY", value_delimiter = ',')]
+    trusted_proxy: Vec<String>,
+    /// How long a resume token is accepted, milliseconds (default 600000); connected sessions
+    /// get a new one every half lifetime. Raised to `2 × (grace + 2 × ping interval)`.
+    #[arg(long, env = "MOOYAHO_RESUME_TOKEN_LIFETIME_MS")]
+    resume_token_lifetime_ms: Option<u64>,
     /// Let clients integrate themselves (`integrateUser` over the WebSocket). Insecure.
     #[arg(long, env = "MOOYAHO_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
@@ -94,6 +111,10 @@ struct FileOptions {
     api_key: Option<String>,
     data_dir: Option<PathBuf>,
     redis_url: Option<String>,
+    redis_prefix: Option<String>,
+    redis_ca_file: Option<PathBuf>,
+    trusted_proxies: Option<Vec<String>>,
+    resume_token_lifetime_ms: Option<u64>,
     allow_anonymous: Option<bool>,
     cors_origins: Option<Vec<String>>,
     ping_interval_ms: Option<u64>,
@@ -164,6 +185,24 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     }
     // A dropped session's presence is no longer refreshed: it must outlive the resume grace.
     config.resume_grace = config.resume_grace.min(config.presence_ttl / 2);
+    if let Some(ms) = options
+        .resume_token_lifetime_ms
+        .or(file.resume_token_lifetime_ms)
+    {
+        config.resume_token_lifetime = Duration::from_millis(ms);
+    }
+    config.resume_token_lifetime = config
+        .resume_token_lifetime
+        .max(config.min_resume_token_lifetime());
+    let trusted_proxy = if options.trusted_proxy.is_empty() {
+        file.trusted_proxies.unwrap_or_default()
+    } else {
+        options.trusted_proxy
+    };
+    config.trusted_proxies = trusted_proxy
+        .iter()
+        .map(|cidr| parse_cidr(cidr))
+        .collect::<anyhow::Result<_>>()?;
 
     config.cluster_secret = options.cluster_secret.or(file.cluster_secret);
     // `dev` is a loopback tool that load generators drive with many sockets from one address.
@@ -191,8 +230,25 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         None
     };
 
-    let state = match &redis_url {
-        Some(url) => AppState::redis(config.clone(), url)
+    let redis = match &redis_url {
+        Some(url) => Some(RedisOptions {
+            url: url.clone(),
+            prefix: options
+                .redis_prefix
+                .or(file.redis_prefix)
+                .unwrap_or_else(|| mooyaho_signaling::store::DEFAULT_PREFIX.to_owned()),
+            ca_pem: match options.redis_ca_file.or(file.redis_ca_file) {
+                Some(path) => Some(
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                ),
+                None => None,
+            },
+        }),
+        None => None,
+    };
+    let state = match &redis {
+        // The error names no part of the URL (it may hold a password).
+        Some(redis) => AppState::redis(config.clone(), redis)
             .await
             .context("connecting to Redis")?,
         None => AppState::embedded(config.clone(), data_dir.as_deref())?,
@@ -201,6 +257,13 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {listen}"))?;
     let local = listener.local_addr()?;
+    if dev && !local.ip().is_loopback() {
+        tracing::warn!(
+            %local,
+            "`mooyaho dev` is listening beyond loopback: its generated API key and demo are \
+             reachable from the network; use `mooyaho server` for anything but local development"
+        );
+    }
     let store = match (&redis_url, &data_dir) {
         (Some(_), _) => "redis".to_owned(),
         (None, Some(dir)) => format!("embedded ({})", dir.display()),
@@ -321,7 +384,16 @@ fn random_hex() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `dev`'s key: generated once and kept in the data dir, so restarts keep working with it.
+/// A `--trusted-proxy` entry: a CIDR, or a single address.
+fn parse_cidr(text: &str) -> anyhow::Result<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .with_context(|| format!("--trusted-proxy {text:?} is not a CIDR or an IP address"))
+}
+
+/// `dev`'s key: generated once and kept in the data dir (readable by its owner only), so
+/// restarts keep working with it.
 fn dev_api_key(data_dir: Option<&Path>) -> anyhow::Result<String> {
     let generate = random_hex;
     let Some(dir) = data_dir else {
@@ -329,14 +401,46 @@ fn dev_api_key(data_dir: Option<&Path>) -> anyhow::Result<String> {
     };
     let path = dir.join("api-key");
     match std::fs::read_to_string(&path) {
-        Ok(key) if key.trim().len() >= 16 => Ok(key.trim().to_owned()),
+        Ok(key) if key.trim().len() >= 16 => {
+            // A key file written by an older version, or by hand, may be readable by others.
+            restrict_to_owner(&path)?;
+            Ok(key.trim().to_owned())
+        }
         _ => {
             std::fs::create_dir_all(dir)?;
             let key = generate();
-            std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+            write_private(&path, key.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
             Ok(key)
         }
     }
+}
+
+/// Writes a file that only its owner can read (mode 0600 from its creation on Unix).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    drop(file);
+    // `mode` applies only when the file is created; an existing one keeps its mode otherwise.
+    restrict_to_owner(path).map_err(std::io::Error::other)
+}
+
+/// Sets mode 0600 on Unix (nothing elsewhere).
+fn restrict_to_owner(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("setting the mode of {} to 0600", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 pub(crate) async fn shutdown_signal() {

@@ -248,3 +248,41 @@ fn an_api_key_shorter_than_16_characters_is_refused() {
     );
     assert_eq!(server.api_key.len(), 16);
 }
+
+#[tokio::test]
+async fn dev_keeps_its_key_file_private_and_warns_when_listening_beyond_loopback() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("mooyaho-data").join("api-key");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+
+    let server = start_dev(dir.path(), &[]);
+    assert_eq!(mode(&key_file), 0o600, "a new key file is private");
+    assert!(
+        !server
+            .stdout_lines
+            .iter()
+            .any(|l| l.contains("beyond loopback")),
+        "{:?}",
+        server.stdout_lines
+    );
+    drop(server);
+
+    // A key file left readable by others (an older version, a careless copy) is fixed at start.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let server = start_dev(dir.path(), &[]);
+    assert_eq!(server.api_key, key.trim(), "the same key is kept");
+    assert_eq!(mode(&key_file), 0o600);
+    drop(server);
+
+    let server = Server::spawn(&["dev", "--listen", "0.0.0.0:0"], Some(dir.path()), "");
+    assert!(
+        server
+            .stdout_lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("beyond loopback")),
+        "{:?}",
+        server.stdout_lines
+    );
+}

@@ -218,3 +218,164 @@ async fn a_bad_websocket_upgrade_gets_the_json_error_body() {
     assert_eq!(body["statusCode"], 400, "{body}");
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
 }
+
+/// Opens a WebSocket with an `X-Forwarded-For` header; true if the upgrade was accepted (the
+/// socket is kept open in `keep`), false if refused with 429.
+async fn connect_forwarded(url: &str, forwarded_for: &str, keep: &mut Vec<Ws>) -> bool {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", forwarded_for.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((stream, _)) => {
+            keep.push(Ws::from_stream(stream).await);
+            true
+        }
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 429);
+            false
+        }
+        Err(other) => panic!("unexpected failure: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_spoofed_forwarded_for_does_not_evade_the_per_ip_limit() {
+    // No trusted proxy: the header is ignored, every socket counts for 127.0.0.1.
+    let server = Server::start(&["--max-connections-per-ip", "2"]);
+    let mut open = Vec::new();
+    assert!(connect_forwarded(&server.ws_url(), "203.0.113.1", &mut open).await);
+    assert!(connect_forwarded(&server.ws_url(), "203.0.113.2", &mut open).await);
+    assert!(!connect_forwarded(&server.ws_url(), "203.0.113.3", &mut open).await);
+    assert!(!connect_forwarded(&server.ws_url(), "2001:db8::9", &mut open).await);
+    let reply = open[0].request(json!({ "type": "ping" })).await;
+    assert_eq!(reply["type"], "pong");
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_clients_count_by_forwarded_address_and_ipv6_by_64() {
+    let server = Server::start(&[
+        "--max-connections-per-ip",
+        "1",
+        "--trusted-proxy",
+        "127.0.0.0/8,::1",
+    ]);
+    let url = server.ws_url();
+    let mut open = Vec::new();
+    assert!(connect_forwarded(&url, "203.0.113.1", &mut open).await);
+    assert!(connect_forwarded(&url, "203.0.113.2", &mut open).await);
+    assert!(!connect_forwarded(&url, "203.0.113.1", &mut open).await);
+    // The rightmost untrusted hop counts: a client prepending addresses changes nothing.
+    assert!(!connect_forwarded(&url, "198.51.100.1, 203.0.113.1", &mut open).await);
+    assert!(!connect_forwarded(&url, "203.0.113.2, 127.0.0.9", &mut open).await);
+    // IPv6 counts per /64: another address of the same /64 is the same client.
+    assert!(connect_forwarded(&url, "2001:db8:0:1::1", &mut open).await);
+    assert!(!connect_forwarded(&url, "2001:db8:0:1:ffff::2", &mut open).await);
+    assert!(connect_forwarded(&url, "2001:db8:0:2::1", &mut open).await);
+    assert_eq!(open.len(), 4);
+    for ws in &mut open {
+        assert_eq!(ws.request(json!({ "type": "ping" })).await["type"], "pong");
+    }
+}
+
+/// Reads frames until the server closes; returns the close frame's code and reason.
+async fn close_frame(ws: Ws) -> (u16, String) {
+    use futures_util::StreamExt;
+    let mut stream = ws.into_stream();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the server did not close the socket");
+        match frame {
+            Some(Ok(tungstenite::Message::Close(Some(frame)))) => {
+                return (frame.code.into(), frame.reason.to_string());
+            }
+            Some(Ok(tungstenite::Message::Close(None))) | None | Some(Err(_)) => {
+                panic!("closed without a close frame")
+            }
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn binary_and_oversized_frame_floods_close_the_socket() {
+    let server = Server::start(&[]);
+    let rest = server.rest();
+    let channel = rest.create_channel(false).await;
+    let url = server.ws_url();
+    let mut honest = Ws::join(&url, &rest, &channel, "honest").await;
+    let mut peer = Ws::join(&url, &rest, &channel, "peer").await;
+    honest.expect("entered").await;
+
+    // Binary frames: each is refused and counted; the 51st refusal within 10 s closes.
+    let mut binary = Ws::connect(&url).await;
+    for _ in 0..10 {
+        binary
+            .send_raw(tungstenite::Message::Binary(vec![0u8; 16].into()))
+            .await;
+        assert_eq!(binary.next().await["code"], "unsupported_frame");
+    }
+    // Exactly the 51st: nothing is written after the server closes.
+    for _ in 0..41 {
+        binary
+            .send_raw(tungstenite::Message::Binary(vec![0u8; 16].into()))
+            .await;
+    }
+    let (code, reason) = close_frame(binary).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("refused"), "{reason}");
+
+    // Oversized text frames (over the 64 KiB limit, under the hard 1 MiB cap) likewise.
+    let mut oversized = Ws::connect(&url).await;
+    let big = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(70 * 1024));
+    oversized.send_text(big.clone()).await;
+    assert_eq!(oversized.next().await["code"], "frame_too_large");
+    for _ in 0..50 {
+        oversized.send_text(big.clone()).await;
+    }
+    let (code, _) = close_frame(oversized).await;
+    assert_eq!(code, 1008);
+
+    let (_, metrics) = rest.call("GET", "/metrics", None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains(r#"mooyaho_ws_connections_refused_total{reason="abuse"} 2"#),
+        "{metrics}"
+    );
+    // The honest pair never noticed.
+    honest
+        .send(json!({"type": "call", "to": peer.id, "sdp": "v=0 honest"}))
+        .await;
+    assert_eq!(peer.expect("called").await["sdp"], "v=0 honest");
+}
+
+#[tokio::test]
+async fn binary_frames_spend_the_rate_limit() {
+    let server = Server::start(&[]);
+    let mut ws = Ws::connect(&server.ws_url()).await;
+    // 20 binary frames spend 20 of the 200-frame burst: of 200 pings sent right after, about 20
+    // are refused (20 + 20 refusals stay under the 50 that close the socket).
+    for _ in 0..20 {
+        ws.send_raw(tungstenite::Message::Binary(vec![1u8; 8].into()))
+            .await;
+    }
+    for _ in 0..200 {
+        ws.send(json!({"type": "ping"})).await;
+    }
+    let (mut pongs, mut limited) = (0, 0);
+    for _ in 0..220 {
+        let reply = ws.next().await;
+        match (reply["type"].as_str(), reply["code"].as_str()) {
+            (Some("pong"), _) => pongs += 1,
+            (_, Some("rate_limited")) => limited += 1,
+            (_, Some("unsupported_frame")) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(limited > 0, "binary frames did not count: {pongs} pongs");
+    assert!(pongs < 200, "{pongs}");
+}

@@ -493,12 +493,14 @@ async fn silent_sockets_are_reaped() {
 async fn rate_limit_refuses_floods_without_closing() {
     let server = Server::start(&[]);
     let mut ws = Ws::connect(&server.ws_url()).await;
-    for _ in 0..400 {
+    // The burst (200) and a few dozen over it: refused, but fewer than the 50 refusals per 10 s
+    // that close a socket (`hardening.rs` floods past that).
+    for _ in 0..240 {
         ws.send(json!({"type": "ping"})).await;
     }
     let mut pongs = 0;
     let mut limited = 0;
-    for _ in 0..400 {
+    for _ in 0..240 {
         match ws.next().await["type"].as_str().unwrap() {
             "pong" => pongs += 1,
             "error" => limited += 1,
@@ -564,4 +566,178 @@ fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
     frame
+}
+
+#[tokio::test]
+async fn racing_resumes_with_one_token_let_exactly_one_win() {
+    let server = Server::start(&["--resume-grace-ms", "5000"]);
+    support::race_resumes(&server.ws_url(), &server.ws_url(), 40).await;
+    // The server still serves an honest pair afterwards.
+    let rest = server.rest();
+    let channel = rest.create_channel(false).await;
+    let mut a = Ws::join(&server.ws_url(), &rest, &channel, "a").await;
+    let mut b = Ws::join(&server.ws_url(), &rest, &channel, "b").await;
+    a.expect("entered").await;
+    a.send(json!({"type": "call", "to": b.id, "sdp": "v=0"}))
+        .await;
+    assert_eq!(b.expect("called").await["sdp"], "v=0");
+}
+
+#[tokio::test]
+async fn resume_tokens_of_connected_sessions_rotate_and_expire() {
+    // Lifetime 4 s: a connected session gets a new token every 2 s.
+    let server = Server::start(&[
+        "--ping-interval-ms",
+        "200",
+        "--resume-grace-ms",
+        "1000",
+        "--resume-token-lifetime-ms",
+        "4000",
+    ]);
+    let url = server.ws_url();
+    let a = Ws::connect(&url).await;
+    let (id, first) = (a.id.clone(), a.token.clone());
+    let mut a = a;
+    let second = a.expect("resumeToken").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let third = a.expect("resumeToken").await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(first != second && second != third);
+
+    // The first token is no longer accepted although its session never disconnected: a token
+    // that leaked once cannot take over a long-lived session.
+    let mut thief = Ws::connect(&url).await;
+    thief
+        .expect_error(
+            json!({"type": "reuseId", "id": id, "token": first}),
+            "invalid_token",
+        )
+        .await;
+    assert_eq!(a.request(json!({"type": "getId"})).await["id"], json!(id));
+
+    // A client whose socket died before it saw the last rotation resumes with the one before.
+    a.abort();
+    let mut back = Ws::connect(&url).await;
+    let reply = back
+        .request(json!({"type": "reuseId", "id": id, "token": second}))
+        .await;
+    assert_eq!(reply["type"], "reuseIdSuccess", "{reply}");
+    // Resuming spent both: neither the previous nor the current token works again.
+    for spent in [&second, &third] {
+        let mut late = Ws::connect(&url).await;
+        late.expect_error(
+            json!({"type": "reuseId", "id": id, "token": spent}),
+            "invalid_token",
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn ids_with_key_namespace_characters_are_refused() {
+    let server = Server::start(&[]);
+    let rest = server.rest();
+    let long = "a".repeat(129);
+    for bad in [
+        "a:b",
+        "mooyaho:channels",
+        "x*",
+        "%7Bt%7D",
+        "a%0Ab",
+        long.as_str(),
+    ] {
+        for (method, path) in [
+            ("GET", format!("/channels/{bad}")),
+            ("DELETE", format!("/channels/{bad}")),
+        ] {
+            let (status, body) = rest.call(method, &path, None).await;
+            assert_eq!(status, 400, "{method} {path}: {body}");
+            assert_eq!(body["statusCode"], 400, "{body}");
+        }
+        let (status, body) = rest
+            .call(
+                "POST",
+                &format!("/sessions/{bad}"),
+                Some(json!({"id": "u"})),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let (status, body) = rest
+        .call(
+            "POST",
+            "/channels/bulk-delete",
+            Some(json!({"ids": ["fine", "a:b"]})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+
+    let mut ws = Ws::connect(&server.ws_url()).await;
+    for user in [json!({"id": "user:1"}), json!({"id": "a\u{1}b"})] {
+        let (status, body) = rest
+            .call("POST", &format!("/sessions/{}", ws.id), Some(user))
+            .await;
+        assert_eq!(status, 400, "{body}");
+    }
+    for message in [
+        json!({"type": "enter", "channel": "mooyaho:channels"}),
+        json!({"type": "enter", "channel": long}),
+        json!({"type": "call", "to": "a:b", "sdp": "v=0"}),
+        json!({"type": "candidate", "to": "s*", "candidate": null}),
+        json!({"type": "reject", "to": "{s}"}),
+        json!({"type": "reuseId", "id": "x:y", "token": "t"}),
+    ] {
+        ws.expect_error(message, "invalid_message").await;
+    }
+    // The socket stays usable and honest ids work.
+    let channel = rest.create_channel(false).await;
+    rest.integrate(&ws.id, json!({"id": "ada@example.com"}))
+        .await;
+    let reply = ws
+        .request(json!({"type": "enter", "channel": channel}))
+        .await;
+    assert_eq!(reply["type"], "enterSuccess", "{reply}");
+}
+
+#[tokio::test]
+async fn direct_calls_to_one_callee_are_rate_limited() {
+    let server = Server::start(&[]);
+    let url = format!("{}?allowDirectCall=true", server.ws_url());
+    let mut callee = Ws::connect(&url).await;
+    let mut outcomes = Vec::new();
+    let mut callers = Vec::new();
+    for _ in 0..15 {
+        let mut caller = Ws::connect(&url).await;
+        let reply = caller
+            .request(json!({"type": "call", "to": callee.id, "sdp": "v=0 flood"}))
+            .await;
+        outcomes.push(reply["type"] == "ack" || reply["code"] == "rate_limited");
+        if reply["type"] == "error" {
+            assert_eq!(reply["code"], "rate_limited", "{reply}");
+        }
+        callers.push((caller, reply["type"] == "ack"));
+    }
+    assert!(outcomes.iter().all(|ok| *ok));
+    let delivered = callers.iter().filter(|(_, acked)| *acked).count();
+    assert_eq!(
+        delivered, 10,
+        "the default limit is 10 calls per 10 s per callee"
+    );
+    for _ in 0..delivered {
+        assert_eq!(callee.expect("called").await["sdp"], "v=0 flood");
+    }
+    callee.expect_silence(Duration::from_millis(300)).await;
+
+    // The limit is the callee's: another callee is still reachable by the same callers.
+    let mut other = Ws::connect(&url).await;
+    let (caller, _) = &mut callers[14];
+    let reply = caller
+        .request(json!({"type": "call", "to": other.id, "sdp": "v=0 honest"}))
+        .await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    assert_eq!(other.expect("called").await["sdp"], "v=0 honest");
 }

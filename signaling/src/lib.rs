@@ -20,7 +20,7 @@ pub mod state;
 pub mod store;
 
 pub use domain::SignalingConfig;
-pub use state::AppState;
+pub use state::{AppState, RedisOptions};
 
 /// The HTTP application (tests call it with `oneshot` or serve it on a loopback port).
 pub fn app(state: AppState) -> axum::Router {

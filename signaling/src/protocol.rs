@@ -138,6 +138,12 @@ pub enum ServerMessage {
         /// Resume token for `reuseId`.
         token: String,
     },
+    /// A new resume token for the session this socket holds, sent every half token lifetime.
+    /// The one it replaces stays valid until its own expiry.
+    ResumeToken {
+        /// The token for the next `reuseId`.
+        token: String,
+    },
     /// Reply to `getId`.
     GetIdSuccess {
         /// The session id.

@@ -9,7 +9,18 @@ use crate::domain::ports::{Store, StoreError};
 use crate::domain::{Signaling, SignalingConfig};
 use crate::metrics::Metrics;
 use crate::sfu::Fleet;
-use crate::store::{EmbeddedStore, RedisStore};
+use crate::store::{EmbeddedStore, KeySpace, RedisStore};
+
+/// How to reach Redis.
+#[derive(Clone, Debug)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS.
+    pub url: String,
+    /// Every key and pub/sub channel is under `{prefix}:`.
+    pub prefix: String,
+    /// PEM root certificates that verify a `rediss://` server instead of the platform's.
+    pub ca_pem: Option<Vec<u8>>,
+}
 
 /// Shared state of every handler.
 #[derive(Clone, Debug)]
@@ -47,12 +58,27 @@ impl AppState {
         Ok(Self::new(signaling))
     }
 
-    /// One of many instances sharing state and fan-out through Redis at `url`.
-    pub async fn redis(config: SignalingConfig, url: &str) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let store = RedisStore::connect(client.clone(), config.presence_ttl).await?;
-        let bus = RedisBus::new(client, store.connection());
+    /// One of many instances sharing state and fan-out through Redis.
+    pub async fn redis(
+        config: SignalingConfig,
+        options: &RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let keys = KeySpace::new(&options.prefix)
+            .map_err(|e| StoreError::Unavailable(format!("invalid Redis key prefix: {e}")))?;
+        // The errors name no part of the URL: it may hold a password.
+        let client = match &options.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                options.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(options.url.as_str()),
+        }
+        .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL or TLS settings: {e}")))?;
+        let store = RedisStore::connect(client.clone(), keys.clone(), config.presence_ttl).await?;
+        let bus = RedisBus::new(client, store.connection(), keys);
         let store: Arc<dyn Store> = Arc::new(store);
         let secret = config.cluster_secret.clone();
         let signaling = Signaling::start(

@@ -349,6 +349,19 @@ impl Ws {
         ws
     }
 
+    /// Wraps an already upgraded stream and reads `connected`.
+    pub async fn from_stream(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        let mut ws = Self {
+            stream,
+            id: String::new(),
+            token: String::new(),
+        };
+        let connected = ws.expect("connected").await;
+        ws.id = connected["id"].as_str().unwrap().to_owned();
+        ws.token = connected["token"].as_str().unwrap().to_owned();
+        ws
+    }
+
     /// Connects, gets integrated through REST as `name`, and enters `channel`.
     pub async fn join(url: &str, rest: &Rest, channel: &str, name: &str) -> Self {
         let mut ws = Self::connect(url).await;
@@ -498,20 +511,32 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: PathBuf,
+    extra: Vec<String>,
     _tmp: tempfile::TempDir,
 }
 
 impl Redis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Started with extra configuration arguments (`--requirepass`, `--user`, `--tls-port`…).
+    pub fn start_with(extra: &[&str]) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let mut redis = Self {
             child: None,
             port: free_port(),
             dir: tmp.path().to_owned(),
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
             _tmp: tmp,
         };
         redis.launch();
         redis
+    }
+
+    /// The server's directory (free for test files such as certificates).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn url(&self) -> String {
@@ -532,6 +557,7 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -577,8 +603,9 @@ fn ping(port: u16) -> bool {
     if stream.write_all(b"PING\r\n").is_err() {
         return false;
     }
+    // A server with a password answers `-NOAUTH`: it is up all the same.
     let mut buf = [0u8; 7];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    stream.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
 }
 
 /// Polls `check` every 50 ms until it returns true or `within` passes.
@@ -619,5 +646,33 @@ impl Server {
             .unwrap_or_else(|| panic!("no API key line in {:?}", server.stdout_lines))
             .to_owned();
         server
+    }
+}
+
+/// Runs `rounds` resume races: each round a session drops, then two fresh sockets (one on each
+/// URL) present its token at once. Panics unless exactly one wins every round and the other gets
+/// `invalid_token`.
+pub async fn race_resumes(url_one: &str, url_two: &str, rounds: usize) {
+    for round in 0..rounds {
+        let owner = Ws::connect(url_one).await;
+        let (id, token) = (owner.id.clone(), owner.token.clone());
+        owner.abort();
+        let mut one = Ws::connect(url_one).await;
+        let mut two = Ws::connect(url_two).await;
+        let reuse = json!({"type": "reuseId", "id": id, "token": token});
+        let (first, second) = tokio::join!(one.request(reuse.clone()), two.request(reuse));
+        let won: Vec<&Value> = [&first, &second]
+            .into_iter()
+            .filter(|r| r["type"] == "reuseIdSuccess")
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: {first} / {second}");
+        assert_eq!(won[0]["id"], json!(id), "round {round}");
+        let lost = if first["type"] == "reuseIdSuccess" {
+            &second
+        } else {
+            &first
+        };
+        assert_eq!(lost["type"], "error", "round {round}: {lost}");
+        assert_eq!(lost["code"], "invalid_token", "round {round}: {lost}");
     }
 }

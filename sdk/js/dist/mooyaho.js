@@ -450,6 +450,10 @@ var SignalingSocket = class {
       this.handlers.onError(new MooyahoError(String(frame["code"]), String(frame["message"])));
       return;
     }
+    if (frame.type === "resumeToken") {
+      this.#token = String(frame["token"]);
+      return;
+    }
     if (frame.type === "pong" || frame.type === "ack") return;
     this.handlers.onEvent(frame);
   }

@@ -189,6 +189,11 @@ export class SignalingSocket {
       this.handlers.onError(new MooyahoError(String(frame['code']), String(frame['message'])));
       return;
     }
+    if (frame.type === 'resumeToken') {
+      // The server rotates a connected session's token; the next resume needs the newest one.
+      this.#token = String(frame['token']);
+      return;
+    }
     if (frame.type === 'pong' || frame.type === 'ack') return; // a reply that arrived after its timeout
     this.handlers.onEvent(frame);
   }

@@ -138,3 +138,22 @@ test('after the grace window the SDK starts a fresh session and releases the old
     await shortGrace.stop();
   }
 });
+
+test('the SDK keeps the rotated resume token: a socket dropped after rotations still resumes', async () => {
+  // Lifetime 4 s (the minimum for these ping/grace settings): a new token every 2 s, and the one
+  // from `connected` is refused after 4 s, so only a client that kept the rotations can resume.
+  const rotating = await startServer(['--ping-interval-ms', '500', '--resume-grace-ms', '1000', '--resume-token-lifetime-ms', '4000']);
+  try {
+    const ada = await sdkPage(browser, rotating);
+    const adaId = await connectClient(ada, rotating, { name: 'Ada' });
+    await new Promise((r) => setTimeout(r, 5000));
+    await ada.evaluate(() => window.mooyaho.socket.ws.close());
+    await waitFor(async () => (await events(ada, 'reconnected')).length === 1, 'reconnected', 10_000);
+    assert.equal(await ada.evaluate(() => window.mooyaho.sessionId), adaId);
+    assert.equal((await events(ada, 'connected')).length, 1);
+    assert.deepEqual(await events(ada, 'error'), []);
+    await ada.close();
+  } finally {
+    await rotating.stop();
+  }
+});

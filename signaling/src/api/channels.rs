@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
 use super::extract::{JsonBody, OptionalJsonBody, PathId};
-use crate::domain::ids::{ChannelId, SessionId};
+use crate::domain::ids::{ChannelId, IdError, MAX_USER_ID_LEN, SessionId, check_user_id};
 use crate::domain::model::ChannelRecord;
 use crate::state::AppState;
 
@@ -75,7 +75,8 @@ pub struct ChannelDetailResponse {
 /// Body of `POST /channels/bulk-delete`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct BulkDeleteRequest {
-    /// Channel ids to delete (1 to 1000).
+    /// Channel ids to delete (1 to 1000), each matching the channel id pattern (the OpenAPI
+    /// document's `items.pattern`, added in `api::openapi_json`).
     #[schema(min_items = 1, max_items = 1000)]
     pub ids: Vec<String>,
 }
@@ -85,7 +86,11 @@ pub struct BulkDeleteRequest {
 #[derive(Debug, ToSchema)]
 pub struct UserObject {
     /// The user's id in the customer's service.
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^:\u0000-\u001F\u007F-\u009F]{1,256}$"
+    )]
     pub id: String,
 }
 
@@ -120,7 +125,11 @@ impl From<&ChannelRecord> for ChannelResponse {
 }
 
 const MAX_BULK_IDS: usize = 1000;
-const MAX_USER_ID_LEN: usize = 256;
+
+/// The 400 for an id supplied in a path or body.
+fn bad_id(what: &str, e: IdError) -> ApiError {
+    ApiError::bad_request(format!("invalid {what}: {e}"))
+}
 
 /// Create a channel.
 #[utoipa::path(post, path = "/channels", tag = "channels", security(("api_key" = [])),
@@ -159,14 +168,15 @@ pub async fn list_channels(
 
 /// A channel with its sessions.
 #[utoipa::path(get, path = "/channels/{id}", tag = "channels", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Channel id")),
+    params(("id" = String, Path, description = "Channel id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
     responses((status = 200, body = ChannelDetailResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get_channel(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> Result<Json<ChannelDetailResponse>, ApiError> {
-    let detail = state.signaling.channel_detail(&ChannelId(id)).await?;
+    let id = ChannelId::parse(id).map_err(|e| bad_id("channel id", e))?;
+    let detail = state.signaling.channel_detail(&id).await?;
     let channel = ChannelResponse::from(&detail.channel);
     Ok(Json(ChannelDetailResponse {
         id: channel.id,
@@ -185,14 +195,15 @@ pub async fn get_channel(
 
 /// Delete a channel; its members receive `channelClosed`.
 #[utoipa::path(delete, path = "/channels/{id}", tag = "channels", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Channel id")),
+    params(("id" = String, Path, description = "Channel id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
     responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_channel(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
-    state.signaling.delete_channel(&ChannelId(id)).await?;
+    let id = ChannelId::parse(id).map_err(|e| bad_id("channel id", e))?;
+    state.signaling.delete_channel(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -210,7 +221,12 @@ pub async fn bulk_delete_channels(
             "`ids` must hold 1 to {MAX_BULK_IDS} channel ids"
         )));
     }
-    let ids = body.ids.into_iter().map(ChannelId).collect();
+    let ids = body
+        .ids
+        .into_iter()
+        .map(ChannelId::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad_id("channel id in `ids`", e))?;
     let outcome = state.signaling.bulk_delete_channels(ids).await?;
     Ok(Json(BulkDeleteResponse {
         deleted: outcome.deleted.into_iter().map(|c| c.0).collect(),
@@ -220,7 +236,8 @@ pub async fn bulk_delete_channels(
 
 /// Bind a user to a live session (integrateUser). Re-integrating replaces the user.
 #[utoipa::path(post, path = "/sessions/{id}", tag = "sessions", security(("api_key" = [])),
-    params(("id" = String, Path, description = "Session id (from the client's `connected` message)")),
+    params(("id" = String, Path, description = "Session id (from the client's `connected` message)",
+        pattern = "^[A-Za-z0-9._-]{1,128}$")),
     request_body(content = UserObject, description = "The user object; must have a non-empty string `id`"),
     responses((status = 200, body = IntegrateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -229,16 +246,14 @@ pub async fn integrate_user(
     PathId(id): PathId,
     JsonBody(user): JsonBody<Value>,
 ) -> Result<Json<IntegrateResponse>, ApiError> {
-    let valid_id = user
-        .get("id")
-        .and_then(Value::as_str)
-        .is_some_and(|id| !id.is_empty() && id.chars().count() <= MAX_USER_ID_LEN);
-    if !user.is_object() || !valid_id {
+    let session = SessionId::parse(id).map_err(|e| bad_id("session id", e))?;
+    let user_id = user.get("id").and_then(Value::as_str);
+    let (true, Some(user_id)) = (user.is_object(), user_id) else {
         return Err(ApiError::bad_request(format!(
             "the body must be a user object with a non-empty string `id` of at most {MAX_USER_ID_LEN} characters"
         )));
-    }
-    let session = SessionId(id);
+    };
+    check_user_id(user_id).map_err(|e| bad_id("user `id`", e))?;
     let user = state.signaling.integrate_user(&session, user).await?;
     Ok(Json(IntegrateResponse {
         session_id: session.0,

@@ -68,6 +68,16 @@ impl Modify for Links {
 /// specification (utoipa 5 serializes them as `operation_id`/`operation_ref`/`request_body`).
 pub fn openapi_json() -> serde_json::Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    // utoipa has no attribute for the pattern of a `Vec<String>`'s items.
+    if let Some(items) = doc
+        .pointer_mut("/components/schemas/BulkDeleteRequest/properties/ids/items")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        items.insert(
+            "pattern".to_owned(),
+            crate::domain::ids::KEY_ID_PATTERN.into(),
+        );
+    }
     let paths = doc
         .get_mut("paths")
         .and_then(serde_json::Value::as_object_mut);
@@ -250,6 +260,29 @@ mod tests {
                 "{schema}"
             );
         }
+    }
+
+    #[test]
+    fn published_id_patterns_are_the_validators_patterns() {
+        use crate::domain::ids::{KEY_ID_PATTERN, USER_ID_PATTERN};
+        let doc = openapi_json();
+        for (path, method) in [
+            ("/channels/{id}", "get"),
+            ("/channels/{id}", "delete"),
+            ("/sessions/{id}", "post"),
+        ] {
+            let schema = &doc["paths"][path][method]["parameters"][0]["schema"];
+            assert_eq!(schema["pattern"], KEY_ID_PATTERN, "{method} {path}");
+        }
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["BulkDeleteRequest"]["properties"]["ids"]["items"]["pattern"],
+            KEY_ID_PATTERN
+        );
+        assert_eq!(
+            schemas["UserObject"]["properties"]["id"]["pattern"],
+            USER_ID_PATTERN
+        );
     }
 
     #[test]

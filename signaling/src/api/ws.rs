@@ -1,13 +1,13 @@
 //! `GET /websocket`: upgrades, then pumps frames between the socket and the domain. Every bad
 //! frame gets an `error` reply and the socket stays open; only a dead or kicked socket closes.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{Extensions, StatusCode};
+use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use serde::Deserialize;
@@ -34,17 +34,60 @@ const OUTBOX_DEPTH: usize = 1024;
 /// Hard cap on a frame; between the configured limit and this, frames get an error reply.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
 
-/// Open WebSocket connections per client IP address, for `max_connections_per_ip`.
+/// Open WebSocket connections per client address, for `max_connections_per_ip`. IPv4 addresses
+/// count one by one, IPv6 ones per /64: a single host usually holds a whole /64 and could
+/// otherwise open `limit` connections from each of its 2^64 addresses.
 #[derive(Debug, Default)]
 pub struct PerIpConnections {
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
+/// The address a per-IP limit counts under: the IPv4 address, or the IPv6 /64 network.
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(network))
+        }
+    }
+}
+
+/// The client's address: the TCP peer, or when the peer is a trusted proxy, the rightmost hop of
+/// `X-Forwarded-For` that is not itself trusted (hops left of it could be forged by the client).
+/// A hop that does not parse stops the walk at the last trusted address.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(&ip.to_canonical()));
+    let peer = peer.to_canonical();
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip.to_canonical();
+                if !is_trusted(client) {
+                    return client;
+                }
+            }
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
 impl PerIpConnections {
-    /// A slot for one more connection from `ip`, or `None` when it already holds `limit`
-    /// (0 = no limit). The slot is given back when dropped.
+    /// A slot for one more connection from `ip` (counted under [`limit_key`]), or `None` when
+    /// it already holds `limit` (0 = no limit). The slot is given back when dropped.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
-        let ip = ip.to_canonical();
+        let ip = limit_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let count = open.entry(ip).or_insert(0);
         if limit > 0 && *count >= limit {
@@ -60,7 +103,7 @@ impl PerIpConnections {
     /// Connections open from `ip`.
     pub fn open(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.get(&ip.to_canonical()).copied().unwrap_or(0)
+        open.get(&limit_key(ip)).copied().unwrap_or(0)
     }
 }
 
@@ -89,6 +132,7 @@ impl Drop for IpSlot {
 pub async fn upgrade(
     State(state): State<AppState>,
     extensions: Extensions,
+    headers: HeaderMap,
     query: Result<Query<ConnectQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
@@ -98,12 +142,14 @@ pub async fn upgrade(
     };
     let slot = match extensions.get::<ConnectInfo<SocketAddr>>() {
         Some(ConnectInfo(peer)) => {
-            let limit = state.signaling.config().max_connections_per_ip;
-            match state.ws_per_ip.acquire(peer.ip(), limit) {
+            let config = state.signaling.config();
+            let limit = config.max_connections_per_ip;
+            let ip = client_ip(peer.ip(), &headers, &config.trusted_proxies);
+            match state.ws_per_ip.acquire(ip, limit) {
                 Some(slot) => Some(slot),
                 None => {
                     state.signaling.metrics().ws_refused("per_ip_limit");
-                    tracing::debug!(ip = %peer.ip(), "WebSocket refused: per-IP connection limit");
+                    tracing::debug!(%ip, "WebSocket refused: per-IP connection limit");
                     return ApiError::new(
                         StatusCode::TOO_MANY_REQUESTS,
                         format!("too many WebSocket connections from this address (limit {limit})"),
@@ -156,9 +202,13 @@ pub async fn pump<S, R>(
     };
     let config = signaling.config().clone();
     let mut limiter = RateLimiter::new(config.messages_per_second, config.message_burst);
+    let mut violations = Violations::new(config.max_violations, config.violation_window);
     let mut last_seen = Instant::now();
     let mut ping = tokio::time::interval(config.ping_interval);
     ping.tick().await;
+    // Every half lifetime the session gets a new resume token (the old one expires after one).
+    let rotation = config.resume_token_lifetime / 2;
+    let mut rotate = tokio::time::interval_at(Instant::now() + rotation, rotation);
     if sink.send(text(connected.encode(None))).await.is_err() {
         signaling.disconnect(connection).await;
         return;
@@ -167,23 +217,59 @@ pub async fn pump<S, R>(
         tokio::select! {
             frame = stream.next() => {
                 let Some(Ok(frame)) = frame else { break };
-                last_seen = Instant::now();
-                let reply = match frame {
+                let now = Instant::now();
+                last_seen = now;
+                if let Message::Close(_) = frame {
+                    break;
+                }
+                // Every frame the client sends costs a token, whatever its kind.
+                let allowed = limiter.allow(now);
+                let (reply, refused) = match frame {
                     Message::Text(body) => {
-                        let allowed = limiter.allow(Instant::now());
                         on_text(&signaling, &mut connection, body.as_str(), allowed).await
                     }
-                    Message::Binary(_) => Some(error_frame(None, &SignalError::new(
-                        ErrorCode::UnsupportedFrame,
-                        "binary frames are not supported; send JSON text",
-                    ))),
+                    Message::Binary(_) => {
+                        let e = if allowed {
+                            SignalError::new(
+                                ErrorCode::UnsupportedFrame,
+                                "binary frames are not supported; send JSON text",
+                            )
+                        } else {
+                            rate_limited()
+                        };
+                        signaling.metrics().error(e.code.as_str());
+                        (Some(error_frame(None, &e)), true)
+                    }
+                    Message::Ping(_) | Message::Pong(_) => (None, !allowed),
                     Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => None,
                 };
+                if refused && violations.exceeded(now) {
+                    signaling.metrics().ws_refused("abuse");
+                    tracing::debug!(session = %connection.session, "closing abusive socket");
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code: 1008,
+                            reason: "too many refused frames".into(),
+                        })))
+                        .await;
+                    break;
+                }
                 if let Some(reply) = reply
                     && sink.send(reply).await.is_err()
                 {
                     break;
+                }
+            }
+            _ = rotate.tick() => {
+                match signaling.rotate_token(&connection).await {
+                    Ok(Some(message)) => {
+                        if sink.send(text(message.encode(None))).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => {}
+                    // The current token stays valid until its expiry; the next tick retries.
+                    Err(e) => tracing::warn!(error = %e, "resume token rotation failed"),
                 }
             }
             queued = outgoing.recv() => {
@@ -209,19 +295,21 @@ pub async fn pump<S, R>(
     signaling.disconnect(connection).await;
 }
 
-/// Applies a text frame; returns the reply for this socket.
+fn rate_limited() -> SignalError {
+    SignalError::new(ErrorCode::RateLimited, "too many messages; slow down")
+}
+
+/// Applies a text frame; returns the reply for this socket and whether the frame was refused
+/// for abuse (over the rate or the size limit).
 async fn on_text(
     signaling: &Signaling,
     connection: &mut crate::domain::Connection,
     body: &str,
     allowed: bool,
-) -> Option<Message> {
+) -> (Option<Message>, bool) {
     let max = signaling.config().max_frame_bytes;
     let refusal = if !allowed {
-        Some(SignalError::new(
-            ErrorCode::RateLimited,
-            "too many messages; slow down",
-        ))
+        Some(rate_limited())
     } else if body.len() > max {
         Some(SignalError::new(
             ErrorCode::FrameTooLarge,
@@ -232,7 +320,7 @@ async fn on_text(
     };
     if let Some(e) = refusal {
         signaling.metrics().error(e.code.as_str());
-        return Some(error_frame(None, &e));
+        return (Some(error_frame(None, &e)), true);
     }
     let frame = ClientFrame::decode(body);
     let request_id = frame.request_id.as_ref();
@@ -240,18 +328,19 @@ async fn on_text(
         Ok(message) => message,
         Err(e) => {
             signaling.metrics().error(e.code.as_str());
-            return Some(error_frame(request_id, &e));
+            return (Some(error_frame(request_id, &e)), false);
         }
     };
     signaling.metrics().message(message_name(&message));
-    match signaling.handle(connection, message).await {
+    let reply = match signaling.handle(connection, message).await {
         Ok(Some(reply)) => Some(text(reply.encode(request_id))),
         Ok(None) => request_id.map(|id| text(ServerMessage::Ack.encode(Some(id)))),
         Err(e) => {
             signaling.metrics().error(e.code.as_str());
             Some(error_frame(request_id, &e))
         }
-    }
+    };
+    (reply, false)
 }
 
 fn text(body: String) -> Message {
@@ -317,6 +406,38 @@ impl RateLimiter {
     }
 }
 
+/// Refused frames of one connection within a sliding window.
+#[derive(Debug)]
+struct Violations {
+    at: VecDeque<Instant>,
+    max: usize,
+    window: std::time::Duration,
+}
+
+impl Violations {
+    fn new(max: u32, window: std::time::Duration) -> Self {
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        Self {
+            at: VecDeque::with_capacity(max.min(1024) + 1),
+            max,
+            window,
+        }
+    }
+
+    /// Records one refused frame at `now`; true once more than `max` fall within the window.
+    fn exceeded(&mut self, now: Instant) -> bool {
+        while self
+            .at
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
+        {
+            self.at.pop_front();
+        }
+        self.at.push_back(now);
+        self.at.len() > self.max
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -338,6 +459,66 @@ mod tests {
         drop(b);
         assert_eq!(counts.open(v4), 0);
         assert!(counts.open.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_ipv4_per_address() {
+        let counts = Arc::new(PerIpConnections::default());
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let _a = counts.acquire(a, 1).unwrap();
+        assert!(counts.acquire(b, 1).is_none(), "same /64");
+        assert!(counts.acquire(other, 1).is_some(), "another /64");
+        let _v4 = counts.acquire("10.0.0.1".parse().unwrap(), 1).unwrap();
+        assert!(counts.acquire("10.0.0.2".parse().unwrap(), 1).is_some());
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_peers() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            "1.1.1.1, 2.2.2.2, 10.0.0.7".parse().unwrap(),
+        );
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let stranger: IpAddr = "3.3.3.3".parse().unwrap();
+        // The client may have forged 1.1.1.1; 2.2.2.2 is what the trusted hops saw.
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted),
+            "2.2.2.2".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(stranger, &headers, &trusted), stranger);
+        assert_eq!(client_ip(proxy, &headers, &[]), proxy);
+        headers.insert("x-forwarded-for", "garbage, 10.0.0.9".parse().unwrap());
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted),
+            "10.0.0.9".parse::<IpAddr>().unwrap()
+        );
+        headers.clear();
+        assert_eq!(client_ip(proxy, &headers, &trusted), proxy);
+        headers.append("x-forwarded-for", "4.4.4.4".parse().unwrap());
+        headers.append("x-forwarded-for", "10.1.1.1".parse().unwrap());
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted),
+            "4.4.4.4".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn violations_close_only_past_the_limit_within_the_window() {
+        let start = Instant::now();
+        let mut v = Violations::new(3, Duration::from_secs(10));
+        assert!(!(0..3).any(|_| v.exceeded(start)));
+        assert!(v.exceeded(start + Duration::from_secs(1)));
+        let mut v = Violations::new(3, Duration::from_secs(10));
+        for i in 0..10 {
+            assert!(
+                !v.exceeded(start + Duration::from_secs(4 * i)),
+                "spread out: {i}"
+            );
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Redis pub/sub bus: instance `X` listens on `mooyaho:instance:X`.
+//! Redis pub/sub bus: instance `X` listens on `{prefix}:instance:X`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +11,14 @@ use tokio::sync::mpsc;
 
 use crate::domain::ids::InstanceId;
 use crate::domain::ports::{Bus, Envelope, StoreError};
+use crate::store::KeySpace;
 
 /// Redis pub/sub transport for envelopes.
 #[derive(Clone)]
 pub struct RedisBus {
     client: redis::Client,
     publisher: ConnectionManager,
+    keys: KeySpace,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -26,14 +28,15 @@ impl std::fmt::Debug for RedisBus {
 }
 
 impl RedisBus {
-    /// A bus publishing through `publisher` and subscribing with fresh connections of `client`.
-    pub fn new(client: redis::Client, publisher: ConnectionManager) -> Self {
-        Self { client, publisher }
+    /// A bus publishing through `publisher` and subscribing with fresh connections of `client`,
+    /// its channels named in `keys`.
+    pub fn new(client: redis::Client, publisher: ConnectionManager, keys: KeySpace) -> Self {
+        Self {
+            client,
+            publisher,
+            keys,
+        }
     }
-}
-
-fn topic(instance: &InstanceId) -> String {
-    format!("mooyaho:instance:{instance}")
 }
 
 #[async_trait]
@@ -43,7 +46,7 @@ impl Bus for RedisBus {
             serde_json::to_string(envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.publisher
             .clone()
-            .publish::<_, _, ()>(topic(to), payload)
+            .publish::<_, _, ()>(self.keys.inbox(to), payload)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
@@ -71,7 +74,7 @@ impl RedisBus {
         sink: &mpsc::Sender<Envelope>,
     ) -> redis::RedisResult<()> {
         let mut pubsub = self.client.get_async_pubsub().await?;
-        pubsub.subscribe(topic(instance)).await?;
+        pubsub.subscribe(self.keys.inbox(instance)).await?;
         tracing::debug!(%instance, "bus subscribed");
         let mut messages = pubsub.on_message();
         while let Some(message) = messages.next().await {

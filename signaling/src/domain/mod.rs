@@ -11,6 +11,7 @@ mod fleet;
 mod relay;
 mod session;
 mod sfu;
+pub(crate) mod token;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -58,8 +59,25 @@ pub struct SignalingConfig {
     /// Secret shared with the SFU nodes; without it this instance uses no SFU.
     pub cluster_secret: Option<String>,
     /// Open WebSocket connections allowed from one IP address (0 = no limit); the next upgrade
-    /// is refused with 429.
+    /// is refused with 429. IPv6 addresses count per /64 (one host usually owns a whole /64).
     pub max_connections_per_ip: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: when the TCP peer is inside one of
+    /// these networks, the client address is the rightmost untrusted hop of that header.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long a resume token is accepted. A connected session gets a new one (`resumeToken`)
+    /// every half lifetime; keep it at least `2 × (resume_grace + 2 × ping_interval)` so a
+    /// client that missed the last rotation can still resume within the grace window.
+    pub resume_token_lifetime: Duration,
+    /// Refused frames (over the rate, over the size limit, binary) tolerated per connection within
+    /// `violation_window`; one more closes the socket with 1008.
+    pub max_violations: u32,
+    /// The window of `max_violations`.
+    pub violation_window: Duration,
+    /// Direct (channel-less) call offers one session may receive per `direct_call_window`, from
+    /// everyone together; further offers get `rate_limited`.
+    pub direct_calls_per_callee: u64,
+    /// The window of `direct_calls_per_callee`.
+    pub direct_call_window: Duration,
 }
 
 impl SignalingConfig {
@@ -78,7 +96,19 @@ impl SignalingConfig {
             cors_origins: Vec::new(),
             cluster_secret: None,
             max_connections_per_ip: 64,
+            trusted_proxies: Vec::new(),
+            resume_token_lifetime: Duration::from_secs(600),
+            max_violations: 50,
+            violation_window: Duration::from_secs(10),
+            direct_calls_per_callee: 10,
+            direct_call_window: Duration::from_secs(10),
         }
+    }
+
+    /// The shortest token lifetime that lets a client that missed one rotation (its socket was
+    /// dying) still resume within the grace window: `2 × (resume_grace + 2 × ping_interval)`.
+    pub fn min_resume_token_lifetime(&self) -> Duration {
+        (self.resume_grace + self.ping_interval * 2) * 2
     }
 }
 

@@ -83,12 +83,43 @@ pub struct SessionRecord {
     pub channel: Option<ChannelId>,
     /// The client accepts direct calls (a connect-time option).
     pub allow_direct_call: bool,
-    /// Secret that lets a new connection resume this session; single-use.
-    pub resume_token: String,
+    /// The hashes of the secrets that let a new connection resume this session (single-use).
+    pub resume: ResumeTokens,
     /// A socket holds the session now (false during the resume grace window).
     pub connected: bool,
     /// Direct-call relations with other sessions.
     pub calls: BTreeMap<SessionId, CallState>,
+}
+
+/// A stored resume token: the SHA-256 of the secret handed to the client, never the secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenHash {
+    /// Lower-case hex SHA-256 of the token.
+    pub hash: String,
+    /// When it stops being accepted, milliseconds since the Unix epoch.
+    pub expires_ms: u64,
+}
+
+/// The tokens that resume a session. A connected session's token is rotated every half
+/// lifetime; the one it replaced stays valid until its own expiry, so a client whose socket died
+/// before it saw the rotation can still resume. Resuming with either clears both.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeTokens {
+    /// The token last handed out.
+    pub current: TokenHash,
+    /// The one it replaced, if a rotation happened since the last resume.
+    pub previous: Option<TokenHash>,
+}
+
+/// What a successful resume writes: the new holder and its token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    /// The instance whose socket now holds the session.
+    pub instance: InstanceId,
+    /// That socket.
+    pub connection: ConnectionId,
+    /// The next token.
+    pub token: TokenHash,
 }
 
 /// A change to some fields of a session; `None` leaves a field as it is.
@@ -104,8 +135,6 @@ pub struct SessionUpdate {
     pub state: Option<MediaState>,
     /// New channel (`Some(None)` clears it).
     pub channel: Option<Option<ChannelId>>,
-    /// New resume token.
-    pub resume_token: Option<String>,
     /// Connected flag.
     pub connected: Option<bool>,
 }

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::ids::{ChannelId, ConnectionId, InstanceId, SessionId, SfuServerId};
 use super::model::{
     CallState, ChannelRecord, NewSfuServer, SessionRecord, SessionUpdate, SfuServerRecord,
+    Takeover, TokenHash,
 };
 
 /// A failure of the store or the bus.
@@ -79,6 +80,32 @@ pub trait SessionStore: Send + Sync {
         peer: &SessionId,
         state: Option<CallState>,
     ) -> Result<(), StoreError>;
+    /// Moves session `id` to a new holder if `presented` (a token hash) is its current or
+    /// previous resume token and that token is still valid at `now_ms`; both tokens are replaced
+    /// by `takeover.token`. Atomic: of concurrent calls presenting one token, at most one
+    /// succeeds. Returns the record as it was before the move, or `None` when nothing matched.
+    async fn resume_session(
+        &self,
+        id: &SessionId,
+        presented: &str,
+        now_ms: u64,
+        takeover: &Takeover,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+    /// Rotates the resume token of a session that `connection` still holds: the current token
+    /// becomes the previous one and `next` the current one. Returns false otherwise.
+    async fn rotate_token(
+        &self,
+        id: &SessionId,
+        connection: &ConnectionId,
+        next: &TokenHash,
+    ) -> Result<bool, StoreError>;
+    /// Counts one direct call offered to `callee` and returns how many it was offered in the
+    /// current fixed `window` (this one included), across every instance.
+    async fn count_direct_call(
+        &self,
+        callee: &SessionId,
+        window: std::time::Duration,
+    ) -> Result<u64, StoreError>;
     /// Deletes a session.
     async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError>;
     /// Refreshes the presence of sessions held by this instance (Redis keys expire otherwise).

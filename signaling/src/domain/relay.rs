@@ -29,6 +29,18 @@ impl Signaling {
             if !(me.allow_direct_call && target.allow_direct_call) {
                 return Err(forbidden());
             }
+            // Counted per callee across every caller and instance: many sessions cannot flood
+            // one person with calls.
+            let offered = self
+                .store
+                .count_direct_call(&target.id, self.config.direct_call_window)
+                .await?;
+            if offered > self.config.direct_calls_per_callee {
+                return Err(SignalError::new(
+                    ErrorCode::RateLimited,
+                    "that session is receiving too many calls; try again later",
+                ));
+            }
             self.store
                 .set_call(&me.id, &target.id, Some(CallState::Outgoing))
                 .await?;

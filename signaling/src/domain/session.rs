@@ -3,16 +3,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rand::RngCore;
 use serde_json::Value;
-use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
 use super::Signaling;
 use super::hub::Outgoing;
 use super::ids::{ChannelId, ConnectionId, SessionId};
-use super::model::{MediaState, SessionRecord, SessionUpdate};
+use super::model::{MediaState, ResumeTokens, SessionRecord, SessionUpdate, Takeover, now_ms};
 use super::ports::StoreError;
+use super::token;
 use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, SessionInfo, SignalError};
 
 /// Options a client chooses when it connects (query parameters of `/websocket`).
@@ -40,6 +39,7 @@ impl Signaling {
         options: ConnectOptions,
         outbox: mpsc::Sender<Outgoing>,
     ) -> Result<(Connection, ServerMessage), SignalError> {
+        let (token, token_hash) = token::issue(self.token_expiry());
         let record = SessionRecord {
             id: SessionId::random(),
             instance: self.instance.clone(),
@@ -48,7 +48,10 @@ impl Signaling {
             state: MediaState::default(),
             channel: None,
             allow_direct_call: options.allow_direct_call,
-            resume_token: new_token(),
+            resume: ResumeTokens {
+                current: token_hash,
+                previous: None,
+            },
             connected: true,
             calls: BTreeMap::new(),
         };
@@ -59,7 +62,7 @@ impl Signaling {
         self.metrics.ws_connections_total.inc();
         let connected = ServerMessage::Connected {
             id: record.id.clone(),
-            token: record.resume_token,
+            token,
         };
         let connection = Connection {
             id: record.connection,
@@ -192,7 +195,29 @@ impl Signaling {
         Ok(())
     }
 
-    async fn reuse(&self, connection: &mut Connection, id: SessionId, token: &str) -> Reply {
+    /// Replaces the resume token of the session `connection` holds (the previous one stays valid
+    /// until its own expiry). Returns the message that hands the new token to the client, or
+    /// `None` if the connection no longer holds the session.
+    pub async fn rotate_token(
+        &self,
+        connection: &Connection,
+    ) -> Result<Option<ServerMessage>, StoreError> {
+        let (token, token_hash) = token::issue(self.token_expiry());
+        let rotated = self
+            .store
+            .rotate_token(&connection.session, &connection.id, &token_hash)
+            .await?;
+        Ok(rotated.then_some(ServerMessage::ResumeToken { token }))
+    }
+
+    /// When a token issued now stops being accepted, milliseconds since the Unix epoch.
+    fn token_expiry(&self) -> u64 {
+        let lifetime =
+            u64::try_from(self.config.resume_token_lifetime.as_millis()).unwrap_or(u64::MAX);
+        now_ms().saturating_add(lifetime)
+    }
+
+    async fn reuse(&self, connection: &mut Connection, id: SessionId, presented: &str) -> Reply {
         let invalid = || {
             SignalError::new(
                 ErrorCode::InvalidToken,
@@ -205,24 +230,20 @@ impl Signaling {
                 "this connection already holds that session",
             ));
         }
-        let old = self.store.session(&id).await?.ok_or_else(invalid)?;
-        let matches: bool = old.resume_token.as_bytes().ct_eq(token.as_bytes()).into();
-        if !matches || token.is_empty() {
-            return Err(invalid());
-        }
         // The fresh session this socket got at connect time is replaced by the resumed one.
         let fresh = self.me(connection).await?;
-        let token = new_token();
-        let update = SessionUpdate {
-            instance: Some(self.instance.clone()),
-            connection: Some(connection.id.clone()),
-            resume_token: Some(token.clone()),
-            connected: Some(true),
-            ..SessionUpdate::default()
+        let (token, token_hash) = token::issue(self.token_expiry());
+        let takeover = Takeover {
+            instance: self.instance.clone(),
+            connection: connection.id.clone(),
+            token: token_hash,
         };
-        if !self.store.update_session(&id, &update).await? {
-            return Err(invalid());
-        }
+        // One atomic step checks and consumes the token: of two racing resumes, one wins.
+        let old = self
+            .store
+            .resume_session(&id, &token::hash(presented), now_ms(), &takeover)
+            .await?
+            .ok_or_else(invalid)?;
         if old.instance == self.instance {
             self.hub.kick(&id, &connection.id);
         } else {
@@ -403,11 +424,4 @@ pub(super) fn in_channel(me: &SessionRecord) -> Result<&ChannelId, SignalError> 
     me.channel
         .as_ref()
         .ok_or_else(|| SignalError::new(ErrorCode::NotInChannel, "enter a channel first"))
-}
-
-/// A fresh 256-bit resume token, hex-encoded.
-fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -10,11 +10,13 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ids::{ChannelId, SessionId, SfuServerId};
+use crate::domain::ids::{ChannelId, ConnectionId, SessionId, SfuServerId};
 use crate::domain::model::{
-    CallState, ChannelRecord, NewSfuServer, SessionRecord, SessionUpdate, SfuServerRecord, now_ms,
+    CallState, ChannelRecord, NewSfuServer, ResumeTokens, SessionRecord, SessionUpdate,
+    SfuServerRecord, Takeover, TokenHash, now_ms,
 };
 use crate::domain::ports::{ChannelStore, SessionStore, SfuRegistry, StoreError};
+use crate::domain::token;
 
 /// In-memory store with an optional on-disk snapshot.
 #[derive(Debug)]
@@ -28,6 +30,8 @@ struct Inner {
     persistent: Snapshot,
     members: HashMap<ChannelId, HashSet<SessionId>>,
     sessions: HashMap<SessionId, SessionRecord>,
+    /// Direct calls offered per callee: the current window's start and count.
+    call_windows: HashMap<SessionId, (std::time::Instant, u64)>,
 }
 
 /// The part that survives restarts.
@@ -236,8 +240,80 @@ impl SessionStore for EmbeddedStore {
         Ok(())
     }
 
+    async fn resume_session(
+        &self,
+        id: &SessionId,
+        presented: &str,
+        now_ms: u64,
+        takeover: &Takeover,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let mut inner = self.lock();
+        let Some(session) = inner.sessions.get_mut(id) else {
+            return Ok(None);
+        };
+        let current = token::accepts(&session.resume.current, presented, now_ms);
+        let previous = session
+            .resume
+            .previous
+            .as_ref()
+            .is_some_and(|p| token::accepts(p, presented, now_ms));
+        if !(current | previous) {
+            return Ok(None);
+        }
+        let before = session.clone();
+        session.instance = takeover.instance.clone();
+        session.connection = takeover.connection.clone();
+        session.connected = true;
+        session.resume = ResumeTokens {
+            current: takeover.token.clone(),
+            previous: None,
+        };
+        Ok(Some(before))
+    }
+
+    async fn rotate_token(
+        &self,
+        id: &SessionId,
+        connection: &ConnectionId,
+        next: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.sessions.get_mut(id) {
+            Some(session) if &session.connection == connection => {
+                let current = std::mem::replace(&mut session.resume.current, next.clone());
+                session.resume.previous = Some(current);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn count_direct_call(
+        &self,
+        callee: &SessionId,
+        window: std::time::Duration,
+    ) -> Result<u64, StoreError> {
+        let now = std::time::Instant::now();
+        let mut inner = self.lock();
+        // Windows of sessions that ended are dropped with the session; this bounds the rest.
+        if inner.call_windows.len() > 4 * inner.sessions.len() + 1024 {
+            inner
+                .call_windows
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        let (start, count) = inner.call_windows.entry(callee.clone()).or_insert((now, 0));
+        if now.duration_since(*start) >= window {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        Ok(*count)
+    }
+
     async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.lock().sessions.remove(id);
+        let mut inner = self.lock();
+        inner.sessions.remove(id);
+        inner.call_windows.remove(id);
         Ok(())
     }
 
@@ -320,9 +396,6 @@ pub(crate) fn apply_update(session: &mut SessionRecord, update: &SessionUpdate) 
     if let Some(channel) = &update.channel {
         session.channel = channel.clone();
     }
-    if let Some(token) = &update.resume_token {
-        session.resume_token = token.clone();
-    }
     if let Some(connected) = update.connected {
         session.connected = connected;
     }
@@ -376,6 +449,131 @@ mod tests {
         assert_eq!(
             store.create_sfu_server(&new).await.unwrap().id,
             SfuServerId(2)
+        );
+    }
+
+    fn session(id: &str, token_hash: TokenHash) -> SessionRecord {
+        use crate::domain::ids::InstanceId;
+        SessionRecord {
+            id: SessionId::from(id),
+            instance: InstanceId::from("i"),
+            connection: ConnectionId::from("c0"),
+            user: None,
+            state: Default::default(),
+            channel: None,
+            allow_direct_call: false,
+            resume: ResumeTokens {
+                current: token_hash,
+                previous: None,
+            },
+            connected: false,
+            calls: BTreeMap::new(),
+        }
+    }
+
+    fn takeover(connection: &str) -> Takeover {
+        Takeover {
+            instance: crate::domain::ids::InstanceId::from("i"),
+            connection: ConnectionId::from(connection),
+            token: TokenHash {
+                hash: token::hash(connection),
+                expires_ms: u64::MAX,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_resumes_once_and_rotation_keeps_the_previous_one() {
+        let store = EmbeddedStore::in_memory();
+        let id = SessionId::from("s");
+        let stored = TokenHash {
+            hash: token::hash("secret"),
+            expires_ms: 1_000,
+        };
+        store.create_session(&session("s", stored)).await.unwrap();
+        let record = format!("{:?}", store.session(&id).await.unwrap());
+        assert!(
+            !record.contains("\"secret\""),
+            "only the hash is kept: {record}"
+        );
+
+        let presented = token::hash("secret");
+        assert!(
+            store
+                .resume_session(&id, &presented, 1_000, &takeover("late"))
+                .await
+                .unwrap()
+                .is_none(),
+            "expired"
+        );
+        let won = store
+            .resume_session(&id, &presented, 10, &takeover("c1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            won.unwrap().connection,
+            ConnectionId::from("c0"),
+            "returns the record as it was"
+        );
+        assert!(
+            store
+                .resume_session(&id, &presented, 10, &takeover("c2"))
+                .await
+                .unwrap()
+                .is_none(),
+            "single use"
+        );
+
+        // c1 holds it now; its token is hash("c1"). A rotation keeps that one as the previous.
+        let next = TokenHash {
+            hash: token::hash("next"),
+            expires_ms: u64::MAX,
+        };
+        assert!(
+            !store
+                .rotate_token(&id, &ConnectionId::from("c2"), &next)
+                .await
+                .unwrap(),
+            "not the holder"
+        );
+        assert!(
+            store
+                .rotate_token(&id, &ConnectionId::from("c1"), &next)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .resume_session(&id, &token::hash("c1"), 10, &takeover("c3"))
+                .await
+                .unwrap()
+                .is_some(),
+            "previous token still valid"
+        );
+        assert!(
+            store
+                .resume_session(&id, &token::hash("next"), 10, &takeover("c4"))
+                .await
+                .unwrap()
+                .is_none(),
+            "both consumed by the resume"
+        );
+    }
+
+    #[tokio::test]
+    async fn direct_calls_are_counted_per_callee_in_a_window() {
+        let store = EmbeddedStore::in_memory();
+        let window = std::time::Duration::from_millis(200);
+        let (a, b) = (SessionId::from("a"), SessionId::from("b"));
+        for n in 1..=3 {
+            assert_eq!(store.count_direct_call(&a, window).await.unwrap(), n);
+        }
+        assert_eq!(store.count_direct_call(&b, window).await.unwrap(), 1);
+        tokio::time::sleep(window).await;
+        assert_eq!(
+            store.count_direct_call(&a, window).await.unwrap(),
+            1,
+            "a new window"
         );
     }
 

@@ -1,10 +1,12 @@
 //! The Redis store: shared state for many signaling instances.
 //!
-//! Keys (all under `mooyaho:`):
+//! Keys (all under the configured prefix, `mooyaho:` by default; see [`KeySpace`]):
 //! - `channel:{id}` JSON [`ChannelRecord`]; `channels` SET of ids
 //! - `channel:{id}:members` SET of session ids
 //! - `session:{id}` HASH of a session's fields, with a presence TTL the holding instance refreshes;
-//!   direct-call relations are fields `call:{peer}`
+//!   direct-call relations are fields `call:{peer}`; resume tokens are stored as SHA-256 hashes
+//!   (`token`, `token_exp`, `prev_token`, `prev_token_exp`)
+//! - `call-rate:{id}` counter of direct calls offered to a session in the current window
 //! - `sfu:{id}` JSON [`SfuServerRecord`]; `sfus` SET of ids; `sfu:next-id` counter
 //!
 //! Field-level updates keep instances from overwriting each other's changes to one session.
@@ -16,17 +18,20 @@ use async_trait::async_trait;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::keys::KeySpace;
 use crate::domain::ids::{ChannelId, ConnectionId, InstanceId, SessionId, SfuServerId};
 use crate::domain::model::{
-    CallState, ChannelRecord, MediaState, NewSfuServer, SessionRecord, SessionUpdate,
-    SfuServerRecord, now_ms,
+    CallState, ChannelRecord, MediaState, NewSfuServer, ResumeTokens, SessionRecord, SessionUpdate,
+    SfuServerRecord, Takeover, TokenHash, now_ms,
 };
 use crate::domain::ports::{ChannelStore, SessionStore, SfuRegistry, StoreError};
+use crate::domain::token;
 
 /// Redis-backed shared store.
 #[derive(Clone)]
 pub struct RedisStore {
     connection: ConnectionManager,
+    keys: KeySpace,
     /// How long a session's presence lasts without a refresh from its instance, milliseconds.
     session_ttl_ms: i64,
 }
@@ -39,21 +44,37 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// Connects (the manager reconnects by itself after Redis comes back). Session presence
-    /// expires `session_ttl` after its last refresh.
-    pub async fn connect(client: redis::Client, session_ttl: Duration) -> Result<Self, StoreError> {
+    /// expires `session_ttl` after its last refresh. Every key is under `keys`.
+    pub async fn connect(
+        client: redis::Client,
+        keys: KeySpace,
+        session_ttl: Duration,
+    ) -> Result<Self, StoreError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1);
-        let connection = ConnectionManager::new_with_config(client, config)
+        let mut connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        // A server that needs credentials the URL lacks accepts the connection and refuses the
+        // first command: fail here, at start, rather than at the first request.
+        redis::cmd("PING")
+            .query_async::<()>(&mut connection)
             .await
             .map_err(unavailable)?;
         Ok(Self {
             connection,
+            keys,
             session_ttl_ms: i64::try_from(session_ttl.as_millis())
                 .unwrap_or(i64::MAX)
                 .max(1),
         })
+    }
+
+    /// The key space (the bus names its channels in it too).
+    pub fn keys(&self) -> &KeySpace {
+        &self.keys
     }
 
     /// A handle on the shared connection (for the bus's publisher).
@@ -74,25 +95,6 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-fn channel_key(id: &ChannelId) -> String {
-    format!("mooyaho:channel:{id}")
-}
-
-fn members_key(id: &ChannelId) -> String {
-    format!("mooyaho:channel:{id}:members")
-}
-
-fn session_key(id: &SessionId) -> String {
-    format!("mooyaho:session:{id}")
-}
-
-fn sfu_key(id: SfuServerId) -> String {
-    format!("mooyaho:sfu:{id}")
-}
-
-const CHANNELS: &str = "mooyaho:channels";
-const SFUS: &str = "mooyaho:sfus";
-const SFU_NEXT_ID: &str = "mooyaho:sfu:next-id";
 const CALL_PREFIX: &str = "call:";
 
 /// HSET only when the hash exists, so an update never resurrects an expired session.
@@ -102,6 +104,33 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return 1
 end
 return 0";
+
+/// Moves a session to a new holder if its token field ARGV[1] still holds hash ARGV[2] (the
+/// instance checked the presented token against it in constant time before calling), so of two
+/// racing resumes with one token exactly one finds it. ARGV[3..] are the field/value pairs to set.
+const RESUME_IF_TOKEN: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], 'prev_token', 'prev_token_exp')
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 1";
+
+/// Rotates a session's token if connection ARGV[1] still holds it: the current token becomes the
+/// previous one, ARGV[2]/ARGV[3] the current one.
+const ROTATE_TOKEN: &str = r"
+if redis.call('HGET', KEYS[1], 'connection') ~= ARGV[1] then return 0 end
+local current = redis.call('HGET', KEYS[1], 'token')
+local expires = redis.call('HGET', KEYS[1], 'token_exp')
+if current and expires then
+  redis.call('HSET', KEYS[1], 'prev_token', current, 'prev_token_exp', expires)
+end
+redis.call('HSET', KEYS[1], 'token', ARGV[2], 'token_exp', ARGV[3])
+return 1";
+
+/// Counts a call in a fixed window: INCR, and the window's expiry on its first call.
+const COUNT_IN_WINDOW: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n";
 
 /// Places a channel unless already placed; returns the channel JSON as it now is (nil if absent).
 /// Runs inside Redis so two instances placing at once agree on one room.
@@ -133,8 +162,8 @@ impl ChannelStore for RedisStore {
         let json = serde_json::to_string(channel).map_err(corrupt)?;
         redis::pipe()
             .atomic()
-            .set(channel_key(&channel.id), json)
-            .sadd(CHANNELS, channel.id.as_str())
+            .set(self.keys.channel(&channel.id), json)
+            .sadd(self.keys.channels(), channel.id.as_str())
             .query_async::<()>(&mut self.conn())
             .await
             .map_err(unavailable)
@@ -143,7 +172,7 @@ impl ChannelStore for RedisStore {
     async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
         let json: Option<String> = self
             .conn()
-            .get(channel_key(id))
+            .get(self.keys.channel(id))
             .await
             .map_err(unavailable)?;
         json.map(|j| serde_json::from_str(&j).map_err(corrupt))
@@ -152,13 +181,16 @@ impl ChannelStore for RedisStore {
 
     async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
         let mut conn = self.conn();
-        let ids: Vec<String> = conn.smembers(CHANNELS).await.map_err(unavailable)?;
+        let ids: Vec<String> = conn
+            .smembers(self.keys.channels())
+            .await
+            .map_err(unavailable)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = ids
             .iter()
-            .map(|id| channel_key(&ChannelId(id.clone())))
+            .map(|id| self.keys.channel(&ChannelId(id.clone())))
             .collect();
         let values: Vec<Option<String>> = conn.mget(&keys).await.map_err(unavailable)?;
         let mut all = values
@@ -177,7 +209,7 @@ impl ChannelStore for RedisStore {
         room: &str,
     ) -> Result<Option<ChannelRecord>, StoreError> {
         let json: Option<String> = redis::Script::new(PLACE_CHANNEL)
-            .key(channel_key(id))
+            .key(self.keys.channel(id))
             .arg(server.0)
             .arg(room)
             .invoke_async(&mut self.conn())
@@ -189,7 +221,7 @@ impl ChannelStore for RedisStore {
 
     async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError> {
         redis::Script::new(UNPLACE_CHANNEL)
-            .key(channel_key(id))
+            .key(self.keys.channel(id))
             .arg(room)
             .invoke_async::<i64>(&mut self.conn())
             .await
@@ -200,12 +232,12 @@ impl ChannelStore for RedisStore {
     async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError> {
         let (members, removed): (Vec<String>, i64) = redis::pipe()
             .atomic()
-            .smembers(members_key(id))
-            .del(channel_key(id))
+            .smembers(self.keys.members(id))
+            .del(self.keys.channel(id))
             .ignore()
-            .del(members_key(id))
+            .del(self.keys.members(id))
             .ignore()
-            .srem(CHANNELS, id.as_str())
+            .srem(self.keys.channels(), id.as_str())
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -219,7 +251,7 @@ impl ChannelStore for RedisStore {
         member: bool,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let key = members_key(channel);
+        let key = self.keys.members(channel);
         if member {
             conn.sadd::<_, _, ()>(key, session.as_str()).await
         } else {
@@ -231,7 +263,7 @@ impl ChannelStore for RedisStore {
     async fn members(&self, channel: &ChannelId) -> Result<Vec<SessionId>, StoreError> {
         let mut ids: Vec<String> = self
             .conn()
-            .smembers(members_key(channel))
+            .smembers(self.keys.members(channel))
             .await
             .map_err(unavailable)?;
         ids.sort();
@@ -242,7 +274,7 @@ impl ChannelStore for RedisStore {
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
-        let key = session_key(&session.id);
+        let key = self.keys.session(&session.id);
         let fields = session_fields(session)?;
         redis::pipe()
             .atomic()
@@ -260,7 +292,7 @@ impl SessionStore for RedisStore {
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
         let map: HashMap<String, String> = self
             .conn()
-            .hgetall(session_key(id))
+            .hgetall(self.keys.session(id))
             .await
             .map_err(unavailable)?;
         parse_session(id, map)
@@ -272,7 +304,7 @@ impl SessionStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.hgetall(session_key(id));
+            pipe.hgetall(self.keys.session(id));
         }
         let maps: Vec<HashMap<String, String>> = pipe
             .query_async(&mut self.conn())
@@ -290,7 +322,7 @@ impl SessionStore for RedisStore {
         update: &SessionUpdate,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
-        let key = session_key(id);
+        let key = self.keys.session(id);
         let mut set: Vec<(String, String)> = Vec::new();
         if let Some(instance) = &update.instance {
             set.push(("instance".into(), instance.0.clone()));
@@ -309,9 +341,6 @@ impl SessionStore for RedisStore {
         }
         if let Some(Some(channel)) = &update.channel {
             set.push(("channel".into(), channel.0.clone()));
-        }
-        if let Some(token) = &update.resume_token {
-            set.push(("token".into(), token.clone()));
         }
         if let Some(connected) = update.connected {
             set.push(("connected".into(), flag(connected).into()));
@@ -345,7 +374,7 @@ impl SessionStore for RedisStore {
         state: Option<CallState>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let key = session_key(session);
+        let key = self.keys.session(session);
         let field = format!("{CALL_PREFIX}{peer}");
         match state {
             Some(state) => {
@@ -363,9 +392,81 @@ impl SessionStore for RedisStore {
         .map_err(unavailable)
     }
 
+    async fn resume_session(
+        &self,
+        id: &SessionId,
+        presented: &str,
+        now_ms: u64,
+        takeover: &Takeover,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let Some(before) = self.session(id).await? else {
+            return Ok(None);
+        };
+        let slot = if token::accepts(&before.resume.current, presented, now_ms) {
+            ("token", &before.resume.current.hash)
+        } else if let Some(previous) = before
+            .resume
+            .previous
+            .as_ref()
+            .filter(|p| token::accepts(p, presented, now_ms))
+        {
+            ("prev_token", &previous.hash)
+        } else {
+            return Ok(None);
+        };
+        let script = redis::Script::new(RESUME_IF_TOKEN);
+        let mut invocation = script.key(self.keys.session(id));
+        invocation.arg(slot.0).arg(slot.1);
+        let mut set = vec![
+            ("instance".to_owned(), takeover.instance.0.clone()),
+            ("connection".to_owned(), takeover.connection.0.clone()),
+            ("connected".to_owned(), flag(true).to_owned()),
+        ];
+        set.extend(token_fields(&takeover.token, ""));
+        for (field, value) in &set {
+            invocation.arg(field).arg(value);
+        }
+        let moved: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok((moved == 1).then_some(before))
+    }
+
+    async fn rotate_token(
+        &self,
+        id: &SessionId,
+        connection: &ConnectionId,
+        next: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        let rotated: i64 = redis::Script::new(ROTATE_TOKEN)
+            .key(self.keys.session(id))
+            .arg(connection.as_str())
+            .arg(&next.hash)
+            .arg(next.expires_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(rotated == 1)
+    }
+
+    async fn count_direct_call(
+        &self,
+        callee: &SessionId,
+        window: Duration,
+    ) -> Result<u64, StoreError> {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        redis::Script::new(COUNT_IN_WINDOW)
+            .key(self.keys.call_rate(callee))
+            .arg(window_ms)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
     async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError> {
         self.conn()
-            .del::<_, ()>(session_key(id))
+            .del::<_, ()>(self.keys.session(id))
             .await
             .map_err(unavailable)
     }
@@ -376,7 +477,7 @@ impl SessionStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.pexpire(session_key(id), self.session_ttl_ms);
+            pipe.pexpire(self.keys.session(id), self.session_ttl_ms);
         }
         // PEXPIRE answers 0 for a key that no longer exists.
         let refreshed: Vec<i64> = pipe
@@ -396,7 +497,10 @@ impl SessionStore for RedisStore {
 impl SfuRegistry for RedisStore {
     async fn create_sfu_server(&self, new: &NewSfuServer) -> Result<SfuServerRecord, StoreError> {
         let mut conn = self.conn();
-        let id: u64 = conn.incr(SFU_NEXT_ID, 1).await.map_err(unavailable)?;
+        let id: u64 = conn
+            .incr(self.keys.sfu_next_id(), 1)
+            .await
+            .map_err(unavailable)?;
         let record = SfuServerRecord {
             id: SfuServerId(id),
             address: new.address.clone(),
@@ -408,8 +512,8 @@ impl SfuRegistry for RedisStore {
         let json = serde_json::to_string(&record).map_err(corrupt)?;
         redis::pipe()
             .atomic()
-            .set(sfu_key(record.id), json)
-            .sadd(SFUS, id)
+            .set(self.keys.sfu(record.id), json)
+            .sadd(self.keys.sfus(), id)
             .query_async::<()>(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -418,11 +522,14 @@ impl SfuRegistry for RedisStore {
 
     async fn sfu_servers(&self) -> Result<Vec<SfuServerRecord>, StoreError> {
         let mut conn = self.conn();
-        let ids: Vec<u64> = conn.smembers(SFUS).await.map_err(unavailable)?;
+        let ids: Vec<u64> = conn.smembers(self.keys.sfus()).await.map_err(unavailable)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = ids.iter().map(|id| sfu_key(SfuServerId(*id))).collect();
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| self.keys.sfu(SfuServerId(*id)))
+            .collect();
         let values: Vec<Option<String>> = conn.mget(&keys).await.map_err(unavailable)?;
         let mut all = values
             .into_iter()
@@ -437,7 +544,7 @@ impl SfuRegistry for RedisStore {
         let json = serde_json::to_string(record).map_err(corrupt)?;
         // SET XX: only replace an existing record.
         let updated: Option<String> = redis::cmd("SET")
-            .arg(sfu_key(record.id))
+            .arg(self.keys.sfu(record.id))
             .arg(json)
             .arg("XX")
             .query_async(&mut self.conn())
@@ -449,8 +556,8 @@ impl SfuRegistry for RedisStore {
     async fn delete_sfu_server(&self, id: SfuServerId) -> Result<bool, StoreError> {
         let (removed,): (i64,) = redis::pipe()
             .atomic()
-            .del(sfu_key(id))
-            .srem(SFUS, id.0)
+            .del(self.keys.sfu(id))
+            .srem(self.keys.sfus(), id.0)
             .ignore()
             .query_async(&mut self.conn())
             .await
@@ -475,9 +582,12 @@ fn session_fields(session: &SessionRecord) -> Result<Vec<(String, String)>, Stor
             "direct".to_owned(),
             flag(session.allow_direct_call).to_owned(),
         ),
-        ("token".to_owned(), session.resume_token.clone()),
         ("connected".to_owned(), flag(session.connected).to_owned()),
     ];
+    fields.extend(token_fields(&session.resume.current, ""));
+    if let Some(previous) = &session.resume.previous {
+        fields.extend(token_fields(previous, PREVIOUS));
+    }
     if let Some(user) = &session.user {
         fields.push(("user".to_owned(), user.to_string()));
     }
@@ -489,6 +599,26 @@ fn session_fields(session: &SessionRecord) -> Result<Vec<(String, String)>, Stor
         fields.push((format!("{CALL_PREFIX}{peer}"), value));
     }
     Ok(fields)
+}
+
+/// Field-name prefix of the previous resume token (`prev_token`, `prev_token_exp`).
+const PREVIOUS: &str = "prev_";
+
+/// The hash fields of a resume token: `{prefix}token` and `{prefix}token_exp`.
+fn token_fields(token: &TokenHash, prefix: &str) -> [(String, String); 2] {
+    [
+        (format!("{prefix}token"), token.hash.clone()),
+        (format!("{prefix}token_exp"), token.expires_ms.to_string()),
+    ]
+}
+
+fn parse_token(map: &HashMap<String, String>, prefix: &str) -> Option<TokenHash> {
+    let hash = map.get(&format!("{prefix}token"))?;
+    let expires_ms = map.get(&format!("{prefix}token_exp"))?.parse().ok()?;
+    Some(TokenHash {
+        hash: hash.clone(),
+        expires_ms,
+    })
 }
 
 fn parse_session(
@@ -522,7 +652,13 @@ fn parse_session(
         state,
         channel: map.remove("channel").map(ChannelId),
         allow_direct_call: map.get("direct").is_some_and(|v| v == "1"),
-        resume_token: map.remove("token").unwrap_or_default(),
+        resume: ResumeTokens {
+            current: parse_token(&map, "").unwrap_or(TokenHash {
+                hash: String::new(),
+                expires_ms: 0,
+            }),
+            previous: parse_token(&map, PREVIOUS),
+        },
         connected: map.get("connected").is_some_and(|v| v == "1"),
         calls,
     }))
