@@ -59,9 +59,10 @@ async fn channel_methods_create_get_list_and_delete() {
     );
     let error = mooyaho.delete_channel(&mesh.id).await.unwrap_err();
     assert_eq!(status(&error), StatusCode::NOT_FOUND);
-    // An id that would escape its path segment is just an unknown channel.
+    // An id that would escape its path segment stays in it (the SDK encodes it) and is refused
+    // as an invalid channel id: it never reaches another route.
     let error = mooyaho.get_channel("../sfu-servers").await.unwrap_err();
-    assert_eq!(status(&error), StatusCode::NOT_FOUND);
+    assert_eq!(status(&error), StatusCode::BAD_REQUEST);
 
     let a = mooyaho.create_channel(false).await.unwrap();
     let result = mooyaho
