@@ -198,6 +198,9 @@ async fn rediss_with_a_private_ca_works_and_an_untrusted_certificate_is_refused(
     // The platform's roots do not know the private CA: refused at start, not silently trusted.
     let output = refused_start(&["--redis-url", &url]);
     assert!(output.contains("connecting to Redis"), "{output}");
+    // `#insecure` (the redis crate's switch that skips verification) is not compiled in.
+    let output = refused_start(&["--redis-url", &format!("{url}#insecure")]);
+    assert!(output.contains("insecure"), "{output}");
     // A plain-text client on the TLS port gets nowhere either.
     let output = refused_start(&["--redis-url", &format!("redis://127.0.0.1:{tls_port}/")]);
     assert!(output.contains("connecting to Redis"), "{output}");
