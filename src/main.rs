@@ -225,6 +225,7 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
             &node_config,
             SocketAddr::from(([127, 0, 0, 1], 0)),
             secret,
+            mooyaho_media::control::DEFAULT_MAX_UNAUTHENTICATED,
         )?)
     } else {
         None

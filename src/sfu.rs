@@ -32,6 +32,10 @@ pub(crate) struct SfuOptions {
     /// Secret shared with the signaling instances.
     #[arg(long, env = "MOOYAHO_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: String,
+    /// Control connections allowed at once before they prove the cluster secret; more are
+    /// refused (each has a few seconds to send its hello).
+    #[arg(long, env = "MOOYAHO_CONTROL_MAX_UNAUTHENTICATED", default_value_t = mooyaho_media::control::DEFAULT_MAX_UNAUTHENTICATED)]
+    control_max_unauthenticated: usize,
     /// Register this node with a signaling server at start (`http://host:port`).
     #[arg(long, env = "MOOYAHO_REGISTER_URL")]
     register_url: Option<String>,
@@ -51,6 +55,7 @@ pub(crate) fn start_node(
     config: &NodeConfig,
     control_listen: SocketAddr,
     secret: String,
+    max_unauthenticated: usize,
 ) -> anyhow::Result<RunningNode> {
     let (node, events) = Node::start(config).context("starting media workers")?;
     let node = Arc::new(node);
@@ -60,6 +65,7 @@ pub(crate) fn start_node(
         ControlConfig {
             listen: control_listen,
             secret,
+            max_unauthenticated,
         },
     )
     .context("starting the QUIC control server")?;
@@ -81,7 +87,12 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
         announced_ip: options.announce_ip,
         spill_after: options.spill_after,
     };
-    let running = start_node(&config, options.control_listen, options.cluster_secret)?;
+    let running = start_node(
+        &config,
+        options.control_listen,
+        options.cluster_secret,
+        options.control_max_unauthenticated,
+    )?;
     let control = running.control.local_addr()?;
     let fingerprint = running.control.fingerprint().to_owned();
     // Scripts and tests read these lines.

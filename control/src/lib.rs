@@ -4,9 +4,12 @@
 //!
 //! # Exchange
 //!
-//! - The client opens the connection (TLS, the node's certificate pinned by its SHA-256
-//!   fingerprint) and sends [`Request::Hello`] with the cluster secret on the first
-//!   bidirectional stream. A wrong secret or version ends the connection.
+//! - The client opens the connection (TLS 1.3, the node's certificate pinned by its SHA-256
+//!   fingerprint) and sends [`Request::Hello`] on the first bidirectional stream, with a
+//!   [`Proof`] that it knows the cluster secret, bound to this connection (see [`proof`]); the
+//!   secret itself never crosses the wire. The node checks it and answers
+//!   [`Response::Welcome`] with its own proof, which the client checks in turn. A wrong proof or
+//!   version ends the connection with an [`ErrorCode::Unauthorized`] error.
 //! - Every later request takes its own bidirectional stream: one [`Request`] frame from the
 //!   client, one [`Response`] frame back, then both sides finish the stream.
 //! - The node opens one unidirectional stream after the hello and writes [`Event`] frames on it
@@ -16,19 +19,35 @@
 //!
 //! A frame is a 4-byte big-endian length (of what follows), a 1-byte protocol version, and a
 //! JSON body. JSON keeps the protocol inspectable; control traffic is a few messages per second.
-//! Frames larger than [`MAX_FRAME`] are refused before they are buffered.
+//! Frames larger than [`MAX_FRAME`] ([`MAX_HELLO_FRAME`] for the hello a node reads from an
+//! unauthenticated peer) are refused from their length prefix, before anything is allocated;
+//! [`read_frame`] then grows its buffer only as the body's bytes actually arrive.
+//!
+//! # Versions
+//!
+//! The ALPN id names the framing, which every version shares, so a peer of another version still
+//! gets through the handshake and its frames' version byte yields a clear
+//! [`FrameError::Version`] instead of an opaque TLS alert. Version 2 replaced version 1's
+//! cleartext secret in the hello with [`Proof`]s.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod proof;
+
+use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Deserialize, Serialize};
 
+pub use proof::{Proof, ProofMismatch, Role};
+
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
-/// The QUIC ALPN protocol id.
+pub const VERSION: u8 = 2;
+/// The QUIC ALPN protocol id: the framing, shared by every version (see the crate docs).
 pub const ALPN: &[u8] = b"mooyaho-control/1";
 /// Largest frame accepted (SDP offers of large rooms stay well under this).
 pub const MAX_FRAME: usize = 1024 * 1024;
+/// Largest hello accepted from a peer that has not authenticated yet.
+pub const MAX_HELLO_FRAME: usize = 4 * 1024;
 
 /// A request from a signaling instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,10 +60,10 @@ pub const MAX_FRAME: usize = 1024 * 1024;
 pub enum Request {
     /// First message of a connection.
     Hello {
-        /// The shared cluster secret.
-        secret: String,
         /// The signaling instance's id (for logs).
         instance: String,
+        /// Proof of the cluster secret for this connection, by [`Role::Signaling`].
+        proof: Proof,
     },
     /// Opens a room; the reply names it.
     CreateRoom,
@@ -107,6 +126,8 @@ pub enum Response {
     Welcome {
         /// The node's workers.
         workers: usize,
+        /// Proof of the cluster secret for this connection, by [`Role::Node`].
+        proof: Proof,
     },
     /// A room was created.
     Room {
@@ -137,7 +158,7 @@ pub enum Response {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ErrorCode {
-    /// Wrong cluster secret or protocol version.
+    /// Wrong proof of the cluster secret, or another protocol version.
     Unauthorized,
     /// The room does not exist on this node (it restarted, or the room was closed).
     UnknownRoom,
@@ -209,6 +230,14 @@ pub struct Load {
     pub cpu_percent: u64,
     /// Packets dropped by the security layer since start (STUN, DTLS, SRTP failures).
     pub security_drops: u64,
+    /// Control connections refused since start because too many were already waiting to
+    /// authenticate.
+    pub control_over_capacity: u64,
+    /// Control connections closed since start for not completing their hello in time.
+    pub control_hello_timeouts: u64,
+    /// Control connections closed since start for a bad hello (malformed, oversized, another
+    /// version, or a proof that does not verify).
+    pub control_bad_hellos: u64,
     /// The node is draining.
     pub draining: bool,
 }
@@ -224,7 +253,7 @@ pub enum FrameError {
     #[error("truncated frame")]
     Truncated,
     /// The peer speaks another protocol version.
-    #[error("unsupported protocol version {0}")]
+    #[error("the peer speaks control protocol version {0}; this build speaks version {VERSION}")]
     Version(u8),
     /// The body is not a valid message.
     #[error("invalid message: {0}")]
@@ -253,11 +282,11 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
     frame
 }
 
-/// Reads the length header: how many bytes follow it. Refuses oversized frames up front, so a
-/// reader never buffers more than [`MAX_FRAME`].
-pub fn frame_len(header: [u8; 4]) -> Result<usize, FrameError> {
+/// Reads the length header: how many bytes follow it. Refuses frames over `max` up front, so a
+/// reader never buffers more than that.
+pub fn frame_len(header: [u8; 4], max: usize) -> Result<usize, FrameError> {
     let len = u32::from_be_bytes(header) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(FrameError::TooLarge(len));
     }
     if len == 0 {
@@ -281,9 +310,49 @@ pub fn decode_frame<T: for<'de> Deserialize<'de>>(frame: &[u8]) -> Result<T, Fra
         .get(..4)
         .and_then(|h| h.try_into().ok())
         .ok_or(FrameError::Truncated)?;
-    let len = frame_len(header)?;
+    let len = frame_len(header, MAX_FRAME)?;
     let rest = frame.get(4..4 + len).ok_or(FrameError::Truncated)?;
     decode(rest)
+}
+
+/// A failure to read a frame from a stream.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The stream failed or ended before a whole frame.
+    #[error("reading a control frame: {0}")]
+    Io(#[from] std::io::Error),
+    /// The frame is refused.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+}
+
+/// Reads one frame of at most `max` bytes (after the length prefix) from `reader`. The length
+/// is checked before any buffer is sized, and the buffer then grows only with bytes received,
+/// so a peer announcing a huge frame and sending little costs little.
+pub async fn read_frame<T, R>(reader: &mut R, max: usize) -> Result<T, ReadError>
+where
+    T: for<'de> Deserialize<'de>,
+    R: AsyncRead + Unpin,
+{
+    let mut header = [0u8; 4];
+    reader.read_exact(&mut header).await?;
+    let len = frame_len(header, max)?;
+    let mut rest = Vec::new();
+    reader.take(len as u64).read_to_end(&mut rest).await?;
+    if rest.len() < len {
+        return Err(FrameError::Truncated.into());
+    }
+    Ok(decode(&rest)?)
+}
+
+/// Writes one frame to `writer`.
+pub async fn write_frame<T, W>(writer: &mut W, message: &T) -> std::io::Result<()>
+where
+    T: Serialize,
+    W: AsyncWrite + Unpin,
+{
+    writer.write_all(&encode(message)).await
 }
 
 /// Fuzz body: any bytes decode to a message or a typed error, and every decoded message
@@ -373,5 +442,107 @@ mod tests {
         for n in 0..frame.len() {
             let _ = decode_frame::<Request>(&frame[..n]);
         }
+    }
+
+    /// Polls a future once: the readers below are in-memory and always ready.
+    fn ready<F: Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => output,
+            std::task::Poll::Pending => panic!("an in-memory read never waits"),
+        }
+    }
+
+    fn hello() -> Request {
+        Request::Hello {
+            instance: "instance-1".into(),
+            proof: Proof::new(b"secret", Role::Signaling, &[1; proof::EXPORTER_LEN]),
+        }
+    }
+
+    #[test]
+    fn read_frame_reads_consecutive_frames_and_write_frame_writes_them() {
+        let mut wire = futures_util::io::Cursor::new(Vec::new());
+        ready(write_frame(&mut wire, &hello())).unwrap();
+        ready(write_frame(&mut wire, &Request::CreateRoom)).unwrap();
+        let mut reader = futures_util::io::Cursor::new(wire.into_inner());
+        let first: Request = ready(read_frame(&mut reader, MAX_HELLO_FRAME)).unwrap();
+        assert_eq!(first, hello());
+        let second: Request = ready(read_frame(&mut reader, MAX_FRAME)).unwrap();
+        assert_eq!(second, Request::CreateRoom);
+        assert!(matches!(
+            ready(read_frame::<Request, _>(&mut reader, MAX_FRAME)),
+            Err(ReadError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof
+        ));
+    }
+
+    #[test]
+    fn a_huge_length_prefix_is_refused_before_reading_or_allocating_the_body() {
+        // 4 GiB announced; the reader must stop right after the 4-byte prefix.
+        let mut reader = futures_util::io::Cursor::new(vec![0xff, 0xff, 0xff, 0xff, 1, b'{']);
+        assert!(matches!(
+            ready(read_frame::<Request, _>(&mut reader, MAX_FRAME)),
+            Err(ReadError::Frame(FrameError::TooLarge(0xffff_ffff)))
+        ));
+        assert_eq!(reader.position(), 4);
+        // A frame fine after authentication is too large for a hello.
+        let big = encode(&Request::Publish {
+            room: "0.1".into(),
+            session: "s".into(),
+            offer: "a".repeat(MAX_HELLO_FRAME),
+        });
+        let mut reader = futures_util::io::Cursor::new(big.clone());
+        assert!(matches!(
+            ready(read_frame::<Request, _>(&mut reader, MAX_HELLO_FRAME)),
+            Err(ReadError::Frame(FrameError::TooLarge(_)))
+        ));
+        assert_eq!(reader.position(), 4);
+        let mut reader = futures_util::io::Cursor::new(big);
+        assert!(ready(read_frame::<Request, _>(&mut reader, MAX_FRAME)).is_ok());
+    }
+
+    #[test]
+    fn a_frame_cut_short_is_truncated_not_padded() {
+        let mut frame = encode(&hello());
+        frame.truncate(frame.len() - 3);
+        let mut reader = futures_util::io::Cursor::new(frame);
+        assert!(matches!(
+            ready(read_frame::<Request, _>(&mut reader, MAX_HELLO_FRAME)),
+            Err(ReadError::Frame(FrameError::Truncated))
+        ));
+        // The one-megabyte frame announced by five bytes buffers five bytes, not a megabyte.
+        let mut reader = futures_util::io::Cursor::new(vec![0, 0x10, 0, 0, VERSION, b'{', b'"']);
+        assert!(matches!(
+            ready(read_frame::<Request, _>(&mut reader, MAX_FRAME)),
+            Err(ReadError::Frame(FrameError::Truncated))
+        ));
+    }
+
+    #[test]
+    fn another_version_is_named_in_the_error() {
+        let mut frame = encode(&hello());
+        frame[4] = 1;
+        let mut reader = futures_util::io::Cursor::new(frame);
+        let error = ready(read_frame::<Request, _>(&mut reader, MAX_HELLO_FRAME)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the peer speaks control protocol version 1; this build speaks version 2"
+        );
+    }
+
+    #[test]
+    fn the_hello_carries_a_proof_and_no_secret_field() {
+        let frame = encode(&hello());
+        let body = std::str::from_utf8(&frame[5..]).unwrap();
+        assert!(body.contains(r#""proof":""#), "{body}");
+        assert!(!body.contains("secret"), "{body}");
+        // A version-1 hello (with a cleartext secret) does not decode as version 2.
+        let mut old = br#"{"type":"hello","secret":"s","instance":"i"}"#.to_vec();
+        old.insert(0, VERSION);
+        assert!(matches!(
+            decode::<Request>(&old),
+            Err(FrameError::Invalid(_))
+        ));
     }
 }

@@ -1,16 +1,26 @@
 //! The node's QUIC control server: signaling instances connect, prove the cluster secret, then
 //! send one request per bidirectional stream; the node pushes events on a unidirectional stream.
 //! The node's TLS certificate is self-signed; clients pin its SHA-256 fingerprint.
+//!
+//! Until a connection has proved the secret it is a stranger's, and it costs the node little: at
+//! most [`ControlConfig::max_unauthenticated`] such connections at once (more are refused before
+//! any TLS work), one bidirectional stream and a small receive window each, a hello of at most
+//! [`mooyaho_control::MAX_HELLO_FRAME`] bytes, and [`HELLO_TIMEOUT`] from its first packet to a
+//! verified hello. Every refusal is counted (reported in [`Load`]) and logged.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mooyaho_control::{ALPN, ErrorCode, Event, Load, Request, Response};
-use quinn::{Connection, Endpoint, RecvStream, SendStream};
-use subtle::ConstantTimeEq;
-use tokio::sync::mpsc;
+use mooyaho_control::proof::{EXPORTER_LABEL, EXPORTER_LEN};
+use mooyaho_control::{
+    ALPN, ErrorCode, Event, FrameError, Load, MAX_FRAME, MAX_HELLO_FRAME, Proof, ReadError,
+    Request, Response, Role, VERSION, read_frame, write_frame,
+};
+use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::node::{Node, RoomKey};
 use crate::worker::{MediaError, NodeEvent, Side};
@@ -20,9 +30,19 @@ use crate::worker::{MediaError, NodeEvent, Side};
 pub struct ControlConfig {
     /// QUIC listen address.
     pub listen: SocketAddr,
-    /// The cluster secret every client must present.
+    /// The cluster secret every client must prove it knows.
     pub secret: String,
+    /// Connections allowed at once between their first packet and a verified hello; more are
+    /// refused.
+    pub max_unauthenticated: usize,
 }
+
+/// Default of [`ControlConfig::max_unauthenticated`]: a few signaling instances reconnecting at
+/// once fit many times over.
+pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 16;
+
+/// Time from a connection's first packet to its verified hello.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A running control server.
 #[derive(Debug)]
@@ -48,8 +68,68 @@ struct Clients {
 /// Idle timeout: a client that stops answering is dropped (and sees the node as unhealthy) fast.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const KEEP_ALIVE: Duration = Duration::from_millis(500);
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const LOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Flow-control window of a connection before it authenticates: room for the hello, not for a
+/// stranger's megabytes.
+const UNAUTHENTICATED_RECEIVE_WINDOW: u32 = 16 * 1024;
+/// Flow-control window of an authenticated connection: several requests of [`MAX_FRAME`] in flight.
+const RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
+/// Requests an authenticated client may have in flight (one bidirectional stream each).
+const MAX_REQUESTS_IN_FLIGHT: u32 = 64;
+/// How long a refusal waits for its error frame to be acknowledged before closing.
+const REFUSAL_LINGER: Duration = Duration::from_millis(500);
+
+/// Why a connection that never authenticated was let go: counted, reported in [`Load`].
+#[derive(Debug, Default)]
+struct Refusals {
+    over_capacity: AtomicU64,
+    hello_timeouts: AtomicU64,
+    bad_hellos: AtomicU64,
+    /// When an over-capacity refusal was last logged: a flood logs once a second, not per packet.
+    capacity_logged: Mutex<Option<Instant>>,
+}
+
+impl Refusals {
+    fn over_capacity(&self, remote: SocketAddr, limit: usize) {
+        let total = self.over_capacity.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut logged = self
+            .capacity_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            *logged = Some(Instant::now());
+            tracing::warn!(
+                %remote,
+                limit,
+                refused_since_start = total,
+                "control connection refused: too many connections waiting to authenticate"
+            );
+        }
+    }
+
+    fn hello_timeout(&self, remote: SocketAddr) {
+        self.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%remote, timeout = ?HELLO_TIMEOUT, "control connection closed: no hello in time");
+    }
+
+    fn bad_hello(&self, remote: SocketAddr, reason: &str) {
+        self.bad_hellos.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%remote, reason, "control connection refused: bad hello");
+    }
+
+    fn fill(&self, load: &mut Load) {
+        load.control_over_capacity = self.over_capacity.load(Ordering::Relaxed);
+        load.control_hello_timeouts = self.hello_timeouts.load(Ordering::Relaxed);
+        load.control_bad_hellos = self.bad_hellos.load(Ordering::Relaxed);
+    }
+}
+
+/// QUIC application close codes.
+mod close {
+    pub(super) const STOPPING: u32 = 0;
+    pub(super) const HELLO_TIMEOUT: u32 = 1;
+    pub(super) const REFUSED: u32 = 2;
+}
 
 impl ControlServer {
     /// Binds the endpoint and serves `node` until the returned server is dropped.
@@ -75,25 +155,46 @@ impl ControlServer {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| ControlError(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        // Limits for strangers; `authenticate` raises them once the hello verifies.
         let mut transport = quinn::TransportConfig::default();
         transport
             .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("small duration")))
-            .keep_alive_interval(Some(KEEP_ALIVE));
+            .keep_alive_interval(Some(KEEP_ALIVE))
+            .max_concurrent_bidi_streams(1u32.into())
+            .max_concurrent_uni_streams(0u32.into())
+            .receive_window(UNAUTHENTICATED_RECEIVE_WINDOW.into())
+            .stream_receive_window(VarInt::from_u32((MAX_FRAME + 64 * 1024) as u32));
         server.transport_config(Arc::new(transport));
         let endpoint =
             Endpoint::server(server, config.listen).map_err(|e| ControlError(e.to_string()))?;
         let clients = Arc::new(Mutex::new(Clients::default()));
+        let refusals = Arc::new(Refusals::default());
         tokio::spawn(route_events(events, clients.clone(), node.clone()));
-        tokio::spawn(report_load(node.clone(), clients.clone()));
+        tokio::spawn(report_load(node.clone(), clients.clone(), refusals.clone()));
         let accept = endpoint.clone();
-        let secret = Arc::new(config.secret);
+        let secret: Arc<[u8]> = config.secret.into_bytes().into();
+        let limit = config.max_unauthenticated.max(1);
+        let unauthenticated = Arc::new(Semaphore::new(limit));
         tokio::spawn(async move {
             while let Some(incoming) = accept.accept().await {
-                let (node, clients, secret) = (node.clone(), clients.clone(), secret.clone());
+                // Refused before any TLS work: a flood of strangers costs one packet each.
+                let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
+                    refusals.over_capacity(incoming.remote_address(), limit);
+                    incoming.refuse();
+                    continue;
+                };
+                let (node, clients, refusals, secret) = (
+                    node.clone(),
+                    clients.clone(),
+                    refusals.clone(),
+                    secret.clone(),
+                );
                 tokio::spawn(async move {
-                    match incoming.await {
-                        Ok(connection) => serve(connection, node, clients, &secret).await,
-                        Err(e) => tracing::debug!(error = %e, "control handshake failed"),
+                    let workers = node.addresses().len();
+                    let authenticated = authenticate(incoming, &secret, workers, &refusals).await;
+                    drop(permit);
+                    if let Some(connection) = authenticated {
+                        serve(connection, node, clients, refusals).await;
                     }
                 });
             }
@@ -117,7 +218,8 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        self.endpoint.close(0u32.into(), b"node stopping");
+        self.endpoint
+            .close(close::STOPPING.into(), b"node stopping");
     }
 }
 
@@ -125,53 +227,100 @@ fn lock(clients: &Mutex<Clients>) -> std::sync::MutexGuard<'_, Clients> {
     clients.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Takes a new connection through the TLS handshake and the hello, within [`HELLO_TIMEOUT`]:
+/// the connection once its proof verified (the node's proof sent back), or `None` after
+/// counting, logging and closing it.
+async fn authenticate(
+    incoming: Incoming,
+    secret: &[u8],
+    workers: usize,
+    refusals: &Refusals,
+) -> Option<Connection> {
+    let remote = incoming.remote_address();
+    let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
+    let connection = match tokio::time::timeout_at(deadline, incoming).await {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "control handshake failed");
+            return None;
+        }
+        Err(_) => {
+            refusals.hello_timeout(remote);
+            return None;
+        }
+    };
+    let exchange = async {
+        let (send, mut recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
+        let hello = read_frame::<Request, _>(&mut recv, MAX_HELLO_FRAME).await;
+        Ok::<_, String>((send, hello))
+    };
+    let (mut send, hello) = match tokio::time::timeout_at(deadline, exchange).await {
+        Err(_) => {
+            refusals.hello_timeout(remote);
+            connection.close(close::HELLO_TIMEOUT.into(), b"no hello in time");
+            return None;
+        }
+        Ok(Err(gone)) => {
+            refusals.bad_hello(remote, &format!("closed before its hello: {gone}"));
+            return None;
+        }
+        Ok(Ok(exchange)) => exchange,
+    };
+    let mut exporter = [0; EXPORTER_LEN];
+    if let Err(e) = connection.export_keying_material(&mut exporter, EXPORTER_LABEL, b"") {
+        tracing::error!(%remote, error = ?e, "control connection: no TLS exporter");
+        connection.close(close::REFUSED.into(), b"internal error");
+        return None;
+    }
+    let refusal = match hello {
+        Ok(Request::Hello { instance, proof }) => {
+            if proof.verify(secret, Role::Signaling, &exporter).is_ok() {
+                connection.set_max_concurrent_bi_streams(MAX_REQUESTS_IN_FLIGHT.into());
+                connection.set_receive_window(RECEIVE_WINDOW.into());
+                let welcome = Response::Welcome {
+                    workers,
+                    proof: Proof::new(secret, Role::Node, &exporter),
+                };
+                if write_frame(&mut send, &welcome).await.is_err() {
+                    return None;
+                }
+                let _ = send.finish();
+                tracing::info!(%remote, %instance, "signaling instance connected");
+                return Some(connection);
+            }
+            (
+                ErrorCode::Unauthorized,
+                "the proof of the cluster secret does not verify".to_owned(),
+            )
+        }
+        Ok(_) => (
+            ErrorCode::BadRequest,
+            "the first request must be a hello".to_owned(),
+        ),
+        Err(ReadError::Frame(FrameError::Version(version))) => (
+            ErrorCode::Unauthorized,
+            format!("this node speaks control protocol version {VERSION}, the client {version}"),
+        ),
+        Err(e) => (ErrorCode::BadRequest, e.to_string()),
+    };
+    let (code, message) = refusal;
+    refusals.bad_hello(remote, &message);
+    let _ = write_frame(&mut send, &Response::Error { code, message }).await;
+    let _ = send.finish();
+    // Let the error frame arrive before the connection (and its unsent data) goes.
+    let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
+    connection.close(close::REFUSED.into(), b"unauthorized");
+    None
+}
+
+/// Serves an authenticated client until its connection ends.
 async fn serve(
     connection: Connection,
     node: Arc<Node>,
     clients: Arc<Mutex<Clients>>,
-    secret: &str,
+    refusals: Arc<Refusals>,
 ) {
     let remote = connection.remote_address();
-    // The first stream must be a hello with the right secret, promptly.
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, connection.accept_bi()).await;
-    let Ok(Ok((mut send, mut recv))) = hello else {
-        connection.close(1u32.into(), b"no hello");
-        return;
-    };
-    let authorized = match read_frame::<Request>(&mut recv).await {
-        Ok(Request::Hello {
-            secret: given,
-            instance,
-        }) => {
-            let ok: bool = given.as_bytes().ct_eq(secret.as_bytes()).into();
-            if ok {
-                tracing::info!(%remote, %instance, "signaling instance connected");
-            }
-            ok
-        }
-        _ => false,
-    };
-    if !authorized {
-        tracing::warn!(%remote, "control connection refused: bad hello or cluster secret");
-        let refusal = Response::Error {
-            code: ErrorCode::Unauthorized,
-            message: "bad cluster secret or protocol version".into(),
-        };
-        let _ = write_frame(&mut send, &refusal).await;
-        let _ = send.finish();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        connection.close(2u32.into(), b"unauthorized");
-        return;
-    }
-    let workers = node.addresses().len();
-    if write_frame(&mut send, &Response::Welcome { workers })
-        .await
-        .is_err()
-    {
-        return;
-    }
-    let _ = send.finish();
-
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let id = {
         let mut clients = lock(&clients);
@@ -192,8 +341,8 @@ async fn serve(
         }
     });
     while let Ok((send, recv)) = connection.accept_bi().await {
-        let (node, clients) = (node.clone(), clients.clone());
-        tokio::spawn(async move { answer(send, recv, &node, &clients, id).await });
+        let (node, clients, refusals) = (node.clone(), clients.clone(), refusals.clone());
+        tokio::spawn(async move { answer(send, recv, &node, &clients, &refusals, id).await });
     }
     event_task.abort();
     let mut clients = lock(&clients);
@@ -207,18 +356,19 @@ async fn answer(
     mut recv: RecvStream,
     node: &Node,
     clients: &Mutex<Clients>,
+    refusals: &Refusals,
     client: u64,
 ) {
-    let response = match read_frame::<Request>(&mut recv).await {
+    let response = match read_frame::<Request, _>(&mut recv, MAX_FRAME).await {
         Ok(request) => {
             if let Some(key) = session_key(&request) {
                 lock(clients).owners.insert(key, client);
             }
-            handle(node, request).await
+            handle(node, refusals, request).await
         }
         Err(e) => Response::Error {
             code: ErrorCode::BadRequest,
-            message: e,
+            message: e.to_string(),
         },
     };
     if write_frame(&mut send, &response).await.is_ok() {
@@ -235,9 +385,14 @@ fn session_key(request: &Request) -> Option<(String, String)> {
     }
 }
 
-async fn handle(node: &Node, request: Request) -> Response {
+async fn handle(node: &Node, refusals: &Refusals, request: Request) -> Response {
     let result = match request {
-        Request::Hello { .. } => Err(MediaError::Dtls("hello twice".into())),
+        Request::Hello { .. } => {
+            return Response::Error {
+                code: ErrorCode::BadRequest,
+                message: "hello twice".into(),
+            };
+        }
         Request::CreateRoom => node.create_room().await.map(|room| Response::Room {
             room: room.to_string(),
         }),
@@ -281,7 +436,7 @@ async fn handle(node: &Node, request: Request) -> Response {
             Ok(room) => node.close_room(room).await.map(|()| Response::Done),
             Err(e) => Err(e),
         },
-        Request::Stats => match load(node, &mut LoadMeter::default()).await {
+        Request::Stats => match load(node, refusals, &mut LoadMeter::default()).await {
             Some(load) => return Response::Stats(load),
             None => Err(MediaError::WorkerGone),
         },
@@ -386,14 +541,14 @@ struct LoadMeter {
     last: Option<(Instant, u64, u64, u64)>,
 }
 
-async fn report_load(node: Arc<Node>, clients: Arc<Mutex<Clients>>) {
+async fn report_load(node: Arc<Node>, clients: Arc<Mutex<Clients>>, refusals: Arc<Refusals>) {
     let mut meter = LoadMeter::default();
     let mut tick = tokio::time::interval(LOAD_INTERVAL);
     loop {
         tick.tick().await;
         // A node whose worker stats cannot be read sends no load: its controllers' view goes
         // stale and they mark it unhealthy (a default "empty" load would look healthy and idle).
-        let Some(load) = load(&node, &mut meter).await else {
+        let Some(load) = load(&node, &refusals, &mut meter).await else {
             tracing::error!("worker stats unreadable: not reporting load (node unhealthy)");
             continue;
         };
@@ -404,7 +559,7 @@ async fn report_load(node: Arc<Node>, clients: Arc<Mutex<Clients>>) {
 }
 
 /// The node's load, or `None` when a worker's stats cannot be read (the worker died).
-async fn load(node: &Node, meter: &mut LoadMeter) -> Option<Load> {
+async fn load(node: &Node, refusals: &Refusals, meter: &mut LoadMeter) -> Option<Load> {
     let stats = node.stats().await.ok()?;
     let (mut packets_in, mut packets_out, mut drops) = (0, 0, 0);
     for w in &stats.workers {
@@ -436,6 +591,7 @@ async fn load(node: &Node, meter: &mut LoadMeter) -> Option<Load> {
             ((cpu.saturating_sub(last_cpu)) as f64 / ticks_per_second() / secs * 100.0) as u64;
     }
     meter.last = Some((now, packets_in, packets_out, cpu));
+    refusals.fill(&mut load);
     Some(load)
 }
 
@@ -463,30 +619,4 @@ fn ticks_per_second() -> f64 {
         0 => 100.0,
         ticks => ticks as f64,
     }
-}
-
-/// Writes one frame.
-pub async fn write_frame<T: serde::Serialize>(
-    send: &mut SendStream,
-    message: &T,
-) -> Result<(), String> {
-    send.write_all(&mooyaho_control::encode(message))
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Reads one frame, refusing oversized ones before buffering them.
-pub async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
-    recv: &mut RecvStream,
-) -> Result<T, String> {
-    let mut header = [0u8; 4];
-    recv.read_exact(&mut header)
-        .await
-        .map_err(|e| e.to_string())?;
-    let len = mooyaho_control::frame_len(header).map_err(|e| e.to_string())?;
-    let mut rest = vec![0u8; len];
-    recv.read_exact(&mut rest)
-        .await
-        .map_err(|e| e.to_string())?;
-    mooyaho_control::decode(&rest).map_err(|e| e.to_string())
 }

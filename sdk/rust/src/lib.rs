@@ -170,6 +170,16 @@ pub struct SfuLoad {
     pub cpu_percent: u64,
     /// Packets dropped by the security layer since the node started.
     pub security_drops: u64,
+    /// Control connections refused since the node started: too many waiting to authenticate.
+    #[serde(default)]
+    pub control_over_capacity: u64,
+    /// Control connections closed since the node started: no hello in time.
+    #[serde(default)]
+    pub control_hello_timeouts: u64,
+    /// Control connections refused since the node started: a bad hello or a wrong proof of the
+    /// cluster secret.
+    #[serde(default)]
+    pub control_bad_hellos: u64,
 }
 
 /// Changes to an SFU node; `None` keeps a field.

@@ -106,6 +106,14 @@ pub struct NodeLoad {
     pub cpu_percent: u64,
     /// Packets dropped by the security layer since the node started.
     pub security_drops: u64,
+    /// Control connections the node refused since it started because too many were waiting to
+    /// authenticate.
+    pub control_over_capacity: u64,
+    /// Control connections the node closed since it started for sending no hello in time.
+    pub control_hello_timeouts: u64,
+    /// Control connections the node refused since it started for a bad hello (malformed,
+    /// oversized, another protocol version, or a wrong proof of the cluster secret).
+    pub control_bad_hellos: u64,
 }
 
 impl From<SfuServerView> for SfuServerResponse {
@@ -128,6 +136,9 @@ impl From<SfuServerView> for SfuServerResponse {
                 packets_out_per_sec: l.packets_out_per_sec,
                 cpu_percent: l.cpu_percent,
                 security_drops: l.security_drops,
+                control_over_capacity: l.control_over_capacity,
+                control_hello_timeouts: l.control_hello_timeouts,
+                control_bad_hellos: l.control_bad_hellos,
             });
         Self {
             last_error: view.status.as_ref().and_then(|s| s.last_error.clone()),

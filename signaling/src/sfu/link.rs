@@ -1,10 +1,20 @@
 //! One node's control connection: connect, hello, read events, reconnect with backoff.
+//!
+//! The hello proves the cluster secret without sending it (`mooyaho_control::proof`): whoever
+//! the registry names — even a rogue node registered through the REST API — receives only a
+//! proof bound to this one connection, and must prove the secret in turn before the link
+//! counts as up. Until it has, the node is given little: the welcome must arrive within
+//! [`HELLO_TIMEOUT`] and fit in [`MAX_HELLO_FRAME`] bytes.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mooyaho_control::{ALPN, Event, Request, Response};
+use mooyaho_control::proof::{EXPORTER_LABEL, EXPORTER_LEN};
+use mooyaho_control::{
+    ALPN, Event, MAX_FRAME, MAX_HELLO_FRAME, Proof, Request, Response, Role, read_frame,
+    write_frame,
+};
 use tokio::sync::{mpsc, watch};
 
 use super::LinkShared;
@@ -14,6 +24,8 @@ use crate::domain::ports::SfuError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the node has to answer the hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const KEEP_ALIVE: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -24,7 +36,7 @@ pub(super) struct LinkTask {
     pub(super) fingerprint: Option<String>,
     pub(super) endpoint: quinn::Endpoint,
     pub(super) instance: InstanceId,
-    pub(super) secret: String,
+    pub(super) secret: Arc<[u8]>,
     pub(super) shared: Arc<Mutex<LinkShared>>,
     pub(super) events: mpsc::Sender<(SfuServerId, Event)>,
     pub(super) stopped: watch::Receiver<bool>,
@@ -73,14 +85,32 @@ impl LinkTask {
             .await
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;
+        let mut exporter = [0; EXPORTER_LEN];
+        connection
+            .export_keying_material(&mut exporter, EXPORTER_LABEL, b"")
+            .map_err(|e| format!("no TLS exporter: {e:?}"))?;
         let hello = Request::Hello {
-            secret: self.secret.clone(),
             instance: self.instance.0.clone(),
+            proof: Proof::new(&self.secret, Role::Signaling, &exporter),
         };
-        match call(&connection, &hello).await.map_err(|e| e.to_string())? {
-            Response::Welcome { .. } => {}
-            Response::Error { message, .. } => return Err(format!("refused: {message}")),
-            other => return Err(format!("unexpected hello reply {other:?}")),
+        let reply = exchange(&connection, &hello, MAX_HELLO_FRAME, HELLO_TIMEOUT).await;
+        let refusal = match reply.map_err(|e| e.to_string())? {
+            Response::Welcome { proof, .. } => proof
+                .verify(&self.secret, Role::Node, &exporter)
+                .err()
+                .map(|_| {
+                    "the node did not prove it knows the cluster secret (a rogue node, or \
+                     another secret)"
+                        .to_owned()
+                }),
+            Response::Error { message, .. } => Some(format!("refused: {message}")),
+            other => Some(format!("unexpected hello reply {other:?}")),
+        };
+        if let Some(refusal) = refusal {
+            connection.close(2u32.into(), b"unauthorized");
+            tracing::warn!(node = %self.node, address = %self.address, reason = %refusal,
+                "SFU control link refused");
+            return Err(refusal);
         }
         tracing::info!(node = %self.node, address = %self.address, "SFU control link up");
         self.set(|s| {
@@ -93,7 +123,9 @@ impl LinkTask {
         };
         loop {
             let event = tokio::select! {
-                event = read_frame::<Event>(&mut events) => event?,
+                event = read_frame::<Event, _>(&mut events, MAX_FRAME) => {
+                    event.map_err(|e| e.to_string())?
+                }
                 _ = self.stopped.changed() => {
                     connection.close(0u32.into(), b"node removed");
                     return Ok(());
@@ -132,9 +164,12 @@ fn client_config(fingerprint: &str) -> Result<quinn::ClientConfig, String> {
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
+    // The node opens exactly one stream (its events) and never a bidirectional one.
     transport
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("small duration")))
-        .keep_alive_interval(Some(KEEP_ALIVE));
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .max_concurrent_bidi_streams(0u32.into())
+        .max_concurrent_uni_streams(1u32.into());
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
@@ -144,35 +179,30 @@ pub(super) async fn call(
     connection: &quinn::Connection,
     request: &Request,
 ) -> Result<Response, SfuError> {
+    exchange(connection, request, MAX_FRAME, REQUEST_TIMEOUT).await
+}
+
+/// A request and its reply of at most `max` bytes, within `timeout`.
+async fn exchange(
+    connection: &quinn::Connection,
+    request: &Request,
+    max: usize,
+    timeout: Duration,
+) -> Result<Response, SfuError> {
     let exchange = async {
         let (mut send, mut recv) = connection
             .open_bi()
             .await
             .map_err(|e| SfuError::Failed(e.to_string()))?;
-        send.write_all(&mooyaho_control::encode(request))
+        write_frame(&mut send, request)
             .await
             .map_err(|e| SfuError::Failed(e.to_string()))?;
         let _ = send.finish();
-        read_frame::<Response>(&mut recv)
+        read_frame::<Response, _>(&mut recv, max)
             .await
-            .map_err(SfuError::Failed)
+            .map_err(|e| SfuError::Failed(e.to_string()))
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+    tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| SfuError::Failed("SFU node did not answer in time".into()))?
-}
-
-async fn read_frame<T: for<'de> serde::Deserialize<'de>>(
-    recv: &mut quinn::RecvStream,
-) -> Result<T, String> {
-    let mut header = [0u8; 4];
-    recv.read_exact(&mut header)
-        .await
-        .map_err(|e| e.to_string())?;
-    let len = mooyaho_control::frame_len(header).map_err(|e| e.to_string())?;
-    let mut rest = vec![0u8; len];
-    recv.read_exact(&mut rest)
-        .await
-        .map_err(|e| e.to_string())?;
-    mooyaho_control::decode(&rest).map_err(|e| e.to_string())
 }

@@ -1,6 +1,6 @@
 //! The SFU fleet as this signaling instance sees it: one QUIC control connection per registered
-//! node (certificate pinned by fingerprint, cluster secret in the hello), reconnected with
-//! backoff; health from the node's load reports; requests on fresh streams.
+//! node (certificate pinned by fingerprint, proofs of the cluster secret both ways in the hello),
+//! reconnected with backoff; health from the node's load reports; requests on fresh streams.
 
 mod link;
 mod verifier;
@@ -29,7 +29,7 @@ pub type FleetEvents = mpsc::Receiver<(SfuServerId, Event)>;
 pub struct Fleet {
     endpoint: quinn::Endpoint,
     instance: InstanceId,
-    secret: String,
+    secret: Arc<[u8]>,
     links: Mutex<HashMap<SfuServerId, LinkHandle>>,
     events: mpsc::Sender<(SfuServerId, Event)>,
 }
@@ -68,7 +68,7 @@ impl Fleet {
         let fleet = Arc::new(Self {
             endpoint,
             instance,
-            secret,
+            secret: secret.into_bytes().into(),
             links: Mutex::new(HashMap::new()),
             events,
         });

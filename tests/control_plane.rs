@@ -1,0 +1,479 @@
+//! The control plane under attack, with real processes: a rogue node registered through the REST
+//! API never receives anything the cluster secret can be recovered from (nor anything it can
+//! replay), and hostile QUIC clients of a real `mooyaho sfu` — a flood of connections that never
+//! authenticate, one that sends nothing, one that announces a 4 GiB frame, one with a wrong proof,
+//! one replaying a captured proof — are refused, closed and counted while an honest signaling
+//! instance keeps using the node.
+
+#[path = "support/sfu_client.rs"]
+mod sfu_client;
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mooyaho_control::proof::{EXPORTER_LABEL, EXPORTER_LEN};
+use mooyaho_control::{
+    ALPN, ErrorCode, Event, Load, MAX_HELLO_FRAME, Proof, Request, Response, Role, read_frame,
+    write_frame,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use serde_json::{Value, json};
+use sfu_client::SfuClient;
+use support::{Rest, Server, SfuNode, eventually};
+use tokio::sync::mpsc;
+
+const SECRET: &str = "cluster-secret-control-plane-0123456789";
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn exporter(connection: &quinn::Connection) -> [u8; EXPORTER_LEN] {
+    let mut out = [0; EXPORTER_LEN];
+    connection
+        .export_keying_material(&mut out, EXPORTER_LABEL, b"")
+        .expect("TLS exporter");
+    out
+}
+
+async fn sfu_server(rest: &Rest, id: u64) -> Value {
+    let (status, body) = rest.call("GET", &format!("/sfu-servers/{id}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// One connection as the rogue node saw it.
+struct Captured {
+    /// Every byte the signaling instance sent on the hello stream.
+    bytes: Vec<u8>,
+    /// This connection's exporter (both ends derive the same).
+    exporter: [u8; EXPORTER_LEN],
+    hello: Request,
+}
+
+/// A QUIC server with its own self-signed certificate, as an attacker would run: it records what
+/// each connection sends on its first stream and answers the `n`th connection's hello with
+/// `reply(n, exporter)` followed by load reports every 200 ms (trying to look healthy), or, for
+/// `None`, says nothing at all.
+fn rogue_node(
+    reply: impl Fn(usize, &[u8; EXPORTER_LEN]) -> Option<Response> + Send + Sync + 'static,
+) -> (quinn::Endpoint, String, mpsc::UnboundedReceiver<Captured>) {
+    let certified = rcgen::generate_simple_self_signed(vec!["rogue".to_owned()]).unwrap();
+    let der = certified.cert.der().clone();
+    let fingerprint = mooyaho_control::fingerprint(der.as_ref());
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key.into())
+        .unwrap();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+    let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let (captured, receiver) = mpsc::unbounded_channel();
+    let accept = endpoint.clone();
+    let reply = Arc::new(reply);
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(incoming) = accept.accept().await {
+            n += 1;
+            let (captured, reply) = (captured.clone(), reply.clone());
+            tokio::spawn(async move {
+                let Ok(connection) = incoming.await else {
+                    return;
+                };
+                let Ok((mut send, mut recv)) = connection.accept_bi().await else {
+                    return;
+                };
+                let exporter = exporter(&connection);
+                // Everything the client sends on the stream (it finishes it after the hello).
+                let Ok(bytes) = recv.read_to_end(64 * 1024).await else {
+                    return;
+                };
+                let hello = mooyaho_control::decode_frame::<Request>(&bytes).expect("a hello");
+                let _ = captured.send(Captured {
+                    bytes,
+                    exporter,
+                    hello,
+                });
+                match reply(n, &exporter) {
+                    Some(response) => {
+                        let _ = write_frame(&mut send, &response).await;
+                        let _ = send.finish();
+                        let Ok(mut events) = connection.open_uni().await else {
+                            return;
+                        };
+                        let load = Event::Load(Load::default());
+                        while write_frame(&mut events, &load).await.is_ok() {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    }
+                    // Say nothing: the client must give up on its own.
+                    None => tokio::time::sleep(Duration::from_secs(30)).await,
+                }
+            });
+        }
+    });
+    (endpoint, fingerprint, receiver)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rogue_node_registered_through_rest_never_learns_the_cluster_secret() {
+    let server = Server::start(&["--cluster-secret", SECRET]);
+    let rest = server.rest();
+    // The first two connections get no answer at all, the later ones a welcome with a made-up
+    // proof followed by load reports.
+    let (endpoint, fingerprint, mut captured) = rogue_node(|n, exporter| {
+        (n > 2).then(|| Response::Welcome {
+            workers: 1,
+            proof: Proof::new(b"a-guess-at-the-secret-000", Role::Node, exporter),
+        })
+    });
+    let address = endpoint.local_addr().unwrap().to_string();
+    let (status, body) = rest
+        .call(
+            "POST",
+            "/sfu-servers",
+            Some(json!({ "address": address, "fingerprint": fingerprint })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_u64().unwrap();
+
+    // The instance never trusts the rogue node: silence is a timeout, not a hang; a welcome
+    // without the right proof is refused however many load reports follow it.
+    let says = |what: &'static str| {
+        let rest = rest.clone();
+        async move {
+            eventually(Duration::from_secs(30), || async {
+                let view = sfu_server(&rest, id).await;
+                assert_ne!(view["health"], "healthy", "{view}");
+                view["lastError"].as_str().is_some_and(|e| e.contains(what))
+            })
+            .await
+        }
+    };
+    // The link retries with backoff: collect its first three hellos.
+    let mut hellos = Vec::new();
+    while hellos.len() < 3 {
+        let next = tokio::time::timeout(Duration::from_secs(30), captured.recv()).await;
+        hellos.push(next.expect("the signaling instance reconnects").unwrap());
+        if hellos.len() == 1 {
+            assert!(
+                says("did not answer in time").await,
+                "{}",
+                sfu_server(&rest, id).await
+            );
+        }
+    }
+    assert!(
+        says("did not prove it knows the cluster secret").await,
+        "{}",
+        sfu_server(&rest, id).await
+    );
+    let secret = SECRET.as_bytes();
+    let hex_secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let mut proofs = Vec::new();
+    for hello in &hellos {
+        assert!(
+            !hello.bytes.windows(secret.len()).any(|w| w == secret),
+            "the secret crossed the wire"
+        );
+        let text = String::from_utf8_lossy(&hello.bytes).to_lowercase();
+        assert!(
+            !text.contains(&hex_secret),
+            "the secret crossed the wire in hex"
+        );
+        let Request::Hello { proof, .. } = &hello.hello else {
+            panic!("not a hello: {:?}", hello.hello)
+        };
+        // What was received is the HMAC bound to this very connection, and to nothing else.
+        assert_eq!(*proof, Proof::new(secret, Role::Signaling, &hello.exporter));
+        for other in &hellos {
+            if other.exporter != hello.exporter {
+                assert!(
+                    proof
+                        .verify(secret, Role::Signaling, &other.exporter)
+                        .is_err()
+                );
+            }
+        }
+        proofs.push(proof.clone());
+    }
+    assert_ne!(proofs[0], proofs[1]);
+    assert_ne!(proofs[1], proofs[2]);
+    assert_ne!(proofs[0], proofs[2]);
+
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let view = sfu_server(&rest, id).await;
+        assert_ne!(view["health"], "healthy", "{view}");
+        assert!(
+            view["load"].is_null(),
+            "the rogue's load was believed: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A channel cannot be placed on it: there is no trusted node.
+    let channel = rest.create_channel(true).await;
+    let mut client = SfuClient::join(&server.ws_url(), &rest, &channel, "someone").await;
+    let reply = client
+        .request(json!({ "type": "call", "isSFU": true, "sdp": "v=0\r\n" }))
+        .await;
+    assert_eq!(reply["code"], "sfu_unavailable", "{reply}");
+}
+
+/// Accepts any server certificate: the hostile clients below do not care who the node is.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn hostile_endpoint() -> quinn::Endpoint {
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    endpoint
+}
+
+async fn connect(
+    endpoint: &quinn::Endpoint,
+    node: SocketAddr,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    endpoint.connect(node, "mooyaho-sfu").unwrap().await
+}
+
+/// Sends `bytes` as the first stream's content; returns the node's reply frame (if any) and the
+/// reason the node closed the connection.
+async fn send_raw_hello(
+    connection: &quinn::Connection,
+    bytes: &[u8],
+) -> (Option<Response>, quinn::ConnectionError) {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(bytes).await.unwrap();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_frame::<Response, _>(&mut recv, MAX_HELLO_FRAME),
+    )
+    .await
+    .expect("the node answers or closes")
+    .ok();
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .expect("the node closes a refused connection");
+    (reply, closed)
+}
+
+fn hello_with(proof: Proof) -> Vec<u8> {
+    mooyaho_control::encode(&Request::Hello {
+        instance: "hostile".into(),
+        proof,
+    })
+}
+
+async fn node_load(rest: &Rest, id: u64) -> Value {
+    sfu_server(rest, id).await["load"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_control_clients_are_refused_counted_and_closed_while_an_honest_instance_keeps_working()
+ {
+    let server = Server::start(&["--cluster-secret", SECRET]);
+    let rest = server.rest();
+    let node = SfuNode::start(SECRET, Some(&server));
+    let healthy = eventually(Duration::from_secs(10), || async {
+        sfu_server(&rest, node.id()).await["health"] == "healthy"
+    })
+    .await;
+    assert!(healthy, "{}", sfu_server(&rest, node.id()).await);
+    let endpoint = hostile_endpoint();
+
+    // 1. A flood of connections that never authenticate: the node holds a bounded number
+    //    (DEFAULT_MAX_UNAUTHENTICATED = 16) and refuses the rest before any TLS work.
+    const FLOOD: usize = 48;
+    let attempts =
+        futures_util::future::join_all((0..FLOOD).map(|_| connect(&endpoint, node.control))).await;
+    let refused = attempts
+        .iter()
+        .filter(|a| matches!(a, Err(quinn::ConnectionError::ConnectionClosed(_))))
+        .count();
+    let held: Vec<_> = attempts.into_iter().filter_map(Result::ok).collect();
+    assert!(
+        held.len() <= 16 && refused >= FLOOD - 16,
+        "{} held, {refused} refused",
+        held.len()
+    );
+    // Each held one is closed by the node within a few seconds of saying nothing.
+    let started = Instant::now();
+    for connection in &held {
+        let closed = tokio::time::timeout(Duration::from_secs(15), connection.closed())
+            .await
+            .expect("a silent connection is closed");
+        assert!(
+            matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if &c.reason[..] == b"no hello in time"),
+            "{closed:?}"
+        );
+    }
+    println!("silent connections closed after {:?}", started.elapsed());
+
+    // 2. One that opens its stream and sends a 4 GiB length prefix (and nothing else).
+    let connection = connect(&endpoint, node.control).await.unwrap();
+    let (reply, _) = send_raw_hello(&connection, &[0xff, 0xff, 0xff, 0xff]).await;
+    match reply {
+        Some(Response::Error { code, message }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert!(message.contains("exceeds the limit"), "{message}");
+        }
+        other => panic!("no refusal: {other:?}"),
+    }
+
+    // 3. One with a proof made from a wrong secret.
+    let connection = connect(&endpoint, node.control).await.unwrap();
+    let wrong = Proof::new(
+        b"not-the-cluster-secret-00000",
+        Role::Signaling,
+        &exporter(&connection),
+    );
+    let (reply, closed) = send_raw_hello(&connection, &hello_with(wrong)).await;
+    assert!(
+        matches!(&reply, Some(Response::Error { code: ErrorCode::Unauthorized, message }) if message.contains("proof")),
+        "{reply:?}"
+    );
+    assert!(
+        matches!(&closed, quinn::ConnectionError::ApplicationClosed(_)),
+        "{closed:?}"
+    );
+
+    // 4. One replaying a proof that was right — for another connection.
+    let captured = {
+        let first = connect(&endpoint, node.control).await.unwrap();
+        Proof::new(SECRET.as_bytes(), Role::Signaling, &exporter(&first))
+    };
+    let connection = connect(&endpoint, node.control).await.unwrap();
+    let (reply, _) = send_raw_hello(&connection, &hello_with(captured)).await;
+    assert!(
+        matches!(
+            &reply,
+            Some(Response::Error {
+                code: ErrorCode::Unauthorized,
+                ..
+            })
+        ),
+        "{reply:?}"
+    );
+
+    // 5. One speaking another protocol version gets told so.
+    let connection = connect(&endpoint, node.control).await.unwrap();
+    let mut old = hello_with(Proof::new(
+        SECRET.as_bytes(),
+        Role::Signaling,
+        &exporter(&connection),
+    ));
+    old[4] = 1;
+    let (reply, _) = send_raw_hello(&connection, &old).await;
+    assert!(
+        matches!(&reply, Some(Response::Error { code: ErrorCode::Unauthorized, message }) if message.contains("version")),
+        "{reply:?}"
+    );
+
+    // Control: the right proof on this connection is welcomed, with the node's own proof.
+    let connection = connect(&endpoint, node.control).await.unwrap();
+    let keys = exporter(&connection);
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&hello_with(Proof::new(
+        SECRET.as_bytes(),
+        Role::Signaling,
+        &keys,
+    )))
+    .await
+    .unwrap();
+    match read_frame::<Response, _>(&mut recv, MAX_HELLO_FRAME).await {
+        Ok(Response::Welcome { proof, .. }) => {
+            assert_eq!(proof.verify(SECRET.as_bytes(), Role::Node, &keys), Ok(()));
+        }
+        other => panic!("not welcomed: {other:?}"),
+    }
+    connection.close(0u32.into(), b"done");
+
+    // The node counted every refusal, and its honest instance never lost it.
+    let counted = eventually(Duration::from_secs(10), || async {
+        let load = node_load(&rest, node.id()).await;
+        load["controlOverCapacity"].as_u64() >= Some(refused as u64)
+            && load["controlHelloTimeouts"].as_u64() >= Some(held.len() as u64)
+            // huge prefix, wrong proof, replay, old version, and the connection only used
+            // to capture a proof (closed without a hello)
+            && load["controlBadHellos"].as_u64() >= Some(4)
+    })
+    .await;
+    assert!(counted, "{}", node_load(&rest, node.id()).await);
+    assert_eq!(sfu_server(&rest, node.id()).await["health"], "healthy");
+
+    // The honest instance still places rooms on the node and a participant publishes.
+    let channel = rest.create_channel(true).await;
+    let mut client = SfuClient::join(&server.ws_url(), &rest, &channel, "honest").await;
+    client.publish().await;
+    client.publish_connected().await;
+    let (status, body) = rest
+        .call("GET", &format!("/channels/{channel}"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sfuServerId"].as_u64(), Some(node.id()), "{body}");
+}
