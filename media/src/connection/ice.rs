@@ -5,10 +5,13 @@
 
 use std::net::SocketAddr;
 
-use stun::attributes::{ATTR_USE_CANDIDATE, ATTR_USERNAME};
+use stun::agent::TransactionId as TransactionID;
+use stun::attributes::{
+    ATTR_FINGERPRINT, ATTR_ICE_CONTROLLED, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME,
+};
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
-use stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter};
+use stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter, TRANSACTION_ID_SIZE};
 use stun::xoraddr::XorMappedAddress;
 
 /// Why a STUN datagram was dropped.
@@ -29,6 +32,72 @@ pub enum StunError {
     /// MESSAGE-INTEGRITY missing or wrong for the named transport.
     #[error("bad MESSAGE-INTEGRITY")]
     BadIntegrity,
+    /// A response that answers none of our outstanding checks (or comes from elsewhere).
+    #[error("unexpected STUN response")]
+    Unexpected,
+}
+
+/// A STUN transaction id (RFC 5389 §6: 96 random bits).
+pub type TransactionId = [u8; TRANSACTION_ID_SIZE];
+
+/// A fresh random transaction id.
+pub fn new_transaction_id() -> TransactionId {
+    rand::random()
+}
+
+/// Our connectivity check toward a client (consent, RFC 7675; RFC 8445 §7.2.2 as the controlled
+/// ICE-lite agent): USERNAME `<client ufrag>:<our ufrag>`, signed with the client's password.
+pub fn consent_request(
+    username: &str,
+    remote_pwd: &str,
+    transaction: TransactionId,
+    tie_breaker: u64,
+) -> Vec<u8> {
+    let mut request = Message::new();
+    request.typ = BINDING_REQUEST;
+    request.transaction_id = TransactionID(transaction);
+    request.write_header();
+    request.add(ATTR_USERNAME, username.as_bytes());
+    // A peer-reflexive priority (RFC 8445 §5.1.2: type preference 110), as any agent sends.
+    request.add(ATTR_PRIORITY, &1_862_270_975u32.to_be_bytes());
+    request.add(ATTR_ICE_CONTROLLED, &tie_breaker.to_be_bytes());
+    let setters: [&dyn Setter; 2] = [
+        &MessageIntegrity::new_short_term_integrity(remote_pwd.to_owned()),
+        &FINGERPRINT,
+    ];
+    for setter in setters {
+        setter
+            .add_to(&mut request)
+            .expect("adding attributes to a fresh request cannot fail");
+    }
+    request.raw
+}
+
+/// Whether a STUN datagram is a response (success or error) rather than a request.
+pub fn is_response(datagram: &[u8]) -> bool {
+    // The class bits of the message type (RFC 5389 §6): 0b10 success, 0b11 error.
+    datagram.len() >= 2 && datagram[0] & 0x01 == 0x01
+}
+
+/// A binding success response's transaction id, once its FINGERPRINT (when present) and its
+/// MESSAGE-INTEGRITY (the client's password) verify.
+pub fn verify_success(datagram: &[u8], remote_pwd: &str) -> Result<TransactionId, StunError> {
+    let mut message = Message::new();
+    message
+        .unmarshal_binary(datagram)
+        .map_err(|_| StunError::Malformed)?;
+    if message.typ != BINDING_SUCCESS {
+        return Err(StunError::Unexpected);
+    }
+    if message.contains(ATTR_FINGERPRINT) {
+        FINGERPRINT
+            .check(&message)
+            .map_err(|_| StunError::BadFingerprint)?;
+    }
+    MessageIntegrity::new_short_term_integrity(remote_pwd.to_owned())
+        .check(&mut message)
+        .map_err(|_| StunError::BadIntegrity)?;
+    Ok(message.transaction_id.0)
 }
 
 /// A parsed binding request, not yet authenticated.

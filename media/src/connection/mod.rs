@@ -8,6 +8,7 @@
 
 pub mod dtls;
 pub mod ice;
+pub mod paths;
 pub mod srtp;
 pub mod srtp_fast;
 

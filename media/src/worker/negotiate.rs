@@ -216,7 +216,7 @@ impl Shard {
             }
         }
         let mut peer = Peer::new(now, room, session.clone(), Side::Publish, ice);
-        peer.remote_ice = Some(negotiation.remote_ice.clone());
+        peer.set_remote_ice(now, negotiation.remote_ice.clone());
         peer.dtls = Some(dtls);
         self.add_peer(transport, peer);
 
@@ -372,14 +372,14 @@ impl Shard {
                 let mut dtls =
                     DtlsTransport::new(&self.identity, &parsed.remote_fingerprint.0, role)
                         .map_err(|e| MediaError::Dtls(e.0))?;
-                if let Some(remote) = peer.selected {
+                if let Some(remote) = peer.paths.selected() {
                     dtls.start(now, remote).map_err(|e| MediaError::Dtls(e.0))?;
                     while let Some((to, datagram)) = dtls.poll_transmit() {
                         self.send.push(to, &datagram);
                     }
                 }
                 peer.dtls = Some(dtls);
-                peer.remote_ice = Some(parsed.remote_ice.clone());
+                peer.set_remote_ice(now, parsed.remote_ice.clone());
             }
             Some(_) if peer.remote_ice.as_ref() != Some(&parsed.remote_ice) => {
                 // An ICE restart is not supported on the subscribe side yet.

@@ -14,12 +14,13 @@ use sfu_core::{OutPacket, RoomId, TransportId};
 use tokio::sync::mpsc as async_mpsc;
 
 use super::negotiate::RoomMedia;
-use super::peer::{AddressChange, Peer, PeerState, Side};
+use super::peer::{Peer, PeerState, Side};
 use super::pipe::{PipeMessage, PipeSender, Pipes};
 use super::{Command, MediaError, NodeEvent, Reply, Request};
 use crate::connection::PacketClass;
 use crate::connection::dtls::{DtlsIdentity, DtlsOutcome, DtlsTransport};
-use crate::connection::ice::BindingRequest;
+use crate::connection::ice::{self, BindingRequest};
+use crate::connection::paths::AddressChange;
 use crate::udp::{MAX_DATAGRAM, RecvBatch, SendBatch, Socket, Wake};
 
 /// Drop and error counters of one worker (every dropped packet is counted somewhere here).
@@ -296,6 +297,10 @@ impl Shard {
     }
 
     fn handle_stun(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        if ice::is_response(datagram) {
+            self.handle_stun_response(now, from, datagram);
+            return;
+        }
         let Ok(mut request) = BindingRequest::parse(datagram) else {
             self.counters.stun_rejected += 1;
             return;
@@ -321,12 +326,44 @@ impl Shard {
         let response = request.success(from, &peer.local_ice.pwd);
         self.send.push(from, &response);
         self.apply_address_change(transport, change);
+        self.drive_paths(now, transport);
+    }
+
+    /// Our consent check answered (or a forged/stray response, dropped and counted).
+    fn handle_stun_response(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let Some(&transport) = self.by_addr.get(&from) else {
+            self.counters.stun_rejected += 1;
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&transport) else {
+            self.counters.stale_routes += 1;
+            return;
+        };
+        match peer.paths.handle_response(now, from, datagram) {
+            Ok(switched) => {
+                if switched {
+                    tracing::debug!(session = %peer.session, side = ?peer.side, %from, "media path selected");
+                }
+                self.drive_paths(now, transport);
+            }
+            Err(e) => {
+                self.counters.stun_rejected += 1;
+                tracing::debug!(error = %e, %from, "STUN response refused");
+            }
+        }
+    }
+
+    /// Sends what `transport`'s paths queued (our checks) and, in the DTLS client role, starts
+    /// the handshake toward the first consented path.
+    fn drive_paths(&mut self, now: Instant, transport: TransportId) {
         let Some(peer) = self.peers.get_mut(&transport) else {
             return;
         };
-        // In the client role, the handshake starts once the path is validated.
-        if let Some(dtls) = peer.dtls.as_mut() {
-            if let Err(e) = dtls.start(now, from) {
+        while let Some((to, check)) = peer.paths.poll_transmit() {
+            self.send.push(to, &check);
+        }
+        if let (Some(dtls), Some(selected)) = (peer.dtls.as_mut(), peer.paths.selected()) {
+            if let Err(e) = dtls.start(now, selected) {
                 self.counters.dtls_failures += 1;
                 tracing::debug!(error = %e, "DTLS client start failed");
             }
@@ -379,7 +416,6 @@ impl Shard {
             Ok(DtlsOutcome::Connected(srtp)) => {
                 peer.srtp = Some(*srtp);
                 peer.state = PeerState::Connected;
-                peer.selected = Some(from);
                 tracing::debug!(session = %peer.session, side = ?peer.side, "transport connected");
                 let (room, session, side) = (peer.room, peer.session.clone(), peer.side);
                 if side == Side::Subscribe {
@@ -448,7 +484,7 @@ impl Shard {
                 self.pipe_transmit(transmit.to, &transmit.packet);
                 continue;
             };
-            let (Some(srtp), Some(to)) = (peer.srtp.as_mut(), peer.selected) else {
+            let (Some(srtp), Some(to)) = (peer.srtp.as_mut(), peer.paths.selected()) else {
                 continue; // not connected yet: the subscriber catches up with a keyframe
             };
             // Written and protected in place in the send batch's arena: no copy, no allocation.
@@ -516,6 +552,19 @@ impl Shard {
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
+            // Consent checks, candidate retransmissions, rate-limited switches.
+            let due: Vec<TransportId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.paths.poll_timeout().is_some_and(|t| t <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            for transport in due {
+                if let Some(peer) = self.peers.get_mut(&transport) {
+                    peer.paths.handle_timeout(now);
+                }
+                self.drive_paths(now, transport);
+            }
             let expired: Vec<_> = self
                 .peers
                 .iter()
@@ -578,8 +627,8 @@ impl Shard {
             if self.by_ufrag.get(&peer.local_ice.ufrag) == Some(&transport) {
                 self.by_ufrag.remove(&peer.local_ice.ufrag);
             }
-            for addr in &peer.validated {
-                self.release_address(transport, *addr);
+            for addr in peer.paths.addresses() {
+                self.release_address(transport, addr);
             }
         }
         // The core may already have dropped it with its room.
@@ -599,7 +648,7 @@ impl Shard {
             && previous != transport
             && let Some(other) = self.peers.get_mut(&previous)
         {
-            other.forget(added);
+            other.paths.forget(added);
         }
     }
 
