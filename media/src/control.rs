@@ -82,45 +82,70 @@ const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 /// Why a connection that never authenticated was let go: counted, reported in [`Load`].
 #[derive(Debug, Default)]
 struct Refusals {
-    over_capacity: AtomicU64,
-    hello_timeouts: AtomicU64,
-    bad_hellos: AtomicU64,
-    /// When an over-capacity refusal was last logged: a flood logs once a second, not per packet.
-    capacity_logged: Mutex<Option<Instant>>,
+    over_capacity: RefusalCount,
+    hello_timeouts: RefusalCount,
+    bad_hellos: RefusalCount,
+}
+
+/// One kind of refusal: a counter, and when it was last logged — strangers can refuse
+/// themselves as fast as they can connect, so each kind logs at most once a second (with the
+/// running total).
+#[derive(Debug, Default)]
+struct RefusalCount {
+    total: AtomicU64,
+    logged: Mutex<Option<Instant>>,
+}
+
+impl RefusalCount {
+    /// Counts one; the total when this one should be logged.
+    fn bump(&self) -> Option<u64> {
+        let total = self.total.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+        if logged.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+            return None;
+        }
+        *logged = Some(Instant::now());
+        Some(total)
+    }
+
+    fn get(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
 }
 
 impl Refusals {
     fn over_capacity(&self, remote: SocketAddr, limit: usize) {
-        let total = self.over_capacity.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut logged = self
-            .capacity_logged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-            *logged = Some(Instant::now());
+        if let Some(total) = self.over_capacity.bump() {
             tracing::warn!(
                 %remote,
                 limit,
-                refused_since_start = total,
+                since_start = total,
                 "control connection refused: too many connections waiting to authenticate"
             );
         }
     }
 
     fn hello_timeout(&self, remote: SocketAddr) {
-        self.hello_timeouts.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%remote, timeout = ?HELLO_TIMEOUT, "control connection closed: no hello in time");
+        if let Some(total) = self.hello_timeouts.bump() {
+            tracing::warn!(
+                %remote,
+                timeout = ?HELLO_TIMEOUT,
+                since_start = total,
+                "control connection closed: no hello in time"
+            );
+        }
     }
 
     fn bad_hello(&self, remote: SocketAddr, reason: &str) {
-        self.bad_hellos.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%remote, reason, "control connection refused: bad hello");
+        if let Some(total) = self.bad_hellos.bump() {
+            tracing::warn!(%remote, reason, since_start = total, "control connection refused: bad hello");
+        }
     }
 
     fn fill(&self, load: &mut Load) {
-        load.control_over_capacity = self.over_capacity.load(Ordering::Relaxed);
-        load.control_hello_timeouts = self.hello_timeouts.load(Ordering::Relaxed);
-        load.control_bad_hellos = self.bad_hellos.load(Ordering::Relaxed);
+        load.control_over_capacity = self.over_capacity.get();
+        load.control_hello_timeouts = self.hello_timeouts.get();
+        load.control_bad_hellos = self.bad_hellos.get();
     }
 }
 
@@ -240,6 +265,11 @@ async fn authenticate(
     let deadline = tokio::time::Instant::now() + HELLO_TIMEOUT;
     let connection = match tokio::time::timeout_at(deadline, incoming).await {
         Ok(Ok(connection)) => connection,
+        // A handshake left unfinished dies of the idle timeout before the hello's.
+        Ok(Err(quinn::ConnectionError::TimedOut)) => {
+            refusals.hello_timeout(remote);
+            return None;
+        }
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "control handshake failed");
             return None;
@@ -618,5 +648,35 @@ fn ticks_per_second() -> f64 {
     match rustix::param::clock_ticks_per_second() {
         0 => 100.0,
         ticks => ticks as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_all_counted_but_a_burst_is_logged_once() {
+        let count = RefusalCount::default();
+        assert_eq!(count.bump(), Some(1));
+        for _ in 0..99 {
+            assert_eq!(count.bump(), None);
+        }
+        assert_eq!(count.get(), 100);
+        let refusals = Refusals::default();
+        refusals.bad_hello("127.0.0.1:1".parse().unwrap(), "test");
+        refusals.hello_timeout("127.0.0.1:1".parse().unwrap());
+        refusals.hello_timeout("127.0.0.1:1".parse().unwrap());
+        refusals.over_capacity("127.0.0.1:1".parse().unwrap(), 16);
+        let mut load = Load::default();
+        refusals.fill(&mut load);
+        assert_eq!(
+            (
+                load.control_over_capacity,
+                load.control_hello_timeouts,
+                load.control_bad_hellos
+            ),
+            (1, 2, 1)
+        );
     }
 }
