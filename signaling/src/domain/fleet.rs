@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::ids::SfuServerId;
+use super::ids::{ChannelId, SfuServerId};
 use super::model::{NewSfuServer, SfuServerRecord};
 use super::ports::NodeStatus;
 use super::{DomainError, Signaling};
@@ -58,17 +58,24 @@ impl Signaling {
         })
     }
 
-    /// Every node with its derived load, least loaded first (ties by id).
+    /// Every node with its derived load, least loaded first (ties by id). Three store round
+    /// trips however many nodes and channels.
     pub async fn sfu_servers(&self) -> Result<Vec<SfuServerView>, DomainError> {
         let records = self.store.sfu_servers().await?;
+        let placed: Vec<(SfuServerId, ChannelId)> = self
+            .store
+            .channels()
+            .await?
+            .into_iter()
+            .filter_map(|c| Some((c.sfu_server_id?, c.id)))
+            .collect();
+        let ids: Vec<ChannelId> = placed.iter().map(|(_, id)| id.clone()).collect();
+        let members = self.store.members_of(&ids).await?;
         let mut load: HashMap<SfuServerId, (usize, usize)> = HashMap::new();
-        for channel in self.store.channels().await? {
-            if let Some(id) = channel.sfu_server_id {
-                let members = self.store.members(&channel.id).await?.len();
-                let entry = load.entry(id).or_default();
-                entry.0 += 1;
-                entry.1 += members;
-            }
+        for ((node, _), members) in placed.iter().zip(members) {
+            let entry = load.entry(*node).or_default();
+            entry.0 += 1;
+            entry.1 += members.len();
         }
         let mut views: Vec<_> = records
             .into_iter()

@@ -178,6 +178,9 @@ impl Signaling {
                     Ok(lost) => signaling.close_lost(&lost),
                     Err(e) => tracing::warn!(error = %e, "presence refresh failed"),
                 }
+                if let Err(e) = signaling.sweep_expired_members().await {
+                    tracing::warn!(error = %e, "sweeping expired channel members failed");
+                }
             }
         });
         signaling
@@ -210,7 +213,7 @@ impl Signaling {
 
     /// Closes the sockets whose sessions vanished from the store (their presence expired during
     /// a store outage longer than the TTL): they cannot be served any more, and a client that
-    /// reconnects starts a fresh session. Their channels drop them at the next broadcast.
+    /// reconnects starts a fresh session. Their channels drop them at the next sweep or broadcast.
     fn close_lost(&self, lost: &[SessionId]) {
         if lost.is_empty() {
             return;
@@ -297,3 +300,6 @@ pub enum DomainError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+#[cfg(test)]
+mod tests;

@@ -47,15 +47,19 @@ pub trait ChannelStore: Send + Sync {
     async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError>;
     /// Deletes a channel and its memberships; returns the members it had, or `None` if unknown.
     async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError>;
-    /// Adds or removes a member.
+    /// Adds or removes a member. Returns whether this call changed the membership, so that of
+    /// several instances removing one stale member only one tells the others.
     async fn set_member(
         &self,
         channel: &ChannelId,
         session: &SessionId,
         member: bool,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// The channel's member sessions (possibly including sessions whose presence expired).
     async fn members(&self, channel: &ChannelId) -> Result<Vec<SessionId>, StoreError>;
+    /// The member sessions of several channels, in order, in one round trip (unknown channels
+    /// have none).
+    async fn members_of(&self, channels: &[ChannelId]) -> Result<Vec<Vec<SessionId>>, StoreError>;
 }
 
 /// Sessions, with presence.

@@ -382,28 +382,110 @@ impl Signaling {
             .ok_or_else(|| SignalError::new(ErrorCode::SessionNotFound, "session has ended"))
     }
 
-    /// Live members of a channel. Members whose presence expired (their instance died) are
-    /// removed, and the live members are told they left.
+    /// Live members of a channel. A read: members whose presence expired (their instance died)
+    /// or who moved on are left out but stay stored; removing them and telling the others is
+    /// the write path's job ([`Self::prune_members`], [`Self::sweep_expired_members`]).
     pub(super) async fn live_members(
         &self,
         channel: &ChannelId,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let ids = self.store.members(channel).await?;
-        let records = self.store.sessions(&ids).await?;
-        let mut live = Vec::with_capacity(ids.len());
-        let mut stale = Vec::new();
-        for (id, record) in ids.into_iter().zip(records) {
-            match record {
-                Some(record) if record.channel.as_ref() == Some(channel) => live.push(record),
-                _ => stale.push(id),
+        let mut per_channel = self.live_members_of(std::slice::from_ref(channel)).await?;
+        Ok(per_channel.pop().unwrap_or_default())
+    }
+
+    /// Live members of several channels, in order: two store round trips however many channels.
+    pub(super) async fn live_members_of(
+        &self,
+        channels: &[ChannelId],
+    ) -> Result<Vec<Vec<SessionRecord>>, StoreError> {
+        Ok(self
+            .member_records(channels)
+            .await?
+            .into_iter()
+            .zip(channels)
+            .map(|(members, channel)| split_members(channel, members).0)
+            .collect())
+    }
+
+    /// Each channel's stored members with their session records (`None` once expired).
+    async fn member_records(
+        &self,
+        channels: &[ChannelId],
+    ) -> Result<Vec<Vec<(SessionId, Option<SessionRecord>)>>, StoreError> {
+        let ids = self.store.members_of(channels).await?;
+        let flat: Vec<SessionId> = ids.iter().flatten().cloned().collect();
+        let mut records = if flat.is_empty() {
+            Vec::new()
+        } else {
+            self.store.sessions(&flat).await?
+        }
+        .into_iter();
+        Ok(ids
+            .into_iter()
+            .map(|members| {
+                members
+                    .into_iter()
+                    .map(|id| (id, records.next().flatten()))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Live members of `channel`, for a write: stale members are removed and the live ones told
+    /// they left.
+    pub(super) async fn prune_members(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut per_channel = self.member_records(std::slice::from_ref(channel)).await?;
+        let (live, stale) = split_members(channel, per_channel.pop().unwrap_or_default());
+        self.remove_members(channel, &live, stale).await?;
+        Ok(live)
+    }
+
+    /// The timeout path (run with the presence refresh): members of any channel whose session
+    /// expired from the store (their instance died) are removed, and the live ones told they left.
+    pub(super) async fn sweep_expired_members(&self) -> Result<(), StoreError> {
+        let channels: Vec<ChannelId> = self
+            .store
+            .channels()
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let per_channel = self.member_records(&channels).await?;
+        for (channel, members) in channels.iter().zip(per_channel) {
+            // Only expired sessions: a member whose record names another channel may be halfway
+            // through `enter`, which writes the membership before the session.
+            if members.iter().all(|(_, record)| record.is_some()) {
+                continue;
+            }
+            let expired = members
+                .iter()
+                .filter(|(_, record)| record.is_none())
+                .map(|(id, _)| id.clone())
+                .collect();
+            let (live, _) = split_members(channel, members);
+            self.remove_members(channel, &live, expired).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes `gone` from `channel` and tells `live` of each removal this call made (another
+    /// instance sweeping at the same time tells them of the rest).
+    async fn remove_members(
+        &self,
+        channel: &ChannelId,
+        live: &[SessionRecord],
+        gone: Vec<SessionId>,
+    ) -> Result<(), StoreError> {
+        for id in gone {
+            if self.store.set_member(channel, &id, false).await? {
+                let left = ServerMessage::Left { session_id: id };
+                self.deliver(&live.iter().collect::<Vec<_>>(), &left).await;
             }
         }
-        for id in stale {
-            self.store.set_member(channel, &id, false).await?;
-            let left = ServerMessage::Left { session_id: id };
-            self.deliver(&live.iter().collect::<Vec<_>>(), &left).await;
-        }
-        Ok(live)
+        Ok(())
     }
 
     /// Sends `message` to every live member of `channel`.
@@ -412,7 +494,7 @@ impl Signaling {
         channel: &ChannelId,
         message: &ServerMessage,
     ) -> Result<(), StoreError> {
-        let members = self.live_members(channel).await?;
+        let members = self.prune_members(channel).await?;
         self.deliver(&members.iter().collect::<Vec<_>>(), message)
             .await;
         Ok(())
@@ -424,4 +506,21 @@ pub(super) fn in_channel(me: &SessionRecord) -> Result<&ChannelId, SignalError> 
     me.channel
         .as_ref()
         .ok_or_else(|| SignalError::new(ErrorCode::NotInChannel, "enter a channel first"))
+}
+
+/// Splits a channel's stored members into live records and stale ids (expired, or now in
+/// another channel).
+fn split_members(
+    channel: &ChannelId,
+    members: Vec<(SessionId, Option<SessionRecord>)>,
+) -> (Vec<SessionRecord>, Vec<SessionId>) {
+    let mut live = Vec::with_capacity(members.len());
+    let mut stale = Vec::new();
+    for (id, record) in members {
+        match record {
+            Some(record) if record.channel.as_ref() == Some(channel) => live.push(record),
+            _ => stale.push(id),
+        }
+    }
+    (live, stale)
 }

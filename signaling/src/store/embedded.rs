@@ -162,21 +162,23 @@ impl ChannelStore for EmbeddedStore {
         channel: &ChannelId,
         session: &SessionId,
         member: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         if member {
-            inner
+            return Ok(inner
                 .members
                 .entry(channel.clone())
                 .or_default()
-                .insert(session.clone());
-        } else if let Some(set) = inner.members.get_mut(channel) {
-            set.remove(session);
-            if set.is_empty() {
-                inner.members.remove(channel);
-            }
+                .insert(session.clone()));
         }
-        Ok(())
+        let Some(set) = inner.members.get_mut(channel) else {
+            return Ok(false);
+        };
+        let removed = set.remove(session);
+        if set.is_empty() {
+            inner.members.remove(channel);
+        }
+        Ok(removed)
     }
 
     async fn members(&self, channel: &ChannelId) -> Result<Vec<SessionId>, StoreError> {
@@ -188,6 +190,22 @@ impl ChannelStore for EmbeddedStore {
             .unwrap_or_default();
         members.sort();
         Ok(members)
+    }
+
+    async fn members_of(&self, channels: &[ChannelId]) -> Result<Vec<Vec<SessionId>>, StoreError> {
+        let inner = self.lock();
+        Ok(channels
+            .iter()
+            .map(|channel| {
+                let mut members: Vec<_> = inner
+                    .members
+                    .get(channel)
+                    .map(|set| set.iter().cloned().collect())
+                    .unwrap_or_default();
+                members.sort();
+                members
+            })
+            .collect())
     }
 }
 

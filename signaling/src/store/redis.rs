@@ -249,15 +249,16 @@ impl ChannelStore for RedisStore {
         channel: &ChannelId,
         session: &SessionId,
         member: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn();
         let key = self.keys.members(channel);
-        if member {
-            conn.sadd::<_, _, ()>(key, session.as_str()).await
+        let changed: i64 = if member {
+            conn.sadd(key, session.as_str()).await
         } else {
-            conn.srem::<_, _, ()>(key, session.as_str()).await
+            conn.srem(key, session.as_str()).await
         }
-        .map_err(unavailable)
+        .map_err(unavailable)?;
+        Ok(changed > 0)
     }
 
     async fn members(&self, channel: &ChannelId) -> Result<Vec<SessionId>, StoreError> {
@@ -268,6 +269,27 @@ impl ChannelStore for RedisStore {
             .map_err(unavailable)?;
         ids.sort();
         Ok(ids.into_iter().map(SessionId).collect())
+    }
+
+    async fn members_of(&self, channels: &[ChannelId]) -> Result<Vec<Vec<SessionId>>, StoreError> {
+        if channels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for channel in channels {
+            pipe.smembers(self.keys.members(channel));
+        }
+        let sets: Vec<Vec<String>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(sets
+            .into_iter()
+            .map(|mut ids| {
+                ids.sort();
+                ids.into_iter().map(SessionId).collect()
+            })
+            .collect())
     }
 }
 

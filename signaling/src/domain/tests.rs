@@ -1,0 +1,318 @@
+//! Domain tests over the embedded store, wrapped to count store round trips.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::hub::Outgoing;
+use super::ids::{ChannelId, ConnectionId, SessionId, SfuServerId};
+use super::model::{
+    CallState, ChannelRecord, NewSfuServer, SessionRecord, SessionUpdate, SfuServerRecord,
+    Takeover, TokenHash,
+};
+use super::ports::{ChannelStore, SessionStore, SfuRegistry, StoreError};
+use super::{ConnectOptions, Connection, Signaling, SignalingConfig};
+use crate::bus::InProcessBus;
+use crate::metrics::Metrics;
+use crate::protocol::ClientMessage;
+use crate::store::EmbeddedStore;
+
+/// The embedded store, counting every call.
+#[derive(Debug)]
+struct CountingStore {
+    inner: EmbeddedStore,
+    calls: AtomicUsize,
+}
+
+impl CountingStore {
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl ChannelStore for CountingStore {
+    async fn create_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
+        self.count();
+        self.inner.create_channel(channel).await
+    }
+    async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
+        self.count();
+        self.inner.channel(id).await
+    }
+    async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        self.count();
+        self.inner.channels().await
+    }
+    async fn place_channel(
+        &self,
+        id: &ChannelId,
+        server: SfuServerId,
+        room: &str,
+    ) -> Result<Option<ChannelRecord>, StoreError> {
+        self.count();
+        self.inner.place_channel(id, server, room).await
+    }
+    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError> {
+        self.count();
+        self.inner.unplace_channel(id, room).await
+    }
+    async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError> {
+        self.count();
+        self.inner.delete_channel(id).await
+    }
+    async fn set_member(
+        &self,
+        channel: &ChannelId,
+        session: &SessionId,
+        member: bool,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        self.inner.set_member(channel, session, member).await
+    }
+    async fn members(&self, channel: &ChannelId) -> Result<Vec<SessionId>, StoreError> {
+        self.count();
+        self.inner.members(channel).await
+    }
+    async fn members_of(&self, channels: &[ChannelId]) -> Result<Vec<Vec<SessionId>>, StoreError> {
+        self.count();
+        self.inner.members_of(channels).await
+    }
+}
+
+#[async_trait]
+impl SessionStore for CountingStore {
+    async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.count();
+        self.inner.create_session(session).await
+    }
+    async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+        self.count();
+        self.inner.session(id).await
+    }
+    async fn sessions(&self, ids: &[SessionId]) -> Result<Vec<Option<SessionRecord>>, StoreError> {
+        self.count();
+        self.inner.sessions(ids).await
+    }
+    async fn update_session(
+        &self,
+        id: &SessionId,
+        update: &SessionUpdate,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        self.inner.update_session(id, update).await
+    }
+    async fn set_call(
+        &self,
+        session: &SessionId,
+        peer: &SessionId,
+        state: Option<CallState>,
+    ) -> Result<(), StoreError> {
+        self.count();
+        self.inner.set_call(session, peer, state).await
+    }
+    async fn resume_session(
+        &self,
+        id: &SessionId,
+        presented: &str,
+        now_ms: u64,
+        takeover: &Takeover,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        self.count();
+        self.inner
+            .resume_session(id, presented, now_ms, takeover)
+            .await
+    }
+    async fn rotate_token(
+        &self,
+        id: &SessionId,
+        connection: &ConnectionId,
+        next: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        self.inner.rotate_token(id, connection, next).await
+    }
+    async fn count_direct_call(
+        &self,
+        callee: &SessionId,
+        window: Duration,
+    ) -> Result<u64, StoreError> {
+        self.count();
+        self.inner.count_direct_call(callee, window).await
+    }
+    async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError> {
+        self.count();
+        self.inner.delete_session(id).await
+    }
+    async fn touch_sessions(&self, ids: &[SessionId]) -> Result<Vec<SessionId>, StoreError> {
+        self.count();
+        self.inner.touch_sessions(ids).await
+    }
+}
+
+#[async_trait]
+impl SfuRegistry for CountingStore {
+    async fn create_sfu_server(&self, new: &NewSfuServer) -> Result<SfuServerRecord, StoreError> {
+        self.count();
+        self.inner.create_sfu_server(new).await
+    }
+    async fn sfu_servers(&self) -> Result<Vec<SfuServerRecord>, StoreError> {
+        self.count();
+        self.inner.sfu_servers().await
+    }
+    async fn update_sfu_server(&self, record: &SfuServerRecord) -> Result<bool, StoreError> {
+        self.count();
+        self.inner.update_sfu_server(record).await
+    }
+    async fn delete_sfu_server(&self, id: SfuServerId) -> Result<bool, StoreError> {
+        self.count();
+        self.inner.delete_sfu_server(id).await
+    }
+}
+
+fn service() -> (Arc<Signaling>, Arc<CountingStore>) {
+    let store = Arc::new(CountingStore {
+        inner: EmbeddedStore::in_memory(),
+        calls: AtomicUsize::new(0),
+    });
+    let mut config = SignalingConfig::new("key");
+    // The periodic sweep runs only when a test calls it.
+    config.presence_ttl = Duration::from_secs(3600);
+    let signaling = Signaling::start(
+        config,
+        store.clone(),
+        Arc::new(InProcessBus::new()),
+        Arc::new(Metrics::new()),
+    );
+    (signaling, store)
+}
+
+/// A connected session with a user, inside `channel`; returns it and its socket's queue.
+async fn member(
+    signaling: &Signaling,
+    channel: &ChannelId,
+    name: &str,
+) -> (Connection, mpsc::Receiver<Outgoing>) {
+    let (outbox, mut queue) = mpsc::channel(64);
+    let (mut connection, _) = signaling
+        .connect(ConnectOptions::default(), outbox)
+        .await
+        .unwrap();
+    signaling
+        .integrate_user(&connection.session, json!({"id": name}))
+        .await
+        .unwrap();
+    let enter = ClientMessage::Enter {
+        channel: channel.clone(),
+    };
+    signaling.handle(&mut connection, enter).await.unwrap();
+    while queue.try_recv().is_ok() {}
+    (connection, queue)
+}
+
+fn drain(queue: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
+    let mut texts = Vec::new();
+    while let Ok(Outgoing::Text(text)) = queue.try_recv() {
+        texts.push(text.to_string());
+    }
+    texts
+}
+
+#[tokio::test]
+async fn reads_change_nothing_and_the_sweep_removes_expired_members_once() {
+    let (signaling, store) = service();
+    let channel = signaling.create_channel(false).await.unwrap().id;
+    let (mut alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+    let (bob, _bob_queue) = member(&signaling, &channel, "bob").await;
+    drain(&mut alice_queue);
+    // Bob's presence expires (his instance died): his session is gone, his membership is not.
+    store.inner.delete_session(&bob.session).await.unwrap();
+
+    let before = store.inner.members(&channel).await.unwrap();
+    assert_eq!(before.len(), 2);
+    let listed = signaling.list_channels().await.unwrap();
+    assert_eq!(
+        listed[0].session_count, 1,
+        "an expired member is not counted"
+    );
+    let detail = signaling.channel_detail(&channel).await.unwrap();
+    assert_eq!(detail.sessions.len(), 1);
+    signaling
+        .handle(&mut alice, ClientMessage::ListSessions)
+        .await
+        .unwrap();
+    signaling.sfu_servers().await.unwrap();
+    assert_eq!(
+        store.inner.members(&channel).await.unwrap(),
+        before,
+        "reads removed nobody"
+    );
+    assert_eq!(
+        drain(&mut alice_queue),
+        Vec::<String>::new(),
+        "reads sent nothing"
+    );
+
+    signaling.sweep_expired_members().await.unwrap();
+    assert_eq!(
+        store.inner.members(&channel).await.unwrap(),
+        vec![alice.session.clone()]
+    );
+    let told = drain(&mut alice_queue);
+    assert_eq!(told.len(), 1, "{told:?}");
+    let left: serde_json::Value = serde_json::from_str(&told[0]).unwrap();
+    assert_eq!(left["type"], "left");
+    assert_eq!(left["sessionId"], json!(bob.session));
+    signaling.sweep_expired_members().await.unwrap();
+    assert_eq!(drain(&mut alice_queue), Vec::<String>::new(), "told once");
+}
+
+#[tokio::test]
+async fn listing_channels_and_nodes_costs_the_same_store_calls_for_one_or_many() {
+    let (signaling, store) = service();
+    let node = signaling
+        .register_sfu_server("127.0.0.1:4000".into(), None)
+        .await
+        .unwrap()
+        .record
+        .id;
+    let mut costs = Vec::new();
+    let mut members = Vec::new();
+    for round in 0..2 {
+        for _ in 0..[1, 20][round] {
+            let channel = signaling.create_channel(true).await.unwrap().id;
+            store
+                .inner
+                .place_channel(&channel, node, &format!("room-{channel}"))
+                .await
+                .unwrap();
+            members.push(member(&signaling, &channel, "user").await);
+            members.push(member(&signaling, &channel, "user").await);
+        }
+        let start = store.calls();
+        let channels = signaling.list_channels().await.unwrap();
+        let listing = store.calls() - start;
+        let start = store.calls();
+        let view = signaling.sfu_server(node).await.unwrap();
+        let one_node = store.calls() - start;
+        assert_eq!(view.rooms, channels.len());
+        assert_eq!(view.sessions, 2 * channels.len());
+        assert!(channels.iter().all(|c| c.session_count == 2));
+        costs.push((channels.len(), listing, one_node));
+    }
+    assert_eq!(costs[0].0, 1);
+    assert_eq!(costs[1].0, 21);
+    assert_eq!(
+        (costs[0].1, costs[0].2),
+        (costs[1].1, costs[1].2),
+        "store calls must not grow with the channel count: {costs:?}"
+    );
+    assert!(costs[1].1 <= 3 && costs[1].2 <= 3, "{costs:?}");
+}
