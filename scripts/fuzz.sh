@@ -52,7 +52,7 @@ fi
 # Per-target libFuzzer options: structured or slow targets need longer inputs or a bigger timeout.
 options() {
     case "$1" in
-    worker_ops) echo "-max_len=4096" ;;
+    worker_ops | media_worker) echo "-max_len=4096" ;;
     sdp_offer | rest_body | ws_client_message | control_frame) echo "-max_len=8192" ;;
     dtls_record) echo "-max_len=2048" ;;
     *) echo "-max_len=1500" ;;

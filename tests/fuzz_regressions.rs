@@ -25,6 +25,7 @@ fn targets() -> Vec<(&'static str, Body)> {
             mooyaho_media::connection::srtp_fast::fuzz_srtp,
         ),
         ("stun_binding", mooyaho_media::connection::ice::fuzz_stun),
+        ("media_worker", mooyaho_media::fuzz_media_worker),
         ("dtls_record", mooyaho_media::connection::dtls::fuzz_dtls),
         ("control_frame", mooyaho_control::fuzz_frame),
         (

@@ -115,6 +115,18 @@ impl SendBatch {
         self.items.clear();
         self.used = 0;
     }
+
+    /// Every queued datagram, copied out, and the batch emptied (tests and the fuzz harness,
+    /// which have no socket).
+    pub fn take_all(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        let taken = self
+            .items
+            .iter()
+            .map(|(to, start, len)| (*to, self.arena[*start..*start + *len].to_vec()))
+            .collect();
+        self.clear();
+        taken
+    }
 }
 
 /// A worker's UDP socket.

@@ -35,7 +35,7 @@ pub const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
 /// Without an answer on the selected path for this long, consent has expired (RFC 7675 §5.1).
 pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Checks remembered to match responses (a few per pending candidate and the consent checks).
-const MAX_SENT: usize = 2 * MAX_PENDING + 4;
+pub const MAX_SENT: usize = 2 * MAX_PENDING + 4;
 
 /// How a check changed the validated addresses; the worker mirrors it in its address table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! of the rooms it hosts. The packet path (socket → SRTP → sfu-core → SRTP → socket) runs on this
 //! thread alone: no lock, no queue between stages.
 
+mod fuzzing;
 mod negotiate;
 mod peer;
 mod pipe;
@@ -15,6 +16,7 @@ use std::thread::JoinHandle;
 use sfu_core::{CommandError, RoomId, TransportId};
 use tokio::sync::{mpsc as async_mpsc, oneshot};
 
+pub use fuzzing::fuzz_media_worker;
 pub use peer::Side;
 pub(crate) use pipe::{PIPE_DEPTH, PipeMessage, PipeSender};
 pub use shard::{WorkerCounters, WorkerStats};
@@ -196,7 +198,9 @@ impl WorkerHandle {
                 // The shard is dropped with the panic: nothing observes it half-updated.
                 let run = std::panic::AssertUnwindSafe(|| {
                     let mut shard = shard::Shard::new(
-                        index, socket, announced, identity, events, pipe_peers, pipe_inbox,
+                        index,
+                        Some(socket),
+                        announced, identity, events, pipe_peers, pipe_inbox,
                     );
                     shard.run(&inbox, &thread_wake);
                 });

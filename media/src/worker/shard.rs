@@ -74,7 +74,9 @@ pub struct WorkerStats {
 
 pub(super) struct Shard {
     pub(super) index: usize,
-    socket: Socket,
+    /// The worker's UDP socket; `None` in the fuzz harness, which feeds datagrams to
+    /// [`Self::handle_datagram`] and takes what would be sent with [`Self::take_sent`].
+    socket: Option<Socket>,
     pub(super) announced: SocketAddr,
     pub(super) identity: DtlsIdentity,
     pub(super) events: async_mpsc::UnboundedSender<NodeEvent>,
@@ -121,7 +123,7 @@ const RECEIVE_CHUNK: usize = 64 * 1024;
 impl Shard {
     pub(super) fn new(
         index: usize,
-        socket: Socket,
+        socket: Option<Socket>,
         announced: SocketAddr,
         identity: DtlsIdentity,
         events: async_mpsc::UnboundedSender<NodeEvent>,
@@ -170,7 +172,10 @@ impl Shard {
             // Read every waiting datagram before sleeping: under load the loop never blocks.
             let mut received = 0;
             loop {
-                match self.socket.recv_batch(&mut self.recv) {
+                let Some(socket) = &self.socket else {
+                    return;
+                };
+                match socket.recv_batch(&mut self.recv) {
                     Ok(0) => break,
                     Ok(n) => {
                         received += n;
@@ -189,8 +194,9 @@ impl Shard {
                 let timeout = self
                     .next_deadline()
                     .saturating_duration_since(Instant::now());
-                self.socket
-                    .wait(wake, timeout.max(Duration::from_micros(100)));
+                if let Some(socket) = &self.socket {
+                    socket.wait(wake, timeout.max(Duration::from_micros(100)));
+                }
             }
         }
     }
@@ -283,17 +289,28 @@ impl Shard {
         // Move the batch out so the datagrams can be borrowed while `self` is mutated.
         let mut batch = std::mem::replace(&mut self.recv, RecvBatch::detached());
         for (from, datagram) in batch.iter_mut() {
-            self.counters.datagrams_in += 1;
-            match PacketClass::of(datagram) {
-                PacketClass::Stun => self.handle_stun(now, from, datagram),
-                PacketClass::Dtls => self.handle_dtls(now, from, datagram),
-                PacketClass::Rtp => self.handle_media(now, from, datagram, false),
-                PacketClass::Rtcp => self.handle_media(now, from, datagram, true),
-                PacketClass::Unknown => self.counters.unknown_datagrams += 1,
-            }
+            self.handle_datagram(now, from, datagram);
         }
         self.recv = batch;
         self.drain();
+    }
+
+    /// One received datagram through demultiplexing, ICE/paths, DTLS or SRTP into sfu-core
+    /// (the caller drains the core afterwards). Sockets stay outside: the fuzz harness calls this.
+    pub(super) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) {
+        self.counters.datagrams_in += 1;
+        match PacketClass::of(datagram) {
+            PacketClass::Stun => self.handle_stun(now, from, datagram),
+            PacketClass::Dtls => self.handle_dtls(now, from, datagram),
+            PacketClass::Rtp => self.handle_media(now, from, datagram, false),
+            PacketClass::Rtcp => self.handle_media(now, from, datagram, true),
+            PacketClass::Unknown => self.counters.unknown_datagrams += 1,
+        }
+    }
+
+    /// Everything queued for sending since the last call (socketless shard: the fuzz harness).
+    pub(super) fn take_sent(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.send.take_all()
     }
 
     fn handle_stun(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
@@ -520,12 +537,15 @@ impl Shard {
         if self.send.is_empty() {
             return;
         }
-        let (sent, dropped) = self.socket.send_batch(&mut self.send);
+        let Some(socket) = &self.socket else {
+            return; // the fuzz harness takes the batch (`take_sent`)
+        };
+        let (sent, dropped) = socket.send_batch(&mut self.send);
         self.counters.datagrams_out += sent as u64;
         self.counters.send_errors += dropped as u64;
     }
 
-    fn handle_timers(&mut self, now: Instant) {
+    pub(super) fn handle_timers(&mut self, now: Instant) {
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }

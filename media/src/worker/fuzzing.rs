@@ -1,0 +1,437 @@
+//! The stateful fuzz target of a media worker (`fuzz/fuzz_targets/media_worker.rs`): sequences
+//! of commands (publish, subscribe, leave, close a room), datagrams from a few source addresses
+//! (connectivity checks signed with the right credentials or not, answers to the node's own
+//! checks, DTLS/SRTP-shaped bytes, garbage) and time steps, driven through a socketless shard's
+//! demultiplexing, ICE/paths and DTLS/SRTP handling, with the worker's invariants checked after
+//! every step: the address table names only live transports and exactly their own addresses,
+//! and per-transport address/candidate counts stay within their caps.
+//!
+//! The input is a compact byte program (so crashes minimise and regressions can be written by
+//! hand): an opcode byte, then that op's argument bytes (missing bytes read as 0).
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sfu_core::RoomId;
+use stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_USE_CANDIDATE, ATTR_USERNAME};
+use stun::fingerprint::FINGERPRINT;
+use stun::integrity::MessageIntegrity;
+use stun::message::{BINDING_REQUEST, Message, Setter};
+
+use super::shard::Shard;
+use crate::connection::dtls::DtlsIdentity;
+use crate::connection::ice::BindingRequest;
+use crate::connection::paths::{MAX_ADDRESSES, MAX_PENDING, MAX_SENT};
+use crate::sdp::IceCredentials;
+
+const ROOMS: usize = 2;
+const SESSIONS: u8 = 4;
+const ADDRESSES: u8 = 16;
+/// What the node sent, kept for the program's answers (bounded).
+const OUTBOX: usize = 64;
+
+fn identity() -> &'static DtlsIdentity {
+    static IDENTITY: OnceLock<DtlsIdentity> = OnceLock::new();
+    IDENTITY.get_or_init(|| DtlsIdentity::generate().expect("a DTLS identity can be generated"))
+}
+
+fn address(index: u8) -> SocketAddr {
+    let index = index % ADDRESSES;
+    SocketAddr::from(([10, 0, 0, index], 5000 + u16::from(index)))
+}
+
+fn session_name(session: u8) -> String {
+    format!("s{}", session % SESSIONS)
+}
+
+/// The client's ICE credentials of a session (fixed: the program can sign with them).
+fn client_ice(session: &str) -> IceCredentials {
+    IceCredentials {
+        ufrag: format!("cli{session}"),
+        pwd: format!("clientpassword{session}0123456789"),
+    }
+}
+
+fn publish_offer(session: &str) -> String {
+    let ice = client_ice(session);
+    format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+         a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:sha-256 {}\r\n\
+         m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 VP8/90000\r\n\
+         a=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\na=setup:actpass\r\na=mid:0\r\n\
+         a=sendonly\r\na=rtcp-mux\r\na=msid:{session} v\r\na=ssrc:{} cname:{session}\r\n",
+        ice.ufrag,
+        ice.pwd,
+        identity().fingerprint,
+        1000 + session.len(),
+    )
+}
+
+/// Receives every m-line of the node's offer with its first codec.
+fn subscribe_answer(session: &str, offer: &str, setup: &str) -> String {
+    let ice = client_ice(session);
+    let mut mids = Vec::new();
+    let mut body = String::new();
+    for section in offer.split("\r\nm=").skip(1) {
+        let first = section.lines().next().unwrap_or_default();
+        let fields: Vec<&str> = first.split_whitespace().collect();
+        let (kind, pt) = (
+            fields.first().copied().unwrap_or("video"),
+            fields.get(3).copied().unwrap_or("96"),
+        );
+        let mid = section
+            .lines()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .unwrap_or("0");
+        mids.push(mid.to_owned());
+        body += &format!("m={kind} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\n");
+        for line in section.lines() {
+            if line.starts_with(&format!("a=rtpmap:{pt} ")) {
+                body += &format!("{line}\r\n");
+            }
+        }
+        body += &format!("a=setup:{setup}\r\na=mid:{mid}\r\na=recvonly\r\na=rtcp-mux\r\n");
+    }
+    format!(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE {}\r\n\
+         a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:sha-256 {}\r\n{body}",
+        mids.join(" "),
+        ice.ufrag,
+        ice.pwd,
+        identity().fingerprint,
+    )
+}
+
+/// A client's check to the node: USERNAME `<node ufrag>:<client ufrag>`.
+fn check(node: &IceCredentials, client: &IceCredentials, nominate: bool, pwd: &str) -> Vec<u8> {
+    let mut m = Message::new();
+    m.typ = BINDING_REQUEST;
+    let _ = m.new_transaction_id();
+    m.write_header();
+    m.add(
+        ATTR_USERNAME,
+        format!("{}:{}", node.ufrag, client.ufrag).as_bytes(),
+    );
+    m.add(ATTR_ICE_CONTROLLING, &7u64.to_be_bytes());
+    if nominate {
+        m.add(ATTR_USE_CANDIDATE, &[]);
+    }
+    let setters: [&dyn Setter; 2] = [
+        &MessageIntegrity::new_short_term_integrity(pwd.to_owned()),
+        &FINGERPRINT,
+    ];
+    for setter in setters {
+        let _ = setter.add_to(&mut m);
+    }
+    m.raw
+}
+
+struct Program<'a> {
+    data: &'a [u8],
+}
+
+impl Program<'_> {
+    fn byte(&mut self) -> u8 {
+        let (first, rest) = self.data.split_first().unwrap_or((&0, &[]));
+        self.data = rest;
+        *first
+    }
+
+    fn bytes(&mut self) -> Vec<u8> {
+        let len = usize::from(self.byte()).min(self.data.len());
+        let (taken, rest) = self.data.split_at(len);
+        self.data = rest;
+        taken.to_vec()
+    }
+}
+
+struct Harness {
+    shard: Shard,
+    now: Instant,
+    rooms: [Option<RoomId>; ROOMS],
+    /// What the node sent, latest last.
+    outbox: Vec<(SocketAddr, Vec<u8>)>,
+    _events: tokio::sync::mpsc::UnboundedReceiver<super::NodeEvent>,
+    _pipe_inbox: std::sync::mpsc::SyncSender<super::PipeMessage>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (pipe_tx, pipe_rx) = std::sync::mpsc::sync_channel(1);
+        let shard = Shard::new(
+            0,
+            None,
+            SocketAddr::from(([127, 0, 0, 1], 9)),
+            identity().clone(),
+            events,
+            Vec::new(),
+            pipe_rx,
+        );
+        Self {
+            shard,
+            now: Instant::now(),
+            rooms: [None; ROOMS],
+            outbox: Vec::new(),
+            _events: events_rx,
+            _pipe_inbox: pipe_tx,
+        }
+    }
+
+    fn room(&mut self, index: u8) -> Option<RoomId> {
+        let slot = usize::from(index) % ROOMS;
+        if self.rooms[slot].is_none() {
+            self.rooms[slot] = self.shard.create_room().ok();
+        }
+        self.rooms[slot]
+    }
+
+    fn datagram(&mut self, from: SocketAddr, mut datagram: Vec<u8>) {
+        self.shard.handle_datagram(self.now, from, &mut datagram);
+        self.shard.drain();
+    }
+
+    fn step(&mut self, program: &mut Program<'_>) {
+        match program.byte() % 9 {
+            0 => {
+                let (room, session) = (program.byte(), session_name(program.byte()));
+                if let Some(room) = self.room(room) {
+                    let _ = self.shard.publish(
+                        self.now,
+                        room,
+                        session.clone(),
+                        &publish_offer(&session),
+                    );
+                }
+            }
+            1 => {
+                let (room, session) = (program.byte(), session_name(program.byte()));
+                let setup = if program.byte().is_multiple_of(2) {
+                    "active"
+                } else {
+                    "passive"
+                };
+                if let Some(room) = self.room(room)
+                    && let Ok(Some(offer)) = self.shard.subscribe_offer(self.now, room, &session)
+                {
+                    let answer = subscribe_answer(&session, &offer, setup);
+                    let _ = self
+                        .shard
+                        .subscribe_answer(self.now, room, &session, &answer);
+                }
+            }
+            2 => {
+                let (room, session) = (program.byte(), session_name(program.byte()));
+                if let Some(room) = self.rooms[usize::from(room) % ROOMS] {
+                    let _ = self.shard.close_session(room, &session);
+                }
+            }
+            3 => {
+                let slot = usize::from(program.byte()) % ROOMS;
+                if let Some(room) = self.rooms[slot].take() {
+                    let _ = self.shard.close_room(room);
+                }
+            }
+            4 => {
+                // A check to the `target`-th live transport (in id order), from `from`.
+                let (target, from, flags) = (program.byte(), program.byte(), program.byte());
+                let mut transports: Vec<_> = self.shard.peers.keys().copied().collect();
+                transports.sort_by_key(|t| t.to_u64());
+                let Some(transport) = transports.get(usize::from(target) % transports.len().max(1))
+                else {
+                    return;
+                };
+                let peer = &self.shard.peers[transport];
+                let client = client_ice(&peer.session);
+                let pwd = if flags & 2 == 0 {
+                    peer.local_ice.pwd.clone()
+                } else {
+                    "a-wrong-password-0123456789".to_owned()
+                };
+                let request = check(&peer.local_ice, &client, flags & 1 == 1, &pwd);
+                self.datagram(address(from), request);
+            }
+            5 => {
+                // The client at `from` answers every check the node sent there.
+                let to = address(program.byte());
+                let answers: Vec<Vec<u8>> = self
+                    .outbox
+                    .iter()
+                    .filter(|(dest, _)| *dest == to)
+                    .filter_map(|(_, datagram)| {
+                        let mut request = BindingRequest::parse(datagram).ok()?;
+                        let session = request.local_ufrag.strip_prefix("cli")?.to_owned();
+                        let pwd = client_ice(&session).pwd;
+                        request.authenticate(&pwd).ok()?;
+                        Some(request.success(to, &pwd))
+                    })
+                    .collect();
+                for answer in answers {
+                    self.datagram(to, answer);
+                }
+            }
+            6 => {
+                let from = address(program.byte());
+                let bytes = program.bytes();
+                self.datagram(from, bytes);
+            }
+            7 => {
+                // DTLS-, RTP- or RTCP-shaped bytes.
+                let (from, kind) = (address(program.byte()), program.byte() % 3);
+                let mut bytes = program.bytes();
+                bytes.resize(bytes.len().max(12), 0);
+                match kind {
+                    0 => bytes[0] = 20 + bytes[0] % 44,
+                    1 => (bytes[0], bytes[1]) = (0x80, bytes[1] & 0x7f),
+                    _ => (bytes[0], bytes[1]) = (0x80, 200 + bytes[1] % 8),
+                }
+                self.datagram(from, bytes);
+            }
+            _ => {
+                self.now += Duration::from_millis(100) * u32::from(program.byte());
+                self.shard.handle_timers(self.now);
+            }
+        }
+        self.shard.drain();
+        self.outbox.extend(self.shard.take_sent());
+        let excess = self.outbox.len().saturating_sub(OUTBOX);
+        self.outbox.drain(..excess);
+    }
+
+    /// The worker's invariants (a panic here is a finding).
+    fn check(&self) {
+        let shard = &self.shard;
+        for (addr, transport) in &shard.by_addr {
+            let peer = shard
+                .peers
+                .get(transport)
+                .unwrap_or_else(|| panic!("{addr} names a gone transport"));
+            assert!(
+                peer.paths.contains(*addr),
+                "{addr} is in the table but not in its transport's list"
+            );
+        }
+        for (transport, peer) in &shard.peers {
+            for addr in peer.paths.addresses() {
+                assert_eq!(
+                    shard.by_addr.get(&addr),
+                    Some(transport),
+                    "{addr} of a transport is missing from the table"
+                );
+            }
+            assert!(peer.paths.addresses().count() <= MAX_ADDRESSES);
+            assert!(peer.paths.pending() <= MAX_PENDING);
+            assert!(peer.paths.remembered_checks() <= MAX_SENT);
+            if let Some(selected) = peer.paths.selected() {
+                assert!(
+                    peer.paths.contains(selected),
+                    "media goes to an unknown path"
+                );
+            }
+        }
+        for transport in shard.by_ufrag.values() {
+            assert!(
+                shard.peers.contains_key(transport),
+                "a ufrag names a gone transport"
+            );
+        }
+    }
+}
+
+/// Fuzz body: runs the program, checking the invariants after every step.
+pub fn fuzz_media_worker(data: &[u8]) {
+    let mut harness = Harness::new();
+    let mut program = Program { data };
+    let mut steps = 0;
+    while !program.data.is_empty() && steps < 256 {
+        harness.step(&mut program);
+        harness.check();
+        steps += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 11 item 1: one transport validated from 9 addresses, the session leaves, then RTP-,
+    /// RTCP- and DTLS-shaped datagrams from the evicted first address.
+    pub(crate) fn address_churn() -> Vec<u8> {
+        let mut program = vec![0, 0, 0]; // publish: room 0, session 0
+        for from in 0..9 {
+            program.extend([4, 0, from, 1]); // nominating check to transport 0 from `from`
+        }
+        program.extend([2, 0, 0]); // leave
+        for kind in 0..3 {
+            program.extend([7, 0, kind, 12, 0x80, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 7]);
+        }
+        program
+    }
+
+    #[test]
+    fn address_churn_program_keeps_the_tables_consistent() {
+        let mut harness = Harness::new();
+        let program = address_churn();
+        let mut reader = Program { data: &program };
+        let mut max_addresses = 0;
+        while !reader.data.is_empty() {
+            harness.step(&mut reader);
+            harness.check();
+            max_addresses = max_addresses.max(harness.shard.by_addr.len());
+        }
+        assert_eq!(
+            max_addresses, MAX_ADDRESSES,
+            "the ninth address evicted one"
+        );
+        assert!(harness.shard.peers.is_empty() && harness.shard.by_addr.is_empty());
+        assert!(
+            harness.shard.counters.media_unauthenticated
+                + harness.shard.counters.dtls_unauthenticated
+                >= 3
+        );
+        assert_eq!(harness.shard.counters.stale_routes, 0);
+    }
+
+    #[test]
+    fn consent_answers_select_a_path_and_subscribers_connect_their_paths() {
+        // Publish, check from address 1, answer the node's check there: media path selected.
+        let program = [
+            0, 0, 0, 4, 0, 1, 1, 5, 1, 1, 0, 1, 0, 4, 1, 2, 1, 5, 2, 8, 50, 5, 1,
+        ];
+        let mut harness = Harness::new();
+        let mut reader = Program { data: &program };
+        while !reader.data.is_empty() {
+            harness.step(&mut reader);
+            harness.check();
+        }
+        let selected: Vec<_> = harness
+            .shard
+            .peers
+            .values()
+            .filter_map(|p| p.paths.selected())
+            .collect();
+        assert!(selected.contains(&address(1)), "{selected:?}");
+    }
+
+    #[test]
+    fn the_publish_offer_is_accepted() {
+        let mut harness = Harness::new();
+        let room = harness.room(0).unwrap();
+        let now = harness.now;
+        harness
+            .shard
+            .publish(now, room, "s0".into(), &publish_offer("s0"))
+            .unwrap();
+    }
+
+    #[test]
+    fn garbage_programs_run() {
+        for seed in 0u8..64 {
+            let program: Vec<u8> = (0..200u32)
+                .map(|i| (i as u8).wrapping_mul(seed).wrapping_add(seed ^ 0x5a))
+                .collect();
+            fuzz_media_worker(&program);
+        }
+    }
+}
