@@ -81,5 +81,6 @@ echo "== JS SDK (sdk/js): install, build, freshness of the committed bundle, bro
 )
 cargo build --bin mooyaho
 # Headless Chromium against real `mooyaho dev` processes; one file at a time so pages decoding
-# fake video do not starve each other. MOOYAHO_SFU_E2E=1 adds the (opt-in) real-node SFU tests.
+# fake video do not starve each other. The real-node SFU tests (test/sfu.test.mjs) run by default;
+# MOOYAHO_SFU_E2E=0 skips them.
 (cd sdk/js && node --test --test-concurrency=1 test/*.test.mjs)

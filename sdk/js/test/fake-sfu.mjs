@@ -1,4 +1,4 @@
-// A stand-in SFU for exercising the client SDK's SFU flow before the real media plane exists.
+// A stand-in SFU for exercising the client SDK's SFU flow apart from the real media node.
 // It runs in its own browser page (RTCPeerConnections forwarding received tracks), and the
 // clients' WebSockets are proxied so that `isSFU` messages go to it instead of the server;
 // everything else still reaches the real `mooyaho dev`. Like the real SFU contract (DESIGN §3):

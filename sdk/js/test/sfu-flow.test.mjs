@@ -1,6 +1,7 @@
 // The client SDK's SFU flow (publish PC answered by the SFU, subscribe PC offered and re-offered
-// by it, streams keyed by publishing session) against a stand-in SFU (test/fake-sfu.mjs), since
-// the real media plane does not exist yet. Signaling other than `isSFU` goes to the real server.
+// by it, streams keyed by publishing session) against a stand-in SFU (test/fake-sfu.mjs), so that
+// the SDK's side of the contract is checked apart from the node (test/sfu.test.mjs runs the real
+// one). Signaling other than `isSFU` goes to the real server.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { startFakeSfu } from './fake-sfu.mjs';
