@@ -1,6 +1,8 @@
-//! A hostile client's raw pieces: it speaks the WebSocket API like anyone, but builds its own SDP
-//! and its own STUN, so it can send authenticated connectivity checks from any socket it holds.
-//! The ICE credentials and DTLS fingerprint are real: the node answers it as any client.
+//! A hostile publisher that stops before ICE: it speaks the WebSocket API like anyone and writes
+//! its own offer, then sends authenticated connectivity checks from whatever sockets it holds
+//! (`mooyaho_loadgen::raw` connects ICE and DTLS first; the address-churn attack needs only the
+//! credentials). The ICE credentials and DTLS fingerprint are real: the node answers it as any
+//! client.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -90,43 +92,6 @@ pub fn publish_offer(ice: &Ice, fingerprint: &str, ssrc: u32) -> String {
         + &format!("a=msid:raw track\r\na=ssrc:{ssrc} cname:raw\r\n")
 }
 
-/// The answer to the node's subscribe offer: every m-line received with its first codec.
-pub fn subscribe_answer(ice: &Ice, fingerprint: &str, offer: &str, setup: &str) -> String {
-    let mut sections: Vec<Vec<&str>> = Vec::new();
-    for line in offer.lines().map(str::trim_end) {
-        if line.starts_with("m=") {
-            sections.push(vec![line]);
-        } else if let Some(section) = sections.last_mut() {
-            section.push(line);
-        }
-    }
-    let mut mids = Vec::new();
-    let mut body = String::new();
-    for section in &sections {
-        let mid = section
-            .iter()
-            .find_map(|l| l.strip_prefix("a=mid:"))
-            .unwrap_or("0");
-        mids.push(mid.to_owned());
-        let m: Vec<&str> = section[0].split_whitespace().collect();
-        let pt = m.get(3).copied().unwrap_or("96");
-        body += &format!("{} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\n", m[0]);
-        for l in section {
-            if l.starts_with(&format!("a=rtpmap:{pt} ")) || l.starts_with(&format!("a=fmtp:{pt} "))
-            {
-                body += &format!("{l}\r\n");
-            }
-        }
-        let direction = if section.contains(&"a=inactive") {
-            "inactive"
-        } else {
-            "recvonly"
-        };
-        body += &format!("a=setup:{setup}\r\na=mid:{mid}\r\na={direction}\r\na=rtcp-mux\r\n");
-    }
-    header(ice, fingerprint, &mids) + &body
-}
-
 /// A connectivity check to the node (we are the controlling agent), signed with its password.
 pub fn check(local: &Ice, node: &Ice, use_candidate: bool) -> Vec<u8> {
     let mut m = Message::new();
@@ -153,12 +118,6 @@ pub fn check(local: &Ice, node: &Ice, use_candidate: bool) -> Vec<u8> {
 pub fn is_success(datagram: &[u8]) -> bool {
     let mut m = Message::new();
     m.unmarshal_binary(datagram).is_ok() && m.typ == BINDING_SUCCESS
-}
-
-/// Whether `datagram` is a binding request (the node's consent check).
-pub fn is_request(datagram: &[u8]) -> bool {
-    let mut m = Message::new();
-    m.unmarshal_binary(datagram).is_ok() && m.typ == BINDING_REQUEST
 }
 
 /// Our signed answer to the node's check, or `None` if it is not one addressed to us.
