@@ -71,8 +71,9 @@ struct Options {
     /// the client address for per-IP limits. Without any, the header is ignored.
     #[arg(long, env = "MOOYAHO_TRUSTED_PROXY", value_delimiter = ',')]
     trusted_proxy: Vec<String>,
-    /// How long a resume token is accepted, milliseconds (default 600000); connected sessions
-    /// get a new one every half lifetime. Raised to `2 × (grace + 2 × ping interval)`.
+    /// How long a resume token is accepted, milliseconds (default 600000, at most 86400000);
+    /// connected sessions get a new one every half lifetime. Raised to
+    /// `2 × (grace + 2 × ping interval)`.
     #[arg(long, env = "MOOYAHO_RESUME_TOKEN_LIFETIME_MS")]
     resume_token_lifetime_ms: Option<u64>,
     /// Let clients integrate themselves (`integrateUser` over the WebSocket). Insecure.
@@ -126,6 +127,8 @@ struct FileOptions {
 
 /// Shortest presence TTL (its refresh runs every third of it).
 const MIN_PRESENCE_TTL: Duration = Duration::from_millis(300);
+/// Longest resume token lifetime.
+const MAX_RESUME_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -194,6 +197,16 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     config.resume_token_lifetime = config
         .resume_token_lifetime
         .max(config.min_resume_token_lifetime());
+    // Timers add half the lifetime to a clock reading; bounding it keeps that sum representable
+    // on every platform (and a leaked token is not meant to live for days anyway).
+    if config.resume_token_lifetime > MAX_RESUME_TOKEN_LIFETIME {
+        bail!(
+            "the resume token lifetime is at most {} ms (1 day); {} ms was asked for or \
+             follows from --resume-grace-ms and --ping-interval-ms",
+            MAX_RESUME_TOKEN_LIFETIME.as_millis(),
+            config.resume_token_lifetime.as_millis()
+        );
+    }
     let trusted_proxy = if options.trusted_proxy.is_empty() {
         file.trusted_proxies.unwrap_or_default()
     } else {

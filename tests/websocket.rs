@@ -710,7 +710,7 @@ async fn direct_calls_to_one_callee_are_rate_limited() {
     let mut callee = Ws::connect(&url).await;
     let mut outcomes = Vec::new();
     let mut callers = Vec::new();
-    for _ in 0..15 {
+    for _ in 0..35 {
         let mut caller = Ws::connect(&url).await;
         let reply = caller
             .request(json!({"type": "call", "to": callee.id, "sdp": "v=0 flood"}))
@@ -724,8 +724,8 @@ async fn direct_calls_to_one_callee_are_rate_limited() {
     assert!(outcomes.iter().all(|ok| *ok));
     let delivered = callers.iter().filter(|(_, acked)| *acked).count();
     assert_eq!(
-        delivered, 10,
-        "the default limit is 10 calls per 10 s per callee"
+        delivered, 30,
+        "the default limit is 30 calls per 10 s per callee"
     );
     for _ in 0..delivered {
         assert_eq!(callee.expect("called").await["sdp"], "v=0 flood");
@@ -734,10 +734,44 @@ async fn direct_calls_to_one_callee_are_rate_limited() {
 
     // The limit is the callee's: another callee is still reachable by the same callers.
     let mut other = Ws::connect(&url).await;
-    let (caller, _) = &mut callers[14];
+    let (caller, _) = &mut callers[34];
     let reply = caller
         .request(json!({"type": "call", "to": other.id, "sdp": "v=0 honest"}))
         .await;
     assert_eq!(reply["type"], "ack", "{reply}");
     assert_eq!(other.expect("called").await["sdp"], "v=0 honest");
+}
+
+#[tokio::test]
+async fn one_caller_cannot_lock_a_callee_out_of_direct_calls() {
+    let server = Server::start(&[]);
+    let url = format!("{}?allowDirectCall=true", server.ws_url());
+    let mut callee = Ws::connect(&url).await;
+    let mut attacker = Ws::connect(&url).await;
+    let mut acked = 0;
+    for _ in 0..40 {
+        let reply = attacker
+            .request(json!({"type": "call", "to": callee.id, "sdp": "v=0 flood"}))
+            .await;
+        if reply["type"] == "ack" {
+            acked += 1;
+        } else {
+            assert_eq!(reply["code"], "rate_limited", "{reply}");
+        }
+    }
+    assert_eq!(
+        acked, 3,
+        "the default limit is 3 calls per 10 s per caller and callee"
+    );
+    for _ in 0..acked {
+        assert_eq!(callee.expect("called").await["sdp"], "v=0 flood");
+    }
+    callee.expect_silence(Duration::from_millis(300)).await;
+    // The callee's own budget was not spent by the attacker: an honest caller gets through.
+    let mut honest = Ws::connect(&url).await;
+    let reply = honest
+        .request(json!({"type": "call", "to": callee.id, "sdp": "v=0 honest"}))
+        .await;
+    assert_eq!(reply["type"], "ack", "{reply}");
+    assert_eq!(callee.expect("called").await["sdp"], "v=0 honest");
 }

@@ -55,7 +55,8 @@ pub fn limit_key(ip: IpAddr) -> IpAddr {
 
 /// The client's address: the TCP peer, or when the peer is a trusted proxy, the rightmost hop of
 /// `X-Forwarded-For` that is not itself trusted (hops left of it could be forged by the client).
-/// A hop that does not parse stops the walk at the last trusted address.
+/// A hop may carry a port (`1.2.3.4:5678`, `[2001:db8::1]:443`, as some proxies write it); a hop
+/// that does not parse stops the walk at the last trusted address.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
     let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(&ip.to_canonical()));
     let peer = peer.to_canonical();
@@ -70,17 +71,31 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) ->
         .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
-        match hop.trim().parse::<IpAddr>() {
-            Ok(ip) => {
+        match parse_hop(hop.trim()) {
+            Some(ip) => {
                 client = ip.to_canonical();
                 if !is_trusted(client) {
                     return client;
                 }
             }
-            Err(_) => return client,
+            None => return client,
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` hop: an address, optionally bracketed (IPv6) and with a `:port`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    hop.strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .and_then(|inner| inner.parse::<Ipv6Addr>().ok())
+        .map(IpAddr::V6)
 }
 
 impl PerIpConnections {
@@ -495,6 +510,28 @@ mod tests {
         assert_eq!(
             client_ip(proxy, &headers, &trusted),
             "10.0.0.9".parse::<IpAddr>().unwrap()
+        );
+        // Hops with a port, or a bracketed IPv6 address, are the address alone.
+        for (hop, ip) in [
+            ("1.2.3.4:5678", "1.2.3.4"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("[2001:db8::2]", "2001:db8::2"),
+        ] {
+            headers.insert(
+                "x-forwarded-for",
+                format!("{hop}, 10.0.0.9").parse().unwrap(),
+            );
+            assert_eq!(
+                client_ip(proxy, &headers, &trusted),
+                ip.parse::<IpAddr>().unwrap(),
+                "{hop}"
+            );
+        }
+        headers.insert("x-forwarded-for", "2001:db8::1:443".parse().unwrap());
+        assert_eq!(
+            client_ip(proxy, &headers, &trusted),
+            "2001:db8::1:443".parse::<IpAddr>().unwrap(),
+            "an unbracketed IPv6 address is all address"
         );
         headers.clear();
         assert_eq!(client_ip(proxy, &headers, &trusted), proxy);

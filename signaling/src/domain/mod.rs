@@ -76,7 +76,11 @@ pub struct SignalingConfig {
     /// Direct (channel-less) call offers one session may receive per `direct_call_window`, from
     /// everyone together; further offers get `rate_limited`.
     pub direct_calls_per_callee: u64,
-    /// The window of `direct_calls_per_callee`.
+    /// Direct call offers one caller may make to one callee per `direct_call_window`; offers
+    /// over it are refused without counting towards `direct_calls_per_callee`, so one caller
+    /// cannot use up a callee's budget. Keep it well under `direct_calls_per_callee`.
+    pub direct_calls_per_caller: u64,
+    /// The window of `direct_calls_per_callee` and `direct_calls_per_caller`.
     pub direct_call_window: Duration,
 }
 
@@ -100,7 +104,8 @@ impl SignalingConfig {
             resume_token_lifetime: Duration::from_secs(600),
             max_violations: 50,
             violation_window: Duration::from_secs(10),
-            direct_calls_per_callee: 10,
+            direct_calls_per_callee: 30,
+            direct_calls_per_caller: 3,
             direct_call_window: Duration::from_secs(10),
         }
     }

@@ -104,12 +104,22 @@ pub trait SessionStore: Send + Sync {
         next: &TokenHash,
     ) -> Result<bool, StoreError>;
     /// Counts one direct call offered to `callee` and returns how many it was offered in the
-    /// current fixed `window` (this one included), across every instance.
+    /// current fixed `window` (this one included), across every instance: by anyone when
+    /// `caller` is `None`, by that caller alone otherwise (separate counters).
     async fn count_direct_call(
         &self,
         callee: &SessionId,
+        caller: Option<&SessionId>,
         window: std::time::Duration,
     ) -> Result<u64, StoreError>;
+    /// Takes a dropped session out of reach of resumes if `connection` still holds it and it is
+    /// not connected: its resume tokens expire. Atomic with [`Self::resume_session`], so a resume
+    /// either happened before (and this returns false) or fails after. Idempotent.
+    async fn retire_session(
+        &self,
+        id: &SessionId,
+        connection: &ConnectionId,
+    ) -> Result<bool, StoreError>;
     /// Deletes a session.
     async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError>;
     /// Refreshes the presence of sessions held by this instance (Redis keys expire otherwise).

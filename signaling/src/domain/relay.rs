@@ -29,11 +29,23 @@ impl Signaling {
             if !(me.allow_direct_call && target.allow_direct_call) {
                 return Err(forbidden());
             }
-            // Counted per callee across every caller and instance: many sessions cannot flood
-            // one person with calls.
+            // Counted per (callee, caller) first, so one caller cannot spend the callee's whole
+            // budget and lock everyone else out; then per callee across every caller and
+            // instance, so many sessions cannot flood one person with calls.
+            let window = self.config.direct_call_window;
+            let mine = self
+                .store
+                .count_direct_call(&target.id, Some(&me.id), window)
+                .await?;
+            if mine > self.config.direct_calls_per_caller {
+                return Err(SignalError::new(
+                    ErrorCode::RateLimited,
+                    "too many calls to that session; try again later",
+                ));
+            }
             let offered = self
                 .store
-                .count_direct_call(&target.id, self.config.direct_call_window)
+                .count_direct_call(&target.id, None, window)
                 .await?;
             if offered > self.config.direct_calls_per_callee {
                 return Err(SignalError::new(

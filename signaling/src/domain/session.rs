@@ -167,17 +167,28 @@ impl Signaling {
     async fn expire(&self, connection: Connection) {
         // Retry while the store is down: a session must not linger in its channel forever.
         for attempt in 0..30u32 {
-            match self.store.session(&connection.session).await {
-                Ok(Some(record)) if record.connection == connection.id && !record.connected => {
-                    match self.end_session(&record).await {
-                        Ok(()) => return,
-                        Err(e) => tracing::warn!(error = %e, attempt, "ending session failed"),
-                    }
-                }
-                Ok(_) => return,
+            match self.end_if_dropped(&connection).await {
+                Ok(()) => return,
                 Err(e) => tracing::warn!(error = %e, attempt, "ending session failed"),
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Ends the session `connection` held, unless it was resumed. Deciding from a read would let
+    /// a resume land between the read and the end (the resumer told `reuseIdSuccess` for a
+    /// session then deleted); retiring is one atomic store step that a later resume cannot undo.
+    async fn end_if_dropped(&self, connection: &Connection) -> Result<(), StoreError> {
+        if !self
+            .store
+            .retire_session(&connection.session, &connection.id)
+            .await?
+        {
+            return Ok(());
+        }
+        match self.store.session(&connection.session).await? {
+            Some(record) => self.end_session(&record).await,
+            None => Ok(()),
         }
     }
 
@@ -523,4 +534,295 @@ fn split_members(
         }
     }
     (live, stale)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::bus::InProcessBus;
+    use crate::domain::SignalingConfig;
+    use crate::domain::ids::InstanceId;
+    use crate::domain::ids::SfuServerId;
+    use crate::domain::model::{
+        CallState, ChannelRecord, NewSfuServer, SfuServerRecord, TokenHash,
+    };
+    use crate::domain::ports::{ChannelStore, SessionStore, SfuRegistry};
+    use crate::metrics::Metrics;
+    use crate::store::EmbeddedStore;
+
+    /// The embedded store, except that the first time the armed session is read or retired a
+    /// resume of it (with the armed token) lands first: the race an expiry must survive.
+    struct ResumeInTheGap {
+        inner: EmbeddedStore,
+        armed: Mutex<Option<(SessionId, String, Takeover)>>,
+        resumed: AtomicBool,
+    }
+
+    impl ResumeInTheGap {
+        async fn resume_now(&self, id: &SessionId) {
+            let armed = {
+                let mut armed = self.armed.lock().unwrap();
+                match armed.as_ref() {
+                    Some((session, _, _)) if session == id => armed.take(),
+                    _ => None,
+                }
+            };
+            if let Some((session, presented, takeover)) = armed {
+                let resumed = self
+                    .inner
+                    .resume_session(&session, &presented, now_ms(), &takeover)
+                    .await
+                    .unwrap();
+                self.resumed.store(resumed.is_some(), Ordering::SeqCst);
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ChannelStore for ResumeInTheGap {
+        async fn create_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
+            self.inner.create_channel(channel).await
+        }
+        async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
+            self.inner.channel(id).await
+        }
+        async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+            self.inner.channels().await
+        }
+        async fn place_channel(
+            &self,
+            id: &ChannelId,
+            server: SfuServerId,
+            room: &str,
+        ) -> Result<Option<ChannelRecord>, StoreError> {
+            self.inner.place_channel(id, server, room).await
+        }
+        async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError> {
+            self.inner.unplace_channel(id, room).await
+        }
+        async fn delete_channel(
+            &self,
+            id: &ChannelId,
+        ) -> Result<Option<Vec<SessionId>>, StoreError> {
+            self.inner.delete_channel(id).await
+        }
+        async fn set_member(
+            &self,
+            channel: &ChannelId,
+            session: &SessionId,
+            member: bool,
+        ) -> Result<bool, StoreError> {
+            self.inner.set_member(channel, session, member).await
+        }
+        async fn members(&self, channel: &ChannelId) -> Result<Vec<SessionId>, StoreError> {
+            self.inner.members(channel).await
+        }
+        async fn members_of(
+            &self,
+            channels: &[ChannelId],
+        ) -> Result<Vec<Vec<SessionId>>, StoreError> {
+            self.inner.members_of(channels).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SessionStore for ResumeInTheGap {
+        async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+            self.inner.create_session(session).await
+        }
+        async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
+            let read = self.inner.session(id).await;
+            // The gap an expiry that decides from a read leaves open.
+            self.resume_now(id).await;
+            read
+        }
+        async fn sessions(
+            &self,
+            ids: &[SessionId],
+        ) -> Result<Vec<Option<SessionRecord>>, StoreError> {
+            self.inner.sessions(ids).await
+        }
+        async fn update_session(
+            &self,
+            id: &SessionId,
+            update: &SessionUpdate,
+        ) -> Result<bool, StoreError> {
+            self.inner.update_session(id, update).await
+        }
+        async fn set_call(
+            &self,
+            session: &SessionId,
+            peer: &SessionId,
+            state: Option<CallState>,
+        ) -> Result<(), StoreError> {
+            self.inner.set_call(session, peer, state).await
+        }
+        async fn resume_session(
+            &self,
+            id: &SessionId,
+            presented: &str,
+            now_ms: u64,
+            takeover: &Takeover,
+        ) -> Result<Option<SessionRecord>, StoreError> {
+            self.inner
+                .resume_session(id, presented, now_ms, takeover)
+                .await
+        }
+        async fn rotate_token(
+            &self,
+            id: &SessionId,
+            connection: &ConnectionId,
+            next: &TokenHash,
+        ) -> Result<bool, StoreError> {
+            self.inner.rotate_token(id, connection, next).await
+        }
+        async fn count_direct_call(
+            &self,
+            callee: &SessionId,
+            caller: Option<&SessionId>,
+            window: std::time::Duration,
+        ) -> Result<u64, StoreError> {
+            self.inner.count_direct_call(callee, caller, window).await
+        }
+        async fn retire_session(
+            &self,
+            id: &SessionId,
+            connection: &ConnectionId,
+        ) -> Result<bool, StoreError> {
+            self.resume_now(id).await;
+            self.inner.retire_session(id, connection).await
+        }
+        async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError> {
+            self.inner.delete_session(id).await
+        }
+        async fn touch_sessions(&self, ids: &[SessionId]) -> Result<Vec<SessionId>, StoreError> {
+            self.inner.touch_sessions(ids).await
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl SfuRegistry for ResumeInTheGap {
+        async fn create_sfu_server(
+            &self,
+            new: &NewSfuServer,
+        ) -> Result<SfuServerRecord, StoreError> {
+            self.inner.create_sfu_server(new).await
+        }
+        async fn sfu_servers(&self) -> Result<Vec<SfuServerRecord>, StoreError> {
+            self.inner.sfu_servers().await
+        }
+        async fn update_sfu_server(&self, record: &SfuServerRecord) -> Result<bool, StoreError> {
+            self.inner.update_sfu_server(record).await
+        }
+        async fn delete_sfu_server(&self, id: SfuServerId) -> Result<bool, StoreError> {
+            self.inner.delete_sfu_server(id).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resume_racing_the_expiry_keeps_its_session() {
+        let store = Arc::new(ResumeInTheGap {
+            inner: EmbeddedStore::in_memory(),
+            armed: Mutex::new(None),
+            resumed: AtomicBool::new(false),
+        });
+        let signaling = Signaling::start(
+            SignalingConfig::new("0123456789abcdef"),
+            store.clone(),
+            Arc::new(InProcessBus::new()),
+            Arc::new(Metrics::new()),
+        );
+        let dropped = Connection {
+            id: ConnectionId::from("dropped"),
+            session: SessionId::from("s"),
+        };
+        let record = SessionRecord {
+            id: dropped.session.clone(),
+            instance: signaling.instance.clone(),
+            connection: dropped.id.clone(),
+            user: None,
+            state: MediaState::default(),
+            channel: None,
+            allow_direct_call: false,
+            resume: ResumeTokens {
+                current: TokenHash {
+                    hash: token::hash("secret"),
+                    expires_ms: u64::MAX,
+                },
+                previous: None,
+            },
+            connected: false,
+            calls: BTreeMap::new(),
+        };
+        store.inner.create_session(&record).await.unwrap();
+        let takeover = Takeover {
+            instance: InstanceId::from("other"),
+            connection: ConnectionId::from("resumer"),
+            token: TokenHash {
+                hash: token::hash("next"),
+                expires_ms: u64::MAX,
+            },
+        };
+        *store.armed.lock().unwrap() =
+            Some((dropped.session.clone(), token::hash("secret"), takeover));
+        signaling.expire(dropped).await;
+        assert!(
+            store.resumed.load(Ordering::SeqCst),
+            "the resume won the race"
+        );
+        let after = store.inner.session(&SessionId::from("s")).await.unwrap();
+        assert_eq!(
+            after.map(|r| r.connection),
+            Some(ConnectionId::from("resumer")),
+            "the resumed session must survive the expiry of its dropped socket"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expiry_that_won_leaves_nothing_to_resume() {
+        let store = EmbeddedStore::in_memory();
+        let id = SessionId::from("s");
+        let record = SessionRecord {
+            id: id.clone(),
+            instance: InstanceId::from("i"),
+            connection: ConnectionId::from("dropped"),
+            user: None,
+            state: MediaState::default(),
+            channel: None,
+            allow_direct_call: false,
+            resume: ResumeTokens {
+                current: TokenHash {
+                    hash: token::hash("secret"),
+                    expires_ms: u64::MAX,
+                },
+                previous: None,
+            },
+            connected: false,
+            calls: BTreeMap::new(),
+        };
+        store.create_session(&record).await.unwrap();
+        // Retired (the expiry's atomic step) but not yet deleted: a resume now must fail.
+        assert!(
+            store
+                .retire_session(&id, &ConnectionId::from("dropped"))
+                .await
+                .unwrap()
+        );
+        let takeover = Takeover {
+            instance: InstanceId::from("other"),
+            connection: ConnectionId::from("resumer"),
+            token: TokenHash {
+                hash: token::hash("next"),
+                expires_ms: u64::MAX,
+            },
+        };
+        let resumed = store
+            .resume_session(&id, &token::hash("secret"), now_ms(), &takeover)
+            .await
+            .unwrap();
+        assert!(resumed.is_none(), "a retired session cannot be resumed");
+    }
 }

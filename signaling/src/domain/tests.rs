@@ -142,10 +142,19 @@ impl SessionStore for CountingStore {
     async fn count_direct_call(
         &self,
         callee: &SessionId,
+        caller: Option<&SessionId>,
         window: Duration,
     ) -> Result<u64, StoreError> {
         self.count();
-        self.inner.count_direct_call(callee, window).await
+        self.inner.count_direct_call(callee, caller, window).await
+    }
+    async fn retire_session(
+        &self,
+        id: &SessionId,
+        connection: &ConnectionId,
+    ) -> Result<bool, StoreError> {
+        self.count();
+        self.inner.retire_session(id, connection).await
     }
     async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError> {
         self.count();

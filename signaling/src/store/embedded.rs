@@ -43,6 +43,8 @@ struct Inner {
     sessions: HashMap<SessionId, SessionRecord>,
     /// Direct calls offered per callee: the current window's start and count.
     call_windows: HashMap<SessionId, (std::time::Instant, u64)>,
+    /// The same per (callee, caller).
+    caller_windows: HashMap<(SessionId, SessionId), (std::time::Instant, u64)>,
 }
 
 /// The part that survives restarts.
@@ -440,23 +442,55 @@ impl SessionStore for EmbeddedStore {
     async fn count_direct_call(
         &self,
         callee: &SessionId,
+        caller: Option<&SessionId>,
         window: std::time::Duration,
     ) -> Result<u64, StoreError> {
         let now = std::time::Instant::now();
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let bound = 4 * inner.sessions.len() + 1024;
         // Windows of sessions that ended are dropped with the session; this bounds the rest.
-        if inner.call_windows.len() > 4 * inner.sessions.len() + 1024 {
+        if inner.call_windows.len() > bound {
             inner
                 .call_windows
                 .retain(|_, (start, _)| now.duration_since(*start) < window);
         }
-        let (start, count) = inner.call_windows.entry(callee.clone()).or_insert((now, 0));
+        if inner.caller_windows.len() > bound {
+            inner
+                .caller_windows
+                .retain(|_, (start, _)| now.duration_since(*start) < window);
+        }
+        let (start, count) = match caller {
+            Some(caller) => inner
+                .caller_windows
+                .entry((callee.clone(), caller.clone()))
+                .or_insert((now, 0)),
+            None => inner.call_windows.entry(callee.clone()).or_insert((now, 0)),
+        };
         if now.duration_since(*start) >= window {
             *start = now;
             *count = 0;
         }
         *count += 1;
         Ok(*count)
+    }
+
+    async fn retire_session(
+        &self,
+        id: &SessionId,
+        connection: &ConnectionId,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        match inner.sessions.get_mut(id) {
+            Some(session) if &session.connection == connection && !session.connected => {
+                session.resume.current.expires_ms = 0;
+                if let Some(previous) = &mut session.resume.previous {
+                    previous.expires_ms = 0;
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError> {
@@ -718,20 +752,82 @@ mod tests {
         );
     }
 
+    /// The check and the spend of a token happen under one guard of the store's lock (a std
+    /// `MutexGuard` cannot be held across an `.await` in these `Send` futures, so no await can
+    /// split them). Racing resumes on several threads: exactly one wins every round.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_resumes_on_threads_let_exactly_one_win() {
+        let store = Arc::new(EmbeddedStore::in_memory());
+        let valid = TokenHash {
+            hash: token::hash("secret"),
+            expires_ms: u64::MAX,
+        };
+        for round in 0..200 {
+            let id = format!("s{round}");
+            store
+                .create_session(&session(&id, valid.clone()))
+                .await
+                .unwrap();
+            let start = Arc::new(tokio::sync::Barrier::new(8));
+            let racers: Vec<_> = (0..8)
+                .map(|i| {
+                    let (store, start) = (store.clone(), start.clone());
+                    let id = SessionId::from(id.as_str());
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        let presented = token::hash("secret");
+                        let takeover = takeover(&format!("c{i}"));
+                        store
+                            .resume_session(&id, &presented, 1, &takeover)
+                            .await
+                            .unwrap()
+                            .is_some()
+                    })
+                })
+                .collect();
+            let mut wins = 0;
+            for racer in racers {
+                wins += usize::from(racer.await.unwrap());
+            }
+            assert_eq!(wins, 1, "round {round}");
+        }
+    }
+
     #[tokio::test]
     async fn direct_calls_are_counted_per_callee_in_a_window() {
         let store = EmbeddedStore::in_memory();
         let window = std::time::Duration::from_millis(200);
-        let (a, b) = (SessionId::from("a"), SessionId::from("b"));
+        let (a, b, c) = (
+            SessionId::from("a"),
+            SessionId::from("b"),
+            SessionId::from("c"),
+        );
         for n in 1..=3 {
-            assert_eq!(store.count_direct_call(&a, window).await.unwrap(), n);
+            assert_eq!(store.count_direct_call(&a, None, window).await.unwrap(), n);
         }
-        assert_eq!(store.count_direct_call(&b, window).await.unwrap(), 1);
+        assert_eq!(store.count_direct_call(&b, None, window).await.unwrap(), 1);
+        // Per caller: a separate counter for each (callee, caller).
+        for n in 1..=2 {
+            let from_c = store.count_direct_call(&a, Some(&c), window).await.unwrap();
+            assert_eq!(from_c, n);
+        }
+        assert_eq!(
+            store.count_direct_call(&a, Some(&b), window).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            store.count_direct_call(&c, Some(&a), window).await.unwrap(),
+            1
+        );
         tokio::time::sleep(window).await;
         assert_eq!(
-            store.count_direct_call(&a, window).await.unwrap(),
+            store.count_direct_call(&a, None, window).await.unwrap(),
             1,
             "a new window"
+        );
+        assert_eq!(
+            store.count_direct_call(&a, Some(&c), window).await.unwrap(),
+            1
         );
     }
 

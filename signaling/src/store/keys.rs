@@ -47,6 +47,12 @@ impl KeySpace {
         format!("{}:call-rate:{id}", self.prefix)
     }
 
+    /// `{prefix}:call-rate:{callee}:{caller}`: direct calls one caller offered to a session in
+    /// the current window (ids have no `:`, so this never names another key).
+    pub fn call_rate_from(&self, callee: &SessionId, caller: &SessionId) -> String {
+        format!("{}:call-rate:{callee}:{caller}", self.prefix)
+    }
+
     /// `{prefix}:sfu:{id}`: an SFU node's JSON record.
     pub fn sfu(&self, id: SfuServerId) -> String {
         format!("{}:sfu:{id}", self.prefix)
@@ -91,6 +97,7 @@ mod tests {
             keys.channels(),
             keys.session(&session),
             keys.call_rate(&session),
+            keys.call_rate_from(&session, &session),
             keys.sfu(SfuServerId(1)),
             keys.sfus(),
             keys.sfu_next_id(),

@@ -6,7 +6,8 @@
 //! - `session:{id}` HASH of a session's fields, with a presence TTL the holding instance refreshes;
 //!   direct-call relations are fields `call:{peer}`; resume tokens are stored as SHA-256 hashes
 //!   (`token`, `token_exp`, `prev_token`, `prev_token_exp`)
-//! - `call-rate:{id}` counter of direct calls offered to a session in the current window
+//! - `call-rate:{id}` counter of direct calls offered to a session in the current window;
+//!   `call-rate:{id}:{caller}` the same for one caller
 //! - `sfu:{id}` JSON [`SfuServerRecord`]; `sfus` SET of ids; `sfu:next-id` counter
 //!
 //! Field-level updates keep instances from overwriting each other's changes to one session.
@@ -85,6 +86,45 @@ impl RedisStore {
     fn conn(&self) -> ConnectionManager {
         self.connection.clone()
     }
+
+    /// The atomic half of a resume, after `before` was read: the script checks the presented
+    /// token itself, so a rotation (or another resume) since that read is taken into account.
+    async fn resume_from(
+        &self,
+        before: SessionRecord,
+        presented: &str,
+        now_ms: u64,
+        takeover: &Takeover,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        // The constant-time check against the read spares a script call for a wrong token; the
+        // script's own check decides.
+        let known = token::accepts(&before.resume.current, presented, now_ms)
+            || before
+                .resume
+                .previous
+                .as_ref()
+                .is_some_and(|p| token::accepts(p, presented, now_ms));
+        if !known {
+            return Ok(None);
+        }
+        let script = redis::Script::new(RESUME_IF_TOKEN);
+        let mut invocation = script.key(self.keys.session(&before.id));
+        invocation.arg(presented).arg(now_ms);
+        let mut set = vec![
+            ("instance".to_owned(), takeover.instance.0.clone()),
+            ("connection".to_owned(), takeover.connection.0.clone()),
+            ("connected".to_owned(), flag(true).to_owned()),
+        ];
+        set.extend(token_fields(&takeover.token, ""));
+        for (field, value) in &set {
+            invocation.arg(field).arg(value);
+        }
+        let moved: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok((moved == 1).then_some(before))
+    }
 }
 
 fn unavailable(e: redis::RedisError) -> StoreError {
@@ -105,13 +145,32 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return 0";
 
-/// Moves a session to a new holder if its token field ARGV[1] still holds hash ARGV[2] (the
-/// instance checked the presented token against it in constant time before calling), so of two
-/// racing resumes with one token exactly one finds it. ARGV[3..] are the field/value pairs to set.
+/// Moves a session to a new holder if hash ARGV[1] is its current or previous token and that
+/// token is still valid at ARGV[2] (ms). Both are checked here, not chosen from an earlier read:
+/// a rotation in between moves the presented token to `prev_token`, where it is still found. Of
+/// two racing resumes with one token exactly one finds it. ARGV[3..] are the field/value pairs to
+/// set.
 const RESUME_IF_TOKEN: &str = r"
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+local now = tonumber(ARGV[2])
+local function valid(field)
+  local hash = redis.call('HGET', KEYS[1], field)
+  local expires = tonumber(redis.call('HGET', KEYS[1], field .. '_exp'))
+  return hash == ARGV[1] and expires ~= nil and now < expires
+end
+if not (valid('token') or valid('prev_token')) then return 0 end
 redis.call('HDEL', KEYS[1], 'prev_token', 'prev_token_exp')
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 1";
+
+/// Expires both resume tokens of a session if connection ARGV[1] holds it and it is not
+/// connected (a dropped session about to end): no resume can win afterwards.
+const RETIRE_IF_DROPPED: &str = r"
+if redis.call('HGET', KEYS[1], 'connection') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'connected') == '1' then return 0 end
+redis.call('HSET', KEYS[1], 'token_exp', '0')
+if redis.call('HEXISTS', KEYS[1], 'prev_token') == 1 then
+  redis.call('HSET', KEYS[1], 'prev_token_exp', '0')
+end
 return 1";
 
 /// Rotates a session's token if connection ARGV[1] still holds it: the current token becomes the
@@ -424,35 +483,7 @@ impl SessionStore for RedisStore {
         let Some(before) = self.session(id).await? else {
             return Ok(None);
         };
-        let slot = if token::accepts(&before.resume.current, presented, now_ms) {
-            ("token", &before.resume.current.hash)
-        } else if let Some(previous) = before
-            .resume
-            .previous
-            .as_ref()
-            .filter(|p| token::accepts(p, presented, now_ms))
-        {
-            ("prev_token", &previous.hash)
-        } else {
-            return Ok(None);
-        };
-        let script = redis::Script::new(RESUME_IF_TOKEN);
-        let mut invocation = script.key(self.keys.session(id));
-        invocation.arg(slot.0).arg(slot.1);
-        let mut set = vec![
-            ("instance".to_owned(), takeover.instance.0.clone()),
-            ("connection".to_owned(), takeover.connection.0.clone()),
-            ("connected".to_owned(), flag(true).to_owned()),
-        ];
-        set.extend(token_fields(&takeover.token, ""));
-        for (field, value) in &set {
-            invocation.arg(field).arg(value);
-        }
-        let moved: i64 = invocation
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok((moved == 1).then_some(before))
+        self.resume_from(before, presented, now_ms, takeover).await
     }
 
     async fn rotate_token(
@@ -475,15 +506,34 @@ impl SessionStore for RedisStore {
     async fn count_direct_call(
         &self,
         callee: &SessionId,
+        caller: Option<&SessionId>,
         window: Duration,
     ) -> Result<u64, StoreError> {
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let key = match caller {
+            Some(caller) => self.keys.call_rate_from(callee, caller),
+            None => self.keys.call_rate(callee),
+        };
         redis::Script::new(COUNT_IN_WINDOW)
-            .key(self.keys.call_rate(callee))
+            .key(key)
             .arg(window_ms)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)
+    }
+
+    async fn retire_session(
+        &self,
+        id: &SessionId,
+        connection: &ConnectionId,
+    ) -> Result<bool, StoreError> {
+        let retired: i64 = redis::Script::new(RETIRE_IF_DROPPED)
+            .key(self.keys.session(id))
+            .arg(connection.as_str())
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(retired == 1)
     }
 
     async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError> {
@@ -684,4 +734,176 @@ fn parse_session(
         connected: map.get("connected").is_some_and(|v| v == "1"),
         calls,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::process::{Child, Command, Stdio};
+
+    use super::*;
+    use crate::domain::model::ResumeTokens;
+    use crate::domain::ports::SessionStore;
+
+    /// A throwaway `redis-server` on a free loopback port, killed on drop.
+    struct RedisServer {
+        child: Child,
+        port: u16,
+    }
+
+    impl RedisServer {
+        fn start() -> Self {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap();
+            let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+            let child = Command::new(binary)
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed for the Redis store tests");
+            Self { child, port }
+        }
+
+        async fn store(&self) -> RedisStore {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
+            for _ in 0..100 {
+                if let Ok(store) = RedisStore::connect(
+                    client.clone(),
+                    KeySpace::default(),
+                    Duration::from_secs(60),
+                )
+                .await
+                {
+                    return store;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("redis-server did not come up");
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn dropped_session(token: &str) -> SessionRecord {
+        SessionRecord {
+            id: SessionId::from("s"),
+            instance: InstanceId::from("i"),
+            connection: ConnectionId::from("c0"),
+            user: None,
+            state: MediaState::default(),
+            channel: None,
+            allow_direct_call: false,
+            resume: ResumeTokens {
+                current: TokenHash {
+                    hash: token::hash(token),
+                    expires_ms: u64::MAX / 2,
+                },
+                previous: None,
+            },
+            connected: false,
+            calls: BTreeMap::new(),
+        }
+    }
+
+    fn takeover(connection: &str) -> Takeover {
+        Takeover {
+            instance: InstanceId::from("j"),
+            connection: ConnectionId::from(connection),
+            token: TokenHash {
+                hash: token::hash(connection),
+                expires_ms: u64::MAX / 2,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rotation_between_the_read_and_the_script_does_not_refuse_a_valid_token() {
+        let redis = RedisServer::start();
+        let store = redis.store().await;
+        let id = SessionId::from("s");
+        store.create_session(&dropped_session("t1")).await.unwrap();
+        let before = store.session(&id).await.unwrap().unwrap();
+        // The rotation lands after the resume's read: t1 moves to `prev_token`.
+        let next = TokenHash {
+            hash: token::hash("t2"),
+            expires_ms: u64::MAX / 2,
+        };
+        assert!(
+            store
+                .rotate_token(&id, &ConnectionId::from("c0"), &next)
+                .await
+                .unwrap()
+        );
+        let resumed = store
+            .resume_from(before, &token::hash("t1"), now_ms(), &takeover("c1"))
+            .await
+            .unwrap();
+        assert!(
+            resumed.is_some(),
+            "t1 is still valid (as the previous token)"
+        );
+        let after = store.session(&id).await.unwrap().unwrap();
+        assert_eq!(after.connection, ConnectionId::from("c1"));
+        // Both tokens were spent by that resume.
+        for spent in ["t1", "t2"] {
+            let again = store
+                .resume_session(&id, &token::hash(spent), now_ms(), &takeover("c2"))
+                .await
+                .unwrap();
+            assert!(again.is_none(), "{spent}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_script_checks_expiry_and_a_retired_session_cannot_be_resumed() {
+        let redis = RedisServer::start();
+        let store = redis.store().await;
+        let id = SessionId::from("s");
+        store.create_session(&dropped_session("t1")).await.unwrap();
+        let presented = token::hash("t1");
+        let before = store.session(&id).await.unwrap().unwrap();
+        // Retiring needs the holding connection and a dropped session.
+        let other = ConnectionId::from("other");
+        assert!(!store.retire_session(&id, &other).await.unwrap());
+        let holder = ConnectionId::from("c0");
+        assert!(store.retire_session(&id, &holder).await.unwrap());
+        assert!(
+            store.retire_session(&id, &holder).await.unwrap(),
+            "idempotent"
+        );
+        // The read before the retirement still shows a valid token: the script's own expiry
+        // check refuses it.
+        let resumed = store
+            .resume_from(before, &presented, now_ms(), &takeover("c1"))
+            .await
+            .unwrap();
+        assert!(resumed.is_none(), "a retired session cannot be resumed");
+        let resumed = store
+            .resume_session(&id, &presented, now_ms(), &takeover("c1"))
+            .await
+            .unwrap();
+        assert!(resumed.is_none());
+        // A resumed (connected) session is not retired.
+        store.create_session(&dropped_session("t3")).await.unwrap();
+        let resumed = store
+            .resume_session(&id, &token::hash("t3"), now_ms(), &takeover("c1"))
+            .await
+            .unwrap();
+        assert!(resumed.is_some());
+        assert!(!store.retire_session(&id, &holder).await.unwrap());
+        assert!(
+            !store
+                .retire_session(&id, &ConnectionId::from("c1"))
+                .await
+                .unwrap()
+        );
+    }
 }
