@@ -12,6 +12,24 @@ pub struct Config {
     pub retransmit_capacity: usize,
     /// Oldest packet worth resending: after ~1 s a receiver's jitter buffer has moved on.
     pub retransmit_max_age: Duration,
+    /// One packet is resent to one subscriber at most once per this interval (about one RTT:
+    /// the subscriber cannot have seen the previous resend earlier). Repeated sequence numbers
+    /// within one NACK and across recent NACKs are refused by it.
+    pub retransmit_min_interval: Duration,
+    /// Bytes a subscriber may have resent beyond what forwarding earned it: each forwarded byte
+    /// credits one byte of retransmission budget (≤ 1× the media rate), capped at this.
+    pub retransmit_burst_bytes: usize,
+    /// At most one sender report per publisher SSRC is translated to subscribers per this
+    /// interval; more are dropped and counted (browsers send one per ~1 s).
+    pub sr_forward_interval: Duration,
+    /// Cap of what a publisher may send on one video track (all layers, RTX included); packets
+    /// beyond a token bucket of this rate are dropped and counted.
+    pub max_video_track_bitrate: Bitrate,
+    /// The same cap for an audio track.
+    pub max_audio_track_bitrate: Bitrate,
+    /// The bitrate caps' bucket depth: how long a burst at the cap may be absorbed at once
+    /// (keyframes arrive in bursts).
+    pub track_bitrate_burst: Duration,
     /// At most one keyframe request per track per this window.
     pub keyframe_window: Duration,
     /// NACK retry spacing toward a publisher (about one RTT).
@@ -35,6 +53,12 @@ impl Default for Config {
         Self {
             retransmit_capacity: 512,
             retransmit_max_age: Duration::from_secs(1),
+            retransmit_min_interval: Duration::from_millis(100),
+            retransmit_burst_bytes: 64 * 1024,
+            sr_forward_interval: Duration::from_millis(250),
+            max_video_track_bitrate: Bitrate(10_000_000),
+            max_audio_track_bitrate: Bitrate(256_000),
+            track_bitrate_burst: Duration::from_millis(500),
             keyframe_window: Duration::from_millis(500),
             nack_retry_interval: Duration::from_millis(100),
             report_interval: Duration::from_secs(1),

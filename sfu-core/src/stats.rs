@@ -21,6 +21,8 @@ pub struct Counters {
     pub rtp_duplicate: u64,
     /// First packets of suspected stream restarts, held back until confirmed.
     pub rtp_probation: u64,
+    /// Packets over their track's publisher bitrate cap: dropped before any fan-out.
+    pub rtp_over_bitrate: u64,
     /// Copies not sent because the subscription waits for its first keyframe.
     pub rtp_waiting_for_keyframe: u64,
     /// RTCP packets handed to `handle_rtcp`.
@@ -37,6 +39,14 @@ pub struct Counters {
     pub retransmits_sent: u64,
     /// NACKed packets that were not (or no longer) in the buffer.
     pub retransmit_misses: u64,
+    /// NACKed packets already resent to that subscriber within the resend interval (repeats
+    /// inside one NACK or across recent ones).
+    pub retransmits_repeated: u64,
+    /// NACKed packets refused because the subscriber's retransmission budget was spent.
+    pub retransmits_over_budget: u64,
+    /// NACKed packets that could not be resent byte-identical on the media SSRC (no RTX, and
+    /// the original's transport-wide sequence number is no longer known).
+    pub retransmits_unrepeatable: u64,
     /// Sequence numbers NACKed toward publishers.
     pub nack_sent: u64,
     /// PLI/FIR received from subscribers.
@@ -45,6 +55,9 @@ pub struct Counters {
     pub pli_sent: u64,
     /// Sender reports forwarded to subscribers.
     pub sr_forwarded: u64,
+    /// Publisher sender reports not translated because one for the same SSRC was forwarded
+    /// less than `sr_forward_interval` ago.
+    pub sr_throttled: u64,
     /// Receiver reports sent to publishers.
     pub rr_sent: u64,
     /// REMB messages sent to publishers.

@@ -3,8 +3,10 @@
 
 use std::time::Instant;
 
+use crate::config::Config;
 use crate::rtcp::ReportBlock;
 use crate::rtp::{OutExtensions, Rewriter, RtpHeader, RtpPacket};
+use crate::stream::RetransmitLimiter;
 use crate::track::{Forward, Rtx};
 use crate::{ClockRate, Mid, Pt, SeqNo, Ssrc, TrackId, TransportId};
 
@@ -43,6 +45,9 @@ pub struct SubscriptionStats {
     pub octets_sent: u64,
     /// Retransmissions sent in answer to NACKs.
     pub retransmits_sent: u64,
+    /// NACKed packets not resent: repeated within the resend interval, over the budget, or
+    /// not reproducible byte-identical (no RTX).
+    pub retransmits_refused: u64,
     /// Whether the subscription is past its keyframe wait.
     pub active: bool,
     /// The layer being forwarded (`None` while waiting for the first keyframe).
@@ -63,6 +68,13 @@ pub(crate) struct Subscription {
     /// Next sequence number of the RTX stream (its own numbering, RFC 4588 §4).
     rtx_seq: SeqNo,
     pub(crate) stats: SubscriptionStats,
+    /// Resend interval per packet and byte budget for NACK answers.
+    pub(crate) limiter: RetransmitLimiter,
+    /// Without RTX a resend reuses the original's SRTP index, so it must be byte-identical
+    /// (AES-GCM nonce reuse otherwise): the transport-wide sequence number written into each
+    /// forwarded packet, by output sequence number. Allocated at the first record.
+    sent_twcc: Option<Box<[(SeqNo, u16)]>>,
+    sent_twcc_capacity: usize,
 }
 
 impl Subscription {
@@ -73,6 +85,7 @@ impl Subscription {
         clock_rate: ClockRate,
         target_layer: u8,
         needs_keyframe: bool,
+        worker: &Config,
     ) -> Self {
         Self {
             track,
@@ -86,7 +99,34 @@ impl Subscription {
             },
             rtx_seq: SeqNo(u64::from(config.ssrc.0 as u16)),
             stats: SubscriptionStats::default(),
+            limiter: RetransmitLimiter::new(
+                worker.retransmit_capacity,
+                worker.retransmit_min_interval,
+                worker.retransmit_burst_bytes,
+            ),
+            sent_twcc: None,
+            sent_twcc_capacity: worker.retransmit_capacity.max(1).next_power_of_two(),
         }
+    }
+
+    /// Remembers the transport-wide sequence number written into output packet `seq` (only
+    /// needed, and only kept, when resends go out on the media SSRC itself).
+    pub(crate) fn record_twcc(&mut self, seq: SeqNo, twcc: u16) {
+        if self.config.rtx.is_some() {
+            return;
+        }
+        let capacity = self.sent_twcc_capacity;
+        let log = self
+            .sent_twcc
+            .get_or_insert_with(|| vec![(SeqNo(0), 0); capacity].into_boxed_slice());
+        log[(seq.0 as usize) & (capacity - 1)] = (seq, twcc);
+    }
+
+    /// The transport-wide sequence number output packet `seq` was sent with, if remembered.
+    pub(crate) fn sent_twcc(&self, seq: SeqNo) -> Option<u16> {
+        let log = self.sent_twcc.as_ref()?;
+        let (at, twcc) = log[(seq.0 as usize) & (self.sent_twcc_capacity - 1)];
+        (at == seq).then_some(twcc)
     }
 
     /// The header for forwarding `packet`, or `None` when it is not for this subscriber: another
@@ -129,9 +169,9 @@ impl Subscription {
     }
 
     /// The header for resending `packet` (stored under output sequence number `out_seq`): on the
-    /// RTX stream when negotiated, otherwise as a copy of the original.
+    /// RTX stream when negotiated, otherwise as a copy of the original (the caller writes the
+    /// original's extensions, so the packet is byte-identical to the first send).
     pub(crate) fn retransmit(&mut self, packet: &RtpPacket, out_seq: SeqNo) -> RtpHeader {
-        self.stats.retransmits_sent += 1;
         let timestamp = self.rewriter.output_timestamp(packet.timestamp());
         let (ssrc, pt, seq, rtx_osn) = match self.config.rtx {
             Some(rtx) => {

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::rtp::{Codec, RtpPacket, is_keyframe};
-use crate::stream::{InboundRtp, KeyframeRequester, NackGenerator, NackOutcome, RetransmitBuffer};
+use crate::stream::{
+    InboundRtp, KeyframeRequester, NackGenerator, NackOutcome, RetransmitBuffer, TokenBucket,
+};
 use crate::{ClockRate, Mid, Pt, Rid, RoomId, RtpTime, SeqNo, Ssrc, SubscriptionId, TransportId};
 
 /// Audio or video.
@@ -125,6 +127,8 @@ pub(crate) struct Layer {
     pub(crate) nack: NackGenerator,
     pub(crate) buffer: RetransmitBuffer,
     pub(crate) keyframes: KeyframeRequester,
+    /// When the layer's last sender report was translated to subscribers (SR throttle).
+    pub(crate) sr_forwarded_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -138,6 +142,8 @@ pub(crate) struct Track {
     pub(crate) subscriptions: Vec<SubscriptionId>,
     pub(crate) packets_received: u64,
     pub(crate) octets_received: u64,
+    /// The publisher bitrate cap (all layers and RTX together).
+    pub(crate) ingress: TokenBucket,
 }
 
 impl Track {
@@ -160,8 +166,13 @@ impl Track {
                     worker.retransmit_max_age,
                 ),
                 keyframes: KeyframeRequester::new(worker.keyframe_window),
+                sr_forwarded_at: None,
             })
             .collect();
+        let cap = match config.kind {
+            MediaKind::Audio => worker.max_audio_track_bitrate,
+            MediaKind::Video => worker.max_video_track_bitrate,
+        };
         Self {
             room,
             transport,
@@ -170,6 +181,7 @@ impl Track {
             subscriptions: Vec::new(),
             packets_received: 0,
             octets_received: 0,
+            ingress: TokenBucket::new(now, cap, worker.track_bitrate_burst),
         }
     }
 

@@ -1,7 +1,10 @@
 //! Recently received packets of one track, for answering NACKs (mediasoup's
 //! `RtpRetransmissionBuffer`). A ring indexed by extended sequence number: insert and lookup
 //! are O(1) and never allocate after construction. Each slot keeps a `Bytes` handle, so the
-//! media layer's receive buffer stays alive until the slot is overwritten or ages out.
+//! media layer's receive buffer (a pooled chunk shared with other packets) stays alive until
+//! the slot is overwritten or expires: [`RetransmitBuffer::expire`] releases packets older
+//! than the maximum age, so after a burst, or on a quiet stream such as audio (512 packets are
+//! 10 s of it), memory returns to normal instead of waiting for the ring to wrap.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +73,29 @@ impl RetransmitBuffer {
             .then_some(&stored.packet)
     }
 
+    /// Releases every packet older than the maximum age (and the buffers it pins). O(capacity):
+    /// the worker calls it a few times per maximum age, not per packet.
+    pub fn expire(&mut self, now: Instant) {
+        for slot in self.slots.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|s| now.saturating_duration_since(s.at) > self.max_age)
+            {
+                *slot = None;
+            }
+        }
+    }
+
+    /// Packets currently held (fresh or not yet expired).
+    pub fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Drops every stored packet (stream restart: sequence numbers start over).
     pub fn clear(&mut self) {
         self.slots.iter_mut().for_each(|s| *s = None);
@@ -127,6 +153,31 @@ mod tests {
             "stale inserts are ignored, not duplicates"
         );
         assert!(!b.contains(SeqNo(11)));
+    }
+
+    #[test]
+    fn expire_releases_old_packets_and_their_buffers() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut b = RetransmitBuffer::new(512, ms(1000));
+        let raw = crate::rtp::tests_support::build(1, 0, 1, 96, false, &[], b"burst");
+        for seq in 0..300u64 {
+            let p = RtpPacket::parse(raw.clone()).unwrap();
+            b.insert(t0 + ms(seq), SeqNo(70_000 + seq), &p);
+        }
+        assert_eq!(b.len(), 300);
+        b.expire(t0 + ms(1100));
+        assert_eq!(
+            b.len(),
+            200,
+            "packets younger than the maximum age are kept"
+        );
+        b.expire(t0 + ms(1400));
+        assert!(b.is_empty());
+        assert!(
+            raw.is_unique(),
+            "no stored packet pins the receive buffer any more"
+        );
     }
 
     #[test]

@@ -310,7 +310,15 @@ impl Worker {
         let (clock_rate, layer) = (tr.config.clock_rate, tr.top_layer());
         let generation = self.next_generation();
         let id = self.subscriptions.insert_with(generation, |_| {
-            Subscription::new(track, transport, config, clock_rate, layer, wait)
+            Subscription::new(
+                track,
+                transport,
+                config,
+                clock_rate,
+                layer,
+                wait,
+                &self.config,
+            )
         });
         let t = self.transports.get_mut(transport).expect("checked above");
         t.subscriptions.push(id);

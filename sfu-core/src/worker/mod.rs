@@ -40,6 +40,8 @@ pub struct Worker {
     next_tick: Option<Instant>,
     /// Reused list of sequence numbers for NACK building.
     scratch_seqs: Vec<SeqNo>,
+    /// When retransmit buffers next release packets past their maximum age.
+    next_buffer_sweep: Option<Instant>,
 }
 
 /// Receive-side statistics of one track.
@@ -52,6 +54,8 @@ pub struct TrackStats {
     pub octets_received: u64,
     /// Packets currently missing and being NACKed.
     pub missing: usize,
+    /// Packets held for answering NACKs (bounded by count and age).
+    pub buffered: usize,
     /// Live subscriptions.
     pub subscriptions: usize,
 }
@@ -71,6 +75,7 @@ impl Worker {
             counters: Counters::default(),
             next_tick: None,
             scratch_seqs: Vec::new(),
+            next_buffer_sweep: None,
         }
     }
 
@@ -128,6 +133,7 @@ impl Worker {
             packets_received: t.packets_received,
             octets_received: t.octets_received,
             missing: t.layers.iter().map(|l| l.nack.missing()).sum(),
+            buffered: t.layers.iter().map(|l| l.buffer.len()).sum(),
             subscriptions: t.subscriptions.len(),
         })
     }

@@ -14,7 +14,9 @@ use crate::rtcp::{
     Compound, Nack, ReportBlock, RtcpPacket, SenderReport, write_nack, write_pli, write_remb,
     write_rr, write_sr,
 };
+use crate::rtp::ExtensionKind;
 use crate::stats::Counters;
+use crate::stream::Refused;
 use crate::track::{MediaKind, Track};
 use crate::transport::{Direction, Route};
 use crate::{Bitrate, SeqNo, Ssrc, SubscriptionId, TransportId};
@@ -97,9 +99,17 @@ impl Worker {
             .tracks
             .get_mut(track_id)
             .expect("routes name only live tracks");
-        track.layers[usize::from(layer)]
-            .inbound
-            .sender_report(now, sr.info.ntp);
+        let l = &mut track.layers[usize::from(layer)];
+        l.inbound.sender_report(now, sr.info.ntp);
+        // Each translated SR costs one packet per subscriber: a publisher flooding SRs must
+        // not multiply into N× output per packet in.
+        if l.sr_forwarded_at
+            .is_some_and(|at| now.saturating_duration_since(at) < self.config.sr_forward_interval)
+        {
+            self.counters.sr_throttled += 1;
+            return;
+        }
+        l.sr_forwarded_at = Some(now);
         for &id in &track.subscriptions {
             let s = self
                 .subscriptions
@@ -140,7 +150,9 @@ impl Worker {
     }
 
     /// NACK from a subscriber: map each output sequence number back to the track's and resend
-    /// from the retransmit buffer (on the RTX stream when negotiated).
+    /// from the retransmit buffer (on the RTX stream when negotiated), each packet at most once
+    /// per resend interval and within the subscriber's budget (see
+    /// [`RetransmitLimiter`](crate::stream::RetransmitLimiter)).
     fn serve_nack(&mut self, now: Instant, from: TransportId, nack: &Nack<'_>) {
         let Some(id) = self.subscription_for(from, nack.media) else {
             return;
@@ -184,8 +196,44 @@ impl Worker {
             let transport = transports
                 .get_mut(s.transport)
                 .expect("a subscription's transport outlives it");
-            header.extensions = CopiedExtensions::new(packet, &publisher_map)
-                .for_subscriber(transport, s.config.mid);
+            // Without RTX the resend reuses the original's SRTP index: it must carry the
+            // original's transport-wide sequence number to be byte-identical.
+            let reuse_twcc = if s.config.rtx.is_none()
+                && transport
+                    .config
+                    .extensions
+                    .id(ExtensionKind::TransportCc)
+                    .is_some()
+            {
+                let Some(twcc) = s.sent_twcc(out_seq) else {
+                    counters.retransmits_unrepeatable += 1;
+                    s.stats.retransmits_refused += 1;
+                    continue;
+                };
+                Some(twcc)
+            } else {
+                None
+            };
+            let copied = CopiedExtensions::new(packet, &publisher_map);
+            // Admit before a fresh transport-wide number is spent on a refused resend.
+            let mut probe = header;
+            probe.extensions = copied
+                .for_subscriber(transport, s.config.mid, Some(reuse_twcc.unwrap_or(0)))
+                .0;
+            let bytes = probe.len() + packet.payload().len();
+            match s.limiter.admit(now, out_seq, bytes) {
+                Ok(()) => {}
+                Err(refused) => {
+                    match refused {
+                        Refused::Repeated => counters.retransmits_repeated += 1,
+                        Refused::OverBudget => counters.retransmits_over_budget += 1,
+                    }
+                    s.stats.retransmits_refused += 1;
+                    continue;
+                }
+            }
+            header.extensions = copied.for_subscriber(transport, s.config.mid, reuse_twcc).0;
+            s.stats.retransmits_sent += 1;
             outbox.push_back(Transmit {
                 to: s.transport,
                 packet: OutPacket::Rtp {
@@ -230,9 +278,17 @@ impl Worker {
             outbox,
             counters,
             scratch_seqs,
+            next_buffer_sweep,
             ..
         } = self;
+        let sweep = next_buffer_sweep.is_none_or(|at| now >= at);
+        if sweep {
+            *next_buffer_sweep = Some(now + config.retransmit_max_age / 2);
+        }
         for (_, track) in tracks.iter_mut() {
+            if sweep {
+                track.layers.iter_mut().for_each(|l| l.buffer.expire(now));
+            }
             nack_upstream(track, now, config, scratch_seqs, outbox, counters);
             for layer in 0..track.layers.len() as u8 {
                 if track.layers[usize::from(layer)].keyframes.poll(now) {

@@ -44,13 +44,15 @@ impl<'a> CopiedExtensions<'a> {
         copied
     }
 
-    /// The elements for one subscriber transport: its mid, the copied elements, and a fresh
-    /// transport-wide sequence number.
+    /// The elements for one subscriber transport: its mid, the copied elements, and a
+    /// transport-wide sequence number: `twcc` when given (a byte-identical resend), else a
+    /// fresh one. Returns the number written, if the transport negotiated the extension.
     pub(super) fn for_subscriber(
         &self,
         transport: &mut Transport,
         mid: Option<Mid>,
-    ) -> OutExtensions {
+        twcc: Option<u16>,
+    ) -> (OutExtensions, Option<u16>) {
         let map = &transport.config.extensions;
         let mut out = OutExtensions::EMPTY;
         if let (Some(id), Some(mid)) = (map.id(ExtensionKind::Mid), mid) {
@@ -61,11 +63,16 @@ impl<'a> CopiedExtensions<'a> {
                 out.push(id, data);
             }
         }
-        if let Some(id) = map.id(ExtensionKind::TransportCc) {
-            out.push(id, &transport.twcc_seq.to_be_bytes());
-            transport.twcc_seq = transport.twcc_seq.wrapping_add(1);
-        }
-        out
+        let twcc = map.id(ExtensionKind::TransportCc).map(|id| {
+            let seq = twcc.unwrap_or_else(|| {
+                let fresh = transport.twcc_seq;
+                transport.twcc_seq = fresh.wrapping_add(1);
+                fresh
+            });
+            out.push(id, &seq.to_be_bytes());
+            seq
+        });
+        (out, twcc)
     }
 }
 
@@ -116,6 +123,11 @@ impl Worker {
             counters.rtp_unknown_pt += 1;
             return;
         }
+        // Before any state is touched: over-cap packets neither fan out nor fill the buffer.
+        if !track.ingress.try_take(now, packet.raw().len()) {
+            counters.rtp_over_bitrate += 1;
+            return;
+        }
         let forward = match track.receive(now, layer, &packet) {
             Ok(forward) => forward,
             Err(Dropped::Duplicate) => {
@@ -158,7 +170,15 @@ impl Worker {
             let transport = transports
                 .get_mut(to)
                 .expect("a subscription's transport outlives it");
-            header.extensions = copied.for_subscriber(transport, subscription.config.mid);
+            let (extensions, twcc) =
+                copied.for_subscriber(transport, subscription.config.mid, None);
+            header.extensions = extensions;
+            if let Some(twcc) = twcc {
+                subscription.record_twcc(header.seq, twcc);
+            }
+            subscription
+                .limiter
+                .credit(header.len() + packet.payload().len());
             outbox.push_back(Transmit {
                 to,
                 packet: OutPacket::Rtp {

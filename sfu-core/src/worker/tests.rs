@@ -49,8 +49,12 @@ fn transport(direction: Direction, extensions: &[(u8, ExtensionKind)]) -> Transp
 
 impl Fixture {
     fn new(track: TrackConfig) -> Self {
+        Self::with_config(track, Config::default())
+    }
+
+    fn with_config(track: TrackConfig, config: Config) -> Self {
         let now = Instant::now();
-        let mut worker = Worker::new(Config::default());
+        let mut worker = Worker::new(config);
         let room = worker.create_room().unwrap();
         let publisher = worker
             .add_transport(
@@ -591,4 +595,249 @@ fn unusable_encodings_are_refused() {
     );
     assert_eq!(Encodings::simulcast(&[]), None);
     assert_eq!(f.worker.stats().tracks, 1);
+}
+
+/// A subscriber transport with mid and transport-cc, subscribed with or without RTX.
+fn nacking_subscriber(f: &mut Fixture, rtx: bool) -> TransportId {
+    let t = f
+        .worker
+        .add_transport(
+            f.now,
+            f.room,
+            transport(
+                Direction::Subscribe,
+                &[(4, ExtensionKind::Mid), (6, ExtensionKind::TransportCc)],
+            ),
+        )
+        .unwrap();
+    let config = SubscriptionConfig {
+        rtx: rtx.then_some(Rtx {
+            ssrc: Ssrc(6001),
+            pt: Pt(101),
+        }),
+        ..subscription(6000)
+    };
+    f.worker.subscribe(f.now, t, f.track, config).unwrap();
+    t
+}
+
+fn publish(f: &mut Fixture, ms: u64, seq: u16, payload: usize) {
+    let at = f.now + Duration::from_millis(ms);
+    f.worker.handle_rtp(
+        at,
+        f.publisher,
+        build(
+            seq,
+            u32::from(seq) * 960,
+            PUB_SSRC,
+            111,
+            false,
+            &[(3, &seq.to_be_bytes())],
+            &vec![seq as u8; payload],
+        ),
+    );
+}
+
+fn nack(f: &mut Fixture, ms: u64, from: TransportId, lost: impl IntoIterator<Item = u16>) {
+    let at = f.now + Duration::from_millis(ms);
+    let mut buf = bytes::BytesMut::new();
+    rtcp::write_nack(&mut buf, Ssrc(77), Ssrc(6000), lost);
+    f.worker.handle_rtcp(at, from, buf.freeze());
+}
+
+/// Written bytes of every RTP transmit to `to`, split into (original seq → bytes) of media
+/// packets and total bytes of everything.
+fn written(out: &[Transmit], to: TransportId) -> Vec<Vec<u8>> {
+    out.iter()
+        .filter(|t| t.to == to && matches!(t.packet, OutPacket::Rtp { .. }))
+        .map(|t| {
+            let mut buf = [0u8; 1500];
+            let n = t.packet.write(&mut buf).unwrap();
+            buf[..n].to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn repeated_sequence_numbers_in_one_nack_are_resent_once() {
+    let mut f = Fixture::new(audio_track());
+    let t = nacking_subscriber(&mut f, true);
+    for seq in 100..110 {
+        publish(&mut f, 0, seq, 100);
+    }
+    f.drain();
+    nack(&mut f, 10, t, [103, 103, 103, 105, 103, 105]);
+    assert_eq!(written(&f.drain(), t).len(), 2);
+    let c = f.worker.stats().counters;
+    assert_eq!(
+        (c.nack_received, c.retransmits_sent, c.retransmits_repeated),
+        (6, 2, 4)
+    );
+    // Across NACKs, within the interval: refused; after it: an honest second loss is resent.
+    nack(&mut f, 60, t, [103]);
+    assert!(written(&f.drain(), t).is_empty());
+    nack(&mut f, 115, t, [103]);
+    assert_eq!(written(&f.drain(), t).len(), 1);
+    let c = f.worker.stats().counters;
+    assert_eq!((c.retransmits_sent, c.retransmits_repeated), (3, 5));
+}
+
+#[test]
+fn nack_storm_resends_at_most_the_forwarded_bytes() {
+    let mut f = Fixture::new(audio_track());
+    let attacker = nacking_subscriber(&mut f, true);
+    // Two seconds of 50 packets/s; every millisecond a NACK naming the last 100 packets, each
+    // pid with all 16 following bits set, every pair three times.
+    let (mut forwarded, mut resent, mut requested) = (0usize, 0usize, 0u64);
+    let mut seq = 1000u16;
+    for ms in 0..2000u64 {
+        let now = f.now + Duration::from_millis(ms);
+        if ms % 20 == 0 {
+            publish(&mut f, ms, seq, 160);
+            seq += 1;
+            forwarded += written(&f.drain(), attacker)
+                .iter()
+                .map(Vec::len)
+                .sum::<usize>();
+        }
+        let lost: Vec<u16> = (0..3)
+            .flat_map(|_| (seq.saturating_sub(100)..seq).step_by(17))
+            .flat_map(|pid| pid..=pid + 16)
+            .collect();
+        requested += lost.len() as u64;
+        nack(&mut f, ms, attacker, lost);
+        f.worker.handle_timeout(now);
+        resent += written(&f.drain(), attacker)
+            .iter()
+            .map(Vec::len)
+            .sum::<usize>();
+    }
+    let c = f.worker.stats().counters;
+    assert!(requested > 500_000, "{requested}");
+    assert!(resent > 0, "some resends are within the budget");
+    assert!(
+        resent <= forwarded,
+        "resent {resent} B > forwarded {forwarded} B (budget is 1× the media)"
+    );
+    assert!(
+        c.retransmits_over_budget > 0 && c.retransmits_repeated > 0,
+        "{c:?}"
+    );
+    assert_eq!(
+        c.nack_received,
+        c.retransmits_sent
+            + c.retransmit_misses
+            + c.retransmits_repeated
+            + c.retransmits_over_budget
+            + c.retransmits_unrepeatable,
+        "every NACKed sequence number is accounted once"
+    );
+}
+
+#[test]
+fn resend_without_rtx_is_byte_identical_to_the_original() {
+    let mut f = Fixture::new(audio_track());
+    let t = nacking_subscriber(&mut f, false);
+    let (t1, _) = f.subscriber(5000); // another transport: its own twcc numbering
+    let mut originals = Vec::new();
+    for seq in 100..110 {
+        publish(&mut f, 0, seq, 100);
+        let out = f.drain();
+        assert_eq!(written(&out, t1).len(), 1);
+        originals.extend(written(&out, t));
+    }
+    nack(&mut f, 20, t, [103, 107]);
+    let resent = written(&f.drain(), t);
+    assert_eq!(resent, vec![originals[3].clone(), originals[7].clone()]);
+    // The resend spent no transport-wide number: the next packet continues the sequence.
+    publish(&mut f, 30, 110, 100);
+    let next = RtpPacket::parse(Bytes::from(written(&f.drain(), t).remove(0))).unwrap();
+    let ext: Vec<_> = next.extensions().collect();
+    assert!(ext.contains(&(6, &[0, 10][..])), "{ext:?}");
+}
+
+#[test]
+fn sender_report_flood_is_translated_once_per_interval() {
+    let mut f = Fixture::new(audio_track());
+    let subs: Vec<_> = (0..5).map(|i| f.subscriber(5000 + i)).collect();
+    publish(&mut f, 0, 1, 100);
+    f.drain();
+    let sr = |f: &mut Fixture, ms: u64| {
+        let at = f.now + Duration::from_millis(ms);
+        let mut buf = bytes::BytesMut::new();
+        let info = rtcp::SenderInfo {
+            ntp: 1 << 32,
+            rtp_time: 960,
+            packet_count: 1,
+            octet_count: 100,
+        };
+        rtcp::write_sr(&mut buf, Ssrc(PUB_SSRC), info, &[]);
+        f.worker.handle_rtcp(at, f.publisher, buf.freeze());
+        f.drain().len()
+    };
+    let flood: usize = (0..1000).map(|_| sr(&mut f, 0)).sum();
+    assert_eq!(flood, subs.len(), "one SR per subscriber, not 1000×");
+    assert_eq!(sr(&mut f, 100), 0);
+    assert_eq!(sr(&mut f, 300), subs.len());
+    let c = f.worker.stats().counters;
+    assert_eq!((c.sr_forwarded, c.sr_throttled), (10, 1000));
+}
+
+#[test]
+fn publisher_over_its_track_bitrate_cap_is_dropped_before_fan_out() {
+    let config = Config {
+        max_audio_track_bitrate: Bitrate(256_000),
+        track_bitrate_burst: Duration::from_millis(500),
+        ..Config::default()
+    };
+    let mut f = Fixture::with_config(audio_track(), config);
+    let (t, _) = f.subscriber(5000);
+    // 1000-byte payloads every millisecond (≈ 8.2 Mbit/s) for 4 s; the cap counts the packets
+    // as received (1020 bytes with header and extension).
+    let mut delivered = 0usize;
+    for ms in 0..4000u64 {
+        publish(&mut f, ms, ms as u16, 1000);
+        delivered += written(&f.drain(), t).len() * 1020;
+    }
+    let cap = 256_000 / 8 * 4 + 256_000 / 8 / 2; // 4 s at the cap plus the burst
+    assert!(delivered <= cap, "{delivered} > {cap}");
+    assert!(
+        delivered >= cap * 9 / 10,
+        "the cap itself passes: {delivered}"
+    );
+    let c = f.worker.stats().counters;
+    assert!(c.rtp_over_bitrate > 3000, "{c:?}");
+    assert_eq!(c.rtp_over_bitrate + c.rtp_forwarded, 4000);
+}
+
+#[test]
+fn honest_publisher_under_the_cap_loses_nothing() {
+    let mut f = Fixture::new(audio_track());
+    let (t, _) = f.subscriber(5000);
+    // Opus at ~64 kbit/s: 160 bytes every 20 ms.
+    for i in 0..500u16 {
+        publish(&mut f, u64::from(i) * 20, i, 160);
+        assert_eq!(written(&f.drain(), t).len(), 1);
+    }
+    assert_eq!(f.worker.stats().counters.rtp_over_bitrate, 0);
+}
+
+#[test]
+fn retransmit_buffer_releases_packets_once_they_age_out() {
+    let mut f = Fixture::new(audio_track());
+    f.subscriber(5000);
+    let raw = build(1, 0, PUB_SSRC, 111, false, &[], &[0; 50]);
+    f.worker.handle_rtp(f.now, f.publisher, raw.clone());
+    for seq in 2..200 {
+        publish(&mut f, 0, seq, 50);
+    }
+    f.drain();
+    assert_eq!(f.worker.track_stats(f.track).unwrap().buffered, 199);
+    assert!(!raw.is_unique(), "the buffer holds the received packet");
+    for ms in (0..=2000).step_by(20) {
+        f.worker.handle_timeout(f.now + Duration::from_millis(ms));
+        f.drain();
+    }
+    assert_eq!(f.worker.track_stats(f.track).unwrap().buffered, 0);
+    assert!(raw.is_unique(), "nothing pins the receive buffer any more");
 }

@@ -311,3 +311,31 @@ fn nack_recovers_uplink_burst_at_high_packet_rate() {
         0
     );
 }
+
+#[test]
+fn honest_nacks_at_5_percent_loss_recover_within_the_retransmit_budget() {
+    let mut sim = Sim::new(11);
+    sim.add_publisher(MediaKind::Video, true);
+    let with_rtx = sim.add_subscriber(true);
+    let without_rtx = sim.add_subscriber(false);
+    for s in [with_rtx, without_rtx] {
+        sim.subscribers[s].downlink.loss = 0.05;
+    }
+    sim.run_for(Duration::from_secs(10));
+    for (s, ssrc) in [(with_rtx, 50_000), (without_rtx, 50_100)] {
+        let stream = sim.stream(s, ssrc);
+        assert!(stream.received.len() > 900, "subscriber {s}");
+        assert_eq!(
+            stream.missing(Duration::from_millis(600), sim.now),
+            Vec::<u64>::new(),
+            "subscriber {s}"
+        );
+    }
+    let c = sim.worker.stats().counters;
+    assert!(c.retransmits_sent > 50, "{c:?}");
+    assert_eq!(
+        (c.retransmits_over_budget, c.retransmits_unrepeatable),
+        (0, 0),
+        "{c:?}"
+    );
+}
