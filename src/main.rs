@@ -102,6 +102,13 @@ struct Options {
     /// Worker threads of `dev`'s embedded SFU node (default: one per core).
     #[arg(long, env = "MOOYAHO_WORKERS")]
     workers: Option<usize>,
+    /// `dev`'s embedded node: cap of what a publisher may send on one video track, bits/s
+    /// (packets beyond it are dropped and counted).
+    #[arg(long, env = "MOOYAHO_MAX_TRACK_BITRATE", default_value_t = sfu::DEFAULT_MAX_TRACK_BITRATE)]
+    max_track_bitrate: u64,
+    /// `dev`'s embedded node: the same cap for an audio track, bits/s.
+    #[arg(long, env = "MOOYAHO_MAX_AUDIO_TRACK_BITRATE", default_value_t = sfu::DEFAULT_MAX_AUDIO_TRACK_BITRATE)]
+    max_audio_track_bitrate: u64,
 }
 
 /// The TOML file's shape.
@@ -233,7 +240,10 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         let workers = options
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-        let node_config = mooyaho_media::NodeConfig::loopback(workers);
+        let node_config = mooyaho_media::NodeConfig {
+            core: sfu::core_config(options.max_track_bitrate, options.max_audio_track_bitrate),
+            ..mooyaho_media::NodeConfig::loopback(workers)
+        };
         Some(sfu::start_node(
             &node_config,
             SocketAddr::from(([127, 0, 0, 1], 0)),

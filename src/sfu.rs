@@ -36,12 +36,33 @@ pub(crate) struct SfuOptions {
     /// refused (each has a few seconds to send its hello).
     #[arg(long, env = "MOOYAHO_CONTROL_MAX_UNAUTHENTICATED", default_value_t = mooyaho_media::control::DEFAULT_MAX_UNAUTHENTICATED)]
     control_max_unauthenticated: usize,
+    /// Cap of what a publisher may send on one video track, bits/s (all simulcast layers and
+    /// RTX); packets beyond it are dropped and counted.
+    #[arg(long, env = "MOOYAHO_MAX_TRACK_BITRATE", default_value_t = DEFAULT_MAX_TRACK_BITRATE)]
+    pub(crate) max_track_bitrate: u64,
+    /// The same cap for an audio track, bits/s.
+    #[arg(long, env = "MOOYAHO_MAX_AUDIO_TRACK_BITRATE", default_value_t = DEFAULT_MAX_AUDIO_TRACK_BITRATE)]
+    pub(crate) max_audio_track_bitrate: u64,
     /// Register this node with a signaling server at start (`http://host:port`).
     #[arg(long, env = "MOOYAHO_REGISTER_URL")]
     register_url: Option<String>,
     /// The signaling REST API key, for --register-url.
     #[arg(long, env = "MOOYAHO_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+}
+
+/// `--max-track-bitrate` default: 10 Mbit/s per video track.
+pub(crate) const DEFAULT_MAX_TRACK_BITRATE: u64 = 10_000_000;
+/// `--max-audio-track-bitrate` default: 256 kbit/s per audio track.
+pub(crate) const DEFAULT_MAX_AUDIO_TRACK_BITRATE: u64 = 256_000;
+
+/// sfu-core's configuration with the per-track publisher caps from the command line.
+pub(crate) fn core_config(video: u64, audio: u64) -> sfu_core::Config {
+    sfu_core::Config {
+        max_video_track_bitrate: sfu_core::Bitrate(video),
+        max_audio_track_bitrate: sfu_core::Bitrate(audio),
+        ..sfu_core::Config::default()
+    }
 }
 
 /// A running node with its control server.
@@ -86,6 +107,7 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
         ports,
         announced_ip: options.announce_ip,
         spill_after: options.spill_after,
+        core: core_config(options.max_track_bitrate, options.max_audio_track_bitrate),
     };
     let running = start_node(
         &config,

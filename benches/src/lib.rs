@@ -11,8 +11,8 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use sfu_core::rtp::{Codec, ExtensionKind, ExtensionMap, OutExtensions, RtpHeader};
 use sfu_core::{
-    ClockRate, Config, Direction, Encodings, MediaKind, Mid, Pt, RtpTime, Rtx, SeqNo, Ssrc,
-    SubscriptionConfig, TrackConfig, TransportConfig, TransportId, Worker,
+    Bitrate, ClockRate, Config, Direction, Encodings, MediaKind, Mid, Pt, RtpTime, Rtx, SeqNo,
+    Ssrc, SubscriptionConfig, TrackConfig, TransportConfig, TransportId, Worker,
 };
 
 /// Publisher SSRC of the fixture's video track.
@@ -21,7 +21,12 @@ pub const PUBLISHER_SSRC: Ssrc = Ssrc(0x1000);
 /// A worker with one room, one publisher of a VP8 track and `subscribers` subscriber
 /// transports, each subscribed with RTX, mid and transport-cc negotiated (the browser case).
 pub fn fanout_worker(now: Instant, subscribers: usize) -> (Worker, TransportId) {
-    let mut worker = Worker::new(Config::default());
+    // Packets are replayed at one instant, far above any real rate: no publisher cap.
+    let mut worker = Worker::new(Config {
+        max_video_track_bitrate: Bitrate(u64::MAX),
+        max_audio_track_bitrate: Bitrate(u64::MAX),
+        ..Config::default()
+    });
     let room = worker.create_room().expect("room");
     let publish = TransportConfig {
         direction: Direction::Publish,

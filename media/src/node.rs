@@ -30,6 +30,9 @@ pub struct NodeConfig {
     /// Subscribe transports a room keeps on its home worker before new subscribers go to the
     /// least-loaded worker (the room then spans workers through pipes).
     pub spill_after: usize,
+    /// Forwarding tunables of every worker's sfu-core (retransmission limits, SR throttle,
+    /// publisher bitrate caps per track).
+    pub core: sfu_core::Config,
 }
 
 impl NodeConfig {
@@ -40,6 +43,7 @@ impl NodeConfig {
             ports: vec![0; workers.max(1)],
             announced_ip: None,
             spill_after: DEFAULT_SPILL_AFTER,
+            core: sfu_core::Config::default(),
         }
     }
 }
@@ -164,6 +168,7 @@ impl Node {
                 inbox,
                 peers.clone(),
                 failures.clone(),
+                config.core.clone(),
             )?);
         }
         Ok((

@@ -1,5 +1,7 @@
 //! SRTP/SRTCP contexts of one transport, keyed from the DTLS exporter (RFC 5764 §4.2).
-//! Inbound contexts keep replay protection on (a replayed packet is dropped and counted).
+//! Inbound contexts keep replay protection on (a replayed packet is dropped and counted) and
+//! state for at most [`super::srtp_fast::MAX_REMOTE_SSRCS`] remote SSRCs; the outbound context
+//! refuses to reuse a packet index with different bytes (AES-GCM nonce reuse).
 //!
 //! The DTLS exporter plumbing (`rtc_srtp::config::Config`) comes from `rtc-srtp`; the packet
 //! work is [`super::srtp_fast`], which protects and unprotects in place with no allocation per
@@ -104,6 +106,17 @@ impl SrtpSession {
         len: usize,
     ) -> Result<usize, SrtpError> {
         self.outbound.protect_rtcp(buf, len)
+    }
+
+    /// Remote SSRCs the inbound context keeps SRTP and SRTCP state for (each capped at
+    /// [`super::srtp_fast::MAX_REMOTE_SSRCS`]).
+    pub fn remote_ssrcs(&self) -> (usize, usize) {
+        self.inbound.ssrcs()
+    }
+
+    /// Protects refused because an index would have been reused with other bytes.
+    pub fn index_reuse_refused(&self) -> u64 {
+        self.outbound.index_reuse_refused()
     }
 
     /// Decrypts and authenticates an SRTP packet into a new buffer (tests, cold paths).

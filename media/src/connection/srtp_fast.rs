@@ -99,6 +99,24 @@ pub enum SrtpError {
     /// Key material of the wrong length.
     #[error("srtp: bad key material: {0}")]
     Key(&'static str),
+    /// Protect was asked to reuse a packet index with bytes that differ from the first packet
+    /// protected under it (or the index is too old to tell): with AES-GCM that would reuse the
+    /// nonce (keystream and authentication key leak), with AES-CM the keystream. Refused; the
+    /// buffer is zeroed.
+    #[error("srtp: packet index {index} of ssrc {ssrc:#x} already protected with other bytes")]
+    IndexReused {
+        /// Sender SSRC.
+        ssrc: u32,
+        /// Extended SRTP index.
+        index: u64,
+    },
+    /// A packet of a new SSRC arrived while the context already tracks its maximum number of
+    /// remote SSRCs: dropped before any crypto or state is created.
+    #[error("srtp: too many SSRCs in one context (ssrc {ssrc:#x} refused)")]
+    TooManySsrcs {
+        /// The refused SSRC.
+        ssrc: u32,
+    },
 }
 
 impl SrtpError {
@@ -122,7 +140,14 @@ pub struct SrtpContext {
     rtp_streams: FxHashMap<u32, RtpStream>,
     /// Per-SSRC SRTCP index state, same rules as `rtp_streams`.
     rtcp_streams: FxHashMap<u32, RtcpStream>,
+    /// Protects refused with [`SrtpError::IndexReused`].
+    index_reuse_refused: u64,
 }
+
+/// Remote SSRCs one context keeps state for (each of SRTP and SRTCP). A publisher needs two per
+/// simulcast layer (media + RTX) of each track, a subscriber one or two for its RTCP; past this
+/// a peer is making up SSRCs, and each would cost a replay window.
+pub const MAX_REMOTE_SSRCS: usize = 64;
 
 impl std::fmt::Debug for SrtpContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,6 +180,7 @@ impl SrtpContext {
             rtcp: SessionKeys::derive(profile, &prf, master_salt, LABEL_SRTCP_ENCRYPTION),
             rtp_streams: FxHashMap::default(),
             rtcp_streams: FxHashMap::default(),
+            index_reuse_refused: 0,
         })
     }
 
@@ -177,11 +203,21 @@ impl SrtpContext {
         let stream = self.rtp_streams.entry(ssrc).or_insert_with(|| RtpStream {
             highest: u64::from(seq),
             replay: ReplayWindow::default(),
+            sent: SentLog::Empty,
         });
         let index = estimate_index(stream.highest, seq);
         if index >> 48 != 0 {
             return Err(SrtpError::IndexExhausted); // RFC 3711 §9.2
         }
+        let repeated = match stream.sent.lookup(stream.highest, index) {
+            Sent::Fresh => None,
+            Sent::Repeated(tag) => Some(tag),
+            Sent::Unknown => {
+                buf[..len].fill(0);
+                self.index_reuse_refused += 1;
+                return Err(SrtpError::IndexReused { ssrc, index });
+            }
+        };
         let roc = (index >> 16) as u32;
         match &self.rtp.cipher {
             Cipher::Cm { aes, mac } => {
@@ -202,8 +238,31 @@ impl SrtpContext {
                 buf[len..out_len].copy_from_slice(tag.as_ref());
             }
         }
+        // The tag authenticates every byte of the packet under this index: equal tags prove a
+        // byte-identical resend (which reveals nothing new); a different one must never leave.
+        let tag = SentLog::tag_prefix(&buf[len..out_len]);
+        if let Some(first) = repeated {
+            if first != tag {
+                buf[..out_len].fill(0);
+                self.index_reuse_refused += 1;
+                return Err(SrtpError::IndexReused { ssrc, index });
+            }
+        } else {
+            stream.sent.record(index, tag);
+        }
         stream.highest = stream.highest.max(index);
         Ok(out_len)
+    }
+
+    /// Remote SSRCs this context keeps SRTP and SRTCP state for (each at most
+    /// [`MAX_REMOTE_SSRCS`]).
+    pub fn ssrcs(&self) -> (usize, usize) {
+        (self.rtp_streams.len(), self.rtcp_streams.len())
+    }
+
+    /// Protects refused because the index was already used with other bytes.
+    pub fn index_reuse_refused(&self) -> u64 {
+        self.index_reuse_refused
     }
 
     /// Authenticates and decrypts the SRTP packet `buf` in place; returns the plaintext length
@@ -215,6 +274,9 @@ impl SrtpContext {
         let header_len = rtp_header_len(&buf[..len])?;
         let (ssrc, seq) = rtp_ssrc_seq(buf);
         let stream = self.rtp_streams.get(&ssrc);
+        if stream.is_none() && self.rtp_streams.len() >= MAX_REMOTE_SSRCS {
+            return Err(SrtpError::TooManySsrcs { ssrc });
+        }
         // RFC 3711 §3.3.1: an unknown SSRC starts at ROC 0.
         let index = stream.map_or_else(|| u64::from(seq), |s| estimate_index(s.highest, seq));
         if let Some(stream) = stream {
@@ -242,6 +304,7 @@ impl SrtpContext {
         let stream = self.rtp_streams.entry(ssrc).or_insert_with(|| RtpStream {
             highest: index,
             replay: ReplayWindow::default(),
+            sent: SentLog::Empty,
         });
         stream.highest = stream.highest.max(index);
         stream.replay.accept(index);
@@ -314,8 +377,12 @@ impl SrtpContext {
             .expect("four bytes");
         let encrypted = word[0] & 0x80 != 0;
         let index = u32::from_be_bytes(word) & MAX_SRTCP_INDEX;
-        if let Some(stream) = self.rtcp_streams.get(&ssrc) {
-            stream.replay.check(ssrc, u64::from(index))?;
+        match self.rtcp_streams.get(&ssrc) {
+            Some(stream) => stream.replay.check(ssrc, u64::from(index))?,
+            None if self.rtcp_streams.len() >= MAX_REMOTE_SSRCS => {
+                return Err(SrtpError::TooManySsrcs { ssrc });
+            }
+            None => {}
         }
         match &self.rtcp.cipher {
             Cipher::Cm { aes, mac } => {
@@ -431,10 +498,78 @@ fn kdf<const N: usize>(prf: &Aes128Enc, master_salt: &[u8], label: u8) -> [u8; N
 }
 
 /// Per-SSRC SRTP state: the highest authenticated (or sent) 48-bit index `ROC << 16 | SEQ`
-/// (RFC 3711 §3.3.1 "s_l" with its ROC), and the replay window (inbound only).
+/// (RFC 3711 §3.3.1 "s_l" with its ROC), the replay window (inbound only) and the log of
+/// recently protected indices (outbound only).
 struct RtpStream {
     highest: u64,
     replay: ReplayWindow<RTP_REPLAY_WORDS>,
+    sent: SentLog,
+}
+
+/// What protect knows about an index it is asked to use.
+enum Sent {
+    /// Never used: protect and record it.
+    Fresh,
+    /// Used before; the first packet's tag prefix.
+    Repeated([u8; 8]),
+    /// Older than the log reaches: it cannot be shown unused or identical.
+    Unknown,
+}
+
+/// What an SSRC's protected indices were, so a resend under a used index is let through only
+/// when byte-identical: the last [`SENT_LOG`] indices with a prefix of each one's tag. One
+/// 16-byte write per protected packet. An SSRC that sent one packet keeps it inline; the 8 KiB
+/// ring is allocated at its second packet, so a context protecting many short-lived SSRCs (a
+/// test's SSRC flood) does not pay for rings it never needs.
+enum SentLog {
+    /// Nothing protected yet (an inbound stream, or a fresh one).
+    Empty,
+    /// One packet protected.
+    One(u64, [u8; 8]),
+    /// By `index % SENT_LOG`.
+    Ring(Box<[(u64, [u8; 8])]>),
+}
+
+/// Packets of history: a resend more than this many packets behind the newest is refused
+/// (sfu-core keeps 512 packets per track for NACKs, and resends on RTX when negotiated).
+const SENT_LOG: usize = 512;
+
+impl SentLog {
+    fn lookup(&self, highest: u64, index: u64) -> Sent {
+        let recorded = match self {
+            Self::Empty => return Sent::Fresh,
+            Self::One(at, tag) => (*at, *tag),
+            Self::Ring(ring) => ring[index as usize % SENT_LOG],
+        };
+        if recorded.0 == index {
+            Sent::Repeated(recorded.1)
+        } else if index + (SENT_LOG as u64) <= highest {
+            Sent::Unknown
+        } else {
+            // Within the log's reach and not recorded: never protected (every protect records).
+            Sent::Fresh
+        }
+    }
+
+    fn record(&mut self, index: u64, tag: [u8; 8]) {
+        match self {
+            Self::Empty => *self = Self::One(index, tag),
+            Self::One(first, first_tag) => {
+                // u64::MAX is no 48-bit index: an empty slot matches nothing.
+                let mut ring = vec![(u64::MAX, [0; 8]); SENT_LOG].into_boxed_slice();
+                ring[*first as usize % SENT_LOG] = (*first, *first_tag);
+                ring[index as usize % SENT_LOG] = (index, tag);
+                *self = Self::Ring(ring);
+            }
+            Self::Ring(ring) => ring[index as usize % SENT_LOG] = (index, tag),
+        }
+    }
+
+    fn tag_prefix(tag: &[u8]) -> [u8; 8] {
+        let mut prefix = [0; 8];
+        prefix.copy_from_slice(&tag[..8]);
+        prefix
+    }
 }
 
 /// Per-SSRC SRTCP state.

@@ -168,6 +168,7 @@ impl Harness {
             events,
             Vec::new(),
             pipe_rx,
+            sfu_core::Config::default(),
         );
         Self {
             shard,

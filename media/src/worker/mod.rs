@@ -188,6 +188,7 @@ impl WorkerHandle {
         pipe_inbox: mpsc::Receiver<PipeMessage>,
         pipe_peers: Vec<PipeSender>,
         failures: FailureSender,
+        core: sfu_core::Config,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
         let (requests, inbox) = mpsc::channel();
@@ -200,7 +201,7 @@ impl WorkerHandle {
                     let mut shard = shard::Shard::new(
                         index,
                         Some(socket),
-                        announced, identity, events, pipe_peers, pipe_inbox,
+                        announced, identity, events, pipe_peers, pipe_inbox, core,
                     );
                     shard.run(&inbox, &thread_wake);
                 });

@@ -21,6 +21,7 @@ use crate::connection::PacketClass;
 use crate::connection::dtls::{DtlsIdentity, DtlsOutcome, DtlsTransport};
 use crate::connection::ice::{self, BindingRequest};
 use crate::connection::paths::AddressChange;
+use crate::connection::srtp::SrtpError;
 use crate::udp::{MAX_DATAGRAM, RecvBatch, SendBatch, Socket, Wake};
 
 /// Drop and error counters of one worker (every dropped packet is counted somewhere here).
@@ -44,6 +45,12 @@ pub struct WorkerCounters {
     pub srtp_auth_failures: u64,
     /// SRTP/SRTCP packets refused as replays.
     pub srtp_replays: u64,
+    /// SRTP/SRTCP packets of a new SSRC refused because the transport's context already keeps
+    /// state for its maximum number of SSRCs (an SSRC flood).
+    pub srtp_ssrc_cap_drops: u64,
+    /// Outgoing packets SRTP refused to protect: their index was already used with other
+    /// bytes (AES-GCM nonce reuse). Never expected; non-zero means a resend path is wrong.
+    pub srtp_index_reuse_refused: u64,
     /// Datagrams of no known protocol.
     pub unknown_datagrams: u64,
     /// Packets dropped because another worker's pipe queue was full.
@@ -121,6 +128,7 @@ const SRTP_TRAILER: usize = 20;
 const RECEIVE_CHUNK: usize = 64 * 1024;
 
 impl Shard {
+    #[allow(clippy::too_many_arguments)] // one call site, in WorkerHandle::spawn
     pub(super) fn new(
         index: usize,
         socket: Option<Socket>,
@@ -129,6 +137,7 @@ impl Shard {
         events: async_mpsc::UnboundedSender<NodeEvent>,
         pipe_peers: Vec<PipeSender>,
         pipe_inbox: mpsc::Receiver<PipeMessage>,
+        core: sfu_core::Config,
     ) -> Self {
         Self {
             index,
@@ -136,7 +145,7 @@ impl Shard {
             announced,
             identity,
             events,
-            core: sfu_core::Worker::new(sfu_core::Config::default()),
+            core: sfu_core::Worker::new(core),
             rooms: HashMap::new(),
             peers: FxHashMap::default(),
             by_ufrag: HashMap::new(),
@@ -481,6 +490,10 @@ impl Shard {
                 self.counters.srtp_replays += 1;
                 return;
             }
+            Err(SrtpError::TooManySsrcs { .. }) => {
+                self.counters.srtp_ssrc_cap_drops += 1;
+                return;
+            }
             Err(_) => {
                 self.counters.srtp_auth_failures += 1;
                 return;
@@ -504,6 +517,7 @@ impl Shard {
             let (Some(srtp), Some(to)) = (peer.srtp.as_mut(), peer.paths.selected()) else {
                 continue; // not connected yet: the subscriber catches up with a keyframe
             };
+            let counters = &mut self.counters;
             // Written and protected in place in the send batch's arena: no copy, no allocation.
             self.send
                 .push_with(to, MAX_DATAGRAM + SRTP_TRAILER, |slot| {
@@ -513,7 +527,12 @@ impl Shard {
                         OutPacket::Rtcp(_) => srtp.protect_rtcp_in_place(slot, len),
                     };
                     protected
-                        .inspect_err(|e| tracing::debug!(error = %e, "SRTP protect failed"))
+                        .inspect_err(|e| {
+                            if matches!(e, SrtpError::IndexReused { .. }) {
+                                counters.srtp_index_reuse_refused += 1;
+                            }
+                            tracing::debug!(error = %e, "SRTP protect failed")
+                        })
                         .ok()
                 });
         }

@@ -52,25 +52,35 @@ impl RetransmitLimiter {
         self.budget = self.budget.saturating_add(bytes).min(self.burst);
     }
 
-    /// Admits resending output packet `seq` of `bytes` now, recording it; or says why not.
-    pub fn admit(&mut self, now: Instant, seq: SeqNo, bytes: usize) -> Result<(), Refused> {
-        let capacity = self.capacity;
-        let resent = self
-            .resent
-            .get_or_insert_with(|| vec![(SeqNo(0), None); capacity].into_boxed_slice());
-        let slot = &mut resent[(seq.0 as usize) & (capacity - 1)];
-        if slot.0 == seq
-            && slot
-                .1
-                .is_some_and(|at| now.saturating_duration_since(at) < self.interval)
-        {
-            return Err(Refused::Repeated);
+    /// The cheap early answer, before the resend is built: refuses a packet resent less than
+    /// an interval ago, or one of at least `bytes` the budget cannot cover. A storm of
+    /// repeated sequence numbers costs one slot check each. [`admit`](Self::admit) decides.
+    pub fn precheck(&self, now: Instant, seq: SeqNo, bytes: usize) -> Result<(), Refused> {
+        if let Some(resent) = &self.resent {
+            let slot = resent[(seq.0 as usize) & (self.capacity - 1)];
+            if slot.0 == seq
+                && slot
+                    .1
+                    .is_some_and(|at| now.saturating_duration_since(at) < self.interval)
+            {
+                return Err(Refused::Repeated);
+            }
         }
         if bytes > self.budget {
             return Err(Refused::OverBudget);
         }
+        Ok(())
+    }
+
+    /// Admits resending output packet `seq` of `bytes` now, recording it; or says why not.
+    pub fn admit(&mut self, now: Instant, seq: SeqNo, bytes: usize) -> Result<(), Refused> {
+        self.precheck(now, seq, bytes)?;
+        let capacity = self.capacity;
+        let resent = self
+            .resent
+            .get_or_insert_with(|| vec![(SeqNo(0), None); capacity].into_boxed_slice());
+        resent[(seq.0 as usize) & (capacity - 1)] = (seq, Some(now));
         self.budget -= bytes;
-        *slot = (seq, Some(now));
         Ok(())
     }
 }

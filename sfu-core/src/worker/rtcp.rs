@@ -19,7 +19,7 @@ use crate::stats::Counters;
 use crate::stream::Refused;
 use crate::track::{MediaKind, Track};
 use crate::transport::{Direction, Route};
-use crate::{Bitrate, SeqNo, Ssrc, SubscriptionId, TransportId};
+use crate::{Bitrate, SeqNo, Ssrc, SubscriptionId, SubscriptionStats, TransportId};
 
 impl Worker {
     /// A decrypted (compound) RTCP packet arrived on transport `from`. Never fails: malformed
@@ -192,6 +192,12 @@ impl Worker {
                 continue;
             };
             let (out_seq, _) = stored.expect("packet found implies mapping");
+            // Refuse repeats and unaffordable packets before building anything: a storm of
+            // NACKs costs a lookup per sequence number, not a resend's worth of work.
+            if let Err(refused) = s.limiter.precheck(now, out_seq, packet.payload().len()) {
+                count_refusal(refused, counters, &mut s.stats);
+                continue;
+            }
             let mut header = s.retransmit(packet, out_seq);
             let transport = transports
                 .get_mut(s.transport)
@@ -214,25 +220,22 @@ impl Worker {
             } else {
                 None
             };
-            let copied = CopiedExtensions::new(packet, &publisher_map);
-            // Admit before a fresh transport-wide number is spent on a refused resend.
-            let mut probe = header;
-            probe.extensions = copied
-                .for_subscriber(transport, s.config.mid, Some(reuse_twcc.unwrap_or(0)))
-                .0;
-            let bytes = probe.len() + packet.payload().len();
-            match s.limiter.admit(now, out_seq, bytes) {
-                Ok(()) => {}
-                Err(refused) => {
-                    match refused {
-                        Refused::Repeated => counters.retransmits_repeated += 1,
-                        Refused::OverBudget => counters.retransmits_over_budget += 1,
-                    }
-                    s.stats.retransmits_refused += 1;
-                    continue;
-                }
+            // A fresh transport-wide number is written without being taken, and taken only once
+            // the resend is admitted: refusals leave no hole in the sequence.
+            let twcc = reuse_twcc.unwrap_or(transport.twcc_seq);
+            let (extensions, written) = CopiedExtensions::new(packet, &publisher_map)
+                .for_subscriber(transport, s.config.mid, Some(twcc));
+            header.extensions = extensions;
+            if let Err(refused) =
+                s.limiter
+                    .admit(now, out_seq, header.len() + packet.payload().len())
+            {
+                count_refusal(refused, counters, &mut s.stats);
+                continue;
             }
-            header.extensions = copied.for_subscriber(transport, s.config.mid, reuse_twcc).0;
+            if reuse_twcc.is_none() && written.is_some() {
+                transport.twcc_seq = twcc.wrapping_add(1);
+            }
             s.stats.retransmits_sent += 1;
             outbox.push_back(Transmit {
                 to: s.transport,
@@ -353,6 +356,14 @@ impl Worker {
             counters.twcc_sent += 1;
         }
     }
+}
+
+fn count_refusal(refused: Refused, counters: &mut Counters, stats: &mut SubscriptionStats) {
+    match refused {
+        Refused::Repeated => counters.retransmits_repeated += 1,
+        Refused::OverBudget => counters.retransmits_over_budget += 1,
+    }
+    stats.retransmits_refused += 1;
 }
 
 /// Sends a NACK upstream for every missing packet of every layer of `track` that is due.

@@ -371,3 +371,105 @@ fn hex(text: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
         .collect()
 }
+
+#[test]
+fn protect_refuses_an_index_reused_with_different_bytes() {
+    for profile in PROFILES {
+        let mut out = ours(profile);
+        let mut inbound = ours(profile);
+        let mut originals = Vec::new();
+        for seq in 100..110 {
+            let protected = protect_rtp(&mut out, &rtp(5, seq, 300, 0, true));
+            assert_eq!(
+                unprotect_rtp(&mut inbound, &protected).unwrap(),
+                rtp(5, seq, 300, 0, true)
+            );
+            originals.push(protected);
+        }
+        // A byte-identical resend under a used index is the same ciphertext: allowed.
+        assert_eq!(
+            protect_rtp(&mut out, &rtp(5, 103, 300, 0, true)),
+            originals[3]
+        );
+        // The same index with one byte changed (a rewritten header extension): refused,
+        // zeroed, counted.
+        let mut changed = rtp(5, 104, 300, 0, true);
+        changed[17] ^= 1;
+        let len = changed.len();
+        changed.resize(len + profile.rtp_overhead(), 0);
+        assert_eq!(
+            out.protect_rtp(&mut changed, len),
+            Err(SrtpError::IndexReused {
+                ssrc: 5,
+                index: 104
+            }),
+            "{profile:?}"
+        );
+        assert!(
+            changed.iter().all(|&b| b == 0),
+            "nothing usable is left behind"
+        );
+        assert_eq!(out.index_reuse_refused(), 1);
+        // A different payload under a used index: refused.
+        let mut other = rtp(5, 105, 300, 0, true);
+        *other.last_mut().unwrap() ^= 0xff;
+        other.resize(other.len() + profile.rtp_overhead(), 0);
+        assert!(out.protect_rtp(&mut other, 300).is_err());
+        // Reordered but never used (a gap filled late): allowed.
+        for seq in (120..700).filter(|&s| s != 250) {
+            protect_rtp(&mut out, &rtp(5, seq, 100, 0, false));
+        }
+        protect_rtp(&mut out, &rtp(5, 250, 100, 0, false));
+        // Too far behind to be told apart from a used one: refused.
+        let mut old = rtp(5, 150, 100, 0, false);
+        old.resize(100 + profile.rtp_overhead(), 0);
+        assert!(matches!(
+            out.protect_rtp(&mut old, 100),
+            Err(SrtpError::IndexReused { .. })
+        ));
+        assert_eq!(out.index_reuse_refused(), 3);
+        // Other SSRCs are independent.
+        protect_rtp(&mut out, &rtp(6, 104, 300, 0, true));
+    }
+}
+
+#[test]
+fn a_context_keeps_state_for_at_most_max_remote_ssrcs() {
+    use super::MAX_REMOTE_SSRCS;
+    for profile in PROFILES {
+        let mut sender = ours(profile);
+        let mut inbound = ours(profile);
+        let ssrcs = MAX_REMOTE_SSRCS as u32 + 100;
+        let mut refused = 0;
+        for ssrc in 1..=ssrcs {
+            let packet = protect_rtp(&mut sender, &rtp(ssrc, 1, 100, 0, false));
+            match unprotect_rtp(&mut inbound, &packet) {
+                Ok(_) => {}
+                Err(SrtpError::TooManySsrcs { ssrc: s }) => {
+                    assert_eq!(s, ssrc);
+                    refused += 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+            let packet = protect_rtcp(&mut sender, &rtcp(ssrc, 40));
+            match unprotect_rtcp(&mut inbound, &packet) {
+                Ok(_) | Err(SrtpError::TooManySsrcs { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(refused, 100);
+        assert_eq!(inbound.ssrcs(), (MAX_REMOTE_SSRCS, MAX_REMOTE_SSRCS));
+        // The SSRCs that got in keep working.
+        let packet = protect_rtp(&mut sender, &rtp(1, 2, 100, 0, false));
+        assert!(unprotect_rtp(&mut inbound, &packet).is_ok());
+        // An SSRC that does not authenticate never takes a slot, even below the cap.
+        let mut fresh = ours(profile);
+        let mut forged = protect_rtp(&mut sender, &rtp(9999, 1, 100, 0, false));
+        *forged.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            unprotect_rtp(&mut fresh, &forged),
+            Err(SrtpError::Authentication)
+        );
+        assert_eq!(fresh.ssrcs(), (0, 0));
+    }
+}
