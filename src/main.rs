@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use mooyaho_control::proof::MIN_SECRET_LEN;
 use mooyaho_signaling::{AppState, RedisOptions, SignalingConfig};
 use rand::RngCore;
 use serde::Deserialize;
@@ -92,7 +93,8 @@ struct Options {
     /// every third of it). Sessions of a dead instance leave their channels after this.
     #[arg(long, env = "MOOYAHO_PRESENCE_TTL_MS")]
     presence_ttl_ms: Option<u64>,
-    /// Secret shared with the SFU nodes (`server`; `dev` generates one for its own node).
+    /// Secret shared with the SFU nodes, at least 16 characters (`server`; `dev` generates one
+    /// for its own node).
     #[arg(long, env = "MOOYAHO_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
     /// Open WebSocket connections allowed from one IP address (0 = no limit; default 64 for
@@ -225,6 +227,13 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
 
     config.cluster_secret = options.cluster_secret.or(file.cluster_secret);
+    // Every proof a node sends allows offline guesses of the secret: refuse a short one here as
+    // the node does (a rogue node registered with this server would otherwise brute-force it).
+    if let Some(secret) = &config.cluster_secret
+        && secret.len() < MIN_SECRET_LEN
+    {
+        bail!("the cluster secret must be at least {MIN_SECRET_LEN} characters");
+    }
     // `dev` is a loopback tool that load generators drive with many sockets from one address.
     config.max_connections_per_ip = options
         .max_connections_per_ip

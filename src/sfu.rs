@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use mooyaho_control::proof::MIN_SECRET_LEN;
 use mooyaho_media::{ControlConfig, ControlServer, Node, NodeConfig};
 
 /// Options of `mooyaho sfu`.
@@ -29,7 +30,7 @@ pub(crate) struct SfuOptions {
     /// Subscribers a room keeps on its home worker before spreading over the others.
     #[arg(long, env = "MOOYAHO_SPILL_AFTER", default_value_t = mooyaho_media::node::DEFAULT_SPILL_AFTER)]
     spill_after: usize,
-    /// Secret shared with the signaling instances.
+    /// Secret shared with the signaling instances, at least 16 characters.
     #[arg(long, env = "MOOYAHO_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: String,
     /// Control connections allowed at once before they prove the cluster secret; more are
@@ -94,8 +95,8 @@ pub(crate) fn start_node(
 }
 
 pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
-    if options.cluster_secret.len() < 16 {
-        bail!("the cluster secret must be at least 16 characters");
+    if options.cluster_secret.len() < MIN_SECRET_LEN {
+        bail!("the cluster secret must be at least {MIN_SECRET_LEN} characters");
     }
     let workers = options
         .workers

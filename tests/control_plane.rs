@@ -3,13 +3,17 @@
 //! replay), and hostile QUIC clients of a real `mooyaho sfu` — a flood of connections that never
 //! authenticate, one that sends nothing, one that announces a 4 GiB frame, one with a wrong proof,
 //! one replaying a captured proof — are refused, closed and counted while an honest signaling
-//! instance keeps using the node.
+//! instance keeps using the node and new honest connections authenticate during the attack and
+//! after it. Spoofed Initials get a QUIC Retry and take no slot; a client that sends a wrong
+//! proof and never opens its receive window loses its slot within the reply timeout; a short
+//! cluster secret is refused by every command.
 
 #[path = "support/sfu_client.rs"]
 mod sfu_client;
 mod support;
 
-use std::net::SocketAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +28,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::{Value, json};
 use sfu_client::SfuClient;
-use support::{Rest, Server, SfuNode, eventually};
+use support::{API_KEY, Rest, Server, SfuNode, eventually};
 use tokio::sync::mpsc;
 
 const SECRET: &str = "cluster-secret-control-plane-0123456789";
@@ -280,7 +284,14 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
+/// A hostile client endpoint on 127.0.0.1.
 fn hostile_endpoint() -> quinn::Endpoint {
+    hostile_endpoint_from(Ipv4Addr::LOCALHOST, quinn::TransportConfig::default())
+}
+
+/// A hostile client endpoint bound to `source` (any 127.0.0.0/8 address is a distinct source on
+/// loopback), with `transport`.
+fn hostile_endpoint_from(source: Ipv4Addr, transport: quinn::TransportConfig) -> quinn::Endpoint {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
@@ -289,9 +300,39 @@ fn hostile_endpoint() -> quinn::Endpoint {
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::new(IpAddr::V4(source), 0)).unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
     endpoint
+}
+
+/// A new honest connection from 127.0.0.1, as a signaling instance makes: it must be welcomed
+/// (with the node's own proof) within 10 s.
+async fn honest_connection_authenticates(node: SocketAddr) -> Result<(), String> {
+    let attempt = async {
+        let endpoint = hostile_endpoint();
+        let connection = connect(&endpoint, node)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let keys = exporter(&connection);
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        let hello = hello_with(Proof::new(SECRET.as_bytes(), Role::Signaling, &keys));
+        send.write_all(&hello).await.map_err(|e| e.to_string())?;
+        let reply = read_frame::<Response, _>(&mut recv, MAX_HELLO_FRAME).await;
+        connection.close(0u32.into(), b"done");
+        match reply {
+            Ok(Response::Welcome { proof, .. })
+                if proof.verify(SECRET.as_bytes(), Role::Node, &keys).is_ok() =>
+            {
+                Ok(())
+            }
+            other => Err(format!("not welcomed: {other:?}")),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .map_err(|_| "no welcome within 10 s".to_owned())?
 }
 
 async fn connect(
@@ -346,21 +387,34 @@ async fn hostile_control_clients_are_refused_counted_and_closed_while_an_honest_
     assert!(healthy, "{}", sfu_server(&rest, node.id()).await);
     let endpoint = hostile_endpoint();
 
-    // 1. A flood of connections that never authenticate: the node holds a bounded number
-    //    (DEFAULT_MAX_UNAUTHENTICATED = 16) and refuses the rest before any TLS work.
+    // 1. A flood of connections that never authenticate, from one source address: the node
+    //    holds MAX_UNAUTHENTICATED_PER_SOURCE = 2 of them and refuses the rest before any TLS
+    //    work, so the flood cannot take the slots other sources need.
     const FLOOD: usize = 48;
+    const PER_SOURCE: usize = 2;
+    let flooder = hostile_endpoint_from(Ipv4Addr::new(127, 0, 0, 2), Default::default());
     let attempts =
-        futures_util::future::join_all((0..FLOOD).map(|_| connect(&endpoint, node.control))).await;
+        futures_util::future::join_all((0..FLOOD).map(|_| connect(&flooder, node.control))).await;
     let refused = attempts
         .iter()
         .filter(|a| matches!(a, Err(quinn::ConnectionError::ConnectionClosed(_))))
         .count();
     let held: Vec<_> = attempts.into_iter().filter_map(Result::ok).collect();
     assert!(
-        held.len() <= 16 && refused >= FLOOD - 16,
+        held.len() == PER_SOURCE && refused == FLOOD - PER_SOURCE,
         "{} held, {refused} refused",
         held.len()
     );
+    // The node speaks no datagrams: none of its memory for a stranger to fill.
+    assert_eq!(held[0].max_datagram_size(), None);
+    // While the flood holds its slots, a new honest connection from another source gets in.
+    assert_eq!(honest_connection_authenticates(node.control).await, Ok(()));
+    for connection in &held {
+        assert!(
+            connection.close_reason().is_none(),
+            "the flood's connections were still held while the honest one authenticated"
+        );
+    }
     // Each held one is closed by the node within a few seconds of saying nothing.
     let started = Instant::now();
     for connection in &held {
@@ -373,6 +427,8 @@ async fn hostile_control_clients_are_refused_counted_and_closed_while_an_honest_
         );
     }
     println!("silent connections closed after {:?}", started.elapsed());
+    // After the flood too.
+    assert_eq!(honest_connection_authenticates(node.control).await, Ok(()));
 
     // 2. One that opens its stream and sends a 4 GiB length prefix (and nothing else).
     let connection = connect(&endpoint, node.control).await.unwrap();
@@ -476,4 +532,190 @@ async fn hostile_control_clients_are_refused_counted_and_closed_while_an_honest_
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["sfuServerId"].as_u64(), Some(node.id()), "{body}");
+}
+
+/// The Initial datagrams of `count` distinct connection attempts (distinct destination
+/// connection ids), as a client would send them: a quinn client connects to a UDP socket of ours
+/// that records them and never answers.
+async fn captured_initials(count: usize) -> Vec<Vec<u8>> {
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = sink.local_addr().unwrap();
+    let endpoint = hostile_endpoint();
+    let connecting: Vec<_> = (0..count)
+        .map(|_| endpoint.connect(target, "mooyaho-sfu").unwrap())
+        .collect();
+    let (mut seen, mut initials) = (HashSet::new(), Vec::new());
+    let mut buf = vec![0; 2048];
+    while initials.len() < count {
+        let (len, _) = tokio::time::timeout(Duration::from_secs(10), sink.recv_from(&mut buf))
+            .await
+            .expect("the client sends its Initials")
+            .unwrap();
+        let datagram = &buf[..len];
+        // Long header: flags, version (4), destination connection id length, the id.
+        let id_len = usize::from(datagram[5]);
+        if seen.insert(datagram[6..6 + id_len].to_vec()) {
+            initials.push(datagram.to_vec());
+        }
+    }
+    drop(connecting);
+    endpoint.close(0u32.into(), b"");
+    initials
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spoofed_initials_get_a_retry_and_take_no_slot_from_honest_instances() {
+    let server = Server::start(&["--cluster-secret", SECRET]);
+    let node = SfuNode::start(SECRET, Some(&server));
+    // More sources than the node has unauthenticated slots (16), one Initial each: without
+    // address validation each would hold a slot for its whole handshake timeout.
+    const SOURCES: u8 = 24;
+    let initials = captured_initials(usize::from(SOURCES)).await;
+    let mut spoofed = Vec::new();
+    for (i, initial) in (0..SOURCES).zip(&initials) {
+        let socket = tokio::net::UdpSocket::bind((Ipv4Addr::new(127, 0, 1, 10 + i), 0))
+            .await
+            .unwrap();
+        socket.send_to(initial, node.control).await.unwrap();
+        spoofed.push(socket);
+    }
+    // While those "handshakes" would be pending, an honest connection gets in.
+    assert_eq!(honest_connection_authenticates(node.control).await, Ok(()));
+    // Each spoofed source got one stateless Retry (long header, type 3) and nothing else: no
+    // Initial/Handshake flight a real handshake would have started.
+    let mut buf = vec![0; 2048];
+    for socket in &spoofed {
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("the node answers a fresh Initial with a Retry")
+            .unwrap();
+        assert!(len > 0 && buf[0] & 0x80 != 0, "not a long header");
+        assert_eq!((buf[0] >> 4) & 0x03, 3, "not a Retry packet");
+        let more = tokio::time::timeout(Duration::from_secs(1), socket.recv_from(&mut buf)).await;
+        assert!(
+            more.is_err(),
+            "the node sent more than a Retry to an unvalidated source"
+        );
+    }
+    assert_eq!(honest_connection_authenticates(node.control).await, Ok(()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_proof_that_never_reads_its_refusal_loses_its_slot_within_the_reply_timeout() {
+    let server = Server::start(&["--cluster-secret", SECRET]);
+    let rest = server.rest();
+    let node = SfuNode::start(SECRET, Some(&server));
+    // As many such clients as the node has unauthenticated slots (16), each from its own
+    // source, each advertising a 0-byte receive window: the node cannot send them a byte of
+    // stream data, and its keep-alives keep the connections open.
+    const CLIENTS: u8 = 16;
+    let mut hostile = Vec::new();
+    for i in 0..CLIENTS {
+        let mut transport = quinn::TransportConfig::default();
+        transport
+            .stream_receive_window(0u32.into())
+            .receive_window(0u32.into());
+        let endpoint = hostile_endpoint_from(Ipv4Addr::new(127, 0, 2, 10 + i), transport);
+        let connection = connect(&endpoint, node.control).await.unwrap();
+        let wrong = Proof::new(
+            b"not-the-cluster-secret-00000",
+            Role::Signaling,
+            &exporter(&connection),
+        );
+        let (mut send, recv) = connection.open_bi().await.unwrap();
+        send.write_all(&hello_with(wrong)).await.unwrap();
+        // Never read: the refusal cannot be delivered.
+        hostile.push((endpoint, connection, send, recv));
+    }
+    let started = Instant::now();
+    for (_, connection, _, _) in &hostile {
+        let closed = tokio::time::timeout(Duration::from_secs(10), connection.closed())
+            .await
+            .expect("the node lets a connection that never reads its refusal go");
+        assert!(
+            matches!(&closed, quinn::ConnectionError::ApplicationClosed(c) if &c.reason[..] == b"unauthorized"),
+            "{closed:?}"
+        );
+    }
+    println!(
+        "non-reading refused connections closed after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(honest_connection_authenticates(node.control).await, Ok(()));
+    let counted = eventually(Duration::from_secs(10), || async {
+        node_load(&rest, node.id()).await["controlBadHellos"].as_u64() >= Some(u64::from(CLIENTS))
+    })
+    .await;
+    assert!(counted, "{}", node_load(&rest, node.id()).await);
+    // A new signaling instance registers the node and finds it healthy.
+    let second = Server::start(&["--cluster-secret", SECRET]);
+    let rest = second.rest();
+    let (status, body) = rest
+        .call(
+            "POST",
+            "/sfu-servers",
+            Some(json!({ "address": node.control.to_string(), "fingerprint": node.fingerprint })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let id = body["id"].as_u64().unwrap();
+    let healthy = eventually(Duration::from_secs(10), || async {
+        sfu_server(&rest, id).await["health"] == "healthy"
+    })
+    .await;
+    assert!(healthy, "{}", sfu_server(&rest, id).await);
+}
+
+#[test]
+fn every_command_refuses_a_cluster_secret_under_16_characters() {
+    let short = "fifteen-chars-x";
+    assert_eq!(short.len(), 15);
+    let runs: [&[&str]; 3] = [
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            API_KEY,
+            "--cluster-secret",
+            short,
+        ],
+        &["dev", "--listen", "127.0.0.1:0", "--cluster-secret", short],
+        &[
+            "sfu",
+            "--control-listen",
+            "127.0.0.1:0",
+            "--cluster-secret",
+            short,
+        ],
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for args in runs {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let exited = child.try_wait().unwrap();
+        if exited.is_none() {
+            let _ = child.kill();
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            exited.is_some_and(|status| !status.success()),
+            "{args:?} started"
+        );
+        assert!(
+            stderr.contains("the cluster secret must be at least 16 characters"),
+            "{args:?}: {stderr}"
+        );
+    }
 }

@@ -231,7 +231,7 @@ pub struct Load {
     /// Packets dropped by the security layer since start (STUN, DTLS, SRTP failures).
     pub security_drops: u64,
     /// Control connections refused since start because too many were already waiting to
-    /// authenticate.
+    /// authenticate (in all, or from the same source address).
     pub control_over_capacity: u64,
     /// Control connections closed since start for not completing their hello in time.
     pub control_hello_timeouts: u64,

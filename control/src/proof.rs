@@ -9,7 +9,8 @@
 //!   to a real node (that connection has another exporter);
 //! - the role label differs per direction, so the node cannot reflect the client's proof back;
 //! - an HMAC output reveals nothing about its key beyond allowing offline guesses, which is why
-//!   the secret must be long and random (`mooyaho sfu` refuses one under 16 characters).
+//!   the secret must be long and random (`mooyaho sfu`, `server` and `dev` refuse one under
+//!   [`MIN_SECRET_LEN`] characters).
 //!
 //! Verification is constant-time (`ring::hmac::verify`).
 
@@ -25,6 +26,9 @@ pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-mooyaho-control-hello";
 pub const EXPORTER_LEN: usize = 32;
 /// Bytes of a proof (an HMAC-SHA256 tag).
 pub const PROOF_LEN: usize = 32;
+/// The shortest cluster secret a node or a signaling server accepts: a proof allows offline
+/// guesses, so a short secret would be recovered by anyone who receives one proof.
+pub const MIN_SECRET_LEN: usize = 16;
 
 /// Which end of the connection proves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,14 +2,18 @@
 //! send one request per bidirectional stream; the node pushes events on a unidirectional stream.
 //! The node's TLS certificate is self-signed; clients pin its SHA-256 fingerprint.
 //!
-//! Until a connection has proved the secret it is a stranger's, and it costs the node little: at
-//! most [`ControlConfig::max_unauthenticated`] such connections at once (more are refused before
-//! any TLS work), one bidirectional stream and a small receive window each, a hello of at most
-//! [`mooyaho_control::MAX_HELLO_FRAME`] bytes, and [`HELLO_TIMEOUT`] from its first packet to a
-//! verified hello. Every refusal is counted (reported in [`Load`]) and logged.
+//! Until a connection has proved the secret it is a stranger's, and it costs the node little: a
+//! source address must first prove it receives our packets (a QUIC Retry: spoofed Initials get
+//! one stateless packet and nothing else); then at most [`MAX_UNAUTHENTICATED_PER_SOURCE`] such
+//! connections per source address and [`ControlConfig::max_unauthenticated`] in all (more are
+//! refused before any TLS work), one bidirectional stream and a small receive window each, a
+//! hello of at most [`mooyaho_control::MAX_HELLO_FRAME`] bytes, [`HELLO_TIMEOUT`] from its first
+//! packet to a verified hello and [`REPLY_TIMEOUT`] for the node's answer to be taken (a peer
+//! that never opens its receive window cannot keep its slot). Every refusal is counted (reported
+//! in [`Load`]) and logged.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +48,13 @@ pub const DEFAULT_MAX_UNAUTHENTICATED: usize = 16;
 /// Time from a connection's first packet to its verified hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// Time the node's answer to a hello (welcome or refusal) has to be taken by the peer.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Connections allowed at once from one source address (one IPv6 /64) before they authenticate:
+/// one source cannot take the slots of [`ControlConfig::max_unauthenticated`] from everyone else.
+pub const MAX_UNAUTHENTICATED_PER_SOURCE: usize = 2;
+
 /// A running control server.
 #[derive(Debug)]
 pub struct ControlServer {
@@ -76,13 +87,12 @@ const UNAUTHENTICATED_RECEIVE_WINDOW: u32 = 16 * 1024;
 const RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
 /// Requests an authenticated client may have in flight (one bidirectional stream each).
 const MAX_REQUESTS_IN_FLIGHT: u32 = 64;
-/// How long a refusal waits for its error frame to be acknowledged before closing.
-const REFUSAL_LINGER: Duration = Duration::from_millis(500);
 
 /// Why a connection that never authenticated was let go: counted, reported in [`Load`].
 #[derive(Debug, Default)]
 struct Refusals {
     over_capacity: RefusalCount,
+    over_source_limit: RefusalCount,
     hello_timeouts: RefusalCount,
     bad_hellos: RefusalCount,
 }
@@ -125,6 +135,17 @@ impl Refusals {
         }
     }
 
+    fn over_source_limit(&self, remote: SocketAddr) {
+        if let Some(total) = self.over_source_limit.bump() {
+            tracing::warn!(
+                %remote,
+                limit = MAX_UNAUTHENTICATED_PER_SOURCE,
+                since_start = total,
+                "control connection refused: too many connections from this source waiting to authenticate"
+            );
+        }
+    }
+
     fn hello_timeout(&self, remote: SocketAddr) {
         if let Some(total) = self.hello_timeouts.bump() {
             tracing::warn!(
@@ -143,7 +164,7 @@ impl Refusals {
     }
 
     fn fill(&self, load: &mut Load) {
-        load.control_over_capacity = self.over_capacity.get();
+        load.control_over_capacity = self.over_capacity.get() + self.over_source_limit.get();
         load.control_hello_timeouts = self.hello_timeouts.get();
         load.control_bad_hellos = self.bad_hellos.get();
     }
@@ -188,6 +209,8 @@ impl ControlServer {
             .max_concurrent_bidi_streams(1u32.into())
             .max_concurrent_uni_streams(0u32.into())
             .receive_window(UNAUTHENTICATED_RECEIVE_WINDOW.into())
+            // No datagrams in this protocol: no buffer for a stranger to fill.
+            .datagram_receive_buffer_size(None)
             .stream_receive_window(VarInt::from_u32((MAX_FRAME + 64 * 1024) as u32));
         server.transport_config(Arc::new(transport));
         let endpoint =
@@ -200,11 +223,26 @@ impl ControlServer {
         let secret: Arc<[u8]> = config.secret.into_bytes().into();
         let limit = config.max_unauthenticated.max(1);
         let unauthenticated = Arc::new(Semaphore::new(limit));
+        let sources = Arc::new(Mutex::new(Sources::default()));
         tokio::spawn(async move {
             while let Some(incoming) = accept.accept().await {
+                let remote = incoming.remote_address();
+                // A source must show it receives our packets before it costs any state: a
+                // spoofed Initial gets one stateless Retry, and its sender never comes back.
+                if !incoming.remote_address_validated() {
+                    if let Err(validated) = incoming.retry() {
+                        validated.into_incoming().refuse();
+                    }
+                    continue;
+                }
                 // Refused before any TLS work: a flood of strangers costs one packet each.
+                let Some(source) = SourceSlot::take(&sources, remote.ip()) else {
+                    refusals.over_source_limit(remote);
+                    incoming.refuse();
+                    continue;
+                };
                 let Ok(permit) = unauthenticated.clone().try_acquire_owned() else {
-                    refusals.over_capacity(incoming.remote_address(), limit);
+                    refusals.over_capacity(remote, limit);
                     incoming.refuse();
                     continue;
                 };
@@ -217,7 +255,7 @@ impl ControlServer {
                 tokio::spawn(async move {
                     let workers = node.addresses().len();
                     let authenticated = authenticate(incoming, &secret, workers, &refusals).await;
-                    drop(permit);
+                    drop((permit, source));
                     if let Some(connection) = authenticated {
                         serve(connection, node, clients, refusals).await;
                     }
@@ -250,6 +288,57 @@ impl Drop for ControlServer {
 
 fn lock(clients: &Mutex<Clients>) -> std::sync::MutexGuard<'_, Clients> {
     clients.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Unauthenticated connections per source (see [`source_of`]).
+#[derive(Default)]
+struct Sources(HashMap<IpAddr, usize>);
+
+/// One unauthenticated connection counted against its source until dropped.
+struct SourceSlot {
+    sources: Arc<Mutex<Sources>>,
+    source: IpAddr,
+}
+
+impl SourceSlot {
+    /// A slot for a connection from `ip`, or `None` when its source already has
+    /// [`MAX_UNAUTHENTICATED_PER_SOURCE`].
+    fn take(sources: &Arc<Mutex<Sources>>, ip: IpAddr) -> Option<Self> {
+        let source = source_of(ip);
+        let mut counts = sources.lock().unwrap_or_else(|e| e.into_inner());
+        let count = counts.0.entry(source).or_default();
+        if *count >= MAX_UNAUTHENTICATED_PER_SOURCE {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            sources: sources.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut counts = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.0.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                counts.0.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// What one source is: an IPv4 address, or an IPv6 /64 (what one host is usually given).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
 }
 
 /// Takes a new connection through the TLS handshake and the hello, within [`HELLO_TIMEOUT`]:
@@ -311,8 +400,15 @@ async fn authenticate(
                     workers,
                     proof: Proof::new(secret, Role::Node, &exporter),
                 };
-                if write_frame(&mut send, &welcome).await.is_err() {
-                    return None;
+                // A peer that never opens its receive window must not keep its slot.
+                match tokio::time::timeout(REPLY_TIMEOUT, write_frame(&mut send, &welcome)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return None,
+                    Err(_) => {
+                        refusals.hello_timeout(remote);
+                        connection.close(close::HELLO_TIMEOUT.into(), b"welcome not taken in time");
+                        return None;
+                    }
                 }
                 let _ = send.finish();
                 tracing::info!(%remote, %instance, "signaling instance connected");
@@ -335,10 +431,16 @@ async fn authenticate(
     };
     let (code, message) = refusal;
     refusals.bad_hello(remote, &message);
-    let _ = write_frame(&mut send, &Response::Error { code, message }).await;
-    let _ = send.finish();
-    // Let the error frame arrive before the connection (and its unsent data) goes.
-    let _ = tokio::time::timeout(REFUSAL_LINGER, send.stopped()).await;
+    // Let the error frame arrive before the connection (and its unsent data) goes, but no longer
+    // than REPLY_TIMEOUT: a peer that never opens its receive window must not keep its slot.
+    let refuse = async {
+        write_frame(&mut send, &Response::Error { code, message })
+            .await
+            .ok()?;
+        send.finish().ok()?;
+        send.stopped().await.ok()
+    };
+    let _ = tokio::time::timeout(REPLY_TIMEOUT, refuse).await;
     connection.close(close::REFUSED.into(), b"unauthorized");
     None
 }
@@ -669,6 +771,7 @@ mod tests {
         refusals.hello_timeout("127.0.0.1:1".parse().unwrap());
         refusals.hello_timeout("127.0.0.1:1".parse().unwrap());
         refusals.over_capacity("127.0.0.1:1".parse().unwrap(), 16);
+        refusals.over_source_limit("127.0.0.1:1".parse().unwrap());
         let mut load = Load::default();
         refusals.fill(&mut load);
         assert_eq!(
@@ -677,7 +780,34 @@ mod tests {
                 load.control_hello_timeouts,
                 load.control_bad_hellos
             ),
-            (1, 2, 1)
+            (2, 2, 1)
+        );
+    }
+
+    #[test]
+    fn a_source_holds_at_most_its_share_of_slots_and_gets_them_back() {
+        let sources = Arc::new(Mutex::new(Sources::default()));
+        let ip = "192.0.2.7".parse().unwrap();
+        let held: Vec<_> = (0..MAX_UNAUTHENTICATED_PER_SOURCE)
+            .map(|_| SourceSlot::take(&sources, ip).expect("within the share"))
+            .collect();
+        assert!(SourceSlot::take(&sources, ip).is_none());
+        assert!(SourceSlot::take(&sources, "192.0.2.8".parse().unwrap()).is_some());
+        drop(held);
+        assert!(SourceSlot::take(&sources, ip).is_some());
+        assert!(sources.lock().unwrap().0.is_empty(), "no entry left behind");
+    }
+
+    #[test]
+    fn an_ipv6_source_is_its_64_and_a_mapped_ipv4_is_the_ipv4() {
+        let a = source_of("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = source_of("2001:db8:1:2:bbbb::2".parse().unwrap());
+        let c = source_of("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            source_of("::ffff:192.0.2.1".parse().unwrap()),
+            source_of("192.0.2.1".parse().unwrap())
         );
     }
 }

@@ -169,7 +169,9 @@ fn client_config(fingerprint: &str) -> Result<quinn::ClientConfig, String> {
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("small duration")))
         .keep_alive_interval(Some(KEEP_ALIVE))
         .max_concurrent_bidi_streams(0u32.into())
-        .max_concurrent_uni_streams(1u32.into());
+        .max_concurrent_uni_streams(1u32.into())
+        // No datagrams in this protocol: no buffer for the node to fill.
+        .datagram_receive_buffer_size(None);
     config.transport_config(Arc::new(transport));
     Ok(config)
 }
