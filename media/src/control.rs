@@ -704,7 +704,8 @@ async fn load(node: &Node, refusals: &Refusals, meter: &mut LoadMeter) -> Option
             + w.counters.srtp_auth_failures
             + w.counters.srtp_replays
             + w.counters.stale_routes
-            + w.counters.srtp_ssrc_cap_drops;
+            + w.counters.srtp_ssrc_cap_drops
+            + w.counters.live_address_claims;
     }
     let now = Instant::now();
     let cpu = process_cpu_ticks();

@@ -364,6 +364,17 @@ impl Paths {
         now.saturating_duration_since(self.last_consent) > CONSENT_TIMEOUT
     }
 
+    /// Whether `addr` is a live path: media goes there, or it answered our check within
+    /// [`CONSENT_TIMEOUT`]. A check that merely names an address (spoofable) never makes it live,
+    /// so the worker never hands a live path to another transport.
+    pub fn is_live(&self, now: Instant, addr: SocketAddr) -> bool {
+        self.selected == Some(addr)
+            || self.addresses.iter().any(|a| {
+                a.addr == addr
+                    && matches!(a.consent, Consent::Granted(at) if now.saturating_duration_since(at) <= CONSENT_TIMEOUT)
+            })
+    }
+
     /// Forgets `addr` (another transport validated it); returns whether it was here.
     pub fn forget(&mut self, addr: SocketAddr) -> bool {
         let before = self.addresses.len();
@@ -537,6 +548,37 @@ mod tests {
         assert_eq!(paths.handle_response(t0, to, &right), Ok(true));
         // A replayed response matches no outstanding check.
         assert!(paths.handle_response(t0, to, &right).is_err());
+    }
+
+    #[test]
+    fn only_selected_or_consented_paths_are_live() {
+        let t0 = Instant::now();
+        let mut paths = connected(t0);
+        assert!(paths.is_live(t0, addr(1)), "the selected path");
+        // A check alone (spoofable), and a check in flight, make nothing live.
+        paths.handle_check(t0, addr(2), true);
+        assert!(!paths.is_live(t0, addr(2)), "unchecked candidate");
+        paths.handle_timeout(t0);
+        assert!(paths.pending() >= 1);
+        assert!(!paths.is_live(t0, addr(2)), "candidate being checked");
+        assert!(!paths.is_live(t0, addr(9)), "unknown address");
+        // Answered: live even before media switches to it (the switch waits for the interval).
+        let t1 = t0 + Duration::from_millis(100);
+        paths.handle_check(t1, addr(3), false);
+        answer(&mut paths, t1, &[addr(3)]);
+        assert_eq!(paths.selected(), Some(addr(1)));
+        assert!(paths.is_live(t1, addr(3)));
+        // Consent on it goes stale after CONSENT_TIMEOUT without answers; the selected path
+        // keeps answering and stays live.
+        let mut now = t1;
+        while now <= t1 + CONSENT_TIMEOUT {
+            now += Duration::from_millis(500);
+            paths.handle_timeout(now);
+            answer(&mut paths, now, &[addr(1)]);
+        }
+        assert!(!paths.is_live(now, addr(3)), "stale consent");
+        assert!(paths.is_live(now, addr(1)));
+        assert_eq!(paths.selected(), Some(addr(1)));
     }
 
     #[test]

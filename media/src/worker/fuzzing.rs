@@ -4,7 +4,8 @@
 //! checks, DTLS/SRTP-shaped bytes, garbage) and time steps, driven through a socketless shard's
 //! demultiplexing, ICE/paths and DTLS/SRTP handling, with the worker's invariants checked after
 //! every step: the address table names only live transports and exactly their own addresses,
-//! and per-transport address/candidate counts stay within their caps.
+//! per-transport address/candidate counts stay within their caps, and a transport's selected
+//! media path is never taken away while it lives (no other transport's check claims it).
 //!
 //! The input is a compact byte program (so crashes minimise and regressions can be written by
 //! hand): an opcode byte, then that op's argument bytes (missing bytes read as 0).
@@ -13,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use sfu_core::RoomId;
+use sfu_core::{RoomId, TransportId};
 use stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_USE_CANDIDATE, ATTR_USERNAME};
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
@@ -338,6 +339,44 @@ impl Harness {
             );
         }
     }
+
+    /// Every transport's selected media path.
+    fn selected_paths(&self) -> Vec<(TransportId, SocketAddr)> {
+        self.shard
+            .peers
+            .iter()
+            .filter_map(|(t, p)| Some((*t, p.paths.selected()?)))
+            .collect()
+    }
+
+    /// Across one step: a transport that had a selected path and still lives has one (media
+    /// only switches to another consented path), and its old selected path was not handed to
+    /// another transport.
+    fn check_selected_kept(&self, before: &[(TransportId, SocketAddr)]) {
+        for (transport, selected) in before {
+            let Some(peer) = self.shard.peers.get(transport) else {
+                continue;
+            };
+            assert!(
+                peer.paths.selected().is_some(),
+                "{transport:?} lost its media path {selected}"
+            );
+            if let Some(owner) = self.shard.by_addr.get(selected) {
+                assert_eq!(
+                    owner, transport,
+                    "another transport took the selected path {selected}"
+                );
+            }
+        }
+    }
+}
+
+/// Runs one step and checks the invariants.
+fn step_and_check(harness: &mut Harness, program: &mut Program<'_>) {
+    let before = harness.selected_paths();
+    harness.step(program);
+    harness.check();
+    harness.check_selected_kept(&before);
 }
 
 /// Fuzz body: runs the program, checking the invariants after every step.
@@ -346,8 +385,7 @@ pub fn fuzz_media_worker(data: &[u8]) {
     let mut program = Program { data };
     let mut steps = 0;
     while !program.data.is_empty() && steps < 256 {
-        harness.step(&mut program);
-        harness.check();
+        step_and_check(&mut harness, &mut program);
         steps += 1;
     }
 }
@@ -413,6 +451,44 @@ mod tests {
             .filter_map(|p| p.paths.selected())
             .collect();
         assert!(selected.contains(&address(1)), "{selected:?}");
+    }
+
+    /// Review 1 finding 1: transport 1 signs a nominating check from transport 0's selected
+    /// path (address 1) — dropped and counted; from transport 0's unconfirmed candidate
+    /// (address 3) — it moves.
+    pub(crate) fn live_address_claim() -> Vec<u8> {
+        vec![
+            0, 0, 0, // publish: room 0, session 0 (transport 0)
+            4, 0, 1, 1, // its nominating check from address 1
+            5, 1, // address 1 answers the node's check: selected
+            0, 0, 1, // publish: room 0, session 1 (transport 1)
+            4, 1, 1, 1, // transport 1's check from address 1 (spoofed)
+            4, 0, 3, 0, // transport 0's check from address 3, never answered
+            4, 1, 3, 1, // transport 1's check from address 3
+        ]
+    }
+
+    #[test]
+    fn a_check_from_another_transports_live_path_is_dropped_and_counted() {
+        let mut harness = Harness::new();
+        let program = live_address_claim();
+        let mut reader = Program { data: &program };
+        while !reader.data.is_empty() {
+            step_and_check(&mut harness, &mut reader);
+        }
+        let mut transports: Vec<_> = harness.shard.peers.keys().copied().collect();
+        transports.sort_by_key(|t| t.to_u64());
+        let [owner, claimant] = transports[..] else {
+            panic!("two transports expected: {transports:?}");
+        };
+        let shard = &harness.shard;
+        assert_eq!(shard.counters.live_address_claims, 1);
+        assert_eq!(shard.peers[&owner].paths.selected(), Some(address(1)));
+        assert_eq!(shard.by_addr.get(&address(1)), Some(&owner));
+        assert!(!shard.peers[&claimant].paths.contains(address(1)));
+        // An unconfirmed candidate is not protected (it may be the claimant's real address).
+        assert_eq!(shard.by_addr.get(&address(3)), Some(&claimant));
+        assert!(!shard.peers[&owner].paths.contains(address(3)));
     }
 
     #[test]

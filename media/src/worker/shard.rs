@@ -58,6 +58,10 @@ pub struct WorkerCounters {
     /// Datagrams whose ufrag or source address led to a transport that no longer exists. The
     /// tables are kept consistent, so this stays 0; a packet must never crash the worker.
     pub stale_routes: u64,
+    /// Authenticated checks from an address another transport holds as a live path (selected,
+    /// or consented within the consent timeout): dropped, so a participant who spoofs another's
+    /// source address cannot take its media path.
+    pub live_address_claims: u64,
 }
 
 /// Snapshot of a worker.
@@ -335,7 +339,7 @@ impl Shard {
             self.counters.stun_rejected += 1;
             return;
         };
-        let Some(peer) = self.peers.get_mut(&transport) else {
+        let Some(peer) = self.peers.get(&transport) else {
             self.counters.stale_routes += 1;
             return;
         };
@@ -348,6 +352,23 @@ impl Shard {
             tracing::debug!(%from, "STUN check failed authentication");
             return;
         }
+        // The check proves knowledge of this transport's password, not ownership of `from`: an
+        // address another transport uses (or has fresh consent on) is not taken from it.
+        if let Some(&owner) = self.by_addr.get(&from)
+            && owner != transport
+            && self
+                .peers
+                .get(&owner)
+                .is_some_and(|p| p.paths.is_live(now, from))
+        {
+            self.counters.live_address_claims += 1;
+            tracing::debug!(%from, "check from another transport's live path dropped");
+            return;
+        }
+        let Some(peer) = self.peers.get_mut(&transport) else {
+            self.counters.stale_routes += 1;
+            return;
+        };
         let change = peer.validate(now, from, request.use_candidate);
         let response = request.success(from, &peer.local_ice.pwd);
         self.send.push(from, &response);
@@ -677,7 +698,9 @@ impl Shard {
     /// Mirrors a change of `transport`'s validated addresses in [`Self::by_addr`]. With
     /// [`Self::release_address`] the only code that writes the table, so it always holds
     /// exactly the addresses in live transports' lists: an address one transport validates is
-    /// taken from any other transport that had it (both lists cannot name it).
+    /// taken from any other transport that had it (both lists cannot name it). Only
+    /// unconfirmed or stale paths get here: `handle_stun` drops checks that claim another
+    /// transport's live path.
     fn apply_address_change(&mut self, transport: TransportId, change: AddressChange) {
         if let Some(evicted) = change.evicted {
             self.release_address(transport, evicted);
