@@ -5,16 +5,24 @@
 //! (signed with the client's password, which the victim does not know), switches are
 //! rate-limited, and the victim sees at most a few of those checks and no media, while the
 //! attacker's own transport and an honest subscriber keep receiving.
+//!
+//! Media path theft (review 1 finding 1): an attacker on the same worker sends checks signed
+//! with its own credentials from a victim subscriber's exact media address (forged with a raw
+//! socket). Before, the worker moved the address to the attacker's transport and the victim
+//! forgot it: its media stopped and its consent answers were refused. Now a live path is never
+//! handed to another transport: the checks are dropped and counted, and the victim's media
+//! continues without a gap.
 
 mod support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mooyaho_media::connection::PacketClass;
 use mooyaho_media::connection::paths::MAX_ATTEMPTS;
-use support::Server;
+use support::{Rest, Server, eventually};
 use support::raw::{self, Inbound, RawParticipant, RawTransport, Track, TrackKind};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -191,5 +199,177 @@ async fn a_spoofed_use_candidate_check_does_not_redirect_media_to_the_victim() {
     );
     publisher.leave().await;
     honest_participant.leave().await;
+    attacker_participant.leave().await;
+}
+
+/// The embedded node's registry id once it is healthy.
+async fn healthy_node(rest: &Rest) -> u64 {
+    let healthy = eventually(WAIT, || async {
+        let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
+        nodes
+            .as_array()
+            .is_some_and(|n| n.len() == 1 && n[0]["health"] == "healthy")
+    })
+    .await;
+    let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
+    assert!(healthy, "{nodes}");
+    nodes[0]["id"].as_u64().unwrap()
+}
+
+async fn security_drops(rest: &Rest, node: u64) -> u64 {
+    let (_, view) = rest
+        .call("GET", &format!("/sfu-servers/{node}"), None)
+        .await;
+    view["load"]["securityDrops"].as_u64().unwrap_or(0)
+}
+
+/// What the victim received during the attack.
+#[derive(Debug, Default)]
+struct VictimMedia {
+    /// RTP sequence numbers, in arrival order.
+    seqs: Vec<u16>,
+    /// STUN other than the node's consent checks (e.g. the answer to a forged check).
+    stray_stun: usize,
+    consent_answered: usize,
+}
+
+/// Receives on the victim's transport until `stop`, answering consent as an honest client.
+async fn record_victim(
+    mut transport: RawTransport,
+    stop: Arc<AtomicBool>,
+) -> (VictimMedia, RawTransport) {
+    let mut media = VictimMedia::default();
+    while !stop.load(Ordering::Relaxed) {
+        match transport.recv(Duration::from_millis(20)).await {
+            Ok(Some(Inbound::Rtp(packet))) if packet.len() >= 4 => {
+                media.seqs.push(u16::from_be_bytes([packet[2], packet[3]]));
+            }
+            Ok(Some(Inbound::CheckAnswered { .. })) => media.consent_answered += 1,
+            Ok(Some(Inbound::Stun { .. })) => media.stray_stun += 1,
+            _ => {}
+        }
+    }
+    (media, transport)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_spoofed_check_from_a_live_media_address_is_dropped_and_the_victim_keeps_its_media() {
+    // Forging the victim's exact source address needs a raw socket (root / CAP_NET_RAW): the
+    // attack cannot be run otherwise, so the test fails rather than passing without it.
+    let spoofer = raw::Spoofer::new().expect("this attack test needs CAP_NET_RAW (run as root)");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &[]);
+    let rest = server.rest();
+    let node = healthy_node(&rest).await;
+    let channel = rest.create_channel(true).await;
+    let url = server.url("");
+
+    let mut publisher = RawParticipant::join(&url, &server.api_key, &channel, "pub")
+        .await
+        .unwrap();
+    let mut sending = publisher
+        .publish(&[Track {
+            kind: TrackKind::Video,
+            ssrc: SSRC,
+        }])
+        .await
+        .unwrap();
+    let mut victim_participant = RawParticipant::join(&url, &server.api_key, &channel, "victim")
+        .await
+        .unwrap();
+    let mut victim = victim_participant.subscribe(WAIT).await.unwrap();
+    let mut attacker_participant =
+        RawParticipant::join(&url, &server.api_key, &channel, "attacker")
+            .await
+            .unwrap();
+    // The attacker's own transport, with its own keys, in the same room (so the same worker).
+    let attacker = attacker_participant.subscribe(WAIT).await.unwrap();
+
+    // The victim receives media.
+    let deadline = Instant::now() + WAIT;
+    let mut seq = 1u16;
+    loop {
+        assert!(Instant::now() < deadline, "media never reached the victim");
+        send_keyframe(&mut sending, seq).await;
+        seq += 1;
+        if let Some(Inbound::Rtp(_)) = victim.recv(Duration::from_millis(10)).await.unwrap() {
+            break;
+        }
+    }
+    while victim
+        .recv(Duration::from_millis(50))
+        .await
+        .unwrap()
+        .is_some()
+    {}
+
+    let (SocketAddr::V4(victim_addr), SocketAddr::V4(node_addr)) =
+        (victim.local_addr().unwrap(), victim.remote)
+    else {
+        panic!("loopback IPv4 expected");
+    };
+    let drops_before = security_drops(&rest, node).await;
+
+    // The attack: a nominating check signed with the attacker's credentials, forged from the
+    // victim's media address, every 50 ms, while the publisher sends 50 packets per second.
+    let stop = Arc::new(AtomicBool::new(false));
+    let victim_task = tokio::spawn(record_victim(victim, stop.clone()));
+    let start = Instant::now();
+    let (mut sent, mut forged) = (0usize, 0usize);
+    let mut next_check = Duration::ZERO;
+    while start.elapsed() < ATTACK {
+        if start.elapsed() >= next_check {
+            spoofer
+                .send(victim_addr, node_addr, &attacker.binding_request(true))
+                .unwrap();
+            forged += 1;
+            next_check += Duration::from_millis(50);
+        }
+        send_keyframe(&mut sending, seq).await;
+        seq = seq.wrapping_add(1);
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Past the switch interval and a consent round: media still flows afterwards.
+    for _ in 0..50 {
+        send_keyframe(&mut sending, seq).await;
+        seq = seq.wrapping_add(1);
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (media, _victim) = victim_task.await.unwrap();
+
+    // Loopback loses nothing: every packet, in sequence, no gap.
+    let gaps: Vec<(u16, u16)> = media
+        .seqs
+        .windows(2)
+        .filter(|w| w[1] != w[0].wrapping_add(1))
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert!(gaps.is_empty(), "the victim's media had gaps: {gaps:?}");
+    assert_eq!(
+        media.seqs.len(),
+        sent,
+        "the victim got {} of {sent} packets",
+        media.seqs.len()
+    );
+    assert_eq!(
+        media.stray_stun, 0,
+        "the node answered a forged check at the victim's address: {media:?}"
+    );
+    let counted = eventually(WAIT, || async {
+        security_drops(&rest, node).await >= drops_before + forged as u64
+    })
+    .await;
+    assert!(
+        counted,
+        "{forged} forged checks, security drops {} -> {}",
+        drops_before,
+        security_drops(&rest, node).await
+    );
+    publisher.leave().await;
+    victim_participant.leave().await;
     attacker_participant.leave().await;
 }
