@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use mooyaho_media::connection::PacketClass;
 use mooyaho_media::connection::paths::MAX_ATTEMPTS;
-use support::{Rest, Server, eventually};
 use support::raw::{self, Inbound, RawParticipant, RawTransport, Track, TrackKind};
+use support::{Rest, Server, eventually};
 
 const WAIT: Duration = Duration::from_secs(10);
 const ATTACK: Duration = Duration::from_secs(4);
