@@ -111,6 +111,9 @@ struct Options {
     /// `dev`'s embedded node: the same cap for an audio track, bits/s.
     #[arg(long, env = "MOOYAHO_MAX_AUDIO_TRACK_BITRATE", default_value_t = sfu::DEFAULT_MAX_AUDIO_TRACK_BITRATE)]
     max_audio_track_bitrate: u64,
+    /// Publish limits of `dev`'s embedded SFU node.
+    #[command(flatten)]
+    publish: sfu::PublishOptions,
 }
 
 /// The TOML file's shape.
@@ -251,6 +254,7 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let node_config = mooyaho_media::NodeConfig {
             core: sfu::core_config(options.max_track_bitrate, options.max_audio_track_bitrate),
+            publish: options.publish.policy(),
             ..mooyaho_media::NodeConfig::loopback(workers)
         };
         Some(sfu::start_node(

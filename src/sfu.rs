@@ -6,8 +6,11 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use std::time::Duration;
+
 use mooyaho_control::proof::MIN_SECRET_LEN;
-use mooyaho_media::{ControlConfig, ControlServer, Node, NodeConfig};
+use mooyaho_media::sdp::PublishLimits;
+use mooyaho_media::{ControlConfig, ControlServer, Node, NodeConfig, PublishPolicy, PublishRate};
 
 /// Options of `mooyaho sfu`.
 #[derive(Debug, Args)]
@@ -30,6 +33,8 @@ pub(crate) struct SfuOptions {
     /// Subscribers a room keeps on its home worker before spreading over the others.
     #[arg(long, env = "MOOYAHO_SPILL_AFTER", default_value_t = mooyaho_media::node::DEFAULT_SPILL_AFTER)]
     spill_after: usize,
+    #[command(flatten)]
+    publish: PublishOptions,
     /// Secret shared with the signaling instances, at least 16 characters.
     #[arg(long, env = "MOOYAHO_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: String,
@@ -63,6 +68,42 @@ pub(crate) fn core_config(video: u64, audio: u64) -> sfu_core::Config {
         max_video_track_bitrate: sfu_core::Bitrate(video),
         max_audio_track_bitrate: sfu_core::Bitrate(audio),
         ..sfu_core::Config::default()
+    }
+}
+
+/// What one publisher may ask of the node (`mooyaho sfu`, and `mooyaho dev`'s embedded node).
+#[derive(Debug, Args)]
+pub(crate) struct PublishOptions {
+    /// m-lines one publish offer may have (any kind, accepted or not); more is `limit_exceeded`.
+    #[arg(long, env = "MOOYAHO_MAX_PUBLISH_M_LINES", default_value_t = PublishLimits::default().max_media_sections)]
+    max_publish_m_lines: usize,
+    /// Audio tracks one publisher may send.
+    #[arg(long, env = "MOOYAHO_MAX_PUBLISH_AUDIO", default_value_t = PublishLimits::default().max_audio_tracks)]
+    max_publish_audio: usize,
+    /// Video tracks one publisher may send.
+    #[arg(long, env = "MOOYAHO_MAX_PUBLISH_VIDEO", default_value_t = PublishLimits::default().max_video_tracks)]
+    max_publish_video: usize,
+    /// Publishes a session may make at once in a room before `rate_limited`.
+    #[arg(long, env = "MOOYAHO_PUBLISH_BURST", default_value_t = PublishRate::default().burst)]
+    publish_burst: u32,
+    /// Milliseconds that earn one more publish (0 = no publish rate limit).
+    #[arg(long, env = "MOOYAHO_PUBLISH_INTERVAL_MS", default_value_t = PublishRate::default().interval.as_millis() as u64)]
+    publish_interval_ms: u64,
+}
+
+impl PublishOptions {
+    pub(crate) fn policy(&self) -> PublishPolicy {
+        PublishPolicy {
+            limits: PublishLimits {
+                max_media_sections: self.max_publish_m_lines,
+                max_audio_tracks: self.max_publish_audio,
+                max_video_tracks: self.max_publish_video,
+            },
+            rate: PublishRate {
+                burst: self.publish_burst,
+                interval: Duration::from_millis(self.publish_interval_ms),
+            },
+        }
     }
 }
 
@@ -109,6 +150,7 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
         announced_ip: options.announce_ip,
         spill_after: options.spill_after,
         core: core_config(options.max_track_bitrate, options.max_audio_track_bitrate),
+        publish: options.publish.policy(),
     };
     let running = start_node(
         &config,

@@ -164,6 +164,10 @@ pub enum ErrorCode {
     UnknownRoom,
     /// The client's SDP was refused.
     BadSdp,
+    /// The client's SDP asks for more than a publisher may hold (tracks, m-lines).
+    LimitExceeded,
+    /// The session repeats a costly request (publishing) faster than the node allows.
+    RateLimited,
     /// The request is malformed or not allowed now.
     BadRequest,
     /// The node is draining or shutting down.

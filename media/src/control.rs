@@ -27,6 +27,7 @@ use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::node::{Node, RoomKey};
+use crate::sdp::SdpError;
 use crate::worker::{MediaError, NodeEvent, Side};
 
 /// How the control server runs.
@@ -587,7 +588,9 @@ async fn handle(node: &Node, refusals: &Refusals, request: Request) -> Response 
     result.unwrap_or_else(|e| Response::Error {
         code: match &e {
             MediaError::UnknownRoom => ErrorCode::UnknownRoom,
+            MediaError::Sdp(SdpError::LimitExceeded(_)) => ErrorCode::LimitExceeded,
             MediaError::Sdp(_) | MediaError::FingerprintChanged => ErrorCode::BadSdp,
+            MediaError::RateLimited { .. } => ErrorCode::RateLimited,
             MediaError::NoTransport(_) | MediaError::Core(_) => ErrorCode::BadRequest,
             MediaError::WorkerGone | MediaError::Draining => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use crate::connection::dtls::DtlsIdentity;
 use crate::udp::{Socket, Wake};
 use crate::worker::{
-    Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, Reply, WorkerFailure,
-    WorkerHandle, WorkerStats,
+    Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, PublishPolicy, Reply,
+    WorkerFailure, WorkerHandle, WorkerStats,
 };
 
 /// How to run a node.
@@ -33,6 +33,8 @@ pub struct NodeConfig {
     /// Forwarding tunables of every worker's sfu-core (retransmission limits, SR throttle,
     /// publisher bitrate caps per track).
     pub core: sfu_core::Config,
+    /// What publishers may ask of the node: tracks and m-lines per offer, publishes per second.
+    pub publish: PublishPolicy,
 }
 
 impl NodeConfig {
@@ -44,6 +46,7 @@ impl NodeConfig {
             announced_ip: None,
             spill_after: DEFAULT_SPILL_AFTER,
             core: sfu_core::Config::default(),
+            publish: PublishPolicy::default(),
         }
     }
 }
@@ -169,6 +172,7 @@ impl Node {
                 peers.clone(),
                 failures.clone(),
                 config.core.clone(),
+                config.publish,
             )?);
         }
         Ok((

@@ -292,6 +292,8 @@ pub enum ErrorCode {
     InvalidToken,
     /// SFU media is not available for this request.
     SfuUnavailable,
+    /// The request asks for more than a participant may hold (e.g. tracks in a publish offer).
+    LimitExceeded,
     /// Shared state is unreachable; retry later.
     Unavailable,
 }
@@ -314,6 +316,7 @@ impl ErrorCode {
             Self::NoPendingCall => "no_pending_call",
             Self::InvalidToken => "invalid_token",
             Self::SfuUnavailable => "sfu_unavailable",
+            Self::LimitExceeded => "limit_exceeded",
             Self::Unavailable => "unavailable",
         }
     }

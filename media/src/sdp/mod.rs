@@ -39,6 +39,35 @@ pub enum SdpError {
     /// Something present but unsupported (e.g. no BUNDLE, no rtcp-mux, non-sha-256 fingerprint).
     #[error("unsupported SDP: {0}")]
     Unsupported(String),
+    /// Valid, but asks for more than one publisher may hold ([`PublishLimits`]).
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+}
+
+/// What one publish offer may ask the SFU to hold. Every accepted track costs state on the node
+/// (a track in sfu-core, SSRC routes) and an m-line in every subscriber's SDP, so a participant
+/// must not choose how many. Simulcast, once supported, stays within these per track (up to 3
+/// layers, each with its RTX SSRC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishLimits {
+    /// m-lines in one offer, of any kind, accepted or not.
+    pub max_media_sections: usize,
+    /// Audio tracks one publisher may send.
+    pub max_audio_tracks: usize,
+    /// Video tracks one publisher may send (camera and screen share are two).
+    pub max_video_tracks: usize,
+}
+
+impl Default for PublishLimits {
+    /// 4 audio + 4 video tracks in at most 16 m-lines: a camera, a screen share and their audio
+    /// with room to spare; a browser's offer for them has 2–4 m-lines (plus a data channel).
+    fn default() -> Self {
+        Self {
+            max_media_sections: 16,
+            max_audio_tracks: 4,
+            max_video_tracks: 4,
+        }
+    }
 }
 
 /// ICE credentials (`a=ice-ufrag` / `a=ice-pwd`).
@@ -152,9 +181,9 @@ pub struct ForwardedTrack {
     pub stream_id: String,
     /// `a=msid` track id.
     pub track_id: String,
-    /// False once the track ended: the m-line stays in place with its mid (mids are never
-    /// reused, RFC 8829 §5.2.2) and in the BUNDLE group, but as `a=inactive`, which makes the
-    /// client remove the track from its stream and mute it.
+    /// False once the track ended: the m-line is then rejected (port 0) with its mid, or kept
+    /// `inactive` if it is the first m-line (see [`subscribe_offer`]); either way the client
+    /// stops receiving it and ends the track.
     pub active: bool,
 }
 
@@ -230,7 +259,7 @@ pub fn fuzz_sdp(data: &[u8]) {
         fingerprint: Fingerprint::of_der(b"fuzz"),
         candidate: SocketAddr::from(([192, 0, 2, 1], 3478)),
     };
-    if let Ok(negotiation) = negotiate_publish(text, &local) {
+    if let Ok(negotiation) = negotiate_publish(text, &local, &PublishLimits::default()) {
         assert!(
             parse::session(&negotiation.answer).is_ok(),
             "our answer must parse"

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use super::parse::{self, Direction, Media, RtpMap};
 use super::write::{self, sdp_line};
 use super::{
-    Codec, Extension, Kind, LocalDescription, PublishNegotiation, PublishedTrack, SdpError,
+    Codec, Extension, Kind, LocalDescription, PublishLimits, PublishNegotiation, PublishedTrack,
+    SdpError,
 };
 
 /// Parses a client's publish offer and writes the SFU's answer (RFC 8829 §5.3).
@@ -19,12 +20,22 @@ use super::{
 /// Errors: [`SdpError::Malformed`] for unparseable text, numbers out of range or duplicate
 /// mids/SSRCs; [`SdpError::Missing`] for absent mid, ICE credentials, fingerprint or SSRC;
 /// [`SdpError::Unsupported`] without BUNDLE or rtcp-mux, for a non-sha-256 fingerprint or an
-/// `a=setup` other than `actpass`/`active`, for simulcast, for conflicting extension ids, or when no m-line can be accepted.
+/// `a=setup` other than `actpass`/`active`, for simulcast, for conflicting extension ids, or when no m-line can be accepted;
+/// [`SdpError::LimitExceeded`] for more m-lines, or more accepted tracks of a kind, than `limits`
+/// allow (checked before any m-line is examined, and before anything is created).
 pub fn negotiate_publish(
     offer: &str,
     local: &LocalDescription,
+    limits: &PublishLimits,
 ) -> Result<PublishNegotiation, SdpError> {
     let session = parse::session(offer)?;
+    let sections = session.media_descriptions.len();
+    if sections > limits.max_media_sections {
+        return Err(SdpError::LimitExceeded(format!(
+            "the offer has {sections} m-lines; at most {} are accepted",
+            limits.max_media_sections
+        )));
+    }
     let media = Media::all(&session)?;
     let bundle = parse::bundle_group(&session)
         .filter(|group| !group.is_empty())
@@ -61,6 +72,7 @@ pub fn negotiate_publish(
         .iter()
         .map(|m| accept(m, &bundle))
         .collect::<Result<Vec<_>, _>>()?;
+    check_track_limits(&accepted, limits)?;
     let extensions = bundle_extensions(&accepted)?;
     check_ssrcs_unique(&accepted)?;
     let mids: Vec<&str> = accepted
@@ -254,6 +266,29 @@ fn bundle_extensions(accepted: &[Option<Accepted>]) -> Result<Vec<Extension>, Sd
     Ok(out)
 }
 
+/// The whole offer is refused rather than trimmed: which tracks to drop is the client's choice.
+fn check_track_limits(
+    accepted: &[Option<Accepted>],
+    limits: &PublishLimits,
+) -> Result<(), SdpError> {
+    for (kind, name, max) in [
+        (Kind::Audio, "audio", limits.max_audio_tracks),
+        (Kind::Video, "video", limits.max_video_tracks),
+    ] {
+        let count = accepted
+            .iter()
+            .flatten()
+            .filter(|a| a.track.kind == kind)
+            .count();
+        if count > max {
+            return Err(SdpError::LimitExceeded(format!(
+                "the offer publishes {count} {name} tracks; at most {max} per publisher"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// SSRCs identify streams on the one bundled transport (RFC 8843 §9.2), so they must be unique.
 fn check_ssrcs_unique(accepted: &[Option<Accepted>]) -> Result<(), SdpError> {
     let mut seen = Vec::new();
@@ -327,10 +362,11 @@ mod tests {
     }
 
     fn negotiate(offer: &str) -> PublishNegotiation {
-        let negotiation = negotiate_publish(&crlf(offer), &local()).expect("offer accepted");
+        let negotiation = negotiate_publish(&crlf(offer), &local(), &PublishLimits::default())
+            .expect("offer accepted");
         // LF-only input (hand-written SDP, some test tools) gives the same result.
         assert_eq!(
-            negotiate_publish(offer, &local())
+            negotiate_publish(offer, &local(), &PublishLimits::default())
                 .expect("LF offer accepted")
                 .answer,
             negotiation.answer
@@ -705,7 +741,7 @@ mod tests {
                 .replacen("a=sendonly", "a=recvonly", 1)
                 .replacen("a=sendonly", "a=inactive", 1);
         assert_eq!(
-            negotiate_publish(&offer, &local()).map(|n| n.tracks.len()),
+            negotiate_publish(&offer, &local(), &PublishLimits::default()).map(|n| n.tracks.len()),
             Err(SdpError::Unsupported(
                 "no m-line with a supported codec, direction and transport to receive".to_owned()
             ))
@@ -852,7 +888,7 @@ mod tests {
             ),
         ];
         for (i, (offer, expected)) in cases.iter().enumerate() {
-            let result = negotiate_publish(offer, &local());
+            let result = negotiate_publish(offer, &local(), &PublishLimits::default());
             let error = result
                 .as_ref()
                 .err()
@@ -865,6 +901,97 @@ mod tests {
                 error.to_string().len() < 200,
                 "case {i}: error text stays short"
             );
+        }
+    }
+
+    /// An offer of `audio` + `video` sendonly m-lines with the transport of the Chrome fixture,
+    /// each as short as a hostile client can make it.
+    fn many_tracks_offer(audio: usize, video: usize) -> String {
+        let head_end = CHROME.find("m=audio").expect("audio m-line");
+        let head = CHROME[..head_end].replace("a=group:BUNDLE 0 1 2\n", "");
+        let mids: Vec<String> = (0..audio + video).map(|i| i.to_string()).collect();
+        let mut offer = format!("{head}a=group:BUNDLE {}\n", mids.join(" "));
+        let transport: String = CHROME[head_end..]
+            .lines()
+            .filter(|l| {
+                ["a=ice-ufrag", "a=ice-pwd", "a=fingerprint", "a=setup"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .take(4)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        for i in 0..audio + video {
+            let (media, rtpmap) = if i < audio {
+                ("audio 9 UDP/TLS/RTP/SAVPF 111", "111 opus/48000/2")
+            } else {
+                ("video 9 UDP/TLS/RTP/SAVPF 96", "96 VP8/90000")
+            };
+            offer += &format!(
+                "m={media}\nc=IN IP4 0.0.0.0\n{transport}a=mid:{i}\na=sendonly\na=rtcp-mux\na=rtpmap:{rtpmap}\na=ssrc:{} cname:x\n",
+                1000 + i
+            );
+        }
+        offer
+    }
+
+    #[test]
+    fn offers_beyond_the_publish_limits_are_refused_before_anything_is_accepted() {
+        let defaults = PublishLimits::default();
+        // Within the defaults: 4 + 4 tracks in 8 m-lines.
+        let offer = many_tracks_offer(4, 4);
+        let negotiation = negotiate_publish(&offer, &local(), &defaults).expect("4 + 4 accepted");
+        check_answer(&offer, &negotiation);
+        assert_eq!(negotiation.tracks.len(), 8);
+
+        let refused = |offer: &str, limits: &PublishLimits| match negotiate_publish(
+            offer,
+            &local(),
+            limits,
+        ) {
+            Err(SdpError::LimitExceeded(why)) => why,
+            other => panic!(
+                "not refused by a limit: {:?}",
+                other.map(|n| n.tracks.len())
+            ),
+        };
+        // 500 m-lines: refused on the count alone, with a short, clear reason.
+        let why = refused(&many_tracks_offer(500, 0), &defaults);
+        assert_eq!(why, "the offer has 500 m-lines; at most 16 are accepted");
+        assert!(
+            SdpError::LimitExceeded(why).to_string().len() < 200,
+            "error text stays short"
+        );
+        // Rejected m-lines count too (the Chrome fixture has 3: audio, video, data channel).
+        let two_sections = PublishLimits {
+            max_media_sections: 2,
+            ..defaults
+        };
+        assert_eq!(
+            refused(CHROME, &two_sections),
+            "the offer has 3 m-lines; at most 2 are accepted"
+        );
+        // Per kind.
+        assert_eq!(
+            refused(&many_tracks_offer(5, 1), &defaults),
+            "the offer publishes 5 audio tracks; at most 4 per publisher"
+        );
+        assert_eq!(
+            refused(&many_tracks_offer(0, 5), &defaults),
+            "the offer publishes 5 video tracks; at most 4 per publisher"
+        );
+        let one_each = PublishLimits {
+            max_audio_tracks: 1,
+            max_video_tracks: 1,
+            ..defaults
+        };
+        assert_eq!(
+            refused(&many_tracks_offer(1, 2), &one_each),
+            "the offer publishes 2 video tracks; at most 1 per publisher"
+        );
+        for fixture in ALL {
+            negotiate_publish(&crlf(fixture), &local(), &one_each)
+                .expect("every browser fixture fits one audio + one video");
         }
     }
 
@@ -887,7 +1014,9 @@ mod tests {
         for fixture in ALL {
             for _ in 0..400 {
                 let offer = mutate(fixture, &mut rng);
-                if let Ok(negotiation) = negotiate_publish(&offer, &local()) {
+                if let Ok(negotiation) =
+                    negotiate_publish(&offer, &local(), &PublishLimits::default())
+                {
                     reparse(&negotiation.answer);
                     accepted += 1;
                 }

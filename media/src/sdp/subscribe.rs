@@ -7,15 +7,19 @@ use super::parse::{self, Direction, Media};
 use super::write::{self, sdp_line};
 use super::{Codec, Extension, ForwardedTrack, Kind, LocalDescription, SdpError, SubscribeAnswer};
 
-/// Writes the SFU's offer for a subscribe session: one m-line per track in the given order,
-/// `sendonly` while the track is active and `inactive` once it ended (the m-line and its mid stay,
-/// RFC 8829 §5.2.2), all in one BUNDLE group. `version` is the `o=` session version and must
-/// grow with every re-offer (RFC 3264 §8).
+/// Writes the SFU's offer for a subscribe session: one m-line per track in the given order, all
+/// active ones `sendonly` in one BUNDLE group. `version` is the `o=` session version and must grow
+/// with every re-offer (RFC 3264 §8).
 ///
-/// Errors: [`SdpError::Missing`]`("tracks")` for an empty list; [`SdpError::Unsupported`] when a
-/// mid is duplicated or not a short token, an id or fmtp cannot be written into SDP, `rtx_ssrc`
-/// is set without `codec.rtx_pt`, or two tracks use one payload type for different codecs
-/// (browsers reject such a BUNDLE group; the caller must remap payload types first).
+/// An ended track (`active: false`) is rejected: port 0, out of the BUNDLE group, no SSRCs
+/// (RFC 8829 §5.2.2), which stops the client's transceiver. Once the client has answered that
+/// rejection, the caller may recycle the m-line's position for a new track of the same kind with
+/// a new mid (RFC 8829 §5.2.2, "recycling"), so the SDP grows with the live tracks, not with
+/// every track ever forwarded. The first m-line is the exception: it tags the BUNDLE group
+/// (RFC 8843 §7.2.1), and rejecting it would move the group to another transport or, with no
+/// live track left, tear it down; an ended first track stays bundled as `inactive` and its
+/// m-line is never recycled.
+///
 pub fn subscribe_offer(
     local: &LocalDescription,
     version: u64,
@@ -25,13 +29,28 @@ pub fn subscribe_offer(
         return Err(SdpError::Missing("tracks"));
     }
     check_tracks(tracks)?;
-    let mids: Vec<&str> = tracks.iter().map(|track| track.mid.as_str()).collect();
+    let mids: Vec<&str> = tracks
+        .iter()
+        .enumerate()
+        .filter(|(i, track)| is_bundled(*i, track))
+        .map(|(_, track)| track.mid.as_str())
+        .collect();
     let mut out = String::with_capacity(512 + 1536 * tracks.len());
     write::session_header(&mut out, local, version, &mids);
-    for track in tracks {
-        write_track(&mut out, local, track);
+    for (i, track) in tracks.iter().enumerate() {
+        if is_bundled(i, track) {
+            write_track(&mut out, local, track);
+        } else {
+            write_rejected_track(&mut out, track);
+        }
     }
     Ok(out)
+}
+
+/// Whether the track at m-line `index` is offered in the BUNDLE group rather than rejected: the
+/// live ones, and the first m-line always (see [`subscribe_offer`]).
+fn is_bundled(index: usize, track: &ForwardedTrack) -> bool {
+    index == 0 || track.active
 }
 
 /// Parses the client's answer to [`subscribe_offer`]`(.., offered)`.
@@ -162,6 +181,13 @@ fn check_tracks(tracks: &[ForwardedTrack]) -> Result<(), SdpError> {
         if track.rtx_ssrc.is_some() && codec.rtx_pt.is_none() {
             return unsupported(track, "rtx_ssrc set but the codec has no RTX payload type");
         }
+        if codec.pt > 127 {
+            return unsupported(track, &format!("payload type {} exceeds 127", codec.pt));
+        }
+        if !is_bundled(i, track) {
+            // Rejected: outside the group, its payload types clash with nothing.
+            continue;
+        }
         let mut claim = |pt: u8, what: String| {
             if pt > 127 {
                 return Err(format!("payload type {pt} exceeds 127"));
@@ -228,6 +254,29 @@ fn write_track(out: &mut String, local: &LocalDescription, track: &ForwardedTrac
         }
     }
     write::candidate_lines(out, local);
+}
+
+/// A rejected m-line (RFC 8829 §5.2.2 / RFC 3264 §6): port 0, its mid, one format so it parses,
+/// and nothing of the transport.
+fn write_rejected_track(out: &mut String, track: &ForwardedTrack) {
+    let codec = &track.codec;
+    let media = match track.kind {
+        Kind::Audio => "audio",
+        Kind::Video => "video",
+    };
+    sdp_line!(out, "m={media} 0 UDP/TLS/RTP/SAVPF {}", codec.pt);
+    sdp_line!(out, "c=IN IP4 0.0.0.0");
+    sdp_line!(out, "a=mid:{}", track.mid);
+    sdp_line!(out, "a=inactive");
+    write::codec_lines(
+        out,
+        &Codec {
+            rtx_pt: None,
+            rtcp_fb: Vec::new(),
+            fmtp: None,
+            ..codec.clone()
+        },
+    );
 }
 
 /// [`SUBSCRIBE_EXTENSIONS`](super::SUBSCRIBE_EXTENSIONS) that apply to `kind`.
@@ -439,32 +488,78 @@ mod tests {
     }
 
     #[test]
-    fn re_offer_keeps_mids_and_session_id_and_marks_ended_tracks_inactive() {
+    fn re_offer_keeps_mids_and_rejects_ended_tracks_but_the_bundle_tag() {
         let mut tracks = four_tracks();
         let first = reparse(&subscribe_offer(&local(), 1, &tracks).expect("offer"));
-        tracks[1].active = false;
+        tracks[0].active = false;
+        tracks[2].active = false;
         let second = reparse(&subscribe_offer(&local(), 2, &tracks).expect("re-offer"));
         assert_eq!(second.origin.session_id, first.origin.session_id);
         assert_eq!(second.origin.session_version, 2);
-        assert_eq!(session_attr(&second, "group"), Some("BUNDLE 0 1 2 3"));
-        let mids = |sdp: &sdp::description::session::SessionDescription| -> Vec<String> {
-            (0..sdp.media_descriptions.len())
-                .map(|i| media_attr(sdp, i, "mid").unwrap_or("").to_owned())
-                .collect()
-        };
         assert_eq!(mids(&second), mids(&first));
-        assert_eq!(media_attr(&second, 1, "inactive"), Some(""));
-        assert_eq!(media_attr(&second, 1, "sendonly"), None);
+        // The first m-line tags the group: it stays bundled, inactive, without SSRCs or msid.
+        assert_eq!(session_attr(&second, "group"), Some("BUNDLE 0 1 3"));
+        assert_eq!(second.media_descriptions[0].media_name.port.value, 9);
+        assert_eq!(media_attr(&second, 0, "inactive"), Some(""));
+        assert_eq!(media_attr(&second, 0, "sendonly"), None);
         assert!(
-            media_attrs(&second, 1, "ssrc").is_empty() && media_attr(&second, 1, "msid").is_none()
+            media_attrs(&second, 0, "ssrc").is_empty() && media_attr(&second, 0, "msid").is_none()
         );
-        assert_eq!(
-            second.media_descriptions[1].media_name.port.value, 9,
-            "stays bundled"
-        );
-        for i in [0, 2, 3] {
+        // Any other ended track is rejected: port 0, out of the group, nothing of the transport.
+        let rejected = &second.media_descriptions[2];
+        assert_eq!(rejected.media_name.port.value, 0);
+        assert_eq!(rejected.media_name.formats, ["111"]);
+        assert_eq!(media_attr(&second, 2, "inactive"), Some(""));
+        for key in ["ssrc", "msid", "ice-ufrag", "fingerprint", "candidate", "extmap"] {
+            assert!(media_attrs(&second, 2, key).is_empty(), "{key}");
+        }
+        for i in [1, 3] {
             assert_eq!(media_attr(&second, i, "sendonly"), Some(""));
         }
+        // Every track ended: the group still has its tag.
+        for track in &mut tracks {
+            track.active = false;
+        }
+        let third = reparse(&subscribe_offer(&local(), 3, &tracks).expect("re-offer"));
+        assert_eq!(session_attr(&third, "group"), Some("BUNDLE 0"));
+    }
+
+    fn mids(sdp: &sdp::description::session::SessionDescription) -> Vec<String> {
+        (0..sdp.media_descriptions.len())
+            .map(|i| media_attr(sdp, i, "mid").unwrap_or("").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_rejected_m_line_is_recycled_with_a_new_mid_and_answers_match_each_offer() {
+        let mut tracks = four_tracks();
+        tracks[3].active = false;
+        let rejected = subscribe_offer(&local(), 2, &tracks).expect("offer");
+        let answer = browser_answer(&tracks, &["recvonly", "recvonly", "recvonly", "rejected"]);
+        let parsed = parse_subscribe_answer(&answer, &tracks).expect("answer to the rejection");
+        assert_eq!(parsed.accepted_mids, ["0", "1", "2"]);
+        // Carol's video takes m-line 3 under mid 4; another of Bob's payload types clashes with
+        // nothing, since the rejected track is outside the group.
+        let mut recycled = tracks.clone();
+        recycled[3] = track("4", Kind::Video, 5000, "carol");
+        let offer = reparse(&subscribe_offer(&local(), 3, &recycled).expect("re-offer"));
+        assert_eq!(mids(&offer), ["0", "1", "2", "4"]);
+        assert_eq!(session_attr(&offer, "group"), Some("BUNDLE 0 1 2 4"));
+        assert_eq!(offer.media_descriptions[3].media_name.port.value, 9);
+        assert_eq!(media_attr(&offer, 3, "msid"), Some("carol carol-4"));
+        let answer = browser_answer(&recycled, &["recvonly"; 4]);
+        assert_eq!(
+            parse_subscribe_answer(&answer, &recycled)
+                .expect("answer to the recycling offer")
+                .accepted_mids,
+            ["0", "1", "2", "4"]
+        );
+        // An answer is only valid against the offer it answers.
+        assert!(parse_subscribe_answer(&answer, &tracks).is_err());
+        assert!(rejected.contains("\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\n"));
+        let mut clash = tracks.clone();
+        clash[3].codec.name = "H264".to_owned();
+        subscribe_offer(&local(), 4, &clash).expect("a rejected track's payload type is free");
     }
 
     #[test]

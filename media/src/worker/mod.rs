@@ -17,6 +17,7 @@ use sfu_core::{CommandError, RoomId, TransportId};
 use tokio::sync::{mpsc as async_mpsc, oneshot};
 
 pub use fuzzing::fuzz_media_worker;
+pub use negotiate::{PublishPolicy, PublishRate};
 pub use peer::Side;
 pub(crate) use pipe::{PIPE_DEPTH, PipeMessage, PipeSender};
 pub use shard::{WorkerCounters, WorkerStats};
@@ -47,6 +48,12 @@ pub enum MediaError {
     /// DTLS setup failed.
     #[error("dtls: {0}")]
     Dtls(String),
+    /// The session published again sooner than its [`PublishRate`] allows.
+    #[error("publishing too often: try again in {:.1} s", retry_after.as_secs_f64())]
+    RateLimited {
+        /// When the next publish will be accepted.
+        retry_after: std::time::Duration,
+    },
     /// The node is draining: no new rooms.
     #[error("the node is draining")]
     Draining,
@@ -189,6 +196,7 @@ impl WorkerHandle {
         pipe_peers: Vec<PipeSender>,
         failures: FailureSender,
         core: sfu_core::Config,
+        publish_policy: PublishPolicy,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
         let (requests, inbox) = mpsc::channel();
@@ -203,6 +211,7 @@ impl WorkerHandle {
                         Some(socket),
                         announced, identity, events, pipe_peers, pipe_inbox, core,
                     );
+                    shard.publish_policy = publish_policy;
                     shard.run(&inbox, &thread_wake);
                 });
                 if let Err(panic) = std::panic::catch_unwind(run) {

@@ -1,8 +1,8 @@
 //! The worker's command side: publish and subscribe negotiation per session, and keeping each
 //! subscriber's track list (and so its SDP) in step with what the room publishes.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use sfu_core::rtp::{Codec, ExtensionKind, ExtensionMap};
 use sfu_core::{
@@ -15,13 +15,62 @@ use super::shard::Shard;
 use super::{MediaError, NodeEvent};
 use crate::connection::dtls::{DtlsRole, DtlsTransport};
 use crate::sdp::{
-    self, ForwardedTrack, Kind, LocalDescription, PublishedTrack, SUBSCRIBE_EXTENSIONS,
+    self, ForwardedTrack, Kind, LocalDescription, PublishLimits, PublishedTrack,
+    SUBSCRIBE_EXTENSIONS,
 };
+
+/// What a publisher may ask of the node: the shape of one offer, and how often it may publish.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PublishPolicy {
+    /// m-lines and tracks per offer.
+    pub limits: PublishLimits,
+    /// Publishes per session and room.
+    pub rate: PublishRate,
+}
+
+/// A token bucket over publishes of one session in one room: `burst` at once, then one per
+/// `interval`. Every publish builds a transport, a DTLS handshake and tracks, and re-offers every
+/// subscriber in the room, so one participant publishing in a loop would make everyone
+/// renegotiate without end. `interval` zero means no limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublishRate {
+    /// Publishes allowed back to back.
+    pub burst: u32,
+    /// Time that earns one more publish.
+    pub interval: Duration,
+}
+
+impl Default for PublishRate {
+    /// 5 at once, then one every 2 s: a client that (re)publishes on every device change is
+    /// never slowed down; one that publishes in a loop makes its room renegotiate at most every
+    /// 2 s.
+    fn default() -> Self {
+        Self {
+            burst: 5,
+            interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Offers kept to match late answers against: the client answers offers in order, so an answer
+/// lags the newest offer by the few re-offers made while it was on its way.
+const OFFER_HISTORY: usize = 8;
+
+/// How long a subscriber's offer may stay unanswered before changes are offered anyway. Until
+/// then a change waits for the answer: a subscriber renegotiates at most once per round trip
+/// however fast publishers churn, and an ended track's m-line is recycled only after the client
+/// answered its rejection, so its SDP cannot outgrow the live tracks by more than one round of
+/// changes.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// The media side of a room: per session, its publish and subscribe transports.
 #[derive(Debug, Default)]
 pub(crate) struct RoomMedia {
     sessions: BTreeMap<String, SessionMedia>,
+    /// Per session, when its publish budget is full again (GCRA's theoretical arrival time).
+    /// Kept apart from `sessions` so leaving and re-entering does not refill it; entries whose
+    /// budget is full are dropped, so the map holds only sessions that published lately.
+    publish_budget: HashMap<String, Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -41,9 +90,16 @@ struct Subscribing {
     transport: TransportId,
     /// SDP session version, bumped on every offer.
     version: u64,
-    /// Every track ever offered, in m-line order (mids are never reused).
+    /// The m-lines in order: live tracks, and ended ones until a new track of their kind
+    /// recycles the position (mids are never reused).
     forwarded: Vec<Forwarded>,
     next_mid: u32,
+    /// The latest offers' m-lines, newest last, to tell which one an answer answers.
+    offers: VecDeque<Vec<ForwardedTrack>>,
+    /// When the newest offer was made, while it is unanswered.
+    awaiting_answer: Option<Instant>,
+    /// Tracks came or went while an offer was unanswered: re-offer once it is answered.
+    changed: bool,
 }
 
 #[derive(Debug)]
@@ -53,6 +109,10 @@ struct Forwarded {
     /// Whether the client's latest answer accepted this m-line.
     accepted: bool,
     subscription: Option<SubscriptionId>,
+    /// The track ended and the client answered an offer that rejected its m-line: the position
+    /// may carry a new track of the same kind (RFC 8829 §5.2.2). Never set on the first m-line,
+    /// which [`sdp::subscribe_offer`] keeps bundled.
+    recyclable: bool,
 }
 
 impl RoomMedia {
@@ -113,6 +173,28 @@ impl RoomMedia {
             self.sessions.remove(session);
         }
         Some(track)
+    }
+
+    /// Takes one publish from `session`'s budget, or says how long until one is available.
+    fn take_publish(
+        &mut self,
+        session: &str,
+        now: Instant,
+        rate: PublishRate,
+    ) -> Result<(), Duration> {
+        if rate.interval.is_zero() {
+            return Ok(());
+        }
+        self.publish_budget.retain(|_, full_at| *full_at > now);
+        let full_at = self.publish_budget.get(session).copied().unwrap_or(now);
+        let after = full_at.max(now) + rate.interval;
+        // Allowed while the bucket holds a token: `after` is at most `burst` intervals ahead.
+        let capacity = rate.interval.saturating_mul(rate.burst.max(1));
+        if after.saturating_duration_since(now) > capacity {
+            return Err(after.saturating_duration_since(now) - capacity);
+        }
+        self.publish_budget.insert(session.to_owned(), after);
+        Ok(())
     }
 
     /// Sessions with any transport here.
@@ -180,11 +262,16 @@ impl Shard {
         session: String,
         offer: &str,
     ) -> Result<(TransportId, String), MediaError> {
-        if !self.rooms.contains_key(&room) {
-            return Err(MediaError::UnknownRoom);
-        }
+        let policy = self.publish_policy;
+        let media = self.rooms.get_mut(&room).ok_or(MediaError::UnknownRoom)?;
+        // Before any work: a refused offer costs a token too, or a loop of bad offers would be
+        // free to parse.
+        media
+            .take_publish(&session, now, policy.rate)
+            .map_err(|retry_after| MediaError::RateLimited { retry_after })?;
         let ice = sdp::random_ice_credentials();
-        let negotiation = sdp::negotiate_publish(offer, &self.local_description(&ice))?;
+        let negotiation =
+            sdp::negotiate_publish(offer, &self.local_description(&ice), &policy.limits)?;
         let dtls = DtlsTransport::new(
             &self.identity,
             &negotiation.remote_fingerprint.0,
@@ -276,6 +363,9 @@ impl Shard {
                 version: 0,
                 forwarded: Vec::new(),
                 next_mid: 0,
+                offers: VecDeque::new(),
+                awaiting_answer: None,
+                changed: false,
             });
         }
         let media = self.rooms.get_mut(&room).expect("checked above");
@@ -284,11 +374,20 @@ impl Shard {
             .get_mut(session)
             .and_then(|s| s.subscribe.as_mut())
             .expect("created above");
+        if subscribing
+            .awaiting_answer
+            .is_some_and(|sent| now.saturating_duration_since(sent) < ANSWER_WAIT)
+        {
+            // One offer in flight at a time: this change goes out once the client answered.
+            subscribing.changed = true;
+            return Ok(None);
+        }
         for forwarded in &mut subscribing.forwarded {
             if !available.iter().any(|(_, t, _)| *t == forwarded.track) {
                 forwarded.sdp.active = false;
             }
         }
+        let mut stale_subscriptions = Vec::new();
         for (publisher, track, published) in available {
             if subscribing.forwarded.iter().any(|f| f.track == track) {
                 continue;
@@ -303,7 +402,7 @@ impl Shard {
                 &mid,
                 &subscribing.forwarded,
             );
-            subscribing.forwarded.push(Forwarded {
+            let forwarded = Forwarded {
                 track,
                 sdp: ForwardedTrack {
                     mid,
@@ -317,7 +416,21 @@ impl Shard {
                 },
                 accepted: false,
                 subscription: None,
-            });
+                recyclable: false,
+            };
+            // An ended track's position whose rejection the client has answered takes the new
+            // track; only without one does the SDP grow.
+            let slot = subscribing
+                .forwarded
+                .iter_mut()
+                .find(|f| f.recyclable && f.sdp.kind == forwarded.sdp.kind);
+            match slot {
+                Some(slot) => {
+                    let old = std::mem::replace(slot, forwarded);
+                    stale_subscriptions.extend(old.subscription);
+                }
+                None => subscribing.forwarded.push(forwarded),
+            }
         }
         subscribing.version += 1;
         let tracks: Vec<_> = subscribing
@@ -325,7 +438,17 @@ impl Shard {
             .iter()
             .map(|f| f.sdp.clone())
             .collect();
+        if subscribing.offers.len() == OFFER_HISTORY {
+            subscribing.offers.pop_front();
+        }
+        subscribing.offers.push_back(tracks.clone());
+        subscribing.awaiting_answer = Some(now);
+        subscribing.changed = false;
         let (transport, version) = (subscribing.transport, subscribing.version);
+        for subscription in stale_subscriptions {
+            // The core may already have closed it with its track.
+            let _ = self.core.unsubscribe(subscription);
+        }
         let ice = self.peers[&transport].local_ice.clone();
         let offer = sdp::subscribe_offer(&self.local_description(&ice), version, &tracks)?;
         Ok(Some(offer))
@@ -345,17 +468,33 @@ impl Shard {
             .get_mut(session)
             .and_then(|s| s.subscribe.as_mut())
             .ok_or(MediaError::NoTransport("subscribe"))?;
-        // m-lines are only ever appended, so an answer to an earlier offer (the client had not
-        // seen our latest re-offer yet) covers a prefix of the current list; the rest waits
-        // for the answer to the latest offer.
-        let answered = answer.lines().filter(|l| l.starts_with("m=")).count();
-        let offered: Vec<_> = subscribing
-            .forwarded
-            .iter()
-            .take(answered.max(1))
-            .map(|f| f.sdp.clone())
+        // The client answers our offers in order, but an answer may cross a newer re-offer on
+        // the way: it answers the newest offer with its mids, in order.
+        let answered: Vec<&str> = answer
+            .lines()
+            .filter_map(|line| line.trim_end().strip_prefix("a=mid:"))
             .collect();
+        let answers_offer = |offer: &Vec<ForwardedTrack>| {
+            offer.len() == answered.len()
+                && offer.iter().zip(&answered).all(|(t, mid)| t.mid == *mid)
+        };
+        let newest = subscribing.offers.len().saturating_sub(1);
+        let index = subscribing
+            .offers
+            .iter()
+            .rposition(answers_offer)
+            .unwrap_or(newest);
+        let offered = subscribing
+            .offers
+            .get(index)
+            .ok_or(MediaError::NoTransport("subscribe"))?
+            .clone();
         let parsed = sdp::parse_subscribe_answer(answer, &offered)?;
+        let reoffer = index == newest && subscribing.changed;
+        if index == newest {
+            subscribing.awaiting_answer = None;
+            subscribing.changed = false;
+        }
         let transport = subscribing.transport;
         let peer = self
             .peers
@@ -394,8 +533,23 @@ impl Shard {
             .get_mut(session)
             .and_then(|s| s.subscribe.as_mut())
             .expect("checked above");
-        for forwarded in subscribing.forwarded.iter_mut().take(offered.len()) {
+        for (i, forwarded) in subscribing.forwarded.iter_mut().enumerate() {
+            let Some(offered) = offered.iter().find(|t| t.mid == forwarded.sdp.mid) else {
+                // Added or recycled after the answered offer: the next answer covers it.
+                continue;
+            };
             forwarded.accepted = parsed.accepted_mids.contains(&forwarded.sdp.mid);
+            // The client has seen this m-line rejected (the first one is never rejected).
+            if i > 0 && !offered.active && !forwarded.sdp.active {
+                forwarded.recyclable = true;
+            }
+        }
+        if reoffer {
+            self.emit(NodeEvent::RenegotiationNeeded {
+                worker: self.index,
+                room,
+                session: session.to_owned(),
+            });
         }
         self.sync_subscriptions(now, room, session)
     }
@@ -457,6 +611,33 @@ impl Shard {
             }
         }
         Ok(())
+    }
+
+    /// Subscribers whose offer went unanswered for [`ANSWER_WAIT`] while tracks changed are
+    /// re-offered anyway (a lost answer must not freeze what they receive).
+    pub(super) fn reoffer_overdue(&mut self, now: Instant) {
+        let mut overdue = Vec::new();
+        for (room, media) in &mut self.rooms {
+            for (session, entry) in &mut media.sessions {
+                let Some(subscribing) = entry.subscribe.as_mut() else {
+                    continue;
+                };
+                let expired = subscribing
+                    .awaiting_answer
+                    .is_some_and(|sent| now.saturating_duration_since(sent) >= ANSWER_WAIT);
+                if expired && subscribing.changed {
+                    subscribing.changed = false;
+                    overdue.push((*room, session.clone()));
+                }
+            }
+        }
+        for (room, session) in overdue {
+            self.emit(NodeEvent::RenegotiationNeeded {
+                worker: self.index,
+                room,
+                session,
+            });
+        }
     }
 
     /// Removes a session's transports; the others are told to renegotiate.
@@ -591,5 +772,59 @@ fn subscription_config(track: &ForwardedTrack) -> SubscriptionConfig {
             _ => None,
         },
         mid: Mid::new(track.mid.as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_budget_allows_a_burst_then_one_per_interval_and_forgets_full_buckets() {
+        let rate = PublishRate {
+            burst: 3,
+            interval: Duration::from_secs(2),
+        };
+        let mut room = RoomMedia::default();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(room.take_publish("a", t0, rate), Ok(()));
+        }
+        assert_eq!(
+            room.take_publish("a", t0, rate),
+            Err(Duration::from_secs(2))
+        );
+        // Another session has its own budget.
+        assert_eq!(room.take_publish("b", t0, rate), Ok(()));
+        // One interval later: exactly one more, and the refusal says when the next comes.
+        let t1 = t0 + Duration::from_millis(2_500);
+        assert_eq!(room.take_publish("a", t1, rate), Ok(()));
+        assert_eq!(
+            room.take_publish("a", t1, rate),
+            Err(Duration::from_millis(1_500))
+        );
+        // A loop of attempts earns nothing: refusals do not spend or delay the budget.
+        for ms in (2_600..4_000).step_by(100) {
+            assert!(room.take_publish("a", t0 + Duration::from_millis(ms), rate).is_err());
+        }
+        assert_eq!(
+            room.take_publish("a", t0 + Duration::from_secs(4), rate),
+            Ok(())
+        );
+        // Full buckets are dropped: the map only holds sessions that published lately.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!(room.take_publish("c", later, rate), Ok(()));
+        assert_eq!(
+            room.publish_budget.keys().collect::<Vec<_>>(),
+            [&"c".to_owned()]
+        );
+        // Interval zero: no limit.
+        let unlimited = PublishRate {
+            burst: 1,
+            interval: Duration::ZERO,
+        };
+        for _ in 0..1000 {
+            assert_eq!(room.take_publish("a", later, unlimited), Ok(()));
+        }
     }
 }

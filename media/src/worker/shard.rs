@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use sfu_core::{OutPacket, RoomId, TransportId};
 use tokio::sync::mpsc as async_mpsc;
 
-use super::negotiate::RoomMedia;
+use super::negotiate::{PublishPolicy, RoomMedia};
 use super::peer::{Peer, PeerState, Side};
 use super::pipe::{PipeMessage, PipeSender, Pipes};
 use super::{Command, MediaError, NodeEvent, Reply, Request};
@@ -122,6 +122,8 @@ pub(super) struct Shard {
     /// so tests can prove a dead worker takes the node down instead of leaving it looking healthy.
     #[cfg(debug_assertions)]
     panic_on_create_room: bool,
+    /// What publishers may ask of this worker.
+    pub(super) publish_policy: PublishPolicy,
 }
 
 /// How often consent and connect timeouts are checked.
@@ -166,6 +168,7 @@ impl Shard {
             #[cfg(debug_assertions)]
             panic_on_create_room: std::env::var("MOOYAHO_DEBUG_WORKER_PANIC")
                 .is_ok_and(|v| v == "create-room"),
+            publish_policy: PublishPolicy::default(),
         }
     }
 
@@ -638,6 +641,7 @@ impl Shard {
                 };
                 self.fail_transport(transport, reason);
             }
+            self.reoffer_overdue(now);
         }
         self.drain();
     }

@@ -256,11 +256,11 @@ var Sfu = class {
     await pc.setRemoteDescription({ type: "offer", sdp });
     await pc.setLocalDescription(await pc.createAnswer());
     await this.io.request({ type: "answer", isSFU: true, sdp: pc.localDescription?.sdp ?? "" });
-    for (const transceiver of pc.getTransceivers()) {
-      const track = transceiver.receiver.track;
-      const session = this.#trackSession.get(track);
-      const receiving = transceiver.currentDirection === "recvonly" || transceiver.currentDirection === "sendrecv";
-      if (session && !receiving) {
+    const receiving = new Set(
+      pc.getTransceivers().filter((t) => t.currentDirection === "recvonly" || t.currentDirection === "sendrecv").map((t) => t.receiver.track)
+    );
+    for (const [track, session] of this.#trackSession) {
+      if (!receiving.has(track)) {
         this.#trackSession.delete(track);
         this.io.onTrackEnded(session, track);
       }

@@ -104,12 +104,16 @@ export class Sfu {
     await pc.setRemoteDescription({ type: 'offer', sdp });
     await pc.setLocalDescription(await pc.createAnswer());
     await this.io.request({ type: 'answer', isSFU: true, sdp: pc.localDescription?.sdp ?? '' });
-    // A publisher that left is re-offered as an inactive m-line: drop its track.
-    for (const transceiver of pc.getTransceivers()) {
-      const track = transceiver.receiver.track;
-      const session = this.#trackSession.get(track);
-      const receiving = transceiver.currentDirection === 'recvonly' || transceiver.currentDirection === 'sendrecv';
-      if (session && !receiving) {
+    // An ended track's m-line is re-offered rejected (its transceiver stops and leaves
+    // getTransceivers()) or inactive: drop every track no transceiver still receives.
+    const receiving = new Set(
+      pc
+        .getTransceivers()
+        .filter((t) => t.currentDirection === 'recvonly' || t.currentDirection === 'sendrecv')
+        .map((t) => t.receiver.track),
+    );
+    for (const [track, session] of this.#trackSession) {
+      if (!receiving.has(track)) {
         this.#trackSession.delete(track);
         this.io.onTrackEnded(session, track);
       }

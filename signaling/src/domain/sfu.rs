@@ -338,6 +338,14 @@ fn node_refusal(response: Response) -> SignalError {
             code: NodeError::BadSdp,
             message,
         } => SignalError::new(ErrorCode::InvalidMessage, format!("SDP refused: {message}")),
+        Response::Error {
+            code: NodeError::LimitExceeded,
+            message,
+        } => SignalError::new(ErrorCode::LimitExceeded, format!("SDP refused: {message}")),
+        Response::Error {
+            code: NodeError::RateLimited,
+            message,
+        } => SignalError::new(ErrorCode::RateLimited, message),
         Response::Error { message, .. } => SignalError::new(ErrorCode::SfuUnavailable, message),
         other => {
             tracing::warn!(?other, "unexpected SFU reply");
