@@ -224,6 +224,12 @@ pub struct Load {
     pub rooms: u64,
     /// Transports (publish + subscribe).
     pub transports: u64,
+    /// Published tracks.
+    #[serde(default)]
+    pub tracks: u64,
+    /// Subscriptions (a track forwarded to one subscriber).
+    #[serde(default)]
+    pub subscriptions: u64,
     /// Distinct sessions with a transport.
     pub sessions: u64,
     /// Datagrams received per second.

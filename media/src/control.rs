@@ -716,6 +716,12 @@ async fn load(node: &Node, refusals: &Refusals, meter: &mut LoadMeter) -> Option
         rooms: stats.rooms() as u64,
         transports: stats.transports() as u64,
         sessions: stats.workers.iter().map(|w| w.sessions as u64).sum(),
+        tracks: stats.workers.iter().map(|w| w.core.tracks as u64).sum(),
+        subscriptions: stats
+            .workers
+            .iter()
+            .map(|w| w.core.subscriptions as u64)
+            .sum(),
         security_drops: drops,
         draining: node.is_draining(),
         ..Load::default()

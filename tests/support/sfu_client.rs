@@ -178,6 +178,8 @@ fn local_track(
 pub struct SubscribeState {
     /// Offers received (`called {isSFU}`).
     pub offers: usize,
+    /// The most m-lines any offer had.
+    pub max_m_lines: usize,
     /// Stream ids (publishing sessions) in the last offer whose answer the server acknowledged.
     pub acked_streams: BTreeSet<String>,
     /// Answers sent so far (the latest is `sub-{answers}`).
@@ -292,7 +294,11 @@ impl SfuClient {
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while let Some(offer) = offers_rx.recv().await {
-                    state_tx.send_modify(|s| s.offers += 1);
+                    let m_lines = offer.lines().filter(|l| l.starts_with("m=")).count();
+                    state_tx.send_modify(|s| {
+                        s.offers += 1;
+                        s.max_m_lines = s.max_m_lines.max(m_lines);
+                    });
                     if std::env::var("SFU_CLIENT_DEBUG").is_ok() {
                         eprintln!("offer:\n{offer}");
                     }

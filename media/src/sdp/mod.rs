@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 
 pub use credentials::random_ice_credentials;
 pub use publish::negotiate_publish;
-pub use subscribe::{parse_subscribe_answer, subscribe_offer};
+pub use subscribe::{assign_payload_types, parse_subscribe_answer, subscribe_offer};
 
 /// Why an SDP was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -202,22 +202,75 @@ fn check_tracks(tracks: &[ForwardedTrack]) -> Result<(), SdpError> {
                 }
             }
         };
-        let description = format!(
-            "{}/{}/{:?} {}",
-            codec.name.to_ascii_lowercase(),
-            codec.clock_rate,
-            codec.channels,
-            codec.fmtp.as_deref().unwrap_or("")
-        );
-        let mut result = claim(codec.pt, description);
+        let mut result = claim(codec.pt, codec_description(codec));
         if let (Ok(()), Some(rtx_pt), Some(_)) = (&result, codec.rtx_pt, track.rtx_ssrc) {
-            result = claim(rtx_pt, format!("rtx/{} apt={}", codec.clock_rate, codec.pt));
+            result = claim(rtx_pt, rtx_description(codec));
         }
         if let Err(why) = result {
             return unsupported(track, &why);
         }
     }
     Ok(())
+}
+
+/// What a payload type stands for in a BUNDLE group: two tracks may share a payload type only
+/// when these are equal.
+fn codec_description(codec: &Codec) -> String {
+    format!(
+        "{}/{}/{:?} {}",
+        codec.name.to_ascii_lowercase(),
+        codec.clock_rate,
+        codec.channels,
+        codec.fmtp.as_deref().unwrap_or("")
+    )
+}
+
+fn rtx_description(codec: &Codec) -> String {
+    format!("rtx/{} apt={}", codec.clock_rate, codec.pt)
+}
+
+/// Dynamic payload types to move a track to, in order of preference (RFC 3551 §6; 64–95 are
+/// avoided because they collide with RTCP packet types under rtcp-mux, RFC 5761 §4).
+const DYNAMIC_PTS: [std::ops::RangeInclusive<u8>; 2] = [96..=127, 35..=63];
+
+/// Gives `track` (a track about to be added to a subscribe session) payload types that mean the
+/// same in the BUNDLE group as in `bundled`, the session's other bundled tracks: the publisher's
+/// own when free or used for the same codec, else a free dynamic one. Publishers choose payload
+/// types freely, and one publisher's Opus on 111 with other fmtp than another's would otherwise
+/// make the subscribe offer unwritable for everyone in the room ([`subscribe_offer`] refuses
+/// it). The SFU rewrites the payload type per subscriber, so this costs nothing on the wire.
+/// Leaves a payload type as it is when all are taken (the offer then reports the clash).
+pub fn assign_payload_types<'a>(
+    bundled: impl Iterator<Item = &'a ForwardedTrack>,
+    track: &mut ForwardedTrack,
+) {
+    let mut claimed: HashMap<u8, String> = HashMap::new();
+    for other in bundled {
+        claimed.insert(other.codec.pt, codec_description(&other.codec));
+        if let (Some(rtx_pt), Some(_)) = (other.codec.rtx_pt, other.rtx_ssrc) {
+            claimed.insert(rtx_pt, rtx_description(&other.codec));
+        }
+    }
+    let pick = |claimed: &HashMap<u8, String>, wanted: u8, description: &str| -> u8 {
+        let fits = |pt: &u8| claimed.get(pt).is_none_or(|d| d == description);
+        if fits(&wanted) {
+            return wanted;
+        }
+        // The same codec already has a payload type: share it; else the first free one.
+        let same = claimed
+            .iter()
+            .filter(|(_, d)| *d == description)
+            .map(|(pt, _)| *pt)
+            .min();
+        same.or_else(|| DYNAMIC_PTS.into_iter().flatten().find(fits))
+            .unwrap_or(wanted)
+    };
+    let description = codec_description(&track.codec);
+    track.codec.pt = pick(&claimed, track.codec.pt, &description);
+    claimed.insert(track.codec.pt, description);
+    if let (Some(rtx_pt), Some(_)) = (track.codec.rtx_pt, track.rtx_ssrc) {
+        track.codec.rtx_pt = Some(pick(&claimed, rtx_pt, &rtx_description(&track.codec)));
+    }
 }
 
 fn write_track(out: &mut String, local: &LocalDescription, track: &ForwardedTrack) {
@@ -510,7 +563,14 @@ mod tests {
         assert_eq!(rejected.media_name.port.value, 0);
         assert_eq!(rejected.media_name.formats, ["111"]);
         assert_eq!(media_attr(&second, 2, "inactive"), Some(""));
-        for key in ["ssrc", "msid", "ice-ufrag", "fingerprint", "candidate", "extmap"] {
+        for key in [
+            "ssrc",
+            "msid",
+            "ice-ufrag",
+            "fingerprint",
+            "candidate",
+            "extmap",
+        ] {
             assert!(media_attrs(&second, 2, key).is_empty(), "{key}");
         }
         for i in [1, 3] {
@@ -560,6 +620,44 @@ mod tests {
         let mut clash = tracks.clone();
         clash[3].codec.name = "H264".to_owned();
         subscribe_offer(&local(), 4, &clash).expect("a rejected track's payload type is free");
+    }
+
+    #[test]
+    fn clashing_payload_types_are_moved_so_every_offer_stays_writable() {
+        let tracks = four_tracks();
+        // Carol's Opus on 111 with other fmtp, and her VP8 + RTX on Bob's RTX type 97.
+        let mut audio = track("4", Kind::Audio, 5000, "carol");
+        audio.codec.fmtp = Some("stereo=1".to_owned());
+        let mut video = track("5", Kind::Video, 6000, "carol");
+        video.codec.pt = 97;
+        video.codec.rtx_pt = Some(96);
+        let mut all = tracks.clone();
+        for mut new in [audio, video] {
+            assign_payload_types(all.iter(), &mut new);
+            all.push(new);
+        }
+        assert_eq!(
+            all[4].codec.pt, 98,
+            "first free dynamic type (96, 97 taken)"
+        );
+        // VP8 already has 96: shared; its RTX too.
+        assert_eq!((all[5].codec.pt, all[5].codec.rtx_pt), (96, Some(97)));
+        reparse(&subscribe_offer(&local(), 1, &all).expect("writable"));
+        // Same codec on the same type, or a free type: unchanged.
+        let mut same = track("6", Kind::Audio, 7000, "dave");
+        assign_payload_types(tracks.iter(), &mut same);
+        assert_eq!(same.codec.pt, 111);
+        let mut free = track("7", Kind::Video, 8000, "erin");
+        free.codec.pt = 120;
+        free.codec.name = "VP9".to_owned();
+        free.codec.rtx_pt = Some(121);
+        assign_payload_types(tracks.iter(), &mut free);
+        assert_eq!((free.codec.pt, free.codec.rtx_pt), (120, Some(121)));
+        // Rejected tracks claim nothing: the caller passes only the bundled ones.
+        let mut h264 = track("8", Kind::Video, 9000, "fay");
+        h264.codec.name = "H264".to_owned();
+        assign_payload_types(tracks.iter().take(1), &mut h264);
+        assert_eq!(h264.codec.pt, 96);
     }
 
     #[test]

@@ -402,18 +402,27 @@ impl Shard {
                 &mid,
                 &subscribing.forwarded,
             );
+            let mut sdp = ForwardedTrack {
+                mid,
+                kind: published.kind,
+                codec: published.codec.clone(),
+                ssrc: rand::random(),
+                rtx_ssrc: published.rtx_ssrc.map(|_| rand::random()),
+                stream_id: publisher,
+                track_id,
+                active: true,
+            };
+            // Slot 0 stays bundled even when its track ended (see `sdp::subscribe_offer`).
+            let bundled = subscribing
+                .forwarded
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| *i == 0 || f.sdp.active)
+                .map(|(_, f)| &f.sdp);
+            sdp::assign_payload_types(bundled, &mut sdp);
             let forwarded = Forwarded {
                 track,
-                sdp: ForwardedTrack {
-                    mid,
-                    kind: published.kind,
-                    codec: published.codec.clone(),
-                    ssrc: rand::random(),
-                    rtx_ssrc: published.rtx_ssrc.map(|_| rand::random()),
-                    stream_id: publisher,
-                    track_id,
-                    active: true,
-                },
+                sdp,
                 accepted: false,
                 subscription: None,
                 recyclable: false,
@@ -438,12 +447,6 @@ impl Shard {
             .iter()
             .map(|f| f.sdp.clone())
             .collect();
-        if subscribing.offers.len() == OFFER_HISTORY {
-            subscribing.offers.pop_front();
-        }
-        subscribing.offers.push_back(tracks.clone());
-        subscribing.awaiting_answer = Some(now);
-        subscribing.changed = false;
         let (transport, version) = (subscribing.transport, subscribing.version);
         for subscription in stale_subscriptions {
             // The core may already have closed it with its track.
@@ -451,6 +454,19 @@ impl Shard {
         }
         let ice = self.peers[&transport].local_ice.clone();
         let offer = sdp::subscribe_offer(&self.local_description(&ice), version, &tracks)?;
+        let media = self.rooms.get_mut(&room).expect("checked above");
+        let subscribing = media
+            .sessions
+            .get_mut(session)
+            .and_then(|s| s.subscribe.as_mut())
+            .expect("created above");
+        // Only an offer the client gets is waited for.
+        if subscribing.offers.len() == OFFER_HISTORY {
+            subscribing.offers.pop_front();
+        }
+        subscribing.offers.push_back(tracks);
+        subscribing.awaiting_answer = Some(now);
+        subscribing.changed = false;
         Ok(Some(offer))
     }
 
@@ -604,7 +620,13 @@ impl Shard {
                 .expect("collected above");
             if subscribe {
                 let config = subscription_config(&forwarded.sdp);
-                forwarded.subscription = Some(self.core.subscribe(now, transport, track, config)?);
+                match self.core.subscribe(now, transport, track, config) {
+                    Ok(subscription) => forwarded.subscription = Some(subscription),
+                    // Its publisher replaced or ended it after our offer: the renegotiation
+                    // that change started rejects the m-line; the rest of the answer stands.
+                    Err(sfu_core::CommandError::UnknownTrack(_)) => forwarded.sdp.active = false,
+                    Err(e) => return Err(e.into()),
+                }
             } else if let Some(subscription) = forwarded.subscription.take() {
                 // The core may already have closed it with its track.
                 let _ = self.core.unsubscribe(subscription);
@@ -805,7 +827,10 @@ mod tests {
         );
         // A loop of attempts earns nothing: refusals do not spend or delay the budget.
         for ms in (2_600..4_000).step_by(100) {
-            assert!(room.take_publish("a", t0 + Duration::from_millis(ms), rate).is_err());
+            assert!(
+                room.take_publish("a", t0 + Duration::from_millis(ms), rate)
+                    .is_err()
+            );
         }
         assert_eq!(
             room.take_publish("a", t0 + Duration::from_secs(4), rate),

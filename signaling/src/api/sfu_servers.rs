@@ -98,6 +98,10 @@ pub struct NodeLoad {
     pub sessions: u64,
     /// Transports.
     pub transports: u64,
+    /// Published tracks.
+    pub tracks: u64,
+    /// Subscriptions (a track forwarded to one subscriber).
+    pub subscriptions: u64,
     /// Datagrams received per second.
     pub packets_in_per_sec: u64,
     /// Datagrams sent per second.
@@ -132,6 +136,8 @@ impl From<SfuServerView> for SfuServerResponse {
                 rooms: l.rooms,
                 sessions: l.sessions,
                 transports: l.transports,
+                tracks: l.tracks,
+                subscriptions: l.subscriptions,
                 packets_in_per_sec: l.packets_in_per_sec,
                 packets_out_per_sec: l.packets_out_per_sec,
                 cpu_percent: l.cpu_percent,

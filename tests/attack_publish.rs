@@ -1,0 +1,301 @@
+//! Attacks on the SFU's publish path by one participant of a room, against a real `mooyaho dev`
+//! (signaling + embedded node): an offer with hundreds of m-lines, publishing in a tight loop,
+//! and churning tracks hundreds of times. Each test then proves the node holds no more state than
+//! the live tracks need and that an honest publisher's media still reaches an honest subscriber
+//! intact (both use the `webrtc` crate).
+
+#[path = "support/sfu_client.rs"]
+mod sfu_client;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sfu_client::{SfuClient, payloads};
+use support::{Rest, Server, Ws, eventually};
+
+const PACKETS: usize = 50;
+
+/// `mooyaho dev` on a free port with one worker (so every transport is counted on one shard) and
+/// `extra` flags, its REST client, and its embedded node's id once healthy.
+async fn dev(extra: &[&str]) -> (Server, tempfile::TempDir, Rest, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["dev", "--listen", "127.0.0.1:0", "--workers", "1"];
+    args.extend_from_slice(extra);
+    let mut server = Server::spawn(&args, Some(dir.path()), "");
+    server.api_key = server
+        .stdout_lines
+        .iter()
+        .find_map(|line| line.split_once("API key:").map(|(_, key)| key.trim()))
+        .unwrap_or_else(|| panic!("no API key line in {:?}", server.stdout_lines))
+        .to_owned();
+    let rest = server.rest();
+    let healthy = eventually(Duration::from_secs(10), || async {
+        let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
+        nodes
+            .as_array()
+            .is_some_and(|n| n.len() == 1 && n[0]["health"] == "healthy")
+    })
+    .await;
+    let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
+    assert!(healthy, "{nodes}");
+    let node = nodes[0]["id"].as_u64().unwrap();
+    (server, dir, rest, node)
+}
+
+/// The node's last load report: `(transports, tracks, subscriptions)`.
+async fn node_state(rest: &Rest, node: u64) -> (u64, u64, u64) {
+    let (_, view) = rest
+        .call("GET", &format!("/sfu-servers/{node}"), None)
+        .await;
+    let load = &view["load"];
+    let count = |key: &str| {
+        load[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no load.{key}: {view}"))
+    };
+    (count("transports"), count("tracks"), count("subscriptions"))
+}
+
+/// Waits until the node reports a state `accept` likes (it reports once a second); returns it.
+async fn wait_state(
+    rest: &Rest,
+    node: u64,
+    what: &str,
+    accept: impl Fn((u64, u64, u64)) -> bool,
+) -> (u64, u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = node_state(rest, node).await;
+        if accept(state) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: node (transports, tracks, subscriptions) = {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A publish offer as a hostile client writes it: valid transport attributes at session level
+/// and `audio` + `video` short sendonly m-lines with SSRCs from `ssrc_base`. It is never meant to
+/// connect; the node only has to accept or refuse it.
+fn hostile_offer(audio: usize, video: usize, ssrc_base: u32) -> String {
+    let mids: Vec<String> = (0..audio + video).map(|i| i.to_string()).collect();
+    let fingerprint: Vec<String> = (0..32).map(|i| format!("{:02X}", i * 7 % 256)).collect();
+    let mut offer = format!(
+        "v=0\no=- 1 1 IN IP4 0.0.0.0\ns=-\nc=IN IP4 0.0.0.0\nt=0 0\na=group:BUNDLE {}\n\
+         a=ice-ufrag:hstl\na=ice-pwd:hostilehostilehostile1\n\
+         a=fingerprint:sha-256 {}\na=setup:actpass\n",
+        mids.join(" "),
+        fingerprint.join(":")
+    );
+    for i in 0..audio + video {
+        let (media, rtpmap) = if i < audio {
+            ("audio 9 UDP/TLS/RTP/SAVPF 111", "111 opus/48000/2")
+        } else {
+            ("video 9 UDP/TLS/RTP/SAVPF 96", "96 VP8/90000")
+        };
+        offer += &format!(
+            "m={media}\na=mid:{i}\na=sendonly\na=rtcp-mux\na=rtpmap:{rtpmap}\na=ssrc:{} cname:h\n",
+            ssrc_base.wrapping_add(i as u32)
+        );
+    }
+    offer
+}
+
+/// `a` publishes, `b` subscribes to it; both honest `webrtc` crate clients.
+async fn honest_pair(server: &Server, rest: &Rest, channel: &str) -> (SfuClient, SfuClient) {
+    let mut a = SfuClient::join(&server.ws_url(), rest, channel, "a").await;
+    let b = SfuClient::join(&server.ws_url(), rest, channel, "b").await;
+    a.publish().await;
+    a.publish_connected().await;
+    b.subscribed_to(&[&a.id]).await;
+    (a, b)
+}
+
+/// `a`'s media reaches `b` complete and byte-identical.
+async fn media_flows(a: &SfuClient, b: &SfuClient, tag: u8) {
+    let before = b.received().await.get(&a.id).cloned().unwrap_or_default();
+    let sent = payloads(tag, PACKETS);
+    a.send_media(&sent.0, &sent.1, Duration::from_millis(5))
+        .await;
+    let want = before.audio.len() + PACKETS;
+    let received = b.wait_for(&[&a.id], want, Duration::from_secs(15)).await;
+    let got = &received[a.id.as_str()];
+    assert!(
+        got.audio[before.audio.len()..] == sent.0[..],
+        "b: a's audio payloads differ"
+    );
+    assert!(
+        got.video[before.video.len()..] == sent.1[..],
+        "b: a's video payloads differ"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_offer_of_500_m_lines_is_refused_and_the_node_holds_nothing_for_it() {
+    let (server, _dir, rest, node) = dev(&[]).await;
+    let channel = rest.create_channel(true).await;
+    let (a, b) = honest_pair(&server, &rest, &channel).await;
+    let mut hostile = Ws::join(&server.ws_url(), &rest, &channel, "hostile").await;
+    // a's publish transport with its 2 tracks; b's subscribe transport receiving them, and the
+    // one offered to hostile on entering.
+    let before = wait_state(&rest, node, "honest pair", |(t, k, s)| {
+        t == 3 && k == 2 && s == 2
+    })
+    .await;
+    let offer = hostile_offer(500, 0, 1000);
+    let frame = json!({ "type": "call", "isSFU": true, "sdp": offer }).to_string();
+    assert!(frame.len() < 64 * 1024, "fits one WebSocket frame");
+    let reply = hostile
+        .expect_error(
+            json!({ "type": "call", "isSFU": true, "sdp": offer }),
+            "limit_exceeded",
+        )
+        .await;
+    assert_eq!(
+        reply["message"],
+        "SDP refused: limit exceeded: the offer has 500 m-lines; at most 16 are accepted"
+    );
+    // Fewer m-lines but more tracks of a kind than one publisher may send.
+    let reply = hostile
+        .expect_error(
+            json!({ "type": "call", "isSFU": true, "sdp": hostile_offer(1, 5, 5000) }),
+            "limit_exceeded",
+        )
+        .await;
+    assert!(
+        reply["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("5 video tracks; at most 4")),
+        "{reply}"
+    );
+
+    // Nothing was created for the hostile offers: two load reports later the node is unchanged.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(node_state(&rest, node).await, before);
+    // An acceptable offer from the same participant still works.
+    let reply = hostile
+        .request(json!({ "type": "call", "isSFU": true, "sdp": hostile_offer(1, 1, 9000) }))
+        .await;
+    assert_eq!(reply["type"], "answered", "{reply}");
+
+    media_flows(&a, &b, 0x51).await;
+    drop((a, b, hostile, server));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publishing_in_a_tight_loop_is_rate_limited_and_leaves_no_state() {
+    // The defaults: 5 publishes at once, then one per 2 s.
+    let (server, _dir, rest, node) = dev(&[]).await;
+    let channel = rest.create_channel(true).await;
+    let (a, b) = honest_pair(&server, &rest, &channel).await;
+
+    let mut hostile = Ws::join(&server.ws_url(), &rest, &channel, "hostile").await;
+    let started = Instant::now();
+    let (mut answered, mut limited) = (0u64, 0u64);
+    for i in 0..100u32 {
+        let offer = hostile_offer(1, 1, 10_000 + 2 * i);
+        let reply = hostile
+            .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
+            .await;
+        match reply["type"].as_str() {
+            Some("answered") => answered += 1,
+            Some("error") => {
+                assert_eq!(reply["code"], "rate_limited", "{reply}");
+                assert!(
+                    reply["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("publishing too often: try again in")),
+                    "{reply}"
+                );
+                limited += 1;
+            }
+            _ => panic!("unexpected reply {reply}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs();
+    // The burst, plus one per 2 s of the loop (rounded up).
+    assert!(
+        (5..=5 + elapsed / 2 + 1).contains(&answered),
+        "{answered} publishes accepted in {elapsed} s"
+    );
+    assert_eq!(answered + limited, 100);
+
+    // Bounded: a's and hostile's publish transports, three subscribe transports at most
+    // (a, b, and hostile's, which never connects); each publisher's 2 live tracks; b and a
+    // subscribe to each other's publishers' tracks.
+    let state = wait_state(&rest, node, "after 100 publishes", |(t, k, s)| {
+        t <= 5 && k == 4 && s <= 6
+    })
+    .await;
+    assert!(state.0 >= 4, "{state:?}");
+    media_flows(&a, &b, 0x52).await;
+    // b renegotiated a few times, not once per attempt.
+    b.subscribed_exactly(&[&a.id, &hostile.id]).await;
+    let b_state = b.sub_state.borrow().clone();
+    eprintln!("b after {answered} accepted publishes: {b_state:?}");
+    assert!(
+        b_state.offers >= 2,
+        "b was re-offered hostile's tracks: {b_state:?}"
+    );
+    assert!(b_state.offers <= 2 * answered as usize + 2, "{b_state:?}");
+    assert!(b_state.max_m_lines <= 8, "{b_state:?}");
+    assert!(
+        b_state.local_errors.is_empty() && b_state.errors.is_empty(),
+        "{b_state:?}"
+    );
+    drop((a, b, hostile, server));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publisher_churning_tracks_200_times_leaves_subscribers_sdp_bounded() {
+    // No publish rate limit, so every churn is accepted: the bound must come from recycling.
+    let (server, _dir, rest, node) = dev(&["--publish-interval-ms", "0"]).await;
+    let channel = rest.create_channel(true).await;
+    let (a, b) = honest_pair(&server, &rest, &channel).await;
+
+    let mut hostile = Ws::join(&server.ws_url(), &rest, &channel, "hostile").await;
+    for i in 0..200u32 {
+        // A new audio and video track every time (new SSRCs, a new publish transport).
+        let offer = hostile_offer(1, 1, 100_000 + 2 * i);
+        let reply = hostile
+            .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
+            .await;
+        assert_eq!(reply["type"], "answered", "churn {i}: {reply}");
+        // Stay under the WebSocket message rate (50/s): this test is about the SFU.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let hostile_id = hostile.id.clone();
+    // b's negotiation settles on a's and hostile's latest tracks.
+    b.subscribed_exactly(&[&a.id, &hostile_id]).await;
+    let b_state = b.sub_state.borrow().clone();
+    eprintln!("b after 200 publishes: {b_state:?}");
+    assert!(
+        b_state.offers >= 3,
+        "b renegotiated during the churn: {b_state:?}"
+    );
+    // 4 live tracks (a's and hostile's latest), the m-lines of the tracks that ended since the
+    // previous answer (2), and the first m-line if its track ended: never 400 m-lines.
+    assert!(
+        b_state.max_m_lines <= 8,
+        "b's SDP grew to {} m-lines: {b_state:?}",
+        b_state.max_m_lines
+    );
+    // Every offer applied, every answer taken: churn elsewhere never breaks b's negotiation.
+    assert!(
+        b_state.local_errors.is_empty() && b_state.errors.is_empty(),
+        "{b_state:?}"
+    );
+
+    // No leak on the node after 200 publishes: the live tracks' state only.
+    let state = wait_state(&rest, node, "after 200 publishes", |(t, k, s)| {
+        t <= 5 && k == 4 && s <= 6
+    })
+    .await;
+    assert!(state.0 >= 4, "{state:?}");
+    media_flows(&a, &b, 0x53).await;
+    drop((a, b, hostile, server));
+}
