@@ -205,12 +205,16 @@ impl RoomMedia {
             .count()
     }
 
-    /// Forgets a transport the worker already removed.
-    pub(crate) fn forget_transport(&mut self, session: &str, side: Side) {
-        if let Some(media) = self.sessions.get_mut(session) {
-            match side {
-                Side::Publish => media.publish = None,
-                Side::Subscribe => media.subscribe = None,
+    /// Forgets a transport the worker already removed; true when it published tracks.
+    pub(crate) fn forget_transport(&mut self, session: &str, side: Side) -> bool {
+        let Some(media) = self.sessions.get_mut(session) else {
+            return false;
+        };
+        match side {
+            Side::Publish => media.publish.take().is_some_and(|p| !p.tracks.is_empty()),
+            Side::Subscribe => {
+                media.subscribe = None;
+                false
             }
         }
     }
@@ -659,6 +663,19 @@ impl Shard {
                 room,
                 session,
             });
+        }
+    }
+
+    /// After the node closed a transport itself (DTLS closed, consent expired, never
+    /// connected): forgets it, and if it published, the others are re-offered without its
+    /// tracks (their m-lines are rejected and become recyclable).
+    pub(super) fn forget_closed_transport(&mut self, room: RoomId, session: &str, side: Side) {
+        let published = self
+            .rooms
+            .get_mut(&room)
+            .is_some_and(|media| media.forget_transport(session, side));
+        if published {
+            self.renegotiate_others(room, session);
         }
     }
 

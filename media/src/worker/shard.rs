@@ -672,9 +672,7 @@ impl Shard {
         let (room, session, side) = (peer.room, peer.session.clone(), peer.side);
         tracing::info!(%session, ?side, reason, "closing transport");
         self.remove_transport(transport);
-        if let Some(media) = self.rooms.get_mut(&room) {
-            media.forget_transport(&session, side);
-        }
+        self.forget_closed_transport(room, &session, side);
         let _ = self.events.send(NodeEvent::TransportClosed {
             worker: self.index,
             room,

@@ -1,7 +1,7 @@
 // SFU channels through the real media plane: `mooyaho dev` runs an embedded SFU node. Three
 // pages decode each other through the node (no peer-to-peer PeerConnection exists, and the
 // selected ICE pairs end at the node's address), a fourth joins late and is seen by all, a
-// leaver is dropped. With no usable node the server's `sfu_unavailable` surfaces as an `error`.
+// leaver is dropped and a new publisher reuses its m-lines. With no usable node the server's `sfu_unavailable` surfaces as an `error`.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { artifactPath, assertDecodingFrom, connectClient, launchBrowser, sdkPage, sfuFrames, sleep, startServer, waitFor } from './helpers.mjs';
@@ -86,6 +86,28 @@ test('SFU channel: three pages decode each other through the node; a late fourth
   await leaver.page.evaluate(() => window.mooyaho.leave());
   assert.deepEqual(await leaver.page.evaluate(() => [window.mooyaho.remoteStreams.size, window.mooyaho.sfuPeers]), [0, { publisher: null, subscriber: null }]);
   await expectAllSeeAll('after a leave');
+
+  // A new publisher's tracks take the m-lines the leaver's ended tracks left (rejected, then
+  // recycled under new mids): each subscribe SDP keeps 6 m-lines, or 7 when one of the leaver's
+  // was the first (kept as the BUNDLE tag), instead of growing to 8.
+  const mLines = (c) => c.page.evaluate(() => window.mooyaho.sfuPeers.subscriber.remoteDescription.sdp.match(/^m=/gm).length);
+  for (const c of clients) {
+    await waitFor(
+      () => c.page.evaluate((id) => !window.mooyaho.sfuPeers.subscriber.remoteDescription.sdp.includes(`a=msid:${id} `), leaver.id),
+      `${c.name}: re-offered without the leaver's tracks`,
+      20_000,
+    );
+  }
+  const before = await Promise.all(clients.map(mLines));
+  clients.push(await joinSfu(channel.id, 'Eve'));
+  await expectAllSeeAll('a new publisher recycles the ended m-lines');
+  for (const [i, c] of clients.slice(0, 3).entries()) {
+    const now = await mLines(c);
+    assert.equal(before[i], 6, `${c.name}: m-lines after the leave`);
+    assert.ok(now <= 7, `${c.name}: ${now} m-lines after a new publisher (no recycling would be 8)`);
+    const events = await c.page.evaluate(() => window.events.filter((e) => e.type === 'error'));
+    assert.deepEqual(events, [], `${c.name}: no error`);
+  }
   for (const c of [...clients, leaver]) await c.page.close();
 });
 
