@@ -161,7 +161,7 @@ impl Harness {
     fn new() -> Self {
         let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let (pipe_tx, pipe_rx) = std::sync::mpsc::sync_channel(1);
-        let shard = Shard::new(
+        let mut shard = Shard::new(
             0,
             None,
             SocketAddr::from(([127, 0, 0, 1], 9)),
@@ -171,6 +171,9 @@ impl Harness {
             pipe_rx,
             sfu_core::Config::default(),
         );
+        // No publish rate limit: a program republishes far faster than any honest client, and
+        // refusing those publishes would hide the states they reach (the limit has its own tests).
+        shard.publish_policy.rate.interval = Duration::ZERO;
         Self {
             shard,
             now: Instant::now(),
