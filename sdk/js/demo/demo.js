@@ -188,9 +188,7 @@ async function callPage() {
   let peer = null;
   const inCall = (id) => { peer = id; show('hangup', Boolean(id)); };
 
-  // Candidates still in flight when the other side declines or hangs up are refused with
-  // `forbidden` once the call is over: not news, and it must not hide the "declined" banner.
-  mooyaho.addEventListener('error', (e) => { if (!peer && e.code === 'forbidden') return; banner(explain(e)); });
+  mooyaho.addEventListener('error', (e) => banner(explain(e)));
   mooyaho.addEventListener('remoteStreamChanged', ({ sessionId }) => {
     const stream = mooyaho.getRemoteStreamById(sessionId);
     if (stream) makeTile(tiles, sessionId, sessionId.slice(0, 8), stream);

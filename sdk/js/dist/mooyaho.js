@@ -32,7 +32,10 @@ var PeerLink = class {
     this.sessionId = sessionId;
     this.pc = new RTCPeerConnection(config);
     this.pc.onicecandidate = (e) => {
-      io.send({ type: "candidate", to: sessionId, candidate: e.candidate ? e.candidate.toJSON() : null });
+      const candidate = e.candidate ? e.candidate.toJSON() : null;
+      io.request({ type: "candidate", to: sessionId, candidate }).catch((error) => {
+        if (!this.#closed) io.onError(error);
+      });
     };
     this.pc.ontrack = (e) => io.onTrack(sessionId, e.track);
     this.pc.onconnectionstatechange = () => {
@@ -569,7 +572,7 @@ var Mooyaho = class extends Emitter {
     );
     this.#mesh = new Mesh(this.#rtc, {
       request: (m) => this.#socket.request(m),
-      send: (m) => this.#socket.send(m),
+      onError: (error) => this.emit("error", error),
       onTrack: (id, track) => this.#addRemoteTrack(id, track),
       onConnected: (sessionId, peer) => this.emit("peerConnected", { sessionId, peer }),
       onFailed: (sessionId) => this.hangUp(sessionId)

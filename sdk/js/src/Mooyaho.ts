@@ -62,7 +62,7 @@ export class Mooyaho extends Emitter {
     );
     this.#mesh = new Mesh(this.#rtc, {
       request: (m) => this.#socket.request(m),
-      send: (m) => this.#socket.send(m),
+      onError: (error) => this.emit('error', error),
       onTrack: (id, track) => this.#addRemoteTrack(id, track),
       onConnected: (sessionId, peer) => this.emit('peerConnected', { sessionId, peer }),
       onFailed: (sessionId) => this.hangUp(sessionId),

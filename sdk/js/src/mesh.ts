@@ -3,11 +3,12 @@
 // (the original raced them with 50 ms timers), including candidates that arrive before the
 // link exists at all (a direct call's caller trickles before the callee accepts).
 
-import type { ServerFrame } from './types.js';
+import type { MooyahoError, ServerFrame } from './types.js';
 
 export interface MeshIo {
   request(message: Record<string, unknown>): Promise<ServerFrame>;
-  send(message: Record<string, unknown>): void;
+  /** A refusal the app should hear about (the SDK's `error` event). */
+  onError(error: MooyahoError): void;
   onTrack(sessionId: string, track: MediaStreamTrack): void;
   onConnected(sessionId: string, pc: RTCPeerConnection): void;
   /** The connection failed, or the other side closed it (hung up). */
@@ -28,7 +29,12 @@ export class PeerLink {
   ) {
     this.pc = new RTCPeerConnection(config);
     this.pc.onicecandidate = (e) => {
-      io.send({ type: 'candidate', to: sessionId, candidate: e.candidate ? e.candidate.toJSON() : null });
+      const candidate = e.candidate ? e.candidate.toJSON() : null;
+      io.request({ type: 'candidate', to: sessionId, candidate }).catch((error: MooyahoError) => {
+        // A candidate still in flight when the call ended (declined, hung up) is refused
+        // `forbidden` by then: expected, and not the app's concern.
+        if (!this.#closed) io.onError(error);
+      });
     };
     this.pc.ontrack = (e) => io.onTrack(sessionId, e.track);
     this.pc.onconnectionstatechange = () => {

@@ -1,7 +1,8 @@
-import type { ServerFrame } from './types.js';
+import type { MooyahoError, ServerFrame } from './types.js';
 export interface MeshIo {
     request(message: Record<string, unknown>): Promise<ServerFrame>;
-    send(message: Record<string, unknown>): void;
+    /** A refusal the app should hear about (the SDK's `error` event). */
+    onError(error: MooyahoError): void;
     onTrack(sessionId: string, track: MediaStreamTrack): void;
     onConnected(sessionId: string, pc: RTCPeerConnection): void;
     /** The connection failed, or the other side closed it (hung up). */
