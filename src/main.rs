@@ -149,12 +149,42 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Loadgen(_)) {
+        raise_open_file_limit();
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Dev(options) => runtime.block_on(run(options, true)),
         Command::Server(options) => runtime.block_on(run(options, false)),
         Command::Sfu(options) => runtime.block_on(sfu::run(options)),
         Command::Loadgen(options) => runtime.block_on(loadgen::run(options)),
+    }
+}
+
+/// Raises the soft open-file limit to the hard one: every WebSocket session and SFU socket holds
+/// a descriptor, and the usual soft default (1024) would cap a server near a thousand sessions.
+/// Says so when the hard limit itself is what caps it.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let (soft, hard) = (limit.current, limit.maximum);
+    if soft != hard {
+        match setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: hard,
+                ..limit
+            },
+        ) {
+            Ok(()) => tracing::info!(from = ?soft, to = ?hard, "open-file limit raised"),
+            Err(e) => tracing::warn!(?soft, ?hard, "open-file limit not raised: {e}"),
+        }
+    }
+    if let Some(hard) = hard.filter(|&hard| hard < 65_536) {
+        tracing::info!(
+            "open-file hard limit {hard}: about that many WebSocket sessions and media sockets \
+             in total (raise it with `ulimit -Hn` or systemd's LimitNOFILE)"
+        );
     }
 }
 

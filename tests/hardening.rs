@@ -431,3 +431,62 @@ async fn binary_frames_spend_the_rate_limit() {
     assert!(limited > 0, "binary frames did not count: {pongs} pongs");
     assert!(pongs < 200, "{pongs}");
 }
+
+/// The soft and hard open-file limits of a running process (`/proc/<pid>/limits`).
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+/// Every WebSocket session holds a descriptor: a server started under the usual soft limit
+/// (1024, here 256) would refuse sessions far below what the host allows, so it raises its soft
+/// limit to the hard one at start.
+#[test]
+fn the_server_raises_its_open_file_soft_limit_to_the_hard_limit() {
+    let mut child = Command::new("bash")
+        .args([
+            "-c",
+            r#"ulimit -Sn 256 && exec "$0" server --listen 127.0.0.1:0 --api-key "$1""#,
+            env!("CARGO_BIN_EXE_mooyaho"),
+            "an-api-key-for-the-rlimit-test",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert_ne!(stdout.read_line(&mut line).unwrap(), 0, "the server exited");
+    }
+    let (soft, hard) = open_file_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        soft, hard,
+        "soft limit {soft} left below the hard limit {hard}"
+    );
+    assert_ne!(soft, "256");
+}
+
+/// A text frame just under the 64 KiB limit arrives whole through the small per-connection
+/// read buffer (4 KiB; it is read in many pieces) and is relayed unchanged.
+#[tokio::test]
+async fn a_frame_near_the_limit_is_read_through_the_small_buffer() {
+    let server = Server::start(&[]);
+    let url = format!("{}?allowDirectCall=true", server.ws_url());
+    let mut caller = Ws::connect(&url).await;
+    let mut callee = Ws::connect(&url).await;
+    let sdp = format!("v=0 {}", "s".repeat(60 * 1024));
+    caller
+        .send(json!({"type": "call", "to": callee.id, "sdp": sdp}))
+        .await;
+    assert_eq!(callee.expect("called").await["sdp"], sdp);
+}

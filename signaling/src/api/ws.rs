@@ -33,6 +33,8 @@ pub struct ConnectQuery {
 const OUTBOX_DEPTH: usize = 1024;
 /// Hard cap on a frame; between the configured limit and this, frames get an error reply.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+/// Read and write buffer of one WebSocket connection.
+const WS_BUFFER_BYTES: usize = 4096;
 
 /// Open WebSocket connections per client address, for `max_connections_per_ip`. IPv4 addresses
 /// count one by one, IPv6 ones per /64: a single host usually holds a whole /64 and could
@@ -184,6 +186,10 @@ pub async fn upgrade(
     upgrade
         .max_message_size(HARD_FRAME_LIMIT)
         .max_frame_size(HARD_FRAME_LIMIT)
+        // tungstenite's 128 KiB defaults were ~90 % of an idle session's memory; signaling
+        // frames are small (an SDP is a few KiB) and larger ones still arrive, in more reads.
+        .read_buffer_size(WS_BUFFER_BYTES)
+        .write_buffer_size(WS_BUFFER_BYTES)
         .on_upgrade(move |socket: WebSocket| async move {
             let (sink, stream) = socket.split();
             pump(state.signaling, options, sink, stream).await;
