@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use mooyaho_media::connection::PacketClass;
 use mooyaho_media::connection::paths::MAX_ATTEMPTS;
+use mooyaho_net::PacketClass;
 use support::raw::{self, Inbound, RawParticipant, RawTransport, Track, TrackKind};
 use support::{Rest, Server, eventually};
 

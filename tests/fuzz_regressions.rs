@@ -20,10 +20,7 @@ fn targets() -> Vec<(&'static str, Body)> {
             sfu_core::fuzzing::rtp_extensions(Instant::now(), d);
         }),
         ("sdp_offer", mooyaho_media::sdp::fuzz_sdp),
-        (
-            "srtp_unprotect",
-            mooyaho_media::connection::srtp_fast::fuzz_srtp,
-        ),
+        ("srtp_unprotect", mooyaho_net::srtp_fast::fuzz_srtp),
         ("stun_binding", mooyaho_media::connection::ice::fuzz_stun),
         ("media_worker", mooyaho_media::fuzz_media_worker),
         ("dtls_record", mooyaho_media::connection::dtls::fuzz_dtls),

@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the media node's per-packet security work: SRTP/SRTCP protect and
-//! unprotect (ours, `mooyaho_media::connection::srtp_fast`, against the reference `rtc-srtp`
+//! unprotect (ours, `mooyaho_net::srtp_fast`, against the reference `rtc-srtp`
 //! 0.21 with its ring provider, same keys and packets) and the ICE-lite STUN check. Throughput
 //! is in packets (elements) per second.
 //!
@@ -13,7 +13,7 @@ use std::hint::black_box;
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mooyaho_media::connection::ice::BindingRequest;
-use mooyaho_media::connection::srtp_fast::{SrtpContext, SrtpProfile};
+use mooyaho_net::srtp_fast::{SrtpContext, SrtpProfile};
 use rtc_srtp::context::Context;
 use rtc_srtp::protection_profile::ProtectionProfile;
 use stun::attributes::{ATTR_USE_CANDIDATE, ATTR_USERNAME};

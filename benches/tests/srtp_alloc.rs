@@ -7,8 +7,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use mooyaho_media::connection::srtp_fast::{SrtpContext, SrtpProfile};
-use mooyaho_media::udp::SendBatch;
+use mooyaho_net::srtp_fast::{SrtpContext, SrtpProfile};
+use mooyaho_net::udp::SendBatch;
 
 struct Counting;
 
@@ -79,7 +79,7 @@ fn srtp_in_place_allocates_nothing_per_packet() {
 }
 
 fn send_batch_queueing_stops_allocating_once_grown() {
-    let socket = mooyaho_media::udp::Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let socket = mooyaho_net::udp::Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let to = socket.local_addr().unwrap();
     let mut batch = SendBatch::default();
     let fill = |batch: &mut SendBatch| {

@@ -2,5 +2,5 @@
 #![deny(unsafe_code)]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    mooyaho_media::connection::srtp_fast::fuzz_srtp(data)
+    mooyaho_net::srtp_fast::fuzz_srtp(data)
 });

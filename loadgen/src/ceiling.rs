@@ -10,8 +10,8 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use mooyaho_media::connection::srtp_fast::{SrtpContext, SrtpProfile};
-use mooyaho_media::udp::{SendBatch, Socket};
+use mooyaho_net::srtp_fast::{SrtpContext, SrtpProfile};
+use mooyaho_net::udp::{SendBatch, Socket};
 use serde::Serialize;
 
 /// The measured reference.
@@ -115,7 +115,7 @@ fn rtp_packet(buf: &mut [u8], seq: u16, len: usize) {
 
 /// Empties the receivers' queues (off the clock of the sends: their cost is not the sender's).
 fn drain(sinks: &[Socket]) -> usize {
-    let mut batch = mooyaho_media::udp::RecvBatch::default();
+    let mut batch = mooyaho_net::udp::RecvBatch::default();
     let mut drained = 0;
     for sink in sinks {
         while let Ok(n @ 1..) = sink.recv_batch(&mut batch) {

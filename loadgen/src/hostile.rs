@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mooyaho_media::connection::PacketClass;
+use mooyaho_net::PacketClass;
 use serde::Serialize;
 use tokio::net::UdpSocket;
 

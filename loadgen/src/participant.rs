@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mooyaho_media::connection::PacketClass;
 use mooyaho_media::connection::dtls::DtlsIdentity;
+use mooyaho_net::PacketClass;
 use serde_json::json;
 use tokio::net::UdpSocket;
 
@@ -420,7 +420,7 @@ async fn wait_for_publishers(
 fn drain_inbound(
     socket: &UdpSocket,
     answer_checks: Option<&LocalIce>,
-    srtp: &mut mooyaho_media::connection::srtp::SrtpSession,
+    srtp: &mut mooyaho_net::srtp::SrtpSession,
     buf: &mut [u8],
 ) -> anyhow::Result<bool> {
     let mut keyframe_requested = false;

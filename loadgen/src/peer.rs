@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mooyaho_media::connection::PacketClass;
 use mooyaho_media::connection::dtls::{DtlsIdentity, DtlsOutcome, DtlsRole, DtlsTransport};
 use mooyaho_media::connection::ice::BindingRequest;
-use mooyaho_media::connection::srtp::SrtpSession;
+use mooyaho_net::PacketClass;
+use mooyaho_net::srtp::SrtpSession;
 use stun::attributes::{
     ATTR_ICE_CONTROLLED, ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME,
 };

@@ -21,9 +21,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use mooyaho_media::connection::PacketClass;
 use mooyaho_media::connection::dtls::DtlsIdentity;
-pub use mooyaho_media::connection::srtp::SrtpSession;
+use mooyaho_net::PacketClass;
+pub use mooyaho_net::srtp::SrtpSession;
 use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtcp::receiver_report::ReceiverReport;
 use rtcp::reception_report::ReceptionReport;

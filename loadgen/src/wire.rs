@@ -81,7 +81,7 @@ pub(crate) fn try_recv_stamped(
                 cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
             }
         }
-        let from = mooyaho_media::udp::to_socket_addr(&name)
+        let from = mooyaho_net::udp::to_socket_addr(&name)
             .ok_or_else(|| io::Error::other("datagram from an unknown address family"))?;
         Ok((n as usize, from, stamp))
     })

@@ -17,13 +17,6 @@ pub mod connection;
 pub mod control;
 pub mod node;
 pub mod sdp;
-// The crate's one FFI module: `recvmmsg`/`sendmmsg` with GSO control messages, `poll`, an
-// eventfd and `sockaddr` conversions through libc. Sound because every pointer handed to the
-// kernel refers to a live, correctly sized local buffer for the duration of the call, the C
-// structs are plain data (all-zero is valid), and `sockaddr_storage` is reinterpreted only as
-// the family the kernel wrote. Each `unsafe` block carries its own SAFETY note.
-#[allow(unsafe_code)]
-pub mod udp;
 pub mod worker;
 
 pub use control::{ControlConfig, ControlServer};

@@ -12,11 +12,11 @@ use sfu_core::RoomId;
 use tokio::sync::mpsc;
 
 use crate::connection::dtls::DtlsIdentity;
-use crate::udp::{Socket, Wake};
 use crate::worker::{
     Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, PublishPolicy, Reply,
     WorkerFailure, WorkerHandle, WorkerStats,
 };
+use mooyaho_net::udp::{Socket, Wake};
 
 /// How to run a node.
 #[derive(Clone, Debug)]

@@ -24,7 +24,7 @@ pub use shard::{WorkerCounters, WorkerStats};
 
 use crate::connection::dtls::DtlsIdentity;
 use crate::sdp::SdpError;
-use crate::udp::{Socket, Wake};
+use mooyaho_net::udp::{Socket, Wake};
 
 /// Why a request to the media node failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use sfu_core::RoomId;
 
 use crate::connection::dtls::DtlsTransport;
 use crate::connection::paths::{AddressChange, CheckCredentials, Paths};
-use crate::connection::srtp::SrtpSession;
 use crate::sdp::IceCredentials;
+use mooyaho_net::srtp::SrtpSession;
 
 /// Which PeerConnection of a client this transport is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -24,7 +24,7 @@ use super::MediaError;
 use super::negotiate::{RoomMedia, extension_map, track_config};
 use super::shard::Shard;
 use crate::sdp::{PublishedTrack, SUBSCRIBE_EXTENSIONS};
-use crate::udp::Wake;
+use mooyaho_net::udp::Wake;
 
 /// Packets queued toward one worker before the pipe drops (and counts) the excess.
 pub(crate) const PIPE_DEPTH: usize = 16 * 1024;
@@ -262,7 +262,7 @@ impl Shard {
     pub(super) fn pipe_transmit(&mut self, to: TransportId, packet: &OutPacket) -> bool {
         let (worker, message) = if let Some(out) = self.pipes.outgoing.get(&to) {
             let chunk = &mut self.pipes.chunk;
-            if chunk.capacity() < crate::udp::MAX_DATAGRAM {
+            if chunk.capacity() < mooyaho_net::udp::MAX_DATAGRAM {
                 *chunk = BytesMut::with_capacity(PIPE_CHUNK);
             }
             packet.write_to(chunk);

@@ -17,12 +17,12 @@ use super::negotiate::{PublishPolicy, RoomMedia};
 use super::peer::{Peer, PeerState, Side};
 use super::pipe::{PipeMessage, PipeSender, Pipes};
 use super::{Command, MediaError, NodeEvent, Reply, Request};
-use crate::connection::PacketClass;
 use crate::connection::dtls::{DtlsIdentity, DtlsOutcome, DtlsTransport};
 use crate::connection::ice::{self, BindingRequest};
 use crate::connection::paths::AddressChange;
-use crate::connection::srtp::SrtpError;
-use crate::udp::{MAX_DATAGRAM, RecvBatch, SendBatch, Socket, Wake};
+use mooyaho_net::PacketClass;
+use mooyaho_net::srtp::SrtpError;
+use mooyaho_net::udp::{MAX_DATAGRAM, RecvBatch, SendBatch, Socket, Wake};
 
 /// Drop and error counters of one worker (every dropped packet is counted somewhere here).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
