@@ -31,13 +31,13 @@ pub(crate) struct LoadgenOptions {
     /// Janus HTTP API URL (with `--target janus`).
     #[arg(long, default_value = "http://127.0.0.1:8088/janus")]
     janus_url: String,
-    /// audio | meeting | livestream | fanout.
+    /// audio | meeting | livestream | fanout | signaling (idle WebSocket sessions, no media).
     #[arg(long, default_value = "fanout")]
     scenario: Scenario,
     /// Publishers (`meeting`: participants); default per scenario.
     #[arg(long)]
     publishers: Option<usize>,
-    /// Subscribers; default per scenario.
+    /// Subscribers (`signaling`: sessions); default per scenario.
     #[arg(long)]
     subscribers: Option<usize>,
     /// Measurement window, seconds.
@@ -55,6 +55,16 @@ pub(crate) struct LoadgenOptions {
     /// PID of the SFU process, to measure its CPU and memory from /proc.
     #[arg(long)]
     sfu_pid: Option<u32>,
+    /// `signaling`: PID of the signaling server, to measure its memory and CPU per session.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// `signaling`: sessions per loopback source address (the server's per-IP limit is 64 by
+    /// default).
+    #[arg(long, default_value_t = 60)]
+    per_source: usize,
+    /// `signaling`: seconds between a session's pings (the browser SDK's heartbeat).
+    #[arg(long, default_value_t = 5.0)]
+    heartbeat: f64,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -102,6 +112,9 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
         println!("wrote {}", plot.display());
         return Ok(());
     }
+    if options.scenario == Scenario::Signaling {
+        return run_signaling(options).await;
+    }
     let mut config = match options.target {
         TargetKind::Mooyaho => {
             let key = options
@@ -147,12 +160,40 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
         mooyaho_loadgen::plot::run_chart(&report, plot)?;
         println!("wrote {}", plot.display());
     }
-    let json = serde_json::to_string_pretty(&report)?;
-    match &options.report {
+    write_report(options.report.as_deref(), &report)
+}
+
+/// The JSON report to `path`, or stdout.
+fn write_report(
+    path: Option<&std::path::Path>,
+    report: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    match path {
         Some(path) => {
             std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?
         }
         None => println!("{json}"),
     }
     Ok(())
+}
+
+/// The `signaling` scenario: idle WebSocket sessions against one signaling server.
+async fn run_signaling(options: LoadgenOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        options.target == TargetKind::Mooyaho,
+        "the signaling scenario needs --target mooyaho"
+    );
+    let config = mooyaho_loadgen::idle::IdleConfig {
+        url: options.url,
+        sessions: options.subscribers.unwrap_or(1000),
+        per_source: options.per_source,
+        concurrency: 256,
+        heartbeat: Duration::from_secs_f64(options.heartbeat.max(0.1)),
+        hold: Duration::from_secs_f64(options.duration.max(0.5)),
+        server_pid: options.server_pid,
+    };
+    let report = mooyaho_loadgen::idle::run(config, !options.quiet).await?;
+    println!("{}", report.summary());
+    write_report(options.report.as_deref(), &report)
 }

@@ -414,3 +414,51 @@ fn hostile_needs_the_mooyaho_target() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `--scenario signaling`: idle WebSocket sessions from several loopback sources (more than the
+/// server's per-IP limit from one), each pinging; the report measures the server's memory per
+/// session and its CPU while they idle.
+#[test]
+fn signaling_scenario_holds_idle_sessions_past_the_per_ip_limit_and_reports_their_cost() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("idle.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args(["loadgen", "--quiet", "--scenario", "signaling", "--url"])
+        .arg(server.url(""))
+        .args([
+            "--subscribers",
+            "150",
+            "--per-source",
+            "50",
+            "--heartbeat",
+            "0.2",
+        ])
+        .args(["--duration", "1", "--server-pid", &server.pid().to_string()])
+        .arg("--report")
+        .arg(&report_path)
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run loadgen");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["connected"], 150, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["sources"], 3);
+    // Every session pinged during the hold (0.2 s heartbeat over ≥ 1 s).
+    assert!(report["pings"].as_u64().unwrap() >= 150 * 3, "{report}");
+    assert!(
+        report["kib_per_session"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["server_cpu_percent_idle"].as_f64().is_some(),
+        "{report}"
+    );
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("150/150 sessions"), "{summary}");
+}

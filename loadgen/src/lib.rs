@@ -13,6 +13,7 @@
 
 pub mod ceiling;
 mod hostile;
+pub mod idle;
 mod janus;
 mod participant;
 mod peer;
@@ -50,6 +51,8 @@ pub enum Scenario {
     Livestream,
     /// One publisher at a fixed rate and size, many viewers.
     Fanout,
+    /// Idle WebSocket sessions against one signaling server (no media): [`idle::run`].
+    Signaling,
 }
 
 impl std::str::FromStr for Scenario {
@@ -61,8 +64,9 @@ impl std::str::FromStr for Scenario {
             "meeting" => Ok(Self::Meeting),
             "livestream" => Ok(Self::Livestream),
             "fanout" => Ok(Self::Fanout),
+            "signaling" => Ok(Self::Signaling),
             other => Err(format!(
-                "unknown scenario {other:?} (audio, meeting, livestream, fanout)"
+                "unknown scenario {other:?} (audio, meeting, livestream, fanout, signaling)"
             )),
         }
     }
@@ -142,6 +146,8 @@ impl LoadConfig {
             // ~1.5 Mbps of 1200-byte packets.
             Scenario::Livestream => (1, 50, 160, 1200),
             Scenario::Fanout => (1, 50, 500, 1200),
+            // Sessions are `subscribers`.
+            Scenario::Signaling => (0, 1000, 0, 0),
         };
         Self {
             target: Target::Mooyaho,
@@ -182,6 +188,10 @@ pub(crate) struct Totals {
 
 /// Runs the scenario and returns its report. `progress` prints a line per second.
 pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        config.scenario != Scenario::Signaling,
+        "the signaling scenario has no media: run it with idle::run"
+    );
     let backend = participant::Backend::open(&config).await?;
     let identity = Arc::new(DtlsIdentity::generate().map_err(|e| anyhow::anyhow!(e.0))?);
     let totals = Arc::new(Totals::default());
