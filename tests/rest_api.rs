@@ -494,3 +494,33 @@ async fn metrics_show_sfu_nodes_and_websocket_errors() {
         "{text}"
     );
 }
+
+/// `/metrics` counts the domain event stream by kind: the metrics subscriber sees what the wire
+/// delivery sees.
+#[tokio::test]
+async fn metrics_count_domain_events_by_kind() {
+    let server = Server::start(&[]);
+    let rest = server.rest();
+    let channel = rest.create_channel(false).await;
+    let mut alice = Ws::join(&server.ws_url(), &rest, &channel, "alice").await;
+    let mut bob = Ws::join(&server.ws_url(), &rest, &channel, "bob").await;
+    alice
+        .send(json!({"type": "message", "message": {"type": "text", "text": "hi"}}))
+        .await;
+    bob.expect("messaged").await;
+    bob.send(json!({"type": "leave"})).await;
+    alice.expect("left").await;
+
+    let (status, metrics) = rest.call("GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    let text = metrics.as_str().unwrap();
+    for line in [
+        r#"mooyaho_domain_events_total{kind="channel_created"} 1"#,
+        r#"mooyaho_domain_events_total{kind="session_started"} 2"#,
+        r#"mooyaho_domain_events_total{kind="member_entered"} 2"#,
+        r#"mooyaho_domain_events_total{kind="chat_sent"} 1"#,
+        r#"mooyaho_domain_events_total{kind="member_left"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+}

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! api (axum: REST, WebSocket) → domain (Signaling: rules) → ports: Store, Bus
-//!                                                            ├─ store: embedded | redis
-//!                                                            └─ bus:   in-process | redis
+//!                                   │                        ├─ store: embedded | redis
+//!                                   │                        └─ bus:   in-process | redis
+//!                                   └─ domain events → delivery (render → socket / bus), metrics
 //! ```
 //! [`app`] builds the router; `state.rs` is the only place that picks implementations.
 
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod bus;
+pub mod delivery;
 pub mod domain;
 pub mod metrics;
 pub mod protocol;

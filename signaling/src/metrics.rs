@@ -1,10 +1,13 @@
 //! Prometheus metrics of one signaling instance (`GET /metrics`).
 
+use async_trait::async_trait;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::domain::events::{DomainEvent, Emitted, EventSubscriber};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -34,6 +37,8 @@ pub struct Metrics {
     pub http_responses: Family<Labels, Counter>,
     /// Envelopes sent to other instances over the bus.
     pub bus_published: Counter,
+    /// Domain events emitted by this instance, by kind.
+    pub domain_events: Family<Labels, Counter>,
     /// Per SFU node: packets its security layer dropped (failed STUN/DTLS/SRTP, media from a
     /// 5-tuple that did not pass ICE), as last reported to this instance.
     pub sfu_security_drops: Family<Labels, Gauge>,
@@ -75,6 +80,7 @@ impl Metrics {
             sessions_resumed: Counter::default(),
             http_responses: Family::default(),
             bus_published: Counter::default(),
+            domain_events: Family::default(),
             sfu_security_drops: Family::default(),
             sfu_healthy: Family::default(),
             registry: Registry::default(),
@@ -133,6 +139,11 @@ impl Metrics {
             "bus_published",
             "Envelopes published to other instances",
             metrics.bus_published.clone(),
+        );
+        registry.register(
+            "domain_events",
+            "Domain events emitted by kind",
+            metrics.domain_events.clone(),
         );
         registry.register(
             "sfu_security_drops",
@@ -200,5 +211,63 @@ impl Metrics {
         self.http_responses
             .get_or_create(&vec![("status", status.to_string())])
             .inc();
+    }
+}
+
+/// The metrics subscriber of the domain event stream: counts every event by kind, and keeps
+/// the older session counters.
+#[async_trait]
+impl EventSubscriber for Metrics {
+    async fn on_event(&self, emitted: &Emitted) {
+        self.domain_events
+            .get_or_create(&vec![("kind", emitted.event.kind().to_owned())])
+            .inc();
+        match emitted.event {
+            DomainEvent::SessionEnded { .. } => {
+                self.sessions_ended.inc();
+            }
+            DomainEvent::SessionResumed { .. } => {
+                self.sessions_resumed.inc();
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ids::{ChannelId, SessionId};
+
+    #[tokio::test]
+    async fn events_are_counted_by_kind_in_the_exposition() {
+        let metrics = Metrics::new();
+        let event = |event| Emitted {
+            event,
+            audience: Vec::new(),
+        };
+        for _ in 0..2 {
+            metrics
+                .on_event(&event(DomainEvent::ChannelCreated {
+                    channel: ChannelId::from("c"),
+                    sfu_enabled: false,
+                }))
+                .await;
+        }
+        metrics
+            .on_event(&event(DomainEvent::SessionEnded {
+                session: SessionId::from("s"),
+            }))
+            .await;
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"mooyaho_domain_events_total{kind="channel_created"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"mooyaho_domain_events_total{kind="session_ended"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("mooyaho_sessions_ended_total 1"), "{text}");
     }
 }

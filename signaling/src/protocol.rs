@@ -5,7 +5,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::domain::error::{ErrorCode, SignalError};
+use crate::domain::events::DomainEvent;
 use crate::domain::ids::{ChannelId, SessionId};
+pub use crate::domain::model::ChatMessage;
 use crate::domain::model::{MediaKey, MediaState};
 
 /// A message from a browser.
@@ -94,22 +97,6 @@ pub enum ClientMessage {
     },
     /// Application-level heartbeat (`pong`); browsers cannot see WebSocket pings.
     Ping,
-}
-
-/// A chat message.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum ChatMessage {
-    /// Plain text.
-    Text {
-        /// The text.
-        text: String,
-    },
-    /// Application data.
-    Custom {
-        /// Any JSON.
-        data: Value,
-    },
 }
 
 /// One entry of `listSessionsSuccess`.
@@ -260,101 +247,9 @@ pub enum ServerMessage {
     },
 }
 
-/// Why a request was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// The frame is not JSON.
-    InvalidJson,
-    /// The JSON does not match the message's schema.
-    InvalidMessage,
-    /// No such message type.
-    UnknownType,
-    /// Binary frames are not part of the protocol.
-    UnsupportedFrame,
-    /// Larger than the frame size limit.
-    FrameTooLarge,
-    /// More messages than the per-connection rate allows.
-    RateLimited,
-    /// The session has no user (integrate it first).
-    NotIntegrated,
-    /// No such channel.
-    ChannelNotFound,
-    /// The request needs a channel and the session is in none.
-    NotInChannel,
-    /// No such (live) session.
-    SessionNotFound,
-    /// The session may not do this (e.g. signal a session outside its channel).
-    Forbidden,
-    /// There is no pending call from that session.
-    NoPendingCall,
-    /// Unknown, expired or already-used resume token.
-    InvalidToken,
-    /// SFU media is not available for this request.
-    SfuUnavailable,
-    /// The request asks for more than a participant may hold (e.g. tracks in a publish offer).
-    LimitExceeded,
-    /// Shared state is unreachable; retry later.
-    Unavailable,
-}
-
-impl ErrorCode {
-    /// The wire name (`snake_case`), also the metrics label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InvalidJson => "invalid_json",
-            Self::InvalidMessage => "invalid_message",
-            Self::UnknownType => "unknown_type",
-            Self::UnsupportedFrame => "unsupported_frame",
-            Self::FrameTooLarge => "frame_too_large",
-            Self::RateLimited => "rate_limited",
-            Self::NotIntegrated => "not_integrated",
-            Self::ChannelNotFound => "channel_not_found",
-            Self::NotInChannel => "not_in_channel",
-            Self::SessionNotFound => "session_not_found",
-            Self::Forbidden => "forbidden",
-            Self::NoPendingCall => "no_pending_call",
-            Self::InvalidToken => "invalid_token",
-            Self::SfuUnavailable => "sfu_unavailable",
-            Self::LimitExceeded => "limit_exceeded",
-            Self::Unavailable => "unavailable",
-        }
-    }
-}
-
 impl Serialize for ErrorCode {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())
-    }
-}
-
-/// A refused request: its code and explanation.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{code:?}: {message}")]
-pub struct SignalError {
-    /// Machine-readable reason.
-    pub code: ErrorCode,
-    /// Human-readable explanation.
-    pub message: String,
-}
-
-impl SignalError {
-    /// An error with a code and message.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<crate::domain::ports::StoreError> for SignalError {
-    fn from(e: crate::domain::ports::StoreError) -> Self {
-        tracing::warn!(error = %e, "store failure during a WebSocket request");
-        Self::new(
-            ErrorCode::Unavailable,
-            "shared state is unavailable; retry later",
-        )
     }
 }
 
@@ -446,6 +341,85 @@ impl ServerMessage {
             map.insert("requestId".to_owned(), id.clone());
         }
         value.to_string()
+    }
+}
+
+impl ServerMessage {
+    /// The message a domain event's audience receives, or `None` for events no socket hears of
+    /// (they still reach metrics and other subscribers). The only place events become wire
+    /// messages.
+    pub fn render(event: &DomainEvent) -> Option<Self> {
+        use DomainEvent as E;
+        let message = match event {
+            E::MemberEntered { session, user, .. } => Self::Entered {
+                session_id: session.clone(),
+                user: user.clone(),
+            },
+            E::MemberLeft { session, .. } => Self::Left {
+                session_id: session.clone(),
+            },
+            E::ChatSent { from, message, .. } => Self::Messaged {
+                session_id: from.clone(),
+                message: message.clone(),
+            },
+            E::MediaStateChanged {
+                session,
+                key,
+                value,
+                ..
+            } => Self::UpdatedMediaState {
+                session_id: session.clone(),
+                key: *key,
+                value: *value,
+            },
+            E::CallOffered { from, sdp, .. } => Self::Called {
+                from: Some(from.clone()),
+                sdp: sdp.clone(),
+                is_sfu: false,
+            },
+            E::CallAnswered { from, sdp, .. } => Self::Answered {
+                from: Some(from.clone()),
+                sdp: sdp.clone(),
+                is_sfu: false,
+            },
+            E::CandidateSent {
+                from, candidate, ..
+            } => Self::Candidated {
+                from: Some(from.clone()),
+                candidate: candidate.clone(),
+                is_sfu: false,
+            },
+            E::CallRejected { from, reason, .. } => Self::Rejected {
+                from: from.clone(),
+                reason: reason.clone(),
+            },
+            E::UserIntegrated { user, .. } => Self::Integrated { user: user.clone() },
+            E::ChannelDeleted { channel } => Self::ChannelClosed {
+                channel: channel.clone(),
+            },
+            E::SubscribeOffered { sdp, .. } => Self::Called {
+                from: None,
+                sdp: sdp.clone(),
+                is_sfu: true,
+            },
+            E::SessionLost { .. } => Self::Error {
+                code: ErrorCode::SessionNotFound,
+                message: "this session was lost while shared state was unavailable; reconnect"
+                    .into(),
+            },
+            E::SessionStarted { .. }
+            | E::SessionResumed { .. }
+            | E::SessionEnded { .. }
+            | E::ChannelCreated { .. }
+            | E::ChannelPlaced { .. }
+            | E::TracksPublished { .. }
+            | E::MediaReleased { .. }
+            | E::SfuTransportClosed { .. }
+            | E::SfuServerRegistered { .. }
+            | E::SfuServerDraining { .. }
+            | E::SfuServerRemoved { .. } => return None,
+        };
+        Some(message)
     }
 }
 
@@ -551,5 +525,43 @@ mod tests {
             text,
             r#"{"type":"called","from":"a","sdp":"v=0","isSFU":false}"#
         );
+    }
+
+    #[test]
+    fn sfu_offers_and_lost_sessions_render_to_todays_frames() {
+        let offered = DomainEvent::SubscribeOffered {
+            session: SessionId::from("s"),
+            sdp: "v=0".into(),
+        };
+        assert_eq!(
+            ServerMessage::render(&offered).unwrap().encode(None),
+            r#"{"type":"called","from":null,"sdp":"v=0","isSFU":true}"#
+        );
+        let lost = DomainEvent::SessionLost {
+            session: SessionId::from("s"),
+        };
+        assert_eq!(
+            ServerMessage::render(&lost).unwrap().encode(None),
+            r#"{"type":"error","code":"session_not_found","message":"this session was lost while shared state was unavailable; reconnect"}"#
+        );
+        let integrated = DomainEvent::UserIntegrated {
+            session: SessionId::from("s"),
+            user: serde_json::json!({"id": "u"}),
+        };
+        assert_eq!(
+            ServerMessage::render(&integrated).unwrap().encode(None),
+            r#"{"type":"integrated","user":{"id":"u"}}"#
+        );
+        for silent in [
+            DomainEvent::SessionStarted {
+                session: SessionId::from("s"),
+            },
+            DomainEvent::TracksPublished {
+                channel: ChannelId::from("c"),
+                session: SessionId::from("s"),
+            },
+        ] {
+            assert_eq!(ServerMessage::render(&silent), None, "{silent:?}");
+        }
     }
 }

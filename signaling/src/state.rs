@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use crate::api::ws::PerIpConnections;
 use crate::bus::{InProcessBus, RedisBus};
-use crate::domain::ports::{Store, StoreError};
-use crate::domain::{Signaling, SignalingConfig};
+use crate::delivery::WireDelivery;
+use crate::domain::events::Events;
+use crate::domain::hub::Hub;
+use crate::domain::ids::InstanceId;
+use crate::domain::ports::{Bus, Store, StoreError};
+use crate::domain::{Ports, Signaling, SignalingConfig};
 use crate::metrics::Metrics;
 use crate::sfu::Fleet;
 use crate::store::{EmbeddedStore, KeySpace, RedisStore};
@@ -48,7 +52,7 @@ impl AppState {
         };
         let store: Arc<dyn Store> = Arc::new(store);
         let secret = config.cluster_secret.clone();
-        let signaling = Signaling::start(
+        let signaling = compose(
             config,
             store.clone(),
             Arc::new(InProcessBus::new()),
@@ -81,7 +85,7 @@ impl AppState {
         let bus = RedisBus::new(client, store.connection(), keys);
         let store: Arc<dyn Store> = Arc::new(store);
         let secret = config.cluster_secret.clone();
-        let signaling = Signaling::start(
+        let signaling = compose(
             config,
             store.clone(),
             Arc::new(bus),
@@ -90,6 +94,27 @@ impl AppState {
         attach_fleet(&signaling, store, secret)?;
         Ok(Self::new(signaling))
     }
+}
+
+/// Starts the domain service of a new instance over `store` and `bus`. Its domain events go to
+/// the wire (rendered and delivered to sockets here or through the bus), then to the metrics.
+pub fn compose(
+    config: SignalingConfig,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    metrics: Arc<Metrics>,
+) -> Arc<Signaling> {
+    let instance = InstanceId::random();
+    let hub = Arc::new(Hub::default());
+    let wire = WireDelivery::start(instance.clone(), hub.clone(), bus.clone(), metrics.clone());
+    let events = Events::new(vec![wire, metrics.clone()]);
+    let ports = Ports {
+        store,
+        bus,
+        hub,
+        events,
+    };
+    Signaling::start(config, instance, ports, metrics)
 }
 
 /// Connects this instance to the SFU fleet when it has the cluster secret.

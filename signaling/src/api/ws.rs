@@ -16,8 +16,10 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use crate::domain::hub::Outgoing;
-use crate::domain::{ConnectOptions, Signaling};
-use crate::protocol::{ClientFrame, ErrorCode, ServerMessage, SignalError};
+use crate::domain::{ConnectOptions, Connection, Signaling};
+use crate::protocol::{
+    ClientFrame, ClientMessage, ErrorCode, ServerMessage, SessionInfo, SignalError,
+};
 use crate::state::AppState;
 
 /// Query parameters of `/websocket`.
@@ -208,7 +210,7 @@ pub async fn pump<S, R>(
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     let (outbox, mut outgoing) = mpsc::channel(OUTBOX_DEPTH);
-    let (mut connection, connected) = match signaling.connect(options, outbox).await {
+    let (mut connection, token) = match signaling.connect(options, outbox).await {
         Ok(opened) => opened,
         Err(e) => {
             let _ = sink.send(error_frame(None, &e)).await;
@@ -230,6 +232,10 @@ pub async fn pump<S, R>(
     // Every half lifetime the session gets a new resume token (the old one expires after one).
     let rotation = config.resume_token_lifetime / 2;
     let mut rotate = tokio::time::interval_at(Instant::now() + rotation, rotation);
+    let connected = ServerMessage::Connected {
+        id: connection.session.clone(),
+        token,
+    };
     if sink.send(text(connected.encode(None))).await.is_err() {
         signaling.disconnect(connection).await;
         return;
@@ -283,7 +289,8 @@ pub async fn pump<S, R>(
             }
             _ = rotate.tick() => {
                 match signaling.rotate_token(&connection).await {
-                    Ok(Some(message)) => {
+                    Ok(Some(token)) => {
+                        let message = ServerMessage::ResumeToken { token };
                         if sink.send(text(message.encode(None))).await.is_err() {
                             break;
                         }
@@ -324,7 +331,7 @@ fn rate_limited() -> SignalError {
 /// for abuse (over the rate or the size limit).
 async fn on_text(
     signaling: &Signaling,
-    connection: &mut crate::domain::Connection,
+    connection: &mut Connection,
     body: &str,
     allowed: bool,
 ) -> (Option<Message>, bool) {
@@ -353,7 +360,7 @@ async fn on_text(
         }
     };
     signaling.metrics().message(message_name(&message));
-    let reply = match signaling.handle(connection, message).await {
+    let reply = match dispatch(signaling, connection, message).await {
         Ok(Some(reply)) => Some(text(reply.encode(request_id))),
         Ok(None) => request_id.map(|id| text(ServerMessage::Ack.encode(Some(id)))),
         Err(e) => {
@@ -362,6 +369,114 @@ async fn on_text(
         }
     };
     (reply, false)
+}
+
+/// Applies one client message through the domain; returns the reply for the sender's socket, if
+/// the message has one (`ack` is the edge's business).
+pub async fn dispatch(
+    signaling: &Signaling,
+    connection: &mut Connection,
+    message: ClientMessage,
+) -> Result<Option<ServerMessage>, SignalError> {
+    use ClientMessage as M;
+    let reply = match message {
+        M::GetId => ServerMessage::GetIdSuccess {
+            id: connection.session.clone(),
+        },
+        M::Ping => ServerMessage::Pong,
+        M::ReuseId { id, token } => {
+            let resumed = signaling.reuse(connection, id, &token).await?;
+            ServerMessage::ReuseIdSuccess {
+                id: resumed.id,
+                user: resumed.user.unwrap_or(serde_json::Value::Null),
+                channel: resumed.channel,
+                token: resumed.token,
+            }
+        }
+        M::Enter { channel } => {
+            let entry = signaling.enter(connection, channel).await?;
+            ServerMessage::EnterSuccess {
+                channel: entry.channel,
+                sfu_enabled: entry.sfu_enabled,
+            }
+        }
+        M::Leave => return signaling.leave(connection).await.map(|()| None),
+        M::IntegrateUser { user } => ServerMessage::Integrated {
+            user: signaling.integrate_self(connection, user).await?,
+        },
+        M::ListSessions => {
+            let sessions = signaling
+                .list_sessions(connection)
+                .await?
+                .into_iter()
+                .map(|m| SessionInfo {
+                    id: m.id,
+                    user: m.user.unwrap_or(serde_json::Value::Null),
+                    state: m.state,
+                })
+                .collect();
+            ServerMessage::ListSessionsSuccess { sessions }
+        }
+        M::Message { message } => {
+            return signaling
+                .send_chat(connection, message)
+                .await
+                .map(|()| None);
+        }
+        M::UpdateMediaState { key, value } => {
+            return signaling
+                .update_media_state(connection, key, value)
+                .await
+                .map(|()| None);
+        }
+        M::Call {
+            sdp, is_sfu: true, ..
+        } => ServerMessage::Answered {
+            from: None,
+            sdp: signaling.sfu_publish(connection, sdp).await?,
+            is_sfu: true,
+        },
+        M::Call { to, sdp, .. } => {
+            return signaling
+                .relay_call(connection, to, sdp)
+                .await
+                .map(|()| None);
+        }
+        M::Answer {
+            sdp, is_sfu: true, ..
+        } => {
+            return signaling.sfu_answer(connection, sdp).await.map(|()| None);
+        }
+        M::Answer { to, sdp, .. } => {
+            return signaling
+                .relay_answer(connection, to, sdp)
+                .await
+                .map(|()| None);
+        }
+        M::Candidate {
+            candidate,
+            is_sfu: true,
+            ..
+        } => {
+            return signaling
+                .sfu_candidate(connection, &candidate)
+                .await
+                .map(|()| None);
+        }
+        M::Candidate { to, candidate, .. } => {
+            return signaling
+                .relay_candidate(connection, to, candidate)
+                .await
+                .map(|()| None);
+        }
+        M::Reject { to, reason } => {
+            return signaling
+                .relay_reject(connection, to, reason)
+                .await
+                .map(|()| None);
+        }
+    };
+    Ok(Some(reply))
 }
 
 fn text(body: String) -> Message {
@@ -376,8 +491,8 @@ fn error_frame(request_id: Option<&serde_json::Value>, e: &SignalError) -> Messa
     text(error.encode(request_id))
 }
 
-fn message_name(message: &crate::protocol::ClientMessage) -> &'static str {
-    use crate::protocol::ClientMessage as M;
+fn message_name(message: &ClientMessage) -> &'static str {
+    use ClientMessage as M;
     match message {
         M::GetId => "getId",
         M::ReuseId { .. } => "reuseId",

@@ -3,10 +3,10 @@
 
 use serde_json::Value;
 
+use super::events::DomainEvent;
 use super::ids::{ChannelId, SessionId};
 use super::model::{ChannelRecord, SessionUpdate, now_ms};
 use super::{DomainError, Signaling};
-use crate::protocol::ServerMessage;
 
 /// A channel with its member count.
 #[derive(Clone, Debug)]
@@ -46,6 +46,11 @@ impl Signaling {
             created_at_ms: now_ms(),
         };
         self.store.create_channel(&channel).await?;
+        let created = DomainEvent::ChannelCreated {
+            channel: channel.id.clone(),
+            sfu_enabled,
+        };
+        self.events.record(created).await;
         Ok(channel)
     }
 
@@ -102,10 +107,10 @@ impl Signaling {
             self.store.update_session(&record.id, &update).await?;
             targets.push(record);
         }
-        let closed = ServerMessage::ChannelClosed {
+        let deleted = DomainEvent::ChannelDeleted {
             channel: id.clone(),
         };
-        self.deliver(&targets.iter().collect::<Vec<_>>(), &closed)
+        self.emit(deleted, &targets.iter().collect::<Vec<_>>())
             .await;
         if let Some(channel) = placed {
             self.sfu_close_room(&channel).await;
@@ -143,8 +148,11 @@ impl Signaling {
             return Err(DomainError::NotFound("Session is not found"));
         }
         if let Some(record) = self.store.session(session).await? {
-            let integrated = ServerMessage::Integrated { user: user.clone() };
-            self.deliver(&[&record], &integrated).await;
+            let integrated = DomainEvent::UserIntegrated {
+                session: session.clone(),
+                user: user.clone(),
+            };
+            self.emit(integrated, &[&record]).await;
         }
         Ok(user)
     }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::events::DomainEvent;
 use super::ids::{ChannelId, SfuServerId};
 use super::model::{NewSfuServer, SfuServerRecord};
 use super::ports::NodeStatus;
@@ -50,6 +51,8 @@ impl Signaling {
                 fingerprint,
             })
             .await?;
+        let registered = DomainEvent::SfuServerRegistered { node: record.id };
+        self.events.record(registered).await;
         Ok(SfuServerView {
             status: self.sfu_nodes().map(|n| n.status(record.id)),
             record,
@@ -129,6 +132,11 @@ impl Signaling {
         if drain_changed {
             // The node learns it too, so it refuses new rooms from any signaling instance.
             self.tell_node_draining(id, view.record.draining).await;
+            let draining = DomainEvent::SfuServerDraining {
+                node: id,
+                draining: view.record.draining,
+            };
+            self.events.record(draining).await;
         }
         Ok(view)
     }
@@ -157,6 +165,9 @@ impl Signaling {
         if !self.store.delete_sfu_server(id).await? {
             return Err(DomainError::NotFound("SFU server is not found"));
         }
+        self.events
+            .record(DomainEvent::SfuServerRemoved { node: id })
+            .await;
         Ok(())
     }
 }

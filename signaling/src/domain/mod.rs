@@ -1,6 +1,9 @@
 //! The signaling domain: sessions, channels, relay rules and SFU fleet records. It sees the
-//! outside world only through [`ports::Store`], [`ports::Bus`] and the local [`hub::Hub`].
+//! outside world only through [`ports::Store`], [`ports::Bus`] and the local [`hub::Hub`], and
+//! tells it what happened only through [`events::Events`]: it never builds a wire message.
 
+pub mod error;
+pub mod events;
 pub mod hub;
 pub mod ids;
 pub mod model;
@@ -13,22 +16,19 @@ mod session;
 mod sfu;
 pub(crate) mod token;
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::metrics::Metrics;
-use crate::protocol::{ErrorCode, ServerMessage};
-use hub::{Delivery, Hub};
+use events::{DomainEvent, Events, Recipient};
+use hub::Hub;
 use ids::{InstanceId, SessionId};
 use model::SessionRecord;
-use ports::{Bus, Envelope, SfuNodes, Store, StoreError};
+use ports::{Bus, SfuNodes, Store, StoreError};
 
 pub use channels::{BulkDeleteOutcome, ChannelDetail, ChannelSummary};
 pub use fleet::{ADDRESS_PATTERN, FINGERPRINT_PATTERN, SfuServerPatch, SfuServerView};
-pub use session::{ConnectOptions, Connection};
+pub use session::{ChannelEntry, ConnectOptions, Connection, Resumed};
 
 /// Behaviour settings of the signaling domain and its WebSocket edge.
 #[derive(Clone, Debug)]
@@ -123,7 +123,8 @@ pub struct Signaling {
     instance: InstanceId,
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
-    hub: Hub,
+    hub: Arc<Hub>,
+    events: Events,
     metrics: Arc<Metrics>,
     /// The SFU fleet, once attached (see [`Signaling::attach_sfu`]).
     sfu: OnceLock<Arc<dyn SfuNodes>>,
@@ -137,36 +138,44 @@ impl std::fmt::Debug for Signaling {
     }
 }
 
-/// Depth of the bus inbox.
-const INBOX_DEPTH: usize = 4096;
+/// What the domain is composed with (chosen in `state.rs`).
+#[derive(Clone)]
+pub struct Ports {
+    /// Shared state.
+    pub store: Arc<dyn Store>,
+    /// Messages between instances (resume kicks; deliveries go through the events).
+    pub bus: Arc<dyn Bus>,
+    /// The sockets this instance holds.
+    pub hub: Arc<Hub>,
+    /// Where domain events go: the wire delivery first, then metrics and the rest.
+    pub events: Events,
+}
+
+impl std::fmt::Debug for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ports")
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Signaling {
-    /// Builds the service and starts its background tasks (bus inbox, presence refresh).
+    /// Builds the service and starts its background task (presence refresh and member sweep).
     pub fn start(
         config: SignalingConfig,
-        store: Arc<dyn Store>,
-        bus: Arc<dyn Bus>,
+        instance: InstanceId,
+        ports: Ports,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let signaling = Arc::new(Self {
             config,
-            instance: InstanceId::random(),
-            store,
-            bus: bus.clone(),
-            hub: Hub::default(),
+            instance,
+            store: ports.store,
+            bus: ports.bus,
+            hub: ports.hub,
+            events: ports.events,
             sfu: OnceLock::new(),
             metrics,
-        });
-        let (inbox_tx, mut inbox) = mpsc::channel(INBOX_DEPTH);
-        bus.subscribe(signaling.instance.clone(), inbox_tx);
-        let weak = Arc::downgrade(&signaling);
-        tokio::spawn(async move {
-            while let Some(envelope) = inbox.recv().await {
-                let Some(signaling) = weak.upgrade() else {
-                    break;
-                };
-                signaling.receive(envelope);
-            }
         });
         let weak = Arc::downgrade(&signaling);
         // The sessions held here are refreshed three times per presence TTL.
@@ -180,7 +189,7 @@ impl Signaling {
                 };
                 let held = signaling.hub.sessions();
                 match signaling.store.touch_sessions(&held).await {
-                    Ok(lost) => signaling.close_lost(&lost),
+                    Ok(lost) => signaling.close_lost(&lost).await,
                     Err(e) => tracing::warn!(error = %e, "presence refresh failed"),
                 }
                 if let Err(e) = signaling.sweep_expired_members().await {
@@ -219,72 +228,25 @@ impl Signaling {
     /// Closes the sockets whose sessions vanished from the store (their presence expired during
     /// a store outage longer than the TTL): they cannot be served any more, and a client that
     /// reconnects starts a fresh session. Their channels drop them at the next sweep or broadcast.
-    fn close_lost(&self, lost: &[SessionId]) {
-        if lost.is_empty() {
-            return;
-        }
-        let error: Arc<str> = ServerMessage::Error {
-            code: ErrorCode::SessionNotFound,
-            message: "this session was lost while shared state was unavailable; reconnect".into(),
-        }
-        .encode(None)
-        .into();
+    async fn close_lost(&self, lost: &[SessionId]) {
         for session in lost {
             tracing::warn!(%session, "session lost from the store; closing its socket");
-            self.push_local(session, &error);
+            let recipient = Recipient {
+                session: session.clone(),
+                instance: self.instance.clone(),
+            };
+            let event = DomainEvent::SessionLost {
+                session: session.clone(),
+            };
+            self.events.emit(event, vec![recipient]).await;
             self.hub.close(session);
         }
     }
 
-    /// Handles an envelope from the bus.
-    fn receive(&self, envelope: Envelope) {
-        match envelope {
-            Envelope::Deliver { to, text } => {
-                let text: Arc<str> = text.into();
-                for session in &to {
-                    self.push_local(session, &text);
-                }
-            }
-            Envelope::Kick { session, except } => self.hub.kick(&session, &except),
-        }
-    }
-
-    fn push_local(&self, session: &SessionId, text: &Arc<str>) {
-        if self.hub.send(session, text) == Delivery::Dropped {
-            tracing::info!(%session, "slow WebSocket consumer dropped");
-            self.metrics.ws_slow_consumers.inc();
-        }
-    }
-
-    /// Sends `message` to each target's socket, wherever it is held. Encodes once.
-    async fn deliver(&self, targets: &[&SessionRecord], message: &ServerMessage) {
-        if targets.is_empty() {
-            return;
-        }
-        let text: Arc<str> = message.encode(None).into();
-        let mut remote: HashMap<&InstanceId, Vec<SessionId>> = HashMap::new();
-        for target in targets {
-            if target.instance == self.instance {
-                self.push_local(&target.id, &text);
-            } else {
-                remote
-                    .entry(&target.instance)
-                    .or_default()
-                    .push(target.id.clone());
-            }
-        }
-        for (instance, to) in remote {
-            let envelope = Envelope::Deliver {
-                to,
-                text: text.to_string(),
-            };
-            self.metrics.bus_published.inc();
-            // Losing a message to a broken bus is logged; the sender's request already succeeded
-            // as far as this instance can tell, like any network send.
-            if let Err(e) = self.bus.publish(instance, &envelope).await {
-                tracing::warn!(error = %e, %instance, "bus publish failed");
-            }
-        }
+    /// Emits `event` to the sockets of `audience`, wherever they are held.
+    async fn emit(&self, event: DomainEvent, audience: &[&SessionRecord]) {
+        let audience = audience.iter().map(|r| Recipient::from(*r)).collect();
+        self.events.emit(event, audience).await;
     }
 }
 

@@ -171,3 +171,19 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+/// A chat message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ChatMessage {
+    /// Plain text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// Application data.
+    Custom {
+        /// Any JSON.
+        data: Value,
+    },
+}

@@ -5,25 +5,22 @@
 use serde_json::Value;
 
 use super::Signaling;
+use super::error::{ErrorCode, SignalError};
+use super::events::DomainEvent;
 use super::ids::SessionId;
 use super::model::{CallState, SessionRecord};
 use super::session::Connection;
-use crate::protocol::{ErrorCode, ServerMessage, SignalError};
-
-type Reply = Result<Option<ServerMessage>, SignalError>;
 
 impl Signaling {
-    pub(super) async fn relay_call(
+    /// `call`: an offer to a channel peer, or a direct call to a session outside the channel
+    /// (both must allow direct calls; rate-limited per caller and per callee).
+    pub async fn relay_call(
         &self,
         connection: &Connection,
         to: Option<SessionId>,
         sdp: String,
-        is_sfu: bool,
-    ) -> Reply {
+    ) -> Result<(), SignalError> {
         let me = self.me(connection).await?;
-        if is_sfu {
-            return self.sfu_publish(&me, sdp).await;
-        }
         let target = self.target(&me, to).await?;
         if !shares_channel(&me, &target) && me.calls.get(&target.id) != Some(&CallState::Accepted) {
             if !(me.allow_direct_call && target.allow_direct_call) {
@@ -60,26 +57,23 @@ impl Signaling {
                 .set_call(&target.id, &me.id, Some(CallState::Incoming))
                 .await?;
         }
-        let called = ServerMessage::Called {
-            from: Some(me.id.clone()),
+        let offered = DomainEvent::CallOffered {
+            from: me.id.clone(),
+            to: target.id.clone(),
             sdp,
-            is_sfu: false,
         };
-        self.deliver(&[&target], &called).await;
-        Ok(None)
+        self.emit(offered, &[&target]).await;
+        Ok(())
     }
 
-    pub(super) async fn relay_answer(
+    /// `answer`: an answer to a channel peer, or accepting a pending direct call.
+    pub async fn relay_answer(
         &self,
         connection: &Connection,
         to: Option<SessionId>,
         sdp: String,
-        is_sfu: bool,
-    ) -> Reply {
+    ) -> Result<(), SignalError> {
         let me = self.me(connection).await?;
-        if is_sfu {
-            return self.sfu_answer(&me, sdp).await;
-        }
         let target = self.target(&me, to).await?;
         if !shares_channel(&me, &target) {
             match me.calls.get(&target.id) {
@@ -94,32 +88,25 @@ impl Signaling {
                 _ => return Err(no_pending_call()),
             }
         }
-        let answered = ServerMessage::Answered {
-            from: Some(me.id.clone()),
+        let answered = DomainEvent::CallAnswered {
+            from: me.id.clone(),
+            to: target.id.clone(),
             sdp,
-            is_sfu: false,
         };
-        self.deliver(&[&target], &answered).await;
-        Ok(None)
+        self.emit(answered, &[&target]).await;
+        Ok(())
     }
 
-    pub(super) async fn relay_candidate(
+    /// `candidate`: a trickled ICE candidate to a channel peer or a direct-call peer (a caller
+    /// may trickle before the answer; the callee only once it answered).
+    pub async fn relay_candidate(
         &self,
         connection: &Connection,
         to: Option<SessionId>,
         candidate: Value,
-        is_sfu: bool,
-    ) -> Reply {
-        if !(candidate.is_object() || candidate.is_null()) {
-            return Err(SignalError::new(
-                ErrorCode::InvalidMessage,
-                "`candidate` must be an RTCIceCandidateInit object or null",
-            ));
-        }
+    ) -> Result<(), SignalError> {
+        check_candidate(&candidate)?;
         let me = self.me(connection).await?;
-        if is_sfu {
-            return self.sfu_candidate(&me).await;
-        }
         let target = self.target(&me, to).await?;
         let allowed = shares_channel(&me, &target)
             || matches!(
@@ -129,21 +116,22 @@ impl Signaling {
         if !allowed {
             return Err(forbidden());
         }
-        let candidated = ServerMessage::Candidated {
-            from: Some(me.id.clone()),
+        let sent = DomainEvent::CandidateSent {
+            from: me.id.clone(),
+            to: target.id.clone(),
             candidate,
-            is_sfu: false,
         };
-        self.deliver(&[&target], &candidated).await;
-        Ok(None)
+        self.emit(sent, &[&target]).await;
+        Ok(())
     }
 
-    pub(super) async fn relay_reject(
+    /// `reject`: the callee declines a pending direct call; the caller hears of it.
+    pub async fn relay_reject(
         &self,
         connection: &Connection,
         to: SessionId,
         reason: Option<String>,
-    ) -> Reply {
+    ) -> Result<(), SignalError> {
         let me = self.me(connection).await?;
         if me.calls.get(&to) != Some(&CallState::Incoming) {
             return Err(no_pending_call());
@@ -151,13 +139,14 @@ impl Signaling {
         self.store.set_call(&me.id, &to, None).await?;
         self.store.set_call(&to, &me.id, None).await?;
         if let Some(caller) = self.store.session(&to).await? {
-            let rejected = ServerMessage::Rejected {
+            let rejected = DomainEvent::CallRejected {
                 from: me.id.clone(),
+                to: caller.id.clone(),
                 reason: reason.map(|r| r.chars().take(200).collect()),
             };
-            self.deliver(&[&caller], &rejected).await;
+            self.emit(rejected, &[&caller]).await;
         }
-        Ok(None)
+        Ok(())
     }
 
     /// The live target of a peer-to-peer message.
@@ -182,6 +171,18 @@ impl Signaling {
             .session(&to)
             .await?
             .ok_or_else(|| SignalError::new(ErrorCode::SessionNotFound, "no such session"))
+    }
+}
+
+/// A trickled candidate is an `RTCIceCandidateInit` object or null (end of candidates).
+pub(super) fn check_candidate(candidate: &Value) -> Result<(), SignalError> {
+    if candidate.is_object() || candidate.is_null() {
+        Ok(())
+    } else {
+        Err(SignalError::new(
+            ErrorCode::InvalidMessage,
+            "`candidate` must be an RTCIceCandidateInit object or null",
+        ))
     }
 }
 

@@ -7,12 +7,15 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::Signaling;
+use super::error::{ErrorCode, SignalError};
+use super::events::DomainEvent;
 use super::hub::Outgoing;
 use super::ids::{ChannelId, ConnectionId, SessionId};
-use super::model::{MediaState, ResumeTokens, SessionRecord, SessionUpdate, Takeover, now_ms};
+use super::model::{
+    ChatMessage, MediaKey, MediaState, ResumeTokens, SessionRecord, SessionUpdate, Takeover, now_ms,
+};
 use super::ports::StoreError;
 use super::token;
-use crate::protocol::{ClientMessage, ErrorCode, ServerMessage, SessionInfo, SignalError};
 
 /// Options a client chooses when it connects (query parameters of `/websocket`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,15 +33,35 @@ pub struct Connection {
     pub session: SessionId,
 }
 
-type Reply = Result<Option<ServerMessage>, SignalError>;
+/// A session this connection resumed (`reuseId`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resumed {
+    /// The resumed session.
+    pub id: SessionId,
+    /// Its user, if one was integrated.
+    pub user: Option<Value>,
+    /// The channel it is still in.
+    pub channel: Option<ChannelId>,
+    /// The next resume token (tokens are single-use).
+    pub token: String,
+}
+
+/// The channel a session is in after `enter`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelEntry {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Its media goes through the SFU.
+    pub sfu_enabled: bool,
+}
 
 impl Signaling {
-    /// Opens a session for a new socket. Returns the connection and its `connected` message.
+    /// Opens a session for a new socket. Returns the connection and its first resume token.
     pub async fn connect(
         &self,
         options: ConnectOptions,
         outbox: mpsc::Sender<Outgoing>,
-    ) -> Result<(Connection, ServerMessage), SignalError> {
+    ) -> Result<(Connection, String), SignalError> {
         let (token, token_hash) = token::issue(self.token_expiry());
         let record = SessionRecord {
             id: SessionId::random(),
@@ -60,73 +83,58 @@ impl Signaling {
             .register(record.id.clone(), record.connection.clone(), outbox);
         self.metrics.ws_connections.inc();
         self.metrics.ws_connections_total.inc();
-        let connected = ServerMessage::Connected {
-            id: record.id.clone(),
-            token,
-        };
         let connection = Connection {
             id: record.connection,
             session: record.id,
         };
-        Ok((connection, connected))
+        let started = DomainEvent::SessionStarted {
+            session: connection.session.clone(),
+        };
+        self.events.record(started).await;
+        Ok((connection, token))
     }
 
-    /// Applies one client message; returns the reply for the sender's socket, if any.
-    pub async fn handle(&self, connection: &mut Connection, message: ClientMessage) -> Reply {
-        match message {
-            ClientMessage::GetId => Ok(Some(ServerMessage::GetIdSuccess {
-                id: connection.session.clone(),
-            })),
-            ClientMessage::Ping => Ok(Some(ServerMessage::Pong)),
-            ClientMessage::ReuseId { id, token } => self.reuse(connection, id, &token).await,
-            ClientMessage::Enter { channel } => self.enter(connection, channel).await,
-            ClientMessage::Leave => self.leave(connection).await,
-            ClientMessage::IntegrateUser { user } => self.integrate_self(connection, user).await,
-            ClientMessage::ListSessions => self.list_sessions(connection).await,
-            ClientMessage::Message { message } => {
-                let me = self.me(connection).await?;
-                let channel = in_channel(&me)?;
-                let messaged = ServerMessage::Messaged {
-                    session_id: me.id.clone(),
-                    message,
-                };
-                self.broadcast(channel, &messaged).await?;
-                Ok(None)
-            }
-            ClientMessage::UpdateMediaState { key, value } => {
-                let me = self.me(connection).await?;
-                let channel = in_channel(&me)?;
-                let mut state = me.state;
-                state.set(key, value);
-                let update = SessionUpdate {
-                    state: Some(state),
-                    ..SessionUpdate::default()
-                };
-                self.store.update_session(&me.id, &update).await?;
-                let updated = ServerMessage::UpdatedMediaState {
-                    session_id: me.id.clone(),
-                    key,
-                    value,
-                };
-                self.broadcast(channel, &updated).await?;
-                Ok(None)
-            }
-            ClientMessage::Call { to, sdp, is_sfu } => {
-                self.relay_call(connection, to, sdp, is_sfu).await
-            }
-            ClientMessage::Answer { to, sdp, is_sfu } => {
-                self.relay_answer(connection, to, sdp, is_sfu).await
-            }
-            ClientMessage::Candidate {
-                to,
-                candidate,
-                is_sfu,
-            } => {
-                self.relay_candidate(connection, to, candidate, is_sfu)
-                    .await
-            }
-            ClientMessage::Reject { to, reason } => self.relay_reject(connection, to, reason).await,
-        }
+    /// `message`: chat to the session's channel.
+    pub async fn send_chat(
+        &self,
+        connection: &Connection,
+        message: ChatMessage,
+    ) -> Result<(), SignalError> {
+        let me = self.me(connection).await?;
+        let channel = in_channel(&me)?;
+        let sent = DomainEvent::ChatSent {
+            channel: channel.clone(),
+            from: me.id.clone(),
+            message,
+        };
+        self.broadcast(channel, sent).await?;
+        Ok(())
+    }
+
+    /// `updateMediaState`: stores one key of the session's media state and tells its channel.
+    pub async fn update_media_state(
+        &self,
+        connection: &Connection,
+        key: MediaKey,
+        value: bool,
+    ) -> Result<(), SignalError> {
+        let me = self.me(connection).await?;
+        let channel = in_channel(&me)?;
+        let mut state = me.state;
+        state.set(key, value);
+        let update = SessionUpdate {
+            state: Some(state),
+            ..SessionUpdate::default()
+        };
+        self.store.update_session(&me.id, &update).await?;
+        let changed = DomainEvent::MediaStateChanged {
+            channel: channel.clone(),
+            session: me.id.clone(),
+            key,
+            value,
+        };
+        self.broadcast(channel, changed).await?;
+        Ok(())
     }
 
     /// The socket closed. The session stays resumable (and in its channel) for the grace window,
@@ -201,24 +209,27 @@ impl Signaling {
             self.store.set_call(peer, &record.id, None).await?;
         }
         self.store.delete_session(&record.id).await?;
-        self.metrics.sessions_ended.inc();
+        let ended = DomainEvent::SessionEnded {
+            session: record.id.clone(),
+        };
+        self.events.record(ended).await;
         tracing::debug!(session = %record.id, "session ended");
         Ok(())
     }
 
     /// Replaces the resume token of the session `connection` holds (the previous one stays valid
-    /// until its own expiry). Returns the message that hands the new token to the client, or
-    /// `None` if the connection no longer holds the session.
+    /// until its own expiry). Returns the new token for the client, or `None` if the connection
+    /// no longer holds the session.
     pub async fn rotate_token(
         &self,
         connection: &Connection,
-    ) -> Result<Option<ServerMessage>, StoreError> {
+    ) -> Result<Option<String>, StoreError> {
         let (token, token_hash) = token::issue(self.token_expiry());
         let rotated = self
             .store
             .rotate_token(&connection.session, &connection.id, &token_hash)
             .await?;
-        Ok(rotated.then_some(ServerMessage::ResumeToken { token }))
+        Ok(rotated.then_some(token))
     }
 
     /// When a token issued now stops being accepted, milliseconds since the Unix epoch.
@@ -228,7 +239,14 @@ impl Signaling {
         now_ms().saturating_add(lifetime)
     }
 
-    async fn reuse(&self, connection: &mut Connection, id: SessionId, presented: &str) -> Reply {
+    /// `reuseId`: this connection takes over an earlier session, if `presented` is its current
+    /// or previous resume token; the fresh session it got at connect time ends.
+    pub async fn reuse(
+        &self,
+        connection: &mut Connection,
+        id: SessionId,
+        presented: &str,
+    ) -> Result<Resumed, SignalError> {
         let invalid = || {
             SignalError::new(
                 ErrorCode::InvalidToken,
@@ -267,16 +285,25 @@ impl Signaling {
         self.hub.rekey(&connection.session, &id, &connection.id);
         connection.session = id.clone();
         self.end_session(&fresh).await?;
-        self.metrics.sessions_resumed.inc();
-        Ok(Some(ServerMessage::ReuseIdSuccess {
+        let resumed = DomainEvent::SessionResumed {
+            session: id.clone(),
+        };
+        self.events.record(resumed).await;
+        Ok(Resumed {
             id,
-            user: old.user.unwrap_or(Value::Null),
+            user: old.user,
             channel: old.channel,
             token,
-        }))
+        })
     }
 
-    async fn enter(&self, connection: &Connection, channel_id: ChannelId) -> Reply {
+    /// `enter`: the session enters a channel (leaving the one it was in); every member, the
+    /// newcomer included, hears of it.
+    pub async fn enter(
+        &self,
+        connection: &Connection,
+        channel_id: ChannelId,
+    ) -> Result<ChannelEntry, SignalError> {
         let me = self.me(connection).await?;
         let Some(user) = me.user.clone() else {
             return Err(SignalError::new(
@@ -290,12 +317,12 @@ impl Signaling {
                 "no such channel",
             ));
         };
-        let success = ServerMessage::EnterSuccess {
+        let success = ChannelEntry {
             channel: channel.id.clone(),
             sfu_enabled: channel.sfu_enabled,
         };
         match &me.channel {
-            Some(current) if current == &channel.id => return Ok(Some(success)),
+            Some(current) if current == &channel.id => return Ok(success),
             Some(current) => self.leave_channel(&me, current).await?,
             None => {}
         }
@@ -306,22 +333,24 @@ impl Signaling {
             ..SessionUpdate::default()
         };
         self.store.update_session(&me.id, &update).await?;
-        let entered = ServerMessage::Entered {
-            session_id: me.id.clone(),
+        let entered = DomainEvent::MemberEntered {
+            channel: channel.id.clone(),
+            session: me.id.clone(),
             user,
         };
-        self.broadcast(&channel.id, &entered).await?;
+        self.broadcast(&channel.id, entered).await?;
         if channel.sfu_enabled {
             self.sfu_entered(&me, &channel).await;
         }
-        Ok(Some(success))
+        Ok(success)
     }
 
-    async fn leave(&self, connection: &Connection) -> Reply {
+    /// `leave`: the session leaves its channel; the remaining members hear of it.
+    pub async fn leave(&self, connection: &Connection) -> Result<(), SignalError> {
         let me = self.me(connection).await?;
         let channel = in_channel(&me)?;
         self.leave_channel(&me, channel).await?;
-        Ok(None)
+        Ok(())
     }
 
     /// Takes `me` out of `channel` and tells the remaining members.
@@ -336,15 +365,22 @@ impl Signaling {
             ..SessionUpdate::default()
         };
         self.store.update_session(&me.id, &update).await?;
-        let left = ServerMessage::Left {
-            session_id: me.id.clone(),
+        let left = DomainEvent::MemberLeft {
+            channel: channel.clone(),
+            session: me.id.clone(),
         };
-        self.broadcast(channel, &left).await?;
+        self.broadcast(channel, left).await?;
         self.sfu_release(&me.id, channel).await;
         Ok(())
     }
 
-    async fn integrate_self(&self, connection: &Connection, user: Value) -> Reply {
+    /// `integrateUser` (anonymous mode only): binds `user` to the session, its id forced to the
+    /// session id. Returns the user as bound.
+    pub async fn integrate_self(
+        &self,
+        connection: &Connection,
+        user: Value,
+    ) -> Result<Value, SignalError> {
         if !self.config.allow_anonymous {
             return Err(SignalError::new(
                 ErrorCode::Forbidden,
@@ -367,22 +403,23 @@ impl Signaling {
         self.store
             .update_session(&connection.session, &update)
             .await?;
-        Ok(Some(ServerMessage::Integrated { user }))
+        // The client learns it from the reply; the event has no audience.
+        let integrated = DomainEvent::UserIntegrated {
+            session: connection.session.clone(),
+            user: user.clone(),
+        };
+        self.events.record(integrated).await;
+        Ok(user)
     }
 
-    async fn list_sessions(&self, connection: &Connection) -> Reply {
+    /// `listSessions`: the live members of the session's channel, itself included.
+    pub async fn list_sessions(
+        &self,
+        connection: &Connection,
+    ) -> Result<Vec<SessionRecord>, SignalError> {
         let me = self.me(connection).await?;
         let channel = in_channel(&me)?;
-        let members = self.live_members(channel).await?;
-        let sessions = members
-            .into_iter()
-            .map(|m| SessionInfo {
-                id: m.id,
-                user: m.user.unwrap_or(Value::Null),
-                state: m.state,
-            })
-            .collect();
-        Ok(Some(ServerMessage::ListSessionsSuccess { sessions }))
+        Ok(self.live_members(channel).await?)
     }
 
     /// The session `connection` holds.
@@ -492,22 +529,24 @@ impl Signaling {
     ) -> Result<(), StoreError> {
         for id in gone {
             if self.store.set_member(channel, &id, false).await? {
-                let left = ServerMessage::Left { session_id: id };
-                self.deliver(&live.iter().collect::<Vec<_>>(), &left).await;
+                let left = DomainEvent::MemberLeft {
+                    channel: channel.clone(),
+                    session: id,
+                };
+                self.emit(left, &live.iter().collect::<Vec<_>>()).await;
             }
         }
         Ok(())
     }
 
-    /// Sends `message` to every live member of `channel`.
+    /// Emits `event` to every live member of `channel`.
     pub(super) async fn broadcast(
         &self,
         channel: &ChannelId,
-        message: &ServerMessage,
+        event: DomainEvent,
     ) -> Result<(), StoreError> {
         let members = self.prune_members(channel).await?;
-        self.deliver(&members.iter().collect::<Vec<_>>(), message)
-            .await;
+        self.emit(event, &members.iter().collect::<Vec<_>>()).await;
         Ok(())
     }
 }
@@ -729,7 +768,7 @@ mod tests {
             armed: Mutex::new(None),
             resumed: AtomicBool::new(false),
         });
-        let signaling = Signaling::start(
+        let signaling = crate::state::compose(
             SignalingConfig::new("0123456789abcdef"),
             store.clone(),
             Arc::new(InProcessBus::new()),

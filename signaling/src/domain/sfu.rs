@@ -11,14 +11,16 @@ use std::sync::Arc;
 use mooyaho_control::{ErrorCode as NodeError, Event, Request, Response};
 use tokio::sync::mpsc;
 
+use serde_json::Value;
+
 use super::Signaling;
+use super::error::{ErrorCode, SignalError};
+use super::events::DomainEvent;
 use super::ids::{ChannelId, SessionId, SfuServerId};
 use super::model::{ChannelRecord, SessionRecord};
 use super::ports::{SfuError, SfuNodes};
-use super::session::in_channel;
-use crate::protocol::{ErrorCode, ServerMessage, SignalError};
-
-type Reply = Result<Option<ServerMessage>, SignalError>;
+use super::relay::check_candidate;
+use super::session::{Connection, in_channel};
 
 impl Signaling {
     /// Connects the SFU fleet and starts handling its events. Called once, at composition.
@@ -46,8 +48,14 @@ impl Signaling {
         self.sfu.get()
     }
 
-    /// `call {isSFU:true, sdp}`: the session publishes through its channel's node.
-    pub(super) async fn sfu_publish(&self, me: &SessionRecord, offer: String) -> Reply {
+    /// `call {isSFU:true, sdp}`: the session publishes through its channel's node. Returns the
+    /// node's answer.
+    pub async fn sfu_publish(
+        &self,
+        connection: &Connection,
+        offer: String,
+    ) -> Result<String, SignalError> {
+        let me = &self.me(connection).await?;
         let channel = self.sfu_channel(me).await?;
         let mut retried = false;
         loop {
@@ -67,11 +75,12 @@ impl Signaling {
                         self.sfu_offer_members(node, &room, &channel.id, &me.id)
                             .await;
                     }
-                    return Ok(Some(ServerMessage::Answered {
-                        from: None,
-                        sdp: answer,
-                        is_sfu: true,
-                    }));
+                    let published = DomainEvent::TracksPublished {
+                        channel: channel.id.clone(),
+                        session: me.id.clone(),
+                    };
+                    self.events.record(published).await;
+                    return Ok(answer);
                 }
                 Response::Error {
                     code: NodeError::UnknownRoom,
@@ -87,8 +96,13 @@ impl Signaling {
     }
 
     /// `answer {isSFU:true, sdp}`: the session answers the node's latest subscribe offer.
-    pub(super) async fn sfu_answer(&self, me: &SessionRecord, answer: String) -> Reply {
-        let channel = self.sfu_channel(me).await?;
+    pub async fn sfu_answer(
+        &self,
+        connection: &Connection,
+        answer: String,
+    ) -> Result<(), SignalError> {
+        let me = self.me(connection).await?;
+        let channel = self.sfu_channel(&me).await?;
         let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room) else {
             return Err(SignalError::new(
                 ErrorCode::InvalidMessage,
@@ -101,7 +115,7 @@ impl Signaling {
             answer,
         };
         match self.node_call(node, request).await? {
-            Response::Done => Ok(None),
+            Response::Done => Ok(()),
             other => Err(node_refusal(other)),
         }
     }
@@ -109,9 +123,15 @@ impl Signaling {
     /// `candidate {isSFU:true}`: the node is ICE-lite with its candidate in the SDP and learns
     /// the client's addresses from its connectivity checks, so trickled candidates are not
     /// needed. Accepted (not an error) so standard clients can trickle as usual.
-    pub(super) async fn sfu_candidate(&self, me: &SessionRecord) -> Reply {
-        self.sfu_channel(me).await?;
-        Ok(None)
+    pub async fn sfu_candidate(
+        &self,
+        connection: &Connection,
+        candidate: &Value,
+    ) -> Result<(), SignalError> {
+        check_candidate(candidate)?;
+        let me = self.me(connection).await?;
+        self.sfu_channel(&me).await?;
+        Ok(())
     }
 
     /// Sends `session` the node's current subscribe offer, if it has something to receive.
@@ -122,12 +142,11 @@ impl Signaling {
         };
         match self.node_call(node, request).await {
             Ok(Response::Sdp { sdp: Some(offer) }) => {
-                let called = ServerMessage::Called {
-                    from: None,
+                let offered = DomainEvent::SubscribeOffered {
+                    session: session.id.clone(),
                     sdp: offer,
-                    is_sfu: true,
                 };
-                self.deliver(&[session], &called).await;
+                self.emit(offered, &[session]).await;
             }
             Ok(Response::Sdp { sdp: None }) => {}
             Ok(other) => tracing::warn!(?other, "subscribe offer refused"),
@@ -180,6 +199,11 @@ impl Signaling {
         if let Err(e) = self.node_call(node, request).await {
             tracing::warn!(error = %e.message, "releasing SFU session failed");
         }
+        let released = DomainEvent::MediaReleased {
+            channel: channel.id,
+            session: session.clone(),
+        };
+        self.events.record(released).await;
     }
 
     /// Tells a node its drain state (best effort: an unreachable node is not placed on anyway).
@@ -218,6 +242,13 @@ impl Signaling {
                 ..
             } => {
                 tracing::info!(%session, %side, %reason, "SFU closed a transport");
+                let closed = DomainEvent::SfuTransportClosed {
+                    node,
+                    session: SessionId(session),
+                    side,
+                    reason,
+                };
+                self.events.record(closed).await;
             }
             _ => {}
         }
@@ -267,6 +298,12 @@ impl Signaling {
         match (placed.sfu_server_id, placed.sfu_room) {
             (Some(winner), Some(winner_room)) if winner == node && winner_room == room => {
                 tracing::info!(%channel, %node, %room, "channel placed");
+                let placed = DomainEvent::ChannelPlaced {
+                    channel: channel.clone(),
+                    node,
+                    room: room.clone(),
+                };
+                self.events.record(placed).await;
                 Ok((node, room, true))
             }
             (Some(winner), Some(winner_room)) => {
