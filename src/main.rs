@@ -403,21 +403,13 @@ async fn register_dev_node(
         fingerprint: Some(fingerprint.clone()),
         ..Default::default()
     };
-    let signaling = &state.signaling;
+    let servers = state.signaling.sfu_servers();
     let view = match previous {
-        Some(id) => match signaling.update_sfu_server(id, patch).await {
+        Some(id) => match servers.update(id, patch).await {
             Ok(view) => view,
-            Err(_) => {
-                signaling
-                    .register_sfu_server(address, Some(fingerprint))
-                    .await?
-            }
+            Err(_) => servers.register(address, Some(fingerprint)).await?,
         },
-        None => {
-            signaling
-                .register_sfu_server(address, Some(fingerprint))
-                .await?
-        }
+        None => servers.register(address, Some(fingerprint)).await?,
     };
     if let Some(file) = id_file {
         std::fs::write(&file, view.record.id.0.to_string())
@@ -432,7 +424,8 @@ async fn wait_until_healthy(state: &AppState, id: u64) {
     for _ in 0..100 {
         let healthy = state
             .signaling
-            .sfu_server(node)
+            .sfu_servers()
+            .get(node)
             .await
             .ok()
             .and_then(|v| v.status)

@@ -128,6 +128,6 @@ fn attach_fleet(
     };
     let (fleet, events) = Fleet::start(store, signaling.instance().clone(), secret)
         .map_err(|e| StoreError::Unavailable(format!("QUIC endpoint: {e}")))?;
-    signaling.attach_sfu(fleet, events);
+    signaling.placement().attach(fleet, events);
     Ok(())
 }

@@ -142,7 +142,8 @@ pub async fn create_channel(
 ) -> Result<Json<ChannelResponse>, ApiError> {
     let channel = state
         .signaling
-        .create_channel(body.sfu_enabled.unwrap_or(false))
+        .channels()
+        .create(body.sfu_enabled.unwrap_or(false))
         .await?;
     Ok(Json((&channel).into()))
 }
@@ -153,7 +154,7 @@ pub async fn create_channel(
 pub async fn list_channels(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<ChannelListItem>>, ApiError> {
-    let list = state.signaling.list_channels().await?;
+    let list = state.signaling.channels().list().await?;
     Ok(Json(
         list.into_iter()
             .map(|s| ChannelListItem {
@@ -176,7 +177,7 @@ pub async fn get_channel(
     PathId(id): PathId,
 ) -> Result<Json<ChannelDetailResponse>, ApiError> {
     let id = ChannelId::parse(id).map_err(|e| bad_id("channel id", e))?;
-    let detail = state.signaling.channel_detail(&id).await?;
+    let detail = state.signaling.channels().detail(&id).await?;
     let channel = ChannelResponse::from(&detail.channel);
     Ok(Json(ChannelDetailResponse {
         id: channel.id,
@@ -203,7 +204,7 @@ pub async fn delete_channel(
     PathId(id): PathId,
 ) -> Result<StatusCode, ApiError> {
     let id = ChannelId::parse(id).map_err(|e| bad_id("channel id", e))?;
-    state.signaling.delete_channel(&id).await?;
+    state.signaling.channels().delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -227,7 +228,7 @@ pub async fn bulk_delete_channels(
         .map(ChannelId::parse)
         .collect::<Result<_, _>>()
         .map_err(|e| bad_id("channel id in `ids`", e))?;
-    let outcome = state.signaling.bulk_delete_channels(ids).await?;
+    let outcome = state.signaling.channels().bulk_delete(ids).await?;
     Ok(Json(BulkDeleteResponse {
         deleted: outcome.deleted.into_iter().map(|c| c.0).collect(),
         not_found: outcome.not_found.into_iter().map(|c| c.0).collect(),
@@ -254,7 +255,7 @@ pub async fn integrate_user(
         )));
     };
     check_user_id(user_id).map_err(|e| bad_id("user `id`", e))?;
-    let user = state.signaling.integrate_user(&session, user).await?;
+    let user = state.signaling.sessions().bind_user(&session, user).await?;
     Ok(Json(IntegrateResponse {
         session_id: session.0,
         user,

@@ -47,7 +47,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let metrics = state.signaling.metrics();
     // The per-node SFU gauges are refreshed from the fleet's live status at each scrape; when
     // the store does not answer they keep their last values.
-    if let Ok(views) = state.signaling.sfu_servers().await {
+    if let Ok(views) = state.signaling.sfu_servers().list().await {
         let samples: Vec<SfuNodeSample> = views
             .iter()
             .map(|view| SfuNodeSample {

@@ -178,7 +178,8 @@ pub async fn create_sfu_server(
 ) -> Result<Json<SfuServerResponse>, ApiError> {
     let view = state
         .signaling
-        .register_sfu_server(body.address, body.fingerprint)
+        .sfu_servers()
+        .register(body.address, body.fingerprint)
         .await?;
     Ok(Json(view.into()))
 }
@@ -189,7 +190,7 @@ pub async fn create_sfu_server(
 pub async fn list_sfu_servers(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<SfuServerResponse>>, ApiError> {
-    let views = state.signaling.sfu_servers().await?;
+    let views = state.signaling.sfu_servers().list().await?;
     Ok(Json(views.into_iter().map(Into::into).collect()))
 }
 
@@ -202,7 +203,7 @@ pub async fn get_sfu_server(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> Result<Json<SfuServerResponse>, ApiError> {
-    let view = state.signaling.sfu_server(parse_id(&id)?).await?;
+    let view = state.signaling.sfu_servers().get(parse_id(&id)?).await?;
     Ok(Json(view.into()))
 }
 
@@ -225,7 +226,8 @@ pub async fn patch_sfu_server(
     };
     let view = state
         .signaling
-        .update_sfu_server(parse_id(&id)?, patch)
+        .sfu_servers()
+        .update(parse_id(&id)?, patch)
         .await?;
     Ok(Json(view.into()))
 }
@@ -245,7 +247,8 @@ pub async fn drain_sfu_server(
     };
     let view = state
         .signaling
-        .update_sfu_server(parse_id(&id)?, patch)
+        .sfu_servers()
+        .update(parse_id(&id)?, patch)
         .await?;
     Ok(Json(view.into()))
 }
@@ -264,7 +267,8 @@ pub async fn delete_sfu_server(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     state
         .signaling
-        .delete_sfu_server(parse_id(&id)?, query.force.unwrap_or(false))
+        .sfu_servers()
+        .delete(parse_id(&id)?, query.force.unwrap_or(false))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -210,7 +210,7 @@ pub async fn pump<S, R>(
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     let (outbox, mut outgoing) = mpsc::channel(OUTBOX_DEPTH);
-    let (mut connection, token) = match signaling.connect(options, outbox).await {
+    let (mut connection, token) = match signaling.sessions().connect(options, outbox).await {
         Ok(opened) => opened,
         Err(e) => {
             let _ = sink.send(error_frame(None, &e)).await;
@@ -237,7 +237,7 @@ pub async fn pump<S, R>(
         token,
     };
     if sink.send(text(connected.encode(None))).await.is_err() {
-        signaling.disconnect(connection).await;
+        signaling.sessions().disconnect(connection).await;
         return;
     }
     loop {
@@ -288,7 +288,7 @@ pub async fn pump<S, R>(
                 }
             }
             _ = rotate.tick() => {
-                match signaling.rotate_token(&connection).await {
+                match signaling.sessions().rotate_token(&connection).await {
                     Ok(Some(token)) => {
                         let message = ServerMessage::ResumeToken { token };
                         if sink.send(text(message.encode(None))).await.is_err() {
@@ -320,7 +320,7 @@ pub async fn pump<S, R>(
         }
     }
     let _ = sink.close().await;
-    signaling.disconnect(connection).await;
+    signaling.sessions().disconnect(connection).await;
 }
 
 fn rate_limited() -> SignalError {
@@ -385,7 +385,7 @@ pub async fn dispatch(
         },
         M::Ping => ServerMessage::Pong,
         M::ReuseId { id, token } => {
-            let resumed = signaling.reuse(connection, id, &token).await?;
+            let resumed = signaling.sessions().reuse(connection, id, &token).await?;
             ServerMessage::ReuseIdSuccess {
                 id: resumed.id,
                 user: resumed.user.unwrap_or(serde_json::Value::Null),
@@ -394,19 +394,20 @@ pub async fn dispatch(
             }
         }
         M::Enter { channel } => {
-            let entry = signaling.enter(connection, channel).await?;
+            let entry = signaling.channels().enter(connection, channel).await?;
             ServerMessage::EnterSuccess {
                 channel: entry.channel,
                 sfu_enabled: entry.sfu_enabled,
             }
         }
-        M::Leave => return signaling.leave(connection).await.map(|()| None),
+        M::Leave => return signaling.channels().leave(connection).await.map(|()| None),
         M::IntegrateUser { user } => ServerMessage::Integrated {
-            user: signaling.integrate_self(connection, user).await?,
+            user: signaling.sessions().integrate(connection, user).await?,
         },
         M::ListSessions => {
             let sessions = signaling
-                .list_sessions(connection)
+                .channels()
+                .members(connection)
                 .await?
                 .into_iter()
                 .map(|m| SessionInfo {
@@ -419,12 +420,14 @@ pub async fn dispatch(
         }
         M::Message { message } => {
             return signaling
+                .channels()
                 .send_chat(connection, message)
                 .await
                 .map(|()| None);
         }
         M::UpdateMediaState { key, value } => {
             return signaling
+                .channels()
                 .update_media_state(connection, key, value)
                 .await
                 .map(|()| None);
@@ -433,23 +436,29 @@ pub async fn dispatch(
             sdp, is_sfu: true, ..
         } => ServerMessage::Answered {
             from: None,
-            sdp: signaling.sfu_publish(connection, sdp).await?,
+            sdp: signaling.placement().publish(connection, sdp).await?,
             is_sfu: true,
         },
         M::Call { to, sdp, .. } => {
             return signaling
-                .relay_call(connection, to, sdp)
+                .relay()
+                .call(connection, to, sdp)
                 .await
                 .map(|()| None);
         }
         M::Answer {
             sdp, is_sfu: true, ..
         } => {
-            return signaling.sfu_answer(connection, sdp).await.map(|()| None);
+            return signaling
+                .placement()
+                .answer(connection, sdp)
+                .await
+                .map(|()| None);
         }
         M::Answer { to, sdp, .. } => {
             return signaling
-                .relay_answer(connection, to, sdp)
+                .relay()
+                .answer(connection, to, sdp)
                 .await
                 .map(|()| None);
         }
@@ -459,19 +468,22 @@ pub async fn dispatch(
             ..
         } => {
             return signaling
-                .sfu_candidate(connection, &candidate)
+                .placement()
+                .candidate(connection, &candidate)
                 .await
                 .map(|()| None);
         }
         M::Candidate { to, candidate, .. } => {
             return signaling
-                .relay_candidate(connection, to, candidate)
+                .relay()
+                .candidate(connection, to, candidate)
                 .await
                 .map(|()| None);
         }
         M::Reject { to, reason } => {
             return signaling
-                .relay_reject(connection, to, reason)
+                .relay()
+                .reject(connection, to, reason)
                 .await
                 .map(|()| None);
         }

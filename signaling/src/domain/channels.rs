@@ -1,12 +1,21 @@
-//! Channel administration for the service server (REST): create, list, inspect, delete, and
-//! binding users to sessions.
+//! Channels: administration for the service server (REST: create, list, inspect, delete) and
+//! membership for sessions (enter, leave, chat and media state to the members). A write to a
+//! channel's members first removes stale members (and tells the live ones); reads change nothing.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::DomainError;
+use super::error::ErrorCode;
+use super::error::SignalError;
 use super::events::DomainEvent;
 use super::ids::{ChannelId, SessionId};
-use super::model::{ChannelRecord, SessionUpdate, now_ms};
-use super::{DomainError, Signaling};
+use super::model::{ChannelRecord, ChatMessage, MediaKey, SessionRecord, SessionUpdate, now_ms};
+use super::placement::Placement;
+use super::ports::StoreError;
+use super::session::Connection;
+use super::shared::{Shared, in_channel, split_members};
 
 /// A channel with its member count.
 #[derive(Clone, Debug)]
@@ -35,9 +44,34 @@ pub struct BulkDeleteOutcome {
     pub not_found: Vec<ChannelId>,
 }
 
-impl Signaling {
+/// The channel a session is in after `enter`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelEntry {
+    /// The channel.
+    pub channel: ChannelId,
+    /// Its media goes through the SFU.
+    pub sfu_enabled: bool,
+}
+
+/// Channels: their administration (REST) and their membership (enter, leave, chat, media state).
+pub struct Channels {
+    shared: Arc<Shared>,
+    placement: Arc<Placement>,
+}
+
+impl std::fmt::Debug for Channels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channels").finish_non_exhaustive()
+    }
+}
+
+impl Channels {
+    pub(super) fn new(shared: Arc<Shared>, placement: Arc<Placement>) -> Self {
+        Self { shared, placement }
+    }
+
     /// Creates a channel. SFU channels are placed on a node when the first member publishes.
-    pub async fn create_channel(&self, sfu_enabled: bool) -> Result<ChannelRecord, DomainError> {
+    pub async fn create(&self, sfu_enabled: bool) -> Result<ChannelRecord, DomainError> {
         let channel = ChannelRecord {
             id: ChannelId::random(),
             sfu_enabled,
@@ -45,21 +79,21 @@ impl Signaling {
             sfu_room: None,
             created_at_ms: now_ms(),
         };
-        self.store.create_channel(&channel).await?;
+        self.shared.store.create_channel(&channel).await?;
         let created = DomainEvent::ChannelCreated {
             channel: channel.id.clone(),
             sfu_enabled,
         };
-        self.events.record(created).await;
+        self.shared.events.record(created).await;
         Ok(channel)
     }
 
     /// Every channel with its live member count (members whose presence expired are not
     /// counted). A read: three store round trips however many channels, and nothing changes.
-    pub async fn list_channels(&self) -> Result<Vec<ChannelSummary>, DomainError> {
-        let channels = self.store.channels().await?;
+    pub async fn list(&self) -> Result<Vec<ChannelSummary>, DomainError> {
+        let channels = self.shared.store.channels().await?;
         let ids: Vec<ChannelId> = channels.iter().map(|c| c.id.clone()).collect();
-        let live = self.live_members_of(&ids).await?;
+        let live = self.shared.live_members_of(&ids).await?;
         Ok(channels
             .into_iter()
             .zip(live)
@@ -71,13 +105,15 @@ impl Signaling {
     }
 
     /// One channel with its live members.
-    pub async fn channel_detail(&self, id: &ChannelId) -> Result<ChannelDetail, DomainError> {
+    pub async fn detail(&self, id: &ChannelId) -> Result<ChannelDetail, DomainError> {
         let channel = self
+            .shared
             .store
             .channel(id)
             .await?
             .ok_or(DomainError::NotFound("Channel is not found"))?;
         let sessions = self
+            .shared
             .live_members(id)
             .await?
             .into_iter()
@@ -87,14 +123,15 @@ impl Signaling {
     }
 
     /// Deletes a channel; its members get `channelClosed` and are no longer in it.
-    pub async fn delete_channel(&self, id: &ChannelId) -> Result<(), DomainError> {
-        let placed = self.store.channel(id).await?;
+    pub async fn delete(&self, id: &ChannelId) -> Result<(), DomainError> {
+        let placed = self.shared.store.channel(id).await?;
         let members = self
+            .shared
             .store
             .delete_channel(id)
             .await?
             .ok_or(DomainError::NotFound("Channel is not found"))?;
-        let records = self.store.sessions(&members).await?;
+        let records = self.shared.store.sessions(&members).await?;
         let mut targets = Vec::new();
         for record in records.into_iter().flatten() {
             if record.channel.as_ref() != Some(id) {
@@ -104,28 +141,29 @@ impl Signaling {
                 channel: Some(None),
                 ..SessionUpdate::default()
             };
-            self.store.update_session(&record.id, &update).await?;
+            self.shared
+                .store
+                .update_session(&record.id, &update)
+                .await?;
             targets.push(record);
         }
         let deleted = DomainEvent::ChannelDeleted {
             channel: id.clone(),
         };
-        self.emit(deleted, &targets.iter().collect::<Vec<_>>())
+        self.shared
+            .emit(deleted, &targets.iter().collect::<Vec<_>>())
             .await;
         if let Some(channel) = placed {
-            self.sfu_close_room(&channel).await;
+            self.placement.close_room(&channel).await;
         }
         Ok(())
     }
 
     /// Deletes several channels; unknown ids are reported, not fatal.
-    pub async fn bulk_delete_channels(
-        &self,
-        ids: Vec<ChannelId>,
-    ) -> Result<BulkDeleteOutcome, DomainError> {
+    pub async fn bulk_delete(&self, ids: Vec<ChannelId>) -> Result<BulkDeleteOutcome, DomainError> {
         let mut outcome = BulkDeleteOutcome::default();
         for id in ids {
-            match self.delete_channel(&id).await {
+            match self.delete(&id).await {
                 Ok(()) => outcome.deleted.push(id),
                 Err(DomainError::NotFound(_)) => outcome.not_found.push(id),
                 Err(e) => return Err(e),
@@ -134,26 +172,353 @@ impl Signaling {
         Ok(outcome)
     }
 
-    /// Binds `user` to a live session (re-binding replaces the previous user) and tells its socket.
-    pub async fn integrate_user(
+    /// `enter`: the session enters a channel (leaving the one it was in); every member, the
+    /// newcomer included, hears of it.
+    pub async fn enter(
         &self,
-        session: &SessionId,
-        user: Value,
-    ) -> Result<Value, DomainError> {
+        connection: &Connection,
+        channel_id: ChannelId,
+    ) -> Result<ChannelEntry, SignalError> {
+        let me = self.shared.me(connection).await?;
+        let Some(user) = me.user.clone() else {
+            return Err(SignalError::new(
+                ErrorCode::NotIntegrated,
+                "integrate a user with this session before entering a channel",
+            ));
+        };
+        let Some(channel) = self.shared.store.channel(&channel_id).await? else {
+            return Err(SignalError::new(
+                ErrorCode::ChannelNotFound,
+                "no such channel",
+            ));
+        };
+        let success = ChannelEntry {
+            channel: channel.id.clone(),
+            sfu_enabled: channel.sfu_enabled,
+        };
+        match &me.channel {
+            Some(current) if current == &channel.id => return Ok(success),
+            Some(current) => self.leave_channel(&me, current).await?,
+            None => {}
+        }
+        // Membership is written before the reply so an immediate `listSessions` sees it.
+        self.shared
+            .store
+            .set_member(&channel.id, &me.id, true)
+            .await?;
         let update = SessionUpdate {
-            user: Some(user.clone()),
+            channel: Some(Some(channel.id.clone())),
             ..SessionUpdate::default()
         };
-        if !self.store.update_session(session, &update).await? {
-            return Err(DomainError::NotFound("Session is not found"));
+        self.shared.store.update_session(&me.id, &update).await?;
+        let entered = DomainEvent::MemberEntered {
+            channel: channel.id.clone(),
+            session: me.id.clone(),
+            user,
+        };
+        self.broadcast(&channel.id, entered).await?;
+        if channel.sfu_enabled {
+            self.placement.entered(&me, &channel).await;
         }
-        if let Some(record) = self.store.session(session).await? {
-            let integrated = DomainEvent::UserIntegrated {
-                session: session.clone(),
-                user: user.clone(),
-            };
-            self.emit(integrated, &[&record]).await;
+        Ok(success)
+    }
+
+    /// `leave`: the session leaves its channel; the remaining members hear of it.
+    pub async fn leave(&self, connection: &Connection) -> Result<(), SignalError> {
+        let me = self.shared.me(connection).await?;
+        let channel = in_channel(&me)?;
+        self.leave_channel(&me, channel).await?;
+        Ok(())
+    }
+
+    /// Takes `me` out of `channel` and tells the remaining members.
+    pub(super) async fn leave_channel(
+        &self,
+        me: &SessionRecord,
+        channel: &ChannelId,
+    ) -> Result<(), StoreError> {
+        self.shared.store.set_member(channel, &me.id, false).await?;
+        let update = SessionUpdate {
+            channel: Some(None),
+            ..SessionUpdate::default()
+        };
+        self.shared.store.update_session(&me.id, &update).await?;
+        let left = DomainEvent::MemberLeft {
+            channel: channel.clone(),
+            session: me.id.clone(),
+        };
+        self.broadcast(channel, left).await?;
+        self.placement.release(&me.id, channel).await;
+        Ok(())
+    }
+
+    /// `listSessions`: the live members of the session's channel, itself included.
+    pub async fn members(
+        &self,
+        connection: &Connection,
+    ) -> Result<Vec<SessionRecord>, SignalError> {
+        let me = self.shared.me(connection).await?;
+        let channel = in_channel(&me)?;
+        Ok(self.shared.live_members(channel).await?)
+    }
+
+    /// `message`: chat to the session's channel.
+    pub async fn send_chat(
+        &self,
+        connection: &Connection,
+        message: ChatMessage,
+    ) -> Result<(), SignalError> {
+        let me = self.shared.me(connection).await?;
+        let channel = in_channel(&me)?;
+        let sent = DomainEvent::ChatSent {
+            channel: channel.clone(),
+            from: me.id.clone(),
+            message,
+        };
+        self.broadcast(channel, sent).await?;
+        Ok(())
+    }
+
+    /// `updateMediaState`: stores one key of the session's media state and tells its channel.
+    pub async fn update_media_state(
+        &self,
+        connection: &Connection,
+        key: MediaKey,
+        value: bool,
+    ) -> Result<(), SignalError> {
+        let me = self.shared.me(connection).await?;
+        let channel = in_channel(&me)?;
+        let mut state = me.state;
+        state.set(key, value);
+        let update = SessionUpdate {
+            state: Some(state),
+            ..SessionUpdate::default()
+        };
+        self.shared.store.update_session(&me.id, &update).await?;
+        let changed = DomainEvent::MediaStateChanged {
+            channel: channel.clone(),
+            session: me.id.clone(),
+            key,
+            value,
+        };
+        self.broadcast(channel, changed).await?;
+        Ok(())
+    }
+
+    /// Emits `event` to every live member of `channel`.
+    pub(super) async fn broadcast(
+        &self,
+        channel: &ChannelId,
+        event: DomainEvent,
+    ) -> Result<(), StoreError> {
+        let members = self.prune_members(channel).await?;
+        self.shared
+            .emit(event, &members.iter().collect::<Vec<_>>())
+            .await;
+        Ok(())
+    }
+
+    /// Live members of `channel`, for a write: stale members are removed and the live ones told
+    /// they left.
+    pub(super) async fn prune_members(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut per_channel = self
+            .shared
+            .member_records(std::slice::from_ref(channel))
+            .await?;
+        let (live, stale) = split_members(channel, per_channel.pop().unwrap_or_default());
+        self.remove_members(channel, &live, stale).await?;
+        Ok(live)
+    }
+
+    /// The timeout path (run with the presence refresh): members of any channel whose session
+    /// expired from the store (their instance died) are removed, and the live ones told they left.
+    pub(super) async fn sweep_expired_members(&self) -> Result<(), StoreError> {
+        let channels: Vec<ChannelId> = self
+            .shared
+            .store
+            .channels()
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let per_channel = self.shared.member_records(&channels).await?;
+        for (channel, members) in channels.iter().zip(per_channel) {
+            // Only expired sessions: a member whose record names another channel may be halfway
+            // through `enter`, which writes the membership before the session.
+            if members.iter().all(|(_, record)| record.is_some()) {
+                continue;
+            }
+            let expired = members
+                .iter()
+                .filter(|(_, record)| record.is_none())
+                .map(|(id, _)| id.clone())
+                .collect();
+            let (live, _) = split_members(channel, members);
+            self.remove_members(channel, &live, expired).await?;
         }
-        Ok(user)
+        Ok(())
+    }
+
+    /// Removes `gone` from `channel` and tells `live` of each removal this call made (another
+    /// instance sweeping at the same time tells them of the rest).
+    async fn remove_members(
+        &self,
+        channel: &ChannelId,
+        live: &[SessionRecord],
+        gone: Vec<SessionId>,
+    ) -> Result<(), StoreError> {
+        for id in gone {
+            if self.shared.store.set_member(channel, &id, false).await? {
+                let left = DomainEvent::MemberLeft {
+                    channel: channel.clone(),
+                    session: id,
+                };
+                self.shared
+                    .emit(left, &live.iter().collect::<Vec<_>>())
+                    .await;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::MediaKey;
+    use crate::domain::events::{DomainEvent, Emitted};
+    use crate::domain::tests::{
+        audience, drain, integrated, kinds, member, recorded_service, rendered, sorted,
+    };
+    use crate::protocol::ServerMessage;
+
+    #[tokio::test]
+    async fn entering_emits_member_entered_once_to_every_member_as_entered() {
+        let (signaling, _, recorder) = recorded_service();
+        let channel = signaling.channels().create(false).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        let (bob, mut bob_queue) = integrated(&signaling, "bob", false).await;
+        recorder.take();
+
+        let entry = signaling
+            .channels()
+            .enter(&bob, channel.clone())
+            .await
+            .unwrap();
+        assert_eq!((entry.channel, entry.sfu_enabled), (channel.clone(), false));
+        let seen = recorder.take();
+        assert_eq!(kinds(&seen), ["member_entered"]);
+        assert_eq!(
+            seen[0].event,
+            DomainEvent::MemberEntered {
+                channel: channel.clone(),
+                session: bob.session.clone(),
+                user: json!({"id": "bob"}),
+            }
+        );
+        assert_eq!(
+            audience(&seen[0]),
+            sorted(vec![alice.session.clone(), bob.session.clone()]),
+            "every member, the newcomer included"
+        );
+        let expected = format!(
+            r#"{{"type":"entered","sessionId":"{}","user":{{"id":"bob"}}}}"#,
+            bob.session
+        );
+        assert_eq!(rendered(&seen[0].event), expected);
+        assert_eq!(drain(&mut alice_queue), std::slice::from_ref(&expected));
+        assert_eq!(drain(&mut bob_queue), [expected]);
+
+        // Entering the channel one is in changes nothing and tells nobody.
+        signaling.channels().enter(&bob, channel).await.unwrap();
+        assert_eq!(kinds(&recorder.take()), Vec::<&str>::new());
+        assert!(drain(&mut alice_queue).is_empty());
+    }
+
+    #[tokio::test]
+    async fn leaving_emits_member_left_to_the_remaining_members_as_left() {
+        let (signaling, _, recorder) = recorded_service();
+        let channel = signaling.channels().create(false).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
+        drain(&mut alice_queue);
+        recorder.take();
+
+        signaling.channels().leave(&alice).await.unwrap();
+        let seen = recorder.take();
+        assert_eq!(kinds(&seen), ["member_left"]);
+        assert_eq!(audience(&seen[0]), vec![bob.session.clone()]);
+        let expected = format!(r#"{{"type":"left","sessionId":"{}"}}"#, alice.session);
+        assert_eq!(drain(&mut bob_queue), [expected]);
+        assert!(drain(&mut alice_queue).is_empty(), "the leaver is not told");
+    }
+
+    #[tokio::test]
+    async fn chat_and_media_state_reach_the_channel_as_messaged_and_updated_media_state() {
+        let (signaling, _, recorder) = recorded_service();
+        let channel = signaling.channels().create(false).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
+        drain(&mut alice_queue);
+        recorder.take();
+
+        let text = crate::protocol::ChatMessage::Text { text: "hi".into() };
+        signaling.channels().send_chat(&alice, text).await.unwrap();
+        signaling
+            .channels()
+            .update_media_state(&bob, MediaKey::Muted, true)
+            .await
+            .unwrap();
+        let seen = recorder.take();
+        assert_eq!(kinds(&seen), ["chat_sent", "media_state_changed"]);
+        let everyone = sorted(vec![alice.session.clone(), bob.session.clone()]);
+        assert_eq!(audience(&seen[0]), everyone);
+        assert_eq!(audience(&seen[1]), everyone);
+        let messaged = format!(
+            r#"{{"type":"messaged","sessionId":"{}","message":{{"type":"text","text":"hi"}}}}"#,
+            alice.session
+        );
+        let muted = format!(
+            r#"{{"type":"updatedMediaState","sessionId":"{}","key":"muted","value":true}}"#,
+            bob.session
+        );
+        assert_eq!(drain(&mut alice_queue), [messaged.clone(), muted.clone()]);
+        assert_eq!(drain(&mut bob_queue), [messaged, muted]);
+    }
+
+    #[tokio::test]
+    async fn channel_life_emits_created_without_audience_and_deleted_to_members_as_channel_closed()
+    {
+        let (signaling, _, recorder) = recorded_service();
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let seen = recorder.take();
+        assert_eq!(
+            seen,
+            [Emitted {
+                event: DomainEvent::ChannelCreated {
+                    channel: channel.clone(),
+                    sfu_enabled: true,
+                },
+                audience: Vec::new(),
+            }]
+        );
+        assert!(ServerMessage::render(&seen[0].event).is_none());
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        recorder.take();
+
+        signaling.channels().delete(&channel).await.unwrap();
+        let seen = recorder.take();
+        assert_eq!(kinds(&seen), ["channel_deleted"]);
+        assert_eq!(audience(&seen[0]), vec![alice.session.clone()]);
+        assert_eq!(
+            drain(&mut alice_queue),
+            [format!(
+                r#"{{"type":"channelClosed","channel":"{channel}"}}"#
+            )]
+        );
     }
 }

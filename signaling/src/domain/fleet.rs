@@ -2,12 +2,15 @@
 //! from the QUIC control plane; until a control connection reports, a node's health is `unknown`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use super::DomainError;
 use super::events::DomainEvent;
 use super::ids::{ChannelId, SfuServerId};
 use super::model::{NewSfuServer, SfuServerRecord};
+use super::placement::Placement;
 use super::ports::NodeStatus;
-use super::{DomainError, Signaling};
+use super::shared::Shared;
 
 /// A node with the load this instance can derive from the store.
 #[derive(Clone, Debug)]
@@ -35,9 +38,25 @@ pub struct SfuServerPatch {
     pub draining: Option<bool>,
 }
 
-impl Signaling {
+/// The SFU fleet registry as the service server manages it (`/sfu-servers`).
+pub struct SfuServers {
+    shared: Arc<Shared>,
+    placement: Arc<Placement>,
+}
+
+impl std::fmt::Debug for SfuServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SfuServers").finish_non_exhaustive()
+    }
+}
+
+impl SfuServers {
+    pub(super) fn new(shared: Arc<Shared>, placement: Arc<Placement>) -> Self {
+        Self { shared, placement }
+    }
+
     /// Registers a node.
-    pub async fn register_sfu_server(
+    pub async fn register(
         &self,
         address: String,
         fingerprint: Option<String>,
@@ -45,6 +64,7 @@ impl Signaling {
         validate_address(&address)?;
         let fingerprint = fingerprint.map(|f| normalize_fingerprint(&f)).transpose()?;
         let record = self
+            .shared
             .store
             .create_sfu_server(&NewSfuServer {
                 address,
@@ -52,9 +72,9 @@ impl Signaling {
             })
             .await?;
         let registered = DomainEvent::SfuServerRegistered { node: record.id };
-        self.events.record(registered).await;
+        self.shared.events.record(registered).await;
         Ok(SfuServerView {
-            status: self.sfu_nodes().map(|n| n.status(record.id)),
+            status: self.placement.nodes().map(|n| n.status(record.id)),
             record,
             rooms: 0,
             sessions: 0,
@@ -63,9 +83,10 @@ impl Signaling {
 
     /// Every node with its derived load, least loaded first (ties by id). Three store round
     /// trips however many nodes and channels.
-    pub async fn sfu_servers(&self) -> Result<Vec<SfuServerView>, DomainError> {
-        let records = self.store.sfu_servers().await?;
+    pub async fn list(&self) -> Result<Vec<SfuServerView>, DomainError> {
+        let records = self.shared.store.sfu_servers().await?;
         let placed: Vec<(SfuServerId, ChannelId)> = self
+            .shared
             .store
             .channels()
             .await?
@@ -73,7 +94,7 @@ impl Signaling {
             .filter_map(|c| Some((c.sfu_server_id?, c.id)))
             .collect();
         let ids: Vec<ChannelId> = placed.iter().map(|(_, id)| id.clone()).collect();
-        let members = self.store.members_of(&ids).await?;
+        let members = self.shared.store.members_of(&ids).await?;
         let mut load: HashMap<SfuServerId, (usize, usize)> = HashMap::new();
         for ((node, _), members) in placed.iter().zip(members) {
             let entry = load.entry(*node).or_default();
@@ -85,7 +106,7 @@ impl Signaling {
             .map(|record| {
                 let (rooms, sessions) = load.get(&record.id).copied().unwrap_or_default();
                 SfuServerView {
-                    status: self.sfu_nodes().map(|n| n.status(record.id)),
+                    status: self.placement.nodes().map(|n| n.status(record.id)),
                     record,
                     rooms,
                     sessions,
@@ -97,8 +118,8 @@ impl Signaling {
     }
 
     /// One node.
-    pub async fn sfu_server(&self, id: SfuServerId) -> Result<SfuServerView, DomainError> {
-        self.sfu_servers()
+    pub async fn get(&self, id: SfuServerId) -> Result<SfuServerView, DomainError> {
+        self.list()
             .await?
             .into_iter()
             .find(|v| v.record.id == id)
@@ -106,12 +127,12 @@ impl Signaling {
     }
 
     /// Applies a patch.
-    pub async fn update_sfu_server(
+    pub async fn update(
         &self,
         id: SfuServerId,
         patch: SfuServerPatch,
     ) -> Result<SfuServerView, DomainError> {
-        let mut view = self.sfu_server(id).await?;
+        let mut view = self.get(id).await?;
         if let Some(address) = patch.address {
             validate_address(&address)?;
             view.record.address = address;
@@ -126,17 +147,19 @@ impl Signaling {
             view.record.draining = draining;
         }
         let drain_changed = patch.draining.is_some();
-        if !self.store.update_sfu_server(&view.record).await? {
+        if !self.shared.store.update_sfu_server(&view.record).await? {
             return Err(DomainError::NotFound("SFU server is not found"));
         }
         if drain_changed {
             // The node learns it too, so it refuses new rooms from any signaling instance.
-            self.tell_node_draining(id, view.record.draining).await;
+            self.placement
+                .tell_node_draining(id, view.record.draining)
+                .await;
             let draining = DomainEvent::SfuServerDraining {
                 node: id,
                 draining: view.record.draining,
             };
-            self.events.record(draining).await;
+            self.shared.events.record(draining).await;
         }
         Ok(view)
     }
@@ -144,28 +167,29 @@ impl Signaling {
     /// Removes a node. Refused while channels are placed on it, unless `force`, which closes
     /// their rooms on the node (best effort: it may be gone) and unplaces them (they are placed
     /// again at their next SFU join).
-    pub async fn delete_sfu_server(&self, id: SfuServerId, force: bool) -> Result<(), DomainError> {
-        let view = self.sfu_server(id).await?;
+    pub async fn delete(&self, id: SfuServerId, force: bool) -> Result<(), DomainError> {
+        let view = self.get(id).await?;
         if view.rooms > 0 && !force {
             return Err(DomainError::Conflict(format!(
                 "SFU server {id} hosts {} channel(s); drain it or delete with ?force=true",
                 view.rooms
             )));
         }
-        for mut channel in self.store.channels().await? {
+        for mut channel in self.shared.store.channels().await? {
             if channel.sfu_server_id == Some(id) {
                 // Once unregistered the node is out of reach, and rooms left on it would keep
                 // forwarding media and holding transports until it restarts.
-                self.sfu_close_room(&channel).await;
+                self.placement.close_room(&channel).await;
                 channel.sfu_server_id = None;
                 channel.sfu_room = None;
-                self.store.create_channel(&channel).await?;
+                self.shared.store.create_channel(&channel).await?;
             }
         }
-        if !self.store.delete_sfu_server(id).await? {
+        if !self.shared.store.delete_sfu_server(id).await? {
             return Err(DomainError::NotFound("SFU server is not found"));
         }
-        self.events
+        self.shared
+            .events
             .record(DomainEvent::SfuServerRemoved { node: id })
             .await;
         Ok(())
@@ -284,5 +308,61 @@ mod tests {
         assert!(normalize_fingerprint(&format!(" {expected}")).is_err());
         assert!(normalize_fingerprint(&format!("{hex}:")).is_err());
         assert!(normalize_fingerprint(&"a:b".repeat(32)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    use mooyaho_control::Request;
+
+    use crate::domain::events::DomainEvent;
+    use crate::domain::ports::ChannelStore;
+    use crate::domain::tests::{FakeNodes, kinds, member, recorded_service};
+
+    #[tokio::test]
+    async fn registering_draining_and_removing_a_node_emit_fleet_events() {
+        let (signaling, store, recorder) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        let servers = signaling.sfu_servers();
+        let node = servers
+            .register("127.0.0.1:4000".into(), None)
+            .await
+            .unwrap()
+            .record
+            .id;
+        let patch = super::SfuServerPatch {
+            draining: Some(true),
+            ..Default::default()
+        };
+        assert!(servers.update(node, patch).await.unwrap().record.draining);
+        assert_eq!(nodes.take(), [Request::Drain { draining: true }]);
+        let seen = recorder.take();
+        assert_eq!(
+            kinds(&seen),
+            ["sfu_server_registered", "sfu_server_draining"]
+        );
+        assert_eq!(seen[0].event, DomainEvent::SfuServerRegistered { node });
+
+        // A node hosting a channel is removed only by force, which closes its room.
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        store
+            .inner
+            .place_channel(&channel, node, "room-x")
+            .await
+            .unwrap();
+        let _alice = member(&signaling, &channel, "alice").await;
+        recorder.take();
+        nodes.take();
+        assert!(servers.delete(node, false).await.is_err());
+        assert!(recorder.take().is_empty(), "a refused delete emits nothing");
+        servers.delete(node, true).await.unwrap();
+        assert_eq!(
+            nodes.take(),
+            [Request::CloseRoom {
+                room: "room-x".into()
+            }]
+        );
+        assert_eq!(kinds(&recorder.take()), ["sfu_server_removed"]);
+        assert!(servers.list().await.unwrap().is_empty());
     }
 }

@@ -1,6 +1,7 @@
-//! The signaling domain: sessions, channels, relay rules and SFU fleet records. It sees the
-//! outside world only through [`ports::Store`], [`ports::Bus`] and the local [`hub::Hub`], and
-//! tells it what happened only through [`events::Events`]: it never builds a wire message.
+//! The signaling domain: [`Sessions`], [`Channels`], [`Relay`], [`Placement`] and [`SfuServers`],
+//! composed by [`Signaling`] over the ports they share. It sees the outside world only through
+//! [`ports::Store`], [`ports::Bus`], [`ports::SfuNodes`] and the local [`hub::Hub`], and tells it
+//! what happened only through [`events::Events`]: it never builds a wire message.
 
 pub mod error;
 pub mod events;
@@ -11,24 +12,27 @@ pub mod ports;
 
 mod channels;
 mod fleet;
+mod placement;
 mod relay;
 mod session;
-mod sfu;
+mod shared;
 pub(crate) mod token;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::metrics::Metrics;
-use events::{DomainEvent, Events, Recipient};
+use events::Events;
 use hub::Hub;
-use ids::{InstanceId, SessionId};
-use model::SessionRecord;
-use ports::{Bus, SfuNodes, Store, StoreError};
+use ids::InstanceId;
+use ports::{Bus, Store, StoreError};
+use shared::Shared;
 
-pub use channels::{BulkDeleteOutcome, ChannelDetail, ChannelSummary};
-pub use fleet::{ADDRESS_PATTERN, FINGERPRINT_PATTERN, SfuServerPatch, SfuServerView};
-pub use session::{ChannelEntry, ConnectOptions, Connection, Resumed};
+pub use channels::{BulkDeleteOutcome, ChannelDetail, ChannelEntry, ChannelSummary, Channels};
+pub use fleet::{ADDRESS_PATTERN, FINGERPRINT_PATTERN, SfuServerPatch, SfuServerView, SfuServers};
+pub use placement::Placement;
+pub use relay::Relay;
+pub use session::{ConnectOptions, Connection, Resumed, Sessions};
 
 /// Behaviour settings of the signaling domain and its WebSocket edge.
 #[derive(Clone, Debug)]
@@ -117,23 +121,21 @@ impl SignalingConfig {
     }
 }
 
-/// One signaling instance's domain service, shared by every request and socket.
+/// One signaling instance's domain service, shared by every request and socket: its parts, one
+/// per concept, composed over the shared ports.
 pub struct Signaling {
-    config: SignalingConfig,
-    instance: InstanceId,
-    store: Arc<dyn Store>,
-    bus: Arc<dyn Bus>,
-    hub: Arc<Hub>,
-    events: Events,
-    metrics: Arc<Metrics>,
-    /// The SFU fleet, once attached (see [`Signaling::attach_sfu`]).
-    sfu: OnceLock<Arc<dyn SfuNodes>>,
+    shared: Arc<Shared>,
+    sessions: Arc<Sessions>,
+    channels: Arc<Channels>,
+    relay: Relay,
+    placement: Arc<Placement>,
+    sfu_servers: SfuServers,
 }
 
 impl std::fmt::Debug for Signaling {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Signaling")
-            .field("instance", &self.instance)
+            .field("instance", &self.shared.instance)
             .finish_non_exhaustive()
     }
 }
@@ -167,19 +169,29 @@ impl Signaling {
         ports: Ports,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
-        let signaling = Arc::new(Self {
+        let shared = Arc::new(Shared {
             config,
             instance,
             store: ports.store,
             bus: ports.bus,
             hub: ports.hub,
             events: ports.events,
-            sfu: OnceLock::new(),
             metrics,
+        });
+        let placement = Arc::new(Placement::new(shared.clone()));
+        let channels = Arc::new(Channels::new(shared.clone(), placement.clone()));
+        let sessions = Arc::new(Sessions::new(shared.clone(), channels.clone()));
+        let signaling = Arc::new(Self {
+            relay: Relay::new(shared.clone()),
+            sfu_servers: SfuServers::new(shared.clone(), placement.clone()),
+            shared,
+            sessions,
+            channels,
+            placement,
         });
         let weak = Arc::downgrade(&signaling);
         // The sessions held here are refreshed three times per presence TTL.
-        let refresh = signaling.config.presence_ttl / 3;
+        let refresh = signaling.shared.config.presence_ttl / 3;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(refresh);
             loop {
@@ -187,12 +199,13 @@ impl Signaling {
                 let Some(signaling) = weak.upgrade() else {
                     break;
                 };
-                let held = signaling.hub.sessions();
-                match signaling.store.touch_sessions(&held).await {
-                    Ok(lost) => signaling.close_lost(&lost).await,
+                let shared = &signaling.shared;
+                let held = shared.hub.sessions();
+                match shared.store.touch_sessions(&held).await {
+                    Ok(lost) => signaling.sessions.close_lost(&lost).await,
                     Err(e) => tracing::warn!(error = %e, "presence refresh failed"),
                 }
-                if let Err(e) = signaling.sweep_expired_members().await {
+                if let Err(e) = signaling.channels.sweep_expired_members().await {
                     tracing::warn!(error = %e, "sweeping expired channel members failed");
                 }
             }
@@ -200,53 +213,54 @@ impl Signaling {
         signaling
     }
 
+    /// Session lives: connect, resume, token rotation, user binding.
+    pub fn sessions(&self) -> &Arc<Sessions> {
+        &self.sessions
+    }
+
+    /// Channels: administration and membership.
+    pub fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    /// Offer/answer/candidate relay between peers.
+    pub fn relay(&self) -> &Relay {
+        &self.relay
+    }
+
+    /// SFU placement and the negotiation between sessions and nodes.
+    pub fn placement(&self) -> &Arc<Placement> {
+        &self.placement
+    }
+
+    /// The SFU fleet registry.
+    pub fn sfu_servers(&self) -> &SfuServers {
+        &self.sfu_servers
+    }
+
     /// The settings.
     pub fn config(&self) -> &SignalingConfig {
-        &self.config
+        &self.shared.config
     }
 
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+        &self.shared.metrics
     }
 
     /// This instance's id.
     pub fn instance(&self) -> &InstanceId {
-        &self.instance
+        &self.shared.instance
     }
 
     /// WebSocket connections held by this instance.
     pub fn connections(&self) -> usize {
-        self.hub.len()
+        self.shared.hub.len()
     }
 
     /// Checks that the store answers (`/health`).
     pub async fn check_store(&self) -> Result<(), StoreError> {
-        self.store.channels().await.map(drop)
-    }
-
-    /// Closes the sockets whose sessions vanished from the store (their presence expired during
-    /// a store outage longer than the TTL): they cannot be served any more, and a client that
-    /// reconnects starts a fresh session. Their channels drop them at the next sweep or broadcast.
-    async fn close_lost(&self, lost: &[SessionId]) {
-        for session in lost {
-            tracing::warn!(%session, "session lost from the store; closing its socket");
-            let recipient = Recipient {
-                session: session.clone(),
-                instance: self.instance.clone(),
-            };
-            let event = DomainEvent::SessionLost {
-                session: session.clone(),
-            };
-            self.events.emit(event, vec![recipient]).await;
-            self.hub.close(session);
-        }
-    }
-
-    /// Emits `event` to the sockets of `audience`, wherever they are held.
-    async fn emit(&self, event: DomainEvent, audience: &[&SessionRecord]) {
-        let audience = audience.iter().map(|r| Recipient::from(*r)).collect();
-        self.events.emit(event, audience).await;
+        self.shared.store.channels().await.map(drop)
     }
 }
 

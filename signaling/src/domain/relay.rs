@@ -2,25 +2,42 @@
 //! channel, or within a direct call that both allow and the callee accepted. A caller may trickle
 //! candidates before the answer; the callee's address is revealed only once it answers.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
-use super::Signaling;
 use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
 use super::ids::SessionId;
 use super::model::{CallState, SessionRecord};
 use super::session::Connection;
+use super::shared::Shared;
 
-impl Signaling {
+/// Offer/answer/candidate relay between peers.
+pub struct Relay {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
     /// `call`: an offer to a channel peer, or a direct call to a session outside the channel
     /// (both must allow direct calls; rate-limited per caller and per callee).
-    pub async fn relay_call(
+    pub async fn call(
         &self,
         connection: &Connection,
         to: Option<SessionId>,
         sdp: String,
     ) -> Result<(), SignalError> {
-        let me = self.me(connection).await?;
+        let me = self.shared.me(connection).await?;
         let target = self.target(&me, to).await?;
         if !shares_channel(&me, &target) && me.calls.get(&target.id) != Some(&CallState::Accepted) {
             if !(me.allow_direct_call && target.allow_direct_call) {
@@ -29,31 +46,35 @@ impl Signaling {
             // Counted per (callee, caller) first, so one caller cannot spend the callee's whole
             // budget and lock everyone else out; then per callee across every caller and
             // instance, so many sessions cannot flood one person with calls.
-            let window = self.config.direct_call_window;
+            let window = self.shared.config.direct_call_window;
             let mine = self
+                .shared
                 .store
                 .count_direct_call(&target.id, Some(&me.id), window)
                 .await?;
-            if mine > self.config.direct_calls_per_caller {
+            if mine > self.shared.config.direct_calls_per_caller {
                 return Err(SignalError::new(
                     ErrorCode::RateLimited,
                     "too many calls to that session; try again later",
                 ));
             }
             let offered = self
+                .shared
                 .store
                 .count_direct_call(&target.id, None, window)
                 .await?;
-            if offered > self.config.direct_calls_per_callee {
+            if offered > self.shared.config.direct_calls_per_callee {
                 return Err(SignalError::new(
                     ErrorCode::RateLimited,
                     "that session is receiving too many calls; try again later",
                 ));
             }
-            self.store
+            self.shared
+                .store
                 .set_call(&me.id, &target.id, Some(CallState::Outgoing))
                 .await?;
-            self.store
+            self.shared
+                .store
                 .set_call(&target.id, &me.id, Some(CallState::Incoming))
                 .await?;
         }
@@ -62,26 +83,28 @@ impl Signaling {
             to: target.id.clone(),
             sdp,
         };
-        self.emit(offered, &[&target]).await;
+        self.shared.emit(offered, &[&target]).await;
         Ok(())
     }
 
     /// `answer`: an answer to a channel peer, or accepting a pending direct call.
-    pub async fn relay_answer(
+    pub async fn answer(
         &self,
         connection: &Connection,
         to: Option<SessionId>,
         sdp: String,
     ) -> Result<(), SignalError> {
-        let me = self.me(connection).await?;
+        let me = self.shared.me(connection).await?;
         let target = self.target(&me, to).await?;
         if !shares_channel(&me, &target) {
             match me.calls.get(&target.id) {
                 Some(CallState::Incoming | CallState::Accepted) => {
-                    self.store
+                    self.shared
+                        .store
                         .set_call(&me.id, &target.id, Some(CallState::Accepted))
                         .await?;
-                    self.store
+                    self.shared
+                        .store
                         .set_call(&target.id, &me.id, Some(CallState::Accepted))
                         .await?;
                 }
@@ -93,20 +116,20 @@ impl Signaling {
             to: target.id.clone(),
             sdp,
         };
-        self.emit(answered, &[&target]).await;
+        self.shared.emit(answered, &[&target]).await;
         Ok(())
     }
 
     /// `candidate`: a trickled ICE candidate to a channel peer or a direct-call peer (a caller
     /// may trickle before the answer; the callee only once it answered).
-    pub async fn relay_candidate(
+    pub async fn candidate(
         &self,
         connection: &Connection,
         to: Option<SessionId>,
         candidate: Value,
     ) -> Result<(), SignalError> {
         check_candidate(&candidate)?;
-        let me = self.me(connection).await?;
+        let me = self.shared.me(connection).await?;
         let target = self.target(&me, to).await?;
         let allowed = shares_channel(&me, &target)
             || matches!(
@@ -121,30 +144,30 @@ impl Signaling {
             to: target.id.clone(),
             candidate,
         };
-        self.emit(sent, &[&target]).await;
+        self.shared.emit(sent, &[&target]).await;
         Ok(())
     }
 
     /// `reject`: the callee declines a pending direct call; the caller hears of it.
-    pub async fn relay_reject(
+    pub async fn reject(
         &self,
         connection: &Connection,
         to: SessionId,
         reason: Option<String>,
     ) -> Result<(), SignalError> {
-        let me = self.me(connection).await?;
+        let me = self.shared.me(connection).await?;
         if me.calls.get(&to) != Some(&CallState::Incoming) {
             return Err(no_pending_call());
         }
-        self.store.set_call(&me.id, &to, None).await?;
-        self.store.set_call(&to, &me.id, None).await?;
-        if let Some(caller) = self.store.session(&to).await? {
+        self.shared.store.set_call(&me.id, &to, None).await?;
+        self.shared.store.set_call(&to, &me.id, None).await?;
+        if let Some(caller) = self.shared.store.session(&to).await? {
             let rejected = DomainEvent::CallRejected {
                 from: me.id.clone(),
                 to: caller.id.clone(),
                 reason: reason.map(|r| r.chars().take(200).collect()),
             };
-            self.emit(rejected, &[&caller]).await;
+            self.shared.emit(rejected, &[&caller]).await;
         }
         Ok(())
     }
@@ -167,7 +190,8 @@ impl Signaling {
                 "cannot signal yourself",
             ));
         }
-        self.store
+        self.shared
+            .store
             .session(&to)
             .await?
             .ok_or_else(|| SignalError::new(ErrorCode::SessionNotFound, "no such session"))
@@ -202,4 +226,119 @@ fn no_pending_call() -> SignalError {
         ErrorCode::NoPendingCall,
         "no pending call from that session",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::domain::events::DomainEvent;
+    use crate::domain::ids::SessionId;
+    use crate::domain::tests::{audience, drain, integrated, kinds, member, recorded_service};
+
+    #[tokio::test]
+    async fn channel_peers_relay_offer_answer_and_candidate_as_events_to_the_target() {
+        let (signaling, _, recorder) = recorded_service();
+        let channel = signaling.channels().create(false).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
+        drain(&mut alice_queue);
+        recorder.take();
+
+        let (a, b) = (alice.session.clone(), bob.session.clone());
+        signaling
+            .relay()
+            .call(&alice, Some(b.clone()), "offer".into())
+            .await
+            .unwrap();
+        signaling
+            .relay()
+            .candidate(&alice, Some(b.clone()), json!({"candidate": "c"}))
+            .await
+            .unwrap();
+        signaling
+            .relay()
+            .answer(&bob, Some(a.clone()), "answer".into())
+            .await
+            .unwrap();
+        let seen = recorder.take();
+        assert_eq!(
+            seen.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+            [
+                DomainEvent::CallOffered {
+                    from: a.clone(),
+                    to: b.clone(),
+                    sdp: "offer".into()
+                },
+                DomainEvent::CandidateSent {
+                    from: a.clone(),
+                    to: b.clone(),
+                    candidate: json!({"candidate": "c"})
+                },
+                DomainEvent::CallAnswered {
+                    from: b.clone(),
+                    to: a.clone(),
+                    sdp: "answer".into()
+                },
+            ]
+        );
+        assert_eq!(audience(&seen[0]), vec![b.clone()]);
+        assert_eq!(audience(&seen[1]), vec![b.clone()]);
+        assert_eq!(audience(&seen[2]), vec![a.clone()]);
+        assert_eq!(
+            drain(&mut bob_queue),
+            [
+                format!(r#"{{"type":"called","from":"{a}","sdp":"offer","isSFU":false}}"#),
+                format!(
+                    r#"{{"type":"candidated","from":"{a}","candidate":{{"candidate":"c"}},"isSFU":false}}"#
+                ),
+            ]
+        );
+        assert_eq!(
+            drain(&mut alice_queue),
+            [format!(
+                r#"{{"type":"answered","from":"{b}","sdp":"answer","isSFU":false}}"#
+            )]
+        );
+
+        // A refused relay emits nothing.
+        let stranger = SessionId::from("nobody");
+        assert!(
+            signaling
+                .relay()
+                .call(&alice, Some(stranger), "offer".into())
+                .await
+                .is_err()
+        );
+        assert!(recorder.take().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_rejected_direct_call_emits_call_rejected_to_the_caller_as_rejected() {
+        let (signaling, _, recorder) = recorded_service();
+        let (alice, mut alice_queue) = integrated(&signaling, "alice", true).await;
+        let (bob, mut bob_queue) = integrated(&signaling, "bob", true).await;
+        recorder.take();
+        signaling
+            .relay()
+            .call(&alice, Some(bob.session.clone()), "offer".into())
+            .await
+            .unwrap();
+        assert_eq!(drain(&mut bob_queue).len(), 1);
+        signaling
+            .relay()
+            .reject(&bob, alice.session.clone(), Some("busy".into()))
+            .await
+            .unwrap();
+        let seen = recorder.take();
+        assert_eq!(kinds(&seen), ["call_offered", "call_rejected"]);
+        assert_eq!(audience(&seen[1]), vec![alice.session.clone()]);
+        assert_eq!(
+            drain(&mut alice_queue),
+            [format!(
+                r#"{{"type":"rejected","from":"{}","reason":"busy"}}"#,
+                bob.session
+            )]
+        );
+    }
 }

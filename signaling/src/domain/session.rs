@@ -1,4 +1,4 @@
-//! A session's life: connect, integrate, enter/leave channels, resume after a dropped socket, end.
+//! A session's life: connect, integrate, resume after a dropped socket, end.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -6,16 +6,15 @@ use std::sync::Arc;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::Signaling;
+use super::channels::Channels;
 use super::error::{ErrorCode, SignalError};
-use super::events::DomainEvent;
+use super::events::{DomainEvent, Recipient};
 use super::hub::Outgoing;
 use super::ids::{ChannelId, ConnectionId, SessionId};
-use super::model::{
-    ChatMessage, MediaKey, MediaState, ResumeTokens, SessionRecord, SessionUpdate, Takeover, now_ms,
-};
+use super::model::{MediaState, ResumeTokens, SessionRecord, SessionUpdate, Takeover, now_ms};
 use super::ports::StoreError;
-use super::token;
+use super::shared::Shared;
+use super::{DomainError, token};
 
 /// Options a client chooses when it connects (query parameters of `/websocket`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -46,16 +45,23 @@ pub struct Resumed {
     pub token: String,
 }
 
-/// The channel a session is in after `enter`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ChannelEntry {
-    /// The channel.
-    pub channel: ChannelId,
-    /// Its media goes through the SFU.
-    pub sfu_enabled: bool,
+/// Session lives: connect, resume, token rotation, user binding, end.
+pub struct Sessions {
+    shared: Arc<Shared>,
+    channels: Arc<Channels>,
 }
 
-impl Signaling {
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions").finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    pub(super) fn new(shared: Arc<Shared>, channels: Arc<Channels>) -> Self {
+        Self { shared, channels }
+    }
+
     /// Opens a session for a new socket. Returns the connection and its first resume token.
     pub async fn connect(
         &self,
@@ -65,7 +71,7 @@ impl Signaling {
         let (token, token_hash) = token::issue(self.token_expiry());
         let record = SessionRecord {
             id: SessionId::random(),
-            instance: self.instance.clone(),
+            instance: self.shared.instance.clone(),
             connection: ConnectionId::random(),
             user: None,
             state: MediaState::default(),
@@ -78,11 +84,12 @@ impl Signaling {
             connected: true,
             calls: BTreeMap::new(),
         };
-        self.store.create_session(&record).await?;
-        self.hub
+        self.shared.store.create_session(&record).await?;
+        self.shared
+            .hub
             .register(record.id.clone(), record.connection.clone(), outbox);
-        self.metrics.ws_connections.inc();
-        self.metrics.ws_connections_total.inc();
+        self.shared.metrics.ws_connections.inc();
+        self.shared.metrics.ws_connections_total.inc();
         let connection = Connection {
             id: record.connection,
             session: record.id,
@@ -90,59 +97,18 @@ impl Signaling {
         let started = DomainEvent::SessionStarted {
             session: connection.session.clone(),
         };
-        self.events.record(started).await;
+        self.shared.events.record(started).await;
         Ok((connection, token))
-    }
-
-    /// `message`: chat to the session's channel.
-    pub async fn send_chat(
-        &self,
-        connection: &Connection,
-        message: ChatMessage,
-    ) -> Result<(), SignalError> {
-        let me = self.me(connection).await?;
-        let channel = in_channel(&me)?;
-        let sent = DomainEvent::ChatSent {
-            channel: channel.clone(),
-            from: me.id.clone(),
-            message,
-        };
-        self.broadcast(channel, sent).await?;
-        Ok(())
-    }
-
-    /// `updateMediaState`: stores one key of the session's media state and tells its channel.
-    pub async fn update_media_state(
-        &self,
-        connection: &Connection,
-        key: MediaKey,
-        value: bool,
-    ) -> Result<(), SignalError> {
-        let me = self.me(connection).await?;
-        let channel = in_channel(&me)?;
-        let mut state = me.state;
-        state.set(key, value);
-        let update = SessionUpdate {
-            state: Some(state),
-            ..SessionUpdate::default()
-        };
-        self.store.update_session(&me.id, &update).await?;
-        let changed = DomainEvent::MediaStateChanged {
-            channel: channel.clone(),
-            session: me.id.clone(),
-            key,
-            value,
-        };
-        self.broadcast(channel, changed).await?;
-        Ok(())
     }
 
     /// The socket closed. The session stays resumable (and in its channel) for the grace window,
     /// then ends unless a new connection resumed it.
     pub async fn disconnect(self: &Arc<Self>, connection: Connection) {
-        self.metrics.ws_connections.dec();
-        self.hub.unregister(&connection.session, &connection.id);
-        let still_ours = match self.store.session(&connection.session).await {
+        self.shared.metrics.ws_connections.dec();
+        self.shared
+            .hub
+            .unregister(&connection.session, &connection.id);
+        let still_ours = match self.shared.store.session(&connection.session).await {
             Ok(Some(record)) => record.connection == connection.id,
             Ok(None) => false,
             Err(e) => {
@@ -158,6 +124,7 @@ impl Signaling {
             ..SessionUpdate::default()
         };
         if let Err(e) = self
+            .shared
             .store
             .update_session(&connection.session, &update)
             .await
@@ -166,7 +133,7 @@ impl Signaling {
         }
         let signaling = Arc::clone(self);
         tokio::spawn(async move {
-            tokio::time::sleep(signaling.config.resume_grace).await;
+            tokio::time::sleep(signaling.shared.config.resume_grace).await;
             signaling.expire(connection).await;
         });
     }
@@ -188,31 +155,32 @@ impl Signaling {
     /// session then deleted); retiring is one atomic store step that a later resume cannot undo.
     async fn end_if_dropped(&self, connection: &Connection) -> Result<(), StoreError> {
         if !self
+            .shared
             .store
             .retire_session(&connection.session, &connection.id)
             .await?
         {
             return Ok(());
         }
-        match self.store.session(&connection.session).await? {
-            Some(record) => self.end_session(&record).await,
+        match self.shared.store.session(&connection.session).await? {
+            Some(record) => self.end(&record).await,
             None => Ok(()),
         }
     }
 
     /// Removes a session: leaves its channel (telling the members), drops its calls, deletes it.
-    pub(super) async fn end_session(&self, record: &SessionRecord) -> Result<(), StoreError> {
+    pub(super) async fn end(&self, record: &SessionRecord) -> Result<(), StoreError> {
         if let Some(channel) = &record.channel {
-            self.leave_channel(record, channel).await?;
+            self.channels.leave_channel(record, channel).await?;
         }
         for peer in record.calls.keys() {
-            self.store.set_call(peer, &record.id, None).await?;
+            self.shared.store.set_call(peer, &record.id, None).await?;
         }
-        self.store.delete_session(&record.id).await?;
+        self.shared.store.delete_session(&record.id).await?;
         let ended = DomainEvent::SessionEnded {
             session: record.id.clone(),
         };
-        self.events.record(ended).await;
+        self.shared.events.record(ended).await;
         tracing::debug!(session = %record.id, "session ended");
         Ok(())
     }
@@ -226,6 +194,7 @@ impl Signaling {
     ) -> Result<Option<String>, StoreError> {
         let (token, token_hash) = token::issue(self.token_expiry());
         let rotated = self
+            .shared
             .store
             .rotate_token(&connection.session, &connection.id, &token_hash)
             .await?;
@@ -235,7 +204,7 @@ impl Signaling {
     /// When a token issued now stops being accepted, milliseconds since the Unix epoch.
     fn token_expiry(&self) -> u64 {
         let lifetime =
-            u64::try_from(self.config.resume_token_lifetime.as_millis()).unwrap_or(u64::MAX);
+            u64::try_from(self.shared.config.resume_token_lifetime.as_millis()).unwrap_or(u64::MAX);
         now_ms().saturating_add(lifetime)
     }
 
@@ -260,35 +229,38 @@ impl Signaling {
             ));
         }
         // The fresh session this socket got at connect time is replaced by the resumed one.
-        let fresh = self.me(connection).await?;
+        let fresh = self.shared.me(connection).await?;
         let (token, token_hash) = token::issue(self.token_expiry());
         let takeover = Takeover {
-            instance: self.instance.clone(),
+            instance: self.shared.instance.clone(),
             connection: connection.id.clone(),
             token: token_hash,
         };
         // One atomic step checks and consumes the token: of two racing resumes, one wins.
         let old = self
+            .shared
             .store
             .resume_session(&id, &token::hash(presented), now_ms(), &takeover)
             .await?
             .ok_or_else(invalid)?;
-        if old.instance == self.instance {
-            self.hub.kick(&id, &connection.id);
+        if old.instance == self.shared.instance {
+            self.shared.hub.kick(&id, &connection.id);
         } else {
             let kick = super::ports::Envelope::Kick {
                 session: id.clone(),
                 except: connection.id.clone(),
             };
-            self.bus.publish(&old.instance, &kick).await?;
+            self.shared.bus.publish(&old.instance, &kick).await?;
         }
-        self.hub.rekey(&connection.session, &id, &connection.id);
+        self.shared
+            .hub
+            .rekey(&connection.session, &id, &connection.id);
         connection.session = id.clone();
-        self.end_session(&fresh).await?;
+        self.end(&fresh).await?;
         let resumed = DomainEvent::SessionResumed {
             session: id.clone(),
         };
-        self.events.record(resumed).await;
+        self.shared.events.record(resumed).await;
         Ok(Resumed {
             id,
             user: old.user,
@@ -297,91 +269,14 @@ impl Signaling {
         })
     }
 
-    /// `enter`: the session enters a channel (leaving the one it was in); every member, the
-    /// newcomer included, hears of it.
-    pub async fn enter(
-        &self,
-        connection: &Connection,
-        channel_id: ChannelId,
-    ) -> Result<ChannelEntry, SignalError> {
-        let me = self.me(connection).await?;
-        let Some(user) = me.user.clone() else {
-            return Err(SignalError::new(
-                ErrorCode::NotIntegrated,
-                "integrate a user with this session before entering a channel",
-            ));
-        };
-        let Some(channel) = self.store.channel(&channel_id).await? else {
-            return Err(SignalError::new(
-                ErrorCode::ChannelNotFound,
-                "no such channel",
-            ));
-        };
-        let success = ChannelEntry {
-            channel: channel.id.clone(),
-            sfu_enabled: channel.sfu_enabled,
-        };
-        match &me.channel {
-            Some(current) if current == &channel.id => return Ok(success),
-            Some(current) => self.leave_channel(&me, current).await?,
-            None => {}
-        }
-        // Membership is written before the reply so an immediate `listSessions` sees it.
-        self.store.set_member(&channel.id, &me.id, true).await?;
-        let update = SessionUpdate {
-            channel: Some(Some(channel.id.clone())),
-            ..SessionUpdate::default()
-        };
-        self.store.update_session(&me.id, &update).await?;
-        let entered = DomainEvent::MemberEntered {
-            channel: channel.id.clone(),
-            session: me.id.clone(),
-            user,
-        };
-        self.broadcast(&channel.id, entered).await?;
-        if channel.sfu_enabled {
-            self.sfu_entered(&me, &channel).await;
-        }
-        Ok(success)
-    }
-
-    /// `leave`: the session leaves its channel; the remaining members hear of it.
-    pub async fn leave(&self, connection: &Connection) -> Result<(), SignalError> {
-        let me = self.me(connection).await?;
-        let channel = in_channel(&me)?;
-        self.leave_channel(&me, channel).await?;
-        Ok(())
-    }
-
-    /// Takes `me` out of `channel` and tells the remaining members.
-    pub(super) async fn leave_channel(
-        &self,
-        me: &SessionRecord,
-        channel: &ChannelId,
-    ) -> Result<(), StoreError> {
-        self.store.set_member(channel, &me.id, false).await?;
-        let update = SessionUpdate {
-            channel: Some(None),
-            ..SessionUpdate::default()
-        };
-        self.store.update_session(&me.id, &update).await?;
-        let left = DomainEvent::MemberLeft {
-            channel: channel.clone(),
-            session: me.id.clone(),
-        };
-        self.broadcast(channel, left).await?;
-        self.sfu_release(&me.id, channel).await;
-        Ok(())
-    }
-
     /// `integrateUser` (anonymous mode only): binds `user` to the session, its id forced to the
     /// session id. Returns the user as bound.
-    pub async fn integrate_self(
+    pub async fn integrate(
         &self,
         connection: &Connection,
         user: Value,
     ) -> Result<Value, SignalError> {
-        if !self.config.allow_anonymous {
+        if !self.shared.config.allow_anonymous {
             return Err(SignalError::new(
                 ErrorCode::Forbidden,
                 "anonymous integration is disabled; the service server integrates users",
@@ -400,7 +295,8 @@ impl Signaling {
             user: Some(user.clone()),
             ..SessionUpdate::default()
         };
-        self.store
+        self.shared
+            .store
             .update_session(&connection.session, &update)
             .await?;
         // The client learns it from the reply; the event has no audience.
@@ -408,171 +304,46 @@ impl Signaling {
             session: connection.session.clone(),
             user: user.clone(),
         };
-        self.events.record(integrated).await;
+        self.shared.events.record(integrated).await;
         Ok(user)
     }
 
-    /// `listSessions`: the live members of the session's channel, itself included.
-    pub async fn list_sessions(
-        &self,
-        connection: &Connection,
-    ) -> Result<Vec<SessionRecord>, SignalError> {
-        let me = self.me(connection).await?;
-        let channel = in_channel(&me)?;
-        Ok(self.live_members(channel).await?)
-    }
-
-    /// The session `connection` holds.
-    pub(super) async fn me(&self, connection: &Connection) -> Result<SessionRecord, SignalError> {
-        self.store
-            .session(&connection.session)
-            .await?
-            .ok_or_else(|| SignalError::new(ErrorCode::SessionNotFound, "session has ended"))
-    }
-
-    /// Live members of a channel. A read: members whose presence expired (their instance died)
-    /// or who moved on are left out but stay stored; removing them and telling the others is
-    /// the write path's job ([`Self::prune_members`], [`Self::sweep_expired_members`]).
-    pub(super) async fn live_members(
-        &self,
-        channel: &ChannelId,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut per_channel = self.live_members_of(std::slice::from_ref(channel)).await?;
-        Ok(per_channel.pop().unwrap_or_default())
-    }
-
-    /// Live members of several channels, in order: two store round trips however many channels.
-    pub(super) async fn live_members_of(
-        &self,
-        channels: &[ChannelId],
-    ) -> Result<Vec<Vec<SessionRecord>>, StoreError> {
-        Ok(self
-            .member_records(channels)
-            .await?
-            .into_iter()
-            .zip(channels)
-            .map(|(members, channel)| split_members(channel, members).0)
-            .collect())
-    }
-
-    /// Each channel's stored members with their session records (`None` once expired).
-    async fn member_records(
-        &self,
-        channels: &[ChannelId],
-    ) -> Result<Vec<Vec<(SessionId, Option<SessionRecord>)>>, StoreError> {
-        let ids = self.store.members_of(channels).await?;
-        let flat: Vec<SessionId> = ids.iter().flatten().cloned().collect();
-        let mut records = if flat.is_empty() {
-            Vec::new()
-        } else {
-            self.store.sessions(&flat).await?
+    /// Binds `user` to a live session (re-binding replaces the previous user) and tells its socket.
+    pub async fn bind_user(&self, session: &SessionId, user: Value) -> Result<Value, DomainError> {
+        let update = SessionUpdate {
+            user: Some(user.clone()),
+            ..SessionUpdate::default()
+        };
+        if !self.shared.store.update_session(session, &update).await? {
+            return Err(DomainError::NotFound("Session is not found"));
         }
-        .into_iter();
-        Ok(ids
-            .into_iter()
-            .map(|members| {
-                members
-                    .into_iter()
-                    .map(|id| (id, records.next().flatten()))
-                    .collect()
-            })
-            .collect())
-    }
-
-    /// Live members of `channel`, for a write: stale members are removed and the live ones told
-    /// they left.
-    pub(super) async fn prune_members(
-        &self,
-        channel: &ChannelId,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut per_channel = self.member_records(std::slice::from_ref(channel)).await?;
-        let (live, stale) = split_members(channel, per_channel.pop().unwrap_or_default());
-        self.remove_members(channel, &live, stale).await?;
-        Ok(live)
-    }
-
-    /// The timeout path (run with the presence refresh): members of any channel whose session
-    /// expired from the store (their instance died) are removed, and the live ones told they left.
-    pub(super) async fn sweep_expired_members(&self) -> Result<(), StoreError> {
-        let channels: Vec<ChannelId> = self
-            .store
-            .channels()
-            .await?
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        let per_channel = self.member_records(&channels).await?;
-        for (channel, members) in channels.iter().zip(per_channel) {
-            // Only expired sessions: a member whose record names another channel may be halfway
-            // through `enter`, which writes the membership before the session.
-            if members.iter().all(|(_, record)| record.is_some()) {
-                continue;
-            }
-            let expired = members
-                .iter()
-                .filter(|(_, record)| record.is_none())
-                .map(|(id, _)| id.clone())
-                .collect();
-            let (live, _) = split_members(channel, members);
-            self.remove_members(channel, &live, expired).await?;
+        if let Some(record) = self.shared.store.session(session).await? {
+            let integrated = DomainEvent::UserIntegrated {
+                session: session.clone(),
+                user: user.clone(),
+            };
+            self.shared.emit(integrated, &[&record]).await;
         }
-        Ok(())
+        Ok(user)
     }
 
-    /// Removes `gone` from `channel` and tells `live` of each removal this call made (another
-    /// instance sweeping at the same time tells them of the rest).
-    async fn remove_members(
-        &self,
-        channel: &ChannelId,
-        live: &[SessionRecord],
-        gone: Vec<SessionId>,
-    ) -> Result<(), StoreError> {
-        for id in gone {
-            if self.store.set_member(channel, &id, false).await? {
-                let left = DomainEvent::MemberLeft {
-                    channel: channel.clone(),
-                    session: id,
-                };
-                self.emit(left, &live.iter().collect::<Vec<_>>()).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// Emits `event` to every live member of `channel`.
-    pub(super) async fn broadcast(
-        &self,
-        channel: &ChannelId,
-        event: DomainEvent,
-    ) -> Result<(), StoreError> {
-        let members = self.prune_members(channel).await?;
-        self.emit(event, &members.iter().collect::<Vec<_>>()).await;
-        Ok(())
-    }
-}
-
-/// The channel a session is in, or the error for requests that need one.
-pub(super) fn in_channel(me: &SessionRecord) -> Result<&ChannelId, SignalError> {
-    me.channel
-        .as_ref()
-        .ok_or_else(|| SignalError::new(ErrorCode::NotInChannel, "enter a channel first"))
-}
-
-/// Splits a channel's stored members into live records and stale ids (expired, or now in
-/// another channel).
-fn split_members(
-    channel: &ChannelId,
-    members: Vec<(SessionId, Option<SessionRecord>)>,
-) -> (Vec<SessionRecord>, Vec<SessionId>) {
-    let mut live = Vec::with_capacity(members.len());
-    let mut stale = Vec::new();
-    for (id, record) in members {
-        match record {
-            Some(record) if record.channel.as_ref() == Some(channel) => live.push(record),
-            _ => stale.push(id),
+    /// Closes the sockets whose sessions vanished from the store (their presence expired during
+    /// a store outage longer than the TTL): they cannot be served any more, and a client that
+    /// reconnects starts a fresh session. Their channels drop them at the next sweep or broadcast.
+    pub(super) async fn close_lost(&self, lost: &[SessionId]) {
+        for session in lost {
+            tracing::warn!(%session, "session lost from the store; closing its socket");
+            let recipient = Recipient {
+                session: session.clone(),
+                instance: self.shared.instance.clone(),
+            };
+            let event = DomainEvent::SessionLost {
+                session: session.clone(),
+            };
+            self.shared.events.emit(event, vec![recipient]).await;
+            self.shared.hub.close(session);
         }
     }
-    (live, stale)
 }
 
 #[cfg(test)]
@@ -589,6 +360,7 @@ mod tests {
         CallState, ChannelRecord, NewSfuServer, SfuServerRecord, TokenHash,
     };
     use crate::domain::ports::{ChannelStore, SessionStore, SfuRegistry};
+    use crate::domain::tests::{audience, drain, integrated, kinds, member, recorded_service};
     use crate::metrics::Metrics;
     use crate::store::EmbeddedStore;
 
@@ -780,7 +552,7 @@ mod tests {
         };
         let record = SessionRecord {
             id: dropped.session.clone(),
-            instance: signaling.instance.clone(),
+            instance: signaling.instance().clone(),
             connection: dropped.id.clone(),
             user: None,
             state: MediaState::default(),
@@ -807,7 +579,7 @@ mod tests {
         };
         *store.armed.lock().unwrap() =
             Some((dropped.session.clone(), token::hash("secret"), takeover));
-        signaling.expire(dropped).await;
+        signaling.sessions().expire(dropped).await;
         assert!(
             store.resumed.load(Ordering::SeqCst),
             "the resume won the race"
@@ -863,5 +635,63 @@ mod tests {
             .await
             .unwrap();
         assert!(resumed.is_none(), "a retired session cannot be resumed");
+    }
+
+    #[tokio::test]
+    async fn ending_a_session_in_a_channel_emits_member_left_then_session_ended() {
+        let (signaling, store, recorder) = recorded_service();
+        let channel = signaling.channels().create(false).await.unwrap().id;
+        let (alice, _alice_queue) = member(&signaling, &channel, "alice").await;
+        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
+        recorder.take();
+        let record = store.inner.session(&alice.session).await.unwrap().unwrap();
+        signaling.sessions().end(&record).await.unwrap();
+        let seen = recorder.take();
+        assert_eq!(kinds(&seen), ["member_left", "session_ended"]);
+        assert_eq!(audience(&seen[0]), vec![bob.session.clone()]);
+        assert!(seen[1].audience.is_empty());
+        assert_eq!(
+            drain(&mut bob_queue),
+            [format!(
+                r#"{{"type":"left","sessionId":"{}"}}"#,
+                alice.session
+            )]
+        );
+        let metrics = signaling.metrics().render();
+        assert!(
+            metrics.contains("mooyaho_sessions_ended_total 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains(r#"mooyaho_domain_events_total{kind="member_left"} 1"#),
+            "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lost_session_is_told_through_its_event_and_closed() {
+        let (signaling, _, recorder) = recorded_service();
+        let (alice, mut alice_queue) = integrated(&signaling, "alice", false).await;
+        recorder.take();
+        signaling
+            .sessions()
+            .close_lost(std::slice::from_ref(&alice.session))
+            .await;
+        let seen = recorder.take();
+        assert_eq!(kinds(&seen), ["session_lost"]);
+        assert_eq!(audience(&seen[0]), vec![alice.session.clone()]);
+        let frame: Value = match alice_queue.try_recv() {
+            Ok(Outgoing::Text(text)) => serde_json::from_str(&text).unwrap(),
+            other => panic!("expected the error frame, got {other:?}"),
+        };
+        assert_eq!(frame["type"], "error");
+        assert_eq!(frame["code"], "session_not_found");
+        assert!(
+            matches!(
+                alice_queue.try_recv(),
+                Err(mpsc::error::TryRecvError::Disconnected)
+            ),
+            "the socket's outbox is closed after the frame"
+        );
     }
 }

@@ -1,61 +1,83 @@
-//! SFU channels: placement of a channel's room on a node, the publish and subscribe negotiation
-//! relayed between a session and its node, and releasing media when sessions and channels end.
+//! SFU placement: a channel's room on a node, the publish and subscribe negotiation relayed
+//! between a session and its node, and releasing media when sessions and channels end.
 //!
 //! Flow for one session (DESIGN §3): `call {isSFU, sdp}` → node answers → `answered {isSFU, sdp}`;
 //! whenever the session has something to receive, the node offers → `called {isSFU, sdp}` →
 //! `answer {isSFU, sdp}` → node. Node events (tracks came or went) trigger new offers, for
 //! sessions held by any instance (delivery crosses the bus).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use mooyaho_control::{ErrorCode as NodeError, Event, Request, Response};
 use tokio::sync::mpsc;
 
 use serde_json::Value;
 
-use super::Signaling;
 use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
 use super::ids::{ChannelId, SessionId, SfuServerId};
 use super::model::{ChannelRecord, SessionRecord};
 use super::ports::{SfuError, SfuNodes};
 use super::relay::check_candidate;
-use super::session::{Connection, in_channel};
+use super::session::Connection;
+use super::shared::{Shared, in_channel};
 
-impl Signaling {
+/// Where SFU channels' media lives, and the negotiation between sessions and nodes.
+pub struct Placement {
+    shared: Arc<Shared>,
+    /// The SFU fleet, once attached (see [`Placement::attach`]).
+    nodes: OnceLock<Arc<dyn SfuNodes>>,
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placement")
+            .field("attached", &self.nodes.get().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Placement {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            nodes: OnceLock::new(),
+        }
+    }
+
     /// Connects the SFU fleet and starts handling its events. Called once, at composition.
-    pub fn attach_sfu(
+    pub fn attach(
         self: &Arc<Self>,
         nodes: Arc<dyn SfuNodes>,
         mut events: mpsc::Receiver<(SfuServerId, Event)>,
     ) {
-        if self.sfu.set(nodes).is_err() {
+        if self.nodes.set(nodes).is_err() {
             return;
         }
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             while let Some((node, event)) = events.recv().await {
-                let Some(signaling) = weak.upgrade() else {
+                let Some(placement) = weak.upgrade() else {
                     break;
                 };
-                signaling.on_sfu_event(node, event).await;
+                placement.on_node_event(node, event).await;
             }
         });
     }
 
     /// The fleet, if this instance has one.
-    pub(super) fn sfu_nodes(&self) -> Option<&Arc<dyn SfuNodes>> {
-        self.sfu.get()
+    pub(super) fn nodes(&self) -> Option<&Arc<dyn SfuNodes>> {
+        self.nodes.get()
     }
 
     /// `call {isSFU:true, sdp}`: the session publishes through its channel's node. Returns the
     /// node's answer.
-    pub async fn sfu_publish(
+    pub async fn publish(
         &self,
         connection: &Connection,
         offer: String,
     ) -> Result<String, SignalError> {
-        let me = &self.me(connection).await?;
+        let me = &self.shared.me(connection).await?;
         let channel = self.sfu_channel(me).await?;
         let mut retried = false;
         loop {
@@ -68,18 +90,17 @@ impl Signaling {
             match self.node_call(node, request).await? {
                 Response::Sdp { sdp: Some(answer) } => {
                     // Whatever the others already publish, this session can receive now.
-                    self.sfu_offer(node, &room, me).await;
+                    self.offer(node, &room, me).await;
                     if placed_now {
                         // Members that entered before the channel had a room are unknown to the
                         // node, so its renegotiation events cannot reach them: offer directly.
-                        self.sfu_offer_members(node, &room, &channel.id, &me.id)
-                            .await;
+                        self.offer_members(node, &room, &channel.id, &me.id).await;
                     }
                     let published = DomainEvent::TracksPublished {
                         channel: channel.id.clone(),
                         session: me.id.clone(),
                     };
-                    self.events.record(published).await;
+                    self.shared.events.record(published).await;
                     return Ok(answer);
                 }
                 Response::Error {
@@ -87,7 +108,10 @@ impl Signaling {
                     ..
                 } if !retried => {
                     // The node restarted and lost the room: place the channel again, once.
-                    self.store.unplace_channel(&channel.id, &room).await?;
+                    self.shared
+                        .store
+                        .unplace_channel(&channel.id, &room)
+                        .await?;
                     retried = true;
                 }
                 other => return Err(node_refusal(other)),
@@ -96,12 +120,8 @@ impl Signaling {
     }
 
     /// `answer {isSFU:true, sdp}`: the session answers the node's latest subscribe offer.
-    pub async fn sfu_answer(
-        &self,
-        connection: &Connection,
-        answer: String,
-    ) -> Result<(), SignalError> {
-        let me = self.me(connection).await?;
+    pub async fn answer(&self, connection: &Connection, answer: String) -> Result<(), SignalError> {
+        let me = self.shared.me(connection).await?;
         let channel = self.sfu_channel(&me).await?;
         let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room) else {
             return Err(SignalError::new(
@@ -123,19 +143,19 @@ impl Signaling {
     /// `candidate {isSFU:true}`: the node is ICE-lite with its candidate in the SDP and learns
     /// the client's addresses from its connectivity checks, so trickled candidates are not
     /// needed. Accepted (not an error) so standard clients can trickle as usual.
-    pub async fn sfu_candidate(
+    pub async fn candidate(
         &self,
         connection: &Connection,
         candidate: &Value,
     ) -> Result<(), SignalError> {
         check_candidate(candidate)?;
-        let me = self.me(connection).await?;
+        let me = self.shared.me(connection).await?;
         self.sfu_channel(&me).await?;
         Ok(())
     }
 
     /// Sends `session` the node's current subscribe offer, if it has something to receive.
-    pub(super) async fn sfu_offer(&self, node: SfuServerId, room: &str, session: &SessionRecord) {
+    pub(super) async fn offer(&self, node: SfuServerId, room: &str, session: &SessionRecord) {
         let request = Request::SubscribeOffer {
             room: room.to_owned(),
             session: session.id.0.clone(),
@@ -146,7 +166,7 @@ impl Signaling {
                     session: session.id.clone(),
                     sdp: offer,
                 };
-                self.emit(offered, &[session]).await;
+                self.shared.emit(offered, &[session]).await;
             }
             Ok(Response::Sdp { sdp: None }) => {}
             Ok(other) => tracing::warn!(?other, "subscribe offer refused"),
@@ -157,27 +177,27 @@ impl Signaling {
     /// After `enter`: a receive-only member gets an offer as soon as anyone publishes. The
     /// channel is read again after the membership was written, so a concurrent first publish
     /// either sees this member or this member sees its placement.
-    pub(super) async fn sfu_entered(&self, me: &SessionRecord, channel: &ChannelRecord) {
-        let Ok(Some(channel)) = self.store.channel(&channel.id).await else {
+    pub(super) async fn entered(&self, me: &SessionRecord, channel: &ChannelRecord) {
+        let Ok(Some(channel)) = self.shared.store.channel(&channel.id).await else {
             return;
         };
         if let (Some(node), Some(room)) = (channel.sfu_server_id, &channel.sfu_room) {
-            self.sfu_offer(node, room, me).await;
+            self.offer(node, room, me).await;
         }
     }
 
     /// Offers to every live member of `channel` but `except`.
-    async fn sfu_offer_members(
+    async fn offer_members(
         &self,
         node: SfuServerId,
         room: &str,
         channel: &ChannelId,
         except: &SessionId,
     ) {
-        match self.live_members(channel).await {
+        match self.shared.live_members(channel).await {
             Ok(members) => {
                 for member in members.iter().filter(|m| &m.id != except) {
-                    self.sfu_offer(node, room, member).await;
+                    self.offer(node, room, member).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "listing members for SFU offers failed"),
@@ -185,8 +205,8 @@ impl Signaling {
     }
 
     /// The session left an SFU channel: its transports go (others are re-offered by the node).
-    pub(super) async fn sfu_release(&self, session: &SessionId, channel: &ChannelId) {
-        let Ok(Some(channel)) = self.store.channel(channel).await else {
+    pub(super) async fn release(&self, session: &SessionId, channel: &ChannelId) {
+        let Ok(Some(channel)) = self.shared.store.channel(channel).await else {
             return;
         };
         let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room) else {
@@ -203,12 +223,12 @@ impl Signaling {
             channel: channel.id,
             session: session.clone(),
         };
-        self.events.record(released).await;
+        self.shared.events.record(released).await;
     }
 
     /// Tells a node its drain state (best effort: an unreachable node is not placed on anyway).
     pub(super) async fn tell_node_draining(&self, node: SfuServerId, draining: bool) {
-        if self.sfu_nodes().is_none() {
+        if self.nodes().is_none() {
             return;
         }
         if let Err(e) = self.node_call(node, Request::Drain { draining }).await {
@@ -217,7 +237,7 @@ impl Signaling {
     }
 
     /// The channel was deleted: its room goes.
-    pub(super) async fn sfu_close_room(&self, channel: &ChannelRecord) {
+    pub(super) async fn close_room(&self, channel: &ChannelRecord) {
         let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room.clone()) else {
             return;
         };
@@ -226,11 +246,11 @@ impl Signaling {
         }
     }
 
-    async fn on_sfu_event(&self, node: SfuServerId, event: Event) {
+    async fn on_node_event(&self, node: SfuServerId, event: Event) {
         match event {
             Event::RenegotiationNeeded { room, session } => {
-                match self.store.session(&SessionId(session)).await {
-                    Ok(Some(record)) => self.sfu_offer(node, &room, &record).await,
+                match self.shared.store.session(&SessionId(session)).await {
+                    Ok(Some(record)) => self.offer(node, &room, &record).await,
                     Ok(None) => {}
                     Err(e) => tracing::warn!(error = %e, "SFU event: store unavailable"),
                 }
@@ -248,7 +268,7 @@ impl Signaling {
                     side,
                     reason,
                 };
-                self.events.record(closed).await;
+                self.shared.events.record(closed).await;
             }
             _ => {}
         }
@@ -258,6 +278,7 @@ impl Signaling {
     async fn sfu_channel(&self, me: &SessionRecord) -> Result<ChannelRecord, SignalError> {
         let id = in_channel(me)?;
         let channel = self
+            .shared
             .store
             .channel(id)
             .await?
@@ -278,6 +299,7 @@ impl Signaling {
         channel: &ChannelId,
     ) -> Result<(SfuServerId, String, bool), SignalError> {
         let record = self
+            .shared
             .store
             .channel(channel)
             .await?
@@ -291,6 +313,7 @@ impl Signaling {
             other => return Err(node_refusal(other)),
         };
         let placed = self
+            .shared
             .store
             .place_channel(channel, node, &room)
             .await?
@@ -303,7 +326,7 @@ impl Signaling {
                     node,
                     room: room.clone(),
                 };
-                self.events.record(placed).await;
+                self.shared.events.record(placed).await;
                 Ok((node, room, true))
             }
             (Some(winner), Some(winner_room)) => {
@@ -320,8 +343,8 @@ impl Signaling {
 
     /// Least-loaded healthy node that is neither disabled nor draining.
     async fn pick_node(&self) -> Result<SfuServerId, SignalError> {
-        let nodes = self.sfu_nodes().ok_or_else(no_fleet)?;
-        let records = self.store.sfu_servers().await?;
+        let nodes = self.nodes().ok_or_else(no_fleet)?;
+        let records = self.shared.store.sfu_servers().await?;
         records
             .iter()
             .filter(|r| !r.disabled && !r.draining)
@@ -345,7 +368,7 @@ impl Signaling {
         node: SfuServerId,
         request: Request,
     ) -> Result<Response, SignalError> {
-        let nodes = self.sfu_nodes().ok_or_else(no_fleet)?;
+        let nodes = self.nodes().ok_or_else(no_fleet)?;
         nodes.call(node, request).await.map_err(|e| {
             tracing::warn!(%node, error = %e, "SFU request failed");
             match e {
@@ -388,5 +411,125 @@ fn node_refusal(response: Response) -> SignalError {
             tracing::warn!(?other, "unexpected SFU reply");
             SignalError::new(ErrorCode::SfuUnavailable, "unexpected SFU reply")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mooyaho_control::Request;
+
+    use super::*;
+    use crate::domain::events::Emitted;
+    use crate::domain::tests::{FakeNodes, audience, drain, kinds, member, recorded_service};
+
+    #[tokio::test]
+    async fn the_first_publish_places_the_channel_and_offers_every_member() {
+        let (signaling, _, recorder) = recorded_service();
+        let (nodes, node_events) = FakeNodes::attach(&signaling);
+        let node = signaling
+            .sfu_servers()
+            .register("127.0.0.1:4000".into(), None)
+            .await
+            .unwrap()
+            .record
+            .id;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
+        drain(&mut alice_queue);
+        recorder.take();
+
+        let answer = signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        assert_eq!(answer, "answer");
+        let seen = recorder.take();
+        assert_eq!(
+            kinds(&seen),
+            [
+                "channel_placed",
+                "subscribe_offered",
+                "subscribe_offered",
+                "tracks_published"
+            ]
+        );
+        let DomainEvent::ChannelPlaced { node: placed, .. } = &seen[0].event else {
+            panic!("{seen:?}");
+        };
+        assert_eq!(*placed, node);
+        assert_eq!(audience(&seen[1]), vec![alice.session.clone()]);
+        assert_eq!(audience(&seen[2]), vec![bob.session.clone()]);
+        assert!(seen[3].audience.is_empty());
+        let offer = |session: &SessionId| {
+            format!(r#"{{"type":"called","from":null,"sdp":"offer-for-{session}","isSFU":true}}"#)
+        };
+        assert_eq!(drain(&mut alice_queue), [offer(&alice.session)]);
+        assert_eq!(drain(&mut bob_queue), [offer(&bob.session)]);
+
+        // Leaving releases the member's media on the node.
+        nodes.take();
+        signaling.channels().leave(&bob).await.unwrap();
+        assert_eq!(kinds(&recorder.take()), ["member_left", "media_released"]);
+        drain(&mut alice_queue);
+        assert!(nodes.take().iter().any(
+            |r| matches!(r, Request::CloseSession { session, .. } if *session == bob.session.0)
+        ));
+
+        // A node's renegotiation event reaches the session as a new offer.
+        let detail = signaling.channels().detail(&channel).await.unwrap();
+        let Some(room) = detail.channel.sfu_room else {
+            panic!("the channel is placed");
+        };
+        node_events
+            .send((
+                node,
+                Event::RenegotiationNeeded {
+                    room,
+                    session: alice.session.0.clone(),
+                },
+            ))
+            .await
+            .unwrap();
+        let seen: Vec<Emitted> = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let seen = recorder.take();
+                if !seen.is_empty() {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the node event was handled");
+        assert_eq!(kinds(&seen), ["subscribe_offered"]);
+        assert_eq!(drain(&mut alice_queue), [offer(&alice.session)]);
+    }
+
+    #[tokio::test]
+    async fn publishing_outside_an_sfu_channel_is_refused_and_emits_nothing() {
+        let (signaling, _, recorder) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        let channel = signaling.channels().create(false).await.unwrap().id;
+        let (alice, _queue) = member(&signaling, &channel, "alice").await;
+        recorder.take();
+        let refused = signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidMessage);
+        let candidate = serde_json::json!("not an object");
+        let refused = signaling
+            .placement()
+            .candidate(&alice, &candidate)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidMessage);
+        assert!(recorder.take().is_empty());
+        assert!(nodes.take().is_empty(), "no node was asked");
     }
 }
