@@ -415,6 +415,9 @@ impl ServerMessage {
             | E::TracksPublished { .. }
             | E::MediaReleased { .. }
             | E::SfuTransportClosed { .. }
+            | E::SfuNodeUp { .. }
+            | E::SfuNodeDown { .. }
+            | E::RoomLost { .. }
             | E::SfuServerRegistered { .. }
             | E::SfuServerDraining { .. }
             | E::SfuServerRemoved { .. } => return None,

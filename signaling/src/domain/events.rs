@@ -170,6 +170,25 @@ pub enum DomainEvent {
         /// Why, as the node said.
         reason: String,
     },
+    /// This instance's control link to an SFU node came up (each instance has its own link).
+    SfuNodeUp {
+        /// The node.
+        node: SfuServerId,
+    },
+    /// This instance's control link to an SFU node went down.
+    SfuNodeDown {
+        /// The node.
+        node: SfuServerId,
+    },
+    /// A node no longer had a channel's room (it restarted): the channel is placed again.
+    RoomLost {
+        /// The channel.
+        channel: ChannelId,
+        /// The node.
+        node: SfuServerId,
+        /// The room it lost.
+        room: String,
+    },
     /// An SFU node was registered.
     SfuServerRegistered {
         /// The node.
@@ -213,6 +232,9 @@ impl DomainEvent {
             Self::MediaReleased { .. } => "media_released",
             Self::SubscribeOffered { .. } => "subscribe_offered",
             Self::SfuTransportClosed { .. } => "sfu_transport_closed",
+            Self::SfuNodeUp { .. } => "sfu_node_up",
+            Self::SfuNodeDown { .. } => "sfu_node_down",
+            Self::RoomLost { .. } => "room_lost",
             Self::SfuServerRegistered { .. } => "sfu_server_registered",
             Self::SfuServerDraining { .. } => "sfu_server_draining",
             Self::SfuServerRemoved { .. } => "sfu_server_removed",

@@ -17,7 +17,7 @@ use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
 use super::ids::{ChannelId, SessionId, SfuServerId};
 use super::model::{ChannelRecord, SessionRecord};
-use super::ports::{SfuError, SfuNodes};
+use super::ports::{NodeReport, SfuError, SfuNodes};
 use super::relay::check_candidate;
 use super::session::Connection;
 use super::shared::{Shared, in_channel};
@@ -49,7 +49,7 @@ impl Placement {
     pub fn attach(
         self: &Arc<Self>,
         nodes: Arc<dyn SfuNodes>,
-        mut events: mpsc::Receiver<(SfuServerId, Event)>,
+        mut events: mpsc::Receiver<(SfuServerId, NodeReport)>,
     ) {
         if self.nodes.set(nodes).is_err() {
             return;
@@ -246,7 +246,18 @@ impl Placement {
         }
     }
 
-    async fn on_node_event(&self, node: SfuServerId, event: Event) {
+    async fn on_node_event(&self, node: SfuServerId, report: NodeReport) {
+        let event = match report {
+            NodeReport::LinkUp => {
+                let up = DomainEvent::SfuNodeUp { node };
+                return self.shared.events.record(up).await;
+            }
+            NodeReport::LinkDown => {
+                let down = DomainEvent::SfuNodeDown { node };
+                return self.shared.events.record(down).await;
+            }
+            NodeReport::Event(event) => event,
+        };
         match event {
             Event::RenegotiationNeeded { room, session } => {
                 match self.shared.store.session(&SessionId(session)).await {
@@ -487,10 +498,10 @@ mod tests {
         node_events
             .send((
                 node,
-                Event::RenegotiationNeeded {
+                NodeReport::Event(Event::RenegotiationNeeded {
                     room,
                     session: alice.session.0.clone(),
-                },
+                }),
             ))
             .await
             .unwrap();
@@ -531,5 +542,32 @@ mod tests {
         assert_eq!(refused.code, ErrorCode::InvalidMessage);
         assert!(recorder.take().is_empty());
         assert!(nodes.take().is_empty(), "no node was asked");
+    }
+
+    #[tokio::test]
+    async fn link_reports_become_node_up_and_down_events_in_order() {
+        let (signaling, _, recorder) = recorded_service();
+        let (_nodes, node_events) = FakeNodes::attach(&signaling);
+        let node = SfuServerId(7);
+        for report in [NodeReport::LinkUp, NodeReport::LinkDown] {
+            node_events.send((node, report)).await.unwrap();
+        }
+        let mut seen = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while seen.len() < 2 {
+                seen.extend(recorder.take());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("both reports were handled");
+        assert_eq!(
+            seen.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+            [
+                DomainEvent::SfuNodeUp { node },
+                DomainEvent::SfuNodeDown { node }
+            ]
+        );
+        assert!(seen.iter().all(|e| e.audience.is_empty()));
     }
 }

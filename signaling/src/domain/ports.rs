@@ -199,6 +199,17 @@ pub struct NodeStatus {
     pub last_error: Option<String>,
 }
 
+/// What the fleet reports about one node, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeReport {
+    /// This instance's control link to the node came up (the node proved the cluster secret).
+    LinkUp,
+    /// That link went down (the node stopped, restarted or was unregistered).
+    LinkDown,
+    /// An event the node sent (load reports are kept by the fleet, not reported).
+    Event(mooyaho_control::Event),
+}
+
 /// The SFU nodes, as the domain uses them.
 #[async_trait]
 pub trait SfuNodes: Send + Sync {

@@ -406,7 +406,7 @@ impl FakeNodes {
         signaling: &Signaling,
     ) -> (
         Arc<Self>,
-        mpsc::Sender<(SfuServerId, mooyaho_control::Event)>,
+        mpsc::Sender<(SfuServerId, super::ports::NodeReport)>,
     ) {
         let nodes = Arc::new(Self::default());
         let (events, receiver) = mpsc::channel(16);

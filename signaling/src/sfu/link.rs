@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use super::LinkShared;
 use super::verifier::PinnedFingerprint;
 use crate::domain::ids::{InstanceId, SfuServerId};
-use crate::domain::ports::SfuError;
+use crate::domain::ports::{NodeReport, SfuError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,8 +38,10 @@ pub(super) struct LinkTask {
     pub(super) instance: InstanceId,
     pub(super) secret: Arc<[u8]>,
     pub(super) shared: Arc<Mutex<LinkShared>>,
-    pub(super) events: mpsc::Sender<(SfuServerId, Event)>,
+    pub(super) events: mpsc::Sender<(SfuServerId, NodeReport)>,
     pub(super) stopped: watch::Receiver<bool>,
+    /// The link came up in the current session (reported down when the session ends).
+    pub(super) up: bool,
 }
 
 impl LinkTask {
@@ -57,6 +59,9 @@ impl LinkTask {
                 }
             }
             self.set(|s| s.connection = None);
+            if std::mem::take(&mut self.up) {
+                let _ = self.events.send((self.node, NodeReport::LinkDown)).await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = self.stopped.changed() => return,
@@ -117,6 +122,15 @@ impl LinkTask {
             s.connection = Some(connection.clone());
             s.last_error = None;
         });
+        self.up = true;
+        if self
+            .events
+            .send((self.node, NodeReport::LinkUp))
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
         let mut events = tokio::select! {
             uni = connection.accept_uni() => uni.map_err(|e| e.to_string())?,
             _ = self.stopped.changed() => return Ok(()),
@@ -136,7 +150,12 @@ impl LinkTask {
                 self.set(|s| s.last_load = Some((Instant::now(), load)));
                 continue;
             }
-            if self.events.send((self.node, event)).await.is_err() {
+            if self
+                .events
+                .send((self.node, NodeReport::Event(event)))
+                .await
+                .is_err()
+            {
                 return Ok(());
             }
         }

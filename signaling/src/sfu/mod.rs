@@ -10,20 +10,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mooyaho_control::{Event, Load, Request, Response};
+use mooyaho_control::{Load, Request, Response};
 use tokio::sync::{mpsc, watch};
 
 use crate::domain::ids::{InstanceId, SfuServerId};
 use crate::domain::model::SfuServerRecord;
-use crate::domain::ports::{NodeStatus, SfuError, SfuNodes, Store};
+use crate::domain::ports::{NodeReport, NodeStatus, SfuError, SfuNodes, Store};
 
 /// A node whose last load report is older than this is unhealthy.
 const HEALTH_WINDOW: Duration = Duration::from_secs(3);
 /// How often the registry is re-read to connect new nodes and drop removed ones.
 const RECONCILE: Duration = Duration::from_secs(1);
 
-/// Node events, tagged with the node that sent them.
-pub type FleetEvents = mpsc::Receiver<(SfuServerId, Event)>;
+/// Node reports (link up/down, node events), tagged with the node.
+pub type FleetEvents = mpsc::Receiver<(SfuServerId, NodeReport)>;
 
 /// Connections to every registered node.
 pub struct Fleet {
@@ -31,7 +31,7 @@ pub struct Fleet {
     instance: InstanceId,
     secret: Arc<[u8]>,
     links: Mutex<HashMap<SfuServerId, LinkHandle>>,
-    events: mpsc::Sender<(SfuServerId, Event)>,
+    events: mpsc::Sender<(SfuServerId, NodeReport)>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -57,7 +57,7 @@ struct LinkHandle {
 }
 
 impl Fleet {
-    /// Starts reconciling with the store's registry. Node events arrive on the returned receiver.
+    /// Starts reconciling with the store's registry. Node reports arrive on the returned receiver.
     pub fn start(
         store: Arc<dyn Store>,
         instance: InstanceId,
@@ -119,6 +119,7 @@ impl Fleet {
                 shared: shared.clone(),
                 events: self.events.clone(),
                 stopped,
+                up: false,
             };
             tokio::spawn(task.run());
             links.insert(
