@@ -317,19 +317,14 @@ mod lifecycle_tests {
 
     use crate::domain::events::DomainEvent;
     use crate::domain::ports::ChannelStore;
-    use crate::domain::tests::{FakeNodes, kinds, member, recorded_service};
+    use crate::domain::tests::{FakeNodes, kinds, member, recorded_service, register_node};
 
     #[tokio::test]
     async fn registering_draining_and_removing_a_node_emit_fleet_events() {
         let (signaling, store, recorder) = recorded_service();
         let (nodes, _node_events) = FakeNodes::attach(&signaling);
         let servers = signaling.sfu_servers();
-        let node = servers
-            .register("127.0.0.1:4000".into(), None)
-            .await
-            .unwrap()
-            .record
-            .id;
+        let node = register_node(&signaling).await;
         let patch = super::SfuServerPatch {
             draining: Some(true),
             ..Default::default()

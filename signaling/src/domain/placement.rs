@@ -433,19 +433,15 @@ mod tests {
 
     use super::*;
     use crate::domain::events::Emitted;
-    use crate::domain::tests::{FakeNodes, audience, drain, kinds, member, recorded_service};
+    use crate::domain::tests::{
+        FakeNodes, audience, drain, kinds, member, recorded_service, register_node,
+    };
 
     #[tokio::test]
     async fn the_first_publish_places_the_channel_and_offers_every_member() {
         let (signaling, _, recorder) = recorded_service();
         let (nodes, node_events) = FakeNodes::attach(&signaling);
-        let node = signaling
-            .sfu_servers()
-            .register("127.0.0.1:4000".into(), None)
-            .await
-            .unwrap()
-            .record
-            .id;
+        let node = register_node(&signaling).await;
         let channel = signaling.channels().create(true).await.unwrap().id;
         let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
         let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;

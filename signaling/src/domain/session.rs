@@ -694,4 +694,59 @@ mod tests {
             "the socket's outbox is closed after the frame"
         );
     }
+
+    #[tokio::test]
+    async fn resuming_ends_the_fresh_session_then_emits_session_resumed_once_per_token() {
+        let (signaling, _, recorder) = recorded_service();
+        let sessions = signaling.sessions();
+        let (outbox, _old_queue) = mpsc::channel(8);
+        let (old, token) = sessions
+            .connect(ConnectOptions::default(), outbox)
+            .await
+            .unwrap();
+        let (outbox, _new_queue) = mpsc::channel(8);
+        let (mut new, _) = sessions
+            .connect(ConnectOptions::default(), outbox)
+            .await
+            .unwrap();
+        let fresh = new.session.clone();
+        recorder.take();
+
+        let resumed = sessions
+            .reuse(&mut new, old.session.clone(), &token)
+            .await
+            .unwrap();
+        assert_eq!((&resumed.id, &new.session), (&old.session, &old.session));
+        assert_eq!((resumed.user, resumed.channel), (None, None));
+        let seen = recorder.take();
+        assert_eq!(
+            seen.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+            [
+                DomainEvent::SessionEnded { session: fresh },
+                DomainEvent::SessionResumed {
+                    session: old.session.clone()
+                },
+            ]
+        );
+        assert!(seen.iter().all(|e| e.audience.is_empty()));
+
+        // The token was consumed: a second resume with it is refused and emits nothing.
+        let (outbox, _third_queue) = mpsc::channel(8);
+        let (mut third, _) = sessions
+            .connect(ConnectOptions::default(), outbox)
+            .await
+            .unwrap();
+        recorder.take();
+        let refused = sessions
+            .reuse(&mut third, old.session.clone(), &token)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidToken);
+        assert!(recorder.take().is_empty());
+        let metrics = signaling.metrics().render();
+        assert!(
+            metrics.contains("mooyaho_sessions_resumed_total 1"),
+            "{metrics}"
+        );
+    }
 }

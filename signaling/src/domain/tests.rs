@@ -228,17 +228,7 @@ pub(super) async fn member(
     channel: &ChannelId,
     name: &str,
 ) -> (Connection, mpsc::Receiver<Outgoing>) {
-    let (outbox, mut queue) = mpsc::channel(64);
-    let (connection, _) = signaling
-        .sessions()
-        .connect(ConnectOptions::default(), outbox)
-        .await
-        .unwrap();
-    signaling
-        .sessions()
-        .bind_user(&connection.session, json!({"id": name}))
-        .await
-        .unwrap();
+    let (connection, mut queue) = integrated(signaling, name, false).await;
     signaling
         .channels()
         .enter(&connection, channel.clone())
@@ -305,13 +295,7 @@ async fn reads_change_nothing_and_the_sweep_removes_expired_members_once() {
 #[tokio::test]
 async fn listing_channels_and_nodes_costs_the_same_store_calls_for_one_or_many() {
     let (signaling, store) = service();
-    let node = signaling
-        .sfu_servers()
-        .register("127.0.0.1:4000".into(), None)
-        .await
-        .unwrap()
-        .record
-        .id;
+    let node = register_node(&signaling).await;
     let mut costs = Vec::new();
     let mut members = Vec::new();
     for round in 0..2 {
@@ -365,6 +349,17 @@ pub(super) async fn integrated(
         .unwrap();
     while queue.try_recv().is_ok() {}
     (connection, queue)
+}
+
+/// Registers a node (without a fingerprint: no instance connects to it).
+pub(super) async fn register_node(signaling: &Signaling) -> SfuServerId {
+    signaling
+        .sfu_servers()
+        .register("127.0.0.1:4000".into(), None)
+        .await
+        .unwrap()
+        .record
+        .id
 }
 
 pub(super) fn kinds(seen: &[Emitted]) -> Vec<&'static str> {
