@@ -196,10 +196,10 @@ impl SfuServers {
     }
 }
 
-/// JSON-Schema pattern of a node's control address; [`validate_address`] accepts exactly these.
+/// JSON-Schema pattern of a node's control address; `validate_address` accepts exactly these.
 pub const ADDRESS_PATTERN: &str = r"^(\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9._-]{1,253}):([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$";
 
-/// JSON-Schema pattern of a certificate fingerprint; [`normalize_fingerprint`] accepts exactly
+/// JSON-Schema pattern of a certificate fingerprint; `normalize_fingerprint` accepts exactly
 /// these.
 pub const FINGERPRINT_PATTERN: &str =
     r"^((sha|SHA)-256 )?([0-9A-Fa-f]{64}|[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){31})$";
