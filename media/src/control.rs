@@ -28,7 +28,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::node::{Node, RoomKey};
 use crate::sdp::SdpError;
-use crate::worker::{MediaError, NodeEvent, Side};
+use crate::worker::{MediaError, NodeEvent};
 
 /// How the control server runs.
 #[derive(Clone, Debug)]
@@ -622,13 +622,13 @@ async fn route_events(
                 worker,
                 room,
                 session,
-                side,
+                direction,
             } => {
                 let room = node.room_of(worker, room).to_string();
                 let event = Event::TransportConnected {
                     room: room.clone(),
                     session: session.clone(),
-                    side: side_name(side).into(),
+                    side: side_name(direction).into(),
                 };
                 (room, session, event)
             }
@@ -636,14 +636,14 @@ async fn route_events(
                 worker,
                 room,
                 session,
-                side,
+                direction,
                 reason,
             } => {
                 let room = node.room_of(worker, room).to_string();
                 let event = Event::TransportClosed {
                     room: room.clone(),
                     session: session.clone(),
-                    side: side_name(side).into(),
+                    side: side_name(direction).into(),
                     reason: reason.into(),
                 };
                 (room, session, event)
@@ -663,10 +663,11 @@ async fn route_events(
     }
 }
 
-fn side_name(side: Side) -> &'static str {
-    match side {
-        Side::Publish => "publish",
-        Side::Subscribe => "subscribe",
+/// The wire name of a transport's direction (the control protocol's `side`).
+fn side_name(direction: sfu_core::Direction) -> &'static str {
+    match direction {
+        sfu_core::Direction::Publish => "publish",
+        sfu_core::Direction::Subscribe => "subscribe",
     }
 }
 

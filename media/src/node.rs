@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::connection::dtls::DtlsIdentity;
 use crate::worker::{
-    Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, PublishPolicy, Reply,
+    Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, PublishPolicy,
     WorkerFailure, WorkerHandle, WorkerStats,
 };
 use mooyaho_net::udp::{Socket, Wake};
@@ -234,16 +234,12 @@ impl Node {
             return Err(MediaError::Draining);
         }
         let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
-        match self.worker(worker)?.call(Command::CreateRoom).await? {
-            Reply::Room(room) => {
-                let key = RoomKey { worker, room };
-                let mut span = Span::default();
-                span.parts.insert(worker, room);
-                self.spans().rooms.insert(key, span);
-                Ok(key)
-            }
-            other => unreachable!("CreateRoom answered {other:?}"),
-        }
+        let room = self.worker(worker)?.call(Command::CreateRoom).await?;
+        let key = RoomKey { worker, room };
+        let mut span = Span::default();
+        span.parts.insert(worker, room);
+        self.spans().rooms.insert(key, span);
+        Ok(key)
     }
 
     /// Answers `session`'s publish offer (publishers always connect to the room's home worker).
@@ -254,15 +250,13 @@ impl Node {
         offer: &str,
     ) -> Result<String, MediaError> {
         self.known(room)?;
-        let command = Command::Publish {
+        let publish = |reply| Command::Publish {
             room: room.room,
             session: session.to_owned(),
             offer: offer.to_owned(),
+            reply,
         };
-        match self.worker(room.worker)?.call(command).await? {
-            Reply::Published { answer, .. } => Ok(answer),
-            other => unreachable!("Publish answered {other:?}"),
-        }
+        self.worker(room.worker)?.call(publish).await
     }
 
     /// The (re-)offer for `session`'s subscribe transport; `None` while nobody publishes. A new
@@ -273,27 +267,24 @@ impl Node {
         session: &str,
     ) -> Result<Option<String>, MediaError> {
         let (worker, part) = self.subscriber_part(room, session).await?;
-        let command = Command::SubscribeOffer {
+        let subscribe_offer = |reply| Command::SubscribeOffer {
             room: part,
             session: session.to_owned(),
+            reply,
         };
-        match self.worker(worker)?.call(command).await? {
-            Reply::Offer(offer) => {
-                if offer.is_some() {
-                    let mut spans = self.spans();
-                    let placed = spans
-                        .rooms
-                        .get_mut(&room)
-                        .and_then(|s| s.subscribers.insert(session.to_owned(), worker))
-                        .is_none();
-                    if placed && let Some(load) = spans.load.get_mut(worker) {
-                        *load += 1;
-                    }
-                }
-                Ok(offer)
+        let offer = self.worker(worker)?.call(subscribe_offer).await?;
+        if offer.is_some() {
+            let mut spans = self.spans();
+            let placed = spans
+                .rooms
+                .get_mut(&room)
+                .and_then(|s| s.subscribers.insert(session.to_owned(), worker))
+                .is_none();
+            if placed && let Some(load) = spans.load.get_mut(worker) {
+                *load += 1;
             }
-            other => unreachable!("SubscribeOffer answered {other:?}"),
         }
+        Ok(offer)
     }
 
     /// Applies `session`'s answer to its latest subscribe offer.
@@ -312,12 +303,13 @@ impl Node {
                 .ok_or(MediaError::NoTransport("subscribe"))?;
             (worker, span.parts[&worker])
         };
-        let command = Command::SubscribeAnswer {
+        let subscribe_answer = |reply| Command::SubscribeAnswer {
             room: part,
             session: session.to_owned(),
             answer: answer.to_owned(),
+            reply,
         };
-        self.worker(worker)?.call(command).await.map(drop)
+        self.worker(worker)?.call(subscribe_answer).await
     }
 
     /// Removes a session's transports (others are told to renegotiate).
@@ -339,11 +331,12 @@ impl Node {
             targets.push(part);
         }
         for (worker, part) in targets {
-            let command = Command::CloseSession {
+            let close_session = |reply| Command::CloseSession {
                 room: part,
                 session: session.to_owned(),
+                reply,
             };
-            self.worker(worker)?.call(command).await?;
+            self.worker(worker)?.call(close_session).await?;
         }
         Ok(())
     }
@@ -370,7 +363,8 @@ impl Node {
         let mut parts: Vec<_> = span.parts.into_iter().collect();
         parts.sort_by_key(|(worker, _)| *worker == room.worker);
         for (worker, part) in parts {
-            self.worker(worker)?.call(Command::CloseRoom(part)).await?;
+            let close_room = |reply| Command::CloseRoom { room: part, reply };
+            self.worker(worker)?.call(close_room).await?;
         }
         Ok(())
     }
@@ -413,14 +407,11 @@ impl Node {
         if let Some(part) = self.spans().rooms[&room].parts.get(&worker) {
             return Ok((worker, *part));
         }
-        let (part, transport) = match self
-            .worker(worker)?
-            .call(Command::AcceptPipe { home: room.worker })
-            .await?
-        {
-            Reply::Pipe { room, transport } => (room, transport),
-            other => unreachable!("AcceptPipe answered {other:?}"),
+        let accept_pipe = |reply| Command::AcceptPipe {
+            home: room.worker,
+            reply,
         };
+        let (part, transport) = self.worker(worker)?.call(accept_pipe).await?;
         {
             let mut spans = self.spans();
             spans.aliases.insert(RoomKey { worker, room: part }, room);
@@ -428,13 +419,14 @@ impl Node {
                 span.parts.insert(worker, part);
             }
         }
-        let open = Command::OpenPipe {
+        let open_pipe = |reply| Command::OpenPipe {
             room: room.room,
             worker,
             remote_room: part,
             remote_transport: transport,
+            reply,
         };
-        self.worker(room.worker)?.call(open).await?;
+        self.worker(room.worker)?.call(open_pipe).await?;
         tracing::info!(%room, worker, "room now spans another worker");
         Ok((worker, part))
     }
@@ -462,10 +454,7 @@ impl Node {
     pub async fn stats(&self) -> Result<NodeStats, MediaError> {
         let mut stats = NodeStats::default();
         for worker in &self.workers {
-            match worker.call(Command::Stats).await? {
-                Reply::Stats(s) => stats.workers.push(*s),
-                other => unreachable!("Stats answered {other:?}"),
-            }
+            stats.workers.push(*worker.call(Command::Stats).await?);
         }
         Ok(stats)
     }

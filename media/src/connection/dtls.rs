@@ -289,7 +289,7 @@ pub fn fuzz_dtls(data: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
@@ -370,7 +370,8 @@ mod tests {
         (Ok(server.is_connected()), client_srtp)
     }
 
-    fn rtp(seq: u16) -> Vec<u8> {
+    /// A plain RTP packet (SSRC 0xdeadbeef, 100 payload bytes) with sequence number `seq`.
+    pub(crate) fn rtp(seq: u16) -> Vec<u8> {
         let mut packet = vec![0x80, 96];
         packet.extend_from_slice(&seq.to_be_bytes());
         packet.extend_from_slice(&1234u32.to_be_bytes());

@@ -325,9 +325,20 @@ impl Paths {
         next
     }
 
+    /// A consented path [`Self::maybe_switch`] would move to once the interval allows (stale
+    /// consent aside: `handle_timeout` idles it). Mirrors its rule, so the timer it arms is
+    /// never one a switch cannot clear.
     fn switch_waiting(&self) -> bool {
+        let current_nominated_at = self
+            .selected
+            .and_then(|s| self.addresses.iter().find(|a| a.addr == s))
+            .filter(|a| a.nominated)
+            .map(|a| a.nominated_at);
         self.addresses.iter().any(|a| {
-            a.nominated && Some(a.addr) != self.selected && matches!(a.consent, Consent::Granted(_))
+            Some(a.addr) != self.selected
+                && matches!(a.consent, Consent::Granted(_))
+                && (self.selected.is_none()
+                    || a.nominated && current_nominated_at.is_none_or(|t| a.nominated_at > t))
         })
     }
 
@@ -361,7 +372,12 @@ impl Paths {
 
     /// Consent on the selected path expired (or no path was ever consented): media stops.
     pub fn consent_expired(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.last_consent) > CONSENT_TIMEOUT
+        now >= self.consent_deadline()
+    }
+
+    /// When consent on the selected path expires without a further answer.
+    pub fn consent_deadline(&self) -> Instant {
+        self.last_consent + CONSENT_TIMEOUT
     }
 
     /// Whether `addr` is a live path: media goes there, or it answered our check within

@@ -1,7 +1,7 @@
 //! The stateful fuzz target of a media worker (`fuzz/fuzz_targets/media_worker.rs`): sequences
 //! of commands (publish, subscribe, leave, close a room), datagrams from a few source addresses
 //! (connectivity checks signed with the right credentials or not, answers to the node's own
-//! checks, DTLS/SRTP-shaped bytes, garbage) and time steps, driven through a socketless shard's
+//! checks, DTLS/SRTP-shaped bytes, garbage) and time steps, driven through a socketless worker's
 //! demultiplexing, ICE/paths and DTLS/SRTP handling, with the worker's invariants checked after
 //! every step: the address table names only live transports and exactly their own addresses,
 //! per-transport address/candidate counts stay within their caps, and a transport's selected
@@ -20,7 +20,7 @@ use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{BINDING_REQUEST, Message, Setter};
 
-use super::shard::Shard;
+use super::thread::Worker;
 use crate::connection::dtls::DtlsIdentity;
 use crate::connection::ice::BindingRequest;
 use crate::connection::paths::{MAX_ADDRESSES, MAX_PENDING, MAX_SENT};
@@ -148,7 +148,7 @@ impl Program<'_> {
 }
 
 struct Harness {
-    shard: Shard,
+    worker: Worker,
     now: Instant,
     rooms: [Option<RoomId>; ROOMS],
     /// What the node sent, latest last.
@@ -161,7 +161,7 @@ impl Harness {
     fn new() -> Self {
         let (events, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let (pipe_tx, pipe_rx) = std::sync::mpsc::sync_channel(1);
-        let mut shard = Shard::new(
+        let mut worker = Worker::new(
             0,
             None,
             SocketAddr::from(([127, 0, 0, 1], 9)),
@@ -173,9 +173,9 @@ impl Harness {
         );
         // No publish rate limit: a program republishes far faster than any honest client, and
         // refusing those publishes would hide the states they reach (the limit has its own tests).
-        shard.publish_policy.rate.interval = Duration::ZERO;
+        worker.publish_policy.rate.interval = Duration::ZERO;
         Self {
-            shard,
+            worker,
             now: Instant::now(),
             rooms: [None; ROOMS],
             outbox: Vec::new(),
@@ -187,14 +187,14 @@ impl Harness {
     fn room(&mut self, index: u8) -> Option<RoomId> {
         let slot = usize::from(index) % ROOMS;
         if self.rooms[slot].is_none() {
-            self.rooms[slot] = self.shard.create_room().ok();
+            self.rooms[slot] = self.worker.create_room().ok();
         }
         self.rooms[slot]
     }
 
     fn datagram(&mut self, from: SocketAddr, mut datagram: Vec<u8>) {
-        self.shard.handle_datagram(self.now, from, &mut datagram);
-        self.shard.drain();
+        self.worker.handle_datagram(self.now, from, &mut datagram);
+        self.worker.drain();
     }
 
     fn step(&mut self, program: &mut Program<'_>) {
@@ -202,7 +202,7 @@ impl Harness {
             0 => {
                 let (room, session) = (program.byte(), session_name(program.byte()));
                 if let Some(room) = self.room(room) {
-                    let _ = self.shard.publish(
+                    let _ = self.worker.publish(
                         self.now,
                         room,
                         session.clone(),
@@ -218,43 +218,44 @@ impl Harness {
                     "passive"
                 };
                 if let Some(room) = self.room(room)
-                    && let Ok(Some(offer)) = self.shard.subscribe_offer(self.now, room, &session)
+                    && let Ok(Some(offer)) = self.worker.subscribe_offer(self.now, room, &session)
                 {
                     let answer = subscribe_answer(&session, &offer, setup);
                     let _ = self
-                        .shard
+                        .worker
                         .subscribe_answer(self.now, room, &session, &answer);
                 }
             }
             2 => {
                 let (room, session) = (program.byte(), session_name(program.byte()));
                 if let Some(room) = self.rooms[usize::from(room) % ROOMS] {
-                    let _ = self.shard.close_session(room, &session);
+                    let _ = self.worker.close_session(room, &session);
                 }
             }
             3 => {
                 let slot = usize::from(program.byte()) % ROOMS;
                 if let Some(room) = self.rooms[slot].take() {
-                    let _ = self.shard.close_room(room);
+                    let _ = self.worker.close_room(room);
                 }
             }
             4 => {
                 // A check to the `target`-th live transport (in id order), from `from`.
                 let (target, from, flags) = (program.byte(), program.byte(), program.byte());
-                let mut transports: Vec<_> = self.shard.peers.keys().copied().collect();
+                let mut transports: Vec<_> = self.worker.links.keys().copied().collect();
                 transports.sort_by_key(|t| t.to_u64());
                 let Some(transport) = transports.get(usize::from(target) % transports.len().max(1))
                 else {
                     return;
                 };
-                let peer = &self.shard.peers[transport];
-                let client = client_ice(&peer.session);
+                let link = &self.worker.links[transport];
+                let client = client_ice(&link.session);
+                let local = link.connection.local_ice();
                 let pwd = if flags & 2 == 0 {
-                    peer.local_ice.pwd.clone()
+                    local.pwd.clone()
                 } else {
                     "a-wrong-password-0123456789".to_owned()
                 };
-                let request = check(&peer.local_ice, &client, flags & 1 == 1, &pwd);
+                let request = check(local, &client, flags & 1 == 1, &pwd);
                 self.datagram(address(from), request);
             }
             5 => {
@@ -295,49 +296,47 @@ impl Harness {
             }
             _ => {
                 self.now += Duration::from_millis(100) * u32::from(program.byte());
-                self.shard.handle_timers(self.now);
+                self.worker.handle_timers(self.now);
             }
         }
-        self.shard.drain();
-        self.outbox.extend(self.shard.take_sent());
+        self.worker.drain();
+        self.outbox.extend(self.worker.take_sent());
         let excess = self.outbox.len().saturating_sub(OUTBOX);
         self.outbox.drain(..excess);
     }
 
     /// The worker's invariants (a panic here is a finding).
     fn check(&self) {
-        let shard = &self.shard;
-        for (addr, transport) in &shard.by_addr {
-            let peer = shard
-                .peers
+        let worker = &self.worker;
+        for (addr, transport) in &worker.by_addr {
+            let link = worker
+                .links
                 .get(transport)
                 .unwrap_or_else(|| panic!("{addr} names a gone transport"));
             assert!(
-                peer.paths.contains(*addr),
+                link.connection.paths().contains(*addr),
                 "{addr} is in the table but not in its transport's list"
             );
         }
-        for (transport, peer) in &shard.peers {
-            for addr in peer.paths.addresses() {
+        for (transport, link) in &worker.links {
+            let paths = link.connection.paths();
+            for addr in paths.addresses() {
                 assert_eq!(
-                    shard.by_addr.get(&addr),
+                    worker.by_addr.get(&addr),
                     Some(transport),
                     "{addr} of a transport is missing from the table"
                 );
             }
-            assert!(peer.paths.addresses().count() <= MAX_ADDRESSES);
-            assert!(peer.paths.pending() <= MAX_PENDING);
-            assert!(peer.paths.remembered_checks() <= MAX_SENT);
-            if let Some(selected) = peer.paths.selected() {
-                assert!(
-                    peer.paths.contains(selected),
-                    "media goes to an unknown path"
-                );
+            assert!(paths.addresses().count() <= MAX_ADDRESSES);
+            assert!(paths.pending() <= MAX_PENDING);
+            assert!(paths.remembered_checks() <= MAX_SENT);
+            if let Some(selected) = paths.selected() {
+                assert!(paths.contains(selected), "media goes to an unknown path");
             }
         }
-        for transport in shard.by_ufrag.values() {
+        for transport in worker.by_ufrag.values() {
             assert!(
-                shard.peers.contains_key(transport),
+                worker.links.contains_key(transport),
                 "a ufrag names a gone transport"
             );
         }
@@ -345,10 +344,10 @@ impl Harness {
 
     /// Every transport's selected media path.
     fn selected_paths(&self) -> Vec<(TransportId, SocketAddr)> {
-        self.shard
-            .peers
+        self.worker
+            .links
             .iter()
-            .filter_map(|(t, p)| Some((*t, p.paths.selected()?)))
+            .filter_map(|(t, l)| Some((*t, l.connection.paths().selected()?)))
             .collect()
     }
 
@@ -357,14 +356,14 @@ impl Harness {
     /// another transport.
     fn check_selected_kept(&self, before: &[(TransportId, SocketAddr)]) {
         for (transport, selected) in before {
-            let Some(peer) = self.shard.peers.get(transport) else {
+            let Some(link) = self.worker.links.get(transport) else {
                 continue;
             };
             assert!(
-                peer.paths.selected().is_some(),
+                link.connection.paths().selected().is_some(),
                 "{transport:?} lost its media path {selected}"
             );
-            if let Some(owner) = self.shard.by_addr.get(selected) {
+            if let Some(owner) = self.worker.by_addr.get(selected) {
                 assert_eq!(
                     owner, transport,
                     "another transport took the selected path {selected}"
@@ -420,19 +419,19 @@ mod tests {
         while !reader.data.is_empty() {
             harness.step(&mut reader);
             harness.check();
-            max_addresses = max_addresses.max(harness.shard.by_addr.len());
+            max_addresses = max_addresses.max(harness.worker.by_addr.len());
         }
         assert_eq!(
             max_addresses, MAX_ADDRESSES,
             "the ninth address evicted one"
         );
-        assert!(harness.shard.peers.is_empty() && harness.shard.by_addr.is_empty());
+        assert!(harness.worker.links.is_empty() && harness.worker.by_addr.is_empty());
         assert!(
-            harness.shard.counters.media_unauthenticated
-                + harness.shard.counters.dtls_unauthenticated
+            harness.worker.counters.media_unauthenticated
+                + harness.worker.counters.dtls_unauthenticated
                 >= 3
         );
-        assert_eq!(harness.shard.counters.stale_routes, 0);
+        assert_eq!(harness.worker.counters.stale_routes, 0);
     }
 
     #[test]
@@ -448,10 +447,10 @@ mod tests {
             harness.check();
         }
         let selected: Vec<_> = harness
-            .shard
-            .peers
+            .worker
+            .links
             .values()
-            .filter_map(|p| p.paths.selected())
+            .filter_map(|l| l.connection.paths().selected())
             .collect();
         assert!(selected.contains(&address(1)), "{selected:?}");
     }
@@ -479,19 +478,27 @@ mod tests {
         while !reader.data.is_empty() {
             step_and_check(&mut harness, &mut reader);
         }
-        let mut transports: Vec<_> = harness.shard.peers.keys().copied().collect();
+        let mut transports: Vec<_> = harness.worker.links.keys().copied().collect();
         transports.sort_by_key(|t| t.to_u64());
         let [owner, claimant] = transports[..] else {
             panic!("two transports expected: {transports:?}");
         };
-        let shard = &harness.shard;
-        assert_eq!(shard.counters.live_address_claims, 1);
-        assert_eq!(shard.peers[&owner].paths.selected(), Some(address(1)));
-        assert_eq!(shard.by_addr.get(&address(1)), Some(&owner));
-        assert!(!shard.peers[&claimant].paths.contains(address(1)));
+        let worker = &harness.worker;
+        assert_eq!(worker.counters.live_address_claims, 1);
+        assert_eq!(
+            worker.links[&owner].connection.paths().selected(),
+            Some(address(1))
+        );
+        assert_eq!(worker.by_addr.get(&address(1)), Some(&owner));
+        assert!(
+            !worker.links[&claimant]
+                .connection
+                .paths()
+                .contains(address(1))
+        );
         // An unconfirmed candidate is not protected (it may be the claimant's real address).
-        assert_eq!(shard.by_addr.get(&address(3)), Some(&claimant));
-        assert!(!shard.peers[&owner].paths.contains(address(3)));
+        assert_eq!(worker.by_addr.get(&address(3)), Some(&claimant));
+        assert!(!worker.links[&owner].connection.paths().contains(address(3)));
     }
 
     #[test]
@@ -500,7 +507,7 @@ mod tests {
         let room = harness.room(0).unwrap();
         let now = harness.now;
         harness
-            .shard
+            .worker
             .publish(now, room, "s0".into(), &publish_offer("s0"))
             .unwrap();
     }

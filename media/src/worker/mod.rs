@@ -3,24 +3,24 @@
 //! thread alone: no lock, no queue between stages.
 
 mod fuzzing;
+mod link;
 mod negotiate;
-mod peer;
 mod pipe;
-mod shard;
+mod thread;
+mod timers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use sfu_core::{CommandError, RoomId, TransportId};
+use sfu_core::{CommandError, Direction, RoomId, TransportId};
 use tokio::sync::{mpsc as async_mpsc, oneshot};
 
 pub use fuzzing::fuzz_media_worker;
 pub use negotiate::{PublishPolicy, PublishRate};
-pub use peer::Side;
 pub(crate) use pipe::{PIPE_DEPTH, PipeMessage, PipeSender};
-pub use shard::{WorkerCounters, WorkerStats};
+pub use thread::{WorkerCounters, WorkerStats};
 
 use crate::connection::dtls::DtlsIdentity;
 use crate::sdp::SdpError;
@@ -83,8 +83,8 @@ pub enum NodeEvent {
         room: RoomId,
         /// Its session.
         session: String,
-        /// Which PeerConnection.
-        side: Side,
+        /// Which PeerConnection: the client's publish or subscribe side.
+        direction: Direction,
     },
     /// A transport was closed by the node (consent expired, never connected, DTLS closed).
     TransportClosed {
@@ -94,8 +94,8 @@ pub enum NodeEvent {
         room: RoomId,
         /// Its session.
         session: String,
-        /// Which PeerConnection.
-        side: Side,
+        /// Which PeerConnection: the client's publish or subscribe side.
+        direction: Direction,
         /// Why.
         reason: &'static str,
     },
@@ -114,33 +114,47 @@ pub struct WorkerFailure {
 /// Where worker threads report their death: the node watches it.
 pub(crate) type FailureSender = Arc<tokio::sync::watch::Sender<Option<WorkerFailure>>>;
 
-/// A request to a worker.
+/// Where a command's result goes: a oneshot typed by what that command answers, so a reply
+/// never needs matching against the other commands' replies.
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, MediaError>>;
+
+/// A request to a worker, with the channel its reply goes to.
 #[derive(Debug)]
 pub(crate) enum Command {
-    CreateRoom,
-    CloseRoom(RoomId),
+    CreateRoom(Reply<RoomId>),
+    CloseRoom {
+        room: RoomId,
+        reply: Reply<()>,
+    },
+    /// Answers with the SDP answer.
     Publish {
         room: RoomId,
         session: String,
         offer: String,
+        reply: Reply<String>,
     },
+    /// Answers with the (re-)offer, `None` while there is nothing to receive.
     SubscribeOffer {
         room: RoomId,
         session: String,
+        reply: Reply<Option<String>>,
     },
     SubscribeAnswer {
         room: RoomId,
         session: String,
         answer: String,
+        reply: Reply<()>,
     },
     CloseSession {
         room: RoomId,
         session: String,
+        reply: Reply<()>,
     },
-    Stats,
+    Stats(Reply<Box<WorkerStats>>),
     /// Remote side of a spanning room: open a mirror room and its pipe transport.
     AcceptPipe {
         home: usize,
+        reply: Reply<(RoomId, TransportId)>,
     },
     /// Home side: pipe every track of `room` to `worker`'s pipe transport.
     OpenPipe {
@@ -148,34 +162,14 @@ pub(crate) enum Command {
         worker: usize,
         remote_room: RoomId,
         remote_transport: TransportId,
+        reply: Reply<()>,
     },
-}
-
-/// A worker's successful reply.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    Room(RoomId),
-    Published {
-        answer: String,
-    },
-    Offer(Option<String>),
-    Done,
-    Stats(Box<WorkerStats>),
-    Pipe {
-        room: RoomId,
-        transport: TransportId,
-    },
-}
-
-pub(crate) struct Request {
-    pub(crate) command: Command,
-    pub(crate) reply: oneshot::Sender<Result<Reply, MediaError>>,
 }
 
 /// The node's handle on one worker thread.
 #[derive(Debug)]
 pub(crate) struct WorkerHandle {
-    requests: mpsc::Sender<Request>,
+    requests: mpsc::Sender<Command>,
     wake: Arc<Wake>,
     thread: Option<JoinHandle<()>>,
     pub(crate) local_addr: SocketAddr,
@@ -204,15 +198,15 @@ impl WorkerHandle {
         let thread = std::thread::Builder::new()
             .name(format!("mooyaho-worker-{index}"))
             .spawn(move || {
-                // The shard is dropped with the panic: nothing observes it half-updated.
+                // The worker state is dropped with the panic: nothing observes it half-updated.
                 let run = std::panic::AssertUnwindSafe(|| {
-                    let mut shard = shard::Shard::new(
+                    let mut worker = thread::Worker::new(
                         index,
                         Some(socket),
                         announced, identity, events, pipe_peers, pipe_inbox, core,
                     );
-                    shard.publish_policy = publish_policy;
-                    shard.run(&inbox, &thread_wake);
+                    worker.publish_policy = publish_policy;
+                    worker.run(&inbox, &thread_wake);
                 });
                 if let Err(panic) = std::panic::catch_unwind(run) {
                     let reason = panic
@@ -235,11 +229,14 @@ impl WorkerHandle {
         })
     }
 
-    /// Sends a command and waits for the reply.
-    pub(crate) async fn call(&self, command: Command) -> Result<Reply, MediaError> {
+    /// Sends the command `build` makes around its reply channel, and waits for the reply.
+    pub(crate) async fn call<T>(
+        &self,
+        build: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, MediaError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request { command, reply })
+            .send(build(reply))
             .map_err(|_| MediaError::WorkerGone)?;
         self.wake.wake();
         answer.await.map_err(|_| MediaError::WorkerGone)?

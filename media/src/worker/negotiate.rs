@@ -10,9 +10,10 @@ use sfu_core::{
     SubscriptionConfig, SubscriptionId, TrackConfig, TrackId, TransportConfig, TransportId,
 };
 
-use super::peer::{Peer, PeerState, Side};
-use super::shard::Shard;
+use super::link::Link;
+use super::thread::Worker;
 use super::{MediaError, NodeEvent};
+use crate::connection::Connection;
 use crate::connection::dtls::{DtlsRole, DtlsTransport};
 use crate::sdp::{
     self, ForwardedTrack, Kind, LocalDescription, PublishLimits, PublishedTrack,
@@ -206,13 +207,13 @@ impl RoomMedia {
     }
 
     /// Forgets a transport the worker already removed; true when it published tracks.
-    pub(crate) fn forget_transport(&mut self, session: &str, side: Side) -> bool {
+    pub(crate) fn forget_transport(&mut self, session: &str, direction: Direction) -> bool {
         let Some(media) = self.sessions.get_mut(session) else {
             return false;
         };
-        match side {
-            Side::Publish => media.publish.take().is_some_and(|p| !p.tracks.is_empty()),
-            Side::Subscribe => {
+        match direction {
+            Direction::Publish => media.publish.take().is_some_and(|p| !p.tracks.is_empty()),
+            Direction::Subscribe => {
                 media.subscribe = None;
                 false
             }
@@ -221,16 +222,14 @@ impl RoomMedia {
 
     /// Published tracks of everyone but `session`, in a stable order.
     fn tracks_for(&self, session: &str) -> Vec<(String, TrackId, PublishedTrack)> {
-        self.sessions
-            .iter()
-            .filter(|(id, _)| id.as_str() != session)
-            .filter_map(|(id, s)| s.publish.as_ref().map(|p| (id, p)))
-            .flat_map(|(id, p)| {
-                p.tracks
-                    .iter()
-                    .map(move |(t, sdp)| (id.clone(), *t, sdp.clone()))
-            })
-            .collect()
+        let mut tracks = self.published();
+        tracks.retain(|(publisher, _, _)| publisher != session);
+        tracks
+    }
+
+    /// `session`'s subscribe side.
+    fn subscribing_mut(&mut self, session: &str) -> Option<&mut Subscribing> {
+        self.sessions.get_mut(session)?.subscribe.as_mut()
     }
 
     /// Sessions that subscribe (or could): everyone but `publisher`.
@@ -243,7 +242,12 @@ impl RoomMedia {
     }
 }
 
-impl Shard {
+impl Worker {
+    /// `session`'s subscribe side in `room`.
+    fn subscribing_mut(&mut self, room: RoomId, session: &str) -> Option<&mut Subscribing> {
+        self.rooms.get_mut(&room)?.subscribing_mut(session)
+    }
+
     pub(super) fn create_room(&mut self) -> Result<RoomId, MediaError> {
         let room = self.core.create_room()?;
         self.rooms.insert(room, RoomMedia::default());
@@ -282,6 +286,10 @@ impl Shard {
             DtlsRole::Server,
         )
         .map_err(|e| MediaError::Dtls(e.0))?;
+        let mut connection = Connection::new(now, ice);
+        connection
+            .negotiate(now, negotiation.remote_ice.clone(), dtls)
+            .map_err(|e| MediaError::Dtls(e.0))?;
         let extensions = extension_map(
             negotiation
                 .extensions
@@ -306,10 +314,13 @@ impl Shard {
                 }
             }
         }
-        let mut peer = Peer::new(now, room, session.clone(), Side::Publish, ice);
-        peer.set_remote_ice(now, negotiation.remote_ice.clone());
-        peer.dtls = Some(dtls);
-        self.add_peer(transport, peer);
+        let link = Link {
+            room,
+            session: session.clone(),
+            direction: Direction::Publish,
+            connection,
+        };
+        self.add_link(now, transport, link);
 
         let media = self.rooms.get_mut(&room).expect("checked above");
         let previous = media
@@ -355,8 +366,13 @@ impl Shard {
                     extensions,
                 },
             )?;
-            let peer = Peer::new(now, room, session.to_owned(), Side::Subscribe, ice);
-            self.add_peer(transport, peer);
+            let link = Link {
+                room,
+                session: session.to_owned(),
+                direction: Direction::Subscribe,
+                connection: Connection::new(now, ice),
+            };
+            self.add_link(now, transport, link);
             let media = self.rooms.get_mut(&room).expect("checked above");
             media
                 .sessions
@@ -372,12 +388,7 @@ impl Shard {
                 changed: false,
             });
         }
-        let media = self.rooms.get_mut(&room).expect("checked above");
-        let subscribing = media
-            .sessions
-            .get_mut(session)
-            .and_then(|s| s.subscribe.as_mut())
-            .expect("created above");
+        let subscribing = self.subscribing_mut(room, session).expect("created above");
         if subscribing
             .awaiting_answer
             .is_some_and(|sent| now.saturating_duration_since(sent) < ANSWER_WAIT)
@@ -456,14 +467,9 @@ impl Shard {
             // The core may already have closed it with its track.
             let _ = self.core.unsubscribe(subscription);
         }
-        let ice = self.peers[&transport].local_ice.clone();
+        let ice = self.links[&transport].connection.local_ice().clone();
         let offer = sdp::subscribe_offer(&self.local_description(&ice), version, &tracks)?;
-        let media = self.rooms.get_mut(&room).expect("checked above");
-        let subscribing = media
-            .sessions
-            .get_mut(session)
-            .and_then(|s| s.subscribe.as_mut())
-            .expect("created above");
+        let subscribing = self.subscribing_mut(room, session).expect("created above");
         // Only an offer the client gets is waited for.
         if subscribing.offers.len() == OFFER_HISTORY {
             subscribing.offers.pop_front();
@@ -482,11 +488,11 @@ impl Shard {
         session: &str,
         answer: &str,
     ) -> Result<(), MediaError> {
-        let media = self.rooms.get_mut(&room).ok_or(MediaError::UnknownRoom)?;
-        let subscribing = media
-            .sessions
-            .get_mut(session)
-            .and_then(|s| s.subscribe.as_mut())
+        if !self.rooms.contains_key(&room) {
+            return Err(MediaError::UnknownRoom);
+        }
+        let subscribing = self
+            .subscribing_mut(room, session)
             .ok_or(MediaError::NoTransport("subscribe"))?;
         // The client answers our offers in order, but an answer may cross a newer re-offer on
         // the way: it answers the newest offer with its mids, in order.
@@ -516,43 +522,31 @@ impl Shard {
             subscribing.changed = false;
         }
         let transport = subscribing.transport;
-        let peer = self
-            .peers
+        let connection = &mut self
+            .links
             .get_mut(&transport)
-            .ok_or(MediaError::NoTransport("subscribe"))?;
-        match &peer.dtls {
-            None => {
-                // Browsers answer `active` (we serve); Pion and webrtc-rs answer `passive`
-                // toward an ICE-lite offerer (we connect).
-                let role = match parsed.remote_setup {
-                    sdp::Setup::Active => DtlsRole::Server,
-                    sdp::Setup::Passive => DtlsRole::Client,
-                };
-                let mut dtls =
-                    DtlsTransport::new(&self.identity, &parsed.remote_fingerprint.0, role)
-                        .map_err(|e| MediaError::Dtls(e.0))?;
-                if let Some(remote) = peer.paths.selected() {
-                    dtls.start(now, remote).map_err(|e| MediaError::Dtls(e.0))?;
-                    while let Some((to, datagram)) = dtls.poll_transmit() {
-                        self.send.push(to, &datagram);
-                    }
-                }
-                peer.dtls = Some(dtls);
-                peer.set_remote_ice(now, parsed.remote_ice.clone());
-            }
-            Some(_) if peer.remote_ice.as_ref() != Some(&parsed.remote_ice) => {
-                // An ICE restart is not supported on the subscribe side yet.
-                tracing::debug!("subscriber changed ICE credentials; keeping the first ones");
-            }
-            Some(_) => {}
+            .ok_or(MediaError::NoTransport("subscribe"))?
+            .connection;
+        if !connection.is_negotiated() {
+            // Browsers answer `active` (we serve); Pion and webrtc-rs answer `passive` toward
+            // an ICE-lite offerer (we connect).
+            let role = match parsed.remote_setup {
+                sdp::Setup::Active => DtlsRole::Server,
+                sdp::Setup::Passive => DtlsRole::Client,
+            };
+            let dtls = DtlsTransport::new(&self.identity, &parsed.remote_fingerprint.0, role)
+                .map_err(|e| MediaError::Dtls(e.0))?;
+            connection
+                .negotiate(now, parsed.remote_ice.clone(), dtls)
+                .map_err(|e| MediaError::Dtls(e.0))?;
+        } else if connection.remote_ice() != Some(&parsed.remote_ice) {
+            // An ICE restart is not supported on the subscribe side yet.
+            tracing::debug!("subscriber changed ICE credentials; keeping the first ones");
         }
-        self.track_dtls_timer(transport);
-        let media = self.rooms.get_mut(&room).expect("checked above");
-        let subscribing = media
-            .sessions
-            .get_mut(session)
-            .and_then(|s| s.subscribe.as_mut())
-            .expect("checked above");
+        self.service(now, transport);
+        let Some(subscribing) = self.subscribing_mut(room, session) else {
+            return Ok(()); // the network closed it meanwhile (an event said so)
+        };
         for (i, forwarded) in subscribing.forwarded.iter_mut().enumerate() {
             let Some(offered) = offered.iter().find(|t| t.mid == forwarded.sdp.mid) else {
                 // Added or recycled after the answered offer: the next answer covers it.
@@ -594,9 +588,9 @@ impl Shard {
         };
         let transport = subscribing.transport;
         let connected = self
-            .peers
+            .links
             .get(&transport)
-            .is_some_and(|p| p.state == PeerState::Connected);
+            .is_some_and(|l| l.connection.is_connected());
         let mut changes = Vec::new();
         for forwarded in &subscribing.forwarded {
             let wanted = forwarded.sdp.active && forwarded.accepted;
@@ -611,11 +605,10 @@ impl Shard {
             }
         }
         for (mid, track, subscribe) in changes {
-            let media = self.rooms.get_mut(&room).expect("checked above");
-            let subscribing = media
-                .sessions
-                .get_mut(session)
-                .and_then(|s| s.subscribe.as_mut())
+            let subscribing = self
+                .rooms
+                .get_mut(&room)
+                .and_then(|media| media.subscribing_mut(session))
                 .expect("checked above");
             let forwarded = subscribing
                 .forwarded
@@ -669,11 +662,16 @@ impl Shard {
     /// After the node closed a transport itself (DTLS closed, consent expired, never
     /// connected): forgets it, and if it published, the others are re-offered without its
     /// tracks (their m-lines are rejected and become recyclable).
-    pub(super) fn forget_closed_transport(&mut self, room: RoomId, session: &str, side: Side) {
+    pub(super) fn forget_closed_transport(
+        &mut self,
+        room: RoomId,
+        session: &str,
+        direction: Direction,
+    ) {
         let published = self
             .rooms
             .get_mut(&room)
-            .is_some_and(|media| media.forget_transport(session, side));
+            .is_some_and(|media| media.forget_transport(session, direction));
         if published {
             self.renegotiate_others(room, session);
         }
@@ -727,19 +725,14 @@ impl Shard {
             return;
         };
         self.pipe_subscription_closed(transport, subscription);
-        if self.side_of(transport) != Some(Side::Subscribe) {
+        if self.direction_of(transport) != Some(Direction::Subscribe) {
             return;
         }
-        let Some(peer) = self.peers.get(&transport) else {
+        let Some(link) = self.links.get(&transport) else {
             return;
         };
-        let (room, session) = (peer.room, peer.session.clone());
-        let Some(subscribing) = self
-            .rooms
-            .get_mut(&room)
-            .and_then(|m| m.sessions.get_mut(&session))
-            .and_then(|s| s.subscribe.as_mut())
-        else {
+        let (room, session) = (link.room, link.session.clone());
+        let Some(subscribing) = self.subscribing_mut(room, &session) else {
             return;
         };
         if let Some(forwarded) = subscribing

@@ -22,7 +22,7 @@ use sfu_core::{
 
 use super::MediaError;
 use super::negotiate::{RoomMedia, extension_map, track_config};
-use super::shard::Shard;
+use super::thread::Worker;
 use crate::sdp::{PublishedTrack, SUBSCRIBE_EXTENSIONS};
 use mooyaho_net::udp::Wake;
 
@@ -114,7 +114,7 @@ pub(super) struct Pipes {
 /// Size of a pipe chunk.
 const PIPE_CHUNK: usize = 64 * 1024;
 
-impl Shard {
+impl Worker {
     /// Remote side: opens a room mirroring `home`'s and its pipe transport.
     pub(super) fn accept_pipe(
         &mut self,

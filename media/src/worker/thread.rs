@@ -1,27 +1,29 @@
-//! The worker thread's state and loop: receive a batch, demultiplex, run each datagram through
-//! its transport's security layer into `sfu_core`, drain the core's transmits through SRTP into
-//! one `sendmmsg` batch, and keep the timers.
+//! The worker thread's state and loop: receive a batch, demultiplex each datagram to its
+//! transport's [`Connection`](crate::connection::Connection) (ufrag and address tables), route
+//! what it decrypts into `sfu_core`, drain the core's transmits through the connections' SRTP
+//! into one `sendmmsg` batch, and run the connections' timers from one deadline queue.
 
 use std::collections::HashMap;
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use sfu_core::{OutPacket, RoomId, TransportId};
+use sfu_core::{Direction, OutPacket, RoomId, TransportId};
 use tokio::sync::mpsc as async_mpsc;
 
+use super::link::Link;
 use super::negotiate::{PublishPolicy, RoomMedia};
-use super::peer::{Peer, PeerState, Side};
 use super::pipe::{PipeMessage, PipeSender, Pipes};
-use super::{Command, MediaError, NodeEvent, Reply, Request};
-use crate::connection::dtls::{DtlsIdentity, DtlsOutcome, DtlsTransport};
+use super::timers::TimerQueue;
+use super::{Command, MediaError, NodeEvent, Reply};
+use crate::connection::dtls::DtlsIdentity;
 use crate::connection::ice::{self, BindingRequest};
 use crate::connection::paths::AddressChange;
+use crate::connection::{ConnectionEvent, Received, Rejected};
 use mooyaho_net::PacketClass;
-use mooyaho_net::srtp::SrtpError;
 use mooyaho_net::udp::{MAX_DATAGRAM, RecvBatch, SendBatch, Socket, Wake};
 
 /// Drop and error counters of one worker (every dropped packet is counted somewhere here).
@@ -64,6 +66,26 @@ pub struct WorkerCounters {
     pub live_address_claims: u64,
 }
 
+impl WorkerCounters {
+    /// Counts a datagram (or outgoing packet) a connection refused.
+    fn count(&mut self, rejected: Rejected) {
+        let counter = match rejected {
+            Rejected::Stun => &mut self.stun_rejected,
+            Rejected::DtlsUnexpected => &mut self.dtls_unauthenticated,
+            Rejected::DtlsFailure => &mut self.dtls_failures,
+            Rejected::NotConnected => &mut self.media_unauthenticated,
+            Rejected::SrtpAuth => &mut self.srtp_auth_failures,
+            Rejected::SrtpReplay => &mut self.srtp_replays,
+            Rejected::SrtpSsrcCap => &mut self.srtp_ssrc_cap_drops,
+            Rejected::SrtpIndexReused => &mut self.srtp_index_reuse_refused,
+            Rejected::Unknown => &mut self.unknown_datagrams,
+            // Too large to protect: logged by the connection; nothing was on the wire yet.
+            Rejected::SrtpProtect => return,
+        };
+        *counter += 1;
+    }
+}
+
 /// Snapshot of a worker.
 #[derive(Clone, Debug)]
 pub struct WorkerStats {
@@ -83,7 +105,7 @@ pub struct WorkerStats {
     pub core: sfu_core::Stats,
 }
 
-pub(super) struct Shard {
+pub(super) struct Worker {
     pub(super) index: usize,
     /// The worker's UDP socket; `None` in the fuzz harness, which feeds datagrams to
     /// [`Self::handle_datagram`] and takes what would be sent with [`Self::take_sent`].
@@ -93,9 +115,9 @@ pub(super) struct Shard {
     pub(super) events: async_mpsc::UnboundedSender<NodeEvent>,
     pub(super) core: sfu_core::Worker,
     pub(super) rooms: HashMap<RoomId, RoomMedia>,
-    /// Transport network state. Keys are ids we allocate, looked up once per sent packet:
-    /// FxHash (no attacker chooses them).
-    pub(super) peers: FxHashMap<TransportId, Peer>,
+    /// Client transports' connections. Keys are ids we allocate, looked up once per sent
+    /// packet: FxHash (no attacker chooses them).
+    pub(super) links: FxHashMap<TransportId, Link>,
     /// Local ufrag → transport. Keys come from the network (attacker-chosen): default SipHash.
     pub(super) by_ufrag: HashMap<String, TransportId>,
     /// Validated remote address → transport. Attacker-influenced keys: default SipHash.
@@ -107,11 +129,11 @@ pub(super) struct Shard {
     /// chunk when it runs out), so the allocation sfu-core's `Bytes` needs is amortised over
     /// dozens of packets. A chunk lives while any packet cut from it is still referenced.
     received: BytesMut,
+    /// When subscribers whose offer went unanswered are looked at next.
     next_housekeeping: Instant,
-    /// Transports whose DTLS has a retransmission timer armed (handshakes in flight): the loop
-    /// visits only these for timers, not every peer on every turn (with 500 connected
-    /// subscribers the full walk was 10 % of an audio profile).
-    dtls_timers: FxHashSet<TransportId>,
+    /// Every connection's next deadline: a loop turn looks at the earliest only (walking every
+    /// transport on each turn was 10 % of an audio profile with 500 subscribers).
+    timers: TimerQueue<TransportId>,
     /// Pipes of rooms that span workers.
     pub(super) pipes: Pipes,
     /// Every worker's pipe queue, by worker index (ours included, unused).
@@ -126,14 +148,15 @@ pub(super) struct Shard {
     pub(super) publish_policy: PublishPolicy,
 }
 
-/// How often consent and connect timeouts are checked.
+/// How often unanswered subscribe offers are looked at, and the earliest a connection whose
+/// timer did nothing is looked at again.
 const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Bytes SRTP appends at most (SRTCP with GCM: 16-byte tag + 4-byte index word).
 const SRTP_TRAILER: usize = 20;
 /// Pooled chunk for decrypted packets: about 50 video packets per allocation.
 const RECEIVE_CHUNK: usize = 64 * 1024;
 
-impl Shard {
+impl Worker {
     #[allow(clippy::too_many_arguments)] // one call site, in WorkerHandle::spawn
     pub(super) fn new(
         index: usize,
@@ -153,7 +176,7 @@ impl Shard {
             events,
             core: sfu_core::Worker::new(core),
             rooms: HashMap::new(),
-            peers: FxHashMap::default(),
+            links: FxHashMap::default(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             counters: WorkerCounters::default(),
@@ -161,7 +184,7 @@ impl Shard {
             send: SendBatch::default(),
             received: BytesMut::new(),
             next_housekeeping: Instant::now() + HOUSEKEEPING,
-            dtls_timers: FxHashSet::default(),
+            timers: TimerQueue::default(),
             pipes: Pipes::default(),
             pipe_peers,
             pipe_inbox,
@@ -173,11 +196,11 @@ impl Shard {
     }
 
     /// Runs until the request channel closes.
-    pub(super) fn run(&mut self, inbox: &mpsc::Receiver<Request>, wake: &Wake) {
+    pub(super) fn run(&mut self, inbox: &mpsc::Receiver<Command>, wake: &Wake) {
         loop {
             loop {
                 match inbox.try_recv() {
-                    Ok(request) => self.handle_request(request),
+                    Ok(command) => self.handle_command(command),
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => return,
                 }
@@ -233,56 +256,87 @@ impl Shard {
         piped
     }
 
-    fn handle_request(&mut self, request: Request) {
+    fn handle_command(&mut self, command: Command) {
         // A command may depend on pipe messages queued before it was sent (a subscriber placed
         // here right after its room's pipe opened must see the piped tracks).
         self.handle_pipe_inbox();
         let now = Instant::now();
         #[cfg(debug_assertions)]
-        if self.panic_on_create_room && matches!(request.command, Command::CreateRoom) {
+        if self.panic_on_create_room && matches!(command, Command::CreateRoom(_)) {
             panic!(
                 "MOOYAHO_DEBUG_WORKER_PANIC: worker {} panics on CreateRoom",
                 self.index
             );
         }
-        let result = match request.command {
-            Command::CreateRoom => self.create_room().map(Reply::Room),
-            Command::CloseRoom(room) => self.close_room(room).map(|()| Reply::Done),
+        match command {
+            Command::CreateRoom(reply) => {
+                let result = self.create_room();
+                self.reply(reply, result);
+            }
+            Command::CloseRoom { room, reply } => {
+                let result = self.close_room(room);
+                self.reply(reply, result);
+            }
             Command::Publish {
                 room,
                 session,
                 offer,
-            } => self
-                .publish(now, room, session, &offer)
-                .map(|(_, answer)| Reply::Published { answer }),
-            Command::SubscribeOffer { room, session } => {
-                self.subscribe_offer(now, room, &session).map(Reply::Offer)
+                reply,
+            } => {
+                let result = self.publish(now, room, session, &offer);
+                self.reply(reply, result.map(|(_, answer)| answer));
+            }
+            Command::SubscribeOffer {
+                room,
+                session,
+                reply,
+            } => {
+                let result = self.subscribe_offer(now, room, &session);
+                self.reply(reply, result);
             }
             Command::SubscribeAnswer {
                 room,
                 session,
                 answer,
-            } => self
-                .subscribe_answer(now, room, &session, &answer)
-                .map(|()| Reply::Done),
-            Command::CloseSession { room, session } => {
-                self.close_session(room, &session).map(|()| Reply::Done)
+                reply,
+            } => {
+                let result = self.subscribe_answer(now, room, &session, &answer);
+                self.reply(reply, result);
             }
-            Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
-            Command::AcceptPipe { home } => self
-                .accept_pipe(now, home)
-                .map(|(room, transport)| Reply::Pipe { room, transport }),
+            Command::CloseSession {
+                room,
+                session,
+                reply,
+            } => {
+                let result = self.close_session(room, &session);
+                self.reply(reply, result);
+            }
+            Command::Stats(reply) => {
+                let stats = Box::new(self.stats());
+                self.reply(reply, Ok(stats));
+            }
+            Command::AcceptPipe { home, reply } => {
+                let result = self.accept_pipe(now, home);
+                self.reply(reply, result);
+            }
             Command::OpenPipe {
                 room,
                 worker,
                 remote_room,
                 remote_transport,
-            } => self
-                .open_pipe(now, room, worker, remote_room, remote_transport)
-                .map(|()| Reply::Done),
-        };
+                reply,
+            } => {
+                let result = self.open_pipe(now, room, worker, remote_room, remote_transport);
+                self.reply(reply, result);
+            }
+        }
+    }
+
+    /// Sends what the command queued, then its reply (the caller may act on the network at
+    /// once: the answer's packets are already out).
+    fn reply<T>(&mut self, to: Reply<T>, result: Result<T, MediaError>) {
         self.drain();
-        let _ = request.reply.send(result);
+        let _ = to.send(result);
     }
 
     fn stats(&self) -> WorkerStats {
@@ -290,11 +344,11 @@ impl Shard {
             worker: self.index,
             rooms: self.rooms.len(),
             sessions: self.rooms.values().map(RoomMedia::sessions).sum(),
-            transports: self.peers.len(),
+            transports: self.links.len(),
             connected: self
-                .peers
+                .links
                 .values()
-                .filter(|p| p.state == PeerState::Connected)
+                .filter(|l| l.connection.is_connected())
                 .count(),
             counters: self.counters,
             core: self.core.stats(),
@@ -311,29 +365,30 @@ impl Shard {
         self.drain();
     }
 
-    /// One received datagram through demultiplexing, ICE/paths, DTLS or SRTP into sfu-core
-    /// (the caller drains the core afterwards). Sockets stay outside: the fuzz harness calls this.
+    /// One received datagram through demultiplexing to its connection, and what it decrypts
+    /// into sfu-core (the caller drains the core afterwards). Sockets stay outside: the fuzz
+    /// harness calls this.
     pub(super) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) {
         self.counters.datagrams_in += 1;
-        match PacketClass::of(datagram) {
-            PacketClass::Stun => self.handle_stun(now, from, datagram),
-            PacketClass::Dtls => self.handle_dtls(now, from, datagram),
-            PacketClass::Rtp => self.handle_media(now, from, datagram, false),
-            PacketClass::Rtcp => self.handle_media(now, from, datagram, true),
+        let class = PacketClass::of(datagram);
+        match class {
+            // Checks are routed by the ufrag they name; everything else by validated address.
+            PacketClass::Stun if !ice::is_response(datagram) => {
+                self.handle_check(now, from, datagram)
+            }
             PacketClass::Unknown => self.counters.unknown_datagrams += 1,
+            _ => self.handle_routed(now, from, datagram, class),
         }
     }
 
-    /// Everything queued for sending since the last call (socketless shard: the fuzz harness).
+    /// Everything queued for sending since the last call (socketless worker: the fuzz harness).
     pub(super) fn take_sent(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
         self.send.take_all()
     }
 
-    fn handle_stun(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        if ice::is_response(datagram) {
-            self.handle_stun_response(now, from, datagram);
-            return;
-        }
+    /// A connectivity check: to the connection whose ufrag it names, unless its source is
+    /// another transport's live path.
+    fn handle_check(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         let Ok(mut request) = BindingRequest::parse(datagram) else {
             self.counters.stun_rejected += 1;
             return;
@@ -342,16 +397,12 @@ impl Shard {
             self.counters.stun_rejected += 1;
             return;
         };
-        let Some(peer) = self.peers.get(&transport) else {
+        let Some(link) = self.links.get(&transport) else {
             self.counters.stale_routes += 1;
             return;
         };
-        let remote_matches = peer
-            .remote_ice
-            .as_ref()
-            .is_none_or(|ice| ice.ufrag == request.remote_ufrag);
-        if !remote_matches || request.authenticate(&peer.local_ice.pwd).is_err() {
-            self.counters.stun_rejected += 1;
+        if let Err(rejected) = link.connection.authenticate(&mut request) {
+            self.counters.count(rejected);
             tracing::debug!(%from, "STUN check failed authentication");
             return;
         }
@@ -360,173 +411,110 @@ impl Shard {
         if let Some(&owner) = self.by_addr.get(&from)
             && owner != transport
             && self
-                .peers
+                .links
                 .get(&owner)
-                .is_some_and(|p| p.paths.is_live(now, from))
+                .is_some_and(|l| l.connection.paths().is_live(now, from))
         {
             self.counters.live_address_claims += 1;
             tracing::debug!(%from, "check from another transport's live path dropped");
             return;
         }
-        let Some(peer) = self.peers.get_mut(&transport) else {
+        let Some(link) = self.links.get_mut(&transport) else {
             self.counters.stale_routes += 1;
             return;
         };
-        let change = peer.validate(now, from, request.use_candidate);
-        let response = request.success(from, &peer.local_ice.pwd);
-        self.send.push(from, &response);
+        let change = link.connection.handle_check(now, from, &request);
         self.apply_address_change(transport, change);
-        self.drive_paths(now, transport);
+        self.service(now, transport);
     }
 
-    /// Our consent check answered (or a forged/stray response, dropped and counted).
-    fn handle_stun_response(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+    /// A datagram routed by its validated source address: consent answers, DTLS, SRTP.
+    fn handle_routed(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+        class: PacketClass,
+    ) {
         let Some(&transport) = self.by_addr.get(&from) else {
-            self.counters.stun_rejected += 1;
+            match class {
+                PacketClass::Stun => self.counters.stun_rejected += 1,
+                PacketClass::Dtls => self.counters.dtls_unauthenticated += 1,
+                _ => self.counters.media_unauthenticated += 1,
+            }
             return;
         };
-        let Some(peer) = self.peers.get_mut(&transport) else {
+        let Some(link) = self.links.get_mut(&transport) else {
             self.counters.stale_routes += 1;
             return;
         };
-        match peer.paths.handle_response(now, from, datagram) {
-            Ok(switched) => {
-                if switched {
-                    tracing::debug!(session = %peer.session, side = ?peer.side, %from, "media path selected");
+        match link.connection.handle_datagram(now, from, datagram) {
+            Ok(Received::Rtp(len)) => {
+                // Decrypted in place in the receive buffer, then copied once into a pooled chunk.
+                let packet = self.pooled(&datagram[..len]);
+                self.core.handle_rtp(now, transport, packet);
+            }
+            Ok(Received::Rtcp(len)) => {
+                let packet = self.pooled(&datagram[..len]);
+                self.core.handle_rtcp(now, transport, packet);
+            }
+            Ok(Received::Consumed) => self.service(now, transport),
+            Err(rejected) => {
+                self.counters.count(rejected);
+                if matches!(class, PacketClass::Dtls | PacketClass::Stun) {
+                    self.service(now, transport); // a failed record may still have answers
                 }
-                self.drive_paths(now, transport);
-            }
-            Err(e) => {
-                self.counters.stun_rejected += 1;
-                tracing::debug!(error = %e, %from, "STUN response refused");
             }
         }
     }
 
-    /// Sends what `transport`'s paths queued (our checks) and, in the DTLS client role, starts
-    /// the handshake toward the first consented path.
-    fn drive_paths(&mut self, now: Instant, transport: TransportId) {
-        let Some(peer) = self.peers.get_mut(&transport) else {
+    /// After a connection handled something: sends what it queued, acts on its events and
+    /// files its next deadline.
+    pub(super) fn service(&mut self, now: Instant, transport: TransportId) {
+        let Some(link) = self.links.get_mut(&transport) else {
             return;
         };
-        while let Some((to, check)) = peer.paths.poll_transmit() {
-            self.send.push(to, &check);
-        }
-        if let (Some(dtls), Some(selected)) = (peer.dtls.as_mut(), peer.paths.selected()) {
-            if let Err(e) = dtls.start(now, selected) {
-                self.counters.dtls_failures += 1;
-                tracing::debug!(error = %e, "DTLS client start failed");
-            }
-            while let Some((to, datagram)) = dtls.poll_transmit() {
-                self.send.push(to, &datagram);
-            }
-        }
-        self.track_dtls_timer(transport);
-    }
-
-    /// Files `transport` under [`Self::dtls_timers`] after anything that may have moved its
-    /// DTLS timer.
-    pub(super) fn track_dtls_timer(&mut self, transport: TransportId) {
-        let armed = self
-            .peers
-            .get(&transport)
-            .and_then(|p| p.dtls.as_ref())
-            .is_some_and(|d| d.poll_timeout().is_some());
-        if armed {
-            self.dtls_timers.insert(transport);
-        } else {
-            self.dtls_timers.remove(&transport);
-        }
-    }
-
-    fn handle_dtls(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
-        let Some(&transport) = self.by_addr.get(&from) else {
-            self.counters.dtls_unauthenticated += 1;
-            return;
-        };
-        let Some(peer) = self.peers.get_mut(&transport) else {
-            self.counters.stale_routes += 1;
-            return;
-        };
-        let Some(dtls) = peer.dtls.as_mut() else {
-            // The client answered our offer in DTLS before its SDP answer reached us.
-            self.counters.dtls_unauthenticated += 1;
-            return;
-        };
-        let outcome = dtls.handle(now, from, datagram);
-        while let Some((to, datagram)) = dtls.poll_transmit() {
+        while let Some((to, datagram)) = link.connection.poll_transmit() {
             self.send.push(to, &datagram);
         }
-        self.track_dtls_timer(transport);
-        let Some(peer) = self.peers.get_mut(&transport) else {
-            return; // unreachable: nothing above removes it
+        self.timers
+            .schedule(transport, link.connection.poll_timeout());
+        while let Some(event) = self
+            .links
+            .get_mut(&transport)
+            .and_then(|l| l.connection.poll_event())
+        {
+            self.handle_connection_event(now, transport, event);
+        }
+    }
+
+    fn handle_connection_event(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        event: ConnectionEvent,
+    ) {
+        let Some(link) = self.links.get(&transport) else {
+            return;
         };
-        match outcome {
-            Ok(DtlsOutcome::Pending) => {}
-            Ok(DtlsOutcome::Connected(srtp)) => {
-                peer.srtp = Some(*srtp);
-                peer.state = PeerState::Connected;
-                tracing::debug!(session = %peer.session, side = ?peer.side, "transport connected");
-                let (room, session, side) = (peer.room, peer.session.clone(), peer.side);
-                if side == Side::Subscribe {
+        match event {
+            ConnectionEvent::Connected => {
+                tracing::debug!(session = %link.session, direction = ?link.direction, "transport connected");
+                let (room, session, direction) = (link.room, link.session.clone(), link.direction);
+                if direction == Direction::Subscribe {
                     // Forwarding starts now, at a keyframe requested now.
                     if let Err(e) = self.sync_subscriptions(now, room, &session) {
                         tracing::warn!(error = %e, %session, "starting subscriptions failed");
                     }
                 }
-                let _ = self.events.send(NodeEvent::TransportConnected {
+                self.emit(NodeEvent::TransportConnected {
                     worker: self.index,
                     room,
                     session,
-                    side,
+                    direction,
                 });
             }
-            Ok(DtlsOutcome::Closed) => self.fail_transport(transport, "DTLS closed by the client"),
-            Err(e) => {
-                self.counters.dtls_failures += 1;
-                tracing::debug!(error = %e, %from, "DTLS failure");
-            }
-        }
-    }
-
-    fn handle_media(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8], rtcp: bool) {
-        let Some(&transport) = self.by_addr.get(&from) else {
-            self.counters.media_unauthenticated += 1;
-            return;
-        };
-        let Some(peer) = self.peers.get_mut(&transport) else {
-            self.counters.stale_routes += 1;
-            return;
-        };
-        let Some(srtp) = peer.srtp.as_mut() else {
-            self.counters.media_unauthenticated += 1;
-            return;
-        };
-        // Decrypted in place in the receive buffer, then copied once into a pooled chunk.
-        let result = if rtcp {
-            srtp.unprotect_rtcp_in_place(datagram)
-        } else {
-            srtp.unprotect_rtp_in_place(datagram)
-        };
-        let packet = match result {
-            Ok(len) => self.pooled(&datagram[..len]),
-            Err(e) if e.is_replay() => {
-                self.counters.srtp_replays += 1;
-                return;
-            }
-            Err(SrtpError::TooManySsrcs { .. }) => {
-                self.counters.srtp_ssrc_cap_drops += 1;
-                return;
-            }
-            Err(_) => {
-                self.counters.srtp_auth_failures += 1;
-                return;
-            }
-        };
-        if rtcp {
-            self.core.handle_rtcp(now, transport, packet);
-        } else {
-            self.core.handle_rtp(now, transport, packet);
+            ConnectionEvent::Closed(reason) => self.fail_transport(transport, reason),
         }
     }
 
@@ -534,29 +522,22 @@ impl Shard {
     /// then flushes the batch.
     pub(super) fn drain(&mut self) {
         while let Some(transmit) = self.core.poll_transmit() {
-            let Some(peer) = self.peers.get_mut(&transmit.to) else {
+            let Some(link) = self.links.get_mut(&transmit.to) else {
                 self.pipe_transmit(transmit.to, &transmit.packet);
                 continue;
             };
-            let (Some(srtp), Some(to)) = (peer.srtp.as_mut(), peer.paths.selected()) else {
+            let Some(to) = link.connection.media_destination() else {
                 continue; // not connected yet: the subscriber catches up with a keyframe
             };
-            let counters = &mut self.counters;
+            let (connection, counters) = (&mut link.connection, &mut self.counters);
+            let rtcp = matches!(transmit.packet, OutPacket::Rtcp(_));
             // Written and protected in place in the send batch's arena: no copy, no allocation.
             self.send
                 .push_with(to, MAX_DATAGRAM + SRTP_TRAILER, |slot| {
                     let len = transmit.packet.write(&mut slot[..MAX_DATAGRAM]).ok()?;
-                    let protected = match &transmit.packet {
-                        OutPacket::Rtp { .. } => srtp.protect_rtp_in_place(slot, len),
-                        OutPacket::Rtcp(_) => srtp.protect_rtcp_in_place(slot, len),
-                    };
-                    protected
-                        .inspect_err(|e| {
-                            if matches!(e, SrtpError::IndexReused { .. }) {
-                                counters.srtp_index_reuse_refused += 1;
-                            }
-                            tracing::debug!(error = %e, "SRTP protect failed")
-                        })
+                    connection
+                        .protect(slot, len, rtcp)
+                        .inspect_err(|rejected| counters.count(*rejected))
                         .ok()
                 });
         }
@@ -592,104 +573,61 @@ impl Shard {
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
-        let due: Vec<TransportId> = self
-            .dtls_timers
-            .iter()
-            .copied()
-            .filter(|t| {
-                self.peers
-                    .get(t)
-                    .and_then(|p| p.dtls.as_ref())
-                    .and_then(DtlsTransport::poll_timeout)
-                    .is_some_and(|deadline| deadline <= now)
-            })
-            .collect();
-        for transport in due {
-            if let Some(dtls) = self.peers.get_mut(&transport).and_then(|p| p.dtls.as_mut()) {
-                let _ = dtls.handle_timeout(now);
-                while let Some((to, datagram)) = dtls.poll_transmit() {
-                    self.send.push(to, &datagram);
-                }
+        while let Some(transport) = self.timers.pop_due(now) {
+            let Some(link) = self.links.get_mut(&transport) else {
+                continue;
+            };
+            link.connection.handle_timeout(now);
+            self.service(now, transport);
+            // A deadline the timer did not move (a path switch still waiting for a better
+            // candidate) is looked at again on the housekeeping tick, not in a spin.
+            if let Some(link) = self.links.get(&transport)
+                && link.connection.poll_timeout().is_some_and(|t| t <= now)
+            {
+                self.timers.schedule(transport, Some(now + HOUSEKEEPING));
             }
-            self.track_dtls_timer(transport);
         }
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
-            // Consent checks, candidate retransmissions, rate-limited switches.
-            let due: Vec<TransportId> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.paths.poll_timeout().is_some_and(|t| t <= now))
-                .map(|(id, _)| *id)
-                .collect();
-            for transport in due {
-                if let Some(peer) = self.peers.get_mut(&transport) {
-                    peer.paths.handle_timeout(now);
-                }
-                self.drive_paths(now, transport);
-            }
-            let expired: Vec<_> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.expired(now))
-                .map(|(id, p)| (*id, p.state))
-                .collect();
-            for (transport, state) in expired {
-                let reason = match state {
-                    PeerState::Connecting => "never connected",
-                    PeerState::Connected => "consent expired",
-                };
-                self.fail_transport(transport, reason);
-            }
             self.reoffer_overdue(now);
         }
         self.drain();
     }
 
-    fn next_deadline(&self) -> Instant {
-        let mut deadline = self.next_housekeeping;
-        if let Some(t) = self.core.poll_timeout() {
-            deadline = deadline.min(t);
-        }
-        for transport in &self.dtls_timers {
-            if let Some(t) = self
-                .peers
-                .get(transport)
-                .and_then(|p| p.dtls.as_ref())
-                .and_then(DtlsTransport::poll_timeout)
-            {
-                deadline = deadline.min(t);
-            }
-        }
-        deadline
+    fn next_deadline(&mut self) -> Instant {
+        [self.core.poll_timeout(), self.timers.next_deadline()]
+            .into_iter()
+            .flatten()
+            .fold(self.next_housekeeping, Instant::min)
     }
 
     /// Removes a transport the network gave up on and tells the control plane.
     fn fail_transport(&mut self, transport: TransportId, reason: &'static str) {
-        let Some(peer) = self.peers.get(&transport) else {
+        let Some(link) = self.links.get(&transport) else {
             return;
         };
-        let (room, session, side) = (peer.room, peer.session.clone(), peer.side);
-        tracing::info!(%session, ?side, reason, "closing transport");
+        let (room, session, direction) = (link.room, link.session.clone(), link.direction);
+        tracing::info!(%session, ?direction, reason, "closing transport");
         self.remove_transport(transport);
-        self.forget_closed_transport(room, &session, side);
-        let _ = self.events.send(NodeEvent::TransportClosed {
+        self.forget_closed_transport(room, &session, direction);
+        self.emit(NodeEvent::TransportClosed {
             worker: self.index,
             room,
             session,
-            side,
+            direction,
             reason,
         });
     }
 
     /// Removes a transport from sfu-core and the demux tables.
     pub(super) fn remove_transport(&mut self, transport: TransportId) {
-        self.dtls_timers.remove(&transport);
-        if let Some(peer) = self.peers.remove(&transport) {
-            if self.by_ufrag.get(&peer.local_ice.ufrag) == Some(&transport) {
-                self.by_ufrag.remove(&peer.local_ice.ufrag);
+        self.timers.schedule(transport, None);
+        if let Some(link) = self.links.remove(&transport) {
+            let ufrag = &link.connection.local_ice().ufrag;
+            if self.by_ufrag.get(ufrag) == Some(&transport) {
+                self.by_ufrag.remove(ufrag);
             }
-            for addr in peer.paths.addresses() {
+            for addr in link.connection.paths().addresses() {
                 self.release_address(transport, addr);
             }
         }
@@ -710,9 +648,9 @@ impl Shard {
         if let Some(added) = change.added
             && let Some(previous) = self.by_addr.insert(added, transport)
             && previous != transport
-            && let Some(other) = self.peers.get_mut(&previous)
+            && let Some(other) = self.links.get_mut(&previous)
         {
-            other.paths.forget(added);
+            other.connection.forget_address(added);
         }
     }
 
@@ -723,19 +661,20 @@ impl Shard {
         }
     }
 
-    /// Registers a new transport's network state.
-    pub(super) fn add_peer(&mut self, transport: TransportId, peer: Peer) {
+    /// Registers a new client transport's connection.
+    pub(super) fn add_link(&mut self, now: Instant, transport: TransportId, link: Link) {
         self.by_ufrag
-            .insert(peer.local_ice.ufrag.clone(), transport);
-        self.peers.insert(transport, peer);
+            .insert(link.connection.local_ice().ufrag.clone(), transport);
+        self.links.insert(transport, link);
+        self.service(now, transport);
     }
 
     pub(super) fn emit(&self, event: NodeEvent) {
         let _ = self.events.send(event);
     }
 
-    pub(super) fn side_of(&self, transport: TransportId) -> Option<Side> {
-        self.peers.get(&transport).map(|p| p.side)
+    pub(super) fn direction_of(&self, transport: TransportId) -> Option<Direction> {
+        self.links.get(&transport).map(|l| l.direction)
     }
 
     pub(super) fn close_room(&mut self, room: RoomId) -> Result<(), MediaError> {
