@@ -74,7 +74,18 @@ fn assert_flowed(report: &Value, participants: u64) {
         report["outPacketsPerSecond"].as_f64().unwrap() > 0.0,
         "{report:#}"
     );
-    assert!(report["lossPercent"].as_f64().is_some(), "{report:#}");
+    // Loss against what was sent in the window, every stream × its receivers: something was
+    // expected, and at most that arrived (duplicates count once).
+    let expected = report["packetsExpectedInWindow"].as_u64().unwrap();
+    let received = report["packetsReceivedOfWindow"].as_u64().unwrap();
+    assert!(
+        expected > 0 && received > 0 && received <= expected,
+        "{report:#}"
+    );
+    let loss = report["lossPercent"].as_f64().unwrap();
+    let from_counts = (expected - received) as f64 * 100.0 / expected as f64;
+    assert!((loss - from_counts).abs() < 1e-9, "{report:#}");
+    assert!(report["gapLossPercent"].as_f64().is_some(), "{report:#}");
     assert!(
         report["latencyMs"]["samples"].as_u64().unwrap() > 0,
         "{report:#}"

@@ -168,14 +168,25 @@ impl LoadConfig {
     }
 }
 
+/// How long subscribers keep receiving after the window closes, for packets sent in it.
+const WINDOW_GRACE: Duration = Duration::from_millis(500);
+
 /// Counters shared by every simulated participant.
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
     pub(crate) sent: AtomicU64,
     pub(crate) received: AtomicU64,
     pub(crate) received_in_window: AtomicU64,
+    /// Sequence-gap accounting (between each stream's first and last received packet).
     pub(crate) expected: AtomicU64,
     pub(crate) lost: AtomicU64,
+    /// Per publisher stream: packets sent while measuring, and whether that publisher also
+    /// receives (so does not count itself among the stream's receivers).
+    pub(crate) window_sent: Mutex<Vec<(u64, bool)>>,
+    /// Distinct packets sent while measuring that subscribers received (until the run stops).
+    pub(crate) window_received: AtomicU64,
+    /// Participants whose receiving transport connected.
+    pub(crate) receivers: AtomicU64,
     pub(crate) auth_failures: AtomicU64,
     pub(crate) joined: AtomicU64,
     pub(crate) failed: AtomicU64,
@@ -355,6 +366,9 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     let generator_window_cpu = report::process_cpu_seconds(None)
         .zip(generator_window_start)
         .map(|(b, a)| b - a);
+    // Packets sent at the end of the window are still on their way: a packet that never
+    // arrives counts as lost, so give the last ones time to land first.
+    tokio::time::sleep(WINDOW_GRACE).await;
     *stop_at.lock().expect("lock") = Instant::now();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

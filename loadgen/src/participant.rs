@@ -167,8 +167,9 @@ async fn run_mooyaho(
         let remote = sdp::parse_remote(answer);
         let connected = peer::connect(identity, &publish_ice, &remote).await?;
         let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
+        let receives = role.subscribe;
         tasks.push(tokio::spawn(async move {
-            send_media(connected, &config, audio, ssrc, &totals, &stop_at).await
+            send_media(connected, &config, audio, ssrc, receives, &totals, &stop_at).await
         }));
     }
     if role.subscribe {
@@ -193,6 +194,7 @@ async fn run_mooyaho(
         anyhow::ensure!(ack["type"] == "ack", "subscribe answer refused: {ack}");
         let remote = sdp::parse_remote(&offer);
         let connected = peer::connect(identity, &subscribe_ice, &remote).await?;
+        totals.receivers.fetch_add(1, Ordering::Relaxed);
         let (totals, stop_at) = (totals.clone(), stop_at.clone());
         tasks.push(tokio::spawn(async move {
             receive_media(connected, &totals, &stop_at).await
@@ -305,8 +307,9 @@ async fn run_janus(
             .await
             .context("publisher transport to Janus")?;
         let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
+        let receives = role.subscribe;
         tasks.push(tokio::spawn(async move {
-            send_media(connected, &config, audio, ssrc, &totals, &stop_at).await
+            send_media(connected, &config, audio, ssrc, receives, &totals, &stop_at).await
         }));
     }
     // Everyone else who publishes in this run (meeting: the other participants).
@@ -346,6 +349,7 @@ async fn run_janus(
         let connected = peer::connect_on(identity, &ice, &remote, socket, options)
             .await
             .context("subscriber transport to Janus")?;
+        totals.receivers.fetch_add(1, Ordering::Relaxed);
         let (totals, stop_at) = (totals.clone(), stop_at.clone());
         tasks.push(tokio::spawn(async move {
             receive_media(connected, &totals, &stop_at).await
@@ -453,8 +457,48 @@ async fn send_media(
     config: &LoadConfig,
     audio: bool,
     ssrc: u32,
+    receives: bool,
     totals: &Totals,
     stop_at: &Mutex<Instant>,
+) -> anyhow::Result<()> {
+    let mut window = WindowCount::default();
+    let result = send_stream(connected, config, audio, ssrc, totals, stop_at, &mut window).await;
+    totals
+        .window_sent
+        .lock()
+        .expect("lock")
+        .push((window.sent, receives));
+    result
+}
+
+/// Packets a publisher sent while the window was open; each carries its index in the window.
+#[derive(Default)]
+struct WindowCount {
+    sent: u64,
+}
+
+impl WindowCount {
+    /// The payload's window mark of the next packet: its index, or [`OUTSIDE_WINDOW`].
+    fn mark(&mut self, measuring: bool) -> u32 {
+        if !measuring {
+            return OUTSIDE_WINDOW;
+        }
+        self.sent += 1;
+        (self.sent - 1).min(u64::from(OUTSIDE_WINDOW - 1)) as u32
+    }
+}
+
+/// The window mark of a packet sent outside the measurement window.
+const OUTSIDE_WINDOW: u32 = u32::MAX;
+
+async fn send_stream(
+    connected: peer::Connected,
+    config: &LoadConfig,
+    audio: bool,
+    ssrc: u32,
+    totals: &Totals,
+    stop_at: &Mutex<Instant>,
+    window: &mut WindowCount,
 ) -> anyhow::Result<()> {
     let peer::Connected {
         socket,
@@ -488,13 +532,17 @@ async fn send_media(
         let keyframe = keyframe_requested || tick.is_multiple_of(keyframe_every);
         let count = if keyframe { burst } else { 1 };
         for i in 0..count {
+            let mark = window.mark(totals.measuring.load(Ordering::Relaxed));
             let len = write_rtp(
                 &mut packet,
-                audio,
-                ssrc,
-                seq,
-                tick,
-                keyframe && i == 0,
+                RtpFields {
+                    audio,
+                    ssrc,
+                    seq,
+                    tick,
+                    keyframe: keyframe && i == 0,
+                    mark,
+                },
                 config.size,
             );
             seq = seq.wrapping_add(1);
@@ -514,15 +562,28 @@ async fn send_media(
     }
 }
 
-fn write_rtp(
-    buf: &mut [u8],
+/// What varies between the synthetic RTP packets of one stream.
+struct RtpFields {
     audio: bool,
     ssrc: u32,
     seq: u16,
     tick: u64,
     keyframe: bool,
-    size: usize,
-) -> usize {
+    /// The packet's index in the measurement window, or [`OUTSIDE_WINDOW`].
+    mark: u32,
+}
+
+/// Writes a packet: RTP header, (video) VP8 descriptor, then the payload the subscriber reads
+/// back — send time (8 bytes), window mark (4), the publisher's SSRC (4) — padded to `size`.
+fn write_rtp(buf: &mut [u8], fields: RtpFields, size: usize) -> usize {
+    let RtpFields {
+        audio,
+        ssrc,
+        seq,
+        tick,
+        keyframe,
+        mark,
+    } = fields;
     let (pt, ts) = if audio {
         (111u8, (tick * 960) as u32)
     } else {
@@ -541,9 +602,43 @@ fn write_rtp(
     }
     let sent_at = wire::now_ns();
     buf[at..at + 8].copy_from_slice(&sent_at.to_be_bytes());
-    let len = size.max(at + 8);
-    buf[at + 8..len].fill(0x5a);
+    buf[at + 8..at + 12].copy_from_slice(&mark.to_be_bytes());
+    buf[at + 12..at + 16].copy_from_slice(&ssrc.to_be_bytes());
+    let len = size.max(at + PAYLOAD_HEADER);
+    buf[at + PAYLOAD_HEADER..len].fill(0x5a);
     len
+}
+
+/// Send time, window mark and publisher SSRC at the start of every synthetic payload.
+const PAYLOAD_HEADER: usize = 16;
+
+/// Which packets sent in the window one subscriber received, per publisher stream: one bit per
+/// window index, so a duplicate (a retransmission) counts once.
+#[derive(Default)]
+struct WindowReceipts {
+    streams: std::collections::HashMap<u32, Vec<u64>>,
+}
+
+impl WindowReceipts {
+    fn record(&mut self, publisher: u32, mark: u32) {
+        if mark == OUTSIDE_WINDOW {
+            return;
+        }
+        let bits = self.streams.entry(publisher).or_default();
+        let (word, bit) = (mark as usize / 64, mark % 64);
+        if bits.len() <= word {
+            bits.resize(word + 1, 0);
+        }
+        bits[word] |= 1 << bit;
+    }
+
+    fn distinct(&self) -> u64 {
+        self.streams
+            .values()
+            .flatten()
+            .map(|w| u64::from(w.count_ones()))
+            .sum()
+    }
 }
 
 async fn receive_media(
@@ -561,6 +656,7 @@ async fn receive_media(
     wire::enable_receive_timestamps(&socket)?;
     let mut buf = vec![0u8; 2048];
     let mut streams: std::collections::HashMap<u32, (u64, u64, u64)> = Default::default();
+    let mut receipts = WindowReceipts::default();
     let mut samples = Vec::new();
     let mut next_consent = Instant::now();
     loop {
@@ -618,6 +714,11 @@ async fn receive_media(
             entry.1 = entry.1.max(ext);
             entry.2 += 1;
             let at = payload_at + if audio { 0 } else { 4 };
+            if let Some(tail) = packet.get(at + 8..at + PAYLOAD_HEADER) {
+                let mark = u32::from_be_bytes(tail[..4].try_into().expect("4 bytes"));
+                let publisher = u32::from_be_bytes(tail[4..].try_into().expect("4 bytes"));
+                receipts.record(publisher, mark);
+            }
             if measuring && let Some(stamp) = packet.get(at..at + 8) {
                 let sent = u64::from_be_bytes(stamp.try_into().expect("8 bytes"));
                 let now = arrived.unwrap_or_else(wire::now_ns);
@@ -632,6 +733,9 @@ async fn receive_media(
             .lost
             .fetch_add(expected.saturating_sub(*received), Ordering::Relaxed);
     }
+    totals
+        .window_received
+        .fetch_add(receipts.distinct(), Ordering::Relaxed);
     totals.latency_us.lock().expect("lock").extend(samples);
     Ok(())
 }
@@ -660,5 +764,55 @@ fn extend(highest: u64, seq: u16) -> u64 {
         candidate - 0x1_0000
     } else {
         candidate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_marks_count_only_packets_sent_while_measuring() {
+        let mut window = WindowCount::default();
+        assert_eq!(window.mark(false), OUTSIDE_WINDOW);
+        assert_eq!(window.mark(true), 0);
+        assert_eq!(window.mark(true), 1);
+        assert_eq!(window.mark(false), OUTSIDE_WINDOW);
+        assert_eq!(window.sent, 2);
+    }
+
+    #[test]
+    fn receipts_count_distinct_window_packets_per_publisher() {
+        let mut receipts = WindowReceipts::default();
+        for mark in [0, 1, 1, 63, 64, 200, OUTSIDE_WINDOW] {
+            receipts.record(7, mark);
+        }
+        receipts.record(9, 1); // the same index from another publisher is another packet
+        assert_eq!(receipts.distinct(), 6);
+    }
+
+    #[test]
+    fn the_payload_carries_send_time_window_mark_and_publisher() {
+        let mut buf = vec![0u8; 64];
+        for audio in [true, false] {
+            let fields = RtpFields {
+                audio,
+                ssrc: 0xdead_beef,
+                seq: 9,
+                tick: 3,
+                keyframe: true,
+                mark: 41,
+            };
+            let len = write_rtp(&mut buf, fields, 32);
+            assert_eq!(
+                len, 32,
+                "the smallest --size still holds the payload header"
+            );
+            let (ssrc, seq, at, is_audio) = parse_rtp(&buf[..len]).unwrap();
+            assert_eq!((ssrc, seq, is_audio), (0xdead_beef, 9, audio));
+            let at = at + if audio { 0 } else { 4 };
+            assert_eq!(buf[at + 8..at + 12], 41u32.to_be_bytes());
+            assert_eq!(buf[at + 12..at + 16], 0xdead_beefu32.to_be_bytes());
+        }
     }
 }

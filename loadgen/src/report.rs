@@ -33,8 +33,17 @@ pub struct Report {
     pub packets_received: u64,
     /// Packets per second out of the SFU to our subscribers, in the window.
     pub out_packets_per_second: f64,
-    /// Loss seen by subscribers (sequence gaps), percent.
+    /// Loss against what was sent: of the packets publishers sent in the window times each
+    /// stream's receivers, the share no subscriber got by the end of the run (late, dropped or
+    /// still queued all count), percent.
     pub loss_percent: f64,
+    /// Packets publishers sent in the window × each stream's receivers.
+    pub packets_expected_in_window: u64,
+    /// Of those, distinct packets subscribers received.
+    pub packets_received_of_window: u64,
+    /// Loss from sequence gaps between each received stream's first and last packet (the old
+    /// measure: blind to a stream's missing tail and to streams that never arrived), percent.
+    pub gap_loss_percent: f64,
     /// SRTP packets that failed authentication at our subscribers.
     pub srtp_auth_failures: u64,
     /// One-way latency publisher → SFU → subscriber, milliseconds.
@@ -152,6 +161,15 @@ impl Report {
         let per_cpu = sfu_cpu_seconds.filter(|c| *c > 0.0).map(|c| in_window / c);
         let expected = totals.expected.load(Ordering::Relaxed);
         let lost = totals.lost.load(Ordering::Relaxed);
+        let receivers = totals.receivers.load(Ordering::Relaxed);
+        let window_expected =
+            expected_in_window(&totals.window_sent.lock().expect("lock"), receivers);
+        let window_received = totals.window_received.load(Ordering::Relaxed);
+        let window_loss_percent = if window_expected == 0 {
+            0.0
+        } else {
+            window_expected.saturating_sub(window_received) as f64 * 100.0 / window_expected as f64
+        };
         let reported_out = (!sfu_loads.is_empty()).then(|| {
             sfu_loads
                 .iter()
@@ -170,7 +188,10 @@ impl Report {
             packets_sent: totals.sent.load(Ordering::Relaxed),
             packets_received: totals.received.load(Ordering::Relaxed),
             out_packets_per_second: in_window / window_s,
-            loss_percent: if expected == 0 {
+            loss_percent: window_loss_percent,
+            packets_expected_in_window: window_expected,
+            packets_received_of_window: window_received,
+            gap_loss_percent: if expected == 0 {
                 0.0
             } else {
                 lost as f64 * 100.0 / expected as f64
@@ -237,6 +258,14 @@ impl Report {
     }
 }
 
+/// Packets the subscribers should have received: each stream's packets sent in the window
+/// times its receivers (every receiver but the publisher itself).
+fn expected_in_window(sent: &[(u64, bool)], receivers: u64) -> u64 {
+    sent.iter()
+        .map(|&(packets, receives)| packets * receivers.saturating_sub(u64::from(receives)))
+        .sum()
+}
+
 /// The percentile curve of `values` (scaled): every whole percent, plus 99.9.
 fn cdf(mut values: Vec<u32>, scale: f64) -> Vec<(f64, f64)> {
     if values.is_empty() {
@@ -289,4 +318,19 @@ pub(crate) async fn sfu_load(
         a.cpu_percent += b.cpu_percent;
         a
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_packets_are_each_stream_times_its_other_receivers() {
+        // Fan-out: 1 publisher (not receiving), 50 receivers.
+        assert_eq!(expected_in_window(&[(100, false)], 50), 5000);
+        // Meeting: 4 participants all publish and receive the 3 others.
+        assert_eq!(expected_in_window(&[(10, true); 4], 4), 120);
+        assert_eq!(expected_in_window(&[], 9), 0);
+        assert_eq!(expected_in_window(&[(10, true)], 0), 0);
+    }
 }
