@@ -4,8 +4,9 @@
 //! checks, DTLS/SRTP-shaped bytes, garbage) and time steps, driven through a socketless worker's
 //! demultiplexing, ICE/paths and DTLS/SRTP handling, with the worker's invariants checked after
 //! every step: the address table names only live transports and exactly their own addresses,
-//! per-transport address/candidate counts stay within their caps, and a transport's selected
-//! media path is never taken away while it lives (no other transport's check claims it).
+//! per-transport address/candidate counts stay within their caps, a transport's selected media
+//! path is never taken away while it lives (no other transport's check claims it), and every
+//! live connection has its deadline in the timer queue, none left due once the timers ran.
 //!
 //! The input is a compact byte program (so crashes minimise and regressions can be written by
 //! hand): an opcode byte, then that op's argument bytes (missing bytes read as 0).
@@ -297,6 +298,13 @@ impl Harness {
             _ => {
                 self.now += Duration::from_millis(100) * u32::from(program.byte());
                 self.worker.handle_timers(self.now);
+                // Nothing is left due: a deadline a timer did not move would spin the loop.
+                for transport in self.worker.links.keys() {
+                    assert!(
+                        self.worker.timers.deadline(transport) > Some(self.now),
+                        "{transport:?}'s timer is still due after handle_timers"
+                    );
+                }
             }
         }
         self.worker.drain();
@@ -333,6 +341,22 @@ impl Harness {
             if let Some(selected) = paths.selected() {
                 assert!(paths.contains(selected), "media goes to an unknown path");
             }
+        }
+        // Every live connection has its deadline queued (one that lost it would never expire),
+        // and the queue names no gone transport.
+        for (transport, link) in &worker.links {
+            if link.connection.poll_timeout().is_some() {
+                assert!(
+                    worker.timers.deadline(transport).is_some(),
+                    "{transport:?} has no timer"
+                );
+            }
+        }
+        for transport in worker.timers.keys() {
+            assert!(
+                worker.links.contains_key(transport),
+                "a timer names a gone transport"
+            );
         }
         for transport in worker.by_ufrag.values() {
             assert!(

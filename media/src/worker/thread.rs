@@ -133,7 +133,7 @@ pub(super) struct Worker {
     next_housekeeping: Instant,
     /// Every connection's next deadline: a loop turn looks at the earliest only (walking every
     /// transport on each turn was 10 % of an audio profile with 500 subscribers).
-    timers: TimerQueue<TransportId>,
+    pub(super) timers: TimerQueue<TransportId>,
     /// Pipes of rooms that span workers.
     pub(super) pipes: Pipes,
     /// Every worker's pipe queue, by worker index (ours included, unused).

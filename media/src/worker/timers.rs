@@ -78,6 +78,16 @@ impl<K: Copy + Ord + Hash> TimerQueue<K> {
         }
     }
 
+    /// `key`'s current deadline.
+    pub(super) fn deadline(&self, key: &K) -> Option<Instant> {
+        self.deadlines.get(key).copied()
+    }
+
+    /// Every scheduled key.
+    pub(super) fn keys(&self) -> impl Iterator<Item = &K> + '_ {
+        self.deadlines.keys()
+    }
+
     /// Heap entries, stale ones included (tests).
     #[cfg(test)]
     fn entries(&self) -> usize {
