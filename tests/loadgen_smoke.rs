@@ -62,6 +62,27 @@ fn loadgen(server: &Server, key: &str, dir: &std::path::Path, args: &[&str]) -> 
     serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap()
 }
 
+/// Every report says which commit, machine and command produced it.
+fn assert_provenance(report: &Value) {
+    let provenance = &report["provenance"];
+    assert_eq!(
+        provenance["commit"].as_str().map(str::len),
+        Some(40),
+        "{provenance}"
+    );
+    assert!(provenance["dirty"].is_boolean(), "{provenance}");
+    assert!(provenance["date"].as_str().unwrap().ends_with('Z'));
+    assert!(provenance["cpus"].as_u64().unwrap() >= 1);
+    assert!(provenance["kernel"].is_string());
+    let command: Vec<&str> = provenance["commandLine"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(command.contains(&"loadgen"), "{provenance}");
+}
+
 fn assert_flowed(report: &Value, participants: u64) {
     assert_eq!(report["joined"], participants, "{report:#}");
     assert_eq!(report["failed"], 0, "{report:#}");
@@ -86,6 +107,7 @@ fn assert_flowed(report: &Value, participants: u64) {
     let from_counts = (expected - received) as f64 * 100.0 / expected as f64;
     assert!((loss - from_counts).abs() < 1e-9, "{report:#}");
     assert!(report["gapLossPercent"].as_f64().is_some(), "{report:#}");
+    assert_provenance(report);
     assert!(
         report["latencyMs"]["samples"].as_u64().unwrap() > 0,
         "{report:#}"
@@ -462,14 +484,12 @@ fn signaling_scenario_holds_idle_sessions_past_the_per_ip_limit_and_reports_thei
     assert_eq!(report["sources"], 3);
     // Every session pinged during the hold (0.2 s heartbeat over ≥ 1 s).
     assert!(report["pings"].as_u64().unwrap() >= 150 * 3, "{report}");
+    assert!(report["kibPerSession"].as_f64().unwrap() > 0.0, "{report}");
     assert!(
-        report["kib_per_session"].as_f64().unwrap() > 0.0,
+        report["serverCpuPercentIdle"].as_f64().is_some(),
         "{report}"
     );
-    assert!(
-        report["server_cpu_percent_idle"].as_f64().is_some(),
-        "{report}"
-    );
+    assert_provenance(&report);
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(summary.contains("150/150 sessions"), "{summary}");
 }

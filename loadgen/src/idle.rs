@@ -19,6 +19,7 @@ use tokio::net::TcpSocket;
 use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::provenance::Provenance;
 use crate::report::{process_cpu_seconds, rss_mib};
 
 /// What to run.
@@ -42,7 +43,10 @@ pub struct IdleConfig {
 
 /// What one run measured.
 #[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct IdleReport {
+    /// The code, machine and command behind this report.
+    pub provenance: Provenance,
     pub sessions: usize,
     pub connected: u64,
     pub failed: u64,
@@ -198,6 +202,7 @@ pub async fn run(config: IdleConfig, progress: bool) -> anyhow::Result<IdleRepor
         );
     }
 
+    let provenance = Provenance::collect();
     let counters = Arc::new(Counters::default());
     let connecting = Arc::new(Semaphore::new(config.concurrency.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -268,6 +273,7 @@ pub async fn run(config: IdleConfig, progress: bool) -> anyhow::Result<IdleRepor
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     Ok(IdleReport {
+        provenance,
         sessions: config.sessions,
         connected,
         failed: counters.failed.load(Ordering::Relaxed),

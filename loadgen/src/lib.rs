@@ -18,6 +18,7 @@ mod janus;
 mod participant;
 mod peer;
 pub mod plot;
+pub mod provenance;
 pub mod raw;
 mod report;
 mod sdp;
@@ -199,6 +200,7 @@ pub(crate) struct Totals {
 
 /// Runs the scenario and returns its report. `progress` prints a line per second.
 pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
+    let provenance = provenance::Provenance::collect();
     anyhow::ensure!(
         config.scenario != Scenario::Signaling,
         "the signaling scenario has no media: run it with idle::run"
@@ -392,6 +394,7 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
             sfu_rss_idle_mib,
             sfu_rss_loaded_mib,
             hostile,
+            provenance,
         },
     ))
 }

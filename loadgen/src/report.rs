@@ -8,11 +8,14 @@ use serde::Serialize;
 use super::{LoadConfig, Totals};
 use crate::ceiling::Ceiling;
 use crate::hostile::HostileReport;
+use crate::provenance::Provenance;
 
 /// Everything one run measured.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
+    /// The code, machine and command behind this report.
+    pub provenance: Provenance,
     /// The run's parameters.
     pub config: LoadConfig,
     /// Participants that joined, and that failed (with the first errors).
@@ -92,6 +95,7 @@ pub(crate) struct Measurements {
     pub(crate) sfu_rss_idle_mib: Option<f64>,
     pub(crate) sfu_rss_loaded_mib: Option<f64>,
     pub(crate) hostile: Option<HostileReport>,
+    pub(crate) provenance: Provenance,
 }
 
 /// One second of the measurement window.
@@ -147,6 +151,7 @@ impl Report {
             sfu_rss_idle_mib,
             sfu_rss_loaded_mib,
             hostile,
+            provenance,
         } = measured;
         let latencies = totals.latency_us.lock().expect("lock").clone();
         let window_s = window.as_secs_f64().max(1e-3);
@@ -178,6 +183,7 @@ impl Report {
                 / sfu_loads.len() as f64
         });
         Self {
+            provenance,
             config: config.clone(),
             joined: totals.joined.load(Ordering::Relaxed),
             failed: totals.failed.load(Ordering::Relaxed),
