@@ -10,7 +10,9 @@
 #   benches/run.sh --no-janus   skip Janus
 #   DURATION=20 benches/run.sh  longer measurement windows (default 8 s)
 #   benches/run.sh meeting      only the named scenarios (others' reports are kept)
+#   benches/run.sh signaling    idle WebSocket sessions against `mooyaho server` (19,000)
 #
+# A failed run removes its report (no stale figure survives) and stops the script.
 # Needs 2 CPUs (taskset -c 0 and -c 1); Janus from Debian (`apt-get install -y janus`).
 set -euo pipefail
 
@@ -22,7 +24,7 @@ for arg in "$@"; do
     --quick) quick=1 ;;
     --no-janus) janus=0 ;;
     -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
-    fanout | livestream | audio | meeting) only+=("$arg") ;;
+    fanout | livestream | audio | meeting | signaling) only+=("$arg") ;;
     *) echo "run.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
@@ -73,7 +75,34 @@ run() {
         args+=(--janus-url "http://127.0.0.1:$port/janus" --sfu-pid "$server_pid")
     fi
     echo "== $name"
-    taskset -c 1 "$bin" loadgen "${args[@]}" "$@" | grep -v '^wrote' || echo "!! $name failed"
+    rm -f "$results/$name.json"
+    if ! taskset -c 1 "$bin" loadgen "${args[@]}" "$@"; then
+        rm -f "$results/$name.json"
+        echo "!! $name failed: its report is removed; stopping" >&2
+        exit 1
+    fi
+    stop_server
+}
+
+# Idle WebSocket sessions against `mooyaho server` on CPU 0: its memory per session and idle
+# CPU. Sessions come from many loopback source addresses (the per-IP limit is 64).
+run_signaling() {
+    local name=$1 sessions=$2
+    stop_server
+    port=$((port + 1))
+    echo "== $name"
+    rm -f "$results/$name.json"
+    taskset -c 0 "$bin" server --listen "127.0.0.1:$port" --api-key "bench-signaling-key-0123456789" \
+        >"$scratch/$name.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 100); do grep -q "WebSocket" "$scratch/$name.log" 2>/dev/null && break; sleep 0.1; done
+    if ! taskset -c 1 "$bin" loadgen --scenario signaling --url "http://127.0.0.1:$port" \
+        --subscribers "$sessions" --duration "$duration" --server-pid "$server_pid" \
+        --report "$results/$name.json" --quiet; then
+        rm -f "$results/$name.json"
+        echo "!! $name failed: its report is removed; stopping" >&2
+        exit 1
+    fi
     stop_server
 }
 
@@ -97,6 +126,8 @@ else
     wanted meeting && for n in 5 10 20; do
         run "meeting-mooyaho-$n" mooyaho --scenario meeting --publishers "$n" --pps 100 --size 1000 --join-rate 50
     done
+    # The open-file hard limit here is 20,000 per process (both ends hold one per session).
+    wanted signaling && run_signaling signaling-mooyaho-19000 19000
 fi
 
 echo "== charts"

@@ -149,9 +149,7 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Loadgen(_)) {
-        raise_open_file_limit();
-    }
+    raise_open_file_limit();
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Dev(options) => runtime.block_on(run(options, true)),
@@ -162,7 +160,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Raises the soft open-file limit to the hard one: every WebSocket session and SFU socket holds
-/// a descriptor, and the usual soft default (1024) would cap a server near a thousand sessions.
+/// a descriptor (and every simulated session of `loadgen`), and the usual soft default (1024)
+/// would cap a server near a thousand sessions.
 /// Says so when the hard limit itself is what caps it.
 fn raise_open_file_limit() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
