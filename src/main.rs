@@ -291,6 +291,8 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
             SocketAddr::from(([127, 0, 0, 1], 0)),
             secret,
             mooyaho_media::control::DEFAULT_MAX_UNAUTHENTICATED,
+            mooyaho_media::ControlIdentity::generate()
+                .context("generating the control certificate")?,
         )?)
     } else {
         None

@@ -2,6 +2,7 @@
 //! embedded in `mooyaho dev`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -10,7 +11,9 @@ use std::time::Duration;
 
 use mooyaho_control::proof::MIN_SECRET_LEN;
 use mooyaho_media::sdp::PublishLimits;
-use mooyaho_media::{ControlConfig, ControlServer, Node, NodeConfig, PublishPolicy, PublishRate};
+use mooyaho_media::{
+    ControlConfig, ControlIdentity, ControlServer, Node, NodeConfig, PublishPolicy, PublishRate,
+};
 
 /// Options of `mooyaho sfu`.
 #[derive(Debug, Args)]
@@ -49,6 +52,10 @@ pub(crate) struct SfuOptions {
     /// The same cap for an audio track, bits/s.
     #[arg(long, env = "MOOYAHO_MAX_AUDIO_TRACK_BITRATE", default_value_t = DEFAULT_MAX_AUDIO_TRACK_BITRATE)]
     pub(crate) max_audio_track_bitrate: u64,
+    /// Directory that keeps the node's identity (control certificate and key) across restarts,
+    /// so it keeps its fingerprint and its registration. Without it every start is a new node.
+    #[arg(long, env = "MOOYAHO_SFU_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Register this node with a signaling server at start (`http://host:port`).
     #[arg(long, env = "MOOYAHO_REGISTER_URL")]
     register_url: Option<String>,
@@ -119,6 +126,7 @@ pub(crate) fn start_node(
     control_listen: SocketAddr,
     secret: String,
     max_unauthenticated: usize,
+    identity: ControlIdentity,
 ) -> anyhow::Result<RunningNode> {
     let (node, events) = Node::start(config).context("starting media workers")?;
     let node = Arc::new(node);
@@ -129,6 +137,7 @@ pub(crate) fn start_node(
             listen: control_listen,
             secret,
             max_unauthenticated,
+            identity,
         },
     )
     .context("starting the QUIC control server")?;
@@ -152,17 +161,31 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
         core: core_config(options.max_track_bitrate, options.max_audio_track_bitrate),
         publish: options.publish.policy(),
     };
+    let (identity, identity_note) = match &options.data_dir {
+        Some(dir) => {
+            let (identity, created) = ControlIdentity::load_or_create(dir)
+                .with_context(|| format!("the node identity in {}", dir.display()))?;
+            let verb = if created { "created" } else { "loaded" };
+            (identity, format!("{verb} in {}", dir.display()))
+        }
+        None => (
+            ControlIdentity::generate().context("generating the control certificate")?,
+            "new (no --data-dir: a restart is a new node)".to_owned(),
+        ),
+    };
     let running = start_node(
         &config,
         options.control_listen,
         options.cluster_secret,
         options.control_max_unauthenticated,
+        identity,
     )?;
     let control = running.control.local_addr()?;
     let fingerprint = running.control.fingerprint().to_owned();
     // Scripts and tests read these lines.
     println!("mooyaho sfu control on {control}");
     println!("  fingerprint: {fingerprint}");
+    println!("  identity:    {identity_note}");
     for addr in running.node.addresses() {
         println!("  media:       udp {addr}");
     }

@@ -530,3 +530,69 @@ async fn leaving_disconnecting_and_deleting_the_channel_release_transports_and_r
     }
     drop((a, b, c));
 }
+
+/// Issue 13 item 1: `mooyaho sfu --data-dir` keeps the node's certificate across restarts, and
+/// registering again at the same address is idempotent — the same record (same id, one per
+/// address), healthy again because the pinned fingerprint still matches. A restart without the
+/// data dir re-pins the record to the new certificate; a data dir holding half an identity is
+/// refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_its_data_dir_keeps_its_identity_and_its_record() {
+    let server = Server::start(&["--cluster-secret", SECRET]);
+    let rest = server.rest();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("node");
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let with_dir = [
+        "--control-listen",
+        listen.as_str(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+
+    let mut first = SfuNode::start_with(SECRET, Some(&server), &with_dir);
+    wait_health(&rest, first.id(), "healthy").await;
+    first.kill();
+    let mut second = SfuNode::start_with(SECRET, Some(&server), &with_dir);
+    assert_eq!(
+        second.fingerprint, first.fingerprint,
+        "the identity was kept"
+    );
+    assert_eq!(second.id(), first.id(), "the same record");
+    wait_health(&rest, second.id(), "healthy").await;
+    let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
+
+    // Without its data dir: a new certificate at the same address; the record follows it.
+    second.kill();
+    let third = SfuNode::start_with(SECRET, Some(&server), &["--control-listen", &listen]);
+    assert_ne!(third.fingerprint, first.fingerprint);
+    assert_eq!(third.id(), first.id());
+    wait_health(&rest, third.id(), "healthy").await;
+    let node = sfu_server(&rest, third.id()).await;
+    let bare = |f: &str| f.replace(':', "").to_uppercase();
+    assert_eq!(
+        node["fingerprint"].as_str().map(bare),
+        Some(bare(&third.fingerprint)),
+        "{node}"
+    );
+    drop(third);
+
+    // Half an identity (the certificate lost) is an error, not a silent new fingerprint.
+    std::fs::remove_file(data_dir.join("control-certificate.der")).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args([
+            "sfu",
+            "--cluster-secret",
+            SECRET,
+            "--control-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("holds only one of"), "{stderr}");
+}

@@ -40,6 +40,107 @@ pub struct ControlConfig {
     /// Connections allowed at once between their first packet and a verified hello; more are
     /// refused.
     pub max_unauthenticated: usize,
+    /// The certificate and key clients pin (by fingerprint).
+    pub identity: ControlIdentity,
+}
+
+/// The node's control certificate (self-signed, DER) and its private key (PKCS#8 DER): what a
+/// signaling server pins at registration, so a node that keeps it keeps its place in the fleet.
+#[derive(Clone)]
+pub struct ControlIdentity {
+    certificate: Vec<u8>,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ControlIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlIdentity")
+            .field("fingerprint", &self.fingerprint())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Files of a [`ControlIdentity`] in a data directory.
+const CERTIFICATE_FILE: &str = "control-certificate.der";
+const KEY_FILE: &str = "control-key.der";
+
+impl ControlIdentity {
+    /// A fresh self-signed identity.
+    pub fn generate() -> Result<Self, ControlError> {
+        let certified = rcgen::generate_simple_self_signed(vec!["mooyaho-sfu".to_owned()])
+            .map_err(|e| ControlError(e.to_string()))?;
+        Ok(Self {
+            certificate: certified.cert.der().to_vec(),
+            key: certified.signing_key.serialize_der(),
+        })
+    }
+
+    /// The identity kept in `dir`, or a new one written there (the key readable by its owner
+    /// only). Returns whether it was created. A half-written or unreadable identity is an error,
+    /// not silently replaced: replacing it would change the node's fingerprint.
+    pub fn load_or_create(dir: &std::path::Path) -> Result<(Self, bool), ControlError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+
+        let error = |what: &str, e: std::io::Error| ControlError(format!("{what}: {e}"));
+        let (certificate, key) = (dir.join(CERTIFICATE_FILE), dir.join(KEY_FILE));
+        match (certificate.exists(), key.exists()) {
+            (true, true) => {
+                let identity = Self {
+                    certificate: std::fs::read(&certificate)
+                        .map_err(|e| error(&certificate.display().to_string(), e))?,
+                    key: std::fs::read(&key).map_err(|e| error(&key.display().to_string(), e))?,
+                };
+                identity.check()?;
+                Ok((identity, false))
+            }
+            (false, false) => {
+                std::fs::create_dir_all(dir).map_err(|e| error(&dir.display().to_string(), e))?;
+                let identity = Self::generate()?;
+                let write = |path: &std::path::Path, bytes: &[u8], mode: u32| {
+                    let mut file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(mode)
+                        .open(path)?;
+                    file.write_all(bytes)?;
+                    file.sync_all()
+                };
+                write(&key, &identity.key, 0o600)
+                    .map_err(|e| error(&key.display().to_string(), e))?;
+                write(&certificate, &identity.certificate, 0o644)
+                    .map_err(|e| error(&certificate.display().to_string(), e))?;
+                Ok((identity, true))
+            }
+            _ => Err(ControlError(format!(
+                "{} holds only one of {CERTIFICATE_FILE} and {KEY_FILE}; restore the other or \
+                 remove both to start with a new identity (a new fingerprint)",
+                dir.display()
+            ))),
+        }
+    }
+
+    /// The SHA-256 fingerprint clients pin.
+    pub fn fingerprint(&self) -> String {
+        mooyaho_control::fingerprint(&self.certificate)
+    }
+
+    /// The certificate and key form a usable TLS identity.
+    fn check(&self) -> Result<(), ControlError> {
+        self.tls_config().map(drop)
+    }
+
+    fn tls_config(&self) -> Result<rustls::ServerConfig, ControlError> {
+        let der = rustls::pki_types::CertificateDer::from(self.certificate.clone());
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(self.key.clone());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| ControlError(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(vec![der], key.into())
+            .map_err(|e| ControlError(format!("the control certificate or key is unusable: {e}")))
+    }
 }
 
 /// Default of [`ControlConfig::max_unauthenticated`]: a few signaling instances reconnecting at
@@ -185,19 +286,8 @@ impl ControlServer {
         events: mpsc::UnboundedReceiver<NodeEvent>,
         config: ControlConfig,
     ) -> Result<Self, ControlError> {
-        let certified = rcgen::generate_simple_self_signed(vec!["mooyaho-sfu".to_owned()])
-            .map_err(|e| ControlError(e.to_string()))?;
-        let der = certified.cert.der().clone();
-        let fingerprint = mooyaho_control::fingerprint(der.as_ref());
-        let key =
-            rustls::pki_types::PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| ControlError(e.to_string()))?
-            .with_no_client_auth()
-            .with_single_cert(vec![der], key.into())
-            .map_err(|e| ControlError(e.to_string()))?;
+        let fingerprint = config.identity.fingerprint();
+        let mut tls = config.identity.tls_config()?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| ControlError(e.to_string()))?;
@@ -768,6 +858,40 @@ fn ticks_per_second() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identity_kept_in_a_directory_keeps_its_fingerprint() {
+        use std::os::unix::fs::PermissionsExt as _;
+
+        let dir = std::env::temp_dir().join(format!(
+            "mooyaho-identity-{}-{:?}",
+            std::process::id(),
+            Instant::now()
+        ));
+        let (created, was_new) = ControlIdentity::load_or_create(&dir).unwrap();
+        assert!(was_new);
+        let (loaded, was_new) = ControlIdentity::load_or_create(&dir).unwrap();
+        assert!(!was_new);
+        assert_eq!(loaded.fingerprint(), created.fingerprint());
+        assert_ne!(
+            ControlIdentity::generate().unwrap().fingerprint(),
+            created.fingerprint()
+        );
+        let mode = std::fs::metadata(dir.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the key is its owner's only");
+
+        // A corrupt key is refused, and so is half an identity: never a silent new fingerprint.
+        std::fs::write(dir.join(KEY_FILE), b"not a key").unwrap();
+        let corrupt = ControlIdentity::load_or_create(&dir).unwrap_err();
+        assert!(corrupt.0.contains("unusable"), "{corrupt:?}");
+        std::fs::remove_file(dir.join(KEY_FILE)).unwrap();
+        let half = ControlIdentity::load_or_create(&dir).unwrap_err();
+        assert!(half.0.contains("holds only one of"), "{half:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn refusals_are_all_counted_but_a_burst_is_logged_once() {

@@ -19,7 +19,7 @@ pub mod node;
 pub mod sdp;
 pub mod worker;
 
-pub use control::{ControlConfig, ControlServer};
+pub use control::{ControlConfig, ControlIdentity, ControlServer};
 pub use node::{Node, NodeConfig, NodeStats, RoomKey};
 pub use worker::{
     MediaError, NodeEvent, PublishPolicy, PublishRate, WorkerCounters, WorkerFailure, WorkerStats,

@@ -173,17 +173,18 @@ impl SfuNode {
     /// `mooyaho sfu` on free loopback ports with one worker; registers itself with `register`
     /// (a signaling server) when given.
     pub fn start(secret: &str, register: Option<&Server>) -> Self {
-        let mut args: Vec<String> = [
-            "sfu",
-            "--control-listen",
-            "127.0.0.1:0",
-            "--cluster-secret",
-            secret,
-            "--workers",
-            "1",
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        Self::start_with(secret, register, &[])
+    }
+
+    /// [`Self::start`] with extra arguments (`--data-dir`, …).
+    pub fn start_with(secret: &str, register: Option<&Server>, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = ["sfu", "--cluster-secret", secret, "--workers", "1"]
+            .map(str::to_owned)
+            .to_vec();
+        if !extra.contains(&"--control-listen") {
+            args.extend(["--control-listen".to_owned(), "127.0.0.1:0".to_owned()]);
+        }
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
         if let Some(server) = register {
             args.extend([
                 "--register-url".to_owned(),

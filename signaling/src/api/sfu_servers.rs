@@ -167,11 +167,12 @@ fn parse_id(id: &str) -> Result<SfuServerId, ApiError> {
         .map_err(|_| ApiError::not_found("SFU server is not found"))
 }
 
-/// Register an SFU node.
+/// Register an SFU node (idempotent per address: a node registering again gets its record, which
+/// pins the fingerprint it registers with; unpinning that way is a 409).
 #[utoipa::path(post, path = "/sfu-servers", tag = "sfu-servers", security(("api_key" = [])),
     request_body = CreateSfuServerRequest,
     responses((status = 200, body = SfuServerResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create_sfu_server(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<CreateSfuServerRequest>,

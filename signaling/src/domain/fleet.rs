@@ -55,7 +55,12 @@ impl SfuServers {
         Self { shared, placement }
     }
 
-    /// Registers a node.
+    /// Registers a node, idempotently: a node registering again at the address of a record
+    /// (a restart) gets that record. With the same fingerprint nothing changes (it kept its
+    /// identity, `mooyaho sfu --data-dir`); with a new one the record pins the new certificate
+    /// (it restarted without its identity: a process at that address is that node now, and
+    /// channels whose rooms it lost are placed again). Unpinning a pinned node this way is
+    /// refused: that takes a `PATCH` or `DELETE`.
     pub async fn register(
         &self,
         address: String,
@@ -63,6 +68,33 @@ impl SfuServers {
     ) -> Result<SfuServerView, DomainError> {
         validate_address(&address)?;
         let fingerprint = fingerprint.map(|f| normalize_fingerprint(&f)).transpose()?;
+        let existing = self
+            .shared
+            .store
+            .sfu_servers()
+            .await?
+            .into_iter()
+            .find(|record| record.address == address);
+        if let Some(record) = existing {
+            if record.fingerprint == fingerprint {
+                return self.get(record.id).await;
+            }
+            return match fingerprint {
+                Some(new) => {
+                    tracing::info!(node = %record.id, %address, "SFU node re-registered with a new certificate");
+                    let patch = SfuServerPatch {
+                        fingerprint: Some(new),
+                        ..SfuServerPatch::default()
+                    };
+                    self.update(record.id, patch).await
+                }
+                None => Err(DomainError::Conflict(format!(
+                    "SFU server {} at {address} is pinned to a certificate; register with its \
+                     fingerprint, or PATCH or DELETE it",
+                    record.id
+                ))),
+            };
+        }
         let record = self
             .shared
             .store
@@ -359,5 +391,48 @@ mod lifecycle_tests {
         );
         assert_eq!(kinds(&recorder.take()), ["sfu_server_removed"]);
         assert!(servers.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn registering_again_at_an_address_keeps_its_record() {
+        let (signaling, _store, recorder) = recorded_service();
+        let servers = signaling.sfu_servers();
+        let (one, two) = ("AA:".repeat(31) + "AA", "BB:".repeat(31) + "BB");
+        let register = |fingerprint: Option<&str>| {
+            servers.register("127.0.0.1:4100".into(), fingerprint.map(str::to_owned))
+        };
+        let first = register(Some(&one)).await.unwrap().record;
+        recorder.take();
+
+        // A restart that kept its identity: the same record, nothing emitted.
+        let again = register(Some(&one.to_lowercase())).await.unwrap().record;
+        assert_eq!(
+            (again.id, &again.fingerprint),
+            (first.id, &first.fingerprint)
+        );
+        assert!(recorder.take().is_empty());
+
+        // A restart with a new certificate: the same record now pins it.
+        let renewed = register(Some(&two)).await.unwrap().record;
+        assert_eq!(renewed.id, first.id);
+        assert_eq!(renewed.fingerprint.as_deref(), Some(two.as_str()));
+
+        // Unpinning through registration is refused; a bad fingerprint is a 400, not a change.
+        let unpinned = register(None).await.unwrap_err();
+        assert!(
+            matches!(unpinned, super::DomainError::Conflict(_)),
+            "{unpinned:?}"
+        );
+        let bad = register(Some("zz")).await.unwrap_err();
+        assert!(matches!(bad, super::DomainError::Invalid(_)), "{bad:?}");
+
+        // Another address is another node; one record per address throughout.
+        let other = servers
+            .register("127.0.0.1:4101".into(), Some(one.clone()))
+            .await
+            .unwrap()
+            .record;
+        assert_ne!(other.id, first.id);
+        assert_eq!(servers.list().await.unwrap().len(), 2);
     }
 }
