@@ -97,6 +97,10 @@ struct Options {
     /// for its own node).
     #[arg(long, env = "MOOYAHO_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
+    /// HS256 secret of join tokens (`GET /websocket?token=`, `POST /tokens`), at least 16
+    /// characters (default: the API key).
+    #[arg(long, env = "MOOYAHO_TOKEN_SECRET", hide_env_values = true)]
+    token_secret: Option<String>,
     /// Open WebSocket connections allowed from one IP address (0 = no limit; default 64 for
     /// `server`, no limit for `dev`).
     #[arg(long, env = "MOOYAHO_MAX_CONNECTIONS_PER_IP")]
@@ -134,8 +138,12 @@ struct FileOptions {
     resume_grace_ms: Option<u64>,
     presence_ttl_ms: Option<u64>,
     cluster_secret: Option<String>,
+    token_secret: Option<String>,
     max_connections_per_ip: Option<usize>,
 }
+
+/// Shortest API key, and so shortest join-token secret.
+const MIN_API_KEY_LEN: usize = 16;
 
 /// Shortest presence TTL (its refresh runs every third of it).
 const MIN_PRESENCE_TTL: Duration = Duration::from_millis(300);
@@ -206,12 +214,20 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         (dev && redis_url.is_none()).then(|| PathBuf::from("mooyaho-data"))
     });
     let api_key = match options.api_key.or(file.api_key) {
-        Some(key) if key.len() < 16 => bail!("the API key must be at least 16 characters"),
+        Some(key) if key.len() < MIN_API_KEY_LEN => {
+            bail!("the API key must be at least {MIN_API_KEY_LEN} characters")
+        }
         Some(key) => key,
         None if dev => dev_api_key(data_dir.as_deref())?,
         None => bail!("`mooyaho server` needs --api-key (or MOOYAHO_API_KEY)"),
     };
     let mut config = SignalingConfig::new(api_key);
+    config.token_secret = match options.token_secret.or(file.token_secret) {
+        Some(secret) if secret.len() < MIN_API_KEY_LEN => {
+            bail!("the token secret must be at least {MIN_API_KEY_LEN} characters")
+        }
+        secret => secret,
+    };
     config.allow_anonymous = options.allow_anonymous || file.allow_anonymous.unwrap_or(false);
     config.cors_origins = if options.cors_origin.is_empty() {
         file.cors_origins.unwrap_or_default()

@@ -78,12 +78,14 @@ async fn secrets_are_never_logged() {
     const KEY: &str = "api-key-SECRET-7f3a9c1e5b";
     const CLUSTER: &str = "cluster-SECRET-4d8e2b6a0f";
     const GUESS: &str = "guessed-key-SECRET-0c9d8e7f";
+    const TOKEN_SECRET: &str = "token-SECRET-9a1b2c3d4e";
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
     let mut child = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
         .args(["server", "--listen", "127.0.0.1:0", "--api-key", KEY])
         .args(["--cluster-secret", CLUSTER])
+        .args(["--token-secret", TOKEN_SECRET])
         .env("RUST_LOG", "trace")
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
@@ -145,6 +147,25 @@ async fn secrets_are_never_logged() {
     let _ = ws.request(json!({ "type": "ping" })).await;
     let resumed = Ws::connect(&format!("ws://{addr}/websocket")).await;
     drop(resumed);
+    // Join tokens: one signed over REST and used, one forged with a guessed secret and refused.
+    let (status, minted) = rest
+        .call(
+            "POST",
+            "/tokens",
+            Some(json!({ "userId": "grace", "channel": channel })),
+        )
+        .await;
+    assert_eq!(status, 200, "{minted}");
+    let token = minted["token"].as_str().unwrap().to_owned();
+    let joined = Ws::connect(&format!("ws://{addr}/websocket?token={token}")).await;
+    drop(joined);
+    let forged = mooyaho_server_sdk::create_join_token(
+        GUESS,
+        &mooyaho_server_sdk::JoinToken::new("mallory", channel.clone()),
+    )
+    .unwrap();
+    let (status, _) = refused_upgrade(&format!("ws://{addr}/websocket?token={forged}")).await;
+    assert_eq!(status, 401);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let _ = child.kill();
     let _ = child.wait();
@@ -156,7 +177,13 @@ async fn secrets_are_never_logged() {
         out.contains("TRACE") && out.contains("DEBUG"),
         "trace logging was not on: {out:.2000}"
     );
-    for secret in [KEY, CLUSTER, GUESS] {
+    // A JWT's signature is the part only the secret could make; its header and payload are
+    // public base64, so the signature is what must not leak.
+    let signatures = [&token, &forged].map(|t| t.rsplit('.').next().unwrap().to_owned());
+    for secret in [KEY, CLUSTER, GUESS, TOKEN_SECRET]
+        .into_iter()
+        .chain(signatures.iter().map(String::as_str))
+    {
         assert!(!out.contains(secret), "{secret} in stdout");
         assert!(!err.contains(secret), "{secret} in stderr");
     }

@@ -279,3 +279,33 @@ async fn two_clients_with_their_own_url_and_key_do_not_interfere() {
     assert!(one.list_sfu_servers().await.unwrap().is_empty());
     assert_eq!(two.list_sfu_servers().await.unwrap(), vec![node]);
 }
+
+#[tokio::test]
+async fn a_join_token_signed_offline_by_the_sdk_is_accepted_by_the_server() {
+    use mooyaho_server_sdk::{JoinToken, create_join_token};
+    const SECRET: &str = "sdk-token-secret-0123456789";
+    let server = Server::start(&["--token-secret", SECRET]);
+    let channel = sdk(&server).create_channel(false).await.unwrap().id;
+    let mut grant = JoinToken::new("ada", channel.clone());
+    grant.name = Some("Ada".into());
+    let token = create_join_token(SECRET, &grant).unwrap();
+    let url = format!("{}?token={token}", server.ws_url());
+    let (stream, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut ws = Ws::from_stream(stream).await;
+    ws.send(json!({ "type": "enter", "channel": channel }))
+        .await;
+    ws.expect("enterSuccess").await;
+    let list = ws.request(json!({ "type": "listSessions" })).await;
+    assert_eq!(
+        list["sessions"][0]["user"],
+        json!({ "id": "ada", "name": "Ada" })
+    );
+    // Signed with another secret (here the API key, which a token secret replaces): refused.
+    let wrong = create_join_token(&server.api_key, &grant).unwrap();
+    let url = format!("{}?token={wrong}", server.ws_url());
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    assert!(matches!(
+        create_join_token("", &grant),
+        Err(Error::JoinToken(_))
+    ));
+}

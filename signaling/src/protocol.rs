@@ -124,6 +124,9 @@ pub enum ServerMessage {
         id: SessionId,
         /// Resume token for `reuseId`.
         token: String,
+        /// The user of a session opened with a join token (`?token=`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<Value>,
     },
     /// A new resume token for the session this socket holds, sent every half token lifetime.
     /// The one it replaces stays valid until its own expiry.

@@ -52,6 +52,9 @@ pub enum Error {
     /// The base URL is unusable.
     #[error("invalid base URL: {0}")]
     InvalidUrl(String),
+    /// A join token could not be signed (an empty secret or field).
+    #[error("cannot sign join token: {0}")]
+    JoinToken(String),
 }
 
 impl Error {
@@ -62,6 +65,80 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// What a join token lets its holder do: open a session as `user_id` (no `integrateUser`
+/// needed) that may enter only `channel`. Build with [`JoinToken::new`], sign with
+/// [`create_join_token`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JoinToken {
+    /// The user's id (`sub`).
+    pub user_id: String,
+    /// The user's display name.
+    pub name: Option<String>,
+    /// The one channel the session may enter.
+    pub channel: String,
+    /// May publish media (SFU channels).
+    pub publish: bool,
+    /// May receive media (SFU subscribe offers).
+    pub subscribe: bool,
+    /// How long the token is accepted for connecting.
+    pub ttl: Duration,
+}
+
+impl JoinToken {
+    /// A token for `user_id` into `channel`, publish and subscribe allowed, valid one hour.
+    pub fn new(user_id: impl Into<String>, channel: impl Into<String>) -> Self {
+        Self {
+            user_id: user_id.into(),
+            name: None,
+            channel: channel.into(),
+            publish: true,
+            subscribe: true,
+            ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JoinClaims<'a> {
+    sub: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    channel: &'a str,
+    publish: bool,
+    subscribe: bool,
+    iat: u64,
+    exp: u64,
+}
+
+/// Signs a join token offline (HS256 with the server's `--token-secret`, by default its API key),
+/// for the browser to connect with (`GET /websocket?token=…`, `new Mooyaho({ token })`).
+pub fn create_join_token(secret: &str, token: &JoinToken) -> Result<String, Error> {
+    if secret.is_empty() || token.user_id.is_empty() || token.channel.is_empty() {
+        return Err(Error::JoinToken(
+            "secret, user id and channel must not be empty".into(),
+        ));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| Error::JoinToken("the system clock is before 1970".into()))?
+        .as_secs();
+    let claims = JoinClaims {
+        sub: &token.user_id,
+        name: token.name.as_deref(),
+        channel: &token.channel,
+        publish: token.publish,
+        subscribe: token.subscribe,
+        iat: now,
+        exp: now.saturating_add(token.ttl.as_secs().max(1)),
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| Error::JoinToken(e.to_string()))
 }
 
 /// A channel as returned by create/list.

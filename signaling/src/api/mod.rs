@@ -8,6 +8,7 @@ pub mod extract;
 pub mod fuzzing;
 pub mod health;
 pub mod sfu_servers;
+pub mod tokens;
 pub mod web;
 pub mod ws;
 
@@ -33,7 +34,7 @@ use error::ApiError;
         channels::delete_channel, channels::bulk_delete_channels, channels::integrate_user,
         sfu_servers::create_sfu_server, sfu_servers::list_sfu_servers, sfu_servers::get_sfu_server,
         sfu_servers::patch_sfu_server, sfu_servers::drain_sfu_server, sfu_servers::delete_sfu_server,
-        health::health, health::metrics, health::openapi,
+        tokens::create_token, health::health, health::metrics, health::openapi,
     ),
     modifiers(&BearerAuth, &Links)
 )]
@@ -173,6 +174,7 @@ pub fn router(state: AppState) -> Router {
             "/sfu-servers/{id}/drain",
             post(sfu_servers::drain_sfu_server),
         )
+        .route("/tokens", post(tokens::create_token))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(health::openapi))
         .route_layer(middleware::from_fn_with_state(

@@ -29,6 +29,9 @@ pub struct ConnectQuery {
     /// Accept direct calls from sessions outside this client's channel.
     #[serde(default)]
     pub allow_direct_call: Option<bool>,
+    /// A join token: the session starts integrated, limited to the token's channel and grants.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// Messages queued for one socket before it counts as too slow.
@@ -179,11 +182,21 @@ pub async fn upgrade(
         }
         None => None,
     };
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    // Checked before the upgrade so a refused token is a plain HTTP 401 the client can read.
+    let join = match query.token.as_deref() {
+        Some(token) => match state.signaling.sessions().verify_join_token(token) {
+            Ok(verified) => Some(verified),
+            Err(e) => {
+                state.signaling.metrics().ws_refused("join_token");
+                return ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+            }
+        },
+        None => None,
+    };
     let options = ConnectOptions {
-        allow_direct_call: query
-            .ok()
-            .and_then(|Query(q)| q.allow_direct_call)
-            .unwrap_or(false),
+        allow_direct_call: query.allow_direct_call.unwrap_or(false),
+        join,
     };
     upgrade
         .max_message_size(HARD_FRAME_LIMIT)
@@ -210,6 +223,7 @@ pub async fn pump<S, R>(
     R: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     let (outbox, mut outgoing) = mpsc::channel(OUTBOX_DEPTH);
+    let user = options.join.as_ref().map(|join| join.user.clone());
     let (mut connection, token) = match signaling.sessions().connect(options, outbox).await {
         Ok(opened) => opened,
         Err(e) => {
@@ -235,6 +249,7 @@ pub async fn pump<S, R>(
     let connected = ServerMessage::Connected {
         id: connection.session.clone(),
         token,
+        user,
     };
     if sink.send(text(connected.encode(None))).await.is_err() {
         signaling.sessions().disconnect(connection).await;

@@ -186,6 +186,14 @@ impl Channels {
                 "integrate a user with this session before entering a channel",
             ));
         };
+        if let Some(grant) = &me.grant
+            && grant.channel != channel_id
+        {
+            return Err(SignalError::new(
+                ErrorCode::Forbidden,
+                "this session's join token allows only its own channel",
+            ));
+        }
         let Some(channel) = self.shared.store.channel(&channel_id).await? else {
             return Err(SignalError::new(
                 ErrorCode::ChannelNotFound,

@@ -7,6 +7,7 @@ pub mod error;
 pub mod events;
 pub mod hub;
 pub mod ids;
+pub mod join_token;
 pub mod model;
 pub mod ports;
 
@@ -86,6 +87,8 @@ pub struct SignalingConfig {
     pub direct_calls_per_caller: u64,
     /// The window of `direct_calls_per_callee` and `direct_calls_per_caller`.
     pub direct_call_window: Duration,
+    /// HS256 secret of join tokens (`--token-secret`); `None` = the API key.
+    pub token_secret: Option<String>,
 }
 
 impl SignalingConfig {
@@ -111,7 +114,13 @@ impl SignalingConfig {
             direct_calls_per_callee: 30,
             direct_calls_per_caller: 3,
             direct_call_window: Duration::from_secs(10),
+            token_secret: None,
         }
+    }
+
+    /// The key that signs and verifies join tokens: `token_secret`, or the API key.
+    pub fn join_token_key(&self) -> join_token::JoinTokenKey {
+        join_token::JoinTokenKey::new(self.token_secret.as_deref().unwrap_or(&self.api_key))
     }
 
     /// The shortest token lifetime that lets a client that missed one rotation (its socket was

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ids::{ChannelId, ConnectionId, InstanceId, SessionId, SfuServerId};
+use super::join_token::JoinGrant;
 
 /// A channel: a room that sessions enter. Mesh unless `sfu_enabled`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,6 +90,9 @@ pub struct SessionRecord {
     pub connected: bool,
     /// Direct-call relations with other sessions.
     pub calls: BTreeMap<SessionId, CallState>,
+    /// What the join token this session connected with allows (`None`: no token, no limits).
+    #[serde(default)]
+    pub grant: Option<JoinGrant>,
 }
 
 /// A stored resume token: the SHA-256 of the secret handed to the client, never the secret.

@@ -78,6 +78,12 @@ impl Placement {
         offer: String,
     ) -> Result<String, SignalError> {
         let me = &self.shared.me(connection).await?;
+        if me.grant.as_ref().is_some_and(|grant| !grant.publish) {
+            return Err(SignalError::new(
+                ErrorCode::Forbidden,
+                "this session's join token does not allow publishing",
+            ));
+        }
         let channel = self.sfu_channel(me).await?;
         let mut retried = false;
         loop {
@@ -154,8 +160,13 @@ impl Placement {
         Ok(())
     }
 
-    /// Sends `session` the node's current subscribe offer, if it has something to receive.
+    /// Sends `session` the node's current subscribe offer, if it has something to receive and
+    /// its join token (if any) allows receiving. A session never offered is unknown to the node
+    /// as a subscriber, so the node's renegotiations never reach it either.
     pub(super) async fn offer(&self, node: SfuServerId, room: &str, session: &SessionRecord) {
+        if session.grant.as_ref().is_some_and(|grant| !grant.subscribe) {
+            return;
+        }
         let request = Request::SubscribeOffer {
             room: room.to_owned(),
             session: session.id.0.clone(),

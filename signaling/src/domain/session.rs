@@ -11,16 +11,19 @@ use super::error::{ErrorCode, SignalError};
 use super::events::{DomainEvent, Recipient};
 use super::hub::Outgoing;
 use super::ids::{ChannelId, ConnectionId, SessionId};
+use super::join_token::{JoinClaims, JoinTokenError, VerifiedJoin, now_secs};
 use super::model::{MediaState, ResumeTokens, SessionRecord, SessionUpdate, Takeover, now_ms};
 use super::ports::StoreError;
 use super::shared::Shared;
 use super::{DomainError, token};
 
 /// Options a client chooses when it connects (query parameters of `/websocket`).
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ConnectOptions {
     /// The client accepts direct calls from sessions outside its channel.
     pub allow_direct_call: bool,
+    /// The verified join token (`?token=`): the session starts with its user and grant.
+    pub join: Option<VerifiedJoin>,
 }
 
 /// One WebSocket connection as the domain sees it: which session it holds now.
@@ -69,11 +72,14 @@ impl Sessions {
         outbox: mpsc::Sender<Outgoing>,
     ) -> Result<(Connection, String), SignalError> {
         let (token, token_hash) = token::issue(self.token_expiry());
+        let (user, grant) = options
+            .join
+            .map_or((None, None), |join| (Some(join.user), Some(join.grant)));
         let record = SessionRecord {
             id: SessionId::random(),
             instance: self.shared.instance.clone(),
             connection: ConnectionId::random(),
-            user: None,
+            user,
             state: MediaState::default(),
             channel: None,
             allow_direct_call: options.allow_direct_call,
@@ -83,6 +89,7 @@ impl Sessions {
             },
             connected: true,
             calls: BTreeMap::new(),
+            grant,
         };
         self.shared.store.create_session(&record).await?;
         self.shared
@@ -98,7 +105,33 @@ impl Sessions {
             session: connection.session.clone(),
         };
         self.shared.events.record(started).await;
+        if let Some(user) = record.user {
+            let integrated = DomainEvent::UserIntegrated {
+                session: connection.session.clone(),
+                user,
+            };
+            self.shared.events.record(integrated).await;
+        }
         Ok((connection, token))
+    }
+
+    /// Verifies a join token (`GET /websocket?token=`) against the token secret and the clock.
+    pub fn verify_join_token(&self, token: &str) -> Result<VerifiedJoin, JoinTokenError> {
+        let verified = self
+            .shared
+            .config
+            .join_token_key()
+            .verify(token, now_secs());
+        if let Err(e) = &verified {
+            // The reason, never the token.
+            tracing::debug!(reason = %e, "join token refused");
+        }
+        verified
+    }
+
+    /// Signs a join token with the token secret (`POST /tokens`).
+    pub fn sign_join_token(&self, claims: &JoinClaims) -> Result<String, JoinTokenError> {
+        self.shared.config.join_token_key().sign(claims, now_secs())
     }
 
     /// The socket closed. The session stays resumable (and in its channel) for the grace window,
@@ -276,6 +309,12 @@ impl Sessions {
         connection: &Connection,
         user: Value,
     ) -> Result<Value, SignalError> {
+        if self.shared.me(connection).await?.grant.is_some() {
+            return Err(SignalError::new(
+                ErrorCode::Forbidden,
+                "this session's user comes from its join token",
+            ));
+        }
         if !self.shared.config.allow_anonymous {
             return Err(SignalError::new(
                 ErrorCode::Forbidden,
@@ -567,6 +606,7 @@ mod tests {
             },
             connected: false,
             calls: BTreeMap::new(),
+            grant: None,
         };
         store.inner.create_session(&record).await.unwrap();
         let takeover = Takeover {
@@ -613,6 +653,7 @@ mod tests {
             },
             connected: false,
             calls: BTreeMap::new(),
+            grant: None,
         };
         store.create_session(&record).await.unwrap();
         // Retired (the expiry's atomic step) but not yet deleted: a resume now must fail.

@@ -339,7 +339,13 @@ pub(super) async fn integrated(
     let (outbox, mut queue) = mpsc::channel(64);
     let (connection, _) = signaling
         .sessions()
-        .connect(ConnectOptions { allow_direct_call }, outbox)
+        .connect(
+            ConnectOptions {
+                allow_direct_call,
+                join: None,
+            },
+            outbox,
+        )
         .await
         .unwrap();
     signaling

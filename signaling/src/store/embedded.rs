@@ -660,6 +660,7 @@ mod tests {
             },
             connected: false,
             calls: BTreeMap::new(),
+            grant: None,
         }
     }
 

@@ -666,6 +666,10 @@ fn session_fields(session: &SessionRecord) -> Result<Vec<(String, String)>, Stor
     if let Some(channel) = &session.channel {
         fields.push(("channel".to_owned(), channel.0.clone()));
     }
+    if let Some(grant) = &session.grant {
+        let value = serde_json::to_string(grant).map_err(corrupt)?;
+        fields.push(("grant".to_owned(), value));
+    }
     for (peer, state) in &session.calls {
         let value = serde_json::to_string(state).map_err(corrupt)?;
         fields.push((format!("{CALL_PREFIX}{peer}"), value));
@@ -716,6 +720,10 @@ fn parse_session(
         .get("user")
         .map(|json| serde_json::from_str(json).map_err(corrupt))
         .transpose()?;
+    let grant = map
+        .get("grant")
+        .map(|json| serde_json::from_str(json).map_err(corrupt))
+        .transpose()?;
     Ok(Some(SessionRecord {
         id: id.clone(),
         instance: InstanceId(instance),
@@ -733,6 +741,7 @@ fn parse_session(
         },
         connected: map.get("connected").is_some_and(|v| v == "1"),
         calls,
+        grant,
     }))
 }
 
@@ -810,6 +819,7 @@ mod tests {
             },
             connected: false,
             calls: BTreeMap::new(),
+            grant: None,
         }
     }
 
