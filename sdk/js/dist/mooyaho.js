@@ -305,14 +305,16 @@ var MooyahoError = class extends Error {
 var MAX_BACKOFF_MS = 1e4;
 var RETRYABLE = /* @__PURE__ */ new Set(["disconnected", "timeout", "unavailable", "rate_limited"]);
 var SignalingSocket = class {
-  constructor(url, handlers, options) {
+  constructor(url, handlers, options, joinToken) {
     this.url = url;
     this.handlers = handlers;
     this.options = options;
+    this.joinToken = joinToken;
   }
   url;
   handlers;
   options;
+  joinToken;
   /** The live WebSocket (null while disconnected). Public so tests can drop it. */
   ws = null;
   /** The session this client holds; unchanged across successful resumes. */
@@ -331,7 +333,7 @@ var SignalingSocket = class {
   connect() {
     if (this.#disposed) return Promise.reject(new MooyahoError("invalid_state", "disposed"));
     if (this.sessionId !== null && this.connected) return Promise.resolve(this.sessionId);
-    this.#connecting ??= this.#open().then(
+    this.#connecting ??= this.#open(this.joinToken).then(
       ({ id, token }) => {
         this.sessionId = id;
         this.#token = token;
@@ -378,12 +380,13 @@ var SignalingSocket = class {
     ws?.close();
   }
   /** One WebSocket up to its `connected` frame. */
-  #open() {
+  #open(joinToken) {
+    const url = joinToken === void 0 ? this.url : `${this.url}&token=${encodeURIComponent(joinToken)}`;
     return new Promise((resolve, reject) => {
       let settled = false;
       let ws;
       try {
-        ws = new WebSocket(this.url);
+        ws = new WebSocket(url);
       } catch (e) {
         reject(new MooyahoError("disconnected", `cannot open ${this.url}: ${String(e)}`));
         return;
@@ -568,7 +571,8 @@ var Mooyaho = class extends Emitter {
         onResumeFailed: (sessionId, error) => this.#onResumeFailed(sessionId, error),
         onError: (error) => this.emit("error", error)
       },
-      { requestTimeoutMs: config.requestTimeoutMs ?? 1e4, heartbeatMs: config.heartbeatMs ?? 5e3 }
+      { requestTimeoutMs: config.requestTimeoutMs ?? 1e4, heartbeatMs: config.heartbeatMs ?? 5e3 },
+      config.token
     );
     this.#mesh = new Mesh(this.#rtc, {
       request: (m) => this.#socket.request(m),

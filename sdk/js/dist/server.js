@@ -1,4 +1,28 @@
 // src/server.ts
+import { createHmac } from "node:crypto";
+function base64url(data) {
+  return Buffer.from(data).toString("base64url");
+}
+function createJoinToken(secret, grant) {
+  if (!secret || !grant.userId || !grant.channel) {
+    throw new TypeError("secret, userId and channel must be non-empty");
+  }
+  const ttl = grant.ttlSeconds ?? 3600;
+  if (!Number.isInteger(ttl) || ttl < 1) throw new TypeError(`ttlSeconds must be a positive integer: ${ttl}`);
+  const now = Math.floor(Date.now() / 1e3);
+  const claims = {
+    sub: grant.userId,
+    channel: grant.channel,
+    publish: grant.publish ?? true,
+    subscribe: grant.subscribe ?? true,
+    iat: now,
+    exp: now + ttl
+  };
+  if (grant.name !== void 0) claims["name"] = grant.name;
+  const signed = `${base64url(JSON.stringify({ alg: "HS256", typ: "JWT" }))}.${base64url(JSON.stringify(claims))}`;
+  const signature = createHmac("sha256", secret).update(signed).digest();
+  return `${signed}.${base64url(signature)}`;
+}
 var MooyahoApiError = class extends Error {
   status;
   /** The server's short error name (`Not Found`, ...), when it sent one. */
@@ -35,6 +59,10 @@ var MooyahoServer = class {
   }
   bulkDeleteChannels(ids) {
     return this.#call("POST", "/channels/bulk-delete", { ids });
+  }
+  /** Has the server sign a join token (`POST /tokens`); `createJoinToken` does it offline. */
+  createToken(grant) {
+    return this.#call("POST", "/tokens", grant);
   }
   /** Binds a user (an object with a non-empty string `id`) to a browser's session. */
   integrateUser(sessionId, user) {
@@ -91,5 +119,6 @@ var MooyahoServer = class {
 };
 export {
   MooyahoApiError,
-  MooyahoServer
+  MooyahoServer,
+  createJoinToken
 };

@@ -59,6 +59,7 @@ export class Mooyaho extends Emitter {
         onError: (error) => this.emit('error', error),
       },
       { requestTimeoutMs: config.requestTimeoutMs ?? 10_000, heartbeatMs: config.heartbeatMs ?? 5_000 },
+      config.token,
     );
     this.#mesh = new Mesh(this.#rtc, {
       request: (m) => this.#socket.request(m),

@@ -1,6 +1,55 @@
+/// <reference types="node" />
 // Node server SDK: the REST calls a service server makes (same operations as the Rust server
 // SDK). Each instance carries its own base URL and key; the original shared one global axios
 // instance, so a second instance silently overwrote the first.
+
+import { createHmac } from 'node:crypto';
+
+/** What a join token lets its holder do (see `createJoinToken`). */
+export interface JoinTokenGrant {
+  /** The user's id (the token's `sub`). */
+  userId: string;
+  /** The user's display name. */
+  name?: string;
+  /** The one channel the session may enter. */
+  channel: string;
+  /** May publish media in SFU channels (default true). */
+  publish?: boolean;
+  /** May receive media in SFU channels (default true). */
+  subscribe?: boolean;
+  /** Lifetime in seconds (default 3600). */
+  ttlSeconds?: number;
+}
+
+function base64url(data: string | Buffer): string {
+  return Buffer.from(data).toString('base64url');
+}
+
+/**
+ * Signs a join token offline: an HS256 JWT with the server's `--token-secret` (by default its API
+ * key). The browser connects with it (`new Mooyaho({ url, token })`) and starts integrated as
+ * `userId`, limited to `channel`. Keep the secret on the server.
+ */
+export function createJoinToken(secret: string, grant: JoinTokenGrant): string {
+  if (!secret || !grant.userId || !grant.channel) {
+    throw new TypeError('secret, userId and channel must be non-empty');
+  }
+  const ttl = grant.ttlSeconds ?? 3600;
+  if (!Number.isInteger(ttl) || ttl < 1) throw new TypeError(`ttlSeconds must be a positive integer: ${ttl}`);
+  const now = Math.floor(Date.now() / 1000);
+  const claims: Record<string, unknown> = {
+    sub: grant.userId,
+    channel: grant.channel,
+    publish: grant.publish ?? true,
+    subscribe: grant.subscribe ?? true,
+    iat: now,
+    exp: now + ttl,
+  };
+  if (grant.name !== undefined) claims['name'] = grant.name;
+  const signed = `${base64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))}.${base64url(JSON.stringify(claims))}`;
+  const signature = createHmac('sha256', secret).update(signed).digest();
+  return `${signed}.${base64url(signature)}`;
+}
 
 export interface MooyahoServerConfig {
   /** e.g. `http://127.0.0.1:8080` */
@@ -99,6 +148,10 @@ export class MooyahoServer {
   }
   bulkDeleteChannels(ids: string[]): Promise<BulkDeleteResult> {
     return this.#call('POST', '/channels/bulk-delete', { ids });
+  }
+  /** Has the server sign a join token (`POST /tokens`); `createJoinToken` does it offline. */
+  createToken(grant: JoinTokenGrant): Promise<{ token: string; expiresAt: number }> {
+    return this.#call('POST', '/tokens', grant);
   }
   /** Binds a user (an object with a non-empty string `id`) to a browser's session. */
   integrateUser(sessionId: string, user: { id: string; [field: string]: unknown }): Promise<IntegratedSession> {

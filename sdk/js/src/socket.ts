@@ -48,6 +48,10 @@ export class SignalingSocket {
     private readonly url: string,
     private readonly handlers: SocketHandlers,
     private readonly options: SocketOptions,
+    /** A join token for the first connection only: reconnects resume with `reuseId`, whose
+     * resume token is the proof (the join token may have expired by then). Kept out of error
+     * messages. */
+    private readonly joinToken?: string,
   ) {}
 
   get connected(): boolean {
@@ -58,7 +62,7 @@ export class SignalingSocket {
   connect(): Promise<string> {
     if (this.#disposed) return Promise.reject(new MooyahoError('invalid_state', 'disposed'));
     if (this.sessionId !== null && this.connected) return Promise.resolve(this.sessionId);
-    this.#connecting ??= this.#open().then(
+    this.#connecting ??= this.#open(this.joinToken).then(
       ({ id, token }) => {
         this.sessionId = id;
         this.#token = token;
@@ -110,12 +114,13 @@ export class SignalingSocket {
   }
 
   /** One WebSocket up to its `connected` frame. */
-  #open(): Promise<{ id: string; token: string }> {
+  #open(joinToken?: string): Promise<{ id: string; token: string }> {
+    const url = joinToken === undefined ? this.url : `${this.url}&token=${encodeURIComponent(joinToken)}`;
     return new Promise((resolve, reject) => {
       let settled = false;
       let ws: WebSocket;
       try {
-        ws = new WebSocket(this.url);
+        ws = new WebSocket(url);
       } catch (e) {
         reject(new MooyahoError('disconnected', `cannot open ${this.url}: ${String(e)}`));
         return;

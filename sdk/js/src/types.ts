@@ -20,6 +20,12 @@ export interface MooyahoConfig {
   url: string;
   /** Accept direct calls from sessions outside this client's channel (default false). */
   allowDirectCall?: boolean;
+  /**
+   * A join token from the service server (`createJoinToken` or `POST /tokens`): the session
+   * starts integrated as the token's user, limited to its channel and grants, with no
+   * `integrateUser` step. An invalid or expired token makes `connect()` reject.
+   */
+  token?: string;
   /** STUN/TURN servers for every PeerConnection (the original hard-coded none). */
   iceServers?: RTCIceServer[];
   /** How long `connect()` and each request wait for the server (ms, default 10000). */

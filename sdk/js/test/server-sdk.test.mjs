@@ -1,7 +1,7 @@
 // The Node server SDK against a running server: every method, and its typed errors.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { MooyahoApiError, MooyahoServer } from '../dist/server.js';
+import { MooyahoApiError, MooyahoServer, createJoinToken } from '../dist/server.js';
 import { connectClient, launchBrowser, sdkPage, startServer, waitFor } from './helpers.mjs';
 
 let server;
@@ -105,4 +105,38 @@ test('typed errors: bad key, unreachable server, bad base URL; instances do not 
   const down = new MooyahoServer({ baseUrl: 'http://127.0.0.1:9', apiKey: server.apiKey, timeoutMs: 2000 });
   await rejectsWith(down.listChannels(), 0);
   assert.throws(() => new MooyahoServer({ baseUrl: 'ftp://x', apiKey: 'k' }), TypeError);
+});
+
+test('createJoinToken signs offline a token the server accepts; createToken signs over REST', async () => {
+  const { api } = server;
+  const channel = await api.createChannel();
+  const token = createJoinToken(server.apiKey, { userId: 'node-user', name: 'Nod', channel: channel.id });
+  const page = await sdkPage(browser, server);
+  const joined = await page.evaluate(async ({ url, token, channel }) => {
+    const mooyaho = new window.Mooyaho({ url, token });
+    await mooyaho.connect();
+    await mooyaho.enter(channel);
+    return mooyaho.sessionsArray.map((s) => s.user);
+  }, { url: server.url, token, channel: channel.id });
+  assert.deepEqual(joined, [{ id: 'node-user', name: 'Nod' }]);
+  const got = await api.getChannel(channel.id);
+  assert.deepEqual(got.channelSessions.map((s) => s.user), [{ id: 'node-user', name: 'Nod' }]);
+
+  // The same grant signed over REST; bad input is a 400; a forged token is refused at connect.
+  const minted = await api.createToken({ userId: 'rest-user', channel: channel.id, ttlSeconds: 60 });
+  assert.equal(minted.token.split('.').length, 3);
+  assert.ok(minted.expiresAt > Date.now() / 1000);
+  await rejectsWith(api.createToken({ userId: 'rest-user', channel: channel.id, ttlSeconds: 0 }), 400);
+  const forged = createJoinToken('not-the-secret-0123456789', { userId: 'mallory', channel: channel.id });
+  const refused = await page.evaluate(async ({ url, token }) => {
+    try {
+      await new window.Mooyaho({ url, token, requestTimeoutMs: 3000 }).connect();
+      return 'connected';
+    } catch (e) {
+      return e.code;
+    }
+  }, { url: server.url, token: forged });
+  assert.equal(refused, 'disconnected');
+  assert.throws(() => createJoinToken('', { userId: 'a', channel: channel.id }), TypeError);
+  await page.close();
 });

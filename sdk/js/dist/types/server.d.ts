@@ -1,3 +1,24 @@
+/** What a join token lets its holder do (see `createJoinToken`). */
+export interface JoinTokenGrant {
+    /** The user's id (the token's `sub`). */
+    userId: string;
+    /** The user's display name. */
+    name?: string;
+    /** The one channel the session may enter. */
+    channel: string;
+    /** May publish media in SFU channels (default true). */
+    publish?: boolean;
+    /** May receive media in SFU channels (default true). */
+    subscribe?: boolean;
+    /** Lifetime in seconds (default 3600). */
+    ttlSeconds?: number;
+}
+/**
+ * Signs a join token offline: an HS256 JWT with the server's `--token-secret` (by default its API
+ * key). The browser connects with it (`new Mooyaho({ url, token })`) and starts integrated as
+ * `userId`, limited to `channel`. Keep the secret on the server.
+ */
+export declare function createJoinToken(secret: string, grant: JoinTokenGrant): string;
 export interface MooyahoServerConfig {
     /** e.g. `http://127.0.0.1:8080` */
     baseUrl: string;
@@ -63,6 +84,11 @@ export declare class MooyahoServer {
     listChannels(): Promise<Channel[]>;
     deleteChannel(id: string): Promise<void>;
     bulkDeleteChannels(ids: string[]): Promise<BulkDeleteResult>;
+    /** Has the server sign a join token (`POST /tokens`); `createJoinToken` does it offline. */
+    createToken(grant: JoinTokenGrant): Promise<{
+        token: string;
+        expiresAt: number;
+    }>;
     /** Binds a user (an object with a non-empty string `id`) to a browser's session. */
     integrateUser(sessionId: string, user: {
         id: string;

@@ -18,11 +18,19 @@ export declare class SignalingSocket {
     private readonly url;
     private readonly handlers;
     private readonly options;
+    /** A join token for the first connection only: reconnects resume with `reuseId`, whose
+     * resume token is the proof (the join token may have expired by then). Kept out of error
+     * messages. */
+    private readonly joinToken?;
     /** The live WebSocket (null while disconnected). Public so tests can drop it. */
     ws: WebSocket | null;
     /** The session this client holds; unchanged across successful resumes. */
     sessionId: string | null;
-    constructor(url: string, handlers: SocketHandlers, options: SocketOptions);
+    constructor(url: string, handlers: SocketHandlers, options: SocketOptions, 
+    /** A join token for the first connection only: reconnects resume with `reuseId`, whose
+     * resume token is the proof (the join token may have expired by then). Kept out of error
+     * messages. */
+    joinToken?: string | undefined);
     get connected(): boolean;
     /** Opens the first connection; resolves the new session id, rejects on failure or timeout. */
     connect(): Promise<string>;
