@@ -823,6 +823,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_sessions_join_grant_survives_the_hash_fields() {
+        use crate::domain::ids::ChannelId;
+        use crate::domain::join_token::JoinGrant;
+        let mut record = dropped_session("t");
+        record.user = Some(serde_json::json!({"id": "ada"}));
+        record.grant = Some(JoinGrant {
+            channel: ChannelId::from("room-1"),
+            publish: false,
+            subscribe: true,
+        });
+        let fields: HashMap<String, String> =
+            session_fields(&record).unwrap().into_iter().collect();
+        let parsed = parse_session(&record.id, fields.clone()).unwrap().unwrap();
+        assert_eq!(parsed, record);
+        record.grant = None;
+        let mut without = fields;
+        without.remove("grant");
+        assert_eq!(parse_session(&record.id, without).unwrap().unwrap(), record);
+    }
+
     fn takeover(connection: &str) -> Takeover {
         Takeover {
             instance: InstanceId::from("j"),
