@@ -4,14 +4,13 @@
 //! the live tracks need and that an honest publisher's media still reaches an honest subscriber
 //! intact (both use the `webrtc` crate).
 
-#[path = "support/sfu_client.rs"]
-mod sfu_client;
 mod support;
 
 use std::time::{Duration, Instant};
 
+use mooyaho_test_support::peer::payloads;
+use mooyaho_test_support::sfu_client::SfuClient;
 use serde_json::json;
-use sfu_client::{SfuClient, payloads};
 use support::{Rest, Server, Ws, eventually};
 
 const PACKETS: usize = 50;

@@ -9,14 +9,13 @@
 
 #[path = "support/raw_peer.rs"]
 mod raw_peer;
-#[path = "support/sfu_client.rs"]
-mod sfu_client;
 mod support;
 
 use std::time::Duration;
 
+use mooyaho_test_support::peer::payloads;
+use mooyaho_test_support::sfu_client::SfuClient;
 use raw_peer::{RawPublisher, check, check_until_answered, is_success};
-use sfu_client::{SfuClient, payloads};
 use support::{Rest, Server, eventually};
 use tokio::net::UdpSocket;
 

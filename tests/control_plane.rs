@@ -8,8 +8,6 @@
 //! proof and never opens its receive window loses its slot within the reply timeout; a short
 //! cluster secret is refused by every command.
 
-#[path = "support/sfu_client.rs"]
-mod sfu_client;
 mod support;
 
 use std::collections::HashSet;
@@ -22,12 +20,12 @@ use mooyaho_control::{
     ALPN, ErrorCode, Event, Load, MAX_HELLO_FRAME, Proof, Request, Response, Role, read_frame,
     write_frame,
 };
+use mooyaho_test_support::sfu_client::SfuClient;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::{Value, json};
-use sfu_client::SfuClient;
 use support::{API_KEY, Rest, Server, SfuNode, eventually};
 use tokio::sync::mpsc;
 

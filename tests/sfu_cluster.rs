@@ -2,14 +2,13 @@
 //! sharing a real `redis-server`, two `mooyaho sfu` nodes reached over QUIC, and clients built
 //! with the independent `webrtc` crate speaking the WebSocket API.
 
-#[path = "support/sfu_client.rs"]
-mod sfu_client;
 mod support;
 
 use std::time::{Duration, Instant};
 
+use mooyaho_test_support::peer::payloads;
+use mooyaho_test_support::sfu_client::SfuClient;
 use serde_json::{Value, json};
-use sfu_client::{SfuClient, payloads};
 use support::{Redis, Rest, Server, SfuNode, eventually};
 
 const SECRET: &str = "cluster-secret-0123456789abcdef";

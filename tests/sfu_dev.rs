@@ -1,13 +1,12 @@
 //! `mooyaho dev` alone: its embedded SFU node is registered and healthy, and two clients built
 //! with the `webrtc` crate receive each other's media in an SFU channel.
 
-#[path = "support/sfu_client.rs"]
-mod sfu_client;
 mod support;
 
 use std::time::Duration;
 
-use sfu_client::{SfuClient, payloads};
+use mooyaho_test_support::peer::payloads;
+use mooyaho_test_support::sfu_client::SfuClient;
 use support::{Server, eventually};
 
 const PACKETS: usize = 100;

@@ -7,8 +7,9 @@ mod peer;
 use std::time::Duration;
 
 use mooyaho_media::{Node, NodeConfig};
+use mooyaho_test_support::peer::payloads;
 use peer::relay::{Policy, Relay};
-use peer::{Publisher, Subscriber, payloads};
+use peer::{Publisher, Subscriber};
 
 const PACKETS: usize = 150;
 
@@ -33,7 +34,7 @@ async fn webrtc_crate_publisher_reaches_three_subscribers_intact() -> anyhow::Re
         subscriber.wait_connected().await?;
     }
 
-    let (audio, video) = payloads(PACKETS);
+    let (audio, video) = payloads(0, PACKETS);
     publisher
         .send(&audio, &video, Duration::from_millis(5))
         .await?;
@@ -88,7 +89,7 @@ async fn nack_recovers_five_percent_loss_toward_one_subscriber() -> anyhow::Resu
     clean.wait_connected().await?;
     lossy.wait_connected().await?;
 
-    let (audio, video) = payloads(300);
+    let (audio, video) = payloads(0, 300);
     publisher
         .send(&audio, &video, Duration::from_millis(4))
         .await?;
@@ -198,7 +199,7 @@ async fn replayed_srtp_is_dropped_and_counted() -> anyhow::Result<()> {
     let subscriber = Subscriber::connect(&node, room, "subscriber").await?;
     publisher.wait_connected().await?;
     subscriber.wait_connected().await?;
-    let (audio, video) = payloads(100);
+    let (audio, video) = payloads(0, 100);
     publisher
         .send(&audio, &video, Duration::from_millis(4))
         .await?;
@@ -263,7 +264,7 @@ async fn a_room_spans_workers_once_its_home_fills() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
     );
 
-    let (audio, video) = payloads(PACKETS);
+    let (audio, video) = payloads(0, PACKETS);
     publisher
         .send(&audio, &video, Duration::from_millis(5))
         .await?;

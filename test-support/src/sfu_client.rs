@@ -1,0 +1,350 @@
+//! A client of the WebSocket API in an SFU channel, with media from the independent `webrtc` crate
+//! (see [`crate::peer`]): one publish peer (Opus + VP8, `call {isSFU}` → `answered {isSFU}`) and
+//! one subscribe peer that a background task renegotiates on every `called {isSFU}` offer
+//! (answered with `answer {isSFU}`). Received RTP payloads are recorded per remote stream id,
+//! which the SFU sets to the publishing session's id.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::peer::{LocalMedia, Media, Peer, WAIT, msid_streams};
+use crate::ws::{Rest, Ws};
+
+/// The latest subscribe negotiation as the node acknowledged it.
+#[derive(Clone, Debug, Default)]
+pub struct SubscribeState {
+    /// Offers received (`called {isSFU}`).
+    pub offers: usize,
+    /// The most m-lines any offer had.
+    pub max_m_lines: usize,
+    /// Stream ids (publishing sessions) in the last offer whose answer the server acknowledged.
+    pub acked_streams: BTreeSet<String>,
+    /// Answers sent so far (the latest is `sub-{answers}`).
+    pub answers: u64,
+    /// Refusals of our answers. The node applies an answer to its latest offer, so an answer to
+    /// an offer that a newer one superseded in flight is refused; only a refused latest answer
+    /// is a failure.
+    pub errors: Vec<(u64, Value)>,
+    /// Offers that could not be applied locally.
+    pub local_errors: Vec<String>,
+}
+
+/// One client: a WebSocket session in an SFU channel with a publish and a subscribe PC.
+pub struct SfuClient {
+    pub id: String,
+    pub name: String,
+    out: mpsc::UnboundedSender<Message>,
+    inbox: mpsc::UnboundedReceiver<Value>,
+    /// Shared with the negotiator task, which applies the node's offers to it.
+    subscribe: Arc<Peer>,
+    publish: Option<(Peer, LocalMedia)>,
+    pub sub_state: watch::Receiver<SubscribeState>,
+    tasks: Vec<JoinHandle<()>>,
+    next_request: u64,
+}
+
+impl SfuClient {
+    /// Connects to `ws_url`, gets integrated through `rest` as `name`, enters the SFU channel
+    /// (asserting `enterSuccess {sfuEnabled:true}`) and starts answering the node's offers.
+    pub async fn join(ws_url: &str, rest: &Rest, channel: &str, name: &str) -> Self {
+        let (ws, success) = Ws::enter(ws_url, rest, channel, name).await;
+        assert_eq!(success["sfuEnabled"], true, "not an SFU channel: {success}");
+        let id = ws.id.clone();
+        let (sink, mut stream) = ws.into_stream().split();
+
+        let subscribe = Arc::new(Peer::new().await.expect("subscribe peer"));
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let (offers_tx, mut offers_rx) = mpsc::unbounded_channel::<String>();
+        let (state_tx, sub_state) = watch::channel(SubscribeState::default());
+        let state_tx = Arc::new(state_tx);
+        // Request id of each answer sent → the stream ids its offer carried.
+        let pending: Arc<std::sync::Mutex<HashMap<String, BTreeSet<String>>>> = Arc::default();
+
+        let writer = tokio::spawn(async move {
+            let mut sink = sink;
+            while let Some(message) = out_rx.recv().await {
+                if sink.send(message).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+
+        let reader = {
+            let (state_tx, pending) = (state_tx.clone(), pending.clone());
+            tokio::spawn(async move {
+                while let Some(Ok(frame)) = stream.next().await {
+                    let Message::Text(text) = frame else { continue };
+                    let Ok(message) = serde_json::from_str::<Value>(&text) else {
+                        continue;
+                    };
+                    if message["type"] == "called" && message["isSFU"] == true {
+                        let sdp = message["sdp"].as_str().unwrap_or_default().to_owned();
+                        let _ = offers_tx.send(sdp);
+                        continue;
+                    }
+                    if let Some(request) = message["requestId"].as_str()
+                        && request.starts_with("sub-")
+                    {
+                        let streams = pending.lock().unwrap().remove(request);
+                        state_tx.send_modify(|s| {
+                            if message["type"] == "ack" {
+                                s.acked_streams = streams.unwrap_or_default();
+                            } else {
+                                let n = request["sub-".len()..].parse().unwrap_or(0);
+                                s.errors.push((n, message.clone()));
+                            }
+                        });
+                        continue;
+                    }
+                    if inbox_tx.send(message).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+
+        // Offers are applied one at a time, in order.
+        let negotiator = {
+            let (peer, out) = (subscribe.clone(), out.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while let Some(offer) = offers_rx.recv().await {
+                    let m_lines = offer.lines().filter(|l| l.starts_with("m=")).count();
+                    state_tx.send_modify(|s| {
+                        s.offers += 1;
+                        s.max_m_lines = s.max_m_lines.max(m_lines);
+                    });
+                    if std::env::var("SFU_CLIENT_DEBUG").is_ok() {
+                        eprintln!("offer:\n{offer}");
+                    }
+                    let streams = msid_streams(&offer);
+                    match peer.answer(offer).await {
+                        Ok(sdp) => {
+                            n += 1;
+                            let request = format!("sub-{n}");
+                            pending.lock().unwrap().insert(request.clone(), streams);
+                            state_tx.send_modify(|s| s.answers = n);
+                            let answer = json!({
+                                "type": "answer", "isSFU": true, "sdp": sdp, "requestId": request,
+                            });
+                            let _ = out.send(Message::Text(answer.to_string().into()));
+                        }
+                        Err(e) => state_tx.send_modify(|s| s.local_errors.push(e.to_string())),
+                    }
+                }
+            })
+        };
+
+        Self {
+            id,
+            name: name.to_owned(),
+            out,
+            inbox,
+            subscribe,
+            publish: None,
+            sub_state,
+            tasks: vec![writer, reader, negotiator],
+            next_request: 0,
+        }
+    }
+
+    pub fn send(&self, message: Value) {
+        let _ = self.out.send(Message::Text(message.to_string().into()));
+    }
+
+    /// The next message from the server other than SFU offers and answer acks (10 s at most).
+    pub async fn next(&mut self) -> Value {
+        tokio::time::timeout(WAIT, self.inbox.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{}: no message within {WAIT:?}", self.name))
+            .unwrap_or_else(|| panic!("{}: socket closed", self.name))
+    }
+
+    /// Skips messages until one of `kind` arrives.
+    pub async fn expect(&mut self, kind: &str) -> Value {
+        let mut seen = Vec::new();
+        loop {
+            let message = self.next().await;
+            if message["type"] == kind {
+                return message;
+            }
+            seen.push(message);
+            assert!(seen.len() < 100, "{}: no `{kind}`: {seen:?}", self.name);
+        }
+    }
+
+    /// Sends a request with a `requestId`; returns the reply that carries it.
+    pub async fn request(&mut self, mut message: Value) -> Value {
+        self.next_request += 1;
+        let id = format!("req-{}", self.next_request);
+        message["requestId"] = json!(id);
+        self.send(message);
+        let mut seen = Vec::new();
+        loop {
+            let reply = self.next().await;
+            if reply["requestId"] == json!(id) {
+                return reply;
+            }
+            seen.push(reply);
+            assert!(
+                seen.len() < 100,
+                "{}: no reply to {id}: {seen:?}",
+                self.name
+            );
+        }
+    }
+
+    /// Publishes Opus + VP8 on a new peer: `call {isSFU}` → `answered {isSFU}`.
+    pub async fn publish(&mut self) {
+        let peer = Peer::new().await.expect("publish peer");
+        let (media, offer) = LocalMedia::offer(&peer).await.expect("publish offer");
+        let reply = self
+            .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
+            .await;
+        assert_eq!(
+            reply["type"], "answered",
+            "{}: publish refused: {reply}",
+            self.name
+        );
+        assert_eq!(reply["isSFU"], true, "{reply}");
+        let answer = reply["sdp"].as_str().expect("answer sdp").to_owned();
+        peer.apply_answer(answer).await.expect("publish answer");
+        self.publish = Some((peer, media));
+    }
+
+    /// Waits until the publish PC is connected.
+    pub async fn publish_connected(&self) {
+        let (peer, _) = self.publish.as_ref().expect("published");
+        let what = format!("{} publish", self.name);
+        peer.wait_connected(&what).await.unwrap();
+    }
+
+    /// Waits until the subscribe PC is connected and the node acknowledged an answer to an offer
+    /// that carries every one of `streams`.
+    pub async fn subscribed_to(&self, streams: &[&str]) {
+        let mut state = self.sub_state.clone();
+        let wanted: BTreeSet<String> = streams.iter().map(|s| (*s).to_owned()).collect();
+        let done =
+            tokio::time::timeout(WAIT, state.wait_for(|s| wanted.is_subset(&s.acked_streams)))
+                .await;
+        let state = self.sub_state.borrow().clone();
+        assert!(
+            done.is_ok(),
+            "{}: subscribe offers never covered {wanted:?}: {state:?}",
+            self.name
+        );
+        assert!(
+            state.errors.iter().all(|(n, _)| *n < state.answers),
+            "{}: answers refused: {state:?}",
+            self.name
+        );
+        assert!(
+            state.local_errors.is_empty(),
+            "{}: offers unusable: {state:?}",
+            self.name
+        );
+        let what = format!("{} subscribe", self.name);
+        self.subscribe.wait_connected(&what).await.unwrap();
+    }
+
+    /// Waits until the node acknowledged an answer to an offer carrying exactly `streams`.
+    pub async fn subscribed_exactly(&self, streams: &[&str]) {
+        let mut state = self.sub_state.clone();
+        let wanted: BTreeSet<String> = streams.iter().map(|s| (*s).to_owned()).collect();
+        let done = tokio::time::timeout(WAIT, state.wait_for(|s| s.acked_streams == wanted))
+            .await
+            .is_ok();
+        let state = self.sub_state.borrow().clone();
+        assert!(
+            done,
+            "{}: no acknowledged offer with exactly {wanted:?}: {state:?}",
+            self.name
+        );
+    }
+
+    /// Sends the payloads as RTP, one audio and one video packet per `interval`.
+    pub async fn send_media(&self, audio: &[Vec<u8>], video: &[Vec<u8>], interval: Duration) {
+        self.send_media_from(0, audio, video, interval).await;
+    }
+
+    /// [`Self::send_media`] with sequence numbers from `first` (a later round of the same
+    /// streams continues their numbering).
+    pub async fn send_media_from(
+        &self,
+        first: usize,
+        audio: &[Vec<u8>],
+        video: &[Vec<u8>],
+        interval: Duration,
+    ) {
+        let (_, media) = self.publish.as_ref().expect("published");
+        let sent = media.send_from(first, audio, video, interval).await;
+        sent.unwrap_or_else(|e| panic!("{}: sending media: {e}", self.name));
+    }
+
+    /// What arrived from each remote stream so far.
+    pub async fn received(&self) -> HashMap<String, Media> {
+        self.subscribe.received().await
+    }
+
+    /// Waits until at least `n` audio and `n` video payloads arrived from each of `streams`.
+    pub async fn wait_for(
+        &self,
+        streams: &[&str],
+        n: usize,
+        within: Duration,
+    ) -> HashMap<String, Media> {
+        let enough = |received: &HashMap<String, Media>| {
+            streams.iter().all(|s| {
+                received
+                    .get(*s)
+                    .is_some_and(|m| m.audio.len() >= n && m.video.len() >= n)
+            })
+        };
+        self.subscribe
+            .wait_for(within, enough)
+            .await
+            .unwrap_or_else(|received| {
+                let counts: Vec<_> = received
+                    .iter()
+                    .map(|(s, m)| (s.clone(), m.audio.len(), m.video.len()))
+                    .collect();
+                panic!(
+                    "{}: wanted {n} audio + {n} video payloads from each of {streams:?}; got {counts:?}",
+                    self.name
+                )
+            })
+    }
+
+    /// Drops the WebSocket without a close handshake; the PeerConnections stay up.
+    pub fn drop_socket(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Closes both PeerConnections and the socket.
+    pub async fn close(mut self) {
+        self.drop_socket();
+        self.subscribe.close().await;
+        if let Some((peer, _)) = self.publish.take() {
+            peer.close().await;
+        }
+    }
+}
+
+impl Drop for SfuClient {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
