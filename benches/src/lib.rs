@@ -6,6 +6,8 @@
 
 #![deny(unsafe_code)]
 
+pub mod counting_alloc;
+
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};

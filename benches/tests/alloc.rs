@@ -2,39 +2,13 @@
 //! forwarding one packet to N subscribers performs zero allocations inside the worker (the
 //! outbox `VecDeque` keeps its capacity; payloads are shared `Bytes`).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use mooyaho_benches::counting_alloc::{CountingAllocator, allocations};
 use mooyaho_benches::{fanout_worker, video_packet};
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// A `GlobalAlloc` impl is `unsafe` by definition. Sound: every method forwards its arguments
-// to the system allocator unchanged (so the caller's contract carries over) and only bumps an
-// atomic counter beside it.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 #[test]
 fn forwarding_allocates_nothing_per_packet_after_warm_up() {
@@ -48,13 +22,13 @@ fn forwarding_allocates_nothing_per_packet_after_warm_up() {
             // 100 packets/s of virtual time, so the timer (RR, REMB, TWCC) runs too.
             let now = start + Duration::from_millis(u64::from(seq) * 10);
             let packet = video_packet(seq, u32::from(seq / 3) * 3000, 1100, seq == 1);
-            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            let before = allocations();
             worker.handle_rtp(now, publisher, packet);
             while let Some(t) = worker.poll_transmit() {
                 t.packet.write(&mut scratch).expect("fits");
                 forwarded += 1;
             }
-            let after = ALLOCATIONS.load(Ordering::Relaxed);
+            let after = allocations();
             if seq > 1_000 {
                 counted += after - before;
             }

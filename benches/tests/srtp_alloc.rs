@@ -4,39 +4,12 @@
 //! it has grown. Run with:
 //! `cargo test -p mooyaho-benches --release --test srtp_alloc`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use mooyaho_benches::counting_alloc::{CountingAllocator, allocations};
 use mooyaho_net::srtp_fast::{SrtpContext, SrtpProfile};
 use mooyaho_net::udp::SendBatch;
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// A `GlobalAlloc` impl is `unsafe` by definition. Sound: every method forwards its arguments
-// to the system allocator unchanged (so the caller's contract carries over) and only bumps an
-// atomic counter beside it.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 /// One test: the counter is process-wide, so parallel tests would see each other's allocations.
 #[test]
@@ -63,18 +36,14 @@ fn srtp_in_place_allocates_nothing_per_packet() {
         };
         round(64_999); // creates the per-SSRC state
         round(65_000); // and its sent-index log (at the second packet)
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = allocations();
         for seq in 65_001..=u16::MAX {
             round(seq);
         }
         for seq in 0..1000 {
             round(seq); // across the rollover
         }
-        assert_eq!(
-            ALLOCATIONS.load(Ordering::Relaxed) - before,
-            0,
-            "{profile:?}"
-        );
+        assert_eq!(allocations() - before, 0, "{profile:?}");
     }
 }
 
@@ -94,12 +63,12 @@ fn send_batch_queueing_stops_allocating_once_grown() {
     socket.send_batch(&mut batch);
     let (mut queueing, mut sending) = (0, 0);
     for _ in 0..10 {
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = allocations();
         fill(&mut batch);
-        let filled = ALLOCATIONS.load(Ordering::Relaxed);
+        let filled = allocations();
         assert_eq!(socket.send_batch(&mut batch), (64, 0));
         queueing += filled - before;
-        sending += ALLOCATIONS.load(Ordering::Relaxed) - filled;
+        sending += allocations() - filled;
     }
     assert_eq!(queueing, 0, "queueing 640 datagrams");
     // The GSO run list is built per flush (one Vec per `send_batch`), never per datagram.

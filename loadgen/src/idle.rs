@@ -20,7 +20,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::provenance::Provenance;
-use crate::report::{process_cpu_seconds, rss_mib};
+use crate::report::rss_mib;
+use mooyaho_net::cpu::process_cpu_seconds;
 
 /// What to run.
 #[derive(Clone, Debug)]

@@ -243,7 +243,7 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     };
     let join_gap = Duration::from_secs_f64(1.0 / config.join_rate.max(0.1));
     let mut tasks = Vec::new();
-    let generator_cpu_start = report::process_cpu_seconds(None);
+    let generator_cpu_start = mooyaho_net::cpu::process_cpu_seconds(None);
     let sfu_rss_idle_mib = config.sfu_pid.and_then(report::rss_mib);
     let join_started = Instant::now();
     for i in 0..publishers + subscribers {
@@ -295,8 +295,8 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
         }
     };
     tokio::time::sleep(Duration::from_millis(500)).await; // let keyframe waits settle
-    let sfu_cpu_start = report::process_cpu_seconds(config.sfu_pid);
-    let generator_window_start = report::process_cpu_seconds(None);
+    let sfu_cpu_start = mooyaho_net::cpu::process_cpu_seconds(config.sfu_pid);
+    let generator_window_start = mooyaho_net::cpu::process_cpu_seconds(None);
     let window_start = Instant::now();
     totals.measuring.store(true, Ordering::Relaxed);
     let hostile = hostile.map(|joined| match joined {
@@ -362,10 +362,10 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
         None => None,
     };
     let sfu_rss_loaded_mib = config.sfu_pid.and_then(report::rss_mib);
-    let sfu_cpu = report::process_cpu_seconds(config.sfu_pid)
+    let sfu_cpu = mooyaho_net::cpu::process_cpu_seconds(config.sfu_pid)
         .zip(sfu_cpu_start)
         .map(|(b, a)| b - a);
-    let generator_window_cpu = report::process_cpu_seconds(None)
+    let generator_window_cpu = mooyaho_net::cpu::process_cpu_seconds(None)
         .zip(generator_window_start)
         .map(|(b, a)| b - a);
     // Packets sent at the end of the window are still on their way: a packet that never
@@ -376,7 +376,7 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
     backend.close().await;
-    let generator_cpu = report::process_cpu_seconds(None)
+    let generator_cpu = mooyaho_net::cpu::process_cpu_seconds(None)
         .zip(generator_cpu_start)
         .map(|(b, a)| b - a);
     Ok(Report::build(

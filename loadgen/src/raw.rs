@@ -123,14 +123,7 @@ impl RawParticipant {
             .map(|t| (t.kind == TrackKind::Audio, t.ssrc))
             .collect();
         let offer = sdp::publish_offer_tracks(&self.local(&ice), &declared);
-        let reply = self
-            .signal
-            .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
-            .await?;
-        let answer = reply["sdp"]
-            .as_str()
-            .with_context(|| format!("publish refused: {reply}"))?;
-        RawTransport::connect(&self.identity, ice, answer).await
+        self.publish_offer(&offer, ice).await
     }
 
     /// Publishes with an offer written by the caller, whose ICE credentials are `ice` and whose
@@ -140,7 +133,12 @@ impl RawParticipant {
         offer: &str,
         ice: &IceCredentials,
     ) -> anyhow::Result<RawTransport> {
-        let ice = ice.to_local();
+        self.publish_offer(offer, ice.to_local()).await
+    }
+
+    /// Sends `offer` as an SFU publish (`call {isSFU}`) and connects the transport to the
+    /// node's answer with the offer's ICE credentials `ice`.
+    async fn publish_offer(&mut self, offer: &str, ice: LocalIce) -> anyhow::Result<RawTransport> {
         let reply = self
             .signal
             .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))

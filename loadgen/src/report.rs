@@ -286,20 +286,6 @@ fn cdf(mut values: Vec<u32>, scale: f64) -> Vec<(f64, f64)> {
     curve
 }
 
-/// utime + stime of a process (ours when `pid` is `None`), in seconds.
-pub(crate) fn process_cpu_seconds(pid: Option<u32>) -> Option<f64> {
-    let path = pid.map_or_else(
-        || "/proc/self/stat".to_owned(),
-        |p| format!("/proc/{p}/stat"),
-    );
-    let stat = std::fs::read_to_string(path).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let hz = rustix::param::clock_ticks_per_second().max(1) as f64;
-    Some(ticks as f64 / hz)
-}
-
 pub(crate) fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = status

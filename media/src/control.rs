@@ -764,7 +764,7 @@ fn side_name(direction: sfu_core::Direction) -> &'static str {
 /// Turns counters into per-second rates and CPU use between two reports.
 #[derive(Default)]
 struct LoadMeter {
-    last: Option<(Instant, u64, u64, u64)>,
+    last: Option<(Instant, u64, u64, f64)>,
 }
 
 async fn report_load(node: Arc<Node>, clients: Arc<Mutex<Clients>>, refusals: Arc<Refusals>) {
@@ -802,7 +802,7 @@ async fn load(node: &Node, refusals: &Refusals, meter: &mut LoadMeter) -> Option
             + w.counters.live_address_claims;
     }
     let now = Instant::now();
-    let cpu = process_cpu_ticks();
+    let cpu = mooyaho_net::cpu::process_cpu_seconds(None).unwrap_or(0.0);
     let mut load = Load {
         rooms: stats.rooms() as u64,
         transports: stats.transports() as u64,
@@ -821,38 +821,11 @@ async fn load(node: &Node, refusals: &Refusals, meter: &mut LoadMeter) -> Option
         let secs = now.duration_since(then).as_secs_f64().max(1e-3);
         load.packets_in_per_sec = ((packets_in - last_in) as f64 / secs) as u64;
         load.packets_out_per_sec = ((packets_out - last_out) as f64 / secs) as u64;
-        load.cpu_percent =
-            ((cpu.saturating_sub(last_cpu)) as f64 / ticks_per_second() / secs * 100.0) as u64;
+        load.cpu_percent = ((cpu - last_cpu).max(0.0) / secs * 100.0) as u64;
     }
     meter.last = Some((now, packets_in, packets_out, cpu));
     refusals.fill(&mut load);
     Some(load)
-}
-
-/// utime + stime of this process, in clock ticks (`/proc/self/stat` fields 14 and 15).
-fn process_cpu_ticks() -> u64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0;
-    };
-    // The command name (field 2) may contain spaces; fields after it follow the last ')'.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field(11) + field(12)
-}
-
-fn ticks_per_second() -> f64 {
-    match rustix::param::clock_ticks_per_second() {
-        0 => 100.0,
-        ticks => ticks as f64,
-    }
 }
 
 #[cfg(test)]

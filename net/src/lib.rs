@@ -9,6 +9,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod cpu;
 pub mod srtp;
 pub mod srtp_fast;
 // The crate's one FFI module: `recvmmsg`/`sendmmsg` with GSO control messages, `poll`, an

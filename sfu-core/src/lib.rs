@@ -71,8 +71,10 @@
 //! - Send-side bandwidth estimation: subscribers' TWCC feedback is ignored and their REMB is
 //!   only stored ([`Worker::remb_estimate`]); simulcast layers change only through
 //!   [`Worker::set_preferred_layer`], never automatically.
-//! - `Pipe` (relaying a track to another worker's room), SVC (VP9/AV1 spatial layers) and the
-//!   dependency-descriptor extension.
+//! - SVC (VP9/AV1 spatial layers) and the dependency-descriptor extension.
+//!
+//! A room spanning several workers needs nothing from this crate: the media node relays a
+//! track between workers through ordinary transports on each side (`media/src/worker/pipe.rs`).
 //! - Our own sender reports when a publisher sends none (SRs are forwarded, not generated).
 //! - Padding-only packets on a media SSRC are forwarded with an empty payload (keeping the
 //!   sequence contiguous) rather than dropped with a sequence-number hole as mediasoup does.
