@@ -2,15 +2,13 @@
 //! session to its channel and grants; bad tokens get HTTP 401 with the JSON error body;
 //! `POST /tokens` signs over REST. The integrateUser flow is unchanged alongside.
 
-#[path = "support/sfu_client.rs"]
-mod sfu_client;
 mod support;
 
 use std::time::Duration;
 
 use mooyaho_server_sdk::{JoinToken, create_join_token};
+use mooyaho_test_support::sfu_client::SfuClient;
 use serde_json::{Value, json};
-use sfu_client::SfuClient;
 use support::{API_KEY, Server, Ws, eventually};
 use tokio_tungstenite::tungstenite;
 
