@@ -52,6 +52,10 @@ use srtp::{SrtpError, SrtpSession};
 /// A transport that never connects is given up after this long without a check.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// DTLS datagrams kept while no path has answered our check (a flight is a few datagrams, and
+/// the handshake's retransmissions make new ones).
+const MAX_HELD_DTLS: usize = 8;
+
 /// Why a datagram (or an outgoing packet) was refused. Each case is one of the worker's drop
 /// counters: a bad packet is dropped and counted, never an error up the loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,6 +130,10 @@ pub struct Connection {
     state: State,
     /// Binding responses waiting for `poll_transmit` (the paths and DTLS keep their own).
     responses: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// DTLS output held until a path answers our check ([`Self::poll_transmit`]).
+    held_dtls: VecDeque<Vec<u8>>,
+    /// The latest `now` we were given (what consent is judged against in `poll_transmit`).
+    now: Instant,
     events: VecDeque<ConnectionEvent>,
 }
 
@@ -141,6 +149,8 @@ impl Connection {
             last_check: now,
             state: State::Connecting,
             responses: VecDeque::new(),
+            held_dtls: VecDeque::new(),
+            now,
             events: VecDeque::new(),
         }
     }
@@ -206,6 +216,7 @@ impl Connection {
         from: SocketAddr,
         request: &BindingRequest,
     ) -> AddressChange {
+        self.now = self.now.max(now);
         self.last_check = now;
         let change = self.paths.handle_check(now, from, request.use_candidate);
         self.responses
@@ -225,6 +236,7 @@ impl Connection {
         if self.state == State::Closed {
             return Err(Rejected::NotConnected);
         }
+        self.now = self.now.max(now);
         match PacketClass::of(datagram) {
             PacketClass::Stun => self.handle_stun_response(now, from, datagram),
             PacketClass::Dtls => self.handle_dtls(now, from, datagram),
@@ -247,6 +259,11 @@ impl Connection {
             Ok(switched) => {
                 if switched {
                     tracing::debug!(%from, "media path selected");
+                }
+                // `from` has just answered our check: DTLS held for want of such a path goes now.
+                if let Some(to) = self.dtls_destination(from) {
+                    let held = self.held_dtls.drain(..).map(|flight| (to, flight));
+                    self.responses.extend(held);
                 }
                 self.start_dtls(now);
                 Ok(Received::Consumed)
@@ -325,6 +342,13 @@ impl Connection {
     }
 
     /// The next datagram to send: binding responses, then our checks, then DTLS flights.
+    ///
+    /// DTLS goes only to a path that answered our check (RFC 7675 consent), never merely to the
+    /// validated address a record came from: a check spoofed from a victim's address (signed
+    /// with the sender's own credentials) validates that address, and a ClientHello spoofed
+    /// from it would otherwise reflect the certificate flight and its retransmissions there.
+    /// Until some path answers, flights wait, and go out the moment one does (a browser's
+    /// ClientHello often races its answer to our first check).
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
         if let Some(response) = self.responses.pop_front() {
             return Some(response);
@@ -332,8 +356,26 @@ impl Connection {
         if let Some(check) = self.paths.poll_transmit() {
             return Some(check);
         }
-        let (to, flight) = self.dtls.as_mut()?.poll_transmit()?;
-        Some((to, Vec::from(flight)))
+        loop {
+            let (to, flight) = self.dtls.as_mut()?.poll_transmit()?;
+            if let Some(to) = self.dtls_destination(to) {
+                return Some((to, Vec::from(flight)));
+            }
+            if self.held_dtls.len() == MAX_HELD_DTLS {
+                self.held_dtls.pop_front();
+            }
+            self.held_dtls.push_back(Vec::from(flight));
+        }
+    }
+
+    /// Where DTLS meant for `to` may go: `to` if it has consent, else the selected path (the
+    /// client's, which has), else nowhere yet.
+    fn dtls_destination(&self, to: SocketAddr) -> Option<SocketAddr> {
+        if self.paths.is_live(self.now, to) {
+            Some(to)
+        } else {
+            self.paths.selected()
+        }
     }
 
     /// The next event for the worker.
@@ -364,6 +406,7 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
+        self.now = self.now.max(now);
         if let Some(dtls) = self.dtls.as_mut()
             && dtls.poll_timeout().is_some_and(|t| t <= now)
         {
@@ -699,6 +742,57 @@ mod tests {
             assert!(pair.events.is_empty());
             pair.advance(deadline);
             assert_eq!(pair.events, [ConnectionEvent::Closed("never connected")]);
+        }
+
+        /// Review finding (2026-12-01): a participant validates a victim's address with a check
+        /// spoofed from it (signed with its own credentials) and speaks DTLS "from" there before
+        /// any path answered our check. No DTLS goes to the victim; the flight waits and goes to
+        /// the first path that answers, where the handshake completes as usual.
+        #[test]
+        fn dtls_flights_go_only_to_a_path_that_answered_our_check() {
+            const VICTIM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6000);
+            let mut pair = Pair::new();
+            pair.client.owns.clear(); // the sender answers no check yet
+            let pwd = pair.node.local_ice().pwd.clone();
+            assert!(pair.check(VICTIM, true, &pwd));
+            assert!(
+                pair.node.paths().contains(VICTIM),
+                "the spoofed check validated it"
+            );
+
+            pair.client.dtls.start(pair.now, NODE).unwrap();
+            let mut to_victim = 0;
+            for _ in 0..3 {
+                while let Some((_, datagram)) = pair.client.dtls.poll_transmit() {
+                    let mut datagram = datagram.to_vec();
+                    let _ = pair.node.handle_datagram(pair.now, VICTIM, &mut datagram);
+                }
+                while let Some((to, datagram)) = pair.node.poll_transmit() {
+                    if to == VICTIM && PacketClass::of(&datagram) == PacketClass::Dtls {
+                        to_victim += 1;
+                    }
+                }
+                // Retransmissions on both sides do not leak either, and stay bounded.
+                let later = pair.now + Duration::from_secs(2);
+                pair.now = later;
+                pair.node.handle_timeout(later);
+                let _ = pair.client.dtls.handle_timeout(later);
+            }
+            assert_eq!(
+                to_victim, 0,
+                "DTLS reflected to an address that never consented"
+            );
+            assert!(pair.node.held_dtls.len() <= MAX_HELD_DTLS);
+            assert!(!pair.node.is_connected());
+
+            // The real client answers from HOME: the held flight goes there and DTLS completes.
+            pair.client.owns = vec![HOME];
+            assert!(pair.check(HOME, true, &pwd));
+            assert!(pair.node.held_dtls.is_empty());
+            pair.advance(pair.now + Duration::from_secs(3));
+            assert!(pair.node.is_connected(), "{:?}", pair.events);
+            assert_eq!(pair.events, [ConnectionEvent::Connected]);
+            assert_eq!(pair.node.media_destination(), Some(HOME));
         }
 
         #[test]
