@@ -20,11 +20,18 @@ pub const DEFAULT_TTL_SECS: u64 = 3600;
 pub struct CreateTokenRequest {
     /// The user's id (the token's `sub`): 1 to 256 characters, no `:` or control characters.
     #[serde(alias = "sub")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^:\u0000-\u001F\u007F-\u009F]{1,256}$"
+    )]
     pub user_id: String,
-    /// The user's display name (at most 256 characters).
+    /// The user's display name (at most 256 characters, no control characters).
     #[serde(default)]
+    #[schema(max_length = 256, pattern = r"^[^\u0000-\u001F\u007F-\u009F]{0,256}$")]
     pub name: Option<String>,
-    /// The one channel the token admits to.
+    /// The one channel the token admits to (a channel id).
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9._-]{1,128}$")]
     pub channel: String,
     /// May publish media (default true).
     #[serde(default)]
@@ -33,9 +40,26 @@ pub struct CreateTokenRequest {
     #[serde(default)]
     pub subscribe: Option<bool>,
     /// Lifetime, seconds: 1 to 86400 (default 3600).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 86400)]
     pub ttl_seconds: Option<u64>,
+}
+
+/// A JSON Schema `integer`: `148` and `148.0` alike (a number with no fractional part), never
+/// `1.5` or a negative.
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{number} is not a whole number of seconds"
+        ))),
+    }
 }
 
 /// A signed join token.
@@ -86,4 +110,27 @@ pub async fn create_token(
         token,
         expires_at: claims.exp,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ttl(body: &str) -> Result<Option<u64>, String> {
+        serde_json::from_str::<CreateTokenRequest>(body)
+            .map(|r| r.ttl_seconds)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ttl_seconds_is_any_json_integer_and_nothing_else() {
+        let body = |ttl: &str| format!(r#"{{"userId":"u","channel":"c","ttlSeconds":{ttl}}}"#);
+        assert_eq!(ttl(&body("148")), Ok(Some(148)));
+        assert_eq!(ttl(&body("148.0")), Ok(Some(148)), "JSON Schema's integer");
+        assert_eq!(ttl(&body("null")), Ok(None));
+        assert_eq!(ttl(r#"{"userId":"u","channel":"c"}"#), Ok(None));
+        for bad in ["1.5", "-3", "\"60\"", "1e400"] {
+            assert!(ttl(&body(bad)).is_err(), "{bad}");
+        }
+    }
 }
