@@ -89,37 +89,46 @@ async fn nack_recovers_five_percent_loss_toward_one_subscriber() -> anyhow::Resu
     clean.wait_connected().await?;
     lossy.wait_connected().await?;
 
-    let (audio, video) = payloads(0, 300);
+    // 300 payloads checked, then a tail: a receiver learns of a lost packet only from a later
+    // one, so a drop among the very last packets could never be NACKed (the relay drops every
+    // 20th RTP packet, retransmissions included, so where that falls varies run to run).
+    const CHECKED: usize = 300;
+    let (audio, video) = payloads(0, CHECKED + 20);
     publisher
         .send(&audio, &video, Duration::from_millis(4))
         .await?;
 
-    let got = clean.wait_for(300, 300, Duration::from_secs(10)).await?;
+    let got = clean
+        .wait_for(video.len(), video.len(), Duration::from_secs(10))
+        .await?;
     assert_eq!(got.video, video);
-    // Every video payload arrives at the lossy subscriber exactly once (retransmissions come
-    // late, so compare as sets).
+    // Every checked video payload arrives at the lossy subscriber (retransmissions come late,
+    // so compare as sets).
+    let mut expected = video[..CHECKED].to_vec();
+    expected.sort();
+    let recovered = |got: &[Vec<u8>]| expected.iter().filter(|p| got.contains(p)).count();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let lossy_video = loop {
         let mut got = lossy.received().await.video;
         got.sort();
         got.dedup();
-        if got.len() == video.len() || tokio::time::Instant::now() > deadline {
+        if recovered(&got) == CHECKED || tokio::time::Instant::now() > deadline {
             break got;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let dropped = relay.dropped.load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped >= 15, "relay dropped only {dropped} packets");
-    let mut expected = video.clone();
-    expected.sort();
     assert_eq!(
-        lossy_video.len(),
-        expected.len(),
-        "{} of {} video payloads recovered",
-        lossy_video.len(),
-        expected.len()
+        recovered(&lossy_video),
+        CHECKED,
+        "{} of {CHECKED} video payloads recovered",
+        recovered(&lossy_video)
     );
-    assert_eq!(lossy_video, expected);
+    assert!(
+        lossy_video.iter().all(|p| video.contains(p)),
+        "only payloads the publisher sent"
+    );
     let core = node.stats().await?.workers[0].core.counters;
     assert!(
         core.nack_received > 0 && core.retransmits_sent > 0,
