@@ -132,7 +132,8 @@ pub struct Connection {
     responses: VecDeque<(SocketAddr, Vec<u8>)>,
     /// DTLS output held until a path answers our check ([`Self::poll_transmit`]).
     held_dtls: VecDeque<Vec<u8>>,
-    /// The latest `now` we were given (what consent is judged against in `poll_transmit`).
+    /// The latest `now` of a check, STUN response, DTLS record or timeout (what consent is
+    /// judged against in `poll_transmit`; media packets leave it alone).
     now: Instant,
     events: VecDeque<ConnectionEvent>,
 }
@@ -236,7 +237,6 @@ impl Connection {
         if self.state == State::Closed {
             return Err(Rejected::NotConnected);
         }
-        self.now = self.now.max(now);
         match PacketClass::of(datagram) {
             PacketClass::Stun => self.handle_stun_response(now, from, datagram),
             PacketClass::Dtls => self.handle_dtls(now, from, datagram),
@@ -255,6 +255,7 @@ impl Connection {
         if !ice::is_response(datagram) {
             return Err(Rejected::Stun); // requests are routed by ufrag, not by address
         }
+        self.now = self.now.max(now);
         match self.paths.handle_response(now, from, datagram) {
             Ok(switched) => {
                 if switched {
@@ -281,6 +282,7 @@ impl Connection {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<Received, Rejected> {
+        self.now = self.now.max(now);
         // No endpoint: the client answered our offer in DTLS before its SDP answer reached us.
         let dtls = self.dtls.as_mut().ok_or(Rejected::DtlsUnexpected)?;
         match dtls.handle(now, from, datagram) {
