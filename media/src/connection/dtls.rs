@@ -94,6 +94,10 @@ pub struct DtlsTransport {
     /// a worker asks every transport for it on each loop turn, and the endpoint's own answer
     /// costs a map lookup and state walk (5 % of a fan-out profile with 250 subscribers).
     deadline: Option<Instant>,
+    /// Tests: the next `start` fails as a broken endpoint's would (it cannot be provoked from
+    /// outside: the configuration is ours and the association key is fixed).
+    #[cfg(test)]
+    refuse_start: bool,
 }
 
 impl std::fmt::Debug for DtlsTransport {
@@ -171,7 +175,15 @@ impl DtlsTransport {
             remote: None,
             connected: false,
             deadline: None,
+            #[cfg(test)]
+            refuse_start: false,
         })
+    }
+
+    /// Tests: makes the next client-role `start` fail.
+    #[cfg(test)]
+    pub(crate) fn refuse_start(&mut self) {
+        self.refuse_start = true;
     }
 
     fn refresh_deadline(&mut self) {
@@ -186,6 +198,10 @@ impl DtlsTransport {
         let Some(config) = self.client_config.take() else {
             return Ok(());
         };
+        #[cfg(test)]
+        if self.refuse_start {
+            return Err(DtlsError("start refused by the test".into()));
+        }
         self.remote = Some(remote);
         let result = self
             .endpoint

@@ -98,6 +98,9 @@ pub enum Received {
 pub enum ConnectionEvent {
     /// DTLS completed: SRTP flows from now.
     Connected,
+    /// Our DTLS client could not start its handshake (counted in `dtls_failures`); `Closed`
+    /// follows, since nothing else would ever start it.
+    DtlsStartFailed,
     /// The connection is over; the worker removes the transport.
     Closed(&'static str),
 }
@@ -303,9 +306,18 @@ impl Connection {
         Ok(Received::Consumed)
     }
 
+    /// The SRTP contexts while the connection is open: a closed connection neither decrypts
+    /// nor encrypts, whatever keys it still holds.
+    fn open_srtp(&mut self) -> Result<&mut SrtpSession, Rejected> {
+        if self.state == State::Closed {
+            return Err(Rejected::NotConnected);
+        }
+        self.srtp.as_mut().ok_or(Rejected::NotConnected)
+    }
+
     /// Decrypts an SRTP/SRTCP packet in place; returns the plain length.
-    pub fn unprotect(&mut self, datagram: &mut [u8], rtcp: bool) -> Result<usize, Rejected> {
-        let srtp = self.srtp.as_mut().ok_or(Rejected::NotConnected)?;
+    pub(crate) fn unprotect(&mut self, datagram: &mut [u8], rtcp: bool) -> Result<usize, Rejected> {
+        let srtp = self.open_srtp()?;
         let result = if rtcp {
             srtp.unprotect_rtcp_in_place(datagram)
         } else {
@@ -327,8 +339,13 @@ impl Connection {
 
     /// Encrypts the `len`-byte plain packet at the start of `buf` in place (`buf` has room for
     /// the SRTP trailer); returns the protected length.
-    pub fn protect(&mut self, buf: &mut [u8], len: usize, rtcp: bool) -> Result<usize, Rejected> {
-        let srtp = self.srtp.as_mut().ok_or(Rejected::NotConnected)?;
+    pub(crate) fn protect(
+        &mut self,
+        buf: &mut [u8],
+        len: usize,
+        rtcp: bool,
+    ) -> Result<usize, Rejected> {
+        let srtp = self.open_srtp()?;
         let result = if rtcp {
             srtp.protect_rtcp_in_place(buf, len)
         } else {
@@ -429,12 +446,15 @@ impl Connection {
     }
 
     /// In the DTLS client role, starts the handshake toward the first consented path (nothing
-    /// in the server role or once started).
+    /// in the server role or once started). A start that fails is final (the client config is
+    /// spent): the connection closes rather than wait for checks that would keep it alive.
     fn start_dtls(&mut self, now: Instant) {
         if let (Some(dtls), Some(selected)) = (self.dtls.as_mut(), self.paths.selected())
             && let Err(e) = dtls.start(now, selected)
         {
-            tracing::debug!(error = %e, "DTLS client start failed");
+            tracing::warn!(error = %e, "DTLS client start failed");
+            self.events.push_back(ConnectionEvent::DtlsStartFailed);
+            self.close("DTLS client start failed");
         }
     }
 
@@ -732,6 +752,42 @@ mod tests {
                 pair.node.handle_datagram(pair.now, HOME, &mut rtp(1)),
                 Err(Rejected::NotConnected)
             );
+            // The SRTP keys are still held, but a closed connection uses them for nothing.
+            let mut buf = rtp(2);
+            let len = buf.len();
+            buf.resize(len + 20, 0);
+            assert_eq!(
+                pair.node.protect(&mut buf, len, false),
+                Err(Rejected::NotConnected)
+            );
+            assert_eq!(
+                pair.node.unprotect(&mut rtp(3), false),
+                Err(Rejected::NotConnected)
+            );
+        }
+
+        #[test]
+        fn a_dtls_client_that_cannot_start_says_so_and_closes() {
+            let mut pair = Pair::new();
+            let identity = DtlsIdentity::generate().unwrap();
+            let mut dtls =
+                DtlsTransport::new(&identity, &identity.fingerprint, DtlsRole::Client).unwrap();
+            dtls.refuse_start();
+            let mut node = Connection::new(pair.now, ice("node"));
+            node.negotiate(pair.now, pair.client.ice.clone(), dtls)
+                .unwrap();
+            pair.node = node;
+            let pwd = pair.node.local_ice().pwd.clone();
+            assert!(pair.check(HOME, true, &pwd));
+            assert_eq!(
+                pair.events,
+                [
+                    ConnectionEvent::DtlsStartFailed,
+                    ConnectionEvent::Closed("DTLS client start failed")
+                ],
+                "the first consented path starts the handshake, which fails"
+            );
+            assert_eq!(pair.node.poll_timeout(), None);
         }
 
         #[test]

@@ -514,6 +514,7 @@ impl Worker {
                     direction,
                 });
             }
+            ConnectionEvent::DtlsStartFailed => self.counters.dtls_failures += 1,
             ConnectionEvent::Closed(reason) => self.fail_transport(transport, reason),
         }
     }
