@@ -178,6 +178,7 @@ mod tests {
         let left = DomainEvent::MemberLeft {
             channel: ChannelId::from("c"),
             session: SessionId::from("carol"),
+            user: None,
         };
         here.on_event(&Emitted {
             event: left,

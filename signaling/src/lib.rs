@@ -5,7 +5,8 @@
 //! api (axum: REST, WebSocket) → domain (Signaling: rules) → ports: Store, Bus
 //!                                   │                        ├─ store: embedded | redis
 //!                                   │                        └─ bus:   in-process | redis
-//!                                   └─ domain events → delivery (render → socket / bus), metrics
+//!                                   └─ domain events → delivery (render → socket / bus), metrics,
+//!                                                     webhooks (signed POSTs to the backend)
 //! ```
 //! [`app`] builds the router; `state.rs` is the only place that picks implementations.
 
@@ -20,6 +21,7 @@ pub mod protocol;
 pub mod sfu;
 pub mod state;
 pub mod store;
+pub mod webhooks;
 
 pub use domain::SignalingConfig;
 pub use state::{AppState, RedisOptions};

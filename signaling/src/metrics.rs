@@ -45,6 +45,14 @@ pub struct Metrics {
     /// Per SFU node: 1 when this instance sees it healthy (control link up, load reported
     /// within 3 s), else 0.
     pub sfu_healthy: Family<Labels, Gauge>,
+    /// Webhook deliveries a receiver acknowledged (2xx).
+    pub webhooks_delivered: Counter,
+    /// Webhook attempts that failed and were retried.
+    pub webhooks_retried: Counter,
+    /// Webhook deliveries given up after their last attempt.
+    pub webhooks_failed: Counter,
+    /// Webhook events dropped because a URL's queue was full.
+    pub webhooks_dropped: Counter,
 }
 
 /// One SFU node as `/metrics` shows it.
@@ -83,6 +91,10 @@ impl Metrics {
             domain_events: Family::default(),
             sfu_security_drops: Family::default(),
             sfu_healthy: Family::default(),
+            webhooks_delivered: Counter::default(),
+            webhooks_retried: Counter::default(),
+            webhooks_failed: Counter::default(),
+            webhooks_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -154,6 +166,26 @@ impl Metrics {
             "sfu_healthy",
             "1 when this instance sees the SFU node healthy",
             metrics.sfu_healthy.clone(),
+        );
+        registry.register(
+            "webhooks_delivered",
+            "Webhook deliveries acknowledged by a receiver",
+            metrics.webhooks_delivered.clone(),
+        );
+        registry.register(
+            "webhooks_retried",
+            "Webhook attempts that failed and were retried",
+            metrics.webhooks_retried.clone(),
+        );
+        registry.register(
+            "webhooks_failed",
+            "Webhook deliveries given up after their last attempt",
+            metrics.webhooks_failed.clone(),
+        );
+        registry.register(
+            "webhooks_dropped",
+            "Webhook events dropped because a receiver's queue was full",
+            metrics.webhooks_dropped.clone(),
         );
         Self {
             registry,

@@ -415,11 +415,14 @@ impl ServerMessage {
             | E::SessionEnded { .. }
             | E::ChannelCreated { .. }
             | E::ChannelPlaced { .. }
-            | E::TracksPublished { .. }
+            | E::TrackPublished { .. }
+            | E::TrackUnpublished { .. }
             | E::MediaReleased { .. }
             | E::SfuTransportClosed { .. }
             | E::SfuNodeUp { .. }
             | E::SfuNodeDown { .. }
+            | E::SfuServerUp { .. }
+            | E::SfuServerDown { .. }
             | E::RoomLost { .. }
             | E::SfuServerRegistered { .. }
             | E::SfuServerDraining { .. }
@@ -562,9 +565,14 @@ mod tests {
             DomainEvent::SessionStarted {
                 session: SessionId::from("s"),
             },
-            DomainEvent::TracksPublished {
+            DomainEvent::TrackPublished {
                 channel: ChannelId::from("c"),
                 session: SessionId::from("s"),
+                track: crate::domain::model::PublishedTrack {
+                    id: "mic".into(),
+                    mid: "0".into(),
+                    kind: "audio".into(),
+                },
             },
         ] {
             assert_eq!(ServerMessage::render(&silent), None, "{silent:?}");

@@ -14,6 +14,7 @@ use crate::domain::{Ports, Signaling, SignalingConfig};
 use crate::metrics::Metrics;
 use crate::sfu::Fleet;
 use crate::store::{EmbeddedStore, KeySpace, RedisStore};
+use crate::webhooks::Webhooks;
 
 /// How to reach Redis.
 #[derive(Clone, Debug)]
@@ -57,7 +58,7 @@ impl AppState {
             store.clone(),
             Arc::new(InProcessBus::new()),
             Arc::new(Metrics::new()),
-        );
+        )?;
         attach_fleet(&signaling, store, secret)?;
         Ok(Self::new(signaling))
     }
@@ -90,31 +91,37 @@ impl AppState {
             store.clone(),
             Arc::new(bus),
             Arc::new(Metrics::new()),
-        );
+        )?;
         attach_fleet(&signaling, store, secret)?;
         Ok(Self::new(signaling))
     }
 }
 
 /// Starts the domain service of a new instance over `store` and `bus`. Its domain events go to
-/// the wire (rendered and delivered to sockets here or through the bus), then to the metrics.
+/// the wire (rendered and delivered to sockets here or through the bus), then to the metrics,
+/// then to the webhooks when `--webhook-url` names receivers.
 pub fn compose(
     config: SignalingConfig,
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
-) -> Arc<Signaling> {
+) -> Result<Arc<Signaling>, StoreError> {
     let instance = InstanceId::random();
     let hub = Arc::new(Hub::default());
     let wire = WireDelivery::start(instance.clone(), hub.clone(), bus.clone(), metrics.clone());
-    let events = Events::new(vec![wire, metrics.clone()]);
+    let mut events = Events::new(vec![wire, metrics.clone()]);
+    if !config.webhooks.urls.is_empty() {
+        let webhooks = Webhooks::start(&config.webhooks, config.webhook_secret(), metrics.clone())
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        events.subscribe(webhooks);
+    }
     let ports = Ports {
         store,
         bus,
         hub,
         events,
     };
-    Signaling::start(config, instance, ports, metrics)
+    Ok(Signaling::start(config, instance, ports, metrics))
 }
 
 /// Connects this instance to the SFU fleet when it has the cluster secret.

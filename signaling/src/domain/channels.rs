@@ -139,12 +139,24 @@ impl Channels {
             }
             let update = SessionUpdate {
                 channel: Some(None),
+                published: Some(Vec::new()),
                 ..SessionUpdate::default()
             };
             self.shared
                 .store
                 .update_session(&record.id, &update)
                 .await?;
+            // Each member's tracks and membership end with the channel; the sockets hear only
+            // `channelClosed` (below), the other subscribers (webhooks) hear each step.
+            self.shared
+                .unpublished(id, &record.id, record.published.clone())
+                .await;
+            let left = DomainEvent::MemberLeft {
+                channel: id.clone(),
+                session: record.id.clone(),
+                user: record.user.clone(),
+            };
+            self.shared.events.record(left).await;
             targets.push(record);
         }
         let deleted = DomainEvent::ChannelDeleted {
@@ -245,17 +257,26 @@ impl Channels {
         me: &SessionRecord,
         channel: &ChannelId,
     ) -> Result<(), StoreError> {
-        self.shared.store.set_member(channel, &me.id, false).await?;
+        let removed = self.shared.store.set_member(channel, &me.id, false).await?;
         let update = SessionUpdate {
             channel: Some(None),
+            published: Some(Vec::new()),
             ..SessionUpdate::default()
         };
         self.shared.store.update_session(&me.id, &update).await?;
-        let left = DomainEvent::MemberLeft {
-            channel: channel.clone(),
-            session: me.id.clone(),
-        };
-        self.broadcast(channel, left).await?;
+        self.shared
+            .unpublished(channel, &me.id, me.published.clone())
+            .await;
+        // Whoever removed the membership tells the members: a sweep that found this member
+        // stale did already.
+        if removed {
+            let left = DomainEvent::MemberLeft {
+                channel: channel.clone(),
+                session: me.id.clone(),
+                user: me.user.clone(),
+            };
+            self.broadcast(channel, left).await?;
+        }
         self.placement.release(&me.id, channel).await;
         Ok(())
     }
@@ -383,6 +404,7 @@ impl Channels {
                 let left = DomainEvent::MemberLeft {
                     channel: channel.clone(),
                     session: id,
+                    user: None,
                 };
                 self.shared
                     .emit(left, &live.iter().collect::<Vec<_>>())
@@ -520,8 +542,19 @@ mod tests {
 
         signaling.channels().delete(&channel).await.unwrap();
         let seen = recorder.take();
-        assert_eq!(kinds(&seen), ["channel_deleted"]);
-        assert_eq!(audience(&seen[0]), vec![alice.session.clone()]);
+        // Each member leaves with the channel (no socket hears of that: they get
+        // `channelClosed`), then the channel goes.
+        assert_eq!(kinds(&seen), ["member_left", "channel_deleted"]);
+        assert_eq!(
+            seen[0].event,
+            DomainEvent::MemberLeft {
+                channel: channel.clone(),
+                session: alice.session.clone(),
+                user: Some(json!({"id": "alice"})),
+            }
+        );
+        assert!(seen[0].audience.is_empty());
+        assert_eq!(audience(&seen[1]), vec![alice.session.clone()]);
         assert_eq!(
             drain(&mut alice_queue),
             [format!(

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::ids::{ChannelId, InstanceId, SessionId, SfuServerId};
-use super::model::{ChatMessage, MediaKey, SessionRecord};
+use super::model::{ChatMessage, MediaKey, PublishedTrack, SessionRecord};
 
 /// Something that happened in the domain.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,12 +65,16 @@ pub enum DomainEvent {
         /// Their user.
         user: Value,
     },
-    /// A session left a channel (by request, by ending, or because its presence expired).
+    /// A session left a channel (by request, by ending, because its presence expired, or
+    /// because the channel was deleted). Emitted once per fleet: by the instance whose store
+    /// write removed the membership.
     MemberLeft {
         /// The channel.
         channel: ChannelId,
         /// Who left.
         session: SessionId,
+        /// Their user (`None` when the session expired with its instance: its record is gone).
+        user: Option<Value>,
     },
     /// A member chatted to its channel.
     ChatSent {
@@ -137,12 +141,25 @@ pub enum DomainEvent {
         /// The room on the node.
         room: String,
     },
-    /// The SFU accepted a session's publish offer (its tracks are published).
-    TracksPublished {
+    /// The SFU accepted a publish offer with this track (one event per track; a session that
+    /// publishes again first unpublishes what it published before, as the node replaces it).
+    TrackPublished {
         /// The channel.
         channel: ChannelId,
         /// The publisher.
         session: SessionId,
+        /// The track.
+        track: PublishedTrack,
+    },
+    /// A track a session published is gone: it published again, left the channel, or the
+    /// channel was deleted.
+    TrackUnpublished {
+        /// The channel.
+        channel: ChannelId,
+        /// The publisher.
+        session: SessionId,
+        /// The track.
+        track: PublishedTrack,
     },
     /// A session left a placed SFU channel: the node was told to drop its transports, and the
     /// tracks it published (if any) with them.
@@ -177,6 +194,18 @@ pub enum DomainEvent {
     },
     /// This instance's control link to an SFU node went down.
     SfuNodeDown {
+        /// The node.
+        node: SfuServerId,
+    },
+    /// The fleet's recorded link state of a node turned up: emitted by the one instance whose
+    /// [`SfuNodeUp`](Self::SfuNodeUp) changed it in the shared store (once per fleet).
+    SfuServerUp {
+        /// The node.
+        node: SfuServerId,
+    },
+    /// The fleet's recorded link state of a node turned down (once per fleet, like
+    /// [`SfuServerUp`](Self::SfuServerUp)).
+    SfuServerDown {
         /// The node.
         node: SfuServerId,
     },
@@ -228,12 +257,15 @@ impl DomainEvent {
             Self::CandidateSent { .. } => "candidate_sent",
             Self::CallRejected { .. } => "call_rejected",
             Self::ChannelPlaced { .. } => "channel_placed",
-            Self::TracksPublished { .. } => "tracks_published",
+            Self::TrackPublished { .. } => "track_published",
+            Self::TrackUnpublished { .. } => "track_unpublished",
             Self::MediaReleased { .. } => "media_released",
             Self::SubscribeOffered { .. } => "subscribe_offered",
             Self::SfuTransportClosed { .. } => "sfu_transport_closed",
             Self::SfuNodeUp { .. } => "sfu_node_up",
             Self::SfuNodeDown { .. } => "sfu_node_down",
+            Self::SfuServerUp { .. } => "sfu_server_up",
+            Self::SfuServerDown { .. } => "sfu_server_down",
             Self::RoomLost { .. } => "room_lost",
             Self::SfuServerRegistered { .. } => "sfu_server_registered",
             Self::SfuServerDraining { .. } => "sfu_server_draining",
@@ -366,6 +398,7 @@ mod tests {
                 DomainEvent::MemberLeft {
                     channel: ChannelId::from("c"),
                     session: SessionId::from("alice"),
+                    user: None,
                 },
                 vec![bob.clone()],
             )

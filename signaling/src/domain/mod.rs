@@ -15,6 +15,7 @@ mod channels;
 mod fleet;
 mod placement;
 mod relay;
+mod sdp_tracks;
 mod session;
 mod shared;
 pub(crate) mod token;
@@ -89,6 +90,8 @@ pub struct SignalingConfig {
     pub direct_call_window: Duration,
     /// HS256 secret of join tokens (`--token-secret`); `None` = the API key.
     pub token_secret: Option<String>,
+    /// Signed webhooks to the backend (`--webhook-url`); none by default.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl SignalingConfig {
@@ -115,7 +118,13 @@ impl SignalingConfig {
             direct_calls_per_caller: 3,
             direct_call_window: Duration::from_secs(10),
             token_secret: None,
+            webhooks: crate::webhooks::WebhookSettings::default(),
         }
+    }
+
+    /// The key that signs webhooks: the webhook secret, or the API key.
+    pub fn webhook_secret(&self) -> &str {
+        self.webhooks.secret.as_deref().unwrap_or(&self.api_key)
     }
 
     /// The key that signs and verifies join tokens: `token_secret`, or the API key.

@@ -93,6 +93,22 @@ pub struct SessionRecord {
     /// What the join token this session connected with allows (`None`: no token, no limits).
     #[serde(default)]
     pub grant: Option<JoinGrant>,
+    /// The tracks its last accepted SFU publish carries (empty when it publishes nothing), so
+    /// that whoever ends its publishing can say which tracks went.
+    #[serde(default)]
+    pub published: Vec<PublishedTrack>,
+}
+
+/// One track a session publishes through the SFU, as its publish offer named it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedTrack {
+    /// The track id of the offer's `a=msid` (what the browser calls `MediaStreamTrack.id`), or
+    /// the mid when the offer names none.
+    pub id: String,
+    /// The m-line's mid in the publish session.
+    pub mid: String,
+    /// `audio` or `video`.
+    pub kind: String,
 }
 
 /// A stored resume token: the SHA-256 of the secret handed to the client, never the secret.
@@ -141,6 +157,8 @@ pub struct SessionUpdate {
     pub channel: Option<Option<ChannelId>>,
     /// Connected flag.
     pub connected: Option<bool>,
+    /// The tracks it publishes now (`Some(vec![])` clears them).
+    pub published: Option<Vec<PublishedTrack>>,
 }
 
 /// A registered SFU node.

@@ -16,9 +16,10 @@ use serde_json::Value;
 use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
 use super::ids::{ChannelId, SessionId, SfuServerId};
-use super::model::{ChannelRecord, SessionRecord};
+use super::model::{ChannelRecord, SessionRecord, SessionUpdate};
 use super::ports::{NodeReport, SfuError, SfuNodes};
 use super::relay::check_candidate;
+use super::sdp_tracks;
 use super::session::Connection;
 use super::shared::{Shared, in_channel};
 
@@ -102,11 +103,7 @@ impl Placement {
                         // node, so its renegotiation events cannot reach them: offer directly.
                         self.offer_members(node, &room, &channel.id, &me.id).await;
                     }
-                    let published = DomainEvent::TracksPublished {
-                        channel: channel.id.clone(),
-                        session: me.id.clone(),
-                    };
-                    self.shared.events.record(published).await;
+                    self.published(me, &channel.id, &offer, &answer).await?;
                     return Ok(answer);
                 }
                 Response::Error {
@@ -123,6 +120,35 @@ impl Placement {
                 other => return Err(node_refusal(other)),
             }
         }
+    }
+
+    /// Records the tracks an accepted publish carries, replacing (and so unpublishing) what the
+    /// session published before, as the node does.
+    async fn published(
+        &self,
+        me: &SessionRecord,
+        channel: &ChannelId,
+        offer: &str,
+        answer: &str,
+    ) -> Result<(), SignalError> {
+        let tracks = sdp_tracks::published_tracks(offer, answer);
+        let update = SessionUpdate {
+            published: Some(tracks.clone()),
+            ..SessionUpdate::default()
+        };
+        self.shared.store.update_session(&me.id, &update).await?;
+        self.shared
+            .unpublished(channel, &me.id, me.published.clone())
+            .await;
+        for track in tracks {
+            let published = DomainEvent::TrackPublished {
+                channel: channel.clone(),
+                session: me.id.clone(),
+                track,
+            };
+            self.shared.events.record(published).await;
+        }
+        Ok(())
     }
 
     /// `answer {isSFU:true, sdp}`: the session answers the node's latest subscribe offer.
@@ -261,11 +287,13 @@ impl Placement {
         let event = match report {
             NodeReport::LinkUp => {
                 let up = DomainEvent::SfuNodeUp { node };
-                return self.shared.events.record(up).await;
+                self.shared.events.record(up).await;
+                return self.fleet_link(node, true).await;
             }
             NodeReport::LinkDown => {
                 let down = DomainEvent::SfuNodeDown { node };
-                return self.shared.events.record(down).await;
+                self.shared.events.record(down).await;
+                return self.fleet_link(node, false).await;
             }
             NodeReport::Event(event) => event,
         };
@@ -293,6 +321,25 @@ impl Placement {
                 self.shared.events.record(closed).await;
             }
             _ => {}
+        }
+    }
+
+    /// Every instance sees its own link to a node come and go; the fleet hears of a change
+    /// once, from the instance whose store write changed the node's recorded state.
+    async fn fleet_link(&self, node: SfuServerId, up: bool) {
+        match self.shared.store.set_sfu_link(node, up).await {
+            Ok(true) => {
+                let event = if up {
+                    DomainEvent::SfuServerUp { node }
+                } else {
+                    DomainEvent::SfuServerDown { node }
+                };
+                self.shared.events.record(event).await;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(%node, up, error = %e, "recording the node's link state failed")
+            }
         }
     }
 
@@ -466,14 +513,10 @@ mod tests {
             .unwrap();
         assert_eq!(answer, "answer");
         let seen = recorder.take();
+        // An offer without media lines publishes no track.
         assert_eq!(
             kinds(&seen),
-            [
-                "channel_placed",
-                "subscribe_offered",
-                "subscribe_offered",
-                "tracks_published"
-            ]
+            ["channel_placed", "subscribe_offered", "subscribe_offered"]
         );
         let DomainEvent::ChannelPlaced { node: placed, .. } = &seen[0].event else {
             panic!("{seen:?}");
@@ -481,7 +524,6 @@ mod tests {
         assert_eq!(*placed, node);
         assert_eq!(audience(&seen[1]), vec![alice.session.clone()]);
         assert_eq!(audience(&seen[2]), vec![bob.session.clone()]);
-        assert!(seen[3].audience.is_empty());
         let offer = |session: &SessionId| {
             format!(r#"{{"type":"called","from":null,"sdp":"offer-for-{session}","isSFU":true}}"#)
         };
@@ -527,6 +569,95 @@ mod tests {
         assert_eq!(drain(&mut alice_queue), [offer(&alice.session)]);
     }
 
+    fn offer(tracks: &[(&str, &str)]) -> String {
+        let mut sdp = String::from("v=0\r\ns=-\r\n");
+        for (mid, (kind, id)) in tracks.iter().enumerate() {
+            sdp.push_str(&format!(
+                "m={kind} 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:{mid}\r\na=msid:s {id}\r\n"
+            ));
+        }
+        sdp
+    }
+
+    fn published(seen: &[Emitted]) -> Vec<(&'static str, String)> {
+        seen.iter()
+            .filter_map(|e| match &e.event {
+                DomainEvent::TrackPublished { track, .. } => Some(("published", track.id.clone())),
+                DomainEvent::TrackUnpublished { track, .. } => {
+                    Some(("unpublished", track.id.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn each_track_is_published_once_and_unpublished_when_replaced_left_or_deleted() {
+        let (signaling, _, recorder) = recorded_service();
+        let (_nodes, _node_events) = FakeNodes::attach(&signaling);
+        register_node(&signaling).await;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, _alice_queue) = member(&signaling, &channel, "alice").await;
+        recorder.take();
+
+        let placement = signaling.placement();
+        let two = offer(&[("audio", "mic"), ("video", "cam")]);
+        placement.publish(&alice, two).await.unwrap();
+        let seen = recorder.take();
+        assert_eq!(
+            published(&seen),
+            [("published", "mic".into()), ("published", "cam".into())]
+        );
+        let DomainEvent::TrackPublished {
+            channel: on,
+            session,
+            track,
+        } = &seen.last().unwrap().event
+        else {
+            panic!("{seen:?}");
+        };
+        assert_eq!((on, session), (&channel, &alice.session));
+        assert_eq!((track.mid.as_str(), track.kind.as_str()), ("1", "video"));
+
+        // Publishing again replaces the whole publish, as the node does.
+        let one = offer(&[("audio", "mic2")]);
+        placement.publish(&alice, one).await.unwrap();
+        assert_eq!(
+            published(&recorder.take()),
+            [
+                ("unpublished", "mic".into()),
+                ("unpublished", "cam".into()),
+                ("published", "mic2".into())
+            ]
+        );
+
+        // Leaving unpublishes what is left, before the member leaves.
+        signaling.channels().leave(&alice).await.unwrap();
+        let seen = recorder.take();
+        assert_eq!(
+            kinds(&seen),
+            ["track_unpublished", "member_left", "media_released"]
+        );
+        assert_eq!(published(&seen), [("unpublished", "mic2".into())]);
+
+        // Deleting a channel unpublishes its members' tracks, then they leave, then it goes.
+        signaling
+            .channels()
+            .enter(&alice, channel.clone())
+            .await
+            .unwrap();
+        let cam = offer(&[("video", "cam3")]);
+        placement.publish(&alice, cam).await.unwrap();
+        recorder.take();
+        signaling.channels().delete(&channel).await.unwrap();
+        let seen = recorder.take();
+        assert_eq!(
+            kinds(&seen),
+            ["track_unpublished", "member_left", "channel_deleted"]
+        );
+        assert_eq!(published(&seen), [("unpublished", "cam3".into())]);
+    }
+
     #[tokio::test]
     async fn publishing_outside_an_sfu_channel_is_refused_and_emits_nothing() {
         let (signaling, _, recorder) = recorded_service();
@@ -552,16 +683,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn link_reports_become_node_up_and_down_events_in_order() {
+    async fn link_reports_become_node_events_and_fleet_changes_once() {
         let (signaling, _, recorder) = recorded_service();
         let (_nodes, node_events) = FakeNodes::attach(&signaling);
         let node = SfuServerId(7);
-        for report in [NodeReport::LinkUp, NodeReport::LinkDown] {
+        // The second `LinkUp` stands for another instance's link: the fleet heard already.
+        for report in [NodeReport::LinkUp, NodeReport::LinkUp, NodeReport::LinkDown] {
             node_events.send((node, report)).await.unwrap();
         }
         let mut seen = Vec::new();
         tokio::time::timeout(Duration::from_secs(5), async {
-            while seen.len() < 2 {
+            while seen.len() < 5 {
                 seen.extend(recorder.take());
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -572,7 +704,10 @@ mod tests {
             seen.iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
             [
                 DomainEvent::SfuNodeUp { node },
-                DomainEvent::SfuNodeDown { node }
+                DomainEvent::SfuServerUp { node },
+                DomainEvent::SfuNodeUp { node },
+                DomainEvent::SfuNodeDown { node },
+                DomainEvent::SfuServerDown { node },
             ]
         );
         assert!(seen.iter().all(|e| e.audience.is_empty()));

@@ -138,6 +138,11 @@ pub trait SfuRegistry: Send + Sync {
     async fn update_sfu_server(&self, record: &SfuServerRecord) -> Result<bool, StoreError>;
     /// Removes a node; returns false if unknown.
     async fn delete_sfu_server(&self, id: SfuServerId) -> Result<bool, StoreError>;
+    /// Records the fleet's view of a node's control link (`up` or down), atomically, and returns
+    /// whether this call changed it: of several instances that see one change, exactly one
+    /// learns it changed (and reports it once for the fleet). Unknown at first (either value is
+    /// a change); not persisted by the embedded store.
+    async fn set_sfu_link(&self, id: SfuServerId, up: bool) -> Result<bool, StoreError>;
 }
 
 /// All the state a signaling instance shares with its peers.

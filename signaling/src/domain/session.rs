@@ -90,6 +90,7 @@ impl Sessions {
             connected: true,
             calls: BTreeMap::new(),
             grant,
+            published: Vec::new(),
         };
         self.shared.store.create_session(&record).await?;
         self.shared
@@ -570,6 +571,9 @@ mod tests {
         async fn delete_sfu_server(&self, id: SfuServerId) -> Result<bool, StoreError> {
             self.inner.delete_sfu_server(id).await
         }
+        async fn set_sfu_link(&self, id: SfuServerId, up: bool) -> Result<bool, StoreError> {
+            self.inner.set_sfu_link(id, up).await
+        }
     }
 
     #[tokio::test]
@@ -584,7 +588,8 @@ mod tests {
             store.clone(),
             Arc::new(InProcessBus::new()),
             Arc::new(Metrics::new()),
-        );
+        )
+        .unwrap();
         let dropped = Connection {
             id: ConnectionId::from("dropped"),
             session: SessionId::from("s"),
@@ -607,6 +612,7 @@ mod tests {
             connected: false,
             calls: BTreeMap::new(),
             grant: None,
+            published: Vec::new(),
         };
         store.inner.create_session(&record).await.unwrap();
         let takeover = Takeover {
@@ -654,6 +660,7 @@ mod tests {
             connected: false,
             calls: BTreeMap::new(),
             grant: None,
+            published: Vec::new(),
         };
         store.create_session(&record).await.unwrap();
         // Retired (the expiry's atomic step) but not yet deleted: a resume now must fail.

@@ -9,7 +9,7 @@ use super::error::{ErrorCode, SignalError};
 use super::events::{DomainEvent, Events, Recipient};
 use super::hub::Hub;
 use super::ids::{ChannelId, InstanceId, SessionId};
-use super::model::SessionRecord;
+use super::model::{PublishedTrack, SessionRecord};
 use super::ports::{Bus, Store, StoreError};
 use super::session::Connection;
 use crate::metrics::Metrics;
@@ -38,6 +38,24 @@ impl Shared {
     pub(super) async fn emit(&self, event: DomainEvent, audience: &[&SessionRecord]) {
         let audience = audience.iter().map(|r| Recipient::from(*r)).collect();
         self.events.emit(event, audience).await;
+    }
+
+    /// Emits `TrackUnpublished` for each of `tracks` (no socket hears of it: the node's
+    /// renegotiation tells the subscribers).
+    pub(super) async fn unpublished(
+        &self,
+        channel: &ChannelId,
+        session: &SessionId,
+        tracks: Vec<PublishedTrack>,
+    ) {
+        for track in tracks {
+            let unpublished = DomainEvent::TrackUnpublished {
+                channel: channel.clone(),
+                session: session.clone(),
+                track,
+            };
+            self.events.record(unpublished).await;
+        }
     }
 
     /// Live members of a channel. A read: members whose presence expired (their instance died)

@@ -189,6 +189,10 @@ impl SfuRegistry for CountingStore {
         self.count();
         self.inner.delete_sfu_server(id).await
     }
+    async fn set_sfu_link(&self, id: SfuServerId, up: bool) -> Result<bool, StoreError> {
+        self.count();
+        self.inner.set_sfu_link(id, up).await
+    }
 }
 
 pub(super) fn service() -> (Arc<Signaling>, Arc<CountingStore>) {
@@ -434,8 +438,13 @@ impl super::ports::SfuNodes for FakeNodes {
             Request::CreateRoom => Response::Room {
                 room: format!("room-{}", requests.len()),
             },
-            Request::Publish { .. } => Response::Sdp {
-                sdp: Some("answer".into()),
+            // An offer with media lines is answered with them all accepted (same ports).
+            Request::Publish { offer, .. } => Response::Sdp {
+                sdp: Some(if offer.contains("m=") {
+                    offer.clone()
+                } else {
+                    "answer".into()
+                }),
             },
             Request::SubscribeOffer { session, .. } => Response::Sdp {
                 sdp: Some(format!("offer-for-{session}")),

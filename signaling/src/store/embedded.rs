@@ -45,6 +45,8 @@ struct Inner {
     call_windows: HashMap<SessionId, (std::time::Instant, u64)>,
     /// The same per (callee, caller).
     caller_windows: HashMap<(SessionId, SessionId), (std::time::Instant, u64)>,
+    /// The recorded control-link state of each node (`set_sfu_link`).
+    sfu_links: HashMap<SfuServerId, bool>,
 }
 
 /// The part that survives restarts.
@@ -564,10 +566,15 @@ impl SfuRegistry for EmbeddedStore {
             if inner.persistent.sfu_servers.remove(&id).is_none() {
                 return Ok(false);
             }
+            inner.sfu_links.remove(&id);
             Self::changed(&mut inner)
         };
         self.persisted(generation).await?;
         Ok(true)
+    }
+
+    async fn set_sfu_link(&self, id: SfuServerId, up: bool) -> Result<bool, StoreError> {
+        Ok(self.lock().sfu_links.insert(id, up) != Some(up))
     }
 }
 
@@ -590,6 +597,9 @@ pub(crate) fn apply_update(session: &mut SessionRecord, update: &SessionUpdate) 
     }
     if let Some(connected) = update.connected {
         session.connected = connected;
+    }
+    if let Some(published) = &update.published {
+        session.published = published.clone();
     }
 }
 
@@ -661,6 +671,7 @@ mod tests {
             connected: false,
             calls: BTreeMap::new(),
             grant: None,
+            published: Vec::new(),
         }
     }
 

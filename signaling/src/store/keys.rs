@@ -58,6 +58,11 @@ impl KeySpace {
         format!("{}:sfu:{id}", self.prefix)
     }
 
+    /// `{prefix}:sfu:{id}:link`: the fleet's recorded control-link state of a node.
+    pub fn sfu_link(&self, id: SfuServerId) -> String {
+        format!("{}:sfu:{id}:link", self.prefix)
+    }
+
     /// `{prefix}:sfus`: every SFU node id.
     pub fn sfus(&self) -> String {
         format!("{}:sfus", self.prefix)
@@ -99,6 +104,7 @@ mod tests {
             keys.call_rate(&session),
             keys.call_rate_from(&session, &session),
             keys.sfu(SfuServerId(1)),
+            keys.sfu_link(SfuServerId(1)),
             keys.sfus(),
             keys.sfu_next_id(),
             keys.inbox(&InstanceId::from("i")),

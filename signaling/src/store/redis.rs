@@ -8,7 +8,8 @@
 //!   (`token`, `token_exp`, `prev_token`, `prev_token_exp`)
 //! - `call-rate:{id}` counter of direct calls offered to a session in the current window;
 //!   `call-rate:{id}:{caller}` the same for one caller
-//! - `sfu:{id}` JSON [`SfuServerRecord`]; `sfus` SET of ids; `sfu:next-id` counter
+//! - `sfu:{id}` JSON [`SfuServerRecord`]; `sfus` SET of ids; `sfu:next-id` counter;
+//!   `sfu:{id}:link` the fleet's recorded control-link state (`up` / `down`)
 //!
 //! Field-level updates keep instances from overwriting each other's changes to one session.
 
@@ -426,6 +427,12 @@ impl SessionStore for RedisStore {
         if let Some(connected) = update.connected {
             set.push(("connected".into(), flag(connected).into()));
         }
+        if let Some(published) = update.published.as_ref().filter(|p| !p.is_empty()) {
+            set.push((
+                "published".into(),
+                serde_json::to_string(published).map_err(corrupt)?,
+            ));
+        }
         let exists: bool = if set.is_empty() {
             conn.exists(&key).await.map_err(unavailable)?
         } else {
@@ -440,8 +447,15 @@ impl SessionStore for RedisStore {
                 .map_err(unavailable)?;
             updated == 1
         };
-        if exists && matches!(update.channel, Some(None)) {
-            conn.hdel::<_, _, ()>(&key, "channel")
+        let mut cleared = Vec::new();
+        if matches!(update.channel, Some(None)) {
+            cleared.push("channel");
+        }
+        if update.published.as_ref().is_some_and(Vec::is_empty) {
+            cleared.push("published");
+        }
+        if exists && !cleared.is_empty() {
+            conn.hdel::<_, _, ()>(&key, cleared)
                 .await
                 .map_err(unavailable)?;
         }
@@ -631,10 +645,25 @@ impl SfuRegistry for RedisStore {
             .del(self.keys.sfu(id))
             .srem(self.keys.sfus(), id.0)
             .ignore()
+            .del(self.keys.sfu_link(id))
+            .ignore()
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         Ok(removed > 0)
+    }
+
+    async fn set_sfu_link(&self, id: SfuServerId, up: bool) -> Result<bool, StoreError> {
+        let state = if up { "up" } else { "down" };
+        // SET … GET (Redis 6.2+): one atomic swap, so one instance sees each change.
+        let before: Option<String> = redis::cmd("SET")
+            .arg(self.keys.sfu_link(id))
+            .arg(state)
+            .arg("GET")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(before.as_deref() != Some(state))
     }
 }
 
@@ -669,6 +698,10 @@ fn session_fields(session: &SessionRecord) -> Result<Vec<(String, String)>, Stor
     if let Some(grant) = &session.grant {
         let value = serde_json::to_string(grant).map_err(corrupt)?;
         fields.push(("grant".to_owned(), value));
+    }
+    if !session.published.is_empty() {
+        let value = serde_json::to_string(&session.published).map_err(corrupt)?;
+        fields.push(("published".to_owned(), value));
     }
     for (peer, state) in &session.calls {
         let value = serde_json::to_string(state).map_err(corrupt)?;
@@ -724,6 +757,11 @@ fn parse_session(
         .get("grant")
         .map(|json| serde_json::from_str(json).map_err(corrupt))
         .transpose()?;
+    let published = map
+        .get("published")
+        .map(|json| serde_json::from_str(json).map_err(corrupt))
+        .transpose()?
+        .unwrap_or_default();
     Ok(Some(SessionRecord {
         id: id.clone(),
         instance: InstanceId(instance),
@@ -742,6 +780,7 @@ fn parse_session(
         connected: map.get("connected").is_some_and(|v| v == "1"),
         calls,
         grant,
+        published,
     }))
 }
 
@@ -820,6 +859,7 @@ mod tests {
             connected: false,
             calls: BTreeMap::new(),
             grant: None,
+            published: Vec::new(),
         }
     }
 
@@ -842,6 +882,20 @@ mod tests {
         let mut without = fields;
         without.remove("grant");
         assert_eq!(parse_session(&record.id, without).unwrap().unwrap(), record);
+    }
+
+    #[test]
+    fn a_sessions_published_tracks_survive_the_hash_fields() {
+        use crate::domain::model::PublishedTrack;
+        let mut record = dropped_session("t");
+        record.published = vec![PublishedTrack {
+            id: "mic".into(),
+            mid: "0".into(),
+            kind: "audio".into(),
+        }];
+        let fields: HashMap<String, String> =
+            session_fields(&record).unwrap().into_iter().collect();
+        assert_eq!(parse_session(&record.id, fields).unwrap().unwrap(), record);
     }
 
     fn takeover(connection: &str) -> Takeover {
@@ -891,6 +945,21 @@ mod tests {
                 .unwrap();
             assert!(again.is_none(), "{spent}");
         }
+    }
+
+    #[tokio::test]
+    async fn of_two_instances_seeing_one_link_change_exactly_one_changes_it() {
+        use crate::domain::ports::SfuRegistry;
+        let redis = RedisServer::start();
+        let (one, two) = (redis.store().await, redis.store().await);
+        let node = SfuServerId(3);
+        assert!(one.set_sfu_link(node, true).await.unwrap(), "unknown → up");
+        assert!(!two.set_sfu_link(node, true).await.unwrap());
+        assert!(two.set_sfu_link(node, false).await.unwrap(), "up → down");
+        assert!(!one.set_sfu_link(node, false).await.unwrap());
+        // Concurrent swaps: one winner.
+        let (a, b) = tokio::join!(one.set_sfu_link(node, true), two.set_sfu_link(node, true));
+        assert!(a.unwrap() ^ b.unwrap());
     }
 
     #[tokio::test]

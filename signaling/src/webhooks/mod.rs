@@ -1,0 +1,361 @@
+//! Signed webhooks: a subscriber of the domain events that POSTs the ones a backend cares about
+//! (channels, participants, tracks, SFU nodes) to every `--webhook-url`.
+//!
+//! - **Signed**: `Mooyaho-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`
+//!   ([`signature`]), with a fresh `t` at each attempt.
+//! - **At least once**: an attempt that fails (no 2xx within the timeout) is retried with
+//!   exponential backoff, up to `max_attempts`; then the event is given up and counted.
+//! - **Ordered per channel**: each URL has [`LANES`] lanes, each delivering one event at a time;
+//!   an event's lane follows from its channel (or node), so a channel's events arrive in the
+//!   order this instance emitted them while other channels' go on alongside.
+//! - **Bounded**: at most `queue_size` events wait (or are in flight) per URL; more are dropped
+//!   and counted (`mooyaho_webhooks_dropped_total`), so a slow or dead receiver never holds
+//!   signaling back (the domain only enqueues).
+//! - **Once per fleet**: the domain emits each of these events on one instance only (see
+//!   [`payload::WebhookEvent::from_domain`]), so several instances on one Redis send each once.
+
+pub mod payload;
+pub mod signature;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::domain::events::{Emitted, EventSubscriber};
+use crate::metrics::Metrics;
+use payload::WebhookEvent;
+use signature::{SIGNATURE_HEADER, signature_header};
+
+/// Lanes per URL: events of different channels are delivered this many at a time.
+pub const LANES: usize = 8;
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Where and how webhooks are sent.
+#[derive(Clone, Debug)]
+pub struct WebhookSettings {
+    /// Receivers (`--webhook-url`, repeatable); none = no webhooks.
+    pub urls: Vec<reqwest::Url>,
+    /// HMAC secret (`--webhook-secret`); `None` = the API key.
+    pub secret: Option<String>,
+    /// Events waiting or in flight per URL before new ones are dropped.
+    pub queue_size: usize,
+    /// Attempts per event and URL, the first included.
+    pub max_attempts: u32,
+    /// Wait before the second attempt; doubled before each next one (at most a minute).
+    pub first_retry: Duration,
+    /// How long one attempt may take (connect, send, response head).
+    pub attempt_timeout: Duration,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            secret: None,
+            queue_size: 10_000,
+            max_attempts: 6,
+            first_retry: Duration::from_millis(500),
+            attempt_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a webhook URL or the sender was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookError {
+    /// The URL is not an absolute `http`/`https` URL with a host.
+    #[error("webhook URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// What was given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The HTTP client could not be built (TLS set-up).
+    #[error("webhook HTTP client: {0}")]
+    Client(String),
+}
+
+/// Parses a `--webhook-url`: an absolute `http://` or `https://` URL with a host.
+pub fn parse_url(text: &str) -> Result<reqwest::Url, WebhookError> {
+    let invalid = |reason: &str| WebhookError::InvalidUrl {
+        url: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = reqwest::Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("a host is required"));
+    }
+    if url.fragment().is_some() {
+        return Err(invalid("a fragment (#…) is never sent; remove it"));
+    }
+    Ok(url)
+}
+
+/// Retry timing of one URL's deliveries.
+#[derive(Clone, Copy, Debug)]
+struct RetryPolicy {
+    max_attempts: u32,
+    first_retry: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait after failed attempt number `attempt` (1-based).
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.first_retry.saturating_mul(factor).min(MAX_BACKOFF)
+    }
+}
+
+/// An event waiting in a lane; its permit holds one place of the URL's queue until it is done.
+struct Queued {
+    body: Bytes,
+    _place: OwnedSemaphorePermit,
+}
+
+/// One receiver: its queue places and lanes.
+struct Endpoint {
+    places: Arc<Semaphore>,
+    lanes: Vec<mpsc::UnboundedSender<Queued>>,
+}
+
+/// The webhook subscriber of the domain event stream.
+pub struct Webhooks {
+    endpoints: Vec<Endpoint>,
+    metrics: Arc<Metrics>,
+    dropped: AtomicU64,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("endpoints", &self.endpoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Webhooks {
+    /// Starts the lanes of every URL, signing with `secret`. Must run inside a Tokio runtime.
+    pub fn start(
+        settings: &WebhookSettings,
+        secret: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, WebhookError> {
+        let client = reqwest::Client::builder()
+            // A redirect would carry the signed body to wherever the receiver points.
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.attempt_timeout)
+            .user_agent(concat!("mooyaho-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| WebhookError::Client(e.to_string()))?;
+        let secret: Arc<[u8]> = secret.as_bytes().into();
+        let policy = RetryPolicy {
+            max_attempts: settings.max_attempts.max(1),
+            first_retry: settings.first_retry,
+        };
+        let endpoints = settings
+            .urls
+            .iter()
+            .map(|url| {
+                let lanes = (0..LANES)
+                    .map(|_| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        let lane = Lane {
+                            client: client.clone(),
+                            url: url.clone(),
+                            secret: secret.clone(),
+                            policy,
+                            metrics: metrics.clone(),
+                        };
+                        tokio::spawn(lane.run(rx));
+                        tx
+                    })
+                    .collect();
+                Endpoint {
+                    places: Arc::new(Semaphore::new(settings.queue_size.max(1))),
+                    lanes,
+                }
+            })
+            .collect();
+        Ok(Arc::new(Self {
+            endpoints,
+            metrics,
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// Queues `body` on every endpoint, in the lane of `order_key`; drops it where the queue
+    /// is full.
+    fn enqueue(&self, body: &Bytes, order_key: u64, event: &'static str) {
+        let lane = usize::try_from(order_key % LANES as u64).unwrap_or(0);
+        for endpoint in &self.endpoints {
+            let Ok(place) = endpoint.places.clone().try_acquire_owned() else {
+                self.metrics.webhooks_dropped.inc();
+                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                // Logged at the 1st, 2nd, 4th, … drop: a flood is visible without flooding logs.
+                if dropped.is_power_of_two() {
+                    tracing::warn!(
+                        event,
+                        dropped,
+                        "webhook queue full: event dropped (the receiver is slow or unreachable)"
+                    );
+                }
+                continue;
+            };
+            let queued = Queued {
+                body: body.clone(),
+                _place: place,
+            };
+            // A lane ends only with the runtime; its place is returned with the event.
+            let _ = endpoint.lanes[lane].send(queued);
+        }
+    }
+}
+
+#[async_trait]
+impl EventSubscriber for Webhooks {
+    async fn on_event(&self, emitted: &Emitted) {
+        let Some(event) = WebhookEvent::from_domain(&emitted.event) else {
+            return;
+        };
+        let body = match serde_json::to_vec(&event) {
+            Ok(body) => Bytes::from(body),
+            Err(e) => {
+                tracing::error!(error = %e, "webhook body could not be encoded");
+                return;
+            }
+        };
+        self.enqueue(&body, event.order_key(), event.event);
+    }
+}
+
+/// One lane of one URL: delivers its events one at a time, each until it succeeds or runs out
+/// of attempts.
+struct Lane {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    secret: Arc<[u8]>,
+    policy: RetryPolicy,
+    metrics: Arc<Metrics>,
+}
+
+impl Lane {
+    async fn run(self, mut queue: mpsc::UnboundedReceiver<Queued>) {
+        while let Some(queued) = queue.recv().await {
+            self.deliver(&queued.body).await;
+        }
+    }
+
+    async fn deliver(&self, body: &Bytes) {
+        for attempt in 1..=self.policy.max_attempts {
+            let failure = match self.attempt(body).await {
+                Ok(()) => {
+                    self.metrics.webhooks_delivered.inc();
+                    return;
+                }
+                Err(failure) => failure,
+            };
+            if attempt == self.policy.max_attempts {
+                self.metrics.webhooks_failed.inc();
+                tracing::warn!(
+                    url = %redacted(&self.url),
+                    attempts = attempt,
+                    %failure,
+                    "webhook given up"
+                );
+                return;
+            }
+            self.metrics.webhooks_retried.inc();
+            let wait = self.policy.backoff(attempt);
+            tracing::debug!(url = %redacted(&self.url), attempt, %failure, ?wait, "webhook retry");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(&self, body: &Bytes) -> Result<(), String> {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let response = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                SIGNATURE_HEADER,
+                signature_header(&self.secret, timestamp, body),
+            )
+            .body(body.clone())
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("status {status}"))
+        }
+    }
+}
+
+/// The URL without credentials, query or fragment (they may hold secrets), for logs.
+fn redacted(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{}://{host}:{port}{}", url.scheme(), url.path()),
+        None => format!("{}://{host}{}", url.scheme(), url.path()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_absolute_http_urls_with_a_host_are_accepted() {
+        for good in [
+            "http://127.0.0.1:9000/hooks",
+            "https://hooks.example.com/mooyaho?tenant=a",
+            "http://[::1]:80/",
+        ] {
+            assert!(parse_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "hooks.example.com/x",
+            "ftp://example.com/x",
+            "file:///etc/passwd",
+            "http://",
+            "https://example.com/x#frag",
+            "http://exa mple.com/",
+        ] {
+            let error = parse_url(bad).unwrap_err().to_string();
+            assert!(error.contains("webhook URL"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_first_retry_up_to_a_minute() {
+        let policy = RetryPolicy {
+            max_attempts: 40,
+            first_retry: Duration::from_millis(500),
+        };
+        let waits: Vec<_> = (1..=5).map(|a| policy.backoff(a).as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000]);
+        assert_eq!(policy.backoff(39), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn logs_never_show_credentials_or_query() {
+        let url = parse_url("https://user:pw@example.com:8443/hook?token=s3cret").unwrap();
+        assert_eq!(redacted(&url), "https://example.com:8443/hook");
+    }
+}
