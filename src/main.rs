@@ -101,6 +101,18 @@ struct Options {
     /// characters (default: the API key).
     #[arg(long, env = "MOOYAHO_TOKEN_SECRET", hide_env_values = true)]
     token_secret: Option<String>,
+    /// Receiver of signed webhooks (repeat for several): an absolute http:// or https:// URL
+    /// that gets `POST` JSON for channel, participant, track and SFU node events.
+    #[arg(long, env = "MOOYAHO_WEBHOOK_URL")]
+    webhook_url: Vec<String>,
+    /// HMAC-SHA256 secret of the `Mooyaho-Signature` webhook header, at least 16 characters
+    /// (default: the API key).
+    #[arg(long, env = "MOOYAHO_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+    /// Webhook events waiting or in flight per URL before new ones are dropped and counted
+    /// (default 10000).
+    #[arg(long, env = "MOOYAHO_WEBHOOK_QUEUE_SIZE")]
+    webhook_queue_size: Option<usize>,
     /// Open WebSocket connections allowed from one IP address (0 = no limit; default 64 for
     /// `server`, no limit for `dev`).
     #[arg(long, env = "MOOYAHO_MAX_CONNECTIONS_PER_IP")]
@@ -139,6 +151,9 @@ struct FileOptions {
     presence_ttl_ms: Option<u64>,
     cluster_secret: Option<String>,
     token_secret: Option<String>,
+    webhook_urls: Option<Vec<String>>,
+    webhook_secret: Option<String>,
+    webhook_queue_size: Option<usize>,
     max_connections_per_ip: Option<usize>,
 }
 
@@ -228,6 +243,27 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         }
         secret => secret,
     };
+    let webhook_urls = if options.webhook_url.is_empty() {
+        file.webhook_urls.unwrap_or_default()
+    } else {
+        options.webhook_url
+    };
+    config.webhooks.urls = webhook_urls
+        .iter()
+        .map(|url| mooyaho_signaling::webhooks::parse_url(url.trim()))
+        .collect::<Result<_, _>>()
+        .context("--webhook-url")?;
+    config.webhooks.secret = match options.webhook_secret.or(file.webhook_secret) {
+        Some(secret) if secret.len() < MIN_API_KEY_LEN => {
+            bail!("the webhook secret must be at least {MIN_API_KEY_LEN} characters")
+        }
+        secret => secret,
+    };
+    match options.webhook_queue_size.or(file.webhook_queue_size) {
+        Some(0) => bail!("--webhook-queue-size must be at least 1"),
+        Some(size) => config.webhooks.queue_size = size,
+        None => {}
+    }
     config.allow_anonymous = options.allow_anonymous || file.allow_anonymous.unwrap_or(false);
     config.cors_origins = if options.cors_origin.is_empty() {
         file.cors_origins.unwrap_or_default()

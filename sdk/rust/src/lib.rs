@@ -14,10 +14,18 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Webhooks the server sends (`--webhook-url`) are checked with [`verify_webhook`].
+//!
 //! Each [`Mooyaho`] value carries its own base URL and key (the original SDK shared one global
 //! HTTP client, so a second instance overwrote the first).
 
 #![deny(unsafe_code)]
+
+mod webhook;
+
+pub use webhook::{
+    SIGNATURE_HEADER, WebhookError, WebhookEvent, WebhookTrack, verify_webhook, verify_webhook_at,
+};
 
 use std::time::Duration;
 
