@@ -1,5 +1,5 @@
 // src/server.ts
-import { createHmac } from "node:crypto";
+import { createHmac, timingSafeEqual } from "node:crypto";
 function base64url(data) {
   return Buffer.from(data).toString("base64url");
 }
@@ -22,6 +22,51 @@ function createJoinToken(secret, grant) {
   const signed = `${base64url(JSON.stringify({ alg: "HS256", typ: "JWT" }))}.${base64url(JSON.stringify(claims))}`;
   const signature = createHmac("sha256", secret).update(signed).digest();
   return `${signed}.${base64url(signature)}`;
+}
+var WebhookVerificationError = class extends Error {
+  code;
+  constructor(code, message) {
+    super(message);
+    this.name = "WebhookVerificationError";
+    this.code = code;
+  }
+};
+function verifyWebhook(body, signatureHeader, secret, toleranceSeconds = 300, nowSeconds = Math.floor(Date.now() / 1e3)) {
+  const malformed = () => new WebhookVerificationError("malformed_header", "malformed Mooyaho-Signature header");
+  let timestamp;
+  const signatures = [];
+  for (const part of (signatureHeader ?? "").split(",")) {
+    const eq = part.indexOf("=");
+    if (eq < 0) throw malformed();
+    const key = part.slice(0, eq).trim();
+    const value = part.slice(eq + 1).trim();
+    if (key === "t") {
+      if (!/^[0-9]{1,15}$/.test(value)) throw malformed();
+      timestamp = Number(value);
+    } else if (key === "v1") {
+      if (!/^[0-9a-fA-F]{64}$/.test(value)) throw malformed();
+      signatures.push(Buffer.from(value, "hex"));
+    }
+  }
+  if (timestamp === void 0 || signatures.length === 0) throw malformed();
+  if (Math.abs(nowSeconds - timestamp) > toleranceSeconds) {
+    throw new WebhookVerificationError("expired", `webhook timestamp ${timestamp} is more than ${toleranceSeconds} s from now`);
+  }
+  const bytes = typeof body === "string" ? Buffer.from(body, "utf8") : Buffer.from(body);
+  const expected = createHmac("sha256", secret).update(`${timestamp}.`).update(bytes).digest();
+  if (!signatures.some((signature) => timingSafeEqual(signature, expected))) {
+    throw new WebhookVerificationError("bad_signature", "webhook signature does not match");
+  }
+  let event;
+  try {
+    event = JSON.parse(bytes.toString("utf8"));
+  } catch (e) {
+    throw new WebhookVerificationError("invalid_body", `webhook body is not JSON: ${e.message}`);
+  }
+  if (typeof event !== "object" || event === null || typeof event.event !== "string") {
+    throw new WebhookVerificationError("invalid_body", "webhook body is not an event");
+  }
+  return event;
 }
 var MooyahoApiError = class extends Error {
   status;
@@ -120,5 +165,7 @@ var MooyahoServer = class {
 export {
   MooyahoApiError,
   MooyahoServer,
-  createJoinToken
+  WebhookVerificationError,
+  createJoinToken,
+  verifyWebhook
 };

@@ -3,7 +3,7 @@
 // SDK). Each instance carries its own base URL and key; the original shared one global axios
 // instance, so a second instance silently overwrote the first.
 
-import { createHmac } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /** What a join token lets its holder do (see `createJoinToken`). */
 export interface JoinTokenGrant {
@@ -49,6 +49,93 @@ export function createJoinToken(secret: string, grant: JoinTokenGrant): string {
   const signed = `${base64url(JSON.stringify({ alg: 'HS256', typ: 'JWT' }))}.${base64url(JSON.stringify(claims))}`;
   const signature = createHmac('sha256', secret).update(signed).digest();
   return `${signed}.${base64url(signature)}`;
+}
+
+/** A webhook the server POSTs to each `--webhook-url` (see `verifyWebhook`). */
+export interface WebhookEvent {
+  /** Unique per event; a retried delivery repeats it (deduplicate on it). */
+  id: string;
+  event:
+    | 'channel.created'
+    | 'channel.deleted'
+    | 'participant.joined'
+    | 'participant.left'
+    | 'track.published'
+    | 'track.unpublished'
+    | 'sfu.up'
+    | 'sfu.down';
+  /** When it happened, milliseconds since the Unix epoch. */
+  createdAt: number;
+  channel?: string;
+  session?: string;
+  /** The session's user, when known. */
+  user?: unknown;
+  /** `id` is the publisher's `MediaStreamTrack.id` (or the mid when its offer named none). */
+  track?: { id: string; mid: string; kind: 'audio' | 'video' };
+  /** The SFU node's id (as in `/sfu-servers`). */
+  sfuServer?: number;
+}
+
+/** Why `verifyWebhook` refused a delivery. */
+export class WebhookVerificationError extends Error {
+  readonly code: 'malformed_header' | 'expired' | 'bad_signature' | 'invalid_body';
+  constructor(code: WebhookVerificationError['code'], message: string) {
+    super(message);
+    this.name = 'WebhookVerificationError';
+    this.code = code;
+  }
+}
+
+/**
+ * Verifies a webhook and returns its event. `body` is the raw request body exactly as received
+ * (a string or bytes, before any JSON parsing), `signatureHeader` the `Mooyaho-Signature` header
+ * (`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`), `secret` the server's
+ * `--webhook-secret` (by default its API key). A timestamp more than `toleranceSeconds` from now
+ * is refused (`expired`), so a captured delivery cannot be replayed later. Throws
+ * `WebhookVerificationError`.
+ */
+export function verifyWebhook(
+  body: string | Uint8Array,
+  signatureHeader: string | null | undefined,
+  secret: string,
+  toleranceSeconds = 300,
+  nowSeconds = Math.floor(Date.now() / 1000),
+): WebhookEvent {
+  const malformed = () => new WebhookVerificationError('malformed_header', 'malformed Mooyaho-Signature header');
+  let timestamp: number | undefined;
+  const signatures: Buffer[] = [];
+  for (const part of (signatureHeader ?? '').split(',')) {
+    const eq = part.indexOf('=');
+    if (eq < 0) throw malformed();
+    const key = part.slice(0, eq).trim();
+    const value = part.slice(eq + 1).trim();
+    if (key === 't') {
+      if (!/^[0-9]{1,15}$/.test(value)) throw malformed();
+      timestamp = Number(value);
+    } else if (key === 'v1') {
+      if (!/^[0-9a-fA-F]{64}$/.test(value)) throw malformed();
+      signatures.push(Buffer.from(value, 'hex'));
+    }
+  }
+  if (timestamp === undefined || signatures.length === 0) throw malformed();
+  if (Math.abs(nowSeconds - timestamp) > toleranceSeconds) {
+    throw new WebhookVerificationError('expired', `webhook timestamp ${timestamp} is more than ${toleranceSeconds} s from now`);
+  }
+  const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : Buffer.from(body);
+  const expected = createHmac('sha256', secret).update(`${timestamp}.`).update(bytes).digest();
+  if (!signatures.some((signature) => timingSafeEqual(signature, expected))) {
+    throw new WebhookVerificationError('bad_signature', 'webhook signature does not match');
+  }
+  let event: unknown;
+  try {
+    event = JSON.parse(bytes.toString('utf8'));
+  } catch (e) {
+    throw new WebhookVerificationError('invalid_body', `webhook body is not JSON: ${(e as Error).message}`);
+  }
+  if (typeof event !== 'object' || event === null || typeof (event as WebhookEvent).event !== 'string') {
+    throw new WebhookVerificationError('invalid_body', 'webhook body is not an event');
+  }
+  return event as WebhookEvent;
 }
 
 export interface MooyahoServerConfig {

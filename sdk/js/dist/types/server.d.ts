@@ -19,6 +19,40 @@ export interface JoinTokenGrant {
  * `userId`, limited to `channel`. Keep the secret on the server.
  */
 export declare function createJoinToken(secret: string, grant: JoinTokenGrant): string;
+/** A webhook the server POSTs to each `--webhook-url` (see `verifyWebhook`). */
+export interface WebhookEvent {
+    /** Unique per event; a retried delivery repeats it (deduplicate on it). */
+    id: string;
+    event: 'channel.created' | 'channel.deleted' | 'participant.joined' | 'participant.left' | 'track.published' | 'track.unpublished' | 'sfu.up' | 'sfu.down';
+    /** When it happened, milliseconds since the Unix epoch. */
+    createdAt: number;
+    channel?: string;
+    session?: string;
+    /** The session's user, when known. */
+    user?: unknown;
+    /** `id` is the publisher's `MediaStreamTrack.id` (or the mid when its offer named none). */
+    track?: {
+        id: string;
+        mid: string;
+        kind: 'audio' | 'video';
+    };
+    /** The SFU node's id (as in `/sfu-servers`). */
+    sfuServer?: number;
+}
+/** Why `verifyWebhook` refused a delivery. */
+export declare class WebhookVerificationError extends Error {
+    readonly code: 'malformed_header' | 'expired' | 'bad_signature' | 'invalid_body';
+    constructor(code: WebhookVerificationError['code'], message: string);
+}
+/**
+ * Verifies a webhook and returns its event. `body` is the raw request body exactly as received
+ * (a string or bytes, before any JSON parsing), `signatureHeader` the `Mooyaho-Signature` header
+ * (`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`), `secret` the server's
+ * `--webhook-secret` (by default its API key). A timestamp more than `toleranceSeconds` from now
+ * is refused (`expired`), so a captured delivery cannot be replayed later. Throws
+ * `WebhookVerificationError`.
+ */
+export declare function verifyWebhook(body: string | Uint8Array, signatureHeader: string | null | undefined, secret: string, toleranceSeconds?: number, nowSeconds?: number): WebhookEvent;
 export interface MooyahoServerConfig {
     /** e.g. `http://127.0.0.1:8080` */
     baseUrl: string;
