@@ -317,7 +317,152 @@ fn redacted(url: &reqwest::Url) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use axum::http::{HeaderMap, StatusCode};
+
     use super::*;
+    use crate::domain::events::DomainEvent;
+    use crate::domain::ids::ChannelId;
+
+    /// A receiver on a loopback port: answers 500 to the first `fail` requests, then 204 after
+    /// `delay`; records the event names it accepted with their signature headers.
+    async fn receiver(
+        fail: usize,
+        delay: Duration,
+    ) -> (reqwest::Url, Arc<Mutex<Vec<(String, String)>>>) {
+        let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let requests = Arc::new(AtomicU64::new(0));
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let (record, requests) = (record.clone(), requests.clone());
+                async move {
+                    tokio::time::sleep(delay).await;
+                    if requests.fetch_add(1, Ordering::SeqCst) < fail as u64 {
+                        return StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let header = headers[SIGNATURE_HEADER].to_str().unwrap().to_owned();
+                    let t: u64 = header[2..header.find(',').unwrap()].parse().unwrap();
+                    assert_eq!(header, signature_header(b"secret-0123456789", t, &body));
+                    let name = event["event"].as_str().unwrap().to_owned();
+                    record.lock().unwrap().push((name, header));
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = parse_url(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn settings(url: reqwest::Url, queue_size: usize) -> WebhookSettings {
+        WebhookSettings {
+            urls: vec![url],
+            queue_size,
+            first_retry: Duration::from_millis(10),
+            ..WebhookSettings::default()
+        }
+    }
+
+    async fn emit(webhooks: &Webhooks, event: DomainEvent) {
+        webhooks
+            .on_event(&Emitted {
+                event,
+                audience: Vec::new(),
+            })
+            .await;
+    }
+
+    fn channel_events(channel: &str) -> [DomainEvent; 2] {
+        let channel = ChannelId::from(channel);
+        [
+            DomainEvent::ChannelCreated {
+                channel: channel.clone(),
+                sfu_enabled: false,
+            },
+            DomainEvent::ChannelDeleted { channel },
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_is_retried_before_the_channels_next_event() {
+        let (url, seen) = receiver(2, Duration::ZERO).await;
+        let metrics = Arc::new(Metrics::new());
+        let webhooks =
+            Webhooks::start(&settings(url, 16), "secret-0123456789", metrics.clone()).unwrap();
+        for event in channel_events("c1") {
+            emit(&webhooks, event).await;
+        }
+        // Chat is not a backend event.
+        emit(
+            &webhooks,
+            DomainEvent::ChatSent {
+                channel: ChannelId::from("c1"),
+                from: crate::domain::ids::SessionId::from("s"),
+                message: crate::domain::model::ChatMessage::Text { text: "x".into() },
+            },
+        )
+        .await;
+        let delivered = tokio::time::timeout(Duration::from_secs(10), async {
+            while metrics.webhooks_delivered.get() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(delivered.is_ok(), "{:?}", seen.lock().unwrap());
+        let names: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        assert_eq!(names, ["channel.created", "channel.deleted"]);
+        assert_eq!(metrics.webhooks_retried.get(), 2);
+        assert_eq!(metrics.webhooks_failed.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_without_waiting() {
+        let (url, _seen) = receiver(0, Duration::from_secs(30)).await;
+        let metrics = Arc::new(Metrics::new());
+        let webhooks =
+            Webhooks::start(&settings(url, 3), "secret-0123456789", metrics.clone()).unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..10 {
+            for event in channel_events(&format!("c{i}")) {
+                emit(&webhooks, event).await;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "enqueueing waited"
+        );
+        assert_eq!(metrics.webhooks_dropped.get(), 20 - 3);
+    }
+
+    #[tokio::test]
+    async fn an_event_is_given_up_after_its_last_attempt() {
+        let (url, _seen) = receiver(usize::MAX, Duration::ZERO).await;
+        let metrics = Arc::new(Metrics::new());
+        let mut settings = settings(url, 4);
+        settings.max_attempts = 3;
+        let webhooks = Webhooks::start(&settings, "secret-0123456789", metrics.clone()).unwrap();
+        let [created, _] = channel_events("c1");
+        emit(&webhooks, created).await;
+        let given_up = tokio::time::timeout(Duration::from_secs(10), async {
+            while metrics.webhooks_failed.get() < 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(given_up.is_ok());
+        assert_eq!(metrics.webhooks_retried.get(), 2);
+        assert_eq!(metrics.webhooks_delivered.get(), 0);
+    }
 
     #[test]
     fn only_absolute_http_urls_with_a_host_are_accepted() {
