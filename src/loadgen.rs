@@ -88,6 +88,20 @@ pub(crate) struct LoadgenOptions {
     /// The hostile participant's packets per second of each kind.
     #[arg(long, default_value_t = 200, requires = "hostile")]
     hostile_pps: u32,
+    /// Raise the load run by run (subscribers; a meeting's publishers) from `--subscribers` /
+    /// `--publishers` until loss or latency p99 breaks its bound, and report the last load that
+    /// held with every step (efficiency is quoted only at a load that held).
+    #[arg(long)]
+    find_capacity: bool,
+    /// `--find-capacity`: the loss bound, percent of what was sent.
+    #[arg(long, default_value_t = 0.5, requires = "find_capacity")]
+    max_loss_percent: f64,
+    /// `--find-capacity`: the one-way latency p99 bound, milliseconds.
+    #[arg(long, default_value_t = 20.0, requires = "find_capacity")]
+    max_p99_ms: f64,
+    /// `--find-capacity`: never try more than this load.
+    #[arg(long, default_value_t = 2000, requires = "find_capacity")]
+    max_load: usize,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -154,6 +168,20 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
     );
     config.hostile = options.hostile;
     config.hostile_pps = options.hostile_pps.max(1);
+    if options.find_capacity {
+        anyhow::ensure!(
+            options.max_loss_percent >= 0.0 && options.max_p99_ms > 0.0 && options.max_load > 0,
+            "--max-loss-percent must be ≥ 0, --max-p99-ms and --max-load > 0"
+        );
+        let bounds = mooyaho_loadgen::capacity::Bounds {
+            max_loss_percent: options.max_loss_percent,
+            max_latency_p99_ms: options.max_p99_ms,
+            max_load: options.max_load,
+        };
+        let report = mooyaho_loadgen::capacity::find(config, bounds, !options.quiet).await?;
+        println!("{}", report.summary());
+        return write_report(options.report.as_deref(), &report);
+    }
     let report = mooyaho_loadgen::run(config, !options.quiet).await?;
     println!("{} {}", report.config.target.name(), report.summary());
     if let Some(plot) = &options.plot {

@@ -117,6 +117,20 @@ fn assert_flowed(report: &Value, participants: u64) {
             >= report["latencyMs"]["p50"].as_f64().unwrap()
     );
     assert_eq!(report["srtpAuthFailures"], 0, "{report:#}");
+    // Both targets are compared on a named cipher.
+    assert!(
+        !report["srtpProfiles"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    // Where the SFU's time went, per thread (busiest first).
+    let threads = report["sfuThreads"].as_array().unwrap();
+    assert!(!threads.is_empty(), "{report:#}");
+    assert!(
+        threads
+            .windows(2)
+            .all(|w| w[0]["cpuSeconds"].as_f64() >= w[1]["cpuSeconds"].as_f64()),
+        "{report:#}"
+    );
     // The SFU's CPU came from /proc (--sfu-pid), and the generator measured its own.
     assert!(report["sfuCpuSeconds"].as_f64().is_some(), "{report:#}");
     assert!(
@@ -302,6 +316,60 @@ impl Drop for Janus {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+#[test]
+fn find_capacity_raises_the_load_until_a_bound_breaks_and_reports_each_step() {
+    let (server, dir, key) = dev();
+    // Generous bounds on a tiny load: the search grows 2 → 3 and stops at --max-load.
+    let report = loadgen(
+        &server,
+        &key,
+        dir.path(),
+        &[
+            "--scenario",
+            "fanout",
+            "--subscribers",
+            "2",
+            "--pps",
+            "100",
+            "--find-capacity",
+            "--max-load",
+            "3",
+            "--max-loss-percent",
+            "50",
+            "--max-p99-ms",
+            "1000",
+        ],
+    );
+    assert_provenance(&report);
+    assert_eq!(report["varied"], "subscribers", "{report:#}");
+    let steps = report["steps"].as_array().unwrap();
+    let loads: Vec<u64> = steps.iter().map(|s| s["load"].as_u64().unwrap()).collect();
+    assert_eq!(loads, [2, 3], "{report:#}");
+    for step in steps {
+        let within = step["failed"] == 0
+            && step["lossPercent"].as_f64().unwrap() <= 50.0
+            && step["latencyP99Ms"].as_f64().unwrap() <= 1000.0;
+        assert_eq!(step["held"].as_bool(), Some(within), "{step}");
+    }
+    assert_eq!(report["capacity"], 3, "{report:#}");
+    let best = &report["atCapacity"];
+    assert_eq!(best["config"]["subscribers"], 3, "{report:#}");
+    assert_flowed(best, 4);
+
+    // Bounds that cannot hold are refused before anything runs.
+    let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args(["loadgen", "--url", &server.url(""), "--api-key", &key])
+        .args(["--find-capacity", "--max-p99-ms", "0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--max-p99-ms"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]

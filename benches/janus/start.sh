@@ -39,6 +39,9 @@ general: {
 	loggers_folder = "$dir/loggers"
 	debug_level = ${JANUS_DEBUG_LEVEL:-2}
 	session_timeout = 60
+	# One event loop thread for every handle (the default, 0, is a thread per handle): Janus
+	# is pinned to one core like Mooyaho's one worker, so hundreds of threads only add switches.
+	event_loops = ${JANUS_EVENT_LOOPS:-1}
 	server_name = "mooyaho-loadgen-janus"
 }
 certificates: {

@@ -175,6 +175,21 @@ impl Session {
         Ok(())
     }
 
+    /// Detaches a handle (Janus keeps per-handle state, and with `event_loops` = 0 a thread,
+    /// for every attached handle: one left idle would load Janus more than the run needs).
+    pub(crate) async fn detach(&self, handle: u64) -> anyhow::Result<()> {
+        let reply = post(
+            &self.http,
+            &format!("{}/{handle}", self.url),
+            envelope("detach"),
+        )
+        .await?;
+        if reply["janus"] != "success" {
+            bail!("detaching handle {handle}: unexpected reply {reply}");
+        }
+        Ok(())
+    }
+
     /// Destroys the session (and with it its handles and PeerConnections).
     pub(crate) async fn destroy(self) -> anyhow::Result<()> {
         post(&self.http, &self.url, envelope("destroy")).await?;

@@ -11,6 +11,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod capacity;
 pub mod ceiling;
 mod hostile;
 pub mod idle;
@@ -194,8 +195,19 @@ pub(crate) struct Totals {
     pub(crate) latency_us: Mutex<Vec<u32>>,
     pub(crate) join_ms: Mutex<Vec<u32>>,
     pub(crate) errors: Mutex<Vec<String>>,
+    /// SRTP protection profiles our participants' DTLS handshakes negotiated.
+    pub(crate) srtp_profiles: Mutex<std::collections::BTreeSet<String>>,
     /// Set while the measurement window is open.
     pub(crate) measuring: std::sync::atomic::AtomicBool,
+}
+
+impl Totals {
+    /// Notes the SRTP profile a participant's handshake negotiated (the report lists them, so
+    /// two targets are compared on the same cipher).
+    pub(crate) fn negotiated(&self, srtp: &mooyaho_net::srtp::SrtpSession) {
+        let profile = format!("{:?}", srtp.profile);
+        self.srtp_profiles.lock().expect("lock").insert(profile);
+    }
 }
 
 /// Runs the scenario and returns its report. `progress` prints a line per second.
@@ -296,6 +308,12 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     };
     tokio::time::sleep(Duration::from_millis(500)).await; // let keyframe waits settle
     let sfu_cpu_start = mooyaho_net::cpu::process_cpu_seconds(config.sfu_pid);
+    let sfu_core = config.sfu_pid.and_then(mooyaho_net::cpu::pinned_core);
+    let core_busy_start = sfu_core.and_then(mooyaho_net::cpu::core_busy_seconds);
+    let threads_start = config
+        .sfu_pid
+        .map(mooyaho_net::cpu::thread_cpu_seconds)
+        .unwrap_or_default();
     let generator_window_start = mooyaho_net::cpu::process_cpu_seconds(None);
     let window_start = Instant::now();
     totals.measuring.store(true, Ordering::Relaxed);
@@ -365,6 +383,13 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     let sfu_cpu = mooyaho_net::cpu::process_cpu_seconds(config.sfu_pid)
         .zip(sfu_cpu_start)
         .map(|(b, a)| b - a);
+    let sfu_core_busy = sfu_core
+        .and_then(mooyaho_net::cpu::core_busy_seconds)
+        .zip(core_busy_start)
+        .map(|(b, a)| b - a);
+    let sfu_threads = config.sfu_pid.map_or_else(Vec::new, |pid| {
+        report::thread_deltas(&threads_start, &mooyaho_net::cpu::thread_cpu_seconds(pid))
+    });
     let generator_window_cpu = mooyaho_net::cpu::process_cpu_seconds(None)
         .zip(generator_window_start)
         .map(|(b, a)| b - a);
@@ -386,6 +411,8 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
             window,
             joined_in,
             sfu_cpu,
+            sfu_core: sfu_core.zip(sfu_core_busy),
+            sfu_threads,
             generator_window_cpu,
             generator_cpu,
             sfu_loads,

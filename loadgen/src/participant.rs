@@ -166,6 +166,7 @@ async fn run_mooyaho(
             .with_context(|| format!("publish refused: {reply}"))?;
         let remote = sdp::parse_remote(answer);
         let connected = peer::connect(identity, &publish_ice, &remote).await?;
+        totals.negotiated(&connected.srtp);
         let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
         let receives = role.subscribe;
         tasks.push(tokio::spawn(async move {
@@ -194,6 +195,7 @@ async fn run_mooyaho(
         anyhow::ensure!(ack["type"] == "ack", "subscribe answer refused: {ack}");
         let remote = sdp::parse_remote(&offer);
         let connected = peer::connect(identity, &subscribe_ice, &remote).await?;
+        totals.negotiated(&connected.srtp);
         totals.receivers.fetch_add(1, Ordering::Relaxed);
         let (totals, stop_at) = (totals.clone(), stop_at.clone());
         tasks.push(tokio::spawn(async move {
@@ -306,6 +308,7 @@ async fn run_janus(
         let connected = peer::connect_on(identity, &ice, &remote, socket, options)
             .await
             .context("publisher transport to Janus")?;
+        totals.negotiated(&connected.srtp);
         let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
         let receives = role.subscribe;
         tasks.push(tokio::spawn(async move {
@@ -349,6 +352,7 @@ async fn run_janus(
         let connected = peer::connect_on(identity, &ice, &remote, socket, options)
             .await
             .context("subscriber transport to Janus")?;
+        totals.negotiated(&connected.srtp);
         totals.receivers.fetch_add(1, Ordering::Relaxed);
         let (totals, stop_at) = (totals.clone(), stop_at.clone());
         tasks.push(tokio::spawn(async move {
@@ -397,6 +401,21 @@ async fn wait_for_publishers(
     own: Option<u64>,
 ) -> anyhow::Result<Vec<u64>> {
     let handle = session.attach().await?;
+    let feeds = list_publishers(session, handle, room, expected, own).await;
+    // Only for listing: a subscriber's Janus state is its subscribe handle, as in a browser.
+    let detached = session.detach(handle).await;
+    let feeds = feeds?;
+    detached?;
+    Ok(feeds)
+}
+
+async fn list_publishers(
+    session: &janus::Session,
+    handle: u64,
+    room: u64,
+    expected: usize,
+    own: Option<u64>,
+) -> anyhow::Result<Vec<u64>> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let list = session

@@ -53,6 +53,16 @@ pub struct Report {
     pub latency_ms: Percentiles,
     /// SFU CPU seconds in the window (from `/proc` with `--sfu-pid`, else its load reports).
     pub sfu_cpu_seconds: Option<f64>,
+    /// The core the SFU was pinned to (`taskset -c N`), and that core's busy seconds in the
+    /// window from `/proc/stat`, whoever ran there: well above `sfuCpuSeconds` means something
+    /// else shared the core (the kernel's softirq work for the SFU's packets counts here too).
+    pub sfu_core: Option<usize>,
+    /// See `sfuCore`.
+    pub sfu_core_busy_seconds: Option<f64>,
+    /// Where the SFU's CPU time went in the window, per thread name, busiest first.
+    pub sfu_threads: Vec<ThreadCpu>,
+    /// SRTP protection profiles our participants negotiated with the target.
+    pub srtp_profiles: Vec<String>,
     /// The headline: packets the SFU sent per CPU-second it used.
     pub out_packets_per_sfu_cpu_second: Option<f64>,
     /// SFU resident memory at the end of the window, MiB (with `--sfu-pid`).
@@ -81,11 +91,41 @@ pub struct Report {
     pub hostile: Option<HostileReport>,
 }
 
+/// CPU seconds of one thread name of the SFU in the window.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ThreadCpu {
+    /// The thread's name (threads of one pool share it and are summed).
+    pub name: String,
+    /// CPU seconds in the window.
+    pub cpu_seconds: f64,
+}
+
+/// Per-name CPU growth between two samples, busiest first (threads that used nothing left out).
+pub(crate) fn thread_deltas(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> Vec<ThreadCpu> {
+    let mut deltas: Vec<ThreadCpu> = after
+        .iter()
+        .map(|(name, end)| ThreadCpu {
+            name: name.clone(),
+            cpu_seconds: end - before.get(name).copied().unwrap_or(0.0),
+        })
+        .filter(|t| t.cpu_seconds > 0.0)
+        .collect();
+    deltas.sort_by(|a, b| b.cpu_seconds.total_cmp(&a.cpu_seconds));
+    deltas
+}
+
 /// What [`crate::run`] measured besides the participants' shared counters.
 pub(crate) struct Measurements {
     pub(crate) window: Duration,
     pub(crate) joined_in: Duration,
     pub(crate) sfu_cpu: Option<f64>,
+    /// The core the SFU is pinned to and its busy seconds in the window.
+    pub(crate) sfu_core: Option<(usize, f64)>,
+    pub(crate) sfu_threads: Vec<ThreadCpu>,
     pub(crate) generator_window_cpu: Option<f64>,
     pub(crate) generator_cpu: Option<f64>,
     pub(crate) sfu_loads: Vec<mooyaho_server_sdk::SfuLoad>,
@@ -143,6 +183,8 @@ impl Report {
             window,
             joined_in,
             sfu_cpu,
+            sfu_core,
+            sfu_threads,
             generator_window_cpu,
             generator_cpu,
             sfu_loads,
@@ -206,6 +248,16 @@ impl Report {
             latency_cdf_ms: cdf(latencies.clone(), 1e-3),
             latency_ms: Percentiles::of(latencies, 1e-3),
             sfu_cpu_seconds,
+            sfu_core: sfu_core.map(|(core, _)| core),
+            sfu_core_busy_seconds: sfu_core.map(|(_, busy)| busy),
+            sfu_threads,
+            srtp_profiles: totals
+                .srtp_profiles
+                .lock()
+                .expect("lock")
+                .iter()
+                .cloned()
+                .collect(),
             out_packets_per_sfu_cpu_second: per_cpu,
             fraction_of_ceiling: per_cpu
                 .zip(ceiling.as_ref())
@@ -315,6 +367,27 @@ pub(crate) async fn sfu_load(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_deltas_are_per_name_growth_busiest_first() {
+        let before = [("a".to_owned(), 1.0), ("b".to_owned(), 5.0)].into();
+        let after = [
+            ("a".to_owned(), 4.0),
+            ("b".to_owned(), 5.0),
+            ("c".to_owned(), 0.5),
+        ]
+        .into();
+        let deltas = thread_deltas(&before, &after);
+        let names: Vec<_> = deltas
+            .iter()
+            .map(|t| (t.name.as_str(), t.cpu_seconds))
+            .collect();
+        assert_eq!(
+            names,
+            [("a", 3.0), ("c", 0.5)],
+            "b used nothing in the window"
+        );
+    }
 
     #[test]
     fn expected_packets_are_each_stream_times_its_other_receivers() {
