@@ -40,21 +40,66 @@ def size_of(report):
     return config["subscribers"], f"{config['publishers']} × {config['subscribers']}"
 
 
-def row(report):
-    config, ceiling = report["config"], report.get("ceiling")
-    _, shape = size_of(report)
+def median(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def spread(runs, get, digits=0, scale=1.0):
+    """The median of a figure over repeated runs, with min–max when there are several."""
+    values = [get(r) for r in runs]
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    text = fmt(median(values), digits, scale)
+    if len(values) > 1:
+        text += f" ({fmt(min(values), digits, scale)}–{fmt(max(values), digits, scale)})"
+    return text
+
+
+# Efficiency is quoted only at a load the target held: loss at most this, percent.
+MAX_LOSS = 0.5
+
+
+def held(runs):
+    return median(r["lossPercent"] for r in runs) <= MAX_LOSS
+
+
+def row(runs):
+    """One table row for the repeats of one configuration: medians, (min–max) where it matters."""
+    first = runs[0]
+    config, ceiling = first["config"], first.get("ceiling")
+    _, shape = size_of(first)
+    per_cpu = spread(runs, lambda r: r.get("outPacketsPerSfuCpuSecond"))
+    per_cpu = f"**{per_cpu}**" if held(runs) else f"{per_cpu} ⚠ loss > {MAX_LOSS} %"
+    profiles = sorted({p for r in runs for p in r.get("srtpProfiles", [])})
     return (
-        f"| {config['target']} | {shape} | {config['pps']} × {config['size']} B "
-        f"| {fmt(report['outPacketsPerSecond'])} | {report['lossPercent']:.2f} "
-        f"| {report['latencyMs']['p50']:.2f} / {report['latencyMs']['p99']:.2f} "
-        f"| {report['joinMs']['p50']:.0f} / {report['joinMs']['p99']:.0f} "
-        f"| {fmt(report.get('sfuCpuSeconds'), 2)} | **{fmt(report.get('outPacketsPerSfuCpuSecond'))}** "
+        f"| {config['target']} | {shape} | {config['pps']} × {config['size']} B | {len(runs)} "
+        f"| {spread(runs, lambda r: r['outPacketsPerSecond'])} "
+        f"| {spread(runs, lambda r: r['lossPercent'], 2)} "
+        f"| {fmt(median(r['latencyMs']['p50'] for r in runs), 2)} / "
+        f"{spread(runs, lambda r: r['latencyMs']['p99'], 2)} "
+        f"| {fmt(median(r['joinMs']['p50'] for r in runs), 0)} / "
+        f"{fmt(median(r['joinMs']['p99'] for r in runs), 0)} "
+        f"| {fmt(median(r.get('sfuCpuSeconds') for r in runs), 2)} "
+        f"| {fmt(median(r.get('sfuCoreBusySeconds') for r in runs), 2)} | {per_cpu} "
         f"| {fmt(ceiling and ceiling['outPacketsPerCpuSecond'])} "
-        f"| {fmt(report.get('fractionOfCeiling'), 0, 100)} % "
-        f"| {fmt(report.get('sfuRssMib'), 0)} | {fmt(report.get('sfuRssPerParticipantKib'), 0)} "
-        f"| {fmt(report.get('generatorCpuSeconds'), 2)} "
-        f"| {report['failed']} |"
+        f"| {fmt(median(r.get('fractionOfCeiling') for r in runs), 0, 100)} % "
+        f"| {fmt(median(r.get('sfuRssMib') for r in runs), 0)} "
+        f"| {fmt(median(r.get('sfuRssPerParticipantKib') for r in runs), 0)} "
+        f"| {fmt(median(r.get('generatorCpuSeconds') for r in runs), 2)} "
+        f"| {sum(r['failed'] for r in runs)} | {', '.join(profiles) or '–'} |"
     )
+
+
+def configuration(report):
+    """What makes runs repeats of each other."""
+    config = report["config"]
+    return (config["target"], config["scenario"], config["publishers"], config["subscribers"],
+            config["pps"], config["size"])
 
 
 def machine():
@@ -118,31 +163,39 @@ def render(reports):
                "CPU-s* divides it by the SFU process's CPU seconds (`/proc/<pid>/stat`) — the headline; "
                "*ceiling* is this machine's best possible out-packets per CPU-second for that packet size "
                "(SRTP encrypt + batched `sendmmsg` to loopback receivers, `--ceiling`, measured in the same "
-               "run); latency is one-way publisher → SFU → subscriber as the generator sees it.")
+               "run); latency is one-way publisher → SFU → subscriber as the generator sees it. *runs*: "
+               "repeats of the configuration (each a fresh server); figures are medians, with (min–max) "
+               "where several runs disagree. *core busy s* is CPU 0's busy time from `/proc/stat` in the "
+               f"window, whoever ran there. Efficiency is bold only where the median loss is ≤ {MAX_LOSS} %; "
+               "loss counts against what was sent (older reports counted sequence gaps).")
     for scenario in SCENARIOS:
-        runs = sorted(
-            (r for r in reports if r["config"]["scenario"] == scenario),
-            key=lambda r: (r["config"]["target"] != "mooyaho", size_of(r)[0]),
-        )
+        groups = {}
+        for r in reports:
+            if r["config"]["scenario"] == scenario:
+                groups.setdefault(configuration(r), []).append(r)
+        runs = sorted(groups.values(),
+                      key=lambda g: (g[0]["config"]["target"] != "mooyaho", size_of(g[0])[0]))
         if not runs:
             continue
         out += ["", f"### {scenario}", ""]
-        out.append("| target | pub × sub | packets | out pkt/s | loss % | latency p50 / p99 ms "
-                   "| join p50 / p99 ms | SFU CPU-s | out per CPU-s | ceiling | of ceiling | RSS MiB "
-                   "| KiB per participant | generator CPU-s | failed |")
-        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-        out += [row(r) for r in runs]
+        out.append("| target | pub × sub | packets | runs | out pkt/s | loss % | latency p50 / p99 ms "
+                   "| join p50 / p99 ms | SFU CPU-s | core busy s | out per CPU-s | ceiling | of ceiling "
+                   "| RSS MiB | KiB per participant | generator CPU-s | failed | SRTP |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        out += [row(g) for g in runs]
         out.append("")
         ratios = []
-        for ours in (r for r in runs if r["config"]["target"] == "mooyaho"):
-            for janus in (r for r in runs if r["config"]["target"] == "janus"):
-                if size_of(janus) == size_of(ours) and janus.get("outPacketsPerSfuCpuSecond") and ours.get(
-                    "outPacketsPerSfuCpuSecond"
-                ):
-                    ratio = ours["outPacketsPerSfuCpuSecond"] / janus["outPacketsPerSfuCpuSecond"]
-                    ratios.append(f"{size_of(ours)[1]}: **{ratio:.1f}×**")
+        for ours in (g for g in runs if g[0]["config"]["target"] == "mooyaho"):
+            for janus in (g for g in runs if g[0]["config"]["target"] == "janus"):
+                if size_of(janus[0]) != size_of(ours[0]) or not (held(ours) and held(janus)):
+                    continue
+                a = median(r.get("outPacketsPerSfuCpuSecond") for r in ours)
+                b = median(r.get("outPacketsPerSfuCpuSecond") for r in janus)
+                if a and b:
+                    ratios.append(f"{size_of(ours[0])[1]}: **{a / b:.1f}×**")
         if ratios:
-            out.append("Mooyaho vs Janus, out-packets per CPU-second: " + ", ".join(ratios) + ".")
+            out.append("Mooyaho vs Janus, out-packets per CPU-second (medians; only sizes where both "
+                       f"lost ≤ {MAX_LOSS} %): " + ", ".join(ratios) + ".")
             out.append("")
         out.append(f"LiveKit's published figure for context: {LIVEKIT[scenario]}.")
         out.append("")
@@ -151,7 +204,11 @@ def render(reports):
     out += signaling_section(idle)
     out += ["", "Commands (`benches/run.sh` runs exactly these, each against a fresh server):", "", "```sh"]
     out.append("taskset -c 0 target/release/mooyaho dev --listen 127.0.0.1:PORT --workers 1   # or benches/janus/start.sh PORT")
+    seen = set()
     for r in sorted(reports, key=lambda r: (r["config"]["scenario"], r["config"]["target"], size_of(r)[0])):
+        if configuration(r) in seen:
+            continue
+        seen.add(configuration(r))
         out.append(f"taskset -c 1 target/release/mooyaho loadgen {command(r)} --duration "
                    f"{r['config']['duration']['secs']} --ceiling --sfu-pid PID …")
     out += ["```", "", END]

@@ -9,6 +9,8 @@
 #   benches/run.sh --quick      a few small runs (~3 min), e.g. to try the pipeline
 #   benches/run.sh --no-janus   skip Janus
 #   DURATION=20 benches/run.sh  longer measurement windows (default 8 s)
+#   REPEATS=1 benches/run.sh    runs per configuration (default 3; the tables show the median
+#                               and min–max; --quick runs each once)
 #   benches/run.sh meeting      only the named scenarios (others' reports are kept)
 #   benches/run.sh signaling    idle WebSocket sessions against `mooyaho server` (19,000)
 #
@@ -23,7 +25,7 @@ for arg in "$@"; do
     case "$arg" in
     --quick) quick=1 ;;
     --no-janus) janus=0 ;;
-    -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
     fanout | livestream | audio | meeting | signaling) only+=("$arg") ;;
     *) echo "run.sh: unknown option $arg" >&2; exit 2 ;;
     esac
@@ -33,6 +35,8 @@ wanted() { ((${#only[@]} == 0)) || [[ " ${only[*]} " == *" $1 "* ]]; }
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 duration=${DURATION:-8}
+repeats=${REPEATS:-3}
+((quick)) && repeats=1
 results=benches/results
 mkdir -p "$results" docs/bench
 ((janus)) && ! command -v janus >/dev/null && { echo "janus missing: apt-get install -y janus, or --no-janus" >&2; exit 1; }
@@ -52,17 +56,26 @@ stop_server() {
 trap 'stop_server; rm -rf "$scratch"' EXIT
 port=18400
 
-# One measured run: `run <name> <target> <loadgen args…>`. A fresh server per run, so no run
-# inherits another's state.
+# One measured configuration: `run <name> <target> <loadgen args…>`, $repeats times, each run
+# against a fresh server (no run inherits another's state), reports <name>.r<N>.json.
 run() {
-    local name=$1 target=$2
-    shift 2
+    local name=$1
+    rm -f "$results/$name.json" "$results/$name".r*.json
+    for ((i = 1; i <= repeats; i++)); do
+        run_once "$name" "$i" "${@:2}"
+    done
+}
+
+run_once() {
+    local name=$1 repeat=$2 target=$3
+    shift 3
     stop_server
     port=$((port + 1))
-    local args=(--target "$target" --duration "$duration" --ceiling --report "$results/$name.json" --quiet)
+    local report="$results/$name.r$repeat.json"
+    local args=(--target "$target" --duration "$duration" --ceiling --report "$report" --quiet)
     if [[ "$target" == mooyaho ]]; then
-        mkdir -p "$scratch/$name"
-        taskset -c 0 "$bin" dev --listen "127.0.0.1:$port" --workers 1 --data-dir "$scratch/$name" \
+        mkdir -p "$scratch/$name.$repeat"
+        taskset -c 0 "$bin" dev --listen "127.0.0.1:$port" --workers 1 --data-dir "$scratch/$name.$repeat" \
             >"$scratch/$name.log" 2>&1 &
         server_pid=$!
         for _ in $(seq 100); do grep -q "API key:" "$scratch/$name.log" 2>/dev/null && break; sleep 0.1; done
@@ -74,11 +87,10 @@ run() {
         server_pid=$(taskset -c 0 benches/janus/start.sh "$port" 20000-29999 2>"$scratch/$name.janus")
         args+=(--janus-url "http://127.0.0.1:$port/janus" --sfu-pid "$server_pid")
     fi
-    echo "== $name"
-    rm -f "$results/$name.json"
+    echo "== $name ($repeat/$repeats)"
     if ! taskset -c 1 "$bin" loadgen "${args[@]}" "$@"; then
-        rm -f "$results/$name.json"
-        echo "!! $name failed: its report is removed; stopping" >&2
+        rm -f "$results/$name".r*.json
+        echo "!! $name failed: its reports are removed; stopping" >&2
         exit 1
     fi
     stop_server

@@ -49,6 +49,9 @@ echo "== schemathesis (REST API)"
 cargo build --bin mooyaho
 scripts/schemathesis.sh
 
+echo "== benches/render.py (BENCHMARKS.md tables)"
+python3 -m unittest benches/test_render.py
+
 echo "== fuzz: structured worker_ops inputs replay"
 cargo test -p sfu-core --features arbitrary --test fuzz_regressions --quiet
 
