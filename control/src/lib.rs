@@ -111,6 +111,9 @@ pub enum Request {
         /// Draining from now on.
         draining: bool,
     },
+    /// The rooms the node hosts now ([`Response::Rooms`]). A controller asks when its link comes
+    /// up, to find channels whose rooms a restart lost.
+    Rooms,
 }
 
 /// The reply to a [`Request`].
@@ -144,6 +147,12 @@ pub enum Response {
     Done,
     /// Statistics.
     Stats(Load),
+    /// The rooms the node hosts. Room names are never reused by a node, not even across its
+    /// restarts, so a room missing here is gone for good.
+    Rooms {
+        /// Their names (as [`Response::Room`] gave them).
+        rooms: Vec<String>,
+    },
     /// The request failed.
     Error {
         /// Machine-readable reason.
@@ -160,7 +169,8 @@ pub enum Response {
 pub enum ErrorCode {
     /// Wrong proof of the cluster secret, or another protocol version.
     Unauthorized,
-    /// The room does not exist on this node (it restarted, or the room was closed).
+    /// The room does not exist on this node (it restarted, or the room was closed). Room names
+    /// are never reused, so the room will not come back.
     UnknownRoom,
     /// The client's SDP was refused.
     BadSdp,
@@ -419,6 +429,14 @@ mod tests {
         assert_eq!(
             decode_frame::<Response>(&encode(&response)).unwrap(),
             response
+        );
+        let rooms = Response::Rooms {
+            rooms: vec!["1f.0.1".into()],
+        };
+        assert_eq!(decode_frame::<Response>(&encode(&rooms)).unwrap(), rooms);
+        assert_eq!(
+            decode_frame::<Request>(&encode(&Request::Rooms)).unwrap(),
+            Request::Rooms
         );
     }
 

@@ -308,7 +308,8 @@ impl ControlServer {
             Endpoint::server(server, config.listen).map_err(|e| ControlError(e.to_string()))?;
         let clients = Arc::new(Mutex::new(Clients::default()));
         let refusals = Arc::new(Refusals::default());
-        tokio::spawn(route_events(events, clients.clone(), node.clone()));
+        let names = RoomNames::new();
+        tokio::spawn(route_events(events, clients.clone(), node.clone(), names));
         tokio::spawn(report_load(node.clone(), clients.clone(), refusals.clone()));
         let accept = endpoint.clone();
         let secret: Arc<[u8]> = config.secret.into_bytes().into();
@@ -348,7 +349,7 @@ impl ControlServer {
                     let authenticated = authenticate(incoming, &secret, workers, &refusals).await;
                     drop((permit, source));
                     if let Some(connection) = authenticated {
-                        serve(connection, node, clients, refusals).await;
+                        serve(connection, node, clients, refusals, names).await;
                     }
                 });
             }
@@ -542,6 +543,7 @@ async fn serve(
     node: Arc<Node>,
     clients: Arc<Mutex<Clients>>,
     refusals: Arc<Refusals>,
+    names: RoomNames,
 ) {
     let remote = connection.remote_address();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
@@ -565,7 +567,9 @@ async fn serve(
     });
     while let Ok((send, recv)) = connection.accept_bi().await {
         let (node, clients, refusals) = (node.clone(), clients.clone(), refusals.clone());
-        tokio::spawn(async move { answer(send, recv, &node, &clients, &refusals, id).await });
+        tokio::spawn(async move {
+            answer(send, recv, &node, &clients, &refusals, names, id).await;
+        });
     }
     event_task.abort();
     let mut clients = lock(&clients);
@@ -580,6 +584,7 @@ async fn answer(
     node: &Node,
     clients: &Mutex<Clients>,
     refusals: &Refusals,
+    names: RoomNames,
     client: u64,
 ) {
     let response = match read_frame::<Request, _>(&mut recv, MAX_FRAME).await {
@@ -587,7 +592,7 @@ async fn answer(
             if let Some(key) = session_key(&request) {
                 lock(clients).owners.insert(key, client);
             }
-            handle(node, refusals, request).await
+            handle(node, refusals, names, request).await
         }
         Err(e) => Response::Error {
             code: ErrorCode::BadRequest,
@@ -608,7 +613,7 @@ fn session_key(request: &Request) -> Option<(String, String)> {
     }
 }
 
-async fn handle(node: &Node, refusals: &Refusals, request: Request) -> Response {
+async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Request) -> Response {
     let result = match request {
         Request::Hello { .. } => {
             return Response::Error {
@@ -617,20 +622,20 @@ async fn handle(node: &Node, refusals: &Refusals, request: Request) -> Response 
             };
         }
         Request::CreateRoom => node.create_room().await.map(|room| Response::Room {
-            room: room.to_string(),
+            room: names.name(room),
         }),
         Request::Publish {
             room,
             session,
             offer,
-        } => match room.parse::<RoomKey>() {
+        } => match names.key(&room) {
             Ok(room) => node
                 .publish(room, &session, &offer)
                 .await
                 .map(|sdp| Response::Sdp { sdp: Some(sdp) }),
             Err(e) => Err(e),
         },
-        Request::SubscribeOffer { room, session } => match room.parse::<RoomKey>() {
+        Request::SubscribeOffer { room, session } => match names.key(&room) {
             Ok(room) => node
                 .subscribe_offer(room, &session)
                 .await
@@ -641,21 +646,21 @@ async fn handle(node: &Node, refusals: &Refusals, request: Request) -> Response 
             room,
             session,
             answer,
-        } => match room.parse::<RoomKey>() {
+        } => match names.key(&room) {
             Ok(room) => node
                 .subscribe_answer(room, &session, &answer)
                 .await
                 .map(|()| Response::Done),
             Err(e) => Err(e),
         },
-        Request::CloseSession { room, session } => match room.parse::<RoomKey>() {
+        Request::CloseSession { room, session } => match names.key(&room) {
             Ok(room) => node
                 .close_session(room, &session)
                 .await
                 .map(|()| Response::Done),
             Err(e) => Err(e),
         },
-        Request::CloseRoom { room } => match room.parse::<RoomKey>() {
+        Request::CloseRoom { room } => match names.key(&room) {
             Ok(room) => node.close_room(room).await.map(|()| Response::Done),
             Err(e) => Err(e),
         },
@@ -667,6 +672,12 @@ async fn handle(node: &Node, refusals: &Refusals, request: Request) -> Response 
             node.set_draining(draining);
             tracing::info!(draining, "drain state changed by the control plane");
             return Response::Done;
+        }
+        Request::Rooms => {
+            let rooms = node.rooms().into_iter().map(|key| names.name(key));
+            return Response::Rooms {
+                rooms: rooms.collect(),
+            };
         }
         _ => {
             return Response::Error {
@@ -693,6 +704,7 @@ async fn route_events(
     mut events: mpsc::UnboundedReceiver<NodeEvent>,
     clients: Arc<Mutex<Clients>>,
     node: Arc<Node>,
+    names: RoomNames,
 ) {
     while let Some(event) = events.recv().await {
         let (room, session, event) = match event {
@@ -701,7 +713,7 @@ async fn route_events(
                 room,
                 session,
             } => {
-                let room = node.room_of(worker, room).to_string();
+                let room = names.name(node.room_of(worker, room));
                 let event = Event::RenegotiationNeeded {
                     room: room.clone(),
                     session: session.clone(),
@@ -714,7 +726,7 @@ async fn route_events(
                 session,
                 direction,
             } => {
-                let room = node.room_of(worker, room).to_string();
+                let room = names.name(node.room_of(worker, room));
                 let event = Event::TransportConnected {
                     room: room.clone(),
                     session: session.clone(),
@@ -729,7 +741,7 @@ async fn route_events(
                 direction,
                 reason,
             } => {
-                let room = node.room_of(worker, room).to_string();
+                let room = names.name(node.room_of(worker, room));
                 let event = Event::TransportClosed {
                     room: room.clone(),
                     session: session.clone(),
@@ -750,6 +762,37 @@ async fn route_events(
         if let Some(sender) = target {
             let _ = sender.send(event);
         }
+    }
+}
+
+/// Room names on the control wire: `{incarnation}-{worker}.{room}`. The incarnation is drawn at
+/// random when the process starts, so a restarted node never gives out a name it gave out before:
+/// a controller asking about a room the restart lost gets `unknown_room` (and places its channel
+/// again) instead of reaching a new room that another channel now uses.
+#[derive(Clone, Copy, Debug)]
+struct RoomNames {
+    incarnation: u64,
+}
+
+impl RoomNames {
+    fn new() -> Self {
+        Self {
+            incarnation: rand::random(),
+        }
+    }
+
+    fn name(self, key: RoomKey) -> String {
+        format!("{:016x}-{key}", self.incarnation)
+    }
+
+    /// The room a name denotes on this process; a name of another incarnation (or none) is an
+    /// unknown room.
+    fn key(self, name: &str) -> Result<RoomKey, MediaError> {
+        let (incarnation, key) = name.split_once('-').ok_or(MediaError::UnknownRoom)?;
+        if u64::from_str_radix(incarnation, 16).ok() != Some(self.incarnation) {
+            return Err(MediaError::UnknownRoom);
+        }
+        key.parse()
     }
 }
 
@@ -831,6 +874,33 @@ async fn load(node: &Node, refusals: &Refusals, meter: &mut LoadMeter) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_names_of_another_incarnation_are_unknown_rooms() {
+        let names = RoomNames { incarnation: 0xabc };
+        let key = RoomKey {
+            worker: 1,
+            room: sfu_core::RoomId::from_u64(7),
+        };
+        let name = names.name(key);
+        assert_eq!(name, "0000000000000abc-1.7");
+        assert_eq!(names.key(&name).unwrap(), key);
+        let restarted = RoomNames { incarnation: 0xabd };
+        for unknown in [
+            restarted.name(key).as_str(),
+            "1.7",
+            "-1.7",
+            "zz-1.7",
+            "0000000000000abc-",
+            "0000000000000abc-1",
+            "",
+        ] {
+            assert!(
+                matches!(names.key(unknown), Err(MediaError::UnknownRoom)),
+                "{unknown:?}"
+            );
+        }
+    }
 
     #[test]
     fn an_identity_kept_in_a_directory_keeps_its_fingerprint() {

@@ -228,6 +228,12 @@ impl Node {
         self.draining.load(Ordering::Relaxed)
     }
 
+    /// The rooms the node hosts (as the control plane names them; a room's parts on other
+    /// workers are not listed).
+    pub fn rooms(&self) -> Vec<RoomKey> {
+        self.spans().rooms.keys().copied().collect()
+    }
+
     /// Opens a room on the next worker (round robin).
     pub async fn create_room(&self) -> Result<RoomKey, MediaError> {
         if self.is_draining() {

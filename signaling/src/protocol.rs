@@ -237,6 +237,12 @@ pub enum ServerMessage {
         /// The new value.
         value: bool,
     },
+    /// The channel's SFU media moved to another room (its node failed, restarted or is
+    /// drained): drop the SFU PeerConnections, publish again and take the new subscribe offer.
+    SfuRestart {
+        /// The channel.
+        channel: ChannelId,
+    },
     /// Reply to `ping`.
     Pong,
     /// Success of a request that has no other reply, when it carried a `requestId`.
@@ -405,6 +411,16 @@ impl ServerMessage {
                 sdp: sdp.clone(),
                 is_sfu: true,
             },
+            E::SfuRestarted { channel, .. } => Self::SfuRestart {
+                channel: channel.clone(),
+            },
+            E::MediaStranded { channel, .. } => Self::Error {
+                code: ErrorCode::SfuUnavailable,
+                message: format!(
+                    "the SFU node of channel {channel} failed and no healthy SFU node can host \
+                     its media now; publish again later"
+                ),
+            },
             E::SessionLost { .. } => Self::Error {
                 code: ErrorCode::SessionNotFound,
                 message: "this session was lost while shared state was unavailable; reconnect"
@@ -552,6 +568,24 @@ mod tests {
         assert_eq!(
             ServerMessage::render(&lost).unwrap().encode(None),
             r#"{"type":"error","code":"session_not_found","message":"this session was lost while shared state was unavailable; reconnect"}"#
+        );
+        let restarted = DomainEvent::SfuRestarted {
+            channel: ChannelId::from("c"),
+            node: crate::domain::ids::SfuServerId(2),
+            room: "r".into(),
+        };
+        assert_eq!(
+            ServerMessage::render(&restarted).unwrap().encode(None),
+            r#"{"type":"sfuRestart","channel":"c"}"#
+        );
+        let stranded = DomainEvent::MediaStranded {
+            channel: ChannelId::from("c"),
+            node: crate::domain::ids::SfuServerId(2),
+        };
+        let stranded = ServerMessage::render(&stranded).unwrap().encode(None);
+        assert!(
+            stranded.starts_with(r#"{"type":"error","code":"sfu_unavailable","message":"the SFU node of channel c failed"#),
+            "{stranded}"
         );
         let integrated = DomainEvent::UserIntegrated {
             session: SessionId::from("s"),

@@ -209,7 +209,9 @@ pub enum DomainEvent {
         /// The node.
         node: SfuServerId,
     },
-    /// A node no longer had a channel's room (it restarted): the channel is placed again.
+    /// A channel's room on a node is gone or out of reach (the node failed or restarted): the
+    /// channel is placed again ([`DomainEvent::SfuRestarted`] or
+    /// [`DomainEvent::MediaStranded`] follows).
     RoomLost {
         /// The channel.
         channel: ChannelId,
@@ -217,6 +219,24 @@ pub enum DomainEvent {
         node: SfuServerId,
         /// The room it lost.
         room: String,
+    },
+    /// A channel's media moved to a new room: its members must drop their SFU PeerConnections
+    /// and publish and subscribe again (`sfuRestart`).
+    SfuRestarted {
+        /// The channel.
+        channel: ChannelId,
+        /// The node now hosting it.
+        node: SfuServerId,
+        /// The new room.
+        room: String,
+    },
+    /// A channel's room was lost and no healthy node could host it: its members are told (an
+    /// `error`), and the next publish places it once a node can.
+    MediaStranded {
+        /// The channel.
+        channel: ChannelId,
+        /// The node that lost it.
+        node: SfuServerId,
     },
     /// An SFU node was registered.
     SfuServerRegistered {
@@ -267,6 +287,8 @@ impl DomainEvent {
             Self::SfuServerUp { .. } => "sfu_server_up",
             Self::SfuServerDown { .. } => "sfu_server_down",
             Self::RoomLost { .. } => "room_lost",
+            Self::SfuRestarted { .. } => "sfu_restarted",
+            Self::MediaStranded { .. } => "media_stranded",
             Self::SfuServerRegistered { .. } => "sfu_server_registered",
             Self::SfuServerDraining { .. } => "sfu_server_draining",
             Self::SfuServerRemoved { .. } => "sfu_server_removed",

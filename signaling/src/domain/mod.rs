@@ -12,6 +12,7 @@ pub mod model;
 pub mod ports;
 
 mod channels;
+mod failover;
 mod fleet;
 mod placement;
 mod relay;

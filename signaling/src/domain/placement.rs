@@ -7,6 +7,7 @@
 //! sessions held by any instance (delivery crosses the bus).
 
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use mooyaho_control::{ErrorCode as NodeError, Event, Request, Response};
 use tokio::sync::mpsc;
@@ -15,6 +16,7 @@ use serde_json::Value;
 
 use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
+use super::failover::{CHECK_EVERY, NodeWatch};
 use super::ids::{ChannelId, SessionId, SfuServerId};
 use super::model::{ChannelRecord, SessionRecord, SessionUpdate};
 use super::ports::{NodeReport, SfuError, SfuNodes};
@@ -64,6 +66,145 @@ impl Placement {
                 placement.on_node_event(node, event).await;
             }
         });
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut watch = NodeWatch::default();
+            let mut tick = tokio::time::interval(CHECK_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(placement) = weak.upgrade() else {
+                    break;
+                };
+                placement.watch_nodes(&mut watch).await;
+            }
+        });
+    }
+
+    /// One look at the fleet's health: the channels of every node that failed move at once.
+    async fn watch_nodes(&self, watch: &mut NodeWatch) {
+        let Some(nodes) = self.nodes() else { return };
+        let records = match self.shared.store.sfu_servers().await {
+            Ok(records) => records,
+            Err(e) => return tracing::debug!(error = %e, "failover: registry unavailable"),
+        };
+        let health = records.iter().map(|r| (r.id, nodes.status(r.id).healthy));
+        for node in watch.look(Instant::now(), health) {
+            self.fail_over(node).await;
+        }
+    }
+
+    /// `node` failed: every channel placed on it is placed again on a healthy node.
+    async fn fail_over(&self, node: SfuServerId) {
+        let channels = match self.shared.store.channels().await {
+            Ok(channels) => channels,
+            Err(e) => return tracing::warn!(%node, error = %e, "failover: store unavailable"),
+        };
+        let placed: Vec<_> = channels
+            .into_iter()
+            .filter_map(|c| match (c.sfu_server_id, c.sfu_room) {
+                (Some(on), Some(room)) if on == node => Some((c.id, room)),
+                _ => None,
+            })
+            .collect();
+        if placed.is_empty() {
+            return;
+        }
+        tracing::warn!(%node, channels = placed.len(), "SFU node failed: moving its channels");
+        for (channel, room) in placed {
+            self.relocate(&channel, node, &room, None).await;
+        }
+    }
+
+    /// This instance's link to `node` came up: channels whose rooms the node no longer has (it
+    /// restarted) are placed again. The channels are read before the node is asked, so a room
+    /// created in between is never taken for a lost one.
+    async fn find_lost_rooms(&self, node: SfuServerId) {
+        let channels = match self.shared.store.channels().await {
+            Ok(channels) => channels,
+            Err(e) => return tracing::warn!(%node, error = %e, "lost rooms: store unavailable"),
+        };
+        let placed: Vec<_> = channels
+            .into_iter()
+            .filter_map(|c| match (c.sfu_server_id, c.sfu_room) {
+                (Some(on), Some(room)) if on == node => Some((c.id, room)),
+                _ => None,
+            })
+            .collect();
+        if placed.is_empty() {
+            return;
+        }
+        let hosted = match self.node_call(node, Request::Rooms).await {
+            Ok(Response::Rooms { rooms }) => rooms,
+            Ok(other) => return tracing::warn!(%node, ?other, "lost rooms: unexpected reply"),
+            Err(e) => return tracing::warn!(%node, error = %e.message, "lost rooms: no reply"),
+        };
+        for (channel, room) in placed {
+            if !hosted.contains(&room) {
+                tracing::info!(%node, %channel, %room, "the node lost the channel's room");
+                self.relocate(&channel, node, &room, None).await;
+            }
+        }
+    }
+
+    /// `channel`'s `room` on `node` is lost (the node failed or restarted): the channel is placed
+    /// again on the least-loaded healthy node at once, and its members — but `except`, whose own
+    /// publish is placing it — are told `sfuRestart` so they publish and subscribe again. Of
+    /// several instances noticing one lost room, only the one whose unplace took effect does
+    /// this. With no healthy node left, members are told so (an `error`), and the channel stays
+    /// unplaced until a publish can place it.
+    async fn relocate(
+        &self,
+        channel: &ChannelId,
+        node: SfuServerId,
+        room: &str,
+        except: Option<&SessionId>,
+    ) {
+        match self.shared.store.unplace_channel(channel, room).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => return tracing::warn!(%channel, error = %e, "relocating: store unavailable"),
+        }
+        let lost = DomainEvent::RoomLost {
+            channel: channel.clone(),
+            node,
+            room: room.to_owned(),
+        };
+        self.shared.events.record(lost).await;
+        let members = match self.shared.live_members(channel).await {
+            Ok(members) => members,
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "relocating: members unavailable");
+                Vec::new()
+            }
+        };
+        let audience: Vec<&SessionRecord> =
+            members.iter().filter(|m| Some(&m.id) != except).collect();
+        match self.room_for(channel).await {
+            Ok((new_node, new_room, _)) => {
+                tracing::info!(%channel, from = %node, to = %new_node, "channel placed again");
+                let restarted = DomainEvent::SfuRestarted {
+                    channel: channel.clone(),
+                    node: new_node,
+                    room: new_room.clone(),
+                };
+                self.shared.emit(restarted, &audience).await;
+                // Receive-only members publish nothing, so the node would never learn of them:
+                // offering registers them (and sends the offer when there is something already).
+                for member in audience {
+                    self.offer(new_node, &new_room, member).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%channel, from = %node, error = %e.message,
+                    "channel lost its SFU room and cannot be placed again now");
+                let stranded = DomainEvent::MediaStranded {
+                    channel: channel.clone(),
+                    node,
+                };
+                self.shared.emit(stranded, &audience).await;
+            }
+        }
     }
 
     /// The fleet, if this instance has one.
@@ -110,11 +251,9 @@ impl Placement {
                     code: NodeError::UnknownRoom,
                     ..
                 } if !retried => {
-                    // The node restarted and lost the room: place the channel again, once.
-                    self.shared
-                        .store
-                        .unplace_channel(&channel.id, &room)
-                        .await?;
+                    // The node restarted and lost the room: place the channel again, once. The
+                    // others restart their media; this publish goes to the new room.
+                    self.relocate(&channel.id, node, &room, Some(&me.id)).await;
                     retried = true;
                 }
                 other => return Err(node_refusal(other)),
@@ -162,12 +301,24 @@ impl Placement {
             ));
         };
         let request = Request::SubscribeAnswer {
-            room,
+            room: room.clone(),
             session: me.id.0.clone(),
             answer,
         };
         match self.node_call(node, request).await? {
             Response::Done => Ok(()),
+            Response::Error {
+                code: NodeError::UnknownRoom,
+                ..
+            } => {
+                // Answering an offer of a room the node lost: every member, this one included,
+                // restarts its media in the channel's new room.
+                self.relocate(&channel.id, node, &room, None).await;
+                Err(SignalError::new(
+                    ErrorCode::SfuUnavailable,
+                    "the SFU node lost this channel's room; its media restarts (sfuRestart)",
+                ))
+            }
             other => Err(node_refusal(other)),
         }
     }
@@ -283,12 +434,16 @@ impl Placement {
         }
     }
 
-    async fn on_node_event(&self, node: SfuServerId, report: NodeReport) {
+    async fn on_node_event(self: &Arc<Self>, node: SfuServerId, report: NodeReport) {
         let event = match report {
             NodeReport::LinkUp => {
                 let up = DomainEvent::SfuNodeUp { node };
                 self.shared.events.record(up).await;
-                return self.fleet_link(node, true).await;
+                self.fleet_link(node, true).await;
+                // Not on the event loop: asking the node waits for its reply.
+                let placement = self.clone();
+                tokio::spawn(async move { placement.find_lost_rooms(node).await });
+                return;
             }
             NodeReport::LinkDown => {
                 let down = DomainEvent::SfuNodeDown { node };
@@ -491,6 +646,7 @@ mod tests {
 
     use super::*;
     use crate::domain::events::Emitted;
+    use crate::domain::ports::ChannelStore;
     use crate::domain::tests::{
         FakeNodes, audience, drain, kinds, member, recorded_service, register_node,
     };
@@ -711,5 +867,251 @@ mod tests {
             ]
         );
         assert!(seen.iter().all(|e| e.audience.is_empty()));
+    }
+
+    /// Two nodes at distinct addresses (no fingerprint: only the fake reaches them).
+    async fn two_nodes(signaling: &crate::domain::Signaling) -> (SfuServerId, SfuServerId) {
+        let servers = signaling.sfu_servers();
+        let a = servers.register("127.0.0.1:4001".into(), None).await;
+        let b = servers.register("127.0.0.1:4002".into(), None).await;
+        (a.unwrap().record.id, b.unwrap().record.id)
+    }
+
+    /// Waits until the recorder has seen an event of `kind`; returns everything seen.
+    async fn seen_until(
+        recorder: &crate::domain::events::recording::Recorder,
+        kind: &str,
+    ) -> Vec<Emitted> {
+        let mut seen = Vec::new();
+        let found = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                seen.extend(recorder.take());
+                if seen.iter().any(|e| e.event.kind() == kind) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "no {kind}: {:?}", kinds(&seen));
+        seen
+    }
+
+    fn restart_frame(channel: &ChannelId) -> String {
+        format!(r#"{{"type":"sfuRestart","channel":"{channel}"}}"#)
+    }
+
+    #[tokio::test]
+    async fn a_failed_node_s_channels_move_to_a_healthy_node_and_members_are_told_once() {
+        let (signaling, store, recorder) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        let (a, b) = two_nodes(&signaling).await;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        let placed = store.inner.channel(&channel).await.unwrap().unwrap();
+        assert_eq!(
+            placed.sfu_server_id,
+            Some(a),
+            "the least-loaded node, lowest id"
+        );
+        let old_room = placed.sfu_room.unwrap();
+        // The failover watch has seen both nodes healthy by now.
+        tokio::time::sleep(CHECK_EVERY * 2).await;
+        drain(&mut alice_queue);
+        drain(&mut bob_queue);
+        recorder.take();
+        nodes.take();
+
+        nodes.set_healthy(a, false);
+        let seen = seen_until(&recorder, "sfu_restarted").await;
+        assert_eq!(kinds(&seen)[..2], ["room_lost", "channel_placed"]);
+        assert_eq!(
+            seen[0].event,
+            DomainEvent::RoomLost {
+                channel: channel.clone(),
+                node: a,
+                room: old_room.clone()
+            }
+        );
+        let restarted = seen
+            .iter()
+            .find(|e| e.event.kind() == "sfu_restarted")
+            .unwrap();
+        assert_eq!(
+            audience(restarted),
+            crate::domain::tests::sorted(vec![alice.session.clone(), bob.session.clone()])
+        );
+        let moved = store.inner.channel(&channel).await.unwrap().unwrap();
+        assert_eq!(moved.sfu_server_id, Some(b));
+        assert_ne!(moved.sfu_room.as_deref(), Some(old_room.as_str()));
+        // Both hear of it, first, then each is offered the new room (registering receivers).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for (queue, who) in [(&mut alice_queue, &alice), (&mut bob_queue, &bob)] {
+            let frames = drain(queue);
+            assert_eq!(frames[0], restart_frame(&channel), "{frames:?}");
+            assert!(
+                frames[1].contains(&format!("offer-for-{}", who.session)),
+                "{frames:?}"
+            );
+        }
+        assert!(matches!(nodes.take()[0], Request::CreateRoom));
+
+        // Another look (or another instance) finds nothing left on the failed node: told once.
+        signaling.placement().fail_over(a).await;
+        signaling
+            .placement()
+            .relocate(&channel, a, &old_room, None)
+            .await;
+        assert!(recorder.take().is_empty());
+        assert!(drain(&mut alice_queue).is_empty());
+        assert_eq!(store.inner.channel(&channel).await.unwrap().unwrap(), moved);
+    }
+
+    #[tokio::test]
+    async fn with_no_healthy_node_left_members_get_an_error_and_nothing_is_lost() {
+        let (signaling, store, recorder) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        let (a, b) = two_nodes(&signaling).await;
+        nodes.set_healthy(b, false);
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        tokio::time::sleep(CHECK_EVERY * 2).await;
+        drain(&mut alice_queue);
+        drain(&mut bob_queue);
+        recorder.take();
+
+        nodes.set_healthy(a, false);
+        let seen = seen_until(&recorder, "media_stranded").await;
+        assert_eq!(kinds(&seen), ["room_lost", "media_stranded"]);
+        for queue in [&mut alice_queue, &mut bob_queue] {
+            let frames = drain(queue);
+            assert_eq!(frames.len(), 1, "{frames:?}");
+            let error: Value = serde_json::from_str(&frames[0]).unwrap();
+            assert_eq!(error["type"], "error");
+            assert_eq!(error["code"], "sfu_unavailable");
+            assert!(
+                error["message"].as_str().unwrap().contains("failed"),
+                "{error}"
+            );
+        }
+        // The channel and its members are kept; only the placement went.
+        let kept = store.inner.channel(&channel).await.unwrap().unwrap();
+        assert_eq!((kept.sfu_server_id, kept.sfu_room), (None, None));
+        let members = crate::domain::tests::sorted(store.inner.members(&channel).await.unwrap());
+        assert_eq!(
+            members,
+            crate::domain::tests::sorted(vec![alice.session.clone(), bob.session.clone()])
+        );
+        // A publish meanwhile is refused clearly; once a node is back, it places the channel.
+        let refused = signaling.placement().publish(&bob, "offer".into()).await;
+        assert_eq!(refused.unwrap_err().code, ErrorCode::SfuUnavailable);
+        nodes.set_healthy(b, true);
+        signaling
+            .placement()
+            .publish(&bob, "offer".into())
+            .await
+            .unwrap();
+        let placed = store.inner.channel(&channel).await.unwrap().unwrap();
+        assert_eq!(placed.sfu_server_id, Some(b));
+    }
+
+    #[tokio::test]
+    async fn a_node_that_restarted_without_its_rooms_has_its_channels_placed_again() {
+        let (signaling, store, recorder) = recorded_service();
+        let (nodes, node_events) = FakeNodes::attach(&signaling);
+        let (a, _b) = two_nodes(&signaling).await;
+        let lost = signaling.channels().create(true).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &lost, "alice").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        let room = store
+            .inner
+            .channel(&lost)
+            .await
+            .unwrap()
+            .unwrap()
+            .sfu_room
+            .unwrap();
+        drain(&mut alice_queue);
+
+        // The node restarts (its rooms are gone) and its link comes up again.
+        nodes.lose_rooms(a);
+        recorder.take();
+        node_events.send((a, NodeReport::LinkUp)).await.unwrap();
+        let seen = seen_until(&recorder, "sfu_restarted").await;
+        assert_eq!(
+            kinds(&seen)[..3],
+            ["sfu_node_up", "room_lost", "channel_placed"]
+        );
+        let moved = store.inner.channel(&lost).await.unwrap().unwrap();
+        assert_ne!(moved.sfu_room, Some(room));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(drain(&mut alice_queue)[0], restart_frame(&lost));
+
+        // A link that comes up to a node that kept its rooms moves nothing.
+        recorder.take();
+        node_events.send((a, NodeReport::LinkUp)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(kinds(&recorder.take()), ["sfu_node_up"]);
+        assert_eq!(store.inner.channel(&lost).await.unwrap().unwrap(), moved);
+    }
+
+    #[tokio::test]
+    async fn a_publish_to_a_lost_room_places_the_channel_again_and_restarts_the_others() {
+        let (signaling, store, recorder) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        let (a, _b) = two_nodes(&signaling).await;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        drain(&mut alice_queue);
+        drain(&mut bob_queue);
+        nodes.lose_rooms(a);
+        recorder.take();
+
+        let answer = signaling.placement().publish(&bob, "offer".into()).await;
+        assert_eq!(answer.unwrap(), "answer");
+        let seen = kinds(&recorder.take());
+        assert_eq!(
+            seen[..3],
+            ["room_lost", "channel_placed", "sfu_restarted"],
+            "{seen:?}"
+        );
+        assert!(seen.contains(&"tracks_published"));
+        assert_eq!(drain(&mut alice_queue)[0], restart_frame(&channel));
+        assert!(
+            !drain(&mut bob_queue).contains(&restart_frame(&channel)),
+            "the publisher's own publish went to the new room"
+        );
+        assert!(
+            store
+                .inner
+                .channel(&channel)
+                .await
+                .unwrap()
+                .unwrap()
+                .sfu_room
+                .is_some()
+        );
     }
 }

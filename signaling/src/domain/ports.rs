@@ -43,8 +43,10 @@ pub trait ChannelStore: Send + Sync {
         server: SfuServerId,
         room: &str,
     ) -> Result<Option<ChannelRecord>, StoreError>;
-    /// Clears the placement if the channel is still on `room` (its node lost it).
-    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError>;
+    /// Clears the placement if the channel is still on `room` (its node lost it), atomically.
+    /// Returns whether this call cleared it, so that of several instances noticing one lost
+    /// room only one places the channel again and tells its members.
+    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<bool, StoreError>;
     /// Deletes a channel and its memberships; returns the members it had, or `None` if unknown.
     async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError>;
     /// Adds or removes a member. Returns whether this call changed the membership, so that of

@@ -451,7 +451,7 @@ mod tests {
         ) -> Result<Option<ChannelRecord>, StoreError> {
             self.inner.place_channel(id, server, room).await
         }
-        async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError> {
+        async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<bool, StoreError> {
             self.inner.unplace_channel(id, room).await
         }
         async fn delete_channel(

@@ -65,7 +65,7 @@ impl ChannelStore for CountingStore {
         self.count();
         self.inner.place_channel(id, server, room).await
     }
-    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError> {
+    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<bool, StoreError> {
         self.count();
         self.inner.unplace_channel(id, room).await
     }
@@ -398,11 +398,20 @@ pub(super) fn rendered(event: &DomainEvent) -> String {
         .encode(None)
 }
 
-/// An SFU fleet of healthy nodes that accept everything: rooms are `room-<n>`, a publish is
-/// answered `answer`, and a subscribe offer for session `s` is `offer-for-s`. Keeps every request.
+/// An SFU fleet of nodes that accept everything: rooms are `room-<n>` (never reused), a publish is answered
+/// `answer`, and a subscribe offer for session `s` is `offer-for-s`. Keeps every request. Nodes
+/// are healthy until [`FakeNodes::set_healthy`] says otherwise; rooms are hosted until
+/// [`FakeNodes::lose_rooms`] (a restart): requests naming a lost room get `unknown_room`.
 #[derive(Debug, Default)]
 pub(super) struct FakeNodes {
     requests: std::sync::Mutex<Vec<mooyaho_control::Request>>,
+    unhealthy: std::sync::Mutex<std::collections::HashSet<SfuServerId>>,
+    /// Rooms created and not lost, per node.
+    hosted: std::sync::Mutex<Vec<(SfuServerId, String)>>,
+    /// Rooms lost by a restart.
+    lost: std::sync::Mutex<Vec<String>>,
+    /// Rooms created so far (room names are never reused).
+    created: AtomicUsize,
 }
 
 impl FakeNodes {
@@ -423,20 +432,64 @@ impl FakeNodes {
     pub(super) fn take(&self) -> Vec<mooyaho_control::Request> {
         std::mem::take(&mut *self.requests.lock().unwrap())
     }
+
+    /// Makes `node` (un)healthy from now on.
+    pub(super) fn set_healthy(&self, node: SfuServerId, healthy: bool) {
+        let mut unhealthy = self.unhealthy.lock().unwrap();
+        if healthy {
+            unhealthy.remove(&node);
+        } else {
+            unhealthy.insert(node);
+        }
+    }
+
+    /// `node` restarted: the rooms it hosted are gone.
+    pub(super) fn lose_rooms(&self, node: SfuServerId) {
+        let mut hosted = self.hosted.lock().unwrap();
+        let mut lost = self.lost.lock().unwrap();
+        lost.extend(
+            hosted
+                .iter()
+                .filter(|(n, _)| *n == node)
+                .map(|(_, r)| r.clone()),
+        );
+        hosted.retain(|(n, _)| *n != node);
+    }
 }
 
 #[async_trait]
 impl super::ports::SfuNodes for FakeNodes {
     async fn call(
         &self,
-        _node: SfuServerId,
+        node: SfuServerId,
         request: mooyaho_control::Request,
     ) -> Result<mooyaho_control::Response, super::ports::SfuError> {
-        use mooyaho_control::{Request, Response};
+        use mooyaho_control::{ErrorCode, Request, Response};
+        let room = match &request {
+            Request::Publish { room, .. }
+            | Request::SubscribeOffer { room, .. }
+            | Request::SubscribeAnswer { room, .. }
+            | Request::CloseSession { room, .. }
+            | Request::CloseRoom { room } => Some(room.clone()),
+            _ => None,
+        };
         let mut requests = self.requests.lock().unwrap();
+        let lost = room.is_some_and(|room| self.lost.lock().unwrap().contains(&room));
         let response = match &request {
-            Request::CreateRoom => Response::Room {
-                room: format!("room-{}", requests.len()),
+            _ if lost => Response::Error {
+                code: ErrorCode::UnknownRoom,
+                message: "no such room".into(),
+            },
+            Request::CreateRoom => {
+                let room = format!("room-{}", self.created.fetch_add(1, Ordering::Relaxed));
+                self.hosted.lock().unwrap().push((node, room.clone()));
+                Response::Room { room }
+            }
+            Request::Rooms => Response::Rooms {
+                rooms: (self.hosted.lock().unwrap().iter())
+                    .filter(|(n, _)| *n == node)
+                    .map(|(_, r)| r.clone())
+                    .collect(),
             },
             // An offer with media lines is answered with them all accepted (same ports).
             Request::Publish { offer, .. } => Response::Sdp {
@@ -455,10 +508,11 @@ impl super::ports::SfuNodes for FakeNodes {
         Ok(response)
     }
 
-    fn status(&self, _node: SfuServerId) -> super::ports::NodeStatus {
+    fn status(&self, node: SfuServerId) -> super::ports::NodeStatus {
+        let healthy = !self.unhealthy.lock().unwrap().contains(&node);
         super::ports::NodeStatus {
-            connected: true,
-            healthy: true,
+            connected: healthy,
+            healthy,
             load: Some(mooyaho_control::Load::default()),
             last_error: None,
         }

@@ -263,20 +263,20 @@ impl ChannelStore for EmbeddedStore {
         Ok(Some(placed))
     }
 
-    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError> {
+    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<bool, StoreError> {
         let generation = {
             let mut inner = self.lock();
             let Some(channel) = inner.persistent.channels.get_mut(id) else {
-                return Ok(());
+                return Ok(false);
             };
             if channel.sfu_room.as_deref() != Some(room) {
-                return Ok(());
+                return Ok(false);
             }
             channel.sfu_server_id = None;
             channel.sfu_room = None;
             Self::changed(&mut inner)
         };
-        self.persisted(generation).await
+        self.persisted(generation).await.map(|()| true)
     }
 
     async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError> {
@@ -907,5 +907,38 @@ mod tests {
             EmbeddedStore::open(dir.path()),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn unplacing_clears_only_the_named_room_and_says_whether_it_did() {
+        let store = EmbeddedStore::in_memory();
+        let id = ChannelId::from("c");
+        let record = ChannelRecord {
+            id: id.clone(),
+            sfu_enabled: true,
+            sfu_server_id: None,
+            sfu_room: None,
+            created_at_ms: 1,
+        };
+        store.create_channel(&record).await.unwrap();
+        let node = SfuServerId(3);
+        store.place_channel(&id, node, "r1").await.unwrap();
+        assert!(
+            !store.unplace_channel(&id, "r0").await.unwrap(),
+            "another room"
+        );
+        assert!(store.unplace_channel(&id, "r1").await.unwrap());
+        assert!(
+            !store.unplace_channel(&id, "r1").await.unwrap(),
+            "only once"
+        );
+        let now = store.channel(&id).await.unwrap().unwrap();
+        assert_eq!((now.sfu_server_id, now.sfu_room), (None, None));
+        assert!(
+            !store
+                .unplace_channel(&ChannelId::from("nope"), "r1")
+                .await
+                .unwrap()
+        );
     }
 }

@@ -279,13 +279,13 @@ impl ChannelStore for RedisStore {
             .transpose()
     }
 
-    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<(), StoreError> {
+    async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<bool, StoreError> {
         redis::Script::new(UNPLACE_CHANNEL)
             .key(self.keys.channel(id))
             .arg(room)
             .invoke_async::<i64>(&mut self.conn())
             .await
-            .map(drop)
+            .map(|cleared| cleared == 1)
             .map_err(unavailable)
     }
 
@@ -1002,6 +1002,40 @@ mod tests {
         assert!(
             !store
                 .retire_session(&id, &ConnectionId::from("c1"))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn unplacing_clears_only_the_named_room_and_says_whether_it_did() {
+        let redis = RedisServer::start();
+        let store = redis.store().await;
+        let id = ChannelId::from("c");
+        let record = ChannelRecord {
+            id: id.clone(),
+            sfu_enabled: true,
+            sfu_server_id: None,
+            sfu_room: None,
+            created_at_ms: 1,
+        };
+        store.create_channel(&record).await.unwrap();
+        let node = SfuServerId(3);
+        store.place_channel(&id, node, "r1").await.unwrap();
+        assert!(
+            !store.unplace_channel(&id, "r0").await.unwrap(),
+            "another room"
+        );
+        assert!(store.unplace_channel(&id, "r1").await.unwrap());
+        assert!(
+            !store.unplace_channel(&id, "r1").await.unwrap(),
+            "only once"
+        );
+        let now = store.channel(&id).await.unwrap().unwrap();
+        assert_eq!((now.sfu_server_id, now.sfu_room), (None, None));
+        assert!(
+            !store
+                .unplace_channel(&ChannelId::from("nope"), "r1")
                 .await
                 .unwrap()
         );
