@@ -717,3 +717,102 @@ fn every_command_refuses_a_cluster_secret_under_16_characters() {
         );
     }
 }
+
+/// An authenticated control connection, as a signaling instance holds one.
+async fn control_session(node: SocketAddr) -> quinn::Connection {
+    let endpoint = hostile_endpoint();
+    let connection = connect(&endpoint, node).await.expect("connect");
+    let keys = exporter(&connection);
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let hello = hello_with(Proof::new(SECRET.as_bytes(), Role::Signaling, &keys));
+    send.write_all(&hello).await.unwrap();
+    let reply = read_frame::<Response, _>(&mut recv, MAX_HELLO_FRAME).await;
+    assert!(matches!(reply, Ok(Response::Welcome { .. })), "{reply:?}");
+    connection
+}
+
+/// One request on a fresh stream.
+async fn control_call(connection: &quinn::Connection, request: &Request) -> Response {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    write_frame(&mut send, request).await.unwrap();
+    let _ = send.finish();
+    read_frame::<Response, _>(&mut recv, mooyaho_control::MAX_FRAME)
+        .await
+        .unwrap()
+}
+
+/// Issue 13 item 1: a node restarted with its identity (`--data-dir`, same address) lost its
+/// rooms, and says so: requests naming a room of its previous run get `unknown_room` — never
+/// a room it created since for another channel — and `rooms` lists only what it hosts now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_answers_unknown_room_for_the_rooms_of_its_previous_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let args = ["--control-listen", listen.as_str(), "--data-dir", &data_dir];
+
+    let mut first = SfuNode::start_with(SECRET, None, &args);
+    let connection = control_session(first.control).await;
+    let Response::Room { room: old } = control_call(&connection, &Request::CreateRoom).await else {
+        panic!("no room");
+    };
+    let listed = control_call(&connection, &Request::Rooms).await;
+    assert_eq!(
+        listed,
+        Response::Rooms {
+            rooms: vec![old.clone()]
+        }
+    );
+    first.kill();
+
+    let second = SfuNode::start_with(SECRET, None, &args);
+    assert_eq!(second.fingerprint, first.fingerprint);
+    let connection = control_session(second.control).await;
+    let Response::Room { room: new } = control_call(&connection, &Request::CreateRoom).await else {
+        panic!("no room");
+    };
+    assert_ne!(new, old, "a restarted node reused a room name");
+    let listed = control_call(&connection, &Request::Rooms).await;
+    assert_eq!(
+        listed,
+        Response::Rooms {
+            rooms: vec![new.clone()]
+        }
+    );
+    for request in [
+        Request::SubscribeOffer {
+            room: old.clone(),
+            session: "s".into(),
+        },
+        Request::Publish {
+            room: old.clone(),
+            session: "s".into(),
+            offer: "v=0".into(),
+        },
+        Request::CloseRoom { room: old.clone() },
+        Request::CloseRoom {
+            room: "not-a-room".into(),
+        },
+    ] {
+        let reply = control_call(&connection, &request).await;
+        assert!(
+            matches!(
+                reply,
+                Response::Error {
+                    code: ErrorCode::UnknownRoom,
+                    ..
+                }
+            ),
+            "{request:?} → {reply:?}"
+        );
+    }
+    // The room of this run is untouched by all that.
+    let offer = Request::SubscribeOffer {
+        room: new.clone(),
+        session: "s".into(),
+    };
+    assert_eq!(
+        control_call(&connection, &offer).await,
+        Response::Sdp { sdp: None }
+    );
+}

@@ -447,7 +447,8 @@ async fn a_killed_node_is_unhealthy_within_three_seconds_and_new_rooms_avoid_it(
         let (_, node, _client) = place(&cluster.servers[i % 2], &format!("after-{i}")).await;
         assert_eq!(node, b, "a new room was placed on the dead node");
     }
-    assert_eq!(placed_on(&rest, &channel).await, Some(a));
+    // The dead node's channel was moved too (failover), not left pointing at it.
+    assert_eq!(placed_on(&rest, &channel).await, Some(b));
 }
 
 /// The node's reported (rooms, transports).
@@ -594,4 +595,226 @@ async fn a_node_restarted_with_its_data_dir_keeps_its_identity_and_its_record() 
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("holds only one of"), "{stderr}");
+}
+
+/// Waits until every client (having handled `restarts` restarts: its subscribe PeerConnection
+/// is new since each) receives audio and video from every other one on its current subscribe
+/// PeerConnection; returns how long that took from `since`, or `None` after `within`.
+async fn media_flows_between(
+    clients: &[SfuClient],
+    restarts: usize,
+    since: Instant,
+    within: Duration,
+) -> Option<Duration> {
+    let ids: Vec<String> = clients.iter().map(|c| c.id.clone()).collect();
+    let flowing = eventually(within, || async {
+        for client in clients {
+            if client.sub_state.borrow().recoveries < restarts {
+                return false;
+            }
+            let received = client.received().await;
+            let all = ids.iter().filter(|id| **id != client.id).all(|id| {
+                received
+                    .get(id)
+                    .is_some_and(|m| !m.audio.is_empty() && !m.video.is_empty())
+            });
+            if !all {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    flowing.then(|| since.elapsed())
+}
+
+/// Issue 13 item 2: SIGKILL the node hosting an SFU channel whose three members (on two
+/// signaling instances) stream media. Within the 3 s health window plus a look, the channel is
+/// placed on the other node, every member gets `sfuRestart`, and the test client — like the
+/// browser SDK, with nothing asked of the test — drops its PeerConnections, publishes again and
+/// takes the new subscribe offer: media flows again, and the gap is measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_hosting_node_moves_its_channel_and_media_flows_again() {
+    let mut cluster = Cluster::start().await;
+    let channel = cluster.rest(0).create_channel(true).await;
+    let mut clients = Vec::new();
+    for (i, server) in [0usize, 1, 0].into_iter().enumerate() {
+        let s = &cluster.servers[server];
+        clients.push(SfuClient::join(&s.ws_url(), &s.rest(), &channel, &format!("fo-{i}")).await);
+    }
+    for client in &mut clients {
+        client.publish().await;
+    }
+    let streams: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.stream_media(0xB0 + i as u8, Duration::from_millis(20)))
+        .collect();
+    let started = Instant::now();
+    let first = media_flows_between(&clients, 0, started, Duration::from_secs(15)).await;
+    assert!(first.is_some(), "media never flowed before the kill");
+
+    let host = placed_on(&cluster.rest(0), &channel).await.expect("placed");
+    let (dead, survivor) = if cluster.nodes[0].id() == host {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let survivor_id = cluster.nodes[survivor].id();
+    cluster.nodes[dead].kill();
+    let killed = Instant::now();
+
+    let gap = media_flows_between(&clients, 1, killed, Duration::from_secs(10)).await;
+    let states: Vec<_> = clients
+        .iter()
+        .map(|c| c.sub_state.borrow().clone())
+        .collect();
+    let gap = gap.unwrap_or_else(|| panic!("media did not flow again within 10 s: {states:?}"));
+    eprintln!("failover: media flowed again {gap:?} after SIGKILL of the hosting node");
+    assert!(gap < Duration::from_secs(10));
+    for (client, state) in clients.iter().zip(&states) {
+        assert_eq!(state.restarts, 1, "{}: {state:?}", client.name);
+        assert_eq!(state.recoveries, 1, "{}: {state:?}", client.name);
+        assert!(
+            state.restart_errors.is_empty(),
+            "{}: {state:?}",
+            client.name
+        );
+    }
+    for server in 0..2 {
+        assert_eq!(
+            placed_on(&cluster.rest(server), &channel).await,
+            Some(survivor_id)
+        );
+    }
+    // Nothing was lost from the store: the channel keeps its three members.
+    let (status, detail) = cluster
+        .rest(1)
+        .call("GET", &format!("/channels/{channel}"), None)
+        .await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(
+        detail["channelSessions"].as_array().map(Vec::len),
+        Some(3),
+        "{detail}"
+    );
+    for stream in streams {
+        stream.abort();
+    }
+}
+
+/// Issue 13 item 2, bad case: the last healthy node dies. Members are told clearly (an
+/// `error` with `sfu_unavailable`, not silence), the channel and its members stay, and once a
+/// node is back a publish places the channel again and media flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn when_the_last_healthy_node_dies_members_are_told_and_a_later_publish_recovers() {
+    let server = Server::start(&["--cluster-secret", SECRET, "--resume-grace-ms", "300"]);
+    let rest = server.rest();
+    let mut node = SfuNode::start(SECRET, Some(&server));
+    wait_health(&rest, node.id(), "healthy").await;
+    let channel = rest.create_channel(true).await;
+    let mut a = SfuClient::join(&server.ws_url(), &rest, &channel, "last-a").await;
+    let mut b = SfuClient::join(&server.ws_url(), &rest, &channel, "last-b").await;
+    a.publish().await;
+    b.publish().await;
+    node.kill();
+
+    for client in [&mut a, &mut b] {
+        let error = client.expect("error").await;
+        assert_eq!(error["code"], "sfu_unavailable", "{error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&channel), "{error}");
+    }
+    assert_eq!(placed_on(&rest, &channel).await, None, "unplaced");
+    let (_, detail) = rest
+        .call("GET", &format!("/channels/{channel}"), None)
+        .await;
+    assert_eq!(detail["channelSessions"].as_array().map(Vec::len), Some(2));
+    // A publish now is refused clearly too.
+    let reply = a
+        .request(json!({ "type": "call", "isSFU": true, "sdp": "v=0" }))
+        .await;
+    assert_eq!(reply["code"], "sfu_unavailable", "{reply}");
+
+    // A new node: the next publishes place the channel there and media flows.
+    let replacement = SfuNode::start(SECRET, Some(&server));
+    wait_health(&rest, replacement.id(), "healthy").await;
+    a.publish().await;
+    b.publish().await;
+    assert_eq!(placed_on(&rest, &channel).await, Some(replacement.id()));
+    a.publish_connected().await;
+    b.subscribed_to(&[&a.id]).await;
+    let (audio, video) = payloads(0xC1, 40);
+    a.send_media(&audio, &video, Duration::from_millis(5)).await;
+    let received = b.wait_for(&[&a.id], 20, Duration::from_secs(15)).await;
+    assert!(received[&a.id].audio.len() >= 20);
+}
+
+/// Issue 13 item 1: a node that restarted with its identity but without its rooms (SIGKILL,
+/// then `mooyaho sfu --data-dir` at the same address) while signaling was down too. When the
+/// signaling instance's link to it comes up, it asks the node which rooms it still has and places
+/// the channel whose room was lost again at once — before anyone publishes — on the same record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_whose_room_a_restart_lost_is_placed_again_when_the_link_comes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let signaling_dir = dir.path().join("signaling");
+    let node_dir = dir.path().join("node");
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let signaling_args = [
+        "--cluster-secret",
+        SECRET,
+        "--data-dir",
+        signaling_dir.to_str().unwrap(),
+    ];
+    let node_args = [
+        "--control-listen",
+        listen.as_str(),
+        "--data-dir",
+        node_dir.to_str().unwrap(),
+    ];
+
+    let mut server = Server::start(&signaling_args);
+    let mut node = SfuNode::start_with(SECRET, Some(&server), &node_args);
+    let id = node.id();
+    wait_health(&server.rest(), id, "healthy").await;
+    let (channel, placed, client) = place(&server, "before-restart").await;
+    assert_eq!(placed, id);
+    let rooms = |rest: Rest| async move { sfu_server(&rest, id).await["load"]["rooms"].as_u64() };
+    let reported = eventually(Duration::from_secs(5), || async {
+        rooms(server.rest()).await == Some(1)
+    })
+    .await;
+    assert!(reported, "{}", sfu_server(&server.rest(), id).await);
+    drop(client);
+    server.kill();
+    node.kill();
+
+    let server = Server::start(&signaling_args);
+    let node = SfuNode::start_with(SECRET, Some(&server), &node_args);
+    assert_eq!(node.id(), id, "the same record");
+    let rest = server.rest();
+    let replaced = eventually(Duration::from_secs(10), || async {
+        rooms(rest.clone()).await == Some(1)
+    })
+    .await;
+    assert!(
+        replaced,
+        "the lost room was not replaced: {}",
+        sfu_server(&rest, id).await
+    );
+    assert_eq!(placed_on(&rest, &channel).await, Some(id));
+
+    // Members publish into the new room (no further room is created).
+    let mut a = SfuClient::join(&server.ws_url(), &rest, &channel, "after-a").await;
+    let mut b = SfuClient::join(&server.ws_url(), &rest, &channel, "after-b").await;
+    a.publish().await;
+    b.publish().await;
+    a.publish_connected().await;
+    b.subscribed_to(&[&a.id]).await;
+    let (audio, video) = payloads(0xD1, 40);
+    a.send_media(&audio, &video, Duration::from_millis(5)).await;
+    let received = b.wait_for(&[&a.id], 20, Duration::from_secs(15)).await;
+    assert!(received[&a.id].video.len() >= 20);
+    assert_eq!(rooms(rest.clone()).await, Some(1));
+    assert_eq!(placed_on(&rest, &channel).await, Some(id));
 }

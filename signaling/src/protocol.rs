@@ -571,8 +571,7 @@ mod tests {
         );
         let restarted = DomainEvent::SfuRestarted {
             channel: ChannelId::from("c"),
-            node: crate::domain::ids::SfuServerId(2),
-            room: "r".into(),
+            placed: Some((crate::domain::ids::SfuServerId(2), "r".into())),
         };
         assert_eq!(
             ServerMessage::render(&restarted).unwrap().encode(None),

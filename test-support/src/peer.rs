@@ -401,6 +401,22 @@ pub fn payloads(tag: u8, n: usize) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
     (audio, video)
 }
 
+/// Audio and VP8 payload number `n` of a stream tagged `tag`, every video payload a keyframe
+/// (a subscriber that starts receiving mid-stream, e.g. after a failover, needs no PLI).
+pub fn keyframe_payloads(tag: u8, n: u32) -> (Vec<u8>, Vec<u8>) {
+    let mut audio = vec![tag];
+    audio.extend(n.to_be_bytes());
+    audio.extend((0..100u32).map(|j| (n + j) as u8 ^ tag));
+    // VP8 payload descriptor S=1, PID 0; keyframe tag and start code (RFC 7741 §4.3).
+    let mut video = vec![
+        0x10, 0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01,
+    ];
+    video.push(tag);
+    video.extend(n.to_be_bytes());
+    video.extend((0..700u32).map(|j| (n * 13 + j) as u8 ^ tag));
+    (audio, video)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

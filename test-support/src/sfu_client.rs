@@ -3,6 +3,11 @@
 //! one subscribe peer that a background task renegotiates on every `called {isSFU}` offer
 //! (answered with `answer {isSFU}`). Received RTP payloads are recorded per remote stream id,
 //! which the SFU sets to the publishing session's id.
+//!
+//! On `sfuRestart {channel}` (the channel's media moved to another room: its node failed or
+//! restarted) the client does what the browser SDK does, with no help from the test: it drops
+//! both PeerConnections, publishes again on a new one if it was publishing, and takes the new
+//! subscribe offers on a new subscribe PeerConnection.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -34,7 +39,32 @@ pub struct SubscribeState {
     pub errors: Vec<(u64, Value)>,
     /// Offers that could not be applied locally.
     pub local_errors: Vec<String>,
+    /// `sfuRestart` messages received.
+    pub restarts: usize,
+    /// Restarts handled: new PeerConnections made and, if publishing, the new publish answered.
+    pub recoveries: usize,
+    /// Why a restart's new publish failed (the server's `error`, or a local failure).
+    pub restart_errors: Vec<String>,
 }
+
+/// What the negotiator task does next, in the order the server said it.
+enum Negotiation {
+    /// Apply a subscribe offer.
+    Offer(String),
+    /// `sfuRestart`: new PeerConnections, publish again.
+    Restart,
+}
+
+/// The publish PeerConnection and its tracks.
+struct Published {
+    peer: Peer,
+    media: LocalMedia,
+}
+
+/// The current publish side, replaced on a restart.
+type PublishSlot = Arc<std::sync::Mutex<Option<Arc<Published>>>>;
+/// The current subscribe PeerConnection, replaced on a restart.
+type SubscribeSlot = Arc<std::sync::Mutex<Arc<Peer>>>;
 
 /// One client: a WebSocket session in an SFU channel with a publish and a subscribe PC.
 pub struct SfuClient {
@@ -43,8 +73,8 @@ pub struct SfuClient {
     out: mpsc::UnboundedSender<Message>,
     inbox: mpsc::UnboundedReceiver<Value>,
     /// Shared with the negotiator task, which applies the node's offers to it.
-    subscribe: Arc<Peer>,
-    publish: Option<(Peer, LocalMedia)>,
+    subscribe: SubscribeSlot,
+    publish: PublishSlot,
     pub sub_state: watch::Receiver<SubscribeState>,
     tasks: Vec<JoinHandle<()>>,
     next_request: u64,
@@ -59,10 +89,14 @@ impl SfuClient {
         let id = ws.id.clone();
         let (sink, mut stream) = ws.into_stream().split();
 
-        let subscribe = Arc::new(Peer::new().await.expect("subscribe peer"));
+        let subscribe: SubscribeSlot = Arc::new(std::sync::Mutex::new(Arc::new(
+            Peer::new().await.expect("subscribe peer"),
+        )));
+        let publish: PublishSlot = Arc::default();
         let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
-        let (offers_tx, mut offers_rx) = mpsc::unbounded_channel::<String>();
+        let (offers_tx, mut offers_rx) = mpsc::unbounded_channel::<Negotiation>();
+        let (publish_replies_tx, mut publish_replies) = mpsc::unbounded_channel::<Value>();
         let (state_tx, sub_state) = watch::channel(SubscribeState::default());
         let state_tx = Arc::new(state_tx);
         // Request id of each answer sent → the stream ids its offer carried.
@@ -88,7 +122,19 @@ impl SfuClient {
                     };
                     if message["type"] == "called" && message["isSFU"] == true {
                         let sdp = message["sdp"].as_str().unwrap_or_default().to_owned();
-                        let _ = offers_tx.send(sdp);
+                        let _ = offers_tx.send(Negotiation::Offer(sdp));
+                        continue;
+                    }
+                    if message["type"] == "sfuRestart" {
+                        state_tx.send_modify(|s| s.restarts += 1);
+                        let _ = offers_tx.send(Negotiation::Restart);
+                        continue;
+                    }
+                    if message["requestId"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("pub-"))
+                    {
+                        let _ = publish_replies_tx.send(message);
                         continue;
                     }
                     if let Some(request) = message["requestId"].as_str()
@@ -112,12 +158,32 @@ impl SfuClient {
             })
         };
 
-        // Offers are applied one at a time, in order.
+        // Offers (and restarts) are applied one at a time, in order.
         let negotiator = {
-            let (peer, out) = (subscribe.clone(), out.clone());
+            let (subscribe, publish, out) = (subscribe.clone(), publish.clone(), out.clone());
             tokio::spawn(async move {
                 let mut n = 0u64;
-                while let Some(offer) = offers_rx.recv().await {
+                let mut republished = 0u64;
+                while let Some(next) = offers_rx.recv().await {
+                    let offer = match next {
+                        Negotiation::Offer(offer) => offer,
+                        Negotiation::Restart => {
+                            republished += 1;
+                            let request = format!("pub-{republished}");
+                            let outcome =
+                                restart(&subscribe, &publish, &out, &mut publish_replies, &request)
+                                    .await;
+                            state_tx.send_modify(|s| {
+                                s.acked_streams.clear();
+                                match outcome {
+                                    Ok(()) => s.recoveries += 1,
+                                    Err(e) => s.restart_errors.push(e),
+                                }
+                            });
+                            continue;
+                        }
+                    };
+                    let peer = subscribe.lock().unwrap().clone();
                     let m_lines = offer.lines().filter(|l| l.starts_with("m=")).count();
                     state_tx.send_modify(|s| {
                         s.offers += 1;
@@ -150,7 +216,7 @@ impl SfuClient {
             out,
             inbox,
             subscribe,
-            publish: None,
+            publish,
             sub_state,
             tasks: vec![writer, reader, negotiator],
             next_request: 0,
@@ -218,14 +284,54 @@ impl SfuClient {
         assert_eq!(reply["isSFU"], true, "{reply}");
         let answer = reply["sdp"].as_str().expect("answer sdp").to_owned();
         peer.apply_answer(answer).await.expect("publish answer");
-        self.publish = Some((peer, media));
+        *self.publish.lock().unwrap() = Some(Arc::new(Published { peer, media }));
+    }
+
+    fn published(&self) -> Arc<Published> {
+        let published = self.publish.lock().unwrap().clone();
+        published.unwrap_or_else(|| panic!("{}: not published", self.name))
+    }
+
+    fn subscriber(&self) -> Arc<Peer> {
+        self.subscribe.lock().unwrap().clone()
     }
 
     /// Waits until the publish PC is connected.
     pub async fn publish_connected(&self) {
-        let (peer, _) = self.publish.as_ref().expect("published");
         let what = format!("{} publish", self.name);
-        peer.wait_connected(&what).await.unwrap();
+        self.published().peer.wait_connected(&what).await.unwrap();
+    }
+
+    /// Sends one audio and one video payload every `interval` for as long as the returned task
+    /// runs, on whichever publish PeerConnection is current (a restart's new one included;
+    /// sequence numbers start again on a new one). Payloads are
+    /// [`crate::peer::keyframe_payloads`], so a subscriber that joins late decodes at once.
+    pub fn stream_media(&self, tag: u8, interval: Duration) -> JoinHandle<()> {
+        let publish = self.publish.clone();
+        tokio::spawn(async move {
+            let mut current: Option<Arc<Published>> = None;
+            let (mut first, mut n) = (0usize, 0u32);
+            loop {
+                let now = publish.lock().unwrap().clone();
+                if let Some(now) = now {
+                    if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &now)) {
+                        current = Some(now);
+                        first = 0;
+                    }
+                    let media = &current.as_ref().expect("just set").media;
+                    let (audio, video) = crate::peer::keyframe_payloads(tag, n);
+                    let sent = media.send_from(first, &[audio], &[video], interval).await;
+                    if sent.is_err() {
+                        // The PeerConnection was closed by a restart: the next one takes over.
+                        tokio::time::sleep(interval).await;
+                    }
+                    first += 1;
+                    n += 1;
+                } else {
+                    tokio::time::sleep(interval).await;
+                }
+            }
+        })
     }
 
     /// Waits until the subscribe PC is connected and the node acknowledged an answer to an offer
@@ -253,7 +359,7 @@ impl SfuClient {
             self.name
         );
         let what = format!("{} subscribe", self.name);
-        self.subscribe.wait_connected(&what).await.unwrap();
+        self.subscriber().wait_connected(&what).await.unwrap();
     }
 
     /// Waits until the node acknowledged an answer to an offer carrying exactly `streams`.
@@ -285,14 +391,17 @@ impl SfuClient {
         video: &[Vec<u8>],
         interval: Duration,
     ) {
-        let (_, media) = self.publish.as_ref().expect("published");
-        let sent = media.send_from(first, audio, video, interval).await;
+        let published = self.published();
+        let sent = published
+            .media
+            .send_from(first, audio, video, interval)
+            .await;
         sent.unwrap_or_else(|e| panic!("{}: sending media: {e}", self.name));
     }
 
     /// What arrived from each remote stream so far.
     pub async fn received(&self) -> HashMap<String, Media> {
-        self.subscribe.received().await
+        self.subscriber().received().await
     }
 
     /// Waits until at least `n` audio and `n` video payloads arrived from each of `streams`.
@@ -309,7 +418,7 @@ impl SfuClient {
                     .is_some_and(|m| m.audio.len() >= n && m.video.len() >= n)
             })
         };
-        self.subscribe
+        self.subscriber()
             .wait_for(within, enough)
             .await
             .unwrap_or_else(|received| {
@@ -334,9 +443,10 @@ impl SfuClient {
     /// Closes both PeerConnections and the socket.
     pub async fn close(mut self) {
         self.drop_socket();
-        self.subscribe.close().await;
-        if let Some((peer, _)) = self.publish.take() {
-            peer.close().await;
+        self.subscriber().close().await;
+        let published = self.publish.lock().unwrap().take();
+        if let Some(published) = published {
+            published.peer.close().await;
         }
     }
 }
@@ -347,4 +457,44 @@ impl Drop for SfuClient {
             task.abort();
         }
     }
+}
+
+/// Handles `sfuRestart`: a new subscribe PeerConnection for the offers that follow, and, if
+/// publishing, a new publish PeerConnection offered with request id `request` (its reply comes
+/// through `replies`). The old PeerConnections are closed.
+async fn restart(
+    subscribe: &SubscribeSlot,
+    publish: &PublishSlot,
+    out: &mpsc::UnboundedSender<Message>,
+    replies: &mut mpsc::UnboundedReceiver<Value>,
+    request: &str,
+) -> Result<(), String> {
+    let fresh = Arc::new(Peer::new().await.map_err(|e| e.to_string())?);
+    let old = std::mem::replace(&mut *subscribe.lock().unwrap(), fresh);
+    old.close().await;
+    let was_publishing = publish.lock().unwrap().clone();
+    let Some(old) = was_publishing else {
+        return Ok(());
+    };
+    old.peer.close().await;
+    let peer = Peer::new().await.map_err(|e| e.to_string())?;
+    let (media, offer) = LocalMedia::offer(&peer).await.map_err(|e| e.to_string())?;
+    let call = json!({ "type": "call", "isSFU": true, "sdp": offer, "requestId": request });
+    let _ = out.send(Message::Text(call.to_string().into()));
+    let reply = loop {
+        let reply = tokio::time::timeout(WAIT, replies.recv())
+            .await
+            .map_err(|_| format!("no reply to the new publish {request}"))?
+            .ok_or("socket closed")?;
+        if reply["requestId"] == request {
+            break reply;
+        }
+    };
+    if reply["type"] != "answered" {
+        return Err(format!("new publish refused: {reply}"));
+    }
+    let answer = reply["sdp"].as_str().unwrap_or_default().to_owned();
+    peer.apply_answer(answer).await.map_err(|e| e.to_string())?;
+    *publish.lock().unwrap() = Some(Arc::new(Published { peer, media }));
+    Ok(())
 }

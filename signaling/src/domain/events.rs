@@ -220,15 +220,14 @@ pub enum DomainEvent {
         /// The room it lost.
         room: String,
     },
-    /// A channel's media moved to a new room: its members must drop their SFU PeerConnections
-    /// and publish and subscribe again (`sfuRestart`).
+    /// A channel's room was lost: its members must drop their SFU PeerConnections and publish
+    /// and subscribe again (`sfuRestart`), in the new room when there is one.
     SfuRestarted {
         /// The channel.
         channel: ChannelId,
-        /// The node now hosting it.
-        node: SfuServerId,
-        /// The new room.
-        room: String,
+        /// The node and room now hosting it; `None` when no healthy node could (after
+        /// [`DomainEvent::MediaStranded`]): publishing places it once a node can.
+        placed: Option<(SfuServerId, String)>,
     },
     /// A channel's room was lost and no healthy node could host it: its members are told (an
     /// `error`), and the next publish places it once a node can.

@@ -134,6 +134,14 @@ impl Placement {
         if placed.is_empty() {
             return;
         }
+        // Its first load report follows the link by up to a second: wait for it, so the node can
+        // take its own channels back (any healthy node can, if it never comes).
+        for _ in 0..30 {
+            if self.nodes().is_some_and(|n| n.status(node).healthy) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         let hosted = match self.node_call(node, Request::Rooms).await {
             Ok(Response::Rooms { rooms }) => rooms,
             Ok(other) => return tracing::warn!(%node, ?other, "lost rooms: unexpected reply"),
@@ -151,8 +159,8 @@ impl Placement {
     /// again on the least-loaded healthy node at once, and its members — but `except`, whose own
     /// publish is placing it — are told `sfuRestart` so they publish and subscribe again. Of
     /// several instances noticing one lost room, only the one whose unplace took effect does
-    /// this. With no healthy node left, members are told so (an `error`), and the channel stays
-    /// unplaced until a publish can place it.
+    /// this. With no healthy node left, members are told so (an `error`, then `sfuRestart`),
+    /// and the channel stays unplaced until a publish can place it.
     async fn relocate(
         &self,
         channel: &ChannelId,
@@ -185,8 +193,7 @@ impl Placement {
                 tracing::info!(%channel, from = %node, to = %new_node, "channel placed again");
                 let restarted = DomainEvent::SfuRestarted {
                     channel: channel.clone(),
-                    node: new_node,
-                    room: new_room.clone(),
+                    placed: Some((new_node, new_room.clone())),
                 };
                 self.shared.emit(restarted, &audience).await;
                 // Receive-only members publish nothing, so the node would never learn of them:
@@ -203,6 +210,14 @@ impl Placement {
                     node,
                 };
                 self.shared.emit(stranded, &audience).await;
+                // Their PeerConnections are dead all the same: clients drop them and publish
+                // again, which is refused until a node can take the channel (the browser SDK
+                // retries with backoff).
+                let restarted = DomainEvent::SfuRestarted {
+                    channel: channel.clone(),
+                    placed: None,
+                };
+                self.shared.emit(restarted, &audience).await;
             }
         }
     }
@@ -993,11 +1008,23 @@ mod tests {
         recorder.take();
 
         nodes.set_healthy(a, false);
-        let seen = seen_until(&recorder, "media_stranded").await;
-        assert_eq!(kinds(&seen), ["room_lost", "media_stranded"]);
+        let seen = seen_until(&recorder, "sfu_restarted").await;
+        assert_eq!(
+            kinds(&seen),
+            ["room_lost", "media_stranded", "sfu_restarted"]
+        );
+        assert_eq!(
+            seen[2].event,
+            DomainEvent::SfuRestarted {
+                channel: channel.clone(),
+                placed: None
+            }
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
         for queue in [&mut alice_queue, &mut bob_queue] {
             let frames = drain(queue);
-            assert_eq!(frames.len(), 1, "{frames:?}");
+            assert_eq!(frames.len(), 2, "{frames:?}");
+            assert_eq!(frames[1], restart_frame(&channel));
             let error: Value = serde_json::from_str(&frames[0]).unwrap();
             assert_eq!(error["type"], "error");
             assert_eq!(error["code"], "sfu_unavailable");
