@@ -1081,10 +1081,11 @@ mod tests {
         recorder.take();
         node_events.send((a, NodeReport::LinkUp)).await.unwrap();
         let seen = seen_until(&recorder, "sfu_restarted").await;
-        assert_eq!(
-            kinds(&seen)[..3],
-            ["sfu_node_up", "room_lost", "channel_placed"]
-        );
+        let placement: Vec<_> = kinds(&seen)
+            .into_iter()
+            .filter(|k| !matches!(*k, "sfu_node_up" | "sfu_server_up"))
+            .collect();
+        assert_eq!(placement[..2], ["room_lost", "channel_placed"], "{seen:?}");
         let moved = store.inner.channel(&lost).await.unwrap().unwrap();
         assert_ne!(moved.sfu_room, Some(room));
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1124,7 +1125,6 @@ mod tests {
             ["room_lost", "channel_placed", "sfu_restarted"],
             "{seen:?}"
         );
-        assert!(seen.contains(&"tracks_published"));
         assert_eq!(drain(&mut alice_queue)[0], restart_frame(&channel));
         assert!(
             !drain(&mut bob_queue).contains(&restart_frame(&channel)),
