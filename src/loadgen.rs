@@ -102,6 +102,10 @@ pub(crate) struct LoadgenOptions {
     /// `--find-capacity`: never try more than this load.
     #[arg(long, default_value_t = 2000, requires = "find_capacity")]
     max_load: usize,
+    /// Each subscriber drops this share of arriving packets, percent (a lossy downlink); they
+    /// NACK missing video packets, and the report counts what the server sent again.
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -166,6 +170,11 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
         !options.hostile || options.target == TargetKind::Mooyaho,
         "--hostile needs --target mooyaho"
     );
+    anyhow::ensure!(
+        (0.0..=50.0).contains(&options.loss),
+        "--loss is a percentage from 0 to 50"
+    );
+    config.loss_percent = options.loss;
     config.hostile = options.hostile;
     config.hostile_pps = options.hostile_pps.max(1);
     if options.find_capacity {

@@ -319,6 +319,46 @@ impl Drop for Janus {
 }
 
 #[test]
+fn induced_loss_is_nacked_and_recovered_and_subscribers_send_reports() {
+    let (server, dir, key) = dev();
+    let report = loadgen(
+        &server,
+        &key,
+        dir.path(),
+        &[
+            "--scenario",
+            "fanout",
+            "--subscribers",
+            "3",
+            "--pps",
+            "200",
+            "--loss",
+            "5",
+        ],
+    );
+    assert_flowed(&report, 4);
+    let count = |field: &str| report[field].as_u64().unwrap_or_else(|| panic!("{field}"));
+    assert!(count("droppedByInducedLoss") > 0, "{report:#}");
+    assert!(count("nackedPackets") > 0, "{report:#}");
+    assert!(
+        count("recoveredPackets") > 0,
+        "the node resent what was NACKed: {report:#}"
+    );
+    assert!(count("receiverReportsSent") >= 3, "{report:#}");
+    // What came back after NACKs leaves less missing than was dropped.
+    assert!(report["lossPercent"].as_f64().unwrap() < 5.0, "{report:#}");
+
+    // Nonsense loss is refused before anything runs.
+    let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args(["loadgen", "--url", &server.url(""), "--api-key", &key])
+        .args(["--loss", "80"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--loss"));
+}
+
+#[test]
 fn find_capacity_raises_the_load_until_a_bound_breaks_and_reports_each_step() {
     let (server, dir, key) = dev();
     // Generous bounds on a tiny load: the search grows 2 → 3 and stops at --max-load.

@@ -13,6 +13,7 @@
 
 pub mod capacity;
 pub mod ceiling;
+mod feedback;
 mod hostile;
 pub mod idle;
 mod janus;
@@ -137,6 +138,9 @@ pub struct LoadConfig {
     pub hostile: bool,
     /// The hostile participant's packets per second of each kind.
     pub hostile_pps: u32,
+    /// Share of arriving packets each subscriber drops, percent (a lossy downlink): the
+    /// subscribers NACK the missing video packets and the report counts what came back.
+    pub loss_percent: f64,
 }
 
 impl LoadConfig {
@@ -166,6 +170,7 @@ impl LoadConfig {
             ceiling: false,
             hostile: false,
             hostile_pps: 200,
+            loss_percent: 0.0,
         }
     }
 }
@@ -195,6 +200,12 @@ pub(crate) struct Totals {
     pub(crate) latency_us: Mutex<Vec<u32>>,
     pub(crate) join_ms: Mutex<Vec<u32>>,
     pub(crate) errors: Mutex<Vec<String>>,
+    /// Packets subscribers dropped on purpose (`--loss`), NACKed, got back after a NACK, and
+    /// receiver reports they sent.
+    pub(crate) dropped_by_loss: AtomicU64,
+    pub(crate) nacked: AtomicU64,
+    pub(crate) recovered: AtomicU64,
+    pub(crate) receiver_reports: AtomicU64,
     /// SRTP protection profiles our participants' DTLS handshakes negotiated.
     pub(crate) srtp_profiles: Mutex<std::collections::BTreeSet<String>>,
     /// Set while the measurement window is open.

@@ -12,6 +12,7 @@ use mooyaho_net::PacketClass;
 use serde_json::json;
 use tokio::net::UdpSocket;
 
+use super::feedback::{Arrival, ReceiverFeedback};
 use super::janus::{self, Janus};
 use super::peer::{self, ConnectOptions, LocalIce};
 use super::sdp::{self, Local};
@@ -197,9 +198,9 @@ async fn run_mooyaho(
         let connected = peer::connect(identity, &subscribe_ice, &remote).await?;
         totals.negotiated(&connected.srtp);
         totals.receivers.fetch_add(1, Ordering::Relaxed);
-        let (totals, stop_at) = (totals.clone(), stop_at.clone());
+        let (totals, stop_at, loss) = (totals.clone(), stop_at.clone(), config.loss_percent);
         tasks.push(tokio::spawn(async move {
-            receive_media(connected, &totals, &stop_at).await
+            receive_media(connected, loss, &totals, &stop_at).await
         }));
     }
     joined(totals, started);
@@ -354,9 +355,9 @@ async fn run_janus(
             .context("subscriber transport to Janus")?;
         totals.negotiated(&connected.srtp);
         totals.receivers.fetch_add(1, Ordering::Relaxed);
-        let (totals, stop_at) = (totals.clone(), stop_at.clone());
+        let (totals, stop_at, loss) = (totals.clone(), stop_at.clone(), config.loss_percent);
         tasks.push(tokio::spawn(async move {
-            receive_media(connected, &totals, &stop_at).await
+            receive_media(connected, loss, &totals, &stop_at).await
         }));
     }
     joined(totals, started);
@@ -541,6 +542,8 @@ async fn send_stream(
     let mut packet = vec![0u8; config.size.max(32) + 32];
     let mut tick: u64 = 0;
     let mut next_consent = Instant::now();
+    let mut next_report = Instant::now() + Duration::from_secs(1);
+    let (mut packets, mut octets) = (0u32, 0u32);
     loop {
         ticker.tick().await;
         if Instant::now() >= *stop_at.lock().expect("lock") {
@@ -570,8 +573,19 @@ async fn send_stream(
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             socket.send_to(&packet[..len], remote).await?;
             totals.sent.fetch_add(1, Ordering::Relaxed);
+            (packets, octets) = (packets.wrapping_add(1), octets.wrapping_add(len as u32));
         }
         tick += 1;
+        if Instant::now() >= next_report {
+            // A sender report a second, as a browser sends (lip sync and RTT at the receiver).
+            let rtp_time = if audio { tick * 960 } else { tick * 3000 } as u32;
+            let report = crate::raw::sender_report(ssrc, ntp_now(), rtp_time, packets, octets)?;
+            let protected = srtp
+                .protect_rtcp(&report)
+                .map_err(|e| anyhow::anyhow!("SRTCP protect: {e}"))?;
+            socket.send_to(&protected, remote).await?;
+            next_report = Instant::now() + Duration::from_secs(1);
+        }
         if Instant::now() >= next_consent {
             socket.send_to(&check, remote).await?; // consent freshness (RFC 7675)
             next_consent = Instant::now() + Duration::from_secs(2);
@@ -579,6 +593,16 @@ async fn send_stream(
         keyframe_requested =
             drain_inbound(&socket, answer_checks.as_ref(), &mut srtp, &mut inbound)?;
     }
+}
+
+/// Now as a 64-bit NTP timestamp (seconds since 1900 . fraction).
+fn ntp_now() -> u64 {
+    const UNIX_TO_NTP: u64 = 2_208_988_800;
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let fraction = (u64::from(since_unix.subsec_nanos()) << 32) / 1_000_000_000;
+    ((since_unix.as_secs() + UNIX_TO_NTP) << 32) | fraction
 }
 
 /// What varies between the synthetic RTP packets of one stream.
@@ -660,8 +684,11 @@ impl WindowReceipts {
     }
 }
 
+/// Receives until the run stops, as a browser would: drops `loss_percent` of arriving packets
+/// (a lossy downlink), NACKs missing video packets and sends receiver reports (`feedback`).
 async fn receive_media(
     connected: peer::Connected,
+    loss_percent: f64,
     totals: &Totals,
     stop_at: &Mutex<Instant>,
 ) -> anyhow::Result<()> {
@@ -678,6 +705,11 @@ async fn receive_media(
     let mut receipts = WindowReceipts::default();
     let mut samples = Vec::new();
     let mut next_consent = Instant::now();
+    let mut feedback = ReceiverFeedback::default();
+    let own_ssrc: u32 = rand::random();
+    let drop_share = (loss_percent / 100.0).clamp(0.0, 1.0);
+    // With induced loss, wake every 20 ms so NACKs go out in time; reports need only 1 s.
+    let wake = Duration::from_millis(if drop_share > 0.0 { 20 } else { 200 });
     loop {
         let stop = *stop_at.lock().expect("lock");
         let remaining = stop.saturating_duration_since(Instant::now());
@@ -688,9 +720,8 @@ async fn receive_media(
             socket.send_to(&check, remote).await?;
             next_consent = Instant::now() + Duration::from_secs(2);
         }
-        match tokio::time::timeout(remaining.min(Duration::from_millis(200)), socket.readable())
-            .await
-        {
+        send_feedback(&mut feedback, own_ssrc, &socket, remote, &mut srtp, totals).await?;
+        match tokio::time::timeout(remaining.min(wake), socket.readable()).await {
             Ok(ready) => ready?,
             Err(_) => continue,
         }
@@ -712,6 +743,11 @@ async fn receive_media(
             if PacketClass::of(&buf[..n]) != PacketClass::Rtp {
                 continue; // STUN responses, RTCP
             }
+            // Lost on the way, before SRTP saw it: its resend is then no replay.
+            if drop_share > 0.0 && rand::random::<f64>() < drop_share {
+                totals.dropped_by_loss.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let Ok(len) = srtp.unprotect_rtp_in_place(&mut buf[..n]) else {
                 totals.auth_failures.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -720,6 +756,9 @@ async fn receive_media(
             let Some((ssrc, seq, payload_at, audio)) = parse_rtp(packet) else {
                 continue;
             };
+            if feedback.on_packet(Instant::now(), ssrc, seq, !audio) == Arrival::Recovered {
+                totals.recovered.fetch_add(1, Ordering::Relaxed);
+            }
             totals.received.fetch_add(1, Ordering::Relaxed);
             let measuring = totals.measuring.load(Ordering::Relaxed);
             if measuring {
@@ -760,6 +799,42 @@ async fn receive_media(
 }
 
 /// `(ssrc, seq, payload offset, audio)` of a plain RTP packet.
+/// Sends the NACKs and receiver reports `feedback` has due, SRTCP-protected.
+async fn send_feedback(
+    feedback: &mut ReceiverFeedback,
+    own_ssrc: u32,
+    socket: &UdpSocket,
+    remote: SocketAddr,
+    srtp: &mut mooyaho_net::srtp::SrtpSession,
+    totals: &Totals,
+) -> anyhow::Result<()> {
+    let now = Instant::now();
+    let mut packets = Vec::new();
+    for (media_ssrc, seqs) in feedback.due_nacks(now) {
+        totals
+            .nacked
+            .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+        packets.push(crate::raw::nack(own_ssrc, media_ssrc, &seqs)?);
+    }
+    for block in feedback.due_reports(now) {
+        totals.receiver_reports.fetch_add(1, Ordering::Relaxed);
+        packets.push(crate::raw::receiver_report(
+            own_ssrc,
+            block.ssrc,
+            block.highest,
+            block.total_lost,
+            block.fraction_lost,
+        )?);
+    }
+    for packet in packets {
+        let protected = srtp
+            .protect_rtcp(&packet)
+            .map_err(|e| anyhow::anyhow!("SRTCP protect: {e}"))?;
+        socket.send_to(&protected, remote).await?;
+    }
+    Ok(())
+}
+
 fn parse_rtp(p: &[u8]) -> Option<(u32, u16, usize, bool)> {
     if p.len() < 12 {
         return None;

@@ -47,6 +47,13 @@ pub struct Report {
     /// Loss from sequence gaps between each received stream's first and last packet (the old
     /// measure: blind to a stream's missing tail and to streams that never arrived), percent.
     pub gap_loss_percent: f64,
+    /// Packets our subscribers dropped on purpose (`--loss`): not counted as received.
+    pub dropped_by_induced_loss: u64,
+    /// Sequence numbers our subscribers NACKed (each request counted), packets that came back
+    /// after a NACK, and receiver reports sent.
+    pub nacked_packets: u64,
+    pub recovered_packets: u64,
+    pub receiver_reports_sent: u64,
     /// SRTP packets that failed authentication at our subscribers.
     pub srtp_auth_failures: u64,
     /// One-way latency publisher → SFU → subscriber, milliseconds.
@@ -245,6 +252,10 @@ impl Report {
                 lost as f64 * 100.0 / expected as f64
             },
             srtp_auth_failures: totals.auth_failures.load(Ordering::Relaxed),
+            dropped_by_induced_loss: totals.dropped_by_loss.load(Ordering::Relaxed),
+            nacked_packets: totals.nacked.load(Ordering::Relaxed),
+            recovered_packets: totals.recovered.load(Ordering::Relaxed),
+            receiver_reports_sent: totals.receiver_reports.load(Ordering::Relaxed),
             latency_cdf_ms: cdf(latencies.clone(), 1e-3),
             latency_ms: Percentiles::of(latencies, 1e-3),
             sfu_cpu_seconds,
