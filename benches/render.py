@@ -27,6 +27,9 @@ LIVEKIT = {
 }
 
 
+LIVEKIT_SOURCE = "https://docs.livekit.io/home/self-hosting/benchmark/"
+
+
 def fmt(value, digits=0, scale=1.0):
     if value is None:
         return "–"
@@ -197,7 +200,9 @@ def render(reports):
             out.append("Mooyaho vs Janus, out-packets per CPU-second (medians; only sizes where both "
                        f"lost ≤ {MAX_LOSS} %): " + ", ".join(ratios) + ".")
             out.append("")
-        out.append(f"LiveKit's published figure for context: {LIVEKIT[scenario]}.")
+        out.append(f"LiveKit's published figure for context: {LIVEKIT[scenario]} — derived from "
+                   f"{LIVEKIT_SOURCE} (GCP c2-standard-16, 16 vCPU; a different machine and load, "
+                   "so context, not a comparison).")
         out.append("")
         out.append(f"![{scenario}: out-packets per CPU-second and latency p99 against size]"
                    f"(docs/bench/{scenario}.svg)")

@@ -6,6 +6,7 @@ import sys
 import unittest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import criterion_summary  # noqa: E402
 import render  # noqa: E402
 
 
@@ -48,6 +49,27 @@ class RenderTest(unittest.TestCase):
         janus_row = next(line for line in text.splitlines() if line.startswith("| janus |"))
         self.assertIn("⚠ loss > 0.5 %", janus_row)
         self.assertNotIn("Mooyaho vs Janus", text, "no ratio against a run that did not hold")
+
+
+class CriterionSummaryTest(unittest.TestCase):
+    def test_reads_each_benchmarks_latest_estimates(self):
+        import json
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            new = pathlib.Path(tmp, "worker", "fanout_1", "new")
+            new.mkdir(parents=True)
+            estimate = lambda v: {"point_estimate": v, "confidence_interval": {
+                "lower_bound": v - 1, "upper_bound": v + 1, "confidence_level": 0.95}}
+            (new / "estimates.json").write_text(json.dumps(
+                {"mean": estimate(10.0), "median": estimate(9.0)}))
+            (new / "benchmark.json").write_text(json.dumps(
+                {"full_id": "worker/fanout/1", "throughput": {"Elements": 1}}))
+            # A baseline directory without benchmark.json is skipped.
+            pathlib.Path(tmp, "report").mkdir()
+            benches = criterion_summary.summarise(pathlib.Path(tmp))
+        self.assertEqual(benches, [{"id": "worker/fanout/1", "mean": 10.0, "meanLow": 9.0,
+                                    "meanHigh": 11.0, "median": 9.0,
+                                    "throughput": {"Elements": 1}}])
 
 
 if __name__ == "__main__":
