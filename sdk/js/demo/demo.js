@@ -96,7 +96,12 @@ async function join(channelId, name) {
   const tileOf = (id) => tiles.querySelector(`[data-session="${CSS.escape(id)}"]`);
 
   mooyaho.addEventListener('error', (e) => banner(explain(e)));
-  mooyaho.addEventListener('reconnected', () => { setStatus('online', true); system('reconnected'); });
+  mooyaho.addEventListener('reconnected', ({ what }) => {
+    setStatus('online', true);
+    system(what === 'sfu' ? 'media reconnected' : 'reconnected');
+    if (what === 'sfu') banner('');
+  });
+  mooyaho.addEventListener('reconnecting', ({ attempt }) => banner(`The media server changed; reconnecting media (attempt ${attempt})…`, 'info'));
   mooyaho.addEventListener('entered', ({ sessionId, user, isSelf }) => {
     if (isSelf) return;
     makeTile(tiles, sessionId, user?.name ?? sessionId.slice(0, 8), mooyaho.getRemoteStreamById(sessionId));

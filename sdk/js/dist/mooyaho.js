@@ -207,6 +207,7 @@ var Sfu = class {
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === "connected") this.io.onPublishConnected(pc);
+      if (pc.connectionState === "failed") this.io.onFailed("publish");
     };
     await pc.setLocalDescription(await pc.createOffer());
     let reply;
@@ -242,6 +243,10 @@ var Sfu = class {
     const target = pcs.find((pc) => ufrag && pc.remoteDescription?.sdp.includes(`a=ice-ufrag:${ufrag}`)) ?? this.publisher;
     if (!target?.remoteDescription) return;
     await (candidate ? target.addIceCandidate(candidate) : target.addIceCandidate()).catch(() => void 0);
+  }
+  /** The PeerConnections are closed: nothing more will happen on them. */
+  get closed() {
+    return this.#closed;
   }
   close() {
     this.#closed = true;
@@ -283,6 +288,7 @@ var Sfu = class {
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === "connected") this.io.onSubscribeConnected(pc);
+      if (pc.connectionState === "failed") this.io.onFailed("subscribe");
     };
     return pc;
   }
@@ -538,6 +544,8 @@ function sleep(ms) {
 
 // src/Mooyaho.ts
 var CALL_TIMEOUT_MS = 6e4;
+var SFU_RETRY_FIRST_MS = 1e3;
+var SFU_RETRY_MAX_MS = 15e3;
 var Mooyaho = class extends Emitter {
   config;
   /** The current channel id, or '' outside a channel (the original's convention). */
@@ -557,6 +565,7 @@ var Mooyaho = class extends Emitter {
   #calls = /* @__PURE__ */ new Map();
   /** Direct calls ringing here, so a second offer from the same caller replaces the first. */
   #incoming = /* @__PURE__ */ new Map();
+  #sfuRecovery = { generation: 0, awaiting: null };
   constructor(config) {
     super();
     this.config = { ...config };
@@ -777,6 +786,13 @@ var Mooyaho = class extends Emitter {
       case "integrated":
         this.emit("integrated", { user: frame["user"] });
         return;
+      case "sfuRestart": {
+        const channel = String(frame["channel"]);
+        if (channel !== this.channelId || !this.sfuEnabled) return;
+        this.emit("sfuRestart", { channel });
+        void this.#recoverSfu("sfuRestart");
+        return;
+      }
       default:
         return;
     }
@@ -814,7 +830,7 @@ var Mooyaho = class extends Emitter {
     this.emit("incomingCall", call);
   }
   async #onResumed(sessionId) {
-    this.emit("reconnected", { sessionId });
+    this.emit("reconnected", { sessionId, what: "socket" });
     if (!this.channelId) return;
     try {
       const current = await this.getSessions();
@@ -849,11 +865,63 @@ var Mooyaho = class extends Emitter {
       send: (m) => this.#socket.send(m),
       onTrack: (id, track) => this.#addRemoteTrack(id, track),
       onTrackEnded: (id, track) => this.#removeRemoteTrack(id, track),
-      onPublishConnected: (peer) => this.emit("sfuPeerConnected", { peer }),
-      onSubscribeConnected: (peer) => this.emit("peerConnected", { sessionId: null, peer })
+      onPublishConnected: (peer) => {
+        this.emit("sfuPeerConnected", { peer });
+        this.#sfuConnected("publish");
+      },
+      onSubscribeConnected: (peer) => {
+        this.emit("peerConnected", { sessionId: null, peer });
+        this.#sfuConnected("subscribe");
+      },
+      onFailed: () => {
+        if (this.#sfu === sfu) void this.#recoverSfu("failed");
+      }
     });
     this.#sfu = sfu;
-    if (this.#local) sfu.publish(this.#local).catch((e) => this.#fail(e));
+    if (this.#local && this.#sfuRecovery.awaiting === null) {
+      sfu.publish(this.#local).catch((e) => this.#fail(e));
+    }
+    return sfu;
+  }
+  /**
+   * Rebuilds the SFU PeerConnections, with no application code: after `sfuRestart` (the channel
+   * moved to another room: drop both, publish again, take the new subscribe offers) or when one
+   * of them went `failed` (the node still holds this session's transports, so leave and re-enter
+   * the channel to get fresh ones, then publish again). A failed attempt (e.g. `sfu_unavailable`
+   * while no node can take the channel) is retried with backoff; a newer recovery supersedes it.
+   */
+  async #recoverSfu(reason) {
+    const generation = ++this.#sfuRecovery.generation;
+    const channel = this.channelId;
+    const current = () => this.#sfuRecovery.generation === generation && this.channelId === channel && channel !== "";
+    for (let attempt = 1; current(); attempt += 1) {
+      this.emit("reconnecting", { what: "sfu", reason, attempt });
+      try {
+        this.#sfu?.close();
+        this.#sfu = null;
+        this.#sfuRecovery.awaiting = this.#local ? "publish" : "subscribe";
+        if (reason === "failed") {
+          await this.#socket.request({ type: "leave" });
+          if (!current()) return;
+          await this.#socket.request({ type: "enter", channel });
+          if (!current()) return;
+        }
+        const sfu = this.#startSfu();
+        if (this.#local) await sfu.publish(this.#local);
+        return;
+      } catch (e) {
+        if (!current()) return;
+        this.#fail(e);
+        const delay = Math.min(SFU_RETRY_FIRST_MS * 2 ** (attempt - 1), SFU_RETRY_MAX_MS);
+        await new Promise((r) => setTimeout(r, delay * (0.75 + Math.random() * 0.5)));
+      }
+    }
+  }
+  /** A new SFU PeerConnection connected: the recovery waiting for it is over. */
+  #sfuConnected(side) {
+    if (this.#sfuRecovery.awaiting !== side) return;
+    this.#sfuRecovery.awaiting = null;
+    this.emit("reconnected", { sessionId: this.sessionId ?? "", what: "sfu" });
   }
   #removeMember(sessionId) {
     if (!this.sessions.delete(sessionId)) return;
@@ -886,6 +954,7 @@ var Mooyaho = class extends Emitter {
     this.#mesh.closeAll();
     this.#sfu?.close();
     this.#sfu = null;
+    this.#sfuRecovery = { generation: this.#sfuRecovery.generation + 1, awaiting: null };
     const streams = [...this.remoteStreams.keys()];
     this.remoteStreams.clear();
     for (const sessionId of streams) this.emit("remoteStreamChanged", { sessionId });

@@ -16,6 +16,17 @@ import {
 
 /** How long a direct call rings before `directCall` gives up. */
 const CALL_TIMEOUT_MS = 60_000;
+/** SFU recovery: the first retry's delay, doubling per failed attempt up to the maximum. */
+const SFU_RETRY_FIRST_MS = 1_000;
+const SFU_RETRY_MAX_MS = 15_000;
+
+/** An SFU recovery in progress (see `#recoverSfu`). */
+interface SfuRecovery {
+  /** Bumped by every new recovery, so a superseded one stops at its next step. */
+  generation: number;
+  /** The new SFU PeerConnections are waiting to connect (then `reconnected` fires). */
+  awaiting: 'publish' | 'subscribe' | null;
+}
 
 interface PendingCall {
   resolve(): void;
@@ -43,6 +54,7 @@ export class Mooyaho extends Emitter {
   #calls = new Map<string, PendingCall>();
   /** Direct calls ringing here, so a second offer from the same caller replaces the first. */
   #incoming = new Map<string, string>();
+  #sfuRecovery: SfuRecovery = { generation: 0, awaiting: null };
 
   constructor(config: MooyahoConfig) {
     super();
@@ -289,6 +301,13 @@ export class Mooyaho extends Emitter {
       case 'integrated':
         this.emit('integrated', { user: frame['user'] });
         return;
+      case 'sfuRestart': {
+        const channel = String(frame['channel']);
+        if (channel !== this.channelId || !this.sfuEnabled) return;
+        this.emit('sfuRestart', { channel });
+        void this.#recoverSfu('sfuRestart');
+        return;
+      }
       default:
         return; // unknown events from a newer server are ignored, not fatal
     }
@@ -330,7 +349,7 @@ export class Mooyaho extends Emitter {
   }
 
   async #onResumed(sessionId: string): Promise<void> {
-    this.emit('reconnected', { sessionId });
+    this.emit('reconnected', { sessionId, what: 'socket' });
     // Events sent while the socket was down are lost: reconcile the member list. Newcomers we
     // missed get our offer (they wait for existing members), departed members are dropped.
     if (!this.channelId) return;
@@ -366,17 +385,71 @@ export class Mooyaho extends Emitter {
     for (const session of sessions) this.sessions.set(session.id, session);
   }
 
-  #startSfu(): void {
+  #startSfu(): Sfu {
     const sfu = new Sfu(this.#rtc, {
       request: (m) => this.#socket.request(m),
       send: (m) => this.#socket.send(m),
       onTrack: (id, track) => this.#addRemoteTrack(id, track),
       onTrackEnded: (id, track) => this.#removeRemoteTrack(id, track),
-      onPublishConnected: (peer) => this.emit('sfuPeerConnected', { peer }),
-      onSubscribeConnected: (peer) => this.emit('peerConnected', { sessionId: null, peer }),
+      onPublishConnected: (peer) => {
+        this.emit('sfuPeerConnected', { peer });
+        this.#sfuConnected('publish');
+      },
+      onSubscribeConnected: (peer) => {
+        this.emit('peerConnected', { sessionId: null, peer });
+        this.#sfuConnected('subscribe');
+      },
+      onFailed: () => {
+        if (this.#sfu === sfu) void this.#recoverSfu('failed');
+      },
     });
     this.#sfu = sfu;
-    if (this.#local) sfu.publish(this.#local).catch((e: unknown) => this.#fail(e));
+    if (this.#local && this.#sfuRecovery.awaiting === null) {
+      sfu.publish(this.#local).catch((e: unknown) => this.#fail(e));
+    }
+    return sfu;
+  }
+
+  /**
+   * Rebuilds the SFU PeerConnections, with no application code: after `sfuRestart` (the channel
+   * moved to another room: drop both, publish again, take the new subscribe offers) or when one
+   * of them went `failed` (the node still holds this session's transports, so leave and re-enter
+   * the channel to get fresh ones, then publish again). A failed attempt (e.g. `sfu_unavailable`
+   * while no node can take the channel) is retried with backoff; a newer recovery supersedes it.
+   */
+  async #recoverSfu(reason: 'sfuRestart' | 'failed'): Promise<void> {
+    const generation = ++this.#sfuRecovery.generation;
+    const channel = this.channelId;
+    const current = () => this.#sfuRecovery.generation === generation && this.channelId === channel && channel !== '';
+    for (let attempt = 1; current(); attempt += 1) {
+      this.emit('reconnecting', { what: 'sfu', reason, attempt });
+      try {
+        this.#sfu?.close();
+        this.#sfu = null;
+        this.#sfuRecovery.awaiting = this.#local ? 'publish' : 'subscribe';
+        if (reason === 'failed') {
+          await this.#socket.request({ type: 'leave' });
+          if (!current()) return;
+          await this.#socket.request({ type: 'enter', channel });
+          if (!current()) return;
+        }
+        const sfu = this.#startSfu();
+        if (this.#local) await sfu.publish(this.#local);
+        return;
+      } catch (e) {
+        if (!current()) return;
+        this.#fail(e);
+        const delay = Math.min(SFU_RETRY_FIRST_MS * 2 ** (attempt - 1), SFU_RETRY_MAX_MS);
+        await new Promise((r) => setTimeout(r, delay * (0.75 + Math.random() * 0.5)));
+      }
+    }
+  }
+
+  /** A new SFU PeerConnection connected: the recovery waiting for it is over. */
+  #sfuConnected(side: 'publish' | 'subscribe'): void {
+    if (this.#sfuRecovery.awaiting !== side) return;
+    this.#sfuRecovery.awaiting = null;
+    this.emit('reconnected', { sessionId: this.sessionId ?? '', what: 'sfu' });
   }
 
   #removeMember(sessionId: string): void {
@@ -415,6 +488,7 @@ export class Mooyaho extends Emitter {
     this.#mesh.closeAll();
     this.#sfu?.close();
     this.#sfu = null;
+    this.#sfuRecovery = { generation: this.#sfuRecovery.generation + 1, awaiting: null };
     const streams = [...this.remoteStreams.keys()];
     this.remoteStreams.clear();
     for (const sessionId of streams) this.emit('remoteStreamChanged', { sessionId });

@@ -23,8 +23,25 @@ export interface EventMap {
   peerConnected: { sessionId: string | null; peer: RTCPeerConnection };
   /** The SFU publish PeerConnection connected. */
   sfuPeerConnected: { peer: RTCPeerConnection };
-  /** The socket dropped and the same session was resumed. */
-  reconnected: { sessionId: string };
+  /**
+   * The channel's SFU media moved to another room (its node failed or restarted): the SDK drops
+   * its SFU PeerConnections and publishes and subscribes again by itself (`reconnecting`, then
+   * `reconnected` with `what: 'sfu'`).
+   */
+  sfuRestart: { channel: string };
+  /**
+   * The SDK is rebuilding its SFU PeerConnections: after `sfuRestart`, or because one of them
+   * went `failed` (then it leaves and re-enters the channel). `attempt` counts from 1; failed
+   * attempts are retried with backoff (1 s doubling to 15 s, jittered) until one succeeds or the
+   * channel is left.
+   */
+  reconnecting: { what: 'sfu'; reason: 'sfuRestart' | 'failed'; attempt: number };
+  /**
+   * Connectivity is back: `what: 'socket'` — the socket dropped and the same session was
+   * resumed; `what: 'sfu'` — after `reconnecting`, the new SFU PeerConnection connected (the
+   * publish one, or the subscribe one for a member that does not publish).
+   */
+  reconnected: { sessionId: string; what: 'socket' | 'sfu' };
   updatedMediaState: { sessionId: string; key: MediaKey; value: boolean; isSelf: boolean };
   messaged: { sessionId: string; message: ChatMessage; isSelf: boolean };
   channelClosed: { channel: string };

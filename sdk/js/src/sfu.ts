@@ -12,6 +12,8 @@ export interface SfuIo {
   onTrackEnded(sessionId: string, track: MediaStreamTrack): void;
   onPublishConnected(pc: RTCPeerConnection): void;
   onSubscribeConnected(pc: RTCPeerConnection): void;
+  /** One of the SFU PeerConnections went `failed` (the SDK recovers; see `Mooyaho`). */
+  onFailed(side: 'publish' | 'subscribe'): void;
 }
 
 type Candidate = RTCIceCandidateInit | null;
@@ -44,6 +46,7 @@ export class Sfu {
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === 'connected') this.io.onPublishConnected(pc);
+      if (pc.connectionState === 'failed') this.io.onFailed('publish');
     };
     await pc.setLocalDescription(await pc.createOffer());
     let reply;
@@ -85,6 +88,11 @@ export class Sfu {
       pcs.find((pc) => ufrag && pc.remoteDescription?.sdp.includes(`a=ice-ufrag:${ufrag}`)) ?? this.publisher;
     if (!target?.remoteDescription) return; // the SFU is ICE-lite in practice; late trickle is optional
     await (candidate ? target.addIceCandidate(candidate) : target.addIceCandidate()).catch(() => undefined);
+  }
+
+  /** The PeerConnections are closed: nothing more will happen on them. */
+  get closed(): boolean {
+    return this.#closed;
   }
 
   close(): void {
@@ -134,6 +142,7 @@ export class Sfu {
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === 'connected') this.io.onSubscribeConnected(pc);
+      if (pc.connectionState === 'failed') this.io.onFailed('subscribe');
     };
     return pc;
   }

@@ -54,6 +54,92 @@ export async function startServer(extraArgs = [], { anonymous = true } = {}) {
   };
 }
 
+/** Spawns the binary with `args`; resolves with the child once `ready(stdoutSoFar)` returns a value. */
+function spawnUntil(args, ready, what) {
+  const binary = process.env.MOOYAHO_BIN ?? join(repoRoot, 'target/debug/mooyaho');
+  const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' } });
+  let out = '';
+  let err = '';
+  child.stderr.on('data', (d) => { err += d; });
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} did not start:\n${out}\n${err}`)), 20_000);
+    child.on('exit', (code) => reject(new Error(`${what} exited with ${code}:\n${out}\n${err}`)));
+    child.stdout.on('data', (d) => {
+      out += d;
+      const value = ready(out);
+      if (value) {
+        clearTimeout(timer);
+        resolvePromise({ child, value });
+      }
+    });
+  });
+}
+
+async function stopChild(child, signal = 'SIGTERM') {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  process.kill(child.pid, signal);
+  await Promise.race([exited, sleep(3000)]);
+  if (child.exitCode === null && child.signalCode === null) process.kill(child.pid, 'SIGKILL');
+}
+
+/**
+ * A fleet of real processes: one `mooyaho server --allow-anonymous` and `nodes` `mooyaho sfu`
+ * registered with it (one worker each). `kill(i)` sends SIGKILL to node i and resolves when it
+ * is gone. Waits until every node reports healthy.
+ */
+export async function startFleet(nodes = 2) {
+  const apiKey = 'fleet-test-api-key-0123456789';
+  const secret = 'fleet-test-cluster-secret-0123456789';
+  const dataDir = mkdtempSync(join(tmpdir(), 'mooyaho-js-fleet-'));
+  const server = await spawnUntil(
+    ['server', '--listen', '127.0.0.1:0', '--api-key', apiKey, '--cluster-secret', secret, '--allow-anonymous', '--data-dir', dataDir],
+    (out) => /mooyaho listening on (http:\/\/\S+)/.exec(out)?.[1],
+    'mooyaho server',
+  );
+  const url = server.value;
+  const api = new MooyahoServer({ baseUrl: url, apiKey });
+  const sfus = [];
+  const healthy = (ids) => waitFor(async () => {
+    const list = await api.listSfuServers();
+    return ids.every((id) => list.find((n) => n.id === id)?.health === 'healthy');
+  }, 'every SFU node healthy', 20_000);
+  const spawnNode = async () => {
+    const node = await spawnUntil(
+      ['sfu', '--cluster-secret', secret, '--workers', '1', '--control-listen', '127.0.0.1:0', '--register-url', url, '--api-key', apiKey],
+      (out) => /registered:\s+id (\d+)/.exec(out)?.[1],
+      'mooyaho sfu',
+    );
+    sfus.push(node);
+    return Number(node.value);
+  };
+  const ids = [];
+  for (let i = 0; i < nodes; i += 1) ids.push(await spawnNode());
+  await healthy(ids);
+  return {
+    url,
+    apiKey,
+    api,
+    /** Registry ids of the nodes, in start order (`kill(i)` takes an index into it). */
+    nodeIds: ids,
+    async kill(i) {
+      await stopChild(sfus[i].child, 'SIGKILL');
+    },
+    /** Starts one more node; resolves with its id once it is healthy. */
+    async addNode() {
+      const id = await spawnNode();
+      ids.push(id);
+      await healthy([id]);
+      return id;
+    },
+    async stop() {
+      for (const n of sfus) await stopChild(n.child, 'SIGKILL');
+      await stopChild(server.child);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
 /** Headless Chromium with a fake camera and microphone (environment-notes §6). */
 export async function launchBrowser() {
   const profile = mkdtempSync(join(tmpdir(), 'mooyaho-chromium-'));

@@ -6,6 +6,8 @@ export interface SfuIo {
     onTrackEnded(sessionId: string, track: MediaStreamTrack): void;
     onPublishConnected(pc: RTCPeerConnection): void;
     onSubscribeConnected(pc: RTCPeerConnection): void;
+    /** One of the SFU PeerConnections went `failed` (the SDK recovers; see `Mooyaho`). */
+    onFailed(side: 'publish' | 'subscribe'): void;
 }
 type Candidate = RTCIceCandidateInit | null;
 export declare class Sfu {
@@ -22,6 +24,8 @@ export declare class Sfu {
     offered(sdp: string): Promise<void>;
     /** SFU candidates carry no session; route them by ICE username fragment. */
     candidate(candidate: Candidate): Promise<void>;
+    /** The PeerConnections are closed: nothing more will happen on them. */
+    get closed(): boolean;
     close(): void;
 }
 export {};
