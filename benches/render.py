@@ -38,9 +38,16 @@ def fmt(value, digits=0, scale=1.0):
 
 def size_of(report):
     config = report["config"]
+    rooms = config.get("rooms", 1)
     if config["scenario"] == "meeting":
-        return config["publishers"], f"{config['publishers']} × {config['publishers']}"
-    return config["subscribers"], f"{config['publishers']} × {config['subscribers']}"
+        size, shape = config["publishers"], f"{config['publishers']} × {config['publishers']}"
+    else:
+        size, shape = config["subscribers"], f"{config['publishers']} × {config['subscribers']}"
+    if rooms > 1:
+        shape += f" × {rooms} rooms"
+    if config.get("loss_percent"):
+        shape += f", {config['loss_percent']:g} % loss"
+    return size * rooms, shape
 
 
 def median(values):
@@ -102,7 +109,8 @@ def configuration(report):
     """What makes runs repeats of each other."""
     config = report["config"]
     return (config["target"], config["scenario"], config["publishers"], config["subscribers"],
-            config["pps"], config["size"])
+            config["pps"], config["size"], config.get("rooms", 1), config.get("loss_percent", 0),
+            config["duration"]["secs"])
 
 
 def machine():
@@ -128,6 +136,10 @@ def command(report):
     if config["scenario"] != "meeting":
         parts.append(f"--subscribers {config['subscribers']}")
     parts += [f"--pps {config['pps']}", f"--size {config['size']}"]
+    if config.get("rooms", 1) > 1:
+        parts.append(f"--rooms {config['rooms']}")
+    if config.get("loss_percent"):
+        parts.append(f"--loss {config['loss_percent']:g}")
     return " ".join(parts)
 
 
@@ -190,7 +202,7 @@ def render(reports):
         ratios = []
         for ours in (g for g in runs if g[0]["config"]["target"] == "mooyaho"):
             for janus in (g for g in runs if g[0]["config"]["target"] == "janus"):
-                if size_of(janus[0]) != size_of(ours[0]) or not (held(ours) and held(janus)):
+                if configuration(janus[0])[1:] != configuration(ours[0])[1:] or not (held(ours) and held(janus)):
                     continue
                 a = median(r.get("outPacketsPerSfuCpuSecond") for r in ours)
                 b = median(r.get("outPacketsPerSfuCpuSecond") for r in janus)

@@ -13,6 +13,9 @@
 #                               and min–max; --quick runs each once)
 #   benches/run.sh meeting      only the named scenarios (others' reports are kept)
 #   benches/run.sh signaling    idle WebSocket sessions against `mooyaho server` (19,000)
+#   benches/run.sh many-rooms join-storm soak
+#                               opt-in (never in the default set): 200 meetings of 5; 1,000
+#                               listeners joining in 10 s; a 10-minute mixed run (RSS slope)
 #
 # A failed run removes its report (no stale figure survives) and stops the script.
 # Needs 2 CPUs (taskset -c 0 and -c 1); Janus from Debian (`apt-get install -y janus`).
@@ -26,12 +29,14 @@ for arg in "$@"; do
     --quick) quick=1 ;;
     --no-janus) janus=0 ;;
     -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
-    fanout | livestream | audio | meeting | signaling) only+=("$arg") ;;
+    fanout | livestream | audio | meeting | signaling | many-rooms | join-storm | soak) only+=("$arg") ;;
     *) echo "run.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
-# Whether a scenario is in this run (all of them unless some were named).
+# Whether a scenario is in this run (all of the standard set unless some were named).
 wanted() { ((${#only[@]} == 0)) || [[ " ${only[*]} " == *" $1 "* ]]; }
+# Opt-in scenarios run only when named.
+named() { [[ " ${only[*]} " == *" $1 "* ]]; }
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 duration=${DURATION:-8}
@@ -140,6 +145,15 @@ else
     done
     # The open-file hard limit here is 20,000 per process (both ends hold one per session).
     wanted signaling && run_signaling signaling-mooyaho-19000 19000
+    # Many small rooms at once: 200 meetings of 5 (everyone publishes and receives the others).
+    named many-rooms && run many-rooms-mooyaho-200x5 mooyaho --scenario meeting --publishers 5 \
+        --rooms 200 --pps 50 --size 1000 --join-rate 100
+    # A join storm: 1,000 listeners of 2 audio publishers joining in 10 s (join p50/p99, failures).
+    named join-storm && run join-storm-mooyaho-1000 mooyaho --scenario audio --publishers 2 \
+        --subscribers 1000 --join-rate 100
+    # A 10-minute mixed run: 50 meetings of 4 with 2 % downlink loss; RSS per second and its slope.
+    named soak && duration=600 run soak-mooyaho-50x4 mooyaho --scenario meeting --publishers 4 \
+        --rooms 50 --pps 50 --size 1000 --join-rate 50 --loss 2
 fi
 
 echo "== charts"

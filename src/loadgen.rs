@@ -102,6 +102,10 @@ pub(crate) struct LoadgenOptions {
     /// `--find-capacity`: never try more than this load.
     #[arg(long, default_value_t = 2000, requires = "find_capacity")]
     max_load: usize,
+    /// Rooms (channels) side by side, each with the scenario's publishers and subscribers
+    /// (e.g. many small meetings: `--scenario meeting --publishers 5 --rooms 200`).
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
     /// Each subscriber drops this share of arriving packets, percent (a lossy downlink); they
     /// NACK missing video packets, and the report counts what the server sent again.
     #[arg(long, default_value_t = 0.0)]
@@ -175,6 +179,11 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
         "--loss is a percentage from 0 to 50"
     );
     config.loss_percent = options.loss;
+    anyhow::ensure!(
+        (1..=1000).contains(&options.rooms),
+        "--rooms must be from 1 to 1000"
+    );
+    config.rooms = options.rooms;
     config.hostile = options.hostile;
     config.hostile_pps = options.hostile_pps.max(1);
     if options.find_capacity {

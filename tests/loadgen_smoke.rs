@@ -359,6 +359,45 @@ fn induced_loss_is_nacked_and_recovered_and_subscribers_send_reports() {
 }
 
 #[test]
+fn rooms_side_by_side_each_get_their_own_media_and_the_soak_figures_are_reported() {
+    let (server, dir, key) = dev();
+    let report = loadgen(
+        &server,
+        &key,
+        dir.path(),
+        &[
+            "--scenario",
+            "meeting",
+            "--publishers",
+            "2",
+            "--pps",
+            "50",
+            "--rooms",
+            "3",
+        ],
+    );
+    assert_flowed(&report, 6);
+    assert_eq!(report["config"]["rooms"], 3, "{report:#}");
+    // Each stream is expected at its own room's other participant only (6 streams × 1), not
+    // at all 5 other receivers of the run (which would be 5× as many).
+    let expected = report["packetsExpectedInWindow"].as_u64().unwrap() as f64;
+    let window = report["windowSeconds"].as_f64().unwrap();
+    let one_receiver_each = 6.0 * 50.0 * window;
+    assert!(
+        expected <= one_receiver_each * 1.3 && expected >= one_receiver_each * 0.5,
+        "expected counts only each room's receivers: {report:#}"
+    );
+    assert!(
+        report["timeline"][0]["sfuRssMib"].as_f64().unwrap() > 1.0,
+        "{report:#}"
+    );
+    assert!(
+        report.get("sfuRssSlopeMibPerMinute").is_some(),
+        "{report:#}"
+    );
+}
+
+#[test]
 fn find_capacity_raises_the_load_until_a_bound_breaks_and_reports_each_step() {
     let (server, dir, key) = dev();
     // Generous bounds on a tiny load: the search grows 2 → 3 and stops at --max-load.

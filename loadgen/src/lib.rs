@@ -138,6 +138,9 @@ pub struct LoadConfig {
     pub hostile: bool,
     /// The hostile participant's packets per second of each kind.
     pub hostile_pps: u32,
+    /// Rooms (channels) run side by side, each with the scenario's publishers and subscribers
+    /// (`many-rooms`: `--scenario meeting --publishers 5 --rooms 200`).
+    pub rooms: usize,
     /// Share of arriving packets each subscriber drops, percent (a lossy downlink): the
     /// subscribers NACK the missing video packets and the report counts what came back.
     pub loss_percent: f64,
@@ -170,6 +173,7 @@ impl LoadConfig {
             ceiling: false,
             hostile: false,
             hostile_pps: 200,
+            rooms: 1,
             loss_percent: 0.0,
         }
     }
@@ -187,13 +191,13 @@ pub(crate) struct Totals {
     /// Sequence-gap accounting (between each stream's first and last received packet).
     pub(crate) expected: AtomicU64,
     pub(crate) lost: AtomicU64,
-    /// Per publisher stream: packets sent while measuring, and whether that publisher also
-    /// receives (so does not count itself among the stream's receivers).
-    pub(crate) window_sent: Mutex<Vec<(u64, bool)>>,
+    /// Per publisher stream: packets sent while measuring, and its publisher's role (its room,
+    /// and whether it also receives, so does not count itself among the stream's receivers).
+    pub(crate) window_sent: Mutex<Vec<(u64, Role)>>,
     /// Distinct packets sent while measuring that subscribers received (until the run stops).
     pub(crate) window_received: AtomicU64,
-    /// Participants whose receiving transport connected.
-    pub(crate) receivers: AtomicU64,
+    /// Participants whose receiving transport connected, per room.
+    pub(crate) room_receivers: Mutex<Vec<u64>>,
     pub(crate) auth_failures: AtomicU64,
     pub(crate) joined: AtomicU64,
     pub(crate) failed: AtomicU64,
@@ -213,6 +217,15 @@ pub(crate) struct Totals {
 }
 
 impl Totals {
+    /// A participant of `room` receives from now on.
+    pub(crate) fn add_receiver(&self, room: usize) {
+        let mut rooms = self.room_receivers.lock().expect("lock");
+        if rooms.len() <= room {
+            rooms.resize(room + 1, 0);
+        }
+        rooms[room] += 1;
+    }
+
     /// Notes the SRTP profile a participant's handshake negotiated (the report lists them, so
     /// two targets are compared on the same cipher).
     pub(crate) fn negotiated(&self, srtp: &mooyaho_net::srtp::SrtpSession) {
@@ -228,7 +241,15 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
         config.scenario != Scenario::Signaling,
         "the signaling scenario has no media: run it with idle::run"
     );
-    let backend = participant::Backend::open(&config).await?;
+    anyhow::ensure!(
+        (1..=1000).contains(&config.rooms),
+        "rooms must be from 1 to 1000"
+    );
+    let mut backends = Vec::with_capacity(config.rooms);
+    for _ in 0..config.rooms {
+        backends.push(participant::Backend::open(&config).await?);
+    }
+    let backend = backends[0].clone();
     let identity = Arc::new(DtlsIdentity::generate().map_err(|e| anyhow::anyhow!(e.0))?);
     let totals = Arc::new(Totals::default());
     let stop = Instant::now() + Duration::from_secs(3600);
@@ -269,10 +290,17 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     let generator_cpu_start = mooyaho_net::cpu::process_cpu_seconds(None);
     let sfu_rss_idle_mib = config.sfu_pid.and_then(report::rss_mib);
     let join_started = Instant::now();
-    for i in 0..publishers + subscribers {
-        let publish = i < publishers;
-        let role = peer_role(publish, !publish || subscribe_too);
-        let backend = backend.clone();
+    // Rooms fill one after another, each with the scenario's participants.
+    let per_room = publishers + subscribers;
+    for i in 0..per_room * backends.len() {
+        let (room, index) = (i / per_room, i % per_room);
+        let publish = index < publishers;
+        let role = Role {
+            publish,
+            subscribe: !publish || subscribe_too,
+            room,
+        };
+        let backend = backends[room].clone();
         let (identity, totals, stop_at, config) = (
             identity.clone(),
             totals.clone(),
@@ -295,7 +323,7 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
         tokio::time::sleep(join_gap).await;
     }
     // Wait until everyone joined (or failed), then measure.
-    let everyone = (publishers + subscribers) as u64;
+    let everyone = (per_room * backends.len()) as u64;
     let join_deadline = Instant::now() + Duration::from_secs(30);
     while totals.joined.load(Ordering::Relaxed) + totals.failed.load(Ordering::Relaxed) < everyone
         && Instant::now() < join_deadline
@@ -358,6 +386,7 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
             seconds: at,
             out_packets_per_second: (received - last_received) as f64 / (at - last_at),
             sent_packets_per_second: (sent - last_sent) as f64 / (at - last_at),
+            sfu_rss_mib: config.sfu_pid.and_then(report::rss_mib),
         });
         (last_at, last_received, last_sent) = (at, received, sent);
         if progress {
@@ -411,7 +440,9 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
-    backend.close().await;
+    for backend in &backends {
+        backend.close().await;
+    }
     let generator_cpu = mooyaho_net::cpu::process_cpu_seconds(None)
         .zip(generator_cpu_start)
         .map(|(b, a)| b - a);
@@ -437,15 +468,12 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     ))
 }
 
-/// What one participant does.
-#[derive(Clone, Copy, Debug)]
+/// What one participant does, and in which of the run's rooms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Role {
     pub(crate) publish: bool,
     pub(crate) subscribe: bool,
-}
-
-fn peer_role(publish: bool, subscribe: bool) -> Role {
-    Role { publish, subscribe }
+    pub(crate) room: usize,
 }
 
 #[cfg(test)]

@@ -169,9 +169,8 @@ async fn run_mooyaho(
         let connected = peer::connect(identity, &publish_ice, &remote).await?;
         totals.negotiated(&connected.srtp);
         let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
-        let receives = role.subscribe;
         tasks.push(tokio::spawn(async move {
-            send_media(connected, &config, audio, ssrc, receives, &totals, &stop_at).await
+            send_media(connected, &config, audio, ssrc, role, &totals, &stop_at).await
         }));
     }
     if role.subscribe {
@@ -197,7 +196,7 @@ async fn run_mooyaho(
         let remote = sdp::parse_remote(&offer);
         let connected = peer::connect(identity, &subscribe_ice, &remote).await?;
         totals.negotiated(&connected.srtp);
-        totals.receivers.fetch_add(1, Ordering::Relaxed);
+        totals.add_receiver(role.room);
         let (totals, stop_at, loss) = (totals.clone(), stop_at.clone(), config.loss_percent);
         tasks.push(tokio::spawn(async move {
             receive_media(connected, loss, &totals, &stop_at).await
@@ -311,9 +310,8 @@ async fn run_janus(
             .context("publisher transport to Janus")?;
         totals.negotiated(&connected.srtp);
         let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
-        let receives = role.subscribe;
         tasks.push(tokio::spawn(async move {
-            send_media(connected, &config, audio, ssrc, receives, &totals, &stop_at).await
+            send_media(connected, &config, audio, ssrc, role, &totals, &stop_at).await
         }));
     }
     // Everyone else who publishes in this run (meeting: the other participants).
@@ -354,7 +352,7 @@ async fn run_janus(
             .await
             .context("subscriber transport to Janus")?;
         totals.negotiated(&connected.srtp);
-        totals.receivers.fetch_add(1, Ordering::Relaxed);
+        totals.add_receiver(role.room);
         let (totals, stop_at, loss) = (totals.clone(), stop_at.clone(), config.loss_percent);
         tasks.push(tokio::spawn(async move {
             receive_media(connected, loss, &totals, &stop_at).await
@@ -477,7 +475,7 @@ async fn send_media(
     config: &LoadConfig,
     audio: bool,
     ssrc: u32,
-    receives: bool,
+    role: Role,
     totals: &Totals,
     stop_at: &Mutex<Instant>,
 ) -> anyhow::Result<()> {
@@ -487,7 +485,7 @@ async fn send_media(
         .window_sent
         .lock()
         .expect("lock")
-        .push((window.sent, receives));
+        .push((window.sent, role));
     result
 }
 

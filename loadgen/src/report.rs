@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{LoadConfig, Totals};
+use super::{LoadConfig, Role, Totals};
 use crate::ceiling::Ceiling;
 use crate::hostile::HostileReport;
 use crate::provenance::Provenance;
@@ -74,6 +74,9 @@ pub struct Report {
     pub out_packets_per_sfu_cpu_second: Option<f64>,
     /// SFU resident memory at the end of the window, MiB (with `--sfu-pid`).
     pub sfu_rss_mib: Option<f64>,
+    /// The least-squares slope of the SFU's resident memory over the window's per-second
+    /// samples, MiB per minute: ≈ 0 in a steady soak; a leak shows as a steady climb.
+    pub sfu_rss_slope_mib_per_minute: Option<f64>,
     /// SFU memory per participant: resident growth from before the joins to the end of the
     /// window, divided by the participants that joined, KiB.
     pub sfu_rss_per_participant_kib: Option<f64>,
@@ -155,6 +158,8 @@ pub struct Sample {
     pub out_packets_per_second: f64,
     /// Packets our publishers sent per second.
     pub sent_packets_per_second: f64,
+    /// The SFU's resident memory then (with `--sfu-pid`), MiB.
+    pub sfu_rss_mib: Option<f64>,
 }
 
 /// p50 and p99 of a sample.
@@ -215,9 +220,10 @@ impl Report {
         let per_cpu = sfu_cpu_seconds.filter(|c| *c > 0.0).map(|c| in_window / c);
         let expected = totals.expected.load(Ordering::Relaxed);
         let lost = totals.lost.load(Ordering::Relaxed);
-        let receivers = totals.receivers.load(Ordering::Relaxed);
-        let window_expected =
-            expected_in_window(&totals.window_sent.lock().expect("lock"), receivers);
+        let window_expected = expected_in_window(
+            &totals.window_sent.lock().expect("lock"),
+            &totals.room_receivers.lock().expect("lock"),
+        );
         let window_received = totals.window_received.load(Ordering::Relaxed);
         let window_loss_percent = if window_expected == 0 {
             0.0
@@ -274,6 +280,7 @@ impl Report {
                 .zip(ceiling.as_ref())
                 .map(|(ours, c)| ours / c.out_packets_per_cpu_second),
             ceiling,
+            sfu_rss_slope_mib_per_minute: rss_slope_per_minute(&timeline),
             timeline,
             sfu_rss_mib: sfu_rss_loaded_mib,
             sfu_rss_per_participant_kib: sfu_rss_loaded_mib
@@ -328,11 +335,33 @@ impl Report {
 }
 
 /// Packets the subscribers should have received: each stream's packets sent in the window
-/// times its receivers (every receiver but the publisher itself).
-fn expected_in_window(sent: &[(u64, bool)], receivers: u64) -> u64 {
+/// times its room's receivers (every receiver there but the publisher itself).
+fn expected_in_window(sent: &[(u64, Role)], room_receivers: &[u64]) -> u64 {
     sent.iter()
-        .map(|&(packets, receives)| packets * receivers.saturating_sub(u64::from(receives)))
+        .map(|&(packets, role)| {
+            let receivers = room_receivers.get(role.room).copied().unwrap_or(0);
+            packets * receivers.saturating_sub(u64::from(role.subscribe))
+        })
         .sum()
+}
+
+/// Least-squares slope of the samples' RSS against time, per minute (at least 3 samples).
+fn rss_slope_per_minute(timeline: &[Sample]) -> Option<f64> {
+    let points: Vec<(f64, f64)> = timeline
+        .iter()
+        .filter_map(|s| Some((s.seconds, s.sfu_rss_mib?)))
+        .collect();
+    if points.len() < 3 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (mean_t, mean_m) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let covariance: f64 = points.iter().map(|p| (p.0 - mean_t) * (p.1 - mean_m)).sum();
+    let variance: f64 = points.iter().map(|p| (p.0 - mean_t).powi(2)).sum();
+    (variance > 0.0).then(|| covariance / variance * 60.0)
 }
 
 /// The percentile curve of `values` (scaled): every whole percent, plus 99.9.
@@ -380,6 +409,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rss_slope_is_a_least_squares_fit_per_minute() {
+        let sample = |seconds: f64, rss: Option<f64>| Sample {
+            seconds,
+            out_packets_per_second: 0.0,
+            sent_packets_per_second: 0.0,
+            sfu_rss_mib: rss,
+        };
+        // +0.5 MiB a second = 30 MiB a minute, noise around it cancels.
+        let rising: Vec<_> = (0..10)
+            .map(|i| {
+                sample(
+                    f64::from(i),
+                    Some(100.0 + 0.5 * f64::from(i) + [0.1, -0.1][i as usize % 2]),
+                )
+            })
+            .collect();
+        let slope = rss_slope_per_minute(&rising).unwrap();
+        assert!((slope - 30.0).abs() < 1.0, "{slope}");
+        let flat: Vec<_> = (0..5).map(|i| sample(f64::from(i), Some(80.0))).collect();
+        assert_eq!(rss_slope_per_minute(&flat), Some(0.0));
+        assert_eq!(rss_slope_per_minute(&flat[..2]), None, "too few samples");
+        let unknown: Vec<_> = (0..5).map(|i| sample(f64::from(i), None)).collect();
+        assert_eq!(rss_slope_per_minute(&unknown), None);
+    }
+
+    #[test]
     fn thread_deltas_are_per_name_growth_busiest_first() {
         let before = [("a".to_owned(), 1.0), ("b".to_owned(), 5.0)].into();
         let after = [
@@ -402,11 +457,28 @@ mod tests {
 
     #[test]
     fn expected_packets_are_each_stream_times_its_other_receivers() {
+        let role = |subscribe, room| Role {
+            publish: true,
+            subscribe,
+            room,
+        };
         // Fan-out: 1 publisher (not receiving), 50 receivers.
-        assert_eq!(expected_in_window(&[(100, false)], 50), 5000);
+        assert_eq!(expected_in_window(&[(100, role(false, 0))], &[50]), 5000);
         // Meeting: 4 participants all publish and receive the 3 others.
-        assert_eq!(expected_in_window(&[(10, true); 4], 4), 120);
-        assert_eq!(expected_in_window(&[], 9), 0);
-        assert_eq!(expected_in_window(&[(10, true)], 0), 0);
+        assert_eq!(expected_in_window(&[(10, role(true, 0)); 4], &[4]), 120);
+        assert_eq!(expected_in_window(&[], &[9]), 0);
+        assert_eq!(expected_in_window(&[(10, role(true, 0))], &[0]), 0);
+        // Two rooms: each stream reaches only its own room's receivers.
+        let sent = [
+            (10, role(true, 0)),
+            (10, role(true, 0)),
+            (10, role(false, 1)),
+        ];
+        assert_eq!(expected_in_window(&sent, &[2, 5]), 10 + 10 + 50);
+        assert_eq!(
+            expected_in_window(&sent, &[2]),
+            20,
+            "a room nobody received in"
+        );
     }
 }
