@@ -818,3 +818,88 @@ async fn a_channel_whose_room_a_restart_lost_is_placed_again_when_the_link_comes
     assert_eq!(rooms(rest.clone()).await, Some(1));
     assert_eq!(placed_on(&rest, &channel).await, Some(id));
 }
+
+/// Issue 13 item 3: `POST /sfu-servers/{id}/drain` moves a live node's channel to the other node
+/// while its members stream (they get `sfuRestart` and media flows again), the old room is closed
+/// on the node, the node reports `drained: true` and is deleted without `force`. Draining the last
+/// healthy node while it hosts a channel is a 409 with a message saying why; an unknown id is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn draining_a_node_moves_its_channel_while_media_flows_then_it_is_deleted_without_force() {
+    let cluster = Cluster::start().await;
+    let channel = cluster.rest(0).create_channel(true).await;
+    let mut clients = Vec::new();
+    for (i, server) in [0usize, 1].into_iter().enumerate() {
+        let s = &cluster.servers[server];
+        clients.push(SfuClient::join(&s.ws_url(), &s.rest(), &channel, &format!("dr-{i}")).await);
+    }
+    for client in &mut clients {
+        client.publish().await;
+    }
+    let streams: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.stream_media(0xE0 + i as u8, Duration::from_millis(20)))
+        .collect();
+    let first = media_flows_between(&clients, 0, Instant::now(), Duration::from_secs(15)).await;
+    assert!(first.is_some(), "media never flowed before the drain");
+    let rest = cluster.rest(1);
+    let host = placed_on(&rest, &channel).await.expect("placed");
+    let other = cluster
+        .nodes
+        .iter()
+        .map(SfuNode::id)
+        .find(|id| *id != host)
+        .expect("two nodes");
+
+    let (status, body) = rest.call("POST", "/sfu-servers/9999/drain", None).await;
+    assert_eq!(status, 404, "{body}");
+    let drained_at = Instant::now();
+    let (status, body) = rest
+        .call("POST", &format!("/sfu-servers/{host}/drain"), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (body["draining"].clone(), body["drained"].clone()),
+        (json!(true), json!(false))
+    );
+
+    let gap = media_flows_between(&clients, 1, drained_at, Duration::from_secs(10)).await;
+    let states: Vec<_> = clients
+        .iter()
+        .map(|c| c.sub_state.borrow().clone())
+        .collect();
+    let gap = gap.unwrap_or_else(|| panic!("media did not flow again after the drain: {states:?}"));
+    eprintln!("drain: media flowed again {gap:?} after POST /drain");
+    assert_eq!(placed_on(&rest, &channel).await, Some(other));
+    let drained = eventually(Duration::from_secs(5), || async {
+        sfu_server(&rest, host).await["drained"] == true
+    })
+    .await;
+    assert!(drained, "{}", sfu_server(&rest, host).await);
+    wait_usage(&rest, host, (0, 0), "the drain").await;
+    let (status, body) = rest
+        .call("DELETE", &format!("/sfu-servers/{host}"), None)
+        .await;
+    assert_eq!(status, 204, "{body}");
+
+    // The other node is the last healthy one and hosts the channel: nowhere to move it.
+    let (status, body) = rest
+        .call("POST", &format!("/sfu-servers/{other}/drain"), None)
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no other healthy SFU node")),
+        "{body}"
+    );
+    assert_eq!(sfu_server(&rest, other).await["draining"], false);
+    assert_eq!(
+        placed_on(&rest, &channel).await,
+        Some(other),
+        "nothing lost"
+    );
+    for stream in streams {
+        stream.abort();
+    }
+}

@@ -73,8 +73,11 @@ pub struct SfuServerResponse {
     pub fingerprint: Option<String>,
     /// Excluded from new placements.
     pub disabled: bool,
-    /// No new rooms; existing ones finish.
+    /// No new rooms: placement skips it, the node refuses them, and its channels move to other
+    /// nodes (`POST /sfu-servers/{id}/drain`).
     pub draining: bool,
+    /// Draining and hosting no channel any more: `DELETE` succeeds without `force`.
+    pub drained: bool,
     /// `healthy` (connected and reporting load), `unhealthy` (no load report for 3 s),
     /// `unreachable` (no control connection), or `unknown` (this instance has no cluster secret).
     pub health: String,
@@ -147,6 +150,7 @@ impl From<SfuServerView> for SfuServerResponse {
                 control_bad_hellos: l.control_bad_hellos,
             });
         Self {
+            drained: view.drained(),
             last_error: view.status.as_ref().and_then(|s| s.last_error.clone()),
             load,
             id: view.record.id.0,
@@ -233,24 +237,18 @@ pub async fn patch_sfu_server(
     Ok(Json(view.into()))
 }
 
-/// Start draining a node: no new rooms are placed on it; existing rooms finish.
+/// Drain a node: no new rooms are placed on it (the node refuses them too), and its channels move
+/// to other nodes a few at a time (members get `sfuRestart`); `drained` once it hosts none. 409
+/// while it hosts channels that no other healthy, enabled, non-draining node could take.
 #[utoipa::path(post, path = "/sfu-servers/{id}/drain", tag = "sfu-servers", security(("api_key" = [])),
     params(("id" = String, Path, description = "Node id")),
     responses((status = 200, body = SfuServerResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn drain_sfu_server(
     State(state): State<AppState>,
     PathId(id): PathId,
 ) -> Result<Json<SfuServerResponse>, ApiError> {
-    let patch = SfuServerPatch {
-        draining: Some(true),
-        ..SfuServerPatch::default()
-    };
-    let view = state
-        .signaling
-        .sfu_servers()
-        .update(parse_id(&id)?, patch)
-        .await?;
+    let view = state.signaling.sfu_servers().drain(parse_id(&id)?).await?;
     Ok(Json(view.into()))
 }
 

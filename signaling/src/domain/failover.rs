@@ -1,5 +1,6 @@
 //! Failover: deciding when an SFU node has failed, so that [`super::Placement`] moves every
-//! channel placed on it to a healthy node at once (DESIGN §7.1). The decision is a small state
+//! channel placed on it to a healthy node at once (DESIGN §7.1); and the pace of a drain, which
+//! moves a live node's channels a few at a time. The decision is a small state
 //! machine over this instance's view of each node's health ([`NodeWatch`]), with time passed
 //! in, so it is unit-tested without clocks or sockets; the task that feeds it lives in
 //! `Placement::attach`.
@@ -19,6 +20,10 @@ use super::ids::SfuServerId;
 pub(super) const CHECK_EVERY: Duration = Duration::from_millis(250);
 /// How long a node this instance never saw healthy has to become healthy.
 pub(super) const STARTUP_GRACE: Duration = Duration::from_secs(6);
+/// A drain moves this many channels at once, then waits [`DRAIN_PAUSE`].
+pub(super) const DRAIN_BATCH: usize = 4;
+/// The pause between a drain's batches.
+pub(super) const DRAIN_PAUSE: Duration = Duration::from_secs(1);
 /// While a node stays failed, how often its channels are looked for again (a channel placed on
 /// it by an instance that still saw it healthy, or left there because no node could take it).
 pub(super) const SWEEP_AGAIN: Duration = Duration::from_secs(5);

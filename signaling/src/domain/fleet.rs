@@ -25,6 +25,13 @@ pub struct SfuServerView {
     pub status: Option<NodeStatus>,
 }
 
+impl SfuServerView {
+    /// Draining and hosting nothing any more: it can be deleted without `force`.
+    pub fn drained(&self) -> bool {
+        self.record.draining && self.rooms == 0
+    }
+}
+
 /// Changes to a node; `None` keeps a field.
 #[derive(Clone, Debug, Default)]
 pub struct SfuServerPatch {
@@ -179,20 +186,45 @@ impl SfuServers {
             view.record.draining = draining;
         }
         let drain_changed = patch.draining.is_some();
+        let refusal_changed = drain_changed || patch.disabled.is_some();
         if !self.shared.store.update_sfu_server(&view.record).await? {
             return Err(DomainError::NotFound("SFU server is not found"));
         }
+        if refusal_changed {
+            // The node learns it too, so it refuses new rooms from any signaling instance (a
+            // disabled node as much as a draining one).
+            let refuses = view.record.draining || view.record.disabled;
+            self.placement.tell_node_draining(id, refuses).await;
+        }
         if drain_changed {
-            // The node learns it too, so it refuses new rooms from any signaling instance.
-            self.placement
-                .tell_node_draining(id, view.record.draining)
-                .await;
             let draining = DomainEvent::SfuServerDraining {
                 node: id,
                 draining: view.record.draining,
             };
             self.shared.events.record(draining).await;
         }
+        Ok(view)
+    }
+
+    /// `POST /sfu-servers/{id}/drain`: the node takes no new rooms (placement skips it and the
+    /// node itself refuses), and its channels move to other nodes a few at a time in the
+    /// background, their members told `sfuRestart`; `drained` once it hosts nothing. Refused
+    /// (409) while it hosts channels that no other healthy, enabled, non-draining node could take.
+    pub async fn drain(&self, id: SfuServerId) -> Result<SfuServerView, DomainError> {
+        let view = self.get(id).await?;
+        if view.rooms > 0 && !self.placement.has_other_eligible_node(id).await? {
+            return Err(DomainError::Conflict(format!(
+                "SFU server {id} hosts {} channel(s) and no other healthy SFU node (enabled, not \
+                 draining) could take them; add or enable a node first",
+                view.rooms
+            )));
+        }
+        let patch = SfuServerPatch {
+            draining: Some(true),
+            ..SfuServerPatch::default()
+        };
+        let view = self.update(id, patch).await?;
+        self.placement.move_rooms_off(id);
         Ok(view)
     }
 

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
-use super::failover::{CHECK_EVERY, NodeWatch};
+use super::failover::{CHECK_EVERY, DRAIN_BATCH, DRAIN_PAUSE, NodeWatch};
 use super::ids::{ChannelId, SessionId, SfuServerId};
 use super::model::{ChannelRecord, SessionRecord, SessionUpdate};
 use super::ports::{NodeReport, SfuError, SfuNodes};
@@ -96,17 +96,10 @@ impl Placement {
 
     /// `node` failed: every channel placed on it is placed again on a healthy node.
     async fn fail_over(&self, node: SfuServerId) {
-        let channels = match self.shared.store.channels().await {
-            Ok(channels) => channels,
+        let placed = match self.placed_on(node).await {
+            Ok(placed) => placed,
             Err(e) => return tracing::warn!(%node, error = %e, "failover: store unavailable"),
         };
-        let placed: Vec<_> = channels
-            .into_iter()
-            .filter_map(|c| match (c.sfu_server_id, c.sfu_room) {
-                (Some(on), Some(room)) if on == node => Some((c.id, room)),
-                _ => None,
-            })
-            .collect();
         if placed.is_empty() {
             return;
         }
@@ -120,17 +113,10 @@ impl Placement {
     /// restarted) are placed again. The channels are read before the node is asked, so a room
     /// created in between is never taken for a lost one.
     async fn find_lost_rooms(&self, node: SfuServerId) {
-        let channels = match self.shared.store.channels().await {
-            Ok(channels) => channels,
+        let placed = match self.placed_on(node).await {
+            Ok(placed) => placed,
             Err(e) => return tracing::warn!(%node, error = %e, "lost rooms: store unavailable"),
         };
-        let placed: Vec<_> = channels
-            .into_iter()
-            .filter_map(|c| match (c.sfu_server_id, c.sfu_room) {
-                (Some(on), Some(room)) if on == node => Some((c.id, room)),
-                _ => None,
-            })
-            .collect();
         if placed.is_empty() {
             return;
         }
@@ -155,6 +141,73 @@ impl Placement {
         }
     }
 
+    /// Whether a healthy node other than `node`, neither disabled nor draining, could take rooms.
+    pub(super) async fn has_other_eligible_node(
+        &self,
+        node: SfuServerId,
+    ) -> Result<bool, super::ports::StoreError> {
+        let Some(nodes) = self.nodes() else {
+            return Ok(false);
+        };
+        let records = self.shared.store.sfu_servers().await?;
+        Ok(records
+            .iter()
+            .any(|r| r.id != node && !r.disabled && !r.draining && nodes.status(r.id).healthy))
+    }
+
+    /// Moves every channel off a draining `node`, [`DRAIN_BATCH`] at a time with
+    /// [`DRAIN_PAUSE`] between batches (so members reconnect spread over a few seconds rather
+    /// than all at once), in the background. Each old room is closed once its channel moved.
+    /// Stops early if the node stops draining.
+    pub(super) fn move_rooms_off(self: &Arc<Self>, node: SfuServerId) {
+        let placement = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let still_draining = match placement.shared.store.sfu_servers().await {
+                    Ok(records) => records.iter().any(|r| r.id == node && r.draining),
+                    Err(e) => return tracing::warn!(%node, error = %e, "drain: store unavailable"),
+                };
+                if !still_draining {
+                    return;
+                }
+                let placed = match placement.placed_on(node).await {
+                    Ok(placed) => placed,
+                    Err(e) => return tracing::warn!(%node, error = %e, "drain: store unavailable"),
+                };
+                if placed.is_empty() {
+                    return tracing::info!(%node, "SFU node drained");
+                }
+                for (channel, room) in placed.into_iter().take(DRAIN_BATCH) {
+                    if placement.relocate(&channel, node, &room, None).await {
+                        let close = Request::CloseRoom { room };
+                        if let Err(e) = placement.node_call(node, close).await {
+                            tracing::warn!(%node, error = %e.message, "drain: closing the old room failed");
+                        }
+                    }
+                }
+                tokio::time::sleep(DRAIN_PAUSE).await;
+            }
+        });
+    }
+
+    /// The channels placed on `node`, with their rooms.
+    async fn placed_on(
+        &self,
+        node: SfuServerId,
+    ) -> Result<Vec<(ChannelId, String)>, super::ports::StoreError> {
+        Ok(self
+            .shared
+            .store
+            .channels()
+            .await?
+            .into_iter()
+            .filter_map(|c| match (c.sfu_server_id, c.sfu_room) {
+                (Some(on), Some(room)) if on == node => Some((c.id, room)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// `channel`'s `room` on `node` is lost (the node failed or restarted): the channel is placed
     /// again on the least-loaded healthy node at once, and its members — but `except`, whose own
     /// publish is placing it — are told `sfuRestart` so they publish and subscribe again. Of
@@ -167,11 +220,14 @@ impl Placement {
         node: SfuServerId,
         room: &str,
         except: Option<&SessionId>,
-    ) {
+    ) -> bool {
         match self.shared.store.unplace_channel(channel, room).await {
             Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => return tracing::warn!(%channel, error = %e, "relocating: store unavailable"),
+            Ok(false) => return false,
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "relocating: store unavailable");
+                return false;
+            }
         }
         let lost = DomainEvent::RoomLost {
             channel: channel.clone(),
@@ -220,6 +276,7 @@ impl Placement {
                 self.shared.emit(restarted, &audience).await;
             }
         }
+        true
     }
 
     /// The fleet, if this instance has one.
@@ -1140,5 +1197,82 @@ mod tests {
                 .sfu_room
                 .is_some()
         );
+    }
+
+    #[tokio::test]
+    async fn draining_moves_channels_off_a_live_node_and_closes_their_old_rooms() {
+        let (signaling, store, recorder) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        let (a, b) = two_nodes(&signaling).await;
+        let servers = signaling.sfu_servers();
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        let old_room = store
+            .inner
+            .channel(&channel)
+            .await
+            .unwrap()
+            .unwrap()
+            .sfu_room
+            .unwrap();
+        drain(&mut alice_queue);
+
+        // Unknown ids are 404; draining the only eligible node while it hosts a channel is 409.
+        let unknown = servers.drain(SfuServerId(99)).await.unwrap_err();
+        assert!(
+            matches!(unknown, crate::domain::DomainError::NotFound(_)),
+            "{unknown:?}"
+        );
+        nodes.set_healthy(b, false);
+        let refused = servers.drain(a).await.unwrap_err();
+        let crate::domain::DomainError::Conflict(message) = refused else {
+            panic!("{refused:?}");
+        };
+        assert!(message.contains("no other healthy SFU node"), "{message}");
+        assert!(
+            !servers.get(a).await.unwrap().record.draining,
+            "nothing changed"
+        );
+        nodes.set_healthy(b, true);
+        nodes.take();
+        recorder.take();
+
+        let view = servers.drain(a).await.unwrap();
+        assert!(view.record.draining && !view.drained());
+        seen_until(&recorder, "sfu_restarted").await;
+        let moved = store.inner.channel(&channel).await.unwrap().unwrap();
+        assert_eq!(moved.sfu_server_id, Some(b));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(drain(&mut alice_queue)[0], restart_frame(&channel));
+        let requests = nodes.take();
+        assert_eq!(requests[0], Request::Drain { draining: true });
+        assert!(
+            requests.contains(&Request::CloseRoom { room: old_room }),
+            "{requests:?}"
+        );
+        let view = servers.get(a).await.unwrap();
+        assert!(view.drained(), "{view:?}");
+        servers.delete(a, false).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn disabling_a_node_is_told_to_the_node() {
+        let (signaling, _, _) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        let (a, _b) = two_nodes(&signaling).await;
+        let servers = signaling.sfu_servers();
+        for (disabled, told) in [(true, true), (false, false)] {
+            let patch = crate::domain::SfuServerPatch {
+                disabled: Some(disabled),
+                ..Default::default()
+            };
+            servers.update(a, patch).await.unwrap();
+            assert_eq!(nodes.take(), [Request::Drain { draining: told }]);
+        }
     }
 }
