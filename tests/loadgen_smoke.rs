@@ -345,6 +345,8 @@ fn induced_loss_is_nacked_and_recovered_and_subscribers_send_reports() {
         "the node resent what was NACKed: {report:#}"
     );
     assert!(count("receiverReportsSent") >= 3, "{report:#}");
+    // The node offers transport-wide-cc; our subscribers answer it and send feedback.
+    assert!(count("twccFeedbackSent") >= 3, "{report:#}");
     // What came back after NACKs leaves less missing than was dropped.
     assert!(report["lossPercent"].as_f64().unwrap() < 5.0, "{report:#}");
 

@@ -1,6 +1,7 @@
 //! What a real subscriber sends back, so the server under test does its real per-receiver work:
-//! receiver reports every second per stream, and generic NACKs (RFC 4585) for video packets
-//! that did not arrive — with `--loss`, the generator drops that share of arriving packets as a
+//! receiver reports every second per stream, transport-wide congestion control feedback every
+//! 100 ms when the extension is negotiated (as Chromium does), and generic NACKs (RFC 4585) for
+//! video packets that did not arrive — with `--loss`, the generator drops that share of arriving packets as a
 //! lossy downlink would, and the NACKs make the server retransmit. Sans-IO: packets and `now`
 //! in, RTCP contents out.
 
@@ -164,9 +165,262 @@ fn extend(highest: u64, seq: u16) -> u64 {
     }
 }
 
+/// Transport-wide-cc feedback is sent this often (Chromium: every 50–250 ms by rate).
+const TWCC_INTERVAL: Duration = Duration::from_millis(100);
+/// Packets one feedback covers at most (a gap larger than this starts a new base).
+const TWCC_MAX_SPAN: u64 = 1024;
+/// Receive deltas are in 250 µs units; the reference time in 64 ms units.
+const DELTA_UNIT_US: i64 = 250;
+const REFERENCE_UNIT_US: i64 = 64_000;
+
+/// Arrival times by transport-wide sequence number, reported every [`TWCC_INTERVAL`] as one
+/// transport-cc feedback (draft-holmer-rmcat-transport-wide-cc-extensions-01).
+#[derive(Debug)]
+pub(crate) struct TwccRecorder {
+    epoch: Instant,
+    highest: Option<u64>,
+    /// Not yet reported: extended sequence number → arrival, µs since `epoch`.
+    pending: BTreeMap<u64, i64>,
+    /// The first sequence number the next feedback covers.
+    next_base: Option<u64>,
+    feedback_count: u8,
+    next_feedback: Instant,
+}
+
+impl TwccRecorder {
+    pub(crate) fn new(now: Instant) -> Self {
+        Self {
+            epoch: now,
+            highest: None,
+            pending: BTreeMap::new(),
+            next_base: None,
+            feedback_count: 0,
+            next_feedback: now + TWCC_INTERVAL,
+        }
+    }
+
+    /// A packet with transport-wide sequence number `seq` arrived at `arrival`.
+    pub(crate) fn on_packet(&mut self, arrival: Instant, seq: u16) {
+        let ext = match self.highest {
+            None => u64::from(seq) + 0x1_0000,
+            Some(highest) => extend(highest, seq),
+        };
+        self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
+        let base = *self.next_base.get_or_insert(ext);
+        if ext < base {
+            return; // already reported as lost: too late to say otherwise
+        }
+        let at = arrival.saturating_duration_since(self.epoch).as_micros() as i64;
+        self.pending.entry(ext).or_insert(at);
+    }
+
+    /// The feedback due now: every sequence number from the last one reported to the highest
+    /// received, each received (with its arrival delta) or not.
+    pub(crate) fn due_feedback(
+        &mut self,
+        now: Instant,
+        sender_ssrc: u32,
+        media_ssrc: u32,
+    ) -> Option<rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc> {
+        use rtcp::transport_feedbacks::transport_layer_cc::{
+            PacketStatusChunk, RecvDelta, StatusChunkTypeTcc, StatusVectorChunk, SymbolSizeTypeTcc,
+            SymbolTypeTcc, TransportLayerCc,
+        };
+        if now < self.next_feedback {
+            return None;
+        }
+        self.next_feedback = now + TWCC_INTERVAL;
+        let (&last, _) = self.pending.last_key_value()?;
+        let mut base = self.next_base?;
+        if last - base >= TWCC_MAX_SPAN {
+            // A long gap: report the latest span only (what came before is lost to the sender).
+            base = last + 1 - TWCC_MAX_SPAN;
+            self.pending.retain(|&seq, _| seq >= base);
+        }
+        let (&first, &first_at) = self.pending.first_key_value()?;
+        let reference = first_at / REFERENCE_UNIT_US;
+        let mut previous = reference * REFERENCE_UNIT_US;
+        let mut symbols = Vec::new();
+        let mut deltas = Vec::new();
+        for seq in base..=last {
+            let Some(&at) = self.pending.get(&seq) else {
+                symbols.push(SymbolTypeTcc::PacketNotReceived);
+                continue;
+            };
+            let units = (at - previous) / DELTA_UNIT_US;
+            let kind = if (0..=255).contains(&units) {
+                SymbolTypeTcc::PacketReceivedSmallDelta
+            } else {
+                SymbolTypeTcc::PacketReceivedLargeDelta
+            };
+            let units = units.clamp(i64::from(i16::MIN), i64::from(i16::MAX));
+            // The sender rebuilds arrival times from the deltas it is sent: keep ours in step.
+            previous += units * DELTA_UNIT_US;
+            symbols.push(kind);
+            deltas.push(RecvDelta {
+                type_tcc_packet: kind,
+                delta: units * DELTA_UNIT_US,
+            });
+        }
+        debug_assert!(first >= base);
+        let packet_status_count = symbols.len() as u16;
+        let packet_chunks = symbols
+            .chunks(7)
+            .map(|chunk| {
+                let mut symbol_list = chunk.to_vec();
+                symbol_list.resize(7, SymbolTypeTcc::PacketNotReceived);
+                PacketStatusChunk::StatusVectorChunk(StatusVectorChunk {
+                    type_tcc: StatusChunkTypeTcc::StatusVectorChunk,
+                    symbol_size: SymbolSizeTypeTcc::TwoBit,
+                    symbol_list,
+                })
+            })
+            .collect();
+        let feedback = TransportLayerCc {
+            sender_ssrc,
+            media_ssrc,
+            base_sequence_number: base as u16,
+            packet_status_count,
+            reference_time: (reference as u32) & 0x00ff_ffff,
+            fb_pkt_count: self.feedback_count,
+            packet_chunks,
+            recv_deltas: deltas,
+        };
+        self.feedback_count = self.feedback_count.wrapping_add(1);
+        self.pending.clear();
+        self.next_base = Some(last + 1);
+        Some(feedback)
+    }
+}
+
+/// The transport-wide sequence number of an RTP packet whose header extension `id` carries it
+/// (one-byte RFC 8285 extensions; two-byte too).
+pub(crate) fn transport_sequence(packet: &[u8], id: u8) -> Option<u16> {
+    if packet.len() < 12 || packet[0] & 0x10 == 0 {
+        return None;
+    }
+    let at = 12 + usize::from(packet[0] & 0x0f) * 4;
+    let profile = u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]);
+    let words = usize::from(u16::from_be_bytes([
+        *packet.get(at + 2)?,
+        *packet.get(at + 3)?,
+    ]));
+    let body = packet.get(at + 4..at + 4 + words * 4)?;
+    let mut i = 0;
+    while i < body.len() {
+        let (ext_id, len, header) = match profile {
+            0xBEDE => {
+                let b = body[i];
+                if b == 0 {
+                    i += 1; // padding
+                    continue;
+                }
+                if b >> 4 == 15 {
+                    return None;
+                }
+                (b >> 4, usize::from(b & 0x0f) + 1, 1)
+            }
+            p if p & 0xfff0 == 0x1000 => {
+                let b = body[i];
+                if b == 0 {
+                    i += 1;
+                    continue;
+                }
+                (b, usize::from(*body.get(i + 1)?), 2)
+            }
+            _ => return None,
+        };
+        let data = body.get(i + header..i + header + len)?;
+        if ext_id == id && data.len() >= 2 {
+            return Some(u16::from_be_bytes([data[0], data[1]]));
+        }
+        i += header + len;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn twcc_feedback_reports_every_sequence_number_and_round_trips() {
+        use rtcp::transport_feedbacks::transport_layer_cc::{SymbolTypeTcc, TransportLayerCc};
+        use webrtc_util::marshal::{Marshal, Unmarshal};
+        let t0 = Instant::now();
+        let mut twcc = TwccRecorder::new(t0);
+        // 10, 11, (12 lost), 13 after 100 ms (a large delta), then 14.
+        twcc.on_packet(t0 + Duration::from_millis(1), 10);
+        twcc.on_packet(t0 + Duration::from_millis(2), 11);
+        twcc.on_packet(t0 + Duration::from_millis(102), 13);
+        twcc.on_packet(t0 + Duration::from_millis(103), 14);
+        assert!(
+            twcc.due_feedback(t0, 1, 2).is_none(),
+            "not before the interval"
+        );
+        let feedback = twcc.due_feedback(t0 + TWCC_INTERVAL, 1, 2).unwrap();
+        assert_eq!(
+            (feedback.base_sequence_number, feedback.packet_status_count),
+            (10, 5)
+        );
+        let kinds: Vec<_> = feedback
+            .recv_deltas
+            .iter()
+            .map(|d| d.type_tcc_packet)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                SymbolTypeTcc::PacketReceivedSmallDelta,
+                SymbolTypeTcc::PacketReceivedSmallDelta,
+                SymbolTypeTcc::PacketReceivedLargeDelta,
+                SymbolTypeTcc::PacketReceivedSmallDelta
+            ]
+        );
+        let deltas: i64 = feedback.recv_deltas.iter().map(|d| d.delta).sum();
+        assert_eq!(
+            deltas, 103_000,
+            "deltas add up to the last arrival since the reference"
+        );
+        let bytes = feedback.marshal().unwrap();
+        let mut reader = &bytes[..];
+        let parsed = TransportLayerCc::unmarshal(&mut reader).unwrap();
+        assert_eq!(parsed.packet_status_count, 5);
+        assert_eq!(parsed.recv_deltas.len(), 4);
+
+        // The next feedback starts after 14; a late 12 is not reported again.
+        twcc.on_packet(t0 + Duration::from_millis(150), 12);
+        twcc.on_packet(t0 + Duration::from_millis(151), 15);
+        let next = twcc.due_feedback(t0 + TWCC_INTERVAL * 2, 1, 2).unwrap();
+        assert_eq!(
+            (next.base_sequence_number, next.packet_status_count),
+            (15, 1)
+        );
+        assert_eq!(next.fb_pkt_count, 1);
+        assert!(
+            twcc.due_feedback(t0 + TWCC_INTERVAL * 3, 1, 2).is_none(),
+            "nothing new"
+        );
+    }
+
+    #[test]
+    fn transport_sequence_numbers_are_read_from_one_and_two_byte_extensions() {
+        // One-byte: id 3 (len 2) after padding and an id-1 extension of 1 byte.
+        let mut packet = vec![0x90, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+        packet.extend([0xBE, 0xDE, 0, 2, 0x10, 0xAA, 0x00, 0x31, 0x12, 0x34, 0, 0]);
+        assert_eq!(transport_sequence(&packet, 3), Some(0x1234));
+        assert_eq!(transport_sequence(&packet, 5), None);
+        // Two-byte profile: id 3, length 2.
+        let mut two = vec![0x90, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+        two.extend([0x10, 0x00, 0, 1, 3, 2, 0xAB, 0xCD]);
+        assert_eq!(transport_sequence(&two, 3), Some(0xABCD));
+        // No extension bit, truncated, or a length past the end: nothing, no panic.
+        assert_eq!(transport_sequence(&packet[..12], 3), None);
+        assert_eq!(transport_sequence(&packet[..18], 3), None);
+        let mut bad = packet.clone();
+        bad[15] = 9;
+        assert_eq!(transport_sequence(&bad, 3), None);
+    }
 
     #[test]
     fn a_gap_is_nacked_three_times_then_given_up_and_a_late_packet_is_recovered() {

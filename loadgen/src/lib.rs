@@ -210,6 +210,8 @@ pub(crate) struct Totals {
     pub(crate) nacked: AtomicU64,
     pub(crate) recovered: AtomicU64,
     pub(crate) receiver_reports: AtomicU64,
+    /// Transport-cc feedback packets subscribers sent.
+    pub(crate) twcc_feedback: AtomicU64,
     /// SRTP protection profiles our participants' DTLS handshakes negotiated.
     pub(crate) srtp_profiles: Mutex<std::collections::BTreeSet<String>>,
     /// Set while the measurement window is open.

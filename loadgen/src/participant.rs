@@ -11,8 +11,9 @@ use mooyaho_media::connection::dtls::DtlsIdentity;
 use mooyaho_net::PacketClass;
 use serde_json::json;
 use tokio::net::UdpSocket;
+use webrtc_util::marshal::Marshal;
 
-use super::feedback::{Arrival, ReceiverFeedback};
+use super::feedback::{Arrival, ReceiverFeedback, TwccRecorder, transport_sequence};
 use super::janus::{self, Janus};
 use super::peer::{self, ConnectOptions, LocalIce};
 use super::sdp::{self, Local};
@@ -197,9 +198,10 @@ async fn run_mooyaho(
         let connected = peer::connect(identity, &subscribe_ice, &remote).await?;
         totals.negotiated(&connected.srtp);
         totals.add_receiver(role.room);
+        let twcc = sdp::extension_id(&offer, sdp::TRANSPORT_CC_URI);
         let (totals, stop_at, loss) = (totals.clone(), stop_at.clone(), config.loss_percent);
         tasks.push(tokio::spawn(async move {
-            receive_media(connected, loss, &totals, &stop_at).await
+            receive_media(connected, loss, twcc, &totals, &stop_at).await
         }));
     }
     joined(totals, started);
@@ -353,9 +355,10 @@ async fn run_janus(
             .context("subscriber transport to Janus")?;
         totals.negotiated(&connected.srtp);
         totals.add_receiver(role.room);
+        let twcc = sdp::extension_id(&offer, sdp::TRANSPORT_CC_URI);
         let (totals, stop_at, loss) = (totals.clone(), stop_at.clone(), config.loss_percent);
         tasks.push(tokio::spawn(async move {
-            receive_media(connected, loss, &totals, &stop_at).await
+            receive_media(connected, loss, twcc, &totals, &stop_at).await
         }));
     }
     joined(totals, started);
@@ -683,10 +686,12 @@ impl WindowReceipts {
 }
 
 /// Receives until the run stops, as a browser would: drops `loss_percent` of arriving packets
-/// (a lossy downlink), NACKs missing video packets and sends receiver reports (`feedback`).
+/// (a lossy downlink), NACKs missing video packets, sends receiver reports, and transport-cc
+/// feedback when the offer mapped that extension (`twcc_id`).
 async fn receive_media(
     connected: peer::Connected,
     loss_percent: f64,
+    twcc_id: Option<u8>,
     totals: &Totals,
     stop_at: &Mutex<Instant>,
 ) -> anyhow::Result<()> {
@@ -704,10 +709,17 @@ async fn receive_media(
     let mut samples = Vec::new();
     let mut next_consent = Instant::now();
     let mut feedback = ReceiverFeedback::default();
+    let mut twcc = twcc_id.map(|id| (id, TwccRecorder::new(Instant::now())));
+    let mut twcc_media_ssrc = 0;
     let own_ssrc: u32 = rand::random();
     let drop_share = (loss_percent / 100.0).clamp(0.0, 1.0);
-    // With induced loss, wake every 20 ms so NACKs go out in time; reports need only 1 s.
-    let wake = Duration::from_millis(if drop_share > 0.0 { 20 } else { 200 });
+    // With induced loss, wake every 20 ms so NACKs go out in time; transport-cc feedback goes
+    // every 100 ms; receiver reports need only 1 s.
+    let wake = Duration::from_millis(match (drop_share > 0.0, twcc.is_some()) {
+        (true, _) => 20,
+        (false, true) => 100,
+        (false, false) => 200,
+    });
     loop {
         let stop = *stop_at.lock().expect("lock");
         let remaining = stop.saturating_duration_since(Instant::now());
@@ -719,6 +731,18 @@ async fn receive_media(
             next_consent = Instant::now() + Duration::from_secs(2);
         }
         send_feedback(&mut feedback, own_ssrc, &socket, remote, &mut srtp, totals).await?;
+        if let Some((_, recorder)) = &mut twcc
+            && let Some(report) = recorder.due_feedback(Instant::now(), own_ssrc, twcc_media_ssrc)
+        {
+            let packet = report
+                .marshal()
+                .map_err(|e| anyhow::anyhow!("transport-cc feedback: {e}"))?;
+            let protected = srtp
+                .protect_rtcp(&packet)
+                .map_err(|e| anyhow::anyhow!("SRTCP protect: {e}"))?;
+            socket.send_to(&protected, remote).await?;
+            totals.twcc_feedback.fetch_add(1, Ordering::Relaxed);
+        }
         match tokio::time::timeout(remaining.min(wake), socket.readable()).await {
             Ok(ready) => ready?,
             Err(_) => continue,
@@ -754,6 +778,12 @@ async fn receive_media(
             let Some((ssrc, seq, payload_at, audio)) = parse_rtp(packet) else {
                 continue;
             };
+            if let Some((id, recorder)) = &mut twcc
+                && let Some(transport_seq) = transport_sequence(packet, *id)
+            {
+                recorder.on_packet(Instant::now(), transport_seq);
+                twcc_media_ssrc = ssrc;
+            }
             if feedback.on_packet(Instant::now(), ssrc, seq, !audio) == Arrival::Recovered {
                 totals.recovered.fetch_add(1, Ordering::Relaxed);
             }

@@ -54,6 +54,8 @@ pub struct Report {
     pub nacked_packets: u64,
     pub recovered_packets: u64,
     pub receiver_reports_sent: u64,
+    /// Transport-wide-cc feedback packets our subscribers sent (every 100 ms where negotiated).
+    pub twcc_feedback_sent: u64,
     /// SRTP packets that failed authentication at our subscribers.
     pub srtp_auth_failures: u64,
     /// One-way latency publisher → SFU → subscriber, milliseconds.
@@ -262,6 +264,7 @@ impl Report {
             nacked_packets: totals.nacked.load(Ordering::Relaxed),
             recovered_packets: totals.recovered.load(Ordering::Relaxed),
             receiver_reports_sent: totals.receiver_reports.load(Ordering::Relaxed),
+            twcc_feedback_sent: totals.twcc_feedback.load(Ordering::Relaxed),
             latency_cdf_ms: cdf(latencies.clone(), 1e-3),
             latency_ms: Percentiles::of(latencies, 1e-3),
             sfu_cpu_seconds,

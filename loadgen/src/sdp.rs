@@ -132,8 +132,22 @@ pub(crate) fn publish_offer_tracks(local: &Local<'_>, tracks: &[(bool, u32)]) ->
     sdp
 }
 
-/// The answer to the SFU's subscribe offer: receive every m-line with its first codec; `setup`
-/// is our DTLS side (`active` or `passive`).
+/// The transport-wide-cc header extension's URI.
+pub(crate) const TRANSPORT_CC_URI: &str =
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+
+/// The id an SDP maps a header extension `uri` to (the first `a=extmap` naming it).
+pub(crate) fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim_end().strip_prefix("a=extmap:")?;
+        let (id, mapped) = rest.split_once(' ')?;
+        let id = id.split('/').next()?.parse().ok()?;
+        (mapped.split_whitespace().next()? == uri).then_some(id)
+    })
+}
+
+/// The answer to the SFU's subscribe offer: receive every m-line with its first codec, its
+/// feedback and the offered header extensions; `setup` is our DTLS side (`active` or `passive`).
 pub(crate) fn subscribe_answer(local: &Local<'_>, offer: &str, setup: &str) -> String {
     let mut mids = Vec::new();
     let mut lines = Vec::new();
@@ -165,8 +179,12 @@ pub(crate) fn subscribe_answer(local: &Local<'_>, offer: &str, setup: &str) -> S
             m[0]
         ));
         for l in section.iter() {
+            // As a browser answers: the codec, its feedback, and the header extensions offered
+            // (the server then writes them into every packet it sends us, as it would to Chrome).
             let keep = l.starts_with(&format!("a=rtpmap:{pt} "))
-                || l.starts_with(&format!("a=fmtp:{pt} "));
+                || l.starts_with(&format!("a=fmtp:{pt} "))
+                || l.starts_with(&format!("a=rtcp-fb:{pt} "))
+                || l.starts_with("a=extmap:");
             if keep {
                 lines.push(format!("{l}\r\n"));
             }
@@ -219,6 +237,34 @@ mod tests {
             "a=candidate:1 1 udp 2130706431 192.0.2.2 5000 typ host\r\na=end-of-candidates\r\n"
         ));
         assert!(answer.contains("a=setup:passive\r\n"));
+    }
+
+    #[test]
+    fn answers_keep_feedback_and_extensions_and_the_twcc_id_is_found() {
+        let local = Local {
+            ufrag: "u",
+            pwd: "p",
+            fingerprint: "AA",
+            candidate: None,
+        };
+        let offer = format!(
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 VP8/90000\r\n\
+             a=rtcp-fb:96 nack\r\na=rtcp-fb:96 transport-cc\r\na=rtcp-fb:97 nack\r\n\
+             a=extmap:3 {TRANSPORT_CC_URI}\r\na=mid:0\r\n"
+        );
+        let answer = subscribe_answer(&local, &offer, "active");
+        assert!(answer.contains("a=rtcp-fb:96 transport-cc\r\n"));
+        assert!(
+            !answer.contains("a=rtcp-fb:97"),
+            "only the chosen codec's feedback"
+        );
+        assert_eq!(extension_id(&answer, TRANSPORT_CC_URI), Some(3));
+        assert_eq!(
+            extension_id("a=extmap:5/sendrecv urn:x\r\n", "urn:x"),
+            Some(5)
+        );
+        assert_eq!(extension_id("a=extmap:x urn:x\r\n", "urn:x"), None);
+        assert_eq!(extension_id(&answer, "urn:other"), None);
     }
 
     #[test]
