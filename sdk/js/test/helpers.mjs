@@ -39,6 +39,7 @@ export async function startServer(extraArgs = [], { anonymous = true } = {}) {
   return {
     url,
     apiKey,
+    pid: child.pid,
     api: new MooyahoServer({ baseUrl: url, apiKey }),
     /** The server's log so far (stderr; `RUST_LOG` selects the level, default warn). */
     logs: () => stderr,
