@@ -62,6 +62,11 @@ pub(crate) struct SfuOptions {
     /// The signaling REST API key, for --register-url.
     #[arg(long, env = "MOOYAHO_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// On SIGTERM (or Ctrl-C), how long to wait for the signaling server to move this node's
+    /// rooms to other nodes (`POST /sfu-servers/{id}/drain`) before exiting; a second signal
+    /// exits at once. Needs --register-url. 0 exits at once.
+    #[arg(long, env = "MOOYAHO_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    drain_timeout_secs: u64,
 }
 
 /// `--max-track-bitrate` default: 10 Mbit/s per video track.
@@ -189,6 +194,7 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
     for addr in running.node.addresses() {
         println!("  media:       udp {addr}");
     }
+    let mut registry = None;
     if let Some(url) = &options.register_url {
         let key = options
             .api_key
@@ -204,16 +210,51 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
             .await
             .context("registering with the signaling server")?;
         println!("  registered:  id {}", registered.id);
+        registry = Some((client, registered.id));
     }
     let failure = tokio::select! {
         () = crate::shutdown_signal() => None,
         failure = running.node.worker_failed() => Some(failure),
     };
+    if failure.is_none()
+        && let Some((client, id)) = &registry
+    {
+        let timeout = Duration::from_secs(options.drain_timeout_secs);
+        tokio::select! {
+            () = drain_before_exit(client, *id, timeout) => {}
+            () = crate::shutdown_signal() => tracing::warn!("second signal: exiting without waiting for the drain"),
+        }
+    }
     drop(running);
     match failure {
         None => Ok(()),
         Some(failure) => Err(worker_died(&failure)),
     }
+}
+
+/// SIGTERM on a registered node: asks the signaling server to drain it (its rooms move to other
+/// nodes, their members reconnect there) and waits until it hosts nothing, at most `timeout`. A
+/// rolling upgrade is: SIGTERM, wait for the exit, start the new binary (with `--data-dir` it
+/// keeps its record). If the server refuses (no other node could take the rooms) or cannot be
+/// reached, the node exits anyway and the fleet's failover handles whatever it hosted.
+async fn drain_before_exit(client: &mooyaho_server_sdk::Mooyaho, id: u64, timeout: Duration) {
+    if timeout.is_zero() {
+        return;
+    }
+    tracing::warn!(id, ?timeout, "stopping: draining this node first");
+    if let Err(e) = client.drain_sfu_server(id).await {
+        return tracing::warn!(id, error = %e, "drain refused or failed: exiting now");
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        match client.get_sfu_server(id).await {
+            Ok(node) if node.drained => return tracing::warn!(id, "drained: exiting"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(id, error = %e, "drain: cannot read this node's state"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tracing::warn!(id, ?timeout, "drain did not finish in time: exiting");
 }
 
 /// A dead worker lost its rooms and the node cannot serve them: the process exits non-zero so

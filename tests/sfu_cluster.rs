@@ -903,3 +903,46 @@ async fn draining_a_node_moves_its_channel_while_media_flows_then_it_is_deleted_
         stream.abort();
     }
 }
+
+/// Issue 13 item 3: SIGTERM on a registered `mooyaho sfu` drains it — its channel moves to the
+/// other node while the members stream (media flows again there) — and then it exits by itself,
+/// with success, long before its drain timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_on_a_node_drains_it_then_it_exits() {
+    let mut cluster = Cluster::start().await;
+    let channel = cluster.rest(0).create_channel(true).await;
+    let mut clients = Vec::new();
+    for i in 0..2 {
+        let s = &cluster.servers[0];
+        clients.push(SfuClient::join(&s.ws_url(), &s.rest(), &channel, &format!("term-{i}")).await);
+    }
+    for client in &mut clients {
+        client.publish().await;
+    }
+    let streams: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.stream_media(0xF0 + i as u8, Duration::from_millis(20)))
+        .collect();
+    let first = media_flows_between(&clients, 0, Instant::now(), Duration::from_secs(15)).await;
+    assert!(first.is_some(), "media never flowed before SIGTERM");
+    let rest = cluster.rest(0);
+    let host = placed_on(&rest, &channel).await.expect("placed");
+    let index = cluster.nodes.iter().position(|n| n.id() == host).unwrap();
+    let other = cluster.nodes[1 - index].id();
+
+    let terminated = Instant::now();
+    cluster.nodes[index].terminate();
+    let gap = media_flows_between(&clients, 1, terminated, Duration::from_secs(10)).await;
+    assert!(gap.is_some(), "media did not flow again after SIGTERM");
+    assert_eq!(placed_on(&rest, &channel).await, Some(other));
+    let status =
+        tokio::task::block_in_place(|| cluster.nodes[index].wait_exit(Duration::from_secs(10)));
+    let took = terminated.elapsed();
+    eprintln!("SIGTERM: media back after {gap:?}; the node exited after {took:?} with {status:?}");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_eq!(sfu_server(&rest, host).await["drained"], true);
+    for stream in streams {
+        stream.abort();
+    }
+}

@@ -222,6 +222,9 @@ pub struct SfuServer {
     pub disabled: bool,
     /// Draining.
     pub draining: bool,
+    /// Draining and hosting no channel any more (`DELETE` needs no `force`).
+    #[serde(default)]
+    pub drained: bool,
     /// Health as this signaling instance sees it: `healthy`, `unhealthy`, `unreachable`, or
     /// `unknown` (the instance has no cluster secret).
     pub health: String,

@@ -92,6 +92,8 @@ export interface SfuServer {
     fingerprint: string | null;
     disabled: boolean;
     draining: boolean;
+    /** Draining and hosting no channel any more: `deleteSfuServer` needs no `force`. */
+    drained: boolean;
     health: string;
     rooms: number;
     sessions: number;
