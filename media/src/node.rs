@@ -108,7 +108,7 @@ pub struct Node {
     identity: DtlsIdentity,
     next_worker: AtomicUsize,
     spill_after: usize,
-    spans: Mutex<Spans>,
+    placement: Mutex<Placement>,
     /// Serialises pipe setup, so two subscribers cannot open the same pipe twice.
     setup: tokio::sync::Mutex<()>,
     /// No new rooms (existing rooms finish).
@@ -117,22 +117,141 @@ pub struct Node {
     failures: FailureSender,
 }
 
-/// Which workers each room uses. Touched by control requests only, never by the packet path.
+/// Where each room lives on this node: the workers it spans and which one holds each
+/// subscriber. Node-level only (a room's media state is in each worker's sfu-core); touched by
+/// control requests, never by the packet path.
 #[derive(Debug, Default)]
-struct Spans {
-    rooms: HashMap<RoomKey, Span>,
-    /// A remote part of a room → the room as the control plane knows it.
+struct Placement {
+    rooms: HashMap<RoomKey, RoomWorkers>,
+    /// A room's part on another worker → the room as the control plane knows it.
     aliases: HashMap<RoomKey, RoomKey>,
     /// Subscribe transports per worker, across rooms (placement weight).
     load: Vec<usize>,
 }
 
+/// The workers one room spans.
 #[derive(Debug, Default)]
-struct Span {
+struct RoomWorkers {
     /// Worker → this room's part there (the home worker's is the room itself).
     parts: HashMap<usize, RoomId>,
     /// Session → worker holding its subscribe transport.
     subscribers: HashMap<String, usize>,
+}
+
+impl Placement {
+    fn new(workers: usize) -> Self {
+        Self {
+            load: vec![0; workers],
+            ..Self::default()
+        }
+    }
+
+    /// A room just opened on its home worker.
+    fn open(&mut self, room: RoomKey) {
+        let mut workers = RoomWorkers::default();
+        workers.parts.insert(room.worker, room.room);
+        self.rooms.insert(room, workers);
+    }
+
+    /// The room's part on `worker`, once it spans it.
+    fn part(&self, room: RoomKey, worker: usize) -> Option<RoomId> {
+        self.rooms.get(&room)?.parts.get(&worker).copied()
+    }
+
+    /// The room now spans `worker` through `part`.
+    fn add_part(&mut self, room: RoomKey, worker: usize, part: RoomId) {
+        if let Some(workers) = self.rooms.get_mut(&room) {
+            workers.parts.insert(worker, part);
+            self.aliases.insert(RoomKey { worker, room: part }, room);
+        }
+    }
+
+    /// The room a worker's part belongs to (the part itself for a home room).
+    fn room_of(&self, part: RoomKey) -> RoomKey {
+        self.aliases.get(&part).copied().unwrap_or(part)
+    }
+
+    /// The worker (and the room's part there) holding `session`'s subscribe transport.
+    fn subscriber(
+        &self,
+        room: RoomKey,
+        session: &str,
+    ) -> Result<Option<(usize, RoomId)>, MediaError> {
+        let workers = self.rooms.get(&room).ok_or(MediaError::UnknownRoom)?;
+        Ok(workers
+            .subscribers
+            .get(session)
+            .map(|&w| (w, workers.parts[&w])))
+    }
+
+    /// Where a new subscriber of `room` goes: its home worker until `spill_after` subscribers
+    /// are there, then the least-loaded worker (home on a tie).
+    fn worker_for_new_subscriber(
+        &self,
+        room: RoomKey,
+        spill_after: usize,
+    ) -> Result<usize, MediaError> {
+        let workers = self.rooms.get(&room).ok_or(MediaError::UnknownRoom)?;
+        let at_home = workers
+            .subscribers
+            .values()
+            .filter(|w| **w == room.worker)
+            .count();
+        if at_home < spill_after {
+            return Ok(room.worker);
+        }
+        Ok((0..self.load.len())
+            .min_by_key(|w| (self.load[*w], *w != room.worker))
+            .unwrap_or(room.worker))
+    }
+
+    /// `session` subscribes on `worker` (counted once however often it is re-offered).
+    fn place_subscriber(&mut self, room: RoomKey, session: &str, worker: usize) {
+        let placed = self
+            .rooms
+            .get_mut(&room)
+            .and_then(|w| w.subscribers.insert(session.to_owned(), worker))
+            .is_none();
+        if placed && let Some(load) = self.load.get_mut(worker) {
+            *load += 1;
+        }
+    }
+
+    /// `session` left: where its subscribe transport was, if it had one.
+    fn remove_subscriber(
+        &mut self,
+        room: RoomKey,
+        session: &str,
+    ) -> Result<Option<(usize, RoomId)>, MediaError> {
+        let workers = self.rooms.get_mut(&room).ok_or(MediaError::UnknownRoom)?;
+        let Some(worker) = workers.subscribers.remove(session) else {
+            return Ok(None);
+        };
+        let part = workers.parts[&worker];
+        if let Some(load) = self.load.get_mut(worker) {
+            *load = load.saturating_sub(1);
+        }
+        Ok(Some((worker, part)))
+    }
+
+    /// The room closed: every part it had, its home last (so no pipe outlives its home).
+    fn close(&mut self, room: RoomKey) -> Result<Vec<(usize, RoomId)>, MediaError> {
+        let workers = self.rooms.remove(&room).ok_or(MediaError::UnknownRoom)?;
+        for (worker, part) in &workers.parts {
+            self.aliases.remove(&RoomKey {
+                worker: *worker,
+                room: *part,
+            });
+        }
+        for worker in workers.subscribers.values() {
+            if let Some(load) = self.load.get_mut(*worker) {
+                *load = load.saturating_sub(1);
+            }
+        }
+        let mut parts: Vec<_> = workers.parts.into_iter().collect();
+        parts.sort_by_key(|(worker, _)| *worker == room.worker);
+        Ok(parts)
+    }
 }
 
 impl Node {
@@ -177,10 +296,7 @@ impl Node {
         }
         Ok((
             Self {
-                spans: Mutex::new(Spans {
-                    load: vec![0; workers.len()],
-                    ..Spans::default()
-                }),
+                placement: Mutex::new(Placement::new(workers.len())),
                 workers,
                 identity,
                 next_worker: AtomicUsize::new(0),
@@ -207,14 +323,13 @@ impl Node {
         self.workers.get(index).ok_or(MediaError::UnknownRoom)
     }
 
-    fn spans(&self) -> std::sync::MutexGuard<'_, Spans> {
-        self.spans.lock().unwrap_or_else(|e| e.into_inner())
+    fn placement(&self) -> std::sync::MutexGuard<'_, Placement> {
+        self.placement.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The room (as the control plane names it) that a worker's part of a room belongs to.
     pub fn room_of(&self, worker: usize, room: RoomId) -> RoomKey {
-        let part = RoomKey { worker, room };
-        self.spans().aliases.get(&part).copied().unwrap_or(part)
+        self.placement().room_of(RoomKey { worker, room })
     }
 
     /// Starts or stops draining: while draining, [`Node::create_room`] fails with
@@ -231,7 +346,7 @@ impl Node {
     /// The rooms the node hosts (as the control plane names them; a room's parts on other
     /// workers are not listed).
     pub fn rooms(&self) -> Vec<RoomKey> {
-        self.spans().rooms.keys().copied().collect()
+        self.placement().rooms.keys().copied().collect()
     }
 
     /// Opens a room on the next worker (round robin).
@@ -242,9 +357,7 @@ impl Node {
         let worker = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.workers.len();
         let room = self.worker(worker)?.call(Command::CreateRoom).await?;
         let key = RoomKey { worker, room };
-        let mut span = Span::default();
-        span.parts.insert(worker, room);
-        self.spans().rooms.insert(key, span);
+        self.placement().open(key);
         Ok(key)
     }
 
@@ -280,15 +393,7 @@ impl Node {
         };
         let offer = self.worker(worker)?.call(subscribe_offer).await?;
         if offer.is_some() {
-            let mut spans = self.spans();
-            let placed = spans
-                .rooms
-                .get_mut(&room)
-                .and_then(|s| s.subscribers.insert(session.to_owned(), worker))
-                .is_none();
-            if placed && let Some(load) = spans.load.get_mut(worker) {
-                *load += 1;
-            }
+            self.placement().place_subscriber(room, session, worker);
         }
         Ok(offer)
     }
@@ -300,15 +405,10 @@ impl Node {
         session: &str,
         answer: &str,
     ) -> Result<(), MediaError> {
-        let (worker, part) = {
-            let spans = self.spans();
-            let span = spans.rooms.get(&room).ok_or(MediaError::UnknownRoom)?;
-            let worker = *span
-                .subscribers
-                .get(session)
-                .ok_or(MediaError::NoTransport("subscribe"))?;
-            (worker, span.parts[&worker])
-        };
+        let (worker, part) = self
+            .placement()
+            .subscriber(room, session)?
+            .ok_or(MediaError::NoTransport("subscribe"))?;
         let subscribe_answer = |reply| Command::SubscribeAnswer {
             room: part,
             session: session.to_owned(),
@@ -320,18 +420,7 @@ impl Node {
 
     /// Removes a session's transports (others are told to renegotiate).
     pub async fn close_session(&self, room: RoomKey, session: &str) -> Result<(), MediaError> {
-        let subscriber = {
-            let mut spans = self.spans();
-            let span = spans.rooms.get_mut(&room).ok_or(MediaError::UnknownRoom)?;
-            let worker = span.subscribers.remove(session);
-            let part = worker.map(|w| (w, span.parts[&w]));
-            if let Some((w, _)) = part
-                && let Some(load) = spans.load.get_mut(w)
-            {
-                *load = load.saturating_sub(1);
-            }
-            part
-        };
+        let subscriber = self.placement().remove_subscriber(room, session)?;
         let mut targets = vec![(room.worker, room.room)];
         if let Some(part) = subscriber.filter(|(w, _)| *w != room.worker) {
             targets.push(part);
@@ -349,25 +438,7 @@ impl Node {
 
     /// Closes a room and every transport in it, on every worker it spans.
     pub async fn close_room(&self, room: RoomKey) -> Result<(), MediaError> {
-        let span = {
-            let mut spans = self.spans();
-            let span = spans.rooms.remove(&room).ok_or(MediaError::UnknownRoom)?;
-            for (worker, part) in &span.parts {
-                spans.aliases.remove(&RoomKey {
-                    worker: *worker,
-                    room: *part,
-                });
-            }
-            for worker in span.subscribers.values() {
-                if let Some(load) = spans.load.get_mut(*worker) {
-                    *load = load.saturating_sub(1);
-                }
-            }
-            span
-        };
-        // Remote parts first, so no pipe outlives its home.
-        let mut parts: Vec<_> = span.parts.into_iter().collect();
-        parts.sort_by_key(|(worker, _)| *worker == room.worker);
+        let parts = self.placement().close(room)?;
         for (worker, part) in parts {
             let close_room = |reply| Command::CloseRoom { room: part, reply };
             self.worker(worker)?.call(close_room).await?;
@@ -376,7 +447,7 @@ impl Node {
     }
 
     fn known(&self, room: RoomKey) -> Result<(), MediaError> {
-        if self.spans().rooms.contains_key(&room) {
+        if self.placement().rooms.contains_key(&room) {
             Ok(())
         } else {
             Err(MediaError::UnknownRoom)
@@ -392,39 +463,21 @@ impl Node {
     ) -> Result<(usize, RoomId), MediaError> {
         let _setup = self.setup.lock().await;
         let worker = {
-            let spans = self.spans();
-            let span = spans.rooms.get(&room).ok_or(MediaError::UnknownRoom)?;
-            if let Some(worker) = span.subscribers.get(session) {
-                return Ok((*worker, span.parts[worker]));
+            let placement = self.placement();
+            if let Some(placed) = placement.subscriber(room, session)? {
+                return Ok(placed);
             }
-            let at_home = span
-                .subscribers
-                .values()
-                .filter(|w| **w == room.worker)
-                .count();
-            if at_home < self.spill_after {
-                room.worker
-            } else {
-                (0..self.workers.len())
-                    .min_by_key(|w| (spans.load[*w], *w != room.worker))
-                    .unwrap_or(room.worker)
-            }
+            placement.worker_for_new_subscriber(room, self.spill_after)?
         };
-        if let Some(part) = self.spans().rooms[&room].parts.get(&worker) {
-            return Ok((worker, *part));
+        if let Some(part) = self.placement().part(room, worker) {
+            return Ok((worker, part));
         }
         let accept_pipe = |reply| Command::AcceptPipe {
             home: room.worker,
             reply,
         };
         let (part, transport) = self.worker(worker)?.call(accept_pipe).await?;
-        {
-            let mut spans = self.spans();
-            spans.aliases.insert(RoomKey { worker, room: part }, room);
-            if let Some(span) = spans.rooms.get_mut(&room) {
-                span.parts.insert(worker, part);
-            }
-        }
+        self.placement().add_part(room, worker, part);
         let open_pipe = |reply| Command::OpenPipe {
             room: room.room,
             worker,
@@ -483,6 +536,63 @@ mod tests {
         node.close_room(room).await.unwrap();
         node.set_draining(false);
         node.create_room().await.unwrap();
+    }
+
+    fn key(worker: usize, room: u64) -> RoomKey {
+        RoomKey {
+            worker,
+            room: RoomId::from_u64(room),
+        }
+    }
+
+    #[test]
+    fn subscribers_stay_home_until_it_is_full_then_go_to_the_least_loaded_worker() {
+        let mut placement = Placement::new(3);
+        let room = key(1, 7);
+        placement.open(room);
+        for session in ["a", "b"] {
+            assert_eq!(placement.worker_for_new_subscriber(room, 2).unwrap(), 1);
+            placement.place_subscriber(room, session, 1);
+        }
+        // Re-offering a placed subscriber does not count it twice.
+        placement.place_subscriber(room, "a", 1);
+        assert_eq!(placement.load, [0, 2, 0]);
+        // Home is full: the least-loaded worker, the lowest index on a tie.
+        assert_eq!(placement.worker_for_new_subscriber(room, 2).unwrap(), 0);
+        placement.add_part(room, 0, RoomId::from_u64(9));
+        placement.place_subscriber(room, "c", 0);
+        assert_eq!(
+            placement.subscriber(room, "c").unwrap(),
+            Some((0, RoomId::from_u64(9)))
+        );
+        assert_eq!(placement.worker_for_new_subscriber(room, 2).unwrap(), 2);
+        // The remote part names the room the control plane knows.
+        assert_eq!(placement.room_of(key(0, 9)), room);
+        assert_eq!(placement.room_of(key(2, 9)), key(2, 9));
+        assert!(placement.worker_for_new_subscriber(key(0, 1), 2).is_err());
+    }
+
+    #[test]
+    fn leaving_and_closing_give_back_the_load_and_close_the_home_part_last() {
+        let mut placement = Placement::new(2);
+        let room = key(0, 1);
+        placement.open(room);
+        placement.add_part(room, 1, RoomId::from_u64(5));
+        placement.place_subscriber(room, "a", 0);
+        placement.place_subscriber(room, "b", 1);
+        placement.place_subscriber(room, "c", 1);
+        assert_eq!(
+            placement.remove_subscriber(room, "b").unwrap(),
+            Some((1, RoomId::from_u64(5)))
+        );
+        assert_eq!(placement.remove_subscriber(room, "b").unwrap(), None);
+        assert_eq!(placement.load, [1, 1]);
+        let parts = placement.close(room).unwrap();
+        assert_eq!(parts, [(1, RoomId::from_u64(5)), (0, RoomId::from_u64(1))]);
+        assert_eq!(placement.load, [0, 0]);
+        assert!(placement.aliases.is_empty());
+        assert!(placement.close(room).is_err());
+        assert!(placement.remove_subscriber(room, "a").is_err());
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Errors of the command tier: the caller asked for something impossible. (Broken invariants
 //! panic; bad packets are counted in [`Counters`](crate::Counters), never returned.)
 
+use std::time::Duration;
+
 use crate::{RoomId, Ssrc, SubscriptionId, TrackId, TransportId};
 
 /// Why a command was refused. The worker's state is unchanged when a command fails.
@@ -48,4 +50,11 @@ pub enum CommandError {
     /// The transport already subscribes to that track.
     #[error("track {0:?} is already subscribed on this transport")]
     AlreadySubscribed(TrackId),
+    /// The participant published again sooner than its [`PublishRate`](crate::PublishRate)
+    /// allows.
+    #[error("publishing too often: try again in {:.1} s", retry_after.as_secs_f64())]
+    RateLimited {
+        /// When the next publish will be accepted.
+        retry_after: Duration,
+    },
 }

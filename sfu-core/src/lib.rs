@@ -6,6 +6,10 @@
 //! A [`Worker`] is one core's share of the SFU. It owns [rooms](RoomId); a room holds the
 //! [transports](TransportId) of its peers; a publish transport carries [tracks](TrackId); a
 //! subscribe transport carries [subscriptions](SubscriptionId), each delivering one track.
+//! A room also knows its *participants* (peers, by the control plane's name for them) and
+//! which transports and tracks are whose ([`Worker::join`], [`Worker::published`],
+//! [`Worker::participant_transport`]): the one model of a room's media state, which the media
+//! layer negotiates against instead of keeping its own.
 //! Every entity lives in an arena inside the worker and is named by a `Copy` id that carries a
 //! generation, so the id of a removed entity never resolves to a later one.
 //!
@@ -20,6 +24,7 @@
 //! |---|---|---|---|---|
 //! | [`Worker`] | one core's share; owns rooms and demux tables | Worker | (process) | (run loop) |
 //! | [`RoomId`] room | routing domain; tracks fan out inside it | Router | Room | (all clients) |
+//! | participant ([`Worker::join`]) | one peer in a room: its transports and tracks | (app) | Participant | (client) |
 //! | [`TransportId`] transport | publish or subscribe side of one PeerConnection | Transport | PCTransport | `Rtc` |
 //! | [`TrackId`] track | one published source (audio/video) | Producer | MediaTrack + Receiver | TrackIn |
 //! | [`SubscriptionId`] subscription | one track delivered to one subscriber transport | Consumer | DownTrack | TrackOut |
@@ -72,12 +77,14 @@
 //!   only stored ([`Worker::remb_estimate`]); simulcast layers change only through
 //!   [`Worker::set_preferred_layer`], never automatically.
 //! - SVC (VP9/AV1 spatial layers) and the dependency-descriptor extension.
-//!
-//! A room spanning several workers needs nothing from this crate: the media node relays a
-//! track between workers through ordinary transports on each side (`media/src/worker/pipe.rs`).
 //! - Our own sender reports when a publisher sends none (SRs are forwarded, not generated).
 //! - Padding-only packets on a media SSRC are forwarded with an empty payload (keeping the
 //!   sequence contiguous) rather than dropped with a sequence-number hole as mediasoup does.
+//!
+//! A room spanning several workers needs little from this crate: the media node relays a track
+//! between workers through ordinary transports on each side (`media/src/worker/pipe.rs`), and
+//! the receiving side publishes it on its publisher's behalf
+//! ([`Worker::publish_relayed_track`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -107,6 +114,7 @@ pub use id::{
     TransportId,
 };
 pub use output::{Event, OutPacket, Transmit};
+pub use room::PublishRate;
 pub use stats::{Counters, Stats};
 pub use subscription::{SubscriptionConfig, SubscriptionStats};
 pub use track::{Encoding, Encodings, MediaKind, Rtx, TrackConfig};

@@ -72,6 +72,8 @@ pub struct Counters {
 pub struct Stats {
     /// Open rooms.
     pub rooms: usize,
+    /// Participants with a transport or a track in those rooms.
+    pub participants: usize,
     /// Live transports.
     pub transports: usize,
     /// Live tracks.

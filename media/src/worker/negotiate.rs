@@ -1,12 +1,14 @@
 //! The worker's command side: publish and subscribe negotiation per session, and keeping each
 //! subscriber's track list (and so its SDP) in step with what the room publishes.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+pub use sfu_core::PublishRate;
 
 use sfu_core::rtp::{Codec, ExtensionKind, ExtensionMap};
 use sfu_core::{
-    ClockRate, Direction, Encodings, Event, MediaKind, Mid, Pt, RoomId, Rtx, Ssrc,
+    ClockRate, CommandError, Direction, Encodings, Event, MediaKind, Mid, Pt, RoomId, Rtx, Ssrc,
     SubscriptionConfig, SubscriptionId, TrackConfig, TrackId, TransportConfig, TransportId,
 };
 
@@ -25,32 +27,8 @@ use crate::sdp::{
 pub struct PublishPolicy {
     /// m-lines and tracks per offer.
     pub limits: PublishLimits,
-    /// Publishes per session and room.
+    /// Publishes per session and room (sfu-core keeps the budget with the room).
     pub rate: PublishRate,
-}
-
-/// A token bucket over publishes of one session in one room: `burst` at once, then one per
-/// `interval`. Every publish builds a transport, a DTLS handshake and tracks, and re-offers every
-/// subscriber in the room, so one participant publishing in a loop would make everyone
-/// renegotiate without end. `interval` zero means no limit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PublishRate {
-    /// Publishes allowed back to back.
-    pub burst: u32,
-    /// Time that earns one more publish.
-    pub interval: Duration,
-}
-
-impl Default for PublishRate {
-    /// 5 at once, then one every 2 s: a client that (re)publishes on every device change is
-    /// never slowed down; one that publishes in a loop makes its room renegotiate at most every
-    /// 2 s.
-    fn default() -> Self {
-        Self {
-            burst: 5,
-            interval: Duration::from_secs(2),
-        }
-    }
 }
 
 /// Offers kept to match late answers against: the client answers offers in order, so an answer
@@ -64,31 +42,10 @@ const OFFER_HISTORY: usize = 8;
 /// changes.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
-/// The media side of a room: per session, its publish and subscribe transports.
+/// A subscribe transport's negotiation: the m-lines it was offered and what the client
+/// answered. Kept with the transport's [`Link`]; sfu-core has no word for SDP.
 #[derive(Debug, Default)]
-pub(crate) struct RoomMedia {
-    sessions: BTreeMap<String, SessionMedia>,
-    /// Per session, when its publish budget is full again (GCRA's theoretical arrival time).
-    /// Kept apart from `sessions` so leaving and re-entering does not refill it; entries whose
-    /// budget is full are dropped, so the map holds only sessions that published lately.
-    publish_budget: HashMap<String, Instant>,
-}
-
-#[derive(Debug, Default)]
-struct SessionMedia {
-    publish: Option<Publishing>,
-    subscribe: Option<Subscribing>,
-}
-
-#[derive(Debug)]
-struct Publishing {
-    transport: TransportId,
-    tracks: Vec<(TrackId, PublishedTrack)>,
-}
-
-#[derive(Debug)]
-struct Subscribing {
-    transport: TransportId,
+pub(super) struct Subscribing {
     /// SDP session version, bumped on every offer.
     version: u64,
     /// The m-lines in order: live tracks, and ended ones until a new track of their kind
@@ -116,142 +73,43 @@ struct Forwarded {
     recyclable: bool,
 }
 
-impl RoomMedia {
-    /// Every transport in the room.
-    pub(crate) fn transports(&self) -> Vec<TransportId> {
-        self.sessions
-            .values()
-            .flat_map(|s| {
-                let publish = s.publish.as_ref().map(|p| p.transport);
-                let subscribe = s.subscribe.as_ref().map(|p| p.transport);
-                publish.into_iter().chain(subscribe)
-            })
-            .collect()
-    }
-
-    /// Every published track with its session, in a stable order.
-    pub(crate) fn published(&self) -> Vec<(String, TrackId, PublishedTrack)> {
-        self.sessions
-            .iter()
-            .filter_map(|(id, s)| s.publish.as_ref().map(|p| (id, p)))
-            .flat_map(|(id, p)| {
-                p.tracks
-                    .iter()
-                    .map(move |(t, sdp)| (id.clone(), *t, sdp.clone()))
-            })
-            .collect()
-    }
-
-    /// Remote side of a pipe: a home session's track now published here.
-    pub(crate) fn add_piped_track(
-        &mut self,
-        session: &str,
-        transport: TransportId,
-        track: TrackId,
-        sdp: PublishedTrack,
-    ) {
-        let entry = self.sessions.entry(session.to_owned()).or_default();
-        entry
-            .publish
-            .get_or_insert_with(|| Publishing {
-                transport,
-                tracks: Vec::new(),
-            })
-            .tracks
-            .push((track, sdp));
-    }
-
-    /// Remote side of a pipe: a home session's track ended; returns the local track.
-    pub(crate) fn remove_piped_track(&mut self, session: &str, ssrc: u32) -> Option<TrackId> {
-        let media = self.sessions.get_mut(session)?;
-        let publishing = media.publish.as_mut()?;
-        let index = publishing.tracks.iter().position(|(_, t)| t.ssrc == ssrc)?;
-        let (track, _) = publishing.tracks.remove(index);
-        if publishing.tracks.is_empty() {
-            media.publish = None;
-        }
-        if media.publish.is_none() && media.subscribe.is_none() {
-            self.sessions.remove(session);
-        }
-        Some(track)
-    }
-
-    /// Takes one publish from `session`'s budget, or says how long until one is available.
-    fn take_publish(
-        &mut self,
-        session: &str,
-        now: Instant,
-        rate: PublishRate,
-    ) -> Result<(), Duration> {
-        if rate.interval.is_zero() {
-            return Ok(());
-        }
-        self.publish_budget.retain(|_, full_at| *full_at > now);
-        let full_at = self.publish_budget.get(session).copied().unwrap_or(now);
-        let after = full_at.max(now) + rate.interval;
-        // Allowed while the bucket holds a token: `after` is at most `burst` intervals ahead.
-        let capacity = rate.interval.saturating_mul(rate.burst.max(1));
-        if after.saturating_duration_since(now) > capacity {
-            return Err(after.saturating_duration_since(now) - capacity);
-        }
-        self.publish_budget.insert(session.to_owned(), after);
-        Ok(())
-    }
-
-    /// Sessions with any transport here.
-    pub(crate) fn sessions(&self) -> usize {
-        self.sessions
-            .values()
-            .filter(|s| s.publish.is_some() || s.subscribe.is_some())
-            .count()
-    }
-
-    /// Forgets a transport the worker already removed; true when it published tracks.
-    pub(crate) fn forget_transport(&mut self, session: &str, direction: Direction) -> bool {
-        let Some(media) = self.sessions.get_mut(session) else {
-            return false;
-        };
-        match direction {
-            Direction::Publish => media.publish.take().is_some_and(|p| !p.tracks.is_empty()),
-            Direction::Subscribe => {
-                media.subscribe = None;
-                false
-            }
-        }
-    }
-
-    /// Published tracks of everyone but `session`, in a stable order.
-    fn tracks_for(&self, session: &str) -> Vec<(String, TrackId, PublishedTrack)> {
-        let mut tracks = self.published();
-        tracks.retain(|(publisher, _, _)| publisher != session);
-        tracks
-    }
-
-    /// `session`'s subscribe side.
-    fn subscribing_mut(&mut self, session: &str) -> Option<&mut Subscribing> {
-        self.sessions.get_mut(session)?.subscribe.as_mut()
-    }
-
-    /// Sessions that subscribe (or could): everyone but `publisher`.
-    fn others(&self, publisher: &str) -> Vec<String> {
-        self.sessions
-            .keys()
-            .filter(|id| id.as_str() != publisher)
-            .cloned()
-            .collect()
-    }
-}
-
 impl Worker {
-    /// `session`'s subscribe side in `room`.
-    fn subscribing_mut(&mut self, room: RoomId, session: &str) -> Option<&mut Subscribing> {
-        self.rooms.get_mut(&room)?.subscribing_mut(session)
+    pub(super) fn create_room(&mut self) -> Result<RoomId, MediaError> {
+        Ok(self.core.create_room()?)
     }
 
-    pub(super) fn create_room(&mut self) -> Result<RoomId, MediaError> {
-        let room = self.core.create_room()?;
-        self.rooms.insert(room, RoomMedia::default());
-        Ok(room)
+    /// [`MediaError::UnknownRoom`] unless `room` is open on this worker.
+    pub(super) fn known_room(&self, room: RoomId) -> Result<(), MediaError> {
+        if self.core.has_room(room) {
+            Ok(())
+        } else {
+            Err(MediaError::UnknownRoom)
+        }
+    }
+
+    /// Every track published in `room` with its session and what it negotiated, in a stable
+    /// order (by session, then publish order).
+    pub(super) fn published(&self, room: RoomId) -> Vec<(String, TrackId, PublishedTrack)> {
+        self.core
+            .published(room)
+            .filter_map(|(session, track)| {
+                let sdp = self.track_sdp.get(&track)?;
+                Some((session.to_owned(), track, sdp.clone()))
+            })
+            .collect()
+    }
+
+    /// `session`'s subscribe transport in `room` and its negotiation.
+    fn subscribing_mut(
+        &mut self,
+        room: RoomId,
+        session: &str,
+    ) -> Option<(TransportId, &mut Subscribing)> {
+        let transport = self
+            .core
+            .participant_transport(room, session, Direction::Subscribe)?;
+        let subscribing = self.links.get_mut(&transport)?.subscribing.as_mut()?;
+        Some((transport, subscribing))
     }
 
     fn local_description(&self, ice: &sdp::IceCredentials) -> LocalDescription {
@@ -271,12 +129,17 @@ impl Worker {
         offer: &str,
     ) -> Result<(TransportId, String), MediaError> {
         let policy = self.publish_policy;
-        let media = self.rooms.get_mut(&room).ok_or(MediaError::UnknownRoom)?;
+        self.known_room(room)?;
         // Before any work: a refused offer costs a token too, or a loop of bad offers would be
         // free to parse.
-        media
-            .take_publish(&session, now, policy.rate)
-            .map_err(|retry_after| MediaError::RateLimited { retry_after })?;
+        self.core
+            .take_publish(now, room, &session, policy.rate)
+            .map_err(|e| match e {
+                CommandError::RateLimited { retry_after } => {
+                    MediaError::RateLimited { retry_after }
+                }
+                other => other.into(),
+            })?;
         let ice = sdp::random_ice_credentials();
         let negotiation =
             sdp::negotiate_publish(offer, &self.local_description(&ice), &policy.limits)?;
@@ -296,9 +159,14 @@ impl Worker {
                 .iter()
                 .map(|e| (e.id, e.uri.as_str())),
         );
-        let transport = self.core.add_transport(
+        let joined = self.core.participants(room).any(|p| p == session);
+        let previous = self
+            .core
+            .participant_transport(room, &session, Direction::Publish);
+        let transport = self.core.add_participant_transport(
             now,
             room,
+            &session,
             TransportConfig {
                 direction: Direction::Publish,
                 extensions,
@@ -309,31 +177,26 @@ impl Worker {
             match self.core.publish_track(now, transport, track_config(track)) {
                 Ok(id) => tracks.push((id, track.clone())),
                 Err(e) => {
+                    // Nothing changes: the refused offer leaves no transport and no member.
                     let _ = self.core.remove_transport(transport);
+                    if !joined {
+                        let _ = self.core.leave(room, &session);
+                    }
                     return Err(e.into());
                 }
             }
         }
+        self.track_sdp.extend(tracks.iter().cloned());
         let link = Link {
             room,
             session: session.clone(),
             direction: Direction::Publish,
             connection,
+            subscribing: None,
         };
         self.add_link(now, transport, link);
-
-        let media = self.rooms.get_mut(&room).expect("checked above");
-        let previous = media
-            .sessions
-            .entry(session.clone())
-            .or_default()
-            .publish
-            .replace(Publishing {
-                transport,
-                tracks: tracks.clone(),
-            });
         if let Some(previous) = previous {
-            self.remove_transport(previous.transport);
+            self.remove_transport(previous);
         }
         self.pipe_new_tracks(now, room, &session, &tracks);
         self.renegotiate_others(room, &session);
@@ -348,19 +211,25 @@ impl Worker {
         room: RoomId,
         session: &str,
     ) -> Result<Option<String>, MediaError> {
-        let media = self.rooms.get_mut(&room).ok_or(MediaError::UnknownRoom)?;
-        let available = media.tracks_for(session);
-        let entry = media.sessions.entry(session.to_owned()).or_default();
-        if entry.subscribe.is_none() && available.is_empty() {
+        self.known_room(room)?;
+        // A session that asked is in the room from now on: later publishes re-offer it.
+        self.core.join(room, session)?;
+        let mut available = self.published(room);
+        available.retain(|(publisher, _, _)| publisher != session);
+        let existing = self
+            .core
+            .participant_transport(room, session, Direction::Subscribe);
+        if existing.is_none() && available.is_empty() {
             return Ok(None);
         }
-        if entry.subscribe.is_none() {
+        if existing.is_none() {
             let ice = sdp::random_ice_credentials();
             let extensions =
                 extension_map(SUBSCRIBE_EXTENSIONS.iter().map(|(id, uri)| (*id, *uri)));
-            let transport = self.core.add_transport(
+            let transport = self.core.add_participant_transport(
                 now,
                 room,
+                session,
                 TransportConfig {
                     direction: Direction::Subscribe,
                     extensions,
@@ -371,24 +240,11 @@ impl Worker {
                 session: session.to_owned(),
                 direction: Direction::Subscribe,
                 connection: Connection::new(now, ice),
+                subscribing: Some(Subscribing::default()),
             };
             self.add_link(now, transport, link);
-            let media = self.rooms.get_mut(&room).expect("checked above");
-            media
-                .sessions
-                .get_mut(session)
-                .expect("inserted above")
-                .subscribe = Some(Subscribing {
-                transport,
-                version: 0,
-                forwarded: Vec::new(),
-                next_mid: 0,
-                offers: VecDeque::new(),
-                awaiting_answer: None,
-                changed: false,
-            });
         }
-        let subscribing = self.subscribing_mut(room, session).expect("created above");
+        let (transport, subscribing) = self.subscribing_mut(room, session).expect("created above");
         if subscribing
             .awaiting_answer
             .is_some_and(|sent| now.saturating_duration_since(sent) < ANSWER_WAIT)
@@ -462,14 +318,14 @@ impl Worker {
             .iter()
             .map(|f| f.sdp.clone())
             .collect();
-        let (transport, version) = (subscribing.transport, subscribing.version);
+        let version = subscribing.version;
         for subscription in stale_subscriptions {
             // The core may already have closed it with its track.
             let _ = self.core.unsubscribe(subscription);
         }
         let ice = self.links[&transport].connection.local_ice().clone();
         let offer = sdp::subscribe_offer(&self.local_description(&ice), version, &tracks)?;
-        let subscribing = self.subscribing_mut(room, session).expect("created above");
+        let (_, subscribing) = self.subscribing_mut(room, session).expect("created above");
         // Only an offer the client gets is waited for.
         if subscribing.offers.len() == OFFER_HISTORY {
             subscribing.offers.pop_front();
@@ -488,10 +344,8 @@ impl Worker {
         session: &str,
         answer: &str,
     ) -> Result<(), MediaError> {
-        if !self.rooms.contains_key(&room) {
-            return Err(MediaError::UnknownRoom);
-        }
-        let subscribing = self
+        self.known_room(room)?;
+        let (transport, subscribing) = self
             .subscribing_mut(room, session)
             .ok_or(MediaError::NoTransport("subscribe"))?;
         // The client answers our offers in order, but an answer may cross a newer re-offer on
@@ -521,7 +375,6 @@ impl Worker {
             subscribing.awaiting_answer = None;
             subscribing.changed = false;
         }
-        let transport = subscribing.transport;
         let connection = &mut self
             .links
             .get_mut(&transport)
@@ -544,7 +397,11 @@ impl Worker {
             tracing::debug!("subscriber changed ICE credentials; keeping the first ones");
         }
         self.service(now, transport);
-        let Some(subscribing) = self.subscribing_mut(room, session) else {
+        let Some(subscribing) = self
+            .links
+            .get_mut(&transport)
+            .and_then(|l| l.subscribing.as_mut())
+        else {
             return Ok(()); // the network closed it meanwhile (an event said so)
         };
         for (i, forwarded) in subscribing.forwarded.iter_mut().enumerate() {
@@ -565,68 +422,44 @@ impl Worker {
                 session: session.to_owned(),
             });
         }
-        self.sync_subscriptions(now, room, session)
+        self.sync_subscriptions(now, transport)
     }
 
-    /// Makes the core's subscriptions for a session's subscribe transport match the active,
-    /// accepted m-lines. Subscriptions start only once the transport is connected: started
-    /// earlier, a video subscription would spend its keyframe on a transport that cannot send
-    /// yet, and the client would start mid-stream with undecodable delta frames.
+    /// Makes the core's subscriptions of a subscribe transport match its active, accepted
+    /// m-lines. Subscriptions start only once the transport is connected: started earlier, a
+    /// video subscription would spend its keyframe on a transport that cannot send yet, and
+    /// the client would start mid-stream with undecodable delta frames.
     pub(super) fn sync_subscriptions(
         &mut self,
         now: Instant,
-        room: RoomId,
-        session: &str,
+        transport: TransportId,
     ) -> Result<(), MediaError> {
-        let Some(subscribing) = self
-            .rooms
-            .get(&room)
-            .and_then(|m| m.sessions.get(session))
-            .and_then(|s| s.subscribe.as_ref())
-        else {
+        let Some(link) = self.links.get_mut(&transport) else {
             return Ok(());
         };
-        let transport = subscribing.transport;
-        let connected = self
-            .links
-            .get(&transport)
-            .is_some_and(|l| l.connection.is_connected());
-        let mut changes = Vec::new();
-        for forwarded in &subscribing.forwarded {
+        let connected = link.connection.is_connected();
+        let Some(subscribing) = link.subscribing.as_mut() else {
+            return Ok(());
+        };
+        for forwarded in &mut subscribing.forwarded {
             let wanted = forwarded.sdp.active && forwarded.accepted;
             match (wanted, forwarded.subscription) {
                 (true, None) if connected => {
-                    changes.push((forwarded.sdp.mid.clone(), forwarded.track, true))
+                    let config = subscription_config(&forwarded.sdp);
+                    match self.core.subscribe(now, transport, forwarded.track, config) {
+                        Ok(subscription) => forwarded.subscription = Some(subscription),
+                        // Its publisher replaced or ended it after our offer: the renegotiation
+                        // that change started rejects the m-line; the rest of the answer stands.
+                        Err(CommandError::UnknownTrack(_)) => forwarded.sdp.active = false,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                (false, Some(_)) => {
-                    changes.push((forwarded.sdp.mid.clone(), forwarded.track, false))
+                (false, Some(subscription)) => {
+                    forwarded.subscription = None;
+                    // The core may already have closed it with its track.
+                    let _ = self.core.unsubscribe(subscription);
                 }
                 _ => {}
-            }
-        }
-        for (mid, track, subscribe) in changes {
-            let subscribing = self
-                .rooms
-                .get_mut(&room)
-                .and_then(|media| media.subscribing_mut(session))
-                .expect("checked above");
-            let forwarded = subscribing
-                .forwarded
-                .iter_mut()
-                .find(|f| f.sdp.mid == mid)
-                .expect("collected above");
-            if subscribe {
-                let config = subscription_config(&forwarded.sdp);
-                match self.core.subscribe(now, transport, track, config) {
-                    Ok(subscription) => forwarded.subscription = Some(subscription),
-                    // Its publisher replaced or ended it after our offer: the renegotiation
-                    // that change started rejects the m-line; the rest of the answer stands.
-                    Err(sfu_core::CommandError::UnknownTrack(_)) => forwarded.sdp.active = false,
-                    Err(e) => return Err(e.into()),
-                }
-            } else if let Some(subscription) = forwarded.subscription.take() {
-                // The core may already have closed it with its track.
-                let _ = self.core.unsubscribe(subscription);
             }
         }
         Ok(())
@@ -636,18 +469,16 @@ impl Worker {
     /// re-offered anyway (a lost answer must not freeze what they receive).
     pub(super) fn reoffer_overdue(&mut self, now: Instant) {
         let mut overdue = Vec::new();
-        for (room, media) in &mut self.rooms {
-            for (session, entry) in &mut media.sessions {
-                let Some(subscribing) = entry.subscribe.as_mut() else {
-                    continue;
-                };
-                let expired = subscribing
-                    .awaiting_answer
-                    .is_some_and(|sent| now.saturating_duration_since(sent) >= ANSWER_WAIT);
-                if expired && subscribing.changed {
-                    subscribing.changed = false;
-                    overdue.push((*room, session.clone()));
-                }
+        for link in self.links.values_mut() {
+            let Some(subscribing) = link.subscribing.as_mut() else {
+                continue;
+            };
+            let expired = subscribing
+                .awaiting_answer
+                .is_some_and(|sent| now.saturating_duration_since(sent) >= ANSWER_WAIT);
+            if expired && subscribing.changed {
+                subscribing.changed = false;
+                overdue.push((link.room, link.session.clone()));
             }
         }
         for (room, session) in overdue {
@@ -659,44 +490,15 @@ impl Worker {
         }
     }
 
-    /// After the node closed a transport itself (DTLS closed, consent expired, never
-    /// connected): forgets it, and if it published, the others are re-offered without its
-    /// tracks (their m-lines are rejected and become recyclable).
-    pub(super) fn forget_closed_transport(
-        &mut self,
-        room: RoomId,
-        session: &str,
-        direction: Direction,
-    ) {
-        let published = self
-            .rooms
-            .get_mut(&room)
-            .is_some_and(|media| media.forget_transport(session, direction));
-        if published {
-            self.renegotiate_others(room, session);
-        }
-    }
-
-    /// Removes a session's transports; the others are told to renegotiate.
+    /// Removes a session's transports and the tracks relayed for it; the others are told to
+    /// renegotiate if it published.
     pub(super) fn close_session(&mut self, room: RoomId, session: &str) -> Result<(), MediaError> {
-        let media = self.rooms.get_mut(&room).ok_or(MediaError::UnknownRoom)?;
-        let Some(removed) = media.sessions.remove(session) else {
-            return Ok(());
-        };
-        let had_tracks = removed
-            .publish
-            .as_ref()
-            .is_some_and(|p| !p.tracks.is_empty());
-        for transport in [
-            removed.publish.map(|p| p.transport),
-            removed.subscribe.map(|s| s.transport),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        self.known_room(room)?;
+        let published = !self.core.participant_tracks(room, session).is_empty();
+        for transport in self.core.leave(room, session)? {
             self.remove_transport(transport);
         }
-        if had_tracks {
+        if published {
             self.renegotiate_others(room, session);
         }
         Ok(())
@@ -704,44 +506,42 @@ impl Worker {
 
     /// Every other session in the room must re-offer its subscribe side.
     pub(super) fn renegotiate_others(&self, room: RoomId, publisher: &str) {
-        let Some(media) = self.rooms.get(&room) else {
-            return;
-        };
-        for session in media.others(publisher) {
+        for session in self.core.participants(room).filter(|s| *s != publisher) {
             self.emit(NodeEvent::RenegotiationNeeded {
                 worker: self.index,
                 room,
-                session,
+                session: session.to_owned(),
             });
         }
     }
 
     pub(super) fn handle_core_event(&mut self, event: Event) {
-        let Event::SubscriptionClosed {
-            subscription,
-            transport,
-        } = event
-        else {
-            return;
-        };
-        self.pipe_subscription_closed(transport, subscription);
-        if self.direction_of(transport) != Some(Direction::Subscribe) {
-            return;
-        }
-        let Some(link) = self.links.get(&transport) else {
-            return;
-        };
-        let (room, session) = (link.room, link.session.clone());
-        let Some(subscribing) = self.subscribing_mut(room, &session) else {
-            return;
-        };
-        if let Some(forwarded) = subscribing
-            .forwarded
-            .iter_mut()
-            .find(|f| f.subscription == Some(subscription))
-        {
-            forwarded.subscription = None;
-            forwarded.sdp.active = false;
+        match event {
+            Event::TrackClosed { track, .. } => {
+                self.track_sdp.remove(&track);
+            }
+            Event::SubscriptionClosed {
+                subscription,
+                transport,
+            } => {
+                self.pipe_subscription_closed(transport, subscription);
+                let Some(subscribing) = self
+                    .links
+                    .get_mut(&transport)
+                    .and_then(|l| l.subscribing.as_mut())
+                else {
+                    return;
+                };
+                if let Some(forwarded) = subscribing
+                    .forwarded
+                    .iter_mut()
+                    .find(|f| f.subscription == Some(subscription))
+                {
+                    forwarded.subscription = None;
+                    forwarded.sdp.active = false;
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -804,62 +604,5 @@ fn subscription_config(track: &ForwardedTrack) -> SubscriptionConfig {
             _ => None,
         },
         mid: Mid::new(track.mid.as_bytes()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn publish_budget_allows_a_burst_then_one_per_interval_and_forgets_full_buckets() {
-        let rate = PublishRate {
-            burst: 3,
-            interval: Duration::from_secs(2),
-        };
-        let mut room = RoomMedia::default();
-        let t0 = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(room.take_publish("a", t0, rate), Ok(()));
-        }
-        assert_eq!(
-            room.take_publish("a", t0, rate),
-            Err(Duration::from_secs(2))
-        );
-        // Another session has its own budget.
-        assert_eq!(room.take_publish("b", t0, rate), Ok(()));
-        // One interval later: exactly one more, and the refusal says when the next comes.
-        let t1 = t0 + Duration::from_millis(2_500);
-        assert_eq!(room.take_publish("a", t1, rate), Ok(()));
-        assert_eq!(
-            room.take_publish("a", t1, rate),
-            Err(Duration::from_millis(1_500))
-        );
-        // A loop of attempts earns nothing: refusals do not spend or delay the budget.
-        for ms in (2_600..4_000).step_by(100) {
-            assert!(
-                room.take_publish("a", t0 + Duration::from_millis(ms), rate)
-                    .is_err()
-            );
-        }
-        assert_eq!(
-            room.take_publish("a", t0 + Duration::from_secs(4), rate),
-            Ok(())
-        );
-        // Full buckets are dropped: the map only holds sessions that published lately.
-        let later = t0 + Duration::from_secs(60);
-        assert_eq!(room.take_publish("c", later, rate), Ok(()));
-        assert_eq!(
-            room.publish_budget.keys().collect::<Vec<_>>(),
-            [&"c".to_owned()]
-        );
-        // Interval zero: no limit.
-        let unlimited = PublishRate {
-            burst: 1,
-            interval: Duration::ZERO,
-        };
-        for _ in 0..1000 {
-            assert_eq!(room.take_publish("a", later, unlimited), Ok(()));
-        }
     }
 }

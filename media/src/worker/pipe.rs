@@ -1,7 +1,7 @@
 //! Pipes: how one room spans several workers. The room's home worker (where publishers connect)
 //! subscribes a virtual *pipe transport* to every track and, instead of encrypting, hands each
 //! forwarded packet (`Bytes`) to the other worker over a bounded lock-free queue. There a virtual
-//! publish transport feeds it into that worker's own `sfu_core` shard, which fans it out to the
+//! publish transport feeds it into that worker's own `sfu_core::Worker`, which fans it out to the
 //! local subscribers with their own rewriting, retransmission buffer and keyframe gating.
 //! RTCP the remote core addresses to its "publisher" (keyframe requests, NACKs) travels back the
 //! same way and enters the home core as if a subscriber sent it, so throttling stays in one place.
@@ -21,7 +21,7 @@ use sfu_core::{
 };
 
 use super::MediaError;
-use super::negotiate::{RoomMedia, extension_map, track_config};
+use super::negotiate::{extension_map, track_config};
 use super::thread::Worker;
 use crate::sdp::{PublishedTrack, SUBSCRIBE_EXTENSIONS};
 use mooyaho_net::udp::Wake;
@@ -149,8 +149,8 @@ impl Worker {
         remote_room: RoomId,
         remote_transport: TransportId,
     ) -> Result<(), MediaError> {
-        let media = self.rooms.get(&room).ok_or(MediaError::UnknownRoom)?;
-        let published = media.published();
+        self.known_room(room)?;
+        let published = self.published(room);
         let transport = self.core.add_transport(
             now,
             room,
@@ -316,14 +316,14 @@ impl Worker {
                 if let Some(incoming) = self.pipes.incoming.get_mut(&transport) {
                     incoming.home_transport = Some(home_transport);
                 }
-                match self
-                    .core
-                    .publish_track(now, transport, track_config(&track))
-                {
+                match self.core.publish_relayed_track(
+                    now,
+                    transport,
+                    &session,
+                    track_config(&track),
+                ) {
                     Ok(id) => {
-                        if let Some(media) = self.rooms.get_mut(&room) {
-                            media.add_piped_track(&session, transport, id, track);
-                        }
+                        self.track_sdp.insert(id, track);
                         self.renegotiate_others(room, &session);
                     }
                     Err(e) => tracing::warn!(error = %e, "pipe track refused"),
@@ -335,9 +335,11 @@ impl Worker {
                 ssrc,
             } => {
                 let removed = self
-                    .rooms
-                    .get_mut(&room)
-                    .and_then(|m| m.remove_piped_track(&session, ssrc));
+                    .core
+                    .participant_tracks(room, &session)
+                    .iter()
+                    .copied()
+                    .find(|t| self.track_sdp.get(t).is_some_and(|sdp| sdp.ssrc == ssrc));
                 if let Some(track) = removed {
                     let _ = self.core.unpublish_track(track);
                     self.renegotiate_others(room, &session);
@@ -373,11 +375,11 @@ impl Worker {
         self.pipe_send(worker, message);
     }
 
-    /// Forgets the pipes of a closed room.
-    pub(super) fn drop_pipes(&mut self, room: RoomId, media: &RoomMedia) {
+    /// Forgets the pipes of a closed room, given its transports.
+    pub(super) fn drop_pipes(&mut self, room: RoomId, transports: &[TransportId]) {
         self.pipes.outgoing.retain(|_, p| p.room != room);
-        for transport in media.transports() {
-            self.pipes.incoming.remove(&transport);
+        for transport in transports {
+            self.pipes.incoming.remove(transport);
         }
     }
 }

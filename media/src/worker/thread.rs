@@ -11,11 +11,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use sfu_core::{Direction, OutPacket, RoomId, TransportId};
+use sfu_core::{Direction, OutPacket, RoomId, TrackId, TransportId};
 use tokio::sync::mpsc as async_mpsc;
 
 use super::link::Link;
-use super::negotiate::{PublishPolicy, RoomMedia};
+use super::negotiate::PublishPolicy;
 use super::pipe::{PipeMessage, PipeSender, Pipes};
 use super::timers::TimerQueue;
 use super::{Command, MediaError, NodeEvent, Reply};
@@ -23,6 +23,7 @@ use crate::connection::dtls::DtlsIdentity;
 use crate::connection::ice::{self, BindingRequest};
 use crate::connection::paths::AddressChange;
 use crate::connection::{ConnectionEvent, Received, Rejected};
+use crate::sdp::PublishedTrack;
 use mooyaho_net::PacketClass;
 use mooyaho_net::udp::{MAX_DATAGRAM, RecvBatch, SendBatch, Socket, Wake};
 
@@ -113,8 +114,11 @@ pub(super) struct Worker {
     pub(super) announced: SocketAddr,
     pub(super) identity: DtlsIdentity,
     pub(super) events: async_mpsc::UnboundedSender<NodeEvent>,
+    /// The rooms' media state: who is in each room, their transports and tracks.
     pub(super) core: sfu_core::Worker,
-    pub(super) rooms: HashMap<RoomId, RoomMedia>,
+    /// What each live track's publisher negotiated (its m-line), for subscribe offers and
+    /// pipes; an entry goes when sfu-core reports the track closed.
+    pub(super) track_sdp: FxHashMap<TrackId, PublishedTrack>,
     /// Client transports' connections. Keys are ids we allocate, looked up once per sent
     /// packet: FxHash (no attacker chooses them).
     pub(super) links: FxHashMap<TransportId, Link>,
@@ -175,7 +179,7 @@ impl Worker {
             identity,
             events,
             core: sfu_core::Worker::new(core),
-            rooms: HashMap::new(),
+            track_sdp: FxHashMap::default(),
             links: FxHashMap::default(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
@@ -340,10 +344,11 @@ impl Worker {
     }
 
     fn stats(&self) -> WorkerStats {
+        let core = self.core.stats();
         WorkerStats {
             worker: self.index,
-            rooms: self.rooms.len(),
-            sessions: self.rooms.values().map(RoomMedia::sessions).sum(),
+            rooms: core.rooms,
+            sessions: core.participants,
             transports: self.links.len(),
             connected: self
                 .links
@@ -351,7 +356,7 @@ impl Worker {
                 .filter(|l| l.connection.is_connected())
                 .count(),
             counters: self.counters,
-            core: self.core.stats(),
+            core,
         }
     }
 
@@ -503,7 +508,7 @@ impl Worker {
                 let (room, session, direction) = (link.room, link.session.clone(), link.direction);
                 if direction == Direction::Subscribe {
                     // Forwarding starts now, at a keyframe requested now.
-                    if let Err(e) = self.sync_subscriptions(now, room, &session) {
+                    if let Err(e) = self.sync_subscriptions(now, transport) {
                         tracing::warn!(error = %e, %session, "starting subscriptions failed");
                     }
                 }
@@ -609,8 +614,13 @@ impl Worker {
         };
         let (room, session, direction) = (link.room, link.session.clone(), link.direction);
         tracing::info!(%session, ?direction, reason, "closing transport");
+        let published = !self.core.transport_tracks(transport).is_empty();
         self.remove_transport(transport);
-        self.forget_closed_transport(room, &session, direction);
+        // The others are re-offered without its tracks (their m-lines are rejected and become
+        // recyclable); the session stays in the room.
+        if published {
+            self.renegotiate_others(room, &session);
+        }
         self.emit(NodeEvent::TransportClosed {
             worker: self.index,
             room,
@@ -674,16 +684,13 @@ impl Worker {
         let _ = self.events.send(event);
     }
 
-    pub(super) fn direction_of(&self, transport: TransportId) -> Option<Direction> {
-        self.links.get(&transport).map(|l| l.direction)
-    }
-
     pub(super) fn close_room(&mut self, room: RoomId) -> Result<(), MediaError> {
-        let media = self.rooms.remove(&room).ok_or(MediaError::UnknownRoom)?;
-        for transport in media.transports() {
+        self.known_room(room)?;
+        let transports = self.core.room_transports(room).to_vec();
+        self.drop_pipes(room, &transports);
+        for transport in transports {
             self.remove_transport(transport);
         }
-        self.drop_pipes(room, &media);
         self.core.close_room(room)?;
         Ok(())
     }

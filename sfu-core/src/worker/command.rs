@@ -180,16 +180,40 @@ impl Worker {
         }
         self.transports.remove(transport);
         if let Some(room) = self.rooms.get_mut(room) {
-            room.transports.retain(|&t| t != transport);
+            room.forget_transport(transport);
         }
         Ok(())
     }
 
-    /// Publishes a track received on a publish transport.
+    /// Publishes a track received on a publish transport; it is the track of the transport's
+    /// participant, if the transport has one.
     pub fn publish_track(
         &mut self,
         now: Instant,
         transport: TransportId,
+        config: TrackConfig,
+    ) -> Result<TrackId, CommandError> {
+        self.publish_track_of(now, transport, None, config)
+    }
+
+    /// Publishes a track on `participant`'s behalf on a transport it does not own: one relayed
+    /// from the worker its publisher is connected to. The participant joins if absent, and
+    /// leaves with the last such track unless it has a transport here.
+    pub fn publish_relayed_track(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        participant: &str,
+        config: TrackConfig,
+    ) -> Result<TrackId, CommandError> {
+        self.publish_track_of(now, transport, Some(participant), config)
+    }
+
+    fn publish_track_of(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        relayed_for: Option<&str>,
         config: TrackConfig,
     ) -> Result<TrackId, CommandError> {
         let t = self
@@ -230,11 +254,21 @@ impl Worker {
                 t.routes.insert(ssrc, Route::TrackRtx { track: id, layer });
             }
         }
-        self.rooms
+        let room = self
+            .rooms
             .get_mut(room)
-            .expect("a transport's room is live")
-            .tracks
-            .push(id);
+            .expect("a transport's room is live");
+        room.tracks.push(id);
+        let owner = match relayed_for {
+            Some(participant) => Some(room.join(participant)),
+            None => room
+                .participants
+                .values_mut()
+                .find(|p| p.transports.contains(&transport)),
+        };
+        if let Some(owner) = owner {
+            owner.tracks.push(id);
+        }
         Ok(id)
     }
 
@@ -256,7 +290,11 @@ impl Worker {
                 .retain(|_, r| !matches!(r, Route::Track { track: x, .. } | Route::TrackRtx { track: x, .. } if *x == track));
         }
         if let Some(room) = self.rooms.get_mut(t.room) {
-            room.tracks.retain(|&x| x != track);
+            let relayed = room
+                .participants
+                .values()
+                .any(|p| p.tracks.contains(&track) && !p.transports.contains(&t.transport));
+            room.forget_track(track, relayed);
         }
         self.events.push_back(Event::TrackClosed {
             track,

@@ -1,6 +1,7 @@
 //! The [`Worker`]: one core's share of the SFU.
 
 mod command;
+mod participants;
 mod rtcp;
 mod rtp;
 #[cfg(test)]
@@ -119,6 +120,7 @@ impl Worker {
     pub fn stats(&self) -> Stats {
         Stats {
             rooms: self.rooms.len(),
+            participants: self.rooms.iter().map(|(_, r)| r.present()).sum(),
             transports: self.transports.len(),
             tracks: self.tracks.len(),
             subscriptions: self.subscriptions.len(),
@@ -177,6 +179,22 @@ impl Worker {
                     room_id
                 );
                 tracks += 1;
+            }
+            let mut owned = std::collections::HashSet::new();
+            for participant in room.participants.values() {
+                for &t in &participant.transports {
+                    assert!(
+                        room.transports.contains(&t),
+                        "participant owns a foreign transport"
+                    );
+                    assert!(owned.insert(t), "transport owned by two participants");
+                }
+                for &t in &participant.tracks {
+                    assert!(
+                        room.tracks.contains(&t),
+                        "participant lists a foreign track"
+                    );
+                }
             }
         }
         assert_eq!(
