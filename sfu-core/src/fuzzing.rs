@@ -644,15 +644,15 @@ impl Fixture {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_rng::Rng;
+    use mooyaho_test_support::rng::TestRng;
 
     /// A cheap, deterministic stand-in for the fuzzer so `cargo test` exercises the bodies.
     #[test]
     fn random_op_sequences_keep_invariants() {
         let start = Instant::now();
         for seed in 1..60 {
-            let mut rng = Rng::new(seed);
-            let mut b = || rng.next() as u8;
+            let mut rng = TestRng::scrambled(seed);
+            let mut b = || rng.next_u64() as u8;
             let ops: Vec<Op> = (0..200)
                 .map(|_| match b() % 15 {
                     0 => Op::CreateRoom,
@@ -724,13 +724,13 @@ mod tests {
             3,
             "the rid-bound layer is forwarded"
         );
-        let mut rng = Rng::new(11);
+        let mut rng = TestRng::scrambled(11);
         for _ in 0..2000 {
             let len = 8 + rng.below(40) as usize;
-            let mut data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let mut data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             data[..8].copy_from_slice(&input[..8]);
             rtp_extensions(start, &data);
-            data[5] = rng.next() as u8;
+            data[5] = rng.next_u64() as u8;
             rtp_extensions(start, &data);
         }
     }
@@ -738,10 +738,10 @@ mod tests {
     #[test]
     fn rtp_and_rtcp_bodies_accept_garbage() {
         let start = Instant::now();
-        let mut rng = Rng::new(7);
+        let mut rng = TestRng::scrambled(7);
         for _ in 0..2000 {
             let len = rng.below(80) as usize;
-            let mut data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let mut data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             if let Some(first) = data.first_mut() {
                 *first = 0x80 | (*first & 0x3f);
             }

@@ -120,26 +120,3 @@ pub use subscription::{SubscriptionConfig, SubscriptionStats};
 pub use track::{Encoding, Encodings, MediaKind, Rtx, TrackConfig};
 pub use transport::{Direction, TransportConfig};
 pub use worker::{Command, Response, TrackStats, Worker};
-
-/// A small deterministic PRNG for tests (xorshift64*), so no test depends on a seed-less RNG.
-#[cfg(test)]
-pub(crate) mod test_rng {
-    pub(crate) struct Rng(u64);
-
-    impl Rng {
-        pub(crate) fn new(seed: u64) -> Self {
-            Self(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
-        }
-
-        pub(crate) fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-
-        pub(crate) fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-}

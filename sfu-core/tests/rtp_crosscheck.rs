@@ -1,34 +1,21 @@
 //! Our zero-copy RTP parser against the `rtp` crate (0.17.2) on generated packets.
 
 use bytes::Bytes;
+use mooyaho_test_support::rng::TestRng;
 use sfu_core::rtp::RtpPacket;
 use webrtc_util::marshal::{Marshal, Unmarshal};
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn generate(rng: &mut Rng) -> rtp::packet::Packet {
+fn generate(rng: &mut TestRng) -> rtp::packet::Packet {
     let two_byte = rng.below(3) == 0;
     let mut header = rtp::header::Header {
         version: 2,
         padding: rng.below(4) == 0,
         marker: rng.below(2) == 0,
         payload_type: rng.below(128) as u8,
-        sequence_number: rng.next() as u16,
-        timestamp: rng.next() as u32,
-        ssrc: rng.next() as u32,
-        csrc: (0..rng.below(4)).map(|_| rng.next() as u32).collect(),
+        sequence_number: rng.next_u64() as u16,
+        timestamp: rng.next_u64() as u32,
+        ssrc: rng.next_u64() as u32,
+        csrc: (0..rng.below(4)).map(|_| rng.next_u64() as u32).collect(),
         ..Default::default()
     };
     let elements = rng.below(4);
@@ -41,13 +28,15 @@ fn generate(rng: &mut Rng) -> rtp::packet::Packet {
             } else {
                 (1 + i as u8 * 3, rng.below(16) as usize + 1)
             };
-            let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             header
                 .set_extension(id, Bytes::from(data))
                 .expect("valid extension");
         }
     }
-    let payload: Vec<u8> = (0..rng.below(300) + 1).map(|_| rng.next() as u8).collect();
+    let payload: Vec<u8> = (0..rng.below(300) + 1)
+        .map(|_| rng.next_u64() as u8)
+        .collect();
     rtp::packet::Packet {
         header,
         payload: Bytes::from(payload),
@@ -56,7 +45,7 @@ fn generate(rng: &mut Rng) -> rtp::packet::Packet {
 
 #[test]
 fn parser_agrees_with_rtp_crate_on_generated_packets() {
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = TestRng::new(0x1234_5678_9abc_def1);
     for i in 0..5_000 {
         let reference = generate(&mut rng);
         let raw = reference.marshal().expect("marshal");
@@ -92,7 +81,7 @@ fn parser_agrees_with_rtp_crate_on_generated_packets() {
 
 #[test]
 fn parser_never_accepts_what_rtp_crate_rejects_for_truncation() {
-    let mut rng = Rng(42);
+    let mut rng = TestRng::new(42);
     for _ in 0..2_000 {
         let raw = generate(&mut rng).marshal().expect("marshal");
         let cut = rng.below(raw.len() as u64) as usize;

@@ -1,5 +1,10 @@
-//! Test clients shared by the media node's tests (`media/tests`) and the end-to-end tests
-//! (`tests/`), so both drive the system with one implementation:
+//! Test support shared by our crates, so every test drives the system with one implementation:
+//!
+//! - [`rng`]: the deterministic PRNG of property tests, mutation loops and simulations (the
+//!   only part without the `clients` feature; sfu-core's tests use just this).
+//!
+//! With the default `clients` feature, the clients of the media node's tests (`media/tests`)
+//! and the end-to-end tests (`tests/`):
 //!
 //! - [`peer`]: a WebRTC peer built with the independent `webrtc` crate (0.21) that publishes
 //!   Opus + VP8 and records every RTP payload it receives, per remote stream.
@@ -7,6 +12,10 @@
 //! - [`sfu_client`]: a WebSocket participant of an SFU channel with a publish and a subscribe
 //!   [`peer::Peer`].
 
+#[cfg(feature = "clients")]
 pub mod peer;
+pub mod rng;
+#[cfg(feature = "clients")]
 pub mod sfu_client;
+#[cfg(feature = "clients")]
 pub mod ws;

@@ -1009,7 +1009,7 @@ mod tests {
 
     #[test]
     fn mutated_offers_never_panic_and_accepted_ones_answer_validly() {
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = TestRng::new(0x9e37_79b9_7f4a_7c15);
         let mut accepted = 0;
         for fixture in ALL {
             for _ in 0..400 {

@@ -822,7 +822,7 @@ mod tests {
     fn mutated_answers_never_panic() {
         let tracks = four_tracks();
         let good = crlf(&browser_answer(&tracks, &["recvonly"; 4]));
-        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let mut rng = TestRng::new(0x2545_f491_4f6c_dd1d);
         let mut accepted = 0;
         for _ in 0..1000 {
             let answer = mutate(&good, &mut rng);

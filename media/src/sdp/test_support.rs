@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 
 use sdp::description::session::SessionDescription;
 
+pub(super) use mooyaho_test_support::rng::TestRng;
+
 use super::{Fingerprint, IceCredentials, LocalDescription, SdpError};
 
 pub(super) const CHROME: &str = include_str!("../../tests/sdp_offers/chrome.sdp");
@@ -72,47 +74,31 @@ pub(super) fn session_attr<'a>(sdp: &'a SessionDescription, key: &str) -> Option
         .map(|a| a.value.as_deref().unwrap_or(""))
 }
 
-/// Deterministic xorshift64 for the mutation loops (seeded, so failures reproduce).
-pub(super) struct XorShift(pub(super) u64);
-
-impl XorShift {
-    pub(super) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    pub(super) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// A mutated copy of `sdp`: truncated, byte-flipped, a line dropped or duplicated, or a number
 /// replaced by an extreme one.
-pub(super) fn mutate(sdp: &str, rng: &mut XorShift) -> String {
+pub(super) fn mutate(sdp: &str, rng: &mut TestRng) -> String {
     let mut lines: Vec<String> = sdp.lines().map(str::to_owned).collect();
-    match rng.below(6) {
-        0 => return String::from_utf8_lossy(&sdp.as_bytes()[..rng.below(sdp.len())]).into_owned(),
+    match rng.index(6) {
+        0 => return String::from_utf8_lossy(&sdp.as_bytes()[..rng.index(sdp.len())]).into_owned(),
         1 => {
             let mut bytes = sdp.as_bytes().to_vec();
-            for _ in 0..1 + rng.below(4) {
-                let i = rng.below(bytes.len());
-                bytes[i] = rng.next() as u8;
+            for _ in 0..1 + rng.index(4) {
+                let i = rng.index(bytes.len());
+                bytes[i] = rng.next_u64() as u8;
             }
             return String::from_utf8_lossy(&bytes).into_owned();
         }
         2 => {
-            let i = rng.below(lines.len());
+            let i = rng.index(lines.len());
             lines.remove(i);
         }
         3 => {
-            let i = rng.below(lines.len());
+            let i = rng.index(lines.len());
             let line = lines[i].clone();
-            lines.insert(rng.below(lines.len()), line);
+            lines.insert(rng.index(lines.len()), line);
         }
         _ => {
-            let i = rng.below(lines.len());
+            let i = rng.index(lines.len());
             let extreme = [
                 "0",
                 "15",
@@ -125,7 +111,7 @@ pub(super) fn mutate(sdp: &str, rng: &mut XorShift) -> String {
                 "+1",
                 "99999999999999999999",
             ];
-            let replacement = extreme[rng.below(extreme.len())];
+            let replacement = extreme[rng.index(extreme.len())];
             let line = &lines[i];
             if let Some(start) = line.find(|c: char| c.is_ascii_digit()) {
                 let end = line[start..]

@@ -128,7 +128,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::test_rng::Rng;
+    use mooyaho_test_support::rng::TestRng;
 
     const VIDEO: ClockRate = ClockRate(90_000);
 
@@ -198,18 +198,18 @@ mod tests {
     #[test]
     fn output_is_contiguous_and_monotonic_over_random_restarts_and_wraps() {
         for seed in 1..40u64 {
-            let mut rng = Rng::new(seed);
+            let mut rng = TestRng::scrambled(seed);
             let t0 = Instant::now();
             let mut r = Rewriter::new(VIDEO);
             let mut in_seq = crate::time::extend_u16(None, rng.below(65536) as u16);
-            let mut in_ts = crate::time::extend_u32(None, rng.next() as u32);
+            let mut in_ts = crate::time::extend_u32(None, rng.next_u64() as u32);
             let mut prev: Option<Rewritten> = None;
             for i in 0..5_000u64 {
                 let now = t0 + Duration::from_millis(i * 20);
                 if rng.below(200) == 0 {
                     // Publisher restart: unrelated numbers, 16/32-bit wraps included.
                     in_seq = crate::time::extend_u16(None, rng.below(65536) as u16);
-                    in_ts = crate::time::extend_u32(None, rng.next() as u32);
+                    in_ts = crate::time::extend_u32(None, rng.next_u64() as u32);
                     r.resync();
                 }
                 let out = r.rewrite(now, in_seq, in_ts).unwrap();

@@ -9,21 +9,9 @@ use sfu_core::rtp::{Codec, ExtensionKind, ExtensionMap, OutExtensions, RtpHeader
 use sfu_core::time::extend_u16;
 use sfu_core::*;
 
+pub(crate) use mooyaho_test_support::rng::TestRng;
+
 pub(crate) const MS: Duration = Duration::from_millis(1);
-
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub(crate) fn chance(&mut self, p: f64) -> bool {
-        (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
-    }
-}
 
 /// One direction of a network path.
 #[derive(Default)]
@@ -43,7 +31,7 @@ impl Link {
         }
     }
 
-    pub(crate) fn passes_rtp(&mut self, rng: &mut Rng) -> bool {
+    pub(crate) fn passes_rtp(&mut self, rng: &mut TestRng) -> bool {
         let index = self.rtp_count;
         self.rtp_count += 1;
         !self.drop.contains(&index) && !rng.chance(self.loss)
@@ -128,7 +116,7 @@ pub(crate) enum Delivery {
 }
 
 pub(crate) struct Sim {
-    pub(crate) rng: Rng,
+    pub(crate) rng: TestRng,
     pub(crate) now: Instant,
     pub(crate) worker: Worker,
     pub(crate) room: RoomId,
@@ -149,7 +137,7 @@ impl Sim {
         let mut worker = Worker::new(Config::default());
         let room = worker.create_room().unwrap();
         Self {
-            rng: Rng(seed | 1),
+            rng: TestRng::new(seed | 1),
             now,
             worker,
             room,
@@ -196,9 +184,9 @@ impl Sim {
             ssrc,
             pt: payload_type(kind),
             rtx: rtx.then_some((ssrc + 1, 97)),
-            seq: (self.rng.next() as u16) | 0xff00, // wraps within seconds
+            seq: (self.rng.next_u64() as u16) | 0xff00, // wraps within seconds
             rtx_seq: 0,
-            ts: self.rng.next() as u32,
+            ts: self.rng.next_u64() as u32,
             frame: if video { 33 * MS } else { 20 * MS },
             packets_per_frame: if video { 3 } else { 1 },
             next_frame: self.now,
@@ -264,9 +252,9 @@ impl Sim {
                     ssrc: 2000 + 10 * i as u32,
                     pt: 96,
                     rtx: None,
-                    seq: self.rng.next() as u16,
+                    seq: self.rng.next_u64() as u16,
                     rtx_seq: 0,
-                    ts: self.rng.next() as u32,
+                    ts: self.rng.next_u64() as u32,
                     frame: 33 * MS,
                     packets_per_frame: 1 + i,
                     next_frame: self.now,

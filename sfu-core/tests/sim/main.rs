@@ -193,8 +193,8 @@ fn rewriting_keeps_seq_contiguous_across_publisher_restart() {
         sim.run_for(Duration::from_millis(700));
         // Encoder restart: unrelated sequence number and timestamp.
         let publisher = &mut sim.publishers[p];
-        publisher.seq = sim.rng.next() as u16;
-        publisher.ts = sim.rng.next() as u32;
+        publisher.seq = sim.rng.next_u64() as u16;
+        publisher.ts = sim.rng.next_u64() as u32;
     }
     sim.run_for(Duration::from_millis(700));
     let stream = sim.stream(s, 50_000);
