@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use mooyaho_media::connection::paths::MAX_ATTEMPTS;
 use mooyaho_net::PacketClass;
 use support::raw::{self, Inbound, RawParticipant, RawTransport, Track, TrackKind};
-use support::{Rest, Server, eventually};
+use support::{Server, eventually, healthy_node, security_drops};
 
 const WAIT: Duration = Duration::from_secs(10);
 const ATTACK: Duration = Duration::from_secs(4);
@@ -200,27 +200,6 @@ async fn a_spoofed_use_candidate_check_does_not_redirect_media_to_the_victim() {
     publisher.leave().await;
     honest_participant.leave().await;
     attacker_participant.leave().await;
-}
-
-/// The embedded node's registry id once it is healthy.
-async fn healthy_node(rest: &Rest) -> u64 {
-    let healthy = eventually(WAIT, || async {
-        let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
-        nodes
-            .as_array()
-            .is_some_and(|n| n.len() == 1 && n[0]["health"] == "healthy")
-    })
-    .await;
-    let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
-    assert!(healthy, "{nodes}");
-    nodes[0]["id"].as_u64().unwrap()
-}
-
-async fn security_drops(rest: &Rest, node: u64) -> u64 {
-    let (_, view) = rest
-        .call("GET", &format!("/sfu-servers/{node}"), None)
-        .await;
-    view["load"]["securityDrops"].as_u64().unwrap_or(0)
 }
 
 /// What the victim received during the attack.

@@ -11,34 +11,17 @@ use std::time::{Duration, Instant};
 use mooyaho_test_support::peer::payloads;
 use mooyaho_test_support::sfu_client::SfuClient;
 use serde_json::json;
-use support::{Rest, Server, Ws, eventually};
+use support::{Rest, Server, Ws, healthy_node};
 
 const PACKETS: usize = 50;
 
-/// `mooyaho dev` on a free port with one worker (so every transport is counted on one shard) and
+/// `mooyaho dev` on a free port with one worker (so every transport is counted on one worker) and
 /// `extra` flags, its REST client, and its embedded node's id once healthy.
 async fn dev(extra: &[&str]) -> (Server, tempfile::TempDir, Rest, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let mut args = vec!["dev", "--listen", "127.0.0.1:0", "--workers", "1"];
-    args.extend_from_slice(extra);
-    let mut server = Server::spawn(&args, Some(dir.path()), "");
-    server.api_key = server
-        .stdout_lines
-        .iter()
-        .find_map(|line| line.split_once("API key:").map(|(_, key)| key.trim()))
-        .unwrap_or_else(|| panic!("no API key line in {:?}", server.stdout_lines))
-        .to_owned();
+    let server = Server::dev(dir.path(), extra);
     let rest = server.rest();
-    let healthy = eventually(Duration::from_secs(10), || async {
-        let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
-        nodes
-            .as_array()
-            .is_some_and(|n| n.len() == 1 && n[0]["health"] == "healthy")
-    })
-    .await;
-    let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
-    assert!(healthy, "{nodes}");
-    let node = nodes[0]["id"].as_u64().unwrap();
+    let node = healthy_node(&rest).await;
     (server, dir, rest, node)
 }
 

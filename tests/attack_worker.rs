@@ -16,31 +16,10 @@ use std::time::Duration;
 use mooyaho_test_support::peer::payloads;
 use mooyaho_test_support::sfu_client::SfuClient;
 use raw_peer::{RawPublisher, check, check_until_answered, is_success};
-use support::{Rest, Server, eventually};
+use support::{Rest, Server, eventually, healthy_node, security_drops};
 use tokio::net::UdpSocket;
 
 const PACKETS: usize = 60;
-
-/// The embedded node's registry id once it is healthy.
-async fn healthy_node(rest: &Rest) -> u64 {
-    let healthy = eventually(Duration::from_secs(10), || async {
-        let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
-        nodes
-            .as_array()
-            .is_some_and(|n| n.len() == 1 && n[0]["health"] == "healthy")
-    })
-    .await;
-    let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
-    assert!(healthy, "{nodes}");
-    nodes[0]["id"].as_u64().unwrap()
-}
-
-async fn security_drops(rest: &Rest, node: u64) -> u64 {
-    let (_, view) = rest
-        .call("GET", &format!("/sfu-servers/{node}"), None)
-        .await;
-    view["load"]["securityDrops"].as_u64().unwrap_or(0)
-}
 
 /// Two `webrtc`-crate clients publishing to each other in a new SFU channel.
 async fn honest_room(server: &Server, rest: &Rest) -> (SfuClient, SfuClient) {

@@ -15,14 +15,8 @@ fn start_dev(cwd: &Path, extra: &[&str]) -> Server {
     let mut args = vec!["dev", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut server = Server::spawn(&args, Some(cwd), "");
-    let key = server
-        .stdout_lines
-        .iter()
-        .find_map(|line| line.split_once("API key:").map(|(_, key)| key.trim()))
-        .unwrap_or_else(|| panic!("no API key line in {:?}", server.stdout_lines))
-        .to_owned();
-    assert!(key.len() >= 16, "{key:?}");
-    server.api_key = key;
+    server.read_generated_api_key();
+    assert!(server.api_key.len() >= 16, "{:?}", server.api_key);
     server
 }
 

@@ -435,17 +435,7 @@ async fn bodies_accept_exactly_what_the_schema_publishes() {
 #[tokio::test]
 async fn metrics_show_sfu_nodes_and_websocket_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::spawn(
-        &["dev", "--listen", "127.0.0.1:0", "--workers", "1"],
-        Some(dir.path()),
-        "",
-    );
-    server.api_key = server
-        .stdout_lines
-        .iter()
-        .find_map(|line| line.split_once("API key:").map(|(_, key)| key.trim()))
-        .unwrap_or_else(|| panic!("no API key line in {:?}", server.stdout_lines))
-        .to_owned();
+    let server = Server::dev(dir.path(), &[]);
     let rest = server.rest();
 
     let healthy = support::eventually(std::time::Duration::from_secs(10), || {

@@ -7,37 +7,18 @@ use std::time::Duration;
 
 use mooyaho_test_support::peer::payloads;
 use mooyaho_test_support::sfu_client::SfuClient;
-use support::{Server, eventually};
+use support::{Server, eventually, healthy_node};
 
 const PACKETS: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dev_embedded_node_carries_two_webrtc_clients_media_both_ways() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = Server::spawn(
-        &["dev", "--listen", "127.0.0.1:0", "--workers", "2"],
-        Some(dir.path()),
-        "",
-    );
-    server.api_key = server
-        .stdout_lines
-        .iter()
-        .find_map(|line| line.split_once("API key:").map(|(_, key)| key.trim()))
-        .unwrap_or_else(|| panic!("no API key line in {:?}", server.stdout_lines))
-        .to_owned();
+    let server = Server::dev(dir.path(), &["--workers", "2"]);
     let rest = server.rest();
 
     // The embedded node is registered and reports load.
-    let healthy = eventually(Duration::from_secs(10), || async {
-        let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
-        nodes
-            .as_array()
-            .is_some_and(|n| n.len() == 1 && n[0]["health"] == "healthy")
-    })
-    .await;
-    let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
-    assert!(healthy, "{nodes}");
-    let node = nodes[0]["id"].as_u64().unwrap();
+    let node = healthy_node(&rest).await;
 
     let channel = rest.create_channel(true).await;
     let mut a = SfuClient::join(&server.ws_url(), &rest, &channel, "a").await;

@@ -138,13 +138,18 @@ impl Server {
             "",
             env,
         );
-        server.api_key = server
+        server.read_generated_api_key();
+        server
+    }
+
+    /// Takes the API key `mooyaho dev` generated (and printed) as this server's key.
+    pub fn read_generated_api_key(&mut self) {
+        self.api_key = self
             .stdout_lines
             .iter()
             .find_map(|line| line.split_once("API key:").map(|(_, key)| key.trim()))
-            .unwrap_or_else(|| panic!("no API key line in {:?}", server.stdout_lines))
+            .unwrap_or_else(|| panic!("no API key line in {:?}", self.stdout_lines))
             .to_owned();
-        server
     }
 }
 
@@ -428,14 +433,32 @@ impl Server {
         }
         args.extend_from_slice(extra);
         let mut server = Self::spawn(&args, Some(dir), "");
-        server.api_key = server
-            .stdout_lines
-            .iter()
-            .find_map(|line| line.split_once("API key:").map(|(_, key)| key.trim()))
-            .unwrap_or_else(|| panic!("no API key line in {:?}", server.stdout_lines))
-            .to_owned();
+        server.read_generated_api_key();
         server
     }
+}
+
+/// The registry id of the one SFU node `rest`'s server knows (`mooyaho dev`'s embedded node),
+/// once it reports healthy (10 s at most).
+pub async fn healthy_node(rest: &Rest) -> u64 {
+    let healthy = eventually(Duration::from_secs(10), || async {
+        let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
+        nodes
+            .as_array()
+            .is_some_and(|n| n.len() == 1 && n[0]["health"] == "healthy")
+    })
+    .await;
+    let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
+    assert!(healthy, "{nodes}");
+    nodes[0]["id"].as_u64().unwrap()
+}
+
+/// The node's dropped-and-counted hostile packets, as its last load report says.
+pub async fn security_drops(rest: &Rest, node: u64) -> u64 {
+    let (_, view) = rest
+        .call("GET", &format!("/sfu-servers/{node}"), None)
+        .await;
+    view["load"]["securityDrops"].as_u64().unwrap_or(0)
 }
 
 /// Runs `rounds` resume races: each round a session drops, then two fresh sockets (one on each
