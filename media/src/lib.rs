@@ -1,6 +1,6 @@
 //! The Mooyaho SFU node: per-core worker threads, each owning one UDP socket (ICE-lite demux by
 //! STUN username, then by validated 5-tuple), the DTLS and SRTP state of its transports and one
-//! sans-IO [`sfu_core::Worker`] shard. [`Node`] is the library API the control plane drives.
+//! sans-IO [`sfu_core::Worker`]. [`Node`] is the library API the control plane drives.
 //!
 //! ```text
 //! recvmmsg → classify (RFC 7983) → STUN: ICE-lite check → binding success
