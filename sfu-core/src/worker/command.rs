@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use super::Worker;
-use super::rtcp::request_keyframe;
 use crate::error::CommandError;
 use crate::output::Event;
 use crate::room::Room;
@@ -367,14 +366,7 @@ impl Worker {
         let tr = self.tracks.get_mut(track).expect("checked above");
         tr.subscriptions.push(id);
         if wait {
-            request_keyframe(
-                tr,
-                layer,
-                now,
-                &self.config,
-                &mut self.outbox,
-                &mut self.counters,
-            );
+            self.request_keyframe_of(track, layer, now);
         }
         Ok(id)
     }
@@ -394,7 +386,7 @@ impl Worker {
             .ok_or(CommandError::UnknownSubscription(subscription))?;
         let track = self
             .tracks
-            .get_mut(s.track)
+            .get(s.track)
             .expect("a subscription's track outlives it");
         if layer > track.top_layer() {
             return Err(CommandError::UnknownLayer {
@@ -404,14 +396,8 @@ impl Worker {
         }
         s.layers.target = layer;
         if s.layers.needs_keyframe && s.layers.current != Some(layer) {
-            request_keyframe(
-                track,
-                layer,
-                now,
-                &self.config,
-                &mut self.outbox,
-                &mut self.counters,
-            );
+            let track = s.track;
+            self.request_keyframe_of(track, layer, now);
         }
         Ok(())
     }

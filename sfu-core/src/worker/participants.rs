@@ -143,7 +143,7 @@ impl Worker {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use crate::rtp::{Codec, ExtensionMap};
+    use crate::rtp::ExtensionMap;
     use crate::*;
 
     fn config(direction: Direction) -> TransportConfig {
@@ -155,13 +155,8 @@ mod tests {
 
     fn audio(ssrc: u32) -> TrackConfig {
         TrackConfig {
-            kind: MediaKind::Audio,
-            codec: Codec::Opus,
-            pt: Pt(111),
-            clock_rate: ClockRate(48_000),
-            rtx_pt: None,
-            mid: None,
             encodings: Encodings::single(Ssrc(ssrc), None),
+            ..worker::tests::audio_track()
         }
     }
 

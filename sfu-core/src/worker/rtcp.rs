@@ -19,7 +19,7 @@ use crate::stats::Counters;
 use crate::stream::Refused;
 use crate::track::{MediaKind, Track};
 use crate::transport::{Direction, Route};
-use crate::{Bitrate, SeqNo, Ssrc, SubscriptionId, SubscriptionStats, TransportId};
+use crate::{Bitrate, SeqNo, Ssrc, SubscriptionId, SubscriptionStats, TrackId, TransportId};
 
 impl Worker {
     /// A decrypted (compound) RTCP packet arrived on transport `from`. Never fails: malformed
@@ -257,19 +257,8 @@ impl Worker {
             .subscriptions
             .get(id)
             .expect("routes name only live subscriptions");
-        let (track_id, layer) = (s.track, s.layers.target);
-        let track = self
-            .tracks
-            .get_mut(track_id)
-            .expect("a subscription's track outlives it");
-        request_keyframe(
-            track,
-            layer,
-            now,
-            &self.config,
-            &mut self.outbox,
-            &mut self.counters,
-        );
+        let (track, layer) = (s.track, s.layers.target);
+        self.request_keyframe_of(track, layer, now);
     }
 
     /// Periodic work: NACK retries, pending keyframe requests, RR + REMB, TWCC feedback.
@@ -400,6 +389,25 @@ pub(super) fn nack_upstream(
 }
 
 /// Asks the publisher of `track` for a keyframe on `layer`, unless its throttle window is open.
+impl Worker {
+    /// Asks `track`'s publisher for a keyframe of `layer`, throttled by the layer's
+    /// [`KeyframeRequester`](crate::stream::KeyframeRequester).
+    pub(super) fn request_keyframe_of(&mut self, track: TrackId, layer: u8, now: Instant) {
+        let track = self
+            .tracks
+            .get_mut(track)
+            .expect("callers name a live track");
+        request_keyframe(
+            track,
+            layer,
+            now,
+            &self.config,
+            &mut self.outbox,
+            &mut self.counters,
+        );
+    }
+}
+
 pub(super) fn request_keyframe(
     track: &mut Track,
     layer: u8,

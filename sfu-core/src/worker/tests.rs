@@ -19,7 +19,7 @@ struct Fixture {
 
 const PUB_SSRC: u32 = 1111;
 
-fn audio_track() -> TrackConfig {
+pub(super) fn audio_track() -> TrackConfig {
     TrackConfig {
         kind: MediaKind::Audio,
         codec: Codec::Opus,
