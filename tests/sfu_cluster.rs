@@ -946,3 +946,75 @@ async fn sigterm_on_a_node_drains_it_then_it_exits() {
         stream.abort();
     }
 }
+
+/// Audio payloads from `stream` carrying `tag` (their first byte) that `client` received.
+async fn tagged_audio(client: &SfuClient, stream: &str, tag: u8) -> usize {
+    client.received().await.get(stream).map_or(0, |m| {
+        m.audio.iter().filter(|p| p.first() == Some(&tag)).count()
+    })
+}
+
+/// Issue 13 item 4: the signaling instance of an SFU-channel member is killed (SIGKILL). Media
+/// does not go through signaling: what the member publishes keeps reaching the others while no
+/// instance holds its socket; it resumes its session on the other instance (`reuseId`, same
+/// PeerConnections) and publishes again there, and that new publish reaches the others too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_whose_signaling_instance_dies_keeps_its_media_and_publishes_again_after_resuming()
+{
+    let mut cluster = Cluster::start().await;
+    let channel = cluster.rest(1).create_channel(true).await;
+    let (doomed, survivor) = (&cluster.servers[0], &cluster.servers[1]);
+    let mut member = SfuClient::join(&doomed.ws_url(), &doomed.rest(), &channel, "member").await;
+    let mut other = SfuClient::join(&survivor.ws_url(), &survivor.rest(), &channel, "other").await;
+    member.publish().await;
+    other.publish().await;
+    member.publish_connected().await;
+    other.subscribed_to(&[&member.id]).await;
+    member.subscribed_to(&[&other.id]).await;
+    let streaming = member.stream_media(0xB1, Duration::from_millis(10));
+    other
+        .wait_for(&[&member.id], 20, Duration::from_secs(15))
+        .await;
+
+    cluster.servers[0].kill();
+    let at_kill = tagged_audio(&other, &member.id, 0xB1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let while_dead = tagged_audio(&other, &member.id, 0xB1).await;
+    assert!(
+        while_dead >= at_kill + 50,
+        "media stalled while the member's instance was dead: {at_kill} → {while_dead}"
+    );
+
+    // Resume on the surviving instance, then publish again there: the new publish reaches the
+    // other member (a new re-offer through the surviving instance), and the old media stops.
+    let survivor = &cluster.servers[1];
+    member.resume(&survivor.ws_url()).await;
+    let reply = member.request(json!({ "type": "listSessions" })).await;
+    let listed = reply.to_string();
+    assert!(
+        listed.contains(&member.id) && listed.contains(&other.id),
+        "{reply}"
+    );
+    streaming.abort();
+    member.publish().await;
+    member.publish_connected().await;
+    let restarted = member.stream_media(0xB2, Duration::from_millis(10));
+    let arrived = eventually(Duration::from_secs(15), || async {
+        tagged_audio(&other, &member.id, 0xB2).await >= 20
+    })
+    .await;
+    assert!(
+        arrived,
+        "the publish made after resuming did not reach the other member: {} payloads",
+        tagged_audio(&other, &member.id, 0xB2).await
+    );
+    // The member still receives the other member's media on its original subscribe PC.
+    let other_streaming = other.stream_media(0xC1, Duration::from_millis(10));
+    let received = eventually(Duration::from_secs(15), || async {
+        tagged_audio(&member, &other.id, 0xC1).await >= 20
+    })
+    .await;
+    assert!(received, "the resumed member stopped receiving");
+    restarted.abort();
+    other_streaming.abort();
+}

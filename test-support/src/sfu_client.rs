@@ -69,6 +69,8 @@ type SubscribeSlot = Arc<std::sync::Mutex<Arc<Peer>>>;
 /// One client: a WebSocket session in an SFU channel with a publish and a subscribe PC.
 pub struct SfuClient {
     pub id: String,
+    /// The session's resume token (`connected`/`reuseIdSuccess`).
+    pub token: String,
     pub name: String,
     out: mpsc::UnboundedSender<Message>,
     inbox: mpsc::UnboundedReceiver<Value>,
@@ -80,19 +82,18 @@ pub struct SfuClient {
     next_request: u64,
 }
 
-impl SfuClient {
-    /// Connects to `ws_url`, gets integrated through `rest` as `name`, enters the SFU channel
-    /// (asserting `enterSuccess {sfuEnabled:true}`) and starts answering the node's offers.
-    pub async fn join(ws_url: &str, rest: &Rest, channel: &str, name: &str) -> Self {
-        let (ws, success) = Ws::enter(ws_url, rest, channel, name).await;
-        assert_eq!(success["sfuEnabled"], true, "not an SFU channel: {success}");
-        let id = ws.id.clone();
-        let (sink, mut stream) = ws.into_stream().split();
+/// One socket's worth of a client: its writer, its reader (routing SFU offers, restarts and
+/// replies) and the negotiator that applies offers to the current PeerConnections.
+struct Session {
+    out: mpsc::UnboundedSender<Message>,
+    inbox: mpsc::UnboundedReceiver<Value>,
+    sub_state: watch::Receiver<SubscribeState>,
+    tasks: Vec<JoinHandle<()>>,
+}
 
-        let subscribe: SubscribeSlot = Arc::new(std::sync::Mutex::new(Arc::new(
-            Peer::new().await.expect("subscribe peer"),
-        )));
-        let publish: PublishSlot = Arc::default();
+impl Session {
+    fn spawn(ws: Ws, subscribe: SubscribeSlot, publish: PublishSlot) -> Self {
+        let (sink, mut stream) = ws.into_stream().split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
         let (offers_tx, mut offers_rx) = mpsc::unbounded_channel::<Negotiation>();
@@ -211,18 +212,63 @@ impl SfuClient {
         };
 
         Self {
-            id,
-            name: name.to_owned(),
             out,
             inbox,
-            subscribe,
-            publish,
             sub_state,
             tasks: vec![writer, reader, negotiator],
+        }
+    }
+}
+
+impl SfuClient {
+    /// Connects to `ws_url`, gets integrated through `rest` as `name`, enters the SFU channel
+    /// (asserting `enterSuccess {sfuEnabled:true}`) and starts answering the node's offers.
+    pub async fn join(ws_url: &str, rest: &Rest, channel: &str, name: &str) -> Self {
+        let (ws, success) = Ws::enter(ws_url, rest, channel, name).await;
+        assert_eq!(success["sfuEnabled"], true, "not an SFU channel: {success}");
+        let id = ws.id.clone();
+        let token = ws.token.clone();
+        let subscribe: SubscribeSlot = Arc::new(std::sync::Mutex::new(Arc::new(
+            Peer::new().await.expect("subscribe peer"),
+        )));
+        let publish: PublishSlot = Arc::default();
+        let session = Session::spawn(ws, subscribe.clone(), publish.clone());
+        Self {
+            id,
+            token,
+            name: name.to_owned(),
+            out: session.out,
+            inbox: session.inbox,
+            subscribe,
+            publish,
+            sub_state: session.sub_state,
+            tasks: session.tasks,
             next_request: 0,
         }
     }
 
+    /// Resumes this session on another signaling instance (`reuseId` with the session's token),
+    /// as the browser SDK does after its socket dropped: a new socket, the same session, the same
+    /// PeerConnections. The old socket's tasks stop first.
+    pub async fn resume(&mut self, ws_url: &str) {
+        self.drop_socket();
+        let mut ws = Ws::connect(ws_url).await;
+        let reply = ws
+            .request(json!({ "type": "reuseId", "id": self.id, "token": self.token }))
+            .await;
+        assert_eq!(
+            reply["type"], "reuseIdSuccess",
+            "{}: resume refused: {reply}",
+            self.name
+        );
+        self.token = reply["token"].as_str().expect("a new token").to_owned();
+        ws.id = self.id.clone();
+        let session = Session::spawn(ws, self.subscribe.clone(), self.publish.clone());
+        self.out = session.out;
+        self.inbox = session.inbox;
+        self.sub_state = session.sub_state;
+        self.tasks = session.tasks;
+    }
     pub fn send(&self, message: Value) {
         let _ = self.out.send(Message::Text(message.to_string().into()));
     }
