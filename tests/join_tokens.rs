@@ -9,7 +9,7 @@ use std::time::Duration;
 use mooyaho_server_sdk::{JoinToken, create_join_token};
 use mooyaho_test_support::sfu_client::SfuClient;
 use serde_json::{Value, json};
-use support::{API_KEY, Server, Ws, eventually};
+use support::{API_KEY, Server, Ws, healthy_node};
 use tokio_tungstenite::tungstenite;
 
 /// Connects and expects the upgrade to be refused: returns the status and JSON body.
@@ -265,14 +265,7 @@ async fn publish_and_subscribe_grants_are_enforced_in_an_sfu_channel() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::dev(dir.path(), &[]);
     let rest = server.rest();
-    let healthy = eventually(Duration::from_secs(10), || async {
-        let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
-        nodes
-            .as_array()
-            .is_some_and(|n| n.len() == 1 && n[0]["health"] == "healthy")
-    })
-    .await;
-    assert!(healthy, "the embedded node never became healthy");
+    healthy_node(&rest).await;
     let channel = rest.create_channel(true).await;
     let connect = |grant: JoinToken| {
         let url = token_url(

@@ -119,14 +119,7 @@ impl Server {
 
     /// The exit status once the process has exited by itself (within `within`), else `None`.
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + within;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        wait_exit(&mut self.child, within)
     }
 
     /// `mooyaho dev` on a free port in `dir` with `--workers <workers>` and extra environment
@@ -274,14 +267,7 @@ impl SfuNode {
 
     /// The exit status once the node has exited by itself (within `within`), else `None`.
     pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + within;
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        wait_exit(&mut self.child, within)
     }
 }
 
@@ -436,6 +422,18 @@ impl Server {
         server.read_generated_api_key();
         server
     }
+}
+
+/// `child`'s exit status once it has exited by itself (within `within`), else `None`.
+fn wait_exit(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 /// The registry id of the one SFU node `rest`'s server knows (`mooyaho dev`'s embedded node),
