@@ -422,7 +422,8 @@ mod tests {
     use super::MediaKey;
     use crate::domain::events::{DomainEvent, Emitted};
     use crate::domain::tests::{
-        audience, drain, integrated, kinds, member, recorded_service, rendered, sorted,
+        TwoMembers, audience, drain, integrated, kinds, member, recorded_service, rendered, sorted,
+        two_members,
     };
     use crate::protocol::ServerMessage;
 
@@ -472,11 +473,13 @@ mod tests {
     #[tokio::test]
     async fn leaving_emits_member_left_to_the_remaining_members_as_left() {
         let (signaling, _, recorder) = recorded_service();
-        let channel = signaling.channels().create(false).await.unwrap().id;
-        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
-        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
-        drain(&mut alice_queue);
-        recorder.take();
+        let TwoMembers {
+            alice,
+            mut alice_queue,
+            bob,
+            mut bob_queue,
+            ..
+        } = two_members(&signaling, &recorder, false).await;
 
         signaling.channels().leave(&alice).await.unwrap();
         let seen = recorder.take();
@@ -490,11 +493,13 @@ mod tests {
     #[tokio::test]
     async fn chat_and_media_state_reach_the_channel_as_messaged_and_updated_media_state() {
         let (signaling, _, recorder) = recorded_service();
-        let channel = signaling.channels().create(false).await.unwrap().id;
-        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
-        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
-        drain(&mut alice_queue);
-        recorder.take();
+        let TwoMembers {
+            alice,
+            mut alice_queue,
+            bob,
+            mut bob_queue,
+            ..
+        } = two_members(&signaling, &recorder, false).await;
 
         let text = crate::protocol::ChatMessage::Text { text: "hi".into() };
         signaling.channels().send_chat(&alice, text).await.unwrap();

@@ -720,7 +720,8 @@ mod tests {
     use crate::domain::events::Emitted;
     use crate::domain::ports::ChannelStore;
     use crate::domain::tests::{
-        FakeNodes, audience, drain, kinds, member, recorded_service, register_node,
+        FakeNodes, TwoMembers, audience, drain, kinds, member, recorded_service, register_node,
+        two_members,
     };
 
     #[tokio::test]
@@ -728,11 +729,13 @@ mod tests {
         let (signaling, _, recorder) = recorded_service();
         let (nodes, node_events) = FakeNodes::attach(&signaling);
         let node = register_node(&signaling).await;
-        let channel = signaling.channels().create(true).await.unwrap().id;
-        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
-        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
-        drain(&mut alice_queue);
-        recorder.take();
+        let TwoMembers {
+            channel,
+            alice,
+            mut alice_queue,
+            bob,
+            mut bob_queue,
+        } = two_members(&signaling, &recorder, true).await;
 
         let answer = signaling
             .placement()

@@ -395,25 +395,25 @@ mod tests {
     use crate::bus::InProcessBus;
     use crate::domain::SignalingConfig;
     use crate::domain::ids::InstanceId;
-    use crate::domain::ids::SfuServerId;
-    use crate::domain::model::{
-        CallState, ChannelRecord, NewSfuServer, SfuServerRecord, TokenHash,
+    use crate::domain::model::TokenHash;
+    use crate::domain::ports::SessionStore;
+    use crate::domain::tests::{
+        HookedStore, StoreCall, StoreHook, TwoMembers, audience, drain, integrated, kinds,
+        recorded_service, two_members,
     };
-    use crate::domain::ports::{ChannelStore, SessionStore, SfuRegistry};
-    use crate::domain::tests::{audience, drain, integrated, kinds, member, recorded_service};
     use crate::metrics::Metrics;
     use crate::store::EmbeddedStore;
 
     /// The embedded store, except that the first time the armed session is read or retired a
     /// resume of it (with the armed token) lands first: the race an expiry must survive.
+    #[derive(Default)]
     struct ResumeInTheGap {
-        inner: EmbeddedStore,
         armed: Mutex<Option<(SessionId, String, Takeover)>>,
         resumed: AtomicBool,
     }
 
     impl ResumeInTheGap {
-        async fn resume_now(&self, id: &SessionId) {
+        async fn resume_now(&self, inner: &EmbeddedStore, id: &SessionId) {
             let armed = {
                 let mut armed = self.armed.lock().unwrap();
                 match armed.as_ref() {
@@ -422,8 +422,7 @@ mod tests {
                 }
             };
             if let Some((session, presented, takeover)) = armed {
-                let resumed = self
-                    .inner
+                let resumed = inner
                     .resume_session(&session, &presented, now_ms(), &takeover)
                     .await
                     .unwrap();
@@ -433,156 +432,23 @@ mod tests {
     }
 
     #[async_trait::async_trait]
-    impl ChannelStore for ResumeInTheGap {
-        async fn create_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
-            self.inner.create_channel(channel).await
+    impl StoreHook for ResumeInTheGap {
+        async fn before(&self, inner: &EmbeddedStore, call: StoreCall<'_>) {
+            if let StoreCall::RetireSession(id) = call {
+                self.resume_now(inner, id).await;
+            }
         }
-        async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
-            self.inner.channel(id).await
-        }
-        async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
-            self.inner.channels().await
-        }
-        async fn place_channel(
-            &self,
-            id: &ChannelId,
-            server: SfuServerId,
-            room: &str,
-        ) -> Result<Option<ChannelRecord>, StoreError> {
-            self.inner.place_channel(id, server, room).await
-        }
-        async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<bool, StoreError> {
-            self.inner.unplace_channel(id, room).await
-        }
-        async fn delete_channel(
-            &self,
-            id: &ChannelId,
-        ) -> Result<Option<Vec<SessionId>>, StoreError> {
-            self.inner.delete_channel(id).await
-        }
-        async fn set_member(
-            &self,
-            channel: &ChannelId,
-            session: &SessionId,
-            member: bool,
-        ) -> Result<bool, StoreError> {
-            self.inner.set_member(channel, session, member).await
-        }
-        async fn members(&self, channel: &ChannelId) -> Result<Vec<SessionId>, StoreError> {
-            self.inner.members(channel).await
-        }
-        async fn members_of(
-            &self,
-            channels: &[ChannelId],
-        ) -> Result<Vec<Vec<SessionId>>, StoreError> {
-            self.inner.members_of(channels).await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl SessionStore for ResumeInTheGap {
-        async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
-            self.inner.create_session(session).await
-        }
-        async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-            let read = self.inner.session(id).await;
+        async fn after(&self, inner: &EmbeddedStore, call: StoreCall<'_>) {
             // The gap an expiry that decides from a read leaves open.
-            self.resume_now(id).await;
-            read
-        }
-        async fn sessions(
-            &self,
-            ids: &[SessionId],
-        ) -> Result<Vec<Option<SessionRecord>>, StoreError> {
-            self.inner.sessions(ids).await
-        }
-        async fn update_session(
-            &self,
-            id: &SessionId,
-            update: &SessionUpdate,
-        ) -> Result<bool, StoreError> {
-            self.inner.update_session(id, update).await
-        }
-        async fn set_call(
-            &self,
-            session: &SessionId,
-            peer: &SessionId,
-            state: Option<CallState>,
-        ) -> Result<(), StoreError> {
-            self.inner.set_call(session, peer, state).await
-        }
-        async fn resume_session(
-            &self,
-            id: &SessionId,
-            presented: &str,
-            now_ms: u64,
-            takeover: &Takeover,
-        ) -> Result<Option<SessionRecord>, StoreError> {
-            self.inner
-                .resume_session(id, presented, now_ms, takeover)
-                .await
-        }
-        async fn rotate_token(
-            &self,
-            id: &SessionId,
-            connection: &ConnectionId,
-            next: &TokenHash,
-        ) -> Result<bool, StoreError> {
-            self.inner.rotate_token(id, connection, next).await
-        }
-        async fn count_direct_call(
-            &self,
-            callee: &SessionId,
-            caller: Option<&SessionId>,
-            window: std::time::Duration,
-        ) -> Result<u64, StoreError> {
-            self.inner.count_direct_call(callee, caller, window).await
-        }
-        async fn retire_session(
-            &self,
-            id: &SessionId,
-            connection: &ConnectionId,
-        ) -> Result<bool, StoreError> {
-            self.resume_now(id).await;
-            self.inner.retire_session(id, connection).await
-        }
-        async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError> {
-            self.inner.delete_session(id).await
-        }
-        async fn touch_sessions(&self, ids: &[SessionId]) -> Result<Vec<SessionId>, StoreError> {
-            self.inner.touch_sessions(ids).await
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl SfuRegistry for ResumeInTheGap {
-        async fn create_sfu_server(
-            &self,
-            new: &NewSfuServer,
-        ) -> Result<SfuServerRecord, StoreError> {
-            self.inner.create_sfu_server(new).await
-        }
-        async fn sfu_servers(&self) -> Result<Vec<SfuServerRecord>, StoreError> {
-            self.inner.sfu_servers().await
-        }
-        async fn update_sfu_server(&self, record: &SfuServerRecord) -> Result<bool, StoreError> {
-            self.inner.update_sfu_server(record).await
-        }
-        async fn delete_sfu_server(&self, id: SfuServerId) -> Result<bool, StoreError> {
-            self.inner.delete_sfu_server(id).await
-        }
-        async fn set_sfu_link(&self, id: SfuServerId, up: bool) -> Result<bool, StoreError> {
-            self.inner.set_sfu_link(id, up).await
+            if let StoreCall::Session(id) = call {
+                self.resume_now(inner, id).await;
+            }
         }
     }
 
     #[tokio::test]
     async fn a_resume_racing_the_expiry_keeps_its_session() {
-        let store = Arc::new(ResumeInTheGap {
-            inner: EmbeddedStore::in_memory(),
-            armed: Mutex::new(None),
-            resumed: AtomicBool::new(false),
-        });
+        let store = Arc::new(HookedStore::new(ResumeInTheGap::default()));
         let signaling = crate::state::compose(
             SignalingConfig::new("0123456789abcdef"),
             store.clone(),
@@ -623,11 +489,11 @@ mod tests {
                 expires_ms: u64::MAX,
             },
         };
-        *store.armed.lock().unwrap() =
+        *store.hook.armed.lock().unwrap() =
             Some((dropped.session.clone(), token::hash("secret"), takeover));
         signaling.sessions().expire(dropped).await;
         assert!(
-            store.resumed.load(Ordering::SeqCst),
+            store.hook.resumed.load(Ordering::SeqCst),
             "the resume won the race"
         );
         let after = store.inner.session(&SessionId::from("s")).await.unwrap();
@@ -688,10 +554,13 @@ mod tests {
     #[tokio::test]
     async fn ending_a_session_in_a_channel_emits_member_left_then_session_ended() {
         let (signaling, store, recorder) = recorded_service();
-        let channel = signaling.channels().create(false).await.unwrap().id;
-        let (alice, _alice_queue) = member(&signaling, &channel, "alice").await;
-        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
-        recorder.take();
+        let TwoMembers {
+            alice,
+            alice_queue: _,
+            bob,
+            mut bob_queue,
+            ..
+        } = two_members(&signaling, &recorder, false).await;
         let record = store.inner.session(&alice.session).await.unwrap().unwrap();
         signaling.sessions().end(&record).await.unwrap();
         let seen = recorder.take();

@@ -26,35 +26,61 @@ use crate::metrics::Metrics;
 use crate::protocol::ServerMessage;
 use crate::store::EmbeddedStore;
 
-/// The embedded store, counting every call.
-#[derive(Debug)]
-pub(super) struct CountingStore {
-    pub(super) inner: EmbeddedStore,
-    calls: AtomicUsize,
+/// A store call as a [`StoreHook`] sees it: the session it is about, for the calls tests hook.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum StoreCall<'a> {
+    /// `SessionStore::session`.
+    Session(&'a SessionId),
+    /// `SessionStore::retire_session`.
+    RetireSession(&'a SessionId),
+    /// Any other method.
+    Other,
 }
 
-impl CountingStore {
-    fn count(&self) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
+/// What a test wants done around every call of a [`HookedStore`] (both default to nothing).
+#[async_trait]
+pub(super) trait StoreHook: Send + Sync {
+    /// Before the call reaches the embedded store.
+    async fn before(&self, _inner: &EmbeddedStore, _call: StoreCall<'_>) {}
+    /// After it returned (its result is handed back unchanged).
+    async fn after(&self, _inner: &EmbeddedStore, _call: StoreCall<'_>) {}
+}
+
+/// The embedded store with a test's hook around every call: the one delegating store of the
+/// domain tests ([`CountingStore`] here; `session.rs` races a resume against an expiry).
+#[derive(Debug)]
+pub(super) struct HookedStore<H> {
+    pub(super) inner: EmbeddedStore,
+    pub(super) hook: H,
+}
+
+impl<H: StoreHook> HookedStore<H> {
+    pub(super) fn new(hook: H) -> Self {
+        Self {
+            inner: EmbeddedStore::in_memory(),
+            hook,
+        }
     }
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::Relaxed)
+
+    async fn run<T>(&self, call: StoreCall<'_>, method: impl Future<Output = T>) -> T {
+        self.hook.before(&self.inner, call).await;
+        let result = method.await;
+        self.hook.after(&self.inner, call).await;
+        result
     }
 }
 
 #[async_trait]
-impl ChannelStore for CountingStore {
+impl<H: StoreHook> ChannelStore for HookedStore<H> {
     async fn create_channel(&self, channel: &ChannelRecord) -> Result<(), StoreError> {
-        self.count();
-        self.inner.create_channel(channel).await
+        self.run(StoreCall::Other, self.inner.create_channel(channel))
+            .await
     }
     async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelRecord>, StoreError> {
-        self.count();
-        self.inner.channel(id).await
+        self.run(StoreCall::Other, self.inner.channel(id)).await
     }
     async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
-        self.count();
-        self.inner.channels().await
+        self.run(StoreCall::Other, self.inner.channels()).await
     }
     async fn place_channel(
         &self,
@@ -62,16 +88,16 @@ impl ChannelStore for CountingStore {
         server: SfuServerId,
         room: &str,
     ) -> Result<Option<ChannelRecord>, StoreError> {
-        self.count();
-        self.inner.place_channel(id, server, room).await
+        self.run(StoreCall::Other, self.inner.place_channel(id, server, room))
+            .await
     }
     async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<bool, StoreError> {
-        self.count();
-        self.inner.unplace_channel(id, room).await
+        self.run(StoreCall::Other, self.inner.unplace_channel(id, room))
+            .await
     }
     async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError> {
-        self.count();
-        self.inner.delete_channel(id).await
+        self.run(StoreCall::Other, self.inner.delete_channel(id))
+            .await
     }
     async fn set_member(
         &self,
@@ -79,40 +105,39 @@ impl ChannelStore for CountingStore {
         session: &SessionId,
         member: bool,
     ) -> Result<bool, StoreError> {
-        self.count();
-        self.inner.set_member(channel, session, member).await
+        let method = self.inner.set_member(channel, session, member);
+        self.run(StoreCall::Other, method).await
     }
     async fn members(&self, channel: &ChannelId) -> Result<Vec<SessionId>, StoreError> {
-        self.count();
-        self.inner.members(channel).await
+        self.run(StoreCall::Other, self.inner.members(channel))
+            .await
     }
     async fn members_of(&self, channels: &[ChannelId]) -> Result<Vec<Vec<SessionId>>, StoreError> {
-        self.count();
-        self.inner.members_of(channels).await
+        self.run(StoreCall::Other, self.inner.members_of(channels))
+            .await
     }
 }
 
 #[async_trait]
-impl SessionStore for CountingStore {
+impl<H: StoreHook> SessionStore for HookedStore<H> {
     async fn create_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
-        self.count();
-        self.inner.create_session(session).await
+        self.run(StoreCall::Other, self.inner.create_session(session))
+            .await
     }
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError> {
-        self.count();
-        self.inner.session(id).await
+        self.run(StoreCall::Session(id), self.inner.session(id))
+            .await
     }
     async fn sessions(&self, ids: &[SessionId]) -> Result<Vec<Option<SessionRecord>>, StoreError> {
-        self.count();
-        self.inner.sessions(ids).await
+        self.run(StoreCall::Other, self.inner.sessions(ids)).await
     }
     async fn update_session(
         &self,
         id: &SessionId,
         update: &SessionUpdate,
     ) -> Result<bool, StoreError> {
-        self.count();
-        self.inner.update_session(id, update).await
+        self.run(StoreCall::Other, self.inner.update_session(id, update))
+            .await
     }
     async fn set_call(
         &self,
@@ -120,8 +145,8 @@ impl SessionStore for CountingStore {
         peer: &SessionId,
         state: Option<CallState>,
     ) -> Result<(), StoreError> {
-        self.count();
-        self.inner.set_call(session, peer, state).await
+        self.run(StoreCall::Other, self.inner.set_call(session, peer, state))
+            .await
     }
     async fn resume_session(
         &self,
@@ -130,10 +155,8 @@ impl SessionStore for CountingStore {
         now_ms: u64,
         takeover: &Takeover,
     ) -> Result<Option<SessionRecord>, StoreError> {
-        self.count();
-        self.inner
-            .resume_session(id, presented, now_ms, takeover)
-            .await
+        let method = self.inner.resume_session(id, presented, now_ms, takeover);
+        self.run(StoreCall::Other, method).await
     }
     async fn rotate_token(
         &self,
@@ -141,8 +164,8 @@ impl SessionStore for CountingStore {
         connection: &ConnectionId,
         next: &TokenHash,
     ) -> Result<bool, StoreError> {
-        self.count();
-        self.inner.rotate_token(id, connection, next).await
+        let method = self.inner.rotate_token(id, connection, next);
+        self.run(StoreCall::Other, method).await
     }
     async fn count_direct_call(
         &self,
@@ -150,48 +173,67 @@ impl SessionStore for CountingStore {
         caller: Option<&SessionId>,
         window: Duration,
     ) -> Result<u64, StoreError> {
-        self.count();
-        self.inner.count_direct_call(callee, caller, window).await
+        let method = self.inner.count_direct_call(callee, caller, window);
+        self.run(StoreCall::Other, method).await
     }
     async fn retire_session(
         &self,
         id: &SessionId,
         connection: &ConnectionId,
     ) -> Result<bool, StoreError> {
-        self.count();
-        self.inner.retire_session(id, connection).await
+        let method = self.inner.retire_session(id, connection);
+        self.run(StoreCall::RetireSession(id), method).await
     }
     async fn delete_session(&self, id: &SessionId) -> Result<(), StoreError> {
-        self.count();
-        self.inner.delete_session(id).await
+        self.run(StoreCall::Other, self.inner.delete_session(id))
+            .await
     }
     async fn touch_sessions(&self, ids: &[SessionId]) -> Result<Vec<SessionId>, StoreError> {
-        self.count();
-        self.inner.touch_sessions(ids).await
+        self.run(StoreCall::Other, self.inner.touch_sessions(ids))
+            .await
     }
 }
 
 #[async_trait]
-impl SfuRegistry for CountingStore {
+impl<H: StoreHook> SfuRegistry for HookedStore<H> {
     async fn create_sfu_server(&self, new: &NewSfuServer) -> Result<SfuServerRecord, StoreError> {
-        self.count();
-        self.inner.create_sfu_server(new).await
+        self.run(StoreCall::Other, self.inner.create_sfu_server(new))
+            .await
     }
     async fn sfu_servers(&self) -> Result<Vec<SfuServerRecord>, StoreError> {
-        self.count();
-        self.inner.sfu_servers().await
+        self.run(StoreCall::Other, self.inner.sfu_servers()).await
     }
     async fn update_sfu_server(&self, record: &SfuServerRecord) -> Result<bool, StoreError> {
-        self.count();
-        self.inner.update_sfu_server(record).await
+        self.run(StoreCall::Other, self.inner.update_sfu_server(record))
+            .await
     }
     async fn delete_sfu_server(&self, id: SfuServerId) -> Result<bool, StoreError> {
-        self.count();
-        self.inner.delete_sfu_server(id).await
+        self.run(StoreCall::Other, self.inner.delete_sfu_server(id))
+            .await
     }
     async fn set_sfu_link(&self, id: SfuServerId, up: bool) -> Result<bool, StoreError> {
-        self.count();
-        self.inner.set_sfu_link(id, up).await
+        self.run(StoreCall::Other, self.inner.set_sfu_link(id, up))
+            .await
+    }
+}
+
+/// Counts every store call (the domain's round trips).
+#[derive(Debug, Default)]
+pub(super) struct CallCounter(AtomicUsize);
+
+#[async_trait]
+impl StoreHook for CallCounter {
+    async fn before(&self, _inner: &EmbeddedStore, _call: StoreCall<'_>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The embedded store, counting every call.
+pub(super) type CountingStore = HookedStore<CallCounter>;
+
+impl CountingStore {
+    fn calls(&self) -> usize {
+        self.hook.0.load(Ordering::Relaxed)
     }
 }
 
@@ -202,10 +244,7 @@ pub(super) fn service() -> (Arc<Signaling>, Arc<CountingStore>) {
 
 /// The service composed as `state.rs` does, with a recorder after the wire delivery.
 pub(super) fn recorded_service() -> (Arc<Signaling>, Arc<CountingStore>, Arc<Recorder>) {
-    let store = Arc::new(CountingStore {
-        inner: EmbeddedStore::in_memory(),
-        calls: AtomicUsize::new(0),
-    });
+    let store = Arc::new(CountingStore::new(CallCounter::default()));
     let mut config = SignalingConfig::new("key");
     // The periodic sweep runs only when a test calls it.
     config.presence_ttl = Duration::from_secs(3600);
@@ -224,6 +263,36 @@ pub(super) fn recorded_service() -> (Arc<Signaling>, Arc<CountingStore>, Arc<Rec
     };
     let signaling = Signaling::start(config, instance, ports, metrics);
     (signaling, store, recorder)
+}
+
+/// A new channel with two members, "alice" and "bob" (see [`two_members`]).
+pub(super) struct TwoMembers {
+    pub(super) channel: ChannelId,
+    pub(super) alice: Connection,
+    pub(super) alice_queue: mpsc::Receiver<Outgoing>,
+    pub(super) bob: Connection,
+    pub(super) bob_queue: mpsc::Receiver<Outgoing>,
+}
+
+/// A new channel (`sfu` or mesh) with "alice" and "bob" in it; what their entering emitted is
+/// already taken from alice's queue and `recorder`, so a test sees only what it does next.
+pub(super) async fn two_members(
+    signaling: &Signaling,
+    recorder: &Recorder,
+    sfu: bool,
+) -> TwoMembers {
+    let channel = signaling.channels().create(sfu).await.unwrap().id;
+    let (alice, mut alice_queue) = member(signaling, &channel, "alice").await;
+    let (bob, bob_queue) = member(signaling, &channel, "bob").await;
+    drain(&mut alice_queue);
+    recorder.take();
+    TwoMembers {
+        channel,
+        alice,
+        alice_queue,
+        bob,
+        bob_queue,
+    }
 }
 
 /// A connected session with a user, inside `channel`; returns it and its socket's queue.
