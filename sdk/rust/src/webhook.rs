@@ -30,6 +30,10 @@ pub const SIGNATURE_HEADER: &str = "Mooyaho-Signature";
 pub struct WebhookEvent {
     /// Unique per event; a retried delivery repeats it (deduplicate on it).
     pub id: String,
+    /// 1, 2, 3, … per signaling instance in emission order (a retry repeats it): a number never
+    /// received was dropped or given up. 0 from servers that predate it.
+    #[serde(default)]
+    pub seq: u64,
     /// `channel.created`, `channel.deleted`, `participant.joined`, `participant.left`,
     /// `track.published`, `track.unpublished`, `sfu.up` or `sfu.down`.
     pub event: String,

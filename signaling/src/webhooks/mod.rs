@@ -8,9 +8,13 @@
 //! - **Ordered per channel**: each URL has [`LANES`] lanes, each delivering one event at a time;
 //!   an event's lane follows from its channel (or node), so a channel's events arrive in the
 //!   order this instance emitted them while other channels' go on alongside.
-//! - **Bounded**: at most `queue_size` events wait (or are in flight) per URL; more are dropped
-//!   and counted (`mooyaho_webhooks_dropped_total`), so a slow or dead receiver never holds
-//!   signaling back (the domain only enqueues).
+//! - **Bounded per lane**: each lane of a URL holds at most its share of `queue_size` events
+//!   (waiting or in flight); more are dropped and counted (`mooyaho_webhooks_dropped_total`), so
+//!   a slow or dead receiver never holds signaling back (the domain only enqueues), and a
+//!   channel that floods its lane (a participant looping enter/leave) drops only events of its
+//!   own lane, never those of channels in the other lanes.
+//! - **Gaps are visible**: every event carries `seq`, numbered 1, 2, 3, … by this instance, so
+//!   a receiver that misses a number knows an event was dropped or given up.
 //! - **Once per fleet**: the domain emits each of these events on one instance only (see
 //!   [`payload::WebhookEvent::from_domain`]), so several instances on one Redis send each once.
 
@@ -30,8 +34,9 @@ use crate::metrics::Metrics;
 use payload::WebhookEvent;
 use signature::{SIGNATURE_HEADER, signature_header};
 
-/// Lanes per URL: events of different channels are delivered this many at a time.
-pub const LANES: usize = 8;
+/// Lanes per URL: events of different channels are delivered this many at a time, and a
+/// flooding channel shares its lane's queue with about 1/`LANES` of the other channels.
+pub const LANES: usize = 32;
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -42,7 +47,8 @@ pub struct WebhookSettings {
     pub urls: Vec<reqwest::Url>,
     /// HMAC secret (`--webhook-secret`); `None` = the API key.
     pub secret: Option<String>,
-    /// Events waiting or in flight per URL before new ones are dropped.
+    /// Events waiting or in flight per URL before new ones are dropped; each of the URL's
+    /// [`LANES`] lanes holds `queue_size / LANES` of them (at least 1).
     pub queue_size: usize,
     /// Attempts per event and URL, the first included.
     pub max_attempts: u32,
@@ -116,16 +122,26 @@ impl RetryPolicy {
     }
 }
 
-/// An event waiting in a lane; its permit holds one place of the URL's queue until it is done.
+/// An event waiting in a lane; its permit holds one place of its lane's queue until it is done.
 struct Queued {
     body: Bytes,
     _place: OwnedSemaphorePermit,
 }
 
-/// One receiver: its queue places and lanes.
-struct Endpoint {
+/// The sending side of one lane: its own queue places, so that no lane can take another's.
+struct LaneQueue {
     places: Arc<Semaphore>,
-    lanes: Vec<mpsc::UnboundedSender<Queued>>,
+    sender: mpsc::UnboundedSender<Queued>,
+}
+
+/// One receiver: its lanes.
+struct Endpoint {
+    lanes: Vec<LaneQueue>,
+}
+
+/// The places of one lane's queue: its share of the URL's `queue_size`, at least 1.
+fn places_per_lane(queue_size: usize) -> usize {
+    (queue_size / LANES).max(1)
 }
 
 /// The webhook subscriber of the domain event stream.
@@ -133,6 +149,8 @@ pub struct Webhooks {
     endpoints: Vec<Endpoint>,
     metrics: Arc<Metrics>,
     dropped: AtomicU64,
+    /// The `seq` of the last event numbered by this instance.
+    last_seq: AtomicU64,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -168,7 +186,7 @@ impl Webhooks {
             .map(|url| {
                 let lanes = (0..LANES)
                     .map(|_| {
-                        let (tx, rx) = mpsc::unbounded_channel();
+                        let (sender, rx) = mpsc::unbounded_channel();
                         let lane = Lane {
                             client: client.clone(),
                             url: url.clone(),
@@ -177,28 +195,30 @@ impl Webhooks {
                             metrics: metrics.clone(),
                         };
                         tokio::spawn(lane.run(rx));
-                        tx
+                        LaneQueue {
+                            places: Arc::new(Semaphore::new(places_per_lane(settings.queue_size))),
+                            sender,
+                        }
                     })
                     .collect();
-                Endpoint {
-                    places: Arc::new(Semaphore::new(settings.queue_size.max(1))),
-                    lanes,
-                }
+                Endpoint { lanes }
             })
             .collect();
         Ok(Arc::new(Self {
             endpoints,
             metrics,
             dropped: AtomicU64::new(0),
+            last_seq: AtomicU64::new(0),
         }))
     }
 
-    /// Queues `body` on every endpoint, in the lane of `order_key`; drops it where the queue
-    /// is full.
+    /// Queues `body` on every endpoint, in the lane of `order_key`; drops it where that lane's
+    /// queue is full.
     fn enqueue(&self, body: &Bytes, order_key: u64, event: &'static str) {
-        let lane = usize::try_from(order_key % LANES as u64).unwrap_or(0);
+        let lane = lane_of(order_key);
         for endpoint in &self.endpoints {
-            let Ok(place) = endpoint.places.clone().try_acquire_owned() else {
+            let lane = &endpoint.lanes[lane];
+            let Ok(place) = lane.places.clone().try_acquire_owned() else {
                 self.metrics.webhooks_dropped.inc();
                 let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 // Logged at the 1st, 2nd, 4th, … drop: a flood is visible without flooding logs.
@@ -216,17 +236,24 @@ impl Webhooks {
                 _place: place,
             };
             // A lane ends only with the runtime; its place is returned with the event.
-            let _ = endpoint.lanes[lane].send(queued);
+            let _ = lane.sender.send(queued);
         }
     }
+}
+
+/// The lane (index below [`LANES`]) of events with this order key.
+fn lane_of(order_key: u64) -> usize {
+    usize::try_from(order_key % LANES as u64).unwrap_or(0)
 }
 
 #[async_trait]
 impl EventSubscriber for Webhooks {
     async fn on_event(&self, emitted: &Emitted) {
-        let Some(event) = WebhookEvent::from_domain(&emitted.event) else {
+        let Some(mut event) = WebhookEvent::from_domain(&emitted.event) else {
             return;
         };
+        // Numbered before the queue is asked, so a dropped event leaves a gap receivers see.
+        event.seq = self.last_seq.fetch_add(1, Ordering::Relaxed) + 1;
         let body = match serde_json::to_vec(&event) {
             Ok(body) => Bytes::from(body),
             Err(e) => {
@@ -392,8 +419,12 @@ mod tests {
     async fn a_failed_attempt_is_retried_before_the_channels_next_event() {
         let (url, seen) = receiver(2, Duration::ZERO).await;
         let metrics = Arc::new(Metrics::new());
-        let webhooks =
-            Webhooks::start(&settings(url, 16), "secret-0123456789", metrics.clone()).unwrap();
+        let webhooks = Webhooks::start(
+            &settings(url, 16 * LANES),
+            "secret-0123456789",
+            metrics.clone(),
+        )
+        .unwrap();
         for event in channel_events("c1") {
             emit(&webhooks, event).await;
         }
@@ -426,14 +457,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_queue_drops_and_counts_without_waiting() {
+    async fn a_full_lane_drops_and_counts_without_waiting() {
         let (url, _seen) = receiver(0, Duration::from_secs(30)).await;
         let metrics = Arc::new(Metrics::new());
-        let webhooks =
-            Webhooks::start(&settings(url, 3), "secret-0123456789", metrics.clone()).unwrap();
+        let webhooks = Webhooks::start(
+            &settings(url, 3 * LANES),
+            "secret-0123456789",
+            metrics.clone(),
+        )
+        .unwrap();
         let started = std::time::Instant::now();
-        for i in 0..10 {
-            for event in channel_events(&format!("c{i}")) {
+        for _ in 0..10 {
+            for event in channel_events("c1") {
                 emit(&webhooks, event).await;
             }
         }
@@ -441,14 +476,104 @@ mod tests {
             started.elapsed() < Duration::from_secs(5),
             "enqueueing waited"
         );
+        // One channel, one lane: its 3 places of the URL's 3 × LANES.
         assert_eq!(metrics.webhooks_dropped.get(), 20 - 3);
+    }
+
+    /// Channels named `flood-…` hang the receiver for a minute; others are accepted at once
+    /// and their names recorded with their `seq`.
+    async fn receiver_stalled_by_one_channel() -> (reqwest::Url, Arc<Mutex<Vec<(String, u64)>>>) {
+        let seen: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |body: Bytes| {
+                let record = record.clone();
+                async move {
+                    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    let channel = event["channel"].as_str().unwrap_or_default().to_owned();
+                    if channel.starts_with("flood") {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
+                    let seq = event["seq"].as_u64().unwrap();
+                    record.lock().unwrap().push((channel, seq));
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = parse_url(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn lane_of_channel(channel: &str) -> usize {
+        let [created, _] = channel_events(channel);
+        lane_of(WebhookEvent::from_domain(&created).unwrap().order_key())
+    }
+
+    /// The reviewer's H1: one channel looping enter/leave against a slow receiver must not make
+    /// every other channel's events get dropped.
+    #[tokio::test]
+    async fn a_flooded_lane_drops_only_its_own_events() {
+        let (url, seen) = receiver_stalled_by_one_channel().await;
+        let metrics = Arc::new(Metrics::new());
+        let webhooks = Webhooks::start(
+            &settings(url, 2 * LANES),
+            "secret-0123456789",
+            metrics.clone(),
+        )
+        .unwrap();
+        let flood_lane = lane_of_channel("flood");
+        for _ in 0..500 {
+            for event in channel_events("flood") {
+                emit(&webhooks, event).await;
+            }
+        }
+        assert_eq!(
+            metrics.webhooks_dropped.get(),
+            1000 - 2,
+            "only the flood's lane is full"
+        );
+        // Honest channels in every other lane.
+        let honest: Vec<String> = (0..1000)
+            .map(|i| format!("honest-{i}"))
+            .filter(|c| lane_of_channel(c) != flood_lane)
+            .take(20)
+            .collect();
+        for channel in &honest {
+            let [created, _] = channel_events(channel);
+            emit(&webhooks, created).await;
+        }
+        let delivered = tokio::time::timeout(Duration::from_secs(10), async {
+            while metrics.webhooks_delivered.get() < 20 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(delivered.is_ok(), "{:?}", seen.lock().unwrap());
+        assert_eq!(
+            metrics.webhooks_dropped.get(),
+            1000 - 2,
+            "no honest event dropped"
+        );
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_by_key(|(_, seq)| *seq);
+        // Numbered after the 1000 flood events, dropped or not: the gap is visible.
+        let seqs: Vec<u64> = got.iter().map(|(_, seq)| *seq).collect();
+        assert_eq!(seqs, (1001..=1020).collect::<Vec<u64>>());
+        let mut channels: Vec<String> = got.into_iter().map(|(c, _)| c).collect();
+        channels.sort();
+        let mut expected = honest.clone();
+        expected.sort();
+        assert_eq!(channels, expected);
     }
 
     #[tokio::test]
     async fn an_event_is_given_up_after_its_last_attempt() {
         let (url, _seen) = receiver(usize::MAX, Duration::ZERO).await;
         let metrics = Arc::new(Metrics::new());
-        let mut settings = settings(url, 4);
+        let mut settings = settings(url, 4 * LANES);
         settings.max_attempts = 3;
         let webhooks = Webhooks::start(&settings, "secret-0123456789", metrics.clone()).unwrap();
         let [created, _] = channel_events("c1");

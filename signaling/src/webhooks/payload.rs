@@ -1,5 +1,5 @@
-//! What a webhook says: the JSON body `{id, event, createdAt, channel?, session?, user?, track?,
-//! sfuServer?}` made from the domain events a backend cares about.
+//! What a webhook says: the JSON body `{id, seq, event, createdAt, channel?, session?, user?,
+//! track?, sfuServer?}` made from the domain events a backend cares about.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -16,6 +16,9 @@ use crate::domain::model::{PublishedTrack, now_ms};
 pub struct WebhookEvent {
     /// Unique per event (a retry repeats it: receivers dedupe on it).
     pub id: String,
+    /// 1, 2, 3, … per signaling instance, in the order it emitted its events (a retry repeats
+    /// it): a number a receiver never sees was dropped or given up. Set by the sender.
+    pub seq: u64,
     /// `channel.created`, `participant.joined`, … (see [`WebhookEvent::from_domain`]).
     pub event: &'static str,
     /// When the event happened, milliseconds since the Unix epoch.
@@ -53,6 +56,7 @@ impl WebhookEvent {
     fn new(event: &'static str) -> Self {
         Self {
             id: uuid::Uuid::new_v4().to_string(),
+            seq: 0,
             event,
             created_at: now_ms(),
             channel: None,
@@ -155,6 +159,11 @@ mod tests {
         let object = body.as_object_mut().unwrap();
         let id = object.remove("id").unwrap();
         assert_eq!(id.as_str().unwrap().len(), 36, "a UUID");
+        assert_eq!(
+            object.remove("seq"),
+            Some(json!(0)),
+            "numbered by the sender"
+        );
         assert!(object.remove("createdAt").unwrap().as_u64().unwrap() > 1_600_000_000_000);
         body
     }
