@@ -25,6 +25,20 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
+    /// Records a direct call's state on both sides: `mine` on `me`'s session toward `peer`,
+    /// `theirs` on `peer`'s toward `me` (`None` ends it).
+    async fn set_call(
+        &self,
+        me: &SessionId,
+        peer: &SessionId,
+        mine: Option<CallState>,
+        theirs: Option<CallState>,
+    ) -> Result<(), SignalError> {
+        self.shared.store.set_call(me, peer, mine).await?;
+        self.shared.store.set_call(peer, me, theirs).await?;
+        Ok(())
+    }
+
     pub(super) fn new(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
@@ -69,13 +83,8 @@ impl Relay {
                     "that session is receiving too many calls; try again later",
                 ));
             }
-            self.shared
-                .store
-                .set_call(&me.id, &target.id, Some(CallState::Outgoing))
-                .await?;
-            self.shared
-                .store
-                .set_call(&target.id, &me.id, Some(CallState::Incoming))
+            let (mine, theirs) = (CallState::Outgoing, CallState::Incoming);
+            self.set_call(&me.id, &target.id, Some(mine), Some(theirs))
                 .await?;
         }
         let offered = DomainEvent::CallOffered {
@@ -99,13 +108,8 @@ impl Relay {
         if !shares_channel(&me, &target) {
             match me.calls.get(&target.id) {
                 Some(CallState::Incoming | CallState::Accepted) => {
-                    self.shared
-                        .store
-                        .set_call(&me.id, &target.id, Some(CallState::Accepted))
-                        .await?;
-                    self.shared
-                        .store
-                        .set_call(&target.id, &me.id, Some(CallState::Accepted))
+                    let accepted = Some(CallState::Accepted);
+                    self.set_call(&me.id, &target.id, accepted, accepted)
                         .await?;
                 }
                 _ => return Err(no_pending_call()),
@@ -159,8 +163,7 @@ impl Relay {
         if me.calls.get(&to) != Some(&CallState::Incoming) {
             return Err(no_pending_call());
         }
-        self.shared.store.set_call(&me.id, &to, None).await?;
-        self.shared.store.set_call(&to, &me.id, None).await?;
+        self.set_call(&me.id, &to, None, None).await?;
         if let Some(caller) = self.shared.store.session(&to).await? {
             let rejected = DomainEvent::CallRejected {
                 from: me.id.clone(),

@@ -67,58 +67,61 @@ impl WebhookEvent {
         }
     }
 
+    /// An `event` about `channel` and/or `session`.
+    fn about(
+        event: &'static str,
+        channel: Option<&ChannelId>,
+        session: Option<&SessionId>,
+    ) -> Self {
+        Self {
+            channel: channel.cloned(),
+            session: session.cloned(),
+            ..Self::new(event)
+        }
+    }
+
     /// The webhook of a domain event, if backends hear of that kind. Each of these is emitted
     /// once per fleet by the domain (the instance that made the change, or for `sfu.*` the one
     /// whose store write changed the node's recorded state).
     pub fn from_domain(event: &DomainEvent) -> Option<Self> {
         let hook = match event {
-            DomainEvent::ChannelCreated { channel, .. } => Self {
-                channel: Some(channel.clone()),
-                ..Self::new("channel.created")
-            },
-            DomainEvent::ChannelDeleted { channel } => Self {
-                channel: Some(channel.clone()),
-                ..Self::new("channel.deleted")
-            },
+            DomainEvent::ChannelCreated { channel, .. } => {
+                Self::about("channel.created", Some(channel), None)
+            }
+            DomainEvent::ChannelDeleted { channel } => {
+                Self::about("channel.deleted", Some(channel), None)
+            }
             DomainEvent::MemberEntered {
                 channel,
                 session,
                 user,
             } => Self {
-                channel: Some(channel.clone()),
-                session: Some(session.clone()),
                 user: Some(user.clone()),
-                ..Self::new("participant.joined")
+                ..Self::about("participant.joined", Some(channel), Some(session))
             },
             DomainEvent::MemberLeft {
                 channel,
                 session,
                 user,
             } => Self {
-                channel: Some(channel.clone()),
-                session: Some(session.clone()),
                 user: user.clone(),
-                ..Self::new("participant.left")
+                ..Self::about("participant.left", Some(channel), Some(session))
             },
             DomainEvent::TrackPublished {
                 channel,
                 session,
                 track,
             } => Self {
-                channel: Some(channel.clone()),
-                session: Some(session.clone()),
                 track: Some(track.clone()),
-                ..Self::new("track.published")
+                ..Self::about("track.published", Some(channel), Some(session))
             },
             DomainEvent::TrackUnpublished {
                 channel,
                 session,
                 track,
             } => Self {
-                channel: Some(channel.clone()),
-                session: Some(session.clone()),
                 track: Some(track.clone()),
-                ..Self::new("track.unpublished")
+                ..Self::about("track.unpublished", Some(channel), Some(session))
             },
             DomainEvent::SfuServerUp { node } => Self {
                 sfu_server: Some(node.0),
