@@ -422,8 +422,7 @@ mod tests {
     use super::MediaKey;
     use crate::domain::events::{DomainEvent, Emitted};
     use crate::domain::tests::{
-        TwoMembers, audience, drain, integrated, kinds, member, recorded_service, rendered, sorted,
-        two_members,
+        audience, drain, integrated, kinds, member, recorded_service, rendered, sorted, two_members,
     };
     use crate::protocol::ServerMessage;
 
@@ -473,13 +472,8 @@ mod tests {
     #[tokio::test]
     async fn leaving_emits_member_left_to_the_remaining_members_as_left() {
         let (signaling, _, recorder) = recorded_service();
-        let TwoMembers {
-            alice,
-            mut alice_queue,
-            bob,
-            mut bob_queue,
-            ..
-        } = two_members(&signaling, &recorder, false).await;
+        let (_, (alice, mut alice_queue), (bob, mut bob_queue)) =
+            two_members(&signaling, &recorder, false).await;
 
         signaling.channels().leave(&alice).await.unwrap();
         let seen = recorder.take();
@@ -493,13 +487,8 @@ mod tests {
     #[tokio::test]
     async fn chat_and_media_state_reach_the_channel_as_messaged_and_updated_media_state() {
         let (signaling, _, recorder) = recorded_service();
-        let TwoMembers {
-            alice,
-            mut alice_queue,
-            bob,
-            mut bob_queue,
-            ..
-        } = two_members(&signaling, &recorder, false).await;
+        let (_, (alice, mut alice_queue), (bob, mut bob_queue)) =
+            two_members(&signaling, &recorder, false).await;
 
         let text = crate::protocol::ChatMessage::Text { text: "hi".into() };
         signaling.channels().send_chat(&alice, text).await.unwrap();

@@ -720,8 +720,7 @@ mod tests {
     use crate::domain::events::Emitted;
     use crate::domain::ports::ChannelStore;
     use crate::domain::tests::{
-        FakeNodes, TwoMembers, audience, drain, kinds, member, recorded_service, register_node,
-        two_members,
+        FakeNodes, audience, drain, kinds, member, recorded_service, register_node, two_members,
     };
 
     #[tokio::test]
@@ -729,13 +728,8 @@ mod tests {
         let (signaling, _, recorder) = recorded_service();
         let (nodes, node_events) = FakeNodes::attach(&signaling);
         let node = register_node(&signaling).await;
-        let TwoMembers {
-            channel,
-            alice,
-            mut alice_queue,
-            bob,
-            mut bob_queue,
-        } = two_members(&signaling, &recorder, true).await;
+        let (channel, (alice, mut alice_queue), (bob, mut bob_queue)) =
+            two_members(&signaling, &recorder, true).await;
 
         let answer = signaling
             .placement()

@@ -237,20 +237,13 @@ mod tests {
 
     use crate::domain::events::DomainEvent;
     use crate::domain::ids::SessionId;
-    use crate::domain::tests::{
-        TwoMembers, audience, drain, integrated, kinds, recorded_service, two_members,
-    };
+    use crate::domain::tests::{audience, drain, integrated, kinds, recorded_service, two_members};
 
     #[tokio::test]
     async fn channel_peers_relay_offer_answer_and_candidate_as_events_to_the_target() {
         let (signaling, _, recorder) = recorded_service();
-        let TwoMembers {
-            alice,
-            mut alice_queue,
-            bob,
-            mut bob_queue,
-            ..
-        } = two_members(&signaling, &recorder, false).await;
+        let (_, (alice, mut alice_queue), (bob, mut bob_queue)) =
+            two_members(&signaling, &recorder, false).await;
 
         let (a, b) = (alice.session.clone(), bob.session.clone());
         signaling

@@ -398,8 +398,8 @@ mod tests {
     use crate::domain::model::TokenHash;
     use crate::domain::ports::SessionStore;
     use crate::domain::tests::{
-        HookedStore, StoreCall, StoreHook, TwoMembers, audience, drain, integrated, kinds,
-        recorded_service, two_members,
+        HookedStore, StoreCall, StoreHook, audience, drain, integrated, kinds, recorded_service,
+        two_members,
     };
     use crate::metrics::Metrics;
     use crate::store::EmbeddedStore;
@@ -554,13 +554,8 @@ mod tests {
     #[tokio::test]
     async fn ending_a_session_in_a_channel_emits_member_left_then_session_ended() {
         let (signaling, store, recorder) = recorded_service();
-        let TwoMembers {
-            alice,
-            alice_queue: _,
-            bob,
-            mut bob_queue,
-            ..
-        } = two_members(&signaling, &recorder, false).await;
+        let (_, (alice, _alice_queue), (bob, mut bob_queue)) =
+            two_members(&signaling, &recorder, false).await;
         let record = store.inner.session(&alice.session).await.unwrap().unwrap();
         signaling.sessions().end(&record).await.unwrap();
         let seen = recorder.take();

@@ -265,42 +265,26 @@ pub(super) fn recorded_service() -> (Arc<Signaling>, Arc<CountingStore>, Arc<Rec
     (signaling, store, recorder)
 }
 
-/// A new channel with two members, "alice" and "bob" (see [`two_members`]).
-pub(super) struct TwoMembers {
-    pub(super) channel: ChannelId,
-    pub(super) alice: Connection,
-    pub(super) alice_queue: mpsc::Receiver<Outgoing>,
-    pub(super) bob: Connection,
-    pub(super) bob_queue: mpsc::Receiver<Outgoing>,
-}
+/// A member and its socket's queue.
+pub(super) type Member = (Connection, mpsc::Receiver<Outgoing>);
 
-/// A new channel (`sfu` or mesh) with "alice" and "bob" in it; what their entering emitted is
-/// already taken from alice's queue and `recorder`, so a test sees only what it does next.
+/// A new channel (`sfu` or mesh) with "alice" and then "bob" in it; what their entering emitted
+/// is already taken from alice's queue and `recorder`, so a test sees only what it does next.
 pub(super) async fn two_members(
     signaling: &Signaling,
     recorder: &Recorder,
     sfu: bool,
-) -> TwoMembers {
+) -> (ChannelId, Member, Member) {
     let channel = signaling.channels().create(sfu).await.unwrap().id;
     let (alice, mut alice_queue) = member(signaling, &channel, "alice").await;
     let (bob, bob_queue) = member(signaling, &channel, "bob").await;
     drain(&mut alice_queue);
     recorder.take();
-    TwoMembers {
-        channel,
-        alice,
-        alice_queue,
-        bob,
-        bob_queue,
-    }
+    (channel, (alice, alice_queue), (bob, bob_queue))
 }
 
 /// A connected session with a user, inside `channel`; returns it and its socket's queue.
-pub(super) async fn member(
-    signaling: &Signaling,
-    channel: &ChannelId,
-    name: &str,
-) -> (Connection, mpsc::Receiver<Outgoing>) {
+pub(super) async fn member(signaling: &Signaling, channel: &ChannelId, name: &str) -> Member {
     let (connection, mut queue) = integrated(signaling, name, false).await;
     signaling
         .channels()
