@@ -475,18 +475,7 @@ mod tests {
             (audio.mid.as_str(), audio.kind, audio.ssrc, audio.rtx_ssrc),
             ("0", Kind::Audio, 1_583_420_916, None)
         );
-        assert_eq!(
-            audio.codec,
-            Codec {
-                name: "opus".to_owned(),
-                pt: 111,
-                clock_rate: 48_000,
-                channels: Some(2),
-                fmtp: Some("minptime=10;useinbandfec=1".to_owned()),
-                rtcp_fb: vec!["transport-cc".to_owned()],
-                rtx_pt: None,
-            }
-        );
+        assert_eq!(audio.codec, opus());
         assert_eq!(
             audio.msid,
             Some((

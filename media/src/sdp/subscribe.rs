@@ -348,18 +348,6 @@ mod tests {
     use crate::sdp::test_support::*;
     use crate::sdp::{ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, MID_URI, Setup, TRANSPORT_CC_URI};
 
-    fn opus() -> Codec {
-        Codec {
-            name: "opus".to_owned(),
-            pt: 111,
-            clock_rate: 48_000,
-            channels: Some(2),
-            fmtp: Some("minptime=10;useinbandfec=1".to_owned()),
-            rtcp_fb: vec!["transport-cc".to_owned()],
-            rtx_pt: None,
-        }
-    }
-
     fn vp8() -> Codec {
         Codec {
             name: "VP8".to_owned(),

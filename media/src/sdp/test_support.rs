@@ -67,6 +67,19 @@ pub(super) fn media_attrs<'a>(
         .collect()
 }
 
+/// The Opus codec a browser offers (and its subscribe m-line carries).
+pub(super) fn opus() -> super::Codec {
+    super::Codec {
+        name: "opus".to_owned(),
+        pt: 111,
+        clock_rate: 48_000,
+        channels: Some(2),
+        fmtp: Some("minptime=10;useinbandfec=1".to_owned()),
+        rtcp_fb: vec!["transport-cc".to_owned()],
+        rtx_pt: None,
+    }
+}
+
 pub(super) fn session_attr<'a>(sdp: &'a SessionDescription, key: &str) -> Option<&'a str> {
     sdp.attributes
         .iter()

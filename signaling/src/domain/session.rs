@@ -446,24 +446,16 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_resume_racing_the_expiry_keeps_its_session() {
-        let store = Arc::new(HookedStore::new(ResumeInTheGap::default()));
-        let signaling = crate::state::compose(
-            SignalingConfig::new("0123456789abcdef"),
-            store.clone(),
-            Arc::new(InProcessBus::new()),
-            Arc::new(Metrics::new()),
-        )
-        .unwrap();
-        let dropped = Connection {
-            id: ConnectionId::from("dropped"),
-            session: SessionId::from("s"),
-        };
-        let record = SessionRecord {
-            id: dropped.session.clone(),
-            instance: signaling.instance().clone(),
-            connection: dropped.id.clone(),
+    /// A session whose socket dropped (not connected), resumable with the token "secret".
+    fn dropped_session(
+        id: &SessionId,
+        instance: &InstanceId,
+        connection: &ConnectionId,
+    ) -> SessionRecord {
+        SessionRecord {
+            id: id.clone(),
+            instance: instance.clone(),
+            connection: connection.clone(),
             user: None,
             state: MediaState::default(),
             channel: None,
@@ -479,7 +471,24 @@ mod tests {
             calls: BTreeMap::new(),
             grant: None,
             published: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resume_racing_the_expiry_keeps_its_session() {
+        let store = Arc::new(HookedStore::new(ResumeInTheGap::default()));
+        let signaling = crate::state::compose(
+            SignalingConfig::new("0123456789abcdef"),
+            store.clone(),
+            Arc::new(InProcessBus::new()),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap();
+        let dropped = Connection {
+            id: ConnectionId::from("dropped"),
+            session: SessionId::from("s"),
         };
+        let record = dropped_session(&dropped.session, signaling.instance(), &dropped.id);
         store.inner.create_session(&record).await.unwrap();
         let takeover = Takeover {
             instance: InstanceId::from("other"),
@@ -508,26 +517,7 @@ mod tests {
     async fn an_expiry_that_won_leaves_nothing_to_resume() {
         let store = EmbeddedStore::in_memory();
         let id = SessionId::from("s");
-        let record = SessionRecord {
-            id: id.clone(),
-            instance: InstanceId::from("i"),
-            connection: ConnectionId::from("dropped"),
-            user: None,
-            state: MediaState::default(),
-            channel: None,
-            allow_direct_call: false,
-            resume: ResumeTokens {
-                current: TokenHash {
-                    hash: token::hash("secret"),
-                    expires_ms: u64::MAX,
-                },
-                previous: None,
-            },
-            connected: false,
-            calls: BTreeMap::new(),
-            grant: None,
-            published: Vec::new(),
-        };
+        let record = dropped_session(&id, &InstanceId::from("i"), &ConnectionId::from("dropped"));
         store.create_session(&record).await.unwrap();
         // Retired (the expiry's atomic step) but not yet deleted: a resume now must fail.
         assert!(
