@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Same-run before/after: the SFU of two revisions under the same load, interleaved (A B A B …)
 # so drift on this shared machine hits both alike. Each revision's `mooyaho` is built in a git
-# worktree ($COMPARE_DIR/<rev>, release, one shared target dir); every run is a fresh
+# worktree ($COMPARE_DIR/before and /after, checked out at the revision each time, so a rerun
+# rebuilds only what changed; release, one shared target dir); every run is a fresh
 # `mooyaho dev --workers 1` pinned to CPU 0, driven by the AFTER revision's load generator
 # pinned to CPU 1 (one generator for both, so only the server differs).
 #
@@ -30,14 +31,18 @@ out=benches/results/compare
 mkdir -p "$out" "$compare_dir/bin"
 
 build() {
-    local rev=$1 tree="$compare_dir/$1"
-    [[ -d "$tree" ]] || git worktree add --detach "$tree" "$rev" >/dev/null
+    local rev=$1 tree="$compare_dir/$2"
+    if [[ -d "$tree" ]]; then
+        git -C "$tree" checkout --quiet --detach "$rev"
+    else
+        git worktree add --detach "$tree" "$rev" >/dev/null
+    fi
     echo "== building $rev"
     (cd "$tree" && cargo build --release --bin mooyaho --quiet)
     cp "$CARGO_TARGET_DIR/release/mooyaho" "$compare_dir/bin/mooyaho-$rev"
 }
-build "$before"
-build "$after"
+build "$before" before
+build "$after" after
 generator="$compare_dir/bin/mooyaho-$after"
 
 scratch=$(mktemp -d)
