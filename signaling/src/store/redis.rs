@@ -1011,33 +1011,6 @@ mod tests {
     async fn unplacing_clears_only_the_named_room_and_says_whether_it_did() {
         let redis = RedisServer::start();
         let store = redis.store().await;
-        let id = ChannelId::from("c");
-        let record = ChannelRecord {
-            id: id.clone(),
-            sfu_enabled: true,
-            sfu_server_id: None,
-            sfu_room: None,
-            created_at_ms: 1,
-        };
-        store.create_channel(&record).await.unwrap();
-        let node = SfuServerId(3);
-        store.place_channel(&id, node, "r1").await.unwrap();
-        assert!(
-            !store.unplace_channel(&id, "r0").await.unwrap(),
-            "another room"
-        );
-        assert!(store.unplace_channel(&id, "r1").await.unwrap());
-        assert!(
-            !store.unplace_channel(&id, "r1").await.unwrap(),
-            "only once"
-        );
-        let now = store.channel(&id).await.unwrap().unwrap();
-        assert_eq!((now.sfu_server_id, now.sfu_room), (None, None));
-        assert!(
-            !store
-                .unplace_channel(&ChannelId::from("nope"), "r1")
-                .await
-                .unwrap()
-        );
+        super::super::tests::unplacing_clears_only_the_named_room(&store).await;
     }
 }
