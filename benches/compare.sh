@@ -45,16 +45,8 @@ build "$before" before
 build "$after" after
 generator="$compare_dir/bin/mooyaho-$after"
 
-scratch=$(mktemp -d)
-server_pid=""
-stop_server() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
-trap 'stop_server; rm -rf "$scratch"' EXIT
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 port=18700
 
 # One run: `run <rev> <scenario> <repeat>`.
@@ -67,14 +59,7 @@ run() {
     esac
     stop_server
     port=$((port + 1))
-    mkdir -p "$scratch/$rev-$scenario-$repeat"
-    taskset -c 0 "$compare_dir/bin/mooyaho-$rev" dev --listen "127.0.0.1:$port" --workers 1 \
-        --data-dir "$scratch/$rev-$scenario-$repeat" >"$scratch/server.log" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 100); do grep -q "API key:" "$scratch/server.log" 2>/dev/null && break; sleep 0.1; done
-    local key
-    key=$(sed -n 's/.*API key: *//p' "$scratch/server.log")
-    [[ -n "$key" ]] || { cat "$scratch/server.log"; echo "mooyaho dev ($rev) did not start" >&2; exit 1; }
+    start_dev "$compare_dir/bin/mooyaho-$rev" "$port" "$rev-$scenario-$repeat"
     local report="$out/$rev-$scenario-r$repeat.json"
     echo "== $scenario $rev ($repeat/$repeats)"
     if ! taskset -c 1 "$generator" loadgen --url "http://127.0.0.1:$port" --api-key "$key" \

@@ -49,16 +49,8 @@ mkdir -p "$results" docs/bench
 echo "== cargo build --release --bin mooyaho"
 cargo build --release --bin mooyaho --quiet
 bin="$root/target/release/mooyaho"
-scratch=$(mktemp -d)
-server_pid=""
-stop_server() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
-trap 'stop_server; rm -rf "$scratch"' EXIT
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 port=18400
 
 # One measured configuration: `run <name> <target> <loadgen args…>`, $repeats times, each run
@@ -79,14 +71,7 @@ run_once() {
     local report="$results/$name.r$repeat.json"
     local args=(--target "$target" --duration "$duration" --ceiling --report "$report" --quiet)
     if [[ "$target" == mooyaho ]]; then
-        mkdir -p "$scratch/$name.$repeat"
-        taskset -c 0 "$bin" dev --listen "127.0.0.1:$port" --workers 1 --data-dir "$scratch/$name.$repeat" \
-            >"$scratch/$name.log" 2>&1 &
-        server_pid=$!
-        for _ in $(seq 100); do grep -q "API key:" "$scratch/$name.log" 2>/dev/null && break; sleep 0.1; done
-        local key
-        key=$(sed -n 's/.*API key: *//p' "$scratch/$name.log")
-        [[ -n "$key" ]] || { cat "$scratch/$name.log"; echo "mooyaho dev did not start" >&2; exit 1; }
+        start_dev "$bin" "$port" "$name.$repeat"
         args+=(--url "http://127.0.0.1:$port" --api-key "$key" --sfu-pid "$server_pid")
     else
         server_pid=$(taskset -c 0 benches/janus/start.sh "$port" 20000-29999 2>"$scratch/$name.janus")

@@ -154,7 +154,7 @@ impl ReceiverFeedback {
 }
 
 /// `seq` extended next to `highest` (wraparound either way).
-fn extend(highest: u64, seq: u16) -> u64 {
+pub(crate) fn extend(highest: u64, seq: u16) -> u64 {
     let candidate = (highest & !0xffff) | u64::from(seq);
     if candidate + 0x8000 < highest {
         candidate + 0x1_0000

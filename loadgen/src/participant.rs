@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::net::UdpSocket;
 use webrtc_util::marshal::Marshal;
 
-use super::feedback::{Arrival, ReceiverFeedback, TwccRecorder, transport_sequence};
+use super::feedback::{Arrival, ReceiverFeedback, TwccRecorder, extend, transport_sequence};
 use super::janus::{self, Janus};
 use super::peer::{self, ConnectOptions, LocalIce};
 use super::sdp::{self, Local};
@@ -876,17 +876,6 @@ fn parse_rtp(p: &[u8]) -> Option<(u32, u16, usize, bool)> {
     let seq = u16::from_be_bytes([p[2], p[3]]);
     let ssrc = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
     Some((ssrc, seq, at, p[1] & 0x7f == 111))
-}
-
-fn extend(highest: u64, seq: u16) -> u64 {
-    let candidate = (highest & !0xffff) | u64::from(seq);
-    if candidate + 0x8000 < highest {
-        candidate + 0x1_0000
-    } else if candidate > highest + 0x8000 && candidate >= 0x1_0000 {
-        candidate - 0x1_0000
-    } else {
-        candidate
-    }
 }
 
 #[cfg(test)]
