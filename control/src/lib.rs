@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod proof;
+pub mod sdp_syntax;
 
 use futures_util::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use serde::{Deserialize, Serialize};

@@ -333,12 +333,8 @@ pub(super) fn is_mid(mid: &str) -> bool {
     (1..=16).contains(&mid.len()) && is_token(mid)
 }
 
-/// RFC 4566 §9 `token` (also the msid `id` syntax of RFC 8830 §2, length 1–64 there).
-pub(super) fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`{|}~".contains(&b))
-}
+// RFC 4566 `token` and the `a=msid` pair: shared with signaling, which names the same tracks.
+pub(super) use mooyaho_control::sdp_syntax::{is_token, msid};
 
 /// Cuts attacker-sized text in error messages down to a loggable size.
 pub(super) fn shorten(s: &str) -> String {
@@ -356,15 +352,6 @@ fn direction(attributes: &[Attribute]) -> Option<Direction> {
         "inactive" => Some(Direction::Inactive),
         _ => None,
     })
-}
-
-/// `<stream> <track>` (RFC 8830 §2). Only a complete, well-formed pair counts: the ids may be
-/// copied into subscribe offers, so they must be tokens.
-fn msid(value: &str) -> Option<(&str, &str)> {
-    let mut fields = value.split_whitespace();
-    let (stream, track) = (fields.next()?, fields.next()?);
-    let valid = |id: &str| id.len() <= 64 && is_token(id);
-    (valid(stream) && valid(track)).then_some((stream, track))
 }
 
 /// `<pt> <name>/<clock>[/<channels>]`.

@@ -3,8 +3,13 @@
 //! it, so that `track.published` / `track.unpublished` webhooks can name each track.
 //!
 //! The node's answer accepts an m-line by giving it a port other than 0 (RFC 3264 §6); the
-//! offer's m-line with the same mid names the track (`a=msid:<stream> <track>`, or the
-//! `a=ssrc:<ssrc> msid:<stream> <track>` form of older clients).
+//! offer's m-line with the same mid names the track exactly as the node reads it: the first
+//! `a=msid:<stream> <track>` line only, else the first valid `a=ssrc:<ssrc> msid:<stream>
+//! <track>` (older clients); ids are RFC 4566 tokens of at most 64 bytes
+//! ([`mooyaho_control::sdp_syntax::msid`], the node's own rule), and a line with a bad id is
+//! ignored, so a webhook never names a track other than the one the node forwards.
+
+use mooyaho_control::sdp_syntax::msid;
 
 use super::model::PublishedTrack;
 
@@ -17,7 +22,17 @@ struct Section<'a> {
     kind: &'a str,
     port: &'a str,
     mid: Option<&'a str>,
-    msid_track: Option<&'a str>,
+    /// The first `a=msid` line's track, `Some(None)` when that line is not a valid msid.
+    msid_track: Option<Option<&'a str>>,
+    /// The track of the first valid `a=ssrc:… msid:` line.
+    ssrc_msid_track: Option<&'a str>,
+}
+
+impl<'a> Section<'a> {
+    /// The node's choice: the first `a=msid` if valid, else the first valid ssrc msid.
+    fn track(&self) -> Option<&'a str> {
+        self.msid_track.flatten().or(self.ssrc_msid_track)
+    }
 }
 
 fn sections(sdp: &str) -> Vec<Section<'_>> {
@@ -37,13 +52,16 @@ fn sections(sdp: &str) -> Vec<Section<'_>> {
         };
         if let Some(mid) = line.strip_prefix("a=mid:") {
             section.mid = Some(mid.trim());
-        } else if let Some(msid) = line.strip_prefix("a=msid:") {
-            section.msid_track = msid.split(' ').nth(1).or(section.msid_track);
+        } else if let Some(value) = line.strip_prefix("a=msid:") {
+            if section.msid_track.is_none() {
+                section.msid_track = Some(msid(value).map(|(_, track)| track));
+            }
         } else if let Some(ssrc) = line.strip_prefix("a=ssrc:")
-            && section.msid_track.is_none()
-            && let Some((_, msid)) = ssrc.split_once(" msid:")
+            && section.ssrc_msid_track.is_none()
+            && let Some((_, rest)) = ssrc.split_once(' ')
+            && let Some(value) = rest.strip_prefix("msid:")
         {
-            section.msid_track = msid.split(' ').nth(1);
+            section.ssrc_msid_track = msid(value).map(|(_, track)| track);
         }
     }
     sections
@@ -61,8 +79,7 @@ pub(super) fn published_tracks(offer: &str, answer: &str) -> Vec<PublishedTrack>
             let id = offered
                 .iter()
                 .find(|o| o.mid == Some(mid))
-                .and_then(|o| o.msid_track)
-                .filter(|id| !id.is_empty() && id.len() <= 64)
+                .and_then(Section::track)
                 .unwrap_or(mid);
             Some(PublishedTrack {
                 id: id.to_owned(),
@@ -113,6 +130,35 @@ mod tests {
                 track("3", "3", "video"),
             ]
         );
+    }
+
+    /// The reviewer's M1: a later `a=msid` with markup must not rename the track the node
+    /// forwards as `real-track`.
+    #[test]
+    fn only_the_first_msid_counts_and_only_when_its_ids_are_tokens() {
+        let offer = |msids: &str| {
+            format!(
+                "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n{msids}a=sendonly\r\n"
+            )
+        };
+        let answer = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n";
+        let id = |msids: &str| published_tracks(&offer(msids), answer)[0].id.clone();
+        assert_eq!(
+            id("a=msid:s real-track\r\na=msid:s <img/src=x/onerror=alert(1)>\r\n"),
+            "real-track"
+        );
+        assert_eq!(id("a=msid:s first\r\na=msid:s second\r\n"), "first");
+        // A bad first line is ignored, as the node ignores it: no later a=msid replaces it.
+        assert_eq!(id("a=msid:s <b>\r\na=msid:s later\r\n"), "0");
+        assert_eq!(
+            id("a=msid:s <b>\r\na=ssrc:1 msid:s from-ssrc\r\n"),
+            "from-ssrc"
+        );
+        assert_eq!(
+            id("a=ssrc:1 msid:s bad\"id\r\na=ssrc:1 msid:s good-id\r\n"),
+            "good-id"
+        );
+        assert_eq!(id(&format!("a=msid:s {}\r\n", "t".repeat(65))), "0");
     }
 
     #[test]
