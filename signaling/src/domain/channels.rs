@@ -264,12 +264,12 @@ impl Channels {
             ..SessionUpdate::default()
         };
         self.shared.store.update_session(&me.id, &update).await?;
-        self.shared
-            .unpublished(channel, &me.id, me.published.clone())
-            .await;
-        // Whoever removed the membership tells the members: a sweep that found this member
-        // stale did already.
+        // Whoever removed the membership tells of the tracks and the leave: a sweep that found
+        // this member stale, or a channel delete running at the same time, did already.
         if removed {
+            self.shared
+                .unpublished(channel, &me.id, me.published.clone())
+                .await;
             let left = DomainEvent::MemberLeft {
                 channel: channel.clone(),
                 session: me.id.clone(),

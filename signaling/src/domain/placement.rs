@@ -883,6 +883,35 @@ mod tests {
         assert_eq!(published(&seen), [("unpublished", "cam3".into())]);
     }
 
+    /// The reviewer's L2: a leave racing a channel delete that already removed the member (and
+    /// told of its tracks) must not tell of them again.
+    #[tokio::test]
+    async fn a_leave_whose_membership_was_already_removed_unpublishes_nothing() {
+        let (signaling, store, recorder) = recorded_service();
+        let (_nodes, _node_events) = FakeNodes::attach(&signaling);
+        register_node(&signaling).await;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, _alice_queue) = member(&signaling, &channel, "alice").await;
+        let placement = signaling.placement();
+        placement
+            .publish(&alice, offer(&[("audio", "mic")]))
+            .await
+            .unwrap();
+        recorder.take();
+
+        // The concurrent delete's removal wins the store write.
+        assert!(
+            store
+                .set_member(&channel, &alice.session, false)
+                .await
+                .unwrap()
+        );
+        signaling.channels().leave(&alice).await.unwrap();
+        let seen = recorder.take();
+        assert_eq!(published(&seen), [], "{:?}", kinds(&seen));
+        assert!(!kinds(&seen).contains(&"member_left"));
+    }
+
     #[tokio::test]
     async fn publishing_outside_an_sfu_channel_is_refused_and_emits_nothing() {
         let (signaling, _, recorder) = recorded_service();
