@@ -23,6 +23,9 @@ function createJoinToken(secret, grant) {
   const signature = createHmac("sha256", secret).update(signed).digest();
   return `${signed}.${base64url(signature)}`;
 }
+var MIN_WEBHOOK_SECRET_BYTES = 16;
+var MAX_SIGNATURE_HEADER_BYTES = 1024;
+var MAX_SIGNATURES = 8;
 var WebhookVerificationError = class extends Error {
   code;
   constructor(code, message) {
@@ -32,10 +35,18 @@ var WebhookVerificationError = class extends Error {
   }
 };
 function verifyWebhook(body, signatureHeader, secret, toleranceSeconds = 300, nowSeconds = Math.floor(Date.now() / 1e3)) {
+  if (Buffer.byteLength(secret ?? "", "utf8") < MIN_WEBHOOK_SECRET_BYTES) {
+    throw new WebhookVerificationError("invalid_argument", `webhook secret must be at least ${MIN_WEBHOOK_SECRET_BYTES} bytes`);
+  }
+  if (typeof toleranceSeconds !== "number" || !Number.isFinite(toleranceSeconds) || toleranceSeconds < 0) {
+    throw new WebhookVerificationError("invalid_argument", `toleranceSeconds must be a finite number >= 0, not ${String(toleranceSeconds)}`);
+  }
   const malformed = () => new WebhookVerificationError("malformed_header", "malformed Mooyaho-Signature header");
+  const header = signatureHeader ?? "";
+  if (header.length > MAX_SIGNATURE_HEADER_BYTES) throw malformed();
   let timestamp;
   const signatures = [];
-  for (const part of (signatureHeader ?? "").split(",")) {
+  for (const part of header.split(",")) {
     const eq = part.indexOf("=");
     if (eq < 0) throw malformed();
     const key = part.slice(0, eq).trim();
@@ -44,7 +55,7 @@ function verifyWebhook(body, signatureHeader, secret, toleranceSeconds = 300, no
       if (!/^[0-9]{1,15}$/.test(value)) throw malformed();
       timestamp = Number(value);
     } else if (key === "v1") {
-      if (!/^[0-9a-fA-F]{64}$/.test(value)) throw malformed();
+      if (signatures.length === MAX_SIGNATURES || !/^[0-9a-fA-F]{64}$/.test(value)) throw malformed();
       signatures.push(Buffer.from(value, "hex"));
     }
   }

@@ -55,6 +55,8 @@ export function createJoinToken(secret: string, grant: JoinTokenGrant): string {
 export interface WebhookEvent {
   /** Unique per event; a retried delivery repeats it (deduplicate on it). */
   id: string;
+  /** 1, 2, 3, … per signaling instance in emission order (a retry repeats it): a number never received was dropped or given up. */
+  seq?: number;
   event:
     | 'channel.created'
     | 'channel.deleted'
@@ -76,9 +78,16 @@ export interface WebhookEvent {
   sfuServer?: number;
 }
 
+/** The shortest webhook secret `verifyWebhook` accepts (the server refuses shorter ones too). */
+const MIN_WEBHOOK_SECRET_BYTES = 16;
+/** The longest `Mooyaho-Signature` header read (a string's length; bytes for ASCII). */
+const MAX_SIGNATURE_HEADER_BYTES = 1024;
+/** The most `v1` entries read from one header. */
+const MAX_SIGNATURES = 8;
+
 /** Why `verifyWebhook` refused a delivery. */
 export class WebhookVerificationError extends Error {
-  readonly code: 'malformed_header' | 'expired' | 'bad_signature' | 'invalid_body';
+  readonly code: 'malformed_header' | 'expired' | 'bad_signature' | 'invalid_body' | 'invalid_argument';
   constructor(code: WebhookVerificationError['code'], message: string) {
     super(message);
     this.name = 'WebhookVerificationError';
@@ -92,7 +101,9 @@ export class WebhookVerificationError extends Error {
  * (`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`), `secret` the server's
  * `--webhook-secret` (by default its API key). A timestamp more than `toleranceSeconds` from now
  * is refused (`expired`), so a captured delivery cannot be replayed later. Throws
- * `WebhookVerificationError`.
+ * `WebhookVerificationError`; `invalid_argument` for a secret shorter than 16 bytes or a
+ * tolerance that is not a finite number ≥ 0. The header is read only up to 1 KiB and 8 `v1`
+ * entries (`malformed_header` beyond).
  */
 export function verifyWebhook(
   body: string | Uint8Array,
@@ -101,10 +112,18 @@ export function verifyWebhook(
   toleranceSeconds = 300,
   nowSeconds = Math.floor(Date.now() / 1000),
 ): WebhookEvent {
+  if (Buffer.byteLength(secret ?? '', 'utf8') < MIN_WEBHOOK_SECRET_BYTES) {
+    throw new WebhookVerificationError('invalid_argument', `webhook secret must be at least ${MIN_WEBHOOK_SECRET_BYTES} bytes`);
+  }
+  if (typeof toleranceSeconds !== 'number' || !Number.isFinite(toleranceSeconds) || toleranceSeconds < 0) {
+    throw new WebhookVerificationError('invalid_argument', `toleranceSeconds must be a finite number >= 0, not ${String(toleranceSeconds)}`);
+  }
   const malformed = () => new WebhookVerificationError('malformed_header', 'malformed Mooyaho-Signature header');
+  const header = signatureHeader ?? '';
+  if (header.length > MAX_SIGNATURE_HEADER_BYTES) throw malformed();
   let timestamp: number | undefined;
   const signatures: Buffer[] = [];
-  for (const part of (signatureHeader ?? '').split(',')) {
+  for (const part of header.split(',')) {
     const eq = part.indexOf('=');
     if (eq < 0) throw malformed();
     const key = part.slice(0, eq).trim();
@@ -113,7 +132,7 @@ export function verifyWebhook(
       if (!/^[0-9]{1,15}$/.test(value)) throw malformed();
       timestamp = Number(value);
     } else if (key === 'v1') {
-      if (!/^[0-9a-fA-F]{64}$/.test(value)) throw malformed();
+      if (signatures.length === MAX_SIGNATURES || !/^[0-9a-fA-F]{64}$/.test(value)) throw malformed();
       signatures.push(Buffer.from(value, 'hex'));
     }
   }

@@ -48,6 +48,25 @@ test('timestamps beyond the tolerance are expired, either way', () => {
   assert.ok(verifyWebhook(BODY, sign(SECRET, NOW - 300, BODY), SECRET, 300, NOW));
 });
 
+// The reviewer's L4: weak secrets and nonsensical tolerances are caller errors, and a header is
+// read only up to 1 KiB and 8 v1 entries.
+test('short secrets, bad tolerances and oversized headers are refused', () => {
+  const header = sign('short-secret', NOW, BODY);
+  assert.equal(refusal(() => verifyWebhook(BODY, header, 'short-secret', 300, NOW)), 'invalid_argument');
+  const good = sign(SECRET, NOW, BODY);
+  for (const tolerance of [NaN, -1, Infinity, '300']) {
+    assert.equal(refusal(() => verifyWebhook(BODY, good, SECRET, tolerance, NOW)), 'invalid_argument', String(tolerance));
+  }
+  assert.ok(verifyWebhook(BODY, good, SECRET, 0, NOW));
+  const zeros = `,v1=${'0'.repeat(64)}`;
+  assert.ok(verifyWebhook(BODY, good + zeros.repeat(7), SECRET, 300, NOW), 'eight v1 entries');
+  const nine = `t=${NOW}${zeros.repeat(8)},v1=${good.split('v1=')[1]}`;
+  assert.ok(nine.length <= 1024);
+  assert.equal(refusal(() => verifyWebhook(BODY, nine, SECRET, 300, NOW)), 'malformed_header');
+  const long = `${good},x=${'a'.repeat(1024)}`;
+  assert.equal(refusal(() => verifyWebhook(BODY, long, SECRET, 300, NOW)), 'malformed_header');
+});
+
 test('malformed headers and bodies are refused', () => {
   const v1 = sign(SECRET, NOW, BODY).split('v1=')[1];
   for (const header of [undefined, null, '', 'garbage', `v1=${v1}`, `t=${NOW}`, `t=abc,v1=${v1}`, `t=${NOW},v1=${v1.slice(1)}`]) {

@@ -24,7 +24,8 @@
 mod webhook;
 
 pub use webhook::{
-    SIGNATURE_HEADER, WebhookError, WebhookEvent, WebhookTrack, verify_webhook, verify_webhook_at,
+    MAX_SIGNATURE_HEADER_LEN, MAX_SIGNATURES, MIN_SECRET_LEN, SIGNATURE_HEADER, WebhookError,
+    WebhookEvent, WebhookTrack, verify_webhook, verify_webhook_at,
 };
 
 use std::time::Duration;

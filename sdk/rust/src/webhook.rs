@@ -67,11 +67,26 @@ pub struct WebhookTrack {
     pub kind: String,
 }
 
+/// The shortest secret accepted, bytes (the server refuses shorter ones too): a shorter key is
+/// open to brute force from one captured delivery.
+pub const MIN_SECRET_LEN: usize = 16;
+/// The longest `Mooyaho-Signature` header read, bytes.
+pub const MAX_SIGNATURE_HEADER_LEN: usize = 1024;
+/// The most `v1` entries read from one header (a server rotating its secret sends two).
+pub const MAX_SIGNATURES: usize = 8;
+
 /// Why a webhook was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WebhookError {
-    /// The header is not `t=<unix seconds>,v1=<64 hex digits>`.
+    /// The secret given to the verifier is shorter than [`MIN_SECRET_LEN`] bytes.
+    #[error("webhook secret is {len} bytes; at least 16 are required")]
+    SecretTooShort {
+        /// Its length, bytes.
+        len: usize,
+    },
+    /// The header is not `t=<unix seconds>,v1=<64 hex digits>` (with at most
+    /// [`MAX_SIGNATURES`] `v1` entries and [`MAX_SIGNATURE_HEADER_LEN`] bytes in all).
     #[error("malformed Mooyaho-Signature header")]
     MalformedHeader,
     /// The signed timestamp is further from now than the tolerance (a replay, or a clock off).
@@ -112,6 +127,12 @@ pub fn verify_webhook_at(
     tolerance: Duration,
     now: u64,
 ) -> Result<WebhookEvent, WebhookError> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(WebhookError::SecretTooShort { len: secret.len() });
+    }
+    if signature_header.len() > MAX_SIGNATURE_HEADER_LEN {
+        return Err(WebhookError::MalformedHeader);
+    }
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in signature_header.split(',') {
@@ -122,6 +143,9 @@ pub fn verify_webhook_at(
                         .parse::<u64>()
                         .map_err(|_| WebhookError::MalformedHeader)?,
                 );
+            }
+            Some(("v1", _)) if signatures.len() == MAX_SIGNATURES => {
+                return Err(WebhookError::MalformedHeader);
             }
             Some(("v1", value)) => {
                 signatures.push(hex(value).ok_or(WebhookError::MalformedHeader)?)
@@ -254,6 +278,34 @@ mod tests {
             assert!(
                 matches!(refused, WebhookError::MalformedHeader),
                 "{header}: {refused:?}"
+            );
+        }
+    }
+
+    /// The reviewer's L4: a short secret is refused up front, and a header is read only up to
+    /// 8 `v1` entries and 1 KiB.
+    #[test]
+    fn short_secrets_and_oversized_headers_are_refused() {
+        let header = sign("short-secret", NOW, BODY);
+        let refused = verify_webhook_at(BODY, &header, "short-secret", FIVE_MINUTES, NOW);
+        assert!(
+            matches!(refused, Err(WebhookError::SecretTooShort { len: 12 })),
+            "{refused:?}"
+        );
+        let good = sign(SECRET, NOW, BODY);
+        let eight = format!("{good}{}", format!(",v1={}", "0".repeat(64)).repeat(7));
+        assert!(eight.len() <= MAX_SIGNATURE_HEADER_LEN);
+        assert!(verify_webhook_at(BODY, &eight, SECRET, FIVE_MINUTES, NOW).is_ok());
+        // A ninth v1, even a matching one, and a header over 1 KiB are malformed.
+        let zeros = format!(",v1={}", "0".repeat(64)).repeat(8);
+        let nine = format!("t={NOW}{zeros},v1={}", good.split_once("v1=").unwrap().1);
+        assert!(nine.len() <= MAX_SIGNATURE_HEADER_LEN);
+        let long = format!("{good},x={}", "a".repeat(MAX_SIGNATURE_HEADER_LEN));
+        for header in [nine, long] {
+            let refused = verify_webhook_at(BODY, &header, SECRET, FIVE_MINUTES, NOW);
+            assert!(
+                matches!(refused, Err(WebhookError::MalformedHeader)),
+                "{refused:?}"
             );
         }
     }

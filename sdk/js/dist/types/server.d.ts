@@ -23,6 +23,8 @@ export declare function createJoinToken(secret: string, grant: JoinTokenGrant): 
 export interface WebhookEvent {
     /** Unique per event; a retried delivery repeats it (deduplicate on it). */
     id: string;
+    /** 1, 2, 3, … per signaling instance in emission order (a retry repeats it): a number never received was dropped or given up. */
+    seq?: number;
     event: 'channel.created' | 'channel.deleted' | 'participant.joined' | 'participant.left' | 'track.published' | 'track.unpublished' | 'sfu.up' | 'sfu.down';
     /** When it happened, milliseconds since the Unix epoch. */
     createdAt: number;
@@ -41,7 +43,7 @@ export interface WebhookEvent {
 }
 /** Why `verifyWebhook` refused a delivery. */
 export declare class WebhookVerificationError extends Error {
-    readonly code: 'malformed_header' | 'expired' | 'bad_signature' | 'invalid_body';
+    readonly code: 'malformed_header' | 'expired' | 'bad_signature' | 'invalid_body' | 'invalid_argument';
     constructor(code: WebhookVerificationError['code'], message: string);
 }
 /**
@@ -50,7 +52,9 @@ export declare class WebhookVerificationError extends Error {
  * (`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`), `secret` the server's
  * `--webhook-secret` (by default its API key). A timestamp more than `toleranceSeconds` from now
  * is refused (`expired`), so a captured delivery cannot be replayed later. Throws
- * `WebhookVerificationError`.
+ * `WebhookVerificationError`; `invalid_argument` for a secret shorter than 16 bytes or a
+ * tolerance that is not a finite number ≥ 0. The header is read only up to 1 KiB and 8 `v1`
+ * entries (`malformed_header` beyond).
  */
 export declare function verifyWebhook(body: string | Uint8Array, signatureHeader: string | null | undefined, secret: string, toleranceSeconds?: number, nowSeconds?: number): WebhookEvent;
 export interface MooyahoServerConfig {
