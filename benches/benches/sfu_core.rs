@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use mooyaho_benches::{fanout_worker, video_packet};
+use mooyaho_benches::{audio_fanout_worker, audio_packet, fanout_worker, video_packet};
 use sfu_core::rtp::{Rewriter, RtpHeader, RtpPacket};
 use sfu_core::stream::RetransmitBuffer;
 use sfu_core::time::{extend_u16, extend_u32};
@@ -103,6 +103,31 @@ fn worker(c: &mut Criterion) {
             )
         });
     }
+    // Audio of a large meeting: one Opus packet (with its audio level) to 500 subscribers.
+    let subscribers = 500;
+    let now = Instant::now();
+    let (mut worker, publisher) = audio_fanout_worker(now, subscribers);
+    let mut seq = 0u16;
+    let mut next = move || {
+        seq = seq.wrapping_add(1);
+        audio_packet(seq, u32::from(seq) * 960, if seq % 50 < 25 { 20 } else { 90 })
+    };
+    group.throughput(Throughput::Elements(subscribers as u64));
+    group.bench_function(format!("audio_fanout/subscribers_{subscribers}"), |b| {
+        b.iter_batched(
+            &mut next,
+            |packet| {
+                worker.handle_rtp(now, publisher, packet);
+                let mut n = 0;
+                while let Some(t) = worker.poll_transmit() {
+                    n += 1;
+                    black_box(t);
+                }
+                n
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 
