@@ -110,7 +110,11 @@ fn worker(c: &mut Criterion) {
     let mut seq = 0u16;
     let mut next = move || {
         seq = seq.wrapping_add(1);
-        audio_packet(seq, u32::from(seq) * 960, if seq % 50 < 25 { 20 } else { 90 })
+        audio_packet(
+            seq,
+            u32::from(seq) * 960,
+            if seq % 50 < 25 { 20 } else { 90 },
+        )
     };
     group.throughput(Throughput::Elements(subscribers as u64));
     group.bench_function(format!("audio_fanout/subscribers_{subscribers}"), |b| {

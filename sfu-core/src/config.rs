@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::speakers::SpeechThresholds;
 use crate::{Bitrate, Ssrc};
 
 /// Tunables of a [`Worker`](crate::Worker). `Default` gives the values the docs and tests
@@ -46,6 +47,16 @@ pub struct Config {
     pub remb_bitrate: Option<Bitrate>,
     /// SSRC the worker uses as the sender of its own RTCP (RR, NACK, PLI, REMB, TWCC).
     pub rtcp_ssrc: Ssrc,
+    /// How often each room's active speakers are ranked again from its audio levels (and, when
+    /// the ranking changed, announced): at most one [`Event::ActiveSpeakersChanged`] per room
+    /// per interval.
+    ///
+    /// [`Event::ActiveSpeakersChanged`]: crate::Event::ActiveSpeakersChanged
+    pub speaker_interval: Duration,
+    /// What counts as speech in the audio levels.
+    pub speech: SpeechThresholds,
+    /// Speakers listed per room at most (loudest first).
+    pub max_active_speakers: usize,
 }
 
 impl Default for Config {
@@ -66,6 +77,9 @@ impl Default for Config {
             tick: Duration::from_millis(20),
             remb_bitrate: Some(Bitrate(2_500_000)),
             rtcp_ssrc: Ssrc(0x5f5f_5f5f),
+            speaker_interval: Duration::from_millis(200),
+            speech: SpeechThresholds::default(),
+            max_active_speakers: 8,
         }
     }
 }

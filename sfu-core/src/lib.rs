@@ -95,6 +95,7 @@ mod error;
 mod id;
 mod output;
 mod room;
+mod speakers;
 mod stats;
 mod subscription;
 mod track;
@@ -115,6 +116,7 @@ pub use id::{
 };
 pub use output::{Event, OutPacket, Transmit};
 pub use room::PublishRate;
+pub use speakers::{ActiveSpeaker, SpeechThresholds};
 pub use stats::{Counters, Stats};
 pub use subscription::{SubscriptionConfig, SubscriptionStats};
 pub use track::{Encoding, Encodings, MediaKind, Rtx, TrackConfig};

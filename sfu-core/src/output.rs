@@ -80,6 +80,13 @@ pub enum Event {
         /// The subscriber's transport.
         transport: TransportId,
     },
+    /// A room's speaker ranking changed (other tracks, or another order): read it with
+    /// [`Worker::active_speakers`](crate::Worker::active_speakers). At most once per room per
+    /// [`Config::speaker_interval`](crate::Config::speaker_interval).
+    ActiveSpeakersChanged {
+        /// The room.
+        room: RoomId,
+    },
     /// A published track ended (unpublished or its transport removed).
     TrackClosed {
         /// The track.

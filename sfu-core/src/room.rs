@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::speakers::ActiveSpeaker;
 use crate::{TrackId, TransportId};
 
 #[derive(Debug, Default)]
@@ -23,6 +24,8 @@ pub(crate) struct Room {
     /// time). Kept apart from `participants` so leaving and re-entering does not refill it;
     /// entries whose budget is full are dropped, so the map holds only recent publishers.
     publish_budget: HashMap<String, Instant>,
+    /// The latest speaker ranking, loudest first.
+    pub(crate) speakers: Vec<ActiveSpeaker>,
 }
 
 /// One peer in a room. It stays until it leaves, even with no transport left (it may still

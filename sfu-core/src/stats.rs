@@ -23,6 +23,9 @@ pub struct Counters {
     pub rtp_probation: u64,
     /// Packets over their track's publisher bitrate cap: dropped before any fan-out.
     pub rtp_over_bitrate: u64,
+    /// Audio level elements (RFC 6464) not one byte long: not read and not forwarded (the
+    /// packet itself is).
+    pub audio_level_malformed: u64,
     /// Copies not sent because the subscription waits for its first keyframe.
     pub rtp_waiting_for_keyframe: u64,
     /// RTCP packets handed to `handle_rtcp`.

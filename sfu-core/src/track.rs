@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::config::Config;
 use crate::rtp::{Codec, RtpPacket, is_keyframe};
+use crate::speakers::SpeechMeter;
 use crate::stream::{
     InboundRtp, KeyframeRequester, NackGenerator, NackOutcome, RetransmitBuffer, TokenBucket,
 };
@@ -144,6 +145,8 @@ pub(crate) struct Track {
     pub(crate) octets_received: u64,
     /// The publisher bitrate cap (all layers and RTX together).
     pub(crate) ingress: TokenBucket,
+    /// Audio levels of the current speaker interval (audio tracks only).
+    pub(crate) speech: SpeechMeter,
 }
 
 impl Track {
@@ -182,6 +185,7 @@ impl Track {
             packets_received: 0,
             octets_received: 0,
             ingress: TokenBucket::new(now, cap, worker.track_bitrate_burst),
+            speech: SpeechMeter::default(),
         }
     }
 

@@ -16,8 +16,10 @@ use crate::arena::Arena;
 use crate::config::Config;
 use crate::output::{Event, Transmit};
 use crate::room::Room;
+use crate::speakers::{self, ActiveSpeaker};
 use crate::stats::{Counters, Stats};
 use crate::subscription::{Subscription, SubscriptionStats};
+use crate::track::MediaKind;
 use crate::track::Track;
 use crate::transport::Transport;
 use crate::{RoomId, SeqNo, SubscriptionId, TrackId, TransportId};
@@ -43,6 +45,10 @@ pub struct Worker {
     scratch_seqs: Vec<SeqNo>,
     /// When retransmit buffers next release packets past their maximum age.
     next_buffer_sweep: Option<Instant>,
+    /// When rooms' speakers are next ranked (the current speaker interval's end).
+    next_speaker_ranking: Option<Instant>,
+    /// Reused between rankings.
+    scratch_speakers: Vec<ActiveSpeaker>,
 }
 
 /// Receive-side statistics of one track.
@@ -77,6 +83,8 @@ impl Worker {
             next_tick: None,
             scratch_seqs: Vec::new(),
             next_buffer_sweep: None,
+            next_speaker_ranking: None,
+            scratch_speakers: Vec::new(),
         }
     }
 
@@ -93,6 +101,51 @@ impl Worker {
         if self.next_tick.is_some_and(|t| now >= t) {
             self.tick(now);
             self.next_tick = Some(now + self.config.tick);
+            match self.next_speaker_ranking {
+                Some(at) if now >= at => {
+                    self.rank_speakers();
+                    self.next_speaker_ranking = Some(now + self.config.speaker_interval);
+                }
+                Some(_) => {}
+                None => self.next_speaker_ranking = Some(now + self.config.speaker_interval),
+            }
+        }
+    }
+
+    /// The latest speaker ranking of a room, loudest first (empty while nobody speaks).
+    pub fn active_speakers(&self, room: RoomId) -> Option<&[ActiveSpeaker]> {
+        Some(&self.rooms.get(room)?.speakers)
+    }
+
+    /// Ends the speaker interval: every audio track's levels become a smoothed loudness, each
+    /// room's tracks are ranked by it, and a room whose ranking changed is announced.
+    fn rank_speakers(&mut self) {
+        let Self {
+            config,
+            rooms,
+            tracks,
+            events,
+            scratch_speakers,
+            ..
+        } = self;
+        for (room_id, room) in rooms.iter_mut() {
+            scratch_speakers.clear();
+            for &id in &room.tracks {
+                let track = tracks.get_mut(id).expect("a room lists only live tracks");
+                if track.config.kind != MediaKind::Audio {
+                    continue;
+                }
+                let level = track.speech.conclude(config.speech);
+                if level > 0 {
+                    scratch_speakers.push(ActiveSpeaker { track: id, level });
+                }
+            }
+            speakers::rank(scratch_speakers, config.max_active_speakers);
+            let changed = !speakers::same_order(scratch_speakers, &room.speakers);
+            std::mem::swap(scratch_speakers, &mut room.speakers);
+            if changed {
+                events.push_back(Event::ActiveSpeakersChanged { room: room_id });
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use crate::rtp::{ExtensionKind, ExtensionMap, OutExtensions, RtpPacket};
 use crate::stats::Counters;
 use crate::stream::NackOutcome;
 use crate::track::Dropped;
-use crate::track::Track;
+use crate::track::{MediaKind, Track};
 use crate::transport::{Direction, Route, Transport};
 use crate::{Mid, Rid, TrackId, TransportId};
 
@@ -27,6 +27,11 @@ use crate::{Mid, Rid, TrackId, TransportId};
 pub(super) struct CopiedExtensions<'a> {
     len: usize,
     elements: [(Option<ExtensionKind>, &'a [u8]); 4],
+    /// The RFC 6464 level byte, when the packet carries a well-formed one.
+    pub(super) audio_level: Option<u8>,
+    /// The packet carries an audio level element that is not one byte: neither read nor
+    /// forwarded.
+    pub(super) audio_level_malformed: bool,
 }
 
 impl<'a> CopiedExtensions<'a> {
@@ -36,6 +41,13 @@ impl<'a> CopiedExtensions<'a> {
             let Some(kind) = map.kind(id).filter(|k| k.is_copied()) else {
                 continue;
             };
+            if kind == ExtensionKind::AudioLevel {
+                let &[level] = data else {
+                    copied.audio_level_malformed = true;
+                    continue;
+                };
+                copied.audio_level = Some(level);
+            }
             if copied.len < copied.elements.len() {
                 copied.elements[copied.len] = (Some(kind), data);
                 copied.len += 1;
@@ -116,6 +128,9 @@ impl Worker {
             return;
         };
         let copied = CopiedExtensions::new(&packet, &transport.config.extensions);
+        if copied.audio_level_malformed {
+            counters.audio_level_malformed += 1;
+        }
         let track = tracks
             .get_mut(track_id)
             .expect("routes name only live tracks");
@@ -139,6 +154,11 @@ impl Worker {
                 return;
             }
         };
+        if let Some(level) = copied.audio_level
+            && track.config.kind == MediaKind::Audio
+        {
+            track.speech.observe(level, config.speech);
+        }
         match forward.nack {
             NackOutcome::Nothing => {}
             NackOutcome::Gap => nack_upstream(track, now, config, scratch_seqs, outbox, counters),

@@ -841,3 +841,150 @@ fn retransmit_buffer_releases_packets_once_they_age_out() {
     assert_eq!(f.worker.track_stats(f.track).unwrap().buffered, 0);
     assert!(raw.is_unique(), "nothing pins the receive buffer any more");
 }
+
+/// Publishes one more audio track in the fixture's room, on its own publisher transport.
+fn audio_publisher(f: &mut Fixture, ssrc: u32) -> (TransportId, TrackId) {
+    let t = f
+        .worker
+        .add_transport(
+            f.now,
+            f.room,
+            transport(Direction::Publish, &[(1, ExtensionKind::AudioLevel)]),
+        )
+        .unwrap();
+    let track = TrackConfig {
+        encodings: Encodings::single(Ssrc(ssrc), None),
+        ..audio_track()
+    };
+    (t, f.worker.publish_track(f.now, t, track).unwrap())
+}
+
+/// The speaker rankings announced while `levels(packet index)` gives each publisher's level
+/// for 20 ms packets over `ms` of virtual time: `(ms, ranking)` per event.
+fn speaker_events(
+    f: &mut Fixture,
+    publishers: &[(TransportId, u32)],
+    start_ms: u64,
+    ms: u64,
+    levels: impl Fn(usize, u64) -> u8,
+) -> Vec<(u64, Vec<ActiveSpeaker>)> {
+    let mut announced = Vec::new();
+    for step in 0..ms / 20 {
+        let at_ms = start_ms + step * 20;
+        let now = f.now + Duration::from_millis(at_ms);
+        let seq = (at_ms / 20) as u16 + 1;
+        for (i, &(transport, ssrc)) in publishers.iter().enumerate() {
+            let level = levels(i, at_ms / 20);
+            let packet = build(
+                seq,
+                u32::from(seq) * 960,
+                ssrc,
+                111,
+                false,
+                &[(1, &[level])],
+                b"o",
+            );
+            f.worker.handle_rtp(now, transport, packet);
+        }
+        f.worker.handle_timeout(now);
+        while let Some(event) = f.worker.poll_event() {
+            if let Event::ActiveSpeakersChanged { room } = event {
+                let ranking = f.worker.active_speakers(room).unwrap().to_vec();
+                announced.push((at_ms, ranking));
+            }
+        }
+        f.drain();
+    }
+    announced
+}
+
+#[test]
+fn the_loud_track_is_ranked_and_silence_and_clicks_are_not() {
+    let mut f = Fixture::new(audio_track());
+    let (silent, silent_track) = (f.publisher, f.track);
+    let (loud, loud_track) = audio_publisher(&mut f, 2222);
+    let (clicking, _) = audio_publisher(&mut f, 3333);
+    let publishers = [(silent, PUB_SSRC), (loud, 2222), (clicking, 3333)];
+    // Silence is 127; the click is one 0 dBov packet in every ten.
+    let levels = |publisher: usize, packet: u64| match publisher {
+        0 => 127,
+        1 => 0x80 | 15,
+        _ if packet % 10 == 3 => 0,
+        _ => 120,
+    };
+    let events = speaker_events(&mut f, &publishers, 0, 3000, levels);
+    let (first_ms, first) = &events[0];
+    assert!(*first_ms <= 1000, "named after {first_ms} ms");
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].track, loud_track);
+    assert!(first[0].level > 0);
+    assert_eq!(
+        events.len(),
+        1,
+        "a steady ranking is announced once: {events:?}"
+    );
+    assert!(
+        f.worker
+            .active_speakers(f.room)
+            .unwrap()
+            .iter()
+            .all(|s| s.track == loud_track),
+        "neither silence nor clicks rank"
+    );
+
+    // The loud one stops and the silent one starts: the ranking moves over within a second,
+    // never announced more than once per interval.
+    let swapped = |publisher: usize, _| if publisher == 0 { 20 } else { 127 };
+    let events = speaker_events(&mut f, &publishers, 3000, 3000, swapped);
+    for pair in events.windows(2) {
+        assert!(pair[1].0 - pair[0].0 >= 200, "{events:?}");
+    }
+    let leader = events
+        .iter()
+        .find(|(_, ranking)| ranking.first().is_some_and(|s| s.track == silent_track))
+        .expect("the new speaker leads");
+    assert!(leader.0 - 3000 <= 1000, "took {} ms", leader.0 - 3000);
+    let last = &events.last().unwrap().1;
+    assert_eq!(
+        last.iter().map(|s| s.track).collect::<Vec<_>>(),
+        [silent_track]
+    );
+}
+
+#[test]
+fn a_malformed_audio_level_is_counted_and_neither_read_nor_forwarded() {
+    let mut f = Fixture::new(audio_track());
+    let (sub, _) = f.subscriber(5000);
+    for step in 0..100u16 {
+        let now = f.now + Duration::from_millis(u64::from(step) * 20);
+        // Two bytes (and sixteen) under the audio level's id: not RFC 6464.
+        let level: &[u8] = if step % 2 == 0 { &[0, 0] } else { &[0; 16] };
+        let packet = build(
+            step + 1,
+            u32::from(step) * 960,
+            PUB_SSRC,
+            111,
+            false,
+            &[(1, level)],
+            b"o",
+        );
+        f.worker.handle_rtp(now, f.publisher, packet);
+        f.worker.handle_timeout(now);
+    }
+    assert_eq!(f.worker.stats().counters.audio_level_malformed, 100);
+    let out = f.drain();
+    let forwarded = written(&out, sub);
+    assert_eq!(forwarded.len(), 100, "the packets themselves are forwarded");
+    for raw in forwarded {
+        let packet = RtpPacket::parse(Bytes::from(raw)).unwrap();
+        assert!(
+            packet.extensions().all(|(id, _)| id != 5),
+            "no level forwarded"
+        );
+    }
+    assert!(f.worker.active_speakers(f.room).unwrap().is_empty());
+    assert!(
+        std::iter::from_fn(|| f.worker.poll_event())
+            .all(|e| !matches!(e, Event::ActiveSpeakersChanged { .. }))
+    );
+}
