@@ -223,8 +223,28 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A room's active speakers changed (at most every 200 ms per room). Sent to one client
+    /// (the one that last spoke for a session of the room), which tells the channel's members.
+    ActiveSpeakers {
+        /// The room.
+        room: String,
+        /// A session with a transport in the room (names the channel even when nobody speaks).
+        member: String,
+        /// Loudest first; empty when nobody speaks.
+        speakers: Vec<Speaker>,
+    },
     /// Periodic load report (every second).
     Load(Load),
+}
+
+/// One entry of a room's speaker ranking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Speaker {
+    /// The publishing session.
+    pub session: String,
+    /// Smoothed loudness, 1..=100 (percent of full-scale amplitude).
+    pub level: u8,
 }
 
 /// A node's load.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use mooyaho_control::proof::{EXPORTER_LABEL, EXPORTER_LEN};
 use mooyaho_control::{
     ALPN, ErrorCode, Event, FrameError, Load, MAX_FRAME, MAX_HELLO_FRAME, Proof, ReadError,
-    Request, Response, Role, VERSION, read_frame, write_frame,
+    Request, Response, Role, Speaker, VERSION, read_frame, write_frame,
 };
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use tokio::sync::{Semaphore, mpsc};
@@ -733,6 +733,26 @@ async fn route_events(
                     side: side_name(direction).into(),
                 };
                 (room, session, event)
+            }
+            NodeEvent::ActiveSpeakers {
+                worker,
+                room,
+                member,
+                speakers,
+            } => {
+                let room = node.room_of(worker, room).to_string();
+                let event = Event::ActiveSpeakers {
+                    room: room.clone(),
+                    member: member.clone(),
+                    speakers: speakers
+                        .into_iter()
+                        .map(|s| Speaker {
+                            session: s.session,
+                            level: s.level,
+                        })
+                        .collect(),
+                };
+                (room, member, event)
             }
             NodeEvent::TransportClosed {
                 worker,

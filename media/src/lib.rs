@@ -22,6 +22,6 @@ pub mod worker;
 pub use control::{ControlConfig, ControlIdentity, ControlServer};
 pub use node::{Node, NodeConfig, NodeStats, RoomKey};
 pub use worker::{
-    MediaError, NodeEvent, PublishPolicy, PublishRate, WorkerCounters, WorkerFailure, WorkerStats,
-    fuzz_media_worker,
+    MediaError, NodeEvent, PublishPolicy, PublishRate, Speaker, WorkerCounters, WorkerFailure,
+    WorkerStats, fuzz_media_worker,
 };

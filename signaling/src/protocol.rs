@@ -243,6 +243,11 @@ pub enum ServerMessage {
         /// The channel.
         channel: ChannelId,
     },
+    /// The SFU channel's active speakers changed (at most every 200 ms).
+    ActiveSpeakers {
+        /// Loudest first; empty when nobody speaks.
+        speakers: Vec<ActiveSpeaker>,
+    },
     /// Reply to `ping`.
     Pong,
     /// Success of a request that has no other reply, when it carried a `requestId`.
@@ -254,6 +259,16 @@ pub enum ServerMessage {
         /// Human-readable explanation.
         message: String,
     },
+}
+
+/// One entry of [`ServerMessage::ActiveSpeakers`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveSpeaker {
+    /// The speaking session.
+    pub session_id: SessionId,
+    /// Smoothed loudness, 0.01..=1 (linear, of full scale).
+    pub level: f64,
 }
 
 impl Serialize for ErrorCode {
@@ -420,6 +435,15 @@ impl ServerMessage {
                     "the SFU node of channel {channel} failed and no healthy SFU node can host \
                      its media now; publish again later"
                 ),
+            },
+            E::ActiveSpeakersChanged { speakers, .. } => Self::ActiveSpeakers {
+                speakers: speakers
+                    .iter()
+                    .map(|(session, level)| ActiveSpeaker {
+                        session_id: session.clone(),
+                        level: f64::from(*level) / 100.0,
+                    })
+                    .collect(),
             },
             E::SessionLost { .. } => Self::Error {
                 code: ErrorCode::SessionNotFound,

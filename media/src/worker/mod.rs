@@ -86,6 +86,18 @@ pub enum NodeEvent {
         /// Which PeerConnection: the client's publish or subscribe side.
         direction: Direction,
     },
+    /// A room's active speakers changed (at most once per room per speaker interval).
+    ActiveSpeakers {
+        /// Worker index.
+        worker: usize,
+        /// Room.
+        room: RoomId,
+        /// A session with a transport in the room, so the control plane can find its channel
+        /// even when nobody speaks.
+        member: String,
+        /// Loudest first; empty when nobody speaks.
+        speakers: Vec<Speaker>,
+    },
     /// A transport was closed by the node (consent expired, never connected, DTLS closed).
     TransportClosed {
         /// Worker index.
@@ -99,6 +111,15 @@ pub enum NodeEvent {
         /// Why.
         reason: &'static str,
     },
+}
+
+/// One entry of a room's speaker ranking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Speaker {
+    /// The publishing session.
+    pub session: String,
+    /// Smoothed loudness, 1..=100.
+    pub level: u8,
 }
 
 /// A worker thread that died (a bug: packets and commands are handled without panicking). Its

@@ -14,7 +14,7 @@ use sfu_core::{
 
 use super::link::Link;
 use super::thread::Worker;
-use super::{MediaError, NodeEvent};
+use super::{MediaError, NodeEvent, Speaker};
 use crate::connection::Connection;
 use crate::connection::dtls::{DtlsRole, DtlsTransport};
 use crate::sdp::{
@@ -517,6 +517,7 @@ impl Worker {
 
     pub(super) fn handle_core_event(&mut self, event: Event) {
         match event {
+            Event::ActiveSpeakersChanged { room } => self.report_speakers(room),
             Event::TrackClosed { track, .. } => {
                 self.track_sdp.remove(&track);
             }
@@ -543,6 +544,44 @@ impl Worker {
             }
             _ => {}
         }
+    }
+}
+
+impl Worker {
+    /// Tells the control plane a room's new speaker ranking, by session. A room mirrored here
+    /// from its home worker (the remote end of a pipe) stays quiet: its tracks are the home's,
+    /// and so is the report.
+    fn report_speakers(&self, room: RoomId) {
+        let Some(ranking) = self.core.active_speakers(room) else {
+            return;
+        };
+        let mirror = self
+            .core
+            .room_transports(room)
+            .iter()
+            .any(|t| self.pipes.incoming.contains_key(t));
+        if mirror {
+            return;
+        }
+        let Some(member) = self.core.participants(room).next() else {
+            return;
+        };
+        let speakers = ranking
+            .iter()
+            .filter_map(|s| {
+                let (session, _) = self.core.published(room).find(|(_, t)| *t == s.track)?;
+                Some(Speaker {
+                    session: session.to_owned(),
+                    level: s.level,
+                })
+            })
+            .collect();
+        self.emit(NodeEvent::ActiveSpeakers {
+            worker: self.index,
+            room,
+            member: member.to_owned(),
+            speakers,
+        });
     }
 }
 

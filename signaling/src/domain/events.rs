@@ -176,6 +176,13 @@ pub enum DomainEvent {
         /// The node's offer.
         sdp: String,
     },
+    /// The SFU node ranked a channel's active speakers anew (at most every 200 ms).
+    ActiveSpeakersChanged {
+        /// The channel.
+        channel: ChannelId,
+        /// Loudest first, with their smoothed loudness (1..=100); empty when nobody speaks.
+        speakers: Vec<(SessionId, u8)>,
+    },
     /// An SFU node closed one of a session's transports.
     SfuTransportClosed {
         /// The node.
@@ -280,6 +287,7 @@ impl DomainEvent {
             Self::TrackUnpublished { .. } => "track_unpublished",
             Self::MediaReleased { .. } => "media_released",
             Self::SubscribeOffered { .. } => "subscribe_offered",
+            Self::ActiveSpeakersChanged { .. } => "active_speakers_changed",
             Self::SfuTransportClosed { .. } => "sfu_transport_closed",
             Self::SfuNodeUp { .. } => "sfu_node_up",
             Self::SfuNodeDown { .. } => "sfu_node_down",

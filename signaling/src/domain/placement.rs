@@ -532,6 +532,11 @@ impl Placement {
                     Err(e) => tracing::warn!(error = %e, "SFU event: store unavailable"),
                 }
             }
+            Event::ActiveSpeakers {
+                room,
+                member,
+                speakers,
+            } => self.announce_speakers(node, &room, member, speakers).await,
             Event::TransportClosed {
                 session,
                 side,
@@ -568,6 +573,48 @@ impl Placement {
                 tracing::warn!(%node, up, error = %e, "recording the node's link state failed")
             }
         }
+    }
+
+    /// Tells the members of the channel placed in `room` who speaks. The node names a session in
+    /// the room; the channel is that session's, if that channel is placed in `room` on `node`
+    /// (a stale or forged report names no channel and is dropped).
+    async fn announce_speakers(
+        &self,
+        node: SfuServerId,
+        room: &str,
+        member: String,
+        speakers: Vec<mooyaho_control::Speaker>,
+    ) {
+        let store = &self.shared.store;
+        let channel = match store.session(&SessionId(member)).await {
+            Ok(Some(SessionRecord {
+                channel: Some(channel),
+                ..
+            })) => channel,
+            Ok(_) => return,
+            Err(e) => return tracing::warn!(error = %e, "SFU speakers: store unavailable"),
+        };
+        match store.channel(&channel).await {
+            Ok(Some(record))
+                if record.sfu_server_id == Some(node)
+                    && record.sfu_room.as_deref() == Some(room) => {}
+            Ok(_) => return,
+            Err(e) => return tracing::warn!(error = %e, "SFU speakers: store unavailable"),
+        }
+        let members = match self.shared.live_members(&channel).await {
+            Ok(members) => members,
+            Err(e) => return tracing::warn!(error = %e, "SFU speakers: store unavailable"),
+        };
+        // Only members are named: a session that left meanwhile is not news to anyone.
+        let speakers = speakers
+            .into_iter()
+            .map(|s| (SessionId(s.session), s.level.clamp(1, 100)))
+            .filter(|(session, _)| members.iter().any(|m| m.id == *session))
+            .collect();
+        let changed = DomainEvent::ActiveSpeakersChanged { channel, speakers };
+        self.shared
+            .emit(changed, &members.iter().collect::<Vec<_>>())
+            .await;
     }
 
     /// The session's channel, which must be SFU-enabled.
@@ -720,7 +767,8 @@ mod tests {
     use crate::domain::events::Emitted;
     use crate::domain::ports::ChannelStore;
     use crate::domain::tests::{
-        FakeNodes, audience, drain, kinds, member, recorded_service, register_node, two_members,
+        FakeNodes, audience, drain, kinds, member, recorded_service, register_node, sorted,
+        two_members,
     };
 
     #[tokio::test]
@@ -910,6 +958,108 @@ mod tests {
         let seen = recorder.take();
         assert_eq!(published(&seen), [], "{:?}", kinds(&seen));
         assert!(!kinds(&seen).contains(&"member_left"));
+    }
+
+    /// Waits for the recorder to see something (node events are handled on a task).
+    async fn next_events(recorder: &crate::domain::events::recording::Recorder) -> Vec<Emitted> {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let seen = recorder.take();
+                if !seen.is_empty() {
+                    return seen;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the node event was handled")
+    }
+
+    #[tokio::test]
+    async fn a_node_speaker_report_reaches_the_channel_members_and_a_forged_one_nobody() {
+        let (signaling, _, recorder) = recorded_service();
+        let (_nodes, node_events) = FakeNodes::attach(&signaling);
+        let node = register_node(&signaling).await;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        drain(&mut alice_queue);
+        drain(&mut bob_queue);
+        recorder.take();
+        let room = signaling
+            .channels()
+            .detail(&channel)
+            .await
+            .unwrap()
+            .channel
+            .sfu_room
+            .expect("placed");
+        let report = |room: String, member: &SessionId, speakers: &[(&SessionId, u8)]| {
+            NodeReport::Event(Event::ActiveSpeakers {
+                room,
+                member: member.0.clone(),
+                speakers: speakers
+                    .iter()
+                    .map(|(s, level)| mooyaho_control::Speaker {
+                        session: s.0.clone(),
+                        level: *level,
+                    })
+                    .collect(),
+            })
+        };
+        let stranger = SessionId("not-a-member".into());
+        node_events
+            .send((
+                node,
+                report(
+                    room.clone(),
+                    &bob.session,
+                    &[(&alice.session, 42), (&stranger, 90)],
+                ),
+            ))
+            .await
+            .unwrap();
+        let seen = next_events(&recorder).await;
+        assert_eq!(kinds(&seen), ["active_speakers_changed"]);
+        assert_eq!(
+            audience(&seen[0]),
+            sorted(vec![alice.session.clone(), bob.session.clone()])
+        );
+        let expected = format!(
+            r#"{{"type":"activeSpeakers","speakers":[{{"sessionId":"{}","level":0.42}}]}}"#,
+            alice.session
+        );
+        assert_eq!(drain(&mut bob_queue), [expected.clone()]);
+        assert_eq!(drain(&mut alice_queue), [expected]);
+
+        // A report naming another room (stale, or a node lying about a channel it does not
+        // hold) tells nobody.
+        node_events
+            .send((
+                node,
+                report("another-room".into(), &bob.session, &[(&alice.session, 42)]),
+            ))
+            .await
+            .unwrap();
+        node_events
+            .send((node, report(room, &bob.session, &[])))
+            .await
+            .unwrap();
+        let seen = next_events(&recorder).await;
+        assert_eq!(
+            kinds(&seen),
+            ["active_speakers_changed"],
+            "only the honest report"
+        );
+        assert_eq!(
+            drain(&mut bob_queue),
+            [r#"{"type":"activeSpeakers","speakers":[]}"#]
+        );
     }
 
     #[tokio::test]
