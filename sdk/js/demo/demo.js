@@ -119,6 +119,11 @@ async function join(channelId, name) {
     const member = mooyaho.sessions.get(sessionId);
     if (member) setFlags(tileOf(sessionId), member.state);
   });
+  // SFU channels: the loudest speaker's tile is highlighted (others that speak get a thinner ring).
+  mooyaho.addEventListener('activeSpeakersChanged', ({ speakers }) => {
+    for (const tile of tiles.querySelectorAll('.tile')) tile.classList.remove('speaking', 'loudest');
+    speakers.forEach(({ sessionId }, rank) => tileOf(sessionId)?.classList.add(rank === 0 ? 'loudest' : 'speaking'));
+  });
   mooyaho.addEventListener('messaged', ({ sessionId, message, isSelf }) => {
     const who = document.createElement('span');
     who.className = 'who';

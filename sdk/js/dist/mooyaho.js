@@ -777,6 +777,16 @@ var Mooyaho = class extends Emitter {
         this.emit("updatedMediaState", { sessionId, key, value, isSelf: sessionId === this.sessionId });
         return;
       }
+      case "activeSpeakers": {
+        const list = Array.isArray(frame["speakers"]) ? frame["speakers"] : [];
+        const speakers = list.flatMap((entry) => {
+          const s = entry;
+          if (typeof s?.sessionId !== "string" || typeof s.level !== "number") return [];
+          return [{ sessionId: s.sessionId, level: s.level, isSelf: s.sessionId === this.sessionId }];
+        });
+        this.emit("activeSpeakersChanged", { speakers });
+        return;
+      }
       case "channelClosed": {
         const channel = String(frame["channel"]);
         if (channel === this.channelId) this.#reset();

@@ -292,6 +292,16 @@ export class Mooyaho extends Emitter {
         this.emit('updatedMediaState', { sessionId, key, value, isSelf: sessionId === this.sessionId });
         return;
       }
+      case 'activeSpeakers': {
+        const list = Array.isArray(frame['speakers']) ? frame['speakers'] : [];
+        const speakers = list.flatMap((entry: unknown) => {
+          const s = entry as { sessionId?: unknown; level?: unknown };
+          if (typeof s?.sessionId !== 'string' || typeof s.level !== 'number') return [];
+          return [{ sessionId: s.sessionId, level: s.level, isSelf: s.sessionId === this.sessionId }];
+        });
+        this.emit('activeSpeakersChanged', { speakers });
+        return;
+      }
       case 'channelClosed': {
         const channel = String(frame['channel']);
         if (channel === this.channelId) this.#reset();

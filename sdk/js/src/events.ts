@@ -13,6 +13,14 @@ export interface IncomingCall {
   reject(reason?: string): void;
 }
 
+/** One entry of `activeSpeakersChanged`. */
+export interface ActiveSpeaker {
+  sessionId: string;
+  /** Smoothed loudness, 0..1 (linear, of full scale). */
+  level: number;
+  isSelf: boolean;
+}
+
 export interface EventMap {
   connected: { sessionId: string };
   enterSuccess: { channel: string; sfuEnabled: boolean };
@@ -43,6 +51,11 @@ export interface EventMap {
    */
   reconnected: { sessionId: string; what: 'socket' | 'sfu' };
   updatedMediaState: { sessionId: string; key: MediaKey; value: boolean; isSelf: boolean };
+  /**
+   * SFU channels: who speaks now, loudest first (`level` 0..1, smoothed), at most every 200 ms
+   * and only when the ranking changed; an empty list when nobody speaks.
+   */
+  activeSpeakersChanged: { speakers: ActiveSpeaker[] };
   messaged: { sessionId: string; message: ChatMessage; isSelf: boolean };
   channelClosed: { channel: string };
   integrated: { user: unknown };

@@ -8,6 +8,13 @@ export interface IncomingCall {
     /** Declines; the caller's `directCall` promise rejects with `reason`. */
     reject(reason?: string): void;
 }
+/** One entry of `activeSpeakersChanged`. */
+export interface ActiveSpeaker {
+    sessionId: string;
+    /** Smoothed loudness, 0..1 (linear, of full scale). */
+    level: number;
+    isSelf: boolean;
+}
 export interface EventMap {
     connected: {
         sessionId: string;
@@ -69,6 +76,13 @@ export interface EventMap {
         key: MediaKey;
         value: boolean;
         isSelf: boolean;
+    };
+    /**
+     * SFU channels: who speaks now, loudest first (`level` 0..1, smoothed), at most every 200 ms
+     * and only when the ranking changed; an empty list when nobody speaks.
+     */
+    activeSpeakersChanged: {
+        speakers: ActiveSpeaker[];
     };
     messaged: {
         sessionId: string;
