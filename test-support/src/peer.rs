@@ -13,7 +13,8 @@ use rtc::peer_connection::configuration::interceptor_registry::register_default_
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
 };
 use tokio::sync::{Mutex, watch};
 use webrtc::media_stream::track_local::TrackLocal;
@@ -118,6 +119,14 @@ impl Peer {
             default_runtime().ok_or_else(|| anyhow::anyhow!("webrtc: no tokio runtime"))?;
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
+        // Browsers offer the RFC 6464 audio level on every audio m-line; so do our peers.
+        media.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: AUDIO_LEVEL_URI.to_owned(),
+            },
+            RtpCodecKind::Audio,
+            None,
+        )?;
         let registry = register_default_interceptors(Registry::new(), &mut media)?;
         let (gathered_tx, gathered) = watch::channel(false);
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
@@ -235,8 +244,13 @@ impl Peer {
     }
 }
 
+/// The RFC 6464 client-to-mixer audio level header extension.
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
 /// The Opus and VP8 tracks a peer publishes, with the SSRCs and payload types it offered.
 pub struct LocalMedia {
+    /// The extension id the offer gave the audio level.
+    audio_level_id: Option<u8>,
     audio: Arc<TrackLocalStaticRTP>,
     video: Arc<TrackLocalStaticRTP>,
     audio_ssrc: u32,
@@ -262,6 +276,7 @@ impl LocalMedia {
         peer.pc.set_local_description(offer).await?;
         let offer = peer.gathered_description("offer").await?;
         let media = Self {
+            audio_level_id: extension_id(&offer, AUDIO_LEVEL_URI),
             audio,
             video,
             audio_ssrc,
@@ -295,6 +310,50 @@ impl LocalMedia {
         }
         Ok(())
     }
+}
+
+impl LocalMedia {
+    /// Sends `n` Opus packets (20 ms of audio each, one per `interval`) from sequence number
+    /// `first`, each carrying `level` as its audio level element: `[0x80 | dBov]` is RFC 6464,
+    /// anything longer is a malformed element a hostile publisher might send.
+    pub async fn send_audio_levels(
+        &self,
+        first: usize,
+        n: usize,
+        interval: Duration,
+        level: &[u8],
+    ) -> anyhow::Result<()> {
+        let id = self
+            .audio_level_id
+            .ok_or_else(|| anyhow::anyhow!("the offer has no audio level extension"))?;
+        for i in first..first + n {
+            let mut packet = rtp(
+                self.audio_pt,
+                self.audio_ssrc,
+                i,
+                960,
+                &[0xfc, 0xff, 0xfe],
+                false,
+            );
+            packet
+                .header
+                .set_extension(id, bytes::Bytes::copy_from_slice(level))?;
+            self.audio.write_rtp(packet).await?;
+            tokio::time::sleep(interval).await;
+        }
+        Ok(())
+    }
+}
+
+/// The id an SDP's `a=extmap` gives `uri` (first match).
+fn extension_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let (id, rest) = line.strip_prefix("a=extmap:")?.split_once(' ')?;
+        let id = id.split('/').next()?;
+        (rest.split_whitespace().next() == Some(uri))
+            .then(|| id.parse().ok())
+            .flatten()
+    })
 }
 
 fn local_track(

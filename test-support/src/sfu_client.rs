@@ -445,6 +445,20 @@ impl SfuClient {
         sent.unwrap_or_else(|e| panic!("{}: sending media: {e}", self.name));
     }
 
+    /// Sends `n` audio packets (one per `interval`) carrying `level` as their audio level
+    /// element (see [`LocalMedia::send_audio_levels`]).
+    pub async fn send_audio_levels(
+        &self,
+        first: usize,
+        n: usize,
+        interval: Duration,
+        level: &[u8],
+    ) {
+        let (_, media) = self.publish.as_ref().expect("published");
+        let sent = media.send_audio_levels(first, n, interval, level).await;
+        sent.unwrap_or_else(|e| panic!("{}: sending audio: {e}", self.name));
+    }
+
     /// What arrived from each remote stream so far.
     pub async fn received(&self) -> HashMap<String, Media> {
         self.subscriber().received().await
