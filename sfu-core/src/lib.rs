@@ -117,7 +117,7 @@ pub use id::{
 pub use output::{Event, OutPacket, Transmit};
 pub use room::PublishRate;
 pub use speakers::{ActiveSpeaker, SpeechThresholds};
-pub use stats::{Counters, Stats};
+pub use stats::{Counters, HISTOGRAM_BOUNDS, Histogram, LOSS_BUCKETS, RTT_BUCKETS, Stats};
 pub use subscription::{SubscriptionConfig, SubscriptionStats};
 pub use track::{Encoding, Encodings, MediaKind, Rtx, TrackConfig};
 pub use transport::{Direction, TransportConfig};

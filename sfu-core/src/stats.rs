@@ -67,6 +67,57 @@ pub struct Counters {
     pub remb_sent: u64,
     /// Transport-wide CC feedback messages sent.
     pub twcc_sent: u64,
+    /// Loss subscribers report about what we forward (each report block's fraction lost).
+    pub subscriber_loss: Histogram,
+    /// Loss of publishers' streams toward us (each report block we send them).
+    pub publisher_loss: Histogram,
+    /// Round-trip times to subscribers, from their report blocks about a sender report we
+    /// forwarded (RFC 3550 §6.4.1: arrival − LSR's send time − DLSR).
+    pub subscriber_rtt: Histogram,
+}
+
+/// Bucket bounds of loss histograms, in millionths (0.1 % … 100 %).
+pub const LOSS_BUCKETS: [u64; HISTOGRAM_BOUNDS] = [
+    1_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000,
+];
+/// Bucket bounds of round-trip-time histograms, in microseconds (5 ms … 1 s).
+pub const RTT_BUCKETS: [u64; HISTOGRAM_BOUNDS] = [
+    5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+];
+/// Finite bucket bounds of every [`Histogram`].
+pub const HISTOGRAM_BOUNDS: usize = 8;
+
+/// Observations in fixed buckets (bounds given by the kind: [`LOSS_BUCKETS`],
+/// [`RTT_BUCKETS`]), integer units so it stays `Copy + Eq` and free of allocation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Observations per bucket, not cumulative: `counts[i]` ≤ `bounds[i]` and above the
+    /// previous bound; the last entry counts those above every bound.
+    pub counts: [u64; HISTOGRAM_BOUNDS + 1],
+    /// Sum of the observations, in the bounds' unit.
+    pub sum: u64,
+}
+
+impl Histogram {
+    /// Files one observation.
+    pub fn observe(&mut self, bounds: &[u64; HISTOGRAM_BOUNDS], value: u64) {
+        let bucket = bounds.partition_point(|&b| b < value);
+        self.counts[bucket] += 1;
+        self.sum = self.sum.saturating_add(value);
+    }
+
+    /// Adds another histogram of the same kind (a node sums its workers').
+    pub fn merge(&mut self, other: &Self) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum = self.sum.saturating_add(other.sum);
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
 }
 
 /// A snapshot of a worker: live entities plus counters.

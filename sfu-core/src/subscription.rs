@@ -75,6 +75,9 @@ pub(crate) struct Subscription {
     /// forwarded packet, by output sequence number. Allocated at the first record.
     sent_twcc: Option<Box<[(SeqNo, u16)]>>,
     sent_twcc_capacity: usize,
+    /// The last sender report forwarded: its NTP timestamp's middle 32 bits and when it went
+    /// out, to measure the round trip when the subscriber's report names it.
+    pub(crate) last_sr: Option<(u32, Instant)>,
 }
 
 impl Subscription {
@@ -106,6 +109,7 @@ impl Subscription {
             ),
             sent_twcc: None,
             sent_twcc_capacity: worker.retransmit_capacity.max(1).next_power_of_two(),
+            last_sr: None,
         }
     }
 

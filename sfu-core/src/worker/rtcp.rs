@@ -2,7 +2,7 @@
 //! code form of `docs/rtcp.md`; the `match` in [`Worker::handle_rtcp`] has one arm per row.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -15,7 +15,7 @@ use crate::rtcp::{
     write_rr, write_sr,
 };
 use crate::rtp::ExtensionKind;
-use crate::stats::Counters;
+use crate::stats::{Counters, LOSS_BUCKETS, RTT_BUCKETS};
 use crate::stream::Refused;
 use crate::track::{MediaKind, Track};
 use crate::transport::{Direction, Route};
@@ -41,13 +41,13 @@ impl Worker {
                 (Publish, RtcpPacket::SenderReport(sr)) => {
                     self.forward_sender_report(now, from, &sr)
                 }
-                (Subscribe, RtcpPacket::SenderReport(sr)) => {
-                    sr.blocks().for_each(|b| self.consume_report_block(from, b))
-                }
+                (Subscribe, RtcpPacket::SenderReport(sr)) => sr
+                    .blocks()
+                    .for_each(|b| self.consume_report_block(now, from, b)),
                 (Publish, RtcpPacket::ReceiverReport(_)) => {}
-                (Subscribe, RtcpPacket::ReceiverReport(rr)) => {
-                    rr.blocks().for_each(|b| self.consume_report_block(from, b))
-                }
+                (Subscribe, RtcpPacket::ReceiverReport(rr)) => rr
+                    .blocks()
+                    .for_each(|b| self.consume_report_block(now, from, b)),
                 (_, RtcpPacket::SourceDescription) => {}
                 (_, RtcpPacket::Goodbye) => {} // transport lifetime belongs to signaling
                 (_, RtcpPacket::App) => {}
@@ -113,7 +113,7 @@ impl Worker {
         for &id in &track.subscriptions {
             let s = self
                 .subscriptions
-                .get(id)
+                .get_mut(id)
                 .expect("a track lists only live subscriptions");
             // Only the layer a subscriber receives maps onto its timeline.
             if s.layers.current != Some(layer) || s.rewriter.highest_seq().is_none() {
@@ -125,6 +125,7 @@ impl Worker {
             info.octet_count = s.stats.octets_sent as u32;
             let mut buf = BytesMut::with_capacity(28);
             write_sr(&mut buf, s.config.ssrc, info, &[]);
+            s.last_sr = Some(((sr.info.ntp >> 16) as u32, now));
             self.outbox.push_back(Transmit {
                 to: s.transport,
                 packet: OutPacket::Rtcp(buf.freeze()),
@@ -133,13 +134,31 @@ impl Worker {
         }
     }
 
-    fn consume_report_block(&mut self, from: TransportId, block: ReportBlock) {
-        if let Some(id) = self.subscription_for(from, block.ssrc) {
-            self.subscriptions
-                .get_mut(id)
-                .expect("routes name only live subscriptions")
-                .stats
-                .last_report = Some(block);
+    fn consume_report_block(&mut self, now: Instant, from: TransportId, block: ReportBlock) {
+        let Some(id) = self.subscription_for(from, block.ssrc) else {
+            return;
+        };
+        let subscription = self
+            .subscriptions
+            .get_mut(id)
+            .expect("routes name only live subscriptions");
+        subscription.stats.last_report = Some(block);
+        let counters = &mut self.counters;
+        counters
+            .subscriber_loss
+            .observe(&LOSS_BUCKETS, loss_millionths(block.fraction_lost));
+        // LSR 0 means "no SR received yet"; an LSR that is not our last SR's is stale (or
+        // made up) and says nothing about the round trip.
+        if let Some((lsr, sent)) = subscription.last_sr
+            && block.last_sr != 0
+            && block.last_sr == lsr
+        {
+            let held =
+                Duration::from_micros(u64::from(block.delay_since_last_sr) * 1_000_000 / 65_536);
+            if let Some(rtt) = now.saturating_duration_since(sent).checked_sub(held) {
+                let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+                counters.subscriber_rtt.observe(&RTT_BUCKETS, micros);
+            }
         }
     }
 
@@ -305,7 +324,12 @@ impl Worker {
                         .iter_mut()
                         .filter(|l| l.encoding.ssrc.is_some())
                     {
-                        blocks.extend(layer.inbound.report_block(now));
+                        if let Some(block) = layer.inbound.report_block(now) {
+                            counters
+                                .publisher_loss
+                                .observe(&LOSS_BUCKETS, loss_millionths(block.fraction_lost));
+                            blocks.push(block);
+                        }
                         if track.config.kind == MediaKind::Video {
                             video.extend(layer.encoding.ssrc);
                         }
@@ -345,6 +369,11 @@ impl Worker {
             counters.twcc_sent += 1;
         }
     }
+}
+
+/// An RTCP fraction lost (1/256 units) in millionths.
+fn loss_millionths(fraction_lost: u8) -> u64 {
+    u64::from(fraction_lost) * 1_000_000 / 256
 }
 
 fn count_refusal(refused: Refused, counters: &mut Counters, stats: &mut SubscriptionStats) {

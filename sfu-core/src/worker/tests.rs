@@ -988,3 +988,60 @@ fn a_malformed_audio_level_is_counted_and_neither_read_nor_forwarded() {
             .all(|e| !matches!(e, Event::ActiveSpeakersChanged { .. }))
     );
 }
+
+#[test]
+fn subscriber_reports_feed_the_loss_and_round_trip_histograms() {
+    let mut f = Fixture::new(audio_track());
+    let (sub_t, _) = f.subscriber(5000);
+    f.worker.handle_rtp(
+        f.now,
+        f.publisher,
+        build(10, 48_000, PUB_SSRC, 111, false, &[], b"x"),
+    );
+    f.drain();
+    let mut sr = bytes::BytesMut::new();
+    let info = rtcp::SenderInfo {
+        ntp: 0xaaaa_bbbb_cccc_dddd,
+        rtp_time: 48_960,
+        packet_count: 1,
+        octet_count: 1,
+    };
+    rtcp::write_sr(&mut sr, Ssrc(PUB_SSRC), info, &[]);
+    f.worker.handle_rtcp(f.now, f.publisher, sr.freeze());
+    f.drain();
+    let block = |last_sr: u32| rtcp::ReportBlock {
+        ssrc: Ssrc(5000),
+        fraction_lost: 20, // ~7.8 %
+        cumulative_lost: 3,
+        highest_seq: 10,
+        jitter: 0,
+        last_sr,
+        delay_since_last_sr: 65_536 / 50, // held 20 ms
+    };
+    // Arrives 100 ms after the SR went out: 80 ms round trip.
+    let mut rr = bytes::BytesMut::new();
+    rtcp::write_rr(&mut rr, Ssrc(77), &[block(0xbbbb_cccc)]);
+    f.worker
+        .handle_rtcp(f.now + Duration::from_millis(100), sub_t, rr.freeze());
+    // A report naming an SR we never forwarded counts its loss but no round trip.
+    let mut rr = bytes::BytesMut::new();
+    rtcp::write_rr(&mut rr, Ssrc(77), &[block(0x1234_5678)]);
+    f.worker
+        .handle_rtcp(f.now + Duration::from_millis(150), sub_t, rr.freeze());
+    let c = f.worker.stats().counters;
+    assert_eq!(c.subscriber_loss.count(), 2);
+    assert_eq!(
+        c.subscriber_loss.counts[4], 2,
+        "in the 5–10 % bucket: {c:?}"
+    );
+    assert_eq!(c.subscriber_rtt.count(), 1);
+    assert_eq!(
+        c.subscriber_rtt.counts[4], 1,
+        "in the 50–100 ms bucket: {c:?}"
+    );
+    assert!(
+        (79_000..=81_000).contains(&c.subscriber_rtt.sum),
+        "{}",
+        c.subscriber_rtt.sum
+    );
+}
