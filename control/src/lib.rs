@@ -281,6 +281,87 @@ pub struct Load {
     pub control_bad_hellos: u64,
     /// The node is draining.
     pub draining: bool,
+    /// Media-plane counters since the node started (signaling exports them per node).
+    #[serde(default)]
+    pub media: MediaCounters,
+}
+
+/// A node's media counters since it started, summed over its workers: what `/metrics` shows as
+/// `mooyaho_sfu_*{node}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MediaCounters {
+    /// UDP datagrams received (STUN, DTLS, SRTP, SRTCP, and refused ones).
+    pub packets_in: u64,
+    /// UDP datagrams sent.
+    pub packets_out: u64,
+    /// Bytes of the datagrams received.
+    pub bytes_in: u64,
+    /// Bytes of the datagrams sent.
+    pub bytes_out: u64,
+    /// RTP packets decrypted and handed to forwarding.
+    pub rtp_in: u64,
+    /// RTP copies forwarded to subscribers (retransmissions excluded).
+    pub rtp_forwarded: u64,
+    /// Sequence numbers subscribers NACKed.
+    pub nacks_received: u64,
+    /// Sequence numbers the node NACKed toward publishers.
+    pub nacks_sent: u64,
+    /// Retransmissions (RTX or byte-identical resends) sent to subscribers.
+    pub retransmits_sent: u64,
+    /// NACKed packets no longer buffered.
+    pub retransmit_misses: u64,
+    /// NACKed packets refused as repeats within the resend interval.
+    pub retransmits_repeated: u64,
+    /// NACKed packets refused over the subscriber's retransmission budget.
+    pub retransmits_over_budget: u64,
+    /// NACKed packets that could not be resent byte-identical.
+    pub retransmits_unrepeatable: u64,
+    /// PLIs sent to publishers.
+    pub plis_sent: u64,
+    /// PLI/FIR received from subscribers.
+    pub keyframe_requests_received: u64,
+    /// Publisher sender reports not translated (SR flood throttle).
+    pub sr_throttled: u64,
+    /// RTP packets over their track's bitrate cap, dropped.
+    pub rtp_over_bitrate: u64,
+    /// Audio level elements of the wrong size, not read.
+    pub audio_level_malformed: u64,
+    /// SRTP/SRTCP packets that failed authentication.
+    pub srtp_auth_failures: u64,
+    /// SRTP/SRTCP replays refused.
+    pub srtp_replays: u64,
+    /// Outgoing packets SRTP refused to protect (index reuse; never expected).
+    pub srtp_index_reuse_refused: u64,
+    /// DTLS handshakes completed (transports connected).
+    pub dtls_handshakes: u64,
+    /// DTLS handshakes or records that failed.
+    pub dtls_failures: u64,
+    /// Packets relayed between the node's workers (rooms spanning workers).
+    pub relay_packets: u64,
+    /// Packets dropped because a worker's relay queue was full.
+    pub relay_drops: u64,
+    /// Loss subscribers report, per report block (ratio, millionths).
+    pub subscriber_loss: HistogramCounts,
+    /// Loss of publishers' streams toward the node, per report block (ratio, millionths).
+    pub publisher_loss: HistogramCounts,
+    /// Round-trip time to subscribers (microseconds).
+    pub subscriber_rtt: HistogramCounts,
+    /// Per worker, the share of the last report interval it spent working rather than
+    /// waiting for packets, in thousandths.
+    pub worker_busy_permille: Vec<u64>,
+}
+
+/// A histogram as counts per bucket (not cumulative) in integer units.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct HistogramCounts {
+    /// Upper bounds of the finite buckets, ascending.
+    pub bounds: Vec<u64>,
+    /// Observations per bucket; one more entry than `bounds` (the last is above every bound).
+    pub counts: Vec<u64>,
+    /// Sum of the observations.
+    pub sum: u64,
 }
 
 /// A framing or decoding failure.

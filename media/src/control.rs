@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 
 use mooyaho_control::proof::{EXPORTER_LABEL, EXPORTER_LEN};
 use mooyaho_control::{
-    ALPN, ErrorCode, Event, FrameError, Load, MAX_FRAME, MAX_HELLO_FRAME, Proof, ReadError,
-    Request, Response, Role, Speaker, VERSION, read_frame, write_frame,
+    ALPN, ErrorCode, Event, FrameError, HistogramCounts, Load, MAX_FRAME, MAX_HELLO_FRAME,
+    MediaCounters, Proof, ReadError, Request, Response, Role, Speaker, VERSION, read_frame,
+    write_frame,
 };
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::node::{Node, RoomKey};
+use crate::node::{Node, NodeStats, RoomKey};
 use crate::sdp::SdpError;
 use crate::worker::{MediaError, NodeEvent};
 
@@ -828,6 +829,72 @@ fn side_name(direction: sfu_core::Direction) -> &'static str {
 #[derive(Default)]
 struct LoadMeter {
     last: Option<(Instant, u64, u64, f64)>,
+    /// Per worker, its uptime and idle time at the last report.
+    workers: Vec<(Duration, Duration)>,
+}
+
+/// The node's media counters, summed over workers, and each worker's busy share since the last
+/// report.
+fn media_counters(stats: &NodeStats, meter: &mut LoadMeter) -> MediaCounters {
+    let mut media = MediaCounters::default();
+    let (mut subscriber_loss, mut publisher_loss, mut subscriber_rtt) = Default::default();
+    for w in &stats.workers {
+        let (c, core) = (&w.counters, &w.core.counters);
+        media.packets_in += c.datagrams_in;
+        media.packets_out += c.datagrams_out;
+        media.bytes_in += c.bytes_in;
+        media.bytes_out += c.bytes_out;
+        media.srtp_auth_failures += c.srtp_auth_failures;
+        media.srtp_replays += c.srtp_replays;
+        media.srtp_index_reuse_refused += c.srtp_index_reuse_refused;
+        media.dtls_handshakes += c.dtls_handshakes;
+        media.dtls_failures += c.dtls_failures;
+        media.relay_packets += c.pipe_packets;
+        media.relay_drops += c.pipe_drops;
+        media.rtp_in += core.rtp_received;
+        media.rtp_forwarded += core.rtp_forwarded;
+        media.nacks_received += core.nack_received;
+        media.nacks_sent += core.nack_sent;
+        media.retransmits_sent += core.retransmits_sent;
+        media.retransmit_misses += core.retransmit_misses;
+        media.retransmits_repeated += core.retransmits_repeated;
+        media.retransmits_over_budget += core.retransmits_over_budget;
+        media.retransmits_unrepeatable += core.retransmits_unrepeatable;
+        media.plis_sent += core.pli_sent;
+        media.keyframe_requests_received += core.keyframe_requests_received;
+        media.sr_throttled += core.sr_throttled;
+        media.rtp_over_bitrate += core.rtp_over_bitrate;
+        media.audio_level_malformed += core.audio_level_malformed;
+        sfu_core::Histogram::merge(&mut subscriber_loss, &core.subscriber_loss);
+        sfu_core::Histogram::merge(&mut publisher_loss, &core.publisher_loss);
+        sfu_core::Histogram::merge(&mut subscriber_rtt, &core.subscriber_rtt);
+    }
+    media.subscriber_loss = histogram_counts(&subscriber_loss, &sfu_core::LOSS_BUCKETS);
+    media.publisher_loss = histogram_counts(&publisher_loss, &sfu_core::LOSS_BUCKETS);
+    media.subscriber_rtt = histogram_counts(&subscriber_rtt, &sfu_core::RTT_BUCKETS);
+    let previous = std::mem::take(&mut meter.workers);
+    for (i, w) in stats.workers.iter().enumerate() {
+        let (uptime, idle) = previous.get(i).copied().unwrap_or_default();
+        let elapsed = w.uptime.saturating_sub(uptime);
+        let busy = elapsed.saturating_sub(w.idle.saturating_sub(idle));
+        let permille = (busy.as_micros() * 1000)
+            .checked_div(elapsed.as_micros())
+            .unwrap_or(0);
+        media.worker_busy_permille.push(permille.min(1000) as u64);
+        meter.workers.push((w.uptime, w.idle));
+    }
+    media
+}
+
+fn histogram_counts(
+    histogram: &sfu_core::Histogram,
+    bounds: &[u64; sfu_core::HISTOGRAM_BOUNDS],
+) -> HistogramCounts {
+    HistogramCounts {
+        bounds: bounds.to_vec(),
+        counts: histogram.counts.to_vec(),
+        sum: histogram.sum,
+    }
 }
 
 async fn report_load(node: Arc<Node>, clients: Arc<Mutex<Clients>>, refusals: Arc<Refusals>) {
@@ -887,6 +954,7 @@ async fn load(node: &Node, refusals: &Refusals, meter: &mut LoadMeter) -> Option
         load.cpu_percent = ((cpu - last_cpu).max(0.0) / secs * 100.0) as u64;
     }
     meter.last = Some((now, packets_in, packets_out, cpu));
+    load.media = media_counters(&stats, meter);
     refusals.fill(&mut load);
     Some(load)
 }

@@ -106,6 +106,11 @@ impl SendBatch {
         self.items.len()
     }
 
+    /// Bytes queued.
+    pub fn bytes(&self) -> usize {
+        self.used
+    }
+
     /// Nothing queued.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()

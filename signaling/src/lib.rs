@@ -16,6 +16,7 @@ pub mod api;
 pub mod bus;
 pub mod delivery;
 pub mod domain;
+pub mod media_metrics;
 pub mod metrics;
 pub mod protocol;
 pub mod sfu;

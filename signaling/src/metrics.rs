@@ -7,7 +7,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use std::sync::Arc;
+
 use crate::domain::events::{DomainEvent, Emitted, EventSubscriber};
+use crate::media_metrics::MediaMetrics;
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -53,10 +56,13 @@ pub struct Metrics {
     pub webhooks_failed: Counter,
     /// Webhook events dropped because a URL's queue was full.
     pub webhooks_dropped: Counter,
+    /// Each node's media counters from its last load report (`mooyaho_sfu_packets_in_total`
+    /// and the rest, see [`MediaMetrics`]).
+    pub sfu_media: Arc<MediaMetrics>,
 }
 
 /// One SFU node as `/metrics` shows it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SfuNodeSample {
     /// Node id.
     pub node: u64,
@@ -64,6 +70,8 @@ pub struct SfuNodeSample {
     pub healthy: bool,
     /// Security drops from its last load report, if it reported.
     pub security_drops: Option<u64>,
+    /// Its last load report (media counters and load), if it reported.
+    pub load: Option<mooyaho_control::Load>,
 }
 
 impl Default for Metrics {
@@ -95,6 +103,7 @@ impl Metrics {
             webhooks_retried: Counter::default(),
             webhooks_failed: Counter::default(),
             webhooks_dropped: Counter::default(),
+            sfu_media: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -187,6 +196,7 @@ impl Metrics {
             "Webhook events dropped because a receiver's queue was full",
             metrics.webhooks_dropped.clone(),
         );
+        registry.register_collector(Box::new(metrics.sfu_media.clone()));
         Self {
             registry,
             ..metrics
@@ -236,6 +246,11 @@ impl Metrics {
                     .set(i64::try_from(drops).unwrap_or(i64::MAX));
             }
         }
+        let loads = nodes
+            .iter()
+            .filter_map(|s| Some((s.node, s.load.clone()?)))
+            .collect();
+        self.sfu_media.set(loads);
     }
 
     /// Counts one REST response.

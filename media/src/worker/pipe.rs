@@ -240,8 +240,13 @@ impl Worker {
         let Some(peer) = self.pipe_peers.get(worker) else {
             return;
         };
+        let media = matches!(
+            message,
+            PipeMessage::Media { .. } | PipeMessage::Feedback { .. }
+        );
         match peer.queue.try_send(message) {
             Ok(()) => {
+                self.counters.pipe_packets += u64::from(media);
                 self.pipes.pending_wakes.insert(worker);
             }
             Err(_) => self.counters.pipe_drops += 1,

@@ -34,6 +34,14 @@ pub struct WorkerCounters {
     pub datagrams_in: u64,
     /// Datagrams sent.
     pub datagrams_out: u64,
+    /// Bytes of the datagrams received.
+    pub bytes_in: u64,
+    /// Bytes of the datagrams sent.
+    pub bytes_out: u64,
+    /// Transports whose DTLS handshake completed.
+    pub dtls_handshakes: u64,
+    /// Packets sent to other workers through pipes.
+    pub pipe_packets: u64,
     /// Datagrams the kernel refused to send.
     pub send_errors: u64,
     /// STUN messages dropped: malformed, unknown ufrag, bad integrity or fingerprint.
@@ -104,6 +112,10 @@ pub struct WorkerStats {
     pub counters: WorkerCounters,
     /// sfu-core statistics.
     pub core: sfu_core::Stats,
+    /// Time since the worker started.
+    pub uptime: Duration,
+    /// Of that, time spent waiting for packets, commands or timers.
+    pub idle: Duration,
 }
 
 pub(super) struct Worker {
@@ -150,6 +162,9 @@ pub(super) struct Worker {
     panic_on_create_room: bool,
     /// What publishers may ask of this worker.
     pub(super) publish_policy: PublishPolicy,
+    /// When the worker started, and how long it has waited since (its busy share is the rest).
+    started: Instant,
+    idle: Duration,
 }
 
 /// How often unanswered subscribe offers are looked at, and the earliest a connection whose
@@ -196,6 +211,8 @@ impl Worker {
             panic_on_create_room: std::env::var("MOOYAHO_DEBUG_WORKER_PANIC")
                 .is_ok_and(|v| v == "create-room"),
             publish_policy: PublishPolicy::default(),
+            started: Instant::now(),
+            idle: Duration::ZERO,
         }
     }
 
@@ -238,7 +255,9 @@ impl Worker {
                     .next_deadline()
                     .saturating_duration_since(Instant::now());
                 if let Some(socket) = &self.socket {
+                    let waiting = Instant::now();
                     socket.wait(wake, timeout.max(Duration::from_micros(100)));
+                    self.idle += waiting.elapsed();
                 }
             }
         }
@@ -357,6 +376,8 @@ impl Worker {
                 .count(),
             counters: self.counters,
             core,
+            uptime: self.started.elapsed(),
+            idle: self.idle,
         }
     }
 
@@ -375,6 +396,7 @@ impl Worker {
     /// harness calls this.
     pub(super) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &mut [u8]) {
         self.counters.datagrams_in += 1;
+        self.counters.bytes_in += datagram.len() as u64;
         let class = PacketClass::of(datagram);
         match class {
             // Checks are routed by the ufrag they name; everything else by validated address.
@@ -504,6 +526,7 @@ impl Worker {
         };
         match event {
             ConnectionEvent::Connected => {
+                self.counters.dtls_handshakes += 1;
                 tracing::debug!(session = %link.session, direction = ?link.direction, "transport connected");
                 let (room, session, direction) = (link.room, link.session.clone(), link.direction);
                 if direction == Direction::Subscribe {
@@ -570,8 +593,12 @@ impl Worker {
         let Some(socket) = &self.socket else {
             return; // the fuzz harness takes the batch (`take_sent`)
         };
+        let (queued, bytes) = (self.send.len(), self.send.bytes());
         let (sent, dropped) = socket.send_batch(&mut self.send);
         self.counters.datagrams_out += sent as u64;
+        // Refused datagrams are rare (and sized like the rest): their share of the bytes is
+        // left out.
+        self.counters.bytes_out += (bytes * sent / queued.max(1)) as u64;
         self.counters.send_errors += dropped as u64;
     }
 

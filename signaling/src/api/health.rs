@@ -58,6 +58,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                     .as_ref()
                     .and_then(|s| s.load.as_ref())
                     .map(|load| load.security_drops),
+                load: view.status.as_ref().and_then(|s| s.load.clone()),
             })
             .collect();
         metrics.set_sfu_nodes(&samples);
