@@ -113,6 +113,10 @@ struct Options {
     /// (default 10000).
     #[arg(long, env = "MOOYAHO_WEBHOOK_QUEUE_SIZE")]
     webhook_queue_size: Option<usize>,
+    /// Also serve `GET /metrics` on this address, without the API key (for Prometheus; bind it
+    /// to an address only scrapers reach).
+    #[arg(long, env = "MOOYAHO_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Open WebSocket connections allowed from one IP address (0 = no limit; default 64 for
     /// `server`, no limit for `dev`).
     #[arg(long, env = "MOOYAHO_MAX_CONNECTIONS_PER_IP")]
@@ -150,6 +154,7 @@ struct FileOptions {
     resume_grace_ms: Option<u64>,
     presence_ttl_ms: Option<u64>,
     cluster_secret: Option<String>,
+    metrics_listen: Option<SocketAddr>,
     token_secret: Option<String>,
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
@@ -400,6 +405,20 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         }
         None => None,
     };
+    if let Some(address) = options.metrics_listen.or(file.metrics_listen) {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding the metrics address {address}"))?;
+        let local = listener.local_addr()?;
+        // Before the listening line: scripts read up to it (and the key or WebSocket line).
+        println!("mooyaho metrics on http://{local}/metrics   (no key)");
+        let metrics = mooyaho_signaling::metrics_app(state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, metrics).await {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     // Scripts and tests read this line to learn the bound port.
     println!("mooyaho listening on http://{local}");
     println!("  REST API:  http://{local}/channels   (Authorization: Bearer <API key>)");

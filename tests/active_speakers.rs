@@ -88,6 +88,17 @@ async fn the_loud_publisher_is_named_and_silence_and_malformed_levels_are_not() 
         );
     }
 
+    // The malformed elements were dropped and counted (the node reports every second).
+    let counted = eventually(Duration::from_secs(10), || async {
+        let (_, text) = rest.call("GET", "/metrics", None).await;
+        text.as_str().unwrap_or_default().lines().any(|line| {
+            line.starts_with("mooyaho_sfu_audio_level_malformed_total{")
+                && line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(100.0)
+        })
+    })
+    .await;
+    assert!(counted, "malformed audio levels not counted in /metrics");
+
     // The publishers themselves hear it too (every member of the channel does).
     let heard = quiet.expect("activeSpeakers").await;
     assert!(speakers(&heard).iter().all(|s| *s == loud.id), "{heard}");

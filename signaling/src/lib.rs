@@ -31,3 +31,9 @@ pub use state::{AppState, RedisOptions};
 pub fn app(state: AppState) -> axum::Router {
     api::router(state)
 }
+
+/// `GET /metrics` alone, without the API key: served on a separate (internal) address for
+/// scrapers (`--metrics-listen`).
+pub fn metrics_app(state: AppState) -> axum::Router {
+    api::metrics_router(state)
+}

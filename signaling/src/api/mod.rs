@@ -145,6 +145,16 @@ impl Modify for BearerAuth {
 }
 
 /// Every route of the signaling server.
+/// `GET /metrics` without authentication, for a listener only scrapers reach; anything else is
+/// 404.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
 pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route(
