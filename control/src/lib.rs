@@ -281,9 +281,10 @@ pub struct Load {
     pub control_bad_hellos: u64,
     /// The node is draining.
     pub draining: bool,
-    /// Media-plane counters since the node started (signaling exports them per node).
+    /// Media-plane counters since the node started (signaling exports them per node). Boxed:
+    /// most control messages are small.
     #[serde(default)]
-    pub media: MediaCounters,
+    pub media: Box<MediaCounters>,
 }
 
 /// A node's media counters since it started, summed over its workers: what `/metrics` shows as

@@ -954,7 +954,7 @@ async fn load(node: &Node, refusals: &Refusals, meter: &mut LoadMeter) -> Option
         load.cpu_percent = ((cpu - last_cpu).max(0.0) / secs * 100.0) as u64;
     }
     meter.last = Some((now, packets_in, packets_out, cpu));
-    load.media = media_counters(&stats, meter);
+    load.media = Box::new(media_counters(&stats, meter));
     refusals.fill(&mut load);
     Some(load)
 }

@@ -288,7 +288,7 @@ mod tests {
         );
         let load = Load {
             rooms: 2,
-            media: MediaCounters {
+            media: Box::new(MediaCounters {
                 packets_in: 10,
                 bytes_out: 1234,
                 audio_level_malformed: 3,
@@ -299,7 +299,7 @@ mod tests {
                 },
                 worker_busy_permille: vec![250, 0],
                 ..MediaCounters::default()
-            },
+            }),
             ..Load::default()
         };
         metrics.set_sfu_nodes(&[SfuNodeSample {

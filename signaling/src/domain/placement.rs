@@ -1034,7 +1034,7 @@ mod tests {
             r#"{{"type":"activeSpeakers","speakers":[{{"sessionId":"{}","level":0.42}}]}}"#,
             alice.session
         );
-        assert_eq!(drain(&mut bob_queue), [expected.clone()]);
+        assert_eq!(drain(&mut bob_queue), std::slice::from_ref(&expected));
         assert_eq!(drain(&mut alice_queue), [expected]);
 
         // A report naming another room (stale, or a node lying about a channel it does not
