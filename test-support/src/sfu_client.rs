@@ -454,8 +454,11 @@ impl SfuClient {
         interval: Duration,
         level: &[u8],
     ) {
-        let (_, media) = self.publish.as_ref().expect("published");
-        let sent = media.send_audio_levels(first, n, interval, level).await;
+        let published = self.published();
+        let sent = published
+            .media
+            .send_audio_levels(first, n, interval, level)
+            .await;
         sent.unwrap_or_else(|e| panic!("{}: sending audio: {e}", self.name));
     }
 

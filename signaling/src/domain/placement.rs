@@ -1193,7 +1193,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             audience(restarted),
-            crate::domain::tests::sorted(vec![alice.session.clone(), bob.session.clone()])
+            sorted(vec![alice.session.clone(), bob.session.clone()])
         );
         let moved = store.inner.channel(&channel).await.unwrap().unwrap();
         assert_eq!(moved.sfu_server_id, Some(b));
@@ -1269,10 +1269,10 @@ mod tests {
         // The channel and its members are kept; only the placement went.
         let kept = store.inner.channel(&channel).await.unwrap().unwrap();
         assert_eq!((kept.sfu_server_id, kept.sfu_room), (None, None));
-        let members = crate::domain::tests::sorted(store.inner.members(&channel).await.unwrap());
+        let members = sorted(store.inner.members(&channel).await.unwrap());
         assert_eq!(
             members,
-            crate::domain::tests::sorted(vec![alice.session.clone(), bob.session.clone()])
+            sorted(vec![alice.session.clone(), bob.session.clone()])
         );
         // A publish meanwhile is refused clearly; once a node is back, it places the channel.
         let refused = signaling.placement().publish(&bob, "offer".into()).await;
