@@ -741,7 +741,7 @@ async fn route_events(
                 member,
                 speakers,
             } => {
-                let room = node.room_of(worker, room).to_string();
+                let room = names.name(node.room_of(worker, room));
                 let event = Event::ActiveSpeakers {
                     room: room.clone(),
                     member: member.clone(),
