@@ -13,6 +13,9 @@
 //!   a slow or dead receiver never holds signaling back (the domain only enqueues), and a
 //!   channel that floods its lane (a participant looping enter/leave) drops only events of its
 //!   own lane, never those of channels in the other lanes.
+//! - **Bounded in bytes too**: each lane also holds at most its share of `queue_bytes` (64 MiB
+//!   per URL by default) of bodies, since a `user` object can be client-controlled and large
+//!   (anonymous mode); an event beyond it is dropped and counted alike.
 //! - **Gaps are visible**: every event carries `seq`, numbered 1, 2, 3, … by this instance, so
 //!   a receiver that misses a number knows an event was dropped or given up.
 //! - **Once per fleet**: the domain emits each of these events on one instance only (see
@@ -50,6 +53,9 @@ pub struct WebhookSettings {
     /// Events waiting or in flight per URL before new ones are dropped; each of the URL's
     /// [`LANES`] lanes holds `queue_size / LANES` of them (at least 1).
     pub queue_size: usize,
+    /// Body bytes waiting or in flight per URL before new events are dropped; each lane holds
+    /// `queue_bytes / LANES` of them (at least one largest body).
+    pub queue_bytes: usize,
     /// Attempts per event and URL, the first included.
     pub max_attempts: u32,
     /// Wait before the second attempt; doubled before each next one (at most a minute).
@@ -64,6 +70,7 @@ impl Default for WebhookSettings {
             urls: Vec::new(),
             secret: None,
             queue_size: 10_000,
+            queue_bytes: 64 << 20,
             max_attempts: 6,
             first_retry: Duration::from_millis(500),
             attempt_timeout: Duration::from_secs(10),
@@ -126,11 +133,14 @@ impl RetryPolicy {
 struct Queued {
     body: Bytes,
     _place: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
 }
 
 /// The sending side of one lane: its own queue places, so that no lane can take another's.
 struct LaneQueue {
     places: Arc<Semaphore>,
+    /// One permit per body byte.
+    bytes: Arc<Semaphore>,
     sender: mpsc::UnboundedSender<Queued>,
 }
 
@@ -142,6 +152,15 @@ struct Endpoint {
 /// The places of one lane's queue: its share of the URL's `queue_size`, at least 1.
 fn places_per_lane(queue_size: usize) -> usize {
     (queue_size / LANES).max(1)
+}
+
+/// A body larger than this is never queued (a WebSocket frame, hence a `user`, is at most
+/// 1 MiB); it also is the least byte share of a lane, so any other body fits an empty lane.
+const MAX_BODY: usize = 2 << 20;
+
+/// The body bytes one lane's queue holds: its share of the URL's `queue_bytes`.
+fn bytes_per_lane(queue_bytes: usize) -> usize {
+    (queue_bytes / LANES).max(MAX_BODY)
 }
 
 /// The webhook subscriber of the domain event stream.
@@ -197,6 +216,7 @@ impl Webhooks {
                         tokio::spawn(lane.run(rx));
                         LaneQueue {
                             places: Arc::new(Semaphore::new(places_per_lane(settings.queue_size))),
+                            bytes: Arc::new(Semaphore::new(bytes_per_lane(settings.queue_bytes))),
                             sender,
                         }
                     })
@@ -218,25 +238,38 @@ impl Webhooks {
         let lane = lane_of(order_key);
         for endpoint in &self.endpoints {
             let lane = &endpoint.lanes[lane];
-            let Ok(place) = lane.places.clone().try_acquire_owned() else {
-                self.metrics.webhooks_dropped.inc();
-                let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                // Logged at the 1st, 2nd, 4th, … drop: a flood is visible without flooding logs.
-                if dropped.is_power_of_two() {
-                    tracing::warn!(
-                        event,
-                        dropped,
-                        "webhook queue full: event dropped (the receiver is slow or unreachable)"
-                    );
-                }
+            let place = lane.places.clone().try_acquire_owned();
+            let bytes = u32::try_from(body.len())
+                .ok()
+                .filter(|_| body.len() <= MAX_BODY)
+                .and_then(|len| lane.bytes.clone().try_acquire_many_owned(len).ok());
+            let (Ok(place), Some(bytes)) = (place, bytes) else {
+                self.count_drop(event);
                 continue;
             };
             let queued = Queued {
                 body: body.clone(),
                 _place: place,
+                _bytes: bytes,
             };
             // A lane ends only with the runtime; its place is returned with the event.
             let _ = lane.sender.send(queued);
+        }
+    }
+}
+
+impl Webhooks {
+    /// Counts an event a full lane could not take.
+    fn count_drop(&self, event: &'static str) {
+        self.metrics.webhooks_dropped.inc();
+        let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // Logged at the 1st, 2nd, 4th, … drop: a flood is visible without flooding logs.
+        if dropped.is_power_of_two() {
+            tracing::warn!(
+                event,
+                dropped,
+                "webhook queue full: event dropped (the receiver is slow or unreachable)"
+            );
         }
     }
 }
@@ -478,6 +511,29 @@ mod tests {
         );
         // One channel, one lane: its 3 places of the URL's 3 × LANES.
         assert_eq!(metrics.webhooks_dropped.get(), 20 - 3);
+    }
+
+    /// The reviewer's M3: large (client-controlled) `user` objects fill a lane by bytes long
+    /// before its places run out.
+    #[tokio::test]
+    async fn a_lane_full_of_bytes_drops_and_counts() {
+        let (url, _seen) = receiver(0, Duration::from_secs(30)).await;
+        let metrics = Arc::new(Metrics::new());
+        let mut settings = settings(url, 1000 * LANES);
+        settings.queue_bytes = 0; // each lane: the least share, MAX_BODY
+        let webhooks = Webhooks::start(&settings, "secret-0123456789", metrics.clone()).unwrap();
+        let big_user = serde_json::json!({ "id": "x".repeat(MAX_BODY / 4) });
+        for i in 0..10 {
+            let entered = DomainEvent::MemberEntered {
+                channel: ChannelId::from("c1"),
+                session: crate::domain::ids::SessionId::from(format!("s{i}").as_str()),
+                user: big_user.clone(),
+            };
+            emit(&webhooks, entered).await;
+        }
+        // Bodies a little over MAX_BODY / 4: three fit in the lane's MAX_BODY bytes.
+        assert_eq!(metrics.webhooks_dropped.get(), 10 - 3);
+        assert_eq!(bytes_per_lane(64 << 20), 2 << 20);
     }
 
     /// Channels named `flood-…` hang the receiver for a minute; others are accepted at once
