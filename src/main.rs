@@ -106,7 +106,7 @@ struct Options {
     #[arg(long, env = "MOOYAHO_WEBHOOK_URL")]
     webhook_url: Vec<String>,
     /// HMAC-SHA256 secret of the `Mooyaho-Signature` webhook header, at least 16 characters
-    /// (default: the API key).
+    /// (default: hex HMAC-SHA256(API key, "mooyaho-webhook-v1"), which `dev` prints).
     #[arg(long, env = "MOOYAHO_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
     /// Webhook events waiting or in flight per URL before new ones are dropped and counted
@@ -425,6 +425,9 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     println!("  WebSocket: ws://{local}/websocket");
     if dev {
         println!("  API key:   {}", config.api_key);
+        if !config.webhooks.urls.is_empty() && config.webhooks.secret.is_none() {
+            println!("  Webhook secret: {}", config.webhook_secret());
+        }
         let anonymous = if config.allow_anonymous {
             ""
         } else {

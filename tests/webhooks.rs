@@ -217,8 +217,13 @@ async fn dev_sends_signed_webhooks_in_channel_order_and_retries_after_a_500() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_on_one_redis_send_each_event_once() {
-    // No --webhook-secret: the API key signs.
-    let receiver = Receiver::start(API_KEY, None).await;
+    // No --webhook-secret: a key derived from the API key signs (review M2), never the API key:
+    // hex HMAC-SHA256(API_KEY, "mooyaho-webhook-v1"), computed with Python's hmac module.
+    let receiver = Receiver::start(
+        "40b47a855ee4cd2024d811c63ab6909e528fa2dfcb9cb29484b23f2cc7b314d9",
+        None,
+    )
+    .await;
     let redis = Redis::start();
     let url = redis.url();
     let args = [

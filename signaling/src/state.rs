@@ -111,7 +111,13 @@ pub fn compose(
     let wire = WireDelivery::start(instance.clone(), hub.clone(), bus.clone(), metrics.clone());
     let mut events = Events::new(vec![wire, metrics.clone()]);
     if !config.webhooks.urls.is_empty() {
-        let webhooks = Webhooks::start(&config.webhooks, config.webhook_secret(), metrics.clone())
+        if config.webhooks.secret.is_none() {
+            tracing::warn!(
+                "no --webhook-secret: webhooks are signed with HMAC-SHA256(API key, \"mooyaho-webhook-v1\") \
+                 in hex (`mooyaho dev` prints it); set --webhook-secret to choose your own"
+            );
+        }
+        let webhooks = Webhooks::start(&config.webhooks, &config.webhook_secret(), metrics.clone())
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         events.subscribe(webhooks);
     }

@@ -99,7 +99,7 @@ export class WebhookVerificationError extends Error {
  * Verifies a webhook and returns its event. `body` is the raw request body exactly as received
  * (a string or bytes, before any JSON parsing), `signatureHeader` the `Mooyaho-Signature` header
  * (`t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`), `secret` the server's
- * `--webhook-secret` (by default its API key). A timestamp more than `toleranceSeconds` from now
+ * `--webhook-secret` (by default hex HMAC-SHA256(API key, "mooyaho-webhook-v1"), see docs/webhooks.md). A timestamp more than `toleranceSeconds` from now
  * is refused (`expired`), so a captured delivery cannot be replayed later. Throws
  * `WebhookVerificationError`; `invalid_argument` for a secret shorter than 16 bytes or a
  * tolerance that is not a finite number ≥ 0. The header is read only up to 1 KiB and 8 `v1`

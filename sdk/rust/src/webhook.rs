@@ -1,6 +1,7 @@
 //! Verifying Mooyaho's webhooks: each `POST` carries
 //! `Mooyaho-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, where the
-//! secret is the server's `--webhook-secret` (default: its API key).
+//! secret is the server's `--webhook-secret` (default: hex HMAC-SHA256(API key,
+//! "mooyaho-webhook-v1"), see `docs/webhooks.md`).
 //!
 //! ```
 //! use std::time::Duration;

@@ -123,9 +123,13 @@ impl SignalingConfig {
         }
     }
 
-    /// The key that signs webhooks: the webhook secret, or the API key.
-    pub fn webhook_secret(&self) -> &str {
-        self.webhooks.secret.as_deref().unwrap_or(&self.api_key)
+    /// The key that signs webhooks: the webhook secret, or one derived from the API key
+    /// ([`crate::webhooks::signature::derived_secret`]), so receivers never hold the API key.
+    pub fn webhook_secret(&self) -> String {
+        match &self.webhooks.secret {
+            Some(secret) => secret.clone(),
+            None => crate::webhooks::signature::derived_secret(&self.api_key),
+        }
     }
 
     /// The key that signs and verifies join tokens: `token_secret`, or the API key.

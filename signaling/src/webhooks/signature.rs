@@ -23,6 +23,23 @@ pub fn signature_v1(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
         .collect()
 }
 
+/// What labels the key derived from the API key, so that it serves no other purpose.
+const DERIVED_SECRET_LABEL: &[u8] = b"mooyaho-webhook-v1";
+
+/// The webhook secret used when no `--webhook-secret` is set: hex HMAC-SHA256(api_key,
+/// "mooyaho-webhook-v1"). Receivers then hold a key that signs webhooks only, never the REST
+/// API key itself (which cannot be recovered from it).
+pub fn derived_secret(api_key: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(api_key.as_bytes()).expect("HMAC accepts any key length");
+    mac.update(DERIVED_SECRET_LABEL);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// The whole header value for `body` sent at `timestamp` (Unix seconds).
 pub fn signature_header(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
     format!("t={timestamp},v1={}", signature_v1(secret, timestamp, body))
@@ -31,6 +48,17 @@ pub fn signature_header(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reviewer's M2: without `--webhook-secret`, receivers get a derived key, not the API
+    /// key. Expected value from Python's `hmac.new(b"key", b"mooyaho-webhook-v1", sha256)`.
+    #[test]
+    fn the_derived_secret_is_an_hmac_of_the_label_under_the_api_key() {
+        assert_eq!(
+            derived_secret("key"),
+            "2de77efae68074b026d9bd377ef2e4fe28e59fd0b38237d465db1059e0a54411"
+        );
+        assert_ne!(derived_secret("key"), derived_secret("key2"));
+    }
 
     #[test]
     fn matches_an_independent_hmac_sha256() {
