@@ -11,7 +11,7 @@ use mooyaho_net::udp::SendBatch;
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
 
-/// One test: the counter is process-wide, so parallel tests would see each other's allocations.
+/// One test: the counter is per thread, and the checks share their warm-up state.
 #[test]
 fn srtp_and_send_queueing_allocate_nothing_per_packet() {
     srtp_in_place_allocates_nothing_per_packet();
