@@ -2,7 +2,9 @@
 # Same-run before/after: the SFU of two revisions under the same load, interleaved (A B A B …)
 # so drift on this shared machine hits both alike. Each revision's `mooyaho` is built in a git
 # worktree ($COMPARE_DIR/before and /after, checked out at the revision each time, so a rerun
-# rebuilds only what changed; release, one shared target dir); every run is a fresh
+# rebuilds only what changed; release, one target dir per role: cargo names a workspace
+# member's artifacts by its path inside the workspace, so two checkouts sharing one target dir
+# overwrite each other's crates and a build can link the other revision's); every run is a fresh
 # `mooyaho dev --workers 1` pinned to CPU 0, driven by the AFTER revision's load generator
 # pinned to CPU 1 (one generator for both, so only the server differs).
 #
@@ -26,7 +28,7 @@ scenarios=("$@")
 repeats=${REPEATS:-3}
 duration=${DURATION:-8}
 compare_dir=${COMPARE_DIR:-$root/target/compare}
-export CARGO_TARGET_DIR=${COMPARE_TARGET_DIR:-$compare_dir/target}
+target_root=${COMPARE_TARGET_DIR:-$compare_dir/target}
 out=benches/results/compare
 mkdir -p "$out" "$compare_dir/bin"
 
@@ -38,8 +40,8 @@ build() {
         git worktree add --detach "$tree" "$rev" >/dev/null
     fi
     echo "== building $rev"
-    (cd "$tree" && cargo build --release --bin mooyaho --quiet)
-    cp "$CARGO_TARGET_DIR/release/mooyaho" "$compare_dir/bin/mooyaho-$rev"
+    (cd "$tree" && CARGO_TARGET_DIR="$target_root/$2" cargo build --release --bin mooyaho --quiet)
+    cp "$target_root/$2/release/mooyaho" "$compare_dir/bin/mooyaho-$rev"
 }
 build "$before" before
 build "$after" after
