@@ -10,7 +10,7 @@ use mooyaho_benches::{audio_fanout_worker, audio_packet, fanout_worker, video_pa
 use sfu_core::rtp::{Rewriter, RtpHeader, RtpPacket};
 use sfu_core::stream::RetransmitBuffer;
 use sfu_core::time::{extend_u16, extend_u32};
-use sfu_core::{ClockRate, Pt, SeqNo, Ssrc};
+use sfu_core::{ClockRate, Pt, SeqNo, Ssrc, TransportId, Worker};
 
 fn rtp(c: &mut Criterion) {
     let mut group = c.benchmark_group("rtp");
@@ -50,6 +50,23 @@ fn rtp(c: &mut Criterion) {
 }
 
 /// Packets with consecutive sequence numbers, built outside the measured region.
+/// Routing only: one packet through `handle_rtp`, then every transmit drained (null crypto, no
+/// serialisation); returns the copies.
+fn route_and_drain(
+    worker: &mut Worker,
+    now: Instant,
+    publisher: TransportId,
+    packet: Bytes,
+) -> usize {
+    worker.handle_rtp(now, publisher, packet);
+    let mut n = 0;
+    while let Some(t) = worker.poll_transmit() {
+        n += 1;
+        black_box(t);
+    }
+    n
+}
+
 fn packet_source() -> impl FnMut() -> Bytes {
     let mut seq = 0u16;
     let mut ts = 0u32;
@@ -76,15 +93,7 @@ fn worker(c: &mut Criterion) {
         group.bench_function(format!("fanout/subscribers_{subscribers}"), |b| {
             b.iter_batched(
                 &mut next,
-                |packet| {
-                    worker.handle_rtp(now, publisher, packet);
-                    let mut n = 0;
-                    while let Some(t) = worker.poll_transmit() {
-                        n += 1;
-                        black_box(t);
-                    }
-                    n
-                },
+                |packet| route_and_drain(&mut worker, now, publisher, packet),
                 BatchSize::SmallInput,
             )
         });
@@ -120,15 +129,7 @@ fn worker(c: &mut Criterion) {
     group.bench_function(format!("audio_fanout/subscribers_{subscribers}"), |b| {
         b.iter_batched(
             &mut next,
-            |packet| {
-                worker.handle_rtp(now, publisher, packet);
-                let mut n = 0;
-                while let Some(t) = worker.poll_transmit() {
-                    n += 1;
-                    black_box(t);
-                }
-                n
-            },
+            |packet| route_and_drain(&mut worker, now, publisher, packet),
             BatchSize::SmallInput,
         )
     });

@@ -17,18 +17,23 @@ use sfu_core::{
     Ssrc, SubscriptionConfig, TrackConfig, TransportConfig, TransportId, Worker,
 };
 
+/// A worker without publisher bitrate caps: benches replay packets at one instant, far above
+/// any real rate.
+fn uncapped_worker() -> Worker {
+    Worker::new(Config {
+        max_video_track_bitrate: Bitrate(u64::MAX),
+        max_audio_track_bitrate: Bitrate(u64::MAX),
+        ..Config::default()
+    })
+}
+
 /// Publisher SSRC of the fixture's video track.
 pub const PUBLISHER_SSRC: Ssrc = Ssrc(0x1000);
 
 /// A worker with one room, one publisher of a VP8 track and `subscribers` subscriber
 /// transports, each subscribed with RTX, mid and transport-cc negotiated (the browser case).
 pub fn fanout_worker(now: Instant, subscribers: usize) -> (Worker, TransportId) {
-    // Packets are replayed at one instant, far above any real rate: no publisher cap.
-    let mut worker = Worker::new(Config {
-        max_video_track_bitrate: Bitrate(u64::MAX),
-        max_audio_track_bitrate: Bitrate(u64::MAX),
-        ..Config::default()
-    });
+    let mut worker = uncapped_worker();
     let room = worker.create_room().expect("room");
     let publish = TransportConfig {
         direction: Direction::Publish,
@@ -108,11 +113,7 @@ pub const AUDIO_SSRC: Ssrc = Ssrc(0x2000);
 /// (RFC 6464) and `subscribers` subscriber transports (mid, transport-cc and audio level
 /// negotiated): the audio fan-out of a large meeting.
 pub fn audio_fanout_worker(now: Instant, subscribers: usize) -> (Worker, TransportId) {
-    let mut worker = Worker::new(Config {
-        max_video_track_bitrate: Bitrate(u64::MAX),
-        max_audio_track_bitrate: Bitrate(u64::MAX),
-        ..Config::default()
-    });
+    let mut worker = uncapped_worker();
     let room = worker.create_room().expect("room");
     let extensions = ExtensionMap::new(&[
         (1, ExtensionKind::AudioLevel),
