@@ -32,7 +32,7 @@ cargo clippy -p sfu-core --features arbitrary --all-targets -- -D warnings
 if ! .venv/bin/python -c 'import aiortc' >/dev/null 2>&1; then
   echo "== creating .venv with aiortc"
   python3 -m venv .venv
-  .venv/bin/pip install -q -r media/tests/aiortc/requirements.txt
+  .venv/bin/pip install -q -r test-support/aiortc/requirements.txt
 fi
 
 echo "== cargo test"

@@ -1,12 +1,16 @@
-//! Active speakers end to end: publishers built with the `webrtc` crate send RFC 6464 audio
-//! levels through `mooyaho dev`'s embedded node, and the channel's members hear who speaks.
+//! Active speakers end to end: publishers send RFC 6464 audio levels through `mooyaho dev`'s
+//! embedded node, and the channel's members hear who speaks. Levels written by the `webrtc`
+//! crate's publishers (chosen bytes, malformed ones included), and levels aiortc computes
+//! itself from the audio it encodes (loud noise and digital silence).
 
 mod support;
 
 use std::time::{Duration, Instant};
 
+use mooyaho_test_support::aiortc::PyPeer;
 use mooyaho_test_support::sfu_client::SfuClient;
-use serde_json::Value;
+use mooyaho_test_support::ws::Ws;
+use serde_json::{Value, json};
 use support::{Server, eventually};
 
 /// 20 ms of Opus per packet, as browsers send.
@@ -25,10 +29,9 @@ fn speakers(message: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_loud_publisher_is_named_and_silence_and_malformed_levels_are_not() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::dev(dir.path(), &[]);
+/// `mooyaho dev` once its embedded node reports healthy.
+async fn dev_with_healthy_node(dir: &std::path::Path) -> Server {
+    let server = Server::dev(dir, &[]);
     let rest = server.rest();
     let healthy = eventually(Duration::from_secs(10), || async {
         let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
@@ -38,6 +41,14 @@ async fn the_loud_publisher_is_named_and_silence_and_malformed_levels_are_not() 
     })
     .await;
     assert!(healthy, "the embedded node never became healthy");
+    server
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_loud_publisher_is_named_and_silence_and_malformed_levels_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = dev_with_healthy_node(dir.path()).await;
+    let rest = server.rest();
 
     let channel = rest.create_channel(true).await;
     let mut loud = SfuClient::join(&server.ws_url(), &rest, &channel, "loud").await;
@@ -110,4 +121,70 @@ async fn the_loud_publisher_is_named_and_silence_and_malformed_levels_are_not() 
     })
     .await;
     assert!(emptied.is_ok(), "the ranking never emptied");
+}
+
+/// The independent-stack proof: two aiortc publishers, whose RFC 6464 levels aiortc
+/// computes from the audio it encodes, one sending loud noise and one digital silence. A
+/// listener hears the loud one named, and the silent one never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aiortc_levels_name_the_loud_publisher_and_never_the_silent_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // Importing aiortc takes seconds: start both interpreters before the server.
+    let mut loud = PyPeer::spawn("publisher", "loud").unwrap();
+    let mut silent = PyPeer::spawn("silent-publisher", "silent").unwrap();
+    let server = dev_with_healthy_node(dir.path()).await;
+    let rest = server.rest();
+    let channel = rest.create_channel(true).await;
+    let mut listener = SfuClient::join(&server.ws_url(), &rest, &channel, "listener").await;
+
+    // Each aiortc peer publishes through its own WebSocket session: `call {isSFU}` with
+    // aiortc's offer, `answered` back to it.
+    let mut sessions = Vec::new();
+    for peer in [&mut loud, &mut silent] {
+        let (mut ws, _) = Ws::enter(&server.ws_url(), &rest, &channel, &peer.name).await;
+        let offer = peer.recv("offer", Duration::from_secs(20)).await.unwrap();
+        let reply = ws
+            .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
+            .await;
+        assert_eq!(reply["type"], "answered", "{}: {reply}", peer.name);
+        peer.send(json!({ "answer": reply["sdp"] })).await.unwrap();
+        sessions.push(ws);
+    }
+    let (loud_id, silent_id) = (sessions[0].id.clone(), sessions[1].id.clone());
+
+    // aiortc needs a few seconds for ICE and DTLS on a loaded machine; then the loud publisher
+    // must lead the ranking, and no ranking may name the silent one.
+    let mut seen = Vec::new();
+    let named = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let ranking = speakers(&listener.expect("activeSpeakers").await);
+            seen.push(ranking.clone());
+            if ranking.first() == Some(&loud_id) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        named.is_ok(),
+        "the loud aiortc publisher was never named: {seen:?}"
+    );
+    // A few more rankings (every 200 ms while anything changes).
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            seen.push(speakers(&listener.expect("activeSpeakers").await));
+        }
+    })
+    .await;
+    assert!(
+        seen.iter().all(|ranking| !ranking.contains(&silent_id)),
+        "digital silence ranked: {seen:?}"
+    );
+
+    // Both really published: their reports name what they sent.
+    for peer in [&mut loud, &mut silent] {
+        let report = peer.report().await.unwrap();
+        let audio = report["audio"].as_array().map_or(0, Vec::len);
+        assert!(audio > 0, "{}: sent no audio: {report}", peer.name);
+    }
 }

@@ -1,21 +1,14 @@
-//! Interop through real UDP on loopback with aiortc (Python, from PyPI, pinned in
-//! `tests/aiortc/requirements.txt`): an aiortc publisher encodes and sends Opus + VP8 through the
-//! SFU; two aiortc subscribers receive the publisher's RTP payloads byte-identical and in order,
-//! and decode the video.
-//!
-//! Each peer is `python tests/aiortc/peer.py <role>`, signaled with newline-delimited JSON over its
-//! stdin/stdout (the control plane's role is played by this test). The interpreter is
-//! `$MOOYAHO_PYTHON` or the workspace's `.venv`, which `./scripts/test.sh` creates.
+//! Interop through real UDP on loopback with aiortc ([`mooyaho_test_support::aiortc`]): an
+//! aiortc publisher encodes and sends Opus + VP8 through the SFU; two aiortc subscribers receive
+//! the publisher's RTP payloads byte-identical and in order, and decode the video. The control
+//! plane's role is played by this test.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use mooyaho_media::{Node, NodeConfig};
+use mooyaho_test_support::aiortc::PyPeer;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// Bound on each signaling step.
 const STEP: Duration = Duration::from_secs(20);
@@ -202,98 +195,5 @@ mod hex {
         (0..s.len() / 2)
             .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex payload"))
             .collect()
-    }
-}
-
-/// The Python interpreter with aiortc: `$MOOYAHO_PYTHON`, else the workspace's `.venv`.
-fn python() -> PathBuf {
-    if let Some(python) = std::env::var_os("MOOYAHO_PYTHON") {
-        return python.into();
-    }
-    let venv = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python"));
-    assert!(
-        venv.exists(),
-        "{} is missing: run ./scripts/test.sh (it creates the venv with aiortc), or set \
-         MOOYAHO_PYTHON to a Python with aiortc installed",
-        venv.display()
-    );
-    venv
-}
-
-/// One aiortc peer process; killed (by its PID) when dropped.
-struct PyPeer {
-    name: String,
-    child: Child,
-    stdin: ChildStdin,
-    stdout: Lines<BufReader<ChildStdout>>,
-}
-
-impl PyPeer {
-    fn spawn(role: &str, name: &str) -> anyhow::Result<Self> {
-        let python = python();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc/peer.py");
-        let mut child = Command::new(&python)
-            .arg(script)
-            .arg(role)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start {} (run ./scripts/test.sh to create the venv with aiortc)",
-                    python.display()
-                )
-            })?;
-        let stdin = child.stdin.take().context("child stdin")?;
-        let stdout = BufReader::new(child.stdout.take().context("child stdout")?).lines();
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            stdin,
-            stdout,
-        })
-    }
-
-    async fn send(&mut self, message: Value) -> anyhow::Result<()> {
-        let line = format!("{message}\n");
-        self.stdin
-            .write_all(line.as_bytes())
-            .await
-            .with_context(|| format!("{}: writing to the peer", self.name))?;
-        self.stdin.flush().await?;
-        Ok(())
-    }
-
-    /// The next message, which must carry `key`; returns its value.
-    async fn recv(&mut self, key: &str, within: Duration) -> anyhow::Result<Value> {
-        let line = tokio::time::timeout(within, self.stdout.next_line())
-            .await
-            .map_err(|_| anyhow::anyhow!("{}: no {key:?} within {within:?}", self.name))??
-            .with_context(|| {
-                format!(
-                    "{}: peer exited before sending {key:?} (see its stderr above)",
-                    self.name
-                )
-            })?;
-        let mut message: Value = serde_json::from_str(&line)
-            .with_context(|| format!("{}: not JSON: {line:.200}", self.name))?;
-        match message.get_mut(key) {
-            Some(value) => Ok(value.take()),
-            None => anyhow::bail!("{}: expected {key:?}, got {line:.200}", self.name),
-        }
-    }
-
-    async fn report(&mut self) -> anyhow::Result<Value> {
-        self.send(json!({ "report": true })).await?;
-        self.recv("report", STEP).await
-    }
-}
-
-impl Drop for PyPeer {
-    fn drop(&mut self) {
-        // Sends SIGKILL to the child's PID if it is still running.
-        let _ = self.child.start_kill();
     }
 }

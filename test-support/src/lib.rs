@@ -11,7 +11,10 @@
 //! - [`ws`]: the browser-like WebSocket client and the REST client with the API key.
 //! - [`sfu_client`]: a WebSocket participant of an SFU channel with a publish and a subscribe
 //!   [`peer::Peer`].
+//! - [`aiortc`]: a second independent WebRTC stack, aiortc (Python), as a child process.
 
+#[cfg(feature = "clients")]
+pub mod aiortc;
 #[cfg(feature = "clients")]
 pub mod peer;
 pub mod rng;

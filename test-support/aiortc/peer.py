@@ -1,6 +1,9 @@
 """An aiortc peer driven by media/tests/interop_aiortc.rs over newline-delimited JSON.
 
     peer.py publisher   prints {"offer": sdp}, reads {"answer": sdp}, then sends Opus + VP8
+                        (the audio is loud noise: aiortc's RFC 6464 levels read about -5 dBov)
+    peer.py silent-publisher
+                        the same with digital silence for audio (levels of -127 dBov)
     peer.py subscriber  reads {"offer": sdp}, prints {"answer": sdp}, then prints {"ready": true}
                         once enough media arrived and was decoded
 
@@ -93,9 +96,9 @@ def kinds_by_ssrc(pc: RTCPeerConnection) -> dict:
     return {sender._ssrc: sender.track.kind for sender in pc.getSenders()}
 
 
-async def publisher(reader: asyncio.StreamReader) -> dict:
+async def publisher(reader: asyncio.StreamReader, audio=NoiseAudioTrack) -> dict:
     pc = RTCPeerConnection()
-    pc.addTrack(NoiseAudioTrack())
+    pc.addTrack(audio())
     pc.addTrack(NoiseVideoTrack())
     sent = {"audio": [], "video": []}
     seen = set()
@@ -211,12 +214,18 @@ async def subscriber(reader: asyncio.StreamReader) -> dict:
 
 async def main(role: str) -> None:
     reader = await stdin_reader()
-    run = {"publisher": publisher, "subscriber": subscriber}[role]
-    report = await asyncio.wait_for(run(reader), LIFETIME)
+    report = await asyncio.wait_for(ROLES[role](reader), LIFETIME)
     send({"report": report})
 
 
+ROLES = {
+    "publisher": publisher,
+    # aiortc's base audio track yields digital silence.
+    "silent-publisher": lambda reader: publisher(reader, audio=AudioStreamTrack),
+    "subscriber": subscriber,
+}
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in ("publisher", "subscriber"):
-        raise SystemExit("usage: peer.py publisher|subscriber")
+    if len(sys.argv) != 2 or sys.argv[1] not in ROLES:
+        raise SystemExit("usage: peer.py " + "|".join(ROLES))
     asyncio.run(main(sys.argv[1]))
