@@ -16,6 +16,10 @@
 #   benches/run.sh many-rooms join-storm soak
 #                               opt-in (never in the default set): 200 meetings of 5; 1,000
 #                               listeners joining in 10 s; a 10-minute mixed run (RSS slope)
+#   benches/run.sh failover     opt-in: 1 publisher × 50 subscribers on a fleet of `mooyaho
+#                               server` + 2 `mooyaho sfu` that loadgen starts; the room's node is
+#                               SIGKILLed 2 s into the window (media gap p50/p99/max, recovered);
+#                               reports in benches/results/failover/ (not in the generated tables)
 #
 # A failed run removes its report (no stale figure survives) and stops the script.
 # Needs 2 CPUs (taskset -c 0 and -c 1); Janus from Debian (`apt-get install -y janus`).
@@ -28,8 +32,8 @@ for arg in "$@"; do
     case "$arg" in
     --quick) quick=1 ;;
     --no-janus) janus=0 ;;
-    -h | --help) sed -n '2,17p' "$0"; exit 0 ;;
-    fanout | livestream | audio | meeting | signaling | many-rooms | join-storm | soak) only+=("$arg") ;;
+    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
+    fanout | livestream | audio | meeting | signaling | many-rooms | join-storm | soak | failover) only+=("$arg") ;;
     *) echo "run.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
@@ -108,6 +112,25 @@ run_signaling() {
     stop_server
 }
 
+# The failover scenario: loadgen starts its own fleet (signaling and two nodes, which inherit
+# its CPU set, so it is not pinned: one core would hold the whole fleet) and kills the room's
+# node; `REPEATS` runs, each a fresh fleet.
+run_failover() {
+    local name=$1
+    shift
+    stop_server
+    mkdir -p "$results/failover"
+    rm -f "$results/failover/$name".r*.json
+    for ((i = 1; i <= repeats; i++)); do
+        echo "== $name ($i/$repeats)"
+        if ! "$bin" loadgen --scenario failover --report "$results/failover/$name.r$i.json" --quiet "$@"; then
+            rm -f "$results/failover/$name".r*.json
+            echo "!! $name failed: its reports are removed; stopping" >&2
+            exit 1
+        fi
+    done
+}
+
 if ((quick)); then
     run fanout-mooyaho-50 mooyaho --scenario fanout --subscribers 50 --pps 500 --size 1200 --join-rate 200
     if ((janus)); then run fanout-janus-50 janus --scenario fanout --subscribers 50 --pps 500 --size 1200 --join-rate 50; fi
@@ -139,6 +162,9 @@ else
     # A 10-minute mixed run: 50 meetings of 4 with 2 % downlink loss; RSS per second and its slope.
     named soak && duration=600 run soak-mooyaho-50x4 mooyaho --scenario meeting --publishers 4 \
         --rooms 50 --pps 50 --size 1000 --join-rate 50 --loss 2
+    # Failover: 1 × 50 on a 2-node fleet, the room's node SIGKILLed 2 s into a 12 s window.
+    named failover && run_failover failover-mooyaho-1x50 --publishers 1 --subscribers 50 \
+        --pps 200 --size 1200 --join-rate 200 --duration 12 --kill-after 2
 fi
 
 echo "== charts"

@@ -31,7 +31,8 @@ pub(crate) struct LoadgenOptions {
     /// Janus HTTP API URL (with `--target janus`).
     #[arg(long, default_value = "http://127.0.0.1:8088/janus")]
     janus_url: String,
-    /// audio | meeting | livestream | fanout | signaling (idle WebSocket sessions, no media).
+    /// audio | meeting | livestream | fanout | signaling (idle WebSocket sessions, no media) |
+    /// failover (starts its own `mooyaho server` + 2 `mooyaho sfu`, kills the room's node).
     #[arg(long, default_value = "fanout")]
     scenario: Scenario,
     /// Publishers (`meeting`: participants); default per scenario.
@@ -110,6 +111,10 @@ pub(crate) struct LoadgenOptions {
     /// NACK missing video packets, and the report counts what the server sent again.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    /// `failover`: seconds into the measurement window at which the node hosting the room is
+    /// SIGKILLed (the rest of the window watches the recovery).
+    #[arg(long, default_value_t = 2.0)]
+    kill_after: f64,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -137,7 +142,14 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
     if options.scenario == Scenario::Signaling {
         return run_signaling(options).await;
     }
+    let failover = options.scenario == Scenario::Failover;
+    anyhow::ensure!(
+        !failover || (options.target == TargetKind::Mooyaho && !options.find_capacity),
+        "the failover scenario runs on its own Mooyaho fleet, without --find-capacity"
+    );
     let mut config = match options.target {
+        // The fleet it starts has its own URL and key.
+        TargetKind::Mooyaho if failover => LoadConfig::new("", "", options.scenario),
         TargetKind::Mooyaho => {
             let key = options
                 .api_key
@@ -200,7 +212,17 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
         println!("{}", report.summary());
         return write_report(options.report.as_deref(), &report);
     }
-    let report = mooyaho_loadgen::run(config, !options.quiet).await?;
+    anyhow::ensure!(
+        options.kill_after.is_finite() && options.kill_after >= 0.0,
+        "--kill-after is a number of seconds"
+    );
+    config.kill_after = Duration::from_secs_f64(options.kill_after);
+    let report = if failover {
+        let binary = std::env::current_exe().context("finding the mooyaho binary")?;
+        mooyaho_loadgen::run_failover(config, &binary, !options.quiet).await?
+    } else {
+        mooyaho_loadgen::run(config, !options.quiet).await?
+    };
     println!("{} {}", report.config.target.name(), report.summary());
     if let Some(plot) = &options.plot {
         mooyaho_loadgen::plot::run_chart(&report, plot)?;

@@ -642,3 +642,92 @@ fn signaling_scenario_holds_idle_sessions_past_the_per_ip_limit_and_reports_thei
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(summary.contains("150/150 sessions"), "{summary}");
 }
+
+/// `--scenario failover` (issue 13): the generator starts its own fleet (`mooyaho server` and two
+/// `mooyaho sfu`), SIGKILLs the node hosting the room while media flows, and every simulated
+/// participant handles `sfuRestart` as the SDKs do — the publisher publishes again on the new
+/// node, each subscriber takes the new room's offer on a new ICE/DTLS transport — and receives
+/// SRTP-verified media again. No timing bound: the gap figures are in BENCHMARKS.md.
+#[test]
+fn failover_scenario_kills_the_hosting_node_and_every_subscriber_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("failover.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args(["loadgen", "--quiet", "--scenario", "failover"])
+        .args([
+            "--subscribers",
+            "5",
+            "--duration",
+            "12",
+            "--kill-after",
+            "1.5",
+        ])
+        .arg("--report")
+        .arg(&report_path)
+        // The fleet is the generator's own: no URL or key is needed (nor used if set).
+        .env_remove("MOOYAHO_API_KEY")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "loadgen failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_provenance(&report);
+    assert_eq!(report["config"]["scenario"], "failover", "{report:#}");
+    assert_eq!(report["joined"], 6, "{report:#}");
+    let failover = &report["failover"];
+    let count = |field: &str| {
+        failover[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field}: {failover:#}"))
+    };
+    // The killed node is gone, and the channel moved to the other one.
+    let pid = count("pid");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| stat.contains(") Z ")),
+        "node process {pid} still runs"
+    );
+    assert!(failover["newNode"].is_u64(), "{failover:#}");
+    assert_ne!(failover["newNode"], failover["node"], "{failover:#}");
+    // Every subscriber had media before the kill and got it back after.
+    assert_eq!(count("subscribers"), 5, "{failover:#}");
+    assert_eq!(count("measured"), 5, "{failover:#}");
+    assert_eq!(count("recovered"), 5, "{failover:#}");
+    assert_eq!(count("recoveryFailures"), 0, "{failover:#}");
+    assert!(
+        count("restartsReceived") >= 6,
+        "every member was told: {failover:#}"
+    );
+    assert!(count("republished") >= 1, "{failover:#}");
+    assert!(count("resubscribed") >= 5, "{failover:#}");
+    let gaps = &failover["gapMs"];
+    assert_eq!(gaps["samples"], 5, "{failover:#}");
+    let (p50, p99, max) = (
+        gaps["p50"].as_f64().unwrap(),
+        gaps["p99"].as_f64().unwrap(),
+        gaps["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{failover:#}");
+    assert_eq!(failover["gapsMs"].as_array().map(Vec::len), Some(5));
+    assert_eq!(report["srtpAuthFailures"], 0, "{report:#}");
+    assert!(stdout.contains("recovered 5/5 subscribers"), "{stdout}");
+
+    // The scenario refuses what it cannot do before starting anything.
+    let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args(["loadgen", "--scenario", "failover", "--duration", "2"])
+        .args(["--kill-after", "3"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--kill-after"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -7,13 +7,16 @@
 //! Scenarios (after LiveKit's published ones): `audio` (P Opus-sized publishers × S listeners at
 //! 50 pps), `meeting` (N participants each publishing video and receiving everyone),
 //! `livestream` (one ~1.5 Mbps video publisher with keyframe bursts × S viewers) and `fanout`
-//! (one publisher at a fixed packet rate and size × S viewers).
+//! (one publisher at a fixed packet rate and size × S viewers). `failover` starts its own fleet
+//! (`mooyaho server` and two `mooyaho sfu` nodes, [`fleet`]), runs a fan-out on it and SIGKILLs
+//! the node hosting the room mid-window: the report gives each subscriber's media gap.
 
 #![deny(unsafe_code)]
 
 pub mod capacity;
 pub mod ceiling;
 mod feedback;
+pub mod fleet;
 mod hostile;
 pub mod idle;
 mod janus;
@@ -40,7 +43,7 @@ use anyhow::Context;
 use mooyaho_media::connection::dtls::DtlsIdentity;
 
 pub use hostile::HostileReport;
-pub use report::{Report, Sample};
+pub use report::{FailoverReport, GapStats, NodeKill, Report, Sample};
 
 /// What to simulate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -56,6 +59,9 @@ pub enum Scenario {
     Fanout,
     /// Idle WebSocket sessions against one signaling server (no media): [`idle::run`].
     Signaling,
+    /// A fan-out on a fleet of two nodes whose hosting node is killed mid-window:
+    /// [`run_failover`].
+    Failover,
 }
 
 impl std::str::FromStr for Scenario {
@@ -68,8 +74,10 @@ impl std::str::FromStr for Scenario {
             "livestream" => Ok(Self::Livestream),
             "fanout" => Ok(Self::Fanout),
             "signaling" => Ok(Self::Signaling),
+            "failover" => Ok(Self::Failover),
             other => Err(format!(
-                "unknown scenario {other:?} (audio, meeting, livestream, fanout, signaling)"
+                "unknown scenario {other:?} (audio, meeting, livestream, fanout, signaling, \
+                 failover)"
             )),
         }
     }
@@ -144,6 +152,8 @@ pub struct LoadConfig {
     /// Share of arriving packets each subscriber drops, percent (a lossy downlink): the
     /// subscribers NACK the missing video packets and the report counts what came back.
     pub loss_percent: f64,
+    /// `failover`: seconds into the measurement window at which the hosting node is killed.
+    pub kill_after: Duration,
 }
 
 impl LoadConfig {
@@ -155,6 +165,8 @@ impl LoadConfig {
             // ~1.5 Mbps of 1200-byte packets.
             Scenario::Livestream => (1, 50, 160, 1200),
             Scenario::Fanout => (1, 50, 500, 1200),
+            // A gap resolution of 5 ms.
+            Scenario::Failover => (1, 50, 200, 1200),
             // Sessions are `subscribers`.
             Scenario::Signaling => (0, 1000, 0, 0),
         };
@@ -175,6 +187,7 @@ impl LoadConfig {
             hostile_pps: 200,
             rooms: 1,
             loss_percent: 0.0,
+            kill_after: Duration::from_secs(2),
         }
     }
 }
@@ -216,6 +229,37 @@ pub(crate) struct Totals {
     pub(crate) srtp_profiles: Mutex<std::collections::BTreeSet<String>>,
     /// Set while the measurement window is open.
     pub(crate) measuring: std::sync::atomic::AtomicBool,
+    /// When the hosting node was killed (`failover`), wall-clock nanoseconds; 0 before.
+    pub(crate) killed_at_ns: AtomicU64,
+    /// What participants did about `sfuRestart`.
+    pub(crate) failover: FailoverTotals,
+}
+
+/// Participants' handling of `sfuRestart`.
+#[derive(Debug, Default)]
+pub(crate) struct FailoverTotals {
+    /// `sfuRestart` messages received (every member gets one per move).
+    pub(crate) restarts: AtomicU64,
+    /// Publishers that published again and connected to the new node.
+    pub(crate) republished: AtomicU64,
+    /// Subscribers that connected to the new room's node.
+    pub(crate) resubscribed: AtomicU64,
+    /// Recoveries that failed (a new publish or subscription), with the first errors.
+    pub(crate) failures: AtomicU64,
+    pub(crate) errors: Mutex<Vec<String>>,
+    /// Each subscriber's media before and after the kill.
+    pub(crate) continuity: Mutex<Vec<participant::Continuity>>,
+}
+
+impl FailoverTotals {
+    /// A recovery step of participant `name` failed (`what`): counted, the first few kept.
+    pub(crate) fn failed(&self, name: &str, what: &str, error: &anyhow::Error) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let mut errors = self.errors.lock().expect("lock");
+        if errors.len() < 10 {
+            errors.push(format!("{name}: {what}: {error:#}"));
+        }
+    }
 }
 
 impl Totals {
@@ -238,6 +282,82 @@ impl Totals {
 
 /// Runs the scenario and returns its report. `progress` prints a line per second.
 pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        config.scenario != Scenario::Failover,
+        "the failover scenario starts its own fleet: run it with run_failover"
+    );
+    run_on(config, progress, None).await
+}
+
+/// The `failover` scenario: starts a fleet from `binary` (`mooyaho server` and two `mooyaho sfu`
+/// nodes on loopback), runs the fan-out on it (one room, so one hosting node), SIGKILLs that
+/// node `kill_after` into the window and measures how each subscriber's media comes back
+/// through `sfuRestart` — the participants recover as the SDKs do. `config.url` and
+/// `config.api_key` are the fleet's.
+pub async fn run_failover(
+    mut config: LoadConfig,
+    binary: &std::path::Path,
+    progress: bool,
+) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        config.scenario == Scenario::Failover && config.target == Target::Mooyaho,
+        "run_failover runs the failover scenario against its own Mooyaho fleet"
+    );
+    anyhow::ensure!(
+        config.rooms == 1 && config.publishers >= 1 && config.subscribers >= 1,
+        "the failover scenario is one room with at least one publisher and one subscriber"
+    );
+    anyhow::ensure!(
+        config.kill_after < config.duration,
+        "--kill-after must be less than --duration (the window must see the recovery)"
+    );
+    let mut fleet = fleet::Fleet::start(binary, 2).await?;
+    config.url = fleet.url.clone();
+    config.api_key = fleet.api_key.clone();
+    if progress {
+        eprintln!(
+            "fleet: signaling {} with SFU nodes {:?}",
+            fleet.url,
+            fleet.node_ids()
+        );
+    }
+    run_on(config, progress, Some(&mut fleet)).await
+}
+
+/// Kills the node hosting `backend`'s channel (SIGKILL by PID) and notes when.
+async fn kill_host(
+    fleet: &mut fleet::Fleet,
+    backend: &participant::Backend,
+    totals: &Totals,
+    into_window: Duration,
+) -> anyhow::Result<NodeKill> {
+    let participant::Backend::Mooyaho { rest, channel, .. } = backend else {
+        anyhow::bail!("the failover scenario needs the mooyaho target");
+    };
+    let node = rest
+        .get_channel(channel)
+        .await
+        .context("looking up the channel's node")?
+        .sfu_server_id
+        .context("the channel is on no node: nobody published?")?;
+    let pid = fleet
+        .node_pid(node)
+        .with_context(|| format!("the channel is on node {node}, not one of this fleet's"))?;
+    totals.killed_at_ns.store(wire::now_ns(), Ordering::Relaxed);
+    fleet.kill_node(node)?;
+    Ok(NodeKill {
+        node,
+        pid,
+        at_seconds: into_window.as_secs_f64(),
+        new_node: None,
+    })
+}
+
+async fn run_on(
+    config: LoadConfig,
+    progress: bool,
+    mut fleet: Option<&mut fleet::Fleet>,
+) -> anyhow::Result<Report> {
     let provenance = provenance::Provenance::collect();
     anyhow::ensure!(
         config.scenario != Scenario::Signaling,
@@ -374,8 +494,28 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     let mut timeline = Vec::new();
     let (mut last_at, mut last_received) = (0.0, 0);
     let mut last_sent = totals.sent.load(Ordering::Relaxed);
+    let mut kill = None;
     while window_start.elapsed() < config.duration {
-        tokio::time::sleep(Duration::from_secs(1).min(config.duration)).await;
+        let elapsed = window_start.elapsed();
+        let mut pause = Duration::from_secs(1).min(config.duration - elapsed);
+        if fleet.is_some() && kill.is_none() {
+            pause = pause.min(config.kill_after.saturating_sub(elapsed));
+        }
+        tokio::time::sleep(pause).await;
+        if let Some(fleet) = fleet.as_deref_mut()
+            && kill.is_none()
+            && window_start.elapsed() >= config.kill_after
+        {
+            let killed = kill_host(fleet, &backend, &totals, window_start.elapsed()).await?;
+            if progress {
+                eprintln!(
+                    "[{:>4.1}s] SIGKILL node {} (pid {})",
+                    killed.at_seconds, killed.node, killed.pid
+                );
+            }
+            kill = Some(killed);
+            continue;
+        }
         if let Some(rest) = backend.rest()
             && let Some(load) = report::sfu_load(rest).await
         {
@@ -438,6 +578,14 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
     // Packets sent at the end of the window are still on their way: a packet that never
     // arrives counts as lost, so give the last ones time to land first.
     tokio::time::sleep(WINDOW_GRACE).await;
+    if let (Some(kill), participant::Backend::Mooyaho { rest, channel, .. }) = (&mut kill, &backend)
+    {
+        kill.new_node = rest
+            .get_channel(channel)
+            .await
+            .ok()
+            .and_then(|c| c.sfu_server_id);
+    }
     *stop_at.lock().expect("lock") = Instant::now();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -466,6 +614,7 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
             sfu_rss_loaded_mib,
             hostile,
             provenance,
+            kill,
         },
     ))
 }

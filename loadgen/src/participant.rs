@@ -11,13 +11,14 @@ use mooyaho_media::connection::dtls::DtlsIdentity;
 use mooyaho_net::PacketClass;
 use serde_json::json;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
 use webrtc_util::marshal::Marshal;
 
 use super::feedback::{Arrival, ReceiverFeedback, TwccRecorder, extend, transport_sequence};
 use super::janus::{self, Janus};
 use super::peer::{self, ConnectOptions, LocalIce};
 use super::sdp::{self, Local};
-use super::signal::Signal;
+use super::signal::{SfuEvent, Signal};
 use super::{LoadConfig, Role, Scenario, Target, Totals, wire};
 
 /// The server side of a run, set up once: a Mooyaho SFU channel, or a Janus VideoRoom.
@@ -144,107 +145,263 @@ async fn run_mooyaho(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut signal = Signal::join(ws_url, rest, channel, name).await?;
-    let publish_ice = LocalIce::random();
-    let subscribe_ice = LocalIce::random();
     let mut tasks = Vec::new();
+    let audio = config.scenario == Scenario::Audio;
+    // One stream identity for the whole run, also across a re-publish after `sfuRestart`: the
+    // subscribers' receipts and the window count follow it.
+    let ssrc: u32 = rand::random();
+    let mut publisher = None;
     if role.publish {
-        let audio = config.scenario == Scenario::Audio;
-        let ssrc: u32 = rand::random();
-        let offer = sdp::publish_offer(
-            &Local {
-                ufrag: &publish_ice.ufrag,
-                pwd: &publish_ice.pwd,
-                fingerprint: &identity.fingerprint,
-                candidate: None,
-            },
-            audio,
-            ssrc,
-        );
-        let reply = signal
-            .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
-            .await?;
-        let answer = reply["sdp"]
-            .as_str()
-            .with_context(|| format!("publish refused: {reply}"))?;
-        let remote = sdp::parse_remote(answer);
-        let connected = peer::connect(identity, &publish_ice, &remote).await?;
+        let connected = publish(&mut signal, identity, audio, ssrc).await?;
         totals.negotiated(&connected.srtp);
+        let (swap, swaps) = mpsc::unbounded_channel();
         let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
         tasks.push(tokio::spawn(async move {
-            send_media(connected, &config, audio, ssrc, role, &totals, &stop_at).await
+            send_media(
+                connected, swaps, &config, audio, ssrc, role, &totals, &stop_at,
+            )
+            .await
         }));
+        publisher = Some(swap);
     }
+    let continuity = Arc::new(Mutex::new(Continuity::default()));
+    let mut subscription = None;
     if role.subscribe {
         let offer = tokio::time::timeout(Duration::from_secs(20), signal.next_offer())
             .await
             .context("no subscribe offer within 20 s")??;
-        let local = Local {
-            ufrag: &subscribe_ice.ufrag,
-            pwd: &subscribe_ice.pwd,
-            fingerprint: &identity.fingerprint,
-            candidate: None,
-        };
-        let answer = sdp::subscribe_answer(
-            &local,
+        let first = Subscription::start(
+            &mut signal,
             &offer,
-            ConnectOptions::ICE_LITE_SFU.answer_setup.attribute(),
-        );
-        // Wait for the ack: the node must know our fingerprint before our ClientHello.
-        let ack = signal
-            .request(json!({ "type": "answer", "isSFU": true, "sdp": answer }))
-            .await?;
-        anyhow::ensure!(ack["type"] == "ack", "subscribe answer refused: {ack}");
-        let remote = sdp::parse_remote(&offer);
-        let connected = peer::connect(identity, &subscribe_ice, &remote).await?;
-        totals.negotiated(&connected.srtp);
+            identity,
+            config,
+            totals,
+            stop_at,
+            &continuity,
+            false,
+        )
+        .await?;
         totals.add_receiver(role.room);
-        let twcc = sdp::extension_id(&offer, sdp::TRANSPORT_CC_URI);
-        let (totals, stop_at, loss) = (totals.clone(), stop_at.clone(), config.loss_percent);
-        tasks.push(tokio::spawn(async move {
-            receive_media(connected, loss, twcc, &totals, &stop_at).await
-        }));
+        subscription = Some(first);
     }
     joined(totals, started);
-    // Keep answering re-offers (publishers joining later) until the run ends.
-    let fingerprint = identity.fingerprint.clone();
+    // Until the run ends: answer re-offers (publishers joining later), and on `sfuRestart` do
+    // what the SDKs do — drop both transports, publish again, take the new room's offer on a
+    // new transport (new ICE credentials, new DTLS handshake with the new node).
     loop {
         let stop = *stop_at.lock().expect("lock");
         let remaining = stop.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             break;
         }
-        match tokio::time::timeout(
+        let event = match tokio::time::timeout(
             remaining.min(Duration::from_millis(500)),
-            signal.next_offer(),
+            signal.next_event(),
         )
         .await
         {
-            Ok(Ok(offer)) if role.subscribe => {
-                let local = Local {
-                    ufrag: &subscribe_ice.ufrag,
-                    pwd: &subscribe_ice.pwd,
-                    fingerprint: &fingerprint,
-                    candidate: None,
-                };
-                let answer = sdp::subscribe_answer(
-                    &local,
+            Ok(event) => event?,
+            Err(_) => continue,
+        };
+        match event {
+            SfuEvent::Offer(offer) if role.subscribe => match &subscription {
+                Some(current) => {
+                    let answer = sdp::subscribe_answer(
+                        &current.local(&identity.fingerprint),
+                        &offer,
+                        ConnectOptions::ICE_LITE_SFU.answer_setup.attribute(),
+                    );
+                    signal
+                        .send(&json!({ "type": "answer", "isSFU": true, "sdp": answer }))
+                        .await?;
+                }
+                None => match Subscription::start(
+                    &mut signal,
                     &offer,
-                    ConnectOptions::ICE_LITE_SFU.answer_setup.attribute(),
-                );
-                signal
-                    .send(&json!({ "type": "answer", "isSFU": true, "sdp": answer }))
-                    .await?;
+                    identity,
+                    config,
+                    totals,
+                    stop_at,
+                    &continuity,
+                    true,
+                )
+                .await
+                {
+                    Ok(next) => {
+                        totals.failover.resubscribed.fetch_add(1, Ordering::Relaxed);
+                        subscription = Some(next);
+                    }
+                    Err(e) => totals.failover.failed(name, "new subscription", &e),
+                },
+            },
+            SfuEvent::Offer(_) => {}
+            SfuEvent::Restart => {
+                totals.failover.restarts.fetch_add(1, Ordering::Relaxed);
+                if let Some(old) = subscription.take() {
+                    tasks.push(old.detach());
+                }
+                if let Some(swap) = &publisher {
+                    let _ = swap.send(None);
+                    match republish(&mut signal, identity, audio, ssrc, stop_at).await {
+                        Ok(connected) => {
+                            totals.negotiated(&connected.srtp);
+                            let _ = swap.send(Some(connected));
+                            totals.failover.republished.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => totals.failover.failed(name, "publishing again", &e),
+                    }
+                }
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {}
         }
+    }
+    if let Some(last) = subscription {
+        tasks.push(last.task);
     }
     for task in tasks {
         task.await??;
     }
+    if role.subscribe {
+        let continuity = *continuity.lock().expect("lock");
+        totals
+            .failover
+            .continuity
+            .lock()
+            .expect("lock")
+            .push(continuity);
+    }
     signal.close().await;
     Ok(())
+}
+
+/// Publishes one track (Opus for `audio`, else VP8) and connects its transport.
+async fn publish(
+    signal: &mut Signal,
+    identity: &DtlsIdentity,
+    audio: bool,
+    ssrc: u32,
+) -> anyhow::Result<peer::Connected> {
+    let ice = LocalIce::random();
+    let local = Local {
+        ufrag: &ice.ufrag,
+        pwd: &ice.pwd,
+        fingerprint: &identity.fingerprint,
+        candidate: None,
+    };
+    let offer = sdp::publish_offer(&local, audio, ssrc);
+    let reply = signal
+        .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
+        .await?;
+    let answer = reply["sdp"]
+        .as_str()
+        .with_context(|| format!("publish refused: {reply}"))?;
+    let remote = sdp::parse_remote(answer);
+    peer::connect(identity, &ice, &remote).await
+}
+
+/// Publishes again after `sfuRestart`, as the SDKs do: a refusal (no healthy node yet) is
+/// retried after a second while the run lasts, up to [`REPUBLISH_ATTEMPTS`] times.
+async fn republish(
+    signal: &mut Signal,
+    identity: &DtlsIdentity,
+    audio: bool,
+    ssrc: u32,
+    stop_at: &Mutex<Instant>,
+) -> anyhow::Result<peer::Connected> {
+    let mut attempt = 1;
+    loop {
+        match publish(signal, identity, audio, ssrc).await {
+            Ok(connected) => return Ok(connected),
+            Err(e) if attempt >= REPUBLISH_ATTEMPTS => return Err(e),
+            Err(_) => {}
+        }
+        attempt += 1;
+        let retry_at = Instant::now() + Duration::from_secs(1);
+        if retry_at >= *stop_at.lock().expect("lock") {
+            anyhow::bail!("the run ended before a new publish was answered");
+        }
+        tokio::time::sleep_until(retry_at.into()).await;
+    }
+}
+
+/// How often a publisher tries to publish again after one `sfuRestart`.
+const REPUBLISH_ATTEMPTS: u32 = 5;
+
+/// A subscriber's receiving transport to one room's node, and the task reading it.
+struct Subscription {
+    ice: LocalIce,
+    /// Tells the task to stop (`sfuRestart`: this room is gone).
+    detached: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Subscription {
+    /// Answers `offer` (waiting for the ack: the node must know our fingerprint before our
+    /// ClientHello), connects with fresh ICE credentials and starts receiving.
+    /// `after_restart`: this transport replaces one an `sfuRestart` dropped.
+    #[allow(clippy::too_many_arguments)] // two call sites in one function
+    async fn start(
+        signal: &mut Signal,
+        offer: &str,
+        identity: &DtlsIdentity,
+        config: &LoadConfig,
+        totals: &Arc<Totals>,
+        stop_at: &Arc<Mutex<Instant>>,
+        continuity: &Arc<Mutex<Continuity>>,
+        after_restart: bool,
+    ) -> anyhow::Result<Self> {
+        let ice = LocalIce::random();
+        let answer = sdp::subscribe_answer(
+            &Local {
+                ufrag: &ice.ufrag,
+                pwd: &ice.pwd,
+                fingerprint: &identity.fingerprint,
+                candidate: None,
+            },
+            offer,
+            ConnectOptions::ICE_LITE_SFU.answer_setup.attribute(),
+        );
+        let ack = signal
+            .request(json!({ "type": "answer", "isSFU": true, "sdp": answer }))
+            .await?;
+        anyhow::ensure!(ack["type"] == "ack", "subscribe answer refused: {ack}");
+        let remote = sdp::parse_remote(offer);
+        let connected = peer::connect(identity, &ice, &remote).await?;
+        totals.negotiated(&connected.srtp);
+        let detached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reception = Reception {
+            loss_percent: config.loss_percent,
+            twcc_id: sdp::extension_id(offer, sdp::TRANSPORT_CC_URI),
+            after_restart,
+            detached: detached.clone(),
+            continuity: continuity.clone(),
+        };
+        let (totals, stop_at) = (totals.clone(), stop_at.clone());
+        let task =
+            tokio::spawn(
+                async move { receive_media(connected, reception, &totals, &stop_at).await },
+            );
+        Ok(Self {
+            ice,
+            detached,
+            task,
+        })
+    }
+
+    /// Our side of the SDP for re-offers on this transport.
+    fn local<'a>(&'a self, fingerprint: &'a str) -> Local<'a> {
+        Local {
+            ufrag: &self.ice.ufrag,
+            pwd: &self.ice.pwd,
+            fingerprint,
+            candidate: None,
+        }
+    }
+
+    /// Stops receiving on this transport; its task (to await) ends within one wake-up.
+    fn detach(self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        self.detached.store(true, Ordering::Relaxed);
+        self.task
+    }
 }
 
 fn joined(totals: &Totals, started: Instant) {
@@ -311,9 +468,14 @@ async fn run_janus(
             .await
             .context("publisher transport to Janus")?;
         totals.negotiated(&connected.srtp);
+        // Janus has no failover: the transport is never replaced.
+        let (_, swaps) = mpsc::unbounded_channel();
         let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
         tasks.push(tokio::spawn(async move {
-            send_media(connected, &config, audio, ssrc, role, &totals, &stop_at).await
+            send_media(
+                connected, swaps, &config, audio, ssrc, role, &totals, &stop_at,
+            )
+            .await
         }));
     }
     // Everyone else who publishes in this run (meeting: the other participants).
@@ -355,10 +517,16 @@ async fn run_janus(
             .context("subscriber transport to Janus")?;
         totals.negotiated(&connected.srtp);
         totals.add_receiver(role.room);
-        let twcc = sdp::extension_id(&offer, sdp::TRANSPORT_CC_URI);
-        let (totals, stop_at, loss) = (totals.clone(), stop_at.clone(), config.loss_percent);
+        let reception = Reception {
+            loss_percent: config.loss_percent,
+            twcc_id: sdp::extension_id(&offer, sdp::TRANSPORT_CC_URI),
+            after_restart: false,
+            detached: Arc::default(),
+            continuity: Arc::default(),
+        };
+        let (totals, stop_at) = (totals.clone(), stop_at.clone());
         tasks.push(tokio::spawn(async move {
-            receive_media(connected, loss, twcc, &totals, &stop_at).await
+            receive_media(connected, reception, &totals, &stop_at).await
         }));
     }
     joined(totals, started);
@@ -473,8 +641,10 @@ fn drain_inbound(
     }
 }
 
+#[allow(clippy::too_many_arguments)] // two call sites; a struct would only rename them
 async fn send_media(
     connected: peer::Connected,
+    swaps: mpsc::UnboundedReceiver<Option<peer::Connected>>,
     config: &LoadConfig,
     audio: bool,
     ssrc: u32,
@@ -483,13 +653,47 @@ async fn send_media(
     stop_at: &Mutex<Instant>,
 ) -> anyhow::Result<()> {
     let mut window = WindowCount::default();
-    let result = send_stream(connected, config, audio, ssrc, totals, stop_at, &mut window).await;
+    let stream = Stream { audio, ssrc };
+    let result = send_stream(
+        connected,
+        swaps,
+        config,
+        stream,
+        totals,
+        stop_at,
+        &mut window,
+    )
+    .await;
     totals
         .window_sent
         .lock()
         .expect("lock")
         .push((window.sent, role));
     result
+}
+
+/// What a publisher sends: one Opus or VP8 stream.
+#[derive(Clone, Copy)]
+struct Stream {
+    audio: bool,
+    ssrc: u32,
+}
+
+/// The transport a publisher sends on, with its own consent and report timers.
+struct SendTransport {
+    connected: peer::Connected,
+    next_consent: Instant,
+    next_report: Instant,
+}
+
+impl SendTransport {
+    fn new(connected: peer::Connected) -> Self {
+        Self {
+            connected,
+            next_consent: Instant::now(),
+            next_report: Instant::now() + Duration::from_secs(1),
+        }
+    }
 }
 
 /// Packets a publisher sent while the window was open; each carries its index in the window.
@@ -512,22 +716,19 @@ impl WindowCount {
 /// The window mark of a packet sent outside the measurement window.
 const OUTSIDE_WINDOW: u32 = u32::MAX;
 
+/// Sends at the configured rate until the run stops. `swaps` replaces the transport: `None`
+/// when the node is gone (`sfuRestart`; nothing is sent meanwhile), then the new node's.
 async fn send_stream(
     connected: peer::Connected,
+    mut swaps: mpsc::UnboundedReceiver<Option<peer::Connected>>,
     config: &LoadConfig,
-    audio: bool,
-    ssrc: u32,
+    stream: Stream,
     totals: &Totals,
     stop_at: &Mutex<Instant>,
     window: &mut WindowCount,
 ) -> anyhow::Result<()> {
-    let peer::Connected {
-        socket,
-        remote,
-        mut srtp,
-        check,
-        answer_checks,
-    } = connected;
+    let Stream { audio, ssrc } = stream;
+    let mut transport = Some(SendTransport::new(connected));
     let mut inbound = vec![0u8; 2048];
     let mut keyframe_requested = false;
     let interval = Duration::from_secs_f64(1.0 / f64::from(config.pps.max(1)));
@@ -542,14 +743,34 @@ async fn send_stream(
     let mut seq: u16 = rand::random();
     let mut packet = vec![0u8; config.size.max(32) + 32];
     let mut tick: u64 = 0;
-    let mut next_consent = Instant::now();
-    let mut next_report = Instant::now() + Duration::from_secs(1);
     let (mut packets, mut octets) = (0u32, 0u32);
     loop {
         ticker.tick().await;
         if Instant::now() >= *stop_at.lock().expect("lock") {
             return Ok(());
         }
+        while let Ok(next) = swaps.try_recv() {
+            transport = next.map(SendTransport::new);
+            // A new node's subscribers start with a keyframe, as a browser's new encoder does.
+            keyframe_requested = transport.is_some();
+        }
+        let Some(SendTransport {
+            connected,
+            next_consent,
+            next_report,
+        }) = transport.as_mut()
+        else {
+            tick += 1;
+            continue;
+        };
+        let peer::Connected {
+            socket,
+            remote,
+            srtp,
+            check,
+            answer_checks,
+        } = connected;
+        let remote = *remote;
         // Periodic keyframes, and one at the next tick whenever the server asks (a new
         // subscriber's PLI), so joins do not wait for the period.
         let keyframe = keyframe_requested || tick.is_multiple_of(keyframe_every);
@@ -577,7 +798,7 @@ async fn send_stream(
             (packets, octets) = (packets.wrapping_add(1), octets.wrapping_add(len as u32));
         }
         tick += 1;
-        if Instant::now() >= next_report {
+        if Instant::now() >= *next_report {
             // A sender report a second, as a browser sends (lip sync and RTT at the receiver).
             let rtp_time = if audio { tick * 960 } else { tick * 3000 } as u32;
             let report = crate::raw::sender_report(ssrc, ntp_now(), rtp_time, packets, octets)?;
@@ -585,14 +806,13 @@ async fn send_stream(
                 .protect_rtcp(&report)
                 .map_err(|e| anyhow::anyhow!("SRTCP protect: {e}"))?;
             socket.send_to(&protected, remote).await?;
-            next_report = Instant::now() + Duration::from_secs(1);
+            *next_report = Instant::now() + Duration::from_secs(1);
         }
-        if Instant::now() >= next_consent {
-            socket.send_to(&check, remote).await?; // consent freshness (RFC 7675)
-            next_consent = Instant::now() + Duration::from_secs(2);
+        if Instant::now() >= *next_consent {
+            socket.send_to(check, remote).await?; // consent freshness (RFC 7675)
+            *next_consent = Instant::now() + Duration::from_secs(2);
         }
-        keyframe_requested =
-            drain_inbound(&socket, answer_checks.as_ref(), &mut srtp, &mut inbound)?;
+        keyframe_requested = drain_inbound(socket, answer_checks.as_ref(), srtp, &mut inbound)?;
     }
 }
 
@@ -685,13 +905,78 @@ impl WindowReceipts {
     }
 }
 
-/// Receives until the run stops, as a browser would: drops `loss_percent` of arriving packets
-/// (a lossy downlink), NACKs missing video packets, sends receiver reports, and transport-cc
-/// feedback when the offer mapped that extension (`twcc_id`).
+/// How one subscriber transport receives.
+struct Reception {
+    /// Share of arriving packets dropped on purpose (a lossy downlink), percent.
+    loss_percent: f64,
+    /// The transport-wide-cc extension id, when the offer mapped it.
+    twcc_id: Option<u8>,
+    /// This transport replaced one an `sfuRestart` dropped.
+    after_restart: bool,
+    /// Set when the subscriber drops this transport.
+    detached: Arc<std::sync::atomic::AtomicBool>,
+    /// The subscriber's media continuity across a node kill (merged in when the task ends).
+    continuity: Arc<Mutex<Continuity>>,
+}
+
+/// A subscriber's media across a node kill: when its last packet before the kill arrived, and
+/// when the first SRTP-verified packet on a transport made after `sfuRestart` did (wall-clock
+/// nanoseconds, kernel receive stamps where available).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Continuity {
+    pub(crate) last_before_kill_ns: Option<u64>,
+    pub(crate) first_after_kill_ns: Option<u64>,
+}
+
+impl Continuity {
+    /// Notes a verified packet that arrived at `arrived_ns`; `killed_ns` is when the node was
+    /// killed (none yet: every packet is "before"). A packet arriving after the kill on the old
+    /// transport was in flight already: it is neither.
+    pub(crate) fn on_packet(
+        &mut self,
+        arrived_ns: u64,
+        killed_ns: Option<u64>,
+        after_restart: bool,
+    ) {
+        match killed_ns {
+            Some(killed) if arrived_ns > killed => {
+                if after_restart {
+                    self.first_after_kill_ns = Some(
+                        self.first_after_kill_ns
+                            .map_or(arrived_ns, |first| first.min(arrived_ns)),
+                    );
+                }
+            }
+            _ => {
+                self.last_before_kill_ns = self.last_before_kill_ns.max(Some(arrived_ns));
+            }
+        }
+    }
+
+    /// Both transports' view in one.
+    fn merge(&mut self, other: Self) {
+        self.last_before_kill_ns = self.last_before_kill_ns.max(other.last_before_kill_ns);
+        self.first_after_kill_ns = match (self.first_after_kill_ns, other.first_after_kill_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// The media gap: last packet before the kill to the first one after it.
+    pub(crate) fn gap_ns(&self) -> Option<u64> {
+        Some(
+            self.first_after_kill_ns?
+                .saturating_sub(self.last_before_kill_ns?),
+        )
+    }
+}
+
+/// Receives until the run stops (or the transport is dropped), as a browser would: drops
+/// `loss_percent` of arriving packets (a lossy downlink), NACKs missing video packets, sends
+/// receiver reports, and transport-cc feedback when the offer mapped that extension.
 async fn receive_media(
     connected: peer::Connected,
-    loss_percent: f64,
-    twcc_id: Option<u8>,
+    reception: Reception,
     totals: &Totals,
     stop_at: &Mutex<Instant>,
 ) -> anyhow::Result<()> {
@@ -702,6 +987,14 @@ async fn receive_media(
         check,
         answer_checks,
     } = connected;
+    let Reception {
+        loss_percent,
+        twcc_id,
+        after_restart,
+        detached,
+        continuity: shared_continuity,
+    } = reception;
+    let mut continuity = Continuity::default();
     wire::enable_receive_timestamps(&socket)?;
     let mut buf = vec![0u8; 2048];
     let mut streams: std::collections::HashMap<u32, (u64, u64, u64)> = Default::default();
@@ -723,7 +1016,7 @@ async fn receive_media(
     loop {
         let stop = *stop_at.lock().expect("lock");
         let remaining = stop.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
+        if remaining.is_zero() || detached.load(Ordering::Relaxed) {
             break;
         }
         if Instant::now() >= next_consent {
@@ -778,6 +1071,9 @@ async fn receive_media(
             let Some((ssrc, seq, payload_at, audio)) = parse_rtp(packet) else {
                 continue;
             };
+            let arrived = arrived.unwrap_or_else(wire::now_ns);
+            let killed = totals.killed_at_ns.load(Ordering::Relaxed);
+            continuity.on_packet(arrived, (killed > 0).then_some(killed), after_restart);
             if let Some((id, recorder)) = &mut twcc
                 && let Some(transport_seq) = transport_sequence(packet, *id)
             {
@@ -807,8 +1103,7 @@ async fn receive_media(
             }
             if measuring && let Some(stamp) = packet.get(at..at + 8) {
                 let sent = u64::from_be_bytes(stamp.try_into().expect("8 bytes"));
-                let now = arrived.unwrap_or_else(wire::now_ns);
-                samples.push((now.saturating_sub(sent) / 1000) as u32);
+                samples.push((arrived.saturating_sub(sent) / 1000) as u32);
             }
         }
     }
@@ -823,6 +1118,7 @@ async fn receive_media(
         .window_received
         .fetch_add(receipts.distinct(), Ordering::Relaxed);
     totals.latency_us.lock().expect("lock").extend(samples);
+    shared_continuity.lock().expect("lock").merge(continuity);
     Ok(())
 }
 
@@ -881,6 +1177,35 @@ fn parse_rtp(p: &[u8]) -> Option<(u32, u16, usize, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn continuity_spans_the_kill_from_the_last_packet_before_to_the_first_on_a_new_transport() {
+        let mut old = Continuity::default();
+        old.on_packet(100, None, false);
+        old.on_packet(250, None, false);
+        old.on_packet(240, Some(1000), false); // reordered: the latest arrival counts
+        // In flight on the old transport when the node died: neither before nor after.
+        old.on_packet(1010, Some(1000), false);
+        assert_eq!(old.last_before_kill_ns, Some(250));
+        assert_eq!((old.first_after_kill_ns, old.gap_ns()), (None, None));
+
+        let mut new = Continuity::default();
+        new.on_packet(3500, Some(1000), true);
+        new.on_packet(3400, Some(1000), true); // kernel stamps may come out of order
+        new.on_packet(3600, Some(1000), true);
+        let mut subscriber = Continuity::default();
+        subscriber.merge(old);
+        subscriber.merge(new);
+        assert_eq!(subscriber.first_after_kill_ns, Some(3400));
+        assert_eq!(subscriber.gap_ns(), Some(3400 - 250));
+        // A later transport (a second restart) never moves the first recovery later.
+        let mut later = Continuity::default();
+        later.on_packet(9000, Some(1000), true);
+        subscriber.merge(later);
+        assert_eq!(subscriber.gap_ns(), Some(3150));
+        // Media only after the kill: recovered, but no gap to measure.
+        assert_eq!(new.gap_ns(), None);
+    }
 
     #[test]
     fn window_marks_count_only_packets_sent_while_measuring() {

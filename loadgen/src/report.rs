@@ -101,6 +101,143 @@ pub struct Report {
     /// What the hostile participant sent (`--hostile`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hostile: Option<HostileReport>,
+    /// The hosting node's kill and each subscriber's media gap (`failover`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverReport>,
+}
+
+/// Which node the `failover` scenario killed, and when.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeKill {
+    /// The registry id of the node that hosted the room.
+    pub node: u64,
+    /// Its PID (SIGKILL).
+    pub pid: u32,
+    /// Seconds into the measurement window.
+    pub at_seconds: f64,
+    /// The node the channel was on at the end of the window.
+    pub new_node: Option<u64>,
+}
+
+/// The `failover` scenario's result: the hosting node was SIGKILLed with media flowing; every
+/// subscriber's gap runs from the last packet it received before the kill to the first
+/// SRTP-verified packet on its new transport after `sfuRestart`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailoverReport {
+    #[serde(flatten)]
+    pub kill: NodeKill,
+    /// Subscribers in the run.
+    pub subscribers: usize,
+    /// Of those, subscribers that had media before the kill (a gap can be measured).
+    pub measured: usize,
+    /// Subscribers whose media came back (a verified packet on a new transport) by the end of
+    /// the window.
+    pub recovered: usize,
+    /// `recovered` of `subscribers`, percent.
+    pub recovered_percent: f64,
+    /// The recovered subscribers' media gaps, milliseconds.
+    pub gap_ms: GapStats,
+    /// Every recovered subscriber's gap, milliseconds, shortest first.
+    pub gaps_ms: Vec<f64>,
+    /// `sfuRestart` messages our participants received.
+    pub restarts_received: u64,
+    /// Publishers that published again and connected to the new node.
+    pub republished: u64,
+    /// Subscribers that connected to the new room's node.
+    pub resubscribed: u64,
+    /// Recovery steps that failed, with the first errors.
+    pub recovery_failures: u64,
+    pub recovery_errors: Vec<String>,
+}
+
+/// p50, p99 and the largest of a sample.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+pub struct GapStats {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub samples: usize,
+}
+
+impl GapStats {
+    /// Nearest-rank percentiles of `sorted` (ascending).
+    fn of_sorted(sorted: &[f64]) -> Self {
+        let Some(&max) = sorted.last() else {
+            return Self::default();
+        };
+        let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+        Self {
+            p50: at(0.5),
+            p99: at(0.99),
+            max,
+            samples: sorted.len(),
+        }
+    }
+}
+
+impl FailoverReport {
+    fn build(kill: NodeKill, config: &LoadConfig, totals: &Totals) -> Self {
+        let continuity = totals.failover.continuity.lock().expect("lock").clone();
+        let mut gaps_ms: Vec<f64> = continuity
+            .iter()
+            .filter_map(|c| c.gap_ns())
+            .map(|ns| ns as f64 / 1e6)
+            .collect();
+        gaps_ms.sort_by(f64::total_cmp);
+        let recovered = continuity
+            .iter()
+            .filter(|c| c.first_after_kill_ns.is_some())
+            .count();
+        let subscribers = config.subscribers;
+        Self {
+            kill,
+            subscribers,
+            measured: continuity
+                .iter()
+                .filter(|c| c.last_before_kill_ns.is_some())
+                .count(),
+            recovered,
+            recovered_percent: if subscribers == 0 {
+                0.0
+            } else {
+                recovered as f64 * 100.0 / subscribers as f64
+            },
+            gap_ms: GapStats::of_sorted(&gaps_ms),
+            gaps_ms,
+            restarts_received: totals.failover.restarts.load(Ordering::Relaxed),
+            republished: totals.failover.republished.load(Ordering::Relaxed),
+            resubscribed: totals.failover.resubscribed.load(Ordering::Relaxed),
+            recovery_failures: totals.failover.failures.load(Ordering::Relaxed),
+            recovery_errors: totals.failover.errors.lock().expect("lock").clone(),
+        }
+    }
+
+    /// One line for a terminal.
+    pub fn summary(&self) -> String {
+        let new_node = self
+            .kill
+            .new_node
+            .map_or_else(|| "no node".to_owned(), |n| format!("node {n}"));
+        format!(
+            "failover: SIGKILL node {} at {:.1} s → channel on {new_node}; recovered {}/{} \
+             subscribers ({:.0} %); media gap p50 {:.0} ms p99 {:.0} ms max {:.0} ms; \
+             {} sfuRestart, {} re-published, {} re-subscribed, {} recovery failures",
+            self.kill.node,
+            self.kill.at_seconds,
+            self.recovered,
+            self.subscribers,
+            self.recovered_percent,
+            self.gap_ms.p50,
+            self.gap_ms.p99,
+            self.gap_ms.max,
+            self.restarts_received,
+            self.republished,
+            self.resubscribed,
+            self.recovery_failures,
+        )
+    }
 }
 
 /// CPU seconds of one thread name of the SFU in the window.
@@ -148,6 +285,8 @@ pub(crate) struct Measurements {
     pub(crate) sfu_rss_loaded_mib: Option<f64>,
     pub(crate) hostile: Option<HostileReport>,
     pub(crate) provenance: Provenance,
+    /// The node the `failover` scenario killed.
+    pub(crate) kill: Option<NodeKill>,
 }
 
 /// One second of the measurement window.
@@ -208,6 +347,7 @@ impl Report {
             sfu_rss_loaded_mib,
             hostile,
             provenance,
+            kill,
         } = measured;
         let latencies = totals.latency_us.lock().expect("lock").clone();
         let window_s = window.as_secs_f64().max(1e-3);
@@ -296,6 +436,7 @@ impl Report {
             generator_cpu_seconds: generator_window_cpu,
             generator_total_cpu_seconds: generator_cpu,
             hostile,
+            failover: kill.map(|kill| FailoverReport::build(kill, config, totals)),
         }
     }
 
@@ -334,6 +475,10 @@ impl Report {
             .hostile
             .as_ref()
             .map_or_else(String::new, |h| format!("\n{}", h.summary()))
+            + &self
+                .failover
+                .as_ref()
+                .map_or_else(String::new, |f| format!("\n{}", f.summary()))
     }
 }
 
@@ -435,6 +580,16 @@ mod tests {
         assert_eq!(rss_slope_per_minute(&flat[..2]), None, "too few samples");
         let unknown: Vec<_> = (0..5).map(|i| sample(f64::from(i), None)).collect();
         assert_eq!(rss_slope_per_minute(&unknown), None);
+    }
+
+    #[test]
+    fn gap_stats_are_nearest_rank_with_the_maximum() {
+        assert_eq!(GapStats::of_sorted(&[]), GapStats::default());
+        let one = GapStats::of_sorted(&[7.0]);
+        assert_eq!((one.p50, one.p99, one.max, one.samples), (7.0, 7.0, 7.0, 1));
+        let gaps: Vec<f64> = (1..=100).map(f64::from).collect();
+        let stats = GapStats::of_sorted(&gaps);
+        assert_eq!((stats.p50, stats.p99, stats.max), (51.0, 99.0, 100.0));
     }
 
     #[test]

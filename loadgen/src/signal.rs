@@ -11,13 +11,23 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// What the server tells an SFU-channel member about its media, in the order it said it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum SfuEvent {
+    /// `called {isSFU}`: a subscribe offer (the first, or a renegotiation).
+    Offer(String),
+    /// `sfuRestart {channel}`: the channel's media moved to another room (its node failed or
+    /// drained): offers from now on are the new room's, publishers must publish again.
+    Restart,
+}
+
 /// One WebSocket session in a channel.
 pub(crate) struct Signal {
     ws: Ws,
     pub(crate) id: String,
     next_request: u64,
-    /// `called {isSFU}` offers that arrived while waiting for something else.
-    pub(crate) offers: VecDeque<String>,
+    /// SFU offers and restarts that arrived while waiting for something else.
+    events: VecDeque<SfuEvent>,
 }
 
 impl Signal {
@@ -35,7 +45,7 @@ impl Signal {
             ws,
             id: String::new(),
             next_request: 0,
-            offers: VecDeque::new(),
+            events: VecDeque::new(),
         };
         let connected = signal.next().await?;
         signal.id = connected["id"]
@@ -76,7 +86,7 @@ impl Signal {
             if reply["requestId"] == json!(id) {
                 return Ok(reply);
             }
-            self.keep_offer(&reply);
+            self.keep_event(&reply);
         }
     }
 
@@ -88,31 +98,63 @@ impl Signal {
             .context("send")
     }
 
-    /// The next SFU offer.
+    /// The next SFU offer; a restart before it only means the offer is the new room's.
     pub(crate) async fn next_offer(&mut self) -> anyhow::Result<String> {
-        if let Some(offer) = self.offers.pop_front() {
-            return Ok(offer);
-        }
         loop {
-            let message = self.next().await?;
-            self.keep_offer(&message);
-            if let Some(offer) = self.offers.pop_front() {
+            if let SfuEvent::Offer(offer) = self.next_event().await? {
                 return Ok(offer);
             }
         }
     }
 
-    fn keep_offer(&mut self, message: &Value) {
-        if message["type"] == "called"
-            && message["isSFU"] == true
-            && let Some(sdp) = message["sdp"].as_str()
-        {
-            self.offers.push_back(sdp.to_owned());
+    /// The next SFU offer or restart.
+    pub(crate) async fn next_event(&mut self) -> anyhow::Result<SfuEvent> {
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(event);
+            }
+            let message = self.next().await?;
+            self.keep_event(&message);
+        }
+    }
+
+    fn keep_event(&mut self, message: &Value) {
+        if let Some(event) = sfu_event(message) {
+            self.events.push_back(event);
         }
     }
 
     /// Closes the socket.
     pub(crate) async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+}
+
+/// The SFU event a server message is, if any.
+fn sfu_event(message: &Value) -> Option<SfuEvent> {
+    match message["type"].as_str()? {
+        "called" if message["isSFU"] == true => {
+            Some(SfuEvent::Offer(message["sdp"].as_str()?.to_owned()))
+        }
+        "sfuRestart" => Some(SfuEvent::Restart),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offers_and_restarts_are_sfu_events_and_nothing_else_is() {
+        let offer = json!({ "type": "called", "isSFU": true, "sdp": "v=0" });
+        assert_eq!(sfu_event(&offer), Some(SfuEvent::Offer("v=0".into())));
+        let restart = json!({ "type": "sfuRestart", "channel": "c" });
+        assert_eq!(sfu_event(&restart), Some(SfuEvent::Restart));
+        // A peer-to-peer call, an SFU offer without SDP, and other messages are not.
+        assert_eq!(sfu_event(&json!({ "type": "called", "sdp": "v=0" })), None);
+        assert_eq!(sfu_event(&json!({ "type": "called", "isSFU": true })), None);
+        assert_eq!(sfu_event(&json!({ "type": "error", "code": "x" })), None);
+        assert_eq!(sfu_event(&json!("called")), None);
     }
 }
