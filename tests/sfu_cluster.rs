@@ -664,13 +664,23 @@ async fn killing_the_hosting_node_moves_its_channel_and_media_flows_again() {
     cluster.nodes[dead].kill();
     let killed = Instant::now();
 
+    // Where the gap goes: detection and re-placement (every member told), then the clients'
+    // new PeerConnections.
+    let told = eventually(Duration::from_secs(10), || async {
+        clients.iter().all(|c| c.sub_state.borrow().restarts >= 1)
+    })
+    .await
+    .then(|| killed.elapsed());
     let gap = media_flows_between(&clients, 1, killed, Duration::from_secs(10)).await;
     let states: Vec<_> = clients
         .iter()
         .map(|c| c.sub_state.borrow().clone())
         .collect();
     let gap = gap.unwrap_or_else(|| panic!("media did not flow again within 10 s: {states:?}"));
-    eprintln!("failover: media flowed again {gap:?} after SIGKILL of the hosting node");
+    eprintln!(
+        "failover: media flowed again {gap:?} after SIGKILL of the hosting node (every member \
+         told sfuRestart after {told:?})"
+    );
     assert!(gap < Duration::from_secs(10));
     for (client, state) in clients.iter().zip(&states) {
         assert_eq!(state.restarts, 1, "{}: {state:?}", client.name);

@@ -50,6 +50,18 @@ pub const MAX_FRAME: usize = 1024 * 1024;
 /// Largest hello accepted from a peer that has not authenticated yet.
 pub const MAX_HELLO_FRAME: usize = 4 * 1024;
 
+/// QUIC idle timeout of a control connection, on both sides (QUIC uses the smaller of the two
+/// peers' values). A node killed without a word (SIGKILL, power, a cut link) sends no
+/// CONNECTION_CLOSE: its controllers learn of its death when this much time has passed without
+/// a packet, and fail its channels over at once (DESIGN §7.1: media back in < 3 s). QUIC itself
+/// stretches it to three probe timeouts on a slow path.
+pub const LINK_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Keep-alive interval of a control connection, on both sides: four PINGs per
+/// [`LINK_IDLE_TIMEOUT`], so a link only times out after several consecutive losses. They run on
+/// each process's async runtime (a node's media workers are threads of their own), so a node
+/// busy forwarding media still answers them.
+pub const LINK_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// A request from a signaling instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(

@@ -180,8 +180,8 @@ struct Clients {
 }
 
 /// Idle timeout: a client that stops answering is dropped (and sees the node as unhealthy) fast.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
-const KEEP_ALIVE: Duration = Duration::from_millis(500);
+const IDLE_TIMEOUT: Duration = mooyaho_control::LINK_IDLE_TIMEOUT;
+const KEEP_ALIVE: Duration = mooyaho_control::LINK_KEEP_ALIVE;
 const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Flow-control window of a connection before it authenticates: room for the hello, not for a
 /// stranger's megabytes.

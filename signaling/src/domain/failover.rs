@@ -5,8 +5,10 @@
 //! in, so it is unit-tested without clocks or sockets; the task that feeds it lives in
 //! `Placement::attach`.
 //!
-//! A node is healthy while its control link is up and its last load report is under 3 s old
-//! (`sfu::Fleet`). A node that was healthy and is not any more has failed. A node this instance
+//! A node is healthy while its control link is up and its last load report on that link is
+//! under 3 s old (`sfu::Fleet`, its `liveness` module): a killed node is unhealthy as soon as
+//! its QUIC connection closes or times out (~1 s), and the watch looks at once when a link goes
+//! down rather than at its next tick. A node that was healthy and is not any more has failed. A node this instance
 //! has never seen healthy (it just started, or the node was just registered) is given
 //! [`STARTUP_GRACE`] to connect before it counts as failed, so a restarting signaling instance
 //! does not move every channel off nodes that are fine.

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use mooyaho_control::{ErrorCode as NodeError, Event, Request, Response};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use serde_json::Value;
 
@@ -30,6 +30,9 @@ pub struct Placement {
     shared: Arc<Shared>,
     /// The SFU fleet, once attached (see [`Placement::attach`]).
     nodes: OnceLock<Arc<dyn SfuNodes>>,
+    /// Wakes the failover watch when a control link goes down, so a dead node's channels move
+    /// at once rather than at the next look.
+    link_lost: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Placement {
@@ -45,6 +48,7 @@ impl Placement {
         Self {
             shared,
             nodes: OnceLock::new(),
+            link_lost: Arc::new(Notify::new()),
         }
     }
 
@@ -67,12 +71,16 @@ impl Placement {
             }
         });
         let weak = Arc::downgrade(self);
+        let link_lost = self.link_lost.clone();
         tokio::spawn(async move {
             let mut watch = NodeWatch::default();
             let mut tick = tokio::time::interval(CHECK_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = link_lost.notified() => {}
+                }
                 let Some(placement) = weak.upgrade() else {
                     break;
                 };
@@ -518,6 +526,8 @@ impl Placement {
                 return;
             }
             NodeReport::LinkDown => {
+                // The fleet marked the node unhealthy before reporting this: look now.
+                self.link_lost.notify_one();
                 let down = DomainEvent::SfuNodeDown { node };
                 self.shared.events.record(down).await;
                 return self.fleet_link(node, false).await;

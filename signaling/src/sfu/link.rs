@@ -26,8 +26,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the node has to answer the hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
-const KEEP_ALIVE: Duration = Duration::from_millis(500);
+/// A node that dies without a word is known dead this long after its last packet (see
+/// [`super::liveness`]).
+const IDLE_TIMEOUT: Duration = mooyaho_control::LINK_IDLE_TIMEOUT;
+const KEEP_ALIVE: Duration = mooyaho_control::LINK_KEEP_ALIVE;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 pub(super) struct LinkTask {
@@ -58,7 +60,11 @@ impl LinkTask {
                     self.set(|s| s.last_error = Some(e));
                 }
             }
-            self.set(|s| s.connection = None);
+            // Unhealthy from this moment: before the fleet hears `LinkDown` and looks.
+            self.set(|s| {
+                s.connection = None;
+                s.liveness.disconnected();
+            });
             if std::mem::take(&mut self.up) {
                 let _ = self.events.send((self.node, NodeReport::LinkDown)).await;
             }
@@ -120,6 +126,7 @@ impl LinkTask {
         tracing::info!(node = %self.node, address = %self.address, "SFU control link up");
         self.set(|s| {
             s.connection = Some(connection.clone());
+            s.liveness.connected(Instant::now());
             s.last_error = None;
         });
         self.up = true;
@@ -147,7 +154,10 @@ impl LinkTask {
             };
             if let Event::Load(load) = &event {
                 let load = load.clone();
-                self.set(|s| s.last_load = Some((Instant::now(), load)));
+                self.set(|s| {
+                    s.liveness.reported(Instant::now());
+                    s.last_load = Some(load);
+                });
                 continue;
             }
             if self

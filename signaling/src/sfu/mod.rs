@@ -1,8 +1,12 @@
 //! The SFU fleet as this signaling instance sees it: one QUIC control connection per registered
 //! node (certificate pinned by fingerprint, proofs of the cluster secret both ways in the hello),
-//! reconnected with backoff; health from the node's load reports; requests on fresh streams.
+//! reconnected with backoff; health from the connection and the node's load reports
+//! ([`liveness`]); requests on fresh streams.
 
 mod link;
+mod liveness;
+#[cfg(test)]
+mod tests;
 mod verifier;
 
 use std::collections::HashMap;
@@ -16,9 +20,8 @@ use tokio::sync::{mpsc, watch};
 use crate::domain::ids::{InstanceId, SfuServerId};
 use crate::domain::model::SfuServerRecord;
 use crate::domain::ports::{NodeReport, NodeStatus, SfuError, SfuNodes, Store};
+use liveness::Liveness;
 
-/// A node whose last load report is older than this is unhealthy.
-const HEALTH_WINDOW: Duration = Duration::from_secs(3);
 /// How often the registry is re-read to connect new nodes and drop removed ones.
 const RECONCILE: Duration = Duration::from_secs(1);
 
@@ -44,7 +47,9 @@ impl std::fmt::Debug for Fleet {
 #[derive(Debug, Default)]
 struct LinkShared {
     connection: Option<quinn::Connection>,
-    last_load: Option<(Instant, Load)>,
+    /// Whether the node counts as alive (kept with `connection` and each load report).
+    liveness: Liveness,
+    last_load: Option<Load>,
     /// Why the last attempt failed (shown in logs).
     last_error: Option<String>,
 }
@@ -159,14 +164,10 @@ impl SfuNodes for Fleet {
             return NodeStatus::default();
         };
         let shared = shared.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = shared
-            .last_load
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < HEALTH_WINDOW);
         NodeStatus {
             connected: shared.connection.is_some(),
-            healthy: shared.connection.is_some() && fresh.is_some(),
-            load: shared.last_load.as_ref().map(|(_, load)| load.clone()),
+            healthy: shared.liveness.healthy(Instant::now()),
+            load: shared.last_load.clone(),
             last_error: shared.last_error.clone(),
         }
     }
