@@ -16,6 +16,9 @@
 #   benches/run.sh many-rooms join-storm soak
 #                               opt-in (never in the default set): 200 meetings of 5; 1,000
 #                               listeners joining in 10 s; a 10-minute mixed run (RSS slope)
+#   benches/run.sh churn        opt-in: 1 × 50 steady while 10 subscribers a second join and
+#                               leave after 3 s, for 60 s (mover join p50/p99, failures, steady
+#                               loss, SFU RSS slope)
 #   benches/run.sh failover     opt-in: 1 publisher × 50 subscribers on a fleet of `mooyaho
 #                               server` + 2 `mooyaho sfu` that loadgen starts; the room's node is
 #                               SIGKILLed 2 s into the window (media gap p50/p99/max, recovered);
@@ -32,8 +35,8 @@ for arg in "$@"; do
     case "$arg" in
     --quick) quick=1 ;;
     --no-janus) janus=0 ;;
-    -h | --help) sed -n '2,22p' "$0"; exit 0 ;;
-    fanout | livestream | audio | meeting | signaling | many-rooms | join-storm | soak | failover) only+=("$arg") ;;
+    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+    fanout | livestream | audio | meeting | signaling | many-rooms | join-storm | soak | churn | failover) only+=("$arg") ;;
     *) echo "run.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
@@ -162,6 +165,9 @@ else
     # A 10-minute mixed run: 50 meetings of 4 with 2 % downlink loss; RSS per second and its slope.
     named soak && duration=600 run soak-mooyaho-50x4 mooyaho --scenario meeting --publishers 4 \
         --rooms 50 --pps 50 --size 1000 --join-rate 50 --loss 2
+    # Churn: 10 joins a second (each leaving 3 s later) beside a steady 1 × 50, for a minute.
+    named churn && duration=60 run churn-mooyaho-1x50-10ps mooyaho --scenario churn --publishers 1 \
+        --subscribers 50 --pps 100 --size 1200 --join-rate 100 --churn-per-sec 10 --churn-stay 3
     # Failover: 1 × 50 on a 2-node fleet, the room's node SIGKILLed 2 s into a 12 s window.
     named failover && run_failover failover-mooyaho-1x50 --publishers 1 --subscribers 50 \
         --pps 200 --size 1200 --join-rate 200 --duration 12 --kill-after 2

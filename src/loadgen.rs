@@ -32,7 +32,8 @@ pub(crate) struct LoadgenOptions {
     #[arg(long, default_value = "http://127.0.0.1:8088/janus")]
     janus_url: String,
     /// audio | meeting | livestream | fanout | signaling (idle WebSocket sessions, no media) |
-    /// failover (starts its own `mooyaho server` + 2 `mooyaho sfu`, kills the room's node).
+    /// failover (starts its own `mooyaho server` + 2 `mooyaho sfu`, kills the room's node) |
+    /// churn (a fan-out while other subscribers join and leave: `--churn-per-sec`).
     #[arg(long, default_value = "fanout")]
     scenario: Scenario,
     /// Publishers (`meeting`: participants); default per scenario.
@@ -115,6 +116,13 @@ pub(crate) struct LoadgenOptions {
     /// SIGKILLed (the rest of the window watches the recovery).
     #[arg(long, default_value_t = 2.0)]
     kill_after: f64,
+    /// `churn`: subscribers joining (and, `--churn-stay` later, leaving) per second during the
+    /// window, on top of the steady `--publishers` × `--subscribers`.
+    #[arg(long, default_value_t = 2.0)]
+    churn_per_sec: f64,
+    /// `churn`: seconds each of those subscribers stays, receiving, before it leaves.
+    #[arg(long, default_value_t = 2.0)]
+    churn_stay: f64,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -198,6 +206,25 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
     config.rooms = options.rooms;
     config.hostile = options.hostile;
     config.hostile_pps = options.hostile_pps.max(1);
+    config.kill_after = Duration::try_from_secs_f64(options.kill_after)
+        .ok()
+        .context("--kill-after is a number of seconds")?;
+    anyhow::ensure!(
+        options.churn_per_sec > 0.0 && options.churn_per_sec <= 1000.0,
+        "--churn-per-sec must be above 0 and at most 1000"
+    );
+    let churn_stay = Duration::try_from_secs_f64(options.churn_stay)
+        .ok()
+        .filter(|stay| !stay.is_zero() && *stay <= Duration::from_secs(3600))
+        .context("--churn-stay must be a number of seconds above 0 and at most 3600")?;
+    config.churn = mooyaho_loadgen::churn::ChurnConfig {
+        per_second: options.churn_per_sec,
+        stay: churn_stay,
+    };
+    anyhow::ensure!(
+        config.scenario != Scenario::Churn || options.target == TargetKind::Mooyaho,
+        "the churn scenario needs --target mooyaho"
+    );
     if options.find_capacity {
         anyhow::ensure!(
             options.max_loss_percent >= 0.0 && options.max_p99_ms > 0.0 && options.max_load > 0,
@@ -212,11 +239,6 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
         println!("{}", report.summary());
         return write_report(options.report.as_deref(), &report);
     }
-    anyhow::ensure!(
-        options.kill_after.is_finite() && options.kill_after >= 0.0,
-        "--kill-after is a number of seconds"
-    );
-    config.kill_after = Duration::from_secs_f64(options.kill_after);
     let report = if failover {
         let binary = std::env::current_exe().context("finding the mooyaho binary")?;
         mooyaho_loadgen::run_failover(config, &binary, !options.quiet).await?

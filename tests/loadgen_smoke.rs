@@ -731,3 +731,72 @@ fn failover_scenario_kills_the_hosting_node_and_every_subscriber_recovers() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// `--scenario churn` (issue 17): subscribers join and leave at a fixed rate while the steady
+/// members of a fan-out carry media; the movers count apart (the steady members' loss stays
+/// theirs), every mover joined, received and left, and once they are gone the node holds only
+/// the steady members' transports.
+#[test]
+fn churn_scenario_joins_and_leaves_while_the_steady_members_keep_their_media() {
+    let (server, dir, key) = dev();
+    let report = loadgen(
+        &server,
+        &key,
+        dir.path(),
+        &[
+            "--scenario",
+            "churn",
+            "--subscribers",
+            "3",
+            "--pps",
+            "100",
+            "--churn-per-sec",
+            "4",
+            "--churn-stay",
+            "0.5",
+        ],
+    );
+    // The steady members: 1 publisher and 3 subscribers, as in a fan-out.
+    assert_flowed(&report, 4);
+    assert_eq!(report["config"]["scenario"], "churn", "{report:#}");
+    let churn = &report["churn"];
+    let count = |field: &str| {
+        churn[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field}: {churn:#}"))
+    };
+    assert!(count("attempted") >= 4, "{churn:#}");
+    assert_eq!(count("joined"), count("attempted"), "{churn:#}");
+    assert_eq!(count("failed"), 0, "{churn:#}");
+    assert_eq!(count("left"), count("attempted"), "{churn:#}");
+    assert_eq!(churn["joinMs"]["samples"], churn["joined"], "{churn:#}");
+    assert!(
+        churn["joinMs"]["p99"].as_f64().unwrap() >= churn["joinMs"]["p50"].as_f64().unwrap(),
+        "{churn:#}"
+    );
+    assert!(count("packetsReceived") > 0, "movers got media: {churn:#}");
+    assert_eq!(
+        count("nodeTransportsAfter"),
+        4,
+        "the movers' transports are gone after they left: {churn:#}"
+    );
+    assert!(
+        report.get("sfuRssSlopeMibPerMinute").is_some(),
+        "{report:#}"
+    );
+
+    // Nonsense rates are refused before anything runs.
+    for (flag, value) in [("--churn-per-sec", "0"), ("--churn-stay", "0")] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+            .args(["loadgen", "--url", &server.url(""), "--api-key", &key])
+            .args(["--scenario", "churn", flag, value])
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(flag),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

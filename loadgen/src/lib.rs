@@ -15,6 +15,7 @@
 
 pub mod capacity;
 pub mod ceiling;
+pub mod churn;
 mod feedback;
 pub mod fleet;
 mod hostile;
@@ -62,6 +63,9 @@ pub enum Scenario {
     /// A fan-out on a fleet of two nodes whose hosting node is killed mid-window:
     /// [`run_failover`].
     Failover,
+    /// A fan-out's steady members carry media while other subscribers join and leave at a
+    /// fixed rate ([`churn`]).
+    Churn,
 }
 
 impl std::str::FromStr for Scenario {
@@ -75,9 +79,10 @@ impl std::str::FromStr for Scenario {
             "fanout" => Ok(Self::Fanout),
             "signaling" => Ok(Self::Signaling),
             "failover" => Ok(Self::Failover),
+            "churn" => Ok(Self::Churn),
             other => Err(format!(
                 "unknown scenario {other:?} (audio, meeting, livestream, fanout, signaling, \
-                 failover)"
+                 failover, churn)"
             )),
         }
     }
@@ -154,6 +159,8 @@ pub struct LoadConfig {
     pub loss_percent: f64,
     /// `failover`: seconds into the measurement window at which the hosting node is killed.
     pub kill_after: Duration,
+    /// `churn`: how the movers join and leave.
+    pub churn: churn::ChurnConfig,
 }
 
 impl LoadConfig {
@@ -167,6 +174,8 @@ impl LoadConfig {
             Scenario::Fanout => (1, 50, 500, 1200),
             // A gap resolution of 5 ms.
             Scenario::Failover => (1, 50, 200, 1200),
+            // Steady members; the movers come on top.
+            Scenario::Churn => (1, 20, 100, 1200),
             // Sessions are `subscribers`.
             Scenario::Signaling => (0, 1000, 0, 0),
         };
@@ -188,9 +197,17 @@ impl LoadConfig {
             rooms: 1,
             loss_percent: 0.0,
             kill_after: Duration::from_secs(2),
+            churn: churn::ChurnConfig {
+                per_second: 2.0,
+                stay: Duration::from_secs(2),
+            },
         }
     }
 }
+
+/// After the last churn mover left, how long until the node's load report is read (nodes report
+/// every second).
+const CHURN_SETTLE: Duration = Duration::from_millis(2500);
 
 /// How long subscribers keep receiving after the window closes, for packets sent in it.
 const WINDOW_GRACE: Duration = Duration::from_millis(500);
@@ -490,6 +507,21 @@ async fn run_on(
             })
         }
     });
+    // `churn`: movers join and leave while the window is open, counted apart.
+    let movers = Arc::new(Totals::default());
+    let churn_driver = (config.scenario == Scenario::Churn).then(|| {
+        let (config, backend, identity, movers, stop_at) = (
+            config.clone(),
+            backend.clone(),
+            identity.clone(),
+            movers.clone(),
+            stop_at.clone(),
+        );
+        let until = window_start + config.duration;
+        tokio::spawn(async move {
+            churn::drive(&config, &backend, &identity, &movers, &stop_at, until).await
+        })
+    });
     let mut sfu_loads = Vec::new();
     let mut timeline = Vec::new();
     let (mut last_at, mut last_received) = (0.0, 0);
@@ -586,6 +618,33 @@ async fn run_on(
             .ok()
             .and_then(|c| c.sfu_server_id);
     }
+    let churn = match churn_driver {
+        Some(driver) => {
+            let movers_tasks = driver.await.context("churn driver")?;
+            let attempted = movers_tasks.len() as u64;
+            let mut left = 0;
+            for task in movers_tasks {
+                // A mover still joining when the window closed gives up with its timeouts.
+                if let Ok(Ok(true)) = tokio::time::timeout(Duration::from_secs(30), task).await {
+                    left += 1;
+                }
+            }
+            // One load report period, so the node's figure is from after the last leave.
+            tokio::time::sleep(CHURN_SETTLE).await;
+            let transports = match backend.rest() {
+                Some(rest) => report::sfu_load(rest).await.map(|load| load.transports),
+                None => None,
+            };
+            Some(churn::ChurnReport::build(
+                config.churn,
+                &movers,
+                attempted,
+                left,
+                transports,
+            ))
+        }
+        None => None,
+    };
     *stop_at.lock().expect("lock") = Instant::now();
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -615,6 +674,7 @@ async fn run_on(
             hostile,
             provenance,
             kill,
+            churn,
         },
     ))
 }

@@ -327,7 +327,7 @@ async fn republish(
 const REPUBLISH_ATTEMPTS: u32 = 5;
 
 /// A subscriber's receiving transport to one room's node, and the task reading it.
-struct Subscription {
+pub(crate) struct Subscription {
     ice: LocalIce,
     /// Tells the task to stop (`sfuRestart`: this room is gone).
     detached: Arc<std::sync::atomic::AtomicBool>,
@@ -339,7 +339,7 @@ impl Subscription {
     /// ClientHello), connects with fresh ICE credentials and starts receiving.
     /// `after_restart`: this transport replaces one an `sfuRestart` dropped.
     #[allow(clippy::too_many_arguments)] // two call sites in one function
-    async fn start(
+    pub(crate) async fn start(
         signal: &mut Signal,
         offer: &str,
         identity: &DtlsIdentity,
@@ -398,13 +398,13 @@ impl Subscription {
     }
 
     /// Stops receiving on this transport; its task (to await) ends within one wake-up.
-    fn detach(self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    pub(crate) fn detach(self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
         self.detached.store(true, Ordering::Relaxed);
         self.task
     }
 }
 
-fn joined(totals: &Totals, started: Instant) {
+pub(crate) fn joined(totals: &Totals, started: Instant) {
     totals
         .join_ms
         .lock()

@@ -104,6 +104,10 @@ pub struct Report {
     /// The hosting node's kill and each subscriber's media gap (`failover`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover: Option<FailoverReport>,
+    /// The subscribers that joined and left during the window (`churn`); the figures above
+    /// (loss, latency, `joined`) are the steady members'.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<crate::churn::ChurnReport>,
 }
 
 /// Which node the `failover` scenario killed, and when.
@@ -287,6 +291,8 @@ pub(crate) struct Measurements {
     pub(crate) provenance: Provenance,
     /// The node the `failover` scenario killed.
     pub(crate) kill: Option<NodeKill>,
+    /// What the `churn` scenario's movers did.
+    pub(crate) churn: Option<crate::churn::ChurnReport>,
 }
 
 /// One second of the measurement window.
@@ -315,7 +321,7 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut values: Vec<u32>, scale: f64) -> Self {
+    pub(crate) fn of(mut values: Vec<u32>, scale: f64) -> Self {
         if values.is_empty() {
             return Self::default();
         }
@@ -348,6 +354,7 @@ impl Report {
             hostile,
             provenance,
             kill,
+            churn,
         } = measured;
         let latencies = totals.latency_us.lock().expect("lock").clone();
         let window_s = window.as_secs_f64().max(1e-3);
@@ -437,6 +444,7 @@ impl Report {
             generator_total_cpu_seconds: generator_cpu,
             hostile,
             failover: kill.map(|kill| FailoverReport::build(kill, config, totals)),
+            churn,
         }
     }
 
@@ -479,6 +487,14 @@ impl Report {
                 .failover
                 .as_ref()
                 .map_or_else(String::new, |f| format!("\n{}", f.summary()))
+            + &self.churn.as_ref().map_or_else(String::new, |c| {
+                format!(
+                    "\n{}; SFU RSS slope {} MiB/min",
+                    c.summary(),
+                    self.sfu_rss_slope_mib_per_minute
+                        .map_or_else(|| "n/a (no --sfu-pid)".to_owned(), |s| format!("{s:.2}"))
+                )
+            })
     }
 }
 

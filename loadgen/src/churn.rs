@@ -1,0 +1,217 @@
+//! The `churn` scenario's movers: while the steady members of a fan-out carry media, short-lived
+//! subscribers join at a fixed rate, receive for a while, and leave — the join and leave path
+//! under way all the time, as in a real service. They count into their own [`Totals`], so the
+//! steady members' loss stays their own.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mooyaho_media::connection::dtls::DtlsIdentity;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::participant::{Backend, Continuity, Subscription, joined};
+use crate::report::Percentiles;
+use crate::signal::Signal;
+use crate::{LoadConfig, Totals};
+
+/// How the movers come and go.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChurnConfig {
+    /// Joins per second (each one later leaves).
+    pub per_second: f64,
+    /// How long each mover stays, receiving, before it leaves.
+    pub stay: Duration,
+}
+
+/// What the movers did.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChurnReport {
+    pub per_second: f64,
+    pub stay_seconds: f64,
+    /// Joins started in the window.
+    pub attempted: u64,
+    /// Joins that got as far as a connected receiving transport.
+    pub joined: u64,
+    /// Joins that failed (refused, timed out, transport never connected), with the first errors.
+    pub failed: u64,
+    pub errors: Vec<String>,
+    /// Movers that left again (`leave`, then the socket closed).
+    pub left: u64,
+    /// Join time of the movers: WebSocket open → receiving transport connected, milliseconds.
+    pub join_ms: Percentiles,
+    /// SRTP-verified packets the movers received while they stayed.
+    pub packets_received: u64,
+    /// The node's transports (its own load report) once every mover left: the steady
+    /// members' alone unless leaving leaks.
+    pub node_transports_after: Option<u64>,
+}
+
+impl ChurnReport {
+    pub(crate) fn build(
+        churn: ChurnConfig,
+        totals: &Totals,
+        attempted: u64,
+        left: u64,
+        node_transports_after: Option<u64>,
+    ) -> Self {
+        Self {
+            per_second: churn.per_second,
+            stay_seconds: churn.stay.as_secs_f64(),
+            attempted,
+            joined: totals.joined.load(Ordering::Relaxed),
+            failed: totals.failed.load(Ordering::Relaxed),
+            errors: totals.errors.lock().expect("lock").clone(),
+            left,
+            join_ms: Percentiles::of(totals.join_ms.lock().expect("lock").clone(), 1.0),
+            packets_received: totals.received.load(Ordering::Relaxed),
+            node_transports_after,
+        }
+    }
+
+    /// One line for a terminal.
+    pub fn summary(&self) -> String {
+        format!(
+            "churn: {:.1} joins/s staying {:.1} s: {} started, {} joined, {} failed, {} left; \
+             mover join p50 {:.0} ms p99 {:.0} ms; {} packets received by movers; node \
+             transports after they left: {}",
+            self.per_second,
+            self.stay_seconds,
+            self.attempted,
+            self.joined,
+            self.failed,
+            self.left,
+            self.join_ms.p50,
+            self.join_ms.p99,
+            self.packets_received,
+            self.node_transports_after
+                .map_or_else(|| "n/a".to_owned(), |n| n.to_string()),
+        )
+    }
+}
+
+/// Starts a mover every `1 / per_second` until `until`; returns the movers' tasks (each yields
+/// whether it left) and how many were started.
+pub(crate) async fn drive(
+    config: &LoadConfig,
+    backend: &Backend,
+    identity: &Arc<DtlsIdentity>,
+    movers: &Arc<Totals>,
+    stop_at: &Arc<Mutex<Instant>>,
+    until: Instant,
+) -> Vec<tokio::task::JoinHandle<bool>> {
+    let gap = Duration::from_secs_f64(1.0 / config.churn.per_second.max(0.01));
+    let mut next = Instant::now();
+    let mut tasks = Vec::new();
+    while next < until {
+        tokio::time::sleep_until(next.into()).await;
+        let name = format!("churn-{}", tasks.len());
+        let (config, backend, identity, movers, stop_at) = (
+            config.clone(),
+            backend.clone(),
+            identity.clone(),
+            movers.clone(),
+            stop_at.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            match mover(&config, &backend, &name, &identity, &movers, &stop_at).await {
+                Ok(()) => true,
+                Err(e) => {
+                    movers.failed.fetch_add(1, Ordering::Relaxed);
+                    let mut errors = movers.errors.lock().expect("lock");
+                    if errors.len() < 10 {
+                        errors.push(format!("{name}: {e:#}"));
+                    }
+                    false
+                }
+            }
+        }));
+        next += gap;
+    }
+    tasks
+}
+
+/// One mover: joins and subscribes, receives for `stay` (or until the run stops), leaves.
+async fn mover(
+    config: &LoadConfig,
+    backend: &Backend,
+    name: &str,
+    identity: &DtlsIdentity,
+    movers: &Arc<Totals>,
+    stop_at: &Arc<Mutex<Instant>>,
+) -> anyhow::Result<()> {
+    let Backend::Mooyaho {
+        rest,
+        ws_url,
+        channel,
+    } = backend
+    else {
+        anyhow::bail!("the churn scenario needs the mooyaho target");
+    };
+    let started = Instant::now();
+    let mut signal = Signal::join(ws_url, rest, channel, name).await?;
+    let offer = tokio::time::timeout(Duration::from_secs(20), signal.next_offer())
+        .await
+        .context("no subscribe offer within 20 s")??;
+    let continuity = Arc::new(Mutex::new(Continuity::default()));
+    let subscription = Subscription::start(
+        &mut signal,
+        &offer,
+        identity,
+        config,
+        movers,
+        stop_at,
+        &continuity,
+        false,
+    )
+    .await?;
+    joined(movers, started);
+    let leave_at = (Instant::now() + config.churn.stay).min(*stop_at.lock().expect("lock"));
+    tokio::time::sleep_until(leave_at.into()).await;
+    subscription.detach().await??;
+    signal.send(&json!({ "type": "leave" })).await?;
+    signal.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_takes_the_movers_own_counters() {
+        let movers = Totals::default();
+        movers.joined.store(3, Ordering::Relaxed);
+        movers.failed.store(1, Ordering::Relaxed);
+        movers.received.store(900, Ordering::Relaxed);
+        *movers.join_ms.lock().unwrap() = vec![40, 60, 500];
+        movers
+            .errors
+            .lock()
+            .unwrap()
+            .push("churn-3: refused".into());
+        let churn = ChurnConfig {
+            per_second: 2.0,
+            stay: Duration::from_millis(1500),
+        };
+        let report = ChurnReport::build(churn, &movers, 4, 3, Some(7));
+        assert_eq!(
+            (report.attempted, report.joined, report.failed, report.left),
+            (4, 3, 1, 3)
+        );
+        assert_eq!((report.join_ms.p50, report.join_ms.p99), (60.0, 500.0));
+        assert_eq!(report.stay_seconds, 1.5);
+        assert_eq!(report.packets_received, 900);
+        assert_eq!(report.errors, ["churn-3: refused"]);
+        let line = report.summary();
+        assert!(
+            line.contains("4 started, 3 joined, 1 failed, 3 left"),
+            "{line}"
+        );
+        assert!(line.contains("transports after they left: 7"), "{line}");
+    }
+}
