@@ -127,6 +127,12 @@ pub enum Request {
     /// The rooms the node hosts now ([`Response::Rooms`]). A controller asks when its link comes
     /// up, to find channels whose rooms a restart lost.
     Rooms,
+    /// A room's speaker ranking now ([`Response::Speakers`]): a member who joins after the
+    /// last change hears it this way (changes are announced as [`Event::ActiveSpeakers`]).
+    Speakers {
+        /// The room.
+        room: String,
+    },
 }
 
 /// The reply to a [`Request`].
@@ -165,6 +171,11 @@ pub enum Response {
     Rooms {
         /// Their names (as [`Response::Room`] gave them).
         rooms: Vec<String>,
+    },
+    /// A room's speaker ranking, loudest first; empty when nobody speaks.
+    Speakers {
+        /// Loudest first.
+        speakers: Vec<Speaker>,
     },
     /// The request failed.
     Error {
@@ -552,6 +563,20 @@ mod tests {
         assert_eq!(
             decode_frame::<Request>(&encode(&Request::Rooms)).unwrap(),
             Request::Rooms
+        );
+        let ask = Request::Speakers {
+            room: "1f.0.1".into(),
+        };
+        assert_eq!(decode_frame::<Request>(&encode(&ask)).unwrap(), ask);
+        let speakers = Response::Speakers {
+            speakers: vec![Speaker {
+                session: "s".into(),
+                level: 42,
+            }],
+        };
+        assert_eq!(
+            decode_frame::<Response>(&encode(&speakers)).unwrap(),
+            speakers
         );
     }
 

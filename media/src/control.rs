@@ -661,6 +661,21 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
                 .map(|()| Response::Done),
             Err(e) => Err(e),
         },
+        Request::Speakers { room } => match names.key(&room) {
+            Ok(room) => node
+                .speakers(room)
+                .await
+                .map(|speakers| Response::Speakers {
+                    speakers: speakers
+                        .into_iter()
+                        .map(|s| Speaker {
+                            session: s.session,
+                            level: s.level,
+                        })
+                        .collect(),
+                }),
+            Err(e) => Err(e),
+        },
         Request::CloseRoom { room } => match names.key(&room) {
             Ok(room) => node.close_room(room).await.map(|()| Response::Done),
             Err(e) => Err(e),

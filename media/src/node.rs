@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::connection::dtls::DtlsIdentity;
 use crate::worker::{
-    Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, PublishPolicy,
+    Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, PublishPolicy, Speaker,
     WorkerFailure, WorkerHandle, WorkerStats,
 };
 use mooyaho_net::udp::{Socket, Wake};
@@ -434,6 +434,16 @@ impl Node {
             self.worker(worker)?.call(close_session).await?;
         }
         Ok(())
+    }
+
+    /// The room's speaker ranking now, loudest first (its home worker has every publisher).
+    pub async fn speakers(&self, room: RoomKey) -> Result<Vec<Speaker>, MediaError> {
+        self.known(room)?;
+        let speakers = |reply| Command::Speakers {
+            room: room.room,
+            reply,
+        };
+        self.worker(room.worker)?.call(speakers).await
     }
 
     /// Closes a room and every transport in it, on every worker it spans.

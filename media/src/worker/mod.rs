@@ -172,6 +172,11 @@ pub(crate) enum Command {
         reply: Reply<()>,
     },
     Stats(Reply<Box<WorkerStats>>),
+    /// Answers with the room's speaker ranking (see `Worker::speakers`).
+    Speakers {
+        room: RoomId,
+        reply: Reply<Vec<Speaker>>,
+    },
     /// Remote side of a spanning room: open a mirror room and its pipe transport.
     AcceptPipe {
         home: usize,

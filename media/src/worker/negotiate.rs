@@ -552,9 +552,6 @@ impl Worker {
     /// from its home worker (the remote end of a pipe) stays quiet: its tracks are the home's,
     /// and so is the report.
     fn report_speakers(&self, room: RoomId) {
-        let Some(ranking) = self.core.active_speakers(room) else {
-            return;
-        };
         let mirror = self
             .core
             .room_transports(room)
@@ -566,6 +563,21 @@ impl Worker {
         let Some(member) = self.core.participants(room).next() else {
             return;
         };
+        let Some(speakers) = self.speakers(room) else {
+            return;
+        };
+        self.emit(NodeEvent::ActiveSpeakers {
+            worker: self.index,
+            room,
+            member: member.to_owned(),
+            speakers,
+        });
+    }
+
+    /// A room's speaker ranking by session, loudest first; `None` for a room not here. Asked of
+    /// the home worker, whose room has every publisher.
+    pub(super) fn speakers(&self, room: RoomId) -> Option<Vec<Speaker>> {
+        let ranking = self.core.active_speakers(room)?;
         let speakers = ranking
             .iter()
             .filter_map(|s| {
@@ -576,12 +588,7 @@ impl Worker {
                 })
             })
             .collect();
-        self.emit(NodeEvent::ActiveSpeakers {
-            worker: self.index,
-            room,
-            member: member.to_owned(),
-            speakers,
-        });
+        Some(speakers)
     }
 }
 

@@ -334,6 +334,10 @@ impl Worker {
                 let result = self.close_session(room, &session);
                 self.reply(reply, result);
             }
+            Command::Speakers { room, reply } => {
+                let speakers = self.speakers(room).ok_or(MediaError::UnknownRoom);
+                self.reply(reply, speakers);
+            }
             Command::Stats(reply) => {
                 let stats = Box::new(self.stats());
                 self.reply(reply, Ok(stats));

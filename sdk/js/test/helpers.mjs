@@ -141,8 +141,8 @@ export async function startFleet(nodes = 2) {
   };
 }
 
-/** Headless Chromium with a fake camera and microphone (environment-notes §6). */
-export async function launchBrowser() {
+/** Headless Chromium with a fake camera and microphone (environment-notes §6), plus `extraArgs`. */
+export async function launchBrowser(extraArgs = []) {
   const profile = mkdtempSync(join(tmpdir(), 'mooyaho-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
@@ -155,6 +155,7 @@ export async function launchBrowser() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
       // Background tabs must keep decoding: every page of a test is "visible" at once.
       '--disable-background-timer-throttling', '--disable-renderer-backgrounding', '--disable-backgrounding-occluded-windows',
+      ...extraArgs,
     ],
   });
   return {

@@ -451,6 +451,42 @@ impl Placement {
         };
         if let (Some(node), Some(room)) = (channel.sfu_server_id, &channel.sfu_room) {
             self.offer(node, room, me).await;
+            self.tell_speakers(node, room, &channel.id, me).await;
+        }
+    }
+
+    /// Tells a member who just entered who speaks now: the node announces only changes, so
+    /// without this a ranking that stays the same would never reach it. Only the newcomer is
+    /// told (a join costs one message, not one per member).
+    async fn tell_speakers(
+        &self,
+        node: SfuServerId,
+        room: &str,
+        channel: &ChannelId,
+        me: &SessionRecord,
+    ) {
+        let request = Request::Speakers {
+            room: room.to_owned(),
+        };
+        // A node that cannot say (gone, or older than this request) is no error: the next
+        // change of the ranking reaches the member anyway.
+        let Ok(Response::Speakers { speakers }) = self.node_call(node, request).await else {
+            return;
+        };
+        if speakers.is_empty() {
+            return;
+        }
+        let members = match self.shared.live_members(channel).await {
+            Ok(members) => members,
+            Err(e) => return tracing::warn!(error = %e, "SFU speakers: store unavailable"),
+        };
+        let speakers = named_members(speakers, &members);
+        if !speakers.is_empty() {
+            let now = DomainEvent::ActiveSpeakersChanged {
+                channel: channel.clone(),
+                speakers,
+            };
+            self.shared.emit(now, &[me]).await;
         }
     }
 
@@ -615,12 +651,7 @@ impl Placement {
             Ok(members) => members,
             Err(e) => return tracing::warn!(error = %e, "SFU speakers: store unavailable"),
         };
-        // Only members are named: a session that left meanwhile is not news to anyone.
-        let speakers = speakers
-            .into_iter()
-            .map(|s| (SessionId(s.session), s.level.clamp(1, 100)))
-            .filter(|(session, _)| members.iter().any(|m| m.id == *session))
-            .collect();
+        let speakers = named_members(speakers, &members);
         let changed = DomainEvent::ActiveSpeakersChanged { channel, speakers };
         self.shared
             .emit(changed, &members.iter().collect::<Vec<_>>())
@@ -767,6 +798,18 @@ fn node_refusal(response: Response) -> SignalError {
     }
 }
 
+/// A node's ranking as the channel hears it: only live members are named (a session that left
+/// meanwhile is not news to anyone), levels kept within 1..=100.
+fn named_members(
+    speakers: Vec<mooyaho_control::Speaker>,
+    members: &[SessionRecord],
+) -> Vec<(SessionId, u8)> {
+    speakers
+        .into_iter()
+        .map(|s| (SessionId(s.session), s.level.clamp(1, 100)))
+        .filter(|(session, _)| members.iter().any(|m| m.id == *session))
+        .collect()
+}
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -777,8 +820,8 @@ mod tests {
     use crate::domain::events::Emitted;
     use crate::domain::ports::ChannelStore;
     use crate::domain::tests::{
-        FakeNodes, audience, drain, kinds, member, recorded_service, register_node, sorted,
-        two_members,
+        FakeNodes, audience, drain, integrated, kinds, member, recorded_service, register_node,
+        sorted, two_members,
     };
 
     #[tokio::test]
@@ -1069,6 +1112,77 @@ mod tests {
         assert_eq!(
             drain(&mut bob_queue),
             [r#"{"type":"activeSpeakers","speakers":[]}"#]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_member_who_enters_hears_the_current_speakers_and_only_it() {
+        let (signaling, _, recorder) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        register_node(&signaling).await;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        let speaker = |session: &str, level| mooyaho_control::Speaker {
+            session: session.to_owned(),
+            level,
+        };
+        // The node ranks alice and a session that is no member (left meanwhile).
+        nodes.set_speakers(vec![speaker(&alice.session.0, 42), speaker("gone", 90)]);
+        drain(&mut alice_queue);
+        recorder.take();
+
+        let (bob, mut bob_queue) = integrated(&signaling, "bob", false).await;
+        signaling
+            .channels()
+            .enter(&bob, channel.clone())
+            .await
+            .unwrap();
+        let told = format!(
+            r#"{{"type":"activeSpeakers","speakers":[{{"sessionId":"{}","level":0.42}}]}}"#,
+            alice.session
+        );
+        assert!(
+            drain(&mut bob_queue).contains(&told),
+            "bob hears who speaks"
+        );
+        let speakers_events: Vec<_> = recorder
+            .take()
+            .into_iter()
+            .filter(|e| e.event.kind() == "active_speakers_changed")
+            .collect();
+        assert_eq!(speakers_events.len(), 1);
+        assert_eq!(audience(&speakers_events[0]), std::slice::from_ref(&bob.session));
+        assert!(
+            !drain(&mut alice_queue)
+                .iter()
+                .any(|m| m.contains("activeSpeakers")),
+            "members already told hear nothing new"
+        );
+        assert!(
+            nodes
+                .take()
+                .iter()
+                .any(|r| matches!(r, Request::Speakers { .. }))
+        );
+
+        // Nobody speaks: a newcomer is told nothing.
+        nodes.set_speakers(Vec::new());
+        let (carol, mut carol_queue) = integrated(&signaling, "carol", false).await;
+        signaling
+            .channels()
+            .enter(&carol, channel.clone())
+            .await
+            .unwrap();
+        assert!(
+            !drain(&mut carol_queue)
+                .iter()
+                .any(|m| m.contains("activeSpeakers")),
+            "an empty ranking is not sent"
         );
     }
 

@@ -465,6 +465,8 @@ pub(super) struct FakeNodes {
     lost: std::sync::Mutex<Vec<String>>,
     /// Rooms created so far (room names are never reused).
     created: AtomicUsize,
+    /// What every room's speaker ranking is, when asked.
+    speakers: std::sync::Mutex<Vec<mooyaho_control::Speaker>>,
 }
 
 impl FakeNodes {
@@ -496,6 +498,11 @@ impl FakeNodes {
         }
     }
 
+    /// From now on every room ranks these speakers when asked.
+    pub(super) fn set_speakers(&self, speakers: Vec<mooyaho_control::Speaker>) {
+        *self.speakers.lock().unwrap() = speakers;
+    }
+
     /// `node` restarted: the rooms it hosted are gone.
     pub(super) fn lose_rooms(&self, node: SfuServerId) {
         let mut hosted = self.hosted.lock().unwrap();
@@ -523,7 +530,8 @@ impl super::ports::SfuNodes for FakeNodes {
             | Request::SubscribeOffer { room, .. }
             | Request::SubscribeAnswer { room, .. }
             | Request::CloseSession { room, .. }
-            | Request::CloseRoom { room } => Some(room.clone()),
+            | Request::CloseRoom { room }
+            | Request::Speakers { room } => Some(room.clone()),
             _ => None,
         };
         let mut requests = self.requests.lock().unwrap();
@@ -551,6 +559,9 @@ impl super::ports::SfuNodes for FakeNodes {
                 } else {
                     "answer".into()
                 }),
+            },
+            Request::Speakers { .. } => Response::Speakers {
+                speakers: self.speakers.lock().unwrap().clone(),
             },
             Request::SubscribeOffer { session, .. } => Response::Sdp {
                 sdp: Some(format!("offer-for-{session}")),

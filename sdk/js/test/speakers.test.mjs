@@ -1,0 +1,89 @@
+// Active speakers in a real browser: three demo pages in an SFU channel publish Chromium audio
+// whose RFC 6464 levels Chromium computes itself — one a steady tone, two digital silence. Every
+// page rings the loud member's tile and never a silent one's; muting the loud one clears it.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { artifactPath, launchBrowser, startServer, waitFor } from './helpers.mjs';
+
+let server;
+let browser;
+before(async () => {
+  server = await startServer();
+  // The tone comes from WebAudio, which may start only after a gesture without this flag.
+  browser = await launchBrowser(['--autoplay-policy=no-user-gesture-required']);
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/**
+ * A demo page whose microphone is a 440 Hz WebAudio tone at `gain` (0: digital silence; a fake
+ * device's beeps would be too short to count as speech), with the fake camera's video. Every
+ * tile that ever rings is recorded in `window.rang` as `sessionId:class`.
+ */
+async function joinDemo(channelId, name, gain) {
+  const page = await browser.context.newPage();
+  page.on('pageerror', (e) => console.error(`[${name}]`, e.message));
+  await page.addInitScript((gain) => {
+    const devices = navigator.mediaDevices;
+    const getUserMedia = devices.getUserMedia.bind(devices);
+    devices.getUserMedia = async (constraints) => {
+      const camera = await getUserMedia({ ...constraints, audio: false });
+      const context = new AudioContext();
+      const tone = context.createOscillator();
+      const level = context.createGain();
+      level.gain.value = gain;
+      const out = context.createMediaStreamDestination();
+      tone.connect(level).connect(out);
+      tone.start();
+      await context.resume();
+      return new MediaStream([...out.stream.getAudioTracks(), ...camera.getVideoTracks()]);
+    };
+    window.rang = new Set();
+    addEventListener('DOMContentLoaded', () => {
+      new MutationObserver(() => {
+        for (const tile of document.querySelectorAll('#tiles .tile.speaking, #tiles .tile.loudest')) {
+          window.rang.add(`${tile.dataset.session}:${tile.classList.contains('loudest') ? 'loudest' : 'speaking'}`);
+        }
+      }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ['class'] });
+    });
+  }, gain);
+  await page.goto(`${server.url}/?channel=${channelId}`);
+  await page.fill('#name', name);
+  await page.click('#join-form button[type=submit]');
+  await page.waitForSelector('#room:not([hidden])');
+  const id = await page.evaluate(() => window.mooyaho.sessionId);
+  return { page, id, name };
+}
+
+const loudest = (page) => page.evaluate(() => [...document.querySelectorAll('#tiles .tile.loudest')].map((t) => t.dataset.session));
+const rang = (page) => page.evaluate(() => [...window.rang]);
+
+test('the demo rings the Chromium publisher that speaks, never a silent one, and stops when it mutes', async () => {
+  const channel = await server.api.createChannel(true);
+  const ada = await joinDemo(channel.id, 'Ada', 0.5);
+  const bob = await joinDemo(channel.id, 'Bob', 0);
+  const cy = await joinDemo(channel.id, 'Cy', 0);
+  const all = [ada, bob, cy];
+
+  for (const me of all) {
+    await waitFor(async () => (await loudest(me.page)).includes(ada.id), `${me.name} rings Ada's tile`, 20_000);
+  }
+  await cy.page.screenshot({ path: artifactPath('demo-active-speaker.png') });
+
+  // Ada mutes: Chromium sends silence (its levels say so) and the ring goes everywhere.
+  await ada.page.click('#mute');
+  for (const me of all) {
+    await waitFor(async () => (await loudest(me.page)).length === 0, `${me.name} clears Ada's ring after she muted`, 10_000);
+  }
+
+  for (const me of all) {
+    const rings = await rang(me.page);
+    assert.ok(rings.includes(`${ada.id}:loudest`), `${me.name}: ${rings}`);
+    for (const silent of [bob, cy]) {
+      assert.ok(!rings.some((r) => r.startsWith(`${silent.id}:`)), `${me.name} rang silent ${silent.name}: ${rings}`);
+    }
+  }
+  for (const me of all) await me.page.close();
+});
