@@ -344,6 +344,17 @@ fn induced_loss_is_nacked_and_recovered_and_subscribers_send_reports() {
         count("recoveredPackets") > 0,
         "the node resent what was NACKed: {report:#}"
     );
+    // The publisher offers RTX and the subscribers answer it, so the node resends on the RTX
+    // SSRC: every recovery came that way, unwrapped to its original sequence number.
+    assert!(count("rtxReceived") > 0, "{report:#}");
+    assert!(
+        count("recoveredPackets") <= count("rtxReceived"),
+        "{report:#}"
+    );
+    assert!(
+        count("unrecoveredPackets") < count("droppedByInducedLoss"),
+        "{report:#}"
+    );
     assert!(count("receiverReportsSent") >= 3, "{report:#}");
     // The node offers transport-wide-cc; our subscribers answer it and send feedback.
     assert!(count("twccFeedbackSent") >= 3, "{report:#}");

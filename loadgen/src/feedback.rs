@@ -57,6 +57,9 @@ pub(crate) enum Arrival {
 #[derive(Debug, Default)]
 pub(crate) struct ReceiverFeedback {
     streams: HashMap<u32, Stream>,
+    /// Missing packets given up (NACKed [`NACK_ATTEMPTS`] times, or pushed out of the bounded
+    /// list) without arriving.
+    given_up: u64,
 }
 
 impl ReceiverFeedback {
@@ -79,6 +82,7 @@ impl ReceiverFeedback {
                 }
                 while stream.missing.len() > MAX_MISSING {
                     stream.missing.pop_first();
+                    self.given_up += 1;
                 }
             }
             stream.highest = ext;
@@ -103,6 +107,7 @@ impl ReceiverFeedback {
     /// [`NACK_INTERVAL`] apart); packets asked for the last time are given up.
     pub(crate) fn due_nacks(&mut self, now: Instant) -> Vec<(u32, Vec<u16>)> {
         let mut due = Vec::new();
+        let given_up = &mut self.given_up;
         for (&ssrc, stream) in &mut self.streams {
             let mut seqs = Vec::new();
             stream.missing.retain(|&ext, (sent, next)| {
@@ -110,6 +115,7 @@ impl ReceiverFeedback {
                     return true;
                 }
                 if *sent == NACK_ATTEMPTS {
+                    *given_up += 1;
                     return false;
                 }
                 *sent += 1;
@@ -122,6 +128,16 @@ impl ReceiverFeedback {
             }
         }
         due
+    }
+
+    /// Video packets that went missing and never arrived: given up, or still missing now.
+    pub(crate) fn unrecovered(&self) -> u64 {
+        self.given_up
+            + self
+                .streams
+                .values()
+                .map(|s| s.missing.len() as u64)
+                .sum::<u64>()
     }
 
     /// Receiver report blocks due now (one per stream per second).
@@ -433,8 +449,10 @@ mod tests {
             feedback.due_nacks(t0).is_empty(),
             "not again before the interval"
         );
+        assert_eq!(feedback.unrecovered(), 2, "both still missing");
         assert_eq!(feedback.on_packet(t0, 7, 101, true), Arrival::Recovered);
         assert_eq!(feedback.on_packet(t0, 7, 101, true), Arrival::Duplicate);
+        assert_eq!(feedback.unrecovered(), 1);
         let t1 = t0 + NACK_INTERVAL;
         assert_eq!(feedback.due_nacks(t1), [(7, vec![102])]);
         let t2 = t1 + NACK_INTERVAL;
@@ -444,6 +462,11 @@ mod tests {
             "given up after 3"
         );
         assert_eq!(feedback.on_packet(t2, 7, 102, true), Arrival::Duplicate);
+        assert_eq!(
+            feedback.unrecovered(),
+            1,
+            "given up: counted once, and still"
+        );
     }
 
     #[test]

@@ -239,6 +239,11 @@ pub(crate) struct Totals {
     pub(crate) dropped_by_loss: AtomicU64,
     pub(crate) nacked: AtomicU64,
     pub(crate) recovered: AtomicU64,
+    /// Retransmissions that arrived on an RTX SSRC (unwrapped to their original packet).
+    pub(crate) rtx_received: AtomicU64,
+    /// Video packets that went missing and never arrived (given up after the NACKs, or still
+    /// missing when the subscriber stopped).
+    pub(crate) unrecovered: AtomicU64,
     pub(crate) receiver_reports: AtomicU64,
     /// Transport-cc feedback packets subscribers sent.
     pub(crate) twcc_feedback: AtomicU64,

@@ -17,7 +17,7 @@ use webrtc_util::marshal::Marshal;
 use super::feedback::{Arrival, ReceiverFeedback, TwccRecorder, extend, transport_sequence};
 use super::janus::{self, Janus};
 use super::peer::{self, ConnectOptions, LocalIce};
-use super::sdp::{self, Local};
+use super::sdp::{self, Local, RtxMap};
 use super::signal::{SfuEvent, Signal};
 use super::{LoadConfig, Role, Scenario, Target, Totals, wire};
 
@@ -150,9 +150,12 @@ async fn run_mooyaho(
     // One stream identity for the whole run, also across a re-publish after `sfuRestart`: the
     // subscribers' receipts and the window count follow it.
     let ssrc: u32 = rand::random();
+    // Video is offered with RTX, as browsers do (the node then offers RTX to subscribers).
+    let rtx_ssrc = (!audio).then(rand::random::<u32>);
+    let stream = (audio, ssrc, rtx_ssrc);
     let mut publisher = None;
     if role.publish {
-        let connected = publish(&mut signal, identity, audio, ssrc).await?;
+        let connected = publish(&mut signal, identity, stream).await?;
         totals.negotiated(&connected.srtp);
         let (swap, swaps) = mpsc::unbounded_channel();
         let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
@@ -206,6 +209,7 @@ async fn run_mooyaho(
         match event {
             SfuEvent::Offer(offer) if role.subscribe => match &subscription {
                 Some(current) => {
+                    current.reoffered(&offer);
                     let answer = sdp::subscribe_answer(
                         &current.local(&identity.fingerprint),
                         &offer,
@@ -242,7 +246,7 @@ async fn run_mooyaho(
                 }
                 if let Some(swap) = &publisher {
                     let _ = swap.send(None);
-                    match republish(&mut signal, identity, audio, ssrc, stop_at).await {
+                    match republish(&mut signal, identity, stream, stop_at).await {
                         Ok(connected) => {
                             totals.negotiated(&connected.srtp);
                             let _ = swap.send(Some(connected));
@@ -273,12 +277,14 @@ async fn run_mooyaho(
     Ok(())
 }
 
-/// Publishes one track (Opus for `audio`, else VP8) and connects its transport.
+/// What a publisher offers: `(audio, ssrc, rtx ssrc)`.
+type Offered = (bool, u32, Option<u32>);
+
+/// Publishes one track (Opus for `audio`, else VP8 with RTX) and connects its transport.
 async fn publish(
     signal: &mut Signal,
     identity: &DtlsIdentity,
-    audio: bool,
-    ssrc: u32,
+    (audio, ssrc, rtx_ssrc): Offered,
 ) -> anyhow::Result<peer::Connected> {
     let ice = LocalIce::random();
     let local = Local {
@@ -287,7 +293,7 @@ async fn publish(
         fingerprint: &identity.fingerprint,
         candidate: None,
     };
-    let offer = sdp::publish_offer(&local, audio, ssrc);
+    let offer = sdp::publish_offer(&local, audio, ssrc, rtx_ssrc);
     let reply = signal
         .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
         .await?;
@@ -303,13 +309,12 @@ async fn publish(
 async fn republish(
     signal: &mut Signal,
     identity: &DtlsIdentity,
-    audio: bool,
-    ssrc: u32,
+    offered: Offered,
     stop_at: &Mutex<Instant>,
 ) -> anyhow::Result<peer::Connected> {
     let mut attempt = 1;
     loop {
-        match publish(signal, identity, audio, ssrc).await {
+        match publish(signal, identity, offered).await {
             Ok(connected) => return Ok(connected),
             Err(e) if attempt >= REPUBLISH_ATTEMPTS => return Err(e),
             Err(_) => {}
@@ -329,6 +334,8 @@ const REPUBLISH_ATTEMPTS: u32 = 5;
 /// A subscriber's receiving transport to one room's node, and the task reading it.
 pub(crate) struct Subscription {
     ice: LocalIce,
+    /// RTX payload types and SSRCs of the offers on this transport (re-offers add tracks).
+    rtx: Arc<Mutex<RtxMap>>,
     /// Tells the task to stop (`sfuRestart`: this room is gone).
     detached: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -368,12 +375,14 @@ impl Subscription {
         let connected = peer::connect(identity, &ice, &remote).await?;
         totals.negotiated(&connected.srtp);
         let detached = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rtx = Arc::new(Mutex::new(RtxMap::of(offer)));
         let reception = Reception {
             loss_percent: config.loss_percent,
             twcc_id: sdp::extension_id(offer, sdp::TRANSPORT_CC_URI),
             after_restart,
             detached: detached.clone(),
             continuity: continuity.clone(),
+            rtx: rtx.clone(),
         };
         let (totals, stop_at) = (totals.clone(), stop_at.clone());
         let task =
@@ -382,9 +391,15 @@ impl Subscription {
             );
         Ok(Self {
             ice,
+            rtx,
             detached,
             task,
         })
+    }
+
+    /// Takes note of a re-offer's tracks (their RTX SSRCs) before it is answered.
+    fn reoffered(&self, offer: &str) {
+        self.rtx.lock().expect("lock").extend(offer);
     }
 
     /// Our side of the SDP for re-offers on this transport.
@@ -449,6 +464,7 @@ async fn run_janus(
             },
             audio,
             ssrc,
+            None,
         );
         let joined = session
             .message(
@@ -523,6 +539,7 @@ async fn run_janus(
             after_restart: false,
             detached: Arc::default(),
             continuity: Arc::default(),
+            rtx: Arc::new(Mutex::new(RtxMap::of(&offer))),
         };
         let (totals, stop_at) = (totals.clone(), stop_at.clone());
         tasks.push(tokio::spawn(async move {
@@ -917,6 +934,8 @@ struct Reception {
     detached: Arc<std::sync::atomic::AtomicBool>,
     /// The subscriber's media continuity across a node kill (merged in when the task ends).
     continuity: Arc<Mutex<Continuity>>,
+    /// How to unwrap retransmissions on RTX SSRCs (updated as re-offers add tracks).
+    rtx: Arc<Mutex<RtxMap>>,
 }
 
 /// A subscriber's media across a node kill: when its last packet before the kill arrived, and
@@ -993,7 +1012,9 @@ async fn receive_media(
         after_restart,
         detached,
         continuity: shared_continuity,
+        rtx: shared_rtx,
     } = reception;
+    let mut rtx = shared_rtx.lock().expect("lock").clone();
     let mut continuity = Continuity::default();
     wire::enable_receive_timestamps(&socket)?;
     let mut buf = vec![0u8; 2048];
@@ -1040,6 +1061,12 @@ async fn receive_media(
             Ok(ready) => ready?,
             Err(_) => continue,
         }
+        // A re-offer may have added tracks (and their RTX SSRCs) since the last wake-up.
+        if let Ok(latest) = shared_rtx.try_lock()
+            && *latest != rtx
+        {
+            rtx = latest.clone();
+        }
         // Everything waiting, in one wake-up: under load the queue batches by itself.
         loop {
             let (n, from, arrived) = match wire::try_recv_stamped(&socket, &mut buf) {
@@ -1070,6 +1097,18 @@ async fn receive_media(
             let packet = &buf[..len];
             let Some((ssrc, seq, payload_at, audio)) = parse_rtp(packet) else {
                 continue;
+            };
+            // A retransmission on an RTX SSRC (RFC 4588): the original sequence number leads
+            // the payload; the packet stands for that one of its media SSRC.
+            let (ssrc, seq, payload_at) = match rtx.media_ssrc(packet[1] & 0x7f, ssrc) {
+                Some(media) => {
+                    let Some(osn) = packet.get(payload_at..payload_at + 2) else {
+                        continue;
+                    };
+                    totals.rtx_received.fetch_add(1, Ordering::Relaxed);
+                    (media, u16::from_be_bytes([osn[0], osn[1]]), payload_at + 2)
+                }
+                None => (ssrc, seq, payload_at),
             };
             let arrived = arrived.unwrap_or_else(wire::now_ns);
             let killed = totals.killed_at_ns.load(Ordering::Relaxed);
@@ -1118,6 +1157,9 @@ async fn receive_media(
         .window_received
         .fetch_add(receipts.distinct(), Ordering::Relaxed);
     totals.latency_us.lock().expect("lock").extend(samples);
+    totals
+        .unrecovered
+        .fetch_add(feedback.unrecovered(), Ordering::Relaxed);
     shared_continuity.lock().expect("lock").merge(continuity);
     Ok(())
 }

@@ -53,6 +53,12 @@ pub struct Report {
     /// after a NACK, and receiver reports sent.
     pub nacked_packets: u64,
     pub recovered_packets: u64,
+    /// Retransmissions that arrived on an RTX SSRC (RFC 4588; the node sends them there when
+    /// RTX is negotiated), counted before deduplication.
+    pub rtx_received: u64,
+    /// Video packets that went missing and never came back: given up after 3 NACKs, or still
+    /// missing when the run stopped (`recoveredPackets` are the ones that did).
+    pub unrecovered_packets: u64,
     pub receiver_reports_sent: u64,
     /// Transport-wide-cc feedback packets our subscribers sent (every 100 ms where negotiated).
     pub twcc_feedback_sent: u64,
@@ -410,6 +416,8 @@ impl Report {
             dropped_by_induced_loss: totals.dropped_by_loss.load(Ordering::Relaxed),
             nacked_packets: totals.nacked.load(Ordering::Relaxed),
             recovered_packets: totals.recovered.load(Ordering::Relaxed),
+            rtx_received: totals.rtx_received.load(Ordering::Relaxed),
+            unrecovered_packets: totals.unrecovered.load(Ordering::Relaxed),
             receiver_reports_sent: totals.receiver_reports.load(Ordering::Relaxed),
             twcc_feedback_sent: totals.twcc_feedback.load(Ordering::Relaxed),
             latency_cdf_ms: cdf(latencies.clone(), 1e-3),
@@ -468,7 +476,18 @@ impl Report {
             self.sfu_cpu_seconds.map(|c| (c * 100.0).round() / 100.0),
             self.generator_cpu_seconds
                 .map(|c| (c * 100.0).round() / 100.0),
-        ) + &self.ceiling.as_ref().map_or_else(String::new, |c| {
+        ) + &if self.dropped_by_induced_loss > 0 {
+            format!(
+                "\ninduced loss: dropped {}, NACKed {}, RTX received {}, recovered {}, unrecovered {}",
+                self.dropped_by_induced_loss,
+                self.nacked_packets,
+                self.rtx_received,
+                self.recovered_packets,
+                self.unrecovered_packets
+            )
+        } else {
+            String::new()
+        } + &self.ceiling.as_ref().map_or_else(String::new, |c| {
             format!(
                 "\nceiling ({} B, {} receivers): SRTP {:.0}/CPU-s, UDP {:.0}/CPU-s, both {:.0} \
                  out-pkt/CPU-s → SFU at {:.0} % of the ceiling",

@@ -106,30 +106,101 @@ fn header(local: &Local<'_>, mids: &[String]) -> String {
     )
 }
 
-/// A publish offer with one track: Opus (`audio`) or VP8.
-pub(crate) fn publish_offer(local: &Local<'_>, audio: bool, ssrc: u32) -> String {
-    publish_offer_tracks(local, &[(audio, ssrc)])
+/// A publish offer with one track: Opus (`audio`) or VP8, the video with RTX on `rtx_ssrc`
+/// when given (as a browser offers it: the node then offers RTX to the subscribers).
+pub(crate) fn publish_offer(
+    local: &Local<'_>,
+    audio: bool,
+    ssrc: u32,
+    rtx_ssrc: Option<u32>,
+) -> String {
+    offer_tracks(local, &[(audio, ssrc, rtx_ssrc.filter(|_| !audio))])
 }
 
 /// A publish offer with one m-line per `(audio, ssrc)` track, in order (mids `0`, `1`, …): Opus
 /// for audio, VP8 with NACK and PLI feedback for video, each declaring its one SSRC.
 pub(crate) fn publish_offer_tracks(local: &Local<'_>, tracks: &[(bool, u32)]) -> String {
+    let tracks: Vec<_> = tracks.iter().map(|&(a, s)| (a, s, None)).collect();
+    offer_tracks(local, &tracks)
+}
+
+/// The RTX payload type of our VP8 (96).
+const RTX_PT: u8 = 97;
+
+/// `(audio, ssrc, rtx ssrc)` per m-line.
+fn offer_tracks(local: &Local<'_>, tracks: &[(bool, u32, Option<u32>)]) -> String {
     let mids: Vec<String> = (0..tracks.len()).map(|i| i.to_string()).collect();
     let mut sdp = header(local, &mids);
-    for (mid, &(audio, ssrc)) in mids.iter().zip(tracks) {
+    for (mid, &(audio, ssrc, rtx)) in mids.iter().zip(tracks) {
         if audio {
             sdp += "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n";
             sdp += "a=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n";
+        } else if rtx.is_some() {
+            sdp += &format!("m=video 9 UDP/TLS/RTP/SAVPF 96 {RTX_PT}\r\nc=IN IP4 0.0.0.0\r\n");
+            sdp += "a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n";
+            sdp += &format!("a=rtpmap:{RTX_PT} rtx/90000\r\na=fmtp:{RTX_PT} apt=96\r\n");
         } else {
             sdp += "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n";
             sdp += "a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n";
         }
         sdp += &format!(
-            "a=setup:actpass\r\na=mid:{mid}\r\na=sendonly\r\na=rtcp-mux\r\na=msid:load track{mid}\r\na=ssrc:{ssrc} cname:load\r\n"
+            "a=setup:actpass\r\na=mid:{mid}\r\na=sendonly\r\na=rtcp-mux\r\na=msid:load track{mid}\r\n"
         );
+        if let Some(rtx) = rtx {
+            sdp += &format!("a=ssrc-group:FID {ssrc} {rtx}\r\n");
+        }
+        for ssrc in std::iter::once(ssrc).chain(rtx) {
+            sdp += &format!("a=ssrc:{ssrc} cname:load\r\n");
+        }
         sdp += &candidate_lines(local);
     }
     sdp
+}
+
+/// What a subscriber needs to unwrap retransmissions (RFC 4588): the RTX payload types an offer
+/// maps, and each RTX SSRC's media SSRC (`a=ssrc-group:FID media rtx`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RtxMap {
+    pub(crate) pts: std::collections::BTreeSet<u8>,
+    pub(crate) ssrcs: std::collections::HashMap<u32, u32>,
+}
+
+impl RtxMap {
+    /// The RTX payload types and FID groups of `sdp` (an offer, or a re-offer adding tracks).
+    pub(crate) fn of(sdp: &str) -> Self {
+        let mut map = Self::default();
+        map.extend(sdp);
+        map
+    }
+
+    /// Adds what `sdp` declares.
+    pub(crate) fn extend(&mut self, sdp: &str) {
+        for line in sdp.lines().map(str::trim_end) {
+            if let Some(rest) = line.strip_prefix("a=rtpmap:")
+                && let Some((pt, codec)) = rest.split_once(' ')
+                && codec.to_ascii_lowercase().starts_with("rtx/")
+                && let Ok(pt) = pt.parse()
+            {
+                self.pts.insert(pt);
+            } else if let Some(rest) = line.strip_prefix("a=ssrc-group:FID ") {
+                let ssrcs: Vec<u32> = rest
+                    .split_whitespace()
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+                if let [media, rtx] = ssrcs[..] {
+                    self.ssrcs.insert(rtx, media);
+                }
+            }
+        }
+    }
+
+    /// The media SSRC of a packet with payload type `pt` on `ssrc`, if it is a retransmission.
+    pub(crate) fn media_ssrc(&self, pt: u8, ssrc: u32) -> Option<u32> {
+        if !self.pts.contains(&pt) {
+            return None;
+        }
+        self.ssrcs.get(&ssrc).copied()
+    }
 }
 
 /// The transport-wide-cc header extension's URI.
@@ -174,16 +245,28 @@ pub(crate) fn subscribe_answer(local: &Local<'_>, offer: &str, setup: &str) -> S
         mids.push(mid.to_owned());
         let m: Vec<&str> = section[0].split_whitespace().collect();
         let pt = m.get(3).copied().unwrap_or("96");
+        // The codec's RTX, if offered (`a=fmtp:<rtx> apt=<pt>`).
+        let rtx = section.iter().find_map(|l| {
+            let (rtx, params) = l.strip_prefix("a=fmtp:")?.split_once(' ')?;
+            (params.trim() == format!("apt={pt}")).then_some(rtx)
+        });
+        let pts = rtx.map_or_else(|| pt.to_owned(), |rtx| format!("{pt} {rtx}"));
         lines.push(format!(
-            "{} 9 UDP/TLS/RTP/SAVPF {pt}\r\nc=IN IP4 0.0.0.0\r\n",
+            "{} 9 UDP/TLS/RTP/SAVPF {pts}\r\nc=IN IP4 0.0.0.0\r\n",
             m[0]
         ));
         for l in section.iter() {
-            // As a browser answers: the codec, its feedback, and the header extensions offered
-            // (the server then writes them into every packet it sends us, as it would to Chrome).
+            // As a browser answers: the codec, its RTX, its feedback, and the header extensions
+            // offered (the server then writes them into every packet it sends us, as it would to
+            // Chrome).
+            let of_rtx = rtx.is_some_and(|rtx| {
+                l.starts_with(&format!("a=rtpmap:{rtx} "))
+                    || l.starts_with(&format!("a=fmtp:{rtx} "))
+            });
             let keep = l.starts_with(&format!("a=rtpmap:{pt} "))
                 || l.starts_with(&format!("a=fmtp:{pt} "))
                 || l.starts_with(&format!("a=rtcp-fb:{pt} "))
+                || of_rtx
                 || l.starts_with("a=extmap:");
             if keep {
                 lines.push(format!("{l}\r\n"));
@@ -229,7 +312,7 @@ mod tests {
             fingerprint: "AA",
             candidate: None,
         };
-        assert!(!publish_offer(&local, false, 1).contains("a=candidate"));
+        assert!(!publish_offer(&local, false, 1, None).contains("a=candidate"));
         local.candidate = Some("192.0.2.2:5000".parse().unwrap());
         let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\na=mid:0\r\n";
         let answer = subscribe_answer(&local, offer, "passive");
@@ -265,6 +348,45 @@ mod tests {
         );
         assert_eq!(extension_id("a=extmap:x urn:x\r\n", "urn:x"), None);
         assert_eq!(extension_id(&answer, "urn:other"), None);
+    }
+
+    #[test]
+    fn video_offers_declare_rtx_answers_keep_it_and_the_map_unwraps_it() {
+        let local = Local {
+            ufrag: "u",
+            pwd: "p",
+            fingerprint: "AA",
+            candidate: None,
+        };
+        let offer = publish_offer(&local, false, 11, Some(12));
+        assert!(
+            offer.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\n"),
+            "{offer}"
+        );
+        assert!(offer.contains("a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n"));
+        assert!(offer.contains("a=ssrc-group:FID 11 12\r\n"));
+        assert!(offer.contains("a=ssrc:12 cname:load\r\n"));
+        // Audio has no RTX, whatever is asked.
+        assert!(!publish_offer(&local, true, 11, Some(12)).contains("rtx"));
+
+        // The node's subscribe offer: VP8 on 100 with RTX on 101 and a FID group.
+        let sub_offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 100 101\r\na=rtpmap:100 VP8/90000\r\n\
+                         a=rtcp-fb:100 nack\r\na=rtpmap:101 rtx/90000\r\na=fmtp:101 apt=100\r\n\
+                         a=mid:0\r\na=ssrc-group:FID 500 501\r\na=ssrc:500 cname:x\r\n";
+        let answer = subscribe_answer(&local, sub_offer, "active");
+        assert!(
+            answer.contains("m=video 9 UDP/TLS/RTP/SAVPF 100 101\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("a=rtpmap:101 rtx/90000\r\na=fmtp:101 apt=100\r\n"));
+        let map = RtxMap::of(sub_offer);
+        assert_eq!(map.media_ssrc(101, 501), Some(500));
+        assert_eq!(map.media_ssrc(100, 500), None, "the media packet itself");
+        assert_eq!(map.media_ssrc(101, 999), None, "an SSRC no FID group names");
+        // Without RTX offered, the answer has the codec only.
+        let plain = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\na=mid:0\r\n";
+        assert!(subscribe_answer(&local, plain, "active").contains("SAVPF 96\r\n"));
+        assert_eq!(RtxMap::of(plain), RtxMap::default());
     }
 
     #[test]
