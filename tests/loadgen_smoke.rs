@@ -786,11 +786,13 @@ fn churn_scenario_joins_and_leaves_while_the_steady_members_keep_their_media() {
         "{churn:#}"
     );
     assert!(count("packetsReceived") > 0, "movers got media: {churn:#}");
+    assert_eq!(count("steadyTransports"), 4, "{churn:#}");
     assert_eq!(
-        count("nodeTransportsAfter"),
+        count("nodeTransportsFinal"),
         4,
         "the movers' transports are gone after they left: {churn:#}"
     );
+    assert!(churn["nodeSettleSeconds"].is_f64(), "{churn:#}");
     assert!(
         report.get("sfuRssSlopeMibPerMinute").is_some(),
         "{report:#}"

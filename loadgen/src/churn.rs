@@ -46,9 +46,53 @@ pub struct ChurnReport {
     pub join_ms: Percentiles,
     /// SRTP-verified packets the movers received while they stayed.
     pub packets_received: u64,
-    /// The node's transports (its own load report) once every mover left: the steady
-    /// members' alone unless leaving leaks.
+    /// The node's transports (its own load reports) once every mover left: how many at the
+    /// first and last look, and after how long they were down to the steady members' (none:
+    /// not within the watch — a leak, or a node far behind).
+    #[serde(flatten)]
+    pub settle: Settle,
+}
+
+/// The node's transports after the movers left.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Settle {
+    /// At the first load report read after the last mover left.
     pub node_transports_after: Option<u64>,
+    /// At the last one read.
+    pub node_transports_final: Option<u64>,
+    /// The steady members' transports (one each).
+    pub steady_transports: u64,
+    /// Seconds from the last leave until the node reported only those.
+    pub node_settle_seconds: Option<f64>,
+}
+
+/// Reads the node's load report every 500 ms for up to `within` until its transports are down
+/// to `steady` (one per steady member).
+pub(crate) async fn watch_settle(
+    rest: &mooyaho_server_sdk::Mooyaho,
+    steady: u64,
+    within: Duration,
+) -> Settle {
+    let started = Instant::now();
+    let mut settle = Settle {
+        steady_transports: steady,
+        ..Settle::default()
+    };
+    loop {
+        if let Some(load) = crate::report::sfu_load(rest).await {
+            settle.node_transports_after.get_or_insert(load.transports);
+            settle.node_transports_final = Some(load.transports);
+            if load.transports <= steady {
+                settle.node_settle_seconds = Some(started.elapsed().as_secs_f64());
+                return settle;
+            }
+        }
+        if started.elapsed() >= within {
+            return settle;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 impl ChurnReport {
@@ -57,7 +101,7 @@ impl ChurnReport {
         totals: &Totals,
         attempted: u64,
         left: u64,
-        node_transports_after: Option<u64>,
+        settle: Settle,
     ) -> Self {
         Self {
             per_second: churn.per_second,
@@ -69,7 +113,7 @@ impl ChurnReport {
             left,
             join_ms: Percentiles::of(totals.join_ms.lock().expect("lock").clone(), 1.0),
             packets_received: totals.received.load(Ordering::Relaxed),
-            node_transports_after,
+            settle,
         }
     }
 
@@ -78,7 +122,7 @@ impl ChurnReport {
         format!(
             "churn: {:.1} joins/s staying {:.1} s: {} started, {} joined, {} failed, {} left; \
              mover join p50 {:.0} ms p99 {:.0} ms; {} packets received by movers; node \
-             transports after they left: {}",
+             transports after they left: {} → {} (steady {}), settled in {}",
             self.per_second,
             self.stay_seconds,
             self.attempted,
@@ -88,10 +132,18 @@ impl ChurnReport {
             self.join_ms.p50,
             self.join_ms.p99,
             self.packets_received,
-            self.node_transports_after
-                .map_or_else(|| "n/a".to_owned(), |n| n.to_string()),
+            show(self.settle.node_transports_after),
+            show(self.settle.node_transports_final),
+            self.settle.steady_transports,
+            self.settle
+                .node_settle_seconds
+                .map_or_else(|| "no (watched 10 s)".to_owned(), |s| format!("{s:.1} s")),
         )
     }
+}
+
+fn show(value: Option<u64>) -> String {
+    value.map_or_else(|| "n/a".to_owned(), |n| n.to_string())
 }
 
 /// Starts a mover every `1 / per_second` until `until`; returns the movers' tasks (each yields
@@ -198,7 +250,13 @@ mod tests {
             per_second: 2.0,
             stay: Duration::from_millis(1500),
         };
-        let report = ChurnReport::build(churn, &movers, 4, 3, Some(7));
+        let settle = Settle {
+            node_transports_after: Some(9),
+            node_transports_final: Some(7),
+            steady_transports: 7,
+            node_settle_seconds: Some(1.5),
+        };
+        let report = ChurnReport::build(churn, &movers, 4, 3, settle);
         assert_eq!(
             (report.attempted, report.joined, report.failed, report.left),
             (4, 3, 1, 3)
@@ -212,6 +270,9 @@ mod tests {
             line.contains("4 started, 3 joined, 1 failed, 3 left"),
             "{line}"
         );
-        assert!(line.contains("transports after they left: 7"), "{line}");
+        assert!(
+            line.contains("transports after they left: 9 → 7 (steady 7), settled in 1.5 s"),
+            "{line}"
+        );
     }
 }

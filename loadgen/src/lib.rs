@@ -205,9 +205,9 @@ impl LoadConfig {
     }
 }
 
-/// After the last churn mover left, how long until the node's load report is read (nodes report
-/// every second).
-const CHURN_SETTLE: Duration = Duration::from_millis(2500);
+/// After the last churn mover left, how long the node's load reports are watched for its
+/// transports to fall back to the steady members' (nodes report every second).
+const CHURN_SETTLE: Duration = Duration::from_secs(10);
 
 /// How long subscribers keep receiving after the window closes, for packets sent in it.
 const WINDOW_GRACE: Duration = Duration::from_millis(500);
@@ -634,18 +634,18 @@ async fn run_on(
                     left += 1;
                 }
             }
-            // One load report period, so the node's figure is from after the last leave.
-            tokio::time::sleep(CHURN_SETTLE).await;
-            let transports = match backend.rest() {
-                Some(rest) => report::sfu_load(rest).await.map(|load| load.transports),
-                None => None,
+            // The steady members hold one transport each; the movers' should go with them.
+            let steady = totals.joined.load(Ordering::Relaxed);
+            let settled = match backend.rest() {
+                Some(rest) => churn::watch_settle(rest, steady, CHURN_SETTLE).await,
+                None => churn::Settle::default(),
             };
             Some(churn::ChurnReport::build(
                 config.churn,
                 &movers,
                 attempted,
                 left,
-                transports,
+                settled,
             ))
         }
         None => None,

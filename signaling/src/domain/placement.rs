@@ -1156,7 +1156,10 @@ mod tests {
             .filter(|e| e.event.kind() == "active_speakers_changed")
             .collect();
         assert_eq!(speakers_events.len(), 1);
-        assert_eq!(audience(&speakers_events[0]), std::slice::from_ref(&bob.session));
+        assert_eq!(
+            audience(&speakers_events[0]),
+            std::slice::from_ref(&bob.session)
+        );
         assert!(
             !drain(&mut alice_queue)
                 .iter()
