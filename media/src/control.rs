@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::node::{Node, NodeStats, RoomKey};
 use crate::sdp::SdpError;
-use crate::worker::{MediaError, NodeEvent};
+use crate::worker::{MediaError, NodeEvent, WorkerStats};
 
 /// How the control server runs.
 #[derive(Clone, Debug)]
@@ -680,9 +680,12 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
             Ok(room) => node.close_room(room).await.map(|()| Response::Done),
             Err(e) => Err(e),
         },
-        Request::Stats => match load(node, refusals, &mut LoadMeter::default()).await {
-            Some(load) => return Response::Stats(load),
-            None => Err(MediaError::WorkerGone),
+        // Asked for explicitly: the answer waits for every worker's fresh stats.
+        Request::Stats => match node.stats().await {
+            Ok(stats) => {
+                return Response::Stats(load(node, stats, refusals, &mut LoadMeter::default()));
+            }
+            Err(e) => Err(e),
         },
         Request::Drain { draining } => {
             node.set_draining(draining);
@@ -914,24 +917,112 @@ fn histogram_counts(
 
 async fn report_load(node: Arc<Node>, clients: Arc<Mutex<Clients>>, refusals: Arc<Refusals>) {
     let mut meter = LoadMeter::default();
+    let mut poll = WorkerPoll::<WorkerStats>::default();
     let mut tick = tokio::time::interval(LOAD_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        // A node whose worker stats cannot be read sends no load: its controllers' view goes
-        // stale and they mark it unhealthy (a default "empty" load would look healthy and idle).
-        let Some(load) = load(&node, &refusals, &mut meter).await else {
-            tracing::error!("worker stats unreadable: not reporting load (node unhealthy)");
-            continue;
+        // A node whose worker stats cannot be read (a worker died or is stuck) sends no load:
+        // its controllers' view goes stale and they mark it unhealthy (a default "empty" load
+        // would look healthy and idle).
+        let ask = |index| {
+            let node = node.clone();
+            tokio::spawn(async move { node.worker_stats(index).await })
         };
+        let stats = match poll.stats(node.worker_count(), ask).await {
+            Ok(workers) => NodeStats { workers },
+            Err(why) => {
+                tracing::error!(%why, "worker stats unreadable: not reporting load (node unhealthy)");
+                continue;
+            }
+        };
+        let load = load(&node, stats, &refusals, &mut meter);
         for sender in lock(&clients).senders.values() {
             let _ = sender.send(Event::Load(load.clone()));
         }
     }
 }
 
-/// The node's load, or `None` when a worker's stats cannot be read (the worker died).
-async fn load(node: &Node, refusals: &Refusals, meter: &mut LoadMeter) -> Option<Load> {
-    let stats = node.stats().await.ok()?;
+/// How long a load report waits for the workers' fresh stats before using what it has.
+const STATS_WAIT: Duration = Duration::from_millis(300);
+/// A worker that has not answered a stats request for this long is stuck: the node stops
+/// reporting load, and its controllers fail it over 3 s later.
+const STUCK_WORKER: Duration = Duration::from_secs(10);
+
+/// Each worker's latest stats, with at most one request outstanding per worker. A worker busy
+/// for a while (the handshakes of a crowd joining at once, a saturated machine) answers late and
+/// its previous stats stand in meanwhile: a busy node keeps reporting, so it is not declared
+/// dead while it works. One gone (its thread died) or silent for [`STUCK_WORKER`] stops reports.
+struct WorkerPoll<T> {
+    workers: Vec<PolledWorker<T>>,
+}
+
+/// A request for one worker's stats, answered when the worker gets to it.
+type StatsRequest<T> = tokio::task::JoinHandle<Result<T, MediaError>>;
+
+struct PolledWorker<T> {
+    last: Option<T>,
+    /// The outstanding request, and when it was sent.
+    pending: Option<(tokio::time::Instant, StatsRequest<T>)>,
+}
+
+impl<T> Default for WorkerPoll<T> {
+    fn default() -> Self {
+        Self {
+            workers: Vec::new(),
+        }
+    }
+}
+
+impl<T: Clone> WorkerPoll<T> {
+    /// The stats of each of `count` workers (`ask(i)` requests worker `i`'s): fresh from those
+    /// that answer within [`STATS_WAIT`], the previous ones from those still busy; why not, when
+    /// a worker is gone, stuck or has never answered.
+    async fn stats(
+        &mut self,
+        count: usize,
+        mut ask: impl FnMut(usize) -> StatsRequest<T>,
+    ) -> Result<Vec<T>, String> {
+        self.workers.resize_with(count, || PolledWorker {
+            last: None,
+            pending: None,
+        });
+        for (index, worker) in self.workers.iter_mut().enumerate() {
+            if worker.pending.is_none() {
+                worker.pending = Some((tokio::time::Instant::now(), ask(index)));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + STATS_WAIT;
+        let mut stats = Vec::with_capacity(count);
+        for (index, worker) in self.workers.iter_mut().enumerate() {
+            if let Some((asked, mut request)) = worker.pending.take() {
+                match tokio::time::timeout_at(deadline, &mut request).await {
+                    Ok(Ok(Ok(fresh))) => worker.last = Some(fresh),
+                    Ok(Ok(Err(e))) => return Err(format!("worker {index}: {e}")),
+                    Ok(Err(e)) => return Err(format!("worker {index}: {e}")),
+                    Err(_) => {
+                        worker.pending = Some((asked, request));
+                        let waited = asked.elapsed();
+                        if waited >= STUCK_WORKER {
+                            return Err(format!("worker {index} has not answered for {waited:?}"));
+                        }
+                        tracing::debug!(
+                            worker = index,
+                            ?waited,
+                            "worker busy: its last stats stand in"
+                        );
+                    }
+                }
+            }
+            let last = worker.last.clone();
+            stats.push(last.ok_or_else(|| format!("worker {index} has not answered yet"))?);
+        }
+        Ok(stats)
+    }
+}
+
+/// The node's load from its workers' `stats`.
+fn load(node: &Node, stats: NodeStats, refusals: &Refusals, meter: &mut LoadMeter) -> Load {
     let (mut packets_in, mut packets_out, mut drops) = (0, 0, 0);
     for w in &stats.workers {
         packets_in += w.counters.datagrams_in;
@@ -971,12 +1062,88 @@ async fn load(node: &Node, refusals: &Refusals, meter: &mut LoadMeter) -> Option
     meter.last = Some((now, packets_in, packets_out, cpu));
     load.media = Box::new(media_counters(&stats, meter));
     refusals.fill(&mut load);
-    Some(load)
+    load
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Asks for worker stats that arrive after `delay` (the worker is busy that long).
+    fn answering_after(delay: Duration, value: u32) -> StatsRequest<u32> {
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            Ok(value)
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_worker_s_last_stats_stand_in_until_it_is_stuck() {
+        let mut poll = WorkerPoll::default();
+        let quick = Duration::from_millis(1);
+        assert_eq!(
+            poll.stats(2, |i| answering_after(quick, i as u32)).await,
+            Ok(vec![0, 1])
+        );
+        // Worker 1 is busy for 5 s: every report meanwhile carries its previous stats (and asks
+        // it nothing more); worker 0 stays fresh.
+        let busy = Duration::from_secs(5);
+        let ask = |i: usize| answering_after(if i == 1 { busy } else { quick }, 10 + i as u32);
+        let started = tokio::time::Instant::now();
+        assert_eq!(poll.stats(2, ask).await, Ok(vec![10, 1]));
+        let mut asked_again = 0;
+        while started.elapsed() < busy - LOAD_INTERVAL {
+            tokio::time::sleep(LOAD_INTERVAL).await;
+            let ask = |i: usize| {
+                asked_again += i;
+                answering_after(quick, 20)
+            };
+            assert_eq!(poll.stats(2, ask).await, Ok(vec![20, 1]));
+        }
+        assert_eq!(asked_again, 0, "worker 1 was asked again while busy");
+        tokio::time::sleep(LOAD_INTERVAL).await;
+        assert_eq!(
+            poll.stats(2, |_| answering_after(quick, 30)).await,
+            Ok(vec![30, 11])
+        );
+
+        // Silent for good: reports go on until it has not answered for STUCK_WORKER, then stop.
+        let never = Duration::from_secs(3600);
+        assert!(
+            poll.stats(2, |i| answering_after(
+                if i == 1 { never } else { quick },
+                40
+            ))
+            .await
+            .is_ok()
+        );
+        let stuck_since = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(LOAD_INTERVAL).await;
+            let result = poll.stats(2, |_| answering_after(quick, 50)).await;
+            if stuck_since.elapsed() < STUCK_WORKER {
+                assert_eq!(result, Ok(vec![50, 11]));
+            } else {
+                let why = result.unwrap_err();
+                assert!(why.contains("worker 1 has not answered"), "{why}");
+                break;
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gone_worker_or_one_that_never_answered_stops_the_reports() {
+        let mut poll = WorkerPoll::<u32>::default();
+        let gone = poll
+            .stats(1, |_| tokio::spawn(async { Err(MediaError::WorkerGone) }))
+            .await;
+        assert!(gone.unwrap_err().contains("worker 0"));
+        let mut poll = WorkerPoll::default();
+        let slow = poll
+            .stats(1, |_| answering_after(Duration::from_secs(2), 1))
+            .await;
+        assert_eq!(slow, Err("worker 0 has not answered yet".to_owned()));
+    }
 
     #[test]
     fn room_names_of_another_incarnation_are_unknown_rooms() {

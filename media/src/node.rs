@@ -519,6 +519,17 @@ impl Node {
         }
     }
 
+    /// How many workers the node runs.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Statistics of worker `index`, when it gets to the request.
+    pub async fn worker_stats(&self, index: usize) -> Result<WorkerStats, MediaError> {
+        let worker = self.workers.get(index).ok_or(MediaError::WorkerGone)?;
+        Ok(*worker.call(Command::Stats).await?)
+    }
+
     /// Statistics of every worker.
     pub async fn stats(&self) -> Result<NodeStats, MediaError> {
         let mut stats = NodeStats::default();

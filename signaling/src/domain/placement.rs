@@ -111,7 +111,16 @@ impl Placement {
         if placed.is_empty() {
             return;
         }
-        tracing::warn!(%node, channels = placed.len(), "SFU node failed: moving its channels");
+        // Which rule failed it: the connection (closed, or silent past the QUIC idle timeout) or
+        // the load reports (connected, none for 3 s); `last_error` says how the link ended.
+        let status = self.nodes().map(|n| n.status(node)).unwrap_or_default();
+        let cause = if status.connected {
+            "no load report for 3 s"
+        } else {
+            "control connection lost"
+        };
+        tracing::warn!(%node, channels = placed.len(), cause, last_error = ?status.last_error,
+            "SFU node failed: moving its channels");
         for (channel, room) in placed {
             self.relocate(&channel, node, &room, None).await;
         }

@@ -56,7 +56,13 @@ impl LinkTask {
             match self.session().await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
-                    tracing::debug!(node = %self.node, error = %e, "SFU control link down");
+                    // A link that was up going down is news (a node failing, or a false alarm
+                    // under load); failed attempts to bring it up again are not.
+                    if self.up {
+                        tracing::warn!(node = %self.node, error = %e, "SFU control link down");
+                    } else {
+                        tracing::debug!(node = %self.node, error = %e, "SFU control link down");
+                    }
                     self.set(|s| s.last_error = Some(e));
                 }
             }
