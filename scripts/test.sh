@@ -12,6 +12,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 # tests/loadgen_smoke.rs runs `mooyaho loadgen --target janus` against a real Janus VideoRoom.
 command -v janus >/dev/null 2>&1 || missing+=(janus)
+# sdk/js/test/turn.test.mjs relays Chromium through a real coturn.
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 # The aiortc interop test's venv needs venv + pip.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)

@@ -113,6 +113,19 @@ struct Options {
     /// (default 10000).
     #[arg(long, env = "MOOYAHO_WEBHOOK_QUEUE_SIZE")]
     webhook_queue_size: Option<usize>,
+    /// TURN server for clients (repeat for several; comma-separated in the env variable):
+    /// `turn:HOST[:PORT][?transport=udp|tcp]` or `turns:…`. Every session gets short-lived
+    /// credentials for them in `connected {iceServers}` (needs --turn-secret).
+    #[arg(long, env = "MOOYAHO_TURN_URL", value_delimiter = ',')]
+    turn_url: Vec<String>,
+    /// The TURN servers' shared secret (coturn `use-auth-secret` / `static-auth-secret`), at
+    /// least 16 characters.
+    #[arg(long, env = "MOOYAHO_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// Lifetime of the TURN credentials handed to a session, seconds (default 21600 = 6 h;
+    /// sessions get fresh ones on every connect and resume).
+    #[arg(long, env = "MOOYAHO_TURN_TTL_SECS")]
+    turn_ttl_secs: Option<u64>,
     /// Also serve `GET /metrics` on this address, without the API key (for Prometheus; bind it
     /// to an address only scrapers reach).
     #[arg(long, env = "MOOYAHO_METRICS_LISTEN")]
@@ -159,6 +172,9 @@ struct FileOptions {
     webhook_urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
     webhook_queue_size: Option<usize>,
+    turn_urls: Option<Vec<String>>,
+    turn_secret: Option<String>,
+    turn_ttl_secs: Option<u64>,
     max_connections_per_ip: Option<usize>,
 }
 
@@ -263,6 +279,28 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
             bail!("the webhook secret must be at least {MIN_API_KEY_LEN} characters")
         }
         secret => secret,
+    };
+    let turn_urls = if options.turn_url.is_empty() {
+        file.turn_urls.unwrap_or_default()
+    } else {
+        options.turn_url
+    };
+    let turn_secret = options.turn_secret.or(file.turn_secret);
+    let turn_ttl = options
+        .turn_ttl_secs
+        .or(file.turn_ttl_secs)
+        .map_or(mooyaho_signaling::turn::DEFAULT_TTL, Duration::from_secs);
+    config.turn = match (turn_urls.is_empty(), turn_secret) {
+        (true, None) => None,
+        (true, Some(_)) => bail!("--turn-secret without --turn-url: which TURN servers?"),
+        (false, secret) => Some(
+            mooyaho_signaling::turn::TurnConfig::new(
+                &turn_urls,
+                secret.as_deref().unwrap_or_default(),
+                turn_ttl,
+            )
+            .context("--turn-url")?,
+        ),
     };
     match options.webhook_queue_size.or(file.webhook_queue_size) {
         Some(0) => bail!("--webhook-queue-size must be at least 1"),

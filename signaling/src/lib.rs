@@ -22,6 +22,7 @@ pub mod protocol;
 pub mod sfu;
 pub mod state;
 pub mod store;
+pub mod turn;
 pub mod webhooks;
 
 pub use domain::SignalingConfig;

@@ -10,6 +10,7 @@ use crate::domain::events::DomainEvent;
 use crate::domain::ids::{ChannelId, SessionId};
 pub use crate::domain::model::ChatMessage;
 use crate::domain::model::{MediaKey, MediaState};
+use crate::turn::IceServer;
 
 /// A message from a browser.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -127,6 +128,9 @@ pub enum ServerMessage {
         /// The user of a session opened with a join token (`?token=`).
         #[serde(skip_serializing_if = "Option::is_none")]
         user: Option<Value>,
+        /// TURN servers with this session's short-lived credentials (when the server has any).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// A new resume token for the session this socket holds, sent every half token lifetime.
     /// The one it replaces stays valid until its own expiry.
@@ -149,6 +153,9 @@ pub enum ServerMessage {
         channel: Option<ChannelId>,
         /// The next resume token (tokens are single-use).
         token: String,
+        /// Fresh TURN credentials, as in `connected`.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// Reply to `listSessions`.
     ListSessionsSuccess {

@@ -308,6 +308,11 @@ var MooyahoError = class extends Error {
 };
 
 // src/socket.ts
+function iceServersOf(frame) {
+  const servers = frame["iceServers"];
+  if (!Array.isArray(servers)) return [];
+  return servers.filter((s) => typeof s === "object" && s !== null && "urls" in s);
+}
 var MAX_BACKOFF_MS = 1e4;
 var RETRYABLE = /* @__PURE__ */ new Set(["disconnected", "timeout", "unavailable", "rate_limited"]);
 var SignalingSocket = class {
@@ -421,6 +426,7 @@ var SignalingSocket = class {
         if (frame.type !== "connected" || settled) return;
         settled = true;
         clearTimeout(timer);
+        this.handlers.onIceServers(iceServersOf(frame));
         this.#attach(ws);
         resolve({ id: String(frame["id"]), token: String(frame["token"]) });
       };
@@ -506,6 +512,7 @@ var SignalingSocket = class {
         try {
           const reply = await this.request({ type: "reuseId", id: previous, token: this.#token });
           this.#token = String(reply["token"]);
+          this.handlers.onIceServers(iceServersOf(reply));
           this.handlers.onResumed(String(reply["id"]), reply);
           return;
         } catch (e) {
@@ -569,7 +576,7 @@ var Mooyaho = class extends Emitter {
   constructor(config) {
     super();
     this.config = { ...config };
-    this.#rtc = { iceServers: config.iceServers ?? [] };
+    this.#rtc = { iceServers: config.iceServers ?? [], iceTransportPolicy: config.iceTransportPolicy ?? "all" };
     const base = config.url.replace(/^http/, "ws").replace(/\/+$/, "");
     const url = `${base}/websocket?allowDirectCall=${config.allowDirectCall ? "true" : "false"}`;
     this.#socket = new SignalingSocket(
@@ -578,7 +585,10 @@ var Mooyaho = class extends Emitter {
         onEvent: (frame) => void this.#onEvent(frame).catch((e) => this.#fail(e)),
         onResumed: (sessionId) => void this.#onResumed(sessionId),
         onResumeFailed: (sessionId, error) => this.#onResumeFailed(sessionId, error),
-        onError: (error) => this.emit("error", error)
+        onError: (error) => this.emit("error", error),
+        onIceServers: (servers) => {
+          this.#rtc.iceServers = [...config.iceServers ?? [], ...servers];
+        }
       },
       { requestTimeoutMs: config.requestTimeoutMs ?? 1e4, heartbeatMs: config.heartbeatMs ?? 5e3 },
       config.token

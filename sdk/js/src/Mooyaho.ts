@@ -59,7 +59,9 @@ export class Mooyaho extends Emitter {
   constructor(config: MooyahoConfig) {
     super();
     this.config = { ...config };
-    this.#rtc = { iceServers: config.iceServers ?? [] };
+    // One configuration object shared by every PeerConnection maker: the server's TURN servers
+    // are written into it when a socket connects or resumes.
+    this.#rtc = { iceServers: config.iceServers ?? [], iceTransportPolicy: config.iceTransportPolicy ?? 'all' };
     const base = config.url.replace(/^http/, 'ws').replace(/\/+$/, '');
     const url = `${base}/websocket?allowDirectCall=${config.allowDirectCall ? 'true' : 'false'}`;
     this.#socket = new SignalingSocket(
@@ -69,6 +71,9 @@ export class Mooyaho extends Emitter {
         onResumed: (sessionId) => void this.#onResumed(sessionId),
         onResumeFailed: (sessionId, error) => this.#onResumeFailed(sessionId, error),
         onError: (error) => this.emit('error', error),
+        onIceServers: (servers) => {
+          this.#rtc.iceServers = [...(config.iceServers ?? []), ...servers];
+        },
       },
       { requestTimeoutMs: config.requestTimeoutMs ?? 10_000, heartbeatMs: config.heartbeatMs ?? 5_000 },
       config.token,

@@ -13,6 +13,15 @@ export interface SocketHandlers {
   onResumeFailed(sessionId: string, error: MooyahoError): void;
   /** An `error` frame nobody was waiting for, or a failure of a fire-and-forget message. */
   onError(error: MooyahoError): void;
+  /** The server's TURN servers with fresh credentials (`connected` and `reuseIdSuccess`). */
+  onIceServers(servers: RTCIceServer[]): void;
+}
+
+/** The `iceServers` a server frame carries: a list of objects with `urls`, or none. */
+function iceServersOf(frame: ServerFrame): RTCIceServer[] {
+  const servers = frame['iceServers'];
+  if (!Array.isArray(servers)) return [];
+  return servers.filter((s): s is RTCIceServer => typeof s === 'object' && s !== null && 'urls' in s);
 }
 
 export interface SocketOptions {
@@ -149,6 +158,7 @@ export class SignalingSocket {
         if (frame.type !== 'connected' || settled) return;
         settled = true;
         clearTimeout(timer);
+        this.handlers.onIceServers(iceServersOf(frame));
         this.#attach(ws);
         resolve({ id: String(frame['id']), token: String(frame['token']) });
       };
@@ -244,6 +254,7 @@ export class SignalingSocket {
           const reply = await this.request({ type: 'reuseId', id: previous, token: this.#token });
           // Tokens are single-use: keep the fresh one for the next drop.
           this.#token = String(reply['token']);
+          this.handlers.onIceServers(iceServersOf(reply));
           this.handlers.onResumed(String(reply['id']), reply);
           return;
         } catch (e) {

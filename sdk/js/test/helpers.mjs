@@ -2,6 +2,7 @@
 // headless Debian Chromium with fake camera/microphone, both torn down by the test.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -178,9 +179,9 @@ export async function sdkPage(browser, server, { beforeLoad } = {}) {
 }
 
 /** Connects a `Mooyaho` in `page` as `window.mooyaho`, with camera, and records its events in `window.events`. */
-export async function connectClient(page, server, { allowDirectCall = false, name, heartbeatMs } = {}) {
-  return page.evaluate(async ({ url, allowDirectCall, name, heartbeatMs }) => {
-    const mooyaho = new window.Mooyaho({ url, allowDirectCall, ...(heartbeatMs ? { heartbeatMs } : {}) });
+export async function connectClient(page, server, { allowDirectCall = false, name, heartbeatMs, iceTransportPolicy } = {}) {
+  return page.evaluate(async ({ url, allowDirectCall, name, heartbeatMs, iceTransportPolicy }) => {
+    const mooyaho = new window.Mooyaho({ url, allowDirectCall, ...(heartbeatMs ? { heartbeatMs } : {}), ...(iceTransportPolicy ? { iceTransportPolicy } : {}) });
     window.mooyaho = mooyaho;
     window.events = [];
     for (const type of ['connected', 'enterSuccess', 'entered', 'left', 'remoteStreamChanged', 'peerConnected', 'sfuPeerConnected',
@@ -192,7 +193,7 @@ export async function connectClient(page, server, { allowDirectCall = false, nam
     await mooyaho.createUserMedia({ audio: true, video: { width: 320, height: 240 } });
     if (name) await mooyaho.integrateUser({ id, name });
     return id;
-  }, { url: server.url, allowDirectCall, name, heartbeatMs });
+  }, { url: server.url, allowDirectCall, name, heartbeatMs, iceTransportPolicy });
 }
 
 /** framesDecoded of inbound video per remote session, from each peer PeerConnection's getStats(). */
@@ -264,4 +265,39 @@ export function artifactPath(name) {
 
 export function sleep(ms) {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * A real coturn (Debian `coturn`) on a free loopback port with `use-auth-secret` (the scheme
+ * `--turn-secret` speaks), relaying to loopback peers. Stopped by PID with `stop()`.
+ */
+export async function startTurn(secret) {
+  const port = await new Promise((resolvePort, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolvePort(port));
+    });
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'mooyaho-turn-'));
+  const child = spawn('turnserver', [
+    '-n', '--listening-ip=127.0.0.1', '--relay-ip=127.0.0.1', `--listening-port=${port}`,
+    '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm=mooyaho.test',
+    '--no-tls', '--no-dtls', '--allow-loopback-peers', '--no-cli', '--log-file=stdout',
+    `--pidfile=${join(dir, 'turnserver.pid')}`, `--userdb=${join(dir, 'turndb')}`,
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  child.stdout.on('data', (d) => { log += d; });
+  child.stderr.on('data', (d) => { log += d; });
+  await waitFor(() => /Total General servers/.test(log) || child.exitCode !== null, 'coturn to start', 15_000);
+  if (child.exitCode !== null) throw new Error(`coturn exited with ${child.exitCode}:\n${log}`);
+  return {
+    port,
+    logs: () => log,
+    async stop() {
+      await stopChild(child, 'SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -16,11 +16,13 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use crate::domain::hub::Outgoing;
-use crate::domain::{ConnectOptions, Connection, Signaling};
+use crate::domain::ids::SessionId;
+use crate::domain::{ConnectOptions, Connection, Signaling, SignalingConfig};
 use crate::protocol::{
     ClientFrame, ClientMessage, ErrorCode, ServerMessage, SessionInfo, SignalError,
 };
 use crate::state::AppState;
+use crate::turn::IceServer;
 
 /// Query parameters of `/websocket`.
 #[derive(Debug, Default, Deserialize)]
@@ -250,6 +252,7 @@ pub async fn pump<S, R>(
         id: connection.session.clone(),
         token,
         user,
+        ice_servers: ice_servers(&config, &connection.session),
     };
     if sink.send(text(connected.encode(None))).await.is_err() {
         signaling.sessions().disconnect(connection).await;
@@ -402,6 +405,7 @@ pub async fn dispatch(
         M::ReuseId { id, token } => {
             let resumed = signaling.sessions().reuse(connection, id, &token).await?;
             ServerMessage::ReuseIdSuccess {
+                ice_servers: ice_servers(signaling.config(), &resumed.id),
                 id: resumed.id,
                 user: resumed.user.unwrap_or(serde_json::Value::Null),
                 channel: resumed.channel,
@@ -599,6 +603,15 @@ impl Violations {
         self.at.push_back(now);
         self.at.len() > self.max
     }
+}
+
+/// This session's TURN credentials, fresh on every connect and resume (none without TURN).
+fn ice_servers(config: &SignalingConfig, session: &SessionId) -> Vec<IceServer> {
+    config
+        .turn
+        .as_ref()
+        .map(|turn| vec![turn.ice_server(&session.0, std::time::SystemTime::now())])
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -93,6 +93,8 @@ pub struct SignalingConfig {
     pub token_secret: Option<String>,
     /// Signed webhooks to the backend (`--webhook-url`); none by default.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// TURN servers whose credentials every session gets (`connected {iceServers}`).
+    pub turn: Option<crate::turn::TurnConfig>,
 }
 
 impl SignalingConfig {
@@ -120,6 +122,7 @@ impl SignalingConfig {
             direct_call_window: Duration::from_secs(10),
             token_secret: None,
             webhooks: crate::webhooks::WebhookSettings::default(),
+            turn: None,
         }
     }
 

@@ -8,6 +8,8 @@ export interface SocketHandlers {
     onResumeFailed(sessionId: string, error: MooyahoError): void;
     /** An `error` frame nobody was waiting for, or a failure of a fire-and-forget message. */
     onError(error: MooyahoError): void;
+    /** The server's TURN servers with fresh credentials (`connected` and `reuseIdSuccess`). */
+    onIceServers(servers: RTCIceServer[]): void;
 }
 export interface SocketOptions {
     requestTimeoutMs: number;

@@ -26,8 +26,13 @@ export interface MooyahoConfig {
      * `integrateUser` step. An invalid or expired token makes `connect()` reject.
      */
     token?: string;
-    /** STUN/TURN servers for every PeerConnection (the original hard-coded none). */
+    /**
+     * STUN/TURN servers for every PeerConnection (the original hard-coded none). A server run
+     * with `--turn-url` adds its TURN servers, with short-lived credentials, after these.
+     */
     iceServers?: RTCIceServer[];
+    /** `'relay'` sends media only through TURN (default `'all'`). */
+    iceTransportPolicy?: RTCIceTransportPolicy;
     /** How long `connect()` and each request wait for the server (ms, default 10000). */
     requestTimeoutMs?: number;
     /** Interval of the app-level ping that detects dead sockets (ms, default 5000). */
