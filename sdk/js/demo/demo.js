@@ -102,9 +102,21 @@ async function join(channelId, name) {
     if (what === 'sfu') banner('');
   });
   mooyaho.addEventListener('reconnecting', ({ attempt }) => banner(`The media server changed; reconnecting media (attempt ${attempt})…`, 'info'));
+  // SFU channels: the loudest speaker's tile is highlighted (others that speak get a thinner ring).
+  // The ranking is kept and applied again to new tiles: on entering it arrives before the tiles.
+  let speakers = [];
+  const ring = () => {
+    for (const tile of tiles.querySelectorAll('.tile')) tile.classList.remove('speaking', 'loudest');
+    speakers.forEach(({ sessionId }, rank) => tileOf(sessionId)?.classList.add(rank === 0 ? 'loudest' : 'speaking'));
+  };
+  mooyaho.addEventListener('activeSpeakersChanged', (event) => {
+    speakers = event.speakers;
+    ring();
+  });
   mooyaho.addEventListener('entered', ({ sessionId, user, isSelf }) => {
     if (isSelf) return;
     makeTile(tiles, sessionId, user?.name ?? sessionId.slice(0, 8), mooyaho.getRemoteStreamById(sessionId));
+    ring();
     system(`${user?.name ?? 'someone'} joined`);
   });
   mooyaho.addEventListener('left', ({ sessionId }) => {
@@ -114,15 +126,11 @@ async function join(channelId, name) {
   mooyaho.addEventListener('remoteStreamChanged', ({ sessionId }) => {
     const stream = mooyaho.getRemoteStreamById(sessionId);
     if (stream) makeTile(tiles, sessionId, nameOf(sessionId), stream);
+    ring();
   });
   mooyaho.addEventListener('updatedMediaState', ({ sessionId }) => {
     const member = mooyaho.sessions.get(sessionId);
     if (member) setFlags(tileOf(sessionId), member.state);
-  });
-  // SFU channels: the loudest speaker's tile is highlighted (others that speak get a thinner ring).
-  mooyaho.addEventListener('activeSpeakersChanged', ({ speakers }) => {
-    for (const tile of tiles.querySelectorAll('.tile')) tile.classList.remove('speaking', 'loudest');
-    speakers.forEach(({ sessionId }, rank) => tileOf(sessionId)?.classList.add(rank === 0 ? 'loudest' : 'speaking'));
   });
   mooyaho.addEventListener('messaged', ({ sessionId, message, isSelf }) => {
     const who = document.createElement('span');
@@ -154,6 +162,7 @@ async function join(channelId, name) {
     if (member.id === sessionId) continue;
     setFlags(makeTile(tiles, member.id, member.user?.name ?? member.id.slice(0, 8), mooyaho.getRemoteStreamById(member.id)), member.state);
   }
+  ring();
 
   const toggle = (button, key, on, off) => {
     button.onclick = async () => {
