@@ -34,6 +34,11 @@ mkdir -p "$out" "$compare_dir/bin"
 
 build() {
     local rev=$1 tree="$compare_dir/$2"
+    # A revision's binary never changes: built once, kept in $compare_dir/bin.
+    if [[ -x "$compare_dir/bin/mooyaho-$rev" ]]; then
+        echo "== $rev: built before ($compare_dir/bin/mooyaho-$rev)"
+        return
+    fi
     if [[ -d "$tree" ]]; then
         git -C "$tree" checkout --quiet --detach "$rev"
     else
