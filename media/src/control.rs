@@ -21,8 +21,7 @@ use std::time::{Duration, Instant};
 use mooyaho_control::proof::{EXPORTER_LABEL, EXPORTER_LEN};
 use mooyaho_control::{
     ALPN, ErrorCode, Event, FrameError, HistogramCounts, Load, MAX_FRAME, MAX_HELLO_FRAME,
-    MediaCounters, Proof, ReadError, Request, Response, Role, Speaker, VERSION, read_frame,
-    write_frame,
+    MediaCounters, Proof, ReadError, Request, Response, Role, VERSION, read_frame, write_frame,
 };
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use tokio::sync::{Semaphore, mpsc};
@@ -665,15 +664,7 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
             Ok(room) => node
                 .speakers(room)
                 .await
-                .map(|speakers| Response::Speakers {
-                    speakers: speakers
-                        .into_iter()
-                        .map(|s| Speaker {
-                            session: s.session,
-                            level: s.level,
-                        })
-                        .collect(),
-                }),
+                .map(|speakers| Response::Speakers { speakers }),
             Err(e) => Err(e),
         },
         Request::CloseRoom { room } => match names.key(&room) {
@@ -763,13 +754,7 @@ async fn route_events(
                 let event = Event::ActiveSpeakers {
                     room: room.clone(),
                     member: member.clone(),
-                    speakers: speakers
-                        .into_iter()
-                        .map(|s| Speaker {
-                            session: s.session,
-                            level: s.level,
-                        })
-                        .collect(),
+                    speakers,
                 };
                 (room, member, event)
             }

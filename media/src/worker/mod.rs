@@ -113,14 +113,9 @@ pub enum NodeEvent {
     },
 }
 
-/// One entry of a room's speaker ranking.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Speaker {
-    /// The publishing session.
-    pub session: String,
-    /// Smoothed loudness, 1..=100.
-    pub level: u8,
-}
+/// One entry of a room's speaker ranking: the control protocol's own type, so the ranking goes
+/// on the wire as the worker made it.
+pub use mooyaho_control::Speaker;
 
 /// A worker thread that died (a bug: packets and commands are handled without panicking). Its
 /// rooms are gone; the node must not look healthy after it.

@@ -196,6 +196,22 @@ export async function connectClient(page, server, { allowDirectCall = false, nam
   }, { url: server.url, allowDirectCall, name, heartbeatMs, iceTransportPolicy });
 }
 
+/**
+ * A demo page joined to `channelId` as `name` through its join form (the demo's own camera
+ * path); `beforeLoad(page)` runs before it loads (init scripts). Resolves `{page, id, name}`.
+ */
+export async function joinDemo(browser, server, channelId, name, { beforeLoad } = {}) {
+  const page = await browser.context.newPage();
+  page.on('pageerror', (e) => console.error(`[${name}]`, e.message));
+  if (beforeLoad) await beforeLoad(page);
+  await page.goto(`${server.url}/?channel=${channelId}`);
+  await page.fill('#name', name);
+  await page.click('#join-form button[type=submit]');
+  await page.waitForSelector('#room:not([hidden])');
+  const id = await page.evaluate(() => window.mooyaho.sessionId);
+  return { page, id, name };
+}
+
 /** framesDecoded of inbound video per remote session, from each peer PeerConnection's getStats(). */
 export function frames(page) {
   return page.evaluate(async () => {

@@ -2,7 +2,7 @@
 // the tile and stream of a member who leaves; the leaver can come back with nothing stale.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { artifactPath, assertDecodingFrom, launchBrowser, sleep, startServer, waitFor } from './helpers.mjs';
+import { artifactPath, assertDecodingFrom, joinDemo, launchBrowser, sleep, startServer, waitFor } from './helpers.mjs';
 
 let server;
 let browser;
@@ -15,16 +15,7 @@ after(async () => {
   await server?.stop();
 });
 
-async function joinDemo(channelId, name) {
-  const page = await browser.context.newPage();
-  page.on('pageerror', (e) => console.error(`[${name}]`, e.message));
-  await page.goto(`${server.url}/?channel=${channelId}`);
-  await page.fill('#name', name);
-  await page.click('#join-form button[type=submit]');
-  await page.waitForSelector('#room:not([hidden])');
-  const id = await page.evaluate(() => window.mooyaho.sessionId);
-  return { page, id, name };
-}
+const join = (channelId, name) => joinDemo(browser, server, channelId, name);
 
 const state = (page) => page.evaluate(() => ({
   peers: [...window.mooyaho.peers.keys()].sort(),
@@ -36,9 +27,9 @@ const state = (page) => page.evaluate(() => ({
 test('three demo pages in a mesh channel decode each other; a leaver is dropped everywhere', async () => {
   const channel = await server.api.createChannel(false);
   assert.equal(channel.sfuEnabled, false);
-  const ada = await joinDemo(channel.id, 'Ada');
-  const bob = await joinDemo(channel.id, 'Bob');
-  const cy = await joinDemo(channel.id, 'Cy');
+  const ada = await join(channel.id, 'Ada');
+  const bob = await join(channel.id, 'Bob');
+  const cy = await join(channel.id, 'Cy');
   const all = [ada, bob, cy];
 
   for (const me of all) {

@@ -3,7 +3,7 @@
 // page rings the loud member's tile and never a silent one's; muting the loud one clears it.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { artifactPath, launchBrowser, startServer, waitFor } from './helpers.mjs';
+import { artifactPath, joinDemo, launchBrowser, startServer, waitFor } from './helpers.mjs';
 
 let server;
 let browser;
@@ -22,10 +22,8 @@ after(async () => {
  * device's beeps would be too short to count as speech), with the fake camera's video. Every
  * tile that ever rings is recorded in `window.rang` as `sessionId:class`.
  */
-async function joinDemo(channelId, name, gain) {
-  const page = await browser.context.newPage();
-  page.on('pageerror', (e) => console.error(`[${name}]`, e.message));
-  await page.addInitScript((gain) => {
+function joinSpeaking(channelId, name, gain) {
+  return joinDemo(browser, server, channelId, name, { beforeLoad: (page) => page.addInitScript((gain) => {
     const devices = navigator.mediaDevices;
     const getUserMedia = devices.getUserMedia.bind(devices);
     devices.getUserMedia = async (constraints) => {
@@ -48,13 +46,7 @@ async function joinDemo(channelId, name, gain) {
         }
       }).observe(document.body, { subtree: true, attributes: true, attributeFilter: ['class'] });
     });
-  }, gain);
-  await page.goto(`${server.url}/?channel=${channelId}`);
-  await page.fill('#name', name);
-  await page.click('#join-form button[type=submit]');
-  await page.waitForSelector('#room:not([hidden])');
-  const id = await page.evaluate(() => window.mooyaho.sessionId);
-  return { page, id, name };
+  }, gain) });
 }
 
 const loudest = (page) => page.evaluate(() => [...document.querySelectorAll('#tiles .tile.loudest')].map((t) => t.dataset.session));
@@ -62,7 +54,7 @@ const rang = (page) => page.evaluate(() => [...window.rang]);
 
 test('the demo rings the Chromium publisher that speaks, never a silent one, and stops when it mutes', async () => {
   const channel = await server.api.createChannel(true);
-  const ada = await joinDemo(channel.id, 'Ada', 0.5);
+  const ada = await joinSpeaking(channel.id, 'Ada', 0.5);
   // From the moment Ada's publish PeerConnection connects (her tone flows) to her own page
   // ringing her tile: the issue's "named within 1 s", measured end to end in the browser.
   await ada.page.waitForFunction(() => window.mooyaho.sfuPeers.publisher?.connectionState === 'connected', null, { polling: 20, timeout: 20_000 });
@@ -73,8 +65,8 @@ test('the demo rings the Chromium publisher that speaks, never a silent one, and
   // A functional bound with room for a loaded machine; the node's own bound (1 s) is asserted
   // by tests/active_speakers.rs.
   assert.ok(namedAfter < 3000, `named after ${namedAfter} ms`);
-  const bob = await joinDemo(channel.id, 'Bob', 0);
-  const cy = await joinDemo(channel.id, 'Cy', 0);
+  const bob = await joinSpeaking(channel.id, 'Bob', 0);
+  const cy = await joinSpeaking(channel.id, 'Cy', 0);
   const all = [ada, bob, cy];
 
   for (const me of all) {
