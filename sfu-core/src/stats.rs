@@ -14,6 +14,9 @@ pub struct Counters {
     pub rtp_unknown_transport: u64,
     /// SSRC not published on the transport.
     pub rtp_unknown_ssrc: u64,
+    /// Unknown SSRC naming a rid (RFC 8852) that no track announced, or a simulcast layer
+    /// already bound to another SSRC.
+    pub rtp_unknown_rid: u64,
     /// Payload type other than the track's, or RTX without an original sequence number
     /// (padding-only bandwidth probes).
     pub rtp_unknown_pt: u64,

@@ -34,6 +34,9 @@ pub(crate) struct LayerSelector {
     pub(crate) current: Option<u8>,
     /// Video: switches and the start wait for a keyframe; audio: any packet will do.
     pub(crate) needs_keyframe: bool,
+    /// The subscriber asked for none of this track (`off`): nothing is forwarded, and the
+    /// resume starts like a new subscription (at a keyframe, in a fresh rewriting epoch).
+    pub(crate) paused: bool,
 }
 
 /// Send-side statistics of one subscription.
@@ -54,6 +57,8 @@ pub struct SubscriptionStats {
     pub current_layer: Option<u8>,
     /// The layer asked for.
     pub target_layer: u8,
+    /// Whether forwarding is paused ([`Worker::set_paused`](crate::Worker::set_paused)).
+    pub paused: bool,
     /// The subscriber's latest reception report about this stream.
     pub last_report: Option<ReportBlock>,
 }
@@ -99,6 +104,7 @@ impl Subscription {
                 target: target_layer,
                 current: None,
                 needs_keyframe,
+                paused: false,
             },
             rtx_seq: SeqNo(u64::from(config.ssrc.0 as u16)),
             stats: SubscriptionStats::default(),
@@ -143,6 +149,9 @@ impl Subscription {
         forward: &Forward,
     ) -> Option<RtpHeader> {
         let l = &mut self.layers;
+        if l.paused {
+            return None;
+        }
         let can_start = forward.layer == l.target && (forward.keyframe || !l.needs_keyframe);
         match l.current {
             // Start or switch: a fresh rewriting epoch at a decodable packet, numbering

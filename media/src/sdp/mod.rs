@@ -46,8 +46,8 @@ pub enum SdpError {
 
 /// What one publish offer may ask the SFU to hold. Every accepted track costs state on the node
 /// (a track in sfu-core, SSRC routes) and an m-line in every subscriber's SDP, so a participant
-/// must not choose how many. Simulcast, once supported, stays within these per track (up to 3
-/// layers, each with its RTX SSRC).
+/// must not choose how many. A simulcast track counts once (up to 3 layers, each with its RTX
+/// SSRC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PublishLimits {
     /// m-lines in one offer, of any kind, accepted or not.
@@ -140,12 +140,44 @@ pub struct PublishedTrack {
     pub kind: Kind,
     /// The single codec the SFU accepted (first supported one in the client's order).
     pub codec: Codec,
-    /// Media SSRC (`a=ssrc`, the first SSRC of an `a=ssrc-group:FID` when present).
-    pub ssrc: u32,
-    /// RTX SSRC (second SSRC of `a=ssrc-group:FID`), if any.
-    pub rtx_ssrc: Option<u32>,
+    /// Its encodings, lowest quality first: one for a plain track, two or three simulcast
+    /// layers (`a=ssrc-group:SIM`, or RFC 8853 rids).
+    pub encodings: Vec<PublishedEncoding>,
     /// The client's `a=msid` stream and track ids, if present.
     pub msid: Option<(String, String)>,
+}
+
+/// One encoding of a published track: its only stream, or one simulcast layer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedEncoding {
+    /// The layer's `a=rid` (RFC 8851); its SSRCs are then learned from the first packets.
+    pub rid: Option<String>,
+    /// Media SSRC (`a=ssrc`, the first SSRC of an `a=ssrc-group:FID`, or a SIM group's member).
+    pub ssrc: Option<u32>,
+    /// RTX SSRC (second SSRC of the media SSRC's `a=ssrc-group:FID`), if any.
+    pub rtx_ssrc: Option<u32>,
+}
+
+impl PublishedTrack {
+    /// Whether the track is simulcast (more than one encoding).
+    pub fn is_simulcast(&self) -> bool {
+        self.encodings.len() > 1
+    }
+
+    /// Whether the publisher may send RTX for it (an RTX payload type, and an RTX SSRC
+    /// signalled or learnable by repaired-rid).
+    pub fn has_rtx(&self) -> bool {
+        self.codec.rtx_pt.is_some()
+            && self
+                .encodings
+                .iter()
+                .any(|e| e.rtx_ssrc.is_some() || e.rid.is_some())
+    }
+
+    /// The SSRC of the highest layer, when signalled.
+    pub fn top_ssrc(&self) -> Option<u32> {
+        self.encodings.last().and_then(|e| e.ssrc)
+    }
 }
 
 /// A parsed publish offer with the SFU's answer to it.
@@ -222,8 +254,16 @@ pub const TRANSPORT_CC_URI: &str =
 /// Client-to-mixer audio level (RFC 6464), for active-speaker detection.
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
-/// The only header extensions the SFU accepts from publishers; any other `a=extmap` in an offer
-/// is left out of the answer, so clients do not spend bytes on extensions nobody reads.
+/// `rtp-stream-id` (RFC 8852): names the simulcast layer of a packet.
+pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+/// `repaired-rtp-stream-id` (RFC 8852): names the layer an RTX packet repairs.
+pub const REPAIRED_RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
+/// Accepted from publishers on rid-simulcast m-lines only (elsewhere nobody sends them).
+pub const RID_EXTENSIONS: &[&str] = &[RID_URI, REPAIRED_RID_URI];
+
+/// The only header extensions the SFU accepts from publishers (plus [`RID_EXTENSIONS`] on
+/// simulcast m-lines); any other `a=extmap` in an offer is left out of the answer, so clients
+/// do not spend bytes on extensions nobody reads.
 pub const SUPPORTED_EXTENSIONS: &[&str] = &[
     MID_URI,
     ABS_SEND_TIME_URI,
@@ -274,8 +314,9 @@ pub fn fuzz_sdp(data: &[u8]) {
                 mid: i.to_string(),
                 kind: track.kind,
                 codec: track.codec.clone(),
-                ssrc: track.ssrc,
-                rtx_ssrc: track.rtx_ssrc,
+                // The node picks subscriber SSRCs itself, whatever the publisher's.
+                ssrc: 2 * i as u32 + 1,
+                rtx_ssrc: track.has_rtx().then_some(2 * i as u32 + 2),
                 stream_id: "publisher".to_owned(),
                 track_id: format!("track{i}"),
                 active: true,

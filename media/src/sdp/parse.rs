@@ -92,9 +92,15 @@ pub(super) struct Media<'a> {
     pub(super) ssrcs: Vec<u32>,
     /// `a=ssrc:<ssrc> msid:<stream> <track>` of the first SSRC carrying one.
     pub(super) ssrc_msid: Option<(&'a str, &'a str)>,
-    pub(super) fid: Option<(u32, u32)>,
-    /// `a=ssrc-group:SIM`, `a=rid` or `a=simulcast` present.
-    pub(super) simulcast: Option<&'static str>,
+    /// `a=ssrc-group:FID <media> <rtx>` pairs, in order.
+    pub(super) fids: Vec<(u32, u32)>,
+    /// `a=ssrc-group:SIM` SSRCs (the first group), lowest quality first.
+    pub(super) sim_group: Option<Vec<u32>>,
+    /// `a=rid:<id> send` ids, in order (RFC 8851); restrictions are not read.
+    pub(super) send_rids: Vec<&'a str>,
+    /// The send half of `a=simulcast` (RFC 8853 §5.1): one stream per `;`-separated
+    /// alternative list; `None` without the attribute.
+    pub(super) simulcast_send: Option<&'a str>,
     pub(super) msid: Option<(&'a str, &'a str)>,
 }
 
@@ -152,8 +158,10 @@ impl<'a> Media<'a> {
             extmaps: Vec::new(),
             ssrcs: Vec::new(),
             ssrc_msid: None,
-            fid: None,
-            simulcast: None,
+            fids: Vec::new(),
+            sim_group: None,
+            send_rids: Vec::new(),
+            simulcast_send: None,
             msid: values(attributes, "msid").next().and_then(msid),
             proto,
         };
@@ -210,13 +218,41 @@ impl<'a> Media<'a> {
                                     "ssrc-group:FID needs exactly two SSRCs".to_owned(),
                                 ));
                             };
-                            self.fid = self.fid.or(Some((media, rtx)));
+                            self.fids.push((media, rtx));
                         }
-                        Some("SIM") => self.simulcast = Some("ssrc-group:SIM"),
+                        Some("SIM") if self.sim_group.is_none() => {
+                            let ssrcs = fields
+                                .map(|s| number::<u32>(s, "ssrc-group"))
+                                .collect::<Result<Vec<_>, _>>()?;
+                            self.sim_group = Some(ssrcs);
+                        }
                         _ => {}
                     }
                 }
-                "rid" | "simulcast" => self.simulcast = Some("rid"),
+                "rid" => {
+                    // `a=rid:<id> <send|recv> [restrictions]`; only what the client sends
+                    // matters to a receiver.
+                    let mut fields = value.split_whitespace();
+                    let (Some(id), Some(direction)) = (fields.next(), fields.next()) else {
+                        return Err(SdpError::Malformed(format!(
+                            "a=rid:{} lacks a direction",
+                            shorten(value)
+                        )));
+                    };
+                    if direction == "send" {
+                        self.send_rids.push(id);
+                    }
+                }
+                "simulcast" => {
+                    // `a=simulcast:send <list> [recv <list>]` or `recv <list> [send <list>]`.
+                    let mut fields = value.split_whitespace();
+                    while let Some(direction) = fields.next() {
+                        let list = fields.next();
+                        if direction == "send" {
+                            self.simulcast_send = list;
+                        }
+                    }
+                }
                 _ => {}
             }
         }

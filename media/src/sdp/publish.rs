@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use super::parse::{self, Direction, Media, RtpMap};
 use super::write::{self, sdp_line};
 use super::{
-    Codec, Extension, Kind, LocalDescription, PublishLimits, PublishNegotiation, PublishedTrack,
-    SdpError,
+    Codec, Extension, Kind, LocalDescription, PublishLimits, PublishNegotiation, PublishedEncoding,
+    PublishedTrack, SdpError,
 };
 
 /// Parses a client's publish offer and writes the SFU's answer (RFC 8829 §5.3).
@@ -20,8 +20,10 @@ use super::{
 /// Errors: [`SdpError::Malformed`] for unparseable text, numbers out of range or duplicate
 /// mids/SSRCs; [`SdpError::Missing`] for absent mid, ICE credentials, fingerprint or SSRC;
 /// [`SdpError::Unsupported`] without BUNDLE or rtcp-mux, for a non-sha-256 fingerprint or an
-/// `a=setup` other than `actpass`/`active`, for simulcast, for conflicting extension ids, or when no m-line can be accepted;
-/// [`SdpError::LimitExceeded`] for more m-lines, or more accepted tracks of a kind, than `limits`
+/// `a=setup` other than `actpass`/`active`, for rid simulcast without the rid header extension,
+/// for conflicting extension ids, or when no m-line can be accepted;
+/// [`SdpError::LimitExceeded`] for more than three simulcast layers on an m-line, or more
+/// m-lines, or more accepted tracks of a kind, than `limits`
 /// allow (checked before any m-line is examined, and before anything is created).
 pub fn negotiate_publish(
     offer: &str,
@@ -108,6 +110,8 @@ struct Accepted {
     track: PublishedTrack,
     /// Supported extensions this m-line offered, with the client's ids.
     extensions: Vec<Extension>,
+    /// Rid simulcast: the layers' rids in the offer's order (answered `recv`, RFC 8853 §5.3).
+    rids: Vec<String>,
 }
 
 /// `Ok(None)` rejects the m-line in the answer; `Err` refuses the whole offer for things the
@@ -130,23 +134,17 @@ fn accept(m: &Media<'_>, bundle: &[&str]) -> Result<Option<Accepted>, SdpError> 
             m.mid
         )));
     }
-    if let Some(how) = m.simulcast {
-        return Err(SdpError::Unsupported(format!(
-            "m-line {}: simulcast ({how}) publishing is not supported yet",
-            m.mid
-        )));
-    }
-    let (ssrc, rtx_ssrc) = match m.fid {
-        Some((media, rtx)) => (media, Some(rtx)),
-        None => (*m.ssrcs.first().ok_or(SdpError::Missing("ssrc"))?, None),
-    };
+    let (encodings, rids) = encodings(m)?;
+    let simulcast_by_rid = !rids.is_empty();
     let extensions = m
         .extmaps
         .iter()
         // Ids above 14 need the two-byte header form, only usable with a=extmap-allow-mixed,
         // which the answer does not declare (RFC 8285 §6).
         .filter(|ext| {
-            !ext.not_sent && ext.id <= 14 && super::SUPPORTED_EXTENSIONS.contains(&ext.uri)
+            let wanted = super::SUPPORTED_EXTENSIONS.contains(&ext.uri)
+                || (simulcast_by_rid && super::RID_EXTENSIONS.contains(&ext.uri));
+            !ext.not_sent && ext.id <= 14 && wanted
         })
         .map(|ext| Extension {
             id: ext.id,
@@ -158,20 +156,151 @@ fn accept(m: &Media<'_>, bundle: &[&str]) -> Result<Option<Accepted>, SdpError> 
             }
             out
         });
+    if simulcast_by_rid && !extensions.iter().any(|e| e.uri == super::RID_URI) {
+        return Err(SdpError::Unsupported(format!(
+            "m-line {}: simulcast by rid needs the {} header extension (id 1–14) to tell the \
+             layers apart",
+            m.mid,
+            super::RID_URI
+        )));
+    }
+    // Without an RTX payload type in the answer the client sends no RTX, FID or not.
+    let encodings = encodings
+        .into_iter()
+        .map(|e| PublishedEncoding {
+            rtx_ssrc: e.rtx_ssrc.filter(|_| codec.rtx_pt.is_some()),
+            ..e
+        })
+        .collect();
     let track = PublishedTrack {
         mid: m.mid.to_owned(),
         kind,
-        // Without an RTX payload type in the answer the client sends no RTX, FID or not.
-        rtx_ssrc: rtx_ssrc.filter(|_| codec.rtx_pt.is_some()),
         codec,
-        ssrc,
+        encodings,
         msid: m
             .msid
             .or(m.ssrc_msid)
             .map(|(stream, track)| (stream.to_owned(), track.to_owned())),
     };
-    Ok(Some(Accepted { track, extensions }))
+    Ok(Some(Accepted {
+        track,
+        extensions,
+        rids,
+    }))
 }
+
+/// The m-line's encodings, lowest quality first: its one SSRC (with the RTX of its
+/// `ssrc-group:FID`), the layers of `a=ssrc-group:SIM` (in the group's order, each with its
+/// FID), or the send streams of RFC 8853 `a=simulcast` / RFC 8851 `a=rid`, whose SSRCs the node
+/// learns from the rid header extension of their first packets (browsers signal none). Rid
+/// layers are ordered `q` < `h` < `f` when named so (the SDK's and LiveKit's convention), else
+/// in the offer's order, which libwebrtc clients write lowest first. Also returns the rids in
+/// the offer's order, for the answer's `a=simulcast:recv`.
+fn encodings(m: &Media<'_>) -> Result<(Vec<PublishedEncoding>, Vec<String>), SdpError> {
+    let too_many = |count: usize| {
+        SdpError::LimitExceeded(format!(
+            "m-line {}: {count} simulcast layers; at most {MAX_SIMULCAST_LAYERS}",
+            m.mid
+        ))
+    };
+    if !m.send_rids.is_empty() || m.simulcast_send.is_some() {
+        let streams: Vec<&str> = match m.simulcast_send {
+            // One stream per `;`; within it `,` lists alternatives (the first is ours) and `~`
+            // marks one that starts paused (still a layer).
+            Some(list) => list
+                .split(';')
+                .map(|stream| {
+                    let first = stream.split(',').next().unwrap_or("");
+                    first.strip_prefix('~').unwrap_or(first)
+                })
+                .collect(),
+            None => m.send_rids.clone(),
+        };
+        if streams.len() > MAX_SIMULCAST_LAYERS {
+            return Err(too_many(streams.len()));
+        }
+        let mut rids: Vec<&str> = Vec::with_capacity(streams.len());
+        for rid in streams {
+            if !is_rid(rid) {
+                return Err(SdpError::Malformed(format!(
+                    "m-line {}: rid {:?} is not a 1–16 character token",
+                    m.mid,
+                    parse::shorten(rid)
+                )));
+            }
+            if !m.send_rids.contains(&rid) {
+                return Err(SdpError::Malformed(format!(
+                    "m-line {}: a=simulcast names rid {rid} without an a=rid:{rid} send line",
+                    m.mid
+                )));
+            }
+            if rids.contains(&rid) {
+                return Err(SdpError::Malformed(format!(
+                    "m-line {}: rid {rid} listed twice",
+                    m.mid
+                )));
+            }
+            rids.push(rid);
+        }
+        let offer_order: Vec<String> = rids.iter().map(|rid| (*rid).to_owned()).collect();
+        const CONVENTION: [&str; 3] = ["q", "h", "f"];
+        if rids.iter().all(|rid| CONVENTION.contains(rid)) {
+            rids.sort_by_key(|rid| CONVENTION.iter().position(|c| c == rid));
+        }
+        let encodings = rids
+            .into_iter()
+            .map(|rid| PublishedEncoding {
+                rid: Some(rid.to_owned()),
+                ssrc: None,
+                rtx_ssrc: None,
+            })
+            .collect();
+        return Ok((encodings, offer_order));
+    }
+    let rtx_of = |ssrc: u32| m.fids.iter().find(|(media, _)| *media == ssrc).map(|f| f.1);
+    if let Some(group) = &m.sim_group {
+        if group.len() > MAX_SIMULCAST_LAYERS {
+            return Err(too_many(group.len()));
+        }
+        if group.is_empty() {
+            return Err(SdpError::Malformed(format!(
+                "m-line {}: empty ssrc-group:SIM",
+                m.mid
+            )));
+        }
+        let encodings = group
+            .iter()
+            .map(|&ssrc| PublishedEncoding {
+                rid: None,
+                ssrc: Some(ssrc),
+                rtx_ssrc: rtx_of(ssrc),
+            })
+            .collect();
+        return Ok((encodings, Vec::new()));
+    }
+    let ssrc = match m.fids.first() {
+        Some(&(media, _)) => media,
+        None => *m.ssrcs.first().ok_or(SdpError::Missing("ssrc"))?,
+    };
+    let plain = PublishedEncoding {
+        rid: None,
+        ssrc: Some(ssrc),
+        rtx_ssrc: rtx_of(ssrc),
+    };
+    Ok((vec![plain], Vec::new()))
+}
+
+/// RFC 8851 §10: `rid-id = 1*(alpha-numeric / "-" / "_")`; we also bound its length to what
+/// the rid header extension can carry in the one-byte form.
+fn is_rid(rid: &str) -> bool {
+    (1..=16).contains(&rid.len())
+        && rid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Most layers of one simulcast track (sfu-core's [`sfu_core::Encodings`] holds three).
+const MAX_SIMULCAST_LAYERS: usize = 3;
 
 /// The client's first supported codec (RFC 3264 §6.1: the format list is in preference order),
 /// then, among entries of the same codec, the most widely decodable profile: the SFU does not
@@ -293,7 +422,11 @@ fn check_track_limits(
 fn check_ssrcs_unique(accepted: &[Option<Accepted>]) -> Result<(), SdpError> {
     let mut seen = Vec::new();
     for track in accepted.iter().flatten().map(|a| &a.track) {
-        for ssrc in std::iter::once(track.ssrc).chain(track.rtx_ssrc) {
+        let ssrcs = track
+            .encodings
+            .iter()
+            .flat_map(|e| e.ssrc.into_iter().chain(e.rtx_ssrc));
+        for ssrc in ssrcs {
             if seen.contains(&ssrc) {
                 return Err(SdpError::Malformed(format!("ssrc {ssrc} used twice")));
             }
@@ -311,6 +444,12 @@ fn write_accepted(out: &mut String, local: &LocalDescription, m: &Media<'_>, acc
         sdp_line!(out, "a=extmap:{} {}", ext.id, ext.uri);
     }
     sdp_line!(out, "a=recvonly");
+    if !accepted.rids.is_empty() {
+        for rid in &accepted.rids {
+            sdp_line!(out, "a=rid:{rid} recv");
+        }
+        sdp_line!(out, "a=simulcast:recv {}", accepted.rids.join(";"));
+    }
     write::codec_lines(out, codec);
     write::candidate_lines(out, local);
 }
@@ -351,7 +490,8 @@ mod tests {
     use super::*;
     use crate::sdp::test_support::*;
     use crate::sdp::{
-        ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, Fingerprint, IceCredentials, MID_URI, TRANSPORT_CC_URI,
+        ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, Fingerprint, IceCredentials, MID_URI, REPAIRED_RID_URI,
+        RID_EXTENSIONS, RID_URI, TRANSPORT_CC_URI,
     };
 
     fn ext(id: u8, uri: &str) -> Extension {
@@ -359,6 +499,13 @@ mod tests {
             id,
             uri: uri.to_owned(),
         }
+    }
+
+    /// The SSRC and RTX SSRC of a plain (single-encoding) track.
+    fn ssrcs(track: &PublishedTrack) -> (u32, Option<u32>) {
+        assert_eq!(track.encodings.len(), 1, "a plain track");
+        let e = &track.encodings[0];
+        (e.ssrc.expect("signalled"), e.rtx_ssrc)
     }
 
     fn negotiate(offer: &str) -> PublishNegotiation {
@@ -472,8 +619,8 @@ mod tests {
             panic!("two tracks: {:?}", negotiation.tracks)
         };
         assert_eq!(
-            (audio.mid.as_str(), audio.kind, audio.ssrc, audio.rtx_ssrc),
-            ("0", Kind::Audio, 1_583_420_916, None)
+            (audio.mid.as_str(), audio.kind, ssrcs(audio)),
+            ("0", Kind::Audio, (1_583_420_916, None))
         );
         assert_eq!(audio.codec, opus());
         assert_eq!(
@@ -496,10 +643,7 @@ mod tests {
             video.codec.rtcp_fb,
             ["goog-remb", "transport-cc", "ccm fir", "nack", "nack pli"]
         );
-        assert_eq!(
-            (video.ssrc, video.rtx_ssrc),
-            (2_921_764_371, Some(1_290_233_214))
-        );
+        assert_eq!(ssrcs(video), (2_921_764_371, Some(1_290_233_214)));
         assert!(
             negotiation
                 .answer
@@ -549,7 +693,7 @@ mod tests {
         let [audio, video] = &negotiation.tracks[..] else {
             panic!("two tracks")
         };
-        assert_eq!((audio.codec.pt, audio.ssrc), (109, 2_791_247_043));
+        assert_eq!((audio.codec.pt, ssrcs(audio).0), (109, 2_791_247_043));
         assert_eq!(
             audio.codec.fmtp.as_deref(),
             Some("maxplaybackrate=48000;stereo=1;useinbandfec=1")
@@ -570,10 +714,7 @@ mod tests {
             ("VP8", 120, Some(124))
         );
         assert_eq!(video.codec.fmtp.as_deref(), Some("max-fs=12288;max-fr=60"));
-        assert_eq!(
-            (video.ssrc, video.rtx_ssrc),
-            (1_146_591_536, Some(2_547_219_562))
-        );
+        assert_eq!(ssrcs(video), (1_146_591_536, Some(2_547_219_562)));
     }
 
     #[test]
@@ -593,10 +734,7 @@ mod tests {
             video.codec.fmtp.as_deref(),
             Some("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f")
         );
-        assert_eq!(
-            (video.ssrc, video.rtx_ssrc),
-            (3_105_288_512, Some(1_764_034_711))
-        );
+        assert_eq!(ssrcs(video), (3_105_288_512, Some(1_764_034_711)));
     }
 
     #[test]
@@ -622,7 +760,7 @@ mod tests {
             panic!("two tracks")
         };
         assert_eq!(
-            (audio.codec.pt, audio.codec.fmtp.as_deref(), audio.ssrc),
+            (audio.codec.pt, audio.codec.fmtp.as_deref(), ssrcs(audio).0),
             (111, None, 3_732_219_051)
         );
         assert_eq!(
@@ -634,14 +772,110 @@ mod tests {
             ("VP8", 97, Some(98))
         );
         assert_eq!(video.codec.rtcp_fb, ["nack", "nack pli", "goog-remb"]);
-        assert_eq!(
-            (video.ssrc, video.rtx_ssrc),
-            (1_895_712_361, Some(2_419_861_372))
-        );
+        assert_eq!(ssrcs(video), (1_895_712_361, Some(2_419_861_372)));
         assert_eq!(
             video.msid.as_ref().map(|(s, _)| s.as_str()),
             Some("0e5c8a3f-6b1d-4f2a-9c7e-2d4b6a8c0e1f")
         );
+    }
+
+    fn rids(track: &PublishedTrack) -> Vec<Option<&str>> {
+        track.encodings.iter().map(|e| e.rid.as_deref()).collect()
+    }
+
+    #[test]
+    fn chrome_and_firefox_rid_simulcast_offers_are_accepted_with_three_layers() {
+        for (offer, rid_id) in [(CHROME_SIMULCAST, 10), (FIREFOX_SIMULCAST, 8)] {
+            let negotiation = negotiate(offer);
+            check_answer(offer, &negotiation);
+            let video = negotiation
+                .tracks
+                .iter()
+                .find(|t| t.kind == Kind::Video)
+                .expect("video accepted");
+            assert_eq!(rids(video), [Some("q"), Some("h"), Some("f")]);
+            assert!(video.is_simulcast() && video.has_rtx());
+            // Chromium signals no SSRC; Firefox's a=ssrc lines are not mapped to rids, so
+            // both are learned from the rid header extension.
+            assert!(video.encodings.iter().all(|e| e.ssrc.is_none()));
+            let audio = negotiation.tracks.iter().find(|t| t.kind == Kind::Audio);
+            assert_eq!(audio.map(|a| a.encodings.len()), Some(1));
+            assert!(negotiation.extensions.contains(&ext(rid_id, RID_URI)));
+            assert!(
+                negotiation
+                    .extensions
+                    .contains(&ext(rid_id + 1, REPAIRED_RID_URI))
+            );
+            let answer = &negotiation.answer;
+            let video_answer = &answer[answer.find("m=video").unwrap()..];
+            assert!(video_answer.contains(
+                "a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f\r\n"
+            ));
+            assert!(!answer[..answer.find("m=video").unwrap()].contains("a=rid"));
+        }
+        // The plain offer of the same client is answered without the rid extensions.
+        let plain = negotiate(CHROME);
+        assert!(
+            !plain
+                .extensions
+                .iter()
+                .any(|e| RID_EXTENSIONS.contains(&e.uri.as_str()))
+        );
+        assert!(!plain.answer.contains("a=simulcast"));
+    }
+
+    #[test]
+    fn simulcast_layers_are_ordered_low_to_high_and_answered_in_the_offer_order() {
+        // q < h < f whatever the offer's order; `~` (paused) and alternatives still name layers.
+        let offer = CHROME_SIMULCAST.replace("a=simulcast:send q;h;f", "a=simulcast:send f;~h;q,x");
+        let offer = offer.replace("a=rid:f send", "a=rid:f send\na=rid:x send");
+        let negotiation = negotiate(&offer);
+        let video = &negotiation.tracks[1];
+        assert_eq!(rids(video), [Some("q"), Some("h"), Some("f")]);
+        assert!(negotiation.answer.contains("a=simulcast:recv f;h;q\r\n"));
+        // Other names keep the offer's order (libwebrtc clients list layers lowest first).
+        let offer = CHROME_SIMULCAST
+            .replace("a=rid:q send", "a=rid:lo send")
+            .replace("a=rid:h send", "a=rid:hi send")
+            .replace("a=rid:f send\n", "")
+            .replace("a=simulcast:send q;h;f", "a=simulcast:send lo;hi");
+        let video = &negotiate(&offer).tracks[1];
+        assert_eq!(rids(video), [Some("lo"), Some("hi")]);
+        // Rids without a=simulcast (a client that only writes a=rid): their order.
+        let offer = CHROME_SIMULCAST.replace("a=simulcast:send q;h;f\n", "");
+        assert_eq!(
+            rids(&negotiate(&offer).tracks[1]),
+            [Some("q"), Some("h"), Some("f")]
+        );
+    }
+
+    #[test]
+    fn ssrc_group_sim_offer_gives_one_layer_per_ssrc_with_its_rtx() {
+        let offer = CHROME.replace(
+            "a=ssrc-group:FID 2921764371 1290233214\n",
+            "a=ssrc-group:FID 2921764371 1290233214\na=ssrc:11 cname:x\na=ssrc:12 cname:x\n\
+             a=ssrc-group:FID 11 12\na=ssrc:21 cname:x\na=ssrc:22 cname:x\n\
+             a=ssrc-group:FID 21 22\na=ssrc-group:SIM 2921764371 11 21\n",
+        );
+        assert_ne!(offer, CHROME, "the fixture has the FID line");
+        let negotiation = negotiate(&offer);
+        check_answer(&offer, &negotiation);
+        let video = &negotiation.tracks[1];
+        let layers: Vec<_> = video
+            .encodings
+            .iter()
+            .map(|e| (e.ssrc, e.rtx_ssrc))
+            .collect();
+        assert_eq!(
+            layers,
+            [
+                (Some(2_921_764_371), Some(1_290_233_214)),
+                (Some(11), Some(12)),
+                (Some(21), Some(22))
+            ]
+        );
+        assert_eq!(video.top_ssrc(), Some(21));
+        assert!(!negotiation.answer.contains("a=simulcast"));
     }
 
     #[test]
@@ -657,16 +891,13 @@ mod tests {
         let [audio, video] = &negotiation.tracks[..] else {
             panic!("two tracks")
         };
-        assert_eq!((audio.codec.pt, audio.ssrc), (111, 3_355_343_711));
+        assert_eq!((audio.codec.pt, ssrcs(audio).0), (111, 3_355_343_711));
         assert_eq!(
             audio.msid,
             Some(("webrtc-rs".to_owned(), "audio".to_owned()))
         );
         assert_eq!((video.codec.pt, video.codec.rtx_pt), (96, Some(97)));
-        assert_eq!(
-            (video.ssrc, video.rtx_ssrc),
-            (2_196_479_312, Some(4_017_362_595))
-        );
+        assert_eq!(ssrcs(video), (2_196_479_312, Some(4_017_362_595)));
         assert_eq!(
             video.msid,
             Some(("webrtc-rs".to_owned(), "video".to_owned()))
@@ -706,7 +937,7 @@ mod tests {
                 "formats {formats}"
             );
             // Without RTX in the answer the FID SSRC is not reported either.
-            assert_eq!(negotiation.tracks[1].rtx_ssrc.is_some(), rtx_pt.is_some());
+            assert_eq!(ssrcs(&negotiation.tracks[1]).1.is_some(), rtx_pt.is_some());
         }
         // High-profile H264 only: accepted as offered.
         let negotiation = negotiate(&chrome_video_formats("112 113"));
@@ -768,7 +999,6 @@ mod tests {
             .expect("fp");
         let sha1 =
             "a=fingerprint:sha-1 3F:8A:1C:7E:55:D2:90:4B:AE:61:0F:C3:28:9D:B7:14:E6:72:05:5A";
-        let rid = "a=rid:h send\na=rid:l send\na=simulcast:send h;l\na=rtpmap:96";
         let minimal = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
         let cases: Vec<(String, Expect)> = vec![
             (String::new(), Expect::Malformed),
@@ -861,15 +1091,50 @@ mod tests {
             (chrome_video_formats(""), Expect::Malformed),
             (strip_ssrc_lines(CHROME), Expect::Missing("ssrc")),
             (
-                strip_video_ssrc_lines(CHROME).replace("a=rtpmap:96", rid),
-                Expect::Unsupported("simulcast (rid) publishing is not supported yet"),
+                CHROME_SIMULCAST.replace(
+                    "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\n",
+                    "",
+                ),
+                Expect::Unsupported("rtp-stream-id header extension"),
+            ),
+            (
+                CHROME_SIMULCAST.replace(
+                    "a=simulcast:send q;h;f",
+                    "a=rid:x send\na=simulcast:send q;h;f;x",
+                ),
+                Expect::LimitExceeded("4 simulcast layers; at most 3"),
+            ),
+            (
+                CHROME_SIMULCAST.replace("a=simulcast:send q;h;f", "a=simulcast:send q;h;z"),
+                Expect::Malformed,
+            ),
+            (
+                CHROME_SIMULCAST.replace("a=simulcast:send q;h;f", "a=simulcast:send q;h;h"),
+                Expect::Malformed,
+            ),
+            (
+                CHROME_SIMULCAST
+                    .replace("a=rid:q send", "a=rid:q/x send")
+                    .replace("send q;", "send q/x;"),
+                Expect::Malformed,
+            ),
+            (
+                CHROME_SIMULCAST.replace("a=rid:q send", "a=rid:q"),
+                Expect::Malformed,
             ),
             (
                 edit(
                     "a=ssrc-group:FID",
-                    "a=ssrc-group:SIM 1 2 3\na=ssrc-group:FID",
+                    "a=ssrc-group:SIM 1 2 3 4\na=ssrc-group:FID",
                 ),
-                Expect::Unsupported("simulcast (ssrc-group:SIM)"),
+                Expect::LimitExceeded("4 simulcast layers"),
+            ),
+            (
+                edit(
+                    "a=ssrc-group:FID",
+                    "a=ssrc-group:SIM 1 2 1\na=ssrc-group:FID",
+                ),
+                Expect::Malformed,
             ),
             (
                 format!("{CHROME}{}", "a=x:y\n".repeat(50_000)),
@@ -989,11 +1254,6 @@ mod tests {
             .filter(|l| !l.starts_with("a=ssrc"))
             .map(|l| format!("{l}\n"))
             .collect()
-    }
-
-    fn strip_video_ssrc_lines(sdp: &str) -> String {
-        let (audio, video) = sdp.split_at(sdp.find("m=video").expect("video m-line"));
-        audio.to_owned() + &strip_ssrc_lines(video)
     }
 
     #[test]

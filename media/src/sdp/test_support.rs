@@ -11,6 +11,10 @@ use super::{Fingerprint, IceCredentials, LocalDescription, SdpError};
 
 pub(super) const CHROME: &str = include_str!("../../tests/sdp_offers/chrome.sdp");
 pub(super) const FIREFOX: &str = include_str!("../../tests/sdp_offers/firefox.sdp");
+pub(super) const CHROME_SIMULCAST: &str =
+    include_str!("../../tests/sdp_offers/chrome_simulcast.sdp");
+pub(super) const FIREFOX_SIMULCAST: &str =
+    include_str!("../../tests/sdp_offers/firefox_simulcast.sdp");
 pub(super) const SAFARI: &str = include_str!("../../tests/sdp_offers/safari.sdp");
 pub(super) const AIORTC: &str = include_str!("../../tests/sdp_offers/aiortc.sdp");
 pub(super) const WEBRTC_RS: &str = include_str!("../../tests/sdp_offers/webrtc_rs.sdp");
@@ -144,6 +148,8 @@ pub(super) enum Expect {
     Missing(&'static str),
     /// `Unsupported` whose message contains the text.
     Unsupported(&'static str),
+    /// `LimitExceeded` whose message contains the text.
+    LimitExceeded(&'static str),
 }
 
 impl Expect {
@@ -152,6 +158,9 @@ impl Expect {
             (Self::Malformed, SdpError::Malformed(_)) => true,
             (Self::Missing(what), SdpError::Missing(missing)) => what == missing,
             (Self::Unsupported(needle), SdpError::Unsupported(message)) => message.contains(needle),
+            (Self::LimitExceeded(needle), SdpError::LimitExceeded(message)) => {
+                message.contains(needle)
+            }
             _ => false,
         }
     }

@@ -8,8 +8,9 @@ pub use sfu_core::PublishRate;
 
 use sfu_core::rtp::{Codec, ExtensionKind, ExtensionMap};
 use sfu_core::{
-    ClockRate, CommandError, Direction, Encodings, Event, MediaKind, Mid, Pt, RoomId, Rtx, Ssrc,
-    SubscriptionConfig, SubscriptionId, TrackConfig, TrackId, TransportConfig, TransportId,
+    ClockRate, CommandError, Direction, Encoding, Encodings, Event, MediaKind, Mid, Pt, Rid,
+    RoomId, Rtx, Ssrc, SubscriptionConfig, SubscriptionId, TrackConfig, TrackId, TransportConfig,
+    TransportId,
 };
 
 use super::link::Link;
@@ -278,7 +279,7 @@ impl Worker {
                 kind: published.kind,
                 codec: published.codec.clone(),
                 ssrc: rand::random(),
-                rtx_ssrc: published.rtx_ssrc.map(|_| rand::random()),
+                rtx_ssrc: published.has_rtx().then(rand::random),
                 stream_id: publisher,
                 track_id,
                 active: true,
@@ -634,8 +635,23 @@ pub(super) fn track_config(track: &PublishedTrack) -> TrackConfig {
         clock_rate: ClockRate(track.codec.clock_rate),
         rtx_pt: track.codec.rtx_pt.map(Pt),
         mid: Mid::new(track.mid.as_bytes()),
-        encodings: Encodings::single(Ssrc(track.ssrc), track.rtx_ssrc.map(Ssrc)),
+        encodings: encodings(track),
     }
+}
+
+/// The track's encodings for sfu-core. The SDP layer accepted at most three, each named by
+/// SSRC or by a valid rid, so none is dropped here.
+fn encodings(track: &PublishedTrack) -> Encodings {
+    let layers: Vec<Encoding> = track
+        .encodings
+        .iter()
+        .map(|e| Encoding {
+            rid: e.rid.as_deref().and_then(|rid| Rid::new(rid.as_bytes())),
+            ssrc: e.ssrc.map(Ssrc),
+            rtx_ssrc: e.rtx_ssrc.map(Ssrc),
+        })
+        .collect();
+    Encodings::simulcast(&layers).expect("the SDP layer accepts one to three encodings")
 }
 
 fn subscription_config(track: &ForwardedTrack) -> SubscriptionConfig {

@@ -23,7 +23,7 @@ use sfu_core::{
 use super::MediaError;
 use super::negotiate::{extension_map, track_config};
 use super::thread::Worker;
-use crate::sdp::{PublishedTrack, SUBSCRIBE_EXTENSIONS};
+use crate::sdp::{PublishedEncoding, PublishedTrack, SUBSCRIBE_EXTENSIONS};
 use mooyaho_net::udp::Wake;
 
 /// Packets queued toward one worker before the pipe drops (and counts) the excess.
@@ -208,10 +208,13 @@ impl Worker {
         track: TrackId,
         sdp: PublishedTrack,
     ) -> Result<(), MediaError> {
-        // The remote side sees the publisher's own SSRC and payload type; our rewriting keeps the
-        // sequence continuous across publisher restarts, as for any subscriber.
+        // The remote side sees the publisher's own SSRC (its top layer's; one of our choosing
+        // when a simulcast layer's is learned from packets) and payload type; our rewriting
+        // keeps the sequence continuous across publisher restarts and layers, as for any
+        // subscriber. A simulcast track crosses as one stream, its highest layer.
+        let ssrc = sdp.top_ssrc().unwrap_or_else(rand::random);
         let config = SubscriptionConfig {
-            ssrc: Ssrc(sdp.ssrc),
+            ssrc: Ssrc(ssrc),
             pt: Pt(sdp.codec.pt),
             rtx: None,
             mid: None,
@@ -219,14 +222,18 @@ impl Worker {
         let subscription = self.core.subscribe(now, pipe, track, config)?;
         let out = self.pipes.outgoing.get_mut(&pipe).expect("caller checked");
         out.tracks
-            .insert(track, (subscription, session.clone(), sdp.ssrc));
+            .insert(track, (subscription, session.clone(), ssrc));
         let message = PipeMessage::TrackAdded {
             room: out.remote_room,
             transport: out.remote_transport,
             home_transport: pipe,
             session,
             track: PublishedTrack {
-                rtx_ssrc: None,
+                encodings: vec![PublishedEncoding {
+                    rid: None,
+                    ssrc: Some(ssrc),
+                    rtx_ssrc: None,
+                }],
                 ..sdp
             },
         };
@@ -344,7 +351,11 @@ impl Worker {
                     .participant_tracks(room, &session)
                     .iter()
                     .copied()
-                    .find(|t| self.track_sdp.get(t).is_some_and(|sdp| sdp.ssrc == ssrc));
+                    .find(|t| {
+                        self.track_sdp
+                            .get(t)
+                            .is_some_and(|sdp| sdp.top_ssrc() == Some(ssrc))
+                    });
                 if let Some(track) = removed {
                     let _ = self.core.unpublish_track(track);
                     self.renegotiate_others(room, &session);

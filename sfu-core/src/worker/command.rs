@@ -58,6 +58,13 @@ pub enum Command {
         /// Layer index, 0 = lowest.
         layer: u8,
     },
+    /// [`Worker::set_paused`].
+    SetPaused {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// Stop (`true`) or resume (`false`) forwarding.
+        paused: bool,
+    },
     /// [`Worker::stats`].
     Stats,
 }
@@ -112,6 +119,12 @@ impl Worker {
                 layer,
             } => self
                 .set_preferred_layer(now, subscription, layer)
+                .map(|()| Response::Done)?,
+            Command::SetPaused {
+                subscription,
+                paused,
+            } => self
+                .set_paused(now, subscription, paused)
                 .map(|()| Response::Done)?,
             Command::Stats => Response::Stats(Box::new(self.stats())),
         })
@@ -395,8 +408,34 @@ impl Worker {
             });
         }
         s.layers.target = layer;
-        if s.layers.needs_keyframe && s.layers.current != Some(layer) {
+        if s.layers.needs_keyframe && !s.layers.paused && s.layers.current != Some(layer) {
             let track = s.track;
+            self.request_keyframe_of(track, layer, now);
+        }
+        Ok(())
+    }
+
+    /// Stops (`paused`) or resumes forwarding a subscription: a subscriber that turned a
+    /// publisher's video off costs no bandwidth. A resumed video subscription restarts like a
+    /// new one, at a keyframe of its target layer (requested now), with its sequence numbers
+    /// continuing from the last packet sent. Repeating the current state changes nothing.
+    pub fn set_paused(
+        &mut self,
+        now: Instant,
+        subscription: SubscriptionId,
+        paused: bool,
+    ) -> Result<(), CommandError> {
+        let s = self
+            .subscriptions
+            .get_mut(subscription)
+            .ok_or(CommandError::UnknownSubscription(subscription))?;
+        if s.layers.paused == paused {
+            return Ok(());
+        }
+        s.layers.paused = paused;
+        s.layers.current = None;
+        if !paused && s.layers.needs_keyframe {
+            let (track, layer) = (s.track, s.layers.target);
             self.request_keyframe_of(track, layer, now);
         }
         Ok(())

@@ -200,6 +200,7 @@ impl Worker {
             active: s.layers.current.is_some(),
             current_layer: s.layers.current,
             target_layer: s.layers.target,
+            paused: s.layers.paused,
             ..s.stats
         })
     }

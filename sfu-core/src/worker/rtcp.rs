@@ -276,6 +276,10 @@ impl Worker {
             .subscriptions
             .get(id)
             .expect("routes name only live subscriptions");
+        // A paused subscriber has nothing to decode: its requests do not reach the publisher.
+        if s.layers.paused {
+            return;
+        }
         let (track, layer) = (s.track, s.layers.target);
         self.request_keyframe_of(track, layer, now);
     }

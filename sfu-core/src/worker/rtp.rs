@@ -173,7 +173,7 @@ impl Worker {
             let before = subscription.layers.current;
             let Some(mut header) = subscription.forward(now, &packet, &forward) else {
                 // Other simulcast layers are skipped silently; only a start wait is news.
-                if subscription.layers.current.is_none() {
+                if subscription.layers.current.is_none() && !subscription.layers.paused {
                     counters.rtp_waiting_for_keyframe += 1;
                 }
                 continue;
@@ -220,7 +220,14 @@ fn resolve(
 ) -> Option<(TrackId, u8, RtpPacket)> {
     let route = match transport.routes.get(&packet.ssrc()) {
         Some(&route) => Some(route),
-        None => learn_ssrc(transport, tracks, &packet),
+        None => match learn_ssrc(transport, tracks, &packet) {
+            Learned::Route(route) => Some(route),
+            Learned::NoRid => None,
+            Learned::Refused => {
+                counters.rtp_unknown_rid += 1;
+                return None;
+            }
+        },
     };
     match route {
         Some(Route::Track { track, layer }) => Some((track, layer, packet)),
@@ -244,6 +251,17 @@ fn resolve(
     }
 }
 
+/// What an unknown SSRC's first packet taught [`learn_ssrc`].
+enum Learned {
+    /// The SSRC is now bound to a layer (or its RTX).
+    Route(Route),
+    /// The packet names no rid: an undeclared SSRC.
+    NoRid,
+    /// It names a rid no track of the transport announced, or a layer already bound to
+    /// another SSRC: dropped, so a publisher cannot rebind or add layers by packet.
+    Refused,
+}
+
 /// Binds an unknown SSRC to a simulcast layer announced by rid (RFC 8852): browsers do not
 /// signal simulcast SSRCs, so the first packet carrying the mid and rid (or repaired-rid, for
 /// RTX) header extensions names its layer. Each layer binds once, so a peer cannot grow the
@@ -252,7 +270,7 @@ fn learn_ssrc(
     transport: &mut Transport,
     tracks: &mut Arena<TrackId, Track>,
     packet: &RtpPacket,
-) -> Option<Route> {
+) -> Learned {
     let map = transport.config.extensions;
     let (mut mid, mut rid, mut repaired) = (None, None, None);
     for (id, data) in packet.extensions() {
@@ -266,7 +284,7 @@ fn learn_ssrc(
     let (name, is_rtx) = match (rid, repaired) {
         (Some(rid), _) => (rid, false),
         (None, Some(rid)) => (rid, true),
-        (None, None) => return None,
+        (None, None) => return Learned::NoRid,
     };
     let ssrc = packet.ssrc();
     for &track_id in &transport.tracks {
@@ -292,7 +310,7 @@ fn learn_ssrc(
             &mut l.encoding.ssrc
         };
         if slot.is_some() {
-            return None;
+            return Learned::Refused;
         }
         *slot = Some(ssrc);
         let layer = layer as u8;
@@ -309,7 +327,7 @@ fn learn_ssrc(
             }
         };
         transport.routes.insert(ssrc, route);
-        return Some(route);
+        return Learned::Route(route);
     }
-    None
+    Learned::Refused
 }

@@ -1045,3 +1045,68 @@ fn subscriber_reports_feed_the_loss_and_round_trip_histograms() {
         c.subscriber_rtt.sum
     );
 }
+
+#[test]
+fn rid_layers_bind_once_and_unknown_or_rebinding_rids_are_counted_drops() {
+    let now = Instant::now();
+    let mut worker = Worker::new(Config::default());
+    let room = worker.create_room().unwrap();
+    let publisher = worker
+        .add_transport(
+            now,
+            room,
+            transport(
+                Direction::Publish,
+                &[(1, ExtensionKind::Mid), (2, ExtensionKind::Rid)],
+            ),
+        )
+        .unwrap();
+    let layer = |rid: &[u8]| Encoding {
+        rid: Rid::new(rid),
+        ssrc: None,
+        rtx_ssrc: None,
+    };
+    let config = TrackConfig {
+        kind: MediaKind::Video,
+        codec: Codec::Vp8,
+        pt: Pt(96),
+        clock_rate: ClockRate(90_000),
+        rtx_pt: None,
+        mid: Mid::new(b"0"),
+        encodings: Encodings::simulcast(&[layer(b"q"), layer(b"f")]).unwrap(),
+    };
+    worker.publish_track(now, publisher, config).unwrap();
+    let keyframe = [0x10, 0x00, 0x9d, 0x01, 0x2a];
+    let send = |worker: &mut Worker, ssrc: u32, seq: u16, rid: &[u8]| {
+        let packet = build(seq, 0, ssrc, 96, true, &[(1, b"0"), (2, rid)], &keyframe);
+        worker.handle_rtp(now, publisher, packet);
+    };
+    send(&mut worker, 10, 1, b"q");
+    send(&mut worker, 20, 1, b"f");
+    assert_eq!(worker.stats().counters.rtp_unknown_rid, 0);
+    // A rid nobody announced, and the announced rids again under a thousand new SSRCs.
+    for ssrc in 0..1000u32 {
+        send(&mut worker, 1000 + ssrc, 1, b"x");
+        send(
+            &mut worker,
+            5000 + ssrc,
+            1,
+            if ssrc % 2 == 0 { b"q" } else { b"f" },
+        );
+    }
+    // Once bound, a layer's own SSRC keeps flowing.
+    send(&mut worker, 10, 2, b"q");
+    send(&mut worker, 20, 2, b"f");
+    let c = worker.stats().counters;
+    assert_eq!(c.rtp_unknown_rid, 2000);
+    assert_eq!(c.rtp_unknown_ssrc, 0);
+    assert_eq!(
+        worker.transports.get(publisher).unwrap().routes.len(),
+        2,
+        "only the two announced layers are routed"
+    );
+    let track = worker.tracks.iter().next().unwrap().1;
+    let bound: Vec<_> = track.layers.iter().map(|l| l.encoding.ssrc).collect();
+    assert_eq!(bound, [Some(Ssrc(10)), Some(Ssrc(20))]);
+    assert_eq!(track.packets_received, 4);
+}

@@ -62,6 +62,8 @@ pub(crate) struct Publisher {
     pub(crate) twcc_seq: u16,
     /// Simulcast: this entry is one layer, sending mid + rid header extensions.
     pub(crate) rid: Option<&'static [u8]>,
+    /// Counts PLIs but sends no keyframe (an encoder slow to answer).
+    pub(crate) ignores_pli: bool,
     pub(crate) uplink: Link,
     pub(crate) downlink: Link,
 }
@@ -200,6 +202,7 @@ impl Sim {
             twcc: 0,
             twcc_seq: 0,
             rid: None,
+            ignores_pli: false,
             uplink: Link::new(10),
             downlink: Link::new(10),
         });
@@ -268,6 +271,7 @@ impl Sim {
                     twcc: 0,
                     twcc_seq: 0,
                     rid: Some(rid),
+                    ignores_pli: false,
                     uplink: Link::new(10),
                     downlink: Link::new(10),
                 });
@@ -444,6 +448,8 @@ impl Sim {
                 payload[1] = if keyframe { 0x00 } else { 0x01 };
             }
             payload[2..4].copy_from_slice(&publisher.seq.to_be_bytes());
+            // Which publisher entry (simulcast layer) sent it, for tests to tell layers apart.
+            payload[4] = p as u8;
             let header = RtpHeader {
                 ssrc: Ssrc(publisher.ssrc),
                 pt: Pt(publisher.pt),
@@ -515,7 +521,7 @@ impl Sim {
                 }
                 RtcpPacket::Pli { media, .. } if media.0 == publisher.ssrc => {
                     publisher.plis += 1;
-                    publisher.keyframe_pending = true;
+                    publisher.keyframe_pending |= !publisher.ignores_pli;
                 }
                 RtcpPacket::ReceiverReport(_) => publisher.rrs += 1,
                 RtcpPacket::Remb { bitrate, .. } => publisher.remb = Some(bitrate),

@@ -289,6 +289,162 @@ fn simulcast_switch_keeps_seq_contiguous() {
     assert_eq!(last_frame, 2, "layer 1 is being forwarded at the end");
 }
 
+/// The publisher entry (simulcast layer) behind each packet the subscriber received, in
+/// arrival order.
+fn layers_received(sim: &Sim, s: usize, ssrc: u32) -> Vec<u8> {
+    let stream = sim.stream(s, ssrc);
+    stream
+        .arrivals
+        .iter()
+        .map(|seq| stream.received[seq].1[4])
+        .collect()
+}
+
+#[test]
+fn simulcast_switch_waits_for_a_keyframe_of_the_target_layer() {
+    let mut sim = Sim::new(21);
+    let layers = sim.add_simulcast_publisher();
+    let s = sim.add_subscriber(false);
+    sim.subscribers[s].send_nacks = false;
+    let (subscription, ssrc) = sim.subscribers[s].subscriptions[0];
+    sim.run_for(Duration::from_secs(1));
+    // The low layer's encoder is slow: it hears the PLIs but sends no keyframe yet.
+    sim.publishers[layers[0]].ignores_pli = true;
+    sim.worker
+        .set_preferred_layer(sim.now, subscription, 0)
+        .unwrap();
+    sim.drain();
+    let before = sim.stream(s, ssrc).arrivals.len();
+    sim.run_for(Duration::from_secs(2));
+    let stats = sim.worker.subscription_stats(subscription).unwrap();
+    assert_eq!(stats.current_layer, Some(2), "no keyframe of layer 0 yet");
+    assert_eq!(stats.target_layer, 0);
+    let received = layers_received(&sim, s, ssrc);
+    assert!(
+        received.len() > before + 100,
+        "the current layer keeps flowing while the switch waits"
+    );
+    assert!(received.iter().all(|&l| l == layers[2] as u8));
+    assert!(
+        sim.publishers[layers[0]].plis >= 2,
+        "the keyframe request is repeated while it stays unanswered"
+    );
+    // The keyframe comes: the switch happens at it, and only layer 0 flows from then on.
+    sim.publishers[layers[0]].keyframe_pending = true;
+    sim.run_for(Duration::from_secs(1));
+    let received = layers_received(&sim, s, ssrc);
+    let first_low = received
+        .iter()
+        .position(|&l| l == layers[0] as u8)
+        .expect("switched to layer 0");
+    assert!(received[first_low..].iter().all(|&l| l == layers[0] as u8));
+    let stream = sim.stream(s, ssrc);
+    let seq = stream.arrivals[first_low];
+    assert!(
+        is_vp8_keyframe_start(&stream.received[&seq].1),
+        "the first packet of the new layer starts a keyframe"
+    );
+    assert!(
+        stream.arrivals.windows(2).all(|w| w[1] == w[0] + 1),
+        "output seq contiguous across the switch"
+    );
+}
+
+#[test]
+fn repeating_a_layer_choice_neither_switches_nor_asks_for_keyframes() {
+    let mut sim = Sim::new(22);
+    let layers = sim.add_simulcast_publisher();
+    let s = sim.add_subscriber(false);
+    let (subscription, _) = sim.subscribers[s].subscriptions[0];
+    sim.run_for(Duration::from_secs(1));
+    sim.worker
+        .set_preferred_layer(sim.now, subscription, 1)
+        .unwrap();
+    sim.drain();
+    sim.run_for(Duration::from_secs(1));
+    let plis: Vec<usize> = layers.iter().map(|&p| sim.publishers[p].plis).collect();
+    let switches = |sim: &Sim| {
+        sim.events
+            .iter()
+            .filter(|e| matches!(e, Event::LayerSwitched { .. }))
+            .count()
+    };
+    assert_eq!(switches(&sim), 1);
+    for _ in 0..20 {
+        sim.worker
+            .set_preferred_layer(sim.now, subscription, 1)
+            .unwrap();
+        sim.drain();
+        sim.run_for(100 * MS);
+    }
+    let after: Vec<usize> = layers.iter().map(|&p| sim.publishers[p].plis).collect();
+    assert_eq!(
+        after, plis,
+        "no keyframe requests for the layer already flowing"
+    );
+    assert_eq!(switches(&sim), 1, "no flapping");
+    let stats = sim.worker.subscription_stats(subscription).unwrap();
+    assert_eq!(stats.current_layer, Some(1));
+}
+
+#[test]
+fn a_paused_subscription_gets_nothing_and_resumes_at_a_keyframe_with_contiguous_seq() {
+    let mut sim = Sim::new(23);
+    let layers = sim.add_simulcast_publisher();
+    let s = sim.add_subscriber(false);
+    sim.subscribers[s].send_nacks = false;
+    let (subscription, ssrc) = sim.subscribers[s].subscriptions[0];
+    sim.run_for(Duration::from_secs(1));
+    sim.worker.set_paused(sim.now, subscription, true).unwrap();
+    sim.drain();
+    // What was already on the wire lands; nothing after it.
+    sim.run_for(100 * MS);
+    let paused_at = sim.stream(s, ssrc).arrivals.len();
+    let waiting = sim.worker.stats().counters.rtp_waiting_for_keyframe;
+    let plis: usize = layers.iter().map(|&p| sim.publishers[p].plis).sum();
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.stream(s, ssrc).arrivals.len(), paused_at);
+    let stats = sim.worker.subscription_stats(subscription).unwrap();
+    assert!(stats.paused && stats.current_layer.is_none());
+    assert_eq!(
+        sim.worker.stats().counters.rtp_waiting_for_keyframe,
+        waiting,
+        "a paused subscription is not counted as waiting"
+    );
+    // Pausing again, or asking for another layer meanwhile, requests no keyframe.
+    sim.worker.set_paused(sim.now, subscription, true).unwrap();
+    sim.worker
+        .set_preferred_layer(sim.now, subscription, 0)
+        .unwrap();
+    sim.drain();
+    sim.run_for(Duration::from_secs(1));
+    let plis_paused: usize = layers.iter().map(|&p| sim.publishers[p].plis).sum();
+    assert_eq!(plis_paused, plis, "no keyframe requests while paused");
+    let low_plis = sim.publishers[layers[0]].plis;
+    sim.worker.set_paused(sim.now, subscription, false).unwrap();
+    sim.drain();
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        sim.publishers[layers[0]].plis > low_plis,
+        "the resume asks the target layer for a keyframe"
+    );
+    let stream = sim.stream(s, ssrc);
+    assert!(stream.arrivals.len() > paused_at + 20, "resumed");
+    let resumed = stream.arrivals[paused_at];
+    assert!(is_vp8_keyframe_start(&stream.received[&resumed].1));
+    assert_eq!(stream.received[&resumed].1[4], layers[0] as u8);
+    assert!(
+        stream.arrivals.windows(2).all(|w| w[1] == w[0] + 1),
+        "output seq continues across the pause"
+    );
+    let ts: Vec<u32> = stream
+        .arrivals
+        .iter()
+        .map(|s| stream.received[s].0)
+        .collect();
+    assert!(ts.windows(2).all(|w| w[1].wrapping_sub(w[0]) as i32 >= 0));
+}
+
 #[test]
 fn nack_recovers_uplink_burst_at_high_packet_rate() {
     // ~900 packets/s and 80 ms each way: recovered packets arrive ~150 sequence numbers behind
