@@ -105,6 +105,21 @@ pub enum Request {
         /// The client's answer SDP.
         answer: String,
     },
+    /// What a subscriber wants of one publisher's media (its wish; the node forwards at most
+    /// that). Kept by the node until either session leaves the room.
+    SetSubscription {
+        /// The room.
+        room: String,
+        /// The subscribing session.
+        session: String,
+        /// The publishing session the wish is about.
+        publisher: String,
+        /// The most video wanted.
+        video: VideoQuality,
+        /// Whether audio is wanted; `None` leaves it as it was (wanted, by default).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        audio: Option<bool>,
+    },
     /// Removes a session's transports.
     CloseSession {
         /// The room.
@@ -133,6 +148,21 @@ pub enum Request {
         /// The room.
         room: String,
     },
+}
+
+/// How much of a publisher's video a subscriber wants: a simulcast layer, or none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VideoQuality {
+    /// The highest layer (the only one of a non-simulcast track).
+    #[default]
+    High,
+    /// The middle layer (the higher of two).
+    Medium,
+    /// The lowest layer.
+    Low,
+    /// No video: nothing is forwarded.
+    Off,
 }
 
 /// The reply to a [`Request`].

@@ -653,6 +653,19 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
                 .map(|()| Response::Done),
             Err(e) => Err(e),
         },
+        Request::SetSubscription {
+            room,
+            session,
+            publisher,
+            video,
+            audio,
+        } => match names.key(&room) {
+            Ok(room) => node
+                .set_subscription(room, &session, &publisher, video, audio)
+                .await
+                .map(|()| Response::Done),
+            Err(e) => Err(e),
+        },
         Request::CloseSession { room, session } => match names.key(&room) {
             Ok(room) => node
                 .close_session(room, &session)
@@ -702,7 +715,10 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
             MediaError::Sdp(SdpError::LimitExceeded(_)) => ErrorCode::LimitExceeded,
             MediaError::Sdp(_) | MediaError::FingerprintChanged => ErrorCode::BadSdp,
             MediaError::RateLimited { .. } => ErrorCode::RateLimited,
-            MediaError::NoTransport(_) | MediaError::Core(_) => ErrorCode::BadRequest,
+            MediaError::NoTransport(_)
+            | MediaError::Core(_)
+            | MediaError::TooManyWishes(_)
+            | MediaError::OwnMedia => ErrorCode::BadRequest,
             MediaError::WorkerGone | MediaError::Draining => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         },

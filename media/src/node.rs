@@ -418,6 +418,32 @@ impl Node {
         self.worker(worker)?.call(subscribe_answer).await
     }
 
+    /// Records what `session` wants of `publisher`'s media (its layer, or none) on the worker
+    /// that holds (or will hold) its subscribe transport, and applies it there.
+    pub async fn set_subscription(
+        &self,
+        room: RoomKey,
+        session: &str,
+        publisher: &str,
+        video: mooyaho_control::VideoQuality,
+        audio: Option<bool>,
+    ) -> Result<(), MediaError> {
+        let (worker, part) = self.subscriber_part(room, session).await?;
+        let set_subscription = |reply| Command::SetSubscription {
+            room: part,
+            session: session.to_owned(),
+            publisher: publisher.to_owned(),
+            video,
+            audio,
+            reply,
+        };
+        self.worker(worker)?.call(set_subscription).await?;
+        // Placed now if it was not: its subscribe transport will be made on that worker, and
+        // the session's close reaches it there.
+        self.placement().place_subscriber(room, session, worker);
+        Ok(())
+    }
+
     /// Removes a session's transports (others are told to renegotiate).
     pub async fn close_session(&self, room: RoomKey, session: &str) -> Result<(), MediaError> {
         let subscriber = self.placement().remove_subscriber(room, session)?;

@@ -96,6 +96,16 @@ pub enum ClientMessage {
         /// The new value.
         value: bool,
     },
+    /// What this session wants of another member's media in an SFU channel (acked).
+    SetSubscription {
+        /// The publishing member.
+        session_id: SessionId,
+        /// The most video wanted: `high`, `medium`, `low` or `off`.
+        video: mooyaho_control::VideoQuality,
+        /// Whether its audio is wanted; absent leaves it as it was (wanted by default).
+        #[serde(default)]
+        audio: Option<bool>,
+    },
     /// Application-level heartbeat (`pong`); browsers cannot see WebSocket pings.
     Ping,
 }
@@ -306,6 +316,7 @@ const KNOWN_TYPES: &[&str] = &[
     "reject",
     "integrateUser",
     "updateMediaState",
+    "setSubscription",
     "ping",
 ];
 
@@ -525,6 +536,42 @@ mod tests {
                 value: true
             }
         );
+    }
+
+    #[test]
+    fn set_subscription_decodes_with_optional_audio_and_refuses_unknown_qualities() {
+        let frame = ClientFrame::decode(
+            r#"{"type":"setSubscription","sessionId":"s2","video":"low","requestId":1}"#,
+        );
+        assert_eq!(
+            frame.message.unwrap(),
+            ClientMessage::SetSubscription {
+                session_id: SessionId::from("s2"),
+                video: mooyaho_control::VideoQuality::Low,
+                audio: None,
+            }
+        );
+        let frame = ClientFrame::decode(
+            r#"{"type":"setSubscription","sessionId":"s2","video":"off","audio":false}"#,
+        );
+        assert!(matches!(
+            frame.message.unwrap(),
+            ClientMessage::SetSubscription {
+                video: mooyaho_control::VideoQuality::Off,
+                audio: Some(false),
+                ..
+            }
+        ));
+        let code = |text: &str| ClientFrame::decode(text).message.unwrap_err().code;
+        for bad in [
+            r#"{"type":"setSubscription","sessionId":"s2","video":"ultra"}"#,
+            r#"{"type":"setSubscription","sessionId":"s2","video":"HIGH"}"#,
+            r#"{"type":"setSubscription","sessionId":"s2"}"#,
+            r#"{"type":"setSubscription","video":"low"}"#,
+            r#"{"type":"setSubscription","sessionId":"s2","video":"low","audio":"yes"}"#,
+        ] {
+            assert_eq!(code(bad), ErrorCode::InvalidMessage, "{bad}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod negotiate;
 mod pipe;
 mod thread;
 mod timers;
+mod wishes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,12 @@ pub enum MediaError {
     /// The node is draining: no new rooms.
     #[error("the node is draining")]
     Draining,
+    /// A subscriber named more publishers in its wishes than a node keeps.
+    #[error("at most {0} subscription wishes per subscriber")]
+    TooManyWishes(usize),
+    /// A session cannot subscribe to its own media.
+    #[error("a session does not receive its own media")]
+    OwnMedia,
     /// The worker thread is gone (node shutting down).
     #[error("media worker stopped")]
     WorkerGone,
@@ -164,6 +171,14 @@ pub(crate) enum Command {
     CloseSession {
         room: RoomId,
         session: String,
+        reply: Reply<()>,
+    },
+    SetSubscription {
+        room: RoomId,
+        session: String,
+        publisher: String,
+        video: mooyaho_control::VideoQuality,
+        audio: Option<bool>,
         reply: Reply<()>,
     },
     Stats(Reply<Box<WorkerStats>>),

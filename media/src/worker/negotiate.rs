@@ -61,6 +61,16 @@ pub(super) struct Subscribing {
     changed: bool,
 }
 
+impl Subscribing {
+    /// The live subscriptions: each with its track and the publishing session.
+    pub(super) fn subscriptions(&self) -> impl Iterator<Item = (SubscriptionId, TrackId, &str)> {
+        self.forwarded.iter().filter_map(|f| {
+            let subscription = f.subscription?;
+            Some((subscription, f.track, f.sdp.stream_id.as_str()))
+        })
+    }
+}
+
 #[derive(Debug)]
 struct Forwarded {
     track: TrackId,
@@ -439,16 +449,25 @@ impl Worker {
             return Ok(());
         };
         let connected = link.connection.is_connected();
+        let (room, session) = (link.room, link.session.clone());
         let Some(subscribing) = link.subscribing.as_mut() else {
             return Ok(());
         };
+        let mut started = Vec::new();
         for forwarded in &mut subscribing.forwarded {
             let wanted = forwarded.sdp.active && forwarded.accepted;
             match (wanted, forwarded.subscription) {
                 (true, None) if connected => {
                     let config = subscription_config(&forwarded.sdp);
                     match self.core.subscribe(now, transport, forwarded.track, config) {
-                        Ok(subscription) => forwarded.subscription = Some(subscription),
+                        Ok(subscription) => {
+                            forwarded.subscription = Some(subscription);
+                            started.push((
+                                subscription,
+                                forwarded.track,
+                                forwarded.sdp.stream_id.clone(),
+                            ));
+                        }
                         // Its publisher replaced or ended it after our offer: the renegotiation
                         // that change started rejects the m-line; the rest of the answer stands.
                         Err(CommandError::UnknownTrack(_)) => forwarded.sdp.active = false,
@@ -462,6 +481,9 @@ impl Worker {
                 }
                 _ => {}
             }
+        }
+        for (subscription, track, publisher) in started {
+            self.apply_wish(now, room, &session, &publisher, subscription, track);
         }
         Ok(())
     }
@@ -495,6 +517,7 @@ impl Worker {
     /// renegotiate if it published.
     pub(super) fn close_session(&mut self, room: RoomId, session: &str) -> Result<(), MediaError> {
         self.known_room(room)?;
+        self.wishes.forget_session(room, session);
         let published = !self.core.participant_tracks(room, session).is_empty();
         for transport in self.core.leave(room, session)? {
             self.remove_transport(transport);

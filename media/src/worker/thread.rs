@@ -18,6 +18,7 @@ use super::link::Link;
 use super::negotiate::PublishPolicy;
 use super::pipe::{PipeMessage, PipeSender, Pipes};
 use super::timers::TimerQueue;
+use super::wishes::Wishes;
 use super::{Command, MediaError, NodeEvent, Reply};
 use crate::connection::dtls::DtlsIdentity;
 use crate::connection::ice::{self, BindingRequest};
@@ -131,6 +132,8 @@ pub(super) struct Worker {
     /// What each live track's publisher negotiated (its m-line), for subscribe offers and
     /// pipes; an entry goes when sfu-core reports the track closed.
     pub(super) track_sdp: FxHashMap<TrackId, PublishedTrack>,
+    /// Subscribers' wishes about publishers' media (`setSubscription`).
+    pub(super) wishes: Wishes,
     /// Client transports' connections. Keys are ids we allocate, looked up once per sent
     /// packet: FxHash (no attacker chooses them).
     pub(super) links: FxHashMap<TransportId, Link>,
@@ -195,6 +198,7 @@ impl Worker {
             events,
             core: sfu_core::Worker::new(core),
             track_sdp: FxHashMap::default(),
+            wishes: Wishes::default(),
             links: FxHashMap::default(),
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
@@ -337,6 +341,17 @@ impl Worker {
             Command::Speakers { room, reply } => {
                 let speakers = self.speakers(room).ok_or(MediaError::UnknownRoom);
                 self.reply(reply, speakers);
+            }
+            Command::SetSubscription {
+                room,
+                session,
+                publisher,
+                video,
+                audio,
+                reply,
+            } => {
+                let result = self.set_subscription(now, room, &session, &publisher, video, audio);
+                self.reply(reply, result);
             }
             Command::Stats(reply) => {
                 let stats = Box::new(self.stats());
@@ -723,6 +738,7 @@ impl Worker {
             self.remove_transport(transport);
         }
         self.core.close_room(room)?;
+        self.wishes.forget_room(room);
         Ok(())
     }
 }

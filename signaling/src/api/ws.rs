@@ -444,6 +444,17 @@ pub async fn dispatch(
                 .await
                 .map(|()| None);
         }
+        M::SetSubscription {
+            session_id,
+            video,
+            audio,
+        } => {
+            return signaling
+                .placement()
+                .set_subscription(connection, session_id, video, audio)
+                .await
+                .map(|()| None);
+        }
         M::UpdateMediaState { key, value } => {
             return signaling
                 .channels()
@@ -537,6 +548,7 @@ fn message_name(message: &ClientMessage) -> &'static str {
         M::Reject { .. } => "reject",
         M::IntegrateUser { .. } => "integrateUser",
         M::UpdateMediaState { .. } => "updateMediaState",
+        M::SetSubscription { .. } => "setSubscription",
         M::Ping => "ping",
     }
 }

@@ -9,7 +9,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use mooyaho_control::{ErrorCode as NodeError, Event, Request, Response};
+use mooyaho_control::{ErrorCode as NodeError, Event, Request, Response, VideoQuality};
 use tokio::sync::{Notify, mpsc};
 
 use serde_json::Value;
@@ -408,6 +408,49 @@ impl Placement {
                     "the SFU node lost this channel's room; its media restarts (sfuRestart)",
                 ))
             }
+            other => Err(node_refusal(other)),
+        }
+    }
+
+    /// `setSubscription`: what the session wants of another member's media (a video layer or
+    /// none, audio or not), told to the channel's node, which keeps it until either leaves.
+    pub async fn set_subscription(
+        &self,
+        connection: &Connection,
+        publisher: SessionId,
+        video: VideoQuality,
+        audio: Option<bool>,
+    ) -> Result<(), SignalError> {
+        let me = self.shared.me(connection).await?;
+        let channel = self.sfu_channel(&me).await?;
+        if publisher == me.id {
+            return Err(SignalError::new(
+                ErrorCode::InvalidMessage,
+                "a session does not receive its own media",
+            ));
+        }
+        let member = self.shared.store.session(&publisher).await?;
+        if member.and_then(|m| m.channel).as_ref() != Some(&channel.id) {
+            return Err(SignalError::new(
+                ErrorCode::SessionNotFound,
+                "no such session in this channel",
+            ));
+        }
+        let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room) else {
+            return Err(SignalError::new(
+                ErrorCode::SfuUnavailable,
+                "nobody publishes in this channel yet: set the subscription once its media arrives",
+            ));
+        };
+        let request = Request::SetSubscription {
+            room,
+            session: me.id.0.clone(),
+            publisher: publisher.0,
+            video,
+            audio,
+        };
+        match self.node_call(node, request).await? {
+            Response::Done => Ok(()),
             other => Err(node_refusal(other)),
         }
     }
