@@ -57,6 +57,12 @@ pub struct Config {
     pub speech: SpeechThresholds,
     /// Speakers listed per room at most (loudest first).
     pub max_active_speakers: usize,
+    /// A simulcast layer with no packet for this long counts as stopped (publishers drop their
+    /// top layers when their bandwidth or CPU runs short): its subscribers get the best layer
+    /// still flowing until it comes back.
+    pub layer_idle: Duration,
+    /// How often subscriptions of simulcast tracks are checked against the layers flowing.
+    pub layer_check_interval: Duration,
 }
 
 impl Default for Config {
@@ -80,6 +86,8 @@ impl Default for Config {
             speaker_interval: Duration::from_millis(200),
             speech: SpeechThresholds::default(),
             max_active_speakers: 8,
+            layer_idle: Duration::from_secs(1),
+            layer_check_interval: Duration::from_millis(250),
         }
     }
 }

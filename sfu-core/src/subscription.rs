@@ -23,12 +23,14 @@ pub struct SubscriptionConfig {
     pub mid: Option<Mid>,
 }
 
-/// Which encoding of the track the subscription forwards (LayerSelector): `target` is what
-/// the control plane asked for; `current` is what is being forwarded. A switch happens only at
-/// a keyframe of the target layer (for video), so the subscriber's decoder never sees a layer
-/// start mid-picture; until then the current layer keeps flowing.
+/// Which encoding of the track the subscription forwards (LayerSelector): `wanted` is what the
+/// control plane asked for; `target` the layer to forward, which is `wanted` unless that layer
+/// stopped flowing ([`effective_layer`]); `current` is what is being forwarded. A switch happens
+/// only at a keyframe of the target layer (for video), so the subscriber's decoder never sees a
+/// layer start mid-picture; until then the current layer keeps flowing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct LayerSelector {
+    pub(crate) wanted: u8,
     pub(crate) target: u8,
     /// `None` until the first packet is forwarded (a video joiner waits for a keyframe).
     pub(crate) current: Option<u8>,
@@ -37,6 +39,19 @@ pub(crate) struct LayerSelector {
     /// The subscriber asked for none of this track (`off`): nothing is forwarded, and the
     /// resume starts like a new subscription (at a keyframe, in a fresh rewriting epoch).
     pub(crate) paused: bool,
+}
+
+/// The layer to forward for a wish of `wanted`, given which layers are flowing: the best live
+/// layer at or below it, else the lowest live one above it (a viewer asking for `low` of a
+/// publisher sending only its top layer still sees something), else `wanted` itself (nothing
+/// flows yet, or any more).
+pub(crate) fn effective_layer(wanted: u8, live: &[bool]) -> u8 {
+    let is_live = |l: u8| live.get(usize::from(l)).copied().unwrap_or(false);
+    (0..=wanted)
+        .rev()
+        .find(|&l| is_live(l))
+        .or_else(|| (wanted..live.len() as u8).find(|&l| is_live(l)))
+        .unwrap_or(wanted)
 }
 
 /// Send-side statistics of one subscription.
@@ -55,8 +70,10 @@ pub struct SubscriptionStats {
     pub active: bool,
     /// The layer being forwarded (`None` while waiting for the first keyframe).
     pub current_layer: Option<u8>,
-    /// The layer asked for.
+    /// The layer being switched to: the one asked for, or the best flowing instead of it.
     pub target_layer: u8,
+    /// The layer asked for ([`Worker::set_preferred_layer`](crate::Worker::set_preferred_layer)).
+    pub wanted_layer: u8,
     /// Whether forwarding is paused ([`Worker::set_paused`](crate::Worker::set_paused)).
     pub paused: bool,
     /// The subscriber's latest reception report about this stream.
@@ -101,6 +118,7 @@ impl Subscription {
             config,
             rewriter: Rewriter::new(clock_rate),
             layers: LayerSelector {
+                wanted: target_layer,
                 target: target_layer,
                 current: None,
                 needs_keyframe,
@@ -202,6 +220,31 @@ impl Subscription {
             marker: packet.marker(),
             extensions: OutExtensions::EMPTY,
             rtx_osn,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::effective_layer;
+
+    #[test]
+    fn the_effective_layer_is_the_best_flowing_within_the_wish_else_the_lowest_above() {
+        // (wanted, live) → forwarded
+        let rows: &[(u8, &[bool], u8)] = &[
+            (2, &[true, true, true], 2),
+            (2, &[true, true, false], 1),
+            (2, &[true, false, false], 0),
+            (1, &[true, true, true], 1),
+            (0, &[false, false, true], 2),
+            (0, &[false, true, true], 1),
+            (1, &[false, false, true], 2),
+            (2, &[false, false, false], 2),
+            (1, &[true, true], 1),
+            (0, &[true], 0),
+        ];
+        for &(wanted, live, expected) in rows {
+            assert_eq!(effective_layer(wanted, live), expected, "{wanted} {live:?}");
         }
     }
 }

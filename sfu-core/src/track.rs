@@ -130,6 +130,8 @@ pub(crate) struct Layer {
     pub(crate) keyframes: KeyframeRequester,
     /// When the layer's last sender report was translated to subscribers (SR throttle).
     pub(crate) sr_forwarded_at: Option<Instant>,
+    /// When the layer's latest packet was accepted: whether it is flowing.
+    pub(crate) last_packet_at: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -170,6 +172,7 @@ impl Track {
                 ),
                 keyframes: KeyframeRequester::new(worker.keyframe_window),
                 sr_forwarded_at: None,
+                last_packet_at: None,
             })
             .collect();
         let cap = match config.kind {
@@ -194,6 +197,17 @@ impl Track {
         (self.layers.len() - 1) as u8
     }
 
+    /// Which layers are flowing: a packet accepted within `idle`.
+    pub(crate) fn live_layers(&self, now: Instant, idle: std::time::Duration) -> [bool; 3] {
+        let mut live = [false; 3];
+        for (slot, layer) in live.iter_mut().zip(&self.layers) {
+            *slot = layer
+                .last_packet_at
+                .is_some_and(|at| now.saturating_duration_since(at) < idle);
+        }
+        live
+    }
+
     /// Accounts one media packet (original or unwrapped RTX) of `layer` and decides whether it
     /// fans out.
     pub(crate) fn receive(
@@ -216,6 +230,7 @@ impl Track {
         if !l.buffer.insert(now, received.seq, packet) {
             return Err(Dropped::Duplicate);
         }
+        l.last_packet_at = Some(now);
         self.packets_received += 1;
         self.octets_received += packet.payload().len() as u64;
         let nack = l.nack.receive(now, received.seq);

@@ -179,13 +179,24 @@ var Mesh = class {
 };
 
 // src/sfu.ts
+var LAYERS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 15e4 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 5e5 },
+  { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 15e5 }
+];
+function simulcastEncodings(width, height) {
+  const layers = width >= 640 && height >= 360 ? LAYERS : LAYERS.slice(1);
+  return layers.map((l) => ({ ...l }));
+}
 var Sfu = class {
-  constructor(config, io) {
+  constructor(config, io, simulcast = true) {
     this.config = config;
     this.io = io;
+    this.simulcast = simulcast;
   }
   config;
   io;
+  simulcast;
   publisher = null;
   subscriber = null;
   /** Re-offers are applied one at a time, in arrival order. */
@@ -199,7 +210,15 @@ var Sfu = class {
   async publish(local) {
     const pc = new RTCPeerConnection(this.config);
     this.publisher = pc;
-    for (const track of local.getTracks()) pc.addTransceiver(track, { direction: "sendonly", streams: [local] });
+    for (const track of local.getTracks()) {
+      const init = { direction: "sendonly", streams: [local] };
+      const camera = track.kind === "video" && track.contentHint !== "detail" && track.contentHint !== "text";
+      if (this.simulcast && camera) {
+        const { width = 0, height = 0 } = track.getSettings();
+        init.sendEncodings = simulcastEncodings(width, height);
+      }
+      pc.addTransceiver(track, init);
+    }
     pc.onicecandidate = (e) => {
       const candidate = e.candidate ? e.candidate.toJSON() : null;
       if (this.#outgoing) this.#outgoing.push(candidate);
@@ -573,6 +592,8 @@ var Mooyaho = class extends Emitter {
   /** Direct calls ringing here, so a second offer from the same caller replaces the first. */
   #incoming = /* @__PURE__ */ new Map();
   #sfuRecovery = { generation: 0, awaiting: null };
+  /** `setSubscription` wishes by publisher, told again to each new subscribe PeerConnection's node. */
+  #wishes = /* @__PURE__ */ new Map();
   constructor(config) {
     super();
     this.config = { ...config };
@@ -697,6 +718,20 @@ var Mooyaho = class extends Emitter {
     const kind = key === "muted" ? "audio" : "video";
     for (const track of this.#local?.getTracks() ?? []) if (track.kind === kind) track.enabled = !value;
     if (this.channelId) await this.#socket.request({ type: "updateMediaState", key, value });
+  }
+  /**
+   * In an SFU channel, what this client wants of `sessionId`'s media: `video` is the most it
+   * wants (`high`, `medium`, `low` simulcast layer, or `off` for no video packets), `audio`
+   * whether it wants the audio (omitted: unchanged). Resolves once the server acknowledged it;
+   * rejects with the server's error (`invalid_message`, `session_not_found`, `sfu_unavailable`
+   * while nobody publishes yet). The SDK tells the wish again after an SFU recovery.
+   */
+  async setSubscription(sessionId, wish) {
+    const message = { type: "setSubscription", sessionId, video: wish.video };
+    if (wish.audio !== void 0) message["audio"] = wish.audio;
+    await this.#socket.request(message);
+    const previous = this.#wishes.get(sessionId);
+    this.#wishes.set(sessionId, { video: wish.video, audio: wish.audio ?? previous?.audio });
   }
   /** Chat to the channel: a string is sent as text, anything else as custom data. */
   async sendMessage(message) {
@@ -880,23 +915,28 @@ var Mooyaho = class extends Emitter {
     for (const session of sessions) this.sessions.set(session.id, session);
   }
   #startSfu() {
-    const sfu = new Sfu(this.#rtc, {
-      request: (m) => this.#socket.request(m),
-      send: (m) => this.#socket.send(m),
-      onTrack: (id, track) => this.#addRemoteTrack(id, track),
-      onTrackEnded: (id, track) => this.#removeRemoteTrack(id, track),
-      onPublishConnected: (peer) => {
-        this.emit("sfuPeerConnected", { peer });
-        this.#sfuConnected("publish");
+    const sfu = new Sfu(
+      this.#rtc,
+      {
+        request: (m) => this.#socket.request(m),
+        send: (m) => this.#socket.send(m),
+        onTrack: (id, track) => this.#addRemoteTrack(id, track),
+        onTrackEnded: (id, track) => this.#removeRemoteTrack(id, track),
+        onPublishConnected: (peer) => {
+          this.emit("sfuPeerConnected", { peer });
+          this.#sfuConnected("publish");
+        },
+        onSubscribeConnected: (peer) => {
+          this.emit("peerConnected", { sessionId: null, peer });
+          this.#sfuConnected("subscribe");
+          this.#retellWishes();
+        },
+        onFailed: () => {
+          if (this.#sfu === sfu) void this.#recoverSfu("failed");
+        }
       },
-      onSubscribeConnected: (peer) => {
-        this.emit("peerConnected", { sessionId: null, peer });
-        this.#sfuConnected("subscribe");
-      },
-      onFailed: () => {
-        if (this.#sfu === sfu) void this.#recoverSfu("failed");
-      }
-    });
+      this.config.simulcast ?? true
+    );
     this.#sfu = sfu;
     if (this.#local && this.#sfuRecovery.awaiting === null) {
       sfu.publish(this.#local).catch((e) => this.#fail(e));
@@ -937,6 +977,14 @@ var Mooyaho = class extends Emitter {
       }
     }
   }
+  /** A new subscribe PeerConnection may be on another node, which knows no wish yet. */
+  #retellWishes() {
+    for (const [sessionId, wish] of this.#wishes) {
+      const message = { type: "setSubscription", sessionId, video: wish.video };
+      if (wish.audio !== void 0) message["audio"] = wish.audio;
+      this.#socket.request(message).catch((e) => this.#fail(e));
+    }
+  }
   /** A new SFU PeerConnection connected: the recovery waiting for it is over. */
   #sfuConnected(side) {
     if (this.#sfuRecovery.awaiting !== side) return;
@@ -944,6 +992,7 @@ var Mooyaho = class extends Emitter {
     this.emit("reconnected", { sessionId: this.sessionId ?? "", what: "sfu" });
   }
   #removeMember(sessionId) {
+    this.#wishes.delete(sessionId);
     if (!this.sessions.delete(sessionId)) return;
     this.#mesh.close(sessionId);
     this.#dropStream(sessionId);
@@ -980,6 +1029,7 @@ var Mooyaho = class extends Emitter {
     for (const sessionId of streams) this.emit("remoteStreamChanged", { sessionId });
     this.sessions.clear();
     this.#incoming.clear();
+    this.#wishes.clear();
     this.channelId = "";
     this.sfuEnabled = false;
     this.#entering = null;

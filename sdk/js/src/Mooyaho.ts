@@ -12,6 +12,7 @@ import {
   type MooyahoConfig,
   type ServerFrame,
   type SessionInfo,
+  type SubscriptionWish,
 } from './types.js';
 
 /** How long a direct call rings before `directCall` gives up. */
@@ -55,6 +56,8 @@ export class Mooyaho extends Emitter {
   /** Direct calls ringing here, so a second offer from the same caller replaces the first. */
   #incoming = new Map<string, string>();
   #sfuRecovery: SfuRecovery = { generation: 0, awaiting: null };
+  /** `setSubscription` wishes by publisher, told again to each new subscribe PeerConnection's node. */
+  #wishes = new Map<string, SubscriptionWish>();
 
   constructor(config: MooyahoConfig) {
     super();
@@ -197,6 +200,21 @@ export class Mooyaho extends Emitter {
     const kind = key === 'muted' ? 'audio' : 'video';
     for (const track of this.#local?.getTracks() ?? []) if (track.kind === kind) track.enabled = !value;
     if (this.channelId) await this.#socket.request({ type: 'updateMediaState', key, value });
+  }
+
+  /**
+   * In an SFU channel, what this client wants of `sessionId`'s media: `video` is the most it
+   * wants (`high`, `medium`, `low` simulcast layer, or `off` for no video packets), `audio`
+   * whether it wants the audio (omitted: unchanged). Resolves once the server acknowledged it;
+   * rejects with the server's error (`invalid_message`, `session_not_found`, `sfu_unavailable`
+   * while nobody publishes yet). The SDK tells the wish again after an SFU recovery.
+   */
+  async setSubscription(sessionId: string, wish: SubscriptionWish): Promise<void> {
+    const message: Record<string, unknown> = { type: 'setSubscription', sessionId, video: wish.video };
+    if (wish.audio !== undefined) message['audio'] = wish.audio;
+    await this.#socket.request(message);
+    const previous = this.#wishes.get(sessionId);
+    this.#wishes.set(sessionId, { video: wish.video, audio: wish.audio ?? previous?.audio });
   }
 
   /** Chat to the channel: a string is sent as text, anything else as custom data. */
@@ -401,7 +419,9 @@ export class Mooyaho extends Emitter {
   }
 
   #startSfu(): Sfu {
-    const sfu = new Sfu(this.#rtc, {
+    const sfu = new Sfu(
+      this.#rtc,
+      {
       request: (m) => this.#socket.request(m),
       send: (m) => this.#socket.send(m),
       onTrack: (id, track) => this.#addRemoteTrack(id, track),
@@ -413,11 +433,14 @@ export class Mooyaho extends Emitter {
       onSubscribeConnected: (peer) => {
         this.emit('peerConnected', { sessionId: null, peer });
         this.#sfuConnected('subscribe');
+        this.#retellWishes();
       },
       onFailed: () => {
         if (this.#sfu === sfu) void this.#recoverSfu('failed');
       },
-    });
+      },
+      this.config.simulcast ?? true,
+    );
     this.#sfu = sfu;
     if (this.#local && this.#sfuRecovery.awaiting === null) {
       sfu.publish(this.#local).catch((e: unknown) => this.#fail(e));
@@ -460,6 +483,15 @@ export class Mooyaho extends Emitter {
     }
   }
 
+  /** A new subscribe PeerConnection may be on another node, which knows no wish yet. */
+  #retellWishes(): void {
+    for (const [sessionId, wish] of this.#wishes) {
+      const message: Record<string, unknown> = { type: 'setSubscription', sessionId, video: wish.video };
+      if (wish.audio !== undefined) message['audio'] = wish.audio;
+      this.#socket.request(message).catch((e: unknown) => this.#fail(e));
+    }
+  }
+
   /** A new SFU PeerConnection connected: the recovery waiting for it is over. */
   #sfuConnected(side: 'publish' | 'subscribe'): void {
     if (this.#sfuRecovery.awaiting !== side) return;
@@ -468,6 +500,7 @@ export class Mooyaho extends Emitter {
   }
 
   #removeMember(sessionId: string): void {
+    this.#wishes.delete(sessionId);
     if (!this.sessions.delete(sessionId)) return;
     this.#mesh.close(sessionId);
     this.#dropStream(sessionId);
@@ -509,6 +542,7 @@ export class Mooyaho extends Emitter {
     for (const sessionId of streams) this.emit('remoteStreamChanged', { sessionId });
     this.sessions.clear();
     this.#incoming.clear();
+    this.#wishes.clear();
     this.channelId = '';
     this.sfuEnabled = false;
     this.#entering = null;

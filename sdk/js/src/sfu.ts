@@ -18,6 +18,28 @@ export interface SfuIo {
 
 type Candidate = RTCIceCandidateInit | null;
 
+/** One simulcast layer the SDK publishes: its rid, downscale and bitrate cap. */
+interface Layer {
+  rid: 'q' | 'h' | 'f';
+  scaleResolutionDownBy: number;
+  maxBitrate: number;
+}
+
+const LAYERS: Layer[] = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
+/**
+ * The encodings for a camera track: three layers from 640×360 up, two (`h`, `f`) below, lowest
+ * first (the SFU orders `q` < `h` < `f`). The caps keep all three under the node's REMB.
+ */
+export function simulcastEncodings(width: number, height: number): RTCRtpEncodingParameters[] {
+  const layers = width >= 640 && height >= 360 ? LAYERS : LAYERS.slice(1);
+  return layers.map((l) => ({ ...l }));
+}
+
 export class Sfu {
   publisher: RTCPeerConnection | null = null;
   subscriber: RTCPeerConnection | null = null;
@@ -32,13 +54,24 @@ export class Sfu {
   constructor(
     private readonly config: RTCConfiguration,
     private readonly io: SfuIo,
+    /** Publish camera video as simulcast layers. */
+    private readonly simulcast = true,
   ) {}
 
   /** Publishes the local tracks. Rejects with the server's error (e.g. `sfu_unavailable`). */
   async publish(local: MediaStream): Promise<void> {
     const pc = new RTCPeerConnection(this.config);
     this.publisher = pc;
-    for (const track of local.getTracks()) pc.addTransceiver(track, { direction: 'sendonly', streams: [local] });
+    for (const track of local.getTracks()) {
+      const init: RTCRtpTransceiverInit = { direction: 'sendonly', streams: [local] };
+      // Screen shares set a `detail`/`text` content hint: one full-resolution encoding.
+      const camera = track.kind === 'video' && track.contentHint !== 'detail' && track.contentHint !== 'text';
+      if (this.simulcast && camera) {
+        const { width = 0, height = 0 } = track.getSettings();
+        init.sendEncodings = simulcastEncodings(width, height);
+      }
+      pc.addTransceiver(track, init);
+    }
     pc.onicecandidate = (e) => {
       const candidate = e.candidate ? e.candidate.toJSON() : null;
       if (this.#outgoing) this.#outgoing.push(candidate);

@@ -37,6 +37,23 @@ export interface MooyahoConfig {
   requestTimeoutMs?: number;
   /** Interval of the app-level ping that detects dead sockets (ms, default 5000). */
   heartbeatMs?: number;
+  /**
+   * In SFU channels, publish camera video as simulcast layers (`q`, `h`, `f` at 1/4, 1/2 and full
+   * resolution; `h` and `f` below 640×360) so each viewer can get the one it asks for with
+   * `setSubscription` (default true). Mesh and direct calls always send one encoding.
+   */
+  simulcast?: boolean;
+}
+
+/** How much of a publisher's video a viewer wants (`setSubscription`). */
+export type VideoQuality = 'high' | 'medium' | 'low' | 'off';
+
+/** A viewer's wish about one publisher's media in an SFU channel. */
+export interface SubscriptionWish {
+  /** The most video wanted: `high` (default), `medium`, `low` or `off` (no video packets). */
+  video: VideoQuality;
+  /** Whether its audio is wanted; omitted leaves it as it was (wanted by default). */
+  audio?: boolean;
 }
 
 /** A server frame: `type` plus whatever fields that type carries. */

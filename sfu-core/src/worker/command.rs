@@ -8,7 +8,7 @@ use crate::error::CommandError;
 use crate::output::Event;
 use crate::room::Room;
 use crate::stats::Stats;
-use crate::subscription::{Subscription, SubscriptionConfig};
+use crate::subscription::{Subscription, SubscriptionConfig, effective_layer};
 use crate::track::{MediaKind, Track, TrackConfig};
 use crate::transport::{Direction, Route, Transport, TransportConfig};
 use crate::{RoomId, SubscriptionId, TrackId, TransportId};
@@ -357,7 +357,10 @@ impl Worker {
             return Err(CommandError::SsrcInUse(config.ssrc));
         }
         let wait = tr.config.kind == MediaKind::Video && tr.config.codec.needs_keyframe();
-        let (clock_rate, layer) = (tr.config.clock_rate, tr.top_layer());
+        let top = tr.top_layer();
+        let live = tr.live_layers(now, self.config.layer_idle);
+        let layer = effective_layer(top, &live[..tr.layers.len()]);
+        let clock_rate = tr.config.clock_rate;
         let generation = self.next_generation();
         let id = self.subscriptions.insert_with(generation, |_| {
             Subscription::new(
@@ -370,6 +373,9 @@ impl Worker {
                 &self.config,
             )
         });
+        if let Some(s) = self.subscriptions.get_mut(id) {
+            s.layers.wanted = top;
+        }
         let t = self.transports.get_mut(transport).expect("checked above");
         t.subscriptions.push(id);
         t.routes.insert(config.ssrc, Route::Subscription(id));
@@ -386,7 +392,8 @@ impl Worker {
 
     /// Chooses the simulcast layer a subscription should receive (0 = lowest). The switch
     /// happens at the next keyframe of that layer, which is requested now; until then the
-    /// current layer keeps flowing.
+    /// current layer keeps flowing. While the publisher does not send that layer, the best one
+    /// it sends below it (else the lowest above) is forwarded instead, until it comes back.
     pub fn set_preferred_layer(
         &mut self,
         now: Instant,
@@ -407,10 +414,13 @@ impl Worker {
                 layer,
             });
         }
-        s.layers.target = layer;
-        if s.layers.needs_keyframe && !s.layers.paused && s.layers.current != Some(layer) {
+        let live = track.live_layers(now, self.config.layer_idle);
+        let target = effective_layer(layer, &live[..track.layers.len()]);
+        s.layers.wanted = layer;
+        s.layers.target = target;
+        if s.layers.needs_keyframe && !s.layers.paused && s.layers.current != Some(target) {
             let track = s.track;
-            self.request_keyframe_of(track, layer, now);
+            self.request_keyframe_of(track, target, now);
         }
         Ok(())
     }

@@ -18,11 +18,12 @@ use crate::output::{Event, Transmit};
 use crate::room::Room;
 use crate::speakers::{self, ActiveSpeaker};
 use crate::stats::{Counters, Stats};
-use crate::subscription::{Subscription, SubscriptionStats};
+use crate::subscription::{Subscription, SubscriptionStats, effective_layer};
 use crate::track::MediaKind;
 use crate::track::Track;
 use crate::transport::Transport;
 use crate::{RoomId, SeqNo, SubscriptionId, TrackId, TransportId};
+use rtcp::request_keyframe;
 
 /// One core's share of the SFU: owns rooms, transports, tracks and subscriptions, and turns
 /// received packets and commands into transmits and events. Performs no I/O and reads no
@@ -47,6 +48,8 @@ pub struct Worker {
     next_buffer_sweep: Option<Instant>,
     /// When rooms' speakers are next ranked (the current speaker interval's end).
     next_speaker_ranking: Option<Instant>,
+    /// When subscriptions of simulcast tracks are checked against the layers flowing next.
+    next_layer_check: Option<Instant>,
     /// Reused between rankings.
     scratch_speakers: Vec<ActiveSpeaker>,
 }
@@ -84,6 +87,7 @@ impl Worker {
             scratch_seqs: Vec::new(),
             next_buffer_sweep: None,
             next_speaker_ranking: None,
+            next_layer_check: None,
             scratch_speakers: Vec::new(),
         }
     }
@@ -101,6 +105,10 @@ impl Worker {
         if self.next_tick.is_some_and(|t| now >= t) {
             self.tick(now);
             self.next_tick = Some(now + self.config.tick);
+            if self.next_layer_check.is_none_or(|at| now >= at) {
+                self.reselect_layers(now);
+                self.next_layer_check = Some(now + self.config.layer_check_interval);
+            }
             match self.next_speaker_ranking {
                 Some(at) if now >= at => {
                     self.rank_speakers();
@@ -108,6 +116,46 @@ impl Worker {
                 }
                 Some(_) => {}
                 None => self.next_speaker_ranking = Some(now + self.config.speaker_interval),
+            }
+        }
+    }
+
+    /// Points every subscription of a simulcast track at the best flowing layer within its wish
+    /// (a publisher stopped or resumed a layer); a changed target asks for a keyframe of it.
+    fn reselect_layers(&mut self, now: Instant) {
+        let Self {
+            config,
+            tracks,
+            subscriptions,
+            outbox,
+            counters,
+            ..
+        } = self;
+        for (_, track) in tracks.iter_mut() {
+            if track.layers.len() < 2 {
+                continue;
+            }
+            let live = track.live_layers(now, config.layer_idle);
+            let live = &live[..track.layers.len()];
+            let mut wanted_keyframes = [false; 3];
+            for &id in &track.subscriptions {
+                let s = subscriptions
+                    .get_mut(id)
+                    .expect("a track lists only live subscriptions");
+                let l = &mut s.layers;
+                let target = effective_layer(l.wanted, live);
+                if l.paused || target == l.target {
+                    continue;
+                }
+                l.target = target;
+                if l.needs_keyframe && l.current != Some(target) {
+                    wanted_keyframes[usize::from(target)] = true;
+                }
+            }
+            for (layer, wanted) in wanted_keyframes.into_iter().enumerate() {
+                if wanted {
+                    request_keyframe(track, layer as u8, now, config, outbox, counters);
+                }
             }
         }
     }
@@ -200,6 +248,7 @@ impl Worker {
             active: s.layers.current.is_some(),
             current_layer: s.layers.current,
             target_layer: s.layers.target,
+            wanted_layer: s.layers.wanted,
             paused: s.layers.paused,
             ..s.stats
         })

@@ -64,6 +64,8 @@ pub(crate) struct Publisher {
     pub(crate) rid: Option<&'static [u8]>,
     /// Counts PLIs but sends no keyframe (an encoder slow to answer).
     pub(crate) ignores_pli: bool,
+    /// Sends nothing (a simulcast layer the encoder stopped).
+    pub(crate) stopped: bool,
     pub(crate) uplink: Link,
     pub(crate) downlink: Link,
 }
@@ -203,6 +205,7 @@ impl Sim {
             twcc_seq: 0,
             rid: None,
             ignores_pli: false,
+            stopped: false,
             uplink: Link::new(10),
             downlink: Link::new(10),
         });
@@ -272,6 +275,7 @@ impl Sim {
                     twcc_seq: 0,
                     rid: Some(rid),
                     ignores_pli: false,
+                    stopped: false,
                     uplink: Link::new(10),
                     downlink: Link::new(10),
                 });
@@ -432,6 +436,9 @@ impl Sim {
         let now = self.now;
         let publisher = &mut self.publishers[p];
         publisher.next_frame = now + publisher.frame;
+        if publisher.stopped {
+            return;
+        }
         let keyframe = std::mem::take(&mut publisher.keyframe_pending);
         publisher.ts = publisher
             .ts

@@ -388,6 +388,56 @@ fn repeating_a_layer_choice_neither_switches_nor_asks_for_keyframes() {
 }
 
 #[test]
+fn a_stopped_layer_falls_back_to_the_best_flowing_one_and_comes_back_when_it_resumes() {
+    let mut sim = Sim::new(24);
+    let layers = sim.add_simulcast_publisher();
+    let s = sim.add_subscriber(false);
+    sim.subscribers[s].send_nacks = false;
+    let (subscription, ssrc) = sim.subscribers[s].subscriptions[0];
+    sim.run_for(Duration::from_secs(1));
+    let current = |sim: &Sim| {
+        let stats = sim.worker.subscription_stats(subscription).unwrap();
+        (stats.current_layer, stats.wanted_layer)
+    };
+    assert_eq!(current(&sim), (Some(2), 2));
+    // The publisher stops its top layer (bandwidth or CPU): the middle one takes over.
+    sim.publishers[layers[2]].stopped = true;
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(
+        current(&sim),
+        (Some(1), 2),
+        "falls back to the best flowing layer"
+    );
+    let arrived = sim.stream(s, ssrc).arrivals.len();
+    sim.run_for(Duration::from_secs(1));
+    assert!(
+        sim.stream(s, ssrc).arrivals.len() > arrived + 40,
+        "video keeps flowing"
+    );
+    // It comes back: so does the subscriber, at one of its keyframes.
+    sim.publishers[layers[2]].stopped = false;
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(current(&sim), (Some(2), 2));
+    // Only the top layer flows: a viewer asking for the lowest gets it rather than nothing.
+    sim.publishers[layers[0]].stopped = true;
+    sim.publishers[layers[1]].stopped = true;
+    sim.worker
+        .set_preferred_layer(sim.now, subscription, 0)
+        .unwrap();
+    sim.drain();
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(current(&sim), (Some(2), 0));
+    let received = layers_received(&sim, s, ssrc);
+    let switches = received.windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(switches <= 4, "no flapping: {switches} switches");
+    let stream = sim.stream(s, ssrc);
+    assert!(
+        stream.arrivals.windows(2).all(|w| w[1] == w[0] + 1),
+        "output seq contiguous across fallbacks"
+    );
+}
+
+#[test]
 fn a_paused_subscription_gets_nothing_and_resumes_at_a_keyframe_with_contiguous_seq() {
     let mut sim = Sim::new(23);
     let layers = sim.add_simulcast_publisher();

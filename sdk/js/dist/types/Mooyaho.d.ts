@@ -1,6 +1,6 @@
 import { Emitter } from './events.js';
 import { SignalingSocket } from './socket.js';
-import { type MediaKey, type MooyahoConfig, type SessionInfo } from './types.js';
+import { type MediaKey, type MooyahoConfig, type SessionInfo, type SubscriptionWish } from './types.js';
 export declare class Mooyaho extends Emitter {
     #private;
     readonly config: Readonly<MooyahoConfig>;
@@ -41,6 +41,14 @@ export declare class Mooyaho extends Emitter {
     hangUp(sessionId: string): void;
     /** Announces a mute/camera change and applies it to the local tracks. */
     updateMediaState(key: MediaKey, value: boolean): Promise<void>;
+    /**
+     * In an SFU channel, what this client wants of `sessionId`'s media: `video` is the most it
+     * wants (`high`, `medium`, `low` simulcast layer, or `off` for no video packets), `audio`
+     * whether it wants the audio (omitted: unchanged). Resolves once the server acknowledged it;
+     * rejects with the server's error (`invalid_message`, `session_not_found`, `sfu_unavailable`
+     * while nobody publishes yet). The SDK tells the wish again after an SFU recovery.
+     */
+    setSubscription(sessionId: string, wish: SubscriptionWish): Promise<void>;
     /** Chat to the channel: a string is sent as text, anything else as custom data. */
     sendMessage(message: string | unknown): Promise<void>;
     /** The channel's members, fresh from the server. */

@@ -10,13 +10,22 @@ export interface SfuIo {
     onFailed(side: 'publish' | 'subscribe'): void;
 }
 type Candidate = RTCIceCandidateInit | null;
+/**
+ * The encodings for a camera track: three layers from 640×360 up, two (`h`, `f`) below, lowest
+ * first (the SFU orders `q` < `h` < `f`). The caps keep all three under the node's REMB.
+ */
+export declare function simulcastEncodings(width: number, height: number): RTCRtpEncodingParameters[];
 export declare class Sfu {
     #private;
     private readonly config;
     private readonly io;
+    /** Publish camera video as simulcast layers. */
+    private readonly simulcast;
     publisher: RTCPeerConnection | null;
     subscriber: RTCPeerConnection | null;
-    constructor(config: RTCConfiguration, io: SfuIo);
+    constructor(config: RTCConfiguration, io: SfuIo, 
+    /** Publish camera video as simulcast layers. */
+    simulcast?: boolean);
     /** Publishes the local tracks. Rejects with the server's error (e.g. `sfu_unavailable`). */
     publish(local: MediaStream): Promise<void>;
     answered(sdp: string): Promise<void>;
