@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use mooyaho_test_support::peer::payloads;
 use mooyaho_test_support::sfu_client::SfuClient;
 use serde_json::json;
-use support::{Rest, Server, Ws, healthy_node};
+use support::raw::{self, RawParticipant};
+use support::{Rest, Server, Ws, healthy_node, security_drops};
 
 const PACKETS: usize = 50;
 
@@ -280,4 +281,154 @@ async fn a_publisher_churning_tracks_200_times_leaves_subscribers_sdp_bounded() 
     assert!(state.0 >= 4, "{state:?}");
     media_flows(&a, &b, 0x53).await;
     drop((a, b, hostile, server));
+}
+
+/// A rid-simulcast publish offer (one video m-line, layers `q`, `h`, `f` announced by rid only,
+/// as Chromium writes it) on `ice` and `fingerprint`.
+fn simulcast_offer(ice: &raw::IceCredentials, fingerprint: &str) -> String {
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+         a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:sha-256 {fingerprint}\r\n\
+         a=setup:actpass\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+         a=sendonly\r\na=rtcp-mux\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+         a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n\
+         a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n\
+         a=msid:hostile camera\r\na=rid:q send\r\na=rid:h send\r\na=rid:f send\r\n\
+         a=simulcast:send q;h;f\r\n",
+        ice.ufrag, ice.pwd
+    )
+}
+
+/// An RTP packet of `ssrc` carrying the mid `0` and `rid` header extensions (RFC 8285 one-byte
+/// form) and a VP8 keyframe payload.
+fn rid_packet(ssrc: u32, seq: u16, rid: &[u8]) -> Vec<u8> {
+    let mut elements = vec![0x10, b'0', 0x20 | (rid.len() as u8 - 1)];
+    elements.extend_from_slice(rid);
+    while elements.len() % 4 != 0 {
+        elements.push(0);
+    }
+    let mut packet = vec![0x90, 96];
+    packet.extend_from_slice(&seq.to_be_bytes());
+    packet.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
+    packet.extend_from_slice(&ssrc.to_be_bytes());
+    packet.extend_from_slice(&[0xbe, 0xde]);
+    packet.extend_from_slice(&((elements.len() / 4) as u16).to_be_bytes());
+    packet.extend_from_slice(&elements);
+    packet.extend_from_slice(&raw::vp8_payload(true, &[0x55; 200]));
+    packet
+}
+
+/// `mooyaho_sfu_<name>_total` of `node`, from `/metrics` (0 before the first report).
+async fn node_counter(server: &Server, node: u64, name: &str) -> u64 {
+    let text = reqwest::Client::new()
+        .get(server.url("/metrics"))
+        .bearer_auth(&server.api_key)
+        .send()
+        .await
+        .expect("/metrics")
+        .text()
+        .await
+        .expect("/metrics body");
+    let series = format!("mooyaho_sfu_{name}_total{{node=\"{node}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map_or(0, |value| value as u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_simulcast_publisher_spraying_rids_and_ssrcs_is_dropped_counted_and_bounded() {
+    let (server, _dir, rest, node) = dev(&[]).await;
+    let honest_channel = rest.create_channel(true).await;
+    let (a, b) = honest_pair(&server, &rest, &honest_channel).await;
+    let (transports, tracks, _) =
+        wait_state(&rest, node, "honest pair", |(t, k, _)| t == 2 && k == 2).await;
+
+    let channel = rest.create_channel(true).await;
+    let mut hostile = RawParticipant::join(&server.url(""), &server.api_key, &channel, "hostile")
+        .await
+        .unwrap();
+    let ice = raw::IceCredentials {
+        ufrag: "smcstHostile".to_owned(),
+        pwd: "simulcastHostilePassword1".to_owned(),
+    };
+    let offer = simulcast_offer(&ice, hostile.fingerprint());
+    let mut sending = hostile.publish_sdp(&offer, &ice).await.unwrap();
+    // Its three layers bind to their SSRCs from the rid extension; one track on the node.
+    for (i, rid) in [b"q", b"h", b"f"].iter().enumerate() {
+        sending
+            .send_rtp(&rid_packet(0x5100 + i as u32, 1, *rid))
+            .await
+            .unwrap();
+    }
+    wait_state(&rest, node, "hostile publish", |(t, k, _)| {
+        t == transports + 1 && k == tracks + 1
+    })
+    .await;
+    let unknown_before = node_counter(&server, node, "rtp_unknown_rid").await;
+    let drops_before = security_drops(&rest, node).await;
+    let rss_before = rss_kib(server.pid());
+
+    // 20 000 packets at 5 000/s: rids nobody announced and the announced ones again, each on a
+    // new SSRC, while the honest pair's media flows.
+    let sprayed = 20_000u32;
+    let flood = async {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for i in 0..sprayed {
+            if i % 100 == 0 {
+                tick.tick().await;
+            }
+            let rid = match i % 4 {
+                0 => b"q".to_vec(),
+                1 => b"f".to_vec(),
+                _ => format!("r{}", i % 5000).into_bytes(),
+            };
+            sending
+                .send_rtp(&rid_packet(0x7000_0000 + i, 2, &rid))
+                .await
+                .unwrap();
+        }
+    };
+    let ((), ()) = tokio::join!(flood, media_flows(&a, &b, 0x5c));
+
+    // Every sprayed packet is accounted for: refused by sfu-core (unknown rid, or a layer
+    // already bound) or, past the SRTP context's SSRC cap, dropped by the security layer.
+    let counted = support::eventually(Duration::from_secs(10), || async {
+        let unknown = node_counter(&server, node, "rtp_unknown_rid").await - unknown_before;
+        let drops = security_drops(&rest, node).await - drops_before;
+        unknown + drops >= u64::from(sprayed)
+    })
+    .await;
+    let unknown = node_counter(&server, node, "rtp_unknown_rid").await - unknown_before;
+    let drops = security_drops(&rest, node).await - drops_before;
+    let rss_after = rss_kib(server.pid());
+    eprintln!(
+        "rid spray: {sprayed} packets → {unknown} unknown-rid drops, {drops} security drops; \
+         RSS {rss_before} → {rss_after} KiB"
+    );
+    assert!(
+        counted,
+        "unknown rid {unknown} + security drops {drops} < {sprayed}"
+    );
+    assert!(unknown > 0, "sfu-core saw and refused some of them");
+    // No state for the spray: the node still holds one track for the hostile publisher.
+    wait_state(&rest, node, "after the spray", |(t, k, _)| {
+        t == transports + 1 && k == tracks + 1
+    })
+    .await;
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+    // The honest pair's media, sent during the spray, arrived complete (`media_flows` above).
+    drop((a, b, sending, hostile, server));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }

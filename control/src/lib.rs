@@ -379,6 +379,9 @@ pub struct MediaCounters {
     pub sr_throttled: u64,
     /// RTP packets over their track's bitrate cap, dropped.
     pub rtp_over_bitrate: u64,
+    /// RTP packets on unknown SSRCs naming a rid no track announced, or a simulcast layer
+    /// already bound to another SSRC, dropped.
+    pub rtp_unknown_rid: u64,
     /// Audio level elements of the wrong size, not read.
     pub audio_level_malformed: u64,
     /// SRTP/SRTCP packets that failed authentication.

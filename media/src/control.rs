@@ -883,6 +883,7 @@ fn media_counters(stats: &NodeStats, meter: &mut LoadMeter) -> MediaCounters {
         media.keyframe_requests_received += core.keyframe_requests_received;
         media.sr_throttled += core.sr_throttled;
         media.rtp_over_bitrate += core.rtp_over_bitrate;
+        media.rtp_unknown_rid += core.rtp_unknown_rid;
         media.audio_level_malformed += core.audio_level_malformed;
         sfu_core::Histogram::merge(&mut subscriber_loss, &core.subscriber_loss);
         sfu_core::Histogram::merge(&mut publisher_loss, &core.publisher_loss);

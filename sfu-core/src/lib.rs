@@ -33,7 +33,7 @@
 //! | [`stream::RetransmitBuffer`] | extended seq → packet ring, per track | RtpRetransmissionBuffer | buffer.Buffer | rtx_cache |
 //! | [`stream::NackGenerator`] | detects ingress gaps, NACKs the publisher | NackGenerator | (pion interceptor) | register_nack |
 //! | [`stream::KeyframeRequester`] | aggregates and throttles PLI/FIR toward a publisher | KeyFrameRequestManager | (PLI throttle) | — |
-//! | LayerSelector ([`Worker::set_preferred_layer`]) | per-subscription simulcast layer choice, switching at keyframes | SimulcastConsumer | VideoLayerSelector | — |
+//! | LayerSelector ([`Worker::set_preferred_layer`], [`Worker::set_paused`]) | per-subscription simulcast layer choice (the wish, or the best layer still flowing), switching at keyframes; pausing | SimulcastConsumer | VideoLayerSelector | — |
 //! | [`Encoding`] | one simulcast layer of a track (rid and/or SSRC) | RtpEncodingParameters | (layer) | — |
 //!
 //! # Drain contract
@@ -74,8 +74,9 @@
 //! # Not here yet
 //!
 //! - Send-side bandwidth estimation: subscribers' TWCC feedback is ignored and their REMB is
-//!   only stored ([`Worker::remb_estimate`]); simulcast layers change only through
-//!   [`Worker::set_preferred_layer`], never automatically.
+//!   only stored ([`Worker::remb_estimate`]); simulcast layers follow
+//!   [`Worker::set_preferred_layer`] and which layers the publisher sends, not the subscriber's
+//!   bandwidth.
 //! - SVC (VP9/AV1 spatial layers) and the dependency-descriptor extension.
 //! - Our own sender reports when a publisher sends none (SRs are forwarded, not generated).
 //! - Padding-only packets on a media SSRC are forwarded with an empty payload (keeping the

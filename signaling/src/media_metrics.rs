@@ -95,6 +95,11 @@ const COUNTERS: &[CounterField] = &[
         |l| l.media.rtp_over_bitrate,
     ),
     (
+        "sfu_rtp_unknown_rid",
+        "RTP packets naming an unannounced simulcast rid (or rebinding a layer), dropped",
+        |l| l.media.rtp_unknown_rid,
+    ),
+    (
         "sfu_audio_level_malformed",
         "Audio level elements of the wrong size, not read",
         |l| l.media.audio_level_malformed,

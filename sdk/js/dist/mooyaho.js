@@ -185,7 +185,8 @@ var LAYERS = [
   { rid: "f", scaleResolutionDownBy: 1, maxBitrate: 15e5 }
 ];
 function simulcastEncodings(width, height) {
-  const layers = width >= 640 && height >= 360 ? LAYERS : LAYERS.slice(1);
+  const pixels = width * height;
+  const layers = pixels >= 960 * 540 ? LAYERS : pixels >= 480 * 270 ? LAYERS.slice(1) : [];
   return layers.map((l) => ({ ...l }));
 }
 var Sfu = class {
@@ -215,7 +216,8 @@ var Sfu = class {
       const camera = track.kind === "video" && track.contentHint !== "detail" && track.contentHint !== "text";
       if (this.simulcast && camera) {
         const { width = 0, height = 0 } = track.getSettings();
-        init.sendEncodings = simulcastEncodings(width, height);
+        const encodings = simulcastEncodings(width, height);
+        if (encodings.length > 1) init.sendEncodings = encodings;
       }
       pc.addTransceiver(track, init);
     }

@@ -32,11 +32,14 @@ const LAYERS: Layer[] = [
 ];
 
 /**
- * The encodings for a camera track: three layers from 640×360 up, two (`h`, `f`) below, lowest
- * first (the SFU orders `q` < `h` < `f`). The caps keep all three under the node's REMB.
+ * The simulcast encodings for a camera track, lowest first (the SFU orders `q` < `h` < `f`):
+ * three layers from 960×540 up, two (`h`, `f`) from 480×270, none (one plain encoding) below.
+ * These are the layer counts Chromium sends at those sizes: asked for more, it silently sends
+ * only the lowest ones. The bitrate caps keep all three under the node's REMB.
  */
 export function simulcastEncodings(width: number, height: number): RTCRtpEncodingParameters[] {
-  const layers = width >= 640 && height >= 360 ? LAYERS : LAYERS.slice(1);
+  const pixels = width * height;
+  const layers = pixels >= 960 * 540 ? LAYERS : pixels >= 480 * 270 ? LAYERS.slice(1) : [];
   return layers.map((l) => ({ ...l }));
 }
 
@@ -68,7 +71,8 @@ export class Sfu {
       const camera = track.kind === 'video' && track.contentHint !== 'detail' && track.contentHint !== 'text';
       if (this.simulcast && camera) {
         const { width = 0, height = 0 } = track.getSettings();
-        init.sendEncodings = simulcastEncodings(width, height);
+        const encodings = simulcastEncodings(width, height);
+        if (encodings.length > 1) init.sendEncodings = encodings;
       }
       pc.addTransceiver(track, init);
     }

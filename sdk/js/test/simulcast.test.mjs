@@ -27,6 +27,7 @@ async function join(channelId, camera) {
     window.errors = [];
     mooyaho.addEventListener('error', (e) => window.errors.push({ code: e.code, message: e.message }));
     const id = await mooyaho.connect();
+    await mooyaho.integrateUser({ id, name: camera ? 'publisher' : 'viewer' });
     if (camera) await mooyaho.createUserMedia({ audio: false, video: { width: { exact: camera[0] }, height: { exact: camera[1] } } });
     await mooyaho.enter(channelId);
     return id;
@@ -119,7 +120,8 @@ test('simulcast: false publishes one encoding', async () => {
   const encodings = await page.evaluate(async ({ url, channelId }) => {
     const mooyaho = new window.Mooyaho({ url, simulcast: false });
     window.mooyaho = mooyaho;
-    await mooyaho.connect();
+    const id = await mooyaho.connect();
+    await mooyaho.integrateUser({ id, name: 'solo' });
     await mooyaho.createUserMedia({ audio: false, video: { width: 1280, height: 720 } });
     await mooyaho.enter(channelId);
     for (let i = 0; i < 50 && !mooyaho.sfuPeers.publisher; i += 1) await new Promise((r) => setTimeout(r, 100));
@@ -127,4 +129,27 @@ test('simulcast: false publishes one encoding', async () => {
     return sender.getParameters().encodings.map((e) => e.rid ?? null);
   }, { url: server.url, channelId: channel.id });
   assert.deepEqual(encodings, [null]);
+});
+
+test('smaller cameras publish the layers Chromium sends, and a default viewer decodes the top one', async () => {
+  // (camera, rids asked for, the top layer's width: Chromium may scale all layers down when its
+  // CPU runs short, so the viewer must decode more than the lower layer's width)
+  for (const [camera, rids, width] of [[[640, 480], ['h', 'f'], 640], [[320, 240], [null], 320]]) {
+    const channel = await server.api.createChannel(true);
+    const publisher = await join(channel.id, camera);
+    const viewer = await join(channel.id, null);
+    const asked = await publisher.page.evaluate(async () => {
+      for (let i = 0; i < 50 && !window.mooyaho.sfuPeers.publisher; i += 1) await new Promise((r) => setTimeout(r, 100));
+      const sender = window.mooyaho.sfuPeers.publisher.getSenders().find((s) => s.track?.kind === 'video');
+      return sender.getParameters().encodings.map((e) => e.rid ?? null);
+    });
+    assert.deepEqual(asked, rids, camera.join('×'));
+    const seen = await waitFor(async () => {
+      const now = await inbound(viewer, publisher.id);
+      return now.frames > 10 && now.width > width / 2 ? now : null;
+    }, `a viewer decoding a ${camera.join('×')} camera above width ${width / 2}`, 30_000);
+    console.log(`${camera.join('×')}: the viewer decodes width ${seen.width}`);
+    await publisher.page.close();
+    await viewer.page.close();
+  }
 });

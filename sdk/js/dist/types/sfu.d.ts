@@ -11,8 +11,10 @@ export interface SfuIo {
 }
 type Candidate = RTCIceCandidateInit | null;
 /**
- * The encodings for a camera track: three layers from 640×360 up, two (`h`, `f`) below, lowest
- * first (the SFU orders `q` < `h` < `f`). The caps keep all three under the node's REMB.
+ * The simulcast encodings for a camera track, lowest first (the SFU orders `q` < `h` < `f`):
+ * three layers from 960×540 up, two (`h`, `f`) from 480×270, none (one plain encoding) below.
+ * These are the layer counts Chromium sends at those sizes: asked for more, it silently sends
+ * only the lowest ones. The bitrate caps keep all three under the node's REMB.
  */
 export declare function simulcastEncodings(width: number, height: number): RTCRtpEncodingParameters[];
 export declare class Sfu {

@@ -39,8 +39,9 @@ export interface MooyahoConfig {
     heartbeatMs?: number;
     /**
      * In SFU channels, publish camera video as simulcast layers (`q`, `h`, `f` at 1/4, 1/2 and full
-     * resolution; `h` and `f` below 640×360) so each viewer can get the one it asks for with
-     * `setSubscription` (default true). Mesh and direct calls always send one encoding.
+     * resolution from 960×540; `h` and `f` from 480×270; one encoding below, as Chromium sends no
+     * more at those sizes) so each viewer can get the one it asks for with `setSubscription`
+     * (default true). Mesh and direct calls always send one encoding.
      */
     simulcast?: boolean;
 }
