@@ -239,6 +239,9 @@ pub enum ServerMessage {
     Integrated {
         /// The user.
         user: Value,
+        /// TURN servers with this session's credentials (sessions get them once integrated).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// The channel was deleted; the session is no longer in it.
     ChannelClosed {
@@ -435,7 +438,12 @@ impl ServerMessage {
                 from: from.clone(),
                 reason: reason.clone(),
             },
-            E::UserIntegrated { user, .. } => Self::Integrated { user: user.clone() },
+            E::UserIntegrated {
+                user, ice_servers, ..
+            } => Self::Integrated {
+                user: user.clone(),
+                ice_servers: ice_servers.clone(),
+            },
             E::ChannelDeleted { channel } => Self::ChannelClosed {
                 channel: channel.clone(),
             },
@@ -666,6 +674,7 @@ mod tests {
         );
         let integrated = DomainEvent::UserIntegrated {
             session: SessionId::from("s"),
+            ice_servers: Vec::new(),
             user: serde_json::json!({"id": "u"}),
         };
         assert_eq!(

@@ -11,10 +11,10 @@ use serde::Serialize;
 /// Shortest accepted TURN secret, characters (as for the other secrets).
 pub const MIN_SECRET_LEN: usize = 16;
 
-/// How long handed-out credentials stay valid by default. A session gets fresh ones on every
-/// connect and resume; a PeerConnection keeps its TURN allocation past the expiry (coturn checks
-/// the username when allocating and refreshing, and refreshes are authenticated with the key
-/// derived at allocation), so this bounds how long a leaked pair can open new allocations.
+/// How long handed-out credentials stay valid by default. coturn checks the expiry on every
+/// authenticated request, allocation refreshes included, so a PeerConnection relayed with them
+/// keeps its relay for at most this long after its session's last connect or resume (choose a
+/// lifetime longer than the calls); it also bounds how long a leaked pair is of use.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(6 * 3600);
 
 /// Where clients relay through, and the secret shared with those TURN servers.
@@ -114,7 +114,12 @@ pub fn parse_url(url: &str) -> Result<String, TurnConfigError> {
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (address, after) = v6.split_once(']').ok_or_else(bad)?;
         address.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
-        (address, after.strip_prefix(':'))
+        // Only `:PORT` may follow the bracket.
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or_else(bad)?),
+        };
+        (address, port)
     } else {
         match authority.split_once(':') {
             Some((host, port)) => (host, Some(port)),
@@ -178,6 +183,8 @@ mod tests {
             "turn:host:3478?transport=sctp",
             "turn:host name",
             "turn:[not-v6]:3478",
+            "turn:[::1]junk",
+            "turn:[::1]:",
             "turn:host\"><script>",
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");

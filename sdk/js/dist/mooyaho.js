@@ -609,9 +609,7 @@ var Mooyaho = class extends Emitter {
         onResumed: (sessionId) => void this.#onResumed(sessionId),
         onResumeFailed: (sessionId, error) => this.#onResumeFailed(sessionId, error),
         onError: (error) => this.emit("error", error),
-        onIceServers: (servers) => {
-          this.#rtc.iceServers = [...config.iceServers ?? [], ...servers];
-        }
+        onIceServers: (servers) => this.#useIceServers(servers)
       },
       { requestTimeoutMs: config.requestTimeoutMs ?? 1e4, heartbeatMs: config.heartbeatMs ?? 5e3 },
       config.token
@@ -665,7 +663,15 @@ var Mooyaho = class extends Emitter {
   /** Binds a user to this session (only when the server runs with anonymous mode on). */
   async integrateUser(user) {
     const reply = await this.#socket.request({ type: "integrateUser", user });
+    this.#useIceServers(iceServersOf(reply));
     return reply["user"];
+  }
+  /** The server hands TURN credentials to integrated sessions (connect with a join token,
+   * `integrated`, resume): they go after the app's own `iceServers` into every new
+   * PeerConnection's configuration. A frame without any leaves the last ones in place. */
+  #useIceServers(servers) {
+    if (servers.length === 0) return;
+    this.#rtc.iceServers = [...this.config.iceServers ?? [], ...servers];
   }
   /** Enters a channel. Resolves once entered and the member list is loaded; rejects with the server's error. */
   enter(channelId) {
@@ -841,6 +847,7 @@ var Mooyaho = class extends Emitter {
         return;
       }
       case "integrated":
+        this.#useIceServers(iceServersOf(frame));
         this.emit("integrated", { user: frame["user"] });
         return;
       case "sfuRestart": {

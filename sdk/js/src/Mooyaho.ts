@@ -4,7 +4,7 @@
 import { Emitter, type IncomingCall } from './events.js';
 import { Mesh } from './mesh.js';
 import { Sfu } from './sfu.js';
-import { SignalingSocket } from './socket.js';
+import { SignalingSocket, iceServersOf } from './socket.js';
 import {
   MooyahoError,
   type ChatMessage,
@@ -74,9 +74,7 @@ export class Mooyaho extends Emitter {
         onResumed: (sessionId) => void this.#onResumed(sessionId),
         onResumeFailed: (sessionId, error) => this.#onResumeFailed(sessionId, error),
         onError: (error) => this.emit('error', error),
-        onIceServers: (servers) => {
-          this.#rtc.iceServers = [...(config.iceServers ?? []), ...servers];
-        },
+        onIceServers: (servers) => this.#useIceServers(servers),
       },
       { requestTimeoutMs: config.requestTimeoutMs ?? 10_000, heartbeatMs: config.heartbeatMs ?? 5_000 },
       config.token,
@@ -138,7 +136,16 @@ export class Mooyaho extends Emitter {
   /** Binds a user to this session (only when the server runs with anonymous mode on). */
   async integrateUser(user: Record<string, unknown>): Promise<unknown> {
     const reply = await this.#socket.request({ type: 'integrateUser', user });
+    this.#useIceServers(iceServersOf(reply));
     return reply['user'];
+  }
+
+  /** The server hands TURN credentials to integrated sessions (connect with a join token,
+   * `integrated`, resume): they go after the app's own `iceServers` into every new
+   * PeerConnection's configuration. A frame without any leaves the last ones in place. */
+  #useIceServers(servers: RTCIceServer[]): void {
+    if (servers.length === 0) return;
+    this.#rtc.iceServers = [...(this.config.iceServers ?? []), ...servers];
   }
 
   /** Enters a channel. Resolves once entered and the member list is loaded; rejects with the server's error. */
@@ -332,6 +339,7 @@ export class Mooyaho extends Emitter {
         return;
       }
       case 'integrated':
+        this.#useIceServers(iceServersOf(frame));
         this.emit('integrated', { user: frame['user'] });
         return;
       case 'sfuRestart': {

@@ -13,12 +13,13 @@ export interface SocketHandlers {
   onResumeFailed(sessionId: string, error: MooyahoError): void;
   /** An `error` frame nobody was waiting for, or a failure of a fire-and-forget message. */
   onError(error: MooyahoError): void;
-  /** The server's TURN servers with fresh credentials (`connected` and `reuseIdSuccess`). */
+  /** The server's TURN servers with fresh credentials (`connected` and `reuseIdSuccess` of an
+   * integrated session). */
   onIceServers(servers: RTCIceServer[]): void;
 }
 
 /** The `iceServers` a server frame carries: a list of objects with `urls`, or none. */
-function iceServersOf(frame: ServerFrame): RTCIceServer[] {
+export function iceServersOf(frame: ServerFrame): RTCIceServer[] {
   const servers = frame['iceServers'];
   if (!Array.isArray(servers)) return [];
   return servers.filter((s): s is RTCIceServer => typeof s === 'object' && s !== null && 'urls' in s);

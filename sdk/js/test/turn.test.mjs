@@ -1,5 +1,6 @@
-// TURN: `mooyaho dev --turn-url … --turn-secret …` hands every session short-lived credentials
-// for a real coturn (`use-auth-secret`) in `connected {iceServers}`. Pages created with
+// TURN: `mooyaho dev --turn-url … --turn-secret …` hands every integrated session short-lived
+// credentials for a real coturn (`use-auth-secret`): in `connected {iceServers}` with a join
+// token, else with `integrated` (anyone can open a socket; only the backend's users relay). Pages created with
 // `iceTransportPolicy: 'relay'` can only reach anyone through that coturn: they decode each
 // other in a mesh channel, an SFU channel and a direct call, on selected candidate pairs whose
 // local end is a relay candidate. Bad TURN settings stop the server at startup with a reason.
@@ -9,6 +10,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { createJoinToken } from '../dist/server.js';
 import { assertDecodingFrom, connectClient, launchBrowser, repoRoot, sdkPage, sfuFrames, startServer, startTurn, waitFor } from './helpers.mjs';
 
 const secret = 'turn-test-shared-secret-0123456789';
@@ -30,14 +32,14 @@ after(async () => {
 async function relayPage(name, options = {}) {
   const page = await sdkPage(browser, server, {
     beforeLoad: (p) => p.addInitScript(() => {
-      // Keep the first `connected` frame the SDK receives, to check what the server handed out.
+      // Keep the `connected` and `integrated` frames, to check what the server handed out.
       const Native = WebSocket;
       window.WebSocket = class extends Native {
         constructor(...args) {
           super(...args);
           this.addEventListener('message', (e) => {
             const frame = JSON.parse(e.data);
-            if (frame.type === 'connected') window.connectedFrame ??= frame;
+            if (frame.type === 'connected' || frame.type === 'integrated') (window.seenFrames ??= []).push(frame);
           });
         }
       };
@@ -67,11 +69,14 @@ async function assertRelayed(client, count) {
   assert.ok(types.every((t) => t === 'relay'), `${client.name}: ${types}`);
 }
 
-test('connected carries coturn credentials in the use-auth-secret scheme', async () => {
+test('integrated sessions get coturn credentials in the use-auth-secret scheme, others none', async () => {
   const { page, id } = await relayPage('Ada');
-  const frame = await page.evaluate(() => window.connectedFrame);
-  assert.equal(frame.iceServers.length, 1);
-  const [ice] = frame.iceServers;
+  const [connected, integrated] = await page.evaluate(() => window.seenFrames);
+  assert.equal(connected.type, 'connected');
+  assert.equal(connected.iceServers, undefined, 'no credentials before the session has a user');
+  assert.equal(integrated.type, 'integrated');
+  assert.equal(integrated.iceServers.length, 1);
+  const [ice] = integrated.iceServers;
   assert.deepEqual(ice.urls, [`turn:127.0.0.1:${turn.port}`]);
   const [expiry, user] = ice.username.split(':');
   assert.equal(user, id);
@@ -80,6 +85,19 @@ test('connected carries coturn credentials in the use-auth-secret scheme', async
   const { createHmac } = await import('node:crypto');
   assert.equal(ice.credential, createHmac('sha1', secret).update(ice.username).digest('base64'));
   await page.close();
+
+  // A join token integrates at connect: `connected` itself carries them.
+  const channel = await server.api.createChannel(false);
+  const token = createJoinToken(server.apiKey, { userId: 'tok-user', channel: channel.id });
+  const tokenPage = await sdkPage(browser, server);
+  const frame = await tokenPage.evaluate(({ url, token }) => new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${url.replace(/^http/, 'ws')}/websocket?token=${encodeURIComponent(token)}`);
+    ws.onmessage = (e) => { resolve(JSON.parse(e.data)); ws.close(); };
+    ws.onerror = () => reject(new Error('socket failed'));
+  }), { url: server.url, token });
+  assert.equal(frame.type, 'connected');
+  assert.equal(frame.iceServers?.[0]?.username.split(':')[1], frame.id);
+  await tokenPage.close();
 });
 
 test('mesh channel: relay-only pages decode each other through coturn', async () => {

@@ -16,13 +16,11 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use crate::domain::hub::Outgoing;
-use crate::domain::ids::SessionId;
-use crate::domain::{ConnectOptions, Connection, Signaling, SignalingConfig};
+use crate::domain::{ConnectOptions, Connection, Signaling};
 use crate::protocol::{
     ClientFrame, ClientMessage, ErrorCode, ServerMessage, SessionInfo, SignalError,
 };
 use crate::state::AppState;
-use crate::turn::IceServer;
 
 /// Query parameters of `/websocket`.
 #[derive(Debug, Default, Deserialize)]
@@ -251,8 +249,13 @@ pub async fn pump<S, R>(
     let connected = ServerMessage::Connected {
         id: connection.session.clone(),
         token,
-        user,
-        ice_servers: ice_servers(&config, &connection.session),
+        user: user.clone(),
+        // A join token integrates at connect; other sessions get credentials with `integrated`.
+        ice_servers: if user.is_some() {
+            config.ice_servers(&connection.session)
+        } else {
+            Vec::new()
+        },
     };
     if sink.send(text(connected.encode(None))).await.is_err() {
         signaling.sessions().disconnect(connection).await;
@@ -405,7 +408,10 @@ pub async fn dispatch(
         M::ReuseId { id, token } => {
             let resumed = signaling.sessions().reuse(connection, id, &token).await?;
             ServerMessage::ReuseIdSuccess {
-                ice_servers: ice_servers(signaling.config(), &resumed.id),
+                ice_servers: match resumed.user {
+                    Some(_) => signaling.config().ice_servers(&resumed.id),
+                    None => Vec::new(),
+                },
                 id: resumed.id,
                 user: resumed.user.unwrap_or(serde_json::Value::Null),
                 channel: resumed.channel,
@@ -422,6 +428,7 @@ pub async fn dispatch(
         M::Leave => return signaling.channels().leave(connection).await.map(|()| None),
         M::IntegrateUser { user } => ServerMessage::Integrated {
             user: signaling.sessions().integrate(connection, user).await?,
+            ice_servers: signaling.config().ice_servers(&connection.session),
         },
         M::ListSessions => {
             let sessions = signaling
@@ -615,15 +622,6 @@ impl Violations {
         self.at.push_back(now);
         self.at.len() > self.max
     }
-}
-
-/// This session's TURN credentials, fresh on every connect and resume (none without TURN).
-fn ice_servers(config: &SignalingConfig, session: &SessionId) -> Vec<IceServer> {
-    config
-        .turn
-        .as_ref()
-        .map(|turn| vec![turn.ice_server(&session.0, std::time::SystemTime::now())])
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub enum DomainEvent {
         session: SessionId,
         /// The user object.
         user: Value,
+        /// The session's TURN credentials (now that it has a user), if the server has TURN.
+        ice_servers: Vec<crate::turn::IceServer>,
     },
     /// A channel was created.
     ChannelCreated {

@@ -98,6 +98,15 @@ pub struct SignalingConfig {
 }
 
 impl SignalingConfig {
+    /// TURN credentials for `session`, fresh now (none without `--turn-url`). Handed only to
+    /// integrated sessions: anyone can open a socket, and the relay is the operator's.
+    pub fn ice_servers(&self, session: &ids::SessionId) -> Vec<crate::turn::IceServer> {
+        self.turn
+            .as_ref()
+            .map(|turn| vec![turn.ice_server(&session.0, std::time::SystemTime::now())])
+            .unwrap_or_default()
+    }
+
     /// Defaults for everything but the API key.
     pub fn new(api_key: impl Into<String>) -> Self {
         Self {

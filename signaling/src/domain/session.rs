@@ -108,6 +108,7 @@ impl Sessions {
         self.shared.events.record(started).await;
         if let Some(user) = record.user {
             let integrated = DomainEvent::UserIntegrated {
+                ice_servers: self.shared.config.ice_servers(&connection.session),
                 session: connection.session.clone(),
                 user,
             };
@@ -341,6 +342,7 @@ impl Sessions {
             .await?;
         // The client learns it from the reply; the event has no audience.
         let integrated = DomainEvent::UserIntegrated {
+            ice_servers: self.shared.config.ice_servers(&connection.session),
             session: connection.session.clone(),
             user: user.clone(),
         };
@@ -359,6 +361,7 @@ impl Sessions {
         }
         if let Some(record) = self.shared.store.session(session).await? {
             let integrated = DomainEvent::UserIntegrated {
+                ice_servers: self.shared.config.ice_servers(session),
                 session: session.clone(),
                 user: user.clone(),
             };

@@ -8,9 +8,12 @@ export interface SocketHandlers {
     onResumeFailed(sessionId: string, error: MooyahoError): void;
     /** An `error` frame nobody was waiting for, or a failure of a fire-and-forget message. */
     onError(error: MooyahoError): void;
-    /** The server's TURN servers with fresh credentials (`connected` and `reuseIdSuccess`). */
+    /** The server's TURN servers with fresh credentials (`connected` and `reuseIdSuccess` of an
+     * integrated session). */
     onIceServers(servers: RTCIceServer[]): void;
 }
+/** The `iceServers` a server frame carries: a list of objects with `urls`, or none. */
+export declare function iceServersOf(frame: ServerFrame): RTCIceServer[];
 export interface SocketOptions {
     requestTimeoutMs: number;
     heartbeatMs: number;
