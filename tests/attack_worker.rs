@@ -13,9 +13,11 @@ mod support;
 
 use std::time::Duration;
 
+use mooyaho_net::dtls::DtlsIdentity;
+use mooyaho_net::stun::is_binding_success;
 use mooyaho_test_support::peer::payloads;
 use mooyaho_test_support::sfu_client::SfuClient;
-use raw_peer::{RawPublisher, check, check_until_answered, is_success};
+use raw_peer::{RawPublisher, check, check_until_answered};
 use support::{Rest, Server, eventually, healthy_node, security_drops};
 use tokio::net::UdpSocket;
 
@@ -122,7 +124,7 @@ async fn address_churn_then_a_packet_from_an_evicted_address_is_dropped_and_coun
         let mut buf = [0u8; 1500];
         let reply =
             tokio::time::timeout(Duration::from_millis(300), latest.recv_from(&mut buf)).await;
-        !matches!(reply, Ok(Ok((n, _))) if is_success(&buf[..n]))
+        !matches!(reply, Ok(Ok((n, _))) if is_binding_success(&buf[..n]))
     })
     .await;
     assert!(gone, "the attacker's transport was not removed after leave");
@@ -175,7 +177,7 @@ async fn a_worker_that_panics_takes_the_dev_node_down_instead_of_looking_healthy
         async move {
             let mut ws = support::Ws::join(&url, &rest, &channel, "x").await;
             let local = raw_peer::Ice::random();
-            let identity = mooyaho_media::connection::dtls::DtlsIdentity::generate().unwrap();
+            let identity = DtlsIdentity::generate().unwrap();
             let offer = raw_peer::publish_offer(&local, &identity.fingerprint, 1);
             ws.send(serde_json::json!({ "type": "call", "isSFU": true, "sdp": offer }))
                 .await;

@@ -21,9 +21,9 @@ fn targets() -> Vec<(&'static str, Body)> {
         }),
         ("sdp_offer", mooyaho_media::sdp::fuzz_sdp),
         ("srtp_unprotect", mooyaho_net::srtp_fast::fuzz_srtp),
-        ("stun_binding", mooyaho_media::connection::ice::fuzz_stun),
+        ("stun_binding", mooyaho_net::stun::fuzz_stun),
         ("media_worker", mooyaho_media::fuzz_media_worker),
-        ("dtls_record", mooyaho_media::connection::dtls::fuzz_dtls),
+        ("dtls_record", mooyaho_net::dtls::fuzz_dtls),
         ("control_frame", mooyaho_control::fuzz_frame),
         (
             "ws_client_message",

@@ -12,14 +12,10 @@ use std::hint::black_box;
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mooyaho_media::connection::ice::BindingRequest;
 use mooyaho_net::srtp_fast::{SrtpContext, SrtpProfile};
+use mooyaho_net::stun::{BindingRequest, Check, HOST_PRIORITY, IceRole, new_transaction_id};
 use rtc_srtp::context::Context;
 use rtc_srtp::protection_profile::ProtectionProfile;
-use stun::attributes::{ATTR_USE_CANDIDATE, ATTR_USERNAME};
-use stun::fingerprint::FINGERPRINT;
-use stun::integrity::MessageIntegrity;
-use stun::message::{BINDING_REQUEST, Message, Setter};
 
 const PROFILES: [(&str, SrtpProfile, ProtectionProfile); 2] = [
     (
@@ -169,17 +165,16 @@ fn stun(c: &mut Criterion<ThreadCpuTime>) {
     let mut group = c.benchmark_group("stun");
     group.throughput(Throughput::Elements(1));
     let pwd = "a3f1b2c4d5e6f708192a3b4c";
-    let mut m = Message::new();
-    m.typ = BINDING_REQUEST;
-    m.new_transaction_id().expect("transaction id");
-    m.write_header();
-    m.add(ATTR_USERNAME, b"sfuUfrag:browserUfrag");
-    m.add(ATTR_USE_CANDIDATE, &[]);
-    MessageIntegrity::new_short_term_integrity(pwd.to_owned())
-        .add_to(&mut m)
-        .expect("integrity");
-    FINGERPRINT.add_to(&mut m).expect("fingerprint");
-    let datagram = m.raw;
+    // A browser's nominating check.
+    let datagram = Check {
+        username: "sfuUfrag:browserUfrag",
+        receiver_pwd: pwd,
+        transaction: new_transaction_id(),
+        priority: HOST_PRIORITY,
+        role: IceRole::Controlling(7),
+        use_candidate: true,
+    }
+    .to_bytes();
     group.bench_function("parse_verify", |b| {
         b.iter(|| {
             let mut request = BindingRequest::parse(black_box(&datagram)).expect("parse");

@@ -1,4 +1,4 @@
 #![no_main]
 #![deny(unsafe_code)]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| mooyaho_media::connection::ice::fuzz_stun(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| mooyaho_net::stun::fuzz_stun(data));

@@ -41,7 +41,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mooyaho_media::connection::dtls::DtlsIdentity;
+use mooyaho_net::dtls::DtlsIdentity;
 
 pub use hostile::HostileReport;
 pub use report::{FailoverReport, GapStats, NodeKill, Report, Sample};

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mooyaho_media::connection::dtls::DtlsIdentity;
 use mooyaho_net::PacketClass;
+use mooyaho_net::dtls::DtlsIdentity;
 use serde_json::json;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;

@@ -13,16 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use mooyaho_media::connection::dtls::{DtlsIdentity, DtlsOutcome, DtlsRole, DtlsTransport};
-use mooyaho_media::connection::ice::BindingRequest;
 use mooyaho_net::PacketClass;
+use mooyaho_net::dtls::{DtlsIdentity, DtlsOutcome, DtlsRole, DtlsTransport};
 use mooyaho_net::srtp::SrtpSession;
-use stun::attributes::{
-    ATTR_ICE_CONTROLLED, ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME,
+use mooyaho_net::stun::{
+    BindingRequest, Check, HOST_PRIORITY, IceRole, is_binding_success, new_transaction_id,
 };
-use stun::fingerprint::FINGERPRINT;
-use stun::integrity::MessageIntegrity;
-use stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter};
 use tokio::net::UdpSocket;
 
 use crate::sdp::Remote;
@@ -136,31 +132,20 @@ pub(crate) fn binding_request_with(
     controlling: bool,
     use_candidate: bool,
 ) -> Vec<u8> {
-    let mut m = Message::new();
-    m.typ = BINDING_REQUEST;
-    m.new_transaction_id().expect("random transaction id");
-    m.write_header();
-    m.add(
-        ATTR_USERNAME,
-        format!("{remote_ufrag}:{local_ufrag}").as_bytes(),
-    );
-    m.add(ATTR_PRIORITY, &2_130_706_431u32.to_be_bytes());
-    let tie_breaker = rand::random::<u64>().to_be_bytes();
-    if controlling {
-        m.add(ATTR_ICE_CONTROLLING, &tie_breaker);
-        if use_candidate {
-            m.add(ATTR_USE_CANDIDATE, &[]);
-        }
-    } else {
-        m.add(ATTR_ICE_CONTROLLED, &tie_breaker);
+    let tie_breaker = rand::random::<u64>();
+    Check {
+        username: &format!("{remote_ufrag}:{local_ufrag}"),
+        receiver_pwd: remote_pwd,
+        transaction: new_transaction_id(),
+        priority: HOST_PRIORITY,
+        role: if controlling {
+            IceRole::Controlling(tie_breaker)
+        } else {
+            IceRole::Controlled(tie_breaker)
+        },
+        use_candidate: controlling && use_candidate,
     }
-    MessageIntegrity::new_short_term_integrity(remote_pwd.to_owned())
-        .add_to(&mut m)
-        .expect("integrity on a fresh message");
-    FINGERPRINT
-        .add_to(&mut m)
-        .expect("fingerprint on a fresh message");
-    m.raw
+    .to_bytes()
 }
 
 /// The signed success response to a remote agent's binding request addressed to us, or `None`
@@ -173,12 +158,6 @@ pub(crate) fn answer_check(datagram: &[u8], from: SocketAddr, local: &LocalIce) 
     }
     request.authenticate(&local.pwd).ok()?;
     Some(request.success(from, &local.pwd))
-}
-
-/// Whether a STUN datagram is a binding success response (to one of our checks).
-fn is_binding_success(datagram: &[u8]) -> bool {
-    let mut m = Message::new();
-    m.unmarshal_binary(datagram).is_ok() && m.typ == BINDING_SUCCESS
 }
 
 /// Runs ICE and the DTLS handshake toward Mooyaho's ICE-lite node (we are the DTLS client: it
@@ -283,6 +262,11 @@ pub(crate) async fn connect_on(
 
 #[cfg(test)]
 mod tests {
+    use stun::attributes::{ATTR_ICE_CONTROLLED, ATTR_ICE_CONTROLLING, ATTR_USE_CANDIDATE};
+    use stun::fingerprint::FINGERPRINT;
+    use stun::integrity::MessageIntegrity;
+    use stun::message::Message;
+
     use super::*;
 
     fn local() -> LocalIce {

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use mooyaho_media::connection::dtls::DtlsIdentity;
 use mooyaho_net::PacketClass;
+use mooyaho_net::dtls::DtlsIdentity;
 pub use mooyaho_net::srtp::SrtpSession;
 use rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtcp::receiver_report::ReceiverReport;
@@ -688,7 +688,7 @@ mod tests {
 
     #[test]
     fn binding_requests_authenticate_with_the_node_password() {
-        use mooyaho_media::connection::ice::BindingRequest;
+        use mooyaho_net::stun::BindingRequest;
         let (local, remote) = transport_credentials();
         for use_candidate in [false, true] {
             let raw = peer::binding_request_with(

@@ -13,11 +13,11 @@
 
 #![deny(unsafe_code)]
 
-pub mod connection;
+pub(crate) mod connection;
 pub mod control;
 pub mod node;
 pub mod sdp;
-pub mod worker;
+pub(crate) mod worker;
 
 pub use control::{ControlConfig, ControlIdentity, ControlServer};
 pub use node::{Node, NodeConfig, NodeStats, RoomKey};

@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use sfu_core::RoomId;
 use tokio::sync::mpsc;
 
-use crate::connection::dtls::DtlsIdentity;
 use crate::worker::{
     Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, PublishPolicy, Speaker,
     WorkerFailure, WorkerHandle, WorkerStats,
 };
+use mooyaho_net::dtls::DtlsIdentity;
 use mooyaho_net::udp::{Socket, Wake};
 
 /// How to run a node.

@@ -1,17 +1,23 @@
-//! Mooyaho's network layer, shared by the SFU node (`mooyaho-media`), the load generator and the
-//! benches: batched UDP I/O, first-byte demultiplexing of a shared port, and the SRTP/SRTCP
-//! security layer of a transport. No signalling or room logic lives here.
+//! Mooyaho's network layer, shared by the SFU node (`mooyaho-media`), the load generator, the
+//! benches and the fuzz targets: batched UDP I/O, first-byte demultiplexing of a shared port,
+//! and the wire protocols of a transport: STUN binding messages, the DTLS handshake and the
+//! SRTP/SRTCP security layer it keys (`stun`, `dtls` and `srtp` are sans-IO: bytes and `now` in,
+//! bytes out). No signalling, room or ICE-agent logic lives here.
 //!
 //! ```text
-//! udp::Socket::recv_batch → PacketClass::of (RFC 7983) → srtp::SrtpSession::unprotect_*_in_place
+//! udp::Socket::recv_batch → PacketClass::of (RFC 7983) ─┬─ Stun → stun::BindingRequest
+//!                                                       ├─ Dtls → dtls::DtlsTransport → SrtpSession
+//!                                                       └─ Rtp/Rtcp → srtp::SrtpSession::unprotect_*_in_place
 //! srtp::SrtpSession::protect_*_in_place → udp::SendBatch → udp::Socket::send_batch
 //! ```
 
 #![deny(unsafe_code)]
 
 pub mod cpu;
+pub mod dtls;
 pub mod srtp;
 pub mod srtp_fast;
+pub mod stun;
 // The crate's one FFI module: `recvmmsg`/`sendmmsg` with GSO control messages, `poll`, an
 // eventfd and `sockaddr` conversions through libc. Sound because every pointer handed to the
 // kernel refers to a live, correctly sized local buffer for the duration of the call, the C

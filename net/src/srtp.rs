@@ -163,6 +163,7 @@ impl SrtpSession {
 
 #[cfg(test)]
 mod tests {
+    use mooyaho_test_support::packets::rtp;
     use rtc_srtp::config::SessionKeys;
 
     use super::*;
@@ -189,14 +190,6 @@ mod tests {
             SrtpSession::from_keys(&a, provider.as_ref()).unwrap(),
             SrtpSession::from_keys(&b, provider.as_ref()).unwrap(),
         )
-    }
-
-    fn rtp(seq: u16) -> Vec<u8> {
-        let mut packet = vec![0x80, 96];
-        packet.extend_from_slice(&seq.to_be_bytes());
-        packet.extend_from_slice(&[0, 0, 0, 1, 0xca, 0xfe, 0xba, 0xbe]);
-        packet.extend_from_slice(&[seq as u8; 40]);
-        packet
     }
 
     /// A receiver report with no blocks from SSRC 0xcafebabe.

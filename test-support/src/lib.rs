@@ -1,7 +1,10 @@
 //! Test support shared by our crates, so every test drives the system with one implementation:
 //!
-//! - [`rng`]: the deterministic PRNG of property tests, mutation loops and simulations (the
-//!   only part without the `clients` feature; sfu-core's tests use just this).
+//! - [`rng`]: the deterministic PRNG of property tests, mutation loops and simulations.
+//! - [`packets`]: plain RTP packets for the tests of SRTP, DTLS and the transports.
+//!
+//! Those two are all there is without the `clients` feature (sfu-core's, net's and media's unit
+//! tests use just them).
 //!
 //! With the default `clients` feature, the clients of the media node's tests (`media/tests`)
 //! and the end-to-end tests (`tests/`):
@@ -13,6 +16,7 @@
 //!   [`peer::Peer`].
 //! - [`aiortc`]: a second independent WebRTC stack, aiortc (Python), as a child process.
 
+pub mod packets;
 #[cfg(feature = "clients")]
 pub mod aiortc;
 #[cfg(feature = "clients")]

@@ -9,12 +9,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mooyaho_media::connection::ice::BindingRequest;
+use mooyaho_net::dtls::DtlsIdentity;
+use mooyaho_net::stun::{
+    BindingRequest, Check, HOST_PRIORITY, IceRole, is_binding_success, new_transaction_id,
+};
 use serde_json::{Value, json};
-use stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME};
-use stun::fingerprint::FINGERPRINT;
-use stun::integrity::MessageIntegrity;
-use stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter};
 use tokio::net::UdpSocket;
 
 use crate::support::Ws;
@@ -94,30 +93,15 @@ pub fn publish_offer(ice: &Ice, fingerprint: &str, ssrc: u32) -> String {
 
 /// A connectivity check to the node (we are the controlling agent), signed with its password.
 pub fn check(local: &Ice, node: &Ice, use_candidate: bool) -> Vec<u8> {
-    let mut m = Message::new();
-    m.typ = BINDING_REQUEST;
-    m.new_transaction_id().unwrap();
-    m.write_header();
-    m.add(
-        ATTR_USERNAME,
-        format!("{}:{}", node.ufrag, local.ufrag).as_bytes(),
-    );
-    m.add(ATTR_PRIORITY, &2_130_706_431u32.to_be_bytes());
-    m.add(ATTR_ICE_CONTROLLING, &rand::random::<u64>().to_be_bytes());
-    if use_candidate {
-        m.add(ATTR_USE_CANDIDATE, &[]);
+    Check {
+        username: &format!("{}:{}", node.ufrag, local.ufrag),
+        receiver_pwd: &node.pwd,
+        transaction: new_transaction_id(),
+        priority: HOST_PRIORITY,
+        role: IceRole::Controlling(rand::random()),
+        use_candidate,
     }
-    MessageIntegrity::new_short_term_integrity(node.pwd.clone())
-        .add_to(&mut m)
-        .unwrap();
-    FINGERPRINT.add_to(&mut m).unwrap();
-    m.raw
-}
-
-/// Whether `datagram` is a binding success response.
-pub fn is_success(datagram: &[u8]) -> bool {
-    let mut m = Message::new();
-    m.unmarshal_binary(datagram).is_ok() && m.typ == BINDING_SUCCESS
+    .to_bytes()
 }
 
 /// Our signed answer to the node's check, or `None` if it is not one addressed to us.
@@ -148,7 +132,7 @@ pub async fn check_until_answered(
         let Ok(Ok((n, from))) = wait.await else {
             continue;
         };
-        if is_success(&buf[..n]) {
+        if is_binding_success(&buf[..n]) {
             return true;
         }
         if let Some(answer) = answer_check(&buf[..n], from, local) {
@@ -175,7 +159,7 @@ impl RawPublisher {
     ) -> Self {
         let mut ws = Ws::join(ws_url, rest, channel, name).await;
         let local = Ice::random();
-        let identity = mooyaho_media::connection::dtls::DtlsIdentity::generate().unwrap();
+        let identity = DtlsIdentity::generate().unwrap();
         let offer = publish_offer(&local, &identity.fingerprint, rand::random());
         let reply: Value = ws
             .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))

@@ -6,6 +6,12 @@
 //! datagram to the one connection it belongs to, routes what comes out decrypted into sfu-core,
 //! and drains `poll_transmit` into its send batch.
 //!
+//! ICE-lite (RFC 8445 §2.5): the node only answers connectivity checks. A binding request is
+//! accepted only when its USERNAME names a transport we created, its MESSAGE-INTEGRITY verifies
+//! with that transport's password and its FINGERPRINT is correct; only then does its source
+//! address become (or stay) a valid path for media ([`paths`]). The wire format (STUN, DTLS,
+//! SRTP) lives in `mooyaho_net`.
+//!
 //! Why the sans-IO webrtc-rs line (`rtc-dtls`/`rtc-srtp` 0.21) rather than the async `dtls`
 //! 0.17: a worker thread owns its transports and must never wait on a task or a lock; the
 //! sans-IO `Endpoint` is driven by the worker's own loop and timers like `sfu-core`, and its ring
@@ -25,32 +31,21 @@
 //!   `Connection` whose ICE side is a fixed, pre-authorised path (no consent from a browser) and
 //!   whose SRTP keys come from the control plane: a new constructor, not a new worker path.
 
-pub mod dtls;
-pub mod ice;
-pub mod paths;
-
-// The SRTP layer lives in the network crate; `dtls` keys it from the finished handshake.
-pub(crate) use mooyaho_net::srtp;
-
-impl From<srtp::KeyingError> for DtlsError {
-    fn from(error: srtp::KeyingError) -> Self {
-        Self(error.0)
-    }
-}
+pub(crate) mod paths;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::sdp::IceCredentials;
-use dtls::{DtlsError, DtlsOutcome, DtlsTransport};
-use ice::BindingRequest;
 use mooyaho_net::PacketClass;
+use mooyaho_net::dtls::{DtlsError, DtlsOutcome, DtlsTransport};
+use mooyaho_net::srtp::{SrtpError, SrtpSession};
+use mooyaho_net::stun::{self, BindingRequest};
 use paths::{AddressChange, CheckCredentials, Paths};
-use srtp::{SrtpError, SrtpSession};
 
 /// A transport that never connects is given up after this long without a check.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// DTLS datagrams kept while no path has answered our check (a flight is a few datagrams, and
 /// the handshake's retransmissions make new ones).
@@ -59,7 +54,7 @@ const MAX_HELD_DTLS: usize = 8;
 /// Why a datagram (or an outgoing packet) was refused. Each case is one of the worker's drop
 /// counters: a bad packet is dropped and counted, never an error up the loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rejected {
+pub(crate) enum Rejected {
     /// STUN: malformed, not for us, bad integrity or fingerprint, or a response to no check.
     Stun,
     /// DTLS before the client's SDP gave us its fingerprint.
@@ -84,7 +79,7 @@ pub enum Rejected {
 
 /// What a datagram accepted by [`Connection::handle_datagram`] was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Received {
+pub(crate) enum Received {
     /// Decrypted RTP in place: the first `len` bytes of the datagram, for sfu-core.
     Rtp(usize),
     /// Decrypted RTCP in place: the first `len` bytes of the datagram, for sfu-core.
@@ -95,7 +90,7 @@ pub enum Received {
 
 /// Something the worker must act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectionEvent {
+pub(crate) enum ConnectionEvent {
     /// DTLS completed: SRTP flows from now.
     Connected,
     /// Our DTLS client could not start its handshake (counted in `dtls_failures`); `Closed`
@@ -117,7 +112,7 @@ enum State {
 
 /// One transport's ICE-lite, consent, DTLS and SRTP state.
 #[derive(Debug)]
-pub struct Connection {
+pub(crate) struct Connection {
     /// Our credentials (the USERNAME of valid checks starts with our ufrag).
     local_ice: IceCredentials,
     /// The client's credentials, once its SDP is known.
@@ -143,7 +138,7 @@ pub struct Connection {
 
 impl Connection {
     /// A connection waiting for the client, answering checks signed for `local_ice`.
-    pub fn new(now: Instant, local_ice: IceCredentials) -> Self {
+    pub(crate) fn new(now: Instant, local_ice: IceCredentials) -> Self {
         Self {
             local_ice,
             remote_ice: None,
@@ -160,24 +155,24 @@ impl Connection {
     }
 
     /// Our ICE credentials (in our SDP).
-    pub fn local_ice(&self) -> &IceCredentials {
+    pub(crate) fn local_ice(&self) -> &IceCredentials {
         &self.local_ice
     }
 
     /// Whether the client's SDP was applied ([`Self::negotiate`]).
-    pub fn is_negotiated(&self) -> bool {
+    pub(crate) fn is_negotiated(&self) -> bool {
         self.dtls.is_some()
     }
 
     /// The client's ICE credentials, once negotiated.
-    pub fn remote_ice(&self) -> Option<&IceCredentials> {
+    pub(crate) fn remote_ice(&self) -> Option<&IceCredentials> {
         self.remote_ice.as_ref()
     }
 
     /// Applies the client's SDP: its ICE credentials (our consent checks start) and the DTLS
     /// endpoint checking its fingerprint. In the client role the handshake starts at once if a
     /// path is already selected, else when one is.
-    pub fn negotiate(
+    pub(crate) fn negotiate(
         &mut self,
         now: Instant,
         remote: IceCredentials,
@@ -201,7 +196,7 @@ impl Connection {
     /// First half of a check routed here by its ufrag: whether it is signed for us (and, once
     /// the client's SDP is known, names its ufrag). The worker then decides whether the source
     /// address may be taken ([`Self::handle_check`]).
-    pub fn authenticate(&self, request: &mut BindingRequest) -> Result<(), Rejected> {
+    pub(crate) fn authenticate(&self, request: &mut BindingRequest) -> Result<(), Rejected> {
         let remote_matches = self
             .remote_ice
             .as_ref()
@@ -214,7 +209,7 @@ impl Connection {
 
     /// Second half of an authenticated check from `from`: validates the address, answers, and
     /// sends our own checks. The worker mirrors the returned change in its address table.
-    pub fn handle_check(
+    pub(crate) fn handle_check(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -231,7 +226,7 @@ impl Connection {
 
     /// A datagram from a validated address of this connection: a STUN response (consent), DTLS,
     /// or SRTP/SRTCP (decrypted in place).
-    pub fn handle_datagram(
+    pub(crate) fn handle_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -255,7 +250,7 @@ impl Connection {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<Received, Rejected> {
-        if !ice::is_response(datagram) {
+        if !stun::is_response(datagram) {
             return Err(Rejected::Stun); // requests are routed by ufrag, not by address
         }
         self.now = self.now.max(now);
@@ -332,7 +327,7 @@ impl Connection {
 
     /// Where media goes: the consented path, once SRTP is up (`None` before: the subscriber
     /// catches up with a keyframe once connected).
-    pub fn media_destination(&self) -> Option<SocketAddr> {
+    pub(crate) fn media_destination(&self) -> Option<SocketAddr> {
         self.srtp.as_ref()?;
         self.paths.selected()
     }
@@ -368,7 +363,7 @@ impl Connection {
     /// from it would otherwise reflect the certificate flight and its retransmissions there.
     /// Until some path answers, flights wait, and go out the moment one does (a browser's
     /// ClientHello often races its answer to our first check).
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
         if let Some(response) = self.responses.pop_front() {
             return Some(response);
         }
@@ -398,13 +393,13 @@ impl Connection {
     }
 
     /// The next event for the worker.
-    pub fn poll_event(&mut self) -> Option<ConnectionEvent> {
+    pub(crate) fn poll_event(&mut self) -> Option<ConnectionEvent> {
         self.events.pop_front()
     }
 
     /// When [`Self::handle_timeout`] has work next: a DTLS retransmission, a consent or
     /// candidate check, a delayed path switch, or the connect/consent deadline.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let expiry = match self.state {
             State::Connecting => self.last_check + CONNECT_TIMEOUT,
             State::Connected => self.paths.consent_deadline(),
@@ -421,7 +416,7 @@ impl Connection {
     }
 
     /// Runs whatever is due at `now`; a connection past its deadline closes (an event says why).
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Closed {
             return;
         }
@@ -466,17 +461,17 @@ impl Connection {
     }
 
     /// DTLS completed and the connection has not closed.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.state == State::Connected
     }
 
     /// The paths (validated addresses, selected path, consent).
-    pub fn paths(&self) -> &Paths {
+    pub(crate) fn paths(&self) -> &Paths {
         &self.paths
     }
 
     /// Another transport validated `addr` (the worker's address table moved it): forget it here.
-    pub fn forget_address(&mut self, addr: SocketAddr) {
+    pub(crate) fn forget_address(&mut self, addr: SocketAddr) {
         self.paths.forget(addr);
     }
 }
@@ -492,16 +487,11 @@ mod tests {
     mod two_ends {
         use std::net::{IpAddr, Ipv4Addr};
 
-        use stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_USE_CANDIDATE, ATTR_USERNAME};
-        use stun::fingerprint::FINGERPRINT;
-        use stun::integrity::MessageIntegrity;
-        use stun::message::{BINDING_REQUEST, Message, Setter};
+        use mooyaho_net::dtls::{DtlsIdentity, DtlsRole};
+        use mooyaho_net::stun::{Check, HOST_PRIORITY, IceRole};
+        use mooyaho_test_support::packets::rtp;
 
-        use super::super::dtls::tests::rtp;
-        use super::super::dtls::{DtlsIdentity, DtlsOutcome, DtlsRole, DtlsTransport};
-        use super::super::ice::BindingRequest;
         use super::super::paths::{CONSENT_TIMEOUT, SWITCH_INTERVAL};
-        use super::super::srtp::SrtpSession;
         use super::*;
 
         const NODE: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
@@ -560,22 +550,17 @@ mod tests {
 
             /// A check from `from`, signed with `pwd`: whether the node accepted it.
             fn check(&mut self, from: SocketAddr, nominate: bool, pwd: &str) -> bool {
-                let mut m = Message::new();
-                m.typ = BINDING_REQUEST;
-                let _ = m.new_transaction_id();
-                m.write_header();
                 let username = format!("{}:{}", self.node.local_ice().ufrag, self.client.ice.ufrag);
-                m.add(ATTR_USERNAME, username.as_bytes());
-                m.add(ATTR_ICE_CONTROLLING, &7u64.to_be_bytes());
-                if nominate {
-                    m.add(ATTR_USE_CANDIDATE, &[]);
+                let raw = Check {
+                    username: &username,
+                    receiver_pwd: pwd,
+                    transaction: stun::new_transaction_id(),
+                    priority: HOST_PRIORITY,
+                    role: IceRole::Controlling(7),
+                    use_candidate: nominate,
                 }
-                let integrity = MessageIntegrity::new_short_term_integrity(pwd.to_owned());
-                let setters: [&dyn Setter; 2] = [&integrity, &FINGERPRINT];
-                for setter in setters {
-                    setter.add_to(&mut m).unwrap();
-                }
-                let mut request = BindingRequest::parse(&m.raw).unwrap();
+                .to_bytes();
+                let mut request = BindingRequest::parse(&raw).unwrap();
                 if self.node.authenticate(&mut request).is_err() {
                     return false;
                 }
@@ -594,7 +579,7 @@ mod tests {
                             continue; // a spoofed address: nobody answers
                         }
                         match PacketClass::of(&datagram) {
-                            PacketClass::Stun if !ice::is_response(&datagram) => {
+                            PacketClass::Stun if !stun::is_response(&datagram) => {
                                 let mut ours = BindingRequest::parse(&datagram).unwrap();
                                 ours.authenticate(&self.client.ice.pwd).unwrap();
                                 let mut answer = ours.success(to, &self.client.ice.pwd);

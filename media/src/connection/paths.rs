@@ -16,30 +16,30 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::ice::{self, StunError, TransactionId};
+use mooyaho_net::stun::{self, Check, IceRole, PEER_REFLEXIVE_PRIORITY, StunError, TransactionId};
 
 /// At most this many validated addresses per transport (a client has a few candidates).
-pub const MAX_ADDRESSES: usize = 8;
+pub(crate) const MAX_ADDRESSES: usize = 8;
 /// At most this many candidate paths with checks in flight.
-pub const MAX_PENDING: usize = 4;
+pub(crate) const MAX_PENDING: usize = 4;
 /// At most one switch of the media destination per this interval.
-pub const SWITCH_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const SWITCH_INTERVAL: Duration = Duration::from_secs(1);
 /// A candidate is checked this many times (first retransmission after [`CHECK_RTO`], doubling).
-pub const MAX_ATTEMPTS: u32 = 5;
+pub(crate) const MAX_ATTEMPTS: u32 = 5;
 /// First retransmission timeout of a candidate check.
-pub const CHECK_RTO: Duration = Duration::from_millis(200);
+pub(crate) const CHECK_RTO: Duration = Duration::from_millis(200);
 /// A candidate that never answered is not checked again for this long.
-pub const RETRY_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Consent checks on the selected path (RFC 7675 §5.1: 5 s, randomised by ±20 %).
-pub const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
+pub(crate) const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
 /// Without an answer on the selected path for this long, consent has expired (RFC 7675 §5.1).
-pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Checks remembered to match responses (a few per pending candidate and the consent checks).
-pub const MAX_SENT: usize = 2 * MAX_PENDING + 4;
+pub(crate) const MAX_SENT: usize = 2 * MAX_PENDING + 4;
 
 /// How a check changed the validated addresses; the worker mirrors it in its address table.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AddressChange {
+pub(crate) struct AddressChange {
     /// A new address media is now accepted from.
     pub added: Option<SocketAddr>,
     /// The oldest address, dropped to make room.
@@ -49,7 +49,7 @@ pub struct AddressChange {
 /// The credentials our checks carry: USERNAME `<client ufrag>:<our ufrag>`, signed with the
 /// client's password (RFC 8445 §7.2.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CheckCredentials {
+pub(crate) struct CheckCredentials {
     /// `<client ufrag>:<our ufrag>`.
     pub username: String,
     /// The client's ICE password.
@@ -81,7 +81,7 @@ struct Address {
 
 /// Every path of one transport.
 #[derive(Debug)]
-pub struct Paths {
+pub(crate) struct Paths {
     /// Oldest first, at most [`MAX_ADDRESSES`].
     addresses: Vec<Address>,
     selected: Option<SocketAddr>,
@@ -98,7 +98,7 @@ pub struct Paths {
 
 impl Paths {
     /// No path yet; consent is counted from `now`.
-    pub fn new(now: Instant) -> Self {
+    pub(crate) fn new(now: Instant) -> Self {
         Self {
             addresses: Vec::new(),
             selected: None,
@@ -113,13 +113,13 @@ impl Paths {
     }
 
     /// Sets what our checks carry (once the client's SDP is known); checks start then.
-    pub fn set_credentials(&mut self, now: Instant, credentials: CheckCredentials) {
+    pub(crate) fn set_credentials(&mut self, now: Instant, credentials: CheckCredentials) {
         self.credentials = Some(credentials);
         self.handle_timeout(now);
     }
 
     /// An authenticated check from `from` (USE-CANDIDATE: `nominated`).
-    pub fn handle_check(
+    pub(crate) fn handle_check(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -162,14 +162,14 @@ impl Paths {
     /// A STUN success response from `from`: consent if it answers one of our checks to that
     /// address and is signed with the client's password. Returns whether the media destination
     /// changed.
-    pub fn handle_response(
+    pub(crate) fn handle_response(
         &mut self,
         now: Instant,
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<bool, StunError> {
         let credentials = self.credentials.as_ref().ok_or(StunError::Unexpected)?;
-        let transaction = ice::verify_success(datagram, &credentials.remote_pwd)?;
+        let transaction = stun::verify_success(datagram, &credentials.remote_pwd)?;
         let index = self
             .sent
             .iter()
@@ -191,7 +191,7 @@ impl Paths {
     }
 
     /// Sends due checks, switches to a consented nominated path when the rate limit allows.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.maybe_switch(now);
         if self.credentials.is_none() {
             return;
@@ -288,13 +288,19 @@ impl Paths {
         let Some(credentials) = &self.credentials else {
             return;
         };
-        let transaction = ice::new_transaction_id();
-        let request = ice::consent_request(
-            &credentials.username,
-            &credentials.remote_pwd,
+        // Consent (RFC 7675) as the controlled ICE-lite agent: USERNAME `<client ufrag>:<our
+        // ufrag>`, signed with the client's password, from the address it learnt from the
+        // client's own checks.
+        let transaction = stun::new_transaction_id();
+        let request = Check {
+            username: &credentials.username,
+            receiver_pwd: &credentials.remote_pwd,
             transaction,
-            self.tie_breaker,
-        );
+            priority: PEER_REFLEXIVE_PRIORITY,
+            role: IceRole::Controlled(self.tie_breaker),
+            use_candidate: false,
+        }
+        .to_bytes();
         if self.sent.len() == MAX_SENT {
             self.sent.pop_front();
         }
@@ -304,12 +310,12 @@ impl Paths {
     }
 
     /// The next check to send.
-    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<(SocketAddr, Vec<u8>)> {
         self.outbox.pop_front()
     }
 
     /// When [`Self::handle_timeout`] has work next.
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.next_consent_check.filter(|_| self.selected.is_some());
         let mut earliest = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
         for address in &self.addresses {
@@ -343,22 +349,22 @@ impl Paths {
     }
 
     /// Where media goes: a path that answered our check (none before one did).
-    pub fn selected(&self) -> Option<SocketAddr> {
+    pub(crate) fn selected(&self) -> Option<SocketAddr> {
         self.selected
     }
 
     /// Whether media is accepted from `addr`.
-    pub fn contains(&self, addr: SocketAddr) -> bool {
+    pub(crate) fn contains(&self, addr: SocketAddr) -> bool {
         self.addresses.iter().any(|a| a.addr == addr)
     }
 
     /// Every validated address, oldest first.
-    pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+    pub(crate) fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.addresses.iter().map(|a| a.addr)
     }
 
     /// Candidates with a check in flight.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.addresses
             .iter()
             .filter(|a| matches!(a.consent, Consent::Checking { .. }))
@@ -366,24 +372,24 @@ impl Paths {
     }
 
     /// Checks remembered for matching responses.
-    pub fn remembered_checks(&self) -> usize {
+    pub(crate) fn remembered_checks(&self) -> usize {
         self.sent.len()
     }
 
     /// Consent on the selected path expired (or no path was ever consented): media stops.
-    pub fn consent_expired(&self, now: Instant) -> bool {
+    pub(crate) fn consent_expired(&self, now: Instant) -> bool {
         now >= self.consent_deadline()
     }
 
     /// When consent on the selected path expires without a further answer.
-    pub fn consent_deadline(&self) -> Instant {
+    pub(crate) fn consent_deadline(&self) -> Instant {
         self.last_consent + CONSENT_TIMEOUT
     }
 
     /// Whether `addr` is a live path: media goes there, or it answered our check within
     /// [`CONSENT_TIMEOUT`]. A check that merely names an address (spoofable) never makes it live,
     /// so the worker never hands a live path to another transport.
-    pub fn is_live(&self, now: Instant, addr: SocketAddr) -> bool {
+    pub(crate) fn is_live(&self, now: Instant, addr: SocketAddr) -> bool {
         self.selected == Some(addr)
             || self.addresses.iter().any(|a| {
                 a.addr == addr
@@ -392,7 +398,7 @@ impl Paths {
     }
 
     /// Forgets `addr` (another transport validated it); returns whether it was here.
-    pub fn forget(&mut self, addr: SocketAddr) -> bool {
+    pub(crate) fn forget(&mut self, addr: SocketAddr) -> bool {
         let before = self.addresses.len();
         self.addresses.retain(|a| a.addr != addr);
         self.forget_selected(addr);
@@ -437,7 +443,7 @@ mod tests {
             if !honest.contains(&to) {
                 continue;
             }
-            let mut parsed = ice::BindingRequest::parse(&request).unwrap();
+            let mut parsed = stun::BindingRequest::parse(&request).unwrap();
             assert_eq!(parsed.local_ufrag, CLIENT_UFRAG);
             parsed.authenticate(CLIENT_PWD).unwrap();
             let response = parsed.success(to, CLIENT_PWD);
@@ -553,7 +559,7 @@ mod tests {
         paths.set_credentials(t0, credentials());
         paths.handle_check(t0, addr(1), true);
         let (to, request) = paths.poll_transmit().unwrap();
-        let mut parsed = ice::BindingRequest::parse(&request).unwrap();
+        let mut parsed = stun::BindingRequest::parse(&request).unwrap();
         parsed.authenticate(CLIENT_PWD).unwrap();
         // Signed with the wrong password, or from another address: refused.
         let wrong = parsed.success(to, "not-the-client-password");

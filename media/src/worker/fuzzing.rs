@@ -15,15 +15,11 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use mooyaho_net::dtls::DtlsIdentity;
+use mooyaho_net::stun::{self, BindingRequest, Check, HOST_PRIORITY, IceRole};
 use sfu_core::{RoomId, TransportId};
-use stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_USE_CANDIDATE, ATTR_USERNAME};
-use stun::fingerprint::FINGERPRINT;
-use stun::integrity::MessageIntegrity;
-use stun::message::{BINDING_REQUEST, Message, Setter};
 
 use super::thread::Worker;
-use crate::connection::dtls::DtlsIdentity;
-use crate::connection::ice::BindingRequest;
 use crate::connection::paths::{MAX_ADDRESSES, MAX_PENDING, MAX_SENT};
 use crate::sdp::IceCredentials;
 
@@ -107,26 +103,15 @@ fn subscribe_answer(session: &str, offer: &str, setup: &str) -> String {
 
 /// A client's check to the node: USERNAME `<node ufrag>:<client ufrag>`.
 fn check(node: &IceCredentials, client: &IceCredentials, nominate: bool, pwd: &str) -> Vec<u8> {
-    let mut m = Message::new();
-    m.typ = BINDING_REQUEST;
-    let _ = m.new_transaction_id();
-    m.write_header();
-    m.add(
-        ATTR_USERNAME,
-        format!("{}:{}", node.ufrag, client.ufrag).as_bytes(),
-    );
-    m.add(ATTR_ICE_CONTROLLING, &7u64.to_be_bytes());
-    if nominate {
-        m.add(ATTR_USE_CANDIDATE, &[]);
+    Check {
+        username: &format!("{}:{}", node.ufrag, client.ufrag),
+        receiver_pwd: pwd,
+        transaction: stun::new_transaction_id(),
+        priority: HOST_PRIORITY,
+        role: IceRole::Controlling(7),
+        use_candidate: nominate,
     }
-    let setters: [&dyn Setter; 2] = [
-        &MessageIntegrity::new_short_term_integrity(pwd.to_owned()),
-        &FINGERPRINT,
-    ];
-    for setter in setters {
-        let _ = setter.add_to(&mut m);
-    }
-    m.raw
+    .to_bytes()
 }
 
 struct Program<'a> {

@@ -23,8 +23,8 @@ pub use negotiate::{PublishPolicy, PublishRate};
 pub(crate) use pipe::{PIPE_DEPTH, PipeMessage, PipeSender};
 pub use thread::{WorkerCounters, WorkerStats};
 
-use crate::connection::dtls::DtlsIdentity;
 use crate::sdp::SdpError;
+use mooyaho_net::dtls::DtlsIdentity;
 use mooyaho_net::udp::{Socket, Wake};
 
 /// Why a request to the media node failed.

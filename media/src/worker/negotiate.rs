@@ -17,11 +17,11 @@ use super::link::Link;
 use super::thread::Worker;
 use super::{MediaError, NodeEvent, Speaker};
 use crate::connection::Connection;
-use crate::connection::dtls::{DtlsRole, DtlsTransport};
 use crate::sdp::{
     self, ForwardedTrack, Kind, LocalDescription, PublishLimits, PublishedTrack,
     SUBSCRIBE_EXTENSIONS,
 };
+use mooyaho_net::dtls::{DtlsRole, DtlsTransport};
 
 /// What a publisher may ask of the node: the shape of one offer, and how often it may publish.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

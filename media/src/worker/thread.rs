@@ -20,12 +20,12 @@ use super::pipe::{PipeMessage, PipeSender, Pipes};
 use super::timers::TimerQueue;
 use super::wishes::Wishes;
 use super::{Command, MediaError, NodeEvent, Reply};
-use crate::connection::dtls::DtlsIdentity;
-use crate::connection::ice::{self, BindingRequest};
 use crate::connection::paths::AddressChange;
 use crate::connection::{ConnectionEvent, Received, Rejected};
 use crate::sdp::PublishedTrack;
 use mooyaho_net::PacketClass;
+use mooyaho_net::dtls::DtlsIdentity;
+use mooyaho_net::stun::{self, BindingRequest};
 use mooyaho_net::udp::{MAX_DATAGRAM, RecvBatch, SendBatch, Socket, Wake};
 
 /// Drop and error counters of one worker (every dropped packet is counted somewhere here).
@@ -419,7 +419,7 @@ impl Worker {
         let class = PacketClass::of(datagram);
         match class {
             // Checks are routed by the ufrag they name; everything else by validated address.
-            PacketClass::Stun if !ice::is_response(datagram) => {
+            PacketClass::Stun if !stun::is_response(datagram) => {
                 self.handle_check(now, from, datagram)
             }
             PacketClass::Unknown => self.counters.unknown_datagrams += 1,

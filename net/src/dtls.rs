@@ -1,6 +1,8 @@
-//! The DTLS side of one transport. The SFU is the DTLS server toward publishers (`a=setup:passive`
-//! in its answers) and whichever role the subscriber leaves it after our `actpass` offer. The
-//! peer's certificate must match the fingerprint from its SDP; the handshake ends with SRTP keys.
+//! The DTLS side of one transport (DTLS-SRTP, RFC 5763/5764), sans-IO: datagrams and `now` in,
+//! datagrams, the retransmission deadline and finally the SRTP keys ([`SrtpSession`]) out. The
+//! SFU node is the DTLS server toward publishers (`a=setup:passive` in its answers) and whichever
+//! role the subscriber leaves it after its `actpass` offer; the load generator's simulated
+//! clients take the other side. The peer's certificate must match the fingerprint from its SDP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use rtc_dtls::crypto::Certificate;
 use rtc_dtls::endpoint::{Endpoint, EndpointEvent};
 use rtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 
-use super::srtp::SrtpSession;
+use crate::srtp::{KeyingError, SrtpSession};
 #[cfg(test)]
 use rtc_srtp::protection_profile::ProtectionProfile;
 
@@ -38,6 +40,12 @@ impl std::fmt::Debug for DtlsIdentity {
 #[derive(Debug, thiserror::Error)]
 #[error("dtls: {0}")]
 pub struct DtlsError(pub String);
+
+impl From<KeyingError> for DtlsError {
+    fn from(error: KeyingError) -> Self {
+        Self(error.0)
+    }
+}
 
 impl DtlsIdentity {
     /// Generates a fresh self-signed certificate (ECDSA P-256, ring).
@@ -96,7 +104,7 @@ pub struct DtlsTransport {
     deadline: Option<Instant>,
     /// Tests: the next `start` fails as a broken endpoint's would (it cannot be provoked from
     /// outside: the configuration is ours and the association key is fixed).
-    #[cfg(test)]
+    #[cfg(any(test, feature = "test-hooks"))]
     refuse_start: bool,
 }
 
@@ -175,14 +183,15 @@ impl DtlsTransport {
             remote: None,
             connected: false,
             deadline: None,
-            #[cfg(test)]
+            #[cfg(any(test, feature = "test-hooks"))]
             refuse_start: false,
         })
     }
 
-    /// Tests: makes the next client-role `start` fail.
-    #[cfg(test)]
-    pub(crate) fn refuse_start(&mut self) {
+    /// Tests (feature `test-hooks`): makes the next client-role `start` fail, so that a
+    /// dependant can test how it handles a handshake that cannot begin.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn refuse_start(&mut self) {
         self.refuse_start = true;
     }
 
@@ -198,7 +207,7 @@ impl DtlsTransport {
         let Some(config) = self.client_config.take() else {
             return Ok(());
         };
-        #[cfg(test)]
+        #[cfg(any(test, feature = "test-hooks"))]
         if self.refuse_start {
             return Err(DtlsError("start refused by the test".into()));
         }
@@ -305,8 +314,10 @@ pub fn fuzz_dtls(data: &[u8]) {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use std::time::Duration;
+
+    use mooyaho_test_support::packets::rtp;
 
     use super::*;
 
@@ -384,16 +395,6 @@ pub(super) mod tests {
             }
         }
         (Ok(server.is_connected()), client_srtp)
-    }
-
-    /// A plain RTP packet (SSRC 0xdeadbeef, 100 payload bytes) with sequence number `seq`.
-    pub(crate) fn rtp(seq: u16) -> Vec<u8> {
-        let mut packet = vec![0x80, 96];
-        packet.extend_from_slice(&seq.to_be_bytes());
-        packet.extend_from_slice(&1234u32.to_be_bytes());
-        packet.extend_from_slice(&0xdead_beefu32.to_be_bytes());
-        packet.extend_from_slice(&[7u8; 100]);
-        packet
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! ICE-lite (RFC 8445 §2.5): the SFU only answers connectivity checks. A binding request is
-//! accepted only when its USERNAME names a transport we created, its MESSAGE-INTEGRITY verifies
-//! with that transport's password and its FINGERPRINT is correct; only then does its source
-//! address become (or stay) a valid path for media.
+//! STUN binding messages as ICE uses them (RFC 5389, RFC 8445 §7): parsing and authenticating
+//! a connectivity check ([`BindingRequest`]), signing its success response, building a check
+//! ([`Check`]) and verifying the answer to it ([`verify_success`]). Wire format
+//! only: which checks a transport accepts, and what they do to its paths, is the ICE agent's
+//! business (the SFU node's per-connection state machine).
 
 use std::net::SocketAddr;
 
 use stun::agent::TransactionId as TransactionID;
 use stun::attributes::{
-    ATTR_FINGERPRINT, ATTR_ICE_CONTROLLED, ATTR_PRIORITY, ATTR_USE_CANDIDATE, ATTR_USERNAME,
+    ATTR_FINGERPRINT, ATTR_ICE_CONTROLLED, ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USE_CANDIDATE,
+    ATTR_USERNAME,
 };
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
@@ -45,32 +47,71 @@ pub fn new_transaction_id() -> TransactionId {
     rand::random()
 }
 
-/// Our connectivity check toward a client (consent, RFC 7675; RFC 8445 §7.2.2 as the controlled
-/// ICE-lite agent): USERNAME `<client ufrag>:<our ufrag>`, signed with the client's password.
-pub fn consent_request(
-    username: &str,
-    remote_pwd: &str,
-    transaction: TransactionId,
-    tie_breaker: u64,
-) -> Vec<u8> {
-    let mut request = Message::new();
-    request.typ = BINDING_REQUEST;
-    request.transaction_id = TransactionID(transaction);
-    request.write_header();
-    request.add(ATTR_USERNAME, username.as_bytes());
-    // A peer-reflexive priority (RFC 8445 §5.1.2: type preference 110), as any agent sends.
-    request.add(ATTR_PRIORITY, &1_862_270_975u32.to_be_bytes());
-    request.add(ATTR_ICE_CONTROLLED, &tie_breaker.to_be_bytes());
-    let setters: [&dyn Setter; 2] = [
-        &MessageIntegrity::new_short_term_integrity(remote_pwd.to_owned()),
-        &FINGERPRINT,
-    ];
-    for setter in setters {
-        setter
-            .add_to(&mut request)
-            .expect("adding attributes to a fresh request cannot fail");
+/// PRIORITY of a host candidate (RFC 8445 §5.1.2.1: type preference 126, local preference
+/// 65535, component 1), as a client sends on its checks.
+pub const HOST_PRIORITY: u32 = 2_130_706_431;
+
+/// PRIORITY of a peer-reflexive candidate (type preference 110), as an agent that learnt its
+/// address from the peer's checks sends (the ICE-lite node's consent checks).
+pub const PEER_REFLEXIVE_PRIORITY: u32 = 1_862_270_975;
+
+/// The sender's ICE role (RFC 8445 §7.1.3) with its tie-breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IceRole {
+    /// ICE-CONTROLLING: the agent that nominates (a full agent facing an ICE-lite one).
+    Controlling(u64),
+    /// ICE-CONTROLLED (an ICE-lite agent is always controlled).
+    Controlled(u64),
+}
+
+/// A connectivity check to send (RFC 8445 §7.2.2).
+#[derive(Clone, Copy, Debug)]
+pub struct Check<'a> {
+    /// USERNAME: `<receiver's ufrag>:<sender's ufrag>`.
+    pub username: &'a str,
+    /// The receiver's ICE password: the key of MESSAGE-INTEGRITY.
+    pub receiver_pwd: &'a str,
+    /// The transaction id the answer must carry.
+    pub transaction: TransactionId,
+    /// PRIORITY ([`HOST_PRIORITY`], [`PEER_REFLEXIVE_PRIORITY`]).
+    pub priority: u32,
+    /// ICE-CONTROLLING or ICE-CONTROLLED.
+    pub role: IceRole,
+    /// USE-CANDIDATE: the controlling agent nominates this pair.
+    pub use_candidate: bool,
+}
+
+impl Check<'_> {
+    /// The binding request, signed (MESSAGE-INTEGRITY, then FINGERPRINT).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut request = Message::new();
+        request.typ = BINDING_REQUEST;
+        request.transaction_id = TransactionID(self.transaction);
+        request.write_header();
+        request.add(ATTR_USERNAME, self.username.as_bytes());
+        request.add(ATTR_PRIORITY, &self.priority.to_be_bytes());
+        match self.role {
+            IceRole::Controlling(tie_breaker) => {
+                request.add(ATTR_ICE_CONTROLLING, &tie_breaker.to_be_bytes());
+            }
+            IceRole::Controlled(tie_breaker) => {
+                request.add(ATTR_ICE_CONTROLLED, &tie_breaker.to_be_bytes());
+            }
+        }
+        if self.use_candidate {
+            request.add(ATTR_USE_CANDIDATE, &[]);
+        }
+        let setters: [&dyn Setter; 2] = [
+            &MessageIntegrity::new_short_term_integrity(self.receiver_pwd.to_owned()),
+            &FINGERPRINT,
+        ];
+        for setter in setters {
+            setter
+                .add_to(&mut request)
+                .expect("adding attributes to a fresh request cannot fail");
+        }
+        request.raw
     }
-    request.raw
 }
 
 /// Whether a STUN datagram is a response (success or error) rather than a request.
@@ -79,8 +120,16 @@ pub fn is_response(datagram: &[u8]) -> bool {
     datagram.len() >= 2 && datagram[0] & 0x01 == 0x01
 }
 
+/// Whether a datagram parses as a binding success response (not yet verified: see
+/// [`verify_success`]).
+pub fn is_binding_success(datagram: &[u8]) -> bool {
+    let mut message = Message::new();
+    message.unmarshal_binary(datagram).is_ok() && message.typ == BINDING_SUCCESS
+}
+
 /// A binding success response's transaction id, once its FINGERPRINT (when present) and its
-/// MESSAGE-INTEGRITY (the client's password) verify.
+/// MESSAGE-INTEGRITY (the checked agent's password, `remote_pwd`: the key the check was signed
+/// with) verify.
 pub fn verify_success(datagram: &[u8], remote_pwd: &str) -> Result<TransactionId, StunError> {
     let mut message = Message::new();
     message
@@ -195,19 +244,95 @@ mod tests {
     use super::*;
 
     fn request(username: &str, pwd: &str, use_candidate: bool) -> Vec<u8> {
-        let mut m = Message::new();
-        m.typ = BINDING_REQUEST;
-        m.new_transaction_id().unwrap();
-        m.write_header();
-        m.add(ATTR_USERNAME, username.as_bytes());
-        if use_candidate {
-            m.add(ATTR_USE_CANDIDATE, &[]);
+        Check {
+            username,
+            receiver_pwd: pwd,
+            transaction: new_transaction_id(),
+            priority: HOST_PRIORITY,
+            role: IceRole::Controlling(7),
+            use_candidate,
         }
-        MessageIntegrity::new_short_term_integrity(pwd.to_owned())
-            .add_to(&mut m)
-            .unwrap();
-        FINGERPRINT.add_to(&mut m).unwrap();
-        m.raw
+        .to_bytes()
+    }
+
+    #[test]
+    fn checks_carry_the_role_priority_and_nomination_they_were_built_with() {
+        for (role, use_candidate) in [
+            (IceRole::Controlling(7), true),
+            (IceRole::Controlling(8), false),
+            (IceRole::Controlled(9), false),
+        ] {
+            let transaction = new_transaction_id();
+            let raw = Check {
+                username: "node:client",
+                receiver_pwd: "node-password-0123456789",
+                transaction,
+                priority: PEER_REFLEXIVE_PRIORITY,
+                role,
+                use_candidate,
+            }
+            .to_bytes();
+            let mut parsed = Message::new();
+            parsed.unmarshal_binary(&raw).unwrap();
+            assert_eq!(parsed.typ, BINDING_REQUEST);
+            assert_eq!(parsed.transaction_id.0, transaction);
+            assert_eq!(
+                parsed.get(ATTR_PRIORITY).unwrap(),
+                PEER_REFLEXIVE_PRIORITY.to_be_bytes()
+            );
+            let (present, absent, tie_breaker) = match role {
+                IceRole::Controlling(t) => (ATTR_ICE_CONTROLLING, ATTR_ICE_CONTROLLED, t),
+                IceRole::Controlled(t) => (ATTR_ICE_CONTROLLED, ATTR_ICE_CONTROLLING, t),
+            };
+            assert_eq!(parsed.get(present).unwrap(), tie_breaker.to_be_bytes());
+            assert!(!parsed.contains(absent));
+            let mut request = BindingRequest::parse(&raw).unwrap();
+            assert_eq!(request.local_ufrag, "node");
+            assert_eq!(request.remote_ufrag, "client");
+            assert_eq!(request.use_candidate, use_candidate);
+            request.authenticate("node-password-0123456789").unwrap();
+        }
+    }
+
+    #[test]
+    fn a_success_verifies_with_the_checked_agents_password_only() {
+        let transaction = new_transaction_id();
+        let raw = Check {
+            username: "client:node",
+            receiver_pwd: "client-password-0123456789",
+            transaction,
+            priority: PEER_REFLEXIVE_PRIORITY,
+            role: IceRole::Controlled(1),
+            use_candidate: false,
+        }
+        .to_bytes();
+        assert!(!is_response(&raw) && !is_binding_success(&raw));
+        let mut request = BindingRequest::parse(&raw).unwrap();
+        request.authenticate("client-password-0123456789").unwrap();
+        let from: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let answer = request.success(from, "client-password-0123456789");
+        assert!(is_response(&answer) && is_binding_success(&answer));
+        assert_eq!(
+            verify_success(&answer, "client-password-0123456789"),
+            Ok(transaction)
+        );
+        assert_eq!(
+            verify_success(&answer, "another-password-012345678"),
+            Err(StunError::BadIntegrity)
+        );
+        let mut tampered = answer.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert_eq!(
+            verify_success(&tampered, "client-password-0123456789"),
+            Err(StunError::BadFingerprint)
+        );
+        assert_eq!(
+            verify_success(&raw, "client-password-0123456789"),
+            Err(StunError::Unexpected),
+            "a request is not an answer"
+        );
+        assert_eq!(verify_success(&[1, 1], "x"), Err(StunError::Malformed));
     }
 
     #[test]
