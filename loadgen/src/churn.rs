@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mooyaho_media::connection::dtls::DtlsIdentity;
+use mooyaho_net::dtls::DtlsIdentity;
 use serde::Serialize;
 use serde_json::json;
 

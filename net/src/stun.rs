@@ -13,7 +13,9 @@ use stun::attributes::{
 };
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
-use stun::message::{BINDING_REQUEST, BINDING_SUCCESS, Message, Setter, TRANSACTION_ID_SIZE};
+use stun::message::{
+    BINDING_REQUEST, BINDING_SUCCESS, Message, MessageType, Setter, TRANSACTION_ID_SIZE,
+};
 use stun::xoraddr::XorMappedAddress;
 
 /// Why a STUN datagram was dropped.
@@ -123,21 +125,30 @@ pub fn is_response(datagram: &[u8]) -> bool {
 /// Whether a datagram parses as a binding success response (not yet verified: see
 /// [`verify_success`]).
 pub fn is_binding_success(datagram: &[u8]) -> bool {
+    parse_as(datagram, BINDING_SUCCESS, StunError::Unexpected).is_ok()
+}
+
+/// `datagram` as a STUN message of type `typ`; `other_type` is the error for any other type.
+fn parse_as(
+    datagram: &[u8],
+    typ: MessageType,
+    other_type: StunError,
+) -> Result<Message, StunError> {
     let mut message = Message::new();
-    message.unmarshal_binary(datagram).is_ok() && message.typ == BINDING_SUCCESS
+    message
+        .unmarshal_binary(datagram)
+        .map_err(|_| StunError::Malformed)?;
+    if message.typ != typ {
+        return Err(other_type);
+    }
+    Ok(message)
 }
 
 /// A binding success response's transaction id, once its FINGERPRINT (when present) and its
 /// MESSAGE-INTEGRITY (the checked agent's password, `remote_pwd`: the key the check was signed
 /// with) verify.
 pub fn verify_success(datagram: &[u8], remote_pwd: &str) -> Result<TransactionId, StunError> {
-    let mut message = Message::new();
-    message
-        .unmarshal_binary(datagram)
-        .map_err(|_| StunError::Malformed)?;
-    if message.typ != BINDING_SUCCESS {
-        return Err(StunError::Unexpected);
-    }
+    let mut message = parse_as(datagram, BINDING_SUCCESS, StunError::Unexpected)?;
     if message.contains(ATTR_FINGERPRINT) {
         FINGERPRINT
             .check(&message)
@@ -164,13 +175,7 @@ pub struct BindingRequest {
 impl BindingRequest {
     /// Parses a datagram classified as STUN.
     pub fn parse(datagram: &[u8]) -> Result<Self, StunError> {
-        let mut message = Message::new();
-        message
-            .unmarshal_binary(datagram)
-            .map_err(|_| StunError::Malformed)?;
-        if message.typ != BINDING_REQUEST {
-            return Err(StunError::NotBindingRequest);
-        }
+        let message = parse_as(datagram, BINDING_REQUEST, StunError::NotBindingRequest)?;
         let username = message
             .get(ATTR_USERNAME)
             .map_err(|_| StunError::BadUsername)?;

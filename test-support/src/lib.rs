@@ -3,8 +3,8 @@
 //! - [`rng`]: the deterministic PRNG of property tests, mutation loops and simulations.
 //! - [`packets`]: plain RTP packets for the tests of SRTP, DTLS and the transports.
 //!
-//! Those two are all there is without the `clients` feature (sfu-core's, net's and media's unit
-//! tests use just them).
+//! Those two are all there is without the `clients` feature (sfu-core and net use the crate
+//! that way).
 //!
 //! With the default `clients` feature, the clients of the media node's tests (`media/tests`)
 //! and the end-to-end tests (`tests/`):
@@ -16,9 +16,9 @@
 //!   [`peer::Peer`].
 //! - [`aiortc`]: a second independent WebRTC stack, aiortc (Python), as a child process.
 
-pub mod packets;
 #[cfg(feature = "clients")]
 pub mod aiortc;
+pub mod packets;
 #[cfg(feature = "clients")]
 pub mod peer;
 pub mod rng;
