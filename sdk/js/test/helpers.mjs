@@ -235,7 +235,10 @@ export function sfuFrames(page) {
       const track = stream.getVideoTracks()[0];
       if (!track) continue;
       let n = 0;
-      (await pc.getStats(track)).forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded ?? 0; });
+      // A renegotiation can take the track's receiver away between two polls (getStats then
+      // throws): that stream counts as nothing decoded this round.
+      const stats = await pc.getStats(track).catch(() => null);
+      stats?.forEach((r) => { if (r.type === 'inbound-rtp' && r.kind === 'video') n += r.framesDecoded ?? 0; });
       out[id] = n;
     }
     return out;
