@@ -14,6 +14,7 @@ pub mod ports;
 mod channels;
 mod failover;
 mod fleet;
+mod node_queue;
 mod placement;
 mod relay;
 mod sdp_tracks;

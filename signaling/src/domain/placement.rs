@@ -6,7 +6,8 @@
 //! `answer {isSFU, sdp}` → node. Node events (tracks came or went) trigger new offers, for
 //! sessions held by any instance (delivery crosses the bus).
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use mooyaho_control::{ErrorCode as NodeError, Event, Request, Response, VideoQuality};
@@ -19,11 +20,23 @@ use super::events::DomainEvent;
 use super::failover::{CHECK_EVERY, DRAIN_BATCH, DRAIN_PAUSE, NodeWatch};
 use super::ids::{ChannelId, SessionId, SfuServerId};
 use super::model::{ChannelRecord, SessionRecord, SessionUpdate};
+use super::node_queue::{NodeQueue, Queued};
 use super::ports::{NodeReport, SfuError, SfuNodes};
 use super::relay::check_candidate;
 use super::sdp_tracks;
 use super::session::Connection;
 use super::shared::{Shared, in_channel};
+
+/// Handles `node`'s reports in order, until the placement is gone.
+async fn handle_node_reports(placement: Weak<Placement>, node: SfuServerId, queue: Arc<NodeQueue>) {
+    loop {
+        let report = queue.next().await;
+        let Some(placement) = placement.upgrade() else {
+            return;
+        };
+        placement.on_node_event(node, report).await;
+    }
+}
 
 /// Where SFU channels' media lives, and the negotiation between sessions and nodes.
 pub struct Placement {
@@ -61,13 +74,23 @@ impl Placement {
         if self.nodes.set(nodes).is_err() {
             return;
         }
+        // The fleet's links wait on this loop only for a queue push: each node's reports are
+        // handled by that node's own task, so a slow one never stops the links being read.
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
-            while let Some((node, event)) = events.recv().await {
-                let Some(placement) = weak.upgrade() else {
-                    break;
-                };
-                placement.on_node_event(node, event).await;
+            let mut queues: HashMap<SfuServerId, Arc<NodeQueue>> = HashMap::new();
+            while let Some((node, report)) = events.recv().await {
+                let queue = queues.entry(node).or_insert_with(|| {
+                    let queue = Arc::new(NodeQueue::default());
+                    tokio::spawn(handle_node_reports(weak.clone(), node, queue.clone()));
+                    queue
+                });
+                if let Queued::Dropped(total) = queue.push(report)
+                    && total.is_power_of_two()
+                {
+                    tracing::warn!(%node, dropped = total,
+                        "SFU node reports faster than they can be handled: dropping some");
+                }
             }
         });
         let weak = Arc::downgrade(self);
@@ -683,22 +706,9 @@ impl Placement {
         member: String,
         speakers: Vec<mooyaho_control::Speaker>,
     ) {
-        let store = &self.shared.store;
-        let channel = match store.session(&SessionId(member)).await {
-            Ok(Some(SessionRecord {
-                channel: Some(channel),
-                ..
-            })) => channel,
-            Ok(_) => return,
-            Err(e) => return tracing::warn!(error = %e, "SFU speakers: store unavailable"),
+        let Some((_, channel)) = self.member_placed_in(node, room, member).await else {
+            return;
         };
-        match store.channel(&channel).await {
-            Ok(Some(record))
-                if record.sfu_server_id == Some(node)
-                    && record.sfu_room.as_deref() == Some(room) => {}
-            Ok(_) => return,
-            Err(e) => return tracing::warn!(error = %e, "SFU speakers: store unavailable"),
-        }
         let members = match self.shared.live_members(&channel).await {
             Ok(members) => members,
             Err(e) => return tracing::warn!(error = %e, "SFU speakers: store unavailable"),
@@ -708,6 +718,44 @@ impl Placement {
         self.shared
             .emit(changed, &members.iter().collect::<Vec<_>>())
             .await;
+    }
+
+    /// The session a node's report names, with its channel, if that channel is placed in `room`
+    /// on `node` (a stale or forged report names none).
+    async fn member_placed_in(
+        &self,
+        node: SfuServerId,
+        room: &str,
+        session: String,
+    ) -> Option<(SessionRecord, ChannelId)> {
+        let store = &self.shared.store;
+        let (member, channel) = match store.session(&SessionId(session)).await {
+            Ok(Some(member)) => {
+                let channel = member.channel.clone()?;
+                (member, channel)
+            }
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "SFU event: store unavailable");
+                return None;
+            }
+        };
+        match store.channel(&channel).await {
+            Ok(Some(record))
+                if record.sfu_server_id == Some(node)
+                    && record.sfu_room.as_deref() == Some(room) =>
+            {
+                Some((member, channel))
+            }
+            Ok(_) => {
+                tracing::debug!(%node, %room, session = %member.id, "SFU event for a room the channel is not placed in: ignored");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SFU event: store unavailable");
+                None
+            }
+        }
     }
 
     /// The session's channel, which must be SFU-enabled.
@@ -1294,6 +1342,64 @@ mod tests {
             ]
         );
         assert!(seen.iter().all(|e| e.audience.is_empty()));
+    }
+
+    /// Handling a node's reports can hang (a request to the node, up to 10 s): a node flooding
+    /// reports meanwhile must never hold up the links (which then stop reading load reports and
+    /// every node looks dead), and another node's reports are still handled.
+    #[tokio::test]
+    async fn a_node_flooding_reports_while_handling_hangs_holds_up_no_link() {
+        let (signaling, store, recorder) = recorded_service();
+        let (nodes, node_events) = FakeNodes::attach(&signaling);
+        let (a, b) = two_nodes(&signaling).await;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, _alice_queue) = member(&signaling, &channel, "alice").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        let placed = store.inner.channel(&channel).await.unwrap().unwrap();
+        let (Some(node), Some(room)) = (placed.sfu_server_id, placed.sfu_room.clone()) else {
+            panic!("placed: {placed:?}");
+        };
+        let other = if node == a { b } else { a };
+        nodes.stall(node);
+        recorder.take();
+
+        // The first renegotiation hangs on the node; thousands more and speaker changes follow.
+        let flood = async {
+            for level in 0..5_000u32 {
+                let renegotiate = Event::RenegotiationNeeded {
+                    room: room.clone(),
+                    session: alice.session.0.clone(),
+                };
+                let speakers = Event::ActiveSpeakers {
+                    room: room.clone(),
+                    member: alice.session.0.clone(),
+                    speakers: vec![mooyaho_control::Speaker {
+                        session: alice.session.0.clone(),
+                        level: (level % 100 + 1) as u8,
+                    }],
+                };
+                for event in [renegotiate, speakers] {
+                    node_events
+                        .send((node, NodeReport::Event(event)))
+                        .await
+                        .unwrap();
+                }
+            }
+            node_events.send((other, NodeReport::LinkUp)).await.unwrap();
+        };
+        tokio::time::timeout(Duration::from_secs(10), flood)
+            .await
+            .expect("reports are taken without waiting for their handling");
+        let seen = seen_until(&recorder, "sfu_node_up").await;
+        assert!(
+            seen.iter()
+                .any(|e| e.event == DomainEvent::SfuNodeUp { node: other }),
+            "{seen:?}"
+        );
     }
 
     /// Two nodes at distinct addresses (no fingerprint: only the fake reaches them).

@@ -467,6 +467,8 @@ pub(super) struct FakeNodes {
     created: AtomicUsize,
     /// What every room's speaker ranking is, when asked.
     speakers: std::sync::Mutex<Vec<mooyaho_control::Speaker>>,
+    /// Nodes whose requests never get an answer.
+    stalled: std::sync::Mutex<std::collections::HashSet<SfuServerId>>,
 }
 
 impl FakeNodes {
@@ -503,6 +505,11 @@ impl FakeNodes {
         *self.speakers.lock().unwrap() = speakers;
     }
 
+    /// From now on requests to `node` never get an answer.
+    pub(super) fn stall(&self, node: SfuServerId) {
+        self.stalled.lock().unwrap().insert(node);
+    }
+
     /// `node` restarted: the rooms it hosted are gone.
     pub(super) fn lose_rooms(&self, node: SfuServerId) {
         let mut hosted = self.hosted.lock().unwrap();
@@ -525,6 +532,10 @@ impl super::ports::SfuNodes for FakeNodes {
         request: mooyaho_control::Request,
     ) -> Result<mooyaho_control::Response, super::ports::SfuError> {
         use mooyaho_control::{ErrorCode, Request, Response};
+        let stalled = self.stalled.lock().unwrap().contains(&node);
+        if stalled {
+            std::future::pending::<()>().await;
+        }
         let room = match &request {
             Request::Publish { room, .. }
             | Request::SubscribeOffer { room, .. }
