@@ -26,6 +26,9 @@ pub(super) const STARTUP_GRACE: Duration = Duration::from_secs(6);
 pub(super) const DRAIN_BATCH: usize = 4;
 /// The pause between a drain's batches.
 pub(super) const DRAIN_PAUSE: Duration = Duration::from_secs(1);
+/// A room a node hosts when its link comes up is closed if no channel is placed in it this long
+/// after (a room being created is placed well within it).
+pub(super) const ORPHAN_GRACE: Duration = Duration::from_secs(3);
 /// While a node stays failed, how often its channels are looked for again (a channel placed on
 /// it by an instance that still saw it healthy, or left there because no node could take it).
 pub(super) const SWEEP_AGAIN: Duration = Duration::from_secs(5);

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
-use super::failover::{CHECK_EVERY, DRAIN_BATCH, DRAIN_PAUSE, NodeWatch};
+use super::failover::{CHECK_EVERY, DRAIN_BATCH, DRAIN_PAUSE, NodeWatch, ORPHAN_GRACE};
 use super::ids::{ChannelId, SessionId, SfuServerId};
 use super::model::{ChannelRecord, SessionRecord, SessionUpdate};
 use super::node_queue::{NodeQueue, Queued};
@@ -150,16 +150,15 @@ impl Placement {
     }
 
     /// This instance's link to `node` came up: channels whose rooms the node no longer has (it
-    /// restarted) are placed again. The channels are read before the node is asked, so a room
-    /// created in between is never taken for a lost one.
-    async fn find_lost_rooms(&self, node: SfuServerId) {
+    /// restarted) are placed again, and rooms it still has that no channel is placed in (their
+    /// channels moved off while it was unreachable) are closed. The channels are read before the
+    /// node is asked, so a room created in between is never taken for a lost one; and again
+    /// [`ORPHAN_GRACE`] after, so one being placed is never taken for an orphan.
+    async fn reconcile_rooms(&self, node: SfuServerId) {
         let placed = match self.placed_on(node).await {
             Ok(placed) => placed,
             Err(e) => return tracing::warn!(%node, error = %e, "lost rooms: store unavailable"),
         };
-        if placed.is_empty() {
-            return;
-        }
         // Its first load report follows the link by up to a second: wait for it, so the node can
         // take its own channels back (any healthy node can, if it never comes).
         for _ in 0..30 {
@@ -177,6 +176,30 @@ impl Placement {
             if !hosted.contains(&room) {
                 tracing::info!(%node, %channel, %room, "the node lost the channel's room");
                 self.relocate(&channel, node, &room, None).await;
+            }
+        }
+        self.close_orphan_rooms(node, hosted).await;
+    }
+
+    /// Closes those of `hosted` (rooms `node` named) that no channel is placed in
+    /// [`ORPHAN_GRACE`] later: a failed-over node would otherwise keep serving, and asking
+    /// members about, rooms whose channels live elsewhere now.
+    async fn close_orphan_rooms(&self, node: SfuServerId, hosted: Vec<String>) {
+        if hosted.is_empty() {
+            return;
+        }
+        tokio::time::sleep(ORPHAN_GRACE).await;
+        let placed = match self.placed_on(node).await {
+            Ok(placed) => placed,
+            Err(e) => return tracing::warn!(%node, error = %e, "orphan rooms: store unavailable"),
+        };
+        for room in hosted {
+            if placed.iter().any(|(_, placed)| *placed == room) {
+                continue;
+            }
+            tracing::info!(%node, %room, "closing a room no channel is placed in");
+            if let Err(e) = self.node_call(node, Request::CloseRoom { room }).await {
+                tracing::warn!(%node, error = %e.message, "closing an orphan room failed");
             }
         }
     }
@@ -633,7 +656,7 @@ impl Placement {
                 self.fleet_link(node, true).await;
                 // Not on the event loop: asking the node waits for its reply.
                 let placement = self.clone();
-                tokio::spawn(async move { placement.find_lost_rooms(node).await });
+                tokio::spawn(async move { placement.reconcile_rooms(node).await });
                 return;
             }
             NodeReport::LinkDown => {
@@ -647,10 +670,10 @@ impl Placement {
         };
         match event {
             Event::RenegotiationNeeded { room, session } => {
-                match self.shared.store.session(&SessionId(session)).await {
-                    Ok(Some(record)) => self.offer(node, &room, &record).await,
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "SFU event: store unavailable"),
+                // Only for a session of the channel placed in this room on this node: a node
+                // the channel moved off (or a rogue one) must not hand members its offers.
+                if let Some((member, _)) = self.member_placed_in(node, &room, session).await {
+                    self.offer(node, &room, &member).await;
                 }
             }
             Event::ActiveSpeakers {
@@ -1399,6 +1422,107 @@ mod tests {
             seen.iter()
                 .any(|e| e.event == DomainEvent::SfuNodeUp { node: other }),
             "{seen:?}"
+        );
+    }
+
+    /// After a failover the old node still has the room; its transports time out and it asks
+    /// for renegotiations. Signaling must not fetch offers from it (the member's media would
+    /// break), nor act on a renegotiation naming a room the session's channel is not in; and
+    /// once the old node's link is back, its orphan room is closed.
+    #[tokio::test]
+    async fn renegotiations_count_only_from_where_the_channel_is_placed_and_orphans_are_closed() {
+        let (signaling, store, recorder) = recorded_service();
+        let (nodes, node_events) = FakeNodes::attach(&signaling);
+        let (a, b) = two_nodes(&signaling).await;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        let old_room = store
+            .inner
+            .channel(&channel)
+            .await
+            .unwrap()
+            .unwrap()
+            .sfu_room
+            .unwrap();
+        tokio::time::sleep(CHECK_EVERY * 2).await;
+        recorder.take();
+        nodes.set_healthy(a, false);
+        seen_until(&recorder, "sfu_restarted").await;
+        let moved = store.inner.channel(&channel).await.unwrap().unwrap();
+        assert_eq!(moved.sfu_server_id, Some(b));
+        let new_room = moved.sfu_room.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drain(&mut alice_queue);
+        nodes.take();
+        recorder.take();
+
+        let renegotiate = |room: &str| {
+            NodeReport::Event(Event::RenegotiationNeeded {
+                room: room.to_owned(),
+                session: alice.session.0.clone(),
+            })
+        };
+        // The old node, and the new node naming a room that is not the channel's: ignored.
+        for (node, room) in [(a, &old_room), (b, &old_room), (a, &new_room)] {
+            node_events.send((node, renegotiate(room))).await.unwrap();
+        }
+        // The new node for the channel's room: offered (and proves the others were handled).
+        node_events.send((b, renegotiate(&new_room))).await.unwrap();
+        let mut seen = seen_until(&recorder, "subscribe_offered").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen.extend(recorder.take());
+        assert_eq!(kinds(&seen), ["subscribe_offered"], "{seen:?}");
+        let asked: Vec<_> = nodes
+            .take()
+            .into_iter()
+            .filter(|r| matches!(r, Request::SubscribeOffer { .. }))
+            .collect();
+        assert_eq!(
+            asked,
+            [Request::SubscribeOffer {
+                room: new_room.clone(),
+                session: alice.session.0.clone()
+            }]
+        );
+        assert_eq!(drain(&mut alice_queue).len(), 1);
+
+        // The old node's link comes back: its orphan room is closed, the channel's room kept.
+        nodes.set_healthy(a, true);
+        node_events.send((a, NodeReport::LinkUp)).await.unwrap();
+        let closed = tokio::time::timeout(ORPHAN_GRACE + Duration::from_secs(5), async {
+            let mut requests = Vec::new();
+            loop {
+                requests.extend(nodes.take());
+                if requests
+                    .iter()
+                    .any(|r| matches!(r, Request::CloseRoom { .. }))
+                {
+                    return requests;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("the orphan room is closed");
+        let closed: Vec<_> = closed
+            .into_iter()
+            .filter(|r| matches!(r, Request::CloseRoom { .. }))
+            .collect();
+        assert_eq!(closed, [Request::CloseRoom { room: old_room }]);
+        assert_eq!(
+            store
+                .inner
+                .channel(&channel)
+                .await
+                .unwrap()
+                .unwrap()
+                .sfu_room,
+            Some(new_room)
         );
     }
 
