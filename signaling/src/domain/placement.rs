@@ -27,6 +27,18 @@ use super::sdp_tracks;
 use super::session::Connection;
 use super::shared::{Shared, in_channel};
 
+/// What [`Placement::relocate`] did with a channel.
+#[derive(Debug, PartialEq, Eq)]
+enum Relocated {
+    /// Not placed in that room any more (another instance moved it) or the store failed:
+    /// nothing done.
+    NotOurs,
+    /// Placed again on another node; members told.
+    Placed,
+    /// Unplaced, and no node could take it: members told it has no media for now.
+    Stranded,
+}
+
 /// Handles `node`'s reports in order, until the placement is gone.
 async fn handle_node_reports(placement: Weak<Placement>, node: SfuServerId, queue: Arc<NodeQueue>) {
     loop {
@@ -241,10 +253,32 @@ impl Placement {
                     return tracing::info!(%node, "SFU node drained");
                 }
                 for (channel, room) in placed.into_iter().take(DRAIN_BATCH) {
-                    if placement.relocate(&channel, node, &room, None).await {
-                        let close = Request::CloseRoom { room };
-                        if let Err(e) = placement.node_call(node, close).await {
-                            tracing::warn!(%node, error = %e.message, "drain: closing the old room failed");
+                    // A drain never strands a working room: with nowhere to move it, it stops
+                    // (the node stays draining, not drained; draining it again resumes).
+                    match placement.has_other_eligible_node(node).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            return tracing::warn!(%node, %channel,
+                                "drain stopped: no other healthy, enabled, non-draining node \
+                                 can take its channels; they stay on it");
+                        }
+                        Err(e) => {
+                            return tracing::warn!(%node, error = %e, "drain: store unavailable");
+                        }
+                    }
+                    match placement.relocate(&channel, node, &room, None).await {
+                        Relocated::Placed => {
+                            let close = Request::CloseRoom { room };
+                            if let Err(e) = placement.node_call(node, close).await {
+                                tracing::warn!(%node, error = %e.message, "drain: closing the old room failed");
+                            }
+                        }
+                        // Another instance moved it (and closes the room).
+                        Relocated::NotOurs => {}
+                        Relocated::Stranded => {
+                            return tracing::warn!(%node, %channel,
+                                "drain stopped: the channel could not be placed elsewhere; its \
+                                 old room is kept");
                         }
                     }
                 }
@@ -283,13 +317,13 @@ impl Placement {
         node: SfuServerId,
         room: &str,
         except: Option<&SessionId>,
-    ) -> bool {
+    ) -> Relocated {
         match self.shared.store.unplace_channel(channel, room).await {
             Ok(true) => {}
-            Ok(false) => return false,
+            Ok(false) => return Relocated::NotOurs,
             Err(e) => {
                 tracing::warn!(%channel, error = %e, "relocating: store unavailable");
-                return false;
+                return Relocated::NotOurs;
             }
         }
         let lost = DomainEvent::RoomLost {
@@ -320,6 +354,7 @@ impl Placement {
                 for member in audience {
                     self.offer(new_node, &new_room, member).await;
                 }
+                Relocated::Placed
             }
             Err(e) => {
                 tracing::warn!(%channel, from = %node, error = %e.message,
@@ -337,9 +372,9 @@ impl Placement {
                     placed: None,
                 };
                 self.shared.emit(restarted, &audience).await;
+                Relocated::Stranded
             }
         }
-        true
     }
 
     /// The fleet, if this instance has one.
@@ -1843,6 +1878,54 @@ mod tests {
         let view = servers.get(a).await.unwrap();
         assert!(view.drained(), "{view:?}");
         servers.delete(a, false).await.unwrap();
+    }
+
+    /// A drain that finds no node to move a channel to (the other node failed after the drain
+    /// began) stops and keeps the working room, rather than closing it with nowhere to go.
+    #[tokio::test]
+    async fn a_drain_with_nowhere_left_to_move_keeps_the_room_and_stops() {
+        let (signaling, store, recorder) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        let (a, b) = two_nodes(&signaling).await;
+        let servers = signaling.sfu_servers();
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        let placed = store.inner.channel(&channel).await.unwrap().unwrap();
+        assert_eq!(placed.sfu_server_id, Some(a));
+        tokio::time::sleep(CHECK_EVERY * 2).await;
+        drain(&mut alice_queue);
+        nodes.take();
+        recorder.take();
+
+        let view = servers.drain(a).await.unwrap();
+        assert!(view.record.draining);
+        // Before the drain's task first runs (this runtime has one thread), b fails.
+        nodes.set_healthy(b, false);
+        tokio::time::sleep(DRAIN_PAUSE * 2).await;
+
+        assert_eq!(
+            store.inner.channel(&channel).await.unwrap().unwrap(),
+            placed
+        );
+        let requests = nodes.take();
+        assert!(
+            !requests
+                .iter()
+                .any(|r| matches!(r, Request::CloseRoom { .. } | Request::CreateRoom)),
+            "{requests:?}"
+        );
+        assert!(
+            !kinds(&recorder.take()).contains(&"sfu_restarted"),
+            "members keep their media"
+        );
+        assert!(drain(&mut alice_queue).is_empty());
+        let view = servers.get(a).await.unwrap();
+        assert!(view.record.draining && !view.drained(), "{view:?}");
     }
 
     #[tokio::test]
