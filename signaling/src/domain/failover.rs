@@ -26,6 +26,9 @@ pub(super) const STARTUP_GRACE: Duration = Duration::from_secs(6);
 pub(super) const DRAIN_BATCH: usize = 4;
 /// The pause between a drain's batches.
 pub(super) const DRAIN_PAUSE: Duration = Duration::from_secs(1);
+/// A node this instance failed over takes no new room for this long, even if it looks healthy
+/// again (no ping-pong between instances that see a flapping node differently).
+pub(super) const HOLD_DOWN: Duration = Duration::from_secs(10);
 /// A room a node hosts when its link comes up is closed if no channel is placed in it this long
 /// after (a room being created is placed well within it).
 pub(super) const ORPHAN_GRACE: Duration = Duration::from_secs(3);

@@ -7,7 +7,7 @@
 //! sessions held by any instance (delivery crosses the bus).
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
 use mooyaho_control::{ErrorCode as NodeError, Event, Request, Response, VideoQuality};
@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
-use super::failover::{CHECK_EVERY, DRAIN_BATCH, DRAIN_PAUSE, NodeWatch, ORPHAN_GRACE};
+use super::failover::{CHECK_EVERY, DRAIN_BATCH, DRAIN_PAUSE, HOLD_DOWN, NodeWatch, ORPHAN_GRACE};
 use super::ids::{ChannelId, SessionId, SfuServerId};
 use super::model::{ChannelRecord, SessionRecord, SessionUpdate};
 use super::node_queue::{NodeQueue, Queued};
@@ -58,6 +58,10 @@ pub struct Placement {
     /// Wakes the failover watch when a control link goes down, so a dead node's channels move
     /// at once rather than at the next look.
     link_lost: Arc<Notify>,
+    /// When this instance last failed each node over: such a node takes no new room for
+    /// [`HOLD_DOWN`] even if it looks healthy again, so instances with different views of a
+    /// flapping node do not move channels back and forth.
+    failed_at: Mutex<HashMap<SfuServerId, Instant>>,
 }
 
 impl std::fmt::Debug for Placement {
@@ -74,6 +78,7 @@ impl Placement {
             shared,
             nodes: OnceLock::new(),
             link_lost: Arc::new(Notify::new()),
+            failed_at: Mutex::new(HashMap::new()),
         }
     }
 
@@ -139,6 +144,10 @@ impl Placement {
 
     /// `node` failed: every channel placed on it is placed again on a healthy node.
     async fn fail_over(&self, node: SfuServerId) {
+        self.failed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node, Instant::now());
         let placed = match self.placed_on(node).await {
             Ok(placed) => placed,
             Err(e) => return tracing::warn!(%node, error = %e, "failover: store unavailable"),
@@ -225,9 +234,22 @@ impl Placement {
             return Ok(false);
         };
         let records = self.shared.store.sfu_servers().await?;
-        Ok(records
-            .iter()
-            .any(|r| r.id != node && !r.disabled && !r.draining && nodes.status(r.id).healthy))
+        let held = self.held_down();
+        Ok(records.iter().any(|r| {
+            r.id != node
+                && !r.disabled
+                && !r.draining
+                && !held.contains(&r.id)
+                && nodes.status(r.id).healthy
+        }))
+    }
+
+    /// Nodes this instance failed over less than [`HOLD_DOWN`] ago.
+    fn held_down(&self) -> Vec<SfuServerId> {
+        let now = Instant::now();
+        let mut failed_at = self.failed_at.lock().unwrap_or_else(|e| e.into_inner());
+        failed_at.retain(|_, at| now.duration_since(*at) < HOLD_DOWN);
+        failed_at.keys().copied().collect()
     }
 
     /// Moves every channel off a draining `node`, [`DRAIN_BATCH`] at a time with
@@ -887,9 +909,10 @@ impl Placement {
     async fn pick_node(&self) -> Result<SfuServerId, SignalError> {
         let nodes = self.nodes().ok_or_else(no_fleet)?;
         let records = self.shared.store.sfu_servers().await?;
+        let held = self.held_down();
         records
             .iter()
-            .filter(|r| !r.disabled && !r.draining)
+            .filter(|r| !r.disabled && !r.draining && !held.contains(&r.id))
             .filter_map(|r| {
                 let status = nodes.status(r.id);
                 let load = status.load.filter(|_| status.healthy)?;
@@ -1926,6 +1949,38 @@ mod tests {
         assert!(drain(&mut alice_queue).is_empty());
         let view = servers.get(a).await.unwrap();
         assert!(view.record.draining && !view.drained(), "{view:?}");
+    }
+
+    /// A node this instance just failed over takes no new room for a while even when it looks
+    /// healthy again (otherwise it would win, as the lowest id at equal load, at once).
+    #[tokio::test]
+    async fn a_node_just_failed_over_takes_no_new_room_while_held_down() {
+        let (signaling, store, recorder) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        let (a, b) = two_nodes(&signaling).await;
+        let first = signaling.channels().create(true).await.unwrap().id;
+        let (alice, _alice_queue) = member(&signaling, &first, "alice").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        tokio::time::sleep(CHECK_EVERY * 2).await;
+        recorder.take();
+        nodes.set_healthy(a, false);
+        seen_until(&recorder, "sfu_restarted").await;
+        nodes.set_healthy(a, true);
+        tokio::time::sleep(CHECK_EVERY * 2).await;
+
+        let second = signaling.channels().create(true).await.unwrap().id;
+        let (bob, _bob_queue) = member(&signaling, &second, "bob").await;
+        signaling
+            .placement()
+            .publish(&bob, "offer".into())
+            .await
+            .unwrap();
+        let placed = store.inner.channel(&second).await.unwrap().unwrap();
+        assert_eq!(placed.sfu_server_id, Some(b), "a is held down");
     }
 
     #[tokio::test]
