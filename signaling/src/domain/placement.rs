@@ -1005,6 +1005,17 @@ mod tests {
         sorted, two_members,
     };
 
+    /// The room `channel` is placed in now (the test placed it).
+    async fn placed_room(
+        store: &crate::domain::tests::CountingStore,
+        channel: &ChannelId,
+    ) -> String {
+        let record = store.inner.channel(channel).await.unwrap();
+        record
+            .and_then(|c| c.sfu_room)
+            .expect("the channel is placed")
+    }
+
     #[tokio::test]
     async fn the_first_publish_places_the_channel_and_offers_every_member() {
         let (signaling, _, recorder) = recorded_service();
@@ -1499,14 +1510,7 @@ mod tests {
             .publish(&alice, "offer".into())
             .await
             .unwrap();
-        let old_room = store
-            .inner
-            .channel(&channel)
-            .await
-            .unwrap()
-            .unwrap()
-            .sfu_room
-            .unwrap();
+        let old_room = placed_room(&store, &channel).await;
         tokio::time::sleep(CHECK_EVERY * 2).await;
         recorder.take();
         nodes.set_healthy(a, false);
@@ -1766,14 +1770,7 @@ mod tests {
             .publish(&alice, "offer".into())
             .await
             .unwrap();
-        let room = store
-            .inner
-            .channel(&lost)
-            .await
-            .unwrap()
-            .unwrap()
-            .sfu_room
-            .unwrap();
+        let room = placed_room(&store, &lost).await;
         drain(&mut alice_queue);
 
         // The node restarts (its rooms are gone) and its link comes up again.
@@ -1855,14 +1852,7 @@ mod tests {
             .publish(&alice, "offer".into())
             .await
             .unwrap();
-        let old_room = store
-            .inner
-            .channel(&channel)
-            .await
-            .unwrap()
-            .unwrap()
-            .sfu_room
-            .unwrap();
+        let old_room = placed_room(&store, &channel).await;
         drain(&mut alice_queue);
 
         // Unknown ids are 404; draining the only eligible node while it hosts a channel is 409.
