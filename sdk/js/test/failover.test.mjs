@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { artifactPath, assertDecodingFrom, connectClient, launchBrowser, sdkPage, sfuFrames, sleep, startFleet, waitFor } from './helpers.mjs';
+import { artifactPath, assertDecodingFrom, joinSfuRecordingRecovery, launchBrowser, sfuFrames, sleep, startFleet, waitFor } from './helpers.mjs';
 
 let fleet;
 let browser;
@@ -22,18 +22,7 @@ after(async () => {
 
 const skip = process.env.MOOYAHO_SFU_E2E === '0' ? { skip: 'MOOYAHO_SFU_E2E=0' } : {};
 
-async function joinSfu(channelId, name) {
-  const page = await sdkPage(browser, fleet);
-  const id = await connectClient(page, fleet, { name });
-  await page.evaluate(() => {
-    window.recovery = [];
-    for (const type of ['sfuRestart', 'reconnecting', 'reconnected']) {
-      window.mooyaho.addEventListener(type, (p) => window.recovery.push({ type, ...p, at: Date.now() }));
-    }
-  });
-  await page.evaluate((c) => window.mooyaho.enter(c), channelId);
-  return { page, id, name };
-}
+const joinSfu = (channelId, name) => joinSfuRecordingRecovery(browser, fleet, channelId, name);
 
 /**
  * framesDecoded per remote session on the current subscribe PeerConnection, counting only the

@@ -212,6 +212,23 @@ export async function joinDemo(browser, server, channelId, name, { beforeLoad } 
   return { page, id, name };
 }
 
+/**
+ * An SDK page connected as `name` and entered in the SFU channel `channelId`, recording its
+ * recovery events (`sfuRestart`, `reconnecting`, `reconnected`, with `at`) in `window.recovery`.
+ */
+export async function joinSfuRecordingRecovery(browser, server, channelId, name) {
+  const page = await sdkPage(browser, server);
+  const id = await connectClient(page, server, { name });
+  await page.evaluate(() => {
+    window.recovery = [];
+    for (const type of ['sfuRestart', 'reconnecting', 'reconnected']) {
+      window.mooyaho.addEventListener(type, (p) => window.recovery.push({ type, ...p, at: Date.now() }));
+    }
+  });
+  await page.evaluate((c) => window.mooyaho.enter(c), channelId);
+  return { page, id, name };
+}
+
 /** framesDecoded of inbound video per remote session, from each peer PeerConnection's getStats(). */
 export function frames(page) {
   return page.evaluate(async () => {

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { assertDecodingFrom, connectClient, launchBrowser, sdkPage, sfuFrames, startFleet, waitFor } from './helpers.mjs';
+import { assertDecodingFrom, joinSfuRecordingRecovery, launchBrowser, sfuFrames, startFleet, waitFor } from './helpers.mjs';
 
 const TABLE = `mooyaho_test_${process.pid}`;
 
@@ -55,19 +55,7 @@ after(async () => {
 
 const skip = process.env.MOOYAHO_SFU_E2E === '0' ? { skip: 'MOOYAHO_SFU_E2E=0' } : {};
 
-async function joinSfu(channelId, name) {
-  const page = await sdkPage(browser, fleet);
-  const id = await connectClient(page, fleet, { name });
-  await page.evaluate(() => {
-    window.recovery = [];
-    for (const type of ['sfuRestart', 'reconnecting', 'reconnected']) {
-      window.mooyaho.addEventListener(type, (p) => window.recovery.push({ type, ...p, at: Date.now() }));
-    }
-    window.states = [];
-  });
-  await page.evaluate((c) => window.mooyaho.enter(c), channelId);
-  return { page, id, name };
-}
+const joinSfu = (channelId, name) => joinSfuRecordingRecovery(browser, fleet, channelId, name);
 
 /**
  * Every local UDP port of Fay's two SFU PeerConnections (each host candidate has its own: with
@@ -94,6 +82,7 @@ test('a real network failure: UDP of one page cut until its SFU PeerConnections 
   assert.ok(ports.length >= 2, `Fay's publish and subscribe transports: ${ports}`);
   await fay.page.evaluate(() => {
     window.before = { ...window.mooyaho.sfuPeers };
+    window.states = [];
     // Each state as the SDK's handler is about to see it (that handler closes a PeerConnection
     // that reports `failed`, so a listener running after it would read `closed`).
     for (const [side, pc] of [['publish', window.before.publisher], ['subscribe', window.before.subscriber]]) {
