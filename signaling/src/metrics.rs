@@ -48,6 +48,12 @@ pub struct Metrics {
     /// Per SFU node: 1 when this instance sees it healthy (control link up, load reported
     /// within 3 s), else 0.
     pub sfu_healthy: Family<Labels, Gauge>,
+    /// Per SFU node: reports (events) its queue dropped because the node sent them faster
+    /// than this instance could handle them (see `domain::node_queue`).
+    pub sfu_node_reports_dropped: Family<Labels, Counter>,
+    /// Per SFU node: reports ignored because they name a room its channel is not placed in on
+    /// that node (a node the channel moved off, or one lying about rooms it does not hold).
+    pub sfu_node_reports_ignored: Family<Labels, Counter>,
     /// Webhook deliveries a receiver acknowledged (2xx).
     pub webhooks_delivered: Counter,
     /// Webhook attempts that failed and were retried.
@@ -99,6 +105,8 @@ impl Metrics {
             domain_events: Family::default(),
             sfu_security_drops: Family::default(),
             sfu_healthy: Family::default(),
+            sfu_node_reports_dropped: Family::default(),
+            sfu_node_reports_ignored: Family::default(),
             webhooks_delivered: Counter::default(),
             webhooks_retried: Counter::default(),
             webhooks_failed: Counter::default(),
@@ -177,6 +185,16 @@ impl Metrics {
             metrics.sfu_healthy.clone(),
         );
         registry.register(
+            "sfu_node_reports_dropped",
+            "SFU node reports dropped because the node sent them faster than they were handled",
+            metrics.sfu_node_reports_dropped.clone(),
+        );
+        registry.register(
+            "sfu_node_reports_ignored",
+            "SFU node reports naming a room the channel is not placed in on that node",
+            metrics.sfu_node_reports_ignored.clone(),
+        );
+        registry.register(
             "webhooks_delivered",
             "Webhook deliveries acknowledged by a receiver",
             metrics.webhooks_delivered.clone(),
@@ -251,6 +269,20 @@ impl Metrics {
             .filter_map(|s| Some((s.node, s.load.clone()?)))
             .collect();
         self.sfu_media.set(loads);
+    }
+
+    /// Counts one report of SFU node `node` dropped by its queue.
+    pub fn sfu_node_report_dropped(&self, node: u64) {
+        self.sfu_node_reports_dropped
+            .get_or_create(&vec![("node", node.to_string())])
+            .inc();
+    }
+
+    /// Counts one report of SFU node `node` ignored (it names a room not its channel's).
+    pub fn sfu_node_report_ignored(&self, node: u64) {
+        self.sfu_node_reports_ignored
+            .get_or_create(&vec![("node", node.to_string())])
+            .inc();
     }
 
     /// Counts one REST response.

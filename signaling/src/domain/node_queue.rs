@@ -22,7 +22,7 @@ const MAX_RENEGOTIATIONS: usize = 10_000;
 /// Distinct rooms with a speaker ranking waiting at once.
 const MAX_SPEAKER_ROOMS: usize = 10_000;
 /// Other reports waiting at once.
-const MAX_OTHER: usize = 1_024;
+pub(super) const MAX_OTHER: usize = 1_024;
 
 /// A node's reports waiting to be handled (one producer, one consumer).
 #[derive(Debug, Default)]

@@ -94,6 +94,7 @@ impl Placement {
         // The fleet's links wait on this loop only for a queue push: each node's reports are
         // handled by that node's own task, so a slow one never stops the links being read.
         let weak = Arc::downgrade(self);
+        let metrics = self.shared.metrics.clone();
         tokio::spawn(async move {
             let mut queues: HashMap<SfuServerId, Arc<NodeQueue>> = HashMap::new();
             while let Some((node, report)) = events.recv().await {
@@ -102,11 +103,12 @@ impl Placement {
                     tokio::spawn(handle_node_reports(weak.clone(), node, queue.clone()));
                     queue
                 });
-                if let Queued::Dropped(total) = queue.push(report)
-                    && total.is_power_of_two()
-                {
-                    tracing::warn!(%node, dropped = total,
-                        "SFU node reports faster than they can be handled: dropping some");
+                if let Queued::Dropped(total) = queue.push(report) {
+                    metrics.sfu_node_report_dropped(node.0);
+                    if total.is_power_of_two() {
+                        tracing::warn!(%node, dropped = total,
+                            "SFU node reports faster than they can be handled: dropping some");
+                    }
                 }
             }
         });
@@ -810,11 +812,15 @@ impl Placement {
     ) -> Option<(SessionRecord, ChannelId)> {
         let store = &self.shared.store;
         let (member, channel) = match store.session(&SessionId(session)).await {
-            Ok(Some(member)) => {
+            Ok(Some(member)) if member.channel.is_some() => {
                 let channel = member.channel.clone()?;
                 (member, channel)
             }
-            Ok(None) => return None,
+            // No such session, or one in no channel: nothing of the node's.
+            Ok(_) => {
+                self.shared.metrics.sfu_node_report_ignored(node.0);
+                return None;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "SFU event: store unavailable");
                 return None;
@@ -828,6 +834,7 @@ impl Placement {
                 Some((member, channel))
             }
             Ok(_) => {
+                self.shared.metrics.sfu_node_report_ignored(node.0);
                 tracing::debug!(%node, %room, session = %member.id, "SFU event for a room the channel is not placed in: ignored");
                 None
             }
@@ -999,6 +1006,7 @@ mod tests {
 
     use super::*;
     use crate::domain::events::Emitted;
+    use crate::domain::node_queue::MAX_OTHER as MAX_OTHER_REPORTS;
     use crate::domain::ports::ChannelStore;
     use crate::domain::tests::{
         FakeNodes, audience, drain, integrated, kinds, member, recorded_service, register_node,
@@ -1481,6 +1489,19 @@ mod tests {
                         .unwrap();
                 }
             }
+            // Reports that neither coalesce nor can wait past the bound are dropped, counted.
+            for n in 0..MAX_OTHER_REPORTS + 10 {
+                let closed = Event::TransportClosed {
+                    room: room.clone(),
+                    session: format!("s{n}"),
+                    side: "publish".into(),
+                    reason: "flood".into(),
+                };
+                node_events
+                    .send((node, NodeReport::Event(closed)))
+                    .await
+                    .unwrap();
+            }
             node_events.send((other, NodeReport::LinkUp)).await.unwrap();
         };
         tokio::time::timeout(Duration::from_secs(10), flood)
@@ -1492,6 +1513,9 @@ mod tests {
                 .any(|e| e.event == DomainEvent::SfuNodeUp { node: other }),
             "{seen:?}"
         );
+        let metrics = signaling.metrics().render();
+        let line = format!("mooyaho_sfu_node_reports_dropped_total{{node=\"{node}\"}} 10");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
     }
 
     /// After a failover the old node still has the room; its transports time out and it asks
@@ -1552,6 +1576,13 @@ mod tests {
             }]
         );
         assert_eq!(drain(&mut alice_queue).len(), 1);
+        // The three ignored reports are counted, per node.
+        let metrics = signaling.metrics().render();
+        for (node, ignored) in [(a, 2), (b, 1)] {
+            let line =
+                format!("mooyaho_sfu_node_reports_ignored_total{{node=\"{node}\"}} {ignored}");
+            assert!(metrics.contains(&line), "{line} in {metrics}");
+        }
 
         // The old node's link comes back: its orphan room is closed, the channel's room kept.
         nodes.set_healthy(a, true);
