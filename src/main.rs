@@ -2,7 +2,7 @@
 
 #![deny(unsafe_code)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -147,6 +147,16 @@ struct Options {
     /// Publish limits of `dev`'s embedded SFU node.
     #[command(flatten)]
     publish: sfu::PublishOptions,
+    /// Address `dev`'s embedded node binds its media (UDP) sockets to. Default: 127.0.0.1 when
+    /// --listen is loopback, else the --listen address (so `--listen 0.0.0.0:8080` serves
+    /// browsers on other machines).
+    #[arg(long, env = "MOOYAHO_RTC_BIND")]
+    rtc_bind: Option<IpAddr>,
+    /// Addresses `dev`'s embedded node announces in SDP candidates, most preferred first (repeat
+    /// or comma-separate). Default: --rtc-bind, or when that is 0.0.0.0 / `::`, this host's
+    /// interface addresses.
+    #[arg(long, env = "MOOYAHO_ANNOUNCE_IP", value_delimiter = ',')]
+    announce_ip: Vec<IpAddr>,
 }
 
 /// The TOML file's shape.
@@ -376,11 +386,22 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         let workers = options
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        // A non-loopback --listen means browsers elsewhere: media must be reachable there too.
+        let rtc_bind = options.rtc_bind.unwrap_or_else(|| {
+            if listen.ip().is_loopback() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                listen.ip()
+            }
+        });
         let node_config = mooyaho_media::NodeConfig {
+            bind_ip: rtc_bind,
+            announced_ips: sfu::announced_ips(rtc_bind, &options.announce_ip)?,
             core: sfu::core_config(options.max_track_bitrate, options.max_audio_track_bitrate),
             publish: options.publish.policy(),
             ..mooyaho_media::NodeConfig::loopback(workers)
         };
+        tracing::info!(bind = %rtc_bind, announced = ?node_config.announced_ips, "embedded SFU media addresses");
         Some(sfu::start_node(
             &node_config,
             SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -390,6 +411,11 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
                 .context("generating the control certificate")?,
         )?)
     } else {
+        if options.rtc_bind.is_some() || !options.announce_ip.is_empty() {
+            bail!(
+                "--rtc-bind and --announce-ip are for `mooyaho dev`'s embedded node (run `mooyaho sfu` with them)"
+            );
+        }
         None
     };
 
@@ -561,7 +587,7 @@ fn random_hex() -> String {
 fn parse_cidr(text: &str) -> anyhow::Result<ipnet::IpNet> {
     let text = text.trim();
     text.parse::<ipnet::IpNet>()
-        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
         .with_context(|| format!("--trusted-proxy {text:?} is not a CIDR or an IP address"))
 }
 

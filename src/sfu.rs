@@ -24,9 +24,11 @@ pub(crate) struct SfuOptions {
     /// Address the media (UDP) sockets bind to.
     #[arg(long, env = "MOOYAHO_RTC_BIND", default_value = "127.0.0.1")]
     rtc_bind: IpAddr,
-    /// Address announced to clients in SDP (defaults to --rtc-bind; set it when binding 0.0.0.0).
-    #[arg(long, env = "MOOYAHO_ANNOUNCE_IP")]
-    announce_ip: Option<IpAddr>,
+    /// Address announced to clients in SDP candidates, most preferred first (repeat or
+    /// comma-separate). Default: --rtc-bind, or when that is 0.0.0.0 / `::`, every address of
+    /// this host's interfaces in that family (loopback only when there is no other).
+    #[arg(long, env = "MOOYAHO_ANNOUNCE_IP", value_delimiter = ',')]
+    announce_ip: Vec<IpAddr>,
     /// UDP ports, one per worker: `40000-40001`, `40000,40001`, or `0` for any free ports.
     #[arg(long, env = "MOOYAHO_RTC_PORTS", default_value = "0")]
     rtc_ports: String,
@@ -161,7 +163,7 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
     let config = NodeConfig {
         bind_ip: options.rtc_bind,
         ports,
-        announced_ip: options.announce_ip,
+        announced_ips: announced_ips(options.rtc_bind, &options.announce_ip)?,
         spill_after: options.spill_after,
         core: core_config(options.max_track_bitrate, options.max_audio_track_bitrate),
         publish: options.publish.policy(),
@@ -201,7 +203,11 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
             .as_deref()
             .context("--register-url needs --api-key")?;
         let announced = SocketAddr::new(
-            options.announce_ip.unwrap_or_else(|| control.ip()),
+            options
+                .announce_ip
+                .first()
+                .copied()
+                .unwrap_or_else(|| control.ip()),
             control.port(),
         );
         let client = mooyaho_server_sdk::Mooyaho::new(url.as_str(), key)?;
@@ -294,9 +300,58 @@ fn parse_ports(text: &str, workers: usize) -> anyhow::Result<Vec<u16>> {
     Ok(ports[..workers].to_vec())
 }
 
+/// The addresses a node puts in its SDP candidates: `announce` when given; otherwise the bind
+/// address, or when that is unspecified (`0.0.0.0` / `::`), the host's interface addresses of
+/// that family. Link-local addresses are left out (a candidate cannot carry their scope), and
+/// loopback is used only when the host has nothing else, so a browser on another machine (or a
+/// Firefox, which never pairs with a remote loopback candidate) gets addresses it can reach.
+pub(crate) fn announced_ips(bind: IpAddr, announce: &[IpAddr]) -> anyhow::Result<Vec<IpAddr>> {
+    if let Some(bad) = announce
+        .iter()
+        .find(|ip| ip.is_unspecified() || ip.is_multicast())
+    {
+        bail!("--announce-ip {bad} is not an address clients can send to");
+    }
+    if !announce.is_empty() {
+        return Ok(announce.to_vec());
+    }
+    if !bind.is_unspecified() {
+        return Ok(vec![bind]);
+    }
+    let interfaces = if_addrs::get_if_addrs().context("listing this host's addresses")?;
+    Ok(host_candidates(bind, interfaces.iter().map(|i| i.ip())))
+}
+
+/// [`announced_ips`]'s choice among the host's addresses, for an unspecified `bind`.
+fn host_candidates(bind: IpAddr, addresses: impl Iterator<Item = IpAddr>) -> Vec<IpAddr> {
+    let link_local = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    let mut usable: Vec<IpAddr> = addresses
+        .filter(|ip| ip.is_ipv4() == bind.is_ipv4() && !link_local(ip) && !ip.is_multicast())
+        .collect();
+    usable.dedup();
+    let (mut outward, loopback): (Vec<IpAddr>, Vec<IpAddr>) =
+        usable.into_iter().partition(|ip| !ip.is_loopback());
+    if outward.is_empty() {
+        outward = loopback;
+    }
+    if outward.is_empty() {
+        // No interface of that family at all: loopback still serves this machine's browsers.
+        outward.push(if bind.is_ipv4() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
+        });
+    }
+    outward
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_ports;
+    use super::{announced_ips, host_candidates, parse_ports};
+    use std::net::IpAddr;
 
     #[test]
     fn ports_parse() {
@@ -305,5 +360,56 @@ mod tests {
         assert_eq!(parse_ports("5,6", 2).unwrap(), vec![5, 6]);
         assert!(parse_ports("5", 2).is_err());
         assert!(parse_ports("x", 1).is_err());
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn announced_addresses_follow_the_flags_then_the_bind_address() {
+        let announce = [ip("203.0.113.7"), ip("198.51.100.2")];
+        assert_eq!(
+            announced_ips(ip("0.0.0.0"), &announce).unwrap(),
+            announce.to_vec()
+        );
+        assert_eq!(
+            announced_ips(ip("10.0.0.5"), &[]).unwrap(),
+            vec![ip("10.0.0.5")]
+        );
+        assert!(announced_ips(ip("0.0.0.0"), &[ip("0.0.0.0")]).is_err());
+        assert!(announced_ips(ip("0.0.0.0"), &[ip("224.0.0.1")]).is_err());
+        // This host has at least loopback: an unspecified bind always announces something.
+        assert!(!announced_ips(ip("0.0.0.0"), &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unspecified_bind_announces_the_reachable_host_addresses() {
+        let host = [
+            ip("127.0.0.1"),
+            ip("192.168.1.20"),
+            ip("169.254.3.4"),
+            ip("::1"),
+            ip("fe80::1"),
+            ip("2001:db8::5"),
+            ip("10.8.0.1"),
+        ];
+        assert_eq!(
+            host_candidates(ip("0.0.0.0"), host.into_iter()),
+            vec![ip("192.168.1.20"), ip("10.8.0.1")]
+        );
+        assert_eq!(
+            host_candidates(ip("::"), host.into_iter()),
+            vec![ip("2001:db8::5")]
+        );
+        // Only loopback (a sandbox): loopback is better than nothing.
+        assert_eq!(
+            host_candidates(ip("0.0.0.0"), [ip("127.0.0.1"), ip("::1")].into_iter()),
+            vec![ip("127.0.0.1")]
+        );
+        assert_eq!(
+            host_candidates(ip("0.0.0.0"), [ip("::1")].into_iter()),
+            vec![ip("127.0.0.1")]
+        );
     }
 }

@@ -25,8 +25,11 @@ pub struct NodeConfig {
     pub bind_ip: IpAddr,
     /// One UDP port per worker (0 = any free port); its length is the number of workers.
     pub ports: Vec<u16>,
-    /// Address announced in SDP candidates (defaults to `bind_ip`; must be reachable by clients).
-    pub announced_ip: Option<IpAddr>,
+    /// Addresses announced in SDP candidates, most preferred first (empty: `bind_ip`; they must
+    /// be reachable by clients). Needed when `bind_ip` is unspecified (`0.0.0.0`): the workers
+    /// answer from whichever local address the kernel routes the reply through, so announce
+    /// addresses the clients reach this host at.
+    pub announced_ips: Vec<IpAddr>,
     /// Subscribe transports a room keeps on its home worker before new subscribers go to the
     /// least-loaded worker (the room then spans workers through pipes).
     pub spill_after: usize,
@@ -43,7 +46,7 @@ impl NodeConfig {
         Self {
             bind_ip: IpAddr::from([127, 0, 0, 1]),
             ports: vec![0; workers.max(1)],
-            announced_ip: None,
+            announced_ips: Vec::new(),
             spill_after: DEFAULT_SPILL_AFTER,
             core: sfu_core::Config::default(),
             publish: PublishPolicy::default(),
@@ -276,10 +279,15 @@ impl Node {
         for ((index, port), inbox) in config.ports.iter().enumerate().zip(inboxes) {
             let socket = Socket::bind(SocketAddr::new(config.bind_ip, *port))?;
             let local = socket.local_addr()?;
-            let announced = SocketAddr::new(
-                config.announced_ip.unwrap_or_else(|| local.ip()),
-                local.port(),
-            );
+            let announced: Arc<[SocketAddr]> = if config.announced_ips.is_empty() {
+                Arc::from([local])
+            } else {
+                config
+                    .announced_ips
+                    .iter()
+                    .map(|ip| SocketAddr::new(*ip, local.port()))
+                    .collect()
+            };
             workers.push(WorkerHandle::spawn(
                 index,
                 socket,

@@ -90,8 +90,9 @@ pub struct LocalDescription {
     pub ice: IceCredentials,
     /// The node's DTLS certificate fingerprint.
     pub fingerprint: Fingerprint,
-    /// The worker's UDP address announced as the single host candidate.
-    pub candidate: SocketAddr,
+    /// The worker's UDP addresses announced as host candidates, most preferred first (never
+    /// empty: one per address a node announces).
+    pub candidates: Vec<SocketAddr>,
 }
 
 /// Audio or video.
@@ -297,7 +298,7 @@ pub fn fuzz_sdp(data: &[u8]) {
             pwd: "fuzzPasswordFuzzPassword".to_owned(),
         },
         fingerprint: Fingerprint::of_der(b"fuzz"),
-        candidate: SocketAddr::from(([192, 0, 2, 1], 3478)),
+        candidates: vec![SocketAddr::from(([192, 0, 2, 1], 3478))],
     };
     if let Ok(negotiation) = negotiate_publish(text, &local, &PublishLimits::default()) {
         assert!(

@@ -667,6 +667,27 @@ mod tests {
     }
 
     #[test]
+    fn every_announced_address_is_a_host_candidate_in_preference_order() {
+        let mut local = local();
+        local.candidates = vec![
+            std::net::SocketAddr::from(([192, 168, 1, 20], 40000)),
+            std::net::SocketAddr::from(([10, 8, 0, 1], 40000)),
+        ];
+        let negotiation = negotiate_publish(&crlf(CHROME), &local, &PublishLimits::default())
+            .expect("offer accepted");
+        let answer = reparse(&negotiation.answer);
+        // Distinct foundations (different interfaces), the first address preferred.
+        assert_eq!(
+            media_attrs(&answer, 0, "candidate"),
+            [
+                "1 1 udp 2130706431 192.168.1.20 40000 typ host",
+                "2 1 udp 2130706175 10.8.0.1 40000 typ host",
+            ]
+        );
+        assert_eq!(media_attr(&answer, 0, "end-of-candidates"), Some(""));
+    }
+
+    #[test]
     fn firefox_offer_uses_session_fingerprint_and_media_ice() {
         let negotiation = negotiate(FIREFOX);
         check_answer(FIREFOX, &negotiation);

@@ -27,7 +27,7 @@ pub(super) fn local() -> LocalDescription {
             pwd: "SfuPasswordSfuPassword24".to_owned(),
         },
         fingerprint: Fingerprint::of_der(b"mooyaho test certificate"),
-        candidate: SocketAddr::from(([203, 0, 113, 7], 40000)),
+        candidates: vec![SocketAddr::from(([203, 0, 113, 7], 40000))],
     }
 }
 

@@ -87,18 +87,23 @@ pub(super) fn codec_lines(out: &mut String, codec: &Codec) {
     }
 }
 
-/// The one host candidate (RFC 8839 §5.1) and `a=end-of-candidates` (RFC 8840 §8.2): an ICE-lite
+/// The host candidates (RFC 8839 §5.1) and `a=end-of-candidates` (RFC 8840 §8.2): an ICE-lite
 /// server never trickles.
 pub(super) fn candidate_lines(out: &mut String, local: &LocalDescription) {
-    let address = local.candidate;
-    // Priority 2130706431 = (126 << 24) + (65535 << 8) + 255: host type preference
-    // (RFC 8445 §5.1.2.1), component 1.
-    sdp_line!(
-        out,
-        "a=candidate:1 1 udp 2130706431 {} {} typ host",
-        address.ip(),
-        address.port()
-    );
+    for (index, address) in local.candidates.iter().enumerate() {
+        // Priority (RFC 8445 §5.1.2.1): host type preference 126, local preference 65535 for
+        // the first address and one less for each after it, component 1. Each address is its
+        // own foundation (they are different interfaces).
+        let local_preference = 65535u32.saturating_sub(index as u32);
+        let priority = (126u32 << 24) + (local_preference << 8) + 255;
+        sdp_line!(
+            out,
+            "a=candidate:{} 1 udp {priority} {} {} typ host",
+            index + 1,
+            address.ip(),
+            address.port()
+        );
+    }
     sdp_line!(out, "a=end-of-candidates");
 }
 

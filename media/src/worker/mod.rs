@@ -212,13 +212,13 @@ pub(crate) struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Starts worker `index` on `socket`; `announced` is the address put in SDP candidates.
+    /// Starts worker `index` on `socket`; `announced` are the addresses put in SDP candidates.
     /// `wake` and `pipe_inbox` are this worker's; `pipe_peers` reach every worker.
     #[allow(clippy::too_many_arguments)] // one call site, in Node::start
     pub(crate) fn spawn(
         index: usize,
         socket: Socket,
-        announced: SocketAddr,
+        announced: Arc<[SocketAddr]>,
         identity: DtlsIdentity,
         events: async_mpsc::UnboundedSender<NodeEvent>,
         wake: Arc<Wake>,

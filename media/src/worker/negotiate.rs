@@ -127,7 +127,7 @@ impl Worker {
         LocalDescription {
             ice: ice.clone(),
             fingerprint: sdp::Fingerprint(self.identity.fingerprint.clone()),
-            candidate: self.announced,
+            candidates: self.announced.to_vec(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -124,7 +124,7 @@ pub(super) struct Worker {
     /// The worker's UDP socket; `None` in the fuzz harness, which feeds datagrams to
     /// [`Self::handle_datagram`] and takes what would be sent with [`Self::take_sent`].
     socket: Option<Socket>,
-    pub(super) announced: SocketAddr,
+    pub(super) announced: Arc<[SocketAddr]>,
     pub(super) identity: DtlsIdentity,
     pub(super) events: async_mpsc::UnboundedSender<NodeEvent>,
     /// The rooms' media state: who is in each room, their transports and tracks.
@@ -183,7 +183,7 @@ impl Worker {
     pub(super) fn new(
         index: usize,
         socket: Option<Socket>,
-        announced: SocketAddr,
+        announced: Arc<[SocketAddr]>,
         identity: DtlsIdentity,
         events: async_mpsc::UnboundedSender<NodeEvent>,
         pipe_peers: Vec<PipeSender>,
