@@ -24,6 +24,14 @@ pub struct ChannelRecord {
     pub created_at_ms: u64,
 }
 
+impl ChannelRecord {
+    /// Puts channels in listing order, the order every store's `channels()` returns: oldest
+    /// first, ties (one millisecond) by id, so a listing is stable across calls and backends.
+    pub fn sort_oldest_first(channels: &mut [Self]) {
+        channels.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+    }
+}
+
 /// Microphone/camera state a session announces to its channel (`updateMediaState`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -208,4 +216,27 @@ pub enum ChatMessage {
         /// Any JSON.
         data: Value,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn channel(id: &str, created_at_ms: u64) -> ChannelRecord {
+        ChannelRecord {
+            id: ChannelId::from(id),
+            sfu_enabled: false,
+            sfu_server_id: None,
+            sfu_room: None,
+            created_at_ms,
+        }
+    }
+
+    #[test]
+    fn channels_list_oldest_first_and_by_id_within_one_millisecond() {
+        let mut channels = vec![channel("b", 5), channel("z", 1), channel("a", 5)];
+        ChannelRecord::sort_oldest_first(&mut channels);
+        let order: Vec<_> = channels.iter().map(|c| c.id.0.as_str()).collect();
+        assert_eq!(order, ["z", "a", "b"]);
+    }
 }

@@ -236,7 +236,7 @@ impl ChannelStore for EmbeddedStore {
 
     async fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
         let mut all: Vec<_> = self.lock().persistent.channels.values().cloned().collect();
-        all.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        ChannelRecord::sort_oldest_first(&mut all);
         Ok(all)
     }
 

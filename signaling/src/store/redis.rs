@@ -258,7 +258,7 @@ impl ChannelStore for RedisStore {
             .flatten()
             .map(|j| serde_json::from_str::<ChannelRecord>(&j).map_err(corrupt))
             .collect::<Result<Vec<_>, _>>()?;
-        all.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        ChannelRecord::sort_oldest_first(&mut all);
         Ok(all)
     }
 
