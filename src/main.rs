@@ -259,42 +259,23 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         // `dev` always persists; `server` persists only when asked (or uses Redis).
         (dev && redis_url.is_none()).then(|| PathBuf::from("mooyaho-data"))
     });
-    let api_key = match options.api_key.or(file.api_key) {
-        Some(key) if key.len() < MIN_API_KEY_LEN => {
-            bail!("the API key must be at least {MIN_API_KEY_LEN} characters")
-        }
+    let api_key = match long_enough(options.api_key.or(file.api_key), "API key")? {
         Some(key) => key,
         None if dev => dev_api_key(data_dir.as_deref())?,
         None => bail!("`mooyaho server` needs --api-key (or MOOYAHO_API_KEY)"),
     };
     let mut config = SignalingConfig::new(api_key);
-    config.token_secret = match options.token_secret.or(file.token_secret) {
-        Some(secret) if secret.len() < MIN_API_KEY_LEN => {
-            bail!("the token secret must be at least {MIN_API_KEY_LEN} characters")
-        }
-        secret => secret,
-    };
-    let webhook_urls = if options.webhook_url.is_empty() {
-        file.webhook_urls.unwrap_or_default()
-    } else {
-        options.webhook_url
-    };
-    config.webhooks.urls = webhook_urls
+    config.token_secret = long_enough(options.token_secret.or(file.token_secret), "token secret")?;
+    config.webhooks.urls = flags_or_file(options.webhook_url, file.webhook_urls)
         .iter()
         .map(|url| mooyaho_signaling::webhooks::parse_url(url.trim()))
         .collect::<Result<_, _>>()
         .context("--webhook-url")?;
-    config.webhooks.secret = match options.webhook_secret.or(file.webhook_secret) {
-        Some(secret) if secret.len() < MIN_API_KEY_LEN => {
-            bail!("the webhook secret must be at least {MIN_API_KEY_LEN} characters")
-        }
-        secret => secret,
-    };
-    let turn_urls = if options.turn_url.is_empty() {
-        file.turn_urls.unwrap_or_default()
-    } else {
-        options.turn_url
-    };
+    config.webhooks.secret = long_enough(
+        options.webhook_secret.or(file.webhook_secret),
+        "webhook secret",
+    )?;
+    let turn_urls = flags_or_file(options.turn_url, file.turn_urls);
     let turn_secret = options.turn_secret.or(file.turn_secret);
     let turn_ttl = options
         .turn_ttl_secs
@@ -318,11 +299,7 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         None => {}
     }
     config.allow_anonymous = options.allow_anonymous || file.allow_anonymous.unwrap_or(false);
-    config.cors_origins = if options.cors_origin.is_empty() {
-        file.cors_origins.unwrap_or_default()
-    } else {
-        options.cors_origin
-    };
+    config.cors_origins = flags_or_file(options.cors_origin, file.cors_origins);
     if let Some(ms) = options.ping_interval_ms.or(file.ping_interval_ms) {
         config.ping_interval = Duration::from_millis(ms.max(100));
     }
@@ -353,12 +330,7 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
             config.resume_token_lifetime.as_millis()
         );
     }
-    let trusted_proxy = if options.trusted_proxy.is_empty() {
-        file.trusted_proxies.unwrap_or_default()
-    } else {
-        options.trusted_proxy
-    };
-    config.trusted_proxies = trusted_proxy
+    config.trusted_proxies = flags_or_file(options.trusted_proxy, file.trusted_proxies)
         .iter()
         .map(|cidr| parse_cidr(cidr))
         .collect::<anyhow::Result<_>>()?;
@@ -577,6 +549,27 @@ async fn wait_until_healthy(state: &AppState, id: u64) {
     tracing::warn!("the embedded SFU node did not report healthy within 10 s");
 }
 
+/// A secret or key from a flag or the config file, refused when shorter than
+/// [`MIN_API_KEY_LEN`] (each one signs or authenticates something a guess must not reach).
+fn long_enough(secret: Option<String>, what: &str) -> anyhow::Result<Option<String>> {
+    match secret {
+        Some(secret) if secret.len() < MIN_API_KEY_LEN => {
+            bail!("the {what} must be at least {MIN_API_KEY_LEN} characters")
+        }
+        secret => Ok(secret),
+    }
+}
+
+/// A repeatable flag's values, or the config file's list when the flag was not given: flags
+/// replace the file's list rather than add to it.
+fn flags_or_file(flags: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
+    if flags.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flags
+    }
+}
+
 fn random_hex() -> String {
     let mut bytes = [0u8; 24];
     rand::rng().fill_bytes(&mut bytes);
@@ -661,4 +654,30 @@ pub(crate) async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_secret_is_refused_by_name_and_a_long_or_missing_one_passes() {
+        let short = long_enough(Some("x".repeat(MIN_API_KEY_LEN - 1)), "webhook secret");
+        let message = short.expect_err("short").to_string();
+        assert_eq!(message, "the webhook secret must be at least 16 characters");
+        let long = "x".repeat(MIN_API_KEY_LEN);
+        assert_eq!(
+            long_enough(Some(long.clone()), "token secret").ok(),
+            Some(Some(long))
+        );
+        assert_eq!(long_enough(None, "token secret").ok(), Some(None));
+    }
+
+    #[test]
+    fn list_flags_replace_the_config_files_list() {
+        let file = Some(vec!["from-file".to_owned()]);
+        assert_eq!(flags_or_file(Vec::new(), file.clone()), ["from-file"]);
+        assert_eq!(flags_or_file(vec!["flag".to_owned()], file), ["flag"]);
+        assert!(flags_or_file(Vec::new(), None).is_empty());
+    }
 }
