@@ -17,6 +17,8 @@ command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 # sdk/js/test/network-failure.test.mjs cuts a page's UDP for real with an nftables rule (as root).
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+# sdk/js/test/firefox.test.mjs drives a stock Firefox ESR over WebDriver BiDi.
+[ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr)
 # The aiortc interop test's venv needs venv + pip.
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

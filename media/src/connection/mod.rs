@@ -432,8 +432,13 @@ impl Connection {
             self.start_dtls(now);
         }
         match self.state {
+            // The reason says which layer failed, for the node's log and the operator.
             State::Connecting if now >= self.last_check + CONNECT_TIMEOUT => {
-                self.close("never connected")
+                if self.paths.selected().is_none() {
+                    self.close("never connected: no ICE connectivity check succeeded")
+                } else {
+                    self.close("never connected: the DTLS handshake did not complete")
+                }
             }
             State::Connected if self.paths.consent_expired(now) => self.close("consent expired"),
             _ => {}
@@ -784,7 +789,28 @@ mod tests {
             pair.advance(deadline - Duration::from_millis(1));
             assert!(pair.events.is_empty());
             pair.advance(deadline);
-            assert_eq!(pair.events, [ConnectionEvent::Closed("never connected")]);
+            assert_eq!(
+                pair.events,
+                [ConnectionEvent::Closed(
+                    "never connected: no ICE connectivity check succeeded"
+                )]
+            );
+        }
+
+        #[test]
+        fn a_connection_whose_dtls_never_completes_says_so_when_given_up() {
+            let mut pair = Pair::new();
+            let pwd = pair.node.local_ice().pwd.clone();
+            assert!(pair.check(HOME, true, &pwd));
+            assert_eq!(pair.node.paths().selected(), Some(HOME));
+            // The client never starts its DTLS handshake, nor checks again.
+            pair.advance(pair.now + CONNECT_TIMEOUT + Duration::from_millis(1));
+            assert_eq!(
+                pair.events,
+                [ConnectionEvent::Closed(
+                    "never connected: the DTLS handshake did not complete"
+                )]
+            );
         }
 
         /// Review finding (2026-12-01): a participant validates a victim's address with a check

@@ -228,7 +228,7 @@ var Sfu = class {
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === "connected") this.io.onPublishConnected(pc);
-      if (pc.connectionState === "failed") this.io.onFailed("publish");
+      if (pc.connectionState === "failed") this.io.onFailed("publish", failedLayer(pc));
     };
     await pc.setLocalDescription(await pc.createOffer());
     let reply;
@@ -309,11 +309,14 @@ var Sfu = class {
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === "connected") this.io.onSubscribeConnected(pc);
-      if (pc.connectionState === "failed") this.io.onFailed("subscribe");
+      if (pc.connectionState === "failed") this.io.onFailed("subscribe", failedLayer(pc));
     };
     return pc;
   }
 };
+function failedLayer(pc) {
+  return pc.iceConnectionState === "failed" || pc.iceConnectionState === "disconnected" ? "ice" : "dtls";
+}
 
 // src/types.ts
 var MooyahoError = class extends Error {
@@ -649,6 +652,9 @@ var Mooyaho = class extends Emitter {
   /** Camera/microphone, cached. Call before `enter`/`directCall`: mesh tracks go into PCs created later. */
   async createUserMedia(constraints = { audio: true, video: true }) {
     if (this.#local) return this.#local;
+    if (!navigator.mediaDevices) {
+      throw new MooyahoError("insecure_context", "camera and microphone need a secure context: serve the page over HTTPS (or from localhost)");
+    }
     const local = await navigator.mediaDevices.getUserMedia(constraints);
     this.#local = local;
     if (this.#sfu && !this.#sfu.publisher) this.#sfu.publish(local).catch((e) => this.#fail(e));
@@ -940,8 +946,11 @@ var Mooyaho = class extends Emitter {
           this.#sfuConnected("subscribe");
           this.#retellWishes();
         },
-        onFailed: () => {
-          if (this.#sfu === sfu) void this.#recoverSfu("failed");
+        onFailed: (side, layer) => {
+          if (this.#sfu !== sfu) return;
+          const why = layer === "ice" ? "no network path to the media node worked (ICE): its UDP port may be blocked or its announced address unreachable" : "the secure (DTLS) handshake with the media node failed";
+          this.emit("error", new MooyahoError("media_connection_failed", `the SFU ${side} connection failed: ${why}; reconnecting`));
+          void this.#recoverSfu("failed");
         }
       },
       this.config.simulcast ?? true

@@ -117,6 +117,10 @@ export class Mooyaho extends Emitter {
   /** Camera/microphone, cached. Call before `enter`/`directCall`: mesh tracks go into PCs created later. */
   async createUserMedia(constraints: MediaStreamConstraints = { audio: true, video: true }): Promise<MediaStream> {
     if (this.#local) return this.#local;
+    // Browsers hide cameras from plain-http pages other than localhost.
+    if (!navigator.mediaDevices) {
+      throw new MooyahoError('insecure_context', 'camera and microphone need a secure context: serve the page over HTTPS (or from localhost)');
+    }
     const local = await navigator.mediaDevices.getUserMedia(constraints);
     this.#local = local;
     // In an SFU channel entered without a camera, start publishing now (publishing is its own
@@ -443,8 +447,14 @@ export class Mooyaho extends Emitter {
         this.#sfuConnected('subscribe');
         this.#retellWishes();
       },
-      onFailed: () => {
-        if (this.#sfu === sfu) void this.#recoverSfu('failed');
+      onFailed: (side, layer) => {
+        if (this.#sfu !== sfu) return;
+        // Say so (a firewall blocking the node's UDP looks like this), then recover.
+        const why = layer === 'ice'
+          ? 'no network path to the media node worked (ICE): its UDP port may be blocked or its announced address unreachable'
+          : 'the secure (DTLS) handshake with the media node failed';
+        this.emit('error', new MooyahoError('media_connection_failed', `the SFU ${side} connection failed: ${why}; reconnecting`));
+        void this.#recoverSfu('failed');
       },
       },
       this.config.simulcast ?? true,

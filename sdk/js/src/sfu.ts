@@ -12,8 +12,12 @@ export interface SfuIo {
   onTrackEnded(sessionId: string, track: MediaStreamTrack): void;
   onPublishConnected(pc: RTCPeerConnection): void;
   onSubscribeConnected(pc: RTCPeerConnection): void;
-  /** One of the SFU PeerConnections went `failed` (the SDK recovers; see `Mooyaho`). */
-  onFailed(side: 'publish' | 'subscribe'): void;
+  /**
+   * One of the SFU PeerConnections went `failed` (the SDK recovers; see `Mooyaho`): `ice` when
+   * no path to the node worked, `dtls` when ICE did but the secure handshake or its consent
+   * failed.
+   */
+  onFailed(side: 'publish' | 'subscribe', layer: 'ice' | 'dtls'): void;
 }
 
 type Candidate = RTCIceCandidateInit | null;
@@ -83,7 +87,7 @@ export class Sfu {
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === 'connected') this.io.onPublishConnected(pc);
-      if (pc.connectionState === 'failed') this.io.onFailed('publish');
+      if (pc.connectionState === 'failed') this.io.onFailed('publish', failedLayer(pc));
     };
     await pc.setLocalDescription(await pc.createOffer());
     let reply;
@@ -179,8 +183,13 @@ export class Sfu {
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === 'connected') this.io.onSubscribeConnected(pc);
-      if (pc.connectionState === 'failed') this.io.onFailed('subscribe');
+      if (pc.connectionState === 'failed') this.io.onFailed('subscribe', failedLayer(pc));
     };
     return pc;
   }
+}
+
+/** Which layer of a `failed` PeerConnection gave up: ICE itself, or DTLS over a working path. */
+function failedLayer(pc: RTCPeerConnection): 'ice' | 'dtls' {
+  return pc.iceConnectionState === 'failed' || pc.iceConnectionState === 'disconnected' ? 'ice' : 'dtls';
 }

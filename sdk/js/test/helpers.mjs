@@ -1,6 +1,6 @@
 // Shared fixtures for the browser tests: a real `mooyaho dev --allow-anonymous` process and a
 // headless Debian Chromium with fake camera/microphone, both torn down by the test.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -14,10 +14,15 @@ export const repoRoot = resolve(here, '../../..');
 export const artifactsDir = join(repoRoot, 'test-artifacts');
 
 /** Starts the binary on a free loopback port; resolves once it printed its URL and API key. */
-export async function startServer(extraArgs = [], { anonymous = true } = {}) {
+export async function startServer(extraArgs = [], { anonymous = true, netns, host } = {}) {
   const binary = process.env.MOOYAHO_BIN ?? join(repoRoot, 'target/debug/mooyaho');
   const dataDir = mkdtempSync(join(tmpdir(), 'mooyaho-js-test-'));
-  const child = spawn(binary, ['dev', '--listen', '127.0.0.1:0', '--data-dir', dataDir, ...(anonymous ? ['--allow-anonymous'] : []), ...extraArgs], {
+  // In a network namespace (`netns`, made by the test): listen on all of its addresses and
+  // reach it at `host`. `ip netns exec` execs the binary, so the PID stays the server's.
+  const listen = netns ? '0.0.0.0:0' : '127.0.0.1:0';
+  const args = ['dev', '--listen', listen, '--data-dir', dataDir, ...(anonymous ? ['--allow-anonymous'] : []), ...extraArgs];
+  const [command, argv] = netns ? ['ip', ['netns', 'exec', netns, binary, ...args]] : [binary, args];
+  const child = spawn(command, argv, {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });
@@ -29,7 +34,8 @@ export async function startServer(extraArgs = [], { anonymous = true } = {}) {
     child.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${out}\n${stderr}`)));
     child.stdout.on('data', (d) => {
       out += d;
-      const url = /mooyaho listening on (http:\/\/\S+)/.exec(out)?.[1];
+      const printed = /mooyaho listening on (http:\/\/\S+)/.exec(out)?.[1];
+      const url = printed && host ? printed.replace('0.0.0.0', host) : printed;
       const apiKey = /API key:\s+(\S+)/.exec(out)?.[1];
       if (url && apiKey) {
         clearTimeout(timer);
@@ -178,22 +184,28 @@ export async function sdkPage(browser, server, { beforeLoad } = {}) {
   return page;
 }
 
+/**
+ * Runs in a page (any browser): connects a `Mooyaho` as `window.mooyaho`, with camera, records
+ * its events in `window.events`, integrates as `name` when given. Resolves the session id.
+ */
+export async function connectInPage({ url, allowDirectCall, name, heartbeatMs, iceTransportPolicy }) {
+  const mooyaho = new window.Mooyaho({ url, allowDirectCall, ...(heartbeatMs ? { heartbeatMs } : {}), ...(iceTransportPolicy ? { iceTransportPolicy } : {}) });
+  window.mooyaho = mooyaho;
+  window.events = [];
+  for (const type of ['connected', 'enterSuccess', 'entered', 'left', 'remoteStreamChanged', 'peerConnected', 'sfuPeerConnected',
+    'reconnected', 'updatedMediaState', 'messaged', 'channelClosed', 'integrated', 'callRejected', 'peerDisconnected']) {
+    mooyaho.addEventListener(type, (p) => window.events.push({ type, sessionId: p.sessionId ?? null, reason: p.reason, message: p.message }));
+  }
+  mooyaho.addEventListener('error', (e) => window.events.push({ type: 'error', code: e.code, message: e.message }));
+  const id = await mooyaho.connect();
+  await mooyaho.createUserMedia({ audio: true, video: { width: 320, height: 240 } });
+  if (name) await mooyaho.integrateUser({ id, name });
+  return id;
+}
+
 /** Connects a `Mooyaho` in `page` as `window.mooyaho`, with camera, and records its events in `window.events`. */
 export async function connectClient(page, server, { allowDirectCall = false, name, heartbeatMs, iceTransportPolicy } = {}) {
-  return page.evaluate(async ({ url, allowDirectCall, name, heartbeatMs, iceTransportPolicy }) => {
-    const mooyaho = new window.Mooyaho({ url, allowDirectCall, ...(heartbeatMs ? { heartbeatMs } : {}), ...(iceTransportPolicy ? { iceTransportPolicy } : {}) });
-    window.mooyaho = mooyaho;
-    window.events = [];
-    for (const type of ['connected', 'enterSuccess', 'entered', 'left', 'remoteStreamChanged', 'peerConnected', 'sfuPeerConnected',
-      'reconnected', 'updatedMediaState', 'messaged', 'channelClosed', 'integrated', 'callRejected', 'peerDisconnected']) {
-      mooyaho.addEventListener(type, (p) => window.events.push({ type, sessionId: p.sessionId ?? null, reason: p.reason, message: p.message }));
-    }
-    mooyaho.addEventListener('error', (e) => window.events.push({ type: 'error', code: e.code, message: e.message }));
-    const id = await mooyaho.connect();
-    await mooyaho.createUserMedia({ audio: true, video: { width: 320, height: 240 } });
-    if (name) await mooyaho.integrateUser({ id, name });
-    return id;
-  }, { url: server.url, allowDirectCall, name, heartbeatMs, iceTransportPolicy });
+  return page.evaluate(connectInPage, { url: server.url, allowDirectCall, name, heartbeatMs, iceTransportPolicy });
 }
 
 /**
@@ -336,4 +348,39 @@ export async function startTurn(secret) {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * A network namespace with its own address, joined to this one by a veth pair (needs root):
+ * `address` is the namespace's end, `peer` this namespace's. `remove()` deletes both.
+ */
+export function createNamespace(tag) {
+  const id = process.pid % 250;
+  const name = `mooyaho-${tag}-${process.pid}`;
+  const outside = `my${tag.slice(0, 4)}${id}h`;
+  const inside = `my${tag.slice(0, 4)}${id}n`;
+  const net = `10.231.${id}`;
+  const run = (...args) => {
+    const result = spawnSync('ip', args, { encoding: 'utf8' });
+    if (result.status !== 0) throw new Error(`ip ${args.join(' ')}: ${result.stderr || result.error}`);
+  };
+  const remove = () => {
+    spawnSync('ip', ['link', 'del', outside]);
+    spawnSync('ip', ['netns', 'del', name]);
+  };
+  remove(); // a run killed earlier may have left them
+  run('netns', 'add', name);
+  try {
+    run('link', 'add', outside, 'type', 'veth', 'peer', 'name', inside);
+    run('link', 'set', inside, 'netns', name);
+    run('addr', 'add', `${net}.1/24`, 'dev', outside);
+    run('link', 'set', outside, 'up');
+    run('netns', 'exec', name, 'ip', 'addr', 'add', `${net}.2/24`, 'dev', inside);
+    run('netns', 'exec', name, 'ip', 'link', 'set', inside, 'up');
+    run('netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up');
+  } catch (e) {
+    remove();
+    throw e;
+  }
+  return { name, address: `${net}.2`, peer: `${net}.1`, remove };
 }

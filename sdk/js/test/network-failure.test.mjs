@@ -116,6 +116,9 @@ test('a real network failure: UDP of one page cut until its SFU PeerConnections 
   const states = await fay.page.evaluate(() => window.states.map((s) => `${s.side}:${s.state}`));
   console.log(`network failure: cut → failed ${healedAt - cutAt} ms (${states.join(' → ')})`);
   assert.ok(states.some((s) => s.endsWith(':failed')), `a PeerConnection failed: ${states}`);
+  // The application is told, with a code it can show and a reason naming the layer.
+  const failures = await fay.page.evaluate(() => window.events.filter((e) => e.type === 'error' && e.code === 'media_connection_failed'));
+  assert.ok(failures.length >= 1 && failures.every((e) => /\(ICE\)/.test(e.message)), `Fay's errors: ${JSON.stringify(failures)}`);
   // The cut was real: Fay's datagrams (consent checks, media) were dropped.
   assert.ok(cutDrops > 0, 'nothing was dropped');
   console.log(`network failure: ${cutDrops} datagrams dropped from/to ports ${ports}`);

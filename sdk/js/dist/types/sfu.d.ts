@@ -6,8 +6,12 @@ export interface SfuIo {
     onTrackEnded(sessionId: string, track: MediaStreamTrack): void;
     onPublishConnected(pc: RTCPeerConnection): void;
     onSubscribeConnected(pc: RTCPeerConnection): void;
-    /** One of the SFU PeerConnections went `failed` (the SDK recovers; see `Mooyaho`). */
-    onFailed(side: 'publish' | 'subscribe'): void;
+    /**
+     * One of the SFU PeerConnections went `failed` (the SDK recovers; see `Mooyaho`): `ice` when
+     * no path to the node worked, `dtls` when ICE did but the secure handshake or its consent
+     * failed.
+     */
+    onFailed(side: 'publish' | 'subscribe', layer: 'ice' | 'dtls'): void;
 }
 type Candidate = RTCIceCandidateInit | null;
 /**

@@ -63,7 +63,9 @@ export interface ServerFrame {
 /**
  * Every failure the SDK reports: server `error` replies keep the server's `code`
  * (`forbidden`, `channel_not_found`, `sfu_unavailable`, ...); SDK-side failures use
- * `timeout`, `disconnected`, `rejected`, `invalid_state`, `webrtc`.
+ * `timeout`, `disconnected`, `rejected`, `invalid_state`, `webrtc`, `media_connection_failed`
+ * (an SFU PeerConnection failed; the SDK reconnects it), `insecure_context` (no camera API on a
+ * plain-http page).
  */
 export declare class MooyahoError extends Error {
     readonly code: string;
