@@ -33,16 +33,6 @@ pub const PUBLISHER_SSRC: Ssrc = Ssrc(0x1000);
 /// A worker with one room, one publisher of a VP8 track and `subscribers` subscriber
 /// transports, each subscribed with RTX, mid and transport-cc negotiated (the browser case).
 pub fn fanout_worker(now: Instant, subscribers: usize) -> (Worker, TransportId) {
-    let mut worker = uncapped_worker();
-    let room = worker.create_room().expect("room");
-    let publish = TransportConfig {
-        direction: Direction::Publish,
-        extensions: ExtensionMap::new(&[
-            (1, ExtensionKind::AbsSendTime),
-            (3, ExtensionKind::TransportCc),
-        ]),
-    };
-    let publisher = worker.add_transport(now, room, publish).expect("publisher");
     let track = TrackConfig {
         kind: MediaKind::Video,
         codec: Codec::Vp8,
@@ -52,20 +42,19 @@ pub fn fanout_worker(now: Instant, subscribers: usize) -> (Worker, TransportId) 
         mid: Mid::new(b"0"),
         encodings: Encodings::single(PUBLISHER_SSRC, Some(Ssrc(0x1001))),
     };
-    let track = worker.publish_track(now, publisher, track).expect("track");
-    let subscribe = TransportConfig {
-        direction: Direction::Subscribe,
-        extensions: ExtensionMap::new(&[
+    one_track_room(
+        now,
+        ExtensionMap::new(&[
+            (1, ExtensionKind::AbsSendTime),
+            (3, ExtensionKind::TransportCc),
+        ]),
+        track,
+        ExtensionMap::new(&[
             (1, ExtensionKind::AbsSendTime),
             (3, ExtensionKind::TransportCc),
             (4, ExtensionKind::Mid),
         ]),
-    };
-    for i in 0..subscribers as u32 {
-        let transport = worker
-            .add_transport(now, room, subscribe)
-            .expect("subscriber");
-        let config = SubscriptionConfig {
+        (0..subscribers as u32).map(|i| SubscriptionConfig {
             ssrc: Ssrc(0x10_0000 + 2 * i),
             pt: Pt(96),
             rtx: Some(Rtx {
@@ -73,14 +62,8 @@ pub fn fanout_worker(now: Instant, subscribers: usize) -> (Worker, TransportId) 
                 pt: Pt(97),
             }),
             mid: Mid::new(b"0"),
-        };
-        worker
-            .subscribe(now, transport, track, config)
-            .expect("subscription");
-    }
-    while worker.poll_transmit().is_some() {}
-    while worker.poll_event().is_some() {}
-    (worker, publisher)
+        }),
+    )
 }
 
 /// A VP8 RTP packet as a publisher sends it: abs-send-time and transport-cc extensions and a
@@ -89,21 +72,10 @@ pub fn video_packet(seq: u16, timestamp: u32, payload_len: usize, keyframe: bool
     let mut extensions = OutExtensions::EMPTY;
     extensions.push(1, &[0x12, 0x34, 0x56]);
     extensions.push(3, &seq.to_be_bytes());
-    let header = RtpHeader {
-        ssrc: PUBLISHER_SSRC,
-        pt: Pt(96),
-        seq: SeqNo(u64::from(seq)),
-        timestamp: RtpTime(u64::from(timestamp)),
-        marker: false,
-        extensions,
-        rtx_osn: None,
-    };
     let mut payload = vec![0xab; payload_len];
     payload[0] = 0x10;
     payload[1] = if keyframe { 0x00 } else { 0x01 };
-    let mut buf = BytesMut::with_capacity(1500);
-    header.write_to(&payload, &mut buf);
-    buf.freeze()
+    rtp_packet(PUBLISHER_SSRC, Pt(96), seq, timestamp, extensions, &payload)
 }
 
 /// Publisher SSRC of the fixture's audio track.
@@ -113,18 +85,11 @@ pub const AUDIO_SSRC: Ssrc = Ssrc(0x2000);
 /// (RFC 6464) and `subscribers` subscriber transports (mid, transport-cc and audio level
 /// negotiated): the audio fan-out of a large meeting.
 pub fn audio_fanout_worker(now: Instant, subscribers: usize) -> (Worker, TransportId) {
-    let mut worker = uncapped_worker();
-    let room = worker.create_room().expect("room");
     let extensions = ExtensionMap::new(&[
         (1, ExtensionKind::AudioLevel),
         (3, ExtensionKind::TransportCc),
         (4, ExtensionKind::Mid),
     ]);
-    let publish = TransportConfig {
-        direction: Direction::Publish,
-        extensions,
-    };
-    let publisher = worker.add_transport(now, room, publish).expect("publisher");
     let track = TrackConfig {
         kind: MediaKind::Audio,
         codec: Codec::Opus,
@@ -134,21 +99,56 @@ pub fn audio_fanout_worker(now: Instant, subscribers: usize) -> (Worker, Transpo
         mid: Mid::new(b"0"),
         encodings: Encodings::single(AUDIO_SSRC, None),
     };
-    let track = worker.publish_track(now, publisher, track).expect("track");
-    let subscribe = TransportConfig {
-        direction: Direction::Subscribe,
+    one_track_room(
+        now,
         extensions,
-    };
-    for i in 0..subscribers as u32 {
-        let transport = worker
-            .add_transport(now, room, subscribe)
-            .expect("subscriber");
-        let config = SubscriptionConfig {
+        track,
+        extensions,
+        (0..subscribers as u32).map(|i| SubscriptionConfig {
             ssrc: Ssrc(0x20_0000 + i),
             pt: Pt(111),
             rtx: None,
             mid: Mid::new(b"0"),
-        };
+        }),
+    )
+}
+
+/// An Opus RTP packet as a browser sends it: audio level (`level` in -dBov, RFC 6464, voice
+/// activity set) and transport-cc extensions, 80 payload bytes.
+pub fn audio_packet(seq: u16, timestamp: u32, level: u8) -> Bytes {
+    let mut extensions = OutExtensions::EMPTY;
+    extensions.push(1, &[0x80 | (level & 0x7f)]);
+    extensions.push(3, &seq.to_be_bytes());
+    rtp_packet(AUDIO_SSRC, Pt(111), seq, timestamp, extensions, &[0x5a; 80])
+}
+
+/// The fan-out both fixtures measure: a worker with one room, one publisher transport
+/// (`publish_extensions`) publishing `track`, and one subscriber transport
+/// (`subscribe_extensions`) per item of `subscriptions`, subscribed to it; everything the setup
+/// queued (transmits, events) is drained so a bench starts from a quiet worker.
+fn one_track_room(
+    now: Instant,
+    publish_extensions: ExtensionMap,
+    track: TrackConfig,
+    subscribe_extensions: ExtensionMap,
+    subscriptions: impl Iterator<Item = SubscriptionConfig>,
+) -> (Worker, TransportId) {
+    let mut worker = uncapped_worker();
+    let room = worker.create_room().expect("room");
+    let publish = TransportConfig {
+        direction: Direction::Publish,
+        extensions: publish_extensions,
+    };
+    let publisher = worker.add_transport(now, room, publish).expect("publisher");
+    let track = worker.publish_track(now, publisher, track).expect("track");
+    let subscribe = TransportConfig {
+        direction: Direction::Subscribe,
+        extensions: subscribe_extensions,
+    };
+    for config in subscriptions {
+        let transport = worker
+            .add_transport(now, room, subscribe)
+            .expect("subscriber");
         worker
             .subscribe(now, transport, track, config)
             .expect("subscription");
@@ -158,22 +158,42 @@ pub fn audio_fanout_worker(now: Instant, subscribers: usize) -> (Worker, Transpo
     (worker, publisher)
 }
 
-/// An Opus RTP packet as a browser sends it: audio level (`level` in -dBov, RFC 6464, voice
-/// activity set) and transport-cc extensions, 80 payload bytes.
-pub fn audio_packet(seq: u16, timestamp: u32, level: u8) -> Bytes {
-    let mut extensions = OutExtensions::EMPTY;
-    extensions.push(1, &[0x80 | (level & 0x7f)]);
-    extensions.push(3, &seq.to_be_bytes());
+/// One RTP packet of the publisher `ssrc` (marker clear, no RTX).
+fn rtp_packet(
+    ssrc: Ssrc,
+    pt: Pt,
+    seq: u16,
+    timestamp: u32,
+    extensions: OutExtensions,
+    payload: &[u8],
+) -> Bytes {
     let header = RtpHeader {
-        ssrc: AUDIO_SSRC,
-        pt: Pt(111),
+        ssrc,
+        pt,
         seq: SeqNo(u64::from(seq)),
         timestamp: RtpTime(u64::from(timestamp)),
         marker: false,
         extensions,
         rtx_osn: None,
     };
-    let mut buf = BytesMut::with_capacity(200);
-    header.write_to(&[0x5a; 80], &mut buf);
+    let mut buf = BytesMut::with_capacity(1500); // one MTU, as a datagram arrives
+    header.write_to(payload, &mut buf);
     buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both fixtures are what the benches claim: every subscriber gets a copy of a packet.
+    #[test]
+    fn every_subscriber_of_either_fixture_receives_the_publishers_packet() {
+        let now = Instant::now();
+        let (mut video, publisher) = fanout_worker(now, 7);
+        video.handle_rtp(now, publisher, video_packet(1, 3000, 1100, true));
+        assert_eq!(std::iter::from_fn(|| video.poll_transmit()).count(), 7);
+        let (mut audio, publisher) = audio_fanout_worker(now, 5);
+        audio.handle_rtp(now, publisher, audio_packet(1, 960, 30));
+        assert_eq!(std::iter::from_fn(|| audio.poll_transmit()).count(), 5);
+    }
 }
