@@ -8,14 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mooyaho_net::dtls::DtlsIdentity;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::participant::{Backend, Continuity, Subscription, joined};
+use crate::Totals;
+use crate::participant::{Backend, Continuity, Run, Subscription, joined};
 use crate::report::Percentiles;
 use crate::signal::Signal;
-use crate::{LoadConfig, Totals};
 
 /// How the movers come and go.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -148,54 +147,29 @@ fn show(value: Option<u64>) -> String {
 
 /// Starts a mover every `1 / per_second` until `until`; returns the movers' tasks (each yields
 /// whether it left) and how many were started.
+/// `movers` counts in its own totals.
 pub(crate) async fn drive(
-    config: &LoadConfig,
-    backend: &Backend,
-    identity: &Arc<DtlsIdentity>,
-    movers: &Arc<Totals>,
-    stop_at: &Arc<Mutex<Instant>>,
+    movers: Run,
+    backend: Backend,
     until: Instant,
 ) -> Vec<tokio::task::JoinHandle<bool>> {
-    let gap = Duration::from_secs_f64(1.0 / config.churn.per_second.max(0.01));
+    let gap = Duration::from_secs_f64(1.0 / movers.config.churn.per_second.max(0.01));
     let mut next = Instant::now();
     let mut tasks = Vec::new();
     while next < until {
         tokio::time::sleep_until(next.into()).await;
         let name = format!("churn-{}", tasks.len());
-        let (config, backend, identity, movers, stop_at) = (
-            config.clone(),
-            backend.clone(),
-            identity.clone(),
-            movers.clone(),
-            stop_at.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            match mover(&config, &backend, &name, &identity, &movers, &stop_at).await {
-                Ok(()) => true,
-                Err(e) => {
-                    movers.failed.fetch_add(1, Ordering::Relaxed);
-                    let mut errors = movers.errors.lock().expect("lock");
-                    if errors.len() < 10 {
-                        errors.push(format!("{name}: {e:#}"));
-                    }
-                    false
-                }
-            }
-        }));
+        let (run, backend, named) = (movers.clone(), backend.clone(), name.clone());
+        let task =
+            movers.spawn_participant(name, async move { mover(&run, &backend, &named).await });
+        tasks.push(task);
         next += gap;
     }
     tasks
 }
 
 /// One mover: joins and subscribes, receives for `stay` (or until the run stops), leaves.
-async fn mover(
-    config: &LoadConfig,
-    backend: &Backend,
-    name: &str,
-    identity: &DtlsIdentity,
-    movers: &Arc<Totals>,
-    stop_at: &Arc<Mutex<Instant>>,
-) -> anyhow::Result<()> {
+async fn mover(run: &Run, backend: &Backend, name: &str) -> anyhow::Result<()> {
     let Backend::Mooyaho {
         rest,
         ws_url,
@@ -210,19 +184,9 @@ async fn mover(
         .await
         .context("no subscribe offer within 20 s")??;
     let continuity = Arc::new(Mutex::new(Continuity::default()));
-    let subscription = Subscription::start(
-        &mut signal,
-        &offer,
-        identity,
-        config,
-        movers,
-        stop_at,
-        &continuity,
-        false,
-    )
-    .await?;
-    joined(movers, started);
-    let leave_at = (Instant::now() + config.churn.stay).min(*stop_at.lock().expect("lock"));
+    let subscription = Subscription::start(&mut signal, &offer, run, &continuity, false).await?;
+    joined(&run.totals, started);
+    let leave_at = (Instant::now() + run.config.churn.stay).min(*run.stop_at.lock().expect("lock"));
     tokio::time::sleep_until(leave_at.into()).await;
     subscription.detach().await??;
     signal.send(&json!({ "type": "leave" })).await?;

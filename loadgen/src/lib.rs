@@ -398,6 +398,12 @@ async fn run_on(
     let totals = Arc::new(Totals::default());
     let stop = Instant::now() + Duration::from_secs(3600);
     let stop_at = Arc::new(Mutex::new(stop));
+    let run = participant::Run {
+        config: Arc::new(config.clone()),
+        identity,
+        totals: totals.clone(),
+        stop_at: stop_at.clone(),
+    };
 
     let (publishers, subscribers, subscribe_too) = match config.scenario {
         Scenario::Meeting => (config.publishers, 0, true),
@@ -444,25 +450,10 @@ async fn run_on(
             subscribe: !publish || subscribe_too,
             room,
         };
-        let backend = backends[room].clone();
-        let (identity, totals, stop_at, config) = (
-            identity.clone(),
-            totals.clone(),
-            stop_at.clone(),
-            config.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let name = format!("load-{i}");
-            let result =
-                participant::run(&config, &backend, &name, role, &identity, &totals, &stop_at)
-                    .await;
-            if let Err(e) = result {
-                totals.failed.fetch_add(1, Ordering::Relaxed);
-                let mut errors = totals.errors.lock().expect("lock");
-                if errors.len() < 10 {
-                    errors.push(format!("{name}: {e:#}"));
-                }
-            }
+        let name = format!("load-{i}");
+        let (participant, backend, named) = (run.clone(), backends[room].clone(), name.clone());
+        tasks.push(run.spawn_participant(name, async move {
+            participant::run(&participant, &backend, &named, role).await
         }));
         tokio::time::sleep(join_gap).await;
     }
@@ -515,17 +506,12 @@ async fn run_on(
     // `churn`: movers join and leave while the window is open, counted apart.
     let movers = Arc::new(Totals::default());
     let churn_driver = (config.scenario == Scenario::Churn).then(|| {
-        let (config, backend, identity, movers, stop_at) = (
-            config.clone(),
-            backend.clone(),
-            identity.clone(),
-            movers.clone(),
-            stop_at.clone(),
-        );
         let until = window_start + config.duration;
-        tokio::spawn(async move {
-            churn::drive(&config, &backend, &identity, &movers, &stop_at, until).await
-        })
+        tokio::spawn(churn::drive(
+            run.counted_in(movers.clone()),
+            backend.clone(),
+            until,
+        ))
     });
     let mut sfu_loads = Vec::new();
     let mut timeline = Vec::new();

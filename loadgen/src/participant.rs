@@ -35,6 +35,54 @@ pub(super) enum Backend {
     },
 }
 
+/// One load run as each simulated participant sees it: the settings, the one DTLS identity
+/// every participant presents, the counters it adds to, and the instant the run stops at.
+/// Cloning it clones four `Arc`s.
+#[derive(Clone)]
+pub(crate) struct Run {
+    pub(crate) config: Arc<LoadConfig>,
+    pub(crate) identity: Arc<DtlsIdentity>,
+    pub(crate) totals: Arc<Totals>,
+    pub(crate) stop_at: Arc<Mutex<Instant>>,
+}
+
+impl Run {
+    /// The same run with its own counters (the churn movers are reported apart).
+    pub(crate) fn counted_in(&self, totals: Arc<Totals>) -> Self {
+        Self {
+            totals,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the run has stopped, and if not how long it has left.
+    fn remaining(&self) -> Duration {
+        let stop = *self.stop_at.lock().expect("lock");
+        stop.saturating_duration_since(Instant::now())
+    }
+
+    /// Runs participant `name`'s future in a task; a failure is counted and its error kept
+    /// (the first ten). Returns whether it succeeded.
+    pub(crate) fn spawn_participant(
+        &self,
+        name: String,
+        participant: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    ) -> tokio::task::JoinHandle<bool> {
+        let totals = self.totals.clone();
+        tokio::spawn(async move {
+            let result = participant.await;
+            if let Err(e) = &result {
+                totals.failed.fetch_add(1, Ordering::Relaxed);
+                let mut errors = totals.errors.lock().expect("lock");
+                if errors.len() < 10 {
+                    errors.push(format!("{name}: {e:#}"));
+                }
+            }
+            result.is_ok()
+        })
+    }
+}
+
 impl Backend {
     /// Creates the channel (Mooyaho) or the room (Janus) everyone joins.
     pub(super) async fn open(config: &LoadConfig) -> anyhow::Result<Self> {
@@ -106,43 +154,35 @@ impl Backend {
 
 /// Joins, publishes and/or subscribes, then keeps the session alive until the run ends.
 pub(super) async fn run(
-    config: &LoadConfig,
+    run: &Run,
     backend: &Backend,
     name: &str,
     role: Role,
-    identity: &DtlsIdentity,
-    totals: &Arc<Totals>,
-    stop_at: &Arc<Mutex<Instant>>,
 ) -> anyhow::Result<()> {
     match backend {
         Backend::Mooyaho {
             rest,
             ws_url,
             channel,
-        } => {
-            run_mooyaho(
-                config, rest, ws_url, channel, name, role, identity, totals, stop_at,
-            )
-            .await
-        }
-        Backend::Janus { janus, room } => {
-            run_janus(config, janus, *room, name, role, identity, totals, stop_at).await
-        }
+        } => run_mooyaho(run, rest, ws_url, channel, name, role).await,
+        Backend::Janus { janus, room } => run_janus(run, janus, *room, name, role).await,
     }
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn run_mooyaho(
-    config: &LoadConfig,
+    run: &Run,
     rest: &mooyaho_server_sdk::Mooyaho,
     ws_url: &str,
     channel: &str,
     name: &str,
     role: Role,
-    identity: &DtlsIdentity,
-    totals: &Arc<Totals>,
-    stop_at: &Arc<Mutex<Instant>>,
 ) -> anyhow::Result<()> {
+    let Run {
+        config,
+        identity,
+        totals,
+        ..
+    } = run;
     let started = Instant::now();
     let mut signal = Signal::join(ws_url, rest, channel, name).await?;
     let mut tasks = Vec::new();
@@ -158,13 +198,13 @@ async fn run_mooyaho(
         let connected = publish(&mut signal, identity, stream).await?;
         totals.negotiated(&connected.srtp);
         let (swap, swaps) = mpsc::unbounded_channel();
-        let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
-        tasks.push(tokio::spawn(async move {
-            send_media(
-                connected, swaps, &config, audio, ssrc, role, &totals, &stop_at,
-            )
-            .await
-        }));
+        tasks.push(spawn_sender(
+            run,
+            connected,
+            swaps,
+            Stream { audio, ssrc },
+            role,
+        ));
         publisher = Some(swap);
     }
     let continuity = Arc::new(Mutex::new(Continuity::default()));
@@ -173,17 +213,7 @@ async fn run_mooyaho(
         let offer = tokio::time::timeout(Duration::from_secs(20), signal.next_offer())
             .await
             .context("no subscribe offer within 20 s")??;
-        let first = Subscription::start(
-            &mut signal,
-            &offer,
-            identity,
-            config,
-            totals,
-            stop_at,
-            &continuity,
-            false,
-        )
-        .await?;
+        let first = Subscription::start(&mut signal, &offer, run, &continuity, false).await?;
         totals.add_receiver(role.room);
         subscription = Some(first);
     }
@@ -192,8 +222,7 @@ async fn run_mooyaho(
     // what the SDKs do — drop both transports, publish again, take the new room's offer on a
     // new transport (new ICE credentials, new DTLS handshake with the new node).
     loop {
-        let stop = *stop_at.lock().expect("lock");
-        let remaining = stop.saturating_duration_since(Instant::now());
+        let remaining = run.remaining();
         if remaining.is_zero() {
             break;
         }
@@ -219,24 +248,15 @@ async fn run_mooyaho(
                         .send(&json!({ "type": "answer", "isSFU": true, "sdp": answer }))
                         .await?;
                 }
-                None => match Subscription::start(
-                    &mut signal,
-                    &offer,
-                    identity,
-                    config,
-                    totals,
-                    stop_at,
-                    &continuity,
-                    true,
-                )
-                .await
-                {
-                    Ok(next) => {
-                        totals.failover.resubscribed.fetch_add(1, Ordering::Relaxed);
-                        subscription = Some(next);
+                None => {
+                    match Subscription::start(&mut signal, &offer, run, &continuity, true).await {
+                        Ok(next) => {
+                            totals.failover.resubscribed.fetch_add(1, Ordering::Relaxed);
+                            subscription = Some(next);
+                        }
+                        Err(e) => totals.failover.failed(name, "new subscription", &e),
                     }
-                    Err(e) => totals.failover.failed(name, "new subscription", &e),
-                },
+                }
             },
             SfuEvent::Offer(_) => {}
             SfuEvent::Restart => {
@@ -246,7 +266,7 @@ async fn run_mooyaho(
                 }
                 if let Some(swap) = &publisher {
                     let _ = swap.send(None);
-                    match republish(&mut signal, identity, stream, stop_at).await {
+                    match republish(&mut signal, identity, stream, &run.stop_at).await {
                         Ok(connected) => {
                             totals.negotiated(&connected.srtp);
                             let _ = swap.send(Some(connected));
@@ -287,13 +307,7 @@ async fn publish(
     (audio, ssrc, rtx_ssrc): Offered,
 ) -> anyhow::Result<peer::Connected> {
     let ice = LocalIce::random();
-    let local = Local {
-        ufrag: &ice.ufrag,
-        pwd: &ice.pwd,
-        fingerprint: &identity.fingerprint,
-        candidate: None,
-    };
-    let offer = sdp::publish_offer(&local, audio, ssrc, rtx_ssrc);
+    let offer = sdp::publish_offer(&ice.local(&identity.fingerprint), audio, ssrc, rtx_ssrc);
     let reply = signal
         .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
         .await?;
@@ -345,25 +359,16 @@ impl Subscription {
     /// Answers `offer` (waiting for the ack: the node must know our fingerprint before our
     /// ClientHello), connects with fresh ICE credentials and starts receiving.
     /// `after_restart`: this transport replaces one an `sfuRestart` dropped.
-    #[allow(clippy::too_many_arguments)] // two call sites in one function
     pub(crate) async fn start(
         signal: &mut Signal,
         offer: &str,
-        identity: &DtlsIdentity,
-        config: &LoadConfig,
-        totals: &Arc<Totals>,
-        stop_at: &Arc<Mutex<Instant>>,
+        run: &Run,
         continuity: &Arc<Mutex<Continuity>>,
         after_restart: bool,
     ) -> anyhow::Result<Self> {
         let ice = LocalIce::random();
         let answer = sdp::subscribe_answer(
-            &Local {
-                ufrag: &ice.ufrag,
-                pwd: &ice.pwd,
-                fingerprint: &identity.fingerprint,
-                candidate: None,
-            },
+            &ice.local(&run.identity.fingerprint),
             offer,
             ConnectOptions::ICE_LITE_SFU.answer_setup.attribute(),
         );
@@ -372,23 +377,19 @@ impl Subscription {
             .await?;
         anyhow::ensure!(ack["type"] == "ack", "subscribe answer refused: {ack}");
         let remote = sdp::parse_remote(offer);
-        let connected = peer::connect(identity, &ice, &remote).await?;
-        totals.negotiated(&connected.srtp);
+        let connected = peer::connect(&run.identity, &ice, &remote).await?;
+        run.totals.negotiated(&connected.srtp);
         let detached = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let rtx = Arc::new(Mutex::new(RtxMap::of(offer)));
         let reception = Reception {
-            loss_percent: config.loss_percent,
+            loss_percent: run.config.loss_percent,
             twcc_id: sdp::extension_id(offer, sdp::TRANSPORT_CC_URI),
             after_restart,
             detached: detached.clone(),
             continuity: continuity.clone(),
             rtx: rtx.clone(),
         };
-        let (totals, stop_at) = (totals.clone(), stop_at.clone());
-        let task =
-            tokio::spawn(
-                async move { receive_media(connected, reception, &totals, &stop_at).await },
-            );
+        let task = spawn_receiver(run, connected, reception);
         Ok(Self {
             ice,
             rtx,
@@ -404,12 +405,7 @@ impl Subscription {
 
     /// Our side of the SDP for re-offers on this transport.
     fn local<'a>(&'a self, fingerprint: &'a str) -> Local<'a> {
-        Local {
-            ufrag: &self.ice.ufrag,
-            pwd: &self.ice.pwd,
-            fingerprint,
-            candidate: None,
-        }
+        self.ice.local(fingerprint)
     }
 
     /// Stops receiving on this transport; its task (to await) ends within one wake-up.
@@ -433,17 +429,19 @@ pub(crate) fn joined(totals: &Totals, started: Instant) {
 /// offer for every publisher's streams, our answer with our candidate). Janus does not push
 /// re-offers as publishers arrive, so a subscriber waits until the run's publishers publish
 /// and subscribes to all of them at once.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 async fn run_janus(
-    config: &LoadConfig,
+    run: &Run,
     janus: &Janus,
     room: u64,
     name: &str,
     role: Role,
-    identity: &DtlsIdentity,
-    totals: &Arc<Totals>,
-    stop_at: &Arc<Mutex<Instant>>,
 ) -> anyhow::Result<()> {
+    let Run {
+        config,
+        identity,
+        totals,
+        ..
+    } = run;
     let started = Instant::now();
     let session = janus.session().await?;
     let mut tasks = Vec::new();
@@ -455,17 +453,7 @@ async fn run_janus(
         let ssrc: u32 = rand::random();
         // No candidate yet: ours is on the address family and interface of Janus's, which
         // only its answer tells; it is trickled right after.
-        let offer = sdp::publish_offer(
-            &Local {
-                ufrag: &ice.ufrag,
-                pwd: &ice.pwd,
-                fingerprint: &identity.fingerprint,
-                candidate: None,
-            },
-            audio,
-            ssrc,
-            None,
-        );
+        let offer = sdp::publish_offer(&ice.local(&identity.fingerprint), audio, ssrc, None);
         let joined = session
             .message(
                 handle,
@@ -486,13 +474,13 @@ async fn run_janus(
         totals.negotiated(&connected.srtp);
         // Janus has no failover: the transport is never replaced.
         let (_, swaps) = mpsc::unbounded_channel();
-        let (config, totals, stop_at) = (config.clone(), totals.clone(), stop_at.clone());
-        tasks.push(tokio::spawn(async move {
-            send_media(
-                connected, swaps, &config, audio, ssrc, role, &totals, &stop_at,
-            )
-            .await
-        }));
+        tasks.push(spawn_sender(
+            run,
+            connected,
+            swaps,
+            Stream { audio, ssrc },
+            role,
+        ));
     }
     // Everyone else who publishes in this run (meeting: the other participants).
     let expected = config.publishers - usize::from(own_feed.is_some());
@@ -512,10 +500,8 @@ async fn run_janus(
         let options = ConnectOptions::full_agent(false);
         let answer = sdp::subscribe_answer(
             &Local {
-                ufrag: &ice.ufrag,
-                pwd: &ice.pwd,
-                fingerprint: &identity.fingerprint,
                 candidate: Some(socket.local_addr()?),
+                ..ice.local(&identity.fingerprint)
             },
             &offer,
             options.answer_setup.attribute(),
@@ -541,17 +527,13 @@ async fn run_janus(
             continuity: Arc::default(),
             rtx: Arc::new(Mutex::new(RtxMap::of(&offer))),
         };
-        let (totals, stop_at) = (totals.clone(), stop_at.clone());
-        tasks.push(tokio::spawn(async move {
-            receive_media(connected, reception, &totals, &stop_at).await
-        }));
+        tasks.push(spawn_receiver(run, connected, reception));
     }
     joined(totals, started);
     // Janus drops sessions without traffic for its session_timeout (60 s by default).
     let mut next_keepalive = Instant::now() + Duration::from_secs(15);
     loop {
-        let stop = *stop_at.lock().expect("lock");
-        let remaining = stop.saturating_duration_since(Instant::now());
+        let remaining = run.remaining();
         if remaining.is_zero() {
             break;
         }
@@ -658,35 +640,36 @@ fn drain_inbound(
     }
 }
 
-#[allow(clippy::too_many_arguments)] // two call sites; a struct would only rename them
-async fn send_media(
+/// Starts a publisher's sending task on `connected` (see [`send_stream`]); when it ends, the
+/// packets it sent in the window are noted for the receipts.
+fn spawn_sender(
+    run: &Run,
     connected: peer::Connected,
     swaps: mpsc::UnboundedReceiver<Option<peer::Connected>>,
-    config: &LoadConfig,
-    audio: bool,
-    ssrc: u32,
+    stream: Stream,
     role: Role,
-    totals: &Totals,
-    stop_at: &Mutex<Instant>,
-) -> anyhow::Result<()> {
-    let mut window = WindowCount::default();
-    let stream = Stream { audio, ssrc };
-    let result = send_stream(
-        connected,
-        swaps,
-        config,
-        stream,
-        totals,
-        stop_at,
-        &mut window,
-    )
-    .await;
-    totals
-        .window_sent
-        .lock()
-        .expect("lock")
-        .push((window.sent, role));
-    result
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let run = run.clone();
+    tokio::spawn(async move {
+        let mut window = WindowCount::default();
+        let result = send_stream(connected, swaps, &run, stream, &mut window).await;
+        run.totals
+            .window_sent
+            .lock()
+            .expect("lock")
+            .push((window.sent, role));
+        result
+    })
+}
+
+/// Starts a subscriber's receiving task on `connected` (see [`receive_media`]).
+fn spawn_receiver(
+    run: &Run,
+    connected: peer::Connected,
+    reception: Reception,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let run = run.clone();
+    tokio::spawn(async move { receive_media(connected, reception, &run).await })
 }
 
 /// What a publisher sends: one Opus or VP8 stream.
@@ -738,12 +721,16 @@ const OUTSIDE_WINDOW: u32 = u32::MAX;
 async fn send_stream(
     connected: peer::Connected,
     mut swaps: mpsc::UnboundedReceiver<Option<peer::Connected>>,
-    config: &LoadConfig,
+    run: &Run,
     stream: Stream,
-    totals: &Totals,
-    stop_at: &Mutex<Instant>,
     window: &mut WindowCount,
 ) -> anyhow::Result<()> {
+    let Run {
+        config,
+        totals,
+        stop_at,
+        ..
+    } = run;
     let Stream { audio, ssrc } = stream;
     let mut transport = Some(SendTransport::new(connected));
     let mut inbound = vec![0u8; 2048];
@@ -996,9 +983,11 @@ impl Continuity {
 async fn receive_media(
     connected: peer::Connected,
     reception: Reception,
-    totals: &Totals,
-    stop_at: &Mutex<Instant>,
+    run: &Run,
 ) -> anyhow::Result<()> {
+    let Run {
+        totals, stop_at, ..
+    } = run;
     let peer::Connected {
         socket,
         remote,

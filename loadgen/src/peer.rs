@@ -50,6 +50,17 @@ impl LocalIce {
             pwd: creds.pwd,
         }
     }
+
+    /// Our side of the SDP with these credentials and `fingerprint`, without a candidate (the
+    /// ICE-lite node learns our address from our checks; a full agent's caller adds one).
+    pub(crate) fn local<'a>(&'a self, fingerprint: &'a str) -> crate::sdp::Local<'a> {
+        crate::sdp::Local {
+            ufrag: &self.ufrag,
+            pwd: &self.pwd,
+            fingerprint,
+            candidate: None,
+        }
+    }
 }
 
 /// How a transport connects: what differs between an ICE-lite SFU and a full ICE agent.

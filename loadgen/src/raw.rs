@@ -187,12 +187,7 @@ impl RawParticipant {
     }
 
     fn local<'a>(&'a self, ice: &'a LocalIce) -> Local<'a> {
-        Local {
-            ufrag: &ice.ufrag,
-            pwd: &ice.pwd,
-            fingerprint: &self.identity.fingerprint,
-            candidate: None,
-        }
+        ice.local(&self.identity.fingerprint)
     }
 
     /// Answers a subscribe offer and waits for the ack: the node must know our fingerprint
