@@ -177,12 +177,7 @@ async fn run_mooyaho(
     name: &str,
     role: Role,
 ) -> anyhow::Result<()> {
-    let Run {
-        config,
-        identity,
-        totals,
-        ..
-    } = run;
+    let (config, identity, totals) = (&run.config, &run.identity, &run.totals);
     let started = Instant::now();
     let mut signal = Signal::join(ws_url, rest, channel, name).await?;
     let mut tasks = Vec::new();
@@ -198,13 +193,8 @@ async fn run_mooyaho(
         let connected = publish(&mut signal, identity, stream).await?;
         totals.negotiated(&connected.srtp);
         let (swap, swaps) = mpsc::unbounded_channel();
-        tasks.push(spawn_sender(
-            run,
-            connected,
-            swaps,
-            Stream { audio, ssrc },
-            role,
-        ));
+        let sent = Stream { audio, ssrc };
+        tasks.push(spawn_sender(run, connected, swaps, sent, role));
         publisher = Some(swap);
     }
     let continuity = Arc::new(Mutex::new(Continuity::default()));
@@ -436,12 +426,7 @@ async fn run_janus(
     name: &str,
     role: Role,
 ) -> anyhow::Result<()> {
-    let Run {
-        config,
-        identity,
-        totals,
-        ..
-    } = run;
+    let (config, identity, totals) = (&run.config, &run.identity, &run.totals);
     let started = Instant::now();
     let session = janus.session().await?;
     let mut tasks = Vec::new();
@@ -474,13 +459,8 @@ async fn run_janus(
         totals.negotiated(&connected.srtp);
         // Janus has no failover: the transport is never replaced.
         let (_, swaps) = mpsc::unbounded_channel();
-        tasks.push(spawn_sender(
-            run,
-            connected,
-            swaps,
-            Stream { audio, ssrc },
-            role,
-        ));
+        let sent = Stream { audio, ssrc };
+        tasks.push(spawn_sender(run, connected, swaps, sent, role));
     }
     // Everyone else who publishes in this run (meeting: the other participants).
     let expected = config.publishers - usize::from(own_feed.is_some());
