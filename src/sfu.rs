@@ -271,10 +271,10 @@ pub(crate) fn worker_died(failure: &mooyaho_media::WorkerFailure) -> anyhow::Err
     tracing::error!(
         worker = failure.worker,
         reason = %failure.reason,
-        "media worker died: exiting so the fleet re-places its rooms"
+        "media worker died or is stuck: exiting so the fleet re-places its rooms"
     );
     anyhow::anyhow!(
-        "media worker {} died ({}): exiting so the fleet re-places its rooms",
+        "media worker {} failed ({}): exiting so the fleet re-places its rooms",
         failure.worker,
         failure.reason
     )

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mooyaho_test_support::peer::payloads;
 use mooyaho_test_support::sfu_client::SfuClient;
 use serde_json::{Value, json};
-use support::{Redis, Rest, Server, SfuNode, eventually};
+use support::{Redis, Rest, Server, SfuNode, eventually, media_flows_between};
 
 const SECRET: &str = "cluster-secret-0123456789abcdef";
 /// Payloads each publisher sends per kind.
@@ -595,37 +595,6 @@ async fn a_node_restarted_with_its_data_dir_keeps_its_identity_and_its_record() 
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("holds only one of"), "{stderr}");
-}
-
-/// Waits until every client (having handled `restarts` restarts: its subscribe PeerConnection
-/// is new since each) receives audio and video from every other one on its current subscribe
-/// PeerConnection; returns how long that took from `since`, or `None` after `within`.
-async fn media_flows_between(
-    clients: &[SfuClient],
-    restarts: usize,
-    since: Instant,
-    within: Duration,
-) -> Option<Duration> {
-    let ids: Vec<String> = clients.iter().map(|c| c.id.clone()).collect();
-    let flowing = eventually(within, || async {
-        for client in clients {
-            if client.sub_state.borrow().recoveries < restarts {
-                return false;
-            }
-            let received = client.received().await;
-            let all = ids.iter().filter(|id| **id != client.id).all(|id| {
-                received
-                    .get(id)
-                    .is_some_and(|m| !m.audio.is_empty() && !m.video.is_empty())
-            });
-            if !all {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    flowing.then(|| since.elapsed())
 }
 
 /// Issue 13 item 2: SIGKILL the node hosting an SFU channel whose three members (on two

@@ -924,6 +924,10 @@ async fn report_load(node: Arc<Node>, clients: Arc<Mutex<Clients>>, refusals: Ar
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // A worker died or got stuck: the node is going down; no report may make it look fine.
+        if node.worker_failure().is_some() {
+            continue;
+        }
         // A node whose worker stats cannot be read (a worker died or is stuck) sends no load:
         // its controllers' view goes stale and they mark it unhealthy (a default "empty" load
         // would look healthy and idle).
@@ -948,7 +952,9 @@ async fn report_load(node: Arc<Node>, clients: Arc<Mutex<Clients>>, refusals: Ar
 /// How long a load report waits for the workers' fresh stats before using what it has.
 const STATS_WAIT: Duration = Duration::from_millis(300);
 /// A worker that has not answered a stats request for this long is stuck: the node stops
-/// reporting load, and its controllers fail it over 3 s later.
+/// reporting load, and its controllers fail it over 3 s later. A backstop only: a worker whose
+/// progress counter stands still for 2 s is judged stuck far sooner (`worker::watchdog`) and
+/// the node exits.
 const STUCK_WORKER: Duration = Duration::from_secs(10);
 
 /// Each worker's latest stats, with at most one request outstanding per worker. A worker busy

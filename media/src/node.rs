@@ -12,8 +12,8 @@ use sfu_core::RoomId;
 use tokio::sync::mpsc;
 
 use crate::worker::{
-    Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, PublishPolicy, Speaker,
-    WorkerFailure, WorkerHandle, WorkerStats,
+    Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, Progress, PublishPolicy,
+    Speaker, WorkerFailure, WorkerHandle, WorkerStats, spawn_watchdog,
 };
 use mooyaho_net::dtls::DtlsIdentity;
 use mooyaho_net::udp::{Socket, Wake};
@@ -116,8 +116,11 @@ pub struct Node {
     setup: tokio::sync::Mutex<()>,
     /// No new rooms (existing rooms finish).
     draining: std::sync::atomic::AtomicBool,
-    /// The first worker that died, if any (kept here so the channel never closes).
+    /// The first worker that died or got stuck, if any (kept here so the channel never closes).
     failures: FailureSender,
+    /// Each worker's progress counter; the watchdog thread holds a weak reference and ends
+    /// with the node.
+    _progress: Arc<[Arc<Progress>]>,
 }
 
 /// Where each room lives on this node: the workers it spans and which one holds each
@@ -275,6 +278,7 @@ impl Node {
             inboxes.push(inbox);
         }
         let failures: FailureSender = Arc::new(tokio::sync::watch::channel(None).0);
+        let progress: Arc<[Arc<Progress>]> = (0..count).map(|_| Arc::default()).collect();
         let mut workers = Vec::with_capacity(count);
         for ((index, port), inbox) in config.ports.iter().enumerate().zip(inboxes) {
             let socket = Socket::bind(SocketAddr::new(config.bind_ip, *port))?;
@@ -300,8 +304,10 @@ impl Node {
                 failures.clone(),
                 config.core.clone(),
                 config.publish,
+                progress[index].clone(),
             )?);
         }
+        spawn_watchdog(Arc::downgrade(&progress), failures.clone())?;
         Ok((
             Self {
                 placement: Mutex::new(Placement::new(workers.len())),
@@ -312,6 +318,7 @@ impl Node {
                 setup: tokio::sync::Mutex::new(()),
                 draining: std::sync::atomic::AtomicBool::new(false),
                 failures,
+                _progress: progress,
             },
             receiver,
         ))
@@ -534,13 +541,13 @@ impl Node {
         Ok((worker, part))
     }
 
-    /// The first worker that died, if one did: the node is then unhealthy (its rooms on that
-    /// worker are gone) and should exit so the fleet places new rooms elsewhere.
+    /// The first worker that died or got stuck, if one did: the node is then unhealthy (its
+    /// rooms on that worker are gone) and should exit so the fleet places new rooms elsewhere.
     pub fn worker_failure(&self) -> Option<WorkerFailure> {
         self.failures.borrow().clone()
     }
 
-    /// Waits until a worker dies (never returns while all are running).
+    /// Waits until a worker dies or is judged stuck (never returns while all are running).
     pub async fn worker_failed(&self) -> WorkerFailure {
         let mut failures = self.failures.subscribe();
         loop {

@@ -174,6 +174,17 @@ impl SfuNode {
 
     /// [`Self::start`] with extra arguments (`--data-dir`, …).
     pub fn start_with(secret: &str, register: Option<&Server>, extra: &[&str]) -> Self {
+        Self::start_with_env(secret, register, extra, &[])
+    }
+
+    /// [`Self::start_with`] with extra environment variables (debug-build test hooks such as
+    /// `MOOYAHO_DEBUG_WORKER_WEDGE`).
+    pub fn start_with_env(
+        secret: &str,
+        register: Option<&Server>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut args: Vec<String> = ["sfu", "--cluster-secret", secret, "--workers", "1"]
             .map(str::to_owned)
             .to_vec();
@@ -192,6 +203,7 @@ impl SfuNode {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
             .args(&args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -402,6 +414,37 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// Waits until every client (having handled `restarts` restarts: its subscribe PeerConnection
+/// is new since each) receives audio and video from every other one on its current subscribe
+/// PeerConnection; returns how long that took from `since`, or `None` after `within`.
+pub async fn media_flows_between(
+    clients: &[mooyaho_test_support::sfu_client::SfuClient],
+    restarts: usize,
+    since: std::time::Instant,
+    within: Duration,
+) -> Option<Duration> {
+    let ids: Vec<String> = clients.iter().map(|c| c.id.clone()).collect();
+    let flowing = eventually(within, || async {
+        for client in clients {
+            if client.sub_state.borrow().recoveries < restarts {
+                return false;
+            }
+            let received = client.received().await;
+            let all = ids.iter().filter(|id| **id != client.id).all(|id| {
+                received
+                    .get(id)
+                    .is_some_and(|m| !m.audio.is_empty() && !m.video.is_empty())
+            });
+            if !all {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    flowing.then(|| since.elapsed())
 }
 
 /// The hostile client of attack tests: a participant with real keys and raw control of every

@@ -8,6 +8,7 @@ mod negotiate;
 mod pipe;
 mod thread;
 mod timers;
+mod watchdog;
 mod wishes;
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ pub use fuzzing::fuzz_media_worker;
 pub use negotiate::{PublishPolicy, PublishRate};
 pub(crate) use pipe::{PIPE_DEPTH, PipeMessage, PipeSender};
 pub use thread::{WorkerCounters, WorkerStats};
+pub(crate) use watchdog::{Progress, spawn as spawn_watchdog};
 
 use crate::sdp::SdpError;
 use mooyaho_net::dtls::DtlsIdentity;
@@ -124,13 +126,14 @@ pub enum NodeEvent {
 /// on the wire as the worker made it.
 pub use mooyaho_control::Speaker;
 
-/// A worker thread that died (a bug: packets and commands are handled without panicking). Its
-/// rooms are gone; the node must not look healthy after it.
+/// A worker thread that died (a bug: packets and commands are handled without panicking) or is
+/// stuck (its progress counter stood still, see `watchdog`). Its rooms are gone; the node must
+/// not look healthy after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerFailure {
     /// Worker index.
     pub worker: usize,
-    /// The panic message.
+    /// The panic message, or how long it made no progress.
     pub reason: String,
 }
 
@@ -208,6 +211,8 @@ pub(crate) struct WorkerHandle {
     requests: mpsc::Sender<Command>,
     wake: Arc<Wake>,
     thread: Option<JoinHandle<()>>,
+    /// What the watchdog reads (and whether it judged the thread stuck).
+    progress: Arc<Progress>,
     pub(crate) local_addr: SocketAddr,
 }
 
@@ -227,10 +232,12 @@ impl WorkerHandle {
         failures: FailureSender,
         core: sfu_core::Config,
         publish_policy: PublishPolicy,
+        progress: Arc<Progress>,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
         let (requests, inbox) = mpsc::channel();
         let thread_wake = wake.clone();
+        let thread_progress = progress.clone();
         let thread = std::thread::Builder::new()
             .name(format!("mooyaho-worker-{index}"))
             .spawn(move || {
@@ -242,6 +249,7 @@ impl WorkerHandle {
                         announced, identity, events, pipe_peers, pipe_inbox, core,
                     );
                     worker.publish_policy = publish_policy;
+                    worker.progress = thread_progress;
                     worker.run(&inbox, &thread_wake);
                 });
                 if let Err(panic) = std::panic::catch_unwind(run) {
@@ -261,6 +269,7 @@ impl WorkerHandle {
             requests,
             wake,
             thread: Some(thread),
+            progress,
             local_addr,
         })
     }
@@ -285,7 +294,10 @@ impl Drop for WorkerHandle {
         let (closed, _) = mpsc::channel();
         self.requests = closed;
         self.wake.wake();
-        if let Some(thread) = self.thread.take() {
+        // A stuck thread never ends: waiting for it would hang the node's exit.
+        if let Some(thread) = self.thread.take()
+            && !self.progress.is_stuck()
+        {
             let _ = thread.join();
         }
     }

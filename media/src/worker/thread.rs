@@ -18,6 +18,7 @@ use super::link::Link;
 use super::negotiate::PublishPolicy;
 use super::pipe::{PipeMessage, PipeSender, Pipes};
 use super::timers::TimerQueue;
+use super::watchdog::Progress;
 use super::wishes::Wishes;
 use super::{Command, MediaError, NodeEvent, Reply};
 use crate::connection::paths::AddressChange;
@@ -163,6 +164,13 @@ pub(super) struct Worker {
     /// so tests can prove a dead worker takes the node down instead of leaving it looking healthy.
     #[cfg(debug_assertions)]
     panic_on_create_room: bool,
+    /// Test hook, debug builds only: worker 0 wedges (blocks for good, still alive) at its next
+    /// housekeeping once the file `MOOYAHO_DEBUG_WORKER_WEDGE` names exists, so tests can prove
+    /// a stuck worker takes the node down like a dead one.
+    #[cfg(debug_assertions)]
+    wedge_when: Option<std::path::PathBuf>,
+    /// Bumped as the worker goes; the node's watchdog reads it (see `watchdog`).
+    pub(super) progress: Arc<Progress>,
     /// What publishers may ask of this worker.
     pub(super) publish_policy: PublishPolicy,
     /// When the worker started, and how long it has waited since (its busy share is the rest).
@@ -214,6 +222,11 @@ impl Worker {
             #[cfg(debug_assertions)]
             panic_on_create_room: std::env::var("MOOYAHO_DEBUG_WORKER_PANIC")
                 .is_ok_and(|v| v == "create-room"),
+            #[cfg(debug_assertions)]
+            wedge_when: std::env::var_os("MOOYAHO_DEBUG_WORKER_WEDGE")
+                .filter(|_| index == 0)
+                .map(std::path::PathBuf::from),
+            progress: Arc::default(),
             publish_policy: PublishPolicy::default(),
             started: Instant::now(),
             idle: Duration::ZERO,
@@ -223,6 +236,7 @@ impl Worker {
     /// Runs until the request channel closes.
     pub(super) fn run(&mut self, inbox: &mpsc::Receiver<Command>, wake: &Wake) {
         loop {
+            self.progress.bump();
             loop {
                 match inbox.try_recv() {
                     Ok(command) => self.handle_command(command),
@@ -244,6 +258,7 @@ impl Worker {
                     Ok(n) => {
                         received += n;
                         self.handle_batch(Instant::now());
+                        self.progress.bump();
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "recvmmsg failed");
@@ -287,6 +302,7 @@ impl Worker {
         // A command may depend on pipe messages queued before it was sent (a subscriber placed
         // here right after its room's pipe opened must see the piped tracks).
         self.handle_pipe_inbox();
+        self.progress.bump();
         let now = Instant::now();
         #[cfg(debug_assertions)]
         if self.panic_on_create_room && matches!(command, Command::CreateRoom(_)) {
@@ -517,6 +533,8 @@ impl Worker {
     /// After a connection handled something: sends what it queued, acts on its events and
     /// files its next deadline.
     pub(super) fn service(&mut self, now: Instant, transport: TransportId) {
+        // Handshakes are the slow steps (a crowd joining at once): each one is progress.
+        self.progress.bump();
         let Some(link) = self.links.get_mut(&transport) else {
             return;
         };
@@ -642,8 +660,29 @@ impl Worker {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.reoffer_overdue(now);
+            #[cfg(debug_assertions)]
+            self.wedge_if_asked();
         }
         self.drain();
+    }
+
+    /// The `MOOYAHO_DEBUG_WORKER_WEDGE` test hook: blocks this thread for good once its file
+    /// exists (the thread stays alive; only its progress stops).
+    #[cfg(debug_assertions)]
+    fn wedge_if_asked(&self) {
+        if self
+            .wedge_when
+            .as_deref()
+            .is_some_and(std::path::Path::exists)
+        {
+            tracing::warn!(
+                worker = self.index,
+                "MOOYAHO_DEBUG_WORKER_WEDGE: wedging this worker"
+            );
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
     }
 
     fn next_deadline(&mut self) -> Instant {
