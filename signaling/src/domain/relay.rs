@@ -51,8 +51,7 @@ impl Relay {
         to: Option<SessionId>,
         sdp: String,
     ) -> Result<(), SignalError> {
-        let me = self.shared.me(connection).await?;
-        let target = self.target(&me, to).await?;
+        let (me, target) = self.parties(connection, to).await?;
         if !shares_channel(&me, &target) && me.calls.get(&target.id) != Some(&CallState::Accepted) {
             if !(me.allow_direct_call && target.allow_direct_call) {
                 return Err(forbidden());
@@ -60,29 +59,17 @@ impl Relay {
             // Counted per (callee, caller) first, so one caller cannot spend the callee's whole
             // budget and lock everyone else out; then per callee across every caller and
             // instance, so many sessions cannot flood one person with calls.
-            let window = self.shared.config.direct_call_window;
-            let mine = self
-                .shared
-                .store
-                .count_direct_call(&target.id, Some(&me.id), window)
+            let config = &self.shared.config;
+            let (per_caller, per_callee) = (
+                config.direct_calls_per_caller,
+                config.direct_calls_per_callee,
+            );
+            let too_many = "too many calls to that session; try again later";
+            self.count_call(&target.id, Some(&me.id), per_caller, too_many)
                 .await?;
-            if mine > self.shared.config.direct_calls_per_caller {
-                return Err(SignalError::new(
-                    ErrorCode::RateLimited,
-                    "too many calls to that session; try again later",
-                ));
-            }
-            let offered = self
-                .shared
-                .store
-                .count_direct_call(&target.id, None, window)
+            let flooded = "that session is receiving too many calls; try again later";
+            self.count_call(&target.id, None, per_callee, flooded)
                 .await?;
-            if offered > self.shared.config.direct_calls_per_callee {
-                return Err(SignalError::new(
-                    ErrorCode::RateLimited,
-                    "that session is receiving too many calls; try again later",
-                ));
-            }
             let (mine, theirs) = (CallState::Outgoing, CallState::Incoming);
             self.set_call(&me.id, &target.id, Some(mine), Some(theirs))
                 .await?;
@@ -103,8 +90,7 @@ impl Relay {
         to: Option<SessionId>,
         sdp: String,
     ) -> Result<(), SignalError> {
-        let me = self.shared.me(connection).await?;
-        let target = self.target(&me, to).await?;
+        let (me, target) = self.parties(connection, to).await?;
         if !shares_channel(&me, &target) {
             match me.calls.get(&target.id) {
                 Some(CallState::Incoming | CallState::Accepted) => {
@@ -133,8 +119,7 @@ impl Relay {
         candidate: Value,
     ) -> Result<(), SignalError> {
         check_candidate(&candidate)?;
-        let me = self.shared.me(connection).await?;
-        let target = self.target(&me, to).await?;
+        let (me, target) = self.parties(connection, to).await?;
         let allowed = shares_channel(&me, &target)
             || matches!(
                 me.calls.get(&target.id),
@@ -175,12 +160,35 @@ impl Relay {
         Ok(())
     }
 
-    /// The live target of a peer-to-peer message.
-    async fn target(
+    /// Counts a direct call to `callee` (from `caller`, or from anyone with `None`) in the
+    /// current window, and refuses it with `refusal` when that makes more than `limit`.
+    async fn count_call(
         &self,
-        me: &SessionRecord,
+        callee: &SessionId,
+        caller: Option<&SessionId>,
+        limit: u64,
+        refusal: &'static str,
+    ) -> Result<(), SignalError> {
+        let window = self.shared.config.direct_call_window;
+        let calls = self
+            .shared
+            .store
+            .count_direct_call(callee, caller, window)
+            .await?;
+        if calls > limit {
+            return Err(SignalError::new(ErrorCode::RateLimited, refusal));
+        }
+        Ok(())
+    }
+
+    /// The sender of a peer-to-peer message (the session `connection` holds) and its live
+    /// target.
+    async fn parties(
+        &self,
+        connection: &Connection,
         to: Option<SessionId>,
-    ) -> Result<SessionRecord, SignalError> {
+    ) -> Result<(SessionRecord, SessionRecord), SignalError> {
+        let me = self.shared.me(connection).await?;
         let to = to.ok_or_else(|| {
             SignalError::new(
                 ErrorCode::InvalidMessage,
@@ -193,11 +201,13 @@ impl Relay {
                 "cannot signal yourself",
             ));
         }
-        self.shared
+        let target = self
+            .shared
             .store
             .session(&to)
             .await?
-            .ok_or_else(|| SignalError::new(ErrorCode::SessionNotFound, "no such session"))
+            .ok_or_else(|| SignalError::new(ErrorCode::SessionNotFound, "no such session"))?;
+        Ok((me, target))
     }
 }
 
