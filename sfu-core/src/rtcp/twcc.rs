@@ -136,6 +136,19 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+
+    /// The feedback `twcc` writes now, as the rtcp crate parses it.
+    fn feedback(twcc: &mut TwccRecorder) -> TransportLayerCc {
+        let mut buf = BytesMut::new();
+        twcc.write_feedback(&mut buf, Ssrc(1), Ssrc(2));
+        let packets = rtcp::packet::unmarshal(&mut Bytes::copy_from_slice(&buf)).unwrap();
+        packets[0]
+            .as_any()
+            .downcast_ref::<TransportLayerCc>()
+            .unwrap()
+            .clone()
+    }
 
     #[test]
     fn feedback_parses_in_the_rtcp_crate_with_losses_and_large_deltas() {
@@ -156,13 +169,7 @@ mod tests {
         for (seq, ms) in arrivals {
             twcc.record(t0 + Duration::from_millis(ms), seq);
         }
-        let mut buf = BytesMut::new();
-        twcc.write_feedback(&mut buf, Ssrc(1), Ssrc(2));
-        let packets = rtcp::packet::unmarshal(&mut Bytes::copy_from_slice(&buf)).unwrap();
-        let cc = packets[0]
-            .as_any()
-            .downcast_ref::<rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc>()
-            .unwrap();
+        let cc = feedback(&mut twcc);
         assert_eq!(
             (
                 cc.base_sequence_number,
@@ -178,13 +185,7 @@ mod tests {
         assert!(!twcc.has_pending());
 
         twcc.record(t0 + Duration::from_millis(120), 21);
-        buf.clear();
-        twcc.write_feedback(&mut buf, Ssrc(1), Ssrc(2));
-        let packets = rtcp::packet::unmarshal(&mut Bytes::copy_from_slice(&buf)).unwrap();
-        let cc = packets[0]
-            .as_any()
-            .downcast_ref::<rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc>()
-            .unwrap();
+        let cc = feedback(&mut twcc);
         assert_eq!(
             (
                 cc.base_sequence_number,

@@ -129,17 +129,22 @@ mod tests {
         assert_eq!(&p.payload()[..], b"payload");
     }
 
-    #[test]
-    fn rtx_osn_precedes_payload() {
-        let header = RtpHeader {
+    /// A bare header (no extensions) of SSRC 9, PT 97, sequence number 1.
+    fn bare_header(rtx_osn: Option<SeqNo>) -> RtpHeader {
+        RtpHeader {
             ssrc: Ssrc(9),
             pt: Pt(97),
             seq: SeqNo(1),
             timestamp: RtpTime(0),
             marker: false,
             extensions: OutExtensions::EMPTY,
-            rtx_osn: Some(SeqNo(0x1_abcd)),
-        };
+            rtx_osn,
+        }
+    }
+
+    #[test]
+    fn rtx_osn_precedes_payload() {
+        let header = bare_header(Some(SeqNo(0x1_abcd)));
         let mut buf = BytesMut::new();
         header.write_to(b"xy", &mut buf);
         assert_eq!(&buf[12..], &[0xab, 0xcd, b'x', b'y']);
@@ -147,15 +152,7 @@ mod tests {
 
     #[test]
     fn small_buffer_is_refused() {
-        let header = RtpHeader {
-            ssrc: Ssrc(9),
-            pt: Pt(97),
-            seq: SeqNo(1),
-            timestamp: RtpTime(0),
-            marker: false,
-            extensions: OutExtensions::EMPTY,
-            rtx_osn: None,
-        };
+        let header = bare_header(None);
         assert_eq!(
             header.write(b"abc", &mut [0; 14]),
             Err(BufferTooSmall { need: 15, have: 14 })
