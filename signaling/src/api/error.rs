@@ -6,8 +6,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::DomainError;
+use crate::domain::error::ErrorCode;
 use crate::domain::ports::StoreError;
+use crate::domain::{DomainError, HttpMediaError};
 
 /// A failed REST request.
 #[derive(Debug)]
@@ -56,6 +57,37 @@ impl From<DomainError> for ApiError {
             DomainError::Conflict(message) => Self::new(StatusCode::CONFLICT, message),
             DomainError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<HttpMediaError> for ApiError {
+    fn from(e: HttpMediaError) -> Self {
+        let e = match e {
+            HttpMediaError::Store(store) => return store.into(),
+            other => other,
+        };
+        let status = match &e {
+            HttpMediaError::MissingToken | HttpMediaError::Token(_) => StatusCode::UNAUTHORIZED,
+            HttpMediaError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HttpMediaError::ChannelNotFound | HttpMediaError::UnknownResource(_) => {
+                StatusCode::NOT_FOUND
+            }
+            HttpMediaError::NotSfu => StatusCode::CONFLICT,
+            HttpMediaError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            HttpMediaError::EtagMismatch => StatusCode::PRECONDITION_FAILED,
+            HttpMediaError::IceRestart => StatusCode::UNPROCESSABLE_ENTITY,
+            HttpMediaError::Refused(refusal) => match refusal.code {
+                ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+                ErrorCode::ChannelNotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
+                ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+                ErrorCode::SfuUnavailable | ErrorCode::Unavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                _ => StatusCode::BAD_REQUEST,
+            },
+            HttpMediaError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self::new(status, e.to_string())
     }
 }
 

@@ -139,6 +139,11 @@ mod tests {
             b"\x06\x2cHEAD (",
             b"\x06\x2cGET (",
             b"\x06\x00HEAD /channels\n",
+            b"\x06\x00POST /whip/x\nv=0\r\n",
+            b"\x06\x02POST /whip/x\n",
+            b"\x06\x00OPTIONS /whip/x\n",
+            b"\x06\x00PATCH /whip/x/y\na=ice-ufrag:z",
+            b"\x06\x00DELETE /whip/x/y\n",
         ];
         for seed in seeds {
             fuzz_rest_body(seed);

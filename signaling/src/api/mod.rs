@@ -10,14 +10,15 @@ pub mod health;
 pub mod sfu_servers;
 pub mod tokens;
 pub mod web;
+pub mod whip_whep;
 pub mod ws;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use tower_http::cors::CorsLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -197,6 +198,16 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .route("/health", get(health::health))
         .route("/websocket", get(ws::upgrade))
+        .route(
+            "/whip/{channel}",
+            post(whip_whep::whip_post).options(whip_whep::endpoint_options),
+        )
+        .route(
+            "/whip/{channel}/{id}",
+            patch(whip_whep::whip_patch)
+                .delete(whip_whep::whip_delete)
+                .options(whip_whep::resource_options),
+        )
         .merge(web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -246,8 +257,16 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
             .allow_origin(origins)
             .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
             .allow_headers([
-                axum::http::header::AUTHORIZATION,
-                axum::http::header::CONTENT_TYPE,
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+            ])
+            // What a browser WHIP/WHEP client reads from a 201 (RFC 9725 §4.2).
+            .expose_headers([
+                header::LOCATION,
+                header::ETAG,
+                header::LINK,
+                header::HeaderName::from_static("accept-patch"),
             ]),
     )
 }

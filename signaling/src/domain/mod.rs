@@ -14,6 +14,7 @@ pub mod ports;
 mod channels;
 mod failover;
 mod fleet;
+mod http_media;
 mod node_queue;
 mod placement;
 mod relay;
@@ -34,6 +35,7 @@ use shared::Shared;
 
 pub use channels::{BulkDeleteOutcome, ChannelDetail, ChannelEntry, ChannelSummary, Channels};
 pub use fleet::{ADDRESS_PATTERN, FINGERPRINT_PATTERN, SfuServerPatch, SfuServerView, SfuServers};
+pub use http_media::{CreatedResource, HttpMedia, HttpMediaError, HttpMediaKind};
 pub use placement::Placement;
 pub use relay::Relay;
 pub use session::{ConnectOptions, Connection, Resumed, Sessions};
@@ -166,6 +168,7 @@ pub struct Signaling {
     relay: Relay,
     placement: Arc<Placement>,
     sfu_servers: SfuServers,
+    http_media: HttpMedia,
 }
 
 impl std::fmt::Debug for Signaling {
@@ -205,25 +208,48 @@ impl Signaling {
         ports: Ports,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let registry = Arc::new(http_media::Registry::default());
+        let (ended, mut media_ended) = tokio::sync::mpsc::unbounded_channel();
+        let mut events = ports.events;
+        events.subscribe(Arc::new(http_media::EndWatch::new(registry.clone(), ended)));
         let shared = Arc::new(Shared {
             config,
             instance,
             store: ports.store,
             bus: ports.bus,
             hub: ports.hub,
-            events: ports.events,
+            events,
             metrics,
         });
         let placement = Arc::new(Placement::new(shared.clone()));
         let channels = Arc::new(Channels::new(shared.clone(), placement.clone()));
         let sessions = Arc::new(Sessions::new(shared.clone(), channels.clone()));
+        let http_media = HttpMedia::new(
+            shared.clone(),
+            sessions.clone(),
+            channels.clone(),
+            placement.clone(),
+            registry,
+        );
         let signaling = Arc::new(Self {
+            http_media,
             relay: Relay::new(shared.clone()),
             sfu_servers: SfuServers::new(shared.clone(), placement.clone()),
             shared,
             sessions,
             channels,
             placement,
+        });
+        let weak = Arc::downgrade(&signaling);
+        // WHIP/WHEP sessions whose media went (see `http_media::EndWatch`) end here, outside
+        // the event stream that reported it.
+        tokio::spawn(async move {
+            while let Some(session) = media_ended.recv().await {
+                let Some(signaling) = weak.upgrade() else {
+                    break;
+                };
+                signaling.http_media.end_session(&session).await;
+            }
         });
         let weak = Arc::downgrade(&signaling);
         // The sessions held here are refreshed three times per presence TTL.
@@ -267,6 +293,11 @@ impl Signaling {
     /// SFU placement and the negotiation between sessions and nodes.
     pub fn placement(&self) -> &Arc<Placement> {
         &self.placement
+    }
+
+    /// WHIP publishers and WHEP viewers.
+    pub fn http_media(&self) -> &HttpMedia {
+        &self.http_media
     }
 
     /// The SFU fleet registry.

@@ -71,6 +71,19 @@ impl Sessions {
         options: ConnectOptions,
         outbox: mpsc::Sender<Outgoing>,
     ) -> Result<(Connection, String), SignalError> {
+        let opened = self.open(options, outbox).await?;
+        self.shared.metrics.ws_connections.inc();
+        self.shared.metrics.ws_connections_total.inc();
+        Ok(opened)
+    }
+
+    /// Opens a session held by this instance whose messages go to `outbox`: a socket's, or a
+    /// WHIP/WHEP resource's (which has no socket and no use for the resume token).
+    pub(super) async fn open(
+        &self,
+        options: ConnectOptions,
+        outbox: mpsc::Sender<Outgoing>,
+    ) -> Result<(Connection, String), SignalError> {
         let (token, token_hash) = token::issue(self.token_expiry());
         let (user, grant) = options
             .join
@@ -96,8 +109,6 @@ impl Sessions {
         self.shared
             .hub
             .register(record.id.clone(), record.connection.clone(), outbox);
-        self.shared.metrics.ws_connections.inc();
-        self.shared.metrics.ws_connections_total.inc();
         let connection = Connection {
             id: record.connection,
             session: record.id,
@@ -218,6 +229,18 @@ impl Sessions {
         self.shared.events.record(ended).await;
         tracing::debug!(session = %record.id, "session ended");
         Ok(())
+    }
+
+    /// Ends the session `connection` holds now, without a grace window (a WHIP/WHEP resource
+    /// deleted or given up: nothing can resume it). Its outbox closes.
+    pub(super) async fn end_now(&self, connection: &Connection) -> Result<(), StoreError> {
+        self.shared
+            .hub
+            .unregister(&connection.session, &connection.id);
+        match self.shared.store.session(&connection.session).await? {
+            Some(record) if record.connection == connection.id => self.end(&record).await,
+            _ => Ok(()),
+        }
     }
 
     /// Replaces the resume token of the session `connection` holds (the previous one stays valid

@@ -1,0 +1,468 @@
+//! WHIP (RFC 9725) against `mooyaho dev`: a `webrtc`-crate client publishes with one HTTP
+//! request and a join token, and an SDK-style member of the channel receives its media; the
+//! resource takes trickle PATCHes, refuses ICE restarts, and DELETE ends it (the member hears it
+//! leave). Hostile requests (no or wrong token, wrong grant, wrong content type, garbage and
+//! malformed SDP, unknown and mesh channels) are refused with their status and a JSON reason,
+//! leave no session behind, and do not disturb the member already watching. An abandoned
+//! publisher (never deleted, its PeerConnection gone) leaves the channel once its consent expires.
+
+mod support;
+
+use std::time::Duration;
+
+use mooyaho_test_support::peer::{LocalMedia, Peer, payloads};
+use mooyaho_test_support::sfu_client::SfuClient;
+use mooyaho_test_support::ws::Rest;
+use serde_json::{Value, json};
+use support::{Server, eventually, healthy_node};
+
+const PACKETS: usize = 60;
+
+/// A join token for `sub` in `channel`, signed by the server (`POST /tokens`).
+async fn join_token(
+    rest: &Rest,
+    sub: &str,
+    channel: &str,
+    publish: bool,
+    subscribe: bool,
+) -> String {
+    let (status, body) = rest
+        .call(
+            "POST",
+            "/tokens",
+            Some(json!({ "sub": sub, "name": sub, "channel": channel,
+                "publish": publish, "subscribe": subscribe })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// What a WHIP/WHEP request got back.
+struct Reply {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The JSON error body's `message`, asserting the body is the JSON error shape.
+    fn reason(&self) -> String {
+        let body: Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {}", self.body));
+        assert_eq!(body["statusCode"], self.status, "{body}");
+        body["message"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+async fn send(
+    rest: &Rest,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> Reply {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = rest.http.request(method, format!("{}{path}", rest.base));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = request.send().await.expect("request");
+    Reply {
+        status: response.status().as_u16(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
+}
+
+/// `POST /whip/{channel}` with `offer`, as a WHIP client sends it.
+async fn whip_post(rest: &Rest, channel: &str, token: &str, offer: &str) -> Reply {
+    let auth = format!("Bearer {token}");
+    send(
+        rest,
+        "POST",
+        &format!("/whip/{channel}"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/sdp"),
+        ],
+        Some(offer.to_owned()),
+    )
+    .await
+}
+
+/// The session of the member whose user id is `user` in `channel`, once there is one.
+async fn member_session(rest: &Rest, channel: &str, user: &str) -> Option<String> {
+    let (status, detail) = rest
+        .call("GET", &format!("/channels/{channel}"), None)
+        .await;
+    assert_eq!(status, 200, "{detail}");
+    detail["channelSessions"]
+        .as_array()?
+        .iter()
+        .find(|s| s["user"]["id"] == user)
+        .and_then(|s| s["sessionId"].as_str())
+        .map(str::to_owned)
+}
+
+/// A connected `webrtc`-crate WHIP publisher: its peer, media, resource path and ETag.
+struct WhipPublisher {
+    peer: Peer,
+    media: LocalMedia,
+    location: String,
+    etag: String,
+    session: String,
+    /// The `a=ice-ufrag` of its offer (a trickle PATCH names the same one).
+    ufrag: String,
+}
+
+async fn whip_publish(rest: &Rest, channel: &str, user: &str) -> WhipPublisher {
+    let token = join_token(rest, user, channel, true, false).await;
+    let peer = Peer::new().await.unwrap();
+    let (media, offer) = LocalMedia::offer(&peer).await.unwrap();
+    let ufrag = offer
+        .lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .expect("the offer has an ICE ufrag")
+        .trim()
+        .to_owned();
+    let reply = whip_post(rest, channel, &token, &offer).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), "application/sdp");
+    assert!(reply.body.starts_with("v=0"), "{}", reply.body);
+    let location = reply.header("location").to_owned();
+    assert!(
+        location.starts_with(&format!("/whip/{channel}/")),
+        "{location}"
+    );
+    let etag = reply.header("etag").to_owned();
+    assert!(etag.starts_with('"') && etag.len() > 2, "{etag}");
+    assert_eq!(
+        reply.header("accept-patch"),
+        "application/trickle-ice-sdpfrag"
+    );
+    peer.apply_answer(reply.body).await.unwrap();
+    peer.wait_connected("WHIP publisher").await.unwrap();
+    let session = member_session(rest, channel, user)
+        .await
+        .expect("the WHIP publisher is a member of the channel");
+    WhipPublisher {
+        peer,
+        media,
+        location,
+        etag,
+        session,
+        ufrag,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webrtc_whip_publisher_reaches_a_member_and_delete_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &[]);
+    let rest = server.rest();
+    healthy_node(&rest).await;
+    let channel = rest.create_channel(true).await;
+    let mut viewer = SfuClient::join(&server.ws_url(), &rest, &channel, "viewer").await;
+
+    let whip = whip_publish(&rest, &channel, "encoder").await;
+    // Its own `entered` first, then the WHIP publisher's, named by the token's user.
+    let own = viewer.expect("entered").await;
+    assert_eq!(own["sessionId"], viewer.id.as_str(), "{own}");
+    let entered = viewer.expect("entered").await;
+    assert_eq!(entered["sessionId"], whip.session.as_str(), "{entered}");
+    assert_eq!(entered["user"]["id"], "encoder", "{entered}");
+    viewer.subscribed_to(&[&whip.session]).await;
+    let sent = payloads(0x3A, PACKETS);
+    whip.media
+        .send_from(0, &sent.0, &sent.1, Duration::from_millis(5))
+        .await
+        .unwrap();
+    let received = viewer
+        .wait_for(&[&whip.session], PACKETS, Duration::from_secs(15))
+        .await;
+    let got = &received[whip.session.as_str()];
+    assert!(got.audio == sent.0, "audio payloads differ");
+    assert!(got.video == sent.1, "video payloads differ");
+
+    // Trickle: accepted (the node is ICE-lite and needs none); preconditions per RFC 9725.
+    let fragment =
+        "a=ice-ufrag:{}\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n";
+    let trickle = fragment.replace("{}", &whip.ufrag);
+    let patch = |headers: Vec<(&'static str, String)>, body: String| {
+        let rest = rest.clone();
+        let location = whip.location.clone();
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            send(&rest, "PATCH", &location, &headers, Some(body)).await
+        }
+    };
+    let frag = ("content-type", "application/trickle-ice-sdpfrag".to_owned());
+    let ok = patch(
+        vec![frag.clone(), ("if-match", whip.etag.clone())],
+        trickle.clone(),
+    )
+    .await;
+    assert_eq!(ok.status, 204, "{}", ok.body);
+    let missing = patch(vec![frag.clone()], trickle.clone()).await;
+    assert_eq!(missing.status, 428, "{}", missing.reason());
+    let stale = patch(
+        vec![frag.clone(), ("if-match", "\"stale\"".into())],
+        trickle.clone(),
+    )
+    .await;
+    assert_eq!(stale.status, 412, "{}", stale.reason());
+    let restart = patch(
+        vec![frag.clone(), ("if-match", "*".into())],
+        trickle.clone(),
+    )
+    .await;
+    assert_eq!(restart.status, 422, "{}", restart.body);
+    assert!(restart.reason().contains("ICE restarts are not supported"));
+    let new_ufrag = fragment.replace("{}", "someotherufrag");
+    let restart = patch(
+        vec![frag.clone(), ("if-match", whip.etag.clone())],
+        new_ufrag,
+    )
+    .await;
+    assert_eq!(restart.status, 422, "{}", restart.reason());
+    let wrong_type = patch(
+        vec![
+            ("content-type", "text/plain".into()),
+            ("if-match", whip.etag.clone()),
+        ],
+        trickle.clone(),
+    )
+    .await;
+    assert_eq!(wrong_type.status, 415, "{}", wrong_type.reason());
+
+    // OPTIONS names the methods.
+    let options = send(&rest, "OPTIONS", &whip.location, &[], None).await;
+    assert_eq!(options.status, 204);
+    assert_eq!(options.header("allow"), "OPTIONS, PATCH, DELETE");
+    let options = send(&rest, "OPTIONS", &format!("/whip/{channel}"), &[], None).await;
+    assert_eq!(options.header("allow"), "OPTIONS, POST");
+
+    // DELETE ends it: the member hears it leave, and the resource is gone.
+    let deleted = send(&rest, "DELETE", &whip.location, &[], None).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let left = viewer.expect("left").await;
+    assert_eq!(left["sessionId"], whip.session.as_str(), "{left}");
+    assert_eq!(member_session(&rest, &channel, "encoder").await, None);
+    let again = send(&rest, "DELETE", &whip.location, &[], None).await;
+    assert_eq!(again.status, 404, "{}", again.reason());
+    whip.peer.close().await;
+    viewer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_whip_requests_are_refused_with_reasons_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &[]);
+    let rest = server.rest();
+    healthy_node(&rest).await;
+    let channel = rest.create_channel(true).await;
+    let mesh = rest.create_channel(false).await;
+    let other = rest.create_channel(true).await;
+    // An honest publisher and member already in the channel.
+    let viewer = SfuClient::join(&server.ws_url(), &rest, &channel, "viewer").await;
+    let honest = whip_publish(&rest, &channel, "honest").await;
+    viewer.subscribed_to(&[&honest.session]).await;
+
+    let peer = Peer::new().await.unwrap();
+    let (_media, offer) = LocalMedia::offer(&peer).await.unwrap();
+    let publisher = join_token(&rest, "mallory", &channel, true, true).await;
+    let viewer_only = join_token(&rest, "mallory", &channel, false, true).await;
+    let elsewhere = join_token(&rest, "mallory", &other, true, true).await;
+    let mesh_token = join_token(&rest, "mallory", &mesh, true, true).await;
+    let path = format!("/whip/{channel}");
+    let sdp = ("content-type", "application/sdp");
+
+    let cases: Vec<(&str, Reply, u16, &str)> = vec![
+        (
+            "no token",
+            send(&rest, "POST", &path, &[sdp], Some(offer.clone())).await,
+            401,
+            "Authorization",
+        ),
+        (
+            "the API key instead of a join token",
+            send(
+                &rest,
+                "POST",
+                &path,
+                &[sdp, ("authorization", &format!("Bearer {}", rest.key))],
+                Some(offer.clone()),
+            )
+            .await,
+            401,
+            "join token",
+        ),
+        (
+            "a token without publish",
+            whip_post(&rest, &channel, &viewer_only, &offer).await,
+            403,
+            "publishing",
+        ),
+        (
+            "a token for another channel",
+            whip_post(&rest, &channel, &elsewhere, &offer).await,
+            403,
+            "another channel",
+        ),
+        (
+            "a JSON body",
+            send(
+                &rest,
+                "POST",
+                &path,
+                &[
+                    ("content-type", "application/json"),
+                    ("authorization", &format!("Bearer {publisher}")),
+                ],
+                Some("{}".into()),
+            )
+            .await,
+            415,
+            "application/sdp",
+        ),
+        (
+            "not SDP",
+            whip_post(&rest, &channel, &publisher, "hello, world").await,
+            400,
+            "v=0",
+        ),
+        (
+            "malformed SDP",
+            whip_post(
+                &rest,
+                &channel,
+                &publisher,
+                "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF\r\n",
+            )
+            .await,
+            400,
+            "SDP refused",
+        ),
+        (
+            "an answer's direction only (no media to publish)",
+            whip_post(
+                &rest,
+                &channel,
+                &publisher,
+                &offer
+                    .replace("a=sendrecv", "a=recvonly")
+                    .replace("a=sendonly", "a=recvonly"),
+            )
+            .await,
+            400,
+            "SDP refused",
+        ),
+        (
+            "an unknown channel",
+            whip_post(
+                &rest,
+                "00000000-0000-4000-8000-000000000000",
+                &join_token(
+                    &rest,
+                    "mallory",
+                    "00000000-0000-4000-8000-000000000000",
+                    true,
+                    true,
+                )
+                .await,
+                &offer,
+            )
+            .await,
+            404,
+            "no such channel",
+        ),
+        (
+            "a mesh channel",
+            whip_post(&rest, &mesh, &mesh_token, &offer).await,
+            409,
+            "mesh",
+        ),
+        (
+            "a resource that does not exist",
+            send(
+                &rest,
+                "DELETE",
+                &format!("{path}/0123456789abcdef"),
+                &[],
+                None,
+            )
+            .await,
+            404,
+            "no such whip session",
+        ),
+    ];
+    for (what, reply, status, reason) in cases {
+        assert_eq!(reply.status, status, "{what}: {}", reply.body);
+        let message = reply.reason();
+        assert!(message.contains(reason), "{what}: {message}");
+    }
+    // Nothing of mallory's stayed in any channel.
+    for id in [&channel, &mesh, &other] {
+        assert_eq!(member_session(&rest, id, "mallory").await, None, "{id}");
+    }
+    // The honest publisher still reaches the member.
+    let sent = payloads(0x3B, PACKETS);
+    honest
+        .media
+        .send_from(0, &sent.0, &sent.1, Duration::from_millis(5))
+        .await
+        .unwrap();
+    let received = viewer
+        .wait_for(&[&honest.session], PACKETS, Duration::from_secs(15))
+        .await;
+    assert!(received[honest.session.as_str()].video == sent.1);
+    peer.close().await;
+    honest.peer.close().await;
+    viewer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abandoned_whip_publisher_leaves_when_its_transport_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &[]);
+    let rest = server.rest();
+    healthy_node(&rest).await;
+    let channel = rest.create_channel(true).await;
+    // One publisher connects then vanishes (consent expires); one never connects at all.
+    let gone = whip_publish(&rest, &channel, "vanished").await;
+    gone.peer.close().await;
+    let token = join_token(&rest, "never", &channel, true, false).await;
+    let silent = Peer::new().await.unwrap();
+    let (_media, offer) = LocalMedia::offer(&silent).await.unwrap();
+    let reply = whip_post(&rest, &channel, &token, &offer).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    silent.close().await;
+    assert!(member_session(&rest, &channel, "never").await.is_some());
+    // Consent expires 30 s after the last check; a transport never connected is given up 30 s
+    // after its offer. Both sessions end by themselves: no DELETE was sent.
+    let ended = eventually(Duration::from_secs(60), || async {
+        member_session(&rest, &channel, "vanished").await.is_none()
+            && member_session(&rest, &channel, "never").await.is_none()
+    })
+    .await;
+    assert!(ended, "abandoned WHIP sessions are still members");
+    let location = reply.header("location").to_owned();
+    let deleted = send(&rest, "DELETE", &location, &[], None).await;
+    assert_eq!(
+        deleted.status, 404,
+        "its resource went with it: {}",
+        deleted.body
+    );
+}
