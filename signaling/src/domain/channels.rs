@@ -137,25 +137,14 @@ impl Channels {
             if record.channel.as_ref() != Some(id) {
                 continue;
             }
-            let update = SessionUpdate {
-                channel: Some(None),
-                published: Some(Vec::new()),
-                ..SessionUpdate::default()
-            };
+            let update = SessionUpdate::out_of_channel();
             self.shared
                 .store
                 .update_session(&record.id, &update)
                 .await?;
             // Each member's tracks and membership end with the channel; the sockets hear only
             // `channelClosed` (below), the other subscribers (webhooks) hear each step.
-            self.shared
-                .unpublished(id, &record.id, record.published.clone())
-                .await;
-            let left = DomainEvent::MemberLeft {
-                channel: id.clone(),
-                session: record.id.clone(),
-                user: record.user.clone(),
-            };
+            let left = self.shared.member_left(id, &record).await;
             self.shared.events.record(left).await;
             targets.push(record);
         }
@@ -258,23 +247,12 @@ impl Channels {
         channel: &ChannelId,
     ) -> Result<(), StoreError> {
         let removed = self.shared.store.set_member(channel, &me.id, false).await?;
-        let update = SessionUpdate {
-            channel: Some(None),
-            published: Some(Vec::new()),
-            ..SessionUpdate::default()
-        };
+        let update = SessionUpdate::out_of_channel();
         self.shared.store.update_session(&me.id, &update).await?;
         // Whoever removed the membership tells of the tracks and the leave: a sweep that found
         // this member stale, or a channel delete running at the same time, did already.
         if removed {
-            self.shared
-                .unpublished(channel, &me.id, me.published.clone())
-                .await;
-            let left = DomainEvent::MemberLeft {
-                channel: channel.clone(),
-                session: me.id.clone(),
-                user: me.user.clone(),
-            };
+            let left = self.shared.member_left(channel, me).await;
             self.broadcast(channel, left).await?;
         }
         self.placement.release(&me.id, channel).await;

@@ -169,6 +169,17 @@ pub struct SessionUpdate {
     pub published: Option<Vec<PublishedTrack>>,
 }
 
+impl SessionUpdate {
+    /// The session is out of its channel: no channel, nothing published.
+    pub fn out_of_channel() -> Self {
+        Self {
+            channel: Some(None),
+            published: Some(Vec::new()),
+            ..Self::default()
+        }
+    }
+}
+
 /// A registered SFU node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SfuServerRecord {

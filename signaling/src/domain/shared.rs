@@ -58,6 +58,23 @@ impl Shared {
         }
     }
 
+    /// `member` leaves `channel`: its tracks end (`TrackUnpublished` each, recorded for the
+    /// event subscribers) and the returned `MemberLeft` is the caller's to deliver — to the
+    /// channel, or to no socket when the channel itself is going.
+    pub(super) async fn member_left(
+        &self,
+        channel: &ChannelId,
+        member: &SessionRecord,
+    ) -> DomainEvent {
+        self.unpublished(channel, &member.id, member.published.clone())
+            .await;
+        DomainEvent::MemberLeft {
+            channel: channel.clone(),
+            session: member.id.clone(),
+            user: member.user.clone(),
+        }
+    }
+
     /// Live members of a channel. A read: members whose presence expired (their instance died)
     /// or who moved on are left out but stay stored; removing them and telling the others is
     /// the write path's job (`Channels::prune_members`, `Channels::sweep_expired_members`).
