@@ -128,6 +128,23 @@ impl RedisStore {
     }
 }
 
+/// The JSON records stored at `keys`, read in one MGET; a key deleted since its id was listed
+/// is skipped.
+async fn records<T: serde::de::DeserializeOwned>(
+    conn: &mut ConnectionManager,
+    keys: Vec<String>,
+) -> Result<Vec<T>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let values: Vec<Option<String>> = conn.mget(&keys).await.map_err(unavailable)?;
+    values
+        .into_iter()
+        .flatten()
+        .map(|json| serde_json::from_str(&json).map_err(corrupt))
+        .collect()
+}
+
 fn unavailable(e: redis::RedisError) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -245,19 +262,8 @@ impl ChannelStore for RedisStore {
             .smembers(self.keys.channels())
             .await
             .map_err(unavailable)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = ids
-            .iter()
-            .map(|id| self.keys.channel(&ChannelId(id.clone())))
-            .collect();
-        let values: Vec<Option<String>> = conn.mget(&keys).await.map_err(unavailable)?;
-        let mut all = values
-            .into_iter()
-            .flatten()
-            .map(|j| serde_json::from_str::<ChannelRecord>(&j).map_err(corrupt))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = ids.into_iter().map(|id| self.keys.channel(&ChannelId(id)));
+        let mut all: Vec<ChannelRecord> = records(&mut conn, keys.collect()).await?;
         ChannelRecord::sort_oldest_first(&mut all);
         Ok(all)
     }
@@ -609,19 +615,8 @@ impl SfuRegistry for RedisStore {
     async fn sfu_servers(&self) -> Result<Vec<SfuServerRecord>, StoreError> {
         let mut conn = self.conn();
         let ids: Vec<u64> = conn.smembers(self.keys.sfus()).await.map_err(unavailable)?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = ids
-            .iter()
-            .map(|id| self.keys.sfu(SfuServerId(*id)))
-            .collect();
-        let values: Vec<Option<String>> = conn.mget(&keys).await.map_err(unavailable)?;
-        let mut all = values
-            .into_iter()
-            .flatten()
-            .map(|j| serde_json::from_str::<SfuServerRecord>(&j).map_err(corrupt))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = ids.into_iter().map(|id| self.keys.sfu(SfuServerId(id)));
+        let mut all: Vec<SfuServerRecord> = records(&mut conn, keys.collect()).await?;
         all.sort_by_key(|s| s.id);
         Ok(all)
     }
