@@ -150,6 +150,31 @@ pub struct Takeover {
     pub token: TokenHash,
 }
 
+#[cfg(test)]
+impl SessionRecord {
+    /// A test session `id` held by connection `c0` of instance `i` whose socket dropped (not
+    /// connected): no user, no channel, no calls, `current` its only resume token.
+    pub(crate) fn dropped_for_test(id: &str, current: TokenHash) -> Self {
+        Self {
+            id: SessionId::from(id),
+            instance: InstanceId::from("i"),
+            connection: ConnectionId::from("c0"),
+            user: None,
+            state: MediaState::default(),
+            channel: None,
+            allow_direct_call: false,
+            resume: ResumeTokens {
+                current,
+                previous: None,
+            },
+            connected: false,
+            calls: BTreeMap::new(),
+            grant: None,
+            published: Vec::new(),
+        }
+    }
+}
+
 /// A change to some fields of a session; `None` leaves a field as it is.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SessionUpdate {

@@ -478,25 +478,26 @@ mod tests {
         instance: &InstanceId,
         connection: &ConnectionId,
     ) -> SessionRecord {
+        let secret = TokenHash {
+            hash: token::hash("secret"),
+            expires_ms: u64::MAX,
+        };
         SessionRecord {
-            id: id.clone(),
             instance: instance.clone(),
             connection: connection.clone(),
-            user: None,
-            state: MediaState::default(),
-            channel: None,
-            allow_direct_call: false,
-            resume: ResumeTokens {
-                current: TokenHash {
-                    hash: token::hash("secret"),
-                    expires_ms: u64::MAX,
-                },
-                previous: None,
+            ..SessionRecord::dropped_for_test(&id.0, secret)
+        }
+    }
+
+    /// Another instance's connection `resumer` taking a session over with the token "next".
+    fn resumer_takeover() -> Takeover {
+        Takeover {
+            instance: InstanceId::from("other"),
+            connection: ConnectionId::from("resumer"),
+            token: TokenHash {
+                hash: token::hash("next"),
+                expires_ms: u64::MAX,
             },
-            connected: false,
-            calls: BTreeMap::new(),
-            grant: None,
-            published: Vec::new(),
         }
     }
 
@@ -516,14 +517,7 @@ mod tests {
         };
         let record = dropped_session(&dropped.session, signaling.instance(), &dropped.id);
         store.inner.create_session(&record).await.unwrap();
-        let takeover = Takeover {
-            instance: InstanceId::from("other"),
-            connection: ConnectionId::from("resumer"),
-            token: TokenHash {
-                hash: token::hash("next"),
-                expires_ms: u64::MAX,
-            },
-        };
+        let takeover = resumer_takeover();
         *store.hook.armed.lock().unwrap() =
             Some((dropped.session.clone(), token::hash("secret"), takeover));
         signaling.sessions().expire(dropped).await;
@@ -552,14 +546,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        let takeover = Takeover {
-            instance: InstanceId::from("other"),
-            connection: ConnectionId::from("resumer"),
-            token: TokenHash {
-                hash: token::hash("next"),
-                expires_ms: u64::MAX,
-            },
-        };
+        let takeover = resumer_takeover();
         let resumed = store
             .resume_session(&id, &token::hash("secret"), now_ms(), &takeover)
             .await

@@ -655,24 +655,7 @@ mod tests {
     }
 
     fn session(id: &str, token_hash: TokenHash) -> SessionRecord {
-        use crate::domain::ids::InstanceId;
-        SessionRecord {
-            id: SessionId::from(id),
-            instance: InstanceId::from("i"),
-            connection: ConnectionId::from("c0"),
-            user: None,
-            state: Default::default(),
-            channel: None,
-            allow_direct_call: false,
-            resume: ResumeTokens {
-                current: token_hash,
-                previous: None,
-            },
-            connected: false,
-            calls: BTreeMap::new(),
-            grant: None,
-            published: Vec::new(),
-        }
+        SessionRecord::dropped_for_test(id, token_hash)
     }
 
     fn takeover(connection: &str) -> Takeover {

@@ -781,11 +781,9 @@ fn parse_session(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::process::{Child, Command, Stdio};
 
     use super::*;
-    use crate::domain::model::ResumeTokens;
     use crate::domain::ports::SessionStore;
 
     /// A throwaway `redis-server` on a free loopback port, killed on drop.
@@ -836,26 +834,11 @@ mod tests {
     }
 
     fn dropped_session(token: &str) -> SessionRecord {
-        SessionRecord {
-            id: SessionId::from("s"),
-            instance: InstanceId::from("i"),
-            connection: ConnectionId::from("c0"),
-            user: None,
-            state: MediaState::default(),
-            channel: None,
-            allow_direct_call: false,
-            resume: ResumeTokens {
-                current: TokenHash {
-                    hash: token::hash(token),
-                    expires_ms: u64::MAX / 2,
-                },
-                previous: None,
-            },
-            connected: false,
-            calls: BTreeMap::new(),
-            grant: None,
-            published: Vec::new(),
-        }
+        let current = TokenHash {
+            hash: token::hash(token),
+            expires_ms: u64::MAX / 2,
+        };
+        SessionRecord::dropped_for_test("s", current)
     }
 
     #[test]
