@@ -157,6 +157,10 @@ struct Options {
     /// interface addresses.
     #[arg(long, env = "MOOYAHO_ANNOUNCE_IP", value_delimiter = ',')]
     announce_ip: Vec<IpAddr>,
+    /// `dev`'s embedded node also accepts ICE over TCP (RFC 6544 passive candidates), for
+    /// browsers whose UDP is blocked.
+    #[arg(long, env = "MOOYAHO_ICE_TCP")]
+    ice_tcp: bool,
 }
 
 /// The TOML file's shape.
@@ -371,6 +375,7 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
             announced_ips: sfu::announced_ips(rtc_bind, &options.announce_ip)?,
             core: sfu::core_config(options.max_track_bitrate, options.max_audio_track_bitrate),
             publish: options.publish.policy(),
+            ice_tcp: options.ice_tcp.then(mooyaho_media::IceTcpLimits::default),
             ..mooyaho_media::NodeConfig::loopback(workers)
         };
         tracing::info!(bind = %rtc_bind, announced = ?node_config.announced_ips, "embedded SFU media addresses");
@@ -383,9 +388,9 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
                 .context("generating the control certificate")?,
         )?)
     } else {
-        if options.rtc_bind.is_some() || !options.announce_ip.is_empty() {
+        if options.rtc_bind.is_some() || !options.announce_ip.is_empty() || options.ice_tcp {
             bail!(
-                "--rtc-bind and --announce-ip are for `mooyaho dev`'s embedded node (run `mooyaho sfu` with them)"
+                "--rtc-bind, --announce-ip and --ice-tcp are for `mooyaho dev`'s embedded node (run `mooyaho sfu` with them)"
             );
         }
         None
@@ -477,6 +482,10 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
             running.control.local_addr()?,
             running.node.addresses()
         );
+        let tcp = running.node.tcp_addresses();
+        if !tcp.is_empty() {
+            println!("  ICE-TCP:   {tcp:?}");
+        }
     }
     // Peer addresses reach the handlers (the WebSocket per-IP connection limit).
     let app = mooyaho_signaling::app(state).into_make_service_with_connect_info::<SocketAddr>();

@@ -29,6 +29,15 @@ pub(crate) struct SfuOptions {
     /// this host's interfaces in that family (loopback only when there is no other).
     #[arg(long, env = "MOOYAHO_ANNOUNCE_IP", value_delimiter = ',')]
     announce_ip: Vec<IpAddr>,
+    /// ICE-TCP (RFC 6544): also listen on TCP, on each worker's UDP port number when free, and
+    /// announce passive TCP candidates after the UDP ones, for clients whose UDP is blocked.
+    #[arg(long, env = "MOOYAHO_ICE_TCP")]
+    pub(crate) ice_tcp: bool,
+    /// With --ice-tcp: open TCP connections allowed in all, and from one client address.
+    #[arg(long, env = "MOOYAHO_ICE_TCP_MAX_CONNECTIONS", default_value_t = mooyaho_media::IceTcpLimits::default().max_connections)]
+    pub(crate) ice_tcp_max_connections: usize,
+    #[arg(long, env = "MOOYAHO_ICE_TCP_MAX_PER_IP", default_value_t = mooyaho_media::IceTcpLimits::default().max_per_ip)]
+    pub(crate) ice_tcp_max_per_ip: usize,
     /// UDP ports, one per worker: `40000-40001`, `40000,40001`, or `0` for any free ports.
     #[arg(long, env = "MOOYAHO_RTC_PORTS", default_value = "0")]
     rtc_ports: String,
@@ -167,6 +176,10 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
         spill_after: options.spill_after,
         core: core_config(options.max_track_bitrate, options.max_audio_track_bitrate),
         publish: options.publish.policy(),
+        ice_tcp: options.ice_tcp.then_some(mooyaho_media::IceTcpLimits {
+            max_connections: options.ice_tcp_max_connections,
+            max_per_ip: options.ice_tcp_max_per_ip,
+        }),
     };
     let (identity, identity_note) = match &options.data_dir {
         Some(dir) => {
@@ -195,6 +208,9 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
     println!("  identity:    {identity_note}");
     for addr in running.node.addresses() {
         println!("  media:       udp {addr}");
+    }
+    for addr in running.node.tcp_addresses() {
+        println!("  media:       tcp {addr} (ICE-TCP)");
     }
     let mut registry = None;
     if let Some(url) = &options.register_url {

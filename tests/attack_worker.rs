@@ -6,6 +6,9 @@
 //!   packet is dropped and counted, and an honest room on the same worker keeps its media.
 //! - A worker that dies anyway takes the node down (exit non-zero) instead of leaving it looking
 //!   healthy with its rooms gone.
+//! - ICE-TCP, the framing adapter in front of a worker: garbage framing, a first frame that is
+//!   not STUN and floods of silent connections are closed and counted, while an ICE check over
+//!   TCP is answered and an honest room on the same worker keeps its media.
 
 #[path = "support/raw_peer.rs"]
 mod raw_peer;
@@ -19,7 +22,8 @@ use mooyaho_test_support::peer::payloads;
 use mooyaho_test_support::sfu_client::SfuClient;
 use raw_peer::{RawPublisher, check, check_until_answered};
 use support::{Rest, Server, eventually, healthy_node, security_drops};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 
 const PACKETS: usize = 60;
 
@@ -198,4 +202,118 @@ async fn a_worker_that_panics_takes_the_dev_node_down_instead_of_looking_healthy
         !status.success(),
         "a dead worker must exit non-zero: {status}"
     );
+}
+
+/// One RFC 4571 frame.
+fn framed(payload: &[u8]) -> Vec<u8> {
+    let mut out = u16::try_from(payload.len()).unwrap().to_be_bytes().to_vec();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Whether the node closes `stream` (FIN or reset) within `within`. (What it sent before does
+/// not matter: after a check it may send its own consent check.)
+async fn closed_by_node(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut rest = Vec::new();
+    tokio::time::timeout(within, stream.read_to_end(&mut rest))
+        .await
+        .is_ok()
+}
+
+/// A counter of this node in `/metrics` (with the API key).
+async fn node_metric(rest: &Rest, node: u64, name: &str) -> f64 {
+    let (status, body) = rest.call("GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    let text = body.as_str().unwrap_or_default().to_owned();
+    let series = format!("mooyaho_sfu_{name}{{node=\"{node}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ice_tcp_garbage_and_floods_are_closed_and_counted_while_checks_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    // One worker: the TCP adapter feeds the worker the honest room is on.
+    let server = Server::dev(dir.path(), &["--ice-tcp"]);
+    let rest = server.rest();
+    let node = healthy_node(&rest).await;
+    let (a, b) = honest_room(&server, &rest).await;
+    assert_media_flows(&a, &b, 0).await;
+
+    // The node announces a passive TCP candidate; an authenticated check framed over TCP is
+    // answered over the same connection (the same ICE path as UDP).
+    let channel = rest.create_channel(true).await;
+    let attacker = RawPublisher::join(&server.ws_url(), &rest, &channel, "tcp").await;
+    let tcp = attacker
+        .node
+        .tcp_candidate
+        .expect("a tcp candidate with --ice-tcp");
+    let mut honest_tcp = TcpStream::connect(tcp).await.unwrap();
+    honest_tcp
+        .write_all(&framed(&check(&attacker.local, &attacker.node.ice, false)))
+        .await
+        .unwrap();
+    let mut prefix = [0u8; 2];
+    tokio::time::timeout(Duration::from_secs(5), honest_tcp.read_exact(&mut prefix))
+        .await
+        .expect("an answer over TCP")
+        .unwrap();
+    let mut answer = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+    honest_tcp.read_exact(&mut answer).await.unwrap();
+    assert!(is_binding_success(&answer), "not a binding success");
+
+    // Garbage: DTLS before any STUN, an empty frame, a frame over the limit.
+    let binding = check(&attacker.local, &attacker.node.ice, false);
+    let garbage: [(bool, Vec<u8>); 3] = [
+        (false, framed(&[22u8; 60])),
+        (true, vec![0, 0]),
+        (false, 60000u16.to_be_bytes().to_vec()),
+    ];
+    for (stun_first, bytes) in &garbage {
+        let mut stream = TcpStream::connect(tcp).await.unwrap();
+        if *stun_first {
+            stream.write_all(&framed(&binding)).await.unwrap();
+            let mut answer = [0u8; 2];
+            stream.read_exact(&mut answer).await.unwrap(); // its answer's length, then…
+            let mut rest = vec![0u8; usize::from(u16::from_be_bytes(answer))];
+            stream.read_exact(&mut rest).await.unwrap();
+        }
+        stream.write_all(bytes).await.unwrap();
+        assert!(
+            closed_by_node(&mut stream, Duration::from_secs(5)).await,
+            "garbage {bytes:?} did not close the connection"
+        );
+    }
+
+    // A flood of silent connections from one address: 16 are admitted (and closed once they
+    // send no first frame in 5 s); the rest are refused at once. The honest TCP connection
+    // above is one of the 16.
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(TcpStream::connect(tcp).await.unwrap());
+    }
+    // All at once: well inside the 5 s an admitted one may stay silent.
+    let closed = futures_util::future::join_all(
+        silent
+            .iter_mut()
+            .map(|stream| closed_by_node(stream, Duration::from_millis(500))),
+    )
+    .await;
+    let refused = closed.iter().filter(|&&c| c).count();
+    assert!(refused >= 40 - 15, "only {refused} of 40 refused");
+    let all_closed = eventually(Duration::from_secs(10), || async {
+        node_metric(&rest, node, "ice_tcp_dropped_total").await >= (3 + 40 - refused) as f64
+    })
+    .await;
+    assert!(
+        all_closed,
+        "dropped = {}",
+        node_metric(&rest, node, "ice_tcp_dropped_total").await
+    );
+    assert!(node_metric(&rest, node, "ice_tcp_refused_total").await >= refused as f64);
+
+    // The node is up, healthy, and the honest room on the same worker still carries media.
+    assert_eq!(healthy_node(&rest).await, node);
+    assert_media_flows(&a, &b, 1).await;
 }

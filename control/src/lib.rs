@@ -398,6 +398,14 @@ pub struct MediaCounters {
     pub relay_packets: u64,
     /// Packets dropped because a worker's relay queue was full.
     pub relay_drops: u64,
+    /// ICE-TCP connections accepted.
+    pub ice_tcp_accepted: u64,
+    /// ICE-TCP connections refused over the node's limits (in all or per client address).
+    pub ice_tcp_refused: u64,
+    /// ICE-TCP connections closed for bad input (framing, no STUN first, no first frame).
+    pub ice_tcp_dropped: u64,
+    /// ICE-TCP connections open now.
+    pub ice_tcp_open: u64,
     /// Loss subscribers report, per report block (ratio, millionths).
     pub subscriber_loss: HistogramCounts,
     /// Loss of publishers' streams toward the node, per report block (ratio, millionths).

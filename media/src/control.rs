@@ -855,7 +855,13 @@ struct LoadMeter {
 /// The node's media counters, summed over workers, and each worker's busy share since the last
 /// report.
 fn media_counters(stats: &NodeStats, meter: &mut LoadMeter) -> MediaCounters {
-    let mut media = MediaCounters::default();
+    let mut media = MediaCounters {
+        ice_tcp_accepted: stats.ice_tcp.accepted,
+        ice_tcp_refused: stats.ice_tcp.refused,
+        ice_tcp_dropped: stats.ice_tcp.dropped,
+        ice_tcp_open: stats.ice_tcp.open,
+        ..MediaCounters::default()
+    };
     let (mut subscriber_loss, mut publisher_loss, mut subscriber_rtt) = Default::default();
     for w in &stats.workers {
         let (c, core) = (&w.counters, &w.core.counters);
@@ -936,7 +942,10 @@ async fn report_load(node: Arc<Node>, clients: Arc<Mutex<Clients>>, refusals: Ar
             tokio::spawn(async move { node.worker_stats(index).await })
         };
         let stats = match poll.stats(node.worker_count(), ask).await {
-            Ok(workers) => NodeStats { workers },
+            Ok(workers) => NodeStats {
+                workers,
+                ice_tcp: node.ice_tcp_stats(),
+            },
             Err(why) => {
                 tracing::error!(%why, "worker stats unreadable: not reporting load (node unhealthy)");
                 continue;

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use sfu_core::RoomId;
 use tokio::sync::mpsc;
 
+use crate::ice_tcp::{IceTcp, IceTcpLimits, IceTcpStats};
+use crate::sdp::Candidate;
 use crate::worker::{
     Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, Progress, PublishPolicy,
     Speaker, WorkerFailure, WorkerHandle, WorkerStats, spawn_watchdog,
@@ -38,6 +40,9 @@ pub struct NodeConfig {
     pub core: sfu_core::Config,
     /// What publishers may ask of the node: tracks and m-lines per offer, publishes per second.
     pub publish: PublishPolicy,
+    /// ICE-TCP: a TCP listener per worker (on its UDP port number when free) announced as
+    /// passive candidates after the UDP ones, for clients whose UDP is blocked; `None` = off.
+    pub ice_tcp: Option<IceTcpLimits>,
 }
 
 impl NodeConfig {
@@ -50,6 +55,7 @@ impl NodeConfig {
             spill_after: DEFAULT_SPILL_AFTER,
             core: sfu_core::Config::default(),
             publish: PublishPolicy::default(),
+            ice_tcp: None,
         }
     }
 }
@@ -90,6 +96,8 @@ impl FromStr for RoomKey {
 pub struct NodeStats {
     /// One entry per worker.
     pub workers: Vec<WorkerStats>,
+    /// ICE-TCP connections (all zero when ICE-TCP is off).
+    pub ice_tcp: IceTcpStats,
 }
 
 impl NodeStats {
@@ -121,6 +129,8 @@ pub struct Node {
     /// Each worker's progress counter; the watchdog thread holds a weak reference and ends
     /// with the node.
     _progress: Arc<[Arc<Progress>]>,
+    /// The ICE-TCP listeners, when enabled.
+    ice_tcp: Option<IceTcp>,
 }
 
 /// Where each room lives on this node: the workers it spans and which one holds each
@@ -280,18 +290,31 @@ impl Node {
         let failures: FailureSender = Arc::new(tokio::sync::watch::channel(None).0);
         let progress: Arc<[Arc<Progress>]> = (0..count).map(|_| Arc::default()).collect();
         let mut workers = Vec::with_capacity(count);
+        let mut tcp_listeners = Vec::new();
         for ((index, port), inbox) in config.ports.iter().enumerate().zip(inboxes) {
             let socket = Socket::bind(SocketAddr::new(config.bind_ip, *port))?;
             let local = socket.local_addr()?;
-            let announced: Arc<[SocketAddr]> = if config.announced_ips.is_empty() {
-                Arc::from([local])
+            let ips = if config.announced_ips.is_empty() {
+                vec![local.ip()]
             } else {
-                config
-                    .announced_ips
-                    .iter()
-                    .map(|ip| SocketAddr::new(*ip, local.port()))
-                    .collect()
+                config.announced_ips.clone()
             };
+            let mut announced: Vec<Candidate> = ips
+                .iter()
+                .map(|ip| Candidate::udp(SocketAddr::new(*ip, local.port())))
+                .collect();
+            if config.ice_tcp.is_some() {
+                // The UDP port number when TCP's is free there (one port to open in firewalls).
+                let listener = std::net::TcpListener::bind(local)
+                    .or_else(|_| std::net::TcpListener::bind(SocketAddr::new(local.ip(), 0)))?;
+                let tcp_port = listener.local_addr()?.port();
+                announced.extend(
+                    ips.iter()
+                        .map(|ip| Candidate::tcp_passive(SocketAddr::new(*ip, tcp_port))),
+                );
+                tcp_listeners.push((listener, local));
+            }
+            let announced: Arc<[Candidate]> = announced.into();
             workers.push(WorkerHandle::spawn(
                 index,
                 socket,
@@ -308,8 +331,13 @@ impl Node {
             )?);
         }
         spawn_watchdog(Arc::downgrade(&progress), failures.clone())?;
+        let ice_tcp = match config.ice_tcp {
+            Some(limits) => Some(IceTcp::start(tcp_listeners, limits)?),
+            None => None,
+        };
         Ok((
             Self {
+                ice_tcp,
                 placement: Mutex::new(Placement::new(workers.len())),
                 workers,
                 identity,
@@ -332,6 +360,19 @@ impl Node {
     /// The workers' UDP addresses.
     pub fn addresses(&self) -> Vec<SocketAddr> {
         self.workers.iter().map(|w| w.local_addr).collect()
+    }
+
+    /// The workers' ICE-TCP listener addresses (empty when ICE-TCP is off).
+    pub fn tcp_addresses(&self) -> Vec<SocketAddr> {
+        self.ice_tcp
+            .as_ref()
+            .map(|t| t.local_addrs().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// ICE-TCP counters (zero when ICE-TCP is off).
+    pub fn ice_tcp_stats(&self) -> IceTcpStats {
+        self.ice_tcp.as_ref().map(IceTcp::stats).unwrap_or_default()
     }
 
     fn worker(&self, index: usize) -> Result<&WorkerHandle, MediaError> {
@@ -573,7 +614,10 @@ impl Node {
 
     /// Statistics of every worker.
     pub async fn stats(&self) -> Result<NodeStats, MediaError> {
-        let mut stats = NodeStats::default();
+        let mut stats = NodeStats {
+            ice_tcp: self.ice_tcp_stats(),
+            ..NodeStats::default()
+        };
         for worker in &self.workers {
             stats.workers.push(*worker.call(Command::Stats).await?);
         }

@@ -135,11 +135,29 @@ const COUNTERS: &[CounterField] = &[
         "Packets dropped because a worker's relay queue was full",
         |l| l.media.relay_drops,
     ),
+    (
+        "sfu_ice_tcp_accepted",
+        "ICE-TCP connections accepted",
+        |l| l.media.ice_tcp_accepted,
+    ),
+    (
+        "sfu_ice_tcp_refused",
+        "ICE-TCP connections refused over the node's limits",
+        |l| l.media.ice_tcp_refused,
+    ),
+    (
+        "sfu_ice_tcp_dropped",
+        "ICE-TCP connections closed for bad framing or no STUN first",
+        |l| l.media.ice_tcp_dropped,
+    ),
 ];
 
 /// Gauges of a node's load report.
 const GAUGES: &[CounterField] = &[
     ("sfu_rooms", "Rooms the node hosts", |l| l.rooms),
+    ("sfu_ice_tcp_open", "ICE-TCP connections open", |l| {
+        l.media.ice_tcp_open
+    }),
     (
         "sfu_transports",
         "Transports (publish + subscribe) on the node",

@@ -41,12 +41,14 @@ pub struct NodeSdp {
     pub ice: Ice,
     pub fingerprint: String,
     pub candidate: SocketAddr,
+    /// The first passive TCP candidate (ICE-TCP), when the node announces one.
+    pub tcp_candidate: Option<SocketAddr>,
     pub setup: String,
 }
 
 pub fn parse_node_sdp(sdp: &str) -> NodeSdp {
-    let (mut ice, mut fingerprint, mut candidate, mut setup) =
-        (Ice::default(), String::new(), None, String::new());
+    let (mut ice, mut fingerprint, mut candidate, mut tcp_candidate, mut setup) =
+        (Ice::default(), String::new(), None, None, String::new());
     for line in sdp.lines().map(str::trim_end) {
         if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
             v.clone_into(&mut ice.ufrag);
@@ -58,8 +60,13 @@ pub fn parse_node_sdp(sdp: &str) -> NodeSdp {
             v.clone_into(&mut setup);
         } else if let Some(c) = line.strip_prefix("a=candidate:") {
             let f: Vec<&str> = c.split_whitespace().collect();
-            if candidate.is_none() && f.len() > 5 {
-                candidate = format!("{}:{}", f[4], f[5]).parse().ok();
+            let slot = match f.get(2) {
+                Some(&"udp") => &mut candidate,
+                Some(&"tcp") => &mut tcp_candidate,
+                _ => continue,
+            };
+            if slot.is_none() && f.len() > 5 {
+                *slot = format!("{}:{}", f[4], f[5]).parse().ok();
             }
         }
     }
@@ -67,6 +74,7 @@ pub fn parse_node_sdp(sdp: &str) -> NodeSdp {
         ice,
         fingerprint,
         candidate: candidate.unwrap_or_else(|| panic!("no candidate in {sdp}")),
+        tcp_candidate,
         setup,
     }
 }

@@ -90,9 +90,45 @@ pub struct LocalDescription {
     pub ice: IceCredentials,
     /// The node's DTLS certificate fingerprint.
     pub fingerprint: Fingerprint,
-    /// The worker's UDP addresses announced as host candidates, most preferred first (never
-    /// empty: one per address a node announces).
-    pub candidates: Vec<SocketAddr>,
+    /// The worker's host candidates, most preferred first within each protocol (never empty:
+    /// a UDP one per address the node announces, and a passive TCP one each with ICE-TCP).
+    pub candidates: Vec<Candidate>,
+}
+
+/// One of the node's ICE candidates: always of type host (the node is ICE-lite, RFC 8445 §2.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Where clients reach it.
+    pub address: SocketAddr,
+    /// How.
+    pub protocol: CandidateProtocol,
+}
+
+/// A candidate's transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CandidateProtocol {
+    /// UDP datagrams.
+    Udp,
+    /// A TCP listener that clients connect to (RFC 6544 `tcptype passive`), RFC 4571 framing.
+    TcpPassive,
+}
+
+impl Candidate {
+    /// A UDP host candidate.
+    pub fn udp(address: SocketAddr) -> Self {
+        Self {
+            address,
+            protocol: CandidateProtocol::Udp,
+        }
+    }
+
+    /// A passive TCP host candidate.
+    pub fn tcp_passive(address: SocketAddr) -> Self {
+        Self {
+            address,
+            protocol: CandidateProtocol::TcpPassive,
+        }
+    }
 }
 
 /// Audio or video.
@@ -298,7 +334,7 @@ pub fn fuzz_sdp(data: &[u8]) {
             pwd: "fuzzPasswordFuzzPassword".to_owned(),
         },
         fingerprint: Fingerprint::of_der(b"fuzz"),
-        candidates: vec![SocketAddr::from(([192, 0, 2, 1], 3478))],
+        candidates: vec![Candidate::udp(SocketAddr::from(([192, 0, 2, 1], 3478)))],
     };
     if let Ok(negotiation) = negotiate_publish(text, &local, &PublishLimits::default()) {
         assert!(

@@ -490,8 +490,8 @@ mod tests {
     use super::*;
     use crate::sdp::test_support::*;
     use crate::sdp::{
-        ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, Fingerprint, IceCredentials, MID_URI, REPAIRED_RID_URI,
-        RID_EXTENSIONS, RID_URI, TRANSPORT_CC_URI,
+        ABS_SEND_TIME_URI, AUDIO_LEVEL_URI, Candidate, Fingerprint, IceCredentials, MID_URI,
+        REPAIRED_RID_URI, RID_EXTENSIONS, RID_URI, TRANSPORT_CC_URI,
     };
 
     fn ext(id: u8, uri: &str) -> Extension {
@@ -667,11 +667,13 @@ mod tests {
     }
 
     #[test]
-    fn every_announced_address_is_a_host_candidate_in_preference_order() {
+    fn every_announced_address_is_a_host_candidate_udp_before_tcp() {
         let mut local = local();
         local.candidates = vec![
-            std::net::SocketAddr::from(([192, 168, 1, 20], 40000)),
-            std::net::SocketAddr::from(([10, 8, 0, 1], 40000)),
+            Candidate::udp(std::net::SocketAddr::from(([192, 168, 1, 20], 40000))),
+            Candidate::udp(std::net::SocketAddr::from(([10, 8, 0, 1], 40000))),
+            Candidate::tcp_passive(std::net::SocketAddr::from(([192, 168, 1, 20], 40001))),
+            Candidate::tcp_passive(std::net::SocketAddr::from(([10, 8, 0, 1], 40001))),
         ];
         let negotiation = negotiate_publish(&crlf(CHROME), &local, &PublishLimits::default())
             .expect("offer accepted");
@@ -682,6 +684,8 @@ mod tests {
             [
                 "1 1 udp 2130706431 192.168.1.20 40000 typ host",
                 "2 1 udp 2130706175 10.8.0.1 40000 typ host",
+                "3 1 tcp 2124414975 192.168.1.20 40001 typ host tcptype passive",
+                "4 1 tcp 2124414719 10.8.0.1 40001 typ host tcptype passive",
             ]
         );
         assert_eq!(media_attr(&answer, 0, "end-of-candidates"), Some(""));

@@ -7,7 +7,7 @@ use sdp::description::session::SessionDescription;
 
 pub(super) use mooyaho_test_support::rng::TestRng;
 
-use super::{Fingerprint, IceCredentials, LocalDescription, SdpError};
+use super::{Candidate, Fingerprint, IceCredentials, LocalDescription, SdpError};
 
 pub(super) const CHROME: &str = include_str!("../../tests/sdp_offers/chrome.sdp");
 pub(super) const FIREFOX: &str = include_str!("../../tests/sdp_offers/firefox.sdp");
@@ -27,7 +27,7 @@ pub(super) fn local() -> LocalDescription {
             pwd: "SfuPasswordSfuPassword24".to_owned(),
         },
         fingerprint: Fingerprint::of_der(b"mooyaho test certificate"),
-        candidates: vec![SocketAddr::from(([203, 0, 113, 7], 40000))],
+        candidates: vec![Candidate::udp(SocketAddr::from(([203, 0, 113, 7], 40000)))],
     }
 }
 

@@ -1,7 +1,7 @@
 //! The SFU's side of an SDP: session header, transport attributes and codec lines shared by the
 //! publish answer and the subscribe offer. Lines end with CRLF (RFC 8866 §5).
 
-use super::{Codec, LocalDescription};
+use super::{CandidateProtocol, Codec, LocalDescription};
 
 /// Appends one SDP line; writing to a `String` cannot fail.
 macro_rules! sdp_line {
@@ -90,15 +90,31 @@ pub(super) fn codec_lines(out: &mut String, codec: &Codec) {
 /// The host candidates (RFC 8839 §5.1) and `a=end-of-candidates` (RFC 8840 §8.2): an ICE-lite
 /// server never trickles.
 pub(super) fn candidate_lines(out: &mut String, local: &LocalDescription) {
-    for (index, address) in local.candidates.iter().enumerate() {
-        // Priority (RFC 8445 §5.1.2.1): host type preference 126, local preference 65535 for
-        // the first address and one less for each after it, component 1. Each address is its
-        // own foundation (they are different interfaces).
-        let local_preference = 65535u32.saturating_sub(index as u32);
+    let (mut udp, mut tcp) = (0u32, 0u32);
+    for (index, candidate) in local.candidates.iter().enumerate() {
+        let address = candidate.address;
+        // Priority (RFC 8445 §5.1.2.1): host type preference 126, component 1. Local
+        // preference: UDP from 65535 down, one less per address; TCP (RFC 6544 §4.2)
+        // 2^13 × 4 (passive) + other-preference from 8191 down, so every UDP candidate outranks
+        // every TCP one. Each candidate is its own foundation (other interface or protocol).
+        let (local_preference, protocol, tcptype) = match candidate.protocol {
+            CandidateProtocol::Udp => {
+                udp += 1;
+                (65536u32.saturating_sub(udp), "udp", "")
+            }
+            CandidateProtocol::TcpPassive => {
+                tcp += 1;
+                (
+                    (4 << 13) + 8192u32.saturating_sub(tcp),
+                    "tcp",
+                    " tcptype passive",
+                )
+            }
+        };
         let priority = (126u32 << 24) + (local_preference << 8) + 255;
         sdp_line!(
             out,
-            "a=candidate:{} 1 udp {priority} {} {} typ host",
+            "a=candidate:{} 1 {protocol} {priority} {} {} typ host{tcptype}",
             index + 1,
             address.ip(),
             address.port()

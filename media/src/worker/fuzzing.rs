@@ -150,7 +150,10 @@ impl Harness {
         let mut worker = Worker::new(
             0,
             None,
-            std::sync::Arc::from([SocketAddr::from(([127, 0, 0, 1], 9))]),
+            std::sync::Arc::from([crate::sdp::Candidate::udp(SocketAddr::from((
+                [127, 0, 0, 1],
+                9,
+            )))]),
             identity().clone(),
             events,
             Vec::new(),

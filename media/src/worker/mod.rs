@@ -217,13 +217,13 @@ pub(crate) struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Starts worker `index` on `socket`; `announced` are the addresses put in SDP candidates.
+    /// Starts worker `index` on `socket`; `announced` are its SDP candidates.
     /// `wake` and `pipe_inbox` are this worker's; `pipe_peers` reach every worker.
     #[allow(clippy::too_many_arguments)] // one call site, in Node::start
     pub(crate) fn spawn(
         index: usize,
         socket: Socket,
-        announced: Arc<[SocketAddr]>,
+        announced: Arc<[crate::sdp::Candidate]>,
         identity: DtlsIdentity,
         events: async_mpsc::UnboundedSender<NodeEvent>,
         wake: Arc<Wake>,

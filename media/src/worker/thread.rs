@@ -125,7 +125,7 @@ pub(super) struct Worker {
     /// The worker's UDP socket; `None` in the fuzz harness, which feeds datagrams to
     /// [`Self::handle_datagram`] and takes what would be sent with [`Self::take_sent`].
     socket: Option<Socket>,
-    pub(super) announced: Arc<[SocketAddr]>,
+    pub(super) announced: Arc<[crate::sdp::Candidate]>,
     pub(super) identity: DtlsIdentity,
     pub(super) events: async_mpsc::UnboundedSender<NodeEvent>,
     /// The rooms' media state: who is in each room, their transports and tracks.
@@ -191,7 +191,7 @@ impl Worker {
     pub(super) fn new(
         index: usize,
         socket: Option<Socket>,
-        announced: Arc<[SocketAddr]>,
+        announced: Arc<[crate::sdp::Candidate]>,
         identity: DtlsIdentity,
         events: async_mpsc::UnboundedSender<NodeEvent>,
         pipe_peers: Vec<PipeSender>,

@@ -1,6 +1,6 @@
 // Shared fixtures for the browser tests: a real `mooyaho dev --allow-anonymous` process and a
 // headless Debian Chromium with fake camera/microphone, both torn down by the test.
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -28,8 +28,8 @@ export async function startServer(extraArgs = [], { anonymous = true, netns, hos
   });
   let stderr = '';
   child.stderr.on('data', (d) => { stderr += d; });
+  let out = '';
   const { url, apiKey } = await new Promise((resolvePromise, reject) => {
-    let out = '';
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${out}\n${stderr}`)), 20_000);
     child.on('exit', (code) => reject(new Error(`server exited with ${code}:\n${out}\n${stderr}`)));
     child.stdout.on('data', (d) => {
@@ -50,6 +50,8 @@ export async function startServer(extraArgs = [], { anonymous = true, netns, hos
     api: new MooyahoServer({ baseUrl: url, apiKey }),
     /** The server's log so far (stderr; `RUST_LOG` selects the level, default warn). */
     logs: () => stderr,
+    /** The embedded SFU node's UDP ports, from what `dev` printed. */
+    mediaPorts: () => [...(/media \[([^\]]*)\]/.exec(out)?.[1] ?? '').matchAll(/:(\d+)/g)].map((m) => Number(m[1])),
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((r) => child.once('exit', r));
@@ -383,4 +385,37 @@ export function createNamespace(tag) {
     throw e;
   }
   return { name, address: `${net}.2`, peer: `${net}.1`, remove };
+}
+
+/**
+ * Drops every UDP datagram from or to `ports` with an nftables table of its own (needs root):
+ * on this host (on loopback both directions pass the input hook), or with `netns` inside that
+ * namespace for what arrives from outside it (its own loopback is left alone, like a firewall
+ * in front of a host). `dropped()` counts what the rule dropped; `heal()` removes the table.
+ */
+export function blockUdp(ports, { netns } = {}) {
+  const table = `mooyaho_test_${process.pid}_${ports[0]}`;
+  const run = (args, options) => (netns
+    ? execFileSync('ip', ['netns', 'exec', netns, 'nft', ...args], options)
+    : execFileSync('nft', args, options));
+  const nft = (...args) => run(args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const set = `{ ${ports.join(', ')} }`;
+  const outside = netns ? ['iifname', '!=', 'lo'] : [];
+  nft('add', 'table', 'inet', table);
+  nft('add', 'chain', 'inet', table, 'input', '{ type filter hook input priority 0; policy accept; }');
+  nft('add', 'rule', 'inet', table, 'input', ...outside, 'udp', 'sport', set, 'counter', 'drop');
+  nft('add', 'rule', 'inet', table, 'input', ...outside, 'udp', 'dport', set, 'counter', 'drop');
+  return {
+    dropped() {
+      const listing = run(['list', 'table', 'inet', table], { encoding: 'utf8' });
+      return [...listing.matchAll(/counter packets (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
+    },
+    heal() {
+      try {
+        nft('delete', 'table', 'inet', table);
+      } catch {
+        // Not there (healed already).
+      }
+    },
+  };
 }

@@ -8,38 +8,8 @@
 // both pages decode each other again. Gus, on the same node, is never cut and gets no error.
 // Takes ~20 s more than the other SFU tests: Chromium declares `failed` ~18 s after the cut.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { assertDecodingFrom, joinSfuRecordingRecovery, launchBrowser, sfuFrames, startFleet, waitFor } from './helpers.mjs';
-
-const TABLE = `mooyaho_test_${process.pid}`;
-
-function nft(...args) {
-  execFileSync('nft', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-/** Drops every UDP datagram from or to `ports` (on loopback both directions pass the input hook). */
-function cut(ports) {
-  const set = `{ ${ports.join(', ')} }`;
-  nft('add', 'table', 'inet', TABLE);
-  nft('add', 'chain', 'inet', TABLE, 'input', '{ type filter hook input priority 0; policy accept; }');
-  nft('add', 'rule', 'inet', TABLE, 'input', 'udp', 'sport', set, 'counter', 'drop');
-  nft('add', 'rule', 'inet', TABLE, 'input', 'udp', 'dport', set, 'counter', 'drop');
-}
-
-/** Datagrams the rule dropped so far. */
-function dropped() {
-  const listing = execFileSync('nft', ['list', 'table', 'inet', TABLE], { encoding: 'utf8' });
-  return [...listing.matchAll(/counter packets (\d+)/g)].reduce((n, m) => n + Number(m[1]), 0);
-}
-
-function heal() {
-  try {
-    nft('delete', 'table', 'inet', TABLE);
-  } catch {
-    // Not there (never cut, or healed already).
-  }
-}
+import { assertDecodingFrom, blockUdp, joinSfuRecordingRecovery, launchBrowser, sfuFrames, startFleet, waitFor } from './helpers.mjs';
 
 let fleet;
 let browser;
@@ -48,7 +18,6 @@ before(async () => {
   browser = await launchBrowser();
 });
 after(async () => {
-  heal();
   await browser?.close();
   await fleet?.stop();
 });
@@ -95,7 +64,7 @@ test('a real network failure: UDP of one page cut until its SFU PeerConnections 
   });
   const cutAt = Date.now();
   let cutDrops = 0;
-  cut(ports);
+  const block = blockUdp(ports);
   try {
     // The SDK reports the `failed` it saw (and starts recovering at once, on new sockets).
     await waitFor(
@@ -106,11 +75,11 @@ test('a real network failure: UDP of one page cut until its SFU PeerConnections 
       const states = await fay.page.evaluate(() => window.states);
       const recovery = await fay.page.evaluate(() => window.recovery);
       const events = await fay.page.evaluate(() => window.events);
-      throw new Error(`${e.message}: states ${JSON.stringify(states)}, ${dropped()} datagrams dropped from ports ${ports}; cut at ${cutAt}; recovery ${JSON.stringify(recovery)}; events ${JSON.stringify(events)}`);
+      throw new Error(`${e.message}: states ${JSON.stringify(states)}, ${block.dropped()} datagrams dropped from ports ${ports}; cut at ${cutAt}; recovery ${JSON.stringify(recovery)}; events ${JSON.stringify(events)}`);
     });
-    cutDrops = dropped();
+    cutDrops = block.dropped();
   } finally {
-    heal();
+    block.heal();
   }
   const healedAt = Date.now();
   const states = await fay.page.evaluate(() => window.states.map((s) => `${s.side}:${s.state}`));
