@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { firefoxBinary, launchFirefox } from './firefox.mjs';
-import { assertDecodingFrom, connectClient, connectInPage, createNamespace, frames, launchBrowser, sdkPage, sfuFrames, startServer, waitFor } from './helpers.mjs';
+import { assertDecodingFrom, connectClient, connectInPage, createNamespace, frames, launchBrowser, sdkPage, sfuFrames, sfuSelectedRemotes, startServer, waitFor } from './helpers.mjs';
 
 let namespace;
 let server;
@@ -65,19 +65,6 @@ const firefoxFrames = (ff) => ff.evaluate(() => {
   return window.rendered;
 });
 
-/** The remote end of every connected SFU PeerConnection's selected candidate pair in Chromium. */
-const sfuRemoteAddresses = (page) => page.evaluate(async () => {
-  const out = [];
-  for (const pc of Object.values(window.mooyaho.sfuPeers).filter(Boolean)) {
-    const stats = await pc.getStats();
-    stats.forEach((r) => {
-      if (r.type !== 'transport' || !r.selectedCandidatePairId) return;
-      out.push(stats.get(stats.get(r.selectedCandidatePairId)?.remoteCandidateId)?.address);
-    });
-  }
-  return out;
-});
-
 test('Firefox and Chromium in an SFU channel on `dev` listening beyond loopback: each decodes the other', async () => {
   const channel = await server.api.createChannel(true);
   const page = await sdkPage(chromium, server);
@@ -89,7 +76,7 @@ test('Firefox and Chromium in an SFU channel on `dev` listening beyond loopback:
   await assertDecodingFrom(page, [firefoxId], 'chromium (sfu)', sfuFrames);
   await assertDecodingFrom(firefox, [chromiumId], 'firefox (sfu)', firefoxFrames);
   // The media went to the namespace's address the node announced, not to loopback.
-  const remotes = await sfuRemoteAddresses(page);
+  const remotes = (await sfuSelectedRemotes(page)).map((r) => r.address);
   assert.ok(remotes.length >= 1 && remotes.every((a) => a === namespace.address), `selected SFU addresses ${remotes}`);
   await page.close();
 });

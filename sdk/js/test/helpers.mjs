@@ -277,6 +277,25 @@ export function sfuFrames(page) {
 }
 
 /**
+ * The remote end (`{address, protocol}`) of every connected SFU PeerConnection's selected
+ * candidate pair.
+ */
+export function sfuSelectedRemotes(page) {
+  return page.evaluate(async () => {
+    const out = [];
+    for (const pc of Object.values(window.mooyaho.sfuPeers).filter(Boolean)) {
+      const stats = await pc.getStats();
+      stats.forEach((r) => {
+        if (r.type !== 'transport' || !r.selectedCandidatePairId) return;
+        const remote = stats.get(stats.get(r.selectedCandidatePairId)?.remoteCandidateId);
+        out.push({ address: remote?.address, protocol: remote?.protocol });
+      });
+    }
+    return out;
+  });
+}
+
+/**
  * Waits until `page` decodes video from every session in `from`, then checks that the count
  * keeps growing (a frozen or black-holed track would stall). Returns the last counts.
  */

@@ -6,7 +6,7 @@
 // their UDP attempts, and the node counts the TCP connections in /metrics.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { assertDecodingFrom, blockUdp, connectClient, createNamespace, launchBrowser, sdkPage, sfuFrames, startServer } from './helpers.mjs';
+import { assertDecodingFrom, blockUdp, connectClient, createNamespace, launchBrowser, sdkPage, sfuFrames, sfuSelectedRemotes, startServer } from './helpers.mjs';
 
 let namespace;
 let server;
@@ -26,19 +26,6 @@ after(async () => {
   namespace?.remove();
 });
 
-/** Protocol of the remote end of every connected SFU PeerConnection's selected pair. */
-const sfuPairProtocols = (page) => page.evaluate(async () => {
-  const out = [];
-  for (const pc of Object.values(window.mooyaho.sfuPeers).filter(Boolean)) {
-    const stats = await pc.getStats();
-    stats.forEach((r) => {
-      if (r.type !== 'transport' || !r.selectedCandidatePairId) return;
-      out.push(stats.get(stats.get(r.selectedCandidatePairId)?.remoteCandidateId)?.protocol);
-    });
-  }
-  return out;
-});
-
 test('with UDP to the node blocked, Chromium pages meet in an SFU channel over ICE-TCP', async () => {
   const ports = server.mediaPorts();
   assert.equal(ports.length, 1, `one worker's UDP port: ${ports}`);
@@ -52,7 +39,7 @@ test('with UDP to the node blocked, Chromium pages meet in an SFU channel over I
   await assertDecodingFrom(pages[0], [ids[1]], 'page 0', sfuFrames);
   await assertDecodingFrom(pages[1], [ids[0]], 'page 1', sfuFrames);
   for (const page of pages) {
-    const protocols = await sfuPairProtocols(page);
+    const protocols = (await sfuSelectedRemotes(page)).map((r) => r.protocol);
     assert.ok(protocols.length === 2 && protocols.every((p) => p === 'tcp'), `selected pairs: ${protocols}`);
   }
   // UDP was tried and dropped: the pages really had no UDP path.
