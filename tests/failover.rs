@@ -3,14 +3,24 @@
 //! reached over QUIC, and clients built with the independent `webrtc` crate.
 //!
 //! - A node whose worker is stuck (alive, making no progress) is failed over like a dead one.
+//! - A node hosting many channels dies: every member is told first, then the channels are
+//!   placed again a few at a time; with two signaling instances on one Redis, each channel is
+//!   moved exactly once.
 
+#[path = "support/raw_peer.rs"]
+mod raw_peer;
 mod support;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
+use mooyaho_net::dtls::DtlsIdentity;
 use mooyaho_test_support::sfu_client::SfuClient;
+use raw_peer::{Ice, RawPublisher, publish_offer};
 use serde_json::{Value, json};
-use support::{Rest, Server, SfuNode, eventually, media_flows_between};
+use support::{Redis, Rest, Server, SfuNode, eventually, media_flows_between};
+use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "cluster-secret-0123456789abcdef";
 
@@ -187,4 +197,178 @@ async fn a_stuck_worker_fails_its_node_over_like_a_dead_one_and_a_room_elsewhere
     for stream in streams {
         stream.abort();
     }
+}
+
+/// What a lightweight member (a WebSocket session publishing one raw Opus track: no media, so
+/// dozens fit on a loaded machine) saw of a failover, with when.
+#[derive(Clone, Debug, Default)]
+struct Witness {
+    /// `sfuRestart`s received.
+    restarts: Vec<Instant>,
+    /// When its publish after the (first) restart was answered.
+    republished: Option<Instant>,
+    /// Subscribe offers (`called {isSFU}`) received after the first restart.
+    offers: Vec<Instant>,
+    /// `error`s received.
+    errors: Vec<Value>,
+}
+
+/// Joins `channel` on `server`, publishes a raw track, and then, like a client SDK, publishes
+/// again on every `sfuRestart`, recording what it sees.
+async fn witness(server: &Server, channel: &str, name: &str) -> Arc<Mutex<Witness>> {
+    let publisher = RawPublisher::join(&server.ws_url(), &server.rest(), channel, name).await;
+    // Any real certificate's fingerprint: the node never gets to check it (no DTLS here).
+    let fingerprint = DtlsIdentity::generate().unwrap().fingerprint;
+    let mut stream = publisher.ws.into_stream();
+    let seen = Arc::new(Mutex::new(Witness::default()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Some(Ok(frame)) = stream.next().await {
+            let Message::Text(text) = frame else { continue };
+            let Ok(message) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            let now = Instant::now();
+            let restarted = {
+                let mut seen = record.lock().unwrap();
+                match message["type"].as_str() {
+                    Some("sfuRestart") => seen.restarts.push(now),
+                    Some("answered") if !seen.restarts.is_empty() => {
+                        seen.republished.get_or_insert(now);
+                    }
+                    Some("called") if !seen.restarts.is_empty() => seen.offers.push(now),
+                    Some("error") => seen.errors.push(message.clone()),
+                    _ => {}
+                }
+                message["type"] == "sfuRestart"
+            };
+            if restarted {
+                let offer = publish_offer(&Ice::random(), &fingerprint, rand::random());
+                let call = json!({ "type": "call", "isSFU": true, "sdp": offer });
+                if stream.send(Message::text(call.to_string())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    seen
+}
+
+/// The sum over `servers` of one `domain_events_total` kind in their `/metrics`.
+async fn events_of_kind(servers: &[Server], kind: &str) -> u64 {
+    let mut total = 0;
+    for server in servers {
+        let text = reqwest::Client::new()
+            .get(server.url("/metrics"))
+            .bearer_auth(&server.api_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let prefix = format!("mooyaho_domain_events_total{{kind=\"{kind}\"}} ");
+        total += text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap());
+    }
+    total
+}
+
+/// Issue 13 review: failover cost grew with channels × members — each lost channel was placed
+/// again and each member offered before the next channel's members were even told. 20 channels
+/// × 3 members on node A (members spread over two `mooyaho server` instances sharing a real
+/// Redis), SIGKILL of A: every member is told `sfuRestart` exactly once (each channel moved by
+/// exactly one instance: 20 `room_lost` across both), publishes again, is answered and offered
+/// the new room on B. Prints kill → last `sfuRestart` and kill → last offer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_many_channels_dies_every_member_is_told_first_and_each_channel_moves_once() {
+    const CHANNELS: usize = 20;
+    const MEMBERS: usize = 3;
+    let redis = Redis::start();
+    let servers: Vec<_> = (0..2)
+        .map(|_| Server::start(&["--redis-url", &redis.url(), "--cluster-secret", SECRET]))
+        .collect();
+    let mut dying = SfuNode::start(SECRET, Some(&servers[0]));
+    let survivor = SfuNode::start(SECRET, Some(&servers[0]));
+    let (a, b) = (dying.id(), survivor.id());
+    for server in &servers {
+        wait_health(&server.rest(), a, "healthy").await;
+        wait_health(&server.rest(), b, "healthy").await;
+    }
+    let rest = servers[0].rest();
+    set_disabled(&rest, b, true).await;
+    let mut channels = Vec::new();
+    let mut witnesses = Vec::new();
+    for c in 0..CHANNELS {
+        let channel = rest.create_channel(true).await;
+        for m in 0..MEMBERS {
+            let server = &servers[(c + m) % 2];
+            witnesses.push(witness(server, &channel, &format!("m{c}-{m}")).await);
+        }
+        assert_eq!(placed_on(&rest, &channel).await, Some(a));
+        channels.push(channel);
+    }
+    set_disabled(&rest, b, false).await;
+    // Both instances' hold-down and health views settle on B being eligible.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    dying.kill();
+    let killed = Instant::now();
+    let members = CHANNELS * MEMBERS;
+    let recovered = eventually(Duration::from_secs(30), || async {
+        witnesses.iter().all(|w| {
+            let w = w.lock().unwrap();
+            w.republished.is_some() && !w.offers.is_empty()
+        })
+    })
+    .await;
+    // Any second restart (a channel moved twice) would come within this.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen: Vec<Witness> = witnesses
+        .iter()
+        .map(|w| w.lock().unwrap().clone())
+        .collect();
+    let after = |at: Instant| at.duration_since(killed);
+    let last_restart = seen
+        .iter()
+        .filter_map(|w| w.restarts.first())
+        .map(|t| after(*t))
+        .max();
+    let first_restart = seen
+        .iter()
+        .filter_map(|w| w.restarts.first())
+        .map(|t| after(*t))
+        .min();
+    let last_offer = seen
+        .iter()
+        .filter_map(|w| w.offers.first())
+        .map(|t| after(*t))
+        .max();
+    let last_republish = seen.iter().filter_map(|w| w.republished).map(after).max();
+    eprintln!(
+        "failover of {CHANNELS} channels x {MEMBERS} members: sfuRestart first {first_restart:?}, \
+         last {last_restart:?}; last member answered {last_republish:?}; last member offered the \
+         new room {last_offer:?} (after SIGKILL)"
+    );
+    assert!(recovered, "not every member recovered: {seen:?}");
+    for (i, w) in seen.iter().enumerate() {
+        assert_eq!(
+            w.restarts.len(),
+            1,
+            "member {i} told {} times: {w:?}",
+            w.restarts.len()
+        );
+        assert!(w.errors.is_empty(), "member {i}: {w:?}");
+    }
+    assert_eq!(seen.len(), members);
+    for channel in &channels {
+        for server in &servers {
+            assert_eq!(placed_on(&server.rest(), channel).await, Some(b));
+        }
+    }
+    assert_eq!(events_of_kind(&servers, "room_lost").await, CHANNELS as u64);
+    // Generous: detection (~1 s) plus every channel's placement, on a loaded machine.
+    assert!(last_offer.is_some_and(|t| t < Duration::from_secs(20)));
 }

@@ -657,7 +657,6 @@ mod tests {
         );
         let restarted = DomainEvent::SfuRestarted {
             channel: ChannelId::from("c"),
-            placed: Some((crate::domain::ids::SfuServerId(2), "r".into())),
         };
         assert_eq!(
             ServerMessage::render(&restarted).unwrap().encode(None),

@@ -230,13 +230,12 @@ pub enum DomainEvent {
         room: String,
     },
     /// A channel's room was lost: its members must drop their SFU PeerConnections and publish
-    /// and subscribe again (`sfuRestart`), in the new room when there is one.
+    /// and subscribe again (`sfuRestart`). Told before the channel is placed again (its
+    /// [`DomainEvent::ChannelPlaced`] follows, or [`DomainEvent::MediaStranded`] when no node
+    /// can take it: publishing places it once a node can).
     SfuRestarted {
         /// The channel.
         channel: ChannelId,
-        /// The node and room now hosting it; `None` when no healthy node could (after
-        /// [`DomainEvent::MediaStranded`]): publishing places it once a node can.
-        placed: Option<(SfuServerId, String)>,
     },
     /// A channel's room was lost and no healthy node could host it: its members are told (an
     /// `error`), and the next publish places it once a node can.

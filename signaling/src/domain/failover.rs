@@ -26,6 +26,12 @@ pub(super) const STARTUP_GRACE: Duration = Duration::from_secs(6);
 pub(super) const DRAIN_BATCH: usize = 4;
 /// The pause between a drain's batches.
 pub(super) const DRAIN_PAUSE: Duration = Duration::from_secs(1);
+/// Lost channels whose members a failover tells at once (store work: unplace, members, emit).
+pub(super) const TELL_AT_ONCE: usize = 16;
+/// Channels a failover places again at once (their members were all told `sfuRestart` first).
+pub(super) const REPLACE_AT_ONCE: usize = 8;
+/// Members of one such channel offered the new room at once.
+pub(super) const OFFER_AT_ONCE: usize = 4;
 /// A node this instance failed over takes no new room for this long, even if it looks healthy
 /// again (no ping-pong between instances that see a flapping node differently).
 pub(super) const HOLD_DOWN: Duration = Duration::from_secs(10);

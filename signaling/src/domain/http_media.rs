@@ -581,7 +581,6 @@ mod tests {
         let restarted = Emitted {
             event: DomainEvent::SfuRestarted {
                 channel: ChannelId::from("c"),
-                placed: None,
             },
             audience: vec![recipient("socket-member"), recipient("whip")],
         };

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
 
+use futures_util::StreamExt;
 use mooyaho_control::{ErrorCode as NodeError, Event, Request, Response, VideoQuality};
 use tokio::sync::{Notify, mpsc};
 
@@ -17,7 +18,10 @@ use serde_json::Value;
 
 use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
-use super::failover::{CHECK_EVERY, DRAIN_BATCH, DRAIN_PAUSE, HOLD_DOWN, NodeWatch, ORPHAN_GRACE};
+use super::failover::{
+    CHECK_EVERY, DRAIN_BATCH, DRAIN_PAUSE, HOLD_DOWN, NodeWatch, OFFER_AT_ONCE, ORPHAN_GRACE,
+    REPLACE_AT_ONCE, TELL_AT_ONCE,
+};
 use super::ids::{ChannelId, SessionId, SfuServerId};
 use super::model::{ChannelRecord, SessionRecord, SessionUpdate};
 use super::node_queue::{NodeQueue, Queued};
@@ -167,9 +171,7 @@ impl Placement {
         };
         tracing::warn!(%node, channels = placed.len(), cause, last_error = ?status.last_error,
             "SFU node failed: moving its channels");
-        for (channel, room) in placed {
-            self.relocate(&channel, node, &room, None).await;
-        }
+        self.relocate_all(node, placed, None).await;
     }
 
     /// This instance's link to `node` came up: channels whose rooms the node no longer has (it
@@ -195,12 +197,17 @@ impl Placement {
             Ok(other) => return tracing::warn!(%node, ?other, "lost rooms: unexpected reply"),
             Err(e) => return tracing::warn!(%node, error = %e.message, "lost rooms: no reply"),
         };
-        for (channel, room) in placed {
-            if !hosted.contains(&room) {
-                tracing::info!(%node, %channel, %room, "the node lost the channel's room");
-                self.relocate(&channel, node, &room, None).await;
-            }
-        }
+        let lost: Vec<_> = placed
+            .into_iter()
+            .filter(|(channel, room)| {
+                let lost = !hosted.contains(room);
+                if lost {
+                    tracing::info!(%node, %channel, %room, "the node lost the channel's room");
+                }
+                lost
+            })
+            .collect();
+        self.relocate_all(node, lost, None).await;
         self.close_orphan_rooms(node, hosted).await;
     }
 
@@ -329,12 +336,8 @@ impl Placement {
             .collect())
     }
 
-    /// `channel`'s `room` on `node` is lost (the node failed or restarted): the channel is placed
-    /// again on the least-loaded healthy node at once, and its members — but `except`, whose own
-    /// publish is placing it — are told `sfuRestart` so they publish and subscribe again. Of
-    /// several instances noticing one lost room, only the one whose unplace took effect does
-    /// this. With no healthy node left, members are told so (an `error`, then `sfuRestart`),
-    /// and the channel stays unplaced until a publish can place it.
+    /// `channel`'s `room` on `node` is lost (the node failed or restarted): see
+    /// [`Self::relocate_all`].
     async fn relocate(
         &self,
         channel: &ChannelId,
@@ -342,12 +345,80 @@ impl Placement {
         room: &str,
         except: Option<&SessionId>,
     ) -> Relocated {
+        let lost = vec![(channel.clone(), room.to_owned())];
+        match self.relocate_all(node, lost, except).await.pop() {
+            Some((_, relocated)) => relocated,
+            None => Relocated::NotOurs,
+        }
+    }
+
+    /// The rooms `lost` (channel, room) on `node` are gone (the node failed or restarted): each
+    /// channel is placed again on the least-loaded healthy node, and its members — but
+    /// `except`, whose own publish is placing it — are told `sfuRestart` so they publish and
+    /// subscribe again. Every member of every channel is told first (store work only,
+    /// [`TELL_AT_ONCE`] channels at a time), then
+    /// the channels are placed and their members offered [`REPLACE_AT_ONCE`] channels at a
+    /// time: the last member's notice never waits on other channels' node requests (a
+    /// re-offer may take up to the control timeout), and the clients reconnect while the rest
+    /// is placed (a member's own publish may place its channel first; the placement in the
+    /// store decides). Of several instances noticing one lost room, only the one whose unplace
+    /// took effect does this. With no healthy node left, members are told so (an `error`, then
+    /// `sfuRestart`), and the channel stays unplaced until a publish can place it.
+    async fn relocate_all(
+        &self,
+        node: SfuServerId,
+        lost: Vec<(ChannelId, String)>,
+        except: Option<&SessionId>,
+    ) -> Vec<(ChannelId, Relocated)> {
+        // Cheap (the registry and this instance's link view): whether telling members to
+        // reconnect now can succeed, or they must hear that media is unavailable.
+        let can_place = self.pick_node().await.is_ok();
+        let mut outcomes = Vec::with_capacity(lost.len());
+        let mut told = Vec::with_capacity(lost.len());
+        let mut telling = futures_util::stream::iter(lost)
+            .map(|(channel, room)| async move {
+                let audience = self
+                    .unplace_and_tell(&channel, node, &room, except, can_place)
+                    .await;
+                (channel, audience)
+            })
+            .buffer_unordered(TELL_AT_ONCE);
+        while let Some((channel, audience)) = telling.next().await {
+            match audience {
+                Some(audience) if can_place => told.push((channel, audience)),
+                Some(_) => outcomes.push((channel, Relocated::Stranded)),
+                None => outcomes.push((channel, Relocated::NotOurs)),
+            }
+        }
+        let placed: Vec<_> = futures_util::stream::iter(told)
+            .map(|(channel, audience)| async move {
+                let relocated = self.place_again(&channel, node, &audience).await;
+                (channel, relocated)
+            })
+            .buffer_unordered(REPLACE_AT_ONCE)
+            .collect()
+            .await;
+        outcomes.extend(placed);
+        outcomes
+    }
+
+    /// Unplaces `channel` from its lost `room` (if it is still placed there: else another
+    /// instance is relocating it, and `None`), and tells its members but `except`: `sfuRestart`,
+    /// preceded by `media_stranded` when no node can take it (`can_place` false). Returns them.
+    async fn unplace_and_tell(
+        &self,
+        channel: &ChannelId,
+        node: SfuServerId,
+        room: &str,
+        except: Option<&SessionId>,
+        can_place: bool,
+    ) -> Option<Vec<SessionRecord>> {
         match self.shared.store.unplace_channel(channel, room).await {
             Ok(true) => {}
-            Ok(false) => return Relocated::NotOurs,
+            Ok(false) => return None,
             Err(e) => {
                 tracing::warn!(%channel, error = %e, "relocating: store unavailable");
-                return Relocated::NotOurs;
+                return None;
             }
         }
         let lost = DomainEvent::RoomLost {
@@ -363,21 +434,47 @@ impl Placement {
                 Vec::new()
             }
         };
-        let audience: Vec<&SessionRecord> =
-            members.iter().filter(|m| Some(&m.id) != except).collect();
+        let audience: Vec<SessionRecord> = members
+            .into_iter()
+            .filter(|m| Some(&m.id) != except)
+            .collect();
+        let listeners: Vec<&SessionRecord> = audience.iter().collect();
+        if !can_place {
+            tracing::warn!(%channel, from = %node,
+                "channel lost its SFU room and no node can take it now");
+            let stranded = DomainEvent::MediaStranded {
+                channel: channel.clone(),
+                node,
+            };
+            self.shared.emit(stranded, &listeners).await;
+        }
+        // Their PeerConnections are dead either way: clients drop them and publish again (while
+        // no node can take the channel that is refused; the browser SDK retries with backoff).
+        let restarted = DomainEvent::SfuRestarted {
+            channel: channel.clone(),
+        };
+        self.shared.emit(restarted, &listeners).await;
+        Some(audience)
+    }
+
+    /// Places a channel whose members were told `sfuRestart` again, and offers each of them
+    /// the new room: receive-only members publish nothing, so the node would never learn of
+    /// them otherwise (offering registers them, and sends the offer when there is something
+    /// already). If no node can take it after all, they are told media is unavailable.
+    async fn place_again(
+        &self,
+        channel: &ChannelId,
+        node: SfuServerId,
+        audience: &[SessionRecord],
+    ) -> Relocated {
         match self.room_for(channel).await {
             Ok((new_node, new_room, _)) => {
                 tracing::info!(%channel, from = %node, to = %new_node, "channel placed again");
-                let restarted = DomainEvent::SfuRestarted {
-                    channel: channel.clone(),
-                    placed: Some((new_node, new_room.clone())),
-                };
-                self.shared.emit(restarted, &audience).await;
-                // Receive-only members publish nothing, so the node would never learn of them:
-                // offering registers them (and sends the offer when there is something already).
-                for member in audience {
-                    self.offer(new_node, &new_room, member).await;
-                }
+                futures_util::stream::iter(audience)
+                    .for_each_concurrent(OFFER_AT_ONCE, |member| {
+                        self.offer(new_node, &new_room, member)
+                    })
+                    .await;
                 Relocated::Placed
             }
             Err(e) => {
@@ -387,15 +484,9 @@ impl Placement {
                     channel: channel.clone(),
                     node,
                 };
-                self.shared.emit(stranded, &audience).await;
-                // Their PeerConnections are dead all the same: clients drop them and publish
-                // again, which is refused until a node can take the channel (the browser SDK
-                // retries with backoff).
-                let restarted = DomainEvent::SfuRestarted {
-                    channel: channel.clone(),
-                    placed: None,
-                };
-                self.shared.emit(restarted, &audience).await;
+                self.shared
+                    .emit(stranded, &audience.iter().collect::<Vec<_>>())
+                    .await;
                 Relocated::Stranded
             }
         }
@@ -1679,8 +1770,12 @@ mod tests {
         nodes.take();
 
         nodes.set_healthy(a, false);
-        let seen = seen_until(&recorder, "sfu_restarted").await;
-        assert_eq!(kinds(&seen)[..2], ["room_lost", "channel_placed"]);
+        let seen = seen_until(&recorder, "channel_placed").await;
+        // Members are told before the channel is placed again.
+        assert_eq!(
+            kinds(&seen)[..3],
+            ["room_lost", "sfu_restarted", "channel_placed"]
+        );
         assert_eq!(
             seen[0].event,
             DomainEvent::RoomLost {
@@ -1723,6 +1818,64 @@ mod tests {
         assert_eq!(store.inner.channel(&channel).await.unwrap().unwrap(), moved);
     }
 
+    /// Review of issue 13: failover placed each channel again and offered its members before
+    /// the next channel's members were even told, so the last member's `sfuRestart` waited on
+    /// every other channel's node requests (each up to the control timeout). Now every member
+    /// of every lost channel is told first: here the node taking the channels never answers,
+    /// and all six members of three channels still hear `sfuRestart` at once.
+    #[tokio::test]
+    async fn every_member_of_every_lost_channel_is_told_before_any_channel_is_placed_again() {
+        let (signaling, store, _recorder) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        let (a, b) = two_nodes(&signaling).await;
+        let mut members = Vec::new();
+        for c in 0..3 {
+            let channel = signaling.channels().create(true).await.unwrap().id;
+            let (first, first_queue) = member(&signaling, &channel, &format!("{c}-a")).await;
+            let (_, second_queue) = member(&signaling, &channel, &format!("{c}-b")).await;
+            signaling
+                .placement()
+                .publish(&first, "offer".into())
+                .await
+                .unwrap();
+            let placed = store.inner.channel(&channel).await.unwrap().unwrap();
+            assert_eq!(
+                placed.sfu_server_id,
+                Some(a),
+                "the least-loaded node, lowest id"
+            );
+            members.push((channel.clone(), first_queue));
+            members.push((channel, second_queue));
+        }
+        // The failover watch has seen both nodes healthy by now.
+        tokio::time::sleep(CHECK_EVERY * 2).await;
+        for (_, queue) in &mut members {
+            drain(queue);
+        }
+
+        nodes.stall(b);
+        nodes.set_healthy(a, false);
+        let told = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut told = vec![false; members.len()];
+            while told.contains(&false) {
+                for ((channel, queue), told) in members.iter_mut().zip(&mut told) {
+                    *told |= drain(queue).contains(&restart_frame(channel));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            told.is_ok(),
+            "not every member was told while B does not answer"
+        );
+        // None of them is placed yet (B never answered its CreateRoom): they wait unplaced.
+        for (channel, _) in &members {
+            let record = store.inner.channel(channel).await.unwrap().unwrap();
+            assert_eq!(record.sfu_server_id, None);
+        }
+    }
+
     #[tokio::test]
     async fn with_no_healthy_node_left_members_get_an_error_and_nothing_is_lost() {
         let (signaling, store, recorder) = recorded_service();
@@ -1752,7 +1905,6 @@ mod tests {
             seen[2].event,
             DomainEvent::SfuRestarted {
                 channel: channel.clone(),
-                placed: None
             }
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1808,12 +1960,16 @@ mod tests {
         nodes.lose_rooms(a);
         recorder.take();
         node_events.send((a, NodeReport::LinkUp)).await.unwrap();
-        let seen = seen_until(&recorder, "sfu_restarted").await;
+        let seen = seen_until(&recorder, "channel_placed").await;
         let placement: Vec<_> = kinds(&seen)
             .into_iter()
             .filter(|k| !matches!(*k, "sfu_node_up" | "sfu_server_up"))
             .collect();
-        assert_eq!(placement[..2], ["room_lost", "channel_placed"], "{seen:?}");
+        assert_eq!(
+            placement[..3],
+            ["room_lost", "sfu_restarted", "channel_placed"],
+            "{seen:?}"
+        );
         let moved = store.inner.channel(&lost).await.unwrap().unwrap();
         assert_ne!(moved.sfu_room, Some(room));
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1850,7 +2006,7 @@ mod tests {
         let seen = kinds(&recorder.take());
         assert_eq!(
             seen[..3],
-            ["room_lost", "channel_placed", "sfu_restarted"],
+            ["room_lost", "sfu_restarted", "channel_placed"],
             "{seen:?}"
         );
         assert_eq!(drain(&mut alice_queue)[0], restart_frame(&channel));
