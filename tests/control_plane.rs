@@ -12,7 +12,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mooyaho_control::proof::{EXPORTER_LABEL, EXPORTER_LEN};
@@ -26,7 +26,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::{Value, json};
-use support::{API_KEY, Rest, Server, SfuNode, eventually};
+use support::{API_KEY, Rest, Server, SfuNode, audio_received, eventually, media_flows_between};
 use tokio::sync::mpsc;
 
 const SECRET: &str = "cluster-secret-control-plane-0123456789";
@@ -58,13 +58,24 @@ struct Captured {
     hello: Request,
 }
 
+/// A rogue node as the tests run it: its endpoint, its certificate's fingerprint, each
+/// connection's hello, and the requests signaling sent it after a welcome.
+struct RogueNode {
+    endpoint: quinn::Endpoint,
+    fingerprint: String,
+    captured: mpsc::UnboundedReceiver<Captured>,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
 /// A QUIC server with its own self-signed certificate, as an attacker would run: it records what
 /// each connection sends on its first stream and answers the `n`th connection's hello with
-/// `reply(n, exporter)` followed by load reports every 200 ms (trying to look healthy), or, for
-/// `None`, says nothing at all.
+/// `reply(n, exporter)` followed, every 200 ms, by a load report (trying to look healthy) and
+/// the events `flood(tick)` returns, or, for `None`, says nothing at all. Requests signaling
+/// sends it afterwards are counted and never answered.
 fn rogue_node(
     reply: impl Fn(usize, &[u8; EXPORTER_LEN]) -> Option<Response> + Send + Sync + 'static,
-) -> (quinn::Endpoint, String, mpsc::UnboundedReceiver<Captured>) {
+    flood: impl Fn(u64) -> Vec<Event> + Send + Sync + 'static,
+) -> RogueNode {
     let certified = rcgen::generate_simple_self_signed(vec!["rogue".to_owned()]).unwrap();
     let der = certified.cert.der().clone();
     let fingerprint = mooyaho_control::fingerprint(der.as_ref());
@@ -81,12 +92,19 @@ fn rogue_node(
     let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
     let (captured, receiver) = mpsc::unbounded_channel();
     let accept = endpoint.clone();
-    let reply = Arc::new(reply);
+    let (reply, flood) = (Arc::new(reply), Arc::new(flood));
+    let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let counted = requests.clone();
     tokio::spawn(async move {
         let mut n = 0;
         while let Some(incoming) = accept.accept().await {
             n += 1;
-            let (captured, reply) = (captured.clone(), reply.clone());
+            let (captured, reply, flood, counted) = (
+                captured.clone(),
+                reply.clone(),
+                flood.clone(),
+                counted.clone(),
+            );
             tokio::spawn(async move {
                 let Ok(connection) = incoming.await else {
                     return;
@@ -112,8 +130,31 @@ fn rogue_node(
                         let Ok(mut events) = connection.open_uni().await else {
                             return;
                         };
+                        let requests = connection.clone();
+                        tokio::spawn(async move {
+                            // Recorded, never answered: signaling's request times out.
+                            while let Ok((send, mut recv)) = requests.accept_bi().await {
+                                let counted = counted.clone();
+                                tokio::spawn(async move {
+                                    let request =
+                                        read_frame::<Request, _>(&mut recv, 1 << 20).await;
+                                    if let Ok(request) = request {
+                                        counted.lock().unwrap().push(request);
+                                    }
+                                    tokio::time::sleep(Duration::from_secs(30)).await;
+                                    drop(send);
+                                });
+                            }
+                        });
                         let load = Event::Load(Load::default());
-                        while write_frame(&mut events, &load).await.is_ok() {
+                        for tick in 0.. {
+                            let mut batch = vec![load.clone()];
+                            batch.extend(flood(tick));
+                            for event in &batch {
+                                if write_frame(&mut events, event).await.is_err() {
+                                    return;
+                                }
+                            }
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                     }
@@ -123,7 +164,12 @@ fn rogue_node(
             });
         }
     });
-    (endpoint, fingerprint, receiver)
+    RogueNode {
+        endpoint,
+        fingerprint,
+        captured: receiver,
+        requests,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -132,12 +178,20 @@ async fn a_rogue_node_registered_through_rest_never_learns_the_cluster_secret() 
     let rest = server.rest();
     // The first two connections get no answer at all, the later ones a welcome with a made-up
     // proof followed by load reports.
-    let (endpoint, fingerprint, mut captured) = rogue_node(|n, exporter| {
-        (n > 2).then(|| Response::Welcome {
-            workers: 1,
-            proof: Proof::new(b"a-guess-at-the-secret-000", Role::Node, exporter),
-        })
-    });
+    let RogueNode {
+        endpoint,
+        fingerprint,
+        mut captured,
+        ..
+    } = rogue_node(
+        |n, exporter| {
+            (n > 2).then(|| Response::Welcome {
+                workers: 1,
+                proof: Proof::new(b"a-guess-at-the-secret-000", Role::Node, exporter),
+            })
+        },
+        |_| Vec::new(),
+    );
     let address = endpoint.local_addr().unwrap().to_string();
     let (status, body) = rest
         .call(
@@ -815,4 +869,211 @@ async fn a_restarted_node_answers_unknown_room_for_the_rooms_of_its_previous_run
         control_call(&connection, &offer).await,
         Response::Sdp { sdp: None }
     );
+}
+
+async fn metrics_text(server: &Server) -> String {
+    reqwest::Client::new()
+        .get(server.url("/metrics"))
+        .bearer_auth(&server.api_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A per-node counter in `server`'s `/metrics`: `name{node="id"}`.
+async fn node_counter(server: &Server, name: &str, node: u64) -> u64 {
+    let text = metrics_text(server).await;
+    let prefix = format!("{name}{{node=\"{node}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// Issue 13 review (the per-node queues and the placement check of 8f454ad/410726a had
+/// domain-level tests only): a node that really authenticates (it knows the cluster secret — a
+/// compromised or broken node) and is registered floods its events stream, over real QUIC, with
+/// reports about channels it does not hold: renegotiations, speaker rankings and transport
+/// closures naming an honest channel's members, 700 every 200 ms for 5 s. A real
+/// `mooyaho server` ignores every one (counted per node in `/metrics`, the excess dropped and
+/// counted), never asks the rogue for an offer, stays responsive (REST and a new WebSocket member
+/// during the flood), and the honest channel on a real `mooyaho sfu` is unharmed: no forged
+/// speaker ranking reaches its members, no restart, media keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registered_node_flooding_events_for_channels_it_does_not_hold_is_ignored_and_counted() {
+    const TICKS: u64 = 25;
+    let server = Server::start(&["--cluster-secret", SECRET]);
+    let rest = server.rest();
+    let honest = SfuNode::start(SECRET, Some(&server));
+    let healthy = eventually(Duration::from_secs(10), || async {
+        sfu_server(&rest, honest.id()).await["health"] == "healthy"
+    })
+    .await;
+    assert!(healthy, "{}", sfu_server(&rest, honest.id()).await);
+
+    // The honest channel: two webrtc-crate members streaming, and one that only listens and
+    // records every message it gets.
+    let channel = rest.create_channel(true).await;
+    let mut clients = Vec::new();
+    for name in ["honest-a", "honest-b"] {
+        let mut client = SfuClient::join(&server.ws_url(), &rest, &channel, name).await;
+        client.publish().await;
+        clients.push(client);
+    }
+    let streams: Vec<_> = clients
+        .iter()
+        .enumerate()
+        .map(|(i, c)| c.stream_media(0xC0 + i as u8, Duration::from_millis(20)))
+        .collect();
+    let flowing = media_flows_between(&clients, 0, Instant::now(), Duration::from_secs(15)).await;
+    assert!(flowing.is_some(), "media never flowed");
+    let (listener, _) = support::Ws::enter(&server.ws_url(), &rest, &channel, "listener").await;
+    let heard: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let mut listening = listener.into_stream();
+    let recorder = heard.clone();
+    let listen = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(Ok(frame)) = listening.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame
+                && let Ok(message) = serde_json::from_str::<Value>(&text)
+            {
+                recorder.lock().unwrap().push(message);
+            }
+        }
+    });
+
+    // The rogue: a valid welcome, load reports, and the flood naming the honest members.
+    let (a, b) = (clients[0].id.clone(), clients[1].id.clone());
+    let flood = move |tick: u64| -> Vec<Event> {
+        if tick >= TICKS {
+            return Vec::new();
+        }
+        let mut events = Vec::new();
+        for i in 0..100 {
+            // Room names as nodes make them ("<incarnation>-<worker>.<room>") and plain guesses.
+            let room = format!("{tick}-0.{i}");
+            for n in 0..5 {
+                events.push(Event::RenegotiationNeeded {
+                    room: format!("{room}/{n}"),
+                    session: a.clone(),
+                });
+            }
+            events.push(Event::ActiveSpeakers {
+                room: room.clone(),
+                member: a.clone(),
+                speakers: vec![mooyaho_control::Speaker {
+                    session: b.clone(),
+                    level: 99,
+                }],
+            });
+            events.push(Event::TransportClosed {
+                room,
+                session: b.clone(),
+                side: "publish".into(),
+                reason: "forged".into(),
+            });
+        }
+        events
+    };
+    let rogue = rogue_node(
+        |_, exporter| {
+            Some(Response::Welcome {
+                workers: 1,
+                proof: Proof::new(SECRET.as_bytes(), Role::Node, exporter),
+            })
+        },
+        flood,
+    );
+    let address = rogue.endpoint.local_addr().unwrap().to_string();
+    let (status, body) = rest
+        .call(
+            "POST",
+            "/sfu-servers",
+            Some(json!({ "address": address, "fingerprint": rogue.fingerprint })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let rogue_id = body["id"].as_u64().unwrap();
+
+    // During the flood: REST answers, a new member gets in, the rogue looks like a node.
+    let flooding = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut joined = None;
+    while flooding.elapsed() < Duration::from_millis(TICKS * 200) {
+        let asked = Instant::now();
+        let view = sfu_server(&rest, rogue_id).await;
+        slowest = slowest.max(asked.elapsed());
+        assert!(view["lastError"].is_null(), "{view}");
+        if joined.is_none() {
+            let asked = Instant::now();
+            let newcomer = support::Ws::join(&server.ws_url(), &rest, &channel, "newcomer").await;
+            joined = Some((asked.elapsed(), newcomer));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let joined = joined.map(|(took, _)| took);
+    let ignored_total = "mooyaho_sfu_node_reports_ignored_total";
+    let dropped_total = "mooyaho_sfu_node_reports_dropped_total";
+    // Everything queued is handled (ignored) soon after the flood ends.
+    let settled = eventually(Duration::from_secs(30), || async {
+        let ignored = node_counter(&server, ignored_total, rogue_id).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ignored > 0 && node_counter(&server, ignored_total, rogue_id).await == ignored
+    })
+    .await;
+    let ignored = node_counter(&server, ignored_total, rogue_id).await;
+    let dropped = node_counter(&server, dropped_total, rogue_id).await;
+    eprintln!(
+        "rogue flood of {} reports: {ignored} ignored, {dropped} dropped (rest coalesced); slowest \
+         REST answer during it {slowest:?}; a new member joined in {joined:?}",
+        TICKS * 700
+    );
+    assert!(settled, "the ignored count never settled: {ignored}");
+    assert!(ignored > 0);
+    assert!(slowest < Duration::from_secs(5), "{slowest:?}");
+    assert!(joined.is_some(), "no newcomer joined during the flood");
+
+    // Signaling never asked the rogue for an offer or a ranking on the members' behalf.
+    let asked: Vec<Request> = rogue.requests.lock().unwrap().clone();
+    assert!(
+        asked.iter().all(|r| matches!(r, Request::Rooms)),
+        "signaling acted on the rogue's reports: {asked:?}"
+    );
+    // No forged ranking reached the channel; the honest members restart nothing and their
+    // media still advances.
+    let forged: Vec<Value> = heard
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "activeSpeakers")
+        .cloned()
+        .collect();
+    assert!(forged.is_empty(), "{forged:?}");
+    // Nor did its forged transport closures become events (logs, webhooks, metrics).
+    let metrics = metrics_text(&server).await;
+    assert!(
+        !metrics.contains(r#"kind="sfu_transport_closed""#),
+        "forged closures were recorded"
+    );
+    let before = audio_received(&clients).await;
+    let advanced = eventually(Duration::from_secs(10), || async {
+        let now = audio_received(&clients).await;
+        now.iter().zip(&before).all(|(now, then)| now > then)
+    })
+    .await;
+    assert!(advanced, "the honest members' media stopped: {before:?}");
+    for client in &clients {
+        assert_eq!(client.sub_state.borrow().restarts, 0, "{}", client.name);
+    }
+    assert_eq!(
+        sfu_server(&rest, honest.id()).await["health"],
+        "healthy",
+        "the honest node"
+    );
+    listen.abort();
+    for stream in streams {
+        stream.abort();
+    }
 }

@@ -19,7 +19,7 @@ use mooyaho_net::dtls::DtlsIdentity;
 use mooyaho_test_support::sfu_client::SfuClient;
 use raw_peer::{Ice, RawPublisher, publish_offer};
 use serde_json::{Value, json};
-use support::{Redis, Rest, Server, SfuNode, eventually, media_flows_between};
+use support::{Redis, Rest, Server, SfuNode, audio_received, eventually, media_flows_between};
 use tokio_tungstenite::tungstenite::Message;
 
 const SECRET: &str = "cluster-secret-0123456789abcdef";
@@ -88,18 +88,6 @@ async fn channel_on(
     }
     assert_eq!(placed_on(&rest, &channel).await, Some(node));
     (channel, clients)
-}
-
-/// Audio payloads each client has received from each other one so far.
-async fn audio_counts(clients: &[SfuClient]) -> Vec<usize> {
-    let mut counts = Vec::new();
-    for client in clients {
-        let received = client.received().await;
-        for other in clients.iter().filter(|o| o.id != client.id) {
-            counts.push(received.get(&other.id).map_or(0, |m| m.audio.len()));
-        }
-    }
-    counts
 }
 
 /// Issue 13 review: a worker that stops making progress (here: blocked for good by the
@@ -184,9 +172,9 @@ async fn a_stuck_worker_fails_its_node_over_like_a_dead_one_and_a_room_elsewhere
     }
 
     // The channel on the other node: no restart, and its media still advances.
-    let before = audio_counts(&bystanders).await;
+    let before = audio_received(&bystanders).await;
     let advanced = eventually(Duration::from_secs(10), || async {
-        let now = audio_counts(&bystanders).await;
+        let now = audio_received(&bystanders).await;
         now.iter().zip(&before).all(|(now, then)| now > then)
     })
     .await;

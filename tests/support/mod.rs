@@ -447,6 +447,18 @@ pub async fn media_flows_between(
     flowing.then(|| since.elapsed())
 }
 
+/// Audio payloads each client has received from each other one so far.
+pub async fn audio_received(clients: &[mooyaho_test_support::sfu_client::SfuClient]) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for client in clients {
+        let received = client.received().await;
+        for other in clients.iter().filter(|o| o.id != client.id) {
+            counts.push(received.get(&other.id).map_or(0, |m| m.audio.len()));
+        }
+    }
+    counts
+}
+
 /// The hostile client of attack tests: a participant with real keys and raw control of every
 /// datagram (`mooyaho_loadgen::raw`). Not every test binary that includes this module uses it.
 #[allow(unused_imports)]

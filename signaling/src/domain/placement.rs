@@ -832,15 +832,20 @@ impl Placement {
                 speakers,
             } => self.announce_speakers(node, &room, member, speakers).await,
             Event::TransportClosed {
+                room,
                 session,
                 side,
                 reason,
-                ..
             } => {
-                tracing::info!(%session, %side, %reason, "SFU closed a transport");
+                // Like the others, only from where the session's channel is placed: a node
+                // naming sessions it does not serve fills no log and no event stream.
+                let Some((member, _)) = self.member_placed_in(node, &room, session).await else {
+                    return;
+                };
+                tracing::info!(session = %member.id, %side, %reason, "SFU closed a transport");
                 let closed = DomainEvent::SfuTransportClosed {
                     node,
-                    session: SessionId(session),
+                    session: member.id,
                     side,
                     reason,
                 };
