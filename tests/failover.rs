@@ -6,6 +6,7 @@
 //! - A node hosting many channels dies: every member is told first, then the channels are
 //!   placed again a few at a time; with two signaling instances on one Redis, each channel is
 //!   moved exactly once.
+//! - Each of several instances holds a failed node down on its own before placing on it again.
 
 #[path = "support/raw_peer.rs"]
 mod raw_peer;
@@ -359,4 +360,100 @@ async fn a_node_with_many_channels_dies_every_member_is_told_first_and_each_chan
     assert_eq!(events_of_kind(&servers, "room_lost").await, CHANNELS as u64);
     // Generous: detection (~1 s) plus every channel's placement, on a loaded machine.
     assert!(last_offer.is_some_and(|t| t < Duration::from_secs(20)));
+}
+
+/// Issue 13 item 5: with several signaling instances each judges node health on its own (its
+/// own control links), and each holds a node it failed over down for 10 s (`HOLD_DOWN`), so a
+/// node that comes straight back is not given new rooms by either instance while the other may
+/// still be moving channels off it. Two `mooyaho server` instances on one Redis: node A (with
+/// its data dir, so it keeps its record) hosts a channel and is killed; the channel moves to B
+/// once; A is restarted and both instances see it healthy — and less loaded than B — yet a
+/// channel first published through either instance goes to B until the hold-down has passed,
+/// then to A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_instance_holds_a_failed_node_down_before_placing_on_it_again() {
+    let redis = Redis::start();
+    let servers: Vec<_> = (0..2)
+        .map(|_| Server::start(&["--redis-url", &redis.url(), "--cluster-secret", SECRET]))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("a");
+    let listen = format!("127.0.0.1:{}", support::free_port());
+    let with_dir = [
+        "--control-listen",
+        listen.as_str(),
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    let mut node_a = SfuNode::start_with(SECRET, Some(&servers[0]), &with_dir);
+    let node_b = SfuNode::start(SECRET, Some(&servers[0]));
+    let (a, b) = (node_a.id(), node_b.id());
+    for server in &servers {
+        wait_health(&server.rest(), a, "healthy").await;
+        wait_health(&server.rest(), b, "healthy").await;
+    }
+    let rest = servers[0].rest();
+    set_disabled(&rest, b, true).await;
+    let channel = rest.create_channel(true).await;
+    let mut members = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        members.push(witness(server, &channel, &format!("held-{i}")).await);
+    }
+    assert_eq!(placed_on(&rest, &channel).await, Some(a));
+    set_disabled(&rest, b, false).await;
+    // Both instances have seen B enabled and healthy before the kill.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    node_a.kill();
+    let killed = Instant::now();
+    let moved = eventually(Duration::from_secs(15), || async {
+        placed_on(&rest, &channel).await == Some(b)
+    })
+    .await;
+    assert!(moved, "the channel never moved to B");
+    let _node_a = SfuNode::start_with(SECRET, Some(&servers[0]), &with_dir);
+    for server in &servers {
+        wait_health(&server.rest(), a, "healthy").await;
+    }
+    let back = killed.elapsed();
+
+    // Held down on both instances: a first publish through either goes to B.
+    let mut placed = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        let held = server.rest().create_channel(true).await;
+        members.push(witness(server, &held, &format!("during-{i}")).await);
+        placed.push((killed.elapsed(), i, placed_on(&rest, &held).await));
+    }
+    // The hold-down (10 s from the failover, ~1 s after the kill) has passed: A takes rooms again.
+    let after_hold_down = Duration::from_secs(12);
+    tokio::time::sleep(after_hold_down.saturating_sub(killed.elapsed())).await;
+    let mut later = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        let fresh = server.rest().create_channel(true).await;
+        members.push(witness(server, &fresh, &format!("after-{i}")).await);
+        later.push((killed.elapsed(), i, placed_on(&rest, &fresh).await));
+    }
+    eprintln!(
+        "hold-down: A healthy again on both instances {back:?} after the kill; placements \
+         during {placed:?}, after {later:?} (A = {a}, B = {b})"
+    );
+    // (A placement later than 10 s after the kill proves nothing: the hold-down may be over.)
+    let within: Vec<_> = placed
+        .iter()
+        .filter(|(at, _, _)| *at < Duration::from_secs(10))
+        .collect();
+    assert!(
+        !within.is_empty(),
+        "A took too long to come back: {placed:?}"
+    );
+    for (at, instance, node) in within {
+        assert_eq!(*node, Some(b), "instance {instance} placed on A at {at:?}");
+    }
+    for (_, instance, node) in &later {
+        assert_eq!(*node, Some(a), "instance {instance} still avoids A");
+    }
+    for (i, member) in members.iter().take(2).enumerate() {
+        let seen = member.lock().unwrap().clone();
+        assert_eq!(seen.restarts.len(), 1, "member {i}: {seen:?}");
+    }
 }
