@@ -347,11 +347,12 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     {
         bail!("the cluster secret must be at least {MIN_SECRET_LEN} characters");
     }
-    // `dev` is a loopback tool that load generators drive with many sockets from one address.
+    // `dev` on loopback is a local tool that load generators drive with many sockets from one
+    // address; listening beyond loopback, it faces other hosts and keeps `server`'s limit.
     config.max_connections_per_ip = options
         .max_connections_per_ip
         .or(file.max_connections_per_ip)
-        .unwrap_or(if dev {
+        .unwrap_or(if dev && listen.ip().is_loopback() {
             0
         } else {
             config.max_connections_per_ip
@@ -426,9 +427,18 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     if dev && !local.ip().is_loopback() {
         tracing::warn!(
             %local,
-            "`mooyaho dev` is listening beyond loopback: its generated API key and demo are \
-             reachable from the network; use `mooyaho server` for anything but local development"
+            "`mooyaho dev` is listening beyond loopback: its REST API, WebSocket, demo and \
+             media ports are reachable from the network over plain HTTP (API calls and join \
+             tokens readable on a shared network; WebSockets limited to {} per address); use \
+             `mooyaho server` behind TLS for anything but local development",
+            config.max_connections_per_ip
         );
+        if config.allow_anonymous {
+            tracing::warn!(
+                "--allow-anonymous beyond loopback: anyone who reaches this address can join \
+                 any channel under any name"
+            );
+        }
     }
     let store = match (&redis_url, &data_dir) {
         (Some(_), _) => "redis".to_owned(),

@@ -335,7 +335,24 @@ pub(crate) fn announced_ips(bind: IpAddr, announce: &[IpAddr]) -> anyhow::Result
         return Ok(vec![bind]);
     }
     let interfaces = if_addrs::get_if_addrs().context("listing this host's addresses")?;
-    Ok(host_candidates(bind, interfaces.iter().map(|i| i.ip())))
+    Ok(host_candidates(
+        bind,
+        interfaces
+            .iter()
+            .filter(|i| !is_local_bridge(&i.name))
+            .map(|i| i.ip()),
+    ))
+}
+
+/// Container and VM bridges (docker0, br-…, veth…, virbr0, …): reachable from this host's guests
+/// only, so announcing them would show every participant the host's internal layout and send
+/// their checks nowhere useful.
+fn is_local_bridge(interface: &str) -> bool {
+    const PREFIXES: [&str; 11] = [
+        "docker", "br-", "veth", "virbr", "vboxnet", "vmnet", "cni", "flannel", "cali", "lxc",
+        "lxd",
+    ];
+    PREFIXES.iter().any(|p| interface.starts_with(p))
 }
 
 /// [`announced_ips`]'s choice among the host's addresses, for an unspecified `bind`.
@@ -366,7 +383,7 @@ fn host_candidates(bind: IpAddr, addresses: impl Iterator<Item = IpAddr>) -> Vec
 
 #[cfg(test)]
 mod tests {
-    use super::{announced_ips, host_candidates, parse_ports};
+    use super::{announced_ips, host_candidates, is_local_bridge, parse_ports};
     use std::net::IpAddr;
 
     #[test]
@@ -397,6 +414,23 @@ mod tests {
         assert!(announced_ips(ip("0.0.0.0"), &[ip("224.0.0.1")]).is_err());
         // This host has at least loopback: an unspecified bind always announces something.
         assert!(!announced_ips(ip("0.0.0.0"), &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn container_and_vm_bridges_are_not_announced() {
+        for bridge in [
+            "docker0",
+            "br-1a2b3c",
+            "veth12ab",
+            "virbr0",
+            "cni0",
+            "lxdbr0",
+        ] {
+            assert!(is_local_bridge(bridge), "{bridge}");
+        }
+        for real in ["eth0", "enp3s0", "wlan0", "wg0", "tailscale0", "myff12n"] {
+            assert!(!is_local_bridge(real), "{real}");
+        }
     }
 
     #[test]

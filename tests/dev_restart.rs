@@ -279,6 +279,18 @@ async fn dev_keeps_its_key_file_private_and_warns_when_listening_beyond_loopback
         "{:?}",
         server.stdout_lines
     );
+    // Facing other hosts, `dev` keeps `server`'s WebSocket limit per address (64): the 65th
+    // socket from one address is refused.
+    let url = format!("ws://127.0.0.1:{}/websocket", server.addr.port());
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..65 {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((socket, _)) => open.push(socket),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!((open.len(), refused), (64, 1));
 }
 
 /// Snapshots are written in the background (one write covers every change made meanwhile); a

@@ -404,6 +404,9 @@ pub struct MediaCounters {
     pub ice_tcp_refused: u64,
     /// ICE-TCP connections closed for bad input (framing, no STUN first, no first frame).
     pub ice_tcp_dropped: u64,
+    /// ICE-TCP frames dropped on open connections (not STUN before validation, no RTC
+    /// protocol, over the connection's rate).
+    pub ice_tcp_frames_dropped: u64,
     /// ICE-TCP connections open now.
     pub ice_tcp_open: u64,
     /// Loss subscribers report, per report block (ratio, millionths).

@@ -859,6 +859,7 @@ fn media_counters(stats: &NodeStats, meter: &mut LoadMeter) -> MediaCounters {
         ice_tcp_accepted: stats.ice_tcp.accepted,
         ice_tcp_refused: stats.ice_tcp.refused,
         ice_tcp_dropped: stats.ice_tcp.dropped,
+        ice_tcp_frames_dropped: stats.ice_tcp.frames_dropped,
         ice_tcp_open: stats.ice_tcp.open,
         ..MediaCounters::default()
     };

@@ -5,10 +5,19 @@
 //! one more source address and runs the very same ICE, consent, DTLS and SRTP path — its hot
 //! path does not change, and a TCP client costs one loopback hop per packet.
 //!
-//! Hostile input: a connection must open with a STUN message within [`FIRST_FRAME_TIMEOUT`], no
-//! frame may be empty or longer than [`MAX_FRAME`], and a connection silent for
-//! [`IDLE_TIMEOUT`] is closed (browsers send consent checks every few seconds); connections are
-//! capped in all and per client address. Each refusal or drop is counted.
+//! Hostile input (each refusal or drop is counted):
+//! - a connection must open with a STUN message within [`FIRST_FRAME_TIMEOUT`], and until the
+//!   worker has answered one of its checks (a binding success seen going back) only STUN
+//!   passes, at [`UNVALIDATED_STUN_PER_SEC`]; unanswered for [`VALIDATE_TIMEOUT`], it closes —
+//!   so holding a slot needs a participant's ICE credentials;
+//! - frames of length 0 or over [`MAX_FRAME`] close the connection; frames of no RTC protocol
+//!   (RFC 7983) are dropped; after validation a token bucket per connection bounds frames and
+//!   bytes per second (a stream of tiny frames would otherwise multiply datagrams);
+//! - a connection closes when either side is silent for [`IDLE_TIMEOUT`] (the worker answers
+//!   consent checks every few seconds);
+//! - connections are capped in all and per client address (IPv6 per /64);
+//! - a closed connection keeps its relay socket and its slot for [`PORT_QUARANTINE`], so no
+//!   other connection gets that port while the worker may still hold it as a live path.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,16 +26,32 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use mooyaho_net::PacketClass;
+use mooyaho_net::stun::is_binding_success;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::time::Instant;
 
 /// Longest frame accepted: browsers packetise for a UDP MTU over TCP too (~1200 bytes).
 pub(crate) const MAX_FRAME: usize = 4096;
 /// A new connection must send its first (STUN) frame within this.
 pub(crate) const FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(5);
-/// A connection with no frame from the client for this long is closed.
+/// A connection with nothing from the client, or nothing from the worker, for this long is
+/// closed.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection whose checks the worker has not answered within this is closed.
+pub(crate) const VALIDATE_TIMEOUT: Duration = Duration::from_secs(10);
+/// STUN frames a connection may send per second before the worker answered one.
+pub(crate) const UNVALIDATED_STUN_PER_SEC: u32 = 10;
+/// Frames and bytes per second a validated connection may send (a simulcast camera with
+/// audio is a few hundred packets and a few Mbit/s).
+pub(crate) const FRAMES_PER_SEC: u32 = 2_000;
+pub(crate) const BYTES_PER_SEC: u32 = 1_250_000;
+/// How long a closed connection keeps its relay socket: the worker's consent timeout.
+pub(crate) const PORT_QUARANTINE: Duration = Duration::from_secs(30);
+/// Read buffer per connection: many small frames cost one read, not two each.
+const READ_BUFFER: usize = 16 * 1024;
 
 /// Limits of the ICE-TCP listeners.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,9 +64,11 @@ pub struct IceTcpLimits {
 
 impl Default for IceTcpLimits {
     fn default() -> Self {
+        // Per address: an office behind one NAT whose UDP is blocked is who ICE-TCP is for, and
+        // each of its users opens 2–6 connections (two PeerConnections, one per interface).
         Self {
             max_connections: 1024,
-            max_per_ip: 16,
+            max_per_ip: 64,
         }
     }
 }
@@ -54,8 +81,11 @@ pub struct IceTcpStats {
     /// Connections refused at once: over the limits.
     pub refused: u64,
     /// Connections closed for bad input: a first frame that is not STUN, a frame of length 0
-    /// or over [`MAX_FRAME`], or no first frame in time.
+    /// or over [`MAX_FRAME`], no first frame in time, or no check answered in time.
     pub dropped: u64,
+    /// Frames dropped on open connections: not STUN before validation, of no RTC protocol, or
+    /// over the connection's rate.
+    pub frames_dropped: u64,
     /// Connections open now.
     pub open: u64,
 }
@@ -65,6 +95,7 @@ struct Counters {
     accepted: AtomicU64,
     refused: AtomicU64,
     dropped: AtomicU64,
+    frames_dropped: AtomicU64,
     open: AtomicU64,
 }
 
@@ -193,6 +224,7 @@ impl IceTcp {
             accepted: self.counters.accepted.load(Ordering::Relaxed),
             refused: self.counters.refused.load(Ordering::Relaxed),
             dropped: self.counters.dropped.load(Ordering::Relaxed),
+            frames_dropped: self.counters.frames_dropped.load(Ordering::Relaxed),
             open: self.counters.open.load(Ordering::Relaxed),
         }
     }
@@ -225,7 +257,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(admitted) = admission.admit(peer.ip()) else {
+        let Some(admitted) = admission.admit(limit_key(peer.ip())) else {
             counters.refused.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%peer, "ICE-TCP connection refused: over the limits");
             continue; // dropping the stream closes it
@@ -234,22 +266,63 @@ async fn accept_loop(
         let counters = counters.clone();
         tokio::spawn(async move {
             counters.open.fetch_add(1, Ordering::Relaxed);
-            if let Err(reason) = serve(stream, worker).await {
-                counters.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%peer, reason, "ICE-TCP connection dropped");
-            }
+            let relay = serve(stream, worker, &counters).await;
             counters.open.fetch_sub(1, Ordering::Relaxed);
-            drop(admitted);
+            let relay = match relay {
+                Ok(relay) => relay,
+                Err((reason, relay)) => {
+                    counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%peer, reason, "ICE-TCP connection dropped");
+                    relay
+                }
+            };
+            // The slot and the relay port stay taken while the worker may still hold that
+            // port as a live path of some transport.
+            if relay.is_some() {
+                tokio::time::sleep(PORT_QUARANTINE).await;
+            }
+            drop((relay, admitted));
         });
     }
 }
 
-/// Why a connection was dropped for bad input (a clean close or an I/O error is not one).
-type BadInput = &'static str;
+/// The address the per-client limit counts: IPv4, or an IPv6 /64 (one subscriber's prefix).
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+        v4 => v4,
+    }
+}
 
-/// Relays one connection until either side ends; `Err` when the client broke the rules.
-async fn serve(stream: TcpStream, worker: SocketAddr) -> Result<(), BadInput> {
+/// Why a connection was dropped for bad input (a clean close or an I/O error is not one), with
+/// its relay socket if it had one.
+type Dropped = (&'static str, Option<Arc<UdpSocket>>);
+
+/// Relays one connection until either side ends or breaks the rules; gives back its relay
+/// socket (if one was bound) to be held through the quarantine.
+async fn serve(
+    stream: TcpStream,
+    worker: SocketAddr,
+    counters: &Counters,
+) -> Result<Option<Arc<UdpSocket>>, Dropped> {
     let _ = stream.set_nodelay(true);
+    let (reader, writer) = stream.into_split();
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
+    let mut frame = vec![0u8; MAX_FRAME];
+    // No socket, no port, until the client has shown it speaks STUN.
+    let first = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, read_frame(&mut reader, &mut frame))
+        .await
+    {
+        Err(_) => return Err(("no first frame in time", None)),
+        Ok(Err(FrameError::Closed)) => return Ok(None),
+        Ok(Err(FrameError::Bad(reason))) => return Err((reason, None)),
+        Ok(Ok(len)) => len,
+    };
+    if !looks_like_stun(&frame[..first]) {
+        return Err(("first frame is not STUN", None));
+    }
     // The worker must see each connection as its own address: a UDP socket per connection,
     // connected to the worker so nothing else can write into it.
     let relay_ip = match worker.ip() {
@@ -258,52 +331,136 @@ async fn serve(stream: TcpStream, worker: SocketAddr) -> Result<(), BadInput> {
         IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
     };
     let Ok(udp) = UdpSocket::bind(SocketAddr::new(relay_ip, 0)).await else {
-        return Ok(()); // out of sockets: the client retries or uses another candidate
+        return Ok(None); // out of sockets: the client retries or uses another candidate
     };
     if udp.connect(worker).await.is_err() {
-        return Ok(());
+        return Ok(None);
     }
     let udp = Arc::new(udp);
-    let (reader, writer) = stream.into_split();
-    let mut to_client = tokio::spawn(worker_to_client(udp.clone(), writer));
+    let _ = udp.send(&frame[..first]).await;
+    let state = Arc::new(RelayState::new());
+    let mut to_client = tokio::spawn(worker_to_client(udp.clone(), writer, state.clone()));
     let result = tokio::select! {
-        result = client_to_worker(reader, &udp) => result,
+        result = client_to_worker(&mut reader, &mut frame, &udp, &state, counters) => result,
         _ = &mut to_client => Ok(()),
+        result = watchdog(&state) => result,
     };
     to_client.abort();
-    result
+    match result {
+        Ok(()) => Ok(Some(udp)),
+        Err(reason) => Err((reason, Some(udp))),
+    }
 }
 
-/// Frames from the client → datagrams to the worker.
-async fn client_to_worker(mut reader: OwnedReadHalf, udp: &UdpSocket) -> Result<(), BadInput> {
-    let mut frame = vec![0u8; MAX_FRAME];
-    let mut first = true;
-    loop {
-        let wait = if first {
-            FIRST_FRAME_TIMEOUT
+/// What the two directions of one relay share.
+struct RelayState {
+    start: Instant,
+    /// The worker answered one of the client's checks (a binding success went back).
+    validated: std::sync::atomic::AtomicBool,
+    /// When the worker last sent anything, in ms since `start`.
+    worker_heard_ms: AtomicU64,
+}
+
+impl RelayState {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            validated: std::sync::atomic::AtomicBool::new(false),
+            worker_heard_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn since_start(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A token bucket: `rate` per second, as deep as one second's worth.
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate),
+            tokens: f64::from(rate),
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, now: Instant, amount: f64) -> bool {
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.rate);
+        self.at = now;
+        if self.tokens >= amount {
+            self.tokens -= amount;
+            true
         } else {
-            IDLE_TIMEOUT
-        };
-        let len = match tokio::time::timeout(wait, read_frame(&mut reader, &mut frame)).await {
-            Err(_) if first => return Err("no first frame in time"),
-            Err(_) => return Ok(()), // idle: the client went away
-            Ok(Err(FrameError::Closed)) => return Ok(()),
+            false
+        }
+    }
+}
+
+/// Frames from the client → datagrams to the worker, within the rules (module docs).
+async fn client_to_worker<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    frame: &mut [u8],
+    udp: &UdpSocket,
+    state: &RelayState,
+    counters: &Counters,
+) -> Result<(), &'static str> {
+    let mut stun = Bucket::new(UNVALIDATED_STUN_PER_SEC);
+    let (mut frames, mut bytes) = (Bucket::new(FRAMES_PER_SEC), Bucket::new(BYTES_PER_SEC));
+    loop {
+        // Cancelling a read mid-frame would lose the framing: only the idle timeout (which
+        // closes the connection anyway) wraps it; other deadlines are [`watchdog`]'s.
+        let len = match tokio::time::timeout(IDLE_TIMEOUT, read_frame(reader, frame)).await {
+            Err(_) | Ok(Err(FrameError::Closed)) => return Ok(()),
             Ok(Err(FrameError::Bad(reason))) => return Err(reason),
             Ok(Ok(len)) => len,
         };
+        let validated = state.validated.load(Ordering::Relaxed);
         let datagram = &frame[..len];
-        if first && !looks_like_stun(datagram) {
-            return Err("first frame is not STUN");
+        let now = Instant::now();
+        let class = PacketClass::of(datagram);
+        let allowed = if validated {
+            class != PacketClass::Unknown && frames.take(now, 1.0) && bytes.take(now, len as f64)
+        } else {
+            class == PacketClass::Stun && stun.take(now, 1.0)
+        };
+        if !allowed {
+            counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            continue;
         }
-        first = false;
         // A full socket buffer drops the datagram, as the network would.
         let _ = udp.send(datagram).await;
     }
 }
 
+/// Ends a connection the worker never validated in time, or has stopped answering (its path
+/// dropped: consent expired, transport gone).
+async fn watchdog(state: &RelayState) -> Result<(), &'static str> {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now_ms = state.since_start();
+        if !state.validated.load(Ordering::Relaxed) {
+            if now_ms > VALIDATE_TIMEOUT.as_millis() as u64 {
+                return Err("no check answered in time");
+            }
+        } else if now_ms.saturating_sub(state.worker_heard_ms.load(Ordering::Relaxed))
+            > IDLE_TIMEOUT.as_millis() as u64
+        {
+            return Ok(());
+        }
+    }
+}
+
 /// Datagrams from the worker → frames to the client. A client that stops reading stalls only
 /// this task; the worker's datagrams then drop in this socket's buffer.
-async fn worker_to_client(udp: Arc<UdpSocket>, mut writer: OwnedWriteHalf) {
+async fn worker_to_client(udp: Arc<UdpSocket>, mut writer: OwnedWriteHalf, state: Arc<RelayState>) {
     // The worker sends nothing near this long (its datagrams fit a UDP MTU); a longer one
     // would be truncated by recv, so it is skipped below.
     let mut frame = vec![0u8; 2 + MAX_FRAME + 1];
@@ -317,6 +474,12 @@ async fn worker_to_client(udp: Arc<UdpSocket>, mut writer: OwnedWriteHalf) {
         let Ok(prefix) = u16::try_from(len) else {
             continue;
         };
+        state
+            .worker_heard_ms
+            .store(state.since_start(), Ordering::Relaxed);
+        if is_binding_success(&frame[2..2 + len]) {
+            state.validated.store(true, Ordering::Relaxed);
+        }
         frame[..2].copy_from_slice(&prefix.to_be_bytes());
         if writer.write_all(&frame[..2 + len]).await.is_err() {
             return;
@@ -326,11 +489,14 @@ async fn worker_to_client(udp: Arc<UdpSocket>, mut writer: OwnedWriteHalf) {
 
 enum FrameError {
     Closed,
-    Bad(BadInput),
+    Bad(&'static str),
 }
 
 /// Reads one RFC 4571 frame (16-bit big-endian length, then that many bytes) into `buf`.
-async fn read_frame(reader: &mut OwnedReadHalf, buf: &mut [u8]) -> Result<usize, FrameError> {
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut [u8],
+) -> Result<usize, FrameError> {
     let mut prefix = [0u8; 2];
     reader
         .read_exact(&mut prefix)
@@ -397,7 +563,27 @@ mod tests {
         assert!(!looks_like_stun(&no_cookie));
     }
 
-    /// A worker stand-in (a UDP socket) behind a real listener: frames in, datagrams out and back.
+    #[test]
+    fn ipv6_clients_are_limited_per_64_and_mapped_ipv4_as_ipv4() {
+        let key = |text: &str| limit_key(text.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:bbbb::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), key("192.0.2.7"));
+    }
+
+    #[test]
+    fn a_bucket_allows_its_rate_and_refills_with_time() {
+        let mut bucket = Bucket::new(10);
+        let t0 = bucket.at;
+        assert_eq!((0..20).filter(|_| bucket.take(t0, 1.0)).count(), 10);
+        assert!(!bucket.take(t0 + Duration::from_millis(50), 1.0));
+        assert!(bucket.take(t0 + Duration::from_millis(150), 1.0));
+        // Never deeper than one second's worth, however long it rested.
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..20).filter(|_| bucket.take(later, 1.0)).count(), 10);
+    }
+
+    /// A worker stand-in (a UDP socket) behind a real listener.
     async fn relay() -> (IceTcp, UdpSocket) {
         let worker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -409,11 +595,29 @@ mod tests {
         (tcp, worker)
     }
 
+    /// A signed binding request and the worker's success answer to it.
+    fn check_and_answer() -> (Vec<u8>, Vec<u8>) {
+        use mooyaho_net::stun::{BindingRequest, Check, HOST_PRIORITY, IceRole};
+        let request = Check {
+            username: "node:client",
+            receiver_pwd: "nodePasswordNodePassword",
+            transaction: mooyaho_net::stun::new_transaction_id(),
+            priority: HOST_PRIORITY,
+            role: IceRole::Controlling(1),
+            use_candidate: false,
+        }
+        .to_bytes();
+        let mut parsed = BindingRequest::parse(&request).unwrap();
+        parsed.authenticate("nodePasswordNodePassword").unwrap();
+        let answer = parsed.success(
+            SocketAddr::from(([127, 0, 0, 1], 5)),
+            "nodePasswordNodePassword",
+        );
+        (request, answer)
+    }
+
     fn stun() -> Vec<u8> {
-        let mut binding = vec![0u8; 20];
-        binding[1] = 1;
-        binding[4..8].copy_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-        binding
+        check_and_answer().0
     }
 
     fn framed(payload: &[u8]) -> Vec<u8> {
@@ -422,13 +626,49 @@ mod tests {
         out
     }
 
+    async fn read_one(client: &mut TcpStream) -> Vec<u8> {
+        let mut prefix = [0u8; 2];
+        client.read_exact(&mut prefix).await.unwrap();
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes(prefix))];
+        client.read_exact(&mut body).await.unwrap();
+        body
+    }
+
+    async fn quiet(worker: &UdpSocket) -> bool {
+        let mut buf = [0u8; 2048];
+        tokio::time::timeout(Duration::from_millis(200), worker.recv_from(&mut buf))
+            .await
+            .is_err()
+    }
+
+    async fn wait_for(what: impl Fn() -> bool) -> bool {
+        for _ in 0..500 {
+            if what() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
     #[tokio::test]
-    async fn frames_become_datagrams_and_datagrams_frames() {
+    async fn frames_become_datagrams_only_stun_until_the_worker_answers_a_check() {
         let (tcp, worker) = relay().await;
+        let (request, answer) = check_and_answer();
         let mut client = TcpStream::connect(tcp.local_addrs()[0]).await.unwrap();
-        client.write_all(&framed(&stun())).await.unwrap();
-        // Two frames in one write, the second split across writes: framing, not segments.
+        client.write_all(&framed(&request)).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, relay) = worker.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], &request[..]);
+        // Media before the worker answered: dropped and counted, never forwarded.
         let media = [0x80u8; 300];
+        client.write_all(&framed(&media)).await.unwrap();
+        assert!(quiet(&worker).await);
+        assert!(wait_for(|| tcp.stats().frames_dropped == 1).await);
+        // The worker answers the check: the frame goes back, and media now passes. Two frames
+        // in one write, the second split across writes: framing, not segments.
+        worker.send_to(&answer, relay).await.unwrap();
+        assert_eq!(read_one(&mut client).await, answer);
         let mut both = framed(&media);
         both.extend_from_slice(&framed(&media[..100])[..50]);
         client.write_all(&both).await.unwrap();
@@ -436,18 +676,45 @@ mod tests {
             .write_all(&framed(&media[..100])[50..])
             .await
             .unwrap();
-        let mut buf = [0u8; 2048];
-        let (n, relay) = worker.recv_from(&mut buf).await.unwrap();
-        assert_eq!(&buf[..n], &stun()[..]);
         assert_eq!(worker.recv_from(&mut buf).await.unwrap(), (300, relay));
         assert_eq!(worker.recv_from(&mut buf).await.unwrap(), (100, relay));
-        worker.send_to(&[7u8; 40], relay).await.unwrap();
-        let mut back = [0u8; 42];
-        client.read_exact(&mut back).await.unwrap();
-        assert_eq!(&back[..2], &40u16.to_be_bytes());
-        assert!(back[2..].iter().all(|&b| b == 7));
+        // Bytes of no RTC protocol (RFC 7983) are dropped even then.
+        client.write_all(&framed(&[7u8; 40])).await.unwrap();
+        assert!(quiet(&worker).await);
         assert_eq!(tcp.stats().accepted, 1);
         assert_eq!(tcp.stats().dropped, 0);
+        assert_eq!(tcp.stats().frames_dropped, 2);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_tiny_frames_is_held_to_the_connections_rate() {
+        let (tcp, worker) = relay().await;
+        let (request, answer) = check_and_answer();
+        let mut client = TcpStream::connect(tcp.local_addrs()[0]).await.unwrap();
+        client.write_all(&framed(&request)).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (_, relay) = worker.recv_from(&mut buf).await.unwrap();
+        worker.send_to(&answer, relay).await.unwrap();
+        read_one(&mut client).await;
+        // 10 000 RTCP-looking 2-byte frames in one write (60 kB that would be 10 000 datagrams).
+        let flood: Vec<u8> = (0..10_000).flat_map(|_| framed(&[0x80, 200])).collect();
+        client.write_all(&flood).await.unwrap();
+        assert!(
+            wait_for(|| tcp.stats().frames_dropped >= 10_000 - 2 * FRAMES_PER_SEC as u64).await
+        );
+        let mut forwarded = 0;
+        while !quiet(&worker).await {
+            forwarded += 1;
+            while let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_millis(1), worker.recv_from(&mut buf)).await
+            {
+                forwarded += 1;
+            }
+        }
+        assert!(
+            forwarded <= 2 * FRAMES_PER_SEC as usize,
+            "{forwarded} datagrams forwarded"
+        );
     }
 
     #[tokio::test]
@@ -471,19 +738,11 @@ mod tests {
                 .expect("closed in time");
             assert!(rest.is_empty(), "{read:?}");
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while tcp.stats().dropped < 3 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(tcp.stats().dropped, 3);
+        assert!(wait_for(|| tcp.stats().dropped == 3).await);
         // Only the one STUN frame ever reached the worker.
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 2048];
         let (n, _) = worker.recv_from(&mut buf).await.unwrap();
-        assert_eq!(n, 20);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(200), worker.recv_from(&mut buf))
-                .await
-                .is_err()
-        );
+        assert!(n == stun().len() && looks_like_stun(&buf[..n]));
+        assert!(quiet(&worker).await);
     }
 }

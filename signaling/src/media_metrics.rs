@@ -150,6 +150,11 @@ const COUNTERS: &[CounterField] = &[
         "ICE-TCP connections closed for bad framing or no STUN first",
         |l| l.media.ice_tcp_dropped,
     ),
+    (
+        "sfu_ice_tcp_frames_dropped",
+        "ICE-TCP frames dropped: not STUN before a check was answered, no RTC protocol, over rate",
+        |l| l.media.ice_tcp_frames_dropped,
+    ),
 ];
 
 /// Gauges of a node's load report.
