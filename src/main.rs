@@ -352,10 +352,12 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     config.max_connections_per_ip = options
         .max_connections_per_ip
         .or(file.max_connections_per_ip)
-        .unwrap_or(if dev && listen.ip().is_loopback() {
-            0
-        } else {
-            config.max_connections_per_ip
+        .unwrap_or_else(|| {
+            if dev && listen.ip().is_loopback() {
+                0
+            } else {
+                config.max_connections_per_ip
+            }
         });
     // `dev` runs its own SFU node, reached over loopback QUIC like any other node.
     let embedded_node = if dev {
