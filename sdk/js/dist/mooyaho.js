@@ -577,6 +577,11 @@ function sleep(ms) {
 var CALL_TIMEOUT_MS = 6e4;
 var SFU_RETRY_FIRST_MS = 1e3;
 var SFU_RETRY_MAX_MS = 15e3;
+var SFU_MAX_FAILED_RECOVERIES = 5;
+function backoffMs(step) {
+  const delay = Math.min(SFU_RETRY_FIRST_MS * 2 ** step, SFU_RETRY_MAX_MS);
+  return delay * (0.75 + Math.random() * 0.5);
+}
 var Mooyaho = class extends Emitter {
   config;
   /** The current channel id, or '' outside a channel (the original's convention). */
@@ -597,6 +602,8 @@ var Mooyaho = class extends Emitter {
   /** Direct calls ringing here, so a second offer from the same caller replaces the first. */
   #incoming = /* @__PURE__ */ new Map();
   #sfuRecovery = { generation: 0, awaiting: null };
+  /** SFU PeerConnection failures since the SFU last (re)connected. */
+  #sfuFailures = 0;
   /** `setSubscription` wishes by publisher, told again to each new subscribe PeerConnection's node. */
   #wishes = /* @__PURE__ */ new Map();
   constructor(config) {
@@ -949,8 +956,16 @@ var Mooyaho = class extends Emitter {
         onFailed: (side, layer) => {
           if (this.#sfu !== sfu) return;
           const why = layer === "ice" ? "no network path to the media node worked (ICE): its UDP port may be blocked or its announced address unreachable" : "the secure (DTLS) handshake with the media node failed";
+          this.#sfuFailures += 1;
+          if (this.#sfuFailures > SFU_MAX_FAILED_RECOVERIES) {
+            this.#sfu?.close();
+            this.#sfu = null;
+            this.#sfuRecovery = { generation: this.#sfuRecovery.generation + 1, awaiting: null };
+            this.emit("error", new MooyahoError("media_connection_failed", `the SFU ${side} connection failed: ${why}; gave up after ${SFU_MAX_FAILED_RECOVERIES} attempts (leave and enter the channel to try again)`));
+            return;
+          }
           this.emit("error", new MooyahoError("media_connection_failed", `the SFU ${side} connection failed: ${why}; reconnecting`));
-          void this.#recoverSfu("failed");
+          void this.#recoverSfu("failed", this.#sfuFailures > 1 ? backoffMs(this.#sfuFailures - 2) : 0);
         }
       },
       this.config.simulcast ?? true
@@ -968,10 +983,15 @@ var Mooyaho = class extends Emitter {
    * the channel to get fresh ones, then publish again). A failed attempt (e.g. `sfu_unavailable`
    * while no node can take the channel) is retried with backoff; a newer recovery supersedes it.
    */
-  async #recoverSfu(reason) {
+  async #recoverSfu(reason, firstDelayMs = 0) {
     const generation = ++this.#sfuRecovery.generation;
     const channel = this.channelId;
     const current = () => this.#sfuRecovery.generation === generation && this.channelId === channel && channel !== "";
+    if (firstDelayMs > 0) {
+      this.#sfu?.close();
+      this.#sfu = null;
+      await new Promise((r) => setTimeout(r, firstDelayMs));
+    }
     for (let attempt = 1; current(); attempt += 1) {
       this.emit("reconnecting", { what: "sfu", reason, attempt });
       try {
@@ -990,8 +1010,7 @@ var Mooyaho = class extends Emitter {
       } catch (e) {
         if (!current()) return;
         this.#fail(e);
-        const delay = Math.min(SFU_RETRY_FIRST_MS * 2 ** (attempt - 1), SFU_RETRY_MAX_MS);
-        await new Promise((r) => setTimeout(r, delay * (0.75 + Math.random() * 0.5)));
+        await new Promise((r) => setTimeout(r, backoffMs(attempt - 1)));
       }
     }
   }
@@ -1007,6 +1026,7 @@ var Mooyaho = class extends Emitter {
   #sfuConnected(side) {
     if (this.#sfuRecovery.awaiting !== side) return;
     this.#sfuRecovery.awaiting = null;
+    this.#sfuFailures = 0;
     this.emit("reconnected", { sessionId: this.sessionId ?? "", what: "sfu" });
   }
   #removeMember(sessionId) {
@@ -1042,6 +1062,7 @@ var Mooyaho = class extends Emitter {
     this.#sfu?.close();
     this.#sfu = null;
     this.#sfuRecovery = { generation: this.#sfuRecovery.generation + 1, awaiting: null };
+    this.#sfuFailures = 0;
     const streams = [...this.remoteStreams.keys()];
     this.remoteStreams.clear();
     for (const sessionId of streams) this.emit("remoteStreamChanged", { sessionId });

@@ -20,6 +20,18 @@ const CALL_TIMEOUT_MS = 60_000;
 /** SFU recovery: the first retry's delay, doubling per failed attempt up to the maximum. */
 const SFU_RETRY_FIRST_MS = 1_000;
 const SFU_RETRY_MAX_MS = 15_000;
+/**
+ * SFU PeerConnections that fail again and again without ever reconnecting (UDP blocked, no
+ * TURN or ICE-TCP) stop being rebuilt after this many attempts: each one is a leave and an
+ * enter that every member sees and every subscriber renegotiates.
+ */
+const SFU_MAX_FAILED_RECOVERIES = 5;
+
+/** `base` doubled per step up to the maximum, jittered ±25 %. */
+function backoffMs(step: number): number {
+  const delay = Math.min(SFU_RETRY_FIRST_MS * 2 ** step, SFU_RETRY_MAX_MS);
+  return delay * (0.75 + Math.random() * 0.5);
+}
 
 /** An SFU recovery in progress (see `#recoverSfu`). */
 interface SfuRecovery {
@@ -56,6 +68,8 @@ export class Mooyaho extends Emitter {
   /** Direct calls ringing here, so a second offer from the same caller replaces the first. */
   #incoming = new Map<string, string>();
   #sfuRecovery: SfuRecovery = { generation: 0, awaiting: null };
+  /** SFU PeerConnection failures since the SFU last (re)connected. */
+  #sfuFailures = 0;
   /** `setSubscription` wishes by publisher, told again to each new subscribe PeerConnection's node. */
   #wishes = new Map<string, SubscriptionWish>();
 
@@ -449,12 +463,21 @@ export class Mooyaho extends Emitter {
       },
       onFailed: (side, layer) => {
         if (this.#sfu !== sfu) return;
-        // Say so (a firewall blocking the node's UDP looks like this), then recover.
+        // Say so (a firewall blocking the node's UDP looks like this), then recover, backing
+        // off across failures that never reconnected, and give up after a few.
         const why = layer === 'ice'
           ? 'no network path to the media node worked (ICE): its UDP port may be blocked or its announced address unreachable'
           : 'the secure (DTLS) handshake with the media node failed';
+        this.#sfuFailures += 1;
+        if (this.#sfuFailures > SFU_MAX_FAILED_RECOVERIES) {
+          this.#sfu?.close();
+          this.#sfu = null;
+          this.#sfuRecovery = { generation: this.#sfuRecovery.generation + 1, awaiting: null };
+          this.emit('error', new MooyahoError('media_connection_failed', `the SFU ${side} connection failed: ${why}; gave up after ${SFU_MAX_FAILED_RECOVERIES} attempts (leave and enter the channel to try again)`));
+          return;
+        }
         this.emit('error', new MooyahoError('media_connection_failed', `the SFU ${side} connection failed: ${why}; reconnecting`));
-        void this.#recoverSfu('failed');
+        void this.#recoverSfu('failed', this.#sfuFailures > 1 ? backoffMs(this.#sfuFailures - 2) : 0);
       },
       },
       this.config.simulcast ?? true,
@@ -473,10 +496,15 @@ export class Mooyaho extends Emitter {
    * the channel to get fresh ones, then publish again). A failed attempt (e.g. `sfu_unavailable`
    * while no node can take the channel) is retried with backoff; a newer recovery supersedes it.
    */
-  async #recoverSfu(reason: 'sfuRestart' | 'failed'): Promise<void> {
+  async #recoverSfu(reason: 'sfuRestart' | 'failed', firstDelayMs = 0): Promise<void> {
     const generation = ++this.#sfuRecovery.generation;
     const channel = this.channelId;
     const current = () => this.#sfuRecovery.generation === generation && this.channelId === channel && channel !== '';
+    if (firstDelayMs > 0) {
+      this.#sfu?.close();
+      this.#sfu = null;
+      await new Promise((r) => setTimeout(r, firstDelayMs));
+    }
     for (let attempt = 1; current(); attempt += 1) {
       this.emit('reconnecting', { what: 'sfu', reason, attempt });
       try {
@@ -495,8 +523,7 @@ export class Mooyaho extends Emitter {
       } catch (e) {
         if (!current()) return;
         this.#fail(e);
-        const delay = Math.min(SFU_RETRY_FIRST_MS * 2 ** (attempt - 1), SFU_RETRY_MAX_MS);
-        await new Promise((r) => setTimeout(r, delay * (0.75 + Math.random() * 0.5)));
+        await new Promise((r) => setTimeout(r, backoffMs(attempt - 1)));
       }
     }
   }
@@ -514,6 +541,7 @@ export class Mooyaho extends Emitter {
   #sfuConnected(side: 'publish' | 'subscribe'): void {
     if (this.#sfuRecovery.awaiting !== side) return;
     this.#sfuRecovery.awaiting = null;
+    this.#sfuFailures = 0;
     this.emit('reconnected', { sessionId: this.sessionId ?? '', what: 'sfu' });
   }
 
@@ -555,6 +583,7 @@ export class Mooyaho extends Emitter {
     this.#sfu?.close();
     this.#sfu = null;
     this.#sfuRecovery = { generation: this.#sfuRecovery.generation + 1, awaiting: null };
+    this.#sfuFailures = 0;
     const streams = [...this.remoteStreams.keys()];
     this.remoteStreams.clear();
     for (const sessionId of streams) this.emit('remoteStreamChanged', { sessionId });
