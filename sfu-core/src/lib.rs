@@ -91,6 +91,7 @@
 #![warn(missing_docs)]
 
 mod arena;
+pub mod bwe;
 mod config;
 mod error;
 mod id;

@@ -2,8 +2,9 @@
 //!
 //! - [`rng`]: the deterministic PRNG of property tests, mutation loops and simulations.
 //! - [`packets`]: plain RTP packets for the tests of SRTP, DTLS and the transports.
+//! - [`bottleneck`]: a capacity-limited link with a drop-tail queue (bandwidth estimation).
 //!
-//! Those two are all there is without the `clients` feature (sfu-core and net use the crate
+//! Those three are all there is without the `clients` feature (sfu-core and net use the crate
 //! that way).
 //!
 //! With the default `clients` feature, the clients of the media node's tests (`media/tests`)
@@ -18,6 +19,7 @@
 
 #[cfg(feature = "clients")]
 pub mod aiortc;
+pub mod bottleneck;
 pub mod packets;
 #[cfg(feature = "clients")]
 pub mod peer;

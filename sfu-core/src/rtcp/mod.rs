@@ -6,6 +6,7 @@
 
 mod read;
 mod twcc;
+mod twcc_feedback;
 mod write;
 
 pub use read::{
@@ -13,6 +14,7 @@ pub use read::{
     SenderReport,
 };
 pub use twcc::TwccRecorder;
+pub use twcc_feedback::{TwccFeedback, TwccPackets};
 pub use write::{write_nack, write_pli, write_remb, write_rr, write_sr};
 
 /// RTCP packet types (RFC 3550 §12.1, RFC 4585 §6.1, RFC 3611).

@@ -1,5 +1,6 @@
 //! Reading compound RTCP without copying: every message is a view over the received bytes.
 
+use super::twcc_feedback::TwccFeedback;
 use super::{fmt, pt};
 use crate::{Bitrate, Ssrc};
 
@@ -40,6 +41,8 @@ pub enum RtcpPacket<'a> {
     TransportCc {
         /// SSRC of the feedback's sender.
         sender: Ssrc,
+        /// The statuses and arrival times it reports.
+        feedback: TwccFeedback<'a>,
     },
     /// PSFB FMT 1 (RFC 4585 §6.3.1).
     Pli {
@@ -160,7 +163,10 @@ fn parse(packet: &[u8]) -> Result<RtcpPacket<'_>, RtcpError> {
                     media: ssrc_at(body, 4),
                     pairs: &body[8..],
                 }),
-                fmt::TWCC => RtcpPacket::TransportCc { sender },
+                fmt::TWCC => RtcpPacket::TransportCc {
+                    sender,
+                    feedback: TwccFeedback::parse(&body[8..])?,
+                },
                 fmt => RtcpPacket::OtherFeedback { pt: pt::RTPFB, fmt },
             }
         }

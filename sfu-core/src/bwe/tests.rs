@@ -1,0 +1,145 @@
+//! The estimator in a closed loop with a bottleneck: a sender that sends at the estimate (and
+//! probes above it), a drop-tail link, a receiver writing transport-wide CC feedback.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mooyaho_test_support::bottleneck::Bottleneck;
+
+use super::*;
+use crate::Ssrc;
+use crate::rtcp::{Compound, RtcpPacket, TwccRecorder};
+
+const MS: Duration = Duration::from_millis(1);
+const PACKET: usize = 1200;
+
+struct Loop {
+    now: Instant,
+    bwe: BandwidthEstimator,
+    link: Bottleneck,
+    receiver: TwccRecorder,
+    arrivals: VecDeque<(Instant, u16)>,
+    feedback: VecDeque<(Instant, BytesMut)>,
+    seq: u16,
+    next_send: Instant,
+    next_feedback: Instant,
+}
+
+impl Loop {
+    fn new(capacity: u64) -> Self {
+        let now = Instant::now();
+        Self {
+            now,
+            bwe: BandwidthEstimator::new(now, Bitrate(300_000)),
+            link: Bottleneck::new(capacity, 200 * MS, 20 * MS),
+            receiver: TwccRecorder::new(now),
+            arrivals: VecDeque::new(),
+            feedback: VecDeque::new(),
+            seq: 0,
+            next_send: now,
+            next_feedback: now + 100 * MS,
+            // Feedback travels back in 20 ms.
+        }
+    }
+
+    fn send(&mut self, size: usize) {
+        self.bwe.on_sent(self.now, self.seq, size);
+        if let Some(at) = self.link.send(self.now, size) {
+            self.arrivals.push_back((at, self.seq));
+        }
+        self.seq = self.seq.wrapping_add(1);
+    }
+
+    /// Runs for `duration` in 1 ms steps; returns the estimate every 100 ms.
+    fn run(&mut self, duration: Duration, probe: bool) -> Vec<u64> {
+        let mut samples = vec![];
+        let end = self.now + duration;
+        while self.now < end {
+            self.now += MS;
+            // Media paced at the estimate; probe bytes on top.
+            while self.next_send <= self.now {
+                self.send(PACKET);
+                let gap = PACKET as f64 * 8.0 / self.bwe.estimate().0.max(1) as f64;
+                self.next_send += Duration::from_secs_f64(gap);
+            }
+            if probe {
+                self.bwe
+                    .request_probe(self.now, Bitrate(self.bwe.estimate().0 * 2));
+            }
+            let mut deficit = self.bwe.probe_deficit(self.now);
+            while deficit > 0 {
+                self.send(PACKET);
+                deficit = deficit.saturating_sub(PACKET);
+            }
+            while self.arrivals.front().is_some_and(|(at, _)| *at <= self.now) {
+                let (at, seq) = self.arrivals.pop_front().unwrap();
+                self.receiver.record(at, seq);
+            }
+            if self.now >= self.next_feedback {
+                self.next_feedback += 100 * MS;
+                let mut buf = BytesMut::new();
+                self.receiver.write_feedback(&mut buf, Ssrc(1), Ssrc(2));
+                if !buf.is_empty() {
+                    self.feedback.push_back((self.now + 20 * MS, buf));
+                }
+                samples.push(self.bwe.estimate().0);
+            }
+            while self.feedback.front().is_some_and(|(at, _)| *at <= self.now) {
+                let (_, buf) = self.feedback.pop_front().unwrap();
+                for message in Compound::new(&buf) {
+                    if let Ok(RtcpPacket::TransportCc { feedback, .. }) = message {
+                        self.bwe.on_feedback(self.now, &feedback);
+                    }
+                }
+            }
+        }
+        samples
+    }
+}
+
+fn within(samples: &[u64], capacity: u64, share: f64) -> bool {
+    samples
+        .iter()
+        .all(|&s| (s as f64 - capacity as f64).abs() <= share * capacity as f64)
+}
+
+#[test]
+fn probing_and_pacing_at_the_estimate_converge_to_the_capacity_and_follow_a_drop() {
+    let mut l = Loop::new(1_500_000);
+    let start = l.run(Duration::from_secs(5), true);
+    // Probing found the capacity; AIMD holds it without more probes.
+    let settled = l.run(Duration::from_secs(5), false);
+    let mean = settled.iter().sum::<u64>() / settled.len() as u64;
+    eprintln!("start {start:?}\nsettled mean {mean} of 1500000: {settled:?}");
+    assert!(
+        within(&[mean], 1_500_000, 0.1),
+        "start {start:?} settled {settled:?}"
+    );
+    l.link.set_capacity(500_000);
+    let after_drop = l.run(Duration::from_secs(2), false);
+    assert!(
+        *after_drop.last().unwrap() < 600_000,
+        "after the drop {after_drop:?}"
+    );
+    let loss = l.link.dropped as f64 / l.link.offered as f64;
+    eprintln!("after the drop to 500000: {after_drop:?}; loss {loss}");
+    assert!(loss < 0.05, "{loss}");
+}
+
+#[test]
+fn a_probe_through_a_slower_link_reports_the_link_rate() {
+    let mut l = Loop::new(1_000_000);
+    l.run(Duration::from_secs(2), false);
+    let before = l.bwe.estimate().0;
+    assert!(before < 900_000, "{before}");
+    assert!(l.bwe.request_probe(l.now, Bitrate(before * 2)));
+    assert!(
+        !l.bwe.request_probe(l.now, Bitrate(before * 2)),
+        "one at a time"
+    );
+    l.run(Duration::from_secs(1), false);
+    let after = l.bwe.estimate().0;
+    assert!(after > before, "{before} → {after}");
+    assert!(after <= 1_100_000, "{after}");
+}
