@@ -61,8 +61,13 @@ pub struct Config {
     /// top layers when their bandwidth or CPU runs short): its subscribers get the best layer
     /// still flowing until it comes back.
     pub layer_idle: Duration,
-    /// How often subscriptions of simulcast tracks are checked against the layers flowing.
+    /// How often subscriptions of simulcast tracks are checked against the layers flowing, and
+    /// each subscriber's downlink estimate is divided among its subscriptions.
     pub layer_check_interval: Duration,
+    /// Downlink bandwidth estimation (from subscribers' transport-wide CC feedback) starting at
+    /// this estimate; it decides each video subscription's layer, and pauses video that does not
+    /// fit. `None` disables it: layers follow the wishes only.
+    pub bwe_start_bitrate: Option<Bitrate>,
 }
 
 impl Default for Config {
@@ -88,6 +93,7 @@ impl Default for Config {
             max_active_speakers: 8,
             layer_idle: Duration::from_secs(1),
             layer_check_interval: Duration::from_millis(250),
+            bwe_start_bitrate: Some(Bitrate(1_000_000)),
         }
     }
 }

@@ -35,6 +35,8 @@
 //! | [`stream::KeyframeRequester`] | aggregates and throttles PLI/FIR toward a publisher | KeyFrameRequestManager | (PLI throttle) | — |
 //! | LayerSelector ([`Worker::set_preferred_layer`], [`Worker::set_paused`]) | per-subscription simulcast layer choice (the wish, or the best layer still flowing), switching at keyframes; pausing | SimulcastConsumer | VideoLayerSelector | — |
 //! | [`Encoding`] | one simulcast layer of a track (rid and/or SSRC) | RtpEncodingParameters | (layer) | — |
+//! | [`bwe::BandwidthEstimator`] | one subscriber transport's downlink estimate from its TWCC feedback (delay + loss, probes) | TransportCongestionControlClient (libwebrtc GCC) | sendsidebwe / StreamAllocator | bwe (SendSideBandwithEstimator) |
+//! | allocation ([`Worker::bandwidth_estimate`]) | divides a subscriber's estimate: audio, then video layers within the wishes; pauses video that does not fit | Transport::DistributeAvailableOutgoingBitrate | StreamAllocator | — |
 //!
 //! # Drain contract
 //!
@@ -73,10 +75,12 @@
 //!
 //! # Not here yet
 //!
-//! - Send-side bandwidth estimation: subscribers' TWCC feedback is ignored and their REMB is
-//!   only stored ([`Worker::remb_estimate`]); simulcast layers follow
-//!   [`Worker::set_preferred_layer`] and which layers the publisher sends, not the subscriber's
-//!   bandwidth.
+//! - Probing needs a subscription forwarding on a negotiated RTX stream (probes are
+//!   retransmissions of recent packets); padding-only probes are not generated, so a
+//!   subscriber whose only video is paused for bandwidth and whose audio has no RTX cannot
+//!   probe its way back (its estimate grows only from what it receives).
+//! - The REMB toward publishers is the configured constant ([`Config::remb_bitrate`]), not
+//!   derived from what subscribers can take.
 //! - SVC (VP9/AV1 spatial layers) and the dependency-descriptor extension.
 //! - Our own sender reports when a publisher sends none (SRs are forwarded, not generated).
 //! - Padding-only packets on a media SSRC are forwarded with an empty payload (keeping the
@@ -90,6 +94,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod allocation;
 mod arena;
 pub mod bwe;
 mod config;

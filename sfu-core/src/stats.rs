@@ -70,6 +70,12 @@ pub struct Counters {
     pub remb_sent: u64,
     /// Transport-wide CC feedback messages sent.
     pub twcc_sent: u64,
+    /// Transport-wide CC feedback messages from subscribers fed to their downlink estimate.
+    pub twcc_received: u64,
+    /// Probe packets (retransmissions of recent packets) sent to measure a downlink's headroom.
+    pub probe_packets_sent: u64,
+    /// Video subscriptions paused because not even their lowest layer fit the downlink.
+    pub bwe_pauses: u64,
     /// Loss subscribers report about what we forward (each report block's fraction lost).
     pub subscriber_loss: Histogram,
     /// Loss of publishers' streams toward us (each report block we send them).

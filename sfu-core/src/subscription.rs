@@ -39,6 +39,12 @@ pub(crate) struct LayerSelector {
     /// The subscriber asked for none of this track (`off`): nothing is forwarded, and the
     /// resume starts like a new subscription (at a keyframe, in a fresh rewriting epoch).
     pub(crate) paused: bool,
+    /// The layer the subscriber's downlink estimate allows (`None`: no estimate decides yet);
+    /// the target is this layer instead of the wish's.
+    pub(crate) bwe_layer: Option<u8>,
+    /// Not even the lowest layer fits the subscriber's downlink: paused like `paused`, and
+    /// resumed (at a keyframe) when it fits again.
+    pub(crate) starved: bool,
 }
 
 /// The layer to forward for a wish of `wanted`, given which layers are flowing: the best live
@@ -76,6 +82,10 @@ pub struct SubscriptionStats {
     pub wanted_layer: u8,
     /// Whether forwarding is paused ([`Worker::set_paused`](crate::Worker::set_paused)).
     pub paused: bool,
+    /// The layer the subscriber's downlink estimate allows, once it decides.
+    pub bandwidth_layer: Option<u8>,
+    /// Whether forwarding is paused because not even the lowest layer fits the downlink.
+    pub starved: bool,
     /// The subscriber's latest reception report about this stream.
     pub last_report: Option<ReportBlock>,
 }
@@ -123,6 +133,8 @@ impl Subscription {
                 current: None,
                 needs_keyframe,
                 paused: false,
+                bwe_layer: None,
+                starved: false,
             },
             rtx_seq: SeqNo(u64::from(config.ssrc.0 as u16)),
             stats: SubscriptionStats::default(),
@@ -167,7 +179,7 @@ impl Subscription {
         forward: &Forward,
     ) -> Option<RtpHeader> {
         let l = &mut self.layers;
-        if l.paused {
+        if l.paused || l.starved {
             return None;
         }
         let can_start = forward.layer == l.target && (forward.keyframe || !l.needs_keyframe);

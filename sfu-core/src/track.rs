@@ -8,7 +8,8 @@ use crate::config::Config;
 use crate::rtp::{Codec, RtpPacket, is_keyframe};
 use crate::speakers::SpeechMeter;
 use crate::stream::{
-    InboundRtp, KeyframeRequester, NackGenerator, NackOutcome, RetransmitBuffer, TokenBucket,
+    InboundRtp, KeyframeRequester, NackGenerator, NackOutcome, RateMeter, RetransmitBuffer,
+    TokenBucket,
 };
 use crate::{ClockRate, Mid, Pt, Rid, RoomId, RtpTime, SeqNo, Ssrc, SubscriptionId, TransportId};
 
@@ -132,6 +133,8 @@ pub(crate) struct Layer {
     pub(crate) sr_forwarded_at: Option<Instant>,
     /// When the layer's latest packet was accepted: whether it is flowing.
     pub(crate) last_packet_at: Option<Instant>,
+    /// Its received bitrate (what forwarding it costs a subscriber's downlink).
+    pub(crate) rate: RateMeter,
 }
 
 #[derive(Debug)]
@@ -173,6 +176,7 @@ impl Track {
                 keyframes: KeyframeRequester::new(worker.keyframe_window),
                 sr_forwarded_at: None,
                 last_packet_at: None,
+                rate: RateMeter::default(),
             })
             .collect();
         let cap = match config.kind {
@@ -231,6 +235,7 @@ impl Track {
             return Err(Dropped::Duplicate);
         }
         l.last_packet_at = Some(now);
+        l.rate.add(packet.raw().len());
         self.packets_received += 1;
         self.octets_received += packet.payload().len() as u64;
         let nack = l.nack.receive(now, received.seq);

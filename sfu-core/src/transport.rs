@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::bwe::BandwidthEstimator;
+use crate::config::Config;
 use crate::rtcp::TwccRecorder;
 use crate::rtp::{ExtensionKind, ExtensionMap};
 use crate::{Bitrate, RoomId, Ssrc, SubscriptionId, TrackId};
@@ -55,15 +57,28 @@ pub(crate) struct Transport {
     pub(crate) twcc_seq: u16,
     /// Subscribe side: the peer's latest REMB estimate.
     pub(crate) remb: Option<Bitrate>,
+    /// Subscribe side, with transport-wide CC negotiated: the downlink estimate.
+    pub(crate) bwe: Option<Box<BandwidthEstimator>>,
+    /// Subscribe side: how far back the next probe packet is taken from (cycles).
+    pub(crate) probe_cursor: u64,
     pub(crate) next_report: Instant,
     pub(crate) next_twcc: Instant,
 }
 
 impl Transport {
-    pub(crate) fn new(now: Instant, room: RoomId, config: TransportConfig) -> Self {
-        let twcc = (config.direction == Direction::Publish
-            && config.extensions.id(ExtensionKind::TransportCc).is_some())
-        .then(|| TwccRecorder::new(now));
+    pub(crate) fn new(
+        now: Instant,
+        room: RoomId,
+        config: TransportConfig,
+        worker: &Config,
+    ) -> Self {
+        let has_twcc = config.extensions.id(ExtensionKind::TransportCc).is_some();
+        let twcc =
+            (config.direction == Direction::Publish && has_twcc).then(|| TwccRecorder::new(now));
+        let bwe = (config.direction == Direction::Subscribe && has_twcc)
+            .then_some(worker.bwe_start_bitrate)
+            .flatten()
+            .map(|start| Box::new(BandwidthEstimator::new(now, start)));
         Self {
             room,
             config,
@@ -73,6 +88,8 @@ impl Transport {
             twcc,
             twcc_seq: 0,
             remb: None,
+            bwe,
+            probe_cursor: 0,
             next_report: now,
             next_twcc: now,
         }

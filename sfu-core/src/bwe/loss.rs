@@ -12,7 +12,7 @@ const RECOVERY: f64 = 1.05;
 const MIN_PACKETS: u32 = 20;
 /// At most one decrease per this long (about a round trip plus the feedback period): the
 /// losses right after a decrease were caused before it.
-const DECREASE_INTERVAL_MS: f64 = 300.0;
+const DECREASE_INTERVAL_MS: f64 = 1000.0;
 
 /// The loss-based bound.
 #[derive(Debug, Default)]

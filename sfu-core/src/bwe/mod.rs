@@ -36,8 +36,12 @@ use trendline::{InterArrival, Trendline};
 /// Packets remembered between send and feedback (feedback comes every ~100 ms: 1024 covers
 /// ~10,000 packets per second).
 const HISTORY: usize = 1024;
-/// How long a probe cluster lasts.
-const PROBE_DURATION: Duration = Duration::from_millis(300);
+/// How long a probe cluster lasts: long enough for several sends at the worker's tick, short
+/// enough that the queue it builds on a path without headroom stays small.
+const PROBE_DURATION: Duration = Duration::from_millis(100);
+/// The queue a probe builds (on purpose) reads as overuse until it drains: delay-based
+/// decreases wait this long after the probe's result (its own measurement of the path).
+const PROBE_GRACE: Duration = Duration::from_millis(500);
 /// A probe's rate is at most this multiple of the estimate (probing is bounded).
 const MAX_PROBE_OVER_ESTIMATE: f64 = 2.0;
 /// After a probe, the next waits at least this long; each failed probe doubles it.
@@ -68,6 +72,8 @@ pub struct BandwidthEstimator {
     next_probe_id: u16,
     next_probe_at: Option<Instant>,
     probe_backoff: Duration,
+    /// Until when overuse is attributed to the latest probe rather than to the media.
+    probe_grace_until: Option<Instant>,
 }
 
 /// What a finished probe cluster showed.
@@ -100,6 +106,7 @@ impl BandwidthEstimator {
             next_probe_id: 1,
             next_probe_at: None,
             probe_backoff: PROBE_BACKOFF_MIN,
+            probe_grace_until: None,
         }
     }
 
@@ -165,7 +172,9 @@ impl BandwidthEstimator {
         } else {
             usage
         };
-        if let Some(usage) = usage {
+        let probe_queue = self.probe_last_seq.is_some()
+            || self.probe_grace_until.is_some_and(|until| now < until);
+        if let Some(usage) = usage.filter(|&u| !(probe_queue && u == Usage::Overusing)) {
             self.rate.update(usage, self.acked.bps(), now_ms);
         }
         let delay_bps = self.rate.estimate_bps();
@@ -193,6 +202,7 @@ impl BandwidthEstimator {
             (self.probe_backoff * 2).min(PROBE_BACKOFF_MAX)
         };
         self.next_probe_at = Some(now + self.probe_backoff);
+        self.probe_grace_until = Some(now + PROBE_GRACE);
         let bps = result?;
         self.rate.set_at_least(bps);
         self.loss.set_at_least(bps);

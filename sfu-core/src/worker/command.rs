@@ -163,9 +163,9 @@ impl Worker {
             .get(room)
             .ok_or(CommandError::UnknownRoom(room))?;
         let generation = self.next_generation();
-        let id = self
-            .transports
-            .insert_with(generation, |_| Transport::new(now, room, config));
+        let id = self.transports.insert_with(generation, |_| {
+            Transport::new(now, room, config, &self.config)
+        });
         self.rooms
             .get_mut(room)
             .expect("checked above")
@@ -415,7 +415,12 @@ impl Worker {
             });
         }
         let live = track.live_layers(now, self.config.layer_idle);
-        let target = effective_layer(layer, &live[..track.layers.len()]);
+        let wished = effective_layer(layer, &live[..track.layers.len()]);
+        // Within what the downlink allows (the next allocation revisits it for the new wish).
+        let target = s
+            .layers
+            .bwe_layer
+            .map_or(wished, |allowed| allowed.min(wished));
         s.layers.wanted = layer;
         s.layers.target = target;
         if s.layers.needs_keyframe && !s.layers.paused && s.layers.current != Some(target) {

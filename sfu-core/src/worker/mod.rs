@@ -1,5 +1,6 @@
 //! The [`Worker`]: one core's share of the SFU.
 
+mod bwe;
 mod command;
 mod participants;
 mod rtcp;
@@ -12,6 +13,7 @@ use std::time::Instant;
 
 pub use command::{Command, Response};
 
+use crate::allocation::{Allotted, VideoDemand};
 use crate::arena::Arena;
 use crate::config::Config;
 use crate::output::{Event, Transmit};
@@ -52,6 +54,13 @@ pub struct Worker {
     next_layer_check: Option<Instant>,
     /// Reused between rankings.
     scratch_speakers: Vec<ActiveSpeaker>,
+    /// Reused between bandwidth allocations: one subscriber transport's video subscriptions,
+    /// their options and what each got.
+    scratch_subscriptions: Vec<SubscriptionId>,
+    scratch_demands: Vec<VideoDemand>,
+    scratch_allotted: Vec<Allotted>,
+    /// Reused between ticks: transports whose probe cluster wants bytes now.
+    scratch_probes: Vec<(TransportId, usize)>,
 }
 
 /// Receive-side statistics of one track.
@@ -89,6 +98,10 @@ impl Worker {
             next_speaker_ranking: None,
             next_layer_check: None,
             scratch_speakers: Vec::new(),
+            scratch_subscriptions: Vec::new(),
+            scratch_demands: Vec::new(),
+            scratch_allotted: Vec::new(),
+            scratch_probes: Vec::new(),
         }
     }
 
@@ -104,8 +117,10 @@ impl Worker {
         self.arm(now);
         if self.next_tick.is_some_and(|t| now >= t) {
             self.tick(now);
+            self.send_probes(now);
             self.next_tick = Some(now + self.config.tick);
             if self.next_layer_check.is_none_or(|at| now >= at) {
+                self.allocate_bandwidth(now);
                 self.reselect_layers(now);
                 self.next_layer_check = Some(now + self.config.layer_check_interval);
             }
@@ -120,8 +135,9 @@ impl Worker {
         }
     }
 
-    /// Points every subscription of a simulcast track at the best flowing layer within its wish
-    /// (a publisher stopped or resumed a layer); a changed target asks for a keyframe of it.
+    /// Points every subscription of a simulcast track at the layer its downlink estimate allows
+    /// or, before an estimate decides, the best flowing layer within its wish (a publisher
+    /// stopped or resumed a layer); a changed target asks for a keyframe of it.
     fn reselect_layers(&mut self, now: Instant) {
         let Self {
             config,
@@ -143,8 +159,10 @@ impl Worker {
                     .get_mut(id)
                     .expect("a track lists only live subscriptions");
                 let l = &mut s.layers;
-                let target = effective_layer(l.wanted, live);
-                if l.paused || target == l.target {
+                let target = l
+                    .bwe_layer
+                    .unwrap_or_else(|| effective_layer(l.wanted, live));
+                if l.paused || l.starved || target == l.target {
                     continue;
                 }
                 l.target = target;
@@ -250,6 +268,8 @@ impl Worker {
             target_layer: s.layers.target,
             wanted_layer: s.layers.wanted,
             paused: s.layers.paused,
+            bandwidth_layer: s.layers.bwe_layer,
+            starved: s.layers.starved,
             ..s.stats
         })
     }

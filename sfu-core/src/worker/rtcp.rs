@@ -54,7 +54,10 @@ impl Worker {
                 (_, RtcpPacket::ExtendedReport) => {}
                 (Publish, RtcpPacket::Nack(_)) => {} // we send no media to publishers
                 (Subscribe, RtcpPacket::Nack(nack)) => self.serve_nack(now, from, &nack),
-                (_, RtcpPacket::TransportCc { .. }) => {} // no send-side estimator yet
+                (Publish, RtcpPacket::TransportCc { .. }) => {} // we send no media to publishers
+                (Subscribe, RtcpPacket::TransportCc { feedback, .. }) => {
+                    self.consume_twcc(now, from, &feedback)
+                }
                 (Publish, RtcpPacket::Pli { .. } | RtcpPacket::Fir(_)) => {}
                 (Subscribe, RtcpPacket::Pli { media, .. }) => {
                     self.forward_keyframe_request(now, from, media)
@@ -254,6 +257,9 @@ impl Worker {
             }
             if reuse_twcc.is_none() && written.is_some() {
                 transport.twcc_seq = twcc.wrapping_add(1);
+                if let Some(bwe) = &mut transport.bwe {
+                    bwe.on_sent(now, twcc, header.len() + packet.payload().len());
+                }
             }
             s.stats.retransmits_sent += 1;
             outbox.push_back(Transmit {

@@ -193,12 +193,14 @@ impl Worker {
             let (extensions, twcc) =
                 copied.for_subscriber(transport, subscription.config.mid, None);
             header.extensions = extensions;
+            let size = header.len() + packet.payload().len();
             if let Some(twcc) = twcc {
                 subscription.record_twcc(header.seq, twcc);
+                if let Some(bwe) = &mut transport.bwe {
+                    bwe.on_sent(now, twcc, size);
+                }
             }
-            subscription
-                .limiter
-                .credit(header.len() + packet.payload().len());
+            subscription.limiter.credit(size);
             outbox.push_back(Transmit {
                 to,
                 packet: OutPacket::Rtp {

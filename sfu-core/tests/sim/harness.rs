@@ -4,11 +4,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use sfu_core::rtcp::{Compound, RtcpPacket, write_nack, write_pli};
+use sfu_core::rtcp::{Compound, RtcpPacket, TwccRecorder, write_nack, write_pli};
 use sfu_core::rtp::{Codec, ExtensionKind, ExtensionMap, OutExtensions, RtpHeader, RtpPacket};
 use sfu_core::time::extend_u16;
 use sfu_core::*;
 
+pub(crate) use mooyaho_test_support::bottleneck::Bottleneck;
 pub(crate) use mooyaho_test_support::rng::TestRng;
 
 pub(crate) const MS: Duration = Duration::from_millis(1);
@@ -50,6 +51,8 @@ pub(crate) struct Publisher {
     pub(crate) ts: u32,
     pub(crate) frame: Duration,
     pub(crate) packets_per_frame: usize,
+    /// Payload bytes of each packet.
+    pub(crate) payload_len: usize,
     pub(crate) next_frame: Instant,
     pub(crate) keyframe_pending: bool,
     pub(crate) history: HashMap<u16, Bytes>,
@@ -110,7 +113,14 @@ pub(crate) struct Subscriber {
     pub(crate) srs: usize,
     pub(crate) uplink: Link,
     pub(crate) downlink: Link,
+    /// A capacity-limited downlink for RTP (on top of `downlink`'s loss; replaces its latency).
+    pub(crate) bottleneck: Option<Bottleneck>,
+    /// Transport-wide CC feedback the subscriber sends, and when next.
+    pub(crate) twcc: Option<(TwccRecorder, Instant)>,
 }
+
+/// How often a subscriber sends transport-wide CC feedback (libwebrtc: ~100 ms).
+pub(crate) const FEEDBACK_INTERVAL: Duration = Duration::from_millis(100);
 
 pub(crate) enum Delivery {
     Rtp(TransportId, Bytes),
@@ -193,6 +203,7 @@ impl Sim {
             ts: self.rng.next_u64() as u32,
             frame: if video { 33 * MS } else { 20 * MS },
             packets_per_frame: if video { 3 } else { 1 },
+            payload_len: 100,
             next_frame: self.now,
             keyframe_pending: true,
             history: HashMap::new(),
@@ -263,6 +274,7 @@ impl Sim {
                     ts: self.rng.next_u64() as u32,
                     frame: 33 * MS,
                     packets_per_frame: 1 + i,
+                    payload_len: 100,
                     next_frame: self.now,
                     keyframe_pending: true,
                     history: HashMap::new(),
@@ -307,6 +319,8 @@ impl Sim {
             srs: 0,
             uplink: Link::new(10),
             downlink: Link::new(10),
+            bottleneck: None,
+            twcc: None,
         });
         let index = self.subscribers.len() - 1;
         for p in 0..self.publishers.len() {
@@ -351,6 +365,22 @@ impl Sim {
         ssrc
     }
 
+    /// Makes a publisher entry send about `bps` (30 frames per second, packets of ≤ 1100
+    /// payload bytes).
+    pub(crate) fn set_bitrate(&mut self, p: usize, bps: u64) {
+        let per_frame = (bps / 8 / 30) as usize;
+        let packets = per_frame.div_ceil(1100).max(1);
+        let publisher = &mut self.publishers[p];
+        publisher.packets_per_frame = packets;
+        publisher.payload_len = (per_frame / packets).max(10);
+    }
+
+    /// The subscriber sends transport-wide CC feedback every [`FEEDBACK_INTERVAL`].
+    pub(crate) fn send_feedback(&mut self, s: usize) {
+        self.subscribers[s].twcc =
+            Some((TwccRecorder::new(self.now), self.now + FEEDBACK_INTERVAL));
+    }
+
     pub(crate) fn send(&mut self, at: Instant, delivery: Delivery) {
         self.order += 1;
         self.in_flight.push((at, self.order, delivery));
@@ -371,11 +401,17 @@ impl Sim {
                     }
                 }
             } else if let Some(s) = self.subscribers.iter().position(|s| s.transport == tx.to) {
-                let link = &mut self.subscribers[s].downlink;
-                if is_rtp && !link.passes_rtp(&mut self.rng) {
+                let sub = &mut self.subscribers[s];
+                if is_rtp && !sub.downlink.passes_rtp(&mut self.rng) {
                     continue;
                 }
-                let at = self.now + link.latency;
+                let at = match &mut sub.bottleneck {
+                    Some(link) if is_rtp => match link.send(self.now, bytes.len()) {
+                        Some(at) => at,
+                        None => continue,
+                    },
+                    _ => self.now + sub.downlink.latency,
+                };
                 self.send(at, Delivery::ToSubscriber(s, bytes, is_rtp));
             }
         }
@@ -388,8 +424,13 @@ impl Sim {
         loop {
             let frames = self.publishers.iter().map(|p| p.next_frame);
             let flights = self.in_flight.iter().map(|f| f.0);
+            let feedback = self
+                .subscribers
+                .iter()
+                .filter_map(|s| s.twcc.as_ref().map(|t| t.1));
             let Some(next) = frames
                 .chain(flights)
+                .chain(feedback)
                 .chain(self.worker.poll_timeout())
                 .min()
             else {
@@ -408,6 +449,9 @@ impl Sim {
                 if self.publishers[p].next_frame <= self.now {
                     self.emit_frame(p);
                 }
+            }
+            for s in 0..self.subscribers.len() {
+                self.subscriber_feedback(s);
             }
             if self.worker.poll_timeout().is_some_and(|t| t <= self.now) {
                 self.worker.handle_timeout(self.now);
@@ -449,7 +493,7 @@ impl Sim {
             });
         let mut packets = Vec::new();
         for i in 0..publisher.packets_per_frame {
-            let mut payload = vec![0u8; 100];
+            let mut payload = vec![0u8; publisher.payload_len];
             if publisher.kind == MediaKind::Video {
                 payload[0] = if i == 0 { 0x10 } else { 0x00 };
                 payload[1] = if keyframe { 0x00 } else { 0x01 };
@@ -542,10 +586,35 @@ impl Sim {
         }
     }
 
+    /// Sends the subscriber's transport-wide CC feedback if it is due.
+    fn subscriber_feedback(&mut self, s: usize) {
+        let now = self.now;
+        let sub = &mut self.subscribers[s];
+        let Some((twcc, next)) = &mut sub.twcc else {
+            return;
+        };
+        if *next > now {
+            return;
+        }
+        *next = now + FEEDBACK_INTERVAL;
+        let mut buf = BytesMut::new();
+        twcc.write_feedback(&mut buf, Ssrc(9), Ssrc(0));
+        if !buf.is_empty() {
+            let (at, transport) = (now + sub.uplink.latency, sub.transport);
+            self.send(at, Delivery::Rtcp(transport, buf.freeze()));
+        }
+    }
+
     pub(crate) fn subscriber_rtp(&mut self, s: usize, bytes: Bytes) {
         let now = self.now;
         let sub = &mut self.subscribers[s];
         let mut packet = RtpPacket::parse(bytes).expect("worker RTP must parse");
+        if let Some((twcc, _)) = &mut sub.twcc
+            && let Some((_, data)) = packet.extensions().find(|(id, _)| *id == 3)
+            && let &[a, b] = data
+        {
+            twcc.record(now, u16::from_be_bytes([a, b]));
+        }
         if let Some(&(ssrc, pt)) = sub.rtx.get(&packet.ssrc().0) {
             packet = packet
                 .unwrap_rtx(Ssrc(ssrc), Pt(pt))

@@ -2,6 +2,7 @@
 //! synthetic timeline, fake subscribers answering with NACK/PLI, and lossy links with latency.
 //! Everything is deterministic: seeded loss, no sleeps, no wall clock.
 
+mod bwe;
 mod harness;
 
 use std::time::Duration;

@@ -1,0 +1,229 @@
+//! Downlink bandwidth estimation in the worker: subscribers' transport-wide CC feedback feeds
+//! their transport's [`BandwidthEstimator`](crate::bwe::BandwidthEstimator); at every layer
+//! check the estimate is divided among the transport's subscriptions ([`allocate`]): audio
+//! first, then video layers within the wishes, pausing video that does not fit; an upgrade
+//! that does not fit asks for a probe, which the tick sends as retransmissions of recent
+//! packets on the RTX stream.
+
+use std::time::Instant;
+
+use super::Worker;
+use super::rtcp::request_keyframe;
+use super::rtp::CopiedExtensions;
+use crate::allocation::{Allotted, VideoDemand, allocate};
+use crate::output::{OutPacket, Transmit};
+use crate::rtcp::TwccFeedback;
+use crate::track::MediaKind;
+use crate::{Bitrate, SeqNo, TransportId};
+
+/// Probe packets are taken from the newest this many packets forwarded (cycling).
+const PROBE_DEPTH: u64 = 32;
+
+impl Worker {
+    /// Transport-wide CC feedback from a subscriber: its downlink estimate learns from it.
+    pub(super) fn consume_twcc(
+        &mut self,
+        now: Instant,
+        from: TransportId,
+        feedback: &TwccFeedback<'_>,
+    ) {
+        let Some(bwe) = self
+            .transports
+            .get_mut(from)
+            .and_then(|t| t.bwe.as_deref_mut())
+        else {
+            return;
+        };
+        bwe.on_feedback(now, feedback);
+        self.counters.twcc_received += 1;
+    }
+
+    /// A subscriber transport's downlink estimate, once its feedback has been flowing long
+    /// enough to decide layers (`None` without transport-wide CC, or before).
+    pub fn bandwidth_estimate(&self, now: Instant, transport: TransportId) -> Option<Bitrate> {
+        let bwe = self.transports.get(transport)?.bwe.as_deref()?;
+        bwe.is_warm(now).then(|| bwe.estimate())
+    }
+
+    /// Measures every layer's rate, then divides each warm estimate among its transport's
+    /// subscriptions. Runs at the layer check, before the layers are reselected.
+    pub(super) fn allocate_bandwidth(&mut self, now: Instant) {
+        let Self {
+            config,
+            transports,
+            tracks,
+            subscriptions,
+            outbox,
+            counters,
+            scratch_demands,
+            scratch_allotted,
+            scratch_subscriptions,
+            ..
+        } = self;
+        for (_, track) in tracks.iter_mut() {
+            track.layers.iter_mut().for_each(|l| l.rate.conclude(now));
+        }
+        for (_, transport) in transports.iter_mut() {
+            let Some(bwe) = transport.bwe.as_deref_mut().filter(|b| b.is_warm(now)) else {
+                continue;
+            };
+            let estimate = bwe.estimate().0;
+            let mut budget = estimate;
+            scratch_demands.clear();
+            scratch_subscriptions.clear();
+            for &id in &transport.subscriptions {
+                let s = subscriptions
+                    .get(id)
+                    .expect("a transport lists only live subscriptions");
+                if s.layers.paused {
+                    continue;
+                }
+                let track = tracks
+                    .get(s.track)
+                    .expect("a subscription's track outlives it");
+                match track.config.kind {
+                    MediaKind::Audio => budget = budget.saturating_sub(track.layers[0].rate.bps()),
+                    MediaKind::Video => {
+                        let live = track.live_layers(now, config.layer_idle);
+                        let mut rates = [None; 3];
+                        for (i, layer) in track.layers.iter().enumerate() {
+                            rates[i] = live[i].then(|| layer.rate.bps());
+                        }
+                        scratch_demands.push(VideoDemand {
+                            rates,
+                            wanted: s.layers.wanted,
+                            current: s.layers.current.filter(|_| !s.layers.starved),
+                        });
+                        scratch_subscriptions.push(id);
+                    }
+                }
+            }
+            let audio = estimate - budget;
+            let blocked = allocate(budget, scratch_demands, scratch_allotted);
+            for (&id, &allotted) in scratch_subscriptions.iter().zip(scratch_allotted.iter()) {
+                let s = subscriptions
+                    .get_mut(id)
+                    .expect("a transport lists only live subscriptions");
+                let l = &mut s.layers;
+                match allotted {
+                    Allotted::Layer(layer) => {
+                        l.bwe_layer = Some(layer);
+                        if l.starved {
+                            // Resumes like a new subscription: at a keyframe of the layer.
+                            l.starved = false;
+                            l.target = layer;
+                            if l.needs_keyframe {
+                                let track = tracks
+                                    .get_mut(s.track)
+                                    .expect("a subscription's track outlives it");
+                                request_keyframe(track, layer, now, config, outbox, counters);
+                            }
+                        }
+                    }
+                    Allotted::Paused if !l.starved => {
+                        l.starved = true;
+                        l.current = None;
+                        counters.bwe_pauses += 1;
+                    }
+                    Allotted::Paused => {}
+                    Allotted::Idle => l.bwe_layer = None,
+                }
+            }
+            if let Some(need) = blocked {
+                bwe.request_probe(now, Bitrate(need + audio));
+            }
+        }
+    }
+
+    /// Keeps running probe clusters at their rate: retransmissions of the newest packets of a
+    /// video subscription with RTX (the subscriber drops them as duplicates; the feedback about
+    /// them measures the path).
+    pub(super) fn send_probes(&mut self, now: Instant) {
+        let mut due = std::mem::take(&mut self.scratch_probes);
+        due.clear();
+        for (to, transport) in self.transports.iter_mut() {
+            if let Some(deficit) = transport
+                .bwe
+                .as_deref_mut()
+                .map(|b| b.probe_deficit(now))
+                .filter(|&d| d > 0)
+            {
+                due.push((to, deficit));
+            }
+        }
+        for &(to, deficit) in &due {
+            self.probe(now, to, deficit);
+        }
+        self.scratch_probes = due;
+    }
+
+    /// Sends about `deficit` bytes of probe packets on transport `to`.
+    fn probe(&mut self, now: Instant, to: TransportId, mut deficit: usize) {
+        let Self {
+            transports,
+            tracks,
+            subscriptions,
+            outbox,
+            counters,
+            ..
+        } = self;
+        let transport = transports.get(to).expect("collected from the arena");
+        let Some(id) = transport.subscriptions.iter().copied().find(|&id| {
+            subscriptions.get(id).is_some_and(|s| {
+                s.config.rtx.is_some() && s.layers.current.is_some() && !s.layers.starved
+            })
+        }) else {
+            return;
+        };
+        let s = subscriptions
+            .get_mut(id)
+            .expect("a transport lists only live subscriptions");
+        let track = tracks
+            .get(s.track)
+            .expect("a subscription's track outlives it");
+        let (Some(current), Some(highest)) = (s.layers.current, s.rewriter.highest_seq()) else {
+            return;
+        };
+        let publisher_map = transports
+            .get(track.transport)
+            .expect("a track's transport outlives it")
+            .config
+            .extensions;
+        let layer = &track.layers[usize::from(current)];
+        let transport = transports.get_mut(to).expect("collected from the arena");
+        let mut misses = 0;
+        while deficit > 0 && misses < PROBE_DEPTH {
+            let back = transport.probe_cursor % PROBE_DEPTH;
+            transport.probe_cursor += 1;
+            let out = SeqNo(highest.0.saturating_sub(back));
+            let Some(packet) = s
+                .rewriter
+                .input_seq(out)
+                .and_then(|input| layer.buffer.get(now, input))
+            else {
+                misses += 1;
+                continue;
+            };
+            let mut header = s.retransmit(packet, out);
+            let (extensions, twcc) = CopiedExtensions::new(packet, &publisher_map).for_subscriber(
+                transport,
+                s.config.mid,
+                None,
+            );
+            header.extensions = extensions;
+            let size = header.len() + packet.payload().len();
+            if let (Some(twcc), Some(bwe)) = (twcc, transport.bwe.as_deref_mut()) {
+                bwe.on_sent(now, twcc, size);
+            }
+            deficit = deficit.saturating_sub(size);
+            outbox.push_back(Transmit {
+                to,
+                packet: OutPacket::Rtp {
+                    header,
+                    payload: packet.payload().clone(),
+                },
+            });
+            counters.probe_packets_sent += 1;
+        }
+    }
+}
