@@ -4,6 +4,8 @@
 //! the live tracks need and that an honest publisher's media still reaches an honest subscriber
 //! intact (both use the `webrtc` crate).
 
+#[path = "support/simulcast.rs"]
+mod simulcast;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use mooyaho_test_support::peer::payloads;
 use mooyaho_test_support::sfu_client::SfuClient;
 use serde_json::json;
+use simulcast::{rid_packet, simulcast_offer};
 use support::raw::{self, RawParticipant};
 use support::{Rest, Server, Ws, healthy_node, security_drops};
 
@@ -283,41 +286,6 @@ async fn a_publisher_churning_tracks_200_times_leaves_subscribers_sdp_bounded() 
     drop((a, b, hostile, server));
 }
 
-/// A rid-simulcast publish offer (one video m-line, layers `q`, `h`, `f` announced by rid only,
-/// as Chromium writes it) on `ice` and `fingerprint`.
-fn simulcast_offer(ice: &raw::IceCredentials, fingerprint: &str) -> String {
-    format!(
-        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
-         a=ice-ufrag:{}\r\na=ice-pwd:{}\r\na=fingerprint:sha-256 {fingerprint}\r\n\
-         a=setup:actpass\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
-         a=sendonly\r\na=rtcp-mux\r\na=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
-         a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n\
-         a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n\
-         a=msid:hostile camera\r\na=rid:q send\r\na=rid:h send\r\na=rid:f send\r\n\
-         a=simulcast:send q;h;f\r\n",
-        ice.ufrag, ice.pwd
-    )
-}
-
-/// An RTP packet of `ssrc` carrying the mid `0` and `rid` header extensions (RFC 8285 one-byte
-/// form) and a VP8 keyframe payload.
-fn rid_packet(ssrc: u32, seq: u16, rid: &[u8]) -> Vec<u8> {
-    let mut elements = vec![0x10, b'0', 0x20 | (rid.len() as u8 - 1)];
-    elements.extend_from_slice(rid);
-    while elements.len() % 4 != 0 {
-        elements.push(0);
-    }
-    let mut packet = vec![0x90, 96];
-    packet.extend_from_slice(&seq.to_be_bytes());
-    packet.extend_from_slice(&(u32::from(seq) * 3000).to_be_bytes());
-    packet.extend_from_slice(&ssrc.to_be_bytes());
-    packet.extend_from_slice(&[0xbe, 0xde]);
-    packet.extend_from_slice(&((elements.len() / 4) as u16).to_be_bytes());
-    packet.extend_from_slice(&elements);
-    packet.extend_from_slice(&raw::vp8_payload(true, &[0x55; 200]));
-    packet
-}
-
 /// `mooyaho_sfu_<name>_total` of `node`, from `/metrics` (0 before the first report).
 async fn node_counter(server: &Server, node: u64, name: &str) -> u64 {
     let text = reqwest::Client::new()
@@ -357,7 +325,14 @@ async fn a_simulcast_publisher_spraying_rids_and_ssrcs_is_dropped_counted_and_bo
     // Its three layers bind to their SSRCs from the rid extension; one track on the node.
     for (i, rid) in [b"q", b"h", b"f"].iter().enumerate() {
         sending
-            .send_rtp(&rid_packet(0x5100 + i as u32, 1, *rid))
+            .send_rtp(&rid_packet(
+                0x5100 + i as u32,
+                1,
+                3000,
+                *rid,
+                true,
+                &[0x55; 200],
+            ))
             .await
             .unwrap();
     }
@@ -384,7 +359,14 @@ async fn a_simulcast_publisher_spraying_rids_and_ssrcs_is_dropped_counted_and_bo
                 _ => format!("r{}", i % 5000).into_bytes(),
             };
             sending
-                .send_rtp(&rid_packet(0x7000_0000 + i, 2, &rid))
+                .send_rtp(&rid_packet(
+                    0x7000_0000 + i,
+                    2,
+                    6000,
+                    &rid,
+                    true,
+                    &[0x55; 200],
+                ))
                 .await
                 .unwrap();
         }

@@ -68,6 +68,9 @@ pub struct Config {
     /// this estimate; it decides each video subscription's layer, and pauses video that does not
     /// fit. `None` disables it: layers follow the wishes only.
     pub bwe_start_bitrate: Option<Bitrate>,
+    /// At most one transport-wide CC feedback message per subscriber per this interval is fed to
+    /// its estimate; more are dropped and counted (`twcc_throttled`).
+    pub twcc_min_interval: Duration,
 }
 
 impl Default for Config {
@@ -94,6 +97,7 @@ impl Default for Config {
             layer_idle: Duration::from_secs(1),
             layer_check_interval: Duration::from_millis(250),
             bwe_start_bitrate: Some(Bitrate(1_000_000)),
+            twcc_min_interval: Duration::from_millis(10),
         }
     }
 }

@@ -72,6 +72,9 @@ pub struct Counters {
     pub twcc_sent: u64,
     /// Transport-wide CC feedback messages from subscribers fed to their downlink estimate.
     pub twcc_received: u64,
+    /// Transport-wide CC feedback messages dropped: less than `twcc_min_interval` after the
+    /// previous one from the same subscriber.
+    pub twcc_throttled: u64,
     /// Probe packets (retransmissions of recent packets) sent to measure a downlink's headroom.
     pub probe_packets_sent: u64,
     /// Video subscriptions paused because not even their lowest layer fit the downlink.

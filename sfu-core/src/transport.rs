@@ -61,6 +61,8 @@ pub(crate) struct Transport {
     pub(crate) bwe: Option<Box<BandwidthEstimator>>,
     /// Subscribe side: how far back the next probe packet is taken from (cycles).
     pub(crate) probe_cursor: u64,
+    /// Subscribe side: when the last transport-wide CC feedback was used.
+    pub(crate) last_twcc_at: Option<Instant>,
     pub(crate) next_report: Instant,
     pub(crate) next_twcc: Instant,
 }
@@ -90,6 +92,7 @@ impl Transport {
             remb: None,
             bwe,
             probe_cursor: 0,
+            last_twcc_at: None,
             next_report: now,
             next_twcc: now,
         }

@@ -65,6 +65,9 @@ struct Published {
 type PublishSlot = Arc<std::sync::Mutex<Option<Arc<Published>>>>;
 /// The current subscribe PeerConnection, replaced on a restart.
 type SubscribeSlot = Arc<std::sync::Mutex<Arc<Peer>>>;
+/// Rewrites each subscribe offer before the peer applies it (e.g. its candidates, to route the
+/// subscriber's media through a relay the test controls).
+pub type OfferFilter = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
 /// One client: a WebSocket session in an SFU channel with a publish and a subscribe PC.
 pub struct SfuClient {
@@ -80,6 +83,7 @@ pub struct SfuClient {
     pub sub_state: watch::Receiver<SubscribeState>,
     tasks: Vec<JoinHandle<()>>,
     next_request: u64,
+    offer_filter: Option<OfferFilter>,
 }
 
 /// One socket's worth of a client: its writer, its reader (routing SFU offers, restarts and
@@ -92,7 +96,12 @@ struct Session {
 }
 
 impl Session {
-    fn spawn(ws: Ws, subscribe: SubscribeSlot, publish: PublishSlot) -> Self {
+    fn spawn(
+        ws: Ws,
+        subscribe: SubscribeSlot,
+        publish: PublishSlot,
+        offer_filter: Option<OfferFilter>,
+    ) -> Self {
         let (sink, mut stream) = ws.into_stream().split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
@@ -167,7 +176,10 @@ impl Session {
                 let mut republished = 0u64;
                 while let Some(next) = offers_rx.recv().await {
                     let offer = match next {
-                        Negotiation::Offer(offer) => offer,
+                        Negotiation::Offer(offer) => match &offer_filter {
+                            Some(filter) => filter(&offer),
+                            None => offer,
+                        },
                         Negotiation::Restart => {
                             republished += 1;
                             let request = format!("pub-{republished}");
@@ -224,6 +236,17 @@ impl SfuClient {
     /// Connects to `ws_url`, gets integrated through `rest` as `name`, enters the SFU channel
     /// (asserting `enterSuccess {sfuEnabled:true}`) and starts answering the node's offers.
     pub async fn join(ws_url: &str, rest: &Rest, channel: &str, name: &str) -> Self {
+        Self::join_filtered(ws_url, rest, channel, name, None).await
+    }
+
+    /// [`join`](Self::join), with every subscribe offer passed through `offer_filter` first.
+    pub async fn join_filtered(
+        ws_url: &str,
+        rest: &Rest,
+        channel: &str,
+        name: &str,
+        offer_filter: Option<OfferFilter>,
+    ) -> Self {
         let (ws, success) = Ws::enter(ws_url, rest, channel, name).await;
         assert_eq!(success["sfuEnabled"], true, "not an SFU channel: {success}");
         let id = ws.id.clone();
@@ -232,7 +255,7 @@ impl SfuClient {
             Peer::new().await.expect("subscribe peer"),
         )));
         let publish: PublishSlot = Arc::default();
-        let session = Session::spawn(ws, subscribe.clone(), publish.clone());
+        let session = Session::spawn(ws, subscribe.clone(), publish.clone(), offer_filter.clone());
         Self {
             id,
             token,
@@ -244,6 +267,7 @@ impl SfuClient {
             sub_state: session.sub_state,
             tasks: session.tasks,
             next_request: 0,
+            offer_filter,
         }
     }
 
@@ -263,7 +287,12 @@ impl SfuClient {
         );
         self.token = reply["token"].as_str().expect("a new token").to_owned();
         ws.id = self.id.clone();
-        let session = Session::spawn(ws, self.subscribe.clone(), self.publish.clone());
+        let session = Session::spawn(
+            ws,
+            self.subscribe.clone(),
+            self.publish.clone(),
+            self.offer_filter.clone(),
+        );
         self.out = session.out;
         self.inbox = session.inbox;
         self.sub_state = session.sub_state;

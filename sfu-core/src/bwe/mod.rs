@@ -36,6 +36,9 @@ use trendline::{InterArrival, Trendline};
 /// Packets remembered between send and feedback (feedback comes every ~100 ms: 1024 covers
 /// ~10,000 packets per second).
 const HISTORY: usize = 1024;
+/// Packets of one feedback message looked at, at most: no more can match the history, and a
+/// forged count (up to 65,535) must not buy the sender that many lookups.
+const MAX_FEEDBACK_PACKETS: usize = 2 * HISTORY;
 /// How long a probe cluster lasts: long enough for several sends at the worker's tick, short
 /// enough that the queue it builds on a path without headroom stays small.
 const PROBE_DURATION: Duration = Duration::from_millis(100);
@@ -141,7 +144,7 @@ impl BandwidthEstimator {
         let (mut sent, mut lost, mut overused) = (0u32, 0u32, false);
         let mut usage = None;
         let mut highest = None;
-        for (wire, arrival) in feedback.packets() {
+        for (wire, arrival) in feedback.packets().take(MAX_FEEDBACK_PACKETS) {
             let seq = self.history.extend(wire);
             let Some(packet) = self.history.get(seq) else {
                 continue; // not ours, or too old

@@ -143,3 +143,23 @@ fn a_probe_through_a_slower_link_reports_the_link_rate() {
     assert!(after > before, "{before} → {after}");
     assert!(after <= 1_100_000, "{after}");
 }
+
+#[test]
+fn a_forged_feedback_naming_every_sequence_number_counts_only_what_was_sent() {
+    let now = Instant::now();
+    let mut bwe = BandwidthEstimator::new(now, Bitrate(1_000_000));
+    for seq in 0..100u16 {
+        bwe.on_sent(now, seq, 1000);
+    }
+    // Base 0, 65 535 packets, all "not received": nine run-length chunks, no deltas.
+    let mut fci = vec![0, 0, 0xff, 0xff, 0, 0, 0, 0];
+    for _ in 0..9 {
+        fci.extend_from_slice(&0x1fffu16.to_be_bytes());
+    }
+    let feedback = TwccFeedback::parse(&fci).unwrap();
+    assert_eq!(feedback.packets().count(), 65_535);
+    bwe.on_feedback(now + 100 * MS, &feedback);
+    // The 100 packets it names that were sent count as lost (the loss bound halves the
+    // estimate); the rest of the forged range is never walked.
+    assert_eq!(bwe.estimate(), Bitrate(500_000));
+}

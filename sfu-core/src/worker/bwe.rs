@@ -20,20 +20,30 @@ use crate::{Bitrate, SeqNo, TransportId};
 const PROBE_DEPTH: u64 = 32;
 
 impl Worker {
-    /// Transport-wide CC feedback from a subscriber: its downlink estimate learns from it.
+    /// Transport-wide CC feedback from a subscriber: its downlink estimate learns from it. At
+    /// most one message per `Config::twcc_min_interval` is used (browsers send one per
+    /// 50–100 ms); the rest are dropped and counted (`twcc_throttled`), so a subscriber packing
+    /// datagrams with feedback cannot turn the estimator into its CPU sink.
     pub(super) fn consume_twcc(
         &mut self,
         now: Instant,
         from: TransportId,
         feedback: &TwccFeedback<'_>,
     ) {
-        let Some(bwe) = self
-            .transports
-            .get_mut(from)
-            .and_then(|t| t.bwe.as_deref_mut())
-        else {
+        let Some(transport) = self.transports.get_mut(from) else {
             return;
         };
+        let Some(bwe) = transport.bwe.as_deref_mut() else {
+            return;
+        };
+        if transport
+            .last_twcc_at
+            .is_some_and(|at| now.saturating_duration_since(at) < self.config.twcc_min_interval)
+        {
+            self.counters.twcc_throttled += 1;
+            return;
+        }
+        transport.last_twcc_at = Some(now);
         bwe.on_feedback(now, feedback);
         self.counters.twcc_received += 1;
     }

@@ -265,3 +265,22 @@ fn video_that_does_not_fit_at_all_pauses_while_audio_flows_and_resumes_at_a_keyf
         .expect("video resumed");
     assert!(crate::is_vp8_keyframe_start(&first_after.1), "{resumed:?}");
 }
+
+#[test]
+fn feedback_faster_than_the_minimum_interval_is_dropped_and_counted() {
+    let mut s = Scenario::new(1000 * K);
+    s.run(1);
+    let transport = s.sim.subscribers[s.shaped].transport;
+    let before = s.sim.worker.stats().counters;
+    // One valid message (base 0, one packet received), sent five times at once.
+    let mut buf = vec![0x8f, 205, 0, 5, 0, 0, 0, 9, 0, 0, 0, 0];
+    buf.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x20, 0x01, 4, 0]);
+    for _ in 0..5 {
+        s.sim
+            .worker
+            .handle_rtcp(s.sim.now + MS, transport, buf.clone().into());
+    }
+    let after = s.sim.worker.stats().counters;
+    assert_eq!(after.twcc_received - before.twcc_received, 1);
+    assert_eq!(after.twcc_throttled - before.twcc_throttled, 4);
+}
