@@ -7,7 +7,10 @@
 //!   with other bytes);
 //! - an SSRC flood is cut at the SRTP context's SSRC cap, counted, and grows no state;
 //! - a sender-report flood is translated at most once per interval, not once per SR;
-//! - a publisher far over `--max-track-bitrate` reaches its subscribers at about the cap.
+//! - a publisher far over `--max-track-bitrate` reaches its subscribers at about the cap;
+//! - transport-wide CC feedback that is malformed, forged or packed into floods moves only the
+//!   sender's own downlink estimate: garbage is dropped, claimed losses pause only the liar's
+//!   video, claimed headroom earns nothing beyond the media it asked for.
 
 mod support;
 
@@ -483,4 +486,83 @@ async fn publisher_over_the_track_bitrate_cap_reaches_subscribers_at_the_cap() {
     assert_eq!(honest.subscribers[0].1.frames_in(0..150), 150);
     hog.leave().await;
     honest.leave().await;
+}
+
+/// A transport-wide CC feedback message (RTPFB FMT 15) about media SSRC `media` with the FCI
+/// `fci` (from the base sequence number on), padded to a 32-bit boundary.
+fn twcc(media: u32, fci: &[u8]) -> Vec<u8> {
+    let mut packet = vec![0x8f, 205, 0, 0];
+    packet.extend_from_slice(&0x0bad_cc01u32.to_be_bytes());
+    packet.extend_from_slice(&media.to_be_bytes());
+    packet.extend_from_slice(fci);
+    while packet.len() % 4 != 0 {
+        packet.push(0);
+    }
+    let words = (packet.len() / 4 - 1) as u16;
+    packet[2..4].copy_from_slice(&words.to_be_bytes());
+    packet
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_malformed_twcc_feedback_moves_only_the_senders_own_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &[]);
+    // Subscriber 0 is honest; 1 claims every packet lost; 2 claims everything arrived at once.
+    let mut room = Room::open(&server, 0x0c0c_0001, 3).await;
+    // A reserved status symbol (two-bit vector, symbol 3): not feedback at all.
+    let malformed = twcc(0, &[0, 0, 0, 3, 0, 0, 0, 0, 0xf0, 0x00]);
+    // 65,535 packets from sequence number 0 "not received" (nine run-length chunks).
+    let mut all_lost = vec![0, 0, 0xff, 0xff, 0, 0, 0, 0];
+    (0..9).for_each(|_| all_lost.extend_from_slice(&0x1fffu16.to_be_bytes()));
+    let all_lost = twcc(0, &all_lost);
+    // 1000 packets from 0 received with zero deltas: infinite bandwidth.
+    let mut instant = vec![0, 0, 0x03, 0xe8, 0, 0, 0, 0];
+    instant.extend_from_slice(&(0x2000u16 | 1000).to_be_bytes());
+    instant.extend_from_slice(&[0; 1000]);
+    let instant = twcc(0, &instant);
+    let mut sent = 0usize;
+    // 4 s of frames; with each frame the liars send their claim once and the malformed message
+    // ten times in one compound (a flood past the per-subscriber feedback interval).
+    let flood: Vec<u8> = (0..10).flat_map(|_| malformed.clone()).collect();
+    stream_with(&mut room, 200, Duration::from_millis(20), async |room| {
+        for (i, claim) in [(1, &all_lost), (2, &instant)] {
+            let transport = &mut room.subscribers[i].1.transport;
+            transport.send_rtcp(claim).await.unwrap();
+            transport.send_rtcp(&flood).await.unwrap();
+            sent += 2;
+        }
+    })
+    .await;
+    let honest = &room.subscribers[0].1;
+    let (loser, inflater) = (&room.subscribers[1].1, &room.subscribers[2].1);
+    eprintln!(
+        "TWCC lies: {sent} messages; honest {} frames, {} bytes; 'all lost' {} frames (last 2 s: \
+         {}); 'instant' {} frames, {} bytes, {} RTX bytes",
+        honest.frames_in(0..200),
+        honest.tally.fresh_bytes,
+        loser.frames_in(0..200),
+        loser.frames_in(100..200),
+        inflater.frames_in(0..200),
+        inflater.tally.fresh_bytes,
+        inflater.tally.rtx_bytes,
+    );
+    assert_eq!(
+        honest.frames_in(0..200),
+        200,
+        "the honest subscriber is unharmed"
+    );
+    // Claimed losses cut the liar's own estimate below the video's rate: its video pauses.
+    assert_eq!(
+        loser.frames_in(100..200),
+        0,
+        "the 'all lost' liar's video paused"
+    );
+    // Claimed headroom buys nothing the subscriber did not ask for: the same media as the
+    // honest one, no probes (nothing to upgrade to), no more bytes.
+    assert_eq!(inflater.frames_in(0..200), 200);
+    assert!(inflater.tally.fresh_bytes <= honest.tally.fresh_bytes * 11 / 10);
+    assert_eq!(inflater.tally.rtx_bytes, 0);
+    // The node still answers (security_drops asserts the REST call succeeds).
+    security_drops(&server).await;
+    room.leave().await;
 }
