@@ -6,6 +6,10 @@
 /// An upgrade (or a resume) must fit this multiple of the layer's rate; a layer already
 /// forwarded only needs to fit its rate.
 pub(crate) const UPGRADE_MARGIN: f64 = 1.15;
+/// A video forwarding its lowest layer is paused only when the budget is below this share of
+/// that layer's rate: pausing is the last resort, and one overuse reading (an estimate cut to
+/// 0.85 × what got through) must not stop a single-layer video.
+pub(crate) const KEEP_LOWEST_SHARE: f64 = 0.5;
 
 /// One video subscription's options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,9 +78,14 @@ pub(crate) fn allocate(
             out.push(Allotted::Idle);
             continue;
         };
-        let need = video.cost(lowest);
+        let rate = video.rate(lowest).unwrap_or(0);
+        let need = if video.current == Some(lowest) {
+            (rate as f64 * KEEP_LOWEST_SHARE) as u64
+        } else {
+            video.cost(lowest)
+        };
         if need <= left {
-            left -= video.rate(lowest).unwrap_or(0);
+            left = left.saturating_sub(rate);
             out.push(Allotted::Layer(lowest));
         } else {
             note_blocked(need, left);
@@ -142,7 +151,9 @@ mod tests {
             (1500 * K, 2, Some(1), Layer(1)),
             (1725 * K, 2, Some(1), Layer(2)),
             (200 * K, 2, Some(0), Layer(0)),
-            (100 * K, 2, Some(0), Paused),
+            // The lowest layer being forwarded is kept down to half its rate.
+            (100 * K, 2, Some(0), Layer(0)),
+            (70 * K, 2, Some(0), Paused),
             // Resuming a paused video needs the margin too.
             (160 * K, 2, None, Paused),
             (173 * K, 2, None, Layer(0)),
@@ -173,7 +184,12 @@ mod tests {
             current: Some(2),
         };
         assert_eq!(run(2000 * K, &[top_only]).0, [Layer(2)]);
-        assert_eq!(run(1000 * K, &[top_only]).0, [Paused]);
+        assert_eq!(
+            run(1000 * K, &[top_only]).0,
+            [Layer(2)],
+            "kept down to half"
+        );
+        assert_eq!(run(700 * K, &[top_only]).0, [Paused]);
         let gap = VideoDemand {
             rates: [Some(150 * K), None, Some(1500 * K)],
             wanted: 2,

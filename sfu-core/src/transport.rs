@@ -58,7 +58,8 @@ pub(crate) struct Transport {
     /// Subscribe side: the peer's latest REMB estimate.
     pub(crate) remb: Option<Bitrate>,
     /// Subscribe side, with transport-wide CC negotiated: the downlink estimate.
-    pub(crate) bwe: Option<Box<BandwidthEstimator>>,
+    /// Inline rather than boxed: the forwarding path records every packet sent in it.
+    pub(crate) bwe: Option<BandwidthEstimator>,
     /// Subscribe side: how far back the next probe packet is taken from (cycles).
     pub(crate) probe_cursor: u64,
     /// Subscribe side: when the last transport-wide CC feedback was used.
@@ -80,7 +81,7 @@ impl Transport {
         let bwe = (config.direction == Direction::Subscribe && has_twcc)
             .then_some(worker.bwe_start_bitrate)
             .flatten()
-            .map(|start| Box::new(BandwidthEstimator::new(now, start)));
+            .map(|start| BandwidthEstimator::new(now, start));
         Self {
             room,
             config,

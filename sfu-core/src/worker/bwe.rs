@@ -33,7 +33,7 @@ impl Worker {
         let Some(transport) = self.transports.get_mut(from) else {
             return;
         };
-        let Some(bwe) = transport.bwe.as_deref_mut() else {
+        let Some(bwe) = transport.bwe.as_mut() else {
             return;
         };
         if transport
@@ -51,7 +51,7 @@ impl Worker {
     /// A subscriber transport's downlink estimate, once its feedback has been flowing long
     /// enough to decide layers (`None` without transport-wide CC, or before).
     pub fn bandwidth_estimate(&self, now: Instant, transport: TransportId) -> Option<Bitrate> {
-        let bwe = self.transports.get(transport)?.bwe.as_deref()?;
+        let bwe = self.transports.get(transport)?.bwe.as_ref()?;
         bwe.is_warm(now).then(|| bwe.estimate())
     }
 
@@ -74,7 +74,7 @@ impl Worker {
             track.layers.iter_mut().for_each(|l| l.rate.conclude(now));
         }
         for (_, transport) in transports.iter_mut() {
-            let Some(bwe) = transport.bwe.as_deref_mut().filter(|b| b.is_warm(now)) else {
+            let Some(bwe) = transport.bwe.as_mut().filter(|b| b.is_warm(now)) else {
                 continue;
             };
             let estimate = bwe.estimate().0;
@@ -154,7 +154,7 @@ impl Worker {
         for (to, transport) in self.transports.iter_mut() {
             if let Some(deficit) = transport
                 .bwe
-                .as_deref_mut()
+                .as_mut()
                 .map(|b| b.probe_deficit(now))
                 .filter(|&d| d > 0)
             {
@@ -222,7 +222,7 @@ impl Worker {
             );
             header.extensions = extensions;
             let size = header.len() + packet.payload().len();
-            if let (Some(twcc), Some(bwe)) = (twcc, transport.bwe.as_deref_mut()) {
+            if let (Some(twcc), Some(bwe)) = (twcc, transport.bwe.as_mut()) {
                 bwe.on_sent(now, twcc, size);
             }
             deficit = deficit.saturating_sub(size);
