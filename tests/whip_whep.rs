@@ -466,3 +466,211 @@ async fn an_abandoned_whip_publisher_leaves_when_its_transport_times_out() {
         deleted.body
     );
 }
+
+/// `POST /whep/{channel}{query}` with `offer`, as a WHEP player sends it.
+async fn whep_post(rest: &Rest, channel: &str, query: &str, token: &str, offer: &str) -> Reply {
+    let auth = format!("Bearer {token}");
+    send(
+        rest,
+        "POST",
+        &format!("/whep/{channel}{query}"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/sdp"),
+        ],
+        Some(offer.to_owned()),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webrtc_whep_viewer_receives_the_whip_publisher_and_delete_ends_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &[]);
+    let rest = server.rest();
+    healthy_node(&rest).await;
+    let channel = rest.create_channel(true).await;
+    let whip = whip_publish(&rest, &channel, "encoder").await;
+    let other = whip_publish(&rest, &channel, "other-encoder").await;
+
+    // A viewer of one publisher (`?publisher=`), with a token that may only receive.
+    let token = join_token(&rest, "player", &channel, false, true).await;
+    let viewer = Peer::new().await.unwrap();
+    let offer = viewer.receive_offer().await.unwrap();
+    let query = format!("?publisher={}", whip.session);
+    let reply = whep_post(&rest, &channel, &query, &token, &offer).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    assert_eq!(reply.header("content-type"), "application/sdp");
+    let location = reply.header("location").to_owned();
+    assert!(
+        location.starts_with(&format!("/whep/{channel}/")),
+        "{location}"
+    );
+    assert!(reply.header("etag").starts_with('"'));
+    let answer = reply.body.clone();
+    assert!(
+        answer.contains(&format!("a=msid:{} ", whip.session)),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains(&other.session),
+        "only the named publisher: {answer}"
+    );
+    viewer.apply_answer(answer).await.unwrap();
+    viewer.wait_connected("WHEP viewer").await.unwrap();
+    assert!(member_session(&rest, &channel, "player").await.is_some());
+
+    let sent = payloads(0x3C, PACKETS);
+    let viewer_got = async {
+        // Keyframe-gated video starts at the first keyframe the node asked for: keep sending
+        // until the viewer has PACKETS of each.
+        for round in 0..10 {
+            whip.media
+                .send_from(round * PACKETS, &sent.0, &sent.1, Duration::from_millis(5))
+                .await
+                .unwrap();
+            let got = viewer.received().await;
+            if got
+                .get(whip.session.as_str())
+                .is_some_and(|m| m.audio.len() >= PACKETS && m.video.len() >= PACKETS)
+            {
+                return got;
+            }
+        }
+        viewer.received().await
+    }
+    .await;
+    let got = &viewer_got[whip.session.as_str()];
+    assert!(
+        got.audio.len() >= PACKETS && got.video.len() >= PACKETS,
+        "{} audio, {} video",
+        got.audio.len(),
+        got.video.len()
+    );
+    assert!(
+        got.audio.iter().all(|p| sent.0.contains(p)),
+        "audio payloads are the publisher's"
+    );
+    assert!(
+        got.video.iter().all(|p| sent.1.contains(p)),
+        "video payloads are the publisher's"
+    );
+
+    let deleted = send(&rest, "DELETE", &location, &[], None).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    assert_eq!(member_session(&rest, &channel, "player").await, None);
+    viewer.close().await;
+    whip.peer.close().await;
+    other.peer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_whep_requests_are_refused_with_reasons_and_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &[]);
+    let rest = server.rest();
+    healthy_node(&rest).await;
+    let channel = rest.create_channel(true).await;
+    let empty = rest.create_channel(true).await;
+    let mesh = rest.create_channel(false).await;
+    let publisher = whip_publish(&rest, &channel, "honest").await;
+    let peer = Peer::new().await.unwrap();
+    let offer = peer.receive_offer().await.unwrap();
+    let viewer = join_token(&rest, "mallory", &channel, true, true).await;
+    let publish_only = join_token(&rest, "mallory", &channel, true, false).await;
+    let cases: Vec<(&str, Reply, u16, &str)> = vec![
+        (
+            "no token",
+            send(
+                &rest,
+                "POST",
+                &format!("/whep/{channel}"),
+                &[("content-type", "application/sdp")],
+                Some(offer.clone()),
+            )
+            .await,
+            401,
+            "Authorization",
+        ),
+        (
+            "a token without subscribe",
+            whep_post(&rest, &channel, "", &publish_only, &offer).await,
+            403,
+            "receiving",
+        ),
+        (
+            "not SDP",
+            whep_post(&rest, &channel, "", &viewer, "GET / HTTP/1.1").await,
+            400,
+            "v=0",
+        ),
+        (
+            "a publish offer (nothing to receive)",
+            whep_post(&rest, &channel, "", &viewer, &whip_offer_text()).await,
+            400,
+            "SDP refused",
+        ),
+        (
+            "an unknown publisher",
+            whep_post(&rest, &channel, "?publisher=nobody", &viewer, &offer).await,
+            404,
+            "no such publisher",
+        ),
+        (
+            "a bad publisher id",
+            whep_post(&rest, &channel, "?publisher=a:b", &viewer, &offer).await,
+            400,
+            "publisher",
+        ),
+        (
+            "a channel nobody publishes in",
+            whep_post(
+                &rest,
+                &empty,
+                "",
+                &join_token(&rest, "mallory", &empty, false, true).await,
+                &offer,
+            )
+            .await,
+            503,
+            "nobody publishes",
+        ),
+        (
+            "a mesh channel",
+            whep_post(
+                &rest,
+                &mesh,
+                "",
+                &join_token(&rest, "mallory", &mesh, false, true).await,
+                &offer,
+            )
+            .await,
+            409,
+            "mesh",
+        ),
+    ];
+    for (what, reply, status, reason) in cases {
+        assert_eq!(reply.status, status, "{what}: {}", reply.body);
+        let message = reply.reason();
+        assert!(message.contains(reason), "{what}: {message}");
+    }
+    for id in [&channel, &empty, &mesh] {
+        assert_eq!(member_session(&rest, id, "mallory").await, None, "{id}");
+    }
+    // The honest publisher is still there and can be watched.
+    let honest_viewer = join_token(&rest, "honest-viewer", &channel, false, true).await;
+    let reply = whep_post(&rest, &channel, "", &honest_viewer, &offer).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    peer.close().await;
+    publisher.peer.close().await;
+}
+
+/// A `recvonly`-free publish offer from Chrome's fixture shape: sendonly m-lines only.
+fn whip_offer_text() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/media/tests/sdp_offers/chrome.sdp"
+    ))
+    .unwrap()
+    .replace('\n', "\r\n")
+}

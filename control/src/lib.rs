@@ -96,6 +96,20 @@ pub enum Request {
         /// The session.
         session: String,
     },
+    /// Answers a subscribe session the client offers (WHEP): a new subscribe transport with
+    /// the room's published tracks on the offer's m-lines; the reply is [`Response::Sdp`] with
+    /// the answer. The node never re-offers such a session.
+    SubscribeClientOffer {
+        /// The room.
+        room: String,
+        /// The session.
+        session: String,
+        /// The client's offer SDP (`recvonly` m-lines).
+        offer: String,
+        /// Only this publishing session's tracks; `None`: every publisher's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        publisher: Option<String>,
+    },
     /// Applies a session's answer to its latest subscribe offer.
     SubscribeAnswer {
         /// The room.

@@ -608,7 +608,10 @@ fn session_key(request: &Request) -> Option<(String, String)> {
     match request {
         Request::Publish { room, session, .. }
         | Request::SubscribeOffer { room, session }
-        | Request::SubscribeAnswer { room, session, .. } => Some((room.clone(), session.clone())),
+        | Request::SubscribeAnswer { room, session, .. }
+        | Request::SubscribeClientOffer { room, session, .. } => {
+            Some((room.clone(), session.clone()))
+        }
         _ => None,
     }
 }
@@ -640,6 +643,18 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
                 .subscribe_offer(room, &session)
                 .await
                 .map(|sdp| Response::Sdp { sdp }),
+            Err(e) => Err(e),
+        },
+        Request::SubscribeClientOffer {
+            room,
+            session,
+            offer,
+            publisher,
+        } => match names.key(&room) {
+            Ok(room) => node
+                .subscribe_client_offer(room, &session, &offer, publisher.as_deref())
+                .await
+                .map(|sdp| Response::Sdp { sdp: Some(sdp) }),
             Err(e) => Err(e),
         },
         Request::SubscribeAnswer {
@@ -718,7 +733,8 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
             MediaError::NoTransport(_)
             | MediaError::Core(_)
             | MediaError::TooManyWishes(_)
-            | MediaError::OwnMedia => ErrorCode::BadRequest,
+            | MediaError::OwnMedia
+            | MediaError::AlreadySubscribed => ErrorCode::BadRequest,
             MediaError::WorkerGone | MediaError::Draining => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         },

@@ -454,6 +454,28 @@ impl Node {
         Ok(offer)
     }
 
+    /// Answers `session`'s own subscribe offer (WHEP) with the room's tracks (only
+    /// `publisher`'s when named), placed like any new subscriber.
+    pub async fn subscribe_client_offer(
+        &self,
+        room: RoomKey,
+        session: &str,
+        offer: &str,
+        publisher: Option<&str>,
+    ) -> Result<String, MediaError> {
+        let (worker, part) = self.subscriber_part(room, session).await?;
+        let answer_offer = |reply| Command::SubscribeClientOffer {
+            room: part,
+            session: session.to_owned(),
+            offer: offer.to_owned(),
+            publisher: publisher.map(str::to_owned),
+            reply,
+        };
+        let answer = self.worker(worker)?.call(answer_offer).await?;
+        self.placement().place_subscriber(room, session, worker);
+        Ok(answer)
+    }
+
     /// Applies `session`'s answer to its latest subscribe offer.
     pub async fn subscribe_answer(
         &self,

@@ -16,6 +16,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
     RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use tokio::sync::{Mutex, watch};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -161,6 +162,22 @@ impl Peer {
         let answer = self.pc.create_answer(None).await?;
         self.pc.set_local_description(answer).await?;
         self.gathered_description("answer").await
+    }
+
+    /// Offers to receive one audio and one video track (`recvonly` transceivers, as a WHEP
+    /// viewer does) and returns the offer once ICE gathering is complete.
+    pub async fn receive_offer(&self) -> anyhow::Result<String> {
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: Vec::new(),
+                send_encodings: Vec::new(),
+            };
+            self.pc.add_transceiver_from_kind(kind, Some(init)).await?;
+        }
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer).await?;
+        self.gathered_description("receive offer").await
     }
 
     /// Applies the remote answer to our offer.

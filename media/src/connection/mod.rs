@@ -18,9 +18,11 @@
 //! AES-GCM is 3.3× faster than `webrtc-srtp`'s on this machine (environment notes §3).
 //!
 //! # Where the next transports attach
-//! - **WHEP** (the client offers, we answer a subscribe): only the negotiation differs. The
-//!   worker builds the same `Connection` with [`Connection::negotiate`] called from the answer
-//!   path instead of the offer path; DTLS role and ICE credentials come from the client's offer.
+//! - **WHEP** (the client offers, we answer a subscribe; done this way): only the negotiation
+//!   differs. `Worker::subscribe_client_offer` builds the same `Connection` with
+//!   [`Connection::negotiate`] called from the answer path (`sdp::answer_subscribe_offer`)
+//!   instead of the offer path; DTLS role (server) and ICE credentials come from the client's
+//!   offer.
 //! - **ICE-TCP** (RFC 6544, RFC 4571 framing): a stream is a datagram source. A framing reader
 //!   on the worker's TCP listener cuts frames and calls the same `handle_datagram`; `from`
 //!   becomes a path key that names the stream, and `poll_transmit` output for that path is

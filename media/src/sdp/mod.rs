@@ -10,8 +10,10 @@
 //! - [`negotiate_publish`]: a client's publish offer → the SFU's answer and what it accepted.
 //! - [`subscribe_offer`] / [`parse_subscribe_answer`]: the SFU-initiated subscribe session,
 //!   re-offered with a higher `version` whenever forwarded tracks come or go.
+//! - [`answer_subscribe_offer`]: a client's receive offer (WHEP) → the SFU's answer.
 //! - [`random_ice_credentials`] and [`Fingerprint::of_der`] build a [`LocalDescription`].
 
+mod client_subscribe;
 mod credentials;
 mod parse;
 mod publish;
@@ -22,6 +24,7 @@ mod write;
 
 use std::net::SocketAddr;
 
+pub use client_subscribe::{ClientSubscribe, answer_subscribe_offer};
 pub use credentials::random_ice_credentials;
 pub use publish::negotiate_publish;
 pub use subscribe::{assign_payload_types, parse_subscribe_answer, subscribe_offer};

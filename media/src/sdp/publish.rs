@@ -93,7 +93,7 @@ pub fn negotiate_publish(
     for (m, accepted) in media.iter().zip(&accepted) {
         match accepted {
             Some(accepted) => write_accepted(&mut answer, local, m, accepted),
-            None => write_rejected(&mut answer, m)?,
+            None => write::rejected_media(&mut answer, m)?,
         }
     }
     Ok(PublishNegotiation {
@@ -452,35 +452,6 @@ fn write_accepted(out: &mut String, local: &LocalDescription, m: &Media<'_>, acc
     }
     write::codec_lines(out, codec);
     write::candidate_lines(out, local);
-}
-
-/// RFC 8829 §5.3.1 / RFC 3264 §6: a rejected m-line keeps its media, proto and mid, with port 0
-/// and at least one format from the offer so that it still parses.
-fn write_rejected(out: &mut String, m: &Media<'_>) -> Result<(), SdpError> {
-    let format = m.formats.first().map(String::as_str).unwrap_or("0");
-    if !parse::is_token(format) {
-        return Err(SdpError::Malformed(format!(
-            "format {:?} is not a token",
-            parse::shorten(format)
-        )));
-    }
-    sdp_line!(out, "m={} 0 {} {format}", m.media, m.proto);
-    sdp_line!(out, "c=IN IP4 0.0.0.0");
-    sdp_line!(out, "a=mid:{}", m.mid);
-    sdp_line!(out, "a=inactive");
-    if let Some(map) = m.pts.first().and_then(|&pt| m.rtpmap(pt)) {
-        match map.channels {
-            Some(channels) => sdp_line!(
-                out,
-                "a=rtpmap:{} {}/{}/{channels}",
-                map.pt,
-                map.name,
-                map.clock_rate
-            ),
-            None => sdp_line!(out, "a=rtpmap:{} {}/{}", map.pt, map.name, map.clock_rate),
-        }
-    }
-    Ok(())
 }
 
 const VIDEO_CODECS: &[&str] = &["VP8", "VP9", "H264", "AV1"];

@@ -39,7 +39,10 @@ pub fn subscribe_offer(
     write::session_header(&mut out, local, version, &mids);
     for (i, track) in tracks.iter().enumerate() {
         if is_bundled(i, track) {
-            write_track(&mut out, local, track);
+            let extensions: Vec<(u8, &str)> = subscribe_extensions(track.kind)
+                .map(|(id, uri)| (*id, *uri))
+                .collect();
+            write_track(&mut out, local, track, "actpass", &extensions);
         } else {
             write_rejected_track(&mut out, track);
         }
@@ -273,7 +276,16 @@ pub fn assign_payload_types<'a>(
     }
 }
 
-fn write_track(out: &mut String, local: &LocalDescription, track: &ForwardedTrack) {
+/// One m-line sending `track`: in the SFU's offers (`setup` `actpass`, the fixed
+/// [`SUBSCRIBE_EXTENSIONS`](super::SUBSCRIBE_EXTENSIONS)) and in its answers to a client's
+/// receive offer (`passive`, the extensions with the client's ids).
+pub(super) fn write_track(
+    out: &mut String,
+    local: &LocalDescription,
+    track: &ForwardedTrack,
+    setup: &str,
+    extensions: &[(u8, &str)],
+) {
     // RTX is offered only with an RTX SSRC to announce it on.
     let codec = Codec {
         rtx_pt: track.codec.rtx_pt.filter(|_| track.rtx_ssrc.is_some()),
@@ -284,8 +296,8 @@ fn write_track(out: &mut String, local: &LocalDescription, track: &ForwardedTrac
         Kind::Audio => "audio",
         Kind::Video => "video",
     };
-    write::media_header(out, local, media, &pts, &track.mid, "actpass");
-    for (id, uri) in subscribe_extensions(track.kind) {
+    write::media_header(out, local, media, &pts, &track.mid, setup);
+    for (id, uri) in extensions {
         sdp_line!(out, "a=extmap:{id} {uri}");
     }
     let (stream, track_id) = (&track.stream_id, &track.track_id);

@@ -1,7 +1,8 @@
 //! The SFU's side of an SDP: session header, transport attributes and codec lines shared by the
 //! publish answer and the subscribe offer. Lines end with CRLF (RFC 8866 §5).
 
-use super::{CandidateProtocol, Codec, LocalDescription};
+use super::parse::Media;
+use super::{CandidateProtocol, Codec, LocalDescription, SdpError};
 
 /// Appends one SDP line; writing to a `String` cannot fail.
 macro_rules! sdp_line {
@@ -135,4 +136,33 @@ fn session_id(local: &LocalDescription) -> u64 {
             (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
         });
     hash >> 1
+}
+
+/// RFC 8829 §5.3.1 / RFC 3264 §6: a rejected m-line keeps its media, proto and mid, with port 0
+/// and at least one format from the offer so that it still parses.
+pub(super) fn rejected_media(out: &mut String, m: &Media<'_>) -> Result<(), SdpError> {
+    let format = m.formats.first().map(String::as_str).unwrap_or("0");
+    if !super::parse::is_token(format) {
+        return Err(SdpError::Malformed(format!(
+            "format {:?} is not a token",
+            super::parse::shorten(format)
+        )));
+    }
+    sdp_line!(out, "m={} 0 {} {format}", m.media, m.proto);
+    sdp_line!(out, "c=IN IP4 0.0.0.0");
+    sdp_line!(out, "a=mid:{}", m.mid);
+    sdp_line!(out, "a=inactive");
+    if let Some(map) = m.pts.first().and_then(|&pt| m.rtpmap(pt)) {
+        match map.channels {
+            Some(channels) => sdp_line!(
+                out,
+                "a=rtpmap:{} {}/{}/{channels}",
+                map.pt,
+                map.name,
+                map.clock_rate
+            ),
+            None => sdp_line!(out, "a=rtpmap:{} {}/{}", map.pt, map.name, map.clock_rate),
+        }
+    }
+    Ok(())
 }

@@ -63,6 +63,9 @@ pub enum MediaError {
     /// A subscriber named more publishers in its wishes than a node keeps.
     #[error("at most {0} subscription wishes per subscriber")]
     TooManyWishes(usize),
+    /// A client offered a subscribe session for a session that already has one.
+    #[error("the session already has a subscribe transport in this room")]
+    AlreadySubscribed,
     /// A session cannot subscribe to its own media.
     #[error("a session does not receive its own media")]
     OwnMedia,
@@ -164,6 +167,14 @@ pub(crate) enum Command {
         room: RoomId,
         session: String,
         reply: Reply<Option<String>>,
+    },
+    /// Answers a client's subscribe offer (WHEP) with the SDP answer.
+    SubscribeClientOffer {
+        room: RoomId,
+        session: String,
+        offer: String,
+        publisher: Option<String>,
+        reply: Reply<String>,
     },
     SubscribeAnswer {
         room: RoomId,

@@ -347,6 +347,115 @@ impl Worker {
         Ok(Some(offer))
     }
 
+    /// Answers a subscribe session the client offers (WHEP): a new subscribe transport whose
+    /// m-lines are the client's, each filled with a track published in the room (only
+    /// `publisher`'s when named). The node is the DTLS server. Tracks published later are not
+    /// added (the client made the offer; a new one is a new session).
+    pub(super) fn subscribe_client_offer(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        session: &str,
+        offer: &str,
+        publisher: Option<&str>,
+    ) -> Result<String, MediaError> {
+        self.known_room(room)?;
+        if publisher == Some(session) {
+            return Err(MediaError::OwnMedia);
+        }
+        if self
+            .core
+            .participant_transport(room, session, Direction::Subscribe)
+            .is_some()
+        {
+            return Err(MediaError::AlreadySubscribed);
+        }
+        let mut available = self.published(room);
+        available.retain(|(from, _, _)| from != session && publisher.is_none_or(|p| p == from));
+        let candidates: Vec<ForwardedTrack> = available
+            .iter()
+            .map(|(from, _, published)| ForwardedTrack {
+                mid: String::new(),
+                kind: published.kind,
+                codec: published.codec.clone(),
+                ssrc: rand::random(),
+                rtx_ssrc: published.has_rtx().then(rand::random),
+                stream_id: from.clone(),
+                track_id: published
+                    .msid
+                    .as_ref()
+                    .map_or_else(|| published.mid.clone(), |(_, track)| track.clone()),
+                active: true,
+            })
+            .collect();
+        let ice = sdp::random_ice_credentials();
+        let negotiation =
+            sdp::answer_subscribe_offer(offer, &self.local_description(&ice), &candidates)?;
+        let dtls = DtlsTransport::new(
+            &self.identity,
+            &negotiation.remote_fingerprint.0,
+            DtlsRole::Server,
+        )
+        .map_err(|e| MediaError::Dtls(e.0))?;
+        let mut connection = Connection::new(now, ice);
+        connection
+            .negotiate(now, negotiation.remote_ice.clone(), dtls)
+            .map_err(|e| MediaError::Dtls(e.0))?;
+        self.core.join(room, session)?;
+        let extensions = extension_map(
+            negotiation
+                .extensions
+                .iter()
+                .map(|e| (e.id, e.uri.as_str())),
+        );
+        let transport = self.core.add_participant_transport(
+            now,
+            room,
+            session,
+            TransportConfig {
+                direction: Direction::Subscribe,
+                extensions,
+            },
+        )?;
+        let forwarded: Vec<Forwarded> = negotiation
+            .tracks
+            .into_iter()
+            .filter_map(|(i, sdp)| {
+                let (_, track, _) = available.get(i)?;
+                Some(Forwarded {
+                    track: *track,
+                    sdp,
+                    accepted: true,
+                    subscription: None,
+                    recyclable: false,
+                })
+            })
+            .collect();
+        // Mids the node would mint in a re-offer of its own start past the client's numeric ones.
+        let next_mid = forwarded
+            .iter()
+            .filter_map(|f| f.sdp.mid.parse::<u32>().ok())
+            .max()
+            .map_or(0, |mid| mid.saturating_add(1));
+        let subscribing = Subscribing {
+            version: 1,
+            forwarded,
+            next_mid,
+            ..Subscribing::default()
+        };
+        let link = Link {
+            room,
+            session: session.to_owned(),
+            direction: Direction::Subscribe,
+            connection,
+            subscribing: Some(subscribing),
+        };
+        self.add_link(now, transport, link);
+        self.service(now, transport);
+        self.sync_subscriptions(now, transport)?;
+        Ok(negotiation.answer)
+    }
+
     /// Applies the client's answer to our latest subscribe offer.
     pub(super) fn subscribe_answer(
         &mut self,

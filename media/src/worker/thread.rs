@@ -337,6 +337,17 @@ impl Worker {
                 let result = self.subscribe_offer(now, room, &session);
                 self.reply(reply, result);
             }
+            Command::SubscribeClientOffer {
+                room,
+                session,
+                offer,
+                publisher,
+                reply,
+            } => {
+                let result =
+                    self.subscribe_client_offer(now, room, &session, &offer, publisher.as_deref());
+                self.reply(reply, result);
+            }
             Command::SubscribeAnswer {
                 room,
                 session,

@@ -144,6 +144,8 @@ mod tests {
             b"\x06\x00OPTIONS /whip/x\n",
             b"\x06\x00PATCH /whip/x/y\na=ice-ufrag:z",
             b"\x06\x00DELETE /whip/x/y\n",
+            b"\x06\x00POST /whep/x?publisher=a:b\nv=0\r\n",
+            b"\x06\x01OPTIONS /whep/x/y\n",
         ];
         for seed in seeds {
             fuzz_rest_body(seed);

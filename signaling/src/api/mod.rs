@@ -208,6 +208,16 @@ pub fn router(state: AppState) -> Router {
                 .delete(whip_whep::whip_delete)
                 .options(whip_whep::resource_options),
         )
+        .route(
+            "/whep/{channel}",
+            post(whip_whep::whep_post).options(whip_whep::endpoint_options),
+        )
+        .route(
+            "/whep/{channel}/{id}",
+            patch(whip_whep::whep_patch)
+                .delete(whip_whep::whep_delete)
+                .options(whip_whep::resource_options),
+        )
         .merge(web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

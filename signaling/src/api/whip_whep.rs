@@ -5,13 +5,15 @@
 //! preflights are answered by the CORS layer when `--cors-origin` allows the origin).
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use serde::Deserialize;
+
 use super::error::ApiError;
 use crate::domain::HttpMediaKind;
-use crate::domain::ids::ChannelId;
+use crate::domain::ids::{ChannelId, SessionId};
 use crate::state::AppState;
 
 /// The media type of SDP offers and answers.
@@ -35,6 +37,56 @@ pub async fn whip_post(
         .publish(token, channel.clone(), offer)
         .await?;
     Ok(created_response(HttpMediaKind::Whip, &channel, created))
+}
+
+/// `?publisher=` of `POST /whep/{channel}`.
+#[derive(Debug, Default, Deserialize)]
+pub struct WhepQuery {
+    /// View only this session's media.
+    pub publisher: Option<String>,
+}
+
+/// `POST /whep/{channel}`.
+pub async fn whep_post(
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+    query: Result<Query<WhepQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let channel = channel_id(channel)?;
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let publisher = query
+        .publisher
+        .map(SessionId::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("invalid `publisher` session id: {e}")))?;
+    let offer = sdp_offer(&headers, &body)?;
+    let token = bearer(&headers);
+    let created = state
+        .signaling
+        .http_media()
+        .view(token, channel.clone(), publisher, offer)
+        .await?;
+    Ok(created_response(HttpMediaKind::Whep, &channel, created))
+}
+
+/// `DELETE /whep/{channel}/{id}`.
+pub async fn whep_delete(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    delete(HttpMediaKind::Whep, state, path).await
+}
+
+/// `PATCH /whep/{channel}/{id}`.
+pub async fn whep_patch(
+    state: State<AppState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    patch(HttpMediaKind::Whep, state, path, headers, body)
 }
 
 /// `OPTIONS /whip/{channel}` and `/whep/{channel}`.

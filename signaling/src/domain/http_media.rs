@@ -4,7 +4,8 @@
 //! node closes its transport (never connected, consent expired), until its channel's media
 //! restarts on another node, or until it leaves the channel (the channel was deleted), so an
 //! abandoned one never lingers. The negotiation is the SFU path every member uses
-//! ([`Placement::publish`]); this module only opens, names and ends the sessions.
+//! ([`Placement::publish`], and [`Placement::answer_subscribe`] for a viewer's own offer); this
+//! module only opens, names and ends the sessions.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -264,8 +265,33 @@ impl HttpMedia {
         let kind = HttpMediaKind::Whip;
         let grant = self.admit(kind, token, &channel).await?;
         let ice_ufrag = ice_ufrag(&offer);
-        let connection = self.open(grant).await?;
+        let connection = self.open(kind, grant).await?;
         let answer = match self.placement.publish(&connection, offer).await {
+            Ok(answer) => answer,
+            Err(e) => return Err(self.abandon(&connection, e).await),
+        };
+        Ok(self.register(kind, channel, connection, ice_ufrag, answer))
+    }
+
+    /// `POST /whep/{channel}`: the token's user enters `channel` and receives what is
+    /// published there now (only `publisher`'s media when named) on the m-lines of `offer`.
+    /// Returns the new resource with the node's answer.
+    pub async fn view(
+        &self,
+        token: Option<&str>,
+        channel: ChannelId,
+        publisher: Option<SessionId>,
+        offer: String,
+    ) -> Result<CreatedResource, HttpMediaError> {
+        let kind = HttpMediaKind::Whep;
+        let grant = self.admit(kind, token, &channel).await?;
+        let ice_ufrag = ice_ufrag(&offer);
+        let connection = self.open(kind, grant).await?;
+        let answer = match self
+            .placement
+            .answer_subscribe(&connection, offer, publisher)
+            .await
+        {
             Ok(answer) => answer,
             Err(e) => return Err(self.abandon(&connection, e).await),
         };
@@ -314,12 +340,14 @@ impl HttpMedia {
     /// Opens the session (the token's user, in its channel) with an outbox nobody reads: what a
     /// member hears on its socket has no HTTP counterpart. The session's own grant never lets
     /// the node offer to it: a WHIP publisher receives nothing, and a WHEP viewer receives what
-    /// its own offer asked for.
+    /// its own offer asked for (and publishes nothing).
     async fn open(
         &self,
+        kind: HttpMediaKind,
         (mut join, channel): (super::join_token::VerifiedJoin, ChannelId),
     ) -> Result<Connection, HttpMediaError> {
         join.grant = JoinGrant {
+            publish: join.grant.publish && kind == HttpMediaKind::Whip,
             subscribe: false,
             ..join.grant
         };

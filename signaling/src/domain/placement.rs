@@ -546,6 +546,44 @@ impl Placement {
         }
     }
 
+    /// WHEP: answers the session's own receive offer with what its channel publishes now (only
+    /// `publisher`'s tracks when named). The channel must already be placed: with nobody
+    /// publishing there is nothing to answer with.
+    pub async fn answer_subscribe(
+        &self,
+        connection: &Connection,
+        offer: String,
+        publisher: Option<SessionId>,
+    ) -> Result<String, SignalError> {
+        let me = self.shared.me(connection).await?;
+        let channel = self.sfu_channel(&me).await?;
+        if let Some(publisher) = &publisher {
+            let member = self.shared.store.session(publisher).await?;
+            if member.and_then(|m| m.channel).as_ref() != Some(&channel.id) {
+                return Err(SignalError::new(
+                    ErrorCode::SessionNotFound,
+                    "no such publisher in this channel",
+                ));
+            }
+        }
+        let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room) else {
+            return Err(SignalError::new(
+                ErrorCode::SfuUnavailable,
+                "nobody publishes in this channel yet: nothing to receive",
+            ));
+        };
+        let request = Request::SubscribeClientOffer {
+            room,
+            session: me.id.0.clone(),
+            offer,
+            publisher: publisher.map(|p| p.0),
+        };
+        match self.node_call(node, request).await? {
+            Response::Sdp { sdp: Some(answer) } => Ok(answer),
+            other => Err(node_refusal(other)),
+        }
+    }
+
     /// Records the tracks an accepted publish carries, replacing (and so unpublishing) what the
     /// session published before, as the node does.
     async fn published(
