@@ -30,8 +30,11 @@ pub(super) const DRAIN_PAUSE: Duration = Duration::from_secs(1);
 pub(super) const TELL_AT_ONCE: usize = 16;
 /// Channels a failover places again at once (their members were all told `sfuRestart` first).
 pub(super) const REPLACE_AT_ONCE: usize = 8;
-/// Members of one such channel offered the new room at once.
-pub(super) const OFFER_AT_ONCE: usize = 4;
+/// Members of one such channel offered the new room at once. Each offer is one control
+/// request the node's worker answers in well under a millisecond (release), so a room's
+/// receive-only members wait on the slowest batch: at 4 at once, 50 subscribers queued ~1 s
+/// behind each other in the failover benchmark (debug build, loaded machine).
+pub(super) const OFFER_AT_ONCE: usize = 32;
 /// A node this instance failed over takes no new room for this long, even if it looks healthy
 /// again (no ping-pong between instances that see a flapping node differently).
 pub(super) const HOLD_DOWN: Duration = Duration::from_secs(10);
