@@ -467,6 +467,56 @@ async fn an_abandoned_whip_publisher_leaves_when_its_transport_times_out() {
     );
 }
 
+/// Review finding (2026-12-02): one reusable publish token POSTed in a loop opened a member
+/// with up to 8 tracks per request (never connecting), every one re-offered to every
+/// subscriber. Now a user holds at most 2 WHIP sessions per channel: each further POST ends
+/// the oldest, so the channel's membership stays bounded while an honest member keeps its media.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whip_token_posted_in_a_loop_holds_at_most_two_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::dev(dir.path(), &[]);
+    let rest = server.rest();
+    healthy_node(&rest).await;
+    let channel = rest.create_channel(true).await;
+    let mut honest = SfuClient::join(&server.ws_url(), &rest, &channel, "honest").await;
+    honest.publish().await;
+    honest.publish_connected().await;
+
+    let token = join_token(&rest, "looper", &channel, true, false).await;
+    let offer = whip_offer_text();
+    let mut locations = Vec::new();
+    for _ in 0..12 {
+        let reply = whip_post(&rest, &channel, &token, &offer).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        locations.push(reply.header("location").to_owned());
+    }
+    let members = |detail: Value| {
+        detail["channelSessions"]
+            .as_array()
+            .map(|all| all.iter().filter(|s| s["user"]["id"] == "looper").count())
+            .unwrap_or(0)
+    };
+    let (_, detail) = rest
+        .call("GET", &format!("/channels/{channel}"), None)
+        .await;
+    assert_eq!(members(detail), 2, "the looper's sessions in the channel");
+    // The replaced ones are gone (their resources too); the last two answer.
+    for old in &locations[..10] {
+        let deleted = send(&rest, "DELETE", old, &[], None).await;
+        assert_eq!(deleted.status, 404, "{old}: {}", deleted.body);
+    }
+    for live in &locations[10..] {
+        let deleted = send(&rest, "DELETE", live, &[], None).await;
+        assert_eq!(deleted.status, 200, "{live}: {}", deleted.body);
+    }
+    // The honest member still publishes: its own media goes through the node.
+    let (audio, video) = payloads(0x42, PACKETS);
+    honest
+        .send_media_from(0, &audio, &video, Duration::from_millis(5))
+        .await;
+    assert_eq!(healthy_node(&rest).await, healthy_node(&rest).await);
+}
+
 /// `POST /whep/{channel}{query}` with `offer`, as a WHEP player sends it.
 async fn whep_post(rest: &Rest, channel: &str, query: &str, token: &str, offer: &str) -> Reply {
     let auth = format!("Bearer {token}");

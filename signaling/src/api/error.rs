@@ -76,6 +76,7 @@ impl From<HttpMediaError> for ApiError {
             HttpMediaError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             HttpMediaError::EtagMismatch => StatusCode::PRECONDITION_FAILED,
             HttpMediaError::IceRestart => StatusCode::UNPROCESSABLE_ENTITY,
+            HttpMediaError::TooManyPending(_) => StatusCode::TOO_MANY_REQUESTS,
             HttpMediaError::Refused(refusal) => match refusal.code {
                 ErrorCode::Forbidden => StatusCode::FORBIDDEN,
                 ErrorCode::ChannelNotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,

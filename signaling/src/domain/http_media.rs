@@ -24,8 +24,14 @@ use super::session::{ConnectOptions, Connection, Sessions};
 use super::shared::Shared;
 use crate::turn::IceServer;
 
+/// WHIP (or WHEP) sessions one user may hold in one channel at once. A further POST ends the
+/// oldest (a server may end a session, RFC 9725 §4.2); more than this many still being set up
+/// at once are refused. Without it one reusable join token opened members and tracks by the
+/// hundred, each re-offered to every subscriber.
+pub(crate) const MAX_SESSIONS_PER_USER: usize = 2;
+
 /// Which protocol a resource speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HttpMediaKind {
     /// WHIP (RFC 9725): the client publishes.
     Whip,
@@ -85,6 +91,9 @@ pub enum HttpMediaError {
     /// A PATCH whose `If-Match` is not the session's ETag (412).
     #[error("`If-Match` does not match the session's ETag")]
     EtagMismatch,
+    /// Too many sessions of this user in this channel are being set up at once (429).
+    #[error("too many {0} sessions of this user are being set up at once: retry after they finish")]
+    TooManyPending(&'static str),
     /// A PATCH asking for an ICE restart (422): not supported.
     #[error("ICE restarts are not supported: DELETE this session and POST a new offer instead")]
     IceRestart,
@@ -107,6 +116,8 @@ impl From<SignalError> for HttpMediaError {
 struct Resource {
     kind: HttpMediaKind,
     channel: ChannelId,
+    /// The join token's user id: the cap counts per user.
+    user: String,
     session: SessionId,
     connection: ConnectionId,
     etag: String,
@@ -133,6 +144,54 @@ pub(super) struct Registry {
 struct Maps {
     by_id: HashMap<String, Resource>,
     by_session: HashMap<SessionId, String>,
+    /// Per user and channel: its resource ids, oldest first, and how many are being set up.
+    by_user: HashMap<UserKey, UserSessions>,
+}
+
+/// A user's sessions of one kind in one channel.
+type UserKey = (HttpMediaKind, ChannelId, String);
+
+#[derive(Debug, Default)]
+struct UserSessions {
+    ids: std::collections::VecDeque<String>,
+    pending: usize,
+}
+
+impl Maps {
+    fn forget(&mut self, id: &str) -> Option<Resource> {
+        let resource = self.by_id.remove(id)?;
+        self.by_session.remove(&resource.session);
+        let key = (
+            resource.kind,
+            resource.channel.clone(),
+            resource.user.clone(),
+        );
+        if let Some(user) = self.by_user.get_mut(&key) {
+            user.ids.retain(|other| other != id);
+            if user.ids.is_empty() && user.pending == 0 {
+                self.by_user.remove(&key);
+            }
+        }
+        Some(resource)
+    }
+}
+
+/// A session being set up for a user (counted until dropped).
+pub(super) struct Reservation {
+    registry: Arc<Registry>,
+    key: UserKey,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut maps = self.registry.lock();
+        if let Some(user) = maps.by_user.get_mut(&self.key) {
+            user.pending = user.pending.saturating_sub(1);
+            if user.ids.is_empty() && user.pending == 0 {
+                maps.by_user.remove(&self.key);
+            }
+        }
+    }
 }
 
 impl Registry {
@@ -142,8 +201,41 @@ impl Registry {
 
     fn insert(&self, id: String, resource: Resource) {
         let mut maps = self.lock();
+        let key = (
+            resource.kind,
+            resource.channel.clone(),
+            resource.user.clone(),
+        );
+        maps.by_user
+            .entry(key)
+            .or_default()
+            .ids
+            .push_back(id.clone());
         maps.by_session.insert(resource.session.clone(), id.clone());
         maps.by_id.insert(id, resource);
+    }
+
+    /// Counts a new session of `key`'s user as being set up, and takes out of the registry the
+    /// oldest ones it must replace to stay within [`MAX_SESSIONS_PER_USER`] (to be ended).
+    /// Refused while that many are already being set up.
+    fn reserve(
+        self: &Arc<Self>,
+        key: UserKey,
+    ) -> Result<(Reservation, Vec<Resource>), HttpMediaError> {
+        let mut maps = self.lock();
+        let user = maps.by_user.entry(key.clone()).or_default();
+        if user.pending >= MAX_SESSIONS_PER_USER {
+            return Err(HttpMediaError::TooManyPending(key.0.as_str()));
+        }
+        user.pending += 1;
+        let excess = (user.ids.len() + user.pending).saturating_sub(MAX_SESSIONS_PER_USER);
+        let oldest: Vec<String> = user.ids.iter().take(excess).cloned().collect();
+        let replaced = oldest.iter().filter_map(|id| maps.forget(id)).collect();
+        let reservation = Reservation {
+            registry: self.clone(),
+            key,
+        };
+        Ok((reservation, replaced))
     }
 
     fn holds(&self, session: &SessionId) -> bool {
@@ -152,8 +244,8 @@ impl Registry {
 
     fn remove_session(&self, session: &SessionId) -> Option<Resource> {
         let mut maps = self.lock();
-        let id = maps.by_session.remove(session)?;
-        maps.by_id.remove(&id)
+        let id = maps.by_session.get(session)?.clone();
+        maps.forget(&id)
     }
 
     /// Removes the resource `id` if it is a `kind` resource of `channel`.
@@ -166,9 +258,7 @@ impl Registry {
         if !matches {
             return None;
         }
-        let resource = maps.by_id.remove(id)?;
-        maps.by_session.remove(&resource.session);
-        Some(resource)
+        maps.forget(id)
     }
 
     /// The entity tag and ICE ufrag of resource `id`, if it is a `kind` resource of `channel`.
@@ -264,13 +354,14 @@ impl HttpMedia {
     ) -> Result<CreatedResource, HttpMediaError> {
         let kind = HttpMediaKind::Whip;
         let grant = self.admit(kind, token, &channel).await?;
+        let (_reservation, user) = self.reserve(kind, &channel, &grant.0).await?;
         let ice_ufrag = ice_ufrag(&offer);
         let connection = self.open(kind, grant).await?;
         let answer = match self.placement.publish(&connection, offer).await {
             Ok(answer) => answer,
             Err(e) => return Err(self.abandon(&connection, e).await),
         };
-        Ok(self.register(kind, channel, connection, ice_ufrag, answer))
+        Ok(self.register(kind, channel, user, connection, ice_ufrag, answer))
     }
 
     /// `POST /whep/{channel}`: the token's user enters `channel` and receives what is
@@ -285,6 +376,7 @@ impl HttpMedia {
     ) -> Result<CreatedResource, HttpMediaError> {
         let kind = HttpMediaKind::Whep;
         let grant = self.admit(kind, token, &channel).await?;
+        let (_reservation, user) = self.reserve(kind, &channel, &grant.0).await?;
         let ice_ufrag = ice_ufrag(&offer);
         let connection = self.open(kind, grant).await?;
         let answer = match self
@@ -295,7 +387,33 @@ impl HttpMedia {
             Ok(answer) => answer,
             Err(e) => return Err(self.abandon(&connection, e).await),
         };
-        Ok(self.register(kind, channel, connection, ice_ufrag, answer))
+        Ok(self.register(kind, channel, user, connection, ice_ufrag, answer))
+    }
+
+    /// Makes room for one more session of the token's user in `channel` (see
+    /// [`MAX_SESSIONS_PER_USER`]): ends the oldest it replaces. Returns the reservation (held
+    /// until the new session is registered or refused) and the user's key.
+    async fn reserve(
+        &self,
+        kind: HttpMediaKind,
+        channel: &ChannelId,
+        join: &super::join_token::VerifiedJoin,
+    ) -> Result<(Reservation, String), HttpMediaError> {
+        let user = match &join.user["id"] {
+            serde_json::Value::String(id) => id.clone(),
+            other => other.to_string(),
+        };
+        let (reservation, replaced) =
+            self.registry
+                .reserve((kind, channel.clone(), user.clone()))?;
+        for resource in replaced {
+            tracing::info!(kind = kind.as_str(), %channel, session = %resource.session,
+                "WHIP/WHEP session replaced by a newer one of its user");
+            if let Err(e) = self.sessions.end_now(&resource.connection()).await {
+                tracing::warn!(error = %e, "ending a replaced WHIP/WHEP session failed");
+            }
+        }
+        Ok((reservation, user))
     }
 
     /// Checks the token and the channel before anything is created.
@@ -382,6 +500,7 @@ impl HttpMedia {
         &self,
         kind: HttpMediaKind,
         channel: ChannelId,
+        user: String,
         connection: Connection,
         ice_ufrag: Option<String>,
         answer: String,
@@ -394,6 +513,7 @@ impl HttpMedia {
         let resource = Resource {
             kind,
             channel,
+            user,
             session: connection.session,
             connection: connection.id,
             etag: etag.clone(),
@@ -546,11 +666,46 @@ mod tests {
         Resource {
             kind,
             channel: ChannelId::from("c"),
+            user: "u".to_owned(),
             session: SessionId::from(session),
             connection: ConnectionId::from("conn"),
             etag: "\"t\"".to_owned(),
             ice_ufrag: None,
         }
+    }
+
+    #[test]
+    fn a_user_keeps_at_most_two_sessions_per_channel_and_kind() {
+        let registry = Arc::new(Registry::default());
+        let key = (HttpMediaKind::Whip, ChannelId::from("c"), "u".to_owned());
+        for (i, session) in ["s1", "s2"].iter().enumerate() {
+            let (reservation, replaced) = registry.reserve(key.clone()).unwrap();
+            assert!(replaced.is_empty());
+            registry.insert(format!("r{i}"), resource(HttpMediaKind::Whip, session));
+            drop(reservation);
+        }
+        // A third replaces the oldest.
+        let (held, replaced) = registry.reserve(key.clone()).unwrap();
+        assert_eq!(replaced.len(), 1);
+        assert_eq!(replaced[0].session, SessionId::from("s1"));
+        // Two being set up at once is the most: a third waits its turn (429).
+        let (held_too, _) = registry.reserve(key.clone()).unwrap();
+        assert!(matches!(
+            registry.reserve(key.clone()),
+            Err(HttpMediaError::TooManyPending("whip"))
+        ));
+        drop((held, held_too));
+        // Another kind or channel counts apart; nothing is left behind once all are gone.
+        let other = (HttpMediaKind::Whep, ChannelId::from("c"), "u".to_owned());
+        assert!(registry.reserve(other).unwrap().1.is_empty());
+        registry.remove_session(&SessionId::from("s1"));
+        registry.remove_session(&SessionId::from("s2"));
+        let maps = registry.lock();
+        assert!(
+            maps.by_id.is_empty() && maps.by_user.is_empty(),
+            "{:?}",
+            maps.by_user
+        );
     }
 
     #[test]
