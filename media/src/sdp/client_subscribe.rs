@@ -41,32 +41,7 @@ pub fn answer_subscribe_offer(
 ) -> Result<ClientSubscribe, SdpError> {
     let session = parse::session(offer)?;
     let media = Media::all(&session)?;
-    let bundle = parse::bundle_group(&session)
-        .filter(|group| !group.is_empty())
-        .ok_or_else(|| {
-            SdpError::Unsupported(
-                "no a=group:BUNDLE: the SFU carries all media on one transport (RFC 8843)"
-                    .to_owned(),
-            )
-        })?;
-    let tagged = media
-        .iter()
-        .position(|m| m.mid == bundle[0])
-        .ok_or_else(|| {
-            SdpError::Malformed(format!(
-                "BUNDLE mid {} names no m-line",
-                parse::shorten(bundle[0])
-            ))
-        })?;
-    let tagged = &session.media_descriptions[tagged];
-    let (remote_ice, remote_fingerprint) = parse::transport(&session, tagged)?;
-    let setup = parse::value(&tagged.attributes, "setup")
-        .or_else(|| parse::value(&session.attributes, "setup"));
-    if setup.is_some_and(|setup| setup != "actpass" && setup != "active") {
-        return Err(SdpError::Unsupported(
-            "offer must take a=setup:actpass or active: the SFU answers passive".to_owned(),
-        ));
-    }
+    let (bundle, remote_ice, remote_fingerprint) = parse::offered_transport(&session, &media)?;
 
     let mut used = vec![false; available.len()];
     let mut filled: Vec<Option<(usize, ForwardedTrack)>> = Vec::with_capacity(media.len());

@@ -306,6 +306,40 @@ pub(super) fn bundle_group(session: &SessionDescription) -> Option<Vec<&str>> {
     })
 }
 
+/// What an offer says of its one transport (the SFU carries all media on one, RFC 8843): the
+/// BUNDLE group's mids, and the offerer-tagged m= section's (the group's first mid, whose
+/// transport attributes apply to the whole group, RFC 8843 §7.2.1) ICE credentials and DTLS
+/// fingerprint. Its DTLS role must be `actpass` or `active` (RFC 5763 §5): one that insists on
+/// being the DTLS server leaves no role for the SFU's `passive` answer.
+pub(super) fn offered_transport<'a>(
+    session: &'a SessionDescription,
+    media: &[Media<'_>],
+) -> Result<(Vec<&'a str>, IceCredentials, Fingerprint), SdpError> {
+    let bundle = bundle_group(session)
+        .filter(|group| !group.is_empty())
+        .ok_or_else(|| {
+            SdpError::Unsupported(
+                "no a=group:BUNDLE: the SFU carries all media on one transport (RFC 8843)"
+                    .to_owned(),
+            )
+        })?;
+    let tagged = media
+        .iter()
+        .position(|m| m.mid == bundle[0])
+        .ok_or_else(|| {
+            SdpError::Malformed(format!("BUNDLE mid {} names no m-line", shorten(bundle[0])))
+        })?;
+    let tagged = &session.media_descriptions[tagged];
+    let (remote_ice, remote_fingerprint) = transport(session, tagged)?;
+    let setup = value(&tagged.attributes, "setup").or_else(|| value(&session.attributes, "setup"));
+    if setup.is_some_and(|setup| setup != "actpass" && setup != "active") {
+        return Err(SdpError::Unsupported(
+            "offer must take a=setup:actpass or active: the SFU answers passive".to_owned(),
+        ));
+    }
+    Ok((bundle, remote_ice, remote_fingerprint))
+}
+
 /// The remote transport parameters: from `media` (the BUNDLE-tagged m-line, whose transport
 /// attributes apply to the whole group, RFC 8843 §7.2/§7.3), else from the session level.
 pub(super) fn transport(

@@ -39,36 +39,7 @@ pub fn negotiate_publish(
         )));
     }
     let media = Media::all(&session)?;
-    let bundle = parse::bundle_group(&session)
-        .filter(|group| !group.is_empty())
-        .ok_or_else(|| {
-            SdpError::Unsupported(
-                "no a=group:BUNDLE: the SFU carries all media on one transport (RFC 8843)"
-                    .to_owned(),
-            )
-        })?;
-    // The offerer-tagged m= section is the first mid of the group; its transport attributes
-    // apply to the whole group (RFC 8843 §7.2.1).
-    let tagged = media
-        .iter()
-        .position(|m| m.mid == bundle[0])
-        .ok_or_else(|| {
-            SdpError::Malformed(format!(
-                "BUNDLE mid {} names no m-line",
-                parse::shorten(bundle[0])
-            ))
-        })?;
-    let tagged = &session.media_descriptions[tagged];
-    let (remote_ice, remote_fingerprint) = parse::transport(&session, tagged)?;
-    // RFC 5763 §5: the offerer says `actpass` (or `active`); one that insists on being the DTLS
-    // server leaves no role for the SFU's `passive` answer.
-    let setup = parse::value(&tagged.attributes, "setup")
-        .or_else(|| parse::value(&session.attributes, "setup"));
-    if setup.is_some_and(|setup| setup != "actpass" && setup != "active") {
-        return Err(SdpError::Unsupported(
-            "offer must take a=setup:actpass or active: the SFU answers passive".to_owned(),
-        ));
-    }
+    let (bundle, remote_ice, remote_fingerprint) = parse::offered_transport(&session, &media)?;
 
     let accepted = media
         .iter()
