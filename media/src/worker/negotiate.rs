@@ -131,6 +131,24 @@ impl Worker {
         }
     }
 
+    /// The connection of a transport whose client offered (a publish, or a client-offered
+    /// subscribe): our side answers, so we are the DTLS server (`a=setup:passive`).
+    fn answering_connection(
+        &self,
+        now: Instant,
+        ice: sdp::IceCredentials,
+        remote_ice: &sdp::IceCredentials,
+        remote_fingerprint: &sdp::Fingerprint,
+    ) -> Result<Connection, MediaError> {
+        let dtls = DtlsTransport::new(&self.identity, &remote_fingerprint.0, DtlsRole::Server)
+            .map_err(|e| MediaError::Dtls(e.0))?;
+        let mut connection = Connection::new(now, ice);
+        connection
+            .negotiate(now, remote_ice.clone(), dtls)
+            .map_err(|e| MediaError::Dtls(e.0))?;
+        Ok(connection)
+    }
+
     /// Answers a publish offer. A session that publishes again replaces its publish transport.
     pub(super) fn publish(
         &mut self,
@@ -154,16 +172,12 @@ impl Worker {
         let ice = sdp::random_ice_credentials();
         let negotiation =
             sdp::negotiate_publish(offer, &self.local_description(&ice), &policy.limits)?;
-        let dtls = DtlsTransport::new(
-            &self.identity,
-            &negotiation.remote_fingerprint.0,
-            DtlsRole::Server,
-        )
-        .map_err(|e| MediaError::Dtls(e.0))?;
-        let mut connection = Connection::new(now, ice);
-        connection
-            .negotiate(now, negotiation.remote_ice.clone(), dtls)
-            .map_err(|e| MediaError::Dtls(e.0))?;
+        let connection = self.answering_connection(
+            now,
+            ice,
+            &negotiation.remote_ice,
+            &negotiation.remote_fingerprint,
+        )?;
         let extensions = extension_map(
             negotiation
                 .extensions
@@ -391,16 +405,12 @@ impl Worker {
         let ice = sdp::random_ice_credentials();
         let negotiation =
             sdp::answer_subscribe_offer(offer, &self.local_description(&ice), &candidates)?;
-        let dtls = DtlsTransport::new(
-            &self.identity,
-            &negotiation.remote_fingerprint.0,
-            DtlsRole::Server,
-        )
-        .map_err(|e| MediaError::Dtls(e.0))?;
-        let mut connection = Connection::new(now, ice);
-        connection
-            .negotiate(now, negotiation.remote_ice.clone(), dtls)
-            .map_err(|e| MediaError::Dtls(e.0))?;
+        let connection = self.answering_connection(
+            now,
+            ice,
+            &negotiation.remote_ice,
+            &negotiation.remote_fingerprint,
+        )?;
         self.core.join(room, session)?;
         let extensions = extension_map(
             negotiation
