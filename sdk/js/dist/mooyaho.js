@@ -34,7 +34,7 @@ var PeerLink = class {
     this.pc.onicecandidate = (e) => {
       const candidate = e.candidate ? e.candidate.toJSON() : null;
       io.request({ type: "candidate", to: sessionId, candidate }).catch((error) => {
-        if (!this.#closed) io.onError(error);
+        if (!this.#closed) io.onError(error, sessionId);
       });
     };
     this.pc.ontrack = (e) => io.onTrack(sessionId, e.track);
@@ -626,7 +626,10 @@ var Mooyaho = class extends Emitter {
     );
     this.#mesh = new Mesh(this.#rtc, {
       request: (m) => this.#socket.request(m),
-      onError: (error) => this.emit("error", error),
+      onError: (error, sessionId) => {
+        if (error.code === "forbidden" && this.#calls.has(sessionId)) return;
+        this.emit("error", error);
+      },
       onTrack: (id, track) => this.#addRemoteTrack(id, track),
       onConnected: (sessionId, peer) => this.emit("peerConnected", { sessionId, peer }),
       onFailed: (sessionId) => this.hangUp(sessionId)

@@ -95,7 +95,13 @@ export class Mooyaho extends Emitter {
     );
     this.#mesh = new Mesh(this.#rtc, {
       request: (m) => this.#socket.request(m),
-      onError: (error) => this.emit('error', error),
+      onError: (error, sessionId) => {
+        // While our call to `sessionId` is unanswered, a `forbidden` candidate means the callee
+        // has just declined it: that refusal's reply can overtake the `callRejected` that
+        // settles the call (and closes the peer). The call's own outcome tells the app.
+        if (error.code === 'forbidden' && this.#calls.has(sessionId)) return;
+        this.emit('error', error);
+      },
       onTrack: (id, track) => this.#addRemoteTrack(id, track),
       onConnected: (sessionId, peer) => this.emit('peerConnected', { sessionId, peer }),
       onFailed: (sessionId) => this.hangUp(sessionId),

@@ -7,8 +7,11 @@ import type { MooyahoError, ServerFrame } from './types.js';
 
 export interface MeshIo {
   request(message: Record<string, unknown>): Promise<ServerFrame>;
-  /** A refusal the app should hear about (the SDK's `error` event). */
-  onError(error: MooyahoError): void;
+  /**
+   * A refusal of a message to `sessionId`'s peer; the app hears of it (the SDK's `error`
+   * event) unless the SDK knows it is expected.
+   */
+  onError(error: MooyahoError, sessionId: string): void;
   onTrack(sessionId: string, track: MediaStreamTrack): void;
   onConnected(sessionId: string, pc: RTCPeerConnection): void;
   /** The connection failed, or the other side closed it (hung up). */
@@ -33,7 +36,7 @@ export class PeerLink {
       io.request({ type: 'candidate', to: sessionId, candidate }).catch((error: MooyahoError) => {
         // A candidate still in flight when the call ended (declined, hung up) is refused
         // `forbidden` by then: expected, and not the app's concern.
-        if (!this.#closed) io.onError(error);
+        if (!this.#closed) io.onError(error, sessionId);
       });
     };
     this.pc.ontrack = (e) => io.onTrack(sessionId, e.track);

@@ -1,8 +1,11 @@
 import type { MooyahoError, ServerFrame } from './types.js';
 export interface MeshIo {
     request(message: Record<string, unknown>): Promise<ServerFrame>;
-    /** A refusal the app should hear about (the SDK's `error` event). */
-    onError(error: MooyahoError): void;
+    /**
+     * A refusal of a message to `sessionId`'s peer; the app hears of it (the SDK's `error`
+     * event) unless the SDK knows it is expected.
+     */
+    onError(error: MooyahoError, sessionId: string): void;
     onTrack(sessionId: string, track: MediaStreamTrack): void;
     onConnected(sessionId: string, pc: RTCPeerConnection): void;
     /** The connection failed, or the other side closed it (hung up). */
