@@ -492,6 +492,20 @@ impl Placement {
         }
     }
 
+    /// Refuses (`session_not_found`, with `missing`) unless `session` is a member of `channel`.
+    async fn in_channel(
+        &self,
+        session: &SessionId,
+        channel: &ChannelId,
+        missing: &'static str,
+    ) -> Result<(), SignalError> {
+        let member = self.shared.store.session(session).await?;
+        if member.and_then(|m| m.channel).as_ref() != Some(channel) {
+            return Err(SignalError::new(ErrorCode::SessionNotFound, missing));
+        }
+        Ok(())
+    }
+
     /// The fleet, if this instance has one.
     pub(super) fn nodes(&self) -> Option<&Arc<dyn SfuNodes>> {
         self.nodes.get()
@@ -558,20 +572,13 @@ impl Placement {
         let me = self.shared.me(connection).await?;
         let channel = self.sfu_channel(&me).await?;
         if let Some(publisher) = &publisher {
-            let member = self.shared.store.session(publisher).await?;
-            if member.and_then(|m| m.channel).as_ref() != Some(&channel.id) {
-                return Err(SignalError::new(
-                    ErrorCode::SessionNotFound,
-                    "no such publisher in this channel",
-                ));
-            }
+            self.in_channel(publisher, &channel.id, "no such publisher in this channel")
+                .await?;
         }
-        let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room) else {
-            return Err(SignalError::new(
-                ErrorCode::SfuUnavailable,
-                "nobody publishes in this channel yet: nothing to receive",
-            ));
-        };
+        let (node, room) = placed_room(
+            channel,
+            "nobody publishes in this channel yet: nothing to receive",
+        )?;
         let request = Request::SubscribeClientOffer {
             room,
             session: me.id.0.clone(),
@@ -663,19 +670,12 @@ impl Placement {
                 "a session does not receive its own media",
             ));
         }
-        let member = self.shared.store.session(&publisher).await?;
-        if member.and_then(|m| m.channel).as_ref() != Some(&channel.id) {
-            return Err(SignalError::new(
-                ErrorCode::SessionNotFound,
-                "no such session in this channel",
-            ));
-        }
-        let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room) else {
-            return Err(SignalError::new(
-                ErrorCode::SfuUnavailable,
-                "nobody publishes in this channel yet: set the subscription once its media arrives",
-            ));
-        };
+        self.in_channel(&publisher, &channel.id, "no such session in this channel")
+            .await?;
+        let (node, room) = placed_room(
+            channel,
+            "nobody publishes in this channel yet: set the subscription once its media arrives",
+        )?;
         let request = Request::SetSubscription {
             room,
             session: me.id.0.clone(),
@@ -1132,6 +1132,18 @@ fn named_members(
         .filter(|(session, _)| members.iter().any(|m| m.id == *session))
         .collect()
 }
+
+/// Where `channel`'s media is: its node and room, or `sfu_unavailable` with `unplaced`.
+fn placed_room(
+    channel: ChannelRecord,
+    unplaced: &'static str,
+) -> Result<(SfuServerId, String), SignalError> {
+    match (channel.sfu_server_id, channel.sfu_room) {
+        (Some(node), Some(room)) => Ok((node, room)),
+        _ => Err(SignalError::new(ErrorCode::SfuUnavailable, unplaced)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
