@@ -131,6 +131,24 @@ impl Worker {
         }
     }
 
+    /// A subscribe transport for `session` in sfu-core, with the header extensions its SDP
+    /// negotiated (node-offered or client-offered).
+    fn add_subscribe_transport(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        session: &str,
+        extensions: ExtensionMap,
+    ) -> Result<TransportId, MediaError> {
+        let config = TransportConfig {
+            direction: Direction::Subscribe,
+            extensions,
+        };
+        Ok(self
+            .core
+            .add_participant_transport(now, room, session, config)?)
+    }
+
     /// The connection of a transport whose client offered (a publish, or a client-offered
     /// subscribe): our side answers, so we are the DTLS server (`a=setup:passive`).
     fn answering_connection(
@@ -251,15 +269,7 @@ impl Worker {
             let ice = sdp::random_ice_credentials();
             let extensions =
                 extension_map(SUBSCRIBE_EXTENSIONS.iter().map(|(id, uri)| (*id, *uri)));
-            let transport = self.core.add_participant_transport(
-                now,
-                room,
-                session,
-                TransportConfig {
-                    direction: Direction::Subscribe,
-                    extensions,
-                },
-            )?;
+            let transport = self.add_subscribe_transport(now, room, session, extensions)?;
             let link = Link {
                 room,
                 session: session.to_owned(),
@@ -418,15 +428,7 @@ impl Worker {
                 .iter()
                 .map(|e| (e.id, e.uri.as_str())),
         );
-        let transport = self.core.add_participant_transport(
-            now,
-            room,
-            session,
-            TransportConfig {
-                direction: Direction::Subscribe,
-                extensions,
-            },
-        )?;
+        let transport = self.add_subscribe_transport(now, room, session, extensions)?;
         let forwarded: Vec<Forwarded> = negotiation
             .tracks
             .into_iter()
