@@ -61,9 +61,9 @@ python3 -m unittest benches/test_render.py
 echo "== fuzz: structured worker_ops inputs replay"
 cargo test -p sfu-core --features arbitrary --test fuzz_regressions --quiet
 
-# Every cargo-fuzz target for a short budget (MOOYAHO_FUZZ_SECONDS, default 30; 0 skips):
+# Every cargo-fuzz target for a short budget (MOOYAHO_FUZZ_SECONDS, default 10; 0 skips):
 # catches a regression the seeds do not. Hours-long runs are by hand (docs/fuzzing.md).
-fuzz_seconds="${MOOYAHO_FUZZ_SECONDS:-30}"
+fuzz_seconds="${MOOYAHO_FUZZ_SECONDS:-10}"
 if [ "$fuzz_seconds" != 0 ]; then
   echo "== fuzz: every target for ${fuzz_seconds}s"
   scripts/fuzz.sh -t "$fuzz_seconds"
