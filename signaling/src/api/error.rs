@@ -77,6 +77,7 @@ impl From<HttpMediaError> for ApiError {
             HttpMediaError::EtagMismatch => StatusCode::PRECONDITION_FAILED,
             HttpMediaError::IceRestart => StatusCode::UNPROCESSABLE_ENTITY,
             HttpMediaError::TooManyPending(_) => StatusCode::TOO_MANY_REQUESTS,
+            HttpMediaError::EndedWhileOpening(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpMediaError::Refused(refusal) => match refusal.code {
                 ErrorCode::Forbidden => StatusCode::FORBIDDEN,
                 ErrorCode::ChannelNotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,

@@ -91,6 +91,10 @@ pub enum HttpMediaError {
     /// A PATCH whose `If-Match` is not the session's ETag (412).
     #[error("`If-Match` does not match the session's ETag")]
     EtagMismatch,
+    /// The session's media went while its POST was still at the node: its channel was deleted,
+    /// or its node failed over or restarted (503; a new POST places it again).
+    #[error("this {0} session's channel or node changed while it was being set up: POST again")]
+    EndedWhileOpening(&'static str),
     /// Too many sessions of this user in this channel are being set up at once (429).
     #[error("too many {0} sessions of this user are being set up at once: retry after they finish")]
     TooManyPending(&'static str),
@@ -146,6 +150,10 @@ struct Maps {
     by_session: HashMap<SessionId, String>,
     /// Per user and channel: its resource ids, oldest first, and how many are being set up.
     by_user: HashMap<UserKey, UserSessions>,
+    /// Sessions opened but not yet registered (their POST is at the node), and whether what
+    /// ends a session happened to them meanwhile: registering one that ended would hold a
+    /// member whose media is gone, never ended (review 2026-12-02, finding 8).
+    opening: HashMap<SessionId, bool>,
 }
 
 /// A user's sessions of one kind in one channel.
@@ -176,6 +184,18 @@ impl Maps {
     }
 }
 
+/// A session opened but not yet registered (forgotten when dropped, e.g. when its POST fails).
+pub(super) struct Opening {
+    registry: Arc<Registry>,
+    session: SessionId,
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.registry.lock().opening.remove(&self.session);
+    }
+}
+
 /// A session being set up for a user (counted until dropped).
 pub(super) struct Reservation {
     registry: Arc<Registry>,
@@ -199,8 +219,33 @@ impl Registry {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn insert(&self, id: String, resource: Resource) {
+    /// Marks `session` as being set up until the returned guard is registered or dropped.
+    fn opening(self: &Arc<Self>, session: SessionId) -> Opening {
+        self.lock().opening.insert(session.clone(), false);
+        Opening {
+            registry: self.clone(),
+            session,
+        }
+    }
+
+    /// Registers the resource of an opened session. Refused (`false`, nothing held) when the
+    /// session ended while it was being set up.
+    fn register(&self, opening: Opening, id: String, resource: Resource) -> bool {
         let mut maps = self.lock();
+        let ended = maps.opening.remove(&opening.session).unwrap_or(true);
+        if ended {
+            return false;
+        }
+        Self::insert_into(&mut maps, id, resource);
+        true
+    }
+
+    #[cfg(test)]
+    fn insert(&self, id: String, resource: Resource) {
+        Self::insert_into(&mut self.lock(), id, resource);
+    }
+
+    fn insert_into(maps: &mut Maps, id: String, resource: Resource) {
         let key = (
             resource.kind,
             resource.channel.clone(),
@@ -239,11 +284,18 @@ impl Registry {
     }
 
     fn holds(&self, session: &SessionId) -> bool {
-        self.lock().by_session.contains_key(session)
+        let maps = self.lock();
+        maps.by_session.contains_key(session) || maps.opening.contains_key(session)
     }
 
+    /// Takes out the registered resource of `session`; a session still being set up is marked
+    /// ended instead (its registration will be refused).
     fn remove_session(&self, session: &SessionId) -> Option<Resource> {
         let mut maps = self.lock();
+        if let Some(ended) = maps.opening.get_mut(session) {
+            *ended = true;
+            return None;
+        }
         let id = maps.by_session.get(session)?.clone();
         maps.forget(&id)
     }
@@ -312,6 +364,16 @@ impl EventSubscriber for EndWatch {
     }
 }
 
+/// A session whose negotiation is under way, with what its registration needs.
+struct Opened {
+    kind: HttpMediaKind,
+    channel: ChannelId,
+    user: String,
+    connection: Connection,
+    opening: Opening,
+    ice_ufrag: Option<String>,
+}
+
 /// WHIP publishers and WHEP viewers: open, name and end their sessions.
 pub struct HttpMedia {
     shared: Arc<Shared>,
@@ -356,12 +418,20 @@ impl HttpMedia {
         let grant = self.admit(kind, token, &channel).await?;
         let (_reservation, user) = self.reserve(kind, &channel, &grant.0).await?;
         let ice_ufrag = ice_ufrag(&offer);
-        let connection = self.open(kind, grant).await?;
+        let (connection, opening) = self.open(kind, grant).await?;
         let answer = match self.placement.publish(&connection, offer).await {
             Ok(answer) => answer,
             Err(e) => return Err(self.abandon(&connection, e).await),
         };
-        Ok(self.register(kind, channel, user, connection, ice_ufrag, answer))
+        let opened = Opened {
+            kind,
+            channel,
+            user,
+            connection,
+            opening,
+            ice_ufrag,
+        };
+        self.register(opened, answer).await
     }
 
     /// `POST /whep/{channel}`: the token's user enters `channel` and receives what is
@@ -378,7 +448,7 @@ impl HttpMedia {
         let grant = self.admit(kind, token, &channel).await?;
         let (_reservation, user) = self.reserve(kind, &channel, &grant.0).await?;
         let ice_ufrag = ice_ufrag(&offer);
-        let connection = self.open(kind, grant).await?;
+        let (connection, opening) = self.open(kind, grant).await?;
         let answer = match self
             .placement
             .answer_subscribe(&connection, offer, publisher)
@@ -387,7 +457,15 @@ impl HttpMedia {
             Ok(answer) => answer,
             Err(e) => return Err(self.abandon(&connection, e).await),
         };
-        Ok(self.register(kind, channel, user, connection, ice_ufrag, answer))
+        let opened = Opened {
+            kind,
+            channel,
+            user,
+            connection,
+            opening,
+            ice_ufrag,
+        };
+        self.register(opened, answer).await
     }
 
     /// Makes room for one more session of the token's user in `channel` (see
@@ -463,7 +541,7 @@ impl HttpMedia {
         &self,
         kind: HttpMediaKind,
         (mut join, channel): (super::join_token::VerifiedJoin, ChannelId),
-    ) -> Result<Connection, HttpMediaError> {
+    ) -> Result<(Connection, Opening), HttpMediaError> {
         join.grant = JoinGrant {
             publish: join.grant.publish && kind == HttpMediaKind::Whip,
             subscribe: false,
@@ -475,6 +553,7 @@ impl HttpMedia {
         };
         let (outbox, mut unread) = mpsc::channel(64);
         let (connection, _resume_token) = self.sessions.open(options, outbox).await?;
+        let opening = self.registry.opening(connection.session.clone());
         let registry = self.registry.clone();
         let session = connection.session.clone();
         tokio::spawn(async move {
@@ -485,7 +564,7 @@ impl HttpMedia {
         if let Err(e) = self.channels.enter(&connection, channel).await {
             return Err(self.abandon(&connection, e).await);
         }
-        Ok(connection)
+        Ok((connection, opening))
     }
 
     /// Ends a session whose negotiation failed and returns the failure.
@@ -496,36 +575,49 @@ impl HttpMedia {
         HttpMediaError::Refused(e)
     }
 
-    fn register(
+    /// Holds the negotiated session under a new resource id, unless it ended meanwhile (then
+    /// it is ended for good and the POST refused).
+    async fn register(
         &self,
-        kind: HttpMediaKind,
-        channel: ChannelId,
-        user: String,
-        connection: Connection,
-        ice_ufrag: Option<String>,
+        opened: Opened,
         answer: String,
-    ) -> CreatedResource {
-        let id = random_hex();
-        let etag = format!("\"{}\"", &random_hex()[..16]);
-        let ice_servers = self.shared.config.ice_servers(&connection.session);
-        tracing::info!(kind = kind.as_str(), %channel, session = %connection.session,
-            "WHIP/WHEP session created");
-        let resource = Resource {
+    ) -> Result<CreatedResource, HttpMediaError> {
+        let Opened {
             kind,
             channel,
             user,
-            session: connection.session,
-            connection: connection.id,
+            connection,
+            opening,
+            ice_ufrag,
+        } = opened;
+        let id = random_hex();
+        let etag = format!("\"{}\"", &random_hex()[..16]);
+        let ice_servers = self.shared.config.ice_servers(&connection.session);
+        let resource = Resource {
+            kind,
+            channel: channel.clone(),
+            user,
+            session: connection.session.clone(),
+            connection: connection.id.clone(),
             etag: etag.clone(),
             ice_ufrag,
         };
-        self.registry.insert(id.clone(), resource);
-        CreatedResource {
+        if !self.registry.register(opening, id.clone(), resource) {
+            tracing::info!(kind = kind.as_str(), %channel, session = %connection.session,
+                "WHIP/WHEP session ended while it was set up: refused");
+            if let Err(e) = self.sessions.end_now(&connection).await {
+                tracing::warn!(error = %e, "ending a WHIP/WHEP session that ended early failed");
+            }
+            return Err(HttpMediaError::EndedWhileOpening(kind.as_str()));
+        }
+        tracing::info!(kind = kind.as_str(), %channel, session = %connection.session,
+            "WHIP/WHEP session created");
+        Ok(CreatedResource {
             id,
             etag,
             answer,
             ice_servers,
-        }
+        })
     }
 
     /// `DELETE` of a resource: its session leaves the channel and ends.
@@ -725,6 +817,45 @@ mod tests {
         assert_eq!(removed.session, SessionId::from("s1"));
         assert!(!registry.holds(&SessionId::from("s1")));
         assert!(registry.remove_session(&SessionId::from("s1")).is_none());
+    }
+
+    /// Review finding 8: what ends a session while its POST is at the node (channel deleted,
+    /// node failed over) must not be forgotten when the POST comes back.
+    #[tokio::test]
+    async fn a_session_that_ends_while_it_is_set_up_is_not_registered() {
+        let registry = Arc::new(Registry::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let watch = EndWatch::new(registry.clone(), tx);
+        let opening = registry.opening(SessionId::from("whip"));
+        assert!(registry.holds(&SessionId::from("whip")));
+        let gone = Emitted {
+            event: DomainEvent::SfuRestarted {
+                channel: ChannelId::from("c"),
+            },
+            audience: vec![Recipient {
+                session: SessionId::from("whip"),
+                instance: InstanceId::from("i"),
+            }],
+        };
+        watch.on_event(&gone).await;
+        assert_eq!(rx.try_recv().ok(), Some(SessionId::from("whip")));
+        assert!(registry.remove_session(&SessionId::from("whip")).is_none());
+        let whip = resource(HttpMediaKind::Whip, "whip");
+        assert!(!registry.register(opening, "r1".to_owned(), whip));
+        assert!(!registry.holds(&SessionId::from("whip")));
+        assert!(registry.lock().by_id.is_empty() && registry.lock().by_user.is_empty());
+
+        // Untouched while it was set up: registered; a failed POST's guard leaves nothing.
+        let opening = registry.opening(SessionId::from("whep"));
+        assert!(registry.register(
+            opening,
+            "r2".to_owned(),
+            resource(HttpMediaKind::Whep, "whep")
+        ));
+        assert!(registry.holds(&SessionId::from("whep")));
+        assert!(registry.lock().opening.is_empty());
+        drop(registry.opening(SessionId::from("failed")));
+        assert!(!registry.holds(&SessionId::from("failed")));
     }
 
     #[tokio::test]
