@@ -144,6 +144,10 @@ struct Options {
     /// `dev`'s embedded node: the same cap for an audio track, bits/s.
     #[arg(long, env = "MOOYAHO_MAX_AUDIO_TRACK_BITRATE", default_value_t = sfu::DEFAULT_MAX_AUDIO_TRACK_BITRATE)]
     max_audio_track_bitrate: u64,
+    /// `dev`'s embedded node: client transports it holds at once; past it members get
+    /// `sfu_full` (0 = no cap).
+    #[arg(long, env = "MOOYAHO_MAX_TRANSPORTS", default_value_t = 0)]
+    max_transports: usize,
     /// Publish limits of `dev`'s embedded SFU node.
     #[command(flatten)]
     publish: sfu::PublishOptions,
@@ -379,6 +383,7 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
             core: sfu::core_config(options.max_track_bitrate, options.max_audio_track_bitrate),
             publish: options.publish.policy(),
             ice_tcp: options.ice_tcp.then(mooyaho_media::IceTcpLimits::default),
+            max_transports: options.max_transports,
             ..mooyaho_media::NodeConfig::loopback(workers)
         };
         tracing::info!(bind = %rtc_bind, announced = ?node_config.announced_ips, "embedded SFU media addresses");

@@ -47,6 +47,11 @@ pub(crate) struct SfuOptions {
     /// Subscribers a room keeps on its home worker before spreading over the others.
     #[arg(long, env = "MOOYAHO_SPILL_AFTER", default_value_t = mooyaho_media::node::DEFAULT_SPILL_AFTER)]
     spill_after: usize,
+    /// Client transports (publish and subscribe PeerConnections) this node holds at once; past
+    /// it new ones are refused and signaling serves further members from other nodes (0 = no
+    /// cap).
+    #[arg(long, env = "MOOYAHO_MAX_TRANSPORTS", default_value_t = 0)]
+    max_transports: usize,
     #[command(flatten)]
     publish: PublishOptions,
     /// Secret shared with the signaling instances, at least 16 characters.
@@ -180,6 +185,7 @@ pub(crate) async fn run(options: SfuOptions) -> anyhow::Result<()> {
             max_connections: options.ice_tcp_max_connections,
             max_per_ip: options.ice_tcp_max_per_ip,
         }),
+        max_transports: options.max_transports,
     };
     let (identity, identity_note) = match &options.data_dir {
         Some(dir) => {

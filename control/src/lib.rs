@@ -250,6 +250,9 @@ pub enum ErrorCode {
     BadRequest,
     /// The node is draining or shutting down.
     Unavailable,
+    /// The node holds as many client transports as its cap allows (`--max-transports`): the
+    /// session's transport was not made; serve it from another node.
+    Full,
     /// Anything else on the node's side.
     Internal,
 }
@@ -348,6 +351,15 @@ pub struct Load {
     pub control_bad_hellos: u64,
     /// The node is draining.
     pub draining: bool,
+    /// The node's cap of client transports (`--max-transports`; 0 = no cap). Past it, a new
+    /// publish or subscribe transport is refused with [`ErrorCode::Full`].
+    #[serde(default)]
+    pub max_transports: u64,
+    /// Client transports the node holds against that cap (publish and subscribe
+    /// PeerConnections, including ones being set up; the workers' `transports` counts only
+    /// those made).
+    #[serde(default)]
+    pub admitted_transports: u64,
     /// Media-plane counters since the node started (signaling exports them per node). Boxed:
     /// most control messages are small.
     #[serde(default)]

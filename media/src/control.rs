@@ -736,6 +736,7 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
             | MediaError::OwnMedia
             | MediaError::AlreadySubscribed => ErrorCode::BadRequest,
             MediaError::WorkerGone | MediaError::Draining => ErrorCode::Unavailable,
+            MediaError::Full { .. } => ErrorCode::Full,
             _ => ErrorCode::Internal,
         },
         message: e.to_string(),
@@ -792,12 +793,13 @@ async fn route_events(
             }
             NodeEvent::TransportClosed {
                 worker,
-                room,
+                room: part,
                 session,
                 direction,
                 reason,
             } => {
-                let room = names.name(node.room_of(worker, room));
+                node.transport_closed(worker, part, &session, direction);
+                let room = names.name(node.room_of(worker, part));
                 let event = Event::TransportClosed {
                     room: room.clone(),
                     session: session.clone(),
@@ -1073,6 +1075,7 @@ fn load(node: &Node, stats: NodeStats, refusals: &Refusals, meter: &mut LoadMete
     }
     let now = Instant::now();
     let cpu = mooyaho_net::cpu::process_cpu_seconds(None).unwrap_or(0.0);
+    let (max_transports, admitted_transports) = node.transport_capacity();
     let mut load = Load {
         rooms: stats.rooms() as u64,
         transports: stats.transports() as u64,
@@ -1085,6 +1088,8 @@ fn load(node: &Node, stats: NodeStats, refusals: &Refusals, meter: &mut LoadMete
             .sum(),
         security_drops: drops,
         draining: node.is_draining(),
+        max_transports: max_transports as u64,
+        admitted_transports: admitted_transports as u64,
         ..Load::default()
     };
     if let Some((then, last_in, last_out, last_cpu)) = meter.last {

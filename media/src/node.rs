@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sfu_core::RoomId;
+use sfu_core::{Direction, RoomId};
 use tokio::sync::mpsc;
 
 use crate::ice_tcp::{IceTcp, IceTcpLimits, IceTcpStats};
@@ -43,6 +43,10 @@ pub struct NodeConfig {
     /// ICE-TCP: a TCP listener per worker (on its UDP port number when free) announced as
     /// passive candidates after the UDP ones, for clients whose UDP is blocked; `None` = off.
     pub ice_tcp: Option<IceTcpLimits>,
+    /// Client transports (publish and subscribe PeerConnections) the node holds at once; a new
+    /// one past it is refused with [`MediaError::Full`] (0 = no cap). Reported in every load
+    /// report, so signaling serves further members from other nodes.
+    pub max_transports: usize,
 }
 
 impl NodeConfig {
@@ -56,6 +60,7 @@ impl NodeConfig {
             core: sfu_core::Config::default(),
             publish: PublishPolicy::default(),
             ice_tcp: None,
+            max_transports: 0,
         }
     }
 }
@@ -131,6 +136,58 @@ pub struct Node {
     _progress: Arc<[Arc<Progress>]>,
     /// The ICE-TCP listeners, when enabled.
     ice_tcp: Option<IceTcp>,
+    /// The client transports the node holds, against [`NodeConfig::max_transports`].
+    admission: Mutex<Admission>,
+}
+
+/// Whether [`Admission::admit`] made room for a new transport or the session already held one
+/// of that side (re-offers and re-publishes replace it in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Admitted {
+    New,
+    Held,
+}
+
+/// The node's client transports against its cap: a slot is taken before a worker is asked to
+/// make a transport (so concurrent requests cannot overshoot), and given back when the
+/// request fails, the session or room closes, or the worker closes the transport.
+#[derive(Debug, Default)]
+struct Admission {
+    /// 0 = no cap.
+    max: usize,
+    held: std::collections::HashSet<(RoomKey, String, Direction)>,
+}
+
+impl Admission {
+    fn admit(
+        &mut self,
+        room: RoomKey,
+        session: &str,
+        side: Direction,
+    ) -> Result<Admitted, MediaError> {
+        let key = (room, session.to_owned(), side);
+        if self.held.contains(&key) {
+            return Ok(Admitted::Held);
+        }
+        if self.max > 0 && self.held.len() >= self.max {
+            return Err(MediaError::Full { max: self.max });
+        }
+        self.held.insert(key);
+        Ok(Admitted::New)
+    }
+
+    fn release(&mut self, room: RoomKey, session: &str, side: Direction) {
+        self.held.remove(&(room, session.to_owned(), side));
+    }
+
+    fn release_session(&mut self, room: RoomKey, session: &str) {
+        self.held
+            .retain(|(r, s, _)| !(*r == room && s.as_str() == session));
+    }
+
+    fn release_room(&mut self, room: RoomKey) {
+        self.held.retain(|(r, _, _)| *r != room);
+    }
 }
 
 /// Where each room lives on this node: the workers it spans and which one holds each
@@ -347,6 +404,10 @@ impl Node {
                 draining: std::sync::atomic::AtomicBool::new(false),
                 failures,
                 _progress: progress,
+                admission: Mutex::new(Admission {
+                    max: config.max_transports,
+                    ..Admission::default()
+                }),
             },
             receiver,
         ))
@@ -425,13 +486,16 @@ impl Node {
         offer: &str,
     ) -> Result<String, MediaError> {
         self.known(room)?;
+        let admitted = self.admit(room, session, Direction::Publish)?;
         let publish = |reply| Command::Publish {
             room: room.room,
             session: session.to_owned(),
             offer: offer.to_owned(),
             reply,
         };
-        self.worker(room.worker)?.call(publish).await
+        let answer = self.call_worker(room.worker, publish).await;
+        self.keep_if(answer.is_ok(), admitted, room, session, Direction::Publish);
+        answer
     }
 
     /// The (re-)offer for `session`'s subscribe transport; `None` while nobody publishes. A new
@@ -442,16 +506,20 @@ impl Node {
         session: &str,
     ) -> Result<Option<String>, MediaError> {
         let (worker, part) = self.subscriber_part(room, session).await?;
+        let admitted = self.admit(room, session, Direction::Subscribe)?;
         let subscribe_offer = |reply| Command::SubscribeOffer {
             room: part,
             session: session.to_owned(),
             reply,
         };
-        let offer = self.worker(worker)?.call(subscribe_offer).await?;
-        if offer.is_some() {
+        let offer = self.call_worker(worker, subscribe_offer).await;
+        // No offer (nothing published yet) makes no transport: the slot is given back.
+        let made = matches!(offer, Ok(Some(_)));
+        self.keep_if(made, admitted, room, session, Direction::Subscribe);
+        if made {
             self.placement().place_subscriber(room, session, worker);
         }
-        Ok(offer)
+        offer
     }
 
     /// Answers `session`'s own subscribe offer (WHEP) with the room's tracks (only
@@ -464,6 +532,7 @@ impl Node {
         publisher: Option<&str>,
     ) -> Result<String, MediaError> {
         let (worker, part) = self.subscriber_part(room, session).await?;
+        let admitted = self.admit(room, session, Direction::Subscribe)?;
         let answer_offer = |reply| Command::SubscribeClientOffer {
             room: part,
             session: session.to_owned(),
@@ -471,7 +540,15 @@ impl Node {
             publisher: publisher.map(str::to_owned),
             reply,
         };
-        let answer = self.worker(worker)?.call(answer_offer).await?;
+        let answer = self.call_worker(worker, answer_offer).await;
+        self.keep_if(
+            answer.is_ok(),
+            admitted,
+            room,
+            session,
+            Direction::Subscribe,
+        );
+        let answer = answer?;
         self.placement().place_subscriber(room, session, worker);
         Ok(answer)
     }
@@ -525,6 +602,7 @@ impl Node {
     /// Removes a session's transports (others are told to renegotiate).
     pub async fn close_session(&self, room: RoomKey, session: &str) -> Result<(), MediaError> {
         let subscriber = self.placement().remove_subscriber(room, session)?;
+        self.admission().release_session(room, session);
         let mut targets = vec![(room.worker, room.room)];
         if let Some(part) = subscriber.filter(|(w, _)| *w != room.worker) {
             targets.push(part);
@@ -553,11 +631,60 @@ impl Node {
     /// Closes a room and every transport in it, on every worker it spans.
     pub async fn close_room(&self, room: RoomKey) -> Result<(), MediaError> {
         let parts = self.placement().close(room)?;
+        self.admission().release_room(room);
         for (worker, part) in parts {
             let close_room = |reply| Command::CloseRoom { room: part, reply };
             self.worker(worker)?.call(close_room).await?;
         }
         Ok(())
+    }
+
+    fn admission(&self) -> std::sync::MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a transport slot for `session`'s `side` in `room`, unless it holds one already.
+    fn admit(&self, room: RoomKey, session: &str, side: Direction) -> Result<Admitted, MediaError> {
+        let admitted = self.admission().admit(room, session, side);
+        if let Err(MediaError::Full { max }) = &admitted {
+            tracing::info!(%room, session, ?side, max, "transport refused: the node is full");
+        }
+        admitted
+    }
+
+    /// Gives back a slot taken for a new transport that was not made after all.
+    fn keep_if(
+        &self,
+        made: bool,
+        admitted: Admitted,
+        room: RoomKey,
+        session: &str,
+        side: Direction,
+    ) {
+        if !made && admitted == Admitted::New {
+            self.admission().release(room, session, side);
+        }
+    }
+
+    async fn call_worker<T>(
+        &self,
+        worker: usize,
+        command: impl FnOnce(crate::worker::Reply<T>) -> Command,
+    ) -> Result<T, MediaError> {
+        self.worker(worker)?.call(command).await
+    }
+
+    /// A worker closed `session`'s `side` transport in the part `room` of worker `worker`
+    /// (consent expired, DTLS closed, never connected): its slot is free again.
+    pub fn transport_closed(&self, worker: usize, room: RoomId, session: &str, side: Direction) {
+        let room = self.room_of(worker, room);
+        self.admission().release(room, session, side);
+    }
+
+    /// The node's transport cap (0 = none) and the client transports it holds now.
+    pub fn transport_capacity(&self) -> (usize, usize) {
+        let admission = self.admission();
+        (admission.max, admission.held.len())
     }
 
     fn known(&self, room: RoomKey) -> Result<(), MediaError> {
@@ -664,6 +791,66 @@ mod tests {
         node.close_room(room).await.unwrap();
         node.set_draining(false);
         node.create_room().await.unwrap();
+    }
+
+    /// The cap counts client transports, a session's re-publish reuses its slot, and a closed
+    /// session gives its slots back.
+    #[tokio::test]
+    async fn a_full_node_refuses_new_transports_with_a_typed_error_until_a_slot_frees() {
+        let offer = include_str!("../tests/sdp_offers/chrome.sdp");
+        let config = NodeConfig {
+            max_transports: 2,
+            ..NodeConfig::loopback(1)
+        };
+        let (node, _events) = Node::start(&config).unwrap();
+        let room = node.create_room().await.unwrap();
+        node.publish(room, "a", offer).await.unwrap();
+        node.publish(room, "b", offer).await.unwrap();
+        assert_eq!(node.transport_capacity(), (2, 2));
+        assert!(matches!(
+            node.publish(room, "c", offer).await,
+            Err(MediaError::Full { max: 2 })
+        ));
+        // `a` has something to receive (b's tracks) but no slot for a subscribe transport.
+        assert!(matches!(
+            node.subscribe_offer(room, "a").await,
+            Err(MediaError::Full { max: 2 })
+        ));
+        // Publishing again replaces a's transport in its own slot.
+        node.publish(room, "a", offer).await.unwrap();
+        assert_eq!(node.transport_capacity(), (2, 2));
+        node.close_session(room, "b").await.unwrap();
+        assert_eq!(node.transport_capacity(), (2, 1));
+        node.publish(room, "c", offer).await.unwrap();
+        // A refused request gives its slot back: a bad offer takes nothing.
+        node.close_session(room, "c").await.unwrap();
+        assert!(node.publish(room, "d", "not sdp").await.is_err());
+        assert_eq!(node.transport_capacity(), (2, 1));
+        node.close_room(room).await.unwrap();
+        assert_eq!(node.transport_capacity(), (2, 0));
+    }
+
+    #[test]
+    fn admission_without_a_cap_admits_everything_and_counts_it() {
+        let mut admission = Admission::default();
+        let room = key(0, 1);
+        for n in 0..1000 {
+            let session = n.to_string();
+            assert_eq!(
+                admission
+                    .admit(room, &session, Direction::Subscribe)
+                    .unwrap(),
+                Admitted::New
+            );
+        }
+        assert_eq!(
+            admission.admit(room, "7", Direction::Subscribe).unwrap(),
+            Admitted::Held
+        );
+        assert_eq!(admission.held.len(), 1000);
+        admission.release_session(room, "7");
+        admission.release(room, "8", Direction::Subscribe);
+        assert_eq!(admission.held.len(), 998);
     }
 
     fn key(worker: usize, room: u64) -> RoomKey {

@@ -60,6 +60,12 @@ pub enum MediaError {
     /// The node is draining: no new rooms.
     #[error("the node is draining")]
     Draining,
+    /// The node holds as many client transports as its cap allows (`--max-transports`).
+    #[error("the node is full: it holds its cap of {max} transports")]
+    Full {
+        /// The cap.
+        max: usize,
+    },
     /// A subscriber named more publishers in its wishes than a node keeps.
     #[error("at most {0} subscription wishes per subscriber")]
     TooManyWishes(usize),

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod join_token;
 pub mod model;
 pub mod ports;
+pub mod relay_plan;
 
 mod channels;
 mod failover;
