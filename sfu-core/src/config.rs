@@ -71,6 +71,10 @@ pub struct Config {
     /// At most one transport-wide CC feedback message per subscriber per this interval is fed to
     /// its estimate; more are dropped and counted (`twcc_throttled`).
     pub twcc_min_interval: Duration,
+    /// Dynacast: a simulcast track's publisher is told which layers anyone consumes
+    /// ([`Event::SubscribedLayersChanged`](crate::Event::SubscribedLayersChanged)) at once when
+    /// a layer becomes needed, and that one is no longer needed at most once per this interval.
+    pub dynacast_interval: Duration,
 }
 
 impl Default for Config {
@@ -98,6 +102,7 @@ impl Default for Config {
             layer_check_interval: Duration::from_millis(250),
             bwe_start_bitrate: Some(Bitrate(1_000_000)),
             twcc_min_interval: Duration::from_millis(10),
+            dynacast_interval: Duration::from_millis(500),
         }
     }
 }

@@ -36,6 +36,7 @@
 //! | LayerSelector ([`Worker::set_preferred_layer`], [`Worker::set_paused`]) | per-subscription simulcast layer choice (the wish, or the best layer still flowing), switching at keyframes; pausing | SimulcastConsumer | VideoLayerSelector | — |
 //! | [`Encoding`] | one simulcast layer of a track (rid and/or SSRC) | RtpEncodingParameters | (layer) | — |
 //! | [`bwe::BandwidthEstimator`] | one subscriber transport's downlink estimate from its TWCC feedback (delay + loss, probes) | TransportCongestionControlClient (libwebrtc GCC) | sendsidebwe / StreamAllocator | bwe (SendSideBandwithEstimator) |
+//! | dynacast ([`Event::SubscribedLayersChanged`]) | which layers of a simulcast track any subscription consumes, told to its publisher (debounced) | (—) | DynacastManager | — |
 //! | allocation ([`Worker::bandwidth_estimate`]) | divides a subscriber's estimate: audio, then video layers within the wishes; pauses video that does not fit | Transport::DistributeAvailableOutgoingBitrate | StreamAllocator | — |
 //!
 //! # Drain contract
@@ -98,6 +99,7 @@ mod allocation;
 mod arena;
 pub mod bwe;
 mod config;
+mod dynacast;
 mod error;
 mod id;
 mod output;
@@ -116,6 +118,7 @@ pub mod stream;
 pub mod time;
 
 pub use config::Config;
+pub use dynacast::LayerSet;
 pub use error::CommandError;
 pub use id::{
     Bitrate, ClockRate, Mid, Pt, Rid, RoomId, RtpTime, SeqNo, Ssrc, SubscriptionId, TrackId,

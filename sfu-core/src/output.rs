@@ -3,6 +3,7 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::rtp::{BufferTooSmall, RtpHeader};
+use crate::dynacast::LayerSet;
 use crate::{RoomId, SubscriptionId, TrackId, TransportId};
 
 /// One datagram to send on a transport (before SRTP/SRTCP protection).
@@ -86,6 +87,15 @@ pub enum Event {
     ActiveSpeakersChanged {
         /// The room.
         room: RoomId,
+    },
+    /// Dynacast: the layers of a simulcast track that any subscription consumes changed (the
+    /// lowest is always in). At once when a layer becomes needed; a layer no longer needed at
+    /// most once per [`Config::dynacast_interval`](crate::Config::dynacast_interval) per track.
+    SubscribedLayersChanged {
+        /// The track.
+        track: TrackId,
+        /// The layers consumed now (0 = lowest).
+        layers: LayerSet,
     },
     /// A published track ended (unpublished or its transport removed).
     TrackClosed {

@@ -42,6 +42,10 @@ pub(crate) struct LayerSelector {
     /// The layer the subscriber's downlink estimate allows (`None`: no estimate decides yet);
     /// the target is this layer instead of the wish's.
     pub(crate) bwe_layer: Option<u8>,
+    /// The layer the downlink estimate would allow within the wish were every layer the
+    /// publisher has sent flowing (layers it stopped at their last measured rate): what dynacast
+    /// asks the publisher to keep encoding for this subscription. `None`: no estimate decides.
+    pub(crate) demand: Option<u8>,
     /// Not even the lowest layer fits the subscriber's downlink: paused like `paused`, and
     /// resumed (at a keyframe) when it fits again.
     pub(crate) starved: bool,
@@ -134,6 +138,7 @@ impl Subscription {
                 needs_keyframe,
                 paused: false,
                 bwe_layer: None,
+                demand: None,
                 starved: false,
             },
             rtx_seq: SeqNo(u64::from(config.ssrc.0 as u16)),

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::dynacast::Announcer;
 use crate::rtp::{Codec, RtpPacket, is_keyframe};
 use crate::speakers::SpeechMeter;
 use crate::stream::{
@@ -135,6 +136,47 @@ pub(crate) struct Layer {
     pub(crate) last_packet_at: Option<Instant>,
     /// Its received bitrate (what forwarding it costs a subscriber's downlink).
     pub(crate) rate: RateMeter,
+    /// Its rate when it last flowed steadily: what resuming it would cost once the publisher
+    /// stopped it (dynacast), and a floor for its cost while it ramps up again; 0 if never
+    /// measured.
+    pub(crate) last_live_bps: u64,
+    /// Since when packets have arrived in every rate interval (`None`: not flowing).
+    pub(crate) flowing_since: Option<Instant>,
+}
+
+/// A layer flowing this long measures its rate as it is; before that (just started, ramping
+/// up) its measurement can only raise the rate remembered for it.
+const STEADY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Layer {
+    /// Ends a rate interval of length `interval` at `now` and updates the remembered rate.
+    /// The interval in which a layer stops measures only part of it, so the larger of the
+    /// rates before and after it counts.
+    pub(crate) fn conclude_rate(&mut self, now: Instant, interval: std::time::Duration) {
+        let before = self.rate.bps();
+        self.rate.conclude(now);
+        let measured = before.max(self.rate.bps());
+        let flowing = self
+            .last_packet_at
+            .is_some_and(|at| now.saturating_duration_since(at) < interval);
+        if !flowing {
+            self.flowing_since = None;
+            return;
+        }
+        let since = *self.flowing_since.get_or_insert(now);
+        self.last_live_bps = if now.saturating_duration_since(since) >= STEADY_AFTER {
+            measured
+        } else {
+            self.last_live_bps.max(measured)
+        };
+    }
+
+    /// What forwarding this layer costs a subscriber's downlink: its measured rate, but no less
+    /// than the rate remembered from when it last flowed steadily (a layer restarting or just
+    /// stopped measures low).
+    pub(crate) fn cost(&self) -> u64 {
+        self.rate.bps().max(self.last_live_bps)
+    }
 }
 
 #[derive(Debug)]
@@ -152,6 +194,8 @@ pub(crate) struct Track {
     pub(crate) ingress: TokenBucket,
     /// Audio levels of the current speaker interval (audio tracks only).
     pub(crate) speech: SpeechMeter,
+    /// Which layers the publisher was last told anyone consumes (dynacast).
+    pub(crate) dynacast: Announcer,
 }
 
 impl Track {
@@ -177,6 +221,8 @@ impl Track {
                 sr_forwarded_at: None,
                 last_packet_at: None,
                 rate: RateMeter::default(),
+                last_live_bps: 0,
+                flowing_since: None,
             })
             .collect();
         let cap = match config.kind {
@@ -193,6 +239,7 @@ impl Track {
             octets_received: 0,
             ingress: TokenBucket::new(now, cap, worker.track_bitrate_burst),
             speech: SpeechMeter::default(),
+            dynacast: Announcer::new(now, config.encodings.iter().count()),
         }
     }
 
@@ -251,5 +298,66 @@ impl Track {
             keyframe,
             nack,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn layer() -> Layer {
+        let now = Instant::now();
+        let config = Config::default();
+        Layer {
+            encoding: Encoding {
+                rid: None,
+                ssrc: None,
+                rtx_ssrc: None,
+            },
+            inbound: InboundRtp::new(Ssrc(1), ClockRate(90_000), now),
+            nack: NackGenerator::new(config.nack_retry_interval),
+            buffer: RetransmitBuffer::new(8, config.retransmit_max_age),
+            keyframes: KeyframeRequester::new(config.keyframe_window),
+            sr_forwarded_at: None,
+            last_packet_at: None,
+            rate: RateMeter::default(),
+            last_live_bps: 0,
+            flowing_since: None,
+        }
+    }
+
+    #[test]
+    fn a_layer_remembers_its_steady_rate_through_a_stop_and_a_ramp_up() {
+        let t0 = Instant::now();
+        let step = Duration::from_millis(250);
+        let mut l = layer();
+        let mut now = t0;
+        // 25 kB per 250 ms = 800 kbps, steady for 3 s.
+        let mut run = |l: &mut Layer, now: &mut Instant, bytes: usize, intervals: u32| {
+            for _ in 0..intervals {
+                if bytes > 0 {
+                    l.rate.add(bytes);
+                    l.last_packet_at = Some(*now + step - Duration::from_millis(10));
+                }
+                *now += step;
+                l.conclude_rate(*now, step);
+            }
+        };
+        run(&mut l, &mut now, 25_000, 12);
+        assert!((780_000..=800_000).contains(&l.last_live_bps), "{}", l.last_live_bps);
+        // Stopped: the measured rate decays, the remembered one stays (and is its cost).
+        run(&mut l, &mut now, 0, 8);
+        assert!(l.rate.bps() < 10_000);
+        assert!(l.last_live_bps >= 780_000);
+        assert_eq!(l.cost(), l.last_live_bps);
+        // Restarted: while it ramps up its cost is the remembered rate, not the ramp.
+        run(&mut l, &mut now, 25_000, 2);
+        assert!(l.rate.bps() < 700_000);
+        assert!(l.cost() >= 780_000);
+        // A lasting lower rate (the encoder lowered it) is learned once steady.
+        run(&mut l, &mut now, 12_500, 12);
+        assert!((390_000..=410_000).contains(&l.last_live_bps), "{}", l.last_live_bps);
     }
 }

@@ -68,10 +68,14 @@ impl Worker {
             scratch_demands,
             scratch_allotted,
             scratch_subscriptions,
+            scratch_potential,
+            scratch_potential_allotted,
             ..
         } = self;
         for (_, track) in tracks.iter_mut() {
-            track.layers.iter_mut().for_each(|l| l.rate.conclude(now));
+            for layer in &mut track.layers {
+                layer.conclude_rate(now, config.layer_check_interval);
+            }
         }
         for (_, transport) in transports.iter_mut() {
             let Some(bwe) = transport.bwe.as_mut().filter(|b| b.is_warm(now)) else {
@@ -80,6 +84,7 @@ impl Worker {
             let estimate = bwe.estimate().0;
             let mut budget = estimate;
             scratch_demands.clear();
+            scratch_potential.clear();
             scratch_subscriptions.clear();
             for &id in &transport.subscriptions {
                 let s = subscriptions
@@ -96,25 +101,50 @@ impl Worker {
                     MediaKind::Video => {
                         let live = track.live_layers(now, config.layer_idle);
                         let mut rates = [None; 3];
+                        let mut potential = [None; 3];
                         for (i, layer) in track.layers.iter().enumerate() {
-                            rates[i] = live[i].then(|| layer.rate.bps());
+                            rates[i] = live[i].then(|| layer.cost());
+                            potential[i] = rates[i]
+                                .or((layer.last_live_bps > 0).then_some(layer.last_live_bps));
                         }
-                        scratch_demands.push(VideoDemand {
+                        let demand = VideoDemand {
                             rates,
                             wanted: s.layers.wanted,
                             current: s.layers.current.filter(|_| !s.layers.starved),
+                        };
+                        scratch_demands.push(demand);
+                        scratch_potential.push(VideoDemand {
+                            rates: potential,
+                            ..demand
                         });
                         scratch_subscriptions.push(id);
                     }
                 }
             }
             let audio = estimate - budget;
-            let blocked = allocate(budget, scratch_demands, scratch_allotted);
-            for (&id, &allotted) in scratch_subscriptions.iter().zip(scratch_allotted.iter()) {
+            let mut blocked = allocate(budget, scratch_demands, scratch_allotted);
+            // Dynacast's view: the same division were the layers the publisher stopped still
+            // flowing. It decides which layers to ask back, and its first blocked upgrade is the
+            // probe target (a stopped layer that would fit after probing is worth asking for).
+            let demands = if scratch_potential == scratch_demands {
+                &*scratch_allotted
+            } else {
+                blocked = allocate(budget, scratch_potential, scratch_potential_allotted);
+                &*scratch_potential_allotted
+            };
+            for ((&id, &allotted), &demand) in scratch_subscriptions
+                .iter()
+                .zip(scratch_allotted.iter())
+                .zip(demands)
+            {
                 let s = subscriptions
                     .get_mut(id)
                     .expect("a transport lists only live subscriptions");
                 let l = &mut s.layers;
+                l.demand = match demand {
+                    Allotted::Layer(layer) => Some(layer),
+                    Allotted::Paused | Allotted::Idle => None,
+                };
                 match allotted {
                     Allotted::Layer(layer) => {
                         l.bwe_layer = Some(layer);

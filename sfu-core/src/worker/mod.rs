@@ -16,6 +16,7 @@ pub use command::{Command, Response};
 use crate::allocation::{Allotted, VideoDemand};
 use crate::arena::Arena;
 use crate::config::Config;
+use crate::dynacast::{LayerSet, consumed_by};
 use crate::output::{Event, Transmit};
 use crate::room::Room;
 use crate::speakers::{self, ActiveSpeaker};
@@ -59,6 +60,10 @@ pub struct Worker {
     scratch_subscriptions: Vec<SubscriptionId>,
     scratch_demands: Vec<VideoDemand>,
     scratch_allotted: Vec<Allotted>,
+    /// The same options with stopped layers at their last rates, and what each would get
+    /// (dynacast's view).
+    scratch_potential: Vec<VideoDemand>,
+    scratch_potential_allotted: Vec<Allotted>,
     /// Reused between ticks: transports whose probe cluster wants bytes now.
     scratch_probes: Vec<(TransportId, usize)>,
 }
@@ -101,6 +106,8 @@ impl Worker {
             scratch_subscriptions: Vec::new(),
             scratch_demands: Vec::new(),
             scratch_allotted: Vec::new(),
+            scratch_potential: Vec::new(),
+            scratch_potential_allotted: Vec::new(),
             scratch_probes: Vec::new(),
         }
     }
@@ -122,6 +129,7 @@ impl Worker {
             if self.next_layer_check.is_none_or(|at| now >= at) {
                 self.allocate_bandwidth(now);
                 self.reselect_layers(now);
+                self.announce_subscribed_layers(now);
                 self.next_layer_check = Some(now + self.config.layer_check_interval);
             }
             match self.next_speaker_ranking {
@@ -176,6 +184,45 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Dynacast: works out which layers of each simulcast track its subscriptions consume
+    /// (always the lowest) and announces a changed set, debounced per track.
+    fn announce_subscribed_layers(&mut self, now: Instant) {
+        let Self {
+            config,
+            tracks,
+            subscriptions,
+            events,
+            ..
+        } = self;
+        for (id, track) in tracks.iter_mut() {
+            if track.layers.len() < 2 {
+                continue;
+            }
+            let consumed = track
+                .subscriptions
+                .iter()
+                .map(|&s| {
+                    let s = subscriptions
+                        .get(s)
+                        .expect("a track lists only live subscriptions");
+                    consumed_by(&s.layers, s.layers.demand)
+                })
+                .fold(LayerSet::lowest(1), LayerSet::union);
+            if let Some(layers) = track
+                .dynacast
+                .update(now, consumed, config.dynacast_interval)
+            {
+                events.push_back(Event::SubscribedLayersChanged { track: id, layers });
+            }
+        }
+    }
+
+    /// The layers of `track` its publisher was last told anyone consumes (every layer until a
+    /// first [`Event::SubscribedLayersChanged`]); `None` for an unknown track.
+    pub fn subscribed_layers(&self, track: TrackId) -> Option<LayerSet> {
+        Some(self.tracks.get(track)?.dynacast.announced())
     }
 
     /// The latest speaker ranking of a room, loudest first (empty while nobody speaks).

@@ -3,6 +3,7 @@
 //! Everything is deterministic: seeded loss, no sleeps, no wall clock.
 
 mod bwe;
+mod dynacast;
 mod harness;
 
 use std::time::Duration;
