@@ -303,6 +303,22 @@ pub enum Event {
         /// Loudest first; empty when nobody speaks.
         speakers: Vec<Speaker>,
     },
+    /// Dynacast: which simulcast layers of a session's published video anyone consumes
+    /// changed (debounced on the node: a layer needed again at once, one no longer needed at
+    /// most every 500 ms per track). The lowest layer is always listed.
+    SubscribedQualities {
+        /// The room.
+        room: String,
+        /// The publishing session.
+        session: String,
+        /// The mid of the track's m-line in the session's publish offer.
+        mid: String,
+        /// The consumed layers' rids, lowest first (empty strings for layers without a rid,
+        /// i.e. `a=ssrc-group:SIM`).
+        qualities: Vec<String>,
+        /// The consumed layers' indexes, 0 = lowest (the same layers as `qualities`).
+        layers: Vec<u8>,
+    },
     /// Periodic load report (every second).
     Load(Load),
 }

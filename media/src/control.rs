@@ -791,6 +791,24 @@ async fn route_events(
                 };
                 (room, member, event)
             }
+            NodeEvent::SubscribedQualities {
+                worker,
+                room,
+                session,
+                mid,
+                rids,
+                layers,
+            } => {
+                let room = names.name(node.room_of(worker, room));
+                let event = Event::SubscribedQualities {
+                    room: room.clone(),
+                    session: session.clone(),
+                    mid,
+                    qualities: rids,
+                    layers,
+                };
+                (room, session, event)
+            }
             NodeEvent::TransportClosed {
                 worker,
                 room: part,

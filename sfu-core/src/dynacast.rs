@@ -27,7 +27,11 @@ impl LayerSet {
     /// This set with `layer` in it (layers past 7 are ignored).
     #[must_use]
     pub fn with(self, layer: u8) -> Self {
-        if layer < 8 { Self(self.0 | (1 << layer)) } else { self }
+        if layer < 8 {
+            Self(self.0 | (1 << layer))
+        } else {
+            self
+        }
     }
 
     /// Whether `layer` is in the set.

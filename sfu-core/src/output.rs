@@ -2,8 +2,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::rtp::{BufferTooSmall, RtpHeader};
 use crate::dynacast::LayerSet;
+use crate::rtp::{BufferTooSmall, RtpHeader};
 use crate::{RoomId, SubscriptionId, TrackId, TransportId};
 
 /// One datagram to send on a transport (before SRTP/SRTCP protection).
@@ -94,6 +94,8 @@ pub enum Event {
     SubscribedLayersChanged {
         /// The track.
         track: TrackId,
+        /// Its room.
+        room: RoomId,
         /// The layers consumed now (0 = lowest).
         layers: LayerSet,
     },

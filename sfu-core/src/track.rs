@@ -346,7 +346,11 @@ mod tests {
             }
         };
         run(&mut l, &mut now, 25_000, 12);
-        assert!((780_000..=800_000).contains(&l.last_live_bps), "{}", l.last_live_bps);
+        assert!(
+            (780_000..=800_000).contains(&l.last_live_bps),
+            "{}",
+            l.last_live_bps
+        );
         // Stopped: the measured rate decays, the remembered one stays (and is its cost).
         run(&mut l, &mut now, 0, 8);
         assert!(l.rate.bps() < 10_000);
@@ -358,6 +362,10 @@ mod tests {
         assert!(l.cost() >= 780_000);
         // A lasting lower rate (the encoder lowered it) is learned once steady.
         run(&mut l, &mut now, 12_500, 12);
-        assert!((390_000..=410_000).contains(&l.last_live_bps), "{}", l.last_live_bps);
+        assert!(
+            (390_000..=410_000).contains(&l.last_live_bps),
+            "{}",
+            l.last_live_bps
+        );
     }
 }

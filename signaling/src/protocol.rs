@@ -268,6 +268,16 @@ pub enum ServerMessage {
         /// Loudest first; empty when nobody speaks.
         speakers: Vec<ActiveSpeaker>,
     },
+    /// Dynacast: which simulcast layers of this session's published video (the m-line `mid`)
+    /// anyone consumes; the SDK deactivates the other encodings. The lowest is always listed.
+    SubscribedQualities {
+        /// The m-line of the session's publish offer.
+        mid: String,
+        /// The consumed layers' rids, lowest first (`""` for a layer without a rid).
+        qualities: Vec<String>,
+        /// The consumed layers' indexes (0 = lowest), in the same order.
+        layers: Vec<u8>,
+    },
     /// Reply to `ping`.
     Pong,
     /// Success of a request that has no other reply, when it carried a `requestId`.
@@ -470,6 +480,16 @@ impl ServerMessage {
                         level: f64::from(*level) / 100.0,
                     })
                     .collect(),
+            },
+            E::SubscribedQualitiesChanged {
+                mid,
+                qualities,
+                layers,
+                ..
+            } => Self::SubscribedQualities {
+                mid: mid.clone(),
+                qualities: qualities.clone(),
+                layers: layers.clone(),
             },
             E::SessionLost { .. } => Self::Error {
                 code: ErrorCode::SessionNotFound,

@@ -116,6 +116,21 @@ pub enum NodeEvent {
         /// Loudest first; empty when nobody speaks.
         speakers: Vec<Speaker>,
     },
+    /// Dynacast: the layers anyone consumes of a session's simulcast video changed.
+    SubscribedQualities {
+        /// Worker index.
+        worker: usize,
+        /// Room.
+        room: RoomId,
+        /// The publishing session.
+        session: String,
+        /// The track's mid in the session's publish offer.
+        mid: String,
+        /// The consumed layers' rids, lowest first (empty for a layer without one).
+        rids: Vec<String>,
+        /// The consumed layers (0 = lowest).
+        layers: Vec<u8>,
+    },
     /// A transport was closed by the node (consent expired, never connected, DTLS closed).
     TransportClosed {
         /// Worker index.

@@ -8,9 +8,9 @@ pub use sfu_core::PublishRate;
 
 use sfu_core::rtp::{Codec, ExtensionKind, ExtensionMap};
 use sfu_core::{
-    ClockRate, CommandError, Direction, Encoding, Encodings, Event, MediaKind, Mid, Pt, Rid,
-    RoomId, Rtx, Ssrc, SubscriptionConfig, SubscriptionId, TrackConfig, TrackId, TransportConfig,
-    TransportId,
+    ClockRate, CommandError, Direction, Encoding, Encodings, Event, LayerSet, MediaKind, Mid, Pt,
+    Rid, RoomId, Rtx, Ssrc, SubscriptionConfig, SubscriptionId, TrackConfig, TrackId,
+    TransportConfig, TransportId,
 };
 
 use super::link::Link;
@@ -666,6 +666,11 @@ impl Worker {
             Event::TrackClosed { track, .. } => {
                 self.track_sdp.remove(&track);
             }
+            Event::SubscribedLayersChanged {
+                track,
+                room,
+                layers,
+            } => self.report_subscribed_layers(room, track, layers),
             Event::SubscriptionClosed {
                 subscription,
                 transport,
@@ -693,6 +698,38 @@ impl Worker {
 }
 
 impl Worker {
+    /// Dynacast: tells the control plane which layers of a session's video anyone consumes, so
+    /// its publisher can stop encoding the others.
+    fn report_subscribed_layers(&self, room: RoomId, track: TrackId, layers: LayerSet) {
+        let Some(sdp) = self.track_sdp.get(&track) else {
+            return;
+        };
+        let Some((session, _)) = self.core.published(room).find(|(_, t)| *t == track) else {
+            return;
+        };
+        let consumed: Vec<u8> = layers
+            .iter()
+            .filter(|&l| usize::from(l) < sdp.encodings.len())
+            .collect();
+        let rids = consumed
+            .iter()
+            .map(|&l| {
+                sdp.encodings[usize::from(l)]
+                    .rid
+                    .clone()
+                    .unwrap_or_default()
+            })
+            .collect();
+        self.emit(NodeEvent::SubscribedQualities {
+            worker: self.index,
+            room,
+            session: session.to_owned(),
+            mid: sdp.mid.clone(),
+            rids,
+            layers: consumed,
+        });
+    }
+
     /// Tells the control plane a room's new speaker ranking, by session. A room mirrored here
     /// from its home worker (the remote end of a pipe) stays quiet: its tracks are the home's,
     /// and so is the report.

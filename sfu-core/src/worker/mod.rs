@@ -214,7 +214,11 @@ impl Worker {
                 .dynacast
                 .update(now, consumed, config.dynacast_interval)
             {
-                events.push_back(Event::SubscribedLayersChanged { track: id, layers });
+                events.push_back(Event::SubscribedLayersChanged {
+                    track: id,
+                    room: track.room,
+                    layers,
+                });
             }
         }
     }

@@ -19,7 +19,9 @@ fn announced(sim: &Sim, track: TrackId, from: usize) -> Vec<LayerSet> {
     sim.events[from..]
         .iter()
         .filter_map(|e| match e {
-            Event::SubscribedLayersChanged { track: t, layers } if *t == track => Some(*layers),
+            Event::SubscribedLayersChanged {
+                track: t, layers, ..
+            } if *t == track => Some(*layers),
             _ => None,
         })
         .collect()
@@ -112,15 +114,14 @@ fn a_viewer_flipping_its_wish_costs_the_publisher_at_most_one_stop_per_interval(
     // 200 flips in 2 s.
     for i in 0..200u32 {
         let layer = if i % 2 == 0 { 0 } else { 2 };
-        sim.worker.set_preferred_layer(sim.now, video, layer).unwrap();
+        sim.worker
+            .set_preferred_layer(sim.now, video, layer)
+            .unwrap();
         sim.drain();
         sim.run_for(10 * MS);
     }
     let flood = announced(&sim, track, before);
-    let removals = flood
-        .windows(2)
-        .filter(|w| !w[1].covers(w[0]))
-        .count();
+    let removals = flood.windows(2).filter(|w| !w[1].covers(w[0])).count();
     // Announcements are decided at the layer check (every 250 ms): at most 8 in 2 s, of
     // which at most one removal per 500 ms.
     assert!(flood.len() <= 9, "{flood:?}");
@@ -167,7 +168,10 @@ fn a_bottlenecked_viewer_consumes_what_its_downlink_takes_and_gets_the_top_back_
         .unwrap()
         .set_capacity(4000 * K);
     run_obeying(&mut sim, &layers, 12_000);
-    assert_eq!(sim.worker.subscribed_layers(track), Some(set(&[2])).map(|s| s.with(0)));
+    assert_eq!(
+        sim.worker.subscribed_layers(track),
+        Some(set(&[2])).map(|s| s.with(0))
+    );
     let stats = sim.worker.subscription_stats(video).unwrap();
     assert_eq!(stats.current_layer, Some(2), "{stats:?}");
 }

@@ -185,6 +185,20 @@ pub enum DomainEvent {
         /// Loudest first, with their smoothed loudness (1..=100); empty when nobody speaks.
         speakers: Vec<(SessionId, u8)>,
     },
+    /// Dynacast: which simulcast layers of a session's published video anyone consumes
+    /// changed (told to that session only, which stops encoding the others).
+    SubscribedQualitiesChanged {
+        /// The channel.
+        channel: ChannelId,
+        /// The publishing session.
+        session: SessionId,
+        /// The track's mid in the session's publish offer.
+        mid: String,
+        /// The consumed layers' rids, lowest first (empty for a layer without one).
+        qualities: Vec<String>,
+        /// The consumed layers (0 = lowest).
+        layers: Vec<u8>,
+    },
     /// An SFU node closed one of a session's transports.
     SfuTransportClosed {
         /// The node.
@@ -289,6 +303,7 @@ impl DomainEvent {
             Self::MediaReleased { .. } => "media_released",
             Self::SubscribeOffered { .. } => "subscribe_offered",
             Self::ActiveSpeakersChanged { .. } => "active_speakers_changed",
+            Self::SubscribedQualitiesChanged { .. } => "subscribed_qualities_changed",
             Self::SfuTransportClosed { .. } => "sfu_transport_closed",
             Self::SfuNodeUp { .. } => "sfu_node_up",
             Self::SfuNodeDown { .. } => "sfu_node_down",

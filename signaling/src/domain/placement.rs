@@ -869,6 +869,16 @@ impl Placement {
                 member,
                 speakers,
             } => self.announce_speakers(node, &room, member, speakers).await,
+            Event::SubscribedQualities {
+                room,
+                session,
+                mid,
+                qualities,
+                layers,
+            } => {
+                self.tell_subscribed_qualities(node, &room, session, mid, qualities, layers)
+                    .await
+            }
             Event::TransportClosed {
                 room,
                 session,
@@ -910,6 +920,36 @@ impl Placement {
                 tracing::warn!(%node, up, error = %e, "recording the node's link state failed")
             }
         }
+    }
+
+    /// Dynacast: tells a publisher which layers of its video anyone consumes, if the node names
+    /// a session of the channel placed in `room` there and a well-formed layer list (at most
+    /// three layers, short rids, a short mid); anything else is counted as ignored.
+    async fn tell_subscribed_qualities(
+        &self,
+        node: SfuServerId,
+        room: &str,
+        session: String,
+        mid: String,
+        qualities: Vec<String>,
+        layers: Vec<u8>,
+    ) {
+        if !subscribed_qualities_are_valid(&mid, &qualities, &layers) {
+            self.shared.metrics.sfu_node_report_ignored(node.0);
+            tracing::debug!(%node, %room, "malformed subscribedQualities report: ignored");
+            return;
+        }
+        let Some((member, channel)) = self.member_placed_in(node, room, session).await else {
+            return;
+        };
+        let changed = DomainEvent::SubscribedQualitiesChanged {
+            channel,
+            session: member.id.clone(),
+            mid,
+            qualities,
+            layers,
+        };
+        self.shared.emit(changed, &[&member]).await;
     }
 
     /// Tells the members of the channel placed in `room` who speaks. The node names a session in
@@ -1118,6 +1158,29 @@ fn node_refusal(response: Response) -> SignalError {
             SignalError::new(ErrorCode::SfuUnavailable, "unexpected SFU reply")
         }
     }
+}
+
+/// Most simulcast layers a track has, and the longest rid (RFC 8851 allows 255; browsers use
+/// one or two characters) and mid a `subscribedQualities` report may carry.
+const MAX_LAYERS: usize = 3;
+const MAX_RID_LEN: usize = 16;
+const MAX_MID_LEN: usize = 32;
+
+/// A node's `subscribedQualities` report names at most three distinct layers, lowest first,
+/// each with a short alphanumeric rid (or none), and a short mid.
+fn subscribed_qualities_are_valid(mid: &str, qualities: &[String], layers: &[u8]) -> bool {
+    let token = |s: &str, max: usize| {
+        s.len() <= max
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    !mid.is_empty()
+        && token(mid, MAX_MID_LEN)
+        && qualities.len() == layers.len()
+        && layers.len() <= MAX_LAYERS
+        && layers.iter().all(|&l| usize::from(l) < MAX_LAYERS)
+        && layers.windows(2).all(|w| w[0] < w[1])
+        && qualities.iter().all(|q| token(q, MAX_RID_LEN))
 }
 
 /// A node's ranking as the channel hears it: only live members are named (a session that left
@@ -1458,6 +1521,73 @@ mod tests {
         assert_eq!(
             drain(&mut bob_queue),
             [r#"{"type":"activeSpeakers","speakers":[]}"#]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscribed_qualities_report_reaches_only_its_publisher_and_malformed_ones_nobody() {
+        let (signaling, _, recorder) = recorded_service();
+        let (_nodes, node_events) = FakeNodes::attach(&signaling);
+        let node = register_node(&signaling).await;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
+        let (_bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        drain(&mut alice_queue);
+        drain(&mut bob_queue);
+        recorder.take();
+        let room = signaling
+            .channels()
+            .detail(&channel)
+            .await
+            .unwrap()
+            .channel
+            .sfu_room
+            .expect("placed");
+        let report = |room: &str, mid: &str, qualities: &[&str], layers: &[u8]| {
+            NodeReport::Event(Event::SubscribedQualities {
+                room: room.to_owned(),
+                session: alice.session.0.clone(),
+                mid: mid.to_owned(),
+                qualities: qualities.iter().map(|q| (*q).to_owned()).collect(),
+                layers: layers.to_vec(),
+            })
+        };
+        // Malformed: too many layers, rid/layer count mismatch, unordered, a layer past 2, a
+        // rid with markup, an empty or oversized mid; and a room the channel is not in.
+        let long_mid = "m".repeat(100);
+        let bad = [
+            report(&room, "1", &["q", "h", "f", "x"], &[0, 1, 2, 3]),
+            report(&room, "1", &["q"], &[0, 2]),
+            report(&room, "1", &["f", "q"], &[2, 0]),
+            report(&room, "1", &["q", "z"], &[0, 5]),
+            report(&room, "1", &["<q>"], &[0]),
+            report(&room, "", &["q"], &[0]),
+            report(&room, &long_mid, &["q"], &[0]),
+            report("another-room", "1", &["q"], &[0]),
+        ];
+        for bad in bad {
+            node_events.send((node, bad)).await.unwrap();
+        }
+        node_events
+            .send((node, report(&room, "1", &["q", "f"], &[0, 2])))
+            .await
+            .unwrap();
+        let seen = next_events(&recorder).await;
+        assert_eq!(kinds(&seen), ["subscribed_qualities_changed"]);
+        assert_eq!(audience(&seen[0]), [alice.session.clone()]);
+        assert_eq!(
+            drain(&mut alice_queue),
+            [r#"{"type":"subscribedQualities","mid":"1","qualities":["q","f"],"layers":[0,2]}"#]
+        );
+        assert_eq!(
+            drain(&mut bob_queue),
+            Vec::<String>::new(),
+            "only the publisher"
         );
     }
 
