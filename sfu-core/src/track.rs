@@ -335,7 +335,7 @@ mod tests {
         let mut l = layer();
         let mut now = t0;
         // 25 kB per 250 ms = 800 kbps, steady for 3 s.
-        let mut run = |l: &mut Layer, now: &mut Instant, bytes: usize, intervals: u32| {
+        let run = |l: &mut Layer, now: &mut Instant, bytes: usize, intervals: u32| {
             for _ in 0..intervals {
                 if bytes > 0 {
                     l.rate.add(bytes);

@@ -202,6 +202,8 @@ var Sfu = class {
   subscriber = null;
   /** Re-offers are applied one at a time, in arrival order. */
   #subscribeChain = Promise.resolve();
+  /** Publish encoding changes (dynacast) are applied one at a time, in arrival order. */
+  #parametersChain = Promise.resolve();
   /** Our publish candidates, held until the SFU accepted the publish offer. */
   #outgoing = [];
   /** Which session each received track belongs to (from its stream id). */
@@ -256,6 +258,31 @@ var Sfu = class {
       console.error("mooyaho: SFU re-offer failed", e);
     });
     return this.#subscribeChain;
+  }
+  /**
+   * Dynacast: the node says which layers of our video on m-line `mid` anyone consumes (by rid,
+   * or by index for encodings without one); the others are set `active: false`, so nobody's
+   * unwatched 720p is encoded, and set active again when needed. Applied one at a time (a
+   * sender takes one `setParameters` at once), each against the sender's current parameters.
+   */
+  subscribedQualities(mid, qualities, layers) {
+    this.#parametersChain = this.#parametersChain.then(async () => {
+      const sender = this.publisher?.getTransceivers().find((t) => t.mid === mid)?.sender;
+      if (!sender) return;
+      const parameters = sender.getParameters();
+      const encodings = parameters.encodings ?? [];
+      if (encodings.length < 2) return;
+      const wanted = encodings.map((e, i) => e.rid ? qualities.includes(e.rid) : layers.includes(i));
+      if (!wanted.some(Boolean)) wanted[0] = true;
+      if (encodings.every((e, i) => (e.active ?? true) === wanted[i])) return;
+      encodings.forEach((e, i) => {
+        e.active = wanted[i];
+      });
+      await sender.setParameters(parameters);
+    }).catch((e) => {
+      console.error("mooyaho: applying subscribedQualities failed", e);
+    });
+    return this.#parametersChain;
   }
   /** SFU candidates carry no session; route them by ICE username fragment. */
   async candidate(candidate) {
@@ -757,6 +784,57 @@ var Mooyaho = class extends Emitter {
     const previous = this.#wishes.get(sessionId);
     this.#wishes.set(sessionId, { video: wish.video, audio: wish.audio ?? previous?.audio });
   }
+  /**
+   * Adaptive stream: keeps `sessionId`'s video wish matched to how large `element` (where the
+   * application renders that session's video) is on screen, so a thumbnail gets the low layer
+   * and a hidden or zero-size element none. The rendered size in device pixels picks the wish
+   * ({@link qualityForSize}): no area or not in the viewport → `off`; the longer side ≤ 320 →
+   * `low`; ≤ 640 → `medium`; larger → `high` (the SDK's layers are ¼, ½ and full of a 720p
+   * camera: 320, 640 and 1280 wide). Changes are sent at most every 300 ms, only when the wish
+   * changes; a refused one (e.g. nobody publishes yet) is tried again at the next change or
+   * after 2 s. Returns a function that stops observing (the last wish stays).
+   */
+  observeVideo(sessionId, element) {
+    let size = { width: 0, height: 0 };
+    let visible = true;
+    let sent = null;
+    let timer = null;
+    let stopped = false;
+    const tell = () => {
+      timer = null;
+      if (stopped) return;
+      const quality = visible ? qualityForSize(size.width, size.height) : "off";
+      if (quality === sent) return;
+      sent = quality;
+      this.setSubscription(sessionId, { video: quality }).catch(() => {
+        sent = null;
+        if (!stopped && timer === null) timer = setTimeout(tell, 2e3);
+      });
+    };
+    const schedule = () => {
+      if (timer === null && !stopped) timer = setTimeout(tell, 300);
+    };
+    const ratio = typeof devicePixelRatio === "number" ? devicePixelRatio : 1;
+    const resize = new ResizeObserver((entries) => {
+      for (const entry of entries) {
+        const box = entry.contentRect;
+        size = { width: box.width * ratio, height: box.height * ratio };
+      }
+      schedule();
+    });
+    const intersection = new IntersectionObserver((entries) => {
+      for (const entry of entries) visible = entry.isIntersecting;
+      schedule();
+    });
+    resize.observe(element);
+    intersection.observe(element);
+    return () => {
+      stopped = true;
+      if (timer !== null) clearTimeout(timer);
+      resize.disconnect();
+      intersection.disconnect();
+    };
+  }
   /** Chat to the channel: a string is sent as text, anything else as custom data. */
   async sendMessage(message) {
     const body = typeof message === "string" ? { type: "text", text: message } : { type: "custom", data: message };
@@ -854,6 +932,17 @@ var Mooyaho = class extends Emitter {
           return [{ sessionId: s.sessionId, level: s.level, isSelf: s.sessionId === this.sessionId }];
         });
         this.emit("activeSpeakersChanged", { speakers });
+        return;
+      }
+      case "subscribedQualities": {
+        const mid = frame["mid"];
+        const qualities = frame["qualities"];
+        const layers = frame["layers"];
+        if (typeof mid !== "string" || !Array.isArray(qualities) || !Array.isArray(layers)) return;
+        const rids = qualities.filter((q) => typeof q === "string");
+        const indexes = layers.filter((l) => typeof l === "number");
+        void this.#sfu?.subscribedQualities(mid, rids, indexes);
+        this.emit("subscribedQualities", { mid, qualities: rids, layers: indexes });
         return;
       }
       case "channelClosed": {
@@ -1088,7 +1177,15 @@ var Mooyaho = class extends Emitter {
     this.emit("error", e instanceof MooyahoError ? e : new MooyahoError("webrtc", String(e)));
   }
 };
+function qualityForSize(width, height) {
+  const longer = Math.max(width, height);
+  if (!(width > 0 && height > 0)) return "off";
+  if (longer <= 320) return "low";
+  if (longer <= 640) return "medium";
+  return "high";
+}
 export {
   Mooyaho,
-  MooyahoError
+  MooyahoError,
+  qualityForSize
 };

@@ -13,6 +13,7 @@ import {
   type ServerFrame,
   type SessionInfo,
   type SubscriptionWish,
+  type VideoQuality,
 } from './types.js';
 
 /** How long a direct call rings before `directCall` gives up. */
@@ -248,6 +249,58 @@ export class Mooyaho extends Emitter {
     this.#wishes.set(sessionId, { video: wish.video, audio: wish.audio ?? previous?.audio });
   }
 
+  /**
+   * Adaptive stream: keeps `sessionId`'s video wish matched to how large `element` (where the
+   * application renders that session's video) is on screen, so a thumbnail gets the low layer
+   * and a hidden or zero-size element none. The rendered size in device pixels picks the wish
+   * ({@link qualityForSize}): no area or not in the viewport → `off`; the longer side ≤ 320 →
+   * `low`; ≤ 640 → `medium`; larger → `high` (the SDK's layers are ¼, ½ and full of a 720p
+   * camera: 320, 640 and 1280 wide). Changes are sent at most every 300 ms, only when the wish
+   * changes; a refused one (e.g. nobody publishes yet) is tried again at the next change or
+   * after 2 s. Returns a function that stops observing (the last wish stays).
+   */
+  observeVideo(sessionId: string, element: Element): () => void {
+    let size = { width: 0, height: 0 };
+    let visible = true;
+    let sent: VideoQuality | null = null;
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    let stopped = false;
+    const tell = () => {
+      timer = null;
+      if (stopped) return;
+      const quality = visible ? qualityForSize(size.width, size.height) : 'off';
+      if (quality === sent) return;
+      sent = quality;
+      this.setSubscription(sessionId, { video: quality }).catch(() => {
+        sent = null;
+        if (!stopped && timer === null) timer = setTimeout(tell, 2000);
+      });
+    };
+    const schedule = () => {
+      if (timer === null && !stopped) timer = setTimeout(tell, 300);
+    };
+    const ratio = typeof devicePixelRatio === 'number' ? devicePixelRatio : 1;
+    const resize = new ResizeObserver((entries) => {
+      for (const entry of entries) {
+        const box = entry.contentRect;
+        size = { width: box.width * ratio, height: box.height * ratio };
+      }
+      schedule();
+    });
+    const intersection = new IntersectionObserver((entries) => {
+      for (const entry of entries) visible = entry.isIntersecting;
+      schedule();
+    });
+    resize.observe(element);
+    intersection.observe(element);
+    return () => {
+      stopped = true;
+      if (timer !== null) clearTimeout(timer);
+      resize.disconnect();
+      intersection.disconnect();
+    };
+  }
+
   /** Chat to the channel: a string is sent as text, anything else as custom data. */
   async sendMessage(message: string | unknown): Promise<void> {
     const body: ChatMessage = typeof message === 'string' ? { type: 'text', text: message } : { type: 'custom', data: message };
@@ -354,6 +407,17 @@ export class Mooyaho extends Emitter {
           return [{ sessionId: s.sessionId, level: s.level, isSelf: s.sessionId === this.sessionId }];
         });
         this.emit('activeSpeakersChanged', { speakers });
+        return;
+      }
+      case 'subscribedQualities': {
+        const mid = frame['mid'];
+        const qualities = frame['qualities'];
+        const layers = frame['layers'];
+        if (typeof mid !== 'string' || !Array.isArray(qualities) || !Array.isArray(layers)) return;
+        const rids = qualities.filter((q): q is string => typeof q === 'string');
+        const indexes = layers.filter((l): l is number => typeof l === 'number');
+        void this.#sfu?.subscribedQualities(mid, rids, indexes);
+        this.emit('subscribedQualities', { mid, qualities: rids, layers: indexes });
         return;
       }
       case 'channelClosed': {
@@ -613,4 +677,18 @@ export class Mooyaho extends Emitter {
   #fail(e: unknown): void {
     this.emit('error', e instanceof MooyahoError ? e : new MooyahoError('webrtc', String(e)));
   }
+}
+
+/**
+ * The video wish for an element rendered `width` × `height` device pixels (adaptive stream):
+ * the smallest of the SDK's layers (¼, ½, full of a 720p camera) that is at least as large as
+ * the element's longer side (never upscaled): no area → `off`; ≤ 320 → `low`; ≤ 640 →
+ * `medium`; else `high`.
+ */
+export function qualityForSize(width: number, height: number): VideoQuality {
+  const longer = Math.max(width, height);
+  if (!(width > 0 && height > 0)) return 'off';
+  if (longer <= 320) return 'low';
+  if (longer <= 640) return 'medium';
+  return 'high';
 }

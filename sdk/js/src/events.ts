@@ -56,6 +56,12 @@ export interface EventMap {
    * and only when the ranking changed; an empty list when nobody speaks.
    */
   activeSpeakersChanged: { speakers: ActiveSpeaker[] };
+  /**
+   * SFU channels, publishers: which simulcast layers of our video (m-line `mid`) anyone
+   * consumes (`qualities`: rids such as `q`/`h`/`f`; `layers`: 0 = lowest). The SDK has already
+   * set the other encodings `active: false` (dynacast); this is for display and logging.
+   */
+  subscribedQualities: { mid: string; qualities: string[]; layers: number[] };
   messaged: { sessionId: string; message: ChatMessage; isSelf: boolean };
   channelClosed: { channel: string };
   integrated: { user: unknown };

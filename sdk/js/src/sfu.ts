@@ -52,6 +52,8 @@ export class Sfu {
   subscriber: RTCPeerConnection | null = null;
   /** Re-offers are applied one at a time, in arrival order. */
   #subscribeChain: Promise<void> = Promise.resolve();
+  /** Publish encoding changes (dynacast) are applied one at a time, in arrival order. */
+  #parametersChain: Promise<void> = Promise.resolve();
   /** Our publish candidates, held until the SFU accepted the publish offer. */
   #outgoing: Candidate[] | null = [];
   /** Which session each received track belongs to (from its stream id). */
@@ -119,6 +121,35 @@ export class Sfu {
       console.error('mooyaho: SFU re-offer failed', e);
     });
     return this.#subscribeChain;
+  }
+
+  /**
+   * Dynacast: the node says which layers of our video on m-line `mid` anyone consumes (by rid,
+   * or by index for encodings without one); the others are set `active: false`, so nobody's
+   * unwatched 720p is encoded, and set active again when needed. Applied one at a time (a
+   * sender takes one `setParameters` at once), each against the sender's current parameters.
+   */
+  subscribedQualities(mid: string, qualities: string[], layers: number[]): Promise<void> {
+    this.#parametersChain = this.#parametersChain
+      .then(async () => {
+        const sender = this.publisher?.getTransceivers().find((t) => t.mid === mid)?.sender;
+        if (!sender) return;
+        const parameters = sender.getParameters();
+        const encodings = parameters.encodings ?? [];
+        if (encodings.length < 2) return;
+        const wanted = encodings.map((e, i) => (e.rid ? qualities.includes(e.rid) : layers.includes(i)));
+        // The node always lists the lowest layer; never stop every encoding whatever it says.
+        if (!wanted.some(Boolean)) wanted[0] = true;
+        if (encodings.every((e, i) => (e.active ?? true) === wanted[i])) return;
+        encodings.forEach((e, i) => {
+          e.active = wanted[i];
+        });
+        await sender.setParameters(parameters);
+      })
+      .catch((e) => {
+        console.error('mooyaho: applying subscribedQualities failed', e);
+      });
+    return this.#parametersChain;
   }
 
   /** SFU candidates carry no session; route them by ICE username fragment. */

@@ -104,8 +104,9 @@ impl Worker {
                         let mut potential = [None; 3];
                         for (i, layer) in track.layers.iter().enumerate() {
                             rates[i] = live[i].then(|| layer.cost());
-                            potential[i] = rates[i]
-                                .or((layer.last_live_bps > 0).then_some(layer.last_live_bps));
+                            // A layer never measured (the publisher stopped it before it
+                            // ever flowed) counts as free: asked for, it gets measured.
+                            potential[i] = rates[i].or(Some(layer.last_live_bps));
                         }
                         let demand = VideoDemand {
                             rates,

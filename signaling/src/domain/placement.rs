@@ -1579,7 +1579,7 @@ mod tests {
             .unwrap();
         let seen = next_events(&recorder).await;
         assert_eq!(kinds(&seen), ["subscribed_qualities_changed"]);
-        assert_eq!(audience(&seen[0]), [alice.session.clone()]);
+        assert_eq!(audience(&seen[0]), std::slice::from_ref(&alice.session));
         assert_eq!(
             drain(&mut alice_queue),
             [r#"{"type":"subscribedQualities","mid":"1","qualities":["q","f"],"layers":[0,2]}"#]

@@ -1,6 +1,6 @@
 import { Emitter } from './events.js';
 import { SignalingSocket } from './socket.js';
-import { type MediaKey, type MooyahoConfig, type SessionInfo, type SubscriptionWish } from './types.js';
+import { type MediaKey, type MooyahoConfig, type SessionInfo, type SubscriptionWish, type VideoQuality } from './types.js';
 export declare class Mooyaho extends Emitter {
     #private;
     readonly config: Readonly<MooyahoConfig>;
@@ -49,6 +49,17 @@ export declare class Mooyaho extends Emitter {
      * while nobody publishes yet). The SDK tells the wish again after an SFU recovery.
      */
     setSubscription(sessionId: string, wish: SubscriptionWish): Promise<void>;
+    /**
+     * Adaptive stream: keeps `sessionId`'s video wish matched to how large `element` (where the
+     * application renders that session's video) is on screen, so a thumbnail gets the low layer
+     * and a hidden or zero-size element none. The rendered size in device pixels picks the wish
+     * ({@link qualityForSize}): no area or not in the viewport → `off`; the longer side ≤ 320 →
+     * `low`; ≤ 640 → `medium`; larger → `high` (the SDK's layers are ¼, ½ and full of a 720p
+     * camera: 320, 640 and 1280 wide). Changes are sent at most every 300 ms, only when the wish
+     * changes; a refused one (e.g. nobody publishes yet) is tried again at the next change or
+     * after 2 s. Returns a function that stops observing (the last wish stays).
+     */
+    observeVideo(sessionId: string, element: Element): () => void;
     /** Chat to the channel: a string is sent as text, anything else as custom data. */
     sendMessage(message: string | unknown): Promise<void>;
     /** The channel's members, fresh from the server. */
@@ -58,3 +69,10 @@ export declare class Mooyaho extends Emitter {
     /** Closes everything; the instance cannot be used again. */
     dispose(): void;
 }
+/**
+ * The video wish for an element rendered `width` × `height` device pixels (adaptive stream):
+ * the smallest of the SDK's layers (¼, ½, full of a 720p camera) that is at least as large as
+ * the element's longer side (never upscaled): no area → `off`; ≤ 320 → `low`; ≤ 640 →
+ * `medium`; else `high`.
+ */
+export declare function qualityForSize(width: number, height: number): VideoQuality;

@@ -84,6 +84,16 @@ export interface EventMap {
     activeSpeakersChanged: {
         speakers: ActiveSpeaker[];
     };
+    /**
+     * SFU channels, publishers: which simulcast layers of our video (m-line `mid`) anyone
+     * consumes (`qualities`: rids such as `q`/`h`/`f`; `layers`: 0 = lowest). The SDK has already
+     * set the other encodings `active: false` (dynacast); this is for display and logging.
+     */
+    subscribedQualities: {
+        mid: string;
+        qualities: string[];
+        layers: number[];
+    };
     messaged: {
         sessionId: string;
         message: ChatMessage;

@@ -1,4 +1,4 @@
-export { Mooyaho } from './Mooyaho.js';
+export { Mooyaho, qualityForSize } from './Mooyaho.js';
 export { MooyahoError } from './types.js';
 export type { ChatMessage, MediaKey, MediaState, MooyahoConfig, SessionInfo, SubscriptionWish, VideoQuality } from './types.js';
 export type { ActiveSpeaker, EventMap, EventType, IncomingCall, Listener } from './events.js';

@@ -37,6 +37,13 @@ export declare class Sfu {
     answered(sdp: string): Promise<void>;
     /** A (re-)offer of the subscribe PeerConnection. */
     offered(sdp: string): Promise<void>;
+    /**
+     * Dynacast: the node says which layers of our video on m-line `mid` anyone consumes (by rid,
+     * or by index for encodings without one); the others are set `active: false`, so nobody's
+     * unwatched 720p is encoded, and set active again when needed. Applied one at a time (a
+     * sender takes one `setParameters` at once), each against the sender's current parameters.
+     */
+    subscribedQualities(mid: string, qualities: string[], layers: number[]): Promise<void>;
     /** SFU candidates carry no session; route them by ICE username fragment. */
     candidate(candidate: Candidate): Promise<void>;
     /** The PeerConnections are closed: nothing more will happen on them. */
