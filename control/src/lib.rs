@@ -156,6 +156,39 @@ pub enum Request {
     /// The rooms the node hosts now ([`Response::Rooms`]). A controller asks when its link comes
     /// up, to find channels whose rooms a restart lost.
     Rooms,
+    /// Receiving side of a relay link between nodes (a room spanning nodes, DESIGN §7.2):
+    /// `room` here will be fed the tracks of a room on another node. The reply is
+    /// [`Response::RelayAddress`]: where the sending node sends ([`Request::OpenRelay`]).
+    AcceptRelay {
+        /// The room on this node.
+        room: String,
+        /// The link's id (chosen at random by the control plane; both nodes use it).
+        link: u64,
+        /// Key sealing what this node sends back (feedback), 32 hex digits.
+        send_key: String,
+        /// Key opening what this node receives, 32 hex digits.
+        receive_key: String,
+    },
+    /// Sending side of a relay link: every track of `room` (now and later) goes to `address`.
+    OpenRelay {
+        /// The room on this node (where the publishers are).
+        room: String,
+        /// The link's id, as given to the receiving node.
+        link: u64,
+        /// The receiving node's [`Response::RelayAddress`].
+        address: String,
+        /// Key sealing what this node sends (the receiving node's `receive_key`).
+        send_key: String,
+        /// Key opening the feedback (the receiving node's `send_key`).
+        receive_key: String,
+    },
+    /// Tears a relay link down (on either node).
+    CloseRelay {
+        /// The room on this node.
+        room: String,
+        /// The link's id.
+        link: u64,
+    },
     /// A room's speaker ranking now ([`Response::Speakers`]): a member who joins after the
     /// last change hears it this way (changes are announced as [`Event::ActiveSpeakers`]).
     Speakers {
@@ -215,6 +248,11 @@ pub enum Response {
     Rooms {
         /// Their names (as [`Response::Room`] gave them).
         rooms: Vec<String>,
+    },
+    /// Where the other node sends a relay link's datagrams (`ip:port`).
+    RelayAddress {
+        /// The address.
+        address: String,
     },
     /// A room's speaker ranking, loudest first; empty when nobody speaks.
     Speakers {
@@ -376,6 +414,12 @@ pub struct Load {
     /// those made).
     #[serde(default)]
     pub admitted_transports: u64,
+    /// Relay links sending this node's tracks to other nodes.
+    #[serde(default)]
+    pub relay_links_out: u64,
+    /// Relay links receiving other nodes' tracks.
+    #[serde(default)]
+    pub relay_links_in: u64,
     /// Media-plane counters since the node started (signaling exports them per node). Boxed:
     /// most control messages are small.
     #[serde(default)]
@@ -440,6 +484,12 @@ pub struct MediaCounters {
     pub relay_packets: u64,
     /// Packets dropped because a worker's relay queue was full.
     pub relay_drops: u64,
+    /// Datagrams sent to other nodes over relay links (a room spanning nodes).
+    pub node_relay_packets_out: u64,
+    /// Authentic relay datagrams received from other nodes.
+    pub node_relay_packets_in: u64,
+    /// Relay datagrams dropped: no such link, failed authentication, or replayed.
+    pub node_relay_rejected: u64,
     /// ICE-TCP connections accepted.
     pub ice_tcp_accepted: u64,
     /// ICE-TCP connections refused over the node's limits (in all or per client address).

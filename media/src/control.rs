@@ -27,8 +27,9 @@ use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::node::{Node, NodeStats, RoomKey};
+use crate::relay_frame::RelayKey;
 use crate::sdp::SdpError;
-use crate::worker::{MediaError, NodeEvent, WorkerStats};
+use crate::worker::{MediaError, NodeEvent, RelayKeys, WorkerStats};
 
 /// How the control server runs.
 #[derive(Clone, Debug)]
@@ -617,113 +618,157 @@ fn session_key(request: &Request) -> Option<(String, String)> {
 }
 
 async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Request) -> Response {
-    let result = match request {
-        Request::Hello { .. } => {
-            return Response::Error {
-                code: ErrorCode::BadRequest,
-                message: "hello twice".into(),
-            };
-        }
-        Request::CreateRoom => node.create_room().await.map(|room| Response::Room {
-            room: names.name(room),
-        }),
-        Request::Publish {
-            room,
-            session,
-            offer,
-        } => match names.key(&room) {
-            Ok(room) => node
-                .publish(room, &session, &offer)
-                .await
-                .map(|sdp| Response::Sdp { sdp: Some(sdp) }),
-            Err(e) => Err(e),
-        },
-        Request::SubscribeOffer { room, session } => match names.key(&room) {
-            Ok(room) => node
-                .subscribe_offer(room, &session)
-                .await
-                .map(|sdp| Response::Sdp { sdp }),
-            Err(e) => Err(e),
-        },
-        Request::SubscribeClientOffer {
-            room,
-            session,
-            offer,
-            publisher,
-        } => match names.key(&room) {
-            Ok(room) => node
-                .subscribe_client_offer(room, &session, &offer, publisher.as_deref())
-                .await
-                .map(|sdp| Response::Sdp { sdp: Some(sdp) }),
-            Err(e) => Err(e),
-        },
-        Request::SubscribeAnswer {
-            room,
-            session,
-            answer,
-        } => match names.key(&room) {
-            Ok(room) => node
-                .subscribe_answer(room, &session, &answer)
-                .await
-                .map(|()| Response::Done),
-            Err(e) => Err(e),
-        },
-        Request::SetSubscription {
-            room,
-            session,
-            publisher,
-            video,
-            audio,
-        } => match names.key(&room) {
-            Ok(room) => node
-                .set_subscription(room, &session, &publisher, video, audio)
-                .await
-                .map(|()| Response::Done),
-            Err(e) => Err(e),
-        },
-        Request::CloseSession { room, session } => match names.key(&room) {
-            Ok(room) => node
-                .close_session(room, &session)
-                .await
-                .map(|()| Response::Done),
-            Err(e) => Err(e),
-        },
-        Request::Speakers { room } => match names.key(&room) {
-            Ok(room) => node
-                .speakers(room)
-                .await
-                .map(|speakers| Response::Speakers { speakers }),
-            Err(e) => Err(e),
-        },
-        Request::CloseRoom { room } => match names.key(&room) {
-            Ok(room) => node.close_room(room).await.map(|()| Response::Done),
-            Err(e) => Err(e),
-        },
-        // Asked for explicitly: the answer waits for every worker's fresh stats.
-        Request::Stats => match node.stats().await {
-            Ok(stats) => {
-                return Response::Stats(load(node, stats, refusals, &mut LoadMeter::default()));
+    let result =
+        match request {
+            Request::Hello { .. } => {
+                return Response::Error {
+                    code: ErrorCode::BadRequest,
+                    message: "hello twice".into(),
+                };
             }
-            Err(e) => Err(e),
-        },
-        Request::Drain { draining } => {
-            node.set_draining(draining);
-            tracing::info!(draining, "drain state changed by the control plane");
-            return Response::Done;
-        }
-        Request::Rooms => {
-            let rooms = node.rooms().into_iter().map(|key| names.name(key));
-            return Response::Rooms {
-                rooms: rooms.collect(),
-            };
-        }
-        _ => {
-            return Response::Error {
-                code: ErrorCode::BadRequest,
-                message: "unsupported request".into(),
-            };
-        }
-    };
+            Request::CreateRoom => node.create_room().await.map(|room| Response::Room {
+                room: names.name(room),
+            }),
+            Request::Publish {
+                room,
+                session,
+                offer,
+            } => match names.key(&room) {
+                Ok(room) => node
+                    .publish(room, &session, &offer)
+                    .await
+                    .map(|sdp| Response::Sdp { sdp: Some(sdp) }),
+                Err(e) => Err(e),
+            },
+            Request::SubscribeOffer { room, session } => match names.key(&room) {
+                Ok(room) => node
+                    .subscribe_offer(room, &session)
+                    .await
+                    .map(|sdp| Response::Sdp { sdp }),
+                Err(e) => Err(e),
+            },
+            Request::SubscribeClientOffer {
+                room,
+                session,
+                offer,
+                publisher,
+            } => match names.key(&room) {
+                Ok(room) => node
+                    .subscribe_client_offer(room, &session, &offer, publisher.as_deref())
+                    .await
+                    .map(|sdp| Response::Sdp { sdp: Some(sdp) }),
+                Err(e) => Err(e),
+            },
+            Request::SubscribeAnswer {
+                room,
+                session,
+                answer,
+            } => match names.key(&room) {
+                Ok(room) => node
+                    .subscribe_answer(room, &session, &answer)
+                    .await
+                    .map(|()| Response::Done),
+                Err(e) => Err(e),
+            },
+            Request::SetSubscription {
+                room,
+                session,
+                publisher,
+                video,
+                audio,
+            } => match names.key(&room) {
+                Ok(room) => node
+                    .set_subscription(room, &session, &publisher, video, audio)
+                    .await
+                    .map(|()| Response::Done),
+                Err(e) => Err(e),
+            },
+            Request::CloseSession { room, session } => match names.key(&room) {
+                Ok(room) => node
+                    .close_session(room, &session)
+                    .await
+                    .map(|()| Response::Done),
+                Err(e) => Err(e),
+            },
+            Request::Speakers { room } => match names.key(&room) {
+                Ok(room) => node
+                    .speakers(room)
+                    .await
+                    .map(|speakers| Response::Speakers { speakers }),
+                Err(e) => Err(e),
+            },
+            Request::CloseRoom { room } => match names.key(&room) {
+                Ok(room) => node.close_room(room).await.map(|()| Response::Done),
+                Err(e) => Err(e),
+            },
+            // Asked for explicitly: the answer waits for every worker's fresh stats.
+            Request::Stats => match node.stats().await {
+                Ok(stats) => {
+                    return Response::Stats(load(node, stats, refusals, &mut LoadMeter::default()));
+                }
+                Err(e) => Err(e),
+            },
+            Request::Drain { draining } => {
+                node.set_draining(draining);
+                tracing::info!(draining, "drain state changed by the control plane");
+                return Response::Done;
+            }
+            Request::AcceptRelay {
+                room,
+                link,
+                send_key,
+                receive_key,
+            } => match (names.key(&room), relay_keys(&send_key, &receive_key)) {
+                (Ok(room), Ok(keys)) => node.accept_relay(room, link, keys).await.map(|address| {
+                    Response::RelayAddress {
+                        address: address.to_string(),
+                    }
+                }),
+                (Err(e), _) => Err(e),
+                (_, Err(response)) => return response,
+            },
+            Request::OpenRelay {
+                room,
+                link,
+                address,
+                send_key,
+                receive_key,
+            } => {
+                let keys = match relay_keys(&send_key, &receive_key) {
+                    Ok(keys) => keys,
+                    Err(response) => return response,
+                };
+                let Ok(peer) = address.parse() else {
+                    return Response::Error {
+                        code: ErrorCode::BadRequest,
+                        message: "the relay address is not ip:port".into(),
+                    };
+                };
+                match names.key(&room) {
+                    Ok(room) => node
+                        .open_relay(room, link, keys, peer)
+                        .await
+                        .map(|()| Response::Done),
+                    Err(e) => Err(e),
+                }
+            }
+            Request::CloseRelay { room, link } => match names.key(&room) {
+                Ok(room) => node.close_relay(room, link).await.map(|()| Response::Done),
+                Err(e) => Err(e),
+            },
+            Request::Rooms => {
+                let rooms = node.rooms().into_iter().map(|key| names.name(key));
+                return Response::Rooms {
+                    rooms: rooms.collect(),
+                };
+            }
+            _ => {
+                return Response::Error {
+                    code: ErrorCode::BadRequest,
+                    message: "unsupported request".into(),
+                };
+            }
+        };
     result.unwrap_or_else(|e| Response::Error {
         code: match &e {
             MediaError::UnknownRoom => ErrorCode::UnknownRoom,
@@ -734,12 +779,28 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
             | MediaError::Core(_)
             | MediaError::TooManyWishes(_)
             | MediaError::OwnMedia
-            | MediaError::AlreadySubscribed => ErrorCode::BadRequest,
+            | MediaError::AlreadySubscribed
+            | MediaError::RelayExists
+            | MediaError::UnknownRelay => ErrorCode::BadRequest,
             MediaError::WorkerGone | MediaError::Draining => ErrorCode::Unavailable,
             MediaError::Full { .. } => ErrorCode::Full,
             _ => ErrorCode::Internal,
         },
         message: e.to_string(),
+    })
+}
+
+/// A relay link's keys from their hex form, or the error response naming the bad one.
+fn relay_keys(send: &str, receive: &str) -> Result<RelayKeys, Response> {
+    let parse = |hex: &str, which: &str| {
+        RelayKey::from_hex(hex).ok_or_else(|| Response::Error {
+            code: ErrorCode::BadRequest,
+            message: format!("the relay {which} key is not 32 hex digits"),
+        })
+    };
+    Ok(RelayKeys {
+        send: parse(send, "send")?,
+        receive: parse(receive, "receive")?,
     })
 }
 
@@ -913,6 +974,9 @@ fn media_counters(stats: &NodeStats, meter: &mut LoadMeter) -> MediaCounters {
         media.dtls_failures += c.dtls_failures;
         media.relay_packets += c.pipe_packets;
         media.relay_drops += c.pipe_drops;
+        media.node_relay_packets_out += c.relay_packets_out;
+        media.node_relay_packets_in += c.relay_packets_in;
+        media.node_relay_rejected += c.relay_unknown_link + c.relay_auth_failures + c.relay_replays;
         media.rtp_in += core.rtp_received;
         media.rtp_forwarded += core.rtp_forwarded;
         media.nacks_received += core.nack_received;
@@ -1089,7 +1153,10 @@ fn load(node: &Node, stats: NodeStats, refusals: &Refusals, meter: &mut LoadMete
             + w.counters.srtp_replays
             + w.counters.stale_routes
             + w.counters.srtp_ssrc_cap_drops
-            + w.counters.live_address_claims;
+            + w.counters.live_address_claims
+            + w.counters.relay_unknown_link
+            + w.counters.relay_auth_failures
+            + w.counters.relay_replays;
     }
     let now = Instant::now();
     let cpu = mooyaho_net::cpu::process_cpu_seconds(None).unwrap_or(0.0);
@@ -1108,6 +1175,8 @@ fn load(node: &Node, stats: NodeStats, refusals: &Refusals, meter: &mut LoadMete
         draining: node.is_draining(),
         max_transports: max_transports as u64,
         admitted_transports: admitted_transports as u64,
+        relay_links_out: stats.relay_links().sending as u64,
+        relay_links_in: stats.relay_links().receiving as u64,
         ..Load::default()
     };
     if let Some((then, last_in, last_out, last_cpu)) = meter.last {

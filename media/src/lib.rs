@@ -17,6 +17,7 @@ pub(crate) mod connection;
 pub mod control;
 pub(crate) mod ice_tcp;
 pub mod node;
+pub mod relay_frame;
 pub mod sdp;
 pub(crate) mod worker;
 
@@ -24,6 +25,6 @@ pub use control::{ControlConfig, ControlIdentity, ControlServer};
 pub use ice_tcp::{IceTcpLimits, IceTcpStats};
 pub use node::{Node, NodeConfig, NodeStats, RoomKey};
 pub use worker::{
-    MediaError, NodeEvent, PublishPolicy, PublishRate, Speaker, WorkerCounters, WorkerFailure,
-    WorkerStats, fuzz_media_worker,
+    MediaError, NodeEvent, PublishPolicy, PublishRate, RelayKeys, RelayLinkCounts, Speaker,
+    WorkerCounters, WorkerFailure, WorkerStats, fuzz_media_worker,
 };

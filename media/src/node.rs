@@ -15,7 +15,7 @@ use crate::ice_tcp::{IceTcp, IceTcpLimits, IceTcpStats};
 use crate::sdp::Candidate;
 use crate::worker::{
     Command, FailureSender, MediaError, NodeEvent, PIPE_DEPTH, PipeSender, Progress, PublishPolicy,
-    Speaker, WorkerFailure, WorkerHandle, WorkerStats, spawn_watchdog,
+    RelayKeys, RelayLinkCounts, Speaker, WorkerFailure, WorkerHandle, WorkerStats, spawn_watchdog,
 };
 use mooyaho_net::dtls::DtlsIdentity;
 use mooyaho_net::udp::{Socket, Wake};
@@ -114,6 +114,16 @@ impl NodeStats {
     /// Transports across workers.
     pub fn transports(&self) -> usize {
         self.workers.iter().map(|w| w.transports).sum()
+    }
+
+    /// Relay links to and from other nodes, across workers.
+    pub fn relay_links(&self) -> RelayLinkCounts {
+        self.workers
+            .iter()
+            .fold(RelayLinkCounts::default(), |sum, w| RelayLinkCounts {
+                sending: sum.sending + w.relay_links.sending,
+                receiving: sum.receiving + w.relay_links.receiving,
+            })
     }
 }
 
@@ -685,6 +695,57 @@ impl Node {
     pub fn transport_capacity(&self) -> (usize, usize) {
         let admission = self.admission();
         (admission.max, admission.held.len())
+    }
+
+    /// Receiving side of a relay link (cascading): `room` here is fed the tracks of a room on
+    /// another node through link `link`, sealed under `keys.receive`; feedback goes back under
+    /// `keys.send`. Returns the address the other node sends to (the room's home worker: it
+    /// fans the tracks out to its subscribers, and through pipes to the node's other workers).
+    pub async fn accept_relay(
+        &self,
+        room: RoomKey,
+        link: u64,
+        keys: RelayKeys,
+    ) -> Result<SocketAddr, MediaError> {
+        self.known(room)?;
+        let accept = |reply| Command::AcceptRelay {
+            room: room.room,
+            link,
+            keys,
+            reply,
+        };
+        self.worker(room.worker)?.call(accept).await
+    }
+
+    /// Sending side of a relay link: every track of `room` (now and later) goes to `peer` (the
+    /// other node's [`Node::accept_relay`] address) through link `link`.
+    pub async fn open_relay(
+        &self,
+        room: RoomKey,
+        link: u64,
+        keys: RelayKeys,
+        peer: SocketAddr,
+    ) -> Result<(), MediaError> {
+        self.known(room)?;
+        let open = |reply| Command::OpenRelay {
+            room: room.room,
+            link,
+            keys,
+            peer,
+            reply,
+        };
+        self.worker(room.worker)?.call(open).await
+    }
+
+    /// Tears relay link `link` of `room` down (either side).
+    pub async fn close_relay(&self, room: RoomKey, link: u64) -> Result<(), MediaError> {
+        self.known(room)?;
+        let close = |reply| Command::CloseRelay {
+            room: room.room,
+            link,
+            reply,
+        };
+        self.worker(room.worker)?.call(close).await
     }
 
     fn known(&self, room: RoomKey) -> Result<(), MediaError> {

@@ -135,7 +135,7 @@ impl Candidate {
 }
 
 /// Audio or video.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// `m=audio`.
     Audio,
@@ -144,7 +144,7 @@ pub enum Kind {
 }
 
 /// One negotiated codec.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Codec {
     /// Encoding name as in `a=rtpmap` (`opus`, `VP8`, `VP9`, `H264`, `AV1`).
     pub name: String,
@@ -172,7 +172,7 @@ pub struct Extension {
 }
 
 /// One track the client publishes, as accepted in the answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublishedTrack {
     /// The m-line's mid.
     pub mid: String,
@@ -188,7 +188,7 @@ pub struct PublishedTrack {
 }
 
 /// One encoding of a published track: its only stream, or one simulcast layer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PublishedEncoding {
     /// The layer's `a=rid` (RFC 8851); its SSRCs are then learned from the first packets.
     pub rid: Option<String>,

@@ -6,6 +6,7 @@ mod fuzzing;
 mod link;
 mod negotiate;
 mod pipe;
+mod relay;
 mod thread;
 mod timers;
 mod watchdog;
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc as async_mpsc, oneshot};
 pub use fuzzing::fuzz_media_worker;
 pub use negotiate::{PublishPolicy, PublishRate};
 pub(crate) use pipe::{PIPE_DEPTH, PipeMessage, PipeSender};
+pub use relay::{RelayKeys, RelayLinkCounts};
 pub use thread::{WorkerCounters, WorkerStats};
 pub(crate) use watchdog::{Progress, spawn as spawn_watchdog};
 
@@ -75,6 +77,12 @@ pub enum MediaError {
     /// A session cannot subscribe to its own media.
     #[error("a session does not receive its own media")]
     OwnMedia,
+    /// The worker already holds a relay link of that id.
+    #[error("a relay link of that id already exists")]
+    RelayExists,
+    /// No relay link of that id in that room.
+    #[error("unknown relay link")]
+    UnknownRelay,
     /// The worker thread is gone (node shutting down).
     #[error("media worker stopped")]
     WorkerGone,
@@ -226,6 +234,27 @@ pub(crate) enum Command {
     AcceptPipe {
         home: usize,
         reply: Reply<(RoomId, TransportId)>,
+    },
+    /// Receiving side of a relay link between nodes: answers with the address to send to.
+    AcceptRelay {
+        room: RoomId,
+        link: u64,
+        keys: RelayKeys,
+        reply: Reply<SocketAddr>,
+    },
+    /// Sending side of a relay link: every track of `room` to `peer`.
+    OpenRelay {
+        room: RoomId,
+        link: u64,
+        keys: RelayKeys,
+        peer: SocketAddr,
+        reply: Reply<()>,
+    },
+    /// Tears a relay link down (either side).
+    CloseRelay {
+        room: RoomId,
+        link: u64,
+        reply: Reply<()>,
     },
     /// Home side: pipe every track of `room` to `worker`'s pipe transport.
     OpenPipe {

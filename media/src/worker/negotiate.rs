@@ -242,6 +242,7 @@ impl Worker {
             self.remove_transport(previous);
         }
         self.pipe_new_tracks(now, room, &session, &tracks);
+        self.relay_new_tracks(now, room, &session, &tracks);
         self.renegotiate_others(room, &session);
         Ok((transport, negotiation.answer))
     }
@@ -676,6 +677,7 @@ impl Worker {
                 transport,
             } => {
                 self.pipe_subscription_closed(transport, subscription);
+                self.relay_subscription_closed(transport, subscription);
                 let Some(subscribing) = self
                     .links
                     .get_mut(&transport)
@@ -731,14 +733,14 @@ impl Worker {
     }
 
     /// Tells the control plane a room's new speaker ranking, by session. A room mirrored here
-    /// from its home worker (the remote end of a pipe) stays quiet: its tracks are the home's,
-    /// and so is the report.
+    /// from its home worker (the remote end of a pipe) or from another node (the receiving end
+    /// of a relay link) stays quiet: its tracks are the home's, and so is the report.
     fn report_speakers(&self, room: RoomId) {
         let mirror = self
             .core
             .room_transports(room)
             .iter()
-            .any(|t| self.pipes.incoming.contains_key(t));
+            .any(|t| self.pipes.incoming.contains_key(t) || self.relays.is_receiving(*t));
         if mirror {
             return;
         }

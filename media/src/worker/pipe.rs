@@ -208,17 +208,7 @@ impl Worker {
         track: TrackId,
         sdp: PublishedTrack,
     ) -> Result<(), MediaError> {
-        // The remote side sees the publisher's own SSRC (its top layer's; one of our choosing
-        // when a simulcast layer's is learned from packets) and payload type; our rewriting
-        // keeps the sequence continuous across publisher restarts and layers, as for any
-        // subscriber. A simulcast track crosses as one stream, its highest layer.
-        let ssrc = sdp.top_ssrc().unwrap_or_else(rand::random);
-        let config = SubscriptionConfig {
-            ssrc: Ssrc(ssrc),
-            pt: Pt(sdp.codec.pt),
-            rtx: None,
-            mid: None,
-        };
+        let (ssrc, config, mirrored) = mirrored_track(sdp);
         let subscription = self.core.subscribe(now, pipe, track, config)?;
         let out = self.pipes.outgoing.get_mut(&pipe).expect("caller checked");
         out.tracks
@@ -228,14 +218,7 @@ impl Worker {
             transport: out.remote_transport,
             home_transport: pipe,
             session,
-            track: PublishedTrack {
-                encodings: vec![PublishedEncoding {
-                    rid: None,
-                    ssrc: Some(ssrc),
-                    rtx_ssrc: None,
-                }],
-                ..sdp
-            },
+            track: mirrored,
         };
         let worker = out.worker;
         self.pipe_send(worker, message);
@@ -400,7 +383,31 @@ impl Worker {
     }
 }
 
-/// Both pipe ends parse and write the same header extensions.
-fn pipe_extensions() -> sfu_core::rtp::ExtensionMap {
+/// How a track crosses a pipe or a relay link: the subscription that forwards it there and the
+/// track as the other side publishes it. The other side sees the publisher's own SSRC (its top
+/// layer's; one of our choosing when a simulcast layer's is learned from packets) and payload
+/// type; our rewriting keeps the sequence continuous across publisher restarts and layers, as
+/// for any subscriber. A simulcast track crosses as one stream, its highest layer.
+pub(super) fn mirrored_track(sdp: PublishedTrack) -> (u32, SubscriptionConfig, PublishedTrack) {
+    let ssrc = sdp.top_ssrc().unwrap_or_else(rand::random);
+    let config = SubscriptionConfig {
+        ssrc: Ssrc(ssrc),
+        pt: Pt(sdp.codec.pt),
+        rtx: None,
+        mid: None,
+    };
+    let mirrored = PublishedTrack {
+        encodings: vec![PublishedEncoding {
+            rid: None,
+            ssrc: Some(ssrc),
+            rtx_ssrc: None,
+        }],
+        ..sdp
+    };
+    (ssrc, config, mirrored)
+}
+
+/// Both ends of a pipe or relay link parse and write the same header extensions.
+pub(super) fn pipe_extensions() -> sfu_core::rtp::ExtensionMap {
     extension_map(SUBSCRIBE_EXTENSIONS.iter().map(|(id, uri)| (*id, *uri)))
 }

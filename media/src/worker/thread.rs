@@ -17,6 +17,7 @@ use tokio::sync::mpsc as async_mpsc;
 use super::link::Link;
 use super::negotiate::PublishPolicy;
 use super::pipe::{PipeMessage, PipeSender, Pipes};
+use super::relay::{RelayLinkCounts, Relays};
 use super::timers::TimerQueue;
 use super::watchdog::Progress;
 use super::wishes::Wishes;
@@ -68,6 +69,19 @@ pub struct WorkerCounters {
     pub unknown_datagrams: u64,
     /// Packets dropped because another worker's pipe queue was full.
     pub pipe_drops: u64,
+    /// Datagrams sent to other nodes over relay links (media, feedback, announcements).
+    pub relay_packets_out: u64,
+    /// Relay datagrams received that authenticated.
+    pub relay_packets_in: u64,
+    /// Relay datagrams naming no link of this worker (or too short to name one).
+    pub relay_unknown_link: u64,
+    /// Relay datagrams that failed authentication under their link's key (or carried what
+    /// their direction never does).
+    pub relay_auth_failures: u64,
+    /// Relay datagrams refused as replays.
+    pub relay_replays: u64,
+    /// Packets or announcements too large for one relay datagram, not sent.
+    pub relay_oversized: u64,
     /// Datagrams whose ufrag or source address led to a transport that no longer exists. The
     /// tables are kept consistent, so this stays 0; a packet must never crash the worker.
     pub stale_routes: u64,
@@ -114,6 +128,8 @@ pub struct WorkerStats {
     pub counters: WorkerCounters,
     /// sfu-core statistics.
     pub core: sfu_core::Stats,
+    /// Relay links to and from other nodes.
+    pub relay_links: RelayLinkCounts,
     /// Time since the worker started.
     pub uptime: Duration,
     /// Of that, time spent waiting for packets, commands or timers.
@@ -156,6 +172,8 @@ pub(super) struct Worker {
     pub(super) timers: TimerQueue<TransportId>,
     /// Pipes of rooms that span workers.
     pub(super) pipes: Pipes,
+    /// Relay links to and from other nodes.
+    pub(super) relays: Relays,
     /// Every worker's pipe queue, by worker index (ours included, unused).
     pub(super) pipe_peers: Vec<PipeSender>,
     /// Messages from other workers' pipes.
@@ -217,6 +235,7 @@ impl Worker {
             next_housekeeping: Instant::now() + HOUSEKEEPING,
             timers: TimerQueue::default(),
             pipes: Pipes::default(),
+            relays: Relays::default(),
             pipe_peers,
             pipe_inbox,
             #[cfg(debug_assertions)]
@@ -388,6 +407,29 @@ impl Worker {
                 let result = self.accept_pipe(now, home);
                 self.reply(reply, result);
             }
+            Command::AcceptRelay {
+                room,
+                link,
+                keys,
+                reply,
+            } => {
+                let result = self.accept_relay(now, room, link, &keys);
+                self.reply(reply, result);
+            }
+            Command::OpenRelay {
+                room,
+                link,
+                keys,
+                peer,
+                reply,
+            } => {
+                let result = self.open_relay(now, room, link, &keys, peer);
+                self.reply(reply, result);
+            }
+            Command::CloseRelay { room, link, reply } => {
+                let result = self.close_relay(room, link);
+                self.reply(reply, result);
+            }
             Command::OpenPipe {
                 room,
                 worker,
@@ -421,6 +463,7 @@ impl Worker {
                 .filter(|l| l.connection.is_connected())
                 .count(),
             counters: self.counters,
+            relay_links: self.relays.counts(),
             core,
             uptime: self.started.elapsed(),
             idle: self.idle,
@@ -448,6 +491,9 @@ impl Worker {
             // Checks are routed by the ufrag they name; everything else by validated address.
             PacketClass::Stun if !stun::is_response(datagram) => {
                 self.handle_check(now, from, datagram)
+            }
+            PacketClass::Unknown if crate::relay_frame::is_relay(datagram) => {
+                self.handle_relay_datagram(now, from, datagram)
             }
             PacketClass::Unknown => self.counters.unknown_datagrams += 1,
             _ => self.handle_routed(now, from, datagram, class),
@@ -600,7 +646,9 @@ impl Worker {
     pub(super) fn drain(&mut self) {
         while let Some(transmit) = self.core.poll_transmit() {
             let Some(link) = self.links.get_mut(&transmit.to) else {
-                self.pipe_transmit(transmit.to, &transmit.packet);
+                if !self.relay_transmit(transmit.to, &transmit.packet) {
+                    self.pipe_transmit(transmit.to, &transmit.packet);
+                }
                 continue;
             };
             let Some(to) = link.connection.media_destination() else {
@@ -626,7 +674,7 @@ impl Worker {
     }
 
     /// A shared copy of a decrypted packet, cut from the pooled chunk.
-    fn pooled(&mut self, plain: &[u8]) -> Bytes {
+    pub(super) fn pooled(&mut self, plain: &[u8]) -> Bytes {
         if self.received.capacity() < plain.len() {
             self.received = BytesMut::with_capacity(RECEIVE_CHUNK);
         }
@@ -671,6 +719,7 @@ impl Worker {
         if now >= self.next_housekeeping {
             self.next_housekeeping = now + HOUSEKEEPING;
             self.reoffer_overdue(now);
+            self.relay_housekeeping(now);
             #[cfg(debug_assertions)]
             self.wedge_if_asked();
         }
@@ -784,6 +833,7 @@ impl Worker {
         self.known_room(room)?;
         let transports = self.core.room_transports(room).to_vec();
         self.drop_pipes(room, &transports);
+        self.drop_relays(room);
         for transport in transports {
             self.remove_transport(transport);
         }

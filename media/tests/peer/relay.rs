@@ -18,6 +18,9 @@ pub enum Policy {
     DropRtpToClient { one_in: u64 },
     /// Send the `nth` RTP packet from the client to the SFU twice (a replay).
     ReplayRtpToSfu { nth: u64 },
+    /// Drop one in `n` node-to-node relay datagrams from the "client" (the sending node) to the
+    /// "SFU" (the receiving node), announcements and retransmissions included.
+    DropRelayToSfu { one_in: u64 },
 }
 
 /// A running relay.
@@ -54,6 +57,15 @@ impl Relay {
                     Ok((n, from)) = client_side.recv_from(&mut a) => {
                         client = Some(from);
                         let datagram = &a[..n];
+                        if let Policy::DropRelayToSfu { one_in } = policy
+                            && mooyaho_media::relay_frame::is_relay(datagram)
+                        {
+                            to_sfu_rtp += 1;
+                            if to_sfu_rtp % one_in == one_in / 2 {
+                                d.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        }
                         let _ = sfu_side.send_to(datagram, sfu).await;
                         if is_rtp(datagram) {
                             to_sfu_rtp += 1;

@@ -1,0 +1,616 @@
+//! Relay links: how a room spans nodes (cascading, DESIGN §7.2). The same idea as [`super::pipe`]
+//! across the network: on the publishers' node (the *sending* side) a virtual subscribe
+//! transport subscribes to every track of the room and, instead of SRTP toward a client, seals
+//! each forwarded packet into a [`crate::relay_frame`] datagram toward the other node's worker.
+//! There a virtual publish transport feeds it into that room, whose own sfu-core fans it out to
+//! the node's subscribers with their own rewriting, retransmission buffers and keyframe gating
+//! (and through pipes to the node's other workers). RTCP the receiving core addresses to its
+//! "publisher" (NACKs, PLI/FIR, receiver reports) travels back sealed the other way and enters
+//! the sending core as if a subscriber sent it: retransmission and the keyframe-request throttle
+//! work across the hop as for any subscriber.
+//!
+//! One link carries every track of the room, so a track crosses to a node exactly once however
+//! many subscribers are there. The control plane sets a link up (keys for both directions, a
+//! link id, the receiver's address) and tears it down. The receiving side learns the sender's
+//! address from its first authentic datagram; anything that does not authenticate under the
+//! link's key, or repeats a counter, is dropped and counted.
+//!
+//! Track announcements cross in-band (sealed too): a track added or removed is announced at
+//! once, and every second the sender repeats every track and the list of its SSRCs, so a lost
+//! announcement heals within a second and the receiver drops tracks the list no longer has.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use sfu_core::{
+    Direction, OutPacket, RoomId, SubscriptionId, TrackId, TransportConfig, TransportId,
+};
+
+use super::MediaError;
+use super::negotiate::track_config;
+use super::pipe::{mirrored_track, pipe_extensions};
+use super::thread::Worker;
+use crate::relay_frame::{
+    self, FrameKind, Opener, PAYLOAD_OFFSET, RelayFrameError, RelayKey, Sealer, TAG_LEN,
+};
+use crate::sdp::PublishedTrack;
+use mooyaho_net::udp::MAX_DATAGRAM;
+
+/// How often the sending side repeats its track announcements.
+const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest payload a relay datagram carries: the whole datagram fits the receiver's buffer.
+const MAX_PAYLOAD: usize = MAX_DATAGRAM - PAYLOAD_OFFSET - TAG_LEN;
+
+/// The keys of one link, seen from one node.
+#[derive(Clone, Debug)]
+pub struct RelayKeys {
+    /// Seals what this node sends.
+    pub send: RelayKey,
+    /// Opens what this node receives.
+    pub receive: RelayKey,
+}
+
+/// A track announcement (JSON inside a sealed [`FrameKind::Announce`] frame).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+enum Announcement {
+    /// A track now crosses the link (repeated every [`ANNOUNCE_INTERVAL`]).
+    TrackAdded {
+        /// Publishing session.
+        session: String,
+        /// What it publishes, as the link carries it (one encoding: its SSRC on the link).
+        track: PublishedTrack,
+    },
+    /// A track ended.
+    TrackRemoved {
+        /// The track's SSRC on the link.
+        ssrc: u32,
+    },
+    /// Every SSRC the link carries now (repeated every [`ANNOUNCE_INTERVAL`]).
+    Tracks {
+        /// SSRCs.
+        ssrcs: Vec<u32>,
+    },
+}
+
+/// Which end of a link this worker holds.
+#[derive(Debug)]
+enum Side {
+    /// Publishers' node: a subscribe transport; track → (its subscription, session, SSRC, the
+    /// announced copy).
+    Sending {
+        tracks: HashMap<TrackId, (SubscriptionId, String, u32, PublishedTrack)>,
+    },
+    /// Subscribers' node: a publish transport; SSRC on the link → (track here, session).
+    Receiving {
+        tracks: HashMap<u32, (TrackId, String)>,
+    },
+}
+
+/// One end of a relay link.
+#[derive(Debug)]
+struct RelayLink {
+    room: RoomId,
+    transport: TransportId,
+    side: Side,
+    sealer: Sealer,
+    opener: Opener,
+    /// Where datagrams go: given (sending side), or learned from the newest authentic datagram
+    /// (receiving side; `None` before the first).
+    peer: Option<SocketAddr>,
+}
+
+/// A worker's relay links.
+#[derive(Debug, Default)]
+pub(super) struct Relays {
+    /// Link id → link (ids come from the control plane; datagrams name them).
+    links: FxHashMap<u64, RelayLink>,
+    /// Relay transport → link id.
+    by_transport: FxHashMap<TransportId, u64>,
+    /// When the sending links repeat their announcements next.
+    next_announce: Option<Instant>,
+}
+
+/// How many links of each side a worker holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelayLinkCounts {
+    /// Links sending this node's tracks to another node.
+    pub sending: usize,
+    /// Links receiving another node's tracks.
+    pub receiving: usize,
+}
+
+impl Relays {
+    /// Whether `transport` is the receiving end of a link (its room mirrors another node's).
+    pub(super) fn is_receiving(&self, transport: TransportId) -> bool {
+        self.by_transport
+            .get(&transport)
+            .and_then(|link| self.links.get(link))
+            .is_some_and(|l| matches!(l.side, Side::Receiving { .. }))
+    }
+
+    /// How many links of each side the worker holds.
+    pub(super) fn counts(&self) -> RelayLinkCounts {
+        let mut counts = RelayLinkCounts::default();
+        for link in self.links.values() {
+            match link.side {
+                Side::Sending { .. } => counts.sending += 1,
+                Side::Receiving { .. } => counts.receiving += 1,
+            }
+        }
+        counts
+    }
+}
+
+impl Worker {
+    /// Receiving side: a publish transport in `room` fed by link `link`. Returns the address the
+    /// sending node sends to (this worker's first announced UDP address).
+    pub(super) fn accept_relay(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        link: u64,
+        keys: &RelayKeys,
+    ) -> Result<SocketAddr, MediaError> {
+        self.known_room(room)?;
+        if self.relays.links.contains_key(&link) {
+            return Err(MediaError::RelayExists);
+        }
+        let address = self
+            .announced
+            .iter()
+            .find(|c| c.protocol == crate::sdp::CandidateProtocol::Udp)
+            .map(|c| c.address)
+            .ok_or(MediaError::WorkerGone)?;
+        let transport = self.core.add_transport(
+            now,
+            room,
+            TransportConfig {
+                direction: Direction::Publish,
+                extensions: pipe_extensions(),
+            },
+        )?;
+        self.add_relay_link(
+            link,
+            room,
+            transport,
+            keys,
+            None,
+            Side::Receiving {
+                tracks: HashMap::new(),
+            },
+        );
+        Ok(address)
+    }
+
+    /// Sending side: subscribes a relay transport to every track of `room` and sends them to
+    /// `peer` over link `link`.
+    pub(super) fn open_relay(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        link: u64,
+        keys: &RelayKeys,
+        peer: SocketAddr,
+    ) -> Result<(), MediaError> {
+        self.known_room(room)?;
+        if self.relays.links.contains_key(&link) {
+            return Err(MediaError::RelayExists);
+        }
+        let published = self.published(room);
+        let transport = self.core.add_transport(
+            now,
+            room,
+            TransportConfig {
+                direction: Direction::Subscribe,
+                extensions: pipe_extensions(),
+            },
+        )?;
+        self.add_relay_link(
+            link,
+            room,
+            transport,
+            keys,
+            Some(peer),
+            Side::Sending {
+                tracks: HashMap::new(),
+            },
+        );
+        for (session, track, sdp) in published {
+            self.relay_track(now, link, session, track, sdp)?;
+        }
+        self.announce_track_list(link);
+        Ok(())
+    }
+
+    fn add_relay_link(
+        &mut self,
+        link: u64,
+        room: RoomId,
+        transport: TransportId,
+        keys: &RelayKeys,
+        peer: Option<SocketAddr>,
+        side: Side,
+    ) {
+        self.relays.links.insert(
+            link,
+            RelayLink {
+                room,
+                transport,
+                side,
+                sealer: Sealer::new(link, &keys.send),
+                opener: Opener::new(link, &keys.receive),
+                peer,
+            },
+        );
+        self.relays.by_transport.insert(transport, link);
+    }
+
+    /// Tears link `link` of `room` down: its transport goes, and with it what it carried (the
+    /// receiving side's subscribers are re-offered without the relayed tracks).
+    pub(super) fn close_relay(&mut self, room: RoomId, link: u64) -> Result<(), MediaError> {
+        match self.relays.links.get(&link) {
+            Some(l) if l.room == room => {}
+            _ => return Err(MediaError::UnknownRelay),
+        }
+        self.forget_relay(link);
+        Ok(())
+    }
+
+    fn forget_relay(&mut self, link: u64) {
+        let Some(relay) = self.relays.links.remove(&link) else {
+            return;
+        };
+        self.relays.by_transport.remove(&relay.transport);
+        let _ = self.core.remove_transport(relay.transport);
+        if let Side::Receiving { tracks } = relay.side {
+            let mut sessions: Vec<String> = tracks.into_values().map(|(_, s)| s).collect();
+            sessions.sort();
+            sessions.dedup();
+            for session in sessions {
+                self.renegotiate_others(relay.room, &session);
+            }
+        }
+    }
+
+    /// Forgets the links of a closed room (its transports go with the room).
+    pub(super) fn drop_relays(&mut self, room: RoomId) {
+        let links: Vec<u64> = self
+            .relays
+            .links
+            .iter()
+            .filter(|(_, l)| l.room == room)
+            .map(|(id, _)| *id)
+            .collect();
+        for link in links {
+            if let Some(relay) = self.relays.links.remove(&link) {
+                self.relays.by_transport.remove(&relay.transport);
+            }
+        }
+    }
+
+    /// Sending side: a track was published in a room with links: send it through each.
+    pub(super) fn relay_new_tracks(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        session: &str,
+        tracks: &[(TrackId, PublishedTrack)],
+    ) {
+        let links: Vec<u64> = self
+            .relays
+            .links
+            .iter()
+            .filter(|(_, l)| l.room == room && matches!(l.side, Side::Sending { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for link in links {
+            for (track, sdp) in tracks {
+                if let Err(e) = self.relay_track(now, link, session.to_owned(), *track, sdp.clone())
+                {
+                    tracing::warn!(error = %e, "relaying a new track failed");
+                }
+            }
+        }
+    }
+
+    fn relay_track(
+        &mut self,
+        now: Instant,
+        link: u64,
+        session: String,
+        track: TrackId,
+        sdp: PublishedTrack,
+    ) -> Result<(), MediaError> {
+        let Some(relay) = self.relays.links.get(&link) else {
+            return Err(MediaError::UnknownRelay);
+        };
+        let (ssrc, config, mirrored) = mirrored_track(sdp);
+        let subscription = self.core.subscribe(now, relay.transport, track, config)?;
+        if let Some(RelayLink {
+            side: Side::Sending { tracks },
+            ..
+        }) = self.relays.links.get_mut(&link)
+        {
+            tracks.insert(
+                track,
+                (subscription, session.clone(), ssrc, mirrored.clone()),
+            );
+        }
+        self.announce(
+            link,
+            &Announcement::TrackAdded {
+                session,
+                track: mirrored,
+            },
+        );
+        Ok(())
+    }
+
+    /// Core event hook (sending side): a relayed track ended; tell the other node.
+    pub(super) fn relay_subscription_closed(
+        &mut self,
+        transport: TransportId,
+        subscription: SubscriptionId,
+    ) {
+        let Some(&link) = self.relays.by_transport.get(&transport) else {
+            return;
+        };
+        let Some(RelayLink {
+            side: Side::Sending { tracks },
+            ..
+        }) = self.relays.links.get_mut(&link)
+        else {
+            return;
+        };
+        let Some(track) = tracks
+            .iter()
+            .find(|(_, (s, ..))| *s == subscription)
+            .map(|(t, _)| *t)
+        else {
+            return;
+        };
+        let Some((_, _, ssrc, _)) = tracks.remove(&track) else {
+            return;
+        };
+        self.announce(link, &Announcement::TrackRemoved { ssrc });
+    }
+
+    /// Housekeeping (sending side): every [`ANNOUNCE_INTERVAL`], each link repeats its tracks and
+    /// their list, so a lost announcement heals.
+    pub(super) fn relay_housekeeping(&mut self, now: Instant) {
+        if self.relays.links.is_empty() || self.relays.next_announce.is_some_and(|t| now < t) {
+            return;
+        }
+        self.relays.next_announce = Some(now + ANNOUNCE_INTERVAL);
+        let sending: Vec<(u64, Vec<Announcement>)> = self
+            .relays
+            .links
+            .iter()
+            .filter_map(|(id, l)| match &l.side {
+                Side::Sending { tracks } => Some((
+                    *id,
+                    tracks
+                        .values()
+                        .map(|(_, session, _, track)| Announcement::TrackAdded {
+                            session: session.clone(),
+                            track: track.clone(),
+                        })
+                        .collect(),
+                )),
+                Side::Receiving { .. } => None,
+            })
+            .collect();
+        for (link, announcements) in sending {
+            for announcement in &announcements {
+                self.announce(link, announcement);
+            }
+            self.announce_track_list(link);
+        }
+    }
+
+    fn announce_track_list(&mut self, link: u64) {
+        let Some(RelayLink {
+            side: Side::Sending { tracks },
+            ..
+        }) = self.relays.links.get(&link)
+        else {
+            return;
+        };
+        let ssrcs = tracks.values().map(|(_, _, ssrc, _)| *ssrc).collect();
+        self.announce(link, &Announcement::Tracks { ssrcs });
+    }
+
+    /// Seals an announcement toward the link's peer (dropped and counted if it cannot fit a
+    /// datagram: a room relaying more tracks than one list holds is not pruned by lists).
+    fn announce(&mut self, link: u64, announcement: &Announcement) {
+        let Ok(json) = serde_json::to_vec(announcement) else {
+            return;
+        };
+        if json.len() > MAX_PAYLOAD {
+            self.counters.relay_oversized += 1;
+            tracing::warn!(
+                bytes = json.len(),
+                "relay announcement too large for a datagram"
+            );
+            return;
+        }
+        let Some(relay) = self.relays.links.get_mut(&link) else {
+            return;
+        };
+        let Some(peer) = relay.peer else {
+            return;
+        };
+        let (sealer, counters) = (&mut relay.sealer, &mut self.counters);
+        self.send.push_with(peer, MAX_DATAGRAM, |slot| {
+            slot[PAYLOAD_OFFSET..PAYLOAD_OFFSET + json.len()].copy_from_slice(&json);
+            let len = sealer.seal(slot, FrameKind::Announce, json.len()).ok()?;
+            counters.relay_packets_out += 1;
+            Some(len)
+        });
+    }
+
+    /// Drain hook: a transmit addressed to a relay transport is sealed toward the other node.
+    /// Returns false if `to` is not a relay transport.
+    pub(super) fn relay_transmit(&mut self, to: TransportId, packet: &OutPacket) -> bool {
+        let Some(link) = self.relays.by_transport.get(&to) else {
+            return false;
+        };
+        let Some(relay) = self.relays.links.get_mut(link) else {
+            return true;
+        };
+        let rtcp = matches!(packet, OutPacket::Rtcp(_));
+        // Only feedback flows back from the receiving side.
+        if matches!(relay.side, Side::Receiving { .. }) && !rtcp {
+            return true;
+        }
+        let Some(peer) = relay.peer else {
+            return true; // nothing authentic arrived yet: no feedback is due either
+        };
+        let kind = if rtcp {
+            FrameKind::Rtcp
+        } else {
+            FrameKind::Rtp
+        };
+        let (sealer, counters) = (&mut relay.sealer, &mut self.counters);
+        self.send.push_with(peer, MAX_DATAGRAM, |slot| {
+            let Ok(len) = packet.write(&mut slot[PAYLOAD_OFFSET..PAYLOAD_OFFSET + MAX_PAYLOAD])
+            else {
+                counters.relay_oversized += 1;
+                return None;
+            };
+            let len = sealer.seal(slot, kind, len).ok()?;
+            counters.relay_packets_out += 1;
+            Some(len)
+        });
+        true
+    }
+
+    /// A datagram whose first byte marks it a relay datagram: authenticated against its link,
+    /// then into the link's transport (media, feedback) or its track table (announcements).
+    pub(super) fn handle_relay_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &mut [u8],
+    ) {
+        let Some((link, relay)) = relay_frame::link_of(datagram)
+            .and_then(|id| Some(id).zip(self.relays.links.get_mut(&id)))
+        else {
+            self.counters.relay_unknown_link += 1;
+            return;
+        };
+        let (kind, payload) = match relay.opener.open(datagram) {
+            Ok(opened) => opened,
+            Err(RelayFrameError::Replay) => {
+                self.counters.relay_replays += 1;
+                return;
+            }
+            Err(_) => {
+                self.counters.relay_auth_failures += 1;
+                return;
+            }
+        };
+        self.counters.relay_packets_in += 1;
+        let transport = relay.transport;
+        let receiving = matches!(relay.side, Side::Receiving { .. });
+        if receiving {
+            // Authentic: feedback goes where the sender is now.
+            relay.peer = Some(from);
+        }
+        match (kind, receiving) {
+            (FrameKind::Rtp, true) => {
+                let packet = self.pooled(payload);
+                self.core.handle_rtp(now, transport, packet);
+            }
+            (FrameKind::Rtcp, _) => {
+                let packet = self.pooled(payload);
+                self.core.handle_rtcp(now, transport, packet);
+            }
+            (FrameKind::Announce, true) => match serde_json::from_slice(payload) {
+                Ok(announcement) => self.apply_announcement(now, link, announcement),
+                Err(e) => {
+                    self.counters.relay_auth_failures += 1;
+                    tracing::warn!(error = %e, "malformed relay announcement");
+                }
+            },
+            // Media or announcements toward the sending side: not part of the protocol.
+            _ => self.counters.relay_auth_failures += 1,
+        }
+    }
+
+    /// Receiving side: applies a track announcement.
+    fn apply_announcement(&mut self, now: Instant, link: u64, announcement: Announcement) {
+        let Some(relay) = self.relays.links.get(&link) else {
+            return;
+        };
+        let (room, transport) = (relay.room, relay.transport);
+        let Side::Receiving { tracks } = &relay.side else {
+            return;
+        };
+        match announcement {
+            Announcement::TrackAdded { session, track } => {
+                let Some(ssrc) = track.top_ssrc() else {
+                    return;
+                };
+                if tracks.contains_key(&ssrc) {
+                    return; // a repeat
+                }
+                match self.core.publish_relayed_track(
+                    now,
+                    transport,
+                    &session,
+                    track_config(&track),
+                ) {
+                    Ok(id) => {
+                        if let Some(RelayLink {
+                            side: Side::Receiving { tracks },
+                            ..
+                        }) = self.relays.links.get_mut(&link)
+                        {
+                            tracks.insert(ssrc, (id, session.clone()));
+                        }
+                        self.track_sdp.insert(id, track.clone());
+                        self.pipe_new_tracks(now, room, &session, &[(id, track)]);
+                        self.renegotiate_others(room, &session);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "relayed track refused"),
+                }
+            }
+            Announcement::TrackRemoved { ssrc } => self.unpublish_relayed(link, &[ssrc]),
+            Announcement::Tracks { ssrcs } => {
+                let gone: Vec<u32> = tracks
+                    .keys()
+                    .filter(|s| !ssrcs.contains(s))
+                    .copied()
+                    .collect();
+                self.unpublish_relayed(link, &gone);
+            }
+        }
+    }
+
+    fn unpublish_relayed(&mut self, link: u64, ssrcs: &[u32]) {
+        let Some(RelayLink {
+            room,
+            side: Side::Receiving { tracks },
+            ..
+        }) = self.relays.links.get_mut(&link)
+        else {
+            return;
+        };
+        let room = *room;
+        let removed: Vec<(TrackId, String)> =
+            ssrcs.iter().filter_map(|s| tracks.remove(s)).collect();
+        for (track, session) in removed {
+            let _ = self.core.unpublish_track(track);
+            self.renegotiate_others(room, &session);
+        }
+    }
+}

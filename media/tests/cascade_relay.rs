@@ -1,0 +1,311 @@
+//! A room spanning two nodes through a relay link (DESIGN §7.2), driven through the node API the
+//! control plane uses: a `webrtc`-crate publisher on node A, subscribers on node B (two workers,
+//! so the relayed tracks also cross B's in-process pipes). Real UDP on loopback between the
+//! nodes, optionally through a lossy proxy; hostile datagrams straight at B's relay port.
+
+mod peer;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mooyaho_media::relay_frame::{self, FrameKind, RelayKey, Sealer};
+use mooyaho_media::{Node, NodeConfig, NodeStats, RelayKeys, RoomKey};
+use mooyaho_test_support::peer::payloads;
+use peer::relay::{Policy, Relay};
+use peer::{Publisher, Subscriber};
+
+const PACKETS: usize = 150;
+
+/// Real peers with their own runtimes: one test at a time (see interop_webrtc.rs).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Cascade {
+    a: Node,
+    b: Node,
+    room_a: RoomKey,
+    room_b: RoomKey,
+    link: u64,
+    /// A→B key (what A seals, B opens).
+    forward: RelayKey,
+    /// B→A key (feedback).
+    back: RelayKey,
+    /// B's relay address.
+    b_addr: SocketAddr,
+}
+
+/// Node A (1 worker) and node B (2 workers, a room spills to the second after one subscriber),
+/// a room on each, and a publisher on A.
+async fn cascade() -> anyhow::Result<(Cascade, Publisher)> {
+    let (a, _) = Node::start(&NodeConfig::loopback(1))?;
+    let (b, _) = Node::start(&NodeConfig {
+        spill_after: 1,
+        ..NodeConfig::loopback(2)
+    })?;
+    let room_a = a.create_room().await?;
+    let room_b = b.create_room().await?;
+    let publisher = Publisher::connect(&a, room_a, "publisher").await?;
+    publisher.wait_connected().await?;
+    let (forward, back) = (RelayKey::generate(), RelayKey::generate());
+    let link = rand::random();
+    let b_addr = b
+        .accept_relay(
+            room_b,
+            link,
+            RelayKeys {
+                send: back.clone(),
+                receive: forward.clone(),
+            },
+        )
+        .await?;
+    Ok((
+        Cascade {
+            a,
+            b,
+            room_a,
+            room_b,
+            link,
+            forward,
+            back,
+            b_addr,
+        },
+        publisher,
+    ))
+}
+
+impl Cascade {
+    /// A sends to `to` (B's relay address, or a proxy in front of it).
+    async fn open(&self, to: SocketAddr) -> anyhow::Result<()> {
+        self.a
+            .open_relay(
+                self.room_a,
+                self.link,
+                RelayKeys {
+                    send: self.forward.clone(),
+                    receive: self.back.clone(),
+                },
+                to,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A subscriber on B, once the relayed tracks are announced there.
+    async fn subscriber(&self, name: &str) -> anyhow::Result<Subscriber> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match Subscriber::connect(&self.b, self.room_b, name).await {
+                Ok(s) => return Ok(s),
+                Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+async fn wait_until(
+    node: &Node,
+    what: &str,
+    ok: impl Fn(&NodeStats) -> bool,
+) -> anyhow::Result<NodeStats> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = node.stats().await?;
+        if ok(&stats) {
+            return Ok(stats);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("{what}: {stats:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sum(stats: &NodeStats, f: impl Fn(&mooyaho_media::WorkerStats) -> u64) -> u64 {
+    stats.workers.iter().map(f).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_on_node_a_reaches_subscribers_on_node_b_through_one_link() -> anyhow::Result<()>
+{
+    let _serial = SERIAL.lock().await;
+    let (cascade, publisher) = cascade().await?;
+    cascade.open(cascade.b_addr).await?;
+    let mut subscribers = Vec::new();
+    for i in 0..3 {
+        subscribers.push(cascade.subscriber(&format!("viewer-{i}")).await?);
+    }
+    for s in &subscribers {
+        s.wait_connected().await?;
+    }
+
+    let (audio, video) = payloads(3, PACKETS);
+    publisher
+        .send(&audio, &video, Duration::from_millis(5))
+        .await?;
+    for s in &subscribers {
+        let got = s
+            .wait_for(PACKETS, PACKETS, Duration::from_secs(10))
+            .await?;
+        assert_eq!(got.audio, audio, "audio of {}", s.name);
+        assert_eq!(got.video, video, "video of {}", s.name);
+        assert_eq!(got.stream_ids, vec!["publisher".to_owned(); 2]);
+    }
+
+    // Each packet crossed once, whatever the number of subscribers on B; B fanned it out, also
+    // to its second worker through a pipe.
+    let a_stats = cascade.a.stats().await?;
+    let b_stats = cascade.b.stats().await?;
+    assert_eq!(
+        sum(&a_stats, |w| w.core.counters.rtp_forwarded),
+        2 * PACKETS as u64
+    );
+    assert!(sum(&b_stats, |w| w.core.counters.rtp_forwarded) >= 3 * 2 * PACKETS as u64);
+    assert!(
+        sum(&b_stats, |w| w.counters.pipe_packets) > 0,
+        "B spans its 2 workers"
+    );
+    assert_eq!(a_stats.relay_links().sending, 1);
+    assert_eq!(b_stats.relay_links().receiving, 1);
+    let relayed_in = sum(&b_stats, |w| w.counters.relay_packets_in);
+    assert!(relayed_in >= 2 * PACKETS as u64, "{relayed_in}");
+    assert!(
+        sum(&a_stats, |w| w.counters.relay_packets_in) > 0,
+        "feedback reached A"
+    );
+    for stats in [&a_stats, &b_stats] {
+        assert_eq!(
+            sum(stats, |w| w.counters.relay_auth_failures
+                + w.counters.relay_replays
+                + w.counters.relay_unknown_link),
+            0
+        );
+    }
+
+    // Teardown: B's subscribers lose the relayed tracks, A stops sending.
+    cascade.b.close_relay(cascade.room_b, cascade.link).await?;
+    cascade.a.close_relay(cascade.room_a, cascade.link).await?;
+    let b_stats = wait_until(&cascade.b, "relayed tracks gone", |s| {
+        s.workers.iter().all(|w| w.core.tracks == 0)
+    })
+    .await?;
+    assert_eq!(b_stats.relay_links().receiving, 0);
+    assert_eq!(cascade.a.stats().await?.relay_links().sending, 0);
+    assert!(matches!(
+        cascade.a.close_relay(cascade.room_a, cascade.link).await,
+        Err(mooyaho_media::MediaError::UnknownRelay)
+    ));
+    publisher.close().await;
+    for s in subscribers {
+        s.close().await;
+    }
+    Ok(())
+}
+
+/// 5 % of the relay datagrams from A to B are lost (media and announcements): B NACKs its
+/// "publisher" (the link), A resends from its buffer, every payload reaches B's subscriber.
+/// A subscriber's keyframe request on B reaches the publisher's node as a PLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nack_and_pli_cross_the_relay_and_recover_five_percent_loss() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let (cascade, publisher) = cascade().await?;
+    let proxy = Relay::start(cascade.b_addr, Policy::DropRelayToSfu { one_in: 20 }).await;
+    cascade.open(proxy.addr).await?;
+    let viewer = cascade.subscriber("viewer").await?;
+    viewer.wait_connected().await?;
+    let plis_before = sum(&cascade.a.stats().await?, |w| w.core.counters.pli_sent);
+
+    const CHECKED: usize = 300;
+    let (audio, video) = payloads(5, CHECKED + 20);
+    publisher
+        .send(&audio, &video, Duration::from_millis(4))
+        .await?;
+    let mut expected = video[..CHECKED].to_vec();
+    expected.sort();
+    let recovered = |got: &[Vec<u8>]| expected.iter().filter(|p| got.contains(p)).count();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let mut got = viewer.received().await.video;
+        got.sort();
+        got.dedup();
+        if recovered(&got) == CHECKED || tokio::time::Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let dropped = proxy.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(dropped >= 15, "the proxy dropped only {dropped}");
+    assert_eq!(recovered(&got), CHECKED, "video payloads recovered");
+    assert!(got.iter().all(|p| video.contains(p)));
+    let (a_stats, b_stats) = (cascade.a.stats().await?, cascade.b.stats().await?);
+    assert!(sum(&b_stats, |w| w.core.counters.nack_sent) > 0);
+    assert!(sum(&a_stats, |w| w.core.counters.retransmits_sent) > 0);
+    // The viewer's subscription started with a keyframe request: it crossed the link.
+    assert!(sum(&a_stats, |w| w.core.counters.keyframe_requests_received) > 0);
+    assert!(sum(&a_stats, |w| w.core.counters.pli_sent) >= plis_before.max(1));
+    publisher.close().await;
+    viewer.close().await;
+    Ok(())
+}
+
+/// Datagrams at B's relay port that are not the link's: an unknown link id, the right id with a
+/// forged tag or another key, a replay of an honest counter. All dropped and counted; the
+/// honest viewer still gets every payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_and_unknown_relay_datagrams_are_dropped_and_counted() -> anyhow::Result<()>
+{
+    let _serial = SERIAL.lock().await;
+    let (cascade, publisher) = cascade().await?;
+    cascade.open(cascade.b_addr).await?;
+    let viewer = cascade.subscriber("viewer").await?;
+    viewer.wait_connected().await?;
+
+    let attacker = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let frame = |sealer: &mut Sealer, kind, payload: &[u8]| {
+        let mut buf = vec![0u8; payload.len() + relay_frame::OVERHEAD];
+        buf[relay_frame::PAYLOAD_OFFSET..][..payload.len()].copy_from_slice(payload);
+        let len = sealer.seal(&mut buf, kind, payload.len()).unwrap();
+        buf.truncate(len);
+        buf
+    };
+    let rtp = [
+        0x80u8, 0x60, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3,
+    ];
+    // Unknown link.
+    let mut stranger = Sealer::new(cascade.link ^ 1, &RelayKey::generate());
+    attacker
+        .send_to(&frame(&mut stranger, FrameKind::Rtp, &rtp), cascade.b_addr)
+        .await?;
+    // The right link id, another key.
+    let mut forger = Sealer::new(cascade.link, &RelayKey::generate());
+    attacker
+        .send_to(&frame(&mut forger, FrameKind::Rtp, &rtp), cascade.b_addr)
+        .await?;
+    // The right link and key, a counter A already used (a captured datagram replayed).
+    let mut replayer = Sealer::new(cascade.link, &cascade.forward);
+    attacker
+        .send_to(&frame(&mut replayer, FrameKind::Rtp, &rtp), cascade.b_addr)
+        .await?;
+    // Garbage with the relay's first byte, too short to name a link.
+    attacker
+        .send_to(&[relay_frame::MAGIC, 1, 2, 3], cascade.b_addr)
+        .await?;
+    let stats = wait_until(&cascade.b, "attacks counted", |s| {
+        sum(s, |w| w.counters.relay_unknown_link) == 2
+            && sum(s, |w| w.counters.relay_auth_failures) == 1
+            && sum(s, |w| w.counters.relay_replays) == 1
+    })
+    .await?;
+    assert_eq!(sum(&stats, |w| w.core.counters.rtp_received), 0);
+
+    let (audio, video) = payloads(7, PACKETS);
+    publisher
+        .send(&audio, &video, Duration::from_millis(5))
+        .await?;
+    let got = viewer
+        .wait_for(PACKETS, PACKETS, Duration::from_secs(10))
+        .await?;
+    assert_eq!((got.audio, got.video), (audio, video));
+    publisher.close().await;
+    viewer.close().await;
+    Ok(())
+}
