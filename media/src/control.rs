@@ -725,7 +725,7 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
                     }
                 }),
                 (Err(e), _) => Err(e),
-                (_, Err(response)) => return response,
+                (_, Err(response)) => return *response,
             },
             Request::OpenRelay {
                 room,
@@ -736,7 +736,7 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
             } => {
                 let keys = match relay_keys(&send_key, &receive_key) {
                     Ok(keys) => keys,
-                    Err(response) => return response,
+                    Err(response) => return *response,
                 };
                 let Ok(peer) = address.parse() else {
                     return Response::Error {
@@ -790,12 +790,14 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
     })
 }
 
-/// A relay link's keys from their hex form, or the error response naming the bad one.
-fn relay_keys(send: &str, receive: &str) -> Result<RelayKeys, Response> {
+/// A relay link's keys from their hex form, or a bad-request response naming the bad one.
+fn relay_keys(send: &str, receive: &str) -> Result<RelayKeys, Box<Response>> {
     let parse = |hex: &str, which: &str| {
-        RelayKey::from_hex(hex).ok_or_else(|| Response::Error {
-            code: ErrorCode::BadRequest,
-            message: format!("the relay {which} key is not 32 hex digits"),
+        RelayKey::from_hex(hex).ok_or_else(|| {
+            Box::new(Response::Error {
+                code: ErrorCode::BadRequest,
+                message: format!("the relay {which} key is not 32 hex digits"),
+            })
         })
     };
     Ok(RelayKeys {
