@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the media node's per-packet security work: SRTP/SRTCP protect and
 //! unprotect (ours, `mooyaho_net::srtp_fast`, against the reference `rtc-srtp`
-//! 0.21 with its ring provider, same keys and packets) and the ICE-lite STUN check. Throughput
-//! is in packets (elements) per second.
+//! 0.21 with its ring provider, same keys and packets), the ICE-lite STUN check, and the relay
+//! link between nodes (`mooyaho_net::relay_frame`: seal and open, beside SRTP-GCM from the same
+//! run). Throughput is in packets (elements) per second.
 //!
 //! Time is the benchmark thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`), not wall time: the
 //! shared build machine often runs at a load average several times its core count, and
@@ -12,6 +13,7 @@ use std::hint::black_box;
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mooyaho_net::relay_frame::{self, FrameKind, Opener, RelayKey, Sealer};
 use mooyaho_net::srtp_fast::{SrtpContext, SrtpProfile};
 use mooyaho_net::stun::{BindingRequest, Check, HOST_PRIORITY, IceRole, new_transaction_id};
 use rtc_srtp::context::Context;
@@ -117,6 +119,50 @@ fn srtp_protect(c: &mut Criterion<ThreadCpuTime>) {
                 })
             });
         }
+    }
+    group.finish();
+}
+
+/// The relay link's per-packet work on each node: the sending worker writes the forwarded packet
+/// into its send slot after the frame header and seals it in place; the receiving worker opens
+/// it in the receive buffer (authentication, replay window, decryption). Compare with
+/// `srtp/protect/ours/gcm_*` and `srtp/unprotect/ours/gcm_*`, the same work toward a client.
+fn relay_link(c: &mut Criterion<ThreadCpuTime>) {
+    let mut group = c.benchmark_group("relay");
+    group.throughput(Throughput::Elements(1));
+    let key = RelayKey::from_bytes(KEY);
+    for size in SIZES {
+        let plain = rtp_packet(size);
+        let mut sealer = Sealer::new(7, &key);
+        let mut slot = vec![0u8; size + relay_frame::OVERHEAD];
+        group.bench_function(BenchmarkId::new("seal", size), |b| {
+            b.iter(|| {
+                slot[relay_frame::PAYLOAD_OFFSET..][..size].copy_from_slice(&plain);
+                black_box(sealer.seal(&mut slot, FrameKind::Rtp, size).expect("seal"))
+            })
+        });
+        // Fresh datagrams (setup, not timed), in counter order as a link delivers them.
+        let mut sender = Sealer::new(7, &key);
+        let mut fresh = || {
+            let mut datagram = vec![0u8; size + relay_frame::OVERHEAD];
+            datagram[relay_frame::PAYLOAD_OFFSET..][..size].copy_from_slice(&plain);
+            let len = sender
+                .seal(&mut datagram, FrameKind::Rtp, size)
+                .expect("seal");
+            datagram.truncate(len);
+            datagram
+        };
+        let mut opener = Opener::new(7, &key);
+        group.bench_function(BenchmarkId::new("open", size), |b| {
+            b.iter_batched(
+                &mut fresh,
+                |mut datagram| {
+                    black_box(opener.open(&mut datagram).expect("open").1.len());
+                    datagram
+                },
+                BatchSize::SmallInput,
+            )
+        });
     }
     group.finish();
 }
@@ -259,6 +305,6 @@ impl ValueFormatter for Nanoseconds {
 criterion_group! {
     name = benches;
     config = Criterion::default().with_measurement(ThreadCpuTime);
-    targets = srtp_protect, srtp_unprotect, stun
+    targets = srtp_protect, srtp_unprotect, stun, relay_link
 }
 criterion_main!(benches);

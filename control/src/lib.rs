@@ -169,12 +169,15 @@ pub enum Request {
         /// Key opening what this node receives, 32 hex digits.
         receive_key: String,
     },
-    /// Sending side of a relay link: every track of `room` (now and later) goes to `address`.
+    /// Sending side of a relay link: `publisher`'s tracks in `room` (its own, or relayed here
+    /// from its node; now and later) go to `address`.
     OpenRelay {
-        /// The room on this node (where the publishers are).
+        /// The room on this node.
         room: String,
         /// The link's id, as given to the receiving node.
         link: u64,
+        /// The publishing session whose tracks the link carries.
+        publisher: String,
         /// The receiving node's [`Response::RelayAddress`].
         address: String,
         /// Key sealing what this node sends (the receiving node's `receive_key`).

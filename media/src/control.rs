@@ -27,9 +27,9 @@ use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use tokio::sync::{Semaphore, mpsc};
 
 use crate::node::{Node, NodeStats, RoomKey};
-use crate::relay_frame::RelayKey;
 use crate::sdp::SdpError;
 use crate::worker::{MediaError, NodeEvent, RelayKeys, WorkerStats};
+use mooyaho_net::relay_frame::RelayKey;
 
 /// How the control server runs.
 #[derive(Clone, Debug)]
@@ -730,6 +730,7 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
             Request::OpenRelay {
                 room,
                 link,
+                publisher,
                 address,
                 send_key,
                 receive_key,
@@ -746,7 +747,7 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
                 };
                 match names.key(&room) {
                     Ok(room) => node
-                        .open_relay(room, link, keys, peer)
+                        .open_relay(room, link, &publisher, keys, peer)
                         .await
                         .map(|()| Response::Done),
                     Err(e) => Err(e),

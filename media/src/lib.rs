@@ -17,12 +17,12 @@ pub(crate) mod connection;
 pub mod control;
 pub(crate) mod ice_tcp;
 pub mod node;
-pub mod relay_frame;
 pub mod sdp;
 pub(crate) mod worker;
 
 pub use control::{ControlConfig, ControlIdentity, ControlServer};
 pub use ice_tcp::{IceTcpLimits, IceTcpStats};
+pub use mooyaho_net::relay_frame::RelayKey;
 pub use node::{Node, NodeConfig, NodeStats, RoomKey};
 pub use worker::{
     MediaError, NodeEvent, PublishPolicy, PublishRate, RelayKeys, RelayLinkCounts, Speaker,

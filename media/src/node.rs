@@ -717,12 +717,14 @@ impl Node {
         self.worker(room.worker)?.call(accept).await
     }
 
-    /// Sending side of a relay link: every track of `room` (now and later) goes to `peer` (the
-    /// other node's [`Node::accept_relay`] address) through link `link`.
+    /// Sending side of a relay link: `publisher`'s tracks in `room` (its own or relayed here,
+    /// now and later) go to `peer` (the other node's [`Node::accept_relay`] address) through
+    /// link `link`.
     pub async fn open_relay(
         &self,
         room: RoomKey,
         link: u64,
+        publisher: &str,
         keys: RelayKeys,
         peer: SocketAddr,
     ) -> Result<(), MediaError> {
@@ -730,6 +732,7 @@ impl Node {
         let open = |reply| Command::OpenRelay {
             room: room.room,
             link,
+            publisher: publisher.to_owned(),
             keys,
             peer,
             reply,

@@ -8,8 +8,8 @@ mod peer;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mooyaho_media::relay_frame::{self, FrameKind, RelayKey, Sealer};
 use mooyaho_media::{Node, NodeConfig, NodeStats, RelayKeys, RoomKey};
+use mooyaho_net::relay_frame::{self, FrameKind, RelayKey, Sealer};
 use mooyaho_test_support::peer::payloads;
 use peer::relay::{Policy, Relay};
 use peer::{Publisher, Subscriber};
@@ -79,6 +79,7 @@ impl Cascade {
             .open_relay(
                 self.room_a,
                 self.link,
+                "publisher",
                 RelayKeys {
                     send: self.forward.clone(),
                     receive: self.back.clone(),

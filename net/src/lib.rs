@@ -15,6 +15,7 @@
 
 pub mod cpu;
 pub mod dtls;
+pub mod relay_frame;
 pub mod srtp;
 pub mod srtp_fast;
 pub mod stun;

@@ -242,10 +242,11 @@ pub(crate) enum Command {
         keys: RelayKeys,
         reply: Reply<SocketAddr>,
     },
-    /// Sending side of a relay link: every track of `room` to `peer`.
+    /// Sending side of a relay link: `publisher`'s tracks in `room` to `peer`.
     OpenRelay {
         room: RoomId,
         link: u64,
+        publisher: String,
         keys: RelayKeys,
         peer: SocketAddr,
         reply: Reply<()>,

@@ -1,7 +1,7 @@
 //! Relay links: how a room spans nodes (cascading, DESIGN §7.2). The same idea as [`super::pipe`]
 //! across the network: on the publishers' node (the *sending* side) a virtual subscribe
 //! transport subscribes to every track of the room and, instead of SRTP toward a client, seals
-//! each forwarded packet into a [`crate::relay_frame`] datagram toward the other node's worker.
+//! each forwarded packet into a [`mooyaho_net::relay_frame`] datagram toward the other node's worker.
 //! There a virtual publish transport feeds it into that room, whose own sfu-core fans it out to
 //! the node's subscribers with their own rewriting, retransmission buffers and keyframe gating
 //! (and through pipes to the node's other workers). RTCP the receiving core addresses to its
@@ -9,9 +9,11 @@
 //! the sending core as if a subscriber sent it: retransmission and the keyframe-request throttle
 //! work across the hop as for any subscriber.
 //!
-//! One link carries every track of the room, so a track crosses to a node exactly once however
-//! many subscribers are there. The control plane sets a link up (keys for both directions, a
-//! link id, the receiver's address) and tears it down. The receiving side learns the sender's
+//! One link carries one publisher's tracks from one node to another (the control plane's relay
+//! plan is per publisher: its tracks travel together), so a track crosses to a node exactly once
+//! however many subscribers are there. Relayed tracks can be relayed on (a node fed by the
+//! publisher's node feeds others: a tree). The control plane sets a link up (keys for both
+//! directions, a link id, the receiver's address) and tears it down. The receiving side learns the sender's
 //! address from its first authentic datagram; anything that does not authenticate under the
 //! link's key, or repeats a counter, is dropped and counted.
 //!
@@ -33,10 +35,10 @@ use super::MediaError;
 use super::negotiate::track_config;
 use super::pipe::{mirrored_track, pipe_extensions};
 use super::thread::Worker;
-use crate::relay_frame::{
+use crate::sdp::PublishedTrack;
+use mooyaho_net::relay_frame::{
     self, FrameKind, Opener, PAYLOAD_OFFSET, RelayFrameError, RelayKey, Sealer, TAG_LEN,
 };
-use crate::sdp::PublishedTrack;
 use mooyaho_net::udp::MAX_DATAGRAM;
 
 /// How often the sending side repeats its track announcements.
@@ -83,9 +85,10 @@ enum Announcement {
 /// Which end of a link this worker holds.
 #[derive(Debug)]
 enum Side {
-    /// Publishers' node: a subscribe transport; track → (its subscription, session, SSRC, the
-    /// announced copy).
+    /// A node with the publisher's tracks: a subscribe transport to `publisher`'s tracks;
+    /// track → (its subscription, session, SSRC, the announced copy).
     Sending {
+        publisher: String,
         tracks: HashMap<TrackId, (SubscriptionId, String, u32, PublishedTrack)>,
     },
     /// Subscribers' node: a publish transport; SSRC on the link → (track here, session).
@@ -190,13 +193,15 @@ impl Worker {
         Ok(address)
     }
 
-    /// Sending side: subscribes a relay transport to every track of `room` and sends them to
-    /// `peer` over link `link`.
+    /// Sending side: subscribes a relay transport to every track `publisher` has in `room` (its
+    /// own, or relayed here from its node), now and later, and sends them to `peer` over link
+    /// `link`.
     pub(super) fn open_relay(
         &mut self,
         now: Instant,
         room: RoomId,
         link: u64,
+        publisher: String,
         keys: &RelayKeys,
         peer: SocketAddr,
     ) -> Result<(), MediaError> {
@@ -204,7 +209,11 @@ impl Worker {
         if self.relays.links.contains_key(&link) {
             return Err(MediaError::RelayExists);
         }
-        let published = self.published(room);
+        let published: Vec<_> = self
+            .published(room)
+            .into_iter()
+            .filter(|(session, ..)| *session == publisher)
+            .collect();
         let transport = self.core.add_transport(
             now,
             room,
@@ -220,6 +229,7 @@ impl Worker {
             keys,
             Some(peer),
             Side::Sending {
+                publisher,
                 tracks: HashMap::new(),
             },
         );
@@ -296,7 +306,8 @@ impl Worker {
         }
     }
 
-    /// Sending side: a track was published in a room with links: send it through each.
+    /// Sending side: `session` published tracks in a room (or they were relayed here): send them
+    /// through each of its links.
     pub(super) fn relay_new_tracks(
         &mut self,
         now: Instant,
@@ -308,7 +319,10 @@ impl Worker {
             .relays
             .links
             .iter()
-            .filter(|(_, l)| l.room == room && matches!(l.side, Side::Sending { .. }))
+            .filter(|(_, l)| {
+                l.room == room
+                    && matches!(&l.side, Side::Sending { publisher, .. } if publisher == session)
+            })
             .map(|(id, _)| *id)
             .collect();
         for link in links {
@@ -335,7 +349,7 @@ impl Worker {
         let (ssrc, config, mirrored) = mirrored_track(sdp);
         let subscription = self.core.subscribe(now, relay.transport, track, config)?;
         if let Some(RelayLink {
-            side: Side::Sending { tracks },
+            side: Side::Sending { tracks, .. },
             ..
         }) = self.relays.links.get_mut(&link)
         {
@@ -364,7 +378,7 @@ impl Worker {
             return;
         };
         let Some(RelayLink {
-            side: Side::Sending { tracks },
+            side: Side::Sending { tracks, .. },
             ..
         }) = self.relays.links.get_mut(&link)
         else {
@@ -395,7 +409,7 @@ impl Worker {
             .links
             .iter()
             .filter_map(|(id, l)| match &l.side {
-                Side::Sending { tracks } => Some((
+                Side::Sending { tracks, .. } => Some((
                     *id,
                     tracks
                         .values()
@@ -418,7 +432,7 @@ impl Worker {
 
     fn announce_track_list(&mut self, link: u64) {
         let Some(RelayLink {
-            side: Side::Sending { tracks },
+            side: Side::Sending { tracks, .. },
             ..
         }) = self.relays.links.get(&link)
         else {
@@ -578,7 +592,9 @@ impl Worker {
                             tracks.insert(ssrc, (id, session.clone()));
                         }
                         self.track_sdp.insert(id, track.clone());
-                        self.pipe_new_tracks(now, room, &session, &[(id, track)]);
+                        let added = [(id, track)];
+                        self.pipe_new_tracks(now, room, &session, &added);
+                        self.relay_new_tracks(now, room, &session, &added);
                         self.renegotiate_others(room, &session);
                     }
                     Err(e) => tracing::warn!(error = %e, "relayed track refused"),

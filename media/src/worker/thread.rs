@@ -419,11 +419,12 @@ impl Worker {
             Command::OpenRelay {
                 room,
                 link,
+                publisher,
                 keys,
                 peer,
                 reply,
             } => {
-                let result = self.open_relay(now, room, link, &keys, peer);
+                let result = self.open_relay(now, room, link, publisher, &keys, peer);
                 self.reply(reply, result);
             }
             Command::CloseRelay { room, link, reply } => {
@@ -492,7 +493,7 @@ impl Worker {
             PacketClass::Stun if !stun::is_response(datagram) => {
                 self.handle_check(now, from, datagram)
             }
-            PacketClass::Unknown if crate::relay_frame::is_relay(datagram) => {
+            PacketClass::Unknown if mooyaho_net::relay_frame::is_relay(datagram) => {
                 self.handle_relay_datagram(now, from, datagram)
             }
             PacketClass::Unknown => self.counters.unknown_datagrams += 1,

@@ -58,7 +58,7 @@ impl Relay {
                         client = Some(from);
                         let datagram = &a[..n];
                         if let Policy::DropRelayToSfu { one_in } = policy
-                            && mooyaho_media::relay_frame::is_relay(datagram)
+                            && mooyaho_net::relay_frame::is_relay(datagram)
                         {
                             to_sfu_rtp += 1;
                             if to_sfu_rtp % one_in == one_in / 2 {

@@ -17,7 +17,8 @@
 //! Why not SRTP between nodes: SRTP keeps per-SSRC state and can only carry RTP/RTCP, while a
 //! relay also carries its track announcements; and why not QUIC datagrams: they would leave the
 //! worker thread (the control connections run on the async runtime) and add a queue hop each
-//! way. `BENCHMARKS.md` has the per-packet cost beside SRTP's (`benches/benches/media.rs`).
+//! way. `BENCHMARKS.md` has the per-packet cost beside SRTP's (`benches/benches/media.rs`). The
+//! media node's worker (`mooyaho-media`, `worker/relay.rs`) drives it.
 
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 
