@@ -136,6 +136,21 @@ const COUNTERS: &[CounterField] = &[
         |l| l.media.relay_drops,
     ),
     (
+        "sfu_node_relay_packets_out",
+        "Datagrams sent to other nodes over relay links (a channel spanning nodes)",
+        |l| l.media.node_relay_packets_out,
+    ),
+    (
+        "sfu_node_relay_packets_in",
+        "Authentic relay datagrams received from other nodes",
+        |l| l.media.node_relay_packets_in,
+    ),
+    (
+        "sfu_node_relay_rejected",
+        "Relay datagrams dropped: no such link, failed authentication, or replayed",
+        |l| l.media.node_relay_rejected,
+    ),
+    (
         "sfu_ice_tcp_accepted",
         "ICE-TCP connections accepted",
         |l| l.media.ice_tcp_accepted,
@@ -174,6 +189,16 @@ const GAUGES: &[CounterField] = &[
         |l| l.sessions,
     ),
     ("sfu_tracks", "Published tracks on the node", |l| l.tracks),
+    (
+        "sfu_relay_links_out",
+        "Relay links sending tracks to other nodes",
+        |l| l.relay_links_out,
+    ),
+    (
+        "sfu_relay_links_in",
+        "Relay links receiving tracks from other nodes",
+        |l| l.relay_links_in,
+    ),
     (
         "sfu_subscribers",
         "Subscriptions (a track forwarded to one subscriber)",
