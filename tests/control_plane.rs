@@ -11,37 +11,25 @@
 mod support;
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mooyaho_control::proof::{EXPORTER_LABEL, EXPORTER_LEN};
+use mooyaho_control::proof::EXPORTER_LEN;
 use mooyaho_control::{
     ALPN, ErrorCode, Event, Load, MAX_HELLO_FRAME, Proof, Request, Response, Role, read_frame,
     write_frame,
 };
 use mooyaho_test_support::sfu_client::SfuClient;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 use serde_json::{Value, json};
+use support::control::{
+    connect, control_call, control_session, exporter, hello_with, hostile_endpoint,
+    hostile_endpoint_from, provider,
+};
 use support::{API_KEY, Rest, Server, SfuNode, audio_received, eventually, media_flows_between};
 use tokio::sync::mpsc;
 
 const SECRET: &str = "cluster-secret-control-plane-0123456789";
-
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn exporter(connection: &quinn::Connection) -> [u8; EXPORTER_LEN] {
-    let mut out = [0; EXPORTER_LEN];
-    connection
-        .export_keying_material(&mut out, EXPORTER_LABEL, b"")
-        .expect("TLS exporter");
-    out
-}
 
 async fn sfu_server(rest: &Rest, id: u64) -> Value {
     let (status, body) = rest.call("GET", &format!("/sfu-servers/{id}"), None).await;
@@ -287,78 +275,6 @@ async fn a_rogue_node_registered_through_rest_never_learns_the_cluster_secret() 
     assert_eq!(reply["code"], "sfu_unavailable", "{reply}");
 }
 
-/// Accepts any server certificate: the hostile clients below do not care who the node is.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A hostile client endpoint on 127.0.0.1.
-fn hostile_endpoint() -> quinn::Endpoint {
-    hostile_endpoint_from(Ipv4Addr::LOCALHOST, quinn::TransportConfig::default())
-}
-
-/// A hostile client endpoint bound to `source` (any 127.0.0.0/8 address is a distinct source on
-/// loopback), with `transport`.
-fn hostile_endpoint_from(source: Ipv4Addr, transport: quinn::TransportConfig) -> quinn::Endpoint {
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client(SocketAddr::new(IpAddr::V4(source), 0)).unwrap();
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(transport));
-    endpoint.set_default_client_config(config);
-    endpoint
-}
-
 /// A new honest connection from 127.0.0.1, as a signaling instance makes: it must be welcomed
 /// (with the node's own proof) within 10 s.
 async fn honest_connection_authenticates(node: SocketAddr) -> Result<(), String> {
@@ -387,13 +303,6 @@ async fn honest_connection_authenticates(node: SocketAddr) -> Result<(), String>
         .map_err(|_| "no welcome within 10 s".to_owned())?
 }
 
-async fn connect(
-    endpoint: &quinn::Endpoint,
-    node: SocketAddr,
-) -> Result<quinn::Connection, quinn::ConnectionError> {
-    endpoint.connect(node, "mooyaho-sfu").unwrap().await
-}
-
 /// Sends `bytes` as the first stream's content; returns the node's reply frame (if any) and the
 /// reason the node closed the connection.
 async fn send_raw_hello(
@@ -413,13 +322,6 @@ async fn send_raw_hello(
         .await
         .expect("the node closes a refused connection");
     (reply, closed)
-}
-
-fn hello_with(proof: Proof) -> Vec<u8> {
-    mooyaho_control::encode(&Request::Hello {
-        instance: "hostile".into(),
-        proof,
-    })
 }
 
 async fn node_load(rest: &Rest, id: u64) -> Value {
@@ -772,29 +674,6 @@ fn every_command_refuses_a_cluster_secret_under_16_characters() {
     }
 }
 
-/// An authenticated control connection, as a signaling instance holds one.
-async fn control_session(node: SocketAddr) -> quinn::Connection {
-    let endpoint = hostile_endpoint();
-    let connection = connect(&endpoint, node).await.expect("connect");
-    let keys = exporter(&connection);
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    let hello = hello_with(Proof::new(SECRET.as_bytes(), Role::Signaling, &keys));
-    send.write_all(&hello).await.unwrap();
-    let reply = read_frame::<Response, _>(&mut recv, MAX_HELLO_FRAME).await;
-    assert!(matches!(reply, Ok(Response::Welcome { .. })), "{reply:?}");
-    connection
-}
-
-/// One request on a fresh stream.
-async fn control_call(connection: &quinn::Connection, request: &Request) -> Response {
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    write_frame(&mut send, request).await.unwrap();
-    let _ = send.finish();
-    read_frame::<Response, _>(&mut recv, mooyaho_control::MAX_FRAME)
-        .await
-        .unwrap()
-}
-
 /// Issue 13 item 1: a node restarted with its identity (`--data-dir`, same address) lost its
 /// rooms, and says so: requests naming a room of its previous run get `unknown_room` — never
 /// a room it created since for another channel — and `rooms` lists only what it hosts now.
@@ -806,7 +685,7 @@ async fn a_restarted_node_answers_unknown_room_for_the_rooms_of_its_previous_run
     let args = ["--control-listen", listen.as_str(), "--data-dir", &data_dir];
 
     let mut first = SfuNode::start_with(SECRET, None, &args);
-    let connection = control_session(first.control).await;
+    let connection = control_session(first.control, SECRET).await;
     let Response::Room { room: old } = control_call(&connection, &Request::CreateRoom).await else {
         panic!("no room");
     };
@@ -821,7 +700,7 @@ async fn a_restarted_node_answers_unknown_room_for_the_rooms_of_its_previous_run
 
     let second = SfuNode::start_with(SECRET, None, &args);
     assert_eq!(second.fingerprint, first.fingerprint);
-    let connection = control_session(second.control).await;
+    let connection = control_session(second.control, SECRET).await;
     let Response::Room { room: new } = control_call(&connection, &Request::CreateRoom).await else {
         panic!("no room");
     };

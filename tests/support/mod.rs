@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+pub mod control;
+
 pub use mooyaho_test_support::ws::{Rest, Ws};
 use serde_json::{Value, json};
 
