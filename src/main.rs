@@ -137,6 +137,10 @@ struct Options {
     /// Worker threads of `dev`'s embedded SFU node (default: one per core).
     #[arg(long, env = "MOOYAHO_WORKERS")]
     workers: Option<usize>,
+    /// `dev`'s embedded node: subscribers a room keeps on its home worker before spreading
+    /// over the others (tests use 1 to make a room span workers).
+    #[arg(long, env = "MOOYAHO_SPILL_AFTER", default_value_t = mooyaho_media::node::DEFAULT_SPILL_AFTER)]
+    spill_after: usize,
     /// `dev`'s embedded node: cap of what a publisher may send on one video track, bits/s
     /// (packets beyond it are dropped and counted).
     #[arg(long, env = "MOOYAHO_MAX_TRACK_BITRATE", default_value_t = sfu::DEFAULT_MAX_TRACK_BITRATE)]
@@ -384,6 +388,7 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
             publish: options.publish.policy(),
             ice_tcp: options.ice_tcp.then(mooyaho_media::IceTcpLimits::default),
             max_transports: options.max_transports,
+            spill_after: options.spill_after.max(1),
             ..mooyaho_media::NodeConfig::loopback(workers)
         };
         tracing::info!(bind = %rtc_bind, announced = ?node_config.announced_ips, "embedded SFU media addresses");

@@ -576,6 +576,7 @@ impl Worker {
             return Ok(());
         };
         let mut started = Vec::new();
+        let mut stopped = false;
         for forwarded in &mut subscribing.forwarded {
             let wanted = forwarded.sdp.active && forwarded.accepted;
             match (wanted, forwarded.subscription) {
@@ -597,6 +598,7 @@ impl Worker {
                     }
                 }
                 (false, Some(subscription)) => {
+                    stopped = true;
                     forwarded.subscription = None;
                     // The core may already have closed it with its track.
                     let _ = self.core.unsubscribe(subscription);
@@ -604,8 +606,12 @@ impl Worker {
                 _ => {}
             }
         }
+        let changed = stopped || !started.is_empty();
         for (subscription, track, publisher) in started {
             self.apply_wish(now, room, &session, &publisher, subscription, track);
+        }
+        if changed {
+            self.pipe_report_demand(room);
         }
         Ok(())
     }
@@ -647,6 +653,7 @@ impl Worker {
         if published {
             self.renegotiate_others(room, session);
         }
+        self.pipe_report_demand(room);
         Ok(())
     }
 

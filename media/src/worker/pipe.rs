@@ -23,7 +23,9 @@ use sfu_core::{
 use super::MediaError;
 use super::negotiate::{extension_map, track_config};
 use super::thread::Worker;
+use super::wishes::Wish;
 use crate::sdp::{PublishedEncoding, PublishedTrack, SUBSCRIBE_EXTENSIONS};
+use mooyaho_control::VideoQuality;
 use mooyaho_net::udp::Wake;
 
 /// Packets queued toward one worker before the pipe drops (and counts) the excess.
@@ -63,6 +65,17 @@ pub(crate) enum PipeMessage {
         /// The plain packet.
         packet: Bytes,
     },
+    /// Remote side → home: the most any of the remote worker's subscribers wants of a piped
+    /// track (dynacast and wishes across workers): the home pipe subscription forwards that
+    /// layer, or nothing for `Off`.
+    Demand {
+        /// Home pipe transport.
+        transport: TransportId,
+        /// The piped track's SSRC (as in `TrackRemoved`).
+        ssrc: u32,
+        /// The highest wish among the remote subscribers of that track.
+        video: VideoQuality,
+    },
     /// RTCP from the remote core back to the home pipe transport.
     Feedback {
         /// Home pipe transport.
@@ -95,6 +108,8 @@ pub(super) struct PipeOut {
 pub(super) struct PipeIn {
     worker: usize,
     home_transport: Option<TransportId>,
+    /// The demand last sent home per piped track (none sent: the home forwards the top layer).
+    demands: HashMap<TrackId, VideoQuality>,
 }
 
 /// A worker's pipes, both directions.
@@ -135,6 +150,7 @@ impl Worker {
             PipeIn {
                 worker: home,
                 home_transport: None,
+                demands: HashMap::new(),
             },
         );
         Ok((room, transport))
@@ -301,6 +317,11 @@ impl Worker {
             PipeMessage::Feedback { transport, packet } => {
                 self.core.handle_rtcp(now, transport, packet);
             }
+            PipeMessage::Demand {
+                transport,
+                ssrc,
+                video,
+            } => self.apply_pipe_demand(now, transport, ssrc, video),
             PipeMessage::TrackAdded {
                 room,
                 transport,
@@ -347,6 +368,100 @@ impl Worker {
         }
     }
 
+    /// Remote side: tells the home worker, per piped track of `room`, the most any local
+    /// subscriber wants of it (its publisher's wishes; `High` while nobody here subscribes to
+    /// it), when that changed. Called when wishes or subscriptions change.
+    pub(super) fn pipe_report_demand(&mut self, room: RoomId) {
+        let pipes: Vec<TransportId> = self
+            .core
+            .room_transports(room)
+            .iter()
+            .copied()
+            .filter(|t| self.pipes.incoming.contains_key(t))
+            .collect();
+        for pipe in pipes {
+            let mut changed = Vec::new();
+            for &track in self.core.transport_tracks(pipe) {
+                let Some((publisher, _)) = self.core.published(room).find(|(_, t)| *t == track)
+                else {
+                    continue;
+                };
+                let Some(ssrc) = self.track_sdp.get(&track).and_then(|sdp| sdp.top_ssrc()) else {
+                    continue;
+                };
+                let mut wanted: Option<VideoQuality> = None;
+                for link in self.links.values().filter(|l| l.room == room) {
+                    let Some(subscribing) = &link.subscribing else {
+                        continue;
+                    };
+                    if subscribing.subscriptions().any(|(_, t, _)| t == track) {
+                        let wish = self.wishes.get(room, &link.session, publisher).video;
+                        wanted = Some(wanted.map_or(wish, |w| higher(w, wish)));
+                    }
+                }
+                changed.push((track, ssrc, wanted.unwrap_or(VideoQuality::High)));
+            }
+            let Some(incoming) = self.pipes.incoming.get_mut(&pipe) else {
+                continue;
+            };
+            let (worker, Some(home_transport)) = (incoming.worker, incoming.home_transport) else {
+                continue;
+            };
+            let live: Vec<TrackId> = changed.iter().map(|(t, _, _)| *t).collect();
+            incoming.demands.retain(|t, _| live.contains(t));
+            let mut messages = Vec::new();
+            for (track, ssrc, video) in changed {
+                let sent = incoming.demands.get(&track).copied();
+                if sent == Some(video) || (sent.is_none() && video == VideoQuality::High) {
+                    continue;
+                }
+                incoming.demands.insert(track, video);
+                messages.push(PipeMessage::Demand {
+                    transport: home_transport,
+                    ssrc,
+                    video,
+                });
+            }
+            for message in messages {
+                self.pipe_send(worker, message);
+            }
+        }
+    }
+
+    /// Home side: a remote worker's demand for a piped track sets what the pipe subscription
+    /// forwards, as a subscriber's wish would (so dynacast counts only what is watched there).
+    fn apply_pipe_demand(
+        &mut self,
+        now: Instant,
+        transport: TransportId,
+        ssrc: u32,
+        video: VideoQuality,
+    ) {
+        let Some(out) = self.pipes.outgoing.get(&transport) else {
+            return;
+        };
+        let Some((&track, &(subscription, _, _))) =
+            out.tracks.iter().find(|(_, (_, _, s))| *s == ssrc)
+        else {
+            return;
+        };
+        let Some(sdp) = self.track_sdp.get(&track) else {
+            return;
+        };
+        if sdp.kind != crate::sdp::Kind::Video {
+            return;
+        }
+        let wish = Wish { video, audio: true };
+        let (layer, paused) = wish.for_track(sdp.kind, sdp.encodings.len());
+        if self
+            .core
+            .set_preferred_layer(now, subscription, layer)
+            .is_ok()
+        {
+            let _ = self.core.set_paused(now, subscription, paused);
+        }
+    }
+
     /// Core event hook (home side): a piped track ended; tell the remote worker.
     pub(super) fn pipe_subscription_closed(
         &mut self,
@@ -383,6 +498,17 @@ impl Worker {
     }
 }
 
+/// The larger of two wishes (`High` > `Medium` > `Low` > `Off`).
+fn higher(a: VideoQuality, b: VideoQuality) -> VideoQuality {
+    let rank = |q| match q {
+        VideoQuality::Off => 0,
+        VideoQuality::Low => 1,
+        VideoQuality::Medium => 2,
+        VideoQuality::High => 3,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
 /// How a track crosses a pipe or a relay link: the subscription that forwards it there and the
 /// track as the other side publishes it. The other side sees the publisher's own SSRC (its top
 /// layer's; one of our choosing when a simulcast layer's is learned from packets) and payload
@@ -410,4 +536,20 @@ pub(super) fn mirrored_track(sdp: PublishedTrack) -> (u32, SubscriptionConfig, P
 /// Both ends of a pipe or relay link parse and write the same header extensions.
 pub(super) fn pipe_extensions() -> sfu_core::rtp::ExtensionMap {
     extension_map(SUBSCRIBE_EXTENSIONS.iter().map(|(id, uri)| (*id, *uri)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_higher_wish_wins_across_a_worker_s_subscribers() {
+        use VideoQuality::*;
+        let all = [Off, Low, Medium, High];
+        for (i, &a) in all.iter().enumerate() {
+            for (j, &b) in all.iter().enumerate() {
+                assert_eq!(higher(a, b), all[i.max(j)], "{a:?} {b:?}");
+            }
+        }
+    }
 }

@@ -150,6 +150,7 @@ impl Worker {
         for (subscription, track, publisher) in live {
             self.apply_wish(now, room, session, &publisher, subscription, track);
         }
+        self.pipe_report_demand(room);
         Ok(())
     }
 

@@ -4,7 +4,8 @@
 // (their outbound-rtp `framesEncoded` stands still); a viewer asking for `high` brings back the
 // top layer its downlink estimate allows (f, or h on a loaded machine) and decodes it within
 // seconds, while the other upper layer stays off. Adaptive stream: a small element gets the low
-// layer, a hidden one none, a large one the top.
+// layer, a hidden one none, a large one the top. A room spanning two workers counts the remote
+// worker's viewers through its pipe.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { launchBrowser, sdkPage, sleep, startServer, waitFor } from './helpers.mjs';
@@ -85,10 +86,13 @@ test('viewers all on thumbnails stop the 720p encoding; one asking high brings i
   await wish(b, publisher.id, 'low');
 
   // The node tells the publisher only q is consumed; the SDK deactivates h and f.
-  const stopped = await waitFor(async () => {
+  await waitFor(async () => {
     const now = await outbound(publisher);
     return now.q?.active && now.h && !now.h.active && now.f && !now.f.active ? now : null;
   }, 'h and f inactive at the publisher', 10_000);
+  // A frame already in the encoder when the encodings went inactive may still be counted.
+  await sleep(500);
+  const stopped = await outbound(publisher);
   await sleep(2000);
   const later = await outbound(publisher);
   console.log(`thumbnails only: ${JSON.stringify(stopped)} → ${JSON.stringify(later)}`);
@@ -168,4 +172,66 @@ test('adaptive stream: a small element gets the low layer, a hidden one none, a 
   console.log(`1280×720 element: decoded width ${large.width}`);
   await viewer.page.evaluate(() => window.stopObserving());
   assert.deepEqual(await viewer.page.evaluate(() => window.errors), []);
+});
+
+/** The node port `pc` (`publisher` or `subscriber`) sends to: which worker serves it. */
+const nodePort = (client, side) => client.page.evaluate(async (side) => {
+  const pc = window.mooyaho.sfuPeers[side];
+  let port = 0;
+  const stats = await pc.getStats();
+  stats.forEach((r) => {
+    if (r.type === 'candidate-pair' && r.nominated && r.state === 'succeeded') port = stats.get(r.remoteCandidateId)?.port ?? 0;
+  });
+  return port;
+}, side);
+
+test('a room spanning two workers: the remote worker\'s viewers count, and one there asking high gets a larger layer', async () => {
+  const spanning = await startServer(['--workers', '2', '--spill-after', '1']);
+  const previous = server;
+  server = spanning;
+  try {
+    const channel = await server.api.createChannel(true);
+    const publisher = await join(channel.id, [1280, 720]);
+    const a = await join(channel.id, null);
+    await waitFor(async () => ((await inbound(a, publisher.id)).frames > 0 ? true : null), 'A decoding', 60_000);
+    const b = await join(channel.id, null);
+    await waitFor(async () => ((await inbound(b, publisher.id)).frames > 0 ? true : null), 'B decoding', 60_000);
+    const ports = { publisher: await nodePort(publisher, 'publisher'), a: await nodePort(a, 'subscriber'), b: await nodePort(b, 'subscriber') };
+    console.log(`node ports: ${JSON.stringify(ports)}`);
+    assert.equal(ports.a, ports.publisher, 'A on the home worker');
+    assert.notEqual(ports.b, ports.publisher, 'B on the other worker (the room spans it through a pipe)');
+
+    await wish(a, publisher.id, 'low');
+    await wish(b, publisher.id, 'low');
+    await waitFor(async () => {
+      const now = await outbound(publisher);
+      return now.q?.active && now.h && !now.h.active && now.f && !now.f.active ? now : null;
+    }, 'h and f inactive with every viewer on low, on both workers', 10_000);
+    await sleep(500);
+    const stopped = await outbound(publisher);
+    await sleep(1500);
+    const later = await outbound(publisher);
+    assert.equal(later.f.frames, stopped.f.frames, 'no 720p frames encoded');
+    const low = await inbound(b, publisher.id);
+    assert.ok(low.width > 0 && low.width <= 400, `B gets the low layer through the pipe (${low.width})`);
+
+    // B, on the other worker, asks for high: the pipe carries the top layer its estimate allows.
+    await wish(b, publisher.id, 'high');
+    const big = await waitFor(async () => {
+      const now = await inbound(b, publisher.id);
+      return now.width >= 640 ? now : null;
+    }, 'B decoding a larger layer again', 15_000);
+    console.log(`B (other worker) back at width ${big.width}`);
+    const back = await outbound(publisher);
+    assert.ok(back.f.active || back.h.active, 'an upper layer encodes again');
+    const aNow = await inbound(a, publisher.id);
+    assert.ok(aNow.width <= 400, 'A stays on the low layer');
+    for (const page of [publisher.page, a.page, b.page]) {
+      assert.deepEqual(await page.evaluate(() => window.errors), []);
+    }
+    for (const page of [publisher.page, a.page, b.page]) await page.close();
+  } finally {
+    server = previous;
+    await spanning.stop();
+  }
 });
