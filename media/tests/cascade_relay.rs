@@ -310,3 +310,108 @@ async fn forged_replayed_and_unknown_relay_datagrams_are_dropped_and_counted() -
     viewer.close().await;
     Ok(())
 }
+
+/// A relay tree (DESIGN §7.2: a node that cannot feed every other node has nodes it feeds feed
+/// others): A → B → C, where B relays on what it receives. C's viewer gets every payload; B
+/// carries the publisher's tracks once in each direction it must, and a link for another
+/// publisher carries nothing of this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_tracks_relay_on_down_a_tree_and_links_carry_only_their_publisher()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let (cascade, publisher) = cascade().await?;
+    cascade.open(cascade.b_addr).await?;
+    let (c, _) = Node::start(&NodeConfig::loopback(1))?;
+    let room_c = c.create_room().await?;
+    let (forward, back) = (RelayKey::generate(), RelayKey::generate());
+    let c_addr = c
+        .accept_relay(
+            room_c,
+            7,
+            RelayKeys {
+                send: back.clone(),
+                receive: forward.clone(),
+            },
+        )
+        .await?;
+    cascade
+        .b
+        .open_relay(
+            cascade.room_b,
+            7,
+            "publisher",
+            RelayKeys {
+                send: forward,
+                receive: back,
+            },
+            c_addr,
+        )
+        .await?;
+    // A link from B for a publisher with no tracks there carries nothing.
+    let (f2, b2) = (RelayKey::generate(), RelayKey::generate());
+    let a_addr = cascade
+        .a
+        .accept_relay(
+            cascade.room_a,
+            8,
+            RelayKeys {
+                send: b2.clone(),
+                receive: f2.clone(),
+            },
+        )
+        .await?;
+    cascade
+        .b
+        .open_relay(
+            cascade.room_b,
+            8,
+            "someone-else",
+            RelayKeys {
+                send: f2,
+                receive: b2,
+            },
+            a_addr,
+        )
+        .await?;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let viewer = loop {
+        match Subscriber::connect(&c, room_c, "viewer-c").await {
+            Ok(s) => break s,
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
+    viewer.wait_connected().await?;
+    let (audio, video) = payloads(8, PACKETS);
+    publisher
+        .send(&audio, &video, Duration::from_millis(5))
+        .await?;
+    let got = viewer
+        .wait_for(PACKETS, PACKETS, Duration::from_secs(10))
+        .await?;
+    assert_eq!((got.audio, got.video), (audio, video));
+    assert_eq!(got.stream_ids, vec!["publisher".to_owned(); 2]);
+    let b_stats = cascade.b.stats().await?;
+    assert_eq!(
+        (
+            b_stats.relay_links().receiving,
+            b_stats.relay_links().sending
+        ),
+        (1, 2)
+    );
+    // A has only its own publisher's tracks: nothing came back over link 8.
+    let a_stats = cascade.a.stats().await?;
+    assert_eq!(
+        a_stats.workers.iter().map(|w| w.core.tracks).sum::<usize>(),
+        2
+    );
+    assert_eq!(
+        sum(&a_stats, |w| w.core.counters.rtp_received),
+        2 * PACKETS as u64,
+        "only the publisher's own packets"
+    );
+    publisher.close().await;
+    viewer.close().await;
+    Ok(())
+}
