@@ -29,7 +29,7 @@ const ADDRESSES: u8 = 16;
 /// What the node sent, kept for the program's answers (bounded).
 const OUTBOX: usize = 64;
 
-fn identity() -> &'static DtlsIdentity {
+pub(super) fn identity() -> &'static DtlsIdentity {
     static IDENTITY: OnceLock<DtlsIdentity> = OnceLock::new();
     IDENTITY.get_or_init(|| DtlsIdentity::generate().expect("a DTLS identity can be generated"))
 }
@@ -51,7 +51,7 @@ fn client_ice(session: &str) -> IceCredentials {
     }
 }
 
-fn publish_offer(session: &str) -> String {
+pub(super) fn publish_offer(session: &str) -> String {
     let ice = client_ice(session);
     format!(
         "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
@@ -67,7 +67,7 @@ fn publish_offer(session: &str) -> String {
 }
 
 /// Receives every m-line of the node's offer with its first codec.
-fn subscribe_answer(session: &str, offer: &str, setup: &str) -> String {
+pub(super) fn subscribe_answer(session: &str, offer: &str, setup: &str) -> String {
     let ice = client_ice(session);
     let mut mids = Vec::new();
     let mut body = String::new();

@@ -43,6 +43,13 @@ const OFFER_HISTORY: usize = 8;
 /// changes.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
+/// Offers a subscriber may have unanswered at once: the one in flight and one more after
+/// [`ANSWER_WAIT`] (an answer lost on the way must not freeze what it receives). A subscriber
+/// that answers neither gets no further offer until it answers: every offer adds the new
+/// tracks' m-lines while the ended ones wait for the answer to be recycled, so offering a
+/// silent client every [`ANSWER_WAIT`] would grow its SDP and our state with every change.
+const MAX_UNANSWERED_OFFERS: u32 = 2;
+
 /// A subscribe transport's negotiation: the m-lines it was offered and what the client
 /// answered. Kept with the transport's [`Link`]; sfu-core has no word for SDP.
 #[derive(Debug, Default)]
@@ -57,11 +64,23 @@ pub(super) struct Subscribing {
     offers: VecDeque<Vec<ForwardedTrack>>,
     /// When the newest offer was made, while it is unanswered.
     awaiting_answer: Option<Instant>,
+    /// Offers made since the client last answered the newest one.
+    unanswered: u32,
     /// Tracks came or went while an offer was unanswered: re-offer once it is answered.
     changed: bool,
 }
 
 impl Subscribing {
+    /// Whether a change must wait for the client's answer instead of being offered now: while
+    /// the newest offer is younger than [`ANSWER_WAIT`], or once [`MAX_UNANSWERED_OFFERS`]
+    /// went unanswered.
+    fn must_wait(&self, now: Instant) -> bool {
+        self.awaiting_answer.is_some_and(|sent| {
+            now.saturating_duration_since(sent) < ANSWER_WAIT
+                || self.unanswered >= MAX_UNANSWERED_OFFERS
+        })
+    }
+
     /// The live subscriptions: each with its track and the publishing session.
     pub(super) fn subscriptions(&self) -> impl Iterator<Item = (SubscriptionId, TrackId, &str)> {
         self.forwarded.iter().filter_map(|f| {
@@ -281,10 +300,7 @@ impl Worker {
             self.add_link(now, transport, link);
         }
         let (transport, subscribing) = self.subscribing_mut(room, session).expect("created above");
-        if subscribing
-            .awaiting_answer
-            .is_some_and(|sent| now.saturating_duration_since(sent) < ANSWER_WAIT)
-        {
+        if subscribing.must_wait(now) {
             // One offer in flight at a time: this change goes out once the client answered.
             subscribing.changed = true;
             return Ok(None);
@@ -368,7 +384,14 @@ impl Worker {
         }
         subscribing.offers.push_back(tracks);
         subscribing.awaiting_answer = Some(now);
+        subscribing.unanswered += 1;
         subscribing.changed = false;
+        if subscribing.unanswered == MAX_UNANSWERED_OFFERS {
+            tracing::info!(
+                session,
+                "subscriber left its subscribe offer unanswered; no further offer until it answers"
+            );
+        }
         Ok(Some(offer))
     }
 
@@ -506,6 +529,7 @@ impl Worker {
         let reoffer = index == newest && subscribing.changed;
         if index == newest {
             subscribing.awaiting_answer = None;
+            subscribing.unanswered = 0;
             subscribing.changed = false;
         }
         let connection = &mut self
@@ -617,17 +641,15 @@ impl Worker {
     }
 
     /// Subscribers whose offer went unanswered for [`ANSWER_WAIT`] while tracks changed are
-    /// re-offered anyway (a lost answer must not freeze what they receive).
+    /// re-offered anyway (a lost answer must not freeze what they receive), once: see
+    /// [`MAX_UNANSWERED_OFFERS`].
     pub(super) fn reoffer_overdue(&mut self, now: Instant) {
         let mut overdue = Vec::new();
         for link in self.links.values_mut() {
             let Some(subscribing) = link.subscribing.as_mut() else {
                 continue;
             };
-            let expired = subscribing
-                .awaiting_answer
-                .is_some_and(|sent| now.saturating_duration_since(sent) >= ANSWER_WAIT);
-            if expired && subscribing.changed {
+            if subscribing.changed && !subscribing.must_wait(now) {
                 subscribing.changed = false;
                 overdue.push((link.room, link.session.clone()));
             }
@@ -856,5 +878,208 @@ fn subscription_config(track: &ForwardedTrack) -> SubscriptionConfig {
             _ => None,
         },
         mid: Mid::new(track.mid.as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::worker::fuzzing::{identity, publish_offer, subscribe_answer};
+    use crate::worker::{NodeEvent, PipeMessage};
+
+    /// One socketless worker with one room, driven as the control plane drives it: every
+    /// `RenegotiationNeeded` it emits is answered with a `subscribe_offer` call.
+    struct Room {
+        worker: Worker,
+        events: tokio::sync::mpsc::UnboundedReceiver<NodeEvent>,
+        _pipe: std::sync::mpsc::SyncSender<PipeMessage>,
+        room: RoomId,
+        now: Instant,
+    }
+
+    impl Room {
+        fn new() -> Self {
+            let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+            let (pipe, pipe_rx) = std::sync::mpsc::sync_channel(1);
+            let local = crate::sdp::Candidate::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 9)));
+            let mut worker = Worker::new(
+                0,
+                None,
+                Arc::from([local]),
+                identity().clone(),
+                events_tx,
+                Vec::new(),
+                pipe_rx,
+                sfu_core::Config::default(),
+            );
+            // Track churn as fast as the test makes it (the publish budget has its own tests).
+            worker.publish_policy.rate.interval = Duration::ZERO;
+            let room = worker.create_room().expect("room");
+            Self {
+                worker,
+                events,
+                _pipe: pipe,
+                room,
+                now: Instant::now(),
+            }
+        }
+
+        fn publish(&mut self, session: &str) {
+            let offer = publish_offer(session);
+            self.worker
+                .publish(self.now, self.room, session.to_owned(), &offer)
+                .expect("publish");
+        }
+
+        /// The offers the control plane sends the viewer after the worker's renegotiation
+        /// events so far (the publishers get theirs, unanswered: not the subject here).
+        fn renegotiate(&mut self) -> Vec<(String, String)> {
+            let mut offers = Vec::new();
+            while let Ok(event) = self.events.try_recv() {
+                if let NodeEvent::RenegotiationNeeded { session, .. } = event
+                    && let Some(offer) = self
+                        .worker
+                        .subscribe_offer(self.now, self.room, &session)
+                        .expect("subscribe offer")
+                {
+                    offers.push((session, offer));
+                }
+            }
+            offers.retain(|(session, _)| session == "viewer");
+            offers
+        }
+
+        fn answer(&mut self, session: &str, offer: &str) {
+            let answer = subscribe_answer(session, offer, "active");
+            self.worker
+                .subscribe_answer(self.now, self.room, session, &answer)
+                .expect("answer");
+        }
+
+        fn subscribing(&mut self, session: &str) -> &Subscribing {
+            self.worker
+                .subscribing_mut(self.room, session)
+                .expect("subscribe transport")
+                .1
+        }
+
+        /// The live tracks every other session publishes, and those `session`'s m-lines
+        /// carry as active.
+        fn live_and_offered(&mut self, session: &str) -> (Vec<TrackId>, Vec<TrackId>) {
+            let mut live: Vec<TrackId> = self
+                .worker
+                .published(self.room)
+                .into_iter()
+                .filter(|(publisher, _, _)| publisher != session)
+                .map(|(_, track, _)| track)
+                .collect();
+            let mut offered: Vec<TrackId> = self
+                .subscribing(session)
+                .forwarded
+                .iter()
+                .filter(|f| f.sdp.active)
+                .map(|f| f.track)
+                .collect();
+            live.sort_by_key(|t| format!("{t:?}"));
+            offered.sort_by_key(|t| format!("{t:?}"));
+            (live, offered)
+        }
+    }
+
+    fn m_lines(offer: &str) -> usize {
+        offer.matches("\r\nm=").count()
+    }
+
+    #[test]
+    fn fifty_track_changes_during_one_unanswered_offer_make_one_more_offer_of_the_live_tracks() {
+        let mut room = Room::new();
+        let joined = room.worker.subscribe_offer(room.now, room.room, "viewer");
+        assert!(
+            matches!(joined, Ok(None)),
+            "nothing to receive yet, the viewer only joins: {joined:?}"
+        );
+        room.publish("alice");
+        let mut offers = room.renegotiate();
+        assert_eq!(offers.len(), 1, "the first publish is offered at once");
+        let (_, first) = offers.pop().expect("one offer");
+
+        // 50 changes while that offer is on its way: each republish ends a track and adds one.
+        for i in 0..50 {
+            room.now += Duration::from_millis(20);
+            room.publish(if i % 2 == 0 { "bob" } else { "alice" });
+            let made = room.renegotiate();
+            assert!(made.is_empty(), "change {i} waits for the answer: {made:?}");
+        }
+        room.answer("viewer", &first);
+        let mut offers = room.renegotiate();
+        assert_eq!(
+            offers.len(),
+            1,
+            "the answer releases one offer of every change"
+        );
+        let (_, second) = offers.pop().expect("one offer");
+        // alice's and bob's live tracks, and alice's first (ended) track, kept bundled at m-line
+        // 0: never one m-line per change.
+        assert_eq!(m_lines(&second), 3, "{second}");
+        room.answer("viewer", &second);
+        assert!(room.renegotiate().is_empty(), "nothing changed since");
+        let (live, offered) = room.live_and_offered("viewer");
+        assert_eq!(live.len(), 2);
+        assert_eq!(offered, live, "the viewer ends with every live track");
+        let accepted = room.subscribing("viewer").forwarded.iter();
+        let accepted = accepted.filter(|f| f.sdp.active && f.accepted).count();
+        assert_eq!(accepted, 2, "the viewer's answer accepted both live tracks");
+    }
+
+    #[test]
+    fn a_subscriber_that_stops_answering_gets_one_overdue_offer_and_its_sdp_stops_growing() {
+        let mut room = Room::new();
+        room.worker
+            .subscribe_offer(room.now, room.room, "viewer")
+            .expect("join");
+        room.publish("alice");
+        let (_, first) = room.renegotiate().pop().expect("first offer");
+        room.answer("viewer", &first);
+
+        // From now on the viewer answers nothing, while alice republishes every second for
+        // two minutes and the worker's housekeeping runs.
+        let mut offers = Vec::new();
+        for _ in 0..120 {
+            room.now += Duration::from_secs(1);
+            room.publish("alice");
+            offers.extend(room.renegotiate());
+            room.worker.reoffer_overdue(room.now);
+            offers.extend(room.renegotiate());
+        }
+        assert_eq!(
+            offers.len(),
+            MAX_UNANSWERED_OFFERS as usize,
+            "the change after the answer, then one overdue re-offer; before the bound, one \
+             every {ANSWER_WAIT:?}"
+        );
+        let forwarded = room.subscribing("viewer").forwarded.len();
+        assert!(
+            forwarded <= 3,
+            "{forwarded} m-lines kept for a silent viewer"
+        );
+        let newest = offers
+            .last()
+            .map(|(_, offer)| offer.clone())
+            .expect("offers");
+        assert!(m_lines(&newest) <= 3, "{newest}");
+
+        // It answers again: the next offer carries alice's live track, its SDP recycled.
+        room.answer("viewer", &newest);
+        let (_, next) = room
+            .renegotiate()
+            .pop()
+            .expect("the waiting change is offered");
+        assert!(m_lines(&next) <= 3, "{next}");
+        room.answer("viewer", &next);
+        let (live, offered) = room.live_and_offered("viewer");
+        assert_eq!(live.len(), 1);
+        assert_eq!(offered, live, "the viewer ends with alice's live track");
     }
 }
