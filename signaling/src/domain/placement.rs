@@ -762,8 +762,18 @@ impl Placement {
         if speakers.is_empty() {
             return;
         }
-        let members = match self.shared.live_members(channel).await {
-            Ok(members) => members,
+        // Only the named sessions are read, not the whole channel: in a join wave into a large
+        // room, reading every member per join made the wave cost O(N²) record reads.
+        let named: Vec<SessionId> = speakers
+            .iter()
+            .map(|s| SessionId(s.session.clone()))
+            .collect();
+        let members: Vec<SessionRecord> = match self.shared.store.sessions(&named).await {
+            Ok(records) => records
+                .into_iter()
+                .flatten()
+                .filter(|r| r.channel.as_ref() == Some(channel))
+                .collect(),
             Err(e) => return tracing::warn!(error = %e, "SFU speakers: store unavailable"),
         };
         let speakers = named_members(speakers, &members);
@@ -1522,6 +1532,64 @@ mod tests {
             drain(&mut bob_queue),
             [r#"{"type":"activeSpeakers","speakers":[]}"#]
         );
+    }
+
+    /// A join wave into one SFU channel (large-room signaling): join k costs the k members
+    /// before it one `entered` each, the newcomer its own `entered`, its subscribe offer and the
+    /// current speakers — O(N) frames per join, nothing more to anyone — and reads each member's
+    /// record once (the broadcast), not once more per join to name the speakers.
+    #[tokio::test]
+    async fn each_join_of_a_wave_costs_one_frame_per_member_and_one_read_of_each() {
+        let (signaling, store, _) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        register_node(&signaling).await;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, alice_queue) = member(&signaling, &channel, "alice").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        nodes.set_speakers(vec![mooyaho_control::Speaker {
+            session: alice.session.0.clone(),
+            level: 50,
+        }]);
+        let mut queues = vec![alice_queue];
+        drain(&mut queues[0]);
+        const VIEWERS: usize = 40;
+        for k in 0..VIEWERS {
+            let (viewer, queue) = integrated(&signaling, &format!("viewer-{k}"), false).await;
+            let before = store.records_read();
+            signaling
+                .channels()
+                .enter(&viewer, channel.clone())
+                .await
+                .unwrap();
+            let read = store.records_read() - before;
+            let members_before = queues.len();
+            queues.push(queue);
+            let entered = format!(r#""type":"entered","sessionId":"{}""#, viewer.session);
+            for (i, queue) in queues.iter_mut().enumerate() {
+                let frames = drain(queue);
+                let newcomer = i == members_before;
+                let expected = if newcomer { 3 } else { 1 };
+                assert_eq!(frames.len(), expected, "join {k}, member {i}: {frames:?}");
+                assert!(frames[0].contains(&entered), "{frames:?}");
+                if newcomer {
+                    assert!(frames[1].contains(r#""type":"called""#), "{frames:?}");
+                    assert!(
+                        frames[2].contains(r#""type":"activeSpeakers""#),
+                        "{frames:?}"
+                    );
+                }
+            }
+            // Its own record (enter, placement), every member's for the broadcast, the
+            // speaker's: before, every member's once more to name the speakers.
+            assert!(
+                read <= members_before + 1 + 4,
+                "join {k} into {members_before} members read {read} session records"
+            );
+        }
     }
 
     #[tokio::test]

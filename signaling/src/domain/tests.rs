@@ -33,6 +33,8 @@ pub(super) enum StoreCall<'a> {
     Session(&'a SessionId),
     /// `SessionStore::retire_session`.
     RetireSession(&'a SessionId),
+    /// `SessionStore::sessions`.
+    Sessions(&'a [SessionId]),
     /// Any other method.
     Other,
 }
@@ -129,7 +131,8 @@ impl<H: StoreHook> SessionStore for HookedStore<H> {
             .await
     }
     async fn sessions(&self, ids: &[SessionId]) -> Result<Vec<Option<SessionRecord>>, StoreError> {
-        self.run(StoreCall::Other, self.inner.sessions(ids)).await
+        self.run(StoreCall::Sessions(ids), self.inner.sessions(ids))
+            .await
     }
     async fn update_session(
         &self,
@@ -217,14 +220,23 @@ impl<H: StoreHook> SfuRegistry for HookedStore<H> {
     }
 }
 
-/// Counts every store call (the domain's round trips).
+/// Counts every store call (the domain's round trips) and the session records read.
 #[derive(Debug, Default)]
-pub(super) struct CallCounter(AtomicUsize);
+pub(super) struct CallCounter {
+    calls: AtomicUsize,
+    records: AtomicUsize,
+}
 
 #[async_trait]
 impl StoreHook for CallCounter {
-    async fn before(&self, _inner: &EmbeddedStore, _call: StoreCall<'_>) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    async fn before(&self, _inner: &EmbeddedStore, call: StoreCall<'_>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let records = match call {
+            StoreCall::Session(_) => 1,
+            StoreCall::Sessions(ids) => ids.len(),
+            StoreCall::RetireSession(_) | StoreCall::Other => 0,
+        };
+        self.records.fetch_add(records, Ordering::Relaxed);
     }
 }
 
@@ -233,7 +245,12 @@ pub(super) type CountingStore = HookedStore<CallCounter>;
 
 impl CountingStore {
     fn calls(&self) -> usize {
-        self.hook.0.load(Ordering::Relaxed)
+        self.hook.calls.load(Ordering::Relaxed)
+    }
+
+    /// Session records read so far (one per `session`, one per id of `sessions`).
+    pub(super) fn records_read(&self) -> usize {
+        self.hook.records.load(Ordering::Relaxed)
     }
 }
 
