@@ -38,6 +38,9 @@ pub struct ConnectQuery {
 const OUTBOX_DEPTH: usize = 1024;
 /// Hard cap on a frame; between the configured limit and this, frames get an error reply.
 const HARD_FRAME_LIMIT: usize = 1024 * 1024;
+/// Queued frames written with one flush at most (a bound on the time the connection's other
+/// work waits behind its writes).
+const WRITE_BATCH: usize = 64;
 /// Read and write buffer of one WebSocket connection.
 const WS_BUFFER_BYTES: usize = 4096;
 
@@ -324,7 +327,7 @@ pub async fn pump<S, R>(
             queued = outgoing.recv() => {
                 // None: the hub dropped this connection (kicked by a resume, or too slow).
                 let Some(Outgoing::Text(body)) = queued else { break };
-                if sink.send(Message::Text(body.as_ref().into())).await.is_err() {
+                if write_queued(&mut sink, &body, &mut outgoing).await.is_err() {
                     break;
                 }
             }
@@ -342,6 +345,24 @@ pub async fn pump<S, R>(
     }
     let _ = sink.close().await;
     signaling.sessions().disconnect(connection).await;
+}
+
+/// Writes `first` and the frames queued behind it (up to [`WRITE_BATCH`] in all) with one
+/// flush: in a join wave into a large room every member's outbox fills with `entered` frames,
+/// and one socket write per frame was most of the wave's cost.
+async fn write_queued<S: Sink<Message> + Unpin>(
+    sink: &mut S,
+    first: &str,
+    outgoing: &mut mpsc::Receiver<Outgoing>,
+) -> Result<(), S::Error> {
+    sink.feed(Message::Text(first.into())).await?;
+    for _ in 1..WRITE_BATCH {
+        let Ok(Outgoing::Text(body)) = outgoing.try_recv() else {
+            break;
+        };
+        sink.feed(Message::Text(body.as_ref().into())).await?;
+    }
+    sink.flush().await
 }
 
 fn rate_limited() -> SignalError {
@@ -626,9 +647,63 @@ impl Violations {
 
 #[cfg(test)]
 mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
     use std::time::Duration;
 
     use super::*;
+
+    /// A sink that keeps the frames it is given and counts its flushes.
+    #[derive(Default)]
+    struct RecordingSink {
+        frames: Vec<String>,
+        flushes: usize,
+    }
+
+    impl Sink<Message> for RecordingSink {
+        type Error = std::convert::Infallible;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            if let Message::Text(text) = item {
+                self.frames.push(text.to_string());
+            }
+            Ok(())
+        }
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            self.flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_frames_go_out_in_order_with_one_flush_per_batch() {
+        let (outbox, mut outgoing) = mpsc::channel(OUTBOX_DEPTH);
+        let total = WRITE_BATCH + 10;
+        for i in 0..total {
+            let text: Arc<str> = format!("frame {i}").into();
+            outbox.try_send(Outgoing::Text(text)).unwrap();
+        }
+        let mut sink = RecordingSink::default();
+        while let Ok(Outgoing::Text(first)) = outgoing.try_recv() {
+            write_queued(&mut sink, &first, &mut outgoing)
+                .await
+                .unwrap();
+        }
+        let expected: Vec<String> = (0..total).map(|i| format!("frame {i}")).collect();
+        assert_eq!(sink.frames, expected);
+        assert_eq!(
+            sink.flushes, 2,
+            "a full batch, then the rest: not one flush per frame"
+        );
+    }
 
     #[test]
     fn per_ip_slots_are_counted_and_given_back() {
