@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::DomainError;
 use super::error::ErrorCode;
 use super::error::SignalError;
-use super::events::DomainEvent;
+use super::events::{DomainEvent, Recipient};
 use super::ids::{ChannelId, SessionId};
 use super::model::{ChannelRecord, ChatMessage, MediaKey, SessionRecord, SessionUpdate, now_ms};
 use super::placement::Placement;
@@ -319,23 +319,40 @@ impl Channels {
         event: DomainEvent,
     ) -> Result<(), StoreError> {
         let members = self.prune_members(channel).await?;
-        self.shared
-            .emit(event, &members.iter().collect::<Vec<_>>())
-            .await;
+        self.shared.events.emit(event, members).await;
         Ok(())
     }
 
-    /// Live members of `channel`, for a write: stale members are removed and the live ones told
-    /// they left.
+    /// Where the live members of `channel` are, for a write: stale members are removed and the
+    /// live ones told they left. Reads each member's route (instance and channel), not its whole
+    /// record: every join into a room of N broadcasts to it.
     pub(super) async fn prune_members(
         &self,
         channel: &ChannelId,
-    ) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut per_channel = self
+    ) -> Result<Vec<Recipient>, StoreError> {
+        let ids = self
             .shared
-            .member_records(std::slice::from_ref(channel))
-            .await?;
-        let (live, stale) = split_members(channel, per_channel.pop().unwrap_or_default());
+            .store
+            .members_of(std::slice::from_ref(channel))
+            .await?
+            .pop()
+            .unwrap_or_default();
+        let routes = if ids.is_empty() {
+            Vec::new()
+        } else {
+            self.shared.store.routes(&ids).await?
+        };
+        let mut live = Vec::with_capacity(ids.len());
+        let mut stale = Vec::new();
+        for (session, route) in ids.into_iter().zip(routes) {
+            match route {
+                Some(route) if route.channel.as_ref() == Some(channel) => live.push(Recipient {
+                    session,
+                    instance: route.instance,
+                }),
+                _ => stale.push(session),
+            }
+        }
         self.remove_members(channel, &live, stale).await?;
         Ok(live)
     }
@@ -364,6 +381,7 @@ impl Channels {
                 .map(|(id, _)| id.clone())
                 .collect();
             let (live, _) = split_members(channel, members);
+            let live: Vec<Recipient> = live.iter().map(Recipient::from).collect();
             self.remove_members(channel, &live, expired).await?;
         }
         Ok(())
@@ -374,7 +392,7 @@ impl Channels {
     async fn remove_members(
         &self,
         channel: &ChannelId,
-        live: &[SessionRecord],
+        live: &[Recipient],
         gone: Vec<SessionId>,
     ) -> Result<(), StoreError> {
         for id in gone {
@@ -384,9 +402,7 @@ impl Channels {
                     session: id,
                     user: None,
                 };
-                self.shared
-                    .emit(left, &live.iter().collect::<Vec<_>>())
-                    .await;
+                self.shared.events.emit(left, live.to_vec()).await;
             }
         }
         Ok(())

@@ -75,6 +75,16 @@ pub enum CallState {
     Accepted,
 }
 
+/// Where a live session's socket is and which channel it is in: all a channel broadcast needs
+/// of each member (reading whole records made every join into a room of N read N records).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRoute {
+    /// The instance holding its socket.
+    pub instance: InstanceId,
+    /// The channel it is in.
+    pub channel: Option<ChannelId>,
+}
+
 /// A session as the store keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {

@@ -1536,8 +1536,9 @@ mod tests {
 
     /// A join wave into one SFU channel (large-room signaling): join k costs the k members
     /// before it one `entered` each, the newcomer its own `entered`, its subscribe offer and the
-    /// current speakers — O(N) frames per join, nothing more to anyone — and reads each member's
-    /// record once (the broadcast), not once more per join to name the speakers.
+    /// current speakers — O(N) frames per join, nothing more to anyone — and reads each
+    /// member's route once (the broadcast), never its whole record: a few records per join
+    /// however large the room (the newcomer's, the speaker's).
     #[tokio::test]
     async fn each_join_of_a_wave_costs_one_frame_per_member_and_one_read_of_each() {
         let (signaling, store, _) = recorded_service();
@@ -1559,13 +1560,14 @@ mod tests {
         const VIEWERS: usize = 40;
         for k in 0..VIEWERS {
             let (viewer, queue) = integrated(&signaling, &format!("viewer-{k}"), false).await;
-            let before = store.records_read();
+            let (records_before, routes_before) = (store.records_read(), store.routes_read());
             signaling
                 .channels()
                 .enter(&viewer, channel.clone())
                 .await
                 .unwrap();
-            let read = store.records_read() - before;
+            let records = store.records_read() - records_before;
+            let routes = store.routes_read() - routes_before;
             let members_before = queues.len();
             queues.push(queue);
             let entered = format!(r#""type":"entered","sessionId":"{}""#, viewer.session);
@@ -1583,11 +1585,11 @@ mod tests {
                     );
                 }
             }
-            // Its own record (enter, placement), every member's for the broadcast, the
-            // speaker's: before, every member's once more to name the speakers.
+            // Before: every member's record for the broadcast, and again to name the speakers.
+            assert_eq!(routes, members_before + 1, "join {k}: one route per member");
             assert!(
-                read <= members_before + 1 + 4,
-                "join {k} into {members_before} members read {read} session records"
+                records <= 4,
+                "join {k} into {members_before} members read {records} session records"
             );
         }
     }

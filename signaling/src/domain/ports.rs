@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 
 use super::ids::{ChannelId, ConnectionId, InstanceId, SessionId, SfuServerId};
 use super::model::{
-    CallState, ChannelRecord, NewSfuServer, SessionRecord, SessionUpdate, SfuServerRecord,
-    Takeover, TokenHash,
+    CallState, ChannelRecord, NewSfuServer, SessionRecord, SessionRoute, SessionUpdate,
+    SfuServerRecord, Takeover, TokenHash,
 };
 
 /// A failure of the store or the bus.
@@ -73,6 +73,9 @@ pub trait SessionStore: Send + Sync {
     async fn session(&self, id: &SessionId) -> Result<Option<SessionRecord>, StoreError>;
     /// Several sessions, in order; missing ones are `None`.
     async fn sessions(&self, ids: &[SessionId]) -> Result<Vec<Option<SessionRecord>>, StoreError>;
+    /// Where several sessions are (instance and channel), in order, in one round trip; missing
+    /// ones are `None`.
+    async fn routes(&self, ids: &[SessionId]) -> Result<Vec<Option<SessionRoute>>, StoreError>;
     /// Changes some fields; returns false if the session does not exist.
     async fn update_session(
         &self,

@@ -15,8 +15,8 @@ use super::events::{DomainEvent, Emitted, Events, Recipient};
 use super::hub::{Hub, Outgoing};
 use super::ids::{ChannelId, ConnectionId, InstanceId, SessionId, SfuServerId};
 use super::model::{
-    CallState, ChannelRecord, NewSfuServer, SessionRecord, SessionUpdate, SfuServerRecord,
-    Takeover, TokenHash,
+    CallState, ChannelRecord, NewSfuServer, SessionRecord, SessionRoute, SessionUpdate,
+    SfuServerRecord, Takeover, TokenHash,
 };
 use super::ports::{ChannelStore, SessionStore, SfuRegistry, StoreError};
 use super::{ConnectOptions, Connection, Ports, Signaling, SignalingConfig};
@@ -35,6 +35,8 @@ pub(super) enum StoreCall<'a> {
     RetireSession(&'a SessionId),
     /// `SessionStore::sessions`.
     Sessions(&'a [SessionId]),
+    /// `SessionStore::routes`.
+    Routes(&'a [SessionId]),
     /// Any other method.
     Other,
 }
@@ -134,6 +136,10 @@ impl<H: StoreHook> SessionStore for HookedStore<H> {
         self.run(StoreCall::Sessions(ids), self.inner.sessions(ids))
             .await
     }
+    async fn routes(&self, ids: &[SessionId]) -> Result<Vec<Option<SessionRoute>>, StoreError> {
+        self.run(StoreCall::Routes(ids), self.inner.routes(ids))
+            .await
+    }
     async fn update_session(
         &self,
         id: &SessionId,
@@ -220,11 +226,13 @@ impl<H: StoreHook> SfuRegistry for HookedStore<H> {
     }
 }
 
-/// Counts every store call (the domain's round trips) and the session records read.
+/// Counts every store call (the domain's round trips), the session records and the session
+/// routes read.
 #[derive(Debug, Default)]
 pub(super) struct CallCounter {
     calls: AtomicUsize,
     records: AtomicUsize,
+    routes: AtomicUsize,
 }
 
 #[async_trait]
@@ -234,9 +242,12 @@ impl StoreHook for CallCounter {
         let records = match call {
             StoreCall::Session(_) => 1,
             StoreCall::Sessions(ids) => ids.len(),
-            StoreCall::RetireSession(_) | StoreCall::Other => 0,
+            StoreCall::RetireSession(_) | StoreCall::Routes(_) | StoreCall::Other => 0,
         };
         self.records.fetch_add(records, Ordering::Relaxed);
+        if let StoreCall::Routes(ids) = call {
+            self.routes.fetch_add(ids.len(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -251,6 +262,11 @@ impl CountingStore {
     /// Session records read so far (one per `session`, one per id of `sessions`).
     pub(super) fn records_read(&self) -> usize {
         self.hook.records.load(Ordering::Relaxed)
+    }
+
+    /// Session routes read so far (one per id of `routes`).
+    pub(super) fn routes_read(&self) -> usize {
+        self.hook.routes.load(Ordering::Relaxed)
     }
 }
 

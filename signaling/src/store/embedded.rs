@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::ids::{ChannelId, ConnectionId, SessionId, SfuServerId};
 use crate::domain::model::{
-    CallState, ChannelRecord, NewSfuServer, ResumeTokens, SessionRecord, SessionUpdate,
-    SfuServerRecord, Takeover, TokenHash, now_ms,
+    CallState, ChannelRecord, NewSfuServer, ResumeTokens, SessionRecord, SessionRoute,
+    SessionUpdate, SfuServerRecord, Takeover, TokenHash, now_ms,
 };
 use crate::domain::ports::{ChannelStore, SessionStore, SfuRegistry, StoreError};
 use crate::domain::token;
@@ -362,6 +362,19 @@ impl SessionStore for EmbeddedStore {
         Ok(ids
             .iter()
             .map(|id| inner.sessions.get(id).cloned())
+            .collect())
+    }
+
+    async fn routes(&self, ids: &[SessionId]) -> Result<Vec<Option<SessionRoute>>, StoreError> {
+        let inner = self.lock();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                inner.sessions.get(id).map(|record| SessionRoute {
+                    instance: record.instance.clone(),
+                    channel: record.channel.clone(),
+                })
+            })
             .collect())
     }
 
@@ -896,5 +909,12 @@ mod tests {
     async fn unplacing_clears_only_the_named_room_and_says_whether_it_did() {
         let store = EmbeddedStore::in_memory();
         super::super::tests::unplacing_clears_only_the_named_room(&store).await;
+    }
+
+    #[tokio::test]
+    async fn routes_name_the_instance_and_channel_of_live_sessions_only() {
+        let store = EmbeddedStore::in_memory();
+        super::super::tests::routes_name_the_instance_and_channel_of_live_sessions_only(&store)
+            .await;
     }
 }

@@ -12,9 +12,54 @@ pub use redis::RedisStore;
 /// Behaviour both stores must share, run by each store's own tests.
 #[cfg(test)]
 mod tests {
-    use crate::domain::ids::{ChannelId, SfuServerId};
-    use crate::domain::model::ChannelRecord;
-    use crate::domain::ports::ChannelStore;
+    use crate::domain::ids::{ChannelId, InstanceId, SessionId, SfuServerId};
+    use crate::domain::model::{
+        ChannelRecord, SessionRecord, SessionRoute, SessionUpdate, TokenHash,
+    };
+    use crate::domain::ports::{ChannelStore, SessionStore};
+
+    /// `routes` names each live session's instance and channel, in order, and `None` for a
+    /// session that is gone.
+    pub(super) async fn routes_name_the_instance_and_channel_of_live_sessions_only(
+        store: &dyn SessionStore,
+    ) {
+        let token = || TokenHash {
+            hash: "hash".into(),
+            expires_ms: u64::MAX,
+        };
+        let mut in_channel = SessionRecord::dropped_for_test("in", token());
+        in_channel.instance = InstanceId::from("i1");
+        let mut outside = SessionRecord::dropped_for_test("out", token());
+        outside.instance = InstanceId::from("i2");
+        store.create_session(&in_channel).await.unwrap();
+        store.create_session(&outside).await.unwrap();
+        let update = SessionUpdate {
+            channel: Some(Some(ChannelId::from("c"))),
+            ..SessionUpdate::default()
+        };
+        store.update_session(&in_channel.id, &update).await.unwrap();
+        let ids = [
+            SessionId::from("out"),
+            SessionId::from("gone"),
+            SessionId::from("in"),
+        ];
+        let routes = store.routes(&ids).await.unwrap();
+        assert_eq!(
+            routes,
+            [
+                Some(SessionRoute {
+                    instance: InstanceId::from("i2"),
+                    channel: None,
+                }),
+                None,
+                Some(SessionRoute {
+                    instance: InstanceId::from("i1"),
+                    channel: Some(ChannelId::from("c")),
+                }),
+            ]
+        );
+        assert!(store.routes(&[]).await.unwrap().is_empty());
+    }
 
     /// `unplace_channel` clears only the named room, once, and says whether it did.
     pub(super) async fn unplacing_clears_only_the_named_room(store: &dyn ChannelStore) {

@@ -23,8 +23,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use super::keys::KeySpace;
 use crate::domain::ids::{ChannelId, ConnectionId, InstanceId, SessionId, SfuServerId};
 use crate::domain::model::{
-    CallState, ChannelRecord, MediaState, NewSfuServer, ResumeTokens, SessionRecord, SessionUpdate,
-    SfuServerRecord, Takeover, TokenHash, now_ms,
+    CallState, ChannelRecord, MediaState, NewSfuServer, ResumeTokens, SessionRecord, SessionRoute,
+    SessionUpdate, SfuServerRecord, Takeover, TokenHash, now_ms,
 };
 use crate::domain::ports::{ChannelStore, SessionStore, SfuRegistry, StoreError};
 use crate::domain::token;
@@ -402,6 +402,31 @@ impl SessionStore for RedisStore {
             .zip(maps)
             .map(|(id, map)| parse_session(id, map))
             .collect()
+    }
+
+    async fn routes(&self, ids: &[SessionId]) -> Result<Vec<Option<SessionRoute>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Two fields per session, not the whole hash (user, tokens, calls, tracks).
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hmget(self.keys.session(id), &["instance", "channel"]);
+        }
+        let fields: Vec<(Option<String>, Option<String>)> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(fields
+            .into_iter()
+            .map(|(instance, channel)| {
+                // No instance: the hash is gone (the session ended or its presence expired).
+                instance.map(|instance| SessionRoute {
+                    instance: InstanceId(instance),
+                    channel: channel.map(ChannelId),
+                })
+            })
+            .collect())
     }
 
     async fn update_session(
@@ -990,5 +1015,13 @@ mod tests {
         let redis = RedisServer::start();
         let store = redis.store().await;
         super::super::tests::unplacing_clears_only_the_named_room(&store).await;
+    }
+
+    #[tokio::test]
+    async fn routes_name_the_instance_and_channel_of_live_sessions_only() {
+        let redis = RedisServer::start();
+        let store = redis.store().await;
+        super::super::tests::routes_name_the_instance_and_channel_of_live_sessions_only(&store)
+            .await;
     }
 }
