@@ -286,6 +286,57 @@ async fn a_publisher_churning_tracks_200_times_leaves_subscribers_sdp_bounded() 
     drop((a, b, hostile, server));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscriber_that_never_answers_gets_two_offers_and_holds_up_no_one() {
+    let (server, _dir, rest, _node) = dev(&["--publish-interval-ms", "0"]).await;
+    let channel = rest.create_channel(true).await;
+    let (a, b) = honest_pair(&server, &rest, &channel).await;
+
+    // `silent` enters and is offered a's tracks, then answers nothing, ever, while `churner`
+    // replaces its tracks twice a second for 16 s.
+    let mut silent = Ws::join(&server.ws_url(), &rest, &channel, "silent").await;
+    let watch = Duration::from_secs(16);
+    let silent_heard = tokio::spawn(async move { silent.collect_for(watch).await });
+    let mut churner = Ws::join(&server.ws_url(), &rest, &channel, "churner").await;
+    let churn_until = Instant::now() + watch - Duration::from_secs(1);
+    let mut churns = 0u32;
+    while Instant::now() < churn_until {
+        let offer = hostile_offer(1, 1, 200_000 + 2 * churns);
+        let reply = churner
+            .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
+            .await;
+        assert_eq!(reply["type"], "answered", "churn {churns}: {reply}");
+        churns += 1;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // An honest viewer joining now is offered everything live and connects, as if nobody were
+    // silent.
+    let c = SfuClient::join(&server.ws_url(), &rest, &channel, "c").await;
+    c.subscribed_to(&[&a.id, &churner.id]).await;
+    c.subscribed_exactly(&[&a.id, &churner.id]).await;
+    b.subscribed_exactly(&[&a.id, &churner.id]).await;
+
+    let heard = silent_heard.await.unwrap();
+    let offers: Vec<&str> = heard
+        .iter()
+        .filter(|m| m["type"] == "called" && m["isSFU"] == true)
+        .filter_map(|m| m["sdp"].as_str())
+        .collect();
+    eprintln!("silent: {} offers during {churns} churns", offers.len());
+    // The first offer and one re-offer after 5 s unanswered, then nothing until it answers:
+    // before, one more every 5 s, each with more m-lines than the last.
+    assert!(
+        offers.len() <= 2,
+        "{} offers to a subscriber that never answered",
+        offers.len()
+    );
+    let m_lines = offers.last().map_or(0, |sdp| sdp.matches("m=").count());
+    assert!(m_lines <= 6, "the silent subscriber's last offer has {m_lines} m-lines");
+    media_flows(&a, &b, 0x61).await;
+    drop((a, b, c, churner, server));
+}
+
 /// `mooyaho_sfu_<name>_total` of `node`, from `/metrics` (0 before the first report).
 async fn node_counter(server: &Server, node: u64, name: &str) -> u64 {
     let text = reqwest::Client::new()

@@ -198,6 +198,22 @@ impl Ws {
         reply
     }
 
+    /// Every JSON message that arrives within `duration` (pings skipped), in order.
+    pub async fn collect_for(&mut self, duration: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + duration;
+        let mut messages = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => return messages,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    messages.push(serde_json::from_str(&text).expect("JSON frame"));
+                }
+                Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+                Ok(other) => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
     /// Asserts that nothing but pings arrives for `duration`.
     pub async fn expect_silence(&mut self, duration: Duration) {
         let deadline = tokio::time::Instant::now() + duration;
