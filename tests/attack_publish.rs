@@ -332,7 +332,10 @@ async fn a_subscriber_that_never_answers_gets_two_offers_and_holds_up_no_one() {
         offers.len()
     );
     let m_lines = offers.last().map_or(0, |sdp| sdp.matches("m=").count());
-    assert!(m_lines <= 6, "the silent subscriber's last offer has {m_lines} m-lines");
+    assert!(
+        m_lines <= 6,
+        "the silent subscriber's last offer has {m_lines} m-lines"
+    );
     media_flows(&a, &b, 0x61).await;
     drop((a, b, c, churner, server));
 }
