@@ -903,7 +903,7 @@ mod tests {
         fn new() -> Self {
             let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
             let (pipe, pipe_rx) = std::sync::mpsc::sync_channel(1);
-            let local = crate::sdp::Candidate::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 9)));
+            let local = sdp::Candidate::udp(std::net::SocketAddr::from(([127, 0, 0, 1], 9)));
             let mut worker = Worker::new(
                 0,
                 None,
