@@ -5,7 +5,8 @@
 //! or its load reports go unread and every node looks dead. So reports are queued per node, in
 //! order, without waiting, and a node's own task handles them. Reports that only ask for the
 //! latest state coalesce: a renegotiation of one (room, session) already waiting is not queued
-//! twice, and a room's speaker ranking replaces the one waiting. What a hostile or broken node
+//! twice, a room's speaker ranking replaces the one waiting, and so does a track's dynacast
+//! report (`SubscribedQualities`). What a hostile or broken node
 //! can queue is bounded; beyond the bounds reports are dropped and counted. Link changes are
 //! never dropped (a link yields at most two per connection).
 
@@ -21,6 +22,8 @@ use super::ports::NodeReport;
 const MAX_RENEGOTIATIONS: usize = 10_000;
 /// Distinct rooms with a speaker ranking waiting at once.
 const MAX_SPEAKER_ROOMS: usize = 10_000;
+/// Distinct (room, session, mid) dynacast reports waiting at once.
+const MAX_QUALITY_TRACKS: usize = 10_000;
 /// Other reports waiting at once.
 pub(super) const MAX_OTHER: usize = 1_024;
 
@@ -37,6 +40,8 @@ struct State {
     renegotiations: HashSet<(String, String)>,
     /// The latest ranking per room: (member, speakers).
     speakers: HashMap<String, (String, Vec<Speaker>)>,
+    /// The latest dynacast report per (room, session, mid): (qualities, layers).
+    qualities: HashMap<QualityKey, (Vec<String>, Vec<u8>)>,
     /// Other reports in `order`.
     other: usize,
     dropped: u64,
@@ -47,7 +52,11 @@ enum Waiting {
     Report(NodeReport),
     Renegotiation { room: String, session: String },
     Speakers { room: String },
+    Qualities(QualityKey),
 }
+
+/// Which publisher track a dynacast report is about: (room, session, mid).
+type QualityKey = (String, String, String);
 
 /// What [`NodeQueue::push`] did with a report.
 #[derive(Debug, PartialEq, Eq)]
@@ -122,6 +131,25 @@ impl State {
                 self.speakers.insert(room.clone(), (member, speakers));
                 Waiting::Speakers { room }
             }
+            NodeReport::Event(Event::SubscribedQualities {
+                room,
+                session,
+                mid,
+                qualities,
+                layers,
+            }) => {
+                // Only the latest set matters: a dropped one could leave a layer switched off.
+                let key = (room, session, mid);
+                if let Some(latest) = self.qualities.get_mut(&key) {
+                    *latest = (qualities, layers);
+                    return Queued::Coalesced;
+                }
+                if self.qualities.len() >= MAX_QUALITY_TRACKS {
+                    return self.drop_one();
+                }
+                self.qualities.insert(key.clone(), (qualities, layers));
+                Waiting::Qualities(key)
+            }
             report @ (NodeReport::LinkUp | NodeReport::LinkDown) => Waiting::Report(report),
             report => {
                 if self.other >= MAX_OTHER {
@@ -151,6 +179,17 @@ impl State {
             Waiting::Renegotiation { room, session } => {
                 self.renegotiations.remove(&(room.clone(), session.clone()));
                 NodeReport::Event(Event::RenegotiationNeeded { room, session })
+            }
+            Waiting::Qualities(key) => {
+                let (qualities, layers) = self.qualities.remove(&key).unwrap_or_default();
+                let (room, session, mid) = key;
+                NodeReport::Event(Event::SubscribedQualities {
+                    room,
+                    session,
+                    mid,
+                    qualities,
+                    layers,
+                })
             }
             Waiting::Speakers { room } => {
                 let (member, speakers) = self.speakers.remove(&room).unwrap_or_default();
@@ -249,6 +288,33 @@ mod tests {
         assert_eq!(all.last(), Some(&NodeReport::LinkDown));
         // Handled reports free their room under the bounds.
         assert_eq!(queue.push(closed("again")), Queued::Added);
+    }
+
+    fn qualities(session: &str, layers: &[u8]) -> NodeReport {
+        NodeReport::Event(Event::SubscribedQualities {
+            room: "r".into(),
+            session: session.into(),
+            mid: "1".into(),
+            qualities: layers.iter().map(|l| l.to_string()).collect(),
+            layers: layers.to_vec(),
+        })
+    }
+
+    #[test]
+    fn dynacast_reports_coalesce_per_track_to_the_latest_and_are_bounded() {
+        let queue = NodeQueue::default();
+        assert_eq!(queue.push(qualities("a", &[0])), Queued::Added);
+        assert_eq!(queue.push(qualities("b", &[0])), Queued::Added);
+        assert_eq!(queue.push(qualities("a", &[0, 2])), Queued::Coalesced);
+        assert_eq!(
+            pop_all(&queue),
+            [qualities("a", &[0, 2]), qualities("b", &[0])]
+        );
+        for n in 0..MAX_QUALITY_TRACKS + 3 {
+            queue.push(qualities(&n.to_string(), &[0]));
+        }
+        assert_eq!(queue.dropped(), 3);
+        assert_eq!(pop_all(&queue).len(), MAX_QUALITY_TRACKS);
     }
 
     #[tokio::test]
