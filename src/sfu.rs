@@ -47,9 +47,9 @@ pub(crate) struct SfuOptions {
     /// Subscribers a room keeps on its home worker before spreading over the others.
     #[arg(long, env = "MOOYAHO_SPILL_AFTER", default_value_t = mooyaho_media::node::DEFAULT_SPILL_AFTER)]
     spill_after: usize,
-    /// Client transports (publish and subscribe PeerConnections) this node holds at once; past
-    /// it new ones are refused and signaling serves further members from other nodes (0 = no
-    /// cap).
+    /// Client transports (publish and subscribe PeerConnections) this node holds at once; at it
+    /// new members are refused (one already here may open its other PeerConnection) and
+    /// signaling serves them from other nodes (0 = no cap).
     #[arg(long, env = "MOOYAHO_MAX_TRANSPORTS", default_value_t = 0)]
     max_transports: usize,
     #[command(flatten)]

@@ -408,8 +408,9 @@ pub struct Load {
     pub control_bad_hellos: u64,
     /// The node is draining.
     pub draining: bool,
-    /// The node's cap of client transports (`--max-transports`; 0 = no cap). Past it, a new
-    /// publish or subscribe transport is refused with [`ErrorCode::Full`].
+    /// The node's cap of client transports (`--max-transports`; 0 = no cap). At it, a session
+    /// new to the node is refused with [`ErrorCode::Full`] (one already on it may still open its
+    /// other side, so a member's two transports stay on one node).
     #[serde(default)]
     pub max_transports: u64,
     /// Client transports the node holds against that cap (publish and subscribe

@@ -43,9 +43,10 @@ pub struct NodeConfig {
     /// ICE-TCP: a TCP listener per worker (on its UDP port number when free) announced as
     /// passive candidates after the UDP ones, for clients whose UDP is blocked; `None` = off.
     pub ice_tcp: Option<IceTcpLimits>,
-    /// Client transports (publish and subscribe PeerConnections) the node holds at once; a new
-    /// one past it is refused with [`MediaError::Full`] (0 = no cap). Reported in every load
-    /// report, so signaling serves further members from other nodes.
+    /// Client transports (publish and subscribe PeerConnections) the node holds at once: at it,
+    /// a session new to the node is refused with [`MediaError::Full`] (one already on it may
+    /// open its other side); 0 = no cap. Reported in every load report, so signaling serves
+    /// further members from other nodes.
     pub max_transports: usize,
 }
 
@@ -179,7 +180,11 @@ impl Admission {
         if self.held.contains(&key) {
             return Ok(Admitted::Held);
         }
-        if self.max > 0 && self.held.len() >= self.max {
+        // A session already on the node may open its other side: a member's publish and
+        // subscribe transports stay on one node (so the cap can be passed by at most one
+        // transport per session; a full node takes no new session).
+        let on_node = || self.held.iter().any(|(r, s, _)| *r == room && s == session);
+        if self.max > 0 && self.held.len() >= self.max && !on_node() {
             return Err(MediaError::Full { max: self.max });
         }
         self.held.insert(key);
@@ -875,19 +880,22 @@ mod tests {
             node.publish(room, "c", offer).await,
             Err(MediaError::Full { max: 2 })
         ));
-        // `a` has something to receive (b's tracks) but no slot for a subscribe transport.
+        // A new session's subscribe transport is refused too; `a`, already on the node, may
+        // open its other side (a member stays whole on one node).
         assert!(matches!(
-            node.subscribe_offer(room, "a").await,
+            node.subscribe_offer(room, "c").await,
             Err(MediaError::Full { max: 2 })
         ));
+        assert!(node.subscribe_offer(room, "a").await.unwrap().is_some());
+        assert_eq!(node.transport_capacity(), (2, 3));
         // Publishing again replaces a's transport in its own slot.
         node.publish(room, "a", offer).await.unwrap();
-        assert_eq!(node.transport_capacity(), (2, 2));
+        assert_eq!(node.transport_capacity(), (2, 3));
         node.close_session(room, "b").await.unwrap();
-        assert_eq!(node.transport_capacity(), (2, 1));
+        node.close_session(room, "a").await.unwrap();
+        assert_eq!(node.transport_capacity(), (2, 0));
         node.publish(room, "c", offer).await.unwrap();
         // A refused request gives its slot back: a bad offer takes nothing.
-        node.close_session(room, "c").await.unwrap();
         assert!(node.publish(room, "d", "not sdp").await.is_err());
         assert_eq!(node.transport_capacity(), (2, 1));
         node.close_room(room).await.unwrap();

@@ -472,6 +472,10 @@ impl ServerMessage {
                      its media now; publish again later"
                 ),
             },
+            E::MediaUnserved { code, message, .. } => Self::Error {
+                code: *code,
+                message: message.clone(),
+            },
             E::ActiveSpeakersChanged { speakers, .. } => Self::ActiveSpeakers {
                 speakers: speakers
                     .iter()

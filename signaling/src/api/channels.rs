@@ -64,8 +64,11 @@ pub struct ChannelSession {
 pub struct ChannelDetailResponse {
     /// Channel id (UUID).
     pub id: String,
-    /// The SFU node hosting it, once placed.
+    /// The SFU node hosting it, once placed (its first node when it spans several).
     pub sfu_server_id: Option<u64>,
+    /// Every SFU node serving its members, the first node first (empty while unplaced): a
+    /// channel whose node is full, draining or disabled is served by further nodes too.
+    pub sfu_server_ids: Vec<u64>,
     /// Media goes through an SFU.
     pub sfu_enabled: bool,
     /// Live members.
@@ -182,6 +185,12 @@ pub async fn get_channel(
     Ok(Json(ChannelDetailResponse {
         id: channel.id,
         sfu_server_id: channel.sfu_server_id,
+        sfu_server_ids: detail
+            .channel
+            .sfu_server_ids()
+            .iter()
+            .map(|id| id.0)
+            .collect(),
         sfu_enabled: channel.sfu_enabled,
         channel_sessions: detail
             .sessions

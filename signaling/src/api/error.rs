@@ -82,7 +82,7 @@ impl From<HttpMediaError> for ApiError {
                 ErrorCode::Forbidden => StatusCode::FORBIDDEN,
                 ErrorCode::ChannelNotFound | ErrorCode::SessionNotFound => StatusCode::NOT_FOUND,
                 ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-                ErrorCode::SfuUnavailable | ErrorCode::Unavailable => {
+                ErrorCode::SfuUnavailable | ErrorCode::SfuFull | ErrorCode::Unavailable => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
                 _ => StatusCode::BAD_REQUEST,

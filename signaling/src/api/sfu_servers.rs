@@ -85,9 +85,10 @@ pub struct SfuServerResponse {
     pub last_error: Option<String>,
     /// The node's last load report.
     pub load: Option<NodeLoad>,
-    /// Channels placed on the node.
+    /// Channels the node serves (as their first node, or as a further node of a channel
+    /// spanning several).
     pub rooms: usize,
-    /// Sessions in those channels.
+    /// Members it serves in those channels.
     pub sessions: usize,
 }
 
@@ -121,6 +122,11 @@ pub struct NodeLoad {
     /// Control connections the node refused since it started for a bad hello (malformed,
     /// oversized, another protocol version, or a wrong proof of the cluster secret).
     pub control_bad_hellos: u64,
+    /// The node's cap of client transports (`mooyaho sfu --max-transports`; 0 = no cap).
+    pub max_transports: u64,
+    /// Client transports it holds against that cap; at the cap it takes no new member
+    /// (placement serves them from other nodes).
+    pub admitted_transports: u64,
 }
 
 impl From<SfuServerView> for SfuServerResponse {
@@ -148,6 +154,8 @@ impl From<SfuServerView> for SfuServerResponse {
                 control_over_capacity: l.control_over_capacity,
                 control_hello_timeouts: l.control_hello_timeouts,
                 control_bad_hellos: l.control_bad_hellos,
+                max_transports: l.max_transports,
+                admitted_transports: l.admitted_transports,
             });
         Self {
             drained: view.drained(),

@@ -77,6 +77,7 @@ impl Channels {
             sfu_enabled,
             sfu_server_id: None,
             sfu_room: None,
+            sfu_spans: Vec::new(),
             created_at_ms: now_ms(),
         };
         self.shared.store.create_channel(&channel).await?;
@@ -255,7 +256,7 @@ impl Channels {
             let left = self.shared.member_left(channel, me).await;
             self.broadcast(channel, left).await?;
         }
-        self.placement.release(&me.id, channel).await;
+        self.placement.release(me, channel).await;
         Ok(())
     }
 

@@ -36,6 +36,9 @@ pub enum ErrorCode {
     InvalidToken,
     /// SFU media is not available for this request.
     SfuUnavailable,
+    /// Every healthy SFU node that could serve the member is at its transport cap
+    /// (`mooyaho sfu --max-transports`).
+    SfuFull,
     /// The request asks for more than a participant may hold (e.g. tracks in a publish offer).
     LimitExceeded,
     /// Shared state is unreachable; retry later.
@@ -60,6 +63,7 @@ impl ErrorCode {
             Self::NoPendingCall => "no_pending_call",
             Self::InvalidToken => "invalid_token",
             Self::SfuUnavailable => "sfu_unavailable",
+            Self::SfuFull => "sfu_full",
             Self::LimitExceeded => "limit_exceeded",
             Self::Unavailable => "unavailable",
         }

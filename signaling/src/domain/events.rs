@@ -259,6 +259,17 @@ pub enum DomainEvent {
         /// The node that lost it.
         node: SfuServerId,
     },
+    /// No SFU node could serve a member's media (every eligible node at its transport cap, or
+    /// none healthy) when the member was to be offered it: the member is told (an `error`);
+    /// its next publish, or the next publish in its channel, tries again.
+    MediaUnserved {
+        /// The channel.
+        channel: ChannelId,
+        /// Why (`sfu_full` or `sfu_unavailable`).
+        code: super::error::ErrorCode,
+        /// Explanation.
+        message: String,
+    },
     /// An SFU node was registered.
     SfuServerRegistered {
         /// The node.
@@ -312,6 +323,7 @@ impl DomainEvent {
             Self::RoomLost { .. } => "room_lost",
             Self::SfuRestarted { .. } => "sfu_restarted",
             Self::MediaStranded { .. } => "media_stranded",
+            Self::MediaUnserved { .. } => "media_unserved",
             Self::SfuServerRegistered { .. } => "sfu_server_registered",
             Self::SfuServerDraining { .. } => "sfu_server_draining",
             Self::SfuServerRemoved { .. } => "sfu_server_removed",

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::DomainError;
 use super::events::DomainEvent;
-use super::ids::{ChannelId, SfuServerId};
-use super::model::{NewSfuServer, SfuServerRecord};
+use super::ids::{ChannelId, SessionId, SfuServerId};
+use super::model::{ChannelRecord, NewSfuServer, SfuServerRecord};
 use super::placement::Placement;
 use super::ports::NodeStatus;
 use super::shared::Shared;
@@ -17,9 +17,9 @@ use super::shared::Shared;
 pub struct SfuServerView {
     /// The stored record.
     pub record: SfuServerRecord,
-    /// Channels placed on the node.
+    /// Channels the node serves (as their first node or a span).
     pub rooms: usize,
-    /// Sessions in those channels.
+    /// Members it serves in those channels.
     pub sessions: usize,
     /// Live state from the control connection (`None` when this instance uses no SFU).
     pub status: Option<NodeStatus>,
@@ -121,24 +121,46 @@ impl SfuServers {
     }
 
     /// Every node with its derived load, least loaded first (ties by id). Three store round
-    /// trips however many nodes and channels.
+    /// trips however many nodes and channels, a fourth for the members of channels spanning
+    /// nodes (each counts on the node serving it).
     pub async fn list(&self) -> Result<Vec<SfuServerView>, DomainError> {
         let records = self.shared.store.sfu_servers().await?;
-        let placed: Vec<(SfuServerId, ChannelId)> = self
+        let placed: Vec<ChannelRecord> = self
             .shared
             .store
             .channels()
             .await?
             .into_iter()
-            .filter_map(|c| Some((c.sfu_server_id?, c.id)))
+            .filter(|c| c.sfu_server_id.is_some())
             .collect();
-        let ids: Vec<ChannelId> = placed.iter().map(|(_, id)| id.clone()).collect();
+        let ids: Vec<ChannelId> = placed.iter().map(|c| c.id.clone()).collect();
         let members = self.shared.store.members_of(&ids).await?;
         let mut load: HashMap<SfuServerId, (usize, usize)> = HashMap::new();
-        for ((node, _), members) in placed.iter().zip(members) {
-            let entry = load.entry(*node).or_default();
-            entry.0 += 1;
-            entry.1 += members.len();
+        let mut spanned_members = Vec::new();
+        for (channel, members) in placed.iter().zip(members) {
+            for node in channel.sfu_server_ids() {
+                load.entry(node).or_default().0 += 1;
+            }
+            if channel.sfu_spans.is_empty() {
+                if let Some(node) = channel.sfu_server_id {
+                    load.entry(node).or_default().1 += members.len();
+                }
+            } else {
+                spanned_members.extend(members.into_iter().map(|m| (m, channel)));
+            }
+        }
+        if !spanned_members.is_empty() {
+            let ids: Vec<SessionId> = spanned_members.iter().map(|(m, _)| m.clone()).collect();
+            let sessions = self.shared.store.sessions(&ids).await?;
+            for ((_, channel), session) in spanned_members.iter().zip(sessions) {
+                let node = session
+                    .and_then(|s| s.sfu_node)
+                    .filter(|n| channel.room_on(*n).is_some())
+                    .or(channel.sfu_server_id);
+                if let Some(node) = node {
+                    load.entry(node).or_default().1 += 1;
+                }
+            }
         }
         let mut views: Vec<_> = records
             .into_iter()
@@ -240,12 +262,18 @@ impl SfuServers {
             )));
         }
         for mut channel in self.shared.store.channels().await? {
+            if let Some(span) = channel.sfu_spans.iter().find(|s| s.node == id) {
+                // Its members there move to the channel's other nodes.
+                let span = span.clone();
+                self.placement.drop_span(&channel.id, span, None).await;
+            }
             if channel.sfu_server_id == Some(id) {
                 // Once unregistered the node is out of reach, and rooms left on it would keep
                 // forwarding media and holding transports until it restarts.
                 self.placement.close_room(&channel).await;
                 channel.sfu_server_id = None;
                 channel.sfu_room = None;
+                channel.sfu_spans.clear();
                 self.shared.store.create_channel(&channel).await?;
             }
         }

@@ -37,7 +37,7 @@ use shared::Shared;
 pub use channels::{BulkDeleteOutcome, ChannelDetail, ChannelEntry, ChannelSummary, Channels};
 pub use fleet::{ADDRESS_PATTERN, FINGERPRINT_PATTERN, SfuServerPatch, SfuServerView, SfuServers};
 pub use http_media::{CreatedResource, HttpMedia, HttpMediaError, HttpMediaKind};
-pub use placement::Placement;
+pub use placement::{Placement, RelayInputs};
 pub use relay::Relay;
 pub use session::{ConnectOptions, Connection, Resumed, Sessions};
 
@@ -350,5 +350,9 @@ pub enum DomainError {
     Store(#[from] StoreError),
 }
 
+#[cfg(test)]
+mod fleet_sim;
+#[cfg(test)]
+mod span_tests;
 #[cfg(test)]
 mod tests;

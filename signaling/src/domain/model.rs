@@ -20,8 +20,48 @@ pub struct ChannelRecord {
     /// The room's id on that node.
     #[serde(default)]
     pub sfu_room: Option<String>,
+    /// Further nodes serving members of the channel (DESIGN §7.2: a member whose channel's node
+    /// is full, draining or disabled is served by another), each with the channel's room there.
+    /// Empty while one node serves it all. Never serialized empty: Redis' cjson would write an
+    /// empty list back as an object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sfu_spans: Vec<SfuSpan>,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+}
+
+/// A node serving some of a channel's members, besides the channel's first node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SfuSpan {
+    /// The node.
+    pub node: SfuServerId,
+    /// The channel's room on it.
+    pub room: String,
+}
+
+impl ChannelRecord {
+    /// Every node serving the channel with its room there, the first node first (empty while
+    /// unplaced).
+    pub fn serving(&self) -> Vec<(SfuServerId, &str)> {
+        let first = self.sfu_server_id.zip(self.sfu_room.as_deref());
+        first
+            .into_iter()
+            .chain(self.sfu_spans.iter().map(|s| (s.node, s.room.as_str())))
+            .collect()
+    }
+
+    /// The channel's room on `node`, if `node` serves it.
+    pub fn room_on(&self, node: SfuServerId) -> Option<&str> {
+        self.serving()
+            .into_iter()
+            .find(|(on, _)| *on == node)
+            .map(|(_, room)| room)
+    }
+
+    /// The ids of every node serving the channel, the first node first.
+    pub fn sfu_server_ids(&self) -> Vec<SfuServerId> {
+        self.serving().into_iter().map(|(node, _)| node).collect()
+    }
 }
 
 impl ChannelRecord {
@@ -115,6 +155,10 @@ pub struct SessionRecord {
     /// that whoever ends its publishing can say which tracks went.
     #[serde(default)]
     pub published: Vec<PublishedTrack>,
+    /// The SFU node serving this member's publish and subscribe transports (one of its
+    /// channel's [`ChannelRecord::serving`] nodes; a stale one is chosen again).
+    #[serde(default)]
+    pub sfu_node: Option<SfuServerId>,
 }
 
 /// One track a session publishes through the SFU, as its publish offer named it.
@@ -181,6 +225,7 @@ impl SessionRecord {
             calls: BTreeMap::new(),
             grant: None,
             published: Vec::new(),
+            sfu_node: None,
         }
     }
 }
@@ -202,14 +247,17 @@ pub struct SessionUpdate {
     pub connected: Option<bool>,
     /// The tracks it publishes now (`Some(vec![])` clears them).
     pub published: Option<Vec<PublishedTrack>>,
+    /// The SFU node serving it (`Some(None)` clears it).
+    pub sfu_node: Option<Option<SfuServerId>>,
 }
 
 impl SessionUpdate {
-    /// The session is out of its channel: no channel, nothing published.
+    /// The session is out of its channel: no channel, nothing published, no serving node.
     pub fn out_of_channel() -> Self {
         Self {
             channel: Some(None),
             published: Some(Vec::new()),
+            sfu_node: Some(None),
             ..Self::default()
         }
     }
@@ -274,6 +322,7 @@ mod tests {
             sfu_enabled: false,
             sfu_server_id: None,
             sfu_room: None,
+            sfu_spans: Vec::new(),
             created_at_ms,
         }
     }

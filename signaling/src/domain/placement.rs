@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use mooyaho_control::{ErrorCode as NodeError, Event, Request, Response, VideoQuality};
@@ -23,7 +23,7 @@ use super::failover::{
     REPLACE_AT_ONCE, TELL_AT_ONCE,
 };
 use super::ids::{ChannelId, SessionId, SfuServerId};
-use super::model::{ChannelRecord, SessionRecord, SessionUpdate};
+use super::model::{ChannelRecord, SessionRecord, SessionUpdate, SfuSpan};
 use super::node_queue::{NodeQueue, Queued};
 use super::ports::{NodeReport, SfuError, SfuNodes};
 use super::relay::check_candidate;
@@ -66,6 +66,41 @@ pub struct Placement {
     /// [`HOLD_DOWN`] even if it looks healthy again, so instances with different views of a
     /// flapping node do not move channels back and forth.
     failed_at: Mutex<HashMap<SfuServerId, Instant>>,
+    /// When each node last refused a transport as full: such a node takes no new member for
+    /// [`FULL_HOLD`] whatever its last load report (sent once a second) said.
+    full_at: Mutex<HashMap<SfuServerId, Instant>>,
+}
+
+/// How long a node that refused a transport as full is skipped for new members.
+const FULL_HOLD: Duration = Duration::from_secs(2);
+/// Nodes a member is tried on, one after another refusing it as full, before it is told the
+/// fleet is full.
+const FULL_TRIES: usize = 4;
+
+/// A channel's publishers and receiving nodes, as relay planning takes them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RelayInputs {
+    /// Live members publishing tracks, with the node each publishes to.
+    pub publishers: Vec<super::relay_plan::PublisherOnNode>,
+    /// Nodes serving at least one live member that receives.
+    pub receivers: std::collections::BTreeSet<SfuServerId>,
+}
+
+/// Where one member's media is served: a node serving its channel and the channel's room there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Serving {
+    node: SfuServerId,
+    room: String,
+    /// This call placed the channel (on its first node).
+    placed_now: bool,
+}
+
+/// What a node said to a subscribe offer request.
+enum Offered {
+    /// Offered, or nothing to offer, or failed (logged): nothing more to do.
+    Done,
+    /// The node is full and the member new to it: serve it elsewhere.
+    Full,
 }
 
 impl std::fmt::Debug for Placement {
@@ -83,6 +118,7 @@ impl Placement {
             nodes: OnceLock::new(),
             link_lost: Arc::new(Notify::new()),
             failed_at: Mutex::new(HashMap::new()),
+            full_at: Mutex::new(HashMap::new()),
         }
     }
 
@@ -154,10 +190,16 @@ impl Placement {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(node, Instant::now());
-        let placed = match self.placed_on(node).await {
-            Ok(placed) => placed,
-            Err(e) => return tracing::warn!(%node, error = %e, "failover: store unavailable"),
+        let (placed, spans) = match (self.placed_on(node).await, self.spans_on(node).await) {
+            (Ok(placed), Ok(spans)) => (placed, spans),
+            (Err(e), _) | (_, Err(e)) => {
+                return tracing::warn!(%node, error = %e, "failover: store unavailable");
+            }
         };
+        // Channels it only helped serve keep their first node: only its members move.
+        for (channel, room) in spans {
+            self.drop_span(&channel, SfuSpan { node, room }, None).await;
+        }
         if placed.is_empty() {
             return;
         }
@@ -190,7 +232,7 @@ impl Placement {
             if self.nodes().is_some_and(|n| n.status(node).healthy) {
                 break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let hosted = match self.node_call(node, Request::Rooms).await {
             Ok(Response::Rooms { rooms }) => rooms,
@@ -208,6 +250,15 @@ impl Placement {
             })
             .collect();
         self.relocate_all(node, lost, None).await;
+        match self.spans_on(node).await {
+            Ok(spans) => {
+                for (channel, room) in spans.into_iter().filter(|(_, r)| !hosted.contains(r)) {
+                    tracing::info!(%node, %channel, %room, "the node lost the channel's room");
+                    self.drop_span(&channel, SfuSpan { node, room }, None).await;
+                }
+            }
+            Err(e) => tracing::warn!(%node, error = %e, "lost rooms: store unavailable"),
+        }
         self.close_orphan_rooms(node, hosted).await;
     }
 
@@ -219,10 +270,13 @@ impl Placement {
             return;
         }
         tokio::time::sleep(ORPHAN_GRACE).await;
-        let placed = match self.placed_on(node).await {
-            Ok(placed) => placed,
-            Err(e) => return tracing::warn!(%node, error = %e, "orphan rooms: store unavailable"),
+        let (mut placed, spans) = match (self.placed_on(node).await, self.spans_on(node).await) {
+            (Ok(placed), Ok(spans)) => (placed, spans),
+            (Err(e), _) | (_, Err(e)) => {
+                return tracing::warn!(%node, error = %e, "orphan rooms: store unavailable");
+            }
         };
+        placed.extend(spans);
         for room in hosted {
             if placed.iter().any(|(_, placed)| *placed == room) {
                 continue;
@@ -281,6 +335,18 @@ impl Placement {
                     Err(e) => return tracing::warn!(%node, error = %e, "drain: store unavailable"),
                 };
                 if placed.is_empty() {
+                    // Channels it only helped serve: their members there move to other nodes.
+                    match placement.spans_on(node).await {
+                        Ok(spans) => {
+                            for (channel, room) in spans {
+                                let span = SfuSpan { node, room };
+                                placement.drop_span(&channel, span, None).await;
+                            }
+                        }
+                        Err(e) => {
+                            return tracing::warn!(%node, error = %e, "drain: store unavailable");
+                        }
+                    }
                     return tracing::info!(%node, "SFU node drained");
                 }
                 for (channel, room) in placed.into_iter().take(DRAIN_BATCH) {
@@ -336,6 +402,102 @@ impl Placement {
             .collect())
     }
 
+    /// The channels `node` serves as a span (not their first node), with their rooms there.
+    async fn spans_on(
+        &self,
+        node: SfuServerId,
+    ) -> Result<Vec<(ChannelId, String)>, super::ports::StoreError> {
+        Ok(self
+            .shared
+            .store
+            .channels()
+            .await?
+            .into_iter()
+            .flat_map(|c| {
+                let id = c.id;
+                c.sfu_spans
+                    .into_iter()
+                    .filter(move |s| s.node == node)
+                    .map(move |s| (id.clone(), s.room))
+            })
+            .collect())
+    }
+
+    /// `channel`'s room on `node` is lost: the whole channel is placed again when it was its
+    /// first node ([`Self::relocate`]), else only the members that node served move
+    /// ([`Self::drop_span`]).
+    async fn room_lost(
+        &self,
+        channel: &ChannelId,
+        node: SfuServerId,
+        room: &str,
+        except: Option<&SessionId>,
+    ) {
+        let first = match self.shared.store.channel(channel).await {
+            Ok(Some(record)) => record.sfu_room.as_deref() == Some(room),
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(%channel, error = %e, "room lost: store unavailable"),
+        };
+        if first {
+            self.relocate(channel, node, room, except).await;
+        } else {
+            let span = SfuSpan {
+                node,
+                room: room.to_owned(),
+            };
+            self.drop_span(channel, span, except).await;
+        }
+    }
+
+    /// `channel` no longer spans `span`'s node (it failed, restarted, drains or was removed):
+    /// the span goes, its room is closed (best effort), and the members it served (but
+    /// `except`, whose own request is being served again) are told `sfuRestart` and offered
+    /// media from another node. Of several instances doing this, only the one whose removal
+    /// took effect acts.
+    pub(super) async fn drop_span(
+        &self,
+        channel: &ChannelId,
+        span: SfuSpan,
+        except: Option<&SessionId>,
+    ) {
+        match self.shared.store.remove_channel_span(channel, &span).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                return tracing::warn!(%channel, error = %e, "dropping a span: store unavailable");
+            }
+        }
+        let SfuSpan { node, room } = span;
+        tracing::warn!(%channel, %node, "channel no longer spans the node: its members there move");
+        let lost = DomainEvent::RoomLost {
+            channel: channel.clone(),
+            node,
+            room: room.clone(),
+        };
+        self.shared.events.record(lost).await;
+        // Best effort: a failed node is unreachable, a draining one closes its transports.
+        let _ = self.node_call(node, Request::CloseRoom { room }).await;
+        let members = match self.shared.live_members(channel).await {
+            Ok(members) => members,
+            Err(e) => {
+                return tracing::warn!(%channel, error = %e, "dropping a span: members unavailable");
+            }
+        };
+        let moved: Vec<SessionRecord> = members
+            .into_iter()
+            .filter(|m| m.sfu_node == Some(node) && Some(&m.id) != except)
+            .collect();
+        let restarted = DomainEvent::SfuRestarted {
+            channel: channel.clone(),
+        };
+        self.shared
+            .emit(restarted, &moved.iter().collect::<Vec<_>>())
+            .await;
+        futures_util::stream::iter(&moved)
+            .for_each_concurrent(OFFER_AT_ONCE, |member| self.offer(channel, member))
+            .await;
+    }
+
     /// `channel`'s `room` on `node` is lost (the node failed or restarted): see
     /// [`Self::relocate_all`].
     async fn relocate(
@@ -372,7 +534,7 @@ impl Placement {
     ) -> Vec<(ChannelId, Relocated)> {
         // Cheap (the registry and this instance's link view): whether telling members to
         // reconnect now can succeed, or they must hear that media is unavailable.
-        let can_place = self.pick_node().await.is_ok();
+        let can_place = self.pick_node(&[]).await.is_ok();
         let mut outcomes = Vec::with_capacity(lost.len());
         let mut told = Vec::with_capacity(lost.len());
         let mut telling = futures_util::stream::iter(lost)
@@ -413,6 +575,15 @@ impl Placement {
         except: Option<&SessionId>,
         can_place: bool,
     ) -> Option<Vec<SessionRecord>> {
+        // Unplacing clears its spans too: their rooms are closed once members were told.
+        let spans = match self.shared.store.channel(channel).await {
+            Ok(Some(record)) => record.sfu_spans,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "relocating: store unavailable");
+                return None;
+            }
+        };
         match self.shared.store.unplace_channel(channel, room).await {
             Ok(true) => {}
             Ok(false) => return None,
@@ -454,6 +625,11 @@ impl Placement {
             channel: channel.clone(),
         };
         self.shared.emit(restarted, &listeners).await;
+        for SfuSpan { node, room } in spans {
+            if let Err(e) = self.node_call(node, Request::CloseRoom { room }).await {
+                tracing::warn!(%node, error = %e.message, "closing a moved channel's span room failed");
+            }
+        }
         Some(audience)
     }
 
@@ -467,13 +643,11 @@ impl Placement {
         node: SfuServerId,
         audience: &[SessionRecord],
     ) -> Relocated {
-        match self.room_for(channel).await {
-            Ok((new_node, new_room, _)) => {
-                tracing::info!(%channel, from = %node, to = %new_node, "channel placed again");
+        match self.room_for(channel, &[]).await {
+            Ok((placed, _)) => {
+                tracing::info!(%channel, from = %node, to = ?placed.sfu_server_id, "channel placed again");
                 futures_util::stream::iter(audience)
-                    .for_each_concurrent(OFFER_AT_ONCE, |member| {
-                        self.offer(new_node, &new_room, member)
-                    })
+                    .for_each_concurrent(OFFER_AT_ONCE, |member| self.offer(channel, member))
                     .await;
                 Relocated::Placed
             }
@@ -527,21 +701,24 @@ impl Placement {
         }
         let channel = self.sfu_channel(me).await?;
         let mut retried = false;
+        let mut avoid = Vec::new();
         loop {
-            let (node, room, placed_now) = self.room_for(&channel.id).await?;
+            let served = self.serve(&channel.id, me, &avoid).await?;
             let request = Request::Publish {
-                room: room.clone(),
+                room: served.room.clone(),
                 session: me.id.0.clone(),
                 offer: offer.clone(),
             };
-            match self.node_call(node, request).await? {
+            match self.node_call(served.node, request).await? {
                 Response::Sdp { sdp: Some(answer) } => {
-                    // Whatever the others already publish, this session can receive now.
-                    self.offer(node, &room, me).await;
-                    if placed_now {
+                    // Whatever the others already publish, this session can receive now (on
+                    // the node it publishes to: it is on that node now, which never refuses
+                    // its other side).
+                    self.offer_on(served.node, &served.room, me).await;
+                    if served.placed_now {
                         // Members that entered before the channel had a room are unknown to the
                         // node, so its renegotiation events cannot reach them: offer directly.
-                        self.offer_members(node, &room, &channel.id, &me.id).await;
+                        self.offer_members(&channel.id, &me.id).await;
                     }
                     self.published(me, &channel.id, &offer, &answer).await?;
                     return Ok(answer);
@@ -550,10 +727,19 @@ impl Placement {
                     code: NodeError::UnknownRoom,
                     ..
                 } if !retried => {
-                    // The node restarted and lost the room: place the channel again, once. The
+                    // The node restarted and lost the room: serve the channel again, once. The
                     // others restart their media; this publish goes to the new room.
-                    self.relocate(&channel.id, node, &room, Some(&me.id)).await;
+                    self.room_lost(&channel.id, served.node, &served.room, Some(&me.id))
+                        .await;
                     retried = true;
+                }
+                Response::Error {
+                    code: NodeError::Full,
+                    ..
+                } if avoid.len() + 1 < FULL_TRIES => {
+                    // Its load report lagged: the member is new to it, so serve it elsewhere.
+                    self.refused_full(served.node);
+                    avoid.push(served.node);
                 }
                 other => return Err(node_refusal(other)),
             }
@@ -575,10 +761,13 @@ impl Placement {
             self.in_channel(publisher, &channel.id, "no such publisher in this channel")
                 .await?;
         }
-        let (node, room) = placed_room(
-            channel,
-            "nobody publishes in this channel yet: nothing to receive",
-        )?;
+        if channel.sfu_room.is_none() {
+            return Err(SignalError::new(
+                ErrorCode::SfuUnavailable,
+                "nobody publishes in this channel yet: nothing to receive",
+            ));
+        }
+        let Serving { node, room, .. } = self.serve(&channel.id, &me, &[]).await?;
         let request = Request::SubscribeClientOffer {
             room,
             session: me.id.0.clone(),
@@ -624,7 +813,7 @@ impl Placement {
     pub async fn answer(&self, connection: &Connection, answer: String) -> Result<(), SignalError> {
         let me = self.shared.me(connection).await?;
         let channel = self.sfu_channel(&me).await?;
-        let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room) else {
+        let Some((node, room)) = member_room(&channel, &me) else {
             return Err(SignalError::new(
                 ErrorCode::InvalidMessage,
                 "no SFU offer is pending for this session",
@@ -641,9 +830,9 @@ impl Placement {
                 code: NodeError::UnknownRoom,
                 ..
             } => {
-                // Answering an offer of a room the node lost: every member, this one included,
-                // restarts its media in the channel's new room.
-                self.relocate(&channel.id, node, &room, None).await;
+                // Answering an offer of a room the node lost: every member served there, this one
+                // included, restarts its media.
+                self.room_lost(&channel.id, node, &room, None).await;
                 Err(SignalError::new(
                     ErrorCode::SfuUnavailable,
                     "the SFU node lost this channel's room; its media restarts (sfuRestart)",
@@ -672,10 +861,13 @@ impl Placement {
         }
         self.in_channel(&publisher, &channel.id, "no such session in this channel")
             .await?;
-        let (node, room) = placed_room(
-            channel,
-            "nobody publishes in this channel yet: set the subscription once its media arrives",
-        )?;
+        if channel.sfu_room.is_none() {
+            return Err(SignalError::new(
+                ErrorCode::SfuUnavailable,
+                "nobody publishes in this channel yet: set the subscription once its media arrives",
+            ));
+        }
+        let Serving { node, room, .. } = self.serve(&channel.id, &me, &[]).await?;
         let request = Request::SetSubscription {
             room,
             session: me.id.0.clone(),
@@ -703,12 +895,55 @@ impl Placement {
         Ok(())
     }
 
-    /// Sends `session` the node's current subscribe offer, if it has something to receive and
-    /// its join token (if any) allows receiving. A session never offered is unknown to the node
-    /// as a subscriber, so the node's renegotiations never reach it either.
-    pub(super) async fn offer(&self, node: SfuServerId, room: &str, session: &SessionRecord) {
+    /// Sends member `session` of `channel` its node's current subscribe offer, if it has
+    /// something to receive and its join token (if any) allows receiving, serving it first (a
+    /// node refusing it as full is skipped for the next). A session never offered is unknown to
+    /// the node as a subscriber, so the node's renegotiations never reach it either. If no node
+    /// can serve it, it is told why (`sfu_full` or `sfu_unavailable`).
+    pub(super) async fn offer(&self, channel: &ChannelId, session: &SessionRecord) {
         if session.grant.as_ref().is_some_and(|grant| !grant.subscribe) {
             return;
+        }
+        let mut avoid = Vec::new();
+        loop {
+            let served = match self.serve(channel, session, &avoid).await {
+                Ok(served) => served,
+                Err(e) => {
+                    tracing::warn!(session = %session.id, %channel, error = %e.message,
+                        "no SFU node can serve the member");
+                    if matches!(e.code, ErrorCode::SfuFull | ErrorCode::SfuUnavailable) {
+                        let unserved = DomainEvent::MediaUnserved {
+                            channel: channel.clone(),
+                            code: e.code,
+                            message: e.message,
+                        };
+                        self.shared.emit(unserved, &[session]).await;
+                    }
+                    return;
+                }
+            };
+            match self.offer_on(served.node, &served.room, session).await {
+                Offered::Done => return,
+                Offered::Full if avoid.len() + 1 < FULL_TRIES => {
+                    self.refused_full(served.node);
+                    avoid.push(served.node);
+                }
+                Offered::Full => {
+                    let unserved = DomainEvent::MediaUnserved {
+                        channel: channel.clone(),
+                        code: ErrorCode::SfuFull,
+                        message: no_open_node(true).message,
+                    };
+                    return self.shared.emit(unserved, &[session]).await;
+                }
+            }
+        }
+    }
+
+    /// Asks `node` for `session`'s subscribe offer in `room` and sends it on.
+    async fn offer_on(&self, node: SfuServerId, room: &str, session: &SessionRecord) -> Offered {
+        if session.grant.as_ref().is_some_and(|grant| !grant.subscribe) {
+            return Offered::Done;
         }
         let request = Request::SubscribeOffer {
             room: room.to_owned(),
@@ -723,9 +958,14 @@ impl Placement {
                 self.shared.emit(offered, &[session]).await;
             }
             Ok(Response::Sdp { sdp: None }) => {}
+            Ok(Response::Error {
+                code: NodeError::Full,
+                ..
+            }) => return Offered::Full,
             Ok(other) => tracing::warn!(?other, "subscribe offer refused"),
             Err(e) => tracing::warn!(error = %e.message, "subscribe offer failed"),
         }
+        Offered::Done
     }
 
     /// After `enter`: a receive-only member gets an offer as soon as anyone publishes. The
@@ -735,9 +975,16 @@ impl Placement {
         let Ok(Some(channel)) = self.shared.store.channel(&channel.id).await else {
             return;
         };
-        if let (Some(node), Some(room)) = (channel.sfu_server_id, &channel.sfu_room) {
-            self.offer(node, room, me).await;
-            self.tell_speakers(node, room, &channel.id, me).await;
+        if channel.sfu_room.is_none() {
+            return;
+        }
+        self.offer(&channel.id, me).await;
+        // Re-read: the offer recorded the node serving it.
+        let Ok(Some(me)) = self.shared.store.session(&me.id).await else {
+            return;
+        };
+        if let Some((node, room)) = member_room(&channel, &me) {
+            self.tell_speakers(node, &room, &channel.id, &me).await;
         }
     }
 
@@ -786,44 +1033,119 @@ impl Placement {
         }
     }
 
-    /// Offers to every live member of `channel` but `except`.
-    async fn offer_members(
-        &self,
-        node: SfuServerId,
-        room: &str,
-        channel: &ChannelId,
-        except: &SessionId,
-    ) {
+    /// Offers to every live member of `channel` but `except`, each on the node serving it.
+    async fn offer_members(&self, channel: &ChannelId, except: &SessionId) {
         match self.shared.live_members(channel).await {
             Ok(members) => {
                 for member in members.iter().filter(|m| &m.id != except) {
-                    self.offer(node, room, member).await;
+                    self.offer(channel, member).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "listing members for SFU offers failed"),
         }
     }
 
-    /// The session left an SFU channel: its transports go (others are re-offered by the node).
-    pub(super) async fn release(&self, session: &SessionId, channel: &ChannelId) {
+    /// Member `me` left an SFU channel: its transports go (others are re-offered by the node).
+    /// A span node left serving nobody closes its room and leaves the channel.
+    pub(super) async fn release(&self, me: &SessionRecord, channel: &ChannelId) {
         let Ok(Some(channel)) = self.shared.store.channel(channel).await else {
             return;
         };
-        let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room) else {
+        let Some((node, room)) = member_room(&channel, me) else {
             return;
         };
         let request = Request::CloseSession {
-            room,
-            session: session.0.clone(),
+            room: room.clone(),
+            session: me.id.0.clone(),
         };
         if let Err(e) = self.node_call(node, request).await {
             tracing::warn!(error = %e.message, "releasing SFU session failed");
         }
         let released = DomainEvent::MediaReleased {
-            channel: channel.id,
-            session: session.clone(),
+            channel: channel.id.clone(),
+            session: me.id.clone(),
         };
         self.shared.events.record(released).await;
+        if channel.sfu_server_id != Some(node) {
+            self.close_span_if_unused(&channel.id, SfuSpan { node, room })
+                .await;
+        }
+    }
+
+    /// Removes `span` from the channel and closes its room if no live member is served there.
+    async fn close_span_if_unused(&self, channel: &ChannelId, span: SfuSpan) {
+        let members = match self.shared.live_members(channel).await {
+            Ok(members) => members,
+            Err(e) => return tracing::warn!(error = %e, "span cleanup: store unavailable"),
+        };
+        if members.iter().any(|m| m.sfu_node == Some(span.node)) {
+            return;
+        }
+        match self.shared.store.remove_channel_span(channel, &span).await {
+            Ok(true) => {
+                tracing::info!(%channel, node = %span.node, "channel no longer spans the node");
+                let close = Request::CloseRoom { room: span.room };
+                if let Err(e) = self.node_call(span.node, close).await {
+                    tracing::warn!(error = %e.message, "closing an unused span room failed");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "span cleanup: store unavailable"),
+        }
+    }
+
+    /// What relay planning needs of `channel` now ([`super::relay_plan::plan_relays`]): each
+    /// live member publishing tracks with the node it publishes to, and the nodes serving live
+    /// members that receive (their join token, if any, allows it). `None` for an unknown or
+    /// unplaced channel. One store read of the channel and one of its members.
+    pub async fn relay_inputs(
+        &self,
+        channel: &ChannelId,
+    ) -> Result<Option<RelayInputs>, super::ports::StoreError> {
+        let Some(record) = self.shared.store.channel(channel).await? else {
+            return Ok(None);
+        };
+        if record.sfu_server_id.is_none() {
+            return Ok(None);
+        }
+        let members = self.shared.live_members(channel).await?;
+        let mut inputs = RelayInputs::default();
+        for member in &members {
+            let Some((node, _)) = member_room(&record, member) else {
+                continue;
+            };
+            if !member.published.is_empty() {
+                inputs.publishers.push(super::relay_plan::PublisherOnNode {
+                    publisher: member.id.clone(),
+                    node,
+                    tracks: member.published.iter().map(|t| t.id.clone()).collect(),
+                });
+            }
+            if member.grant.as_ref().is_none_or(|grant| grant.subscribe) {
+                inputs.receivers.insert(node);
+            }
+        }
+        Ok(Some(inputs))
+    }
+
+    /// The relay streams `channel` needs now: [`Self::relay_inputs`] planned with
+    /// [`super::relay_plan::plan_relays`] (each node feeding at most `fan_out` others; edges of
+    /// `previous` kept where they fit). An unknown or unplaced channel needs none.
+    pub async fn relay_plan(
+        &self,
+        channel: &ChannelId,
+        fan_out: usize,
+        previous: &super::relay_plan::RelayPlan,
+    ) -> Result<super::relay_plan::RelayPlan, super::ports::StoreError> {
+        Ok(match self.relay_inputs(channel).await? {
+            Some(inputs) => super::relay_plan::plan_relays(
+                &inputs.publishers,
+                &inputs.receivers,
+                fan_out,
+                previous,
+            ),
+            None => super::relay_plan::RelayPlan::default(),
+        })
     }
 
     /// Tells a node its drain state (best effort: an unreachable node is not placed on anyway).
@@ -836,13 +1158,16 @@ impl Placement {
         }
     }
 
-    /// The channel was deleted: its room goes.
+    /// The channel was deleted (or its node unregistered): its rooms go, on every node
+    /// serving it.
     pub(super) async fn close_room(&self, channel: &ChannelRecord) {
-        let (Some(node), Some(room)) = (channel.sfu_server_id, channel.sfu_room.clone()) else {
-            return;
-        };
-        if let Err(e) = self.node_call(node, Request::CloseRoom { room }).await {
-            tracing::warn!(error = %e.message, "closing SFU room failed");
+        for (node, room) in channel.serving() {
+            let close = Request::CloseRoom {
+                room: room.to_owned(),
+            };
+            if let Err(e) = self.node_call(node, close).await {
+                tracing::warn!(%node, error = %e.message, "closing SFU room failed");
+            }
         }
     }
 
@@ -871,7 +1196,7 @@ impl Placement {
                 // Only for a session of the channel placed in this room on this node: a node
                 // the channel moved off (or a rogue one) must not hand members its offers.
                 if let Some((member, _)) = self.member_placed_in(node, &room, session).await {
-                    self.offer(node, &room, &member).await;
+                    self.offer_on(node, &room, &member).await;
                 }
             }
             Event::ActiveSpeakers {
@@ -1011,10 +1336,7 @@ impl Placement {
             }
         };
         match store.channel(&channel).await {
-            Ok(Some(record))
-                if record.sfu_server_id == Some(node)
-                    && record.sfu_room.as_deref() == Some(room) =>
-            {
+            Ok(Some(record)) if member_room(&record, &member) == Some((node, room.to_owned())) => {
                 Some((member, channel))
             }
             Ok(_) => {
@@ -1047,22 +1369,23 @@ impl Placement {
         Ok(channel)
     }
 
-    /// The channel's node and room, placing it on the least-loaded healthy node if needed
+    /// The channel, placed on the least-loaded open node (not in `avoid`) if it was not
     /// (`true` when this call placed it).
     async fn room_for(
         &self,
         channel: &ChannelId,
-    ) -> Result<(SfuServerId, String, bool), SignalError> {
+        avoid: &[SfuServerId],
+    ) -> Result<(ChannelRecord, bool), SignalError> {
         let record = self
             .shared
             .store
             .channel(channel)
             .await?
             .ok_or_else(|| SignalError::new(ErrorCode::ChannelNotFound, "no such channel"))?;
-        if let (Some(node), Some(room)) = (record.sfu_server_id, record.sfu_room) {
-            return Ok((node, room, false));
+        if record.sfu_server_id.is_some() && record.sfu_room.is_some() {
+            return Ok((record, false));
         }
-        let node = self.pick_node().await?;
+        let node = self.pick_node(avoid).await?;
         let room = match self.node_call(node, Request::CreateRoom).await? {
             Response::Room { room } => room,
             other => return Err(node_refusal(other)),
@@ -1073,21 +1396,21 @@ impl Placement {
             .place_channel(channel, node, &room)
             .await?
             .ok_or_else(|| SignalError::new(ErrorCode::ChannelNotFound, "no such channel"))?;
-        match (placed.sfu_server_id, placed.sfu_room) {
+        match (placed.sfu_server_id, placed.sfu_room.as_deref()) {
             (Some(winner), Some(winner_room)) if winner == node && winner_room == room => {
                 tracing::info!(%channel, %node, %room, "channel placed");
-                let placed = DomainEvent::ChannelPlaced {
+                let event = DomainEvent::ChannelPlaced {
                     channel: channel.clone(),
                     node,
-                    room: room.clone(),
+                    room,
                 };
-                self.shared.events.record(placed).await;
-                Ok((node, room, true))
+                self.shared.events.record(event).await;
+                Ok((placed, true))
             }
-            (Some(winner), Some(winner_room)) => {
+            (Some(_), Some(_)) => {
                 // Another instance placed it first: use its room, drop ours.
                 let _ = self.node_call(node, Request::CloseRoom { room }).await;
-                Ok((winner, winner_room, false))
+                Ok((placed, false))
             }
             _ => Err(SignalError::new(
                 ErrorCode::SfuUnavailable,
@@ -1096,27 +1419,171 @@ impl Placement {
         }
     }
 
-    /// Least-loaded healthy node that is neither disabled nor draining.
-    async fn pick_node(&self) -> Result<SfuServerId, SignalError> {
+    /// The node and room serving `me` in `channel` (DESIGN §7.2): the node recorded for it if
+    /// that node still serves the channel; else the first node serving the channel that is open
+    /// for new members (healthy, enabled, not draining, not full, not in `avoid`); else a new
+    /// node for the channel, the least loaded open one, which gets a room of the channel (a
+    /// span). The choice is recorded on the member. Places the channel first if needed.
+    async fn serve(
+        &self,
+        channel: &ChannelId,
+        me: &SessionRecord,
+        avoid: &[SfuServerId],
+    ) -> Result<Serving, SignalError> {
+        let (record, placed_now) = self.room_for(channel, avoid).await?;
+        if let Some(node) = me.sfu_node.filter(|n| !avoid.contains(n))
+            && let Some(room) = record.room_on(node)
+        {
+            return Ok(Serving {
+                node,
+                room: room.to_owned(),
+                placed_now,
+            });
+        }
+        let open = match self.open_nodes(avoid).await {
+            Ok(open) => open,
+            Err(e) => {
+                // The nodes it was just refused by do not serve it: it is served by none.
+                if !avoid.is_empty() {
+                    let update = SessionUpdate {
+                        sfu_node: Some(None),
+                        ..SessionUpdate::default()
+                    };
+                    self.shared.store.update_session(&me.id, &update).await?;
+                }
+                return Err(e);
+            }
+        };
+        let serving = record
+            .serving()
+            .into_iter()
+            .find(|(node, _)| open.contains(node))
+            .map(|(node, room)| (node, room.to_owned()));
+        let (node, room) = match serving {
+            Some(serving) => serving,
+            None => {
+                let Some(&node) = open.first() else {
+                    return Err(no_open_node(false));
+                };
+                self.add_span(&record, node).await?
+            }
+        };
+        if me.sfu_node != Some(node) {
+            let update = SessionUpdate {
+                sfu_node: Some(Some(node)),
+                ..SessionUpdate::default()
+            };
+            self.shared.store.update_session(&me.id, &update).await?;
+        }
+        Ok(Serving {
+            node,
+            room,
+            placed_now,
+        })
+    }
+
+    /// Opens a room of the placed channel `record` on `node` and records it as a span. Of
+    /// instances adding one on the same node at once, the store keeps the first (the others
+    /// close theirs and use it).
+    async fn add_span(
+        &self,
+        record: &ChannelRecord,
+        node: SfuServerId,
+    ) -> Result<(SfuServerId, String), SignalError> {
+        let moved = || {
+            SignalError::new(
+                ErrorCode::SfuUnavailable,
+                "the channel's media moved while another node was being added; try again",
+            )
+        };
+        let first_room = record.sfu_room.clone().ok_or_else(moved)?;
+        let room = match self.node_call(node, Request::CreateRoom).await? {
+            Response::Room { room } => room,
+            other => return Err(node_refusal(other)),
+        };
+        let span = SfuSpan {
+            node,
+            room: room.clone(),
+        };
+        let now = self
+            .shared
+            .store
+            .add_channel_span(&record.id, &first_room, &span)
+            .await?
+            .ok_or_else(|| SignalError::new(ErrorCode::ChannelNotFound, "no such channel"))?;
+        match now.room_on(node) {
+            Some(kept) if kept == room => {
+                tracing::info!(channel = %record.id, %node, %room, nodes = ?now.sfu_server_ids(),
+                    "channel spans another node");
+                Ok((node, room))
+            }
+            kept => {
+                let kept = kept.map(str::to_owned);
+                let _ = self.node_call(node, Request::CloseRoom { room }).await;
+                kept.map(|kept| (node, kept)).ok_or_else(moved)
+            }
+        }
+    }
+
+    /// Healthy, enabled, non-draining nodes not held down, not full and not in `avoid`, least
+    /// loaded first; `sfu_full` when every such node but for its cap is full, `sfu_unavailable`
+    /// when there is none at all.
+    async fn open_nodes(&self, avoid: &[SfuServerId]) -> Result<Vec<SfuServerId>, SignalError> {
         let nodes = self.nodes().ok_or_else(no_fleet)?;
         let records = self.shared.store.sfu_servers().await?;
         let held = self.held_down();
-        records
+        let mut some_full = false;
+        let mut open = Vec::new();
+        for record in records
             .iter()
             .filter(|r| !r.disabled && !r.draining && !held.contains(&r.id))
-            .filter_map(|r| {
-                let status = nodes.status(r.id);
-                let load = status.load.filter(|_| status.healthy)?;
-                Some(((load.sessions, load.cpu_percent, load.rooms, r.id), r.id))
-            })
-            .min()
-            .map(|(_, id)| id)
-            .ok_or_else(|| {
-                SignalError::new(
-                    ErrorCode::SfuUnavailable,
-                    "no healthy SFU node is available for new rooms",
-                )
-            })
+        {
+            let status = nodes.status(record.id);
+            let Some(load) = status.load.as_ref().filter(|_| status.healthy) else {
+                continue;
+            };
+            // `avoid` holds only nodes that just refused the member as full.
+            if avoid.contains(&record.id) || self.is_full(record.id, load) {
+                some_full = true;
+                continue;
+            }
+            open.push((
+                (load.sessions, load.cpu_percent, load.rooms, record.id),
+                record.id,
+            ));
+        }
+        open.sort();
+        if open.is_empty() {
+            return Err(no_open_node(some_full));
+        }
+        Ok(open.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// Least-loaded open node (see [`Self::open_nodes`]).
+    async fn pick_node(&self, avoid: &[SfuServerId]) -> Result<SfuServerId, SignalError> {
+        let open = self.open_nodes(avoid).await?;
+        open.first().copied().ok_or_else(|| no_open_node(false))
+    }
+
+    /// At its transport cap by its last load report, or refused a transport as full less than
+    /// [`FULL_HOLD`] ago.
+    fn is_full(&self, node: SfuServerId, load: &mooyaho_control::Load) -> bool {
+        if load.max_transports > 0 && load.admitted_transports >= load.max_transports {
+            return true;
+        }
+        let full_at = self.full_at.lock().unwrap_or_else(|e| e.into_inner());
+        full_at
+            .get(&node)
+            .is_some_and(|at| at.elapsed() < FULL_HOLD)
+    }
+
+    /// `node` refused a transport as full.
+    fn refused_full(&self, node: SfuServerId) {
+        tracing::info!(%node, "SFU node full: serving new members elsewhere");
+        self.full_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node, Instant::now());
     }
 
     async fn node_call(
@@ -1147,6 +1614,22 @@ fn no_fleet() -> SignalError {
     )
 }
 
+/// No node can serve a member: `sfu_full` when some could but for their transport cap.
+fn no_open_node(some_full: bool) -> SignalError {
+    if some_full {
+        SignalError::new(
+            ErrorCode::SfuFull,
+            "every healthy SFU node is at its transport cap (mooyaho sfu --max-transports); \
+             try again later",
+        )
+    } else {
+        SignalError::new(
+            ErrorCode::SfuUnavailable,
+            "no healthy SFU node is available for new rooms",
+        )
+    }
+}
+
 /// Maps a node's refusal to a client error.
 fn node_refusal(response: Response) -> SignalError {
     match response {
@@ -1162,6 +1645,10 @@ fn node_refusal(response: Response) -> SignalError {
             code: NodeError::RateLimited,
             message,
         } => SignalError::new(ErrorCode::RateLimited, message),
+        Response::Error {
+            code: NodeError::Full,
+            message,
+        } => SignalError::new(ErrorCode::SfuFull, format!("SFU node full: {message}")),
         Response::Error { message, .. } => SignalError::new(ErrorCode::SfuUnavailable, message),
         other => {
             tracing::warn!(?other, "unexpected SFU reply");
@@ -1206,15 +1693,12 @@ fn named_members(
         .collect()
 }
 
-/// Where `channel`'s media is: its node and room, or `sfu_unavailable` with `unplaced`.
-fn placed_room(
-    channel: ChannelRecord,
-    unplaced: &'static str,
-) -> Result<(SfuServerId, String), SignalError> {
-    match (channel.sfu_server_id, channel.sfu_room) {
-        (Some(node), Some(room)) => Ok((node, room)),
-        _ => Err(SignalError::new(ErrorCode::SfuUnavailable, unplaced)),
-    }
+/// The node serving `member` in `channel` and the channel's room there: its recorded node if
+/// that still serves the channel, the channel's first node if it has none recorded (it was
+/// never served), else none (its node no longer serves the channel).
+fn member_room(channel: &ChannelRecord, member: &SessionRecord) -> Option<(SfuServerId, String)> {
+    let node = member.sfu_node.or(channel.sfu_server_id)?;
+    channel.room_on(node).map(|room| (node, room.to_owned()))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use super::ids::{ChannelId, ConnectionId, InstanceId, SessionId, SfuServerId};
 use super::model::{
     CallState, ChannelRecord, NewSfuServer, SessionRecord, SessionRoute, SessionUpdate,
-    SfuServerRecord, Takeover, TokenHash,
+    SfuServerRecord, SfuSpan, Takeover, TokenHash,
 };
 
 /// A failure of the store or the bus.
@@ -47,6 +47,20 @@ pub trait ChannelStore: Send + Sync {
     /// Returns whether this call cleared it, so that of several instances noticing one lost
     /// room only one places the channel again and tells its members.
     async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<bool, StoreError>;
+    /// Adds `span` (a further node serving the channel, with its room there) if the channel is
+    /// still placed on `first_room` and no node of its serves it already, atomically. Returns the
+    /// channel as it now is (with this span, or with the one a concurrent call added on that
+    /// node), or `None` if it does not exist. Unplacing clears the spans too.
+    async fn add_channel_span(
+        &self,
+        id: &ChannelId,
+        first_room: &str,
+        span: &SfuSpan,
+    ) -> Result<Option<ChannelRecord>, StoreError>;
+    /// Removes `span` if the channel still has it (its node failed, or serves nobody any
+    /// more), atomically. Returns whether this call removed it.
+    async fn remove_channel_span(&self, id: &ChannelId, span: &SfuSpan)
+    -> Result<bool, StoreError>;
     /// Deletes a channel and its memberships; returns the members it had, or `None` if unknown.
     async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError>;
     /// Adds or removes a member. Returns whether this call changed the membership, so that of

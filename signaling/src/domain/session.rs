@@ -104,6 +104,7 @@ impl Sessions {
             calls: BTreeMap::new(),
             grant,
             published: Vec::new(),
+            sfu_node: None,
         };
         self.shared.store.create_session(&record).await?;
         self.shared

@@ -16,7 +16,7 @@ use super::hub::{Hub, Outgoing};
 use super::ids::{ChannelId, ConnectionId, InstanceId, SessionId, SfuServerId};
 use super::model::{
     CallState, ChannelRecord, NewSfuServer, SessionRecord, SessionRoute, SessionUpdate,
-    SfuServerRecord, Takeover, TokenHash,
+    SfuServerRecord, SfuSpan, Takeover, TokenHash,
 };
 use super::ports::{ChannelStore, SessionStore, SfuRegistry, StoreError};
 use super::{ConnectOptions, Connection, Ports, Signaling, SignalingConfig};
@@ -97,6 +97,23 @@ impl<H: StoreHook> ChannelStore for HookedStore<H> {
     }
     async fn unplace_channel(&self, id: &ChannelId, room: &str) -> Result<bool, StoreError> {
         self.run(StoreCall::Other, self.inner.unplace_channel(id, room))
+            .await
+    }
+    async fn add_channel_span(
+        &self,
+        id: &ChannelId,
+        first_room: &str,
+        span: &SfuSpan,
+    ) -> Result<Option<ChannelRecord>, StoreError> {
+        let method = self.inner.add_channel_span(id, first_room, span);
+        self.run(StoreCall::Other, method).await
+    }
+    async fn remove_channel_span(
+        &self,
+        id: &ChannelId,
+        span: &SfuSpan,
+    ) -> Result<bool, StoreError> {
+        self.run(StoreCall::Other, self.inner.remove_channel_span(id, span))
             .await
     }
     async fn delete_channel(&self, id: &ChannelId) -> Result<Option<Vec<SessionId>>, StoreError> {
@@ -484,6 +501,59 @@ pub(super) fn rendered(event: &DomainEvent) -> String {
         .encode(None)
 }
 
+/// The client transports fake nodes hold.
+#[derive(Debug, Default)]
+pub(super) struct Transports {
+    /// (node, room, session, publish side).
+    held: std::collections::HashSet<(SfuServerId, String, String, bool)>,
+    /// Per node: transports, and transports per (room, session).
+    per_node: std::collections::HashMap<SfuServerId, NodeTransports>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct NodeTransports {
+    count: usize,
+    sessions: std::collections::HashMap<(String, String), usize>,
+}
+
+impl Transports {
+    fn insert(&mut self, node: SfuServerId, room: &str, session: &str, publish: bool) {
+        if self
+            .held
+            .insert((node, room.to_owned(), session.to_owned(), publish))
+        {
+            let on = self.per_node.entry(node).or_default();
+            on.count += 1;
+            *on.sessions
+                .entry((room.to_owned(), session.to_owned()))
+                .or_default() += 1;
+        }
+    }
+
+    fn remove_where(&mut self, keep: impl Fn(&(SfuServerId, String, String, bool)) -> bool) {
+        let removed: Vec<_> = self.held.iter().filter(|t| !keep(t)).cloned().collect();
+        for (node, room, session, publish) in removed {
+            self.held
+                .remove(&(node, room.clone(), session.clone(), publish));
+            let on = self.per_node.entry(node).or_default();
+            on.count -= 1;
+            let key = (room, session);
+            if let Some(n) = on.sessions.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    on.sessions.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn on(&self, node: SfuServerId) -> (usize, usize) {
+        self.per_node
+            .get(&node)
+            .map_or((0, 0), |on| (on.count, on.sessions.len()))
+    }
+}
+
 /// An SFU fleet of nodes that accept everything: rooms are `room-<n>` (never reused), a publish is answered
 /// `answer`, and a subscribe offer for session `s` is `offer-for-s`. Keeps every request. Nodes
 /// are healthy until [`FakeNodes::set_healthy`] says otherwise; rooms are hosted until
@@ -502,6 +572,13 @@ pub(super) struct FakeNodes {
     speakers: std::sync::Mutex<Vec<mooyaho_control::Speaker>>,
     /// Nodes whose requests never get an answer.
     stalled: std::sync::Mutex<std::collections::HashSet<SfuServerId>>,
+    /// Transport caps per node, enforced as `mooyaho sfu --max-transports` does: a session new
+    /// to a node at its cap is refused `full`.
+    caps: std::sync::Mutex<std::collections::HashMap<SfuServerId, usize>>,
+    /// Client transports held: (node, room, session, publish side).
+    transports: std::sync::Mutex<Transports>,
+    /// Load reports say what each node holds (else they stay empty, as if not sent yet).
+    live_load: std::sync::atomic::AtomicBool,
 }
 
 impl FakeNodes {
@@ -543,8 +620,65 @@ impl FakeNodes {
         self.stalled.lock().unwrap().insert(node);
     }
 
+    /// From now on `node` holds at most `max` client transports (a session already on it may
+    /// open its other side); past it a new session is refused `full`.
+    pub(super) fn set_cap(&self, node: SfuServerId, max: usize) {
+        self.caps.lock().unwrap().insert(node, max);
+    }
+
+    /// From now on load reports carry what each node holds (sessions, transports, cap).
+    pub(super) fn report_load(&self, live: bool) {
+        self.live_load.store(live, Ordering::Relaxed);
+    }
+
+    /// Client transports `node` holds.
+    pub(super) fn transports_on(&self, node: SfuServerId) -> usize {
+        self.transports.lock().unwrap().on(node).0
+    }
+
+    /// The sessions holding a transport on `node`.
+    pub(super) fn sessions_on(&self, node: SfuServerId) -> std::collections::BTreeSet<String> {
+        let transports = self.transports.lock().unwrap();
+        transports
+            .per_node
+            .get(&node)
+            .map_or_else(Default::default, |on| {
+                on.sessions.keys().map(|(_, s)| s.clone()).collect()
+            })
+    }
+
+    /// Every (node, session) holding a transport.
+    pub(super) fn placements(&self) -> std::collections::BTreeSet<(SfuServerId, String)> {
+        let transports = self.transports.lock().unwrap();
+        (transports.held.iter())
+            .map(|(n, _, s, _)| (*n, s.clone()))
+            .collect()
+    }
+
+    /// Takes a transport slot as the node would; `false` when it refuses (`full`).
+    fn admit(&self, node: SfuServerId, room: &str, session: &str, publish: bool) -> bool {
+        let mut transports = self.transports.lock().unwrap();
+        let key = (node, room.to_owned(), session.to_owned(), publish);
+        if transports.held.contains(&key) {
+            return true;
+        }
+        if let Some(&max) = self.caps.lock().unwrap().get(&node) {
+            let (held, _) = transports.on(node);
+            let on_node = transports.per_node.get(&node).is_some_and(|on| {
+                on.sessions
+                    .contains_key(&(room.to_owned(), session.to_owned()))
+            });
+            if held >= max && !on_node {
+                return false;
+            }
+        }
+        transports.insert(node, room, session, publish);
+        true
+    }
+
     /// `node` restarted: the rooms it hosted are gone.
     pub(super) fn lose_rooms(&self, node: SfuServerId) {
+        (self.transports.lock().unwrap()).remove_where(|(n, ..)| *n != node);
         let mut hosted = self.hosted.lock().unwrap();
         let mut lost = self.lost.lock().unwrap();
         lost.extend(
@@ -596,6 +730,33 @@ impl super::ports::SfuNodes for FakeNodes {
                     .map(|(_, r)| r.clone())
                     .collect(),
             },
+            Request::Publish { room, session, .. } | Request::SubscribeOffer { room, session }
+                if !self.admit(
+                    node,
+                    room,
+                    session,
+                    matches!(request, Request::Publish { .. }),
+                ) =>
+            {
+                Response::Error {
+                    code: ErrorCode::Full,
+                    message: "the node is full".into(),
+                }
+            }
+            Request::CloseSession { room, session } => {
+                (self.transports.lock().unwrap())
+                    .remove_where(|(n, r, s, _)| !(*n == node && r == room && s == session));
+                Response::Done
+            }
+            Request::CloseRoom { room } => {
+                (self.transports.lock().unwrap())
+                    .remove_where(|(n, r, ..)| !(*n == node && r == room));
+                self.hosted
+                    .lock()
+                    .unwrap()
+                    .retain(|(n, r)| !(*n == node && r == room));
+                Response::Done
+            }
             // An offer with media lines is answered with them all accepted (same ports).
             Request::Publish { offer, .. } => Response::Sdp {
                 sdp: Some(if offer.contains("m=") {
@@ -618,10 +779,17 @@ impl super::ports::SfuNodes for FakeNodes {
 
     fn status(&self, node: SfuServerId) -> super::ports::NodeStatus {
         let healthy = !self.unhealthy.lock().unwrap().contains(&node);
+        let mut load = mooyaho_control::Load::default();
+        if self.live_load.load(Ordering::Relaxed) {
+            let (transports, sessions) = self.transports.lock().unwrap().on(node);
+            load.admitted_transports = transports as u64;
+            load.sessions = sessions as u64;
+            load.max_transports = self.caps.lock().unwrap().get(&node).copied().unwrap_or(0) as u64;
+        }
         super::ports::NodeStatus {
             connected: healthy,
             healthy,
-            load: Some(mooyaho_control::Load::default()),
+            load: Some(load),
             last_error: None,
         }
     }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::ids::{ChannelId, ConnectionId, SessionId, SfuServerId};
 use crate::domain::model::{
     CallState, ChannelRecord, NewSfuServer, ResumeTokens, SessionRecord, SessionRoute,
-    SessionUpdate, SfuServerRecord, Takeover, TokenHash, now_ms,
+    SessionUpdate, SfuServerRecord, SfuSpan, Takeover, TokenHash, now_ms,
 };
 use crate::domain::ports::{ChannelStore, SessionStore, SfuRegistry, StoreError};
 use crate::domain::token;
@@ -274,6 +274,51 @@ impl ChannelStore for EmbeddedStore {
             }
             channel.sfu_server_id = None;
             channel.sfu_room = None;
+            channel.sfu_spans.clear();
+            Self::changed(&mut inner)
+        };
+        self.persisted(generation).await.map(|()| true)
+    }
+
+    async fn add_channel_span(
+        &self,
+        id: &ChannelId,
+        first_room: &str,
+        span: &SfuSpan,
+    ) -> Result<Option<ChannelRecord>, StoreError> {
+        let (now, generation) = {
+            let mut inner = self.lock();
+            let Some(channel) = inner.persistent.channels.get_mut(id) else {
+                return Ok(None);
+            };
+            if channel.sfu_room.as_deref() != Some(first_room)
+                || channel.room_on(span.node).is_some()
+            {
+                return Ok(Some(channel.clone()));
+            }
+            channel.sfu_spans.push(span.clone());
+            let now = channel.clone();
+            (now, Self::changed(&mut inner))
+        };
+        self.persisted(generation).await?;
+        Ok(Some(now))
+    }
+
+    async fn remove_channel_span(
+        &self,
+        id: &ChannelId,
+        span: &SfuSpan,
+    ) -> Result<bool, StoreError> {
+        let generation = {
+            let mut inner = self.lock();
+            let Some(channel) = inner.persistent.channels.get_mut(id) else {
+                return Ok(false);
+            };
+            let before = channel.sfu_spans.len();
+            channel.sfu_spans.retain(|s| s != span);
+            if channel.sfu_spans.len() == before {
+                return Ok(false);
+            }
             Self::changed(&mut inner)
         };
         self.persisted(generation).await.map(|()| true)
@@ -614,6 +659,9 @@ pub(crate) fn apply_update(session: &mut SessionRecord, update: &SessionUpdate) 
     if let Some(published) = &update.published {
         session.published = published.clone();
     }
+    if let Some(node) = update.sfu_node {
+        session.sfu_node = node;
+    }
 }
 
 #[cfg(test)]
@@ -626,6 +674,7 @@ mod tests {
             sfu_enabled: false,
             sfu_server_id: None,
             sfu_room: None,
+            sfu_spans: Vec::new(),
             created_at_ms: 1,
         }
     }
@@ -916,5 +965,11 @@ mod tests {
         let store = EmbeddedStore::in_memory();
         super::super::tests::routes_name_the_instance_and_channel_of_live_sessions_only(&store)
             .await;
+    }
+
+    #[tokio::test]
+    async fn spans_are_added_once_per_node_and_go_with_the_placement() {
+        let store = EmbeddedStore::in_memory();
+        super::super::tests::spans_are_added_once_per_node_and_go_with_the_placement(&store).await;
     }
 }

@@ -24,7 +24,7 @@ use super::keys::KeySpace;
 use crate::domain::ids::{ChannelId, ConnectionId, InstanceId, SessionId, SfuServerId};
 use crate::domain::model::{
     CallState, ChannelRecord, MediaState, NewSfuServer, ResumeTokens, SessionRecord, SessionRoute,
-    SessionUpdate, SfuServerRecord, Takeover, TokenHash, now_ms,
+    SessionUpdate, SfuServerRecord, SfuSpan, Takeover, TokenHash, now_ms,
 };
 use crate::domain::ports::{ChannelStore, SessionStore, SfuRegistry, StoreError};
 use crate::domain::token;
@@ -230,6 +230,45 @@ local c = cjson.decode(v)
 if c.sfu_room ~= ARGV[1] then return 0 end
 c.sfu_server_id = cjson.null
 c.sfu_room = cjson.null
+c.sfu_spans = nil
+redis.call('SET', KEYS[1], cjson.encode(c))
+return 1";
+
+/// Adds span {node = ARGV[2], room = ARGV[3]} if the channel is still placed on room ARGV[1] and
+/// no node of its is ARGV[2]; returns the channel JSON as it now is (nil if absent).
+const ADD_CHANNEL_SPAN: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local c = cjson.decode(v)
+if c.sfu_room ~= ARGV[1] then return v end
+local node = tonumber(ARGV[2])
+if c.sfu_server_id == node then return v end
+local spans = c.sfu_spans
+if spans == nil or spans == cjson.null then spans = {} end
+for _, s in ipairs(spans) do
+  if s.node == node then return v end
+end
+table.insert(spans, {node = node, room = ARGV[3]})
+c.sfu_spans = spans
+local n = cjson.encode(c)
+redis.call('SET', KEYS[1], n)
+return n";
+
+/// Removes span {node = ARGV[1], room = ARGV[2]}; returns 1 if it was there. An emptied list is
+/// removed (cjson would write it back as an object).
+const REMOVE_CHANNEL_SPAN: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local c = cjson.decode(v)
+local spans = c.sfu_spans
+if spans == nil or spans == cjson.null then return 0 end
+local node = tonumber(ARGV[1])
+local kept, removed = {}, 0
+for _, s in ipairs(spans) do
+  if s.node == node and s.room == ARGV[2] then removed = 1 else table.insert(kept, s) end
+end
+if removed == 0 then return 0 end
+if #kept == 0 then c.sfu_spans = nil else c.sfu_spans = kept end
 redis.call('SET', KEYS[1], cjson.encode(c))
 return 1";
 
@@ -292,6 +331,39 @@ impl ChannelStore for RedisStore {
             .invoke_async::<i64>(&mut self.conn())
             .await
             .map(|cleared| cleared == 1)
+            .map_err(unavailable)
+    }
+
+    async fn add_channel_span(
+        &self,
+        id: &ChannelId,
+        first_room: &str,
+        span: &SfuSpan,
+    ) -> Result<Option<ChannelRecord>, StoreError> {
+        let json: Option<String> = redis::Script::new(ADD_CHANNEL_SPAN)
+            .key(self.keys.channel(id))
+            .arg(first_room)
+            .arg(span.node.0)
+            .arg(&span.room)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        json.map(|j| serde_json::from_str(&j).map_err(corrupt))
+            .transpose()
+    }
+
+    async fn remove_channel_span(
+        &self,
+        id: &ChannelId,
+        span: &SfuSpan,
+    ) -> Result<bool, StoreError> {
+        redis::Script::new(REMOVE_CHANNEL_SPAN)
+            .key(self.keys.channel(id))
+            .arg(span.node.0)
+            .arg(&span.room)
+            .invoke_async::<i64>(&mut self.conn())
+            .await
+            .map(|removed| removed == 1)
             .map_err(unavailable)
     }
 
@@ -464,6 +536,9 @@ impl SessionStore for RedisStore {
                 serde_json::to_string(published).map_err(corrupt)?,
             ));
         }
+        if let Some(Some(node)) = update.sfu_node {
+            set.push(("sfu_node".into(), node.0.to_string()));
+        }
         let exists: bool = if set.is_empty() {
             conn.exists(&key).await.map_err(unavailable)?
         } else {
@@ -484,6 +559,9 @@ impl SessionStore for RedisStore {
         }
         if update.published.as_ref().is_some_and(Vec::is_empty) {
             cleared.push("published");
+        }
+        if matches!(update.sfu_node, Some(None)) {
+            cleared.push("sfu_node");
         }
         if exists && !cleared.is_empty() {
             conn.hdel::<_, _, ()>(&key, cleared)
@@ -723,6 +801,9 @@ fn session_fields(session: &SessionRecord) -> Result<Vec<(String, String)>, Stor
         let value = serde_json::to_string(&session.published).map_err(corrupt)?;
         fields.push(("published".to_owned(), value));
     }
+    if let Some(node) = session.sfu_node {
+        fields.push(("sfu_node".to_owned(), node.0.to_string()));
+    }
     for (peer, state) in &session.calls {
         let value = serde_json::to_string(state).map_err(corrupt)?;
         fields.push((format!("{CALL_PREFIX}{peer}"), value));
@@ -801,6 +882,10 @@ fn parse_session(
         calls,
         grant,
         published,
+        sfu_node: map
+            .get("sfu_node")
+            .map(|id| id.parse().map(SfuServerId).map_err(corrupt))
+            .transpose()?,
     }))
 }
 
@@ -1023,5 +1108,25 @@ mod tests {
         let store = redis.store().await;
         super::super::tests::routes_name_the_instance_and_channel_of_live_sessions_only(&store)
             .await;
+    }
+
+    #[tokio::test]
+    async fn spans_are_added_once_per_node_and_go_with_the_placement() {
+        let redis = RedisServer::start();
+        let store = redis.store().await;
+        super::super::tests::spans_are_added_once_per_node_and_go_with_the_placement(&store).await;
+        // A member's serving node survives the session hash, and clears.
+        let mut session = dropped_session("t");
+        session.sfu_node = Some(SfuServerId(7));
+        store.create_session(&session).await.unwrap();
+        let read = store.session(&session.id).await.unwrap().unwrap();
+        assert_eq!(read.sfu_node, Some(SfuServerId(7)));
+        let update = SessionUpdate {
+            sfu_node: Some(None),
+            ..Default::default()
+        };
+        store.update_session(&session.id, &update).await.unwrap();
+        let read = store.session(&session.id).await.unwrap().unwrap();
+        assert_eq!(read.sfu_node, None);
     }
 }

@@ -1,0 +1,377 @@
+//! A channel spanning nodes (DESIGN §7.2, issue 15): members served by other nodes when the
+//! channel's node is full, the store's record of who serves whom, relay planning's inputs, and
+//! what failures, leaves and a full fleet do. Against [`FakeNodes`] enforcing transport caps.
+
+use std::time::Duration;
+
+use mooyaho_control::Request;
+use serde_json::Value;
+
+use super::error::ErrorCode;
+use super::failover::CHECK_EVERY;
+use super::ids::{ChannelId, SessionId, SfuServerId};
+use super::ports::ChannelStore;
+use super::ports::SessionStore;
+use super::relay_plan::{PublisherOnNode, RelayPlan};
+use super::tests::{CountingStore, FakeNodes, drain, integrated, recorded_service};
+use super::{Connection, Signaling};
+use crate::domain::events::recording::Recorder;
+
+/// An offer publishing one audio and one video track.
+const TWO_TRACKS: &str = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                          a=msid:s mic\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=msid:s cam\r\n";
+
+/// Three nodes at distinct addresses (no fingerprint: only the fake reaches them).
+async fn nodes(signaling: &Signaling, count: u16) -> Vec<SfuServerId> {
+    let mut ids = Vec::new();
+    for n in 0..count {
+        let view = signaling
+            .sfu_servers()
+            .register(format!("127.0.0.1:{}", 4001 + n), None)
+            .await
+            .unwrap();
+        ids.push(view.record.id);
+    }
+    ids
+}
+
+/// A member entering `channel` now, with its frames so far.
+async fn enter(
+    signaling: &Signaling,
+    channel: &ChannelId,
+    name: &str,
+) -> (
+    Connection,
+    tokio::sync::mpsc::Receiver<crate::domain::hub::Outgoing>,
+) {
+    let (connection, queue) = integrated(signaling, name, false).await;
+    signaling
+        .channels()
+        .enter(&connection, channel.clone())
+        .await
+        .unwrap();
+    (connection, queue)
+}
+
+async fn serving_node(store: &CountingStore, session: &SessionId) -> Option<SfuServerId> {
+    store
+        .inner
+        .session(session)
+        .await
+        .unwrap()
+        .unwrap()
+        .sfu_node
+}
+
+async fn serving_nodes(store: &CountingStore, channel: &ChannelId) -> Vec<SfuServerId> {
+    let record = store.inner.channel(channel).await.unwrap().unwrap();
+    record.sfu_server_ids()
+}
+
+async fn room_on(store: &CountingStore, channel: &ChannelId, node: SfuServerId) -> String {
+    let record = store.inner.channel(channel).await.unwrap().unwrap();
+    record
+        .room_on(node)
+        .expect("the node serves the channel")
+        .to_owned()
+}
+
+/// Waits until the recorder saw an event of `kind`; returns everything seen.
+async fn seen_until(recorder: &Recorder, kind: &str) -> Vec<crate::domain::events::Emitted> {
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            seen.extend(recorder.take());
+            if seen.iter().any(|e| e.event.kind() == kind) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no {kind}");
+    seen
+}
+
+#[tokio::test]
+async fn a_member_beyond_a_full_node_is_served_by_another_node_which_then_serves_the_channel() {
+    let (signaling, store, _recorder) = recorded_service();
+    let (fake, _events) = FakeNodes::attach(&signaling);
+    fake.report_load(true);
+    let ids = nodes(&signaling, 2).await;
+    let (a, b) = (ids[0], ids[1]);
+    fake.set_cap(a, 2);
+    let channel = signaling.channels().create(true).await.unwrap().id;
+    let (alice, _alice_queue) = enter(&signaling, &channel, "alice").await;
+    signaling
+        .placement()
+        .publish(&alice, TWO_TRACKS.into())
+        .await
+        .unwrap();
+    assert_eq!(serving_nodes(&store, &channel).await, [a]);
+    assert_eq!(
+        fake.transports_on(a),
+        2,
+        "alice publishes and receives on a"
+    );
+
+    // a is at its cap: bob is served by b, which now serves the channel too.
+    let (bob, mut bob_queue) = enter(&signaling, &channel, "bob").await;
+    assert_eq!(serving_nodes(&store, &channel).await, [a, b]);
+    assert_eq!(serving_node(&store, &bob.session).await, Some(b));
+    let frames = drain(&mut bob_queue);
+    assert!(
+        frames
+            .iter()
+            .any(|f| f.contains(&format!("offer-for-{}", bob.session))),
+        "{frames:?}"
+    );
+    // carol too, on the node already serving the channel (no third room anywhere).
+    let (carol, _carol_queue) = enter(&signaling, &channel, "carol").await;
+    assert_eq!(serving_node(&store, &carol.session).await, Some(b));
+    assert_eq!(serving_nodes(&store, &channel).await, [a, b]);
+    assert_eq!(fake.sessions_on(b).into_iter().collect::<Vec<_>>(), {
+        let mut both = vec![bob.session.0.clone(), carol.session.0.clone()];
+        both.sort();
+        both
+    });
+    assert!(fake.transports_on(a) <= 2, "never over the cap");
+
+    // Bob's answer goes to the node serving him.
+    fake.take();
+    signaling
+        .placement()
+        .answer(&bob, "answer".into())
+        .await
+        .unwrap();
+    let b_room = room_on(&store, &channel, b).await;
+    assert_eq!(
+        fake.take(),
+        [Request::SubscribeAnswer {
+            room: b_room.clone(),
+            session: bob.session.0.clone(),
+            answer: "answer".into()
+        }]
+    );
+
+    // Relay planning sees alice's tracks on a and receivers on both nodes: a feeds b.
+    let inputs = signaling
+        .placement()
+        .relay_inputs(&channel)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        inputs.publishers,
+        [PublisherOnNode {
+            publisher: alice.session.clone(),
+            node: a,
+            tracks: vec!["mic".into(), "cam".into()],
+        }]
+    );
+    assert_eq!(inputs.receivers.iter().copied().collect::<Vec<_>>(), [a, b]);
+    let plan = signaling
+        .placement()
+        .relay_plan(&channel, 8, &RelayPlan::default())
+        .await
+        .unwrap();
+    assert_eq!(plan.edges.len(), 2);
+    assert!(plan.edges.iter().all(|e| e.from == a && e.to == b));
+
+    // The fleet counts each member on the node serving it.
+    let servers = signaling.sfu_servers();
+    let (view_a, view_b) = (servers.get(a).await.unwrap(), servers.get(b).await.unwrap());
+    assert_eq!((view_a.rooms, view_a.sessions), (1, 1));
+    assert_eq!((view_b.rooms, view_b.sessions), (1, 2));
+
+    // The last member b serves leaves: b no longer serves the channel and its room closes.
+    signaling.channels().leave(&bob).await.unwrap();
+    assert_eq!(serving_nodes(&store, &channel).await, [a, b]);
+    fake.take();
+    signaling.channels().leave(&carol).await.unwrap();
+    assert_eq!(serving_nodes(&store, &channel).await, [a]);
+    let requests = fake.take();
+    assert!(
+        requests.contains(&Request::CloseRoom { room: b_room }),
+        "{requests:?}"
+    );
+    assert_eq!(fake.transports_on(b), 0);
+}
+
+/// Load reports lag (once a second): a node already full by the time a member reaches it
+/// refuses it, and the member is served by the next node; the full node is skipped for a while.
+#[tokio::test]
+async fn a_node_refusing_a_member_as_full_passes_it_to_the_next_node() {
+    let (signaling, store, _recorder) = recorded_service();
+    let (fake, _events) = FakeNodes::attach(&signaling);
+    let ids = nodes(&signaling, 2).await;
+    let (a, b) = (ids[0], ids[1]);
+    fake.set_cap(a, 1);
+    let channel = signaling.channels().create(true).await.unwrap().id;
+    let (alice, _alice_queue) = enter(&signaling, &channel, "alice").await;
+    signaling
+        .placement()
+        .publish(&alice, TWO_TRACKS.into())
+        .await
+        .unwrap();
+    assert_eq!(fake.transports_on(a), 2, "alice's own other side is let in");
+    fake.take();
+
+    let (bob, mut bob_queue) = enter(&signaling, &channel, "bob").await;
+    assert_eq!(serving_node(&store, &bob.session).await, Some(b));
+    let asked: Vec<_> = fake
+        .take()
+        .into_iter()
+        .filter(|r| matches!(r, Request::SubscribeOffer { .. }))
+        .collect();
+    assert_eq!(asked.len(), 2, "a refused, b offered: {asked:?}");
+    assert!(
+        drain(&mut bob_queue)
+            .iter()
+            .any(|f| f.contains("offer-for-")),
+        "bob got b's offer"
+    );
+    // A publisher joining now goes straight to b: a refused a member moments ago.
+    let (dave, _dave_queue) = integrated(&signaling, "dave", false).await;
+    signaling
+        .channels()
+        .enter(&dave, channel.clone())
+        .await
+        .unwrap();
+    fake.take();
+    signaling
+        .placement()
+        .publish(&dave, TWO_TRACKS.into())
+        .await
+        .unwrap();
+    let publishes: Vec<_> = fake
+        .take()
+        .into_iter()
+        .filter(|r| matches!(r, Request::Publish { .. }))
+        .collect();
+    assert_eq!(publishes.len(), 1, "{publishes:?}");
+    assert_eq!(serving_node(&store, &dave.session).await, Some(b));
+    assert_eq!(fake.transports_on(a), 2);
+}
+
+#[tokio::test]
+async fn with_every_node_full_members_get_sfu_full_and_nothing_is_lost() {
+    let (signaling, store, _recorder) = recorded_service();
+    let (fake, _events) = FakeNodes::attach(&signaling);
+    fake.report_load(true);
+    let ids = nodes(&signaling, 2).await;
+    fake.set_cap(ids[0], 1);
+    fake.set_cap(ids[1], 1);
+    let channel = signaling.channels().create(true).await.unwrap().id;
+    let (alice, _alice_queue) = enter(&signaling, &channel, "alice").await;
+    signaling
+        .placement()
+        .publish(&alice, TWO_TRACKS.into())
+        .await
+        .unwrap();
+    let (bob, _bob_queue) = enter(&signaling, &channel, "bob").await;
+    assert_eq!(serving_node(&store, &bob.session).await, Some(ids[1]));
+
+    // Both nodes are at their caps: carol hears why, unprompted.
+    let (carol, mut carol_queue) = enter(&signaling, &channel, "carol").await;
+    let frames = drain(&mut carol_queue);
+    let errors: Vec<Value> = frames
+        .iter()
+        .map(|f| serde_json::from_str::<Value>(f).unwrap())
+        .filter(|v| v["type"] == "error")
+        .collect();
+    assert_eq!(errors.len(), 1, "{frames:?}");
+    assert_eq!(errors[0]["code"], "sfu_full");
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--max-transports"),
+        "{errors:?}"
+    );
+    // Her publish is refused the same way; she stays a member, served by nobody.
+    let refused = signaling
+        .placement()
+        .publish(&carol, TWO_TRACKS.into())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, ErrorCode::SfuFull);
+    assert!(
+        store
+            .inner
+            .members(&channel)
+            .await
+            .unwrap()
+            .contains(&carol.session)
+    );
+    assert_eq!(serving_node(&store, &carol.session).await, None);
+    assert_eq!(serving_nodes(&store, &channel).await, ids);
+    for node in &ids {
+        assert!(fake.transports_on(*node) <= 2);
+    }
+    // Room on a node again (bob leaves): her next publish is served.
+    signaling.channels().leave(&bob).await.unwrap();
+    signaling
+        .placement()
+        .publish(&carol, TWO_TRACKS.into())
+        .await
+        .unwrap();
+    assert_eq!(serving_node(&store, &carol.session).await, Some(ids[1]));
+}
+
+#[tokio::test]
+async fn a_failed_helper_node_moves_only_its_members_and_a_failed_first_node_the_channel() {
+    let (signaling, store, recorder) = recorded_service();
+    let (fake, _events) = FakeNodes::attach(&signaling);
+    fake.report_load(true);
+    let ids = nodes(&signaling, 3).await;
+    let (a, b, c) = (ids[0], ids[1], ids[2]);
+    fake.set_cap(a, 2);
+    fake.set_cap(b, 1);
+    let channel = signaling.channels().create(true).await.unwrap().id;
+    let (alice, mut alice_queue) = enter(&signaling, &channel, "alice").await;
+    signaling
+        .placement()
+        .publish(&alice, TWO_TRACKS.into())
+        .await
+        .unwrap();
+    let (bob, mut bob_queue) = enter(&signaling, &channel, "bob").await;
+    assert_eq!(serving_node(&store, &bob.session).await, Some(b));
+    let (carol, mut carol_queue) = enter(&signaling, &channel, "carol").await;
+    assert_eq!(serving_node(&store, &carol.session).await, Some(c));
+    assert_eq!(serving_nodes(&store, &channel).await, [a, b, c]);
+    tokio::time::sleep(CHECK_EVERY * 2).await;
+    for queue in [&mut alice_queue, &mut bob_queue, &mut carol_queue] {
+        drain(queue);
+    }
+    recorder.take();
+
+    // b only helped: bob alone restarts, and is served by c (a is full).
+    fake.set_healthy(b, false);
+    seen_until(&recorder, "sfu_restarted").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let restart = format!(r#"{{"type":"sfuRestart","channel":"{channel}"}}"#);
+    assert!(drain(&mut bob_queue).contains(&restart));
+    assert!(!drain(&mut alice_queue).contains(&restart));
+    assert!(!drain(&mut carol_queue).contains(&restart));
+    assert_eq!(serving_nodes(&store, &channel).await, [a, c]);
+    assert_eq!(serving_node(&store, &bob.session).await, Some(c));
+
+    // a was the first node: the whole channel is placed again, every member restarts, and
+    // the old helper's room goes.
+    let c_room = room_on(&store, &channel, c).await;
+    fake.take();
+    recorder.take();
+    fake.set_healthy(a, false);
+    seen_until(&recorder, "channel_placed").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for queue in [&mut alice_queue, &mut bob_queue, &mut carol_queue] {
+        assert!(drain(queue).contains(&restart));
+    }
+    assert!(fake.take().contains(&Request::CloseRoom { room: c_room }));
+    let now = serving_nodes(&store, &channel).await;
+    assert_eq!(now, [c], "only c is healthy");
+    for member in [&bob, &carol] {
+        assert_eq!(serving_node(&store, &member.session).await, Some(c));
+    }
+}
