@@ -417,19 +417,10 @@ impl HttpMedia {
         let kind = HttpMediaKind::Whip;
         let grant = self.admit(kind, token, &channel).await?;
         let (_reservation, user) = self.reserve(kind, &channel, &grant.0).await?;
-        let ice_ufrag = ice_ufrag(&offer);
-        let (connection, opening) = self.open(kind, grant).await?;
-        let answer = match self.placement.publish(&connection, offer).await {
+        let opened = self.open(kind, grant, user, ice_ufrag(&offer)).await?;
+        let answer = match self.placement.publish(&opened.connection, offer).await {
             Ok(answer) => answer,
-            Err(e) => return Err(self.abandon(&connection, e).await),
-        };
-        let opened = Opened {
-            kind,
-            channel,
-            user,
-            connection,
-            opening,
-            ice_ufrag,
+            Err(e) => return Err(self.abandon(&opened.connection, e).await),
         };
         self.register(opened, answer).await
     }
@@ -447,23 +438,14 @@ impl HttpMedia {
         let kind = HttpMediaKind::Whep;
         let grant = self.admit(kind, token, &channel).await?;
         let (_reservation, user) = self.reserve(kind, &channel, &grant.0).await?;
-        let ice_ufrag = ice_ufrag(&offer);
-        let (connection, opening) = self.open(kind, grant).await?;
+        let opened = self.open(kind, grant, user, ice_ufrag(&offer)).await?;
         let answer = match self
             .placement
-            .answer_subscribe(&connection, offer, publisher)
+            .answer_subscribe(&opened.connection, offer, publisher)
             .await
         {
             Ok(answer) => answer,
-            Err(e) => return Err(self.abandon(&connection, e).await),
-        };
-        let opened = Opened {
-            kind,
-            channel,
-            user,
-            connection,
-            opening,
-            ice_ufrag,
+            Err(e) => return Err(self.abandon(&opened.connection, e).await),
         };
         self.register(opened, answer).await
     }
@@ -541,7 +523,9 @@ impl HttpMedia {
         &self,
         kind: HttpMediaKind,
         (mut join, channel): (super::join_token::VerifiedJoin, ChannelId),
-    ) -> Result<(Connection, Opening), HttpMediaError> {
+        user: String,
+        ice_ufrag: Option<String>,
+    ) -> Result<Opened, HttpMediaError> {
         join.grant = JoinGrant {
             publish: join.grant.publish && kind == HttpMediaKind::Whip,
             subscribe: false,
@@ -561,10 +545,17 @@ impl HttpMedia {
             // The hub dropped the outbox: the session ended or was lost from the store.
             registry.remove_session(&session);
         });
-        if let Err(e) = self.channels.enter(&connection, channel).await {
+        if let Err(e) = self.channels.enter(&connection, channel.clone()).await {
             return Err(self.abandon(&connection, e).await);
         }
-        Ok((connection, opening))
+        Ok(Opened {
+            kind,
+            channel,
+            user,
+            connection,
+            opening,
+            ice_ufrag,
+        })
     }
 
     /// Ends a session whose negotiation failed and returns the failure.
