@@ -1440,28 +1440,33 @@ impl Placement {
                 placed_now,
             });
         }
-        let open = match self.open_nodes(avoid).await {
-            Ok(open) => open,
-            Err(e) => {
-                // The nodes it was just refused by do not serve it: it is served by none.
-                if !avoid.is_empty() {
-                    let update = SessionUpdate {
-                        sfu_node: Some(None),
-                        ..SessionUpdate::default()
-                    };
-                    self.shared.store.update_session(&me.id, &update).await?;
-                }
-                return Err(e);
-            }
-        };
-        let serving = record
+        // A node already serving the channel keeps taking its members while it is healthy and
+        // has room, even disabled or draining (those refuse new rooms only; a drain moves the
+        // channel whole): signaling does not yet open relay links between the nodes of a
+        // channel (issue 15), so a member served elsewhere would be cut off from the members
+        // there. Only a full or failed node makes the channel span another one.
+        let kept = record
             .serving()
             .into_iter()
-            .find(|(node, _)| open.contains(node))
+            .find(|(node, _)| self.keeps_serving(*node, avoid))
             .map(|(node, room)| (node, room.to_owned()));
-        let (node, room) = match serving {
-            Some(serving) => serving,
+        let (node, room) = match kept {
+            Some(kept) => kept,
             None => {
+                let open = match self.open_nodes(avoid).await {
+                    Ok(open) => open,
+                    Err(e) => {
+                        // The nodes it was just refused by do not serve it: it is served by none.
+                        if !avoid.is_empty() {
+                            let update = SessionUpdate {
+                                sfu_node: Some(None),
+                                ..SessionUpdate::default()
+                            };
+                            self.shared.store.update_session(&me.id, &update).await?;
+                        }
+                        return Err(e);
+                    }
+                };
                 let Some(&node) = open.first() else {
                     return Err(no_open_node(false));
                 };
@@ -1563,6 +1568,22 @@ impl Placement {
     async fn pick_node(&self, avoid: &[SfuServerId]) -> Result<SfuServerId, SignalError> {
         let open = self.open_nodes(avoid).await?;
         open.first().copied().ok_or_else(|| no_open_node(false))
+    }
+
+    /// `node` can take one more member of a channel it serves: healthy (a load report on a live
+    /// link), not full, not in `avoid` — disabled or draining as may be.
+    fn keeps_serving(&self, node: SfuServerId, avoid: &[SfuServerId]) -> bool {
+        let Some(nodes) = self.nodes() else {
+            return false;
+        };
+        let status = nodes.status(node);
+        status.healthy
+            && !avoid.contains(&node)
+            && !self.held_down().contains(&node)
+            && status
+                .load
+                .as_ref()
+                .is_some_and(|load| !self.is_full(node, load))
     }
 
     /// At its transport cap by its last load report, or refused a transport as full less than

@@ -375,3 +375,46 @@ async fn a_failed_helper_node_moves_only_its_members_and_a_failed_first_node_the
         assert_eq!(serving_node(&store, &member.session).await, Some(c));
     }
 }
+
+/// Until signaling opens relay links between a channel's nodes, disabling the channel's node
+/// (which refuses new rooms only) must not split the channel: a new member is served by the
+/// node already serving it, where the other members are.
+#[tokio::test]
+async fn a_disabled_node_keeps_taking_members_of_the_channels_it_serves() {
+    let (signaling, store, _recorder) = recorded_service();
+    let (fake, _events) = FakeNodes::attach(&signaling);
+    fake.report_load(true);
+    let ids = nodes(&signaling, 2).await;
+    let (a, b) = (ids[0], ids[1]);
+    let channel = signaling.channels().create(true).await.unwrap().id;
+    let (alice, _alice_queue) = enter(&signaling, &channel, "alice").await;
+    signaling
+        .placement()
+        .publish(&alice, TWO_TRACKS.into())
+        .await
+        .unwrap();
+    let placed_on = serving_node(&store, &alice.session).await.unwrap();
+    let other = if placed_on == a { b } else { a };
+    let patch = crate::domain::SfuServerPatch {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    signaling
+        .sfu_servers()
+        .update(placed_on, patch)
+        .await
+        .unwrap();
+    let (bob, _bob_queue) = enter(&signaling, &channel, "bob").await;
+    assert_eq!(serving_node(&store, &bob.session).await, Some(placed_on));
+    assert_eq!(serving_nodes(&store, &channel).await, [placed_on]);
+    assert_eq!(fake.transports_on(other), 0);
+    // A new channel goes to the enabled node.
+    let second = signaling.channels().create(true).await.unwrap().id;
+    let (carol, _carol_queue) = enter(&signaling, &second, "carol").await;
+    signaling
+        .placement()
+        .publish(&carol, TWO_TRACKS.into())
+        .await
+        .unwrap();
+    assert_eq!(serving_nodes(&store, &second).await, [other]);
+}
