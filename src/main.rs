@@ -77,6 +77,12 @@ struct Options {
     /// `2 × (grace + 2 × ping interval)`.
     #[arg(long, env = "MOOYAHO_RESUME_TOKEN_LIFETIME_MS")]
     resume_token_lifetime_ms: Option<u64>,
+    /// Serve the members of a channel whose SFU node is full (`mooyaho sfu --max-transports`)
+    /// from another node. Experimental: signaling does not relay media between a channel's nodes
+    /// yet, so such a member receives only the publishers on its own node. Without it those
+    /// members get `sfu_full`.
+    #[arg(long, env = "MOOYAHO_SPAN_NODES")]
+    span_nodes: bool,
     /// Let clients integrate themselves (`integrateUser` over the WebSocket). Insecure.
     #[arg(long, env = "MOOYAHO_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
@@ -184,6 +190,7 @@ struct FileOptions {
     trusted_proxies: Option<Vec<String>>,
     resume_token_lifetime_ms: Option<u64>,
     allow_anonymous: Option<bool>,
+    span_nodes: Option<bool>,
     cors_origins: Option<Vec<String>>,
     ping_interval_ms: Option<u64>,
     resume_grace_ms: Option<u64>,
@@ -311,6 +318,7 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
         None => {}
     }
     config.allow_anonymous = options.allow_anonymous || file.allow_anonymous.unwrap_or(false);
+    config.span_nodes = options.span_nodes || file.span_nodes.unwrap_or(false);
     config.cors_origins = flags_or_file(options.cors_origin, file.cors_origins);
     if let Some(ms) = options.ping_interval_ms.or(file.ping_interval_ms) {
         config.ping_interval = Duration::from_millis(ms.max(100));

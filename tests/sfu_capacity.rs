@@ -30,7 +30,8 @@ async fn wait_healthy(rest: &Rest, id: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_beyond_the_first_node_s_cap_are_served_by_the_second_and_a_full_fleet_says_so() {
-    let server = Server::start(&["--cluster-secret", SECRET]);
+    // Spans are opt-in until signaling relays media between a channel's nodes.
+    let server = Server::start(&["--cluster-secret", SECRET, "--span-nodes"]);
     let rest = server.rest();
     let cap = ["--max-transports", "2"];
     let first = SfuNode::start_with(SECRET, Some(&server), &cap);

@@ -48,6 +48,10 @@ pub struct SignalingConfig {
     pub api_key: String,
     /// Clients may `integrateUser` themselves.
     pub allow_anonymous: bool,
+    /// Serve members of a channel whose node is full from another node (a span). Off by
+    /// default until signaling relays media between a channel's nodes (issue 15): a member
+    /// served elsewhere would receive only the publishers on its own node.
+    pub span_nodes: bool,
     /// Interval of server pings; a socket silent for two intervals is reaped.
     pub ping_interval: Duration,
     /// How long a disconnected session stays resumable (and in its channel). Keep it at most
@@ -116,6 +120,7 @@ impl SignalingConfig {
         Self {
             api_key: api_key.into(),
             allow_anonymous: false,
+            span_nodes: false,
             ping_interval: Duration::from_secs(15),
             resume_grace: Duration::from_secs(15),
             presence_ttl: Duration::from_secs(30),

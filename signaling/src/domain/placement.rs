@@ -1452,6 +1452,26 @@ impl Placement {
             .map(|(node, room)| (node, room.to_owned()));
         let (node, room) = match kept {
             Some(kept) => kept,
+            None if !self.shared.config.span_nodes => {
+                // Without spans the member is refused, not cut off from the others: a full
+                // node frees slots as members leave, a failed one is failed over.
+                let full = record
+                    .serving()
+                    .into_iter()
+                    .any(|(node, _)| avoid.contains(&node) || self.reports_full(node));
+                return Err(if full {
+                    SignalError::new(
+                        ErrorCode::SfuFull,
+                        "this channel's SFU node is at its transport cap (mooyaho sfu \
+                         --max-transports); try again later",
+                    )
+                } else {
+                    SignalError::new(
+                        ErrorCode::SfuUnavailable,
+                        "this channel's SFU node is unavailable; try again shortly",
+                    )
+                });
+            }
             None => {
                 let open = match self.open_nodes(avoid).await {
                     Ok(open) => open,
@@ -1584,6 +1604,17 @@ impl Placement {
                 .load
                 .as_ref()
                 .is_some_and(|load| !self.is_full(node, load))
+    }
+
+    /// `node`'s last load report says it is full (see [`Self::is_full`]).
+    fn reports_full(&self, node: SfuServerId) -> bool {
+        self.nodes().is_some_and(|nodes| {
+            nodes
+                .status(node)
+                .load
+                .as_ref()
+                .is_some_and(|load| self.is_full(node, load))
+        })
     }
 
     /// At its transport cap by its last load report, or refused a transport as full less than

@@ -418,3 +418,37 @@ async fn a_disabled_node_keeps_taking_members_of_the_channels_it_serves() {
         .unwrap();
     assert_eq!(serving_nodes(&store, &second).await, [other]);
 }
+
+/// Spans are off by default (`--span-nodes`): a member beyond a full channel node gets
+/// `sfu_full` and stays a member, and the channel stays on its one node.
+#[tokio::test]
+async fn without_span_nodes_a_member_beyond_a_full_node_gets_sfu_full() {
+    let (signaling, store, _recorder) = super::tests::recorded_service_with(|config| {
+        config.span_nodes = false;
+    });
+    let (fake, _events) = FakeNodes::attach(&signaling);
+    fake.report_load(true);
+    let ids = nodes(&signaling, 2).await;
+    let (a, b) = (ids[0], ids[1]);
+    fake.set_cap(a, 2);
+    fake.set_cap(b, 2);
+    let channel = signaling.channels().create(true).await.unwrap().id;
+    let (alice, _alice_queue) = enter(&signaling, &channel, "alice").await;
+    signaling
+        .placement()
+        .publish(&alice, TWO_TRACKS.into())
+        .await
+        .unwrap();
+    let first = serving_node(&store, &alice.session).await.unwrap();
+    let (bob, mut bob_queue) = enter(&signaling, &channel, "bob").await;
+    let frames = drain(&mut bob_queue);
+    assert!(frames.iter().any(|f| f.contains("sfu_full")), "{frames:?}");
+    assert_eq!(serving_nodes(&store, &channel).await, [first]);
+    assert_eq!(fake.transports_on(if first == a { b } else { a }), 0);
+    let record = store.inner.channel(&channel).await.unwrap().unwrap();
+    assert!(record.sfu_server_id == Some(first));
+    assert!(
+        store.inner.session(&bob.session).await.unwrap().is_some(),
+        "bob stays a member"
+    );
+}

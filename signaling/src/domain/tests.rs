@@ -294,10 +294,20 @@ pub(super) fn service() -> (Arc<Signaling>, Arc<CountingStore>) {
 
 /// The service composed as `state.rs` does, with a recorder after the wire delivery.
 pub(super) fn recorded_service() -> (Arc<Signaling>, Arc<CountingStore>, Arc<Recorder>) {
+    recorded_service_with(|_| {})
+}
+
+/// [`recorded_service`] with `adjust` applied to its configuration.
+pub(super) fn recorded_service_with(
+    adjust: impl FnOnce(&mut SignalingConfig),
+) -> (Arc<Signaling>, Arc<CountingStore>, Arc<Recorder>) {
     let store = Arc::new(CountingStore::new(CallCounter::default()));
     let mut config = SignalingConfig::new("key");
     // The periodic sweep runs only when a test calls it.
     config.presence_ttl = Duration::from_secs(3600);
+    // Spans on: the span tests need them; no other test fills a node.
+    config.span_nodes = true;
+    adjust(&mut config);
     let instance = InstanceId::random();
     let hub = Arc::new(Hub::default());
     let bus = Arc::new(InProcessBus::new());
