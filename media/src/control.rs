@@ -801,6 +801,14 @@ fn relay_keys(send: &str, receive: &str) -> Result<RelayKeys, Box<Response>> {
             })
         })
     };
+    // One key both ways would start both directions' nonces at counter 0 under it (AES-GCM
+    // nonce reuse) and let a datagram reflected to its sender authenticate (outside review F2).
+    if send.eq_ignore_ascii_case(receive) {
+        return Err(Box::new(Response::Error {
+            code: ErrorCode::BadRequest,
+            message: "the relay send and receive keys must differ".to_owned(),
+        }));
+    }
     Ok(RelayKeys {
         send: parse(send, "send")?,
         receive: parse(receive, "receive")?,
@@ -1197,6 +1205,17 @@ fn load(node: &Node, stats: NodeStats, refusals: &Refusals, meter: &mut LoadMete
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Outside review F2: one key for both directions is refused; distinct hex keys parse.
+    #[test]
+    fn a_relay_link_needs_two_different_keys() {
+        let a = "00112233445566778899aabbccddeeff";
+        let b = "ffeeddccbbaa99887766554433221100";
+        assert!(relay_keys(a, b).is_ok());
+        assert!(relay_keys(a, a).is_err());
+        assert!(relay_keys(a, &a.to_uppercase()).is_err());
+        assert!(relay_keys(a, "not hex").is_err());
+    }
 
     /// Asks for worker stats that arrive after `delay` (the worker is busy that long).
     fn answering_after(delay: Duration, value: u32) -> StatsRequest<u32> {

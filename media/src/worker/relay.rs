@@ -571,6 +571,13 @@ impl Worker {
         };
         match announcement {
             Announcement::TrackAdded { session, track } => {
+                if let Err(why) = check_relayed_track(&session, &track) {
+                    // Authentic (the link key) but not what a node sends: a bug or version
+                    // skew on the sender, never worth a worker (outside review F3).
+                    self.counters.relay_auth_failures += 1;
+                    tracing::warn!(%link, why, "relayed track refused");
+                    return;
+                }
                 let Some(ssrc) = track.top_ssrc() else {
                     return;
                 };
@@ -628,5 +635,110 @@ impl Worker {
             let _ = self.core.unpublish_track(track);
             self.renegotiate_others(room, &session);
         }
+    }
+}
+
+/// Longest id or SDP token a relayed track may carry (mid, msid parts, session, codec name,
+/// rid); the SDP layer's own limits are tighter.
+const MAX_RELAYED_TOKEN: usize = 64;
+/// Longest `a=fmtp` value a relayed track may carry.
+const MAX_RELAYED_FMTP: usize = 512;
+
+/// What a relayed track announcement must satisfy before it reaches sfu-core and subscriber
+/// offers: what the SDP layer guarantees for a local publish (one to three encodings, each
+/// with an SSRC here), and SDP-safe strings of bounded length.
+fn check_relayed_track(session: &str, track: &PublishedTrack) -> Result<(), &'static str> {
+    let token = |text: &str| {
+        !text.is_empty()
+            && text.len() <= MAX_RELAYED_TOKEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b':' | b'/'))
+    };
+    if !(1..=3).contains(&track.encodings.len()) {
+        return Err("not one to three encodings");
+    }
+    if track
+        .encodings
+        .iter()
+        .any(|e| e.ssrc.is_none() || e.rid.as_deref().is_some_and(|rid| !token(rid)))
+    {
+        return Err("an encoding without an SSRC or with a bad rid");
+    }
+    if !token(session) || !token(&track.mid) || !token(&track.codec.name) {
+        return Err("a bad session, mid or codec name");
+    }
+    if let Some((stream, id)) = &track.msid
+        && !(token(stream) && token(id))
+    {
+        return Err("a bad msid");
+    }
+    let fmtp_ok = track.codec.fmtp.as_deref().is_none_or(|fmtp| {
+        fmtp.len() <= MAX_RELAYED_FMTP && fmtp.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+    });
+    let fb_ok = track.codec.rtcp_fb.len() <= 8
+        && track.codec.rtcp_fb.iter().all(|fb| {
+            fb.len() <= MAX_RELAYED_TOKEN && fb.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        });
+    if !fmtp_ok || !fb_ok {
+        return Err("a bad fmtp or rtcp-fb");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdp::{Codec, Kind, PublishedEncoding};
+
+    fn track() -> PublishedTrack {
+        PublishedTrack {
+            mid: "1".to_owned(),
+            kind: Kind::Video,
+            codec: Codec {
+                name: "VP8".to_owned(),
+                pt: 96,
+                clock_rate: 90_000,
+                channels: None,
+                fmtp: Some("max-fs=12288;max-fr=60".to_owned()),
+                rtcp_fb: vec!["nack".to_owned(), "nack pli".to_owned()],
+                rtx_pt: Some(97),
+            },
+            encodings: vec![PublishedEncoding {
+                rid: None,
+                ssrc: Some(1),
+                rtx_ssrc: Some(2),
+            }],
+            msid: Some(("-".to_owned(), "{6f0a-cam}".to_owned())),
+        }
+    }
+
+    /// Outside review F3: a relayed announcement with four encodings reached an `expect` in
+    /// the worker; what a node would never send is refused before sfu-core or an SDP sees it.
+    #[test]
+    fn relayed_tracks_are_checked_like_a_local_publish() {
+        assert_eq!(check_relayed_track("session-1", &track()), Ok(()));
+        let mut four = track();
+        four.encodings = (1..=4)
+            .map(|ssrc| PublishedEncoding {
+                rid: None,
+                ssrc: Some(ssrc),
+                rtx_ssrc: None,
+            })
+            .collect();
+        assert!(check_relayed_track("session-1", &four).is_err());
+        let mut none = track();
+        none.encodings.clear();
+        assert!(check_relayed_track("session-1", &none).is_err());
+        let mut injected = track();
+        injected.msid = Some(("-".to_owned(), "cam\r\na=ssrc:1 cname:x".to_owned()));
+        assert!(check_relayed_track("session-1", &injected).is_err());
+        let mut long = track();
+        long.mid = "m".repeat(MAX_RELAYED_TOKEN + 1);
+        assert!(check_relayed_track("session-1", &long).is_err());
+        assert!(check_relayed_track("a:b", &track()).is_err());
+        let mut fmtp = track();
+        fmtp.codec.fmtp = Some("x=1\r\na=bad".to_owned());
+        assert!(check_relayed_track("session-1", &fmtp).is_err());
     }
 }
