@@ -53,6 +53,44 @@ async fn enter(
     (connection, queue)
 }
 
+/// `name` entering `channel` and publishing two tracks there.
+async fn publishing(
+    signaling: &Signaling,
+    channel: &ChannelId,
+    name: &str,
+) -> (
+    Connection,
+    tokio::sync::mpsc::Receiver<crate::domain::hub::Outgoing>,
+) {
+    let (member, queue) = enter(signaling, channel, name).await;
+    signaling
+        .placement()
+        .publish(&member, TWO_TRACKS.into())
+        .await
+        .unwrap();
+    (member, queue)
+}
+
+/// Fake nodes reporting load, one per entry of `caps` (its transport cap; 0: none).
+async fn capped_nodes(
+    signaling: &Signaling,
+    caps: &[usize],
+) -> (
+    std::sync::Arc<FakeNodes>,
+    tokio::sync::mpsc::Sender<(SfuServerId, super::ports::NodeReport)>,
+    Vec<SfuServerId>,
+) {
+    let (fake, events) = FakeNodes::attach(signaling);
+    fake.report_load(true);
+    let ids = nodes(signaling, caps.len() as u16).await;
+    for (&id, &cap) in ids.iter().zip(caps) {
+        if cap > 0 {
+            fake.set_cap(id, cap);
+        }
+    }
+    (fake, events, ids)
+}
+
 async fn serving_node(store: &CountingStore, session: &SessionId) -> Option<SfuServerId> {
     store
         .inner
@@ -96,18 +134,10 @@ async fn seen_until(recorder: &Recorder, kind: &str) -> Vec<crate::domain::event
 #[tokio::test]
 async fn a_member_beyond_a_full_node_is_served_by_another_node_which_then_serves_the_channel() {
     let (signaling, store, _recorder) = recorded_service();
-    let (fake, _events) = FakeNodes::attach(&signaling);
-    fake.report_load(true);
-    let ids = nodes(&signaling, 2).await;
+    let (fake, _events, ids) = capped_nodes(&signaling, &[2, 0]).await;
     let (a, b) = (ids[0], ids[1]);
-    fake.set_cap(a, 2);
     let channel = signaling.channels().create(true).await.unwrap().id;
-    let (alice, _alice_queue) = enter(&signaling, &channel, "alice").await;
-    signaling
-        .placement()
-        .publish(&alice, TWO_TRACKS.into())
-        .await
-        .unwrap();
+    let (alice, _alice_queue) = publishing(&signaling, &channel, "alice").await;
     assert_eq!(serving_nodes(&store, &channel).await, [a]);
     assert_eq!(
         fake.transports_on(a),
@@ -208,12 +238,7 @@ async fn a_node_refusing_a_member_as_full_passes_it_to_the_next_node() {
     let (a, b) = (ids[0], ids[1]);
     fake.set_cap(a, 1);
     let channel = signaling.channels().create(true).await.unwrap().id;
-    let (alice, _alice_queue) = enter(&signaling, &channel, "alice").await;
-    signaling
-        .placement()
-        .publish(&alice, TWO_TRACKS.into())
-        .await
-        .unwrap();
+    let (_alice, _alice_queue) = publishing(&signaling, &channel, "alice").await;
     assert_eq!(fake.transports_on(a), 2, "alice's own other side is let in");
     fake.take();
 
@@ -257,18 +282,9 @@ async fn a_node_refusing_a_member_as_full_passes_it_to_the_next_node() {
 #[tokio::test]
 async fn with_every_node_full_members_get_sfu_full_and_nothing_is_lost() {
     let (signaling, store, _recorder) = recorded_service();
-    let (fake, _events) = FakeNodes::attach(&signaling);
-    fake.report_load(true);
-    let ids = nodes(&signaling, 2).await;
-    fake.set_cap(ids[0], 1);
-    fake.set_cap(ids[1], 1);
+    let (fake, _events, ids) = capped_nodes(&signaling, &[1, 1]).await;
     let channel = signaling.channels().create(true).await.unwrap().id;
-    let (alice, _alice_queue) = enter(&signaling, &channel, "alice").await;
-    signaling
-        .placement()
-        .publish(&alice, TWO_TRACKS.into())
-        .await
-        .unwrap();
+    let (_alice, _alice_queue) = publishing(&signaling, &channel, "alice").await;
     let (bob, _bob_queue) = enter(&signaling, &channel, "bob").await;
     assert_eq!(serving_node(&store, &bob.session).await, Some(ids[1]));
 
@@ -329,12 +345,7 @@ async fn a_failed_helper_node_moves_only_its_members_and_a_failed_first_node_the
     fake.set_cap(a, 2);
     fake.set_cap(b, 1);
     let channel = signaling.channels().create(true).await.unwrap().id;
-    let (alice, mut alice_queue) = enter(&signaling, &channel, "alice").await;
-    signaling
-        .placement()
-        .publish(&alice, TWO_TRACKS.into())
-        .await
-        .unwrap();
+    let (_alice, mut alice_queue) = publishing(&signaling, &channel, "alice").await;
     let (bob, mut bob_queue) = enter(&signaling, &channel, "bob").await;
     assert_eq!(serving_node(&store, &bob.session).await, Some(b));
     let (carol, mut carol_queue) = enter(&signaling, &channel, "carol").await;
@@ -382,17 +393,10 @@ async fn a_failed_helper_node_moves_only_its_members_and_a_failed_first_node_the
 #[tokio::test]
 async fn a_disabled_node_keeps_taking_members_of_the_channels_it_serves() {
     let (signaling, store, _recorder) = recorded_service();
-    let (fake, _events) = FakeNodes::attach(&signaling);
-    fake.report_load(true);
-    let ids = nodes(&signaling, 2).await;
+    let (fake, _events, ids) = capped_nodes(&signaling, &[0, 0]).await;
     let (a, b) = (ids[0], ids[1]);
     let channel = signaling.channels().create(true).await.unwrap().id;
-    let (alice, _alice_queue) = enter(&signaling, &channel, "alice").await;
-    signaling
-        .placement()
-        .publish(&alice, TWO_TRACKS.into())
-        .await
-        .unwrap();
+    let (alice, _alice_queue) = publishing(&signaling, &channel, "alice").await;
     let placed_on = serving_node(&store, &alice.session).await.unwrap();
     let other = if placed_on == a { b } else { a };
     let patch = crate::domain::SfuServerPatch {
@@ -426,19 +430,10 @@ async fn without_span_nodes_a_member_beyond_a_full_node_gets_sfu_full() {
     let (signaling, store, _recorder) = super::tests::recorded_service_with(|config| {
         config.span_nodes = false;
     });
-    let (fake, _events) = FakeNodes::attach(&signaling);
-    fake.report_load(true);
-    let ids = nodes(&signaling, 2).await;
+    let (fake, _events, ids) = capped_nodes(&signaling, &[2, 2]).await;
     let (a, b) = (ids[0], ids[1]);
-    fake.set_cap(a, 2);
-    fake.set_cap(b, 2);
     let channel = signaling.channels().create(true).await.unwrap().id;
-    let (alice, _alice_queue) = enter(&signaling, &channel, "alice").await;
-    signaling
-        .placement()
-        .publish(&alice, TWO_TRACKS.into())
-        .await
-        .unwrap();
+    let (alice, _alice_queue) = publishing(&signaling, &channel, "alice").await;
     let first = serving_node(&store, &alice.session).await.unwrap();
     let (bob, mut bob_queue) = enter(&signaling, &channel, "bob").await;
     let frames = drain(&mut bob_queue);
