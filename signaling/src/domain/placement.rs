@@ -1983,14 +1983,26 @@ mod tests {
         .expect("the node event was handled")
     }
 
-    #[tokio::test]
-    async fn a_node_speaker_report_reaches_the_channel_members_and_a_forged_one_nobody() {
-        let (signaling, _, recorder) = recorded_service();
-        let (_nodes, node_events) = FakeNodes::attach(&signaling);
-        let node = register_node(&signaling).await;
+    /// Alice publishing and Bob receiving in a new SFU channel on one fake node, their frames
+    /// so far drained and the recorder emptied: what a node report test starts from.
+    struct PublishingPair {
+        _nodes: Arc<FakeNodes>,
+        node_events: mpsc::Sender<(SfuServerId, NodeReport)>,
+        node: SfuServerId,
+        alice: crate::domain::tests::Member,
+        bob: crate::domain::tests::Member,
+        room: String,
+    }
+
+    async fn publishing_pair(
+        signaling: &crate::domain::Signaling,
+        recorder: &crate::domain::events::recording::Recorder,
+    ) -> PublishingPair {
+        let (nodes, node_events) = FakeNodes::attach(signaling);
+        let node = register_node(signaling).await;
         let channel = signaling.channels().create(true).await.unwrap().id;
-        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
-        let (bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
+        let (alice, mut alice_queue) = member(signaling, &channel, "alice").await;
+        let (bob, mut bob_queue) = member(signaling, &channel, "bob").await;
         signaling
             .placement()
             .publish(&alice, "offer".into())
@@ -2007,6 +2019,27 @@ mod tests {
             .channel
             .sfu_room
             .expect("placed");
+        PublishingPair {
+            _nodes: nodes,
+            node_events,
+            node,
+            alice: (alice, alice_queue),
+            bob: (bob, bob_queue),
+            room,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_speaker_report_reaches_the_channel_members_and_a_forged_one_nobody() {
+        let (signaling, _, recorder) = recorded_service();
+        let PublishingPair {
+            node_events,
+            node,
+            alice: (alice, mut alice_queue),
+            bob: (bob, mut bob_queue),
+            room,
+            ..
+        } = publishing_pair(&signaling, &recorder).await;
         let report = |room: String, member: &SessionId, speakers: &[(&SessionId, u8)]| {
             NodeReport::Event(Event::ActiveSpeakers {
                 room,
@@ -2133,27 +2166,14 @@ mod tests {
     #[tokio::test]
     async fn a_subscribed_qualities_report_reaches_only_its_publisher_and_malformed_ones_nobody() {
         let (signaling, _, recorder) = recorded_service();
-        let (_nodes, node_events) = FakeNodes::attach(&signaling);
-        let node = register_node(&signaling).await;
-        let channel = signaling.channels().create(true).await.unwrap().id;
-        let (alice, mut alice_queue) = member(&signaling, &channel, "alice").await;
-        let (_bob, mut bob_queue) = member(&signaling, &channel, "bob").await;
-        signaling
-            .placement()
-            .publish(&alice, "offer".into())
-            .await
-            .unwrap();
-        drain(&mut alice_queue);
-        drain(&mut bob_queue);
-        recorder.take();
-        let room = signaling
-            .channels()
-            .detail(&channel)
-            .await
-            .unwrap()
-            .channel
-            .sfu_room
-            .expect("placed");
+        let PublishingPair {
+            node_events,
+            node,
+            alice: (alice, mut alice_queue),
+            bob: (_bob, mut bob_queue),
+            room,
+            ..
+        } = publishing_pair(&signaling, &recorder).await;
         let report = |room: &str, mid: &str, qualities: &[&str], layers: &[u8]| {
             NodeReport::Event(Event::SubscribedQualities {
                 room: room.to_owned(),
