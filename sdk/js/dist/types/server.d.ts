@@ -79,6 +79,8 @@ export interface ChannelSession {
 export interface ChannelWithSessions {
     id: string;
     sfuServerId: number | null;
+    /** Every SFU node serving the channel (a room larger than a node spans several), first node first. */
+    sfuServerIds: number[];
     sfuEnabled: boolean;
     channelSessions: ChannelSession[];
 }
