@@ -7,14 +7,16 @@ use std::time::Duration;
 use mooyaho_control::Request;
 use serde_json::Value;
 
+use super::Signaling;
 use super::error::ErrorCode;
 use super::failover::CHECK_EVERY;
 use super::ids::{ChannelId, SessionId, SfuServerId};
 use super::ports::ChannelStore;
 use super::ports::SessionStore;
 use super::relay_plan::{PublisherOnNode, RelayPlan};
-use super::tests::{CountingStore, FakeNodes, drain, integrated, recorded_service};
-use super::{Connection, Signaling};
+use super::tests::{
+    CountingStore, FakeNodes, Member, drain, entered, integrated, recorded_service,
+};
 use crate::domain::events::recording::Recorder;
 
 /// An offer publishing one audio and one video track.
@@ -35,34 +37,9 @@ async fn nodes(signaling: &Signaling, count: u16) -> Vec<SfuServerId> {
     ids
 }
 
-/// A member entering `channel` now, with its frames so far.
-async fn enter(
-    signaling: &Signaling,
-    channel: &ChannelId,
-    name: &str,
-) -> (
-    Connection,
-    tokio::sync::mpsc::Receiver<crate::domain::hub::Outgoing>,
-) {
-    let (connection, queue) = integrated(signaling, name, false).await;
-    signaling
-        .channels()
-        .enter(&connection, channel.clone())
-        .await
-        .unwrap();
-    (connection, queue)
-}
-
 /// `name` entering `channel` and publishing two tracks there.
-async fn publishing(
-    signaling: &Signaling,
-    channel: &ChannelId,
-    name: &str,
-) -> (
-    Connection,
-    tokio::sync::mpsc::Receiver<crate::domain::hub::Outgoing>,
-) {
-    let (member, queue) = enter(signaling, channel, name).await;
+async fn publishing(signaling: &Signaling, channel: &ChannelId, name: &str) -> Member {
+    let (member, queue) = entered(signaling, channel, name).await;
     signaling
         .placement()
         .publish(&member, TWO_TRACKS.into())
@@ -146,7 +123,7 @@ async fn a_member_beyond_a_full_node_is_served_by_another_node_which_then_serves
     );
 
     // a is at its cap: bob is served by b, which now serves the channel too.
-    let (bob, mut bob_queue) = enter(&signaling, &channel, "bob").await;
+    let (bob, mut bob_queue) = entered(&signaling, &channel, "bob").await;
     assert_eq!(serving_nodes(&store, &channel).await, [a, b]);
     assert_eq!(serving_node(&store, &bob.session).await, Some(b));
     let frames = drain(&mut bob_queue);
@@ -157,7 +134,7 @@ async fn a_member_beyond_a_full_node_is_served_by_another_node_which_then_serves
         "{frames:?}"
     );
     // carol too, on the node already serving the channel (no third room anywhere).
-    let (carol, _carol_queue) = enter(&signaling, &channel, "carol").await;
+    let (carol, _carol_queue) = entered(&signaling, &channel, "carol").await;
     assert_eq!(serving_node(&store, &carol.session).await, Some(b));
     assert_eq!(serving_nodes(&store, &channel).await, [a, b]);
     assert_eq!(fake.sessions_on(b).into_iter().collect::<Vec<_>>(), {
@@ -242,7 +219,7 @@ async fn a_node_refusing_a_member_as_full_passes_it_to_the_next_node() {
     assert_eq!(fake.transports_on(a), 2, "alice's own other side is let in");
     fake.take();
 
-    let (bob, mut bob_queue) = enter(&signaling, &channel, "bob").await;
+    let (bob, mut bob_queue) = entered(&signaling, &channel, "bob").await;
     assert_eq!(serving_node(&store, &bob.session).await, Some(b));
     let asked: Vec<_> = fake
         .take()
@@ -285,11 +262,11 @@ async fn with_every_node_full_members_get_sfu_full_and_nothing_is_lost() {
     let (fake, _events, ids) = capped_nodes(&signaling, &[1, 1]).await;
     let channel = signaling.channels().create(true).await.unwrap().id;
     let (_alice, _alice_queue) = publishing(&signaling, &channel, "alice").await;
-    let (bob, _bob_queue) = enter(&signaling, &channel, "bob").await;
+    let (bob, _bob_queue) = entered(&signaling, &channel, "bob").await;
     assert_eq!(serving_node(&store, &bob.session).await, Some(ids[1]));
 
     // Both nodes are at their caps: carol hears why, unprompted.
-    let (carol, mut carol_queue) = enter(&signaling, &channel, "carol").await;
+    let (carol, mut carol_queue) = entered(&signaling, &channel, "carol").await;
     let frames = drain(&mut carol_queue);
     let errors: Vec<Value> = frames
         .iter()
@@ -346,9 +323,9 @@ async fn a_failed_helper_node_moves_only_its_members_and_a_failed_first_node_the
     fake.set_cap(b, 1);
     let channel = signaling.channels().create(true).await.unwrap().id;
     let (_alice, mut alice_queue) = publishing(&signaling, &channel, "alice").await;
-    let (bob, mut bob_queue) = enter(&signaling, &channel, "bob").await;
+    let (bob, mut bob_queue) = entered(&signaling, &channel, "bob").await;
     assert_eq!(serving_node(&store, &bob.session).await, Some(b));
-    let (carol, mut carol_queue) = enter(&signaling, &channel, "carol").await;
+    let (carol, mut carol_queue) = entered(&signaling, &channel, "carol").await;
     assert_eq!(serving_node(&store, &carol.session).await, Some(c));
     assert_eq!(serving_nodes(&store, &channel).await, [a, b, c]);
     tokio::time::sleep(CHECK_EVERY * 2).await;
@@ -408,13 +385,13 @@ async fn a_disabled_node_keeps_taking_members_of_the_channels_it_serves() {
         .update(placed_on, patch)
         .await
         .unwrap();
-    let (bob, _bob_queue) = enter(&signaling, &channel, "bob").await;
+    let (bob, _bob_queue) = entered(&signaling, &channel, "bob").await;
     assert_eq!(serving_node(&store, &bob.session).await, Some(placed_on));
     assert_eq!(serving_nodes(&store, &channel).await, [placed_on]);
     assert_eq!(fake.transports_on(other), 0);
     // A new channel goes to the enabled node.
     let second = signaling.channels().create(true).await.unwrap().id;
-    let (carol, _carol_queue) = enter(&signaling, &second, "carol").await;
+    let (carol, _carol_queue) = entered(&signaling, &second, "carol").await;
     signaling
         .placement()
         .publish(&carol, TWO_TRACKS.into())
@@ -435,7 +412,7 @@ async fn without_span_nodes_a_member_beyond_a_full_node_gets_sfu_full() {
     let channel = signaling.channels().create(true).await.unwrap().id;
     let (alice, _alice_queue) = publishing(&signaling, &channel, "alice").await;
     let first = serving_node(&store, &alice.session).await.unwrap();
-    let (bob, mut bob_queue) = enter(&signaling, &channel, "bob").await;
+    let (bob, mut bob_queue) = entered(&signaling, &channel, "bob").await;
     let frames = drain(&mut bob_queue);
     assert!(frames.iter().any(|f| f.contains("sfu_full")), "{frames:?}");
     assert_eq!(serving_nodes(&store, &channel).await, [first]);

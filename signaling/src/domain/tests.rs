@@ -343,14 +343,20 @@ pub(super) async fn two_members(
     (channel, (alice, alice_queue), (bob, bob_queue))
 }
 
-/// A connected session with a user, inside `channel`; returns it and its socket's queue.
-pub(super) async fn member(signaling: &Signaling, channel: &ChannelId, name: &str) -> Member {
-    let (connection, mut queue) = integrated(signaling, name, false).await;
+/// A connected session with a user that entered `channel` now, with its frames so far.
+pub(super) async fn entered(signaling: &Signaling, channel: &ChannelId, name: &str) -> Member {
+    let (connection, queue) = integrated(signaling, name, false).await;
     signaling
         .channels()
         .enter(&connection, channel.clone())
         .await
         .unwrap();
+    (connection, queue)
+}
+
+/// A connected session with a user, inside `channel`; returns it and its socket's queue.
+pub(super) async fn member(signaling: &Signaling, channel: &ChannelId, name: &str) -> Member {
+    let (connection, mut queue) = entered(signaling, channel, name).await;
     while queue.try_recv().is_ok() {}
     (connection, queue)
 }
