@@ -42,8 +42,11 @@ pub struct Config {
     pub twcc_interval: Duration,
     /// Granularity of the worker's single timer: all periodic work runs on this tick.
     pub tick: Duration,
-    /// Bitrate announced to publishers in REMB, so their encoders ramp up instead of staying at
-    /// the WebRTC start rate. `None` disables REMB.
+    /// The most a REMB asks of one video track (at most `max_video_track_bitrate`): what a
+    /// simulcast track, a track nobody watches and a track watched by a subscriber without a
+    /// downlink estimate are asked for, so encoders ramp up instead of staying at the WebRTC
+    /// start rate; a single-encoding track's subscribers lower it to what the best of them can
+    /// take (see the `remb` module). `None` disables REMB.
     pub remb_bitrate: Option<Bitrate>,
     /// SSRC the worker uses as the sender of its own RTCP (RR, NACK, PLI, REMB, TWCC).
     pub rtcp_ssrc: Ssrc,

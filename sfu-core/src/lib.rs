@@ -80,8 +80,6 @@
 //!   retransmissions of recent packets); padding-only probes are not generated, so a
 //!   subscriber whose only video is paused for bandwidth and whose audio has no RTX cannot
 //!   probe its way back (its estimate grows only from what it receives).
-//! - The REMB toward publishers is the configured constant ([`Config::remb_bitrate`]), not
-//!   derived from what subscribers can take.
 //! - SVC (VP9/AV1 spatial layers) and the dependency-descriptor extension.
 //! - Our own sender reports when a publisher sends none (SRs are forwarded, not generated).
 //! - Padding-only packets on a media SSRC are forwarded with an empty payload (keeping the
@@ -103,6 +101,7 @@ mod dynacast;
 mod error;
 mod id;
 mod output;
+mod remb;
 mod room;
 mod speakers;
 mod stats;

@@ -66,6 +66,8 @@ pub struct Worker {
     scratch_potential_allotted: Vec<Allotted>,
     /// Reused between ticks: transports whose probe cluster wants bytes now.
     scratch_probes: Vec<(TransportId, usize)>,
+    /// Reused between ticks: publisher transports whose REMB is due, and its bitrate.
+    scratch_rembs: Vec<(TransportId, Option<crate::Bitrate>)>,
 }
 
 /// Receive-side statistics of one track.
@@ -109,6 +111,7 @@ impl Worker {
             scratch_potential: Vec::new(),
             scratch_potential_allotted: Vec::new(),
             scratch_probes: Vec::new(),
+            scratch_rembs: Vec::new(),
         }
     }
 

@@ -10,6 +10,7 @@ use super::Worker;
 use super::rtp::CopiedExtensions;
 use crate::config::Config;
 use crate::output::{OutPacket, Transmit};
+use crate::remb::{STARVED_SHARE, video_track_allowance};
 use crate::rtcp::{
     Compound, Nack, ReportBlock, RtcpPacket, SenderReport, write_nack, write_pli, write_remb,
     write_rr, write_sr,
@@ -290,8 +291,108 @@ impl Worker {
         self.request_keyframe_of(track, layer, now);
     }
 
+    /// The REMB toward publisher transport `id` ([`crate::remb`]): its video tracks'
+    /// allowances plus what its audio sends. `None` when REMB is disabled.
+    fn publisher_remb(&self, now: Instant, id: TransportId) -> Option<Bitrate> {
+        let ceiling = self
+            .config
+            .remb_bitrate?
+            .0
+            .min(self.config.max_video_track_bitrate.0);
+        let transport = self.transports.get(id)?;
+        let mut total = 0u64;
+        for &t in &transport.tracks {
+            let track = self
+                .tracks
+                .get(t)
+                .expect("a transport lists only live tracks");
+            total += match track.config.kind {
+                MediaKind::Audio => track.layers[0].rate.bps(),
+                MediaKind::Video => {
+                    let rooms = track
+                        .subscriptions
+                        .iter()
+                        .map(|&s| {
+                            let sub = self
+                                .subscriptions
+                                .get(s)
+                                .expect("a track lists only live subscriptions");
+                            (s, sub)
+                        })
+                        .filter(|(_, sub)| !sub.layers.paused)
+                        .map(|(s, sub)| self.downlink_room(now, s, sub.transport));
+                    video_track_allowance(track.layers.len() > 1, rooms, ceiling)
+                }
+            };
+        }
+        Some(Bitrate(total))
+    }
+
+    /// What subscriber transport `transport`'s downlink estimate leaves for subscription `id`
+    /// after the others it forwards; `None` without a (warm) estimate. A subscription paused
+    /// because it did not fit gets [`STARVED_SHARE`] of it, so that it can resume.
+    fn downlink_room(
+        &self,
+        now: Instant,
+        id: SubscriptionId,
+        transport: TransportId,
+    ) -> Option<u64> {
+        let transport = self
+            .transports
+            .get(transport)
+            .expect("a subscription's transport outlives it");
+        let estimate = transport
+            .bwe
+            .as_ref()
+            .filter(|b| b.is_warm(now))?
+            .estimate();
+        let others: u64 = transport
+            .subscriptions
+            .iter()
+            .filter(|&&other| other != id)
+            .filter_map(|&other| {
+                let s = self
+                    .subscriptions
+                    .get(other)
+                    .expect("a transport lists only live subscriptions");
+                let layer = s
+                    .layers
+                    .current
+                    .filter(|_| !s.layers.paused && !s.layers.starved)?;
+                let track = self
+                    .tracks
+                    .get(s.track)
+                    .expect("a subscription's track outlives it");
+                Some(track.layers[usize::from(layer)].rate.bps())
+            })
+            .sum();
+        let room = estimate.0.saturating_sub(others);
+        let starved = self
+            .subscriptions
+            .get(id)
+            .expect("callers name a live subscription")
+            .layers
+            .starved;
+        Some(if starved {
+            (room as f64 * STARVED_SHARE) as u64
+        } else {
+            room
+        })
+    }
+
     /// Periodic work: NACK retries, pending keyframe requests, RR + REMB, TWCC feedback.
     pub(super) fn tick(&mut self, now: Instant) {
+        // The REMBs due now, worked out before the transports are borrowed for writing.
+        let mut rembs = std::mem::take(&mut self.scratch_rembs);
+        rembs.clear();
+        for (id, transport) in self.transports.iter() {
+            if transport.config.direction == Direction::Publish
+                && !transport.tracks.is_empty()
+                && now >= transport.next_report
+            {
+                rembs.push((id, self.publisher_remb(now, id)));
+            }
+        }
         let Self {
             config,
             transports,
@@ -348,7 +449,11 @@ impl Worker {
                 let mut buf = BytesMut::new();
                 write_rr(&mut buf, config.rtcp_ssrc, &blocks);
                 counters.rr_sent += 1;
-                if let Some(bitrate) = config.remb_bitrate.filter(|_| !video.is_empty()) {
+                let remb = rembs
+                    .iter()
+                    .find(|(due, _)| *due == id)
+                    .and_then(|&(_, bitrate)| bitrate);
+                if let Some(bitrate) = remb.filter(|_| !video.is_empty()) {
                     write_remb(&mut buf, config.rtcp_ssrc, bitrate, &video);
                     counters.remb_sent += 1;
                 }
@@ -378,6 +483,7 @@ impl Worker {
             });
             counters.twcc_sent += 1;
         }
+        self.scratch_rembs = rembs;
     }
 }
 

@@ -60,6 +60,9 @@ pub(crate) struct Publisher {
     pub(crate) plis: usize,
     pub(crate) nacked: Vec<u16>,
     pub(crate) remb: Option<Bitrate>,
+    /// An encoder that follows the REMB up to this bitrate (a browser's send-side estimate
+    /// capped by the receiver's), as [`Sim::set_bitrate`] would set it.
+    pub(crate) follows_remb: Option<u64>,
     pub(crate) rrs: usize,
     pub(crate) twcc: usize,
     pub(crate) twcc_seq: u16,
@@ -141,6 +144,13 @@ pub(crate) struct Sim {
     pub(crate) events: Vec<Event>,
 }
 
+/// Packets per frame and payload bytes per packet for about `bps` at 30 frames per second.
+fn frame_shape(bps: u64) -> (usize, usize) {
+    let per_frame = (bps / 8 / 30) as usize;
+    let packets = per_frame.div_ceil(1100).max(1);
+    (packets, (per_frame / packets).max(10))
+}
+
 pub(crate) fn payload_type(kind: MediaKind) -> u8 {
     if kind == MediaKind::Video { 96 } else { 111 }
 }
@@ -211,6 +221,7 @@ impl Sim {
             plis: 0,
             nacked: vec![],
             remb: None,
+            follows_remb: None,
             rrs: 0,
             twcc: 0,
             twcc_seq: 0,
@@ -282,6 +293,7 @@ impl Sim {
                     plis: 0,
                     nacked: vec![],
                     remb: None,
+                    follows_remb: None,
                     rrs: 0,
                     twcc: 0,
                     twcc_seq: 0,
@@ -368,11 +380,10 @@ impl Sim {
     /// Makes a publisher entry send about `bps` (30 frames per second, packets of ≤ 1100
     /// payload bytes).
     pub(crate) fn set_bitrate(&mut self, p: usize, bps: u64) {
-        let per_frame = (bps / 8 / 30) as usize;
-        let packets = per_frame.div_ceil(1100).max(1);
+        let (packets, len) = frame_shape(bps);
         let publisher = &mut self.publishers[p];
         publisher.packets_per_frame = packets;
-        publisher.payload_len = (per_frame / packets).max(10);
+        publisher.payload_len = len;
     }
 
     /// The subscriber sends transport-wide CC feedback every [`FEEDBACK_INTERVAL`].
@@ -575,7 +586,14 @@ impl Sim {
                     publisher.keyframe_pending |= !publisher.ignores_pli;
                 }
                 RtcpPacket::ReceiverReport(_) => publisher.rrs += 1,
-                RtcpPacket::Remb { bitrate, .. } => publisher.remb = Some(bitrate),
+                RtcpPacket::Remb { bitrate, .. } => {
+                    publisher.remb = Some(bitrate);
+                    if let Some(most) = publisher.follows_remb {
+                        let (packets, len) = frame_shape(bitrate.0.min(most));
+                        publisher.packets_per_frame = packets;
+                        publisher.payload_len = len;
+                    }
+                }
                 RtcpPacket::TransportCc { .. } => publisher.twcc += 1,
                 _ => {}
             }

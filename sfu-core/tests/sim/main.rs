@@ -5,6 +5,7 @@
 mod bwe;
 mod dynacast;
 mod harness;
+mod remb;
 
 use std::time::Duration;
 
