@@ -9,8 +9,9 @@
 //! - a single-encoding track asks for the most any of its subscribers' downlinks has room for
 //!   (the subscriber's estimate less what its other subscriptions receive), within
 //!   [`FLOOR_BPS`] and the ceiling: the best-connected subscriber sets it, so a weak (or lying)
-//!   one cannot lower what the others get. A subscriber without an estimate yet counts as
-//!   unbounded, and so does a track without subscribers.
+//!   one cannot lower what the others get. A subscriber that has no estimate (no transport-wide
+//!   CC) leaves the ceiling, and so does a track without subscribers; one whose estimate is
+//!   still warming up is not counted yet.
 //!
 //! The subscribers' estimates grow at most to 1.5× what got through, so a publisher held low
 //! by the REMB climbs back within a few reports once its subscribers' paths allow.
@@ -25,12 +26,24 @@ pub(crate) const FLOOR_BPS: u64 = 150_000;
 /// REMB would settle just above what lets the subscriber resume.
 pub(crate) const STARVED_SHARE: f64 = 0.8;
 
+/// What one subscriber's downlink has room for, as far as the REMB is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Room {
+    /// Its transport has no estimate (no transport-wide CC): it does not bound the REMB.
+    Unbounded,
+    /// Its estimate is warming up: it has its say within a second; until then it has none
+    /// (a joining viewer must not swing the REMB to the ceiling and back).
+    WarmingUp,
+    /// Bits per second left for this track by its estimate.
+    Bps(u64),
+}
+
 /// The most one video track is asked to send: `ceiling` for a simulcast track; for a single
-/// encoding the largest of `rooms` (each subscriber's room for it, `None` for one without an
-/// estimate, which leaves it unbounded) within [`FLOOR_BPS`] and `ceiling`.
+/// encoding the largest of `rooms` within [`FLOOR_BPS`] and `ceiling` (the ceiling when one is
+/// unbounded or none has an estimate yet).
 pub(crate) fn video_track_allowance(
     simulcast: bool,
-    rooms: impl IntoIterator<Item = Option<u64>>,
+    rooms: impl IntoIterator<Item = Room>,
     ceiling: u64,
 ) -> u64 {
     if simulcast {
@@ -38,16 +51,18 @@ pub(crate) fn video_track_allowance(
     }
     let mut most: Option<u64> = None;
     for room in rooms {
-        let Some(room) = room else {
-            return ceiling;
-        };
-        most = Some(most.map_or(room, |m| m.max(room)));
+        match room {
+            Room::Unbounded => return ceiling,
+            Room::WarmingUp => {}
+            Room::Bps(bps) => most = Some(most.map_or(bps, |m| m.max(bps))),
+        }
     }
     most.map_or(ceiling, |m| m.clamp(FLOOR_BPS.min(ceiling), ceiling))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::Room::{Bps, Unbounded, WarmingUp};
     use super::*;
 
     const CEILING: u64 = 2_500_000;
@@ -55,7 +70,7 @@ mod tests {
     #[test]
     fn a_simulcast_track_asks_for_the_ceiling_whatever_its_subscribers_take() {
         assert_eq!(
-            video_track_allowance(true, [Some(300_000), Some(400_000)], CEILING),
+            video_track_allowance(true, [Bps(300_000), Bps(400_000)], CEILING),
             CEILING
         );
     }
@@ -63,11 +78,7 @@ mod tests {
     #[test]
     fn a_single_encoding_asks_for_the_best_subscribers_room() {
         assert_eq!(
-            video_track_allowance(
-                false,
-                [Some(300_000), Some(900_000), Some(600_000)],
-                CEILING
-            ),
+            video_track_allowance(false, [Bps(300_000), Bps(900_000), Bps(600_000)], CEILING),
             900_000
         );
     }
@@ -76,21 +87,34 @@ mod tests {
     fn nothing_known_leaves_the_ceiling() {
         assert_eq!(video_track_allowance(false, [], CEILING), CEILING, "no one");
         assert_eq!(
-            video_track_allowance(false, [Some(300_000), None], CEILING),
+            video_track_allowance(false, [Bps(300_000), Unbounded], CEILING),
             CEILING,
             "a subscriber without an estimate is not bounded by one"
+        );
+        assert_eq!(
+            video_track_allowance(false, [WarmingUp], CEILING),
+            CEILING,
+            "no estimate yet"
+        );
+    }
+
+    #[test]
+    fn a_warming_estimate_has_no_say_until_it_is_warm() {
+        assert_eq!(
+            video_track_allowance(false, [Bps(400_000), WarmingUp], CEILING),
+            400_000
         );
     }
 
     #[test]
     fn the_allowance_stays_between_the_floor_and_the_ceiling() {
-        assert_eq!(video_track_allowance(false, [Some(0)], CEILING), FLOOR_BPS);
+        assert_eq!(video_track_allowance(false, [Bps(0)], CEILING), FLOOR_BPS);
         assert_eq!(
-            video_track_allowance(false, [Some(9_000_000)], CEILING),
+            video_track_allowance(false, [Bps(9_000_000)], CEILING),
             CEILING
         );
         assert_eq!(
-            video_track_allowance(false, [Some(0)], 100_000),
+            video_track_allowance(false, [Bps(0)], 100_000),
             100_000,
             "a ceiling below the floor wins"
         );

@@ -10,7 +10,7 @@ use super::Worker;
 use super::rtp::CopiedExtensions;
 use crate::config::Config;
 use crate::output::{OutPacket, Transmit};
-use crate::remb::{STARVED_SHARE, video_track_allowance};
+use crate::remb::{Room, STARVED_SHARE, video_track_allowance};
 use crate::rtcp::{
     Compound, Nack, ReportBlock, RtcpPacket, SenderReport, write_nack, write_pli, write_remb,
     write_rr, write_sr,
@@ -329,23 +329,20 @@ impl Worker {
     }
 
     /// What subscriber transport `transport`'s downlink estimate leaves for subscription `id`
-    /// after the others it forwards; `None` without a (warm) estimate. A subscription paused
-    /// because it did not fit gets [`STARVED_SHARE`] of it, so that it can resume.
-    fn downlink_room(
-        &self,
-        now: Instant,
-        id: SubscriptionId,
-        transport: TransportId,
-    ) -> Option<u64> {
+    /// after the others it forwards. A subscription paused because it did not fit gets
+    /// [`STARVED_SHARE`] of it, so that it can resume.
+    fn downlink_room(&self, now: Instant, id: SubscriptionId, transport: TransportId) -> Room {
         let transport = self
             .transports
             .get(transport)
             .expect("a subscription's transport outlives it");
-        let estimate = transport
-            .bwe
-            .as_ref()
-            .filter(|b| b.is_warm(now))?
-            .estimate();
+        let Some(bwe) = &transport.bwe else {
+            return Room::Unbounded;
+        };
+        if !bwe.is_warm(now) {
+            return Room::WarmingUp;
+        }
+        let estimate = bwe.estimate();
         let others: u64 = transport
             .subscriptions
             .iter()
@@ -373,7 +370,7 @@ impl Worker {
             .expect("callers name a live subscription")
             .layers
             .starved;
-        Some(if starved {
+        Room::Bps(if starved {
             (room as f64 * STARVED_SHARE) as u64
         } else {
             room
