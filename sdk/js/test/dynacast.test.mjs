@@ -8,7 +8,7 @@
 // worker's viewers through its pipe.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launchBrowser, sdkPage, sleep, startServer, waitFor } from './helpers.mjs';
+import { inboundVideo, launchBrowser, sdkPage, sleep, startServer, waitFor } from './helpers.mjs';
 
 let server;
 let browser;
@@ -53,20 +53,7 @@ const outbound = (publisher) => publisher.page.evaluate(async () => {
   return out;
 });
 
-/** The viewer's inbound video from `publisher`: decoded width, frames and packets so far. */
-const inbound = (viewer, publisher) => viewer.page.evaluate(async (publisher) => {
-  const pc = window.mooyaho.sfuPeers.subscriber;
-  const track = window.mooyaho.remoteStreams.get(publisher)?.getVideoTracks()[0];
-  const out = { width: 0, frames: 0, packets: 0 };
-  if (!pc || !track) return out;
-  (await pc.getStats(track)).forEach((r) => {
-    if (r.type !== 'inbound-rtp' || r.kind !== 'video') return;
-    out.width = r.frameWidth ?? 0;
-    out.frames = r.framesDecoded ?? 0;
-    out.packets = r.packetsReceived ?? 0;
-  });
-  return out;
-}, publisher);
+const inbound = inboundVideo;
 
 const wish = (viewer, publisher, video) =>
   viewer.page.evaluate(({ publisher, video }) => window.mooyaho.setSubscription(publisher, { video }), { publisher, video });

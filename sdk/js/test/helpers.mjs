@@ -1,7 +1,7 @@
 // Shared fixtures for the browser tests: a real `mooyaho dev --allow-anonymous` process and a
 // headless Debian Chromium with fake camera/microphone, both torn down by the test.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -14,12 +14,13 @@ export const repoRoot = resolve(here, '../../..');
 export const artifactsDir = join(repoRoot, 'test-artifacts');
 
 /** Starts the binary on a free loopback port; resolves once it printed its URL and API key. */
-export async function startServer(extraArgs = [], { anonymous = true, netns, host } = {}) {
+export async function startServer(extraArgs = [], { anonymous = true, netns, host, listen: listenAt } = {}) {
   const binary = process.env.MOOYAHO_BIN ?? join(repoRoot, 'target/debug/mooyaho');
   const dataDir = mkdtempSync(join(tmpdir(), 'mooyaho-js-test-'));
   // In a network namespace (`netns`, made by the test): listen on all of its addresses and
   // reach it at `host`. `ip netns exec` execs the binary, so the PID stays the server's.
-  const listen = netns ? '0.0.0.0:0' : '127.0.0.1:0';
+  // `listen: '0.0.0.0:0'` outside one does the same on this host.
+  const listen = listenAt ?? (netns ? '0.0.0.0:0' : '127.0.0.1:0');
   const args = ['dev', '--listen', listen, '--data-dir', dataDir, ...(anonymous ? ['--allow-anonymous'] : []), ...extraArgs];
   const [command, argv] = netns ? ['ip', ['netns', 'exec', netns, binary, ...args]] : [binary, args];
   const child = spawn(command, argv, {
@@ -151,10 +152,18 @@ export async function startFleet(nodes = 2) {
 }
 
 /** Headless Chromium with a fake camera and microphone (environment-notes §6), plus `extraArgs`. */
-export async function launchBrowser(extraArgs = []) {
+export async function launchBrowser(extraArgs = [], { netns } = {}) {
   const profile = mkdtempSync(join(tmpdir(), 'mooyaho-chromium-'));
+  let executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+  if (netns) {
+    // Inside a network namespace (made by the test): `ip netns exec` execs Chromium with the
+    // pipes Playwright drives it through.
+    const wrapper = join(profile, 'chromium-in-netns');
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${netns} ${executablePath} "$@"\n`, { mode: 0o755 });
+    executablePath = wrapper;
+  }
   const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    executablePath,
     headless: true,
     viewport: { width: 1280, height: 800 },
     args: [
@@ -403,8 +412,70 @@ export function createNamespace(tag) {
     remove();
     throw e;
   }
-  return { name, address: `${net}.2`, peer: `${net}.1`, remove };
+  return { name, address: `${net}.2`, peer: `${net}.1`, outside, remove };
 }
+
+/**
+ * Shapes what this host sends into `namespace` (its veth end's egress: the namespace's downlink)
+ * to `kbit` per second with a drop-tail queue of `queueMs` at that rate, with `tc` (needs root).
+ * `counts()` reads the packets the shaper sent and dropped; `remove()` takes it away (removing
+ * the namespace does too).
+ */
+export function shapeDownlink(namespace, { kbit, queueMs }) {
+  const dev = namespace.outside;
+  const limit = Math.round((kbit * 1000) / 8 * (queueMs / 1000));
+  // A bucket of one full-size packet: a larger one lets a short burst (a bandwidth probe) through
+  // at line rate, so the path looks faster than it is.
+  execFileSync('tc', ['qdisc', 'replace', 'dev', dev, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '1600', 'limit', `${limit}`]);
+  return {
+    counts() {
+      const listing = execFileSync('tc', ['-s', 'qdisc', 'show', 'dev', dev], { encoding: 'utf8' });
+      const m = /Sent \d+ bytes (\d+) pkt \(dropped (\d+)/.exec(listing);
+      if (!m) throw new Error(`no tbf statistics on ${dev}:\n${listing}`);
+      return { sent: Number(m[1]), dropped: Number(m[2]) };
+    },
+    remove() {
+      spawnSync('tc', ['qdisc', 'del', 'dev', dev, 'root']);
+    },
+  };
+}
+
+/**
+ * A page of `browser` with a connected client (`window.mooyaho`) in SFU channel `channelId`;
+ * with `camera` ([width, height]) it publishes that resolution (simulcast by default). Errors
+ * the SDK reports are kept in `window.errors`. Resolves `{ page, id }`.
+ */
+export async function joinSfu(browser, server, channelId, camera) {
+  const page = await sdkPage(browser, server);
+  const id = await page.evaluate(async ({ url, channelId, camera }) => {
+    const mooyaho = new window.Mooyaho({ url });
+    window.mooyaho = mooyaho;
+    window.errors = [];
+    mooyaho.addEventListener('error', (e) => window.errors.push({ code: e.code, message: e.message }));
+    const id = await mooyaho.connect();
+    await mooyaho.integrateUser({ id, name: camera ? 'publisher' : 'viewer' });
+    if (camera) await mooyaho.createUserMedia({ audio: false, video: { width: { exact: camera[0] }, height: { exact: camera[1] } } });
+    await mooyaho.enter(channelId);
+    return id;
+  }, { url: server.url, channelId, camera });
+  return { page, id };
+}
+
+/** A viewer's (from `joinSfu`) inbound video from `publisher`: decoded width, frames, packets received and lost so far. */
+export const inboundVideo = (viewer, publisher) => viewer.page.evaluate(async (publisher) => {
+  const pc = window.mooyaho.sfuPeers.subscriber;
+  const track = window.mooyaho.remoteStreams.get(publisher)?.getVideoTracks()[0];
+  const out = { width: 0, frames: 0, packets: 0, lost: 0 };
+  if (!pc || !track) return out;
+  (await pc.getStats(track)).forEach((r) => {
+    if (r.type !== 'inbound-rtp' || r.kind !== 'video') return;
+    out.width = r.frameWidth ?? 0;
+    out.frames = r.framesDecoded ?? 0;
+    out.packets = r.packetsReceived ?? 0;
+    out.lost = r.packetsLost ?? 0;
+  });
+  return out;
+}, publisher);
 
 /**
  * Drops every UDP datagram from or to `ports` with an nftables table of its own (needs root):

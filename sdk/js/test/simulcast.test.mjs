@@ -5,7 +5,7 @@
 // with the server's error.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launchBrowser, sdkPage, sfuFrames, sleep, startServer, waitFor } from './helpers.mjs';
+import { inboundVideo, joinSfu, launchBrowser, sdkPage, sfuFrames, sleep, startServer, waitFor } from './helpers.mjs';
 
 let server;
 let browser;
@@ -18,37 +18,8 @@ after(async () => {
   await server?.stop();
 });
 
-/** A page with a connected client in `channelId`; with `camera`, it publishes that resolution. */
-async function join(channelId, camera) {
-  const page = await sdkPage(browser, server);
-  const id = await page.evaluate(async ({ url, channelId, camera }) => {
-    const mooyaho = new window.Mooyaho({ url });
-    window.mooyaho = mooyaho;
-    window.errors = [];
-    mooyaho.addEventListener('error', (e) => window.errors.push({ code: e.code, message: e.message }));
-    const id = await mooyaho.connect();
-    await mooyaho.integrateUser({ id, name: camera ? 'publisher' : 'viewer' });
-    if (camera) await mooyaho.createUserMedia({ audio: false, video: { width: { exact: camera[0] }, height: { exact: camera[1] } } });
-    await mooyaho.enter(channelId);
-    return id;
-  }, { url: server.url, channelId, camera });
-  return { page, id };
-}
-
-/** The viewer's inbound video from `publisher`: decoded width, frames and packets so far. */
-const inbound = (viewer, publisher) => viewer.page.evaluate(async (publisher) => {
-  const pc = window.mooyaho.sfuPeers.subscriber;
-  const track = window.mooyaho.remoteStreams.get(publisher)?.getVideoTracks()[0];
-  const out = { width: 0, frames: 0, packets: 0 };
-  if (!pc || !track) return out;
-  (await pc.getStats(track)).forEach((r) => {
-    if (r.type !== 'inbound-rtp' || r.kind !== 'video') return;
-    out.width = r.frameWidth ?? 0;
-    out.frames = r.framesDecoded ?? 0;
-    out.packets = r.packetsReceived ?? 0;
-  });
-  return out;
-}, publisher);
+const join = (channelId, camera) => joinSfu(browser, server, channelId, camera);
+const inbound = inboundVideo;
 
 const wish = (viewer, publisher, video) =>
   viewer.page.evaluate(({ publisher, video }) => window.mooyaho.setSubscription(publisher, { video }), { publisher, video });
