@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use mooyaho_control::{Load, Request, Response};
-use mooyaho_net::relay_frame::{self, FrameKind, RelayKey, Sealer};
+use mooyaho_control::{Load, RelayKeyHex, Request, Response};
+use mooyaho_net::relay_frame::{self, FrameKind, LinkDirection, RelayKey, Sealer};
 use mooyaho_test_support::peer::{LocalMedia, Peer, payloads};
 use support::SfuNode;
 use support::control::{control_call, control_session};
@@ -79,8 +79,9 @@ impl Cascade {
         let accept = Request::AcceptRelay {
             room: self.room_b.clone(),
             link: self.link,
-            send_key: self.back.to_hex(),
-            receive_key: self.forward.to_hex(),
+            publisher: "publisher".into(),
+            send_key: RelayKeyHex::new(self.back.to_hex()),
+            receive_key: RelayKeyHex::new(self.forward.to_hex()),
         };
         let Response::RelayAddress { address } = control_call(&self.b, &accept).await else {
             panic!("acceptRelay refused");
@@ -98,8 +99,8 @@ impl Cascade {
             link: self.link,
             publisher: "publisher".into(),
             address: to.to_string(),
-            send_key: self.forward.to_hex(),
-            receive_key: self.back.to_hex(),
+            send_key: RelayKeyHex::new(self.forward.to_hex()),
+            receive_key: RelayKeyHex::new(self.back.to_hex()),
         };
         assert_eq!(control_call(&self.a, &open).await, Response::Done);
         b_addr
@@ -299,9 +300,13 @@ async fn forged_replayed_and_unknown_relay_datagrams_are_dropped_and_counted_by_
     let rtp = [
         0x80u8, 0x60, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3,
     ];
-    let mut unknown = Sealer::new(cascade.link ^ 1, &RelayKey::generate());
-    let mut forger = Sealer::new(cascade.link, &RelayKey::generate());
-    let mut replayer = Sealer::new(cascade.link, &cascade.forward); // counters from 0: used
+    let mut unknown = Sealer::new(
+        cascade.link ^ 1,
+        &RelayKey::generate(),
+        LinkDirection::Forward,
+    );
+    let mut forger = Sealer::new(cascade.link, &RelayKey::generate(), LinkDirection::Forward);
+    let mut replayer = Sealer::new(cascade.link, &cascade.forward, LinkDirection::Forward); // counters from 0: used
     for _ in 0..10 {
         for datagram in [
             sealed(&mut unknown, &rtp),
@@ -334,4 +339,123 @@ async fn forged_replayed_and_unknown_relay_datagrams_are_dropped_and_counted_by_
     })
     .await;
     assert_eq!((got_audio, got_video), (audio, video));
+}
+
+/// One hop more than a node accepts (`MAX_RELAY_HOPS` in `media/src/worker/relay.rs`).
+const TOO_MANY_HOPS: u8 = 9;
+
+/// Outside review F1, against real nodes: a controller that loops the publisher's tracks back
+/// to its own node (link B → A, as a re-plan opening new edges before closing old ones would),
+/// and a sender holding a link's keys that announces tracks of another session, from too far
+/// away, or of a publisher the node has through another link. Every such track is refused and
+/// counted in `node_relay_rejected`; no node holds more than the publisher's two tracks, and the
+/// honest viewer still gets every payload in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_cycles_and_foreign_tracks_are_refused_by_real_nodes() {
+    let cascade = cascade().await;
+    cascade.open(None).await;
+    let viewer = cascade.viewer().await;
+
+    // The cycle: B sends the publisher's (relayed) tracks back to A.
+    let (forward, back) = (RelayKey::generate(), RelayKey::generate());
+    let accept = Request::AcceptRelay {
+        room: cascade.room_a.clone(),
+        link: cascade.link ^ 1,
+        publisher: "publisher".into(),
+        send_key: RelayKeyHex::new(back.to_hex()),
+        receive_key: RelayKeyHex::new(forward.to_hex()),
+    };
+    let Response::RelayAddress { address: a_addr } = control_call(&cascade.a, &accept).await else {
+        panic!("acceptRelay refused");
+    };
+    let open = Request::OpenRelay {
+        room: cascade.room_b.clone(),
+        link: cascade.link ^ 1,
+        publisher: "publisher".into(),
+        address: a_addr,
+        send_key: RelayKeyHex::new(forward.to_hex()),
+        receive_key: RelayKeyHex::new(back.to_hex()),
+    };
+    assert_eq!(control_call(&cascade.b, &open).await, Response::Done);
+
+    // A hostile sender with the keys of a second link into B for the publisher.
+    let hostile = cascade.link ^ 2;
+    let (forward, back) = (RelayKey::generate(), RelayKey::generate());
+    let accept = Request::AcceptRelay {
+        room: cascade.room_b.clone(),
+        link: hostile,
+        publisher: "publisher".into(),
+        send_key: RelayKeyHex::new(back.to_hex()),
+        receive_key: RelayKeyHex::new(forward.to_hex()),
+    };
+    let Response::RelayAddress { address: b_addr } = control_call(&cascade.b, &accept).await else {
+        panic!("acceptRelay refused");
+    };
+    let announce = |session: &str, ssrc: u32, hops: u8| {
+        serde_json::json!({
+            "type": "trackAdded",
+            "session": session,
+            "origin": 77,
+            "hops": hops,
+            "track": {
+                "mid": format!("x{ssrc}"),
+                "kind": "Audio",
+                "codec": {
+                    "name": "opus", "pt": 111, "clock_rate": 48000, "channels": 2,
+                    "fmtp": null, "rtcp_fb": [], "rtx_pt": null
+                },
+                "encodings": [{ "rid": null, "ssrc": ssrc, "rtx_ssrc": null }],
+                "msid": null
+            }
+        })
+        .to_string()
+    };
+    let attacker = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut sealer = Sealer::new(hostile, &forward, LinkDirection::Forward);
+    for json in [
+        announce("intruder", 1001, 1),
+        announce("publisher", 1002, TOO_MANY_HOPS),
+        announce("publisher", 1003, 1),
+    ] {
+        let mut buf = vec![0u8; json.len() + relay_frame::OVERHEAD];
+        buf[relay_frame::PAYLOAD_OFFSET..][..json.len()].copy_from_slice(json.as_bytes());
+        let len = sealer
+            .seal(&mut buf, FrameKind::Announce, json.len())
+            .unwrap();
+        attacker.send_to(&buf[..len], &b_addr).await.unwrap();
+    }
+
+    let (a, b) = eventually("both nodes refuse", || async {
+        let (a, b) = (
+            Cascade::load(&cascade.a).await,
+            Cascade::load(&cascade.b).await,
+        );
+        (a.media.node_relay_rejected >= 2 && b.media.node_relay_rejected >= 3).then_some((a, b))
+    })
+    .await;
+    // Two more announcement rounds of the cycle: nothing multiplied.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (name, control) in [("A", &cascade.a), ("B", &cascade.b)] {
+        let load = Cascade::load(control).await;
+        assert_eq!(load.tracks, 2, "{name}: {load:?}");
+    }
+    assert!(
+        a.media.node_relay_packets_in > 0,
+        "the cycle's datagrams reached A"
+    );
+    assert_eq!(b.relay_links_in, 2);
+
+    let (audio, video) = payloads(5, 100);
+    cascade
+        .publisher
+        .1
+        .send_from(0, &audio, &video, Duration::from_millis(5))
+        .await
+        .unwrap();
+    let got = eventually("the viewer's payloads", || async {
+        let got = received(&viewer).await;
+        (got.0.len() >= 100 && got.1.len() >= 100).then_some(got)
+    })
+    .await;
+    assert_eq!(got, (audio, video));
 }

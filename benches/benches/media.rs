@@ -13,7 +13,7 @@ use std::hint::black_box;
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mooyaho_net::relay_frame::{self, FrameKind, Opener, RelayKey, Sealer};
+use mooyaho_net::relay_frame::{self, FrameKind, LinkDirection, Opener, RelayKey, Sealer};
 use mooyaho_net::srtp_fast::{SrtpContext, SrtpProfile};
 use mooyaho_net::stun::{BindingRequest, Check, HOST_PRIORITY, IceRole, new_transaction_id};
 use rtc_srtp::context::Context;
@@ -133,7 +133,7 @@ fn relay_link(c: &mut Criterion<ThreadCpuTime>) {
     let key = RelayKey::from_bytes(KEY);
     for size in SIZES {
         let plain = rtp_packet(size);
-        let mut sealer = Sealer::new(7, &key);
+        let mut sealer = Sealer::new(7, &key, LinkDirection::Forward);
         let mut slot = vec![0u8; size + relay_frame::OVERHEAD];
         group.bench_function(BenchmarkId::new("seal", size), |b| {
             b.iter(|| {
@@ -142,7 +142,7 @@ fn relay_link(c: &mut Criterion<ThreadCpuTime>) {
             })
         });
         // Fresh datagrams (setup, not timed), in counter order as a link delivers them.
-        let mut sender = Sealer::new(7, &key);
+        let mut sender = Sealer::new(7, &key, LinkDirection::Forward);
         let mut fresh = || {
             let mut datagram = vec![0u8; size + relay_frame::OVERHEAD];
             datagram[relay_frame::PAYLOAD_OFFSET..][..size].copy_from_slice(&plain);
@@ -152,7 +152,7 @@ fn relay_link(c: &mut Criterion<ThreadCpuTime>) {
             datagram.truncate(len);
             datagram
         };
-        let mut opener = Opener::new(7, &key);
+        let mut opener = Opener::new(7, &key, LinkDirection::Forward);
         group.bench_function(BenchmarkId::new("open", size), |b| {
             b.iter_batched(
                 &mut fresh,

@@ -62,6 +62,30 @@ pub const LINK_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// busy forwarding media still answers them.
 pub const LINK_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// A relay link's key as the protocol carries it (32 hex digits). Its `Debug` never shows it, so
+/// a logged or panicking [`Request`] cannot leak a link's keys (outside review F11).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RelayKeyHex(String);
+
+impl RelayKeyHex {
+    /// Wraps a key's hex form.
+    pub fn new(hex: impl Into<String>) -> Self {
+        Self(hex.into())
+    }
+
+    /// The hex digits (to parse; never to log).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RelayKeyHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelayKeyHex(..)")
+    }
+}
+
 /// A request from a signaling instance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
@@ -164,10 +188,13 @@ pub enum Request {
         room: String,
         /// The link's id (chosen at random by the control plane; both nodes use it).
         link: u64,
+        /// The publishing session whose tracks the link carries: the node refuses tracks of
+        /// any other session on it (a relay cycle, outside review F1).
+        publisher: String,
         /// Key sealing what this node sends back (feedback), 32 hex digits.
-        send_key: String,
+        send_key: RelayKeyHex,
         /// Key opening what this node receives, 32 hex digits.
-        receive_key: String,
+        receive_key: RelayKeyHex,
     },
     /// Sending side of a relay link: `publisher`'s tracks in `room` (its own, or relayed here
     /// from its node; now and later) go to `address`.
@@ -181,9 +208,9 @@ pub enum Request {
         /// The receiving node's [`Response::RelayAddress`].
         address: String,
         /// Key sealing what this node sends (the receiving node's `receive_key`).
-        send_key: String,
+        send_key: RelayKeyHex,
         /// Key opening the feedback (the receiving node's `send_key`).
-        receive_key: String,
+        receive_key: RelayKeyHex,
     },
     /// Tears a relay link down (on either node).
     CloseRelay {
@@ -718,6 +745,29 @@ mod tests {
             decode_frame::<Response>(&encode(&speakers)).unwrap(),
             speakers
         );
+    }
+
+    /// Outside review F11: a relay request's `Debug` (a log line, a test's panic message)
+    /// never shows its keys; on the wire they stay plain hex strings.
+    #[test]
+    fn relay_keys_stay_out_of_debug_output() {
+        let (send, receive) = (
+            "0123456789abcdef0123456789abcdef",
+            "fedcba9876543210fedcba9876543210",
+        );
+        let accept = Request::AcceptRelay {
+            room: "1f.0.1".into(),
+            link: 7,
+            publisher: "p".into(),
+            send_key: RelayKeyHex::new(send),
+            receive_key: RelayKeyHex::new(receive),
+        };
+        let shown = format!("{accept:?}");
+        assert!(!shown.contains(send) && !shown.contains(receive), "{shown}");
+        let json = serde_json::to_value(&accept).unwrap();
+        assert_eq!(json["sendKey"], send);
+        assert_eq!(json["receiveKey"], receive);
+        assert_eq!(decode_frame::<Request>(&encode(&accept)).unwrap(), accept);
     }
 
     #[test]

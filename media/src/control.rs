@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use mooyaho_control::proof::{EXPORTER_LABEL, EXPORTER_LEN};
 use mooyaho_control::{
     ALPN, ErrorCode, Event, FrameError, HistogramCounts, Load, MAX_FRAME, MAX_HELLO_FRAME,
-    MediaCounters, Proof, ReadError, Request, Response, Role, VERSION, read_frame, write_frame,
+    MediaCounters, Proof, ReadError, RelayKeyHex, Request, Response, Role, VERSION, read_frame,
+    write_frame,
 };
 use quinn::{Connection, Endpoint, Incoming, RecvStream, SendStream, VarInt};
 use tokio::sync::{Semaphore, mpsc};
@@ -618,158 +619,160 @@ fn session_key(request: &Request) -> Option<(String, String)> {
 }
 
 async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Request) -> Response {
-    let result =
-        match request {
-            Request::Hello { .. } => {
-                return Response::Error {
-                    code: ErrorCode::BadRequest,
-                    message: "hello twice".into(),
-                };
+    let result = match request {
+        Request::Hello { .. } => {
+            return Response::Error {
+                code: ErrorCode::BadRequest,
+                message: "hello twice".into(),
+            };
+        }
+        Request::CreateRoom => node.create_room().await.map(|room| Response::Room {
+            room: names.name(room),
+        }),
+        Request::Publish {
+            room,
+            session,
+            offer,
+        } => match names.key(&room) {
+            Ok(room) => node
+                .publish(room, &session, &offer)
+                .await
+                .map(|sdp| Response::Sdp { sdp: Some(sdp) }),
+            Err(e) => Err(e),
+        },
+        Request::SubscribeOffer { room, session } => match names.key(&room) {
+            Ok(room) => node
+                .subscribe_offer(room, &session)
+                .await
+                .map(|sdp| Response::Sdp { sdp }),
+            Err(e) => Err(e),
+        },
+        Request::SubscribeClientOffer {
+            room,
+            session,
+            offer,
+            publisher,
+        } => match names.key(&room) {
+            Ok(room) => node
+                .subscribe_client_offer(room, &session, &offer, publisher.as_deref())
+                .await
+                .map(|sdp| Response::Sdp { sdp: Some(sdp) }),
+            Err(e) => Err(e),
+        },
+        Request::SubscribeAnswer {
+            room,
+            session,
+            answer,
+        } => match names.key(&room) {
+            Ok(room) => node
+                .subscribe_answer(room, &session, &answer)
+                .await
+                .map(|()| Response::Done),
+            Err(e) => Err(e),
+        },
+        Request::SetSubscription {
+            room,
+            session,
+            publisher,
+            video,
+            audio,
+        } => match names.key(&room) {
+            Ok(room) => node
+                .set_subscription(room, &session, &publisher, video, audio)
+                .await
+                .map(|()| Response::Done),
+            Err(e) => Err(e),
+        },
+        Request::CloseSession { room, session } => match names.key(&room) {
+            Ok(room) => node
+                .close_session(room, &session)
+                .await
+                .map(|()| Response::Done),
+            Err(e) => Err(e),
+        },
+        Request::Speakers { room } => match names.key(&room) {
+            Ok(room) => node
+                .speakers(room)
+                .await
+                .map(|speakers| Response::Speakers { speakers }),
+            Err(e) => Err(e),
+        },
+        Request::CloseRoom { room } => match names.key(&room) {
+            Ok(room) => node.close_room(room).await.map(|()| Response::Done),
+            Err(e) => Err(e),
+        },
+        // Asked for explicitly: the answer waits for every worker's fresh stats.
+        Request::Stats => match node.stats().await {
+            Ok(stats) => {
+                return Response::Stats(load(node, stats, refusals, &mut LoadMeter::default()));
             }
-            Request::CreateRoom => node.create_room().await.map(|room| Response::Room {
-                room: names.name(room),
-            }),
-            Request::Publish {
-                room,
-                session,
-                offer,
-            } => match names.key(&room) {
-                Ok(room) => node
-                    .publish(room, &session, &offer)
+            Err(e) => Err(e),
+        },
+        Request::Drain { draining } => {
+            node.set_draining(draining);
+            tracing::info!(draining, "drain state changed by the control plane");
+            return Response::Done;
+        }
+        Request::AcceptRelay {
+            room,
+            link,
+            publisher,
+            send_key,
+            receive_key,
+        } => match (names.key(&room), relay_keys(&send_key, &receive_key)) {
+            (Ok(room), Ok(keys)) => {
+                node.accept_relay(room, link, &publisher, keys)
                     .await
-                    .map(|sdp| Response::Sdp { sdp: Some(sdp) }),
-                Err(e) => Err(e),
-            },
-            Request::SubscribeOffer { room, session } => match names.key(&room) {
-                Ok(room) => node
-                    .subscribe_offer(room, &session)
-                    .await
-                    .map(|sdp| Response::Sdp { sdp }),
-                Err(e) => Err(e),
-            },
-            Request::SubscribeClientOffer {
-                room,
-                session,
-                offer,
-                publisher,
-            } => match names.key(&room) {
-                Ok(room) => node
-                    .subscribe_client_offer(room, &session, &offer, publisher.as_deref())
-                    .await
-                    .map(|sdp| Response::Sdp { sdp: Some(sdp) }),
-                Err(e) => Err(e),
-            },
-            Request::SubscribeAnswer {
-                room,
-                session,
-                answer,
-            } => match names.key(&room) {
-                Ok(room) => node
-                    .subscribe_answer(room, &session, &answer)
-                    .await
-                    .map(|()| Response::Done),
-                Err(e) => Err(e),
-            },
-            Request::SetSubscription {
-                room,
-                session,
-                publisher,
-                video,
-                audio,
-            } => match names.key(&room) {
-                Ok(room) => node
-                    .set_subscription(room, &session, &publisher, video, audio)
-                    .await
-                    .map(|()| Response::Done),
-                Err(e) => Err(e),
-            },
-            Request::CloseSession { room, session } => match names.key(&room) {
-                Ok(room) => node
-                    .close_session(room, &session)
-                    .await
-                    .map(|()| Response::Done),
-                Err(e) => Err(e),
-            },
-            Request::Speakers { room } => match names.key(&room) {
-                Ok(room) => node
-                    .speakers(room)
-                    .await
-                    .map(|speakers| Response::Speakers { speakers }),
-                Err(e) => Err(e),
-            },
-            Request::CloseRoom { room } => match names.key(&room) {
-                Ok(room) => node.close_room(room).await.map(|()| Response::Done),
-                Err(e) => Err(e),
-            },
-            // Asked for explicitly: the answer waits for every worker's fresh stats.
-            Request::Stats => match node.stats().await {
-                Ok(stats) => {
-                    return Response::Stats(load(node, stats, refusals, &mut LoadMeter::default()));
-                }
-                Err(e) => Err(e),
-            },
-            Request::Drain { draining } => {
-                node.set_draining(draining);
-                tracing::info!(draining, "drain state changed by the control plane");
-                return Response::Done;
-            }
-            Request::AcceptRelay {
-                room,
-                link,
-                send_key,
-                receive_key,
-            } => match (names.key(&room), relay_keys(&send_key, &receive_key)) {
-                (Ok(room), Ok(keys)) => node.accept_relay(room, link, keys).await.map(|address| {
-                    Response::RelayAddress {
+                    .map(|address| Response::RelayAddress {
                         address: address.to_string(),
-                    }
-                }),
-                (Err(e), _) => Err(e),
-                (_, Err(response)) => return *response,
-            },
-            Request::OpenRelay {
-                room,
-                link,
-                publisher,
-                address,
-                send_key,
-                receive_key,
-            } => {
-                let keys = match relay_keys(&send_key, &receive_key) {
-                    Ok(keys) => keys,
-                    Err(response) => return *response,
-                };
-                let Ok(peer) = address.parse() else {
-                    return Response::Error {
-                        code: ErrorCode::BadRequest,
-                        message: "the relay address is not ip:port".into(),
-                    };
-                };
-                match names.key(&room) {
-                    Ok(room) => node
-                        .open_relay(room, link, &publisher, keys, peer)
-                        .await
-                        .map(|()| Response::Done),
-                    Err(e) => Err(e),
-                }
+                    })
             }
-            Request::CloseRelay { room, link } => match names.key(&room) {
-                Ok(room) => node.close_relay(room, link).await.map(|()| Response::Done),
-                Err(e) => Err(e),
-            },
-            Request::Rooms => {
-                let rooms = node.rooms().into_iter().map(|key| names.name(key));
-                return Response::Rooms {
-                    rooms: rooms.collect(),
-                };
-            }
-            _ => {
+            (Err(e), _) => Err(e),
+            (_, Err(response)) => return *response,
+        },
+        Request::OpenRelay {
+            room,
+            link,
+            publisher,
+            address,
+            send_key,
+            receive_key,
+        } => {
+            let keys = match relay_keys(&send_key, &receive_key) {
+                Ok(keys) => keys,
+                Err(response) => return *response,
+            };
+            let Ok(peer) = address.parse() else {
                 return Response::Error {
                     code: ErrorCode::BadRequest,
-                    message: "unsupported request".into(),
+                    message: "the relay address is not ip:port".into(),
                 };
+            };
+            match names.key(&room) {
+                Ok(room) => node
+                    .open_relay(room, link, &publisher, keys, peer)
+                    .await
+                    .map(|()| Response::Done),
+                Err(e) => Err(e),
             }
-        };
+        }
+        Request::CloseRelay { room, link } => match names.key(&room) {
+            Ok(room) => node.close_relay(room, link).await.map(|()| Response::Done),
+            Err(e) => Err(e),
+        },
+        Request::Rooms => {
+            let rooms = node.rooms().into_iter().map(|key| names.name(key));
+            return Response::Rooms {
+                rooms: rooms.collect(),
+            };
+        }
+        _ => {
+            return Response::Error {
+                code: ErrorCode::BadRequest,
+                message: "unsupported request".into(),
+            };
+        }
+    };
     result.unwrap_or_else(|e| Response::Error {
         code: match &e {
             MediaError::UnknownRoom => ErrorCode::UnknownRoom,
@@ -792,7 +795,8 @@ async fn handle(node: &Node, refusals: &Refusals, names: RoomNames, request: Req
 }
 
 /// A relay link's keys from their hex form, or a bad-request response naming the bad one.
-fn relay_keys(send: &str, receive: &str) -> Result<RelayKeys, Box<Response>> {
+fn relay_keys(send: &RelayKeyHex, receive: &RelayKeyHex) -> Result<RelayKeys, Box<Response>> {
+    let (send, receive) = (send.expose(), receive.expose());
     let parse = |hex: &str, which: &str| {
         RelayKey::from_hex(hex).ok_or_else(|| {
             Box::new(Response::Error {
@@ -987,7 +991,8 @@ fn media_counters(stats: &NodeStats, meter: &mut LoadMeter) -> MediaCounters {
         media.relay_drops += c.pipe_drops;
         media.node_relay_packets_out += c.relay_packets_out;
         media.node_relay_packets_in += c.relay_packets_in;
-        media.node_relay_rejected += c.relay_unknown_link + c.relay_auth_failures + c.relay_replays;
+        media.node_relay_rejected +=
+            c.relay_unknown_link + c.relay_auth_failures + c.relay_replays + c.relay_tracks_refused;
         media.rtp_in += core.rtp_received;
         media.rtp_forwarded += core.rtp_forwarded;
         media.nacks_received += core.nack_received;
@@ -1209,12 +1214,13 @@ mod tests {
     /// Outside review F2: one key for both directions is refused; distinct hex keys parse.
     #[test]
     fn a_relay_link_needs_two_different_keys() {
-        let a = "00112233445566778899aabbccddeeff";
-        let b = "ffeeddccbbaa99887766554433221100";
-        assert!(relay_keys(a, b).is_ok());
-        assert!(relay_keys(a, a).is_err());
-        assert!(relay_keys(a, &a.to_uppercase()).is_err());
-        assert!(relay_keys(a, "not hex").is_err());
+        let a = RelayKeyHex::new("00112233445566778899aabbccddeeff");
+        let b = RelayKeyHex::new("ffeeddccbbaa99887766554433221100");
+        assert!(relay_keys(&a, &b).is_ok());
+        assert!(relay_keys(&a, &a).is_err());
+        let upper = RelayKeyHex::new(a.expose().to_uppercase());
+        assert!(relay_keys(&a, &upper).is_err());
+        assert!(relay_keys(&a, &RelayKeyHex::new("not hex")).is_err());
     }
 
     /// Asks for worker stats that arrive after `delay` (the worker is busy that long).

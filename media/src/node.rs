@@ -363,6 +363,8 @@ impl Node {
         let progress: Arc<[Arc<Progress>]> = (0..count).map(|_| Arc::default()).collect();
         let mut workers = Vec::with_capacity(count);
         let mut tcp_listeners = Vec::new();
+        // This node as the origin of its tracks on relay links (a cycle brings it back).
+        let relay_origin: u64 = rand::random();
         for ((index, port), inbox) in config.ports.iter().enumerate().zip(inboxes) {
             let socket = Socket::bind(SocketAddr::new(config.bind_ip, *port))?;
             let local = socket.local_addr()?;
@@ -400,6 +402,7 @@ impl Node {
                 config.core.clone(),
                 config.publish,
                 progress[index].clone(),
+                relay_origin,
             )?);
         }
         spawn_watchdog(Arc::downgrade(&progress), failures.clone())?;
@@ -703,19 +706,21 @@ impl Node {
     }
 
     /// Receiving side of a relay link (cascading): `room` here is fed the tracks of a room on
-    /// another node through link `link`, sealed under `keys.receive`; feedback goes back under
+    /// another node through link `link` (only `publisher`'s tracks), sealed under `keys.receive`; feedback goes back under
     /// `keys.send`. Returns the address the other node sends to (the room's home worker: it
     /// fans the tracks out to its subscribers, and through pipes to the node's other workers).
     pub async fn accept_relay(
         &self,
         room: RoomKey,
         link: u64,
+        publisher: &str,
         keys: RelayKeys,
     ) -> Result<SocketAddr, MediaError> {
         self.known(room)?;
         let accept = |reply| Command::AcceptRelay {
             room: room.room,
             link,
+            publisher: publisher.to_owned(),
             keys,
             reply,
         };

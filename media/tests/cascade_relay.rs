@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mooyaho_media::{Node, NodeConfig, NodeStats, RelayKeys, RoomKey};
-use mooyaho_net::relay_frame::{self, FrameKind, RelayKey, Sealer};
+use mooyaho_net::relay_frame::{self, FrameKind, LinkDirection, RelayKey, Sealer};
 use mooyaho_test_support::peer::payloads;
 use peer::relay::{Policy, Relay};
 use peer::{Publisher, Subscriber};
@@ -51,6 +51,7 @@ async fn cascade() -> anyhow::Result<(Cascade, Publisher)> {
         .accept_relay(
             room_b,
             link,
+            "publisher",
             RelayKeys {
                 send: back.clone(),
                 receive: forward.clone(),
@@ -92,13 +93,39 @@ impl Cascade {
 
     /// A subscriber on B, once the relayed tracks are announced there.
     async fn subscriber(&self, name: &str) -> anyhow::Result<Subscriber> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match Subscriber::connect(&self.b, self.room_b, name).await {
-                Ok(s) => return Ok(s),
-                Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
+        subscriber_on(&self.b, self.room_b, name).await
+    }
+}
+
+/// Opens link `id` carrying `publisher`'s tracks from `from`'s room to `to`'s, as signaling
+/// does: `acceptRelay` on the receiving node, then `openRelay` on the sending node.
+async fn link(
+    (from, from_room): (&Node, RoomKey),
+    (to, to_room): (&Node, RoomKey),
+    id: u64,
+    publisher: &str,
+) -> anyhow::Result<()> {
+    let (forward, back) = (RelayKey::generate(), RelayKey::generate());
+    let keys = |send: &RelayKey, receive: &RelayKey| RelayKeys {
+        send: send.clone(),
+        receive: receive.clone(),
+    };
+    let address = to
+        .accept_relay(to_room, id, publisher, keys(&back, &forward))
+        .await?;
+    from.open_relay(from_room, id, publisher, keys(&forward, &back), address)
+        .await?;
+    Ok(())
+}
+
+/// A subscriber named `name` in `room` of `node`, once there are tracks to offer.
+async fn subscriber_on(node: &Node, room: RoomKey, name: &str) -> anyhow::Result<Subscriber> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match Subscriber::connect(node, room, name).await {
+            Ok(s) => return Ok(s),
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
@@ -272,17 +299,21 @@ async fn forged_replayed_and_unknown_relay_datagrams_are_dropped_and_counted() -
         0x80u8, 0x60, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3,
     ];
     // Unknown link.
-    let mut stranger = Sealer::new(cascade.link ^ 1, &RelayKey::generate());
+    let mut stranger = Sealer::new(
+        cascade.link ^ 1,
+        &RelayKey::generate(),
+        LinkDirection::Forward,
+    );
     attacker
         .send_to(&frame(&mut stranger, FrameKind::Rtp, &rtp), cascade.b_addr)
         .await?;
     // The right link id, another key.
-    let mut forger = Sealer::new(cascade.link, &RelayKey::generate());
+    let mut forger = Sealer::new(cascade.link, &RelayKey::generate(), LinkDirection::Forward);
     attacker
         .send_to(&frame(&mut forger, FrameKind::Rtp, &rtp), cascade.b_addr)
         .await?;
     // The right link and key, a counter A already used (a captured datagram replayed).
-    let mut replayer = Sealer::new(cascade.link, &cascade.forward);
+    let mut replayer = Sealer::new(cascade.link, &cascade.forward, LinkDirection::Forward);
     attacker
         .send_to(&frame(&mut replayer, FrameKind::Rtp, &rtp), cascade.b_addr)
         .await?;
@@ -323,65 +354,16 @@ async fn relayed_tracks_relay_on_down_a_tree_and_links_carry_only_their_publishe
     cascade.open(cascade.b_addr).await?;
     let (c, _) = Node::start(&NodeConfig::loopback(1))?;
     let room_c = c.create_room().await?;
-    let (forward, back) = (RelayKey::generate(), RelayKey::generate());
-    let c_addr = c
-        .accept_relay(
-            room_c,
-            7,
-            RelayKeys {
-                send: back.clone(),
-                receive: forward.clone(),
-            },
-        )
-        .await?;
-    cascade
-        .b
-        .open_relay(
-            cascade.room_b,
-            7,
-            "publisher",
-            RelayKeys {
-                send: forward,
-                receive: back,
-            },
-            c_addr,
-        )
-        .await?;
+    link((&cascade.b, cascade.room_b), (&c, room_c), 7, "publisher").await?;
     // A link from B for a publisher with no tracks there carries nothing.
-    let (f2, b2) = (RelayKey::generate(), RelayKey::generate());
-    let a_addr = cascade
-        .a
-        .accept_relay(
-            cascade.room_a,
-            8,
-            RelayKeys {
-                send: b2.clone(),
-                receive: f2.clone(),
-            },
-        )
-        .await?;
-    cascade
-        .b
-        .open_relay(
-            cascade.room_b,
-            8,
-            "someone-else",
-            RelayKeys {
-                send: f2,
-                receive: b2,
-            },
-            a_addr,
-        )
-        .await?;
-
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let viewer = loop {
-        match Subscriber::connect(&c, room_c, "viewer-c").await {
-            Ok(s) => break s,
-            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    link(
+        (&cascade.b, cascade.room_b),
+        (&cascade.a, cascade.room_a),
+        8,
+        "someone-else",
+    )
+    .await?;
+    let viewer = subscriber_on(&c, room_c, "viewer-c").await?;
     viewer.wait_connected().await?;
     let (audio, video) = payloads(8, PACKETS);
     publisher
@@ -411,6 +393,51 @@ async fn relayed_tracks_relay_on_down_a_tree_and_links_carry_only_their_publishe
         2 * PACKETS as u64,
         "only the publisher's own packets"
     );
+    publisher.close().await;
+    viewer.close().await;
+    Ok(())
+}
+
+/// Outside review F1: links that close a cycle for one publisher (A→B→C, then C→A and C→B, as
+/// a re-plan that opens new edges before closing old ones would) must not re-publish copies of
+/// its tracks without end. A refuses its own tracks coming back (and a publisher it has
+/// locally), B refuses a second link's copy; every node keeps exactly the publisher's two tracks
+/// through several announcement rounds, and the viewer down the tree is unharmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_cycle_is_refused_and_copies_never_multiply() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let (cascade, publisher) = cascade().await?;
+    cascade.open(cascade.b_addr).await?;
+    let (c, _) = Node::start(&NodeConfig::loopback(1))?;
+    let room_c = c.create_room().await?;
+    link((&cascade.b, cascade.room_b), (&c, room_c), 7, "publisher").await?;
+    let viewer = subscriber_on(&c, room_c, "viewer-c").await?;
+    viewer.wait_connected().await?;
+    // The cycle: C feeds A (the publisher's own node) and B (fed by A already).
+    link((&c, room_c), (&cascade.a, cascade.room_a), 9, "publisher").await?;
+    link((&c, room_c), (&cascade.b, cascade.room_b), 10, "publisher").await?;
+    let refused = |s: &NodeStats| sum(s, |w| w.counters.relay_tracks_refused);
+    wait_until(&cascade.a, "A refuses its own tracks", |s| refused(s) >= 2).await?;
+    wait_until(&cascade.b, "B refuses a second copy", |s| refused(s) >= 2).await?;
+    // Two more announcement rounds: still exactly two tracks everywhere.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for (name, node) in [("A", &cascade.a), ("B", &cascade.b), ("C", &c)] {
+        let stats = node.stats().await?;
+        let tracks: usize = stats.workers.iter().map(|w| w.core.tracks).sum();
+        assert_eq!(tracks, 2, "{name}: {stats:?}");
+    }
+    assert!(
+        refused(&cascade.a.stats().await?) >= 4,
+        "repeats refused too"
+    );
+    let (audio, video) = payloads(9, PACKETS);
+    publisher
+        .send(&audio, &video, Duration::from_millis(5))
+        .await?;
+    let got = viewer
+        .wait_for(PACKETS, PACKETS, Duration::from_secs(10))
+        .await?;
+    assert_eq!((got.audio, got.video), (audio, video));
     publisher.close().await;
     viewer.close().await;
     Ok(())

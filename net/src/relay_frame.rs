@@ -12,7 +12,9 @@
 //! worker socket tells relay datagrams from its clients' by it. The header is authenticated
 //! (GCM additional data) and names the link, so the receiver finds the right key with one map
 //! lookup and never tries keys. Each direction of a link has its own key, so the counter alone
-//! keeps nonces unique; a counter is never sent twice (retransmissions are new datagrams).
+//! keeps nonces unique; a counter is never sent twice (retransmissions are new datagrams). The
+//! nonce is `direction (1) | 0 0 0 | counter (8)`, so even one key for both directions (refused
+//! by the node anyway) would not repeat a nonce or let a reflected datagram open.
 //!
 //! Why not SRTP between nodes: SRTP keeps per-SSRC state and can only carry RTP/RTCP, while a
 //! relay also carries its track announcements; and why not QUIC datagrams: they would leave the
@@ -141,8 +143,23 @@ impl RelayKey {
     }
 }
 
-fn nonce(counter: u64) -> Nonce {
+/// Which way a datagram travels on its link. It is part of the nonce (not sent), so the two
+/// directions never share a nonce and a datagram reflected back to its sender never opens there,
+/// even under a controller that (wrongly) gave both directions one key (outside review F2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkDirection {
+    /// From the node with the publisher's tracks to the node it feeds: media, announcements.
+    Forward,
+    /// Back to the sending node: feedback (RTCP).
+    Back,
+}
+
+fn nonce(direction: LinkDirection, counter: u64) -> Nonce {
     let mut bytes = [0u8; 12];
+    bytes[0] = match direction {
+        LinkDirection::Forward => 0,
+        LinkDirection::Back => 1,
+    };
     bytes[4..].copy_from_slice(&counter.to_be_bytes());
     Nonce::assume_unique_for_key(bytes)
 }
@@ -151,6 +168,7 @@ fn nonce(counter: u64) -> Nonce {
 pub struct Sealer {
     key: LessSafeKey,
     link: u64,
+    direction: LinkDirection,
     next: u64,
 }
 
@@ -164,11 +182,12 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// Seals under `key` for link `link`.
-    pub fn new(link: u64, key: &RelayKey) -> Self {
+    /// Seals under `key` what travels `direction` on link `link`.
+    pub fn new(link: u64, key: &RelayKey, direction: LinkDirection) -> Self {
         Self {
             key: key.aead(),
             link,
+            direction,
             next: 0,
         }
     }
@@ -196,7 +215,11 @@ impl Sealer {
         let sealed = &mut rest[..1 + len];
         let tag = self
             .key
-            .seal_in_place_separate_tag(nonce(counter), Aad::from(&header[..]), sealed)
+            .seal_in_place_separate_tag(
+                nonce(self.direction, counter),
+                Aad::from(&header[..]),
+                sealed,
+            )
             .map_err(|_| RelayFrameError::BufferTooSmall)?;
         buf[PAYLOAD_OFFSET + len..total].copy_from_slice(tag.as_ref());
         Ok(total)
@@ -207,6 +230,7 @@ impl Sealer {
 pub struct Opener {
     key: LessSafeKey,
     link: u64,
+    direction: LinkDirection,
     /// Highest counter accepted, plus one (0: none yet).
     top: u64,
     /// Bit `i` set: counter `top - 1 - i` was accepted.
@@ -223,11 +247,12 @@ impl std::fmt::Debug for Opener {
 }
 
 impl Opener {
-    /// Opens frames of link `link` sealed under `key`.
-    pub fn new(link: u64, key: &RelayKey) -> Self {
+    /// Opens frames of link `link` that travel `direction`, sealed under `key`.
+    pub fn new(link: u64, key: &RelayKey, direction: LinkDirection) -> Self {
         Self {
             key: key.aead(),
             link,
+            direction,
             top: 0,
             seen: 0,
         }
@@ -254,7 +279,11 @@ impl Opener {
         let (header, sealed) = datagram.split_at_mut(HEADER_LEN);
         let plain = self
             .key
-            .open_in_place(nonce(counter), Aad::from(&header[..]), sealed)
+            .open_in_place(
+                nonce(self.direction, counter),
+                Aad::from(&header[..]),
+                sealed,
+            )
             .map_err(|_| RelayFrameError::Auth)?;
         if !self.fresh(counter) {
             return Err(RelayFrameError::Replay);
@@ -304,7 +333,10 @@ mod tests {
 
     fn pair(link: u64) -> (Sealer, Opener) {
         let key = RelayKey::generate();
-        (Sealer::new(link, &key), Opener::new(link, &key))
+        (
+            Sealer::new(link, &key, LinkDirection::Forward),
+            Opener::new(link, &key, LinkDirection::Forward),
+        )
     }
 
     #[test]
@@ -334,12 +366,12 @@ mod tests {
             );
         }
         // Another key (an attacker's, or another link's) for the same link id.
-        let mut stranger = Sealer::new(1, &RelayKey::generate());
+        let mut stranger = Sealer::new(1, &RelayKey::generate(), LinkDirection::Forward);
         let mut forged = frame(&mut stranger, FrameKind::Rtp, b"forged");
         assert_eq!(opener.open(&mut forged), Err(RelayFrameError::Auth));
         // A frame naming another link, and garbage.
         let mut other = frame(
-            &mut Sealer::new(2, &RelayKey::generate()),
+            &mut Sealer::new(2, &RelayKey::generate(), LinkDirection::Forward),
             FrameKind::Rtp,
             b"x",
         );
@@ -379,6 +411,22 @@ mod tests {
             Err(RelayFrameError::Replay)
         );
         assert!(opener.open(&mut frames[298].clone()).is_ok());
+    }
+
+    /// Outside review F2: with one key for both directions (a controller bug the node also
+    /// refuses), a datagram reflected back to its sender still fails authentication there.
+    #[test]
+    fn a_datagram_reflected_to_its_sender_does_not_open_even_under_one_key() {
+        let key = RelayKey::generate();
+        let mut forward = Sealer::new(5, &key, LinkDirection::Forward);
+        let mut feedback = Opener::new(5, &key, LinkDirection::Back);
+        let mut receiving = Opener::new(5, &key, LinkDirection::Forward);
+        let datagram = frame(&mut forward, FrameKind::Rtp, b"media");
+        assert_eq!(
+            feedback.open(&mut datagram.clone()),
+            Err(RelayFrameError::Auth)
+        );
+        assert!(receiving.open(&mut datagram.clone()).is_ok());
     }
 
     #[test]

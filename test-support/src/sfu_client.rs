@@ -414,12 +414,16 @@ impl SfuClient {
     pub async fn subscribed_to(&self, streams: &[&str]) {
         let mut state = self.sub_state.clone();
         let wanted: BTreeSet<String> = streams.iter().map(|s| (*s).to_owned()).collect();
+        // `wait_for` returns a read guard on the state: dropped here (`is_ok`), never held
+        // across the awaits below, or the negotiator task's next state update blocks its
+        // runtime thread for good (the hang of `tests/cascade.rs::through_signaling`).
         let done =
             tokio::time::timeout(WAIT, state.wait_for(|s| wanted.is_subset(&s.acked_streams)))
-                .await;
+                .await
+                .is_ok_and(|guard| guard.is_ok());
         let state = self.sub_state.borrow().clone();
         assert!(
-            done.is_ok(),
+            done,
             "{}: subscribe offers never covered {wanted:?}: {state:?}",
             self.name
         );

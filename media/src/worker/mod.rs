@@ -239,6 +239,7 @@ pub(crate) enum Command {
     AcceptRelay {
         room: RoomId,
         link: u64,
+        publisher: String,
         keys: RelayKeys,
         reply: Reply<SocketAddr>,
     },
@@ -295,6 +296,7 @@ impl WorkerHandle {
         core: sfu_core::Config,
         publish_policy: PublishPolicy,
         progress: Arc<Progress>,
+        relay_origin: u64,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
         let (requests, inbox) = mpsc::channel();
@@ -311,6 +313,7 @@ impl WorkerHandle {
                         announced, identity, events, pipe_peers, pipe_inbox, core,
                     );
                     worker.publish_policy = publish_policy;
+                    worker.relays.origin = relay_origin;
                     worker.progress = thread_progress;
                     worker.run(&inbox, &thread_wake);
                 });

@@ -20,6 +20,15 @@
 //! Track announcements cross in-band (sealed too): a track added or removed is announced at
 //! once, and every second the sender repeats every track and the list of its SSRCs, so a lost
 //! announcement heals within a second and the receiver drops tracks the list no longer has.
+//!
+//! Relay cycles (outside review F1): links that form a loop for one publisher during a re-plan
+//! (A→B, B→C, C→A) would re-publish copies of its tracks without end. So a receiving link knows
+//! its publisher (`acceptRelay` names it) and takes only that session's tracks, never for a
+//! session that already has tracks in the room from anywhere else (a local publish, a pipe, or
+//! another receiving link), never more than [`MAX_TRACKS_PER_LINK`]; and each announced track
+//! carries its origin (a random id of the node it was published on) and its hop count: a node
+//! refuses its own tracks coming back and tracks more than [`MAX_RELAY_HOPS`] hops away. Refused
+//! tracks are counted (`relay_tracks_refused`); the repeats heal once the plan settles.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,7 +46,8 @@ use super::pipe::{mirrored_track, pipe_extensions};
 use super::thread::Worker;
 use crate::sdp::PublishedTrack;
 use mooyaho_net::relay_frame::{
-    self, FrameKind, Opener, PAYLOAD_OFFSET, RelayFrameError, RelayKey, Sealer, TAG_LEN,
+    self, FrameKind, LinkDirection, Opener, PAYLOAD_OFFSET, RelayFrameError, RelayKey, Sealer,
+    TAG_LEN,
 };
 use mooyaho_net::udp::MAX_DATAGRAM;
 
@@ -45,6 +55,12 @@ use mooyaho_net::udp::MAX_DATAGRAM;
 const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 /// The largest payload a relay datagram carries: the whole datagram fits the receiver's buffer.
 const MAX_PAYLOAD: usize = MAX_DATAGRAM - PAYLOAD_OFFSET - TAG_LEN;
+/// The most hops a relayed track may have crossed (a relay tree is a few levels deep; a track
+/// further away is going round a cycle).
+const MAX_RELAY_HOPS: u8 = 8;
+/// The most tracks one link may carry (one publisher: a publish holds at most 4 audio and 4
+/// video tracks, and a re-publish replaces them).
+const MAX_TRACKS_PER_LINK: usize = 16;
 
 /// The keys of one link, seen from one node.
 #[derive(Clone, Debug)]
@@ -68,7 +84,11 @@ enum Announcement {
         /// Publishing session.
         session: String,
         /// What it publishes, as the link carries it (one encoding: its SSRC on the link).
-        track: PublishedTrack,
+        track: Box<PublishedTrack>,
+        /// The node it was published on ([`Relays::origin`] there).
+        origin: u64,
+        /// Links crossed to get here, this one included (1: from the publisher's node).
+        hops: u8,
     },
     /// A track ended.
     TrackRemoved {
@@ -82,18 +102,37 @@ enum Announcement {
     },
 }
 
-/// Which end of a link this worker holds.
+/// Where a relayed track comes from: the node it was published on and the links it crossed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Provenance {
+    origin: u64,
+    hops: u8,
+}
+
+/// A track a sending link carries.
+#[derive(Debug)]
+struct SentTrack {
+    subscription: SubscriptionId,
+    /// Its SSRC on the link.
+    ssrc: u32,
+    /// The announced copy.
+    track: PublishedTrack,
+    /// As announced (hops counting the link).
+    provenance: Provenance,
+}
+
+/// Which end of a link this worker holds. Either way the link carries one publisher's tracks.
 #[derive(Debug)]
 enum Side {
-    /// A node with the publisher's tracks: a subscribe transport to `publisher`'s tracks;
-    /// track → (its subscription, session, SSRC, the announced copy).
+    /// A node with the publisher's tracks: a subscribe transport to them.
     Sending {
         publisher: String,
-        tracks: HashMap<TrackId, (SubscriptionId, String, u32, PublishedTrack)>,
+        tracks: HashMap<TrackId, SentTrack>,
     },
-    /// Subscribers' node: a publish transport; SSRC on the link → (track here, session).
+    /// Subscribers' node: a publish transport; SSRC on the link → track here.
     Receiving {
-        tracks: HashMap<u32, (TrackId, String)>,
+        publisher: String,
+        tracks: HashMap<u32, TrackId>,
     },
 }
 
@@ -113,6 +152,12 @@ struct RelayLink {
 /// A worker's relay links.
 #[derive(Debug, Default)]
 pub(super) struct Relays {
+    /// This node's id as the origin of the tracks published here (random per node process,
+    /// the same in all its workers): a track announced with it has come back round a cycle.
+    pub(super) origin: u64,
+    /// Where each track this worker received over a link comes from (relayed on, it keeps its
+    /// origin and counts one more hop).
+    provenance: FxHashMap<TrackId, Provenance>,
     /// Link id → link (ids come from the control plane; datagrams name them).
     links: FxHashMap<u64, RelayLink>,
     /// Relay transport → link id.
@@ -153,13 +198,15 @@ impl Relays {
 }
 
 impl Worker {
-    /// Receiving side: a publish transport in `room` fed by link `link`. Returns the address the
-    /// sending node sends to (this worker's first announced UDP address).
+    /// Receiving side: a publish transport in `room` fed by link `link` with `publisher`'s
+    /// tracks. Returns the address the sending node sends to (this worker's first announced UDP
+    /// address).
     pub(super) fn accept_relay(
         &mut self,
         now: Instant,
         room: RoomId,
         link: u64,
+        publisher: String,
         keys: &RelayKeys,
     ) -> Result<SocketAddr, MediaError> {
         self.known_room(room)?;
@@ -187,6 +234,7 @@ impl Worker {
             keys,
             None,
             Side::Receiving {
+                publisher,
                 tracks: HashMap::new(),
             },
         );
@@ -233,8 +281,8 @@ impl Worker {
                 tracks: HashMap::new(),
             },
         );
-        for (session, track, sdp) in published {
-            self.relay_track(now, link, session, track, sdp)?;
+        for (_, track, sdp) in published {
+            self.relay_track(now, link, track, sdp)?;
         }
         self.announce_track_list(link);
         Ok(())
@@ -249,14 +297,19 @@ impl Worker {
         peer: Option<SocketAddr>,
         side: Side,
     ) {
+        // Media and announcements travel forward (sending → receiving side), feedback back.
+        let (sends, receives) = match side {
+            Side::Sending { .. } => (LinkDirection::Forward, LinkDirection::Back),
+            Side::Receiving { .. } => (LinkDirection::Back, LinkDirection::Forward),
+        };
         self.relays.links.insert(
             link,
             RelayLink {
                 room,
                 transport,
                 side,
-                sealer: Sealer::new(link, &keys.send),
-                opener: Opener::new(link, &keys.receive),
+                sealer: Sealer::new(link, &keys.send, sends),
+                opener: Opener::new(link, &keys.receive, receives),
                 peer,
             },
         );
@@ -280,13 +333,11 @@ impl Worker {
         };
         self.relays.by_transport.remove(&relay.transport);
         let _ = self.core.remove_transport(relay.transport);
-        if let Side::Receiving { tracks } = relay.side {
-            let mut sessions: Vec<String> = tracks.into_values().map(|(_, s)| s).collect();
-            sessions.sort();
-            sessions.dedup();
-            for session in sessions {
-                self.renegotiate_others(relay.room, &session);
+        if let Side::Receiving { publisher, tracks } = relay.side {
+            for track in tracks.into_values() {
+                self.relays.provenance.remove(&track);
             }
+            self.renegotiate_others(relay.room, &publisher);
         }
     }
 
@@ -302,6 +353,11 @@ impl Worker {
         for link in links {
             if let Some(relay) = self.relays.links.remove(&link) {
                 self.relays.by_transport.remove(&relay.transport);
+                if let Side::Receiving { tracks, .. } = relay.side {
+                    for track in tracks.into_values() {
+                        self.relays.provenance.remove(&track);
+                    }
+                }
             }
         }
     }
@@ -327,8 +383,7 @@ impl Worker {
             .collect();
         for link in links {
             for (track, sdp) in tracks {
-                if let Err(e) = self.relay_track(now, link, session.to_owned(), *track, sdp.clone())
-                {
+                if let Err(e) = self.relay_track(now, link, *track, sdp.clone()) {
                     tracing::warn!(error = %e, "relaying a new track failed");
                 }
             }
@@ -339,32 +394,49 @@ impl Worker {
         &mut self,
         now: Instant,
         link: u64,
-        session: String,
         track: TrackId,
         sdp: PublishedTrack,
     ) -> Result<(), MediaError> {
         let Some(relay) = self.relays.links.get(&link) else {
             return Err(MediaError::UnknownRelay);
         };
+        // Published here (or piped from another worker of this node): this node is its
+        // origin; relayed here: one more hop from its origin.
+        let provenance = match self.relays.provenance.get(&track) {
+            Some(p) => Provenance {
+                origin: p.origin,
+                hops: p.hops.saturating_add(1),
+            },
+            None => Provenance {
+                origin: self.relays.origin,
+                hops: 1,
+            },
+        };
         let (ssrc, config, mirrored) = mirrored_track(sdp);
         let subscription = self.core.subscribe(now, relay.transport, track, config)?;
-        if let Some(RelayLink {
-            side: Side::Sending { tracks, .. },
+        let Some(RelayLink {
+            side: Side::Sending { publisher, tracks },
             ..
         }) = self.relays.links.get_mut(&link)
-        {
-            tracks.insert(
-                track,
-                (subscription, session.clone(), ssrc, mirrored.clone()),
-            );
-        }
-        self.announce(
-            link,
-            &Announcement::TrackAdded {
-                session,
+        else {
+            return Ok(());
+        };
+        let announcement = Announcement::TrackAdded {
+            session: publisher.clone(),
+            track: Box::new(mirrored.clone()),
+            origin: provenance.origin,
+            hops: provenance.hops,
+        };
+        tracks.insert(
+            track,
+            SentTrack {
+                subscription,
+                ssrc,
                 track: mirrored,
+                provenance,
             },
         );
+        self.announce(link, &announcement);
         Ok(())
     }
 
@@ -386,15 +458,15 @@ impl Worker {
         };
         let Some(track) = tracks
             .iter()
-            .find(|(_, (s, ..))| *s == subscription)
+            .find(|(_, sent)| sent.subscription == subscription)
             .map(|(t, _)| *t)
         else {
             return;
         };
-        let Some((_, _, ssrc, _)) = tracks.remove(&track) else {
+        let Some(sent) = tracks.remove(&track) else {
             return;
         };
-        self.announce(link, &Announcement::TrackRemoved { ssrc });
+        self.announce(link, &Announcement::TrackRemoved { ssrc: sent.ssrc });
     }
 
     /// Housekeeping (sending side): every [`ANNOUNCE_INTERVAL`], each link repeats its tracks and
@@ -409,13 +481,15 @@ impl Worker {
             .links
             .iter()
             .filter_map(|(id, l)| match &l.side {
-                Side::Sending { tracks, .. } => Some((
+                Side::Sending { publisher, tracks } => Some((
                     *id,
                     tracks
                         .values()
-                        .map(|(_, session, _, track)| Announcement::TrackAdded {
-                            session: session.clone(),
-                            track: track.clone(),
+                        .map(|sent| Announcement::TrackAdded {
+                            session: publisher.clone(),
+                            track: Box::new(sent.track.clone()),
+                            origin: sent.provenance.origin,
+                            hops: sent.provenance.hops,
                         })
                         .collect(),
                 )),
@@ -438,7 +512,7 @@ impl Worker {
         else {
             return;
         };
-        let ssrcs = tracks.values().map(|(_, _, ssrc, _)| *ssrc).collect();
+        let ssrcs = tracks.values().map(|sent| sent.ssrc).collect();
         self.announce(link, &Announcement::Tracks { ssrcs });
     }
 
@@ -566,11 +640,16 @@ impl Worker {
             return;
         };
         let (room, transport) = (relay.room, relay.transport);
-        let Side::Receiving { tracks } = &relay.side else {
+        let Side::Receiving { publisher, tracks } = &relay.side else {
             return;
         };
         match announcement {
-            Announcement::TrackAdded { session, track } => {
+            Announcement::TrackAdded {
+                session,
+                track,
+                origin,
+                hops,
+            } => {
                 if let Err(why) = check_relayed_track(&session, &track) {
                     // Authentic (the link key) but not what a node sends: a bug or version
                     // skew on the sender, never worth a worker (outside review F3).
@@ -584,6 +663,16 @@ impl Worker {
                 if tracks.contains_key(&ssrc) {
                     return; // a repeat
                 }
+                let arrival = Arrival {
+                    session: &session,
+                    provenance: Provenance { origin, hops },
+                    link_tracks: tracks.len(),
+                };
+                if let Err(why) = self.admit_relayed(room, transport, publisher, &arrival) {
+                    self.counters.relay_tracks_refused += 1;
+                    tracing::debug!(%link, why, "relayed track refused");
+                    return;
+                }
                 match self.core.publish_relayed_track(
                     now,
                     transport,
@@ -592,12 +681,14 @@ impl Worker {
                 ) {
                     Ok(id) => {
                         if let Some(RelayLink {
-                            side: Side::Receiving { tracks },
+                            side: Side::Receiving { tracks, .. },
                             ..
                         }) = self.relays.links.get_mut(&link)
                         {
-                            tracks.insert(ssrc, (id, session.clone()));
+                            tracks.insert(ssrc, id);
                         }
+                        self.relays.provenance.insert(id, arrival.provenance);
+                        let track = *track;
                         self.track_sdp.insert(id, track.clone());
                         let added = [(id, track)];
                         self.pipe_new_tracks(now, room, &session, &added);
@@ -619,22 +710,76 @@ impl Worker {
         }
     }
 
+    /// Whether a new track announced on the receiving link `transport` of `room`, which carries
+    /// `publisher`'s tracks, may be published here (outside review F1: a relay cycle must not
+    /// re-publish copies without end).
+    fn admit_relayed(
+        &self,
+        room: RoomId,
+        transport: TransportId,
+        publisher: &str,
+        arrival: &Arrival<'_>,
+    ) -> Result<(), &'static str> {
+        arrival.check(publisher, self.relays.origin)?;
+        let on_link = self.core.transport_tracks(transport);
+        if self
+            .core
+            .participant_tracks(room, publisher)
+            .iter()
+            .any(|t| !on_link.contains(t))
+        {
+            return Err("the publisher has tracks here already (local, piped or another link)");
+        }
+        Ok(())
+    }
+
     fn unpublish_relayed(&mut self, link: u64, ssrcs: &[u32]) {
         let Some(RelayLink {
             room,
-            side: Side::Receiving { tracks },
+            side: Side::Receiving { publisher, tracks },
             ..
         }) = self.relays.links.get_mut(&link)
         else {
             return;
         };
-        let room = *room;
-        let removed: Vec<(TrackId, String)> =
-            ssrcs.iter().filter_map(|s| tracks.remove(s)).collect();
-        for (track, session) in removed {
-            let _ = self.core.unpublish_track(track);
-            self.renegotiate_others(room, &session);
+        let (room, publisher) = (*room, publisher.clone());
+        let removed: Vec<TrackId> = ssrcs.iter().filter_map(|s| tracks.remove(s)).collect();
+        if removed.is_empty() {
+            return;
         }
+        for track in removed {
+            self.relays.provenance.remove(&track);
+            let _ = self.core.unpublish_track(track);
+        }
+        self.renegotiate_others(room, &publisher);
+    }
+}
+
+/// A track announced on a receiving link, as [`Worker::admit_relayed`] judges it.
+struct Arrival<'a> {
+    session: &'a str,
+    provenance: Provenance,
+    /// Tracks the link carries already.
+    link_tracks: usize,
+}
+
+impl Arrival<'_> {
+    /// What can be judged from the announcement alone, on a link carrying `publisher`'s tracks
+    /// to the node whose origin id is `own_origin`.
+    fn check(&self, publisher: &str, own_origin: u64) -> Result<(), &'static str> {
+        if self.session != publisher {
+            return Err("a track of another session than the link's publisher");
+        }
+        if self.provenance.origin == own_origin {
+            return Err("a track published on this node came back (a relay cycle)");
+        }
+        if self.provenance.hops == 0 || self.provenance.hops > MAX_RELAY_HOPS {
+            return Err("a track from too many hops away");
+        }
+        if self.link_tracks >= MAX_TRACKS_PER_LINK {
+            return Err("too many tracks on one link");
+        }
+        Ok(())
     }
 }
 
@@ -711,6 +856,63 @@ mod tests {
             }],
             msid: Some(("-".to_owned(), "{6f0a-cam}".to_owned())),
         }
+    }
+
+    /// Outside review F1: what a receiving link takes from an announcement alone.
+    #[test]
+    fn a_link_takes_only_its_publisher_s_tracks_from_elsewhere_within_the_hop_and_track_bounds() {
+        let arrival = |session, origin, hops, link_tracks| Arrival {
+            session,
+            provenance: Provenance { origin, hops },
+            link_tracks,
+        };
+        let own = 42;
+        assert_eq!(arrival("p", 7, 1, 0).check("p", own), Ok(()));
+        assert_eq!(
+            arrival("p", 7, MAX_RELAY_HOPS, MAX_TRACKS_PER_LINK - 1).check("p", own),
+            Ok(())
+        );
+        assert!(
+            arrival("q", 7, 1, 0).check("p", own).is_err(),
+            "another session"
+        );
+        assert!(
+            arrival("p", own, 3, 0).check("p", own).is_err(),
+            "came back"
+        );
+        assert!(
+            arrival("p", 7, MAX_RELAY_HOPS + 1, 0)
+                .check("p", own)
+                .is_err()
+        );
+        assert!(arrival("p", 7, 0, 0).check("p", own).is_err());
+        assert!(
+            arrival("p", 7, 1, MAX_TRACKS_PER_LINK)
+                .check("p", own)
+                .is_err()
+        );
+    }
+
+    /// Announcements carry where a track comes from (wire names the sender and receiver share).
+    #[test]
+    fn track_announcements_carry_origin_and_hops() {
+        let added = Announcement::TrackAdded {
+            session: "p".to_owned(),
+            track: Box::new(track()),
+            origin: 9,
+            hops: 2,
+        };
+        let json = serde_json::to_value(&added).unwrap();
+        assert_eq!(
+            (json["origin"].as_u64(), json["hops"].as_u64()),
+            (Some(9), Some(2))
+        );
+        let mut without = json.clone();
+        without.as_object_mut().unwrap().remove("hops");
+        assert!(
+            serde_json::from_value::<Announcement>(without).is_err(),
+            "hops is required"
+        );
     }
 
     /// Outside review F3: a relayed announcement with four encodings reached an `expect` in

@@ -82,6 +82,10 @@ pub struct WorkerCounters {
     pub relay_replays: u64,
     /// Packets or announcements too large for one relay datagram, not sent.
     pub relay_oversized: u64,
+    /// Authentic track announcements refused as a relay cycle could make them: another session
+    /// than the link's publisher, a publisher with tracks here already, this node's own
+    /// tracks come back, too many hops or too many tracks on the link.
+    pub relay_tracks_refused: u64,
     /// Datagrams whose ufrag or source address led to a transport that no longer exists. The
     /// tables are kept consistent, so this stays 0; a packet must never crash the worker.
     pub stale_routes: u64,
@@ -410,10 +414,11 @@ impl Worker {
             Command::AcceptRelay {
                 room,
                 link,
+                publisher,
                 keys,
                 reply,
             } => {
-                let result = self.accept_relay(now, room, link, &keys);
+                let result = self.accept_relay(now, room, link, publisher, &keys);
                 self.reply(reply, result);
             }
             Command::OpenRelay {
