@@ -33,7 +33,9 @@ pub(crate) struct LoadgenOptions {
     janus_url: String,
     /// audio | meeting | livestream | fanout | signaling (idle WebSocket sessions, no media) |
     /// failover (starts its own `mooyaho server` + 2 `mooyaho sfu`, kills the room's node) |
-    /// churn (a fan-out while other subscribers join and leave: `--churn-per-sec`).
+    /// churn (a fan-out while other subscribers join and leave: `--churn-per-sec`) |
+    /// simulcast (video in three layers at ¼, ½ and all of `--pps`; 30 % of the subscribers ask
+    /// `low`; the report gives each layer's packets per second).
     #[arg(long, default_value = "fanout")]
     scenario: Scenario,
     /// Publishers (`meeting`: participants); default per scenario.
@@ -224,6 +226,10 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
     anyhow::ensure!(
         config.scenario != Scenario::Churn || options.target == TargetKind::Mooyaho,
         "the churn scenario needs --target mooyaho"
+    );
+    anyhow::ensure!(
+        config.scenario != Scenario::Simulcast || options.target == TargetKind::Mooyaho,
+        "the simulcast scenario needs --target mooyaho"
     );
     if options.find_capacity {
         anyhow::ensure!(

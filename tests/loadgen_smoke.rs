@@ -247,6 +247,69 @@ fn every_scenario_moves_media_through_the_sfu_and_reports() {
     assert_eq!(rooms, Some(0));
 }
 
+#[test]
+fn simulcast_scenario_sends_three_layers_and_the_low_viewers_get_q() {
+    let (server, dir, key) = dev();
+    let report = loadgen(
+        &server,
+        &key,
+        dir.path(),
+        &[
+            "--scenario",
+            "simulcast",
+            "--subscribers",
+            "10",
+            "--pps",
+            "100",
+        ],
+    );
+    assert_eq!(report["config"]["scenario"], "simulcast");
+    assert_eq!(report["joined"], 11, "{report:#}");
+    assert_eq!(report["failed"], 0, "{report:#}");
+    assert_provenance(&report);
+    let simulcast = &report["simulcast"];
+    // 3 of the 10 viewers asked `low`, and the node acknowledged each.
+    assert_eq!(simulcast["lowWishes"], 3, "{simulcast:#}");
+    let layers = simulcast["layers"].as_array().unwrap();
+    let rids: Vec<&str> = layers.iter().map(|l| l["rid"].as_str().unwrap()).collect();
+    assert_eq!(rids, ["q", "h", "f"]);
+    let field = |l: usize, name: &str| layers[l][name].as_f64().unwrap();
+    // The publisher sends each layer at its share of --pps (¼, ½, all).
+    assert!(field(0, "inPacketsPerSecond") > 10.0, "{simulcast:#}");
+    assert!(
+        field(1, "inPacketsPerSecond") > field(0, "inPacketsPerSecond"),
+        "{simulcast:#}"
+    );
+    assert!(
+        field(2, "inPacketsPerSecond") > field(1, "inPacketsPerSecond"),
+        "{simulcast:#}"
+    );
+    // The low viewers receive q; the others a higher layer (f, or h if the node's downlink
+    // estimate on this loaded loopback says so); every viewer receives one.
+    assert_eq!(layers[0]["receivers"], 3, "{simulcast:#}");
+    assert_eq!(
+        layers[1]["receivers"].as_u64().unwrap() + layers[2]["receivers"].as_u64().unwrap(),
+        7,
+        "{simulcast:#}"
+    );
+    assert!(field(0, "outPacketsPerSecond") > 0.0, "{simulcast:#}");
+    assert!(
+        field(1, "outPacketsPerSecond") + field(2, "outPacketsPerSecond") > 0.0,
+        "{simulcast:#}"
+    );
+    // Subscribers sent real feedback, and the node's CPU was measured.
+    assert!(
+        report["twccFeedbackSent"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    assert!(
+        report["receiverReportsSent"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    assert!(report["sfuCpuSeconds"].as_f64().is_some(), "{report:#}");
+    assert!(report["lossPercent"].as_f64().is_some(), "{report:#}");
+}
+
 /// A Janus started by `benches/janus/start.sh`, stopped by PID (and its config dir removed) when
 /// dropped, also when the test fails.
 struct Janus {

@@ -10,6 +10,8 @@
 //! (one publisher at a fixed packet rate and size × S viewers). `failover` starts its own fleet
 //! (`mooyaho server` and two `mooyaho sfu` nodes, [`fleet`]), runs a fan-out on it and SIGKILLs
 //! the node hosting the room mid-window: the report gives each subscriber's media gap.
+//! `simulcast` publishes video in three layers and has 30 % of the viewers ask for `low`
+//! ([`simulcast`]): the report gives each layer's packets per second.
 
 #![deny(unsafe_code)]
 
@@ -29,6 +31,7 @@ pub mod raw;
 mod report;
 mod sdp;
 mod signal;
+mod simulcast;
 // FFI: `setsockopt(SO_TIMESTAMPNS)` and `recvmsg` with control messages through libc, to read
 // kernel receive timestamps. Sound because every pointer handed to the kernel refers to a live,
 // correctly sized local buffer for the duration of the call and the CMSG macros walk only the
@@ -45,6 +48,7 @@ use mooyaho_net::dtls::DtlsIdentity;
 
 pub use hostile::HostileReport;
 pub use report::{FailoverReport, GapStats, NodeKill, Report, Sample};
+pub use simulcast::{LayerReport, SimulcastReport};
 
 /// What to simulate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -66,6 +70,8 @@ pub enum Scenario {
     /// A fan-out's steady members carry media while other subscribers join and leave at a
     /// fixed rate ([`churn`]).
     Churn,
+    /// Video publishers sending three simulcast layers, 30 % of the viewers asking for `low`.
+    Simulcast,
 }
 
 impl std::str::FromStr for Scenario {
@@ -80,9 +86,10 @@ impl std::str::FromStr for Scenario {
             "signaling" => Ok(Self::Signaling),
             "failover" => Ok(Self::Failover),
             "churn" => Ok(Self::Churn),
+            "simulcast" => Ok(Self::Simulcast),
             other => Err(format!(
                 "unknown scenario {other:?} (audio, meeting, livestream, fanout, signaling, \
-                 failover, churn)"
+                 failover, churn, simulcast)"
             )),
         }
     }
@@ -178,6 +185,8 @@ impl LoadConfig {
             Scenario::Churn => (1, 20, 100, 1200),
             // Sessions are `subscribers`.
             Scenario::Signaling => (0, 1000, 0, 0),
+            // The top layer's rate (h sends half, q a quarter).
+            Scenario::Simulcast => (1, 20, 200, 1000),
         };
         Self {
             target: Target::Mooyaho,
@@ -255,6 +264,8 @@ pub(crate) struct Totals {
     pub(crate) killed_at_ns: AtomicU64,
     /// What participants did about `sfuRestart`.
     pub(crate) failover: FailoverTotals,
+    /// The `simulcast` scenario's per-layer counts.
+    pub(crate) simulcast: simulcast::LayerTotals,
 }
 
 /// Participants' handling of `sfuRestart`.
@@ -449,6 +460,9 @@ async fn run_on(
             publish,
             subscribe: !publish || subscribe_too,
             room,
+            asks_low: config.scenario == Scenario::Simulcast
+                && !publish
+                && simulcast::asks_low(index - publishers),
         };
         let name = format!("load-{i}");
         let (participant, backend, named) = (run.clone(), backends[room].clone(), name.clone());
@@ -676,6 +690,8 @@ pub(crate) struct Role {
     pub(crate) publish: bool,
     pub(crate) subscribe: bool,
     pub(crate) room: usize,
+    /// Asks every publisher's video at `low` (`simulcast`).
+    pub(crate) asks_low: bool,
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ use super::janus::{self, Janus};
 use super::peer::{self, ConnectOptions, LocalIce};
 use super::sdp::{self, Local, RtxMap};
 use super::signal::{SfuEvent, Signal};
+use super::simulcast;
 use super::{LoadConfig, Role, Scenario, Target, Totals, wire};
 
 /// The server side of a run, set up once: a Mooyaho SFU channel, or a Janus VideoRoom.
@@ -182,23 +183,35 @@ async fn run_mooyaho(
     let mut signal = Signal::join(ws_url, rest, channel, name).await?;
     let mut tasks = Vec::new();
     let audio = config.scenario == Scenario::Audio;
+    let simulcast = config.scenario == Scenario::Simulcast;
     // One stream identity for the whole run, also across a re-publish after `sfuRestart`: the
     // subscribers' receipts and the window count follow it.
     let ssrc: u32 = rand::random();
-    // Video is offered with RTX, as browsers do (the node then offers RTX to subscribers).
-    let rtx_ssrc = (!audio).then(rand::random::<u32>);
-    let stream = (audio, ssrc, rtx_ssrc);
+    // Video is offered with RTX, as browsers do (the node then offers RTX to subscribers);
+    // simulcast layers each with its own (the top layer's SSRC is `ssrc`).
+    let rtx_ssrc = (!audio && !simulcast).then(rand::random::<u32>);
+    let layers = simulcast.then(|| [rand::random(), rand::random(), ssrc]);
+    let stream = (audio, ssrc, rtx_ssrc, layers.map(|l| (l, rand::random())));
     let mut publisher = None;
     if role.publish {
+        if let Some(layers) = layers {
+            totals.simulcast.register(layers);
+        }
         let connected = publish(&mut signal, identity, stream).await?;
         totals.negotiated(&connected.srtp);
         let (swap, swaps) = mpsc::unbounded_channel();
-        let sent = Stream { audio, ssrc };
+        let sent = Stream {
+            audio,
+            ssrc,
+            layers,
+        };
         tasks.push(spawn_sender(run, connected, swaps, sent, role));
         publisher = Some(swap);
     }
     let continuity = Arc::new(Mutex::new(Continuity::default()));
     let mut subscription = None;
+    // Publishers whose video this subscriber asked at `low` (`simulcast`).
+    let mut asked_low = Vec::new();
     if role.subscribe {
         let offer = tokio::time::timeout(Duration::from_secs(20), signal.next_offer())
             .await
@@ -206,6 +219,9 @@ async fn run_mooyaho(
         let first = Subscription::start(&mut signal, &offer, run, &continuity, false).await?;
         totals.add_receiver(role.room);
         subscription = Some(first);
+        if role.asks_low {
+            ask_low(&mut signal, &offer, &mut asked_low, totals).await?;
+        }
     }
     joined(totals, started);
     // Until the run ends: answer re-offers (publishers joining later), and on `sfuRestart` do
@@ -237,6 +253,9 @@ async fn run_mooyaho(
                     signal
                         .send(&json!({ "type": "answer", "isSFU": true, "sdp": answer }))
                         .await?;
+                    if role.asks_low {
+                        ask_low(&mut signal, &offer, &mut asked_low, totals).await?;
+                    }
                 }
                 None => {
                     match Subscription::start(&mut signal, &offer, run, &continuity, true).await {
@@ -287,17 +306,44 @@ async fn run_mooyaho(
     Ok(())
 }
 
-/// What a publisher offers: `(audio, ssrc, rtx ssrc)`.
-type Offered = (bool, u32, Option<u32>);
+/// Asks the video of every publisher in `offer` not asked yet at `low` (`setSubscription`,
+/// acknowledged), as a viewer watching thumbnails does.
+async fn ask_low(
+    signal: &mut Signal,
+    offer: &str,
+    asked: &mut Vec<String>,
+    totals: &Totals,
+) -> anyhow::Result<()> {
+    for publisher in sdp::video_publishers(offer) {
+        if asked.contains(&publisher) {
+            continue;
+        }
+        let reply = signal
+            .request(json!({ "type": "setSubscription", "sessionId": publisher, "video": "low" }))
+            .await?;
+        anyhow::ensure!(reply["type"] == "ack", "setSubscription refused: {reply}");
+        totals.simulcast.low_wishes.fetch_add(1, Ordering::Relaxed);
+        asked.push(publisher);
+    }
+    Ok(())
+}
 
-/// Publishes one track (Opus for `audio`, else VP8 with RTX) and connects its transport.
+/// What a publisher offers: `(audio, ssrc, rtx ssrc, simulcast layers' and their RTX SSRCs)`.
+type Offered = (bool, u32, Option<u32>, Option<([u32; 3], [u32; 3])>);
+
+/// Publishes one track (Opus for `audio`, else VP8 with RTX, or VP8 in three simulcast
+/// layers) and connects its transport.
 async fn publish(
     signal: &mut Signal,
     identity: &DtlsIdentity,
-    (audio, ssrc, rtx_ssrc): Offered,
+    (audio, ssrc, rtx_ssrc, layers): Offered,
 ) -> anyhow::Result<peer::Connected> {
     let ice = LocalIce::random();
-    let offer = sdp::publish_offer(&ice.local(&identity.fingerprint), audio, ssrc, rtx_ssrc);
+    let local = ice.local(&identity.fingerprint);
+    let offer = match layers {
+        Some((layers, rtx)) => sdp::publish_offer_simulcast(&local, layers, rtx),
+        None => sdp::publish_offer(&local, audio, ssrc, rtx_ssrc),
+    };
     let reply = signal
         .request(json!({ "type": "call", "isSFU": true, "sdp": offer }))
         .await?;
@@ -459,7 +505,11 @@ async fn run_janus(
         totals.negotiated(&connected.srtp);
         // Janus has no failover: the transport is never replaced.
         let (_, swaps) = mpsc::unbounded_channel();
-        let sent = Stream { audio, ssrc };
+        let sent = Stream {
+            audio,
+            ssrc,
+            layers: None,
+        };
         tasks.push(spawn_sender(run, connected, swaps, sent, role));
     }
     // Everyone else who publishes in this run (meeting: the other participants).
@@ -631,13 +681,21 @@ fn spawn_sender(
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let run = run.clone();
     tokio::spawn(async move {
-        let mut window = WindowCount::default();
-        let result = send_stream(connected, swaps, &run, stream, &mut window).await;
-        run.totals
-            .window_sent
-            .lock()
-            .expect("lock")
-            .push((window.sent, role));
+        let mut windows: Vec<WindowCount> = (0..stream.sends().len())
+            .map(|_| WindowCount::default())
+            .collect();
+        let result = send_stream(connected, swaps, &run, stream, &mut windows).await;
+        if stream.layers.is_some() {
+            for (layer, window) in windows.iter().enumerate() {
+                run.totals.simulcast.sent(layer, window.sent);
+            }
+        } else {
+            run.totals
+                .window_sent
+                .lock()
+                .expect("lock")
+                .push((windows[0].sent, role));
+        }
         result
     })
 }
@@ -652,11 +710,23 @@ fn spawn_receiver(
     tokio::spawn(async move { receive_media(connected, reception, &run).await })
 }
 
-/// What a publisher sends: one Opus or VP8 stream.
+/// What a publisher sends: one Opus or VP8 stream, or VP8 in simulcast layers.
 #[derive(Clone, Copy)]
 struct Stream {
     audio: bool,
     ssrc: u32,
+    /// Simulcast: the layers' SSRCs, lowest first.
+    layers: Option<[u32; 3]>,
+}
+
+impl Stream {
+    /// Each RTP stream sent, with how often: `(ssrc, every n-th tick)`.
+    fn sends(&self) -> Vec<(u32, u64)> {
+        match self.layers {
+            Some(layers) => layers.into_iter().zip(simulcast::EVERY).collect(),
+            None => vec![(self.ssrc, 1)],
+        }
+    }
 }
 
 /// The transport a publisher sends on, with its own consent and report timers.
@@ -696,14 +766,15 @@ impl WindowCount {
 /// The window mark of a packet sent outside the measurement window.
 const OUTSIDE_WINDOW: u32 = u32::MAX;
 
-/// Sends at the configured rate until the run stops. `swaps` replaces the transport: `None`
-/// when the node is gone (`sfuRestart`; nothing is sent meanwhile), then the new node's.
+/// Sends at the configured rate until the run stops (simulcast layers at their share of it,
+/// each counted in its own `windows` entry). `swaps` replaces the transport: `None` when the
+/// node is gone (`sfuRestart`; nothing is sent meanwhile), then the new node's.
 async fn send_stream(
     connected: peer::Connected,
     mut swaps: mpsc::UnboundedReceiver<Option<peer::Connected>>,
     run: &Run,
     stream: Stream,
-    window: &mut WindowCount,
+    windows: &mut [WindowCount],
 ) -> anyhow::Result<()> {
     let Run {
         config,
@@ -711,7 +782,8 @@ async fn send_stream(
         stop_at,
         ..
     } = run;
-    let Stream { audio, ssrc } = stream;
+    let audio = stream.audio;
+    let sends = stream.sends();
     let mut transport = Some(SendTransport::new(connected));
     let mut inbound = vec![0u8; 2048];
     let mut keyframe_requested = false;
@@ -724,10 +796,13 @@ async fn send_stream(
     };
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut seq: u16 = rand::random();
+    let mut seqs: Vec<u16> = sends.iter().map(|_| rand::random()).collect();
     let mut packet = vec![0u8; config.size.max(32) + 32];
     let mut tick: u64 = 0;
-    let (mut packets, mut octets) = (0u32, 0u32);
+    // Per stream: packets and octets (for its sender reports), and whether a keyframe is due
+    // (a layer not sent on this tick sends it on its next one).
+    let mut counts = vec![(0u32, 0u32); sends.len()];
+    let mut keyframe_due = vec![false; sends.len()];
     loop {
         ticker.tick().await;
         if Instant::now() >= *stop_at.lock().expect("lock") {
@@ -757,39 +832,51 @@ async fn send_stream(
         let remote = *remote;
         // Periodic keyframes, and one at the next tick whenever the server asks (a new
         // subscriber's PLI), so joins do not wait for the period.
-        let keyframe = keyframe_requested || tick.is_multiple_of(keyframe_every);
-        let count = if keyframe { burst } else { 1 };
-        for i in 0..count {
-            let mark = window.mark(totals.measuring.load(Ordering::Relaxed));
-            let len = write_rtp(
-                &mut packet,
-                RtpFields {
-                    audio,
-                    ssrc,
-                    seq,
-                    tick,
-                    keyframe: keyframe && i == 0,
-                    mark,
-                },
-                config.size,
-            );
-            seq = seq.wrapping_add(1);
-            let len = srtp
-                .protect_rtp_in_place(&mut packet, len)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            socket.send_to(&packet[..len], remote).await?;
-            totals.sent.fetch_add(1, Ordering::Relaxed);
-            (packets, octets) = (packets.wrapping_add(1), octets.wrapping_add(len as u32));
+        if keyframe_requested || tick.is_multiple_of(keyframe_every) {
+            keyframe_due.fill(true);
+        }
+        for (i, &(ssrc, every)) in sends.iter().enumerate() {
+            if !tick.is_multiple_of(every) {
+                continue;
+            }
+            let keyframe = std::mem::take(&mut keyframe_due[i]);
+            let count = if keyframe { burst } else { 1 };
+            for k in 0..count {
+                let mark = windows[i].mark(totals.measuring.load(Ordering::Relaxed));
+                let len = write_rtp(
+                    &mut packet,
+                    RtpFields {
+                        audio,
+                        ssrc,
+                        seq: seqs[i],
+                        tick,
+                        keyframe: keyframe && k == 0,
+                        mark,
+                    },
+                    config.size,
+                );
+                seqs[i] = seqs[i].wrapping_add(1);
+                let len = srtp
+                    .protect_rtp_in_place(&mut packet, len)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                socket.send_to(&packet[..len], remote).await?;
+                totals.sent.fetch_add(1, Ordering::Relaxed);
+                let (packets, octets) = &mut counts[i];
+                (*packets, *octets) = (packets.wrapping_add(1), octets.wrapping_add(len as u32));
+            }
         }
         tick += 1;
         if Instant::now() >= *next_report {
-            // A sender report a second, as a browser sends (lip sync and RTT at the receiver).
+            // A sender report a second per stream, as a browser sends (lip sync and RTT at the
+            // receiver).
             let rtp_time = if audio { tick * 960 } else { tick * 3000 } as u32;
-            let report = crate::raw::sender_report(ssrc, ntp_now(), rtp_time, packets, octets)?;
-            let protected = srtp
-                .protect_rtcp(&report)
-                .map_err(|e| anyhow::anyhow!("SRTCP protect: {e}"))?;
-            socket.send_to(&protected, remote).await?;
+            for (&(ssrc, _), &(packets, octets)) in sends.iter().zip(&counts) {
+                let report = crate::raw::sender_report(ssrc, ntp_now(), rtp_time, packets, octets)?;
+                let protected = srtp
+                    .protect_rtcp(&report)
+                    .map_err(|e| anyhow::anyhow!("SRTCP protect: {e}"))?;
+                socket.send_to(&protected, remote).await?;
+            }
             *next_report = Instant::now() + Duration::from_secs(1);
         }
         if Instant::now() >= *next_consent {
@@ -878,6 +965,13 @@ impl WindowReceipts {
             bits.resize(word + 1, 0);
         }
         bits[word] |= 1 << bit;
+    }
+
+    /// Distinct window packets per publisher stream.
+    fn per_stream(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.streams
+            .iter()
+            .map(|(&ssrc, bits)| (ssrc, bits.iter().map(|w| u64::from(w.count_ones())).sum()))
     }
 
     fn distinct(&self) -> u64 {
@@ -1125,6 +1219,9 @@ async fn receive_media(
     totals
         .window_received
         .fetch_add(receipts.distinct(), Ordering::Relaxed);
+    if run.config.scenario == Scenario::Simulcast {
+        totals.simulcast.received(receipts.per_stream());
+    }
     totals.latency_us.lock().expect("lock").extend(samples);
     totals
         .unrecovered

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{LoadConfig, Role, Totals};
+use super::{LoadConfig, Role, Scenario, Totals};
 use crate::ceiling::Ceiling;
 use crate::hostile::HostileReport;
 use crate::provenance::Provenance;
+use crate::simulcast::SimulcastReport;
 
 /// Everything one run measured.
 #[derive(Clone, Debug, Serialize)]
@@ -114,6 +115,10 @@ pub struct Report {
     /// (loss, latency, `joined`) are the steady members'.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<crate::churn::ChurnReport>,
+    /// Each layer's packets per second in and out (`simulcast`); `lossPercent` above is then
+    /// judged per layer (a layer's packets × the subscribers that received it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub simulcast: Option<SimulcastReport>,
 }
 
 /// Which node the `failover` scenario killed, and when.
@@ -375,10 +380,17 @@ impl Report {
         let per_cpu = sfu_cpu_seconds.filter(|c| *c > 0.0).map(|c| in_window / c);
         let expected = totals.expected.load(Ordering::Relaxed);
         let lost = totals.lost.load(Ordering::Relaxed);
-        let window_expected = expected_in_window(
-            &totals.window_sent.lock().expect("lock"),
-            &totals.room_receivers.lock().expect("lock"),
-        );
+        // Simulcast subscribers each receive one layer: judged per layer.
+        let simulcast = (config.scenario == Scenario::Simulcast)
+            .then(|| SimulcastReport::build(&totals.simulcast, window_s));
+        let window_expected = if simulcast.is_some() {
+            totals.simulcast.expected()
+        } else {
+            expected_in_window(
+                &totals.window_sent.lock().expect("lock"),
+                &totals.room_receivers.lock().expect("lock"),
+            )
+        };
         let window_received = totals.window_received.load(Ordering::Relaxed);
         let window_loss_percent = if window_expected == 0 {
             0.0
@@ -453,6 +465,7 @@ impl Report {
             hostile,
             failover: kill.map(|kill| FailoverReport::build(kill, config, totals)),
             churn,
+            simulcast,
         }
     }
 
@@ -499,9 +512,13 @@ impl Report {
                 self.fraction_of_ceiling.unwrap_or(0.0) * 100.0
             )
         }) + &self
-            .hostile
+            .simulcast
             .as_ref()
-            .map_or_else(String::new, |h| format!("\n{}", h.summary()))
+            .map_or_else(String::new, |s| format!("\n{}", s.summary()))
+            + &self
+                .hostile
+                .as_ref()
+                .map_or_else(String::new, |h| format!("\n{}", h.summary()))
             + &self
                 .failover
                 .as_ref()
@@ -654,6 +671,7 @@ mod tests {
             publish: true,
             subscribe,
             room,
+            asks_low: false,
         };
         // Fan-out: 1 publisher (not receiving), 50 receivers.
         assert_eq!(expected_in_window(&[(100, role(false, 0))], &[50]), 5000);

@@ -117,6 +117,52 @@ pub(crate) fn publish_offer(
     offer_tracks(local, &[(audio, ssrc, rtx_ssrc.filter(|_| !audio))])
 }
 
+/// A publish offer with one VP8 track sent as simulcast layers, one SSRC each, lowest first
+/// (`a=ssrc-group:SIM`, as libwebrtc writes it without rids), each with an RTX SSRC
+/// (`a=ssrc-group:FID`): the node then offers RTX to subscribers, which its probes need.
+pub(crate) fn publish_offer_simulcast(
+    local: &Local<'_>,
+    layers: [u32; 3],
+    rtx: [u32; 3],
+) -> String {
+    let mut sdp = header(local, &["0".to_owned()]);
+    sdp += &format!("m=video 9 UDP/TLS/RTP/SAVPF 96 {RTX_PT}\r\nc=IN IP4 0.0.0.0\r\n");
+    sdp += "a=rtpmap:96 VP8/90000\r\na=rtcp-fb:96 nack\r\na=rtcp-fb:96 nack pli\r\n";
+    sdp += &format!("a=rtpmap:{RTX_PT} rtx/90000\r\na=fmtp:{RTX_PT} apt=96\r\n");
+    sdp += "a=setup:actpass\r\na=mid:0\r\na=sendonly\r\na=rtcp-mux\r\na=msid:load track0\r\n";
+    sdp += &format!(
+        "a=ssrc-group:SIM {} {} {}\r\n",
+        layers[0], layers[1], layers[2]
+    );
+    for (media, rtx) in layers.into_iter().zip(rtx) {
+        sdp += &format!("a=ssrc-group:FID {media} {rtx}\r\n");
+    }
+    for ssrc in layers.into_iter().chain(rtx) {
+        sdp += &format!("a=ssrc:{ssrc} cname:load\r\n");
+    }
+    sdp += &candidate_lines(local);
+    sdp
+}
+
+/// The publisher sessions whose video an SFU offer carries (the stream id of each video
+/// m-line's `a=msid`, which the node sets to the publisher's session id).
+pub(crate) fn video_publishers(offer: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut video = false;
+    for line in offer.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            video = m.starts_with("video");
+        } else if let Some(msid) = line.strip_prefix("a=msid:")
+            && video
+            && let Some(stream) = msid.split_whitespace().next()
+            && !out.iter().any(|s| s == stream)
+        {
+            out.push(stream.to_owned());
+        }
+    }
+    out
+}
+
 /// A publish offer with one m-line per `(audio, ssrc)` track, in order (mids `0`, `1`, …): Opus
 /// for audio, VP8 with NACK and PLI feedback for video, each declaring its one SSRC.
 pub(crate) fn publish_offer_tracks(local: &Local<'_>, tracks: &[(bool, u32)]) -> String {
@@ -292,6 +338,25 @@ pub(crate) fn subscribe_answer(local: &Local<'_>, offer: &str, setup: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offers_video_publishers_are_its_video_msid_streams() {
+        let offer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=msid:alice a0\r\n\
+                     m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:alice v0\r\n\
+                     a=ssrc:1 msid:alice v0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+                     a=inactive\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=msid:bob v1\r\n";
+        assert_eq!(video_publishers(offer), ["alice", "bob"]);
+    }
+
+    #[test]
+    fn a_simulcast_offer_groups_its_layers_lowest_first() {
+        let ice = crate::peer::LocalIce::random();
+        let offer = publish_offer_simulcast(&ice.local("AB:CD"), [7, 8, 9], [17, 18, 19]);
+        assert!(offer.contains("a=ssrc-group:SIM 7 8 9\r\n"), "{offer}");
+        assert!(offer.contains("a=ssrc-group:FID 8 18\r\n"), "{offer}");
+        assert_eq!(offer.matches("m=").count(), 1);
+        assert_eq!(offer.matches("a=ssrc:").count(), 6);
+    }
 
     #[test]
     fn remote_setup_and_a_reachable_candidate_are_parsed() {
