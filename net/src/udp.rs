@@ -58,6 +58,13 @@ impl RecvBatch {
     }
 }
 
+/// Datagrams a [`SendBatch`] should hold at most: four full `sendmmsg` calls. Its owner sends
+/// once [`SendBatch::is_full`] says so, even in the middle of a fan-out: the arena keeps its
+/// high-water mark for good, and one receive batch fanned out to a large room (32 packets × N
+/// subscribers) grew it with the room (28 KiB per subscriber at 200); bounded, it stays under
+/// 200 KB, and the first copies leave before the last ones are encrypted.
+pub const SEND_BATCH_LIMIT: usize = 4 * BATCH;
+
 /// Datagrams queued for `sendmmsg`, stored back to back in one arena that is reused from flush
 /// to flush: once it has grown to the largest burst, queueing a datagram never allocates
 /// (DESIGN §4).
@@ -114,6 +121,11 @@ impl SendBatch {
     /// Nothing queued.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// [`SEND_BATCH_LIMIT`] datagrams are queued: send them before queueing more.
+    pub fn is_full(&self) -> bool {
+        self.items.len() >= SEND_BATCH_LIMIT
     }
 
     fn clear(&mut self) {
@@ -549,6 +561,35 @@ mod tests {
             assert_eq!(a.send_batch(&mut out), (5, 0));
             assert!(out.is_empty());
         }
+    }
+
+    #[test]
+    fn a_burst_sent_whenever_the_batch_is_full_keeps_the_arena_bounded() {
+        let a = Socket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = a.local_addr().unwrap();
+        let room = MAX_DATAGRAM + 20;
+        let mut out = SendBatch::default();
+        let (mut sent, mut flushes) = (0, 0);
+        // One fan-out: 32 packets to 100 subscribers, sent as the worker's drain does.
+        for i in 0..3200usize {
+            out.push_with(to, room, |slot| {
+                slot[..100].fill(i as u8);
+                Some(100)
+            });
+            if out.is_full() {
+                let (ok, dropped) = a.send_batch(&mut out);
+                sent += ok + dropped;
+                flushes += 1;
+            }
+        }
+        assert_eq!(flushes, 3200 / SEND_BATCH_LIMIT);
+        assert_eq!(sent, 3200, "every datagram went to the kernel");
+        // The arena never held more than one full batch (plus one slot's room).
+        assert!(
+            out.arena.capacity() <= 2 * (SEND_BATCH_LIMIT * 100 + room),
+            "arena {} bytes",
+            out.arena.capacity()
+        );
     }
 
     #[test]

@@ -671,6 +671,10 @@ impl Worker {
                         .inspect_err(|rejected| counters.count(*rejected))
                         .ok()
                 });
+            // Sent in the middle of a fan-out, so the arena stays bounded (SEND_BATCH_LIMIT).
+            if self.send.is_full() {
+                self.flush();
+            }
         }
         while let Some(event) = self.core.poll_event() {
             self.handle_core_event(event);
