@@ -2,12 +2,12 @@
 //! transport-wide CC feedback the subscriber sends about what we forwarded (GCC-like:
 //! draft-ietf-rmcat-gcc-02). Sans-IO: every input carries its time.
 //!
-//! Per packet sent, [`BandwidthEstimator::on_sent`] writes one slot of a fixed ring (sequence
-//! number, send time, size). Everything else runs per feedback message
-//! ([`BandwidthEstimator::on_feedback`], ~10 per second): the delay-based chain
-//! ([`InterArrival`] groups → [`Trendline`] slope → [`OveruseDetector`] → [`AimdRateControl`]),
-//! the [`LossController`] bound, the [`AckedBitrate`], and the result of a probe cluster.
-//! The estimate is the smaller of the delay-based rate and the loss bound.
+//! Per packet sent, [`BandwidthEstimator::on_sent`] writes one slot of a ring (sequence
+//! number, send time, size) that feedback sizes to the transport's rate. Everything else runs
+//! per feedback message ([`BandwidthEstimator::on_feedback`], ~10 per second): the
+//! delay-based chain ([`InterArrival`] groups → [`Trendline`] slope → [`OveruseDetector`] →
+//! [`AimdRateControl`]), the [`LossController`] bound, the [`AckedBitrate`], and the result of
+//! a probe cluster. The estimate is the smaller of the delay-based rate and the loss bound.
 //!
 //! Probing ([`BandwidthEstimator::request_probe`]): the worker fills a short cluster up to a
 //! target rate with retransmissions of recent packets, so the path's headroom is measured
@@ -33,8 +33,9 @@ use probe::{ClusterFeedback, ProbeCluster};
 use rate_control::AimdRateControl;
 use trendline::{InterArrival, Trendline};
 
-/// Packets remembered between send and feedback (feedback comes every ~100 ms: 1024 covers
-/// ~10,000 packets per second).
+/// Packets remembered between send and feedback, at most (feedback comes every ~100 ms: 1024
+/// covers ~10,000 packets per second); the ring grows to this from 128 slots as
+/// feedback shows the transport's rate needs it.
 const HISTORY: usize = 1024;
 /// Packets of one feedback message looked at, at most: no more can match the history, and a
 /// forged count (up to 65,535) must not buy the sender that many lookups.
@@ -141,6 +142,9 @@ impl BandwidthEstimator {
         feedback: &TwccFeedback<'_>,
     ) -> Option<ProbeResult> {
         self.first_feedback.get_or_insert(now);
+        // Sized here, once per message, so recording a packet stays one write.
+        self.history
+            .reach_back_to(self.history.extend(feedback.base));
         let (mut sent, mut lost, mut overused) = (0u32, 0u32, false);
         let mut usage = None;
         let mut highest = None;
