@@ -78,9 +78,9 @@ struct Options {
     #[arg(long, env = "MOOYAHO_RESUME_TOKEN_LIFETIME_MS")]
     resume_token_lifetime_ms: Option<u64>,
     /// Serve the members of a channel whose SFU node is full (`mooyaho sfu --max-transports`)
-    /// from another node. Experimental: signaling does not relay media between a channel's nodes
-    /// yet, so such a member receives only the publishers on its own node. Without it those
-    /// members get `sfu_full`.
+    /// from another node; signaling relays the publishers' tracks between the channel's nodes.
+    /// Off by default: several signaling instances do not share the relay links they opened
+    /// yet. Without it those members get `sfu_full`.
     #[arg(long, env = "MOOYAHO_SPAN_NODES")]
     span_nodes: bool,
     /// Let clients integrate themselves (`integrateUser` over the WebSocket). Insecure.

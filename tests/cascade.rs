@@ -459,3 +459,189 @@ async fn relay_cycles_and_foreign_tracks_are_refused_by_real_nodes() {
     .await;
     assert_eq!(got, (audio, video));
 }
+
+mod through_signaling {
+    //! The same through `mooyaho server`: signaling places members on three `mooyaho sfu
+    //! --max-transports 3` nodes and opens (and closes) the relay links its plan needs.
+
+    use std::future::Future;
+    use std::time::Duration;
+
+    use mooyaho_test_support::peer::payloads;
+    use mooyaho_test_support::sfu_client::SfuClient;
+    use serde_json::{Value, json};
+
+    use super::SECRET;
+    use crate::support::{Rest, Server, SfuNode, eventually};
+
+    /// Every step of these tests is bounded: a wedged step fails, naming itself, instead of
+    /// hanging the test binary.
+    async fn within<T>(secs: u64, what: &str, step: impl Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(secs), step)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: not done within {secs} s"))
+    }
+
+    async fn get(rest: &Rest, path: &str) -> Value {
+        let (status, body) = within(10, path, rest.call("GET", path, None)).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    async fn load(rest: &Rest, node: u64) -> Value {
+        get(rest, &format!("/sfu-servers/{node}")).await["load"].clone()
+    }
+
+    async fn healthy(rest: &Rest, node: &SfuNode) {
+        let id = node.id();
+        let healthy = eventually(Duration::from_secs(10), || async {
+            get(rest, &format!("/sfu-servers/{id}")).await["health"] == "healthy"
+        })
+        .await;
+        assert!(healthy, "node {id} never healthy");
+    }
+
+    /// Waits until node `from` sends `out` relay links and node `to` receives `inn`.
+    async fn links(rest: &Rest, from: u64, out: u64, to: u64, inn: u64) {
+        let linked = eventually(Duration::from_secs(10), || async {
+            load(rest, from).await["relayLinksOut"] == out
+                && load(rest, to).await["relayLinksIn"] == inn
+        })
+        .await;
+        assert!(
+            linked,
+            "wanted {out} out of {from}, {inn} into {to}: {} / {}",
+            load(rest, from).await,
+            load(rest, to).await
+        );
+    }
+
+    async fn serving(rest: &Rest, channel: &str) -> Value {
+        get(rest, &format!("/channels/{channel}")).await["sfuServerIds"].clone()
+    }
+
+    async fn receive_all(viewers: &[SfuClient], publisher: &str, first: usize, tag: u8) {
+        const PACKETS: usize = 60;
+        let (audio, video) = payloads(tag, PACKETS);
+        for viewer in viewers {
+            let got = within(
+                30,
+                &format!("{} receiving", viewer.name),
+                viewer.wait_for(&[publisher], first + PACKETS, Duration::from_secs(20)),
+            )
+            .await;
+            let media = &got[publisher];
+            assert_eq!(media.audio[first..], audio, "{}", viewer.name);
+            assert_eq!(media.video[first..], video, "{}", viewer.name);
+        }
+    }
+
+    /// A publisher and two viewers fill the first node (cap 3); two more viewers are served by
+    /// a second node, fed by one relay link signaling opened. Every viewer gets the publisher's
+    /// payloads intact and in order. The second node is killed: its viewers get `sfuRestart`,
+    /// are served by the third node and receive again through a new link. When they leave, the
+    /// link is closed and the third node no longer serves the channel.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn viewers_beyond_the_first_node_get_the_publisher_through_one_relay_link() {
+        let server = Server::start(&["--cluster-secret", SECRET, "--span-nodes"]);
+        let rest = server.rest();
+        let cap = ["--max-transports", "3"];
+        // The publisher first, with one node: the channel's first node is A.
+        let a = SfuNode::start_with(SECRET, Some(&server), &cap);
+        healthy(&rest, &a).await;
+        let channel = within(10, "create channel", rest.create_channel(true)).await;
+        let mut publisher = within(
+            20,
+            "publisher joins",
+            SfuClient::join(&server.ws_url(), &rest, &channel, "pub"),
+        )
+        .await;
+        within(20, "publish", publisher.publish()).await;
+        within(20, "publish connected", publisher.publish_connected()).await;
+        let publisher_id = publisher.id.clone();
+        let mut others = [
+            SfuNode::start_with(SECRET, Some(&server), &cap),
+            SfuNode::start_with(SECRET, Some(&server), &cap),
+        ];
+        for node in &others {
+            healthy(&rest, node).await;
+        }
+
+        let mut viewers = Vec::new();
+        for name in ["v1", "v2", "v3", "v4"] {
+            let viewer = within(
+                20,
+                &format!("{name} joins"),
+                SfuClient::join(&server.ws_url(), &rest, &channel, name),
+            )
+            .await;
+            within(
+                30,
+                &format!("{name} subscribed"),
+                viewer.subscribed_to(&[publisher_id.as_str()]),
+            )
+            .await;
+            viewers.push(viewer);
+        }
+        let ids = serving(&rest, &channel).await;
+        let span = ids[1]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no second node: {ids}"));
+        assert_eq!(ids.as_array().map(Vec::len), Some(2), "{ids}");
+        assert_eq!(ids[0], a.id(), "{ids}");
+        let relay = others
+            .iter()
+            .position(|n| n.id() == span)
+            .unwrap_or_else(|| panic!("{span} is not one of the other nodes"));
+        let spare = others[1 - relay].id();
+        links(&rest, a.id(), 1, span, 1).await;
+        let (audio, video) = payloads(0x31, 60);
+        within(
+            20,
+            "first round sent",
+            publisher.send_media(&audio, &video, Duration::from_millis(10)),
+        )
+        .await;
+        receive_all(&viewers, &publisher_id, 0, 0x31).await;
+
+        // The relay node dies: its viewers are told, served by the spare node, fed again.
+        others[relay].kill();
+        for viewer in &viewers[2..] {
+            let mut state = viewer.sub_state.clone();
+            let recovered = within(20, &format!("{} recovery", viewer.name), async {
+                state.wait_for(|s| s.recoveries >= 1).await.is_ok()
+            })
+            .await;
+            assert!(recovered, "{}", viewer.name);
+        }
+        for viewer in &viewers[2..] {
+            within(
+                30,
+                &format!("{} subscribed again", viewer.name),
+                viewer.subscribed_to(&[publisher_id.as_str()]),
+            )
+            .await;
+        }
+        assert_eq!(serving(&rest, &channel).await, json!([a.id(), spare]));
+        links(&rest, a.id(), 1, spare, 1).await;
+        let (audio, video) = payloads(0x32, 60);
+        within(
+            20,
+            "second round sent",
+            publisher.send_media_from(60, &audio, &video, Duration::from_millis(10)),
+        )
+        .await;
+        // The re-served viewers' new subscribe connections count from 0.
+        receive_all(&viewers[2..], &publisher_id, 0, 0x32).await;
+        receive_all(&viewers[..2], &publisher_id, 60, 0x32).await;
+
+        // The spare node's viewers leave: the link goes, and the span with it.
+        for mut viewer in viewers.drain(2..) {
+            let reply = within(10, "leave", viewer.request(json!({ "type": "leave" }))).await;
+            assert_ne!(reply["type"], "error", "{reply}");
+            within(10, "viewer closes", viewer.close()).await;
+        }
+        links(&rest, a.id(), 0, spare, 0).await;
+        assert_eq!(serving(&rest, &channel).await, json!([a.id()]));
+    }
+}

@@ -30,7 +30,7 @@ async fn wait_healthy(rest: &Rest, id: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_beyond_the_first_node_s_cap_are_served_by_the_second_and_a_full_fleet_says_so() {
-    // Spans are opt-in until signaling relays media between a channel's nodes.
+    // Spans are opt-in (several signaling instances do not share their relay links yet).
     let server = Server::start(&["--cluster-secret", SECRET, "--span-nodes"]);
     let rest = server.rest();
     let cap = ["--max-transports", "2"];
@@ -56,8 +56,10 @@ async fn members_beyond_the_first_node_s_cap_are_served_by_the_second_and_a_full
     .await;
     assert!(reported, "{}", get(&rest, &node_path).await);
 
-    // A second node joins; the next members are served there, and the channel spans both.
-    let second = SfuNode::start_with(SECRET, Some(&server), &cap);
+    // A second node joins (room for two members' publish and subscribe sides: the first
+    // node's publishers are relayed to it, so its members subscribe at once); the next
+    // members are served there, and the channel spans both.
+    let second = SfuNode::start_with(SECRET, Some(&server), &["--max-transports", "4"]);
     wait_healthy(&rest, second.id()).await;
     for name in ["p3", "p4"] {
         let mut client = SfuClient::join(&server.ws_url(), &rest, &channel, name).await;
@@ -82,10 +84,13 @@ async fn members_beyond_the_first_node_s_cap_are_served_by_the_second_and_a_full
     assert!(served, "{}", get(&rest, &second_path).await);
     let first_view = get(&rest, &node_path).await;
     assert_eq!(first_view["sessions"], 2, "{first_view}");
-    // The two publishers on the second node receive each other from it.
+    // The two publishers on the second node receive each other from it, and the first node's
+    // publishers through the relay links signaling opened (and the first node's theirs).
+    let (p1, p2) = (members[0].id.clone(), members[1].id.clone());
     let (p3, p4) = (members[2].id.clone(), members[3].id.clone());
-    members[2].subscribed_to(&[p4.as_str()]).await;
-    members[3].subscribed_to(&[p3.as_str()]).await;
+    members[2].subscribed_to(&[&p1, &p2, &p4]).await;
+    members[3].subscribed_to(&[&p1, &p2, &p3]).await;
+    members[0].subscribed_to(&[&p3, &p4]).await;
 
     // Both nodes full: a fifth member hears so at once, and its publish is refused the same
     // way; it stays a member and nothing else changes.
@@ -107,7 +112,6 @@ async fn members_beyond_the_first_node_s_cap_are_served_by_the_second_and_a_full
     );
     // The honest members are unharmed: the publishers on the first node still receive each
     // other.
-    let (p1, p2) = (members[0].id.clone(), members[1].id.clone());
     members[0].subscribed_to(&[p2.as_str()]).await;
     members[1].subscribed_to(&[p1.as_str()]).await;
 }

@@ -127,6 +127,11 @@ pub struct NodeLoad {
     /// Client transports it holds against that cap; at the cap it takes no new member
     /// (placement serves them from other nodes).
     pub admitted_transports: u64,
+    /// Relay links sending a publisher's tracks from this node to another node serving the
+    /// same channel (one per publisher and receiving node).
+    pub relay_links_out: u64,
+    /// Relay links feeding this node another node's publisher's tracks.
+    pub relay_links_in: u64,
 }
 
 impl From<SfuServerView> for SfuServerResponse {
@@ -156,6 +161,8 @@ impl From<SfuServerView> for SfuServerResponse {
                 control_bad_hellos: l.control_bad_hellos,
                 max_transports: l.max_transports,
                 admitted_transports: l.admitted_transports,
+                relay_links_out: l.relay_links_out,
+                relay_links_in: l.relay_links_in,
             });
         Self {
             drained: view.drained(),

@@ -12,6 +12,7 @@ pub mod model;
 pub mod ports;
 pub mod relay_plan;
 
+mod cascade;
 mod channels;
 mod failover;
 mod fleet;
@@ -48,9 +49,10 @@ pub struct SignalingConfig {
     pub api_key: String,
     /// Clients may `integrateUser` themselves.
     pub allow_anonymous: bool,
-    /// Serve members of a channel whose node is full from another node (a span). Off by
-    /// default until signaling relays media between a channel's nodes (issue 15): a member
-    /// served elsewhere would receive only the publishers on its own node.
+    /// Serve members of a channel whose node is full from another node (a span), with relay
+    /// links between the channel's nodes. Off by default: the links an instance opened are
+    /// known only to it (not shared through the store), so several instances would not keep
+    /// them in step.
     pub span_nodes: bool,
     /// Interval of server pings; a socket silent for two intervals is reaped.
     pub ping_interval: Duration,

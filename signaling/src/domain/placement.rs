@@ -6,7 +6,7 @@
 //! `answer {isSFU, sdp}` → node. Node events (tracks came or went) trigger new offers, for
 //! sessions held by any instance (delivery crosses the bus).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use tokio::sync::{Notify, mpsc};
 
 use serde_json::Value;
 
+use super::cascade::{Cascade, LinkKey};
 use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
 use super::failover::{
@@ -69,6 +70,17 @@ pub struct Placement {
     /// When each node last refused a transport as full: such a node takes no new member for
     /// [`FULL_HOLD`] whatever its last load report (sent once a second) said.
     full_at: Mutex<HashMap<SfuServerId, Instant>>,
+    /// Relay links between the nodes of channels spanning nodes, as this instance opened them.
+    cascade: Cascade,
+}
+
+/// What changed in a channel, as far as its relay links go (see [`Placement::sync_relays_after`]).
+#[derive(Clone, Copy, Debug)]
+enum RelayChange {
+    /// Anything: plan again.
+    Any,
+    /// A member was served on this node.
+    ServedOn(SfuServerId),
 }
 
 /// How long a node that refused a transport as full is skipped for new members.
@@ -83,7 +95,7 @@ pub struct RelayInputs {
     /// Live members publishing tracks, with the node each publishes to.
     pub publishers: Vec<super::relay_plan::PublisherOnNode>,
     /// Nodes serving at least one live member that receives.
-    pub receivers: std::collections::BTreeSet<SfuServerId>,
+    pub receivers: BTreeSet<SfuServerId>,
 }
 
 /// Where one member's media is served: a node serving its channel and the channel's room there.
@@ -119,6 +131,7 @@ impl Placement {
             link_lost: Arc::new(Notify::new()),
             failed_at: Mutex::new(HashMap::new()),
             full_at: Mutex::new(HashMap::new()),
+            cascade: Cascade::default(),
         }
     }
 
@@ -190,6 +203,10 @@ impl Placement {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(node, Instant::now());
+        // Its relay links are gone with it; their other ends are closed.
+        if let Some(nodes) = self.nodes.get() {
+            self.cascade.node_lost(nodes.as_ref(), node).await;
+        }
         let (placed, spans) = match (self.placed_on(node).await, self.spans_on(node).await) {
             (Ok(placed), Ok(spans)) => (placed, spans),
             (Err(e), _) | (_, Err(e)) => {
@@ -496,6 +513,7 @@ impl Placement {
         futures_util::stream::iter(&moved)
             .for_each_concurrent(OFFER_AT_ONCE, |member| self.offer(channel, member))
             .await;
+        self.sync_relays(channel).await;
     }
 
     /// `channel`'s `room` on `node` is lost (the node failed or restarted): see
@@ -721,6 +739,7 @@ impl Placement {
                         self.offer_members(&channel.id, &me.id).await;
                     }
                     self.published(me, &channel.id, &offer, &answer).await?;
+                    self.sync_relays(&channel.id).await;
                     return Ok(answer);
                 }
                 Response::Error {
@@ -923,7 +942,10 @@ impl Placement {
                 }
             };
             match self.offer_on(served.node, &served.room, session).await {
-                Offered::Done => return,
+                Offered::Done => {
+                    let change = RelayChange::ServedOn(served.node);
+                    return self.sync_relays_after(channel, change).await;
+                }
                 Offered::Full if avoid.len() + 1 < FULL_TRIES => {
                     self.refused_full(served.node);
                     avoid.push(served.node);
@@ -1066,20 +1088,30 @@ impl Placement {
             session: me.id.clone(),
         };
         self.shared.events.record(released).await;
-        if channel.sfu_server_id != Some(node) {
-            self.close_span_if_unused(&channel.id, SfuSpan { node, room })
+        let span_closed = channel.sfu_server_id != Some(node)
+            && self
+                .close_span_if_unused(&channel.id, SfuSpan { node, room })
                 .await;
+        // Links change when a publisher leaves or a node stops serving the channel; a viewer
+        // leaving a node that still serves others changes none (and its sync would read every
+        // member again, per leave, in the largest rooms).
+        if span_closed || !me.published.is_empty() {
+            self.sync_relays(&channel.id).await;
         }
     }
 
     /// Removes `span` from the channel and closes its room if no live member is served there.
-    async fn close_span_if_unused(&self, channel: &ChannelId, span: SfuSpan) {
+    /// Returns whether it did.
+    async fn close_span_if_unused(&self, channel: &ChannelId, span: SfuSpan) -> bool {
         let members = match self.shared.live_members(channel).await {
             Ok(members) => members,
-            Err(e) => return tracing::warn!(error = %e, "span cleanup: store unavailable"),
+            Err(e) => {
+                tracing::warn!(error = %e, "span cleanup: store unavailable");
+                return false;
+            }
         };
         if members.iter().any(|m| m.sfu_node == Some(span.node)) {
-            return;
+            return false;
         }
         match self.shared.store.remove_channel_span(channel, &span).await {
             Ok(true) => {
@@ -1088,9 +1120,89 @@ impl Placement {
                 if let Err(e) = self.node_call(span.node, close).await {
                     tracing::warn!(error = %e.message, "closing an unused span room failed");
                 }
+                true
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "span cleanup: store unavailable"),
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "span cleanup: store unavailable");
+                false
+            }
+        }
+    }
+
+    /// Brings `channel`'s relay links in step with who publishes on which node and which nodes
+    /// serve its receiving members (DESIGN §7.2): the relay plan (kept from the last one where it
+    /// still fits) says which publisher's tracks go from which node to which; links no longer
+    /// planned, or whose rooms changed, are closed; planned ones are opened. Called wherever that
+    /// changes: a publish, a member served, a member gone, a node's span dropped.
+    async fn sync_relays(&self, channel: &ChannelId) {
+        self.sync_relays_after(channel, RelayChange::Any).await;
+    }
+
+    /// [`Self::sync_relays`] after `change`: a member served on a node that already had
+    /// receiving members at the last planned sync changes nothing (no read of the members).
+    async fn sync_relays_after(&self, channel: &ChannelId, change: RelayChange) {
+        let Some(nodes) = self.nodes.get() else {
+            return;
+        };
+        let record = match self.shared.store.channel(channel).await {
+            Ok(record) => record,
+            Err(e) => {
+                return tracing::warn!(%channel, error = %e, "relay links: store unavailable");
+            }
+        };
+        let rooms: BTreeMap<SfuServerId, String> = record
+            .as_ref()
+            .map(|r| {
+                r.serving()
+                    .into_iter()
+                    .map(|(node, room)| (node, room.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // A channel served by one node needs no link: its members are not read (the common
+        // case, at every publish, offer and leave), unless links of an earlier span are still
+        // open here, which close now.
+        let (plan, receivers) = match record {
+            Some(record) if rooms.len() > 1 => {
+                if let RelayChange::ServedOn(node) = change
+                    && self.cascade.planned_receiver(channel, node)
+                {
+                    return;
+                }
+                let previous = self.cascade.last_plan(channel);
+                match self.relay_inputs_of(&record).await {
+                    Ok(Some(inputs)) => {
+                        let plan = super::relay_plan::plan_relays(
+                            &inputs.publishers,
+                            &inputs.receivers,
+                            super::relay_plan::DEFAULT_RELAY_FAN_OUT,
+                            &previous,
+                        );
+                        (plan, inputs.receivers)
+                    }
+                    Ok(None) => Default::default(),
+                    Err(e) => {
+                        return tracing::warn!(%channel, error = %e, "relay links: store unavailable");
+                    }
+                }
+            }
+            _ if !self.cascade.has_links(channel) => return,
+            _ => Default::default(),
+        };
+        let wanted = LinkKey::of_plan(&plan);
+        self.cascade.keep_plan(channel, plan.clone(), receivers);
+        let synced = self
+            .cascade
+            .sync(nodes.as_ref(), channel, &rooms, &wanted)
+            .await;
+        if synced.failed > 0 {
+            // Not every link opened: the next member served anywhere plans (and tries) again.
+            self.cascade.keep_plan(channel, plan, BTreeSet::new());
+        }
+        if synced.opened + synced.closed + synced.failed > 0 {
+            tracing::info!(%channel, opened = synced.opened, closed = synced.closed,
+                failed = synced.failed, "relay links synced");
         }
     }
 
@@ -1102,16 +1214,24 @@ impl Placement {
         &self,
         channel: &ChannelId,
     ) -> Result<Option<RelayInputs>, super::ports::StoreError> {
-        let Some(record) = self.shared.store.channel(channel).await? else {
-            return Ok(None);
-        };
+        match self.shared.store.channel(channel).await? {
+            Some(record) => self.relay_inputs_of(&record).await,
+            None => Ok(None),
+        }
+    }
+
+    /// [`Self::relay_inputs`] of a channel record already read (one store read of its members).
+    async fn relay_inputs_of(
+        &self,
+        record: &ChannelRecord,
+    ) -> Result<Option<RelayInputs>, super::ports::StoreError> {
         if record.sfu_server_id.is_none() {
             return Ok(None);
         }
-        let members = self.shared.live_members(channel).await?;
+        let members = self.shared.live_members(&record.id).await?;
         let mut inputs = RelayInputs::default();
         for member in &members {
-            let Some((node, _)) = member_room(&record, member) else {
+            let Some((node, _)) = member_room(record, member) else {
                 continue;
             };
             if !member.published.is_empty() {
@@ -1161,6 +1281,11 @@ impl Placement {
     /// The channel was deleted (or its node unregistered): its rooms go, on every node
     /// serving it.
     pub(super) async fn close_room(&self, channel: &ChannelRecord) {
+        if let Some(nodes) = self.nodes.get() {
+            self.cascade
+                .close_channel(nodes.as_ref(), &channel.id)
+                .await;
+        }
         for (node, room) in channel.serving() {
             let close = Request::CloseRoom {
                 room: room.to_owned(),
@@ -1777,6 +1902,24 @@ mod tests {
         record
             .and_then(|c| c.sfu_room)
             .expect("the channel is placed")
+    }
+
+    /// Relay links are synced at every publish, offer and leave: for a channel served by one
+    /// node (no link possible) that costs no read of its members.
+    #[tokio::test]
+    async fn relay_sync_of_a_channel_on_one_node_reads_no_member() {
+        let (signaling, store, recorder) = recorded_service();
+        let (_nodes, _events) = FakeNodes::attach(&signaling);
+        register_node(&signaling).await;
+        let (channel, (alice, _), _) = two_members(&signaling, &recorder, true).await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        let before = store.records_read();
+        signaling.placement().sync_relays(&channel).await;
+        assert_eq!(store.records_read(), before);
     }
 
     #[tokio::test]

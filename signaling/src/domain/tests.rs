@@ -595,6 +595,8 @@ pub(super) struct FakeNodes {
     transports: std::sync::Mutex<Transports>,
     /// Load reports say what each node holds (else they stay empty, as if not sent yet).
     live_load: std::sync::atomic::AtomicBool,
+    /// `openRelay` is refused (a sending node that cannot open a relay link).
+    refuse_open_relay: std::sync::atomic::AtomicBool,
 }
 
 impl FakeNodes {
@@ -629,6 +631,11 @@ impl FakeNodes {
     /// From now on every room ranks these speakers when asked.
     pub(super) fn set_speakers(&self, speakers: Vec<mooyaho_control::Speaker>) {
         *self.speakers.lock().unwrap() = speakers;
+    }
+
+    /// From now on every node refuses `openRelay`.
+    pub(super) fn refuse_open_relay(&self) {
+        self.refuse_open_relay.store(true, Ordering::Relaxed);
     }
 
     /// From now on requests to `node` never get an answer.
@@ -787,6 +794,15 @@ impl super::ports::SfuNodes for FakeNodes {
             Request::SubscribeOffer { session, .. } => Response::Sdp {
                 sdp: Some(format!("offer-for-{session}")),
             },
+            Request::AcceptRelay { .. } => Response::RelayAddress {
+                address: "127.0.0.1:9".into(),
+            },
+            Request::OpenRelay { .. } if self.refuse_open_relay.load(Ordering::Relaxed) => {
+                Response::Error {
+                    code: ErrorCode::BadRequest,
+                    message: "refused".into(),
+                }
+            }
             _ => Response::Done,
         };
         requests.push(request);
