@@ -540,7 +540,8 @@ mod through_signaling {
     /// a second node, fed by one relay link signaling opened. Every viewer gets the publisher's
     /// payloads intact and in order. The second node is killed: its viewers get `sfuRestart`,
     /// are served by the third node and receive again through a new link. When they leave, the
-    /// link is closed and the third node no longer serves the channel.
+    /// link is closed and the third node no longer serves the channel. Then the first node is
+    /// disabled: a new viewer is served by the third node through a new link.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn viewers_beyond_the_first_node_get_the_publisher_through_one_relay_link() {
         let server = Server::start(&["--cluster-secret", SECRET, "--span-nodes"]);
@@ -643,5 +644,39 @@ mod through_signaling {
         }
         links(&rest, a.id(), 0, spare, 0).await;
         assert_eq!(serving(&rest, &channel).await, json!([a.id()]));
+
+        // A is disabled (DESIGN §7.2): it keeps its members, but a new viewer is served by the
+        // spare node, fed through a new link.
+        let path = format!("/sfu-servers/{}", a.id());
+        let (status, body) = within(
+            10,
+            "disable A",
+            rest.call("PATCH", &path, Some(json!({ "disabled": true }))),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let late = within(
+            20,
+            "v5 joins",
+            SfuClient::join(&server.ws_url(), &rest, &channel, "v5"),
+        )
+        .await;
+        within(
+            30,
+            "v5 subscribed",
+            late.subscribed_to(&[publisher_id.as_str()]),
+        )
+        .await;
+        assert_eq!(serving(&rest, &channel).await, json!([a.id(), spare]));
+        links(&rest, a.id(), 1, spare, 1).await;
+        let (audio, video) = payloads(0x33, 60);
+        within(
+            20,
+            "third round sent",
+            publisher.send_media_from(120, &audio, &video, Duration::from_millis(10)),
+        )
+        .await;
+        receive_all(std::slice::from_ref(&late), &publisher_id, 0, 0x33).await;
+        receive_all(&viewers, &publisher_id, 120, 0x33).await;
     }
 }

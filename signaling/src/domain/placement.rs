@@ -1565,16 +1565,25 @@ impl Placement {
                 placed_now,
             });
         }
-        // A node already serving the channel keeps taking its members while it is healthy and
-        // has room, even disabled or draining (those refuse new rooms only; a drain moves the
-        // channel whole): signaling does not yet open relay links between the nodes of a
-        // channel (issue 15), so a member served elsewhere would be cut off from the members
-        // there. Only a full or failed node makes the channel span another one.
-        let kept = record
-            .serving()
-            .into_iter()
-            .find(|(node, _)| self.keeps_serving(*node, avoid))
-            .map(|(node, room)| (node, room.to_owned()));
+        // With spans (DESIGN §7.2), a node already serving the channel takes its new members
+        // while it is open (healthy, enabled, not draining, not full); else another open node
+        // serves them, fed by relay links. Without spans another node could not carry the
+        // channel's media, so a node serving it keeps taking its members while healthy and not
+        // full, even disabled or draining (those refuse new rooms only; a drain moves the
+        // channel whole).
+        let kept = if self.shared.config.span_nodes {
+            let open = self.open_nodes(avoid).await.unwrap_or_default();
+            record
+                .serving()
+                .into_iter()
+                .find(|(node, _)| open.contains(node))
+        } else {
+            record
+                .serving()
+                .into_iter()
+                .find(|(node, _)| self.keeps_serving(*node, avoid))
+        }
+        .map(|(node, room)| (node, room.to_owned()));
         let (node, room) = match kept {
             Some(kept) => kept,
             None if !self.shared.config.span_nodes => {
@@ -1715,8 +1724,8 @@ impl Placement {
         open.first().copied().ok_or_else(|| no_open_node(false))
     }
 
-    /// `node` can take one more member of a channel it serves: healthy (a load report on a live
-    /// link), not full, not in `avoid` — disabled or draining as may be.
+    /// `node` can take one more member of a channel it serves when spans are off: healthy (a
+    /// load report on a live link), not full, not in `avoid` — disabled or draining as may be.
     fn keeps_serving(&self, node: SfuServerId, avoid: &[SfuServerId]) -> bool {
         let Some(nodes) = self.nodes() else {
             return false;

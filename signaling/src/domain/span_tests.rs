@@ -364,12 +364,14 @@ async fn a_failed_helper_node_moves_only_its_members_and_a_failed_first_node_the
     }
 }
 
-/// Until signaling opens relay links between a channel's nodes, disabling the channel's node
-/// (which refuses new rooms only) must not split the channel: a new member is served by the
-/// node already serving it, where the other members are.
+/// Without spans (`--span-nodes` off) another node could not carry the channel's media, so
+/// disabling the channel's node (which refuses new rooms only) must not split the channel: a
+/// new member is served by the node already serving it, where the other members are.
 #[tokio::test]
 async fn a_disabled_node_keeps_taking_members_of_the_channels_it_serves() {
-    let (signaling, store, _recorder) = recorded_service();
+    let (signaling, store, _recorder) = super::tests::recorded_service_with(|config| {
+        config.span_nodes = false;
+    });
     let (fake, _events, ids) = capped_nodes(&signaling, &[0, 0]).await;
     let (a, b) = (ids[0], ids[1]);
     let channel = signaling.channels().create(true).await.unwrap().id;
@@ -423,4 +425,26 @@ async fn without_span_nodes_a_member_beyond_a_full_node_gets_sfu_full() {
         store.inner.session(&bob.session).await.unwrap().is_some(),
         "bob stays a member"
     );
+}
+
+/// DESIGN §7.2 with spans: a channel whose node is disabled is served to new members by another
+/// healthy node (relay links carry its media); the members already there stay. (A draining node
+/// is left out of `open_nodes` the same way; a drain also moves its channels whole.)
+#[tokio::test]
+async fn with_spans_new_members_of_a_disabled_node_s_channel_go_to_another_node() {
+    let (signaling, store, _recorder) = recorded_service();
+    let (_fake, _events, ids) = capped_nodes(&signaling, &[0, 0]).await;
+    let channel = signaling.channels().create(true).await.unwrap().id;
+    let (alice, _alice_queue) = publishing(&signaling, &channel, "alice").await;
+    let first = serving_node(&store, &alice.session).await.unwrap();
+    let other = if first == ids[0] { ids[1] } else { ids[0] };
+    let patch = crate::domain::SfuServerPatch {
+        disabled: Some(true),
+        ..Default::default()
+    };
+    signaling.sfu_servers().update(first, patch).await.unwrap();
+    let (bob, _bob_queue) = entered(&signaling, &channel, "bob").await;
+    assert_eq!(serving_node(&store, &bob.session).await, Some(other));
+    assert_eq!(serving_nodes(&store, &channel).await, [first, other]);
+    assert_eq!(serving_node(&store, &alice.session).await, Some(first));
 }
