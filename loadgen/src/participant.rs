@@ -1179,7 +1179,13 @@ async fn receive_media(
             if let Some((id, recorder)) = &mut twcc
                 && let Some(transport_seq) = transport_sequence(packet, *id)
             {
-                recorder.on_packet(Instant::now(), transport_seq);
+                // The kernel's arrival time, not when this busy task got to the packet: the
+                // node's delay-based estimate must see the network's queue, not the generator's.
+                let waited = Duration::from_nanos(wire::now_ns().saturating_sub(arrived));
+                let at = Instant::now()
+                    .checked_sub(waited)
+                    .unwrap_or_else(Instant::now);
+                recorder.on_packet(at, transport_seq);
                 twcc_media_ssrc = ssrc;
             }
             if feedback.on_packet(Instant::now(), ssrc, seq, !audio) == Arrival::Recovered {

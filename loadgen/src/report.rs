@@ -116,7 +116,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub churn: Option<crate::churn::ChurnReport>,
     /// Each layer's packets per second in and out (`simulcast`); `lossPercent` above is then
-    /// judged per layer (a layer's packets × the subscribers that received it).
+    /// the sequence-gap loss (subscribers switch layers inside the window; the node numbers
+    /// each subscription's packets in one sequence across switches), and
+    /// `packetsExpectedInWindow` each layer's packets × the subscribers that got mostly it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulcast: Option<SimulcastReport>,
 }
@@ -392,7 +394,16 @@ impl Report {
             )
         };
         let window_received = totals.window_received.load(Ordering::Relaxed);
-        let window_loss_percent = if window_expected == 0 {
+        let gap_loss_percent = if expected == 0 {
+            0.0
+        } else {
+            lost as f64 * 100.0 / expected as f64
+        };
+        let window_loss_percent = if simulcast.is_some() {
+            // Subscribers switch layers: what the node sent each one is its one renumbered
+            // sequence, whose gaps are the loss.
+            gap_loss_percent
+        } else if window_expected == 0 {
             0.0
         } else {
             window_expected.saturating_sub(window_received) as f64 * 100.0 / window_expected as f64
@@ -419,11 +430,7 @@ impl Report {
             loss_percent: window_loss_percent,
             packets_expected_in_window: window_expected,
             packets_received_of_window: window_received,
-            gap_loss_percent: if expected == 0 {
-                0.0
-            } else {
-                lost as f64 * 100.0 / expected as f64
-            },
+            gap_loss_percent,
             srtp_auth_failures: totals.auth_failures.load(Ordering::Relaxed),
             dropped_by_induced_loss: totals.dropped_by_loss.load(Ordering::Relaxed),
             nacked_packets: totals.nacked.load(Ordering::Relaxed),
