@@ -492,6 +492,16 @@ pub struct MediaCounters {
     pub plis_sent: u64,
     /// PLI/FIR received from subscribers.
     pub keyframe_requests_received: u64,
+    /// Copies not sent because their subscription waits for a keyframe (to start or to switch
+    /// layers).
+    pub rtp_waiting_for_keyframe: u64,
+    /// Video subscriptions paused because not even their lowest layer fit the subscriber's
+    /// downlink estimate.
+    pub bwe_pauses: u64,
+    /// Such paused subscriptions resumed when their downlink took a layer again.
+    pub bwe_resumes: u64,
+    /// Probe packets sent to measure subscribers' downlink headroom.
+    pub probe_packets_sent: u64,
     /// Publisher sender reports not translated (SR flood throttle).
     pub sr_throttled: u64,
     /// RTP packets over their track's bitrate cap, dropped.

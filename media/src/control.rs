@@ -1004,6 +1004,10 @@ fn media_counters(stats: &NodeStats, meter: &mut LoadMeter) -> MediaCounters {
         media.retransmits_unrepeatable += core.retransmits_unrepeatable;
         media.plis_sent += core.pli_sent;
         media.keyframe_requests_received += core.keyframe_requests_received;
+        media.rtp_waiting_for_keyframe += core.rtp_waiting_for_keyframe;
+        media.bwe_pauses += core.bwe_pauses;
+        media.bwe_resumes += core.bwe_resumes;
+        media.probe_packets_sent += core.probe_packets_sent;
         media.sr_throttled += core.sr_throttled;
         media.rtp_over_bitrate += core.rtp_over_bitrate;
         media.rtp_unknown_rid += core.rtp_unknown_rid;

@@ -43,6 +43,11 @@ impl VideoDemand {
         below.chain(above.filter(|_| !any_below))
     }
 
+    /// The lowest layer the wish allows (`None`: no layer flows).
+    pub(crate) fn lowest_allowed(&self) -> Option<u8> {
+        self.allowed().next()
+    }
+
     fn rate(&self, layer: u8) -> Option<u64> {
         self.rates.get(usize::from(layer)).copied().flatten()
     }

@@ -609,7 +609,7 @@ impl Fixture {
                 .worker
                 .transport_direction(tx.to)
                 .expect("transmit to a removed transport");
-            if matches!(tx.packet, OutPacket::Rtp { .. }) {
+            if matches!(tx.packet, OutPacket::Rtp { .. } | OutPacket::Padding { .. }) {
                 assert_eq!(
                     direction,
                     Direction::Subscribe,
@@ -623,6 +623,13 @@ impl Fixture {
             match tx.packet {
                 OutPacket::Rtp { .. } => drop(
                     RtpPacket::parse(Bytes::copy_from_slice(&scratch[..n])).expect("valid RTP"),
+                ),
+                OutPacket::Padding { .. } => assert!(
+                    RtpPacket::parse(Bytes::copy_from_slice(&scratch[..n]))
+                        .expect("valid RTP")
+                        .payload()
+                        .is_empty(),
+                    "padding carries no payload"
                 ),
                 OutPacket::Rtcp(_) => assert!(
                     Compound::new(&scratch[..n]).all(|m| m.is_ok()),

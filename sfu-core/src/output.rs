@@ -1,5 +1,7 @@
 //! What a [`Worker`](crate::Worker) asks the media layer to do.
 
+use std::num::NonZeroU8;
+
 use bytes::{Bytes, BytesMut};
 
 use crate::dynacast::LayerSet;
@@ -27,6 +29,15 @@ pub enum OutPacket {
     },
     /// A complete (compound) RTCP packet.
     Rtcp(Bytes),
+    /// An RTP packet of `len` padding bytes and no payload (RFC 3550 §5.1, the P bit) on a
+    /// subscription's RTX stream: a bandwidth probe when no media can be resent. Receivers
+    /// count its transport-wide sequence number, then drop it (RFC 4588 needs an OSN).
+    Padding {
+        /// The RTX header (its own sequence number, the transport-wide one in `extensions`).
+        header: RtpHeader,
+        /// Padding bytes (the last one says how many).
+        len: NonZeroU8,
+    },
 }
 
 impl OutPacket {
@@ -45,6 +56,20 @@ impl OutPacket {
                 dst.copy_from_slice(bytes);
                 Ok(bytes.len())
             }
+            Self::Padding { header, len } => {
+                let at = header.write(&[], out)?;
+                let need = at + usize::from(len.get());
+                let Some(padding) = out.get_mut(at..need) else {
+                    return Err(BufferTooSmall {
+                        need,
+                        have: out.len(),
+                    });
+                };
+                padding.fill(0);
+                padding[padding.len() - 1] = len.get();
+                out[0] |= 0x20;
+                Ok(need)
+            }
         }
     }
 
@@ -53,6 +78,13 @@ impl OutPacket {
         match self {
             Self::Rtp { header, payload } => header.write_to(payload, buf),
             Self::Rtcp(bytes) => buf.extend_from_slice(bytes),
+            Self::Padding { header, len } => {
+                let start = buf.len();
+                buf.resize(start + header.len() + usize::from(len.get()), 0);
+                // The buffer was just sized for exactly this packet.
+                self.write(&mut buf[start..])
+                    .expect("buffer sized for the header and padding");
+            }
         }
     }
 }
@@ -106,4 +138,55 @@ pub enum Event {
         /// Its room.
         room: RoomId,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU8;
+
+    use bytes::BytesMut;
+    use webrtc_util::Unmarshal;
+
+    use super::OutPacket;
+    use crate::rtp::{OutExtensions, RtpHeader};
+    use crate::{Pt, RtpTime, SeqNo, Ssrc};
+
+    #[test]
+    fn a_padding_packet_is_rtp_with_the_p_bit_and_no_payload_for_the_reference_parser() {
+        let mut extensions = OutExtensions::EMPTY;
+        extensions.push(3, &[0x12, 0x34]);
+        let packet = OutPacket::Padding {
+            header: RtpHeader {
+                ssrc: Ssrc(0x0102_0304),
+                pt: Pt(97),
+                seq: SeqNo(70_000),
+                timestamp: RtpTime(9000),
+                marker: false,
+                extensions,
+                rtx_osn: None,
+            },
+            len: NonZeroU8::new(200).unwrap(),
+        };
+        let mut scratch = [0u8; 1500];
+        let n = packet.write(&mut scratch).unwrap();
+        let mut grown = BytesMut::new();
+        packet.write_to(&mut grown);
+        assert_eq!(&grown[..], &scratch[..n]);
+        // 12 header bytes, 8 of extension block, 200 of padding.
+        assert_eq!(n, 12 + 8 + 200);
+        let parsed = rtp::packet::Packet::unmarshal(&mut &scratch[..n]).unwrap();
+        assert!(parsed.header.padding);
+        assert!(parsed.payload.is_empty());
+        assert_eq!(parsed.header.ssrc, 0x0102_0304);
+        assert_eq!(parsed.header.payload_type, 97);
+        assert_eq!(parsed.header.sequence_number, 70_000u64 as u16);
+        assert_eq!(
+            parsed.header.get_extension(3).unwrap().as_ref(),
+            &[0x12, 0x34]
+        );
+        assert!(
+            packet.write(&mut scratch[..n - 1]).is_err(),
+            "too small a buffer"
+        );
+    }
 }

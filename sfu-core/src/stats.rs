@@ -77,8 +77,12 @@ pub struct Counters {
     pub twcc_throttled: u64,
     /// Probe packets (retransmissions of recent packets) sent to measure a downlink's headroom.
     pub probe_packets_sent: u64,
+    /// Of those, padding-only packets (no media to resend, e.g. every video paused).
+    pub probe_padding_sent: u64,
     /// Video subscriptions paused because not even their lowest layer fit the downlink.
     pub bwe_pauses: u64,
+    /// Paused video subscriptions resumed because their downlink takes a layer again.
+    pub bwe_resumes: u64,
     /// Loss subscribers report about what we forward (each report block's fraction lost).
     pub subscriber_loss: Histogram,
     /// Loss of publishers' streams toward us (each report block we send them).

@@ -216,6 +216,24 @@ impl Subscription {
         })
     }
 
+    /// The header of a padding-only probe packet on the RTX stream (its own next sequence
+    /// number), if RTX was negotiated. Receivers never play it, so the timestamp is the
+    /// rewriter's (any value would do; this one stays near the stream's).
+    pub(crate) fn padding_header(&mut self) -> Option<RtpHeader> {
+        let rtx = self.config.rtx?;
+        let seq = self.rtx_seq;
+        self.rtx_seq.0 += 1;
+        Some(RtpHeader {
+            ssrc: rtx.ssrc,
+            pt: rtx.pt,
+            seq,
+            timestamp: self.rewriter.output_timestamp(0),
+            marker: false,
+            extensions: OutExtensions::EMPTY,
+            rtx_osn: None,
+        })
+    }
+
     /// The header for resending `packet` (stored under output sequence number `out_seq`): on the
     /// RTX stream when negotiated, otherwise as a copy of the original (the caller writes the
     /// original's extensions, so the packet is byte-identical to the first send).

@@ -85,6 +85,26 @@ const COUNTERS: &[CounterField] = &[
         |l| l.media.keyframe_requests_received,
     ),
     (
+        "sfu_rtp_waiting_for_keyframe",
+        "RTP copies not sent while their subscription waits for a keyframe",
+        |l| l.media.rtp_waiting_for_keyframe,
+    ),
+    (
+        "sfu_bwe_pauses",
+        "Video subscriptions paused: not even their lowest layer fit the downlink estimate",
+        |l| l.media.bwe_pauses,
+    ),
+    (
+        "sfu_bwe_resumes",
+        "Video subscriptions resumed after a bandwidth pause",
+        |l| l.media.bwe_resumes,
+    ),
+    (
+        "sfu_probe_packets",
+        "Probe packets sent to measure subscribers' downlink headroom",
+        |l| l.media.probe_packets_sent,
+    ),
+    (
         "sfu_sr_throttled",
         "Publisher sender reports not translated (flood throttle)",
         |l| l.media.sr_throttled,

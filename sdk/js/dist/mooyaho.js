@@ -605,6 +605,8 @@ var CALL_TIMEOUT_MS = 6e4;
 var SFU_RETRY_FIRST_MS = 1e3;
 var SFU_RETRY_MAX_MS = 15e3;
 var SFU_MAX_FAILED_RECOVERIES = 5;
+var PUBLISH_ATTEMPTS = 5;
+var PUBLISH_RETRYABLE = /* @__PURE__ */ new Set(["disconnected", "timeout", "unavailable", "rate_limited"]);
 function backoffMs(step) {
   const delay = Math.min(SFU_RETRY_FIRST_MS * 2 ** step, SFU_RETRY_MAX_MS);
   return delay * (0.75 + Math.random() * 0.5);
@@ -694,7 +696,7 @@ var Mooyaho = class extends Emitter {
     }
     const local = await navigator.mediaDevices.getUserMedia(constraints);
     this.#local = local;
-    if (this.#sfu && !this.#sfu.publisher) this.#sfu.publish(local).catch((e) => this.#fail(e));
+    if (this.#sfu && !this.#sfu.publisher) void this.#publishOn(this.#sfu, local);
     return local;
   }
   getMyStream() {
@@ -1064,9 +1066,31 @@ var Mooyaho = class extends Emitter {
     );
     this.#sfu = sfu;
     if (this.#local && this.#sfuRecovery.awaiting === null) {
-      sfu.publish(this.#local).catch((e) => this.#fail(e));
+      void this.#publishOn(sfu, this.#local);
     }
     return sfu;
+  }
+  /**
+   * Publishes `local` on `sfu`, sending the publish again after a dropped socket or a timeout
+   * (see `PUBLISH_RETRYABLE`) with backoff while `sfu` is still the channel's connection; a
+   * refusal, or the last attempt's failure, is an `error` event.
+   */
+  async #publishOn(sfu, local) {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await sfu.publish(local);
+        return;
+      } catch (e) {
+        const retryable = e instanceof MooyahoError && PUBLISH_RETRYABLE.has(e.code);
+        if (this.#sfu !== sfu) return;
+        if (!retryable || attempt >= PUBLISH_ATTEMPTS) {
+          this.#fail(e);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, backoffMs(attempt - 1)));
+        if (this.#sfu !== sfu || sfu.publisher) return;
+      }
+    }
   }
   /**
    * Rebuilds the SFU PeerConnections, with no application code: after `sfuRestart` (the channel

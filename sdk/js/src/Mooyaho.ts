@@ -27,6 +27,14 @@ const SFU_RETRY_MAX_MS = 15_000;
  * enter that every member sees and every subscriber renegotiates.
  */
 const SFU_MAX_FAILED_RECOVERIES = 5;
+/**
+ * A publish whose request the signaling socket lost (it reconnects and resumes the session) or
+ * that the server could not answer for a moment is sent again, up to this many attempts in
+ * all; a refusal (e.g. `sfu_unavailable`, `forbidden`) is final. The server replaces a publish
+ * it may have taken before the drop, so a second one is safe.
+ */
+const PUBLISH_ATTEMPTS = 5;
+const PUBLISH_RETRYABLE = new Set(['disconnected', 'timeout', 'unavailable', 'rate_limited']);
 
 /** `base` doubled per step up to the maximum, jittered ±25 %. */
 function backoffMs(step: number): number {
@@ -146,7 +154,7 @@ export class Mooyaho extends Emitter {
     this.#local = local;
     // In an SFU channel entered without a camera, start publishing now (publishing is its own
     // PeerConnection, so nothing needs renegotiating). Mesh links made earlier stay receive-only.
-    if (this.#sfu && !this.#sfu.publisher) this.#sfu.publish(local).catch((e: unknown) => this.#fail(e));
+    if (this.#sfu && !this.#sfu.publisher) void this.#publishOn(this.#sfu, local);
     return local;
   }
 
@@ -554,9 +562,32 @@ export class Mooyaho extends Emitter {
     );
     this.#sfu = sfu;
     if (this.#local && this.#sfuRecovery.awaiting === null) {
-      sfu.publish(this.#local).catch((e: unknown) => this.#fail(e));
+      void this.#publishOn(sfu, this.#local);
     }
     return sfu;
+  }
+
+  /**
+   * Publishes `local` on `sfu`, sending the publish again after a dropped socket or a timeout
+   * (see `PUBLISH_RETRYABLE`) with backoff while `sfu` is still the channel's connection; a
+   * refusal, or the last attempt's failure, is an `error` event.
+   */
+  async #publishOn(sfu: Sfu, local: MediaStream): Promise<void> {
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        await sfu.publish(local);
+        return;
+      } catch (e) {
+        const retryable = e instanceof MooyahoError && PUBLISH_RETRYABLE.has(e.code);
+        if (this.#sfu !== sfu) return; // superseded (left, recovered): nothing to report
+        if (!retryable || attempt >= PUBLISH_ATTEMPTS) {
+          this.#fail(e);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, backoffMs(attempt - 1)));
+        if (this.#sfu !== sfu || sfu.publisher) return;
+      }
+    }
   }
 
   /**

@@ -2,7 +2,7 @@
 // with its single-use token (no re-enter), and keeps receiving media and signaling.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { assertDecodingFrom, connectClient, frames, launchBrowser, sdkPage, startServer, waitFor } from './helpers.mjs';
+import { assertDecodingFrom, connectClient, frames, launchBrowser, sdkPage, sfuFrames, startServer, waitFor } from './helpers.mjs';
 
 let server;
 let browser;
@@ -60,7 +60,8 @@ test('a dropped socket is resumed: same session, same channel, media and signali
 /**
  * Puts the page's WebSockets through a proxy the test controls: `block` refuses new sockets,
  * `dead = last` silences the current one in both directions (a half-open connection that TCP
- * has not noticed: only the app-level heartbeat can tell).
+ * has not noticed: only the app-level heartbeat can tell), `dropPublish > 0` closes the socket
+ * instead of passing on an SFU publish request (that many times).
  */
 async function proxied(page, ctl) {
   await page.routeWebSocket(/\/websocket/, (ws) => {
@@ -71,10 +72,37 @@ async function proxied(page, ctl) {
     const server = ws.connectToServer();
     const conn = {};
     ctl.last = conn;
-    ws.onMessage((m) => { if (ctl.dead !== conn) server.send(m); });
+    ws.onMessage((m) => {
+      if (ctl.dropPublish > 0 && /"type":"call"/.test(m) && /"isSFU":true/.test(m)) {
+        ctl.dropPublish -= 1;
+        ws.close();
+        server.close();
+        return;
+      }
+      if (ctl.dead !== conn) server.send(m);
+    });
     server.onMessage((m) => { if (ctl.dead !== conn) ws.send(m); });
   });
 }
+
+test('an SFU publish cut off by a dropped socket is sent again once the session resumed', async () => {
+  const channel = await server.api.createChannel(true);
+  const ctl = { block: false, dead: null, last: null, dropPublish: 1 };
+  const ada = await sdkPage(browser, server, { beforeLoad: (p) => proxied(p, ctl) });
+  const bob = await sdkPage(browser, server);
+  const adaId = await connectClient(ada, server, { name: 'Ada' });
+  const bobId = await connectClient(bob, server, { name: 'Bob' });
+  await enter(bob, channel.id);
+  await enter(ada, channel.id);
+  await waitFor(async () => ctl.dropPublish === 0, 'the publish request cut off');
+  await waitFor(async () => (await events(ada, 'reconnected')).length === 1, 'resumed');
+  await assertDecodingFrom(bob, [adaId], 'Bob sees Ada (publish sent again)', sfuFrames);
+  await assertDecodingFrom(ada, [bobId], 'Ada sees Bob', sfuFrames);
+  assert.equal(await ada.evaluate(() => window.mooyaho.sessionId), adaId);
+  assert.deepEqual(await events(ada, 'error'), [], 'a retried publish is not an error');
+  await ada.close();
+  await bob.close();
+});
 
 test('a silent socket is detected by the heartbeat and resumed', async () => {
   const channel = await server.api.createChannel(false);

@@ -1,10 +1,12 @@
 //! Downlink bandwidth estimation in the worker: subscribers' transport-wide CC feedback feeds
 //! their transport's [`BandwidthEstimator`](crate::bwe::BandwidthEstimator); at every layer
 //! check the estimate is divided among the transport's subscriptions ([`allocate`]): audio
-//! first, then video layers within the wishes, pausing video that does not fit; an upgrade
+//! first, then video layers within the wishes, pausing video that does not fit while the
+//! downlink loses packets (without loss it is held at its lowest layer); an upgrade
 //! that does not fit asks for a probe, which the tick sends as retransmissions of recent
-//! packets on the RTX stream.
+//! packets on the RTX stream, or padding-only packets there when nothing can be resent.
 
+use std::num::NonZeroU8;
 use std::time::Instant;
 
 use super::Worker;
@@ -16,8 +18,15 @@ use crate::rtcp::TwccFeedback;
 use crate::track::MediaKind;
 use crate::{Bitrate, SeqNo, TransportId};
 
+/// The loss (share of a judged feedback batch) from which a video that does not fit even at
+/// its lowest layer is paused; below it the lowest layer keeps flowing.
+const PAUSE_LOSS: f64 = 0.02;
 /// Probe packets are taken from the newest this many packets forwarded (cycling).
 const PROBE_DEPTH: u64 = 32;
+/// Padding bytes per padding-only probe packet (the most one RTP packet's padding can say).
+const PADDING_BYTES: NonZeroU8 = NonZeroU8::MAX;
+/// Padding-only packets per probe call, at most (~18 kB: a 100 ms cluster's share of a tick).
+const PADDING_PER_CALL: usize = 64;
 
 impl Worker {
     /// Transport-wide CC feedback from a subscriber: its downlink estimate learns from it. At
@@ -123,6 +132,10 @@ impl Worker {
                 }
             }
             let audio = estimate - budget;
+            // A pause is the last resort, for a downlink that loses packets: an estimate that
+            // is low without loss (a receiver whose host is too busy to timestamp arrivals
+            // evenly reads as a growing queue) picks lower layers but never blacks video out.
+            let lossy = bwe.loss() >= PAUSE_LOSS;
             let mut blocked = allocate(budget, scratch_demands, scratch_allotted);
             // Dynacast's view: the same division were the layers the publisher stopped still
             // flowing. It decides which layers to ask back, and its first blocked upgrade is the
@@ -133,10 +146,11 @@ impl Worker {
                 blocked = allocate(budget, scratch_potential, scratch_potential_allotted);
                 &*scratch_potential_allotted
             };
-            for ((&id, &allotted), &demand) in scratch_subscriptions
+            for (((&id, &allotted), &demand), video) in scratch_subscriptions
                 .iter()
                 .zip(scratch_allotted.iter())
                 .zip(demands)
+                .zip(scratch_demands.iter())
             {
                 let s = subscriptions
                     .get_mut(id)
@@ -153,6 +167,7 @@ impl Worker {
                             // Resumes like a new subscription: at a keyframe of the layer.
                             l.starved = false;
                             l.target = layer;
+                            counters.bwe_resumes += 1;
                             if l.needs_keyframe {
                                 let track = tracks
                                     .get_mut(s.track)
@@ -160,6 +175,10 @@ impl Worker {
                                 request_keyframe(track, layer, now, config, outbox, counters);
                             }
                         }
+                    }
+                    Allotted::Paused if !l.starved && !lossy => {
+                        // Held at the lowest layer the wish allows until loss shows.
+                        l.bwe_layer = video.lowest_allowed().or(l.bwe_layer);
                     }
                     Allotted::Paused if !l.starved => {
                         l.starved = true;
@@ -198,8 +217,68 @@ impl Worker {
         self.scratch_probes = due;
     }
 
-    /// Sends about `deficit` bytes of probe packets on transport `to`.
-    fn probe(&mut self, now: Instant, to: TransportId, mut deficit: usize) {
+    /// Sends about `deficit` bytes of probe packets on transport `to`: retransmissions of
+    /// recent media where there is some, padding for the rest (a subscriber whose every video
+    /// is paused for its downlink has nothing to resend, and its estimate cannot grow on
+    /// audio alone: without padding such a pause would never end).
+    fn probe(&mut self, now: Instant, to: TransportId, deficit: usize) {
+        let left = self.probe_with_media(now, to, deficit);
+        if left > 0 {
+            self.probe_with_padding(now, to, left);
+        }
+    }
+
+    /// Padding-only packets on the RTX stream of one of the transport's video subscriptions
+    /// (paused ones too: padding carries no media), at most [`PADDING_PER_CALL`] per call.
+    fn probe_with_padding(&mut self, now: Instant, to: TransportId, mut deficit: usize) {
+        let Self {
+            transports,
+            subscriptions,
+            outbox,
+            counters,
+            ..
+        } = self;
+        let transport = transports.get_mut(to).expect("collected from the arena");
+        let Some(&id) = transport.subscriptions.iter().find(|&&id| {
+            subscriptions
+                .get(id)
+                .is_some_and(|s| s.config.rtx.is_some())
+        }) else {
+            return;
+        };
+        let s = subscriptions
+            .get_mut(id)
+            .expect("a transport lists only live subscriptions");
+        for _ in 0..PADDING_PER_CALL {
+            if deficit == 0 {
+                break;
+            }
+            let Some(mut header) = s.padding_header() else {
+                return;
+            };
+            let (extensions, twcc) =
+                CopiedExtensions::default().for_subscriber(transport, s.config.mid, None);
+            header.extensions = extensions;
+            let size = header.len() + usize::from(PADDING_BYTES.get());
+            if let (Some(twcc), Some(bwe)) = (twcc, transport.bwe.as_mut()) {
+                bwe.on_sent(now, twcc, size);
+            }
+            deficit = deficit.saturating_sub(size);
+            outbox.push_back(Transmit {
+                to,
+                packet: OutPacket::Padding {
+                    header,
+                    len: PADDING_BYTES,
+                },
+            });
+            counters.probe_packets_sent += 1;
+            counters.probe_padding_sent += 1;
+        }
+    }
+
+    /// Retransmissions of the newest packets of a flowing video subscription with RTX, up to
+    /// `deficit` bytes; returns what is left (all of it when there is no such subscription).
+    fn probe_with_media(&mut self, now: Instant, to: TransportId, mut deficit: usize) -> usize {
         let Self {
             transports,
             tracks,
@@ -214,7 +293,7 @@ impl Worker {
                 s.config.rtx.is_some() && s.layers.current.is_some() && !s.layers.starved
             })
         }) else {
-            return;
+            return deficit;
         };
         let s = subscriptions
             .get_mut(id)
@@ -223,7 +302,7 @@ impl Worker {
             .get(s.track)
             .expect("a subscription's track outlives it");
         let (Some(current), Some(highest)) = (s.layers.current, s.rewriter.highest_seq()) else {
-            return;
+            return deficit;
         };
         let publisher_map = transports
             .get(track.transport)
@@ -266,5 +345,6 @@ impl Worker {
             });
             counters.probe_packets_sent += 1;
         }
+        deficit
     }
 }

@@ -146,7 +146,7 @@ fn packet_fans_out_to_every_subscription_sharing_the_payload_allocation() {
         .iter()
         .map(|t| match &t.packet {
             OutPacket::Rtp { header, .. } => header.ssrc,
-            OutPacket::Rtcp(_) => unreachable!(),
+            OutPacket::Rtcp(_) | OutPacket::Padding { .. } => unreachable!(),
         })
         .collect();
     assert_eq!(ssrcs, vec![Ssrc(5000), Ssrc(5001), Ssrc(5002)]);
@@ -293,7 +293,7 @@ fn ingress_gap_sends_nack_to_publisher_and_retries() {
         out.iter()
             .filter_map(|t| match &t.packet {
                 OutPacket::Rtcp(b) => Some(b.clone()),
-                OutPacket::Rtp { .. } => None,
+                OutPacket::Rtp { .. } | OutPacket::Padding { .. } => None,
             })
             .flat_map(|b| {
                 Compound::new(&b)

@@ -30,13 +30,19 @@ struct Scenario {
 
 impl Scenario {
     fn new(capacity: u64) -> Self {
+        Self::with_audio_rtx(capacity, true)
+    }
+
+    /// `audio_rtx: false` is what browsers negotiate: then nothing but video can be resent,
+    /// and a subscriber whose video is paused can only probe with padding.
+    fn with_audio_rtx(capacity: u64, audio_rtx: bool) -> Self {
         let mut sim = Sim::new(14);
         let layers = sim.add_simulcast_publisher();
         for (&p, bps) in layers.iter().zip([150 * K, 500 * K, 1500 * K]) {
             sim.set_bitrate(p, bps);
         }
         sim.add_publisher(MediaKind::Audio, false);
-        let shaped = sim.add_subscriber(true);
+        let shaped = sim.add_subscriber_where(|kind| audio_rtx || kind == MediaKind::Video);
         let free = sim.add_subscriber(true);
         sim.subscribers[shaped].bottleneck = Some(Bottleneck::new(
             capacity,
@@ -217,8 +223,20 @@ fn a_bottlenecked_subscriber_converges_switches_down_on_a_drop_and_back_up_witho
 
 #[test]
 fn video_that_does_not_fit_at_all_pauses_while_audio_flows_and_resumes_at_a_keyframe() {
-    // 120 kbps: audio (~50 k) fits, q (150 k) does not.
-    let mut s = Scenario::new(120 * K);
+    pause_and_resume(true);
+}
+
+#[test]
+fn a_paused_video_resumes_through_padding_probes_when_audio_cannot_be_resent() {
+    let padding = pause_and_resume(false);
+    assert!(padding > 0, "probes were padding only");
+}
+
+/// 120 kbps: audio (~50 k) fits, q (150 k) does not: the video pauses;
+/// 1 Mbps again: probes find it and the video resumes at a keyframe. Returns the padding-only
+/// probe packets sent.
+fn pause_and_resume(audio_rtx: bool) -> u64 {
+    let mut s = Scenario::with_audio_rtx(120 * K, audio_rtx);
     s.run(6);
     let trace = s.dump();
     let stats = s.sim.worker.subscription_stats(s.video).unwrap();
@@ -254,7 +272,8 @@ fn video_that_does_not_fit_at_all_pauses_while_audio_flows_and_resumes_at_a_keyf
     let stats = s.sim.worker.subscription_stats(s.video).unwrap();
     assert!(
         !stats.starved && stats.current_layer == Some(1),
-        "{stats:?} {trace}"
+        "{stats:?} {:?} {trace}",
+        s.sim.worker.stats().counters
     );
     let stream = s.sim.stream(s.shaped, video_ssrc);
     let resumed = stream.received.range(video_before as u64..).next();
@@ -264,6 +283,13 @@ fn video_that_does_not_fit_at_all_pauses_while_audio_flows_and_resumes_at_a_keyf
         .find(|(_, _, at)| *at > s.sim.now - Duration::from_secs(10))
         .expect("video resumed");
     assert!(crate::is_vp8_keyframe_start(&first_after.1), "{resumed:?}");
+    let counters = s.sim.worker.stats().counters;
+    assert_eq!(counters.bwe_resumes, 1);
+    assert_eq!(
+        s.sim.subscribers[s.shaped].padding_received, counters.probe_padding_sent,
+        "padding crossed the 1 Mbps link intact"
+    );
+    counters.probe_padding_sent
 }
 
 #[test]
@@ -283,4 +309,29 @@ fn feedback_faster_than_the_minimum_interval_is_dropped_and_counted() {
     let after = s.sim.worker.stats().counters;
     assert_eq!(after.twcc_received - before.twcc_received, 1);
     assert_eq!(after.twcc_throttled - before.twcc_throttled, 4);
+}
+
+#[test]
+fn a_video_that_does_not_fit_is_held_at_its_lowest_layer_while_nothing_is_lost() {
+    let mut s = Scenario::with_audio_rtx(1000 * K, false);
+    s.run(5);
+    // 100 kbps behind a queue too deep to overflow here: the delay-based estimate soon says
+    // not even q (150 k) fits, yet nothing is lost, so the video is held at q, not paused.
+    let link = s.sim.subscribers[s.shaped].bottleneck.as_mut().unwrap();
+    link.set_capacity(100 * K);
+    link.queue_bytes = 4_000_000;
+    let before = s.link_counts();
+    s.run(20);
+    let trace = s.dump();
+    let lowest_estimate = s.window(6, 25).filter_map(|x| x.estimate).min();
+    assert!(
+        lowest_estimate.is_some_and(|e| e < 150 * K),
+        "the estimate fell below q: {trace}"
+    );
+    assert_eq!(s.link_counts().1, before.1, "nothing lost");
+    assert_eq!(s.sim.worker.stats().counters.bwe_pauses, 0, "{trace}");
+    assert!(
+        s.window(10, 25).all(|x| x.layer == Some(0)),
+        "held at q: {trace}"
+    );
 }

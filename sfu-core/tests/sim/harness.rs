@@ -120,6 +120,8 @@ pub(crate) struct Subscriber {
     pub(crate) bottleneck: Option<Bottleneck>,
     /// Transport-wide CC feedback the subscriber sends, and when next.
     pub(crate) twcc: Option<(TwccRecorder, Instant)>,
+    /// Padding-only packets received (bandwidth probes), dropped after feedback counted them.
+    pub(crate) padding_received: u64,
 }
 
 /// How often a subscriber sends transport-wide CC feedback (libwebrtc: ~100 ms).
@@ -309,6 +311,12 @@ impl Sim {
     }
 
     pub(crate) fn add_subscriber(&mut self, rtx: bool) -> usize {
+        self.add_subscriber_where(|_| rtx)
+    }
+
+    /// A subscriber of every track, negotiating RTX for the kinds `rtx` names (browsers: video
+    /// only).
+    pub(crate) fn add_subscriber_where(&mut self, rtx: impl Fn(MediaKind) -> bool) -> usize {
         let extensions =
             ExtensionMap::new(&[(1, ExtensionKind::Mid), (3, ExtensionKind::TransportCc)]);
         let transport = self
@@ -333,6 +341,7 @@ impl Sim {
             downlink: Link::new(10),
             bottleneck: None,
             twcc: None,
+            padding_received: 0,
         });
         let index = self.subscribers.len() - 1;
         for p in 0..self.publishers.len() {
@@ -341,7 +350,8 @@ impl Sim {
                 .iter()
                 .any(|q| q.track == self.publishers[p].track)
             {
-                self.subscribe(index, p, rtx);
+                let kind = self.publishers[p].kind;
+                self.subscribe(index, p, rtx(kind));
             }
         }
         index
@@ -403,7 +413,7 @@ impl Sim {
             let mut buf = BytesMut::new();
             tx.packet.write_to(&mut buf);
             let bytes = buf.freeze();
-            let is_rtp = matches!(tx.packet, OutPacket::Rtp { .. });
+            let is_rtp = matches!(tx.packet, OutPacket::Rtp { .. } | OutPacket::Padding { .. });
             if self.publishers.iter().any(|p| p.transport == tx.to) {
                 for p in 0..self.publishers.len() {
                     if self.publishers[p].transport == tx.to {
@@ -632,6 +642,12 @@ impl Sim {
             && let &[a, b] = data
         {
             twcc.record(now, u16::from_be_bytes([a, b]));
+        }
+        if packet.payload().is_empty() && packet.padding() > 0 {
+            // A padding-only probe: counted by the feedback above, then dropped (as libwebrtc's
+            // RTX receiver drops a packet without an OSN).
+            sub.padding_received += 1;
+            return;
         }
         if let Some(&(ssrc, pt)) = sub.rtx.get(&packet.ssrc().0) {
             packet = packet
