@@ -442,3 +442,34 @@ async fn a_relay_cycle_is_refused_and_copies_never_multiply() -> anyhow::Result<
     viewer.close().await;
     Ok(())
 }
+
+/// Outside review F5: a receiving link whose sending end went away without `closeRelay` on
+/// the receiving node (the sending node died, or only its end was closed) unpublishes the
+/// relayed tracks within a few seconds, so B's subscriber is not left with dead m-lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_link_s_tracks_are_unpublished() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let (cascade, publisher) = cascade().await?;
+    cascade.open(cascade.b_addr).await?;
+    let viewer = cascade.subscriber("viewer").await?;
+    viewer.wait_connected().await?;
+    wait_until(&cascade.b, "relayed tracks on B", |s| {
+        s.workers.iter().map(|w| w.core.tracks).sum::<usize>() >= 2
+    })
+    .await?;
+    // Only A's end goes: A stops sending, B still holds the link.
+    cascade.a.close_relay(cascade.room_a, cascade.link).await?;
+    let stats = wait_until(&cascade.b, "B unpublishes the silent link's tracks", |s| {
+        s.workers.iter().all(|w| w.core.tracks == 0)
+    })
+    .await?;
+    assert_eq!(sum(&stats, |w| w.counters.relay_links_silenced), 1);
+    assert_eq!(
+        stats.relay_links().receiving,
+        1,
+        "the link itself stays until closeRelay"
+    );
+    publisher.close().await;
+    viewer.close().await;
+    Ok(())
+}

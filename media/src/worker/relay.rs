@@ -53,6 +53,11 @@ use mooyaho_net::udp::MAX_DATAGRAM;
 
 /// How often the sending side repeats its track announcements.
 const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
+/// A receiving link that heard nothing authentic for this long (three missed announcement
+/// rounds: its sending node died, or closed its end) unpublishes what it carried, so its
+/// subscribers are re-offered without dead m-lines (outside review F5); tracks come back with
+/// the next authentic announcement.
+const LINK_SILENCE: Duration = Duration::from_secs(3);
 /// The largest payload a relay datagram carries: the whole datagram fits the receiver's buffer.
 const MAX_PAYLOAD: usize = MAX_DATAGRAM - PAYLOAD_OFFSET - TAG_LEN;
 /// The most hops a relayed track may have crossed (a relay tree is a few levels deep; a track
@@ -147,6 +152,8 @@ struct RelayLink {
     /// Where datagrams go: given (sending side), or learned from the newest authentic datagram
     /// (receiving side; `None` before the first).
     peer: Option<SocketAddr>,
+    /// When the last authentic datagram arrived (or the link was made).
+    last_heard: Instant,
 }
 
 /// A worker's relay links.
@@ -228,6 +235,7 @@ impl Worker {
             },
         )?;
         self.add_relay_link(
+            now,
             link,
             room,
             transport,
@@ -271,6 +279,7 @@ impl Worker {
             },
         )?;
         self.add_relay_link(
+            now,
             link,
             room,
             transport,
@@ -288,8 +297,10 @@ impl Worker {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)] // the two call sites name every part of a link
     fn add_relay_link(
         &mut self,
+        now: Instant,
         link: u64,
         room: RoomId,
         transport: TransportId,
@@ -311,6 +322,7 @@ impl Worker {
                 sealer: Sealer::new(link, &keys.send, sends),
                 opener: Opener::new(link, &keys.receive, receives),
                 peer,
+                last_heard: now,
             },
         );
         self.relays.by_transport.insert(transport, link);
@@ -469,13 +481,32 @@ impl Worker {
         self.announce(link, &Announcement::TrackRemoved { ssrc: sent.ssrc });
     }
 
-    /// Housekeeping (sending side): every [`ANNOUNCE_INTERVAL`], each link repeats its tracks and
-    /// their list, so a lost announcement heals.
+    /// Housekeeping: every [`ANNOUNCE_INTERVAL`], each sending link repeats its tracks and their
+    /// list, so a lost announcement heals; a receiving link silent for [`LINK_SILENCE`]
+    /// unpublishes its tracks.
     pub(super) fn relay_housekeeping(&mut self, now: Instant) {
         if self.relays.links.is_empty() || self.relays.next_announce.is_some_and(|t| now < t) {
             return;
         }
         self.relays.next_announce = Some(now + ANNOUNCE_INTERVAL);
+        let silent: Vec<(u64, Vec<u32>)> = self
+            .relays
+            .links
+            .iter()
+            .filter_map(|(id, l)| match &l.side {
+                Side::Receiving { tracks, .. }
+                    if !tracks.is_empty() && now.duration_since(l.last_heard) >= LINK_SILENCE =>
+                {
+                    Some((*id, tracks.keys().copied().collect()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (link, ssrcs) in silent {
+            self.counters.relay_links_silenced += 1;
+            tracing::info!(%link, "relay link silent: its tracks are unpublished");
+            self.unpublish_relayed(link, &ssrcs);
+        }
         let sending: Vec<(u64, Vec<Announcement>)> = self
             .relays
             .links
@@ -607,6 +638,7 @@ impl Worker {
             }
         };
         self.counters.relay_packets_in += 1;
+        relay.last_heard = now;
         let transport = relay.transport;
         let receiving = matches!(relay.side, Side::Receiving { .. });
         if receiving {

@@ -86,6 +86,9 @@ pub struct WorkerCounters {
     /// than the link's publisher, a publisher with tracks here already, this node's own
     /// tracks come back, too many hops or too many tracks on the link.
     pub relay_tracks_refused: u64,
+    /// Receiving links whose tracks were unpublished after they heard nothing authentic for a
+    /// while (the sending node died or closed its end).
+    pub relay_links_silenced: u64,
     /// Datagrams whose ufrag or source address led to a transport that no longer exists. The
     /// tables are kept consistent, so this stays 0; a packet must never crash the worker.
     pub stale_routes: u64,
