@@ -22,7 +22,7 @@ pub struct Provenance {
     pub cpus: usize,
     /// `uname -r`'s release (from /proc).
     pub kernel: Option<String>,
-    /// The generator's own command line.
+    /// The generator's own command line, secrets redacted (reports are committed and shared).
     pub command_line: Vec<String>,
 }
 
@@ -62,9 +62,34 @@ impl Provenance {
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .ok()
                 .map(|release| release.trim().to_owned()),
-            command_line: std::env::args().collect(),
+            command_line: redacted(std::env::args()),
         }
     }
+}
+
+/// Options whose value is a credential (`--api-key KEY` or `--api-key=KEY`).
+const SECRET_OPTIONS: &[&str] = &["--api-key", "--secret", "--token", "--password"];
+
+/// `args` with the value of every [`SECRET_OPTIONS`] option replaced by `<redacted>`.
+fn redacted(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for arg in args {
+        if std::mem::take(&mut hide_next) {
+            out.push("<redacted>".to_owned());
+            continue;
+        }
+        match arg.split_once('=') {
+            Some((option, _)) if SECRET_OPTIONS.contains(&option) => {
+                out.push(format!("{option}=<redacted>"));
+            }
+            _ => {
+                hide_next = SECRET_OPTIONS.contains(&arg.as_str());
+                out.push(arg);
+            }
+        }
+    }
+    out
 }
 
 /// The first `model name` of `/proc/cpuinfo`.
@@ -85,6 +110,34 @@ mod tests {
         let info = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t: x\nmodel name\t: other\n";
         assert_eq!(cpu_model(info).as_deref(), Some("AMD EPYC 7B13"));
         assert_eq!(cpu_model("processor : 0\n"), None);
+    }
+
+    #[test]
+    fn credentials_on_the_command_line_are_redacted() {
+        let args = [
+            "mooyaho",
+            "loadgen",
+            "--api-key",
+            "k3y",
+            "--url",
+            "http://x",
+            "--api-key=k3y",
+            "--token",
+        ]
+        .map(String::from);
+        assert_eq!(
+            redacted(args),
+            [
+                "mooyaho",
+                "loadgen",
+                "--api-key",
+                "<redacted>",
+                "--url",
+                "http://x",
+                "--api-key=<redacted>",
+                "--token",
+            ]
+        );
     }
 
     #[test]
