@@ -97,14 +97,15 @@ async function stopChild(child, signal = 'SIGTERM') {
 /**
  * A fleet of real processes: one `mooyaho server --allow-anonymous` and `nodes` `mooyaho sfu`
  * registered with it (one worker each). `kill(i)` sends SIGKILL to node i and resolves when it
- * is gone. Waits until every node reports healthy.
+ * is gone. Waits until every node reports healthy. `serverArgs`/`nodeArgs` are appended to
+ * the server's and every node's command line (e.g. `--span-nodes`, `--max-transports 2`).
  */
-export async function startFleet(nodes = 2) {
+export async function startFleet(nodes = 2, { serverArgs = [], nodeArgs = [] } = {}) {
   const apiKey = 'fleet-test-api-key-0123456789';
   const secret = 'fleet-test-cluster-secret-0123456789';
   const dataDir = mkdtempSync(join(tmpdir(), 'mooyaho-js-fleet-'));
   const server = await spawnUntil(
-    ['server', '--listen', '127.0.0.1:0', '--api-key', apiKey, '--cluster-secret', secret, '--allow-anonymous', '--data-dir', dataDir],
+    ['server', '--listen', '127.0.0.1:0', '--api-key', apiKey, '--cluster-secret', secret, '--allow-anonymous', '--data-dir', dataDir, ...serverArgs],
     (out) => /mooyaho listening on (http:\/\/\S+)/.exec(out)?.[1],
     'mooyaho server',
   );
@@ -117,7 +118,7 @@ export async function startFleet(nodes = 2) {
   }, 'every SFU node healthy', 20_000);
   const spawnNode = async () => {
     const node = await spawnUntil(
-      ['sfu', '--cluster-secret', secret, '--workers', '1', '--control-listen', '127.0.0.1:0', '--register-url', url, '--api-key', apiKey],
+      ['sfu', '--cluster-secret', secret, '--workers', '1', '--control-listen', '127.0.0.1:0', '--register-url', url, '--api-key', apiKey, ...nodeArgs],
       (out) => /registered:\s+id (\d+)/.exec(out)?.[1],
       'mooyaho sfu',
     );
