@@ -1,8 +1,8 @@
 //! Downlink bandwidth estimation in the worker: subscribers' transport-wide CC feedback feeds
 //! their transport's [`BandwidthEstimator`](crate::bwe::BandwidthEstimator); at every layer
 //! check the estimate is divided among the transport's subscriptions ([`allocate`]): audio
-//! first, then video layers within the wishes, pausing video that does not fit while the
-//! downlink loses packets (without loss it is held at its lowest layer); an upgrade
+//! first, then video layers within the wishes, pausing video that does not fit (without loss,
+//! one such video per subscriber is held at its lowest layer instead); an upgrade
 //! that does not fit asks for a probe, which the tick sends as retransmissions of recent
 //! packets on the RTX stream, or padding-only packets there when nothing can be resent.
 
@@ -134,8 +134,11 @@ impl Worker {
             let audio = estimate - budget;
             // A pause is the last resort, for a downlink that loses packets: an estimate that
             // is low without loss (a receiver whose host is too busy to timestamp arrivals
-            // evenly reads as a growing queue) picks lower layers but never blacks video out.
-            let lossy = bwe.loss() >= PAUSE_LOSS;
+            // evenly reads as a growing queue) picks lower layers and holds one video that does
+            // not fit at its lowest layer rather than blacking it out. One: on a deep-buffered
+            // link that really is full, the over-commitment (and the queue audio waits in)
+            // stays one lowest layer until loss shows.
+            let mut may_hold = bwe.loss() < PAUSE_LOSS;
             let mut blocked = allocate(budget, scratch_demands, scratch_allotted);
             // Dynacast's view: the same division were the layers the publisher stopped still
             // flowing. It decides which layers to ask back, and its first blocked upgrade is the
@@ -176,8 +179,8 @@ impl Worker {
                             }
                         }
                     }
-                    Allotted::Paused if !l.starved && !lossy => {
-                        // Held at the lowest layer the wish allows until loss shows.
+                    Allotted::Paused if !l.starved && may_hold => {
+                        may_hold = false;
                         l.bwe_layer = video.lowest_allowed().or(l.bwe_layer);
                     }
                     Allotted::Paused if !l.starved => {

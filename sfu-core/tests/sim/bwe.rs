@@ -335,3 +335,36 @@ fn a_video_that_does_not_fit_is_held_at_its_lowest_layer_while_nothing_is_lost()
         "held at q: {trace}"
     );
 }
+
+#[test]
+fn without_loss_only_one_video_that_does_not_fit_is_held_the_others_pause() {
+    // Three single-encoding 300 kbps videos and audio toward a 400 kbps link with a queue too
+    // deep to overflow here: one video fits, one is held at its (only) layer, the third pauses
+    // (holding every video would put 900 k into the 400 k link and queue the audio behind it).
+    let mut sim = Sim::new(21);
+    for _ in 0..3 {
+        let p = sim.add_publisher(MediaKind::Video, true);
+        sim.set_bitrate(p, 300 * K);
+    }
+    sim.add_publisher(MediaKind::Audio, false);
+    let s = sim.add_subscriber_where(|kind| kind == MediaKind::Video);
+    sim.subscribers[s].bottleneck = Some(Bottleneck::new(
+        400 * K,
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+    ));
+    sim.send_feedback(s);
+    sim.run_for(Duration::from_secs(15));
+    let videos: Vec<_> = sim.subscribers[s].subscriptions[..3]
+        .iter()
+        .map(|&(id, _)| sim.worker.subscription_stats(id).unwrap())
+        .collect();
+    let link = sim.subscribers[s].bottleneck.as_ref().unwrap();
+    assert_eq!(link.dropped, 0, "nothing lost");
+    let paused = videos.iter().filter(|v| v.starved).count();
+    let estimate = sim
+        .worker
+        .bandwidth_estimate(sim.now, sim.subscribers[s].transport);
+    assert!(paused >= 1, "estimate {estimate:?}: {videos:?}");
+    assert!(sim.worker.stats().counters.bwe_pauses >= 1);
+}
