@@ -505,6 +505,7 @@ var SignalingSocket = class {
   #dispatch(frame) {
     const id = frame.requestId;
     const pending = typeof id === "number" ? this.#pending.get(id) : void 0;
+    if (typeof id === "number" && !pending) return;
     if (pending && typeof id === "number") {
       this.#pending.delete(id);
       clearTimeout(pending.timer);
@@ -523,7 +524,6 @@ var SignalingSocket = class {
       this.#token = String(frame["token"]);
       return;
     }
-    if (frame.type === "pong" || frame.type === "ack") return;
     this.handlers.onEvent(frame);
   }
   /** Forgets the current socket: pending requests fail now rather than at their timeouts. */

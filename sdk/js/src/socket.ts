@@ -191,6 +191,9 @@ export class SignalingSocket {
   #dispatch(frame: ServerFrame): void {
     const id = frame.requestId;
     const pending = typeof id === 'number' ? this.#pending.get(id) : undefined;
+    // A reply whose request already failed (timed out, or its socket dropped): the caller may
+    // have sent the request again, and this late answer belongs to none of its retries.
+    if (typeof id === 'number' && !pending) return;
     if (pending && typeof id === 'number') {
       this.#pending.delete(id);
       clearTimeout(pending.timer);
@@ -210,7 +213,6 @@ export class SignalingSocket {
       this.#token = String(frame['token']);
       return;
     }
-    if (frame.type === 'pong' || frame.type === 'ack') return; // a reply that arrived after its timeout
     this.handlers.onEvent(frame);
   }
 

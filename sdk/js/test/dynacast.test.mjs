@@ -8,7 +8,7 @@
 // worker's viewers through its pipe.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { inboundVideo, launchBrowser, sdkPage, sleep, startServer, waitFor } from './helpers.mjs';
+import { inboundVideo, joinSfu, launchBrowser, sleep, startServer, waitFor } from './helpers.mjs';
 
 let server;
 let browser;
@@ -21,24 +21,8 @@ after(async () => {
   await server?.stop();
 });
 
-/** A page with a connected client in `channelId`; with `camera`, it publishes that resolution. */
-async function join(channelId, camera) {
-  const page = await sdkPage(browser, server);
-  const id = await page.evaluate(async ({ url, channelId, camera }) => {
-    const mooyaho = new window.Mooyaho({ url });
-    window.mooyaho = mooyaho;
-    window.errors = [];
-    window.qualities = [];
-    mooyaho.addEventListener('error', (e) => window.errors.push({ code: e.code, message: e.message }));
-    mooyaho.addEventListener('subscribedQualities', (e) => window.qualities.push(e.qualities.join(',')));
-    const id = await mooyaho.connect();
-    await mooyaho.integrateUser({ id, name: camera ? 'publisher' : 'viewer' });
-    if (camera) await mooyaho.createUserMedia({ audio: false, video: { width: { exact: camera[0] }, height: { exact: camera[1] } } });
-    await mooyaho.enter(channelId);
-    return id;
-  }, { url: server.url, channelId, camera });
-  return { page, id };
-}
+/** A page with a connected client in `channelId` (see `joinSfu`); with `camera`, it publishes that resolution. */
+const join = (channelId, camera) => joinSfu(browser, server, channelId, camera);
 
 /** The publisher's video encodings by rid: whether active, and frames encoded so far. */
 const outbound = (publisher) => publisher.page.evaluate(async () => {

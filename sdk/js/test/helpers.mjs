@@ -444,7 +444,8 @@ export function shapeDownlink(namespace, { kbit, queueMs }) {
 /**
  * A page of `browser` with a connected client (`window.mooyaho`) in SFU channel `channelId`;
  * with `camera` ([width, height]) it publishes that resolution (simulcast by default). Errors
- * the SDK reports are kept in `window.errors`. Resolves `{ page, id }`.
+ * the SDK reports are kept in `window.errors`, dynacast's `subscribedQualities` (as "q,h,f"
+ * strings) in `window.qualities`. Resolves `{ page, id }`.
  */
 export async function joinSfu(browser, server, channelId, camera) {
   const page = await sdkPage(browser, server);
@@ -452,7 +453,9 @@ export async function joinSfu(browser, server, channelId, camera) {
     const mooyaho = new window.Mooyaho({ url });
     window.mooyaho = mooyaho;
     window.errors = [];
+    window.qualities = [];
     mooyaho.addEventListener('error', (e) => window.errors.push({ code: e.code, message: e.message }));
+    mooyaho.addEventListener('subscribedQualities', (e) => window.qualities.push(e.qualities.join(',')));
     const id = await mooyaho.connect();
     await mooyaho.integrateUser({ id, name: camera ? 'publisher' : 'viewer' });
     if (camera) await mooyaho.createUserMedia({ audio: false, video: { width: { exact: camera[0] }, height: { exact: camera[1] } } });

@@ -61,7 +61,9 @@ test('a dropped socket is resumed: same session, same channel, media and signali
  * Puts the page's WebSockets through a proxy the test controls: `block` refuses new sockets,
  * `dead = last` silences the current one in both directions (a half-open connection that TCP
  * has not noticed: only the app-level heartbeat can tell), `dropPublish > 0` closes the socket
- * instead of passing on an SFU publish request (that many times).
+ * instead of passing on an SFU publish request (that many times), `holdPublishAnswer > 0` holds
+ * the server's reply to a publish back and hands it to the page just after its next publish
+ * request went out (a reply later than the SDK's request timeout).
  */
 async function proxied(page, ctl) {
   await page.routeWebSocket(/\/websocket/, (ws) => {
@@ -79,9 +81,20 @@ async function proxied(page, ctl) {
         server.close();
         return;
       }
+      if (ctl.held && /"type":"call"/.test(m) && /"isSFU":true/.test(m)) {
+        ws.send(ctl.held);
+        ctl.held = null;
+      }
       if (ctl.dead !== conn) server.send(m);
     });
-    server.onMessage((m) => { if (ctl.dead !== conn) ws.send(m); });
+    server.onMessage((m) => {
+      if (ctl.holdPublishAnswer > 0 && /"type":"answered"/.test(m) && /"isSFU":true/.test(m)) {
+        ctl.holdPublishAnswer -= 1;
+        ctl.held = m;
+        return;
+      }
+      if (ctl.dead !== conn) ws.send(m);
+    });
   });
 }
 
@@ -99,6 +112,26 @@ test('an SFU publish cut off by a dropped socket is sent again once the session 
   await assertDecodingFrom(bob, [adaId], 'Bob sees Ada (publish sent again)', sfuFrames);
   await assertDecodingFrom(ada, [bobId], 'Ada sees Bob', sfuFrames);
   assert.equal(await ada.evaluate(() => window.mooyaho.sessionId), adaId);
+  assert.deepEqual(await events(ada, 'error'), [], 'a retried publish is not an error');
+  await ada.close();
+  await bob.close();
+});
+
+test('a publish answer later than the request timeout is not applied to the publish sent again', async () => {
+  const channel = await server.api.createChannel(true);
+  const ctl = { block: false, dead: null, last: null, holdPublishAnswer: 1, held: null };
+  const ada = await sdkPage(browser, server, { beforeLoad: (p) => proxied(p, ctl) });
+  const bob = await sdkPage(browser, server);
+  const adaId = await connectClient(ada, server, { name: 'Ada' });
+  const bobId = await connectClient(bob, server, { name: 'Bob' });
+  await enter(bob, channel.id);
+  await enter(ada, channel.id);
+  // The first answer is held past the SDK's 10 s timeout, then arrives right after the retry
+  // went out: applied to the retry's PeerConnection it would pair it with the node's first
+  // transport, which the retry replaced.
+  await waitFor(async () => ctl.holdPublishAnswer === 0 && ctl.held === null, 'the late answer delivered', 30_000);
+  await assertDecodingFrom(bob, [adaId], 'Bob sees Ada (the retry answered)', sfuFrames);
+  await assertDecodingFrom(ada, [bobId], 'Ada sees Bob', sfuFrames);
   assert.deepEqual(await events(ada, 'error'), [], 'a retried publish is not an error');
   await ada.close();
   await bob.close();
