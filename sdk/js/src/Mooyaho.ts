@@ -527,7 +527,12 @@ export class Mooyaho extends Emitter {
       this.#rtc,
       {
       request: (m) => this.#socket.request(m),
-      send: (m) => this.#socket.send(m),
+      // Only trickled candidates go this way. The node is ICE-lite: it learns our address from
+      // our connectivity checks, so a candidate lost to a dropped socket costs nothing and is
+      // not worth an `error` event (anything else that fails still is).
+      send: (m) => this.#socket.request(m).catch((e: unknown) => {
+        if (!(e instanceof MooyahoError && e.code === 'disconnected')) this.#fail(e);
+      }),
       onTrack: (id, track) => this.#addRemoteTrack(id, track),
       onTrackEnded: (id, track) => this.#removeRemoteTrack(id, track),
       onPublishConnected: (peer) => {
