@@ -259,8 +259,10 @@ impl Worker {
             let Some(mut header) = s.padding_header() else {
                 return;
             };
+            // No mid: the RTX SSRC is in the offer, and a receiver that binds unsignalled
+            // SSRCs by mid must not take a padding stream for the track's media.
             let (extensions, twcc) =
-                CopiedExtensions::default().for_subscriber(transport, s.config.mid, None);
+                CopiedExtensions::default().for_subscriber(transport, None, None);
             header.extensions = extensions;
             let size = header.len() + usize::from(PADDING_BYTES.get());
             if let (Some(twcc), Some(bwe)) = (twcc, transport.bwe.as_mut()) {
