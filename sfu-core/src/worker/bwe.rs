@@ -221,13 +221,14 @@ impl Worker {
     }
 
     /// Sends about `deficit` bytes of probe packets on transport `to`: retransmissions of
-    /// recent media where there is some, padding for the rest (a subscriber whose every video
-    /// is paused for its downlink has nothing to resend, and its estimate cannot grow on
+    /// recent media of a flowing video, or padding when none flows (a subscriber whose every
+    /// video is paused for its downlink has nothing to resend, and its estimate cannot grow on
     /// audio alone: without padding such a pause would never end).
     fn probe(&mut self, now: Instant, to: TransportId, deficit: usize) {
-        let left = self.probe_with_media(now, to, deficit);
-        if left > 0 {
-            self.probe_with_padding(now, to, left);
+        // Padding only where no video flows: a flowing video's probes stay what the buffer
+        // holds (a full-rate padded cluster overshoots token-bucket shapers).
+        if self.probe_with_media(now, to, deficit).is_none() {
+            self.probe_with_padding(now, to, deficit);
         }
     }
 
@@ -282,8 +283,13 @@ impl Worker {
     }
 
     /// Retransmissions of the newest packets of a flowing video subscription with RTX, up to
-    /// `deficit` bytes; returns what is left (all of it when there is no such subscription).
-    fn probe_with_media(&mut self, now: Instant, to: TransportId, mut deficit: usize) -> usize {
+    /// `deficit` bytes; `None` when there is no such subscription.
+    fn probe_with_media(
+        &mut self,
+        now: Instant,
+        to: TransportId,
+        mut deficit: usize,
+    ) -> Option<usize> {
         let Self {
             transports,
             tracks,
@@ -298,7 +304,7 @@ impl Worker {
                 s.config.rtx.is_some() && s.layers.current.is_some() && !s.layers.starved
             })
         }) else {
-            return deficit;
+            return None;
         };
         let s = subscriptions
             .get_mut(id)
@@ -307,7 +313,7 @@ impl Worker {
             .get(s.track)
             .expect("a subscription's track outlives it");
         let (Some(current), Some(highest)) = (s.layers.current, s.rewriter.highest_seq()) else {
-            return deficit;
+            return None;
         };
         let publisher_map = transports
             .get(track.transport)
@@ -350,6 +356,6 @@ impl Worker {
             });
             counters.probe_packets_sent += 1;
         }
-        deficit
+        Some(deficit)
     }
 }
