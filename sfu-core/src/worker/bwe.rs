@@ -299,13 +299,11 @@ impl Worker {
             ..
         } = self;
         let transport = transports.get(to).expect("collected from the arena");
-        let Some(id) = transport.subscriptions.iter().copied().find(|&id| {
+        let id = transport.subscriptions.iter().copied().find(|&id| {
             subscriptions.get(id).is_some_and(|s| {
                 s.config.rtx.is_some() && s.layers.current.is_some() && !s.layers.starved
             })
-        }) else {
-            return None;
-        };
+        })?;
         let s = subscriptions
             .get_mut(id)
             .expect("a transport lists only live subscriptions");
