@@ -98,15 +98,21 @@ async function proxied(page, ctl) {
   });
 }
 
-test('an SFU publish cut off by a dropped socket is sent again once the session resumed', async () => {
+/** Bob, then Ada (her socket through `proxied(ctl)`), both with cameras, enter a new SFU channel. */
+async function publishingPairInSfuChannel(ctl) {
   const channel = await server.api.createChannel(true);
-  const ctl = { block: false, dead: null, last: null, dropPublish: 1 };
   const ada = await sdkPage(browser, server, { beforeLoad: (p) => proxied(p, ctl) });
   const bob = await sdkPage(browser, server);
   const adaId = await connectClient(ada, server, { name: 'Ada' });
   const bobId = await connectClient(bob, server, { name: 'Bob' });
   await enter(bob, channel.id);
   await enter(ada, channel.id);
+  return { ada, bob, adaId, bobId };
+}
+
+test('an SFU publish cut off by a dropped socket is sent again once the session resumed', async () => {
+  const ctl = { block: false, dead: null, last: null, dropPublish: 1 };
+  const { ada, bob, adaId, bobId } = await publishingPairInSfuChannel(ctl);
   await waitFor(async () => ctl.dropPublish === 0, 'the publish request cut off');
   await waitFor(async () => (await events(ada, 'reconnected')).length === 1, 'resumed');
   await assertDecodingFrom(bob, [adaId], 'Bob sees Ada (publish sent again)', sfuFrames);
@@ -118,14 +124,8 @@ test('an SFU publish cut off by a dropped socket is sent again once the session 
 });
 
 test('a publish answer later than the request timeout is not applied to the publish sent again', async () => {
-  const channel = await server.api.createChannel(true);
   const ctl = { block: false, dead: null, last: null, holdPublishAnswer: 1, held: null };
-  const ada = await sdkPage(browser, server, { beforeLoad: (p) => proxied(p, ctl) });
-  const bob = await sdkPage(browser, server);
-  const adaId = await connectClient(ada, server, { name: 'Ada' });
-  const bobId = await connectClient(bob, server, { name: 'Bob' });
-  await enter(bob, channel.id);
-  await enter(ada, channel.id);
+  const { ada, bob, adaId, bobId } = await publishingPairInSfuChannel(ctl);
   // The first answer is held past the SDK's 10 s timeout, then arrives right after the retry
   // went out: applied to the retry's PeerConnection it would pair it with the node's first
   // transport, which the retry replaced.
