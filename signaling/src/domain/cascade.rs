@@ -11,6 +11,7 @@
 //! matches one of a new placement.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
 use std::sync::Mutex;
 
 use mooyaho_control::{RelayKeyHex, Request, Response};
@@ -54,6 +55,40 @@ struct OpenLink {
     to_room: String,
 }
 
+/// What changed in a channel, as far as its relay links go: what a sync of it re-plans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum RelayChange {
+    /// Anything: plan again from the store.
+    Any,
+    /// A member was served on this node (nothing to plan if the node already received).
+    ServedOn(SfuServerId),
+    /// The channel closed: every link goes, whatever the store says.
+    Closed,
+}
+
+impl RelayChange {
+    /// One change covering `self`, requested first, and `newer`: a sync for both must do what
+    /// either needs (a close is undone by a later change, which plans from the store).
+    fn and_then(self, newer: Self) -> Self {
+        match (self, newer) {
+            (_, Self::Closed) => Self::Closed,
+            (Self::ServedOn(a), Self::ServedOn(b)) if a == b => newer,
+            _ => Self::Any,
+        }
+    }
+}
+
+/// Where a channel's links should be, as one round of a sync planned it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Target {
+    /// The channel's room on each node serving it.
+    pub(super) rooms: BTreeMap<SfuServerId, String>,
+    /// Its relay plan.
+    pub(super) plan: RelayPlan,
+    /// The nodes that had receiving members when it was planned.
+    pub(super) receivers: BTreeSet<SfuServerId>,
+}
+
 /// What a [`Cascade::sync`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Synced {
@@ -64,22 +99,68 @@ pub(super) struct Synced {
     /// Links that could not be opened (a node refused or was unreachable); tried again at the
     /// next sync.
     pub(super) failed: usize,
+    /// Rounds planned (each reads the channel once; more than one when changes arrived while
+    /// a round was under way).
+    pub(super) rounds: usize,
 }
 
 /// The relay links this instance opened, per channel.
+///
+/// Each channel is synced by one task at a time (outside review G1, G2): a sync requested while
+/// another runs for the channel does not wait for it, it leaves its change for the running one,
+/// which plans again (from the store, after its current round) before it stops. So two syncs
+/// never open a link twice, a plan read before a change is never applied after that change's
+/// plan (every round reads after every change merged into it), one channel's slow node never
+/// holds up another channel or a failover, and no lock is held across a node call.
 #[derive(Debug, Default)]
 pub(super) struct Cascade {
     channels: Mutex<HashMap<ChannelId, BTreeMap<LinkKey, OpenLink>>>,
     /// Each channel's last relay plan (planning keeps its edges where they still fit) and the
     /// nodes that had receiving members then.
     plans: Mutex<HashMap<ChannelId, (RelayPlan, BTreeSet<SfuServerId>)>>,
-    /// Serialises syncs, so two concurrent changes of one channel cannot open a link twice.
-    sync: tokio::sync::Mutex<()>,
+    /// Channels being synced now, or whose sync was dropped with changes left.
+    syncing: Mutex<HashMap<ChannelId, ChannelSync>>,
+}
+
+/// A channel's sync state.
+#[derive(Debug, Default)]
+struct ChannelSync {
+    /// A task is syncing it.
+    running: bool,
+    /// Changes requested since its current round planned (or left by a dropped sync).
+    left: Option<RelayChange>,
+}
+
+/// The one running sync of a channel: if its task is dropped mid-round, the channel's next
+/// request plans everything again.
+struct Turn<'a> {
+    cascade: &'a Cascade,
+    channel: &'a ChannelId,
+    done: bool,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut syncing = self.cascade.syncing();
+            if let Some(sync) = syncing.get_mut(self.channel) {
+                sync.running = false;
+                sync.left = Some(
+                    sync.left
+                        .map_or(RelayChange::Any, |l| l.and_then(RelayChange::Any)),
+                );
+            }
+        }
+    }
 }
 
 impl Cascade {
     fn links(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, BTreeMap<LinkKey, OpenLink>>> {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn syncing(&self) -> std::sync::MutexGuard<'_, HashMap<ChannelId, ChannelSync>> {
+        self.syncing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// `channel`'s last relay plan (empty if none).
@@ -102,12 +183,7 @@ impl Cascade {
 
     /// Keeps `plan` as `channel`'s last, with the nodes that had receiving members (forgotten
     /// when both are empty).
-    pub(super) fn keep_plan(
-        &self,
-        channel: &ChannelId,
-        plan: RelayPlan,
-        receivers: BTreeSet<SfuServerId>,
-    ) {
+    fn keep_plan(&self, channel: &ChannelId, plan: RelayPlan, receivers: BTreeSet<SfuServerId>) {
         let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         if plan.edges.is_empty() && receivers.is_empty() {
             plans.remove(channel);
@@ -116,17 +192,68 @@ impl Cascade {
         }
     }
 
-    /// Brings `channel`'s links to `wanted`, given its room on each node (`rooms`): opens the
-    /// missing ones and closes the rest. A wanted link whose nodes do not both have a room is
-    /// not opened.
-    pub(super) async fn sync(
+    /// Syncs `channel`'s links after `change`: unless a sync of it is running already (then
+    /// `change` is left to it and this returns at once, [`Synced::rounds`] 0), plans with
+    /// `target` (`None`: nothing to do) and brings the links there, round after round while
+    /// changes arrive.
+    pub(super) async fn sync<F, Fut>(
         &self,
         nodes: &dyn SfuNodes,
         channel: &ChannelId,
-        rooms: &BTreeMap<SfuServerId, String>,
-        wanted: &BTreeSet<LinkKey>,
-    ) -> Synced {
-        let _sync = self.sync.lock().await;
+        change: RelayChange,
+        mut target: F,
+    ) -> Synced
+    where
+        F: FnMut(RelayChange) -> Fut,
+        Fut: Future<Output = Option<Target>>,
+    {
+        let mut change = {
+            let mut syncing = self.syncing();
+            let sync = syncing.entry(channel.clone()).or_default();
+            if sync.running {
+                sync.left = Some(sync.left.map_or(change, |l| l.and_then(change)));
+                return Synced::default();
+            }
+            sync.running = true;
+            sync.left.take().map_or(change, |l| l.and_then(change))
+        };
+        let mut turn = Turn {
+            cascade: self,
+            channel,
+            done: false,
+        };
+        let mut synced = Synced::default();
+        loop {
+            synced.rounds += 1;
+            if let Some(target) = target(change).await {
+                let round = self.apply(nodes, channel, target).await;
+                synced.opened += round.opened;
+                synced.closed += round.closed;
+                synced.failed += round.failed;
+            }
+            let mut syncing = self.syncing();
+            match syncing.get_mut(channel).and_then(|s| s.left.take()) {
+                Some(left) => change = left,
+                None => {
+                    syncing.remove(channel);
+                    turn.done = true;
+                    return synced;
+                }
+            }
+        }
+    }
+
+    /// Brings `channel`'s links to `target`: closes the links it no longer plans (or whose
+    /// rooms changed), opens the missing ones. A planned link whose nodes do not both have a
+    /// room is not opened.
+    async fn apply(&self, nodes: &dyn SfuNodes, channel: &ChannelId, target: Target) -> Synced {
+        let Target {
+            rooms,
+            plan,
+            receivers,
+        } = target;
+        let wanted = LinkKey::of_plan(&plan);
+        self.keep_plan(channel, plan.clone(), receivers);
         let mut synced = Synced::default();
         let current = self.links().get(channel).cloned().unwrap_or_default();
         for (key, link) in &current {
@@ -134,13 +261,13 @@ impl Cascade {
                 && rooms.get(&key.from) == Some(&link.from_room)
                 && rooms.get(&key.to) == Some(&link.to_room);
             if !still {
-                close(nodes, key, link).await;
                 self.forget(channel, key);
+                close(nodes, key, link).await;
                 synced.closed += 1;
             }
         }
-        for key in wanted {
-            if current.contains_key(key) && self.is_open(channel, key) {
+        for key in &wanted {
+            if self.is_open(channel, key) {
                 continue;
             }
             let (Some(from_room), Some(to_room)) = (rooms.get(&key.from), rooms.get(&key.to))
@@ -161,31 +288,20 @@ impl Cascade {
                 }
             }
         }
+        if synced.failed > 0 {
+            // Not every link opened: the next member served anywhere plans (and tries) again.
+            self.keep_plan(channel, plan, BTreeSet::new());
+        }
         synced
     }
 
-    /// Closes every link of `channel` (its rooms close, or it moves as a whole).
-    pub(super) async fn close_channel(&self, nodes: &dyn SfuNodes, channel: &ChannelId) {
-        let _sync = self.sync.lock().await;
-        self.keep_plan(channel, RelayPlan::default(), BTreeSet::new());
-        let links = self.links().remove(channel).unwrap_or_default();
-        for (key, link) in &links {
-            close(nodes, key, link).await;
-        }
-    }
-
     /// `node` is gone (failed over): its links are forgotten, and their surviving ends closed.
-    /// Returns the channels that had links to or from it.
-    pub(super) async fn node_lost(
-        &self,
-        nodes: &dyn SfuNodes,
-        node: SfuServerId,
-    ) -> Vec<ChannelId> {
-        let _sync = self.sync.lock().await;
-        let mut touched = Vec::new();
+    /// Takes no part in any channel's sync (a failover never waits on one): a link to `node`
+    /// a running sync opens meanwhile is closed by that channel's next round, which the
+    /// failover's span change requests.
+    pub(super) async fn node_lost(&self, nodes: &dyn SfuNodes, node: SfuServerId) {
         let mut dropped = Vec::new();
-        for (channel, links) in self.links().iter_mut() {
-            let before = links.len();
+        self.links().retain(|_, links| {
             links.retain(|key, link| {
                 let keep = key.from != node && key.to != node;
                 if !keep {
@@ -193,11 +309,8 @@ impl Cascade {
                 }
                 keep
             });
-            if links.len() != before {
-                touched.push(channel.clone());
-            }
-        }
-        self.links().retain(|_, links| !links.is_empty());
+            !links.is_empty()
+        });
         for (key, link) in dropped {
             let (survivor, room) = if key.from == node {
                 (key.to, &link.to_room)
@@ -206,7 +319,6 @@ impl Cascade {
             };
             close_end(nodes, survivor, room, link.id).await;
         }
-        touched
     }
 
     /// Open links per node: (sending, receiving), over every channel this instance relays.
@@ -327,11 +439,10 @@ async fn close_end(nodes: &dyn SfuNodes, node: SfuServerId, room: &str, link: u6
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
-    use crate::domain::tests::FakeNodes;
 
-    fn key(publisher: &str, from: u64, to: u64) -> LinkKey {
+    pub(super) fn key(publisher: &str, from: u64, to: u64) -> LinkKey {
         LinkKey {
             publisher: SessionId::from(publisher),
             from: SfuServerId(from),
@@ -339,12 +450,58 @@ mod tests {
         }
     }
 
-    fn rooms(pairs: &[(u64, &str)]) -> BTreeMap<SfuServerId, String> {
+    pub(super) fn rooms(pairs: &[(u64, &str)]) -> BTreeMap<SfuServerId, String> {
         pairs
             .iter()
             .map(|(n, r)| (SfuServerId(*n), (*r).to_owned()))
             .collect()
     }
+
+    /// A plan with one stream per link of `keys`.
+    pub(super) fn plan(keys: &BTreeSet<LinkKey>) -> RelayPlan {
+        RelayPlan {
+            edges: keys
+                .iter()
+                .map(|k| crate::domain::relay_plan::RelayEdge {
+                    publisher: k.publisher.clone(),
+                    track: "t".into(),
+                    from: k.from,
+                    to: k.to,
+                })
+                .collect(),
+        }
+    }
+
+    /// Syncs `channel` to `wanted` between `rooms` (planned once, whatever the change).
+    pub(super) async fn sync_to(
+        cascade: &Cascade,
+        nodes: &dyn SfuNodes,
+        channel: &ChannelId,
+        rooms: &BTreeMap<SfuServerId, String>,
+        wanted: &BTreeSet<LinkKey>,
+    ) -> Synced {
+        let target = Target {
+            rooms: rooms.clone(),
+            plan: plan(wanted),
+            receivers: BTreeSet::new(),
+        };
+        let synced = cascade
+            .sync(nodes, channel, RelayChange::Any, |_| {
+                std::future::ready(Some(target.clone()))
+            })
+            .await;
+        Synced {
+            rounds: 0,
+            ..synced
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::domain::tests::FakeNodes;
 
     /// (kind, node-less summary) of what the nodes were asked.
     fn relay_requests(nodes: &FakeNodes) -> Vec<Request> {
@@ -369,7 +526,7 @@ mod tests {
         let channel = ChannelId::from("c");
         let rooms = rooms(&[(1, "room-a"), (2, "room-b")]);
         let wanted = BTreeSet::from([key("p", 1, 2)]);
-        let synced = cascade.sync(&nodes, &channel, &rooms, &wanted).await;
+        let synced = sync_to(&cascade, &nodes, &channel, &rooms, &wanted).await;
         assert_eq!((synced.opened, synced.closed, synced.failed), (1, 0, 0));
         let requests = relay_requests(&nodes);
         let [
@@ -407,7 +564,7 @@ mod tests {
 
         // Again: nothing to do.
         assert_eq!(
-            cascade.sync(&nodes, &channel, &rooms, &wanted).await,
+            sync_to(&cascade, &nodes, &channel, &rooms, &wanted).await,
             Synced::default()
         );
         assert!(relay_requests(&nodes).is_empty());
@@ -417,9 +574,7 @@ mod tests {
         );
 
         // Unwanted: both ends closed.
-        let synced = cascade
-            .sync(&nodes, &channel, &rooms, &BTreeSet::new())
-            .await;
+        let synced = sync_to(&cascade, &nodes, &channel, &rooms, &BTreeSet::new()).await;
         assert_eq!(synced.closed, 1);
         let closes: Vec<(String, u64)> = relay_requests(&nodes)
             .into_iter()
@@ -444,29 +599,34 @@ mod tests {
         let cascade = Cascade::default();
         let channel = ChannelId::from("c");
         let wanted = BTreeSet::from([key("p", 1, 2), key("p", 2, 3)]);
-        let synced = cascade
-            .sync(&nodes, &channel, &rooms(&[(1, "a"), (2, "b")]), &wanted)
-            .await;
+        let synced = sync_to(
+            &cascade,
+            &nodes,
+            &channel,
+            &rooms(&[(1, "a"), (2, "b")]),
+            &wanted,
+        )
+        .await;
         assert_eq!(synced.opened, 1, "node 3 has no room yet");
-        let synced = cascade
-            .sync(
-                &nodes,
-                &channel,
-                &rooms(&[(1, "a"), (2, "b"), (3, "c")]),
-                &wanted,
-            )
-            .await;
+        let synced = sync_to(
+            &cascade,
+            &nodes,
+            &channel,
+            &rooms(&[(1, "a"), (2, "b"), (3, "c")]),
+            &wanted,
+        )
+        .await;
         assert_eq!((synced.opened, synced.closed), (1, 0));
         // Node 2's room was replaced: both links through it are closed and opened again.
         nodes.take();
-        let synced = cascade
-            .sync(
-                &nodes,
-                &channel,
-                &rooms(&[(1, "a"), (2, "b2"), (3, "c")]),
-                &wanted,
-            )
-            .await;
+        let synced = sync_to(
+            &cascade,
+            &nodes,
+            &channel,
+            &rooms(&[(1, "a"), (2, "b2"), (3, "c")]),
+            &wanted,
+        )
+        .await;
         assert_eq!((synced.opened, synced.closed), (2, 2));
         assert_eq!(cascade.open_links(&channel), wanted);
     }
@@ -477,15 +637,10 @@ mod tests {
         let cascade = Cascade::default();
         let (c1, c2) = (ChannelId::from("c1"), ChannelId::from("c2"));
         let r = rooms(&[(1, "a"), (2, "b"), (3, "c")]);
-        cascade
-            .sync(&nodes, &c1, &r, &BTreeSet::from([key("p", 1, 2)]))
-            .await;
-        cascade
-            .sync(&nodes, &c2, &r, &BTreeSet::from([key("q", 1, 3)]))
-            .await;
+        sync_to(&cascade, &nodes, &c1, &r, &BTreeSet::from([key("p", 1, 2)])).await;
+        sync_to(&cascade, &nodes, &c2, &r, &BTreeSet::from([key("q", 1, 3)])).await;
         nodes.take();
-        let touched = cascade.node_lost(&nodes, SfuServerId(2)).await;
-        assert_eq!(touched, std::slice::from_ref(&c1));
+        cascade.node_lost(&nodes, SfuServerId(2)).await;
         let requests = relay_requests(&nodes);
         assert!(
             matches!(&requests[..], [Request::CloseRelay { room, .. }] if room == "a"),
@@ -493,7 +648,11 @@ mod tests {
         );
         assert!(cascade.open_links(&c1).is_empty());
         assert_eq!(cascade.open_links(&c2).len(), 1);
-        cascade.close_channel(&nodes, &c2).await;
+        cascade
+            .sync(&nodes, &c2, RelayChange::Closed, |_| {
+                std::future::ready(Some(Target::default()))
+            })
+            .await;
         assert_eq!(relay_requests(&nodes).len(), 2);
         assert!(cascade.per_node().is_empty());
     }
@@ -504,14 +663,14 @@ mod tests {
         nodes.refuse_open_relay();
         let cascade = Cascade::default();
         let channel = ChannelId::from("c");
-        let synced = cascade
-            .sync(
-                &nodes,
-                &channel,
-                &rooms(&[(1, "a"), (2, "b")]),
-                &BTreeSet::from([key("p", 1, 2)]),
-            )
-            .await;
+        let synced = sync_to(
+            &cascade,
+            &nodes,
+            &channel,
+            &rooms(&[(1, "a"), (2, "b")]),
+            &BTreeSet::from([key("p", 1, 2)]),
+        )
+        .await;
         assert_eq!((synced.opened, synced.failed), (0, 1));
         let requests = relay_requests(&nodes);
         assert!(
@@ -519,5 +678,167 @@ mod tests {
             "{requests:?}"
         );
         assert!(cascade.open_links(&channel).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod coalescing_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::tests_support::*;
+    use super::*;
+    use crate::domain::ports::{NodeStatus, SfuError};
+    use crate::domain::tests::FakeNodes;
+
+    /// [`FakeNodes`] whose `acceptRelay` to node 2 answers only when the test lets one through
+    /// (a slow node, up to the control timeout in production).
+    struct SlowNode2 {
+        inner: FakeNodes,
+        gate: tokio::sync::Semaphore,
+    }
+
+    #[async_trait::async_trait]
+    impl SfuNodes for SlowNode2 {
+        async fn call(&self, node: SfuServerId, request: Request) -> Result<Response, SfuError> {
+            if node == SfuServerId(2) && matches!(request, Request::AcceptRelay { .. }) {
+                self.gate.acquire().await.expect("open").forget();
+            }
+            self.inner.call(node, request).await
+        }
+        fn status(&self, node: SfuServerId) -> NodeStatus {
+            self.inner.status(node)
+        }
+    }
+
+    fn slow_node_2() -> SlowNode2 {
+        SlowNode2 {
+            inner: FakeNodes::default(),
+            gate: tokio::sync::Semaphore::new(0),
+        }
+    }
+
+    /// Outside review G1, G2: while a channel's sync waits on a slow node, a newer change of
+    /// the channel neither waits nor races it (the running sync plans again and applies the
+    /// newer plan last), and other channels sync unhindered.
+    #[tokio::test]
+    async fn a_change_during_a_slow_sync_never_waits_and_its_newer_plan_is_applied_last() {
+        let nodes = slow_node_2();
+        let cascade = Cascade::default();
+        let (c1, c2) = (ChannelId::from("c1"), ChannelId::from("c2"));
+        let ab = rooms(&[(1, "a"), (2, "b")]);
+        // What the store says c1 needs now, and how often it was planned.
+        let wanted = Mutex::new(BTreeSet::from([key("p", 1, 2)]));
+        let planned = AtomicUsize::new(0);
+        let target = |_| {
+            planned.fetch_add(1, Ordering::Relaxed);
+            let plan = plan(&wanted.lock().unwrap());
+            std::future::ready(Some(Target {
+                rooms: ab.clone(),
+                plan,
+                receivers: BTreeSet::new(),
+            }))
+        };
+        let first = cascade.sync(&nodes, &c1, RelayChange::Any, &target);
+        tokio::pin!(first);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut first)
+                .await
+                .is_err(),
+            "the first sync waits on node 2"
+        );
+
+        // p leaves: the link is no longer needed. That sync returns at once, leaving its change.
+        wanted.lock().unwrap().clear();
+        let second = tokio::time::timeout(
+            Duration::from_secs(1),
+            cascade.sync(&nodes, &c1, RelayChange::Any, &target),
+        )
+        .await
+        .expect("a sync never waits on a running one");
+        assert_eq!(second, Synced::default());
+        // Another channel's link (not through node 2) opens meanwhile.
+        let other = tokio::time::timeout(
+            Duration::from_secs(1),
+            sync_to(
+                &cascade,
+                &nodes,
+                &c2,
+                &rooms(&[(1, "a"), (3, "c")]),
+                &BTreeSet::from([key("q", 1, 3)]),
+            ),
+        )
+        .await
+        .expect("one channel's slow node holds up no other channel");
+        assert_eq!(other.opened, 1);
+
+        // Node 2 answers: the first sync opens its (stale) link, then plans the newer state
+        // and closes it; the newer plan is the one that stands.
+        nodes.gate.add_permits(1);
+        let first = tokio::time::timeout(Duration::from_secs(1), first)
+            .await
+            .unwrap();
+        assert_eq!((first.opened, first.closed, first.rounds), (1, 1, 2));
+        assert_eq!(planned.load(Ordering::Relaxed), 2);
+        assert!(cascade.open_links(&c1).is_empty());
+        assert_eq!(cascade.open_links(&c2), BTreeSet::from([key("q", 1, 3)]));
+    }
+
+    /// A sync dropped mid-round (its task cancelled) does not leave the channel marked as
+    /// syncing: the next request plans, in full.
+    #[tokio::test]
+    async fn a_sync_dropped_mid_round_leaves_the_next_request_to_plan_in_full() {
+        let nodes = slow_node_2();
+        let cascade = Cascade::default();
+        let channel = ChannelId::from("c");
+        let changes = Mutex::new(Vec::new());
+        let target = |change| {
+            changes.lock().unwrap().push(change);
+            std::future::ready(Some(Target {
+                rooms: rooms(&[(1, "a"), (2, "b")]),
+                plan: plan(&BTreeSet::from([key("p", 1, 2)])),
+                receivers: BTreeSet::new(),
+            }))
+        };
+        let first = cascade.sync(
+            &nodes,
+            &channel,
+            RelayChange::ServedOn(SfuServerId(2)),
+            &target,
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), first)
+                .await
+                .is_err()
+        );
+        nodes.gate.add_permits(1);
+        let next = cascade
+            .sync(
+                &nodes,
+                &channel,
+                RelayChange::ServedOn(SfuServerId(2)),
+                &target,
+            )
+            .await;
+        assert_eq!((next.opened, next.rounds), (1, 1));
+        assert_eq!(
+            *changes.lock().unwrap(),
+            [RelayChange::ServedOn(SfuServerId(2)), RelayChange::Any]
+        );
+    }
+
+    #[test]
+    fn changes_merge_to_one_that_does_what_each_needs() {
+        use RelayChange::{Any, Closed, ServedOn};
+        let (a, b) = (ServedOn(SfuServerId(1)), ServedOn(SfuServerId(2)));
+        assert_eq!(a.and_then(a), a);
+        assert_eq!(a.and_then(b), Any);
+        assert_eq!(Any.and_then(Closed), Closed);
+        assert_eq!(
+            Closed.and_then(a),
+            Any,
+            "a later change plans from the store"
+        );
+        assert_eq!(Closed.and_then(Any), Any);
     }
 }

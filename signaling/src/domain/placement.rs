@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc};
 
 use serde_json::Value;
 
-use super::cascade::{Cascade, LinkKey};
+use super::cascade::{Cascade, RelayChange, Target};
 use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
 use super::failover::{
@@ -72,15 +72,6 @@ pub struct Placement {
     full_at: Mutex<HashMap<SfuServerId, Instant>>,
     /// Relay links between the nodes of channels spanning nodes, as this instance opened them.
     cascade: Cascade,
-}
-
-/// What changed in a channel, as far as its relay links go (see [`Placement::sync_relays_after`]).
-#[derive(Clone, Copy, Debug)]
-enum RelayChange {
-    /// Anything: plan again.
-    Any,
-    /// A member was served on this node.
-    ServedOn(SfuServerId),
 }
 
 /// How long a node that refused a transport as full is skipped for new members.
@@ -1141,14 +1132,34 @@ impl Placement {
 
     /// [`Self::sync_relays`] after `change`: a member served on a node that already had
     /// receiving members at the last planned sync changes nothing (no read of the members).
+    /// Never waits on another sync: one running for the channel takes `change` over.
     async fn sync_relays_after(&self, channel: &ChannelId, change: RelayChange) {
         let Some(nodes) = self.nodes.get() else {
             return;
         };
+        let synced = self
+            .cascade
+            .sync(nodes.as_ref(), channel, change, |change| {
+                self.relay_target(channel, change)
+            })
+            .await;
+        if synced.opened + synced.closed + synced.failed > 0 {
+            tracing::info!(%channel, opened = synced.opened, closed = synced.closed,
+                failed = synced.failed, rounds = synced.rounds, "relay links synced");
+        }
+    }
+
+    /// Where `channel`'s links should be after `change`, read from the store now; `None` when
+    /// nothing needs doing (or the store failed: logged).
+    async fn relay_target(&self, channel: &ChannelId, change: RelayChange) -> Option<Target> {
+        if change == RelayChange::Closed {
+            return Some(Target::default());
+        }
         let record = match self.shared.store.channel(channel).await {
             Ok(record) => record,
             Err(e) => {
-                return tracing::warn!(%channel, error = %e, "relay links: store unavailable");
+                tracing::warn!(%channel, error = %e, "relay links: store unavailable");
+                return None;
             }
         };
         let rooms: BTreeMap<SfuServerId, String> = record
@@ -1168,7 +1179,7 @@ impl Placement {
                 if let RelayChange::ServedOn(node) = change
                     && self.cascade.planned_receiver(channel, node)
                 {
-                    return;
+                    return None;
                 }
                 let previous = self.cascade.last_plan(channel);
                 match self.relay_inputs_of(&record).await {
@@ -1183,27 +1194,19 @@ impl Placement {
                     }
                     Ok(None) => Default::default(),
                     Err(e) => {
-                        return tracing::warn!(%channel, error = %e, "relay links: store unavailable");
+                        tracing::warn!(%channel, error = %e, "relay links: store unavailable");
+                        return None;
                     }
                 }
             }
-            _ if !self.cascade.has_links(channel) => return,
+            _ if !self.cascade.has_links(channel) => return None,
             _ => Default::default(),
         };
-        let wanted = LinkKey::of_plan(&plan);
-        self.cascade.keep_plan(channel, plan.clone(), receivers);
-        let synced = self
-            .cascade
-            .sync(nodes.as_ref(), channel, &rooms, &wanted)
-            .await;
-        if synced.failed > 0 {
-            // Not every link opened: the next member served anywhere plans (and tries) again.
-            self.cascade.keep_plan(channel, plan, BTreeSet::new());
-        }
-        if synced.opened + synced.closed + synced.failed > 0 {
-            tracing::info!(%channel, opened = synced.opened, closed = synced.closed,
-                failed = synced.failed, "relay links synced");
-        }
+        Some(Target {
+            rooms,
+            plan,
+            receivers,
+        })
     }
 
     /// What relay planning needs of `channel` now ([`super::relay_plan::plan_relays`]): each
@@ -1281,11 +1284,8 @@ impl Placement {
     /// The channel was deleted (or its node unregistered): its rooms go, on every node
     /// serving it.
     pub(super) async fn close_room(&self, channel: &ChannelRecord) {
-        if let Some(nodes) = self.nodes.get() {
-            self.cascade
-                .close_channel(nodes.as_ref(), &channel.id)
-                .await;
-        }
+        self.sync_relays_after(&channel.id, RelayChange::Closed)
+            .await;
         for (node, room) in channel.serving() {
             let close = Request::CloseRoom {
                 room: room.to_owned(),

@@ -448,3 +448,75 @@ async fn with_spans_new_members_of_a_disabled_node_s_channel_go_to_another_node(
     assert_eq!(serving_nodes(&store, &channel).await, [first, other]);
     assert_eq!(serving_node(&store, &alice.session).await, Some(first));
 }
+
+/// Outside review G1: a channel whose relay sync hangs on a slow node holds up neither another
+/// channel's relay links nor a failover (one instance-wide lock held across node calls did).
+#[tokio::test]
+async fn a_relay_sync_stuck_on_a_slow_node_holds_up_no_other_channel_and_no_failover() {
+    let (signaling, store, recorder) = recorded_service();
+    let (fake, _events, ids) = capped_nodes(&signaling, &[0, 0]).await;
+    let disable = |node: SfuServerId, disabled: bool| {
+        let signaling = signaling.clone();
+        async move {
+            let patch = crate::domain::SfuServerPatch {
+                disabled: Some(disabled),
+                ..Default::default()
+            };
+            signaling.sfu_servers().update(node, patch).await.unwrap();
+        }
+    };
+    // c1: alice publishes on x; x's relay requests for c1 hang from now on.
+    let c1 = signaling.channels().create(true).await.unwrap().id;
+    let (alice, _alice_queue) = publishing(&signaling, &c1, "alice").await;
+    let x = serving_node(&store, &alice.session).await.unwrap();
+    let y = if x == ids[0] { ids[1] } else { ids[0] };
+    fake.stall_relays_in(&room_on(&store, &c1, x).await);
+    // bob is served by y (x disabled): c1's sync waits on x for good.
+    disable(x, true).await;
+    let bob_enters = {
+        let signaling = signaling.clone();
+        let c1 = c1.clone();
+        tokio::spawn(async move { entered(&signaling, &c1, "bob").await })
+    };
+    let waiting = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if fake
+                .take()
+                .iter()
+                .any(|r| matches!(r, Request::AcceptRelay { .. }))
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(waiting.is_ok(), "c1's sync reached the nodes");
+    assert!(!bob_enters.is_finished(), "c1's sync waits on x");
+
+    // c2: carol publishes on y, dave is served by x (y disabled): c2's link y → x opens.
+    let c2 = signaling.channels().create(true).await.unwrap().id;
+    let (carol, _carol_queue) = publishing(&signaling, &c2, "carol").await;
+    assert_eq!(serving_node(&store, &carol.session).await, Some(y));
+    disable(x, false).await;
+    disable(y, true).await;
+    let dave = tokio::time::timeout(Duration::from_secs(2), entered(&signaling, &c2, "dave"))
+        .await
+        .expect("c2's relay sync does not wait on c1's");
+    assert_eq!(serving_node(&store, &dave.0.session).await, Some(x));
+    let y_room = room_on(&store, &c2, y).await;
+    assert!(
+        fake.take()
+            .iter()
+            .any(|r| matches!(r, Request::OpenRelay { room, .. } if *room == y_room)),
+        "c2's link opened"
+    );
+
+    // y fails: c1's span there is dropped and c2 is placed again, while c1's sync still hangs.
+    recorder.take();
+    fake.set_healthy(y, false);
+    let seen = seen_until(&recorder, "channel_placed").await;
+    assert!(seen.iter().any(|e| e.event.kind() == "sfu_restarted"));
+    assert_eq!(serving_nodes(&store, &c2).await, [x]);
+    bob_enters.abort();
+}

@@ -588,6 +588,9 @@ pub(super) struct FakeNodes {
     speakers: std::sync::Mutex<Vec<mooyaho_control::Speaker>>,
     /// Nodes whose requests never get an answer.
     stalled: std::sync::Mutex<std::collections::HashSet<SfuServerId>>,
+    /// Rooms whose relay requests (`acceptRelay`, `openRelay`, `closeRelay`) never get an
+    /// answer (a node slow on one channel's links).
+    stalled_relay_rooms: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Transport caps per node, enforced as `mooyaho sfu --max-transports` does: a session new
     /// to a node at its cap is refused `full`.
     caps: std::sync::Mutex<std::collections::HashMap<SfuServerId, usize>>,
@@ -636,6 +639,14 @@ impl FakeNodes {
     /// From now on every node refuses `openRelay`.
     pub(super) fn refuse_open_relay(&self) {
         self.refuse_open_relay.store(true, Ordering::Relaxed);
+    }
+
+    /// From now on relay requests naming `room` never get an answer.
+    pub(super) fn stall_relays_in(&self, room: &str) {
+        self.stalled_relay_rooms
+            .lock()
+            .unwrap()
+            .insert(room.to_owned());
     }
 
     /// From now on requests to `node` never get an answer.
@@ -723,7 +734,15 @@ impl super::ports::SfuNodes for FakeNodes {
     ) -> Result<mooyaho_control::Response, super::ports::SfuError> {
         use mooyaho_control::{ErrorCode, Request, Response};
         let stalled = self.stalled.lock().unwrap().contains(&node);
-        if stalled {
+        let relay_room = match &request {
+            Request::AcceptRelay { room, .. }
+            | Request::OpenRelay { room, .. }
+            | Request::CloseRelay { room, .. } => Some(room),
+            _ => None,
+        };
+        let relay_stalled =
+            relay_room.is_some_and(|room| self.stalled_relay_rooms.lock().unwrap().contains(room));
+        if stalled || relay_stalled {
             std::future::pending::<()>().await;
         }
         let room = match &request {
