@@ -79,8 +79,8 @@ struct Options {
     resume_token_lifetime_ms: Option<u64>,
     /// Serve the members of a channel whose SFU node is full (`mooyaho sfu --max-transports`)
     /// from another node; signaling relays the publishers' tracks between the channel's nodes.
-    /// Off by default: several signaling instances do not share the relay links they opened
-    /// yet. Without it those members get `sfu_full`.
+    /// Off by default, and refused with --redis-url: several signaling instances do not share
+    /// the relay links they opened yet. Without it those members get `sfu_full`.
     #[arg(long, env = "MOOYAHO_SPAN_NODES")]
     span_nodes: bool,
     /// Let clients integrate themselves (`integrateUser` over the WebSocket). Insecure.
@@ -319,6 +319,16 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
     }
     config.allow_anonymous = options.allow_anonymous || file.allow_anonymous.unwrap_or(false);
     config.span_nodes = options.span_nodes || file.span_nodes.unwrap_or(false);
+    if config.span_nodes && redis_url.is_some() {
+        // Each instance keeps the relay links it opened to itself: instances sharing a Redis
+        // would open and close the links of one channel against each other (outside review G4).
+        bail!(
+            "--span-nodes cannot be combined with --redis-url yet: the relay links between a \
+             channel's nodes are kept by the signaling instance that opened them, not in the \
+             store, so several instances would open and close each other's links. Run one \
+             signaling instance with --span-nodes, or several without it"
+        );
+    }
     config.cors_origins = flags_or_file(options.cors_origin, file.cors_origins);
     if let Some(ms) = options.ping_interval_ms.or(file.ping_interval_ms) {
         config.ping_interval = Duration::from_millis(ms.max(100));

@@ -460,6 +460,18 @@ async fn relay_cycles_and_foreign_tracks_are_refused_by_real_nodes() {
     assert_eq!(got, (audio, video));
 }
 
+/// Outside review G4: the relay links are kept per signaling instance, so `--span-nodes` with a
+/// shared store (`--redis-url`) is refused at start, with the reason (before Redis is dialled).
+#[test]
+fn span_nodes_with_redis_is_refused_at_start_with_the_reason() {
+    let output = support::refused_start(&["--span-nodes", "--redis-url", "redis://127.0.0.1:1/"]);
+    assert!(
+        output.contains("--span-nodes cannot be combined with --redis-url"),
+        "{output}"
+    );
+    assert!(!output.contains("connecting to Redis"), "{output}");
+}
+
 mod through_signaling {
     //! The same through `mooyaho server`: signaling places members on three `mooyaho sfu
     //! --max-transports 3` nodes and opens (and closes) the relay links its plan needs.

@@ -6,11 +6,10 @@
 mod support;
 
 use std::collections::{BTreeSet, HashMap};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
-use support::{Redis, Server, Ws, free_port};
+use support::{Redis, Server, Ws, free_port, refused_start};
 
 /// Offer and answer from `a` to `b`, checking what is relayed.
 async fn offer_answer(a: &mut Ws, b: &mut Ws, tag: &str) {
@@ -41,41 +40,6 @@ async fn exchange_across(extra: &[&str], tag: &str) -> (Server, Server) {
     offer_answer(&mut a, &mut b, tag).await;
     offer_answer(&mut b, &mut a, tag).await;
     (one, two)
-}
-
-/// Runs `mooyaho server` expecting it to refuse to start; returns its whole output.
-fn refused_start(extra: &[&str]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
-        .args([
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key",
-            support::API_KEY,
-        ])
-        .args(extra)
-        .env("RUST_LOG", "debug")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .expect("spawn mooyaho");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mooyaho server {extra:?} kept running; it should have refused to start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
-    std::fs::read_to_string(out).unwrap() + &std::fs::read_to_string(err).unwrap()
 }
 
 /// A plain connection to `redis` as the default user (with `password` if it has one).

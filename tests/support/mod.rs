@@ -543,3 +543,32 @@ pub async fn race_resumes(url_one: &str, url_two: &str, rounds: usize) {
         assert_eq!(lost["code"], "invalid_token", "round {round}: {lost}");
     }
 }
+
+/// Runs `mooyaho server` expecting it to refuse to start; returns its whole output.
+pub fn refused_start(extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args(["server", "--listen", "127.0.0.1:0", "--api-key", API_KEY])
+        .args(extra)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .expect("spawn mooyaho");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mooyaho server {extra:?} kept running; it should have refused to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    std::fs::read_to_string(out).unwrap() + &std::fs::read_to_string(err).unwrap()
+}
