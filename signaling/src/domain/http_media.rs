@@ -529,6 +529,7 @@ impl HttpMedia {
         join.grant = JoinGrant {
             publish: join.grant.publish && kind == HttpMediaKind::Whip,
             subscribe: false,
+            receives_own_offer: kind == HttpMediaKind::Whep,
             ..join.grant
         };
         let options = ConnectOptions {

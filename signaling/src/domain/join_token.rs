@@ -53,6 +53,10 @@ pub struct JoinGrant {
     pub publish: bool,
     /// May receive media.
     pub subscribe: bool,
+    /// Receives on the m-lines of its own offer (a WHEP viewer): the node never offers to it
+    /// (`subscribe` is off for that), but its node needs the channel's tracks (relay planning).
+    #[serde(default)]
+    pub receives_own_offer: bool,
 }
 
 /// Why a token was refused. The messages name the claim, never the token.
@@ -109,6 +113,7 @@ pub fn check_claims(claims: &JoinClaims, now: u64) -> Result<VerifiedJoin, JoinT
             channel,
             publish: claims.publish,
             subscribe: claims.subscribe,
+            receives_own_offer: false,
         },
     })
 }
@@ -206,7 +211,8 @@ mod tests {
             JoinGrant {
                 channel: ChannelId::parse("room-1").unwrap(),
                 publish: false,
-                subscribe: true
+                subscribe: true,
+                receives_own_offer: false,
             }
         );
     }

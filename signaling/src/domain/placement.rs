@@ -778,6 +778,11 @@ impl Placement {
             ));
         }
         let Serving { node, room, .. } = self.serve(&channel.id, &me, &[]).await?;
+        // Its node may not receive the channel's tracks yet (outside review G3): links first,
+        // so what the node answers with includes them (the sending node announces a link's
+        // tracks as it opens; tracks arriving after the answer are not added to it).
+        self.sync_relays_after(&channel.id, RelayChange::ServedOn(node))
+            .await;
         let request = Request::SubscribeClientOffer {
             room,
             session: me.id.0.clone(),
@@ -878,6 +883,9 @@ impl Placement {
             ));
         }
         let Serving { node, room, .. } = self.serve(&channel.id, &me, &[]).await?;
+        // Serving it may have made a new receiving node (outside review G3).
+        self.sync_relays_after(&channel.id, RelayChange::ServedOn(node))
+            .await;
         let request = Request::SetSubscription {
             room,
             session: me.id.0.clone(),
@@ -1244,7 +1252,11 @@ impl Placement {
                     tracks: member.published.iter().map(|t| t.id.clone()).collect(),
                 });
             }
-            if member.grant.as_ref().is_none_or(|grant| grant.subscribe) {
+            if member
+                .grant
+                .as_ref()
+                .is_none_or(|grant| grant.subscribe || grant.receives_own_offer)
+            {
                 inputs.receivers.insert(node);
             }
         }

@@ -520,3 +520,114 @@ async fn a_relay_sync_stuck_on_a_slow_node_holds_up_no_other_channel_and_no_fail
     assert_eq!(serving_nodes(&store, &c2).await, [x]);
     bob_enters.abort();
 }
+
+/// The relay requests and client-offered subscriptions among `requests`, by room.
+fn relay_and_whep(requests: &[Request]) -> Vec<(&'static str, String)> {
+    requests
+        .iter()
+        .filter_map(|r| match r {
+            Request::AcceptRelay { room, .. } => Some(("acceptRelay", room.clone())),
+            Request::OpenRelay { room, .. } => Some(("openRelay", room.clone())),
+            Request::SubscribeClientOffer { room, .. } => {
+                Some(("subscribeClientOffer", room.clone()))
+            }
+            Request::SetSubscription { room, .. } => Some(("setSubscription", room.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Outside review G3: a WHEP viewer served by a node that does not receive the channel's
+/// tracks gets a relay link into that node before the node answers its offer (its own grant
+/// never lets the node offer to it, which relay planning took for "receives nothing").
+#[tokio::test]
+async fn a_whep_viewer_on_another_node_gets_a_link_into_it_before_its_answer() {
+    let (signaling, store, _recorder) = recorded_service();
+    let (fake, _events, ids) = capped_nodes(&signaling, &[2, 0]).await;
+    let (a, b) = (ids[0], ids[1]);
+    let channel = signaling.channels().create(true).await.unwrap().id;
+    let (alice, _alice_queue) = publishing(&signaling, &channel, "alice").await;
+    assert_eq!(serving_node(&store, &alice.session).await, Some(a));
+    fake.take();
+
+    let claims = super::join_token::JoinClaims {
+        sub: "viewer".into(),
+        name: None,
+        channel: channel.to_string(),
+        publish: false,
+        subscribe: true,
+        exp: super::join_token::now_secs() + 600,
+        nbf: None,
+        iat: None,
+    };
+    let token = super::join_token::JoinTokenKey::new("key")
+        .sign(&claims, super::join_token::now_secs())
+        .unwrap();
+    let offer = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=ice-ufrag:abcd\r\n";
+    let created = signaling
+        .http_media()
+        .view(Some(&token), channel.clone(), None, offer.into())
+        .await
+        .unwrap();
+    assert_eq!(serving_nodes(&store, &channel).await, [a, b]);
+    let (a_room, b_room) = (
+        room_on(&store, &channel, a).await,
+        room_on(&store, &channel, b).await,
+    );
+    assert_eq!(
+        relay_and_whep(&fake.take()),
+        [
+            ("acceptRelay", b_room.clone()),
+            ("openRelay", a_room),
+            ("subscribeClientOffer", b_room),
+        ]
+    );
+    assert!(
+        format!("{created:?}").contains("answer-for-"),
+        "{created:?}"
+    );
+}
+
+/// Outside review G3: a member first served by `setSubscription` (every node was full when it
+/// entered) gets the relay link its node needs.
+#[tokio::test]
+async fn a_member_first_served_by_set_subscription_gets_a_link_into_its_node() {
+    let (signaling, store, _recorder) = recorded_service();
+    let (fake, _events, ids) = capped_nodes(&signaling, &[2, 1]).await;
+    let (a, b) = (ids[0], ids[1]);
+    let channel = signaling.channels().create(true).await.unwrap().id;
+    let (alice, _alice_queue) = publishing(&signaling, &channel, "alice").await;
+    let (carol, _carol_queue) = entered(&signaling, &channel, "carol").await;
+    assert_eq!(serving_node(&store, &carol.session).await, Some(b));
+    // Both nodes full: bob is served by none.
+    let (bob, _bob_queue) = entered(&signaling, &channel, "bob").await;
+    assert_eq!(serving_node(&store, &bob.session).await, None);
+    // carol leaves: b no longer serves the channel, its link is closed.
+    signaling.channels().leave(&carol).await.unwrap();
+    assert_eq!(serving_nodes(&store, &channel).await, [a]);
+    fake.take();
+
+    signaling
+        .placement()
+        .set_subscription(
+            &bob,
+            alice.session.clone(),
+            mooyaho_control::VideoQuality::Low,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(serving_node(&store, &bob.session).await, Some(b));
+    let (a_room, b_room) = (
+        room_on(&store, &channel, a).await,
+        room_on(&store, &channel, b).await,
+    );
+    assert_eq!(
+        relay_and_whep(&fake.take()),
+        [
+            ("acceptRelay", b_room.clone()),
+            ("openRelay", a_room),
+            ("setSubscription", b_room),
+        ]
+    );
+}

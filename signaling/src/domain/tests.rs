@@ -813,6 +813,9 @@ impl super::ports::SfuNodes for FakeNodes {
             Request::SubscribeOffer { session, .. } => Response::Sdp {
                 sdp: Some(format!("offer-for-{session}")),
             },
+            Request::SubscribeClientOffer { session, .. } => Response::Sdp {
+                sdp: Some(format!("answer-for-{session}")),
+            },
             Request::AcceptRelay { .. } => Response::RelayAddress {
                 address: "127.0.0.1:9".into(),
             },

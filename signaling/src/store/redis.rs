@@ -961,6 +961,7 @@ mod tests {
             channel: ChannelId::from("room-1"),
             publish: false,
             subscribe: true,
+            receives_own_offer: true,
         });
         let fields: HashMap<String, String> =
             session_fields(&record).unwrap().into_iter().collect();
