@@ -387,6 +387,17 @@ pub enum Event {
         /// The consumed layers' indexes, 0 = lowest (the same layers as `qualities`).
         layers: Vec<u8>,
     },
+    /// The node closed the sending end of a relay link by itself: its receiving node answered
+    /// nothing authentic for a while (it died, or its end was closed). Signaling forgets the
+    /// link and plans the channel's links again.
+    RelayClosed {
+        /// The sending node's room.
+        room: String,
+        /// The link.
+        link: u64,
+        /// Why.
+        reason: String,
+    },
     /// Periodic load report (every second).
     Load(Load),
 }

@@ -902,6 +902,21 @@ async fn route_events(
                 };
                 (room, session, event)
             }
+            NodeEvent::RelayClosed {
+                worker,
+                room,
+                link,
+                publisher,
+                reason,
+            } => {
+                let room = names.name(node.room_of(worker, room));
+                let event = Event::RelayClosed {
+                    room: room.clone(),
+                    link,
+                    reason: reason.into(),
+                };
+                (room, publisher, event)
+            }
         };
         let clients = lock(&clients);
         // The client that last spoke for this session gets it; otherwise any client, which can

@@ -473,3 +473,43 @@ async fn a_silent_link_s_tracks_are_unpublished() -> anyhow::Result<()> {
     viewer.close().await;
     Ok(())
 }
+
+/// Outside review G5 (F5's sending half): a receiving end answers its sender every second (a
+/// keepalive, even with nothing to feed back), so a link carrying nothing stays open; once the
+/// receiving end is gone (its node died, or only its end was closed), the sender stops within
+/// a few seconds by itself, counts it, and tells the control plane which link it closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_stops_when_its_receiver_no_longer_answers_and_says_so() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let (a, mut a_events) = Node::start(&NodeConfig::loopback(1))?;
+    let (b, _) = Node::start(&NodeConfig::loopback(1))?;
+    let (room_a, room_b) = (a.create_room().await?, b.create_room().await?);
+    // A publisher with no tracks: nothing flows but announcements and keepalives.
+    link((&a, room_a), (&b, room_b), 21, "nobody").await?;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let stats = a.stats().await?;
+    assert_eq!(stats.relay_links().sending, 1, "kept open by keepalives");
+    assert_eq!(sum(&stats, |w| w.counters.relay_links_abandoned), 0);
+
+    // Only B's end goes: A hears nothing more and closes its end.
+    b.close_relay(room_b, 21).await?;
+    let stats = wait_until(&a, "A closes the unanswered link", |s| {
+        s.relay_links().sending == 0
+    })
+    .await?;
+    assert_eq!(sum(&stats, |w| w.counters.relay_links_abandoned), 1);
+    let told = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match a_events.recv().await {
+                Some(mooyaho_media::NodeEvent::RelayClosed {
+                    worker, room, link, ..
+                }) => return (a.room_of(worker, room), link),
+                Some(_) => {}
+                None => panic!("A's events ended"),
+            }
+        }
+    })
+    .await?;
+    assert_eq!(told, (room_a, 21));
+    Ok(())
+}

@@ -62,6 +62,9 @@ pub enum FrameKind {
     Rtcp,
     /// A track announcement (JSON, see the worker's relay module).
     Announce,
+    /// The receiving side is alive (empty payload): a sender that hears neither this nor
+    /// feedback for a while stops sending.
+    Keepalive,
 }
 
 impl FrameKind {
@@ -70,6 +73,7 @@ impl FrameKind {
             Self::Rtp => 0,
             Self::Rtcp => 1,
             Self::Announce => 2,
+            Self::Keepalive => 3,
         }
     }
 
@@ -78,6 +82,7 @@ impl FrameKind {
             0 => Some(Self::Rtp),
             1 => Some(Self::Rtcp),
             2 => Some(Self::Announce),
+            3 => Some(Self::Keepalive),
             _ => None,
         }
     }

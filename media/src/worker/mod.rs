@@ -152,6 +152,21 @@ pub enum NodeEvent {
         /// Why.
         reason: &'static str,
     },
+    /// The worker closed the sending end of a relay link by itself: the receiving node
+    /// answered nothing authentic (no feedback, no keepalive) for a while (it died, or its end
+    /// was closed).
+    RelayClosed {
+        /// Worker index.
+        worker: usize,
+        /// Room.
+        room: RoomId,
+        /// The link.
+        link: u64,
+        /// The publisher whose tracks it carried.
+        publisher: String,
+        /// Why.
+        reason: &'static str,
+    },
 }
 
 /// One entry of a room's speaker ranking: the control protocol's own type, so the ranking goes

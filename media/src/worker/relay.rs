@@ -58,6 +58,11 @@ const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(1);
 /// subscribers are re-offered without dead m-lines (outside review F5); tracks come back with
 /// the next authentic announcement.
 const LINK_SILENCE: Duration = Duration::from_secs(3);
+/// A sending link that heard nothing authentic from its receiving node for this long stops
+/// (outside review G5): a live receiver answers every [`ANNOUNCE_INTERVAL`] at least (a
+/// keepalive, besides its feedback) once the sender's first datagram told it where to, so
+/// this is several missed rounds, not a slow start.
+const SENDER_SILENCE: Duration = Duration::from_secs(5);
 /// The largest payload a relay datagram carries: the whole datagram fits the receiver's buffer.
 const MAX_PAYLOAD: usize = MAX_DATAGRAM - PAYLOAD_OFFSET - TAG_LEN;
 /// The most hops a relayed track may have crossed (a relay tree is a few levels deep; a track
@@ -482,13 +487,22 @@ impl Worker {
     }
 
     /// Housekeeping: every [`ANNOUNCE_INTERVAL`], each sending link repeats its tracks and their
-    /// list, so a lost announcement heals; a receiving link silent for [`LINK_SILENCE`]
-    /// unpublishes its tracks.
+    /// list, so a lost announcement heals, and each receiving link tells its sender it is alive;
+    /// a receiving link silent for [`LINK_SILENCE`] unpublishes its tracks, a sending link
+    /// unanswered for [`SENDER_SILENCE`] closes.
     pub(super) fn relay_housekeeping(&mut self, now: Instant) {
         if self.relays.links.is_empty() || self.relays.next_announce.is_some_and(|t| now < t) {
             return;
         }
         self.relays.next_announce = Some(now + ANNOUNCE_INTERVAL);
+        self.close_unanswered_links(now);
+        let receiving: Vec<u64> = (self.relays.links.iter())
+            .filter(|(_, l)| matches!(l.side, Side::Receiving { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for link in receiving {
+            self.seal_to_peer(link, FrameKind::Keepalive, &[]);
+        }
         let silent: Vec<(u64, Vec<u32>)> = self
             .relays
             .links
@@ -535,6 +549,35 @@ impl Worker {
         }
     }
 
+    /// Closes the sending links whose receiving node answered nothing authentic for
+    /// [`SENDER_SILENCE`]: it died or its end was closed, and sending on would be wasted
+    /// forever (outside review G5). Counted, and told to the control plane, which forgets the
+    /// link and plans again.
+    fn close_unanswered_links(&mut self, now: Instant) {
+        let unanswered: Vec<(u64, RoomId, String)> = (self.relays.links.iter())
+            .filter_map(|(id, l)| match &l.side {
+                Side::Sending { publisher, .. }
+                    if now.duration_since(l.last_heard) >= SENDER_SILENCE =>
+                {
+                    Some((*id, l.room, publisher.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (link, room, publisher) in unanswered {
+            self.counters.relay_links_abandoned += 1;
+            tracing::info!(%link, "relay link unanswered by its receiving node: closed");
+            self.forget_relay(link);
+            self.emit(super::NodeEvent::RelayClosed {
+                worker: self.index,
+                room,
+                link,
+                publisher,
+                reason: "the receiving node answered nothing",
+            });
+        }
+    }
+
     fn announce_track_list(&mut self, link: u64) {
         let Some(RelayLink {
             side: Side::Sending { tracks, .. },
@@ -561,6 +604,12 @@ impl Worker {
             );
             return;
         }
+        self.seal_to_peer(link, FrameKind::Announce, &json);
+    }
+
+    /// Seals `payload` (at most [`MAX_PAYLOAD`] bytes) as a `kind` frame toward the link's
+    /// peer, if it has one yet.
+    fn seal_to_peer(&mut self, link: u64, kind: FrameKind, payload: &[u8]) {
         let Some(relay) = self.relays.links.get_mut(&link) else {
             return;
         };
@@ -569,8 +618,8 @@ impl Worker {
         };
         let (sealer, counters) = (&mut relay.sealer, &mut self.counters);
         self.send.push_with(peer, MAX_DATAGRAM, |slot| {
-            slot[PAYLOAD_OFFSET..PAYLOAD_OFFSET + json.len()].copy_from_slice(&json);
-            let len = sealer.seal(slot, FrameKind::Announce, json.len()).ok()?;
+            slot[PAYLOAD_OFFSET..PAYLOAD_OFFSET + payload.len()].copy_from_slice(payload);
+            let len = sealer.seal(slot, kind, payload.len()).ok()?;
             counters.relay_packets_out += 1;
             Some(len)
         });
@@ -654,6 +703,8 @@ impl Worker {
                 let packet = self.pooled(payload);
                 self.core.handle_rtcp(now, transport, packet);
             }
+            // The receiving node is alive: `last_heard` above is all a keepalive does.
+            (FrameKind::Keepalive, false) => {}
             (FrameKind::Announce, true) => match serde_json::from_slice(payload) {
                 Ok(announcement) => self.apply_announcement(now, link, announcement),
                 Err(e) => {

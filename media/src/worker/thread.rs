@@ -89,6 +89,9 @@ pub struct WorkerCounters {
     /// Receiving links whose tracks were unpublished after they heard nothing authentic for a
     /// while (the sending node died or closed its end).
     pub relay_links_silenced: u64,
+    /// Sending links closed because their receiving node answered nothing authentic (no
+    /// feedback, no keepalive) for a while: it died or its end was closed (outside review G5).
+    pub relay_links_abandoned: u64,
     /// Datagrams whose ufrag or source address led to a transport that no longer exists. The
     /// tables are kept consistent, so this stays 0; a packet must never crash the worker.
     pub stale_routes: u64,

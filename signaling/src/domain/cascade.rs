@@ -321,6 +321,42 @@ impl Cascade {
         }
     }
 
+    /// `node` closed its end of link `link` in its room `room` by itself (its other end went
+    /// unanswered, outside review G5): the link is forgotten and its other end closed. Returns
+    /// the link's channel, whose links are to be planned again; `None` for a link this
+    /// instance does not hold at that node and room (another instance's, or a forged report).
+    pub(super) async fn end_closed_by_node(
+        &self,
+        nodes: &dyn SfuNodes,
+        node: SfuServerId,
+        room: &str,
+        link: u64,
+    ) -> Option<ChannelId> {
+        let (channel, key, open) = {
+            let mut channels = self.links();
+            let (channel, key) = channels.iter().find_map(|(channel, links)| {
+                links.iter().find_map(|(key, open)| {
+                    let end = (key.from == node && open.from_room == room)
+                        || (key.to == node && open.to_room == room);
+                    (open.id == link && end).then(|| (channel.clone(), key.clone()))
+                })
+            })?;
+            let links = channels.get_mut(&channel)?;
+            let open = links.remove(&key)?;
+            if links.is_empty() {
+                channels.remove(&channel);
+            }
+            (channel, key, open)
+        };
+        let (other, other_room) = if key.from == node {
+            (key.to, &open.to_room)
+        } else {
+            (key.from, &open.from_room)
+        };
+        close_end(nodes, other, other_room, open.id).await;
+        Some(channel)
+    }
+
     /// Open links per node: (sending, receiving), over every channel this instance relays.
     #[cfg(test)]
     pub(super) fn per_node(&self) -> BTreeMap<SfuServerId, (usize, usize)> {
@@ -376,7 +412,8 @@ fn fresh_key() -> RelayKeyHex {
 }
 
 /// Opens one link: the receiving end first (it names the address), then the sending end; a
-/// sending end that fails takes the receiving end down again.
+/// sending end that fails takes both ends down again (an `openRelay` that timed out here may
+/// still have opened it there; outside review F12).
 async fn open(
     nodes: &dyn SfuNodes,
     key: &LinkKey,
@@ -412,6 +449,7 @@ async fn open(
     };
     if let Err(e) = opened {
         close_end(nodes, key.to, to_room, id).await;
+        close_end(nodes, key.from, from_room, id).await;
         return Err(e);
     }
     Ok(OpenLink {
@@ -674,7 +712,10 @@ mod tests {
         assert_eq!((synced.opened, synced.failed), (0, 1));
         let requests = relay_requests(&nodes);
         assert!(
-            matches!(&requests[2], Request::CloseRelay { room, .. } if room == "b"),
+            matches!(&requests[2..], [
+                Request::CloseRelay { room: b, .. },
+                Request::CloseRelay { room: a, .. },
+            ] if b == "b" && a == "a"),
             "{requests:?}"
         );
         assert!(cascade.open_links(&channel).is_empty());

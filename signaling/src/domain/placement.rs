@@ -1371,6 +1371,20 @@ impl Placement {
                 };
                 self.shared.events.record(closed).await;
             }
+            Event::RelayClosed { room, link, reason } => {
+                let Some(nodes) = self.nodes.get() else {
+                    return;
+                };
+                let closed = self
+                    .cascade
+                    .end_closed_by_node(nodes.as_ref(), node, &room, link)
+                    .await;
+                if let Some(channel) = closed {
+                    tracing::info!(%node, %channel, link, %reason,
+                        "SFU node closed a relay link: planning the channel's links again");
+                    self.sync_relays(&channel).await;
+                }
+            }
             _ => {}
         }
     }

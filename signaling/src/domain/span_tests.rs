@@ -631,3 +631,60 @@ async fn a_member_first_served_by_set_subscription_gets_a_link_into_its_node() {
         ]
     );
 }
+
+/// Outside review G5: a node that closed a link's sending end by itself (its receiver went
+/// unanswered) makes signaling forget the link, close its other end and plan again (here the
+/// plan still wants it: a new link opens). A report naming a link this instance does not hold
+/// at that node and room changes nothing.
+#[tokio::test]
+async fn a_link_a_node_closed_by_itself_is_forgotten_closed_at_the_other_end_and_replanned() {
+    let (signaling, store, _recorder) = recorded_service();
+    let (fake, events, ids) = capped_nodes(&signaling, &[2, 0]).await;
+    let (a, b) = (ids[0], ids[1]);
+    let channel = signaling.channels().create(true).await.unwrap().id;
+    let (_alice, _alice_queue) = publishing(&signaling, &channel, "alice").await;
+    let (_bob, _bob_queue) = entered(&signaling, &channel, "bob").await;
+    let (a_room, b_room) = (
+        room_on(&store, &channel, a).await,
+        room_on(&store, &channel, b).await,
+    );
+    let opened = |requests: &[Request]| {
+        requests.iter().find_map(|r| match r {
+            Request::OpenRelay { link, .. } => Some(*link),
+            _ => None,
+        })
+    };
+    let link = opened(&fake.take()).expect("a link a → b");
+    let closed = |node: SfuServerId, room: &str, link: u64| {
+        let event = mooyaho_control::Event::RelayClosed {
+            room: room.to_owned(),
+            link,
+            reason: "the receiving node answered nothing".into(),
+        };
+        (node, super::ports::NodeReport::Event(event))
+    };
+    // Forged or foreign: the wrong node for that room, or a link nobody opened.
+    events.send(closed(b, &a_room, link)).await.unwrap();
+    events.send(closed(a, &a_room, link ^ 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(fake.take().is_empty());
+
+    events.send(closed(a, &a_room, link)).await.unwrap();
+    let requests = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut seen = Vec::new();
+        loop {
+            seen.extend(fake.take());
+            if opened(&seen).is_some() {
+                return seen;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the link is opened again");
+    assert_eq!(
+        requests.first(),
+        Some(&Request::CloseRelay { room: b_room, link })
+    );
+    assert_ne!(opened(&requests), Some(link), "a new link id");
+}
