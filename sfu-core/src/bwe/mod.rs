@@ -189,7 +189,8 @@ impl BandwidthEstimator {
             .loss
             .bound_bps()
             .map_or(delay_bps, |b| b.min(delay_bps));
-        self.loss.update(sent, lost, current, delay_bps, now_ms);
+        self.loss
+            .update(sent, lost, current, delay_bps, self.acked.bps(), now_ms);
         self.finish_probe(now, highest)
     }
 

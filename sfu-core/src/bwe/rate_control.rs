@@ -94,7 +94,7 @@ impl AimdRateControl {
                     {
                         self.capacity = None; // the path got faster: grow fast again
                     }
-                    let ceiling = MAX_OVER_ACKED * acked + HEADROOM_BPS;
+                    let ceiling = increase_ceiling(acked);
                     let floor = if self.startup { acked } else { 0.0 };
                     self.estimate_bps = self.estimate_bps.max(increased.min(ceiling)).max(floor);
                 }
@@ -116,6 +116,13 @@ impl AimdRateControl {
         };
         self.capacity = Some((mean, var));
     }
+}
+
+/// The most an estimate may grow to over what the path was acknowledged to carry: an
+/// application-limited sender (an SFU sends what its layers carry) must not read the absence
+/// of congestion at a low rate as room for a much higher one.
+pub(crate) fn increase_ceiling(acked_bps: f64) -> f64 {
+    MAX_OVER_ACKED * acked_bps + HEADROOM_BPS
 }
 
 #[cfg(test)]

@@ -24,15 +24,25 @@ struct Loop {
     seq: u16,
     next_send: Instant,
     next_feedback: Instant,
+    /// Media paced at this rate instead of the estimate (an application-limited sender, as an
+    /// SFU is: it sends what the layers it forwards carry).
+    media_bps: Option<u64>,
 }
 
 impl Loop {
     fn new(capacity: u64) -> Self {
+        Self::with(
+            Bitrate(300_000),
+            Bottleneck::new(capacity, 200 * MS, 20 * MS),
+        )
+    }
+
+    fn with(start: Bitrate, link: Bottleneck) -> Self {
         let now = Instant::now();
         Self {
             now,
-            bwe: BandwidthEstimator::new(now, Bitrate(300_000)),
-            link: Bottleneck::new(capacity, 200 * MS, 20 * MS),
+            bwe: BandwidthEstimator::new(now, start),
+            link,
             receiver: TwccRecorder::new(now),
             arrivals: VecDeque::new(),
             feedback: VecDeque::new(),
@@ -40,6 +50,7 @@ impl Loop {
             next_send: now,
             next_feedback: now + 100 * MS,
             // Feedback travels back in 20 ms.
+            media_bps: None,
         }
     }
 
@@ -60,7 +71,8 @@ impl Loop {
             // Media paced at the estimate; probe bytes on top.
             while self.next_send <= self.now {
                 self.send(PACKET);
-                let gap = PACKET as f64 * 8.0 / self.bwe.estimate().0.max(1) as f64;
+                let rate = self.media_bps.unwrap_or_else(|| self.bwe.estimate().0);
+                let gap = PACKET as f64 * 8.0 / rate.max(1) as f64;
                 self.next_send += Duration::from_secs_f64(gap);
             }
             if probe {
@@ -125,6 +137,31 @@ fn probing_and_pacing_at_the_estimate_converge_to_the_capacity_and_follow_a_drop
     let loss = l.link.dropped as f64 / l.link.offered as f64;
     eprintln!("after the drop to 500000: {after_drop:?}; loss {loss}");
     assert!(loss < 0.05, "{loss}");
+}
+
+#[test]
+fn an_application_limited_estimate_grows_no_further_than_what_the_path_carried() {
+    // A new subscriber sent more than its link takes (a top layer through a policer: loss
+    // without a growing delay), then only what fits (a lower layer). The estimate must not
+    // recover past what the path has carried, or the allocator switches back up into loss
+    // (the Chromium shaped-downlink test's flake: the loss bound grew 5 % per batch to 2x).
+    let link = Bottleneck::new(477_000, 40 * MS, 20 * MS);
+    let mut l = Loop::with(Bitrate(1_000_000), link);
+    l.media_bps = Some(800_000);
+    l.run(Duration::from_secs(2), false);
+    assert!(l.link.dropped > 0, "the overshoot loses packets");
+    l.media_bps = Some(350_000);
+    let at_start = l.bwe.estimate().0;
+    let limited = l.run(Duration::from_secs(20), false);
+    // What libwebrtc's AIMD allows over the acknowledged rate (1.5x + 10 kbit/s), with room
+    // for the acknowledged rate's measurement noise; an estimate already above it may stay.
+    let ceiling = (1.5f64 * 350_000.0 + 10_000.0) * 1.05;
+    let highest = *limited.iter().max().unwrap();
+    eprintln!("application-limited at 350000 through 477000, from {at_start}: {limited:?}");
+    assert!(
+        highest as f64 <= ceiling.max(at_start as f64),
+        "grew from {at_start} to {highest} (ceiling {ceiling}): {limited:?}"
+    );
 }
 
 #[test]
