@@ -103,6 +103,9 @@ pub enum RelayFrameError {
     /// The buffer cannot hold the frame.
     #[error("relay frame does not fit the buffer")]
     BufferTooSmall,
+    /// The link direction's counters are used up (2^64 − 1 datagrams): never sent again.
+    #[error("relay link counters exhausted")]
+    Exhausted,
 }
 
 /// One direction's key, as the control plane carries it (32 hex digits).
@@ -210,7 +213,12 @@ impl Sealer {
         if buf.len() < total {
             return Err(RelayFrameError::BufferTooSmall);
         }
+        // The last counter is never sent: the receiver keeps `counter + 1` (2^64 datagrams of
+        // one link direction are out of reach; an error, never a wrap to a reused nonce).
         let counter = self.next;
+        if counter == u64::MAX {
+            return Err(RelayFrameError::Exhausted);
+        }
         self.next += 1;
         buf[0] = MAGIC;
         buf[1..9].copy_from_slice(&self.link.to_be_bytes());
@@ -299,8 +307,13 @@ impl Opener {
         Ok((kind, payload))
     }
 
-    /// Whether `counter` is new and not older than the window.
+    /// Whether `counter` is new and not older than the window. The last counter is never
+    /// sealed ([`Sealer::seal`]); one claiming it (only a peer holding the key can make it
+    /// authenticate) would overflow `top`, so it is refused like a replay.
     fn fresh(&self, counter: u64) -> bool {
+        if counter == u64::MAX {
+            return false;
+        }
         if counter >= self.top {
             return true;
         }
@@ -453,5 +466,50 @@ mod tests {
             Err(RelayFrameError::BufferTooSmall)
         );
         assert_eq!(sealer.seal(&mut buf, FrameKind::Rtp, 3), Ok(OVERHEAD + 3));
+    }
+
+    /// Outside review: an authenticated peer sealing counter `u64::MAX` overflowed the replay
+    /// window's `top` (a debug-build panic); it is refused as a replay, and a sealer never
+    /// sends it.
+    #[test]
+    fn the_last_counter_is_refused_and_never_sealed() {
+        let key = RelayKey::generate();
+        let mut sealer = Sealer::new(7, &key, LinkDirection::Forward);
+        let mut opener = Opener::new(7, &key, LinkDirection::Forward);
+        sealer.next = u64::MAX;
+        let mut buf = [0u8; OVERHEAD + 4];
+        assert_eq!(
+            sealer.seal(&mut buf, FrameKind::Rtp, 4),
+            Err(RelayFrameError::Exhausted)
+        );
+        // What a peer with the key could still make: the last counter, authentic.
+        sealer.next = u64::MAX - 1;
+        let mut before = frame(&mut sealer, FrameKind::Rtp, b"ok");
+        assert!(opener.open(&mut before).is_ok());
+        let mut last = [0u8; OVERHEAD + 4];
+        last[PAYLOAD_OFFSET..PAYLOAD_OFFSET + 4].copy_from_slice(b"last");
+        // Seal it by hand under the counter the sealer refuses.
+        last[0] = MAGIC;
+        last[1..9].copy_from_slice(&7u64.to_be_bytes());
+        last[9..HEADER_LEN].copy_from_slice(&u64::MAX.to_be_bytes());
+        last[HEADER_LEN] = FrameKind::Rtp.byte();
+        let (header, rest) = last.split_at_mut(HEADER_LEN);
+        let (plain, tag_slot) = rest.split_at_mut(1 + 4);
+        let tag = key
+            .aead()
+            .seal_in_place_separate_tag(
+                nonce(LinkDirection::Forward, u64::MAX),
+                Aad::from(&header[..]),
+                plain,
+            )
+            .unwrap();
+        tag_slot.copy_from_slice(tag.as_ref());
+        assert_eq!(opener.open(&mut last), Err(RelayFrameError::Replay));
+        // The window did not move: an older counter not seen yet still opens, once.
+        let mut honest = Sealer::new(7, &key, LinkDirection::Forward);
+        honest.next = u64::MAX - 2;
+        let mut older = frame(&mut honest, FrameKind::Rtp, b"x");
+        assert!(opener.open(&mut older.clone()).is_ok());
+        assert_eq!(opener.open(&mut older), Err(RelayFrameError::Replay));
     }
 }
