@@ -83,6 +83,11 @@ struct Options {
     /// the relay links they opened yet. Without it those members get `sfu_full`.
     #[arg(long, env = "MOOYAHO_SPAN_NODES")]
     span_nodes: bool,
+    /// With --span-nodes: addresses an SFU node may name as its relay (media) address besides
+    /// the host it registered its control address with (repeat or comma-separate), for nodes
+    /// whose media is on another network than their control connection.
+    #[arg(long, env = "MOOYAHO_RELAY_IP", value_delimiter = ',')]
+    relay_ip: Vec<IpAddr>,
     /// Let clients integrate themselves (`integrateUser` over the WebSocket). Insecure.
     #[arg(long, env = "MOOYAHO_ALLOW_ANONYMOUS")]
     allow_anonymous: bool,
@@ -191,6 +196,7 @@ struct FileOptions {
     resume_token_lifetime_ms: Option<u64>,
     allow_anonymous: Option<bool>,
     span_nodes: Option<bool>,
+    relay_ips: Option<Vec<IpAddr>>,
     cors_origins: Option<Vec<String>>,
     ping_interval_ms: Option<u64>,
     resume_grace_ms: Option<u64>,
@@ -329,6 +335,7 @@ async fn run(options: Options, dev: bool) -> anyhow::Result<()> {
              signaling instance with --span-nodes, or several without it"
         );
     }
+    config.relay_ips = flags_or_file(options.relay_ip, file.relay_ips);
     config.cors_origins = flags_or_file(options.cors_origin, file.cors_origins);
     if let Some(ms) = options.ping_interval_ms.or(file.ping_interval_ms) {
         config.ping_interval = Duration::from_millis(ms.max(100));
@@ -611,7 +618,7 @@ fn long_enough(secret: Option<String>, what: &str) -> anyhow::Result<Option<Stri
 
 /// A repeatable flag's values, or the config file's list when the flag was not given: flags
 /// replace the file's list rather than add to it.
-fn flags_or_file(flags: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
+fn flags_or_file<T>(flags: Vec<T>, file: Option<Vec<T>>) -> Vec<T> {
     if flags.is_empty() {
         file.unwrap_or_default()
     } else {
@@ -727,6 +734,6 @@ mod tests {
         let file = Some(vec!["from-file".to_owned()]);
         assert_eq!(flags_or_file(Vec::new(), file.clone()), ["from-file"]);
         assert_eq!(flags_or_file(vec!["flag".to_owned()], file), ["flag"]);
-        assert!(flags_or_file(Vec::new(), None).is_empty());
+        assert!(flags_or_file(Vec::<String>::new(), None).is_empty());
     }
 }

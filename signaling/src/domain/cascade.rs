@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
 use mooyaho_control::{RelayKeyHex, Request, Response};
@@ -87,6 +88,42 @@ pub(super) struct Target {
     pub(super) plan: RelayPlan,
     /// The nodes that had receiving members when it was planned.
     pub(super) receivers: BTreeSet<SfuServerId>,
+    /// The relay addresses the receiving nodes may name.
+    pub(super) addresses: RelayAddresses,
+}
+
+/// The addresses a receiving node may name for a link (outside review G6): a compromised or
+/// misconfigured node must not point another node's relay stream at a third party. Its
+/// registered control host (when an IP address) or one of `--relay-ip`; never an unspecified,
+/// multicast or broadcast address, nor port 0.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct RelayAddresses {
+    /// Each node's registered control host, when it is an IP address.
+    pub(super) hosts: BTreeMap<SfuServerId, IpAddr>,
+    /// Addresses any node may name (`--relay-ip`).
+    pub(super) extra: Vec<IpAddr>,
+}
+
+impl RelayAddresses {
+    /// `address` as `node` named it, if it may send there.
+    fn check(&self, node: SfuServerId, address: &str) -> Result<SocketAddr, String> {
+        let parsed: SocketAddr = address
+            .parse()
+            .map_err(|_| format!("relay address {address:?} is not ip:port"))?;
+        let ip = parsed.ip().to_canonical();
+        let unusable = ip.is_unspecified()
+            || ip.is_multicast()
+            || ip == IpAddr::from([255, 255, 255, 255])
+            || parsed.port() == 0;
+        let allowed = self.hosts.get(&node).map(|h| h.to_canonical()) == Some(ip)
+            || self.extra.iter().any(|e| e.to_canonical() == ip);
+        if unusable || !allowed {
+            return Err(format!(
+                "relay address {parsed} is neither node {node}'s registered host nor a --relay-ip"
+            ));
+        }
+        Ok(parsed)
+    }
 }
 
 /// What a [`Cascade::sync`] did.
@@ -251,6 +288,7 @@ impl Cascade {
             rooms,
             plan,
             receivers,
+            addresses,
         } = target;
         let wanted = LinkKey::of_plan(&plan);
         self.keep_plan(channel, plan.clone(), receivers);
@@ -274,7 +312,7 @@ impl Cascade {
             else {
                 continue;
             };
-            match open(nodes, key, from_room, to_room).await {
+            match open(nodes, &addresses, key, from_room, to_room).await {
                 Ok(link) => {
                     self.links()
                         .entry(channel.clone())
@@ -416,6 +454,7 @@ fn fresh_key() -> RelayKeyHex {
 /// still have opened it there; outside review F12).
 async fn open(
     nodes: &dyn SfuNodes,
+    addresses: &RelayAddresses,
     key: &LinkKey,
     from_room: &str,
     to_room: &str,
@@ -433,6 +472,13 @@ async fn open(
         Ok(Response::RelayAddress { address }) => address,
         Ok(other) => return Err(format!("acceptRelay: {other:?}")),
         Err(e) => return Err(format!("acceptRelay: {e}")),
+    };
+    let address = match addresses.check(key.to, &address) {
+        Ok(address) => address.to_string(),
+        Err(e) => {
+            close_end(nodes, key.to, to_room, id).await;
+            return Err(e);
+        }
     };
     let open = Request::OpenRelay {
         room: from_room.to_owned(),
@@ -510,6 +556,17 @@ mod tests_support {
         }
     }
 
+    /// Relay addresses with every one of `nodes` registered on 127.0.0.1 (where the fake
+    /// nodes' relay addresses are).
+    pub(super) fn loopback_nodes<'a>(
+        nodes: impl Iterator<Item = &'a SfuServerId>,
+    ) -> RelayAddresses {
+        RelayAddresses {
+            hosts: nodes.map(|n| (*n, IpAddr::from([127, 0, 0, 1]))).collect(),
+            extra: Vec::new(),
+        }
+    }
+
     /// Syncs `channel` to `wanted` between `rooms` (planned once, whatever the change).
     pub(super) async fn sync_to(
         cascade: &Cascade,
@@ -522,6 +579,7 @@ mod tests_support {
             rooms: rooms.clone(),
             plan: plan(wanted),
             receivers: BTreeSet::new(),
+            addresses: loopback_nodes(rooms.keys()),
         };
         let synced = cascade
             .sync(nodes, channel, RelayChange::Any, |_| {
@@ -695,6 +753,65 @@ mod tests {
         assert!(cascade.per_node().is_empty());
     }
 
+    /// Outside review G6: the address a receiving node names is where the sending node will
+    /// send; only the node's registered host or a `--relay-ip` is accepted.
+    #[test]
+    fn a_relay_address_must_be_the_node_s_host_or_a_configured_one() {
+        let mut addresses = loopback_nodes([SfuServerId(2)].iter());
+        let node = SfuServerId(2);
+        assert!(addresses.check(node, "127.0.0.1:5000").is_ok());
+        assert!(addresses.check(node, "[::ffff:127.0.0.1]:5000").is_ok());
+        for refused in [
+            "192.0.2.7:5000",
+            "0.0.0.0:5000",
+            "127.0.0.1:0",
+            "224.0.0.1:5000",
+            "example.org:5000",
+            "127.0.0.1",
+            "",
+        ] {
+            let error = addresses.check(node, refused).unwrap_err();
+            assert!(error.contains("relay address"), "{refused}: {error}");
+        }
+        assert!(
+            addresses.check(SfuServerId(3), "127.0.0.1:5000").is_err(),
+            "an unknown node"
+        );
+        addresses.extra.push(IpAddr::from([192, 0, 2, 7]));
+        assert!(addresses.check(node, "192.0.2.7:5000").is_ok());
+        addresses.extra.push(IpAddr::from([0, 0, 0, 0]));
+        assert!(
+            addresses.check(node, "0.0.0.0:5000").is_err(),
+            "never unspecified"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_link_to_an_address_its_node_may_not_name_is_not_opened() {
+        let nodes = FakeNodes::default();
+        nodes.name_relay_address("192.0.2.7:5000");
+        let cascade = Cascade::default();
+        let channel = ChannelId::from("c");
+        let synced = sync_to(
+            &cascade,
+            &nodes,
+            &channel,
+            &rooms(&[(1, "a"), (2, "b")]),
+            &BTreeSet::from([key("p", 1, 2)]),
+        )
+        .await;
+        assert_eq!((synced.opened, synced.failed), (0, 1));
+        let requests = relay_requests(&nodes);
+        assert!(
+            matches!(&requests[..], [
+                Request::AcceptRelay { .. },
+                Request::CloseRelay { room, .. },
+            ] if room == "b"),
+            "no openRelay, the receiving end closed: {requests:?}"
+        );
+        assert!(cascade.open_links(&channel).is_empty());
+    }
+
     #[tokio::test]
     async fn a_link_the_sending_node_refuses_is_not_left_half_open() {
         let nodes = FakeNodes::default();
@@ -778,6 +895,7 @@ mod coalescing_tests {
                 rooms: ab.clone(),
                 plan,
                 receivers: BTreeSet::new(),
+                addresses: loopback_nodes(ab.keys()),
             }))
         };
         let first = cascade.sync(&nodes, &c1, RelayChange::Any, &target);
@@ -839,6 +957,7 @@ mod coalescing_tests {
                 rooms: rooms(&[(1, "a"), (2, "b")]),
                 plan: plan(&BTreeSet::from([key("p", 1, 2)])),
                 receivers: BTreeSet::new(),
+                addresses: loopback_nodes([SfuServerId(1), SfuServerId(2)].iter()),
             }))
         };
         let first = cascade.sync(

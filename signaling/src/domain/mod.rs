@@ -54,6 +54,10 @@ pub struct SignalingConfig {
     /// known only to it (not shared through the store), so several instances would not keep
     /// them in step.
     pub span_nodes: bool,
+    /// Addresses a node may name as its relay address (`acceptRelay`) besides its registered
+    /// control host: the media addresses of nodes whose media is on another network than
+    /// their control connection (outside review G6).
+    pub relay_ips: Vec<std::net::IpAddr>,
     /// Interval of server pings; a socket silent for two intervals is reaped.
     pub ping_interval: Duration,
     /// How long a disconnected session stays resumable (and in its channel). Keep it at most
@@ -123,6 +127,7 @@ impl SignalingConfig {
             api_key: api_key.into(),
             allow_anonymous: false,
             span_nodes: false,
+            relay_ips: Vec::new(),
             ping_interval: Duration::from_secs(15),
             resume_grace: Duration::from_secs(15),
             presence_ttl: Duration::from_secs(30),

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc};
 
 use serde_json::Value;
 
-use super::cascade::{Cascade, RelayChange, Target};
+use super::cascade::{Cascade, RelayAddresses, RelayChange, Target};
 use super::error::{ErrorCode, SignalError};
 use super::events::DomainEvent;
 use super::failover::{
@@ -1210,10 +1210,31 @@ impl Placement {
             _ if !self.cascade.has_links(channel) => return None,
             _ => Default::default(),
         };
+        let addresses = if plan.edges.is_empty() {
+            RelayAddresses::default()
+        } else {
+            match self.shared.store.sfu_servers().await {
+                Ok(records) => RelayAddresses {
+                    hosts: records
+                        .iter()
+                        .filter_map(|r| {
+                            let control: std::net::SocketAddr = r.address.parse().ok()?;
+                            Some((r.id, control.ip()))
+                        })
+                        .collect(),
+                    extra: self.shared.config.relay_ips.clone(),
+                },
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e, "relay links: registry unavailable");
+                    return None;
+                }
+            }
+        };
         Some(Target {
             rooms,
             plan,
             receivers,
+            addresses,
         })
     }
 

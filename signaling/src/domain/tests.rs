@@ -600,6 +600,8 @@ pub(super) struct FakeNodes {
     live_load: std::sync::atomic::AtomicBool,
     /// `openRelay` is refused (a sending node that cannot open a relay link).
     refuse_open_relay: std::sync::atomic::AtomicBool,
+    /// What `acceptRelay` answers instead of 127.0.0.1:9.
+    relay_address: std::sync::Mutex<Option<String>>,
 }
 
 impl FakeNodes {
@@ -634,6 +636,11 @@ impl FakeNodes {
     /// From now on every room ranks these speakers when asked.
     pub(super) fn set_speakers(&self, speakers: Vec<mooyaho_control::Speaker>) {
         *self.speakers.lock().unwrap() = speakers;
+    }
+
+    /// From now on every node names `address` as its relay address.
+    pub(super) fn name_relay_address(&self, address: &str) {
+        *self.relay_address.lock().unwrap() = Some(address.to_owned());
     }
 
     /// From now on every node refuses `openRelay`.
@@ -817,7 +824,8 @@ impl super::ports::SfuNodes for FakeNodes {
                 sdp: Some(format!("answer-for-{session}")),
             },
             Request::AcceptRelay { .. } => Response::RelayAddress {
-                address: "127.0.0.1:9".into(),
+                address: (self.relay_address.lock().unwrap().clone())
+                    .unwrap_or_else(|| "127.0.0.1:9".into()),
             },
             Request::OpenRelay { .. } if self.refuse_open_relay.load(Ordering::Relaxed) => {
                 Response::Error {
