@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 
 pub use client_subscribe::{ClientSubscribe, answer_subscribe_offer};
 pub use credentials::random_ice_credentials;
-pub use publish::negotiate_publish;
+pub use publish::{PublishOffer, negotiate_parsed_publish, negotiate_publish};
 pub use subscribe::{assign_payload_types, parse_subscribe_answer, subscribe_offer};
 
 /// Why an SDP was refused.

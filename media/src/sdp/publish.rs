@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use sdp::description::session::SessionDescription;
+
 use super::parse::{self, Direction, Media, RtpMap};
 use super::write::{self, sdp_line};
 use super::{
@@ -30,7 +32,30 @@ pub fn negotiate_publish(
     local: &LocalDescription,
     limits: &PublishLimits,
 ) -> Result<PublishNegotiation, SdpError> {
-    let session = parse::session(offer)?;
+    negotiate_parsed_publish(&PublishOffer::parse(offer)?, local, limits)
+}
+
+/// A client's publish offer after the syntax and text checks of [`negotiate_publish`], before
+/// negotiation. One text always parses the same way: the `media_worker` fuzz harness, which
+/// publishes four fixed offers over and over, parses each once instead of on every publish
+/// (the parse was a fifth of its time).
+#[derive(Debug)]
+pub struct PublishOffer(SessionDescription);
+
+impl PublishOffer {
+    /// Errors: as [`negotiate_publish`] for unparseable or oversized text.
+    pub fn parse(text: &str) -> Result<Self, SdpError> {
+        parse::session(text).map(Self)
+    }
+}
+
+/// [`negotiate_publish`] of an offer already parsed.
+pub fn negotiate_parsed_publish(
+    offer: &PublishOffer,
+    local: &LocalDescription,
+    limits: &PublishLimits,
+) -> Result<PublishNegotiation, SdpError> {
+    let session = &offer.0;
     let sections = session.media_descriptions.len();
     if sections > limits.max_media_sections {
         return Err(SdpError::LimitExceeded(format!(
@@ -38,8 +63,8 @@ pub fn negotiate_publish(
             limits.max_media_sections
         )));
     }
-    let media = Media::all(&session)?;
-    let (bundle, remote_ice, remote_fingerprint) = parse::offered_transport(&session, &media)?;
+    let media = Media::all(session)?;
+    let (bundle, remote_ice, remote_fingerprint) = parse::offered_transport(session, &media)?;
 
     let accepted = media
         .iter()

@@ -194,21 +194,44 @@ impl Worker {
         session: String,
         offer: &str,
     ) -> Result<(TransportId, String), MediaError> {
-        let policy = self.publish_policy;
+        // The fuzz harness (`worker::fuzzing`) takes these same three steps, with its offers
+        // parsed once.
+        self.take_publish_token(now, room, &session)?;
+        let offer = sdp::PublishOffer::parse(offer)?;
+        self.publish_parsed(now, room, session, &offer)
+    }
+
+    /// Before any work on an offer: a refused offer costs a token too, or a loop of bad offers
+    /// would be free to parse.
+    pub(super) fn take_publish_token(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        session: &str,
+    ) -> Result<(), MediaError> {
         self.known_room(room)?;
-        // Before any work: a refused offer costs a token too, or a loop of bad offers would be
-        // free to parse.
         self.core
-            .take_publish(now, room, &session, policy.rate)
+            .take_publish(now, room, session, self.publish_policy.rate)
             .map_err(|e| match e {
                 CommandError::RateLimited { retry_after } => {
                     MediaError::RateLimited { retry_after }
                 }
                 other => other.into(),
-            })?;
+            })
+    }
+
+    /// [`Self::publish`] once its token is taken and its offer parsed.
+    pub(super) fn publish_parsed(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        session: String,
+        offer: &sdp::PublishOffer,
+    ) -> Result<(TransportId, String), MediaError> {
+        let policy = self.publish_policy;
         let ice = sdp::random_ice_credentials();
         let negotiation =
-            sdp::negotiate_publish(offer, &self.local_description(&ice), &policy.limits)?;
+            sdp::negotiate_parsed_publish(offer, &self.local_description(&ice), &policy.limits)?;
         let connection = self.answering_connection(
             now,
             ice,
