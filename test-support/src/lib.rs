@@ -17,6 +17,8 @@
 //!   [`peer::Peer`].
 //! - [`aiortc`]: a second independent WebRTC stack, aiortc (Python), as a child process.
 
+#![deny(unsafe_code)]
+
 #[cfg(feature = "clients")]
 pub mod aiortc;
 pub mod bottleneck;
