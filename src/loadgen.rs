@@ -35,7 +35,9 @@ pub(crate) struct LoadgenOptions {
     /// failover (starts its own `mooyaho server` + 2 `mooyaho sfu`, kills the room's node) |
     /// churn (a fan-out while other subscribers join and leave: `--churn-per-sec`) |
     /// simulcast (video in three layers at ¼, ½ and all of `--pps`; 30 % of the subscribers ask
-    /// `low`; the report gives each layer's packets per second).
+    /// `low`; the report gives each layer's packets per second) | span (starts its own
+    /// `mooyaho server --span-nodes` + 2 `mooyaho sfu --max-transports --node-cap`: one channel
+    /// across both through a relay link; latency split by node, CPU per packet per node).
     #[arg(long, default_value = "fanout")]
     scenario: Scenario,
     /// Publishers (`meeting`: participants); default per scenario.
@@ -125,6 +127,9 @@ pub(crate) struct LoadgenOptions {
     /// `churn`: seconds each of those subscribers stays, receiving, before it leaves.
     #[arg(long, default_value_t = 2.0)]
     churn_stay: f64,
+    /// `span`: each node's `--max-transports` (default: half the participants, rounded up).
+    #[arg(long)]
+    node_cap: Option<usize>,
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
@@ -153,13 +158,14 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
         return run_signaling(options).await;
     }
     let failover = options.scenario == Scenario::Failover;
+    let span = options.scenario == Scenario::Span;
     anyhow::ensure!(
-        !failover || (options.target == TargetKind::Mooyaho && !options.find_capacity),
-        "the failover scenario runs on its own Mooyaho fleet, without --find-capacity"
+        !(failover || span) || (options.target == TargetKind::Mooyaho && !options.find_capacity),
+        "the failover and span scenarios run on their own Mooyaho fleet, without --find-capacity"
     );
     let mut config = match options.target {
         // The fleet it starts has its own URL and key.
-        TargetKind::Mooyaho if failover => LoadConfig::new("", "", options.scenario),
+        TargetKind::Mooyaho if failover || span => LoadConfig::new("", "", options.scenario),
         TargetKind::Mooyaho => {
             let key = options
                 .api_key
@@ -206,6 +212,10 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
         "--rooms must be from 1 to 1000"
     );
     config.rooms = options.rooms;
+    if let Some(cap) = options.node_cap {
+        anyhow::ensure!(cap >= 1, "--node-cap must be at least 1");
+        config.node_cap = cap;
+    }
     config.hostile = options.hostile;
     config.hostile_pps = options.hostile_pps.max(1);
     config.kill_after = Duration::try_from_secs_f64(options.kill_after)
@@ -248,6 +258,9 @@ pub(crate) async fn run(options: LoadgenOptions) -> anyhow::Result<()> {
     let report = if failover {
         let binary = std::env::current_exe().context("finding the mooyaho binary")?;
         mooyaho_loadgen::run_failover(config, &binary, !options.quiet).await?
+    } else if span {
+        let binary = std::env::current_exe().context("finding the mooyaho binary")?;
+        mooyaho_loadgen::run_span(config, &binary, !options.quiet).await?
     } else {
         mooyaho_loadgen::run(config, !options.quiet).await?
     };

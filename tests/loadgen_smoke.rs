@@ -876,3 +876,60 @@ fn churn_scenario_joins_and_leaves_while_the_steady_members_keep_their_media() {
         );
     }
 }
+
+/// `--scenario span` (issue 15's loadgen proof at a tiny size): the generator starts `mooyaho
+/// server --span-nodes` and two `mooyaho sfu --max-transports 3`; the publisher and two
+/// subscribers fill the first node, the other two are served by the second through a relay
+/// link. Every subscriber receives, the report splits latency by node and gives each node's
+/// CPU per packet. No timing bound: the figures are in BENCHMARKS.md.
+#[test]
+fn span_scenario_serves_subscribers_past_a_capped_node_through_a_relay_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("span.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
+        .args(["loadgen", "--quiet", "--scenario", "span"])
+        .args(["--subscribers", "4", "--node-cap", "3", "--duration", "3"])
+        .args(["--join-rate", "5"])
+        .arg("--report")
+        .arg(&report_path)
+        .env_remove("MOOYAHO_API_KEY")
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run loadgen");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "loadgen failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+    assert_provenance(&report);
+    assert_eq!(report["config"]["scenario"], "span", "{report:#}");
+    assert_eq!(report["joined"], 5, "{report:#}");
+    assert!(report["lossPercent"].as_f64().unwrap() < 5.0, "{report:#}");
+    let span = &report["span"];
+    assert_eq!(span["nodeCap"], 3, "{span:#}");
+    assert_eq!(span["subscribersDirect"], 2, "{span:#}");
+    assert_eq!(span["subscribersRelayed"], 2, "{span:#}");
+    for kind in ["directLatencyMs", "relayedLatencyMs"] {
+        assert!(
+            span[kind]["samples"].as_u64().unwrap() > 0,
+            "{kind}: {span:#}"
+        );
+    }
+    let nodes = span["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2, "{span:#}");
+    let publishers: Vec<_> = nodes
+        .iter()
+        .filter(|n| n["publishersNode"] == true)
+        .collect();
+    assert_eq!(publishers.len(), 1, "{span:#}");
+    let (out, inn) = (
+        publishers[0]["relayLinksOut"].as_u64(),
+        publishers[0]["relayLinksIn"].as_u64(),
+    );
+    assert_eq!((out, inn), (Some(1), Some(0)), "{span:#}");
+    let other = nodes.iter().find(|n| n["publishersNode"] == false).unwrap();
+    assert_eq!(other["relayLinksIn"], 1, "{span:#}");
+    assert!(stdout.contains("span (cap 3)"), "{stdout}");
+}

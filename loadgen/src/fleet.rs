@@ -30,20 +30,30 @@ impl Fleet {
     /// Starts `mooyaho server` and `nodes` SFU nodes (one worker each) from `binary`, the nodes
     /// registering themselves, and waits until signaling reports every node healthy.
     pub async fn start(binary: &Path, nodes: usize) -> anyhow::Result<Self> {
+        Self::start_with(binary, nodes, &[], &[]).await
+    }
+
+    /// [`Self::start`] with extra arguments for the server and for every node (`span`:
+    /// `--span-nodes`, and `--max-transports N`).
+    pub async fn start_with(
+        binary: &Path,
+        nodes: usize,
+        server_extra: &[&str],
+        node_extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let api_key = random_secret();
         let cluster_secret = random_secret();
-        let mut server = spawn(
-            binary,
-            &[
-                "server",
-                "--listen",
-                "127.0.0.1:0",
-                "--api-key",
-                &api_key,
-                "--cluster-secret",
-                &cluster_secret,
-            ],
-        )?;
+        let mut server_args = vec![
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key",
+            &api_key,
+            "--cluster-secret",
+            &cluster_secret,
+        ];
+        server_args.extend_from_slice(server_extra);
+        let mut server = spawn(binary, &server_args)?;
         let lines = read_start_lines(&mut server, |line| line.contains("WebSocket:"));
         let Some(addr) = lines.iter().find_map(|l| {
             l.strip_prefix("mooyaho listening on http://")
@@ -60,22 +70,21 @@ impl Fleet {
             nodes: Vec::new(),
         };
         for _ in 0..nodes {
-            let mut child = spawn(
-                binary,
-                &[
-                    "sfu",
-                    "--cluster-secret",
-                    &cluster_secret,
-                    "--workers",
-                    "1",
-                    "--control-listen",
-                    "127.0.0.1:0",
-                    "--register-url",
-                    &url,
-                    "--api-key",
-                    &api_key,
-                ],
-            )?;
+            let mut node_args = vec![
+                "sfu",
+                "--cluster-secret",
+                &cluster_secret,
+                "--workers",
+                "1",
+                "--control-listen",
+                "127.0.0.1:0",
+                "--register-url",
+                &url,
+                "--api-key",
+                &api_key,
+            ];
+            node_args.extend_from_slice(node_extra);
+            let mut child = spawn(binary, &node_args)?;
             let lines = read_start_lines(&mut child, |line| line.starts_with("registered:"));
             let id = lines.iter().find_map(|l| {
                 l.strip_prefix("registered:")

@@ -32,6 +32,7 @@ mod report;
 mod sdp;
 mod signal;
 mod simulcast;
+pub mod span;
 // FFI: `setsockopt(SO_TIMESTAMPNS)` and `recvmsg` with control messages through libc, to read
 // kernel receive timestamps. Sound because every pointer handed to the kernel refers to a live,
 // correctly sized local buffer for the duration of the call and the CMSG macros walk only the
@@ -72,6 +73,9 @@ pub enum Scenario {
     Churn,
     /// Video publishers sending three simulcast layers, 30 % of the viewers asking for `low`.
     Simulcast,
+    /// A fan-out across two nodes capped with `--max-transports` (`--node-cap`), one channel
+    /// spanning both through a relay link: [`run_span`].
+    Span,
 }
 
 impl std::str::FromStr for Scenario {
@@ -87,9 +91,10 @@ impl std::str::FromStr for Scenario {
             "failover" => Ok(Self::Failover),
             "churn" => Ok(Self::Churn),
             "simulcast" => Ok(Self::Simulcast),
+            "span" => Ok(Self::Span),
             other => Err(format!(
                 "unknown scenario {other:?} (audio, meeting, livestream, fanout, signaling, \
-                 failover, churn, simulcast)"
+                 failover, churn, simulcast, span)"
             )),
         }
     }
@@ -168,6 +173,8 @@ pub struct LoadConfig {
     pub kill_after: Duration,
     /// `churn`: how the movers join and leave.
     pub churn: churn::ChurnConfig,
+    /// `span`: each node's `--max-transports` (0: half the participants, rounded up).
+    pub node_cap: usize,
 }
 
 impl LoadConfig {
@@ -187,6 +194,8 @@ impl LoadConfig {
             Scenario::Signaling => (0, 1000, 0, 0),
             // The top layer's rate (h sends half, q a quarter).
             Scenario::Simulcast => (1, 20, 200, 1000),
+            // Issue 15's proof: 1 × 600 over two nodes of 300 subscribers each.
+            Scenario::Span => (1, 600, 50, 1200),
         };
         Self {
             target: Target::Mooyaho,
@@ -210,6 +219,7 @@ impl LoadConfig {
                 per_second: 2.0,
                 stay: Duration::from_secs(2),
             },
+            node_cap: 0,
         }
     }
 }
@@ -266,6 +276,8 @@ pub(crate) struct Totals {
     pub(crate) failover: FailoverTotals,
     /// The `simulcast` scenario's per-layer counts.
     pub(crate) simulcast: simulcast::LayerTotals,
+    /// The `span` scenario's latency by node.
+    pub(crate) span: span::SpanTotals,
 }
 
 /// Participants' handling of `sfuRestart`.
@@ -319,6 +331,10 @@ pub async fn run(config: LoadConfig, progress: bool) -> anyhow::Result<Report> {
         config.scenario != Scenario::Failover,
         "the failover scenario starts its own fleet: run it with run_failover"
     );
+    anyhow::ensure!(
+        config.scenario != Scenario::Span,
+        "the span scenario starts its own fleet: run it with run_span"
+    );
     run_on(config, progress, None).await
 }
 
@@ -350,6 +366,48 @@ pub async fn run_failover(
     if progress {
         eprintln!(
             "fleet: signaling {} with SFU nodes {:?}",
+            fleet.url,
+            fleet.node_ids()
+        );
+    }
+    run_on(config, progress, Some(&mut fleet)).await
+}
+
+/// The `span` scenario: starts a fleet from `binary` (`mooyaho server --span-nodes` and two
+/// `mooyaho sfu --max-transports N`, N = `config.node_cap` or half the participants rounded
+/// up), runs the fan-out on it (one room: the publisher and the first subscribers fill the
+/// first node, the rest are served by the second through a relay link) and reports latency
+/// split by node and each node's CPU per packet sent. `config.url` and `config.api_key` are
+/// the fleet's.
+pub async fn run_span(
+    mut config: LoadConfig,
+    binary: &std::path::Path,
+    progress: bool,
+) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        config.scenario == Scenario::Span && config.target == Target::Mooyaho,
+        "run_span runs the span scenario against its own Mooyaho fleet"
+    );
+    anyhow::ensure!(
+        config.rooms == 1 && config.publishers >= 1 && config.subscribers >= 2,
+        "the span scenario is one room with at least one publisher and two subscribers"
+    );
+    if config.node_cap == 0 {
+        config.node_cap = (config.publishers + config.subscribers).div_ceil(2);
+    }
+    let cap = config.node_cap.to_string();
+    let mut fleet = fleet::Fleet::start_with(
+        binary,
+        2,
+        &["--span-nodes"],
+        &["--max-transports", cap.as_str()],
+    )
+    .await?;
+    config.url = fleet.url.clone();
+    config.api_key = fleet.api_key.clone();
+    if progress {
+        eprintln!(
+            "fleet: signaling {} (--span-nodes) with SFU nodes {:?}, --max-transports {cap}",
             fleet.url,
             fleet.node_ids()
         );
@@ -532,14 +590,29 @@ async fn run_on(
     let (mut last_at, mut last_received) = (0.0, 0);
     let mut last_sent = totals.sent.load(Ordering::Relaxed);
     let mut kill = None;
+    let kills = config.scenario == Scenario::Failover;
+    // `span`: each node's CPU from /proc, its load reports each second.
+    let span_cpu_start: Vec<(u64, Option<f64>)> = match (&fleet, config.scenario) {
+        (Some(fleet), Scenario::Span) => fleet
+            .node_ids()
+            .into_iter()
+            .map(|id| {
+                let cpu = mooyaho_net::cpu::process_cpu_seconds(fleet.node_pid(id));
+                (id, cpu)
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let mut span_loads: Vec<mooyaho_server_sdk::SfuServer> = Vec::new();
     while window_start.elapsed() < config.duration {
         let elapsed = window_start.elapsed();
         let mut pause = Duration::from_secs(1).min(config.duration - elapsed);
-        if fleet.is_some() && kill.is_none() {
+        if kills && kill.is_none() {
             pause = pause.min(config.kill_after.saturating_sub(elapsed));
         }
         tokio::time::sleep(pause).await;
         if let Some(fleet) = fleet.as_deref_mut()
+            && kills
             && kill.is_none()
             && window_start.elapsed() >= config.kill_after
         {
@@ -557,6 +630,12 @@ async fn run_on(
             && let Some(load) = report::sfu_load(rest).await
         {
             sfu_loads.push(load);
+        }
+        if !span_cpu_start.is_empty()
+            && let Some(rest) = backend.rest()
+            && let Ok(servers) = rest.list_sfu_servers().await
+        {
+            span_loads.extend(servers);
         }
         let at = window_start.elapsed().as_secs_f64();
         let received = totals.received_in_window.load(Ordering::Relaxed);
@@ -582,6 +661,13 @@ async fn run_on(
     }
     totals.measuring.store(false, Ordering::Relaxed);
     let window = window_start.elapsed();
+    let span_nodes = span_nodes(
+        &span_cpu_start,
+        fleet.as_deref(),
+        (&span_loads, window),
+        &backend,
+    )
+    .await;
     let hostile = match hostile {
         Some(task) => Some(
             match tokio::time::timeout(Duration::from_secs(10), task).await {
@@ -680,8 +766,63 @@ async fn run_on(
             provenance,
             kill,
             churn,
+            span: span_nodes.map(|nodes| totals.span.report(config.node_cap, nodes)),
         },
     ))
+}
+
+/// `span`: each node's figures over the window (`None` for other scenarios).
+async fn span_nodes(
+    cpu_start: &[(u64, Option<f64>)],
+    fleet: Option<&fleet::Fleet>,
+    (loads, window): (&[mooyaho_server_sdk::SfuServer], Duration),
+    backend: &participant::Backend,
+) -> Option<Vec<span::SpanNode>> {
+    let fleet = fleet.filter(|_| !cpu_start.is_empty())?;
+    let publishers_node = match backend {
+        participant::Backend::Mooyaho { rest, channel, .. } => rest
+            .get_channel(channel)
+            .await
+            .ok()
+            .and_then(|c| c.sfu_server_id),
+        participant::Backend::Janus { .. } => None,
+    };
+    let nodes = cpu_start
+        .iter()
+        .map(|(id, start)| {
+            let cpu_seconds = mooyaho_net::cpu::process_cpu_seconds(fleet.node_pid(*id))
+                .zip(*start)
+                .map(|(b, a)| b - a);
+            let own: Vec<_> = loads
+                .iter()
+                .filter(|s| s.id == *id)
+                .filter_map(|s| s.load.clone())
+                .collect();
+            let packets_out_per_second = if own.is_empty() {
+                0.0
+            } else {
+                own.iter()
+                    .map(|l| l.packets_out_per_sec as f64)
+                    .sum::<f64>()
+                    / own.len() as f64
+            };
+            let last = own.last().cloned().unwrap_or_default();
+            let window_packets = packets_out_per_second * window.as_secs_f64();
+            span::SpanNode {
+                id: *id,
+                publishers_node: publishers_node == Some(*id),
+                transports: last.transports,
+                relay_links_out: last.relay_links_out,
+                relay_links_in: last.relay_links_in,
+                cpu_seconds,
+                packets_out_per_second,
+                cpu_us_per_packet_out: cpu_seconds
+                    .filter(|_| window_packets > 0.0)
+                    .map(|cpu| cpu * 1e6 / window_packets),
+            }
+        })
+        .collect();
+    Some(nodes)
 }
 
 /// What one participant does, and in which of the run's rooms.

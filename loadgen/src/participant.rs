@@ -199,6 +199,9 @@ async fn run_mooyaho(
         }
         let connected = publish(&mut signal, identity, stream).await?;
         totals.negotiated(&connected.srtp);
+        if config.scenario == Scenario::Span {
+            totals.span.publisher_at(connected.remote);
+        }
         let (swap, swaps) = mpsc::unbounded_channel();
         let sent = Stream {
             audio,
@@ -1227,6 +1230,9 @@ async fn receive_media(
         .fetch_add(receipts.distinct(), Ordering::Relaxed);
     if run.config.scenario == Scenario::Simulcast {
         totals.simulcast.received(receipts.per_stream());
+    }
+    if run.config.scenario == Scenario::Span {
+        totals.span.subscriber_samples(remote, &samples);
     }
     totals.latency_us.lock().expect("lock").extend(samples);
     totals

@@ -121,6 +121,9 @@ pub struct Report {
     /// `packetsExpectedInWindow` each layer's packets × the subscribers that got mostly it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub simulcast: Option<SimulcastReport>,
+    /// Latency split by node and each node's CPU per packet sent (`span`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span: Option<crate::span::SpanReport>,
 }
 
 /// Which node the `failover` scenario killed, and when.
@@ -306,6 +309,8 @@ pub(crate) struct Measurements {
     pub(crate) kill: Option<NodeKill>,
     /// What the `churn` scenario's movers did.
     pub(crate) churn: Option<crate::churn::ChurnReport>,
+    /// The `span` scenario's nodes.
+    pub(crate) span: Option<crate::span::SpanReport>,
 }
 
 /// One second of the measurement window.
@@ -368,6 +373,7 @@ impl Report {
             provenance,
             kill,
             churn,
+            span,
         } = measured;
         let latencies = totals.latency_us.lock().expect("lock").clone();
         let window_s = window.as_secs_f64().max(1e-3);
@@ -473,6 +479,7 @@ impl Report {
             failover: kill.map(|kill| FailoverReport::build(kill, config, totals)),
             churn,
             simulcast,
+            span,
         }
     }
 
@@ -530,6 +537,10 @@ impl Report {
                 .failover
                 .as_ref()
                 .map_or_else(String::new, |f| format!("\n{}", f.summary()))
+            + &self
+                .span
+                .as_ref()
+                .map_or_else(String::new, |s| format!("\n{}", s.summary()))
             + &self.churn.as_ref().map_or_else(String::new, |c| {
                 format!(
                     "\n{}; SFU RSS slope {} MiB/min",

@@ -269,6 +269,12 @@ pub struct SfuLoad {
     /// cluster secret.
     #[serde(default)]
     pub control_bad_hellos: u64,
+    /// Relay links sending this node's publishers' tracks to other nodes of their channels.
+    #[serde(default)]
+    pub relay_links_out: u64,
+    /// Relay links feeding this node other nodes' publishers' tracks.
+    #[serde(default)]
+    pub relay_links_in: u64,
 }
 
 /// Changes to an SFU node; `None` keeps a field.
