@@ -724,3 +724,90 @@ fn whip_offer_text() -> String {
     .unwrap()
     .replace('\n', "\r\n")
 }
+
+/// Outside review G3 against real processes: `mooyaho server --span-nodes` with two `mooyaho
+/// sfu`, the first capped at one transport. A WHIP publisher fills the first node; a WHEP
+/// viewer is served by the second, which signaling feeds through a relay link opened before
+/// the node answers the viewer's offer: the answer carries the publisher's tracks and the
+/// viewer receives its payloads. (Before, a WHEP viewer's node counted as receiving nothing:
+/// no link, an answer without tracks.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whep_viewer_served_by_another_node_receives_through_a_relay_link() {
+    const SECRET: &str = "cluster-secret-whep-span-0123456789abcdef";
+    let server = Server::start(&["--cluster-secret", SECRET, "--span-nodes"]);
+    let rest = server.rest();
+    let a = support::SfuNode::start_with(SECRET, Some(&server), &["--max-transports", "1"]);
+    assert_eq!(healthy_node(&rest).await, a.id());
+    let channel = rest.create_channel(true).await;
+    let whip = whip_publish(&rest, &channel, "encoder").await;
+    let b = support::SfuNode::start_with(SECRET, Some(&server), &[]);
+    let both = eventually(Duration::from_secs(10), || async {
+        let (_, nodes) = rest.call("GET", "/sfu-servers", None).await;
+        nodes.as_array().is_some_and(|n| {
+            n.len() == 2
+                && n.iter().all(|n| n["health"] == "healthy")
+                && n.iter()
+                    .any(|n| n["id"] == a.id() && n["load"]["admittedTransports"] == 1)
+        })
+    })
+    .await;
+    assert!(both, "both nodes healthy, a full");
+
+    let token = join_token(&rest, "player", &channel, false, true).await;
+    let viewer = Peer::new().await.unwrap();
+    let offer = viewer.receive_offer().await.unwrap();
+    let reply = whep_post(&rest, &channel, "", &token, &offer).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let (_, detail) = rest
+        .call("GET", &format!("/channels/{channel}"), None)
+        .await;
+    assert_eq!(detail["sfuServerIds"], json!([a.id(), b.id()]), "{detail}");
+    let answer = reply.body.clone();
+    assert!(
+        answer.contains(&format!("a=msid:{} ", whip.session)),
+        "the answer carries the relayed tracks: {answer}"
+    );
+    viewer.apply_answer(answer).await.unwrap();
+    viewer
+        .wait_connected("WHEP viewer on the second node")
+        .await
+        .unwrap();
+
+    let sent = payloads(0x3D, PACKETS);
+    let mut got = Default::default();
+    for round in 0..10 {
+        whip.media
+            .send_from(round * PACKETS, &sent.0, &sent.1, Duration::from_millis(5))
+            .await
+            .unwrap();
+        got = viewer.received().await;
+        if got
+            .get(whip.session.as_str())
+            .is_some_and(|m| m.audio.len() >= PACKETS && m.video.len() >= PACKETS)
+        {
+            break;
+        }
+    }
+    let media = got
+        .get(whip.session.as_str())
+        .unwrap_or_else(|| panic!("nothing from the publisher: {:?}", got.keys()));
+    assert!(
+        media.audio.len() >= PACKETS && media.video.len() >= PACKETS,
+        "{} audio, {} video",
+        media.audio.len(),
+        media.video.len()
+    );
+    assert!(media.audio.iter().all(|p| sent.0.contains(p)));
+    assert!(media.video.iter().all(|p| sent.1.contains(p)));
+    // Its load report (once a second) names the link in.
+    let linked = eventually(Duration::from_secs(5), || async {
+        let (_, node_b) = rest
+            .call("GET", &format!("/sfu-servers/{}", b.id()), None)
+            .await;
+        node_b["load"]["relayLinksIn"] == 1
+    })
+    .await;
+    assert!(linked, "b reports one relay link in");
+    viewer.close().await;
+    whip.peer.close().await;
+}

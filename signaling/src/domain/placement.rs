@@ -74,6 +74,11 @@ pub struct Placement {
     cascade: Cascade,
 }
 
+/// How often a WHEP offer to a node fed by relay links is asked again while the node has no
+/// track to answer with yet, and the pause between (the in-band announcements of a link just
+/// opened normally arrive within milliseconds).
+const RELAYED_TRACKS_TRIES: usize = 10;
+const RELAYED_TRACKS_PAUSE: Duration = Duration::from_millis(100);
 /// How long a node that refused a transport as full is skipped for new members.
 const FULL_HOLD: Duration = Duration::from_secs(2);
 /// Nodes a member is tried on, one after another refusing it as full, before it is told the
@@ -789,9 +794,24 @@ impl Placement {
             offer,
             publisher: publisher.map(|p| p.0),
         };
-        match self.node_call(node, request).await? {
-            Response::Sdp { sdp: Some(answer) } => Ok(answer),
-            other => Err(node_refusal(other)),
+        // A node fed by a link just opened learns its tracks from the sending node's in-band
+        // announcement, which can arrive after this request (two control hops against one
+        // datagram, but a busy worker may read it late): a node other than the channel's
+        // first that has nothing to answer with yet is asked again, briefly.
+        let fed_by_links = channel.sfu_server_id != Some(node);
+        let mut tries = 0;
+        loop {
+            match self.node_call(node, request.clone()).await? {
+                Response::Sdp { sdp: Some(answer) } => return Ok(answer),
+                Response::Error {
+                    code: NodeError::BadSdp,
+                    ..
+                } if fed_by_links && tries < RELAYED_TRACKS_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(RELAYED_TRACKS_PAUSE).await;
+                }
+                other => return Err(node_refusal(other)),
+            }
         }
     }
 
