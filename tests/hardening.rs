@@ -517,3 +517,72 @@ async fn a_frame_near_the_limit_is_read_through_the_small_buffer() {
         .await;
     assert_eq!(callee.expect("called").await["sdp"], sdp);
 }
+
+/// Outside review of issue 11, H1: within the general message rate, sockets entering and leaving
+/// a channel in a loop had every change broadcast to every member, filling an honest member's
+/// outbox until the hub dropped it as a slow consumer. Membership changes have their own budget.
+#[tokio::test]
+async fn enter_and_leave_loops_are_limited_and_an_honest_member_stays_connected() {
+    let server = Server::start(&[]);
+    let rest = server.rest();
+    let url = server.ws_url();
+    let channel = rest.create_channel(false).await;
+    let mut honest = Ws::join(&url, &rest, &channel, "honest").await;
+
+    // One socket: past its burst, a change is refused with `rate_limited`.
+    let mut churner = Ws::join(&url, &rest, &channel, "churner").await;
+    let mut refused = 0;
+    for i in 0..16 {
+        let change = if i % 2 == 0 {
+            json!({ "type": "leave" })
+        } else {
+            json!({ "type": "enter", "channel": channel })
+        };
+        let reply = churner.request(change).await;
+        if reply["type"] == "error" {
+            assert_eq!(reply["code"], "rate_limited", "{reply}");
+            assert!(
+                reply["message"].as_str().unwrap().contains("enter, leave"),
+                "{reply}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused >= 4, "{refused} of 16 changes refused");
+
+    // Forty sockets (within the per-IP limit) each firing 100 leave/enter pairs at once.
+    let mut churners = Vec::new();
+    for i in 0..40 {
+        churners.push(Ws::join(&url, &rest, &channel, &format!("churner-{i}")).await);
+    }
+    let floods: Vec<_> = churners
+        .into_iter()
+        .map(|ws| {
+            let enter = json!({ "type": "enter", "channel": channel }).to_string();
+            let leave = json!({ "type": "leave" }).to_string();
+            tokio::spawn(async move {
+                use futures_util::SinkExt;
+                // The server closes a socket past 50 refusals: its later sends fail, as they may.
+                let mut stream = ws.into_stream();
+                for _ in 0..100 {
+                    let _ = stream.send(leave.as_str().into()).await;
+                    let _ = stream.send(enter.as_str().into()).await;
+                }
+                stream
+            })
+        })
+        .collect();
+    // The honest member reads everything for four seconds and is never dropped (a close
+    // frame or a dropped socket fails `collect_for`).
+    let heard = honest.collect_for(Duration::from_secs(4)).await.len();
+    let reply = honest.request(json!({ "type": "ping" })).await;
+    assert_eq!(reply["type"], "pong", "{reply}");
+    // Each flooding socket got its burst and ~2 a second through, not 200 changes.
+    assert!(
+        heard < 40 * 30,
+        "the honest member heard {heard} membership frames"
+    );
+    for flood in floods {
+        drop(flood.await.unwrap());
+    }
+}

@@ -242,6 +242,7 @@ pub async fn pump<S, R>(
     };
     let config = signaling.config().clone();
     let mut limiter = RateLimiter::new(config.messages_per_second, config.message_burst);
+    let mut membership = RateLimiter::new(MEMBERSHIP_CHANGES_PER_SECOND, MEMBERSHIP_CHANGE_BURST);
     let mut violations = Violations::new(config.max_violations, config.violation_window);
     let mut last_seen = Instant::now();
     let mut ping = tokio::time::interval(config.ping_interval);
@@ -277,7 +278,7 @@ pub async fn pump<S, R>(
                 let allowed = limiter.allow(now);
                 let (reply, refused) = match frame {
                     Message::Text(body) => {
-                        on_text(&signaling, &mut connection, body.as_str(), allowed).await
+                        on_text(&signaling, &mut connection, body.as_str(), allowed, &mut membership).await
                     }
                     Message::Binary(_) => {
                         let e = if allowed {
@@ -376,6 +377,7 @@ async fn on_text(
     connection: &mut Connection,
     body: &str,
     allowed: bool,
+    membership: &mut RateLimiter,
 ) -> (Option<Message>, bool) {
     let max = signaling.config().max_frame_bytes;
     let refusal = if !allowed {
@@ -402,6 +404,19 @@ async fn on_text(
         }
     };
     signaling.metrics().message(message_name(&message));
+    if matches!(message, ClientMessage::Enter { .. } | ClientMessage::Leave)
+        && !membership.allow(Instant::now())
+    {
+        let e = SignalError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "channel membership changes (enter, leave) are limited to \
+                 {MEMBERSHIP_CHANGES_PER_SECOND} per second"
+            ),
+        );
+        signaling.metrics().error(e.code.as_str());
+        return (Some(error_frame(request_id, &e)), true);
+    }
     let reply = match dispatch(signaling, connection, message).await {
         Ok(Some(reply)) => Some(text(reply.encode(request_id))),
         Ok(None) => request_id.map(|id| text(ServerMessage::Ack.encode(Some(id)))),
@@ -580,6 +595,13 @@ fn message_name(message: &ClientMessage) -> &'static str {
         M::Ping => "ping",
     }
 }
+
+/// Channel membership changes (`enter`, `leave`) one socket may make: each is broadcast to
+/// every member of the channel, so within the general message rate a few sockets entering and
+/// leaving in a loop would fill every member's outbox until the hub drops them as slow
+/// consumers (outside review of issue 11, H1). A person switching rooms needs far fewer.
+const MEMBERSHIP_CHANGES_PER_SECOND: u32 = 2;
+const MEMBERSHIP_CHANGE_BURST: u32 = 8;
 
 /// Token bucket: `rate` messages per second sustained, `burst` at once.
 #[derive(Debug)]
