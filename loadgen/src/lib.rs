@@ -396,10 +396,13 @@ pub async fn run_span(
         config.node_cap = (config.publishers + config.subscribers).div_ceil(2);
     }
     let cap = config.node_cap.to_string();
+    // Every simulated participant connects from 127.0.0.1: the server's per-address limit
+    // (64 by default) must admit them all.
+    let per_ip = (config.publishers + config.subscribers + 16).to_string();
     let mut fleet = fleet::Fleet::start_with(
         binary,
         2,
-        &["--span-nodes"],
+        &["--span-nodes", "--max-connections-per-ip", per_ip.as_str()],
         &["--max-transports", cap.as_str()],
     )
     .await?;
