@@ -19,6 +19,10 @@
 #   benches/run.sh churn        opt-in: 1 × 50 steady while 10 subscribers a second join and
 #                               leave after 3 s, for 60 s (mover join p50/p99, failures, steady
 #                               loss, SFU RSS slope)
+#   benches/run.sh simulcast    opt-in: 1 simulcast publisher (q/h/f) × 100 and × 200 viewers,
+#                               3 in 10 asking `low`, every viewer sending TWCC feedback (per-layer
+#                               out-packets, receivers per layer, CPU); reports in
+#                               benches/results/simulcast/ (not in the generated tables)
 #   benches/run.sh failover     opt-in: 1 publisher × 50 subscribers on a fleet of `mooyaho
 #                               server` + 2 `mooyaho sfu` that loadgen starts; the room's node is
 #                               SIGKILLed 2 s into the window (media gap p50/p99/max, recovered);
@@ -35,8 +39,8 @@ for arg in "$@"; do
     case "$arg" in
     --quick) quick=1 ;;
     --no-janus) janus=0 ;;
-    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
-    fanout | livestream | audio | meeting | signaling | many-rooms | join-storm | soak | churn | failover) only+=("$arg") ;;
+    -h | --help) sed -n '2,29p' "$0"; exit 0 ;;
+    fanout | livestream | audio | meeting | signaling | many-rooms | join-storm | soak | churn | simulcast | failover) only+=("$arg") ;;
     *) echo "run.sh: unknown option $arg" >&2; exit 2 ;;
     esac
 done
@@ -168,6 +172,14 @@ else
     # Churn: 10 joins a second (each leaving 3 s later) beside a steady 1 × 50, for a minute.
     named churn && duration=60 run churn-mooyaho-1x50-10ps mooyaho --scenario churn --publishers 1 \
         --subscribers 50 --pps 100 --size 1200 --join-rate 100 --churn-per-sec 10 --churn-stay 3
+    # Simulcast: 1 publisher of three layers, 30 % of the viewers asking `low`.
+    if named simulcast; then
+        mkdir -p "$results/simulcast"
+        for n in 100 200; do
+            results="$results/simulcast" run "simulcast-mooyaho-$n" mooyaho --scenario simulcast \
+                --publishers 1 --subscribers "$n" --join-rate 200
+        done
+    fi
     # Failover: 1 × 50 on a 2-node fleet, the room's node SIGKILLed 2 s into a 12 s window.
     named failover && run_failover failover-mooyaho-1x50 --publishers 1 --subscribers 50 \
         --pps 200 --size 1200 --join-rate 200 --duration 12 --kill-after 2
