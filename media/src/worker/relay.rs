@@ -431,6 +431,8 @@ impl Worker {
         };
         let (ssrc, config, mirrored) = mirrored_track(sdp);
         let subscription = self.core.subscribe(now, relay.transport, track, config)?;
+        // The other node's subscribers wait on this copy: it leaves before the local fan-out.
+        self.core.forward_first(subscription)?;
         let Some(RelayLink {
             side: Side::Sending { publisher, tracks },
             ..

@@ -153,6 +153,26 @@ fn packet_fans_out_to_every_subscription_sharing_the_payload_allocation() {
     assert_eq!(f.worker.stats().counters.rtp_forwarded, 3);
 }
 
+/// A subscription feeding another node (a relay link) is forwarded to before the local ones,
+/// whenever it subscribed.
+#[test]
+fn a_subscription_forwarded_first_gets_each_packet_before_the_others() {
+    let mut f = Fixture::new(audio_track());
+    let _locals: Vec<_> = (0..3).map(|i| f.subscriber(5000 + i)).collect();
+    let (relay, relay_subscription) = f.subscriber(6000);
+    f.worker.forward_first(relay_subscription).unwrap();
+    let raw = build(7, 960, PUB_SSRC, 111, true, &[], b"opus frame");
+    f.worker.handle_rtp(f.now, f.publisher, raw);
+    let out = f.drain();
+    assert_eq!(out.len(), 4);
+    assert_eq!(out[0].to, relay);
+    f.worker.unsubscribe(relay_subscription).unwrap();
+    assert_eq!(
+        f.worker.forward_first(relay_subscription),
+        Err(CommandError::UnknownSubscription(relay_subscription))
+    );
+}
+
 #[test]
 fn written_forwarded_packet_is_valid_rtp_with_rewritten_fields() {
     let mut f = Fixture::new(audio_track());
