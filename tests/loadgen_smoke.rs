@@ -166,6 +166,16 @@ fn every_scenario_moves_media_through_the_sfu_and_reports() {
     );
     assert_flowed(&fanout, 5);
     assert_eq!(fanout["config"]["scenario"], "fanout");
+    // Where the join time went: every receiving participant's phases, which follow each other
+    // (so a phase's p50 cannot exceed the whole join's p99).
+    let phases = &fanout["joinPhasesMs"];
+    for phase in ["signaling", "offer", "answer", "connect"] {
+        assert_eq!(phases[phase]["samples"], 4, "{phase}: {fanout:#}");
+        assert!(
+            phases[phase]["p50"].as_f64().unwrap() <= fanout["joinMs"]["p99"].as_f64().unwrap(),
+            "{phase}: {fanout:#}"
+        );
+    }
     // --ceiling: this machine's reference in the same run, and the SFU as a fraction of it.
     let ceiling = &fanout["ceiling"];
     assert_eq!(ceiling["packetSize"], 1200, "{fanout:#}");

@@ -252,6 +252,8 @@ pub(crate) struct Totals {
     pub(crate) failed: AtomicU64,
     pub(crate) latency_us: Mutex<Vec<u32>>,
     pub(crate) join_ms: Mutex<Vec<u32>>,
+    /// Where each receiving participant's join time went (see [`report::JoinPhases`]).
+    pub(crate) join_phases: Mutex<Vec<report::JoinPhase>>,
     pub(crate) errors: Mutex<Vec<String>>,
     /// Packets subscribers dropped on purpose (`--loss`), NACKed, got back after a NACK, and
     /// receiver reports they sent.

@@ -17,6 +17,7 @@ use webrtc_util::marshal::Marshal;
 use super::feedback::{Arrival, ReceiverFeedback, TwccRecorder, extend, transport_sequence};
 use super::janus::{self, Janus};
 use super::peer::{self, ConnectOptions, LocalIce};
+use super::report::JoinPhase;
 use super::sdp::{self, Local, RtxMap};
 use super::signal::{SfuEvent, Signal};
 use super::simulcast;
@@ -181,6 +182,7 @@ async fn run_mooyaho(
     let (config, identity, totals) = (&run.config, &run.identity, &run.totals);
     let started = Instant::now();
     let mut signal = Signal::join(ws_url, rest, channel, name).await?;
+    let entered = Instant::now();
     let mut tasks = Vec::new();
     let audio = config.scenario == Scenario::Audio;
     let simulcast = config.scenario == Scenario::Simulcast;
@@ -219,7 +221,16 @@ async fn run_mooyaho(
         let offer = tokio::time::timeout(Duration::from_secs(20), signal.next_offer())
             .await
             .context("no subscribe offer within 20 s")??;
+        let offered = Instant::now();
         let first = Subscription::start(&mut signal, &offer, run, &continuity, false).await?;
+        let ms = |from: Instant, to: Instant| to.duration_since(from).as_millis() as u32;
+        let phase = JoinPhase {
+            signaling: ms(started, entered),
+            offer: ms(entered, offered),
+            answer: ms(offered, first.answered_at),
+            connect: ms(first.answered_at, Instant::now()),
+        };
+        totals.join_phases.lock().expect("lock").push(phase);
         totals.add_receiver(role.room);
         subscription = Some(first);
         if role.asks_low {
@@ -392,6 +403,8 @@ pub(crate) struct Subscription {
     /// Tells the task to stop (`sfuRestart`: this room is gone).
     detached: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// When the node acknowledged our answer (the start of ICE and DTLS).
+    answered_at: Instant,
 }
 
 impl Subscription {
@@ -415,6 +428,7 @@ impl Subscription {
             .request(json!({ "type": "answer", "isSFU": true, "sdp": answer }))
             .await?;
         anyhow::ensure!(ack["type"] == "ack", "subscribe answer refused: {ack}");
+        let answered_at = Instant::now();
         let remote = sdp::parse_remote(offer);
         let connected = peer::connect(&run.identity, &ice, &remote).await?;
         run.totals.negotiated(&connected.srtp);
@@ -434,6 +448,7 @@ impl Subscription {
             rtx,
             detached,
             task,
+            answered_at,
         })
     }
 

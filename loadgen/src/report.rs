@@ -29,6 +29,8 @@ pub struct Report {
     pub join_all_seconds: f64,
     /// Join time (WebSocket open → media flowing), milliseconds.
     pub join_ms: Percentiles,
+    /// Where the receiving participants' join time went, phase by phase.
+    pub join_phases_ms: JoinPhases,
     /// Measurement window, seconds.
     pub window_seconds: f64,
     /// RTP packets the publishers sent (whole run).
@@ -338,6 +340,43 @@ pub struct Percentiles {
     pub samples: usize,
 }
 
+/// One receiving participant's join, milliseconds per phase (each from the end of the last).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct JoinPhase {
+    pub(crate) signaling: u32,
+    pub(crate) offer: u32,
+    pub(crate) answer: u32,
+    pub(crate) connect: u32,
+}
+
+/// Where the join time went: p50/p99 of each phase over the receiving participants. The
+/// phases follow each other, so a participant's sum is its join time.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinPhases {
+    /// WebSocket open → `enterSuccess` (connect, integrate over REST, enter).
+    pub signaling: Percentiles,
+    /// → the node's subscribe offer arrives (for a publisher, its publish first).
+    pub offer: Percentiles,
+    /// → the answer is acknowledged (the node has applied it).
+    pub answer: Percentiles,
+    /// → ICE and DTLS complete on the receiving transport.
+    pub connect: Percentiles,
+}
+
+impl JoinPhases {
+    pub(crate) fn of(phases: &[JoinPhase]) -> Self {
+        let each =
+            |phase: fn(&JoinPhase) -> u32| Percentiles::of(phases.iter().map(phase).collect(), 1.0);
+        Self {
+            signaling: each(|p| p.signaling),
+            offer: each(|p| p.offer),
+            answer: each(|p| p.answer),
+            connect: each(|p| p.connect),
+        }
+    }
+}
+
 impl Percentiles {
     pub(crate) fn of(mut values: Vec<u32>, scale: f64) -> Self {
         if values.is_empty() {
@@ -429,6 +468,7 @@ impl Report {
             errors: totals.errors.lock().expect("lock").clone(),
             join_all_seconds: joined_in.as_secs_f64(),
             join_ms: Percentiles::of(totals.join_ms.lock().expect("lock").clone(), 1.0),
+            join_phases_ms: JoinPhases::of(&totals.join_phases.lock().expect("lock")),
             window_seconds: window_s,
             packets_sent: totals.sent.load(Ordering::Relaxed),
             packets_received: totals.received.load(Ordering::Relaxed),
@@ -503,7 +543,28 @@ impl Report {
             self.sfu_cpu_seconds.map(|c| (c * 100.0).round() / 100.0),
             self.generator_cpu_seconds
                 .map(|c| (c * 100.0).round() / 100.0),
-        ) + &if self.dropped_by_induced_loss > 0 {
+        ) + &if self.join_phases_ms.connect.samples > 0 {
+            let JoinPhases {
+                signaling,
+                offer,
+                answer,
+                connect,
+            } = &self.join_phases_ms;
+            format!(
+                "\njoin phases p50/p99 ms: signaling {:.0}/{:.0}, offer {:.0}/{:.0}, answer {:.0}/{:.0}, \
+                 ICE+DTLS {:.0}/{:.0}",
+                signaling.p50,
+                signaling.p99,
+                offer.p50,
+                offer.p99,
+                answer.p50,
+                answer.p99,
+                connect.p50,
+                connect.p99
+            )
+        } else {
+            String::new()
+        } + &if self.dropped_by_induced_loss > 0 {
             format!(
                 "\ninduced loss: dropped {}, NACKed {}, RTX received {}, recovered {}, unrecovered {}",
                 self.dropped_by_induced_loss,
