@@ -620,6 +620,49 @@ async fn a_wrong_proof_that_never_reads_its_refusal_loses_its_slot_within_the_re
     assert!(healthy, "{}", sfu_server(&rest, id).await);
 }
 
+/// A join wave keeps many requests in flight on one signaling instance's link at once (subscribe
+/// offer, answer and speakers per join, each waiting for a busy worker). The node admits a
+/// wave's worth of them together: the next request gets its stream at once instead of queueing
+/// behind the ones in flight (64 streams made a 1,000-viewer wave's requests wait on the
+/// client until signaling's 10 s timeout: `sfu_unavailable`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_wave_s_requests_in_flight_do_not_hold_up_the_next_request() {
+    const IN_FLIGHT: usize = 1_000;
+    let node = SfuNode::start(SECRET, None);
+    let connection = control_session(node.control, SECRET).await;
+    // Requests the node is still waiting on (all but the last byte of their frame sent): each
+    // holds its stream as a request parked at a busy worker does.
+    let request = mooyaho_control::encode(&Request::Rooms);
+    let mut in_flight = Vec::with_capacity(IN_FLIGHT);
+    for i in 0..IN_FLIGHT {
+        let (mut send, recv) = tokio::time::timeout(Duration::from_secs(5), connection.open_bi())
+            .await
+            .unwrap_or_else(|_| panic!("request {i} waited for a stream behind {i} in flight"))
+            .unwrap();
+        send.write_all(&request[..request.len() - 1]).await.unwrap();
+        in_flight.push((send, recv));
+    }
+    let next = tokio::time::timeout(
+        Duration::from_secs(5),
+        control_call(&connection, &Request::Rooms),
+    )
+    .await
+    .expect("the next request is answered while 1,000 are in flight");
+    assert!(matches!(next, Response::Rooms { .. }), "{next:?}");
+    // The parked ones are still served once complete.
+    let (mut send, mut recv) = in_flight.pop().unwrap();
+    send.write_all(&request[request.len() - 1..]).await.unwrap();
+    let _ = send.finish();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        read_frame::<Response, _>(&mut recv, mooyaho_control::MAX_FRAME),
+    )
+    .await
+    .expect("a parked request is answered once its frame is complete")
+    .unwrap();
+    assert!(matches!(reply, Response::Rooms { .. }), "{reply:?}");
+}
+
 #[test]
 fn every_command_refuses_a_cluster_secret_under_16_characters() {
     let short = "fifteen-chars-x";

@@ -189,8 +189,13 @@ const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 const UNAUTHENTICATED_RECEIVE_WINDOW: u32 = 16 * 1024;
 /// Flow-control window of an authenticated connection: several requests of [`MAX_FRAME`] in flight.
 const RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
-/// Requests an authenticated client may have in flight (one bidirectional stream each).
-const MAX_REQUESTS_IN_FLIGHT: u32 = 64;
+/// Requests an authenticated client may have in flight (one bidirectional stream each). A join
+/// makes up to three (subscribe offer, answer, speakers) that each wait for a worker, so a wave
+/// of 100 joins a second into a busy worker keeps hundreds in flight; a request over the limit
+/// waits for a stream on the client before the node sees it (64 made a 1,000-viewer wave's
+/// requests queue there until signaling's 10 s timeout). An authenticated client holds the
+/// cluster secret; the connection's receive window bounds what its requests can buffer.
+const MAX_REQUESTS_IN_FLIGHT: u32 = 4096;
 
 /// Why a connection that never authenticated was let go: counted, reported in [`Load`].
 #[derive(Debug, Default)]
