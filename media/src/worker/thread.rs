@@ -266,12 +266,8 @@ impl Worker {
     pub(super) fn run(&mut self, inbox: &mpsc::Receiver<Command>, wake: &Wake) {
         loop {
             self.progress.bump();
-            loop {
-                match inbox.try_recv() {
-                    Ok(command) => self.handle_command(command),
-                    Err(mpsc::TryRecvError::Empty) => break,
-                    Err(mpsc::TryRecvError::Disconnected) => return,
-                }
+            if !self.handle_commands(inbox) {
+                return;
             }
             let piped = self.handle_pipe_inbox();
             let now = Instant::now();
@@ -288,6 +284,12 @@ impl Worker {
                         received += n;
                         self.handle_batch(Instant::now());
                         self.progress.bump();
+                        // A control request (a joining subscriber's offer or answer) waits for
+                        // one batch, not for a whole turn of up to 4,096 datagrams and their
+                        // fan-out: under a join wave into a busy room that was seconds.
+                        if !self.handle_commands(inbox) {
+                            return;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "recvmmsg failed");
@@ -307,6 +309,17 @@ impl Worker {
                     socket.wait(wake, timeout.max(Duration::from_micros(100)));
                     self.idle += waiting.elapsed();
                 }
+            }
+        }
+    }
+
+    /// Handles every queued command; `false` once the node dropped the channel (stop).
+    fn handle_commands(&mut self, inbox: &mpsc::Receiver<Command>) -> bool {
+        loop {
+            match inbox.try_recv() {
+                Ok(command) => self.handle_command(command),
+                Err(mpsc::TryRecvError::Empty) => return true,
+                Err(mpsc::TryRecvError::Disconnected) => return false,
             }
         }
     }
