@@ -1011,8 +1011,11 @@ impl Placement {
 
     /// After `enter`: a receive-only member gets an offer as soon as anyone publishes. The
     /// channel is read again after the membership was written, so a concurrent first publish
-    /// either sees this member or this member sees its placement.
-    pub(super) async fn entered(&self, me: &SessionRecord, channel: &ChannelRecord) {
+    /// either sees this member or this member sees its placement. Who speaks is told after
+    /// `enter` is answered, off the join's path: the answer to the offer waits for `enter`'s
+    /// reply (a socket's requests are handled in order), and asking the node cost a join one
+    /// more wait for a busy worker (seconds in a 1,000-viewer wave).
+    pub(super) async fn entered(self: &Arc<Self>, me: &SessionRecord, channel: &ChannelRecord) {
         let Ok(Some(channel)) = self.shared.store.channel(&channel.id).await else {
             return;
         };
@@ -1020,13 +1023,17 @@ impl Placement {
             return;
         }
         self.offer(&channel.id, me).await;
-        // Re-read: the offer recorded the node serving it.
-        let Ok(Some(me)) = self.shared.store.session(&me.id).await else {
-            return;
-        };
-        if let Some((node, room)) = member_room(&channel, &me) {
-            self.tell_speakers(node, &room, &channel.id, &me).await;
-        }
+        let placement = Arc::clone(self);
+        let me = me.id.clone();
+        tokio::spawn(async move {
+            // Re-read: the offer recorded the node serving it.
+            let Ok(Some(me)) = placement.shared.store.session(&me).await else {
+                return;
+            };
+            if let Some((node, room)) = member_room(&channel, &me) {
+                placement.tell_speakers(node, &room, &channel.id, &me).await;
+            }
+        });
     }
 
     /// Tells a member who just entered who speaks now: the node announces only changes, so
@@ -2327,7 +2334,9 @@ mod tests {
     /// current speakers — O(N) frames per join, nothing more to anyone — and reads each
     /// member's route once (the broadcast), never its whole record: a few records per join
     /// however large the room (the newcomer's, the speaker's).
-    #[tokio::test]
+    // Paused time: the presence refresh (which reads every session held) stays out of the
+    // counts, as the joins now yield to the task that names the speakers.
+    #[tokio::test(start_paused = true)]
     async fn each_join_of_a_wave_costs_one_frame_per_member_and_one_read_of_each() {
         let (signaling, store, _) = recorded_service();
         let (nodes, _node_events) = FakeNodes::attach(&signaling);
@@ -2345,23 +2354,43 @@ mod tests {
         }]);
         let mut queues = vec![alice_queue];
         drain(&mut queues[0]);
+        // The presence refresh's first round (it reads the sessions held) runs at the first
+        // yield: let it pass before counting, as the joins below yield.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
         const VIEWERS: usize = 40;
         for k in 0..VIEWERS {
-            let (viewer, queue) = integrated(&signaling, &format!("viewer-{k}"), false).await;
+            let (viewer, mut queue) = integrated(&signaling, &format!("viewer-{k}"), false).await;
             let (records_before, routes_before) = (store.records_read(), store.routes_read());
             signaling
                 .channels()
                 .enter(&viewer, channel.clone())
                 .await
                 .unwrap();
+            // The speakers are told once `enter` is answered: the newcomer's frames are all
+            // there when they are.
+            let mut newcomer_frames = Vec::new();
+            let told = tokio::time::timeout(Duration::from_secs(5), async {
+                while newcomer_frames.len() < 3 {
+                    newcomer_frames.extend(drain(&mut queue));
+                    tokio::task::yield_now().await;
+                }
+            })
+            .await;
+            assert!(told.is_ok(), "join {k}: {newcomer_frames:?}");
             let records = store.records_read() - records_before;
             let routes = store.routes_read() - routes_before;
             let members_before = queues.len();
             queues.push(queue);
             let entered = format!(r#""type":"entered","sessionId":"{}""#, viewer.session);
             for (i, queue) in queues.iter_mut().enumerate() {
-                let frames = drain(queue);
                 let newcomer = i == members_before;
+                let frames = if newcomer {
+                    std::mem::take(&mut newcomer_frames)
+                } else {
+                    drain(queue)
+                };
                 let expected = if newcomer { 3 } else { 1 };
                 assert_eq!(frames.len(), expected, "join {k}, member {i}: {frames:?}");
                 assert!(frames[0].contains(&entered), "{frames:?}");
@@ -2467,10 +2496,14 @@ mod tests {
             r#"{{"type":"activeSpeakers","speakers":[{{"sessionId":"{}","level":0.42}}]}}"#,
             alice.session
         );
-        assert!(
-            drain(&mut bob_queue).contains(&told),
-            "bob hears who speaks"
-        );
+        // Told after `enter` was answered.
+        let heard = tokio::time::timeout(Duration::from_secs(5), async {
+            while !drain(&mut bob_queue).contains(&told) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(heard.is_ok(), "bob hears who speaks");
         let speakers_events: Vec<_> = recorder
             .take()
             .into_iter()
@@ -2502,11 +2535,49 @@ mod tests {
             .enter(&carol, channel.clone())
             .await
             .unwrap();
+        let asked = tokio::time::timeout(Duration::from_secs(5), async {
+            while !(nodes.take().iter()).any(|r| matches!(r, Request::Speakers { .. })) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(asked.is_ok(), "the node is asked who speaks");
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
             !drain(&mut carol_queue)
                 .iter()
                 .any(|m| m.contains("activeSpeakers")),
             "an empty ranking is not sent"
+        );
+    }
+
+    /// Asking the node who speaks is off the join's path: a member's `enter` is answered, and
+    /// its subscribe offer sent, while the node has not said (a busy worker in a join wave).
+    #[tokio::test]
+    async fn enter_is_answered_with_the_offer_while_the_node_has_not_named_the_speakers() {
+        let (signaling, _, _recorder) = recorded_service();
+        let (nodes, _node_events) = FakeNodes::attach(&signaling);
+        register_node(&signaling).await;
+        let channel = signaling.channels().create(true).await.unwrap().id;
+        let (alice, _alice_queue) = member(&signaling, &channel, "alice").await;
+        signaling
+            .placement()
+            .publish(&alice, "offer".into())
+            .await
+            .unwrap();
+        nodes.stall_speakers();
+        let (bob, mut bob_queue) = integrated(&signaling, "bob", false).await;
+        let entered = tokio::time::timeout(
+            Duration::from_secs(5),
+            signaling.channels().enter(&bob, channel.clone()),
+        )
+        .await
+        .expect("enter does not wait for the speakers");
+        assert!(entered.is_ok(), "{entered:?}");
+        let offer = format!("offer-for-{}", bob.session);
+        assert!(
+            drain(&mut bob_queue).iter().any(|m| m.contains(&offer)),
+            "bob has his subscribe offer"
         );
     }
 

@@ -591,6 +591,8 @@ pub(super) struct FakeNodes {
     /// Rooms whose relay requests (`acceptRelay`, `openRelay`, `closeRelay`) never get an
     /// answer (a node slow on one channel's links).
     stalled_relay_rooms: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// `speakers` requests never get an answer (a busy worker).
+    speakers_stalled: std::sync::atomic::AtomicBool,
     /// Transport caps per node, enforced as `mooyaho sfu --max-transports` does: a session new
     /// to a node at its cap is refused `full`.
     caps: std::sync::Mutex<std::collections::HashMap<SfuServerId, usize>>,
@@ -659,6 +661,11 @@ impl FakeNodes {
     /// From now on requests to `node` never get an answer.
     pub(super) fn stall(&self, node: SfuServerId) {
         self.stalled.lock().unwrap().insert(node);
+    }
+
+    /// From now on no node answers `speakers`.
+    pub(super) fn stall_speakers(&self) {
+        self.speakers_stalled.store(true, Ordering::Relaxed);
     }
 
     /// From now on `node` holds at most `max` client transports (a session already on it may
@@ -749,7 +756,9 @@ impl super::ports::SfuNodes for FakeNodes {
         };
         let relay_stalled =
             relay_room.is_some_and(|room| self.stalled_relay_rooms.lock().unwrap().contains(room));
-        if stalled || relay_stalled {
+        let speakers_stalled = matches!(request, Request::Speakers { .. })
+            && self.speakers_stalled.load(Ordering::Relaxed);
+        if stalled || relay_stalled || speakers_stalled {
             std::future::pending::<()>().await;
         }
         let room = match &request {
