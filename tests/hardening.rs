@@ -246,44 +246,16 @@ async fn a_bad_websocket_upgrade_gets_the_json_error_body() {
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
 }
 
-/// Runs `mooyaho server` expecting it to refuse to start; returns its standard error.
-fn refused_start(extra: &[&str]) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let err_path = dir.path().join("stderr");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mooyaho"))
-        .args(["server", "--listen", "127.0.0.1:0"])
-        .args(["--api-key", support::API_KEY])
-        .args(extra)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("spawn mooyaho");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("mooyaho server {extra:?} kept running; it should have refused to start");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(!status.success());
-    std::fs::read_to_string(err_path).unwrap()
-}
-
 #[tokio::test]
 async fn a_resume_token_lifetime_over_a_day_is_refused_at_start() {
     // Half of it is added to a clock reading in every socket task: u64::MAX ms overflows
     // `Instant` on platforms that count nanoseconds in 64 bits.
     for lifetime in ["86400001", "18446744073709551615"] {
-        let err = refused_start(&["--resume-token-lifetime-ms", lifetime]);
+        let err = support::refused_start(&["--resume-token-lifetime-ms", lifetime]);
         assert!(err.contains("at most 86400000 ms"), "{lifetime}: {err}");
     }
     // One that follows from a huge ping interval is refused too.
-    let err = refused_start(&["--ping-interval-ms", "18446744073709551615"]);
+    let err = support::refused_start(&["--ping-interval-ms", "18446744073709551615"]);
     assert!(err.contains("at most 86400000 ms"), "{err}");
     // A day is accepted and sockets work.
     let server = Server::start(&["--resume-token-lifetime-ms", "86400000"]);
